@@ -1,0 +1,136 @@
+//! Values that are known to be good once constructed ("parse, don't validate").
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// An e-mail address of a caseworker (handläggare), team lead or manager.
+///
+/// Checked with the dot-atom rules of RFC 5322 that real municipal addresses follow; quoted local
+/// parts and address literals are refused. The domain is compared case-insensitively.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct EmailAddress(String);
+
+impl EmailAddress {
+    pub fn parse(raw: &str) -> Result<EmailAddress, String> {
+        let raw = raw.trim();
+        let (local, domain) = raw.rsplit_once('@').ok_or_else(|| "an e-mail address needs an '@'".to_string())?;
+        let atom_char = |c: char| c.is_alphanumeric() || "!#$%&'*+/=?^_`{|}~-".contains(c);
+        let dot_atom = |s: &str, chars: &dyn Fn(char) -> bool| {
+            !s.is_empty() && s.split('.').all(|part| !part.is_empty() && part.chars().all(chars))
+        };
+        if local.len() > 64 || !dot_atom(local, &atom_char) {
+            return Err("the part before '@' is not a valid mailbox name".into());
+        }
+        let label_char = |c: char| c.is_alphanumeric() || c == '-';
+        if domain.len() > 253
+            || !dot_atom(domain, &label_char)
+            || domain.split('.').any(|l| l.starts_with('-') || l.ends_with('-'))
+        {
+            return Err("the part after '@' is not a valid domain".into());
+        }
+        Ok(EmailAddress(format!("{local}@{}", domain.to_lowercase())))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for EmailAddress {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        EmailAddress::parse(&value)
+    }
+}
+
+impl From<EmailAddress> for String {
+    fn from(value: EmailAddress) -> String {
+        value.0
+    }
+}
+
+impl fmt::Display for EmailAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The code of a responsible unit, e.g. `BRO-BU`. Compared case-insensitively (stored upper case),
+/// because configuration keys and register values are typed by different people.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct UnitCode(String);
+
+impl UnitCode {
+    pub fn parse(raw: &str) -> Result<UnitCode, String> {
+        let raw = raw.trim();
+        if raw.is_empty() {
+            return Err("the unit code is empty".into());
+        }
+        if raw.len() > 64 || raw.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return Err("a unit code is at most 64 characters without spaces".into());
+        }
+        Ok(UnitCode(raw.to_uppercase()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for UnitCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A case reference (diarienummer): the only identifier of a case that may leave the register.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct CaseRef(String);
+
+impl CaseRef {
+    pub fn parse(raw: &str) -> Result<CaseRef, String> {
+        let raw = raw.trim();
+        if raw.is_empty() {
+            return Err("the case reference is empty".into());
+        }
+        if raw.len() > 100 || raw.chars().any(|c| c.is_control()) {
+            return Err("a case reference is at most 100 printable characters".into());
+        }
+        Ok(CaseRef(raw.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for CaseRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn email_addresses() {
+        for ok in ["a@b.se", "anna.lindqvist@kommun.example", "x+y@Sub.Domain.SE", "a@localhost"] {
+            assert!(EmailAddress::parse(ok).is_ok(), "{ok}");
+        }
+        assert_eq!(EmailAddress::parse("A@B.SE").unwrap().as_str(), "A@b.se");
+        for bad in ["", "a", "@b.se", "a@", "a b@c.se", "a@b..se", "a@-b.se", ".a@b.se", "a@b.se>"] {
+            assert!(EmailAddress::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn unit_codes_compare_case_insensitively() {
+        assert_eq!(UnitCode::parse("bro-bu").unwrap(), UnitCode::parse("BRO-BU").unwrap());
+        assert!(UnitCode::parse(" ").is_err());
+        assert!(UnitCode::parse("A B").is_err());
+    }
+}

@@ -1,0 +1,17 @@
+//! fristvakt ("deadline guard") watches the statutory deadlines of Swedish child-welfare cases
+//! (barnavårdsärenden) and mails escalation notices before and after they pass.
+//!
+//! The law lives in [`rules`], a pure module; everything else is I/O around it. See
+//! ARCHITECTURE.md for the map.
+
+pub mod commands;
+pub mod config;
+pub mod demo;
+pub mod domain;
+pub mod notice;
+pub mod poll;
+pub mod register;
+pub mod rules;
+pub mod send_window;
+pub mod state;
+pub mod telemetry;

@@ -1,0 +1,140 @@
+//! The `fristvakt` command line: parse, load configuration, call the library, map errors to exit
+//! codes (0 ok, 1 runtime failure, 2 usage, 78 configuration).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use chrono::NaiveDate;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use fristvakt::commands::{self, CommandError, OutputFormat};
+use fristvakt::config;
+use fristvakt::rules::Status;
+
+#[derive(Parser)]
+#[command(name = "fristvakt", version, about = "Watches the statutory deadlines of child-welfare cases")]
+struct Cli {
+    /// Configuration file (TOML); defaults to the built-in configuration.
+    #[arg(long, global = true, env = "FRISTVAKT_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate the configuration; list every problem with its key.
+    CheckConfig,
+    /// Create or upgrade the state database.
+    Migrate,
+    /// Read the register once, compute deadlines, send due notices, and exit.
+    Poll {
+        /// Required: run one poll and exit (the daemon polls on its own schedule).
+        #[arg(long, required = true)]
+        once: bool,
+        #[command(flatten)]
+        today: Today,
+        /// Re-read the whole register, not only rows changed since the last poll.
+        #[arg(long)]
+        full: bool,
+    },
+    /// Print computed deadlines.
+    Deadlines {
+        #[command(flatten)]
+        today: Today,
+        /// Only this unit.
+        #[arg(long)]
+        unit: Option<String>,
+        /// Only this status (met, missed, overdue, due_today, due_soon, pending).
+        #[arg(long, value_parser = parse_status)]
+        status: Option<Status>,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Explain, step by step, how each deadline of one case was computed.
+    Explain {
+        case_ref: String,
+        #[command(flatten)]
+        today: Today,
+    },
+    /// Fill the configured SQLite register with realistic synthetic cases.
+    DemoData {
+        #[arg(long)]
+        cases: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Also add this many deliberately broken rows.
+        #[arg(long, default_value_t = 0)]
+        broken: usize,
+        #[command(flatten)]
+        today: Today,
+    },
+}
+
+#[derive(Args)]
+struct Today {
+    /// The day to compute for (YYYY-MM-DD); default: today in the configured time zone.
+    #[arg(long, value_parser = parse_date)]
+    today: Option<NaiveDate>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Table,
+    Json,
+}
+
+fn parse_date(raw: &str) -> Result<NaiveDate, String> {
+    NaiveDate::parse_from_str(raw, "%Y-%m-%d").map_err(|_| format!("{raw:?} is not a date like 2026-11-25"))
+}
+
+fn parse_status(raw: &str) -> Result<Status, String> {
+    raw.parse()
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match config::load(cli.config.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("fristvakt: {e}");
+            return ExitCode::from(78);
+        }
+    };
+    fristvakt::telemetry::init(&settings.log);
+    if matches!(cli.command, Command::CheckConfig) {
+        println!("configuration ok");
+        return ExitCode::SUCCESS;
+    }
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CommandError::Runtime(format!("cannot start the async runtime: {e}")))
+        .and_then(|rt| rt.block_on(dispatch(cli.command, &settings)));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("fristvakt: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+async fn dispatch(command: Command, settings: &config::Settings) -> Result<(), CommandError> {
+    match command {
+        Command::CheckConfig => Ok(()),
+        Command::Migrate => commands::migrate(settings).await,
+        Command::Poll { today, full, .. } => commands::poll_once(settings, today.today, full).await,
+        Command::Deadlines { today, unit, status, format } => {
+            let format = match format {
+                Format::Table => OutputFormat::Table,
+                Format::Json => OutputFormat::Json,
+            };
+            commands::deadlines(settings, today.today, unit, status, format).await
+        }
+        Command::Explain { case_ref, today } => commands::explain(settings, &case_ref, today.today).await,
+        Command::DemoData { cases, seed, broken, today } => {
+            commands::demo_data(settings, cases, seed, broken, today.today).await
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! Notices: what one e-mail about one deadline at one ladder step says and to whom it goes.
+//!
+//! A notice is written to the outbox (with a key unique per case, kind and step) before it is
+//! sent; this module builds those rows. Rendering and sending live in `mail`.
+
+use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
+
+use crate::config::Settings;
+use crate::domain::{EmailAddress, UnitCode};
+use crate::rules::{Deadline, Kind, Role, Step};
+
+/// One addressee of a notice and the role it was chosen for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recipient {
+    pub role: Role,
+    pub address: String,
+    /// Chosen in place of a caseworker whose address is missing or invalid.
+    #[serde(default)]
+    pub instead_of_caseworker: bool,
+}
+
+/// The facts a notice mail is rendered from: the deadline's dates, never anything else about
+/// the case.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NoticePayload {
+    pub case_ref: String,
+    pub unit: String,
+    pub kind: Kind,
+    pub step: i32,
+    pub start_on: NaiveDate,
+    pub nominal_due_on: NaiveDate,
+    pub due_on: NaiveDate,
+    pub extended_to: Option<NaiveDate>,
+    /// The day the step was reached.
+    pub decided_on: NaiveDate,
+}
+
+/// The outbox key of a notice: unique per (case, kind, step).
+pub fn notice_key(case_ref: &str, kind: Kind, step: i32) -> String {
+    format!("notice/{}/{case_ref}/{step}", kind.as_str())
+}
+
+/// A stable `Message-ID` for an outbox key, so a repeated mail is recognisable as the same
+/// one. The key is hashed, so the header carries no case reference.
+pub fn message_id(key: &str, from: &EmailAddress) -> String {
+    let domain = from.as_str().rsplit_once('@').map(|(_, d)| d).unwrap_or("fristvakt.invalid");
+    format!("<{:016x}{:016x}.fristvakt@{domain}>", fnv1a(key, 0xcbf2_9ce4_8422_2325), fnv1a(key, 0x6c62_272e_07bb_0142))
+}
+
+/// FNV-1a: a fixed, documented hash, stable across Rust versions (unlike `DefaultHasher`).
+fn fnv1a(text: &str, offset: u64) -> u64 {
+    text.bytes().fold(offset, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3))
+}
+
+/// Resolves a step's roles to addresses (contract §3): `caseworker` from the row, `team_lead`
+/// and `manager` from the unit's entry, else `units.default`; de-duplicated. A missing caseworker
+/// address falls back to the unit's team leads. Returns the recipients and whether that
+/// fallback was used.
+pub fn resolve_recipients(
+    settings: &Settings,
+    unit: &UnitCode,
+    caseworker: Option<&EmailAddress>,
+    roles: &[Role],
+) -> (Vec<Recipient>, bool) {
+    let mut out: Vec<Recipient> = Vec::new();
+    let mut fell_back = false;
+    let push = |out: &mut Vec<Recipient>, role: Role, address: &EmailAddress, instead: bool| {
+        if !out.iter().any(|r| r.address == address.as_str()) {
+            out.push(Recipient { role, address: address.to_string(), instead_of_caseworker: instead });
+        }
+    };
+    for role in roles {
+        match role {
+            Role::Caseworker => match caseworker {
+                Some(a) => push(&mut out, Role::Caseworker, a, false),
+                None => {
+                    fell_back = true;
+                    for a in settings.units.addresses(unit, Role::TeamLead) {
+                        push(&mut out, Role::TeamLead, &a, true);
+                    }
+                }
+            },
+            other => {
+                for a in settings.units.addresses(unit, *other) {
+                    push(&mut out, *other, &a, false);
+                }
+            }
+        }
+    }
+    (out, fell_back)
+}
+
+/// The payload of a notice for a deadline at a step.
+pub fn payload(case_ref: &str, unit: &UnitCode, deadline: &Deadline, step: &Step, today: NaiveDate) -> NoticePayload {
+    NoticePayload {
+        case_ref: case_ref.to_string(),
+        unit: unit.to_string(),
+        kind: deadline.kind,
+        step: step.offset,
+        start_on: deadline.start_on,
+        nominal_due_on: deadline.nominal_due_on,
+        due_on: deadline.due_on,
+        extended_to: match deadline.due_reason {
+            crate::rules::DueReason::Extended { to } => Some(to),
+            _ => None,
+        },
+        decided_on: today,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_ids_are_stable_and_carry_no_case_reference() {
+        let from = EmailAddress::parse("fristvakt@kommun.example").unwrap();
+        let key = notice_key("2026-BU-0142", Kind::Assessment, -3);
+        let id = message_id(&key, &from);
+        assert_eq!(id, message_id(&key, &from));
+        assert_ne!(id, message_id(&notice_key("2026-BU-0142", Kind::Assessment, 0), &from));
+        assert!(!id.contains("0142"), "{id}");
+        assert!(id.starts_with('<') && id.ends_with("@kommun.example>"));
+    }
+}

@@ -1,0 +1,352 @@
+//! The poll job: read the register incrementally, compute deadlines, store them, and turn ladder
+//! steps that have been reached into outbox rows.
+//!
+//! Notices are driven by the date as much as by the register: a case that does not change still
+//! reaches its reminder day. So the two halves are separate: [`sync_register`] keeps the stored
+//! deadlines equal to the law applied to the register, and [`evaluate_ladders`] visits only the
+//! deadlines whose next step day (`next_step_on`, indexed) has come.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
+use futures_util::TryStreamExt;
+
+use crate::config::Settings;
+use crate::domain::{EmailAddress, UnitCode};
+use crate::notice::{self, Recipient};
+use crate::register::{self, CaseRow, RawRow, Register, RegisterError, RejectReason};
+use crate::rules::{self, decide, Deadline, Kind, Ladder, RuleOptions};
+use crate::state::{DeadlineRecord, OutboxEntry, OutboxState, StateError, StateStore};
+
+/// Rows validated and stored per transaction.
+const CHUNK_ROWS: usize = 1000;
+/// Deadlines visited per round of ladder evaluation.
+const LADDER_BATCH: i64 = 500;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PollError {
+    #[error(transparent)]
+    Register(#[from] RegisterError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("ladder evaluation made no progress on {0} deadline(s); the state store may be inconsistent")]
+    NoProgress(usize),
+}
+
+/// What one synchronisation read and did.
+#[derive(Debug, Clone, Default)]
+pub struct SyncReport {
+    pub full: bool,
+    pub rows_read: u64,
+    pub rejected: BTreeMap<RejectReason, u64>,
+    pub deadlines_stored: u64,
+    pub withdrawn: u64,
+    pub caseworker_invalid: u64,
+    pub notices_cancelled: u64,
+    pub newest_update: Option<DateTime<Utc>>,
+    pub duration: Duration,
+}
+
+impl SyncReport {
+    pub fn rows_rejected(&self) -> u64 {
+        self.rejected.values().sum()
+    }
+}
+
+/// What one ladder evaluation wrote to the outbox.
+#[derive(Debug, Clone, Default)]
+pub struct LadderReport {
+    pub deadlines_visited: u64,
+    /// Notices written, per kind and step.
+    pub enqueued: BTreeMap<(Kind, i32), u64>,
+    pub skipped: u64,
+    pub caseworker_fallbacks: u64,
+}
+
+impl LadderReport {
+    pub fn notices_enqueued(&self) -> u64 {
+        self.enqueued.values().sum()
+    }
+}
+
+/// Whether today's full pass is due: none yet today, and the local time (when known) is at or
+/// past `full_pass_at`. `local_time` is `None` when a caller fixed "today" and any time counts.
+pub fn full_pass_due(last: Option<NaiveDate>, today: NaiveDate, local_time: Option<NaiveTime>, at: NaiveTime) -> bool {
+    match last {
+        None => true,
+        Some(day) if day >= today => false,
+        Some(_) => local_time.is_none_or(|t| t >= at),
+    }
+}
+
+/// Reads the register (every row when `full`, else rows changed since the watermark minus the
+/// overlap) and stores the deadlines computed for `today`. Re-reading a row is harmless.
+pub async fn sync_register(
+    register: &Register,
+    state: &StateStore,
+    settings: &Settings,
+    today: NaiveDate,
+    now: DateTime<Utc>,
+    full: bool,
+) -> Result<SyncReport, PollError> {
+    let started = Instant::now();
+    let poll_state = state.poll_state().await?;
+    let full = full || poll_state.watermark.is_none();
+    let since = if full {
+        None
+    } else {
+        let overlap = chrono::Duration::from_std(settings.register.overlap).unwrap_or(chrono::Duration::minutes(10));
+        poll_state.watermark.map(|w| w - overlap)
+    };
+    let poll_seq = state.begin_poll().await?;
+    let options = RuleOptions { holiday_rule: settings.calendar.holiday_rule };
+    let mut report = SyncReport { full, ..SyncReport::default() };
+    let mut rows = register.rows_since(since);
+    let mut chunk: Vec<RawRow> = Vec::with_capacity(CHUNK_ROWS);
+    loop {
+        let next = match rows.try_next().await {
+            Ok(next) => next,
+            Err(e) => {
+                drop(rows);
+                return Err(register.explain(e).await.into());
+            }
+        };
+        let done = next.is_none();
+        if let Some(row) = next {
+            chunk.push(row);
+        }
+        if chunk.len() >= CHUNK_ROWS || (done && !chunk.is_empty()) {
+            store_chunk(state, settings, options, today, poll_seq, &chunk, &mut report).await?;
+            chunk.clear();
+        }
+        if done {
+            break;
+        }
+    }
+    drop(rows);
+    report.withdrawn = state.finish_poll(poll_seq, report.newest_update, full.then_some(today), now).await?;
+    report.notices_cancelled = state.cancel_notices_of_finished_deadlines().await?;
+    report.duration = started.elapsed();
+    let rejected: Vec<String> = report.rejected.iter().map(|(r, n)| format!("{}={n}", r.as_str())).collect();
+    tracing::info!(
+        full = report.full,
+        rows_read = report.rows_read,
+        rows_rejected = report.rows_rejected(),
+        rejected = %rejected.join(","),
+        deadlines_stored = report.deadlines_stored,
+        withdrawn = report.withdrawn,
+        notices_cancelled = report.notices_cancelled,
+        duration_ms = report.duration.as_millis() as u64,
+        "register poll finished: read {} row(s)",
+        report.rows_read
+    );
+    Ok(report)
+}
+
+async fn store_chunk(
+    state: &StateStore,
+    settings: &Settings,
+    options: RuleOptions,
+    today: NaiveDate,
+    poll_seq: i64,
+    chunk: &[RawRow],
+    report: &mut SyncReport,
+) -> Result<(), PollError> {
+    report.rows_read += chunk.len() as u64;
+    // The register promises unique case references; if a view breaks that, the newest row wins
+    // rather than the statement failing.
+    let mut cases: HashMap<String, CaseRow> = HashMap::with_capacity(chunk.len());
+    for raw in chunk {
+        if let Some(t) = raw.updated_at.as_deref().and_then(crate::state::parse_instant) {
+            report.newest_update = Some(report.newest_update.map_or(t, |n| n.max(t)));
+        }
+        match register::validate(raw) {
+            Ok(case) => {
+                if case.caseworker_invalid {
+                    report.caseworker_invalid += 1;
+                    tracing::warn!(case_ref = %case.case_ref, "register row: column caseworker is not an e-mail address; notices go to the team lead");
+                }
+                match cases.get(case.case_ref.as_str()) {
+                    Some(existing) if existing.updated_at > case.updated_at => {}
+                    _ => {
+                        cases.insert(case.case_ref.to_string(), case);
+                    }
+                }
+            }
+            Err(rejection) => {
+                *report.rejected.entry(rejection.reason).or_default() += 1;
+                tracing::warn!(reason = rejection.reason.as_str(), "register row skipped: {rejection}");
+            }
+        }
+    }
+    let mut records = Vec::with_capacity(cases.len() * 2);
+    let mut case_refs = Vec::with_capacity(cases.len());
+    for case in cases.into_values() {
+        for deadline in rules::deadlines_for(&case.dates, options) {
+            let ladder = settings.ladders.for_kind(deadline.kind);
+            records.push(DeadlineRecord {
+                case_ref: case.case_ref.to_string(),
+                unit: case.unit.to_string(),
+                caseworker: case.caseworker.as_ref().map(|c| c.to_string()),
+                child_sex: case.child_sex.map(|s| s.code().to_string()),
+                status: deadline.status(today),
+                evaluated_on: today,
+                next_step_on: first_step_on(ladder, &deadline),
+                row_updated_at: crate::state::format_instant(case.updated_at),
+                deadline,
+            });
+        }
+        case_refs.push(case.case_ref.to_string());
+    }
+    report.deadlines_stored += records.len() as u64;
+    state.store_deadlines(poll_seq, &case_refs, &records).await?;
+    Ok(())
+}
+
+/// The first day any step of an open deadline fires; the evaluator then decides with the steps
+/// already recorded. `None` for a closed deadline.
+fn first_step_on(ladder: &Ladder, deadline: &Deadline) -> Option<NaiveDate> {
+    if deadline.is_closed() {
+        return None;
+    }
+    ladder.steps().iter().map(|s| s.fires_on(deadline)).min()
+}
+
+/// The day the next step after `last_offset` fires, if any.
+fn next_step_after(ladder: &Ladder, deadline: &Deadline, last_offset: Option<i32>) -> Option<NaiveDate> {
+    if deadline.is_closed() {
+        return None;
+    }
+    ladder.steps().iter().filter(|s| last_offset.is_none_or(|last| s.offset > last)).map(|s| s.fires_on(deadline)).min()
+}
+
+/// Writes an outbox row for every ladder step reached by `today` (the latest one per deadline;
+/// earlier unrecorded ones as skipped), insert-if-absent, so running it again adds nothing.
+pub async fn evaluate_ladders(
+    state: &StateStore,
+    settings: &Settings,
+    today: NaiveDate,
+    now: DateTime<Utc>,
+) -> Result<LadderReport, PollError> {
+    let mut report = LadderReport::default();
+    let mut visited: HashSet<(String, Kind)> = HashSet::new();
+    let not_before = settings.mail.send_window.next_open(now, settings.timezone);
+    loop {
+        let batch = state.deadlines_due_for_steps(today, LADDER_BATCH).await?;
+        if batch.is_empty() {
+            break;
+        }
+        let fresh = batch.iter().filter(|d| !visited.contains(&(d.case_ref.clone(), d.deadline.kind))).count();
+        if fresh == 0 {
+            return Err(PollError::NoProgress(batch.len()));
+        }
+        let case_refs: Vec<String> = batch.iter().map(|d| d.case_ref.clone()).collect();
+        let recorded = state.recorded_steps(&case_refs).await?;
+        let mut entries = Vec::new();
+        let mut next_steps = Vec::with_capacity(batch.len());
+        for stored in &batch {
+            visited.insert((stored.case_ref.clone(), stored.deadline.kind));
+            report.deadlines_visited += 1;
+            let deadline = &stored.deadline;
+            let ladder = settings.ladders.for_kind(deadline.kind);
+            let steps = recorded.get(&(stored.case_ref.clone(), deadline.kind)).map(Vec::as_slice).unwrap_or(&[]);
+            let decision = decide(deadline, ladder, today, steps);
+            let unit = UnitCode::parse(&stored.unit).ok();
+            let caseworker = stored.caseworker.as_deref().and_then(|c| EmailAddress::parse(c).ok());
+            for offset in &decision.skip {
+                entries.push(skipped_entry(settings, &stored.case_ref, deadline.kind, *offset, not_before));
+                report.skipped += 1;
+            }
+            if let (Some(offset), Some(unit)) = (decision.send, unit.as_ref()) {
+                if let Some(step) = ladder.step(offset) {
+                    let (recipients, fell_back) =
+                        notice::resolve_recipients(settings, unit, caseworker.as_ref(), &step.roles);
+                    if fell_back {
+                        report.caseworker_fallbacks += 1;
+                    }
+                    let payload = notice::payload(&stored.case_ref, unit, deadline, step, today);
+                    entries.push(notice_entry(settings, &payload, &recipients, not_before));
+                    *report.enqueued.entry((deadline.kind, offset)).or_default() += 1;
+                }
+            }
+            let last = steps.iter().copied().chain(decision.send).chain(decision.skip.iter().copied()).max();
+            next_steps.push((stored.case_ref.clone(), deadline.kind, next_step_after(ladder, deadline, last)));
+        }
+        let inserted = state.record_steps(&entries, &next_steps, now).await?;
+        if inserted.len() < entries.len() {
+            // Another process recorded some of these first: that is the exactly-once guarantee
+            // at work, not an error.
+            tracing::debug!(already = entries.len() - inserted.len(), "ladder steps already recorded elsewhere");
+        }
+    }
+    if report.notices_enqueued() > 0 || report.skipped > 0 {
+        tracing::info!(
+            notices = report.notices_enqueued(),
+            skipped = report.skipped,
+            caseworker_fallbacks = report.caseworker_fallbacks,
+            "ladder steps recorded"
+        );
+    }
+    Ok(report)
+}
+
+fn notice_entry(
+    settings: &Settings,
+    payload: &notice::NoticePayload,
+    recipients: &[Recipient],
+    not_before: DateTime<Utc>,
+) -> OutboxEntry {
+    let key = notice::notice_key(&payload.case_ref, payload.kind, payload.step);
+    OutboxEntry {
+        message_id: notice::message_id(&key, &settings.mail.from),
+        notice_key: key,
+        category: "notice",
+        case_ref: Some(payload.case_ref.clone()),
+        kind: Some(payload.kind),
+        step: Some(payload.step),
+        recipients: serde_json::to_string(recipients).unwrap_or_else(|_| "[]".into()),
+        payload: serde_json::to_string(payload).unwrap_or_else(|_| "{}".into()),
+        state: OutboxState::Pending,
+        not_before,
+    }
+}
+
+fn skipped_entry(
+    settings: &Settings,
+    case_ref: &str,
+    kind: Kind,
+    offset: i32,
+    not_before: DateTime<Utc>,
+) -> OutboxEntry {
+    let key = notice::notice_key(case_ref, kind, offset);
+    OutboxEntry {
+        message_id: notice::message_id(&key, &settings.mail.from),
+        notice_key: key,
+        category: "notice",
+        case_ref: Some(case_ref.to_string()),
+        kind: Some(kind),
+        step: Some(offset),
+        recipients: "[]".into(),
+        payload: "{}".into(),
+        state: OutboxState::Skipped,
+        not_before,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_pass_once_a_day_after_its_time() {
+        let d = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
+        let t = |s: &str| NaiveTime::parse_from_str(s, "%H:%M").unwrap();
+        let at = t("02:30");
+        assert!(full_pass_due(None, d("2026-11-25"), Some(t("01:00")), at));
+        assert!(!full_pass_due(Some(d("2026-11-24")), d("2026-11-25"), Some(t("01:00")), at));
+        assert!(full_pass_due(Some(d("2026-11-24")), d("2026-11-25"), Some(t("02:30")), at));
+        assert!(!full_pass_due(Some(d("2026-11-25")), d("2026-11-25"), Some(t("09:00")), at));
+        assert!(full_pass_due(Some(d("2026-11-24")), d("2026-11-25"), None, at));
+    }
+}

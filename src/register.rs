@@ -1,0 +1,453 @@
+//! Reading the municipality's case register: the read-only view of contract §1.
+//!
+//! Architecture invariants: fristvakt never writes to a production register (only `demo-data`
+//! creates a table in a SQLite demo register); columns are always named explicitly; rows stream,
+//! so memory stays bounded however large the register is; a broken row is skipped with a reason
+//! that names its `case_ref` and the column, never another column's value.
+
+use std::fmt;
+
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
+use futures_util::stream::BoxStream;
+use futures_util::StreamExt;
+use sqlx::any::AnyRow;
+use sqlx::{AnyPool, Row};
+
+use crate::config::{DatabaseUrl, Engine};
+use crate::demo::DemoCase;
+use crate::domain::{CaseRef, EmailAddress, UnitCode};
+use crate::rules::calendar::{FIRST_YEAR, LAST_YEAR};
+use crate::rules::CaseDates;
+use crate::state::{format_instant, open_pool};
+
+/// The columns fristvakt reads, in order (contract §1).
+pub const COLUMNS: [&str; 12] = [
+    "case_ref",
+    "unit",
+    "caseworker",
+    "child_sex",
+    "received_on",
+    "protection_assessed_on",
+    "assessment_decided_on",
+    "assessment_extended_to",
+    "investigation_opened_on",
+    "investigation_extended_to",
+    "investigation_closed_on",
+    "updated_at",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegisterError {
+    #[error("register {url}: cannot connect: {source}")]
+    Connect { url: String, source: sqlx::Error },
+    #[error("register view {view}: missing column(s) {}", .columns.join(", "))]
+    MissingColumns { view: String, columns: Vec<String> },
+    #[error("register view {view}: {source}")]
+    Query { view: String, source: sqlx::Error },
+    #[error("register {url} is not SQLite: demo data is only written to a SQLite register")]
+    NotSqlite { url: String },
+}
+
+/// One row exactly as the view holds it, every value as text.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RawRow {
+    pub case_ref: Option<String>,
+    pub unit: Option<String>,
+    pub caseworker: Option<String>,
+    pub child_sex: Option<String>,
+    pub received_on: Option<String>,
+    pub protection_assessed_on: Option<String>,
+    pub assessment_decided_on: Option<String>,
+    pub assessment_extended_to: Option<String>,
+    pub investigation_opened_on: Option<String>,
+    pub investigation_extended_to: Option<String>,
+    pub investigation_closed_on: Option<String>,
+    pub updated_at: Option<String>,
+}
+
+/// The child's sex, kept only for aggregated compliance figures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sex {
+    Female,
+    Male,
+}
+
+impl Sex {
+    pub fn code(self) -> &'static str {
+        match self {
+            Sex::Female => "F",
+            Sex::Male => "M",
+        }
+    }
+}
+
+/// A validated register row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaseRow {
+    pub case_ref: CaseRef,
+    pub unit: UnitCode,
+    /// `None` when the register has no caseworker or an address that does not parse.
+    pub caseworker: Option<EmailAddress>,
+    /// The register holds a caseworker value that is not an e-mail address.
+    pub caseworker_invalid: bool,
+    pub child_sex: Option<Sex>,
+    pub dates: CaseDates,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Why a row was skipped; a bounded set, used as a metrics label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RejectReason {
+    MissingCaseRef,
+    MissingUnit,
+    BadDate,
+    CloseBeforeStart,
+    UnknownSex,
+    BadTimestamp,
+}
+
+impl RejectReason {
+    pub const ALL: [RejectReason; 6] = [
+        RejectReason::MissingCaseRef,
+        RejectReason::MissingUnit,
+        RejectReason::BadDate,
+        RejectReason::CloseBeforeStart,
+        RejectReason::UnknownSex,
+        RejectReason::BadTimestamp,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::MissingCaseRef => "missing_case_ref",
+            RejectReason::MissingUnit => "missing_unit",
+            RejectReason::BadDate => "bad_date",
+            RejectReason::CloseBeforeStart => "close_before_start",
+            RejectReason::UnknownSex => "unknown_sex",
+            RejectReason::BadTimestamp => "bad_timestamp",
+        }
+    }
+}
+
+/// A skipped row: the reason, the column and the case reference (when there is one). Its
+/// `Display` is safe to log: it never holds another column's value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub reason: RejectReason,
+    pub column: &'static str,
+    pub case_ref: Option<String>,
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let case = self.case_ref.as_deref().unwrap_or("(no case_ref)");
+        let what = match self.reason {
+            RejectReason::MissingCaseRef => "case_ref is missing",
+            RejectReason::MissingUnit => "unit is missing",
+            RejectReason::BadDate => "not a valid date (YYYY-MM-DD, 1900–2200)",
+            RejectReason::CloseBeforeStart => "is before the date it closes or extends",
+            RejectReason::UnknownSex => "not F, M or empty",
+            RejectReason::BadTimestamp => "not an RFC 3339 timestamp",
+        };
+        write!(f, "case {case}: column {}: {what}", self.column)
+    }
+}
+
+/// Checks a row against contract §1.
+pub fn validate(raw: &RawRow) -> Result<CaseRow, Rejection> {
+    let present = |v: &Option<String>| v.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_string);
+    let case_ref_text = present(&raw.case_ref);
+    let reject = |reason, column| Rejection { reason, column, case_ref: case_ref_text.clone() };
+    let case_ref = case_ref_text
+        .as_deref()
+        .and_then(|c| CaseRef::parse(c).ok())
+        .ok_or_else(|| reject(RejectReason::MissingCaseRef, "case_ref"))?;
+    let unit = present(&raw.unit)
+        .and_then(|u| UnitCode::parse(&u).ok())
+        .ok_or_else(|| reject(RejectReason::MissingUnit, "unit"))?;
+    let child_sex = match present(&raw.child_sex).as_deref() {
+        None => None,
+        Some("F") | Some("f") => Some(Sex::Female),
+        Some("M") | Some("m") => Some(Sex::Male),
+        Some(_) => return Err(reject(RejectReason::UnknownSex, "child_sex")),
+    };
+    let date = |value: &Option<String>, column: &'static str| -> Result<Option<NaiveDate>, Rejection> {
+        match present(value) {
+            None => Ok(None),
+            Some(text) => {
+                // Strictly YYYY-MM-DD: PostgreSQL renders a date column so, SQLite holds the text.
+                NaiveDate::parse_from_str(&text, "%Y-%m-%d")
+                    .ok()
+                    .filter(|d| (FIRST_YEAR..=LAST_YEAR).contains(&d.year()) && text.len() == 10)
+                    .map(Some)
+                    .ok_or_else(|| reject(RejectReason::BadDate, column))
+            }
+        }
+    };
+    let dates = CaseDates {
+        received_on: date(&raw.received_on, "received_on")?,
+        protection_assessed_on: date(&raw.protection_assessed_on, "protection_assessed_on")?,
+        assessment_decided_on: date(&raw.assessment_decided_on, "assessment_decided_on")?,
+        assessment_extended_to: date(&raw.assessment_extended_to, "assessment_extended_to")?,
+        investigation_opened_on: date(&raw.investigation_opened_on, "investigation_opened_on")?,
+        investigation_extended_to: date(&raw.investigation_extended_to, "investigation_extended_to")?,
+        investigation_closed_on: date(&raw.investigation_closed_on, "investigation_closed_on")?,
+    };
+    let before = |later: Option<NaiveDate>, start: Option<NaiveDate>, column: &'static str| match (later, start) {
+        (Some(l), Some(s)) if l < s => Err(reject(RejectReason::CloseBeforeStart, column)),
+        _ => Ok(()),
+    };
+    before(dates.protection_assessed_on, dates.received_on, "protection_assessed_on")?;
+    before(dates.assessment_decided_on, dates.received_on, "assessment_decided_on")?;
+    before(dates.assessment_extended_to, dates.received_on, "assessment_extended_to")?;
+    before(dates.investigation_opened_on, dates.received_on, "investigation_opened_on")?;
+    before(dates.investigation_extended_to, dates.investigation_opened_on, "investigation_extended_to")?;
+    before(dates.investigation_closed_on, dates.investigation_opened_on, "investigation_closed_on")?;
+    let updated_at = present(&raw.updated_at)
+        .and_then(|t| crate::state::parse_instant(&t))
+        .ok_or_else(|| reject(RejectReason::BadTimestamp, "updated_at"))?;
+    let (caseworker, caseworker_invalid) = match present(&raw.caseworker) {
+        None => (None, false),
+        Some(text) => match EmailAddress::parse(&text) {
+            Ok(a) => (Some(a), false),
+            Err(_) => (None, true),
+        },
+    };
+    Ok(CaseRow { case_ref, unit, caseworker, caseworker_invalid, child_sex, dates, updated_at })
+}
+
+pub struct Register {
+    pool: AnyPool,
+    url: DatabaseUrl,
+    view: String,
+    select_all: String,
+    select_since: String,
+    select_one: String,
+}
+
+impl Register {
+    /// Connects to the register. A SQLite register must already exist.
+    pub async fn connect(url: &DatabaseUrl, view: &str) -> Result<Register, RegisterError> {
+        let pool =
+            open_pool(url, false, 4).await.map_err(|source| RegisterError::Connect { url: url.redacted(), source })?;
+        Ok(Register::with_pool(pool, url, view))
+    }
+
+    fn with_pool(pool: AnyPool, url: &DatabaseUrl, view: &str) -> Register {
+        // Dates are read as text on both engines so one validator serves both; PostgreSQL's
+        // timestamptz is rendered as RFC 3339 UTC with microseconds.
+        let (columns, since) = match url.engine {
+            Engine::Sqlite => (COLUMNS.join(", "), "updated_at >= $1".to_string()),
+            Engine::Postgres => (
+                COLUMNS
+                    .iter()
+                    .map(|c| match *c {
+                        "updated_at" => {
+                            "to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS updated_at"
+                                .to_string()
+                        }
+                        _ => format!("CAST({c} AS TEXT) AS {c}"),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                "updated_at >= CAST($1 AS timestamptz)".to_string(),
+            ),
+        };
+        // `view` is validated as a plain identifier by the configuration, so it is safe here.
+        Register {
+            pool,
+            url: url.clone(),
+            view: view.to_string(),
+            select_all: format!("SELECT {columns} FROM {view}"),
+            select_since: format!("SELECT {columns} FROM {view} WHERE {since}"),
+            select_one: format!("SELECT {columns} FROM {view} WHERE case_ref = $1"),
+        }
+    }
+
+    pub fn view(&self) -> &str {
+        &self.view
+    }
+
+    /// Whether the register answers and the view has every column.
+    pub async fn check(&self) -> Result<(), RegisterError> {
+        let probe = format!("SELECT {} FROM {} WHERE 1 = 0", COLUMNS.join(", "), self.view);
+        match sqlx::query(&probe).fetch_optional(&self.pool).await {
+            Ok(_) => Ok(()),
+            Err(source) => Err(self.explain_error(source).await),
+        }
+    }
+
+    /// Turns a failed query into an error that names missing columns when that is the cause.
+    async fn explain_error(&self, source: sqlx::Error) -> RegisterError {
+        if matches!(source, sqlx::Error::Database(_)) {
+            let mut missing = Vec::new();
+            for column in COLUMNS {
+                let probe = format!("SELECT {column} FROM {} WHERE 1 = 0", self.view);
+                if sqlx::query(&probe).fetch_optional(&self.pool).await.is_err() {
+                    missing.push(column.to_string());
+                }
+            }
+            if !missing.is_empty() && missing.len() < COLUMNS.len() {
+                return RegisterError::MissingColumns { view: self.view.clone(), columns: missing };
+            }
+        }
+        RegisterError::Query { view: self.view.clone(), source }
+    }
+
+    /// Streams rows changed at or after `since` (every row when `None`).
+    pub fn rows_since(&self, since: Option<DateTime<Utc>>) -> BoxStream<'_, Result<RawRow, RegisterError>> {
+        let stream = match since {
+            None => sqlx::query(&self.select_all).fetch(&self.pool),
+            Some(t) => sqlx::query(&self.select_since).bind(format_instant(t)).fetch(&self.pool),
+        };
+        let view = self.view.clone();
+        stream
+            .map(move |row| {
+                row.and_then(|row| raw_row(&row)).map_err(|source| RegisterError::Query { view: view.clone(), source })
+            })
+            .boxed()
+    }
+
+    /// Like [`Register::rows_since`], but a failure names missing columns.
+    pub async fn explain(&self, error: RegisterError) -> RegisterError {
+        match error {
+            RegisterError::Query { source, .. } => self.explain_error(source).await,
+            other => other,
+        }
+    }
+
+    /// One case's row, if the register holds it.
+    pub async fn row(&self, case_ref: &str) -> Result<Option<RawRow>, RegisterError> {
+        let row = sqlx::query(&self.select_one).bind(case_ref.to_string()).fetch_optional(&self.pool).await;
+        match row {
+            Ok(Some(row)) => {
+                raw_row(&row).map(Some).map_err(|source| RegisterError::Query { view: self.view.clone(), source })
+            }
+            Ok(None) => Ok(None),
+            Err(source) => Err(self.explain_error(source).await),
+        }
+    }
+
+    /// The newest `updated_at` in the register (for the staleness gauge).
+    pub async fn newest_update(&self) -> Result<Option<DateTime<Utc>>, RegisterError> {
+        let sql = match self.url.engine {
+            Engine::Sqlite => format!("SELECT MAX(updated_at) FROM {}", self.view),
+            Engine::Postgres => format!(
+                "SELECT to_char(MAX(updated_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') FROM {}",
+                self.view
+            ),
+        };
+        let row = sqlx::query(&sql)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|source| RegisterError::Query { view: self.view.clone(), source })?;
+        let raw: Option<String> =
+            row.try_get(0).map_err(|source| RegisterError::Query { view: self.view.clone(), source })?;
+        Ok(raw.and_then(|r| crate::state::parse_instant(&r)))
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn raw_row(row: &AnyRow) -> Result<RawRow, sqlx::Error> {
+    let get = |i: usize| row.try_get::<Option<String>, _>(i);
+    Ok(RawRow {
+        case_ref: get(0)?,
+        unit: get(1)?,
+        caseworker: get(2)?,
+        child_sex: get(3)?,
+        received_on: get(4)?,
+        protection_assessed_on: get(5)?,
+        assessment_decided_on: get(6)?,
+        assessment_extended_to: get(7)?,
+        investigation_opened_on: get(8)?,
+        investigation_extended_to: get(9)?,
+        investigation_closed_on: get(10)?,
+        updated_at: get(11)?,
+    })
+}
+
+/// Creates (if missing) a demo register table named `view` in a SQLite register and appends
+/// `cases`, in transactions of a few thousand rows. Returns how many rows were written.
+pub async fn write_demo_cases(
+    url: &DatabaseUrl,
+    view: &str,
+    cases: impl Iterator<Item = DemoCase>,
+) -> Result<u64, RegisterError> {
+    if url.engine != Engine::Sqlite {
+        return Err(RegisterError::NotSqlite { url: url.redacted() });
+    }
+    let pool =
+        open_pool(url, true, 1).await.map_err(|source| RegisterError::Connect { url: url.redacted(), source })?;
+    let query_error = |source| RegisterError::Query { view: view.to_string(), source };
+    let create = format!(
+        "CREATE TABLE IF NOT EXISTS {view} (case_ref TEXT PRIMARY KEY, unit TEXT NOT NULL, caseworker TEXT, \
+         child_sex TEXT, received_on TEXT, protection_assessed_on TEXT, assessment_decided_on TEXT, \
+         assessment_extended_to TEXT, investigation_opened_on TEXT, investigation_extended_to TEXT, \
+         investigation_closed_on TEXT, updated_at TEXT NOT NULL)"
+    );
+    sqlx::query(&create).execute(&pool).await.map_err(query_error)?;
+    sqlx::query(&format!("CREATE INDEX IF NOT EXISTS {view}_updated_at ON {view} (updated_at)"))
+        .execute(&pool)
+        .await
+        .map_err(query_error)?;
+    // Broken demo rows may lack a case_ref; the demo table keys them by rowid instead.
+    let insert_head = format!("INSERT OR REPLACE INTO {view} ({}) VALUES ", COLUMNS.join(", "));
+    let mut written = 0u64;
+    let mut cases = cases.peekable();
+    while cases.peek().is_some() {
+        let mut tx = pool.begin().await.map_err(query_error)?;
+        for _ in 0..25 {
+            let chunk: Vec<DemoCase> = cases.by_ref().take(100).collect();
+            if chunk.is_empty() {
+                break;
+            }
+            let rows: Vec<String> = (0..chunk.len())
+                .map(|i| format!("({})", (1..=12).map(|c| format!("${}", i * 12 + c)).collect::<Vec<_>>().join(",")))
+                .collect();
+            let sql = format!("{insert_head}{}", rows.join(","));
+            let mut q = sqlx::query(&sql);
+            for c in &chunk {
+                // A broken demo row with an empty case_ref still needs a distinct key.
+                let key = if c.case_ref.is_empty() { None } else { Some(c.case_ref.clone()) };
+                q = q
+                    .bind(key)
+                    .bind(c.unit.clone())
+                    .bind(c.caseworker.clone())
+                    .bind(c.child_sex.clone())
+                    .bind(c.received_on.clone())
+                    .bind(c.protection_assessed_on.clone())
+                    .bind(c.assessment_decided_on.clone())
+                    .bind(c.assessment_extended_to.clone())
+                    .bind(c.investigation_opened_on.clone())
+                    .bind(c.investigation_extended_to.clone())
+                    .bind(c.investigation_closed_on.clone())
+                    .bind(c.updated_at.clone());
+            }
+            q.execute(&mut *tx).await.map_err(query_error)?;
+            written += chunk.len() as u64;
+        }
+        tx.commit().await.map_err(query_error)?;
+    }
+    pool.close().await;
+    Ok(written)
+}
+
+/// Whether a SQLite register file already holds the view (used to seed demo cases once).
+pub async fn sqlite_register_has_view(url: &DatabaseUrl, view: &str) -> Result<bool, RegisterError> {
+    let Some(path) = url.sqlite_path() else { return Ok(false) };
+    if !path.exists() {
+        return Ok(false);
+    }
+    let pool =
+        open_pool(url, false, 1).await.map_err(|source| RegisterError::Connect { url: url.redacted(), source })?;
+    let row = sqlx::query("SELECT COUNT(*) FROM sqlite_master WHERE name = $1")
+        .bind(view.to_string())
+        .fetch_one(&pool)
+        .await
+        .map_err(|source| RegisterError::Query { view: view.to_string(), source })?;
+    let n: i64 = row.try_get(0).map_err(|source| RegisterError::Query { view: view.to_string(), source })?;
+    pool.close().await;
+    Ok(n > 0)
+}

@@ -1,0 +1,747 @@
+//! The three statutory deadlines of a child-welfare case (register contract §2).
+//!
+//! A deadline has two last days: the nominal one from plain calendar arithmetic, and the legal one
+//! after the holiday rule of lag (1930:173) 2 § or a decided extension. Reminders count from the
+//! nominal day and "overdue" from the legal day, because no authority has said whether inspectors
+//! apply the holiday rule to these limits.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
+
+use super::calendar::{add_months, next_deadline_day, shift_days_saturating, DayKind};
+
+/// Which statutory clock a deadline belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// Skyddsbedömning: "genast", the same day the report came in, at the latest the next day
+    /// (11 kap. 1 a § första st. socialtjänstlagen (2001:453), motsvarande i 2025:400).
+    Protection,
+    /// Förhandsbedömning: within 14 days of the report, longer only for synnerliga skäl
+    /// (20 kap. 2 § socialtjänstlagen (2025:400)).
+    Assessment,
+    /// Utredning: completed within four months, extended only for särskilda skäl
+    /// (11 kap. 2 § socialtjänstlagen (2001:453), motsvarande i 2025:400).
+    Investigation,
+}
+
+impl Kind {
+    /// Every kind, in the order deadlines are listed.
+    pub const ALL: [Kind; 3] = [Kind::Protection, Kind::Assessment, Kind::Investigation];
+
+    /// The stable machine name used in configuration, JSON, keys and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Protection => "protection",
+            Kind::Assessment => "assessment",
+            Kind::Investigation => "investigation",
+        }
+    }
+
+    /// The Swedish name, capitalised as a heading.
+    pub fn name_sv(self) -> &'static str {
+        match self {
+            Kind::Protection => "Skyddsbedömning",
+            Kind::Assessment => "Förhandsbedömning",
+            Kind::Investigation => "Utredning",
+        }
+    }
+
+    /// The English name, capitalised as a heading.
+    pub fn name_en(self) -> &'static str {
+        match self {
+            Kind::Protection => "Protection assessment",
+            Kind::Assessment => "Preliminary assessment",
+            Kind::Investigation => "Investigation",
+        }
+    }
+
+    /// How many days before the nominal last day a deadline counts as due soon.
+    pub fn reminder_window_days(self) -> i64 {
+        match self {
+            Kind::Protection => 0,
+            Kind::Assessment => 3,
+            Kind::Investigation => 14,
+        }
+    }
+}
+
+impl FromStr for Kind {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Kind::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == text)
+            .ok_or_else(|| unknown_value("kind", text, Kind::ALL.map(Kind::as_str)))
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The dates of one register row that the deadlines depend on (register contract §1).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CaseDates {
+    /// The report (anmälan) came in.
+    pub received_on: Option<NaiveDate>,
+    /// The protection assessment (skyddsbedömning) was made.
+    pub protection_assessed_on: Option<NaiveDate>,
+    /// The preliminary assessment (förhandsbedömning) was decided.
+    pub assessment_decided_on: Option<NaiveDate>,
+    /// A longer assessment time decided for synnerliga skäl: the new last day.
+    pub assessment_extended_to: Option<NaiveDate>,
+    /// The decision to open an investigation (beslut att inleda utredning).
+    pub investigation_opened_on: Option<NaiveDate>,
+    /// A decided extension of the investigation for särskilda skäl: the new last day.
+    pub investigation_extended_to: Option<NaiveDate>,
+    /// The investigation was closed by a decision.
+    pub investigation_closed_on: Option<NaiveDate>,
+}
+
+/// How the rules are applied; the edge fills it from configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RuleOptions {
+    /// Whether lag (1930:173) 2 § moves a last day off weekends, holidays and the eves.
+    pub holiday_rule: bool,
+}
+
+impl Default for RuleOptions {
+    fn default() -> Self {
+        RuleOptions { holiday_rule: true }
+    }
+}
+
+/// Why the legal last day is what it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DueReason {
+    /// The legal last day is the nominal one.
+    Nominal,
+    /// Protection: "genast", at the latest the day after the report.
+    NextDay,
+    /// The holiday rule moved the nominal day past these days.
+    Moved {
+        /// Every day passed over, with why it moves a deadline.
+        skipped: Vec<(NaiveDate, DayKind)>,
+    },
+    /// A decided extension set the last day.
+    Extended {
+        /// The decided last day.
+        to: NaiveDate,
+    },
+}
+
+/// One statutory deadline of one case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deadline {
+    /// Which clock this is.
+    pub kind: Kind,
+    /// The day the clock started.
+    pub start_on: NaiveDate,
+    /// The last day by plain calendar arithmetic; reminders count from it.
+    pub nominal_due_on: NaiveDate,
+    /// The legal last day; "overdue" counts from it.
+    pub due_on: NaiveDate,
+    /// The day the clock was stopped, if it was.
+    pub closed_on: Option<NaiveDate>,
+    /// Why `due_on` is what it is.
+    pub due_reason: DueReason,
+}
+
+impl Deadline {
+    /// Days from `today` to the legal last day (negative when overdue), or `None` once closed.
+    pub fn days_left(&self, today: NaiveDate) -> Option<i64> {
+        match self.closed_on {
+            Some(_) => None,
+            None => Some((self.due_on - today).num_days()),
+        }
+    }
+
+    /// The status on `today` (register contract §2).
+    ///
+    /// A closed deadline is met or missed whatever `today` is. An open one is due soon from the
+    /// start of its reminder window, counted back from the nominal day, until its legal last day;
+    /// that includes days after a nominal day that the holiday rule or an extension moved.
+    pub fn status(&self, today: NaiveDate) -> Status {
+        if let Some(closed_on) = self.closed_on {
+            return if closed_on <= self.due_on { Status::Met } else { Status::Missed };
+        }
+        let days_left = (self.due_on - today).num_days();
+        let days_to_nominal = (self.nominal_due_on - today).num_days();
+        if days_left < 0 {
+            Status::Overdue
+        } else if days_left == 0 {
+            Status::DueToday
+        } else if days_to_nominal <= self.kind.reminder_window_days() {
+            Status::DueSoon
+        } else {
+            Status::Pending
+        }
+    }
+
+    /// Whether the clock has been stopped.
+    pub fn is_closed(&self) -> bool {
+        self.closed_on.is_some()
+    }
+}
+
+/// Where a deadline stands on a given day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Closed on or before the legal last day.
+    Met,
+    /// Closed after the legal last day.
+    Missed,
+    /// Open, and the legal last day has passed.
+    Overdue,
+    /// Open, and today is the legal last day.
+    DueToday,
+    /// Open, and inside the reminder window.
+    DueSoon,
+    /// Open, and not yet inside the reminder window.
+    Pending,
+}
+
+impl Status {
+    /// Every status, most settled first.
+    pub const ALL: [Status; 6] =
+        [Status::Met, Status::Missed, Status::Overdue, Status::DueToday, Status::DueSoon, Status::Pending];
+
+    /// The stable machine name used on the command line, in JSON and in metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Met => "met",
+            Status::Missed => "missed",
+            Status::Overdue => "overdue",
+            Status::DueToday => "due_today",
+            Status::DueSoon => "due_soon",
+            Status::Pending => "pending",
+        }
+    }
+
+    /// The Swedish wording for mail and reports.
+    pub fn name_sv(self) -> &'static str {
+        match self {
+            Status::Met => "klar i tid",
+            Status::Missed => "klar för sent",
+            Status::Overdue => "försenad",
+            Status::DueToday => "sista dagen i dag",
+            Status::DueSoon => "sista dagen närmar sig",
+            Status::Pending => "inom tid",
+        }
+    }
+
+    /// The English wording for mail and reports.
+    pub fn name_en(self) -> &'static str {
+        match self {
+            Status::Met => "met",
+            Status::Missed => "missed",
+            Status::Overdue => "overdue",
+            Status::DueToday => "due today",
+            Status::DueSoon => "due soon",
+            Status::Pending => "pending",
+        }
+    }
+
+    /// Whether the deadline's clock has stopped.
+    pub fn is_closed(self) -> bool {
+        matches!(self, Status::Met | Status::Missed)
+    }
+}
+
+impl FromStr for Status {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Status::ALL
+            .into_iter()
+            .find(|status| status.as_str() == text)
+            .ok_or_else(|| unknown_value("status", text, Status::ALL.map(Status::as_str)))
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The deadlines of one case, in [`Kind`] order, exactly as the table in register contract §2.
+pub fn deadlines_for(dates: &CaseDates, options: RuleOptions) -> Vec<Deadline> {
+    let mut deadlines = Vec::with_capacity(Kind::ALL.len());
+    if let Some(received_on) = dates.received_on {
+        // The on-call service works weekends, so the holiday rule never applies to "genast".
+        deadlines.push(Deadline {
+            kind: Kind::Protection,
+            start_on: received_on,
+            nominal_due_on: received_on,
+            due_on: shift_days_saturating(received_on, 1),
+            closed_on: dates.protection_assessed_on,
+            due_reason: DueReason::NextDay,
+        });
+        // The receipt day is day 0: received Monday 3 March, last day Monday 17 March.
+        let nominal = shift_days_saturating(received_on, 14);
+        let (due_on, due_reason) = legal_due(nominal, dates.assessment_extended_to, options);
+        deadlines.push(Deadline {
+            kind: Kind::Assessment,
+            start_on: received_on,
+            nominal_due_on: nominal,
+            due_on,
+            // Opening an investigation is itself the decision the assessment leads to.
+            closed_on: dates.assessment_decided_on.or(dates.investigation_opened_on),
+            due_reason,
+        });
+    }
+    if let Some(opened_on) = dates.investigation_opened_on {
+        let nominal = add_months(opened_on, 4);
+        let (due_on, due_reason) = legal_due(nominal, dates.investigation_extended_to, options);
+        deadlines.push(Deadline {
+            kind: Kind::Investigation,
+            start_on: opened_on,
+            nominal_due_on: nominal,
+            due_on,
+            closed_on: dates.investigation_closed_on,
+            due_reason,
+        });
+    }
+    deadlines
+}
+
+/// The legal last day for a nominal one: a decided extension wins as decided, because the
+/// nämnd fixes that day itself; otherwise the holiday rule applies when switched on.
+fn legal_due(nominal: NaiveDate, extended_to: Option<NaiveDate>, options: RuleOptions) -> (NaiveDate, DueReason) {
+    if let Some(to) = extended_to {
+        return (to, DueReason::Extended { to });
+    }
+    if !options.holiday_rule {
+        return (nominal, DueReason::Nominal);
+    }
+    let (due_on, skipped) = next_deadline_day(nominal);
+    if skipped.is_empty() {
+        (due_on, DueReason::Nominal)
+    } else {
+        (due_on, DueReason::Moved { skipped })
+    }
+}
+
+/// The message for a machine name that is not one of `allowed`.
+pub(crate) fn unknown_value<const N: usize>(what: &str, text: &str, allowed: [&str; N]) -> String {
+    format!("unknown {what} {text:?}; expected one of: {}", allowed.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use chrono::Datelike;
+    use proptest::prelude::*;
+    use serde::de::value::{Error as ValueError, StrDeserializer};
+    use serde::de::IntoDeserializer;
+
+    use super::super::calendar::{deadline_moving_day, LAST_YEAR};
+
+    const ON: RuleOptions = RuleOptions { holiday_rule: true };
+    const OFF: RuleOptions = RuleOptions { holiday_rule: false };
+
+    fn d(text: &str) -> NaiveDate {
+        NaiveDate::parse_from_str(text, "%Y-%m-%d").unwrap()
+    }
+
+    /// A register row from `column = date` pairs, named as in register contract §1.
+    fn row(columns: &[(&str, &str)]) -> CaseDates {
+        let mut dates = CaseDates::default();
+        for &(column, value) in columns {
+            let field = match column {
+                "received_on" => &mut dates.received_on,
+                "protection_assessed_on" => &mut dates.protection_assessed_on,
+                "assessment_decided_on" => &mut dates.assessment_decided_on,
+                "assessment_extended_to" => &mut dates.assessment_extended_to,
+                "investigation_opened_on" => &mut dates.investigation_opened_on,
+                "investigation_extended_to" => &mut dates.investigation_extended_to,
+                "investigation_closed_on" => &mut dates.investigation_closed_on,
+                other => panic!("no column {other}"),
+            };
+            *field = Some(d(value));
+        }
+        dates
+    }
+
+    /// One line per deadline, for comparing whole results at a glance.
+    fn render(deadline: &Deadline) -> String {
+        let reason = match &deadline.due_reason {
+            DueReason::Nominal => "nominal".to_string(),
+            DueReason::NextDay => "next day".to_string(),
+            DueReason::Moved { skipped } => {
+                let days: Vec<String> =
+                    skipped.iter().map(|(day, kind)| format!("{} {}", day.format("%m-%d"), kind.name_sv())).collect();
+                format!("moved over {}", days.join(", "))
+            }
+            DueReason::Extended { to } => format!("extended to {to}"),
+        };
+        let closed = match deadline.closed_on {
+            Some(day) => format!("closed {day}"),
+            None => "open".to_string(),
+        };
+        format!(
+            "{} from {}: nominal {}, due {} ({reason}), {closed}",
+            deadline.kind, deadline.start_on, deadline.nominal_due_on, deadline.due_on
+        )
+    }
+
+    fn find(dates: &CaseDates, options: RuleOptions, kind: Kind) -> Option<Deadline> {
+        deadlines_for(dates, options).into_iter().find(|deadline| deadline.kind == kind)
+    }
+
+    #[test]
+    fn deadlines_follow_the_contract_table() {
+        fn check(dates: CaseDates, options: RuleOptions, kind: Kind, expected: &str) {
+            let actual = find(&dates, options, kind).map_or_else(|| "none".to_string(), |x| render(&x));
+            assert_eq!(actual, expected, "{dates:?}");
+        }
+        // Protection: "genast", at the latest the next day, weekends included.
+        check(
+            row(&[("received_on", "2025-03-03")]),
+            ON,
+            Kind::Protection,
+            "protection from 2025-03-03: nominal 2025-03-03, due 2025-03-04 (next day), open",
+        );
+        check(
+            row(&[("received_on", "2026-03-07")]),
+            ON,
+            Kind::Protection,
+            "protection from 2026-03-07: nominal 2026-03-07, due 2026-03-08 (next day), open",
+        );
+        check(
+            row(&[("received_on", "2026-12-23")]),
+            ON,
+            Kind::Protection,
+            "protection from 2026-12-23: nominal 2026-12-23, due 2026-12-24 (next day), open",
+        );
+        check(
+            row(&[("received_on", "2026-03-07"), ("protection_assessed_on", "2026-03-07")]),
+            ON,
+            Kind::Protection,
+            "protection from 2026-03-07: nominal 2026-03-07, due 2026-03-08 (next day), closed 2026-03-07",
+        );
+        check(row(&[("investigation_opened_on", "2026-03-02")]), ON, Kind::Protection, "none");
+        // Assessment: 14 days, the receipt day being day 0.
+        check(
+            row(&[("received_on", "2025-03-03")]),
+            ON,
+            Kind::Assessment,
+            "assessment from 2025-03-03: nominal 2025-03-17, due 2025-03-17 (nominal), open",
+        );
+        check(row(&[("received_on", "2026-12-10")]), ON, Kind::Assessment, "assessment from 2026-12-10: nominal 2026-12-24, due 2026-12-28 (moved over 12-24 julafton, 12-25 juldagen, 12-26 annandag jul, 12-27 söndag), open");
+        check(
+            row(&[("received_on", "2026-12-10")]),
+            OFF,
+            Kind::Assessment,
+            "assessment from 2026-12-10: nominal 2026-12-24, due 2026-12-24 (nominal), open",
+        );
+        check(row(&[("received_on", "2026-06-05")]), ON, Kind::Assessment, "assessment from 2026-06-05: nominal 2026-06-19, due 2026-06-22 (moved over 06-19 midsommarafton, 06-20 midsommardagen, 06-21 söndag), open");
+        check(row(&[("received_on", "2026-03-20")]), ON, Kind::Assessment, "assessment from 2026-03-20: nominal 2026-04-03, due 2026-04-07 (moved over 04-03 långfredagen, 04-04 lördag, 04-05 påskdagen, 04-06 annandag påsk), open");
+        check(
+            row(&[("received_on", "2026-03-20"), ("assessment_extended_to", "2026-04-30")]),
+            ON,
+            Kind::Assessment,
+            "assessment from 2026-03-20: nominal 2026-04-03, due 2026-04-30 (extended to 2026-04-30), open",
+        );
+        // An extension is taken as decided, even on a Saturday.
+        check(
+            row(&[("received_on", "2026-03-20"), ("assessment_extended_to", "2026-05-02")]),
+            ON,
+            Kind::Assessment,
+            "assessment from 2026-03-20: nominal 2026-04-03, due 2026-05-02 (extended to 2026-05-02), open",
+        );
+        check(
+            row(&[("received_on", "2025-03-03"), ("assessment_decided_on", "2025-03-14")]),
+            ON,
+            Kind::Assessment,
+            "assessment from 2025-03-03: nominal 2025-03-17, due 2025-03-17 (nominal), closed 2025-03-14",
+        );
+        check(
+            row(&[("received_on", "2025-03-03"), ("investigation_opened_on", "2025-03-10")]),
+            ON,
+            Kind::Assessment,
+            "assessment from 2025-03-03: nominal 2025-03-17, due 2025-03-17 (nominal), closed 2025-03-10",
+        );
+        check(
+            row(&[
+                ("received_on", "2025-03-03"),
+                ("assessment_decided_on", "2025-03-12"),
+                ("investigation_opened_on", "2025-03-14"),
+            ]),
+            ON,
+            Kind::Assessment,
+            "assessment from 2025-03-03: nominal 2025-03-17, due 2025-03-17 (nominal), closed 2025-03-12",
+        );
+        check(row(&[("investigation_opened_on", "2026-03-02")]), ON, Kind::Assessment, "none");
+        // Investigation: four months by day number, else the month's last day.
+        check(
+            row(&[("investigation_opened_on", "2026-10-31")]),
+            ON,
+            Kind::Investigation,
+            "investigation from 2026-10-31: nominal 2027-02-28, due 2027-03-01 (moved over 02-28 söndag), open",
+        );
+        check(
+            row(&[("investigation_opened_on", "2026-10-31")]),
+            OFF,
+            Kind::Investigation,
+            "investigation from 2026-10-31: nominal 2027-02-28, due 2027-02-28 (nominal), open",
+        );
+        check(
+            row(&[("investigation_opened_on", "2023-10-31")]),
+            ON,
+            Kind::Investigation,
+            "investigation from 2023-10-31: nominal 2024-02-29, due 2024-02-29 (nominal), open",
+        );
+        check(
+            row(&[("investigation_opened_on", "2025-11-30")]),
+            ON,
+            Kind::Investigation,
+            "investigation from 2025-11-30: nominal 2026-03-30, due 2026-03-30 (nominal), open",
+        );
+        check(
+            row(&[("investigation_opened_on", "2025-11-30"), ("investigation_extended_to", "2026-05-29")]),
+            ON,
+            Kind::Investigation,
+            "investigation from 2025-11-30: nominal 2026-03-30, due 2026-05-29 (extended to 2026-05-29), open",
+        );
+        check(
+            row(&[("investigation_opened_on", "2025-11-30"), ("investigation_closed_on", "2026-04-02")]),
+            ON,
+            Kind::Investigation,
+            "investigation from 2025-11-30: nominal 2026-03-30, due 2026-03-30 (nominal), closed 2026-04-02",
+        );
+        check(row(&[("received_on", "2025-03-03")]), ON, Kind::Investigation, "none");
+    }
+
+    #[test]
+    fn deadlines_exist_per_row_in_kind_order() {
+        fn check(dates: CaseDates, expected: &[Kind]) {
+            let kinds: Vec<Kind> = deadlines_for(&dates, ON).iter().map(|x| x.kind).collect();
+            assert_eq!(kinds, expected, "{dates:?}");
+        }
+        check(row(&[]), &[]);
+        check(row(&[("received_on", "2025-03-03")]), &[Kind::Protection, Kind::Assessment]);
+        // An investigation opened on application has no report and so no earlier clocks.
+        check(row(&[("investigation_opened_on", "2025-03-03")]), &[Kind::Investigation]);
+        check(row(&[("received_on", "2025-03-03"), ("investigation_opened_on", "2025-03-10")]), &Kind::ALL);
+        // Closing dates alone start nothing.
+        check(row(&[("assessment_decided_on", "2025-03-03"), ("investigation_closed_on", "2025-03-10")]), &[]);
+    }
+
+    #[test]
+    fn status_follows_the_contract() {
+        fn check(dates: CaseDates, kind: Kind, today: &str, status: Status, days_left: Option<i64>) {
+            let deadline = find(&dates, ON, kind).unwrap();
+            let today = d(today);
+            assert_eq!(
+                (deadline.status(today), deadline.days_left(today)),
+                (status, days_left),
+                "{} on {today}",
+                render(&deadline)
+            );
+        }
+        let assessment = row(&[("received_on", "2025-03-03")]); // nominal = due = 2025-03-17
+        check(assessment, Kind::Assessment, "2025-03-03", Status::Pending, Some(14));
+        check(assessment, Kind::Assessment, "2025-03-13", Status::Pending, Some(4));
+        check(assessment, Kind::Assessment, "2025-03-14", Status::DueSoon, Some(3)); // window opens
+        check(assessment, Kind::Assessment, "2025-03-16", Status::DueSoon, Some(1));
+        check(assessment, Kind::Assessment, "2025-03-17", Status::DueToday, Some(0));
+        check(assessment, Kind::Assessment, "2025-03-18", Status::Overdue, Some(-1));
+        check(assessment, Kind::Assessment, "2025-04-17", Status::Overdue, Some(-31));
+        let moved = row(&[("received_on", "2026-12-10")]); // nominal 2026-12-24, due 2026-12-28
+        check(moved, Kind::Assessment, "2026-12-20", Status::Pending, Some(8));
+        check(moved, Kind::Assessment, "2026-12-21", Status::DueSoon, Some(7)); // from the nominal day
+        check(moved, Kind::Assessment, "2026-12-26", Status::DueSoon, Some(2)); // past nominal, not due
+        check(moved, Kind::Assessment, "2026-12-28", Status::DueToday, Some(0));
+        check(moved, Kind::Assessment, "2026-12-29", Status::Overdue, Some(-1));
+        let protection = row(&[("received_on", "2025-03-03")]); // due 2025-03-04
+        check(protection, Kind::Protection, "2025-03-02", Status::Pending, Some(2)); // a --today before the report
+        check(protection, Kind::Protection, "2025-03-03", Status::DueSoon, Some(1));
+        check(protection, Kind::Protection, "2025-03-04", Status::DueToday, Some(0));
+        check(protection, Kind::Protection, "2025-03-05", Status::Overdue, Some(-1));
+        let investigation = row(&[("investigation_opened_on", "2025-03-03")]); // due 2025-07-03
+        check(investigation, Kind::Investigation, "2025-06-18", Status::Pending, Some(15));
+        check(investigation, Kind::Investigation, "2025-06-19", Status::DueSoon, Some(14)); // window opens
+        check(investigation, Kind::Investigation, "2025-07-02", Status::DueSoon, Some(1));
+        check(investigation, Kind::Investigation, "2025-07-03", Status::DueToday, Some(0));
+        check(investigation, Kind::Investigation, "2025-07-04", Status::Overdue, Some(-1));
+        // Closed: met on or before the legal day, even after the nominal one; missed after it.
+        check(
+            row(&[("received_on", "2025-03-03"), ("assessment_decided_on", "2025-03-17")]),
+            Kind::Assessment,
+            "2025-05-01",
+            Status::Met,
+            None,
+        );
+        check(
+            row(&[("received_on", "2026-12-10"), ("assessment_decided_on", "2026-12-28")]),
+            Kind::Assessment,
+            "2027-01-10",
+            Status::Met,
+            None,
+        );
+        check(
+            row(&[("received_on", "2025-03-03"), ("assessment_decided_on", "2025-03-18")]),
+            Kind::Assessment,
+            "2025-05-01",
+            Status::Missed,
+            None,
+        );
+        check(
+            row(&[("received_on", "2025-03-03"), ("protection_assessed_on", "2025-03-05")]),
+            Kind::Protection,
+            "2025-03-05",
+            Status::Missed,
+            None,
+        );
+        check(
+            row(&[
+                ("investigation_opened_on", "2025-03-03"),
+                ("investigation_extended_to", "2025-09-30"),
+                ("investigation_closed_on", "2025-09-01"),
+            ]),
+            Kind::Investigation,
+            "2025-09-01",
+            Status::Met,
+            None,
+        );
+    }
+
+    #[test]
+    fn names_parse_back_and_match_serde() {
+        fn check<T>(all: &[T], as_str: fn(&T) -> &'static str)
+        where
+            T: FromStr<Err = String> + fmt::Display + fmt::Debug + PartialEq + for<'de> Deserialize<'de>,
+        {
+            for value in all {
+                let name = as_str(value);
+                assert_eq!(name.parse::<T>().as_ref(), Ok(value));
+                assert_eq!(value.to_string(), name);
+                let deserializer: StrDeserializer<ValueError> = name.into_deserializer();
+                assert_eq!(T::deserialize(deserializer).as_ref(), Ok(value));
+            }
+            let error = "Overdue".parse::<T>().unwrap_err();
+            assert!(error.contains("\"Overdue\"") && error.contains(as_str(&all[0])), "{error}");
+        }
+        check(&Kind::ALL, |kind| kind.as_str());
+        check(&Status::ALL, |status| status.as_str());
+    }
+
+    #[test]
+    fn kind_and_status_words_are_fixed() {
+        let kinds: Vec<_> =
+            Kind::ALL.iter().map(|k| (k.as_str(), k.name_sv(), k.name_en(), k.reminder_window_days())).collect();
+        assert_eq!(
+            kinds,
+            [
+                ("protection", "Skyddsbedömning", "Protection assessment", 0),
+                ("assessment", "Förhandsbedömning", "Preliminary assessment", 3),
+                ("investigation", "Utredning", "Investigation", 14),
+            ]
+        );
+        let statuses: Vec<_> = Status::ALL.iter().map(|s| (s.as_str(), s.is_closed())).collect();
+        assert_eq!(
+            statuses,
+            [
+                ("met", true),
+                ("missed", true),
+                ("overdue", false),
+                ("due_today", false),
+                ("due_soon", false),
+                ("pending", false),
+            ]
+        );
+    }
+
+    fn any_date() -> impl Strategy<Value = NaiveDate> {
+        let first = d("1900-01-01").num_days_from_ce();
+        let last = NaiveDate::from_ymd_opt(LAST_YEAR, 12, 31).unwrap().num_days_from_ce();
+        (first..=last).prop_map(|n| NaiveDate::from_num_days_from_ce_opt(n).unwrap())
+    }
+
+    fn any_case() -> impl Strategy<Value = (CaseDates, bool)> {
+        (any_date(), any_date(), proptest::option::of(0i64..=200), proptest::option::of(0i64..=200), any::<bool>())
+            .prop_map(|(received, opened, assessment_extension, investigation_extension, holiday_rule)| {
+                // Extensions are drawn on or after the nominal day, as decided extensions are.
+                let after = |start: NaiveDate, extra: Option<i64>| extra.map(|n| shift_days_saturating(start, n));
+                let dates = CaseDates {
+                    received_on: Some(received),
+                    assessment_extended_to: after(shift_days_saturating(received, 14), assessment_extension),
+                    investigation_opened_on: Some(opened),
+                    investigation_extended_to: after(add_months(opened, 4), investigation_extension),
+                    ..CaseDates::default()
+                };
+                (dates, holiday_rule)
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn legal_day_never_precedes_the_nominal_one((dates, holiday_rule) in any_case()) {
+            for deadline in deadlines_for(&dates, RuleOptions { holiday_rule }) {
+                prop_assert!(deadline.due_on >= deadline.nominal_due_on, "{}", render(&deadline));
+                prop_assert!(deadline.nominal_due_on >= deadline.start_on, "{}", render(&deadline));
+            }
+        }
+
+        #[test]
+        fn holiday_rule_lands_on_a_working_day_and_moves_at_most_five_days((dates, _) in any_case()) {
+            let plain = CaseDates { assessment_extended_to: None, investigation_extended_to: None, ..dates };
+            for deadline in deadlines_for(&plain, ON) {
+                if deadline.kind == Kind::Protection {
+                    continue;
+                }
+                prop_assert_eq!(deadline_moving_day(deadline.due_on), None, "{}", render(&deadline));
+                // Five days: julafton on a Wednesday, 24 → 29 December (see calendar tests).
+                prop_assert!((deadline.due_on - deadline.nominal_due_on).num_days() <= 5);
+                let moved = deadline.due_on != deadline.nominal_due_on;
+                prop_assert_eq!(moved, matches!(deadline.due_reason, DueReason::Moved { .. }));
+            }
+            for deadline in deadlines_for(&plain, OFF) {
+                prop_assert_eq!(deadline.due_on == deadline.nominal_due_on, deadline.kind != Kind::Protection);
+            }
+        }
+
+        #[test]
+        fn status_agrees_with_days_left((dates, holiday_rule) in any_case(), offset in -400i64..=400, closed in proptest::option::of(-30i64..=30)) {
+            for mut deadline in deadlines_for(&dates, RuleOptions { holiday_rule }) {
+                let today = shift_days_saturating(deadline.due_on, offset);
+                deadline.closed_on = closed.map(|n| shift_days_saturating(deadline.due_on, n));
+                let status = deadline.status(today);
+                prop_assert_eq!(status.is_closed(), deadline.is_closed());
+                match deadline.days_left(today) {
+                    None => prop_assert_eq!(status, if closed.unwrap() <= 0 { Status::Met } else { Status::Missed }),
+                    Some(days_left) => {
+                        prop_assert_eq!(days_left, -offset);
+                        prop_assert_eq!(status == Status::Overdue, days_left < 0);
+                        prop_assert_eq!(status == Status::DueToday, days_left == 0);
+                        let in_window = (deadline.nominal_due_on - today).num_days() <= deadline.kind.reminder_window_days();
+                        prop_assert_eq!(status == Status::DueSoon, days_left > 0 && in_window);
+                        prop_assert_eq!(status == Status::Pending, days_left > 0 && !in_window);
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn investigation_ends_in_the_fourth_month((dates, _) in any_case()) {
+            let opened = dates.investigation_opened_on.unwrap();
+            let deadline = find(&dates, OFF, Kind::Investigation).unwrap();
+            let months = |day: NaiveDate| day.year() * 12 + day.month0() as i32;
+            prop_assert_eq!(months(deadline.nominal_due_on), months(opened) + 4);
+            prop_assert!(deadline.nominal_due_on.day() <= opened.day());
+        }
+    }
+}

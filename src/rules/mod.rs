@@ -1,0 +1,14 @@
+//! The law fristvakt computes: calendar, deadlines and the escalation ladder.
+//!
+//! Architecture invariant: this module is pure. It takes dates, options and `today` and returns
+//! values; it never reads a clock, configuration, a database or the network, and depends on
+//! nothing but `chrono` and `serde` derives. Everything the law says is tested here, table by
+//! table, against the examples in `shared/domain/statutory-deadlines.md`.
+
+pub mod calendar;
+pub mod deadline;
+pub mod ladder;
+
+pub use calendar::{DayKind, Holiday};
+pub use deadline::{deadlines_for, CaseDates, Deadline, DueReason, Kind, RuleOptions, Status};
+pub use ladder::{decide, Ladder, LadderDecision, LadderError, Role, Step};

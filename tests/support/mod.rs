@@ -1,0 +1,6 @@
+//! Shared helpers for integration tests: `mod support;` in a test file.
+//! Every test binary compiles all of it but uses only some, hence the allow.
+#![allow(dead_code)]
+
+pub mod postgres;
+pub mod smtp;
