@@ -790,10 +790,13 @@ fn read_unit(r: &mut Reader, key: &str, fallback: Option<&UnitRoute>) -> UnitRou
         away: r.addresses(&format!("{key}.away")),
     };
     if let Some(fallback) = fallback {
-        if route.team_leads.is_empty() {
+        // A role left out inherits from `units.default`; a role written as an empty list is a
+        // mistake (nobody would get the mail) and is reported by the caller.
+        let absent = |r: &Reader, role: &str| r.get(&format!("{key}.{role}")).is_none();
+        if route.team_leads.is_empty() && absent(r, "team_leads") {
             route.team_leads = fallback.team_leads.clone();
         }
-        if route.managers.is_empty() {
+        if route.managers.is_empty() && absent(r, "managers") {
             route.managers = fallback.managers.clone();
         }
     }
@@ -845,6 +848,9 @@ fn read_units(r: &mut Reader) -> Option<UnitDirectory> {
         let route = read_unit(r, &key, Some(&default));
         if route.managers.is_empty() {
             r.problem(&format!("{key}.managers"), "needs at least one address: every unit needs a manager");
+        }
+        if route.team_leads.is_empty() {
+            r.problem(&format!("{key}.team_leads"), "needs at least one address, or leave it out to use units.default");
         }
         units.insert(parsed, route);
     }

@@ -97,11 +97,7 @@ impl TestPostgres {
         let owner = run_as_postgres.then(postgres_user_ids);
 
         // /tmp is traversable by the postgres user; $TMPDIR might not be.
-        let base = if run_as_postgres {
-            PathBuf::from("/tmp")
-        } else {
-            std::env::temp_dir()
-        };
+        let base = if run_as_postgres { PathBuf::from("/tmp") } else { std::env::temp_dir() };
         let root = tempfile::Builder::new()
             .prefix("fristvakt-pg-")
             .tempdir_in(&base)
@@ -110,25 +106,16 @@ impl TestPostgres {
         let data_dir = root_path.join("data");
         let sock_dir = root_path.join("sock");
         let log_file = root_path.join("postgres.log");
-        fs::create_dir(&sock_dir)
-            .unwrap_or_else(|e| panic!("cannot create socket directory {sock_dir:?}: {e}"));
+        fs::create_dir(&sock_dir).unwrap_or_else(|e| panic!("cannot create socket directory {sock_dir:?}: {e}"));
         if let Some((uid, gid)) = owner {
             for dir in [&root_path, &sock_dir] {
-                std::os::unix::fs::chown(dir, Some(uid), Some(gid)).unwrap_or_else(|e| {
-                    panic!("cannot chown {dir:?} to the postgres user ({uid}:{gid}): {e}")
-                });
+                std::os::unix::fs::chown(dir, Some(uid), Some(gid))
+                    .unwrap_or_else(|e| panic!("cannot chown {dir:?} to the postgres user ({uid}:{gid}): {e}"));
             }
         }
 
-        let mut pg = TestPostgres {
-            port: 0,
-            bin_dir,
-            run_as_postgres,
-            data_dir,
-            log_file,
-            root: Some(root),
-            watchdog: None,
-        };
+        let mut pg =
+            TestPostgres { port: 0, bin_dir, run_as_postgres, data_dir, log_file, root: Some(root), watchdog: None };
         // From here on, a panic drops `pg`, which cleans up what exists.
         pg.watchdog = Some(pg.spawn_watchdog());
         pg.initdb(&sock_dir);
@@ -149,9 +136,7 @@ impl TestPostgres {
     /// Creates database `name` (letters, digits and `_` only) and returns its URL.
     pub async fn create_database(&self, name: &str) -> String {
         assert!(
-            !name.is_empty()
-                && name.len() <= 63
-                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            !name.is_empty() && name.len() <= 63 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
             "invalid test database name {name:?}: use 1-63 ASCII letters, digits or '_'"
         );
         let admin_url = self.url("postgres");
@@ -168,8 +153,7 @@ impl TestPostgres {
     /// Creates a database with a name unique within this process and returns its URL.
     pub async fn fresh_database(&self) -> String {
         let n = DB_COUNTER.fetch_add(1, Ordering::Relaxed);
-        self.create_database(&format!("test_{}_{n}", std::process::id()))
-            .await
+        self.create_database(&format!("test_{}_{n}", std::process::id())).await
     }
 
     /// The server's data directory.
@@ -205,23 +189,11 @@ impl TestPostgres {
             .pg_command("initdb")
             .arg("-D")
             .arg(&self.data_dir)
-            .args([
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "--encoding=UTF8",
-                "--locale=C",
-                "--no-sync",
-                "--no-instructions",
-            ])
+            .args(["-U", "postgres", "--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync", "--no-instructions"])
             .output()
             .unwrap_or_else(|e| panic!("cannot run initdb: {e}"));
         if !output.status.success() {
-            panic!(
-                "initdb failed ({}):\n{}",
-                output.status,
-                show_output(&output)
-            );
+            panic!("initdb failed ({}):\n{}", output.status, show_output(&output));
         }
         let conf = self.data_dir.join("postgresql.conf");
         OpenOptions::new()
@@ -242,8 +214,7 @@ impl TestPostgres {
             // Output goes to a file, never a pipe: a pipe inherited by the
             // daemonised postmaster could keep `output()` waiting forever.
             let out_path = root.join("pg_ctl.out");
-            let out = File::create(&out_path)
-                .unwrap_or_else(|e| panic!("cannot create {out_path:?}: {e}"));
+            let out = File::create(&out_path).unwrap_or_else(|e| panic!("cannot create {out_path:?}: {e}"));
             let err = out.try_clone().expect("clone file handle");
             let status = self
                 .pg_command("pg_ctl")
@@ -265,8 +236,7 @@ impl TestPostgres {
             }
             let log = self.log();
             let new_log = log.get(log_len_before as usize..).unwrap_or(&log);
-            let port_taken =
-                new_log.contains("could not bind") || new_log.contains("already in use");
+            let port_taken = new_log.contains("could not bind") || new_log.contains("already in use");
             if port_taken && attempt < START_ATTEMPTS {
                 continue;
             }
@@ -283,10 +253,7 @@ impl TestPostgres {
     fn spawn_watchdog(&self) -> (Child, ChildStdin) {
         let root = self.root.as_ref().expect("temp dir").path();
         let mut stop = self.pg_command("pg_ctl");
-        stop.arg("stop")
-            .arg("-D")
-            .arg(&self.data_dir)
-            .args(["-m", "immediate", "-w"]);
+        stop.arg("stop").arg("-D").arg(&self.data_dir).args(["-m", "immediate", "-w"]);
         let script = r#"trap '' HUP INT PIPE
 read _ignored
 data=$1; root=$2; shift 2
@@ -339,9 +306,7 @@ impl Drop for TestPostgres {
 }
 
 fn running_as_root() -> bool {
-    fs::metadata("/proc/self")
-        .map(|m| m.uid() == 0)
-        .unwrap_or(false)
+    fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
 }
 
 /// uid and gid of the `postgres` system user, from /etc/passwd.
@@ -377,11 +342,7 @@ fn runuser() -> PathBuf {
 
 /// Finds a directory holding `initdb`, `pg_ctl` and `postgres`.
 fn find_bin_dir() -> PathBuf {
-    let complete = |dir: &Path| {
-        ["initdb", "pg_ctl", "postgres"]
-            .iter()
-            .all(|b| dir.join(b).is_file())
-    };
+    let complete = |dir: &Path| ["initdb", "pg_ctl", "postgres"].iter().all(|b| dir.join(b).is_file());
     if let Some(dir) = std::env::var_os(PG_BIN_DIR_ENV) {
         let dir = PathBuf::from(dir);
         assert!(
@@ -434,10 +395,7 @@ fn wait_for_tcp(port: u16, timeout: Duration, log: impl Fn() -> String) {
     let deadline = Instant::now() + timeout;
     while TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err() {
         if Instant::now() > deadline {
-            panic!(
-                "PostgreSQL started but does not accept TCP connections on {addr}:\n{}",
-                log()
-            );
+            panic!("PostgreSQL started but does not accept TCP connections on {addr}:\n{}", log());
         }
         std::thread::sleep(Duration::from_millis(50));
     }

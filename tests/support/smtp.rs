@@ -64,11 +64,7 @@ impl TestSmtp {
             .await
             .unwrap_or_else(|e| panic!("test SMTP server cannot bind 127.0.0.1:0: {e}"));
         let port = listener.local_addr().expect("local addr").port();
-        let mut smtp = TestSmtp {
-            port,
-            state: Arc::default(),
-            server: None,
-        };
+        let mut smtp = TestSmtp { port, state: Arc::default(), server: None };
         smtp.serve(listener);
         smtp
     }
@@ -117,10 +113,7 @@ impl TestSmtp {
             match TcpListener::bind(("127.0.0.1", self.port)).await {
                 Ok(listener) => break listener,
                 Err(e) if Instant::now() > deadline => {
-                    panic!(
-                        "test SMTP server cannot listen again on port {}: {e}",
-                        self.port
-                    )
+                    panic!("test SMTP server cannot listen again on port {}: {e}", self.port)
                 }
                 Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
             }
@@ -138,10 +131,7 @@ impl TestSmtp {
                 return messages;
             }
             if Instant::now() > deadline {
-                panic!(
-                    "expected {n} mail(s) within {timeout:?}, got {}: {messages:#?}",
-                    messages.len()
-                );
+                panic!("expected {n} mail(s) within {timeout:?}, got {}: {messages:#?}", messages.len());
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -162,11 +152,7 @@ impl Drop for TestSmtp {
     }
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    state: Arc<State>,
-    mut shutdown: oneshot::Receiver<()>,
-) {
+async fn accept_loop(listener: TcpListener, state: Arc<State>, mut shutdown: oneshot::Receiver<()>) {
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
@@ -188,9 +174,7 @@ async fn accept_loop(
 async fn session(stream: TcpStream, state: Arc<State>) -> std::io::Result<()> {
     let (reader, mut writer) = stream.into_split();
     let mut reader = BufReader::new(reader);
-    writer
-        .write_all(b"220 localhost ESMTP fristvakt test server ready\r\n")
-        .await?;
+    writer.write_all(b"220 localhost ESMTP fristvakt test server ready\r\n").await?;
 
     let mut mail_from: Option<String> = None;
     let mut rcpt_to: Vec<String> = Vec::new();
@@ -223,18 +207,12 @@ async fn session(stream: TcpStream, state: Arc<State>) -> std::io::Result<()> {
                         "250 2.1.5 Recipient OK\r\n"
                     }
                     SmtpMode::RejectPermanent => "550 5.1.1 Mailbox unavailable (test)\r\n",
-                    SmtpMode::RejectTransient => {
-                        "451 4.3.0 Temporary failure, try again later (test)\r\n"
-                    }
+                    SmtpMode::RejectTransient => "451 4.3.0 Temporary failure, try again later (test)\r\n",
                 },
             },
-            "DATA" if mail_from.is_none() || rcpt_to.is_empty() => {
-                "503 5.5.1 Need MAIL FROM and RCPT TO first\r\n"
-            }
+            "DATA" if mail_from.is_none() || rcpt_to.is_empty() => "503 5.5.1 Need MAIL FROM and RCPT TO first\r\n",
             "DATA" => {
-                writer
-                    .write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n")
-                    .await?;
+                writer.write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n").await?;
                 let data = read_data(&mut reader).await?;
                 state.messages.lock().unwrap().push(ReceivedMail {
                     mail_from: mail_from.take().unwrap_or_default(),
@@ -272,11 +250,7 @@ async fn read_data<R: AsyncBufReadExt + Unpin>(reader: &mut R) -> std::io::Resul
         if line == b".\r\n" || line == b".\n" {
             break;
         }
-        let unstuffed = if line.starts_with(b".") {
-            &line[1..]
-        } else {
-            &line[..]
-        };
+        let unstuffed = if line.starts_with(b".") { &line[1..] } else { &line[..] };
         data.extend_from_slice(unstuffed);
     }
     // The CRLF before the terminating "." belongs to the terminator.
@@ -312,10 +286,7 @@ impl ReceivedMail {
     /// Like [`ReceivedMail::header`] but without decoding encoded-words.
     pub fn raw_header(&self, name: &str) -> Option<String> {
         let (head, _) = split_head_body(&self.data);
-        parse_headers(head)
-            .into_iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v)
+        parse_headers(head).into_iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v)
     }
 
     /// All header fields `name` (case-insensitive), unfolded and decoded.
@@ -333,8 +304,7 @@ impl ReceivedMail {
     /// quoted-printable/base64 undone and CRLF turned into `\n`.
     /// Panics if the message has no text/plain part.
     pub fn text_body(&self) -> String {
-        self.body_of_type("text/plain")
-            .unwrap_or_else(|| panic!("message has no text/plain part:\n{}", self.data))
+        self.body_of_type("text/plain").unwrap_or_else(|| panic!("message has no text/plain part:\n{}", self.data))
     }
 
     /// The decoded `text/html` body, if there is one.
@@ -365,9 +335,7 @@ fn split_head_body(entity: &str) -> (&str, &str) {
             let (end, start) = if a.0 <= b.0 { a } else { b };
             (&entity[..end], &entity[start..])
         }
-        (Some((end, start)), None) | (None, Some((end, start))) => {
-            (&entity[..end], &entity[start..])
-        }
+        (Some((end, start)), None) | (None, Some((end, start))) => (&entity[..end], &entity[start..]),
         (None, None) => (entity, ""),
     }
 }
@@ -393,10 +361,7 @@ fn parse_headers(head: &str) -> Vec<(String, String)> {
 }
 
 fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    fields
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_str())
+    fields.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
 }
 
 /// `type/subtype; a=b; c="d"` into the lowercased type and lowercased-key params.
@@ -421,10 +386,7 @@ fn parse_content_type(value: &str) -> (String, HashMap<String, String>) {
         .filter_map(|p| {
             let (k, v) = p.split_once('=')?;
             let v = v.trim();
-            let v = v
-                .strip_prefix('"')
-                .and_then(|v| v.strip_suffix('"'))
-                .unwrap_or(v);
+            let v = v.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(v);
             Some((k.trim().to_ascii_lowercase(), v.to_string()))
         })
         .collect();
@@ -437,19 +399,14 @@ fn find_part(entity: &str, want: &str) -> Option<String> {
     let (mime, params) = parse_content_type(field(&fields, "Content-Type").unwrap_or("text/plain"));
     if mime.starts_with("multipart/") {
         let boundary = params.get("boundary")?;
-        return split_multipart(body, boundary)
-            .into_iter()
-            .find_map(|part| find_part(part, want));
+        return split_multipart(body, boundary).into_iter().find_map(|part| find_part(part, want));
     }
-    let attachment = field(&fields, "Content-Disposition")
-        .is_some_and(|d| d.trim().to_ascii_lowercase().starts_with("attachment"));
+    let attachment =
+        field(&fields, "Content-Disposition").is_some_and(|d| d.trim().to_ascii_lowercase().starts_with("attachment"));
     if mime != want || attachment {
         return None;
     }
-    let encoding = field(&fields, "Content-Transfer-Encoding")
-        .unwrap_or("7bit")
-        .trim()
-        .to_ascii_lowercase();
+    let encoding = field(&fields, "Content-Transfer-Encoding").unwrap_or("7bit").trim().to_ascii_lowercase();
     let bytes = match encoding.as_str() {
         "quoted-printable" => decode_quoted_printable(body.as_bytes(), false),
         "base64" => decode_base64(body.as_bytes()),
@@ -472,10 +429,7 @@ fn split_multipart<'a>(body: &'a str, boundary: &str) -> Vec<&'a str> {
                 if let Some(start) = part_start {
                     // The line break before a delimiter belongs to the delimiter.
                     let part = &body[start..offset];
-                    let part = part
-                        .strip_suffix("\r\n")
-                        .or_else(|| part.strip_suffix('\n'))
-                        .unwrap_or(part);
+                    let part = part.strip_suffix("\r\n").or_else(|| part.strip_suffix('\n')).unwrap_or(part);
                     parts.push(part);
                 }
                 if rest == "--" {
@@ -491,9 +445,7 @@ fn split_multipart<'a>(body: &'a str, boundary: &str) -> Vec<&'a str> {
 
 fn decode_charset(bytes: &[u8], charset: &str) -> String {
     match charset.trim().to_ascii_lowercase().as_str() {
-        "iso-8859-1" | "latin1" | "latin-1" | "iso8859-1" => {
-            bytes.iter().map(|&b| char::from(b)).collect()
-        }
+        "iso-8859-1" | "latin1" | "latin-1" | "iso8859-1" => bytes.iter().map(|&b| char::from(b)).collect(),
         _ => String::from_utf8_lossy(bytes).into_owned(),
     }
 }
@@ -514,10 +466,9 @@ fn decode_quoted_printable(input: &[u8], underscore_is_space: bool) -> Vec<u8> {
                     i += 3; // soft line break
                 } else if rest.starts_with(b"\n") {
                     i += 2;
-                } else if let (Some(hi), Some(lo)) = (
-                    rest.first().copied().and_then(hex_value),
-                    rest.get(1).copied().and_then(hex_value),
-                ) {
+                } else if let (Some(hi), Some(lo)) =
+                    (rest.first().copied().and_then(hex_value), rest.get(1).copied().and_then(hex_value))
+                {
                     out.push(hi * 16 + lo);
                     i += 3;
                 } else {

@@ -1,0 +1,67 @@
+//! `fristvakt check-config`: every problem named by its key, exit 78; shipped files pass.
+
+use crate::helpers::{fristvakt, stderr, stdout, Workspace};
+
+#[test]
+fn five_mistakes_give_five_messages_naming_five_keys_and_exit_78() {
+    let ws = Workspace::new();
+    let path = ws.path("bad.toml");
+    std::fs::write(
+        &path,
+        r#"
+timezone = "Europe/Stokholm"
+[register]
+view = "fristvakt_cases; DROP TABLE x"
+[mail]
+from = "fristvakt at kommun"
+[digest]
+cron = "every morning"
+[units."BRO-BU"]
+managers = []
+"#,
+    )
+    .unwrap();
+    let out = fristvakt(Some(&path), &["check-config"], &[]);
+    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+    let err = stderr(&out);
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("  ")).collect();
+    assert_eq!(lines.len(), 5, "{err}");
+    for key in ["timezone:", "register.view:", "mail.from:", "digest.cron:", "units.BRO-BU.managers:"] {
+        assert!(lines.iter().any(|l| l.trim_start().starts_with(key)), "{key} missing in {err}");
+    }
+}
+
+#[test]
+fn shipped_example_and_demo_configurations_pass() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for file in ["config/example.toml", "config/demo.toml"] {
+        // The example names a systemd credential for the SMTP password; the environment stands in.
+        let out = fristvakt(Some(&root.join(file)), &["check-config"], &[("FRISTVAKT__MAIL__SMTP__PASSWORD", "x")]);
+        assert_eq!(out.status.code(), Some(0), "{file}: {}", stderr(&out));
+        assert!(stdout(&out).contains("configuration ok"));
+    }
+    let out = fristvakt(None, &["check-config"], &[]);
+    assert_eq!(out.status.code(), Some(0), "built-in defaults: {}", stderr(&out));
+}
+
+#[test]
+fn environment_overrides_are_validated_too_and_secrets_are_not_echoed() {
+    let out = fristvakt(
+        None,
+        &["check-config"],
+        &[("FRISTVAKT__MAIL__SMTP__PORT", "99999"), ("FRISTVAKT__STATE__URL", "postgres://u:topsecret@db/x")],
+    );
+    assert_eq!(out.status.code(), Some(78));
+    let err = stderr(&out);
+    assert!(err.contains("mail.smtp.port"), "{err}");
+    assert!(!err.contains("topsecret"), "{err}");
+}
+
+#[test]
+fn a_bad_configuration_stops_every_command_with_78_and_usage_errors_give_2() {
+    let out = fristvakt(None, &["poll", "--once"], &[("FRISTVAKT__TIMEZONE", "Mars/Olympus")]);
+    assert_eq!(out.status.code(), Some(78));
+    assert!(stderr(&out).contains("timezone"));
+    let out = fristvakt(None, &["deadlines", "--today", "2026-13-01"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -1,0 +1,8 @@
+//! Integration tests against the real binary, real SQLite files and a real PostgreSQL server.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod check_config;
+mod helpers;
+mod polling;

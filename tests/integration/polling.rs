@@ -1,0 +1,315 @@
+//! Reading the register incrementally and keeping state, on SQLite and PostgreSQL.
+
+use std::collections::BTreeSet;
+
+use chrono::{TimeZone, Utc};
+use fristvakt::config;
+use fristvakt::poll;
+use fristvakt::register::{self, RejectReason};
+use fristvakt::rules::{self, RuleOptions};
+use fristvakt::state::{DeadlineFilter, StateStore};
+use serde_json::Value;
+use sqlx::sqlite::SqlitePoolOptions;
+
+use crate::helpers::{date, demo_cases, fristvakt, postgres_register, stderr, stdout, Workspace};
+use crate::support::postgres;
+
+const TODAY: &str = "2026-11-25";
+
+async fn sqlite_exec(url: &str, sql: &str) {
+    let pool = SqlitePoolOptions::new().max_connections(1).connect(url).await.unwrap();
+    sqlx::query(sql).execute(&pool).await.unwrap();
+    pool.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_deadlines_are_correct_for_every_case_and_identical_on_sqlite_and_postgres() {
+    let cases = 20_000;
+    let ws = Workspace::new();
+    let cfg = ws.config("");
+    let out = fristvakt(Some(&cfg), &["demo-data", "--cases", &cases.to_string(), "--today", TODAY], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = fristvakt(Some(&cfg), &["deadlines", "--format", "json", "--today", TODAY], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let sqlite_json = stdout(&out);
+    let listed: Vec<Value> = serde_json::from_str(&sqlite_json).unwrap();
+
+    // Every case's deadlines, computed here from the same synthetic rows with the rules module.
+    let today = date(TODAY);
+    let mut expected = BTreeSet::new();
+    for case in demo_cases(cases, 1, today, 0) {
+        let row = register::RawRow {
+            case_ref: Some(case.case_ref.clone()),
+            unit: Some(case.unit.clone()),
+            caseworker: case.caseworker.clone(),
+            child_sex: case.child_sex.clone(),
+            received_on: case.received_on.clone(),
+            protection_assessed_on: case.protection_assessed_on.clone(),
+            assessment_decided_on: case.assessment_decided_on.clone(),
+            assessment_extended_to: case.assessment_extended_to.clone(),
+            investigation_opened_on: case.investigation_opened_on.clone(),
+            investigation_extended_to: case.investigation_extended_to.clone(),
+            investigation_closed_on: case.investigation_closed_on.clone(),
+            updated_at: Some(case.updated_at.clone()),
+        };
+        let valid = register::validate(&row).expect("demo rows are valid");
+        for d in rules::deadlines_for(&valid.dates, RuleOptions { holiday_rule: true }) {
+            expected.insert(format!(
+                "{} {} {} {} {} {} {:?} {} {:?}",
+                case.case_ref,
+                case.unit,
+                d.kind.as_str(),
+                d.start_on,
+                d.nominal_due_on,
+                d.due_on,
+                d.closed_on,
+                d.status(today).as_str(),
+                d.days_left(today)
+            ));
+        }
+    }
+    let got: BTreeSet<String> = listed
+        .iter()
+        .map(|v| {
+            let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+            let closed = v["closed_on"].as_str().map(|d| date(d));
+            format!(
+                "{} {} {} {} {} {} {:?} {} {:?}",
+                s("case_ref"),
+                s("unit"),
+                s("kind"),
+                s("start_on"),
+                s("nominal_due_on"),
+                s("due_on"),
+                closed,
+                s("status"),
+                v["days_left"].as_i64()
+            )
+        })
+        .collect();
+    assert_eq!(listed.len(), expected.len());
+    assert_eq!(got, expected);
+    let cases_listed: BTreeSet<&str> = listed.iter().map(|v| v["case_ref"].as_str().unwrap()).collect();
+    assert_eq!(cases_listed.len(), cases);
+
+    // The same register in PostgreSQL (real date and timestamptz columns), state in PostgreSQL.
+    let pg = postgres::shared();
+    let register_url = pg.fresh_database().await;
+    let state_url = pg.fresh_database().await;
+    postgres_register(&register_url, demo_cases(cases, 1, today, 0)).await;
+    let out = fristvakt(
+        Some(&cfg),
+        &["deadlines", "--format", "json", "--today", TODAY],
+        &[("FRISTVAKT__REGISTER__URL", &register_url), ("FRISTVAKT__STATE__URL", &state_url)],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out) == sqlite_json, "PostgreSQL output differs from SQLite output");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changing_ten_rows_of_a_hundred_thousand_reads_about_ten() {
+    let ws = Workspace::new();
+    let settings = ws.settings("");
+    let today = date(TODAY);
+    let written =
+        register::write_demo_cases(&settings.register.url, &settings.register.view, demo_cases(100_000, 7, today, 0))
+            .await
+            .unwrap();
+    assert_eq!(written, 100_000);
+    let state = StateStore::connect(&settings.state.url).await.unwrap();
+    state.migrate().await.unwrap();
+    let reg = register::Register::connect(&settings.register.url, &settings.register.view).await.unwrap();
+    let now = Utc.with_ymd_and_hms(2026, 11, 25, 23, 59, 59).unwrap();
+    let first = poll::sync_register(&reg, &state, &settings, today, now, false).await.unwrap();
+    assert!(first.full, "the first poll reads everything");
+    assert_eq!(first.rows_read, 100_000);
+
+    sqlite_exec(
+        settings.register.url.expose(),
+        "UPDATE fristvakt_cases SET assessment_decided_on = received_on, updated_at = '2026-11-26T08:00:00.000000Z' \
+         WHERE case_ref IN (SELECT case_ref FROM fristvakt_cases ORDER BY case_ref LIMIT 10)",
+    )
+    .await;
+    let later = Utc.with_ymd_and_hms(2026, 11, 26, 8, 5, 0).unwrap();
+    let second = poll::sync_register(&reg, &state, &settings, date("2026-11-26"), later, false).await.unwrap();
+    assert!(!second.full);
+    // The ten changed rows, plus any row inside the overlap window before the old watermark.
+    assert!((10..=20).contains(&second.rows_read), "read {}", second.rows_read);
+    let third = poll::sync_register(&reg, &state, &settings, date("2026-11-26"), later, false).await.unwrap();
+    assert!((10..=20).contains(&third.rows_read), "re-reads only the overlap: {}", third.rows_read);
+    // The ten changed cases (the first ten references) now have their assessment decided.
+    let state_after = state.deadlines(&DeadlineFilter::default()).await.unwrap();
+    let mut changed: Vec<&str> = state_after.iter().map(|d| d.case_ref.as_str()).collect();
+    changed.dedup();
+    changed.truncate(10);
+    for case_ref in changed {
+        let assessment =
+            state_after.iter().find(|d| d.case_ref == case_ref && d.deadline.kind == rules::Kind::Assessment).unwrap();
+        assert_eq!(assessment.deadline.closed_on, Some(assessment.deadline.start_on), "{case_ref}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_rows_are_skipped_and_counted_by_reason_and_the_rest_processed() {
+    let ws = Workspace::new();
+    let cfg = ws.config("");
+    let out = fristvakt(Some(&cfg), &["demo-data", "--cases", "300", "--broken", "10", "--today", TODAY], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let settings = ws.settings("");
+    let state = StateStore::connect(&settings.state.url).await.unwrap();
+    state.migrate().await.unwrap();
+    let reg = register::Register::connect(&settings.register.url, &settings.register.view).await.unwrap();
+    let report = poll::sync_register(&reg, &state, &settings, date(TODAY), Utc::now(), false).await.unwrap();
+    assert_eq!(report.rows_read, 310);
+    for reason in [
+        RejectReason::BadDate,
+        RejectReason::CloseBeforeStart,
+        RejectReason::MissingUnit,
+        RejectReason::MissingCaseRef,
+        RejectReason::UnknownSex,
+    ] {
+        assert_eq!(report.rejected.get(&reason), Some(&2), "{reason:?} in {:?}", report.rejected);
+    }
+    let stored = state.deadlines(&DeadlineFilter::default()).await.unwrap();
+    let cases: BTreeSet<&str> = stored.iter().map(|d| d.case_ref.as_str()).collect();
+    assert_eq!(cases.len(), 300);
+
+    // The command line shows the same through its summary line.
+    let out = fristvakt(Some(&cfg), &["poll", "--once", "--full", "--today", TODAY], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("read 310 row(s), skipped 10 broken"), "{}", stdout(&out));
+    // Log lines name the case and the column, never another column's value.
+    let log = stderr(&out);
+    assert!(log.contains("column"), "{log}");
+    assert!(!log.contains("@kommun.example"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cases_that_leave_the_register_are_withdrawn_by_the_full_pass() {
+    let ws = Workspace::new();
+    let settings = ws.settings("");
+    let today = date(TODAY);
+    register::write_demo_cases(&settings.register.url, &settings.register.view, demo_cases(50, 3, today, 0))
+        .await
+        .unwrap();
+    let state = StateStore::connect(&settings.state.url).await.unwrap();
+    state.migrate().await.unwrap();
+    let reg = register::Register::connect(&settings.register.url, &settings.register.view).await.unwrap();
+    poll::sync_register(&reg, &state, &settings, today, Utc::now(), true).await.unwrap();
+    let before = state.deadlines(&DeadlineFilter::default()).await.unwrap();
+    let victim = before[0].case_ref.clone();
+    let kinds = before.iter().filter(|d| d.case_ref == victim).count() as u64;
+    sqlite_exec(settings.register.url.expose(), &format!("DELETE FROM fristvakt_cases WHERE case_ref = '{victim}'"))
+        .await;
+    let incremental = poll::sync_register(&reg, &state, &settings, today, Utc::now(), false).await.unwrap();
+    assert_eq!(incremental.withdrawn, 0, "an incremental poll cannot see deletions");
+    let full = poll::sync_register(&reg, &state, &settings, today, Utc::now(), true).await.unwrap();
+    assert_eq!(full.withdrawn, kinds);
+    let after = state.deadlines(&DeadlineFilter::default()).await.unwrap();
+    assert!(after.iter().all(|d| d.case_ref != victim));
+    assert_eq!(after.len(), before.len() - kinds as usize);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_view_without_a_column_is_named_and_a_missing_register_is_a_clear_error() {
+    let ws = Workspace::new();
+    let settings = ws.settings("");
+    let url = format!("{}?mode=rwc", settings.register.url.expose());
+    sqlite_exec(
+        &url,
+        "CREATE TABLE fristvakt_cases (case_ref TEXT, unit TEXT, caseworker TEXT, received_on TEXT, \
+         protection_assessed_on TEXT, assessment_decided_on TEXT, assessment_extended_to TEXT, \
+         investigation_opened_on TEXT, investigation_extended_to TEXT, investigation_closed_on TEXT, updated_at TEXT)",
+    )
+    .await;
+    let state = StateStore::connect(&settings.state.url).await.unwrap();
+    state.migrate().await.unwrap();
+    let reg = register::Register::connect(&settings.register.url, &settings.register.view).await.unwrap();
+    let err = poll::sync_register(&reg, &state, &settings, date(TODAY), Utc::now(), false).await.unwrap_err();
+    assert_eq!(err.to_string(), "register view fristvakt_cases: missing column(s) child_sex");
+
+    let missing = config::DatabaseUrl::parse(&ws.sqlite_url("nowhere.db")).unwrap();
+    let err = register::Register::connect(&missing, "fristvakt_cases").await.err().unwrap();
+    assert!(err.to_string().contains("nowhere.db does not exist"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_committed_late_with_an_older_timestamp_are_read_within_the_overlap_on_postgres() {
+    let pg = postgres::shared();
+    let register_url = pg.fresh_database().await;
+    let state_url = pg.fresh_database().await;
+    let today = date(TODAY);
+    postgres_register(&register_url, demo_cases(20, 5, today, 0)).await;
+    let ws = Workspace::new();
+    let settings = config::load_with_env(
+        Some(&ws.config("")),
+        [
+            ("FRISTVAKT__REGISTER__URL".to_string(), register_url.clone()),
+            ("FRISTVAKT__STATE__URL".to_string(), state_url),
+        ],
+    )
+    .unwrap();
+    let state = StateStore::connect(&settings.state.url).await.unwrap();
+    state.migrate().await.unwrap();
+    let reg = register::Register::connect(&settings.register.url, &settings.register.view).await.unwrap();
+    let now = Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap();
+    let first = poll::sync_register(&reg, &state, &settings, today, now, false).await.unwrap();
+    assert_eq!(first.rows_read, 20);
+    let watermark = state.poll_state().await.unwrap().watermark.unwrap();
+
+    // A transaction that began earlier commits now, with an updated_at five minutes before the
+    // watermark: the overlap window must still see it.
+    let late = (watermark - chrono::Duration::minutes(5)).to_rfc3339();
+    let pool = sqlx::PgPool::connect(&register_url).await.unwrap();
+    sqlx::query(
+        "INSERT INTO cases (case_ref, unit, received_on, updated_at) VALUES ('2026-BU-99999', 'BRO-BU', '2026-11-20', $1::timestamptz)",
+    )
+    .bind(late)
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    let second = poll::sync_register(&reg, &state, &settings, today, now, false).await.unwrap();
+    assert!(second.rows_read >= 1 && second.rows_read < 20, "read {}", second.rows_read);
+    let stored = state
+        .deadlines(&DeadlineFilter { case_ref: Some("2026-BU-99999".into()), ..DeadlineFilter::default() })
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 2, "protection and assessment of the late row");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_shows_the_julafton_move_step_by_step() {
+    let ws = Workspace::new();
+    let cfg = ws.config("");
+    let url = format!("{}?mode=rwc", ws.sqlite_url("register.db"));
+    sqlite_exec(
+        &url,
+        "CREATE TABLE fristvakt_cases (case_ref TEXT, unit TEXT, caseworker TEXT, child_sex TEXT, received_on TEXT, \
+         protection_assessed_on TEXT, assessment_decided_on TEXT, assessment_extended_to TEXT, \
+         investigation_opened_on TEXT, investigation_extended_to TEXT, investigation_closed_on TEXT, updated_at TEXT)",
+    )
+    .await;
+    sqlite_exec(
+        &url,
+        "INSERT INTO fristvakt_cases VALUES ('2026-BU-0142', 'BRO-BU', 'anna@kommun.example', 'F', '2026-12-10', \
+         '2026-12-10', NULL, NULL, NULL, NULL, NULL, '2026-12-10T09:00:00Z')",
+    )
+    .await;
+    let out = fristvakt(Some(&cfg), &["explain", "2026-BU-0142", "--today", "2026-12-21"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    for needle in [
+        "Förhandsbedömning",
+        "2026-12-10 + 14 dagar = 2026-12-24",
+        "2026-12-24 är julafton",
+        "2026-12-28",
+        "7 dagar kvar",
+        "Skyddsbedömning",
+    ] {
+        assert!(text.contains(needle), "{needle:?} not in:\n{text}");
+    }
+    assert!(!text.contains("anna@kommun.example"), "explain names no caseworker");
+    let out = fristvakt(Some(&cfg), &["explain", "2026-BU-0000"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+}
