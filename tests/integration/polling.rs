@@ -72,7 +72,7 @@ async fn demo_deadlines_are_correct_for_every_case_and_identical_on_sqlite_and_p
         .iter()
         .map(|v| {
             let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
-            let closed = v["closed_on"].as_str().map(|d| date(d));
+            let closed = v["closed_on"].as_str().map(date);
             format!(
                 "{} {} {} {} {} {} {:?} {} {:?}",
                 s("case_ref"),
