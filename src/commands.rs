@@ -7,6 +7,8 @@ use serde::Serialize;
 
 use crate::config::{Engine, Language, Settings};
 use crate::demo::{self, DemoOptions};
+use crate::domain::EmailAddress;
+use crate::mail::{self, DispatchError, Mailer, MailerError};
 use crate::poll::{self, PollError};
 use crate::register::{self, Register, RegisterError};
 use crate::rules::{self, calendar, DueReason, Kind, RuleOptions, Status};
@@ -25,6 +27,8 @@ pub enum CommandError {
     State(#[from] StateError),
     #[error(transparent)]
     Poll(#[from] PollError),
+    #[error(transparent)]
+    Dispatch(#[from] DispatchError),
     #[error("{0}")]
     Runtime(String),
 }
@@ -107,8 +111,44 @@ pub async fn poll_once(settings: &Settings, today: Option<NaiveDate>, full: bool
         ladder.notices_enqueued(),
         ladder.skipped,
     );
+    let mailer = build_mailer(settings)?;
+    let holder = format!("poll-once-{}", std::process::id());
+    let sent = mail::dispatch_once_on(&state, &mailer, settings, now, today, &holder).await?;
+    let errors: Vec<String> = sent.errors.iter().map(|(class, n)| format!("{class}={n}")).collect();
+    println!(
+        "mail: sent {}, retrying {}, given up {}, waiting for the sending window {}{}",
+        sent.total_sent(),
+        sent.total_retrying(),
+        sent.total_dead(),
+        sent.total_postponed(),
+        if errors.is_empty() { String::new() } else { format!(" (errors: {})", errors.join(", ")) },
+    );
     register.close().await;
     state.close().await;
+    Ok(())
+}
+
+/// Builds the one mailer of the process from `mail.*`.
+pub fn build_mailer(settings: &Settings) -> Result<Mailer, CommandError> {
+    Mailer::from_settings(&settings.mail).map_err(|e| match e {
+        MailerError::Tls { .. } => CommandError::Config(e.to_string()),
+        MailerError::FileDir { .. } => CommandError::Runtime(e.to_string()),
+    })
+}
+
+/// Sends a short test mail through the configured transport, so that an operator can check
+/// the mail set-up without waiting for a deadline.
+pub async fn send_test_mail(settings: &Settings, to: &str) -> Result<(), CommandError> {
+    let address = EmailAddress::parse(to).map_err(|e| CommandError::Usage(format!("--to {to:?}: {e}")))?;
+    let mailer = build_mailer(settings)?;
+    let message = mail::render_test_mail(settings, &address).map_err(|e| CommandError::Runtime(e.to_string()))?;
+    mailer.send(&message).await.map_err(|e| CommandError::Runtime(format!("the test mail was not sent: {e}")))?;
+    match &mailer {
+        Mailer::File { dir } => println!("test mail to {address} written to {}", dir.display()),
+        Mailer::Smtp(_) => {
+            println!("test mail to {address} accepted by {}:{}", settings.mail.smtp.host, settings.mail.smtp.port)
+        }
+    }
     Ok(())
 }
 

@@ -6,6 +6,8 @@
 
 pub mod commands;
 pub mod config;
+pub mod mail;
+pub mod metrics;
 pub mod demo;
 pub mod domain;
 pub mod notice;

@@ -57,6 +57,12 @@ enum Command {
         #[command(flatten)]
         today: Today,
     },
+    /// Send a short test mail through the configured transport.
+    SendTestMail {
+        /// The address to send it to.
+        #[arg(long, value_name = "ADDR")]
+        to: String,
+    },
     /// Fill the configured SQLite register with realistic synthetic cases.
     DemoData {
         #[arg(long)]
@@ -133,6 +139,7 @@ async fn dispatch(command: Command, settings: &config::Settings) -> Result<(), C
             commands::deadlines(settings, today.today, unit, status, format).await
         }
         Command::Explain { case_ref, today } => commands::explain(settings, &case_ref, today.today).await,
+        Command::SendTestMail { to } => commands::send_test_mail(settings, &to).await,
         Command::DemoData { cases, seed, broken, today } => {
             commands::demo_data(settings, cases, seed, broken, today.today).await
         }

@@ -4,7 +4,7 @@
 //! interface serves SQLite and PostgreSQL through sqlx's `Any` driver; both schemas store dates
 //! as ISO text and instants as RFC 3339 UTC text so that the same statements run on both.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
 
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
@@ -431,6 +431,42 @@ impl StateStore {
         }
         let rows = q.fetch_all(&self.pool).await.map_err(query_error("listing deadlines"))?;
         rows.iter().map(stored_deadline).collect()
+    }
+
+    /// Deadlines by (unit, kind, status on `today`), computed in the database with the same rule
+    /// as [`Deadline::status`] so that a scrape never loads every deadline into memory.
+    pub async fn deadline_counts(
+        &self,
+        today: NaiveDate,
+    ) -> Result<BTreeMap<(String, &'static str, &'static str), i64>, StateError> {
+        let window = |kind: Kind| format_date(today + chrono::Duration::days(kind.reminder_window_days()));
+        let rows = sqlx::query(
+            "SELECT unit, kind, CASE \
+               WHEN closed_on IS NOT NULL THEN CASE WHEN closed_on <= due_on THEN 'met' ELSE 'missed' END \
+               WHEN due_on < $1 THEN 'overdue' WHEN due_on = $1 THEN 'due_today' \
+               WHEN (kind = 'protection' AND nominal_due_on <= $2) OR (kind = 'assessment' AND nominal_due_on <= $3) \
+                 OR (kind = 'investigation' AND nominal_due_on <= $4) THEN 'due_soon' \
+               ELSE 'pending' END AS status, COUNT(*) \
+             FROM deadlines WHERE withdrawn = 0 GROUP BY 1, 2, 3",
+        )
+        .bind(format_date(today))
+        .bind(window(Kind::Protection))
+        .bind(window(Kind::Assessment))
+        .bind(window(Kind::Investigation))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_error("counting deadlines"))?;
+        let mut out = BTreeMap::new();
+        for row in rows {
+            let unit: String = row.try_get(0).map_err(query_error("reading unit"))?;
+            let kind: String = row.try_get(1).map_err(query_error("reading kind"))?;
+            let status: String = row.try_get(2).map_err(query_error("reading status"))?;
+            let n: i64 = row.try_get(3).map_err(query_error("reading count"))?;
+            let kind = kind.parse::<Kind>().map_err(|_| StateError::Corrupt { column: "kind", value: kind })?;
+            let status = status.parse::<Status>().map_err(|_| StateError::Corrupt { column: "status", value: status })?;
+            out.insert((unit, kind.as_str(), status.as_str()), n);
+        }
+        Ok(out)
     }
 
     /// Open deadlines whose next ladder step may fire on or before `today`, at most `limit`.

@@ -32,9 +32,14 @@ impl Workspace {
 
     /// Writes a configuration file with SQLite register and state in the workspace, plus `extra`.
     pub fn config(&self, extra: &str) -> PathBuf {
+        self.config_with("", extra)
+    }
+
+    /// Like [`Workspace::config`], with more `[register]` keys.
+    pub fn config_with(&self, register: &str, extra: &str) -> PathBuf {
         let path = self.path("fristvakt.toml");
         let text = format!(
-            "[register]\nurl = \"{}\"\n[state]\nurl = \"{}\"\n[mail]\nfile_dir = \"{}\"\nsend_window = \"always\"\n{extra}",
+            "[register]\nurl = \"{}\"\n{register}\n[state]\nurl = \"{}\"\n[mail]\nfile_dir = \"{}\"\nsend_window = \"always\"\n{extra}",
             self.sqlite_url("register.db"),
             self.sqlite_url("state.db"),
             self.path("outbox").display()

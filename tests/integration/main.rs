@@ -5,4 +5,5 @@ mod support;
 
 mod check_config;
 mod helpers;
+mod notices;
 mod polling;

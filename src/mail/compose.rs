@@ -1,0 +1,806 @@
+//! Rendering a notice into an e-mail: subject, a text and an HTML part, and the headers.
+//!
+//! The wording lives in template files (`templates/notice.{sv,en}.{subject,txt,html}.j2`),
+//! compiled into the binary and replaceable, file by file, by same-named files in
+//! `mail.templates_dir`, so that a municipality can adapt the text without a new build. The
+//! sentences that depend on the law and the calendar (the rule, why two last days differ, the
+//! ladder step) are computed here and handed to the templates ready-made.
+//!
+//! A mail carries the case reference, unit, kind, dates, days left or overdue, the case link and
+//! the role addresses it went to — nothing else from the register (contract §3).
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use chrono::NaiveDate;
+use lettre::message::header::{HeaderName, HeaderValue};
+use lettre::message::{Mailbox, MultiPart};
+use lettre::{Address, Message};
+use minijinja::value::Value;
+use minijinja::{AutoEscape, Environment, Output, State, UndefinedBehavior};
+use serde::Serialize;
+
+use crate::config::{Language, Settings};
+use crate::domain::{EmailAddress, UnitCode};
+use crate::notice::{NoticePayload, Recipient};
+use crate::rules::calendar::{next_deadline_day, DayKind};
+use crate::rules::{Kind, Role};
+
+/// A notice or test mail could not be rendered.
+#[derive(Debug, thiserror::Error)]
+pub enum ComposeError {
+    /// A template failed to load, parse or render; names the template, never a value.
+    #[error("mail template {name}: {source}")]
+    Template { name: String, source: minijinja::Error },
+    #[error("the notice has no recipients")]
+    NoRecipients,
+    /// Deliberately without the address itself: error texts end up in logs and the outbox.
+    #[error("recipient number {index} is not a usable e-mail address")]
+    BadRecipient { index: usize },
+    #[error("mail.from is not a usable e-mail address")]
+    BadFrom,
+    #[error("cannot assemble the message: {0}")]
+    Build(String),
+}
+
+/// Renders the notice of `payload` for `recipients` as it reads on `today` (the local date of
+/// sending), with the stored `message_id` so that a repeat is recognisable as the same mail.
+pub fn compose_notice(
+    settings: &Settings,
+    payload: &NoticePayload,
+    recipients: &[Recipient],
+    today: NaiveDate,
+    message_id: &str,
+) -> Result<Message, ComposeError> {
+    let lang = settings.mail.language.code();
+    let Rendered { subject, text, html } = render_notice(settings, payload, recipients, today)?;
+    let mut builder = base_builder(settings, lang)?.subject(subject).message_id(Some(message_id.to_string()));
+    for (index, recipient) in recipients.iter().enumerate() {
+        let address: Address = recipient.address.parse().map_err(|_| ComposeError::BadRecipient { index })?;
+        builder = builder.to(Mailbox::new(None, address));
+    }
+    builder.multipart(MultiPart::alternative_plain_html(text, html)).map_err(|e| ComposeError::Build(e.to_string()))
+}
+
+/// A short plain mail for `send-test-mail`: proves the transport works without any case data.
+pub fn render_test_mail(settings: &Settings, to: &EmailAddress) -> Result<Message, ComposeError> {
+    let lang = settings.mail.language.code();
+    let address: Address = to.as_str().parse().map_err(|_| ComposeError::BadRecipient { index: 0 })?;
+    let (subject, body) = match settings.mail.language {
+        Language::Swedish => (
+            "fristvakt: testmeddelande",
+            "Det här är ett testmeddelande från fristvakt. Kommer det fram fungerar e-postutskicket.\n",
+        ),
+        Language::English => {
+            ("fristvakt: test message", "This is a test message from fristvakt. If it arrives, sending mail works.\n")
+        }
+    };
+    base_builder(settings, lang)?
+        .subject(subject)
+        // lettre makes a unique `<uuid@hostname>` id: a test mail is never a repeat of another.
+        .message_id(None)
+        .to(Mailbox::new(None, address))
+        .singlepart(lettre::message::SinglePart::plain(body.to_string()))
+        .map_err(|e| ComposeError::Build(e.to_string()))
+}
+
+/// Compiles every template (built-in or overridden) and renders a sample notice, so that a
+/// broken override is found at start-up rather than at the first deadline.
+pub fn check_templates(settings: &Settings) -> Result<(), ComposeError> {
+    let day = |y, m, d| NaiveDate::from_ymd_opt(y, m, d).ok_or(ComposeError::Build("sample date".into()));
+    let sample = NoticePayload {
+        case_ref: "2026-BU-0001".into(),
+        unit: "X".into(),
+        kind: Kind::Assessment,
+        step: 0,
+        start_on: day(2026, 12, 10)?,
+        nominal_due_on: day(2026, 12, 24)?,
+        due_on: day(2026, 12, 28)?,
+        extended_to: None,
+        decided_on: day(2026, 12, 28)?,
+    };
+    let recipients =
+        [Recipient { role: Role::Caseworker, address: settings.mail.from.to_string(), instead_of_caseworker: false }];
+    compose_notice(settings, &sample, &recipients, sample.decided_on, "<check@fristvakt.invalid>").map(|_| ())
+}
+
+/// A notice rendered from the templates, before it becomes a MIME message.
+struct Rendered {
+    subject: String,
+    text: String,
+    html: String,
+}
+
+fn render_notice(
+    settings: &Settings,
+    payload: &NoticePayload,
+    recipients: &[Recipient],
+    today: NaiveDate,
+) -> Result<Rendered, ComposeError> {
+    if recipients.is_empty() {
+        return Err(ComposeError::NoRecipients);
+    }
+    let context = NoticeContext::new(settings, payload, recipients, today);
+    let lang = settings.mail.language.code();
+    let env = environment(settings);
+    let subject = render(&env, &format!("notice.{lang}.subject.j2"), &context)?;
+    // A subject is one line whatever a template does with whitespace.
+    let subject = subject.split_whitespace().collect::<Vec<_>>().join(" ");
+    let with_subject = WithSubject { subject: &subject, notice: &context };
+    let text = render(&env, &format!("notice.{lang}.txt.j2"), &with_subject)?;
+    let html = render(&env, &format!("notice.{lang}.html.j2"), &with_subject)?;
+    Ok(Rendered { subject, text, html })
+}
+
+/// The built-in templates, by file name.
+const BUILT_IN: [(&str, &str); 6] = [
+    ("notice.sv.subject.j2", include_str!("../../templates/notice.sv.subject.j2")),
+    ("notice.sv.txt.j2", include_str!("../../templates/notice.sv.txt.j2")),
+    ("notice.sv.html.j2", include_str!("../../templates/notice.sv.html.j2")),
+    ("notice.en.subject.j2", include_str!("../../templates/notice.en.subject.j2")),
+    ("notice.en.txt.j2", include_str!("../../templates/notice.en.txt.j2")),
+    ("notice.en.html.j2", include_str!("../../templates/notice.en.html.j2")),
+];
+
+/// From, Date and the headers that keep auto-responders and ticket systems from answering.
+fn base_builder(settings: &Settings, lang: &str) -> Result<lettre::message::MessageBuilder, ComposeError> {
+    let from: Address = settings.mail.from.as_str().parse().map_err(|_| ComposeError::BadFrom)?;
+    Ok(Message::builder()
+        .from(Mailbox::new(None, from))
+        .date_now()
+        .raw_header(HeaderValue::new(HeaderName::new_from_ascii_str("Auto-Submitted"), "auto-generated".into()))
+        .raw_header(HeaderValue::new(HeaderName::new_from_ascii_str("X-Auto-Response-Suppress"), "All".into()))
+        .raw_header(HeaderValue::new(HeaderName::new_from_ascii_str("Content-Language"), lang.into())))
+}
+
+fn environment(settings: &Settings) -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_trim_blocks(true);
+    env.set_lstrip_blocks(true);
+    env.set_keep_trailing_newline(true);
+    // A misspelt variable in an adapted template must fail loudly, not render as a blank.
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_auto_escape_callback(|name| if name.ends_with(".html.j2") { AutoEscape::Html } else { AutoEscape::None });
+    env.set_formatter(html_formatter);
+    let dir: Option<PathBuf> = settings.mail.templates_dir.clone();
+    env.set_loader(move |name| {
+        if let Some(dir) = &dir {
+            let path = dir.join(name);
+            match std::fs::read_to_string(&path) {
+                Ok(source) => return Ok(Some(source)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(minijinja::Error::new(
+                        minijinja::ErrorKind::InvalidOperation,
+                        format!("cannot read the override {}", path.display()),
+                    )
+                    .with_source(e))
+                }
+            }
+        }
+        Ok(BUILT_IN.iter().find(|(n, _)| *n == name).map(|(_, source)| (*source).to_string()))
+    });
+    env
+}
+
+/// minijinja's HTML escaping also turns every '/' into `&#x2f;`, which makes links unreadable
+/// in a mail's source and trips some mail filters; escaping `& < > " '` is what HTML needs.
+fn html_formatter(out: &mut Output, state: &State, value: &Value) -> Result<(), minijinja::Error> {
+    match (state.auto_escape(), value.as_str()) {
+        (AutoEscape::Html, Some(text)) if !value.is_safe() => {
+            for c in text.chars() {
+                match c {
+                    '&' => out.write_str("&amp;")?,
+                    '<' => out.write_str("&lt;")?,
+                    '>' => out.write_str("&gt;")?,
+                    '"' => out.write_str("&quot;")?,
+                    '\'' => out.write_str("&#39;")?,
+                    other => out.write_char(other)?,
+                }
+            }
+            Ok(())
+        }
+        _ => minijinja::escape_formatter(out, state, value),
+    }
+}
+
+fn render<S: Serialize>(env: &Environment<'static>, name: &str, context: &S) -> Result<String, ComposeError> {
+    let error = |source| ComposeError::Template { name: name.to_string(), source };
+    env.get_template(name).map_err(error)?.render(context).map_err(error)
+}
+
+#[derive(Serialize)]
+struct WithSubject<'a> {
+    subject: &'a str,
+    #[serde(flatten)]
+    notice: &'a NoticeContext,
+}
+
+/// What the templates may use. Every field is documented in `templates/README.md`.
+#[derive(Debug, Serialize)]
+struct NoticeContext {
+    case_ref: String,
+    unit: String,
+    unit_name: Option<String>,
+    /// `protection`, `assessment` or `investigation`.
+    kind: &'static str,
+    kind_name: &'static str,
+    /// The rule in words, starting lower case, without a final full stop.
+    rule: &'static str,
+    step: i32,
+    start_on: String,
+    nominal_due_on: String,
+    due_on: String,
+    due_differs: bool,
+    /// Why the applying last day is not the calendar one; `None` when they are the same.
+    due_explanation: Option<String>,
+    today: String,
+    days_left: i64,
+    days_text: String,
+    /// For the subject: "sista dag 2026-12-28 (om 3 dagar)".
+    situation: String,
+    case_link: String,
+    reason: String,
+    fallback_note: Option<&'static str>,
+    recipients: Vec<RecipientContext>,
+}
+
+#[derive(Debug, Serialize)]
+struct RecipientContext {
+    address: String,
+    role: &'static str,
+    role_name: String,
+    instead_of_caseworker: bool,
+}
+
+impl NoticeContext {
+    fn new(settings: &Settings, p: &NoticePayload, recipients: &[Recipient], today: NaiveDate) -> NoticeContext {
+        let lang = settings.mail.language;
+        let days_left = (p.due_on - today).num_days();
+        let unit_name = UnitCode::parse(&p.unit).ok().and_then(|u| settings.units.unit_name(&u).map(str::to_string));
+        let step_roles: Vec<Role> =
+            settings.ladders.for_kind(p.kind).step(p.step).map(|s| s.roles.clone()).unwrap_or_default();
+        let fell_back = recipients.iter().any(|r| r.instead_of_caseworker);
+        NoticeContext {
+            case_ref: p.case_ref.clone(),
+            unit: p.unit.clone(),
+            unit_name,
+            kind: p.kind.as_str(),
+            kind_name: kind_name(lang, p.kind),
+            rule: rule(lang, p.kind),
+            step: p.step,
+            start_on: iso(p.start_on),
+            nominal_due_on: iso(p.nominal_due_on),
+            due_on: iso(p.due_on),
+            due_differs: p.nominal_due_on != p.due_on,
+            due_explanation: due_explanation(lang, p),
+            today: iso(today),
+            days_left,
+            days_text: days_text(lang, days_left, p.due_on),
+            situation: situation(lang, days_left, p.due_on),
+            case_link: settings.mail.case_link_for(&p.case_ref),
+            reason: reason(lang, p, &step_roles),
+            fallback_note: fell_back.then(|| fallback_note(lang)),
+            recipients: recipients
+                .iter()
+                .map(|r| RecipientContext {
+                    address: r.address.clone(),
+                    role: r.role.as_str(),
+                    role_name: role_title(lang, r),
+                    instead_of_caseworker: r.instead_of_caseworker,
+                })
+                .collect(),
+        }
+    }
+}
+
+fn iso(day: NaiveDate) -> String {
+    day.format("%Y-%m-%d").to_string()
+}
+
+fn kind_name(lang: Language, kind: Kind) -> &'static str {
+    match lang {
+        Language::Swedish => kind.name_sv(),
+        Language::English => kind.name_en(),
+    }
+}
+
+/// Each rule in words, naming no paragraph: socialtjänstlagen (2025:400) renumbered the
+/// chapters, and paragraph numbers belong in documentation where they can be corrected.
+fn rule(lang: Language, kind: Kind) -> &'static str {
+    match (lang, kind) {
+        (Language::Swedish, Kind::Protection) => {
+            "skyddsbedömningen ska göras genast, samma dag som anmälan kom in och senast dagen efter"
+        }
+        (Language::Swedish, Kind::Assessment) => {
+            "förhandsbedömningen ska vara klar inom 14 dagar från att anmälan kom in"
+        }
+        (Language::Swedish, Kind::Investigation) => {
+            "utredningen ska vara slutförd inom fyra månader från beslutet att inleda den"
+        }
+        (Language::English, Kind::Protection) => {
+            "the protection assessment must be made at once: on the day the report came in, at the latest the next day"
+        }
+        (Language::English, Kind::Assessment) => {
+            "the preliminary assessment must be completed within 14 days of the report coming in"
+        }
+        (Language::English, Kind::Investigation) => {
+            "the investigation must be completed within four months of the decision to open it"
+        }
+    }
+}
+
+fn days_sv(n: i64) -> String {
+    if n == 1 {
+        "1 dag".to_string()
+    } else {
+        format!("{n} dagar")
+    }
+}
+
+fn days_en(n: i64) -> String {
+    if n == 1 {
+        "1 day".to_string()
+    } else {
+        format!("{n} days")
+    }
+}
+
+/// The subject's "sista dag 2026-12-28 (om 3 dagar)".
+fn situation(lang: Language, days_left: i64, due_on: NaiveDate) -> String {
+    let due = iso(due_on);
+    match lang {
+        Language::Swedish => match days_left {
+            n if n > 0 => format!("sista dag {due} (om {})", days_sv(n)),
+            0 => format!("sista dag {due} (sista dagen i dag)"),
+            n => format!("sista dag {due} ({} försenad)", days_sv(-n)),
+        },
+        Language::English => match days_left {
+            n if n > 0 => format!("last day {due} (in {})", days_en(n)),
+            0 => format!("last day {due} (last day today)"),
+            n => format!("last day {due} ({} overdue)", days_en(-n)),
+        },
+    }
+}
+
+fn days_text(lang: Language, days_left: i64, due_on: NaiveDate) -> String {
+    let due = iso(due_on);
+    match lang {
+        Language::Swedish => match days_left {
+            n if n > 0 => format!("{} kvar till sista dagen", days_sv(n)),
+            0 => "i dag är sista dagen".to_string(),
+            n => format!("{} försenad – sista dagen var {due}", days_sv(-n)),
+        },
+        Language::English => match days_left {
+            n if n > 0 => format!("{} left until the last day", days_en(n)),
+            0 => "today is the last day".to_string(),
+            n => format!("{} overdue – the last day was {due}", days_en(-n)),
+        },
+    }
+}
+
+/// Why the applying last day differs from the calendar one: a decided extension, protection's
+/// "at the latest the next day", or the holiday rule of lag (1930:173) 2 §, recomputed from the
+/// nominal day so that the mail can name the days passed over.
+fn due_explanation(lang: Language, p: &NoticePayload) -> Option<String> {
+    if p.nominal_due_on == p.due_on {
+        return None;
+    }
+    let (nominal, due) = (iso(p.nominal_due_on), iso(p.due_on));
+    if let Some(to) = p.extended_to {
+        let to = iso(to);
+        return Some(match (lang, p.kind) {
+            (Language::Swedish, Kind::Investigation) => {
+                format!("Beslut har fattats om att förlänga utredningen (särskilda skäl); sista dagen är därför {to}.")
+            }
+            (Language::Swedish, _) => {
+                format!("Beslut har fattats om längre tid för förhandsbedömningen (synnerliga skäl); sista dagen är därför {to}.")
+            }
+            (Language::English, Kind::Investigation) => format!(
+                "An extension of the investigation was decided (särskilda skäl, special reasons); the last day is therefore {to}."
+            ),
+            (Language::English, _) => format!(
+                "A longer time for the preliminary assessment was decided (synnerliga skäl, extraordinary reasons); the last day is therefore {to}."
+            ),
+        });
+    }
+    if p.kind == Kind::Protection {
+        return Some(match lang {
+            Language::Swedish => format!(
+                "Skyddsbedömningen ska göras samma dag som anmälan kom in ({nominal}), men senast dagen efter ({due}) när anmälan kom in sent."
+            ),
+            Language::English => format!(
+                "The protection assessment is due on the day the report came in ({nominal}), at the latest the next day ({due}) when the report came in late."
+            ),
+        });
+    }
+    let (moved_to, passed) = next_deadline_day(p.nominal_due_on);
+    if moved_to == p.due_on && !passed.is_empty() {
+        let days: Vec<String> = passed
+            .iter()
+            .map(|(day, why)| match lang {
+                Language::Swedish => format!("{} är {}", iso(*day), day_name_sv(*why)),
+                Language::English => format!("{} is {}", iso(*day), why.name_en()),
+            })
+            .collect();
+        return Some(match lang {
+            Language::Swedish => format!(
+                "{}; enligt lagen (1930:173) om beräkning av lagstadgad tid flyttas sista dagen till {due}.",
+                join(&days, "och")
+            ),
+            Language::English => format!(
+                "{}; under the Act (1930:173) on the computation of statutory time limits (lagen om beräkning av lagstadgad tid), the last day moves to {due}.",
+                join(&days, "and")
+            ),
+        });
+    }
+    Some(match lang {
+        Language::Swedish => format!("Sista dagen som gäller är {due}."),
+        Language::English => format!("The last day that applies is {due}."),
+    })
+}
+
+/// Plain weekdays read better with "en": "2026-12-26 är en lördag", but "är julafton".
+fn day_name_sv(kind: DayKind) -> String {
+    match kind {
+        DayKind::Saturday | DayKind::Sunday => format!("en {}", kind.name_sv()),
+        other => other.name_sv().to_string(),
+    }
+}
+
+/// "a, b och c".
+fn join(items: &[String], and: &str) -> String {
+    match items {
+        [] => String::new(),
+        [one] => one.clone(),
+        [init @ .., last] => format!("{} {and} {last}", init.join(", ")),
+    }
+}
+
+/// The ladder step in words: when it fires and to whom, so that a recipient knows why this
+/// mail came to them and not to someone else.
+fn reason(lang: Language, p: &NoticePayload, roles: &[Role]) -> String {
+    let n = i64::from(p.step.unsigned_abs());
+    let roles: Vec<String> = roles
+        .iter()
+        .map(|r| match lang {
+            Language::Swedish => r.name_sv().to_string(),
+            Language::English => r.name_en().to_string(),
+        })
+        .collect();
+    let nominal_differs = p.nominal_due_on != p.due_on;
+    match lang {
+        Language::Swedish => {
+            let when = match p.step {
+                s if s < 0 && nominal_differs => {
+                    format!("{} före sista dagen (påminnelser räknas från {})", days_sv(n), iso(p.nominal_due_on))
+                }
+                s if s < 0 => format!("{} före sista dagen", days_sv(n)),
+                0 => "på sista dagen".to_string(),
+                _ => format!("{} efter sista dagen", days_sv(n)),
+            };
+            let kind = kind_name(lang, p.kind).to_lowercase();
+            let mut text = format!("enligt eskaleringstrappan för {kind} skickas ett meddelande {when}");
+            if !roles.is_empty() {
+                text.push_str(&format!(" till {}", join(&roles, "och")));
+            }
+            text.push('.');
+            text
+        }
+        Language::English => {
+            let when = match p.step {
+                s if s < 0 && nominal_differs => {
+                    format!("{} before the last day (reminders count from {})", days_en(n), iso(p.nominal_due_on))
+                }
+                s if s < 0 => format!("{} before the last day", days_en(n)),
+                0 => "on the last day".to_string(),
+                _ => format!("{} after the last day", days_en(n)),
+            };
+            let kind = kind_name(lang, p.kind).to_lowercase();
+            let mut text = format!("the escalation ladder for a {kind} sends a notice {when}");
+            if !roles.is_empty() {
+                text.push_str(&format!(" to the {}", join(&roles, "and")));
+            }
+            text.push('.');
+            text
+        }
+    }
+}
+
+fn fallback_note(lang: Language) -> &'static str {
+    match lang {
+        Language::Swedish => {
+            "Registret saknar en giltig e-postadress till ärendets handläggare, så meddelandet går till gruppledaren i stället."
+        }
+        Language::English => {
+            "The register holds no valid e-mail address for the case's caseworker, so the notice goes to the team lead instead."
+        }
+    }
+}
+
+fn role_title(lang: Language, r: &Recipient) -> String {
+    match (lang, r.instead_of_caseworker) {
+        (Language::Swedish, false) => r.role.name_sv().to_string(),
+        (Language::Swedish, true) => format!("{}, i stället för handläggare", r.role.name_sv()),
+        (Language::English, false) => r.role.name_en().to_string(),
+        (Language::English, true) => format!("{}, instead of the caseworker", r.role.name_en()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::config;
+
+    fn day(s: &str) -> NaiveDate {
+        NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
+    }
+
+    fn settings(lang: &str) -> Settings {
+        let env = [("FRISTVAKT__MAIL__LANGUAGE".to_string(), lang.to_string())];
+        let mut s = config::load_with_env(None, env).unwrap();
+        s.units.units.insert(
+            UnitCode::parse("BRO-BU").unwrap(),
+            config::UnitRoute {
+                name: Some("Bromma barn & unga".into()),
+                team_leads: vec![EmailAddress::parse("gl.bromma@kommun.example").unwrap()],
+                managers: vec![EmailAddress::parse("ec.bromma@kommun.example").unwrap()],
+                deputy_team_leads: Vec::new(),
+                deputy_managers: Vec::new(),
+                away: Vec::new(),
+            },
+        );
+        s
+    }
+
+    /// Received Thursday 2026-12-10: nominal last day julafton 2026-12-24, legal 2026-12-28.
+    fn christmas_assessment(step: i32) -> NoticePayload {
+        NoticePayload {
+            case_ref: "2026-BU-0142".into(),
+            unit: "BRO-BU".into(),
+            kind: Kind::Assessment,
+            step,
+            start_on: day("2026-12-10"),
+            nominal_due_on: day("2026-12-24"),
+            due_on: day("2026-12-28"),
+            extended_to: None,
+            decided_on: day("2026-12-21"),
+        }
+    }
+
+    fn caseworker() -> Vec<Recipient> {
+        vec![Recipient {
+            role: Role::Caseworker,
+            address: "anna.handlaggare@kommun.example".into(),
+            instead_of_caseworker: false,
+        }]
+    }
+
+    fn rendered(s: &Settings, p: &NoticePayload, r: &[Recipient], today: &str) -> Rendered {
+        render_notice(s, p, r, day(today)).unwrap()
+    }
+
+    #[test]
+    fn swedish_subjects_state_kind_reference_and_situation() {
+        let s = settings("sv");
+        let p = christmas_assessment(-3);
+        let cases = [
+            ("2026-12-25", "Förhandsbedömning 2026-BU-0142: sista dag 2026-12-28 (om 3 dagar)"),
+            ("2026-12-27", "Förhandsbedömning 2026-BU-0142: sista dag 2026-12-28 (om 1 dag)"),
+            ("2026-12-28", "Förhandsbedömning 2026-BU-0142: sista dag 2026-12-28 (sista dagen i dag)"),
+            ("2026-12-29", "Förhandsbedömning 2026-BU-0142: sista dag 2026-12-28 (1 dag försenad)"),
+            ("2026-12-31", "Förhandsbedömning 2026-BU-0142: sista dag 2026-12-28 (3 dagar försenad)"),
+        ];
+        for (today, expected) in cases {
+            assert_eq!(rendered(&s, &p, &caseworker(), today).subject, expected);
+            let m = compose_notice(&s, &p, &caseworker(), day(today), "<a@kommun.example>").unwrap();
+            assert_eq!(m.headers().get_raw("Subject"), Some(expected));
+        }
+    }
+
+    #[test]
+    fn english_subjects_state_kind_reference_and_situation() {
+        let s = settings("en");
+        let p = christmas_assessment(0);
+        let cases = [
+            ("2026-12-25", "Preliminary assessment 2026-BU-0142: last day 2026-12-28 (in 3 days)"),
+            ("2026-12-28", "Preliminary assessment 2026-BU-0142: last day 2026-12-28 (last day today)"),
+            ("2026-12-29", "Preliminary assessment 2026-BU-0142: last day 2026-12-28 (1 day overdue)"),
+            ("2027-01-02", "Preliminary assessment 2026-BU-0142: last day 2026-12-28 (5 days overdue)"),
+        ];
+        for (today, expected) in cases {
+            assert_eq!(rendered(&s, &p, &caseworker(), today).subject, expected);
+        }
+        let text = rendered(&s, &p, &caseworker(), "2026-12-28").text;
+        assert!(
+            text.contains(
+                "Under the Social Services Act (socialtjänstlagen), the preliminary assessment must be completed within 14 days"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("2026-12-24 is Christmas Eve"), "{text}");
+        assert!(text.contains("today is the last day"), "{text}");
+        assert!(text.contains("- anna.handlaggare@kommun.example (caseworker)"), "{text}");
+    }
+
+    #[test]
+    fn explains_julafton_and_the_rule_in_words() {
+        let s = settings("sv");
+        let r = rendered(&s, &christmas_assessment(-3), &caseworker(), "2026-12-21");
+        for body in [&r.text, &r.html] {
+            assert!(
+                body.contains(
+                    "2026-12-24 är julafton, 2026-12-25 är juldagen, 2026-12-26 är annandag jul och 2026-12-27 är en \
+                     söndag; enligt lagen (1930:173) om beräkning av lagstadgad tid flyttas sista dagen till 2026-12-28."
+                ),
+                "{body}"
+            );
+            assert!(body.contains("förhandsbedömningen ska vara klar inom 14 dagar från att anmälan kom in"), "{body}");
+            assert!(body.contains("socialtjänstlagen"));
+            assert!(!body.contains(" kap."), "no paragraph numbers: {body}");
+        }
+        let text = &r.text;
+        assert!(text.contains("Sista dag enligt beräkningen: 2026-12-24"), "{text}");
+        assert!(text.contains("Sista dag som gäller:         2026-12-28"), "{text}");
+        assert!(text.contains("Läget 2026-12-21: 7 dagar kvar till sista dagen"), "{text}");
+        assert!(
+            text.contains("3 dagar före sista dagen (påminnelser räknas från 2026-12-24) till handläggare."),
+            "{text}"
+        );
+        assert!(text.contains("Enhet:      BRO-BU – Bromma barn & unga"), "{text}");
+        assert!(text.contains("Öppna ärendet: https://register.kommun.example/case/2026-BU-0142"), "{text}");
+        assert!(text.contains("- anna.handlaggare@kommun.example (handläggare)"), "{text}");
+    }
+
+    #[test]
+    fn a_single_moved_day_reads_like_the_law() {
+        let s = settings("sv");
+        let mut p = christmas_assessment(0);
+        // Received Saturday 2026-11-14: nominal Saturday 2026-11-28, legal Monday 2026-11-30.
+        p.start_on = day("2026-11-14");
+        p.nominal_due_on = day("2026-11-28");
+        p.due_on = day("2026-11-30");
+        let text = rendered(&s, &p, &caseworker(), "2026-11-30").text;
+        assert!(
+            text.contains(
+                "2026-11-28 är en lördag och 2026-11-29 är en söndag; enligt lagen (1930:173) om beräkning av \
+                 lagstadgad tid flyttas sista dagen till 2026-11-30."
+            ),
+            "{text}"
+        );
+        assert!(text.contains("på sista dagen till handläggare."), "{text}");
+        // Same last day: nothing to explain.
+        p.nominal_due_on = day("2026-11-30");
+        let text = rendered(&s, &p, &caseworker(), "2026-11-30").text;
+        assert!(text.contains("Sista dag:  2026-11-30"), "{text}");
+        assert!(!text.contains("1930:173"), "{text}");
+    }
+
+    #[test]
+    fn extension_and_fallback_are_explained() {
+        let s = settings("sv");
+        let mut p = christmas_assessment(1);
+        p.kind = Kind::Investigation;
+        p.extended_to = Some(day("2027-01-29"));
+        p.due_on = day("2027-01-29");
+        let recipients = vec![Recipient {
+            role: Role::TeamLead,
+            address: "gl.bromma@kommun.example".into(),
+            instead_of_caseworker: true,
+        }];
+        let r = rendered(&s, &p, &recipients, "2027-02-01");
+        let text = &r.text;
+        assert_eq!(r.subject, "Utredning 2026-BU-0142: sista dag 2027-01-29 (3 dagar försenad)");
+        assert!(text.contains("förlänga utredningen (särskilda skäl); sista dagen är därför 2027-01-29"), "{text}");
+        assert!(text.contains("3 dagar försenad – sista dagen var 2027-01-29"), "{text}");
+        assert!(text.contains("saknar en giltig e-postadress till ärendets handläggare"), "{text}");
+        assert!(text.contains("- gl.bromma@kommun.example (gruppledare, i stället för handläggare)"), "{text}");
+        assert!(text.contains("1 dag efter sista dagen till gruppledare."), "{text}");
+        assert!(!text.contains("synnerliga"), "{text}");
+    }
+
+    #[test]
+    fn headers_carry_the_stored_message_id_and_suppress_auto_replies() {
+        let s = settings("sv");
+        let m = compose_notice(
+            &s,
+            &christmas_assessment(-3),
+            &caseworker(),
+            day("2026-12-21"),
+            "<abc.fristvakt@kommun.example>",
+        )
+        .unwrap();
+        let h = m.headers();
+        assert_eq!(h.get_raw("Message-ID"), Some("<abc.fristvakt@kommun.example>"));
+        assert_eq!(h.get_raw("Auto-Submitted"), Some("auto-generated"));
+        assert_eq!(h.get_raw("X-Auto-Response-Suppress"), Some("All"));
+        assert_eq!(h.get_raw("From"), Some("fristvakt@kommun.example"));
+        assert_eq!(h.get_raw("To"), Some("anna.handlaggare@kommun.example"));
+        assert!(h.get_raw("Date").is_some());
+        let raw = String::from_utf8(m.formatted()).unwrap();
+        assert!(raw.contains("multipart/alternative"), "{raw}");
+    }
+
+    #[test]
+    fn html_escapes_values_and_is_well_formed() {
+        let s = settings("sv");
+        let mut p = christmas_assessment(0);
+        p.case_ref = "2026<b>&\"x\"".into();
+        let r = rendered(&s, &p, &caseworker(), "2026-12-28");
+        assert!(r.html.contains("2026&lt;b&gt;&amp;&quot;x&quot;"), "{}", r.html);
+        assert!(!r.html.contains("2026<b>"), "{}", r.html);
+        // The unit name from configuration is escaped too.
+        assert!(r.html.contains("Bromma barn &amp; unga"), "{}", r.html);
+        // Links stay readable: '/' needs no escaping in HTML.
+        assert!(r.html.contains("href=\"https://register.kommun.example/case/2026%3Cb%3E%26%22x%22\""), "{}", r.html);
+        // The text part is not HTML: it shows the reference as it is.
+        assert!(r.text.contains("2026<b>&\"x\""), "{}", r.text);
+        assert_balanced(&r.html);
+        for lang in ["sv", "en"] {
+            let s = settings(lang);
+            for step in [-3, 0, 1, 5] {
+                assert_balanced(&rendered(&s, &christmas_assessment(step), &caseworker(), "2026-12-30").html);
+            }
+        }
+    }
+
+    #[test]
+    fn an_override_replaces_the_built_in_and_a_broken_one_names_the_template() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("notice.sv.txt.j2"), "{{ case_ref }} {{ child_name }}").unwrap();
+        let mut s = settings("sv");
+        s.mail.templates_dir = Some(dir.path().to_path_buf());
+        let err = compose_notice(&s, &christmas_assessment(0), &caseworker(), day("2026-12-28"), "<a@k.example>")
+            .unwrap_err();
+        assert!(err.to_string().starts_with("mail template notice.sv.txt.j2"), "{err}");
+        assert!(check_templates(&s).is_err());
+        std::fs::write(dir.path().join("notice.sv.txt.j2"), "Eget: {{ case_ref }}\n").unwrap();
+        assert_eq!(rendered(&s, &christmas_assessment(0), &caseworker(), "2026-12-28").text, "Eget: 2026-BU-0142\n");
+        assert!(check_templates(&s).is_ok());
+        assert!(check_templates(&settings("en")).is_ok());
+    }
+
+    #[test]
+    fn no_recipients_is_an_error() {
+        let s = settings("sv");
+        let err = compose_notice(&s, &christmas_assessment(0), &[], day("2026-12-28"), "<a@k.example>").unwrap_err();
+        assert!(matches!(err, ComposeError::NoRecipients));
+        let bad = [Recipient { role: Role::Manager, address: "not an address".into(), instead_of_caseworker: false }];
+        let err = compose_notice(&s, &christmas_assessment(0), &bad, day("2026-12-28"), "<a@k.example>").unwrap_err();
+        assert!(!err.to_string().contains("not an address"), "{err}");
+    }
+
+    #[test]
+    fn test_mail_has_no_case_data() {
+        let s = settings("sv");
+        let to = EmailAddress::parse("drift@kommun.example").unwrap();
+        let m = render_test_mail(&s, &to).unwrap();
+        assert_eq!(m.headers().get_raw("To"), Some("drift@kommun.example"));
+        assert_eq!(m.headers().get_raw("Auto-Submitted"), Some("auto-generated"));
+        assert!(m.headers().get_raw("Message-ID").is_some());
+    }
+
+    /// Every opened tag is closed in order; `<!…>` and self-closed `<… />` tags stand alone.
+    fn assert_balanced(html: &str) {
+        let mut stack: Vec<String> = Vec::new();
+        let mut rest = html;
+        while let Some(start) = rest.find('<') {
+            let end = rest[start..].find('>').map(|e| start + e).unwrap_or_else(|| panic!("unclosed '<' in {html}"));
+            let tag = &rest[start + 1..end];
+            rest = &rest[end + 1..];
+            if tag.starts_with('!') || tag.ends_with('/') {
+                continue;
+            }
+            let name = tag.trim_start_matches('/').split_whitespace().next().unwrap_or_default().to_ascii_lowercase();
+            if let Some(closing) = tag.strip_prefix('/') {
+                let _ = closing;
+                let open = stack.pop().unwrap_or_else(|| panic!("</{name}> closes nothing in {html}"));
+                assert_eq!(open, name, "mismatched tags in {html}");
+            } else {
+                stack.push(name);
+            }
+        }
+        assert!(stack.is_empty(), "unclosed {stack:?} in {html}");
+    }
+}

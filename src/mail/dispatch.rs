@@ -1,0 +1,295 @@
+//! The dispatcher: claims due outbox rows, renders and sends them, and records the outcome.
+//!
+//! Architecture invariant: no database transaction is held across an SMTP call. A row is
+//! claimed (a short statement that stamps holder and expiry), then sent, then marked — each its
+//! own statement. A sender that dies mid-batch leaves claims that expire, after which another
+//! sender takes the rows; the stable Message-ID lets a recipient recognise the rare repeat.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use futures_util::StreamExt;
+use rand::Rng;
+
+use crate::config::{Settings, Transport};
+use crate::mail::compose::compose_notice;
+use crate::mail::transport::{scrub, Mailer, SendError};
+use crate::notice::{NoticePayload, Recipient};
+use crate::rules::Kind;
+use crate::state::{OutboxRow, StateError, StateStore};
+
+/// Claims last at least this long; see [`claim_ttl`].
+pub const MIN_CLAIM_TTL: Duration = Duration::from_secs(300);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// What one dispatch did, per outbox category, kind and step; for logs and metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DispatchReport {
+    pub sent: BTreeMap<MailLabel, u64>,
+    /// Failed transiently; a later dispatch tries again.
+    pub retrying: BTreeMap<MailLabel, u64>,
+    /// Failed permanently, or transiently for longer than `mail.give_up_after`.
+    pub dead: BTreeMap<MailLabel, u64>,
+    /// The sending window was closed; moved to its next opening.
+    pub postponed: BTreeMap<MailLabel, u64>,
+    /// Failures per bounded class (connect, timeout, tls, transient_4xx, permanent_5xx, io,
+    /// other, compose, bad_payload, unknown_category).
+    pub errors: BTreeMap<&'static str, u64>,
+}
+
+/// The bounded labels of an outbox row: never a case reference or an address.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct MailLabel {
+    pub category: String,
+    pub kind: Option<Kind>,
+    pub step: Option<i32>,
+}
+
+impl DispatchReport {
+    pub fn total_sent(&self) -> u64 {
+        self.sent.values().sum()
+    }
+
+    pub fn total_retrying(&self) -> u64 {
+        self.retrying.values().sum()
+    }
+
+    pub fn total_dead(&self) -> u64 {
+        self.dead.values().sum()
+    }
+
+    pub fn total_postponed(&self) -> u64 {
+        self.postponed.values().sum()
+    }
+}
+
+/// Sends every outbox row due at `now`, batch by batch, until none is left; "today" in mail is
+/// `now`'s date in `settings.timezone`.
+pub async fn dispatch_once(
+    state: &StateStore,
+    mailer: &Mailer,
+    settings: &Settings,
+    now: DateTime<Utc>,
+    holder: &str,
+) -> Result<DispatchReport, DispatchError> {
+    let today = now.with_timezone(&settings.timezone).date_naive();
+    dispatch_once_on(state, mailer, settings, now, today, holder).await
+}
+
+/// Like [`dispatch_once`], with the day the mail speaks of given explicitly (`poll --once
+/// --today D`, so that the days left in the mail match the day the poll computed for).
+pub async fn dispatch_once_on(
+    state: &StateStore,
+    mailer: &Mailer,
+    settings: &Settings,
+    now: DateTime<Utc>,
+    today: NaiveDate,
+    holder: &str,
+) -> Result<DispatchReport, DispatchError> {
+    let concurrency = concurrency(settings);
+    let batch = (concurrency * 4).min(50) as i64;
+    let until = now + chrono::Duration::from_std(claim_ttl(settings)).unwrap_or(chrono::Duration::minutes(5));
+    let window_open = settings.mail.send_window.is_open(now, settings.timezone);
+    let ctx = Context { state, mailer, settings, now, today, holder, window_open };
+    let mut report = DispatchReport::default();
+    loop {
+        let rows = state.claim_outbox(holder, now, until, batch).await?;
+        if rows.is_empty() {
+            break;
+        }
+        // Each row is claimed, so concurrent handling cannot send one twice; the pool bounds
+        // how many SMTP connections are open at once.
+        let outcomes: Vec<Result<(MailLabel, Outcome), StateError>> =
+            futures_util::stream::iter(rows.iter().map(|row| handle(&ctx, row)))
+                .buffer_unordered(concurrency)
+                .collect()
+                .await;
+        for outcome in outcomes {
+            let (label, outcome) = outcome?;
+            let map = match outcome {
+                Outcome::Sent => &mut report.sent,
+                Outcome::Postponed => &mut report.postponed,
+                Outcome::Retrying(class) => {
+                    *report.errors.entry(class).or_default() += 1;
+                    &mut report.retrying
+                }
+                Outcome::Dead(class) => {
+                    *report.errors.entry(class).or_default() += 1;
+                    &mut report.dead
+                }
+            };
+            *map.entry(label).or_default() += 1;
+        }
+    }
+    if report != DispatchReport::default() {
+        tracing::info!(
+            sent = report.total_sent(),
+            retrying = report.total_retrying(),
+            dead = report.total_dead(),
+            postponed = report.total_postponed(),
+            "outbox dispatched"
+        );
+    }
+    Ok(report)
+}
+
+/// The delay before attempt number `attempts + 1`: `retry_initial · 2^attempts`, capped at
+/// `retry_max`, times `jitter` (0.8–1.2 in use) so that mails failed together do not retry in
+/// lockstep.
+pub fn retry_delay(settings: &Settings, attempts: i64, jitter: f64) -> chrono::Duration {
+    let initial = settings.mail.retry_initial.as_secs_f64();
+    let max = settings.mail.retry_max.as_secs_f64();
+    let base = (initial * 2f64.powi(attempts.clamp(0, 40) as i32)).min(max);
+    chrono::Duration::milliseconds((base * jitter * 1000.0).round() as i64)
+}
+
+/// How long a claim lasts: long enough for a batch to be sent even when every send waits for
+/// its timeout (a hanging server fails at its first timed-out command), so that a live sender's
+/// rows are not taken over by another; short enough that a crashed sender's rows come back soon.
+pub fn claim_ttl(settings: &Settings) -> Duration {
+    let rounds = 4; // batch = 4 × concurrency
+    let per_send = match settings.mail.transport {
+        Transport::Smtp => settings.mail.smtp.timeout * 2,
+        Transport::File => Duration::from_secs(10),
+    };
+    MIN_CLAIM_TTL.max(per_send * rounds + Duration::from_secs(60))
+}
+
+fn concurrency(settings: &Settings) -> usize {
+    match settings.mail.transport {
+        Transport::Smtp => settings.mail.smtp.pool_size.max(1) as usize,
+        Transport::File => 4,
+    }
+}
+
+struct Context<'a> {
+    state: &'a StateStore,
+    mailer: &'a Mailer,
+    settings: &'a Settings,
+    now: DateTime<Utc>,
+    today: NaiveDate,
+    holder: &'a str,
+    window_open: bool,
+}
+
+enum Outcome {
+    Sent,
+    Postponed,
+    Retrying(&'static str),
+    Dead(&'static str),
+}
+
+async fn handle(ctx: &Context<'_>, row: &OutboxRow) -> Result<(MailLabel, Outcome), StateError> {
+    let label = MailLabel { category: row.category.clone(), kind: row.kind, step: row.step };
+    if !ctx.window_open {
+        // Every waiting mail gets the window's opening: they leave at the start of office
+        // hours, throttled by the SMTP pool, rather than in a burst at midnight.
+        let at = ctx.settings.mail.send_window.next_open(ctx.now, ctx.settings.timezone);
+        ctx.state.postpone(row.id, ctx.holder, at).await?;
+        tracing::debug!(outbox_key = %row.notice_key, at = %at, "outside the sending window; postponed");
+        return Ok((label, Outcome::Postponed));
+    }
+    let message = match row.category.as_str() {
+        "notice" => match notice_message(ctx, row) {
+            Ok(message) => message,
+            Err((class, error)) => return give_up(ctx, row, label, class, &error).await,
+        },
+        // Digests and other categories come with their own renderers; a row this version
+        // cannot render is given up visibly rather than retried for ever.
+        _ => return give_up(ctx, row, label, "unknown_category", "unknown category").await,
+    };
+    match ctx.mailer.send(&message).await {
+        Ok(()) => {
+            ctx.state.mark_sent(row.id, ctx.holder, ctx.now).await?;
+            tracing::info!(
+                outbox_key = %row.notice_key,
+                message_id = %row.message_id,
+                attempts = row.attempts + 1,
+                "mail sent"
+            );
+            Ok((label, Outcome::Sent))
+        }
+        Err(SendError { permanent: true, class, message }) => give_up(ctx, row, label, class, &message).await,
+        Err(SendError { class, message, .. }) => {
+            let give_up_after =
+                chrono::Duration::from_std(ctx.settings.mail.give_up_after).unwrap_or(chrono::Duration::days(2));
+            if row.created_at + give_up_after < ctx.now {
+                let error = format!(
+                    "{message} (still failing after {})",
+                    humantime::format_duration(ctx.settings.mail.give_up_after)
+                );
+                return give_up(ctx, row, label, class, &error).await;
+            }
+            let jitter = rand::thread_rng().gen_range(0.8..=1.2);
+            let next = ctx.now + retry_delay(ctx.settings, row.attempts, jitter);
+            ctx.state.mark_failed(row.id, ctx.holder, &format!("{class}: {message}"), Some(next)).await?;
+            tracing::warn!(
+                outbox_key = %row.notice_key,
+                class,
+                attempts = row.attempts + 1,
+                next_attempt = %next,
+                error = %message,
+                "mail not sent; will retry"
+            );
+            Ok((label, Outcome::Retrying(class)))
+        }
+    }
+}
+
+/// Renders a notice row from its stored payload and recipients.
+fn notice_message(ctx: &Context<'_>, row: &OutboxRow) -> Result<lettre::Message, (&'static str, String)> {
+    // serde errors can quote the offending input; only the position is kept.
+    let payload: NoticePayload = serde_json::from_str(&row.payload)
+        .map_err(|e| ("bad_payload", format!("unreadable payload (line {}, column {})", e.line(), e.column())))?;
+    let recipients: Vec<Recipient> = serde_json::from_str(&row.recipients)
+        .map_err(|e| ("bad_payload", format!("unreadable recipients (line {}, column {})", e.line(), e.column())))?;
+    compose_notice(ctx.settings, &payload, &recipients, ctx.today, &row.message_id)
+        .map_err(|e| ("compose", scrub(&e.to_string())))
+}
+
+async fn give_up(
+    ctx: &Context<'_>,
+    row: &OutboxRow,
+    label: MailLabel,
+    class: &'static str,
+    error: &str,
+) -> Result<(MailLabel, Outcome), StateError> {
+    ctx.state.mark_failed(row.id, ctx.holder, &format!("{class}: {error}"), None).await?;
+    tracing::warn!(outbox_key = %row.notice_key, class, attempts = row.attempts + 1, error, "mail given up (dead)");
+    Ok((label, Outcome::Dead(class)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_with_jitter() {
+        let mut s = crate::config::load_with_env(None, Vec::new()).unwrap();
+        s.mail.retry_initial = Duration::from_secs(60);
+        s.mail.retry_max = Duration::from_secs(3600);
+        let secs = |attempts, jitter| retry_delay(&s, attempts, jitter).num_seconds();
+        assert_eq!(secs(0, 1.0), 60);
+        assert_eq!(secs(1, 1.0), 120);
+        assert_eq!(secs(3, 1.0), 480);
+        assert_eq!(secs(6, 1.0), 3600);
+        assert_eq!(secs(1000, 1.0), 3600);
+        assert_eq!(secs(0, 0.8), 48);
+        assert_eq!(secs(6, 1.2), 4320);
+    }
+
+    #[test]
+    fn claims_outlast_a_batch_of_timeouts() {
+        let mut s = crate::config::load_with_env(None, Vec::new()).unwrap();
+        assert_eq!(claim_ttl(&s), MIN_CLAIM_TTL);
+        s.mail.transport = Transport::Smtp;
+        s.mail.smtp.timeout = Duration::from_secs(120);
+        assert_eq!(claim_ttl(&s), Duration::from_secs(120 * 2 * 4 + 60));
+    }
+}

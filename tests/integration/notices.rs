@@ -1,0 +1,635 @@
+//! Escalation notices end to end (issue 4): a scripted register, the poll, the outbox and the
+//! dispatcher, sending through lettre's real SMTP client to a real SMTP server on loopback, on
+//! SQLite and on PostgreSQL state. Clocks are fixed: every poll gets its `today` and `now`.
+//!
+//! These tests drive the library functions (`poll::sync_register`, `poll::evaluate_ladders`,
+//! `mail::dispatch_once`) rather than the binary, so that every day of a scenario is exact.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{ConnectOptions, Connection};
+
+use crate::support::smtp::{ReceivedMail, SmtpMode, TestSmtp};
+use fristvakt::config::{self, Settings};
+use fristvakt::mail::{self, DispatchReport, Mailer};
+use fristvakt::notice::{message_id, notice_key};
+use fristvakt::poll;
+use fristvakt::register::Register;
+use fristvakt::rules::Kind;
+use fristvakt::state::{OutboxState, StateStore};
+
+const CASEWORKER: &str = "anna.handlaggare@kommun.example";
+const TEAM_LEAD: &str = "gl.bromma@kommun.example";
+const MANAGER: &str = "ec.bromma@kommun.example";
+const CHILD_NAME: &str = "Lisa Testsson";
+const PERSONNUMMER: &str = "201201011234";
+
+// ---------------------------------------------------------------------------------------------
+// Scenarios, each run on SQLite and on PostgreSQL state.
+
+#[tokio::test]
+async fn ladder_sends_exact_notices_day_by_day_sqlite() {
+    ladder_sends_exact_notices_day_by_day(sqlite_state()).await;
+}
+
+#[tokio::test]
+async fn ladder_sends_exact_notices_day_by_day_postgres() {
+    ladder_sends_exact_notices_day_by_day(postgres_state().await).await;
+}
+
+#[tokio::test]
+async fn repeats_restarts_and_a_second_process_send_nothing_new_sqlite() {
+    repeats_restarts_and_a_second_process_send_nothing_new(sqlite_state()).await;
+}
+
+#[tokio::test]
+async fn repeats_restarts_and_a_second_process_send_nothing_new_postgres() {
+    repeats_restarts_and_a_second_process_send_nothing_new(postgres_state().await).await;
+}
+
+#[tokio::test]
+async fn catch_up_sends_only_the_latest_step_sqlite() {
+    catch_up_sends_only_the_latest_step(sqlite_state()).await;
+}
+
+#[tokio::test]
+async fn catch_up_sends_only_the_latest_step_postgres() {
+    catch_up_sends_only_the_latest_step(postgres_state().await).await;
+}
+
+#[tokio::test]
+async fn smtp_outage_retries_then_delivers_or_gives_up_sqlite() {
+    smtp_outage_retries_then_delivers_or_gives_up(sqlite_state()).await;
+}
+
+#[tokio::test]
+async fn smtp_outage_retries_then_delivers_or_gives_up_postgres() {
+    smtp_outage_retries_then_delivers_or_gives_up(postgres_state().await).await;
+}
+
+#[tokio::test]
+async fn permanent_rejection_is_dead_at_once_sqlite() {
+    permanent_rejection_is_dead_at_once(sqlite_state()).await;
+}
+
+#[tokio::test]
+async fn permanent_rejection_is_dead_at_once_postgres() {
+    permanent_rejection_is_dead_at_once(postgres_state().await).await;
+}
+
+#[tokio::test]
+async fn personal_columns_never_reach_mail_logs_or_errors_sqlite() {
+    personal_columns_never_reach_mail_logs_or_errors(sqlite_state()).await;
+}
+
+#[tokio::test]
+async fn personal_columns_never_reach_mail_logs_or_errors_postgres() {
+    personal_columns_never_reach_mail_logs_or_errors(postgres_state().await).await;
+}
+
+#[tokio::test]
+async fn closed_sending_window_postpones_to_the_next_opening() {
+    let app =
+        App::start(sqlite_state(), &[assessment_case("2026-BU-0142", Some(CASEWORKER))], "Mon-Fri 07:00-18:00").await;
+    // Friday 2026-11-13 at 19:30 local time (18:30 UTC): the −3 reminder is due, the office closed.
+    let evening = Utc.with_ymd_and_hms(2026, 11, 13, 18, 30, 0).unwrap();
+    let report = app.poll_at(day("2026-11-13"), evening, "a").await;
+    assert_eq!(report.total_sent(), 0);
+    assert!(app.smtp.messages().is_empty());
+    // The poll already set the row to wait for Monday 07:00 local (06:00 UTC): nothing to claim.
+    assert_eq!(report.total_postponed(), 0);
+    let monday_open = Utc.with_ymd_and_hms(2026, 11, 16, 6, 0, 0).unwrap();
+    for at in [evening + Duration::hours(6), monday_open - Duration::seconds(1)] {
+        assert_eq!(app.dispatch(at, "a").await.total_sent(), 0, "at {at}");
+    }
+    let report = app.dispatch(monday_open, "a").await;
+    assert_eq!(report.total_sent(), 1);
+    let mail = single(&app.smtp.messages());
+    // "Today" in the mail is the day it is sent: Monday, the legal last day itself.
+    assert_eq!(subject(&mail), "Förhandsbedömning 2026-BU-0142: sista dag 2026-11-16 (sista dagen i dag)");
+
+    // A retry that falls outside the window is postponed to the next opening by the dispatcher.
+    app.smtp.clear();
+    app.smtp.set_mode(SmtpMode::RejectTransient);
+    // Monday 17:59 local: the last-day notice fails once; its retry falls after 18:00.
+    let monday_late = Utc.with_ymd_and_hms(2026, 11, 16, 16, 59, 0).unwrap();
+    let report = app.poll_at(day("2026-11-16"), monday_late, "a").await;
+    assert_eq!(report.total_retrying(), 1, "{report:?}");
+    app.smtp.set_mode(SmtpMode::Accept);
+    // 18:10 local: the retry is due but the window is closed.
+    let report = app.dispatch(Utc.with_ymd_and_hms(2026, 11, 16, 17, 10, 0).unwrap(), "a").await;
+    assert_eq!(report.total_postponed(), 1, "{report:?}");
+    assert!(app.smtp.messages().is_empty());
+    let report = app.dispatch(Utc.with_ymd_and_hms(2026, 11, 17, 6, 0, 0).unwrap(), "a").await;
+    assert_eq!(report.total_sent(), 1, "{report:?}");
+    app.close().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+async fn ladder_sends_exact_notices_day_by_day(state_url: String) {
+    let app = App::start(state_url, &[assessment_case("2026-BU-0142", Some(CASEWORKER))], "always").await;
+    let from = app.settings.mail.from.clone();
+    let expected: [(&str, i32, &[&str], &str); 4] = [
+        ("2026-11-13", -3, &[CASEWORKER], "sista dag 2026-11-16 (om 3 dagar)"),
+        ("2026-11-16", 0, &[CASEWORKER], "sista dag 2026-11-16 (sista dagen i dag)"),
+        ("2026-11-17", 1, &[CASEWORKER, TEAM_LEAD], "sista dag 2026-11-16 (1 dag försenad)"),
+        ("2026-11-21", 5, &[MANAGER], "sista dag 2026-11-16 (5 dagar försenad)"),
+    ];
+    let mut sent_before = 0;
+    for offset in 0..16 {
+        let date = day("2026-11-10") + Duration::days(offset);
+        let report = app.poll(date).await;
+        let messages = app.smtp.messages();
+        let new = &messages[sent_before..];
+        sent_before = messages.len();
+        let Some((_, step, to, situation)) = expected.iter().find(|(d, ..)| day(d) == date) else {
+            assert!(new.is_empty(), "{date}: no notice expected, got {new:#?}");
+            assert_eq!(report.total_sent(), 0);
+            continue;
+        };
+        let mail = single(new);
+        assert_eq!(report.total_sent(), 1, "{date}: {report:?}");
+        let label = report.sent.keys().next().unwrap();
+        assert_eq!((label.kind, label.step), (Some(Kind::Assessment), Some(*step)));
+        assert_eq!(sorted(&mail.rcpt_to), sorted_strs(to), "{date}: envelope");
+        assert_eq!(mail.mail_from, "fristvakt@kommun.example");
+        let header_to: Vec<String> = mail.header("To").unwrap().split(',').map(|a| a.trim().to_string()).collect();
+        assert_eq!(sorted(&header_to), sorted_strs(to), "{date}: To header");
+        assert_eq!(subject(&mail), format!("Förhandsbedömning 2026-BU-0142: {situation}"));
+        let id = message_id(&notice_key("2026-BU-0142", Kind::Assessment, *step), &from);
+        assert_eq!(mail.header("Message-ID").as_deref(), Some(id.as_str()), "{date}");
+        assert_eq!(mail.header("Auto-Submitted").as_deref(), Some("auto-generated"));
+        assert_eq!(mail.header("X-Auto-Response-Suppress").as_deref(), Some("All"));
+        assert!(mail.header("Date").is_some());
+
+        let text = mail.text_body();
+        let html = mail.html_body().expect("an HTML part");
+        assert!(text.contains("Ärende:     2026-BU-0142"), "{text}");
+        assert!(text.contains("Enhet:      BRO-BU – Bromma barn och unga"), "{text}");
+        assert!(text.contains("förhandsbedömningen ska vara klar inom 14 dagar från att anmälan kom in"), "{text}");
+        assert!(text.contains("Sista dag:  2026-11-16"), "{text}");
+        assert!(text.contains("Öppna ärendet: https://register.kommun.example/case/2026-BU-0142"), "{text}");
+        assert!(html.contains("href=\"https://register.kommun.example/case/2026-BU-0142\""), "{html}");
+        for address in *to {
+            assert!(text.contains(&format!("- {address} (")), "{date}: {address} not listed in {text}");
+        }
+        let (days, why) = match step {
+            -3 => ("Läget 2026-11-13: 3 dagar kvar till sista dagen", "3 dagar före sista dagen till handläggare."),
+            0 => ("Läget 2026-11-16: i dag är sista dagen", "på sista dagen till handläggare."),
+            1 => (
+                "Läget 2026-11-17: 1 dag försenad – sista dagen var 2026-11-16",
+                "1 dag efter sista dagen till handläggare och gruppledare.",
+            ),
+            _ => (
+                "Läget 2026-11-21: 5 dagar försenad – sista dagen var 2026-11-16",
+                "5 dagar efter sista dagen till enhetschef.",
+            ),
+        };
+        assert!(text.contains(days), "{date}: {text}");
+        assert!(text.contains(why), "{date}: {text}");
+        if *step == 1 {
+            assert!(text.contains(&format!("- {CASEWORKER} (handläggare)")), "{text}");
+            assert!(text.contains(&format!("- {TEAM_LEAD} (gruppledare)")), "{text}");
+        }
+        if *step == 5 {
+            assert!(text.contains(&format!("- {MANAGER} (enhetschef)")), "{text}");
+        }
+    }
+    assert_eq!(app.smtp.messages().len(), 4);
+    let states: Vec<(i32, OutboxState)> =
+        app.state.outbox_for_case("2026-BU-0142").await.unwrap().iter().map(|r| (r.step.unwrap(), r.state)).collect();
+    assert_eq!(
+        states,
+        [(-3, OutboxState::Sent), (0, OutboxState::Sent), (1, OutboxState::Sent), (5, OutboxState::Sent)]
+    );
+    app.close().await;
+}
+
+async fn repeats_restarts_and_a_second_process_send_nothing_new(state_url: String) {
+    let cases = [assessment_case("2026-BU-0142", Some(CASEWORKER)), assessment_case("2026-BU-0143", None)];
+    let mut app = App::start(state_url, &cases, "always").await;
+    let first = app.poll(day("2026-11-17")).await;
+    // Both cases are first seen at +1: one notice each; the caseworker-less one goes to the
+    // team lead instead, with a note saying so.
+    assert_eq!(first.total_sent(), 2, "{first:?}");
+    let messages = app.smtp.messages();
+    let fallback = messages.iter().find(|m| subject(m).contains("2026-BU-0143")).expect("notice of 2026-BU-0143");
+    assert_eq!(fallback.rcpt_to, [TEAM_LEAD]);
+    let text = fallback.text_body();
+    assert!(text.contains("saknar en giltig e-postadress till ärendets handläggare"), "{text}");
+    assert!(text.contains(&format!("- {TEAM_LEAD} (gruppledare, i stället för handläggare)")), "{text}");
+
+    // The same day again, in the same process.
+    let again = app.poll(day("2026-11-17")).await;
+    assert_eq!(again.total_sent(), 0);
+    // The same day after a restart: a new state connection and a new mailer.
+    app.restart().await;
+    assert_eq!(app.poll(day("2026-11-17")).await.total_sent(), 0);
+    assert_eq!(app.smtp.messages().len(), 2);
+
+    // Two processes polling the same day at the same time: each notice goes out once.
+    let second = App::attach(&app).await;
+    let date = day("2026-11-21");
+    let (a, b) = tokio::join!(app.poll_as(date, "process-a"), second.poll_as(date, "process-b"));
+    assert_eq!(a.total_sent() + b.total_sent(), 2, "a: {a:?}\nb: {b:?}");
+    let messages = app.smtp.messages();
+    assert_eq!(messages.len(), 4);
+    let ids: std::collections::BTreeSet<String> = messages.iter().map(|m| m.header("Message-ID").unwrap()).collect();
+    assert_eq!(ids.len(), 4, "every Message-ID once");
+    assert_eq!(second.poll_as(date, "process-b").await.total_sent(), 0);
+    second.state.close().await;
+    app.close().await;
+}
+
+async fn catch_up_sends_only_the_latest_step(state_url: String) {
+    // Received 2026-10-01: last day 2026-10-15; first seen 2026-11-04, 20 days overdue.
+    let mut case = assessment_case("2026-BU-0200", Some(CASEWORKER));
+    case.received_on = "2026-10-01";
+    case.protection_assessed_on = Some("2026-10-01");
+    let app = App::start(state_url, &[case], "always").await;
+    let report = app.poll(day("2026-11-04")).await;
+    assert_eq!(report.total_sent(), 1, "{report:?}");
+    let mail = single(&app.smtp.messages());
+    assert_eq!(mail.rcpt_to, [MANAGER]);
+    assert_eq!(subject(&mail), "Förhandsbedömning 2026-BU-0200: sista dag 2026-10-15 (20 dagar försenad)");
+    let states: Vec<(i32, OutboxState)> =
+        app.state.outbox_for_case("2026-BU-0200").await.unwrap().iter().map(|r| (r.step.unwrap(), r.state)).collect();
+    assert_eq!(
+        states,
+        [(-3, OutboxState::Skipped), (0, OutboxState::Skipped), (1, OutboxState::Skipped), (5, OutboxState::Sent)]
+    );
+    assert_eq!(app.poll(day("2026-11-05")).await.total_sent(), 0);
+    assert_eq!(app.smtp.messages().len(), 1);
+    app.close().await;
+}
+
+async fn smtp_outage_retries_then_delivers_or_gives_up(state_url: String) {
+    let mut app = App::start(state_url, &[assessment_case("2026-BU-0142", Some(CASEWORKER))], "always").await;
+    app.smtp.stop().await;
+    let t0 = at(day("2026-11-13"), 9);
+    let report = app.poll_at(day("2026-11-13"), t0, "a").await;
+    assert_eq!(report.total_retrying(), 1, "{report:?}");
+    assert_eq!(report.errors.get("connect"), Some(&1), "{report:?}");
+    let row = only_row(&app).await;
+    assert_eq!(row.state, OutboxState::Retrying);
+    assert_eq!(row.attempts, 1);
+    assert!(row.last_error.as_deref().unwrap_or_default().starts_with("connect: "), "{:?}", row.last_error);
+    // The first retry waits retry_initial (1 minute) ± 20 %: not due after 30 seconds.
+    assert_eq!(app.dispatch(t0 + Duration::seconds(30), "a").await, DispatchReport::default());
+    let report = app.dispatch(t0 + Duration::minutes(2), "a").await;
+    assert_eq!(report.total_retrying(), 1, "{report:?}");
+    assert_eq!(only_row(&app).await.attempts, 2);
+
+    // The server comes back and the process restarts; the mail goes out on a later dispatch.
+    app.smtp.restart().await;
+    app.restart().await;
+    let report = app.dispatch(t0 + Duration::minutes(10), "a").await;
+    assert_eq!(report.total_sent(), 1, "{report:?}");
+    let mail = single(&app.smtp.messages());
+    assert_eq!(subject(&mail), "Förhandsbedömning 2026-BU-0142: sista dag 2026-11-16 (om 3 dagar)");
+    let row = only_row(&app).await;
+    assert_eq!((row.state, row.attempts), (OutboxState::Sent, 3));
+
+    // Down for longer than mail.give_up_after (2 days): the notice is given up, and counted.
+    app.smtp.stop().await;
+    let t1 = at(day("2026-11-16"), 9);
+    assert_eq!(app.poll_at(day("2026-11-16"), t1, "a").await.total_retrying(), 1);
+    let report = app.dispatch(t1 + Duration::days(3), "a").await;
+    assert_eq!(report.total_dead(), 1, "{report:?}");
+    assert_eq!(report.errors.get("connect"), Some(&1));
+    let rows = app.state.outbox_for_case("2026-BU-0142").await.unwrap();
+    assert_eq!(rows[1].state, OutboxState::Dead);
+    assert!(rows[1].last_error.as_deref().unwrap_or_default().contains("still failing after"), "{:?}", rows[1]);
+    app.smtp.restart().await;
+    assert_eq!(app.dispatch(t1 + Duration::days(4), "a").await, DispatchReport::default());
+    assert_eq!(app.smtp.messages().len(), 1);
+    app.close().await;
+}
+
+async fn permanent_rejection_is_dead_at_once(state_url: String) {
+    let app = App::start(state_url, &[assessment_case("2026-BU-0142", Some(CASEWORKER))], "always").await;
+    app.smtp.set_mode(SmtpMode::RejectPermanent);
+    let t0 = at(day("2026-11-13"), 9);
+    let report = app.poll_at(day("2026-11-13"), t0, "a").await;
+    assert_eq!(report.total_dead(), 1, "{report:?}");
+    assert_eq!(report.errors.get("permanent_5xx"), Some(&1), "{report:?}");
+    let row = only_row(&app).await;
+    assert_eq!((row.state, row.attempts), (OutboxState::Dead, 1));
+    let error = row.last_error.unwrap_or_default();
+    assert!(error.starts_with("permanent_5xx: ") && error.contains("550"), "{error}");
+    assert!(!error.contains('@'), "{error}");
+    // Not retried, even once the server accepts again.
+    app.smtp.set_mode(SmtpMode::Accept);
+    for later in [Duration::minutes(2), Duration::hours(2), Duration::days(1)] {
+        assert_eq!(app.dispatch(t0 + later, "a").await, DispatchReport::default());
+    }
+    assert!(app.smtp.messages().is_empty());
+    app.close().await;
+}
+
+async fn personal_columns_never_reach_mail_logs_or_errors(state_url: String) {
+    let logs = LogBuffer::default();
+    let _guard = tracing::subscriber::set_default(
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(logs.clone())
+            .finish(),
+    );
+    let mut broken = assessment_case("2026-BU-0999", Some("inte en adress"));
+    broken.received_on = "2026-13-45";
+    let cases = [
+        assessment_case("2026-BU-0142", Some(CASEWORKER)),
+        // An invalid caseworker address: logged as a fallback, by case and column only.
+        assessment_case("2026-BU-0143", Some("Lisa Testsson")),
+        broken,
+    ];
+    let app = App::start(state_url, &cases, "always").await;
+    // First a transient rejection (errors logged and stored), then a permanent one for the
+    // next step, then acceptance.
+    app.smtp.set_mode(SmtpMode::RejectTransient);
+    let t0 = at(day("2026-11-13"), 9);
+    let report = app.poll_at(day("2026-11-13"), t0, "a").await;
+    assert_eq!(report.total_retrying(), 2, "{report:?}");
+    app.smtp.set_mode(SmtpMode::Accept);
+    assert_eq!(app.dispatch(t0 + Duration::minutes(5), "a").await.total_sent(), 2);
+    app.smtp.set_mode(SmtpMode::RejectPermanent);
+    assert_eq!(app.poll(day("2026-11-16")).await.total_dead(), 2);
+    app.smtp.set_mode(SmtpMode::Accept);
+    assert_eq!(app.poll(day("2026-11-21")).await.total_sent(), 2);
+
+    let messages = app.smtp.messages();
+    assert_eq!(messages.len(), 4);
+    let outbox = app.state.outbox().await.unwrap();
+    let stored: Vec<String> = outbox
+        .iter()
+        .flat_map(|r| [r.payload.clone(), r.recipients.clone(), r.last_error.clone().unwrap_or_default()])
+        .collect();
+    let log = logs.contents();
+    assert!(log.contains("mail sent"), "the log capture works: {log}");
+    assert!(log.contains("2026-BU-0999"), "the broken row is logged by its reference: {log}");
+    for secret in [CHILD_NAME, "Testsson", PERSONNUMMER, "20120101-1234"] {
+        for m in &messages {
+            assert!(!m.data.contains(secret), "{secret} in a mail:\n{}", m.data);
+            assert!(!m.text_body().contains(secret), "{secret} in a mail body");
+            assert!(!m.html_body().unwrap_or_default().contains(secret), "{secret} in an HTML body");
+        }
+        for s in &stored {
+            assert!(!s.contains(secret), "{secret} in the outbox: {s}");
+        }
+        assert!(!log.contains(secret), "{secret} in the log:\n{log}");
+    }
+    app.close().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The application under test: a register, state, a mailer and an SMTP server.
+
+struct App {
+    _dir: tempfile::TempDir,
+    settings: Settings,
+    register: Register,
+    state: StateStore,
+    mailer: Mailer,
+    smtp: TestSmtp,
+}
+
+impl App {
+    async fn start(state_url: String, cases: &[Case], send_window: &str) -> App {
+        let dir = tempfile::tempdir().unwrap();
+        let smtp = TestSmtp::start().await;
+        let register_path = dir.path().join("register.db");
+        write_register(&register_path, cases).await;
+        let state_url = state_url.replace("{dir}", &dir.path().display().to_string());
+        let settings = settings(dir.path(), &register_path, &state_url, smtp.port(), send_window);
+        let register = Register::connect(&settings.register.url, &settings.register.view).await.unwrap();
+        let state = StateStore::connect(&settings.state.url).await.unwrap();
+        state.migrate().await.unwrap();
+        let mailer = Mailer::from_settings(&settings.mail).unwrap();
+        App { _dir: dir, settings, register, state, mailer, smtp }
+    }
+
+    /// A second process on the same register, state and SMTP server.
+    async fn attach(other: &App) -> Peer {
+        let settings = other.settings.clone();
+        let register = Register::connect(&settings.register.url, &settings.register.view).await.unwrap();
+        let state = StateStore::connect(&settings.state.url).await.unwrap();
+        let mailer = Mailer::from_settings(&settings.mail).unwrap();
+        Peer { settings, register, state, mailer }
+    }
+
+    /// Drops the state connection and the mailer, as a process restart does.
+    async fn restart(&mut self) {
+        self.state.close().await;
+        self.state = StateStore::connect(&self.settings.state.url).await.unwrap();
+        self.state.migrate().await.unwrap();
+        self.mailer = Mailer::from_settings(&self.settings.mail).unwrap();
+    }
+
+    async fn poll(&self, today: NaiveDate) -> DispatchReport {
+        self.poll_at(today, at(today, 9), "a").await
+    }
+
+    async fn poll_as(&self, today: NaiveDate, holder: &str) -> DispatchReport {
+        self.poll_at(today, at(today, 9), holder).await
+    }
+
+    async fn poll_at(&self, today: NaiveDate, now: DateTime<Utc>, holder: &str) -> DispatchReport {
+        run_poll(&self.register, &self.state, &self.mailer, &self.settings, today, now, holder).await
+    }
+
+    async fn dispatch(&self, now: DateTime<Utc>, holder: &str) -> DispatchReport {
+        mail::dispatch_once(&self.state, &self.mailer, &self.settings, now, holder).await.unwrap()
+    }
+
+    async fn close(mut self) {
+        self.smtp.stop().await;
+        self.register.close().await;
+        self.state.close().await;
+    }
+}
+
+struct Peer {
+    settings: Settings,
+    register: Register,
+    state: StateStore,
+    mailer: Mailer,
+}
+
+impl Peer {
+    async fn poll_as(&self, today: NaiveDate, holder: &str) -> DispatchReport {
+        run_poll(&self.register, &self.state, &self.mailer, &self.settings, today, at(today, 9), holder).await
+    }
+}
+
+async fn run_poll(
+    register: &Register,
+    state: &StateStore,
+    mailer: &Mailer,
+    settings: &Settings,
+    today: NaiveDate,
+    now: DateTime<Utc>,
+    holder: &str,
+) -> DispatchReport {
+    poll::sync_register(register, state, settings, today, now, true).await.unwrap();
+    poll::evaluate_ladders(state, settings, today, now).await.unwrap();
+    mail::dispatch_once(state, mailer, settings, now, holder).await.unwrap()
+}
+
+fn settings(dir: &Path, register: &Path, state_url: &str, smtp_port: u16, send_window: &str) -> Settings {
+    let toml = format!(
+        r#"
+[register]
+url = "sqlite://{register}"
+[state]
+url = "{state_url}"
+[mail]
+transport = "smtp"
+file_dir = "{dir}/outbox"
+send_window = "{send_window}"
+[mail.smtp]
+host = "127.0.0.1"
+port = {smtp_port}
+tls = "none"
+timeout = "5s"
+pool_size = 2
+[units."BRO-BU"]
+name = "Bromma barn och unga"
+team_leads = ["{TEAM_LEAD}"]
+managers = ["{MANAGER}"]
+"#,
+        register = register.display(),
+        dir = dir.display(),
+    );
+    let path = dir.join("fristvakt.toml");
+    std::fs::write(&path, toml).unwrap();
+    config::load_with_env(Some(&path), Vec::new()).unwrap()
+}
+
+fn sqlite_state() -> String {
+    "sqlite://{dir}/state.db".to_string()
+}
+
+async fn postgres_state() -> String {
+    crate::support::postgres::shared().fresh_database().await
+}
+
+// ---------------------------------------------------------------------------------------------
+// The scripted register: the contract's columns plus personal columns a real view may carry.
+
+struct Case {
+    case_ref: &'static str,
+    caseworker: Option<&'static str>,
+    received_on: &'static str,
+    protection_assessed_on: Option<&'static str>,
+}
+
+/// An open preliminary assessment received Monday 2026-11-02 (last day Monday 2026-11-16),
+/// whose protection assessment was made the same day.
+fn assessment_case(case_ref: &'static str, caseworker: Option<&'static str>) -> Case {
+    Case { case_ref, caseworker, received_on: "2026-11-02", protection_assessed_on: Some("2026-11-02") }
+}
+
+async fn write_register(path: &Path, cases: &[Case]) {
+    let mut conn = SqliteConnectOptions::new().filename(path).create_if_missing(true).connect().await.unwrap();
+    sqlx::query(
+        "CREATE TABLE cases_raw (case_ref TEXT PRIMARY KEY, unit TEXT NOT NULL, caseworker TEXT, child_sex TEXT, \
+         received_on TEXT, protection_assessed_on TEXT, assessment_decided_on TEXT, assessment_extended_to TEXT, \
+         investigation_opened_on TEXT, investigation_extended_to TEXT, investigation_closed_on TEXT, \
+         updated_at TEXT NOT NULL, child_name TEXT, personnummer TEXT, notes TEXT)",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    sqlx::query("CREATE VIEW fristvakt_cases AS SELECT * FROM cases_raw").execute(&mut conn).await.unwrap();
+    for case in cases {
+        sqlx::query(
+            "INSERT INTO cases_raw (case_ref, unit, caseworker, child_sex, received_on, protection_assessed_on, \
+             updated_at, child_name, personnummer, notes) VALUES (?, 'BRO-BU', ?, 'F', ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(case.case_ref)
+        .bind(case.caseworker)
+        .bind(case.received_on)
+        .bind(case.protection_assessed_on)
+        .bind("2026-10-01T08:00:00.000000Z")
+        .bind(CHILD_NAME)
+        .bind(PERSONNUMMER)
+        .bind(format!("Orosanmälan om {CHILD_NAME}, 20120101-1234"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
+    conn.close().await.unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Small helpers.
+
+fn day(s: &str) -> NaiveDate {
+    NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
+}
+
+/// `hour` o'clock UTC on `date` (10:00 or 11:00 in Stockholm, inside office hours).
+fn at(date: NaiveDate, hour: u32) -> DateTime<Utc> {
+    Utc.from_utc_datetime(&date.and_hms_opt(hour, 0, 0).unwrap())
+}
+
+fn subject(mail: &ReceivedMail) -> String {
+    mail.header("Subject").unwrap_or_default()
+}
+
+fn single(messages: &[ReceivedMail]) -> ReceivedMail {
+    assert_eq!(messages.len(), 1, "expected exactly one mail, got {messages:#?}");
+    messages[0].clone()
+}
+
+fn sorted(items: &[String]) -> Vec<String> {
+    let mut v = items.to_vec();
+    v.sort();
+    v
+}
+
+fn sorted_strs(items: &[&str]) -> Vec<String> {
+    sorted(&items.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+}
+
+async fn only_row(app: &App) -> fristvakt::state::OutboxRow {
+    let rows = app.state.outbox().await.unwrap();
+    let notices: Vec<_> = rows.into_iter().filter(|r| r.state != OutboxState::Skipped).collect();
+    assert_eq!(notices.len(), 1, "{notices:#?}");
+    notices.into_iter().next().unwrap()
+}
+
+/// Log output captured in memory.
+#[derive(Clone, Default)]
+struct LogBuffer(Arc<Mutex<Vec<u8>>>);
+
+impl LogBuffer {
+    fn contents(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuffer {
+    type Writer = LogBuffer;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
