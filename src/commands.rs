@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::config::{Engine, Language, Settings};
 use crate::demo::{self, DemoOptions};
+use crate::digest::{self, DigestError};
 use crate::domain::EmailAddress;
 use crate::mail::{self, DispatchError, Mailer, MailerError};
 use crate::poll::{self, PollError};
@@ -29,6 +30,8 @@ pub enum CommandError {
     Poll(#[from] PollError),
     #[error(transparent)]
     Dispatch(#[from] DispatchError),
+    #[error(transparent)]
+    Digest(#[from] DigestError),
     #[error("{0}")]
     Runtime(String),
 }
@@ -179,17 +182,7 @@ pub async fn deadlines(
     let today = today_or(settings, today, now);
     seed_demo_register(settings, today).await?;
     let state = open_state(settings).await?;
-    match Register::connect(&settings.register.url, &settings.register.view).await {
-        Ok(register) => {
-            let poll_state = state.poll_state().await?;
-            let full = poll::full_pass_due(poll_state.last_full_pass_on, today, None, settings.register.full_pass_at);
-            if let Err(e) = poll::sync_register(&register, &state, settings, today, now, full).await {
-                eprintln!("warning: showing stored deadlines; the register could not be read: {e}");
-            }
-            register.close().await;
-        }
-        Err(e) => eprintln!("warning: showing stored deadlines; the register could not be read: {e}"),
-    }
+    refresh_deadlines(settings, &state, today, now).await?;
     let stored = state.deadlines(&DeadlineFilter { unit, ..DeadlineFilter::default() }).await?;
     state.close().await;
     let stdout = std::io::stdout();
@@ -231,6 +224,49 @@ pub async fn deadlines(
         }
     }
     out.flush().map_err(io)?;
+    Ok(())
+}
+
+/// Brings the stored deadlines up to date with the register without recording notices; if the
+/// register cannot be read, warns and leaves the stored deadlines as they are.
+async fn refresh_deadlines(
+    settings: &Settings,
+    state: &StateStore,
+    today: NaiveDate,
+    now: DateTime<Utc>,
+) -> Result<(), CommandError> {
+    match Register::connect(&settings.register.url, &settings.register.view).await {
+        Ok(register) => {
+            let poll_state = state.poll_state().await?;
+            let full = poll::full_pass_due(poll_state.last_full_pass_on, today, None, settings.register.full_pass_at);
+            if let Err(e) = poll::sync_register(&register, state, settings, today, now, full).await {
+                eprintln!("warning: showing stored deadlines; the register could not be read: {e}");
+            }
+            register.close().await;
+        }
+        Err(e) => eprintln!("warning: showing stored deadlines; the register could not be read: {e}"),
+    }
+    Ok(())
+}
+
+/// Prints the digests that would be sent on `today` (all, or only `manager`'s), after bringing
+/// the stored deadlines up to date; nothing is written to the outbox.
+pub async fn digest_dry_run(
+    settings: &Settings,
+    today: Option<NaiveDate>,
+    manager: Option<&str>,
+) -> Result<(), CommandError> {
+    let manager = manager
+        .map(|m| EmailAddress::parse(m).map_err(|e| CommandError::Usage(format!("--manager {m:?}: {e}"))))
+        .transpose()?;
+    let now = Utc::now();
+    let today = today_or(settings, today, now);
+    seed_demo_register(settings, today).await?;
+    let state = open_state(settings).await?;
+    refresh_deadlines(settings, &state, today, now).await?;
+    let text = digest::dry_run(&state, settings, today, manager.as_ref()).await;
+    state.close().await;
+    print!("{}", text?);
     Ok(())
 }
 

@@ -6,14 +6,17 @@
 
 pub mod commands;
 pub mod config;
+pub mod demo;
+pub mod digest;
+pub mod domain;
+pub mod http;
 pub mod mail;
 pub mod metrics;
-pub mod demo;
-pub mod domain;
 pub mod notice;
 pub mod poll;
 pub mod register;
 pub mod rules;
 pub mod send_window;
+pub mod service;
 pub mod state;
 pub mod telemetry;

@@ -23,6 +23,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the daemon: poll, send notices and digests, serve HTTP, until SIGTERM/SIGINT.
+    Run,
     /// Validate the configuration; list every problem with its key.
     CheckConfig,
     /// Create or upgrade the state database.
@@ -62,6 +64,17 @@ enum Command {
         /// The address to send it to.
         #[arg(long, value_name = "ADDR")]
         to: String,
+    },
+    /// Print the daily digests that would be sent (nothing is sent or recorded).
+    Digest {
+        /// Required: print instead of sending (the daemon sends digests on its schedule).
+        #[arg(long, required = true)]
+        dry_run: bool,
+        #[command(flatten)]
+        today: Today,
+        /// Only the digest of this manager's address.
+        #[arg(long, value_name = "ADDR")]
+        manager: Option<String>,
     },
     /// Fill the configured SQLite register with realistic synthetic cases.
     DemoData {
@@ -129,6 +142,7 @@ fn main() -> ExitCode {
 async fn dispatch(command: Command, settings: &config::Settings) -> Result<(), CommandError> {
     match command {
         Command::CheckConfig => Ok(()),
+        Command::Run => fristvakt::service::run(std::sync::Arc::new(settings.clone())).await,
         Command::Migrate => commands::migrate(settings).await,
         Command::Poll { today, full, .. } => commands::poll_once(settings, today.today, full).await,
         Command::Deadlines { today, unit, status, format } => {
@@ -140,6 +154,9 @@ async fn dispatch(command: Command, settings: &config::Settings) -> Result<(), C
         }
         Command::Explain { case_ref, today } => commands::explain(settings, &case_ref, today.today).await,
         Command::SendTestMail { to } => commands::send_test_mail(settings, &to).await,
+        Command::Digest { today, manager, .. } => {
+            commands::digest_dry_run(settings, today.today, manager.as_deref()).await
+        }
         Command::DemoData { cases, seed, broken, today } => {
             commands::demo_data(settings, cases, seed, broken, today.today).await
         }

@@ -463,7 +463,8 @@ impl StateStore {
             let status: String = row.try_get(2).map_err(query_error("reading status"))?;
             let n: i64 = row.try_get(3).map_err(query_error("reading count"))?;
             let kind = kind.parse::<Kind>().map_err(|_| StateError::Corrupt { column: "kind", value: kind })?;
-            let status = status.parse::<Status>().map_err(|_| StateError::Corrupt { column: "status", value: status })?;
+            let status =
+                status.parse::<Status>().map_err(|_| StateError::Corrupt { column: "status", value: status })?;
             out.insert((unit, kind.as_str(), status.as_str()), n);
         }
         Ok(out)
@@ -590,6 +591,18 @@ impl StateStore {
             .await
             .map_err(query_error("reading the outbox"))?;
         rows.iter().map(outbox_row).collect()
+    }
+
+    /// Whether an outbox row with this key exists, in any state (e.g. that today's digest run
+    /// was recorded).
+    pub async fn outbox_has_key(&self, key: &str) -> Result<bool, StateError> {
+        let row = sqlx::query("SELECT COUNT(*) FROM outbox WHERE notice_key = $1")
+            .bind(key.to_string())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(query_error("looking up an outbox key"))?;
+        let n: i64 = row.try_get(0).map_err(query_error("reading count"))?;
+        Ok(n > 0)
     }
 
     /// Outbox rows per state.

@@ -105,11 +105,11 @@ pub async fn dispatch_once_on(
         }
         // Each row is claimed, so concurrent handling cannot send one twice; the pool bounds
         // how many SMTP connections are open at once.
+        // The futures are built before they are streamed: a closure inside the stream would
+        // make the whole future fail the `Send` check of `tokio::spawn` (rust-lang/rust#102211).
+        let pending: Vec<_> = rows.iter().map(|row| Box::pin(handle(&ctx, row))).collect();
         let outcomes: Vec<Result<(MailLabel, Outcome), StateError>> =
-            futures_util::stream::iter(rows.iter().map(|row| handle(&ctx, row)))
-                .buffer_unordered(concurrency)
-                .collect()
-                .await;
+            futures_util::stream::iter(pending).buffer_unordered(concurrency).collect().await;
         for outcome in outcomes {
             let (label, outcome) = outcome?;
             let map = match outcome {
@@ -192,7 +192,7 @@ async fn handle(ctx: &Context<'_>, row: &OutboxRow) -> Result<(MailLabel, Outcom
         // hours, throttled by the SMTP pool, rather than in a burst at midnight.
         let at = ctx.settings.mail.send_window.next_open(ctx.now, ctx.settings.timezone);
         ctx.state.postpone(row.id, ctx.holder, at).await?;
-        tracing::debug!(outbox_key = %row.notice_key, at = %at, "outside the sending window; postponed");
+        tracing::debug!(outbox_key = %loggable_key(row), at = %at, "outside the sending window; postponed");
         return Ok((label, Outcome::Postponed));
     }
     let message = match row.category.as_str() {
@@ -200,15 +200,21 @@ async fn handle(ctx: &Context<'_>, row: &OutboxRow) -> Result<(MailLabel, Outcom
             Ok(message) => message,
             Err((class, error)) => return give_up(ctx, row, label, class, &error).await,
         },
-        // Digests and other categories come with their own renderers; a row this version
-        // cannot render is given up visibly rather than retried for ever.
+        "digest" => match serde_json::from_str::<crate::digest::Digest>(&row.payload) {
+            Ok(digest) => match crate::digest::render_digest(ctx.settings, &digest, &row.message_id) {
+                Ok(message) => message,
+                Err(e) => return give_up(ctx, row, label, "compose", &e.to_string()).await,
+            },
+            Err(e) => return give_up(ctx, row, label, "bad_payload", &e.to_string()).await,
+        },
+        // A row this version cannot render is given up visibly rather than retried for ever.
         _ => return give_up(ctx, row, label, "unknown_category", "unknown category").await,
     };
     match ctx.mailer.send(&message).await {
         Ok(()) => {
             ctx.state.mark_sent(row.id, ctx.holder, ctx.now).await?;
             tracing::info!(
-                outbox_key = %row.notice_key,
+                outbox_key = %loggable_key(row),
                 message_id = %row.message_id,
                 attempts = row.attempts + 1,
                 "mail sent"
@@ -230,7 +236,7 @@ async fn handle(ctx: &Context<'_>, row: &OutboxRow) -> Result<(MailLabel, Outcom
             let next = ctx.now + retry_delay(ctx.settings, row.attempts, jitter);
             ctx.state.mark_failed(row.id, ctx.holder, &format!("{class}: {message}"), Some(next)).await?;
             tracing::warn!(
-                outbox_key = %row.notice_key,
+                outbox_key = %loggable_key(row),
                 class,
                 attempts = row.attempts + 1,
                 next_attempt = %next,
@@ -261,8 +267,17 @@ async fn give_up(
     error: &str,
 ) -> Result<(MailLabel, Outcome), StateError> {
     ctx.state.mark_failed(row.id, ctx.holder, &format!("{class}: {error}"), None).await?;
-    tracing::warn!(outbox_key = %row.notice_key, class, attempts = row.attempts + 1, error, "mail given up (dead)");
+    tracing::warn!(outbox_key = %loggable_key(row), class, attempts = row.attempts + 1, error, "mail given up (dead)");
     Ok((label, Outcome::Dead(class)))
+}
+
+/// The outbox key as it may be logged: a notice key holds only kind, case reference and step;
+/// a digest key ends in the manager's address, which stays out of the log.
+fn loggable_key(row: &OutboxRow) -> &str {
+    match row.category.as_str() {
+        "notice" => &row.notice_key,
+        _ => row.notice_key.rsplit_once('/').map(|(head, _)| head).unwrap_or("(digest)"),
+    }
 }
 
 #[cfg(test)]

@@ -7,3 +7,4 @@ mod check_config;
 mod helpers;
 mod notices;
 mod polling;
+mod service;

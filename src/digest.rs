@@ -1,0 +1,1072 @@
+//! Daily digests (daglig fristöversikt): one mail per manager (enhetschef) and day that shows,
+//! for each unit the manager leads, the overdue deadlines, those due within a week, counts per
+//! kind and the share of deadlines met over the last 30 days (register contract §3).
+//!
+//! The module has three layers:
+//! - [`DigestSchedule`]: when digests are due, from `digest.cron` in the configured time zone;
+//! - [`build_digests`]: what they say, a pure function of settings, stored deadlines and `today`;
+//! - [`enqueue_digests`] / [`run_due`]: writing them to the outbox, once per manager and day, as
+//!   category `digest` rows whose payload is the serialised [`Digest`]; the dispatcher renders
+//!   them with [`render_digest`] when it sends.
+//!
+//! Only case references, unit codes, dates, kinds, caseworker addresses and case links appear in
+//! a digest: nothing else about a case leaves the register.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use chrono::{DateTime, Days, NaiveDate, NaiveTime, TimeZone, Utc};
+use chrono_tz::Tz;
+use lettre::message::header::{Header, HeaderName, HeaderValue};
+use lettre::message::{Mailbox, MultiPart};
+use lettre::Message;
+use minijinja::{AutoEscape, Environment, UndefinedBehavior};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Language, Settings};
+use crate::domain::{EmailAddress, UnitCode};
+use crate::notice::{self, Recipient};
+use crate::rules::{Kind, Role, Status};
+use crate::state::{DeadlineFilter, OutboxEntry, OutboxState, StateError, StateStore, StoredDeadline};
+
+/// How far ahead "due soon" looks in a digest, in days (contract §3: "the next 7 days").
+pub const UPCOMING_DAYS: i64 = 7;
+/// The period of the share of deadlines met, in days before `today`.
+pub const COMPLIANCE_DAYS: u64 = 30;
+/// The outbox category of digest rows.
+pub const CATEGORY: &str = "digest";
+/// The outbox category of the record that a day's digest run happened (never sent).
+pub const RUN_CATEGORY: &str = "digest_run";
+
+#[derive(Debug, thiserror::Error)]
+pub enum DigestError {
+    #[error("digest.cron {expr:?} is not a cron expression with seconds like \"0 0 7 * * Mon-Fri\": {message}")]
+    Schedule { expr: String, message: String },
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("cannot read the digest template {}: {source}", .path.display())]
+    TemplateFile { path: PathBuf, source: std::io::Error },
+    #[error("digest template {name}: {source:#}")]
+    Template { name: String, source: minijinja::Error },
+    #[error("cannot build the digest mail to {manager}: {message}")]
+    Message { manager: String, message: String },
+    #[error("cannot serialise the digest for the outbox: {0}")]
+    Payload(#[from] serde_json::Error),
+}
+
+// ---------------------------------------------------------------------------------------------
+// Schedule
+// ---------------------------------------------------------------------------------------------
+
+/// When digests are due: `digest.cron` (with seconds, e.g. `0 0 7 * * Mon-Fri`) evaluated in
+/// **local** time of the configured zone, so 07:00 stays 07:00 across the changes to and from
+/// summer time (last Sunday of March and of October).
+///
+/// Why not `tokio_cron_scheduler::Job::new_tz`: tokio-cron-scheduler 0.14 computes the zone's
+/// UTC offset once, when the job is created (`job/mod.rs`, `time_offset_seconds`), and the
+/// scheduler computes every later tick in that frozen `FixedOffset` (`scheduler.rs`). A job
+/// created in winter (+01:00) then fires at 08:00 local all summer, one created in summer at
+/// 06:00 local all winter. We evaluate croner with `chrono_tz` ourselves instead; the daemon
+/// sleeps until [`DigestSchedule::next_after`] and then calls [`run_due`].
+#[derive(Debug, Clone)]
+pub struct DigestSchedule {
+    cron: croner::Cron,
+}
+
+impl DigestSchedule {
+    /// Parses a cron expression with seconds; day of month and day of week must both match
+    /// when both are given (croner's `with_dom_and_dow`, as in the configuration check).
+    pub fn parse(expr: &str) -> Result<DigestSchedule, DigestError> {
+        let cron = croner::Cron::new(expr)
+            .with_seconds_required()
+            .with_dom_and_dow()
+            .parse()
+            .map_err(|e| DigestError::Schedule { expr: expr.to_string(), message: e.to_string() })?;
+        Ok(DigestSchedule { cron })
+    }
+
+    /// The schedule of `digest.cron`.
+    pub fn from_settings(settings: &Settings) -> Result<DigestSchedule, DigestError> {
+        DigestSchedule::parse(&settings.digest.cron)
+    }
+
+    /// The first scheduled instant strictly after `after`, matched against local time in `tz`.
+    ///
+    /// On the night clocks go back, a local time of the repeated hour exists twice; croner
+    /// answers with its first instance, which may lie before `after` once we are in the second
+    /// pass. Such answers are skipped, so each scheduled local time fires once.
+    pub fn next_after(&self, after: DateTime<Utc>, tz: Tz) -> Option<DateTime<Utc>> {
+        let mut from = after.with_timezone(&tz);
+        // Each round moves `from` forward by at least a second; the repeated hour has 3 600.
+        for _ in 0..=3_600 {
+            let next = self.cron.find_next_occurrence(&from, false).ok()?;
+            let next_utc = next.with_timezone(&Utc);
+            if next_utc > after {
+                return Some(next_utc);
+            }
+            from = next;
+        }
+        None
+    }
+
+    /// The latest scheduled instant at or before `now` on `now`'s local date, if any: the
+    /// digest that should already have gone out today. Used to catch up after downtime the
+    /// same day; a scheduled time of an earlier day is never returned, so digests of days long
+    /// past are not sent.
+    pub fn latest_at_or_before(&self, now: DateTime<Utc>, tz: Tz) -> Option<DateTime<Utc>> {
+        let local_date = now.with_timezone(&tz).date_naive();
+        let day_start = start_of_day(local_date, tz)?;
+        // The first candidate may be the very first second of the day, hence the inclusive search.
+        let first = self.cron.find_next_occurrence(&day_start.with_timezone(&tz), true).ok()?.with_timezone(&Utc);
+        if first > now || first.with_timezone(&tz).date_naive() != local_date {
+            return None;
+        }
+        // Walk forward; every step is at least a second and stops at `now`, so this ends within
+        // a day's seconds even for a schedule that fires every second.
+        let mut latest = first;
+        while let Some(next) = self.next_after(latest, tz).filter(|n| *n <= now) {
+            latest = next;
+        }
+        Some(latest)
+    }
+}
+
+/// The first instant of `date` in `tz` (midnight, or the first valid time after a gap).
+fn start_of_day(date: NaiveDate, tz: Tz) -> Option<DateTime<Utc>> {
+    let midnight = date.and_time(NaiveTime::MIN);
+    (0..=24 * 60)
+        .find_map(|minutes| tz.from_local_datetime(&(midnight + chrono::Duration::minutes(minutes))).earliest())
+        .map(|t| t.with_timezone(&Utc))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Content
+// ---------------------------------------------------------------------------------------------
+
+/// One manager's digest for one day. Serialised as the outbox payload, so the mail can be
+/// rendered (and re-rendered after a failed attempt) from exactly what was decided.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Digest {
+    pub manager: EmailAddress,
+    pub date: NaiveDate,
+    /// The units the manager leads, by unit code.
+    pub units: Vec<UnitDigest>,
+}
+
+impl Digest {
+    /// Overdue deadlines over all units (not only the listed rows).
+    pub fn overdue_total(&self) -> usize {
+        self.units.iter().map(|u| u.overdue.total).sum()
+    }
+
+    /// Deadlines due within [`UPCOMING_DAYS`] over all units.
+    pub fn upcoming_total(&self) -> usize {
+        self.units.iter().map(|u| u.upcoming.total).sum()
+    }
+
+    /// Whether there is anything overdue or due soon.
+    pub fn has_news(&self) -> bool {
+        self.overdue_total() + self.upcoming_total() > 0
+    }
+}
+
+/// What a digest says about one unit (enhet).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnitDigest {
+    pub unit: UnitCode,
+    /// The configured display name, if any.
+    pub name: Option<String>,
+    /// Overdue (försenade), most overdue first.
+    pub overdue: Section,
+    /// Due today or within [`UPCOMING_DAYS`], soonest first.
+    pub upcoming: Section,
+    /// Overdue and upcoming counts for every kind, in [`Kind::ALL`] order.
+    pub kinds: Vec<KindCount>,
+    /// Deadlines whose legal last day fell in the last [`COMPLIANCE_DAYS`] days.
+    pub compliance: Compliance,
+}
+
+/// A list of deadlines, cut at `digest.max_rows`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Section {
+    /// The rows shown, at most `digest.max_rows`.
+    pub rows: Vec<DigestRow>,
+    /// How many there are in all.
+    pub total: usize,
+}
+
+impl Section {
+    /// How many were cut ("… och N till").
+    pub fn more(&self) -> usize {
+        self.total.saturating_sub(self.rows.len())
+    }
+}
+
+/// One deadline in a digest: only what contract §3 allows in mail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DigestRow {
+    pub case_ref: String,
+    pub kind: Kind,
+    /// The legal last day.
+    pub due_on: NaiveDate,
+    /// Days from `date` to `due_on`; negative when overdue.
+    pub days_left: i64,
+    pub caseworker: Option<EmailAddress>,
+    /// The case in the register (`mail.case_link`).
+    pub link: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KindCount {
+    pub kind: Kind,
+    pub overdue: usize,
+    pub upcoming: usize,
+}
+
+/// Deadlines of the last [`COMPLIANCE_DAYS`] days that are closed or past due, as in
+/// `report compliance`: met / (met + missed + overdue).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Compliance {
+    pub met: usize,
+    pub missed: usize,
+    pub overdue: usize,
+}
+
+impl Compliance {
+    pub fn total(&self) -> usize {
+        self.met + self.missed + self.overdue
+    }
+
+    /// The share met in whole percent (rounded half up), or `None` when no deadline fell due.
+    pub fn share_percent(&self) -> Option<usize> {
+        let total = self.total();
+        (total > 0).then(|| (self.met * 100 + total / 2) / total)
+    }
+}
+
+/// The day's digests, one per manager address, in address order (pure).
+///
+/// `deadlines` is what `StateStore::deadlines` returns: every stored deadline, open and closed
+/// (closed ones feed the 30-day share); withdrawn ones are ignored. Units are those configured
+/// and those in the data; each unit goes to the managers that `UnitDirectory::addresses`
+/// resolves (deputies for away managers; `units.default` for units without their own entry),
+/// and a manager of several units gets one digest covering all of them. Without
+/// `digest.send_empty`, a manager with nothing overdue or due soon gets no digest.
+pub fn build_digests(settings: &Settings, deadlines: &[StoredDeadline], today: NaiveDate) -> Vec<Digest> {
+    let mut units: BTreeMap<UnitCode, UnitFacts> =
+        settings.units.units.keys().map(|u| (u.clone(), UnitFacts::default())).collect();
+    let compliance_from = today.checked_sub_days(Days::new(COMPLIANCE_DAYS)).unwrap_or(NaiveDate::MIN);
+    for stored in deadlines.iter().filter(|d| !d.withdrawn) {
+        // Stored units passed `UnitCode::parse` when the row was read; anything else is skipped
+        // rather than mailed to a guessed manager.
+        let Ok(unit) = UnitCode::parse(&stored.unit) else { continue };
+        let facts = units.entry(unit).or_default();
+        let deadline = &stored.deadline;
+        let status = deadline.status(today);
+        if (compliance_from..today).contains(&deadline.due_on) {
+            match status {
+                Status::Met => facts.compliance.met += 1,
+                Status::Missed => facts.compliance.missed += 1,
+                Status::Overdue => facts.compliance.overdue += 1,
+                Status::DueToday | Status::DueSoon | Status::Pending => {}
+            }
+        }
+        let Some(days_left) = deadline.days_left(today) else { continue };
+        let row = || DigestRow {
+            case_ref: stored.case_ref.clone(),
+            kind: deadline.kind,
+            due_on: deadline.due_on,
+            days_left,
+            caseworker: stored.caseworker.as_deref().and_then(|c| EmailAddress::parse(c).ok()),
+            link: settings.mail.case_link_for(&stored.case_ref),
+        };
+        if days_left < 0 {
+            facts.overdue.push(row());
+        } else if days_left <= UPCOMING_DAYS {
+            facts.upcoming.push(row());
+        }
+    }
+
+    let max_rows = settings.digest.max_rows;
+    let mut by_manager: BTreeMap<EmailAddress, Vec<UnitDigest>> = BTreeMap::new();
+    for (unit, facts) in units {
+        let managers = settings.units.addresses(&unit, Role::Manager);
+        let digest = facts.into_unit_digest(unit.clone(), settings.units.unit_name(&unit), max_rows);
+        for manager in managers {
+            by_manager.entry(manager).or_default().push(digest.clone());
+        }
+    }
+    by_manager
+        .into_iter()
+        .map(|(manager, units)| Digest { manager, date: today, units })
+        .filter(|d| settings.digest.send_empty || d.has_news())
+        .collect()
+}
+
+#[derive(Default)]
+struct UnitFacts {
+    overdue: Vec<DigestRow>,
+    upcoming: Vec<DigestRow>,
+    compliance: Compliance,
+}
+
+impl UnitFacts {
+    fn into_unit_digest(mut self, unit: UnitCode, name: Option<&str>, max_rows: usize) -> UnitDigest {
+        let kinds = Kind::ALL
+            .into_iter()
+            .map(|kind| KindCount {
+                kind,
+                overdue: self.overdue.iter().filter(|r| r.kind == kind).count(),
+                upcoming: self.upcoming.iter().filter(|r| r.kind == kind).count(),
+            })
+            .collect();
+        // Most overdue first, soonest first; ties in a stable, readable order.
+        let order =
+            |a: &DigestRow, b: &DigestRow| (a.days_left, &a.case_ref, a.kind).cmp(&(b.days_left, &b.case_ref, b.kind));
+        self.overdue.sort_by(order);
+        self.upcoming.sort_by(order);
+        UnitDigest {
+            unit,
+            name: name.map(str::to_string),
+            overdue: cut(self.overdue, max_rows),
+            upcoming: cut(self.upcoming, max_rows),
+            kinds,
+            compliance: self.compliance,
+        }
+    }
+}
+
+fn cut(mut rows: Vec<DigestRow>, max_rows: usize) -> Section {
+    let total = rows.len();
+    rows.truncate(max_rows);
+    Section { rows, total }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rendering
+// ---------------------------------------------------------------------------------------------
+
+/// The built-in templates, replaceable by same-named files in `mail.templates_dir`.
+const BUILT_IN_TEMPLATES: [(&str, &str); 4] = [
+    ("digest.sv.txt.j2", include_str!("../templates/digest.sv.txt.j2")),
+    ("digest.sv.html.j2", include_str!("../templates/digest.sv.html.j2")),
+    ("digest.en.txt.j2", include_str!("../templates/digest.en.txt.j2")),
+    ("digest.en.html.j2", include_str!("../templates/digest.en.html.j2")),
+];
+
+/// The summary line at the top and in the subject, e.g. "3 försenade, 5 förfaller inom 7 dagar".
+pub fn summary(language: Language, overdue: usize, upcoming: usize) -> String {
+    match language {
+        Language::Swedish => format!(
+            "{overdue} {}, {upcoming} förfaller inom {UPCOMING_DAYS} dagar",
+            if overdue == 1 { "försenad" } else { "försenade" }
+        ),
+        Language::English => format!("{overdue} overdue, {upcoming} due within {UPCOMING_DAYS} days"),
+    }
+}
+
+/// The subject, e.g. "Daglig fristöversikt 2026-11-25: 3 försenade, 5 förfaller inom 7 dagar".
+pub fn subject(language: Language, digest: &Digest) -> String {
+    let title = match language {
+        Language::Swedish => "Daglig fristöversikt",
+        Language::English => "Daily deadline digest",
+    };
+    format!("{title} {}: {}", digest.date, summary(language, digest.overdue_total(), digest.upcoming_total()))
+}
+
+/// The digest as a mail: text and HTML alternatives, `Auto-Submitted: auto-generated` so that
+/// mail servers send no out-of-office replies, and the given stable `Message-ID`.
+pub fn render_digest(settings: &Settings, digest: &Digest, message_id: &str) -> Result<Message, DigestError> {
+    let language = settings.mail.language;
+    let env = environment(settings)?;
+    let context = Context::new(settings, digest);
+    let text = render(&env, &template_name(language, "txt"), &context)?;
+    let html = render(&env, &template_name(language, "html"), &context)?;
+    let message_error = |message: String| DigestError::Message { manager: digest.manager.to_string(), message };
+    let mailbox = |address: &EmailAddress| {
+        address.as_str().parse::<Mailbox>().map_err(|e| message_error(format!("address {address}: {e}")))
+    };
+    Message::builder()
+        .from(mailbox(&settings.mail.from)?)
+        .to(mailbox(&digest.manager)?)
+        .subject(subject(language, digest))
+        .message_id(Some(message_id.to_string()))
+        .header(AutoSubmitted)
+        .multipart(MultiPart::alternative_plain_html(text, html))
+        .map_err(|e| message_error(e.to_string()))
+}
+
+/// The digest as plain text for `fristvakt digest --dry-run`: the recipient and subject, then
+/// exactly the text part of the mail.
+pub fn dry_run_text(settings: &Settings, digest: &Digest) -> Result<String, DigestError> {
+    let env = environment(settings)?;
+    let body = render(&env, &template_name(settings.mail.language, "txt"), &Context::new(settings, digest))?;
+    Ok(format!("To: {}\nSubject: {}\n\n{body}", digest.manager, subject(settings.mail.language, digest)))
+}
+
+/// Compiles the digest templates of the configured language (built-in or overridden), so a
+/// broken override is found at start-up rather than at 07:00.
+pub fn check_templates(settings: &Settings) -> Result<(), DigestError> {
+    let env = environment(settings)?;
+    for format in ["txt", "html"] {
+        let name = template_name(settings.mail.language, format);
+        env.get_template(&name).map_err(|source| DigestError::Template { name, source })?;
+    }
+    Ok(())
+}
+
+fn template_name(language: Language, format: &str) -> String {
+    format!("digest.{}.{format}.j2", language.code())
+}
+
+fn environment(settings: &Settings) -> Result<Environment<'static>, DigestError> {
+    let mut env = Environment::new();
+    env.set_trim_blocks(true);
+    env.set_lstrip_blocks(true);
+    env.set_keep_trailing_newline(true);
+    // A typo in an operator's template should fail loudly, not print an empty cell.
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_auto_escape_callback(|name| if name.contains(".html") { AutoEscape::Html } else { AutoEscape::None });
+    let prefix = format!("digest.{}.", settings.mail.language.code());
+    for (name, built_in) in BUILT_IN_TEMPLATES.iter().filter(|(n, _)| n.starts_with(&prefix)) {
+        let source = template_source(settings, name, built_in)?;
+        env.add_template_owned(name.to_string(), source.into_owned())
+            .map_err(|source| DigestError::Template { name: name.to_string(), source })?;
+    }
+    Ok(env)
+}
+
+fn template_source<'a>(settings: &Settings, name: &str, built_in: &'a str) -> Result<Cow<'a, str>, DigestError> {
+    if let Some(dir) = &settings.mail.templates_dir {
+        let path = dir.join(name);
+        if path.is_file() {
+            return std::fs::read_to_string(&path)
+                .map(Cow::Owned)
+                .map_err(|source| DigestError::TemplateFile { path, source });
+        }
+    }
+    Ok(Cow::Borrowed(built_in))
+}
+
+fn render(env: &Environment<'_>, name: &str, context: &Context) -> Result<String, DigestError> {
+    let error = |source| DigestError::Template { name: name.to_string(), source };
+    env.get_template(name).map_err(error)?.render(context).map_err(error)
+}
+
+/// What templates see: the digest with kind names in the mail's language and counts derived.
+#[derive(Serialize)]
+struct Context {
+    manager: String,
+    date: String,
+    summary: String,
+    overdue_total: usize,
+    upcoming_total: usize,
+    upcoming_days: i64,
+    compliance_days: u64,
+    units: Vec<UnitContext>,
+}
+
+#[derive(Serialize)]
+struct UnitContext {
+    code: String,
+    name: Option<String>,
+    overdue: SectionContext,
+    upcoming: SectionContext,
+    kinds: Vec<KindContext>,
+    met: usize,
+    missed: usize,
+    past_due: usize,
+    compliance_total: usize,
+    share_percent: Option<usize>,
+}
+
+#[derive(Serialize)]
+struct SectionContext {
+    rows: Vec<RowContext>,
+    total: usize,
+    more: usize,
+}
+
+#[derive(Serialize)]
+struct RowContext {
+    case_ref: String,
+    kind: String,
+    due_on: String,
+    days_left: i64,
+    /// Days overdue or left, without sign.
+    days: i64,
+    caseworker: Option<String>,
+    link: String,
+}
+
+#[derive(Serialize)]
+struct KindContext {
+    name: String,
+    overdue: usize,
+    upcoming: usize,
+}
+
+impl Context {
+    fn new(settings: &Settings, digest: &Digest) -> Context {
+        let language = settings.mail.language;
+        let kind_name = |kind: Kind| match language {
+            Language::Swedish => kind.name_sv().to_string(),
+            Language::English => kind.name_en().to_string(),
+        };
+        let section = |s: &Section| SectionContext {
+            rows: s
+                .rows
+                .iter()
+                .map(|r| RowContext {
+                    case_ref: r.case_ref.clone(),
+                    kind: kind_name(r.kind),
+                    due_on: r.due_on.to_string(),
+                    days_left: r.days_left,
+                    days: r.days_left.abs(),
+                    caseworker: r.caseworker.as_ref().map(EmailAddress::to_string),
+                    link: r.link.clone(),
+                })
+                .collect(),
+            total: s.total,
+            more: s.more(),
+        };
+        Context {
+            manager: digest.manager.to_string(),
+            date: digest.date.to_string(),
+            summary: summary(language, digest.overdue_total(), digest.upcoming_total()),
+            overdue_total: digest.overdue_total(),
+            upcoming_total: digest.upcoming_total(),
+            upcoming_days: UPCOMING_DAYS,
+            compliance_days: COMPLIANCE_DAYS,
+            units: digest
+                .units
+                .iter()
+                .map(|u| UnitContext {
+                    code: u.unit.to_string(),
+                    name: u.name.clone(),
+                    overdue: section(&u.overdue),
+                    upcoming: section(&u.upcoming),
+                    kinds: u
+                        .kinds
+                        .iter()
+                        .map(|k| KindContext { name: kind_name(k.kind), overdue: k.overdue, upcoming: k.upcoming })
+                        .collect(),
+                    met: u.compliance.met,
+                    missed: u.compliance.missed,
+                    past_due: u.compliance.overdue,
+                    compliance_total: u.compliance.total(),
+                    share_percent: u.compliance.share_percent(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// `Auto-Submitted: auto-generated` (RFC 3834): tells mail servers and clients that this mail
+/// was sent by a program, so they send no vacation or out-of-office replies to it.
+#[derive(Debug, Clone, Copy)]
+struct AutoSubmitted;
+
+impl Header for AutoSubmitted {
+    fn name() -> HeaderName {
+        HeaderName::new_from_ascii_str("Auto-Submitted")
+    }
+
+    fn parse(s: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        if s.trim().eq_ignore_ascii_case("auto-generated") {
+            Ok(AutoSubmitted)
+        } else {
+            Err(format!("unsupported Auto-Submitted value {s:?}").into())
+        }
+    }
+
+    fn display(&self) -> HeaderValue {
+        HeaderValue::new(Self::name(), "auto-generated".to_string())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Outbox
+// ---------------------------------------------------------------------------------------------
+
+/// What one run of [`enqueue_digests`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DigestReport {
+    pub date: Option<NaiveDate>,
+    /// Digests built (managers with something to report, or all with `send_empty`).
+    pub built: usize,
+    /// Digests newly written to the outbox.
+    pub enqueued: usize,
+    /// Digests that were already in the outbox (an earlier run, another replica).
+    pub already_recorded: usize,
+}
+
+/// The outbox key of a manager's digest of a day: unique per manager and date, so it is
+/// written and sent once however often the job runs.
+pub fn digest_key(manager: &EmailAddress, date: NaiveDate) -> String {
+    format!("digest/{date}/{manager}")
+}
+
+/// The outbox key recording that the digests of `date` were decided.
+pub fn run_key(date: NaiveDate) -> String {
+    format!("digest-run/{date}")
+}
+
+/// Builds the digests of `today` from the stored deadlines and writes them to the outbox
+/// (insert-if-absent on [`digest_key`]), together with the record that today's run happened,
+/// in one transaction. Running it again, after a restart or on a second replica adds nothing.
+///
+/// The stored deadlines are read whole (open and closed, for the 30-day share): a city holds
+/// tens of thousands, a few megabytes once a day. If that grows, the share should be aggregated
+/// in SQL and only open deadlines due within a week loaded.
+pub async fn enqueue_digests(
+    state: &StateStore,
+    settings: &Settings,
+    today: NaiveDate,
+    now: DateTime<Utc>,
+) -> Result<DigestReport, DigestError> {
+    let deadlines = state.deadlines(&DeadlineFilter::default()).await?;
+    let digests = build_digests(settings, &deadlines, today);
+    let mut entries = digests.iter().map(|d| outbox_entry(settings, d, now)).collect::<Result<Vec<_>, _>>()?;
+    entries.push(run_entry(settings, today, digests.len(), now));
+    let inserted = state.record_steps(&entries, &[], now).await?;
+    let enqueued = inserted.iter().filter(|k| k.starts_with("digest/")).count();
+    let report =
+        DigestReport { date: Some(today), built: digests.len(), enqueued, already_recorded: digests.len() - enqueued };
+    tracing::info!(
+        date = %today,
+        built = report.built,
+        enqueued = report.enqueued,
+        already_recorded = report.already_recorded,
+        "daily digests recorded"
+    );
+    Ok(report)
+}
+
+/// The daemon's digest job, for each fire time of the schedule and once at start-up: when
+/// today's scheduled time has passed (see [`DigestSchedule::latest_at_or_before`]) and today's
+/// digests are not yet recorded, records them. Returns `None` when nothing was due.
+///
+/// A day on which the sending window never opens again (a public holiday such as julafton, or
+/// after its closing hour) gets no digest: it would arrive the next working morning beside that
+/// day's own digest, with yesterday's figures.
+pub async fn run_due(
+    state: &StateStore,
+    settings: &Settings,
+    schedule: &DigestSchedule,
+    now: DateTime<Utc>,
+) -> Result<Option<DigestReport>, DigestError> {
+    let tz = settings.timezone;
+    let today = now.with_timezone(&tz).date_naive();
+    if schedule.latest_at_or_before(now, tz).is_none() {
+        return Ok(None);
+    }
+    let opens = settings.mail.send_window.next_open(now, tz);
+    if opens.with_timezone(&tz).date_naive() != today {
+        tracing::info!(date = %today, "daily digests skipped: the sending window does not open again today");
+        return Ok(None);
+    }
+    if state.outbox_has_key(&run_key(today)).await? {
+        return Ok(None);
+    }
+    enqueue_digests(state, settings, today, now).await.map(Some)
+}
+
+/// The digests `fristvakt digest --dry-run` prints: every digest of `today` (or only the one of
+/// `manager`) as [`dry_run_text`], separated by a line; nothing is written.
+pub async fn dry_run(
+    state: &StateStore,
+    settings: &Settings,
+    today: NaiveDate,
+    manager: Option<&EmailAddress>,
+) -> Result<String, DigestError> {
+    let deadlines = state.deadlines(&DeadlineFilter::default()).await?;
+    let digests: Vec<Digest> = build_digests(settings, &deadlines, today)
+        .into_iter()
+        .filter(|d| manager.is_none_or(|m| &d.manager == m))
+        .collect();
+    if digests.is_empty() {
+        return Ok(match manager {
+            Some(m) if !leads_a_unit(settings, &deadlines, m) => {
+                format!("no digest for {m}: not the manager of any unit (see units.*.managers)\n")
+            }
+            _ => format!(
+                "no digest{} on {today}: nothing overdue or due within {UPCOMING_DAYS} days (digest.send_empty = {})\n",
+                manager.map(|m| format!(" for {m}")).unwrap_or_default(),
+                settings.digest.send_empty
+            ),
+        });
+    }
+    let texts = digests.iter().map(|d| dry_run_text(settings, d)).collect::<Result<Vec<_>, _>>()?;
+    Ok(texts.join(&format!("\n{}\n\n", "-".repeat(72))))
+}
+
+/// Whether `manager` receives digests at all, i.e. would get one with `digest.send_empty`.
+fn leads_a_unit(settings: &Settings, deadlines: &[StoredDeadline], manager: &EmailAddress) -> bool {
+    let mut all = settings.clone();
+    all.digest.send_empty = true;
+    build_digests(&all, deadlines, NaiveDate::MIN).iter().any(|d| &d.manager == manager)
+}
+
+fn outbox_entry(settings: &Settings, digest: &Digest, now: DateTime<Utc>) -> Result<OutboxEntry, DigestError> {
+    let key = digest_key(&digest.manager, digest.date);
+    let recipients =
+        [Recipient { role: Role::Manager, address: digest.manager.to_string(), instead_of_caseworker: false }];
+    Ok(OutboxEntry {
+        message_id: notice::message_id(&key, &settings.mail.from),
+        notice_key: key,
+        category: CATEGORY,
+        case_ref: None,
+        kind: None,
+        step: None,
+        recipients: serde_json::to_string(&recipients)?,
+        payload: serde_json::to_string(digest)?,
+        state: OutboxState::Pending,
+        not_before: now,
+    })
+}
+
+fn run_entry(settings: &Settings, date: NaiveDate, digests: usize, now: DateTime<Utc>) -> OutboxEntry {
+    let key = run_key(date);
+    OutboxEntry {
+        message_id: notice::message_id(&key, &settings.mail.from),
+        notice_key: key,
+        category: RUN_CATEGORY,
+        case_ref: None,
+        kind: None,
+        step: None,
+        recipients: "[]".into(),
+        payload: serde_json::json!({ "date": date, "digests": digests }).to_string(),
+        // Skipped: a record, never claimed by the dispatcher.
+        state: OutboxState::Skipped,
+        not_before: now,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{Datelike, Timelike};
+
+    use super::*;
+    use crate::rules::{Deadline, DueReason};
+
+    fn d(s: &str) -> NaiveDate {
+        NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
+    }
+
+    fn utc(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    const STOCKHOLM: Tz = chrono_tz::Europe::Stockholm;
+
+    fn settings(extra: &str) -> Settings {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        let toml = format!(
+            "[units.\"BRO-BU\"]\nname = \"Bromma barn och unga\"\nmanagers = [\"ec.bromma@kommun.example\"]\n\
+             [units.\"VAS-BU\"]\nmanagers = [\"ec.bromma@kommun.example\"]\n\
+             [units.\"SOD-BU\"]\nmanagers = [\"ec.soder@kommun.example\"]\n{extra}"
+        );
+        std::fs::write(&path, toml).unwrap();
+        crate::config::load_with_env(Some(&path), Vec::new()).unwrap()
+    }
+
+    fn open(case_ref: &str, unit: &str, kind: Kind, due_on: &str) -> StoredDeadline {
+        StoredDeadline {
+            case_ref: case_ref.into(),
+            unit: unit.into(),
+            caseworker: Some("hl@kommun.example".into()),
+            child_sex: None,
+            deadline: Deadline {
+                kind,
+                start_on: d("2026-01-01"),
+                nominal_due_on: d(due_on),
+                due_on: d(due_on),
+                closed_on: None,
+                due_reason: DueReason::Nominal,
+            },
+            withdrawn: false,
+        }
+    }
+
+    fn closed(case_ref: &str, unit: &str, due_on: &str, closed_on: &str) -> StoredDeadline {
+        let mut s = open(case_ref, unit, Kind::Assessment, due_on);
+        s.deadline.closed_on = Some(d(closed_on));
+        s
+    }
+
+    fn refs(section: &Section) -> Vec<&str> {
+        section.rows.iter().map(|r| r.case_ref.as_str()).collect()
+    }
+
+    const TODAY: &str = "2026-11-25";
+
+    #[test]
+    fn next_fire_is_seven_local_across_all_dst_changes() {
+        let schedule = DigestSchedule::parse("0 0 7 * * Mon-Fri").unwrap();
+        // (first day, last day, offset before, offset after) around each change.
+        for (from, to, change) in [
+            ("2026-03-23", "2026-04-03", "2026-03-29"),
+            ("2026-10-19", "2026-10-30", "2026-10-25"),
+            ("2027-03-22", "2027-04-02", "2027-03-28"),
+            ("2027-10-25", "2027-11-05", "2027-10-31"),
+        ] {
+            let (from, to, change) = (d(from), d(to), d(change));
+            let mut t = start_of_day(from, STOCKHOLM).unwrap();
+            let mut fired = Vec::new();
+            while let Some(next) = schedule.next_after(t, STOCKHOLM) {
+                let local = next.with_timezone(&STOCKHOLM);
+                if local.date_naive() > to {
+                    break;
+                }
+                assert_eq!(local.time(), NaiveTime::from_hms_opt(7, 0, 0).unwrap(), "{next}");
+                // Summer time (CEST, +02:00) between the March and October changes.
+                let summer = (local.date_naive() > change) == (change.month0() == 2);
+                assert_eq!(next.time().hour(), if summer { 5 } else { 6 }, "{next} around {change}");
+                fired.push(local.date_naive());
+                t = next;
+            }
+            let working: Vec<NaiveDate> =
+                from.iter_days().take_while(|x| *x <= to).filter(|x| x.weekday().num_days_from_monday() < 5).collect();
+            assert_eq!(fired, working, "one fire per weekday around {change}");
+        }
+    }
+
+    #[test]
+    fn a_frozen_utc_offset_fires_at_the_wrong_local_hour_after_the_change() {
+        // What tokio-cron-scheduler 0.14 does: the offset of the creation day, fixed for ever.
+        let cron = croner::Cron::new("0 0 7 * * Mon-Fri").with_seconds_required().with_dom_and_dow().parse().unwrap();
+        let winter = chrono::FixedOffset::east_opt(3600).unwrap();
+        let frozen = cron.find_next_occurrence(&utc("2026-03-30T00:00:00Z").with_timezone(&winter), false).unwrap();
+        assert_eq!(frozen.with_timezone(&STOCKHOLM).hour(), 8, "the bug this module avoids");
+        let schedule = DigestSchedule::parse("0 0 7 * * Mon-Fri").unwrap();
+        let ours = schedule.next_after(utc("2026-03-30T00:00:00Z"), STOCKHOLM).unwrap();
+        assert_eq!(ours, utc("2026-03-30T05:00:00Z"));
+    }
+
+    #[test]
+    fn catch_up_only_on_the_same_local_day() {
+        let s = DigestSchedule::parse("0 0 7 * * Mon-Fri").unwrap();
+        let tz = STOCKHOLM;
+        // Wednesday 25 November 2026, CET.
+        assert_eq!(s.latest_at_or_before(utc("2026-11-25T08:00:00Z"), tz), Some(utc("2026-11-25T06:00:00Z")));
+        assert_eq!(s.latest_at_or_before(utc("2026-11-25T06:00:00Z"), tz), Some(utc("2026-11-25T06:00:00Z")));
+        assert_eq!(s.latest_at_or_before(utc("2026-11-25T05:59:59Z"), tz), None, "before 07:00 local");
+        assert_eq!(s.latest_at_or_before(utc("2026-11-25T22:59:00Z"), tz), Some(utc("2026-11-25T06:00:00Z")));
+        // 00:30 local on Thursday is still Wednesday in UTC: no digest of yesterday.
+        assert_eq!(s.latest_at_or_before(utc("2026-11-25T23:30:00Z"), tz), None);
+        // Saturday: nothing scheduled.
+        assert_eq!(s.latest_at_or_before(utc("2026-11-28T10:00:00Z"), tz), None);
+        // Monday after the March change: 07:00 CEST is 05:00 UTC.
+        assert_eq!(s.latest_at_or_before(utc("2026-03-30T07:00:00Z"), tz), Some(utc("2026-03-30T05:00:00Z")));
+        // Several times a day: the latest one passed.
+        let s = DigestSchedule::parse("0 0 7,12 * * *").unwrap();
+        assert_eq!(s.latest_at_or_before(utc("2026-11-25T12:00:00Z"), tz), Some(utc("2026-11-25T11:00:00Z")));
+        assert!(DigestSchedule::parse("0 7 * * Mon-Fri").is_err(), "seconds are required");
+    }
+
+    #[test]
+    fn overdue_most_first_then_upcoming_soonest_first() {
+        let s = settings("");
+        let data = vec![
+            open("A-1", "BRO-BU", Kind::Assessment, "2026-11-24"),
+            open("A-2", "BRO-BU", Kind::Investigation, "2026-11-10"),
+            open("A-3", "BRO-BU", Kind::Protection, "2026-11-20"),
+            open("A-4", "BRO-BU", Kind::Assessment, "2026-12-02"),
+            open("A-5", "BRO-BU", Kind::Assessment, "2026-11-25"),
+            open("A-6", "BRO-BU", Kind::Investigation, "2026-12-03"),
+            open("A-7", "BRO-BU", Kind::Investigation, "2026-11-27"),
+        ];
+        let digests = build_digests(&s, &data, d(TODAY));
+        let bromma = &digests[0];
+        assert_eq!(bromma.manager.as_str(), "ec.bromma@kommun.example");
+        let unit = &bromma.units[0];
+        assert_eq!(unit.unit.as_str(), "BRO-BU");
+        assert_eq!(refs(&unit.overdue), ["A-2", "A-3", "A-1"]);
+        assert_eq!(unit.overdue.rows.iter().map(|r| r.days_left).collect::<Vec<_>>(), [-15, -5, -1]);
+        // 7 days ahead is in, 8 is out.
+        assert_eq!(refs(&unit.upcoming), ["A-5", "A-7", "A-4"]);
+        let counts: Vec<(Kind, usize, usize)> = unit.kinds.iter().map(|k| (k.kind, k.overdue, k.upcoming)).collect();
+        assert_eq!(counts, [(Kind::Protection, 1, 0), (Kind::Assessment, 1, 2), (Kind::Investigation, 1, 1)]);
+        assert_eq!(unit.overdue.rows[0].link, "https://register.kommun.example/case/A-2");
+        assert_eq!(unit.overdue.rows[0].caseworker.as_ref().unwrap().as_str(), "hl@kommun.example");
+    }
+
+    #[test]
+    fn one_digest_per_manager_covering_all_their_units() {
+        let s = settings("");
+        let data = vec![
+            open("B-1", "BRO-BU", Kind::Assessment, "2026-11-20"),
+            open("V-1", "vas-bu", Kind::Assessment, "2026-11-26"),
+            open("S-1", "SOD-BU", Kind::Assessment, "2026-11-19"),
+            // An unconfigured unit goes to the default manager.
+            open("K-1", "KUN-BU", Kind::Assessment, "2026-11-19"),
+        ];
+        let digests = build_digests(&s, &data, d(TODAY));
+        let managers: Vec<&str> = digests.iter().map(|d| d.manager.as_str()).collect();
+        assert_eq!(managers, ["ec.bromma@kommun.example", "ec.soder@kommun.example", "enhetschef@kommun.example"]);
+        let units: Vec<&str> = digests[0].units.iter().map(|u| u.unit.as_str()).collect();
+        assert_eq!(units, ["BRO-BU", "VAS-BU"]);
+        assert_eq!((digests[0].overdue_total(), digests[0].upcoming_total()), (1, 1));
+        assert_eq!(digests[2].units.len(), 1);
+        assert_eq!(digests[2].units[0].unit.as_str(), "KUN-BU");
+    }
+
+    #[test]
+    fn lists_are_cut_at_max_rows_with_the_rest_counted() {
+        let s = settings("[digest]\nmax_rows = 2\n");
+        let data: Vec<StoredDeadline> = (1..=5)
+            .map(|i| open(&format!("C-{i}"), "BRO-BU", Kind::Assessment, &format!("2026-11-{:02}", 10 + i)))
+            .collect();
+        let digests = build_digests(&s, &data, d(TODAY));
+        let unit = &digests[0].units[0];
+        assert_eq!(refs(&unit.overdue), ["C-1", "C-2"], "the most overdue are kept");
+        assert_eq!((unit.overdue.total, unit.overdue.more()), (5, 3));
+        assert_eq!(unit.kinds[1].overdue, 5, "counts cover the whole list");
+        let text = dry_run_text(&s, &digests[0]).unwrap();
+        assert!(text.contains("… och 3 till"), "{text}");
+        assert!(!text.contains("C-3"), "{text}");
+        assert!(text.contains("5 försenade"), "{text}");
+    }
+
+    #[test]
+    fn managers_with_nothing_to_report_get_no_digest_unless_configured() {
+        let data = vec![
+            open("B-1", "BRO-BU", Kind::Assessment, "2026-11-20"),
+            // Due in 20 days and met ones: nothing to report for Söder.
+            open("S-1", "SOD-BU", Kind::Investigation, "2026-12-15"),
+            closed("S-2", "SOD-BU", "2026-11-20", "2026-11-18"),
+        ];
+        let quiet = build_digests(&settings(""), &data, d(TODAY));
+        assert_eq!(quiet.iter().map(|d| d.manager.as_str()).collect::<Vec<_>>(), ["ec.bromma@kommun.example"]);
+        let all = build_digests(&settings("[digest]\nsend_empty = true\n"), &data, d(TODAY));
+        // The default manager leads no unit here, so even send_empty gives them nothing.
+        assert_eq!(all.len(), 2, "Bromma and Söder");
+        let soder = all.iter().find(|d| d.manager.as_str() == "ec.soder@kommun.example").unwrap();
+        assert!(!soder.has_news());
+        assert_eq!(soder.units[0].compliance, Compliance { met: 1, missed: 0, overdue: 0 });
+    }
+
+    #[test]
+    fn share_met_over_the_last_thirty_days() {
+        let s = settings("");
+        let data = vec![
+            closed("M-1", "BRO-BU", "2026-11-20", "2026-11-19"),   // met
+            closed("M-2", "BRO-BU", "2026-10-26", "2026-10-26"),   // met, first day of the period
+            closed("M-3", "BRO-BU", "2026-11-10", "2026-11-12"),   // missed
+            open("M-4", "BRO-BU", Kind::Assessment, "2026-11-24"), // overdue
+            closed("M-5", "BRO-BU", "2026-10-25", "2026-10-20"),   // before the period
+            closed("M-6", "BRO-BU", "2026-11-25", "2026-11-24"),   // due today: not yet counted
+            {
+                let mut w = closed("M-7", "BRO-BU", "2026-11-20", "2026-11-30");
+                w.withdrawn = true;
+                w
+            },
+        ];
+        let digests = build_digests(&s, &data, d(TODAY));
+        let c = digests[0].units[0].compliance;
+        assert_eq!(c, Compliance { met: 2, missed: 1, overdue: 1 });
+        assert_eq!(c.share_percent(), Some(50));
+        assert_eq!(Compliance { met: 2, missed: 1, overdue: 0 }.share_percent(), Some(67));
+        assert_eq!(Compliance::default().share_percent(), None);
+    }
+
+    fn sample_digest(s: &Settings) -> Digest {
+        let mut a = open("2026-BU <1>", "BRO-BU", Kind::Assessment, "2026-11-20");
+        a.caseworker = None;
+        let data = vec![
+            a,
+            open("2026-BU-2", "BRO-BU", Kind::Investigation, "2026-11-27"),
+            closed("2026-BU-3", "BRO-BU", "2026-11-20", "2026-11-19"),
+        ];
+        build_digests(s, &data, d(TODAY)).remove(0)
+    }
+
+    #[test]
+    fn swedish_mail_has_subject_summary_and_both_parts() {
+        let s = settings("");
+        let digest = sample_digest(&s);
+        let message = render_digest(&s, &digest, "<x@kommun.example>").unwrap();
+        let raw = String::from_utf8(message.formatted()).unwrap();
+        assert!(raw.contains("Auto-Submitted: auto-generated"), "{raw}");
+        assert!(raw.contains("Message-ID: <x@kommun.example>"), "{raw}");
+        assert!(raw.contains("multipart/alternative"), "{raw}");
+        assert_eq!(
+            subject(Language::Swedish, &digest),
+            "Daglig fristöversikt 2026-11-25: 1 försenad, 1 förfaller inom 7 dagar"
+        );
+        let text = dry_run_text(&s, &digest).unwrap();
+        assert!(text.starts_with("To: ec.bromma@kommun.example\nSubject: Daglig fristöversikt 2026-11-25"), "{text}");
+        assert!(text.contains("2026-BU <1>"), "text is not HTML-escaped: {text}");
+        assert!(text.contains("5 dagar försenad"), "{text}");
+        assert!(text.contains("2 dagar kvar"), "{text}");
+        assert!(text.contains("Bromma barn och unga"), "{text}");
+        assert!(text.contains("Andel hållna frister senaste 30 dagarna: 50 % (1 av 2)"), "{text}");
+    }
+
+    #[test]
+    fn html_is_escaped_and_has_no_classes_or_scripts() {
+        let s = settings("");
+        let digest = sample_digest(&s);
+        let env = environment(&s).unwrap();
+        let html = render(&env, "digest.sv.html.j2", &Context::new(&s, &digest)).unwrap();
+        assert!(html.contains("2026-BU &lt;1&gt;"), "{html}");
+        assert!(!html.contains("2026-BU <1>"), "{html}");
+        assert!(html.contains("href=\"https:"), "{html}");
+        for banned in ["class=", "<script", "<style"] {
+            assert!(!html.contains(banned), "{banned} in {html}");
+        }
+    }
+
+    #[test]
+    fn english_rendering() {
+        let s = settings("[mail]\nlanguage = \"en\"\n");
+        let digest = sample_digest(&s);
+        assert_eq!(
+            subject(Language::English, &digest),
+            "Daily deadline digest 2026-11-25: 1 overdue, 1 due within 7 days"
+        );
+        let text = dry_run_text(&s, &digest).unwrap();
+        for expected in [
+            "Preliminary assessment",
+            "5 days overdue",
+            "2 days left",
+            "Share of deadlines met in the last 30 days: 50% (1 of 2)",
+        ] {
+            assert!(text.contains(expected), "{expected:?} not in {text}");
+        }
+        assert!(!text.contains("försenad"), "{text}");
+        let message = render_digest(&s, &digest, "<y@kommun.example>").unwrap();
+        let raw = String::from_utf8(message.formatted()).unwrap();
+        assert!(raw.contains("Subject: Daily deadline digest 2026-11-25"), "{raw}");
+    }
+
+    #[test]
+    fn templates_can_be_overridden_by_files() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("digest.sv.txt.j2"), "Egen mall {{ date }}: {{ summary }}\n").unwrap();
+        let s = settings(&format!("[mail]\ntemplates_dir = \"{}\"\n", dir.path().display()));
+        let text = dry_run_text(&s, &sample_digest(&s)).unwrap();
+        assert!(text.ends_with("\n\nEgen mall 2026-11-25: 1 försenad, 1 förfaller inom 7 dagar\n"), "{text}");
+        // The HTML template was not overridden and still renders.
+        check_templates(&s).unwrap();
+        std::fs::write(dir.path().join("digest.sv.html.j2"), "{{ no_such_value }}").unwrap();
+        assert!(matches!(render_digest(&s, &sample_digest(&s), "<z@k.se>"), Err(DigestError::Template { .. })));
+    }
+
+    #[test]
+    fn digest_keys_are_per_manager_and_day_and_payload_round_trips() {
+        let s = settings("");
+        let digest = sample_digest(&s);
+        assert_eq!(digest_key(&digest.manager, digest.date), "digest/2026-11-25/ec.bromma@kommun.example");
+        let entry = outbox_entry(&s, &digest, utc("2026-11-25T06:00:00Z")).unwrap();
+        assert_eq!(entry.category, "digest");
+        let back: Digest = serde_json::from_str(&entry.payload).unwrap();
+        assert_eq!(back, digest);
+        let recipients: Vec<Recipient> = serde_json::from_str(&entry.recipients).unwrap();
+        assert_eq!(recipients[0].role, Role::Manager);
+        assert_eq!(recipients[0].address, "ec.bromma@kommun.example");
+    }
+}

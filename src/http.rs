@@ -1,0 +1,40 @@
+//! HTTP for operations: `/healthz`, `/readyz` and `/metrics` (contract §6).
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use chrono::Utc;
+
+use crate::service::Shared;
+
+/// The router; `shared` carries the probes and the metrics.
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(shared)
+}
+
+/// 200 while the process lives.
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// 200 only when the register and the state database answer and the last successful poll is
+/// younger than two poll intervals; else 503 with a short reason.
+async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
+    match shared.readiness(Utc::now()).await {
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {reason}\n")).into_response(),
+    }
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    shared.refresh_gauges(Utc::now()).await;
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], shared.metrics.render()).into_response()
+}

@@ -1,0 +1,540 @@
+//! Daily digests end to end: a scripted register, the state store on SQLite and PostgreSQL, and
+//! delivery through a real SMTP server on loopback.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use fristvakt::config::{self, Settings};
+use fristvakt::digest::{self, Digest, DigestSchedule};
+use fristvakt::domain::EmailAddress;
+use fristvakt::poll;
+use fristvakt::register::Register;
+use fristvakt::rules::Kind;
+use fristvakt::state::{OutboxState, StateStore};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+use sqlx::sqlite::SqlitePoolOptions;
+
+use support::postgres;
+use support::smtp::TestSmtp;
+
+const TODAY: &str = "2026-11-25"; // a Wednesday
+const BROMMA: &str = "ec.bromma@kommun.example";
+const SODER: &str = "ec.soder@kommun.example";
+
+fn date(s: &str) -> NaiveDate {
+    NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
+}
+
+fn utc(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+}
+
+/// One register row: (case_ref, unit, caseworker, received_on, protection_assessed_on,
+/// assessment_decided_on, investigation_opened_on).
+type Row = (
+    &'static str,
+    &'static str,
+    Option<&'static str>,
+    Option<&'static str>,
+    Option<&'static str>,
+    Option<&'static str>,
+    Option<&'static str>,
+);
+
+/// The scripted register, with what each row means on 2026-11-25.
+const ROWS: &[Row] = &[
+    // Assessment due Sun 15 Nov, moved to Mon 16 Nov: 9 days overdue. Protection met.
+    ("2026-BU-0001", "BRO-BU", Some("anna.berg@kommun.example"), Some("2026-11-01"), Some("2026-11-01"), None, None),
+    // Assessment due Mon 30 Nov: 5 days left. Protection met.
+    ("2026-BU-0002", "BRO-BU", Some("anna.berg@kommun.example"), Some("2026-11-16"), Some("2026-11-16"), None, None),
+    // Protection missed (due 3 Nov, made 4 Nov), assessment met.
+    (
+        "2026-BU-0006",
+        "BRO-BU",
+        Some("bo.ek@kommun.example"),
+        Some("2026-11-02"),
+        Some("2026-11-04"),
+        Some("2026-11-10"),
+        None,
+    ),
+    // Protection due 24 Nov: 1 day overdue. Assessment due 7 Dec: not within a week.
+    ("2026-BU-0008", "bro-bu", Some("bo.ek@kommun.example"), Some("2026-11-23"), None, None, None),
+    // Protection due today.
+    ("2026-BU-0003", "VAS-BU", Some("cia@kommun.example"), Some("2026-11-24"), None, None, None),
+    // Investigation (opened on application) due Fri 20 Nov: 5 days overdue; no caseworker.
+    ("2026-BU-0004", "VAS-BU", None, None, None, None, Some("2026-07-20")),
+    // Investigation due Mon 30 Nov: 5 days left.
+    ("2026-BU-0005", "SOD-BU", Some("dan@kommun.example"), None, None, None, Some("2026-07-30")),
+    // An unconfigured unit with everything met: its (default) manager has nothing to report.
+    (
+        "2026-BU-0007",
+        "KUN-BU",
+        Some("eva@kommun.example"),
+        Some("2026-11-10"),
+        Some("2026-11-10"),
+        Some("2026-11-20"),
+        None,
+    ),
+];
+
+struct Scene {
+    /// Holds the register, state and configuration files until the test ends.
+    _dir: tempfile::TempDir,
+    settings: Settings,
+}
+
+impl Scene {
+    /// A SQLite register with [`ROWS`]; state in SQLite unless `state_url` is given. Bromma's
+    /// manager leads two units.
+    async fn new(state_url: Option<&str>, extra: &str) -> Scene {
+        let dir = tempfile::tempdir().unwrap();
+        let register = format!("sqlite://{}", dir.path().join("register.db").display());
+        let state =
+            state_url.map(str::to_string).unwrap_or(format!("sqlite://{}", dir.path().join("state.db").display()));
+        let toml = format!(
+            "[register]\nurl = \"{register}\"\n[state]\nurl = \"{state}\"\n\
+             [mail]\nfrom = \"fristvakt@kommun.example\"\n{extra}\n\
+             [units.\"BRO-BU\"]\nname = \"Bromma barn och unga\"\nmanagers = [\"{BROMMA}\"]\n\
+             [units.\"VAS-BU\"]\nname = \"Västerort barn och unga\"\nmanagers = [\"{BROMMA}\"]\n\
+             [units.\"SOD-BU\"]\nmanagers = [\"{SODER}\"]\n"
+        );
+        let path = dir.path().join("fristvakt.toml");
+        std::fs::write(&path, toml).unwrap();
+        let settings = config::load_with_env(Some(&path), Vec::new()).unwrap();
+        write_register(&register).await;
+        Scene { _dir: dir, settings }
+    }
+
+    /// A new connection to the state store, as after a restart; migrated.
+    async fn state(&self) -> StateStore {
+        let state = StateStore::connect(&self.settings.state.url).await.unwrap();
+        state.migrate().await.unwrap();
+        state
+    }
+
+    /// Reads the register into the state store as of `today`.
+    async fn sync(&self, state: &StateStore, today: NaiveDate) {
+        let register = Register::connect(&self.settings.register.url, &self.settings.register.view).await.unwrap();
+        let now = utc("2026-11-25T05:00:00Z");
+        let report = poll::sync_register(&register, state, &self.settings, today, now, true).await.unwrap();
+        assert_eq!((report.rows_read, report.rows_rejected()), (ROWS.len() as u64, 0));
+        register.close().await;
+    }
+}
+
+/// The register view as a plain SQLite table with the contract's columns.
+async fn write_register(url: &str) {
+    let pool = SqlitePoolOptions::new().max_connections(1).connect(&format!("{url}?mode=rwc")).await.unwrap();
+    sqlx::query(
+        "CREATE TABLE fristvakt_cases (case_ref TEXT NOT NULL PRIMARY KEY, unit TEXT NOT NULL, caseworker TEXT, \
+         child_sex TEXT, received_on TEXT, protection_assessed_on TEXT, assessment_decided_on TEXT, \
+         assessment_extended_to TEXT, investigation_opened_on TEXT, investigation_extended_to TEXT, \
+         investigation_closed_on TEXT, updated_at TEXT NOT NULL)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    for (case_ref, unit, caseworker, received, protection, assessment, opened) in ROWS {
+        sqlx::query(
+            "INSERT INTO fristvakt_cases (case_ref, unit, caseworker, child_sex, received_on, \
+             protection_assessed_on, assessment_decided_on, investigation_opened_on, updated_at) \
+             VALUES (?, ?, ?, 'F', ?, ?, ?, ?, '2026-11-24T12:00:00Z')",
+        )
+        .bind(case_ref)
+        .bind(unit)
+        .bind(caseworker)
+        .bind(received)
+        .bind(protection)
+        .bind(assessment)
+        .bind(opened)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    pool.close().await;
+}
+
+/// (case_ref, kind, due_on, days_left, caseworker) of a section's rows.
+fn rows(section: &digest::Section) -> Vec<(&str, Kind, String, i64, Option<&str>)> {
+    section
+        .rows
+        .iter()
+        .map(|r| {
+            (r.case_ref.as_str(), r.kind, r.due_on.to_string(), r.days_left, r.caseworker.as_ref().map(|c| c.as_str()))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn digest_content_for_a_scripted_register() {
+    let scene = Scene::new(None, "").await;
+    let state = scene.state().await;
+    let today = date(TODAY);
+    scene.sync(&state, today).await;
+    let stored = state.deadlines(&Default::default()).await.unwrap();
+    let digests = digest::build_digests(&scene.settings, &stored, today);
+
+    // Bromma's manager leads two units and gets one digest; Söder one; the default manager
+    // (KUN-BU, all met) nothing.
+    let managers: Vec<&str> = digests.iter().map(|d| d.manager.as_str()).collect();
+    assert_eq!(managers, [BROMMA, SODER]);
+    let bromma = &digests[0];
+    assert_eq!(bromma.date, today);
+    assert_eq!(bromma.units.iter().map(|u| u.unit.as_str()).collect::<Vec<_>>(), ["BRO-BU", "VAS-BU"]);
+    assert_eq!((bromma.overdue_total(), bromma.upcoming_total()), (3, 2));
+
+    let bro = &bromma.units[0];
+    assert_eq!(bro.name.as_deref(), Some("Bromma barn och unga"));
+    assert_eq!(
+        rows(&bro.overdue),
+        [
+            ("2026-BU-0001", Kind::Assessment, "2026-11-16".into(), -9, Some("anna.berg@kommun.example")),
+            ("2026-BU-0008", Kind::Protection, "2026-11-24".into(), -1, Some("bo.ek@kommun.example")),
+        ]
+    );
+    assert_eq!(
+        rows(&bro.upcoming),
+        [("2026-BU-0002", Kind::Assessment, "2026-11-30".into(), 5, Some("anna.berg@kommun.example"))]
+    );
+    assert_eq!(bro.overdue.rows[0].link, "https://register.kommun.example/case/2026-BU-0001");
+    let counts: Vec<(Kind, usize, usize)> = bro.kinds.iter().map(|k| (k.kind, k.overdue, k.upcoming)).collect();
+    assert_eq!(counts, [(Kind::Protection, 1, 0), (Kind::Assessment, 1, 1), (Kind::Investigation, 0, 0)]);
+    // Due 26 Oct – 24 Nov: protections of 0001 and 0002 met, of 0006 missed, of 0008 overdue;
+    // assessments of 0001 overdue, of 0006 met.
+    assert_eq!(
+        (bro.compliance.met, bro.compliance.missed, bro.compliance.overdue, bro.compliance.share_percent()),
+        (3, 1, 2, Some(50))
+    );
+
+    let vas = &bromma.units[1];
+    assert_eq!(rows(&vas.overdue), [("2026-BU-0004", Kind::Investigation, "2026-11-20".into(), -5, None)]);
+    assert_eq!(
+        rows(&vas.upcoming),
+        [("2026-BU-0003", Kind::Protection, "2026-11-25".into(), 0, Some("cia@kommun.example"))]
+    );
+    assert_eq!(vas.compliance.share_percent(), Some(0));
+
+    let soder = &digests[1];
+    assert_eq!(soder.units.len(), 1);
+    assert_eq!(soder.units[0].overdue.total, 0);
+    assert_eq!(
+        rows(&soder.units[0].upcoming),
+        [("2026-BU-0005", Kind::Investigation, "2026-11-30".into(), 5, Some("dan@kommun.example"))]
+    );
+    assert_eq!(soder.units[0].compliance.share_percent(), None);
+
+    // The text the manager reads, in order.
+    let text = digest::dry_run_text(&scene.settings, bromma).unwrap();
+    let expected_in_order = [
+        "Subject: Daglig fristöversikt 2026-11-25: 3 försenade, 2 förfaller inom 7 dagar",
+        "== BRO-BU – Bromma barn och unga ==",
+        "- 2026-BU-0001, Förhandsbedömning, sista dag 2026-11-16, 9 dagar försenad, handläggare anna.berg@kommun.example",
+        "  https://register.kommun.example/case/2026-BU-0001",
+        "- 2026-BU-0008, Skyddsbedömning, sista dag 2026-11-24, 1 dag försenad, handläggare bo.ek@kommun.example",
+        "- 2026-BU-0002, Förhandsbedömning, sista dag 2026-11-30, 5 dagar kvar",
+        "Andel hållna frister senaste 30 dagarna: 50 % (3 av 6)",
+        "== VAS-BU – Västerort barn och unga ==",
+        "- 2026-BU-0004, Utredning, sista dag 2026-11-20, 5 dagar försenad, handläggare saknas",
+        "- 2026-BU-0003, Skyddsbedömning, sista dag 2026-11-25, sista dagen i dag",
+    ];
+    let mut from = 0;
+    for line in expected_in_order {
+        let at = text[from..].find(line).unwrap_or_else(|| panic!("{line:?} not found after byte {from} in\n{text}"));
+        from += at + line.len();
+    }
+    let nobody = EmailAddress::parse("nobody@kommun.example").unwrap();
+    let none = digest::dry_run(&state, &scene.settings, today, Some(&nobody)).await.unwrap();
+    assert_eq!(none, "no digest for nobody@kommun.example: not the manager of any unit (see units.*.managers)\n");
+    let default_manager = EmailAddress::parse("enhetschef@kommun.example").unwrap();
+    let quiet = digest::dry_run(&state, &scene.settings, today, Some(&default_manager)).await.unwrap();
+    assert!(quiet.starts_with("no digest for enhetschef@kommun.example on 2026-11-25: nothing overdue"), "{quiet}");
+    // Nothing about a case beyond reference, kind, dates, caseworker and link.
+    assert!(!text.contains("2026-11-01") && !text.contains("2026-07-20"), "start dates leaked:\n{text}");
+}
+
+/// Repeated runs and restarts on one state database write each manager's digest once per day.
+async fn once_per_manager_and_day(state_url: Option<&str>) {
+    let scene = Scene::new(state_url, "send_window = \"Mon-Fri 07:00-18:00\"").await;
+    let settings = &scene.settings;
+    let today = date(TODAY);
+    let state = scene.state().await;
+    scene.sync(&state, today).await;
+    let now = utc("2026-11-25T06:00:05Z");
+
+    let first = digest::enqueue_digests(&state, settings, today, now).await.unwrap();
+    assert_eq!((first.built, first.enqueued, first.already_recorded), (2, 2, 0));
+    for _ in 0..3 {
+        let again = digest::enqueue_digests(&state, settings, today, now).await.unwrap();
+        assert_eq!((again.built, again.enqueued, again.already_recorded), (2, 0, 2));
+    }
+    state.close().await;
+
+    // A restart: a new store on the same database.
+    let state = scene.state().await;
+    let again = digest::enqueue_digests(&state, settings, today, utc("2026-11-25T08:00:00Z")).await.unwrap();
+    assert_eq!(again.enqueued, 0);
+    let schedule = DigestSchedule::from_settings(settings).unwrap();
+    assert_eq!(digest::run_due(&state, settings, &schedule, utc("2026-11-25T09:00:00Z")).await.unwrap(), None);
+
+    // Thursday: not before 07:00 local; then once, however often and across a restart.
+    assert_eq!(digest::run_due(&state, settings, &schedule, utc("2026-11-26T05:59:59Z")).await.unwrap(), None);
+    let thursday = digest::run_due(&state, settings, &schedule, utc("2026-11-26T06:00:00Z")).await.unwrap();
+    assert_eq!(thursday.map(|r| (r.date, r.enqueued)), Some((Some(date("2026-11-26")), 2)));
+    assert_eq!(digest::run_due(&state, settings, &schedule, utc("2026-11-26T06:00:01Z")).await.unwrap(), None);
+    state.close().await;
+    let state = scene.state().await;
+    assert_eq!(digest::run_due(&state, settings, &schedule, utc("2026-11-26T10:00:00Z")).await.unwrap(), None);
+    // Back at 19:00 on Friday, after the sending window closed: Friday's digest is not sent
+    // (it would arrive on Monday beside Monday's).
+    assert_eq!(digest::run_due(&state, settings, &schedule, utc("2026-11-27T18:00:00Z")).await.unwrap(), None);
+    // Saturday: nothing scheduled.
+    assert_eq!(digest::run_due(&state, settings, &schedule, utc("2026-11-28T09:00:00Z")).await.unwrap(), None);
+
+    let outbox = state.outbox().await.unwrap();
+    let mut per_key: BTreeMap<String, usize> = BTreeMap::new();
+    for row in outbox.iter().filter(|r| r.category == "digest") {
+        *per_key.entry(row.notice_key.clone()).or_default() += 1;
+        assert_eq!(row.state, OutboxState::Pending);
+        assert_eq!(row.case_ref, None);
+        let digest: Digest = serde_json::from_str(&row.payload).unwrap();
+        assert_eq!(digest::digest_key(&digest.manager, digest.date), row.notice_key);
+        assert!(row.recipients.contains("\"role\":\"manager\""), "{}", row.recipients);
+    }
+    let keys: Vec<&str> = per_key.keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        [
+            "digest/2026-11-25/ec.bromma@kommun.example",
+            "digest/2026-11-25/ec.soder@kommun.example",
+            "digest/2026-11-26/ec.bromma@kommun.example",
+            "digest/2026-11-26/ec.soder@kommun.example",
+        ]
+    );
+    assert!(per_key.values().all(|n| *n == 1));
+    state.close().await;
+}
+
+#[tokio::test]
+async fn once_per_manager_and_day_on_sqlite() {
+    once_per_manager_and_day(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_per_manager_and_day_on_postgres() {
+    let url = postgres::shared().fresh_database().await;
+    once_per_manager_and_day(Some(&url)).await;
+}
+
+#[tokio::test]
+async fn no_digest_on_a_public_holiday_unless_mail_is_always_sent() {
+    let julafton = utc("2026-12-24T08:00:00Z"); // Thursday 24 December, 09:00 local
+    let scene = Scene::new(None, "send_window = \"Mon-Fri 07:00-18:00\"").await;
+    let state = scene.state().await;
+    scene.sync(&state, date("2026-12-24")).await;
+    let schedule = DigestSchedule::from_settings(&scene.settings).unwrap();
+    assert_eq!(digest::run_due(&state, &scene.settings, &schedule, julafton).await.unwrap(), None);
+    assert!(state.outbox().await.unwrap().is_empty());
+
+    let scene = Scene::new(None, "send_window = \"always\"").await;
+    let state = scene.state().await;
+    scene.sync(&state, date("2026-12-24")).await;
+    let report = digest::run_due(&state, &scene.settings, &schedule, julafton).await.unwrap().unwrap();
+    assert_eq!(report.date, Some(date("2026-12-24")));
+    assert!(report.enqueued > 0);
+}
+
+/// The dispatcher's part, as `mail::dispatch` will do it: claim, render from the payload, send.
+async fn deliver(state: &StateStore, settings: &Settings, smtp: &TestSmtp, now: DateTime<Utc>) -> usize {
+    let mailer = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous("127.0.0.1").port(smtp.port()).build();
+    let claimed = state.claim_outbox("test", now, now + chrono::Duration::minutes(5), 100).await.unwrap();
+    for row in &claimed {
+        assert_eq!(row.category, "digest");
+        let digest: Digest = serde_json::from_str(&row.payload).unwrap();
+        let message = digest::render_digest(settings, &digest, &row.message_id).unwrap();
+        mailer.send(message).await.unwrap();
+        state.mark_sent(row.id, "test", now).await.unwrap();
+    }
+    claimed.len()
+}
+
+#[tokio::test]
+async fn a_manager_of_two_units_gets_one_digest_per_working_day_over_smtp() {
+    let smtp = TestSmtp::start().await;
+    let scene = Scene::new(None, "send_window = \"Mon-Fri 07:00-18:00\"").await;
+    let settings = &scene.settings;
+    let schedule = DigestSchedule::from_settings(settings).unwrap();
+    let state = scene.state().await;
+    scene.sync(&state, date("2026-11-23")).await;
+
+    // Monday 23 to Sunday 29 November; the job runs at 06:30, on the tick, after a restart and
+    // at noon; the dispatcher runs after each.
+    let mut sent = 0;
+    let mut state = state;
+    for day in date("2026-11-23").iter_days().take(7) {
+        for (i, time) in ["05:30:00", "06:00:00", "06:20:00", "11:00:00"].into_iter().enumerate() {
+            let now = utc(&format!("{day}T{time}Z"));
+            if i == 2 {
+                state.close().await;
+                state = scene.state().await;
+            }
+            digest::run_due(&state, settings, &schedule, now).await.unwrap();
+            sent += deliver(&state, settings, &smtp, now).await;
+        }
+    }
+    assert_eq!(sent, 10, "two managers, five working days");
+    let mails = smtp.wait_for(10, Duration::from_secs(10)).await;
+    assert_eq!(mails.len(), 10);
+    let bromma: Vec<_> = mails.iter().filter(|m| m.rcpt_to == [BROMMA]).collect();
+    let subjects: Vec<String> = bromma.iter().map(|m| m.header("Subject").unwrap()).collect();
+    let dates: Vec<&str> = subjects.iter().map(|s| &s["Daglig fristöversikt ".len()..][..10]).collect();
+    assert_eq!(dates, ["2026-11-23", "2026-11-24", "2026-11-25", "2026-11-26", "2026-11-27"]);
+
+    // Wednesday's mail, checked in full against the outbox and the dry run.
+    let wednesday = bromma[2];
+    let outbox = state.outbox().await.unwrap();
+    let row = outbox.iter().find(|r| r.notice_key == "digest/2026-11-25/ec.bromma@kommun.example").unwrap();
+    assert_eq!(row.state, OutboxState::Sent);
+    assert_eq!(wednesday.mail_from, "fristvakt@kommun.example");
+    assert_eq!(wednesday.header("From").unwrap(), "fristvakt@kommun.example");
+    assert_eq!(wednesday.header("To").unwrap(), BROMMA);
+    assert_eq!(wednesday.header("Message-ID").unwrap(), row.message_id);
+    assert_eq!(wednesday.header("Auto-Submitted").unwrap(), "auto-generated");
+    assert_eq!(
+        wednesday.header("Subject").unwrap(),
+        "Daglig fristöversikt 2026-11-25: 3 försenade, 2 förfaller inom 7 dagar"
+    );
+    let text = wednesday.text_body();
+    assert!(text.contains("== BRO-BU – Bromma barn och unga =="), "{text}");
+    assert!(text.contains("== VAS-BU – Västerort barn och unga =="), "{text}");
+    let stored = state.deadlines(&Default::default()).await.unwrap();
+    let digests = digest::build_digests(settings, &stored, date(TODAY));
+    let dry = digest::dry_run_text(settings, &digests[0]).unwrap();
+    assert_eq!(dry.split_once("\n\n").unwrap().1, text, "the dry run shows what was sent");
+    let only =
+        digest::dry_run(&state, settings, date(TODAY), Some(&EmailAddress::parse(BROMMA).unwrap())).await.unwrap();
+    assert_eq!(only, dry);
+
+    let html = wednesday.html_body().expect("an HTML part");
+    assert_well_formed_mail_html(&html);
+    assert!(html.contains(">2026-BU-0001</a>"), "{html}");
+    assert!(
+        html.contains("href=\"https:&#x2f;&#x2f;register.kommun.example&#x2f;case&#x2f;2026-BU-0001\"")
+            || html.contains("href=\"https://register.kommun.example/case/2026-BU-0001\""),
+        "{html}"
+    );
+    state.close().await;
+}
+
+#[tokio::test]
+async fn english_digest_html_is_well_formed_too() {
+    let scene = Scene::new(None, "language = \"en\"").await;
+    let state = scene.state().await;
+    scene.sync(&state, date(TODAY)).await;
+    let stored = state.deadlines(&Default::default()).await.unwrap();
+    let digests = digest::build_digests(&scene.settings, &stored, date(TODAY));
+    let message = digest::render_digest(&scene.settings, &digests[0], "<t@kommun.example>").unwrap();
+    let raw = String::from_utf8(message.formatted()).unwrap();
+    let mail = support::smtp::ReceivedMail { mail_from: String::new(), rcpt_to: Vec::new(), data: raw };
+    assert_eq!(mail.header("Subject").unwrap(), "Daily deadline digest 2026-11-25: 3 overdue, 2 due within 7 days");
+    let html = mail.html_body().unwrap();
+    assert_well_formed_mail_html(&html);
+    assert!(html.contains("<html lang=\"en\">") && html.contains("Days overdue"), "{html}");
+    assert!(mail.text_body().contains("9 days overdue, caseworker anna.berg@kommun.example"));
+}
+
+/// Checks that `html` is well-formed (XHTML-style: every element closed, void elements
+/// self-closed, attributes quoted, entities complete), that tables nest properly, and that it
+/// uses nothing mail clients strip or block: no classes, `<style>` or scripts.
+fn assert_well_formed_mail_html(html: &str) {
+    const VOID: [&str; 4] = ["meta", "br", "hr", "img"];
+    let mut stack: Vec<String> = Vec::new();
+    let mut rest = html.trim_start();
+    assert!(rest.starts_with("<!DOCTYPE html>"), "missing doctype");
+    rest = &rest["<!DOCTYPE html>".len()..];
+    while let Some(lt) = rest.find('<') {
+        check_text(&rest[..lt]);
+        let after = &rest[lt + 1..];
+        let gt = after.find('>').unwrap_or_else(|| panic!("unclosed tag at {:?}", &after[..after.len().min(40)]));
+        let tag = &after[..gt];
+        assert!(!tag.contains('<'), "'<' inside tag {tag:?}");
+        rest = &after[gt + 1..];
+        if let Some(name) = tag.strip_prefix('/') {
+            let open = stack.pop().unwrap_or_else(|| panic!("</{name}> without an open element"));
+            assert_eq!(open, name, "</{name}> closes <{open}>");
+            continue;
+        }
+        let self_closing = tag.ends_with('/');
+        let body = tag.trim_end_matches('/');
+        let name_end = body.find(char::is_whitespace).unwrap_or(body.len());
+        let name = &body[..name_end];
+        assert!(!name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric()), "bad tag name in {tag:?}");
+        assert!(!["script", "style", "link", "iframe", "form"].contains(&name), "<{name}> in mail");
+        check_attributes(name, body[name_end..].trim());
+        let parent = stack.last().map(String::as_str);
+        match name {
+            "tr" => assert_eq!(parent, Some("table"), "<tr> outside a table"),
+            "td" | "th" => assert_eq!(parent, Some("tr"), "<{name}> outside a row"),
+            "html" => assert_eq!(parent, None),
+            _ => {}
+        }
+        if VOID.contains(&name) {
+            assert!(self_closing, "void element <{name}> not self-closed");
+        } else {
+            assert!(!self_closing, "<{name}/> is not a void element");
+            stack.push(name.to_string());
+        }
+    }
+    check_text(rest);
+    assert!(stack.is_empty(), "unclosed elements: {stack:?}");
+}
+
+fn check_attributes(tag: &str, mut attrs: &str) {
+    while !attrs.is_empty() {
+        let eq = attrs.find('=').unwrap_or_else(|| panic!("attribute without value in <{tag} {attrs}>"));
+        let name = attrs[..eq].trim();
+        assert!(name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'), "attribute name {name:?} in <{tag}>");
+        assert_ne!(name, "class", "CSS classes are dropped by mail clients");
+        assert!(!name.starts_with("on"), "event handler {name} in <{tag}>");
+        let value = attrs[eq + 1..].strip_prefix('"').unwrap_or_else(|| panic!("unquoted {name} in <{tag}>"));
+        let end = value.find('"').unwrap_or_else(|| panic!("unterminated {name} in <{tag}>"));
+        check_text(&value[..end]);
+        attrs = value[end + 1..].trim_start();
+    }
+}
+
+/// Text and attribute values: no stray '>' and every '&' starts a complete entity.
+fn check_text(text: &str) {
+    assert!(!text.contains('>'), "stray '>' in {text:?}");
+    for (i, _) in text.match_indices('&') {
+        let entity = &text[i + 1..];
+        let end = entity.find(';').unwrap_or_else(|| panic!("unterminated entity in {text:?}"));
+        let name = &entity[..end];
+        let ok = name
+            .strip_prefix("#x")
+            .map(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_hexdigit()))
+            .unwrap_or(false)
+            || name.strip_prefix('#').map(|d| !d.is_empty() && d.chars().all(|c| c.is_ascii_digit())).unwrap_or(false)
+            || ["amp", "lt", "gt", "quot", "nbsp", "#39"].contains(&name);
+        assert!(ok, "bad entity &{name}; in {text:?}");
+    }
+}
+
+#[test]
+fn the_well_formedness_check_catches_broken_html() {
+    let good = "<!DOCTYPE html><html lang=\"sv\"><body><table><tr><td>a &amp; b</td></tr></table><br /></body></html>";
+    assert_well_formed_mail_html(good);
+    for bad in [
+        "<!DOCTYPE html><html><body><table><tr><td>x</tr></table></body></html>",
+        "<!DOCTYPE html><html><body><p class=\"x\">x</p></body></html>",
+        "<!DOCTYPE html><html><body><td>x</td></body></html>",
+        "<!DOCTYPE html><html><body>a & b</body></html>",
+        "<!DOCTYPE html><html><body><br></body></html>",
+        "<!DOCTYPE html><html><body><a href=x>y</a></body></html>",
+        "<!DOCTYPE html><html><body><script>x</script></body></html>",
+    ] {
+        assert!(std::panic::catch_unwind(|| assert_well_formed_mail_html(bad)).is_err(), "{bad} passed");
+    }
+}
