@@ -37,7 +37,6 @@ pub struct Shared {
     register: RwLock<Option<Arc<Register>>>,
     /// Unix seconds of the worker's last sign of life, for the watchdog.
     heartbeat: AtomicI64,
-    last_poll_error: Mutex<Option<String>>,
     /// The last STATUS= sent to systemd, so that only changes are sent.
     last_status: Mutex<String>,
 }
@@ -132,7 +131,6 @@ pub async fn run(settings: Arc<Settings>) -> Result<(), CommandError> {
         state,
         register: RwLock::new(None),
         heartbeat: AtomicI64::new(started.timestamp()),
-        last_poll_error: Mutex::new(None),
         last_status: Mutex::new(String::new()),
     });
     let token = CancellationToken::new();
@@ -151,7 +149,7 @@ pub async fn run(settings: Arc<Settings>) -> Result<(), CommandError> {
 
     // READY=1 after migration and the first poll attempt, whatever its outcome: readiness then
     // tells operations whether polling works.
-    let first = poll_cycle(&shared, Utc::now()).await;
+    let first = poll_cycle(&shared, &holder, Utc::now()).await;
     notify(&[sd_notify::NotifyState::Ready]);
     notify_status(&shared, first.as_ref().err());
 
@@ -209,7 +207,7 @@ async fn worker(
         let now_instant = tokio::time::Instant::now();
         let now = Utc::now();
         if now_instant >= next_poll {
-            let result = poll_cycle(&shared, now).await;
+            let result = poll_cycle(&shared, &holder, now).await;
             notify_status(&shared, result.as_ref().err());
             next_poll = tokio::time::Instant::now() + poll_every;
             next_dispatch = tokio::time::Instant::now();
@@ -242,11 +240,26 @@ fn next_digest_instant(schedule: &DigestSchedule, settings: &Settings, now: Date
     tokio::time::Instant::now() + wait
 }
 
-/// One poll: synchronise the register, record reached ladder steps, update metrics.
-async fn poll_cycle(shared: &Shared, now: DateTime<Utc>) -> Result<(), String> {
+/// One poll: synchronise the register, record reached ladder steps, update metrics. Several
+/// replicas may run; the `poll` lease lets one of them poll at a time (re-processing would be
+/// harmless, but doubles the load on the register).
+async fn poll_cycle(shared: &Shared, holder: &str, now: DateTime<Utc>) -> Result<(), String> {
     let settings = &shared.settings;
     let local = now.with_timezone(&settings.timezone);
     let today = local.date_naive();
+    let lease_for = chrono::Duration::from_std(settings.register.poll_interval * 2 + Duration::from_secs(600))
+        .unwrap_or(chrono::Duration::minutes(30));
+    match shared.state.acquire_lease("poll", holder, now, now + lease_for).await {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::debug!("another replica holds the poll lease; not polling");
+            return Ok(());
+        }
+        Err(e) => {
+            tracing::error!("poll skipped: {e}");
+            return Err(e.to_string());
+        }
+    }
     let started = std::time::Instant::now();
     let result = async {
         let register = shared.register().await?;
@@ -281,12 +294,10 @@ async fn poll_cycle(shared: &Shared, now: DateTime<Utc>) -> Result<(), String> {
     match result {
         Ok(_) => {
             shared.metrics.set_last_successful_poll(now.timestamp() as f64);
-            *shared.last_poll_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
             Ok(())
         }
         Err(e) => {
             tracing::error!("poll failed, retrying at the next interval: {e}");
-            *shared.last_poll_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.clone());
             Err(e)
         }
     }
