@@ -9,6 +9,7 @@ use crate::config::{Engine, Language, Settings};
 use crate::demo::{self, DemoOptions};
 use crate::digest::{self, DigestError};
 use crate::domain::EmailAddress;
+use crate::mail::wording::days_left_phrase;
 use crate::mail::{self, DispatchError, Mailer, MailerError};
 use crate::poll::{self, PollError};
 use crate::register::{self, Register, RegisterError};
@@ -453,9 +454,9 @@ pub fn explain_text(
                 )
             }),
             (None, Some(left)) => say(if sv {
-                format!("  Status {today}: {} ({}).", status.name_sv(), days_phrase_sv(left))
+                format!("  Status {today}: {} ({}).", status.name_sv(), days_left_phrase(Language::Swedish, left))
             } else {
-                format!("  Status on {today}: {} ({}).", status.as_str(), days_phrase_en(left))
+                format!("  Status on {today}: {} ({}).", status.as_str(), days_left_phrase(Language::English, left))
             }),
             (None, None) => {}
         }
@@ -482,24 +483,4 @@ pub fn explain_text(
         }
     }
     out
-}
-
-fn days_phrase_sv(left: i64) -> String {
-    match left {
-        0 => "sista dagen i dag".into(),
-        1 => "1 dag kvar".into(),
-        n if n > 0 => format!("{n} dagar kvar"),
-        -1 => "1 dag försenad".into(),
-        n => format!("{} dagar försenad", -n),
-    }
-}
-
-fn days_phrase_en(left: i64) -> String {
-    match left {
-        0 => "due today".into(),
-        1 => "1 day left".into(),
-        n if n > 0 => format!("{n} days left"),
-        -1 => "1 day overdue".into(),
-        n => format!("{} days overdue", -n),
-    }
 }

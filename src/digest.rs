@@ -7,25 +7,21 @@
 //! - [`build_digests`]: what they say, a pure function of settings, stored deadlines and `today`;
 //! - [`enqueue_digests`] / [`run_due`]: writing them to the outbox, once per manager and day, as
 //!   category `digest` rows whose payload is the serialised [`Digest`]; the dispatcher renders
-//!   them with [`render_digest`] when it sends.
+//!   them with [`crate::mail::compose::compose_digest`] when it sends, from the templates'
+//!   [`Context`] built here.
 //!
 //! Only case references, unit codes, dates, kinds, caseworker addresses and case links appear in
 //! a digest: nothing else about a case leaves the register.
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use chrono::{DateTime, Days, NaiveDate, NaiveTime, TimeZone, Utc};
 use chrono_tz::Tz;
-use lettre::message::header::{Header, HeaderName, HeaderValue};
-use lettre::message::{Mailbox, MultiPart};
-use lettre::Message;
-use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Language, Settings};
 use crate::domain::{EmailAddress, UnitCode};
+use crate::mail::compose::{self, ComposeError};
 use crate::notice::{self, Recipient};
 use crate::rules::{Kind, Role, Status};
 use crate::state::{DeadlineFilter, OutboxEntry, OutboxState, StateError, StateStore, StoredDeadline};
@@ -45,12 +41,8 @@ pub enum DigestError {
     Schedule { expr: String, message: String },
     #[error(transparent)]
     State(#[from] StateError),
-    #[error("cannot read the digest template {}: {source}", .path.display())]
-    TemplateFile { path: PathBuf, source: std::io::Error },
-    #[error("digest template {name}: {source:#}")]
-    Template { name: String, source: minijinja::Error },
-    #[error("cannot build the digest mail to {manager}: {message}")]
-    Message { manager: String, message: String },
+    #[error(transparent)]
+    Compose(#[from] ComposeError),
     #[error("cannot serialise the digest for the outbox: {0}")]
     Payload(#[from] serde_json::Error),
 }
@@ -344,16 +336,8 @@ fn cut(mut rows: Vec<DigestRow>, max_rows: usize) -> Section {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Rendering
+// Wording (the mail itself is built by `mail::compose`)
 // ---------------------------------------------------------------------------------------------
-
-/// The built-in templates, replaceable by same-named files in `mail.templates_dir`.
-const BUILT_IN_TEMPLATES: [(&str, &str); 4] = [
-    ("digest.sv.txt.j2", include_str!("../templates/digest.sv.txt.j2")),
-    ("digest.sv.html.j2", include_str!("../templates/digest.sv.html.j2")),
-    ("digest.en.txt.j2", include_str!("../templates/digest.en.txt.j2")),
-    ("digest.en.html.j2", include_str!("../templates/digest.en.html.j2")),
-];
 
 /// The summary line at the top and in the subject, e.g. "3 försenade, 5 förfaller inom 7 dagar".
 pub fn summary(language: Language, overdue: usize, upcoming: usize) -> String {
@@ -375,88 +359,22 @@ pub fn subject(language: Language, digest: &Digest) -> String {
     format!("{title} {}: {}", digest.date, summary(language, digest.overdue_total(), digest.upcoming_total()))
 }
 
-/// The digest as a mail: text and HTML alternatives, `Auto-Submitted: auto-generated` so that
-/// mail servers send no out-of-office replies, and the given stable `Message-ID`.
-pub fn render_digest(settings: &Settings, digest: &Digest, message_id: &str) -> Result<Message, DigestError> {
-    let language = settings.mail.language;
-    let env = environment(settings)?;
-    let context = Context::new(settings, digest);
-    let text = render(&env, &template_name(language, "txt"), &context)?;
-    let html = render(&env, &template_name(language, "html"), &context)?;
-    let message_error = |message: String| DigestError::Message { manager: digest.manager.to_string(), message };
-    let mailbox = |address: &EmailAddress| {
-        address.as_str().parse::<Mailbox>().map_err(|e| message_error(format!("address {address}: {e}")))
-    };
-    Message::builder()
-        .from(mailbox(&settings.mail.from)?)
-        .to(mailbox(&digest.manager)?)
-        .subject(subject(language, digest))
-        .message_id(Some(message_id.to_string()))
-        .header(AutoSubmitted)
-        .multipart(MultiPart::alternative_plain_html(text, html))
-        .map_err(|e| message_error(e.to_string()))
-}
-
 /// The digest as plain text for `fristvakt digest --dry-run`: the recipient and subject, then
 /// exactly the text part of the mail.
 pub fn dry_run_text(settings: &Settings, digest: &Digest) -> Result<String, DigestError> {
-    let env = environment(settings)?;
-    let body = render(&env, &template_name(settings.mail.language, "txt"), &Context::new(settings, digest))?;
+    let body = compose::digest_text(settings, digest)?;
     Ok(format!("To: {}\nSubject: {}\n\n{body}", digest.manager, subject(settings.mail.language, digest)))
 }
 
 /// Compiles the digest templates of the configured language (built-in or overridden), so a
 /// broken override is found at start-up rather than at 07:00.
 pub fn check_templates(settings: &Settings) -> Result<(), DigestError> {
-    let env = environment(settings)?;
-    for format in ["txt", "html"] {
-        let name = template_name(settings.mail.language, format);
-        env.get_template(&name).map_err(|source| DigestError::Template { name, source })?;
-    }
-    Ok(())
-}
-
-fn template_name(language: Language, format: &str) -> String {
-    format!("digest.{}.{format}.j2", language.code())
-}
-
-fn environment(settings: &Settings) -> Result<Environment<'static>, DigestError> {
-    let mut env = Environment::new();
-    env.set_trim_blocks(true);
-    env.set_lstrip_blocks(true);
-    env.set_keep_trailing_newline(true);
-    // A typo in an operator's template should fail loudly, not print an empty cell.
-    env.set_undefined_behavior(UndefinedBehavior::Strict);
-    env.set_auto_escape_callback(|name| if name.contains(".html") { AutoEscape::Html } else { AutoEscape::None });
-    let prefix = format!("digest.{}.", settings.mail.language.code());
-    for (name, built_in) in BUILT_IN_TEMPLATES.iter().filter(|(n, _)| n.starts_with(&prefix)) {
-        let source = template_source(settings, name, built_in)?;
-        env.add_template_owned(name.to_string(), source.into_owned())
-            .map_err(|source| DigestError::Template { name: name.to_string(), source })?;
-    }
-    Ok(env)
-}
-
-fn template_source<'a>(settings: &Settings, name: &str, built_in: &'a str) -> Result<Cow<'a, str>, DigestError> {
-    if let Some(dir) = &settings.mail.templates_dir {
-        let path = dir.join(name);
-        if path.is_file() {
-            return std::fs::read_to_string(&path)
-                .map(Cow::Owned)
-                .map_err(|source| DigestError::TemplateFile { path, source });
-        }
-    }
-    Ok(Cow::Borrowed(built_in))
-}
-
-fn render(env: &Environment<'_>, name: &str, context: &Context) -> Result<String, DigestError> {
-    let error = |source| DigestError::Template { name: name.to_string(), source };
-    env.get_template(name).map_err(error)?.render(context).map_err(error)
+    Ok(compose::check_digest_templates(settings)?)
 }
 
 /// What templates see: the digest with kind names in the mail's language and counts derived.
 #[derive(Serialize)]
-struct Context {
+pub(crate) struct Context {
     manager: String,
     date: String,
     summary: String,
@@ -508,7 +426,7 @@ struct KindContext {
 }
 
 impl Context {
-    fn new(settings: &Settings, digest: &Digest) -> Context {
+    pub(crate) fn new(settings: &Settings, digest: &Digest) -> Context {
         let language = settings.mail.language;
         let kind_name = |kind: Kind| match language {
             Language::Swedish => kind.name_sv().to_string(),
@@ -560,29 +478,6 @@ impl Context {
                 })
                 .collect(),
         }
-    }
-}
-
-/// `Auto-Submitted: auto-generated` (RFC 3834): tells mail servers and clients that this mail
-/// was sent by a program, so they send no vacation or out-of-office replies to it.
-#[derive(Debug, Clone, Copy)]
-struct AutoSubmitted;
-
-impl Header for AutoSubmitted {
-    fn name() -> HeaderName {
-        HeaderName::new_from_ascii_str("Auto-Submitted")
-    }
-
-    fn parse(s: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
-        if s.trim().eq_ignore_ascii_case("auto-generated") {
-            Ok(AutoSubmitted)
-        } else {
-            Err(format!("unsupported Auto-Submitted value {s:?}").into())
-        }
-    }
-
-    fn display(&self) -> HeaderValue {
-        HeaderValue::new(Self::name(), "auto-generated".to_string())
     }
 }
 
@@ -988,7 +883,7 @@ mod tests {
     fn swedish_mail_has_subject_summary_and_both_parts() {
         let s = settings("");
         let digest = sample_digest(&s);
-        let message = render_digest(&s, &digest, "<x@kommun.example>").unwrap();
+        let message = compose::compose_digest(&s, &digest, "<x@kommun.example>").unwrap();
         let raw = String::from_utf8(message.formatted()).unwrap();
         assert!(raw.contains("Auto-Submitted: auto-generated"), "{raw}");
         assert!(raw.contains("Message-ID: <x@kommun.example>"), "{raw}");
@@ -1010,11 +905,12 @@ mod tests {
     fn html_is_escaped_and_has_no_classes_or_scripts() {
         let s = settings("");
         let digest = sample_digest(&s);
-        let env = environment(&s).unwrap();
-        let html = render(&env, "digest.sv.html.j2", &Context::new(&s, &digest)).unwrap();
+        let html = compose::render_digest(&s, &digest).unwrap().html;
         assert!(html.contains("2026-BU &lt;1&gt;"), "{html}");
         assert!(!html.contains("2026-BU <1>"), "{html}");
         assert!(html.contains("href=\"https:"), "{html}");
+        // One escaping for notices and digests: '/' stays readable in links.
+        assert!(html.contains("href=\"https://register.kommun.example/case/2026-BU-2\""), "{html}");
         for banned in ["class=", "<script", "<style"] {
             assert!(!html.contains(banned), "{banned} in {html}");
         }
@@ -1038,7 +934,7 @@ mod tests {
             assert!(text.contains(expected), "{expected:?} not in {text}");
         }
         assert!(!text.contains("försenad"), "{text}");
-        let message = render_digest(&s, &digest, "<y@kommun.example>").unwrap();
+        let message = compose::compose_digest(&s, &digest, "<y@kommun.example>").unwrap();
         let raw = String::from_utf8(message.formatted()).unwrap();
         assert!(raw.contains("Subject: Daily deadline digest 2026-11-25"), "{raw}");
     }
@@ -1053,7 +949,10 @@ mod tests {
         // The HTML template was not overridden and still renders.
         check_templates(&s).unwrap();
         std::fs::write(dir.path().join("digest.sv.html.j2"), "{{ no_such_value }}").unwrap();
-        assert!(matches!(render_digest(&s, &sample_digest(&s), "<z@k.se>"), Err(DigestError::Template { .. })));
+        assert!(matches!(
+            compose::compose_digest(&s, &sample_digest(&s), "<z@k.se>"),
+            Err(ComposeError::Template { .. })
+        ));
     }
 
     #[test]

@@ -65,6 +65,26 @@ pub struct RawRow {
     pub updated_at: Option<String>,
 }
 
+/// A synthetic demo case as the view would hold it (what `demo-data` writes, read back).
+impl From<&DemoCase> for RawRow {
+    fn from(case: &DemoCase) -> RawRow {
+        RawRow {
+            case_ref: Some(case.case_ref.clone()),
+            unit: Some(case.unit.clone()),
+            caseworker: case.caseworker.clone(),
+            child_sex: case.child_sex.clone(),
+            received_on: case.received_on.clone(),
+            protection_assessed_on: case.protection_assessed_on.clone(),
+            assessment_decided_on: case.assessment_decided_on.clone(),
+            assessment_extended_to: case.assessment_extended_to.clone(),
+            investigation_opened_on: case.investigation_opened_on.clone(),
+            investigation_extended_to: case.investigation_extended_to.clone(),
+            investigation_closed_on: case.investigation_closed_on.clone(),
+            updated_at: Some(case.updated_at.clone()),
+        }
+    }
+}
+
 /// The child's sex, kept only for aggregated compliance figures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sex {

@@ -10,6 +10,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use fristvakt::config::{self, Settings};
 use fristvakt::digest::{self, Digest, DigestSchedule};
 use fristvakt::domain::EmailAddress;
+use fristvakt::mail;
 use fristvakt::poll;
 use fristvakt::register::Register;
 use fristvakt::rules::Kind;
@@ -353,7 +354,7 @@ async fn deliver(state: &StateStore, settings: &Settings, smtp: &TestSmtp, now: 
     for row in &claimed {
         assert_eq!(row.category, "digest");
         let digest: Digest = serde_json::from_str(&row.payload).unwrap();
-        let message = digest::render_digest(settings, &digest, &row.message_id).unwrap();
+        let message = mail::compose_digest(settings, &digest, &row.message_id).unwrap();
         mailer.send(message).await.unwrap();
         state.mark_sent(row.id, "test", now).await.unwrap();
     }
@@ -435,7 +436,7 @@ async fn english_digest_html_is_well_formed_too() {
     scene.sync(&state, date(TODAY)).await;
     let stored = state.deadlines(&Default::default()).await.unwrap();
     let digests = digest::build_digests(&scene.settings, &stored, date(TODAY));
-    let message = digest::render_digest(&scene.settings, &digests[0], "<t@kommun.example>").unwrap();
+    let message = mail::compose_digest(&scene.settings, &digests[0], "<t@kommun.example>").unwrap();
     let raw = String::from_utf8(message.formatted()).unwrap();
     let mail = support::smtp::ReceivedMail { mail_from: String::new(), rcpt_to: Vec::new(), data: raw };
     assert_eq!(mail.header("Subject").unwrap(), "Daily deadline digest 2026-11-25: 3 overdue, 2 due within 7 days");

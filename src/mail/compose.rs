@@ -1,6 +1,9 @@
-//! Rendering a notice into an e-mail: subject, a text and an HTML part, and the headers.
+//! Rendering notices and daily digests into e-mails: subject, a text and an HTML part, and the
+//! headers. One template environment serves both, with one HTML escaping, and one base builder
+//! sets the headers every mail carries.
 //!
-//! The wording lives in template files (`templates/notice.{sv,en}.{subject,txt,html}.j2`),
+//! The wording lives in template files (`templates/notice.{sv,en}.{subject,txt,html}.j2`,
+//! `templates/digest.{sv,en}.{txt,html}.j2`),
 //! compiled into the binary and replaceable, file by file, by same-named files in
 //! `mail.templates_dir`, so that a municipality can adapt the text without a new build. The
 //! sentences that depend on the law and the calendar (the rule, why two last days differ, the
@@ -14,19 +17,21 @@ use std::path::PathBuf;
 
 use chrono::NaiveDate;
 use lettre::message::header::{HeaderName, HeaderValue};
-use lettre::message::{Mailbox, MultiPart};
+use lettre::message::{Mailbox, MessageBuilder, MultiPart};
 use lettre::{Address, Message};
 use minijinja::value::Value;
 use minijinja::{AutoEscape, Environment, Output, State, UndefinedBehavior};
 use serde::Serialize;
 
+use super::wording::{days, days_text, situation};
 use crate::config::{Language, Settings};
+use crate::digest::{self, Digest};
 use crate::domain::{EmailAddress, UnitCode};
 use crate::notice::{NoticePayload, Recipient};
 use crate::rules::calendar::{next_deadline_day, DayKind};
 use crate::rules::{Kind, Role};
 
-/// A notice or test mail could not be rendered.
+/// A notice, digest or test mail could not be rendered.
 #[derive(Debug, thiserror::Error)]
 pub enum ComposeError {
     /// A template failed to load, parse or render; names the template, never a value.
@@ -52,20 +57,35 @@ pub fn compose_notice(
     today: NaiveDate,
     message_id: &str,
 ) -> Result<Message, ComposeError> {
-    let lang = settings.mail.language.code();
-    let Rendered { subject, text, html } = render_notice(settings, payload, recipients, today)?;
-    let mut builder = base_builder(settings, lang)?.subject(subject).message_id(Some(message_id.to_string()));
-    for (index, recipient) in recipients.iter().enumerate() {
-        let address: Address = recipient.address.parse().map_err(|_| ComposeError::BadRecipient { index })?;
-        builder = builder.to(Mailbox::new(None, address));
-    }
-    builder.multipart(MultiPart::alternative_plain_html(text, html)).map_err(|e| ComposeError::Build(e.to_string()))
+    let rendered = render_notice(settings, payload, recipients, today)?;
+    let to = recipients
+        .iter()
+        .enumerate()
+        .map(|(index, recipient)| mailbox(&recipient.address, index))
+        .collect::<Result<Vec<_>, _>>()?;
+    let builder = suppress_auto_replies(base_builder(settings)?, settings.mail.language.code());
+    assemble(builder, &to, rendered, message_id)
+}
+
+/// Renders a manager's daily digest, with the stored `message_id`, to `digest.manager`.
+pub fn compose_digest(settings: &Settings, digest: &Digest, message_id: &str) -> Result<Message, ComposeError> {
+    let rendered = render_digest(settings, digest)?;
+    let to = mailbox(digest.manager.as_str(), 0)?;
+    // Digests have always carried only `Auto-Submitted`, not the notices' `Content-Language`
+    // and `X-Auto-Response-Suppress`; kept so.
+    assemble(base_builder(settings)?, &[to], rendered, message_id)
+}
+
+/// The text part of a digest, exactly as the mail carries it (for `digest --dry-run`).
+pub fn digest_text(settings: &Settings, digest: &Digest) -> Result<String, ComposeError> {
+    let env = environment(settings);
+    let name = template_name("digest", settings.mail.language, "txt");
+    render(&env, &name, &digest::Context::new(settings, digest))
 }
 
 /// A short plain mail for `send-test-mail`: proves the transport works without any case data.
 pub fn render_test_mail(settings: &Settings, to: &EmailAddress) -> Result<Message, ComposeError> {
-    let lang = settings.mail.language.code();
-    let address: Address = to.as_str().parse().map_err(|_| ComposeError::BadRecipient { index: 0 })?;
+    let to = mailbox(to.as_str(), 0)?;
     let (subject, body) = match settings.mail.language {
         Language::Swedish => (
             "fristvakt: testmeddelande",
@@ -75,11 +95,11 @@ pub fn render_test_mail(settings: &Settings, to: &EmailAddress) -> Result<Messag
             ("fristvakt: test message", "This is a test message from fristvakt. If it arrives, sending mail works.\n")
         }
     };
-    base_builder(settings, lang)?
+    suppress_auto_replies(base_builder(settings)?, settings.mail.language.code())
         .subject(subject)
         // lettre makes a unique `<uuid@hostname>` id: a test mail is never a repeat of another.
         .message_id(None)
-        .to(Mailbox::new(None, address))
+        .to(to)
         .singlepart(lettre::message::SinglePart::plain(body.to_string()))
         .map_err(|e| ComposeError::Build(e.to_string()))
 }
@@ -104,11 +124,22 @@ pub fn check_templates(settings: &Settings) -> Result<(), ComposeError> {
     compose_notice(settings, &sample, &recipients, sample.decided_on, "<check@fristvakt.invalid>").map(|_| ())
 }
 
-/// A notice rendered from the templates, before it becomes a MIME message.
-struct Rendered {
-    subject: String,
-    text: String,
-    html: String,
+/// Compiles the digest templates of the configured language (built-in or overridden), so that a
+/// broken override is found at start-up rather than at 07:00.
+pub fn check_digest_templates(settings: &Settings) -> Result<(), ComposeError> {
+    let env = environment(settings);
+    for part in ["txt", "html"] {
+        let name = template_name("digest", settings.mail.language, part);
+        env.get_template(&name).map_err(|source| ComposeError::Template { name, source })?;
+    }
+    Ok(())
+}
+
+/// A notice or digest rendered from the templates, before it becomes a MIME message.
+pub(crate) struct Rendered {
+    pub(crate) subject: String,
+    pub(crate) text: String,
+    pub(crate) html: String,
 }
 
 fn render_notice(
@@ -121,36 +152,93 @@ fn render_notice(
         return Err(ComposeError::NoRecipients);
     }
     let context = NoticeContext::new(settings, payload, recipients, today);
-    let lang = settings.mail.language.code();
+    let lang = settings.mail.language;
     let env = environment(settings);
-    let subject = render(&env, &format!("notice.{lang}.subject.j2"), &context)?;
+    let subject = render(&env, &template_name("notice", lang, "subject"), &context)?;
     // A subject is one line whatever a template does with whitespace.
     let subject = subject.split_whitespace().collect::<Vec<_>>().join(" ");
     let with_subject = WithSubject { subject: &subject, notice: &context };
-    let text = render(&env, &format!("notice.{lang}.txt.j2"), &with_subject)?;
-    let html = render(&env, &format!("notice.{lang}.html.j2"), &with_subject)?;
+    render_alternatives(&env, "notice", lang, subject.clone(), &with_subject)
+}
+
+/// A digest's subject and both parts; the HTML escaped like a notice's (`html_formatter`).
+pub(crate) fn render_digest(settings: &Settings, digest: &Digest) -> Result<Rendered, ComposeError> {
+    let lang = settings.mail.language;
+    let env = environment(settings);
+    let context = digest::Context::new(settings, digest);
+    render_alternatives(&env, "digest", lang, digest::subject(lang, digest), &context)
+}
+
+/// Renders the text and the HTML template of `family` (`notice`, `digest`) with `context`.
+fn render_alternatives<S: Serialize>(
+    env: &Environment<'static>,
+    family: &str,
+    lang: Language,
+    subject: String,
+    context: &S,
+) -> Result<Rendered, ComposeError> {
+    let text = render(env, &template_name(family, lang, "txt"), context)?;
+    let html = render(env, &template_name(family, lang, "html"), context)?;
     Ok(Rendered { subject, text, html })
 }
 
+/// `notice.sv.txt.j2`, `digest.en.html.j2`, …
+fn template_name(family: &str, lang: Language, part: &str) -> String {
+    format!("{family}.{}.{part}.j2", lang.code())
+}
+
 /// The built-in templates, by file name.
-const BUILT_IN: [(&str, &str); 6] = [
+const BUILT_IN: [(&str, &str); 10] = [
     ("notice.sv.subject.j2", include_str!("../../templates/notice.sv.subject.j2")),
     ("notice.sv.txt.j2", include_str!("../../templates/notice.sv.txt.j2")),
     ("notice.sv.html.j2", include_str!("../../templates/notice.sv.html.j2")),
     ("notice.en.subject.j2", include_str!("../../templates/notice.en.subject.j2")),
     ("notice.en.txt.j2", include_str!("../../templates/notice.en.txt.j2")),
     ("notice.en.html.j2", include_str!("../../templates/notice.en.html.j2")),
+    ("digest.sv.txt.j2", include_str!("../../templates/digest.sv.txt.j2")),
+    ("digest.sv.html.j2", include_str!("../../templates/digest.sv.html.j2")),
+    ("digest.en.txt.j2", include_str!("../../templates/digest.en.txt.j2")),
+    ("digest.en.html.j2", include_str!("../../templates/digest.en.html.j2")),
 ];
 
-/// From, Date and the headers that keep auto-responders and ticket systems from answering.
-fn base_builder(settings: &Settings, lang: &str) -> Result<lettre::message::MessageBuilder, ComposeError> {
+/// What every mail carries: From, Date and `Auto-Submitted: auto-generated` (RFC 3834), which
+/// tells mail servers and clients that a program sent it, so they send no out-of-office replies.
+fn base_builder(settings: &Settings) -> Result<MessageBuilder, ComposeError> {
     let from: Address = settings.mail.from.as_str().parse().map_err(|_| ComposeError::BadFrom)?;
     Ok(Message::builder()
         .from(Mailbox::new(None, from))
         .date_now()
-        .raw_header(HeaderValue::new(HeaderName::new_from_ascii_str("Auto-Submitted"), "auto-generated".into()))
+        .raw_header(HeaderValue::new(HeaderName::new_from_ascii_str("Auto-Submitted"), "auto-generated".into())))
+}
+
+/// The headers of notices and test mails that also keep Exchange's auto-responders and ticket
+/// systems from answering, and name the language.
+fn suppress_auto_replies(builder: MessageBuilder, lang: &str) -> MessageBuilder {
+    builder
         .raw_header(HeaderValue::new(HeaderName::new_from_ascii_str("X-Auto-Response-Suppress"), "All".into()))
-        .raw_header(HeaderValue::new(HeaderName::new_from_ascii_str("Content-Language"), lang.into())))
+        .raw_header(HeaderValue::new(HeaderName::new_from_ascii_str("Content-Language"), lang.into()))
+}
+
+/// Subject, the stored Message-ID, recipients, and the text and HTML alternatives.
+fn assemble(
+    builder: MessageBuilder,
+    to: &[Mailbox],
+    rendered: Rendered,
+    message_id: &str,
+) -> Result<Message, ComposeError> {
+    let mut builder = builder.subject(rendered.subject).message_id(Some(message_id.to_string()));
+    for mailbox in to {
+        builder = builder.to(mailbox.clone());
+    }
+    builder
+        .multipart(MultiPart::alternative_plain_html(rendered.text, rendered.html))
+        .map_err(|e| ComposeError::Build(e.to_string()))
+}
+
+/// Recipient number `index` as a mailbox; the error deliberately leaves the address out.
+fn mailbox(address: &str, index: usize) -> Result<Mailbox, ComposeError> {
+    let address: Address = address.parse().map_err(|_| ComposeError::BadRecipient { index })?;
+    Ok(Mailbox::new(None, address))
 }
 
 fn environment(settings: &Settings) -> Environment<'static> {
@@ -330,55 +418,6 @@ fn rule(lang: Language, kind: Kind) -> &'static str {
     }
 }
 
-fn days_sv(n: i64) -> String {
-    if n == 1 {
-        "1 dag".to_string()
-    } else {
-        format!("{n} dagar")
-    }
-}
-
-fn days_en(n: i64) -> String {
-    if n == 1 {
-        "1 day".to_string()
-    } else {
-        format!("{n} days")
-    }
-}
-
-/// The subject's "sista dag 2026-12-28 (om 3 dagar)".
-fn situation(lang: Language, days_left: i64, due_on: NaiveDate) -> String {
-    let due = iso(due_on);
-    match lang {
-        Language::Swedish => match days_left {
-            n if n > 0 => format!("sista dag {due} (om {})", days_sv(n)),
-            0 => format!("sista dag {due} (sista dagen i dag)"),
-            n => format!("sista dag {due} ({} försenad)", days_sv(-n)),
-        },
-        Language::English => match days_left {
-            n if n > 0 => format!("last day {due} (in {})", days_en(n)),
-            0 => format!("last day {due} (last day today)"),
-            n => format!("last day {due} ({} overdue)", days_en(-n)),
-        },
-    }
-}
-
-fn days_text(lang: Language, days_left: i64, due_on: NaiveDate) -> String {
-    let due = iso(due_on);
-    match lang {
-        Language::Swedish => match days_left {
-            n if n > 0 => format!("{} kvar till sista dagen", days_sv(n)),
-            0 => "i dag är sista dagen".to_string(),
-            n => format!("{} försenad – sista dagen var {due}", days_sv(-n)),
-        },
-        Language::English => match days_left {
-            n if n > 0 => format!("{} left until the last day", days_en(n)),
-            0 => "today is the last day".to_string(),
-            n => format!("{} overdue – the last day was {due}", days_en(-n)),
-        },
-    }
-}
-
 /// Why the applying last day differs from the calendar one: a decided extension, protection's
 /// "at the latest the next day", or the holiday rule of lag (1930:173) 2 §, recomputed from the
 /// nominal day so that the mail can name the days passed over.
@@ -473,11 +512,11 @@ fn reason(lang: Language, p: &NoticePayload, roles: &[Role]) -> String {
         Language::Swedish => {
             let when = match p.step {
                 s if s < 0 && nominal_differs => {
-                    format!("{} före sista dagen (påminnelser räknas från {})", days_sv(n), iso(p.nominal_due_on))
+                    format!("{} före sista dagen (påminnelser räknas från {})", days(lang, n), iso(p.nominal_due_on))
                 }
-                s if s < 0 => format!("{} före sista dagen", days_sv(n)),
+                s if s < 0 => format!("{} före sista dagen", days(lang, n)),
                 0 => "på sista dagen".to_string(),
-                _ => format!("{} efter sista dagen", days_sv(n)),
+                _ => format!("{} efter sista dagen", days(lang, n)),
             };
             let kind = kind_name(lang, p.kind).to_lowercase();
             let mut text = format!("enligt eskaleringstrappan för {kind} skickas ett meddelande {when}");
@@ -490,11 +529,11 @@ fn reason(lang: Language, p: &NoticePayload, roles: &[Role]) -> String {
         Language::English => {
             let when = match p.step {
                 s if s < 0 && nominal_differs => {
-                    format!("{} before the last day (reminders count from {})", days_en(n), iso(p.nominal_due_on))
+                    format!("{} before the last day (reminders count from {})", days(lang, n), iso(p.nominal_due_on))
                 }
-                s if s < 0 => format!("{} before the last day", days_en(n)),
+                s if s < 0 => format!("{} before the last day", days(lang, n)),
                 0 => "on the last day".to_string(),
-                _ => format!("{} after the last day", days_en(n)),
+                _ => format!("{} after the last day", days(lang, n)),
             };
             let kind = kind_name(lang, p.kind).to_lowercase();
             let mut text = format!("the escalation ladder for a {kind} sends a notice {when}");

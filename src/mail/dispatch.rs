@@ -13,7 +13,8 @@ use futures_util::StreamExt;
 use rand::Rng;
 
 use crate::config::{Settings, Transport};
-use crate::mail::compose::compose_notice;
+use crate::digest::Digest;
+use crate::mail::compose::{compose_digest, compose_notice};
 use crate::mail::transport::{scrub, Mailer, SendError};
 use crate::notice::{NoticePayload, Recipient};
 use crate::rules::Kind;
@@ -200,8 +201,8 @@ async fn handle(ctx: &Context<'_>, row: &OutboxRow) -> Result<(MailLabel, Outcom
             Ok(message) => message,
             Err((class, error)) => return give_up(ctx, row, label, class, &error).await,
         },
-        "digest" => match serde_json::from_str::<crate::digest::Digest>(&row.payload) {
-            Ok(digest) => match crate::digest::render_digest(ctx.settings, &digest, &row.message_id) {
+        "digest" => match serde_json::from_str::<Digest>(&row.payload) {
+            Ok(digest) => match compose_digest(ctx.settings, &digest, &row.message_id) {
                 Ok(message) => message,
                 Err(e) => return give_up(ctx, row, label, "compose", &e.to_string()).await,
             },

@@ -1,5 +1,5 @@
-//! E-mail: rendering notices ([`compose`]), handing them over ([`transport`]) and working
-//! through the outbox ([`dispatch`]).
+//! E-mail: rendering notices and digests ([`compose`], with the days wording of [`wording`]),
+//! handing them over ([`transport`]) and working through the outbox ([`dispatch`]).
 //!
 //! Architecture invariant: only this module touches lettre, and it sends only what the outbox
 //! holds — the poll decides what is owed, the dispatcher only delivers.
@@ -7,7 +7,8 @@
 pub mod compose;
 pub mod dispatch;
 pub mod transport;
+pub mod wording;
 
-pub use compose::{compose_notice, render_test_mail, ComposeError};
+pub use compose::{compose_digest, compose_notice, render_test_mail, ComposeError};
 pub use dispatch::{dispatch_once, dispatch_once_on, DispatchError, DispatchReport, MailLabel};
 pub use transport::{Mailer, MailerError, SendError};

@@ -38,20 +38,7 @@ async fn demo_deadlines_are_correct_for_every_case_and_identical_on_sqlite_and_p
     let today = date(TODAY);
     let mut expected = BTreeSet::new();
     for case in demo_cases(cases, 1, today, 0) {
-        let row = register::RawRow {
-            case_ref: Some(case.case_ref.clone()),
-            unit: Some(case.unit.clone()),
-            caseworker: case.caseworker.clone(),
-            child_sex: case.child_sex.clone(),
-            received_on: case.received_on.clone(),
-            protection_assessed_on: case.protection_assessed_on.clone(),
-            assessment_decided_on: case.assessment_decided_on.clone(),
-            assessment_extended_to: case.assessment_extended_to.clone(),
-            investigation_opened_on: case.investigation_opened_on.clone(),
-            investigation_extended_to: case.investigation_extended_to.clone(),
-            investigation_closed_on: case.investigation_closed_on.clone(),
-            updated_at: Some(case.updated_at.clone()),
-        };
+        let row = register::RawRow::from(&case);
         let valid = register::validate(&row).expect("demo rows are valid");
         for d in rules::deadlines_for(&valid.dates, RuleOptions { holiday_rule: true }) {
             expected.insert(format!(
