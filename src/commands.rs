@@ -105,6 +105,7 @@ pub async fn poll_once(settings: &Settings, today: Option<NaiveDate>, full: bool
         full || poll::full_pass_due(poll_state.last_full_pass_on, today, local_time, settings.register.full_pass_at);
     let sync = poll::sync_register(&register, &state, settings, today, now, full).await?;
     let ladder = poll::evaluate_ladders(&state, settings, today, now).await?;
+    state.record_poll_success(now).await?;
     println!(
         "poll {} for {today}: read {} row(s), skipped {} broken, stored {} deadline(s), withdrew {}, recorded {} notice(s) ({} skipped steps)",
         if sync.full { "(full pass)" } else { "(incremental)" },

@@ -702,9 +702,10 @@ fn read_mail(r: &mut Reader, base_dir: Option<&Path>) -> Option<MailSettings> {
 /// The SMTP password: `mail.smtp.password` (environment `FRISTVAKT__MAIL__SMTP__PASSWORD`) or the
 /// file named by `mail.smtp.password_file` (a systemd credential). Never read from a logged value.
 fn read_password(r: &mut Reader, base_dir: Option<&Path>, needed: bool) -> Option<Secret> {
-    if let Some(Value::String(s)) = r.get("mail.smtp.password") {
-        if !s.is_empty() {
-            return Some(Secret(s.clone()));
+    // The environment may hold a password of digits, which the layering parses as a number.
+    if r.get("mail.smtp.password").is_some() {
+        if let Some(s) = r.string("mail.smtp.password").filter(|s| !s.is_empty()) {
+            return Some(Secret(s));
         }
     }
     let file = r.optional_string("mail.smtp.password_file");

@@ -75,7 +75,9 @@ impl LadderReport {
 pub fn full_pass_due(last: Option<NaiveDate>, today: NaiveDate, local_time: Option<NaiveTime>, at: NaiveTime) -> bool {
     match last {
         None => true,
-        Some(day) if day >= today => false,
+        // A pass recorded for another day (also a future one, from a preview with `--today`)
+        // does not count for today.
+        Some(day) if day == today => false,
         Some(_) => local_time.is_none_or(|t| t >= at),
     }
 }
@@ -117,7 +119,7 @@ pub async fn sync_register(
             chunk.push(row);
         }
         if chunk.len() >= CHUNK_ROWS || (done && !chunk.is_empty()) {
-            store_chunk(state, settings, options, today, poll_seq, &chunk, &mut report).await?;
+            store_chunk(state, settings, options, (today, now), poll_seq, &chunk, &mut report).await?;
             chunk.clear();
         }
         if done {
@@ -125,7 +127,15 @@ pub async fn sync_register(
         }
     }
     drop(rows);
-    report.withdrawn = state.finish_poll(poll_seq, report.newest_update, full.then_some(today), now).await?;
+    // A full pass that read no row at all is far more likely a view being reloaded than a
+    // register emptied of every case: withdrawing everything would cancel every notice.
+    let full_pass_on = if full && report.rows_read == 0 {
+        tracing::error!(view = register.view(), "full pass read no rows; not withdrawing any deadline");
+        None
+    } else {
+        full.then_some(today)
+    };
+    report.withdrawn = state.finish_poll(poll_seq, report.newest_update, full_pass_on).await?;
     report.notices_cancelled = state.cancel_notices_of_finished_deadlines().await?;
     report.duration = started.elapsed();
     let rejected: Vec<String> = report.rejected.iter().map(|(r, n)| format!("{}={n}", r.as_str())).collect();
@@ -148,7 +158,7 @@ async fn store_chunk(
     state: &StateStore,
     settings: &Settings,
     options: RuleOptions,
-    today: NaiveDate,
+    (today, now): (NaiveDate, DateTime<Utc>),
     poll_seq: i64,
     chunk: &[RawRow],
     report: &mut SyncReport,
@@ -157,8 +167,13 @@ async fn store_chunk(
     // The register promises unique case references; if a view breaks that, the newest row wins
     // rather than the statement failing.
     let mut cases: HashMap<String, CaseRow> = HashMap::with_capacity(chunk.len());
+    let mut kept_refs = Vec::new();
+    // A timestamp in the future (a typo, local time labelled UTC) must not drag the watermark
+    // ahead of every later change; it counts as "now" at most.
+    let latest_credible = now + chrono::Duration::minutes(5);
     for raw in chunk {
         if let Some(t) = raw.updated_at.as_deref().and_then(crate::state::parse_instant) {
+            let t = t.min(latest_credible);
             report.newest_update = Some(report.newest_update.map_or(t, |n| n.max(t)));
         }
         match register::validate(raw) {
@@ -175,6 +190,9 @@ async fn store_chunk(
                 }
             }
             Err(rejection) => {
+                if let Some(case_ref) = &rejection.case_ref {
+                    kept_refs.push(case_ref.clone());
+                }
                 *report.rejected.entry(rejection.reason).or_default() += 1;
                 tracing::warn!(reason = rejection.reason.as_str(), "register row skipped: {rejection}");
             }
@@ -200,7 +218,7 @@ async fn store_chunk(
         case_refs.push(case.case_ref.to_string());
     }
     report.deadlines_stored += records.len() as u64;
-    state.store_deadlines(poll_seq, &case_refs, &records).await?;
+    state.store_deadlines(poll_seq, &case_refs, &records, &kept_refs).await?;
     Ok(())
 }
 
@@ -348,5 +366,7 @@ mod tests {
         assert!(full_pass_due(Some(d("2026-11-24")), d("2026-11-25"), Some(t("02:30")), at));
         assert!(!full_pass_due(Some(d("2026-11-25")), d("2026-11-25"), Some(t("09:00")), at));
         assert!(full_pass_due(Some(d("2026-11-24")), d("2026-11-25"), None, at));
+        // A pass recorded for a future day by a preview does not suppress today's.
+        assert!(full_pass_due(Some(d("2027-01-01")), d("2026-11-25"), Some(t("03:00")), at));
     }
 }

@@ -371,7 +371,7 @@ impl Register {
 }
 
 fn raw_row(row: &AnyRow) -> Result<RawRow, sqlx::Error> {
-    let get = |i: usize| row.try_get::<Option<String>, _>(i);
+    let get = |i: usize| text_of(row, i);
     Ok(RawRow {
         case_ref: get(0)?,
         unit: get(1)?,
@@ -386,6 +386,24 @@ fn raw_row(row: &AnyRow) -> Result<RawRow, sqlx::Error> {
         investigation_closed_on: get(10)?,
         updated_at: get(11)?,
     })
+}
+
+/// A column's value as text. A SQLite view may hand out an INTEGER or REAL where the contract
+/// says TEXT; such a value becomes its text form, so validation names the column instead of the
+/// whole poll failing.
+fn text_of(row: &AnyRow, i: usize) -> Result<Option<String>, sqlx::Error> {
+    match row.try_get::<Option<String>, _>(i) {
+        Ok(v) => Ok(v),
+        Err(e) => {
+            if let Ok(v) = row.try_get::<Option<i64>, _>(i) {
+                return Ok(v.map(|n| n.to_string()));
+            }
+            if let Ok(v) = row.try_get::<Option<f64>, _>(i) {
+                return Ok(v.map(|n| n.to_string()));
+            }
+            Err(e)
+        }
+    }
 }
 
 /// Creates (if missing) a demo register table named `view` in a SQLite register and appends

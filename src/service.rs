@@ -113,7 +113,8 @@ impl Shared {
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(settings: Arc<Settings>) -> Result<(), CommandError> {
-    let holder = format!("{}-{}", hostname(), std::process::id());
+    // Unique per process across hosts: it marks this replica's leases and outbox claims.
+    let holder = format!("{}-{}-{:08x}", hostname(), std::process::id(), rand::random::<u32>());
     let started = Utc::now();
     let schedule =
         DigestSchedule::from_settings(&settings).map_err(|e| CommandError::Config(format!("digest.cron: {e}")))?;
@@ -163,11 +164,12 @@ pub async fn run(settings: Arc<Settings>) -> Result<(), CommandError> {
 
     notify(&[sd_notify::NotifyState::Stopping]);
     tracing::info!("shutting down");
-    match tokio::time::timeout(SHUTDOWN_GRACE, worker).await {
-        Ok(_) => {}
-        Err(_) => {
-            tracing::warn!("the job in progress did not finish within the grace period; its mail stays in the outbox")
-        }
+    let abort = worker.abort_handle();
+    if tokio::time::timeout(SHUTDOWN_GRACE, worker).await.is_err() {
+        // Stop the worker before its claims are released, so that nothing it still sends
+        // races with another sender; a mail cut off mid-send stays in the outbox.
+        abort.abort();
+        tracing::warn!("the job in progress did not finish within the grace period; its mail stays in the outbox");
     }
     if let Err(e) = shared.state.release_claims(&holder).await {
         tracing::warn!("could not release outbox claims: {e}");
@@ -226,7 +228,7 @@ async fn worker(
         }
         if tokio::time::Instant::now() >= next_dispatch {
             shared.beat(Utc::now());
-            dispatch(&shared, &mailer, &holder).await;
+            dispatch(&shared, &mailer, &holder, &token).await;
             next_dispatch = tokio::time::Instant::now() + DISPATCH_EVERY;
         }
     }
@@ -286,6 +288,7 @@ async fn poll_cycle(shared: &Shared, holder: &str, now: DateTime<Utc>) -> Result
             shared.metrics.add_notice(kind.as_str(), step_label(*step), "enqueued", *n);
         }
         shared.metrics.add_caseworker_fallbacks(ladder.caseworker_fallbacks);
+        shared.state.record_poll_success(now).await.map_err(|e| e.to_string())?;
         Ok::<bool, String>(sync.full)
     }
     .await;
@@ -303,8 +306,11 @@ async fn poll_cycle(shared: &Shared, holder: &str, now: DateTime<Utc>) -> Result
     }
 }
 
-async fn dispatch(shared: &Shared, mailer: &Mailer, holder: &str) {
-    match mail::dispatch_once(&shared.state, mailer, &shared.settings, Utc::now(), holder).await {
+async fn dispatch(shared: &Shared, mailer: &Mailer, holder: &str, token: &CancellationToken) {
+    let now = Utc::now();
+    let today = now.with_timezone(&shared.settings.timezone).date_naive();
+    match mail::dispatch::dispatch_until(&shared.state, mailer, &shared.settings, now, today, holder, Some(token)).await
+    {
         Ok(report) => {
             for (outcome, map) in [
                 ("sent", &report.sent),
@@ -410,10 +416,11 @@ fn spawn_signal_handler(token: CancellationToken) {
     });
 }
 
+/// The host name from uname(2); /proc/sys is hidden by the unit's `ProcSubset=pid`.
 fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
+    hostname::get()
         .ok()
+        .and_then(|h| h.into_string().ok())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "fristvakt".into())
 }

@@ -207,6 +207,8 @@ pub struct OutboxRow {
     pub payload: String,
     pub state: OutboxState,
     pub created_at: DateTime<Utc>,
+    /// When the row was first allowed to go out (the sending window's opening).
+    pub not_before: DateTime<Utc>,
     pub attempts: i64,
     pub last_error: Option<String>,
     pub message_id: String,
@@ -280,14 +282,13 @@ impl StateStore {
         row.try_get(0).map_err(query_error("reading poll_seq"))
     }
 
-    /// Records a finished poll. After a full pass, deadlines not seen in it (the case left the
-    /// register, or the deadline no longer exists) are withdrawn; returns how many.
+    /// Records a finished register read. After a full pass, deadlines not seen in it (the case
+    /// left the register, or the deadline no longer exists) are withdrawn; returns how many.
     pub async fn finish_poll(
         &self,
         poll_seq: i64,
         watermark: Option<DateTime<Utc>>,
         full_pass_on: Option<NaiveDate>,
-        now: DateTime<Utc>,
     ) -> Result<u64, StateError> {
         let mut tx = self.pool.begin().await.map_err(query_error("starting a transaction"))?;
         let mut withdrawn = 0;
@@ -308,10 +309,9 @@ impl StateStore {
         }
         // The watermark only moves forward: a poll that read nothing new keeps the old one.
         sqlx::query(
-            "UPDATE poll_state SET last_success_at = $1, \
-             watermark = CASE WHEN watermark IS NULL OR watermark < $2 THEN $2 ELSE watermark END WHERE id = 1",
+            "UPDATE poll_state SET \
+             watermark = CASE WHEN watermark IS NULL OR watermark < $1 THEN $1 ELSE watermark END WHERE id = 1",
         )
-        .bind(format_instant(now))
         .bind(watermark.map(format_instant))
         .execute(&mut *tx)
         .await
@@ -320,14 +320,30 @@ impl StateStore {
         Ok(withdrawn)
     }
 
+    /// Records that a whole poll (register read and ladder steps recorded) succeeded at `now`;
+    /// readiness of every replica reads it.
+    pub async fn record_poll_success(&self, now: DateTime<Utc>) -> Result<(), StateError> {
+        sqlx::query("UPDATE poll_state SET last_success_at = $1 WHERE id = 1")
+            .bind(format_instant(now))
+            .execute(&self.pool)
+            .await
+            .map_err(query_error("recording a successful poll"))?;
+        Ok(())
+    }
+
     /// Stores computed deadlines of a batch of cases, in one transaction. Kinds of these cases
     /// that the batch no longer holds are withdrawn. A deadline whose dates changed (or that
     /// is new) gets its `next_step_on` from the record; otherwise the ladder position stays.
+    ///
+    /// `kept_refs` are cases whose row was skipped as broken in this poll: their stored
+    /// deadlines count as seen, so a full pass does not withdraw them (contract §1: a broken row
+    /// is skipped, not deleted).
     pub async fn store_deadlines(
         &self,
         poll_seq: i64,
         case_refs: &[String],
         records: &[DeadlineRecord],
+        kept_refs: &[String],
     ) -> Result<(), StateError> {
         let mut tx = self.pool.begin().await.map_err(query_error("starting a transaction"))?;
         for chunk in records.chunks(BATCH_ROWS) {
@@ -364,7 +380,8 @@ impl StateStore {
                  nominal_due_on = excluded.nominal_due_on, due_on = excluded.due_on, closed_on = excluded.closed_on, \
                  due_reason = excluded.due_reason, extended_to = excluded.extended_to, status = excluded.status, \
                  evaluated_on = excluded.evaluated_on, withdrawn = 0, row_updated_at = excluded.row_updated_at, \
-                 seen_in_poll = excluded.seen_in_poll",
+                 seen_in_poll = CASE WHEN excluded.seen_in_poll > deadlines.seen_in_poll \
+                   THEN excluded.seen_in_poll ELSE deadlines.seen_in_poll END",
             );
             let mut q = sqlx::query(&sql);
             for r in chunk {
@@ -401,6 +418,17 @@ impl StateStore {
                 q = q.bind(c.clone());
             }
             q.execute(&mut *tx).await.map_err(query_error("withdrawing deadlines"))?;
+        }
+        for chunk in kept_refs.chunks(BATCH_ROWS * 4) {
+            let sql = format!(
+                "UPDATE deadlines SET seen_in_poll = $1 WHERE seen_in_poll < $1 AND case_ref IN ({})",
+                placeholders(2, chunk.len())
+            );
+            let mut q = sqlx::query(&sql).bind(poll_seq);
+            for c in chunk {
+                q = q.bind(c.clone());
+            }
+            q.execute(&mut *tx).await.map_err(query_error("keeping deadlines of skipped rows"))?;
         }
         tx.commit().await.map_err(query_error("committing deadlines"))?;
         Ok(())
@@ -495,7 +523,8 @@ impl StateStore {
         let mut out: HashMap<(String, Kind), Vec<i32>> = HashMap::new();
         for chunk in case_refs.chunks(BATCH_ROWS * 4) {
             let sql = format!(
-                "SELECT case_ref, kind, step FROM outbox WHERE category = 'notice' AND case_ref IN ({})",
+                "SELECT case_ref, kind, step FROM outbox WHERE category = 'notice' AND state <> 'cancelled' \
+                 AND case_ref IN ({})",
                 placeholders(1, chunk.len())
             );
             let mut q = sqlx::query(&sql);
@@ -513,8 +542,9 @@ impl StateStore {
         Ok(out)
     }
 
-    /// Writes ladder decisions: outbox rows (insert-if-absent on their key) and each deadline's
-    /// next step day, in one transaction. Returns the keys actually inserted.
+    /// Writes ladder decisions: outbox rows (insert-if-absent on their key; a row cancelled
+    /// because its deadline closed or left the register is revived when the step is reached
+    /// again) and each deadline's next step day, in one transaction. Returns the keys written.
     pub async fn record_steps(
         &self,
         entries: &[OutboxEntry],
@@ -527,7 +557,11 @@ impl StateStore {
             let result = sqlx::query(
                 "INSERT INTO outbox (notice_key, category, case_ref, kind, step, recipients, payload, state, \
                  created_at, not_before, next_attempt_at, message_id) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11) ON CONFLICT (notice_key) DO NOTHING",
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11) \
+                 ON CONFLICT (notice_key) DO UPDATE SET recipients = excluded.recipients, payload = excluded.payload, \
+                   state = excluded.state, created_at = excluded.created_at, not_before = excluded.not_before, \
+                   next_attempt_at = excluded.next_attempt_at, attempts = 0, last_error = NULL \
+                 WHERE outbox.state = 'cancelled'",
             )
             .bind(e.notice_key.clone())
             .bind(e.category)
@@ -641,7 +675,7 @@ impl StateStore {
                SELECT id FROM outbox WHERE state IN ('pending', 'retrying') AND next_attempt_at <= $3 \
                AND (claimed_until IS NULL OR claimed_until < $3) ORDER BY next_attempt_at, id LIMIT $4{lock}) \
              RETURNING id, notice_key, category, case_ref, kind, step, recipients, payload, state, created_at, \
-               attempts, last_error, message_id"
+               attempts, last_error, message_id, not_before"
         );
         let rows = sqlx::query(&sql)
             .bind(holder.to_string())
@@ -760,7 +794,7 @@ impl StateStore {
 }
 
 const OUTBOX_COLUMNS: &str = "SELECT id, notice_key, category, case_ref, kind, step, recipients, payload, state, \
-     created_at, attempts, last_error, message_id FROM outbox";
+     created_at, attempts, last_error, message_id, not_before FROM outbox";
 
 fn placeholders(first: usize, n: usize) -> String {
     (first..first + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(",")
@@ -822,6 +856,7 @@ fn outbox_row(row: &AnyRow) -> Result<OutboxRow, StateError> {
     };
     let state_raw = text(8, "outbox.state")?;
     let created_raw = text(9, "outbox.created_at")?;
+    let not_before_raw = text(13, "outbox.not_before")?;
     Ok(OutboxRow {
         id: row.try_get(0).map_err(query_error("outbox.id"))?,
         notice_key: text(1, "outbox.notice_key")?,
@@ -834,6 +869,8 @@ fn outbox_row(row: &AnyRow) -> Result<OutboxRow, StateError> {
         state: state_raw.parse().map_err(|_| StateError::Corrupt { column: "outbox.state", value: state_raw })?,
         created_at: parse_instant(&created_raw)
             .ok_or(StateError::Corrupt { column: "outbox.created_at", value: created_raw })?,
+        not_before: parse_instant(&not_before_raw)
+            .ok_or(StateError::Corrupt { column: "outbox.not_before", value: not_before_raw })?,
         attempts: row.try_get(10).map_err(query_error("outbox.attempts"))?,
         last_error: opt(11, "outbox.last_error")?,
         message_id: text(12, "outbox.message_id")?,

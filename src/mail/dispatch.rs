@@ -11,6 +11,7 @@ use std::time::Duration;
 use chrono::{DateTime, NaiveDate, Utc};
 use futures_util::StreamExt;
 use rand::Rng;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{Settings, Transport};
 use crate::digest::Digest;
@@ -93,14 +94,36 @@ pub async fn dispatch_once_on(
     today: NaiveDate,
     holder: &str,
 ) -> Result<DispatchReport, DispatchError> {
+    dispatch_until(state, mailer, settings, now, today, holder, None).await
+}
+
+/// Like [`dispatch_once_on`], but stops claiming new batches once `stop` is cancelled (the
+/// daemon's shutdown); the batch in hand is finished.
+pub async fn dispatch_until(
+    state: &StateStore,
+    mailer: &Mailer,
+    settings: &Settings,
+    now: DateTime<Utc>,
+    today: NaiveDate,
+    holder: &str,
+    stop: Option<&CancellationToken>,
+) -> Result<DispatchReport, DispatchError> {
     let concurrency = concurrency(settings);
     let batch = (concurrency * 4).min(50) as i64;
-    let until = now + chrono::Duration::from_std(claim_ttl(settings)).unwrap_or(chrono::Duration::minutes(5));
+    let ttl = chrono::Duration::from_std(claim_ttl(settings)).unwrap_or(chrono::Duration::minutes(5));
     let window_open = settings.mail.send_window.is_open(now, settings.timezone);
     let ctx = Context { state, mailer, settings, now, today, holder, window_open };
     let mut report = DispatchReport::default();
+    let started = std::time::Instant::now();
     loop {
-        let rows = state.claim_outbox(holder, now, until, batch).await?;
+        if stop.is_some_and(CancellationToken::is_cancelled) {
+            break;
+        }
+        // Each batch's claim lasts `ttl` from when it is taken: a long run must not claim its
+        // later batches with an expiry that has already passed, or another replica could take
+        // them while they are being sent.
+        let claimed_at = now + chrono::Duration::from_std(started.elapsed()).unwrap_or_default();
+        let rows = state.claim_outbox(holder, claimed_at, claimed_at + ttl, batch).await?;
         if rows.is_empty() {
             break;
         }
@@ -206,7 +229,11 @@ async fn handle(ctx: &Context<'_>, row: &OutboxRow) -> Result<(MailLabel, Outcom
                 Ok(message) => message,
                 Err(e) => return give_up(ctx, row, label, "compose", &e.to_string()).await,
             },
-            Err(e) => return give_up(ctx, row, label, "bad_payload", &e.to_string()).await,
+            // serde's message may quote a value (an address): keep only where it failed.
+            Err(e) => {
+                let at = format!("unreadable digest payload at line {} column {}", e.line(), e.column());
+                return give_up(ctx, row, label, "bad_payload", &at).await;
+            }
         },
         // A row this version cannot render is given up visibly rather than retried for ever.
         _ => return give_up(ctx, row, label, "unknown_category", "unknown category").await,
@@ -226,7 +253,9 @@ async fn handle(ctx: &Context<'_>, row: &OutboxRow) -> Result<(MailLabel, Outcom
         Err(SendError { class, message, .. }) => {
             let give_up_after =
                 chrono::Duration::from_std(ctx.settings.mail.give_up_after).unwrap_or(chrono::Duration::days(2));
-            if row.created_at + give_up_after < ctx.now {
+            // The clock starts when the mail was first allowed out, not when it was written: a
+            // notice written on Saturday for Monday's window gets its full retry period.
+            if row.created_at.max(row.not_before) + give_up_after < ctx.now {
                 let error = format!(
                     "{message} (still failing after {})",
                     humantime::format_duration(ctx.settings.mail.give_up_after)

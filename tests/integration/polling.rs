@@ -300,3 +300,71 @@ async fn explain_shows_the_julafton_move_step_by_step() {
     let out = fristvakt(Some(&cfg), &["explain", "2026-BU-0000"], &[]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_pass_keeps_deadlines_of_skipped_rows_and_of_an_empty_view() {
+    let ws = Workspace::new();
+    let settings = ws.settings("");
+    let today = date(TODAY);
+    register::write_demo_cases(&settings.register.url, &settings.register.view, demo_cases(40, 9, today, 0))
+        .await
+        .unwrap();
+    let state = StateStore::connect(&settings.state.url).await.unwrap();
+    state.migrate().await.unwrap();
+    let reg = register::Register::connect(&settings.register.url, &settings.register.view).await.unwrap();
+    let now = Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap();
+    poll::sync_register(&reg, &state, &settings, today, now, true).await.unwrap();
+    let before = state.deadlines(&DeadlineFilter::default()).await.unwrap();
+    let broken = before[0].case_ref.clone();
+
+    // A row that breaks the contract is skipped, not deleted: its deadlines stay.
+    sqlite_exec(
+        settings.register.url.expose(),
+        &format!("UPDATE fristvakt_cases SET child_sex = 'X' WHERE case_ref = '{broken}'"),
+    )
+    .await;
+    let full = poll::sync_register(&reg, &state, &settings, today, now, true).await.unwrap();
+    assert_eq!(full.rejected.get(&RejectReason::UnknownSex), Some(&1));
+    assert_eq!(full.withdrawn, 0);
+    assert_eq!(state.deadlines(&DeadlineFilter::default()).await.unwrap(), before);
+
+    // A view that returns nothing at all (being reloaded) withdraws nothing either.
+    sqlite_exec(settings.register.url.expose(), "DELETE FROM fristvakt_cases").await;
+    let empty = poll::sync_register(&reg, &state, &settings, today, now, true).await.unwrap();
+    assert_eq!((empty.rows_read, empty.withdrawn), (0, 0));
+    assert_eq!(state.deadlines(&DeadlineFilter::default()).await.unwrap().len(), before.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timestamp_in_the_future_does_not_freeze_the_watermark() {
+    let ws = Workspace::new();
+    let settings = ws.settings("");
+    let today = date(TODAY);
+    register::write_demo_cases(&settings.register.url, &settings.register.view, demo_cases(20, 4, today, 0))
+        .await
+        .unwrap();
+    sqlite_exec(
+        settings.register.url.expose(),
+        "UPDATE fristvakt_cases SET updated_at = '2062-11-25T12:00:00.000000Z' \
+         WHERE case_ref = (SELECT MIN(case_ref) FROM fristvakt_cases)",
+    )
+    .await;
+    let state = StateStore::connect(&settings.state.url).await.unwrap();
+    state.migrate().await.unwrap();
+    let reg = register::Register::connect(&settings.register.url, &settings.register.view).await.unwrap();
+    let now = Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap();
+    poll::sync_register(&reg, &state, &settings, today, now, false).await.unwrap();
+    let watermark = state.poll_state().await.unwrap().watermark.unwrap();
+    assert!(watermark <= now + chrono::Duration::minutes(5), "{watermark}");
+
+    // A change an hour later is still seen by an incremental poll.
+    sqlite_exec(
+        settings.register.url.expose(),
+        "UPDATE fristvakt_cases SET updated_at = '2026-11-25T13:00:00.000000Z' \
+         WHERE case_ref = (SELECT MAX(case_ref) FROM fristvakt_cases)",
+    )
+    .await;
+    let later = Utc.with_ymd_and_hms(2026, 11, 25, 13, 5, 0).unwrap();
+    let next = poll::sync_register(&reg, &state, &settings, today, later, false).await.unwrap();
+    assert!(next.rows_read >= 1 && next.rows_read < 20, "read {}", next.rows_read);
+}
