@@ -436,8 +436,9 @@ pub async fn write_demo_cases(
     let mut cases = cases.peekable();
     while cases.peek().is_some() {
         let mut tx = pool.begin().await.map_err(query_error)?;
-        for _ in 0..25 {
-            let chunk: Vec<DemoCase> = cases.by_ref().take(100).collect();
+        for _ in 0..80 {
+            // Small statements: SQLite binds `$N` parameters by a linear name lookup.
+            let chunk: Vec<DemoCase> = cases.by_ref().take(32).collect();
             if chunk.is_empty() {
                 break;
             }
