@@ -99,14 +99,12 @@ impl Shared {
         }
     }
 
-    /// Gauges read at scrape time: outbox depth and deadlines by status for today.
-    pub async fn refresh_gauges(&self, now: DateTime<Utc>) {
-        let today = now.with_timezone(&self.settings.timezone).date_naive();
+    /// Gauges read at scrape time: the outbox depth (small and indexed). Deadlines by status are
+    /// counted after each poll instead: at a million deadlines the count takes seconds, longer
+    /// than a scrape may.
+    pub async fn refresh_gauges(&self) {
         if let Ok(Ok(depth)) = tokio::time::timeout(PROBE_TIMEOUT, self.state.outbox_depth()).await {
             self.metrics.set_outbox(&depth);
-        }
-        if let Ok(Ok(counts)) = tokio::time::timeout(PROBE_TIMEOUT * 3, self.state.deadline_counts(today)).await {
-            self.metrics.set_deadlines(counts);
         }
     }
 }
@@ -289,6 +287,10 @@ async fn poll_cycle(shared: &Shared, holder: &str, now: DateTime<Utc>) -> Result
         }
         shared.metrics.add_caseworker_fallbacks(ladder.caseworker_fallbacks);
         shared.state.record_poll_success(now).await.map_err(|e| e.to_string())?;
+        match shared.state.deadline_counts(today).await {
+            Ok(counts) => shared.metrics.set_deadlines(counts),
+            Err(e) => tracing::warn!("could not count deadlines for the metrics: {e}"),
+        }
         Ok::<bool, String>(sync.full)
     }
     .await;
