@@ -129,6 +129,24 @@ async fn closed_sending_window_postpones_to_the_next_opening() {
     app.close().await;
 }
 
+#[tokio::test]
+async fn a_notice_held_over_the_weekend_gets_its_full_retry_period() {
+    let mut app =
+        App::start(sqlite_state(), &[assessment_case("2026-BU-0142", Some(CASEWORKER))], "Mon-Fri 07:00-18:00").await;
+    // Written Friday 19:30 local for Monday 07:00: 60 hours later, beyond give_up_after (2 days).
+    let evening = Utc.with_ymd_and_hms(2026, 11, 13, 18, 30, 0).unwrap();
+    app.poll_at(day("2026-11-13"), evening, "a").await;
+    // Monday's first attempt fails transiently: that is a retry, not a mail given up.
+    app.smtp.stop().await;
+    let monday_open = Utc.with_ymd_and_hms(2026, 11, 16, 6, 0, 0).unwrap();
+    let report = app.dispatch(monday_open, "a").await;
+    assert_eq!((report.total_retrying(), report.total_dead()), (1, 0), "{report:?}");
+    app.smtp.restart().await;
+    let report = app.dispatch(monday_open + Duration::minutes(5), "a").await;
+    assert_eq!(report.total_sent(), 1, "{report:?}");
+    app.close().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 
 async fn ladder_sends_exact_notices_day_by_day(state_url: String) {
