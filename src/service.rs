@@ -20,6 +20,7 @@ use crate::mail::{self, Mailer};
 use crate::metrics::Metrics;
 use crate::poll;
 use crate::register::Register;
+use crate::rules::ladder::offset_label;
 use crate::state::StateStore;
 
 /// How often the outbox is worked through between polls (retries, window openings).
@@ -283,7 +284,7 @@ async fn poll_cycle(shared: &Shared, holder: &str, now: DateTime<Utc>) -> Result
         }
         let ladder = poll::evaluate_ladders(&shared.state, settings, today, now).await.map_err(|e| e.to_string())?;
         for ((kind, step), n) in &ladder.enqueued {
-            shared.metrics.add_notice(kind.as_str(), step_label(*step), "enqueued", *n);
+            shared.metrics.add_notice(kind.as_str(), offset_label(*step), "enqueued", *n);
         }
         shared.metrics.add_caseworker_fallbacks(ladder.caseworker_fallbacks);
         shared.state.record_poll_success(now).await.map_err(|e| e.to_string())?;
@@ -325,7 +326,7 @@ async fn dispatch(shared: &Shared, mailer: &Mailer, holder: &str, token: &Cancel
                         ("digest", _) if outcome == "sent" => shared.metrics.add_digests_sent(*n),
                         (_, Some(kind)) => shared.metrics.add_notice(
                             kind.as_str(),
-                            label.step.map(step_label).unwrap_or_default(),
+                            label.step.map(offset_label).unwrap_or_default(),
                             outcome,
                             *n,
                         ),
@@ -338,14 +339,6 @@ async fn dispatch(shared: &Shared, mailer: &Mailer, holder: &str, token: &Cancel
             }
         }
         Err(e) => tracing::error!("dispatch failed, retrying shortly: {e}"),
-    }
-}
-
-fn step_label(offset: i32) -> String {
-    if offset > 0 {
-        format!("+{offset}")
-    } else {
-        offset.to_string()
     }
 }
 

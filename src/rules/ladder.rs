@@ -241,7 +241,7 @@ pub fn decide(deadline: &Deadline, ladder: &Ladder, today: NaiveDate, recorded: 
 }
 
 /// The stable text form of an offset: "-3", "0", "+5".
-fn offset_label(offset: i32) -> String {
+pub fn offset_label(offset: i32) -> String {
     if offset > 0 {
         format!("+{offset}")
     } else {
