@@ -5,13 +5,14 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use sqlx::sqlite::SqlitePoolOptions;
 use sqlx::Row;
 
 use crate::helpers::{fristvakt, stderr, Workspace};
+use crate::support::process::{process_exists, ChildGuard};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -68,9 +69,10 @@ impl Notify {
     }
 }
 
-fn spawn_daemon(config: &Path, notify: &Path) -> Child {
+/// The daemon under a guard that kills and reaps it when the test ends, also on a panic.
+fn spawn_daemon(config: &Path, notify: &Path) -> ChildGuard {
     // systemd names the watched process in WATCHDOG_PID; `exec` keeps the shell's pid.
-    Command::new("sh")
+    let child = Command::new("sh")
         .arg("-c")
         .arg("WATCHDOG_PID=$$ exec \"$0\" --config \"$1\" run")
         .arg(env!("CARGO_BIN_EXE_fristvakt"))
@@ -82,12 +84,8 @@ fn spawn_daemon(config: &Path, notify: &Path) -> Child {
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap()
-}
-
-fn sigterm(child: &Child) {
-    let status = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
-    assert!(status.success());
+        .unwrap();
+    ChildGuard::new(child)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -143,17 +141,10 @@ async fn daemon_notifies_systemd_serves_probes_and_metrics_and_stops_cleanly() {
     std::fs::rename(&moved, &register).unwrap();
     wait_until("readyz 200 again", Duration::from_secs(20), || get(port, "/readyz").map(|r| r.0) == Some(200));
 
-    sigterm(&child);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "the daemon did not stop within 30 s of SIGTERM");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    child.terminate();
+    let status = child.wait_timeout(Duration::from_secs(30)).expect("the daemon stops within 30 s of SIGTERM");
     let mut log = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut log).unwrap();
+    child.child_mut().stderr.take().unwrap().read_to_string(&mut log).unwrap();
     assert_eq!(status.code(), Some(0), "{log}");
     notify.wait_for("STOPPING=1", Duration::from_secs(2));
     // Message-IDs carry the sender's domain; no other address may appear.
@@ -172,6 +163,82 @@ async fn daemon_notifies_systemd_serves_probes_and_metrics_and_stops_cleanly() {
     }
     let files = std::fs::read_dir(ws.path("outbox")).unwrap().count();
     assert!(files > 0, "mails were written as .eml files");
+}
+
+/// The README's first command: `fristvakt --config config/demo.toml run` on a fresh checkout.
+#[test]
+fn the_readme_demo_daemon_creates_its_register_answers_and_writes_mail() {
+    let cwd = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/demo.toml");
+    let child = Command::new(env!("CARGO_BIN_EXE_fristvakt"))
+        .arg("--config")
+        .arg(&demo)
+        .arg("run")
+        .current_dir(cwd.path())
+        .env_remove("FRISTVAKT_CONFIG")
+        .env("FRISTVAKT__HTTP__LISTEN", format!("127.0.0.1:{port}"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut daemon = ChildGuard::new(child);
+    let started = Instant::now();
+    wait_until("healthz 200", Duration::from_secs(60), || get(port, "/healthz").map(|r| r.0) == Some(200));
+    let outbox = cwd.path().join("var/outbox");
+    let count = || std::fs::read_dir(&outbox).map(|d| d.count()).unwrap_or(0);
+    wait_until("demo mail in var/outbox", Duration::from_secs(60), || count() > 0);
+    println!("demo daemon: /healthz and {} mail(s) in var/outbox after {:?}", count(), started.elapsed());
+    assert!(cwd.path().join("var/register.db").exists(), "the demo register was created on first start");
+    assert_eq!(get(port, "/readyz").map(|r| r.0), Some(200));
+    daemon.terminate();
+    let status = daemon.wait_timeout(Duration::from_secs(30)).expect("stops within 30 s of SIGTERM");
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn a_daemon_started_by_a_test_that_panics_is_killed_and_reaped() {
+    let ws = Workspace::new();
+    let port = free_port();
+    let cfg = ws.config(&format!("[http]\nlisten = \"127.0.0.1:{port}\"\n"));
+    let mut pid = 0;
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _daemon = spawn_daemon(&cfg, &ws.path("notify.sock"));
+        pid = _daemon.id();
+        wait_until("healthz 200", Duration::from_secs(60), || get(port, "/healthz").map(|r| r.0) == Some(200));
+        panic!("a failing assertion while the daemon runs");
+    }));
+    assert!(outcome.is_err());
+    assert!(pid != 0);
+    assert!(!process_exists(pid), "the daemon {pid} outlived its panicking test");
+    assert!(get(port, "/healthz").is_none(), "nothing answers on the daemon's port any more");
+}
+
+#[test]
+fn the_alert_rules_pass_their_promtool_unit_tests() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/prometheus");
+    let run = |args: &[&str]| {
+        let out = Command::new("promtool").args(args).current_dir(&dir).output().unwrap_or_else(|_| {
+            panic!("promtool not found: install it with `apt-get install -y prometheus` (scripts/test does)")
+        });
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "promtool {}:\n{text}", args.join(" "));
+        text
+    };
+    let checked = run(&["check", "rules", "fristvakt-rules.yml"]);
+    assert!(checked.contains("4 rules found"), "{checked}");
+    let tested = run(&["test", "rules", "fristvakt-rules.test.yml"]);
+    println!("{tested}");
+    // Every alert of the rules file has a test that sees it fire.
+    let rules = std::fs::read_to_string(dir.join("fristvakt-rules.yml")).unwrap();
+    let tests = std::fs::read_to_string(dir.join("fristvakt-rules.test.yml")).unwrap();
+    for alert in rules.lines().filter_map(|l| l.trim().strip_prefix("- alert: ")) {
+        assert!(
+            tests.contains(&format!("alertname: {alert}\n        exp_alerts:\n          - ")),
+            "no firing test for {alert}"
+        );
+    }
 }
 
 fn promtool_check(metrics: &str) {
