@@ -274,8 +274,8 @@ pub async fn digest_dry_run(
 
 fn line(d: &StoredDeadline, today: NaiveDate) -> DeadlineLine<'_> {
     DeadlineLine {
-        case_ref: &d.case_ref,
-        unit: &d.unit,
+        case_ref: d.case_ref.as_str(),
+        unit: d.unit.as_str(),
         kind: d.deadline.kind,
         start_on: d.deadline.start_on,
         nominal_due_on: d.deadline.nominal_due_on,

@@ -20,20 +20,18 @@ use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Language, Settings};
-use crate::domain::{EmailAddress, UnitCode};
+use crate::domain::{CaseRef, EmailAddress, UnitCode};
 use crate::mail::compose::{self, ComposeError};
 use crate::notice::{self, Recipient};
 use crate::rules::{Kind, Role, Status};
-use crate::state::{DeadlineFilter, OutboxEntry, OutboxState, StateError, StateStore, StoredDeadline};
+use crate::state::{
+    DeadlineFilter, DigestRun, OutboxEntry, OutboxPayload, OutboxState, StateError, StateStore, StoredDeadline,
+};
 
 /// How far ahead "due soon" looks in a digest, in days (contract §3: "the next 7 days").
 pub const UPCOMING_DAYS: i64 = 7;
 /// The period of the share of deadlines met, in days before `today`.
 pub const COMPLIANCE_DAYS: u64 = 30;
-/// The outbox category of digest rows.
-pub const CATEGORY: &str = "digest";
-/// The outbox category of the record that a day's digest run happened (never sent).
-pub const RUN_CATEGORY: &str = "digest_run";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DigestError {
@@ -198,7 +196,7 @@ impl Section {
 /// One deadline in a digest: only what contract §3 allows in mail.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DigestRow {
-    pub case_ref: String,
+    pub case_ref: CaseRef,
     pub kind: Kind,
     /// The legal last day.
     pub due_on: NaiveDate,
@@ -250,10 +248,7 @@ pub fn build_digests(settings: &Settings, deadlines: &[StoredDeadline], today: N
         settings.units.units.keys().map(|u| (u.clone(), UnitFacts::default())).collect();
     let compliance_from = today.checked_sub_days(Days::new(COMPLIANCE_DAYS)).unwrap_or(NaiveDate::MIN);
     for stored in deadlines.iter().filter(|d| !d.withdrawn) {
-        // Stored units passed `UnitCode::parse` when the row was read; anything else is skipped
-        // rather than mailed to a guessed manager.
-        let Ok(unit) = UnitCode::parse(&stored.unit) else { continue };
-        let facts = units.entry(unit).or_default();
+        let facts = units.entry(stored.unit.clone()).or_default();
         let deadline = &stored.deadline;
         let status = deadline.status(today);
         if (compliance_from..today).contains(&deadline.due_on) {
@@ -270,8 +265,8 @@ pub fn build_digests(settings: &Settings, deadlines: &[StoredDeadline], today: N
             kind: deadline.kind,
             due_on: deadline.due_on,
             days_left,
-            caseworker: stored.caseworker.as_deref().and_then(|c| EmailAddress::parse(c).ok()),
-            link: settings.mail.case_link_for(&stored.case_ref),
+            caseworker: stored.caseworker.clone(),
+            link: settings.mail.case_link_for(stored.case_ref.as_str()),
         };
         if days_left < 0 {
             facts.overdue.push(row());
@@ -437,7 +432,7 @@ impl Context {
                 .rows
                 .iter()
                 .map(|r| RowContext {
-                    case_ref: r.case_ref.clone(),
+                    case_ref: r.case_ref.to_string(),
                     kind: kind_name(r.kind),
                     due_on: r.due_on.to_string(),
                     days_left: r.days_left,
@@ -607,16 +602,15 @@ fn leads_a_unit(settings: &Settings, deadlines: &[StoredDeadline], manager: &Ema
 fn outbox_entry(settings: &Settings, digest: &Digest, now: DateTime<Utc>) -> Result<OutboxEntry, DigestError> {
     let key = digest_key(&digest.manager, digest.date);
     let recipients =
-        [Recipient { role: Role::Manager, address: digest.manager.to_string(), instead_of_caseworker: false }];
+        vec![Recipient { role: Role::Manager, address: digest.manager.clone(), instead_of_caseworker: false }];
     Ok(OutboxEntry {
         message_id: notice::message_id(&key, &settings.mail.from),
         notice_key: key,
-        category: CATEGORY,
         case_ref: None,
         kind: None,
         step: None,
-        recipients: serde_json::to_string(&recipients)?,
-        payload: serde_json::to_string(digest)?,
+        recipients,
+        payload: OutboxPayload::Digest(Box::new(digest.clone())),
         state: OutboxState::Pending,
         not_before: now,
     })
@@ -627,12 +621,11 @@ fn run_entry(settings: &Settings, date: NaiveDate, digests: usize, now: DateTime
     OutboxEntry {
         message_id: notice::message_id(&key, &settings.mail.from),
         notice_key: key,
-        category: RUN_CATEGORY,
         case_ref: None,
         kind: None,
         step: None,
-        recipients: "[]".into(),
-        payload: serde_json::json!({ "date": date, "digests": digests }).to_string(),
+        recipients: Vec::new(),
+        payload: OutboxPayload::DigestRun(DigestRun { date, digests }),
         // Skipped: a record, never claimed by the dispatcher.
         state: OutboxState::Skipped,
         not_before: now,
@@ -670,9 +663,9 @@ mod tests {
 
     fn open(case_ref: &str, unit: &str, kind: Kind, due_on: &str) -> StoredDeadline {
         StoredDeadline {
-            case_ref: case_ref.into(),
-            unit: unit.into(),
-            caseworker: Some("hl@kommun.example".into()),
+            case_ref: CaseRef::parse(case_ref).unwrap(),
+            unit: UnitCode::parse(unit).unwrap(),
+            caseworker: Some(EmailAddress::parse("hl@kommun.example").unwrap()),
             child_sex: None,
             deadline: Deadline {
                 kind,
@@ -961,11 +954,11 @@ mod tests {
         let digest = sample_digest(&s);
         assert_eq!(digest_key(&digest.manager, digest.date), "digest/2026-11-25/ec.bromma@kommun.example");
         let entry = outbox_entry(&s, &digest, utc("2026-11-25T06:00:00Z")).unwrap();
-        assert_eq!(entry.category, "digest");
-        let back: Digest = serde_json::from_str(&entry.payload).unwrap();
-        assert_eq!(back, digest);
-        let recipients: Vec<Recipient> = serde_json::from_str(&entry.recipients).unwrap();
+        assert_eq!(entry.payload.category().as_str(), "digest");
+        let OutboxPayload::Digest(back) = &entry.payload else { panic!("{:?}", entry.payload) };
+        assert_eq!(**back, digest);
+        let recipients = &entry.recipients;
         assert_eq!(recipients[0].role, Role::Manager);
-        assert_eq!(recipients[0].address, "ec.bromma@kommun.example");
+        assert_eq!(recipients[0].address.as_str(), "ec.bromma@kommun.example");
     }
 }

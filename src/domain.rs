@@ -60,6 +60,7 @@ impl fmt::Display for EmailAddress {
 /// The code of a responsible unit, e.g. `BRO-BU`. Compared case-insensitively (stored upper case),
 /// because configuration keys and register values are typed by different people.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct UnitCode(String);
 
 impl UnitCode {
@@ -79,6 +80,19 @@ impl UnitCode {
     }
 }
 
+impl TryFrom<String> for UnitCode {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        UnitCode::parse(&value)
+    }
+}
+
+impl From<UnitCode> for String {
+    fn from(value: UnitCode) -> String {
+        value.0
+    }
+}
+
 impl fmt::Display for UnitCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -87,6 +101,7 @@ impl fmt::Display for UnitCode {
 
 /// A case reference (diarienummer): the only identifier of a case that may leave the register.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct CaseRef(String);
 
 impl CaseRef {
@@ -103,6 +118,19 @@ impl CaseRef {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+impl TryFrom<String> for CaseRef {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        CaseRef::parse(&value)
+    }
+}
+
+impl From<CaseRef> for String {
+    fn from(value: CaseRef) -> String {
+        value.0
     }
 }
 

@@ -7,14 +7,14 @@ use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Settings;
-use crate::domain::{EmailAddress, UnitCode};
+use crate::domain::{CaseRef, EmailAddress, UnitCode};
 use crate::rules::{Deadline, Kind, Role, Step};
 
 /// One addressee of a notice and the role it was chosen for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Recipient {
     pub role: Role,
-    pub address: String,
+    pub address: EmailAddress,
     /// Chosen in place of a caseworker whose address is missing or invalid.
     #[serde(default)]
     pub instead_of_caseworker: bool,
@@ -24,8 +24,8 @@ pub struct Recipient {
 /// the case.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NoticePayload {
-    pub case_ref: String,
-    pub unit: String,
+    pub case_ref: CaseRef,
+    pub unit: UnitCode,
     pub kind: Kind,
     pub step: i32,
     pub start_on: NaiveDate,
@@ -66,8 +66,8 @@ pub fn resolve_recipients(
     let mut out: Vec<Recipient> = Vec::new();
     let mut fell_back = false;
     let push = |out: &mut Vec<Recipient>, role: Role, address: &EmailAddress, instead: bool| {
-        if !out.iter().any(|r| r.address == address.as_str()) {
-            out.push(Recipient { role, address: address.to_string(), instead_of_caseworker: instead });
+        if !out.iter().any(|r| &r.address == address) {
+            out.push(Recipient { role, address: address.clone(), instead_of_caseworker: instead });
         }
     };
     for role in roles {
@@ -92,10 +92,16 @@ pub fn resolve_recipients(
 }
 
 /// The payload of a notice for a deadline at a step.
-pub fn payload(case_ref: &str, unit: &UnitCode, deadline: &Deadline, step: &Step, today: NaiveDate) -> NoticePayload {
+pub fn payload(
+    case_ref: &CaseRef,
+    unit: &UnitCode,
+    deadline: &Deadline,
+    step: &Step,
+    today: NaiveDate,
+) -> NoticePayload {
     NoticePayload {
-        case_ref: case_ref.to_string(),
-        unit: unit.to_string(),
+        case_ref: case_ref.clone(),
+        unit: unit.clone(),
         kind: deadline.kind,
         step: step.offset,
         start_on: deadline.start_on,

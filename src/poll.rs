@@ -13,11 +13,11 @@ use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use futures_util::TryStreamExt;
 
 use crate::config::Settings;
-use crate::domain::{EmailAddress, UnitCode};
+use crate::domain::CaseRef;
 use crate::notice::{self, Recipient};
 use crate::register::{self, CaseRow, RawRow, Register, RegisterError, RejectReason};
 use crate::rules::{self, decide, Deadline, Kind, Ladder, RuleOptions};
-use crate::state::{DeadlineRecord, OutboxEntry, OutboxState, StateError, StateStore};
+use crate::state::{DeadlineRecord, OutboxEntry, OutboxPayload, OutboxState, StateError, StateStore};
 
 /// Rows validated and stored per transaction.
 const CHUNK_ROWS: usize = 1000;
@@ -158,7 +158,7 @@ async fn store_chunk(
     state: &StateStore,
     settings: &Settings,
     options: RuleOptions,
-    (today, now): (NaiveDate, DateTime<Utc>),
+    (_today, now): (NaiveDate, DateTime<Utc>),
     poll_seq: i64,
     chunk: &[RawRow],
     report: &mut SyncReport,
@@ -204,18 +204,16 @@ async fn store_chunk(
         for deadline in rules::deadlines_for(&case.dates, options) {
             let ladder = settings.ladders.for_kind(deadline.kind);
             records.push(DeadlineRecord {
-                case_ref: case.case_ref.to_string(),
-                unit: case.unit.to_string(),
-                caseworker: case.caseworker.as_ref().map(|c| c.to_string()),
-                child_sex: case.child_sex.map(|s| s.code().to_string()),
-                status: deadline.status(today),
-                evaluated_on: today,
+                case_ref: case.case_ref.clone(),
+                unit: case.unit.clone(),
+                caseworker: case.caseworker.clone(),
+                child_sex: case.child_sex,
                 next_step_on: first_step_on(ladder, &deadline),
-                row_updated_at: crate::state::format_instant(case.updated_at),
+                row_updated_at: case.updated_at,
                 deadline,
             });
         }
-        case_refs.push(case.case_ref.to_string());
+        case_refs.push(case.case_ref);
     }
     report.deadlines_stored += records.len() as u64;
     state.store_deadlines(poll_seq, &case_refs, &records, &kept_refs).await?;
@@ -248,7 +246,7 @@ pub async fn evaluate_ladders(
     now: DateTime<Utc>,
 ) -> Result<LadderReport, PollError> {
     let mut report = LadderReport::default();
-    let mut visited: HashSet<(String, Kind)> = HashSet::new();
+    let mut visited: HashSet<(CaseRef, Kind)> = HashSet::new();
     let not_before = settings.mail.send_window.next_open(now, settings.timezone);
     loop {
         let batch = state.deadlines_due_for_steps(today, LADDER_BATCH).await?;
@@ -259,7 +257,7 @@ pub async fn evaluate_ladders(
         if fresh == 0 {
             return Err(PollError::NoProgress(batch.len()));
         }
-        let case_refs: Vec<String> = batch.iter().map(|d| d.case_ref.clone()).collect();
+        let case_refs: Vec<CaseRef> = batch.iter().map(|d| d.case_ref.clone()).collect();
         let recorded = state.recorded_steps(&case_refs).await?;
         let mut entries = Vec::new();
         let mut next_steps = Vec::with_capacity(batch.len());
@@ -270,21 +268,19 @@ pub async fn evaluate_ladders(
             let ladder = settings.ladders.for_kind(deadline.kind);
             let steps = recorded.get(&(stored.case_ref.clone(), deadline.kind)).map(Vec::as_slice).unwrap_or(&[]);
             let decision = decide(deadline, ladder, today, steps);
-            let unit = UnitCode::parse(&stored.unit).ok();
-            let caseworker = stored.caseworker.as_deref().and_then(|c| EmailAddress::parse(c).ok());
             for offset in &decision.skip {
                 entries.push(skipped_entry(settings, &stored.case_ref, deadline.kind, *offset, not_before));
                 report.skipped += 1;
             }
-            if let (Some(offset), Some(unit)) = (decision.send, unit.as_ref()) {
+            if let Some(offset) = decision.send {
                 if let Some(step) = ladder.step(offset) {
                     let (recipients, fell_back) =
-                        notice::resolve_recipients(settings, unit, caseworker.as_ref(), &step.roles);
+                        notice::resolve_recipients(settings, &stored.unit, stored.caseworker.as_ref(), &step.roles);
                     if fell_back {
                         report.caseworker_fallbacks += 1;
                     }
-                    let payload = notice::payload(&stored.case_ref, unit, deadline, step, today);
-                    entries.push(notice_entry(settings, &payload, &recipients, not_before));
+                    let payload = notice::payload(&stored.case_ref, &stored.unit, deadline, step, today);
+                    entries.push(notice_entry(settings, payload, recipients, not_before));
                     *report.enqueued.entry((deadline.kind, offset)).or_default() += 1;
                 }
             }
@@ -311,42 +307,41 @@ pub async fn evaluate_ladders(
 
 fn notice_entry(
     settings: &Settings,
-    payload: &notice::NoticePayload,
-    recipients: &[Recipient],
+    payload: notice::NoticePayload,
+    recipients: Vec<Recipient>,
     not_before: DateTime<Utc>,
 ) -> OutboxEntry {
-    let key = notice::notice_key(&payload.case_ref, payload.kind, payload.step);
+    let key = notice::notice_key(payload.case_ref.as_str(), payload.kind, payload.step);
     OutboxEntry {
         message_id: notice::message_id(&key, &settings.mail.from),
         notice_key: key,
-        category: "notice",
         case_ref: Some(payload.case_ref.clone()),
         kind: Some(payload.kind),
         step: Some(payload.step),
-        recipients: serde_json::to_string(recipients).unwrap_or_else(|_| "[]".into()),
-        payload: serde_json::to_string(payload).unwrap_or_else(|_| "{}".into()),
+        recipients,
+        payload: OutboxPayload::Notice(Some(payload)),
         state: OutboxState::Pending,
         not_before,
     }
 }
 
+/// The record of a step passed over by a catch-up: it has no payload and is never sent.
 fn skipped_entry(
     settings: &Settings,
-    case_ref: &str,
+    case_ref: &CaseRef,
     kind: Kind,
     offset: i32,
     not_before: DateTime<Utc>,
 ) -> OutboxEntry {
-    let key = notice::notice_key(case_ref, kind, offset);
+    let key = notice::notice_key(case_ref.as_str(), kind, offset);
     OutboxEntry {
         message_id: notice::message_id(&key, &settings.mail.from),
         notice_key: key,
-        category: "notice",
-        case_ref: Some(case_ref.to_string()),
+        case_ref: Some(case_ref.clone()),
         kind: Some(kind),
         step: Some(offset),
-        recipients: "[]".into(),
-        payload: "{}".into(),
+        recipients: Vec::new(),
+        payload: OutboxPayload::Notice(None),
         state: OutboxState::Skipped,
         not_before,
     }

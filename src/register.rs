@@ -10,15 +10,16 @@ use std::fmt;
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
-use sqlx::any::AnyRow;
-use sqlx::{AnyPool, Row};
+use sqlx::postgres::PgRow;
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, SqlitePool};
 
 use crate::config::{DatabaseUrl, Engine};
 use crate::demo::DemoCase;
 use crate::domain::{CaseRef, EmailAddress, UnitCode};
 use crate::rules::calendar::{FIRST_YEAR, LAST_YEAR};
 use crate::rules::CaseDates;
-use crate::state::{format_instant, open_pool};
+use crate::state::{format_instant, with_pool, Pool};
 
 /// The columns fristvakt reads, in order (contract §1).
 pub const COLUMNS: [&str; 12] = [
@@ -93,10 +94,20 @@ pub enum Sex {
 }
 
 impl Sex {
+    /// The stored code: `F` or `M`.
     pub fn code(self) -> &'static str {
         match self {
             Sex::Female => "F",
             Sex::Male => "M",
+        }
+    }
+
+    /// Reads a stored code back.
+    pub fn from_code(code: &str) -> Result<Sex, String> {
+        match code {
+            "F" => Ok(Sex::Female),
+            "M" => Ok(Sex::Male),
+            other => Err(format!("unknown sex code {other:?}")),
         }
     }
 }
@@ -236,50 +247,49 @@ pub fn validate(raw: &RawRow) -> Result<CaseRow, Rejection> {
 }
 
 pub struct Register {
-    pool: AnyPool,
-    url: DatabaseUrl,
+    pool: Pool,
     view: String,
     select_all: String,
     select_since: String,
     select_one: String,
+    select_newest: String,
 }
 
 impl Register {
     /// Connects to the register. A SQLite register must already exist.
     pub async fn connect(url: &DatabaseUrl, view: &str) -> Result<Register, RegisterError> {
         let pool =
-            open_pool(url, false, 4).await.map_err(|source| RegisterError::Connect { url: url.redacted(), source })?;
+            Pool::open(url, false, 4).await.map_err(|source| RegisterError::Connect { url: url.redacted(), source })?;
         Ok(Register::with_pool(pool, url, view))
     }
 
-    fn with_pool(pool: AnyPool, url: &DatabaseUrl, view: &str) -> Register {
-        // Dates are read as text on both engines so one validator serves both; PostgreSQL's
-        // timestamptz is rendered as RFC 3339 UTC with microseconds.
-        let (columns, since) = match url.engine {
-            Engine::Sqlite => (COLUMNS.join(", "), "updated_at >= $1".to_string()),
+    fn with_pool(pool: Pool, url: &DatabaseUrl, view: &str) -> Register {
+        // Every value is read as text so that one validator serves both engines and a bad value
+        // rejects only its row. PostgreSQL casts in the SELECT (its `date` renders as
+        // YYYY-MM-DD, `timestamptz` is rendered as RFC 3339 UTC with microseconds); SQLite hands
+        // out what the view holds, of any storage class (see `SqliteRow::text`).
+        let (columns, newest) = match url.engine {
+            Engine::Sqlite => (COLUMNS.join(", "), "MAX(updated_at)".to_string()),
             Engine::Postgres => (
                 COLUMNS
                     .iter()
                     .map(|c| match *c {
-                        "updated_at" => {
-                            "to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS updated_at"
-                                .to_string()
-                        }
+                        "updated_at" => format!("{} AS updated_at", pg_instant_text("updated_at")),
                         _ => format!("CAST({c} AS TEXT) AS {c}"),
                     })
                     .collect::<Vec<_>>()
                     .join(", "),
-                "updated_at >= CAST($1 AS timestamptz)".to_string(),
+                pg_instant_text("MAX(updated_at)"),
             ),
         };
         // `view` is validated as a plain identifier by the configuration, so it is safe here.
         Register {
             pool,
-            url: url.clone(),
             view: view.to_string(),
             select_all: format!("SELECT {columns} FROM {view}"),
-            select_since: format!("SELECT {columns} FROM {view} WHERE {since}"),
+            select_since: format!("SELECT {columns} FROM {view} WHERE updated_at >= $1"),
             select_one: format!("SELECT {columns} FROM {view} WHERE case_ref = $1"),
+            select_newest: format!("SELECT {newest} FROM {view}"),
         }
     }
 
@@ -290,8 +300,8 @@ impl Register {
     /// Whether the register answers and the view has every column.
     pub async fn check(&self) -> Result<(), RegisterError> {
         let probe = format!("SELECT {} FROM {} WHERE 1 = 0", COLUMNS.join(", "), self.view);
-        match sqlx::query(&probe).fetch_optional(&self.pool).await {
-            Ok(_) => Ok(()),
+        match with_pool!(&self.pool, p => sqlx::query(&probe).fetch_optional(p).await.map(|_| ())) {
+            Ok(()) => Ok(()),
             Err(source) => Err(self.explain_error(source).await),
         }
     }
@@ -302,7 +312,7 @@ impl Register {
             let mut missing = Vec::new();
             for column in COLUMNS {
                 let probe = format!("SELECT {column} FROM {} WHERE 1 = 0", self.view);
-                if sqlx::query(&probe).fetch_optional(&self.pool).await.is_err() {
+                if with_pool!(&self.pool, p => sqlx::query(&probe).fetch_optional(p).await.is_err()) {
                     missing.push(column.to_string());
                 }
             }
@@ -315,16 +325,25 @@ impl Register {
 
     /// Streams rows changed at or after `since` (every row when `None`).
     pub fn rows_since(&self, since: Option<DateTime<Utc>>) -> BoxStream<'_, Result<RawRow, RegisterError>> {
-        let stream = match since {
-            None => sqlx::query(&self.select_all).fetch(&self.pool),
-            Some(t) => sqlx::query(&self.select_since).bind(format_instant(t)).fetch(&self.pool),
-        };
         let view = self.view.clone();
-        stream
-            .map(move |row| {
-                row.and_then(|row| raw_row(&row)).map_err(|source| RegisterError::Query { view: view.clone(), source })
-            })
-            .boxed()
+        let error = move |source| RegisterError::Query { view: view.clone(), source };
+        match &self.pool {
+            Pool::Sqlite(p) => {
+                let rows = match since {
+                    None => sqlx::query(&self.select_all).fetch(p),
+                    // The SQLite register holds RFC 3339 UTC text (contract §1), compared as text.
+                    Some(t) => sqlx::query(&self.select_since).bind(format_instant(t)).fetch(p),
+                };
+                rows.map(move |row| row.and_then(|row| raw_row(&row)).map_err(&error)).boxed()
+            }
+            Pool::Postgres(p) => {
+                let rows = match since {
+                    None => sqlx::query(&self.select_all).fetch(p),
+                    Some(t) => sqlx::query(&self.select_since).bind(t).fetch(p),
+                };
+                rows.map(move |row| row.and_then(|row| raw_row(&row)).map_err(&error)).boxed()
+            }
+        }
     }
 
     /// Like [`Register::rows_since`], but a failure names missing columns.
@@ -337,31 +356,29 @@ impl Register {
 
     /// One case's row, if the register holds it.
     pub async fn row(&self, case_ref: &str) -> Result<Option<RawRow>, RegisterError> {
-        let row = sqlx::query(&self.select_one).bind(case_ref.to_string()).fetch_optional(&self.pool).await;
-        match row {
-            Ok(Some(row)) => {
-                raw_row(&row).map(Some).map_err(|source| RegisterError::Query { view: self.view.clone(), source })
+        let row = with_pool!(&self.pool, p => {
+            match sqlx::query(&self.select_one).bind(case_ref).fetch_optional(p).await {
+                Ok(Some(row)) => raw_row(&row).map(Some).map_err(|e| (false, e)),
+                Ok(None) => Ok(None),
+                Err(e) => Err((true, e)),
             }
-            Ok(None) => Ok(None),
-            Err(source) => Err(self.explain_error(source).await),
+        });
+        match row {
+            Ok(row) => Ok(row),
+            Err((false, source)) => Err(RegisterError::Query { view: self.view.clone(), source }),
+            Err((true, source)) => Err(self.explain_error(source).await),
         }
     }
 
     /// The newest `updated_at` in the register (for the staleness gauge).
     pub async fn newest_update(&self) -> Result<Option<DateTime<Utc>>, RegisterError> {
-        let sql = match self.url.engine {
-            Engine::Sqlite => format!("SELECT MAX(updated_at) FROM {}", self.view),
-            Engine::Postgres => format!(
-                "SELECT to_char(MAX(updated_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') FROM {}",
-                self.view
-            ),
-        };
-        let row = sqlx::query(&sql)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(|source| RegisterError::Query { view: self.view.clone(), source })?;
-        let raw: Option<String> =
-            row.try_get(0).map_err(|source| RegisterError::Query { view: self.view.clone(), source })?;
+        let raw = with_pool!(&self.pool, p => {
+            match sqlx::query(&self.select_newest).fetch_one(p).await {
+                Ok(row) => row.text(0),
+                Err(e) => Err(e),
+            }
+        })
+        .map_err(|source| RegisterError::Query { view: self.view.clone(), source })?;
         Ok(raw.and_then(|r| crate::state::parse_instant(&r)))
     }
 
@@ -370,8 +387,13 @@ impl Register {
     }
 }
 
-fn raw_row(row: &AnyRow) -> Result<RawRow, sqlx::Error> {
-    let get = |i: usize| text_of(row, i);
+/// PostgreSQL renders a `timestamptz` expression as RFC 3339 UTC text with microseconds.
+fn pg_instant_text(expr: &str) -> String {
+    format!("to_char({expr} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')")
+}
+
+fn raw_row(row: &impl TextRow) -> Result<RawRow, sqlx::Error> {
+    let get = |i: usize| row.text(i);
     Ok(RawRow {
         case_ref: get(0)?,
         unit: get(1)?,
@@ -388,20 +410,48 @@ fn raw_row(row: &AnyRow) -> Result<RawRow, sqlx::Error> {
     })
 }
 
-/// A column's value as text. A SQLite view may hand out an INTEGER or REAL where the contract
-/// says TEXT; such a value becomes its text form, so validation names the column instead of the
-/// whole poll failing.
-fn text_of(row: &AnyRow, i: usize) -> Result<Option<String>, sqlx::Error> {
-    match row.try_get::<Option<String>, _>(i) {
-        Ok(v) => Ok(v),
-        Err(e) => {
-            if let Ok(v) = row.try_get::<Option<i64>, _>(i) {
-                return Ok(v.map(|n| n.to_string()));
+/// A register row's column as text.
+trait TextRow {
+    fn text(&self, i: usize) -> Result<Option<String>, sqlx::Error>;
+}
+
+/// The PostgreSQL view's columns are cast to text in the SELECT.
+impl TextRow for PgRow {
+    fn text(&self, i: usize) -> Result<Option<String>, sqlx::Error> {
+        self.try_get(i)
+    }
+}
+
+/// A SQLite view may hand out an INTEGER, REAL or BLOB where the contract says TEXT; such a
+/// value becomes its text form, so validation names the column instead of the whole poll failing.
+impl TextRow for SqliteRow {
+    fn text(&self, i: usize) -> Result<Option<String>, sqlx::Error> {
+        match self.try_get::<Option<String>, _>(i) {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                if let Ok(v) = self.try_get::<Option<i64>, _>(i) {
+                    return Ok(v.map(|n| n.to_string()));
+                }
+                if let Ok(v) = self.try_get::<Option<f64>, _>(i) {
+                    return Ok(v.map(|n| n.to_string()));
+                }
+                if let Ok(v) = self.try_get::<Option<Vec<u8>>, _>(i) {
+                    return Ok(v.map(|b| String::from_utf8_lossy(&b).into_owned()));
+                }
+                Err(e)
             }
-            if let Ok(v) = row.try_get::<Option<f64>, _>(i) {
-                return Ok(v.map(|n| n.to_string()));
-            }
-            Err(e)
+        }
+    }
+}
+
+/// Opens a SQLite register (the demo register); `create` makes the file when missing.
+async fn sqlite_pool(url: &DatabaseUrl, create: bool) -> Result<SqlitePool, RegisterError> {
+    let connect = |source| RegisterError::Connect { url: url.redacted(), source };
+    match Pool::open(url, create, 1).await.map_err(connect)? {
+        Pool::Sqlite(pool) => Ok(pool),
+        Pool::Postgres(pool) => {
+            pool.close().await;
+            Err(RegisterError::NotSqlite { url: url.redacted() })
         }
     }
 }
@@ -416,8 +466,7 @@ pub async fn write_demo_cases(
     if url.engine != Engine::Sqlite {
         return Err(RegisterError::NotSqlite { url: url.redacted() });
     }
-    let pool =
-        open_pool(url, true, 1).await.map_err(|source| RegisterError::Connect { url: url.redacted(), source })?;
+    let pool = sqlite_pool(url, true).await?;
     let query_error = |source| RegisterError::Query { view: view.to_string(), source };
     let create = format!(
         "CREATE TABLE IF NOT EXISTS {view} (case_ref TEXT PRIMARY KEY, unit TEXT NOT NULL, caseworker TEXT, \
@@ -479,10 +528,9 @@ pub async fn sqlite_register_has_view(url: &DatabaseUrl, view: &str) -> Result<b
     if !path.exists() {
         return Ok(false);
     }
-    let pool =
-        open_pool(url, false, 1).await.map_err(|source| RegisterError::Connect { url: url.redacted(), source })?;
+    let pool = sqlite_pool(url, false).await?;
     let row = sqlx::query("SELECT COUNT(*) FROM sqlite_master WHERE name = $1")
-        .bind(view.to_string())
+        .bind(view)
         .fetch_one(&pool)
         .await
         .map_err(|source| RegisterError::Query { view: view.to_string(), source })?;

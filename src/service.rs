@@ -21,7 +21,7 @@ use crate::metrics::Metrics;
 use crate::poll;
 use crate::register::Register;
 use crate::rules::ladder::offset_label;
-use crate::state::StateStore;
+use crate::state::{OutboxCategory, StateStore};
 
 /// How often the outbox is worked through between polls (retries, window openings).
 const DISPATCH_EVERY: Duration = Duration::from_secs(30);
@@ -322,8 +322,8 @@ async fn dispatch(shared: &Shared, mailer: &Mailer, holder: &str, token: &Cancel
                 ("postponed", &report.postponed),
             ] {
                 for (label, n) in map {
-                    match (label.category.as_str(), label.kind) {
-                        ("digest", _) if outcome == "sent" => shared.metrics.add_digests_sent(*n),
+                    match (label.category, label.kind) {
+                        (Some(OutboxCategory::Digest), _) if outcome == "sent" => shared.metrics.add_digests_sent(*n),
                         (_, Some(kind)) => shared.metrics.add_notice(
                             kind.as_str(),
                             label.step.map(offset_label).unwrap_or_default(),

@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use fristvakt::config::{self, Settings};
-use fristvakt::digest::{self, Digest, DigestSchedule};
+use fristvakt::digest::{self, DigestSchedule};
 use fristvakt::domain::EmailAddress;
 use fristvakt::mail;
 use fristvakt::poll;
 use fristvakt::register::Register;
-use fristvakt::rules::Kind;
-use fristvakt::state::{OutboxState, StateStore};
+use fristvakt::rules::{Kind, Role};
+use fristvakt::state::{OutboxPayload, OutboxState, StateStore};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use sqlx::sqlite::SqlitePoolOptions;
 
@@ -296,13 +296,13 @@ async fn once_per_manager_and_day(state_url: Option<&str>) {
 
     let outbox = state.outbox().await.unwrap();
     let mut per_key: BTreeMap<String, usize> = BTreeMap::new();
-    for row in outbox.iter().filter(|r| r.category == "digest") {
+    for row in outbox.iter().filter(|r| r.category().as_str() == "digest") {
         *per_key.entry(row.notice_key.clone()).or_default() += 1;
         assert_eq!(row.state, OutboxState::Pending);
         assert_eq!(row.case_ref, None);
-        let digest: Digest = serde_json::from_str(&row.payload).unwrap();
+        let OutboxPayload::Digest(digest) = &row.payload else { panic!("{:?}", row.payload) };
         assert_eq!(digest::digest_key(&digest.manager, digest.date), row.notice_key);
-        assert!(row.recipients.contains("\"role\":\"manager\""), "{}", row.recipients);
+        assert!(row.recipients.iter().any(|r| r.role == Role::Manager), "{:?}", row.recipients);
     }
     let keys: Vec<&str> = per_key.keys().map(String::as_str).collect();
     assert_eq!(
@@ -352,9 +352,10 @@ async fn deliver(state: &StateStore, settings: &Settings, smtp: &TestSmtp, now: 
     let mailer = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous("127.0.0.1").port(smtp.port()).build();
     let claimed = state.claim_outbox("test", now, now + chrono::Duration::minutes(5), 100).await.unwrap();
     for row in &claimed {
-        assert_eq!(row.category, "digest");
-        let digest: Digest = serde_json::from_str(&row.payload).unwrap();
-        let message = mail::compose_digest(settings, &digest, &row.message_id).unwrap();
+        let row = row.as_ref().unwrap();
+        assert_eq!(row.category().as_str(), "digest");
+        let OutboxPayload::Digest(digest) = &row.payload else { panic!("{:?}", row.payload) };
+        let message = mail::compose_digest(settings, digest, &row.message_id).unwrap();
         mailer.send(message).await.unwrap();
         state.mark_sent(row.id, "test", now).await.unwrap();
     }

@@ -1,27 +1,31 @@
--- fristvakt state store, PostgreSQL. Dates are ISO text (YYYY-MM-DD), instants RFC 3339 UTC text,
--- the same representation as the SQLite schema so one set of queries serves both.
+-- fristvakt state store, PostgreSQL. Native types: dates are `date`, instants `timestamptz`,
+-- flags `boolean`, structured values `jsonb`. From here on migrations are append-only.
 
--- One row per (case, kind): the deadline as last computed from the register.
+-- One row per (case, kind): the deadline as last computed from the register. Its status is not
+-- stored: it depends on the day it is looked at, and `rules` computes it.
 CREATE TABLE deadlines (
-    case_ref        TEXT    NOT NULL,
-    kind            TEXT    NOT NULL,
-    unit            TEXT    NOT NULL,
+    case_ref        TEXT        NOT NULL,
+    kind            TEXT        NOT NULL,
+    unit            TEXT        NOT NULL,
     caseworker      TEXT,
-    child_sex       TEXT,
-    start_on        TEXT    NOT NULL,
-    nominal_due_on  TEXT    NOT NULL,
-    due_on          TEXT    NOT NULL,
-    closed_on       TEXT,
-    due_reason      TEXT    NOT NULL,
-    extended_to     TEXT,
-    status          TEXT    NOT NULL,
-    evaluated_on    TEXT    NOT NULL,
+    -- 'F' or 'M' (register::Sex), kept for aggregated compliance figures only.
+    child_sex       TEXT        CHECK (child_sex IN ('F', 'M')),
+    start_on        DATE        NOT NULL,
+    nominal_due_on  DATE        NOT NULL,
+    due_on          DATE        NOT NULL,
+    closed_on       DATE,
+    -- nominal | next_day | moved | extended (rules::DueReason).
+    due_reason      TEXT        NOT NULL,
+    -- The decided last day when due_reason = 'extended'.
+    extended_to     DATE,
+    -- The days the holiday rule passed over when due_reason = 'moved': [{"date", "kind"}].
+    moved_over      JSONB,
     -- The next day a ladder step may fire; NULL when closed, withdrawn or past its last step.
-    next_step_on    TEXT,
-    -- 1 when the case left the register or the deadline no longer exists: no more notices.
-    withdrawn       BIGINT NOT NULL DEFAULT 0,
-    row_updated_at  TEXT    NOT NULL,
-    seen_in_poll    BIGINT NOT NULL,
+    next_step_on    DATE,
+    -- The case left the register or the deadline no longer exists: no more notices.
+    withdrawn       BOOLEAN     NOT NULL DEFAULT FALSE,
+    row_updated_at  TIMESTAMPTZ NOT NULL,
+    seen_in_poll    BIGINT      NOT NULL,
     PRIMARY KEY (case_ref, kind)
 );
 CREATE INDEX deadlines_next_step ON deadlines (next_step_on) WHERE next_step_on IS NOT NULL;
@@ -32,39 +36,40 @@ CREATE INDEX deadlines_due ON deadlines (due_on);
 CREATE TABLE poll_state (
     id                  BIGINT PRIMARY KEY CHECK (id = 1),
     poll_seq            BIGINT NOT NULL DEFAULT 0,
-    watermark           TEXT,
-    last_full_pass_on   TEXT,
-    last_success_at     TEXT
+    watermark           TIMESTAMPTZ,
+    last_full_pass_on   DATE,
+    last_success_at     TIMESTAMPTZ
 );
 INSERT INTO poll_state (id) VALUES (1);
 
 -- Every notice and digest, written before it is sent; unique per key so a repeat adds nothing.
 CREATE TABLE outbox (
-    id              BIGSERIAL PRIMARY KEY,
-    notice_key      TEXT    NOT NULL UNIQUE,
-    category        TEXT    NOT NULL,
+    id              BIGSERIAL   PRIMARY KEY,
+    notice_key      TEXT        NOT NULL UNIQUE,
+    -- notice | digest | digest_run (state::OutboxCategory); the payload's shape follows it.
+    category        TEXT        NOT NULL,
     case_ref        TEXT,
     kind            TEXT,
     step            BIGINT,
-    recipients      TEXT    NOT NULL,
-    payload         TEXT    NOT NULL,
-    state           TEXT    NOT NULL,
-    created_at      TEXT    NOT NULL,
-    not_before      TEXT    NOT NULL,
-    attempts        BIGINT NOT NULL DEFAULT 0,
-    next_attempt_at TEXT    NOT NULL,
+    recipients      JSONB       NOT NULL,
+    payload         JSONB       NOT NULL,
+    state           TEXT        NOT NULL,
+    created_at      TIMESTAMPTZ NOT NULL,
+    not_before      TIMESTAMPTZ NOT NULL,
+    attempts        BIGINT      NOT NULL DEFAULT 0,
+    next_attempt_at TIMESTAMPTZ NOT NULL,
     last_error      TEXT,
-    sent_at         TEXT,
-    message_id      TEXT    NOT NULL,
+    sent_at         TIMESTAMPTZ,
+    message_id      TEXT        NOT NULL,
     claimed_by      TEXT,
-    claimed_until   TEXT
+    claimed_until   TIMESTAMPTZ
 );
 CREATE INDEX outbox_due ON outbox (state, next_attempt_at);
 CREATE INDEX outbox_case ON outbox (case_ref, kind);
 
 -- Named leases so that only one replica runs a scheduled job at a time.
 CREATE TABLE leases (
-    name        TEXT PRIMARY KEY,
-    holder      TEXT NOT NULL,
-    expires_at  TEXT NOT NULL
+    name        TEXT        PRIMARY KEY,
+    holder      TEXT        NOT NULL,
+    expires_at  TIMESTAMPTZ NOT NULL
 );

@@ -1,21 +1,26 @@
--- fristvakt state store, SQLite. Dates are ISO text (YYYY-MM-DD), instants RFC 3339 UTC text,
--- the same representation as the PostgreSQL schema so one set of queries serves both.
+-- fristvakt state store, SQLite. Dates are TEXT as sqlx encodes NaiveDate (YYYY-MM-DD), instants
+-- TEXT as it encodes DateTime<Utc> (RFC 3339, +00:00), so that text order is time order; flags
+-- are INTEGER 0/1, structured values JSON TEXT. From here on migrations are append-only.
 
--- One row per (case, kind): the deadline as last computed from the register.
+-- One row per (case, kind): the deadline as last computed from the register. Its status is not
+-- stored: it depends on the day it is looked at, and `rules` computes it.
 CREATE TABLE deadlines (
     case_ref        TEXT    NOT NULL,
     kind            TEXT    NOT NULL,
     unit            TEXT    NOT NULL,
     caseworker      TEXT,
-    child_sex       TEXT,
+    -- 'F' or 'M' (register::Sex), kept for aggregated compliance figures only.
+    child_sex       TEXT    CHECK (child_sex IN ('F', 'M')),
     start_on        TEXT    NOT NULL,
     nominal_due_on  TEXT    NOT NULL,
     due_on          TEXT    NOT NULL,
     closed_on       TEXT,
+    -- nominal | next_day | moved | extended (rules::DueReason).
     due_reason      TEXT    NOT NULL,
+    -- The decided last day when due_reason = 'extended'.
     extended_to     TEXT,
-    status          TEXT    NOT NULL,
-    evaluated_on    TEXT    NOT NULL,
+    -- The days the holiday rule passed over when due_reason = 'moved': [{"date", "kind"}].
+    moved_over      TEXT,
     -- The next day a ladder step may fire; NULL when closed, withdrawn or past its last step.
     next_step_on    TEXT,
     -- 1 when the case left the register or the deadline no longer exists: no more notices.
@@ -42,6 +47,7 @@ INSERT INTO poll_state (id) VALUES (1);
 CREATE TABLE outbox (
     id              INTEGER PRIMARY KEY AUTOINCREMENT,
     notice_key      TEXT    NOT NULL UNIQUE,
+    -- notice | digest | digest_run (state::OutboxCategory); the payload's shape follows it.
     category        TEXT    NOT NULL,
     case_ref        TEXT,
     kind            TEXT,

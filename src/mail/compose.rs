@@ -26,7 +26,7 @@ use serde::Serialize;
 use super::wording::{days, days_text, situation};
 use crate::config::{Language, Settings};
 use crate::digest::{self, Digest};
-use crate::domain::{EmailAddress, UnitCode};
+use crate::domain::{CaseRef, EmailAddress, UnitCode};
 use crate::notice::{NoticePayload, Recipient};
 use crate::rules::calendar::{next_deadline_day, DayKind};
 use crate::rules::{Kind, Role};
@@ -61,7 +61,7 @@ pub fn compose_notice(
     let to = recipients
         .iter()
         .enumerate()
-        .map(|(index, recipient)| mailbox(&recipient.address, index))
+        .map(|(index, recipient)| mailbox(recipient.address.as_str(), index))
         .collect::<Result<Vec<_>, _>>()?;
     let builder = suppress_auto_replies(base_builder(settings)?, settings.mail.language.code());
     assemble(builder, &to, rendered, message_id)
@@ -109,8 +109,8 @@ pub fn render_test_mail(settings: &Settings, to: &EmailAddress) -> Result<Messag
 pub fn check_templates(settings: &Settings) -> Result<(), ComposeError> {
     let day = |y, m, d| NaiveDate::from_ymd_opt(y, m, d).ok_or(ComposeError::Build("sample date".into()));
     let sample = NoticePayload {
-        case_ref: "2026-BU-0001".into(),
-        unit: "X".into(),
+        case_ref: CaseRef::parse("2026-BU-0001").map_err(ComposeError::Build)?,
+        unit: UnitCode::parse("X").map_err(ComposeError::Build)?,
         kind: Kind::Assessment,
         step: 0,
         start_on: day(2026, 12, 10)?,
@@ -120,7 +120,7 @@ pub fn check_templates(settings: &Settings) -> Result<(), ComposeError> {
         decided_on: day(2026, 12, 28)?,
     };
     let recipients =
-        [Recipient { role: Role::Caseworker, address: settings.mail.from.to_string(), instead_of_caseworker: false }];
+        [Recipient { role: Role::Caseworker, address: settings.mail.from.clone(), instead_of_caseworker: false }];
     compose_notice(settings, &sample, &recipients, sample.decided_on, "<check@fristvakt.invalid>").map(|_| ())
 }
 
@@ -345,13 +345,13 @@ impl NoticeContext {
     fn new(settings: &Settings, p: &NoticePayload, recipients: &[Recipient], today: NaiveDate) -> NoticeContext {
         let lang = settings.mail.language;
         let days_left = (p.due_on - today).num_days();
-        let unit_name = UnitCode::parse(&p.unit).ok().and_then(|u| settings.units.unit_name(&u).map(str::to_string));
+        let unit_name = settings.units.unit_name(&p.unit).map(str::to_string);
         let step_roles: Vec<Role> =
             settings.ladders.for_kind(p.kind).step(p.step).map(|s| s.roles.clone()).unwrap_or_default();
         let fell_back = recipients.iter().any(|r| r.instead_of_caseworker);
         NoticeContext {
-            case_ref: p.case_ref.clone(),
-            unit: p.unit.clone(),
+            case_ref: p.case_ref.to_string(),
+            unit: p.unit.to_string(),
             unit_name,
             kind: p.kind.as_str(),
             kind_name: kind_name(lang, p.kind),
@@ -366,13 +366,13 @@ impl NoticeContext {
             days_left,
             days_text: days_text(lang, days_left, p.due_on),
             situation: situation(lang, days_left, p.due_on),
-            case_link: settings.mail.case_link_for(&p.case_ref),
+            case_link: settings.mail.case_link_for(p.case_ref.as_str()),
             reason: reason(lang, p, &step_roles),
             fallback_note: fell_back.then(|| fallback_note(lang)),
             recipients: recipients
                 .iter()
                 .map(|r| RecipientContext {
-                    address: r.address.clone(),
+                    address: r.address.to_string(),
                     role: r.role.as_str(),
                     role_name: role_title(lang, r),
                     instead_of_caseworker: r.instead_of_caseworker,
@@ -596,8 +596,8 @@ mod tests {
     /// Received Thursday 2026-12-10: nominal last day julafton 2026-12-24, legal 2026-12-28.
     fn christmas_assessment(step: i32) -> NoticePayload {
         NoticePayload {
-            case_ref: "2026-BU-0142".into(),
-            unit: "BRO-BU".into(),
+            case_ref: CaseRef::parse("2026-BU-0142").unwrap(),
+            unit: UnitCode::parse("BRO-BU").unwrap(),
             kind: Kind::Assessment,
             step,
             start_on: day("2026-12-10"),
@@ -611,7 +611,7 @@ mod tests {
     fn caseworker() -> Vec<Recipient> {
         vec![Recipient {
             role: Role::Caseworker,
-            address: "anna.handlaggare@kommun.example".into(),
+            address: EmailAddress::parse("anna.handlaggare@kommun.example").unwrap(),
             instead_of_caseworker: false,
         }]
     }
@@ -725,7 +725,7 @@ mod tests {
         p.due_on = day("2027-01-29");
         let recipients = vec![Recipient {
             role: Role::TeamLead,
-            address: "gl.bromma@kommun.example".into(),
+            address: EmailAddress::parse("gl.bromma@kommun.example").unwrap(),
             instead_of_caseworker: true,
         }];
         let r = rendered(&s, &p, &recipients, "2027-02-01");
@@ -765,7 +765,7 @@ mod tests {
     fn html_escapes_values_and_is_well_formed() {
         let s = settings("sv");
         let mut p = christmas_assessment(0);
-        p.case_ref = "2026<b>&\"x\"".into();
+        p.case_ref = CaseRef::parse("2026<b>&\"x\"").unwrap();
         let r = rendered(&s, &p, &caseworker(), "2026-12-28");
         assert!(r.html.contains("2026&lt;b&gt;&amp;&quot;x&quot;"), "{}", r.html);
         assert!(!r.html.contains("2026<b>"), "{}", r.html);
@@ -805,9 +805,11 @@ mod tests {
         let s = settings("sv");
         let err = compose_notice(&s, &christmas_assessment(0), &[], day("2026-12-28"), "<a@k.example>").unwrap_err();
         assert!(matches!(err, ComposeError::NoRecipients));
-        let bad = [Recipient { role: Role::Manager, address: "not an address".into(), instead_of_caseworker: false }];
+        // A checked address that the mail library still refuses: a domain label over 63 characters.
+        let address = EmailAddress::parse(&format!("not-an-address@{}.example", "a".repeat(64))).unwrap();
+        let bad = [Recipient { role: Role::Manager, address, instead_of_caseworker: false }];
         let err = compose_notice(&s, &christmas_assessment(0), &bad, day("2026-12-28"), "<a@k.example>").unwrap_err();
-        assert!(!err.to_string().contains("not an address"), "{err}");
+        assert!(!err.to_string().contains("not-an-address"), "{err}");
     }
 
     #[test]

@@ -14,12 +14,10 @@ use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Settings, Transport};
-use crate::digest::Digest;
 use crate::mail::compose::{compose_digest, compose_notice};
 use crate::mail::transport::{scrub, Mailer, SendError};
-use crate::notice::{NoticePayload, Recipient};
 use crate::rules::Kind;
-use crate::state::{OutboxRow, StateError, StateStore};
+use crate::state::{OutboxCategory, OutboxPayload, OutboxRow, StateError, StateStore, UndecodableRow};
 
 /// Claims last at least this long; see [`claim_ttl`].
 pub const MIN_CLAIM_TTL: Duration = Duration::from_secs(300);
@@ -48,7 +46,8 @@ pub struct DispatchReport {
 /// The bounded labels of an outbox row: never a case reference or an address.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct MailLabel {
-    pub category: String,
+    /// `None` for a row whose stored category this version does not know.
+    pub category: Option<OutboxCategory>,
     pub kind: Option<Kind>,
     pub step: Option<i32>,
 }
@@ -131,7 +130,7 @@ pub async fn dispatch_until(
         // how many SMTP connections are open at once.
         // The futures are built before they are streamed: a closure inside the stream would
         // make the whole future fail the `Send` check of `tokio::spawn` (rust-lang/rust#102211).
-        let pending: Vec<_> = rows.iter().map(|row| Box::pin(handle(&ctx, row))).collect();
+        let pending: Vec<_> = rows.iter().map(|row| Box::pin(handle_claimed(&ctx, row))).collect();
         let outcomes: Vec<Result<(MailLabel, Outcome), StateError>> =
             futures_util::stream::iter(pending).buffer_unordered(concurrency).collect().await;
         for outcome in outcomes {
@@ -209,8 +208,38 @@ enum Outcome {
     Dead(&'static str),
 }
 
+async fn handle_claimed(
+    ctx: &Context<'_>,
+    row: &Result<OutboxRow, UndecodableRow>,
+) -> Result<(MailLabel, Outcome), StateError> {
+    match row {
+        Ok(row) => handle(ctx, row).await,
+        Err(row) => give_up_undecodable(ctx, row).await,
+    }
+}
+
+/// A row this version cannot decode is given up at once, visibly: marked dead with its class,
+/// logged as an error (an operator must look at it) and counted, never retried for ever nor
+/// skipped without a trace.
+async fn give_up_undecodable(ctx: &Context<'_>, row: &UndecodableRow) -> Result<(MailLabel, Outcome), StateError> {
+    let label = MailLabel { category: row.category, kind: row.kind, step: row.step };
+    ctx.state.mark_failed(row.id, ctx.holder, &format!("{}: {}", row.class, row.error), None).await?;
+    let key = match row.category {
+        Some(OutboxCategory::Notice) => row.notice_key.as_str(),
+        _ => row.notice_key.rsplit_once('/').map(|(head, _)| head).unwrap_or("(unknown)"),
+    };
+    tracing::error!(
+        outbox_key = %key,
+        class = row.class,
+        attempts = row.attempts + 1,
+        error = %row.error,
+        "outbox row cannot be decoded; given up (dead)"
+    );
+    Ok((label, Outcome::Dead(row.class)))
+}
+
 async fn handle(ctx: &Context<'_>, row: &OutboxRow) -> Result<(MailLabel, Outcome), StateError> {
-    let label = MailLabel { category: row.category.clone(), kind: row.kind, step: row.step };
+    let label = MailLabel { category: Some(row.category()), kind: row.kind, step: row.step };
     if !ctx.window_open {
         // Every waiting mail gets the window's opening: they leave at the start of office
         // hours, throttled by the SMTP pool, rather than in a burst at midnight.
@@ -219,24 +248,25 @@ async fn handle(ctx: &Context<'_>, row: &OutboxRow) -> Result<(MailLabel, Outcom
         tracing::debug!(outbox_key = %loggable_key(row), at = %at, "outside the sending window; postponed");
         return Ok((label, Outcome::Postponed));
     }
-    let message = match row.category.as_str() {
-        "notice" => match notice_message(ctx, row) {
-            Ok(message) => message,
-            Err((class, error)) => return give_up(ctx, row, label, class, &error).await,
-        },
-        "digest" => match serde_json::from_str::<Digest>(&row.payload) {
-            Ok(digest) => match compose_digest(ctx.settings, &digest, &row.message_id) {
+    let message = match &row.payload {
+        OutboxPayload::Notice(Some(payload)) => {
+            match compose_notice(ctx.settings, payload, &row.recipients, ctx.today, &row.message_id) {
                 Ok(message) => message,
-                Err(e) => return give_up(ctx, row, label, "compose", &e.to_string()).await,
-            },
-            // serde's message may quote a value (an address): keep only where it failed.
-            Err(e) => {
-                let at = format!("unreadable digest payload at line {} column {}", e.line(), e.column());
-                return give_up(ctx, row, label, "bad_payload", &at).await;
+                Err(e) => return give_up(ctx, row, label, "compose", &scrub(&e.to_string())).await,
             }
+        }
+        // Only a skipped step has no payload, and skipped rows are never claimed.
+        OutboxPayload::Notice(None) => {
+            return give_up(ctx, row, label, "bad_payload", "a notice without a payload").await;
+        }
+        OutboxPayload::Digest(digest) => match compose_digest(ctx.settings, digest, &row.message_id) {
+            Ok(message) => message,
+            Err(e) => return give_up(ctx, row, label, "compose", &e.to_string()).await,
         },
         // A row this version cannot render is given up visibly rather than retried for ever.
-        _ => return give_up(ctx, row, label, "unknown_category", "unknown category").await,
+        OutboxPayload::DigestRun(_) => {
+            return give_up(ctx, row, label, "unknown_category", "a digest_run record is never sent").await;
+        }
     };
     match ctx.mailer.send(&message).await {
         Ok(()) => {
@@ -278,17 +308,6 @@ async fn handle(ctx: &Context<'_>, row: &OutboxRow) -> Result<(MailLabel, Outcom
     }
 }
 
-/// Renders a notice row from its stored payload and recipients.
-fn notice_message(ctx: &Context<'_>, row: &OutboxRow) -> Result<lettre::Message, (&'static str, String)> {
-    // serde errors can quote the offending input; only the position is kept.
-    let payload: NoticePayload = serde_json::from_str(&row.payload)
-        .map_err(|e| ("bad_payload", format!("unreadable payload (line {}, column {})", e.line(), e.column())))?;
-    let recipients: Vec<Recipient> = serde_json::from_str(&row.recipients)
-        .map_err(|e| ("bad_payload", format!("unreadable recipients (line {}, column {})", e.line(), e.column())))?;
-    compose_notice(ctx.settings, &payload, &recipients, ctx.today, &row.message_id)
-        .map_err(|e| ("compose", scrub(&e.to_string())))
-}
-
 async fn give_up(
     ctx: &Context<'_>,
     row: &OutboxRow,
@@ -304,8 +323,8 @@ async fn give_up(
 /// The outbox key as it may be logged: a notice key holds only kind, case reference and step;
 /// a digest key ends in the manager's address, which stays out of the log.
 fn loggable_key(row: &OutboxRow) -> &str {
-    match row.category.as_str() {
-        "notice" => &row.notice_key,
+    match row.category() {
+        OutboxCategory::Notice => &row.notice_key,
         _ => row.notice_key.rsplit_once('/').map(|(head, _)| head).unwrap_or("(digest)"),
     }
 }

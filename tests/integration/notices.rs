@@ -386,7 +386,13 @@ async fn personal_columns_never_reach_mail_logs_or_errors(state_url: String) {
     let outbox = app.state.outbox().await.unwrap();
     let stored: Vec<String> = outbox
         .iter()
-        .flat_map(|r| [r.payload.clone(), r.recipients.clone(), r.last_error.clone().unwrap_or_default()])
+        .flat_map(|r| {
+            [
+                serde_json::to_string(&r.payload).unwrap(),
+                serde_json::to_string(&r.recipients).unwrap(),
+                r.last_error.clone().unwrap_or_default(),
+            ]
+        })
         .collect();
     let log = logs.contents();
     assert!(log.contains("mail sent"), "the log capture works: {log}");

@@ -130,8 +130,10 @@ async fn changing_ten_rows_of_a_hundred_thousand_reads_about_ten() {
     changed.dedup();
     changed.truncate(10);
     for case_ref in changed {
-        let assessment =
-            state_after.iter().find(|d| d.case_ref == case_ref && d.deadline.kind == rules::Kind::Assessment).unwrap();
+        let assessment = state_after
+            .iter()
+            .find(|d| d.case_ref.as_str() == case_ref && d.deadline.kind == rules::Kind::Assessment)
+            .unwrap();
         assert_eq!(assessment.deadline.closed_on, Some(assessment.deadline.start_on), "{case_ref}");
     }
 }

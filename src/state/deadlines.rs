@@ -1,0 +1,295 @@
+//! The computed deadlines: one row per (case, kind), upserted by every poll that reads the case,
+//! with the day its next ladder step fires (`next_step_on`, indexed).
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::types::Json;
+
+use super::{
+    column, parsed, parsed_opt, placeholders, query_error, with_pool, Get, StateError, StateStore, BATCH_ROWS,
+};
+use crate::domain::{CaseRef, EmailAddress, UnitCode};
+use crate::register::Sex;
+use crate::rules::calendar::DayKind;
+use crate::rules::{Deadline, DueReason, Kind};
+
+/// A deadline as computed by a poll, ready to be stored.
+#[derive(Debug, Clone)]
+pub struct DeadlineRecord {
+    pub case_ref: CaseRef,
+    pub unit: UnitCode,
+    pub caseworker: Option<EmailAddress>,
+    pub child_sex: Option<Sex>,
+    pub deadline: Deadline,
+    pub next_step_on: Option<NaiveDate>,
+    pub row_updated_at: DateTime<Utc>,
+}
+
+/// A deadline as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredDeadline {
+    pub case_ref: CaseRef,
+    pub unit: UnitCode,
+    pub caseworker: Option<EmailAddress>,
+    pub child_sex: Option<Sex>,
+    pub deadline: Deadline,
+    pub withdrawn: bool,
+}
+
+/// Which stored deadlines to list.
+#[derive(Debug, Clone, Default)]
+pub struct DeadlineFilter {
+    pub unit: Option<String>,
+    pub case_ref: Option<String>,
+    pub include_withdrawn: bool,
+}
+
+/// One day the holiday rule passed over, as stored in `moved_over`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SkippedDay {
+    date: NaiveDate,
+    kind: DayKind,
+}
+
+const DEADLINE_COLUMNS: &str = "case_ref, kind, unit, caseworker, child_sex, start_on, nominal_due_on, due_on, \
+     closed_on, due_reason, extended_to, moved_over, withdrawn";
+
+impl StateStore {
+    /// Stores computed deadlines of a batch of cases, in one transaction. Kinds of these cases
+    /// that the batch no longer holds are withdrawn. A deadline whose dates changed (or that
+    /// is new) gets its `next_step_on` from the record; otherwise the ladder position stays.
+    ///
+    /// `kept_refs` are cases whose row was skipped as broken in this poll: their stored
+    /// deadlines count as seen, so a full pass does not withdraw them (contract §1: a broken row
+    /// is skipped, not deleted).
+    pub async fn store_deadlines(
+        &self,
+        poll_seq: i64,
+        case_refs: &[CaseRef],
+        records: &[DeadlineRecord],
+        kept_refs: &[String],
+    ) -> Result<(), StateError> {
+        let per_row = 15;
+        with_pool!(&self.pool, p => {
+            let mut tx = p.begin().await.map_err(query_error("starting a transaction"))?;
+            for chunk in records.chunks(BATCH_ROWS) {
+                let mut sql = String::from(
+                    "INSERT INTO deadlines (case_ref, kind, unit, caseworker, child_sex, start_on, nominal_due_on, \
+                     due_on, closed_on, due_reason, extended_to, moved_over, next_step_on, row_updated_at, \
+                     seen_in_poll, withdrawn) VALUES ",
+                );
+                for i in 0..chunk.len() {
+                    if i > 0 {
+                        sql.push(',');
+                    }
+                    sql.push_str(&format!("({},FALSE)", placeholders(i * per_row + 1, per_row)));
+                }
+                sql.push_str(
+                    " ON CONFLICT (case_ref, kind) DO UPDATE SET unit = excluded.unit, \
+                     caseworker = excluded.caseworker, child_sex = excluded.child_sex, start_on = excluded.start_on, \
+                     next_step_on = CASE WHEN deadlines.withdrawn \
+                       OR deadlines.nominal_due_on <> excluded.nominal_due_on OR deadlines.due_on <> excluded.due_on \
+                       OR deadlines.closed_on IS DISTINCT FROM excluded.closed_on OR excluded.next_step_on IS NULL \
+                       THEN excluded.next_step_on ELSE deadlines.next_step_on END, \
+                     nominal_due_on = excluded.nominal_due_on, due_on = excluded.due_on, \
+                     closed_on = excluded.closed_on, due_reason = excluded.due_reason, \
+                     extended_to = excluded.extended_to, moved_over = excluded.moved_over, withdrawn = FALSE, \
+                     row_updated_at = excluded.row_updated_at, \
+                     seen_in_poll = CASE WHEN excluded.seen_in_poll > deadlines.seen_in_poll \
+                       THEN excluded.seen_in_poll ELSE deadlines.seen_in_poll END",
+                );
+                let mut q = sqlx::query(&sql);
+                for r in chunk {
+                    let d = &r.deadline;
+                    let (reason, extended_to, moved_over) = due_reason_columns(&d.due_reason);
+                    q = q
+                        .bind(r.case_ref.as_str())
+                        .bind(d.kind.as_str())
+                        .bind(r.unit.as_str())
+                        .bind(r.caseworker.as_ref().map(EmailAddress::as_str))
+                        .bind(r.child_sex.map(Sex::code))
+                        .bind(d.start_on)
+                        .bind(d.nominal_due_on)
+                        .bind(d.due_on)
+                        .bind(d.closed_on)
+                        .bind(reason)
+                        .bind(extended_to)
+                        .bind(moved_over)
+                        .bind(r.next_step_on)
+                        .bind(r.row_updated_at)
+                        .bind(poll_seq);
+                }
+                q.execute(&mut *tx).await.map_err(query_error("storing deadlines"))?;
+            }
+            for chunk in case_refs.chunks(BATCH_ROWS * 8) {
+                let sql = format!(
+                    "UPDATE deadlines SET withdrawn = TRUE, next_step_on = NULL \
+                     WHERE withdrawn = FALSE AND seen_in_poll < $1 AND case_ref IN ({})",
+                    placeholders(2, chunk.len())
+                );
+                let mut q = sqlx::query(&sql).bind(poll_seq);
+                for c in chunk {
+                    q = q.bind(c.as_str());
+                }
+                q.execute(&mut *tx).await.map_err(query_error("withdrawing deadlines"))?;
+            }
+            for chunk in kept_refs.chunks(BATCH_ROWS * 8) {
+                let sql = format!(
+                    "UPDATE deadlines SET seen_in_poll = $1 WHERE seen_in_poll < $1 AND case_ref IN ({})",
+                    placeholders(2, chunk.len())
+                );
+                let mut q = sqlx::query(&sql).bind(poll_seq);
+                for c in chunk {
+                    q = q.bind(c.as_str());
+                }
+                q.execute(&mut *tx).await.map_err(query_error("keeping deadlines of skipped rows"))?;
+            }
+            tx.commit().await.map_err(query_error("committing deadlines"))
+        })
+    }
+
+    /// Stored deadlines, ordered by case reference and kind.
+    pub async fn deadlines(&self, filter: &DeadlineFilter) -> Result<Vec<StoredDeadline>, StateError> {
+        let mut sql = format!("SELECT {DEADLINE_COLUMNS} FROM deadlines WHERE TRUE");
+        let mut binds = Vec::new();
+        if !filter.include_withdrawn {
+            sql.push_str(" AND withdrawn = FALSE");
+        }
+        if let Some(unit) = &filter.unit {
+            binds.push(unit.to_uppercase());
+            sql.push_str(&format!(" AND UPPER(unit) = ${}", binds.len()));
+        }
+        if let Some(case_ref) = &filter.case_ref {
+            binds.push(case_ref.clone());
+            sql.push_str(&format!(" AND case_ref = ${}", binds.len()));
+        }
+        sql.push_str(" ORDER BY case_ref, kind");
+        with_pool!(&self.pool, p => {
+            let mut q = sqlx::query(&sql);
+            for b in &binds {
+                q = q.bind(b.as_str());
+            }
+            let rows = q.fetch_all(p).await.map_err(query_error("listing deadlines"))?;
+            rows.iter().map(stored_deadline).collect()
+        })
+    }
+
+    /// Deadlines by (unit, kind, status on `today`), for the metrics. The database groups the
+    /// deadlines by the inputs of [`Deadline::status`], each date clamped to the span around
+    /// `today` where the rule can tell days apart, and the rule itself classifies each group, so
+    /// that the status has one definition and counting never loads every deadline into memory.
+    pub async fn deadline_counts(
+        &self,
+        today: NaiveDate,
+    ) -> Result<BTreeMap<(String, &'static str, &'static str), i64>, StateError> {
+        let day = |n: i64| today + chrono::Duration::days(n);
+        // Beyond the longest reminder window, every nominal day counts alike.
+        let widest = Kind::ALL.iter().map(|k| k.reminder_window_days()).max().unwrap_or(0);
+        let sql = "SELECT unit, kind, \
+               CASE WHEN due_on < $1 THEN $2 WHEN due_on > $1 THEN $3 ELSE due_on END AS due_bucket, \
+               CASE WHEN nominal_due_on < $2 THEN $2 WHEN nominal_due_on > $4 THEN $4 ELSE nominal_due_on END \
+                 AS nominal_bucket, \
+               (closed_on IS NOT NULL) AS closed, \
+               (closed_on IS NOT NULL AND closed_on <= due_on) AS closed_in_time, COUNT(*) AS n \
+             FROM deadlines WHERE withdrawn = FALSE GROUP BY 1, 2, 3, 4, 5, 6";
+        let mut out = BTreeMap::new();
+        with_pool!(&self.pool, p => {
+            let rows = sqlx::query(sql)
+                .bind(today)
+                .bind(day(-1))
+                .bind(day(1))
+                .bind(day(widest + 1))
+                .fetch_all(p)
+                .await
+                .map_err(query_error("counting deadlines"))?;
+            for row in &rows {
+                let unit: String = column(row, "unit")?;
+                let kind: Kind = parsed(row, "kind", str::parse)?;
+                let due_on: NaiveDate = column(row, "due_bucket")?;
+                let closed: bool = column(row, "closed")?;
+                let in_time: bool = column(row, "closed_in_time")?;
+                let n: i64 = column(row, "n")?;
+                // A representative deadline of the group: closed on its last day or the day after.
+                let deadline = Deadline {
+                    kind,
+                    start_on: due_on,
+                    nominal_due_on: column(row, "nominal_bucket")?,
+                    due_on,
+                    closed_on: closed.then(|| if in_time { due_on } else { due_on + chrono::Duration::days(1) }),
+                    due_reason: DueReason::Nominal,
+                };
+                *out.entry((unit, kind.as_str(), deadline.status(today).as_str())).or_insert(0) += n;
+            }
+            Ok::<_, StateError>(())
+        })?;
+        Ok(out)
+    }
+
+    /// Open deadlines whose next ladder step may fire on or before `today`, at most `limit`.
+    pub async fn deadlines_due_for_steps(
+        &self,
+        today: NaiveDate,
+        limit: i64,
+    ) -> Result<Vec<StoredDeadline>, StateError> {
+        let sql = format!(
+            "SELECT {DEADLINE_COLUMNS} FROM deadlines \
+             WHERE next_step_on IS NOT NULL AND next_step_on <= $1 AND withdrawn = FALSE \
+             ORDER BY next_step_on, case_ref, kind LIMIT $2"
+        );
+        with_pool!(&self.pool, p => {
+            let rows = sqlx::query(&sql)
+                .bind(today)
+                .bind(limit)
+                .fetch_all(p)
+                .await
+                .map_err(query_error("finding deadlines with due ladder steps"))?;
+            rows.iter().map(stored_deadline).collect()
+        })
+    }
+}
+
+/// The stored form of a [`DueReason`]: its name, the extension's day, the days moved over.
+fn due_reason_columns(reason: &DueReason) -> (&'static str, Option<NaiveDate>, Option<Json<Vec<SkippedDay>>>) {
+    match reason {
+        DueReason::Nominal => ("nominal", None, None),
+        DueReason::NextDay => ("next_day", None, None),
+        DueReason::Moved { skipped } => {
+            ("moved", None, Some(Json(skipped.iter().map(|&(date, kind)| SkippedDay { date, kind }).collect())))
+        }
+        DueReason::Extended { to } => ("extended", Some(*to), None),
+    }
+}
+
+fn stored_deadline(row: &impl Get) -> Result<StoredDeadline, StateError> {
+    let reason: String = column(row, "due_reason")?;
+    let extended_to: Option<NaiveDate> = column(row, "extended_to")?;
+    let moved_over: Option<Json<serde_json::Value>> = column(row, "moved_over")?;
+    let due_reason = match (reason.as_str(), extended_to, moved_over) {
+        ("nominal", None, None) => DueReason::Nominal,
+        ("next_day", None, None) => DueReason::NextDay,
+        ("extended", Some(to), None) => DueReason::Extended { to },
+        ("moved", None, Some(Json(days))) => {
+            let days: Vec<SkippedDay> = serde_json::from_value(days.clone())
+                .map_err(|_| StateError::Corrupt { column: "moved_over", value: days.to_string() })?;
+            DueReason::Moved { skipped: days.into_iter().map(|d| (d.date, d.kind)).collect() }
+        }
+        _ => return Err(StateError::Corrupt { column: "due_reason", value: reason }),
+    };
+    Ok(StoredDeadline {
+        case_ref: parsed(row, "case_ref", CaseRef::parse)?,
+        unit: parsed(row, "unit", UnitCode::parse)?,
+        caseworker: parsed_opt(row, "caseworker", EmailAddress::parse)?,
+        child_sex: parsed_opt(row, "child_sex", Sex::from_code)?,
+        deadline: Deadline {
+            kind: parsed(row, "kind", str::parse)?,
+            start_on: column(row, "start_on")?,
+            nominal_due_on: column(row, "nominal_due_on")?,
+            due_on: column(row, "due_on")?,
+            closed_on: column(row, "closed_on")?,
+            due_reason,
+        },
+        withdrawn: column(row, "withdrawn")?,
+    })
+}

@@ -1,0 +1,226 @@
+//! fristvakt's own database: computed deadlines, the poll watermark, the outbox and leases.
+//!
+//! One [`StateStore`] serves SQLite and PostgreSQL, split by concern: [`deadlines`] (the
+//! computed deadlines and their counts), [`outbox`] (notices and digests before and after they
+//! are sent), [`poll`] (the watermark and the full-pass day) and [`leases`].
+//!
+//! Architecture invariants:
+//! - this module and `register` are the only places that hold SQL;
+//! - each engine has its typed sqlx pool ([`Pool`]); one statement text serves both, with
+//!   `TRUE`/`FALSE` literals and parameters bound as Rust types (`NaiveDate`, `DateTime<Utc>`,
+//!   `bool`, `Json`), so PostgreSQL stores `date`, `timestamptz`, `boolean` and `jsonb` and
+//!   SQLite the TEXT/INTEGER encodings of sqlx, whose text order is time order;
+//! - rows come back as domain types (`CaseRef`, `UnitCode`, `EmailAddress`, `Kind`, `Sex`, a full
+//!   `DueReason`, a typed outbox payload). A stored value that does not decode is an error,
+//!   never a row silently skipped: a deadline fails the read, an outbox row is handed to the
+//!   dispatcher as [`UndecodableRow`], which gives it up visibly and counts it;
+//! - no status is stored: it depends on the day and is computed by `rules` only.
+
+pub mod deadlines;
+pub mod leases;
+pub mod outbox;
+pub mod poll;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use sqlx::postgres::{PgPoolOptions, PgRow};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions, SqliteRow};
+use sqlx::{Decode, PgPool, Postgres, Row, Sqlite, SqlitePool, Type};
+
+use crate::config::{DatabaseUrl, Engine};
+
+pub use deadlines::{DeadlineFilter, DeadlineRecord, StoredDeadline};
+pub use outbox::{DigestRun, OutboxCategory, OutboxEntry, OutboxPayload, OutboxRow, OutboxState, UndecodableRow};
+pub use poll::PollState;
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+
+/// Rows per multi-row statement. Small on purpose: SQLite looks up every `$N` parameter by name
+/// with a linear walk (`sqlite3_bind_parameter_name`), so binding costs grow with the square of
+/// the parameters in one statement; 32 rows of 16 columns keeps that negligible while still
+/// saving most round trips.
+pub(crate) const BATCH_ROWS: usize = 32;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("state database {url}: cannot connect: {source}")]
+    Connect { url: String, source: sqlx::Error },
+    #[error("state database: migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("state database: {context}: {source}")]
+    Query { context: &'static str, source: sqlx::Error },
+    #[error("state database holds an unreadable value in {column}: {value:?}")]
+    Corrupt { column: &'static str, value: String },
+    #[error("state database: cannot encode {what}: {source}")]
+    Encode { what: &'static str, source: serde_json::Error },
+}
+
+pub(crate) fn query_error(context: &'static str) -> impl FnOnce(sqlx::Error) -> StateError {
+    move |source| StateError::Query { context, source }
+}
+
+/// A typed connection pool of either engine.
+#[derive(Debug, Clone)]
+pub(crate) enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs `$body` with `$p` bound to the engine's typed pool. The body is compiled once per
+/// engine, so the same statement text and binds serve both with their own types.
+macro_rules! with_pool {
+    ($pool:expr, $p:ident => $body:expr) => {
+        match $pool {
+            $crate::state::Pool::Sqlite($p) => $body,
+            $crate::state::Pool::Postgres($p) => $body,
+        }
+    };
+}
+pub(crate) use with_pool;
+
+impl Pool {
+    /// Opens a pool on either engine; SQLite files and their directory are created when missing
+    /// only if `create` is set.
+    pub(crate) async fn open(url: &DatabaseUrl, create: bool, max: u32) -> Result<Pool, sqlx::Error> {
+        let timeout = std::time::Duration::from_secs(10);
+        match url.engine {
+            Engine::Sqlite => {
+                if let Some(path) = url.sqlite_path() {
+                    if create {
+                        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                            std::fs::create_dir_all(dir).map_err(sqlx::Error::Io)?;
+                        }
+                    } else if !path.exists() {
+                        return Err(sqlx::Error::Io(std::io::Error::new(
+                            std::io::ErrorKind::NotFound,
+                            format!("{} does not exist", path.display()),
+                        )));
+                    }
+                }
+                let options = url
+                    .expose()
+                    .parse::<SqliteConnectOptions>()?
+                    .create_if_missing(create)
+                    .busy_timeout(std::time::Duration::from_secs(10))
+                    .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+                    .synchronous(sqlx::sqlite::SqliteSynchronous::Normal);
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(1.max(max.min(4)))
+                    .acquire_timeout(timeout)
+                    .connect_with(options)
+                    .await?;
+                Ok(Pool::Sqlite(pool))
+            }
+            Engine::Postgres => {
+                let pool =
+                    PgPoolOptions::new().max_connections(max).acquire_timeout(timeout).connect(url.expose()).await?;
+                Ok(Pool::Postgres(pool))
+            }
+        }
+    }
+
+    pub(crate) async fn close(&self) {
+        with_pool!(self, p => p.close().await)
+    }
+}
+
+/// A value both engines decode (dates, instants, text, integers, booleans, JSON).
+pub(crate) trait Cell:
+    for<'r> Decode<'r, Sqlite> + Type<Sqlite> + for<'r> Decode<'r, Postgres> + Type<Postgres>
+{
+}
+
+impl<T> Cell for T where T: for<'r> Decode<'r, Sqlite> + Type<Sqlite> + for<'r> Decode<'r, Postgres> + Type<Postgres> {}
+
+/// Reading a named column of a row of either engine.
+pub(crate) trait Get {
+    fn get<T: Cell>(&self, column: &str) -> Result<T, sqlx::Error>;
+}
+
+impl Get for SqliteRow {
+    fn get<T: Cell>(&self, column: &str) -> Result<T, sqlx::Error> {
+        self.try_get(column)
+    }
+}
+
+impl Get for PgRow {
+    fn get<T: Cell>(&self, column: &str) -> Result<T, sqlx::Error> {
+        self.try_get(column)
+    }
+}
+
+/// Reads a column, naming it in the error.
+pub(crate) fn column<T: Cell>(row: &impl Get, name: &'static str) -> Result<T, StateError> {
+    row.get(name).map_err(query_error(name))
+}
+
+/// Reads a text column and parses it into a domain type; a value that does not parse is
+/// [`StateError::Corrupt`].
+pub(crate) fn parsed<T, E>(
+    row: &impl Get,
+    name: &'static str,
+    parse: impl FnOnce(&str) -> Result<T, E>,
+) -> Result<T, StateError> {
+    let raw: String = column(row, name)?;
+    parse(&raw).map_err(|_| StateError::Corrupt { column: name, value: raw })
+}
+
+/// Like [`parsed`] for a nullable column.
+pub(crate) fn parsed_opt<T, E>(
+    row: &impl Get,
+    name: &'static str,
+    parse: impl FnOnce(&str) -> Result<T, E>,
+) -> Result<Option<T>, StateError> {
+    let raw: Option<String> = column(row, name)?;
+    raw.map(|raw| parse(&raw).map_err(|_| StateError::Corrupt { column: name, value: raw })).transpose()
+}
+
+/// An instant as RFC 3339 UTC text with microseconds: the register contract's form of
+/// `updated_at` on SQLite, and how the register is asked for rows changed since a moment.
+pub(crate) fn format_instant(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+pub(crate) fn parse_instant(raw: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(raw).ok().map(|t| t.with_timezone(&Utc))
+}
+
+pub(crate) fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(",")
+}
+
+pub struct StateStore {
+    pool: Pool,
+    engine: Engine,
+}
+
+impl StateStore {
+    /// Connects, creating a SQLite file when missing.
+    pub async fn connect(url: &DatabaseUrl) -> Result<StateStore, StateError> {
+        let pool =
+            Pool::open(url, true, 8).await.map_err(|source| StateError::Connect { url: url.redacted(), source })?;
+        Ok(StateStore { pool, engine: url.engine })
+    }
+
+    pub fn engine(&self) -> Engine {
+        self.engine
+    }
+
+    /// Applies the embedded migrations of the engine.
+    pub async fn migrate(&self) -> Result<(), StateError> {
+        match &self.pool {
+            Pool::Sqlite(p) => SQLITE_MIGRATIONS.run(p).await?,
+            Pool::Postgres(p) => POSTGRES_MIGRATIONS.run(p).await?,
+        }
+        Ok(())
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> Result<(), StateError> {
+        with_pool!(&self.pool, p => sqlx::query("SELECT 1").execute(p).await.map(|_| ())).map_err(query_error("ping"))
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}

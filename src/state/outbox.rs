@@ -1,0 +1,518 @@
+//! The outbox: every notice and digest, written before it is sent (insert-if-absent on a key
+//! unique per case, kind and step, or per manager and day), then claimed, sent and marked.
+//!
+//! A row's `category` names the shape of its `payload` ([`OutboxPayload`], a serde enum tagged
+//! by the category); `recipients` is the list of [`Recipient`]s. A row that this version cannot
+//! decode is not skipped: a claim hands it over as [`UndecodableRow`], and the dispatcher gives
+//! it up visibly (dead, logged and counted).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::types::Json;
+
+use super::{column, placeholders, query_error, with_pool, Get, StateError, StateStore, BATCH_ROWS};
+use crate::digest::Digest;
+use crate::domain::CaseRef;
+use crate::notice::{NoticePayload, Recipient};
+use crate::rules::Kind;
+
+/// What an outbox row is; stored as text in `category`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum OutboxCategory {
+    /// A ladder step's notice about one deadline.
+    Notice,
+    /// A manager's daily digest.
+    Digest,
+    /// The record that a day's digests were decided (never sent).
+    DigestRun,
+}
+
+impl OutboxCategory {
+    pub const ALL: [OutboxCategory; 3] = [OutboxCategory::Notice, OutboxCategory::Digest, OutboxCategory::DigestRun];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutboxCategory::Notice => "notice",
+            OutboxCategory::Digest => "digest",
+            OutboxCategory::DigestRun => "digest_run",
+        }
+    }
+}
+
+impl FromStr for OutboxCategory {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        OutboxCategory::ALL
+            .into_iter()
+            .find(|c| c.as_str() == s)
+            .ok_or_else(|| format!("unknown outbox category {s:?}"))
+    }
+}
+
+impl fmt::Display for OutboxCategory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a row's mail is rendered from, by category. Stored as the category (`category`) and
+/// the variant's content (`payload`, JSON).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "category", content = "payload", rename_all = "snake_case")]
+pub enum OutboxPayload {
+    /// A notice's facts; `None` for a step recorded as skipped (caught up past, never sent).
+    Notice(Option<NoticePayload>),
+    Digest(Box<Digest>),
+    DigestRun(DigestRun),
+}
+
+impl OutboxPayload {
+    pub fn category(&self) -> OutboxCategory {
+        match self {
+            OutboxPayload::Notice(_) => OutboxCategory::Notice,
+            OutboxPayload::Digest(_) => OutboxCategory::Digest,
+            OutboxPayload::DigestRun(_) => OutboxCategory::DigestRun,
+        }
+    }
+
+    /// The content stored in `payload`.
+    fn content(&self) -> Result<serde_json::Value, serde_json::Error> {
+        let mut tagged = serde_json::to_value(self)?;
+        Ok(tagged.get_mut("payload").map(serde_json::Value::take).unwrap_or(serde_json::Value::Null))
+    }
+
+    fn decode(category: OutboxCategory, content: serde_json::Value) -> Result<OutboxPayload, serde_json::Error> {
+        serde_json::from_value(serde_json::json!({ "category": category.as_str(), "payload": content }))
+    }
+}
+
+/// The record that the digests of a day were decided.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DigestRun {
+    pub date: NaiveDate,
+    pub digests: usize,
+}
+
+/// One row to put into the outbox.
+#[derive(Debug, Clone)]
+pub struct OutboxEntry {
+    pub notice_key: String,
+    pub case_ref: Option<CaseRef>,
+    pub kind: Option<Kind>,
+    pub step: Option<i32>,
+    pub recipients: Vec<Recipient>,
+    /// The facts the mail is rendered from; its category is the row's.
+    pub payload: OutboxPayload,
+    pub state: OutboxState,
+    pub not_before: DateTime<Utc>,
+    pub message_id: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OutboxState {
+    Pending,
+    Retrying,
+    Sent,
+    Dead,
+    Skipped,
+    Cancelled,
+}
+
+impl OutboxState {
+    pub const ALL: [OutboxState; 6] = [
+        OutboxState::Pending,
+        OutboxState::Retrying,
+        OutboxState::Sent,
+        OutboxState::Dead,
+        OutboxState::Skipped,
+        OutboxState::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutboxState::Pending => "pending",
+            OutboxState::Retrying => "retrying",
+            OutboxState::Sent => "sent",
+            OutboxState::Dead => "dead",
+            OutboxState::Skipped => "skipped",
+            OutboxState::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl FromStr for OutboxState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        OutboxState::ALL.into_iter().find(|x| x.as_str() == s).ok_or_else(|| format!("unknown outbox state {s:?}"))
+    }
+}
+
+/// An outbox row claimed for sending, or listed.
+#[derive(Debug, Clone)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub notice_key: String,
+    pub case_ref: Option<CaseRef>,
+    pub kind: Option<Kind>,
+    pub step: Option<i32>,
+    pub recipients: Vec<Recipient>,
+    pub payload: OutboxPayload,
+    pub state: OutboxState,
+    pub created_at: DateTime<Utc>,
+    /// When the row was first allowed to go out (the sending window's opening).
+    pub not_before: DateTime<Utc>,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub message_id: String,
+}
+
+impl OutboxRow {
+    pub fn category(&self) -> OutboxCategory {
+        self.payload.category()
+    }
+}
+
+/// A claimed row whose category, payload, recipients or references this version cannot decode.
+/// It holds only what is safe to log and to label metrics with.
+#[derive(Debug, Clone)]
+pub struct UndecodableRow {
+    pub id: i64,
+    pub notice_key: String,
+    /// `None` when the category itself is unknown.
+    pub category: Option<OutboxCategory>,
+    pub kind: Option<Kind>,
+    pub step: Option<i32>,
+    pub attempts: i64,
+    /// `unknown_category` or `bad_payload`.
+    pub class: &'static str,
+    /// What failed, without the stored value.
+    pub error: String,
+}
+
+const OUTBOX_COLUMNS: &str = "id, notice_key, category, case_ref, kind, step, recipients, payload, state, \
+     created_at, attempts, last_error, message_id, not_before";
+
+impl StateStore {
+    /// The ladder steps already recorded in the outbox (sent, pending, skipped…) per deadline.
+    pub async fn recorded_steps(
+        &self,
+        case_refs: &[CaseRef],
+    ) -> Result<HashMap<(CaseRef, Kind), Vec<i32>>, StateError> {
+        let mut out: HashMap<(CaseRef, Kind), Vec<i32>> = HashMap::new();
+        for chunk in case_refs.chunks(BATCH_ROWS * 8) {
+            let sql = format!(
+                "SELECT case_ref, kind, step FROM outbox WHERE category = '{}' AND state <> 'cancelled' \
+                 AND case_ref IN ({})",
+                OutboxCategory::Notice.as_str(),
+                placeholders(1, chunk.len())
+            );
+            with_pool!(&self.pool, p => {
+                let mut q = sqlx::query(&sql);
+                for c in chunk {
+                    q = q.bind(c.as_str());
+                }
+                for row in q.fetch_all(p).await.map_err(query_error("reading recorded steps"))? {
+                    let case_ref = super::parsed(&row, "case_ref", CaseRef::parse)?;
+                    let kind = super::parsed(&row, "kind", str::parse::<Kind>)?;
+                    let step: i64 = column(&row, "step")?;
+                    out.entry((case_ref, kind)).or_default().push(step as i32);
+                }
+                Ok::<_, StateError>(())
+            })?;
+        }
+        Ok(out)
+    }
+
+    /// Writes ladder decisions: outbox rows (insert-if-absent on their key; a row cancelled
+    /// because its deadline closed or left the register is revived when the step is reached
+    /// again) and each deadline's next step day, in one transaction. Returns the keys written.
+    pub async fn record_steps(
+        &self,
+        entries: &[OutboxEntry],
+        next_steps: &[(CaseRef, Kind, Option<NaiveDate>)],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<String>, StateError> {
+        let payloads = entries
+            .iter()
+            .map(|e| e.payload.content())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|source| StateError::Encode { what: "an outbox payload", source })?;
+        let insert = "INSERT INTO outbox (notice_key, category, case_ref, kind, step, recipients, payload, state, \
+                 created_at, not_before, next_attempt_at, message_id) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11) \
+                 ON CONFLICT (notice_key) DO UPDATE SET recipients = excluded.recipients, payload = excluded.payload, \
+                   state = excluded.state, created_at = excluded.created_at, not_before = excluded.not_before, \
+                   next_attempt_at = excluded.next_attempt_at, attempts = 0, last_error = NULL \
+                 WHERE outbox.state = 'cancelled'";
+        with_pool!(&self.pool, p => {
+            let mut tx = p.begin().await.map_err(query_error("starting a transaction"))?;
+            let mut inserted = Vec::new();
+            for (e, payload) in entries.iter().zip(&payloads) {
+                let result = sqlx::query(insert)
+                    .bind(e.notice_key.as_str())
+                    .bind(e.payload.category().as_str())
+                    .bind(e.case_ref.as_ref().map(CaseRef::as_str))
+                    .bind(e.kind.map(Kind::as_str))
+                    .bind(e.step.map(i64::from))
+                    .bind(Json(&e.recipients))
+                    .bind(Json(payload))
+                    .bind(e.state.as_str())
+                    .bind(now)
+                    .bind(e.not_before)
+                    .bind(e.message_id.as_str())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(query_error("writing to the outbox"))?;
+                if result.rows_affected() > 0 {
+                    inserted.push(e.notice_key.clone());
+                }
+            }
+            for (case_ref, kind, next) in next_steps {
+                sqlx::query("UPDATE deadlines SET next_step_on = $1 WHERE case_ref = $2 AND kind = $3")
+                    .bind(*next)
+                    .bind(case_ref.as_str())
+                    .bind(kind.as_str())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(query_error("recording the next ladder step"))?;
+            }
+            tx.commit().await.map_err(query_error("committing ladder steps"))?;
+            Ok(inserted)
+        })
+    }
+
+    /// Cancels pending notices of deadlines that are closed or withdrawn; returns how many.
+    pub async fn cancel_notices_of_finished_deadlines(&self) -> Result<u64, StateError> {
+        let sql = format!(
+            "UPDATE outbox SET state = 'cancelled', claimed_by = NULL, claimed_until = NULL \
+             WHERE category = '{}' AND state IN ('pending', 'retrying') AND EXISTS ( \
+               SELECT 1 FROM deadlines d WHERE d.case_ref = outbox.case_ref AND d.kind = outbox.kind \
+               AND (d.closed_on IS NOT NULL OR d.withdrawn))",
+            OutboxCategory::Notice.as_str()
+        );
+        with_pool!(&self.pool, p => sqlx::query(&sql).execute(p).await.map(|r| r.rows_affected()))
+            .map_err(query_error("cancelling notices of closed deadlines"))
+    }
+
+    /// Outbox rows of one case, oldest first. A row that does not decode is an error.
+    pub async fn outbox_for_case(&self, case_ref: &str) -> Result<Vec<OutboxRow>, StateError> {
+        let sql = format!("SELECT {OUTBOX_COLUMNS} FROM outbox WHERE case_ref = $1 ORDER BY id");
+        with_pool!(&self.pool, p => {
+            let rows = sqlx::query(&sql).bind(case_ref).fetch_all(p).await.map_err(query_error("reading the outbox"))?;
+            rows.iter().map(|r| outbox_row(r)?.map_err(undecodable_error)).collect()
+        })
+    }
+
+    /// Every outbox row, oldest first (for tests and small tools; the outbox of a city is
+    /// small). A row that does not decode is an error.
+    pub async fn outbox(&self) -> Result<Vec<OutboxRow>, StateError> {
+        let sql = format!("SELECT {OUTBOX_COLUMNS} FROM outbox ORDER BY id");
+        with_pool!(&self.pool, p => {
+            let rows = sqlx::query(&sql).fetch_all(p).await.map_err(query_error("reading the outbox"))?;
+            rows.iter().map(|r| outbox_row(r)?.map_err(undecodable_error)).collect()
+        })
+    }
+
+    /// Whether an outbox row with this key exists, in any state (e.g. that today's digest run
+    /// was recorded).
+    pub async fn outbox_has_key(&self, key: &str) -> Result<bool, StateError> {
+        let sql = "SELECT COUNT(*) AS n FROM outbox WHERE notice_key = $1";
+        let n: i64 = with_pool!(&self.pool, p => {
+            let row = sqlx::query(sql).bind(key).fetch_one(p).await.map_err(query_error("looking up an outbox key"))?;
+            column(&row, "n")?
+        });
+        Ok(n > 0)
+    }
+
+    /// Outbox rows per state.
+    pub async fn outbox_depth(&self) -> Result<HashMap<OutboxState, i64>, StateError> {
+        let sql = "SELECT state, COUNT(*) AS n FROM outbox GROUP BY state";
+        let mut out = HashMap::new();
+        with_pool!(&self.pool, p => {
+            let rows = sqlx::query(sql).fetch_all(p).await.map_err(query_error("counting the outbox"))?;
+            for row in &rows {
+                let state = super::parsed(row, "state", str::parse::<OutboxState>)?;
+                out.insert(state, column(row, "n")?);
+            }
+            Ok::<_, StateError>(())
+        })?;
+        Ok(out)
+    }
+
+    /// Claims up to `limit` rows that may be sent at `now` for `holder` until `until`. On
+    /// PostgreSQL concurrent claimers skip each other's rows; a claim that expires (a crashed
+    /// sender) makes its rows claimable again. A claimed row that does not decode comes back as
+    /// an [`UndecodableRow`] for the caller to give up, so it is neither lost nor retried forever.
+    pub async fn claim_outbox(
+        &self,
+        holder: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<Result<OutboxRow, UndecodableRow>>, StateError> {
+        let lock = match &self.pool {
+            super::Pool::Postgres(_) => " FOR UPDATE SKIP LOCKED",
+            super::Pool::Sqlite(_) => "",
+        };
+        let sql = format!(
+            "UPDATE outbox SET claimed_by = $1, claimed_until = $2 WHERE id IN ( \
+               SELECT id FROM outbox WHERE state IN ('pending', 'retrying') AND next_attempt_at <= $3 \
+               AND (claimed_until IS NULL OR claimed_until < $3) ORDER BY next_attempt_at, id LIMIT $4{lock}) \
+             RETURNING {OUTBOX_COLUMNS}"
+        );
+        let mut out = with_pool!(&self.pool, p => {
+            let rows = sqlx::query(&sql)
+                .bind(holder)
+                .bind(until)
+                .bind(now)
+                .bind(limit)
+                .fetch_all(p)
+                .await
+                .map_err(query_error("claiming outbox rows"))?;
+            rows.iter().map(outbox_row).collect::<Result<Vec<_>, _>>()?
+        });
+        out.sort_by_key(|r| match r {
+            Ok(row) => row.id,
+            Err(row) => row.id,
+        });
+        Ok(out)
+    }
+
+    /// Marks a claimed row sent.
+    pub async fn mark_sent(&self, id: i64, holder: &str, now: DateTime<Utc>) -> Result<(), StateError> {
+        let sql = "UPDATE outbox SET state = 'sent', sent_at = $1, attempts = attempts + 1, claimed_by = NULL, \
+             claimed_until = NULL WHERE id = $2 AND claimed_by = $3";
+        with_pool!(&self.pool, p => sqlx::query(sql).bind(now).bind(id).bind(holder).execute(p).await.map(|_| ()))
+            .map_err(query_error("marking a mail sent"))?;
+        Ok(())
+    }
+
+    /// Records a failed attempt: `retrying` with the next attempt time, or `dead` when `next` is None.
+    pub async fn mark_failed(
+        &self,
+        id: i64,
+        holder: &str,
+        error: &str,
+        next: Option<DateTime<Utc>>,
+    ) -> Result<(), StateError> {
+        let state = match next {
+            Some(_) => OutboxState::Retrying,
+            None => OutboxState::Dead,
+        };
+        let sql = "UPDATE outbox SET state = $1, next_attempt_at = COALESCE($2, next_attempt_at), last_error = $3, \
+             attempts = attempts + 1, claimed_by = NULL, claimed_until = NULL WHERE id = $4 AND claimed_by = $5";
+        with_pool!(&self.pool, p => {
+            sqlx::query(sql).bind(state.as_str()).bind(next).bind(error).bind(id).bind(holder).execute(p).await.map(|_| ())
+        })
+        .map_err(query_error("recording a failed mail"))?;
+        Ok(())
+    }
+
+    /// Moves a claimed row's next attempt to `at` without counting an attempt (outside the
+    /// sending window), and releases the claim.
+    pub async fn postpone(&self, id: i64, holder: &str, at: DateTime<Utc>) -> Result<(), StateError> {
+        let sql = "UPDATE outbox SET next_attempt_at = $1, claimed_by = NULL, claimed_until = NULL \
+             WHERE id = $2 AND claimed_by = $3";
+        with_pool!(&self.pool, p => sqlx::query(sql).bind(at).bind(id).bind(holder).execute(p).await.map(|_| ()))
+            .map_err(query_error("postponing a mail"))?;
+        Ok(())
+    }
+
+    /// Releases every claim of `holder` (at shutdown), so another sender may take the rows.
+    pub async fn release_claims(&self, holder: &str) -> Result<(), StateError> {
+        let sql = "UPDATE outbox SET claimed_by = NULL, claimed_until = NULL WHERE claimed_by = $1";
+        with_pool!(&self.pool, p => sqlx::query(sql).bind(holder).execute(p).await.map(|_| ()))
+            .map_err(query_error("releasing claims"))?;
+        Ok(())
+    }
+}
+
+fn undecodable_error(row: UndecodableRow) -> StateError {
+    StateError::Corrupt {
+        column: if row.class == "unknown_category" { "outbox.category" } else { "outbox.payload" },
+        value: format!("row {} ({}): {}", row.id, row.notice_key, row.error),
+    }
+}
+
+/// Decodes an outbox row. The columns the store itself writes (id, key, state, instants,
+/// attempts) must decode or the read fails; the content columns (category, references,
+/// recipients, payload) that fail make an [`UndecodableRow`].
+fn outbox_row(row: &impl Get) -> Result<Result<OutboxRow, UndecodableRow>, StateError> {
+    let id: i64 = column(row, "id")?;
+    let notice_key: String = column(row, "notice_key")?;
+    let attempts: i64 = column(row, "attempts")?;
+    let state = super::parsed(row, "state", str::parse::<OutboxState>)?;
+    let created_at: DateTime<Utc> = column(row, "created_at")?;
+    let not_before: DateTime<Utc> = column(row, "not_before")?;
+    let last_error: Option<String> = column(row, "last_error")?;
+    let message_id: String = column(row, "message_id")?;
+    let category_raw: String = column(row, "category")?;
+    let category = category_raw.parse::<OutboxCategory>().ok();
+    let kind = row.get::<Option<String>>("kind").ok().flatten().and_then(|k| k.parse::<Kind>().ok());
+    let step = row.get::<Option<i64>>("step").ok().flatten().map(|s| s as i32);
+    let undecodable = |class: &'static str, error: String| UndecodableRow {
+        id,
+        notice_key: notice_key.clone(),
+        category,
+        kind,
+        step,
+        attempts,
+        class,
+        error,
+    };
+    let Some(category) = category else {
+        return Ok(Err(undecodable("unknown_category", "unknown category".into())));
+    };
+    let bad = |what: &str| Ok(Err(undecodable("bad_payload", format!("unreadable {what} of a {category} row"))));
+    let kind = match row.get::<Option<String>>("kind") {
+        Ok(None) => None,
+        Ok(Some(k)) => match k.parse::<Kind>() {
+            Ok(kind) => Some(kind),
+            Err(_) => return bad("kind"),
+        },
+        Err(_) => return bad("kind"),
+    };
+    let case_ref = match row.get::<Option<String>>("case_ref") {
+        Ok(None) => None,
+        Ok(Some(c)) => match CaseRef::parse(&c) {
+            Ok(c) => Some(c),
+            Err(_) => return bad("case_ref"),
+        },
+        Err(_) => return bad("case_ref"),
+    };
+    let Ok(step) = row.get::<Option<i64>>("step") else { return bad("step") };
+    // serde's messages can quote the stored value (an address): only what failed is kept.
+    let recipients = match row.get::<Json<serde_json::Value>>("recipients") {
+        Ok(Json(value)) => match serde_json::from_value::<Vec<Recipient>>(value) {
+            Ok(r) => r,
+            Err(_) => return bad("recipients"),
+        },
+        Err(_) => return bad("recipients"),
+    };
+    let payload = match row.get::<Json<serde_json::Value>>("payload") {
+        Ok(Json(value)) => match OutboxPayload::decode(category, value) {
+            Ok(p) => p,
+            Err(_) => return bad("payload"),
+        },
+        Err(_) => return bad("payload"),
+    };
+    Ok(Ok(OutboxRow {
+        id,
+        notice_key,
+        case_ref,
+        kind,
+        step: step.map(|s| s as i32),
+        recipients,
+        payload,
+        state,
+        created_at,
+        not_before,
+        attempts,
+        last_error,
+        message_id,
+    }))
+}
