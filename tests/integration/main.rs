@@ -8,3 +8,4 @@ mod helpers;
 mod notices;
 mod polling;
 mod service;
+mod state;

@@ -1,0 +1,310 @@
+//! The state store on both engines: domain values come back as they were stored (a holiday move
+//! with its days), a row that cannot be decoded is reported and counted rather than skipped,
+//! deadline counts follow the rules' status, and PostgreSQL columns have native types.
+
+use std::collections::BTreeMap;
+
+use chrono::{NaiveDate, TimeZone, Utc};
+use sqlx::{Connection, Executor};
+
+use crate::helpers::{date, demo_cases, Workspace};
+use fristvakt::config::{DatabaseUrl, Settings};
+use fristvakt::domain::{CaseRef, EmailAddress, UnitCode};
+use fristvakt::mail::{self, Mailer};
+use fristvakt::notice::{self, NoticePayload, Recipient};
+use fristvakt::register::{self, RawRow, Sex};
+use fristvakt::rules::{self, CaseDates, DayKind, DueReason, Kind, Role, RuleOptions};
+use fristvakt::state::{
+    DeadlineFilter, DeadlineRecord, OutboxEntry, OutboxPayload, OutboxState, StateError, StateStore,
+};
+
+#[tokio::test]
+async fn a_holiday_move_comes_back_with_its_days_sqlite() {
+    a_holiday_move_comes_back_with_its_days(None).await;
+}
+
+#[tokio::test]
+async fn a_holiday_move_comes_back_with_its_days_postgres() {
+    a_holiday_move_comes_back_with_its_days(Some(postgres_url().await)).await;
+}
+
+#[tokio::test]
+async fn undecodable_outbox_rows_are_given_up_and_counted_sqlite() {
+    undecodable_outbox_rows_are_given_up_and_counted(None).await;
+}
+
+#[tokio::test]
+async fn undecodable_outbox_rows_are_given_up_and_counted_postgres() {
+    undecodable_outbox_rows_are_given_up_and_counted(Some(postgres_url().await)).await;
+}
+
+#[tokio::test]
+async fn deadline_counts_agree_with_the_rules_status_sqlite() {
+    deadline_counts_agree_with_the_rules_status(None).await;
+}
+
+#[tokio::test]
+async fn deadline_counts_agree_with_the_rules_status_postgres() {
+    deadline_counts_agree_with_the_rules_status(Some(postgres_url().await)).await;
+}
+
+#[tokio::test]
+async fn postgres_columns_have_native_types() {
+    let url = postgres_url().await;
+    let state = StateStore::connect(&DatabaseUrl::parse(&url).unwrap()).await.unwrap();
+    state.migrate().await.unwrap();
+    let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+    let rows: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT table_name::text, column_name::text, data_type::text FROM information_schema.columns \
+         WHERE table_schema = 'public' AND table_name IN ('deadlines', 'poll_state', 'outbox', 'leases')",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    let types: BTreeMap<(String, String), String> = rows.into_iter().map(|(t, c, d)| ((t, c), d)).collect();
+    let type_of = |table: &str, column: &str| types.get(&(table.to_string(), column.to_string())).cloned();
+    let expected = [
+        ("deadlines", "start_on", "date"),
+        ("deadlines", "nominal_due_on", "date"),
+        ("deadlines", "due_on", "date"),
+        ("deadlines", "closed_on", "date"),
+        ("deadlines", "extended_to", "date"),
+        ("deadlines", "next_step_on", "date"),
+        ("deadlines", "moved_over", "jsonb"),
+        ("deadlines", "withdrawn", "boolean"),
+        ("deadlines", "row_updated_at", "timestamp with time zone"),
+        ("deadlines", "child_sex", "text"),
+        ("poll_state", "watermark", "timestamp with time zone"),
+        ("poll_state", "last_full_pass_on", "date"),
+        ("poll_state", "last_success_at", "timestamp with time zone"),
+        ("outbox", "recipients", "jsonb"),
+        ("outbox", "payload", "jsonb"),
+        ("outbox", "created_at", "timestamp with time zone"),
+        ("outbox", "not_before", "timestamp with time zone"),
+        ("outbox", "next_attempt_at", "timestamp with time zone"),
+        ("outbox", "sent_at", "timestamp with time zone"),
+        ("outbox", "claimed_until", "timestamp with time zone"),
+        ("leases", "expires_at", "timestamp with time zone"),
+    ];
+    for (table, column, data_type) in expected {
+        assert_eq!(type_of(table, column).as_deref(), Some(data_type), "{table}.{column}");
+    }
+    // Every day is a date and every instant a timestamptz, whatever its table.
+    for ((table, column), data_type) in &types {
+        if column.ends_with("_on") || column == "extended_to" {
+            assert_eq!(data_type, "date", "{table}.{column}");
+        }
+        if column.ends_with("_at") || column.ends_with("_until") {
+            assert_eq!(data_type, "timestamp with time zone", "{table}.{column}");
+        }
+    }
+    // Columns nobody read are gone.
+    assert_eq!(type_of("deadlines", "status"), None);
+    assert_eq!(type_of("deadlines", "evaluated_on"), None);
+    state.close().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+async fn a_holiday_move_comes_back_with_its_days(postgres: Option<String>) {
+    let (_ws, settings, state) = open(postgres).await;
+    // Received Thursday 2026-12-10: the assessment's nominal last day is julafton, Thursday
+    // 2026-12-24; the holiday rule moves it past juldagen, annandagen and the Sunday to the 28th.
+    let dates = CaseDates {
+        received_on: Some(date("2026-12-10")),
+        protection_assessed_on: Some(date("2026-12-10")),
+        ..CaseDates::default()
+    };
+    let deadlines = rules::deadlines_for(&dates, RuleOptions::default());
+    let assessment = deadlines.iter().find(|d| d.kind == Kind::Assessment).unwrap().clone();
+    let DueReason::Moved { skipped } = &assessment.due_reason else { panic!("{assessment:?}") };
+    assert_eq!(skipped.len(), 4, "{skipped:?}");
+    assert_eq!(skipped[0], (date("2026-12-24"), DayKind::ChristmasEve));
+    let case_ref = CaseRef::parse("2026-BU-0142").unwrap();
+    let records: Vec<DeadlineRecord> = deadlines
+        .iter()
+        .map(|d| DeadlineRecord {
+            case_ref: case_ref.clone(),
+            unit: UnitCode::parse("BRO-BU").unwrap(),
+            caseworker: Some(EmailAddress::parse("anna.handlaggare@kommun.example").unwrap()),
+            child_sex: Some(Sex::Female),
+            deadline: d.clone(),
+            next_step_on: None,
+            row_updated_at: Utc.with_ymd_and_hms(2026, 12, 10, 9, 30, 0).unwrap(),
+        })
+        .collect();
+    let poll_seq = state.begin_poll().await.unwrap();
+    state.store_deadlines(poll_seq, std::slice::from_ref(&case_ref), &records, &[]).await.unwrap();
+
+    let filter = DeadlineFilter { case_ref: Some(case_ref.to_string()), ..DeadlineFilter::default() };
+    let stored = state.deadlines(&filter).await.unwrap();
+    let moved = stored.iter().find(|d| d.deadline.kind == Kind::Assessment).unwrap();
+    assert_eq!(moved.deadline, assessment, "the days moved over come back");
+    assert_eq!(moved.child_sex, Some(Sex::Female));
+    assert_eq!(moved.unit.as_str(), "BRO-BU");
+    assert_eq!(moved.caseworker.as_ref().map(EmailAddress::as_str), Some("anna.handlaggare@kommun.example"));
+    assert_eq!(stored.len(), deadlines.len());
+    for d in &stored {
+        assert!(deadlines.contains(&d.deadline), "{d:?}");
+    }
+    drop(settings);
+    state.close().await;
+}
+
+async fn undecodable_outbox_rows_are_given_up_and_counted(postgres: Option<String>) {
+    let (_ws, settings, state) = open(postgres).await;
+    let now = Utc.with_ymd_and_hms(2026, 11, 25, 9, 0, 0).unwrap();
+    let entries: Vec<OutboxEntry> =
+        ["2026-BU-0001", "2026-BU-0002", "2026-BU-0003"].into_iter().map(|c| notice_entry(&settings, c)).collect();
+    let keys: Vec<String> = entries.iter().map(|e| e.notice_key.clone()).collect();
+    assert_eq!(state.record_steps(&entries, &[], now).await.unwrap(), keys);
+    assert_eq!(state.outbox().await.unwrap().len(), 3, "well-formed rows decode");
+
+    // A category from another version, a payload that is not a notice, an address that is not one.
+    execute(&settings, &format!("UPDATE outbox SET category = 'mystery' WHERE notice_key = '{}'", keys[0])).await;
+    execute(
+        &settings,
+        &format!("UPDATE outbox SET payload = '{{\"unexpected\": 1}}' WHERE notice_key = '{}'", keys[1]),
+    )
+    .await;
+    execute(
+        &settings,
+        &format!(
+            "UPDATE outbox SET recipients = '[{{\"role\": \"caseworker\", \"address\": \"not an address\"}}]' \
+             WHERE notice_key = '{}'",
+            keys[2]
+        ),
+    )
+    .await;
+
+    // Listing reports the problem instead of leaving rows out.
+    assert!(matches!(state.outbox().await, Err(StateError::Corrupt { .. })));
+
+    let mailer = Mailer::from_settings(&settings.mail).unwrap();
+    let report = mail::dispatch_once(&state, &mailer, &settings, now, "test").await.unwrap();
+    assert_eq!(report.errors.get("unknown_category"), Some(&1), "{report:?}");
+    assert_eq!(report.errors.get("bad_payload"), Some(&2), "{report:?}");
+    assert_eq!(report.total_dead(), 3, "{report:?}");
+    assert_eq!(report.total_sent(), 0, "{report:?}");
+    assert!(report.dead.keys().any(|label| label.category.is_none()), "{report:?}");
+
+    // Each row is dead with its reason, and the reason does not quote the stored value.
+    let rows = query_states(&settings).await;
+    assert_eq!(rows.len(), 3);
+    for (state_text, last_error) in &rows {
+        assert_eq!(state_text, OutboxState::Dead.as_str());
+        let error = last_error.as_deref().unwrap_or_default();
+        assert!(error.starts_with("unknown_category") || error.starts_with("bad_payload"), "{error}");
+        assert!(!error.contains("not an address"), "{error}");
+    }
+    // A second dispatch finds nothing: the rows are not retried for ever.
+    let again = mail::dispatch_once(&state, &mailer, &settings, now, "test").await.unwrap();
+    assert_eq!(again.total_dead() + again.total_sent() + again.total_retrying(), 0);
+    state.close().await;
+}
+
+async fn deadline_counts_agree_with_the_rules_status(postgres: Option<String>) {
+    let (_ws, settings, state) = open(postgres).await;
+    let made_on = date("2026-11-25");
+    let poll_seq = state.begin_poll().await.unwrap();
+    let mut records = Vec::new();
+    let mut case_refs = Vec::new();
+    for case in demo_cases(600, 7, made_on, 0) {
+        let Ok(row) = register::validate(&RawRow::from(&case)) else { continue };
+        for deadline in rules::deadlines_for(&row.dates, RuleOptions::default()) {
+            records.push(DeadlineRecord {
+                case_ref: row.case_ref.clone(),
+                unit: row.unit.clone(),
+                caseworker: row.caseworker.clone(),
+                child_sex: row.child_sex,
+                deadline,
+                next_step_on: None,
+                row_updated_at: row.updated_at,
+            });
+        }
+        case_refs.push(row.case_ref);
+    }
+    assert!(records.len() > 600, "{}", records.len());
+    state.store_deadlines(poll_seq, &case_refs, &records, &[]).await.unwrap();
+    let stored = state.deadlines(&DeadlineFilter::default()).await.unwrap();
+    for offset in [-60, -14, -3, -1, 0, 1, 2, 3, 13, 14, 15, 40] {
+        let today = made_on + chrono::Duration::days(offset);
+        let mut expected: BTreeMap<(String, &'static str, &'static str), i64> = BTreeMap::new();
+        for d in &stored {
+            let key = (d.unit.to_string(), d.deadline.kind.as_str(), d.deadline.status(today).as_str());
+            *expected.entry(key).or_default() += 1;
+        }
+        assert_eq!(state.deadline_counts(today).await.unwrap(), expected, "on {today}");
+    }
+    drop(settings);
+    state.close().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+async fn postgres_url() -> String {
+    crate::support::postgres::shared().fresh_database().await
+}
+
+/// A workspace whose settings use SQLite state, or the given PostgreSQL database.
+async fn open(postgres: Option<String>) -> (Workspace, Settings, StateStore) {
+    let ws = Workspace::new();
+    let mut settings = ws.settings("");
+    if let Some(url) = postgres {
+        settings.state.url = DatabaseUrl::parse(&url).unwrap();
+    }
+    let state = StateStore::connect(&settings.state.url).await.unwrap();
+    state.migrate().await.unwrap();
+    (ws, settings, state)
+}
+
+fn notice_entry(settings: &Settings, case_ref: &str) -> OutboxEntry {
+    let day = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
+    let case_ref = CaseRef::parse(case_ref).unwrap();
+    let key = notice::notice_key(case_ref.as_str(), Kind::Assessment, 0);
+    OutboxEntry {
+        message_id: notice::message_id(&key, &settings.mail.from),
+        notice_key: key,
+        case_ref: Some(case_ref.clone()),
+        kind: Some(Kind::Assessment),
+        step: Some(0),
+        recipients: vec![Recipient {
+            role: Role::Caseworker,
+            address: EmailAddress::parse("anna.handlaggare@kommun.example").unwrap(),
+            instead_of_caseworker: false,
+        }],
+        payload: OutboxPayload::Notice(Some(NoticePayload {
+            case_ref,
+            unit: UnitCode::parse("BRO-BU").unwrap(),
+            kind: Kind::Assessment,
+            step: 0,
+            start_on: day("2026-11-11"),
+            nominal_due_on: day("2026-11-25"),
+            due_on: day("2026-11-25"),
+            extended_to: None,
+            decided_on: day("2026-11-25"),
+        })),
+        state: OutboxState::Pending,
+        not_before: Utc.with_ymd_and_hms(2026, 11, 24, 7, 0, 0).unwrap(),
+    }
+}
+
+/// Runs a statement on the state database directly, as a damaged or newer-version row would be.
+async fn execute(settings: &Settings, sql: &str) {
+    let url = settings.state.url.expose();
+    if url.starts_with("postgres") {
+        sqlx::PgConnection::connect(url).await.unwrap().execute(sql).await.unwrap();
+    } else {
+        sqlx::SqliteConnection::connect(url).await.unwrap().execute(sql).await.unwrap();
+    }
+}
+
+async fn query_states(settings: &Settings) -> Vec<(String, Option<String>)> {
+    let url = settings.state.url.expose();
+    let sql = "SELECT state, last_error FROM outbox ORDER BY id";
+    if url.starts_with("postgres") {
+        sqlx::query_as(sql).fetch_all(&mut sqlx::PgConnection::connect(url).await.unwrap()).await.unwrap()
+    } else {
+        sqlx::query_as(sql).fetch_all(&mut sqlx::SqliteConnection::connect(url).await.unwrap()).await.unwrap()
+    }
+}
