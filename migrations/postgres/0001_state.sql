@@ -18,7 +18,8 @@ CREATE TABLE deadlines (
     due_reason      TEXT        NOT NULL,
     -- The decided last day when due_reason = 'extended'.
     extended_to     DATE,
-    -- The days the holiday rule passed over when due_reason = 'moved': [{"date", "kind"}].
+    -- The days the holiday rule passed over when due_reason = 'moved', in order:
+    -- [["2026-12-24", "christmas_eve"], ["2026-12-25", {"holiday": "christmas_day"}], …].
     moved_over      JSONB,
     -- The next day a ladder step may fire; NULL when closed, withdrawn or past its last step.
     next_step_on    DATE,

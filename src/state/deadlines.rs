@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, NaiveDate, Utc};
-use serde::{Deserialize, Serialize};
 use sqlx::types::Json;
 
 use super::{
@@ -46,12 +45,9 @@ pub struct DeadlineFilter {
     pub include_withdrawn: bool,
 }
 
-/// One day the holiday rule passed over, as stored in `moved_over`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct SkippedDay {
-    date: NaiveDate,
-    kind: DayKind,
-}
+/// The days the holiday rule passed over, as stored in `moved_over`: `[["2026-12-24",
+/// "christmas_eve"], …]`, the form `DueReason::Moved` has in JSON.
+type MovedOver = Vec<(NaiveDate, DayKind)>;
 
 const DEADLINE_COLUMNS: &str = "case_ref, kind, unit, caseworker, child_sex, start_on, nominal_due_on, due_on, \
      closed_on, due_reason, extended_to, moved_over, withdrawn";
@@ -251,13 +247,11 @@ impl StateStore {
 }
 
 /// The stored form of a [`DueReason`]: its name, the extension's day, the days moved over.
-fn due_reason_columns(reason: &DueReason) -> (&'static str, Option<NaiveDate>, Option<Json<Vec<SkippedDay>>>) {
+fn due_reason_columns(reason: &DueReason) -> (&'static str, Option<NaiveDate>, Option<Json<&MovedOver>>) {
     match reason {
         DueReason::Nominal => ("nominal", None, None),
         DueReason::NextDay => ("next_day", None, None),
-        DueReason::Moved { skipped } => {
-            ("moved", None, Some(Json(skipped.iter().map(|&(date, kind)| SkippedDay { date, kind }).collect())))
-        }
+        DueReason::Moved { skipped } => ("moved", None, Some(Json(skipped))),
         DueReason::Extended { to } => ("extended", Some(*to), None),
     }
 }
@@ -271,9 +265,9 @@ fn stored_deadline(row: &impl Get) -> Result<StoredDeadline, StateError> {
         ("next_day", None, None) => DueReason::NextDay,
         ("extended", Some(to), None) => DueReason::Extended { to },
         ("moved", None, Some(Json(days))) => {
-            let days: Vec<SkippedDay> = serde_json::from_value(days.clone())
+            let skipped: MovedOver = serde_json::from_value(days.clone())
                 .map_err(|_| StateError::Corrupt { column: "moved_over", value: days.to_string() })?;
-            DueReason::Moved { skipped: days.into_iter().map(|d| (d.date, d.kind)).collect() }
+            DueReason::Moved { skipped }
         }
         _ => return Err(StateError::Corrupt { column: "due_reason", value: reason }),
     };
