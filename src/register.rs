@@ -4,6 +4,11 @@
 //! creates a table in a SQLite demo register); columns are always named explicitly; rows stream,
 //! so memory stays bounded however large the register is; a broken row is skipped with a reason
 //! that names its `case_ref` and the column, never another column's value.
+//!
+//! The register is read through the typed pool of its engine (`state::Pool`), every value as
+//! text: PostgreSQL casts the contract's `date`/`timestamptz`/`text` columns in the SELECT, and a
+//! SQLite value of another storage class becomes its text form, so a bad value rejects only its
+//! row (through [`validate`]) and never fails the whole poll.
 
 use std::fmt;
 
