@@ -12,6 +12,7 @@ use fristvakt::config::{DatabaseUrl, Settings};
 use fristvakt::domain::{CaseRef, EmailAddress, UnitCode};
 use fristvakt::mail::{self, Mailer};
 use fristvakt::notice::{self, NoticePayload, Recipient};
+use fristvakt::poll::{self, PollError};
 use fristvakt::register::{self, RawRow, Sex};
 use fristvakt::rules::{self, CaseDates, DayKind, DueReason, Kind, Role, RuleOptions};
 use fristvakt::state::{
@@ -46,6 +47,16 @@ async fn deadline_counts_agree_with_the_rules_status_sqlite() {
 #[tokio::test]
 async fn deadline_counts_agree_with_the_rules_status_postgres() {
     deadline_counts_agree_with_the_rules_status(Some(postgres_url().await)).await;
+}
+
+#[tokio::test]
+async fn an_undecodable_deadline_stops_the_ladder_without_moving_it_sqlite() {
+    an_undecodable_deadline_stops_the_ladder_without_moving_it(None).await;
+}
+
+#[tokio::test]
+async fn an_undecodable_deadline_stops_the_ladder_without_moving_it_postgres() {
+    an_undecodable_deadline_stops_the_ladder_without_moving_it(Some(postgres_url().await)).await;
 }
 
 #[tokio::test]
@@ -148,6 +159,46 @@ async fn a_holiday_move_comes_back_with_its_days(postgres: Option<String>) {
         assert!(deadlines.contains(&d.deadline), "{d:?}");
     }
     drop(settings);
+    state.close().await;
+}
+
+/// A stored unit code that no longer parses used to write no notice while the deadline's next
+/// step day still moved on: a notice lost without a trace. Now the read fails, loudly, and
+/// nothing moves.
+async fn an_undecodable_deadline_stops_the_ladder_without_moving_it(postgres: Option<String>) {
+    let (_ws, settings, state) = open(postgres).await;
+    let today = date("2026-11-25");
+    let dates = CaseDates { received_on: Some(date("2026-11-11")), ..CaseDates::default() };
+    let case_ref = CaseRef::parse("2026-BU-0077").unwrap();
+    let records: Vec<DeadlineRecord> = rules::deadlines_for(&dates, RuleOptions::default())
+        .into_iter()
+        .map(|deadline| DeadlineRecord {
+            case_ref: case_ref.clone(),
+            unit: UnitCode::parse("BRO-BU").unwrap(),
+            caseworker: None,
+            child_sex: None,
+            deadline,
+            next_step_on: Some(date("2026-11-20")),
+            row_updated_at: Utc.with_ymd_and_hms(2026, 11, 11, 9, 0, 0).unwrap(),
+        })
+        .collect();
+    let poll_seq = state.begin_poll().await.unwrap();
+    state.store_deadlines(poll_seq, std::slice::from_ref(&case_ref), &records, &[]).await.unwrap();
+    execute(&settings, "UPDATE deadlines SET unit = ' '").await;
+
+    let now = Utc.with_ymd_and_hms(2026, 11, 25, 9, 0, 0).unwrap();
+    let err = poll::evaluate_ladders(&state, &settings, today, now).await.unwrap_err();
+    assert!(matches!(err, PollError::State(StateError::Corrupt { column: "unit", .. })), "{err}");
+    let url = settings.state.url.expose();
+    let unmoved: i64 = if url.starts_with("postgres") {
+        let sql = "SELECT COUNT(*) FROM deadlines WHERE next_step_on = DATE '2026-11-20'";
+        sqlx::query_scalar(sql).fetch_one(&mut sqlx::PgConnection::connect(url).await.unwrap()).await.unwrap()
+    } else {
+        let sql = "SELECT COUNT(*) FROM deadlines WHERE next_step_on = '2026-11-20'";
+        sqlx::query_scalar(sql).fetch_one(&mut sqlx::SqliteConnection::connect(url).await.unwrap()).await.unwrap()
+    };
+    assert_eq!(unmoved, records.len() as i64, "no next step day moved");
+    assert!(query_states(&settings).await.is_empty(), "no outbox row written");
     state.close().await;
 }
 
