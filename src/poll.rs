@@ -119,7 +119,7 @@ pub async fn sync_register(
             chunk.push(row);
         }
         if chunk.len() >= CHUNK_ROWS || (done && !chunk.is_empty()) {
-            store_chunk(state, settings, options, (today, now), poll_seq, &chunk, &mut report).await?;
+            store_chunk(state, settings, options, now, poll_seq, &chunk, &mut report).await?;
             chunk.clear();
         }
         if done {
@@ -158,7 +158,7 @@ async fn store_chunk(
     state: &StateStore,
     settings: &Settings,
     options: RuleOptions,
-    (_today, now): (NaiveDate, DateTime<Utc>),
+    now: DateTime<Utc>,
     poll_seq: i64,
     chunk: &[RawRow],
     report: &mut SyncReport,
