@@ -57,13 +57,23 @@ pub(crate) async fn open_pool(url: &DatabaseUrl, create: bool, max: u32) -> Resu
                 )));
             }
         }
-        if create && !raw.contains("mode=") {
+        if create && !raw.contains("mode=") && url.sqlite_path().is_some() {
             raw.push_str(if raw.contains('?') { "&mode=rwc" } else { "?mode=rwc" });
         }
     }
     let engine = url.engine;
+    // Every connection to `sqlite::memory:` is a database of its own: keep exactly one, forever.
+    let in_memory = engine == Engine::Sqlite && url.sqlite_path().is_none();
     AnyPoolOptions::new()
-        .max_connections(if engine == Engine::Sqlite { 1.max(max.min(4)) } else { max })
+        .max_connections(if in_memory {
+            1
+        } else if engine == Engine::Sqlite {
+            1.max(max.min(4))
+        } else {
+            max
+        })
+        .idle_timeout(if in_memory { None } else { Some(std::time::Duration::from_secs(600)) })
+        .max_lifetime(if in_memory { None } else { Some(std::time::Duration::from_secs(1800)) })
         .acquire_timeout(std::time::Duration::from_secs(10))
         .after_connect(move |conn, _| {
             Box::pin(async move {
@@ -228,6 +238,28 @@ impl StateStore {
         let pool =
             open_pool(url, true, 8).await.map_err(|source| StateError::Connect { url: url.redacted(), source })?;
         Ok(StateStore { pool, engine: url.engine })
+    }
+
+    /// Connects for reading only (the show commands): never creates, migrates or writes; a
+    /// SQLite file is opened read-only.
+    pub async fn connect_read_only(url: &DatabaseUrl) -> Result<StateStore, StateError> {
+        let read_only = match url.engine {
+            Engine::Sqlite => {
+                let raw = url.expose();
+                let raw = format!("{raw}{}mode=ro", if raw.contains('?') { "&" } else { "?" });
+                DatabaseUrl::parse(&raw).map_err(|e| StateError::Corrupt { column: "state.url", value: e })?
+            }
+            Engine::Postgres => url.clone(),
+        };
+        let pool = open_pool(&read_only, false, 2)
+            .await
+            .map_err(|source| StateError::Connect { url: url.redacted(), source })?;
+        Ok(StateStore { pool, engine: url.engine })
+    }
+
+    /// Whether the schema exists (fristvakt migrated this database before).
+    pub async fn has_schema(&self) -> bool {
+        sqlx::query("SELECT id FROM poll_state").fetch_optional(&self.pool).await.is_ok()
     }
 
     pub fn engine(&self) -> Engine {

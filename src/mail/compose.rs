@@ -83,6 +83,13 @@ pub fn digest_text(settings: &Settings, digest: &Digest) -> Result<String, Compo
     render(&env, &name, &digest::Context::new(settings, digest))
 }
 
+/// The digest as plain text for `fristvakt digest --dry-run`: the recipient and subject, then
+/// exactly the text part of the mail.
+pub fn digest_preview_text(settings: &Settings, digest: &Digest) -> Result<String, ComposeError> {
+    let body = digest_text(settings, digest)?;
+    Ok(format!("To: {}\nSubject: {}\n\n{body}", digest.manager, digest::subject(settings.mail.language, digest)))
+}
+
 /// A short plain mail for `send-test-mail`: proves the transport works without any case data.
 pub fn render_test_mail(settings: &Settings, to: &EmailAddress) -> Result<Message, ComposeError> {
     let to = mailbox(to.as_str(), 0)?;
@@ -121,7 +128,8 @@ pub fn check_templates(settings: &Settings) -> Result<(), ComposeError> {
     };
     let recipients =
         [Recipient { role: Role::Caseworker, address: settings.mail.from.to_string(), instead_of_caseworker: false }];
-    compose_notice(settings, &sample, &recipients, sample.decided_on, "<check@fristvakt.invalid>").map(|_| ())
+    compose_notice(settings, &sample, &recipients, sample.decided_on, "<check@fristvakt.invalid>")?;
+    check_digest_templates(settings)
 }
 
 /// Compiles the digest templates of the configured language (built-in or overridden), so that a
@@ -841,5 +849,103 @@ mod tests {
             }
         }
         assert!(stack.is_empty(), "unclosed {stack:?} in {html}");
+    }
+
+    /// Digests rendered from the samples of `digest::tests`.
+    mod digests {
+        use crate::digest::tests::{d, open, sample_digest, settings, TODAY};
+        use crate::digest::{build_digests, subject};
+        use crate::mail::compose::*;
+        use crate::rules::Kind;
+        use crate::state::StoredDeadline;
+
+        #[test]
+        fn a_cut_list_says_how_many_more() {
+            let s = settings("[digest]\nmax_rows = 2\n");
+            let data: Vec<StoredDeadline> = (1..=5)
+                .map(|i| open(&format!("C-{i}"), "BRO-BU", Kind::Assessment, &format!("2026-11-{:02}", 10 + i)))
+                .collect();
+            let digests = build_digests(&s, &data, d(TODAY));
+            let text = digest_preview_text(&s, &digests[0]).unwrap();
+            assert!(text.contains("… och 3 till"), "{text}");
+            assert!(!text.contains("C-3"), "{text}");
+            assert!(text.contains("5 försenade"), "{text}");
+        }
+
+        #[test]
+        fn swedish_mail_has_subject_summary_and_both_parts() {
+            let s = settings("");
+            let digest = sample_digest(&s);
+            let message = compose_digest(&s, &digest, "<x@kommun.example>").unwrap();
+            let raw = String::from_utf8(message.formatted()).unwrap();
+            assert!(raw.contains("Auto-Submitted: auto-generated"), "{raw}");
+            assert!(raw.contains("Message-ID: <x@kommun.example>"), "{raw}");
+            assert!(raw.contains("multipart/alternative"), "{raw}");
+            assert_eq!(
+                subject(Language::Swedish, &digest),
+                "Daglig fristöversikt 2026-11-25: 1 försenad, 1 förfaller inom 7 dagar"
+            );
+            let text = digest_preview_text(&s, &digest).unwrap();
+            assert!(
+                text.starts_with("To: ec.bromma@kommun.example\nSubject: Daglig fristöversikt 2026-11-25"),
+                "{text}"
+            );
+            assert!(text.contains("2026-BU <1>"), "text is not HTML-escaped: {text}");
+            assert!(text.contains("5 dagar försenad"), "{text}");
+            assert!(text.contains("2 dagar kvar"), "{text}");
+            assert!(text.contains("Bromma barn och unga"), "{text}");
+            assert!(text.contains("Andel hållna frister senaste 30 dagarna: 50 % (1 av 2)"), "{text}");
+        }
+
+        #[test]
+        fn html_is_escaped_and_has_no_classes_or_scripts() {
+            let s = settings("");
+            let digest = sample_digest(&s);
+            let html = render_digest(&s, &digest).unwrap().html;
+            assert!(html.contains("2026-BU &lt;1&gt;"), "{html}");
+            assert!(!html.contains("2026-BU <1>"), "{html}");
+            assert!(html.contains("href=\"https:"), "{html}");
+            // One escaping for notices and digests: '/' stays readable in links.
+            assert!(html.contains("href=\"https://register.kommun.example/case/2026-BU-2\""), "{html}");
+            for banned in ["class=", "<script", "<style"] {
+                assert!(!html.contains(banned), "{banned} in {html}");
+            }
+        }
+
+        #[test]
+        fn english_rendering() {
+            let s = settings("[mail]\nlanguage = \"en\"\n");
+            let digest = sample_digest(&s);
+            assert_eq!(
+                subject(Language::English, &digest),
+                "Daily deadline digest 2026-11-25: 1 overdue, 1 due within 7 days"
+            );
+            let text = digest_preview_text(&s, &digest).unwrap();
+            for expected in [
+                "Preliminary assessment",
+                "5 days overdue",
+                "2 days left",
+                "Share of deadlines met in the last 30 days: 50% (1 of 2)",
+            ] {
+                assert!(text.contains(expected), "{expected:?} not in {text}");
+            }
+            assert!(!text.contains("försenad"), "{text}");
+            let message = compose_digest(&s, &digest, "<y@kommun.example>").unwrap();
+            let raw = String::from_utf8(message.formatted()).unwrap();
+            assert!(raw.contains("Subject: Daily deadline digest 2026-11-25"), "{raw}");
+        }
+
+        #[test]
+        fn templates_can_be_overridden_by_files() {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join("digest.sv.txt.j2"), "Egen mall {{ date }}: {{ summary }}\n").unwrap();
+            let s = settings(&format!("[mail]\ntemplates_dir = \"{}\"\n", dir.path().display()));
+            let text = digest_preview_text(&s, &sample_digest(&s)).unwrap();
+            assert!(text.ends_with("\n\nEgen mall 2026-11-25: 1 försenad, 1 förfaller inom 7 dagar\n"), "{text}");
+            // The HTML template was not overridden and still renders.
+            check_templates(&s).unwrap();
+            std::fs::write(dir.path().join("digest.sv.html.j2"), "{{ no_such_value }}").unwrap();
+            assert!(matches!(compose_digest(&s, &sample_digest(&s), "<z@k.se>"), Err(ComposeError::Template { .. })));
+        }
     }
 }
