@@ -9,6 +9,7 @@ pub mod config;
 pub mod demo;
 pub mod digest;
 pub mod domain;
+pub mod explanation;
 pub mod http;
 pub mod mail;
 pub mod metrics;

@@ -3,11 +3,12 @@
 //! sets the headers every mail carries.
 //!
 //! The wording lives in template files (`templates/notice.{sv,en}.{subject,txt,html}.j2`,
-//! `templates/digest.{sv,en}.{txt,html}.j2`),
+//! `templates/digest.{sv,en}.{txt,html}.j2`, `templates/explanation.{sv,en}.txt.j2`),
 //! compiled into the binary and replaceable, file by file, by same-named files in
-//! `mail.templates_dir`, so that a municipality can adapt the text without a new build. The
-//! sentences that depend on the law and the calendar (the rule, why two last days differ, the
-//! ladder step) are computed here and handed to the templates ready-made.
+//! `mail.templates_dir`, so that a municipality can adapt the text without a new build. The law
+//! is worded once, in the explanation templates: a notice carries the lines they render from the
+//! deadline's [`Explanation`], and `fristvakt explain` prints the same lines
+//! ([`explanation_lines`]). The ladder step in words is computed here.
 //!
 //! A mail carries the case reference, unit, kind, dates, days left or overdue, the case link and
 //! the role addresses it went to — nothing else from the register (contract §3).
@@ -27,9 +28,9 @@ use super::wording::{days, days_text, situation};
 use crate::config::{Language, Settings};
 use crate::digest::{self, Digest};
 use crate::domain::{EmailAddress, UnitCode};
+use crate::explanation::Explanation;
 use crate::notice::{NoticePayload, Recipient};
-use crate::rules::calendar::{next_deadline_day, DayKind};
-use crate::rules::{Kind, Role};
+use crate::rules::{Kind, Role, RuleOptions};
 
 /// A notice, digest or test mail could not be rendered.
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +118,7 @@ pub fn check_templates(settings: &Settings) -> Result<(), ComposeError> {
         nominal_due_on: day(2026, 12, 24)?,
         due_on: day(2026, 12, 28)?,
         extended_to: None,
+        due_reason: None,
         decided_on: day(2026, 12, 28)?,
     };
     let recipients =
@@ -135,6 +137,40 @@ pub fn check_digest_templates(settings: &Settings) -> Result<(), ComposeError> {
     Ok(())
 }
 
+/// The explanation of a deadline in the configured language, one sentence a line: the lines
+/// `fristvakt explain` prints and a notice mail carries.
+pub fn explanation_lines(settings: &Settings, explanation: &Explanation) -> Result<Vec<String>, ComposeError> {
+    render_explanation(&environment(settings), settings.mail.language, explanation)
+}
+
+fn render_explanation(
+    env: &Environment<'static>,
+    lang: Language,
+    explanation: &Explanation,
+) -> Result<Vec<String>, ComposeError> {
+    let context = ExplanationContext {
+        explanation,
+        kind_name: kind_name(lang, explanation.kind),
+        status_name: match lang {
+            Language::Swedish => explanation.status.name_sv(),
+            Language::English => explanation.status.name_en(),
+        },
+        days_text: explanation.days_left.map(|left| days_text(lang, left, explanation.due_on)),
+    };
+    let text = render(env, &template_name("explanation", lang, "txt"), &context)?;
+    Ok(text.lines().map(str::trim_end).filter(|line| !line.is_empty()).map(str::to_string).collect())
+}
+
+/// What the explanation templates may use.
+#[derive(Serialize)]
+struct ExplanationContext<'a> {
+    explanation: &'a Explanation,
+    kind_name: &'static str,
+    status_name: &'static str,
+    /// "7 dagar kvar till sista dagen"; none once closed.
+    days_text: Option<String>,
+}
+
 /// A notice or digest rendered from the templates, before it becomes a MIME message.
 pub(crate) struct Rendered {
     pub(crate) subject: String,
@@ -151,9 +187,11 @@ fn render_notice(
     if recipients.is_empty() {
         return Err(ComposeError::NoRecipients);
     }
-    let context = NoticeContext::new(settings, payload, recipients, today);
     let lang = settings.mail.language;
     let env = environment(settings);
+    let options = RuleOptions { holiday_rule: settings.calendar.holiday_rule };
+    let explanation = render_explanation(&env, lang, &Explanation::new(&payload.deadline(), today, options))?;
+    let context = NoticeContext::new(settings, payload, recipients, today, explanation);
     let subject = render(&env, &template_name("notice", lang, "subject"), &context)?;
     // A subject is one line whatever a template does with whitespace.
     let subject = subject.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -188,7 +226,7 @@ fn template_name(family: &str, lang: Language, part: &str) -> String {
 }
 
 /// The built-in templates, by file name.
-const BUILT_IN: [(&str, &str); 10] = [
+const BUILT_IN: [(&str, &str); 12] = [
     ("notice.sv.subject.j2", include_str!("../../templates/notice.sv.subject.j2")),
     ("notice.sv.txt.j2", include_str!("../../templates/notice.sv.txt.j2")),
     ("notice.sv.html.j2", include_str!("../../templates/notice.sv.html.j2")),
@@ -199,6 +237,8 @@ const BUILT_IN: [(&str, &str); 10] = [
     ("digest.sv.html.j2", include_str!("../../templates/digest.sv.html.j2")),
     ("digest.en.txt.j2", include_str!("../../templates/digest.en.txt.j2")),
     ("digest.en.html.j2", include_str!("../../templates/digest.en.html.j2")),
+    ("explanation.sv.txt.j2", include_str!("../../templates/explanation.sv.txt.j2")),
+    ("explanation.en.txt.j2", include_str!("../../templates/explanation.en.txt.j2")),
 ];
 
 /// What every mail carries: From, Date and `Auto-Submitted: auto-generated` (RFC 3834), which
@@ -313,15 +353,14 @@ struct NoticeContext {
     /// `protection`, `assessment` or `investigation`.
     kind: &'static str,
     kind_name: &'static str,
-    /// The rule in words, starting lower case, without a final full stop.
-    rule: &'static str,
     step: i32,
     start_on: String,
     nominal_due_on: String,
     due_on: String,
     due_differs: bool,
-    /// Why the applying last day is not the calendar one; `None` when they are the same.
-    due_explanation: Option<String>,
+    /// The law applied to this deadline, one sentence a line (`templates/explanation.*.txt.j2`):
+    /// the rule, the start and the computation, why the last day is what it is, the status.
+    explanation: Vec<String>,
     today: String,
     days_left: i64,
     days_text: String,
@@ -342,7 +381,13 @@ struct RecipientContext {
 }
 
 impl NoticeContext {
-    fn new(settings: &Settings, p: &NoticePayload, recipients: &[Recipient], today: NaiveDate) -> NoticeContext {
+    fn new(
+        settings: &Settings,
+        p: &NoticePayload,
+        recipients: &[Recipient],
+        today: NaiveDate,
+        explanation: Vec<String>,
+    ) -> NoticeContext {
         let lang = settings.mail.language;
         let days_left = (p.due_on - today).num_days();
         let unit_name = UnitCode::parse(&p.unit).ok().and_then(|u| settings.units.unit_name(&u).map(str::to_string));
@@ -355,13 +400,12 @@ impl NoticeContext {
             unit_name,
             kind: p.kind.as_str(),
             kind_name: kind_name(lang, p.kind),
-            rule: rule(lang, p.kind),
             step: p.step,
             start_on: iso(p.start_on),
             nominal_due_on: iso(p.nominal_due_on),
             due_on: iso(p.due_on),
             due_differs: p.nominal_due_on != p.due_on,
-            due_explanation: due_explanation(lang, p),
+            explanation,
             today: iso(today),
             days_left,
             days_text: days_text(lang, days_left, p.due_on),
@@ -390,100 +434,6 @@ fn kind_name(lang: Language, kind: Kind) -> &'static str {
     match lang {
         Language::Swedish => kind.name_sv(),
         Language::English => kind.name_en(),
-    }
-}
-
-/// Each rule in words, naming no paragraph: socialtjänstlagen (2025:400) renumbered the
-/// chapters, and paragraph numbers belong in documentation where they can be corrected.
-fn rule(lang: Language, kind: Kind) -> &'static str {
-    match (lang, kind) {
-        (Language::Swedish, Kind::Protection) => {
-            "skyddsbedömningen ska göras genast, samma dag som anmälan kom in och senast dagen efter"
-        }
-        (Language::Swedish, Kind::Assessment) => {
-            "förhandsbedömningen ska vara klar inom 14 dagar från att anmälan kom in"
-        }
-        (Language::Swedish, Kind::Investigation) => {
-            "utredningen ska vara slutförd inom fyra månader från beslutet att inleda den"
-        }
-        (Language::English, Kind::Protection) => {
-            "the protection assessment must be made at once: on the day the report came in, at the latest the next day"
-        }
-        (Language::English, Kind::Assessment) => {
-            "the preliminary assessment must be completed within 14 days of the report coming in"
-        }
-        (Language::English, Kind::Investigation) => {
-            "the investigation must be completed within four months of the decision to open it"
-        }
-    }
-}
-
-/// Why the applying last day differs from the calendar one: a decided extension, protection's
-/// "at the latest the next day", or the holiday rule of lag (1930:173) 2 §, recomputed from the
-/// nominal day so that the mail can name the days passed over.
-fn due_explanation(lang: Language, p: &NoticePayload) -> Option<String> {
-    if p.nominal_due_on == p.due_on {
-        return None;
-    }
-    let (nominal, due) = (iso(p.nominal_due_on), iso(p.due_on));
-    if let Some(to) = p.extended_to {
-        let to = iso(to);
-        return Some(match (lang, p.kind) {
-            (Language::Swedish, Kind::Investigation) => {
-                format!("Beslut har fattats om att förlänga utredningen (särskilda skäl); sista dagen är därför {to}.")
-            }
-            (Language::Swedish, _) => {
-                format!("Beslut har fattats om längre tid för förhandsbedömningen (synnerliga skäl); sista dagen är därför {to}.")
-            }
-            (Language::English, Kind::Investigation) => format!(
-                "An extension of the investigation was decided (särskilda skäl, special reasons); the last day is therefore {to}."
-            ),
-            (Language::English, _) => format!(
-                "A longer time for the preliminary assessment was decided (synnerliga skäl, extraordinary reasons); the last day is therefore {to}."
-            ),
-        });
-    }
-    if p.kind == Kind::Protection {
-        return Some(match lang {
-            Language::Swedish => format!(
-                "Skyddsbedömningen ska göras samma dag som anmälan kom in ({nominal}), men senast dagen efter ({due}) när anmälan kom in sent."
-            ),
-            Language::English => format!(
-                "The protection assessment is due on the day the report came in ({nominal}), at the latest the next day ({due}) when the report came in late."
-            ),
-        });
-    }
-    let (moved_to, passed) = next_deadline_day(p.nominal_due_on);
-    if moved_to == p.due_on && !passed.is_empty() {
-        let days: Vec<String> = passed
-            .iter()
-            .map(|(day, why)| match lang {
-                Language::Swedish => format!("{} är {}", iso(*day), day_name_sv(*why)),
-                Language::English => format!("{} is {}", iso(*day), why.name_en()),
-            })
-            .collect();
-        return Some(match lang {
-            Language::Swedish => format!(
-                "{}; enligt lagen (1930:173) om beräkning av lagstadgad tid flyttas sista dagen till {due}.",
-                join(&days, "och")
-            ),
-            Language::English => format!(
-                "{}; under the Act (1930:173) on the computation of statutory time limits (lagen om beräkning av lagstadgad tid), the last day moves to {due}.",
-                join(&days, "and")
-            ),
-        });
-    }
-    Some(match lang {
-        Language::Swedish => format!("Sista dagen som gäller är {due}."),
-        Language::English => format!("The last day that applies is {due}."),
-    })
-}
-
-/// Plain weekdays read better with "en": "2026-12-26 är en lördag", but "är julafton".
-fn day_name_sv(kind: DayKind) -> String {
-    match kind {
-        DayKind::Saturday | DayKind::Sunday => format!("en {}", kind.name_sv()),
-        other => other.name_sv().to_string(),
     }
 }
 
@@ -604,6 +554,7 @@ mod tests {
             nominal_due_on: day("2026-12-24"),
             due_on: day("2026-12-28"),
             extended_to: None,
+            due_reason: None,
             decided_on: day("2026-12-21"),
         }
     }
