@@ -9,10 +9,10 @@ use crate::config::{Engine, Language, Settings};
 use crate::demo::{self, DemoOptions};
 use crate::digest::{self, DigestError};
 use crate::domain::EmailAddress;
+use crate::explanation::Explanation;
 use crate::mail::{self, DispatchError, Mailer, MailerError};
 use crate::poll::{self, PollError};
 use crate::register::{self, Register, RegisterError};
-use crate::explanation::Explanation;
 use crate::rules::{self, Kind, RuleOptions, Status};
 use crate::state::{DeadlineFilter, StateError, StateStore, StoredDeadline};
 

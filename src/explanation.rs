@@ -215,7 +215,10 @@ mod tests {
         let mut x = deadline(received("2025-12-10"), ON, Kind::Assessment);
         x.due_reason = DueReason::Moved { skipped: vec![(d("2025-12-24"), DayKind::ChristmasEve)] };
         let e = Explanation::new(&x, d("2025-12-22"), ON);
-        assert_eq!(e.last_day, LastDay::Moved { skipped: vec![SkippedDay::new(d("2025-12-24"), DayKind::ChristmasEve)], days: 5 });
+        assert_eq!(
+            e.last_day,
+            LastDay::Moved { skipped: vec![SkippedDay::new(d("2025-12-24"), DayKind::ChristmasEve)], days: 5 }
+        );
         // A reason read back without its days: the calendar fills them in, if it agrees.
         x.due_reason = DueReason::Moved { skipped: Vec::new() };
         let LastDay::Moved { skipped, .. } = Explanation::new(&x, d("2025-12-22"), ON).last_day else { panic!() };
@@ -242,7 +245,10 @@ mod tests {
         assert_eq!(extended.last_day, LastDay::Extended);
         assert_eq!(extended.period, Period::Months { count: 4 });
         assert_eq!(extended.start_event, StartEvent::InvestigationOpened);
-        assert_eq!((extended.status, extended.closed_on, extended.days_left), (Status::Met, Some(d("2025-09-01")), None));
+        assert_eq!(
+            (extended.status, extended.closed_on, extended.days_left),
+            (Status::Met, Some(d("2025-09-01")), None)
+        );
     }
 
     #[test]

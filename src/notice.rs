@@ -176,7 +176,10 @@ mod tests {
         let step = Step { offset: -3, roles: vec![Role::Caseworker] };
         let payload = payload("2025-BU-0001", &unit, &deadline, &step, d("2025-12-21"));
         let json = serde_json::to_string(&payload).unwrap();
-        assert!(json.contains(r#""due_reason":{"reason":"moved","skipped":[["2025-12-24","christmas_eve"],"#), "{json}");
+        assert!(
+            json.contains(r#""due_reason":{"reason":"moved","skipped":[["2025-12-24","christmas_eve"],"#),
+            "{json}"
+        );
         let back: NoticePayload = serde_json::from_str(&json).unwrap();
         assert_eq!(back.deadline(), deadline);
         // A payload recorded before `due_reason` was kept.

@@ -771,6 +771,116 @@ mod tests {
         assert!(m.headers().get_raw("Message-ID").is_some());
     }
 
+    /// The lines `fristvakt explain` prints under the heading of `kind`, without their indent
+    /// and without the ladder steps.
+    fn explain_lines(s: &Settings, case: &crate::register::CaseRow, kind: Kind, today: NaiveDate) -> Vec<String> {
+        let text = crate::commands::explain_text(s, case, today, |_| Vec::new());
+        let heading = format!("{} ({})", kind_name(s.mail.language, kind), kind.as_str());
+        let mut lines = text.lines().skip_while(|line| *line != heading).skip(1);
+        let section: Vec<&str> = lines.by_ref().take_while(|line| !line.is_empty()).collect();
+        assert!(!section.is_empty(), "no {heading:?} in:\n{text}");
+        section
+            .iter()
+            .filter(|line| !line.starts_with("  Steg ") && !line.starts_with("  Step "))
+            .map(|line| line.strip_prefix("  ").unwrap_or_else(|| panic!("{line:?} in:\n{text}")).to_string())
+            .collect()
+    }
+
+    fn escape_html(text: &str) -> String {
+        text.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+            .replace('\'', "&#39;")
+    }
+
+    /// `fristvakt explain` and the notice mail explain the same deadline in the same lines, in
+    /// Swedish and in English: the mail's text part carries exactly the lines `explain` prints,
+    /// as one block, and its HTML part each of them as a paragraph.
+    #[test]
+    fn explain_and_the_notice_mail_give_the_same_explanation() {
+        use crate::domain::CaseRef;
+        use crate::register::CaseRow;
+        use crate::rules::{deadlines_for, CaseDates};
+
+        let case = |received: Option<&str>, opened: Option<&str>, extended: Option<&str>| CaseRow {
+            case_ref: CaseRef::parse("2025-BU-0042").unwrap(),
+            unit: UnitCode::parse("BRO-BU").unwrap(),
+            caseworker: Some(EmailAddress::parse("anna.handlaggare@kommun.example").unwrap()),
+            caseworker_invalid: false,
+            child_sex: None,
+            dates: CaseDates {
+                received_on: received.map(day),
+                investigation_opened_on: opened.map(day),
+                investigation_extended_to: extended.map(day),
+                ..CaseDates::default()
+            },
+            updated_at: chrono::Utc::now(),
+        };
+        // (case, kind, today, a line the Swedish and the English explanation must hold)
+        let cases = [
+            // Received Wednesday 2025-12-10: the last day, julafton 2025-12-24, moves five days.
+            (
+                case(Some("2025-12-10"), None, None),
+                Kind::Assessment,
+                "2025-12-22",
+                "2025-12-24 är julafton, 2025-12-25 är juldagen, 2025-12-26 är annandag jul, 2025-12-27 är en lördag \
+                 och 2025-12-28 är en söndag; enligt lagen (1930:173) om beräkning av lagstadgad tid flyttas sista \
+                 dagen till 2025-12-29.",
+                "2025-12-24 is Christmas Eve, 2025-12-25 is Christmas Day, 2025-12-26 is Boxing Day, 2025-12-27 is \
+                 a Saturday and 2025-12-28 is a Sunday; under the Act (1930:173) on the computation of statutory \
+                 time limits (lagen om beräkning av lagstadgad tid), the last day moves to 2025-12-29.",
+            ),
+            (
+                case(Some("2025-02-20"), Some("2025-03-03"), Some("2025-09-30")),
+                Kind::Investigation,
+                "2025-10-02",
+                "Beslut har fattats om att förlänga utredningen (särskilda skäl); sista dagen är därför 2025-09-30 \
+                 i stället för 2025-07-03.",
+                "An extension of the investigation was decided (särskilda skäl, special reasons); the last day is \
+                 therefore 2025-09-30 instead of 2025-07-03.",
+            ),
+            (
+                case(Some("2025-03-03"), None, None),
+                Kind::Protection,
+                "2025-03-03",
+                "Sista dag: 2025-03-04, dagen efter anmälan; helgregeln gäller inte, eftersom socialjouren arbetar \
+                 även helger.",
+                "Last day: 2025-03-04, the day after the report; the holiday rule does not apply, as the on-call \
+                 service works weekends too.",
+            ),
+        ];
+        for (case, kind, today, line_sv, line_en) in cases {
+            let today = day(today);
+            for (lang, line) in [("sv", line_sv), ("en", line_en)] {
+                let s = settings(lang);
+                let options = RuleOptions { holiday_rule: s.calendar.holiday_rule };
+                let deadline = deadlines_for(&case.dates, options).into_iter().find(|d| d.kind == kind).unwrap();
+                let step = s.ladders.for_kind(kind).steps().first().unwrap().clone();
+                let payload = crate::notice::payload(case.case_ref.as_str(), &case.unit, &deadline, &step, today);
+                // Through the outbox's JSON, as the dispatcher reads it back.
+                let payload: NoticePayload = serde_json::from_str(&serde_json::to_string(&payload).unwrap()).unwrap();
+                let mail = rendered(&s, &payload, &caseworker(), &today.to_string());
+                let explained = explain_lines(&s, &case, kind, today);
+                assert!(explained.len() >= 4, "{explained:#?}");
+                assert!(explained.iter().any(|l| l == line), "{lang} {kind}: {line:?} not in {explained:#?}");
+                let block = format!("\n\n{}\n\n", explained.join("\n"));
+                assert!(
+                    mail.text.contains(&block),
+                    "{lang} {kind}: explain says\n{block}\nthe mail says\n{}",
+                    mail.text
+                );
+                let paragraphs: String = explained.iter().map(|l| format!("<p>{}</p>\n", escape_html(l))).collect();
+                assert!(mail.html.contains(&paragraphs), "{lang} {kind}: {paragraphs}\nnot in\n{}", mail.html);
+                // Only case reference, unit, kind and dates: no caseworker, nothing from the register.
+                assert!(
+                    !explained.iter().any(|l| l.contains("anna.handlaggare") || l.contains("BRO-BU")),
+                    "{explained:#?}"
+                );
+            }
+        }
+    }
+
     /// Every opened tag is closed in order; `<!…>` and self-closed `<… />` tags stand alone.
     fn assert_balanced(html: &str) {
         let mut stack: Vec<String> = Vec::new();
