@@ -30,7 +30,7 @@ use crate::digest::{self, Digest};
 use crate::domain::{EmailAddress, UnitCode};
 use crate::explanation::Explanation;
 use crate::notice::{NoticePayload, Recipient};
-use crate::rules::{Kind, Role, RuleOptions};
+use crate::rules::{deadlines_for, CaseDates, Kind, Role, RuleOptions};
 
 /// A notice, digest or test mail could not be rendered.
 #[derive(Debug, thiserror::Error)]
@@ -123,7 +123,26 @@ pub fn check_templates(settings: &Settings) -> Result<(), ComposeError> {
     };
     let recipients =
         [Recipient { role: Role::Caseworker, address: settings.mail.from.to_string(), instead_of_caseworker: false }];
-    compose_notice(settings, &sample, &recipients, sample.decided_on, "<check@fristvakt.invalid>").map(|_| ())
+    compose_notice(settings, &sample, &recipients, sample.decided_on, "<check@fristvakt.invalid>")?;
+    // Every branch of the explanation: next day, a holiday move, an extension, closed and open.
+    let dates = CaseDates {
+        received_on: Some(sample.start_on),
+        investigation_opened_on: Some(day(2026, 3, 2)?),
+        investigation_extended_to: Some(day(2026, 9, 30)?),
+        investigation_closed_on: Some(day(2026, 9, 1)?),
+        ..CaseDates::default()
+    };
+    for holiday_rule in [true, false] {
+        let options = RuleOptions { holiday_rule };
+        for deadline in deadlines_for(&dates, options) {
+            let mut open = deadline.clone();
+            open.closed_on = None;
+            for d in [deadline, open] {
+                explanation_lines(settings, &Explanation::new(&d, sample.decided_on, options))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Compiles the digest templates of the configured language (built-in or overridden), so that a
