@@ -21,9 +21,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Language, Settings};
 use crate::domain::{EmailAddress, UnitCode};
+use crate::explanation::LastDay;
 use crate::mail::compose::{self, ComposeError};
 use crate::notice::{self, Recipient};
-use crate::rules::{Kind, Role, Status};
+use crate::rules::{DueReason, Kind, Role, RuleOptions, Status};
 use crate::state::{DeadlineFilter, OutboxEntry, OutboxState, StateError, StateStore, StoredDeadline};
 
 /// How far ahead "due soon" looks in a digest, in days (contract §3: "the next 7 days").
@@ -202,6 +203,12 @@ pub struct DigestRow {
     pub kind: Kind,
     /// The legal last day.
     pub due_on: NaiveDate,
+    /// The last day by the calendar (absent in digests recorded before it was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nominal_due_on: Option<NaiveDate>,
+    /// Why `due_on` is what it is (absent in digests recorded before it was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due_reason: Option<DueReason>,
     /// Days from `date` to `due_on`; negative when overdue.
     pub days_left: i64,
     pub caseworker: Option<EmailAddress>,
@@ -269,6 +276,8 @@ pub fn build_digests(settings: &Settings, deadlines: &[StoredDeadline], today: N
             case_ref: stored.case_ref.clone(),
             kind: deadline.kind,
             due_on: deadline.due_on,
+            nominal_due_on: Some(deadline.nominal_due_on),
+            due_reason: Some(deadline.due_reason.clone()),
             days_left,
             caseworker: stored.caseworker.as_deref().and_then(|c| EmailAddress::parse(c).ok()),
             link: settings.mail.case_link_for(&stored.case_ref),
@@ -411,6 +420,10 @@ struct RowContext {
     case_ref: String,
     kind: String,
     due_on: String,
+    /// The last day by the calendar; the same as `due_on` when not known.
+    nominal_due_on: String,
+    /// Why the last day is what it is, as in the explanation (`crate::explanation::LastDay`).
+    last_day: LastDay,
     days_left: i64,
     /// Days overdue or left, without sign.
     days: i64,
@@ -432,6 +445,11 @@ impl Context {
             Language::Swedish => kind.name_sv().to_string(),
             Language::English => kind.name_en().to_string(),
         };
+        let options = RuleOptions { holiday_rule: settings.calendar.holiday_rule };
+        let last_day = |r: &DigestRow| match (r.nominal_due_on, &r.due_reason) {
+            (Some(nominal), Some(reason)) => LastDay::new(r.kind, nominal, r.due_on, reason, options),
+            _ => LastDay::Nominal,
+        };
         let section = |s: &Section| SectionContext {
             rows: s
                 .rows
@@ -440,6 +458,8 @@ impl Context {
                     case_ref: r.case_ref.clone(),
                     kind: kind_name(r.kind),
                     due_on: r.due_on.to_string(),
+                    nominal_due_on: r.nominal_due_on.unwrap_or(r.due_on).to_string(),
+                    last_day: last_day(r),
                     days_left: r.days_left,
                     days: r.days_left.abs(),
                     caseworker: r.caseworker.as_ref().map(EmailAddress::to_string),
@@ -683,6 +703,68 @@ mod tests {
                 due_reason: DueReason::Nominal,
             },
             withdrawn: false,
+        }
+    }
+
+    /// A row's last day, moved or extended, is explained in the words of `explain`'s templates
+    /// (`explanation.LANG.macros.j2`), in the text and the HTML part; a plain one gets no note.
+    #[test]
+    fn moved_and_extended_last_days_say_why() {
+        use crate::rules::{deadlines_for, CaseDates, RuleOptions};
+        let on = RuleOptions { holiday_rule: true };
+        let stored = |case_ref: &str, kind: Kind, dates: CaseDates| {
+            let deadline = deadlines_for(&dates, on).into_iter().find(|x| x.kind == kind).unwrap();
+            let mut s = open(case_ref, "BRO-BU", kind, "2026-01-01");
+            s.deadline = deadline;
+            s
+        };
+        let received = |on: &str| CaseDates { received_on: Some(d(on)), ..CaseDates::default() };
+        let julafton = stored("2025-BU-1", Kind::Assessment, received("2025-12-10"));
+        let mut nyarsafton = stored("2025-BU-2", Kind::Assessment, received("2025-12-17"));
+        // As the state store reads it back today: the days passed over are not kept.
+        nyarsafton.deadline.due_reason = DueReason::Moved { skipped: Vec::new() };
+        let extended = stored(
+            "2025-BU-3",
+            Kind::Investigation,
+            CaseDates {
+                investigation_opened_on: Some(d("2025-08-20")),
+                investigation_extended_to: Some(d("2026-01-05")),
+                ..CaseDates::default()
+            },
+        );
+        let plain = open("2025-BU-4", "BRO-BU", Kind::Assessment, "2026-01-02");
+        let data = vec![julafton, nyarsafton, extended, plain];
+        for (lang, expected) in [
+            (
+                "sv",
+                [
+                    "2025-BU-1, Förhandsbedömning, sista dag 2025-12-29 (flyttad från julafton 2025-12-24), 1 dag försenad",
+                    "2025-BU-2, Förhandsbedömning, sista dag 2026-01-02 (flyttad från nyårsafton 2025-12-31), 3 dagar kvar",
+                    "2025-BU-3, Utredning, sista dag 2026-01-05 (förlängd från 2025-12-20), 6 dagar kvar",
+                    "2025-BU-4, Förhandsbedömning, sista dag 2026-01-02, 3 dagar kvar",
+                ],
+            ),
+            (
+                "en",
+                [
+                    "2025-BU-1, Preliminary assessment, last day 2025-12-29 (moved from Christmas Eve 2025-12-24), 1 day overdue",
+                    "2025-BU-2, Preliminary assessment, last day 2026-01-02 (moved from New Year's Eve 2025-12-31), 3 days left",
+                    "2025-BU-3, Investigation, last day 2026-01-05 (extended from 2025-12-20), 6 days left",
+                    "2025-BU-4, Preliminary assessment, last day 2026-01-02, 3 days left",
+                ],
+            ),
+        ] {
+            let s = settings(&format!("[mail]\nlanguage = \"{lang}\"\n"));
+            let digest = build_digests(&s, &data, d("2025-12-30")).remove(0);
+            // Through the outbox's JSON, as the dispatcher reads it back.
+            let digest: Digest = serde_json::from_str(&serde_json::to_string(&digest).unwrap()).unwrap();
+            let text = dry_run_text(&s, &digest).unwrap();
+            for line in expected {
+                assert!(text.contains(line), "{line:?} not in {text}");
+            }
+            let html = compose::render_digest(&s, &digest).unwrap().html;
+            let note = if lang == "sv" { "flyttad från nyårsafton 2025-12-31" } else { "moved from New Year&#39;s Eve 2025-12-31" };
+            assert!(html.contains(&format!("2026-01-02<br /><span style=\"font-size:12px;color:#555555;\">{note}</span>")), "{html}");
         }
     }
 

@@ -117,39 +117,15 @@ impl SkippedDay {
 
 impl Explanation {
     /// Explains `deadline` as it stands on `today`, under `options` (only used to say that a
-    /// day was not moved because the holiday rule is switched off).
-    ///
-    /// The days passed over come from the deadline's [`DueReason::Moved`]; they are looked up
-    /// in the calendar only when the reason carries none, as a deadline read back from the
-    /// state store does until the store keeps the full reason.
+    /// day was not moved because the holiday rule is switched off); see [`LastDay::new`].
     pub fn new(deadline: &Deadline, today: NaiveDate, options: RuleOptions) -> Explanation {
         let (start_event, period) = match deadline.kind {
             Kind::Protection => (StartEvent::ReportReceived, Period::AtOnce),
             Kind::Assessment => (StartEvent::ReportReceived, Period::Days { count: 14 }),
             Kind::Investigation => (StartEvent::InvestigationOpened, Period::Months { count: 4 }),
         };
-        let moved_days = (deadline.due_on - deadline.nominal_due_on).num_days();
-        let last_day = match &deadline.due_reason {
-            DueReason::NextDay => LastDay::NextDay,
-            DueReason::Extended { .. } => LastDay::Extended,
-            DueReason::Moved { skipped } if !skipped.is_empty() => LastDay::Moved {
-                skipped: skipped.iter().map(|&(on, day)| SkippedDay::new(on, day)).collect(),
-                days: moved_days,
-            },
-            DueReason::Moved { .. } => match next_deadline_day(deadline.nominal_due_on) {
-                (to, skipped) if to == deadline.due_on && !skipped.is_empty() => LastDay::Moved {
-                    skipped: skipped.into_iter().map(|(on, day)| SkippedDay::new(on, day)).collect(),
-                    days: moved_days,
-                },
-                _ => LastDay::MovedUnexplained { days: moved_days },
-            },
-            DueReason::Nominal => match deadline_moving_day(deadline.nominal_due_on) {
-                Some(day) if !options.holiday_rule && deadline.kind != Kind::Protection => {
-                    LastDay::NotMoved { day: SkippedDay::new(deadline.nominal_due_on, day) }
-                }
-                _ => LastDay::Nominal,
-            },
-        };
+        let last_day =
+            LastDay::new(deadline.kind, deadline.nominal_due_on, deadline.due_on, &deadline.due_reason, options);
         Explanation {
             kind: deadline.kind,
             start_event,
@@ -162,6 +138,44 @@ impl Explanation {
             status: deadline.status(today),
             closed_on: deadline.closed_on,
             days_left: deadline.days_left(today),
+        }
+    }
+}
+
+impl LastDay {
+    /// Why a deadline of `kind` has the last day `due_on` for the calendar day `nominal_due_on`,
+    /// as `reason` records it; the digest uses it for its rows.
+    ///
+    /// The days passed over come from [`DueReason::Moved`]; they are looked up in the calendar
+    /// only when the reason carries none, as a deadline read back from the state store does
+    /// until the store keeps the full reason.
+    pub fn new(
+        kind: Kind,
+        nominal_due_on: NaiveDate,
+        due_on: NaiveDate,
+        reason: &DueReason,
+        options: RuleOptions,
+    ) -> LastDay {
+        let days = (due_on - nominal_due_on).num_days();
+        match reason {
+            DueReason::NextDay => LastDay::NextDay,
+            DueReason::Extended { .. } => LastDay::Extended,
+            DueReason::Moved { skipped } if !skipped.is_empty() => {
+                LastDay::Moved { skipped: skipped.iter().map(|&(on, day)| SkippedDay::new(on, day)).collect(), days }
+            }
+            DueReason::Moved { .. } => match next_deadline_day(nominal_due_on) {
+                (to, skipped) if to == due_on && !skipped.is_empty() => LastDay::Moved {
+                    skipped: skipped.into_iter().map(|(on, day)| SkippedDay::new(on, day)).collect(),
+                    days,
+                },
+                _ => LastDay::MovedUnexplained { days },
+            },
+            DueReason::Nominal => match deadline_moving_day(nominal_due_on) {
+                Some(day) if !options.holiday_rule && kind != Kind::Protection => {
+                    LastDay::NotMoved { day: SkippedDay::new(nominal_due_on, day) }
+                }
+                _ => LastDay::Nominal,
+            },
         }
     }
 }

@@ -245,7 +245,7 @@ fn template_name(family: &str, lang: Language, part: &str) -> String {
 }
 
 /// The built-in templates, by file name.
-const BUILT_IN: [(&str, &str); 12] = [
+const BUILT_IN: [(&str, &str); 14] = [
     ("notice.sv.subject.j2", include_str!("../../templates/notice.sv.subject.j2")),
     ("notice.sv.txt.j2", include_str!("../../templates/notice.sv.txt.j2")),
     ("notice.sv.html.j2", include_str!("../../templates/notice.sv.html.j2")),
@@ -258,6 +258,8 @@ const BUILT_IN: [(&str, &str); 12] = [
     ("digest.en.html.j2", include_str!("../../templates/digest.en.html.j2")),
     ("explanation.sv.txt.j2", include_str!("../../templates/explanation.sv.txt.j2")),
     ("explanation.en.txt.j2", include_str!("../../templates/explanation.en.txt.j2")),
+    ("explanation.sv.macros.j2", include_str!("../../templates/explanation.sv.macros.j2")),
+    ("explanation.en.macros.j2", include_str!("../../templates/explanation.en.macros.j2")),
 ];
 
 /// What every mail carries: From, Date and `Auto-Submitted: auto-generated` (RFC 3834), which
