@@ -738,19 +738,19 @@ mod tests {
             (
                 "sv",
                 [
-                    "2025-BU-1, Förhandsbedömning, sista dag 2025-12-29 (flyttad från julafton 2025-12-24), 1 dag försenad",
-                    "2025-BU-2, Förhandsbedömning, sista dag 2026-01-02 (flyttad från nyårsafton 2025-12-31), 3 dagar kvar",
-                    "2025-BU-3, Utredning, sista dag 2026-01-05 (förlängd från 2025-12-20), 6 dagar kvar",
-                    "2025-BU-4, Förhandsbedömning, sista dag 2026-01-02, 3 dagar kvar",
+                    "2025-BU-1, Förhandsbedömning, sista dag 2025-12-29, 1 dag försenad, handläggare hl@kommun.example\n  (flyttad från julafton 2025-12-24)\n  https:",
+                    "2025-BU-2, Förhandsbedömning, sista dag 2026-01-02, 3 dagar kvar, handläggare hl@kommun.example\n  (flyttad från nyårsafton 2025-12-31)\n  https:",
+                    "2025-BU-3, Utredning, sista dag 2026-01-05, 6 dagar kvar, handläggare hl@kommun.example\n  (förlängd från 2025-12-20)\n  https:",
+                    "2025-BU-4, Förhandsbedömning, sista dag 2026-01-02, 3 dagar kvar, handläggare hl@kommun.example\n  https:",
                 ],
             ),
             (
                 "en",
                 [
-                    "2025-BU-1, Preliminary assessment, last day 2025-12-29 (moved from Christmas Eve 2025-12-24), 1 day overdue",
-                    "2025-BU-2, Preliminary assessment, last day 2026-01-02 (moved from New Year's Eve 2025-12-31), 3 days left",
-                    "2025-BU-3, Investigation, last day 2026-01-05 (extended from 2025-12-20), 6 days left",
-                    "2025-BU-4, Preliminary assessment, last day 2026-01-02, 3 days left",
+                    "2025-BU-1, Preliminary assessment, last day 2025-12-29, 1 day overdue, caseworker hl@kommun.example\n  (moved from Christmas Eve 2025-12-24)\n  https:",
+                    "2025-BU-2, Preliminary assessment, last day 2026-01-02, 3 days left, caseworker hl@kommun.example\n  (moved from New Year's Eve 2025-12-31)\n  https:",
+                    "2025-BU-3, Investigation, last day 2026-01-05, 6 days left, caseworker hl@kommun.example\n  (extended from 2025-12-20)\n  https:",
+                    "2025-BU-4, Preliminary assessment, last day 2026-01-02, 3 days left, caseworker hl@kommun.example\n  https:",
                 ],
             ),
         ] {
