@@ -2,10 +2,15 @@
 //! was computed, why it was moved or extended, and where the deadline stands.
 //!
 //! [`Explanation`] is plain data, computed by a pure function from a [`Deadline`] and `today`.
-//! It holds no words: the sentences live once, in `templates/explanation.{sv,en}.txt.j2`, and
-//! `fristvakt explain` and the notice mails both render them through
-//! [`crate::mail::compose::explanation_lines`], so a deadline is explained the same way wherever
-//! it is shown.
+//! It holds no sentences, only the names of the days passed over: the sentences live once, in
+//! `templates/explanation.{sv,en}.txt.j2` (short forms for the digest in
+//! `explanation.{sv,en}.macros.j2`), and `fristvakt explain` and the notice mails both render them
+//! through [`crate::mail::compose::explanation_lines`], so a deadline is explained the same way
+//! wherever it is shown.
+//!
+//! The days a holiday move passed over are taken from the deadline's [`DueReason::Moved`]. The
+//! state store keeps only the reason's name today, so a deadline read back from it carries none;
+//! then, and only then, they are looked up in the (pure) calendar.
 //!
 //! Like a mail, an explanation carries only the kind, the dates and the status of a deadline —
 //! nothing about the child.
