@@ -871,10 +871,23 @@ mod tests {
                  service works weekends too.",
             ),
         ];
-        for (case, kind, today, line_sv, line_en) in cases {
+        // With the holiday rule switched off, julafton stays the last day, and both say why.
+        let off = (
+            case(Some("2025-12-10"), None, None),
+            Kind::Assessment,
+            "2025-12-22",
+            "2025-12-24 är julafton, men helgregeln i lagen (1930:173) om beräkning av lagstadgad tid är avstängd i \
+             konfigurationen (calendar.holiday_rule = false); sista dagen är 2025-12-24.",
+            "2025-12-24 is Christmas Eve, but the holiday rule of the Act (1930:173) on the computation of statutory \
+             time limits is switched off in the configuration (calendar.holiday_rule = false); the last day is \
+             2025-12-24.",
+        );
+        let cases = cases.into_iter().map(|c| (c, true)).chain([(off, false)]);
+        for ((case, kind, today, line_sv, line_en), holiday_rule) in cases {
             let today = day(today);
             for (lang, line) in [("sv", line_sv), ("en", line_en)] {
-                let s = settings(lang);
+                let mut s = settings(lang);
+                s.calendar.holiday_rule = holiday_rule;
                 let options = RuleOptions { holiday_rule: s.calendar.holiday_rule };
                 let deadline = deadlines_for(&case.dates, options).into_iter().find(|d| d.kind == kind).unwrap();
                 let step = s.ladders.for_kind(kind).steps().first().unwrap().clone();
@@ -893,6 +906,9 @@ mod tests {
                 );
                 let paragraphs: String = explained.iter().map(|l| format!("<p>{}</p>\n", escape_html(l))).collect();
                 assert!(mail.html.contains(&paragraphs), "{lang} {kind}: {paragraphs}\nnot in\n{}", mail.html);
+                // A notice recorded before payloads kept the due reason reads the same.
+                let legacy = NoticePayload { due_reason: None, ..payload.clone() };
+                assert_eq!(rendered(&s, &legacy, &caseworker(), &today.to_string()).text, mail.text);
                 // Only case reference, unit, kind and dates: no caseworker, nothing from the register.
                 assert!(
                     !explained.iter().any(|l| l.contains("anna.handlaggare") || l.contains("BRO-BU")),
