@@ -11,11 +11,11 @@ use crate::app::{App, AppError, Moment};
 use crate::config::{Engine, Language, Settings};
 use crate::demo::{self, DemoOptions};
 use crate::domain::EmailAddress;
+use crate::explanation::Explanation;
 use crate::jobs::{self, JobError, PollReport};
-use crate::mail::wording::days_left_phrase;
 use crate::mail::{self, Mailer, MailerError};
 use crate::register::{self, RegisterError};
-use crate::rules::{self, calendar, DueReason, Kind, RuleOptions, Status};
+use crate::rules::{self, Kind, RuleOptions, Status};
 use crate::state::{StateError, StateStore, StoredDeadline};
 
 /// Why a command failed; each maps to an exit code.
@@ -339,94 +339,10 @@ pub fn explain_text(
     for d in &deadlines {
         say(String::new());
         say(format!("{} ({})", if sv { d.kind.name_sv() } else { d.kind.name_en() }, d.kind.as_str()));
-        let rule = match (d.kind, sv) {
-            (Kind::Protection, true) => format!("Start: anmälan kom in {}. Skyddsbedömningen ska göras genast: samma dag, senast dagen efter.", d.start_on),
-            (Kind::Protection, false) => format!("Start: the report came in on {}. The protection assessment is due at once: the same day, at the latest the next.", d.start_on),
-            (Kind::Assessment, true) => format!("Start: anmälan kom in {}. Förhandsbedömningen ska vara klar inom 14 dagar: {} + 14 dagar = {}.", d.start_on, d.start_on, d.nominal_due_on),
-            (Kind::Assessment, false) => format!("Start: the report came in on {}. The preliminary assessment is due within 14 days: {} + 14 days = {}.", d.start_on, d.start_on, d.nominal_due_on),
-            (Kind::Investigation, true) => format!("Start: beslut att inleda utredning {}. Utredningen ska vara klar inom fyra månader: {} + 4 månader = {} (samma dagnummer, annars månadens sista dag).", d.start_on, d.start_on, d.nominal_due_on),
-            (Kind::Investigation, false) => format!("Start: the investigation was opened on {}. It is due within four months: {} + 4 months = {} (same day number, else the month's last day).", d.start_on, d.start_on, d.nominal_due_on),
-        };
-        say(format!("  {rule}"));
-        match &d.due_reason {
-            DueReason::Nominal => say(if sv {
-                format!("  Sista dag: {} (infaller på en vardag, flyttas inte).", d.due_on)
-            } else {
-                format!("  Last day: {} (a weekday, not moved).", d.due_on)
-            }),
-            DueReason::NextDay => {
-                say(if sv {
-                    format!(
-                        "  Sista dag: {} (dagen efter anmälan; ingen helgregel, socialjouren arbetar även helger).",
-                        d.due_on
-                    )
-                } else {
-                    format!("  Last day: {} (the day after the report; no holiday rule, the on-call service works weekends).", d.due_on)
-                })
-            }
-            DueReason::Moved { skipped } => {
-                let days: Vec<String> = skipped
-                    .iter()
-                    .map(|(day, kind)| format!("{day} {}", if sv { kind.name_sv() } else { kind.name_en() }))
-                    .collect();
-                say(if sv {
-                    format!(
-                        "  {} är {}; enligt lagen (1930:173) om beräkning av lagstadgad tid flyttas sista dagen till nästa vardag: {} (överhoppade dagar: {}).",
-                        d.nominal_due_on,
-                        skipped.first().map(|(_, k)| k.name_sv()).unwrap_or_default(),
-                        d.due_on,
-                        days.join(", ")
-                    )
-                } else {
-                    format!(
-                        "  {} is a {}; under lag (1930:173) the last day moves to the next weekday: {} (days skipped: {}).",
-                        d.nominal_due_on,
-                        skipped.first().map(|(_, k)| k.name_en()).unwrap_or_default(),
-                        d.due_on,
-                        days.join(", ")
-                    )
-                });
-            }
-            DueReason::Extended { to } => say(if sv {
-                format!("  Förlängning beslutad: ny sista dag {to} (ersätter {}).", d.nominal_due_on)
-            } else {
-                format!("  Extension decided: new last day {to} (replaces {}).", d.nominal_due_on)
-            }),
-        }
-        if !options.holiday_rule && d.kind != Kind::Protection {
-            if let Some(kind) = calendar::deadline_moving_day(d.nominal_due_on) {
-                say(if sv {
-                    format!(
-                        "  {} är {}, men helgregeln är avstängd i konfigurationen (calendar.holiday_rule = false).",
-                        d.nominal_due_on,
-                        kind.name_sv()
-                    )
-                } else {
-                    format!("  {} is a {}, but the holiday rule is switched off in the configuration (calendar.holiday_rule = false).", d.nominal_due_on, kind.name_en())
-                });
-            }
-        }
-        let status = d.status(today);
-        match (d.closed_on, d.days_left(today)) {
-            (Some(closed), _) => say(if sv {
-                format!(
-                    "  Avslutad {closed}: {} ({}).",
-                    status.name_sv(),
-                    if status == Status::Met { "i tid" } else { "för sent" }
-                )
-            } else {
-                format!(
-                    "  Closed on {closed}: {} ({}).",
-                    status.as_str(),
-                    if status == Status::Met { "in time" } else { "late" }
-                )
-            }),
-            (None, Some(left)) => say(if sv {
-                format!("  Status {today}: {} ({}).", status.name_sv(), days_left_phrase(Language::Swedish, left))
-            } else {
-                format!("  Status on {today}: {} ({}).", status.as_str(), days_left_phrase(Language::English, left))
-            }),
-            (None, None) => {}
+        // The law in the words of the notice mails: the same template, the same lines.
+        match mail::compose::explanation_lines(settings, &Explanation::new(d, today, options)) {
+            Ok(lines) => lines.iter().for_each(|line| say(format!("  {line}"))),
+            Err(e) => say(format!("  {e}")),
         }
         let recorded = recorded(d.kind);
         for step in settings.ladders.for_kind(d.kind).steps() {

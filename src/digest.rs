@@ -21,8 +21,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Language, Settings};
 use crate::domain::{EmailAddress, UnitCode};
+use crate::explanation::LastDay;
 use crate::notice::{self, Recipient};
-use crate::rules::{Kind, Role, Status};
+use crate::rules::{DueReason, Kind, Role, RuleOptions, Status};
 use crate::state::{DeadlineFilter, OutboxEntry, OutboxState, StateError, StateStore, StoredDeadline};
 
 /// How far ahead "due soon" looks in a digest, in days (contract §3: "the next 7 days").
@@ -199,6 +200,12 @@ pub struct DigestRow {
     pub kind: Kind,
     /// The legal last day.
     pub due_on: NaiveDate,
+    /// The last day by the calendar (absent in digests recorded before it was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nominal_due_on: Option<NaiveDate>,
+    /// Why `due_on` is what it is (absent in digests recorded before it was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due_reason: Option<DueReason>,
     /// Days from `date` to `due_on`; negative when overdue.
     pub days_left: i64,
     pub caseworker: Option<EmailAddress>,
@@ -266,6 +273,8 @@ pub fn build_digests(settings: &Settings, deadlines: &[StoredDeadline], today: N
             case_ref: stored.case_ref.clone(),
             kind: deadline.kind,
             due_on: deadline.due_on,
+            nominal_due_on: Some(deadline.nominal_due_on),
+            due_reason: Some(deadline.due_reason.clone()),
             days_left,
             caseworker: stored.caseworker.as_deref().and_then(|c| EmailAddress::parse(c).ok()),
             link: settings.mail.case_link_for(&stored.case_ref),
@@ -395,6 +404,10 @@ struct RowContext {
     case_ref: String,
     kind: String,
     due_on: String,
+    /// The last day by the calendar; the same as `due_on` when not known.
+    nominal_due_on: String,
+    /// Why the last day is what it is, as in the explanation (`crate::explanation::LastDay`).
+    last_day: LastDay,
     days_left: i64,
     /// Days overdue or left, without sign.
     days: i64,
@@ -416,6 +429,11 @@ impl Context {
             Language::Swedish => kind.name_sv().to_string(),
             Language::English => kind.name_en().to_string(),
         };
+        let options = RuleOptions { holiday_rule: settings.calendar.holiday_rule };
+        let last_day = |r: &DigestRow| match (r.nominal_due_on, &r.due_reason) {
+            (Some(nominal), Some(reason)) => LastDay::new(r.kind, nominal, r.due_on, reason, options),
+            _ => LastDay::Nominal,
+        };
         let section = |s: &Section| SectionContext {
             rows: s
                 .rows
@@ -424,6 +442,8 @@ impl Context {
                     case_ref: r.case_ref.clone(),
                     kind: kind_name(r.kind),
                     due_on: r.due_on.to_string(),
+                    nominal_due_on: r.nominal_due_on.unwrap_or(r.due_on).to_string(),
+                    last_day: last_day(r),
                     days_left: r.days_left,
                     days: r.days_left.abs(),
                     caseworker: r.caseworker.as_ref().map(EmailAddress::to_string),

@@ -10,6 +10,7 @@ pub mod config;
 pub mod demo;
 pub mod digest;
 pub mod domain;
+pub mod explanation;
 pub mod http;
 pub mod jobs;
 pub mod mail;

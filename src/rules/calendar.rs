@@ -9,6 +9,7 @@
 //! helgons dag were then fixed days) and unknown after any future amendment.
 
 use chrono::{Datelike, Days, Months, NaiveDate, Weekday};
+use serde::{Deserialize, Serialize};
 
 /// The first year for which the calendar is checked.
 pub const FIRST_YEAR: i32 = 1900;
@@ -18,7 +19,8 @@ pub const LAST_YEAR: i32 = 2200;
 /// A named public holiday (allmän helgdag) under lag (1989:253).
 ///
 /// Ordinary Sundays are public holidays too but carry no name, so they are not variants here.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Holiday {
     /// Nyårsdagen, 1 January.
     NewYearsDay,
@@ -140,7 +142,8 @@ impl Holiday {
 }
 
 /// What makes a day one that moves a last day under lag (1930:173) 2 §.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum DayKind {
     /// A named public holiday, whatever weekday it falls on.
     Holiday(Holiday),
@@ -167,6 +170,11 @@ impl DayKind {
             DayKind::ChristmasEve => "julafton",
             DayKind::NewYearsEve => "nyårsafton",
         }
+    }
+
+    /// Whether this is an ordinary Saturday or Sunday rather than a named day.
+    pub fn is_weekend(self) -> bool {
+        matches!(self, DayKind::Saturday | DayKind::Sunday)
     }
 
     /// The English name.
