@@ -2,19 +2,21 @@
 
 use std::io::{BufWriter, Write};
 
-use chrono::{DateTime, NaiveDate, Utc};
+use std::sync::Arc;
+
+use chrono::{NaiveDate, Utc};
 use serde::Serialize;
 
+use crate::app::{App, AppError, Moment};
 use crate::config::{Engine, Language, Settings};
 use crate::demo::{self, DemoOptions};
-use crate::digest::{self, DigestError};
 use crate::domain::EmailAddress;
-use crate::mail::wording::days_left_phrase;
-use crate::mail::{self, DispatchError, Mailer, MailerError};
-use crate::poll::{self, PollError};
-use crate::register::{self, Register, RegisterError};
-use crate::rules::{self, calendar, DueReason, Kind, RuleOptions, Status};
-use crate::state::{DeadlineFilter, StateError, StateStore, StoredDeadline};
+use crate::explanation::Explanation;
+use crate::jobs::{self, JobError, PollReport};
+use crate::mail::{self, Mailer, MailerError};
+use crate::register::{self, RegisterError};
+use crate::rules::{self, Kind, RuleOptions, Status};
+use crate::state::{StateError, StateStore, StoredDeadline};
 
 /// Why a command failed; each maps to an exit code.
 #[derive(Debug, thiserror::Error)]
@@ -28,13 +30,20 @@ pub enum CommandError {
     #[error(transparent)]
     State(#[from] StateError),
     #[error(transparent)]
-    Poll(#[from] PollError),
-    #[error(transparent)]
-    Dispatch(#[from] DispatchError),
-    #[error(transparent)]
-    Digest(#[from] DigestError),
+    Job(#[from] JobError),
     #[error("{0}")]
     Runtime(String),
+}
+
+impl From<AppError> for CommandError {
+    fn from(e: AppError) -> CommandError {
+        match e {
+            AppError::Config(m) => CommandError::Config(m),
+            AppError::State(e) => CommandError::State(e),
+            AppError::Register(e) => CommandError::Register(e),
+            AppError::Runtime(m) => CommandError::Runtime(m),
+        }
+    }
 }
 
 impl CommandError {
@@ -54,35 +63,6 @@ pub enum OutputFormat {
     Json,
 }
 
-/// "Today" in the configured time zone, unless given.
-pub fn today_or(settings: &Settings, today: Option<NaiveDate>, now: DateTime<Utc>) -> NaiveDate {
-    today.unwrap_or_else(|| now.with_timezone(&settings.timezone).date_naive())
-}
-
-/// Opens the state store, migrating it when configured to.
-pub async fn open_state(settings: &Settings) -> Result<StateStore, CommandError> {
-    let state = StateStore::connect(&settings.state.url).await?;
-    if settings.state.migrate_on_start {
-        state.migrate().await?;
-    }
-    Ok(state)
-}
-
-/// Creates demo cases in an empty SQLite register when `register.demo_cases` asks for them.
-pub async fn seed_demo_register(settings: &Settings, today: NaiveDate) -> Result<Option<u64>, CommandError> {
-    let url = &settings.register.url;
-    if settings.register.demo_cases == 0 || url.engine != Engine::Sqlite {
-        return Ok(None);
-    }
-    if register::sqlite_register_has_view(url, &settings.register.view).await? {
-        return Ok(None);
-    }
-    let options = DemoOptions { cases: settings.register.demo_cases as usize, seed: 1, today, broken: 0 };
-    let written = register::write_demo_cases(url, &settings.register.view, demo::generate(&options)).await?;
-    tracing::info!(cases = written, "created a demo register with synthetic cases");
-    Ok(Some(written))
-}
-
 pub async fn migrate(settings: &Settings) -> Result<(), CommandError> {
     let state = StateStore::connect(&settings.state.url).await?;
     state.migrate().await?;
@@ -91,24 +71,27 @@ pub async fn migrate(settings: &Settings) -> Result<(), CommandError> {
     Ok(())
 }
 
-/// One poll: read the register, compute, record due notices, and exit.
-pub async fn poll_once(settings: &Settings, today: Option<NaiveDate>, full: bool) -> Result<(), CommandError> {
+/// One poll, as the daemon's: under the poll lease, read the register, compute, record the
+/// notices due, send what the outbox holds, and exit.
+pub async fn poll_once(settings: Arc<Settings>, today: Option<NaiveDate>, full: bool) -> Result<(), CommandError> {
     let now = Utc::now();
-    let fixed_today = today.is_some();
-    let today = today_or(settings, today, now);
-    seed_demo_register(settings, today).await?;
-    let state = open_state(settings).await?;
-    let register = Register::connect(&settings.register.url, &settings.register.view).await?;
-    let poll_state = state.poll_state().await?;
-    let local_time = (!fixed_today).then(|| now.with_timezone(&settings.timezone).time());
-    let full =
-        full || poll::full_pass_due(poll_state.last_full_pass_on, today, local_time, settings.register.full_pass_at);
-    let sync = poll::sync_register(&register, &state, settings, today, now, full).await?;
-    let ladder = poll::evaluate_ladders(&state, settings, today, now).await?;
-    state.record_poll_success(now).await?;
+    let at = Moment::from_option(today, now, settings.timezone);
+    let app = App::start(settings, format!("poll-once-{}", std::process::id()), now).await?;
+    let result = poll_and_send(&app, at, full).await;
+    app.close().await;
+    result
+}
+
+async fn poll_and_send(app: &App, at: Moment, full: bool) -> Result<(), CommandError> {
+    let poll = if full { jobs::full_pass::run_once(app, at).await? } else { jobs::poll::scheduled(app, at).await? };
+    let Some(PollReport { sync, ladder }) = poll else {
+        println!("another fristvakt holds the poll lease; not polling (its poll covers this one)");
+        return Ok(());
+    };
     println!(
-        "poll {} for {today}: read {} row(s), skipped {} broken, stored {} deadline(s), withdrew {}, recorded {} notice(s) ({} skipped steps)",
+        "poll {} for {}: read {} row(s), skipped {} broken, stored {} deadline(s), withdrew {}, recorded {} notice(s) ({} skipped steps)",
         if sync.full { "(full pass)" } else { "(incremental)" },
+        at.today,
         sync.rows_read,
         sync.rows_rejected(),
         sync.deadlines_stored,
@@ -116,9 +99,7 @@ pub async fn poll_once(settings: &Settings, today: Option<NaiveDate>, full: bool
         ladder.notices_enqueued(),
         ladder.skipped,
     );
-    let mailer = build_mailer(settings)?;
-    let holder = format!("poll-once-{}", std::process::id());
-    let sent = mail::dispatch_once_on(&state, &mailer, settings, now, today, &holder).await?;
+    let sent = jobs::dispatch::run_once(app, at).await?;
     let errors: Vec<String> = sent.errors.iter().map(|(class, n)| format!("{class}={n}")).collect();
     println!(
         "mail: sent {}, retrying {}, given up {}, waiting for the sending window {}{}",
@@ -128,24 +109,17 @@ pub async fn poll_once(settings: &Settings, today: Option<NaiveDate>, full: bool
         sent.total_postponed(),
         if errors.is_empty() { String::new() } else { format!(" (errors: {})", errors.join(", ")) },
     );
-    register.close().await;
-    state.close().await;
     Ok(())
-}
-
-/// Builds the one mailer of the process from `mail.*`.
-pub fn build_mailer(settings: &Settings) -> Result<Mailer, CommandError> {
-    Mailer::from_settings(&settings.mail).map_err(|e| match e {
-        MailerError::Tls { .. } => CommandError::Config(e.to_string()),
-        MailerError::FileDir { .. } => CommandError::Runtime(e.to_string()),
-    })
 }
 
 /// Sends a short test mail through the configured transport, so that an operator can check
 /// the mail set-up without waiting for a deadline.
 pub async fn send_test_mail(settings: &Settings, to: &str) -> Result<(), CommandError> {
     let address = EmailAddress::parse(to).map_err(|e| CommandError::Usage(format!("--to {to:?}: {e}")))?;
-    let mailer = build_mailer(settings)?;
+    let mailer = Mailer::from_settings(&settings.mail).map_err(|e| match e {
+        MailerError::Tls { .. } => CommandError::Config(e.to_string()),
+        MailerError::FileDir { .. } => CommandError::Runtime(e.to_string()),
+    })?;
     let message = mail::render_test_mail(settings, &address).map_err(|e| CommandError::Runtime(e.to_string()))?;
     mailer.send(&message).await.map_err(|e| CommandError::Runtime(format!("the test mail was not sent: {e}")))?;
     match &mailer {
@@ -171,22 +145,27 @@ struct DeadlineLine<'a> {
     days_left: Option<i64>,
 }
 
-/// Brings the stored deadlines up to date with the register (no notices are recorded) and
-/// prints them. If the register cannot be read, the stored deadlines are shown with a warning.
+/// Prints the deadlines as of now: the register read and computed in memory over the stored
+/// state; nothing is written. If the register cannot be read, the stored deadlines are shown
+/// with a warning.
 pub async fn deadlines(
-    settings: &Settings,
+    settings: Arc<Settings>,
     today: Option<NaiveDate>,
     unit: Option<String>,
     status: Option<Status>,
     format: OutputFormat,
 ) -> Result<(), CommandError> {
     let now = Utc::now();
-    let today = today_or(settings, today, now);
-    seed_demo_register(settings, today).await?;
-    let state = open_state(settings).await?;
-    refresh_deadlines(settings, &state, today, now).await?;
-    let stored = state.deadlines(&DeadlineFilter { unit, ..DeadlineFilter::default() }).await?;
-    state.close().await;
+    let today = Moment::from_option(today, now, settings.timezone).today;
+    let app = App::open_for_reading(settings, now).await?;
+    let shown = jobs::show::deadlines(&app, unit.as_deref()).await;
+    app.state.close().await;
+    app.forget_register().await;
+    let shown = shown?;
+    if let Some(warning) = &shown.warning {
+        eprintln!("warning: {warning}");
+    }
+    let stored = shown.deadlines;
     let stdout = std::io::stdout();
     let mut out = BufWriter::new(stdout.lock());
     let io = |e: std::io::Error| CommandError::Runtime(format!("cannot write the output: {e}"));
@@ -229,32 +208,10 @@ pub async fn deadlines(
     Ok(())
 }
 
-/// Brings the stored deadlines up to date with the register without recording notices; if the
-/// register cannot be read, warns and leaves the stored deadlines as they are.
-async fn refresh_deadlines(
-    settings: &Settings,
-    state: &StateStore,
-    today: NaiveDate,
-    now: DateTime<Utc>,
-) -> Result<(), CommandError> {
-    match Register::connect(&settings.register.url, &settings.register.view).await {
-        Ok(register) => {
-            let poll_state = state.poll_state().await?;
-            let full = poll::full_pass_due(poll_state.last_full_pass_on, today, None, settings.register.full_pass_at);
-            if let Err(e) = poll::sync_register(&register, state, settings, today, now, full).await {
-                eprintln!("warning: showing stored deadlines; the register could not be read: {e}");
-            }
-            register.close().await;
-        }
-        Err(e) => eprintln!("warning: showing stored deadlines; the register could not be read: {e}"),
-    }
-    Ok(())
-}
-
-/// Prints the digests that would be sent on `today` (all, or only `manager`'s), after bringing
-/// the stored deadlines up to date; nothing is written to the outbox.
+/// Prints the digests that would be sent on `today` (all, or only `manager`'s), computed as
+/// `deadlines` is; nothing is written.
 pub async fn digest_dry_run(
-    settings: &Settings,
+    settings: Arc<Settings>,
     today: Option<NaiveDate>,
     manager: Option<&str>,
 ) -> Result<(), CommandError> {
@@ -262,13 +219,16 @@ pub async fn digest_dry_run(
         .map(|m| EmailAddress::parse(m).map_err(|e| CommandError::Usage(format!("--manager {m:?}: {e}"))))
         .transpose()?;
     let now = Utc::now();
-    let today = today_or(settings, today, now);
-    seed_demo_register(settings, today).await?;
-    let state = open_state(settings).await?;
-    refresh_deadlines(settings, &state, today, now).await?;
-    let text = digest::dry_run(&state, settings, today, manager.as_ref()).await;
-    state.close().await;
-    print!("{}", text?);
+    let at = Moment::from_option(today, now, settings.timezone);
+    let app = App::open_for_reading(settings, now).await?;
+    let preview = jobs::show::digest_preview(&app, at, manager.as_ref()).await;
+    app.state.close().await;
+    app.forget_register().await;
+    let preview = preview?;
+    if let Some(warning) = &preview.warning {
+        eprintln!("warning: {warning}");
+    }
+    print!("{}", preview.text);
     Ok(())
 }
 
@@ -300,7 +260,7 @@ pub async fn demo_data(
             settings.register.url.redacted()
         )));
     }
-    let today = today_or(settings, today, Utc::now());
+    let today = Moment::from_option(today, Utc::now(), settings.timezone).today;
     let options = DemoOptions { cases, seed, today, broken };
     let written =
         register::write_demo_cases(&settings.register.url, &settings.register.view, demo::generate(&options)).await?;
@@ -312,12 +272,22 @@ pub async fn demo_data(
     Ok(())
 }
 
-/// Explains, step by step, how each deadline of one case was computed and where its ladder stands.
-pub async fn explain(settings: &Settings, case_ref: &str, today: Option<NaiveDate>) -> Result<(), CommandError> {
-    let today = today_or(settings, today, Utc::now());
-    let register = Register::connect(&settings.register.url, &settings.register.view).await?;
-    let raw = register.row(case_ref).await?;
-    register.close().await;
+/// Explains, step by step, how each deadline of one case was computed and where its ladder
+/// stands; nothing is written.
+pub async fn explain(settings: Arc<Settings>, case_ref: &str, today: Option<NaiveDate>) -> Result<(), CommandError> {
+    let now = Utc::now();
+    let today = Moment::from_option(today, now, settings.timezone).today;
+    let app = App::open_for_reading(settings.clone(), now).await?;
+    let found = async {
+        let register = app.register().await?;
+        let raw = register.row(case_ref).await?;
+        let outbox = jobs::show::outbox_of_case(&app, case_ref).await?;
+        Ok::<_, CommandError>((raw, outbox))
+    }
+    .await;
+    app.state.close().await;
+    app.forget_register().await;
+    let (raw, outbox) = found?;
     let Some(raw) = raw else {
         return Err(CommandError::Usage(format!(
             "case {case_ref} is not in the register view {}",
@@ -326,10 +296,7 @@ pub async fn explain(settings: &Settings, case_ref: &str, today: Option<NaiveDat
     };
     let case = register::validate(&raw)
         .map_err(|r| CommandError::Runtime(format!("the register row is skipped by every poll: {r}")))?;
-    let state = open_state(settings).await?;
-    let outbox = state.outbox_for_case(case_ref).await?;
-    state.close().await;
-    let text = explain_text(settings, &case, today, |kind| {
+    let text = explain_text(&settings, &case, today, |kind| {
         outbox
             .iter()
             .filter(|r| r.kind == Some(kind))
@@ -372,94 +339,10 @@ pub fn explain_text(
     for d in &deadlines {
         say(String::new());
         say(format!("{} ({})", if sv { d.kind.name_sv() } else { d.kind.name_en() }, d.kind.as_str()));
-        let rule = match (d.kind, sv) {
-            (Kind::Protection, true) => format!("Start: anmälan kom in {}. Skyddsbedömningen ska göras genast: samma dag, senast dagen efter.", d.start_on),
-            (Kind::Protection, false) => format!("Start: the report came in on {}. The protection assessment is due at once: the same day, at the latest the next.", d.start_on),
-            (Kind::Assessment, true) => format!("Start: anmälan kom in {}. Förhandsbedömningen ska vara klar inom 14 dagar: {} + 14 dagar = {}.", d.start_on, d.start_on, d.nominal_due_on),
-            (Kind::Assessment, false) => format!("Start: the report came in on {}. The preliminary assessment is due within 14 days: {} + 14 days = {}.", d.start_on, d.start_on, d.nominal_due_on),
-            (Kind::Investigation, true) => format!("Start: beslut att inleda utredning {}. Utredningen ska vara klar inom fyra månader: {} + 4 månader = {} (samma dagnummer, annars månadens sista dag).", d.start_on, d.start_on, d.nominal_due_on),
-            (Kind::Investigation, false) => format!("Start: the investigation was opened on {}. It is due within four months: {} + 4 months = {} (same day number, else the month's last day).", d.start_on, d.start_on, d.nominal_due_on),
-        };
-        say(format!("  {rule}"));
-        match &d.due_reason {
-            DueReason::Nominal => say(if sv {
-                format!("  Sista dag: {} (infaller på en vardag, flyttas inte).", d.due_on)
-            } else {
-                format!("  Last day: {} (a weekday, not moved).", d.due_on)
-            }),
-            DueReason::NextDay => {
-                say(if sv {
-                    format!(
-                        "  Sista dag: {} (dagen efter anmälan; ingen helgregel, socialjouren arbetar även helger).",
-                        d.due_on
-                    )
-                } else {
-                    format!("  Last day: {} (the day after the report; no holiday rule, the on-call service works weekends).", d.due_on)
-                })
-            }
-            DueReason::Moved { skipped } => {
-                let days: Vec<String> = skipped
-                    .iter()
-                    .map(|(day, kind)| format!("{day} {}", if sv { kind.name_sv() } else { kind.name_en() }))
-                    .collect();
-                say(if sv {
-                    format!(
-                        "  {} är {}; enligt lagen (1930:173) om beräkning av lagstadgad tid flyttas sista dagen till nästa vardag: {} (överhoppade dagar: {}).",
-                        d.nominal_due_on,
-                        skipped.first().map(|(_, k)| k.name_sv()).unwrap_or_default(),
-                        d.due_on,
-                        days.join(", ")
-                    )
-                } else {
-                    format!(
-                        "  {} is a {}; under lag (1930:173) the last day moves to the next weekday: {} (days skipped: {}).",
-                        d.nominal_due_on,
-                        skipped.first().map(|(_, k)| k.name_en()).unwrap_or_default(),
-                        d.due_on,
-                        days.join(", ")
-                    )
-                });
-            }
-            DueReason::Extended { to } => say(if sv {
-                format!("  Förlängning beslutad: ny sista dag {to} (ersätter {}).", d.nominal_due_on)
-            } else {
-                format!("  Extension decided: new last day {to} (replaces {}).", d.nominal_due_on)
-            }),
-        }
-        if !options.holiday_rule && d.kind != Kind::Protection {
-            if let Some(kind) = calendar::deadline_moving_day(d.nominal_due_on) {
-                say(if sv {
-                    format!(
-                        "  {} är {}, men helgregeln är avstängd i konfigurationen (calendar.holiday_rule = false).",
-                        d.nominal_due_on,
-                        kind.name_sv()
-                    )
-                } else {
-                    format!("  {} is a {}, but the holiday rule is switched off in the configuration (calendar.holiday_rule = false).", d.nominal_due_on, kind.name_en())
-                });
-            }
-        }
-        let status = d.status(today);
-        match (d.closed_on, d.days_left(today)) {
-            (Some(closed), _) => say(if sv {
-                format!(
-                    "  Avslutad {closed}: {} ({}).",
-                    status.name_sv(),
-                    if status == Status::Met { "i tid" } else { "för sent" }
-                )
-            } else {
-                format!(
-                    "  Closed on {closed}: {} ({}).",
-                    status.as_str(),
-                    if status == Status::Met { "in time" } else { "late" }
-                )
-            }),
-            (None, Some(left)) => say(if sv {
-                format!("  Status {today}: {} ({}).", status.name_sv(), days_left_phrase(Language::Swedish, left))
-            } else {
-                format!("  Status on {today}: {} ({}).", status.as_str(), days_left_phrase(Language::English, left))
-            }),
-            (None, None) => {}
+        // The law in the words of the notice mails: the same template, the same lines.
+        match mail::compose::explanation_lines(settings, &Explanation::new(d, today, options)) {
+            Ok(lines) => lines.iter().for_each(|line| say(format!("  {line}"))),
+            Err(e) => say(format!("  {e}")),
         }
         let recorded = recorded(d.kind);
         for step in settings.ladders.for_kind(d.kind).steps() {

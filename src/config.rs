@@ -94,6 +94,11 @@ impl DatabaseUrl {
         Ok(DatabaseUrl { url: raw.to_string(), engine })
     }
 
+    /// A private in-memory SQLite database (the empty state of the show commands).
+    pub fn sqlite_in_memory() -> DatabaseUrl {
+        DatabaseUrl { url: "sqlite::memory:".into(), engine: Engine::Sqlite }
+    }
+
     pub fn expose(&self) -> &str {
         &self.url
     }

@@ -21,9 +21,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Language, Settings};
 use crate::domain::{CaseRef, EmailAddress, UnitCode};
-use crate::mail::compose::{self, ComposeError};
+use crate::explanation::LastDay;
 use crate::notice::{self, Recipient};
-use crate::rules::{Kind, Role, Status};
+use crate::rules::{DueReason, Kind, Role, RuleOptions, Status};
 use crate::state::{
     DeadlineFilter, DigestRun, OutboxEntry, OutboxPayload, OutboxState, StateError, StateStore, StoredDeadline,
 };
@@ -39,8 +39,6 @@ pub enum DigestError {
     Schedule { expr: String, message: String },
     #[error(transparent)]
     State(#[from] StateError),
-    #[error(transparent)]
-    Compose(#[from] ComposeError),
     #[error("cannot serialise the digest for the outbox: {0}")]
     Payload(#[from] serde_json::Error),
 }
@@ -200,6 +198,12 @@ pub struct DigestRow {
     pub kind: Kind,
     /// The legal last day.
     pub due_on: NaiveDate,
+    /// The last day by the calendar (absent in digests recorded before it was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nominal_due_on: Option<NaiveDate>,
+    /// Why `due_on` is what it is (absent in digests recorded before it was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due_reason: Option<DueReason>,
     /// Days from `date` to `due_on`; negative when overdue.
     pub days_left: i64,
     pub caseworker: Option<EmailAddress>,
@@ -264,6 +268,8 @@ pub fn build_digests(settings: &Settings, deadlines: &[StoredDeadline], today: N
             case_ref: stored.case_ref.clone(),
             kind: deadline.kind,
             due_on: deadline.due_on,
+            nominal_due_on: Some(deadline.nominal_due_on),
+            due_reason: Some(deadline.due_reason.clone()),
             days_left,
             caseworker: stored.caseworker.clone(),
             link: settings.mail.case_link_for(stored.case_ref.as_str()),
@@ -354,19 +360,6 @@ pub fn subject(language: Language, digest: &Digest) -> String {
     format!("{title} {}: {}", digest.date, summary(language, digest.overdue_total(), digest.upcoming_total()))
 }
 
-/// The digest as plain text for `fristvakt digest --dry-run`: the recipient and subject, then
-/// exactly the text part of the mail.
-pub fn dry_run_text(settings: &Settings, digest: &Digest) -> Result<String, DigestError> {
-    let body = compose::digest_text(settings, digest)?;
-    Ok(format!("To: {}\nSubject: {}\n\n{body}", digest.manager, subject(settings.mail.language, digest)))
-}
-
-/// Compiles the digest templates of the configured language (built-in or overridden), so a
-/// broken override is found at start-up rather than at 07:00.
-pub fn check_templates(settings: &Settings) -> Result<(), DigestError> {
-    Ok(compose::check_digest_templates(settings)?)
-}
-
 /// What templates see: the digest with kind names in the mail's language and counts derived.
 #[derive(Serialize)]
 pub(crate) struct Context {
@@ -406,6 +399,10 @@ struct RowContext {
     case_ref: String,
     kind: String,
     due_on: String,
+    /// The last day by the calendar; the same as `due_on` when not known.
+    nominal_due_on: String,
+    /// Why the last day is what it is, as in the explanation (`crate::explanation::LastDay`).
+    last_day: LastDay,
     days_left: i64,
     /// Days overdue or left, without sign.
     days: i64,
@@ -427,6 +424,11 @@ impl Context {
             Language::Swedish => kind.name_sv().to_string(),
             Language::English => kind.name_en().to_string(),
         };
+        let options = RuleOptions { holiday_rule: settings.calendar.holiday_rule };
+        let last_day = |r: &DigestRow| match (r.nominal_due_on, &r.due_reason) {
+            (Some(nominal), Some(reason)) => LastDay::new(r.kind, nominal, r.due_on, reason, options),
+            _ => LastDay::Nominal,
+        };
         let section = |s: &Section| SectionContext {
             rows: s
                 .rows
@@ -435,6 +437,8 @@ impl Context {
                     case_ref: r.case_ref.to_string(),
                     kind: kind_name(r.kind),
                     due_on: r.due_on.to_string(),
+                    nominal_due_on: r.nominal_due_on.unwrap_or(r.due_on).to_string(),
+                    last_day: last_day(r),
                     days_left: r.days_left,
                     days: r.days_left.abs(),
                     caseworker: r.caseworker.as_ref().map(EmailAddress::to_string),
@@ -563,33 +567,38 @@ pub async fn run_due(
     enqueue_digests(state, settings, today, now).await.map(Some)
 }
 
-/// The digests `fristvakt digest --dry-run` prints: every digest of `today` (or only the one of
-/// `manager`) as [`dry_run_text`], separated by a line; nothing is written.
-pub async fn dry_run(
-    state: &StateStore,
+/// What `fristvakt digest --dry-run` shows for `today`: every digest (or only `manager`'s),
+/// or why there is none.
+#[derive(Debug)]
+pub enum Preview {
+    Digests(Vec<Digest>),
+    Nothing(String),
+}
+
+/// The digests of `today` built from `deadlines` (all, or only `manager`'s); nothing is written.
+pub fn preview(
     settings: &Settings,
+    deadlines: &[StoredDeadline],
     today: NaiveDate,
     manager: Option<&EmailAddress>,
-) -> Result<String, DigestError> {
-    let deadlines = state.deadlines(&DeadlineFilter::default()).await?;
-    let digests: Vec<Digest> = build_digests(settings, &deadlines, today)
+) -> Preview {
+    let digests: Vec<Digest> = build_digests(settings, deadlines, today)
         .into_iter()
         .filter(|d| manager.is_none_or(|m| &d.manager == m))
         .collect();
-    if digests.is_empty() {
-        return Ok(match manager {
-            Some(m) if !leads_a_unit(settings, &deadlines, m) => {
-                format!("no digest for {m}: not the manager of any unit (see units.*.managers)\n")
-            }
-            _ => format!(
-                "no digest{} on {today}: nothing overdue or due within {UPCOMING_DAYS} days (digest.send_empty = {})\n",
-                manager.map(|m| format!(" for {m}")).unwrap_or_default(),
-                settings.digest.send_empty
-            ),
-        });
+    if !digests.is_empty() {
+        return Preview::Digests(digests);
     }
-    let texts = digests.iter().map(|d| dry_run_text(settings, d)).collect::<Result<Vec<_>, _>>()?;
-    Ok(texts.join(&format!("\n{}\n\n", "-".repeat(72))))
+    Preview::Nothing(match manager {
+        Some(m) if !leads_a_unit(settings, deadlines, m) => {
+            format!("no digest for {m}: not the manager of any unit (see units.*.managers)\n")
+        }
+        _ => format!(
+            "no digest{} on {today}: nothing overdue or due within {UPCOMING_DAYS} days (digest.send_empty = {})\n",
+            manager.map(|m| format!(" for {m}")).unwrap_or_default(),
+            settings.digest.send_empty
+        ),
+    })
 }
 
 /// Whether `manager` receives digests at all, i.e. would get one with `digest.send_empty`.
@@ -632,14 +641,15 @@ fn run_entry(settings: &Settings, date: NaiveDate, digests: usize, now: DateTime
     }
 }
 
+/// Tests, and sample digests for the rendering tests of `mail::compose`.
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use chrono::{Datelike, Timelike};
 
     use super::*;
     use crate::rules::{Deadline, DueReason};
 
-    fn d(s: &str) -> NaiveDate {
+    pub(crate) fn d(s: &str) -> NaiveDate {
         NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
     }
 
@@ -649,7 +659,7 @@ mod tests {
 
     const STOCKHOLM: Tz = chrono_tz::Europe::Stockholm;
 
-    fn settings(extra: &str) -> Settings {
+    pub(crate) fn settings(extra: &str) -> Settings {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
         let toml = format!(
@@ -661,7 +671,7 @@ mod tests {
         crate::config::load_with_env(Some(&path), Vec::new()).unwrap()
     }
 
-    fn open(case_ref: &str, unit: &str, kind: Kind, due_on: &str) -> StoredDeadline {
+    pub(crate) fn open(case_ref: &str, unit: &str, kind: Kind, due_on: &str) -> StoredDeadline {
         StoredDeadline {
             case_ref: CaseRef::parse(case_ref).unwrap(),
             unit: UnitCode::parse(unit).unwrap(),
@@ -679,7 +689,7 @@ mod tests {
         }
     }
 
-    fn closed(case_ref: &str, unit: &str, due_on: &str, closed_on: &str) -> StoredDeadline {
+    pub(crate) fn closed(case_ref: &str, unit: &str, due_on: &str, closed_on: &str) -> StoredDeadline {
         let mut s = open(case_ref, unit, Kind::Assessment, due_on);
         s.deadline.closed_on = Some(d(closed_on));
         s
@@ -689,7 +699,7 @@ mod tests {
         section.rows.iter().map(|r| r.case_ref.as_str()).collect()
     }
 
-    const TODAY: &str = "2026-11-25";
+    pub(crate) const TODAY: &str = "2026-11-25";
 
     #[test]
     fn next_fire_is_seven_local_across_all_dst_changes() {
@@ -813,10 +823,6 @@ mod tests {
         assert_eq!(refs(&unit.overdue), ["C-1", "C-2"], "the most overdue are kept");
         assert_eq!((unit.overdue.total, unit.overdue.more()), (5, 3));
         assert_eq!(unit.kinds[1].overdue, 5, "counts cover the whole list");
-        let text = dry_run_text(&s, &digests[0]).unwrap();
-        assert!(text.contains("… och 3 till"), "{text}");
-        assert!(!text.contains("C-3"), "{text}");
-        assert!(text.contains("5 försenade"), "{text}");
     }
 
     #[test]
@@ -861,7 +867,7 @@ mod tests {
         assert_eq!(Compliance::default().share_percent(), None);
     }
 
-    fn sample_digest(s: &Settings) -> Digest {
+    pub(crate) fn sample_digest(s: &Settings) -> Digest {
         let mut a = open("2026-BU <1>", "BRO-BU", Kind::Assessment, "2026-11-20");
         a.caseworker = None;
         let data = vec![
@@ -870,82 +876,6 @@ mod tests {
             closed("2026-BU-3", "BRO-BU", "2026-11-20", "2026-11-19"),
         ];
         build_digests(s, &data, d(TODAY)).remove(0)
-    }
-
-    #[test]
-    fn swedish_mail_has_subject_summary_and_both_parts() {
-        let s = settings("");
-        let digest = sample_digest(&s);
-        let message = compose::compose_digest(&s, &digest, "<x@kommun.example>").unwrap();
-        let raw = String::from_utf8(message.formatted()).unwrap();
-        assert!(raw.contains("Auto-Submitted: auto-generated"), "{raw}");
-        assert!(raw.contains("Message-ID: <x@kommun.example>"), "{raw}");
-        assert!(raw.contains("multipart/alternative"), "{raw}");
-        assert_eq!(
-            subject(Language::Swedish, &digest),
-            "Daglig fristöversikt 2026-11-25: 1 försenad, 1 förfaller inom 7 dagar"
-        );
-        let text = dry_run_text(&s, &digest).unwrap();
-        assert!(text.starts_with("To: ec.bromma@kommun.example\nSubject: Daglig fristöversikt 2026-11-25"), "{text}");
-        assert!(text.contains("2026-BU <1>"), "text is not HTML-escaped: {text}");
-        assert!(text.contains("5 dagar försenad"), "{text}");
-        assert!(text.contains("2 dagar kvar"), "{text}");
-        assert!(text.contains("Bromma barn och unga"), "{text}");
-        assert!(text.contains("Andel hållna frister senaste 30 dagarna: 50 % (1 av 2)"), "{text}");
-    }
-
-    #[test]
-    fn html_is_escaped_and_has_no_classes_or_scripts() {
-        let s = settings("");
-        let digest = sample_digest(&s);
-        let html = compose::render_digest(&s, &digest).unwrap().html;
-        assert!(html.contains("2026-BU &lt;1&gt;"), "{html}");
-        assert!(!html.contains("2026-BU <1>"), "{html}");
-        assert!(html.contains("href=\"https:"), "{html}");
-        // One escaping for notices and digests: '/' stays readable in links.
-        assert!(html.contains("href=\"https://register.kommun.example/case/2026-BU-2\""), "{html}");
-        for banned in ["class=", "<script", "<style"] {
-            assert!(!html.contains(banned), "{banned} in {html}");
-        }
-    }
-
-    #[test]
-    fn english_rendering() {
-        let s = settings("[mail]\nlanguage = \"en\"\n");
-        let digest = sample_digest(&s);
-        assert_eq!(
-            subject(Language::English, &digest),
-            "Daily deadline digest 2026-11-25: 1 overdue, 1 due within 7 days"
-        );
-        let text = dry_run_text(&s, &digest).unwrap();
-        for expected in [
-            "Preliminary assessment",
-            "5 days overdue",
-            "2 days left",
-            "Share of deadlines met in the last 30 days: 50% (1 of 2)",
-        ] {
-            assert!(text.contains(expected), "{expected:?} not in {text}");
-        }
-        assert!(!text.contains("försenad"), "{text}");
-        let message = compose::compose_digest(&s, &digest, "<y@kommun.example>").unwrap();
-        let raw = String::from_utf8(message.formatted()).unwrap();
-        assert!(raw.contains("Subject: Daily deadline digest 2026-11-25"), "{raw}");
-    }
-
-    #[test]
-    fn templates_can_be_overridden_by_files() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("digest.sv.txt.j2"), "Egen mall {{ date }}: {{ summary }}\n").unwrap();
-        let s = settings(&format!("[mail]\ntemplates_dir = \"{}\"\n", dir.path().display()));
-        let text = dry_run_text(&s, &sample_digest(&s)).unwrap();
-        assert!(text.ends_with("\n\nEgen mall 2026-11-25: 1 försenad, 1 förfaller inom 7 dagar\n"), "{text}");
-        // The HTML template was not overridden and still renders.
-        check_templates(&s).unwrap();
-        std::fs::write(dir.path().join("digest.sv.html.j2"), "{{ no_such_value }}").unwrap();
-        assert!(matches!(
-            compose::compose_digest(&s, &sample_digest(&s), "<z@k.se>"),
-            Err(ComposeError::Template { .. })
-        ));
     }
 
     #[test]

@@ -9,10 +9,10 @@ use axum::routing::get;
 use axum::Router;
 use chrono::Utc;
 
-use crate::service::Shared;
+use crate::app::App;
 
-/// The router; `shared` carries the probes and the metrics.
-pub fn router(shared: Arc<Shared>) -> Router {
+/// The router; the application carries the probes and the metrics.
+pub fn router(shared: Arc<App>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -27,14 +27,14 @@ async fn healthz() -> &'static str {
 
 /// 200 only when the register and the state database answer and the last successful poll is
 /// younger than two poll intervals; else 503 with a short reason.
-async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
+async fn readyz(State(shared): State<Arc<App>>) -> Response {
     match shared.readiness(Utc::now()).await {
         Ok(()) => (StatusCode::OK, "ready\n").into_response(),
         Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {reason}\n")).into_response(),
     }
 }
 
-async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+async fn metrics(State(shared): State<Arc<App>>) -> Response {
     shared.refresh_gauges().await;
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], shared.metrics.render()).into_response()
 }

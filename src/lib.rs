@@ -4,12 +4,15 @@
 //! The law lives in [`rules`], a pure module; everything else is I/O around it. See
 //! ARCHITECTURE.md for the map.
 
+pub mod app;
 pub mod commands;
 pub mod config;
 pub mod demo;
 pub mod digest;
 pub mod domain;
+pub mod explanation;
 pub mod http;
+pub mod jobs;
 pub mod mail;
 pub mod metrics;
 pub mod notice;

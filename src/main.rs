@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use chrono::NaiveDate;
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -129,7 +130,7 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .map_err(|e| CommandError::Runtime(format!("cannot start the async runtime: {e}")))
-        .and_then(|rt| rt.block_on(dispatch(cli.command, &settings)));
+        .and_then(|rt| rt.block_on(dispatch(cli.command, Arc::new(settings))));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -139,11 +140,11 @@ fn main() -> ExitCode {
     }
 }
 
-async fn dispatch(command: Command, settings: &config::Settings) -> Result<(), CommandError> {
+async fn dispatch(command: Command, settings: Arc<config::Settings>) -> Result<(), CommandError> {
     match command {
         Command::CheckConfig => Ok(()),
-        Command::Run => fristvakt::service::run(std::sync::Arc::new(settings.clone())).await,
-        Command::Migrate => commands::migrate(settings).await,
+        Command::Run => fristvakt::service::run(settings).await.map_err(CommandError::from),
+        Command::Migrate => commands::migrate(&settings).await,
         Command::Poll { today, full, .. } => commands::poll_once(settings, today.today, full).await,
         Command::Deadlines { today, unit, status, format } => {
             let format = match format {
@@ -153,12 +154,12 @@ async fn dispatch(command: Command, settings: &config::Settings) -> Result<(), C
             commands::deadlines(settings, today.today, unit, status, format).await
         }
         Command::Explain { case_ref, today } => commands::explain(settings, &case_ref, today.today).await,
-        Command::SendTestMail { to } => commands::send_test_mail(settings, &to).await,
+        Command::SendTestMail { to } => commands::send_test_mail(&settings, &to).await,
         Command::Digest { today, manager, .. } => {
             commands::digest_dry_run(settings, today.today, manager.as_deref()).await
         }
         Command::DemoData { cases, seed, broken, today } => {
-            commands::demo_data(settings, cases, seed, broken, today.today).await
+            commands::demo_data(&settings, cases, seed, broken, today.today).await
         }
     }
 }

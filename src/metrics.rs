@@ -1,99 +1,282 @@
-//! The catalogue of every metric fristvakt exports, rendered in the Prometheus text format.
+//! The catalogue of every metric fristvakt exports, kept in a `prometheus-client` registry and
+//! rendered in the Prometheus text format (version 0.0.4).
 //!
 //! Architecture invariant: labels come only from bounded sets — unit codes, kinds, statuses,
-//! ladder steps, outcomes, reasons, error classes — never a case reference or an address.
+//! ladder steps, outcomes, reasons, error classes — never a case reference or an address. Every
+//! label set is a typed struct; every label value other than the unit code and the ladder step
+//! is an enum, so an unbounded value cannot reach a label by accident.
+//!
+//! Names: `prometheus-client` appends `_total` to counters and `_info` to info metrics when it
+//! encodes them (and panics in debug builds on a counter registered with `_total`), so they are
+//! registered without the suffix. It also appends the full stop to each help text.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::AtomicU64;
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
+use prometheus_client::encoding::{prometheus_text, EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+
 use crate::register::RejectReason;
+use crate::rules::deadline::{Kind, Status};
 use crate::state::OutboxState;
 
 /// Upper bounds (seconds) of the poll duration histogram: a steady-state poll takes well under a
 /// second, a full pass over a million cases minutes.
 const POLL_BUCKETS: [f64; 12] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0];
 
-#[derive(Default)]
-struct Histogram {
-    counts: [u64; POLL_BUCKETS.len()],
-    count: u64,
-    sum: f64,
+/// A bounded label value: an enum whose variant names are the label values (the derive writes
+/// them verbatim, hence the lower-case variants), with the list of all of them and the parser
+/// for the `&'static str` the public methods take. Both come from the same identifiers, so they
+/// cannot drift from what is exposed.
+macro_rules! label_value {
+    ($(#[$doc:meta])* $name:ident { $($variant:ident),+ $(,)? }) => {
+        $(#[$doc])*
+        #[allow(non_camel_case_types)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+        enum $name {
+            $($variant),+
+        }
+
+        // Not every set needs both outside the tests (a poll result comes as a bool).
+        #[allow(dead_code)]
+        impl $name {
+            const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            fn parse(text: &str) -> Option<$name> {
+                match text {
+                    $(stringify!($variant) => Some($name::$variant),)+
+                    _ => None,
+                }
+            }
+        }
+    };
 }
 
-/// A point-in-time gauge stored as f64 bits.
-#[derive(Default)]
-struct Gauge(AtomicU64);
-
-impl Gauge {
-    fn set(&self, v: f64) {
-        self.0.store(v.to_bits(), Ordering::Relaxed);
-    }
-    fn get(&self) -> f64 {
-        f64::from_bits(self.0.load(Ordering::Relaxed))
-    }
+label_value! {
+    /// Which register pass a poll was.
+    Pass { incremental, full }
 }
+
+label_value! {
+    /// How a poll ended.
+    PollResult { ok, error }
+}
+
+label_value! {
+    /// What happened to notices.
+    Outcome { enqueued, skipped, sent, retrying, dead, postponed }
+}
+
+label_value! {
+    /// Why a delivery failed (see `mail::transport::classify` and `mail::dispatch`).
+    SmtpClass { permanent_5xx, transient_4xx, timeout, tls, connect, io, compose, bad_payload, unknown_category, other }
+}
+
+/// The domain enums already have their stable machine names; the labels use exactly those.
+macro_rules! label_value_as_str {
+    ($($ty:ty),+) => {
+        $(
+            impl EncodeLabelValue for $ty {
+                fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+                    EncodeLabelValue::encode(&self.as_str(), encoder)
+                }
+            }
+        )+
+    };
+}
+
+label_value_as_str!(Kind, Status, RejectReason, OutboxState);
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct PassLabels {
+    pass: Pass,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct PollLabels {
+    pass: Pass,
+    result: PollResult,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: RejectReason,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct DeadlineLabels {
+    /// A unit code from the register: a bounded set, but not known in advance.
+    unit: String,
+    kind: Kind,
+    status: Status,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct NoticeLabels {
+    kind: Kind,
+    /// A configured ladder step such as `-3` or `+1` (`rules::ladder::offset_label`).
+    step: String,
+    outcome: Outcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct OutboxLabels {
+    state: OutboxState,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ClassLabels {
+    class: SmtpClass,
+}
+
+fn poll_histogram() -> Histogram {
+    Histogram::new(POLL_BUCKETS)
+}
+
+/// A gauge holding an f64 (its bits in an `AtomicU64`).
+type FloatGauge = Gauge<f64, AtomicU64>;
 
 /// Every metric of the process. Cheap to update from any task.
-#[derive(Default)]
 pub struct Metrics {
-    poll_duration: Mutex<BTreeMap<&'static str, Histogram>>,
-    polls: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
-    rows_read: AtomicU64,
-    rows_rejected: Mutex<BTreeMap<&'static str, u64>>,
-    last_successful_poll: Gauge,
-    register_staleness: Gauge,
-    deadlines: Mutex<BTreeMap<(String, &'static str, &'static str), i64>>,
-    notices: Mutex<BTreeMap<(&'static str, String, &'static str), u64>>,
-    outbox: Mutex<BTreeMap<&'static str, i64>>,
-    smtp_errors: Mutex<BTreeMap<&'static str, u64>>,
-    digests_sent: AtomicU64,
-    caseworker_fallbacks: AtomicU64,
+    registry: Registry,
+    /// Held for writing while a snapshot gauge family is replaced and for reading while
+    /// rendering, so a scrape never sees a half-replaced snapshot.
+    snapshot: RwLock<()>,
+    poll_duration: Family<PassLabels, Histogram>,
+    polls: Family<PollLabels, Counter>,
+    rows_read: Counter,
+    rows_rejected: Family<ReasonLabels, Counter>,
+    last_successful_poll: FloatGauge,
+    register_staleness: FloatGauge,
+    deadlines: Family<DeadlineLabels, Gauge>,
+    notices: Family<NoticeLabels, Counter>,
+    outbox: Family<OutboxLabels, Gauge>,
+    smtp_errors: Family<ClassLabels, Counter>,
+    digests_sent: Counter,
+    caseworker_fallbacks: Counter,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic while holding a metrics lock leaves plain numbers behind; keep serving them.
-    m.lock().unwrap_or_else(|e| e.into_inner())
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics::new()
+    }
+}
+
+fn read(lock: &RwLock<()>) -> RwLockReadGuard<'_, ()> {
+    // The lock guards no data; a panic while it was held leaves nothing inconsistent behind.
+    lock.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write(lock: &RwLock<()>) -> RwLockWriteGuard<'_, ()> {
+    lock.write().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Logs a label value outside its bounded set: a caller and this catalogue disagree.
+fn unknown_label(label: &str, value: &str) {
+    tracing::warn!(label, value, "metrics: label value outside its bounded set");
 }
 
 impl Metrics {
     pub fn new() -> Metrics {
-        let m = Metrics::default();
-        {
-            let mut rejected = lock(&m.rows_rejected);
-            for r in RejectReason::ALL {
-                rejected.insert(r.as_str(), 0);
+        let mut m = Metrics {
+            registry: Registry::default(),
+            snapshot: RwLock::new(()),
+            poll_duration: Family::new_with_constructor(poll_histogram),
+            polls: Family::default(),
+            rows_read: Counter::default(),
+            rows_rejected: Family::default(),
+            last_successful_poll: FloatGauge::default(),
+            register_staleness: FloatGauge::default(),
+            deadlines: Family::default(),
+            notices: Family::default(),
+            outbox: Family::default(),
+            smtp_errors: Family::default(),
+            digests_sent: Counter::default(),
+            caseworker_fallbacks: Counter::default(),
+        };
+        // Registered in the order they are rendered. Counters without `_total`, the info
+        // metric without `_info`: the encoder appends them. Each handle shares its values
+        // with the clone registered.
+        m.registry.register(
+            "fristvakt_build",
+            "Version of the running fristvakt",
+            Info::new(BuildLabels { version: env!("CARGO_PKG_VERSION") }),
+        );
+        m.registry.register("fristvakt_poll_duration_seconds", "Duration of register polls", m.poll_duration.clone());
+        m.registry.register("fristvakt_polls", "Register polls by pass and result", m.polls.clone());
+        m.registry.register("fristvakt_register_rows_read", "Register rows read", m.rows_read.clone());
+        m.registry.register(
+            "fristvakt_register_rows_rejected",
+            "Register rows skipped, by reason",
+            m.rows_rejected.clone(),
+        );
+        m.registry.register(
+            "fristvakt_last_successful_poll_timestamp_seconds",
+            "Unix time of the last successful poll",
+            m.last_successful_poll.clone(),
+        );
+        m.registry.register(
+            "fristvakt_register_staleness_seconds",
+            "Age of the newest updated_at in the register",
+            m.register_staleness.clone(),
+        );
+        m.registry.register("fristvakt_deadlines", "Deadlines by unit, kind and status today", m.deadlines.clone());
+        m.registry.register("fristvakt_notices", "Notices by kind, ladder step and outcome", m.notices.clone());
+        m.registry.register("fristvakt_outbox", "Outbox rows by state", m.outbox.clone());
+        m.registry.register("fristvakt_smtp_errors", "Failed mail deliveries by error class", m.smtp_errors.clone());
+        m.registry.register("fristvakt_digests_sent", "Daily digests sent", m.digests_sent.clone());
+        m.registry.register(
+            "fristvakt_caseworker_fallbacks",
+            "Notices sent to the team lead because the caseworker address was missing or invalid",
+            m.caseworker_fallbacks.clone(),
+        );
+
+        // Every bounded label set is exposed from the start, at zero: an empty family is not
+        // rendered at all, and `rate()` needs the zero before the first increment.
+        for &pass in Pass::ALL {
+            m.poll_duration.get_or_create_owned(&PassLabels { pass });
+            for &result in PollResult::ALL {
+                m.polls.get_or_create_owned(&PollLabels { pass, result });
             }
-            let mut outbox = lock(&m.outbox);
-            for s in OutboxState::ALL {
-                outbox.insert(s.as_str(), 0);
-            }
+        }
+        for reason in RejectReason::ALL {
+            m.rows_rejected.get_or_create_owned(&ReasonLabels { reason });
+        }
+        for state in OutboxState::ALL {
+            m.outbox.get_or_create_owned(&OutboxLabels { state });
+        }
+        for &class in SmtpClass::ALL {
+            m.smtp_errors.get_or_create_owned(&ClassLabels { class });
         }
         m
     }
 
     /// A finished poll: `kind` is "incremental" or "full".
     pub fn observe_poll(&self, kind: &'static str, duration: Duration, ok: bool) {
-        let secs = duration.as_secs_f64();
-        let mut hist = lock(&self.poll_duration);
-        let h = hist.entry(kind).or_default();
-        for (i, bound) in POLL_BUCKETS.iter().enumerate() {
-            if secs <= *bound {
-                h.counts[i] += 1;
-            }
-        }
-        h.count += 1;
-        h.sum += secs;
-        *lock(&self.polls).entry((kind, if ok { "ok" } else { "error" })).or_default() += 1;
+        let Some(pass) = Pass::parse(kind) else {
+            return unknown_label("pass", kind);
+        };
+        self.poll_duration.get_or_create(&PassLabels { pass }).observe(duration.as_secs_f64());
+        let result = if ok { PollResult::ok } else { PollResult::error };
+        self.polls.get_or_create(&PollLabels { pass, result }).inc();
     }
 
     pub fn add_rows(&self, read: u64, rejected: &BTreeMap<RejectReason, u64>) {
-        self.rows_read.fetch_add(read, Ordering::Relaxed);
-        let mut map = lock(&self.rows_rejected);
-        for (reason, n) in rejected {
-            *map.entry(reason.as_str()).or_default() += n;
+        self.rows_read.inc_by(read);
+        for (&reason, &n) in rejected {
+            self.rows_rejected.get_or_create(&ReasonLabels { reason }).inc_by(n);
         }
     }
 
@@ -109,151 +292,278 @@ impl Metrics {
         self.register_staleness.set(seconds);
     }
 
-    /// Replaces the deadline counts by (unit, kind, status).
+    /// Replaces the deadline counts by (unit, kind, status): a combination missing from
+    /// `counts` is no longer exposed.
     pub fn set_deadlines(&self, counts: BTreeMap<(String, &'static str, &'static str), i64>) {
-        *lock(&self.deadlines) = counts;
+        let _snapshot = write(&self.snapshot);
+        self.deadlines.clear();
+        for ((unit, kind, status), n) in counts {
+            let (Ok(kind), Ok(status)) = (kind.parse::<Kind>(), status.parse::<Status>()) else {
+                unknown_label("kind/status", &format!("{kind}/{status}"));
+                continue;
+            };
+            self.deadlines.get_or_create(&DeadlineLabels { unit, kind, status }).set(n);
+        }
     }
 
     /// Counts notices by kind, step and outcome (enqueued, skipped, sent, retrying, dead, postponed).
     pub fn add_notice(&self, kind: &'static str, step: String, outcome: &'static str, n: u64) {
-        *lock(&self.notices).entry((kind, step, outcome)).or_default() += n;
+        let Ok(kind_label) = kind.parse::<Kind>() else {
+            return unknown_label("kind", kind);
+        };
+        let Some(outcome_label) = Outcome::parse(outcome) else {
+            return unknown_label("outcome", outcome);
+        };
+        self.notices.get_or_create(&NoticeLabels { kind: kind_label, step, outcome: outcome_label }).inc_by(n);
     }
 
-    pub fn set_outbox(&self, depth: &std::collections::HashMap<OutboxState, i64>) {
-        let mut map = lock(&self.outbox);
-        for s in OutboxState::ALL {
-            map.insert(s.as_str(), depth.get(&s).copied().unwrap_or(0));
+    /// Sets the outbox depth of every state; a state missing from `depth` is set to zero.
+    pub fn set_outbox(&self, depth: &HashMap<OutboxState, i64>) {
+        let _snapshot = write(&self.snapshot);
+        for state in OutboxState::ALL {
+            self.outbox.get_or_create(&OutboxLabels { state }).set(depth.get(&state).copied().unwrap_or(0));
         }
     }
 
+    /// Counts failed deliveries by class; a class this catalogue does not know counts as `other`.
     pub fn add_smtp_error(&self, class: &'static str, n: u64) {
-        *lock(&self.smtp_errors).entry(class).or_default() += n;
+        let class = SmtpClass::parse(class).unwrap_or_else(|| {
+            unknown_label("class", class);
+            SmtpClass::other
+        });
+        self.smtp_errors.get_or_create(&ClassLabels { class }).inc_by(n);
     }
 
     pub fn add_digests_sent(&self, n: u64) {
-        self.digests_sent.fetch_add(n, Ordering::Relaxed);
+        self.digests_sent.inc_by(n);
     }
 
     pub fn add_caseworker_fallbacks(&self, n: u64) {
-        self.caseworker_fallbacks.fetch_add(n, Ordering::Relaxed);
+        self.caseworker_fallbacks.inc_by(n);
     }
 
     /// The Prometheus text exposition (format 0.0.4).
     pub fn render(&self) -> String {
+        let _snapshot = read(&self.snapshot);
         let mut out = String::with_capacity(8192);
-        let family = |out: &mut String, name: &str, kind: &str, help: &str| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        };
-
-        family(&mut out, "fristvakt_build_info", "gauge", "Version of the running fristvakt.");
-        let _ = writeln!(out, "fristvakt_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"));
-
-        family(&mut out, "fristvakt_poll_duration_seconds", "histogram", "Duration of register polls.");
-        for (kind, h) in lock(&self.poll_duration).iter() {
-            for (i, bound) in POLL_BUCKETS.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "fristvakt_poll_duration_seconds_bucket{{pass=\"{kind}\",le=\"{bound}\"}} {}",
-                    h.counts[i]
-                );
-            }
-            let _ = writeln!(out, "fristvakt_poll_duration_seconds_bucket{{pass=\"{kind}\",le=\"+Inf\"}} {}", h.count);
-            let _ = writeln!(out, "fristvakt_poll_duration_seconds_sum{{pass=\"{kind}\"}} {}", h.sum);
-            let _ = writeln!(out, "fristvakt_poll_duration_seconds_count{{pass=\"{kind}\"}} {}", h.count);
+        // Writing to a String cannot fail, nor can the label sets here.
+        if let Err(e) = prometheus_text::encode(&mut out, &self.registry) {
+            tracing::error!("metrics: encoding failed: {e}");
         }
-
-        family(&mut out, "fristvakt_polls_total", "counter", "Register polls by pass and result.");
-        for ((kind, result), n) in lock(&self.polls).iter() {
-            let _ = writeln!(out, "fristvakt_polls_total{{pass=\"{kind}\",result=\"{result}\"}} {n}");
-        }
-
-        family(&mut out, "fristvakt_register_rows_read_total", "counter", "Register rows read.");
-        let _ = writeln!(out, "fristvakt_register_rows_read_total {}", self.rows_read.load(Ordering::Relaxed));
-
-        family(&mut out, "fristvakt_register_rows_rejected_total", "counter", "Register rows skipped, by reason.");
-        for (reason, n) in lock(&self.rows_rejected).iter() {
-            let _ = writeln!(out, "fristvakt_register_rows_rejected_total{{reason=\"{reason}\"}} {n}");
-        }
-
-        family(
-            &mut out,
-            "fristvakt_last_successful_poll_timestamp_seconds",
-            "gauge",
-            "Unix time of the last successful poll.",
-        );
-        let _ = writeln!(out, "fristvakt_last_successful_poll_timestamp_seconds {}", self.last_successful_poll.get());
-
-        family(
-            &mut out,
-            "fristvakt_register_staleness_seconds",
-            "gauge",
-            "Age of the newest updated_at in the register.",
-        );
-        let _ = writeln!(out, "fristvakt_register_staleness_seconds {}", self.register_staleness.get());
-
-        family(&mut out, "fristvakt_deadlines", "gauge", "Deadlines by unit, kind and status today.");
-        for ((unit, kind, status), n) in lock(&self.deadlines).iter() {
-            let _ = writeln!(
-                out,
-                "fristvakt_deadlines{{unit=\"{}\",kind=\"{kind}\",status=\"{status}\"}} {n}",
-                escape_label(unit)
-            );
-        }
-
-        family(&mut out, "fristvakt_notices_total", "counter", "Notices by kind, ladder step and outcome.");
-        for ((kind, step, outcome), n) in lock(&self.notices).iter() {
-            let _ = writeln!(
-                out,
-                "fristvakt_notices_total{{kind=\"{kind}\",step=\"{}\",outcome=\"{outcome}\"}} {n}",
-                escape_label(step)
-            );
-        }
-
-        family(&mut out, "fristvakt_outbox", "gauge", "Outbox rows by state.");
-        for (state, n) in lock(&self.outbox).iter() {
-            let _ = writeln!(out, "fristvakt_outbox{{state=\"{state}\"}} {n}");
-        }
-
-        family(&mut out, "fristvakt_smtp_errors_total", "counter", "Failed mail deliveries by error class.");
-        for (class, n) in lock(&self.smtp_errors).iter() {
-            let _ = writeln!(out, "fristvakt_smtp_errors_total{{class=\"{class}\"}} {n}");
-        }
-
-        family(&mut out, "fristvakt_digests_sent_total", "counter", "Daily digests sent.");
-        let _ = writeln!(out, "fristvakt_digests_sent_total {}", self.digests_sent.load(Ordering::Relaxed));
-
-        family(
-            &mut out,
-            "fristvakt_caseworker_fallbacks_total",
-            "counter",
-            "Notices sent to the team lead because the caseworker address was missing or invalid.",
-        );
-        let _ =
-            writeln!(out, "fristvakt_caseworker_fallbacks_total {}", self.caseworker_fallbacks.load(Ordering::Relaxed));
         out
     }
 }
 
-fn escape_label(value: &str) -> String {
-    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
-}
-
 #[cfg(test)]
 mod tests {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+
     use super::*;
+
+    /// A process that has done one of everything.
+    fn busy() -> Metrics {
+        let m = Metrics::new();
+        m.observe_poll("incremental", Duration::from_millis(300), true);
+        m.observe_poll("full", Duration::from_secs(70), false);
+        m.add_rows(10, &BTreeMap::from([(RejectReason::BadDate, 2)]));
+        m.set_last_successful_poll(1_714_000_000.0);
+        m.set_register_staleness(12.5);
+        m.set_deadlines(BTreeMap::from([
+            (("BRO-BU".to_string(), "assessment", "overdue"), 4),
+            (("BRO-BU".to_string(), "investigation", "due_soon"), 1),
+        ]));
+        m.add_notice("assessment", "-3".into(), "sent", 2);
+        m.add_notice("protection", "+1".into(), "enqueued", 1);
+        m.set_outbox(&HashMap::from([(OutboxState::Pending, 3)]));
+        m.add_smtp_error("transient_4xx", 1);
+        m.add_digests_sent(1);
+        m.add_caseworker_fallbacks(1);
+        m
+    }
+
+    fn lines(text: &str) -> Vec<&str> {
+        text.lines().collect()
+    }
 
     #[test]
     fn renders_families_with_bounded_labels() {
-        let m = Metrics::new();
-        m.observe_poll("incremental", Duration::from_millis(300), true);
-        m.add_notice("assessment", "-3".into(), "sent", 2);
-        m.set_deadlines(BTreeMap::from([(("BRO-BU".to_string(), "assessment", "overdue"), 4)]));
+        let text = busy().render();
+        let lines = lines(&text);
+        let build_info = format!("fristvakt_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"));
+        assert!(lines.contains(&build_info.as_str()), "{build_info:?} missing from:\n{text}");
+        for expected in [
+            "fristvakt_poll_duration_seconds_bucket{pass=\"incremental\",le=\"0.5\"} 1",
+            "fristvakt_poll_duration_seconds_bucket{pass=\"incremental\",le=\"0.25\"} 0",
+            "fristvakt_poll_duration_seconds_bucket{pass=\"incremental\",le=\"1\"} 1",
+            "fristvakt_poll_duration_seconds_bucket{pass=\"incremental\",le=\"+Inf\"} 1",
+            "fristvakt_poll_duration_seconds_count{pass=\"incremental\"} 1",
+            "fristvakt_poll_duration_seconds_bucket{pass=\"full\",le=\"60\"} 0",
+            "fristvakt_poll_duration_seconds_bucket{pass=\"full\",le=\"300\"} 1",
+            "fristvakt_polls_total{pass=\"incremental\",result=\"ok\"} 1",
+            "fristvakt_polls_total{pass=\"incremental\",result=\"error\"} 0",
+            "fristvakt_polls_total{pass=\"full\",result=\"error\"} 1",
+            "fristvakt_register_rows_read_total 10",
+            "fristvakt_register_rows_rejected_total{reason=\"bad_date\"} 2",
+            "fristvakt_register_rows_rejected_total{reason=\"missing_case_ref\"} 0",
+            "fristvakt_deadlines{unit=\"BRO-BU\",kind=\"assessment\",status=\"overdue\"} 4",
+            "fristvakt_deadlines{unit=\"BRO-BU\",kind=\"investigation\",status=\"due_soon\"} 1",
+            "fristvakt_notices_total{kind=\"assessment\",step=\"-3\",outcome=\"sent\"} 2",
+            "fristvakt_notices_total{kind=\"protection\",step=\"+1\",outcome=\"enqueued\"} 1",
+            "fristvakt_outbox{state=\"pending\"} 3",
+            "fristvakt_outbox{state=\"dead\"} 0",
+            "fristvakt_smtp_errors_total{class=\"transient_4xx\"} 1",
+            "fristvakt_smtp_errors_total{class=\"permanent_5xx\"} 0",
+            "fristvakt_digests_sent_total 1",
+            "fristvakt_caseworker_fallbacks_total 1",
+        ] {
+            assert!(lines.contains(&expected), "{expected:?} missing from:\n{text}");
+        }
+        // Floats keep their value whatever the formatting of the digits.
+        let value = |prefix: &str| -> f64 {
+            let line = lines.iter().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("{prefix}:\n{text}"));
+            line.rsplit(' ').next().unwrap().parse().unwrap()
+        };
+        assert_eq!(value("fristvakt_last_successful_poll_timestamp_seconds "), 1_714_000_000.0);
+        assert_eq!(value("fristvakt_register_staleness_seconds "), 12.5);
+        assert_eq!(value("fristvakt_poll_duration_seconds_sum{pass=\"incremental\"} "), 0.3);
+        // Every value of every bounded set is there, spelt as the domain spells it.
+        for reason in RejectReason::ALL {
+            assert!(text.contains(&format!("{{reason=\"{}\"}}", reason.as_str())), "{reason:?}");
+        }
+        for state in OutboxState::ALL {
+            assert!(text.contains(&format!("fristvakt_outbox{{state=\"{}\"}}", state.as_str())), "{state:?}");
+        }
+        for class in SmtpClass::ALL {
+            assert!(text.contains(&format!("fristvakt_smtp_errors_total{{class=\"{class:?}\"}}")), "{class:?}");
+        }
+    }
+
+    #[test]
+    fn exposes_exactly_the_documented_families_with_their_types_and_help() {
+        let text = busy().render();
+        let types: Vec<&str> = text.lines().filter(|l| l.starts_with("# TYPE ")).collect();
+        assert_eq!(
+            types,
+            [
+                "# TYPE fristvakt_build_info gauge",
+                "# TYPE fristvakt_poll_duration_seconds histogram",
+                "# TYPE fristvakt_polls_total counter",
+                "# TYPE fristvakt_register_rows_read_total counter",
+                "# TYPE fristvakt_register_rows_rejected_total counter",
+                "# TYPE fristvakt_last_successful_poll_timestamp_seconds gauge",
+                "# TYPE fristvakt_register_staleness_seconds gauge",
+                "# TYPE fristvakt_deadlines gauge",
+                "# TYPE fristvakt_notices_total counter",
+                "# TYPE fristvakt_outbox gauge",
+                "# TYPE fristvakt_smtp_errors_total counter",
+                "# TYPE fristvakt_digests_sent_total counter",
+                "# TYPE fristvakt_caseworker_fallbacks_total counter",
+            ]
+        );
+        assert!(!text.contains("_total_total"), "{text}");
+        assert!(text.contains("# HELP fristvakt_polls_total Register polls by pass and result.\n"), "{text}");
+        assert!(!text.contains(".."), "one full stop per help text:\n{text}");
+    }
+
+    #[test]
+    fn families_of_bounded_sets_are_exposed_before_anything_happens() {
+        let text = Metrics::new().render();
+        for family in [
+            "fristvakt_build_info{",
+            "fristvakt_poll_duration_seconds_bucket{pass=\"incremental\",le=\"0.05\"} 0",
+            "fristvakt_polls_total{pass=\"full\",result=\"ok\"} 0",
+            "fristvakt_register_rows_read_total 0",
+            "fristvakt_register_rows_rejected_total{",
+            "fristvakt_last_successful_poll_timestamp_seconds ",
+            "fristvakt_register_staleness_seconds ",
+            "fristvakt_outbox{state=\"pending\"} 0",
+            "fristvakt_smtp_errors_total{class=\"other\"} 0",
+            "fristvakt_digests_sent_total 0",
+            "fristvakt_caseworker_fallbacks_total 0",
+        ] {
+            assert!(text.contains(family), "{family:?} missing from:\n{text}");
+        }
+    }
+
+    #[test]
+    fn a_snapshot_replaces_the_previous_one() {
+        let m = busy();
+        m.set_deadlines(BTreeMap::from([(("BRO-BU".to_string(), "assessment", "overdue"), 5)]));
+        m.set_outbox(&HashMap::from([(OutboxState::Dead, 1)]));
         let text = m.render();
-        assert!(text.contains("fristvakt_poll_duration_seconds_bucket{pass=\"incremental\",le=\"0.5\"} 1"));
-        assert!(text.contains("fristvakt_poll_duration_seconds_bucket{pass=\"incremental\",le=\"0.25\"} 0"));
-        assert!(text.contains("fristvakt_notices_total{kind=\"assessment\",step=\"-3\",outcome=\"sent\"} 2"));
-        assert!(text.contains("fristvakt_deadlines{unit=\"BRO-BU\",kind=\"assessment\",status=\"overdue\"} 4"));
-        assert!(text.contains("fristvakt_register_rows_rejected_total{reason=\"bad_date\"} 0"));
-        assert!(text.contains("fristvakt_outbox{state=\"dead\"} 0"));
+        assert!(text.contains("fristvakt_deadlines{unit=\"BRO-BU\",kind=\"assessment\",status=\"overdue\"} 5\n"));
+        assert!(!text.contains("status=\"due_soon\""), "a vanished deadline combination is gone:\n{text}");
+        assert_eq!(text.matches("fristvakt_deadlines{").count(), 1, "{text}");
+        // The outbox always shows every state; one missing from the snapshot is zero.
+        assert!(text.contains("fristvakt_outbox{state=\"pending\"} 0\n"), "{text}");
+        assert!(text.contains("fristvakt_outbox{state=\"dead\"} 1\n"), "{text}");
+        assert_eq!(text.matches("fristvakt_outbox{").count(), OutboxState::ALL.len(), "{text}");
+
+        m.set_deadlines(BTreeMap::new());
+        let text = m.render();
+        assert!(!text.contains("fristvakt_deadlines"), "no deadlines, no series:\n{text}");
+    }
+
+    #[test]
+    fn label_values_outside_their_sets_never_become_labels() {
+        let m = Metrics::new();
+        m.observe_poll("sideways", Duration::from_secs(1), true);
+        m.add_notice("assessment", "-3".into(), "mislaid", 1);
+        m.add_notice("haircut", "-3".into(), "sent", 1);
+        m.set_deadlines(BTreeMap::from([(("BRO-BU".to_string(), "haircut", "overdue"), 1)]));
+        m.add_smtp_error("gremlins", 2);
+        let text = m.render();
+        for value in ["sideways", "mislaid", "haircut", "gremlins"] {
+            assert!(!text.contains(value), "{value} in:\n{text}");
+        }
+        assert!(!text.contains("fristvakt_notices_total"), "{text}");
+        assert!(text.contains("fristvakt_smtp_errors_total{class=\"other\"} 2\n"), "{text}");
+    }
+
+    #[test]
+    fn label_enums_parse_what_they_render() {
+        fn check<T: std::fmt::Debug + PartialEq + Copy>(all: &[T], parse: fn(&str) -> Option<T>) {
+            for &v in all {
+                assert_eq!(parse(&format!("{v:?}")), Some(v));
+            }
+        }
+        check(Pass::ALL, Pass::parse);
+        check(PollResult::ALL, PollResult::parse);
+        check(Outcome::ALL, Outcome::parse);
+        check(SmtpClass::ALL, SmtpClass::parse);
+    }
+
+    #[test]
+    fn unit_codes_are_escaped() {
+        let m = Metrics::new();
+        m.set_deadlines(BTreeMap::from([(("A\"B\\C\nD".to_string(), "assessment", "overdue"), 1)]));
+        assert!(m.render().contains("fristvakt_deadlines{unit=\"A\\\"B\\\\C\\nD\",kind=\"assessment\""));
+    }
+
+    #[test]
+    fn promtool_accepts_the_exposition() {
+        let m = busy();
+        m.set_deadlines(BTreeMap::from([(("A\"B\\C\nD".to_string(), "assessment", "overdue"), 1)]));
+        for text in [Metrics::new().render(), m.render()] {
+            let mut child = match Command::new("promtool")
+                .args(["check", "metrics"])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+            {
+                Ok(child) => child,
+                Err(e) => panic!("promtool not found ({e}): install it with `apt-get install -y prometheus`"),
+            };
+            child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+                "promtool check metrics: {}{}\n{text}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
     }
 }

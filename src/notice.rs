@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Settings;
 use crate::domain::{CaseRef, EmailAddress, UnitCode};
-use crate::rules::{Deadline, Kind, Role, Step};
+use crate::rules::{Deadline, DueReason, Kind, Role, Step};
 
 /// One addressee of a notice and the role it was chosen for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,8 +32,35 @@ pub struct NoticePayload {
     pub nominal_due_on: NaiveDate,
     pub due_on: NaiveDate,
     pub extended_to: Option<NaiveDate>,
+    /// Why `due_on` is what it is, with the days the holiday rule passed over, so that the mail
+    /// explains the deadline exactly as computed. Absent in notices recorded before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due_reason: Option<DueReason>,
     /// The day the step was reached.
     pub decided_on: NaiveDate,
+}
+
+impl NoticePayload {
+    /// The deadline the notice is about, open as it was when the step was reached. A notice
+    /// recorded without its `due_reason` gets the one its dates imply; the days a holiday move
+    /// passed over are then unknown here.
+    pub fn deadline(&self) -> Deadline {
+        let due_reason = match (&self.due_reason, self.extended_to) {
+            (Some(reason), _) => reason.clone(),
+            (None, Some(to)) => DueReason::Extended { to },
+            (None, None) if self.kind == Kind::Protection => DueReason::NextDay,
+            (None, None) if self.nominal_due_on == self.due_on => DueReason::Nominal,
+            (None, None) => DueReason::Moved { skipped: Vec::new() },
+        };
+        Deadline {
+            kind: self.kind,
+            start_on: self.start_on,
+            nominal_due_on: self.nominal_due_on,
+            due_on: self.due_on,
+            closed_on: None,
+            due_reason,
+        }
+    }
 }
 
 /// The outbox key of a notice: unique per (case, kind, step).
@@ -108,9 +135,10 @@ pub fn payload(
         nominal_due_on: deadline.nominal_due_on,
         due_on: deadline.due_on,
         extended_to: match deadline.due_reason {
-            crate::rules::DueReason::Extended { to } => Some(to),
+            DueReason::Extended { to } => Some(to),
             _ => None,
         },
+        due_reason: Some(deadline.due_reason.clone()),
         decided_on: today,
     }
 }
@@ -128,5 +156,42 @@ mod tests {
         assert_ne!(id, message_id(&notice_key("2026-BU-0142", Kind::Assessment, 0), &from));
         assert!(!id.contains("0142"), "{id}");
         assert!(id.starts_with('<') && id.ends_with("@kommun.example>"));
+    }
+
+    fn d(text: &str) -> NaiveDate {
+        NaiveDate::parse_from_str(text, "%Y-%m-%d").unwrap()
+    }
+
+    #[test]
+    fn the_payload_keeps_the_due_reason_and_reads_older_payloads() {
+        use crate::rules::calendar::{DayKind, Holiday};
+        let deadline = Deadline {
+            kind: Kind::Assessment,
+            start_on: d("2025-12-10"),
+            nominal_due_on: d("2025-12-24"),
+            due_on: d("2025-12-29"),
+            closed_on: None,
+            due_reason: DueReason::Moved {
+                skipped: vec![
+                    (d("2025-12-24"), DayKind::ChristmasEve),
+                    (d("2025-12-25"), DayKind::Holiday(Holiday::ChristmasDay)),
+                ],
+            },
+        };
+        let unit = UnitCode::parse("BRO-BU").unwrap();
+        let step = Step { offset: -3, roles: vec![Role::Caseworker] };
+        let payload = payload(&CaseRef::parse("2025-BU-0001").unwrap(), &unit, &deadline, &step, d("2025-12-21"));
+        let json = serde_json::to_string(&payload).unwrap();
+        assert!(
+            json.contains(r#""due_reason":{"reason":"moved","skipped":[["2025-12-24","christmas_eve"],"#),
+            "{json}"
+        );
+        let back: NoticePayload = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.deadline(), deadline);
+        // A payload recorded before `due_reason` was kept.
+        let old = json.split(r#","due_reason""#).next().unwrap().to_string() + r#","decided_on":"2025-12-21"}"#;
+        let old: NoticePayload = serde_json::from_str(&old).unwrap();
+        assert_eq!(old.due_reason, None);
+        assert_eq!(old.deadline().due_reason, DueReason::Moved { skipped: Vec::new() });
     }
 }

@@ -17,7 +17,7 @@ use crate::domain::CaseRef;
 use crate::notice::{self, Recipient};
 use crate::register::{self, CaseRow, RawRow, Register, RegisterError, RejectReason};
 use crate::rules::{self, decide, Deadline, Kind, Ladder, RuleOptions};
-use crate::state::{DeadlineRecord, OutboxEntry, OutboxPayload, OutboxState, StateError, StateStore};
+use crate::state::{DeadlineRecord, OutboxEntry, OutboxPayload, OutboxState, StateError, StateStore, StoredDeadline};
 
 /// Rows validated and stored per transaction.
 const CHUNK_ROWS: usize = 1000;
@@ -345,6 +345,68 @@ fn skipped_entry(
         state: OutboxState::Skipped,
         not_before,
     }
+}
+
+/// The deadlines as a poll would store them now, computed in memory and written nowhere (the
+/// show commands): every row of the register read and computed; stored deadlines of rows
+/// skipped as broken are kept as they are, and those of cases no longer in the register are
+/// marked withdrawn, as a full pass would. Sorted by case reference and kind.
+pub async fn current_deadlines(
+    register: &Register,
+    stored: Vec<StoredDeadline>,
+    settings: &Settings,
+) -> Result<Vec<StoredDeadline>, PollError> {
+    let options = RuleOptions { holiday_rule: settings.calendar.holiday_rule };
+    let mut cases: HashMap<String, CaseRow> = HashMap::new();
+    let mut skipped: HashSet<String> = HashSet::new();
+    let mut rows = register.rows_since(None);
+    loop {
+        let raw = match rows.try_next().await {
+            Ok(Some(raw)) => raw,
+            Ok(None) => break,
+            Err(e) => {
+                drop(rows);
+                return Err(register.explain(e).await.into());
+            }
+        };
+        match register::validate(&raw) {
+            Ok(case) => match cases.get(case.case_ref.as_str()) {
+                Some(existing) if existing.updated_at > case.updated_at => {}
+                _ => {
+                    cases.insert(case.case_ref.to_string(), case);
+                }
+            },
+            Err(rejection) => skipped.extend(rejection.case_ref),
+        }
+    }
+    drop(rows);
+    let read_nothing = cases.is_empty() && skipped.is_empty();
+    let mut current: Vec<StoredDeadline> = stored
+        .into_iter()
+        .filter(|d| !cases.contains_key(d.case_ref.as_str()))
+        .map(|mut d| {
+            // As a full pass: a case gone from a non-empty view is withdrawn; a broken row keeps
+            // its last good deadlines.
+            if !read_nothing && !skipped.contains(d.case_ref.as_str()) {
+                d.withdrawn = true;
+            }
+            d
+        })
+        .collect();
+    for case in cases.into_values() {
+        for deadline in rules::deadlines_for(&case.dates, options) {
+            current.push(StoredDeadline {
+                case_ref: case.case_ref.clone(),
+                unit: case.unit.clone(),
+                caseworker: case.caseworker.clone(),
+                child_sex: case.child_sex,
+                deadline,
+                withdrawn: false,
+            });
+        }
+    }
+    current.sort_by(|a, b| (&a.case_ref, a.deadline.kind.as_str()).cmp(&(&b.case_ref, b.deadline.kind.as_str())));
+    Ok(current)
 }
 
 #[cfg(test)]

@@ -51,6 +51,13 @@ impl SendWindow {
         if end <= start {
             return Err(format!("the window ends ({end}) before it starts ({start})"));
         }
+        // Every Sunday is a public holiday, which the window excludes: a Sunday-only window would
+        // never open, and every notice would wait for ever.
+        if days[..6].iter().all(|d| !d) {
+            return Err(format!(
+                "{raw:?} never opens: every Sunday is a public holiday, on which no mail is sent; include a weekday"
+            ));
+        }
         Ok(SendWindow::Hours { days, start, end })
     }
 
@@ -155,6 +162,26 @@ mod tests {
         assert_eq!(SendWindow::parse("Sat,Sun 10:00-12:00").unwrap().to_string(), "Sat,Sun 10:00-12:00");
         for bad in ["", "Mon-Fri", "Mon-Fri 18:00-07:00", "Mo-Fr 07:00-18:00", "Mon-Fri 7-18"] {
             assert!(SendWindow::parse(bad).is_err(), "{bad}");
+        }
+        let never = SendWindow::parse("Sun 10:00-12:00").unwrap_err();
+        assert!(never.contains("never opens"), "{never}");
+    }
+
+    #[test]
+    fn every_accepted_window_opens_within_five_weeks() {
+        let tz = chrono_tz::Europe::Stockholm;
+        let names = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+        for mask in 1u32..128 {
+            let days: Vec<&str> = (0..7).filter(|i| mask & (1 << i) != 0).map(|i| names[i]).collect();
+            let raw = format!("{} 10:00-12:00", days.join(","));
+            let Ok(window) = SendWindow::parse(&raw) else {
+                assert_eq!(days, ["Sun"], "{raw} was refused");
+                continue;
+            };
+            // From the Friday before julafton 2026, the longest stretch of closed days.
+            let from = utc("2026-12-18T12:00:00Z");
+            let opens = window.next_open(from, tz);
+            assert!(opens > from && opens - from < Duration::days(35) && window.is_open(opens, tz), "{raw}: {opens}");
         }
     }
 

@@ -4,18 +4,18 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+
+use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, Utc};
+use fristvakt::app::{App, Moment};
 use fristvakt::config::{self, Settings};
-use fristvakt::digest::{self, DigestSchedule};
+use fristvakt::digest;
 use fristvakt::domain::EmailAddress;
+use fristvakt::jobs;
 use fristvakt::mail;
-use fristvakt::poll;
-use fristvakt::register::Register;
 use fristvakt::rules::{Kind, Role};
-use fristvakt::state::{OutboxPayload, OutboxState, StateStore};
-use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+use fristvakt::state::{OutboxCategory, OutboxPayload, OutboxState};
 use sqlx::sqlite::SqlitePoolOptions;
 
 use support::postgres;
@@ -109,20 +109,27 @@ impl Scene {
         Scene { _dir: dir, settings }
     }
 
-    /// A new connection to the state store, as after a restart; migrated.
-    async fn state(&self) -> StateStore {
-        let state = StateStore::connect(&self.settings.state.url).await.unwrap();
-        state.migrate().await.unwrap();
-        state
+    /// The application as the daemon builds it; a new one is a restart (new connections).
+    async fn app(&self) -> App {
+        App::start(Arc::new(self.settings.clone()), "test", utc("2026-11-25T05:00:00Z")).await.unwrap()
     }
 
-    /// Reads the register into the state store as of `today`.
-    async fn sync(&self, state: &StateStore, today: NaiveDate) {
-        let register = Register::connect(&self.settings.register.url, &self.settings.register.view).await.unwrap();
+    /// The daemon's poll job reading the whole register as of `today`.
+    async fn sync(&self, app: &App, today: NaiveDate) {
         let now = utc("2026-11-25T05:00:00Z");
-        let report = poll::sync_register(&register, state, &self.settings, today, now, true).await.unwrap();
-        assert_eq!((report.rows_read, report.rows_rejected()), (ROWS.len() as u64, 0));
-        register.close().await;
+        let report = jobs::full_pass::run_once(app, Moment::on(today, now)).await.unwrap().unwrap();
+        assert_eq!((report.sync.rows_read, report.sync.rows_rejected()), (ROWS.len() as u64, 0));
+    }
+
+    /// The daemon's digest job at `now`.
+    async fn digest_job(&self, app: &App, now: DateTime<Utc>) -> Option<digest::DigestReport> {
+        jobs::digest::run_once(app, Moment::at(now, self.settings.timezone)).await.unwrap()
+    }
+
+    /// `digest --dry-run --today D [--manager M]`.
+    async fn preview(&self, app: &App, today: NaiveDate, manager: Option<&EmailAddress>) -> String {
+        let now = utc("2026-11-25T05:00:00Z");
+        jobs::show::digest_preview(app, Moment::on(today, now), manager).await.unwrap().text
     }
 }
 
@@ -172,9 +179,10 @@ fn rows(section: &digest::Section) -> Vec<(&str, Kind, String, i64, Option<&str>
 #[tokio::test]
 async fn digest_content_for_a_scripted_register() {
     let scene = Scene::new(None, "").await;
-    let state = scene.state().await;
+    let app = scene.app().await;
+    let state = &app.state;
     let today = date(TODAY);
-    scene.sync(&state, today).await;
+    scene.sync(&app, today).await;
     let stored = state.deadlines(&Default::default()).await.unwrap();
     let digests = digest::build_digests(&scene.settings, &stored, today);
 
@@ -228,7 +236,7 @@ async fn digest_content_for_a_scripted_register() {
     assert_eq!(soder.units[0].compliance.share_percent(), None);
 
     // The text the manager reads, in order.
-    let text = digest::dry_run_text(&scene.settings, bromma).unwrap();
+    let text = mail::compose::digest_preview_text(&scene.settings, bromma).unwrap();
     let expected_in_order = [
         "Subject: Daglig fristöversikt 2026-11-25: 3 försenade, 2 förfaller inom 7 dagar",
         "== BRO-BU – Bromma barn och unga ==",
@@ -247,10 +255,10 @@ async fn digest_content_for_a_scripted_register() {
         from += at + line.len();
     }
     let nobody = EmailAddress::parse("nobody@kommun.example").unwrap();
-    let none = digest::dry_run(&state, &scene.settings, today, Some(&nobody)).await.unwrap();
+    let none = scene.preview(&app, today, Some(&nobody)).await;
     assert_eq!(none, "no digest for nobody@kommun.example: not the manager of any unit (see units.*.managers)\n");
     let default_manager = EmailAddress::parse("enhetschef@kommun.example").unwrap();
-    let quiet = digest::dry_run(&state, &scene.settings, today, Some(&default_manager)).await.unwrap();
+    let quiet = scene.preview(&app, today, Some(&default_manager)).await;
     assert!(quiet.starts_with("no digest for enhetschef@kommun.example on 2026-11-25: nothing overdue"), "{quiet}");
     // Nothing about a case beyond reference, kind, dates, caseworker and link.
     assert!(!text.contains("2026-11-01") && !text.contains("2026-07-20"), "start dates leaked:\n{text}");
@@ -261,38 +269,40 @@ async fn once_per_manager_and_day(state_url: Option<&str>) {
     let scene = Scene::new(state_url, "send_window = \"Mon-Fri 07:00-18:00\"").await;
     let settings = &scene.settings;
     let today = date(TODAY);
-    let state = scene.state().await;
-    scene.sync(&state, today).await;
+    let app = scene.app().await;
+    let state = &app.state;
+    scene.sync(&app, today).await;
     let now = utc("2026-11-25T06:00:05Z");
 
-    let first = digest::enqueue_digests(&state, settings, today, now).await.unwrap();
+    let first = digest::enqueue_digests(state, settings, today, now).await.unwrap();
     assert_eq!((first.built, first.enqueued, first.already_recorded), (2, 2, 0));
     for _ in 0..3 {
-        let again = digest::enqueue_digests(&state, settings, today, now).await.unwrap();
+        let again = digest::enqueue_digests(state, settings, today, now).await.unwrap();
         assert_eq!((again.built, again.enqueued, again.already_recorded), (2, 0, 2));
     }
-    state.close().await;
+    app.close().await;
 
     // A restart: a new store on the same database.
-    let state = scene.state().await;
-    let again = digest::enqueue_digests(&state, settings, today, utc("2026-11-25T08:00:00Z")).await.unwrap();
+    let app = scene.app().await;
+    let state = &app.state;
+    let again = digest::enqueue_digests(state, settings, today, utc("2026-11-25T08:00:00Z")).await.unwrap();
     assert_eq!(again.enqueued, 0);
-    let schedule = DigestSchedule::from_settings(settings).unwrap();
-    assert_eq!(digest::run_due(&state, settings, &schedule, utc("2026-11-25T09:00:00Z")).await.unwrap(), None);
+    assert_eq!(scene.digest_job(&app, utc("2026-11-25T09:00:00Z")).await, None);
 
     // Thursday: not before 07:00 local; then once, however often and across a restart.
-    assert_eq!(digest::run_due(&state, settings, &schedule, utc("2026-11-26T05:59:59Z")).await.unwrap(), None);
-    let thursday = digest::run_due(&state, settings, &schedule, utc("2026-11-26T06:00:00Z")).await.unwrap();
+    assert_eq!(scene.digest_job(&app, utc("2026-11-26T05:59:59Z")).await, None);
+    let thursday = scene.digest_job(&app, utc("2026-11-26T06:00:00Z")).await;
     assert_eq!(thursday.map(|r| (r.date, r.enqueued)), Some((Some(date("2026-11-26")), 2)));
-    assert_eq!(digest::run_due(&state, settings, &schedule, utc("2026-11-26T06:00:01Z")).await.unwrap(), None);
-    state.close().await;
-    let state = scene.state().await;
-    assert_eq!(digest::run_due(&state, settings, &schedule, utc("2026-11-26T10:00:00Z")).await.unwrap(), None);
+    assert_eq!(scene.digest_job(&app, utc("2026-11-26T06:00:01Z")).await, None);
+    app.close().await;
+    let app = scene.app().await;
+    let state = &app.state;
+    assert_eq!(scene.digest_job(&app, utc("2026-11-26T10:00:00Z")).await, None);
     // Back at 19:00 on Friday, after the sending window closed: Friday's digest is not sent
     // (it would arrive on Monday beside Monday's).
-    assert_eq!(digest::run_due(&state, settings, &schedule, utc("2026-11-27T18:00:00Z")).await.unwrap(), None);
+    assert_eq!(scene.digest_job(&app, utc("2026-11-27T18:00:00Z")).await, None);
     // Saturday: nothing scheduled.
-    assert_eq!(digest::run_due(&state, settings, &schedule, utc("2026-11-28T09:00:00Z")).await.unwrap(), None);
+    assert_eq!(scene.digest_job(&app, utc("2026-11-28T09:00:00Z")).await, None);
 
     let outbox = state.outbox().await.unwrap();
     let mut per_key: BTreeMap<String, usize> = BTreeMap::new();
@@ -315,7 +325,7 @@ async fn once_per_manager_and_day(state_url: Option<&str>) {
         ]
     );
     assert!(per_key.values().all(|n| *n == 1));
-    state.close().await;
+    app.close().await;
 }
 
 #[tokio::test]
@@ -333,61 +343,59 @@ async fn once_per_manager_and_day_on_postgres() {
 async fn no_digest_on_a_public_holiday_unless_mail_is_always_sent() {
     let julafton = utc("2026-12-24T08:00:00Z"); // Thursday 24 December, 09:00 local
     let scene = Scene::new(None, "send_window = \"Mon-Fri 07:00-18:00\"").await;
-    let state = scene.state().await;
-    scene.sync(&state, date("2026-12-24")).await;
-    let schedule = DigestSchedule::from_settings(&scene.settings).unwrap();
-    assert_eq!(digest::run_due(&state, &scene.settings, &schedule, julafton).await.unwrap(), None);
-    assert!(state.outbox().await.unwrap().is_empty());
+    let app = scene.app().await;
+    scene.sync(&app, date("2026-12-24")).await;
+    assert_eq!(scene.digest_job(&app, julafton).await, None);
+    assert!(app.state.outbox().await.unwrap().iter().all(|r| r.category() != OutboxCategory::Digest));
 
     let scene = Scene::new(None, "send_window = \"always\"").await;
-    let state = scene.state().await;
-    scene.sync(&state, date("2026-12-24")).await;
-    let report = digest::run_due(&state, &scene.settings, &schedule, julafton).await.unwrap().unwrap();
+    let app = scene.app().await;
+    scene.sync(&app, date("2026-12-24")).await;
+    let report = scene.digest_job(&app, julafton).await.unwrap();
     assert_eq!(report.date, Some(date("2026-12-24")));
     assert!(report.enqueued > 0);
 }
 
-/// The dispatcher's part, as `mail::dispatch` will do it: claim, render from the payload, send.
-async fn deliver(state: &StateStore, settings: &Settings, smtp: &TestSmtp, now: DateTime<Utc>) -> usize {
-    let mailer = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous("127.0.0.1").port(smtp.port()).build();
-    let claimed = state.claim_outbox("test", now, now + chrono::Duration::minutes(5), 100).await.unwrap();
-    for row in &claimed {
-        let row = row.as_ref().unwrap();
-        assert_eq!(row.category().as_str(), "digest");
-        let OutboxPayload::Digest(digest) = &row.payload else { panic!("{:?}", row.payload) };
-        let message = mail::compose_digest(settings, digest, &row.message_id).unwrap();
-        mailer.send(message).await.unwrap();
-        state.mark_sent(row.id, "test", now).await.unwrap();
-    }
-    claimed.len()
+/// The daemon's dispatch job at `now`: the number of digests sent (the poll also wrote the
+/// notices of the ladder, which go out beside them).
+async fn deliver(app: &App, now: DateTime<Utc>) -> u64 {
+    let report = jobs::dispatch::run_once(app, Moment::at(now, app.settings.timezone)).await.unwrap();
+    assert_eq!(report.total_dead() + report.total_retrying(), 0, "{report:?}");
+    report.sent.iter().filter(|(l, _)| l.category == Some(OutboxCategory::Digest)).map(|(_, n)| n).sum()
+}
+
+fn is_digest(mail: &support::smtp::ReceivedMail) -> bool {
+    mail.header("Subject").is_some_and(|s| s.starts_with("Daglig fristöversikt"))
 }
 
 #[tokio::test]
 async fn a_manager_of_two_units_gets_one_digest_per_working_day_over_smtp() {
     let smtp = TestSmtp::start().await;
-    let scene = Scene::new(None, "send_window = \"Mon-Fri 07:00-18:00\"").await;
+    let smtp_settings = format!(
+        "send_window = \"Mon-Fri 07:00-18:00\"\ntransport = \"smtp\"\n[mail.smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\n",
+        smtp.port()
+    );
+    let scene = Scene::new(None, &smtp_settings).await;
     let settings = &scene.settings;
-    let schedule = DigestSchedule::from_settings(settings).unwrap();
-    let state = scene.state().await;
-    scene.sync(&state, date("2026-11-23")).await;
+    let mut app = scene.app().await;
+    scene.sync(&app, date("2026-11-23")).await;
 
     // Monday 23 to Sunday 29 November; the job runs at 06:30, on the tick, after a restart and
     // at noon; the dispatcher runs after each.
     let mut sent = 0;
-    let mut state = state;
     for day in date("2026-11-23").iter_days().take(7) {
         for (i, time) in ["05:30:00", "06:00:00", "06:20:00", "11:00:00"].into_iter().enumerate() {
             let now = utc(&format!("{day}T{time}Z"));
             if i == 2 {
-                state.close().await;
-                state = scene.state().await;
+                app.close().await;
+                app = scene.app().await;
             }
-            digest::run_due(&state, settings, &schedule, now).await.unwrap();
-            sent += deliver(&state, settings, &smtp, now).await;
+            scene.digest_job(&app, now).await;
+            sent += deliver(&app, now).await;
         }
     }
     assert_eq!(sent, 10, "two managers, five working days");
-    let mails = smtp.wait_for(10, Duration::from_secs(10)).await;
+    let mails: Vec<_> = smtp.messages().into_iter().filter(is_digest).collect();
     assert_eq!(mails.len(), 10);
     let bromma: Vec<_> = mails.iter().filter(|m| m.rcpt_to == [BROMMA]).collect();
     let subjects: Vec<String> = bromma.iter().map(|m| m.header("Subject").unwrap()).collect();
@@ -396,7 +404,7 @@ async fn a_manager_of_two_units_gets_one_digest_per_working_day_over_smtp() {
 
     // Wednesday's mail, checked in full against the outbox and the dry run.
     let wednesday = bromma[2];
-    let outbox = state.outbox().await.unwrap();
+    let outbox = app.state.outbox().await.unwrap();
     let row = outbox.iter().find(|r| r.notice_key == "digest/2026-11-25/ec.bromma@kommun.example").unwrap();
     assert_eq!(row.state, OutboxState::Sent);
     assert_eq!(wednesday.mail_from, "fristvakt@kommun.example");
@@ -411,12 +419,11 @@ async fn a_manager_of_two_units_gets_one_digest_per_working_day_over_smtp() {
     let text = wednesday.text_body();
     assert!(text.contains("== BRO-BU – Bromma barn och unga =="), "{text}");
     assert!(text.contains("== VAS-BU – Västerort barn och unga =="), "{text}");
-    let stored = state.deadlines(&Default::default()).await.unwrap();
+    let stored = app.state.deadlines(&Default::default()).await.unwrap();
     let digests = digest::build_digests(settings, &stored, date(TODAY));
-    let dry = digest::dry_run_text(settings, &digests[0]).unwrap();
+    let dry = mail::compose::digest_preview_text(settings, &digests[0]).unwrap();
     assert_eq!(dry.split_once("\n\n").unwrap().1, text, "the dry run shows what was sent");
-    let only =
-        digest::dry_run(&state, settings, date(TODAY), Some(&EmailAddress::parse(BROMMA).unwrap())).await.unwrap();
+    let only = scene.preview(&app, date(TODAY), Some(&EmailAddress::parse(BROMMA).unwrap())).await;
     assert_eq!(only, dry);
 
     let html = wednesday.html_body().expect("an HTML part");
@@ -427,15 +434,15 @@ async fn a_manager_of_two_units_gets_one_digest_per_working_day_over_smtp() {
             || html.contains("href=\"https://register.kommun.example/case/2026-BU-0001\""),
         "{html}"
     );
-    state.close().await;
+    app.close().await;
 }
 
 #[tokio::test]
 async fn english_digest_html_is_well_formed_too() {
     let scene = Scene::new(None, "language = \"en\"").await;
-    let state = scene.state().await;
-    scene.sync(&state, date(TODAY)).await;
-    let stored = state.deadlines(&Default::default()).await.unwrap();
+    let app = scene.app().await;
+    scene.sync(&app, date(TODAY)).await;
+    let stored = app.state.deadlines(&Default::default()).await.unwrap();
     let digests = digest::build_digests(&scene.settings, &stored, date(TODAY));
     let message = mail::compose_digest(&scene.settings, &digests[0], "<t@kommun.example>").unwrap();
     let raw = String::from_utf8(message.formatted()).unwrap();

@@ -4,20 +4,22 @@
 //!     cargo run --release --bin fristvakt-bench -- --cases 1000000 --state-url postgres://…
 //!
 //! It fills a SQLite demo register with synthetic cases, then measures a full pass (read,
-//! compute, store), the ladder evaluation, an incremental poll after ten rows changed, and the
+//! compute, store, record the notices due), the ladder job, an incremental poll with nothing
+//! changed, and the
 //! peak resident memory of the process.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
 use chrono::{NaiveDate, TimeZone, Utc};
 
+use fristvakt::app::{App, Moment};
 use fristvakt::config::{self, DatabaseUrl};
 use fristvakt::demo::{self, DemoOptions};
-use fristvakt::poll;
-use fristvakt::register::{self, Register};
-use fristvakt::state::StateStore;
+use fristvakt::jobs;
+use fristvakt::register;
 
 fn main() -> Result<()> {
     let mut cases = 100_000usize;
@@ -59,47 +61,55 @@ async fn run(cases: usize, state_url: Option<String>, dir: &std::path::Path) -> 
     register::write_demo_cases(&url, &settings.register.view, demo::generate(&options)).await?;
     println!("  fill register            {:>8.2} s", t.elapsed().as_secs_f64());
 
-    let state = StateStore::connect(&settings.state.url).await?;
-    state.migrate().await?;
-    let register = Register::connect(&settings.register.url, &settings.register.view).await?;
     let now = Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).single().context("now")?;
+    let app = App::start(Arc::new(settings), "bench", now).await?;
+    let at = Moment::on(today, now);
 
     let t = Instant::now();
-    let full = poll::sync_register(&register, &state, &settings, today, now, true).await?;
+    let first = jobs::full_pass::run_once(&app, at).await?.context("the poll lease")?;
     let secs = t.elapsed().as_secs_f64();
+    let (full, ladder) = (&first.sync, &first.ladder);
     println!(
-        "  full pass                {:>8.2} s  {} rows, {} deadlines, {:.0} rows/s",
+        "  first full pass job      {:>8.2} s  {} rows, {} deadlines, {:.0} rows/s; {} notices, {} skipped steps",
         secs,
         full.rows_read,
         full.deadlines_stored,
-        full.rows_read as f64 / secs
-    );
-
-    let t = Instant::now();
-    let ladder = poll::evaluate_ladders(&state, &settings, today, now).await?;
-    println!(
-        "  ladder evaluation        {:>8.2} s  {} deadlines visited, {} notices, {} skipped steps",
-        t.elapsed().as_secs_f64(),
-        ladder.deadlines_visited,
+        full.rows_read as f64 / secs,
         ladder.notices_enqueued(),
         ladder.skipped
     );
 
     let t = Instant::now();
-    let again = poll::sync_register(&register, &state, &settings, today, now, true).await?;
-    println!("  second full pass         {:>8.2} s  (idempotent: {} rows)", t.elapsed().as_secs_f64(), again.rows_read);
+    let ladder = jobs::ladder::run_once(&app, at).await?.context("the poll lease")?;
+    println!(
+        "  ladder job, steps done   {:>8.2} s  {} deadlines visited",
+        t.elapsed().as_secs_f64(),
+        ladder.deadlines_visited
+    );
 
     let t = Instant::now();
-    let incremental = poll::sync_register(&register, &state, &settings, today, now, false).await?;
-    println!("  incremental, no change   {:>8.3} s  {} rows read", t.elapsed().as_secs_f64(), incremental.rows_read);
+    let again = jobs::full_pass::run_once(&app, at).await?.context("the poll lease")?;
+    println!(
+        "  second full pass job     {:>8.2} s  (idempotent: {} rows)",
+        t.elapsed().as_secs_f64(),
+        again.sync.rows_read
+    );
 
+    let t = Instant::now();
+    let incremental = jobs::poll::run_once(&app, at).await?.context("the poll lease")?;
+    println!(
+        "  poll job, no change      {:>8.3} s  {} rows read",
+        t.elapsed().as_secs_f64(),
+        incremental.sync.rows_read
+    );
+
+    let state = &app.state;
     let t = Instant::now();
     let counts = state.deadline_counts(today).await?;
     println!("  metrics deadline counts  {:>8.3} s  {} series", t.elapsed().as_secs_f64(), counts.len());
 
     println!("  peak resident memory     {:>8} MiB", peak_rss_mib().map(|m| m.to_string()).unwrap_or("?".into()));
-    register.close().await;
-    state.close().await;
+    app.close().await;
     Ok(())
 }
 

@@ -3,11 +3,12 @@
 //! sets the headers every mail carries.
 //!
 //! The wording lives in template files (`templates/notice.{sv,en}.{subject,txt,html}.j2`,
-//! `templates/digest.{sv,en}.{txt,html}.j2`),
+//! `templates/digest.{sv,en}.{txt,html}.j2`, `templates/explanation.{sv,en}.txt.j2`),
 //! compiled into the binary and replaceable, file by file, by same-named files in
-//! `mail.templates_dir`, so that a municipality can adapt the text without a new build. The
-//! sentences that depend on the law and the calendar (the rule, why two last days differ, the
-//! ladder step) are computed here and handed to the templates ready-made.
+//! `mail.templates_dir`, so that a municipality can adapt the text without a new build. The law
+//! is worded once, in the explanation templates: a notice carries the lines they render from the
+//! deadline's [`Explanation`], and `fristvakt explain` prints the same lines
+//! ([`explanation_lines`]). The ladder step in words is computed here.
 //!
 //! A mail carries the case reference, unit, kind, dates, days left or overdue, the case link and
 //! the role addresses it went to — nothing else from the register (contract §3).
@@ -27,9 +28,9 @@ use super::wording::{days, days_text, situation};
 use crate::config::{Language, Settings};
 use crate::digest::{self, Digest};
 use crate::domain::{CaseRef, EmailAddress, UnitCode};
+use crate::explanation::Explanation;
 use crate::notice::{NoticePayload, Recipient};
-use crate::rules::calendar::{next_deadline_day, DayKind};
-use crate::rules::{Kind, Role};
+use crate::rules::{deadlines_for, CaseDates, Kind, Role, RuleOptions};
 
 /// A notice, digest or test mail could not be rendered.
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +84,13 @@ pub fn digest_text(settings: &Settings, digest: &Digest) -> Result<String, Compo
     render(&env, &name, &digest::Context::new(settings, digest))
 }
 
+/// The digest as plain text for `fristvakt digest --dry-run`: the recipient and subject, then
+/// exactly the text part of the mail.
+pub fn digest_preview_text(settings: &Settings, digest: &Digest) -> Result<String, ComposeError> {
+    let body = digest_text(settings, digest)?;
+    Ok(format!("To: {}\nSubject: {}\n\n{body}", digest.manager, digest::subject(settings.mail.language, digest)))
+}
+
 /// A short plain mail for `send-test-mail`: proves the transport works without any case data.
 pub fn render_test_mail(settings: &Settings, to: &EmailAddress) -> Result<Message, ComposeError> {
     let to = mailbox(to.as_str(), 0)?;
@@ -117,11 +125,31 @@ pub fn check_templates(settings: &Settings) -> Result<(), ComposeError> {
         nominal_due_on: day(2026, 12, 24)?,
         due_on: day(2026, 12, 28)?,
         extended_to: None,
+        due_reason: None,
         decided_on: day(2026, 12, 28)?,
     };
     let recipients =
         [Recipient { role: Role::Caseworker, address: settings.mail.from.clone(), instead_of_caseworker: false }];
-    compose_notice(settings, &sample, &recipients, sample.decided_on, "<check@fristvakt.invalid>").map(|_| ())
+    compose_notice(settings, &sample, &recipients, sample.decided_on, "<check@fristvakt.invalid>")?;
+    // Every branch of the explanation: next day, a holiday move, an extension, closed and open.
+    let dates = CaseDates {
+        received_on: Some(sample.start_on),
+        investigation_opened_on: Some(day(2026, 3, 2)?),
+        investigation_extended_to: Some(day(2026, 9, 30)?),
+        investigation_closed_on: Some(day(2026, 9, 1)?),
+        ..CaseDates::default()
+    };
+    for holiday_rule in [true, false] {
+        let options = RuleOptions { holiday_rule };
+        for deadline in deadlines_for(&dates, options) {
+            let mut open = deadline.clone();
+            open.closed_on = None;
+            for d in [deadline, open] {
+                explanation_lines(settings, &Explanation::new(&d, sample.decided_on, options))?;
+            }
+        }
+    }
+    check_digest_templates(settings)
 }
 
 /// Compiles the digest templates of the configured language (built-in or overridden), so that a
@@ -133,6 +161,40 @@ pub fn check_digest_templates(settings: &Settings) -> Result<(), ComposeError> {
         env.get_template(&name).map_err(|source| ComposeError::Template { name, source })?;
     }
     Ok(())
+}
+
+/// The explanation of a deadline in the configured language, one sentence a line: the lines
+/// `fristvakt explain` prints and a notice mail carries.
+pub fn explanation_lines(settings: &Settings, explanation: &Explanation) -> Result<Vec<String>, ComposeError> {
+    render_explanation(&environment(settings), settings.mail.language, explanation)
+}
+
+fn render_explanation(
+    env: &Environment<'static>,
+    lang: Language,
+    explanation: &Explanation,
+) -> Result<Vec<String>, ComposeError> {
+    let context = ExplanationContext {
+        explanation,
+        kind_name: kind_name(lang, explanation.kind),
+        status_name: match lang {
+            Language::Swedish => explanation.status.name_sv(),
+            Language::English => explanation.status.name_en(),
+        },
+        days_text: explanation.days_left.map(|left| days_text(lang, left, explanation.due_on)),
+    };
+    let text = render(env, &template_name("explanation", lang, "txt"), &context)?;
+    Ok(text.lines().map(str::trim_end).filter(|line| !line.is_empty()).map(str::to_string).collect())
+}
+
+/// What the explanation templates may use.
+#[derive(Serialize)]
+struct ExplanationContext<'a> {
+    explanation: &'a Explanation,
+    kind_name: &'static str,
+    status_name: &'static str,
+    /// "7 dagar kvar till sista dagen"; none once closed.
+    days_text: Option<String>,
 }
 
 /// A notice or digest rendered from the templates, before it becomes a MIME message.
@@ -151,9 +213,11 @@ fn render_notice(
     if recipients.is_empty() {
         return Err(ComposeError::NoRecipients);
     }
-    let context = NoticeContext::new(settings, payload, recipients, today);
     let lang = settings.mail.language;
     let env = environment(settings);
+    let options = RuleOptions { holiday_rule: settings.calendar.holiday_rule };
+    let explanation = render_explanation(&env, lang, &Explanation::new(&payload.deadline(), today, options))?;
+    let context = NoticeContext::new(settings, payload, recipients, today, explanation);
     let subject = render(&env, &template_name("notice", lang, "subject"), &context)?;
     // A subject is one line whatever a template does with whitespace.
     let subject = subject.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -188,7 +252,7 @@ fn template_name(family: &str, lang: Language, part: &str) -> String {
 }
 
 /// The built-in templates, by file name.
-const BUILT_IN: [(&str, &str); 10] = [
+const BUILT_IN: [(&str, &str); 14] = [
     ("notice.sv.subject.j2", include_str!("../../templates/notice.sv.subject.j2")),
     ("notice.sv.txt.j2", include_str!("../../templates/notice.sv.txt.j2")),
     ("notice.sv.html.j2", include_str!("../../templates/notice.sv.html.j2")),
@@ -199,6 +263,10 @@ const BUILT_IN: [(&str, &str); 10] = [
     ("digest.sv.html.j2", include_str!("../../templates/digest.sv.html.j2")),
     ("digest.en.txt.j2", include_str!("../../templates/digest.en.txt.j2")),
     ("digest.en.html.j2", include_str!("../../templates/digest.en.html.j2")),
+    ("explanation.sv.txt.j2", include_str!("../../templates/explanation.sv.txt.j2")),
+    ("explanation.en.txt.j2", include_str!("../../templates/explanation.en.txt.j2")),
+    ("explanation.sv.macros.j2", include_str!("../../templates/explanation.sv.macros.j2")),
+    ("explanation.en.macros.j2", include_str!("../../templates/explanation.en.macros.j2")),
 ];
 
 /// What every mail carries: From, Date and `Auto-Submitted: auto-generated` (RFC 3834), which
@@ -313,15 +381,14 @@ struct NoticeContext {
     /// `protection`, `assessment` or `investigation`.
     kind: &'static str,
     kind_name: &'static str,
-    /// The rule in words, starting lower case, without a final full stop.
-    rule: &'static str,
     step: i32,
     start_on: String,
     nominal_due_on: String,
     due_on: String,
     due_differs: bool,
-    /// Why the applying last day is not the calendar one; `None` when they are the same.
-    due_explanation: Option<String>,
+    /// The law applied to this deadline, one sentence a line (`templates/explanation.*.txt.j2`):
+    /// the rule, the start and the computation, why the last day is what it is, the status.
+    explanation: Vec<String>,
     today: String,
     days_left: i64,
     days_text: String,
@@ -342,7 +409,13 @@ struct RecipientContext {
 }
 
 impl NoticeContext {
-    fn new(settings: &Settings, p: &NoticePayload, recipients: &[Recipient], today: NaiveDate) -> NoticeContext {
+    fn new(
+        settings: &Settings,
+        p: &NoticePayload,
+        recipients: &[Recipient],
+        today: NaiveDate,
+        explanation: Vec<String>,
+    ) -> NoticeContext {
         let lang = settings.mail.language;
         let days_left = (p.due_on - today).num_days();
         let unit_name = settings.units.unit_name(&p.unit).map(str::to_string);
@@ -355,13 +428,12 @@ impl NoticeContext {
             unit_name,
             kind: p.kind.as_str(),
             kind_name: kind_name(lang, p.kind),
-            rule: rule(lang, p.kind),
             step: p.step,
             start_on: iso(p.start_on),
             nominal_due_on: iso(p.nominal_due_on),
             due_on: iso(p.due_on),
             due_differs: p.nominal_due_on != p.due_on,
-            due_explanation: due_explanation(lang, p),
+            explanation,
             today: iso(today),
             days_left,
             days_text: days_text(lang, days_left, p.due_on),
@@ -390,100 +462,6 @@ fn kind_name(lang: Language, kind: Kind) -> &'static str {
     match lang {
         Language::Swedish => kind.name_sv(),
         Language::English => kind.name_en(),
-    }
-}
-
-/// Each rule in words, naming no paragraph: socialtjänstlagen (2025:400) renumbered the
-/// chapters, and paragraph numbers belong in documentation where they can be corrected.
-fn rule(lang: Language, kind: Kind) -> &'static str {
-    match (lang, kind) {
-        (Language::Swedish, Kind::Protection) => {
-            "skyddsbedömningen ska göras genast, samma dag som anmälan kom in och senast dagen efter"
-        }
-        (Language::Swedish, Kind::Assessment) => {
-            "förhandsbedömningen ska vara klar inom 14 dagar från att anmälan kom in"
-        }
-        (Language::Swedish, Kind::Investigation) => {
-            "utredningen ska vara slutförd inom fyra månader från beslutet att inleda den"
-        }
-        (Language::English, Kind::Protection) => {
-            "the protection assessment must be made at once: on the day the report came in, at the latest the next day"
-        }
-        (Language::English, Kind::Assessment) => {
-            "the preliminary assessment must be completed within 14 days of the report coming in"
-        }
-        (Language::English, Kind::Investigation) => {
-            "the investigation must be completed within four months of the decision to open it"
-        }
-    }
-}
-
-/// Why the applying last day differs from the calendar one: a decided extension, protection's
-/// "at the latest the next day", or the holiday rule of lag (1930:173) 2 §, recomputed from the
-/// nominal day so that the mail can name the days passed over.
-fn due_explanation(lang: Language, p: &NoticePayload) -> Option<String> {
-    if p.nominal_due_on == p.due_on {
-        return None;
-    }
-    let (nominal, due) = (iso(p.nominal_due_on), iso(p.due_on));
-    if let Some(to) = p.extended_to {
-        let to = iso(to);
-        return Some(match (lang, p.kind) {
-            (Language::Swedish, Kind::Investigation) => {
-                format!("Beslut har fattats om att förlänga utredningen (särskilda skäl); sista dagen är därför {to}.")
-            }
-            (Language::Swedish, _) => {
-                format!("Beslut har fattats om längre tid för förhandsbedömningen (synnerliga skäl); sista dagen är därför {to}.")
-            }
-            (Language::English, Kind::Investigation) => format!(
-                "An extension of the investigation was decided (särskilda skäl, special reasons); the last day is therefore {to}."
-            ),
-            (Language::English, _) => format!(
-                "A longer time for the preliminary assessment was decided (synnerliga skäl, extraordinary reasons); the last day is therefore {to}."
-            ),
-        });
-    }
-    if p.kind == Kind::Protection {
-        return Some(match lang {
-            Language::Swedish => format!(
-                "Skyddsbedömningen ska göras samma dag som anmälan kom in ({nominal}), men senast dagen efter ({due}) när anmälan kom in sent."
-            ),
-            Language::English => format!(
-                "The protection assessment is due on the day the report came in ({nominal}), at the latest the next day ({due}) when the report came in late."
-            ),
-        });
-    }
-    let (moved_to, passed) = next_deadline_day(p.nominal_due_on);
-    if moved_to == p.due_on && !passed.is_empty() {
-        let days: Vec<String> = passed
-            .iter()
-            .map(|(day, why)| match lang {
-                Language::Swedish => format!("{} är {}", iso(*day), day_name_sv(*why)),
-                Language::English => format!("{} is {}", iso(*day), why.name_en()),
-            })
-            .collect();
-        return Some(match lang {
-            Language::Swedish => format!(
-                "{}; enligt lagen (1930:173) om beräkning av lagstadgad tid flyttas sista dagen till {due}.",
-                join(&days, "och")
-            ),
-            Language::English => format!(
-                "{}; under the Act (1930:173) on the computation of statutory time limits (lagen om beräkning av lagstadgad tid), the last day moves to {due}.",
-                join(&days, "and")
-            ),
-        });
-    }
-    Some(match lang {
-        Language::Swedish => format!("Sista dagen som gäller är {due}."),
-        Language::English => format!("The last day that applies is {due}."),
-    })
-}
-
-/// Plain weekdays read better with "en": "2026-12-26 är en lördag", but "är julafton".
-fn day_name_sv(kind: DayKind) -> String {
-    match kind {
-        DayKind::Saturday | DayKind::Sunday => format!("en {}", kind.name_sv()),
-        other => other.name_sv().to_string(),
     }
 }
 
@@ -604,6 +582,7 @@ mod tests {
             nominal_due_on: day("2026-12-24"),
             due_on: day("2026-12-28"),
             extended_to: None,
+            due_reason: None,
             decided_on: day("2026-12-21"),
         }
     }
@@ -822,6 +801,132 @@ mod tests {
         assert!(m.headers().get_raw("Message-ID").is_some());
     }
 
+    /// The lines `fristvakt explain` prints under the heading of `kind`, without their indent
+    /// and without the ladder steps.
+    fn explain_lines(s: &Settings, case: &crate::register::CaseRow, kind: Kind, today: NaiveDate) -> Vec<String> {
+        let text = crate::commands::explain_text(s, case, today, |_| Vec::new());
+        let heading = format!("{} ({})", kind_name(s.mail.language, kind), kind.as_str());
+        let mut lines = text.lines().skip_while(|line| *line != heading).skip(1);
+        let section: Vec<&str> = lines.by_ref().take_while(|line| !line.is_empty()).collect();
+        assert!(!section.is_empty(), "no {heading:?} in:\n{text}");
+        section
+            .iter()
+            .filter(|line| !line.starts_with("  Steg ") && !line.starts_with("  Step "))
+            .map(|line| line.strip_prefix("  ").unwrap_or_else(|| panic!("{line:?} in:\n{text}")).to_string())
+            .collect()
+    }
+
+    fn escape_html(text: &str) -> String {
+        text.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+            .replace('\'', "&#39;")
+    }
+
+    /// `fristvakt explain` and the notice mail explain the same deadline in the same lines, in
+    /// Swedish and in English: the mail's text part carries exactly the lines `explain` prints,
+    /// as one block, and its HTML part each of them as a paragraph.
+    #[test]
+    fn explain_and_the_notice_mail_give_the_same_explanation() {
+        use crate::domain::CaseRef;
+        use crate::register::CaseRow;
+        use crate::rules::{deadlines_for, CaseDates};
+
+        let case = |received: Option<&str>, opened: Option<&str>, extended: Option<&str>| CaseRow {
+            case_ref: CaseRef::parse("2025-BU-0042").unwrap(),
+            unit: UnitCode::parse("BRO-BU").unwrap(),
+            caseworker: Some(EmailAddress::parse("anna.handlaggare@kommun.example").unwrap()),
+            caseworker_invalid: false,
+            child_sex: None,
+            dates: CaseDates {
+                received_on: received.map(day),
+                investigation_opened_on: opened.map(day),
+                investigation_extended_to: extended.map(day),
+                ..CaseDates::default()
+            },
+            updated_at: chrono::Utc::now(),
+        };
+        // (case, kind, today, a line the Swedish and the English explanation must hold)
+        let cases = [
+            // Received Wednesday 2025-12-10: the last day, julafton 2025-12-24, moves five days.
+            (
+                case(Some("2025-12-10"), None, None),
+                Kind::Assessment,
+                "2025-12-22",
+                "2025-12-24 är julafton, 2025-12-25 är juldagen, 2025-12-26 är annandag jul, 2025-12-27 är en lördag \
+                 och 2025-12-28 är en söndag; enligt lagen (1930:173) om beräkning av lagstadgad tid flyttas sista \
+                 dagen till 2025-12-29.",
+                "2025-12-24 is Christmas Eve, 2025-12-25 is Christmas Day, 2025-12-26 is Boxing Day, 2025-12-27 is \
+                 a Saturday and 2025-12-28 is a Sunday; under the Act (1930:173) on the computation of statutory \
+                 time limits (lagen om beräkning av lagstadgad tid), the last day moves to 2025-12-29.",
+            ),
+            (
+                case(Some("2025-02-20"), Some("2025-03-03"), Some("2025-09-30")),
+                Kind::Investigation,
+                "2025-10-02",
+                "Beslut har fattats om att förlänga utredningen (särskilda skäl); sista dagen är därför 2025-09-30 \
+                 i stället för 2025-07-03.",
+                "An extension of the investigation was decided (särskilda skäl, special reasons); the last day is \
+                 therefore 2025-09-30 instead of 2025-07-03.",
+            ),
+            (
+                case(Some("2025-03-03"), None, None),
+                Kind::Protection,
+                "2025-03-03",
+                "Sista dag: 2025-03-04, dagen efter anmälan; helgregeln gäller inte, eftersom socialjouren arbetar \
+                 även helger.",
+                "Last day: 2025-03-04, the day after the report; the holiday rule does not apply, as the on-call \
+                 service works weekends too.",
+            ),
+        ];
+        // With the holiday rule switched off, julafton stays the last day, and both say why.
+        let off = (
+            case(Some("2025-12-10"), None, None),
+            Kind::Assessment,
+            "2025-12-22",
+            "2025-12-24 är julafton, men helgregeln i lagen (1930:173) om beräkning av lagstadgad tid är avstängd i \
+             konfigurationen (calendar.holiday_rule = false); sista dagen är 2025-12-24.",
+            "2025-12-24 is Christmas Eve, but the holiday rule of the Act (1930:173) on the computation of statutory \
+             time limits is switched off in the configuration (calendar.holiday_rule = false); the last day is \
+             2025-12-24.",
+        );
+        let cases = cases.into_iter().map(|c| (c, true)).chain([(off, false)]);
+        for ((case, kind, today, line_sv, line_en), holiday_rule) in cases {
+            let today = day(today);
+            for (lang, line) in [("sv", line_sv), ("en", line_en)] {
+                let mut s = settings(lang);
+                s.calendar.holiday_rule = holiday_rule;
+                let options = RuleOptions { holiday_rule: s.calendar.holiday_rule };
+                let deadline = deadlines_for(&case.dates, options).into_iter().find(|d| d.kind == kind).unwrap();
+                let step = s.ladders.for_kind(kind).steps().first().unwrap().clone();
+                let payload = crate::notice::payload(&case.case_ref, &case.unit, &deadline, &step, today);
+                // Through the outbox's JSON, as the dispatcher reads it back.
+                let payload: NoticePayload = serde_json::from_str(&serde_json::to_string(&payload).unwrap()).unwrap();
+                let mail = rendered(&s, &payload, &caseworker(), &today.to_string());
+                let explained = explain_lines(&s, &case, kind, today);
+                assert!(explained.len() >= 4, "{explained:#?}");
+                assert!(explained.iter().any(|l| l == line), "{lang} {kind}: {line:?} not in {explained:#?}");
+                let block = format!("\n\n{}\n\n", explained.join("\n"));
+                assert!(
+                    mail.text.contains(&block),
+                    "{lang} {kind}: explain says\n{block}\nthe mail says\n{}",
+                    mail.text
+                );
+                let paragraphs: String = explained.iter().map(|l| format!("<p>{}</p>\n", escape_html(l))).collect();
+                assert!(mail.html.contains(&paragraphs), "{lang} {kind}: {paragraphs}\nnot in\n{}", mail.html);
+                // A notice recorded before payloads kept the due reason reads the same.
+                let legacy = NoticePayload { due_reason: None, ..payload.clone() };
+                assert_eq!(rendered(&s, &legacy, &caseworker(), &today.to_string()).text, mail.text);
+                // Only case reference, unit, kind and dates: no caseworker, nothing from the register.
+                assert!(
+                    !explained.iter().any(|l| l.contains("anna.handlaggare") || l.contains("BRO-BU")),
+                    "{explained:#?}"
+                );
+            }
+        }
+    }
+
     /// Every opened tag is closed in order; `<!…>` and self-closed `<… />` tags stand alone.
     fn assert_balanced(html: &str) {
         let mut stack: Vec<String> = Vec::new();
@@ -843,5 +948,165 @@ mod tests {
             }
         }
         assert!(stack.is_empty(), "unclosed {stack:?} in {html}");
+    }
+
+    /// Digests rendered from the samples of `digest::tests`.
+    mod digests {
+        use crate::digest::tests::{d, open, sample_digest, settings, TODAY};
+        use crate::digest::{build_digests, subject, Digest};
+        use crate::mail::compose::*;
+        use crate::rules::{DueReason, Kind};
+        use crate::state::StoredDeadline;
+
+        /// A row's last day, moved or extended, is explained in the words of `explain`'s templates
+        /// (`explanation.LANG.macros.j2`), in the text and the HTML part; a plain one gets no note.
+        #[test]
+        fn moved_and_extended_last_days_say_why() {
+            use crate::rules::{deadlines_for, CaseDates, RuleOptions};
+            let on = RuleOptions { holiday_rule: true };
+            let stored = |case_ref: &str, kind: Kind, dates: CaseDates| {
+                let deadline = deadlines_for(&dates, on).into_iter().find(|x| x.kind == kind).unwrap();
+                let mut s = open(case_ref, "BRO-BU", kind, "2026-01-01");
+                s.deadline = deadline;
+                s
+            };
+            let received = |on: &str| CaseDates { received_on: Some(d(on)), ..CaseDates::default() };
+            let julafton = stored("2025-BU-1", Kind::Assessment, received("2025-12-10"));
+            let mut nyarsafton = stored("2025-BU-2", Kind::Assessment, received("2025-12-17"));
+            // As the state store reads it back today: the days passed over are not kept.
+            nyarsafton.deadline.due_reason = DueReason::Moved { skipped: Vec::new() };
+            let extended = stored(
+                "2025-BU-3",
+                Kind::Investigation,
+                CaseDates {
+                    investigation_opened_on: Some(d("2025-08-20")),
+                    investigation_extended_to: Some(d("2026-01-05")),
+                    ..CaseDates::default()
+                },
+            );
+            let plain = open("2025-BU-4", "BRO-BU", Kind::Assessment, "2026-01-02");
+            let data = vec![julafton, nyarsafton, extended, plain];
+            for (lang, expected) in [
+                (
+                    "sv",
+                    [
+                        "2025-BU-1, Förhandsbedömning, sista dag 2025-12-29, 1 dag försenad, handläggare hl@kommun.example\n  (flyttad från julafton 2025-12-24)\n  https:",
+                        "2025-BU-2, Förhandsbedömning, sista dag 2026-01-02, 3 dagar kvar, handläggare hl@kommun.example\n  (flyttad från nyårsafton 2025-12-31)\n  https:",
+                        "2025-BU-3, Utredning, sista dag 2026-01-05, 6 dagar kvar, handläggare hl@kommun.example\n  (förlängd från 2025-12-20)\n  https:",
+                        "2025-BU-4, Förhandsbedömning, sista dag 2026-01-02, 3 dagar kvar, handläggare hl@kommun.example\n  https:",
+                    ],
+                ),
+                (
+                    "en",
+                    [
+                        "2025-BU-1, Preliminary assessment, last day 2025-12-29, 1 day overdue, caseworker hl@kommun.example\n  (moved from Christmas Eve 2025-12-24)\n  https:",
+                        "2025-BU-2, Preliminary assessment, last day 2026-01-02, 3 days left, caseworker hl@kommun.example\n  (moved from New Year's Eve 2025-12-31)\n  https:",
+                        "2025-BU-3, Investigation, last day 2026-01-05, 6 days left, caseworker hl@kommun.example\n  (extended from 2025-12-20)\n  https:",
+                        "2025-BU-4, Preliminary assessment, last day 2026-01-02, 3 days left, caseworker hl@kommun.example\n  https:",
+                    ],
+                ),
+            ] {
+                let s = settings(&format!("[mail]\nlanguage = \"{lang}\"\n"));
+                let digest = build_digests(&s, &data, d("2025-12-30")).remove(0);
+                // Through the outbox's JSON, as the dispatcher reads it back.
+                let digest: Digest = serde_json::from_str(&serde_json::to_string(&digest).unwrap()).unwrap();
+                let text = digest_preview_text(&s, &digest).unwrap();
+                for line in expected {
+                    assert!(text.contains(line), "{line:?} not in {text}");
+                }
+                let html = render_digest(&s, &digest).unwrap().html;
+                let note = if lang == "sv" { "flyttad från nyårsafton 2025-12-31" } else { "moved from New Year&#39;s Eve 2025-12-31" };
+                assert!(html.contains(&format!("2026-01-02<br /><span style=\"font-size:12px;color:#555555;\">{note}</span>")), "{html}");
+            }
+        }
+
+        #[test]
+        fn a_cut_list_says_how_many_more() {
+            let s = settings("[digest]\nmax_rows = 2\n");
+            let data: Vec<StoredDeadline> = (1..=5)
+                .map(|i| open(&format!("C-{i}"), "BRO-BU", Kind::Assessment, &format!("2026-11-{:02}", 10 + i)))
+                .collect();
+            let digests = build_digests(&s, &data, d(TODAY));
+            let text = digest_preview_text(&s, &digests[0]).unwrap();
+            assert!(text.contains("… och 3 till"), "{text}");
+            assert!(!text.contains("C-3"), "{text}");
+            assert!(text.contains("5 försenade"), "{text}");
+        }
+
+        #[test]
+        fn swedish_mail_has_subject_summary_and_both_parts() {
+            let s = settings("");
+            let digest = sample_digest(&s);
+            let message = compose_digest(&s, &digest, "<x@kommun.example>").unwrap();
+            let raw = String::from_utf8(message.formatted()).unwrap();
+            assert!(raw.contains("Auto-Submitted: auto-generated"), "{raw}");
+            assert!(raw.contains("Message-ID: <x@kommun.example>"), "{raw}");
+            assert!(raw.contains("multipart/alternative"), "{raw}");
+            assert_eq!(
+                subject(Language::Swedish, &digest),
+                "Daglig fristöversikt 2026-11-25: 1 försenad, 1 förfaller inom 7 dagar"
+            );
+            let text = digest_preview_text(&s, &digest).unwrap();
+            assert!(
+                text.starts_with("To: ec.bromma@kommun.example\nSubject: Daglig fristöversikt 2026-11-25"),
+                "{text}"
+            );
+            assert!(text.contains("2026-BU <1>"), "text is not HTML-escaped: {text}");
+            assert!(text.contains("5 dagar försenad"), "{text}");
+            assert!(text.contains("2 dagar kvar"), "{text}");
+            assert!(text.contains("Bromma barn och unga"), "{text}");
+            assert!(text.contains("Andel hållna frister senaste 30 dagarna: 50 % (1 av 2)"), "{text}");
+        }
+
+        #[test]
+        fn html_is_escaped_and_has_no_classes_or_scripts() {
+            let s = settings("");
+            let digest = sample_digest(&s);
+            let html = render_digest(&s, &digest).unwrap().html;
+            assert!(html.contains("2026-BU &lt;1&gt;"), "{html}");
+            assert!(!html.contains("2026-BU <1>"), "{html}");
+            assert!(html.contains("href=\"https:"), "{html}");
+            // One escaping for notices and digests: '/' stays readable in links.
+            assert!(html.contains("href=\"https://register.kommun.example/case/2026-BU-2\""), "{html}");
+            for banned in ["class=", "<script", "<style"] {
+                assert!(!html.contains(banned), "{banned} in {html}");
+            }
+        }
+
+        #[test]
+        fn english_rendering() {
+            let s = settings("[mail]\nlanguage = \"en\"\n");
+            let digest = sample_digest(&s);
+            assert_eq!(
+                subject(Language::English, &digest),
+                "Daily deadline digest 2026-11-25: 1 overdue, 1 due within 7 days"
+            );
+            let text = digest_preview_text(&s, &digest).unwrap();
+            for expected in [
+                "Preliminary assessment",
+                "5 days overdue",
+                "2 days left",
+                "Share of deadlines met in the last 30 days: 50% (1 of 2)",
+            ] {
+                assert!(text.contains(expected), "{expected:?} not in {text}");
+            }
+            assert!(!text.contains("försenad"), "{text}");
+            let message = compose_digest(&s, &digest, "<y@kommun.example>").unwrap();
+            let raw = String::from_utf8(message.formatted()).unwrap();
+            assert!(raw.contains("Subject: Daily deadline digest 2026-11-25"), "{raw}");
+        }
+
+        #[test]
+        fn templates_can_be_overridden_by_files() {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join("digest.sv.txt.j2"), "Egen mall {{ date }}: {{ summary }}\n").unwrap();
+            let s = settings(&format!("[mail]\ntemplates_dir = \"{}\"\n", dir.path().display()));
+            let text = digest_preview_text(&s, &sample_digest(&s)).unwrap();
+            assert!(text.ends_with("\n\nEgen mall 2026-11-25: 1 försenad, 1 förfaller inom 7 dagar\n"), "{text}");
+            // The HTML template was not overridden and still renders.
+            check_templates(&s).unwrap();
+            std::fs::write(dir.path().join("digest.sv.html.j2"), "{{ no_such_value }}").unwrap();
+            assert!(matches!(compose_digest(&s, &sample_digest(&s), "<z@k.se>"), Err(ComposeError::Template { .. })));
+        }
     }
 }

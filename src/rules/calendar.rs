@@ -172,6 +172,11 @@ impl DayKind {
         }
     }
 
+    /// Whether this is an ordinary Saturday or Sunday rather than a named day.
+    pub fn is_weekend(self) -> bool {
+        matches!(self, DayKind::Saturday | DayKind::Sunday)
+    }
+
     /// The English name.
     pub fn name_en(self) -> &'static str {
         match self {

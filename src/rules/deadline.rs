@@ -119,7 +119,12 @@ impl Default for RuleOptions {
 }
 
 /// Why the legal last day is what it is.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Serialised (as `{"reason": "moved", "skipped": [["2026-12-24", "christmas_eve"], …]}`) so that a
+/// notice in the outbox keeps the days the holiday rule passed over and its mail can name them
+/// without recomputing the calendar.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
 pub enum DueReason {
     /// The legal last day is the nominal one.
     Nominal,

@@ -104,8 +104,13 @@ impl Pool {
                     .busy_timeout(std::time::Duration::from_secs(10))
                     .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
                     .synchronous(sqlx::sqlite::SqliteSynchronous::Normal);
+                // Every connection to `sqlite::memory:` is a database of its own: keep exactly
+                // one, forever.
+                let in_memory = url.sqlite_path().is_none();
                 let pool = SqlitePoolOptions::new()
-                    .max_connections(1.max(max.min(4)))
+                    .max_connections(if in_memory { 1 } else { 1.max(max.min(4)) })
+                    .idle_timeout(if in_memory { None } else { Some(std::time::Duration::from_secs(600)) })
+                    .max_lifetime(if in_memory { None } else { Some(std::time::Duration::from_secs(1800)) })
                     .acquire_timeout(timeout)
                     .connect_with(options)
                     .await?;
@@ -200,6 +205,28 @@ impl StateStore {
         let pool =
             Pool::open(url, true, 8).await.map_err(|source| StateError::Connect { url: url.redacted(), source })?;
         Ok(StateStore { pool, engine: url.engine })
+    }
+
+    /// Connects for reading only (the show commands): never creates, migrates or writes; a
+    /// SQLite file is opened read-only.
+    pub async fn connect_read_only(url: &DatabaseUrl) -> Result<StateStore, StateError> {
+        let read_only = match url.engine {
+            Engine::Sqlite => {
+                let raw = url.expose();
+                let raw = format!("{raw}{}mode=ro", if raw.contains('?') { "&" } else { "?" });
+                DatabaseUrl::parse(&raw).map_err(|e| StateError::Corrupt { column: "state.url", value: e })?
+            }
+            Engine::Postgres => url.clone(),
+        };
+        let pool = Pool::open(&read_only, false, 2)
+            .await
+            .map_err(|source| StateError::Connect { url: url.redacted(), source })?;
+        Ok(StateStore { pool, engine: url.engine })
+    }
+
+    /// Whether the schema exists (fristvakt migrated this database before).
+    pub async fn has_schema(&self) -> bool {
+        with_pool!(&self.pool, p => sqlx::query("SELECT id FROM poll_state").fetch_optional(p).await.is_ok())
     }
 
     pub fn engine(&self) -> Engine {

@@ -65,3 +65,13 @@ fn a_bad_configuration_stops_every_command_with_78_and_usage_errors_give_2() {
     let out = fristvakt(None, &["deadlines", "--today", "2026-13-01"], &[]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn a_sending_window_that_never_opens_is_refused() {
+    let out = fristvakt(None, &["check-config"], &[("FRISTVAKT__MAIL__SEND_WINDOW", "Sun 10:00-12:00")]);
+    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("mail.send_window: \"Sun 10:00-12:00\" never opens"), "{err}");
+    let out = fristvakt(None, &["check-config"], &[("FRISTVAKT__MAIL__SEND_WINDOW", "Sat,Sun 10:00-12:00")]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}

@@ -2,8 +2,8 @@
 //! dispatcher, sending through lettre's real SMTP client to a real SMTP server on loopback, on
 //! SQLite and on PostgreSQL state. Clocks are fixed: every poll gets its `today` and `now`.
 //!
-//! These tests drive the library functions (`poll::sync_register`, `poll::evaluate_ladders`,
-//! `mail::dispatch_once`) rather than the binary, so that every day of a scenario is exact.
+//! These tests drive the daemon's jobs (`jobs::poll`, `jobs::dispatch`) on the application the
+//! daemon builds, rather than the binary, so that every day of a scenario is exact.
 
 use std::io::Write;
 use std::path::Path;
@@ -14,13 +14,13 @@ use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, Connection};
 
 use crate::support::smtp::{ReceivedMail, SmtpMode, TestSmtp};
+use fristvakt::app::Moment;
 use fristvakt::config::{self, Settings};
-use fristvakt::mail::{self, DispatchReport, Mailer};
+use fristvakt::jobs;
+use fristvakt::mail::DispatchReport;
 use fristvakt::notice::{message_id, notice_key};
-use fristvakt::poll;
-use fristvakt::register::Register;
 use fristvakt::rules::Kind;
-use fristvakt::state::{OutboxState, StateStore};
+use fristvakt::state::OutboxState;
 
 const CASEWORKER: &str = "anna.handlaggare@kommun.example";
 const TEAM_LEAD: &str = "gl.bromma@kommun.example";
@@ -97,16 +97,16 @@ async fn closed_sending_window_postpones_to_the_next_opening() {
         App::start(sqlite_state(), &[assessment_case("2026-BU-0142", Some(CASEWORKER))], "Mon-Fri 07:00-18:00").await;
     // Friday 2026-11-13 at 19:30 local time (18:30 UTC): the −3 reminder is due, the office closed.
     let evening = Utc.with_ymd_and_hms(2026, 11, 13, 18, 30, 0).unwrap();
-    let report = app.poll_at(day("2026-11-13"), evening, "a").await;
+    let report = app.poll_at(day("2026-11-13"), evening).await;
     assert_eq!(report.total_sent(), 0);
     assert!(app.smtp.messages().is_empty());
     // The poll already set the row to wait for Monday 07:00 local (06:00 UTC): nothing to claim.
     assert_eq!(report.total_postponed(), 0);
     let monday_open = Utc.with_ymd_and_hms(2026, 11, 16, 6, 0, 0).unwrap();
     for at in [evening + Duration::hours(6), monday_open - Duration::seconds(1)] {
-        assert_eq!(app.dispatch(at, "a").await.total_sent(), 0, "at {at}");
+        assert_eq!(app.dispatch(at).await.total_sent(), 0, "at {at}");
     }
-    let report = app.dispatch(monday_open, "a").await;
+    let report = app.dispatch(monday_open).await;
     assert_eq!(report.total_sent(), 1);
     let mail = single(&app.smtp.messages());
     // "Today" in the mail is the day it is sent: Monday, the legal last day itself.
@@ -117,14 +117,14 @@ async fn closed_sending_window_postpones_to_the_next_opening() {
     app.smtp.set_mode(SmtpMode::RejectTransient);
     // Monday 17:59 local: the last-day notice fails once; its retry falls after 18:00.
     let monday_late = Utc.with_ymd_and_hms(2026, 11, 16, 16, 59, 0).unwrap();
-    let report = app.poll_at(day("2026-11-16"), monday_late, "a").await;
+    let report = app.poll_at(day("2026-11-16"), monday_late).await;
     assert_eq!(report.total_retrying(), 1, "{report:?}");
     app.smtp.set_mode(SmtpMode::Accept);
     // 18:10 local: the retry is due but the window is closed.
-    let report = app.dispatch(Utc.with_ymd_and_hms(2026, 11, 16, 17, 10, 0).unwrap(), "a").await;
+    let report = app.dispatch(Utc.with_ymd_and_hms(2026, 11, 16, 17, 10, 0).unwrap()).await;
     assert_eq!(report.total_postponed(), 1, "{report:?}");
     assert!(app.smtp.messages().is_empty());
-    let report = app.dispatch(Utc.with_ymd_and_hms(2026, 11, 17, 6, 0, 0).unwrap(), "a").await;
+    let report = app.dispatch(Utc.with_ymd_and_hms(2026, 11, 17, 6, 0, 0).unwrap()).await;
     assert_eq!(report.total_sent(), 1, "{report:?}");
     app.close().await;
 }
@@ -135,14 +135,14 @@ async fn a_notice_held_over_the_weekend_gets_its_full_retry_period() {
         App::start(sqlite_state(), &[assessment_case("2026-BU-0142", Some(CASEWORKER))], "Mon-Fri 07:00-18:00").await;
     // Written Friday 19:30 local for Monday 07:00: 60 hours later, beyond give_up_after (2 days).
     let evening = Utc.with_ymd_and_hms(2026, 11, 13, 18, 30, 0).unwrap();
-    app.poll_at(day("2026-11-13"), evening, "a").await;
+    app.poll_at(day("2026-11-13"), evening).await;
     // Monday's first attempt fails transiently: that is a retry, not a mail given up.
     app.smtp.stop().await;
     let monday_open = Utc.with_ymd_and_hms(2026, 11, 16, 6, 0, 0).unwrap();
-    let report = app.dispatch(monday_open, "a").await;
+    let report = app.dispatch(monday_open).await;
     assert_eq!((report.total_retrying(), report.total_dead()), (1, 0), "{report:?}");
     app.smtp.restart().await;
-    let report = app.dispatch(monday_open + Duration::minutes(5), "a").await;
+    let report = app.dispatch(monday_open + Duration::minutes(5)).await;
     assert_eq!(report.total_sent(), 1, "{report:?}");
     app.close().await;
 }
@@ -253,14 +253,14 @@ async fn repeats_restarts_and_a_second_process_send_nothing_new(state_url: Strin
     // Two processes polling the same day at the same time: each notice goes out once.
     let second = App::attach(&app).await;
     let date = day("2026-11-21");
-    let (a, b) = tokio::join!(app.poll_as(date, "process-a"), second.poll_as(date, "process-b"));
+    let (a, b) = tokio::join!(app.poll(date), second.poll(date));
     assert_eq!(a.total_sent() + b.total_sent(), 2, "a: {a:?}\nb: {b:?}");
     let messages = app.smtp.messages();
     assert_eq!(messages.len(), 4);
     let ids: std::collections::BTreeSet<String> = messages.iter().map(|m| m.header("Message-ID").unwrap()).collect();
     assert_eq!(ids.len(), 4, "every Message-ID once");
-    assert_eq!(second.poll_as(date, "process-b").await.total_sent(), 0);
-    second.state.close().await;
+    assert_eq!(second.poll(date).await.total_sent(), 0);
+    second.app.close().await;
     app.close().await;
 }
 
@@ -290,7 +290,7 @@ async fn smtp_outage_retries_then_delivers_or_gives_up(state_url: String) {
     let mut app = App::start(state_url, &[assessment_case("2026-BU-0142", Some(CASEWORKER))], "always").await;
     app.smtp.stop().await;
     let t0 = at(day("2026-11-13"), 9);
-    let report = app.poll_at(day("2026-11-13"), t0, "a").await;
+    let report = app.poll_at(day("2026-11-13"), t0).await;
     assert_eq!(report.total_retrying(), 1, "{report:?}");
     assert_eq!(report.errors.get("connect"), Some(&1), "{report:?}");
     let row = only_row(&app).await;
@@ -298,15 +298,15 @@ async fn smtp_outage_retries_then_delivers_or_gives_up(state_url: String) {
     assert_eq!(row.attempts, 1);
     assert!(row.last_error.as_deref().unwrap_or_default().starts_with("connect: "), "{:?}", row.last_error);
     // The first retry waits retry_initial (1 minute) ± 20 %: not due after 30 seconds.
-    assert_eq!(app.dispatch(t0 + Duration::seconds(30), "a").await, DispatchReport::default());
-    let report = app.dispatch(t0 + Duration::minutes(2), "a").await;
+    assert_eq!(app.dispatch(t0 + Duration::seconds(30)).await, DispatchReport::default());
+    let report = app.dispatch(t0 + Duration::minutes(2)).await;
     assert_eq!(report.total_retrying(), 1, "{report:?}");
     assert_eq!(only_row(&app).await.attempts, 2);
 
     // The server comes back and the process restarts; the mail goes out on a later dispatch.
     app.smtp.restart().await;
     app.restart().await;
-    let report = app.dispatch(t0 + Duration::minutes(10), "a").await;
+    let report = app.dispatch(t0 + Duration::minutes(10)).await;
     assert_eq!(report.total_sent(), 1, "{report:?}");
     let mail = single(&app.smtp.messages());
     assert_eq!(subject(&mail), "Förhandsbedömning 2026-BU-0142: sista dag 2026-11-16 (om 3 dagar)");
@@ -316,15 +316,15 @@ async fn smtp_outage_retries_then_delivers_or_gives_up(state_url: String) {
     // Down for longer than mail.give_up_after (2 days): the notice is given up, and counted.
     app.smtp.stop().await;
     let t1 = at(day("2026-11-16"), 9);
-    assert_eq!(app.poll_at(day("2026-11-16"), t1, "a").await.total_retrying(), 1);
-    let report = app.dispatch(t1 + Duration::days(3), "a").await;
+    assert_eq!(app.poll_at(day("2026-11-16"), t1).await.total_retrying(), 1);
+    let report = app.dispatch(t1 + Duration::days(3)).await;
     assert_eq!(report.total_dead(), 1, "{report:?}");
     assert_eq!(report.errors.get("connect"), Some(&1));
     let rows = app.state.outbox_for_case("2026-BU-0142").await.unwrap();
     assert_eq!(rows[1].state, OutboxState::Dead);
     assert!(rows[1].last_error.as_deref().unwrap_or_default().contains("still failing after"), "{:?}", rows[1]);
     app.smtp.restart().await;
-    assert_eq!(app.dispatch(t1 + Duration::days(4), "a").await, DispatchReport::default());
+    assert_eq!(app.dispatch(t1 + Duration::days(4)).await, DispatchReport::default());
     assert_eq!(app.smtp.messages().len(), 1);
     app.close().await;
 }
@@ -333,7 +333,7 @@ async fn permanent_rejection_is_dead_at_once(state_url: String) {
     let app = App::start(state_url, &[assessment_case("2026-BU-0142", Some(CASEWORKER))], "always").await;
     app.smtp.set_mode(SmtpMode::RejectPermanent);
     let t0 = at(day("2026-11-13"), 9);
-    let report = app.poll_at(day("2026-11-13"), t0, "a").await;
+    let report = app.poll_at(day("2026-11-13"), t0).await;
     assert_eq!(report.total_dead(), 1, "{report:?}");
     assert_eq!(report.errors.get("permanent_5xx"), Some(&1), "{report:?}");
     let row = only_row(&app).await;
@@ -344,7 +344,7 @@ async fn permanent_rejection_is_dead_at_once(state_url: String) {
     // Not retried, even once the server accepts again.
     app.smtp.set_mode(SmtpMode::Accept);
     for later in [Duration::minutes(2), Duration::hours(2), Duration::days(1)] {
-        assert_eq!(app.dispatch(t0 + later, "a").await, DispatchReport::default());
+        assert_eq!(app.dispatch(t0 + later).await, DispatchReport::default());
     }
     assert!(app.smtp.messages().is_empty());
     app.close().await;
@@ -372,10 +372,10 @@ async fn personal_columns_never_reach_mail_logs_or_errors(state_url: String) {
     // next step, then acceptance.
     app.smtp.set_mode(SmtpMode::RejectTransient);
     let t0 = at(day("2026-11-13"), 9);
-    let report = app.poll_at(day("2026-11-13"), t0, "a").await;
+    let report = app.poll_at(day("2026-11-13"), t0).await;
     assert_eq!(report.total_retrying(), 2, "{report:?}");
     app.smtp.set_mode(SmtpMode::Accept);
-    assert_eq!(app.dispatch(t0 + Duration::minutes(5), "a").await.total_sent(), 2);
+    assert_eq!(app.dispatch(t0 + Duration::minutes(5)).await.total_sent(), 2);
     app.smtp.set_mode(SmtpMode::RejectPermanent);
     assert_eq!(app.poll(day("2026-11-16")).await.total_dead(), 2);
     app.smtp.set_mode(SmtpMode::Accept);
@@ -412,15 +412,25 @@ async fn personal_columns_never_reach_mail_logs_or_errors(state_url: String) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The application under test: a register, state, a mailer and an SMTP server.
+// The application under test: fristvakt's `App` as the daemon builds it, on a scripted register,
+// sending to an SMTP server; driven through the daemon's jobs.
 
 struct App {
     _dir: tempfile::TempDir,
-    settings: Settings,
-    register: Register,
-    state: StateStore,
-    mailer: Mailer,
+    app: fristvakt::app::App,
     smtp: TestSmtp,
+}
+
+impl std::ops::Deref for App {
+    type Target = fristvakt::app::App;
+    fn deref(&self) -> &Self::Target {
+        &self.app
+    }
+}
+
+/// Builds the application for `holder`, as a process start does.
+async fn start_app(settings: Arc<Settings>, holder: &str) -> fristvakt::app::App {
+    fristvakt::app::App::start(settings, holder, Utc::now()).await.unwrap()
 }
 
 impl App {
@@ -430,79 +440,54 @@ impl App {
         let register_path = dir.path().join("register.db");
         write_register(&register_path, cases).await;
         let state_url = state_url.replace("{dir}", &dir.path().display().to_string());
-        let settings = settings(dir.path(), &register_path, &state_url, smtp.port(), send_window);
-        let register = Register::connect(&settings.register.url, &settings.register.view).await.unwrap();
-        let state = StateStore::connect(&settings.state.url).await.unwrap();
-        state.migrate().await.unwrap();
-        let mailer = Mailer::from_settings(&settings.mail).unwrap();
-        App { _dir: dir, settings, register, state, mailer, smtp }
+        let settings = Arc::new(settings(dir.path(), &register_path, &state_url, smtp.port(), send_window));
+        let app = start_app(settings, "process-a").await;
+        App { _dir: dir, app, smtp }
     }
 
     /// A second process on the same register, state and SMTP server.
     async fn attach(other: &App) -> Peer {
-        let settings = other.settings.clone();
-        let register = Register::connect(&settings.register.url, &settings.register.view).await.unwrap();
-        let state = StateStore::connect(&settings.state.url).await.unwrap();
-        let mailer = Mailer::from_settings(&settings.mail).unwrap();
-        Peer { settings, register, state, mailer }
+        Peer { app: start_app(other.settings.clone(), "process-b").await }
     }
 
-    /// Drops the state connection and the mailer, as a process restart does.
+    /// A new application (state connection, mailer), as a process restart does.
     async fn restart(&mut self) {
-        self.state.close().await;
-        self.state = StateStore::connect(&self.settings.state.url).await.unwrap();
-        self.state.migrate().await.unwrap();
-        self.mailer = Mailer::from_settings(&self.settings.mail).unwrap();
+        self.app.close().await;
+        self.app = start_app(self.app.settings.clone(), "process-a").await;
     }
 
     async fn poll(&self, today: NaiveDate) -> DispatchReport {
-        self.poll_at(today, at(today, 9), "a").await
+        self.poll_at(today, at(today, 9)).await
     }
 
-    async fn poll_as(&self, today: NaiveDate, holder: &str) -> DispatchReport {
-        self.poll_at(today, at(today, 9), holder).await
+    async fn poll_at(&self, today: NaiveDate, now: DateTime<Utc>) -> DispatchReport {
+        run_poll(&self.app, today, now).await
     }
 
-    async fn poll_at(&self, today: NaiveDate, now: DateTime<Utc>, holder: &str) -> DispatchReport {
-        run_poll(&self.register, &self.state, &self.mailer, &self.settings, today, now, holder).await
-    }
-
-    async fn dispatch(&self, now: DateTime<Utc>, holder: &str) -> DispatchReport {
-        mail::dispatch_once(&self.state, &self.mailer, &self.settings, now, holder).await.unwrap()
+    async fn dispatch(&self, now: DateTime<Utc>) -> DispatchReport {
+        jobs::dispatch::run_once(&self.app, Moment::at(now, self.settings.timezone)).await.unwrap()
     }
 
     async fn close(mut self) {
         self.smtp.stop().await;
-        self.register.close().await;
-        self.state.close().await;
+        self.app.close().await;
     }
 }
 
 struct Peer {
-    settings: Settings,
-    register: Register,
-    state: StateStore,
-    mailer: Mailer,
+    app: fristvakt::app::App,
 }
 
 impl Peer {
-    async fn poll_as(&self, today: NaiveDate, holder: &str) -> DispatchReport {
-        run_poll(&self.register, &self.state, &self.mailer, &self.settings, today, at(today, 9), holder).await
+    async fn poll(&self, today: NaiveDate) -> DispatchReport {
+        run_poll(&self.app, today, at(today, 9)).await
     }
 }
 
-async fn run_poll(
-    register: &Register,
-    state: &StateStore,
-    mailer: &Mailer,
-    settings: &Settings,
-    today: NaiveDate,
-    now: DateTime<Utc>,
-    holder: &str,
-) -> DispatchReport {
-    poll::sync_register(register, state, settings, today, now, true).await.unwrap();
-    poll::evaluate_ladders(state, settings, today, now).await.unwrap();
-    mail::dispatch_once(state, mailer, settings, now, holder).await.unwrap()
+/// The daemon's poll job, then its dispatch job, for `today` at `now`.
+async fn run_poll(app: &fristvakt::app::App, today: NaiveDate, now: DateTime<Utc>) -> DispatchReport {
+    jobs::poll::run_once(app, Moment::on(today, now)).await.unwrap();
+    jobs::dispatch::run_once(app, Moment::on(today, now)).await.unwrap()
 }
 
 fn settings(dir: &Path, register: &Path, state_url: &str, smtp_port: u16, send_window: &str) -> Settings {

@@ -2,12 +2,16 @@
 
 use std::collections::BTreeSet;
 
-use chrono::{TimeZone, Utc};
+use std::sync::Arc;
+
+use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+use fristvakt::app::{App, Moment};
 use fristvakt::config;
-use fristvakt::poll;
+use fristvakt::jobs;
+use fristvakt::poll::SyncReport;
 use fristvakt::register::{self, RejectReason};
 use fristvakt::rules::{self, RuleOptions};
-use fristvakt::state::{DeadlineFilter, StateStore};
+use fristvakt::state::DeadlineFilter;
 use serde_json::Value;
 use sqlx::sqlite::SqlitePoolOptions;
 
@@ -15,6 +19,21 @@ use crate::helpers::{date, demo_cases, fristvakt, postgres_register, stderr, std
 use crate::support::postgres;
 
 const TODAY: &str = "2026-11-25";
+
+/// The application as the daemon builds it.
+async fn start(settings: &config::Settings) -> App {
+    App::start(Arc::new(settings.clone()), "test", Utc::now()).await.unwrap()
+}
+
+/// The daemon's poll job (incremental; the first reads everything) for `today` at `now`.
+async fn poll(app: &App, today: NaiveDate, now: DateTime<Utc>) -> SyncReport {
+    jobs::poll::run_once(app, Moment::on(today, now)).await.unwrap().expect("the poll lease").sync
+}
+
+/// The daemon's full pass job for `today` at `now`.
+async fn full_pass(app: &App, today: NaiveDate, now: DateTime<Utc>) -> SyncReport {
+    jobs::full_pass::run_once(app, Moment::on(today, now)).await.unwrap().expect("the poll lease").sync
+}
 
 async fn sqlite_exec(url: &str, sql: &str) {
     let pool = SqlitePoolOptions::new().max_connections(1).connect(url).await.unwrap();
@@ -103,11 +122,10 @@ async fn changing_ten_rows_of_a_hundred_thousand_reads_about_ten() {
             .await
             .unwrap();
     assert_eq!(written, 100_000);
-    let state = StateStore::connect(&settings.state.url).await.unwrap();
-    state.migrate().await.unwrap();
-    let reg = register::Register::connect(&settings.register.url, &settings.register.view).await.unwrap();
+    let app = start(&settings).await;
+    let state = &app.state;
     let now = Utc.with_ymd_and_hms(2026, 11, 25, 23, 59, 59).unwrap();
-    let first = poll::sync_register(&reg, &state, &settings, today, now, false).await.unwrap();
+    let first = poll(&app, today, now).await;
     assert!(first.full, "the first poll reads everything");
     assert_eq!(first.rows_read, 100_000);
 
@@ -118,11 +136,11 @@ async fn changing_ten_rows_of_a_hundred_thousand_reads_about_ten() {
     )
     .await;
     let later = Utc.with_ymd_and_hms(2026, 11, 26, 8, 5, 0).unwrap();
-    let second = poll::sync_register(&reg, &state, &settings, date("2026-11-26"), later, false).await.unwrap();
+    let second = poll(&app, date("2026-11-26"), later).await;
     assert!(!second.full);
     // The ten changed rows, plus any row inside the overlap window before the old watermark.
     assert!((10..=20).contains(&second.rows_read), "read {}", second.rows_read);
-    let third = poll::sync_register(&reg, &state, &settings, date("2026-11-26"), later, false).await.unwrap();
+    let third = poll(&app, date("2026-11-26"), later).await;
     assert!((10..=20).contains(&third.rows_read), "re-reads only the overlap: {}", third.rows_read);
     // The ten changed cases (the first ten references) now have their assessment decided.
     let state_after = state.deadlines(&DeadlineFilter::default()).await.unwrap();
@@ -145,10 +163,9 @@ async fn broken_rows_are_skipped_and_counted_by_reason_and_the_rest_processed() 
     let out = fristvakt(Some(&cfg), &["demo-data", "--cases", "300", "--broken", "10", "--today", TODAY], &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     let settings = ws.settings("");
-    let state = StateStore::connect(&settings.state.url).await.unwrap();
-    state.migrate().await.unwrap();
-    let reg = register::Register::connect(&settings.register.url, &settings.register.view).await.unwrap();
-    let report = poll::sync_register(&reg, &state, &settings, date(TODAY), Utc::now(), false).await.unwrap();
+    let app = start(&settings).await;
+    let state = &app.state;
+    let report = poll(&app, date(TODAY), Utc::now()).await;
     assert_eq!(report.rows_read, 310);
     for reason in [
         RejectReason::BadDate,
@@ -162,6 +179,7 @@ async fn broken_rows_are_skipped_and_counted_by_reason_and_the_rest_processed() 
     let stored = state.deadlines(&DeadlineFilter::default()).await.unwrap();
     let cases: BTreeSet<&str> = stored.iter().map(|d| d.case_ref.as_str()).collect();
     assert_eq!(cases.len(), 300);
+    app.close().await; // releases the poll lease
 
     // The command line shows the same through its summary line.
     let out = fristvakt(Some(&cfg), &["poll", "--once", "--full", "--today", TODAY], &[]);
@@ -181,18 +199,17 @@ async fn cases_that_leave_the_register_are_withdrawn_by_the_full_pass() {
     register::write_demo_cases(&settings.register.url, &settings.register.view, demo_cases(50, 3, today, 0))
         .await
         .unwrap();
-    let state = StateStore::connect(&settings.state.url).await.unwrap();
-    state.migrate().await.unwrap();
-    let reg = register::Register::connect(&settings.register.url, &settings.register.view).await.unwrap();
-    poll::sync_register(&reg, &state, &settings, today, Utc::now(), true).await.unwrap();
+    let app = start(&settings).await;
+    let state = &app.state;
+    full_pass(&app, today, Utc::now()).await;
     let before = state.deadlines(&DeadlineFilter::default()).await.unwrap();
     let victim = before[0].case_ref.clone();
     let kinds = before.iter().filter(|d| d.case_ref == victim).count() as u64;
     sqlite_exec(settings.register.url.expose(), &format!("DELETE FROM fristvakt_cases WHERE case_ref = '{victim}'"))
         .await;
-    let incremental = poll::sync_register(&reg, &state, &settings, today, Utc::now(), false).await.unwrap();
+    let incremental = poll(&app, today, Utc::now()).await;
     assert_eq!(incremental.withdrawn, 0, "an incremental poll cannot see deletions");
-    let full = poll::sync_register(&reg, &state, &settings, today, Utc::now(), true).await.unwrap();
+    let full = full_pass(&app, today, Utc::now()).await;
     assert_eq!(full.withdrawn, kinds);
     let after = state.deadlines(&DeadlineFilter::default()).await.unwrap();
     assert!(after.iter().all(|d| d.case_ref != victim));
@@ -211,10 +228,8 @@ async fn a_view_without_a_column_is_named_and_a_missing_register_is_a_clear_erro
          investigation_opened_on TEXT, investigation_extended_to TEXT, investigation_closed_on TEXT, updated_at TEXT)",
     )
     .await;
-    let state = StateStore::connect(&settings.state.url).await.unwrap();
-    state.migrate().await.unwrap();
-    let reg = register::Register::connect(&settings.register.url, &settings.register.view).await.unwrap();
-    let err = poll::sync_register(&reg, &state, &settings, date(TODAY), Utc::now(), false).await.unwrap_err();
+    let app = start(&settings).await;
+    let err = jobs::poll::run_once(&app, Moment::on(date(TODAY), Utc::now())).await.unwrap_err();
     assert_eq!(err.to_string(), "register view fristvakt_cases: missing column(s) child_sex");
 
     let missing = config::DatabaseUrl::parse(&ws.sqlite_url("nowhere.db")).unwrap();
@@ -238,11 +253,10 @@ async fn rows_committed_late_with_an_older_timestamp_are_read_within_the_overlap
         ],
     )
     .unwrap();
-    let state = StateStore::connect(&settings.state.url).await.unwrap();
-    state.migrate().await.unwrap();
-    let reg = register::Register::connect(&settings.register.url, &settings.register.view).await.unwrap();
+    let app = start(&settings).await;
+    let state = &app.state;
     let now = Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap();
-    let first = poll::sync_register(&reg, &state, &settings, today, now, false).await.unwrap();
+    let first = poll(&app, today, now).await;
     assert_eq!(first.rows_read, 20);
     let watermark = state.poll_state().await.unwrap().watermark.unwrap();
 
@@ -258,7 +272,7 @@ async fn rows_committed_late_with_an_older_timestamp_are_read_within_the_overlap
     .await
     .unwrap();
     pool.close().await;
-    let second = poll::sync_register(&reg, &state, &settings, today, now, false).await.unwrap();
+    let second = poll(&app, today, now).await;
     assert!(second.rows_read >= 1 && second.rows_read < 20, "read {}", second.rows_read);
     let stored = state
         .deadlines(&DeadlineFilter { case_ref: Some("2026-BU-99999".into()), ..DeadlineFilter::default() })
@@ -311,11 +325,10 @@ async fn a_full_pass_keeps_deadlines_of_skipped_rows_and_of_an_empty_view() {
     register::write_demo_cases(&settings.register.url, &settings.register.view, demo_cases(40, 9, today, 0))
         .await
         .unwrap();
-    let state = StateStore::connect(&settings.state.url).await.unwrap();
-    state.migrate().await.unwrap();
-    let reg = register::Register::connect(&settings.register.url, &settings.register.view).await.unwrap();
+    let app = start(&settings).await;
+    let state = &app.state;
     let now = Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap();
-    poll::sync_register(&reg, &state, &settings, today, now, true).await.unwrap();
+    full_pass(&app, today, now).await;
     let before = state.deadlines(&DeadlineFilter::default()).await.unwrap();
     let broken = before[0].case_ref.clone();
 
@@ -325,14 +338,14 @@ async fn a_full_pass_keeps_deadlines_of_skipped_rows_and_of_an_empty_view() {
         &format!("UPDATE fristvakt_cases SET child_sex = 'X' WHERE case_ref = '{broken}'"),
     )
     .await;
-    let full = poll::sync_register(&reg, &state, &settings, today, now, true).await.unwrap();
+    let full = full_pass(&app, today, now).await;
     assert_eq!(full.rejected.get(&RejectReason::UnknownSex), Some(&1));
     assert_eq!(full.withdrawn, 0);
     assert_eq!(state.deadlines(&DeadlineFilter::default()).await.unwrap(), before);
 
     // A view that returns nothing at all (being reloaded) withdraws nothing either.
     sqlite_exec(settings.register.url.expose(), "DELETE FROM fristvakt_cases").await;
-    let empty = poll::sync_register(&reg, &state, &settings, today, now, true).await.unwrap();
+    let empty = full_pass(&app, today, now).await;
     assert_eq!((empty.rows_read, empty.withdrawn), (0, 0));
     assert_eq!(state.deadlines(&DeadlineFilter::default()).await.unwrap().len(), before.len());
 }
@@ -351,11 +364,10 @@ async fn a_timestamp_in_the_future_does_not_freeze_the_watermark() {
          WHERE case_ref = (SELECT MIN(case_ref) FROM fristvakt_cases)",
     )
     .await;
-    let state = StateStore::connect(&settings.state.url).await.unwrap();
-    state.migrate().await.unwrap();
-    let reg = register::Register::connect(&settings.register.url, &settings.register.view).await.unwrap();
+    let app = start(&settings).await;
+    let state = &app.state;
     let now = Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap();
-    poll::sync_register(&reg, &state, &settings, today, now, false).await.unwrap();
+    poll(&app, today, now).await;
     let watermark = state.poll_state().await.unwrap().watermark.unwrap();
     assert!(watermark <= now + chrono::Duration::minutes(5), "{watermark}");
 
@@ -367,6 +379,52 @@ async fn a_timestamp_in_the_future_does_not_freeze_the_watermark() {
     )
     .await;
     let later = Utc.with_ymd_and_hms(2026, 11, 25, 13, 5, 0).unwrap();
-    let next = poll::sync_register(&reg, &state, &settings, today, later, false).await.unwrap();
+    let next = poll(&app, today, later).await;
     assert!(next.rows_read >= 1 && next.rows_read < 20, "read {}", next.rows_read);
+}
+
+/// The show commands compute in memory: the state database is byte for byte what it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_commands_leave_the_state_database_byte_identical() {
+    let ws = Workspace::new();
+    let cfg = ws.config("");
+    let out = fristvakt(Some(&cfg), &["demo-data", "--cases", "400", "--broken", "4", "--today", TODAY], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = fristvakt(Some(&cfg), &["poll", "--once", "--today", TODAY], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The register changes after the poll: the show commands must see it without storing it.
+    sqlite_exec(
+        ws.settings("").register.url.expose(),
+        "UPDATE fristvakt_cases SET assessment_decided_on = received_on, updated_at = '2026-11-25T12:00:00Z' \
+         WHERE case_ref = (SELECT MIN(case_ref) FROM fristvakt_cases WHERE assessment_decided_on IS NULL \
+         AND received_on IS NOT NULL AND investigation_opened_on IS NULL)",
+    )
+    .await;
+    // The database file, and the write-ahead log (a reader may create it, but never writes to it;
+    // the -shm file is SQLite's shared-memory index of the log, not data).
+    let files = || -> (Vec<u8>, u64) {
+        let wal = std::fs::metadata(ws.path("state.db-wal")).map(|m| m.len()).unwrap_or(0);
+        (std::fs::read(ws.path("state.db")).unwrap(), wal)
+    };
+    let before = files();
+    assert!(!before.0.is_empty() && before.1 == 0, "the poll left a checkpointed database");
+    let first_case = {
+        let out = fristvakt(Some(&cfg), &["deadlines", "--format", "json", "--today", "2026-12-01"], &[]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let lines: Vec<Value> = serde_json::from_str(&stdout(&out)).unwrap();
+        assert!(!lines.is_empty());
+        lines[0]["case_ref"].as_str().unwrap().to_string()
+    };
+    for args in [
+        vec!["deadlines"],
+        vec!["deadlines", "--status", "overdue", "--today", "2026-12-01"],
+        vec!["explain", first_case.as_str()],
+        vec!["explain", first_case.as_str(), "--today", "2027-01-10"],
+        vec!["digest", "--dry-run"],
+        vec!["digest", "--dry-run", "--today", "2026-12-01", "--manager", "enhetschef@kommun.example"],
+    ] {
+        let out = fristvakt(Some(&cfg), &args, &[]);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        assert!(files() == before, "{args:?} changed the state database");
+    }
 }

@@ -333,6 +333,7 @@ fn notice_entry(settings: &Settings, case_ref: &str) -> OutboxEntry {
             nominal_due_on: day("2026-11-25"),
             due_on: day("2026-11-25"),
             extended_to: None,
+            due_reason: Some(DueReason::Nominal),
             decided_on: day("2026-11-25"),
         })),
         state: OutboxState::Pending,

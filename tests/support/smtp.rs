@@ -7,14 +7,15 @@
 //! `AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous("127.0.0.1").port(smtp.port())`.
 //!
 //! Received messages are kept in memory; [`ReceivedMail`] has helpers to read
-//! headers and the decoded text body. [`TestSmtp::set_mode`] makes the server
-//! reject recipients with a permanent (550) or transient (451) reply, and
-//! [`TestSmtp::stop`] / [`TestSmtp::restart`] simulate an outage on the same port.
+//! headers and the decoded text body (the MIME decoding is the `mail-parser`
+//! crate's). [`TestSmtp::set_mode`] makes the server reject recipients with a
+//! permanent (550) or transient (451) reply, and [`TestSmtp::stop`] /
+//! [`TestSmtp::restart`] simulate an outage on the same port.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use mail_parser::{HeaderForm, HeaderValue, Message, MessageParser, MimeHeaders, PartType};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
@@ -144,6 +145,9 @@ impl TestSmtp {
     }
 }
 
+/// Stops the server also when a test panics or returns without [`TestSmtp::stop`]:
+/// aborting the accept loop drops its listener and its `JoinSet`, and dropping
+/// a `JoinSet` aborts every connection task in it, so nothing keeps running.
 impl Drop for TestSmtp {
     fn drop(&mut self) {
         if let Some((_, task)) = self.server.take() {
@@ -279,24 +283,25 @@ fn path_arg(arg: &str, keyword: &str) -> Option<String> {
 impl ReceivedMail {
     /// First header field `name` (case-insensitive), unfolded and with RFC 2047
     /// encoded-words decoded, e.g. `Subject: =?utf-8?b?...?=` gives readable text.
+    /// (Each fold, with the whitespace around it, becomes a single space.)
     pub fn header(&self, name: &str) -> Option<String> {
-        self.raw_header(name).map(|v| decode_encoded_words(&v))
+        self.headers(name).into_iter().next()
     }
 
-    /// Like [`ReceivedMail::header`] but without decoding encoded-words.
+    /// Like [`ReceivedMail::header`] but without decoding encoded-words
+    /// (unfolded, surrounding whitespace trimmed).
     pub fn raw_header(&self, name: &str) -> Option<String> {
-        let (head, _) = split_head_body(&self.data);
-        parse_headers(head).into_iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v)
+        let message = self.parse_head()?;
+        let value = message.header_as(name, HeaderForm::Raw).into_iter().next()?;
+        Some(header_text(value).replace(['\r', '\n'], ""))
     }
 
     /// All header fields `name` (case-insensitive), unfolded and decoded.
     pub fn headers(&self, name: &str) -> Vec<String> {
-        let (head, _) = split_head_body(&self.data);
-        parse_headers(head)
-            .into_iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| decode_encoded_words(&v))
-            .collect()
+        // Every field is read as unstructured text, so addresses and message IDs
+        // come back as written (`<id@host>`), only with encoded-words decoded.
+        let Some(message) = self.parse_head() else { return Vec::new() };
+        message.header_as(name, HeaderForm::Text).into_iter().map(header_text).collect()
     }
 
     /// The decoded `text/plain` body (first non-attachment text/plain part of
@@ -314,257 +319,35 @@ impl ReceivedMail {
 
     /// The first non-attachment part of MIME type `mime` (e.g. `text/plain`), decoded.
     pub fn body_of_type(&self, mime: &str) -> Option<String> {
-        find_part(&self.data, &mime.to_ascii_lowercase())
+        let (want_type, want_subtype) = mime.split_once('/')?;
+        let message = MessageParser::new().parse(self.data.as_bytes())?;
+        let part = message.parts.iter().find(|part| {
+            let leaf = !matches!(part.body, PartType::Multipart(_) | PartType::Message(_));
+            // RFC 2045: a part without Content-Type is text/plain.
+            let (c_type, c_subtype) =
+                part.content_type().map_or(("text", Some("plain")), |ct| (ct.ctype(), ct.subtype()));
+            let attachment = part.content_disposition().is_some_and(|cd| cd.is_attachment());
+            leaf && !attachment
+                && c_type.eq_ignore_ascii_case(want_type)
+                && c_subtype.is_some_and(|s| s.eq_ignore_ascii_case(want_subtype))
+        })?;
+        let text = match &part.body {
+            PartType::Text(text) | PartType::Html(text) => text.to_string(),
+            _ => String::from_utf8_lossy(part.contents()).into_owned(),
+        };
+        Some(text.replace("\r\n", "\n"))
+    }
+
+    /// The message with only its header fields parsed (`None` if it has none).
+    fn parse_head(&self) -> Option<Message<'_>> {
+        MessageParser::new().parse_headers(self.data.as_bytes())
     }
 }
 
-// ---------------------------------------------------------------------------
-// Minimal MIME reading, enough for what lettre produces.
-
-fn split_head_body(entity: &str) -> (&str, &str) {
-    if let Some(rest) = entity.strip_prefix("\r\n") {
-        return ("", rest);
+fn header_text(value: HeaderValue<'_>) -> String {
+    match value {
+        HeaderValue::Text(text) => text.into_owned(),
+        // A field with nothing but whitespace after the colon.
+        _ => String::new(),
     }
-    if let Some(rest) = entity.strip_prefix('\n') {
-        return ("", rest);
-    }
-    let crlf = entity.find("\r\n\r\n").map(|i| (i, i + 4));
-    let lf = entity.find("\n\n").map(|i| (i, i + 2));
-    match (crlf, lf) {
-        (Some(a), Some(b)) => {
-            let (end, start) = if a.0 <= b.0 { a } else { b };
-            (&entity[..end], &entity[start..])
-        }
-        (Some((end, start)), None) | (None, Some((end, start))) => (&entity[..end], &entity[start..]),
-        (None, None) => (entity, ""),
-    }
-}
-
-/// Header fields in order, unfolded (CRLF before whitespace removed).
-fn parse_headers(head: &str) -> Vec<(String, String)> {
-    let mut fields: Vec<(String, String)> = Vec::new();
-    for line in head.split('\n') {
-        let line = line.strip_suffix('\r').unwrap_or(line);
-        if line.starts_with([' ', '\t']) {
-            if let Some((_, value)) = fields.last_mut() {
-                value.push_str(line);
-            }
-        } else if let Some((name, value)) = line.split_once(':') {
-            fields.push((name.trim().to_string(), value.trim_start().to_string()));
-        }
-    }
-    for (_, value) in &mut fields {
-        let trimmed = value.trim_end().len();
-        value.truncate(trimmed);
-    }
-    fields
-}
-
-fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    fields.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
-}
-
-/// `type/subtype; a=b; c="d"` into the lowercased type and lowercased-key params.
-fn parse_content_type(value: &str) -> (String, HashMap<String, String>) {
-    let mut parts = Vec::new();
-    let mut current = String::new();
-    let mut quoted = false;
-    for c in value.chars() {
-        match c {
-            '"' => {
-                quoted = !quoted;
-                current.push(c);
-            }
-            ';' if !quoted => parts.push(std::mem::take(&mut current)),
-            _ => current.push(c),
-        }
-    }
-    parts.push(current);
-    let mime = parts[0].trim().to_ascii_lowercase();
-    let params = parts[1..]
-        .iter()
-        .filter_map(|p| {
-            let (k, v) = p.split_once('=')?;
-            let v = v.trim();
-            let v = v.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(v);
-            Some((k.trim().to_ascii_lowercase(), v.to_string()))
-        })
-        .collect();
-    (mime, params)
-}
-
-fn find_part(entity: &str, want: &str) -> Option<String> {
-    let (head, body) = split_head_body(entity);
-    let fields = parse_headers(head);
-    let (mime, params) = parse_content_type(field(&fields, "Content-Type").unwrap_or("text/plain"));
-    if mime.starts_with("multipart/") {
-        let boundary = params.get("boundary")?;
-        return split_multipart(body, boundary).into_iter().find_map(|part| find_part(part, want));
-    }
-    let attachment =
-        field(&fields, "Content-Disposition").is_some_and(|d| d.trim().to_ascii_lowercase().starts_with("attachment"));
-    if mime != want || attachment {
-        return None;
-    }
-    let encoding = field(&fields, "Content-Transfer-Encoding").unwrap_or("7bit").trim().to_ascii_lowercase();
-    let bytes = match encoding.as_str() {
-        "quoted-printable" => decode_quoted_printable(body.as_bytes(), false),
-        "base64" => decode_base64(body.as_bytes()),
-        _ => body.as_bytes().to_vec(),
-    };
-    let charset = params.get("charset").map(String::as_str).unwrap_or("utf-8");
-    Some(decode_charset(&bytes, charset).replace("\r\n", "\n"))
-}
-
-/// The body parts between `--boundary` delimiter lines.
-fn split_multipart<'a>(body: &'a str, boundary: &str) -> Vec<&'a str> {
-    let delimiter = format!("--{boundary}");
-    let mut parts = Vec::new();
-    let mut part_start: Option<usize> = None;
-    let mut offset = 0;
-    for line in body.split_inclusive('\n') {
-        let content = line.trim_end();
-        if let Some(rest) = content.strip_prefix(delimiter.as_str()) {
-            if rest.is_empty() || rest == "--" {
-                if let Some(start) = part_start {
-                    // The line break before a delimiter belongs to the delimiter.
-                    let part = &body[start..offset];
-                    let part = part.strip_suffix("\r\n").or_else(|| part.strip_suffix('\n')).unwrap_or(part);
-                    parts.push(part);
-                }
-                if rest == "--" {
-                    break;
-                }
-                part_start = Some(offset + line.len());
-            }
-        }
-        offset += line.len();
-    }
-    parts
-}
-
-fn decode_charset(bytes: &[u8], charset: &str) -> String {
-    match charset.trim().to_ascii_lowercase().as_str() {
-        "iso-8859-1" | "latin1" | "latin-1" | "iso8859-1" => bytes.iter().map(|&b| char::from(b)).collect(),
-        _ => String::from_utf8_lossy(bytes).into_owned(),
-    }
-}
-
-fn hex_value(b: u8) -> Option<u8> {
-    (b as char).to_digit(16).map(|d| d as u8)
-}
-
-/// Quoted-printable (RFC 2045); `underscore_is_space` for RFC 2047 "Q".
-fn decode_quoted_printable(input: &[u8], underscore_is_space: bool) -> Vec<u8> {
-    let mut out = Vec::with_capacity(input.len());
-    let mut i = 0;
-    while i < input.len() {
-        match input[i] {
-            b'=' => {
-                let rest = &input[i + 1..];
-                if rest.starts_with(b"\r\n") {
-                    i += 3; // soft line break
-                } else if rest.starts_with(b"\n") {
-                    i += 2;
-                } else if let (Some(hi), Some(lo)) =
-                    (rest.first().copied().and_then(hex_value), rest.get(1).copied().and_then(hex_value))
-                {
-                    out.push(hi * 16 + lo);
-                    i += 3;
-                } else {
-                    out.push(b'=');
-                    i += 1;
-                }
-            }
-            b'_' if underscore_is_space => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    out
-}
-
-/// Standard base64, ignoring whitespace and anything after padding.
-fn decode_base64(input: &[u8]) -> Vec<u8> {
-    fn value(c: u8) -> Option<u32> {
-        match c {
-            b'A'..=b'Z' => Some(u32::from(c - b'A')),
-            b'a'..=b'z' => Some(u32::from(c - b'a') + 26),
-            b'0'..=b'9' => Some(u32::from(c - b'0') + 52),
-            b'+' | b'-' => Some(62),
-            b'/' | b'_' => Some(63),
-            _ => None,
-        }
-    }
-    let mut out = Vec::with_capacity(input.len() * 3 / 4);
-    let mut acc = 0u32;
-    let mut bits = 0;
-    for &c in input {
-        if c == b'=' {
-            break;
-        }
-        let Some(v) = value(c) else { continue };
-        acc = (acc << 6) | v;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    out
-}
-
-/// Decodes RFC 2047 encoded-words; whitespace between two encoded-words is dropped.
-fn decode_encoded_words(value: &str) -> String {
-    let mut out = String::new();
-    let mut rest = value;
-    let mut previous_was_word = false;
-    while let Some(start) = rest.find("=?") {
-        let before = &rest[..start];
-        match decode_encoded_word(&rest[start..]) {
-            Some((decoded, len)) => {
-                if !(previous_was_word && before.chars().all(char::is_whitespace)) {
-                    out.push_str(before);
-                }
-                out.push_str(&decoded);
-                rest = &rest[start + len..];
-                previous_was_word = true;
-            }
-            None => {
-                out.push_str(&rest[..start + 2]);
-                rest = &rest[start + 2..];
-                previous_was_word = false;
-            }
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
-/// `=?charset?B|Q?text?=` at the start of `s`: the decoded text and its length.
-fn decode_encoded_word(s: &str) -> Option<(String, usize)> {
-    let inner = s.strip_prefix("=?")?;
-    let (charset, inner) = inner.split_once('?')?;
-    let (encoding, inner) = inner.split_once('?')?;
-    let end = inner.find("?=")?;
-    let text = &inner[..end];
-    if text.contains(char::is_whitespace) || charset.is_empty() {
-        return None;
-    }
-    let bytes = match encoding {
-        "B" | "b" => decode_base64(text.as_bytes()),
-        "Q" | "q" => decode_quoted_printable(text.as_bytes(), true),
-        _ => return None,
-    };
-    // `inner` is a suffix of `s`, so this is where the word ends in `s`.
-    let len = s.len() - inner.len() + end + 2;
-    // RFC 2231 language suffix: charset*lang
-    let charset = charset.split('*').next().unwrap_or(charset);
-    Some((decode_charset(&bytes, charset), len))
 }

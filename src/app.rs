@@ -1,0 +1,265 @@
+//! The application: everything fallible is built once, here, and every job runs against it.
+//!
+//! [`App::start`] does each start-up step that can fail (the digest schedule, the mail templates,
+//! the mailer, the demo register, the state database and its migrations) before anything runs,
+//! so that a broken set-up fails at once with a clear message. The jobs in [`crate::jobs`] take
+//! an `&App` and a [`Moment`]; the daemon, the command line and the tests call the same ones.
+//! [`App::open_for_reading`] builds the same value for the show commands without writing to the
+//! state database.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
+use chrono_tz::Tz;
+use tokio::sync::RwLock;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{DatabaseUrl, Engine, Settings};
+use crate::demo::{self, DemoOptions};
+use crate::digest::DigestSchedule;
+use crate::mail::{self, Mailer, MailerError};
+use crate::metrics::Metrics;
+use crate::register::{self, Register, RegisterError};
+use crate::state::{StateError, StateStore};
+
+/// How long a probe of a database may take before readiness says no.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Why the application could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// A configuration problem found at start (exit 78); the message names the key.
+    #[error("{0}")]
+    Config(String),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Register(#[from] RegisterError),
+    #[error("{0}")]
+    Runtime(String),
+}
+
+/// The moment a job runs for: the instant, and the local day it counts deadlines for.
+///
+/// In the daemon both come from the clock ([`Moment::at`]); a preview or a test fixes the day
+/// ([`Moment::on`]), and then any time of day counts as past `register.full_pass_at`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Moment {
+    pub now: DateTime<Utc>,
+    pub today: NaiveDate,
+    /// The local time of day; `None` when the day was fixed by the caller.
+    pub local_time: Option<NaiveTime>,
+}
+
+impl Moment {
+    /// `now`, with the day and time of day in `tz`.
+    pub fn at(now: DateTime<Utc>, tz: Tz) -> Moment {
+        let local = now.with_timezone(&tz);
+        Moment { now, today: local.date_naive(), local_time: Some(local.time()) }
+    }
+
+    /// A fixed day `today`, at the instant `now`.
+    pub fn on(today: NaiveDate, now: DateTime<Utc>) -> Moment {
+        Moment { now, today, local_time: None }
+    }
+
+    /// `today` if given (`--today`), else the day of `now` in `tz`.
+    pub fn from_option(today: Option<NaiveDate>, now: DateTime<Utc>, tz: Tz) -> Moment {
+        match today {
+            Some(today) => Moment::on(today, now),
+            None => Moment::at(now, tz),
+        }
+    }
+}
+
+/// Everything the jobs share: configuration, the state store, the register connection, the
+/// mailer, the digest schedule and the metrics.
+pub struct App {
+    pub settings: Arc<Settings>,
+    pub state: StateStore,
+    pub mailer: Mailer,
+    pub schedule: DigestSchedule,
+    pub metrics: Metrics,
+    /// Unique per process across hosts: it marks this replica's leases and outbox claims.
+    pub holder: String,
+    /// Cancelled on shutdown: jobs stop taking new work.
+    pub shutdown: CancellationToken,
+    register: RwLock<Option<Arc<Register>>>,
+    /// Unix seconds of the job loop's last sign of life, for the watchdog.
+    heartbeat: AtomicI64,
+}
+
+impl App {
+    /// Builds the application for jobs that write: checks the schedule and the templates, builds
+    /// the mailer, creates the demo register when configured, opens the state database and
+    /// migrates it (when `state.migrate_on_start`).
+    pub async fn start(
+        settings: Arc<Settings>,
+        holder: impl Into<String>,
+        now: DateTime<Utc>,
+    ) -> Result<App, AppError> {
+        let (schedule, mailer) = prepare(&settings)?;
+        seed_demo_register(&settings, Moment::at(now, settings.timezone).today).await?;
+        let state = StateStore::connect(&settings.state.url).await?;
+        if settings.state.migrate_on_start {
+            state.migrate().await?;
+        }
+        Ok(App::assemble(settings, state, mailer, schedule, holder.into(), now))
+    }
+
+    /// Builds the application for the show commands (`deadlines`, `explain`, `digest
+    /// --dry-run`): nothing is written to the state database. A SQLite state file that does
+    /// not exist yet is read as an empty state (in memory).
+    pub async fn open_for_reading(settings: Arc<Settings>, now: DateTime<Utc>) -> Result<App, AppError> {
+        let (schedule, mailer) = prepare(&settings)?;
+        seed_demo_register(&settings, Moment::at(now, settings.timezone).today).await?;
+        let url = &settings.state.url;
+        let missing = url.engine == Engine::Sqlite && url.sqlite_path().is_some_and(|p| !p.exists());
+        let stored = if missing { None } else { Some(StateStore::connect_read_only(url).await?) };
+        let state = match stored {
+            Some(state) if state.has_schema().await => state,
+            other => {
+                // Nothing polled yet: an empty state, in memory.
+                if let Some(state) = other {
+                    state.close().await;
+                }
+                let state = StateStore::connect(&DatabaseUrl::sqlite_in_memory()).await?;
+                state.migrate().await?;
+                state
+            }
+        };
+        Ok(App::assemble(settings, state, mailer, schedule, format!("show-{}", std::process::id()), now))
+    }
+
+    fn assemble(
+        settings: Arc<Settings>,
+        state: StateStore,
+        mailer: Mailer,
+        schedule: DigestSchedule,
+        holder: String,
+        now: DateTime<Utc>,
+    ) -> App {
+        App {
+            settings,
+            state,
+            mailer,
+            schedule,
+            metrics: Metrics::new(),
+            holder,
+            shutdown: CancellationToken::new(),
+            register: RwLock::new(None),
+            heartbeat: AtomicI64::new(now.timestamp()),
+        }
+    }
+
+    /// Records a sign of life of the job loop.
+    pub fn beat(&self, now: DateTime<Utc>) {
+        self.heartbeat.store(now.timestamp(), Ordering::Relaxed);
+    }
+
+    /// Unix seconds of the last sign of life.
+    pub fn last_beat(&self) -> i64 {
+        self.heartbeat.load(Ordering::Relaxed)
+    }
+
+    /// The register connection, opened on first use and again after [`App::forget_register`].
+    pub async fn register(&self) -> Result<Arc<Register>, RegisterError> {
+        if let Some(r) = self.register.read().await.as_ref() {
+            return Ok(r.clone());
+        }
+        let mut slot = self.register.write().await;
+        if let Some(r) = slot.as_ref() {
+            return Ok(r.clone());
+        }
+        let settings = &self.settings.register;
+        let register = Arc::new(Register::connect(&settings.url, &settings.view).await?);
+        *slot = Some(register.clone());
+        Ok(register)
+    }
+
+    /// Closes the register connection after a failure; the next job opens a new one.
+    pub async fn forget_register(&self) {
+        if let Some(r) = self.register.write().await.take() {
+            r.close().await;
+        }
+    }
+
+    /// Readiness: the register and state answer, and the last successful poll (by any
+    /// replica, as recorded in the state store) is younger than two poll intervals.
+    pub async fn readiness(&self, now: DateTime<Utc>) -> Result<(), String> {
+        match tokio::time::timeout(PROBE_TIMEOUT, self.state.poll_state()).await {
+            Ok(Ok(poll_state)) => {
+                let limit = chrono::Duration::from_std(self.settings.register.poll_interval * 2)
+                    .unwrap_or(chrono::Duration::minutes(10));
+                match poll_state.last_success_at {
+                    Some(t) if now - t <= limit => {}
+                    Some(t) => return Err(format!("last successful poll was at {}", t.format("%Y-%m-%dT%H:%M:%SZ"))),
+                    None => return Err("no successful poll yet".into()),
+                }
+            }
+            Ok(Err(e)) => return Err(format!("state database: {e}")),
+            Err(_) => return Err("state database does not answer".into()),
+        }
+        let url = &self.settings.register.url;
+        if url.engine == Engine::Sqlite {
+            // An open SQLite connection keeps reading a file that was removed or replaced.
+            if let Some(path) = url.sqlite_path().filter(|p| !p.exists()) {
+                return Err(format!("register file {} is missing", path.display()));
+            }
+        }
+        let register = self.register().await.map_err(|e| format!("register: {e}"))?;
+        match tokio::time::timeout(PROBE_TIMEOUT, register.check()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("register view {} does not answer", register.view())),
+        }
+    }
+
+    /// Gauges read at scrape time: the outbox depth (small and indexed). Deadlines by status are
+    /// counted after each poll instead: at a million deadlines the count takes seconds, longer
+    /// than a scrape may.
+    pub async fn refresh_gauges(&self) {
+        if let Ok(Ok(depth)) = tokio::time::timeout(PROBE_TIMEOUT, self.state.outbox_depth()).await {
+            self.metrics.set_outbox(&depth);
+        }
+    }
+
+    /// Releases what this process holds (outbox claims, the poll lease) and closes the pools.
+    pub async fn close(&self) {
+        if let Err(e) = self.state.release_claims(&self.holder).await {
+            tracing::warn!("could not release outbox claims: {e}");
+        }
+        let _ = self.state.release_lease(crate::jobs::POLL_LEASE, &self.holder).await;
+        self.forget_register().await;
+        self.state.close().await;
+    }
+}
+
+/// The start-up steps shared by every way of building the application.
+fn prepare(settings: &Settings) -> Result<(DigestSchedule, Mailer), AppError> {
+    let schedule =
+        DigestSchedule::from_settings(settings).map_err(|e| AppError::Config(format!("digest.cron: {e}")))?;
+    mail::compose::check_templates(settings).map_err(|e| AppError::Config(e.to_string()))?;
+    let mailer = Mailer::from_settings(&settings.mail).map_err(|e| match e {
+        MailerError::Tls { .. } => AppError::Config(e.to_string()),
+        MailerError::FileDir { .. } => AppError::Runtime(e.to_string()),
+    })?;
+    Ok((schedule, mailer))
+}
+
+/// Creates demo cases in an empty SQLite register when `register.demo_cases` asks for them.
+pub async fn seed_demo_register(settings: &Settings, today: NaiveDate) -> Result<Option<u64>, AppError> {
+    let url = &settings.register.url;
+    if settings.register.demo_cases == 0 || url.engine != Engine::Sqlite {
+        return Ok(None);
+    }
+    if register::sqlite_register_has_view(url, &settings.register.view).await? {
+        return Ok(None);
+    }
+    let options = DemoOptions { cases: settings.register.demo_cases as usize, seed: 1, today, broken: 0 };
+    let written = register::write_demo_cases(url, &settings.register.view, demo::generate(&options)).await?;
+    tracing::info!(cases = written, "created a demo register with synthetic cases");
+    Ok(Some(written))
+}

@@ -1,0 +1,42 @@
+//! The dispatch job: the outbox's due mail handed to the mailer.
+
+use crate::app::{App, Moment};
+use crate::jobs::JobError;
+use crate::mail::{self, DispatchReport};
+use crate::rules::ladder::offset_label;
+use crate::state::OutboxCategory;
+
+/// Sends every outbox row due at `at.now` (the days in the mail count from `at.today`) until
+/// none is left or shutdown begins; counts the outcomes in the metrics.
+pub async fn run_once(app: &App, at: Moment) -> Result<DispatchReport, JobError> {
+    let report = mail::dispatch::dispatch_until(
+        &app.state,
+        &app.mailer,
+        &app.settings,
+        at.now,
+        at.today,
+        &app.holder,
+        Some(&app.shutdown),
+    )
+    .await?;
+    for (outcome, map) in [
+        ("sent", &report.sent),
+        ("retrying", &report.retrying),
+        ("dead", &report.dead),
+        ("postponed", &report.postponed),
+    ] {
+        for (label, n) in map {
+            match (label.category, label.kind) {
+                (Some(OutboxCategory::Digest), _) if outcome == "sent" => app.metrics.add_digests_sent(*n),
+                (_, Some(kind)) => {
+                    app.metrics.add_notice(kind.as_str(), label.step.map(offset_label).unwrap_or_default(), outcome, *n)
+                }
+                _ => {}
+            }
+        }
+    }
+    for (class, n) in &report.errors {
+        app.metrics.add_smtp_error(class, *n);
+    }
+    Ok(report)
+}
