@@ -8,9 +8,9 @@
 //! through [`crate::mail::compose::explanation_lines`], so a deadline is explained the same way
 //! wherever it is shown.
 //!
-//! The days a holiday move passed over are taken from the deadline's [`DueReason::Moved`]. The
-//! state store keeps only the reason's name today, so a deadline read back from it carries none;
-//! then, and only then, they are looked up in the (pure) calendar.
+//! The days a holiday move passed over are taken from the deadline's [`DueReason::Moved`], which
+//! the state store keeps in full. Only a reason that carries none (a notice recorded before its
+//! `due_reason` was kept) has them looked up in the (pure) calendar.
 //!
 //! Like a mail, an explanation carries only the kind, the dates and the status of a deadline —
 //! nothing about the child.
@@ -91,8 +91,8 @@ pub enum LastDay {
         /// How many days later the last day is.
         days: i64,
     },
-    /// The last day was moved, but the days passed over are not known (a deadline read back
-    /// from a state store that keeps only the reason's name) and the calendar does not give them.
+    /// The last day was moved, but the days passed over are not known (a notice recorded
+    /// without them) and the calendar does not give them.
     MovedUnexplained {
         /// How many days later the last day is.
         days: i64,
@@ -152,8 +152,7 @@ impl LastDay {
     /// as `reason` records it; the digest uses it for its rows.
     ///
     /// The days passed over come from [`DueReason::Moved`]; they are looked up in the calendar
-    /// only when the reason carries none, as a deadline read back from the state store does
-    /// until the store keeps the full reason.
+    /// only when the reason carries none, as a notice recorded before its `due_reason` was kept.
     pub fn new(
         kind: Kind,
         nominal_due_on: NaiveDate,

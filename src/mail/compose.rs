@@ -973,7 +973,7 @@ mod tests {
             let received = |on: &str| CaseDates { received_on: Some(d(on)), ..CaseDates::default() };
             let julafton = stored("2025-BU-1", Kind::Assessment, received("2025-12-10"));
             let mut nyarsafton = stored("2025-BU-2", Kind::Assessment, received("2025-12-17"));
-            // As the state store reads it back today: the days passed over are not kept.
+            // A reason recorded without the days passed over (older notices and digests).
             nyarsafton.deadline.due_reason = DueReason::Moved { skipped: Vec::new() };
             let extended = stored(
                 "2025-BU-3",
