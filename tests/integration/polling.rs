@@ -428,3 +428,38 @@ async fn show_commands_leave_the_state_database_byte_identical() {
         assert!(files() == before, "{args:?} changed the state database");
     }
 }
+
+/// A SQLite view whose columns are declared `DATE`, `DATETIME` or `BOOLEAN`, or that hands out an
+/// INTEGER or a BLOB where the contract says TEXT: each value is read as text, so a bad value
+/// rejects its own row and the poll goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sqlite_view_of_any_storage_class_rejects_only_the_bad_rows() {
+    let ws = Workspace::new();
+    let settings = ws.settings("");
+    let url = format!("{}?mode=rwc", ws.sqlite_url("register.db"));
+    sqlite_exec(
+        &url,
+        "CREATE TABLE fristvakt_cases (case_ref TEXT, unit TEXT, caseworker TEXT, child_sex TEXT, received_on DATE, \
+         protection_assessed_on DATE, assessment_decided_on DATE, assessment_extended_to DATE, \
+         investigation_opened_on DATE, investigation_extended_to DATE, investigation_closed_on BOOLEAN, \
+         updated_at DATETIME)",
+    )
+    .await;
+    sqlite_exec(
+        &url,
+        "INSERT INTO fristvakt_cases VALUES \
+         ('2026-BU-0001', 'BRO-BU', NULL, 'F', '2026-11-20', NULL, NULL, NULL, NULL, NULL, NULL, '2026-11-20T09:00:00Z'), \
+         ('2026-BU-0002', 'BRO-BU', NULL, NULL, 20261120, NULL, NULL, NULL, NULL, NULL, NULL, '2026-11-20T09:00:00Z'), \
+         ('2026-BU-0003', 'BRO-BU', NULL, NULL, X'00ff', NULL, NULL, NULL, NULL, NULL, NULL, '2026-11-20T09:00:00Z'), \
+         ('2026-BU-0004', 'BRO-BU', NULL, NULL, '2026-11-21', NULL, NULL, NULL, NULL, NULL, NULL, X'41')",
+    )
+    .await;
+    let app = start(&settings).await;
+    let report = full_pass(&app, date(TODAY), Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap()).await;
+    assert_eq!(report.rows_read, 4);
+    assert_eq!(report.rejected.get(&RejectReason::BadDate), Some(&2), "{report:?}");
+    assert_eq!(report.rejected.get(&RejectReason::BadTimestamp), Some(&1), "{report:?}");
+    let stored = app.state.deadlines(&DeadlineFilter::default()).await.unwrap();
+    assert!(!stored.is_empty());
+    assert!(stored.iter().all(|d| d.case_ref.as_str() == "2026-BU-0001"), "{stored:?}");
+}
