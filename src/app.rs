@@ -231,7 +231,7 @@ impl App {
         if let Err(e) = self.state.release_claims(&self.holder).await {
             tracing::warn!("could not release outbox claims: {e}");
         }
-        let _ = self.state.release_lease(crate::jobs::POLL_LEASE, &self.holder).await;
+        let _ = self.state.release_lease(crate::state::POLL_LEASE, &self.holder).await;
         self.forget_register().await;
         self.state.close().await;
     }

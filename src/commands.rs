@@ -8,14 +8,13 @@ use chrono::{NaiveDate, Utc};
 use serde::Serialize;
 
 use crate::app::{App, AppError, Moment};
-use crate::config::{Engine, Language, Settings};
+use crate::config::{Engine, Settings};
 use crate::demo::{self, DemoOptions};
 use crate::domain::EmailAddress;
-use crate::explanation::Explanation;
 use crate::jobs::{self, JobError, PollReport};
 use crate::mail::{self, Mailer, MailerError};
 use crate::register::{self, RegisterError};
-use crate::rules::{self, Kind, RuleOptions, Status};
+use crate::rules::{Kind, Status};
 use crate::state::{StateError, StateStore, StoredDeadline};
 
 /// Why a command failed; each maps to an exit code.
@@ -296,7 +295,7 @@ pub async fn explain(settings: Arc<Settings>, case_ref: &str, today: Option<Naiv
     };
     let case = register::validate(&raw)
         .map_err(|r| CommandError::Runtime(format!("the register row is skipped by every poll: {r}")))?;
-    let text = explain_text(&settings, &case, today, |kind| {
+    let text = jobs::show::explain_text(&settings, &case, today, |kind| {
         outbox
             .iter()
             .filter(|r| r.kind == Some(kind))
@@ -305,66 +304,4 @@ pub async fn explain(settings: Arc<Settings>, case_ref: &str, today: Option<Naiv
     });
     print!("{text}");
     Ok(())
-}
-
-/// The explanation as text; `recorded` lists a kind's ladder steps already in the outbox, with
-/// their outbox state.
-pub fn explain_text(
-    settings: &Settings,
-    case: &register::CaseRow,
-    today: NaiveDate,
-    recorded: impl Fn(Kind) -> Vec<(i32, String)>,
-) -> String {
-    let sv = settings.mail.language == Language::Swedish;
-    let options = RuleOptions { holiday_rule: settings.calendar.holiday_rule };
-    let (case_ref, unit, dates) = (case.case_ref.as_str(), case.unit.as_str(), &case.dates);
-    let mut out = String::new();
-    let mut say = |s: String| {
-        out.push_str(&s);
-        out.push('\n');
-    };
-    say(if sv {
-        format!("Ärende {case_ref}, enhet {unit}, beräknat för {today}.")
-    } else {
-        format!("Case {case_ref}, unit {unit}, computed for {today}.")
-    });
-    let deadlines = rules::deadlines_for(dates, options);
-    if deadlines.is_empty() {
-        say(if sv {
-            "Inga frister: varken anmälan (received_on) eller beslut att inleda utredning är registrerat.".into()
-        } else {
-            "No deadlines: neither a report (received_on) nor an investigation decision is recorded.".into()
-        });
-    }
-    for d in &deadlines {
-        say(String::new());
-        say(format!("{} ({})", if sv { d.kind.name_sv() } else { d.kind.name_en() }, d.kind.as_str()));
-        // The law in the words of the notice mails: the same template, the same lines.
-        match mail::compose::explanation_lines(settings, &Explanation::new(d, today, options)) {
-            Ok(lines) => lines.iter().for_each(|line| say(format!("  {line}"))),
-            Err(e) => say(format!("  {e}")),
-        }
-        let recorded = recorded(d.kind);
-        for step in settings.ladders.for_kind(d.kind).steps() {
-            let fires = step.fires_on(d);
-            let roles: Vec<&str> = step.roles.iter().map(|r| if sv { r.name_sv() } else { r.as_str() }).collect();
-            let state = recorded.iter().find(|(s, _)| *s == step.offset).map(|(_, st)| st.as_str());
-            let status = match (state, sv) {
-                (Some(st), _) => st.to_string(),
-                (None, true) if d.is_closed() => "skickas inte (avslutad)".into(),
-                (None, false) if d.is_closed() => "not sent (closed)".into(),
-                (None, true) if fires <= today => "nådd, registreras vid nästa poll".into(),
-                (None, false) if fires <= today => "reached, recorded at the next poll".into(),
-                (None, true) => "kommande".into(),
-                (None, false) => "upcoming".into(),
-            };
-            say(format!(
-                "  {} {:>4} {fires} → {}: {status}",
-                if sv { "Steg" } else { "Step" },
-                step.label(),
-                roles.join(", ")
-            ));
-        }
-    }
-    out
 }

@@ -20,13 +20,10 @@ use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Language, Settings};
+use crate::domain::StoredDeadline;
 use crate::domain::{CaseRef, EmailAddress, UnitCode};
 use crate::explanation::LastDay;
-use crate::notice::{self, Recipient};
 use crate::rules::{DueReason, Kind, Role, RuleOptions, Status};
-use crate::state::{
-    DeadlineFilter, DigestRun, OutboxEntry, OutboxPayload, OutboxState, StateError, StateStore, StoredDeadline,
-};
 
 /// How far ahead "due soon" looks in a digest, in days (contract §3: "the next 7 days").
 pub const UPCOMING_DAYS: i64 = 7;
@@ -37,8 +34,6 @@ pub const COMPLIANCE_DAYS: u64 = 30;
 pub enum DigestError {
     #[error("digest.cron {expr:?} is not a cron expression with seconds like \"0 0 7 * * Mon-Fri\": {message}")]
     Schedule { expr: String, message: String },
-    #[error(transparent)]
-    State(#[from] StateError),
     #[error("cannot serialise the digest for the outbox: {0}")]
     Payload(#[from] serde_json::Error),
 }
@@ -484,7 +479,7 @@ impl Context {
 // Outbox
 // ---------------------------------------------------------------------------------------------
 
-/// What one run of [`enqueue_digests`] did.
+/// What one run of the digest job (`jobs::digest::enqueue_digests`) did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DigestReport {
     pub date: Option<NaiveDate>,
@@ -505,66 +500,6 @@ pub fn digest_key(manager: &EmailAddress, date: NaiveDate) -> String {
 /// The outbox key recording that the digests of `date` were decided.
 pub fn run_key(date: NaiveDate) -> String {
     format!("digest-run/{date}")
-}
-
-/// Builds the digests of `today` from the stored deadlines and writes them to the outbox
-/// (insert-if-absent on [`digest_key`]), together with the record that today's run happened,
-/// in one transaction. Running it again, after a restart or on a second replica adds nothing.
-///
-/// The stored deadlines are read whole (open and closed, for the 30-day share): a city holds
-/// tens of thousands, a few megabytes once a day. If that grows, the share should be aggregated
-/// in SQL and only open deadlines due within a week loaded.
-pub async fn enqueue_digests(
-    state: &StateStore,
-    settings: &Settings,
-    today: NaiveDate,
-    now: DateTime<Utc>,
-) -> Result<DigestReport, DigestError> {
-    let deadlines = state.deadlines(&DeadlineFilter::default()).await?;
-    let digests = build_digests(settings, &deadlines, today);
-    let mut entries = digests.iter().map(|d| outbox_entry(settings, d, now)).collect::<Result<Vec<_>, _>>()?;
-    entries.push(run_entry(settings, today, digests.len(), now));
-    let inserted = state.record_steps(&entries, &[], now).await?;
-    let enqueued = inserted.iter().filter(|k| k.starts_with("digest/")).count();
-    let report =
-        DigestReport { date: Some(today), built: digests.len(), enqueued, already_recorded: digests.len() - enqueued };
-    tracing::info!(
-        date = %today,
-        built = report.built,
-        enqueued = report.enqueued,
-        already_recorded = report.already_recorded,
-        "daily digests recorded"
-    );
-    Ok(report)
-}
-
-/// The daemon's digest job, for each fire time of the schedule and once at start-up: when
-/// today's scheduled time has passed (see [`DigestSchedule::latest_at_or_before`]) and today's
-/// digests are not yet recorded, records them. Returns `None` when nothing was due.
-///
-/// A day on which the sending window never opens again (a public holiday such as julafton, or
-/// after its closing hour) gets no digest: it would arrive the next working morning beside that
-/// day's own digest, with yesterday's figures.
-pub async fn run_due(
-    state: &StateStore,
-    settings: &Settings,
-    schedule: &DigestSchedule,
-    now: DateTime<Utc>,
-) -> Result<Option<DigestReport>, DigestError> {
-    let tz = settings.timezone;
-    let today = now.with_timezone(&tz).date_naive();
-    if schedule.latest_at_or_before(now, tz).is_none() {
-        return Ok(None);
-    }
-    let opens = settings.mail.send_window.next_open(now, tz);
-    if opens.with_timezone(&tz).date_naive() != today {
-        tracing::info!(date = %today, "daily digests skipped: the sending window does not open again today");
-        return Ok(None);
-    }
-    if state.outbox_has_key(&run_key(today)).await? {
-        return Ok(None);
-    }
-    enqueue_digests(state, settings, today, now).await.map(Some)
 }
 
 /// What `fristvakt digest --dry-run` shows for `today`: every digest (or only `manager`'s),
@@ -606,39 +541,6 @@ fn leads_a_unit(settings: &Settings, deadlines: &[StoredDeadline], manager: &Ema
     let mut all = settings.clone();
     all.digest.send_empty = true;
     build_digests(&all, deadlines, NaiveDate::MIN).iter().any(|d| &d.manager == manager)
-}
-
-fn outbox_entry(settings: &Settings, digest: &Digest, now: DateTime<Utc>) -> Result<OutboxEntry, DigestError> {
-    let key = digest_key(&digest.manager, digest.date);
-    let recipients =
-        vec![Recipient { role: Role::Manager, address: digest.manager.clone(), instead_of_caseworker: false }];
-    Ok(OutboxEntry {
-        message_id: notice::message_id(&key, &settings.mail.from),
-        notice_key: key,
-        case_ref: None,
-        kind: None,
-        step: None,
-        recipients,
-        payload: OutboxPayload::Digest(Box::new(digest.clone())),
-        state: OutboxState::Pending,
-        not_before: now,
-    })
-}
-
-fn run_entry(settings: &Settings, date: NaiveDate, digests: usize, now: DateTime<Utc>) -> OutboxEntry {
-    let key = run_key(date);
-    OutboxEntry {
-        message_id: notice::message_id(&key, &settings.mail.from),
-        notice_key: key,
-        case_ref: None,
-        kind: None,
-        step: None,
-        recipients: Vec::new(),
-        payload: OutboxPayload::DigestRun(DigestRun { date, digests }),
-        // Skipped: a record, never claimed by the dispatcher.
-        state: OutboxState::Skipped,
-        not_before: now,
-    }
 }
 
 /// Tests, and sample digests for the rendering tests of `mail::compose`.
@@ -876,19 +778,5 @@ pub(crate) mod tests {
             closed("2026-BU-3", "BRO-BU", "2026-11-20", "2026-11-19"),
         ];
         build_digests(s, &data, d(TODAY)).remove(0)
-    }
-
-    #[test]
-    fn digest_keys_are_per_manager_and_day_and_payload_round_trips() {
-        let s = settings("");
-        let digest = sample_digest(&s);
-        assert_eq!(digest_key(&digest.manager, digest.date), "digest/2026-11-25/ec.bromma@kommun.example");
-        let entry = outbox_entry(&s, &digest, utc("2026-11-25T06:00:00Z")).unwrap();
-        assert_eq!(entry.payload.category().as_str(), "digest");
-        let OutboxPayload::Digest(back) = &entry.payload else { panic!("{:?}", entry.payload) };
-        assert_eq!(**back, digest);
-        let recipients = &entry.recipients;
-        assert_eq!(recipients[0].role, Role::Manager);
-        assert_eq!(recipients[0].address.as_str(), "ec.bromma@kommun.example");
     }
 }

@@ -4,6 +4,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::rules::Deadline;
+
 /// An e-mail address of a caseworker (handläggare), team lead or manager.
 ///
 /// Checked with the dot-atom rules of RFC 5322 that real municipal addresses follow; quoted local
@@ -161,4 +163,43 @@ mod tests {
         assert!(UnitCode::parse(" ").is_err());
         assert!(UnitCode::parse("A B").is_err());
     }
+}
+
+/// The child's sex, kept only for aggregated compliance figures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sex {
+    Female,
+    Male,
+}
+
+impl Sex {
+    /// The stored code: `F` or `M`.
+    pub fn code(self) -> &'static str {
+        match self {
+            Sex::Female => "F",
+            Sex::Male => "M",
+        }
+    }
+
+    /// Reads a stored code back.
+    pub fn from_code(code: &str) -> Result<Sex, String> {
+        match code {
+            "F" => Ok(Sex::Female),
+            "M" => Ok(Sex::Male),
+            other => Err(format!("unknown sex code {other:?}")),
+        }
+    }
+}
+
+/// One deadline of one case, with what fristvakt keeps of the case beside it: the unit, the
+/// caseworker's address and the child's sex (for aggregated figures only); `withdrawn` when the
+/// case left the register or the deadline no longer exists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredDeadline {
+    pub case_ref: CaseRef,
+    pub unit: UnitCode,
+    pub caseworker: Option<EmailAddress>,
+    pub child_sex: Option<Sex>,
+    pub deadline: Deadline,
+    pub withdrawn: bool,
 }

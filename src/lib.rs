@@ -7,6 +7,7 @@
 pub mod app;
 pub mod commands;
 pub mod config;
+pub mod db;
 pub mod demo;
 pub mod digest;
 pub mod domain;

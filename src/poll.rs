@@ -172,7 +172,7 @@ async fn store_chunk(
     // ahead of every later change; it counts as "now" at most.
     let latest_credible = now + chrono::Duration::minutes(5);
     for raw in chunk {
-        if let Some(t) = raw.updated_at.as_deref().and_then(crate::state::parse_instant) {
+        if let Some(t) = raw.updated_at.as_deref().and_then(crate::db::parse_instant) {
             let t = t.min(latest_credible);
             report.newest_update = Some(report.newest_update.map_or(t, |n| n.max(t)));
         }

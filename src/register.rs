@@ -5,7 +5,7 @@
 //! so memory stays bounded however large the register is; a broken row is skipped with a reason
 //! that names its `case_ref` and the column, never another column's value.
 //!
-//! The register is read through the typed pool of its engine (`state::Pool`), every value as
+//! The register is read through the typed pool of its engine (`db::Pool`), every value as
 //! text: PostgreSQL casts the contract's `date`/`timestamptz`/`text` columns in the SELECT, and a
 //! SQLite value of another storage class becomes its text form, so a bad value rejects only its
 //! row (through [`validate`]) and never fails the whole poll.
@@ -20,11 +20,11 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqlitePool};
 
 use crate::config::{DatabaseUrl, Engine};
+use crate::db::{format_instant, with_pool, Pool};
 use crate::demo::DemoCase;
 use crate::domain::{CaseRef, EmailAddress, UnitCode};
 use crate::rules::calendar::{FIRST_YEAR, LAST_YEAR};
 use crate::rules::CaseDates;
-use crate::state::{format_instant, with_pool, Pool};
 
 /// The columns fristvakt reads, in order (contract §1).
 pub const COLUMNS: [&str; 12] = [
@@ -91,31 +91,7 @@ impl From<&DemoCase> for RawRow {
     }
 }
 
-/// The child's sex, kept only for aggregated compliance figures.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Sex {
-    Female,
-    Male,
-}
-
-impl Sex {
-    /// The stored code: `F` or `M`.
-    pub fn code(self) -> &'static str {
-        match self {
-            Sex::Female => "F",
-            Sex::Male => "M",
-        }
-    }
-
-    /// Reads a stored code back.
-    pub fn from_code(code: &str) -> Result<Sex, String> {
-        match code {
-            "F" => Ok(Sex::Female),
-            "M" => Ok(Sex::Male),
-            other => Err(format!("unknown sex code {other:?}")),
-        }
-    }
-}
+pub use crate::domain::Sex;
 
 /// A validated register row.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -239,7 +215,7 @@ pub fn validate(raw: &RawRow) -> Result<CaseRow, Rejection> {
     before(dates.investigation_extended_to, dates.investigation_opened_on, "investigation_extended_to")?;
     before(dates.investigation_closed_on, dates.investigation_opened_on, "investigation_closed_on")?;
     let updated_at = present(&raw.updated_at)
-        .and_then(|t| crate::state::parse_instant(&t))
+        .and_then(|t| crate::db::parse_instant(&t))
         .ok_or_else(|| reject(RejectReason::BadTimestamp, "updated_at"))?;
     let (caseworker, caseworker_invalid) = match present(&raw.caseworker) {
         None => (None, false),
@@ -384,7 +360,7 @@ impl Register {
             }
         })
         .map_err(|source| RegisterError::Query { view: self.view.clone(), source })?;
-        Ok(raw.and_then(|r| crate::state::parse_instant(&r)))
+        Ok(raw.and_then(|r| crate::db::parse_instant(&r)))
     }
 
     pub async fn close(&self) {

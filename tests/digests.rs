@@ -274,10 +274,10 @@ async fn once_per_manager_and_day(state_url: Option<&str>) {
     scene.sync(&app, today).await;
     let now = utc("2026-11-25T06:00:05Z");
 
-    let first = digest::enqueue_digests(state, settings, today, now).await.unwrap();
+    let first = jobs::digest::enqueue_digests(state, settings, today, now).await.unwrap();
     assert_eq!((first.built, first.enqueued, first.already_recorded), (2, 2, 0));
     for _ in 0..3 {
-        let again = digest::enqueue_digests(state, settings, today, now).await.unwrap();
+        let again = jobs::digest::enqueue_digests(state, settings, today, now).await.unwrap();
         assert_eq!((again.built, again.enqueued, again.already_recorded), (2, 0, 2));
     }
     app.close().await;
@@ -285,7 +285,7 @@ async fn once_per_manager_and_day(state_url: Option<&str>) {
     // A restart: a new store on the same database.
     let app = scene.app().await;
     let state = &app.state;
-    let again = digest::enqueue_digests(state, settings, today, utc("2026-11-25T08:00:00Z")).await.unwrap();
+    let again = jobs::digest::enqueue_digests(state, settings, today, utc("2026-11-25T08:00:00Z")).await.unwrap();
     assert_eq!(again.enqueued, 0);
     assert_eq!(scene.digest_job(&app, utc("2026-11-25T09:00:00Z")).await, None);
 

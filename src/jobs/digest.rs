@@ -1,12 +1,131 @@
 //! The digest job: each manager's daily digest, written to the outbox once a day.
 
+use chrono::{DateTime, NaiveDate, Utc};
+
 use crate::app::{App, Moment};
-use crate::digest::{self, DigestReport};
+use crate::config::Settings;
+use crate::digest::{build_digests, digest_key, run_key, Digest, DigestReport, DigestSchedule};
 use crate::jobs::JobError;
+use crate::notice::{self, Recipient};
+use crate::rules::Role;
+use crate::state::{DeadlineFilter, DigestRun, OutboxEntry, OutboxPayload, OutboxState, StateStore};
 
 /// When today's scheduled digest time has passed and today's digests are not yet recorded,
 /// records them (also when the daemon was down at the scheduled time and comes back the same
 /// day). `None` when nothing was due.
 pub async fn run_once(app: &App, at: Moment) -> Result<Option<DigestReport>, JobError> {
-    Ok(digest::run_due(&app.state, &app.settings, &app.schedule, at.now).await?)
+    run_due(&app.state, &app.settings, &app.schedule, at.now).await
+}
+
+/// Builds the digests of `today` from the stored deadlines and writes them to the outbox
+/// (insert-if-absent on [`digest_key`]), together with the record that today's run happened,
+/// in one transaction. Running it again, after a restart or on a second replica adds nothing.
+///
+/// The stored deadlines are read whole (open and closed, for the 30-day share): a city holds
+/// tens of thousands, a few megabytes once a day. If that grows, the share should be aggregated
+/// in SQL and only open deadlines due within a week loaded.
+pub async fn enqueue_digests(
+    state: &StateStore,
+    settings: &Settings,
+    today: NaiveDate,
+    now: DateTime<Utc>,
+) -> Result<DigestReport, JobError> {
+    let deadlines = state.deadlines(&DeadlineFilter::default()).await?;
+    let digests = build_digests(settings, &deadlines, today);
+    let mut entries: Vec<OutboxEntry> = digests.iter().map(|d| outbox_entry(settings, d, now)).collect();
+    entries.push(run_entry(settings, today, digests.len(), now));
+    let inserted = state.record_steps(&entries, &[], now).await?;
+    let enqueued = inserted.iter().filter(|k| k.starts_with("digest/")).count();
+    let report =
+        DigestReport { date: Some(today), built: digests.len(), enqueued, already_recorded: digests.len() - enqueued };
+    tracing::info!(
+        date = %today,
+        built = report.built,
+        enqueued = report.enqueued,
+        already_recorded = report.already_recorded,
+        "daily digests recorded"
+    );
+    Ok(report)
+}
+
+/// The daemon's digest job, for each fire time of the schedule and once at start-up: when
+/// today's scheduled time has passed (see `DigestSchedule::latest_at_or_before`) and today's
+/// digests are not yet recorded, records them. Returns `None` when nothing was due.
+///
+/// A day on which the sending window never opens again (a public holiday such as julafton, or
+/// after its closing hour) gets no digest: it would arrive the next working morning beside that
+/// day's own digest, with yesterday's figures.
+async fn run_due(
+    state: &StateStore,
+    settings: &Settings,
+    schedule: &DigestSchedule,
+    now: DateTime<Utc>,
+) -> Result<Option<DigestReport>, JobError> {
+    let tz = settings.timezone;
+    let today = now.with_timezone(&tz).date_naive();
+    if schedule.latest_at_or_before(now, tz).is_none() {
+        return Ok(None);
+    }
+    let opens = settings.mail.send_window.next_open(now, tz);
+    if opens.with_timezone(&tz).date_naive() != today {
+        tracing::info!(date = %today, "daily digests skipped: the sending window does not open again today");
+        return Ok(None);
+    }
+    if state.outbox_has_key(&run_key(today)).await? {
+        return Ok(None);
+    }
+    enqueue_digests(state, settings, today, now).await.map(Some)
+}
+
+fn outbox_entry(settings: &Settings, digest: &Digest, now: DateTime<Utc>) -> OutboxEntry {
+    let key = digest_key(&digest.manager, digest.date);
+    let recipients =
+        vec![Recipient { role: Role::Manager, address: digest.manager.clone(), instead_of_caseworker: false }];
+    OutboxEntry {
+        message_id: notice::message_id(&key, &settings.mail.from),
+        notice_key: key,
+        case_ref: None,
+        kind: None,
+        step: None,
+        recipients,
+        payload: OutboxPayload::Digest(Box::new(digest.clone())),
+        state: OutboxState::Pending,
+        not_before: now,
+    }
+}
+
+fn run_entry(settings: &Settings, date: NaiveDate, digests: usize, now: DateTime<Utc>) -> OutboxEntry {
+    let key = run_key(date);
+    OutboxEntry {
+        message_id: notice::message_id(&key, &settings.mail.from),
+        notice_key: key,
+        case_ref: None,
+        kind: None,
+        step: None,
+        recipients: Vec::new(),
+        payload: OutboxPayload::DigestRun(DigestRun { date, digests }),
+        // Skipped: a record, never claimed by the dispatcher.
+        state: OutboxState::Skipped,
+        not_before: now,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::digest::tests::{sample_digest, settings};
+
+    #[test]
+    fn digest_keys_are_per_manager_and_day_and_payload_round_trips() {
+        let s = settings("");
+        let digest = sample_digest(&s);
+        assert_eq!(digest_key(&digest.manager, digest.date), "digest/2026-11-25/ec.bromma@kommun.example");
+        let entry = outbox_entry(&s, &digest, Utc::now());
+        assert_eq!(entry.payload.category().as_str(), "digest");
+        let OutboxPayload::Digest(back) = &entry.payload else { panic!("{:?}", entry.payload) };
+        assert_eq!(**back, digest);
+        let recipients = &entry.recipients;
+        assert_eq!(recipients[0].role, Role::Manager);
+        assert_eq!(recipients[0].address.as_str(), "ec.bromma@kommun.example");
+    }
 }

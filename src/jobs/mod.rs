@@ -23,8 +23,7 @@ use crate::poll::{LadderReport, PollError, SyncReport};
 use crate::register::RegisterError;
 use crate::state::StateError;
 
-/// The lease that lets one replica at a time poll the register and evaluate ladders.
-pub const POLL_LEASE: &str = "poll";
+pub use crate::state::POLL_LEASE;
 
 /// Why a job failed. The daemon logs it and tries again at the job's next tick.
 #[derive(Debug, thiserror::Error)]

@@ -9,8 +9,7 @@ use sqlx::types::Json;
 use super::{
     column, parsed, parsed_opt, placeholders, query_error, with_pool, Get, StateError, StateStore, BATCH_ROWS,
 };
-use crate::domain::{CaseRef, EmailAddress, UnitCode};
-use crate::register::Sex;
+use crate::domain::{CaseRef, EmailAddress, Sex, UnitCode};
 use crate::rules::calendar::DayKind;
 use crate::rules::{Deadline, DueReason, Kind};
 
@@ -26,16 +25,7 @@ pub struct DeadlineRecord {
     pub row_updated_at: DateTime<Utc>,
 }
 
-/// A deadline as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredDeadline {
-    pub case_ref: CaseRef,
-    pub unit: UnitCode,
-    pub caseworker: Option<EmailAddress>,
-    pub child_sex: Option<Sex>,
-    pub deadline: Deadline,
-    pub withdrawn: bool,
-}
+pub use crate::domain::StoredDeadline;
 
 /// Which stored deadlines to list.
 #[derive(Debug, Clone, Default)]

@@ -4,6 +4,9 @@ use chrono::{DateTime, Utc};
 
 use super::{query_error, with_pool, StateError, StateStore};
 
+/// The lease that lets one replica at a time poll the register and evaluate ladders.
+pub const POLL_LEASE: &str = "poll";
+
 impl StateStore {
     /// Takes or renews the named lease for `holder` until `until`; false when another holder has it.
     pub async fn acquire_lease(
