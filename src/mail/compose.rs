@@ -13,8 +13,10 @@
 //! A mail carries the case reference, unit, kind, dates, days left or overdue, the case link and
 //! the role addresses it went to — nothing else from the register (contract §3).
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
+use std::sync::{Mutex, OnceLock};
 
 use chrono::NaiveDate;
 use lettre::message::header::{HeaderName, HeaderValue};
@@ -81,7 +83,7 @@ pub fn compose_digest(settings: &Settings, digest: &Digest, message_id: &str) ->
 pub fn digest_text(settings: &Settings, digest: &Digest) -> Result<String, ComposeError> {
     let env = environment(settings);
     let name = template_name("digest", settings.mail.language, "txt");
-    render(&env, &name, &digest::Context::new(settings, digest))
+    render(env, &name, &digest::Context::new(settings, digest))
 }
 
 /// The digest as plain text for `fristvakt digest --dry-run`: the recipient and subject, then
@@ -166,7 +168,7 @@ pub fn check_digest_templates(settings: &Settings) -> Result<(), ComposeError> {
 /// The explanation of a deadline in the configured language, one sentence a line: the lines
 /// `fristvakt explain` prints and a notice mail carries.
 pub fn explanation_lines(settings: &Settings, explanation: &Explanation) -> Result<Vec<String>, ComposeError> {
-    render_explanation(&environment(settings), settings.mail.language, explanation)
+    render_explanation(environment(settings), settings.mail.language, explanation)
 }
 
 fn render_explanation(
@@ -216,13 +218,13 @@ fn render_notice(
     let lang = settings.mail.language;
     let env = environment(settings);
     let options = RuleOptions { holiday_rule: settings.calendar.holiday_rule };
-    let explanation = render_explanation(&env, lang, &Explanation::new(&payload.deadline(), today, options))?;
+    let explanation = render_explanation(env, lang, &Explanation::new(&payload.deadline(), today, options))?;
     let context = NoticeContext::new(settings, payload, recipients, today, explanation);
-    let subject = render(&env, &template_name("notice", lang, "subject"), &context)?;
+    let subject = render(env, &template_name("notice", lang, "subject"), &context)?;
     // A subject is one line whatever a template does with whitespace.
     let subject = subject.split_whitespace().collect::<Vec<_>>().join(" ");
     let with_subject = WithSubject { subject: &subject, notice: &context };
-    render_alternatives(&env, "notice", lang, subject.clone(), &with_subject)
+    render_alternatives(env, "notice", lang, subject.clone(), &with_subject)
 }
 
 /// A digest's subject and both parts; the HTML escaped like a notice's (`html_formatter`).
@@ -230,7 +232,7 @@ pub(crate) fn render_digest(settings: &Settings, digest: &Digest) -> Result<Rend
     let lang = settings.mail.language;
     let env = environment(settings);
     let context = digest::Context::new(settings, digest);
-    render_alternatives(&env, "digest", lang, digest::subject(lang, digest), &context)
+    render_alternatives(env, "digest", lang, digest::subject(lang, digest), &context)
 }
 
 /// Renders the text and the HTML template of `family` (`notice`, `digest`) with `context`.
@@ -309,7 +311,18 @@ fn mailbox(address: &str, index: usize) -> Result<Mailbox, ComposeError> {
     Ok(Mailbox::new(None, address))
 }
 
-fn environment(settings: &Settings) -> Environment<'static> {
+/// The template environment of the process: one per template source (the built-in templates
+/// and `mail.templates_dir`), built on first use — by the start-up check of [`check_templates`] —
+/// and kept, so that every template is loaded and compiled once.
+fn environment(settings: &Settings) -> &'static Environment<'static> {
+    static ENVIRONMENTS: OnceLock<Mutex<HashMap<Option<PathBuf>, &'static Environment<'static>>>> = OnceLock::new();
+    let mut built = ENVIRONMENTS.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    built
+        .entry(settings.mail.templates_dir.clone())
+        .or_insert_with(|| Box::leak(Box::new(new_environment(settings.mail.templates_dir.clone()))))
+}
+
+fn new_environment(dir: Option<PathBuf>) -> Environment<'static> {
     let mut env = Environment::new();
     env.set_trim_blocks(true);
     env.set_lstrip_blocks(true);
@@ -318,7 +331,6 @@ fn environment(settings: &Settings) -> Environment<'static> {
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_auto_escape_callback(|name| if name.ends_with(".html.j2") { AutoEscape::Html } else { AutoEscape::None });
     env.set_formatter(html_formatter);
-    let dir: Option<PathBuf> = settings.mail.templates_dir.clone();
     env.set_loader(move |name| {
         if let Some(dir) = &dir {
             let path = dir.join(name);
@@ -773,7 +785,11 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().starts_with("mail template notice.sv.txt.j2"), "{err}");
         assert!(check_templates(&s).is_err());
-        std::fs::write(dir.path().join("notice.sv.txt.j2"), "Eget: {{ case_ref }}\n").unwrap();
+        // Templates are loaded once per process: a corrected override takes effect at the next
+        // start, here a directory not loaded before.
+        let fixed = tempfile::tempdir().unwrap();
+        std::fs::write(fixed.path().join("notice.sv.txt.j2"), "Eget: {{ case_ref }}\n").unwrap();
+        s.mail.templates_dir = Some(fixed.path().to_path_buf());
         assert_eq!(rendered(&s, &christmas_assessment(0), &caseworker(), "2026-12-28").text, "Eget: 2026-BU-0142\n");
         assert!(check_templates(&s).is_ok());
         assert!(check_templates(&settings("en")).is_ok());
@@ -1105,7 +1121,9 @@ mod tests {
             assert!(text.ends_with("\n\nEgen mall 2026-11-25: 1 försenad, 1 förfaller inom 7 dagar\n"), "{text}");
             // The HTML template was not overridden and still renders.
             check_templates(&s).unwrap();
-            std::fs::write(dir.path().join("digest.sv.html.j2"), "{{ no_such_value }}").unwrap();
+            let broken = tempfile::tempdir().unwrap();
+            std::fs::write(broken.path().join("digest.sv.html.j2"), "{{ no_such_value }}").unwrap();
+            let s = settings(&format!("[mail]\ntemplates_dir = \"{}\"\n", broken.path().display()));
             assert!(matches!(compose_digest(&s, &sample_digest(&s), "<z@k.se>"), Err(ComposeError::Template { .. })));
         }
     }
