@@ -123,6 +123,11 @@ fn main() -> ExitCode {
     };
     fristvakt::telemetry::init(&settings.log);
     if matches!(cli.command, Command::CheckConfig) {
+        // The mail templates, built in or overridden by `mail.templates_dir`, are configuration too.
+        if let Err(e) = fristvakt::mail::compose::check_templates(&settings) {
+            eprintln!("fristvakt: mail.templates_dir: {e}");
+            return ExitCode::from(78);
+        }
         println!("configuration ok");
         return ExitCode::SUCCESS;
     }

@@ -75,3 +75,14 @@ fn a_sending_window_that_never_opens_is_refused() {
     let out = fristvakt(None, &["check-config"], &[("FRISTVAKT__MAIL__SEND_WINDOW", "Sat,Sun 10:00-12:00")]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
+
+#[test]
+fn a_broken_template_override_is_a_configuration_error() {
+    let ws = Workspace::new();
+    std::fs::create_dir(ws.path("templates")).unwrap();
+    std::fs::write(ws.path("templates/notice.sv.txt.j2"), "{{ case_ref }} {{ child_name }}\n").unwrap();
+    let dir = ws.path("templates").display().to_string();
+    let out = fristvakt(None, &["check-config"], &[("FRISTVAKT__MAIL__TEMPLATES_DIR", dir.as_str())]);
+    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+    assert!(stderr(&out).contains("mail.templates_dir: mail template notice.sv.txt.j2"), "{}", stderr(&out));
+}
