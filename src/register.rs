@@ -211,7 +211,8 @@ pub fn validate(raw: &RawRow) -> Result<CaseRow, Rejection> {
     before(dates.protection_assessed_on, dates.received_on, "protection_assessed_on")?;
     before(dates.assessment_decided_on, dates.received_on, "assessment_decided_on")?;
     before(dates.assessment_extended_to, dates.received_on, "assessment_extended_to")?;
-    before(dates.investigation_opened_on, dates.received_on, "investigation_opened_on")?;
+    // An investigation opened before the report is not a broken row: the report came in during
+    // (or after) the investigation (see `rules::deadlines_for`).
     before(dates.investigation_extended_to, dates.investigation_opened_on, "investigation_extended_to")?;
     before(dates.investigation_closed_on, dates.investigation_opened_on, "investigation_closed_on")?;
     let updated_at = present(&raw.updated_at)

@@ -291,18 +291,30 @@ pub fn deadlines_for(dates: &CaseDates, options: RuleOptions) -> Vec<Deadline> {
             closed_on: dates.protection_assessed_on,
             due_reason: DueReason::NextDay,
         });
-        // The receipt day is day 0: received Monday 3 March, last day Monday 17 March.
-        let nominal = shift_days_saturating(received_on, 14);
-        let (due_on, due_reason) = legal_due(nominal, dates.assessment_extended_to, options);
-        deadlines.push(Deadline {
-            kind: Kind::Assessment,
-            start_on: received_on,
-            nominal_due_on: nominal,
-            due_on,
-            // Opening an investigation is itself the decision the assessment leads to.
-            closed_on: dates.assessment_decided_on.or(dates.investigation_opened_on),
-            due_reason,
-        });
+        // A report about a child already under this row's open investigation (opened before the
+        // report came in, not closed before it) needs no preliminary assessment: the
+        // investigation takes the new information in. A report on the day the investigation
+        // opens is an ordinary one, whose assessment the opening closes.
+        let opened_before = dates.investigation_opened_on.filter(|opened| *opened < received_on);
+        let during_investigation =
+            opened_before.is_some() && dates.investigation_closed_on.is_none_or(|closed| closed >= received_on);
+        if !during_investigation {
+            // The receipt day is day 0: received Monday 3 March, last day Monday 17 March.
+            let nominal = shift_days_saturating(received_on, 14);
+            let (due_on, due_reason) = legal_due(nominal, dates.assessment_extended_to, options);
+            deadlines.push(Deadline {
+                kind: Kind::Assessment,
+                start_on: received_on,
+                nominal_due_on: nominal,
+                due_on,
+                // Opening an investigation is itself the decision the assessment leads to; an
+                // investigation opened (and closed) before the report came in is not.
+                closed_on: dates
+                    .assessment_decided_on
+                    .or(dates.investigation_opened_on.filter(|opened| *opened >= received_on)),
+                due_reason,
+            });
+        }
     }
     if let Some(opened_on) = dates.investigation_opened_on {
         let nominal = add_months(opened_on, 4);
@@ -402,6 +414,46 @@ mod tests {
 
     fn find(dates: &CaseDates, options: RuleOptions, kind: Kind) -> Option<Deadline> {
         deadlines_for(dates, options).into_iter().find(|deadline| deadline.kind == kind)
+    }
+
+    /// A report while the row's own investigation is open gets a protection clock and no
+    /// assessment clock; on the opening day it is an ordinary report; after the investigation
+    /// closed, its assessment is open until decided.
+    #[test]
+    fn a_report_during_an_open_investigation_needs_no_assessment() {
+        let kinds =
+            |pairs: &[(&str, &str)]| -> Vec<String> { deadlines_for(&row(pairs), ON).iter().map(render).collect() };
+        assert_eq!(
+            kinds(&[("investigation_opened_on", "2026-03-02"), ("received_on", "2026-04-10")]),
+            [
+                "protection from 2026-04-10: nominal 2026-04-10, due 2026-04-11 (next day), open",
+                "investigation from 2026-03-02: nominal 2026-07-02, due 2026-07-02 (nominal), open",
+            ]
+        );
+        // The investigation closes on the report's day: still open when the report came in.
+        assert_eq!(
+            kinds(&[
+                ("investigation_opened_on", "2026-03-02"),
+                ("investigation_closed_on", "2026-04-10"),
+                ("received_on", "2026-04-10"),
+            ])
+            .len(),
+            2
+        );
+        // The same day: an ordinary report, its assessment closed by the opening.
+        let same_day = kinds(&[("received_on", "2026-03-02"), ("investigation_opened_on", "2026-03-02")]);
+        assert_eq!(
+            same_day[1],
+            "assessment from 2026-03-02: nominal 2026-03-16, due 2026-03-16 (nominal), closed 2026-03-02"
+        );
+        // After the investigation closed: a new report with an open assessment.
+        let after = kinds(&[
+            ("investigation_opened_on", "2026-01-05"),
+            ("investigation_closed_on", "2026-03-20"),
+            ("received_on", "2026-04-10"),
+        ]);
+        assert_eq!(after[1], "assessment from 2026-04-10: nominal 2026-04-24, due 2026-04-24 (nominal), open");
+        assert_eq!(after.len(), 3);
     }
 
     #[test]

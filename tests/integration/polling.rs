@@ -463,3 +463,47 @@ async fn a_sqlite_view_of_any_storage_class_rejects_only_the_bad_rows() {
     assert!(!stored.is_empty());
     assert!(stored.iter().all(|d| d.case_ref.as_str() == "2026-BU-0001"), "{stored:?}");
 }
+
+/// A new report about a child under the row's own open investigation is valid: the
+/// investigation's deadline keeps following the register (it froze when the row was rejected),
+/// the report gets a protection clock and no assessment clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_during_an_open_investigation_is_read_not_rejected() {
+    let ws = Workspace::new();
+    let settings = ws.settings("");
+    let url = format!("{}?mode=rwc", ws.sqlite_url("register.db"));
+    sqlite_exec(
+        &url,
+        "CREATE TABLE fristvakt_cases (case_ref TEXT, unit TEXT, caseworker TEXT, child_sex TEXT, received_on TEXT, \
+         protection_assessed_on TEXT, assessment_decided_on TEXT, assessment_extended_to TEXT, \
+         investigation_opened_on TEXT, investigation_extended_to TEXT, investigation_closed_on TEXT, updated_at TEXT)",
+    )
+    .await;
+    sqlite_exec(
+        &url,
+        "INSERT INTO fristvakt_cases VALUES ('2026-BU-0300', 'BRO-BU', NULL, 'M', '2026-02-20', '2026-02-20', \
+         NULL, NULL, '2026-03-02', NULL, NULL, '2026-03-02T09:00:00Z')",
+    )
+    .await;
+    let app = start(&settings).await;
+    let first = poll(&app, date("2026-04-01"), Utc.with_ymd_and_hms(2026, 4, 1, 9, 0, 0).unwrap()).await;
+    assert_eq!((first.rows_read, first.rows_rejected()), (1, 0));
+
+    // A new report on 10 April while the investigation is open; the investigation is extended.
+    sqlite_exec(
+        &url,
+        "UPDATE fristvakt_cases SET received_on = '2026-04-10', protection_assessed_on = NULL, \
+         investigation_extended_to = '2026-08-31', updated_at = '2026-04-10T09:00:00Z'",
+    )
+    .await;
+    let second = poll(&app, date("2026-04-10"), Utc.with_ymd_and_hms(2026, 4, 10, 9, 5, 0).unwrap()).await;
+    assert_eq!((second.rows_read, second.rows_rejected()), (1, 0), "{:?}", second.rejected);
+    let stored = app.state.deadlines(&DeadlineFilter::default()).await.unwrap();
+    let kinds: Vec<(rules::Kind, String)> =
+        stored.iter().map(|d| (d.deadline.kind, d.deadline.due_on.to_string())).collect();
+    assert_eq!(
+        kinds,
+        [(rules::Kind::Investigation, "2026-08-31".into()), (rules::Kind::Protection, "2026-04-11".into())],
+        "the investigation follows its extension; no assessment clock"
+    );
+}
