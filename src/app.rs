@@ -7,7 +7,7 @@
 //! [`App::open_for_reading`] builds the same value for the show commands without writing to the
 //! state database.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -89,6 +89,10 @@ pub struct App {
     register: RwLock<Option<Arc<Register>>>,
     /// Unix seconds of the job loop's last sign of life, for the watchdog.
     heartbeat: AtomicI64,
+    /// Polls failed in a row; after a few, the poll lease is given up for a healthy replica.
+    pub(crate) poll_failures: AtomicU32,
+    /// Whether this process held the poll lease at its last attempt to take it.
+    pub(crate) holds_poll_lease: AtomicBool,
 }
 
 impl App {
@@ -151,12 +155,20 @@ impl App {
             shutdown: CancellationToken::new(),
             register: RwLock::new(None),
             heartbeat: AtomicI64::new(now.timestamp()),
+            poll_failures: AtomicU32::new(0),
+            holds_poll_lease: AtomicBool::new(false),
         }
     }
 
     /// Records a sign of life of the job loop.
     pub fn beat(&self, now: DateTime<Utc>) {
         self.heartbeat.store(now.timestamp(), Ordering::Relaxed);
+    }
+
+    /// Whether this process held the poll lease at its last attempt (shown by /readyz and
+    /// `fristvakt_poll_lease_held`).
+    pub fn holds_poll_lease(&self) -> bool {
+        self.holds_poll_lease.load(Ordering::Relaxed)
     }
 
     /// Unix seconds of the last sign of life.
@@ -234,6 +246,46 @@ impl App {
         let _ = self.state.release_lease(crate::state::POLL_LEASE, &self.holder).await;
         self.forget_register().await;
         self.state.close().await;
+    }
+}
+
+/// An exclusive lock on a SQLite state database, held by the daemon for its whole life: SQLite
+/// state serves one daemon (several replicas share a PostgreSQL state). Released on drop and
+/// by the operating system when the process ends, however it ends.
+#[derive(Debug)]
+pub struct StateLock {
+    _file: std::fs::File,
+}
+
+/// Takes the [`StateLock`] of a SQLite state database (`<state file>.lock`); `None` for
+/// PostgreSQL or an in-memory database. A second daemon on the same file gets a clear error.
+pub fn lock_sqlite_state(settings: &Settings) -> Result<Option<StateLock>, AppError> {
+    let url = &settings.state.url;
+    let Some(path) = url.sqlite_path().filter(|_| url.engine == Engine::Sqlite) else {
+        return Ok(None);
+    };
+    let lock_path = std::path::PathBuf::from(format!("{}.lock", path.display()));
+    if let Some(dir) = lock_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| AppError::Runtime(format!("state.url: cannot create {}: {e}", dir.display())))?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| AppError::Runtime(format!("state.url: cannot open {}: {e}", lock_path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(StateLock { _file: file })),
+        Err(std::fs::TryLockError::WouldBlock) => Err(AppError::Runtime(format!(
+            "state database {} is in use by another fristvakt daemon (lock {}): a SQLite state serves one \
+             daemon; run several replicas on a PostgreSQL state",
+            path.display(),
+            lock_path.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(AppError::Runtime(format!("state.url: cannot lock {}: {e}", lock_path.display())))
+        }
     }
 }
 

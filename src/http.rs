@@ -29,7 +29,10 @@ async fn healthz() -> &'static str {
 /// younger than two poll intervals; else 503 with a short reason.
 async fn readyz(State(shared): State<Arc<App>>) -> Response {
     match shared.readiness(Utc::now()).await {
-        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Ok(()) if shared.holds_poll_lease() => {
+            (StatusCode::OK, "ready; this replica polls the register\n").into_response()
+        }
+        Ok(()) => (StatusCode::OK, "ready; another replica polls the register\n").into_response(),
         Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {reason}\n")).into_response(),
     }
 }

@@ -166,6 +166,7 @@ pub struct Metrics {
     smtp_errors: Family<ClassLabels, Counter>,
     digests_sent: Counter,
     caseworker_fallbacks: Counter,
+    poll_lease_held: Gauge,
 }
 
 impl Default for Metrics {
@@ -205,6 +206,7 @@ impl Metrics {
             smtp_errors: Family::default(),
             digests_sent: Counter::default(),
             caseworker_fallbacks: Counter::default(),
+            poll_lease_held: Gauge::default(),
         };
         // Registered in the order they are rendered. Counters without `_total`, the info
         // metric without `_info`: the encoder appends them. Each handle shares its values
@@ -241,6 +243,11 @@ impl Metrics {
             "fristvakt_caseworker_fallbacks",
             "Notices sent to the team lead because the caseworker address was missing or invalid",
             m.caseworker_fallbacks.clone(),
+        );
+        m.registry.register(
+            "fristvakt_poll_lease_held",
+            "1 while this replica holds the poll lease (polls the register), else 0",
+            m.poll_lease_held.clone(),
         );
 
         // Every bounded label set is exposed from the start, at zero: an empty family is not
@@ -343,6 +350,10 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition (format 0.0.4).
+    pub fn set_poll_lease_held(&self, held: bool) {
+        self.poll_lease_held.set(i64::from(held));
+    }
+
     pub fn render(&self) -> String {
         let _snapshot = read(&self.snapshot);
         let mut out = String::with_capacity(8192);
@@ -459,6 +470,7 @@ mod tests {
                 "# TYPE fristvakt_smtp_errors_total counter",
                 "# TYPE fristvakt_digests_sent_total counter",
                 "# TYPE fristvakt_caseworker_fallbacks_total counter",
+                "# TYPE fristvakt_poll_lease_held gauge",
             ]
         );
         assert!(!text.contains("_total_total"), "{text}");

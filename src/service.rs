@@ -24,6 +24,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 pub async fn run(settings: Arc<Settings>) -> Result<(), AppError> {
     // Unique per process across hosts: it marks this replica's leases and outbox claims.
     let holder = format!("{}-{}-{:08x}", hostname(), std::process::id(), rand::random::<u32>());
+    let _state_lock = crate::app::lock_sqlite_state(&settings)?;
     let app = Arc::new(App::start(settings.clone(), holder, Utc::now()).await?);
     let listener = tokio::net::TcpListener::bind(settings.http.listen)
         .await

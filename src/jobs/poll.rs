@@ -1,5 +1,6 @@
 //! The poll job: the register's changes in, deadlines and reached ladder steps out.
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::app::{App, Moment};
@@ -20,6 +21,11 @@ pub async fn scheduled(app: &App, at: Moment) -> Result<Option<PollReport>, JobE
     cycle(app, at, full).await
 }
 
+/// Consecutive failed polls after which a replica gives up the poll lease, so that a healthy
+/// replica (one that can reach the register) takes over at its next tick instead of waiting for
+/// the lease to expire.
+pub const FAILURES_BEFORE_LEASE_RELEASE: u32 = 2;
+
 /// The poll, with every row read when `force_full`.
 pub(crate) async fn cycle(app: &App, at: Moment, force_full: bool) -> Result<Option<PollReport>, JobError> {
     if !take_lease(app, at).await? {
@@ -35,10 +41,29 @@ pub(crate) async fn cycle(app: &App, at: Moment, force_full: bool) -> Result<Opt
     app.metrics.observe_poll(pass, started.elapsed(), result.is_ok());
     match result {
         Ok(report) => {
+            app.poll_failures.store(0, Ordering::Relaxed);
             app.metrics.set_last_successful_poll(at.now.timestamp() as f64);
             Ok(Some(report))
         }
-        Err(e) => Err(e),
+        Err(e) => {
+            let failures = app.poll_failures.fetch_add(1, Ordering::Relaxed) + 1;
+            if failures >= FAILURES_BEFORE_LEASE_RELEASE {
+                tracing::warn!(failures, "polls keep failing; giving up the poll lease for a healthy replica");
+                release_lease(app).await;
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Gives up the poll lease if this process holds it.
+pub(crate) async fn release_lease(app: &App) {
+    match app.state.release_lease(POLL_LEASE, &app.holder).await {
+        Ok(()) => {
+            app.holds_poll_lease.store(false, Ordering::Relaxed);
+            app.metrics.set_poll_lease_held(false);
+        }
+        Err(e) => tracing::warn!("could not give up the poll lease (it expires by itself): {e}"),
     }
 }
 
@@ -69,5 +94,8 @@ async fn poll(app: &App, at: Moment, force_full: bool) -> Result<PollReport, Job
 pub(crate) async fn take_lease(app: &App, at: Moment) -> Result<bool, JobError> {
     let lease_for = chrono::Duration::from_std(app.settings.register.poll_interval * 2 + Duration::from_secs(600))
         .unwrap_or(chrono::Duration::minutes(30));
-    Ok(app.state.acquire_lease(POLL_LEASE, &app.holder, at.now, at.now + lease_for).await?)
+    let held = app.state.acquire_lease(POLL_LEASE, &app.holder, at.now, at.now + lease_for).await?;
+    app.holds_poll_lease.store(held, Ordering::Relaxed);
+    app.metrics.set_poll_lease_held(held);
+    Ok(held)
 }

@@ -507,3 +507,35 @@ async fn a_report_during_an_open_investigation_is_read_not_rejected() {
         "the investigation follows its extension; no assessment clock"
     );
 }
+
+/// A replica whose polls keep failing (it cannot reach the register) gives up the poll lease, so
+/// a healthy replica polls at its next tick instead of waiting for the lease to expire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_cannot_poll_gives_up_the_lease_to_a_healthy_one() {
+    let ws = Workspace::new();
+    let healthy = ws.settings("");
+    let today = date(TODAY);
+    register::write_demo_cases(&healthy.register.url, &healthy.register.view, demo_cases(30, 2, today, 0))
+        .await
+        .unwrap();
+    let mut broken = healthy.clone();
+    broken.register.url = config::DatabaseUrl::parse(&ws.sqlite_url("unreachable.db")).unwrap();
+    let a = App::start(Arc::new(broken), "replica-a", Utc::now()).await.unwrap();
+    let b = App::start(Arc::new(healthy), "replica-b", Utc::now()).await.unwrap();
+    let t0 = Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap();
+    let at = |minutes: i64| Moment::on(today, t0 + chrono::Duration::minutes(minutes));
+
+    assert!(jobs::poll::run_once(&a, at(0)).await.is_err(), "a cannot read its register");
+    assert!(a.holds_poll_lease());
+    assert!(jobs::poll::run_once(&b, at(1)).await.unwrap().is_none(), "a holds the lease");
+    assert!(!b.holds_poll_lease());
+    assert!(jobs::poll::run_once(&a, at(5)).await.is_err());
+    assert!(!a.holds_poll_lease(), "a gave the lease up after its second failure");
+    let report = jobs::poll::run_once(&b, at(6)).await.unwrap().expect("b polls now");
+    assert_eq!(report.sync.rows_read, 30);
+    assert!(b.holds_poll_lease());
+    assert!(b.metrics.render().contains("fristvakt_poll_lease_held 1"), "{}", b.metrics.render());
+    assert!(a.metrics.render().contains("fristvakt_poll_lease_held 0"));
+    a.close().await;
+    b.close().await;
+}

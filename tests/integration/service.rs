@@ -299,3 +299,33 @@ fn the_systemd_unit_verifies_and_is_hardened() {
         assert!(unit.contains(key), "{key}");
     }
 }
+
+#[test]
+fn a_second_daemon_on_the_same_sqlite_state_is_refused() {
+    let ws = Workspace::new();
+    let port = free_port();
+    let cfg = ws.config(&format!("[http]\nlisten = \"127.0.0.1:{port}\"\n"));
+    let _first = spawn_daemon(&cfg, &ws.path("notify.sock"));
+    wait_until("healthz 200", Duration::from_secs(60), || get(port, "/healthz").map(|r| r.0) == Some(200));
+
+    let other_port = free_port();
+    let second = Command::new(env!("CARGO_BIN_EXE_fristvakt"))
+        .arg("--config")
+        .arg(&cfg)
+        .arg("run")
+        .env_remove("FRISTVAKT_CONFIG")
+        .env("FRISTVAKT__HTTP__LISTEN", format!("127.0.0.1:{other_port}"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut second = ChildGuard::new(second);
+    let status = second.wait_timeout(Duration::from_secs(30)).expect("the second daemon exits at once");
+    let mut err = String::new();
+    second.child_mut().stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("in use by another fristvakt daemon"), "{err}");
+    assert!(get(other_port, "/healthz").is_none());
+    assert_eq!(get(port, "/healthz").map(|r| r.0), Some(200), "the first daemon runs on");
+}
