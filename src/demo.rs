@@ -532,7 +532,7 @@ impl Generator {
             BrokenKind::UnparsableDate => {
                 // Alternate an impossible day and a foreign format, in two different columns.
                 let year = self.today.year();
-                if (index / BrokenKind::ALL.len()) % 2 == 0 {
+                if (index / BrokenKind::ALL.len()).is_multiple_of(2) {
                     case.received_on = Some(format!("{year:04}-02-30"));
                 } else {
                     case.assessment_decided_on = Some(format!("31/12/{:04}", year - 1));
