@@ -251,7 +251,11 @@ impl Register {
         // YYYY-MM-DD, `timestamptz` is rendered as RFC 3339 UTC with microseconds); SQLite hands
         // out what the view holds, of any storage class (see `SqliteRow::text`).
         let (columns, newest) = match url.engine {
-            Engine::Sqlite => (COLUMNS.join(", "), "MAX(updated_at)".to_string()),
+            // Instants are compared as instants, not as text: a value with a space separator or an
+            // offset (`2026-03-03 10:05:00+01:00`) sorts differently from the UTC `…T…Z` form.
+            Engine::Sqlite => {
+                (COLUMNS.join(", "), "strftime('%Y-%m-%dT%H:%M:%fZ', MAX(julianday(updated_at)))".to_string())
+            }
             Engine::Postgres => (
                 COLUMNS
                     .iter()
@@ -269,7 +273,16 @@ impl Register {
             pool,
             view: view.to_string(),
             select_all: format!("SELECT {columns} FROM {view}"),
-            select_since: format!("SELECT {columns} FROM {view} WHERE updated_at >= $1"),
+            select_since: match url.engine {
+                // The text bound ($1, the day before) keeps an index on updated_at usable: any
+                // value whose instant is at or after `since` has a text date no earlier than the
+                // day before, whatever its separator or offset. julianday() then compares the
+                // instants exactly.
+                Engine::Sqlite => {
+                    format!("SELECT {columns} FROM {view} WHERE updated_at >= $1 AND julianday(updated_at) >= julianday($2)")
+                }
+                Engine::Postgres => format!("SELECT {columns} FROM {view} WHERE updated_at >= $1"),
+            },
             select_one: format!("SELECT {columns} FROM {view} WHERE case_ref = $1"),
             select_newest: format!("SELECT {newest} FROM {view}"),
         }
@@ -313,8 +326,11 @@ impl Register {
             Pool::Sqlite(p) => {
                 let rows = match since {
                     None => sqlx::query(&self.select_all).fetch(p),
-                    // The SQLite register holds RFC 3339 UTC text (contract §1), compared as text.
-                    Some(t) => sqlx::query(&self.select_since).bind(format_instant(t)).fetch(p),
+                    // The SQLite register holds RFC 3339 text (contract §1), compared as instants.
+                    Some(t) => sqlx::query(&self.select_since)
+                        .bind((t - chrono::Duration::days(1)).format("%Y-%m-%d").to_string())
+                        .bind(format_instant(t))
+                        .fetch(p),
                 };
                 rows.map(move |row| row.and_then(|row| raw_row(&row)).map_err(&error)).boxed()
             }

@@ -539,3 +539,46 @@ async fn a_replica_that_cannot_poll_gives_up_the_lease_to_a_healthy_one() {
     a.close().await;
     b.close().await;
 }
+
+/// On SQLite, `updated_at` text with a space separator or an offset is compared as the instant it
+/// names: text order would miss both changes below (a space sorts before `T`; `08:00-05:00` is
+/// 13:00 UTC but sorts before `09:50`, the watermark minus the overlap).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_timestamps_with_spaces_or_offsets_are_compared_as_instants() {
+    let ws = Workspace::new();
+    let settings = ws.settings("");
+    let today = date(TODAY);
+    register::write_demo_cases(&settings.register.url, &settings.register.view, demo_cases(20, 6, today, 0))
+        .await
+        .unwrap();
+    sqlite_exec(settings.register.url.expose(), "UPDATE fristvakt_cases SET updated_at = '2026-11-25T10:00:00Z'").await;
+    let app = start(&settings).await;
+    let first = poll(&app, today, Utc.with_ymd_and_hms(2026, 11, 25, 12, 1, 0).unwrap()).await;
+    assert_eq!(first.rows_read, 20);
+
+    // Two rows move to another unit, stamped in forms other than `…T…Z`.
+    sqlite_exec(
+        settings.register.url.expose(),
+        "UPDATE fristvakt_cases SET unit = 'NEW-BU', updated_at = CASE case_ref \
+           WHEN (SELECT MIN(case_ref) FROM fristvakt_cases) THEN '2026-11-25 12:30:00+00:00' \
+           ELSE '2026-11-25T08:00:00-05:00' END \
+         WHERE case_ref IN (SELECT case_ref FROM fristvakt_cases ORDER BY case_ref LIMIT 2)",
+    )
+    .await;
+    let second = poll(&app, today, Utc.with_ymd_and_hms(2026, 11, 25, 13, 5, 0).unwrap()).await;
+    assert_eq!(second.rows_rejected(), 0);
+    let moved: BTreeSet<String> = app
+        .state
+        .deadlines(&DeadlineFilter { unit: Some("NEW-BU".into()), ..DeadlineFilter::default() })
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| d.case_ref.to_string())
+        .collect();
+    assert_eq!(moved.len(), 2, "both changed rows were read: {moved:?}");
+    let watermark = app.state.poll_state().await.unwrap().watermark.unwrap();
+    assert_eq!(watermark, Utc.with_ymd_and_hms(2026, 11, 25, 13, 0, 0).unwrap(), "the newest instant");
+    let again = poll(&app, today, Utc.with_ymd_and_hms(2026, 11, 25, 13, 10, 0).unwrap()).await;
+    assert_eq!(again.rows_read, 1, "only the row inside the overlap before 13:00 UTC is read again");
+    app.close().await;
+}
