@@ -15,7 +15,7 @@ use crate::jobs::{self, JobError, PollReport};
 use crate::mail::{self, Mailer, MailerError};
 use crate::register::{self, RegisterError};
 use crate::rules::{Kind, Status};
-use crate::state::{StateError, StateStore, StoredDeadline};
+use crate::state::{OutboxState, RetryOutcome, StateError, StateStore, StoredDeadline};
 
 /// Why a command failed; each maps to an exit code.
 #[derive(Debug, thiserror::Error)]
@@ -304,4 +304,68 @@ pub async fn explain(settings: Arc<Settings>, case_ref: &str, today: Option<Naiv
     });
     print!("{text}");
     Ok(())
+}
+
+/// `outbox list`: the newest outbox rows (of one state), with key, state, attempts and the last
+/// error; nothing personal (keys hold case references and role addresses only), nothing written.
+pub async fn outbox_list(settings: Arc<Settings>, state: Option<OutboxState>, limit: u32) -> Result<(), CommandError> {
+    let app = App::open_for_reading(settings, Utc::now()).await?;
+    let rows = app.state.outbox_listing(state, i64::from(limit)).await;
+    app.state.close().await;
+    let rows = rows?;
+    let stdout = std::io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    let io = |e: std::io::Error| CommandError::Runtime(format!("cannot write the output: {e}"));
+    writeln!(out, "{:<60} {:<9} {:>8} {:<20} {:<20} LAST_ERROR", "KEY", "STATE", "ATTEMPTS", "CREATED", "NEXT_ATTEMPT")
+        .map_err(io)?;
+    for row in &rows {
+        let error: String =
+            row.last_error.as_deref().unwrap_or("-").chars().filter(|c| !c.is_control()).take(100).collect();
+        writeln!(
+            out,
+            "{:<60} {:<9} {:>8} {:<20} {:<20} {error}",
+            row.notice_key,
+            row.state.as_str(),
+            row.attempts,
+            row.created_at.format("%Y-%m-%dT%H:%M:%SZ"),
+            row.next_attempt_at.format("%Y-%m-%dT%H:%M:%SZ"),
+        )
+        .map_err(io)?;
+    }
+    out.flush().map_err(io)?;
+    if rows.is_empty() {
+        eprintln!("no outbox rows{}", state.map(|s| format!(" in state {}", s.as_str())).unwrap_or_default());
+    }
+    Ok(())
+}
+
+/// `outbox retry`: puts dead rows (the given keys, or every dead row) back to pending, once
+/// each, for the next dispatch; a key that names no outbox row is a usage error (exit 2).
+pub async fn outbox_retry(settings: Arc<Settings>, keys: Vec<String>, all_dead: bool) -> Result<(), CommandError> {
+    let now = Utc::now();
+    let app = App::start(settings, format!("outbox-retry-{}", std::process::id()), now).await?;
+    let result = async {
+        let keys = if all_dead { app.state.dead_keys().await? } else { keys };
+        let mut unknown = Vec::new();
+        let mut requeued = 0;
+        for key in &keys {
+            match app.state.retry_dead(key, now).await? {
+                RetryOutcome::Requeued => {
+                    requeued += 1;
+                    println!("{key}: pending again");
+                }
+                RetryOutcome::NotDead(state) => println!("{key}: left as it is ({}, not dead)", state.as_str()),
+                RetryOutcome::Unknown => unknown.push(key.as_str()),
+            }
+        }
+        println!("{requeued} dead row(s) put back to pending; the daemon sends them at its next dispatch");
+        if unknown.is_empty() {
+            Ok(())
+        } else {
+            Err(CommandError::Usage(format!("no outbox row has the key(s): {}", unknown.join(", "))))
+        }
+    }
+    .await;
+    app.close().await;
+    result
 }

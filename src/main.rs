@@ -78,6 +78,11 @@ enum Command {
         manager: Option<String>,
     },
     /// Fill the configured SQLite register with realistic synthetic cases.
+    /// The outbox: what is waiting, sent or given up, and putting dead mail back.
+    Outbox {
+        #[command(subcommand)]
+        action: OutboxAction,
+    },
     DemoData {
         #[arg(long)]
         cases: usize,
@@ -89,6 +94,29 @@ enum Command {
         #[command(flatten)]
         today: Today,
     },
+}
+
+#[derive(Subcommand)]
+enum OutboxAction {
+    /// Lists outbox rows, newest first: key, state, attempts, last error.
+    List {
+        #[arg(long, value_parser = parse_outbox_state)]
+        state: Option<fristvakt::state::OutboxState>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Puts dead rows back to pending, once each.
+    Retry {
+        #[arg(required_unless_present = "dead", conflicts_with = "dead", value_name = "KEY")]
+        keys: Vec<String>,
+        /// Every dead row.
+        #[arg(long)]
+        dead: bool,
+    },
+}
+
+fn parse_outbox_state(raw: &str) -> Result<fristvakt::state::OutboxState, String> {
+    raw.parse()
 }
 
 #[derive(Args)]
@@ -162,6 +190,12 @@ async fn dispatch(command: Command, settings: Arc<config::Settings>) -> Result<(
         Command::SendTestMail { to } => commands::send_test_mail(&settings, &to).await,
         Command::Digest { today, manager, .. } => {
             commands::digest_dry_run(settings, today.today, manager.as_deref()).await
+        }
+        Command::Outbox { action: OutboxAction::List { state, limit } } => {
+            commands::outbox_list(settings, state, limit).await
+        }
+        Command::Outbox { action: OutboxAction::Retry { keys, dead } } => {
+            commands::outbox_retry(settings, keys, dead).await
         }
         Command::DemoData { cases, seed, broken, today } => {
             commands::demo_data(&settings, cases, seed, broken, today.today).await

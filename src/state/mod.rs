@@ -18,6 +18,7 @@
 
 pub mod deadlines;
 pub mod leases;
+pub mod operator;
 pub mod outbox;
 pub mod poll;
 
@@ -30,6 +31,7 @@ pub(crate) use crate::db::{with_pool, Pool};
 
 pub use deadlines::{DeadlineFilter, DeadlineRecord, StoredDeadline};
 pub use leases::POLL_LEASE;
+pub use operator::{OutboxListing, RetryOutcome};
 pub use outbox::{DigestRun, OutboxCategory, OutboxEntry, OutboxPayload, OutboxRow, OutboxState, UndecodableRow};
 pub use poll::PollState;
 

@@ -329,6 +329,50 @@ async fn smtp_outage_retries_then_delivers_or_gives_up(state_url: String) {
     app.close().await;
 }
 
+/// An operator sees a dead notice with `outbox list` (which writes nothing) and puts it back
+/// with `outbox retry`, once: the next dispatch sends it, a second retry changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_notice_is_listed_and_put_back_by_the_operator() {
+    let app = App::start(sqlite_state(), &[assessment_case("2026-BU-0142", Some(CASEWORKER))], "always").await;
+    app.smtp.set_mode(SmtpMode::RejectPermanent);
+    let t0 = at(day("2026-11-13"), 9);
+    assert_eq!(app.poll_at(day("2026-11-13"), t0).await.total_dead(), 1);
+    let key = only_row(&app).await.notice_key;
+    let config = app._dir.path().join("fristvakt.toml");
+    let run = |args: &[&str]| crate::helpers::fristvakt(Some(&config), args, &[]);
+
+    let state_file = app._dir.path().join("state.db");
+    let before = std::fs::read(&state_file).unwrap();
+    let out = run(&["outbox", "list", "--state", "dead"]);
+    assert!(out.status.success(), "{}", crate::helpers::stderr(&out));
+    let listed = crate::helpers::stdout(&out);
+    let line = listed.lines().find(|l| l.starts_with(&key)).unwrap_or_else(|| panic!("{key} not in\n{listed}"));
+    assert!(line.contains(" dead ") && line.contains("permanent_5xx"), "{line}");
+    assert!(!listed.contains('@'), "no address in the listing:\n{listed}");
+    assert_eq!(std::fs::read(&state_file).unwrap(), before, "outbox list writes nothing");
+    let out = run(&["outbox", "list", "--state", "sent"]);
+    assert!(!crate::helpers::stdout(&out).contains(&key));
+
+    let out = run(&["outbox", "retry", &key]);
+    assert!(out.status.success(), "{}", crate::helpers::stderr(&out));
+    assert!(crate::helpers::stdout(&out).contains(&format!("{key}: pending again")));
+    let out = run(&["outbox", "retry", &key]);
+    assert!(
+        crate::helpers::stdout(&out).contains("left as it is (pending, not dead)"),
+        "{}",
+        crate::helpers::stdout(&out)
+    );
+    let out = run(&["outbox", "retry", "notice/assessment/NO-SUCH-CASE/0"]);
+    assert_eq!(out.status.code(), Some(2), "{}", crate::helpers::stderr(&out));
+
+    app.smtp.set_mode(SmtpMode::Accept);
+    let report = app.dispatch(Utc::now() + Duration::minutes(1)).await;
+    assert_eq!(report.total_sent(), 1, "{report:?}");
+    assert_eq!(app.smtp.messages().len(), 1);
+    assert_eq!(app.dispatch(Utc::now() + Duration::minutes(2)).await.total_sent(), 0);
+    app.close().await;
+}
+
 async fn permanent_rejection_is_dead_at_once(state_url: String) {
     let app = App::start(state_url, &[assessment_case("2026-BU-0142", Some(CASEWORKER))], "always").await;
     app.smtp.set_mode(SmtpMode::RejectPermanent);
