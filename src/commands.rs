@@ -155,9 +155,10 @@ pub async fn deadlines(
     format: OutputFormat,
 ) -> Result<(), CommandError> {
     let now = Utc::now();
-    let today = Moment::from_option(today, now, settings.timezone).today;
+    let at = Moment::from_option(today, now, settings.timezone);
+    let today = at.today;
     let app = App::open_for_reading(settings, now).await?;
-    let shown = jobs::show::deadlines(&app, unit.as_deref()).await;
+    let shown = jobs::show::deadlines(&app, at, unit.as_deref()).await;
     app.state.close().await;
     app.forget_register().await;
     let shown = shown?;

@@ -164,6 +164,8 @@ pub struct RegisterSettings {
 pub struct StateSettings {
     pub url: DatabaseUrl,
     pub migrate_on_start: bool,
+    /// Closed deadlines and finished outbox rows older than this are deleted by a daily job.
+    pub retention: Duration,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -510,7 +512,7 @@ fn validate(tree: &Value, base_dir: Option<&Path>) -> Result<Settings, ConfigErr
         &["timezone", "register", "state", "calendar", "mail", "http", "digest", "log", "units", "ladder"],
     );
     r.unknown_keys("register", &["url", "view", "poll_interval", "overlap", "full_pass_at", "demo_cases"]);
-    r.unknown_keys("state", &["url", "migrate_on_start"]);
+    r.unknown_keys("state", &["url", "migrate_on_start", "retention"]);
     r.unknown_keys("calendar", &["holiday_rule"]);
     r.unknown_keys(
         "mail",
@@ -544,6 +546,17 @@ fn validate(tree: &Value, base_dir: Option<&Path>) -> Result<Settings, ConfigErr
     let register = read_register(&mut r);
     let state_url = r.parsed("state.url", DatabaseUrl::parse);
     let migrate_on_start = r.bool("state.migrate_on_start");
+    let retention = r.duration("state.retention").and_then(|d| {
+        if d >= Duration::from_secs(30 * 86_400) {
+            Some(d)
+        } else {
+            r.problem(
+                "state.retention",
+                "keep at least 30 days: the digests' 30-day share and the record of sent notices need them",
+            );
+            None
+        }
+    });
     let holiday_rule = r.bool("calendar.holiday_rule");
     let mail = read_mail(&mut r, base_dir);
     let listen = r.parsed("http.listen", |s| {
@@ -555,12 +568,24 @@ fn validate(tree: &Value, base_dir: Option<&Path>) -> Result<Settings, ConfigErr
     let ladders = read_ladders(&mut r);
 
     let problems = std::mem::take(&mut r.problems);
-    match (timezone, register, state_url, migrate_on_start, holiday_rule, mail, listen, digest, log, units, ladders) {
+    match (
+        timezone,
+        register,
+        state_url,
+        (migrate_on_start, retention),
+        holiday_rule,
+        mail,
+        listen,
+        digest,
+        log,
+        units,
+        ladders,
+    ) {
         (
             Some(timezone),
             Some(register),
             Some(state_url),
-            Some(migrate_on_start),
+            (Some(migrate_on_start), Some(retention)),
             Some(holiday_rule),
             Some(mail),
             Some(listen),
@@ -571,7 +596,7 @@ fn validate(tree: &Value, base_dir: Option<&Path>) -> Result<Settings, ConfigErr
         ) if problems.is_empty() => Ok(Settings {
             timezone,
             register,
-            state: StateSettings { url: state_url, migrate_on_start },
+            state: StateSettings { url: state_url, migrate_on_start, retention },
             calendar: CalendarSettings { holiday_rule },
             mail,
             http: HttpSettings { listen },

@@ -200,8 +200,9 @@ async fn store_chunk(
     }
     let mut records = Vec::with_capacity(cases.len() * 2);
     let mut case_refs = Vec::with_capacity(cases.len());
+    let kept_from = retained_from(settings, now);
     for case in cases.into_values() {
-        for deadline in rules::deadlines_for(&case.dates, options) {
+        for deadline in rules::deadlines_for(&case.dates, options).into_iter().filter(|d| is_retained(d, kept_from)) {
             let ladder = settings.ladders.for_kind(deadline.kind);
             records.push(DeadlineRecord {
                 case_ref: case.case_ref.clone(),
@@ -218,6 +219,17 @@ async fn store_chunk(
     report.deadlines_stored += records.len() as u64;
     state.store_deadlines(poll_seq, &case_refs, &records, &kept_refs).await?;
     Ok(())
+}
+
+/// The first day of `state.retention`: a deadline closed before it is neither stored nor shown
+/// (the retention job deletes it), however long the register keeps the case.
+pub fn retained_from(settings: &Settings, now: DateTime<Utc>) -> NaiveDate {
+    let days = i64::try_from(settings.state.retention.as_secs() / 86_400).unwrap_or(i64::MAX);
+    now.date_naive().checked_sub_signed(chrono::Duration::days(days)).unwrap_or(NaiveDate::MIN)
+}
+
+fn is_retained(deadline: &Deadline, kept_from: NaiveDate) -> bool {
+    deadline.closed_on.is_none_or(|closed| closed >= kept_from)
 }
 
 /// The first day any step of an open deadline fires; the evaluator then decides with the steps
@@ -355,6 +367,7 @@ pub async fn current_deadlines(
     register: &Register,
     stored: Vec<StoredDeadline>,
     settings: &Settings,
+    now: DateTime<Utc>,
 ) -> Result<Vec<StoredDeadline>, PollError> {
     let options = RuleOptions { holiday_rule: settings.calendar.holiday_rule };
     let mut cases: HashMap<String, CaseRow> = HashMap::new();
@@ -393,8 +406,9 @@ pub async fn current_deadlines(
             d
         })
         .collect();
+    let kept_from = retained_from(settings, now);
     for case in cases.into_values() {
-        for deadline in rules::deadlines_for(&case.dates, options) {
+        for deadline in rules::deadlines_for(&case.dates, options).into_iter().filter(|d| is_retained(d, kept_from)) {
             current.push(StoredDeadline {
                 case_ref: case.case_ref.clone(),
                 unit: case.unit.clone(),

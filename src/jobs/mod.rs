@@ -8,6 +8,7 @@
 //! - [`ladder`]: under the poll lease, record the ladder steps reached by today (date driven).
 //! - [`dispatch`]: send what the outbox holds that is due.
 //! - [`digest`]: record today's digests once their scheduled time has passed.
+//! - [`retention`]: delete what is older than `state.retention` (after each full pass).
 //! - [`show`]: what the show commands print, computed without writing anything.
 
 pub mod digest;
@@ -15,6 +16,7 @@ pub mod dispatch;
 pub mod full_pass;
 pub mod ladder;
 pub mod poll;
+pub mod retention;
 pub mod show;
 
 use crate::digest::DigestError;

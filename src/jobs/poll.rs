@@ -82,6 +82,10 @@ async fn poll(app: &App, at: Moment, force_full: bool) -> Result<PollReport, Job
         app.metrics.set_register_staleness((at.now - newest).num_milliseconds().max(0) as f64 / 1000.0);
     }
     let ladder = ladder::evaluate(app, at).await?;
+    if sync.full {
+        // Once a day, with the full pass: what is older than `state.retention` goes.
+        crate::jobs::retention::run_once(app, at).await?;
+    }
     app.state.record_poll_success(at.now).await?;
     match app.state.deadline_counts(at.today).await {
         Ok(counts) => app.metrics.set_deadlines(counts),

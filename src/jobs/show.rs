@@ -25,10 +25,10 @@ pub struct Shown {
 
 /// Every current deadline (of `unit`, if given): the register read in full and computed in
 /// memory over the stored state; the stored deadlines alone if the register cannot be read.
-pub async fn deadlines(app: &App, unit: Option<&str>) -> Result<Shown, JobError> {
+pub async fn deadlines(app: &App, at: Moment, unit: Option<&str>) -> Result<Shown, JobError> {
     let stored = app.state.deadlines(&DeadlineFilter { include_withdrawn: true, ..DeadlineFilter::default() }).await?;
     let (all, warning) = match app.register().await {
-        Ok(register) => match poll::current_deadlines(&register, stored.clone(), &app.settings).await {
+        Ok(register) => match poll::current_deadlines(&register, stored.clone(), &app.settings, at.now).await {
             Ok(current) => (current, None),
             Err(e) => (stored, Some(format!("showing stored deadlines; the register could not be read: {e}"))),
         },
@@ -40,7 +40,7 @@ pub async fn deadlines(app: &App, unit: Option<&str>) -> Result<Shown, JobError>
 
 /// The digests that would be sent on `at.today` (all, or only `manager`'s), as text.
 pub async fn digest_preview(app: &App, at: Moment, manager: Option<&EmailAddress>) -> Result<PreviewText, JobError> {
-    let shown = deadlines(app, None).await?;
+    let shown = deadlines(app, at, None).await?;
     let text = match digest::preview(&app.settings, &shown.deadlines, at.today, manager) {
         Preview::Nothing(text) => text,
         Preview::Digests(digests) => {

@@ -21,6 +21,7 @@ pub mod leases;
 pub mod operator;
 pub mod outbox;
 pub mod poll;
+pub mod retention;
 
 use sqlx::postgres::PgRow;
 use sqlx::sqlite::SqliteRow;
@@ -34,6 +35,7 @@ pub use leases::POLL_LEASE;
 pub use operator::{OutboxListing, RetryOutcome};
 pub use outbox::{DigestRun, OutboxCategory, OutboxEntry, OutboxPayload, OutboxRow, OutboxState, UndecodableRow};
 pub use poll::PollState;
+pub use retention::Purged;
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");

@@ -86,3 +86,12 @@ fn a_broken_template_override_is_a_configuration_error() {
     assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
     assert!(stderr(&out).contains("mail.templates_dir: mail template notice.sv.txt.j2"), "{}", stderr(&out));
 }
+
+#[test]
+fn a_retention_shorter_than_thirty_days_is_refused() {
+    let out = fristvakt(None, &["check-config"], &[("FRISTVAKT__STATE__RETENTION", "10d")]);
+    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+    assert!(stderr(&out).contains("state.retention: keep at least 30 days"), "{}", stderr(&out));
+    let out = fristvakt(None, &["check-config"], &[("FRISTVAKT__STATE__RETENTION", "365d")]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}

@@ -582,3 +582,60 @@ async fn sqlite_timestamps_with_spaces_or_offsets_are_compared_as_instants() {
     assert_eq!(again.rows_read, 1, "only the row inside the overlap before 13:00 UTC is read again");
     app.close().await;
 }
+
+/// `state.retention`: the daily full pass deletes closed deadlines and the finished mail of
+/// finished deadlines older than it, and stores no such deadline again; the record of a step of
+/// a deadline still open is kept, so that the step never fires twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_deletes_old_finished_deadlines_and_their_mail_but_not_open_ones() {
+    let ws = Workspace::new();
+    let settings = ws.settings("");
+    let url = format!("{}?mode=rwc", ws.sqlite_url("register.db"));
+    sqlite_exec(
+        &url,
+        "CREATE TABLE fristvakt_cases (case_ref TEXT, unit TEXT, caseworker TEXT, child_sex TEXT, received_on TEXT, \
+         protection_assessed_on TEXT, assessment_decided_on TEXT, assessment_extended_to TEXT, \
+         investigation_opened_on TEXT, investigation_extended_to TEXT, investigation_closed_on TEXT, updated_at TEXT)",
+    )
+    .await;
+    sqlite_exec(
+        &url,
+        "INSERT INTO fristvakt_cases VALUES \
+         ('2024-BU-0001', 'BRO-BU', 'hl@kommun.example', 'F', '2024-01-02', NULL, NULL, NULL, NULL, NULL, NULL, '2024-01-02T09:00:00Z'), \
+         ('2024-BU-0002', 'BRO-BU', 'hl@kommun.example', 'M', '2024-01-02', NULL, NULL, NULL, NULL, NULL, NULL, '2024-01-02T09:00:00Z')",
+    )
+    .await;
+    let app = start(&settings).await;
+    let then = Utc.with_ymd_and_hms(2024, 2, 1, 9, 0, 0).unwrap();
+    full_pass(&app, date("2024-02-01"), then).await;
+    let outbox_of = |rows: &[fristvakt::state::OutboxRow], case: &str| {
+        rows.iter().filter(|r| r.case_ref.as_ref().is_some_and(|c| c.as_str() == case)).count()
+    };
+    let before = app.state.outbox().await.unwrap();
+    assert!(outbox_of(&before, "2024-BU-0001") > 0 && outbox_of(&before, "2024-BU-0002") > 0);
+
+    // 2024-BU-0001 was assessed in February 2024; 2024-BU-0002 is still open today.
+    sqlite_exec(
+        &url,
+        "UPDATE fristvakt_cases SET protection_assessed_on = '2024-01-02', assessment_decided_on = '2024-02-05', \
+         updated_at = '2024-02-05T09:00:00Z' WHERE case_ref = '2024-BU-0001'",
+    )
+    .await;
+    let now = Utc.with_ymd_and_hms(2026, 11, 25, 9, 0, 0).unwrap();
+    full_pass(&app, date(TODAY), now).await;
+    let all = DeadlineFilter { include_withdrawn: true, ..DeadlineFilter::default() };
+    let stored = app.state.deadlines(&all).await.unwrap();
+    assert!(stored.iter().all(|d| d.case_ref.as_str() != "2024-BU-0001"), "closed more than 730 days ago: deleted");
+    assert_eq!(stored.iter().filter(|d| d.case_ref.as_str() == "2024-BU-0002").count(), 2, "open: kept");
+    let after = app.state.outbox().await.unwrap();
+    assert_eq!(outbox_of(&after, "2024-BU-0001"), 0, "the finished deadline's mail is deleted");
+    assert_eq!(outbox_of(&after, "2024-BU-0002"), outbox_of(&before, "2024-BU-0002"), "the open one's is kept");
+
+    // The next full pass stores nothing of the old case again and fires no step twice.
+    let again = full_pass(&app, date(TODAY), now + chrono::Duration::days(1)).await;
+    assert_eq!(again.rows_read, 2);
+    let stored = app.state.deadlines(&all).await.unwrap();
+    assert!(stored.iter().all(|d| d.case_ref.as_str() != "2024-BU-0001"));
+    assert_eq!(app.state.outbox().await.unwrap().len(), after.len(), "no step recorded twice");
+    app.close().await;
+}
