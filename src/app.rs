@@ -93,6 +93,9 @@ pub struct App {
     pub(crate) poll_failures: AtomicU32,
     /// Whether this process held the poll lease at its last attempt to take it.
     pub(crate) holds_poll_lease: AtomicBool,
+    /// Set when this process's last poll rejected every row it read (a view whose column types
+    /// changed, say): readiness must not pass while nothing is understood.
+    pub(crate) rejecting_every_row: std::sync::Mutex<Option<String>>,
 }
 
 impl App {
@@ -157,6 +160,7 @@ impl App {
             heartbeat: AtomicI64::new(now.timestamp()),
             poll_failures: AtomicU32::new(0),
             holds_poll_lease: AtomicBool::new(false),
+            rejecting_every_row: std::sync::Mutex::new(None),
         }
     }
 
@@ -201,6 +205,9 @@ impl App {
     /// Readiness: the register and state answer, and the last successful poll (by any
     /// replica, as recorded in the state store) is younger than two poll intervals.
     pub async fn readiness(&self, now: DateTime<Utc>) -> Result<(), String> {
+        if let Some(reason) = self.rejecting_every_row.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+            return Err(reason);
+        }
         match tokio::time::timeout(PROBE_TIMEOUT, self.state.poll_state()).await {
             Ok(Ok(poll_state)) => {
                 let limit = chrono::Duration::from_std(self.settings.register.poll_interval * 2)

@@ -186,10 +186,13 @@ pub fn validate(raw: &RawRow) -> Result<CaseRow, Rejection> {
         match present(value) {
             None => Ok(None),
             Some(text) => {
-                // Strictly YYYY-MM-DD: PostgreSQL renders a date column so, SQLite holds the text.
-                NaiveDate::parse_from_str(&text, "%Y-%m-%d")
+                // YYYY-MM-DD: PostgreSQL renders a date column so, SQLite holds the text. A
+                // midnight timestamp (a view column of type timestamp instead of date, rendered
+                // `2026-03-03 00:00:00`) is that date; any other time of day is not a date.
+                let day = text.strip_suffix(" 00:00:00").or_else(|| text.strip_suffix("T00:00:00")).unwrap_or(&text);
+                NaiveDate::parse_from_str(day, "%Y-%m-%d")
                     .ok()
-                    .filter(|d| (FIRST_YEAR..=LAST_YEAR).contains(&d.year()) && text.len() == 10)
+                    .filter(|d| (FIRST_YEAR..=LAST_YEAR).contains(&d.year()) && day.len() == 10)
                     .map(Some)
                     .ok_or_else(|| reject(RejectReason::BadDate, column))
             }

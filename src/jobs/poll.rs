@@ -78,6 +78,7 @@ async fn poll(app: &App, at: Moment, force_full: bool) -> Result<PollReport, Job
         }
     };
     app.metrics.add_rows(sync.rows_read, &sync.rejected);
+    *app.rejecting_every_row.lock().unwrap_or_else(|e| e.into_inner()) = rejecting_every_row(&sync);
     if let Ok(Some(newest)) = register.newest_update().await {
         app.metrics.set_register_staleness((at.now - newest).num_milliseconds().max(0) as f64 / 1000.0);
     }
@@ -102,4 +103,19 @@ pub(crate) async fn take_lease(app: &App, at: Moment) -> Result<bool, JobError> 
     app.holds_poll_lease.store(held, Ordering::Relaxed);
     app.metrics.set_poll_lease_held(held);
     Ok(held)
+}
+
+/// Rows a poll must read before "every row rejected" means the view itself is broken rather than
+/// a few changed rows being bad.
+const EVERY_ROW_MIN: u64 = 10;
+
+/// Why readiness fails when a poll understood none of the rows it read (at least
+/// [`EVERY_ROW_MIN`], or a full pass): the reasons by count, never a value.
+fn rejecting_every_row(sync: &sync::SyncReport) -> Option<String> {
+    let all = sync.rows_read > 0 && sync.rows_rejected() == sync.rows_read;
+    if !all || (sync.rows_read < EVERY_ROW_MIN && !sync.full) {
+        return None;
+    }
+    let reasons: Vec<String> = sync.rejected.iter().map(|(r, n)| format!("{}={n}", r.as_str())).collect();
+    Some(format!("the last poll rejected every one of the {} rows it read ({})", sync.rows_read, reasons.join(", ")))
 }

@@ -639,3 +639,80 @@ async fn retention_deletes_old_finished_deadlines_and_their_mail_but_not_open_on
     assert_eq!(app.state.outbox().await.unwrap().len(), after.len(), "no step recorded twice");
     app.close().await;
 }
+
+/// Readiness does not pass while a poll understands none of the rows it reads (a view whose
+/// column types changed); it passes again once the rows are readable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_fails_while_every_row_is_rejected() {
+    let ws = Workspace::new();
+    let settings = ws.settings("");
+    let today = date(TODAY);
+    register::write_demo_cases(&settings.register.url, &settings.register.view, demo_cases(30, 8, today, 0))
+        .await
+        .unwrap();
+    let app = start(&settings).await;
+    let now = Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap();
+    full_pass(&app, today, now).await;
+    assert_eq!(app.readiness(now).await, Ok(()));
+
+    // Every updated_at loses its form (say, a new export writes local time without an offset).
+    sqlite_exec(settings.register.url.expose(), "UPDATE fristvakt_cases SET updated_at = updated_at || '?'").await;
+    let report = full_pass(&app, today, now + chrono::Duration::minutes(5)).await;
+    assert_eq!(report.rows_rejected(), 30);
+    let reason = app.readiness(now + chrono::Duration::minutes(5)).await.unwrap_err();
+    assert_eq!(reason, "the last poll rejected every one of the 30 rows it read (bad_timestamp=30)");
+
+    sqlite_exec(
+        settings.register.url.expose(),
+        "UPDATE fristvakt_cases SET updated_at = substr(updated_at, 1, length(updated_at) - 1)",
+    )
+    .await;
+    full_pass(&app, today, now + chrono::Duration::minutes(10)).await;
+    assert_eq!(app.readiness(now + chrono::Duration::minutes(10)).await, Ok(()));
+    app.close().await;
+}
+
+/// A PostgreSQL view whose date column is of type `timestamp` (midnight) is read as dates, the
+/// same deadlines as from a `date` column; a time other than midnight is a bad date for its row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_timestamp_column_at_midnight_is_read_as_a_date() {
+    let pg = postgres::shared();
+    let register_url = pg.fresh_database().await;
+    let today = date(TODAY);
+    postgres_register(&register_url, demo_cases(40, 11, today, 0)).await;
+    let pool = sqlx::PgPool::connect(&register_url).await.unwrap();
+    sqlx::query(
+        "CREATE VIEW timestamped AS SELECT case_ref, unit, caseworker, child_sex, \
+         received_on::timestamp AS received_on, protection_assessed_on::timestamp AS protection_assessed_on, \
+         assessment_decided_on, assessment_extended_to, investigation_opened_on::timestamp AS investigation_opened_on, \
+         investigation_extended_to, investigation_closed_on, updated_at FROM cases",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    let ws = Workspace::new();
+    let load = |view: &str| {
+        config::load_with_env(
+            Some(&ws.config("")),
+            [
+                ("FRISTVAKT__REGISTER__URL".to_string(), register_url.clone()),
+                ("FRISTVAKT__REGISTER__VIEW".to_string(), view.to_string()),
+            ],
+        )
+        .unwrap()
+    };
+    let now = Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap();
+    let mut deadlines = Vec::new();
+    for view in ["fristvakt_cases", "timestamped"] {
+        let mut settings = load(view);
+        settings.state.url = config::DatabaseUrl::parse(&ws.sqlite_url(&format!("{view}.db"))).unwrap();
+        let app = start(&settings).await;
+        let report = full_pass(&app, today, now).await;
+        assert_eq!((report.rows_read, report.rows_rejected()), (40, 0), "{view}: {:?}", report.rejected);
+        let stored = app.state.deadlines(&DeadlineFilter::default()).await.unwrap();
+        deadlines.push(stored.into_iter().map(|d| (d.case_ref.to_string(), d.deadline)).collect::<Vec<_>>());
+        app.close().await;
+    }
+    assert_eq!(deadlines[0], deadlines[1]);
+}
