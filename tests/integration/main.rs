@@ -4,6 +4,7 @@
 mod support;
 
 mod check_config;
+mod faults;
 mod helpers;
 mod notices;
 mod polling;

@@ -156,6 +156,31 @@ impl TestPostgres {
         self.create_database(&format!("test_{}_{n}", std::process::id())).await
     }
 
+    /// Stops the server at once (an outage; `-m immediate`, as a crash), keeping its data.
+    pub fn stop(&self) {
+        self.stop_server();
+        assert!(!self.data_dir.join("postmaster.pid").exists(), "the test PostgreSQL did not stop");
+    }
+
+    /// Starts a stopped server again, on the same port, so that clients reconnect to it.
+    pub fn restart(&self) {
+        let status = self
+            .pg_command("pg_ctl")
+            .arg("start")
+            .arg("-D")
+            .arg(&self.data_dir)
+            .arg("-l")
+            .arg(&self.log_file)
+            .args(["-w", "-t", "60", "-o"])
+            .arg(format!("-p {}", self.port))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run pg_ctl start: {e}"));
+        assert!(status.success(), "pg_ctl start on port {} failed:\n{}", self.port, self.log());
+        wait_for_tcp(self.port, Duration::from_secs(30), || self.log());
+    }
+
     /// The server's data directory.
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
