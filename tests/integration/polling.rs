@@ -35,6 +35,17 @@ async fn full_pass(app: &App, today: NaiveDate, now: DateTime<Utc>) -> SyncRepor
     jobs::full_pass::run_once(app, Moment::on(today, now)).await.unwrap().expect("the poll lease").sync
 }
 
+/// The register view as a plain SQLite table with the contract's columns, empty.
+async fn create_register_table(url: &str) {
+    sqlite_exec(
+        url,
+        "CREATE TABLE fristvakt_cases (case_ref TEXT, unit TEXT, caseworker TEXT, child_sex TEXT, received_on TEXT, \
+         protection_assessed_on TEXT, assessment_decided_on TEXT, assessment_extended_to TEXT, \
+         investigation_opened_on TEXT, investigation_extended_to TEXT, investigation_closed_on TEXT, updated_at TEXT)",
+    )
+    .await;
+}
+
 async fn sqlite_exec(url: &str, sql: &str) {
     let pool = SqlitePoolOptions::new().max_connections(1).connect(url).await.unwrap();
     sqlx::query(sql).execute(&pool).await.unwrap();
@@ -286,13 +297,7 @@ async fn explain_shows_the_julafton_move_step_by_step() {
     let ws = Workspace::new();
     let cfg = ws.config("");
     let url = format!("{}?mode=rwc", ws.sqlite_url("register.db"));
-    sqlite_exec(
-        &url,
-        "CREATE TABLE fristvakt_cases (case_ref TEXT, unit TEXT, caseworker TEXT, child_sex TEXT, received_on TEXT, \
-         protection_assessed_on TEXT, assessment_decided_on TEXT, assessment_extended_to TEXT, \
-         investigation_opened_on TEXT, investigation_extended_to TEXT, investigation_closed_on TEXT, updated_at TEXT)",
-    )
-    .await;
+    create_register_table(&url).await;
     sqlite_exec(
         &url,
         "INSERT INTO fristvakt_cases VALUES ('2026-BU-0142', 'BRO-BU', 'anna@kommun.example', 'F', '2026-12-10', \
@@ -472,13 +477,7 @@ async fn a_report_during_an_open_investigation_is_read_not_rejected() {
     let ws = Workspace::new();
     let settings = ws.settings("");
     let url = format!("{}?mode=rwc", ws.sqlite_url("register.db"));
-    sqlite_exec(
-        &url,
-        "CREATE TABLE fristvakt_cases (case_ref TEXT, unit TEXT, caseworker TEXT, child_sex TEXT, received_on TEXT, \
-         protection_assessed_on TEXT, assessment_decided_on TEXT, assessment_extended_to TEXT, \
-         investigation_opened_on TEXT, investigation_extended_to TEXT, investigation_closed_on TEXT, updated_at TEXT)",
-    )
-    .await;
+    create_register_table(&url).await;
     sqlite_exec(
         &url,
         "INSERT INTO fristvakt_cases VALUES ('2026-BU-0300', 'BRO-BU', NULL, 'M', '2026-02-20', '2026-02-20', \
@@ -591,13 +590,7 @@ async fn retention_deletes_old_finished_deadlines_and_their_mail_but_not_open_on
     let ws = Workspace::new();
     let settings = ws.settings("");
     let url = format!("{}?mode=rwc", ws.sqlite_url("register.db"));
-    sqlite_exec(
-        &url,
-        "CREATE TABLE fristvakt_cases (case_ref TEXT, unit TEXT, caseworker TEXT, child_sex TEXT, received_on TEXT, \
-         protection_assessed_on TEXT, assessment_decided_on TEXT, assessment_extended_to TEXT, \
-         investigation_opened_on TEXT, investigation_extended_to TEXT, investigation_closed_on TEXT, updated_at TEXT)",
-    )
-    .await;
+    create_register_table(&url).await;
     sqlite_exec(
         &url,
         "INSERT INTO fristvakt_cases VALUES \

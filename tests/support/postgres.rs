@@ -164,19 +164,7 @@ impl TestPostgres {
 
     /// Starts a stopped server again, on the same port, so that clients reconnect to it.
     pub fn restart(&self) {
-        let status = self
-            .pg_command("pg_ctl")
-            .arg("start")
-            .arg("-D")
-            .arg(&self.data_dir)
-            .arg("-l")
-            .arg(&self.log_file)
-            .args(["-w", "-t", "60", "-o"])
-            .arg(format!("-p {}", self.port))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .unwrap_or_else(|e| panic!("cannot run pg_ctl start: {e}"));
+        let status = self.pg_ctl_start(self.port, Stdio::null(), Stdio::null());
         assert!(status.success(), "pg_ctl start on port {} failed:\n{}", self.port, self.log());
         wait_for_tcp(self.port, Duration::from_secs(30), || self.log());
     }
@@ -231,6 +219,22 @@ impl TestPostgres {
             .unwrap_or_else(|e| panic!("cannot append settings to {conf:?}: {e}"));
     }
 
+    /// `pg_ctl start`, waiting until the server accepts connections on `port`.
+    fn pg_ctl_start(&self, port: u16, stdout: Stdio, stderr: Stdio) -> std::process::ExitStatus {
+        self.pg_command("pg_ctl")
+            .arg("start")
+            .arg("-D")
+            .arg(&self.data_dir)
+            .arg("-l")
+            .arg(&self.log_file)
+            .args(["-w", "-t", "60", "-o"])
+            .arg(format!("-p {port}"))
+            .stdout(stdout)
+            .stderr(stderr)
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run pg_ctl start: {e}"))
+    }
+
     fn start_server(&mut self) {
         let root = self.root.as_ref().expect("temp dir").path().to_path_buf();
         for attempt in 1..=START_ATTEMPTS {
@@ -241,19 +245,7 @@ impl TestPostgres {
             let out_path = root.join("pg_ctl.out");
             let out = File::create(&out_path).unwrap_or_else(|e| panic!("cannot create {out_path:?}: {e}"));
             let err = out.try_clone().expect("clone file handle");
-            let status = self
-                .pg_command("pg_ctl")
-                .arg("start")
-                .arg("-D")
-                .arg(&self.data_dir)
-                .arg("-l")
-                .arg(&self.log_file)
-                .args(["-w", "-t", "60", "-o"])
-                .arg(format!("-p {port}"))
-                .stdout(out)
-                .stderr(err)
-                .status()
-                .unwrap_or_else(|e| panic!("cannot run pg_ctl start: {e}"));
+            let status = self.pg_ctl_start(port, out.into(), err.into());
             if status.success() {
                 self.port = port;
                 wait_for_tcp(port, Duration::from_secs(30), || self.log());
