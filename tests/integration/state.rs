@@ -3,16 +3,18 @@
 //! deadline counts follow the rules' status, and PostgreSQL columns have native types.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use chrono::{NaiveDate, TimeZone, Utc};
 use sqlx::{Connection, Executor};
 
 use crate::helpers::{date, demo_cases, Workspace};
+use fristvakt::app::{App, Moment};
 use fristvakt::config::{DatabaseUrl, Settings};
 use fristvakt::domain::{CaseRef, EmailAddress, UnitCode};
-use fristvakt::mail::{self, Mailer};
+use fristvakt::jobs::{self, JobError};
 use fristvakt::notice::{self, NoticePayload, Recipient};
-use fristvakt::poll::{self, PollError};
+use fristvakt::poll::PollError;
 use fristvakt::register::{self, RawRow, Sex};
 use fristvakt::rules::{self, CaseDates, DayKind, DueReason, Kind, Role, RuleOptions};
 use fristvakt::state::{
@@ -187,8 +189,10 @@ async fn an_undecodable_deadline_stops_the_ladder_without_moving_it(postgres: Op
     execute(&settings, "UPDATE deadlines SET unit = ' '").await;
 
     let now = Utc.with_ymd_and_hms(2026, 11, 25, 9, 0, 0).unwrap();
-    let err = poll::evaluate_ladders(&state, &settings, today, now).await.unwrap_err();
-    assert!(matches!(err, PollError::State(StateError::Corrupt { column: "unit", .. })), "{err}");
+    let app = App::start(Arc::new(settings.clone()), "test", now).await.unwrap();
+    let err = jobs::ladder::run_once(&app, Moment::on(today, now)).await.unwrap_err();
+    assert!(matches!(err, JobError::Poll(PollError::State(StateError::Corrupt { column: "unit", .. }))), "{err}");
+    app.close().await;
     let url = settings.state.url.expose();
     let unmoved: i64 = if url.starts_with("postgres") {
         let sql = "SELECT COUNT(*) FROM deadlines WHERE next_step_on = DATE '2026-11-20'";
@@ -231,8 +235,9 @@ async fn undecodable_outbox_rows_are_given_up_and_counted(postgres: Option<Strin
     // Listing reports the problem instead of leaving rows out.
     assert!(matches!(state.outbox().await, Err(StateError::Corrupt { .. })));
 
-    let mailer = Mailer::from_settings(&settings.mail).unwrap();
-    let report = mail::dispatch_once(&state, &mailer, &settings, now, "test").await.unwrap();
+    let app = App::start(Arc::new(settings.clone()), "test", now).await.unwrap();
+    let at = Moment::at(now, settings.timezone);
+    let report = jobs::dispatch::run_once(&app, at).await.unwrap();
     assert_eq!(report.errors.get("unknown_category"), Some(&1), "{report:?}");
     assert_eq!(report.errors.get("bad_payload"), Some(&2), "{report:?}");
     assert_eq!(report.total_dead(), 3, "{report:?}");
@@ -249,8 +254,9 @@ async fn undecodable_outbox_rows_are_given_up_and_counted(postgres: Option<Strin
         assert!(!error.contains("not an address"), "{error}");
     }
     // A second dispatch finds nothing: the rows are not retried for ever.
-    let again = mail::dispatch_once(&state, &mailer, &settings, now, "test").await.unwrap();
+    let again = jobs::dispatch::run_once(&app, at).await.unwrap();
     assert_eq!(again.total_dead() + again.total_sent() + again.total_retrying(), 0);
+    app.close().await;
     state.close().await;
 }
 
