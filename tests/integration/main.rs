@@ -7,5 +7,6 @@ mod check_config;
 mod helpers;
 mod notices;
 mod polling;
+mod security;
 mod service;
 mod state;
