@@ -2,7 +2,7 @@
 //! of either engine, and the text form of instants. No statement lives here.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 use sqlx::{PgPool, SqlitePool};
 
@@ -27,13 +27,36 @@ macro_rules! with_pool {
 }
 pub(crate) use with_pool;
 
+/// How a pool may use its database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    /// fristvakt's own database (the state store, the SQLite demo register it writes): read
+    /// and written; a SQLite file is kept in WAL mode, and created when missing if `create`.
+    Owned { create: bool },
+    /// A database fristvakt does not own (the register): every connection refuses writes and
+    /// nothing about the database is changed — a SQLite file is opened read-only (`mode=ro`,
+    /// `PRAGMA query_only`) and its journal mode is left as it is; a PostgreSQL session has
+    /// `default_transaction_read_only = on`.
+    ReadOnly,
+}
+
 impl Pool {
     /// Opens a pool on either engine; SQLite files and their directory are created when missing
     /// only if `create` is set.
     pub(crate) async fn open(url: &DatabaseUrl, create: bool, max: u32) -> Result<Pool, sqlx::Error> {
+        Pool::open_with(url, Access::Owned { create }, max).await
+    }
+
+    /// Opens a pool on a database that fristvakt only reads (the register): see [`Access::ReadOnly`].
+    pub(crate) async fn open_read_only(url: &DatabaseUrl, max: u32) -> Result<Pool, sqlx::Error> {
+        Pool::open_with(url, Access::ReadOnly, max).await
+    }
+
+    async fn open_with(url: &DatabaseUrl, access: Access, max: u32) -> Result<Pool, sqlx::Error> {
         let timeout = std::time::Duration::from_secs(10);
         match url.engine {
             Engine::Sqlite => {
+                let create = access == Access::Owned { create: true };
                 if let Some(path) = url.sqlite_path() {
                     if create {
                         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -50,9 +73,15 @@ impl Pool {
                     .expose()
                     .parse::<SqliteConnectOptions>()?
                     .create_if_missing(create)
-                    .busy_timeout(std::time::Duration::from_secs(10))
-                    .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
-                    .synchronous(sqlx::sqlite::SqliteSynchronous::Normal);
+                    .busy_timeout(std::time::Duration::from_secs(10));
+                let options = match access {
+                    Access::Owned { .. } => options
+                        .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+                        .synchronous(sqlx::sqlite::SqliteSynchronous::Normal),
+                    // The journal mode is a property of the file: setting it would write to a
+                    // database fristvakt does not own.
+                    Access::ReadOnly => options.read_only(true).pragma("query_only", "ON"),
+                };
                 // Every connection to `sqlite::memory:` is a database of its own: keep exactly
                 // one, forever.
                 let in_memory = url.sqlite_path().is_none();
@@ -66,8 +95,18 @@ impl Pool {
                 Ok(Pool::Sqlite(pool))
             }
             Engine::Postgres => {
+                let (driver_url, ignored) = url.for_driver();
+                for key in ignored {
+                    // Named, never its value.
+                    tracing::warn!(parameter = %key, "database URL: the PostgreSQL driver does not support this parameter; ignored");
+                }
+                let options = driver_url.parse::<PgConnectOptions>()?;
+                let options = match access {
+                    Access::Owned { .. } => options,
+                    Access::ReadOnly => options.options([("default_transaction_read_only", "on")]),
+                };
                 let pool =
-                    PgPoolOptions::new().max_connections(max).acquire_timeout(timeout).connect(url.expose()).await?;
+                    PgPoolOptions::new().max_connections(max).acquire_timeout(timeout).connect_with(options).await?;
                 Ok(Pool::Postgres(pool))
             }
         }
@@ -86,4 +125,48 @@ pub(crate) fn format_instant(t: DateTime<Utc>) -> String {
 
 pub(crate) fn parse_instant(raw: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(raw).ok().map(|t| t.with_timezone(&Utc))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn sqlite_text(pool: &SqlitePool, sql: &str) -> String {
+        let row = sqlx::query(sql).fetch_one(pool).await.unwrap();
+        sqlx::Row::try_get::<String, _>(&row, 0)
+            .or_else(|_| sqlx::Row::try_get::<i64, _>(&row, 0).map(|n| n.to_string()))
+            .unwrap()
+    }
+
+    /// A register opened read-only refuses every write and leaves the file's journal mode as it
+    /// is, where fristvakt's own databases are switched to WAL.
+    #[tokio::test]
+    async fn a_read_only_sqlite_pool_refuses_writes_and_keeps_the_journal_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = DatabaseUrl::parse(&format!("sqlite://{}", dir.path().join("register.db").display())).unwrap();
+        let setup = SqlitePool::connect(&format!("{}?mode=rwc", url.expose())).await.unwrap();
+        sqlx::query("CREATE TABLE cases (case_ref TEXT)").execute(&setup).await.unwrap();
+        sqlx::query("INSERT INTO cases VALUES ('2026-BU-1')").execute(&setup).await.unwrap();
+        assert_eq!(sqlite_text(&setup, "PRAGMA journal_mode").await, "delete");
+        setup.close().await;
+
+        let Pool::Sqlite(register) = Pool::open_read_only(&url, 2).await.unwrap() else { panic!("not SQLite") };
+        assert_eq!(sqlite_text(&register, "SELECT case_ref FROM cases").await, "2026-BU-1");
+        assert_eq!(sqlite_text(&register, "PRAGMA query_only").await, "1");
+        assert_eq!(sqlite_text(&register, "PRAGMA journal_mode").await, "delete");
+        for write in ["INSERT INTO cases VALUES ('x')", "CREATE TABLE other (x TEXT)", "DELETE FROM cases"] {
+            assert!(sqlx::query(write).execute(&register).await.is_err(), "{write} was allowed");
+        }
+        // Asking for WAL changes nothing on a read-only connection.
+        let _ = sqlx::query("PRAGMA journal_mode = WAL").fetch_all(&register).await;
+        assert_eq!(sqlite_text(&register, "PRAGMA journal_mode").await, "delete");
+        assert_eq!(sqlite_text(&register, "SELECT COUNT(*) FROM cases").await, "1");
+        register.close().await;
+        assert!(!dir.path().join("register.db-wal").exists());
+
+        // The state store owns its database: WAL.
+        let Pool::Sqlite(own) = Pool::open(&url, false, 1).await.unwrap() else { panic!("not SQLite") };
+        assert_eq!(sqlite_text(&own, "PRAGMA journal_mode").await, "wal");
+        own.close().await;
+    }
 }

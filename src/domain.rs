@@ -142,9 +142,52 @@ impl fmt::Display for CaseRef {
     }
 }
 
+/// How many characters of a register value a log line or a message shows at most.
+pub const LOG_VALUE_MAX_CHARS: usize = 40;
+
+/// A value read from the register, made safe for a log line or an error message: every control
+/// character (and every Unicode line separator or bidirectional control, which could forge or
+/// hide log lines) becomes `?`, and a value longer than [`LOG_VALUE_MAX_CHARS`] characters is
+/// cut there with `…`. A value that had to be changed ends with a note of its original length,
+/// `[N chars]`; a good case reference comes out as it is.
+pub fn log_safe(raw: &str) -> String {
+    let unsafe_char = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{2028}' | '\u{2029}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
+    };
+    let length = raw.chars().count();
+    if length <= LOG_VALUE_MAX_CHARS && !raw.chars().any(unsafe_char) {
+        return raw.to_string();
+    }
+    let mut out: String = raw.chars().take(LOG_VALUE_MAX_CHARS).map(|c| if unsafe_char(c) { '?' } else { c }).collect();
+    if length > LOG_VALUE_MAX_CHARS {
+        out.push('…');
+    }
+    format!("{out} [{length} chars]")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn register_values_are_logged_sanitised_and_shortened() {
+        assert_eq!(log_safe("2026-BU-00537"), "2026-BU-00537");
+        assert_eq!(log_safe(&"x".repeat(40)), "x".repeat(40));
+        // Control characters cannot start a forged log line or move the terminal's cursor.
+        let forged = "2026-BU-1\nWARN register row skipped\r\u{1b}[2K";
+        let safe = log_safe(forged);
+        assert_eq!(safe, "2026-BU-1?WARN register row skipped??[2K [40 chars]");
+        assert!(!safe.chars().any(char::is_control), "{safe:?}");
+        assert_eq!(log_safe("A\u{202E}B\u{2028}C"), "A?B?C [5 chars]");
+        // A long value: 40 characters, then a note of the original length.
+        let long = format!("{}\t{}", "A".repeat(45), "B".repeat(5000));
+        let safe = log_safe(&long);
+        assert_eq!(safe, format!("{}… [5046 chars]", "A".repeat(40)));
+        assert!(safe.chars().count() <= LOG_VALUE_MAX_CHARS + 20, "{safe}");
+        // Characters, not bytes: a multi-byte character is never cut.
+        assert_eq!(log_safe(&"ö".repeat(41)), format!("{}… [41 chars]", "ö".repeat(40)));
+    }
 
     #[test]
     fn email_addresses() {

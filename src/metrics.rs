@@ -115,9 +115,13 @@ struct ReasonLabels {
     reason: RejectReason,
 }
 
+/// The `unit` label of a deadline whose unit is not configured (no `[units."CODE"]` table).
+pub const OTHER_UNIT: &str = "other";
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct DeadlineLabels {
-    /// A unit code from the register: a bounded set, but not known in advance.
+    /// A configured unit code (a key of `settings.units`), or [`OTHER_UNIT`]: the register may
+    /// hold any text as a unit, and each value would be a series of its own.
     unit: String,
     kind: Kind,
     status: Status,
@@ -300,16 +304,27 @@ impl Metrics {
     }
 
     /// Replaces the deadline counts by (unit, kind, status): a combination missing from
-    /// `counts` is no longer exposed.
-    pub fn set_deadlines(&self, counts: BTreeMap<(String, &'static str, &'static str), i64>) {
-        let _snapshot = write(&self.snapshot);
-        self.deadlines.clear();
+    /// `counts` is no longer exposed. A unit for which `configured` says no (a unit code without
+    /// its `[units."CODE"]` table, whatever the register holds) is counted under
+    /// [`OTHER_UNIT`], so the label takes only the configured units and `other`.
+    pub fn set_deadlines(
+        &self,
+        counts: BTreeMap<(String, &'static str, &'static str), i64>,
+        configured: impl Fn(&str) -> bool,
+    ) {
+        let mut labelled: HashMap<DeadlineLabels, i64> = HashMap::new();
         for ((unit, kind, status), n) in counts {
             let (Ok(kind), Ok(status)) = (kind.parse::<Kind>(), status.parse::<Status>()) else {
                 unknown_label("kind/status", &format!("{kind}/{status}"));
                 continue;
             };
-            self.deadlines.get_or_create(&DeadlineLabels { unit, kind, status }).set(n);
+            let unit = if configured(&unit) { unit } else { OTHER_UNIT.to_string() };
+            *labelled.entry(DeadlineLabels { unit, kind, status }).or_insert(0) += n;
+        }
+        let _snapshot = write(&self.snapshot);
+        self.deadlines.clear();
+        for (labels, n) in labelled {
+            self.deadlines.get_or_create(&labels).set(n);
         }
     }
 
@@ -380,10 +395,13 @@ mod tests {
         m.add_rows(10, &BTreeMap::from([(RejectReason::BadDate, 2)]));
         m.set_last_successful_poll(1_714_000_000.0);
         m.set_register_staleness(12.5);
-        m.set_deadlines(BTreeMap::from([
-            (("BRO-BU".to_string(), "assessment", "overdue"), 4),
-            (("BRO-BU".to_string(), "investigation", "due_soon"), 1),
-        ]));
+        m.set_deadlines(
+            BTreeMap::from([
+                (("BRO-BU".to_string(), "assessment", "overdue"), 4),
+                (("BRO-BU".to_string(), "investigation", "due_soon"), 1),
+            ]),
+            |unit| unit == "BRO-BU",
+        );
         m.add_notice("assessment", "-3".into(), "sent", 2);
         m.add_notice("protection", "+1".into(), "enqueued", 1);
         m.set_outbox(&HashMap::from([(OutboxState::Pending, 3)]));
@@ -501,7 +519,7 @@ mod tests {
     #[test]
     fn a_snapshot_replaces_the_previous_one() {
         let m = busy();
-        m.set_deadlines(BTreeMap::from([(("BRO-BU".to_string(), "assessment", "overdue"), 5)]));
+        m.set_deadlines(BTreeMap::from([(("BRO-BU".to_string(), "assessment", "overdue"), 5)]), |u| u == "BRO-BU");
         m.set_outbox(&HashMap::from([(OutboxState::Dead, 1)]));
         let text = m.render();
         assert!(text.contains("fristvakt_deadlines{unit=\"BRO-BU\",kind=\"assessment\",status=\"overdue\"} 5\n"));
@@ -512,7 +530,7 @@ mod tests {
         assert!(text.contains("fristvakt_outbox{state=\"dead\"} 1\n"), "{text}");
         assert_eq!(text.matches("fristvakt_outbox{").count(), OutboxState::ALL.len(), "{text}");
 
-        m.set_deadlines(BTreeMap::new());
+        m.set_deadlines(BTreeMap::new(), |_| true);
         let text = m.render();
         assert!(!text.contains("fristvakt_deadlines"), "no deadlines, no series:\n{text}");
     }
@@ -523,7 +541,7 @@ mod tests {
         m.observe_poll("sideways", Duration::from_secs(1), true);
         m.add_notice("assessment", "-3".into(), "mislaid", 1);
         m.add_notice("haircut", "-3".into(), "sent", 1);
-        m.set_deadlines(BTreeMap::from([(("BRO-BU".to_string(), "haircut", "overdue"), 1)]));
+        m.set_deadlines(BTreeMap::from([(("BRO-BU".to_string(), "haircut", "overdue"), 1)]), |_| true);
         m.add_smtp_error("gremlins", 2);
         let text = m.render();
         for value in ["sideways", "mislaid", "haircut", "gremlins"] {
@@ -531,6 +549,36 @@ mod tests {
         }
         assert!(!text.contains("fristvakt_notices_total"), "{text}");
         assert!(text.contains("fristvakt_smtp_errors_total{class=\"other\"} 2\n"), "{text}");
+    }
+
+    #[test]
+    fn deadline_units_come_from_the_configured_units_and_other() {
+        let m = Metrics::new();
+        let junk = format!("X{}\u{1b}[2K", "Y".repeat(500));
+        m.set_deadlines(
+            BTreeMap::from([
+                (("BRO-BU".to_string(), "assessment", "overdue"), 4),
+                (("RIK-BU".to_string(), "assessment", "overdue"), 2),
+                ((junk.clone(), "assessment", "overdue"), 1),
+                (("2026-BU-00537".to_string(), "protection", "met"), 3),
+            ]),
+            |unit| unit == "BRO-BU",
+        );
+        let text = m.render();
+        assert!(
+            text.contains("fristvakt_deadlines{unit=\"BRO-BU\",kind=\"assessment\",status=\"overdue\"} 4\n"),
+            "{text}"
+        );
+        // Every unit without its own configuration is one series, `other`, with their sum.
+        assert!(
+            text.contains("fristvakt_deadlines{unit=\"other\",kind=\"assessment\",status=\"overdue\"} 3\n"),
+            "{text}"
+        );
+        assert!(text.contains("fristvakt_deadlines{unit=\"other\",kind=\"protection\",status=\"met\"} 3\n"), "{text}");
+        assert_eq!(text.matches("fristvakt_deadlines{").count(), 3, "{text}");
+        for value in ["RIK-BU", "YYYY", "2026-BU-00537", "\u{1b}"] {
+            assert!(!text.contains(value), "{value:?} in:\n{text}");
+        }
     }
 
     #[test]
@@ -549,14 +597,14 @@ mod tests {
     #[test]
     fn unit_codes_are_escaped() {
         let m = Metrics::new();
-        m.set_deadlines(BTreeMap::from([(("A\"B\\C\nD".to_string(), "assessment", "overdue"), 1)]));
+        m.set_deadlines(BTreeMap::from([(("A\"B\\C\nD".to_string(), "assessment", "overdue"), 1)]), |_| true);
         assert!(m.render().contains("fristvakt_deadlines{unit=\"A\\\"B\\\\C\\nD\",kind=\"assessment\""));
     }
 
     #[test]
     fn promtool_accepts_the_exposition() {
         let m = busy();
-        m.set_deadlines(BTreeMap::from([(("A\"B\\C\nD".to_string(), "assessment", "overdue"), 1)]));
+        m.set_deadlines(BTreeMap::from([(("A\"B\\C\nD".to_string(), "assessment", "overdue"), 1)]), |_| true);
         for text in [Metrics::new().render(), m.render()] {
             let mut child = match Command::new("promtool")
                 .args(["check", "metrics"])

@@ -13,7 +13,7 @@ use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use futures_util::TryStreamExt;
 
 use crate::config::Settings;
-use crate::domain::CaseRef;
+use crate::domain::{log_safe, CaseRef};
 use crate::notice::{self, Recipient};
 use crate::register::{self, CaseRow, RawRow, Register, RegisterError, RejectReason};
 use crate::rules::{self, decide, Deadline, Kind, Ladder, RuleOptions};
@@ -180,7 +180,7 @@ async fn store_chunk(
             Ok(case) => {
                 if case.caseworker_invalid {
                     report.caseworker_invalid += 1;
-                    tracing::warn!(case_ref = %case.case_ref, "register row: column caseworker is not an e-mail address; notices go to the team lead");
+                    tracing::warn!(case_ref = %log_safe(case.case_ref.as_str()), "register row: column caseworker is not an e-mail address; notices go to the team lead");
                 }
                 match cases.get(case.case_ref.as_str()) {
                     Some(existing) if existing.updated_at > case.updated_at => {}

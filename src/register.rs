@@ -22,7 +22,7 @@ use sqlx::{Row, SqlitePool};
 use crate::config::{DatabaseUrl, Engine};
 use crate::db::{format_instant, with_pool, Pool};
 use crate::demo::DemoCase;
-use crate::domain::{CaseRef, EmailAddress, UnitCode};
+use crate::domain::{log_safe, CaseRef, EmailAddress, UnitCode};
 use crate::rules::calendar::{FIRST_YEAR, LAST_YEAR};
 use crate::rules::CaseDates;
 
@@ -44,14 +44,23 @@ pub const COLUMNS: [&str; 12] = [
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegisterError {
-    #[error("register {url}: cannot connect: {source}")]
-    Connect { url: String, source: sqlx::Error },
+    /// `url` is redacted and `reason` scrubbed of the URL's secrets ([`RegisterError::connect`]).
+    #[error("register {url}: cannot connect: {reason}")]
+    Connect { url: String, reason: String },
     #[error("register view {view}: missing column(s) {}", .columns.join(", "))]
     MissingColumns { view: String, columns: Vec<String> },
     #[error("register view {view}: {source}")]
     Query { view: String, source: sqlx::Error },
     #[error("register {url} is not SQLite: demo data is only written to a SQLite register")]
     NotSqlite { url: String },
+}
+
+impl RegisterError {
+    /// A failed connection, named by the redacted URL, with every secret of the URL scrubbed
+    /// from the driver's message.
+    pub(crate) fn connect(url: &DatabaseUrl, source: sqlx::Error) -> RegisterError {
+        RegisterError::Connect { url: url.redacted(), reason: url.scrub(&source.to_string()) }
+    }
 }
 
 /// One row exactly as the view holds it, every value as text.
@@ -140,8 +149,9 @@ impl RejectReason {
     }
 }
 
-/// A skipped row: the reason, the column and the case reference (when there is one). Its
-/// `Display` is safe to log: it never holds another column's value.
+/// A skipped row: the reason, the column and the case reference (when there is one), as the
+/// register holds it. Its `Display` is safe to log: it never holds another column's value, and
+/// the case reference is shown only sanitised and shortened ([`log_safe`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {
     pub reason: RejectReason,
@@ -151,8 +161,12 @@ pub struct Rejection {
 
 impl fmt::Display for Rejection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let case = self.case_ref.as_deref().unwrap_or("(no case_ref)");
+        let case = self.case_ref.as_deref().map(log_safe);
+        let case = case.as_deref().unwrap_or("(no case_ref)");
         let what = match self.reason {
+            RejectReason::MissingCaseRef if self.case_ref.is_some() => {
+                "not a valid case reference (at most 100 printable characters)"
+            }
             RejectReason::MissingCaseRef => "case_ref is missing",
             RejectReason::MissingUnit => "unit is missing",
             RejectReason::BadDate => "not a valid date (YYYY-MM-DD, 1900–2200)",
@@ -241,10 +255,11 @@ pub struct Register {
 }
 
 impl Register {
-    /// Connects to the register. A SQLite register must already exist.
+    /// Connects to the register, read-only ([`Pool::open_read_only`]): a SQLite register must
+    /// already exist, is opened with `mode=ro` and `query_only`, and its journal mode is left as
+    /// it is; a PostgreSQL session has `default_transaction_read_only = on`.
     pub async fn connect(url: &DatabaseUrl, view: &str) -> Result<Register, RegisterError> {
-        let pool =
-            Pool::open(url, false, 4).await.map_err(|source| RegisterError::Connect { url: url.redacted(), source })?;
+        let pool = Pool::open_read_only(url, 4).await.map_err(|source| RegisterError::connect(url, source))?;
         Ok(Register::with_pool(pool, url, view))
     }
 
@@ -445,10 +460,12 @@ impl TextRow for SqliteRow {
     }
 }
 
-/// Opens a SQLite register (the demo register); `create` makes the file when missing.
-async fn sqlite_pool(url: &DatabaseUrl, create: bool) -> Result<SqlitePool, RegisterError> {
-    let connect = |source| RegisterError::Connect { url: url.redacted(), source };
-    match Pool::open(url, create, 1).await.map_err(connect)? {
+/// Opens a SQLite register: for writing (the demo register fristvakt creates and owns,
+/// `write`), else read-only as every register is read.
+async fn sqlite_pool(url: &DatabaseUrl, write: bool) -> Result<SqlitePool, RegisterError> {
+    let connect = |source| RegisterError::connect(url, source);
+    let pool = if write { Pool::open(url, true, 1).await } else { Pool::open_read_only(url, 1).await };
+    match pool.map_err(connect)? {
         Pool::Sqlite(pool) => Ok(pool),
         Pool::Postgres(pool) => {
             pool.close().await;

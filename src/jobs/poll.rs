@@ -89,7 +89,8 @@ async fn poll(app: &App, at: Moment, force_full: bool) -> Result<PollReport, Job
     }
     app.state.record_poll_success(at.now).await?;
     match app.state.deadline_counts(at.today).await {
-        Ok(counts) => app.metrics.set_deadlines(counts),
+        // The unit label takes only the configured units; every other code counts as `other`.
+        Ok(counts) => app.metrics.set_deadlines(counts, |unit| settings.units.is_configured(unit)),
         Err(e) => tracing::warn!("could not count deadlines for the metrics: {e}"),
     }
     Ok(PollReport { sync, ladder })

@@ -48,8 +48,9 @@ pub(crate) const BATCH_ROWS: usize = 32;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    #[error("state database {url}: cannot connect: {source}")]
-    Connect { url: String, source: sqlx::Error },
+    /// `url` is redacted and `reason` scrubbed of the URL's secrets ([`StateError::connect`]).
+    #[error("state database {url}: cannot connect: {reason}")]
+    Connect { url: String, reason: String },
     #[error("state database: migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("state database: {context}: {source}")]
@@ -58,6 +59,14 @@ pub enum StateError {
     Corrupt { column: &'static str, value: String },
     #[error("state database: cannot encode {what}: {source}")]
     Encode { what: &'static str, source: serde_json::Error },
+}
+
+impl StateError {
+    /// A failed connection, named by the redacted URL, with every secret of the URL scrubbed
+    /// from the driver's message.
+    pub(crate) fn connect(url: &DatabaseUrl, source: sqlx::Error) -> StateError {
+        StateError::Connect { url: url.redacted(), reason: url.scrub(&source.to_string()) }
+    }
 }
 
 pub(crate) fn query_error(context: &'static str) -> impl FnOnce(sqlx::Error) -> StateError {
@@ -127,8 +136,7 @@ pub struct StateStore {
 impl StateStore {
     /// Connects, creating a SQLite file when missing.
     pub async fn connect(url: &DatabaseUrl) -> Result<StateStore, StateError> {
-        let pool =
-            Pool::open(url, true, 8).await.map_err(|source| StateError::Connect { url: url.redacted(), source })?;
+        let pool = Pool::open(url, true, 8).await.map_err(|source| StateError::connect(url, source))?;
         Ok(StateStore { pool, engine: url.engine })
     }
 
@@ -143,9 +151,7 @@ impl StateStore {
             }
             Engine::Postgres => url.clone(),
         };
-        let pool = Pool::open(&read_only, false, 2)
-            .await
-            .map_err(|source| StateError::Connect { url: url.redacted(), source })?;
+        let pool = Pool::open(&read_only, false, 2).await.map_err(|source| StateError::connect(url, source))?;
         Ok(StateStore { pool, engine: url.engine })
     }
 

@@ -8,5 +8,6 @@ mod faults;
 mod helpers;
 mod notices;
 mod polling;
+mod security;
 mod service;
 mod state;

@@ -20,8 +20,13 @@ pub(crate) fn free_port() -> u16 {
 
 /// A minimal HTTP/1.1 GET: (status, body).
 pub(crate) fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    get_within(port, path, Duration::from_secs(10))
+}
+
+/// [`get`], waiting up to `timeout` for the answer.
+fn get_within(port: u16, path: &str, timeout: Duration) -> Option<(u16, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    s.set_read_timeout(Some(timeout)).ok()?;
     write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").ok()?;
     let mut buf = String::new();
     s.read_to_string(&mut buf).ok()?;
@@ -163,6 +168,62 @@ async fn daemon_notifies_systemd_serves_probes_and_metrics_and_stops_cleanly() {
     }
     let files = std::fs::read_dir(ws.path("outbox")).unwrap().count();
     assert!(files > 0, "mails were written as .eml files");
+}
+
+/// A password in the register URL (`?password=`, `?sslpassword=`) reaches neither the log, nor
+/// systemd's STATUS=, nor a /readyz reason, when the register cannot be reached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_passwords_reach_no_log_status_or_readiness_reason() {
+    let ws = Workspace::new();
+    // A successful poll on a SQLite register first, so that readiness goes on to probe the
+    // register (it stops at "no successful poll yet" otherwise).
+    let sqlite = ws.config("");
+    let out = fristvakt(Some(&sqlite), &["demo-data", "--cases", "20"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = fristvakt(Some(&sqlite), &["poll", "--once"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let closed = free_port();
+    let port = free_port();
+    let cfg = ws.path("postgres.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[register]\nurl = \"postgres://fristvakt@127.0.0.1:{closed}/register?password=SECRETPW&sslpassword=SECRETSSL&sslmode=disable\"\n\
+             poll_interval = \"60s\"\n[state]\nurl = \"{}\"\n[mail]\nfile_dir = \"{}\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n",
+            ws.sqlite_url("state.db"),
+            ws.path("outbox").display()
+        ),
+    )
+    .unwrap();
+    let mut notify = Notify::bind(&ws.path("notify.sock"));
+    let mut child = spawn_daemon(&cfg, &ws.path("notify.sock"));
+    notify.wait_for("READY=1", Duration::from_secs(60));
+    notify.wait_for("STATUS=last poll failed", Duration::from_secs(5));
+    let (status, reason) = get_within(port, "/readyz", Duration::from_secs(60)).expect("an answer from /readyz");
+    assert_eq!(status, 503, "{reason}");
+    assert!(reason.contains("cannot connect") && reason.contains("[redacted]"), "{reason}");
+
+    child.terminate();
+    // Read the notifications meanwhile: a full socket queue would block the daemon's watchdog ping.
+    let stop_by = Instant::now() + Duration::from_secs(30);
+    let mut buf = [0u8; 4096];
+    while child.wait_timeout(Duration::from_millis(50)).is_none() {
+        assert!(Instant::now() < stop_by, "the daemon stops within 30 s of SIGTERM");
+        if let Ok(n) = notify.socket.recv(&mut buf) {
+            notify.seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    }
+    let mut log = String::new();
+    child.child_mut().stderr.take().unwrap().read_to_string(&mut log).unwrap();
+    assert!(log.contains("poll failed") && log.contains("[redacted]"), "{log}");
+    let statuses: Vec<&str> = notify.seen.iter().flat_map(|m| m.lines()).filter(|l| l.starts_with("STATUS=")).collect();
+    assert!(statuses.iter().any(|s| s.contains("[redacted]")), "{statuses:?}");
+    for (what, text) in [("log", log.as_str()), ("readyz", reason.as_str()), ("STATUS=", &statuses.join("\n"))] {
+        for secret in ["SECRETPW", "SECRETSSL"] {
+            assert!(!text.contains(secret), "{secret} in the {what}:\n{text}");
+        }
+    }
 }
 
 /// The README's first command: `fristvakt --config config/demo.toml run` on a fresh checkout.
