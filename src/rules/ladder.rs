@@ -56,6 +56,16 @@ impl Role {
             Role::Manager => "manager",
         }
     }
+
+    /// The next role up the escalation ladder (caseworker → team lead → unit manager), to which
+    /// a notice goes when none of its recipients could receive it; `None` above the manager.
+    pub fn above(self) -> Option<Role> {
+        match self {
+            Role::Caseworker => Some(Role::TeamLead),
+            Role::TeamLead => Some(Role::Manager),
+            Role::Manager => None,
+        }
+    }
 }
 
 impl FromStr for Role {

@@ -30,7 +30,10 @@ pub(crate) use crate::db::{with_pool, Pool};
 
 pub use deadlines::{DeadlineFilter, DeadlineRecord, StoredDeadline};
 pub use leases::POLL_LEASE;
-pub use outbox::{DigestRun, OutboxCategory, OutboxEntry, OutboxPayload, OutboxRow, OutboxState, UndecodableRow};
+pub use outbox::{
+    Attempt, Delivery, DeliveryOutcome, DigestRun, Escalation, OutboxCategory, OutboxEntry, OutboxPayload, OutboxRow,
+    OutboxState, UndecodableRow,
+};
 pub use poll::PollState;
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
