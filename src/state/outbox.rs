@@ -282,7 +282,7 @@ impl StateStore {
 
     /// Writes ladder decisions: outbox rows (insert-if-absent on their key; a row cancelled
     /// because its deadline closed or left the register is revived when the step is reached
-    /// again) and each deadline's next step day, in one transaction. Returns the keys written.
+    /// again, keeping the outcomes of the recipients it already reached, so none gets it twice) and each deadline's next step day, in one transaction. Returns the keys written.
     pub async fn record_steps(
         &self,
         entries: &[OutboxEntry],
@@ -299,7 +299,7 @@ impl StateStore {
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11) \
                  ON CONFLICT (notice_key) DO UPDATE SET recipients = excluded.recipients, payload = excluded.payload, \
                    state = excluded.state, created_at = excluded.created_at, not_before = excluded.not_before, \
-                   next_attempt_at = excluded.next_attempt_at, attempts = 0, last_error = NULL, deliveries = NULL \
+                   next_attempt_at = excluded.next_attempt_at, attempts = 0, last_error = NULL \
                  WHERE outbox.state = 'cancelled'";
         with_pool!(&self.pool, p => {
             let mut tx = p.begin().await.map_err(query_error("starting a transaction"))?;
@@ -467,7 +467,8 @@ impl StateStore {
 
     /// Records one attempt at a claimed row: its state, every recipient's outcome so far, and
     /// — in the same transaction, only if the claim was still held — the escalation row
-    /// (insert-if-absent on its key). Returns whether an escalation row was written.
+    /// (insert-if-absent on its key; a cancelled one is revived, as ladder steps are). Returns
+    /// whether an escalation row was written.
     pub async fn record_attempt(
         &self,
         row: &OutboxRow,
@@ -479,7 +480,12 @@ impl StateStore {
              claimed_until = NULL WHERE id = $6 AND claimed_by = $7";
         let insert = "INSERT INTO outbox (notice_key, category, case_ref, kind, step, recipients, payload, state, \
              created_at, not_before, next_attempt_at, message_id, replaces) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $8, $8, $9, $10) ON CONFLICT (notice_key) DO NOTHING";
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $8, $8, $9, $10) \
+             ON CONFLICT (notice_key) DO UPDATE SET recipients = excluded.recipients, payload = excluded.payload, \
+               state = excluded.state, created_at = excluded.created_at, not_before = excluded.not_before, \
+               next_attempt_at = excluded.next_attempt_at, replaces = excluded.replaces, attempts = 0, \
+               last_error = NULL \
+             WHERE outbox.state = 'cancelled'";
         let payload = match &attempt.escalation {
             Some(_) => {
                 Some(row.payload.content().map_err(|source| StateError::Encode { what: "an outbox payload", source })?)
