@@ -763,6 +763,39 @@ mod tests {
     }
 
     #[test]
+    fn a_notice_sent_one_role_up_says_whom_it_is_instead_of() {
+        let p = christmas_assessment(1);
+        let lead = |instead| Recipient {
+            role: Role::TeamLead,
+            address: EmailAddress::parse("gl.bromma@kommun.example").unwrap(),
+            instead_of_caseworker: instead,
+        };
+        let manager = Recipient {
+            role: Role::Manager,
+            address: EmailAddress::parse("ec.bromma@kommun.example").unwrap(),
+            instead_of_caseworker: false,
+        };
+        let caseworker = caseworker();
+        let sv = render_notice(&settings("sv"), &p, &[lead(false)], &caseworker, day("2026-12-29")).unwrap();
+        assert!(sv.text.contains("- gl.bromma@kommun.example (gruppledare, i stället för handläggare)"), "{}", sv.text);
+        assert!(
+            sv.text
+                .contains("E-postservern tog inte emot meddelandet till anna.handlaggare@kommun.example (handläggare)"),
+            "{}",
+            sv.text
+        );
+        // A team lead standing in for a caseworker refused too: the manager, instead of the team lead.
+        let en = render_notice(&settings("en"), &p, &[manager], &[lead(true)], day("2026-12-29")).unwrap();
+        assert!(en.text.contains("- ec.bromma@kommun.example (manager, instead of the team lead)"), "{}", en.text);
+        assert!(
+            en.text.contains("The mail server refused this message for gl.bromma@kommun.example (team lead)"),
+            "{}",
+            en.text
+        );
+        assert!(!en.text.contains("holds no valid e-mail address"), "{}", en.text);
+    }
+
+    #[test]
     fn extension_and_fallback_are_explained() {
         let s = settings("sv");
         let mut p = christmas_assessment(1);

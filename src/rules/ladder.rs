@@ -272,6 +272,15 @@ mod tests {
         NaiveDate::parse_from_str(text, "%Y-%m-%d").unwrap()
     }
 
+    #[test]
+    fn escalation_goes_caseworker_team_lead_manager_then_stops() {
+        assert_eq!(Role::Caseworker.above(), Some(Role::TeamLead));
+        assert_eq!(Role::TeamLead.above(), Some(Role::Manager));
+        assert_eq!(Role::Manager.above(), None);
+        // The dispatcher escalates above the highest role a notice went to: the order is `Ord`.
+        assert!(Role::Caseworker < Role::TeamLead && Role::TeamLead < Role::Manager);
+    }
+
     /// The deadline of `kind` for a report received or an investigation opened on `start`.
     fn deadline(kind: Kind, start: &str, extended_to: Option<&str>, closed_on: Option<&str>) -> Deadline {
         let start = Some(d(start));
