@@ -113,6 +113,47 @@ async fn a_server_refusing_the_sender_pauses_dispatch_and_keeps_the_backlog_post
     a_server_refusing_the_sender_pauses_dispatch_and_keeps_the_backlog(postgres_state().await).await;
 }
 
+/// Fault test: the server refuses fristvakt's login (AUTH 535): the same as a refused sender —
+/// paused, counted under `auth`, the notice kept and sent once the login works again.
+#[tokio::test]
+async fn a_server_refusing_the_login_pauses_dispatch_and_keeps_the_notice() {
+    let started = std::time::Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let smtp = TestSmtp::start().await;
+    let register_path = dir.path().join("register.db");
+    write_register(&register_path, &[assessment_case("2026-BU-0142", Some(CASEWORKER))]).await;
+    let state_url = sqlite_state().replace("{dir}", &dir.path().display().to_string());
+    settings(dir.path(), &register_path, &state_url, smtp.port(), "always");
+    let credentials = [
+        ("FRISTVAKT__MAIL__SMTP__USERNAME".to_string(), "fristvakt".to_string()),
+        ("FRISTVAKT__MAIL__SMTP__PASSWORD".to_string(), "not-the-password".to_string()),
+    ];
+    let with_login = config::load_with_env(Some(&dir.path().join("fristvakt.toml")), credentials.to_vec()).unwrap();
+    let app = App { app: start_app(Arc::new(with_login), "process-a").await, smtp, _dir: dir };
+    app.smtp.set_mode(SmtpMode::RejectAuth);
+    let t0 = at(day("2026-11-13"), 9);
+    let report = app.poll_at(day("2026-11-13"), t0).await;
+    assert!(report.paused(), "{report:?}");
+    assert_eq!(report.server_refusals.get("auth"), Some(&1), "{report:?}");
+    assert_eq!((report.total_retrying(), report.total_dead(), report.total_sent()), (1, 0, 0), "{report:?}");
+    let row = only_row(&app).await;
+    assert_eq!(row.state, OutboxState::Retrying);
+    let error = row.last_error.unwrap_or_default();
+    assert!(error.starts_with("server_refused_auth: ") && error.contains("535"), "{error}");
+    assert!(!error.contains("not-the-password"), "{error}");
+    assert!(app.delivery_metrics.dispatch_paused());
+    app.smtp.set_mode(SmtpMode::Accept);
+    let report = app.dispatch(t0 + Duration::minutes(5)).await;
+    assert_eq!(report.total_sent(), 1, "{report:?}");
+    assert_eq!(single(&app.smtp.messages()).rcpt_to, [CASEWORKER]);
+    assert!(!app.delivery_metrics.dispatch_paused());
+    println!(
+        "fault test (AUTH 535): paused after 1 attempt, 0 dead, sent after the login worked; {:.2?}",
+        started.elapsed()
+    );
+    app.close().await;
+}
+
 #[tokio::test]
 async fn closed_sending_window_postpones_to_the_next_opening() {
     let app =

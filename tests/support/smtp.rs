@@ -3,7 +3,8 @@
 //!
 //! It speaks the subset of RFC 5321 that lettre's SMTP client uses (EHLO/HELO,
 //! MAIL FROM, RCPT TO, DATA with dot-unstuffing, RSET, NOOP, QUIT) and
-//! advertises 8BITMIME and SMTPUTF8. No AUTH, no TLS: connect with
+//! advertises 8BITMIME, SMTPUTF8 and AUTH PLAIN (any credentials are taken, unless
+//! the mode refuses them). No TLS: connect with
 //! `AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous("127.0.0.1").port(smtp.port())`.
 //!
 //! Received messages are kept in memory; [`ReceivedMail`] has helpers to read
@@ -35,6 +36,8 @@ pub enum SmtpMode {
     RejectTransient,
     /// `550 5.7.1` to `MAIL FROM`: the server refuses the sender, whatever the recipients.
     RejectSender,
+    /// `535 5.7.8` to `AUTH`: the server refuses the login; otherwise as `Accept`.
+    RejectAuth,
 }
 
 /// One message accepted by the server.
@@ -212,7 +215,11 @@ async fn session(stream: TcpStream, state: Arc<State>) -> std::io::Result<()> {
         let line = line.trim_end_matches(['\r', '\n']);
         let (verb, arg) = line.split_once(' ').unwrap_or((line, ""));
         let reply: &str = match verb.to_ascii_uppercase().as_str() {
-            "EHLO" => "250-localhost\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250 HELP\r\n",
+            "EHLO" => "250-localhost\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250-AUTH PLAIN\r\n250 HELP\r\n",
+            "AUTH" if *state.mode.lock().unwrap() == SmtpMode::RejectAuth => {
+                "535 5.7.8 Authentication credentials invalid (test)\r\n"
+            }
+            "AUTH" => "235 2.7.0 Authentication successful\r\n",
             "HELO" => "250 localhost\r\n",
             "MAIL" => match path_arg(arg, "FROM:") {
                 Some(_) if *state.mode.lock().unwrap() == SmtpMode::RejectSender => {
@@ -237,7 +244,7 @@ async fn session(stream: TcpStream, state: Arc<State>) -> std::io::Result<()> {
                     "451 4.2.1 Mailbox busy, try again later (test)\r\n"
                 }
                 (Some(_), Some(path)) => match *state.mode.lock().unwrap() {
-                    SmtpMode::Accept | SmtpMode::RejectSender => {
+                    SmtpMode::Accept | SmtpMode::RejectSender | SmtpMode::RejectAuth => {
                         rcpt_to.push(path);
                         "250 2.1.5 Recipient OK\r\n"
                     }
