@@ -4,8 +4,9 @@
 //! A row's `category` names the shape of its `payload` ([`OutboxPayload`], a serde enum tagged
 //! by the category); `recipients` is the list of [`Recipient`]s; `deliveries` records each
 //! recipient's outcome ([`Delivery`]) so that a retry goes only to those still owed the mail;
-//! `replaces` names, for a notice sent one role up (key + `/up`), the recipients it stands in for. A row that this version cannot
-//! decode is not skipped: a claim hands it over as [`UndecodableRow`], and the dispatcher gives
+//! `replaces` names, for a notice sent one role up (key + `/up`), the recipients it stands in
+//! for. A row that this version cannot decode is not skipped: a claim hands it over as
+//! [`UndecodableRow`], and the dispatcher gives
 //! it up visibly (dead, logged and counted).
 
 use std::collections::HashMap;
