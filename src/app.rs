@@ -20,7 +20,7 @@ use crate::config::{DatabaseUrl, Engine, Settings};
 use crate::demo::{self, DemoOptions};
 use crate::digest::DigestSchedule;
 use crate::mail::{self, Mailer, MailerError};
-use crate::metrics::Metrics;
+use crate::metrics::{DeliveryMetrics, Metrics};
 use crate::register::{self, Register, RegisterError};
 use crate::state::{StateError, StateStore};
 
@@ -82,6 +82,8 @@ pub struct App {
     pub mailer: Mailer,
     pub schedule: DigestSchedule,
     pub metrics: Metrics,
+    /// Delivery per recipient: refusals, escalations, the dispatch pause.
+    pub delivery_metrics: DeliveryMetrics,
     /// Unique per process across hosts: it marks this replica's leases and outbox claims.
     pub holder: String,
     /// Cancelled on shutdown: jobs stop taking new work.
@@ -154,6 +156,7 @@ impl App {
             mailer,
             schedule,
             metrics: Metrics::new(),
+            delivery_metrics: DeliveryMetrics::new(),
             holder,
             shutdown: CancellationToken::new(),
             register: RwLock::new(None),

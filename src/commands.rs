@@ -8,7 +8,7 @@ use chrono::{NaiveDate, Utc};
 use serde::Serialize;
 
 use crate::app::{App, AppError, Moment};
-use crate::config::{Engine, Settings};
+use crate::config::{Engine, Language, Settings};
 use crate::demo::{self, DemoOptions};
 use crate::domain::EmailAddress;
 use crate::jobs::{self, JobError, PollReport};
@@ -296,12 +296,23 @@ pub async fn explain(settings: Arc<Settings>, case_ref: &str, today: Option<Naiv
     };
     let case = register::validate(&raw)
         .map_err(|r| CommandError::Runtime(format!("the register row is skipped by every poll: {r}")))?;
+    let up = match settings.mail.language {
+        Language::Swedish => "ett steg upp",
+        Language::English => "one role up",
+    };
     let text = jobs::show::explain_text(&settings, &case, today, |kind| {
-        outbox
-            .iter()
-            .filter(|r| r.kind == Some(kind))
-            .filter_map(|r| r.step.map(|s| (s, r.state.as_str().to_string())))
-            .collect()
+        // A notice sent one role up (key + "/up") shows with the step it stands in for.
+        let mut steps: Vec<(i32, String)> = Vec::new();
+        for r in outbox.iter().filter(|r| r.kind == Some(kind)) {
+            let Some(step) = r.step else { continue };
+            match steps.iter_mut().find(|(s, _)| *s == step) {
+                Some((_, text)) if r.notice_key.ends_with("/up") => {
+                    text.push_str(&format!(" → {up}: {}", r.state.as_str()))
+                }
+                _ => steps.push((step, r.state.as_str().to_string())),
+            }
+        }
+        steps
     });
     print!("{text}");
     Ok(())

@@ -39,5 +39,9 @@ async fn readyz(State(shared): State<Arc<App>>) -> Response {
 
 async fn metrics(State(shared): State<Arc<App>>) -> Response {
     shared.refresh_gauges().await;
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], shared.metrics.render()).into_response()
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        shared.metrics.render() + &shared.delivery_metrics.render(),
+    )
+        .into_response()
 }

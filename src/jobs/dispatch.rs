@@ -38,5 +38,16 @@ pub async fn run_once(app: &App, at: Moment) -> Result<DispatchReport, JobError>
     for (class, n) in &report.errors {
         app.metrics.add_smtp_error(class, *n);
     }
+    app.delivery_metrics.add_recipients_refused(report.total_refused_recipients());
+    app.delivery_metrics.add_escalations(report.total_escalated());
+    for (class, n) in &report.server_refusals {
+        app.delivery_metrics.add_server_refusal(class, *n);
+    }
+    // Paused while the server refuses fristvakt; resumed by the first mail it takes again.
+    if report.paused() {
+        app.delivery_metrics.set_dispatch_paused(true);
+    } else if report.total_sent() > 0 {
+        app.delivery_metrics.set_dispatch_paused(false);
+    }
     Ok(report)
 }

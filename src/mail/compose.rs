@@ -60,7 +60,20 @@ pub fn compose_notice(
     today: NaiveDate,
     message_id: &str,
 ) -> Result<Message, ComposeError> {
-    let rendered = render_notice(settings, payload, recipients, today)?;
+    compose_notice_instead_of(settings, payload, recipients, &[], today, message_id)
+}
+
+/// Like [`compose_notice`], for a notice sent one role up in place of `replaces`, the
+/// recipients who refused it: the mail says whom it goes instead of.
+pub fn compose_notice_instead_of(
+    settings: &Settings,
+    payload: &NoticePayload,
+    recipients: &[Recipient],
+    replaces: &[Recipient],
+    today: NaiveDate,
+    message_id: &str,
+) -> Result<Message, ComposeError> {
+    let rendered = render_notice(settings, payload, recipients, replaces, today)?;
     let to = recipients
         .iter()
         .enumerate()
@@ -210,6 +223,7 @@ fn render_notice(
     settings: &Settings,
     payload: &NoticePayload,
     recipients: &[Recipient],
+    replaces: &[Recipient],
     today: NaiveDate,
 ) -> Result<Rendered, ComposeError> {
     if recipients.is_empty() {
@@ -219,7 +233,7 @@ fn render_notice(
     let env = environment(settings);
     let options = RuleOptions { holiday_rule: settings.calendar.holiday_rule };
     let explanation = render_explanation(env, lang, &Explanation::new(&payload.deadline(), today, options))?;
-    let context = NoticeContext::new(settings, payload, recipients, today, explanation);
+    let context = NoticeContext::new(settings, payload, recipients, replaces, today, explanation);
     let subject = render(env, &template_name("notice", lang, "subject"), &context)?;
     // A subject is one line whatever a template does with whitespace.
     let subject = subject.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -408,7 +422,9 @@ struct NoticeContext {
     situation: String,
     case_link: String,
     reason: String,
-    fallback_note: Option<&'static str>,
+    /// Why the mail goes to someone else than the step names: a missing caseworker address,
+    /// or the addresses that refused it (then the mail goes one role up).
+    fallback_note: Option<String>,
     recipients: Vec<RecipientContext>,
 }
 
@@ -425,6 +441,7 @@ impl NoticeContext {
         settings: &Settings,
         p: &NoticePayload,
         recipients: &[Recipient],
+        replaces: &[Recipient],
         today: NaiveDate,
         explanation: Vec<String>,
     ) -> NoticeContext {
@@ -452,13 +469,20 @@ impl NoticeContext {
             situation: situation(lang, days_left, p.due_on),
             case_link: settings.mail.case_link_for(p.case_ref.as_str()),
             reason: reason(lang, p, &step_roles),
-            fallback_note: fell_back.then(|| fallback_note(lang)),
+            fallback_note: if replaces.is_empty() {
+                fell_back.then(|| fallback_note(lang).to_string())
+            } else {
+                Some(refused_note(lang, replaces))
+            },
             recipients: recipients
                 .iter()
                 .map(|r| RecipientContext {
                     address: r.address.to_string(),
                     role: r.role.as_str(),
-                    role_name: role_title(lang, r),
+                    role_name: match replaces.iter().map(|x| x.role).max() {
+                        Some(instead_of) => instead_of_title(lang, r.role, instead_of),
+                        None => role_title(lang, r),
+                    },
                     instead_of_caseworker: r.instead_of_caseworker,
                 })
                 .collect(),
@@ -547,6 +571,37 @@ fn fallback_note(lang: Language) -> &'static str {
     }
 }
 
+/// The note of a notice sent one role up: who refused it, and that it goes up instead.
+fn refused_note(lang: Language, replaces: &[Recipient]) -> String {
+    let who: Vec<String> = replaces
+        .iter()
+        .map(|r| {
+            let role = match lang {
+                Language::Swedish => r.role.name_sv(),
+                Language::English => r.role.name_en(),
+            };
+            format!("{} ({role})", r.address)
+        })
+        .collect();
+    match lang {
+        Language::Swedish => format!(
+            "E-postservern tog inte emot meddelandet till {}, så det går i stället vidare till nästa nivå.",
+            join(&who, "och")
+        ),
+        Language::English => {
+            format!("The mail server refused this message for {}, so it goes one level up instead.", join(&who, "and"))
+        }
+    }
+}
+
+/// A recipient's role in a notice sent one role up, instead of the highest role that refused it.
+fn instead_of_title(lang: Language, role: Role, instead_of: Role) -> String {
+    match lang {
+        Language::Swedish => format!("{}, i stället för {}", role.name_sv(), instead_of.name_sv()),
+        Language::English => format!("{}, instead of the {}", role.name_en(), instead_of.name_en()),
+    }
+}
+
 fn role_title(lang: Language, r: &Recipient) -> String {
     match (lang, r.instead_of_caseworker) {
         (Language::Swedish, false) => r.role.name_sv().to_string(),
@@ -608,7 +663,7 @@ mod tests {
     }
 
     fn rendered(s: &Settings, p: &NoticePayload, r: &[Recipient], today: &str) -> Rendered {
-        render_notice(s, p, r, day(today)).unwrap()
+        render_notice(s, p, r, &[], day(today)).unwrap()
     }
 
     #[test]
@@ -705,6 +760,39 @@ mod tests {
         let text = rendered(&s, &p, &caseworker(), "2026-11-30").text;
         assert!(text.contains("Sista dag:  2026-11-30"), "{text}");
         assert!(!text.contains("1930:173"), "{text}");
+    }
+
+    #[test]
+    fn a_notice_sent_one_role_up_says_whom_it_is_instead_of() {
+        let p = christmas_assessment(1);
+        let lead = |instead| Recipient {
+            role: Role::TeamLead,
+            address: EmailAddress::parse("gl.bromma@kommun.example").unwrap(),
+            instead_of_caseworker: instead,
+        };
+        let manager = Recipient {
+            role: Role::Manager,
+            address: EmailAddress::parse("ec.bromma@kommun.example").unwrap(),
+            instead_of_caseworker: false,
+        };
+        let caseworker = caseworker();
+        let sv = render_notice(&settings("sv"), &p, &[lead(false)], &caseworker, day("2026-12-29")).unwrap();
+        assert!(sv.text.contains("- gl.bromma@kommun.example (gruppledare, i stället för handläggare)"), "{}", sv.text);
+        assert!(
+            sv.text
+                .contains("E-postservern tog inte emot meddelandet till anna.handlaggare@kommun.example (handläggare)"),
+            "{}",
+            sv.text
+        );
+        // A team lead standing in for a caseworker refused too: the manager, instead of the team lead.
+        let en = render_notice(&settings("en"), &p, &[manager], &[lead(true)], day("2026-12-29")).unwrap();
+        assert!(en.text.contains("- ec.bromma@kommun.example (manager, instead of the team lead)"), "{}", en.text);
+        assert!(
+            en.text.contains("The mail server refused this message for gl.bromma@kommun.example (team lead)"),
+            "{}",
+            en.text
+        );
+        assert!(!en.text.contains("holds no valid e-mail address"), "{}", en.text);
     }
 
     #[test]

@@ -4,8 +4,16 @@
 //! claimed (a short statement that stamps holder and expiry), then sent, then marked — each its
 //! own statement. A sender that dies mid-batch leaves claims that expire, after which another
 //! sender takes the rows; the stable Message-ID lets a recipient recognise the rare repeat.
+//!
+//! Delivery is per recipient: each recipient's reply is recorded with the row (`deliveries`),
+//! a retry goes only to the recipients still owed the mail, a row is `sent` once every
+//! recipient is settled and at least one received it, and a notice that every recipient
+//! refused goes one role up as a new row (key + `/up`). A refusal of fristvakt itself by the
+//! server (TLS, AUTH, `MAIL FROM`) is no fault of the mail: the row stays `retrying`, never
+//! dies of it, and the run stops (paused) without trying the rest of the outbox.
 
 use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
@@ -14,10 +22,14 @@ use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Settings, Transport};
-use crate::mail::compose::{compose_digest, compose_notice};
-use crate::mail::transport::{scrub, Mailer, SendError};
+use crate::mail::compose::{compose_digest, compose_notice_instead_of};
+use crate::mail::transport::{scrub, DeliverError, Mailer, RecipientResult, SendError};
+use crate::notice::{message_id, Recipient};
 use crate::rules::Kind;
-use crate::state::{OutboxCategory, OutboxPayload, OutboxRow, StateError, StateStore, UndecodableRow};
+use crate::state::{
+    Attempt, Delivery, DeliveryOutcome, Escalation, OutboxCategory, OutboxPayload, OutboxRow, OutboxState, StateError,
+    StateStore, UndecodableRow,
+};
 
 /// Claims last at least this long; see [`claim_ttl`].
 pub const MIN_CLAIM_TTL: Duration = Duration::from_secs(300);
@@ -39,8 +51,15 @@ pub struct DispatchReport {
     /// The sending window was closed; moved to its next opening.
     pub postponed: BTreeMap<MailLabel, u64>,
     /// Failures per bounded class (connect, timeout, tls, transient_4xx, permanent_5xx, io,
-    /// other, compose, bad_payload, unknown_category).
+    /// other, compose, bad_payload, unknown_category). A recipient refused with 5xx counts
+    /// once under `permanent_5xx`, also when the row's other recipients received it.
     pub errors: BTreeMap<&'static str, u64>,
+    /// Recipients refused permanently, per row label (the row may still be sent to others).
+    pub refused_recipients: BTreeMap<MailLabel, u64>,
+    /// Notices written one role up because every recipient refused them.
+    pub escalated: BTreeMap<MailLabel, u64>,
+    /// Refusals of fristvakt by the server (tls, auth, sender, greeting): each stopped the run.
+    pub server_refusals: BTreeMap<&'static str, u64>,
 }
 
 /// The bounded labels of an outbox row: never a case reference or an address.
@@ -68,36 +87,24 @@ impl DispatchReport {
     pub fn total_postponed(&self) -> u64 {
         self.postponed.values().sum()
     }
+
+    pub fn total_refused_recipients(&self) -> u64 {
+        self.refused_recipients.values().sum()
+    }
+
+    pub fn total_escalated(&self) -> u64 {
+        self.escalated.values().sum()
+    }
+
+    /// Whether the run stopped because the server refused fristvakt itself.
+    pub fn paused(&self) -> bool {
+        !self.server_refusals.is_empty()
+    }
 }
 
-/// Sends every outbox row due at `now`, batch by batch, until none is left; "today" in mail is
-/// `now`'s date in `settings.timezone`.
-pub async fn dispatch_once(
-    state: &StateStore,
-    mailer: &Mailer,
-    settings: &Settings,
-    now: DateTime<Utc>,
-    holder: &str,
-) -> Result<DispatchReport, DispatchError> {
-    let today = now.with_timezone(&settings.timezone).date_naive();
-    dispatch_once_on(state, mailer, settings, now, today, holder).await
-}
-
-/// Like [`dispatch_once`], with the day the mail speaks of given explicitly (`poll --once
-/// --today D`, so that the days left in the mail match the day the poll computed for).
-pub async fn dispatch_once_on(
-    state: &StateStore,
-    mailer: &Mailer,
-    settings: &Settings,
-    now: DateTime<Utc>,
-    today: NaiveDate,
-    holder: &str,
-) -> Result<DispatchReport, DispatchError> {
-    dispatch_until(state, mailer, settings, now, today, holder, None).await
-}
-
-/// Like [`dispatch_once_on`], but stops claiming new batches once `stop` is cancelled (the
-/// daemon's shutdown); the batch in hand is finished.
+/// Sends every outbox row due at `now` (the days in the mail counted from `today`), batch by
+/// batch, until none is left, or until `stop` is cancelled (the daemon's shutdown): the batch in
+/// hand is finished. The dispatch job (`jobs::dispatch`) is its one caller.
 pub async fn dispatch_until(
     state: &StateStore,
     mailer: &Mailer,
@@ -111,7 +118,7 @@ pub async fn dispatch_until(
     let batch = (concurrency * 4).min(50) as i64;
     let ttl = chrono::Duration::from_std(claim_ttl(settings)).unwrap_or(chrono::Duration::minutes(5));
     let window_open = settings.mail.send_window.is_open(now, settings.timezone);
-    let ctx = Context { state, mailer, settings, now, today, holder, window_open };
+    let ctx = Context { state, mailer, settings, now, today, holder, window_open, paused: Mutex::new(None) };
     let mut report = DispatchReport::default();
     let started = std::time::Instant::now();
     loop {
@@ -131,23 +138,46 @@ pub async fn dispatch_until(
         // The futures are built before they are streamed: a closure inside the stream would
         // make the whole future fail the `Send` check of `tokio::spawn` (rust-lang/rust#102211).
         let pending: Vec<_> = rows.iter().map(|row| Box::pin(handle_claimed(&ctx, row))).collect();
-        let outcomes: Vec<Result<(MailLabel, Outcome), StateError>> =
+        let outcomes: Vec<Result<(MailLabel, Handled), StateError>> =
             futures_util::stream::iter(pending).buffer_unordered(concurrency).collect().await;
         for outcome in outcomes {
-            let (label, outcome) = outcome?;
-            let map = match outcome {
+            let (label, handled) = outcome?;
+            if handled.refused > 0 {
+                *report.errors.entry("permanent_5xx").or_default() += handled.refused;
+                *report.refused_recipients.entry(label.clone()).or_default() += handled.refused;
+            }
+            if handled.escalated {
+                *report.escalated.entry(label.clone()).or_default() += 1;
+            }
+            let map = match handled.outcome {
+                Outcome::Released => continue,
                 Outcome::Sent => &mut report.sent,
                 Outcome::Postponed => &mut report.postponed,
                 Outcome::Retrying(class) => {
                     *report.errors.entry(class).or_default() += 1;
                     &mut report.retrying
                 }
+                Outcome::ServerRefused(class) => {
+                    *report.server_refusals.entry(class).or_default() += 1;
+                    *report.errors.entry(if class == "tls" { "tls" } else { "permanent_5xx" }).or_default() += 1;
+                    &mut report.retrying
+                }
                 Outcome::Dead(class) => {
-                    *report.errors.entry(class).or_default() += 1;
+                    // Recipients refused one by one were counted above.
+                    if handled.refused == 0 {
+                        *report.errors.entry(class).or_default() += 1;
+                    }
                     &mut report.dead
                 }
             };
             *map.entry(label).or_default() += 1;
+        }
+        if let Some(class) = *ctx.paused.lock().unwrap_or_else(|e| e.into_inner()) {
+            tracing::error!(
+                class,
+                "the mail server refuses fristvakt itself; dispatch paused until the next run, the outbox kept"
+            );
+            break;
         }
     }
     if report != DispatchReport::default() {
@@ -156,6 +186,9 @@ pub async fn dispatch_until(
             retrying = report.total_retrying(),
             dead = report.total_dead(),
             postponed = report.total_postponed(),
+            refused_recipients = report.total_refused_recipients(),
+            escalated = report.total_escalated(),
+            paused = report.paused(),
             "outbox dispatched"
         );
     }
@@ -199,6 +232,8 @@ struct Context<'a> {
     today: NaiveDate,
     holder: &'a str,
     window_open: bool,
+    /// Set by the first refusal of fristvakt by the server: rows not yet attempted are released.
+    paused: Mutex<Option<&'static str>>,
 }
 
 enum Outcome {
@@ -206,12 +241,40 @@ enum Outcome {
     Postponed,
     Retrying(&'static str),
     Dead(&'static str),
+    /// Still retrying: the server refused fristvakt itself (class), not this mail.
+    ServerRefused(&'static str),
+    /// Not attempted (dispatch paused); the claim released, the row still due.
+    Released,
+}
+
+/// What handling one row came to: its outcome, how many of its recipients were refused
+/// permanently in this attempt, and whether it was written one role up.
+struct Handled {
+    outcome: Outcome,
+    refused: u64,
+    escalated: bool,
+}
+
+impl From<Outcome> for Handled {
+    fn from(outcome: Outcome) -> Handled {
+        Handled { outcome, refused: 0, escalated: false }
+    }
+}
+
+impl Context<'_> {
+    fn paused(&self) -> bool {
+        self.paused.lock().unwrap_or_else(|e| e.into_inner()).is_some()
+    }
+
+    fn pause(&self, class: &'static str) {
+        self.paused.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(class);
+    }
 }
 
 async fn handle_claimed(
     ctx: &Context<'_>,
     row: &Result<OutboxRow, UndecodableRow>,
-) -> Result<(MailLabel, Outcome), StateError> {
+) -> Result<(MailLabel, Handled), StateError> {
     match row {
         Ok(row) => handle(ctx, row).await,
         Err(row) => give_up_undecodable(ctx, row).await,
@@ -221,7 +284,7 @@ async fn handle_claimed(
 /// A row this version cannot decode is given up at once, visibly: marked dead with its class,
 /// logged as an error (an operator must look at it) and counted, never retried for ever nor
 /// skipped without a trace.
-async fn give_up_undecodable(ctx: &Context<'_>, row: &UndecodableRow) -> Result<(MailLabel, Outcome), StateError> {
+async fn give_up_undecodable(ctx: &Context<'_>, row: &UndecodableRow) -> Result<(MailLabel, Handled), StateError> {
     let label = MailLabel { category: row.category, kind: row.kind, step: row.step };
     ctx.state.mark_failed(row.id, ctx.holder, &format!("{}: {}", row.class, row.error), None).await?;
     let key = match row.category {
@@ -235,10 +298,10 @@ async fn give_up_undecodable(ctx: &Context<'_>, row: &UndecodableRow) -> Result<
         error = %row.error,
         "outbox row cannot be decoded; given up (dead)"
     );
-    Ok((label, Outcome::Dead(row.class)))
+    Ok((label, Outcome::Dead(row.class).into()))
 }
 
-async fn handle(ctx: &Context<'_>, row: &OutboxRow) -> Result<(MailLabel, Outcome), StateError> {
+async fn handle(ctx: &Context<'_>, row: &OutboxRow) -> Result<(MailLabel, Handled), StateError> {
     let label = MailLabel { category: Some(row.category()), kind: row.kind, step: row.step };
     if !ctx.window_open {
         // Every waiting mail gets the window's opening: they leave at the start of office
@@ -246,11 +309,22 @@ async fn handle(ctx: &Context<'_>, row: &OutboxRow) -> Result<(MailLabel, Outcom
         let at = ctx.settings.mail.send_window.next_open(ctx.now, ctx.settings.timezone);
         ctx.state.postpone(row.id, ctx.holder, at).await?;
         tracing::debug!(outbox_key = %loggable_key(row), at = %at, "outside the sending window; postponed");
-        return Ok((label, Outcome::Postponed));
+        return Ok((label, Outcome::Postponed.into()));
+    }
+    if ctx.paused() {
+        ctx.state.release_claim(row.id, ctx.holder).await?;
+        return Ok((label, Outcome::Released.into()));
     }
     let message = match &row.payload {
         OutboxPayload::Notice(Some(payload)) => {
-            match compose_notice(ctx.settings, payload, &row.recipients, ctx.today, &row.message_id) {
+            match compose_notice_instead_of(
+                ctx.settings,
+                payload,
+                &row.recipients,
+                &row.replaces,
+                ctx.today,
+                &row.message_id,
+            ) {
                 Ok(message) => message,
                 Err(e) => return give_up(ctx, row, label, "compose", &scrub(&e.to_string())).await,
             }
@@ -268,33 +342,206 @@ async fn handle(ctx: &Context<'_>, row: &OutboxRow) -> Result<(MailLabel, Outcom
             return give_up(ctx, row, label, "unknown_category", "a digest_run record is never sent").await;
         }
     };
-    match ctx.mailer.send(&message).await {
-        Ok(()) => {
-            ctx.state.mark_sent(row.id, ctx.holder, ctx.now).await?;
-            tracing::info!(
-                outbox_key = %loggable_key(row),
-                message_id = %row.message_id,
-                attempts = row.attempts + 1,
-                "mail sent"
-            );
-            Ok((label, Outcome::Sent))
-        }
-        Err(SendError { permanent: true, class, message }) => give_up(ctx, row, label, class, &message).await,
-        Err(SendError { class, message, .. }) => {
-            let give_up_after =
-                chrono::Duration::from_std(ctx.settings.mail.give_up_after).unwrap_or(chrono::Duration::days(2));
-            // The clock starts when the mail was first allowed out, not when it was written: a
-            // notice written on Saturday for Monday's window gets its full retry period.
-            if row.created_at.max(row.not_before) + give_up_after < ctx.now {
-                let error = format!(
-                    "{message} (still failing after {})",
-                    humantime::format_duration(ctx.settings.mail.give_up_after)
-                );
-                return give_up(ctx, row, label, class, &error).await;
+    // Only the recipients not yet settled: a retry never repeats the mail to one who has it.
+    let owed: Vec<&Recipient> =
+        row.recipients.iter().filter(|r| !row.deliveries.iter().any(|d| d.address == r.address)).collect();
+    let addresses: Vec<_> = owed.iter().map(|r| r.address.clone()).collect();
+    let results = if addresses.is_empty() {
+        // Settled by an attempt whose outcome was recorded but not its end: finish the row.
+        Vec::new()
+    } else {
+        match ctx.mailer.deliver(&message, &addresses).await {
+            Ok(results) => results,
+            Err(DeliverError::Server(error)) => return server_refused(ctx, row, label, &error).await,
+            Err(DeliverError::Message(SendError { permanent: true, class, message })) => {
+                return give_up(ctx, row, label, class, &message).await;
             }
-            let jitter = rand::thread_rng().gen_range(0.8..=1.2);
-            let next = ctx.now + retry_delay(ctx.settings, row.attempts, jitter);
-            ctx.state.mark_failed(row.id, ctx.holder, &format!("{class}: {message}"), Some(next)).await?;
+            Err(DeliverError::Message(SendError { class, message, .. })) => {
+                return retry_or_give_up(ctx, row, label, &row.deliveries, class, &message, 0).await;
+            }
+        }
+    };
+    let mut deliveries = row.deliveries.clone();
+    let mut deferred: Option<SendError> = None;
+    let mut refused = 0;
+    for (recipient, result) in owed.iter().zip(results) {
+        let (outcome, error) = match result {
+            RecipientResult::Delivered => (DeliveryOutcome::Delivered, None),
+            RecipientResult::Refused(e) => {
+                refused += 1;
+                (DeliveryOutcome::Refused, Some(format!("{}: {}", e.class, e.message)))
+            }
+            RecipientResult::Deferred(e) => {
+                deferred.get_or_insert(e);
+                continue;
+            }
+        };
+        deliveries.push(Delivery { address: recipient.address.clone(), outcome, at: ctx.now, error });
+    }
+    if let Some(SendError { class, message, .. }) = deferred {
+        return retry_or_give_up(ctx, row, label, &deliveries, class, &message, refused).await;
+    }
+    let delivered = deliveries.iter().filter(|d| d.outcome == DeliveryOutcome::Delivered).count();
+    if delivered > 0 {
+        let note = (refused > 0 || delivered < row.recipients.len()).then(|| {
+            let refused_total = row.recipients.len() - delivered;
+            let first = deliveries.iter().find_map(|d| d.error.as_deref()).unwrap_or("refused");
+            format!("{refused_total} of {} recipient(s) refused: {first}", row.recipients.len())
+        });
+        let attempt = Attempt {
+            state: OutboxState::Sent,
+            next: None,
+            error: note.as_deref(),
+            deliveries: &deliveries,
+            sent_at: Some(ctx.now),
+            escalation: None,
+        };
+        ctx.state.record_attempt(row, ctx.holder, attempt).await?;
+        tracing::info!(
+            outbox_key = %loggable_key(row),
+            message_id = %row.message_id,
+            attempts = row.attempts + 1,
+            recipients = row.recipients.len(),
+            delivered,
+            refused = row.recipients.len() - delivered,
+            "mail sent"
+        );
+        return Ok((label, Handled { outcome: Outcome::Sent, refused, escalated: false }));
+    }
+    // Every recipient refused the mail permanently: dead, and one role up when there is one.
+    let error = deliveries.iter().find_map(|d| d.error.clone()).unwrap_or_else(|| "permanent_5xx: refused".into());
+    let escalation = escalation(ctx, row, &deliveries);
+    let attempt = Attempt {
+        state: OutboxState::Dead,
+        next: None,
+        error: Some(&error),
+        deliveries: &deliveries,
+        sent_at: None,
+        escalation: escalation.clone(),
+    };
+    let escalated = ctx.state.record_attempt(row, ctx.holder, attempt).await?;
+    match (&escalation, escalated) {
+        (Some(up), true) => tracing::warn!(
+            outbox_key = %loggable_key(row),
+            escalated_to = %up.notice_key,
+            role = up.recipients.first().map(|r| r.role.as_str()).unwrap_or_default(),
+            error = %error,
+            "every recipient refused the mail; given up (dead) and sent one role up"
+        ),
+        (Some(up), false) => tracing::warn!(
+            outbox_key = %loggable_key(row),
+            escalated_to = %up.notice_key,
+            error = %error,
+            "every recipient refused the mail; given up (dead), the notice one role up was already written"
+        ),
+        (None, _) => tracing::warn!(
+            outbox_key = %loggable_key(row),
+            error = %error,
+            "every recipient refused the mail and there is no role above; given up (dead)"
+        ),
+    }
+    Ok((label, Handled { outcome: Outcome::Dead("permanent_5xx"), refused, escalated }))
+}
+
+/// The notice of a row that every recipient refused, for the next role up: the role above
+/// the highest role among its recipients (caseworker → team lead → unit manager), whose
+/// addresses — without those that refused — get it; if that leaves nobody, the role above
+/// that. `None` for digests and above the manager.
+fn escalation(ctx: &Context<'_>, row: &OutboxRow, deliveries: &[Delivery]) -> Option<Escalation> {
+    let OutboxPayload::Notice(Some(payload)) = &row.payload else { return None };
+    let refused = |a: &crate::domain::EmailAddress| deliveries.iter().any(|d| &d.address == a);
+    let mut role = row.recipients.iter().map(|r| r.role).max()?;
+    while let Some(up) = role.above() {
+        role = up;
+        let mut recipients: Vec<Recipient> = Vec::new();
+        for address in ctx.settings.units.addresses(&payload.unit, up) {
+            if !refused(&address) && !recipients.iter().any(|r| r.address == address) {
+                recipients.push(Recipient { role: up, address, instead_of_caseworker: false });
+            }
+        }
+        if recipients.is_empty() {
+            continue;
+        }
+        let notice_key = format!("{}/up", row.notice_key);
+        return Some(Escalation {
+            message_id: message_id(&notice_key, &ctx.settings.mail.from),
+            notice_key,
+            recipients,
+            replaces: row.recipients.iter().filter(|r| refused(&r.address)).cloned().collect(),
+            now: ctx.now,
+        });
+    }
+    None
+}
+
+/// The server refused fristvakt itself: the row stays `retrying` (with back-off, and never
+/// given up for it), and the run pauses.
+async fn server_refused(
+    ctx: &Context<'_>,
+    row: &OutboxRow,
+    label: MailLabel,
+    error: &SendError,
+) -> Result<(MailLabel, Handled), StateError> {
+    ctx.pause(error.class);
+    let jitter = rand::thread_rng().gen_range(0.8..=1.2);
+    let next = ctx.now + retry_delay(ctx.settings, row.attempts, jitter);
+    let text = format!("server_refused_{}: {}", error.class, error.message);
+    let attempt = Attempt {
+        state: OutboxState::Retrying,
+        next: Some(next),
+        error: Some(&text),
+        deliveries: &row.deliveries,
+        sent_at: None,
+        escalation: None,
+    };
+    ctx.state.record_attempt(row, ctx.holder, attempt).await?;
+    tracing::error!(
+        outbox_key = %loggable_key(row),
+        class = error.class,
+        attempts = row.attempts + 1,
+        next_attempt = %next,
+        error = %error.message,
+        "the mail server refuses fristvakt itself; mail kept for retry, dispatch paused"
+    );
+    Ok((label, Outcome::ServerRefused(error.class).into()))
+}
+
+/// A transient failure (of the whole attempt, or of some recipients, whose outcomes so far
+/// are in `deliveries`): retried with back-off, or given up after `mail.give_up_after`.
+async fn retry_or_give_up(
+    ctx: &Context<'_>,
+    row: &OutboxRow,
+    label: MailLabel,
+    deliveries: &[Delivery],
+    class: &'static str,
+    message: &str,
+    refused: u64,
+) -> Result<(MailLabel, Handled), StateError> {
+    let give_up_after =
+        chrono::Duration::from_std(ctx.settings.mail.give_up_after).unwrap_or(chrono::Duration::days(2));
+    // The clock starts when the mail was first allowed out, not when it was written: a
+    // notice written on Saturday for Monday's window gets its full retry period.
+    let delivered_to_some = deliveries.iter().any(|d| d.outcome == DeliveryOutcome::Delivered);
+    let (state, next, error) = if row.created_at.max(row.not_before) + give_up_after < ctx.now {
+        let error = format!(
+            "{class}: {message} (still failing after {})",
+            humantime::format_duration(ctx.settings.mail.give_up_after)
+        );
+        // Given up for the recipients still owed it; received by others, it counts as sent.
+        (if delivered_to_some { OutboxState::Sent } else { OutboxState::Dead }, None, error)
+    } else {
+        let jitter = rand::thread_rng().gen_range(0.8..=1.2);
+        (
+            OutboxState::Retrying,
+            Some(ctx.now + retry_delay(ctx.settings, row.attempts, jitter)),
+            format!("{class}: {message}"),
+        )
+    };
+    let sent_at = (state == OutboxState::Sent).then_some(ctx.now);
+    let attempt = Attempt { state, next, error: Some(&error), deliveries, sent_at, escalation: None };
+    ctx.state.record_attempt(row, ctx.holder, attempt).await?;
+    let outcome = match next {
+        Some(next) => {
             tracing::warn!(
                 outbox_key = %loggable_key(row),
                 class,
@@ -303,9 +550,24 @@ async fn handle(ctx: &Context<'_>, row: &OutboxRow) -> Result<(MailLabel, Outcom
                 error = %message,
                 "mail not sent; will retry"
             );
-            Ok((label, Outcome::Retrying(class)))
+            Outcome::Retrying(class)
         }
-    }
+        None if state == OutboxState::Sent => {
+            tracing::warn!(
+                outbox_key = %loggable_key(row),
+                class,
+                attempts = row.attempts + 1,
+                error,
+                "mail given up for the recipients still owed it; sent to the others"
+            );
+            Outcome::Sent
+        }
+        None => {
+            tracing::warn!(outbox_key = %loggable_key(row), class, attempts = row.attempts + 1, error, "mail given up (dead)");
+            Outcome::Dead(class)
+        }
+    };
+    Ok((label, Handled { outcome, refused, escalated: false }))
 }
 
 async fn give_up(
@@ -314,10 +576,10 @@ async fn give_up(
     label: MailLabel,
     class: &'static str,
     error: &str,
-) -> Result<(MailLabel, Outcome), StateError> {
+) -> Result<(MailLabel, Handled), StateError> {
     ctx.state.mark_failed(row.id, ctx.holder, &format!("{class}: {error}"), None).await?;
     tracing::warn!(outbox_key = %loggable_key(row), class, attempts = row.attempts + 1, error, "mail given up (dead)");
-    Ok((label, Outcome::Dead(class)))
+    Ok((label, Outcome::Dead(class).into()))
 }
 
 /// The outbox key as it may be logged: a notice key holds only kind, case reference and step;

@@ -9,6 +9,6 @@ pub mod dispatch;
 pub mod transport;
 pub mod wording;
 
-pub use compose::{compose_digest, compose_notice, render_test_mail, ComposeError};
-pub use dispatch::{dispatch_once, dispatch_once_on, DispatchError, DispatchReport, MailLabel};
-pub use transport::{Mailer, MailerError, SendError};
+pub use compose::{compose_digest, compose_notice, compose_notice_instead_of, render_test_mail, ComposeError};
+pub use dispatch::{DispatchError, DispatchReport, MailLabel};
+pub use transport::{DeliverError, Mailer, MailerError, RecipientResult, SendError, Smtp};

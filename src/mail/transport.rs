@@ -1,26 +1,87 @@
 //! Where mail goes: `.eml` files in a directory, or an SMTP server.
 //!
-//! Architecture invariant: one [`Mailer`] is built at start-up and shared; the SMTP variant
-//! holds lettre's connection pool, so connections are reused rather than opened per mail.
+//! Architecture invariant: one [`Mailer`] is built at start-up and shared. Outbox mail goes
+//! through [`Mailer::deliver`], one SMTP connection per attempt (the dispatcher bounds how many
+//! are open at once by `mail.smtp.pool_size`), speaking the transaction itself over lettre's
+//! connection so that each recipient's reply is its own; the test mail uses lettre's pool.
 //! Errors carry a bounded class (a metric label) and a message scrubbed of anything that looks
 //! like an address, since SMTP servers like to echo recipients back in their replies.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use lettre::transport::smtp::authentication::Credentials;
+use std::time::Duration;
+
+use lettre::transport::smtp::authentication::{Credentials, DEFAULT_MECHANISMS};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
+use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
+use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 use lettre::transport::smtp::PoolConfig;
-use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use lettre::{Address, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use crate::config::{MailSettings, Tls, Transport};
+use crate::domain::EmailAddress;
 
 /// How mail leaves fristvakt.
 #[derive(Clone)]
 pub enum Mailer {
     /// One `.eml` file per mail under `dir` (`mail.transport = "file"`).
     File { dir: PathBuf },
-    /// An SMTP server through lettre's pooled async client (`mail.transport = "smtp"`).
-    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+    /// An SMTP server (`mail.transport = "smtp"`).
+    Smtp(Smtp),
+}
+
+/// The SMTP side of the mailer: lettre's pooled client for single mails (the test mail), and
+/// the same server settings for delivery per recipient ([`Mailer::deliver`]), which speaks the
+/// transaction itself over lettre's connection so that each recipient's reply is its own.
+#[derive(Clone)]
+pub struct Smtp {
+    pool: AsyncSmtpTransport<Tokio1Executor>,
+    host: String,
+    port: u16,
+    timeout: Duration,
+    /// `Some` for implicit TLS or STARTTLS (both required, never opportunistic).
+    tls: Option<(Tls, TlsParameters)>,
+    credentials: Option<Credentials>,
+}
+
+impl Smtp {
+    /// An unencrypted, unauthenticated client of a server on loopback (for tests).
+    pub fn plain(host: &str, port: u16, timeout: Duration) -> Smtp {
+        Smtp {
+            pool: AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
+                .port(port)
+                .timeout(Some(timeout))
+                .build(),
+            host: host.to_string(),
+            port,
+            timeout,
+            tls: None,
+            credentials: None,
+        }
+    }
+}
+
+/// What the server answered for one recipient of a delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecipientResult {
+    /// Accepted, and the message then accepted: delivered.
+    Delivered,
+    /// Refused permanently (5xx to `RCPT TO`): sending again cannot help.
+    Refused(SendError),
+    /// Refused for now (4xx to `RCPT TO`): try this recipient again later.
+    Deferred(SendError),
+}
+
+/// A delivery that failed as a whole, before or after the recipients were answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeliverError {
+    /// The server refuses fristvakt itself, whatever the mail (a failed TLS set-up, AUTH
+    /// refused, `MAIL FROM` refused with 5xx): dispatch pauses; the mail is not at fault.
+    Server(SendError),
+    /// This attempt at this mail failed (connection, timeout, a reply to `DATA`, a transient
+    /// `MAIL FROM` reply): permanent or transient as [`SendError::permanent`] says.
+    Message(SendError),
 }
 
 /// The mailer could not be set up from the configuration.
@@ -83,10 +144,25 @@ impl Mailer {
                     .port(smtp.port)
                     .timeout(Some(smtp.timeout))
                     .pool_config(PoolConfig::new().max_size(smtp.pool_size));
-                if let (Some(user), Some(password)) = (&smtp.username, &smtp.password) {
-                    builder = builder.credentials(Credentials::new(user.clone(), password.expose().to_string()));
+                let credentials = match (&smtp.username, &smtp.password) {
+                    (Some(user), Some(password)) => Some(Credentials::new(user.clone(), password.expose().to_string())),
+                    _ => None,
+                };
+                if let Some(credentials) = &credentials {
+                    builder = builder.credentials(credentials.clone());
                 }
-                Ok(Mailer::Smtp(builder.build()))
+                let tls = match smtp.tls {
+                    Tls::None => None,
+                    tls => Some((tls, TlsParameters::new(smtp.host.clone()).map_err(tls_error)?)),
+                };
+                Ok(Mailer::Smtp(Smtp {
+                    pool: builder.build(),
+                    host: smtp.host.clone(),
+                    port: smtp.port,
+                    timeout: smtp.timeout,
+                    tls,
+                    credentials,
+                }))
             }
         }
     }
@@ -103,12 +179,143 @@ impl Mailer {
                     .map_err(|e| SendError { permanent: false, class: "io", message: format!("writer task: {e}") })?
                     .map_err(|e| SendError { permanent: false, class: "io", message: scrub(&e.to_string()) })
             }
-            Mailer::Smtp(transport) => {
+            Mailer::Smtp(smtp) => {
                 let bytes = message.formatted();
-                transport.send_raw(message.envelope(), &bytes).await.map(|_| ()).map_err(|e| classify(&e))
+                smtp.pool.send_raw(message.envelope(), &bytes).await.map(|_| ()).map_err(|e| classify(&e))
             }
         }
     }
+
+    /// Delivers `message` to each address of `to` on its own account: one SMTP transaction
+    /// whose recipients are answered one by one, the message sent to those accepted. Returns
+    /// each recipient's result, in the order of `to`. A file mailer delivers to all.
+    pub async fn deliver(&self, message: &Message, to: &[EmailAddress]) -> Result<Vec<RecipientResult>, DeliverError> {
+        match self {
+            Mailer::File { .. } => {
+                self.send(message).await.map_err(DeliverError::Message)?;
+                Ok(vec![RecipientResult::Delivered; to.len()])
+            }
+            Mailer::Smtp(smtp) => smtp.deliver(message, to).await,
+        }
+    }
+}
+
+impl Smtp {
+    async fn deliver(&self, message: &Message, to: &[EmailAddress]) -> Result<Vec<RecipientResult>, DeliverError> {
+        let mut conn = self.connect().await?;
+        let result = transaction(&mut conn, message, to).await;
+        match &result {
+            // A clean end; a broken connection is simply dropped.
+            Ok(_) => {
+                let _ = conn.quit().await;
+            }
+            Err(_) => conn.abort().await,
+        }
+        result
+    }
+
+    /// Connects, sets up TLS (required, never opportunistic) and logs in. A TLS failure or a
+    /// refused login is the server refusing fristvakt ([`DeliverError::Server`]); a connection
+    /// that fails is an outage of this attempt.
+    async fn connect(&self) -> Result<AsyncSmtpConnection, DeliverError> {
+        let hello = ClientId::default();
+        let implicit = match &self.tls {
+            Some((Tls::Implicit, parameters)) => Some(parameters.clone()),
+            _ => None,
+        };
+        let mut conn = AsyncSmtpConnection::connect_tokio1(
+            (self.host.as_str(), self.port),
+            Some(self.timeout),
+            &hello,
+            implicit,
+            None,
+        )
+        .await
+        .map_err(|e| setup_error(&e, "greeting"))?;
+        if let Some((Tls::StartTls, parameters)) = &self.tls {
+            if let Err(e) = conn.starttls(parameters.clone(), &hello).await {
+                conn.abort().await;
+                return Err(setup_error(&e, "tls"));
+            }
+        }
+        if let Some(credentials) = &self.credentials {
+            if let Err(e) = conn.auth(DEFAULT_MECHANISMS, credentials).await {
+                conn.abort().await;
+                return Err(setup_error(&e, "auth"));
+            }
+        }
+        Ok(conn)
+    }
+}
+
+/// `MAIL FROM`, one `RCPT TO` per recipient (each reply its recipient's own), then `DATA` to
+/// the accepted ones, if any.
+async fn transaction(
+    conn: &mut AsyncSmtpConnection,
+    message: &Message,
+    to: &[EmailAddress],
+) -> Result<Vec<RecipientResult>, DeliverError> {
+    let bytes = message.formatted();
+    let mut options = Vec::new();
+    let client_error =
+        |text: &str| DeliverError::Message(SendError { permanent: true, class: "other", message: text.to_string() });
+    if to.iter().any(|a| !a.as_str().is_ascii()) {
+        if !conn.server_info().supports_feature(Extension::SmtpUtfEight) {
+            return Err(client_error("an address is not ASCII and the server does not support SMTPUTF8"));
+        }
+        options.push(MailParameter::SmtpUtfEight);
+    }
+    if !bytes.is_ascii() {
+        if !conn.server_info().supports_feature(Extension::EightBitMime) {
+            return Err(client_error("the message is not ASCII and the server does not support 8BITMIME"));
+        }
+        options.push(MailParameter::Body(MailBodyParameter::EightBitMime));
+    }
+    if let Err(e) = conn.command(Mail::new(message.envelope().from().cloned(), options)).await {
+        let error = classify(&e);
+        return Err(if e.is_permanent() {
+            DeliverError::Server(SendError { class: "sender", ..error })
+        } else {
+            DeliverError::Message(error)
+        });
+    }
+    let mut results = Vec::with_capacity(to.len());
+    for address in to {
+        let Ok(rcpt) = address.as_str().parse::<Address>() else {
+            results.push(RecipientResult::Refused(SendError {
+                permanent: true,
+                class: "permanent_5xx",
+                message: "not a usable address".into(),
+            }));
+            continue;
+        };
+        match conn.command(Rcpt::new(rcpt, Vec::new())).await {
+            Ok(_) => results.push(RecipientResult::Delivered),
+            Err(e) if e.is_permanent() => results.push(RecipientResult::Refused(classify(&e))),
+            Err(e) if e.is_transient() => results.push(RecipientResult::Deferred(classify(&e))),
+            Err(e) => return Err(DeliverError::Message(classify(&e))),
+        }
+    }
+    if !results.contains(&RecipientResult::Delivered) {
+        return Ok(results);
+    }
+    conn.command(Data).await.map_err(|e| DeliverError::Message(classify(&e)))?;
+    conn.message(&bytes).await.map_err(|e| DeliverError::Message(classify(&e)))?;
+    Ok(results)
+}
+
+/// An error while connecting, securing or logging in. TLS failures and permanent replies are
+/// the server refusing fristvakt (class `tls`, `auth` or `greeting`); connection failures,
+/// timeouts and transient replies are an outage of this attempt.
+fn setup_error(e: &lettre::transport::smtp::Error, stage: &'static str) -> DeliverError {
+    let error = classify(e);
+    if e.is_tls() || (stage == "tls" && !e.is_transient() && io_kind(e).is_none() && !e.is_timeout()) {
+        return DeliverError::Server(SendError { permanent: false, class: "tls", ..error });
+    }
+    if e.is_permanent() || (stage == "auth" && e.is_client()) {
+        return DeliverError::Server(SendError { permanent: false, class: stage, ..error });
+    }
+    DeliverError::Message(error)
 }
 
 /// The file of a message: its Message-ID made safe as a file name, so that sending the same
@@ -263,7 +470,11 @@ mod tests {
             .port(port)
             .timeout(Some(std::time::Duration::from_secs(5)))
             .build();
-        let err = Mailer::Smtp(transport).send(&message("<a@k.example>", "x")).await.unwrap_err();
+        let err =
+            Mailer::Smtp(Smtp { pool: transport, ..Smtp::plain("127.0.0.1", port, std::time::Duration::from_secs(5)) })
+                .send(&message("<a@k.example>", "x"))
+                .await
+                .unwrap_err();
         assert!(!err.permanent, "{err:?}");
         assert_eq!(err.class, "connect", "{err:?}");
     }

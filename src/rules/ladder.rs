@@ -56,6 +56,16 @@ impl Role {
             Role::Manager => "manager",
         }
     }
+
+    /// The next role up the escalation ladder (caseworker → team lead → unit manager), to which
+    /// a notice goes when none of its recipients could receive it; `None` above the manager.
+    pub fn above(self) -> Option<Role> {
+        match self {
+            Role::Caseworker => Some(Role::TeamLead),
+            Role::TeamLead => Some(Role::Manager),
+            Role::Manager => None,
+        }
+    }
 }
 
 impl FromStr for Role {
@@ -260,6 +270,15 @@ mod tests {
 
     fn d(text: &str) -> NaiveDate {
         NaiveDate::parse_from_str(text, "%Y-%m-%d").unwrap()
+    }
+
+    #[test]
+    fn escalation_goes_caseworker_team_lead_manager_then_stops() {
+        assert_eq!(Role::Caseworker.above(), Some(Role::TeamLead));
+        assert_eq!(Role::TeamLead.above(), Some(Role::Manager));
+        assert_eq!(Role::Manager.above(), None);
+        // The dispatcher escalates above the highest role a notice went to: the order is `Ord`.
+        assert!(Role::Caseworker < Role::TeamLead && Role::TeamLead < Role::Manager);
     }
 
     /// The deadline of `kind` for a report received or an investigation opened on `start`.

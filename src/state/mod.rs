@@ -33,7 +33,10 @@ pub(crate) use crate::db::{with_pool, Pool};
 pub use deadlines::{DeadlineFilter, DeadlineRecord, StoredDeadline};
 pub use leases::POLL_LEASE;
 pub use operator::{OutboxListing, RetryOutcome};
-pub use outbox::{DigestRun, OutboxCategory, OutboxEntry, OutboxPayload, OutboxRow, OutboxState, UndecodableRow};
+pub use outbox::{
+    Attempt, Delivery, DeliveryOutcome, DigestRun, Escalation, OutboxCategory, OutboxEntry, OutboxPayload, OutboxRow,
+    OutboxState, UndecodableRow,
+};
 pub use poll::PollState;
 pub use retention::Purged;
 

@@ -3,8 +3,9 @@
 //! decode is listed too: it is the one an operator most needs to see.
 
 use chrono::{DateTime, Utc};
+use sqlx::types::Json;
 
-use super::{column, query_error, with_pool, OutboxState, StateError, StateStore};
+use super::{column, query_error, with_pool, Delivery, DeliveryOutcome, OutboxState, StateError, StateStore};
 
 /// One outbox row as `outbox list` shows it: no payload, no recipient.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,13 +66,26 @@ impl StateStore {
     }
 
     /// Puts the dead row of `key` back to pending, due at once, with its attempts and give-up
-    /// clock started afresh at `now`. A row in any other state is left alone, so retrying twice
+    /// clock started afresh at `now`, for the recipients who did not receive it. A row in any other state is left alone, so retrying twice
     /// sends nothing twice.
     pub async fn retry_dead(&self, key: &str, now: DateTime<Utc>) -> Result<RetryOutcome, StateError> {
+        // The recipients who refused it are asked again; those who received it are not.
+        let read = "SELECT deliveries FROM outbox WHERE notice_key = $1 AND state = 'dead'";
+        let deliveries: Option<Option<Json<Vec<Delivery>>>> = with_pool!(&self.pool, p => {
+            match sqlx::query(read).bind(key).fetch_optional(p).await.map_err(query_error("reading a dead mail"))? {
+                Some(row) => Some(column(&row, "deliveries")?),
+                None => None,
+            }
+        });
+        let kept: Option<Json<Vec<Delivery>>> = deliveries.flatten().and_then(|Json(all)| {
+            let delivered: Vec<Delivery> =
+                all.into_iter().filter(|d| d.outcome == DeliveryOutcome::Delivered).collect();
+            (!delivered.is_empty()).then_some(Json(delivered))
+        });
         let update = "UPDATE outbox SET state = 'pending', attempts = 0, not_before = $1, next_attempt_at = $1, \
-             claimed_by = NULL, claimed_until = NULL WHERE notice_key = $2 AND state = 'dead'";
+             claimed_by = NULL, claimed_until = NULL, deliveries = $3 WHERE notice_key = $2 AND state = 'dead'";
         let changed = with_pool!(&self.pool, p => {
-            sqlx::query(update).bind(now).bind(key).execute(p).await.map(|r| r.rows_affected())
+            sqlx::query(update).bind(now).bind(key).bind(kept.clone()).execute(p).await.map(|r| r.rows_affected())
         })
         .map_err(query_error("putting a dead mail back"))?;
         if changed > 0 {

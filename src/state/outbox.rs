@@ -2,8 +2,11 @@
 //! unique per case, kind and step, or per manager and day), then claimed, sent and marked.
 //!
 //! A row's `category` names the shape of its `payload` ([`OutboxPayload`], a serde enum tagged
-//! by the category); `recipients` is the list of [`Recipient`]s. A row that this version cannot
-//! decode is not skipped: a claim hands it over as [`UndecodableRow`], and the dispatcher gives
+//! by the category); `recipients` is the list of [`Recipient`]s; `deliveries` records each
+//! recipient's outcome ([`Delivery`]) so that a retry goes only to those still owed the mail;
+//! `replaces` names, for a notice sent one role up (key + `/up`), the recipients it stands in
+//! for. A row that this version cannot decode is not skipped: a claim hands it over as
+//! [`UndecodableRow`], and the dispatcher gives
 //! it up visibly (dead, logged and counted).
 
 use std::collections::HashMap;
@@ -16,7 +19,7 @@ use sqlx::types::Json;
 
 use super::{column, placeholders, query_error, with_pool, Get, StateError, StateStore, BATCH_ROWS};
 use crate::digest::Digest;
-use crate::domain::CaseRef;
+use crate::domain::{CaseRef, EmailAddress};
 use crate::notice::{NoticePayload, Recipient};
 use crate::rules::Kind;
 
@@ -151,6 +154,55 @@ impl FromStr for OutboxState {
     }
 }
 
+/// What became of one recipient of a row (`deliveries`, in the order they were settled). A
+/// recipient without an entry is still owed the mail; one with an entry is never sent it again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    pub address: EmailAddress,
+    pub outcome: DeliveryOutcome,
+    pub at: DateTime<Utc>,
+    /// The server's reply to a refused recipient, scrubbed of addresses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryOutcome {
+    /// The server accepted the recipient and then the message.
+    Delivered,
+    /// The server refused the recipient permanently (a 5xx reply to `RCPT TO`).
+    Refused,
+}
+
+/// The outcome of one attempt to send a claimed row, recorded in one statement (with the
+/// escalation row, when there is one, in the same transaction).
+#[derive(Debug, Clone)]
+pub struct Attempt<'a> {
+    /// `Sent`, `Retrying` or `Dead`.
+    pub state: OutboxState,
+    /// The next attempt (for `Retrying`).
+    pub next: Option<DateTime<Utc>>,
+    pub error: Option<&'a str>,
+    /// Every recipient's outcome so far, this attempt's included.
+    pub deliveries: &'a [Delivery],
+    /// When the row is marked sent.
+    pub sent_at: Option<DateTime<Utc>>,
+    /// The same notice one role up, inserted if its key is absent.
+    pub escalation: Option<Escalation>,
+}
+
+/// A notice that no recipient of a row received, sent one role up as a row of its own.
+#[derive(Debug, Clone)]
+pub struct Escalation {
+    pub notice_key: String,
+    pub recipients: Vec<Recipient>,
+    /// The recipients it goes instead of (those who refused it).
+    pub replaces: Vec<Recipient>,
+    pub message_id: String,
+    pub now: DateTime<Utc>,
+}
+
 /// An outbox row claimed for sending, or listed.
 #[derive(Debug, Clone)]
 pub struct OutboxRow {
@@ -168,6 +220,10 @@ pub struct OutboxRow {
     pub attempts: i64,
     pub last_error: Option<String>,
     pub message_id: String,
+    /// The recipients' outcomes so far; see [`Delivery`].
+    pub deliveries: Vec<Delivery>,
+    /// For a notice sent one role up: the recipients it goes instead of.
+    pub replaces: Vec<Recipient>,
 }
 
 impl OutboxRow {
@@ -194,7 +250,7 @@ pub struct UndecodableRow {
 }
 
 const OUTBOX_COLUMNS: &str = "id, notice_key, category, case_ref, kind, step, recipients, payload, state, \
-     created_at, attempts, last_error, message_id, not_before";
+     created_at, attempts, last_error, message_id, not_before, deliveries, replaces";
 
 impl StateStore {
     /// The ladder steps already recorded in the outbox (sent, pending, skipped…) per deadline.
@@ -229,7 +285,7 @@ impl StateStore {
 
     /// Writes ladder decisions: outbox rows (insert-if-absent on their key; a row cancelled
     /// because its deadline closed or left the register is revived when the step is reached
-    /// again) and each deadline's next step day, in one transaction. Returns the keys written.
+    /// again, keeping the outcomes of the recipients it already reached, so none gets it twice) and each deadline's next step day, in one transaction. Returns the keys written.
     pub async fn record_steps(
         &self,
         entries: &[OutboxEntry],
@@ -412,6 +468,80 @@ impl StateStore {
         Ok(())
     }
 
+    /// Records one attempt at a claimed row: its state, every recipient's outcome so far, and
+    /// — in the same transaction, only if the claim was still held — the escalation row
+    /// (insert-if-absent on its key; a cancelled one is revived, as ladder steps are). Returns
+    /// whether an escalation row was written.
+    pub async fn record_attempt(
+        &self,
+        row: &OutboxRow,
+        holder: &str,
+        attempt: Attempt<'_>,
+    ) -> Result<bool, StateError> {
+        let update = "UPDATE outbox SET state = $1, next_attempt_at = COALESCE($2, next_attempt_at), last_error = $3, \
+             deliveries = $4, sent_at = COALESCE($5, sent_at), attempts = attempts + 1, claimed_by = NULL, \
+             claimed_until = NULL WHERE id = $6 AND claimed_by = $7";
+        let insert = "INSERT INTO outbox (notice_key, category, case_ref, kind, step, recipients, payload, state, \
+             created_at, not_before, next_attempt_at, message_id, replaces) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $8, $8, $9, $10) \
+             ON CONFLICT (notice_key) DO UPDATE SET recipients = excluded.recipients, payload = excluded.payload, \
+               state = excluded.state, created_at = excluded.created_at, not_before = excluded.not_before, \
+               next_attempt_at = excluded.next_attempt_at, replaces = excluded.replaces, attempts = 0, \
+               last_error = NULL \
+             WHERE outbox.state = 'cancelled'";
+        let payload = match &attempt.escalation {
+            Some(_) => {
+                Some(row.payload.content().map_err(|source| StateError::Encode { what: "an outbox payload", source })?)
+            }
+            None => None,
+        };
+        with_pool!(&self.pool, p => {
+            let mut tx = p.begin().await.map_err(query_error("starting a transaction"))?;
+            let updated = sqlx::query(update)
+                .bind(attempt.state.as_str())
+                .bind(attempt.next)
+                .bind(attempt.error)
+                .bind((!attempt.deliveries.is_empty()).then_some(Json(attempt.deliveries)))
+                .bind(attempt.sent_at)
+                .bind(row.id)
+                .bind(holder)
+                .execute(&mut *tx)
+                .await
+                .map_err(query_error("recording a mail attempt"))?
+                .rows_affected();
+            let mut escalated = false;
+            if let (Some(up), Some(payload), true) = (&attempt.escalation, &payload, updated > 0) {
+                escalated = sqlx::query(insert)
+                    .bind(up.notice_key.as_str())
+                    .bind(row.category().as_str())
+                    .bind(row.case_ref.as_ref().map(CaseRef::as_str))
+                    .bind(row.kind.map(Kind::as_str))
+                    .bind(row.step.map(i64::from))
+                    .bind(Json(&up.recipients))
+                    .bind(Json(payload))
+                    .bind(up.now)
+                    .bind(up.message_id.as_str())
+                    .bind(Json(&up.replaces))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(query_error("writing a notice one role up"))?
+                    .rows_affected()
+                    > 0;
+            }
+            tx.commit().await.map_err(query_error("committing a mail attempt"))?;
+            Ok(escalated)
+        })
+    }
+
+    /// Releases the claim of a row that was not attempted (dispatch paused), without counting
+    /// an attempt: it stays due.
+    pub async fn release_claim(&self, id: i64, holder: &str) -> Result<(), StateError> {
+        let sql = "UPDATE outbox SET claimed_by = NULL, claimed_until = NULL WHERE id = $1 AND claimed_by = $2";
+        with_pool!(&self.pool, p => sqlx::query(sql).bind(id).bind(holder).execute(p).await.map(|_| ()))
+            .map_err(query_error("releasing a claim"))?;
+        Ok(())
+    }
+
     /// Moves a claimed row's next attempt to `at` without counting an attempt (outside the
     /// sending window), and releases the claim.
     pub async fn postpone(&self, id: i64, holder: &str, at: DateTime<Utc>) -> Result<(), StateError> {
@@ -500,6 +630,22 @@ fn outbox_row(row: &impl Get) -> Result<Result<OutboxRow, UndecodableRow>, State
         },
         Err(_) => return bad("payload"),
     };
+    let deliveries = match row.get::<Option<Json<serde_json::Value>>>("deliveries") {
+        Ok(None) => Vec::new(),
+        Ok(Some(Json(value))) => match serde_json::from_value::<Vec<Delivery>>(value) {
+            Ok(d) => d,
+            Err(_) => return bad("deliveries"),
+        },
+        Err(_) => return bad("deliveries"),
+    };
+    let replaces = match row.get::<Option<Json<serde_json::Value>>>("replaces") {
+        Ok(None) => Vec::new(),
+        Ok(Some(Json(value))) => match serde_json::from_value::<Vec<Recipient>>(value) {
+            Ok(r) => r,
+            Err(_) => return bad("replaces"),
+        },
+        Err(_) => return bad("replaces"),
+    };
     Ok(Ok(OutboxRow {
         id,
         notice_key,
@@ -514,5 +660,7 @@ fn outbox_row(row: &impl Get) -> Result<Result<OutboxRow, UndecodableRow>, State
         attempts,
         last_error,
         message_id,
+        deliveries,
+        replaces,
     }))
 }

@@ -3,14 +3,17 @@
 //!
 //! It speaks the subset of RFC 5321 that lettre's SMTP client uses (EHLO/HELO,
 //! MAIL FROM, RCPT TO, DATA with dot-unstuffing, RSET, NOOP, QUIT) and
-//! advertises 8BITMIME and SMTPUTF8. No AUTH, no TLS: connect with
+//! advertises 8BITMIME, SMTPUTF8 and AUTH PLAIN (any credentials are taken, unless
+//! the mode refuses them). No TLS: connect with
 //! `AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous("127.0.0.1").port(smtp.port())`.
 //!
 //! Received messages are kept in memory; [`ReceivedMail`] has helpers to read
 //! headers and the decoded text body (the MIME decoding is the `mail-parser`
 //! crate's). [`TestSmtp::set_mode`] makes the server reject recipients with a
-//! permanent (550) or transient (451) reply, and [`TestSmtp::stop`] /
-//! [`TestSmtp::restart`] simulate an outage on the same port.
+//! permanent (550) or transient (451) reply, or the sender (`MAIL FROM`) with 550;
+//! [`TestSmtp::refuse_recipients`] / [`TestSmtp::defer_recipients`] make it answer
+//! chosen addresses 550 5.1.1 / 451 4.2.1 while it answers the others as the mode says; and [`TestSmtp::stop`] / [`TestSmtp::restart`]
+//! simulate an outage on the same port.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -31,6 +34,10 @@ pub enum SmtpMode {
     RejectPermanent,
     /// `451 4.3.0` for every recipient (lettre: `is_transient()`).
     RejectTransient,
+    /// `550 5.7.1` to `MAIL FROM`: the server refuses the sender, whatever the recipients.
+    RejectSender,
+    /// `535 5.7.8` to `AUTH`: the server refuses the login; otherwise as `Accept`.
+    RejectAuth,
 }
 
 /// One message accepted by the server.
@@ -49,6 +56,10 @@ pub struct ReceivedMail {
 struct State {
     messages: Mutex<Vec<ReceivedMail>>,
     mode: Mutex<SmtpMode>,
+    /// Addresses answered `550 5.1.1` (compared without regard to case), whatever the mode.
+    refused: Mutex<Vec<String>>,
+    /// Addresses answered `451 4.2.1` (compared without regard to case), unless refused.
+    deferred: Mutex<Vec<String>>,
 }
 
 /// A running (or stopped) test SMTP server; see the module docs.
@@ -88,6 +99,18 @@ impl TestSmtp {
     /// Changes how `RCPT TO` is answered, for new and open connections alike.
     pub fn set_mode(&self, mode: SmtpMode) {
         *self.state.mode.lock().unwrap() = mode;
+    }
+
+    /// Refuses these recipient addresses with `550 5.1.1` from now on (a departed user's
+    /// mailbox), while the others are answered as the mode says; an empty list refuses none.
+    pub fn refuse_recipients(&self, addresses: &[&str]) {
+        *self.state.refused.lock().unwrap() = addresses.iter().map(|a| a.to_ascii_lowercase()).collect();
+    }
+
+    /// Answers these recipient addresses `451 4.2.1` from now on (a full mailbox), while the
+    /// others are answered as the mode says; an empty list defers none.
+    pub fn defer_recipients(&self, addresses: &[&str]) {
+        *self.state.deferred.lock().unwrap() = addresses.iter().map(|a| a.to_ascii_lowercase()).collect();
     }
 
     /// Whether the server is listening.
@@ -192,9 +215,18 @@ async fn session(stream: TcpStream, state: Arc<State>) -> std::io::Result<()> {
         let line = line.trim_end_matches(['\r', '\n']);
         let (verb, arg) = line.split_once(' ').unwrap_or((line, ""));
         let reply: &str = match verb.to_ascii_uppercase().as_str() {
-            "EHLO" => "250-localhost\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250 HELP\r\n",
+            "EHLO" => "250-localhost\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250-AUTH PLAIN\r\n250 HELP\r\n",
+            "AUTH" if *state.mode.lock().unwrap() == SmtpMode::RejectAuth => {
+                "535 5.7.8 Authentication credentials invalid (test)\r\n"
+            }
+            "AUTH" => "235 2.7.0 Authentication successful\r\n",
             "HELO" => "250 localhost\r\n",
             "MAIL" => match path_arg(arg, "FROM:") {
+                Some(_) if *state.mode.lock().unwrap() == SmtpMode::RejectSender => {
+                    mail_from = None;
+                    rcpt_to.clear();
+                    "550 5.7.1 Sender not allowed (test)\r\n"
+                }
                 Some(path) => {
                     mail_from = Some(path);
                     rcpt_to.clear();
@@ -205,8 +237,14 @@ async fn session(stream: TcpStream, state: Arc<State>) -> std::io::Result<()> {
             "RCPT" => match (&mail_from, path_arg(arg, "TO:")) {
                 (None, _) => "503 5.5.1 MAIL FROM first\r\n",
                 (_, None) => "501 5.5.4 Syntax: RCPT TO:<address>\r\n",
+                (Some(_), Some(path)) if state.refused.lock().unwrap().contains(&path.to_ascii_lowercase()) => {
+                    "550 5.1.1 Mailbox unavailable (test)\r\n"
+                }
+                (Some(_), Some(path)) if state.deferred.lock().unwrap().contains(&path.to_ascii_lowercase()) => {
+                    "451 4.2.1 Mailbox busy, try again later (test)\r\n"
+                }
                 (Some(_), Some(path)) => match *state.mode.lock().unwrap() {
-                    SmtpMode::Accept => {
+                    SmtpMode::Accept | SmtpMode::RejectSender | SmtpMode::RejectAuth => {
                         rcpt_to.push(path);
                         "250 2.1.5 Recipient OK\r\n"
                     }
