@@ -7,7 +7,7 @@
 //! [`App::open_for_reading`] builds the same value for the show commands without writing to the
 //! state database.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -91,6 +91,8 @@ pub struct App {
     register: RwLock<Option<Arc<Register>>>,
     /// Unix seconds of the job loop's last sign of life, for the watchdog.
     heartbeat: AtomicI64,
+    /// Signs of life given so far.
+    beats: AtomicU64,
     /// Polls failed in a row; after a few, the poll lease is given up for a healthy replica.
     pub(crate) poll_failures: AtomicU32,
     /// Whether this process held the poll lease at its last attempt to take it.
@@ -161,6 +163,7 @@ impl App {
             shutdown: CancellationToken::new(),
             register: RwLock::new(None),
             heartbeat: AtomicI64::new(now.timestamp()),
+            beats: AtomicU64::new(0),
             poll_failures: AtomicU32::new(0),
             holds_poll_lease: AtomicBool::new(false),
             rejecting_every_row: std::sync::Mutex::new(None),
@@ -170,6 +173,12 @@ impl App {
     /// Records a sign of life of the job loop.
     pub fn beat(&self, now: DateTime<Utc>) {
         self.heartbeat.store(now.timestamp(), Ordering::Relaxed);
+        self.beats.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many signs of life the jobs have given (the scheduler's loop, every mail sent).
+    pub fn beats(&self) -> u64 {
+        self.beats.load(Ordering::Relaxed)
     }
 
     /// Whether this process held the poll lease at its last attempt (shown by /readyz and

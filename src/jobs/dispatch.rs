@@ -2,6 +2,7 @@
 
 use crate::app::{App, Moment};
 use crate::jobs::JobError;
+use crate::mail::dispatch::RunControl;
 use crate::mail::{self, DispatchReport};
 use crate::rules::ladder::offset_label;
 use crate::state::OutboxCategory;
@@ -16,7 +17,11 @@ pub async fn run_once(app: &App, at: Moment) -> Result<DispatchReport, JobError>
         at.now,
         at.today,
         &app.holder,
-        Some(&app.shutdown),
+        RunControl {
+            stop: Some(&app.shutdown),
+            // The watchdog's sign of life, after every mail: a slow server never starves it.
+            beat: &|| app.beat(chrono::Utc::now()),
+        },
     )
     .await?;
     for (outcome, map) in [

@@ -102,9 +102,24 @@ impl DispatchReport {
     }
 }
 
+/// How a dispatch run is steered from outside: `stop` (the daemon's shutdown) ends it after the
+/// batch in hand; `beat` is called after every row, as the watchdog's sign of life.
+#[derive(Clone, Copy)]
+pub struct RunControl<'a> {
+    pub stop: Option<&'a CancellationToken>,
+    pub beat: &'a (dyn Fn() + Sync),
+}
+
+/// The most rows one dispatch run attempts; the rest wait for the next run (30 s later).
+const RUN_ROWS: usize = 500;
+/// The longest a dispatch run claims new rows; rows in hand are finished.
+const RUN_TIME: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Sends every outbox row due at `now` (the days in the mail counted from `today`), batch by
 /// batch, until none is left, or until `stop` is cancelled (the daemon's shutdown): the batch in
-/// hand is finished. The dispatch job (`jobs::dispatch`) is its one caller.
+/// hand is finished; `beat` is called after every row (the watchdog's sign of life). A run takes
+/// only rows due at `now` and at most `RUN_ROWS` rows or `RUN_TIME`, so it always ends. The
+/// dispatch job (`jobs::dispatch`) is its one caller.
 pub async fn dispatch_until(
     state: &StateStore,
     mailer: &Mailer,
@@ -112,32 +127,52 @@ pub async fn dispatch_until(
     now: DateTime<Utc>,
     today: NaiveDate,
     holder: &str,
-    stop: Option<&CancellationToken>,
+    control: RunControl<'_>,
 ) -> Result<DispatchReport, DispatchError> {
+    let RunControl { stop, beat } = control;
     let concurrency = concurrency(settings);
     let batch = (concurrency * 4).min(50) as i64;
     let ttl = chrono::Duration::from_std(claim_ttl(settings)).unwrap_or(chrono::Duration::minutes(5));
     let window_open = settings.mail.send_window.is_open(now, settings.timezone);
-    let ctx = Context { state, mailer, settings, now, today, holder, window_open, paused: Mutex::new(None) };
-    let mut report = DispatchReport::default();
     let started = std::time::Instant::now();
+    let ctx =
+        Context { state, mailer, settings, start: now, started, today, holder, window_open, paused: Mutex::new(None) };
+    let mut report = DispatchReport::default();
+    let mut attempted = 0usize;
     loop {
         if stop.is_some_and(CancellationToken::is_cancelled) {
+            break;
+        }
+        // A run ends: it takes only rows due when it started (a row that fails in this run is due
+        // again later, in a later run), and at most RUN_ROWS rows or RUN_TIME, so that a slow or
+        // silent mail server never holds the job loop.
+        if attempted >= RUN_ROWS || started.elapsed() >= RUN_TIME {
+            tracing::info!(attempted, "dispatch run bounded; the rest goes out in the next run");
             break;
         }
         // Each batch's claim lasts `ttl` from when it is taken: a long run must not claim its
         // later batches with an expiry that has already passed, or another replica could take
         // them while they are being sent.
-        let claimed_at = now + chrono::Duration::from_std(started.elapsed()).unwrap_or_default();
-        let rows = state.claim_outbox(holder, claimed_at, claimed_at + ttl, batch).await?;
+        let claimed_at = ctx.now();
+        let rows = state.claim_outbox(holder, now, claimed_at, claimed_at + ttl, batch).await?;
         if rows.is_empty() {
             break;
         }
+        attempted += rows.len();
         // Each row is claimed, so concurrent handling cannot send one twice; the pool bounds
         // how many SMTP connections are open at once.
         // The futures are built before they are streamed: a closure inside the stream would
         // make the whole future fail the `Send` check of `tokio::spawn` (rust-lang/rust#102211).
-        let pending: Vec<_> = rows.iter().map(|row| Box::pin(handle_claimed(&ctx, row))).collect();
+        let pending: Vec<_> = rows
+            .iter()
+            .map(|row| {
+                Box::pin(async {
+                    let handled = handle_claimed(&ctx, row).await;
+                    beat();
+                    handled
+                })
+            })
+            .collect();
         let outcomes: Vec<Result<(MailLabel, Handled), StateError>> =
             futures_util::stream::iter(pending).buffer_unordered(concurrency).collect().await;
         for outcome in outcomes {
@@ -228,12 +263,22 @@ struct Context<'a> {
     state: &'a StateStore,
     mailer: &'a Mailer,
     settings: &'a Settings,
-    now: DateTime<Utc>,
+    /// The run's start; [`Context::now`] adds the time the run has taken.
+    start: DateTime<Utc>,
+    started: std::time::Instant,
     today: NaiveDate,
     holder: &'a str,
     window_open: bool,
     /// Set by the first refusal of fristvakt by the server: rows not yet attempted are released.
     paused: Mutex<Option<&'static str>>,
+}
+
+impl Context<'_> {
+    /// The time of an attempt: the run's start plus what the run has taken, so that a retry's
+    /// next attempt and the give-up clock count from the attempt, not from the run's start.
+    fn now(&self) -> DateTime<Utc> {
+        self.start + chrono::Duration::from_std(self.started.elapsed()).unwrap_or_default()
+    }
 }
 
 enum Outcome {
@@ -306,7 +351,7 @@ async fn handle(ctx: &Context<'_>, row: &OutboxRow) -> Result<(MailLabel, Handle
     if !ctx.window_open {
         // Every waiting mail gets the window's opening: they leave at the start of office
         // hours, throttled by the SMTP pool, rather than in a burst at midnight.
-        let at = ctx.settings.mail.send_window.next_open(ctx.now, ctx.settings.timezone);
+        let at = ctx.settings.mail.send_window.next_open(ctx.now(), ctx.settings.timezone);
         ctx.state.postpone(row.id, ctx.holder, at).await?;
         tracing::debug!(outbox_key = %loggable_key(row), at = %at, "outside the sending window; postponed");
         return Ok((label, Outcome::Postponed.into()));
@@ -376,7 +421,7 @@ async fn handle(ctx: &Context<'_>, row: &OutboxRow) -> Result<(MailLabel, Handle
                 continue;
             }
         };
-        deliveries.push(Delivery { address: recipient.address.clone(), outcome, at: ctx.now, error });
+        deliveries.push(Delivery { address: recipient.address.clone(), outcome, at: ctx.now(), error });
     }
     if let Some(SendError { class, message, .. }) = deferred {
         return retry_or_give_up(ctx, row, label, &deliveries, class, &message, refused).await;
@@ -393,7 +438,7 @@ async fn handle(ctx: &Context<'_>, row: &OutboxRow) -> Result<(MailLabel, Handle
             next: None,
             error: note.as_deref(),
             deliveries: &deliveries,
-            sent_at: Some(ctx.now),
+            sent_at: Some(ctx.now()),
             escalation: None,
         };
         ctx.state.record_attempt(row, ctx.holder, attempt).await?;
@@ -468,7 +513,9 @@ fn escalation(ctx: &Context<'_>, row: &OutboxRow, deliveries: &[Delivery]) -> Op
             notice_key,
             recipients,
             replaces: row.recipients.iter().filter(|r| refused(&r.address)).cloned().collect(),
-            now: ctx.now,
+            // Due at the run's start, so that this run (which takes only rows due when it began)
+            // still sends it.
+            now: ctx.start,
         });
     }
     None
@@ -484,7 +531,7 @@ async fn server_refused(
 ) -> Result<(MailLabel, Handled), StateError> {
     ctx.pause(error.class);
     let jitter = rand::thread_rng().gen_range(0.8..=1.2);
-    let next = ctx.now + retry_delay(ctx.settings, row.attempts, jitter);
+    let next = ctx.now() + retry_delay(ctx.settings, row.attempts, jitter);
     let text = format!("server_refused_{}: {}", error.class, error.message);
     let attempt = Attempt {
         state: OutboxState::Retrying,
@@ -522,7 +569,7 @@ async fn retry_or_give_up(
     // The clock starts when the mail was first allowed out, not when it was written: a
     // notice written on Saturday for Monday's window gets its full retry period.
     let delivered_to_some = deliveries.iter().any(|d| d.outcome == DeliveryOutcome::Delivered);
-    let (state, next, error) = if row.created_at.max(row.not_before) + give_up_after < ctx.now {
+    let (state, next, error) = if row.created_at.max(row.not_before) + give_up_after < ctx.now() {
         let error = format!(
             "{class}: {message} (still failing after {})",
             humantime::format_duration(ctx.settings.mail.give_up_after)
@@ -533,11 +580,11 @@ async fn retry_or_give_up(
         let jitter = rand::thread_rng().gen_range(0.8..=1.2);
         (
             OutboxState::Retrying,
-            Some(ctx.now + retry_delay(ctx.settings, row.attempts, jitter)),
+            Some(ctx.now() + retry_delay(ctx.settings, row.attempts, jitter)),
             format!("{class}: {message}"),
         )
     };
-    let sent_at = (state == OutboxState::Sent).then_some(ctx.now);
+    let sent_at = (state == OutboxState::Sent).then_some(ctx.now());
     let attempt = Attempt { state, next, error: Some(&error), deliveries, sent_at, escalation: None };
     ctx.state.record_attempt(row, ctx.holder, attempt).await?;
     let outcome = match next {

@@ -202,14 +202,37 @@ impl Mailer {
 
 impl Smtp {
     async fn deliver(&self, message: &Message, to: &[EmailAddress]) -> Result<Vec<RecipientResult>, DeliverError> {
-        let mut conn = self.connect().await?;
-        let result = transaction(&mut conn, message, to).await;
+        // lettre bounds the TCP connect by `timeout`, not the reads: a server that accepts the
+        // connection and then says nothing would hold this attempt (and the dispatch run) for
+        // ever. Every phase is bounded here: set-up, then the transaction.
+        let timed_out = |phase: &str| {
+            DeliverError::Message(SendError {
+                permanent: false,
+                class: "timeout",
+                message: format!("no answer from the mail server within {:?} ({phase})", self.timeout),
+            })
+        };
+        let mut conn = match tokio::time::timeout(self.timeout, self.connect()).await {
+            Ok(conn) => conn?,
+            Err(_) => return Err(timed_out("greeting")),
+        };
+        // MAIL FROM, one RCPT TO per recipient, DATA and the message: each a round trip.
+        let round_trips = u32::try_from(to.len()).unwrap_or(u32::MAX).saturating_add(3);
+        let result =
+            match tokio::time::timeout(self.timeout.saturating_mul(round_trips), transaction(&mut conn, message, to))
+                .await
+            {
+                Ok(result) => result,
+                Err(_) => Err(timed_out("transaction")),
+            };
         match &result {
             // A clean end; a broken connection is simply dropped.
             Ok(_) => {
-                let _ = conn.quit().await;
+                let _ = tokio::time::timeout(self.timeout, conn.quit()).await;
             }
-            Err(_) => conn.abort().await,
+            Err(_) => {
+                let _ = tokio::time::timeout(self.timeout, conn.abort()).await;
+            }
         }
         result
     }

@@ -399,13 +399,15 @@ impl StateStore {
         Ok(out)
     }
 
-    /// Claims up to `limit` rows that may be sent at `now` for `holder` until `until`. On
+    /// Claims up to `limit` rows due by `due_by` (a dispatch run's start) and not claimed by
+    /// another sender at `now`, for `holder` until `until`. On
     /// PostgreSQL concurrent claimers skip each other's rows; a claim that expires (a crashed
     /// sender) makes its rows claimable again. A claimed row that does not decode comes back as
     /// an [`UndecodableRow`] for the caller to give up, so it is neither lost nor retried forever.
     pub async fn claim_outbox(
         &self,
         holder: &str,
+        due_by: DateTime<Utc>,
         now: DateTime<Utc>,
         until: DateTime<Utc>,
         limit: i64,
@@ -416,7 +418,7 @@ impl StateStore {
         };
         let sql = format!(
             "UPDATE outbox SET claimed_by = $1, claimed_until = $2 WHERE id IN ( \
-               SELECT id FROM outbox WHERE state IN ('pending', 'retrying') AND next_attempt_at <= $3 \
+               SELECT id FROM outbox WHERE state IN ('pending', 'retrying') AND next_attempt_at <= $5 \
                AND (claimed_until IS NULL OR claimed_until < $3) ORDER BY next_attempt_at, id LIMIT $4{lock}) \
              RETURNING {OUTBOX_COLUMNS}"
         );
@@ -426,6 +428,7 @@ impl StateStore {
                 .bind(until)
                 .bind(now)
                 .bind(limit)
+                .bind(due_by)
                 .fetch_all(p)
                 .await
                 .map_err(query_error("claiming outbox rows"))?;

@@ -441,6 +441,48 @@ async fn a_dead_notice_is_listed_and_put_back_by_the_operator() {
     app.close().await;
 }
 
+/// A mail server that accepts connections and never answers: a dispatch run still ends — each
+/// due notice is tried once, the watchdog is fed after every one — and once the server answers
+/// again, every notice goes out, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_mail_server_never_holds_a_dispatch_run() {
+    let cases: Vec<Case> = (0..6)
+        .map(|i| {
+            let case_ref: &'static str = Box::leak(format!("2026-BU-05{i:02}").into_boxed_str());
+            assessment_case(case_ref, Some(CASEWORKER))
+        })
+        .collect();
+    let app = App::start_with(sqlite_state(), &cases, "always", |s| {
+        s.mail.smtp.timeout = std::time::Duration::from_secs(1);
+    })
+    .await;
+    app.smtp.set_mode(SmtpMode::Silent);
+    let t0 = at(day("2026-11-13"), 9);
+    let beats = app.beats();
+    let started = std::time::Instant::now();
+    let report = app.poll_at(day("2026-11-13"), t0).await;
+    let took = started.elapsed();
+    println!(
+        "silent server: a run over {} due notices ended after {took:?}, {} beats",
+        cases.len(),
+        app.beats() - beats
+    );
+    assert_eq!(report.total_retrying(), cases.len() as u64, "{report:?}");
+    assert!(took < std::time::Duration::from_secs(30), "{took:?}");
+    assert!(app.beats() - beats >= cases.len() as u64, "a sign of life after every mail");
+    let rows = app.state.outbox().await.unwrap();
+    assert!(rows.iter().all(|r| r.attempts == 1), "each tried once in the run: {rows:?}");
+    // Still silent a minute later: a second run tries each once more and ends too.
+    assert_eq!(app.dispatch(t0 + Duration::minutes(2)).await.total_retrying(), cases.len() as u64);
+
+    app.smtp.set_mode(SmtpMode::Accept);
+    let report = app.dispatch(t0 + Duration::minutes(10)).await;
+    assert_eq!(report.total_sent(), cases.len() as u64, "{report:?}");
+    assert_eq!(app.smtp.messages().len(), cases.len());
+    assert_eq!(app.dispatch(t0 + Duration::minutes(20)).await.total_sent(), 0);
+    app.close().await;
+}
+
 async fn permanent_rejection_is_dead_at_once(state_url: String) {
     let app = App::start(state_url, &[assessment_case("2026-BU-0142", Some(CASEWORKER))], "always").await;
     app.smtp.set_mode(SmtpMode::RejectPermanent);
@@ -718,13 +760,24 @@ async fn start_app(settings: Arc<Settings>, holder: &str) -> fristvakt::app::App
 
 impl App {
     async fn start(state_url: String, cases: &[Case], send_window: &str) -> App {
+        App::start_with(state_url, cases, send_window, |_| {}).await
+    }
+
+    /// Like [`App::start`], with the settings adjusted by `adjust`.
+    async fn start_with(
+        state_url: String,
+        cases: &[Case],
+        send_window: &str,
+        adjust: impl FnOnce(&mut Settings),
+    ) -> App {
         let dir = tempfile::tempdir().unwrap();
         let smtp = TestSmtp::start().await;
         let register_path = dir.path().join("register.db");
         write_register(&register_path, cases).await;
         let state_url = state_url.replace("{dir}", &dir.path().display().to_string());
-        let settings = Arc::new(settings(dir.path(), &register_path, &state_url, smtp.port(), send_window));
-        let app = start_app(settings, "process-a").await;
+        let mut settings = settings(dir.path(), &register_path, &state_url, smtp.port(), send_window);
+        adjust(&mut settings);
+        let app = start_app(Arc::new(settings), "process-a").await;
         App { _dir: dir, app, smtp }
     }
 

@@ -38,6 +38,8 @@ pub enum SmtpMode {
     RejectSender,
     /// `535 5.7.8` to `AUTH`: the server refuses the login; otherwise as `Accept`.
     RejectAuth,
+    /// Accepts the connection and never says anything (a blackholed or hung server).
+    Silent,
 }
 
 /// One message accepted by the server.
@@ -201,6 +203,12 @@ async fn accept_loop(listener: TcpListener, state: Arc<State>, mut shutdown: one
 async fn session(stream: TcpStream, state: Arc<State>) -> std::io::Result<()> {
     let (reader, mut writer) = stream.into_split();
     let mut reader = BufReader::new(reader);
+    if *state.mode.lock().unwrap() == SmtpMode::Silent {
+        // Hold the connection open without a word until the client gives up and closes it.
+        let mut sink = Vec::new();
+        let _ = tokio::io::AsyncReadExt::read_to_end(&mut reader, &mut sink).await;
+        return Ok(());
+    }
     writer.write_all(b"220 localhost ESMTP fristvakt test server ready\r\n").await?;
 
     let mut mail_from: Option<String> = None;
@@ -244,7 +252,8 @@ async fn session(stream: TcpStream, state: Arc<State>) -> std::io::Result<()> {
                     "451 4.2.1 Mailbox busy, try again later (test)\r\n"
                 }
                 (Some(_), Some(path)) => match *state.mode.lock().unwrap() {
-                    SmtpMode::Accept | SmtpMode::RejectSender | SmtpMode::RejectAuth => {
+                    // A session begun before the server fell silent goes on as it began.
+                    SmtpMode::Accept | SmtpMode::RejectSender | SmtpMode::RejectAuth | SmtpMode::Silent => {
                         rcpt_to.push(path);
                         "250 2.1.5 Recipient OK\r\n"
                     }
