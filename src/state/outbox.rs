@@ -564,6 +564,25 @@ impl StateStore {
     }
 }
 
+/// A nullable cell decoded by `decode`: `Ok(None)` when NULL, `Err(())` when the cell cannot be
+/// read or decoded. Only the failure is kept: the decoders' messages (serde's among them) can
+/// quote the stored value, an address.
+fn optional_cell<S, T>(row: &impl Get, name: &str, decode: impl FnOnce(S) -> Option<T>) -> Result<Option<T>, ()>
+where
+    Option<S>: super::Cell,
+{
+    match row.get::<Option<S>>(name) {
+        Ok(None) => Ok(None),
+        Ok(Some(raw)) => decode(raw).map(Some).ok_or(()),
+        Err(_) => Err(()),
+    }
+}
+
+/// A JSON cell as `T`.
+fn json<T: serde::de::DeserializeOwned>(Json(value): Json<serde_json::Value>) -> Option<T> {
+    serde_json::from_value(value).ok()
+}
+
 fn undecodable_error(row: UndecodableRow) -> StateError {
     StateError::Corrupt {
         column: if row.class == "unknown_category" { "outbox.category" } else { "outbox.payload" },
@@ -601,54 +620,21 @@ fn outbox_row(row: &impl Get) -> Result<Result<OutboxRow, UndecodableRow>, State
         return Ok(Err(undecodable("unknown_category", "unknown category".into())));
     };
     let bad = |what: &str| Ok(Err(undecodable("bad_payload", format!("unreadable {what} of a {category} row"))));
-    let kind = match row.get::<Option<String>>("kind") {
-        Ok(None) => None,
-        Ok(Some(k)) => match k.parse::<Kind>() {
-            Ok(kind) => Some(kind),
-            Err(_) => return bad("kind"),
-        },
-        Err(_) => return bad("kind"),
-    };
-    let case_ref = match row.get::<Option<String>>("case_ref") {
-        Ok(None) => None,
-        Ok(Some(c)) => match CaseRef::parse(&c) {
-            Ok(c) => Some(c),
-            Err(_) => return bad("case_ref"),
-        },
-        Err(_) => return bad("case_ref"),
+    let Ok(kind) = optional_cell(row, "kind", |k: String| k.parse::<Kind>().ok()) else { return bad("kind") };
+    let Ok(case_ref) = optional_cell(row, "case_ref", |c: String| CaseRef::parse(&c).ok()) else {
+        return bad("case_ref");
     };
     let Ok(step) = row.get::<Option<i64>>("step") else { return bad("step") };
-    // serde's messages can quote the stored value (an address): only what failed is kept.
-    let recipients = match row.get::<Json<serde_json::Value>>("recipients") {
-        Ok(Json(value)) => match serde_json::from_value::<Vec<Recipient>>(value) {
-            Ok(r) => r,
-            Err(_) => return bad("recipients"),
-        },
-        Err(_) => return bad("recipients"),
+    let Ok(Some(recipients)) = optional_cell(row, "recipients", json::<Vec<Recipient>>) else {
+        return bad("recipients");
     };
-    let payload = match row.get::<Json<serde_json::Value>>("payload") {
-        Ok(Json(value)) => match OutboxPayload::decode(category, value) {
-            Ok(p) => p,
-            Err(_) => return bad("payload"),
-        },
-        Err(_) => return bad("payload"),
+    let Ok(Some(payload)) = optional_cell(row, "payload", |Json(value)| OutboxPayload::decode(category, value).ok())
+    else {
+        return bad("payload");
     };
-    let deliveries = match row.get::<Option<Json<serde_json::Value>>>("deliveries") {
-        Ok(None) => Vec::new(),
-        Ok(Some(Json(value))) => match serde_json::from_value::<Vec<Delivery>>(value) {
-            Ok(d) => d,
-            Err(_) => return bad("deliveries"),
-        },
-        Err(_) => return bad("deliveries"),
-    };
-    let replaces = match row.get::<Option<Json<serde_json::Value>>>("replaces") {
-        Ok(None) => Vec::new(),
-        Ok(Some(Json(value))) => match serde_json::from_value::<Vec<Recipient>>(value) {
-            Ok(r) => r,
-            Err(_) => return bad("replaces"),
-        },
-        Err(_) => return bad("replaces"),
-    };
+    let Ok(deliveries) = optional_cell(row, "deliveries", json::<Vec<Delivery>>) else { return bad("deliveries") };
+    let Ok(replaces) = optional_cell(row, "replaces", json::<Vec<Recipient>>) else { return bad("replaces") };
+    let (deliveries, replaces) = (deliveries.unwrap_or_default(), replaces.unwrap_or_default());
     Ok(Ok(OutboxRow {
         id,
         notice_key,
