@@ -263,6 +263,11 @@ impl App {
             tracing::warn!("could not release outbox claims: {e}");
         }
         let _ = self.state.release_lease(crate::state::POLL_LEASE, &self.holder).await;
+        self.close_connections().await;
+    }
+
+    /// Closes the register connection and the state pool, writing nothing (the show commands).
+    pub async fn close_connections(&self) {
         self.forget_register().await;
         self.state.close().await;
     }

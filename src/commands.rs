@@ -159,8 +159,7 @@ pub async fn deadlines(
     let today = at.today;
     let app = App::open_for_reading(settings, now).await?;
     let shown = jobs::show::deadlines(&app, at, unit.as_deref()).await;
-    app.state.close().await;
-    app.forget_register().await;
+    app.close_connections().await;
     let shown = shown?;
     if let Some(warning) = &shown.warning {
         eprintln!("warning: {warning}");
@@ -222,8 +221,7 @@ pub async fn digest_dry_run(
     let at = Moment::from_option(today, now, settings.timezone);
     let app = App::open_for_reading(settings, now).await?;
     let preview = jobs::show::digest_preview(&app, at, manager.as_ref()).await;
-    app.state.close().await;
-    app.forget_register().await;
+    app.close_connections().await;
     let preview = preview?;
     if let Some(warning) = &preview.warning {
         eprintln!("warning: {warning}");
@@ -285,8 +283,7 @@ pub async fn explain(settings: Arc<Settings>, case_ref: &str, today: Option<Naiv
         Ok::<_, CommandError>((raw, outbox))
     }
     .await;
-    app.state.close().await;
-    app.forget_register().await;
+    app.close_connections().await;
     let (raw, outbox) = found?;
     let Some(raw) = raw else {
         return Err(CommandError::Usage(format!(
@@ -323,7 +320,7 @@ pub async fn explain(settings: Arc<Settings>, case_ref: &str, today: Option<Naiv
 pub async fn outbox_list(settings: Arc<Settings>, state: Option<OutboxState>, limit: u32) -> Result<(), CommandError> {
     let app = App::open_for_reading(settings, Utc::now()).await?;
     let rows = app.state.outbox_listing(state, i64::from(limit)).await;
-    app.state.close().await;
+    app.close_connections().await;
     let rows = rows?;
     let stdout = std::io::stdout();
     let mut out = BufWriter::new(stdout.lock());

@@ -26,13 +26,21 @@ pub struct Shown {
 /// Every current deadline (of `unit`, if given): the register read in full and computed in
 /// memory over the stored state; the stored deadlines alone if the register cannot be read.
 pub async fn deadlines(app: &App, at: Moment, unit: Option<&str>) -> Result<Shown, JobError> {
-    let stored = app.state.deadlines(&DeadlineFilter { include_withdrawn: true, ..DeadlineFilter::default() }).await?;
-    let (all, warning) = match app.register().await {
-        Ok(register) => match poll::current_deadlines(&register, stored.clone(), &app.settings, at.now).await {
-            Ok(current) => (current, None),
-            Err(e) => (stored, Some(format!("showing stored deadlines; the register could not be read: {e}"))),
-        },
-        Err(e) => (stored, Some(format!("showing stored deadlines; the register could not be read: {e}"))),
+    let all_stored = DeadlineFilter { include_withdrawn: true, ..DeadlineFilter::default() };
+    let stored = app.state.deadlines(&all_stored).await?;
+    let current = match app.register().await {
+        Ok(register) => {
+            poll::current_deadlines(&register, stored, &app.settings, at.now).await.map_err(|e| e.to_string())
+        }
+        Err(e) => Err(e.to_string()),
+    };
+    let (all, warning) = match current {
+        Ok(current) => (current, None),
+        // The stored deadlines are read again here rather than copied on every call.
+        Err(e) => (
+            app.state.deadlines(&all_stored).await?,
+            Some(format!("showing stored deadlines; the register could not be read: {e}")),
+        ),
     };
     let deadlines = all.into_iter().filter(|d| !d.withdrawn && unit.is_none_or(|u| d.unit.as_str() == u)).collect();
     Ok(Shown { deadlines, warning })
