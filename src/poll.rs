@@ -224,8 +224,27 @@ async fn store_chunk(
 /// The first day of `state.retention`: a deadline closed before it is neither stored nor shown
 /// (the retention job deletes it), however long the register keeps the case.
 pub fn retained_from(settings: &Settings, now: DateTime<Utc>) -> NaiveDate {
-    let days = i64::try_from(settings.state.retention.as_secs() / 86_400).unwrap_or(i64::MAX);
-    now.date_naive().checked_sub_signed(chrono::Duration::days(days)).unwrap_or(NaiveDate::MIN)
+    let days = chrono::Days::new(settings.state.retention.as_secs() / 86_400);
+    now.date_naive()
+        .checked_sub_days(days)
+        .map_or(retention_floor().date_naive(), |d| d.max(retention_floor().date_naive()))
+}
+
+/// The instant `state.retention` before `now`: finished mail written before it is deleted.
+pub fn retained_since(settings: &Settings, now: DateTime<Utc>) -> DateTime<Utc> {
+    chrono::Duration::from_std(settings.state.retention)
+        .ok()
+        .and_then(|r| now.checked_sub_signed(r))
+        .map_or(retention_floor(), |t| t.max(retention_floor()))
+}
+
+/// Nothing fristvakt stores is older than the calendar's first year; a retention reaching further
+/// back (centuries) stops there rather than overflow or leave the databases' range.
+fn retention_floor() -> DateTime<Utc> {
+    NaiveDate::from_ymd_opt(crate::rules::calendar::FIRST_YEAR, 1, 1)
+        .unwrap_or(NaiveDate::MIN)
+        .and_time(NaiveTime::MIN)
+        .and_utc()
 }
 
 fn is_retained(deadline: &Deadline, kept_from: NaiveDate) -> bool {

@@ -2,13 +2,13 @@
 
 use crate::app::{App, Moment};
 use crate::jobs::JobError;
-use crate::poll::retained_from;
+use crate::poll::{retained_from, retained_since};
 use crate::state::Purged;
 
 /// Deletes what is older than `state.retention` (the full pass runs it once a day).
 pub async fn run_once(app: &App, at: Moment) -> Result<Purged, JobError> {
     let day = retained_from(&app.settings, at.now);
-    let before = at.now - chrono::Duration::from_std(app.settings.state.retention).unwrap_or(chrono::TimeDelta::MAX);
+    let before = retained_since(&app.settings, at.now);
     let purged = app.state.purge_expired(day, before).await?;
     if purged != Purged::default() {
         tracing::info!(
@@ -19,4 +19,28 @@ pub async fn run_once(app: &App, at: Moment) -> Result<Purged, JobError> {
         );
     }
     Ok(purged)
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{TimeZone, Utc};
+
+    use crate::poll::{retained_from, retained_since};
+
+    #[test]
+    fn the_cutoff_never_overflows() {
+        let now = Utc.with_ymd_and_hms(2026, 11, 25, 9, 0, 0).unwrap();
+        let mut settings = crate::config::load_with_env(None, Vec::new()).unwrap();
+        let floor = Utc.with_ymd_and_hms(1900, 1, 1, 0, 0, 0).unwrap();
+        let day = std::time::Duration::from_secs(86_400);
+        for (retention, since) in [
+            (day * 730, Utc.with_ymd_and_hms(2024, 11, 25, 9, 0, 0).unwrap()),
+            (day * 365 * 300_000, floor),
+            (std::time::Duration::MAX, floor),
+        ] {
+            settings.state.retention = retention;
+            assert_eq!(retained_since(&settings, now), since, "{retention:?}");
+            assert_eq!(retained_from(&settings, now), since.date_naive(), "{retention:?}");
+        }
+    }
 }
