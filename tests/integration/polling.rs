@@ -35,6 +35,12 @@ async fn full_pass(app: &App, today: NaiveDate, now: DateTime<Utc>) -> SyncRepor
     jobs::full_pass::run_once(app, Moment::on(today, now)).await.unwrap().expect("the poll lease").sync
 }
 
+/// Fills the configured SQLite register with `cases` demo cases made for [`TODAY`].
+async fn write_demo_register(settings: &config::Settings, cases: usize, seed: u64) -> u64 {
+    let cases = demo_cases(cases, seed, date(TODAY), 0);
+    register::write_demo_cases(&settings.register.url, &settings.register.view, cases).await.unwrap()
+}
+
 /// The register view as a plain SQLite table with the contract's columns, empty.
 async fn create_register_table(url: &str) {
     sqlite_exec(
@@ -128,10 +134,7 @@ async fn changing_ten_rows_of_a_hundred_thousand_reads_about_ten() {
     let ws = Workspace::new();
     let settings = ws.settings("");
     let today = date(TODAY);
-    let written =
-        register::write_demo_cases(&settings.register.url, &settings.register.view, demo_cases(100_000, 7, today, 0))
-            .await
-            .unwrap();
+    let written = write_demo_register(&settings, 100_000, 7).await;
     assert_eq!(written, 100_000);
     let app = start(&settings).await;
     let state = &app.state;
@@ -207,9 +210,7 @@ async fn cases_that_leave_the_register_are_withdrawn_by_the_full_pass() {
     let ws = Workspace::new();
     let settings = ws.settings("");
     let today = date(TODAY);
-    register::write_demo_cases(&settings.register.url, &settings.register.view, demo_cases(50, 3, today, 0))
-        .await
-        .unwrap();
+    write_demo_register(&settings, 50, 3).await;
     let app = start(&settings).await;
     let state = &app.state;
     full_pass(&app, today, Utc::now()).await;
@@ -327,9 +328,7 @@ async fn a_full_pass_keeps_deadlines_of_skipped_rows_and_of_an_empty_view() {
     let ws = Workspace::new();
     let settings = ws.settings("");
     let today = date(TODAY);
-    register::write_demo_cases(&settings.register.url, &settings.register.view, demo_cases(40, 9, today, 0))
-        .await
-        .unwrap();
+    write_demo_register(&settings, 40, 9).await;
     let app = start(&settings).await;
     let state = &app.state;
     let now = Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap();
@@ -360,9 +359,7 @@ async fn a_timestamp_in_the_future_does_not_freeze_the_watermark() {
     let ws = Workspace::new();
     let settings = ws.settings("");
     let today = date(TODAY);
-    register::write_demo_cases(&settings.register.url, &settings.register.view, demo_cases(20, 4, today, 0))
-        .await
-        .unwrap();
+    write_demo_register(&settings, 20, 4).await;
     sqlite_exec(
         settings.register.url.expose(),
         "UPDATE fristvakt_cases SET updated_at = '2062-11-25T12:00:00.000000Z' \
@@ -514,9 +511,7 @@ async fn a_replica_that_cannot_poll_gives_up_the_lease_to_a_healthy_one() {
     let ws = Workspace::new();
     let healthy = ws.settings("");
     let today = date(TODAY);
-    register::write_demo_cases(&healthy.register.url, &healthy.register.view, demo_cases(30, 2, today, 0))
-        .await
-        .unwrap();
+    write_demo_register(&healthy, 30, 2).await;
     let mut broken = healthy.clone();
     broken.register.url = config::DatabaseUrl::parse(&ws.sqlite_url("unreachable.db")).unwrap();
     let a = App::start(Arc::new(broken), "replica-a", Utc::now()).await.unwrap();
@@ -547,9 +542,7 @@ async fn sqlite_timestamps_with_spaces_or_offsets_are_compared_as_instants() {
     let ws = Workspace::new();
     let settings = ws.settings("");
     let today = date(TODAY);
-    register::write_demo_cases(&settings.register.url, &settings.register.view, demo_cases(20, 6, today, 0))
-        .await
-        .unwrap();
+    write_demo_register(&settings, 20, 6).await;
     sqlite_exec(settings.register.url.expose(), "UPDATE fristvakt_cases SET updated_at = '2026-11-25T10:00:00Z'").await;
     let app = start(&settings).await;
     let first = poll(&app, today, Utc.with_ymd_and_hms(2026, 11, 25, 12, 1, 0).unwrap()).await;
@@ -640,9 +633,7 @@ async fn readiness_fails_while_every_row_is_rejected() {
     let ws = Workspace::new();
     let settings = ws.settings("");
     let today = date(TODAY);
-    register::write_demo_cases(&settings.register.url, &settings.register.view, demo_cases(30, 8, today, 0))
-        .await
-        .unwrap();
+    write_demo_register(&settings, 30, 8).await;
     let app = start(&settings).await;
     let now = Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap();
     full_pass(&app, today, now).await;
