@@ -257,11 +257,11 @@ impl App {
         }
     }
 
-    /// Releases what this process holds (outbox claims, the poll lease) and closes the pools.
+    /// Releases the poll lease and closes the pools. Outbox claims are not released here: a
+    /// dispatch run that ends releases the rows it did not attempt itself, and the claims of a
+    /// run cut off (shutdown's grace passed) lapse within `CLAIM_TTL`, so that a mail the server
+    /// may already have accepted is never handed to another sender at once.
     pub async fn close(&self) {
-        if let Err(e) = self.state.release_claims(&self.holder).await {
-            tracing::warn!("could not release outbox claims: {e}");
-        }
         let _ = self.state.release_lease(crate::state::POLL_LEASE, &self.holder).await;
         self.close_connections().await;
     }

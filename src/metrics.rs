@@ -650,6 +650,7 @@ pub struct DeliveryMetrics {
     dispatch_paused: Gauge,
     recipients_refused: Counter,
     escalations: Counter,
+    claims_lost: Counter,
 }
 
 impl Default for DeliveryMetrics {
@@ -666,6 +667,7 @@ impl DeliveryMetrics {
             dispatch_paused: Gauge::default(),
             recipients_refused: Counter::default(),
             escalations: Counter::default(),
+            claims_lost: Counter::default(),
         };
         m.registry.register(
             "fristvakt_smtp_server_refusals",
@@ -674,7 +676,7 @@ impl DeliveryMetrics {
         );
         m.registry.register(
             "fristvakt_dispatch_paused",
-            "1 while the last dispatch that tried the server was stopped by a server refusal",
+            "1 while the last dispatch that tried the server was stopped by a server refusal or an unreachable server",
             m.dispatch_paused.clone(),
         );
         m.registry.register(
@@ -686,6 +688,12 @@ impl DeliveryMetrics {
             "fristvakt_notice_escalations",
             "Notices sent one role up because every recipient refused them",
             m.escalations.clone(),
+        );
+        m.registry.register(
+            "fristvakt_outbox_claims_lost",
+            "Outbox rows this replica stopped working on because its claim lapsed (taken by another sender, or \
+             abandoned when the claim could not be renewed)",
+            m.claims_lost.clone(),
         );
         for &class in ServerRefusalClass::ALL {
             m.server_refusals.get_or_create_owned(&ServerRefusalLabels { class });
@@ -718,6 +726,10 @@ impl DeliveryMetrics {
         self.escalations.inc_by(n);
     }
 
+    pub fn add_claims_lost(&self, n: u64) {
+        self.claims_lost.inc_by(n);
+    }
+
     /// The Prometheus text exposition (format 0.0.4) of this block.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(1024);
@@ -740,12 +752,14 @@ mod delivery_tests {
         m.set_dispatch_paused(true);
         m.add_recipients_refused(3);
         m.add_escalations(1);
+        m.add_claims_lost(2);
         let text = m.render();
         for line in [
             "fristvakt_smtp_server_refusals_total{class=\"auth\"} 1",
             "fristvakt_smtp_server_refusals_total{class=\"sender\"} 2",
             "fristvakt_smtp_server_refusals_total{class=\"tls\"} 0",
             "fristvakt_dispatch_paused 1",
+            "fristvakt_outbox_claims_lost_total 2",
             "fristvakt_recipients_refused_total 3",
             "fristvakt_notice_escalations_total 1",
         ] {

@@ -98,6 +98,35 @@ impl SendWindow {
         now
     }
 
+    /// How long the window was open between `from` and `to`: the time a mail could have gone
+    /// out. The give-up clock of a failing mail counts this, not wall time, so that a notice
+    /// held over a weekend is not given up after one failure on Monday morning. Days further back
+    /// than ten years from `to` are not counted (a give-up period is days, not years).
+    pub fn open_between(&self, from: DateTime<Utc>, to: DateTime<Utc>, tz: Tz) -> Duration {
+        let (days, start, end) = match self {
+            SendWindow::Always => return (to - from).max(Duration::zero()),
+            SendWindow::Hours { days, start, end } => (days, *start, *end),
+        };
+        if to <= from {
+            return Duration::zero();
+        }
+        let from = from.max(to - Duration::days(3660));
+        let mut open = Duration::zero();
+        let mut date = from.with_timezone(&tz).date_naive();
+        let last = to.with_timezone(&tz).date_naive();
+        while date <= last {
+            if self.day_is_open(date, days) {
+                let opens = local_instant(tz, date, start).max(from);
+                let closes = local_instant(tz, date, end).min(to);
+                if closes > opens {
+                    open += closes - opens;
+                }
+            }
+            date += Duration::days(1);
+        }
+        open
+    }
+
     fn day_is_open(&self, date: NaiveDate, days: &[bool; 7]) -> bool {
         if !days[date.weekday().num_days_from_monday() as usize] {
             return false;
@@ -199,5 +228,28 @@ mod tests {
         // Summer time: 07:00 CEST = 05:00 UTC.
         assert_eq!(w.next_open(utc("2026-06-01T03:00:00Z"), tz), utc("2026-06-01T05:00:00Z"));
         assert_eq!(SendWindow::Always.next_open(utc("2026-12-24T23:00:00Z"), tz), utc("2026-12-24T23:00:00Z"));
+    }
+
+    #[test]
+    fn counts_only_the_hours_the_window_was_open() {
+        let tz = chrono_tz::Europe::Stockholm;
+        let w = SendWindow::parse("Mon-Fri 07:00-18:00").unwrap();
+        let hours = |from: &str, to: &str| w.open_between(utc(from), utc(to), tz).num_minutes() as f64 / 60.0;
+        // Written Friday 2026-11-20 10:00 CET, failing Monday 08:00 CET: Friday 10–18 and
+        // Monday 07–08, nine hours, though 70 hours passed.
+        assert_eq!(hours("2026-11-20T09:00:00Z", "2026-11-23T07:00:00Z"), 9.0);
+        // Within one open day, and nothing when the order is reversed or the span is closed.
+        assert_eq!(hours("2026-11-25T08:00:00Z", "2026-11-25T10:30:00Z"), 2.5);
+        assert_eq!(hours("2026-11-25T10:00:00Z", "2026-11-25T08:00:00Z"), 0.0);
+        assert_eq!(hours("2026-11-21T08:00:00Z", "2026-11-22T20:00:00Z"), 0.0);
+        // Christmas 2026: 23 December (Wednesday) 17:00 CET to Monday 28 December 09:00 CET
+        // is one hour on the 23rd and two on the 28th; julafton to annandag jul are closed.
+        assert_eq!(hours("2026-12-23T16:00:00Z", "2026-12-28T08:00:00Z"), 3.0);
+        // A week of office days: 5 × 11 hours.
+        assert_eq!(hours("2026-11-23T00:00:00Z", "2026-11-30T00:00:00Z"), 55.0);
+        assert_eq!(
+            SendWindow::Always.open_between(utc("2026-11-20T09:00:00Z"), utc("2026-11-23T07:00:00Z"), tz),
+            Duration::hours(70)
+        );
     }
 }

@@ -60,10 +60,14 @@ pub async fn run(settings: Arc<Settings>) -> Result<(), AppError> {
     tracing::info!("shutting down");
     let abort = worker.abort_handle();
     if tokio::time::timeout(SHUTDOWN_GRACE, worker).await.is_err() {
-        // Stop the worker before its claims are released, so that nothing it still sends
-        // races with another sender; a mail cut off mid-send stays in the outbox.
+        // A mail cut off mid-send stays in the outbox; its claim is not released but lapses
+        // (CLAIM_TTL), so that a mail the server may have accepted is not sent again at once.
         abort.abort();
-        tracing::warn!("the job in progress did not finish within the grace period; its mail stays in the outbox");
+        tracing::warn!(
+            "the job in progress did not finish within the grace period; its mail stays in the outbox, \
+             its claims lapse within {}s",
+            crate::mail::dispatch::CLAIM_TTL.as_secs()
+        );
     }
     app.close().await;
     let _ = tokio::time::timeout(Duration::from_secs(5), http).await;
@@ -122,10 +126,15 @@ async fn worker(app: &App, status: Status) {
         }
         if tokio::time::Instant::now() >= next_dispatch {
             app.beat(Utc::now());
-            if let Err(e) = jobs::dispatch::run_once(app, Moment::at(Utc::now(), settings.timezone)).await {
-                tracing::error!("dispatch failed, retrying shortly: {e}");
-            }
-            next_dispatch = tokio::time::Instant::now() + DISPATCH_EVERY;
+            let more = match jobs::dispatch::run_once(app, Moment::at(Utc::now(), settings.timezone)).await {
+                Ok(report) => report.more,
+                Err(e) => {
+                    tracing::error!("dispatch failed, retrying shortly: {e}");
+                    false
+                }
+            };
+            // A run bounded with mail left goes on at once (after a look at the other jobs).
+            next_dispatch = tokio::time::Instant::now() + if more { Duration::ZERO } else { DISPATCH_EVERY };
         }
     }
 }

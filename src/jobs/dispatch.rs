@@ -45,10 +45,12 @@ pub async fn run_once(app: &App, at: Moment) -> Result<DispatchReport, JobError>
     }
     app.delivery_metrics.add_recipients_refused(report.total_refused_recipients());
     app.delivery_metrics.add_escalations(report.total_escalated());
+    app.delivery_metrics.add_claims_lost(report.claims_lost);
     for (class, n) in &report.server_refusals {
         app.delivery_metrics.add_server_refusal(class, *n);
     }
-    // Paused while the server refuses fristvakt; resumed by the first mail it takes again.
+    // Paused while the server refuses fristvakt or cannot be reached; resumed by the first mail
+    // it takes again.
     if report.paused() {
         app.delivery_metrics.set_dispatch_paused(true);
     } else if report.total_sent() > 0 {

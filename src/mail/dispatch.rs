@@ -2,8 +2,13 @@
 //!
 //! Architecture invariant: no database transaction is held across an SMTP call. A row is
 //! claimed (a short statement that stamps holder and expiry), then sent, then marked — each its
-//! own statement. A sender that dies mid-batch leaves claims that expire, after which another
-//! sender takes the rows; the stable Message-ID lets a recipient recognise the rare repeat.
+//! own statement. Claims are short ([`CLAIM_TTL`]) and renewed while the sender works, so a
+//! sender that dies leaves claims that lapse within seconds, after which another sender takes
+//! the rows. Every write after the claim is fenced (it names the holder and reports whether
+//! the claim was still held). A sender whose renewals fail (state store unreachable) abandons
+//! a mail before its claim can lapse rather than race the sender that takes it over; only a
+//! mail the server accepted in the instant before a sender died can go out twice, with the same
+//! Message-ID, so that a recipient's mail program recognises it.
 //!
 //! Delivery is per recipient: each recipient's reply is recorded with the row (`deliveries`),
 //! a retry goes only to the recipients still owed the mail, a row is `sent` once every
@@ -31,8 +36,15 @@ use crate::state::{
     StateStore, UndecodableRow,
 };
 
-/// Claims last at least this long; see [`claim_ttl`].
-pub const MIN_CLAIM_TTL: Duration = Duration::from_secs(300);
+/// How long a claim lasts unless renewed: a replica that dies holds its rows no longer.
+pub const CLAIM_TTL: Duration = Duration::from_secs(30);
+/// How often a working sender renews its claims.
+const RENEW_EVERY: Duration = Duration::from_secs(10);
+/// A sender starts no mail, and abandons the one in hand, when its claim has less than this
+/// left (clocks of replicas may differ by a little).
+const CLAIM_MARGIN: Duration = Duration::from_secs(5);
+/// The longest one renewal may take before it counts as failed.
+const RENEW_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DispatchError {
@@ -60,6 +72,15 @@ pub struct DispatchReport {
     pub escalated: BTreeMap<MailLabel, u64>,
     /// Refusals of fristvakt by the server (tls, auth, sender, greeting): each stopped the run.
     pub server_refusals: BTreeMap<&'static str, u64>,
+    /// The mail server could not be reached or would not talk (connect, timeout, transient):
+    /// the run stopped, the rows kept their place.
+    pub unavailable: Option<&'static str>,
+    /// Rows whose claim another sender had taken when this one recorded (after a lapse), or
+    /// that this sender abandoned because it could not renew its claim.
+    pub claims_lost: u64,
+    /// The run stopped at its bound (rows or time) with rows possibly left: the next run is due
+    /// at once.
+    pub more: bool,
 }
 
 /// The bounded labels of an outbox row: never a case reference or an address.
@@ -96,14 +117,16 @@ impl DispatchReport {
         self.escalated.values().sum()
     }
 
-    /// Whether the run stopped because the server refused fristvakt itself.
+    /// Whether the run stopped because the server refused fristvakt itself or could not be
+    /// reached.
     pub fn paused(&self) -> bool {
-        !self.server_refusals.is_empty()
+        !self.server_refusals.is_empty() || self.unavailable.is_some()
     }
 }
 
-/// How a dispatch run is steered from outside: `stop` (the daemon's shutdown) ends it after the
-/// batch in hand; `beat` is called after every row, as the watchdog's sign of life.
+/// How a dispatch run is steered from outside: `stop` (the daemon's shutdown) ends it: the
+/// mail in flight is finished and recorded, the rows not started are released; `beat` is called
+/// after every row, as the watchdog's sign of life.
 #[derive(Clone, Copy)]
 pub struct RunControl<'a> {
     pub stop: Option<&'a CancellationToken>,
@@ -116,10 +139,11 @@ const RUN_ROWS: usize = 500;
 const RUN_TIME: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Sends every outbox row due at `now` (the days in the mail counted from `today`), batch by
-/// batch, until none is left, or until `stop` is cancelled (the daemon's shutdown): the batch in
-/// hand is finished; `beat` is called after every row (the watchdog's sign of life). A run takes
-/// only rows due at `now` and at most `RUN_ROWS` rows or `RUN_TIME`, so it always ends. The
-/// dispatch job (`jobs::dispatch`) is its one caller.
+/// batch, until none is left, or until `stop` is cancelled (the daemon's shutdown: the mail in
+/// flight is finished, the rest released); `beat` is called after every row (the watchdog's sign
+/// of life). A run takes only rows due at `now` and at most `RUN_ROWS` rows or `RUN_TIME`, so it
+/// always ends. While it works, its claims are renewed every [`RENEW_EVERY`]. The dispatch job
+/// (`jobs::dispatch`) is its one caller.
 pub async fn dispatch_until(
     state: &StateStore,
     mailer: &Mailer,
@@ -129,35 +153,68 @@ pub async fn dispatch_until(
     holder: &str,
     control: RunControl<'_>,
 ) -> Result<DispatchReport, DispatchError> {
-    let RunControl { stop, beat } = control;
-    let concurrency = concurrency(settings);
-    let batch = (concurrency * 4).min(50) as i64;
-    let ttl = chrono::Duration::from_std(claim_ttl(settings)).unwrap_or(chrono::Duration::minutes(5));
-    let window_open = settings.mail.send_window.is_open(now, settings.timezone);
     let started = std::time::Instant::now();
-    let ctx =
-        Context { state, mailer, settings, start: now, started, today, holder, window_open, paused: Mutex::new(None) };
+    let ctx = Context {
+        state,
+        mailer,
+        settings,
+        start: now,
+        started,
+        today,
+        holder,
+        window_open: settings.mail.send_window.is_open(now, settings.timezone),
+        stop: control.stop,
+        paused: Mutex::new(None),
+        valid_until: Mutex::new(now),
+    };
+    // The renewal runs beside the work, in the same task, and ends with it.
+    let report = tokio::select! {
+        biased;
+        report = run(&ctx, control.beat) => report?,
+        never = renew(&ctx) => match never {},
+    };
+    if report != DispatchReport::default() {
+        tracing::info!(
+            sent = report.total_sent(),
+            retrying = report.total_retrying(),
+            dead = report.total_dead(),
+            postponed = report.total_postponed(),
+            refused_recipients = report.total_refused_recipients(),
+            escalated = report.total_escalated(),
+            claims_lost = report.claims_lost,
+            paused = report.paused(),
+            "outbox dispatched"
+        );
+    }
+    Ok(report)
+}
+
+async fn run(ctx: &Context<'_>, beat: &(dyn Fn() + Sync)) -> Result<DispatchReport, DispatchError> {
+    let concurrency = concurrency(ctx.settings);
+    let batch = (concurrency * 4).min(50) as i64;
+    let ttl = chrono::Duration::from_std(CLAIM_TTL).unwrap_or(chrono::Duration::seconds(30));
     let mut report = DispatchReport::default();
     let mut attempted = 0usize;
     loop {
-        if stop.is_some_and(CancellationToken::is_cancelled) {
+        if ctx.stopping() {
             break;
         }
         // A run ends: it takes only rows due when it started (a row that fails in this run is due
         // again later, in a later run), and at most RUN_ROWS rows or RUN_TIME, so that a slow or
         // silent mail server never holds the job loop.
-        if attempted >= RUN_ROWS || started.elapsed() >= RUN_TIME {
-            tracing::info!(attempted, "dispatch run bounded; the rest goes out in the next run");
+        if attempted >= RUN_ROWS || ctx.started.elapsed() >= RUN_TIME {
+            tracing::debug!(attempted, "dispatch run bounded; the rest goes out in the next run");
+            report.more = true;
             break;
         }
-        // Each batch's claim lasts `ttl` from when it is taken: a long run must not claim its
-        // later batches with an expiry that has already passed, or another replica could take
-        // them while they are being sent.
+        // Each batch's claim lasts CLAIM_TTL from when it is taken; the renewal extends it while
+        // the batch is worked on.
         let claimed_at = ctx.now();
-        let rows = state.claim_outbox(holder, now, claimed_at, claimed_at + ttl, batch).await?;
+        let rows = ctx.state.claim_outbox(ctx.holder, ctx.start, claimed_at, claimed_at + ttl, batch).await?;
         if rows.is_empty() {
             break;
         }
+        *lock(&ctx.valid_until) = claimed_at + ttl;
         attempted += rows.len();
         // Each row is claimed, so concurrent handling cannot send one twice; the pool bounds
         // how many SMTP connections are open at once.
@@ -167,7 +224,7 @@ pub async fn dispatch_until(
             .iter()
             .map(|row| {
                 Box::pin(async {
-                    let handled = handle_claimed(&ctx, row).await;
+                    let handled = handle_claimed(ctx, row).await;
                     beat();
                     handled
                 })
@@ -186,6 +243,15 @@ pub async fn dispatch_until(
             }
             let map = match handled.outcome {
                 Outcome::Released => continue,
+                Outcome::ClaimLost => {
+                    report.claims_lost += 1;
+                    continue;
+                }
+                Outcome::Unavailable(class) => {
+                    *report.errors.entry(class).or_default() += 1;
+                    report.unavailable.get_or_insert(class);
+                    continue;
+                }
                 Outcome::Sent => &mut report.sent,
                 Outcome::Postponed => &mut report.postponed,
                 Outcome::Retrying(class) => {
@@ -207,27 +273,35 @@ pub async fn dispatch_until(
             };
             *map.entry(label).or_default() += 1;
         }
-        if let Some(class) = *ctx.paused.lock().unwrap_or_else(|e| e.into_inner()) {
+        if let Some(class) = *lock(&ctx.paused) {
             tracing::error!(
                 class,
-                "the mail server refuses fristvakt itself; dispatch paused until the next run, the outbox kept"
+                "the mail server refuses fristvakt or cannot be reached; dispatch paused until the next run, the outbox kept"
             );
             break;
         }
     }
-    if report != DispatchReport::default() {
-        tracing::info!(
-            sent = report.total_sent(),
-            retrying = report.total_retrying(),
-            dead = report.total_dead(),
-            postponed = report.total_postponed(),
-            refused_recipients = report.total_refused_recipients(),
-            escalated = report.total_escalated(),
-            paused = report.paused(),
-            "outbox dispatched"
-        );
-    }
     Ok(report)
+}
+
+/// Renews this sender's claims every [`RENEW_EVERY`] for as long as the run works; never ends
+/// on its own. A renewal that fails leaves `valid_until` where it was, so that the sender stops
+/// before its claims lapse.
+async fn renew(ctx: &Context<'_>) -> std::convert::Infallible {
+    let ttl = chrono::Duration::from_std(CLAIM_TTL).unwrap_or(chrono::Duration::seconds(30));
+    loop {
+        tokio::time::sleep(RENEW_EVERY).await;
+        let at = ctx.now();
+        match tokio::time::timeout(RENEW_TIMEOUT, ctx.state.renew_claims(ctx.holder, at + ttl)).await {
+            Ok(Ok(_)) => *lock(&ctx.valid_until) = at + ttl,
+            Ok(Err(e)) => tracing::warn!("could not renew outbox claims: {e}"),
+            Err(_) => tracing::warn!("could not renew outbox claims: the state database did not answer"),
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The delay before attempt number `attempts + 1`: `retry_initial · 2^attempts`, capped at
@@ -238,18 +312,6 @@ pub fn retry_delay(settings: &Settings, attempts: i64, jitter: f64) -> chrono::D
     let max = settings.mail.retry_max.as_secs_f64();
     let base = (initial * 2f64.powi(attempts.clamp(0, 40) as i32)).min(max);
     chrono::Duration::milliseconds((base * jitter * 1000.0).round() as i64)
-}
-
-/// How long a claim lasts: long enough for a batch to be sent even when every send waits for
-/// its timeout (a hanging server fails at its first timed-out command), so that a live sender's
-/// rows are not taken over by another; short enough that a crashed sender's rows come back soon.
-pub fn claim_ttl(settings: &Settings) -> Duration {
-    let rounds = 4; // batch = 4 × concurrency
-    let per_send = match settings.mail.transport {
-        Transport::Smtp => settings.mail.smtp.timeout * 2,
-        Transport::File => Duration::from_secs(10),
-    };
-    MIN_CLAIM_TTL.max(per_send * rounds + Duration::from_secs(60))
 }
 
 fn concurrency(settings: &Settings) -> usize {
@@ -269,8 +331,12 @@ struct Context<'a> {
     today: NaiveDate,
     holder: &'a str,
     window_open: bool,
-    /// Set by the first refusal of fristvakt by the server: rows not yet attempted are released.
+    stop: Option<&'a CancellationToken>,
+    /// Set by the first refusal of fristvakt by the server, or its first failure to answer:
+    /// rows not yet attempted are released.
     paused: Mutex<Option<&'static str>>,
+    /// Until when this sender's claims are known to hold: the last claim or renewal's expiry.
+    valid_until: Mutex<DateTime<Utc>>,
 }
 
 impl Context<'_> {
@@ -278,6 +344,23 @@ impl Context<'_> {
     /// next attempt and the give-up clock count from the attempt, not from the run's start.
     fn now(&self) -> DateTime<Utc> {
         self.start + chrono::Duration::from_std(self.started.elapsed()).unwrap_or_default()
+    }
+
+    fn stopping(&self) -> bool {
+        self.stop.is_some_and(CancellationToken::is_cancelled)
+    }
+
+    /// Whether the claims still hold for longer than [`CLAIM_MARGIN`].
+    fn claim_holds(&self) -> bool {
+        let margin = chrono::Duration::from_std(CLAIM_MARGIN).unwrap_or_default();
+        self.now() + margin < *lock(&self.valid_until)
+    }
+
+    /// Resolves when the claims come within [`CLAIM_MARGIN`] of lapsing (renewals failing).
+    async fn claim_lapsing(&self) {
+        while self.claim_holds() {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
     }
 }
 
@@ -288,8 +371,14 @@ enum Outcome {
     Dead(&'static str),
     /// Still retrying: the server refused fristvakt itself (class), not this mail.
     ServerRefused(&'static str),
-    /// Not attempted (dispatch paused); the claim released, the row still due.
+    /// Not attempted (dispatch paused or stopping); the claim released, the row still due.
     Released,
+    /// Not attempted: the mail server cannot be reached (class); the claim released, the row
+    /// kept its place and its retry period.
+    Unavailable(&'static str),
+    /// Another sender holds the row now (this one's claim lapsed), or this sender abandoned
+    /// it before its claim could lapse; nothing recorded by this sender.
+    ClaimLost,
 }
 
 /// What handling one row came to: its outcome, how many of its recipients were refused
@@ -308,11 +397,11 @@ impl From<Outcome> for Handled {
 
 impl Context<'_> {
     fn paused(&self) -> bool {
-        self.paused.lock().unwrap_or_else(|e| e.into_inner()).is_some()
+        lock(&self.paused).is_some()
     }
 
     fn pause(&self, class: &'static str) {
-        self.paused.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(class);
+        lock(&self.paused).get_or_insert(class);
     }
 }
 
@@ -331,7 +420,9 @@ async fn handle_claimed(
 /// skipped without a trace.
 async fn give_up_undecodable(ctx: &Context<'_>, row: &UndecodableRow) -> Result<(MailLabel, Handled), StateError> {
     let label = MailLabel { category: row.category, kind: row.kind, step: row.step };
-    ctx.state.mark_failed(row.id, ctx.holder, &format!("{}: {}", row.class, row.error), None).await?;
+    if !ctx.state.mark_failed(row.id, ctx.holder, &format!("{}: {}", row.class, row.error), None).await? {
+        return Ok((label, claim_lost(&row.notice_key).into()));
+    }
     let key = match row.category {
         Some(OutboxCategory::Notice) => row.notice_key.as_str(),
         _ => row.notice_key.rsplit_once('/').map(|(head, _)| head).unwrap_or("(unknown)"),
@@ -352,13 +443,24 @@ async fn handle(ctx: &Context<'_>, row: &OutboxRow) -> Result<(MailLabel, Handle
         // Every waiting mail gets the window's opening: they leave at the start of office
         // hours, throttled by the SMTP pool, rather than in a burst at midnight.
         let at = ctx.settings.mail.send_window.next_open(ctx.now(), ctx.settings.timezone);
-        ctx.state.postpone(row.id, ctx.holder, at).await?;
+        if !ctx.state.postpone(row.id, ctx.holder, at).await? {
+            return Ok((label, claim_lost(loggable_key(row)).into()));
+        }
         tracing::debug!(outbox_key = %loggable_key(row), at = %at, "outside the sending window; postponed");
         return Ok((label, Outcome::Postponed.into()));
     }
-    if ctx.paused() {
-        ctx.state.release_claim(row.id, ctx.holder).await?;
+    if ctx.paused() || ctx.stopping() {
+        ctx.state.release_claim(row.id, ctx.holder, None).await?;
         return Ok((label, Outcome::Released.into()));
+    }
+    if !ctx.claim_holds() {
+        // The claim could not be renewed (the state store does not answer) and is about to
+        // lapse: another sender may take the row any moment. Not sent; nothing can be written.
+        tracing::warn!(
+            outbox_key = %loggable_key(row),
+            "claim about to lapse (renewal failed); mail left for the sender that takes it over"
+        );
+        return Ok((label, Outcome::ClaimLost.into()));
     }
     let message = match &row.payload {
         OutboxPayload::Notice(Some(payload)) => {
@@ -395,9 +497,24 @@ async fn handle(ctx: &Context<'_>, row: &OutboxRow) -> Result<(MailLabel, Handle
         // Settled by an attempt whose outcome was recorded but not its end: finish the row.
         Vec::new()
     } else {
-        match ctx.mailer.deliver(&message, &addresses).await {
+        let delivered = tokio::select! {
+            delivered = ctx.mailer.deliver(&message, &addresses) => Some(delivered),
+            () = ctx.claim_lapsing() => None,
+        };
+        let Some(delivered) = delivered else {
+            // Cut off mid-send (the connection dropped, so a server that had not yet taken the
+            // whole message discards it) before another sender can take the row over.
+            tracing::error!(
+                outbox_key = %loggable_key(row),
+                "mail abandoned mid-send: the claim could not be renewed (state store unreachable) and was about \
+                 to lapse; the sender that takes the row over sends it"
+            );
+            return Ok((label, Outcome::ClaimLost.into()));
+        };
+        match delivered {
             Ok(results) => results,
             Err(DeliverError::Server(error)) => return server_refused(ctx, row, label, &error).await,
+            Err(DeliverError::Unavailable(error)) => return unavailable(ctx, row, label, &error).await,
             Err(DeliverError::Message(SendError { permanent: true, class, message })) => {
                 return give_up(ctx, row, label, class, &message).await;
             }
@@ -441,7 +558,9 @@ async fn handle(ctx: &Context<'_>, row: &OutboxRow) -> Result<(MailLabel, Handle
             sent_at: Some(ctx.now()),
             escalation: None,
         };
-        ctx.state.record_attempt(row, ctx.holder, attempt).await?;
+        if !ctx.state.record_attempt(row, ctx.holder, attempt).await?.held {
+            return Ok((label, claim_lost(loggable_key(row)).into()));
+        }
         tracing::info!(
             outbox_key = %loggable_key(row),
             message_id = %row.message_id,
@@ -464,7 +583,11 @@ async fn handle(ctx: &Context<'_>, row: &OutboxRow) -> Result<(MailLabel, Handle
         sent_at: None,
         escalation: escalation.clone(),
     };
-    let escalated = ctx.state.record_attempt(row, ctx.holder, attempt).await?;
+    let recorded = ctx.state.record_attempt(row, ctx.holder, attempt).await?;
+    if !recorded.held {
+        return Ok((label, claim_lost(loggable_key(row)).into()));
+    }
+    let escalated = recorded.escalated;
     match (&escalation, escalated) {
         (Some(up), true) => tracing::warn!(
             outbox_key = %loggable_key(row),
@@ -541,7 +664,9 @@ async fn server_refused(
         sent_at: None,
         escalation: None,
     };
-    ctx.state.record_attempt(row, ctx.holder, attempt).await?;
+    if !ctx.state.record_attempt(row, ctx.holder, attempt).await?.held {
+        return Ok((label, claim_lost(loggable_key(row)).into()));
+    }
     tracing::error!(
         outbox_key = %loggable_key(row),
         class = error.class,
@@ -551,6 +676,38 @@ async fn server_refused(
         "the mail server refuses fristvakt itself; mail kept for retry, dispatch paused"
     );
     Ok((label, Outcome::ServerRefused(error.class).into()))
+}
+
+/// The mail server cannot be reached or will not talk: no fault of this mail. The row keeps
+/// its place (no attempt counted, its retry period untouched; the reason noted for
+/// `outbox list`) and the run pauses, so that when the server is back the most urgent mail goes
+/// out first.
+async fn unavailable(
+    ctx: &Context<'_>,
+    row: &OutboxRow,
+    label: MailLabel,
+    error: &SendError,
+) -> Result<(MailLabel, Handled), StateError> {
+    ctx.pause(error.class);
+    let note = format!("server_unavailable_{}: {}", error.class, error.message);
+    ctx.state.release_claim(row.id, ctx.holder, Some(&note)).await?;
+    tracing::error!(
+        outbox_key = %loggable_key(row),
+        class = error.class,
+        error = %error.message,
+        "the mail server cannot be reached; mail kept in its place, dispatch paused"
+    );
+    Ok((label, Outcome::Unavailable(error.class).into()))
+}
+
+/// The claim was no longer this sender's when it recorded: it had lapsed and another sender
+/// took the row. Nothing was written; logged and counted.
+fn claim_lost(key: &str) -> Outcome {
+    tracing::error!(
+        outbox_key = %key,
+        "claim lost: another sender took this row while this one worked on it; its outcome here is not recorded"
+    );
+    Outcome::ClaimLost
 }
 
 /// A transient failure (of the whole attempt, or of some recipients, whose outcomes so far
@@ -566,12 +723,15 @@ async fn retry_or_give_up(
 ) -> Result<(MailLabel, Handled), StateError> {
     let give_up_after =
         chrono::Duration::from_std(ctx.settings.mail.give_up_after).unwrap_or(chrono::Duration::days(2));
-    // The clock starts when the mail was first allowed out, not when it was written: a
-    // notice written on Saturday for Monday's window gets its full retry period.
+    // The clock starts when the mail was first allowed out and counts only the time the sending
+    // window was open since: a notice written on Friday that fails over the weekend still has
+    // its retry period on Monday.
     let delivered_to_some = deliveries.iter().any(|d| d.outcome == DeliveryOutcome::Delivered);
-    let (state, next, error) = if row.created_at.max(row.not_before) + give_up_after < ctx.now() {
+    let window = &ctx.settings.mail.send_window;
+    let tried_for = window.open_between(row.created_at.max(row.not_before), ctx.now(), ctx.settings.timezone);
+    let (state, next, error) = if tried_for > give_up_after {
         let error = format!(
-            "{class}: {message} (still failing after {})",
+            "{class}: {message} (still failing after {} of open sending window)",
             humantime::format_duration(ctx.settings.mail.give_up_after)
         );
         // Given up for the recipients still owed it; received by others, it counts as sent.
@@ -586,7 +746,9 @@ async fn retry_or_give_up(
     };
     let sent_at = (state == OutboxState::Sent).then_some(ctx.now());
     let attempt = Attempt { state, next, error: Some(&error), deliveries, sent_at, escalation: None };
-    ctx.state.record_attempt(row, ctx.holder, attempt).await?;
+    if !ctx.state.record_attempt(row, ctx.holder, attempt).await?.held {
+        return Ok((label, claim_lost(loggable_key(row)).into()));
+    }
     let outcome = match next {
         Some(next) => {
             tracing::warn!(
@@ -624,7 +786,9 @@ async fn give_up(
     class: &'static str,
     error: &str,
 ) -> Result<(MailLabel, Handled), StateError> {
-    ctx.state.mark_failed(row.id, ctx.holder, &format!("{class}: {error}"), None).await?;
+    if !ctx.state.mark_failed(row.id, ctx.holder, &format!("{class}: {error}"), None).await? {
+        return Ok((label, claim_lost(loggable_key(row)).into()));
+    }
     tracing::warn!(outbox_key = %loggable_key(row), class, attempts = row.attempts + 1, error, "mail given up (dead)");
     Ok((label, Outcome::Dead(class).into()))
 }
@@ -655,14 +819,5 @@ mod tests {
         assert_eq!(secs(1000, 1.0), 3600);
         assert_eq!(secs(0, 0.8), 48);
         assert_eq!(secs(6, 1.2), 4320);
-    }
-
-    #[test]
-    fn claims_outlast_a_batch_of_timeouts() {
-        let mut s = crate::config::load_with_env(None, Vec::new()).unwrap();
-        assert_eq!(claim_ttl(&s), MIN_CLAIM_TTL);
-        s.mail.transport = Transport::Smtp;
-        s.mail.smtp.timeout = Duration::from_secs(120);
-        assert_eq!(claim_ttl(&s), Duration::from_secs(120 * 2 * 4 + 60));
     }
 }

@@ -79,8 +79,13 @@ pub enum DeliverError {
     /// The server refuses fristvakt itself, whatever the mail (a failed TLS set-up, AUTH
     /// refused, `MAIL FROM` refused with 5xx): dispatch pauses; the mail is not at fault.
     Server(SendError),
-    /// This attempt at this mail failed (connection, timeout, a reply to `DATA`, a transient
-    /// `MAIL FROM` reply): permanent or transient as [`SendError::permanent`] says.
+    /// The server cannot be reached or will not talk yet (connection refused or cut, no
+    /// greeting within the timeout, a 4xx greeting or login reply): an outage of the server,
+    /// not of this mail. Dispatch pauses; the mail keeps its place and its retry period.
+    Unavailable(SendError),
+    /// This attempt at this mail failed (a connection cut in the transaction, a timeout, a
+    /// reply to `DATA`, a transient `MAIL FROM` reply): permanent or transient as
+    /// [`SendError::permanent`] says.
     Message(SendError),
 }
 
@@ -214,7 +219,13 @@ impl Smtp {
         };
         let mut conn = match tokio::time::timeout(self.timeout, self.connect()).await {
             Ok(conn) => conn?,
-            Err(_) => return Err(timed_out("greeting")),
+            Err(_) => {
+                return Err(DeliverError::Unavailable(SendError {
+                    permanent: false,
+                    class: "timeout",
+                    message: format!("no answer from the mail server within {:?} (greeting)", self.timeout),
+                }))
+            }
         };
         // MAIL FROM, one RCPT TO per recipient, DATA and the message: each a round trip.
         let round_trips = u32::try_from(to.len()).unwrap_or(u32::MAX).saturating_add(3);
@@ -338,7 +349,7 @@ fn setup_error(e: &lettre::transport::smtp::Error, stage: &'static str) -> Deliv
     if e.is_permanent() || (stage == "auth" && e.is_client()) {
         return DeliverError::Server(SendError { permanent: false, class: stage, ..error });
     }
-    DeliverError::Message(error)
+    DeliverError::Unavailable(error)
 }
 
 /// The file of a message: its Message-ID made safe as a file name, so that sending the same

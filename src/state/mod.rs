@@ -35,7 +35,7 @@ pub use leases::POLL_LEASE;
 pub use operator::{OutboxListing, RetryOutcome};
 pub use outbox::{
     Attempt, Delivery, DeliveryOutcome, DigestRun, Escalation, OutboxCategory, OutboxEntry, OutboxPayload, OutboxRow,
-    OutboxState, UndecodableRow,
+    OutboxState, Recorded, UndecodableRow,
 };
 pub use poll::PollState;
 pub use retention::Purged;

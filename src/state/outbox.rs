@@ -82,6 +82,15 @@ impl OutboxPayload {
         }
     }
 
+    /// The legal last day of the deadline a notice is about (the outbox's urgency); `None` for
+    /// digests.
+    pub fn due_on(&self) -> Option<NaiveDate> {
+        match self {
+            OutboxPayload::Notice(Some(notice)) => Some(notice.due_on),
+            _ => None,
+        }
+    }
+
     /// The content stored in `payload`.
     fn content(&self) -> Result<serde_json::Value, serde_json::Error> {
         let mut tagged = serde_json::to_value(self)?;
@@ -298,8 +307,8 @@ impl StateStore {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|source| StateError::Encode { what: "an outbox payload", source })?;
         let insert = "INSERT INTO outbox (notice_key, category, case_ref, kind, step, recipients, payload, state, \
-                 created_at, not_before, next_attempt_at, message_id) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11) \
+                 created_at, not_before, next_attempt_at, message_id, due_on) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12) \
                  ON CONFLICT (notice_key) DO UPDATE SET recipients = excluded.recipients, payload = excluded.payload, \
                    state = excluded.state, created_at = excluded.created_at, not_before = excluded.not_before, \
                    next_attempt_at = excluded.next_attempt_at, attempts = 0, last_error = NULL \
@@ -320,6 +329,7 @@ impl StateStore {
                     .bind(now)
                     .bind(e.not_before)
                     .bind(e.message_id.as_str())
+                    .bind(e.payload.due_on())
                     .execute(&mut *tx)
                     .await
                     .map_err(query_error("writing to the outbox"))?;
@@ -341,10 +351,12 @@ impl StateStore {
         })
     }
 
-    /// Cancels pending notices of deadlines that are closed or withdrawn; returns how many.
+    /// Cancels pending notices of deadlines that are closed or withdrawn; returns how many. A
+    /// claim on a cancelled row is left to its sender, which records what it did (a mail it
+    /// had already handed over makes the row `sent`, anything else leaves it cancelled).
     pub async fn cancel_notices_of_finished_deadlines(&self) -> Result<u64, StateError> {
         let sql = format!(
-            "UPDATE outbox SET state = 'cancelled', claimed_by = NULL, claimed_until = NULL \
+            "UPDATE outbox SET state = 'cancelled' \
              WHERE category = '{}' AND state IN ('pending', 'retrying') AND EXISTS ( \
                SELECT 1 FROM deadlines d WHERE d.case_ref = outbox.case_ref AND d.kind = outbox.kind \
                AND (d.closed_on IS NOT NULL OR d.withdrawn))",
@@ -400,7 +412,8 @@ impl StateStore {
     }
 
     /// Claims up to `limit` rows due by `due_by` (a dispatch run's start) and not claimed by
-    /// another sender at `now`, for `holder` until `until`. On
+    /// another sender at `now`, for `holder` until `until`, the most urgent first: the notices
+    /// of the earliest legal last day (at the same day the higher ladder step), then digests. On
     /// PostgreSQL concurrent claimers skip each other's rows; a claim that expires (a crashed
     /// sender) makes its rows claimable again. A claimed row that does not decode comes back as
     /// an [`UndecodableRow`] for the caller to give up, so it is neither lost nor retried forever.
@@ -419,7 +432,7 @@ impl StateStore {
         let sql = format!(
             "UPDATE outbox SET claimed_by = $1, claimed_until = $2 WHERE id IN ( \
                SELECT id FROM outbox WHERE state IN ('pending', 'retrying') AND next_attempt_at <= $5 \
-               AND (claimed_until IS NULL OR claimed_until < $3) ORDER BY next_attempt_at, id LIMIT $4{lock}) \
+               AND (claimed_until IS NULL OR claimed_until < $3) ORDER BY due_on IS NULL, due_on, step DESC, next_attempt_at, id LIMIT $4{lock}) \
              RETURNING {OUTBOX_COLUMNS}"
         );
         let mut out = with_pool!(&self.pool, p => {
@@ -434,59 +447,58 @@ impl StateStore {
                 .map_err(query_error("claiming outbox rows"))?;
             rows.iter().map(outbox_row).collect::<Result<Vec<_>, _>>()?
         });
-        out.sort_by_key(|r| match r {
-            Ok(row) => row.id,
-            Err(row) => row.id,
-        });
+        // RETURNING gives no order: the claim's order (most urgent first) is the id order
+        // among rows due at the same time only, so sort by what the claim sorted by.
+        out.sort_by(|a, b| urgency(a).cmp(&urgency(b)));
         Ok(out)
     }
 
-    /// Marks a claimed row sent.
-    pub async fn mark_sent(&self, id: i64, holder: &str, now: DateTime<Utc>) -> Result<(), StateError> {
-        let sql = "UPDATE outbox SET state = 'sent', sent_at = $1, attempts = attempts + 1, claimed_by = NULL, \
-             claimed_until = NULL WHERE id = $2 AND claimed_by = $3";
-        with_pool!(&self.pool, p => sqlx::query(sql).bind(now).bind(id).bind(holder).execute(p).await.map(|_| ()))
-            .map_err(query_error("marking a mail sent"))?;
-        Ok(())
-    }
-
-    /// Records a failed attempt: `retrying` with the next attempt time, or `dead` when `next` is None.
+    /// Records a failed attempt: `retrying` with the next attempt time, or `dead` when `next` is
+    /// None (a cancelled row stays cancelled). Fenced: false when `holder` no longer holds the
+    /// claim, and nothing is written.
     pub async fn mark_failed(
         &self,
         id: i64,
         holder: &str,
         error: &str,
         next: Option<DateTime<Utc>>,
-    ) -> Result<(), StateError> {
+    ) -> Result<bool, StateError> {
         let state = match next {
             Some(_) => OutboxState::Retrying,
             None => OutboxState::Dead,
         };
-        let sql = "UPDATE outbox SET state = $1, next_attempt_at = COALESCE($2, next_attempt_at), last_error = $3, \
-             attempts = attempts + 1, claimed_by = NULL, claimed_until = NULL WHERE id = $4 AND claimed_by = $5";
+        let sql = format!(
+            "UPDATE outbox SET state = {KEEP_CANCELLED}, next_attempt_at = COALESCE($2, next_attempt_at), \
+             last_error = $3, attempts = attempts + 1, claimed_by = NULL, claimed_until = NULL \
+             WHERE id = $4 AND claimed_by = $5"
+        );
         with_pool!(&self.pool, p => {
-            sqlx::query(sql).bind(state.as_str()).bind(next).bind(error).bind(id).bind(holder).execute(p).await.map(|_| ())
+            let result = sqlx::query(&sql).bind(state.as_str()).bind(next).bind(error).bind(id).bind(holder).execute(p).await;
+            result.map(|r| r.rows_affected())
         })
-        .map_err(query_error("recording a failed mail"))?;
-        Ok(())
+        .map(|n| n == 1)
+        .map_err(query_error("recording a failed mail"))
     }
 
-    /// Records one attempt at a claimed row: its state, every recipient's outcome so far, and
-    /// — in the same transaction, only if the claim was still held — the escalation row
-    /// (insert-if-absent on its key; a cancelled one is revived, as ladder steps are). Returns
-    /// whether an escalation row was written.
+    /// Records one attempt at a claimed row: its state (a cancelled row stays cancelled unless
+    /// the mail went out), every recipient's outcome so far, and — in the same transaction,
+    /// only if the claim was still held — the escalation row (insert-if-absent on its key; a
+    /// cancelled one is revived, as ladder steps are). Fenced: nothing is written when `holder`
+    /// no longer holds the claim.
     pub async fn record_attempt(
         &self,
         row: &OutboxRow,
         holder: &str,
         attempt: Attempt<'_>,
-    ) -> Result<bool, StateError> {
-        let update = "UPDATE outbox SET state = $1, next_attempt_at = COALESCE($2, next_attempt_at), last_error = $3, \
-             deliveries = $4, sent_at = COALESCE($5, sent_at), attempts = attempts + 1, claimed_by = NULL, \
-             claimed_until = NULL WHERE id = $6 AND claimed_by = $7";
+    ) -> Result<Recorded, StateError> {
+        let update = format!(
+            "UPDATE outbox SET state = {KEEP_CANCELLED}, next_attempt_at = COALESCE($2, next_attempt_at), \
+             last_error = $3, deliveries = $4, sent_at = COALESCE($5, sent_at), attempts = attempts + 1, \
+             claimed_by = NULL, claimed_until = NULL WHERE id = $6 AND claimed_by = $7"
+        );
         let insert = "INSERT INTO outbox (notice_key, category, case_ref, kind, step, recipients, payload, state, \
-             created_at, not_before, next_attempt_at, message_id, replaces) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $8, $8, $9, $10) \
+             created_at, not_before, next_attempt_at, message_id, replaces, due_on) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $8, $8, $9, $10, $11) \
              ON CONFLICT (notice_key) DO UPDATE SET recipients = excluded.recipients, payload = excluded.payload, \
                state = excluded.state, created_at = excluded.created_at, not_before = excluded.not_before, \
                next_attempt_at = excluded.next_attempt_at, replaces = excluded.replaces, attempts = 0, \
@@ -500,7 +512,7 @@ impl StateStore {
         };
         with_pool!(&self.pool, p => {
             let mut tx = p.begin().await.map_err(query_error("starting a transaction"))?;
-            let updated = sqlx::query(update)
+            let updated = sqlx::query(&update)
                 .bind(attempt.state.as_str())
                 .bind(attempt.next)
                 .bind(attempt.error)
@@ -525,6 +537,7 @@ impl StateStore {
                     .bind(up.now)
                     .bind(up.message_id.as_str())
                     .bind(Json(&up.replaces))
+                    .bind(row.payload.due_on())
                     .execute(&mut *tx)
                     .await
                     .map_err(query_error("writing a notice one role up"))?
@@ -532,36 +545,65 @@ impl StateStore {
                     > 0;
             }
             tx.commit().await.map_err(query_error("committing a mail attempt"))?;
-            Ok(escalated)
+            Ok(Recorded { held: updated == 1, escalated })
         })
     }
 
-    /// Releases the claim of a row that was not attempted (dispatch paused), without counting
-    /// an attempt: it stays due.
-    pub async fn release_claim(&self, id: i64, holder: &str) -> Result<(), StateError> {
-        let sql = "UPDATE outbox SET claimed_by = NULL, claimed_until = NULL WHERE id = $1 AND claimed_by = $2";
-        with_pool!(&self.pool, p => sqlx::query(sql).bind(id).bind(holder).execute(p).await.map(|_| ()))
-            .map_err(query_error("releasing a claim"))?;
-        Ok(())
+    /// Releases the claim of a row that was not attempted (dispatch paused or stopping),
+    /// without counting an attempt: it stays due. `note` (why it was not sent, e.g. the mail
+    /// server down) becomes its last error, for `outbox list`. Fenced: false when `holder` no
+    /// longer holds the claim.
+    pub async fn release_claim(&self, id: i64, holder: &str, note: Option<&str>) -> Result<bool, StateError> {
+        let sql = "UPDATE outbox SET claimed_by = NULL, claimed_until = NULL, last_error = COALESCE($3, last_error) \
+             WHERE id = $1 AND claimed_by = $2";
+        with_pool!(&self.pool, p => sqlx::query(sql).bind(id).bind(holder).bind(note).execute(p).await.map(|r| r.rows_affected()))
+            .map(|n| n == 1)
+            .map_err(query_error("releasing a claim"))
     }
 
     /// Moves a claimed row's next attempt to `at` without counting an attempt (outside the
-    /// sending window), and releases the claim.
-    pub async fn postpone(&self, id: i64, holder: &str, at: DateTime<Utc>) -> Result<(), StateError> {
+    /// sending window), and releases the claim. Fenced, as [`StateStore::release_claim`].
+    pub async fn postpone(&self, id: i64, holder: &str, at: DateTime<Utc>) -> Result<bool, StateError> {
         let sql = "UPDATE outbox SET next_attempt_at = $1, claimed_by = NULL, claimed_until = NULL \
              WHERE id = $2 AND claimed_by = $3";
-        with_pool!(&self.pool, p => sqlx::query(sql).bind(at).bind(id).bind(holder).execute(p).await.map(|_| ()))
-            .map_err(query_error("postponing a mail"))?;
-        Ok(())
+        with_pool!(&self.pool, p => sqlx::query(sql).bind(at).bind(id).bind(holder).execute(p).await.map(|r| r.rows_affected()))
+            .map(|n| n == 1)
+            .map_err(query_error("postponing a mail"))
     }
 
-    /// Releases every claim of `holder` (at shutdown), so another sender may take the rows.
-    pub async fn release_claims(&self, holder: &str) -> Result<(), StateError> {
-        let sql = "UPDATE outbox SET claimed_by = NULL, claimed_until = NULL WHERE claimed_by = $1";
-        with_pool!(&self.pool, p => sqlx::query(sql).bind(holder).execute(p).await.map(|_| ()))
-            .map_err(query_error("releasing claims"))?;
-        Ok(())
+    /// Renews every claim `holder` still has on an unsettled row until `until`, while it works
+    /// on them; returns how many. A claim another sender took is not touched.
+    pub async fn renew_claims(&self, holder: &str, until: DateTime<Utc>) -> Result<u64, StateError> {
+        let sql = "UPDATE outbox SET claimed_until = $1 WHERE claimed_by = $2 AND state IN ('pending', 'retrying')";
+        with_pool!(&self.pool, p => sqlx::query(sql).bind(until).bind(holder).execute(p).await.map(|r| r.rows_affected()))
+            .map_err(query_error("renewing outbox claims"))
     }
+}
+
+/// The order of the claim: the earliest legal last day first (digests after notices), at the
+/// same day the higher step; rows that do not decode last.
+fn urgency(row: &Result<OutboxRow, UndecodableRow>) -> (bool, Option<NaiveDate>, std::cmp::Reverse<Option<i32>>, i64) {
+    match row {
+        Ok(row) => {
+            let due_on = row.payload.due_on();
+            (due_on.is_none(), due_on, std::cmp::Reverse(row.step), row.id)
+        }
+        Err(row) => (true, None, std::cmp::Reverse(None), row.id),
+    }
+}
+
+/// The state an attempt writes (`$1`), except that a row cancelled while it was being sent
+/// stays cancelled unless the mail went out.
+const KEEP_CANCELLED: &str = "CASE WHEN outbox.state = 'cancelled' AND $1 <> 'sent' THEN 'cancelled' ELSE $1 END";
+
+/// What recording an attempt did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recorded {
+    /// The sender still held the claim, so the attempt was written; false: another sender
+    /// took the row (this one's claim had lapsed) and nothing was written.
+    pub held: bool,
+    /// A notice one role up was written.
+    pub escalated: bool,
 }
 
 /// A nullable cell decoded by `decode`: `Ok(None)` when NULL, `Err(())` when the cell cannot be

@@ -64,13 +64,13 @@ async fn catch_up_sends_only_the_latest_step_postgres() {
 }
 
 #[tokio::test]
-async fn smtp_outage_retries_then_delivers_or_gives_up_sqlite() {
-    smtp_outage_retries_then_delivers_or_gives_up(sqlite_state()).await;
+async fn smtp_outage_pauses_then_delivers_the_most_urgent_first_sqlite() {
+    smtp_outage_pauses_then_delivers_the_most_urgent_first(sqlite_state()).await;
 }
 
 #[tokio::test]
-async fn smtp_outage_retries_then_delivers_or_gives_up_postgres() {
-    smtp_outage_retries_then_delivers_or_gives_up(postgres_state().await).await;
+async fn smtp_outage_pauses_then_delivers_the_most_urgent_first_postgres() {
+    smtp_outage_pauses_then_delivers_the_most_urgent_first(postgres_state().await).await;
 }
 
 #[tokio::test]
@@ -194,20 +194,59 @@ async fn closed_sending_window_postpones_to_the_next_opening() {
 
 #[tokio::test]
 async fn a_notice_held_over_the_weekend_gets_its_full_retry_period() {
-    let mut app =
+    let app =
         App::start(sqlite_state(), &[assessment_case("2026-BU-0142", Some(CASEWORKER))], "Mon-Fri 07:00-18:00").await;
     // Written Friday 19:30 local for Monday 07:00: 60 hours later, beyond give_up_after (2 days).
     let evening = Utc.with_ymd_and_hms(2026, 11, 13, 18, 30, 0).unwrap();
     app.poll_at(day("2026-11-13"), evening).await;
-    // Monday's first attempt fails transiently: that is a retry, not a mail given up.
-    app.smtp.stop().await;
+    // Monday's first attempt gets a 4xx: that is a retry, not a mail given up.
+    app.smtp.set_mode(SmtpMode::RejectTransient);
     let monday_open = Utc.with_ymd_and_hms(2026, 11, 16, 6, 0, 0).unwrap();
     let report = app.dispatch(monday_open).await;
     assert_eq!((report.total_retrying(), report.total_dead()), (1, 0), "{report:?}");
-    app.smtp.restart().await;
+    app.smtp.set_mode(SmtpMode::Accept);
     let report = app.dispatch(monday_open + Duration::minutes(5)).await;
     assert_eq!(report.total_sent(), 1, "{report:?}");
     app.close().await;
+}
+
+/// The give-up clock counts only the time the sending window was open: a notice written on
+/// Friday at 10:00 that fails at 16:00 and again on Monday at 08:00 has used 9 hours of its
+/// 2 days (not 70), is still retried and delivered; one that keeps failing is given up once
+/// 48 open hours have passed, on Thursday afternoon, not before.
+#[tokio::test]
+async fn the_give_up_clock_counts_only_open_window_hours() {
+    let local = |d: u32, h: u32| Utc.with_ymd_and_hms(2026, 11, d, h - 1, 0, 0).unwrap(); // CET = UTC+1
+    for keeps_failing in [false, true] {
+        let app =
+            App::start(sqlite_state(), &[assessment_case("2026-BU-0142", Some(CASEWORKER))], "Mon-Fri 07:00-18:00")
+                .await;
+        app.smtp.set_mode(SmtpMode::RejectTransient);
+        let report = app.poll_at(day("2026-11-13"), local(13, 10)).await;
+        assert_eq!(report.total_retrying(), 1, "Friday 10:00: {report:?}");
+        assert_eq!(app.dispatch(local(13, 16)).await.total_retrying(), 1, "Friday 16:00");
+        assert_eq!(app.dispatch(local(16, 8)).await.total_retrying(), 1, "Monday 08:00: 9 open hours");
+        if !keeps_failing {
+            app.smtp.set_mode(SmtpMode::Accept);
+            let report = app.dispatch(local(16, 9)).await;
+            assert_eq!(report.total_sent(), 1, "{report:?}");
+            assert_eq!(app.smtp.messages().len(), 1);
+            app.close().await;
+            continue;
+        }
+        // Friday 8 h + Monday to Wednesday 33 h + Thursday 07:00–12:00 5 h = 46 open hours.
+        assert_eq!(app.dispatch(local(19, 12)).await.total_retrying(), 1, "Thursday 12:00: 46 open hours");
+        // Thursday 16:00: 50 open hours, beyond give_up_after (2 days).
+        let report = app.dispatch(local(19, 16)).await;
+        assert_eq!(report.total_dead(), 1, "Thursday 16:00: {report:?}");
+        let row = only_row(&app).await;
+        assert!(
+            row.last_error.as_deref().unwrap_or_default().contains("of open sending window"),
+            "{:?}",
+            row.last_error
+        );
+        app.close().await;
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -349,46 +388,59 @@ async fn catch_up_sends_only_the_latest_step(state_url: String) {
     app.close().await;
 }
 
-async fn smtp_outage_retries_then_delivers_or_gives_up(state_url: String) {
-    let mut app = App::start(state_url, &[assessment_case("2026-BU-0142", Some(CASEWORKER))], "always").await;
+/// The mail server is down for days: no notice is at fault, so none counts an attempt or is
+/// given up; dispatch pauses (each run tries the server once) and says why on the rows. When the
+/// server is back, everything goes out, the most urgent first: the earliest legal last day.
+async fn smtp_outage_pauses_then_delivers_the_most_urgent_first(state_url: String) {
+    // In the register's order: last days 2026-11-16, 2026-11-13 and 2026-11-03 (overdue).
+    let mut due_13 = assessment_case("2026-BU-0145", Some(CASEWORKER));
+    due_13.received_on = "2026-10-30";
+    due_13.protection_assessed_on = Some("2026-10-30");
+    let mut due_03 = assessment_case("2026-BU-0143", Some(CASEWORKER));
+    due_03.received_on = "2026-10-20";
+    due_03.protection_assessed_on = Some("2026-10-20");
+    let cases = [assessment_case("2026-BU-0142", Some(CASEWORKER)), due_13, due_03];
+    // One connection at a time, so that the order of sending is the order of arrival.
+    let mut app = App::start_with(state_url, &cases, "always", |s| s.mail.smtp.pool_size = 1).await;
     app.smtp.stop().await;
     let t0 = at(day("2026-11-13"), 9);
     let report = app.poll_at(day("2026-11-13"), t0).await;
-    assert_eq!(report.total_retrying(), 1, "{report:?}");
-    assert_eq!(report.errors.get("connect"), Some(&1), "{report:?}");
-    let row = only_row(&app).await;
-    assert_eq!(row.state, OutboxState::Retrying);
-    assert_eq!(row.attempts, 1);
-    assert!(row.last_error.as_deref().unwrap_or_default().starts_with("connect: "), "{:?}", row.last_error);
-    // The first retry waits retry_initial (1 minute) ± 20 %: not due after 30 seconds.
-    assert_eq!(app.dispatch(t0 + Duration::seconds(30)).await, DispatchReport::default());
-    let report = app.dispatch(t0 + Duration::minutes(2)).await;
-    assert_eq!(report.total_retrying(), 1, "{report:?}");
-    assert_eq!(only_row(&app).await.attempts, 2);
+    assert_eq!(report.unavailable, Some("connect"), "{report:?}");
+    assert!(report.paused(), "{report:?}");
+    assert_eq!((report.total_sent(), report.total_retrying(), report.total_dead()), (0, 0, 0), "{report:?}");
+    assert_eq!(report.errors.get("connect"), Some(&1), "one try of the server per run: {report:?}");
+    let due = |rows: &[fristvakt::state::OutboxRow]| -> Vec<_> {
+        rows.iter().filter(|r| r.state != OutboxState::Skipped).cloned().collect()
+    };
+    let rows = due(&app.state.outbox().await.unwrap());
+    assert_eq!(rows.len(), 3, "{rows:#?}");
+    assert!(rows.iter().all(|r| r.state == OutboxState::Pending && r.attempts == 0), "{rows:#?}");
+    let noted: Vec<_> = rows.iter().filter_map(|r| r.last_error.as_deref()).collect();
+    assert!(
+        noted.len() == 1 && noted[0].starts_with("server_unavailable_connect: "),
+        "the row tried says why: {noted:?}"
+    );
 
-    // The server comes back and the process restarts; the mail goes out on a later dispatch.
-    app.smtp.restart().await;
+    // Three days later, beyond mail.give_up_after (2 days), the server still down: nothing dead.
     app.restart().await;
-    let report = app.dispatch(t0 + Duration::minutes(10)).await;
-    assert_eq!(report.total_sent(), 1, "{report:?}");
-    let mail = single(&app.smtp.messages());
-    assert_eq!(subject(&mail), "Förhandsbedömning 2026-BU-0142: sista dag 2026-11-16 (om 3 dagar)");
-    let row = only_row(&app).await;
-    assert_eq!((row.state, row.attempts), (OutboxState::Sent, 3));
+    let report = app.dispatch(t0 + Duration::days(3)).await;
+    assert_eq!((report.unavailable, report.total_dead()), (Some("connect"), 0), "{report:?}");
+    assert!(due(&app.state.outbox().await.unwrap()).iter().all(|r| r.attempts == 0));
 
-    // Down for longer than mail.give_up_after (2 days): the notice is given up, and counted.
-    app.smtp.stop().await;
-    let t1 = at(day("2026-11-16"), 9);
-    assert_eq!(app.poll_at(day("2026-11-16"), t1).await.total_retrying(), 1);
-    let report = app.dispatch(t1 + Duration::days(3)).await;
-    assert_eq!(report.total_dead(), 1, "{report:?}");
-    assert_eq!(report.errors.get("connect"), Some(&1));
-    let rows = app.state.outbox_for_case("2026-BU-0142").await.unwrap();
-    assert_eq!(rows[1].state, OutboxState::Dead);
-    assert!(rows[1].last_error.as_deref().unwrap_or_default().contains("still failing after"), "{:?}", rows[1]);
     app.smtp.restart().await;
-    assert_eq!(app.dispatch(t1 + Duration::days(4)).await, DispatchReport::default());
-    assert_eq!(app.smtp.messages().len(), 1);
+    let report = app.dispatch(t0 + Duration::days(3) + Duration::minutes(1)).await;
+    assert_eq!(report.total_sent(), 3, "{report:?}");
+    assert!(!report.paused());
+    let order: Vec<String> = app.smtp.messages().iter().map(subject).collect();
+    let refs: Vec<&str> = order
+        .iter()
+        .map(|s| ["2026-BU-0143", "2026-BU-0145", "2026-BU-0142"].into_iter().find(|r| s.contains(r)).unwrap())
+        .collect();
+    assert_eq!(refs, ["2026-BU-0143", "2026-BU-0145", "2026-BU-0142"], "most urgent first: {order:#?}");
+    let rows = due(&app.state.outbox().await.unwrap());
+    assert!(rows.iter().all(|r| r.state == OutboxState::Sent && r.attempts == 1), "{rows:#?}");
+    assert_eq!(app.dispatch(t0 + Duration::days(4)).await, DispatchReport::default());
+    assert_eq!(app.smtp.messages().len(), 3);
     app.close().await;
 }
 
@@ -441,9 +493,10 @@ async fn a_dead_notice_is_listed_and_put_back_by_the_operator() {
     app.close().await;
 }
 
-/// A mail server that accepts connections and never answers: a dispatch run still ends — each
-/// due notice is tried once, the watchdog is fed after every one — and once the server answers
-/// again, every notice goes out, once.
+/// A mail server that accepts connections and never answers: a dispatch run still ends — the
+/// server is tried once, within its timeout, and the run pauses without counting an attempt
+/// against any notice; the watchdog is fed — and once the server answers again, every notice
+/// goes out, once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_mail_server_never_holds_a_dispatch_run() {
     let cases: Vec<Case> = (0..6)
@@ -467,13 +520,14 @@ async fn a_silent_mail_server_never_holds_a_dispatch_run() {
         cases.len(),
         app.beats() - beats
     );
-    assert_eq!(report.total_retrying(), cases.len() as u64, "{report:?}");
-    assert!(took < std::time::Duration::from_secs(30), "{took:?}");
-    assert!(app.beats() - beats >= cases.len() as u64, "a sign of life after every mail");
+    assert_eq!(report.unavailable, Some("timeout"), "{report:?}");
+    assert_eq!((report.total_retrying(), report.total_dead()), (0, 0), "{report:?}");
+    assert!(took < std::time::Duration::from_secs(10), "{took:?}");
+    assert!(app.beats() > beats, "a sign of life from the run");
     let rows = app.state.outbox().await.unwrap();
-    assert!(rows.iter().all(|r| r.attempts == 1), "each tried once in the run: {rows:?}");
-    // Still silent a minute later: a second run tries each once more and ends too.
-    assert_eq!(app.dispatch(t0 + Duration::minutes(2)).await.total_retrying(), cases.len() as u64);
+    assert!(rows.iter().all(|r| r.attempts == 0 && r.state == OutboxState::Pending), "{rows:?}");
+    // Still silent a minute later: a second run tries the server once more and ends too.
+    assert_eq!(app.dispatch(t0 + Duration::minutes(2)).await.unavailable, Some("timeout"));
 
     app.smtp.set_mode(SmtpMode::Accept);
     let report = app.dispatch(t0 + Duration::minutes(10)).await;
