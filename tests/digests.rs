@@ -446,7 +446,12 @@ async fn english_digest_html_is_well_formed_too() {
     let digests = digest::build_digests(&scene.settings, &stored, date(TODAY));
     let message = mail::compose_digest(&scene.settings, &digests[0], "<t@kommun.example>").unwrap();
     let raw = String::from_utf8(message.formatted()).unwrap();
-    let mail = support::smtp::ReceivedMail { mail_from: String::new(), rcpt_to: Vec::new(), data: raw };
+    let mail = support::smtp::ReceivedMail {
+        mail_from: String::new(),
+        rcpt_to: Vec::new(),
+        data: raw,
+        received_at: std::time::Instant::now(),
+    };
     assert_eq!(mail.header("Subject").unwrap(), "Daily deadline digest 2026-11-25: 3 overdue, 2 due within 7 days");
     let html = mail.html_body().unwrap();
     assert_well_formed_mail_html(&html);

@@ -237,9 +237,14 @@ impl Smtp {
                 Err(_) => Err(timed_out("transaction")),
             };
         match &result {
-            // A clean end; a broken connection is simply dropped.
+            // A clean end, said without waiting for it: the outcome is recorded at once, so that
+            // the time in which a sender that dies leaves an accepted mail unrecorded (to be sent
+            // again by the sender that takes it over) is as short as it can be.
             Ok(_) => {
-                let _ = tokio::time::timeout(self.timeout, conn.quit()).await;
+                let timeout = self.timeout;
+                tokio::spawn(async move {
+                    let _ = tokio::time::timeout(timeout, conn.quit()).await;
+                });
             }
             Err(_) => {
                 let _ = tokio::time::timeout(self.timeout, conn.abort()).await;

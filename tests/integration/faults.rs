@@ -14,6 +14,11 @@ use crate::support::smtp::TestSmtp;
 
 /// A daemon on `config`, its HTTP on `port`, its state at `state_url`.
 fn daemon(config: &Path, port: u16, state_url: &str) -> ChildGuard {
+    daemon_logging(config, port, state_url, Stdio::null())
+}
+
+/// A daemon as [`daemon`], its warnings and errors to `log`.
+fn daemon_logging(config: &Path, port: u16, state_url: &str, log: impl Into<Stdio>) -> ChildGuard {
     let child = Command::new(env!("CARGO_BIN_EXE_fristvakt"))
         .arg("--config")
         .arg(config)
@@ -23,10 +28,182 @@ fn daemon(config: &Path, port: u16, state_url: &str) -> ChildGuard {
         .env("FRISTVAKT__STATE__URL", state_url)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .unwrap();
     ChildGuard::new(child)
+}
+
+/// A register of `n` cases reported 20 days before today, none assessed: each has one notice
+/// due at once (the catch-up sends only the latest ladder step, to the unit's manager).
+async fn overdue_register(path: &Path, n: usize) {
+    let url = format!("sqlite://{}?mode=rwc", path.display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    sqlx::query(
+        "CREATE TABLE cases_raw (case_ref TEXT PRIMARY KEY, unit TEXT NOT NULL, caseworker TEXT, child_sex TEXT, \
+         received_on TEXT, protection_assessed_on TEXT, assessment_decided_on TEXT, assessment_extended_to TEXT, \
+         investigation_opened_on TEXT, investigation_extended_to TEXT, investigation_closed_on TEXT, \
+         updated_at TEXT NOT NULL)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query("CREATE VIEW fristvakt_cases AS SELECT * FROM cases_raw").execute(&pool).await.unwrap();
+    let received = (chrono::Utc::now() - chrono::Duration::days(20)).format("%Y-%m-%d").to_string();
+    let mut tx = pool.begin().await.unwrap();
+    for i in 0..n {
+        sqlx::query(
+            "INSERT INTO cases_raw (case_ref, unit, caseworker, child_sex, received_on, protection_assessed_on, \
+             updated_at) VALUES ($1, $2, 'hl@kommun.example', $3, $4, $4, '2026-01-01T00:00:00Z')",
+        )
+        .bind(format!("2026-KILL-{i:05}"))
+        .bind(["BRO-BU", "SKH-BU", "NOR-BU"][i % 3])
+        .bind(if i % 2 == 0 { "F" } else { "M" })
+        .bind(&received)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    }
+    tx.commit().await.unwrap();
+    pool.close().await;
+}
+
+/// A PostgreSQL state database on `pg` that keeps every commit (the test servers trade
+/// durability for speed, synchronous_commit = off; a production server does not).
+async fn durable_state(pg: &TestPostgres, name: &str) -> String {
+    let state_url = pg.create_database(name).await;
+    let admin = sqlx::PgPool::connect(&pg.url("postgres")).await.unwrap();
+    sqlx::query("ALTER SYSTEM SET synchronous_commit = on").execute(&admin).await.unwrap();
+    sqlx::query("SELECT pg_reload_conf()").execute(&admin).await.unwrap();
+    admin.close().await;
+    state_url
+}
+
+/// Three daemons share one PostgreSQL state and one SMTP server and work off a backlog of
+/// 2 000 due notices. Three times during the dispatch one of them is killed (SIGKILL) and
+/// started again, as systemd restarts it. Every notice arrives, all of them within 90 s of the
+/// last kill (the dead replica's claims lapse and the others take its rows). A mail goes out
+/// twice only if the server took it in the instant its sender was killed, before the sender
+/// could record it (nothing can tell the two apart over SMTP): its first copy arrived within a
+/// second of a kill, and there are at most as many as connections were open at the kills.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_daemons_killed_during_dispatch_deliver_every_notice_once() {
+    const NOTICES: usize = 2000;
+    const POOL: usize = 2;
+    let pg = TestPostgres::start();
+    let state_url = durable_state(&pg, "kills").await;
+    let smtp = TestSmtp::start().await;
+    // A busy server: 20 ms before each greeting, so that the backlog takes seconds to send.
+    smtp.set_greeting_delay(Duration::from_millis(20));
+    let ws = Workspace::new();
+    overdue_register(&ws.path("register.db"), NOTICES).await;
+    let config = ws.config_with(
+        "poll_interval = \"2s\"",
+        &format!(
+            "transport = \"smtp\"\n[mail.smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\ntimeout = \"5s\"\n\
+             pool_size = {POOL}\n[units.default]\nteam_leads = [\"gruppledare@kommun.example\"]\n\
+             managers = [\"enhetschef@kommun.example\"]\n",
+            smtp.port()
+        ),
+    );
+    let log = |name: String| std::fs::File::create(ws.path(&format!("{name}.log"))).unwrap();
+    let mut daemons: Vec<(ChildGuard, u16)> = (0..3)
+        .map(|i| {
+            let port = free_port();
+            (daemon_logging(&config, port, &state_url, log(format!("daemon-{i}-0"))), port)
+        })
+        .collect();
+    let started = Instant::now();
+    let first = until("the first mail", Duration::from_secs(120), || smtp.count() > 0).await;
+
+    // Kill one daemon after 15 %, 35 % and 55 % of the backlog arrived, each time another one,
+    // and start it again at once.
+    let mut kills: Vec<Instant> = Vec::new();
+    for (round, share) in [15, 35, 55].into_iter().enumerate() {
+        until("the backlog to go on", Duration::from_secs(60), || smtp.count() * 100 >= NOTICES * share).await;
+        let (guard, _) = &mut daemons[round];
+        guard.child_mut().kill().unwrap();
+        kills.push(Instant::now());
+        guard.child_mut().wait().unwrap();
+        let port = free_port();
+        daemons[round] = (daemon_logging(&config, port, &state_url, log(format!("daemon-{round}-1"))), port);
+    }
+    let last_kill = *kills.last().unwrap();
+    let at_last_kill = smtp.count();
+
+    // Every notice sent and nothing left in the outbox, within 90 s of the last kill.
+    let pool = sqlx::PgPool::connect(&state_url).await.unwrap();
+    let mut open = i64::MAX;
+    let mut sent = 0i64;
+    while open > 0 || sent < NOTICES as i64 {
+        assert!(
+            last_kill.elapsed() < Duration::from_secs(90),
+            "not delivered within 90 s of the last kill: {sent} sent, {open} open, {} mails",
+            smtp.count()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        open = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE state IN ('pending', 'retrying')")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        sent = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE state = 'sent'").fetch_one(&pool).await.unwrap();
+    }
+    let delivered_after_last_kill = last_kill.elapsed();
+    pool.close().await;
+
+    let messages = smtp.messages();
+    let mut per_id: BTreeMap<String, Vec<Instant>> = BTreeMap::new();
+    for m in &messages {
+        per_id.entry(m.header("Message-ID").unwrap_or_default()).or_default().push(m.received_at);
+    }
+    let doubled: Vec<(&String, &Vec<Instant>)> = per_id.iter().filter(|(_, at)| at.len() > 1).collect();
+    // A mail written to the socket by a sender just killed still reaches the server (the kernel
+    // sends what the process wrote), so "in flight at a kill" is within a second either side.
+    let in_doubt_at_a_kill = |first: Instant| {
+        kills.iter().any(|kill| {
+            let apart = if first <= *kill { kill.duration_since(first) } else { first.duration_since(*kill) };
+            apart < Duration::from_secs(1)
+        })
+    };
+    println!(
+        "kill figures: {NOTICES} notices, 3 daemons × {POOL} connections; first mail after {first:?}; kills at {:?} \
+         after start ({} mails at the last); every notice sent {delivered_after_last_kill:?} after the last kill; \
+         {} mails, {} distinct Message-IDs, {} sent twice (each a mail taken by the server in the instant its \
+         sender was killed)",
+        kills.iter().map(|k| k.duration_since(started)).collect::<Vec<_>>(),
+        at_last_kill,
+        messages.len(),
+        per_id.len(),
+        doubled.len()
+    );
+    for (id, at) in &doubled {
+        println!("sent twice: {id} at {:?}", at.iter().map(|t| t.duration_since(started)).collect::<Vec<_>>());
+    }
+    // Whatever went wrong in a daemon, for the reader of a failure.
+    for entry in std::fs::read_dir(ws.dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "log") {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let errors: Vec<&str> = text.lines().filter(|l| l.contains("ERROR")).take(5).collect();
+            if !errors.is_empty() {
+                println!("{}: {errors:#?}", path.display());
+            }
+        }
+    }
+    assert_eq!(per_id.len(), NOTICES, "every notice received");
+    assert_eq!(sent, NOTICES as i64);
+    for (id, at) in &doubled {
+        assert_eq!(at.len(), 2, "{id} sent {} times", at.len());
+        assert!(in_doubt_at_a_kill(at[0]), "{id} sent twice, its first copy not in flight at a kill");
+    }
+    assert!(doubled.len() <= kills.len() * POOL, "{} mails sent twice", doubled.len());
+    assert!(delivered_after_last_kill < Duration::from_secs(90));
+    for (mut guard, port) in daemons {
+        guard.terminate();
+        let exit = guard.wait_timeout(Duration::from_secs(30)).expect("the daemon stops on SIGTERM");
+        assert_eq!(exit.code(), Some(0));
+        assert!(status(port, "/healthz").is_none());
+    }
 }
 
 async fn until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Duration {

@@ -18,7 +18,7 @@ use fristvakt::poll::PollError;
 use fristvakt::register::{self, RawRow, Sex};
 use fristvakt::rules::{self, CaseDates, DayKind, DueReason, Kind, Role, RuleOptions};
 use fristvakt::state::{
-    DeadlineFilter, DeadlineRecord, OutboxEntry, OutboxPayload, OutboxState, StateError, StateStore,
+    Attempt, DeadlineFilter, DeadlineRecord, OutboxEntry, OutboxPayload, OutboxState, StateError, StateStore,
 };
 
 #[tokio::test]
@@ -59,6 +59,16 @@ async fn an_undecodable_deadline_stops_the_ladder_without_moving_it_sqlite() {
 #[tokio::test]
 async fn an_undecodable_deadline_stops_the_ladder_without_moving_it_postgres() {
     an_undecodable_deadline_stops_the_ladder_without_moving_it(Some(postgres_url().await)).await;
+}
+
+#[tokio::test]
+async fn outbox_claims_are_fenced_renewed_and_survive_a_cancel_sqlite() {
+    outbox_claims_are_fenced_renewed_and_survive_a_cancel(None).await;
+}
+
+#[tokio::test]
+async fn outbox_claims_are_fenced_renewed_and_survive_a_cancel_postgres() {
+    outbox_claims_are_fenced_renewed_and_survive_a_cancel(Some(postgres_url().await)).await;
 }
 
 #[tokio::test]
@@ -297,7 +307,105 @@ async fn deadline_counts_agree_with_the_rules_status(postgres: Option<String>) {
     state.close().await;
 }
 
+/// Two senders on one outbox. A claim keeps the other sender off while it holds and while it is
+/// renewed; once it lapses the other takes the rows, and from then on every write of the first
+/// (record, give up, postpone, release, renew) is refused: rows affected 0, nothing changed.
+/// Cancelling a claimed notice leaves the claim to its sender, whose failure then keeps the row
+/// cancelled and whose delivery makes it sent.
+async fn outbox_claims_are_fenced_renewed_and_survive_a_cancel(postgres: Option<String>) {
+    let (_ws, settings, state) = open(postgres).await;
+    let t = Utc.with_ymd_and_hms(2026, 11, 25, 9, 0, 0).unwrap();
+    let s = |secs: i64| t + chrono::Duration::seconds(secs);
+    let entries: Vec<OutboxEntry> =
+        ["2026-BU-0001", "2026-BU-0002", "2026-BU-0003"].into_iter().map(|c| notice_entry(&settings, c)).collect();
+    state.record_steps(&entries, &[], t).await.unwrap();
+    let claim = |holder: &'static str, now| {
+        let state = &state;
+        async move {
+            let rows = state.claim_outbox(holder, now, now, now + chrono::Duration::seconds(30), 10).await.unwrap();
+            rows.into_iter().map(Result::unwrap).collect::<Vec<_>>()
+        }
+    };
+    let a_rows = claim("sender-a", s(0)).await;
+    assert_eq!(a_rows.len(), 3);
+    assert!(claim("sender-b", s(10)).await.is_empty(), "held by a");
+    assert_eq!(state.renew_claims("sender-a", s(50)).await.unwrap(), 3, "a renews at 20 s until 50 s");
+    assert!(claim("sender-b", s(40)).await.is_empty(), "renewed: still a's");
+    let b_rows = claim("sender-b", s(51)).await;
+    assert_eq!(b_rows.len(), 3, "a's claim lapsed: b takes the rows");
+
+    // Every write of a is fenced off now.
+    let sent = Attempt {
+        state: OutboxState::Sent,
+        next: None,
+        error: None,
+        deliveries: &[],
+        sent_at: Some(s(52)),
+        escalation: None,
+    };
+    assert_eq!(state.renew_claims("sender-a", s(80)).await.unwrap(), 0);
+    assert!(!state.record_attempt(&a_rows[0], "sender-a", sent.clone()).await.unwrap().held);
+    assert!(!state.mark_failed(a_rows[1].id, "sender-a", "x", None).await.unwrap());
+    assert!(!state.postpone(a_rows[1].id, "sender-a", s(3600)).await.unwrap());
+    assert!(!state.release_claim(a_rows[2].id, "sender-a", None).await.unwrap());
+    let rows = query_claims(&settings).await;
+    assert!(
+        rows.iter().all(|(state, holder, attempts)| state == "pending"
+            && holder.as_deref() == Some("sender-b")
+            && *attempts == 0),
+        "nothing written by a: {rows:?}"
+    );
+    assert!(state.record_attempt(&b_rows[0], "sender-b", sent.clone()).await.unwrap().held);
+
+    // The deadline of the other two closes while b holds them: cancelled, b's claim kept.
+    let dates = CaseDates { received_on: Some(date("2026-11-11")), ..CaseDates::default() };
+    let case_refs: Vec<CaseRef> = ["2026-BU-0002", "2026-BU-0003"].iter().map(|c| CaseRef::parse(c).unwrap()).collect();
+    let records: Vec<DeadlineRecord> = case_refs
+        .iter()
+        .flat_map(|case_ref| {
+            rules::deadlines_for(&dates, RuleOptions::default()).into_iter().map(|deadline| DeadlineRecord {
+                case_ref: case_ref.clone(),
+                unit: UnitCode::parse("BRO-BU").unwrap(),
+                caseworker: None,
+                child_sex: None,
+                deadline,
+                next_step_on: None,
+                row_updated_at: t,
+            })
+        })
+        .collect();
+    let poll_seq = state.begin_poll().await.unwrap();
+    state.store_deadlines(poll_seq, &case_refs, &records, &[]).await.unwrap();
+    execute(&settings, "UPDATE deadlines SET closed_on = '2026-11-24'").await;
+    assert_eq!(state.cancel_notices_of_finished_deadlines().await.unwrap(), 2);
+    let rows = query_claims(&settings).await;
+    assert_eq!(
+        rows[1..].iter().map(|r| (r.0.as_str(), r.1.as_deref())).collect::<Vec<_>>(),
+        [("cancelled", Some("sender-b")), ("cancelled", Some("sender-b"))]
+    );
+    // b's attempt at one fails: it stays cancelled. b had handed the other over: it is sent.
+    let failed = Attempt { state: OutboxState::Retrying, next: Some(s(120)), sent_at: None, ..sent.clone() };
+    assert!(state.record_attempt(&b_rows[1], "sender-b", failed).await.unwrap().held);
+    assert!(state.record_attempt(&b_rows[2], "sender-b", sent).await.unwrap().held);
+    let rows = query_claims(&settings).await;
+    assert_eq!(
+        rows.iter().map(|r| (r.0.as_str(), r.1.as_deref(), r.2)).collect::<Vec<_>>(),
+        [("sent", None, 1), ("cancelled", None, 1), ("sent", None, 1)]
+    );
+    state.close().await;
+}
+
 // ---------------------------------------------------------------------------------------------
+
+async fn query_claims(settings: &Settings) -> Vec<(String, Option<String>, i64)> {
+    let url = settings.state.url.expose();
+    let sql = "SELECT state, claimed_by, CAST(attempts AS BIGINT) FROM outbox ORDER BY id";
+    if url.starts_with("postgres") {
+        sqlx::query_as(sql).fetch_all(&mut sqlx::PgConnection::connect(url).await.unwrap()).await.unwrap()
+    } else {
+        sqlx::query_as(sql).fetch_all(&mut sqlx::SqliteConnection::connect(url).await.unwrap()).await.unwrap()
+    }
+}
 
 async fn postgres_url() -> String {
     crate::support::postgres::shared().fresh_database().await

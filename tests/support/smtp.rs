@@ -52,6 +52,9 @@ pub struct ReceivedMail {
     /// The raw RFC 5322 message (CRLF line ends, dot-unstuffed, without the
     /// CRLF that belongs to the terminating `.` line).
     pub data: String,
+    /// When the terminating `.` arrived: the message is the server's from then on, whether
+    /// or not the client reads the `250` that follows.
+    pub received_at: Instant,
 }
 
 #[derive(Default)]
@@ -62,6 +65,8 @@ struct State {
     refused: Mutex<Vec<String>>,
     /// Addresses answered `451 4.2.1` (compared without regard to case), unless refused.
     deferred: Mutex<Vec<String>>,
+    /// How long the server waits before its greeting (a busy server).
+    greeting_delay: Mutex<Duration>,
 }
 
 /// A running (or stopped) test SMTP server; see the module docs.
@@ -93,6 +98,12 @@ impl TestSmtp {
         self.state.messages.lock().unwrap().clone()
     }
 
+    /// How many messages were accepted so far (without copying them, which would hold up the
+    /// server while a test polls).
+    pub fn count(&self) -> usize {
+        self.state.messages.lock().unwrap().len()
+    }
+
     /// Forgets the messages received so far.
     pub fn clear(&self) {
         self.state.messages.lock().unwrap().clear();
@@ -113,6 +124,12 @@ impl TestSmtp {
     /// others are answered as the mode says; an empty list defers none.
     pub fn defer_recipients(&self, addresses: &[&str]) {
         *self.state.deferred.lock().unwrap() = addresses.iter().map(|a| a.to_ascii_lowercase()).collect();
+    }
+
+    /// Waits this long before greeting each new connection (a busy server), so that sending
+    /// takes a while; zero by default.
+    pub fn set_greeting_delay(&self, delay: Duration) {
+        *self.state.greeting_delay.lock().unwrap() = delay;
     }
 
     /// Whether the server is listening.
@@ -209,6 +226,10 @@ async fn session(stream: TcpStream, state: Arc<State>) -> std::io::Result<()> {
         let _ = tokio::io::AsyncReadExt::read_to_end(&mut reader, &mut sink).await;
         return Ok(());
     }
+    let delay = *state.greeting_delay.lock().unwrap();
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
     writer.write_all(b"220 localhost ESMTP fristvakt test server ready\r\n").await?;
 
     let mut mail_from: Option<String> = None;
@@ -265,11 +286,13 @@ async fn session(stream: TcpStream, state: Arc<State>) -> std::io::Result<()> {
             "DATA" => {
                 writer.write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n").await?;
                 let data = read_data(&mut reader).await?;
-                state.messages.lock().unwrap().push(ReceivedMail {
+                let mail = ReceivedMail {
                     mail_from: mail_from.take().unwrap_or_default(),
                     rcpt_to: std::mem::take(&mut rcpt_to),
                     data,
-                });
+                    received_at: Instant::now(),
+                };
+                state.messages.lock().unwrap().push(mail);
                 "250 2.0.0 OK: queued\r\n"
             }
             "RSET" => {
