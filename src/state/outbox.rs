@@ -449,7 +449,7 @@ impl StateStore {
         });
         // RETURNING gives no order: the claim's order (most urgent first) is the id order
         // among rows due at the same time only, so sort by what the claim sorted by.
-        out.sort_by(|a, b| urgency(a).cmp(&urgency(b)));
+        out.sort_by_key(urgency);
         Ok(out)
     }
 
