@@ -122,11 +122,13 @@ h2 { font-size: 16px; margin: 18px 0 6px; color: #1b4e6b; }
 section { break-inside: avoid; page-break-inside: avoid; }
 section.table, section.notes { break-inside: auto; page-break-inside: auto; }
 svg { display: block; max-width: 100%; height: auto; }
-svg text { font-family: inherit; font-size: 11px; fill: #1d2733; }
+svg { font-family: inherit; }
 table { border-collapse: collapse; width: 100%; font-size: 12px; font-variant-numeric: tabular-nums; }
 th, td { padding: 3px 6px; border-bottom: 1px solid #d5dde4; }
 th { background: #e7eef3; text-align: left; vertical-align: bottom; }
 td.n, th.n { text-align: right; }
+td { white-space: nowrap; }
+.units { font-size: 11px; color: #4a5663; }
 tr.total td { font-weight: bold; border-top: 2px solid #1d2733; }
 tr.hidden td { color: #6b7783; }
 thead { display: table-header-group; }
@@ -148,11 +150,7 @@ fn html_table(report: &Report, w: &Words, unit_names: &BTreeMap<String, String>)
     for g in &table.groups {
         let _ = write!(h, "<tr{}>", if g.visible().is_none() { " class=\"hidden\"" } else { "" });
         for (d, v) in table.by.iter().zip(&g.key) {
-            let mut text = w.value(*d, v);
-            if let Some(name) = unit_names.get(v).filter(|_| *d == Dimension::Unit) {
-                text = format!("{text} ({name})");
-            }
-            let _ = write!(h, "<td>{}</td>", esc(&text));
+            let _ = write!(h, "<td>{}</td>", esc(&w.value(*d, v)));
         }
         for f in w.figures(g, report.request.min_group) {
             let _ = write!(h, "<td class=\"n\">{}</td>", esc(&f));
@@ -167,6 +165,18 @@ fn html_table(report: &Report, w: &Words, unit_names: &BTreeMap<String, String>)
         let _ = write!(h, "<td class=\"n\">{}</td>", esc(&f));
     }
     h.push_str("</tr></tbody></table>");
+    // The names of the units in the table, once, below it.
+    let named: Vec<String> = table
+        .groups
+        .iter()
+        .filter_map(|g| g.value(&table.by, Dimension::Unit))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .filter_map(|code| Some(format!("<b>{}</b> {}", esc(code), esc(unit_names.get(code)?))))
+        .collect();
+    if !named.is_empty() {
+        let _ = write!(h, "<p class=\"units\">{}</p>", named.join(" · "));
+    }
     h
 }
 
@@ -215,7 +225,7 @@ fn unit_kind_chart(t: &Table, w: &Words, min_group: u64) -> String {
 
 /// Lines: the share met per month, one line per kind, with the 100 % line.
 fn trend_chart(t: &Table, months: &[String], w: &Words) -> String {
-    let (left, right, top, plot_h) = (44.0, 20.0, 30.0, 170.0);
+    let (left, right, top, plot_h) = (44.0, 36.0, 30.0, 170.0);
     let plot = CHART_WIDTH - left - right;
     let height = top + plot_h + 40.0;
     let mut s = svg_open(
@@ -324,7 +334,7 @@ fn sex_chart(t: &Table, w: &Words, min_group: u64) -> String {
 
 fn svg_open(height: f64, title: &str) -> String {
     format!(
-        "<svg viewBox=\"0 0 {CHART_WIDTH} {height:.0}\" width=\"{CHART_WIDTH}\" height=\"{height:.0}\" role=\"img\"><title>{}</title>",
+        "<svg viewBox=\"0 0 {CHART_WIDTH} {height:.0}\" font-size=\"11\" fill=\"#1d2733\" width=\"{CHART_WIDTH}\" height=\"{height:.0}\" role=\"img\"><title>{}</title>",
         esc(title)
     )
 }
@@ -356,13 +366,17 @@ fn bar_or_label(
             let width = (plot * share).max(1.0);
             let _ =
                 write!(s, "<rect x=\"{left}\" y=\"{y:.1}\" width=\"{width:.1}\" height=\"{h:.1}\" fill=\"{colour}\"/>");
+            let label = esc(&format!("{} (n={})", percent(Some(share), w), g.tally.total));
+            // Inside the end of a long bar (white), after a short one: never across the 100 % line.
+            let (x, anchor, fill) = if width > 110.0 {
+                (left + width - 4.0, "end", "#ffffff")
+            } else {
+                (left + width + 4.0, "start", "#1d2733")
+            };
             let _ = write!(
                 s,
-                "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"9\">{} (n={})</text>",
-                left + width + 4.0,
-                y + h - 2.0,
-                esc(&percent(Some(share), w)),
-                g.tally.total
+                "<text x=\"{x:.1}\" y=\"{:.1}\" font-size=\"9\" text-anchor=\"{anchor}\" fill=\"{fill}\">{label}</text>",
+                y + h - 2.0
             );
         }
         None => {
