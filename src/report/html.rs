@@ -45,9 +45,9 @@ pub fn page(report: &Report, charts: &Charts, w: &Words, unit_names: &BTreeMap<S
         esc(&w.title_line(report))
     );
     let _ = write!(h, "<header><h1>{}</h1>", esc(&w.title()));
-    let _ = write!(
+    let _ = writeln!(
         h,
-        "<p class=\"meta\">{} <strong>{}</strong> – <strong>{}</strong> · {} {} · {}</p></header>\n",
+        "<p class=\"meta\">{} <strong>{}</strong> – <strong>{}</strong> · {} {} · {}</p></header>",
         esc(&w.pick("Frister med sista dag", "Deadlines with their last day")),
         r.period.from,
         r.period.to,
@@ -56,7 +56,7 @@ pub fn page(report: &Report, charts: &Charts, w: &Words, unit_names: &BTreeMap<S
         esc(&w.pick("källa: fristvakt", "source: fristvakt")),
     );
     if !r.suppress {
-        let _ = write!(h, "<p class=\"warning\">{}</p>\n", esc(&w.suppression_line(report)));
+        let _ = writeln!(h, "<p class=\"warning\">{}</p>", esc(&w.suppression_line(report)));
     }
     let totals = report.table.totals.visible();
     let _ = write!(h, "<section class=\"keyfigures\">");
@@ -74,7 +74,7 @@ pub fn page(report: &Report, charts: &Charts, w: &Words, unit_names: &BTreeMap<S
             esc(&label)
         );
     }
-    let _ = write!(h, "</section>\n");
+    let _ = writeln!(h, "</section>");
 
     let _ = write!(
         h,
@@ -90,7 +90,7 @@ pub fn page(report: &Report, charts: &Charts, w: &Words, unit_names: &BTreeMap<S
     h.push_str(&trend_chart(&charts.by_month_and_kind, &months(r.period), w));
     let _ = write!(h, "</section>\n<section><h2>{}</h2>", esc(&w.pick("Flickor och pojkar", "Girls and boys")));
     h.push_str(&sex_chart(&charts.by_kind_and_sex, w, r.min_group));
-    let _ = write!(h, "</section>\n");
+    let _ = writeln!(h, "</section>");
 
     let _ = write!(h, "<section class=\"table\"><h2>{}</h2>", esc(&w.pick("Tabell", "Table")));
     h.push_str(&html_table(report, w, unit_names));

@@ -376,7 +376,7 @@ pub async fn table(state: &StateStore, request: &Request, by: &[Dimension]) -> R
         })
         .collect();
     totals.days_used = DaysUsed::from_histogram(&all_days);
-    groups.sort_by(|a, b| sort_key(by, &a.key).cmp(&sort_key(by, &b.key)));
+    groups.sort_by_key(|g| sort_key(by, &g.key));
     suppress(&mut groups, &mut totals, request.min_group, request.suppress);
     Ok(Table { by: by.to_vec(), groups, totals })
 }
@@ -610,6 +610,57 @@ mod tests {
         t.count(&open_today, today, 7);
         assert_eq!(t, Tally { total: 4, met: 3, missed: 0, overdue: 1, met_nominal: 0 });
         assert_eq!(t.share_met(), Some(0.75));
+    }
+
+    #[test]
+    fn a_girls_boys_gap_over_five_points_with_thirty_each_gets_a_note() {
+        let row = |kind: &str, sex: &str, total: u64, met: u64| Group {
+            key: vec![kind.to_string(), sex.to_string()],
+            tally: Tally { total, met, missed: total - met, ..Tally::default() },
+            days_used: DaysUsed::default(),
+            longest_overrun: None,
+            disclosure: Disclosure::Shown,
+        };
+        let by = vec![Dimension::Kind, Dimension::Sex];
+        let table = Table {
+            by: by.clone(),
+            groups: vec![
+                // 90 % against 75 %: 15 points over 40 each.
+                row("assessment", "F", 40, 36),
+                row("assessment", "M", 40, 30),
+                // 80 % against 77.5 %: within 5 points.
+                row("investigation", "F", 30, 24),
+                row("investigation", "M", 40, 31),
+                // 12 points, but only 20 girls.
+                row("protection", "F", 20, 19),
+                row("protection", "M", 30, 25),
+                row("protection", "unknown", 2, 2),
+            ],
+            totals: row("", "", 0, 0),
+        };
+        let request = Request {
+            period: Period { from: d("2026-01-01"), to: d("2026-06-30") },
+            today: d("2026-07-01"),
+            by,
+            min_group: 5,
+            suppress: true,
+        };
+        let notes = notes(&table, &request);
+        let gaps: Vec<(Option<Kind>, bool, bool)> =
+            notes.sex_gaps.iter().map(|g| (g.kind, g.comparable(), g.notable())).collect();
+        assert_eq!(
+            gaps,
+            [
+                (Some(Kind::Protection), false, false),
+                (Some(Kind::Assessment), true, true),
+                (Some(Kind::Investigation), true, false)
+            ]
+        );
+        let sv = render::Words::new(crate::config::Language::Swedish).sex_gap(&notes.sex_gaps[1]);
+        assert!(sv.contains("flickornas frister hölls oftare i tid") && sv.contains("15 procentenheter"), "{sv}");
+        let en = render::Words::new(crate::config::Language::English).sex_gap(&notes.sex_gaps[1]);
+        assert!(en.contains("girls' deadlines were met more often") && en.contains("15 percentage points"), "{en}");
+        assert!(notes.unit_spread.is_none());
     }
 
     #[test]

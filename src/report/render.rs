@@ -131,7 +131,7 @@ pub fn table(report: &Report, w: &Words) -> String {
     let mut rows: Vec<Vec<String>> = table.groups.iter().map(|g| text_row(report, g, w, &g.key)).collect();
     let mut label = vec![String::new(); table.by.len()];
     if let Some(first) = label.first_mut() {
-        *first = w.totals().into();
+        *first = w.totals();
     }
     let totals_row = text_row(report, &table.totals, w, &label);
     rows.push(totals_row);
