@@ -14,6 +14,7 @@ use crate::domain::EmailAddress;
 use crate::jobs::{self, JobError, PollReport};
 use crate::mail::{self, Mailer, MailerError};
 use crate::register::{self, RegisterError};
+use crate::report;
 use crate::rules::{Kind, Status};
 use crate::state::{OutboxState, RetryOutcome, StateError, StateStore, StoredDeadline};
 
@@ -377,4 +378,94 @@ pub async fn outbox_retry(settings: Arc<Settings>, keys: Vec<String>, all_dead: 
     .await;
     app.close().await;
     result
+}
+
+/// How `report compliance` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportFormat {
+    Table,
+    Csv,
+    Json,
+    Html,
+}
+
+/// The arguments of `report compliance`.
+#[derive(Debug, Clone)]
+pub struct ReportArgs {
+    pub from: NaiveDate,
+    pub to: NaiveDate,
+    pub today: Option<NaiveDate>,
+    pub by: Vec<report::Dimension>,
+    pub format: ReportFormat,
+    /// Written there instead of standard output.
+    pub output: Option<std::path::PathBuf>,
+    /// False with `--no-suppress` (internal use; the output says so).
+    pub suppress: bool,
+    /// `--lang`; else `mail.language`.
+    pub language: Option<Language>,
+}
+
+/// `report compliance`: the share of deadlines met in a period, by group, from the stored
+/// deadlines (as of the last poll), aggregated in the state database. Nothing is written to it.
+pub async fn report_compliance(settings: Arc<Settings>, args: ReportArgs) -> Result<(), CommandError> {
+    if args.from > args.to {
+        return Err(CommandError::Usage(format!("--from {} is after --to {}", args.from, args.to)));
+    }
+    let now = Utc::now();
+    let at = Moment::from_option(args.today, now, settings.timezone);
+    let request = report::Request {
+        period: report::Period { from: args.from, to: args.to },
+        today: at.today,
+        by: args.by.clone(),
+        min_group: settings.report.min_group,
+        suppress: args.suppress,
+    };
+    let app = App::open_for_reading(settings.clone(), now).await?;
+    let counted = async {
+        let report = report::compliance(&app.state, &request).await?;
+        let charts = match args.format {
+            ReportFormat::Html => Some(report::html::charts(&app.state, &request).await?),
+            _ => None,
+        };
+        Ok::<_, StateError>((report, charts))
+    }
+    .await;
+    app.close_connections().await;
+    let (report, charts) = counted?;
+    let words = report::render::Words::new(args.language.unwrap_or(settings.mail.language));
+    let text = match (args.format, charts) {
+        (ReportFormat::Table, _) => report::render::table(&report, &words),
+        (ReportFormat::Csv, _) => {
+            report::render::csv(&report).map_err(|e| CommandError::Runtime(format!("cannot write CSV: {e}")))?
+        }
+        (ReportFormat::Json, _) => {
+            let mut json = report::render::json(&report).map_err(|e| CommandError::Runtime(e.to_string()))?;
+            json.push('\n');
+            json
+        }
+        (ReportFormat::Html, Some(charts)) => {
+            let names = settings
+                .units
+                .units
+                .iter()
+                .filter_map(|(code, route)| Some((code.as_str().to_string(), route.name.clone()?)))
+                .collect();
+            report::html::page(&report, &charts, &words, &names)
+        }
+        (ReportFormat::Html, None) => return Err(CommandError::Runtime("the charts were not counted".into())),
+    };
+    match &args.output {
+        Some(path) => std::fs::write(path, text)
+            .map_err(|e| CommandError::Runtime(format!("cannot write {}: {e}", path.display())))?,
+        None => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(text.as_bytes())
+                .and_then(|()| out.flush())
+                .map_err(|e| CommandError::Runtime(format!("cannot write the output: {e}")))?;
+        }
+    }
+    if !args.suppress {
+        eprintln!("warning: small groups are not suppressed (--no-suppress): for internal use only");
+    }
+    Ok(())
 }

@@ -285,6 +285,7 @@ pub struct Settings {
     pub mail: MailSettings,
     pub http: HttpSettings,
     pub digest: DigestSettings,
+    pub report: ReportSettings,
     pub log: LogSettings,
     pub units: UnitDirectory,
     pub ladders: Ladders,
@@ -394,6 +395,13 @@ pub struct DigestSettings {
     pub send_empty: bool,
     /// Rows listed per unit and section before "and N more".
     pub max_rows: usize,
+}
+
+/// `[report]`: compliance reports.
+#[derive(Debug, Clone)]
+pub struct ReportSettings {
+    /// Groups with fewer deadlines are suppressed (shown as "< N") in every report format.
+    pub min_group: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -658,7 +666,7 @@ fn validate(tree: &Value, base_dir: Option<&Path>) -> Result<Settings, ConfigErr
     let mut r = Reader { root: tree, problems: Vec::new() };
     r.unknown_keys(
         "",
-        &["timezone", "register", "state", "calendar", "mail", "http", "digest", "log", "units", "ladder"],
+        &["timezone", "register", "state", "calendar", "mail", "http", "digest", "report", "log", "units", "ladder"],
     );
     r.unknown_keys("register", &["url", "view", "poll_interval", "overlap", "full_pass_at", "demo_cases"]);
     r.unknown_keys("state", &["url", "migrate_on_start", "retention"]);
@@ -685,6 +693,7 @@ fn validate(tree: &Value, base_dir: Option<&Path>) -> Result<Settings, ConfigErr
     );
     r.unknown_keys("http", &["listen"]);
     r.unknown_keys("digest", &["cron", "send_empty", "max_rows"]);
+    r.unknown_keys("report", &["min_group"]);
     r.unknown_keys("log", &["filter", "format"]);
     r.unknown_keys("ladder", &["protection", "assessment", "investigation"]);
 
@@ -712,6 +721,7 @@ fn validate(tree: &Value, base_dir: Option<&Path>) -> Result<Settings, ConfigErr
         s.parse::<SocketAddr>().map_err(|_| format!("{s:?} is not an address like 127.0.0.1:9187"))
     });
     let digest = read_digest(&mut r);
+    let min_group = r.integer("report.min_group", 1, 1_000_000);
     let log = read_log(&mut r);
     let units = read_units(&mut r);
     let ladders = read_ladders(&mut r);
@@ -726,6 +736,7 @@ fn validate(tree: &Value, base_dir: Option<&Path>) -> Result<Settings, ConfigErr
         mail,
         listen,
         digest,
+        min_group,
         log,
         units,
         ladders,
@@ -739,6 +750,7 @@ fn validate(tree: &Value, base_dir: Option<&Path>) -> Result<Settings, ConfigErr
             Some(mail),
             Some(listen),
             Some(digest),
+            Some(min_group),
             Some(log),
             Some(units),
             Some(ladders),
@@ -750,6 +762,7 @@ fn validate(tree: &Value, base_dir: Option<&Path>) -> Result<Settings, ConfigErr
             mail,
             http: HttpSettings { listen },
             digest,
+            report: ReportSettings { min_group: min_group as u64 },
             log,
             units,
             ladders,

@@ -15,7 +15,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Days, NaiveDate, NaiveTime, TimeZone, Utc};
+use chrono::{DateTime, NaiveDate, NaiveTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
@@ -23,12 +23,13 @@ use crate::config::{Language, Settings};
 use crate::domain::StoredDeadline;
 use crate::domain::{CaseRef, EmailAddress, UnitCode};
 use crate::explanation::LastDay;
-use crate::rules::{DueReason, Kind, Role, RuleOptions, Status};
+use crate::report;
+use crate::rules::{DueReason, Kind, Role, RuleOptions};
 
 /// How far ahead "due soon" looks in a digest, in days (contract §3: "the next 7 days").
 pub const UPCOMING_DAYS: i64 = 7;
-/// The period of the share of deadlines met, in days before `today`.
-pub const COMPLIANCE_DAYS: u64 = 30;
+/// The period of the share of deadlines met, in days before `today` (`report::RECENT_DAYS`).
+pub const COMPLIANCE_DAYS: u64 = report::RECENT_DAYS;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DigestError {
@@ -222,6 +223,13 @@ pub struct Compliance {
     pub overdue: usize,
 }
 
+impl From<&report::Tally> for Compliance {
+    fn from(t: &report::Tally) -> Compliance {
+        let n = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+        Compliance { met: n(t.met), missed: n(t.missed), overdue: n(t.overdue) }
+    }
+}
+
 impl Compliance {
     pub fn total(&self) -> usize {
         self.met + self.missed + self.overdue
@@ -245,18 +253,13 @@ impl Compliance {
 pub fn build_digests(settings: &Settings, deadlines: &[StoredDeadline], today: NaiveDate) -> Vec<Digest> {
     let mut units: BTreeMap<UnitCode, UnitFacts> =
         settings.units.units.keys().map(|u| (u.clone(), UnitFacts::default())).collect();
-    let compliance_from = today.checked_sub_days(Days::new(COMPLIANCE_DAYS)).unwrap_or(NaiveDate::MIN);
+    // The share is counted as the compliance report and the gauges count it: one period, one tally.
+    let recent = report::Period::recent(today);
     for stored in deadlines.iter().filter(|d| !d.withdrawn) {
         let facts = units.entry(stored.unit.clone()).or_default();
         let deadline = &stored.deadline;
-        let status = deadline.status(today);
-        if (compliance_from..today).contains(&deadline.due_on) {
-            match status {
-                Status::Met => facts.compliance.met += 1,
-                Status::Missed => facts.compliance.missed += 1,
-                Status::Overdue => facts.compliance.overdue += 1,
-                Status::DueToday | Status::DueSoon | Status::Pending => {}
-            }
+        if recent.contains(deadline.due_on) {
+            facts.recent.count(deadline, today, 1);
         }
         let Some(days_left) = deadline.days_left(today) else { continue };
         let row = || DigestRow {
@@ -296,7 +299,7 @@ pub fn build_digests(settings: &Settings, deadlines: &[StoredDeadline], today: N
 struct UnitFacts {
     overdue: Vec<DigestRow>,
     upcoming: Vec<DigestRow>,
-    compliance: Compliance,
+    recent: report::Tally,
 }
 
 impl UnitFacts {
@@ -320,7 +323,7 @@ impl UnitFacts {
             overdue: cut(self.overdue, max_rows),
             upcoming: cut(self.upcoming, max_rows),
             kinds,
-            compliance: self.compliance,
+            compliance: Compliance::from(&self.recent),
         }
     }
 }

@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod notice;
 pub mod poll;
 pub mod register;
+pub mod report;
 pub mod rules;
 pub mod send_window;
 pub mod service;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use chrono::NaiveDate;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use fristvakt::commands::{self, CommandError, OutputFormat};
+use fristvakt::commands::{self, CommandError, OutputFormat, ReportArgs, ReportFormat};
 use fristvakt::config;
 use fristvakt::rules::Status;
 
@@ -77,6 +77,11 @@ enum Command {
         #[arg(long, value_name = "ADDR")]
         manager: Option<String>,
     },
+    /// Reports from the stored deadlines (nothing is written).
+    Report {
+        #[command(subcommand)]
+        report: ReportKind,
+    },
     /// Fill the configured SQLite register with realistic synthetic cases.
     /// The outbox: what is waiting, sent or given up, and putting dead mail back.
     Outbox {
@@ -94,6 +99,49 @@ enum Command {
         #[command(flatten)]
         today: Today,
     },
+}
+
+#[derive(Subcommand)]
+enum ReportKind {
+    /// Share of deadlines met whose legal last day falls in a period, by group.
+    Compliance {
+        /// First legal last day counted (YYYY-MM-DD).
+        #[arg(long, value_parser = parse_date)]
+        from: NaiveDate,
+        /// Last legal last day counted (YYYY-MM-DD).
+        #[arg(long, value_parser = parse_date)]
+        to: NaiveDate,
+        #[command(flatten)]
+        today: Today,
+        /// Group by any of unit, kind, sex, month (comma-separated, in this order of columns).
+        #[arg(long, default_value = "unit,kind")]
+        by: String,
+        #[arg(long, value_enum, default_value_t = ReportFormatArg::Table)]
+        format: ReportFormatArg,
+        /// Write to FILE instead of standard output.
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Show small groups too: for internal use only; the output says so.
+        #[arg(long)]
+        no_suppress: bool,
+        /// Language of the table and HTML page; default: mail.language.
+        #[arg(long, value_enum)]
+        lang: Option<Lang>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ReportFormatArg {
+    Table,
+    Csv,
+    Json,
+    Html,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Lang {
+    Sv,
+    En,
 }
 
 #[derive(Subcommand)]
@@ -196,6 +244,25 @@ async fn dispatch(command: Command, settings: Arc<config::Settings>) -> Result<(
         }
         Command::Outbox { action: OutboxAction::Retry { keys, dead } } => {
             commands::outbox_retry(settings, keys, dead).await
+        }
+        Command::Report {
+            report: ReportKind::Compliance { from, to, today, by, format, output, no_suppress, lang },
+        } => {
+            let by =
+                fristvakt::report::Dimension::parse_list(&by).map_err(|e| CommandError::Usage(format!("--by: {e}")))?;
+            let format = match format {
+                ReportFormatArg::Table => ReportFormat::Table,
+                ReportFormatArg::Csv => ReportFormat::Csv,
+                ReportFormatArg::Json => ReportFormat::Json,
+                ReportFormatArg::Html => ReportFormat::Html,
+            };
+            let language = lang.map(|l| match l {
+                Lang::Sv => config::Language::Swedish,
+                Lang::En => config::Language::English,
+            });
+            let args =
+                ReportArgs { from, to, today: today.today, by, format, output, suppress: !no_suppress, language };
+            commands::report_compliance(settings, args).await
         }
         Command::DemoData { cases, seed, broken, today } => {
             commands::demo_data(&settings, cases, seed, broken, today.today).await

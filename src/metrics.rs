@@ -24,6 +24,7 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
 use crate::register::RejectReason;
+use crate::report::Tally;
 use crate::rules::deadline::{Kind, Status};
 use crate::state::OutboxState;
 
@@ -128,6 +129,13 @@ struct DeadlineLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ComplianceLabels {
+    /// A configured unit code, or [`OTHER_UNIT`] (as for [`DeadlineLabels`]).
+    unit: String,
+    kind: Kind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct NoticeLabels {
     kind: Kind,
     /// A configured ladder step such as `-3` or `+1` (`rules::ladder::offset_label`).
@@ -165,6 +173,7 @@ pub struct Metrics {
     last_successful_poll: FloatGauge,
     register_staleness: FloatGauge,
     deadlines: Family<DeadlineLabels, Gauge>,
+    compliance_share_met: Family<ComplianceLabels, FloatGauge>,
     notices: Family<NoticeLabels, Counter>,
     outbox: Family<OutboxLabels, Gauge>,
     smtp_errors: Family<ClassLabels, Counter>,
@@ -205,6 +214,7 @@ impl Metrics {
             last_successful_poll: FloatGauge::default(),
             register_staleness: FloatGauge::default(),
             deadlines: Family::default(),
+            compliance_share_met: Family::default(),
             notices: Family::default(),
             outbox: Family::default(),
             smtp_errors: Family::default(),
@@ -239,6 +249,11 @@ impl Metrics {
             m.register_staleness.clone(),
         );
         m.registry.register("fristvakt_deadlines", "Deadlines by unit, kind and status today", m.deadlines.clone());
+        m.registry.register(
+            "fristvakt_compliance_share_met",
+            "Share of deadlines met (0-1) whose legal last day fell in the last 30 days, by unit and kind",
+            m.compliance_share_met.clone(),
+        );
         m.registry.register("fristvakt_notices", "Notices by kind, ladder step and outcome", m.notices.clone());
         m.registry.register("fristvakt_outbox", "Outbox rows by state", m.outbox.clone());
         m.registry.register("fristvakt_smtp_errors", "Failed mail deliveries by error class", m.smtp_errors.clone());
@@ -328,6 +343,24 @@ impl Metrics {
         }
     }
 
+    /// Replaces the 30-day shares met by (unit, kind) (`report::recent_by_unit_and_kind`): counts
+    /// of units that are not configured are added up under [`OTHER_UNIT`] before the share is
+    /// taken; a combination without a counted deadline is not exposed.
+    pub fn set_compliance(&self, tallies: &BTreeMap<(String, Kind), Tally>, configured: impl Fn(&str) -> bool) {
+        let mut labelled: HashMap<ComplianceLabels, Tally> = HashMap::new();
+        for ((unit, kind), tally) in tallies {
+            let unit = if configured(unit) { unit.clone() } else { OTHER_UNIT.to_string() };
+            labelled.entry(ComplianceLabels { unit, kind: *kind }).or_default().add(tally);
+        }
+        let _snapshot = write(&self.snapshot);
+        self.compliance_share_met.clear();
+        for (labels, tally) in labelled {
+            if let Some(share) = tally.share_met() {
+                self.compliance_share_met.get_or_create(&labels).set(share);
+            }
+        }
+    }
+
     /// Counts notices by kind, step and outcome (enqueued, skipped, sent, retrying, dead, postponed).
     pub fn add_notice(&self, kind: &'static str, step: String, outcome: &'static str, n: u64) {
         let Ok(kind_label) = kind.parse::<Kind>() else {
@@ -402,6 +435,14 @@ mod tests {
             ]),
             |unit| unit == "BRO-BU",
         );
+        m.set_compliance(
+            &BTreeMap::from([
+                (("BRO-BU".to_string(), Kind::Assessment), Tally { total: 4, met: 3, ..Tally::default() }),
+                (("X-1".to_string(), Kind::Assessment), Tally { total: 1, met: 0, missed: 1, ..Tally::default() }),
+                (("X-2".to_string(), Kind::Assessment), Tally { total: 1, met: 1, ..Tally::default() }),
+            ]),
+            |unit| unit == "BRO-BU",
+        );
         m.add_notice("assessment", "-3".into(), "sent", 2);
         m.add_notice("protection", "+1".into(), "enqueued", 1);
         m.set_outbox(&HashMap::from([(OutboxState::Pending, 3)]));
@@ -437,6 +478,8 @@ mod tests {
             "fristvakt_register_rows_rejected_total{reason=\"missing_case_ref\"} 0",
             "fristvakt_deadlines{unit=\"BRO-BU\",kind=\"assessment\",status=\"overdue\"} 4",
             "fristvakt_deadlines{unit=\"BRO-BU\",kind=\"investigation\",status=\"due_soon\"} 1",
+            "fristvakt_compliance_share_met{unit=\"BRO-BU\",kind=\"assessment\"} 0.75",
+            "fristvakt_compliance_share_met{unit=\"other\",kind=\"assessment\"} 0.5",
             "fristvakt_notices_total{kind=\"assessment\",step=\"-3\",outcome=\"sent\"} 2",
             "fristvakt_notices_total{kind=\"protection\",step=\"+1\",outcome=\"enqueued\"} 1",
             "fristvakt_outbox{state=\"pending\"} 3",
@@ -483,6 +526,7 @@ mod tests {
                 "# TYPE fristvakt_last_successful_poll_timestamp_seconds gauge",
                 "# TYPE fristvakt_register_staleness_seconds gauge",
                 "# TYPE fristvakt_deadlines gauge",
+                "# TYPE fristvakt_compliance_share_met gauge",
                 "# TYPE fristvakt_notices_total counter",
                 "# TYPE fristvakt_outbox gauge",
                 "# TYPE fristvakt_smtp_errors_total counter",

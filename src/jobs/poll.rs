@@ -93,6 +93,11 @@ async fn poll(app: &App, at: Moment, force_full: bool) -> Result<PollReport, Job
         Ok(counts) => app.metrics.set_deadlines(counts, |unit| settings.units.is_configured(unit)),
         Err(e) => tracing::warn!("could not count deadlines for the metrics: {e}"),
     }
+    // The 30-day share met, counted as the compliance report and the digest count it.
+    match crate::report::recent_by_unit_and_kind(&app.state, at.today).await {
+        Ok(tallies) => app.metrics.set_compliance(&tallies, |unit| settings.units.is_configured(unit)),
+        Err(e) => tracing::warn!("could not count the 30-day share met for the metrics: {e}"),
+    }
     Ok(PollReport { sync, ladder })
 }
 

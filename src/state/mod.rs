@@ -21,6 +21,7 @@ pub mod leases;
 pub mod operator;
 pub mod outbox;
 pub mod poll;
+pub mod report;
 pub mod retention;
 
 use sqlx::postgres::PgRow;

@@ -8,6 +8,7 @@ mod faults;
 mod helpers;
 mod notices;
 mod polling;
+mod report;
 mod security;
 mod service;
 mod state;

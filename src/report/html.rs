@@ -1,0 +1,444 @@
+//! The compliance report as one self-contained HTML page for a board report: the tables, the
+//! notes and three inline SVG charts (share met per unit and kind against the 100 % line, the
+//! monthly trend per kind, girls against boys), with print styles for A4. No script, no font,
+//! no image or style sheet from elsewhere: the page works offline and prints as it shows.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use super::render::{self, percent, Words};
+use super::{months, table, Dimension, Group, Report, Request, Table};
+use crate::config::Language;
+use crate::rules::Kind;
+use crate::state::{StateError, StateStore};
+
+/// The groupings the charts need, counted and suppressed like the report itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Charts {
+    pub by_unit_and_kind: Table,
+    pub by_month_and_kind: Table,
+    pub by_kind_and_sex: Table,
+}
+
+/// Counts the charts' groupings for `request`'s period.
+pub async fn charts(state: &StateStore, request: &Request) -> Result<Charts, StateError> {
+    Ok(Charts {
+        by_unit_and_kind: table(state, request, &[Dimension::Unit, Dimension::Kind]).await?,
+        by_month_and_kind: table(state, request, &[Dimension::Month, Dimension::Kind]).await?,
+        by_kind_and_sex: table(state, request, &[Dimension::Kind, Dimension::Sex]).await?,
+    })
+}
+
+const KIND_COLOURS: [&str; 3] = ["#1b6b93", "#d9822b", "#4f8a3c"];
+const GIRLS: &str = "#9b4f96";
+const BOYS: &str = "#2f7fb8";
+const CHART_WIDTH: f64 = 680.0;
+
+/// The page. `unit_names` gives configured units their names beside the code.
+pub fn page(report: &Report, charts: &Charts, w: &Words, unit_names: &BTreeMap<String, String>) -> String {
+    let r = &report.request;
+    let mut h = String::with_capacity(32 * 1024);
+    let lang = if w.lang == Language::Swedish { "sv" } else { "en" };
+    let _ = write!(
+        h,
+        "<!DOCTYPE html>\n<html lang=\"{lang}\">\n<head>\n<meta charset=\"utf-8\">\n<title>{}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n",
+        esc(&w.title_line(report))
+    );
+    let _ = write!(h, "<header><h1>{}</h1>", esc(&w.title()));
+    let _ = writeln!(
+        h,
+        "<p class=\"meta\">{} <strong>{}</strong> – <strong>{}</strong> · {} {} · {}</p></header>",
+        esc(&w.pick("Frister med sista dag", "Deadlines with their last day")),
+        r.period.from,
+        r.period.to,
+        esc(&w.pick("beräknat", "as of")),
+        r.today,
+        esc(&w.pick("källa: fristvakt", "source: fristvakt")),
+    );
+    if !r.suppress {
+        let _ = writeln!(h, "<p class=\"warning\">{}</p>", esc(&w.suppression_line(report)));
+    }
+    let totals = report.table.totals.visible();
+    let _ = write!(h, "<section class=\"keyfigures\">");
+    for (label, value) in [
+        (w.pick("Frister", "Deadlines"), totals.map(|t| t.tally.total.to_string())),
+        (w.pick("Andel i tid", "Share met"), totals.map(|t| percent(t.tally.share_met(), w))),
+        (w.pick("Mot nominell dag", "Against nominal day"), totals.map(|t| percent(t.tally.share_met_nominal(), w))),
+        (w.pick("Försenade nu", "Overdue now"), totals.map(|t| t.tally.overdue.to_string())),
+    ] {
+        let value = value.unwrap_or_else(|| format!("< {}", r.min_group));
+        let _ = write!(
+            h,
+            "<div><span class=\"value\">{}</span><span class=\"label\">{}</span></div>",
+            esc(&value),
+            esc(&label)
+        );
+    }
+    let _ = writeln!(h, "</section>");
+
+    let _ = write!(
+        h,
+        "<section><h2>{}</h2>",
+        esc(&w.pick("Andel i tid per enhet och frist", "Share met by unit and kind"))
+    );
+    h.push_str(&unit_kind_chart(&charts.by_unit_and_kind, w, r.min_group));
+    let _ = write!(
+        h,
+        "</section>\n<section><h2>{}</h2>",
+        esc(&w.pick("Utveckling per månad och frist", "Monthly trend by kind"))
+    );
+    h.push_str(&trend_chart(&charts.by_month_and_kind, &months(r.period), w));
+    let _ = write!(h, "</section>\n<section><h2>{}</h2>", esc(&w.pick("Flickor och pojkar", "Girls and boys")));
+    h.push_str(&sex_chart(&charts.by_kind_and_sex, w, r.min_group));
+    let _ = writeln!(h, "</section>");
+
+    let _ = write!(h, "<section class=\"table\"><h2>{}</h2>", esc(&w.pick("Tabell", "Table")));
+    h.push_str(&html_table(report, w, unit_names));
+    let _ = write!(
+        h,
+        "</section>\n<section class=\"notes\"><h2>{}</h2><ul>",
+        esc(&w.pick("Att läsa siffrorna", "Reading the figures"))
+    );
+    for line in render::note_lines(report, w) {
+        let _ = write!(h, "<li>{}</li>", esc(&line));
+    }
+    let _ = write!(h, "</ul></section>\n</body>\n</html>\n");
+    h
+}
+
+const STYLE: &str = "
+@page { size: A4 portrait; margin: 14mm 12mm; }
+* { box-sizing: border-box; }
+body { font-family: 'Segoe UI', 'Liberation Sans', Arial, sans-serif; color: #1d2733; margin: 0 auto; max-width: 760px; padding: 24px 16px; line-height: 1.4; font-size: 14px; }
+header { border-bottom: 3px solid #1b6b93; margin-bottom: 12px; }
+h1 { font-size: 24px; margin: 0 0 4px; }
+h2 { font-size: 16px; margin: 18px 0 6px; color: #1b4e6b; }
+.meta { color: #4a5663; margin: 0 0 8px; }
+.warning { background: #fdecea; border: 2px solid #b3261e; color: #7a1712; padding: 8px 12px; font-weight: bold; }
+.keyfigures { display: flex; gap: 10px; margin: 10px 0 4px; }
+.keyfigures div { flex: 1; background: #f1f5f8; border-radius: 6px; padding: 8px 10px; }
+.keyfigures .value { display: block; font-size: 22px; font-weight: bold; }
+.keyfigures .label { color: #4a5663; font-size: 12px; }
+section { break-inside: avoid; page-break-inside: avoid; }
+section.table, section.notes { break-inside: auto; page-break-inside: auto; }
+svg { display: block; max-width: 100%; height: auto; }
+svg { font-family: inherit; }
+table { border-collapse: collapse; width: 100%; font-size: 12px; font-variant-numeric: tabular-nums; }
+th, td { padding: 3px 6px; border-bottom: 1px solid #d5dde4; }
+th { background: #e7eef3; text-align: left; vertical-align: bottom; }
+td.n, th.n { text-align: right; }
+td { white-space: nowrap; }
+.units { font-size: 11px; color: #4a5663; }
+tr.total td { font-weight: bold; border-top: 2px solid #1d2733; }
+tr.hidden td { color: #6b7783; }
+thead { display: table-header-group; }
+tr { break-inside: avoid; page-break-inside: avoid; }
+.notes li { margin-bottom: 4px; }
+@media print { body { max-width: none; padding: 0; font-size: 11px; } .keyfigures div { border: 1px solid #c9d3dc; } }
+";
+
+fn html_table(report: &Report, w: &Words, unit_names: &BTreeMap<String, String>) -> String {
+    let table = &report.table;
+    let mut h = String::from("<table><thead><tr>");
+    for d in &table.by {
+        let _ = write!(h, "<th>{}</th>", esc(&w.dimension(*d)));
+    }
+    for head in w.figure_heads() {
+        let _ = write!(h, "<th class=\"n\">{}</th>", esc(&head));
+    }
+    h.push_str("</tr></thead><tbody>");
+    for g in &table.groups {
+        let _ = write!(h, "<tr{}>", if g.visible().is_none() { " class=\"hidden\"" } else { "" });
+        for (d, v) in table.by.iter().zip(&g.key) {
+            let _ = write!(h, "<td>{}</td>", esc(&w.value(*d, v)));
+        }
+        for f in w.figures(g, report.request.min_group) {
+            let _ = write!(h, "<td class=\"n\">{}</td>", esc(&f));
+        }
+        h.push_str("</tr>");
+    }
+    h.push_str("<tr class=\"total\">");
+    for i in 0..table.by.len() {
+        let _ = write!(h, "<td>{}</td>", if i == 0 { esc(&w.totals()) } else { String::new() });
+    }
+    for f in w.figures(&table.totals, report.request.min_group) {
+        let _ = write!(h, "<td class=\"n\">{}</td>", esc(&f));
+    }
+    h.push_str("</tr></tbody></table>");
+    // The names of the units in the table, once, below it.
+    let named: Vec<String> = table
+        .groups
+        .iter()
+        .filter_map(|g| g.value(&table.by, Dimension::Unit))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .filter_map(|code| Some(format!("<b>{}</b> {}", esc(code), esc(unit_names.get(code)?))))
+        .collect();
+    if !named.is_empty() {
+        let _ = write!(h, "<p class=\"units\">{}</p>", named.join(" · "));
+    }
+    h
+}
+
+/// Horizontal bars: one cluster per unit, one bar per kind, 0–100 % with the 100 % line.
+fn unit_kind_chart(t: &Table, w: &Words, min_group: u64) -> String {
+    let units: Vec<&str> = {
+        let mut u: Vec<&str> = t.groups.iter().filter_map(|g| g.value(&t.by, Dimension::Unit)).collect();
+        u.dedup();
+        u
+    };
+    let (left, right, bar, gap) = (110.0, 60.0, 12.0, 10.0);
+    let plot = CHART_WIDTH - left - right;
+    let cluster = bar * Kind::ALL.len() as f64 + gap;
+    let top = 30.0;
+    let height = top + cluster * units.len().max(1) as f64 + 30.0;
+    let mut s =
+        svg_open(height, &w.pick("Andel frister i tid per enhet och frist", "Share of deadlines met by unit and kind"));
+    legend(
+        &mut s,
+        left,
+        14.0,
+        &Kind::ALL.iter().enumerate().map(|(i, k)| (KIND_COLOURS[i], w.kind(*k))).collect::<Vec<_>>(),
+    );
+    for (ui, unit) in units.iter().enumerate() {
+        let y0 = top + ui as f64 * cluster;
+        let _ = write!(
+            s,
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
+            left - 6.0,
+            y0 + cluster / 2.0,
+            esc(unit)
+        );
+        for (ki, kind) in Kind::ALL.iter().enumerate() {
+            let y = y0 + ki as f64 * bar;
+            let g = t.groups.iter().find(|g| {
+                g.value(&t.by, Dimension::Unit) == Some(unit) && g.value(&t.by, Dimension::Kind) == Some(kind.as_str())
+            });
+            bar_or_label(&mut s, g, left, y, bar - 2.0, plot, KIND_COLOURS[ki], w, min_group);
+        }
+    }
+    hundred_line(&mut s, left, plot, top - 4.0, top + cluster * units.len().max(1) as f64, w);
+    axis(&mut s, left, plot, top + cluster * units.len().max(1) as f64 + 14.0);
+    s.push_str("</svg>");
+    s
+}
+
+/// Lines: the share met per month, one line per kind, with the 100 % line.
+fn trend_chart(t: &Table, months: &[String], w: &Words) -> String {
+    let (left, right, top, plot_h) = (44.0, 36.0, 30.0, 170.0);
+    let plot = CHART_WIDTH - left - right;
+    let height = top + plot_h + 40.0;
+    let mut s = svg_open(
+        height,
+        &w.pick("Andel frister i tid per månad och frist", "Share of deadlines met by month and kind"),
+    );
+    legend(
+        &mut s,
+        left,
+        14.0,
+        &Kind::ALL.iter().enumerate().map(|(i, k)| (KIND_COLOURS[i], w.kind(*k))).collect::<Vec<_>>(),
+    );
+    let y_of = |share: f64| top + plot_h * (1.0 - share);
+    for pct in [0, 25, 50, 75, 100] {
+        let y = y_of(pct as f64 / 100.0);
+        let stroke = if pct == 100 { "stroke=\"#b3261e\" stroke-dasharray=\"5 3\"" } else { "stroke=\"#d5dde4\"" };
+        let _ = write!(s, "<line x1=\"{left}\" x2=\"{:.1}\" y1=\"{y:.1}\" y2=\"{y:.1}\" {stroke}/>", left + plot);
+        let _ = write!(s, "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{pct} %</text>", left - 4.0, y + 4.0);
+    }
+    let step = if months.len() > 1 { plot / (months.len() - 1) as f64 } else { 0.0 };
+    let x_of = |i: usize| if months.len() > 1 { left + step * i as f64 } else { left + plot / 2.0 };
+    let every = months.len().div_ceil(12).max(1);
+    for (i, m) in months.iter().enumerate() {
+        if i % every == 0 {
+            let _ = write!(
+                s,
+                "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
+                x_of(i),
+                top + plot_h + 16.0,
+                esc(m)
+            );
+        }
+    }
+    for (ki, kind) in Kind::ALL.iter().enumerate() {
+        let points: Vec<(f64, f64)> = months
+            .iter()
+            .enumerate()
+            .filter_map(|(i, m)| {
+                let g = t.groups.iter().find(|g| {
+                    g.value(&t.by, Dimension::Month) == Some(m)
+                        && g.value(&t.by, Dimension::Kind) == Some(kind.as_str())
+                })?;
+                Some((x_of(i), y_of(g.visible()?.tally.share_met()?)))
+            })
+            .collect();
+        if points.len() > 1 {
+            let path: Vec<String> = points.iter().map(|(x, y)| format!("{x:.1},{y:.1}")).collect();
+            let _ = write!(
+                s,
+                "<polyline fill=\"none\" stroke=\"{}\" stroke-width=\"2\" points=\"{}\"/>",
+                KIND_COLOURS[ki],
+                path.join(" ")
+            );
+        }
+        for (x, y) in points {
+            let _ = write!(s, "<circle cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"3\" fill=\"{}\"/>", KIND_COLOURS[ki]);
+        }
+    }
+    let _ = write!(
+        s,
+        "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\">{}</text>",
+        left,
+        height - 4.0,
+        esc(&w.pick("Månader med för få frister saknar punkt.", "Months with too few deadlines have no point."))
+    );
+    s.push_str("</svg>");
+    s
+}
+
+/// Bars: girls against boys per kind.
+fn sex_chart(t: &Table, w: &Words, min_group: u64) -> String {
+    let (left, right, bar, gap, top) = (170.0, 60.0, 14.0, 12.0, 30.0);
+    let plot = CHART_WIDTH - left - right;
+    let cluster = bar * 2.0 + gap;
+    let height = top + cluster * Kind::ALL.len() as f64 + 30.0;
+    let mut s = svg_open(
+        height,
+        &w.pick(
+            "Andel frister i tid för flickor och pojkar per frist",
+            "Share of deadlines met for girls and boys by kind",
+        ),
+    );
+    legend(&mut s, left, 14.0, &[(GIRLS, w.pick("Flickor", "Girls")), (BOYS, w.pick("Pojkar", "Boys"))]);
+    for (ki, kind) in Kind::ALL.iter().enumerate() {
+        let y0 = top + ki as f64 * cluster;
+        let _ = write!(
+            s,
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
+            left - 6.0,
+            y0 + bar + 2.0,
+            esc(&w.kind(*kind))
+        );
+        for (si, (code, colour)) in [("F", GIRLS), ("M", BOYS)].iter().enumerate() {
+            let g = t.groups.iter().find(|g| {
+                g.value(&t.by, Dimension::Kind) == Some(kind.as_str()) && g.value(&t.by, Dimension::Sex) == Some(code)
+            });
+            bar_or_label(&mut s, g, left, y0 + si as f64 * bar, bar - 2.0, plot, colour, w, min_group);
+        }
+    }
+    let bottom = top + cluster * Kind::ALL.len() as f64;
+    hundred_line(&mut s, left, plot, top - 4.0, bottom, w);
+    axis(&mut s, left, plot, bottom + 14.0);
+    s.push_str("</svg>");
+    s
+}
+
+fn svg_open(height: f64, title: &str) -> String {
+    format!(
+        "<svg viewBox=\"0 0 {CHART_WIDTH} {height:.0}\" font-size=\"11\" fill=\"#1d2733\" width=\"{CHART_WIDTH}\" height=\"{height:.0}\" role=\"img\"><title>{}</title>",
+        esc(title)
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn bar_or_label(
+    s: &mut String,
+    g: Option<&Group>,
+    left: f64,
+    y: f64,
+    h: f64,
+    plot: f64,
+    colour: &str,
+    w: &Words,
+    min_group: u64,
+) {
+    let Some(g) = g else {
+        let _ = write!(
+            s,
+            "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"9\" fill=\"#6b7783\">{}</text>",
+            left + 4.0,
+            y + h - 2.0,
+            esc(&w.pick("inga", "none"))
+        );
+        return;
+    };
+    match g.visible().and_then(|g| g.tally.share_met()) {
+        Some(share) => {
+            let width = (plot * share).max(1.0);
+            let _ =
+                write!(s, "<rect x=\"{left}\" y=\"{y:.1}\" width=\"{width:.1}\" height=\"{h:.1}\" fill=\"{colour}\"/>");
+            let label = esc(&format!("{} (n={})", percent(Some(share), w), g.tally.total));
+            // Inside the end of a long bar (white), after a short one: never across the 100 % line.
+            let (x, anchor, fill) = if width > 110.0 {
+                (left + width - 4.0, "end", "#ffffff")
+            } else {
+                (left + width + 4.0, "start", "#1d2733")
+            };
+            let _ = write!(
+                s,
+                "<text x=\"{x:.1}\" y=\"{:.1}\" font-size=\"9\" text-anchor=\"{anchor}\" fill=\"{fill}\">{label}</text>",
+                y + h - 2.0
+            );
+        }
+        None => {
+            let label =
+                if g.disclosure == super::Disclosure::SmallGroup { format!("< {min_group}") } else { "*".into() };
+            let _ = write!(
+                s,
+                "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"9\" fill=\"#6b7783\">{}</text>",
+                left + 4.0,
+                y + h - 2.0,
+                esc(&label)
+            );
+        }
+    }
+}
+
+fn hundred_line(s: &mut String, left: f64, plot: f64, y1: f64, y2: f64, w: &Words) {
+    let x = left + plot;
+    let _ = write!(s, "<line x1=\"{x:.1}\" x2=\"{x:.1}\" y1=\"{y1:.1}\" y2=\"{y2:.1}\" stroke=\"#b3261e\" stroke-width=\"1.5\" stroke-dasharray=\"5 3\"/>");
+    let _ = write!(
+        s,
+        "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\" fill=\"#b3261e\">{}</text>",
+        x - 2.0,
+        y1 - 2.0,
+        esc(&w.pick("100 % i tid", "100 % met"))
+    );
+}
+
+fn axis(s: &mut String, left: f64, plot: f64, y: f64) {
+    for pct in [0, 25, 50, 75, 100] {
+        let x = left + plot * pct as f64 / 100.0;
+        let _ = write!(
+            s,
+            "<line x1=\"{x:.1}\" x2=\"{x:.1}\" y1=\"{:.1}\" y2=\"{:.1}\" stroke=\"#9aa5b1\"/>",
+            y - 14.0,
+            y - 10.0
+        );
+        let _ = write!(s, "<text x=\"{x:.1}\" y=\"{y:.1}\" text-anchor=\"middle\">{pct} %</text>");
+    }
+}
+
+fn legend(s: &mut String, x: f64, y: f64, items: &[(&str, String)]) {
+    let mut x = x;
+    for (colour, label) in items {
+        let _ = write!(s, "<rect x=\"{x:.1}\" y=\"{:.1}\" width=\"10\" height=\"10\" fill=\"{colour}\"/>", y - 9.0);
+        let _ = write!(s, "<text x=\"{:.1}\" y=\"{y:.1}\">{}</text>", x + 14.0, esc(label));
+        x += 24.0 + 6.5 * label.chars().count() as f64;
+    }
+}
+
+/// Text for HTML content and attribute values.
+pub fn esc(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}

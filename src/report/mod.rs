@@ -1,0 +1,672 @@
+//! Compliance reports (`report compliance`, register contract §4): the share of deadlines met,
+//! by unit, kind, sex and month, as the inspectors count it — for every case, on any day.
+//!
+//! - What counts: deadlines whose legal last day (`due_on`) falls in the period and that are
+//!   closed, or past due on `today`. Each is met, missed or overdue by [`Deadline::status`]
+//!   ([`outcome`]); "met against the nominal day" asks the same of the nominal last day, so a
+//!   reader sees what the holiday rule and decided extensions change.
+//! - Where it is counted: in the state database, grouped ([`StateStore::compliance_cells`],
+//!   [`StateStore::days_used_cells`]); a report never loads the deadlines themselves, so its
+//!   memory grows with the number of groups, not of deadlines.
+//! - What is shown: groups of fewer than `report.min_group` deadlines are suppressed, and a
+//!   second group with them when the totals row would give the first away ([`Disclosure`]),
+//!   unless the caller asks for an unsuppressed internal report.
+//! - One definition of the share: the daily digest's 30-day share and the
+//!   `fristvakt_compliance_share_met` gauges count with [`Tally`] over [`Period::recent`] too.
+//!
+//! Only unit codes, kinds, sex codes, months and counts leave this module: never a case
+//! reference, a caseworker, a child key or anything else about a case.
+
+pub mod html;
+pub mod render;
+
+use std::collections::BTreeMap;
+
+use chrono::{Datelike, Days, NaiveDate};
+
+use crate::rules::{Deadline, DueReason, Kind, Status};
+use crate::state::report::{OutcomeCell, ReportScope};
+use crate::state::{StateError, StateStore};
+
+/// Days of the recent share: the digest's and the gauges' (contract §3: "the last 30 days").
+pub const RECENT_DAYS: u64 = 30;
+
+/// Deadlines per group below which a girls/boys difference is not interpreted.
+pub const MIN_FOR_COMPARISON: u64 = 30;
+
+/// A girls/boys difference in share met larger than this (percentage points) gets a note.
+pub const NOTABLE_GAP_POINTS: f64 = 5.0;
+
+/// What a report can be grouped by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Dimension {
+    Unit,
+    Kind,
+    /// `F`, `M`, or `unknown` when the register gave no sex.
+    Sex,
+    /// The month of the legal last day, `YYYY-MM`.
+    Month,
+}
+
+impl Dimension {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dimension::Unit => "unit",
+            Dimension::Kind => "kind",
+            Dimension::Sex => "sex",
+            Dimension::Month => "month",
+        }
+    }
+
+    /// `unit,kind,sex,month` in any order and subset, each at most once; empty for none.
+    pub fn parse_list(raw: &str) -> Result<Vec<Dimension>, String> {
+        let mut out = Vec::new();
+        for part in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let dim = match part {
+                "unit" => Dimension::Unit,
+                "kind" => Dimension::Kind,
+                "sex" => Dimension::Sex,
+                "month" => Dimension::Month,
+                other => return Err(format!("{other:?} is not one of unit, kind, sex, month")),
+            };
+            if out.contains(&dim) {
+                return Err(format!("{part:?} is given twice"));
+            }
+            out.push(dim);
+        }
+        Ok(out)
+    }
+}
+
+/// How a deadline that counts in a report ended, or stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Met,
+    Missed,
+    Overdue,
+}
+
+/// The outcome of `deadline` on `today`, or `None` when it does not count yet (open and not
+/// past its legal last day). The status rule decides: one definition for reports, digests and
+/// gauges.
+pub fn outcome(deadline: &Deadline, today: NaiveDate) -> Option<Outcome> {
+    match deadline.status(today) {
+        Status::Met => Some(Outcome::Met),
+        Status::Missed => Some(Outcome::Missed),
+        Status::Overdue => Some(Outcome::Overdue),
+        Status::DueToday | Status::DueSoon | Status::Pending => None,
+    }
+}
+
+/// Whether `deadline` would be met had its last day been the nominal one (no holiday move, no
+/// extension).
+pub fn met_by_nominal_day(deadline: &Deadline, today: NaiveDate) -> bool {
+    let nominal = Deadline { due_on: deadline.nominal_due_on, due_reason: DueReason::Nominal, ..deadline.clone() };
+    nominal.status(today) == Status::Met
+}
+
+/// Counted deadlines of a group: total = met + missed + overdue.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub total: u64,
+    pub met: u64,
+    pub missed: u64,
+    pub overdue: u64,
+    /// Those closed by their nominal last day.
+    pub met_nominal: u64,
+}
+
+impl Tally {
+    /// Counts `n` deadlines like `deadline` on `today` (nothing when it does not count yet).
+    pub fn count(&mut self, deadline: &Deadline, today: NaiveDate, n: u64) {
+        let Some(outcome) = outcome(deadline, today) else { return };
+        self.total += n;
+        match outcome {
+            Outcome::Met => self.met += n,
+            Outcome::Missed => self.missed += n,
+            Outcome::Overdue => self.overdue += n,
+        }
+        if met_by_nominal_day(deadline, today) {
+            self.met_nominal += n;
+        }
+    }
+
+    pub fn add(&mut self, other: &Tally) {
+        self.total += other.total;
+        self.met += other.met;
+        self.missed += other.missed;
+        self.overdue += other.overdue;
+        self.met_nominal += other.met_nominal;
+    }
+
+    /// met / total, 0–1; `None` for an empty group.
+    pub fn share_met(&self) -> Option<f64> {
+        (self.total > 0).then(|| self.met as f64 / self.total as f64)
+    }
+
+    /// met against the nominal day / total.
+    pub fn share_met_nominal(&self) -> Option<f64> {
+        (self.total > 0).then(|| self.met_nominal as f64 / self.total as f64)
+    }
+}
+
+/// Days of legal last days, both ends included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Period {
+    pub from: NaiveDate,
+    pub to: NaiveDate,
+}
+
+impl Period {
+    /// The [`RECENT_DAYS`] days before `today` (today itself not included: a deadline due today
+    /// is not yet decided).
+    pub fn recent(today: NaiveDate) -> Period {
+        Period {
+            from: today.checked_sub_days(Days::new(RECENT_DAYS)).unwrap_or(NaiveDate::MIN),
+            to: today.pred_opt().unwrap_or(NaiveDate::MIN),
+        }
+    }
+
+    pub fn contains(&self, day: NaiveDate) -> bool {
+        (self.from..=self.to).contains(&day)
+    }
+}
+
+/// What a report asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub period: Period,
+    pub today: NaiveDate,
+    pub by: Vec<Dimension>,
+    /// `report.min_group`.
+    pub min_group: u64,
+    /// False only for internal use (`--no-suppress`); the output then says so.
+    pub suppress: bool,
+}
+
+impl Request {
+    fn scope(&self) -> ReportScope {
+        ReportScope { from: self.period.from, to: self.period.to, today: self.today }
+    }
+}
+
+/// Whether a group's figures may be shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disclosure {
+    Shown,
+    /// Fewer than `report.min_group` deadlines: shown as "< N", no figure.
+    SmallGroup,
+    /// Large enough, but hidden because the totals row minus the shown groups would give away
+    /// the one small group.
+    Complement,
+    /// Suppression switched off (`--no-suppress`): every figure shown, the output says so.
+    Unsuppressed,
+}
+
+impl Disclosure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Disclosure::Shown => "shown",
+            Disclosure::SmallGroup => "small_group",
+            Disclosure::Complement => "complement",
+            Disclosure::Unsuppressed => "off",
+        }
+    }
+
+    pub fn is_hidden(self) -> bool {
+        matches!(self, Disclosure::SmallGroup | Disclosure::Complement)
+    }
+}
+
+/// Median and 90th percentile of the days closed deadlines used (start to closing day).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct DaysUsed {
+    /// The middle value; the mean of the two middle ones for an even count.
+    pub median: Option<f64>,
+    /// Nearest rank: the smallest number of days within which 90 % were closed.
+    pub p90: Option<i64>,
+}
+
+impl DaysUsed {
+    /// From a histogram of (days, deadlines).
+    pub fn from_histogram(histogram: &BTreeMap<i64, u64>) -> DaysUsed {
+        let n: u64 = histogram.values().sum();
+        if n == 0 {
+            return DaysUsed::default();
+        }
+        // The value at 1-based rank `rank`.
+        let at = |rank: u64| -> i64 {
+            let mut seen = 0;
+            for (&days, &count) in histogram {
+                seen += count;
+                if seen >= rank {
+                    return days;
+                }
+            }
+            histogram.keys().next_back().copied().unwrap_or(0)
+        };
+        let median = if n % 2 == 1 { at(n / 2 + 1) as f64 } else { (at(n / 2) + at(n / 2 + 1)) as f64 / 2.0 };
+        DaysUsed { median: Some(median), p90: Some(at((n * 9).div_ceil(10))) }
+    }
+}
+
+/// One row of a report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Group {
+    /// The value of each dimension of [`Table::by`], in that order; empty for the totals row.
+    pub key: Vec<String>,
+    /// Always the true figures: renderers show them only when [`Group::visible`] allows.
+    pub tally: Tally,
+    pub days_used: DaysUsed,
+    pub longest_overrun: Option<i64>,
+    pub disclosure: Disclosure,
+}
+
+impl Group {
+    /// The figures, unless the group is suppressed.
+    pub fn visible(&self) -> Option<&Group> {
+        (!self.disclosure.is_hidden()).then_some(self)
+    }
+
+    /// The value of `dim` in this group's key.
+    pub fn value(&self, by: &[Dimension], dim: Dimension) -> Option<&str> {
+        by.iter().position(|d| *d == dim).and_then(|i| self.key.get(i)).map(String::as_str)
+    }
+}
+
+/// Groups of one grouping and their totals row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Table {
+    pub by: Vec<Dimension>,
+    pub groups: Vec<Group>,
+    pub totals: Group,
+}
+
+/// The compliance report: the asked table and the equal-treatment notes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    pub request: Request,
+    pub table: Table,
+    pub notes: Notes,
+}
+
+/// Equal treatment: how far apart units are, and girls against boys.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Notes {
+    /// With `unit` in the grouping and at least two units shown.
+    pub unit_spread: Option<UnitSpread>,
+    /// With `sex` in the grouping: per kind (or over all kinds without `kind`).
+    pub sex_gaps: Vec<SexGap>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnitSpread {
+    pub best: (String, f64),
+    pub worst: (String, f64),
+    pub median: f64,
+    pub units: usize,
+    /// Units left out because they are under `report.min_group`.
+    pub units_left_out: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SexGap {
+    /// `None`: all kinds together.
+    pub kind: Option<Kind>,
+    pub girls: Tally,
+    pub boys: Tally,
+}
+
+impl SexGap {
+    /// Both groups hold at least [`MIN_FOR_COMPARISON`] deadlines.
+    pub fn comparable(&self) -> bool {
+        self.girls.total >= MIN_FOR_COMPARISON && self.boys.total >= MIN_FOR_COMPARISON
+    }
+
+    /// Girls' share minus boys' share, in percentage points.
+    pub fn gap_points(&self) -> Option<f64> {
+        Some((self.girls.share_met()? - self.boys.share_met()?) * 100.0)
+    }
+
+    /// Comparable, and further apart than [`NOTABLE_GAP_POINTS`].
+    pub fn notable(&self) -> bool {
+        self.comparable() && self.gap_points().is_some_and(|g| g.abs() > NOTABLE_GAP_POINTS)
+    }
+}
+
+/// The report asked for: the table grouped as asked, and the notes.
+pub async fn compliance(state: &StateStore, request: &Request) -> Result<Report, StateError> {
+    let table = table(state, request, &request.by).await?;
+    let notes = notes(&table, request);
+    Ok(Report { request: request.clone(), table, notes })
+}
+
+/// The deadlines of `request`'s period grouped by `by`, suppressed as `request` says.
+pub async fn table(state: &StateStore, request: &Request, by: &[Dimension]) -> Result<Table, StateError> {
+    let scope = request.scope();
+    let mut tallies: BTreeMap<Vec<String>, (Tally, Option<i64>)> = BTreeMap::new();
+    for cell in state.compliance_cells(scope, by).await? {
+        let n = u64::try_from(cell.deadlines).unwrap_or(0);
+        let entry = tallies.entry(cell.key.clone()).or_default();
+        entry.0.count(&representative(&cell, request.today), request.today, n);
+        entry.1 = entry.1.max(cell.longest_overrun.filter(|d| *d > 0));
+    }
+    let mut histograms: BTreeMap<Vec<String>, BTreeMap<i64, u64>> = BTreeMap::new();
+    let mut all_days: BTreeMap<i64, u64> = BTreeMap::new();
+    for cell in state.days_used_cells(scope, by).await? {
+        let n = u64::try_from(cell.deadlines).unwrap_or(0);
+        *histograms.entry(cell.key).or_default().entry(cell.days).or_default() += n;
+        *all_days.entry(cell.days).or_default() += n;
+    }
+    let mut totals = Group {
+        key: Vec::new(),
+        tally: Tally::default(),
+        days_used: DaysUsed::default(),
+        longest_overrun: None,
+        disclosure: Disclosure::Shown,
+    };
+    let mut groups: Vec<Group> = tallies
+        .into_iter()
+        .filter(|(_, (tally, _))| tally.total > 0)
+        .map(|(key, (tally, longest_overrun))| {
+            totals.tally.add(&tally);
+            totals.longest_overrun = totals.longest_overrun.max(longest_overrun);
+            let days_used = histograms.get(&key).map(DaysUsed::from_histogram).unwrap_or_default();
+            Group { key, tally, days_used, longest_overrun, disclosure: Disclosure::Shown }
+        })
+        .collect();
+    totals.days_used = DaysUsed::from_histogram(&all_days);
+    groups.sort_by_key(|g| sort_key(by, &g.key));
+    suppress(&mut groups, &mut totals, request.min_group, request.suppress);
+    Ok(Table { by: by.to_vec(), groups, totals })
+}
+
+/// Tallies of the [`Period::recent`] days before `today` by unit and kind, for the gauges.
+pub async fn recent_by_unit_and_kind(
+    state: &StateStore,
+    today: NaiveDate,
+) -> Result<BTreeMap<(String, Kind), Tally>, StateError> {
+    let period = Period::recent(today);
+    let scope = ReportScope { from: period.from, to: period.to, today };
+    let mut out: BTreeMap<(String, Kind), Tally> = BTreeMap::new();
+    for cell in state.compliance_cells(scope, &[Dimension::Unit, Dimension::Kind]).await? {
+        let (Some(unit), Some(Ok(kind))) = (cell.key.first(), cell.key.get(1).map(|k| k.parse::<Kind>())) else {
+            return Err(StateError::Corrupt { column: "kind", value: cell.key.join("/") });
+        };
+        let n = u64::try_from(cell.deadlines).unwrap_or(0);
+        out.entry((unit.clone(), kind)).or_default().count(&representative(&cell, today), today, n);
+    }
+    Ok(out)
+}
+
+/// A deadline with the inputs of the status rule that `cell` describes, so that the rule itself
+/// classifies the cell.
+fn representative(cell: &OutcomeCell, today: NaiveDate) -> Deadline {
+    let day = |n: i64| today + chrono::Duration::days(n);
+    let due_on = if cell.past_due { day(-2) } else { day(0) };
+    // The nominal day: the closing day itself when closed by it, else the day before.
+    let closed_on = cell.closed.then(|| if cell.closed_in_time { due_on } else { due_on + chrono::Duration::days(1) });
+    let nominal_due_on = match closed_on {
+        Some(c) if cell.closed_by_nominal => c,
+        Some(c) => c - chrono::Duration::days(1),
+        None => due_on,
+    };
+    Deadline {
+        kind: Kind::Assessment,
+        start_on: nominal_due_on,
+        nominal_due_on,
+        due_on,
+        closed_on,
+        due_reason: DueReason::Nominal,
+    }
+}
+
+/// Suppression (unless switched off): every group under `min_group` is hidden; when exactly
+/// one is, the totals row minus the shown groups would reveal its count, so the smallest shown
+/// group is hidden too. A totals row under `min_group` is hidden itself.
+pub fn suppress(groups: &mut [Group], totals: &mut Group, min_group: u64, on: bool) {
+    if !on {
+        groups.iter_mut().for_each(|g| g.disclosure = Disclosure::Unsuppressed);
+        totals.disclosure = Disclosure::Unsuppressed;
+        return;
+    }
+    for g in groups.iter_mut() {
+        g.disclosure = if g.tally.total < min_group { Disclosure::SmallGroup } else { Disclosure::Shown };
+    }
+    let small = groups.iter().filter(|g| g.disclosure == Disclosure::SmallGroup).count();
+    if small == 1 {
+        if let Some(next) = groups
+            .iter_mut()
+            .filter(|g| g.disclosure == Disclosure::Shown)
+            .min_by(|a, b| a.tally.total.cmp(&b.tally.total))
+        {
+            next.disclosure = Disclosure::Complement;
+        }
+    }
+    totals.disclosure = if totals.tally.total < min_group { Disclosure::SmallGroup } else { Disclosure::Shown };
+}
+
+/// The equal-treatment notes, from the table's groups (counts add up, so coarser groups are
+/// sums of finer ones). Units or sexes under `min_group` are left out when suppressing.
+pub fn notes(table: &Table, request: &Request) -> Notes {
+    let by = &table.by;
+    let large_enough = |t: &Tally| !request.suppress || t.total >= request.min_group;
+    let mut notes = Notes::default();
+    if by.contains(&Dimension::Unit) {
+        let mut units: BTreeMap<&str, Tally> = BTreeMap::new();
+        for g in &table.groups {
+            if let Some(unit) = g.value(by, Dimension::Unit) {
+                units.entry(unit).or_default().add(&g.tally);
+            }
+        }
+        let all = units.len();
+        let mut shares: Vec<(String, f64)> = units
+            .into_iter()
+            .filter(|(_, t)| large_enough(t))
+            .filter_map(|(u, t)| Some((u.to_string(), t.share_met()?)))
+            .collect();
+        if shares.len() >= 2 {
+            shares.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            let values: Vec<f64> = shares.iter().map(|s| s.1).collect();
+            let mid = values.len() / 2;
+            let median = if values.len() % 2 == 1 { values[mid] } else { (values[mid - 1] + values[mid]) / 2.0 };
+            notes.unit_spread = Some(UnitSpread {
+                best: shares[0].clone(),
+                worst: shares[shares.len() - 1].clone(),
+                median,
+                units: shares.len(),
+                units_left_out: all - shares.len(),
+            });
+        }
+    }
+    if by.contains(&Dimension::Sex) {
+        let per_kind = by.contains(&Dimension::Kind);
+        let mut pairs: BTreeMap<Option<Kind>, (Tally, Tally)> = BTreeMap::new();
+        for g in &table.groups {
+            let kind = if per_kind { g.value(by, Dimension::Kind).and_then(|k| k.parse().ok()) } else { None };
+            let pair = pairs.entry(kind).or_default();
+            match g.value(by, Dimension::Sex) {
+                Some("F") => pair.0.add(&g.tally),
+                Some("M") => pair.1.add(&g.tally),
+                _ => {}
+            }
+        }
+        notes.sex_gaps = pairs
+            .into_iter()
+            .filter(|(_, (girls, boys))| large_enough(girls) && large_enough(boys))
+            .map(|(kind, (girls, boys))| SexGap { kind, girls, boys })
+            .collect();
+    }
+    notes
+}
+
+/// Kinds in their legal order, everything else as text.
+fn sort_key(by: &[Dimension], key: &[String]) -> Vec<(usize, String)> {
+    by.iter()
+        .zip(key)
+        .map(|(dim, value)| match dim {
+            Dimension::Kind => (Kind::ALL.iter().position(|k| k.as_str() == value).unwrap_or(9), String::new()),
+            _ => (0, value.clone()),
+        })
+        .collect()
+}
+
+/// The months `YYYY-MM` of a period, in order.
+pub fn months(period: Period) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut day = NaiveDate::from_ymd_opt(period.from.year(), period.from.month(), 1);
+    while let Some(d) = day.filter(|d| *d <= period.to) {
+        out.push(d.format("%Y-%m").to_string());
+        day = d.checked_add_months(chrono::Months::new(1));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(s: &str) -> NaiveDate {
+        NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
+    }
+
+    fn group(key: &str, total: u64) -> Group {
+        Group {
+            key: vec![key.to_string()],
+            tally: Tally { total, met: total, ..Tally::default() },
+            days_used: DaysUsed::default(),
+            longest_overrun: None,
+            disclosure: Disclosure::Shown,
+        }
+    }
+
+    #[test]
+    fn dimensions_parse_in_any_order_once_each() {
+        assert_eq!(Dimension::parse_list("kind,unit").unwrap(), [Dimension::Kind, Dimension::Unit]);
+        assert_eq!(Dimension::parse_list("").unwrap(), []);
+        assert!(Dimension::parse_list("unit,unit").is_err());
+        assert!(Dimension::parse_list("case_ref").is_err());
+    }
+
+    #[test]
+    fn median_and_ninetieth_percentile_of_a_histogram() {
+        // 1, 2, 2, 3, 10 → median 2, p90 rank ceil(4.5) = 5 → 10.
+        let h = BTreeMap::from([(1, 1), (2, 2), (3, 1), (10, 1)]);
+        assert_eq!(DaysUsed::from_histogram(&h), DaysUsed { median: Some(2.0), p90: Some(10) });
+        // 1, 2, 3, 4 → median 2.5, p90 rank ceil(3.6) = 4 → 4.
+        let h = BTreeMap::from([(1, 1), (2, 1), (3, 1), (4, 1)]);
+        assert_eq!(DaysUsed::from_histogram(&h), DaysUsed { median: Some(2.5), p90: Some(4) });
+        // Twenty values of 5 and nothing else.
+        assert_eq!(DaysUsed::from_histogram(&BTreeMap::from([(5, 20)])), DaysUsed { median: Some(5.0), p90: Some(5) });
+        assert_eq!(DaysUsed::from_histogram(&BTreeMap::new()), DaysUsed::default());
+    }
+
+    #[test]
+    fn one_small_group_takes_the_smallest_shown_one_with_it() {
+        let mut groups = vec![group("A", 3), group("B", 12), group("C", 7)];
+        let mut totals = group("", 22);
+        suppress(&mut groups, &mut totals, 5, true);
+        let states: Vec<Disclosure> = groups.iter().map(|g| g.disclosure).collect();
+        assert_eq!(states, [Disclosure::SmallGroup, Disclosure::Shown, Disclosure::Complement]);
+        assert_eq!(totals.disclosure, Disclosure::Shown);
+
+        // Two small groups already hide each other; nothing more is hidden.
+        let mut groups = vec![group("A", 3), group("B", 12), group("C", 4)];
+        suppress(&mut groups, &mut totals, 5, true);
+        assert_eq!(groups[1].disclosure, Disclosure::Shown);
+
+        // Switched off: everything shown, and marked as such.
+        suppress(&mut groups, &mut totals, 5, false);
+        assert!(groups.iter().all(|g| g.disclosure == Disclosure::Unsuppressed));
+
+        // A total under the minimum hides the totals row too.
+        let mut groups = vec![group("A", 2), group("B", 1)];
+        let mut totals = group("", 3);
+        suppress(&mut groups, &mut totals, 5, true);
+        assert_eq!(totals.disclosure, Disclosure::SmallGroup);
+    }
+
+    #[test]
+    fn outcomes_follow_the_status_rule_and_the_nominal_day() {
+        let today = d("2026-11-25");
+        // Nominal Saturday 2026-11-21, moved to Monday 2026-11-23, closed that Monday.
+        let moved = Deadline {
+            kind: Kind::Assessment,
+            start_on: d("2026-11-07"),
+            nominal_due_on: d("2026-11-21"),
+            due_on: d("2026-11-23"),
+            closed_on: Some(d("2026-11-23")),
+            due_reason: DueReason::NextDay,
+        };
+        assert_eq!(outcome(&moved, today), Some(Outcome::Met));
+        assert!(!met_by_nominal_day(&moved, today));
+        let open_today = Deadline { closed_on: None, due_on: today, ..moved.clone() };
+        assert_eq!(outcome(&open_today, today), None);
+        let overdue = Deadline { closed_on: None, ..moved.clone() };
+        assert_eq!(outcome(&overdue, today), Some(Outcome::Overdue));
+        let mut t = Tally::default();
+        t.count(&moved, today, 3);
+        t.count(&overdue, today, 1);
+        t.count(&open_today, today, 7);
+        assert_eq!(t, Tally { total: 4, met: 3, missed: 0, overdue: 1, met_nominal: 0 });
+        assert_eq!(t.share_met(), Some(0.75));
+    }
+
+    #[test]
+    fn a_girls_boys_gap_over_five_points_with_thirty_each_gets_a_note() {
+        let row = |kind: &str, sex: &str, total: u64, met: u64| Group {
+            key: vec![kind.to_string(), sex.to_string()],
+            tally: Tally { total, met, missed: total - met, ..Tally::default() },
+            days_used: DaysUsed::default(),
+            longest_overrun: None,
+            disclosure: Disclosure::Shown,
+        };
+        let by = vec![Dimension::Kind, Dimension::Sex];
+        let table = Table {
+            by: by.clone(),
+            groups: vec![
+                // 90 % against 75 %: 15 points over 40 each.
+                row("assessment", "F", 40, 36),
+                row("assessment", "M", 40, 30),
+                // 80 % against 77.5 %: within 5 points.
+                row("investigation", "F", 30, 24),
+                row("investigation", "M", 40, 31),
+                // 12 points, but only 20 girls.
+                row("protection", "F", 20, 19),
+                row("protection", "M", 30, 25),
+                row("protection", "unknown", 2, 2),
+            ],
+            totals: row("", "", 0, 0),
+        };
+        let request = Request {
+            period: Period { from: d("2026-01-01"), to: d("2026-06-30") },
+            today: d("2026-07-01"),
+            by,
+            min_group: 5,
+            suppress: true,
+        };
+        let notes = notes(&table, &request);
+        let gaps: Vec<(Option<Kind>, bool, bool)> =
+            notes.sex_gaps.iter().map(|g| (g.kind, g.comparable(), g.notable())).collect();
+        assert_eq!(
+            gaps,
+            [
+                (Some(Kind::Protection), false, false),
+                (Some(Kind::Assessment), true, true),
+                (Some(Kind::Investigation), true, false)
+            ]
+        );
+        let sv = render::Words::new(crate::config::Language::Swedish).sex_gap(&notes.sex_gaps[1]);
+        assert!(sv.contains("flickornas frister hölls oftare i tid") && sv.contains("15 procentenheter"), "{sv}");
+        let en = render::Words::new(crate::config::Language::English).sex_gap(&notes.sex_gaps[1]);
+        assert!(en.contains("girls' deadlines were met more often") && en.contains("15 percentage points"), "{en}");
+        assert!(notes.unit_spread.is_none());
+    }
+
+    #[test]
+    fn the_recent_period_is_the_thirty_days_before_today() {
+        let p = Period::recent(d("2026-11-25"));
+        assert_eq!((p.from, p.to), (d("2026-10-26"), d("2026-11-24")));
+        assert_eq!(months(Period { from: d("2026-11-15"), to: d("2027-01-01") }), ["2026-11", "2026-12", "2027-01"]);
+    }
+}

@@ -1,0 +1,416 @@
+//! A compliance report as a text table, CSV or JSON (register contract §4), and the words of
+//! every format in Swedish and English. Suppressed groups show no figure in any format.
+
+use std::fmt::Write as _;
+
+use serde_json::{json, Map, Value};
+
+use super::{Dimension, Disclosure, Group, Report, SexGap, Table};
+use crate::config::Language;
+use crate::rules::Kind;
+
+/// A share 0–1 rounded to four decimals: the same figure in CSV and JSON.
+pub fn share(value: Option<f64>) -> Option<f64> {
+    value.map(|v| (v * 10_000.0).round() / 10_000.0)
+}
+
+/// A share as a percentage with one decimal, for people.
+pub fn percent(value: Option<f64>, w: &Words) -> String {
+    match value {
+        Some(v) => {
+            let text = format!("{:.1} %", v * 100.0);
+            if w.lang == Language::Swedish {
+                text.replace('.', ",")
+            } else {
+                text
+            }
+        }
+        None => "–".into(),
+    }
+}
+
+/// The JSON form: an array with one object per group, keyed by the dimensions asked for and
+/// `total, met, missed, overdue, share_met` (contract §4), plus `share_met_nominal`,
+/// `days_used_median`, `days_used_p90`, `longest_overrun_days` and `suppression` (`shown`,
+/// `small_group`, `complement`, or `off` with `--no-suppress`). A suppressed group's figures
+/// are null.
+pub fn json(report: &Report) -> Result<String, serde_json::Error> {
+    let table = &report.table;
+    let rows: Vec<Value> = table.groups.iter().map(|g| json_group(table, g)).collect();
+    serde_json::to_string_pretty(&rows)
+}
+
+fn json_group(table: &Table, g: &Group) -> Value {
+    let mut o = Map::new();
+    for (dim, value) in table.by.iter().zip(&g.key) {
+        o.insert(dim.as_str().into(), Value::String(value.clone()));
+    }
+    let shown = g.visible();
+    let figure = |f: fn(&Group) -> Value| shown.map(f).unwrap_or(Value::Null);
+    o.insert("total".into(), figure(|g| json!(g.tally.total)));
+    o.insert("met".into(), figure(|g| json!(g.tally.met)));
+    o.insert("missed".into(), figure(|g| json!(g.tally.missed)));
+    o.insert("overdue".into(), figure(|g| json!(g.tally.overdue)));
+    o.insert("share_met".into(), figure(|g| json!(share(g.tally.share_met()))));
+    o.insert("share_met_nominal".into(), figure(|g| json!(share(g.tally.share_met_nominal()))));
+    o.insert("days_used_median".into(), figure(|g| json!(g.days_used.median)));
+    o.insert("days_used_p90".into(), figure(|g| json!(g.days_used.p90)));
+    o.insert("longest_overrun_days".into(), figure(|g| json!(g.longest_overrun)));
+    o.insert("suppression".into(), Value::String(g.disclosure.as_str().into()));
+    Value::Object(o)
+}
+
+/// The CSV header: `row` (`group` or `total`), the dimensions, the figures, `suppression`.
+pub fn csv_header(by: &[Dimension]) -> Vec<String> {
+    let mut h = vec!["row".to_string()];
+    h.extend(by.iter().map(|d| d.as_str().to_string()));
+    h.extend(
+        [
+            "total",
+            "met",
+            "missed",
+            "overdue",
+            "share_met",
+            "share_met_nominal",
+            "days_used_median",
+            "days_used_p90",
+            "longest_overrun_days",
+            "suppression",
+        ]
+        .map(String::from),
+    );
+    h
+}
+
+/// The CSV form: a header row, one row per group, the totals row; UTF-8, comma-separated, ISO
+/// months, shares 0–1 with a full stop. A suppressed group's total reads `< N` (or is empty for
+/// the second group hidden with it) and its other figures are empty.
+pub fn csv(report: &Report) -> Result<String, csv::Error> {
+    let table = &report.table;
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(csv_header(&table.by))?;
+    let min = report.request.min_group;
+    for (kind, g) in table.groups.iter().map(|g| ("group", g)).chain([("total", &table.totals)]) {
+        let mut record = vec![kind.to_string()];
+        if kind == "total" {
+            record.extend(table.by.iter().map(|_| String::new()));
+        } else {
+            record.extend(g.key.iter().cloned());
+        }
+        let opt = |v: Option<String>| v.unwrap_or_default();
+        match g.visible() {
+            Some(g) => record.extend([
+                g.tally.total.to_string(),
+                g.tally.met.to_string(),
+                g.tally.missed.to_string(),
+                g.tally.overdue.to_string(),
+                opt(share(g.tally.share_met()).map(|s| s.to_string())),
+                opt(share(g.tally.share_met_nominal()).map(|s| s.to_string())),
+                opt(g.days_used.median.map(|m| m.to_string())),
+                opt(g.days_used.p90.map(|p| p.to_string())),
+                opt(g.longest_overrun.map(|o| o.to_string())),
+            ]),
+            None => {
+                let total = if g.disclosure == Disclosure::SmallGroup { format!("< {min}") } else { String::new() };
+                record.push(total);
+                record.extend((0..8).map(|_| String::new()));
+            }
+        }
+        record.push(g.disclosure.as_str().to_string());
+        w.write_record(&record)?;
+    }
+    let bytes = w.into_inner().map_err(|e| csv::Error::from(e.into_error()))?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// The text table for a terminal, with the period, the notes and the suppression statement.
+pub fn table(report: &Report, w: &Words) -> String {
+    let table = &report.table;
+    let mut heads: Vec<String> = table.by.iter().map(|d| w.dimension(*d).to_string()).collect();
+    heads.extend(w.figure_heads().iter().map(|s| s.to_string()));
+    let mut rows: Vec<Vec<String>> = table.groups.iter().map(|g| text_row(report, g, w, &g.key)).collect();
+    let mut label = vec![String::new(); table.by.len()];
+    if let Some(first) = label.first_mut() {
+        *first = w.totals();
+    }
+    let totals_row = text_row(report, &table.totals, w, &label);
+    rows.push(totals_row);
+    let widths: Vec<usize> = (0..heads.len())
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).chain([heads[i].chars().count()]).max().unwrap_or(0))
+        .collect();
+    let line = |cells: &[String]| -> String {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            let pad = widths[i] - c.chars().count();
+            if i < table.by.len() {
+                let _ = write!(s, "{c}{}  ", " ".repeat(pad));
+            } else {
+                let _ = write!(s, "{}{c}  ", " ".repeat(pad));
+            }
+        }
+        s.trim_end().to_string()
+    };
+    let mut out = String::new();
+    let _ = writeln!(out, "{}", w.title_line(report));
+    let _ = writeln!(out);
+    let _ = writeln!(out, "{}", line(&heads));
+    for (i, r) in rows.iter().enumerate() {
+        if i + 1 == rows.len() {
+            let _ = writeln!(out, "{}", "-".repeat(widths.iter().sum::<usize>() + 2 * widths.len().saturating_sub(1)));
+        }
+        let _ = writeln!(out, "{}", line(r));
+    }
+    let _ = writeln!(out);
+    for note in note_lines(report, w) {
+        let _ = writeln!(out, "{note}");
+    }
+    out
+}
+
+fn text_row(report: &Report, g: &Group, w: &Words, label: &[String]) -> Vec<String> {
+    let mut r: Vec<String> = label.iter().zip(&report.table.by).map(|(v, d)| w.value(*d, v)).collect();
+    r.extend(w.figures(g, report.request.min_group));
+    r
+}
+
+/// The plain-words lines under every table: what is counted, suppression, equal treatment.
+pub fn note_lines(report: &Report, w: &Words) -> Vec<String> {
+    let mut out = vec![w.counted_rule()];
+    out.push(w.suppression_line(report));
+    if let Some(s) = &report.notes.unit_spread {
+        out.push(w.unit_spread(s));
+    }
+    for gap in &report.notes.sex_gaps {
+        out.push(w.sex_gap(gap));
+    }
+    if report.table.by.contains(&Dimension::Sex) && report.notes.sex_gaps.is_empty() {
+        out.push(w.pick(
+            "Flickor och pojkar: för få frister för en jämförelse.",
+            "Girls and boys: too few deadlines to compare.",
+        ));
+    }
+    out
+}
+
+/// The words of a report in one language.
+#[derive(Debug, Clone, Copy)]
+pub struct Words {
+    pub lang: Language,
+}
+
+impl Words {
+    pub fn new(lang: Language) -> Words {
+        Words { lang }
+    }
+
+    pub fn pick(&self, sv: &str, en: &str) -> String {
+        match self.lang {
+            Language::Swedish => sv.to_string(),
+            Language::English => en.to_string(),
+        }
+    }
+
+    pub fn title(&self) -> String {
+        self.pick("Fristuppföljning", "Compliance with statutory deadlines")
+    }
+
+    pub fn title_line(&self, report: &Report) -> String {
+        let r = &report.request;
+        match self.lang {
+            Language::Swedish => {
+                format!("{}: sista dag {} – {}, beräknat {}", self.title(), r.period.from, r.period.to, r.today)
+            }
+            Language::English => {
+                format!("{}: last day {} – {}, as of {}", self.title(), r.period.from, r.period.to, r.today)
+            }
+        }
+    }
+
+    pub fn dimension(&self, d: Dimension) -> String {
+        match d {
+            Dimension::Unit => self.pick("Enhet", "Unit"),
+            Dimension::Kind => self.pick("Frist", "Kind"),
+            Dimension::Sex => self.pick("Kön", "Sex"),
+            Dimension::Month => self.pick("Månad", "Month"),
+        }
+    }
+
+    /// A dimension's value for people: kinds and sexes named, units and months as they are.
+    pub fn value(&self, d: Dimension, v: &str) -> String {
+        match d {
+            Dimension::Kind => match v.parse::<Kind>() {
+                Ok(k) => self.kind(k),
+                Err(_) => v.to_string(),
+            },
+            Dimension::Sex => match v {
+                "F" => self.pick("Flickor", "Girls"),
+                "M" => self.pick("Pojkar", "Boys"),
+                "unknown" => self.pick("Okänt", "Unknown"),
+                other => other.to_string(),
+            },
+            _ => v.to_string(),
+        }
+    }
+
+    pub fn kind(&self, k: Kind) -> String {
+        match self.lang {
+            Language::Swedish => k.name_sv().to_string(),
+            Language::English => k.name_en().to_string(),
+        }
+    }
+
+    pub fn totals(&self) -> String {
+        self.pick("Totalt", "Total")
+    }
+
+    pub fn figure_heads(&self) -> Vec<String> {
+        match self.lang {
+            Language::Swedish => [
+                "Antal",
+                "I tid",
+                "För sent",
+                "Försenade",
+                "Andel i tid",
+                "Mot nominell dag",
+                "Median dagar",
+                "90:e pct dagar",
+                "Längsta överdrag",
+            ],
+            Language::English => [
+                "Total",
+                "Met",
+                "Missed",
+                "Overdue",
+                "Share met",
+                "Against nominal day",
+                "Median days",
+                "90th pct days",
+                "Longest overrun",
+            ],
+        }
+        .map(String::from)
+        .to_vec()
+    }
+
+    /// The figure cells of a row: numbers, or "< N" and blanks when suppressed.
+    pub fn figures(&self, g: &Group, min_group: u64) -> Vec<String> {
+        match g.visible() {
+            Some(g) => vec![
+                g.tally.total.to_string(),
+                g.tally.met.to_string(),
+                g.tally.missed.to_string(),
+                g.tally.overdue.to_string(),
+                percent(g.tally.share_met(), self),
+                percent(g.tally.share_met_nominal(), self),
+                g.days_used.median.map(|m| self.number(m)).unwrap_or_else(|| "–".into()),
+                g.days_used.p90.map(|p| p.to_string()).unwrap_or_else(|| "–".into()),
+                g.longest_overrun.map(|o| o.to_string()).unwrap_or_else(|| "–".into()),
+            ],
+            None => {
+                let total = if g.disclosure == Disclosure::SmallGroup { format!("< {min_group}") } else { "*".into() };
+                let mut v = vec![total];
+                v.extend((0..8).map(|_| "*".to_string()));
+                v
+            }
+        }
+    }
+
+    fn number(&self, v: f64) -> String {
+        let text = if v.fract() == 0.0 { format!("{v:.0}") } else { format!("{v:.1}") };
+        if self.lang == Language::Swedish {
+            text.replace('.', ",")
+        } else {
+            text
+        }
+    }
+
+    pub fn counted_rule(&self) -> String {
+        self.pick(
+            "Räknas: frister vars sista dag (efter helgdagsregeln eller beslutad förlängning) ligger i perioden och som är avslutade eller passerade. \
+             Dagar = från start till avslut. Överdrag = dagar efter sista dagen. \"Mot nominell dag\" räknar utan helgdagsregel och förlängning.",
+            "Counted: deadlines whose last day (after the holiday rule or a decided extension) falls in the period and that are closed or past. \
+             Days = from start to closing. Overrun = days past the last day. \"Against nominal day\" counts without the holiday rule and extensions.",
+        )
+    }
+
+    pub fn suppression_line(&self, report: &Report) -> String {
+        let min = report.request.min_group;
+        if report.request.suppress {
+            match self.lang {
+                Language::Swedish => format!(
+                    "Grupper med färre än {min} frister visas som \"< {min}\"; markerade med * döljs också, så att totalraden inte avslöjar dem."
+                ),
+                Language::English => format!(
+                    "Groups of fewer than {min} deadlines show as \"< {min}\"; those marked * are hidden too, so that the totals row does not give them away."
+                ),
+            }
+        } else {
+            self.pick(
+                "OBS: EJ SKYDDAD. Små grupper visas (--no-suppress); endast för internt bruk, får inte lämna enheten.",
+                "NOTE: UNSUPPRESSED. Small groups are shown (--no-suppress); for internal use only, must not leave the unit.",
+            )
+        }
+    }
+
+    pub fn unit_spread(&self, s: &super::UnitSpread) -> String {
+        let p = |v: f64| percent(Some(v), self);
+        let left_out = if s.units_left_out > 0 {
+            match self.lang {
+                Language::Swedish => format!(" ({} enheter med för få frister är inte med.)", s.units_left_out),
+                Language::English => format!(" ({} units with too few deadlines are left out.)", s.units_left_out),
+            }
+        } else {
+            String::new()
+        };
+        match self.lang {
+            Language::Swedish => format!(
+                "Skillnad mellan enheter: bäst {} med {}, sämst {} med {}, median {} över {} enheter – {} procentenheter mellan bästa och sämsta.{left_out}",
+                s.best.0, p(s.best.1), s.worst.0, p(s.worst.1), p(s.median), s.units, self.number(((s.best.1 - s.worst.1) * 1000.0).round() / 10.0)
+            ),
+            Language::English => format!(
+                "Spread between units: best {} at {}, worst {} at {}, median {} over {} units – {} percentage points between best and worst.{left_out}",
+                s.best.0, p(s.best.1), s.worst.0, p(s.worst.1), p(s.median), s.units, self.number(((s.best.1 - s.worst.1) * 1000.0).round() / 10.0)
+            ),
+        }
+    }
+
+    pub fn sex_gap(&self, g: &SexGap) -> String {
+        let what = match g.kind {
+            Some(k) => self.kind(k),
+            None => self.pick("Alla frister", "All deadlines"),
+        };
+        let p = |t: &super::Tally| percent(t.share_met(), self);
+        let points = g.gap_points().map(|x| self.number((x.abs() * 10.0).round() / 10.0)).unwrap_or_default();
+        let (gt, bt) = (g.girls.total, g.boys.total);
+        match (self.lang, g.comparable(), g.notable()) {
+            (Language::Swedish, false, _) => format!(
+                "{what}: flickor {} ({gt} frister), pojkar {} ({bt}) – färre än {} per grupp, ingen jämförelse.",
+                p(&g.girls), p(&g.boys), super::MIN_FOR_COMPARISON
+            ),
+            (Language::English, false, _) => format!(
+                "{what}: girls {} ({gt} deadlines), boys {} ({bt}) – fewer than {} per group, not compared.",
+                p(&g.girls), p(&g.boys), super::MIN_FOR_COMPARISON
+            ),
+            (Language::Swedish, true, true) => format!(
+                "{what}: {} hölls oftare i tid än {}: flickor {} ({gt} frister), pojkar {} ({bt}), {points} procentenheter skillnad. Skillnaden är större än 5 procentenheter och bör utredas.",
+                if g.gap_points().unwrap_or(0.0) > 0.0 { "flickornas frister" } else { "pojkarnas frister" },
+                if g.gap_points().unwrap_or(0.0) > 0.0 { "pojkarnas" } else { "flickornas" },
+                p(&g.girls), p(&g.boys)
+            ),
+            (Language::English, true, true) => format!(
+                "{what}: {} deadlines were met more often than {}: girls {} ({gt} deadlines), boys {} ({bt}), a difference of {points} percentage points. That is more than 5 points and should be looked into.",
+                if g.gap_points().unwrap_or(0.0) > 0.0 { "girls'" } else { "boys'" },
+                if g.gap_points().unwrap_or(0.0) > 0.0 { "boys'" } else { "girls'" },
+                p(&g.girls), p(&g.boys)
+            ),
+            (Language::Swedish, true, false) => format!(
+                "{what}: flickor {} ({gt} frister), pojkar {} ({bt}) – skillnaden är högst 5 procentenheter.",
+                p(&g.girls), p(&g.boys)
+            ),
+            (Language::English, true, false) => format!(
+                "{what}: girls {} ({gt} deadlines), boys {} ({bt}) – a difference of at most 5 percentage points.",
+                p(&g.girls), p(&g.boys)
+            ),
+        }
+    }
+}

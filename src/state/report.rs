@@ -1,0 +1,188 @@
+//! The compliance report's aggregation: stored deadlines grouped in the database, never loaded
+//! one by one. Two grouped statements serve every report, on both engines:
+//!
+//! - [`StateStore::compliance_cells`]: per group, the deadlines counted by the inputs of the
+//!   status rule (closed, closed by the legal last day, closed by the nominal day, past due),
+//!   with the longest overrun; `report` classifies each cell with `rules` so that met, missed and
+//!   overdue keep their one definition (`Deadline::status`);
+//! - [`StateStore::days_used_cells`]: per group, how many closed deadlines used each number of
+//!   days, from which `report` takes the median and the 90th percentile. A deadline uses at most
+//!   a few hundred days, so this is a few hundred rows per group, whatever the number of deadlines.
+//!
+//! The statements differ between the engines in two expressions only (the month of a date and
+//! the days between two dates): [`Dialect`].
+
+use chrono::NaiveDate;
+
+use super::{column, query_error, with_pool, Get, StateError, StateStore};
+use crate::config::Engine;
+use crate::report::Dimension;
+
+/// Which deadlines a report counts: `due_on` within `from..=to` and closed or past due on `today`
+/// (register contract §4); withdrawn deadlines never count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReportScope {
+    pub from: NaiveDate,
+    pub to: NaiveDate,
+    pub today: NaiveDate,
+}
+
+/// Deadlines of one group that share the inputs of the status rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutcomeCell {
+    /// The group's value of each asked dimension, in the order asked.
+    pub key: Vec<String>,
+    pub closed: bool,
+    /// Closed on or before the legal last day (`due_on`).
+    pub closed_in_time: bool,
+    /// Closed on or before the nominal last day (`nominal_due_on`).
+    pub closed_by_nominal: bool,
+    /// `due_on` is before `today`.
+    pub past_due: bool,
+    pub deadlines: i64,
+    /// The most days past `due_on`: closing day (or `today` while open) minus `due_on`, when
+    /// positive.
+    pub longest_overrun: Option<i64>,
+}
+
+/// Closed deadlines of one group that used the same number of days (closing day minus start).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DaysUsedCell {
+    pub key: Vec<String>,
+    pub days: i64,
+    pub deadlines: i64,
+}
+
+impl StateStore {
+    /// The deadlines in `scope`, grouped by `by` and by the inputs of the status rule.
+    pub async fn compliance_cells(&self, scope: ReportScope, by: &[Dimension]) -> Result<Vec<OutcomeCell>, StateError> {
+        let d = Dialect(self.engine());
+        let keys = key_columns(d, by);
+        let n = by.len();
+        let sql = format!(
+            "SELECT {keys}(closed_on IS NOT NULL) AS closed, \
+               (closed_on IS NOT NULL AND closed_on <= due_on) AS closed_in_time, \
+               (closed_on IS NOT NULL AND closed_on <= nominal_due_on) AS closed_by_nominal, \
+               (due_on < $3) AS past_due, COUNT(*) AS n, \
+               MAX(CASE WHEN closed_on IS NOT NULL AND closed_on > due_on THEN {closed_over} \
+                        WHEN closed_on IS NULL AND due_on < $3 THEN {open_over} END) AS longest_overrun \
+             FROM deadlines WHERE {WHERE} GROUP BY {group}",
+            closed_over = d.days_between("closed_on", "due_on"),
+            open_over = d.days_between(&d.date_param(3), "due_on"),
+            group = positions(n + 4),
+        );
+        with_pool!(&self.pool, p => {
+            let rows = sqlx::query(&sql)
+                .bind(scope.from)
+                .bind(scope.to)
+                .bind(scope.today)
+                .fetch_all(p)
+                .await
+                .map_err(query_error("grouping deadlines for a report"))?;
+            rows.iter()
+                .map(|row| {
+                    Ok(OutcomeCell {
+                        key: group_key(row, n)?,
+                        closed: column(row, "closed")?,
+                        closed_in_time: column(row, "closed_in_time")?,
+                        closed_by_nominal: column(row, "closed_by_nominal")?,
+                        past_due: column(row, "past_due")?,
+                        deadlines: column(row, "n")?,
+                        longest_overrun: column(row, "longest_overrun")?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    /// The closed deadlines in `scope`, grouped by `by` and by the days they used.
+    pub async fn days_used_cells(&self, scope: ReportScope, by: &[Dimension]) -> Result<Vec<DaysUsedCell>, StateError> {
+        let d = Dialect(self.engine());
+        let keys = key_columns(d, by);
+        let n = by.len();
+        let sql = format!(
+            "SELECT {keys}{days} AS days_used, COUNT(*) AS n \
+             FROM deadlines WHERE {WHERE} AND closed_on IS NOT NULL GROUP BY {group}",
+            days = d.days_between("closed_on", "start_on"),
+            group = positions(n + 1),
+        );
+        with_pool!(&self.pool, p => {
+            let rows = sqlx::query(&sql)
+                .bind(scope.from)
+                .bind(scope.to)
+                .bind(scope.today)
+                .fetch_all(p)
+                .await
+                .map_err(query_error("counting the days deadlines used"))?;
+            rows.iter()
+                .map(|row| {
+                    Ok(DaysUsedCell {
+                        key: group_key(row, n)?,
+                        days: column(row, "days_used")?,
+                        deadlines: column(row, "n")?,
+                    })
+                })
+                .collect()
+        })
+    }
+}
+
+/// The deadlines of a report ($1 = from, $2 = to, $3 = today).
+const WHERE: &str = "withdrawn = FALSE AND due_on >= $1 AND due_on <= $2 AND (closed_on IS NOT NULL OR due_on < $3)";
+
+/// The expressions in which the engines differ.
+#[derive(Debug, Clone, Copy)]
+struct Dialect(Engine);
+
+impl Dialect {
+    /// Whole days from `b` to `a`, as a 64-bit integer.
+    fn days_between(self, a: &str, b: &str) -> String {
+        match self.0 {
+            // sqlx stores dates as `YYYY-MM-DD` text, which julianday reads.
+            Engine::Sqlite => format!("CAST(julianday({a}) - julianday({b}) AS INTEGER)"),
+            Engine::Postgres => format!("CAST({a} - {b} AS BIGINT)"),
+        }
+    }
+
+    /// A bound date parameter in an expression.
+    fn date_param(self, n: usize) -> String {
+        match self.0 {
+            Engine::Sqlite => format!("${n}"),
+            Engine::Postgres => format!("CAST(${n} AS DATE)"),
+        }
+    }
+
+    /// `YYYY-MM` of a date column.
+    fn month(self, col: &str) -> String {
+        match self.0 {
+            Engine::Sqlite => format!("substr({col}, 1, 7)"),
+            Engine::Postgres => format!("to_char({col}, 'YYYY-MM')"),
+        }
+    }
+}
+
+/// `expr AS g0, expr AS g1, ` for the asked dimensions (empty when none).
+fn key_columns(d: Dialect, by: &[Dimension]) -> String {
+    by.iter()
+        .enumerate()
+        .map(|(i, dim)| {
+            let expr = match dim {
+                Dimension::Unit => "unit".to_string(),
+                Dimension::Kind => "kind".to_string(),
+                Dimension::Sex => "COALESCE(child_sex, 'unknown')".to_string(),
+                Dimension::Month => d.month("due_on"),
+            };
+            format!("{expr} AS g{i}, ")
+        })
+        .collect()
+}
+
+/// `1, 2, …, n`: GROUP BY the selected expressions by position (both engines accept it).
+fn positions(n: usize) -> String {
+    (1..=n).map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
+}
+
+fn group_key(row: &impl Get, n: usize) -> Result<Vec<String>, StateError> {
+    const NAMES: [&str; 4] = ["g0", "g1", "g2", "g3"];
+    NAMES[..n].iter().map(|name| column(row, name)).collect()
+}

@@ -1,0 +1,334 @@
+//! `report compliance`: figures of a scripted set of deadlines against hand counts (sex split,
+//! nominal-day share, suppression and its second cell), on SQLite and PostgreSQL; the CSV, JSON
+//! and HTML of the real binary; the digest's 30-day share and the gauges counting alike.
+
+use std::collections::BTreeMap;
+
+use chrono::{NaiveDate, Utc};
+
+use crate::helpers::{date, fristvakt, stderr, stdout, Workspace};
+use fristvakt::config::{DatabaseUrl, Settings};
+use fristvakt::digest;
+use fristvakt::domain::{CaseRef, Sex, UnitCode};
+use fristvakt::report::{self, Dimension, Disclosure, Group, Period, Request, Tally};
+use fristvakt::rules::{Deadline, DueReason, Kind};
+use fristvakt::state::{DeadlineFilter, DeadlineRecord, StateStore};
+
+const TODAY: &str = "2026-11-25";
+
+#[tokio::test]
+async fn figures_match_hand_counts_sqlite() {
+    figures_match_hand_counts(None).await;
+}
+
+#[tokio::test]
+async fn figures_match_hand_counts_postgres() {
+    let url = crate::support::postgres::shared().fresh_database().await;
+    figures_match_hand_counts(Some(url)).await;
+}
+
+#[tokio::test]
+async fn the_digest_share_and_the_gauges_count_alike() {
+    let ws = Workspace::new();
+    let settings = ws.settings("");
+    let state = scripted_state(&settings).await;
+    let today = date(TODAY);
+    let tallies = report::recent_by_unit_and_kind(&state, today).await.unwrap();
+    // In the 30 days before 2026-11-25 (10-26 … 11-24): BRO-BU #4 overdue, #5 met (assessment),
+    // #9 missed (investigation); nothing of SOD-BU.
+    assert_eq!(
+        tallies,
+        BTreeMap::from([
+            (
+                ("BRO-BU".to_string(), Kind::Assessment),
+                Tally { total: 2, met: 1, missed: 0, overdue: 1, met_nominal: 1 }
+            ),
+            (
+                ("BRO-BU".to_string(), Kind::Investigation),
+                Tally { total: 1, met: 0, missed: 1, overdue: 0, met_nominal: 0 }
+            ),
+        ])
+    );
+    let stored = state.deadlines(&DeadlineFilter::default()).await.unwrap();
+    let digests = digest::build_digests(&settings, &stored, today);
+    let units: Vec<_> = digests.iter().flat_map(|d| d.units.iter()).collect();
+    for unit in ["BRO-BU", "SOD-BU"] {
+        let mut sum = Tally::default();
+        tallies.iter().filter(|((u, _), _)| u == unit).for_each(|(_, t)| sum.add(t));
+        let digest_share = units.iter().find(|u| u.unit.as_str() == unit).unwrap().compliance;
+        assert_eq!(digest_share, digest::Compliance::from(&sum), "{unit}");
+    }
+    state.close().await;
+}
+
+#[tokio::test]
+async fn the_binary_prints_csv_json_and_html_with_the_same_figures() {
+    let ws = Workspace::new();
+    let settings = ws.settings("");
+    // Written after `settings`, which writes the same file.
+    let config = ws.config("[units.\"BRO-BU\"]\nname = \"Bromma barn och unga\"\n");
+    let state = scripted_state(&settings).await;
+    state.close().await;
+    // Everything in the database file, nothing in the write-ahead log, before the reports run.
+    let pool = sqlx::SqlitePool::connect(settings.state.url.expose()).await.unwrap();
+    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&pool).await.unwrap();
+    pool.close().await;
+    let files = || -> (Vec<u8>, u64) {
+        let wal = std::fs::metadata(ws.path("state.db-wal")).map(|m| m.len()).unwrap_or(0);
+        (std::fs::read(ws.path("state.db")).unwrap(), wal)
+    };
+    let before = files();
+    let run = |format: &str, extra: &[&str]| {
+        let mut args = vec![
+            "report",
+            "compliance",
+            "--from",
+            "2026-10-01",
+            "--to",
+            "2026-11-30",
+            "--today",
+            TODAY,
+            "--format",
+            format,
+        ];
+        args.extend_from_slice(extra);
+        let out = fristvakt(Some(&config), &args, &[]);
+        assert!(out.status.success(), "{format}: {}", stderr(&out));
+        stdout(&out)
+    };
+
+    // JSON: one object per group with the asked keys and the contract's figures.
+    let json: serde_json::Value = serde_json::from_str(&run("json", &[])).unwrap();
+    let groups = json.as_array().unwrap();
+    assert_eq!(groups.len(), 4);
+    for g in groups {
+        let o = g.as_object().unwrap();
+        for key in ["unit", "kind", "total", "met", "missed", "overdue", "share_met", "suppression"] {
+            assert!(o.contains_key(key), "{key} missing in {g}");
+        }
+        assert!(!o.contains_key("sex") && !o.contains_key("month"), "{g}");
+    }
+    let sod_protection = groups.iter().find(|g| g["unit"] == "SOD-BU" && g["kind"] == "protection").unwrap();
+    assert_eq!(sod_protection["total"], 8);
+    assert_eq!(sod_protection["share_met"], 0.875);
+    assert_eq!(sod_protection["share_met_nominal"], 0.625);
+    let small = groups.iter().find(|g| g["kind"] == "investigation").unwrap();
+    assert_eq!((small["total"].clone(), small["suppression"].clone()), (serde_json::Value::Null, "small_group".into()));
+
+    // CSV: parses back to the same figures, totals row last.
+    let csv_text = run("csv", &[]);
+    let mut reader = csv::Reader::from_reader(csv_text.as_bytes());
+    let header: Vec<String> = reader.headers().unwrap().iter().map(String::from).collect();
+    assert_eq!(header[..4], ["row", "unit", "kind", "total"]);
+    let rows: Vec<BTreeMap<String, String>> =
+        reader.records().map(|r| header.iter().cloned().zip(r.unwrap().iter().map(String::from)).collect()).collect();
+    assert_eq!(rows.len(), 5);
+    for (row, g) in rows.iter().zip(groups) {
+        for key in ["unit", "kind", "total", "met", "missed", "overdue", "share_met", "suppression"] {
+            let from_json = match &g[key] {
+                serde_json::Value::Null => String::new(),
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            let from_csv = if key == "total" && row[key] == "< 5" { String::new() } else { row[key].clone() };
+            assert_eq!(from_csv, from_json, "{key} of {row:?}");
+        }
+    }
+    assert_eq!(rows[1]["total"], "< 5");
+    let totals = &rows[4];
+    assert_eq!((totals["row"].as_str(), totals["total"].as_str(), totals["met"].as_str()), ("total", "22", "17"));
+    assert_eq!(totals["share_met"], "0.7727");
+
+    // --no-suppress shows every figure and says so.
+    let open: serde_json::Value = serde_json::from_str(&run("json", &["--no-suppress"])).unwrap();
+    assert!(open.as_array().unwrap().iter().all(|g| g["suppression"] == "off" && g["total"].is_u64()), "{open}");
+    assert!(run("table", &["--no-suppress"]).contains("EJ SKYDDAD"));
+
+    // HTML: self-contained, one SVG per chart, English on request.
+    let page = run("html", &[]);
+    assert!(page.starts_with("<!DOCTYPE html>"), "{}", &page[..100.min(page.len())]);
+    assert_eq!(page.matches("<svg").count(), 3);
+    assert_eq!(page.matches("</svg>").count(), 3);
+    for external in ["http://", "https://", "src=", "<script", "@import", "url("] {
+        assert!(!page.contains(external), "{external} in the page");
+    }
+    assert!(page.contains("@page") && page.contains("Bromma barn och unga") && page.contains("lang=\"sv\""));
+    let english = run("html", &["--lang", "en"]);
+    assert!(english.contains("Share met") && english.contains("lang=\"en\""));
+    let path = ws.path("report.html");
+    run("html", &["--output", path.to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), page);
+
+    // Nothing about a case leaves, and the state is untouched.
+    let table = run("table", &["--by", "unit,kind,sex,month"]);
+    for text in [&table, &csv_text, &page, &english] {
+        assert!(!text.contains("ARENDE"), "a case reference in the output");
+    }
+    assert!(files() == before, "the report changed the state database");
+
+    let bad = fristvakt(Some(&config), &["report", "compliance", "--from", "2026-11-30", "--to", "2026-10-01"], &[]);
+    assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
+    let bad = fristvakt(
+        Some(&config),
+        &["report", "compliance", "--from", "2026-10-01", "--to", "2026-11-30", "--by", "case_ref"],
+        &[],
+    );
+    assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
+    let zero = ws.config("[report]\nmin_group = 0\n");
+    let bad = fristvakt(Some(&zero), &["check-config"], &[]);
+    assert_eq!(bad.status.code(), Some(78));
+    assert!(stderr(&bad).contains("report.min_group"), "{}", stderr(&bad));
+}
+
+async fn figures_match_hand_counts(postgres: Option<String>) {
+    let ws = Workspace::new();
+    let mut settings = ws.settings("");
+    if let Some(url) = postgres {
+        settings.state.url = DatabaseUrl::parse(&url).unwrap();
+    }
+    let state = scripted_state(&settings).await;
+    let request = |by: &[Dimension], suppress: bool| Request {
+        period: Period { from: date("2026-10-01"), to: date("2026-11-30") },
+        today: date(TODAY),
+        by: by.to_vec(),
+        min_group: 5,
+        suppress,
+    };
+
+    let r = report::compliance(&state, &request(&[Dimension::Unit, Dimension::Kind], true)).await.unwrap();
+    let t = &r.table;
+    let keys: Vec<String> = t.groups.iter().map(|g| g.key.join("/")).collect();
+    assert_eq!(keys, ["BRO-BU/assessment", "BRO-BU/investigation", "SOD-BU/protection", "SOD-BU/assessment"]);
+    let bro_a = &t.groups[0];
+    assert_eq!(bro_a.tally, Tally { total: 5, met: 3, missed: 1, overdue: 1, met_nominal: 2 });
+    assert_eq!((bro_a.days_used.median, bro_a.days_used.p90, bro_a.longest_overrun), (Some(14.5), Some(17), Some(22)));
+    let bro_i = &t.groups[1];
+    assert_eq!(bro_i.tally, Tally { total: 2, met: 1, missed: 1, overdue: 0, met_nominal: 0 });
+    let sod_p = &t.groups[2];
+    assert_eq!(sod_p.tally, Tally { total: 8, met: 7, missed: 1, overdue: 0, met_nominal: 5 });
+    assert_eq!((sod_p.days_used.median, sod_p.days_used.p90, sod_p.longest_overrun), (Some(0.0), Some(3), Some(2)));
+    let sod_a = &t.groups[3];
+    assert_eq!(sod_a.tally, Tally { total: 7, met: 6, missed: 1, overdue: 0, met_nominal: 6 });
+    assert_eq!((sod_a.days_used.median, sod_a.days_used.p90, sod_a.longest_overrun), (Some(10.0), Some(20), Some(6)));
+    // One small group (2): the smallest other group (5) is hidden with it.
+    let disclosures: Vec<Disclosure> = t.groups.iter().map(|g| g.disclosure).collect();
+    assert_eq!(disclosures, [Disclosure::Complement, Disclosure::SmallGroup, Disclosure::Shown, Disclosure::Shown]);
+    assert_eq!(t.totals.tally, Tally { total: 22, met: 17, missed: 4, overdue: 1, met_nominal: 13 });
+    assert_eq!(
+        (t.totals.days_used.median, t.totals.days_used.p90, t.totals.longest_overrun),
+        (Some(10.0), Some(20), Some(22))
+    );
+    assert_eq!(t.totals.disclosure, Disclosure::Shown);
+    let spread = r.notes.unit_spread.as_ref().unwrap();
+    // BRO-BU 4 of 7, SOD-BU 13 of 15.
+    assert_eq!((spread.best.0.as_str(), spread.worst.0.as_str(), spread.units), ("SOD-BU", "BRO-BU", 2));
+    assert!((spread.best.1 - 13.0 / 15.0).abs() < 1e-9 && (spread.worst.1 - 4.0 / 7.0).abs() < 1e-9);
+
+    // By sex: girls 11 (all met, 8 by the nominal day), boys 10, unknown 1 → the boys' group is
+    // hidden with the unknown one.
+    let r = report::compliance(&state, &request(&[Dimension::Sex], true)).await.unwrap();
+    let by_sex: BTreeMap<&str, &Group> = r.table.groups.iter().map(|g| (g.key[0].as_str(), g)).collect();
+    assert_eq!(by_sex["F"].tally, Tally { total: 11, met: 11, missed: 0, overdue: 0, met_nominal: 8 });
+    assert_eq!(by_sex["M"].tally, Tally { total: 10, met: 5, missed: 4, overdue: 1, met_nominal: 4 });
+    assert_eq!(by_sex["unknown"].tally, Tally { total: 1, met: 1, missed: 0, overdue: 0, met_nominal: 1 });
+    let disclosures: Vec<(&str, Disclosure)> = by_sex.iter().map(|(k, g)| (*k, g.disclosure)).collect();
+    assert_eq!(
+        disclosures,
+        [("F", Disclosure::Shown), ("M", Disclosure::Complement), ("unknown", Disclosure::SmallGroup)]
+    );
+    // 11 and 10 deadlines: fewer than 30 each, so no girls/boys conclusion is drawn.
+    assert_eq!(r.notes.sex_gaps.len(), 1);
+    assert!(!r.notes.sex_gaps[0].comparable() && !r.notes.sex_gaps[0].notable());
+
+    // Unsuppressed: the same figures, every group marked as such.
+    let open = report::compliance(&state, &request(&[Dimension::Sex], false)).await.unwrap();
+    assert!(open.table.groups.iter().all(|g| g.disclosure == Disclosure::Unsuppressed));
+    assert_eq!(open.table.totals.tally, t.totals.tally);
+
+    // By month: October and November of the legal last day.
+    let r = report::compliance(&state, &request(&[Dimension::Month], false)).await.unwrap();
+    let months: Vec<(String, u64)> = r.table.groups.iter().map(|g| (g.key[0].clone(), g.tally.total)).collect();
+    assert_eq!(months, [("2026-10".to_string(), 19), ("2026-11".to_string(), 3)]);
+    state.close().await;
+}
+
+/// The scripted deadlines (hand counts in the comments), stored as a poll stores them; one more
+/// outside the period and one withdrawn inside it, which never count.
+async fn scripted_state(settings: &Settings) -> StateStore {
+    let state = StateStore::connect(&settings.state.url).await.unwrap();
+    state.migrate().await.unwrap();
+    let mut records = Vec::new();
+    let mut n = 0;
+    let mut add = |unit: &str,
+                   sex: Option<Sex>,
+                   kind: Kind,
+                   start: NaiveDate,
+                   nominal: NaiveDate,
+                   due: NaiveDate,
+                   closed: Option<NaiveDate>| {
+        n += 1;
+        records.push(DeadlineRecord {
+            case_ref: CaseRef::parse(&format!("ARENDE-{n:03}")).unwrap(),
+            unit: UnitCode::parse(unit).unwrap(),
+            caseworker: None,
+            child_sex: sex,
+            deadline: Deadline {
+                kind,
+                start_on: start,
+                nominal_due_on: nominal,
+                due_on: due,
+                closed_on: closed,
+                due_reason: if due == nominal { DueReason::Nominal } else { DueReason::NextDay },
+            },
+            next_step_on: None,
+            row_updated_at: Utc::now(),
+        });
+    };
+    let (f, m) = (Some(Sex::Female), Some(Sex::Male));
+    let d = date;
+    let plus = |day: NaiveDate, n: i64| day + chrono::Duration::days(n);
+    use Kind::{Assessment, Investigation, Protection};
+    // BRO-BU assessment: 5 counted — met 3 (nominal 2), missed 1, overdue 1; days 9, 16, 17, 13.
+    add("BRO-BU", f, Assessment, d("2026-10-01"), d("2026-10-15"), d("2026-10-15"), Some(d("2026-10-10")));
+    add("BRO-BU", f, Assessment, d("2026-10-03"), d("2026-10-17"), d("2026-10-19"), Some(d("2026-10-19")));
+    add("BRO-BU", m, Assessment, d("2026-10-05"), d("2026-10-19"), d("2026-10-19"), Some(d("2026-10-22")));
+    add("BRO-BU", m, Assessment, d("2026-10-20"), d("2026-11-03"), d("2026-11-03"), None);
+    add("BRO-BU", None, Assessment, d("2026-11-01"), d("2026-11-15"), d("2026-11-16"), Some(d("2026-11-14")));
+    // Not counted: due after today, due today (both open).
+    add("BRO-BU", f, Assessment, d("2026-11-12"), d("2026-11-26"), d("2026-11-26"), None);
+    add("BRO-BU", m, Assessment, d("2026-11-11"), d("2026-11-25"), d("2026-11-25"), None);
+    // BRO-BU investigation: 2 — met after a holiday move (not by the nominal day), missed.
+    add("BRO-BU", f, Investigation, d("2026-06-10"), d("2026-10-10"), d("2026-10-12"), Some(d("2026-10-12")));
+    add("BRO-BU", m, Investigation, d("2026-07-01"), d("2026-11-01"), d("2026-11-02"), Some(d("2026-11-05")));
+    // SOD-BU assessment: 7 — six met in 10 days (F, F, F, F, M, M), one missed in 20 (M).
+    for i in 0..7 {
+        let start = plus(d("2026-10-01"), i);
+        let closed = plus(start, if i == 6 { 20 } else { 10 });
+        add("SOD-BU", if i < 4 { f } else { m }, Assessment, start, plus(start, 14), plus(start, 14), Some(closed));
+    }
+    // SOD-BU protection: 8 — five the same day, two the next (met, not by the nominal day), one
+    // three days later (missed by 2); girls on even i.
+    for i in 0..8 {
+        let start = plus(d("2026-10-10"), i);
+        let closed = plus(
+            start,
+            match i {
+                0..=4 => 0,
+                5 | 6 => 1,
+                _ => 3,
+            },
+        );
+        add("SOD-BU", if i % 2 == 0 { f } else { m }, Protection, start, start, plus(start, 1), Some(closed));
+    }
+    // Outside the period.
+    add("SOD-BU", f, Assessment, d("2026-09-16"), d("2026-09-30"), d("2026-09-30"), None);
+    // Withdrawn below.
+    add("SOD-BU", f, Assessment, d("2026-10-02"), d("2026-10-16"), d("2026-10-16"), None);
+    let case_refs: Vec<CaseRef> = records.iter().map(|r| r.case_ref.clone()).collect();
+    let first = state.begin_poll().await.unwrap();
+    state.store_deadlines(first, &case_refs, &records, &[]).await.unwrap();
+    let second = state.begin_poll().await.unwrap();
+    let withdrawn = records.last().unwrap().case_ref.clone();
+    state.store_deadlines(second, &[withdrawn], &[], &[]).await.unwrap();
+    state
+}
