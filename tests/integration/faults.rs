@@ -7,10 +7,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::helpers::{fristvakt, stderr, Workspace};
-use crate::service::{free_port, get};
+use crate::service::{free_port, get, Notify};
 use crate::support::postgres::TestPostgres;
 use crate::support::process::ChildGuard;
-use crate::support::smtp::TestSmtp;
+use crate::support::smtp::{SmtpMode, TestSmtp};
 
 /// A daemon on `config`, its HTTP on `port`, its state at `state_url`.
 fn daemon(config: &Path, port: u16, state_url: &str) -> ChildGuard {
@@ -151,7 +151,9 @@ async fn three_daemons_killed_during_dispatch_deliver_every_notice_once() {
     let delivered_after_last_kill = last_kill.elapsed();
     pool.close().await;
 
-    let messages = smtp.messages();
+    // The notices (a manager's daily digest may go out too, depending on when the day's digests
+    // were decided).
+    let messages: Vec<_> = smtp.messages().into_iter().filter(is_notice).collect();
     let mut per_id: BTreeMap<String, Vec<Instant>> = BTreeMap::new();
     for m in &messages {
         per_id.entry(m.header("Message-ID").unwrap_or_default()).or_default().push(m.received_at);
@@ -343,4 +345,116 @@ async fn postgres_stopped_under_two_daemons_then_started_loses_and_doubles_nothi
         assert_eq!(exit.code(), Some(0), "daemon {name}");
         assert!(status(port, "/healthz").is_none());
     }
+}
+
+/// The last successful poll's time from /metrics (seconds since the epoch).
+fn last_poll(port: u16) -> Option<f64> {
+    let (_, metrics) = get(port, "/metrics")?;
+    metrics
+        .lines()
+        .find(|l| l.starts_with("fristvakt_last_successful_poll_timestamp_seconds "))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+}
+
+fn metric_line(port: u16, name: &str) -> Option<String> {
+    let (_, metrics) = get(port, "/metrics")?;
+    metrics.lines().find(|l| l.starts_with(name)).map(str::to_string)
+}
+
+/// A mail server that accepts connections and never says a word, under the real daemon with a
+/// systemd watchdog: the daemon stays ready, the watchdog keeps being fed and the job loop keeps
+/// polling (each dispatch run gives up on the server within its timeout and pauses, visibly in
+/// /metrics); no notice is spent on it. When the server answers again, every notice goes out,
+/// once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_mail_server_never_stalls_the_daemon_and_loses_nothing() {
+    const NOTICES: usize = 20;
+    let mut smtp = TestSmtp::start().await;
+    smtp.set_mode(SmtpMode::Silent);
+    let ws = Workspace::new();
+    overdue_register(&ws.path("register.db"), NOTICES).await;
+    let port = free_port();
+    let config = ws.config_with(
+        "poll_interval = \"1s\"",
+        &format!(
+            "transport = \"smtp\"\n[mail.smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\ntimeout = \"1s\"\n\
+             [units.default]\nteam_leads = [\"gruppledare@kommun.example\"]\nmanagers = [\"enhetschef@kommun.example\"]\n\
+             [http]\nlisten = \"127.0.0.1:{port}\"\n",
+            smtp.port()
+        ),
+    );
+    let mut notify = Notify::bind(&ws.path("notify.sock"));
+    // systemd names the watched process in WATCHDOG_PID; `exec` keeps the shell's pid.
+    let child = Command::new("sh")
+        .arg("-c")
+        .arg("WATCHDOG_PID=$$ exec \"$0\" --config \"$1\" run")
+        .arg(env!("CARGO_BIN_EXE_fristvakt"))
+        .arg(&config)
+        .env_remove("FRISTVAKT_CONFIG")
+        .env("NOTIFY_SOCKET", ws.path("notify.sock"))
+        .env("WATCHDOG_USEC", "1000000")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut daemon = ChildGuard::new(child);
+    notify.wait_for("READY=1", Duration::from_secs(60));
+    until("/readyz 200", Duration::from_secs(30), || status(port, "/readyz") == Some(200)).await;
+
+    // Eight seconds of silence from the mail server.
+    let silence = Instant::now();
+    let first_poll = last_poll(port).unwrap_or_default();
+    notify.seen.clear();
+    let mut ready_checks = 0;
+    let mut pings = 0;
+    while silence.elapsed() < Duration::from_secs(8) {
+        // A new ping each time: what was seen is forgotten, and the next one awaited.
+        notify.seen.clear();
+        notify.wait_for("WATCHDOG=1", Duration::from_secs(3));
+        pings += 1;
+        assert_eq!(status(port, "/readyz"), Some(200), "ready while the mail server is silent");
+        ready_checks += 1;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let polled_for = last_poll(port).unwrap_or_default() - first_poll;
+    let paused = metric_line(port, "fristvakt_dispatch_paused ");
+    let timeouts = metric_line(port, "fristvakt_smtp_errors_total{class=\"timeout\"}");
+    assert!(daemon.child_mut().try_wait().unwrap().is_none(), "the daemon lives");
+    assert_eq!(smtp.count(), 0);
+    assert!(pings >= 6, "the watchdog fed every half second: {pings} fresh pings in 8 s");
+    assert!(polled_for >= 5.0, "the job loop kept polling: the last poll moved {polled_for} s in 8 s");
+    assert_eq!(paused.as_deref(), Some("fristvakt_dispatch_paused 1"), "{paused:?}");
+
+    // The server answers again: every notice goes out, once.
+    smtp.set_mode(SmtpMode::Accept);
+    let back = Instant::now();
+    until("every notice delivered", Duration::from_secs(60), || {
+        smtp.messages().iter().filter(|m| is_notice(m)).count() >= NOTICES
+    })
+    .await;
+    let delivered_in = back.elapsed();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The notices (a manager's daily digest may go out too, depending on when the day's digests
+    // were decided).
+    let messages: Vec<_> = smtp.messages().into_iter().filter(is_notice).collect();
+    let ids: std::collections::BTreeSet<String> =
+        messages.iter().map(|m| m.header("Message-ID").unwrap_or_default()).collect();
+    println!(
+        "silent server figures: {ready_checks} /readyz checks all 200, {pings} watchdog pings and polls over \
+         {polled_for:.0} s in 8 s of silence, {timeouts:?}; {NOTICES} notices delivered {delivered_in:?} after the \
+         server answered again, {} mails, {} distinct",
+        messages.len(),
+        ids.len()
+    );
+    assert_eq!((messages.len(), ids.len()), (NOTICES, NOTICES), "each notice once");
+    assert_eq!(metric_line(port, "fristvakt_dispatch_paused ").as_deref(), Some("fristvakt_dispatch_paused 0"));
+    daemon.terminate();
+    assert_eq!(daemon.wait_timeout(Duration::from_secs(30)).and_then(|e| e.code()), Some(0));
+    smtp.stop().await;
+}
+
+/// Whether a mail is a notice about one of the cases of [`overdue_register`].
+fn is_notice(mail: &crate::support::smtp::ReceivedMail) -> bool {
+    mail.header("Subject").is_some_and(|s| s.contains("2026-KILL-"))
 }

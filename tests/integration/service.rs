@@ -43,19 +43,19 @@ pub(crate) fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> b
     }
 }
 
-struct Notify {
+pub(crate) struct Notify {
     socket: UnixDatagram,
-    seen: Vec<String>,
+    pub(crate) seen: Vec<String>,
 }
 
 impl Notify {
-    fn bind(path: &Path) -> Notify {
+    pub(crate) fn bind(path: &Path) -> Notify {
         let socket = UnixDatagram::bind(path).unwrap();
         socket.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
         Notify { socket, seen: Vec::new() }
     }
 
-    fn wait_for(&mut self, needle: &str, timeout: Duration) {
+    pub(crate) fn wait_for(&mut self, needle: &str, timeout: Duration) {
         let start = Instant::now();
         let mut buf = [0u8; 4096];
         loop {
@@ -69,7 +69,7 @@ impl Notify {
         }
     }
 
-    fn count(&self, needle: &str) -> usize {
+    pub(crate) fn count(&self, needle: &str) -> usize {
         self.seen.iter().flat_map(|m| m.lines()).filter(|l| l.starts_with(needle)).count()
     }
 }
