@@ -45,6 +45,9 @@ pub struct SyncReport {
     pub caseworker_invalid: u64,
     pub notices_cancelled: u64,
     pub newest_update: Option<DateTime<Utc>>,
+    /// Rows an incremental poll read again (the overlap window) whose `updated_at` equals the
+    /// one their deadlines were stored from: nothing computed or written for them.
+    pub unchanged: u64,
     pub duration: Duration,
 }
 
@@ -83,7 +86,14 @@ pub fn full_pass_due(last: Option<NaiveDate>, today: NaiveDate, local_time: Opti
 }
 
 /// Reads the register (every row when `full`, else rows changed since the watermark minus the
-/// overlap) and stores the deadlines computed for `today`. Re-reading a row is harmless.
+/// overlap) and stores the deadlines computed for `today`. Re-reading a row is harmless; in an
+/// incremental poll a row whose `updated_at` is the one its deadlines came from costs no write.
+///
+/// The watermark is the time the read began (`now`, the caller's clock), not the newest
+/// `updated_at` read: after a bulk update that gave every row one instant, later polls re-read
+/// only the overlap window, instead of every row until a newer one arrives. A row stamped
+/// before the read began but committed after it is inside the overlap (`register.overlap`,
+/// which also absorbs a difference between the register's clock and fristvakt's).
 pub async fn sync_register(
     register: &Register,
     state: &StateStore,
@@ -101,6 +111,7 @@ pub async fn sync_register(
         let overlap = chrono::Duration::from_std(settings.register.overlap).unwrap_or(chrono::Duration::minutes(10));
         poll_state.watermark.map(|w| w - overlap)
     };
+    let read_at = now;
     let poll_seq = state.begin_poll().await?;
     let options = RuleOptions { holiday_rule: settings.calendar.holiday_rule };
     let mut report = SyncReport { full, ..SyncReport::default() };
@@ -135,13 +146,16 @@ pub async fn sync_register(
     } else {
         full.then_some(today)
     };
-    report.withdrawn = state.finish_poll(poll_seq, report.newest_update, full_pass_on).await?;
+    // A full pass that read nothing (a view being reloaded) leaves the watermark where it was.
+    let watermark = (!(full && report.rows_read == 0)).then_some(read_at);
+    report.withdrawn = state.finish_poll(poll_seq, watermark, full_pass_on).await?;
     report.notices_cancelled = state.cancel_notices_of_finished_deadlines().await?;
     report.duration = started.elapsed();
     let rejected: Vec<String> = report.rejected.iter().map(|(r, n)| format!("{}={n}", r.as_str())).collect();
     tracing::info!(
         full = report.full,
         rows_read = report.rows_read,
+        unchanged = report.unchanged,
         rows_rejected = report.rows_rejected(),
         rejected = %rejected.join(","),
         deadlines_stored = report.deadlines_stored,
@@ -196,6 +210,17 @@ async fn store_chunk(
                 *report.rejected.entry(rejection.reason).or_default() += 1;
                 tracing::warn!(reason = rejection.reason.as_str(), "register row skipped: {rejection}");
             }
+        }
+    }
+    if !report.full && !cases.is_empty() {
+        // Rows read again inside the overlap window, unchanged since their deadlines were stored.
+        let refs: Vec<CaseRef> = cases.values().map(|c| c.case_ref.clone()).collect();
+        let stamps = state.row_stamps(&refs).await?;
+        let before = cases.len();
+        cases.retain(|case_ref, case| stamps.get(case_ref.as_str()) != Some(&case.updated_at));
+        report.unchanged += (before - cases.len()) as u64;
+        if cases.is_empty() && kept_refs.is_empty() {
+            return Ok(());
         }
     }
     let mut records = Vec::with_capacity(cases.len() * 2);

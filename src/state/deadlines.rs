@@ -1,7 +1,7 @@
 //! The computed deadlines: one row per (case, kind), upserted by every poll that reads the case,
 //! with the day its next ladder step fires (`next_step_on`, indexed).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::types::Json;
@@ -134,6 +134,34 @@ impl StateStore {
             }
             tx.commit().await.map_err(query_error("committing deadlines"))
         })
+    }
+
+    /// The register `updated_at` each case's stored deadlines were computed from (the newest,
+    /// when they differ), for the cases given that have any deadline not withdrawn.
+    pub async fn row_stamps(&self, case_refs: &[CaseRef]) -> Result<HashMap<String, DateTime<Utc>>, StateError> {
+        let mut out = HashMap::with_capacity(case_refs.len());
+        for chunk in case_refs.chunks(BATCH_ROWS * 8) {
+            let sql = format!(
+                "SELECT case_ref, MAX(row_updated_at) AS stamp FROM deadlines \
+                 WHERE withdrawn = FALSE AND case_ref IN ({}) GROUP BY case_ref",
+                placeholders(1, chunk.len())
+            );
+            with_pool!(&self.pool, p => {
+                let mut q = sqlx::query(&sql);
+                for c in chunk {
+                    q = q.bind(c.as_str());
+                }
+                for row in q.fetch_all(p).await.map_err(query_error("reading stored row stamps"))? {
+                    let case_ref: String = column(&row, "case_ref")?;
+                    let stamp: Option<DateTime<Utc>> = column(&row, "stamp")?;
+                    if let Some(stamp) = stamp {
+                        out.insert(case_ref, stamp);
+                    }
+                }
+                Ok::<_, StateError>(())
+            })?;
+        }
+        Ok(out)
     }
 
     /// Stored deadlines, ordered by case reference and kind.

@@ -569,9 +569,41 @@ async fn sqlite_timestamps_with_spaces_or_offsets_are_compared_as_instants() {
         .collect();
     assert_eq!(moved.len(), 2, "both changed rows were read: {moved:?}");
     let watermark = app.state.poll_state().await.unwrap().watermark.unwrap();
-    assert_eq!(watermark, Utc.with_ymd_and_hms(2026, 11, 25, 13, 0, 0).unwrap(), "the newest instant");
+    assert_eq!(watermark, Utc.with_ymd_and_hms(2026, 11, 25, 13, 5, 0).unwrap(), "when the read began");
     let again = poll(&app, today, Utc.with_ymd_and_hms(2026, 11, 25, 13, 10, 0).unwrap()).await;
-    assert_eq!(again.rows_read, 1, "only the row inside the overlap before 13:00 UTC is read again");
+    assert_eq!(again.rows_read, 1, "only the row inside the overlap before 13:05 UTC is read again");
+    assert_eq!(again.unchanged, 1, "and, unchanged, costs no write");
+    app.close().await;
+}
+
+/// After a bulk update that gave every row one `updated_at` (a register migration, a nightly
+/// batch), the next poll reads every row; later polls re-read only the overlap window
+/// (`register.overlap`, 10 minutes) before the time the previous read began, and a row read again
+/// unchanged costs no write. Without this, every poll re-read every row until a newer one came.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_bulk_update_polls_read_only_the_overlap_and_write_nothing_unchanged() {
+    let ws = Workspace::new();
+    let settings = ws.settings("");
+    let today = date(TODAY);
+    write_demo_register(&settings, 2000, 9).await;
+    let app = start(&settings).await;
+    let at = |h: u32, m: u32| Utc.with_ymd_and_hms(2026, 11, 25, h, m, 0).unwrap();
+    assert!(poll(&app, today, at(12, 0)).await.full);
+    sqlite_exec(settings.register.url.expose(), "UPDATE fristvakt_cases SET updated_at = '2026-11-25T12:30:00Z'").await;
+    let mut figures = Vec::new();
+    for (minute, read, unchanged) in [(31, 2000, 0), (36, 2000, 2000), (42, 2000, 2000), (47, 0, 0), (52, 0, 0)] {
+        let report = poll(&app, today, at(12, minute)).await;
+        figures.push(format!(
+            "12:{minute} read {} unchanged {} in {:?}",
+            report.rows_read, report.unchanged, report.duration
+        ));
+        assert!(!report.full);
+        assert_eq!((report.rows_read, report.unchanged), (read, unchanged), "poll at 12:{minute}");
+        if unchanged > 0 {
+            assert_eq!(report.deadlines_stored, 0, "nothing written at 12:{minute}");
+        }
+    }
+    println!("bulk update figures: {}", figures.join("; "));
     app.close().await;
 }
 
