@@ -1,16 +1,27 @@
-//! `fristvakt-bench`: speed and memory figures of a poll at scale, printed, never asserted.
+//! `fristvakt-bench`: speed and memory of fristvakt's jobs at scale, each beside its baseline in
+//! the same run, printed as a Markdown table with the goal and whether it is met. A benchmark,
+//! never a test: these figures depend on the machine.
 //!
-//!     cargo run --release --bin fristvakt-bench -- --cases 1000000
-//!     cargo run --release --bin fristvakt-bench -- --cases 1000000 --state-url postgres://…
+//!     cargo run --release --bin fristvakt-bench -- [--cases 100000,1000000] [--runs 3]
 //!
-//! It fills a SQLite demo register with synthetic cases, then measures a full pass (read,
-//! compute, store, record the notices due), the ladder job, an incremental poll with nothing
-//! changed, and the
-//! peak resident memory of the process.
+//! For each size it fills a SQLite demo register, then measures against their baselines:
+//! - a steady full pass (read, compute, store; the state already holds it) against a raw scan of
+//!   the same view's columns by the `sqlite3` shell (goal ≤ 1.3×);
+//! - an incremental poll with nothing changed, and the polls after a bulk update that gave every
+//!   row one `updated_at` (re-read inside the overlap window, then after it), against the full
+//!   pass (goal ≤ 0.1×);
+//! - 1 000 changed rows (goal ≤ 50 ms of work);
+//! - the compliance report over a year by unit and kind (SQL-grouped);
+//! - the peak resident memory of each phase (goal ≤ 100 MB), read from `VmHWM` after the peak
+//!   is reset (`/proc/self/clear_refs`), so that filling the register does not count.
+//!
+//! Times are the minimum and median of `--runs` runs. A raw scan needs the `sqlite3` shell on
+//! the PATH (Debian package `sqlite3`); without it that row says so.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use chrono::{NaiveDate, TimeZone, Utc};
@@ -20,97 +31,280 @@ use fristvakt::config::{self, DatabaseUrl};
 use fristvakt::demo::{self, DemoOptions};
 use fristvakt::jobs;
 use fristvakt::register;
+use fristvakt::report;
+
+/// The register columns fristvakt reads (contract §1), for the raw scan.
+const COLUMNS: &str = "case_ref, unit, caseworker, child_sex, received_on, protection_assessed_on, \
+     assessment_decided_on, assessment_extended_to, investigation_opened_on, investigation_extended_to, \
+     investigation_closed_on, updated_at";
 
 fn main() -> Result<()> {
-    let mut cases = 100_000usize;
-    let mut state_url: Option<String> = None;
+    let mut sizes = vec![100_000usize];
+    let mut runs = 3usize;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
-            "--cases" => cases = args.next().context("--cases needs a number")?.parse().context("--cases N")?,
-            "--state-url" => state_url = Some(args.next().context("--state-url needs a URL")?),
-            other => anyhow::bail!("unknown argument {other:?}; use --cases N [--state-url URL]"),
+            "--cases" => {
+                let raw = args.next().context("--cases needs a number or a list like 100000,1000000")?;
+                sizes = raw.split(',').map(|n| n.trim().replace('_', "").parse()).collect::<Result<_, _>>()?;
+            }
+            "--runs" => runs = args.next().context("--runs needs a number")?.parse().context("--runs N")?,
+            other => anyhow::bail!("unknown argument {other:?}; use [--cases N[,N…]] [--runs R]"),
         }
     }
-    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(bench(cases, state_url))
+    let runs = runs.max(1);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    println!("fristvakt-bench: {} logical CPUs, {runs} run(s) each\n", std::thread::available_parallelism()?);
+    println!("| cases | measurement | min | median | baseline (median) | ratio | goal | met |");
+    println!("|---:|---|---:|---:|---:|---:|---|---|");
+    for cases in sizes {
+        let dir = std::env::temp_dir().join(format!("fristvakt-bench-{}-{cases}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let result = runtime.block_on(bench(cases, runs, &dir));
+        let _ = std::fs::remove_dir_all(&dir);
+        result?;
+    }
+    Ok(())
 }
 
-async fn bench(cases: usize, state_url: Option<String>) -> Result<()> {
-    let dir = std::env::temp_dir().join(format!("fristvakt-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let result = run(cases, state_url, &dir).await;
-    let _ = std::fs::remove_dir_all(&dir);
-    result
+/// Times of several runs.
+struct Timing(Vec<Duration>);
+
+impl Timing {
+    fn min(&self) -> Duration {
+        self.0.iter().copied().min().unwrap_or_default()
+    }
+
+    fn median(&self) -> Duration {
+        let mut v = self.0.clone();
+        v.sort();
+        v.get(v.len() / 2).copied().unwrap_or_default()
+    }
 }
 
-async fn run(cases: usize, state_url: Option<String>, dir: &std::path::Path) -> Result<()> {
+fn secs(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+    } else {
+        format!("{:.2} s", d.as_secs_f64())
+    }
+}
+
+/// One table row: a measurement, its baseline (when it has one), the ratio and the goal.
+fn row(cases: usize, what: &str, timing: &Timing, baseline: Option<&Timing>, goal: Goal) {
+    let median = timing.median();
+    let (base, ratio) = match baseline {
+        Some(b) if !b.median().is_zero() => {
+            (secs(b.median()), format!("{:.2}×", median.as_secs_f64() / b.median().as_secs_f64()))
+        }
+        _ => ("–".to_string(), "–".to_string()),
+    };
+    let (goal_text, met) = goal.judge(median, baseline.map(Timing::median));
+    println!(
+        "| {cases} | {what} | {} | {} | {base} | {ratio} | {goal_text} | {met} |",
+        secs(timing.min()),
+        secs(median)
+    );
+}
+
+#[derive(Clone, Copy)]
+enum Goal {
+    None,
+    /// At most this ratio to the baseline.
+    Ratio(f64),
+    /// At most this long.
+    Within(Duration),
+}
+
+impl Goal {
+    fn judge(self, median: Duration, baseline: Option<Duration>) -> (String, &'static str) {
+        let yes_no = |ok: bool| if ok { "yes" } else { "**no**" };
+        match (self, baseline) {
+            (Goal::None, _) => ("–".into(), ""),
+            (Goal::Ratio(r), Some(b)) => (format!("≤ {r}×"), yes_no(median.as_secs_f64() <= r * b.as_secs_f64())),
+            (Goal::Ratio(r), None) => (format!("≤ {r}×"), "no baseline"),
+            (Goal::Within(d), _) => (format!("≤ {}", secs(d)), yes_no(median <= d)),
+        }
+    }
+}
+
+async fn bench(cases: usize, runs: usize, dir: &Path) -> Result<()> {
     let today = NaiveDate::from_ymd_opt(2026, 11, 25).context("date")?;
-    let register_url = format!("sqlite://{}", dir.join("register.db").display());
-    let state_url = state_url.unwrap_or_else(|| format!("sqlite://{}", dir.join("state.db").display()));
+    let register_path = dir.join("register.db");
+    let register_url = format!("sqlite://{}", register_path.display());
     let env = [
         ("FRISTVAKT__REGISTER__URL".to_string(), register_url.clone()),
-        ("FRISTVAKT__STATE__URL".to_string(), state_url),
+        ("FRISTVAKT__STATE__URL".to_string(), format!("sqlite://{}", dir.join("state.db").display())),
         ("FRISTVAKT__MAIL__FILE_DIR".to_string(), dir.join("outbox").display().to_string()),
     ];
-    let settings = config::load_with_env(None, env).map_err(|e| anyhow::anyhow!("{e}"))?;
-    println!("fristvakt-bench: {cases} cases, state {}", settings.state.url.redacted());
-
-    let t = Instant::now();
+    let settings = Arc::new(config::load_with_env(None, env).map_err(|e| anyhow::anyhow!("{e}"))?);
     let url = DatabaseUrl::parse(&register_url).map_err(|e| anyhow::anyhow!(e))?;
     let options = DemoOptions { cases, seed: 1, today, broken: 0 };
     register::write_demo_cases(&url, &settings.register.view, demo::generate(&options)).await?;
-    println!("  fill register            {:>8.2} s", t.elapsed().as_secs_f64());
+    let view = settings.register.view.clone();
 
-    let now = Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).single().context("now")?;
-    let app = App::start(Arc::new(settings), "bench", now).await?;
-    let at = Moment::on(today, now);
+    // The baseline: the same columns of the same view, read by the sqlite3 shell.
+    let scan = raw_scan(&register_path, &view, runs);
 
+    let mut now = Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).single().context("now")?;
+    let app = App::start(settings.clone(), "bench", now).await?;
+    reset_peak();
     let t = Instant::now();
-    let first = jobs::full_pass::run_once(&app, at).await?.context("the poll lease")?;
-    let secs = t.elapsed().as_secs_f64();
-    let (full, ladder) = (&first.sync, &first.ladder);
-    println!(
-        "  first full pass job      {:>8.2} s  {} rows, {} deadlines, {:.0} rows/s; {} notices, {} skipped steps",
-        secs,
-        full.rows_read,
-        full.deadlines_stored,
-        full.rows_read as f64 / secs,
-        ladder.notices_enqueued(),
-        ladder.skipped
+    let first = jobs::full_pass::run_once(&app, Moment::on(today, now)).await?.context("the poll lease")?;
+    let first_time = Timing(vec![t.elapsed()]);
+    let first_rss = peak_rss_mib();
+    row(
+        cases,
+        &format!(
+            "first full pass ({} deadlines, {} notices)",
+            first.sync.deadlines_stored,
+            first.ladder.notices_enqueued()
+        ),
+        &first_time,
+        scan.as_ref(),
+        Goal::None,
     );
 
+    reset_peak();
+    let mut full = Vec::new();
+    for _ in 0..runs {
+        now += chrono::Duration::minutes(1);
+        let t = Instant::now();
+        jobs::full_pass::run_once(&app, Moment::on(today, now)).await?.context("the poll lease")?;
+        full.push(t.elapsed());
+    }
+    let full = Timing(full);
+    let full_rss = peak_rss_mib();
+    row(cases, "steady full pass, against a raw sqlite3 scan", &full, scan.as_ref(), Goal::Ratio(1.3));
+
+    let mut quiet = Vec::new();
+    for _ in 0..runs {
+        now += chrono::Duration::minutes(1);
+        let t = Instant::now();
+        jobs::poll::run_once(&app, Moment::on(today, now)).await?.context("the poll lease")?;
+        quiet.push(t.elapsed());
+    }
+    row(cases, "poll, nothing changed, against the full pass", &Timing(quiet), Some(&full), Goal::Ratio(0.1));
+
+    // 1 000 rows change.
+    now += chrono::Duration::minutes(30);
+    let stamp = (now - chrono::Duration::minutes(1)).to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    sqlite(
+        &register_path,
+        &format!(
+            "UPDATE {view} SET caseworker = 'ny.handlaggare@kommun.example', updated_at = '{stamp}' \
+             WHERE case_ref IN (SELECT case_ref FROM {view} ORDER BY case_ref LIMIT 1000)"
+        ),
+    )?;
     let t = Instant::now();
-    let ladder = jobs::ladder::run_once(&app, at).await?.context("the poll lease")?;
-    println!(
-        "  ladder job, steps done   {:>8.2} s  {} deadlines visited",
-        t.elapsed().as_secs_f64(),
-        ladder.deadlines_visited
+    let changed = jobs::poll::run_once(&app, Moment::on(today, now)).await?.context("the poll lease")?;
+    row(
+        cases,
+        &format!("poll, 1 000 rows changed ({} read)", changed.sync.rows_read),
+        &Timing(vec![t.elapsed()]),
+        None,
+        Goal::Within(Duration::from_millis(50)),
     );
 
+    // A bulk update: every row one updated_at. The first poll reads all (they changed); those
+    // inside the overlap window read them again, unchanged; after it, nothing.
+    now += chrono::Duration::minutes(30);
+    let stamp = (now - chrono::Duration::minutes(1)).to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    sqlite(&register_path, &format!("UPDATE {view} SET updated_at = '{stamp}'"))?;
     let t = Instant::now();
-    let again = jobs::full_pass::run_once(&app, at).await?.context("the poll lease")?;
-    println!(
-        "  second full pass job     {:>8.2} s  (idempotent: {} rows)",
-        t.elapsed().as_secs_f64(),
-        again.sync.rows_read
+    jobs::poll::run_once(&app, Moment::on(today, now)).await?.context("the poll lease")?;
+    row(
+        cases,
+        "poll right after a bulk update (every row changed)",
+        &Timing(vec![t.elapsed()]),
+        Some(&full),
+        Goal::None,
+    );
+    now += chrono::Duration::minutes(5);
+    let t = Instant::now();
+    let overlap = jobs::poll::run_once(&app, Moment::on(today, now)).await?.context("the poll lease")?;
+    row(
+        cases,
+        &format!("poll inside the overlap after it ({} re-read, unchanged)", overlap.sync.unchanged),
+        &Timing(vec![t.elapsed()]),
+        Some(&full),
+        Goal::Ratio(0.1),
+    );
+    // The next poll's lower bound is the previous read's start minus the overlap (10 minutes):
+    // one more poll inside it, then one after it.
+    now += chrono::Duration::minutes(11);
+    jobs::poll::run_once(&app, Moment::on(today, now)).await?.context("the poll lease")?;
+    now += chrono::Duration::minutes(5);
+    let t = Instant::now();
+    let after = jobs::poll::run_once(&app, Moment::on(today, now)).await?.context("the poll lease")?;
+    row(
+        cases,
+        &format!("poll after the overlap, nothing changed ({} read)", after.sync.rows_read),
+        &Timing(vec![t.elapsed()]),
+        Some(&full),
+        Goal::Ratio(0.1),
     );
 
-    let t = Instant::now();
-    let incremental = jobs::poll::run_once(&app, at).await?.context("the poll lease")?;
-    println!(
-        "  poll job, no change      {:>8.3} s  {} rows read",
-        t.elapsed().as_secs_f64(),
-        incremental.sync.rows_read
+    // The compliance report over a year, by unit and kind, SQL-grouped.
+    reset_peak();
+    let request = report::Request {
+        period: report::Period { from: NaiveDate::from_ymd_opt(2025, 11, 1).context("date")?, to: today },
+        today,
+        by: report::Dimension::parse_list("unit,kind").map_err(|e| anyhow::anyhow!(e))?,
+        min_group: settings.report.min_group,
+        suppress: true,
+    };
+    let mut timings = Vec::new();
+    let mut total = 0;
+    for _ in 0..runs {
+        let t = Instant::now();
+        let compliance = report::compliance(&app.state, &request).await?;
+        timings.push(t.elapsed());
+        total = compliance.table.groups.len();
+    }
+    let report_rss = peak_rss_mib();
+    row(
+        cases,
+        &format!("compliance report, a year by unit and kind ({total} groups)"),
+        &Timing(timings),
+        None,
+        Goal::None,
     );
 
-    let state = &app.state;
-    let t = Instant::now();
-    let counts = state.deadline_counts(today).await?;
-    println!("  metrics deadline counts  {:>8.3} s  {} series", t.elapsed().as_secs_f64(), counts.len());
-
-    println!("  peak resident memory     {:>8} MiB", peak_rss_mib().map(|m| m.to_string()).unwrap_or("?".into()));
+    for (what, rss) in
+        [("first full pass", first_rss), ("steady full pass", full_rss), ("compliance report", report_rss)]
+    {
+        let text = rss.map_or("?".to_string(), |m| format!("{m} MiB"));
+        let met = rss.map_or("?", |m| if m <= 100 { "yes" } else { "**no**" });
+        println!("| {cases} | peak memory (VmHWM), {what} | {text} | {text} | – | – | ≤ 100 MB | {met} |");
+    }
     app.close().await;
     Ok(())
+}
+
+/// Reads the view's columns with the sqlite3 shell, `runs` times (after one warm-up).
+fn raw_scan(register: &Path, view: &str, runs: usize) -> Option<Timing> {
+    let sql = format!("SELECT {COLUMNS} FROM {view};");
+    let once = || -> Option<Duration> {
+        let t = Instant::now();
+        let out = Command::new("sqlite3").arg(register).arg(&sql).stdout(std::process::Stdio::null()).status().ok()?;
+        out.success().then(|| t.elapsed())
+    };
+    once()?;
+    let times: Option<Vec<Duration>> = (0..runs).map(|_| once()).collect();
+    times.map(Timing)
+}
+
+fn sqlite(path: &Path, sql: &str) -> Result<()> {
+    let status = Command::new("sqlite3").arg(path).arg(sql).status().context("running sqlite3")?;
+    anyhow::ensure!(status.success(), "sqlite3 failed: {sql}");
+    Ok(())
+}
+
+/// Resets this process's peak resident memory (Linux ≥ 4.0), so that the next reading is the
+/// peak of what follows.
+fn reset_peak() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
 /// VmHWM of this process, from /proc.
