@@ -113,8 +113,8 @@ pub async fn sync_register(
     };
     let read_at = now;
     let poll_seq = state.begin_poll().await?;
-    let options = RuleOptions { holiday_rule: settings.calendar.holiday_rule };
     let mut report = SyncReport { full, ..SyncReport::default() };
+    let mut seen = full.then(SeenCases::default);
     let mut rows = register.rows_since(since);
     let mut chunk: Vec<RawRow> = Vec::with_capacity(CHUNK_ROWS);
     loop {
@@ -130,7 +130,7 @@ pub async fn sync_register(
             chunk.push(row);
         }
         if chunk.len() >= CHUNK_ROWS || (done && !chunk.is_empty()) {
-            store_chunk(state, settings, options, now, poll_seq, &chunk, &mut report).await?;
+            store_chunk(state, settings, now, poll_seq, &chunk, seen.as_mut(), &mut report).await?;
             chunk.clear();
         }
         if done {
@@ -146,9 +146,14 @@ pub async fn sync_register(
     } else {
         full.then_some(today)
     };
+    if let (Some(seen), Some(_)) = (seen.as_mut(), full_pass_on) {
+        // The cases the pass did not read left the register.
+        seen.seal();
+        report.withdrawn = state.withdraw_vanished_cases(|case_ref| seen.contains(case_ref)).await?;
+    }
     // A full pass that read nothing (a view being reloaded) leaves the watermark where it was.
     let watermark = (!(full && report.rows_read == 0)).then_some(read_at);
-    report.withdrawn = state.finish_poll(poll_seq, watermark, full_pass_on).await?;
+    state.finish_poll(watermark, full_pass_on).await?;
     report.notices_cancelled = state.cancel_notices_of_finished_deadlines().await?;
     report.duration = started.elapsed();
     let rejected: Vec<String> = report.rejected.iter().map(|(r, n)| format!("{}={n}", r.as_str())).collect();
@@ -171,12 +176,13 @@ pub async fn sync_register(
 async fn store_chunk(
     state: &StateStore,
     settings: &Settings,
-    options: RuleOptions,
     now: DateTime<Utc>,
     poll_seq: i64,
     chunk: &[RawRow],
+    seen: Option<&mut SeenCases>,
     report: &mut SyncReport,
 ) -> Result<(), PollError> {
+    let options = RuleOptions { holiday_rule: settings.calendar.holiday_rule };
     report.rows_read += chunk.len() as u64;
     // The register promises unique case references; if a view breaks that, the newest row wins
     // rather than the statement failing.
@@ -212,6 +218,12 @@ async fn store_chunk(
             }
         }
     }
+    if let Some(seen) = seen {
+        // A skipped broken row's case counts as read: its stored deadlines stay (contract §1).
+        for case_ref in cases.keys().chain(&kept_refs) {
+            seen.insert(case_ref);
+        }
+    }
     if !report.full && !cases.is_empty() {
         // Rows read again inside the overlap window, unchanged since their deadlines were stored.
         let refs: Vec<CaseRef> = cases.values().map(|c| c.case_ref.clone()).collect();
@@ -219,7 +231,7 @@ async fn store_chunk(
         let before = cases.len();
         cases.retain(|case_ref, case| stamps.get(case_ref.as_str()) != Some(&case.updated_at));
         report.unchanged += (before - cases.len()) as u64;
-        if cases.is_empty() && kept_refs.is_empty() {
+        if cases.is_empty() {
             return Ok(());
         }
     }
@@ -242,8 +254,35 @@ async fn store_chunk(
         case_refs.push(case.case_ref);
     }
     report.deadlines_stored += records.len() as u64;
-    state.store_deadlines(poll_seq, &case_refs, &records, &kept_refs).await?;
+    state.store_deadlines(poll_seq, &case_refs, &records).await?;
     Ok(())
+}
+
+/// The case references a full pass read, as 64-bit hashes (8 bytes a case, so a million cases
+/// take 8 MB, not the ~50 MB of their strings), to find the stored cases that left the
+/// register. The hash key is new for every pass: the rare collision of a vanished case with a
+/// present one (about 1 in 10^7 passes at a million cases) keeps its deadlines one day longer,
+/// never for good.
+#[derive(Default)]
+struct SeenCases {
+    hasher: std::collections::hash_map::RandomState,
+    hashes: Vec<u64>,
+}
+
+impl SeenCases {
+    fn insert(&mut self, case_ref: &str) {
+        self.hashes.push(std::hash::BuildHasher::hash_one(&self.hasher, case_ref));
+    }
+
+    /// Sorts the hashes for [`SeenCases::contains`]; call once, after the last insert.
+    fn seal(&mut self) {
+        self.hashes.sort_unstable();
+        self.hashes.dedup();
+    }
+
+    fn contains(&self, case_ref: &str) -> bool {
+        self.hashes.binary_search(&std::hash::BuildHasher::hash_one(&self.hasher, case_ref)).is_ok()
+    }
 }
 
 /// The first day of `state.retention`: a deadline closed before it is neither stored nor shown

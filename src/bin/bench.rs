@@ -287,10 +287,34 @@ fn raw_scan(register: &Path, view: &str, runs: usize) -> Option<Timing> {
     let sql = format!("SELECT {COLUMNS} FROM {view};");
     let once = || -> Option<Duration> {
         let t = Instant::now();
-        let out = Command::new("sqlite3").arg(register).arg(&sql).stdout(std::process::Stdio::null()).status().ok()?;
-        out.success().then(|| t.elapsed())
+        let out = Command::new("sqlite3")
+            .arg(register)
+            .arg(&sql)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .output();
+        match out {
+            Ok(out) if out.status.success() => Some(t.elapsed()),
+            Ok(out) => {
+                eprintln!("raw scan: sqlite3 failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+                None
+            }
+            Err(e) => {
+                eprintln!("raw scan: cannot run sqlite3: {e}");
+                None
+            }
+        }
     };
-    once()?;
+    // The warm-up, retried: the register was just written and may still be busy for a moment.
+    let mut warm = once();
+    for _ in 0..4 {
+        if warm.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        warm = once();
+    }
+    warm?;
     let times: Option<Vec<Duration>> = (0..runs).map(|_| once()).collect();
     times.map(Timing)
 }

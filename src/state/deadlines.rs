@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, NaiveDate, Utc};
+use futures_util::TryStreamExt;
 use sqlx::types::Json;
 
 use super::{
@@ -43,19 +44,20 @@ const DEADLINE_COLUMNS: &str = "case_ref, kind, unit, caseworker, child_sex, sta
      closed_on, due_reason, extended_to, moved_over, withdrawn";
 
 impl StateStore {
-    /// Stores computed deadlines of a batch of cases, in one transaction. Kinds of these cases
-    /// that the batch no longer holds are withdrawn. A deadline whose dates changed (or that
-    /// is new) gets its `next_step_on` from the record; otherwise the ladder position stays.
+    /// Stores computed deadlines of a batch of cases, in one transaction, writing only what
+    /// differs from what is stored: a deadline identical to its stored row (dates, reason,
+    /// unit, caseworker, sex, the register row's `updated_at`, and a ladder position that stays)
+    /// costs a lookup, not a write. Kinds of these cases that the batch no longer holds are
+    /// withdrawn. A deadline whose dates changed (or that is new, or was withdrawn) gets its
+    /// `next_step_on` from the record; otherwise the ladder position stays.
     ///
-    /// `kept_refs` are cases whose row was skipped as broken in this poll: their stored
-    /// deadlines count as seen, so a full pass does not withdraw them (contract §1: a broken row
-    /// is skipped, not deleted).
+    /// Cases that left the register altogether are withdrawn by
+    /// [`StateStore::withdraw_vanished_cases`] at the end of a full pass.
     pub async fn store_deadlines(
         &self,
         poll_seq: i64,
         case_refs: &[CaseRef],
         records: &[DeadlineRecord],
-        kept_refs: &[String],
     ) -> Result<(), StateError> {
         let per_row = 15;
         with_pool!(&self.pool, p => {
@@ -84,7 +86,17 @@ impl StateStore {
                      extended_to = excluded.extended_to, moved_over = excluded.moved_over, withdrawn = FALSE, \
                      row_updated_at = excluded.row_updated_at, \
                      seen_in_poll = CASE WHEN excluded.seen_in_poll > deadlines.seen_in_poll \
-                       THEN excluded.seen_in_poll ELSE deadlines.seen_in_poll END",
+                       THEN excluded.seen_in_poll ELSE deadlines.seen_in_poll END \
+                     WHERE deadlines.withdrawn OR deadlines.unit <> excluded.unit \
+                       OR deadlines.caseworker IS DISTINCT FROM excluded.caseworker \
+                       OR deadlines.child_sex IS DISTINCT FROM excluded.child_sex \
+                       OR deadlines.start_on <> excluded.start_on OR deadlines.nominal_due_on <> excluded.nominal_due_on \
+                       OR deadlines.due_on <> excluded.due_on OR deadlines.closed_on IS DISTINCT FROM excluded.closed_on \
+                       OR deadlines.due_reason <> excluded.due_reason \
+                       OR deadlines.extended_to IS DISTINCT FROM excluded.extended_to \
+                       OR deadlines.moved_over IS DISTINCT FROM excluded.moved_over \
+                       OR deadlines.row_updated_at IS DISTINCT FROM excluded.row_updated_at \
+                       OR (excluded.next_step_on IS NULL AND deadlines.next_step_on IS NOT NULL)",
                 );
                 let mut q = sqlx::query(&sql);
                 for r in chunk {
@@ -109,31 +121,73 @@ impl StateStore {
                 }
                 q.execute(&mut *tx).await.map_err(query_error("storing deadlines"))?;
             }
-            for chunk in case_refs.chunks(BATCH_ROWS * 8) {
-                let sql = format!(
+            // The kinds of these cases that the law no longer gives them: every stored deadline
+            // of a case in the batch whose kind the batch does not hold for it.
+            let mut held: HashMap<&str, Vec<&'static str>> = HashMap::new();
+            for r in records {
+                held.entry(r.case_ref.as_str()).or_default().push(r.deadline.kind.as_str());
+            }
+            for chunk in case_refs.chunks(BATCH_ROWS * 4) {
+                let mut sql = format!(
                     "UPDATE deadlines SET withdrawn = TRUE, next_step_on = NULL \
-                     WHERE withdrawn = FALSE AND seen_in_poll < $1 AND case_ref IN ({})",
-                    placeholders(2, chunk.len())
+                     WHERE withdrawn = FALSE AND case_ref IN ({})",
+                    placeholders(1, chunk.len())
                 );
-                let mut q = sqlx::query(&sql).bind(poll_seq);
+                let pairs: Vec<(&str, &str)> = chunk
+                    .iter()
+                    .flat_map(|c| held.get(c.as_str()).into_iter().flatten().map(move |k| (c.as_str(), *k)))
+                    .collect();
+                if !pairs.is_empty() {
+                    let values: Vec<String> = (0..pairs.len())
+                        .map(|i| format!("(${}, ${})", chunk.len() + 2 * i + 1, chunk.len() + 2 * i + 2))
+                        .collect();
+                    sql.push_str(&format!(" AND (case_ref, kind) NOT IN (VALUES {})", values.join(",")));
+                }
+                let mut q = sqlx::query(&sql);
                 for c in chunk {
                     q = q.bind(c.as_str());
+                }
+                for (case_ref, kind) in pairs {
+                    q = q.bind(case_ref).bind(kind);
                 }
                 q.execute(&mut *tx).await.map_err(query_error("withdrawing deadlines"))?;
             }
-            for chunk in kept_refs.chunks(BATCH_ROWS * 8) {
-                let sql = format!(
-                    "UPDATE deadlines SET seen_in_poll = $1 WHERE seen_in_poll < $1 AND case_ref IN ({})",
-                    placeholders(2, chunk.len())
-                );
-                let mut q = sqlx::query(&sql).bind(poll_seq);
+            tx.commit().await.map_err(query_error("committing deadlines"))
+        })
+    }
+
+    /// At the end of a full pass: withdraws the deadlines of every case that `seen` says the
+    /// pass did not read (the case left the register); returns how many deadlines. The stored
+    /// case references are streamed, and only those to withdraw are kept in memory.
+    pub async fn withdraw_vanished_cases(&self, seen: impl Fn(&str) -> bool) -> Result<u64, StateError> {
+        let sql = "SELECT DISTINCT case_ref FROM deadlines WHERE withdrawn = FALSE";
+        let mut vanished: Vec<String> = Vec::new();
+        with_pool!(&self.pool, p => {
+            let mut rows = sqlx::query(sql).fetch(p);
+            while let Some(row) = rows.try_next().await.map_err(query_error("listing stored cases"))? {
+                let case_ref: String = column(&row, "case_ref")?;
+                if !seen(&case_ref) {
+                    vanished.push(case_ref);
+                }
+            }
+            Ok::<_, StateError>(())
+        })?;
+        let mut withdrawn = 0;
+        for chunk in vanished.chunks(BATCH_ROWS * 8) {
+            let sql = format!(
+                "UPDATE deadlines SET withdrawn = TRUE, next_step_on = NULL WHERE withdrawn = FALSE AND case_ref IN ({})",
+                placeholders(1, chunk.len())
+            );
+            withdrawn += with_pool!(&self.pool, p => {
+                let mut q = sqlx::query(&sql);
                 for c in chunk {
                     q = q.bind(c.as_str());
                 }
-                q.execute(&mut *tx).await.map_err(query_error("keeping deadlines of skipped rows"))?;
-            }
-            tx.commit().await.map_err(query_error("committing deadlines"))
-        })
+                q.execute(p).await.map(|r| r.rows_affected())
+            })
+            .map_err(query_error("withdrawing the deadlines of vanished cases"))?;
+        }
+        Ok(withdrawn)
     }
 
     /// The register `updated_at` each case's stored deadlines were computed from (the newest,

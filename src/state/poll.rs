@@ -37,27 +37,16 @@ impl StateStore {
         })
     }
 
-    /// Records a finished register read. After a full pass, deadlines not seen in it (the case
-    /// left the register, or the deadline no longer exists) are withdrawn; returns how many.
+    /// Records a finished register read: the watermark, and the day of a full pass (whose
+    /// withdrawals [`StateStore::withdraw_vanished_cases`] made before).
     pub async fn finish_poll(
         &self,
-        poll_seq: i64,
         watermark: Option<DateTime<Utc>>,
         full_pass_on: Option<NaiveDate>,
-    ) -> Result<u64, StateError> {
+    ) -> Result<(), StateError> {
         with_pool!(&self.pool, p => {
             let mut tx = p.begin().await.map_err(query_error("starting a transaction"))?;
-            let mut withdrawn = 0;
             if let Some(day) = full_pass_on {
-                withdrawn = sqlx::query(
-                    "UPDATE deadlines SET withdrawn = TRUE, next_step_on = NULL \
-                     WHERE withdrawn = FALSE AND seen_in_poll < $1",
-                )
-                .bind(poll_seq)
-                .execute(&mut *tx)
-                .await
-                .map_err(query_error("withdrawing vanished deadlines"))?
-                .rows_affected();
                 sqlx::query("UPDATE poll_state SET last_full_pass_on = $1 WHERE id = 1")
                     .bind(day)
                     .execute(&mut *tx)
@@ -74,7 +63,7 @@ impl StateStore {
             .await
             .map_err(query_error("recording the poll"))?;
             tx.commit().await.map_err(query_error("committing the poll"))?;
-            Ok(withdrawn)
+            Ok(())
         })
     }
 

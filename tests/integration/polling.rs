@@ -732,3 +732,139 @@ async fn a_postgres_timestamp_column_at_midnight_is_read_as_a_date() {
     }
     assert_eq!(deadlines[0], deadlines[1]);
 }
+
+/// One change to the register in a round of [`writing_only_what_changed_stores_what_a_fresh_pass_would`].
+#[derive(Debug, Clone, Copy)]
+enum Change {
+    CloseAssessments,
+    MoveUnit,
+    DeleteRows,
+    OpenInvestigations,
+    CloseInvestigations,
+    DropCaseworker,
+    TouchOnly,
+}
+
+/// The statement of a change to about `share` % of the rows (chosen by `salt`), stamped `stamp`
+/// — or not stamped at all (`silent`: a register that changes a row without its `updated_at`,
+/// which only the daily full pass sees).
+fn change_sql(change: Change, share: u32, salt: u32, stamp: &str, silent: bool) -> String {
+    let rows = format!("(rowid * 7919 + {salt}) % 100 < {share}");
+    let stamp = if silent { String::new() } else { format!(", updated_at = '{stamp}'") };
+    let set = |what: &str| format!("UPDATE fristvakt_cases SET {what}{stamp} WHERE {rows}");
+    match change {
+        Change::CloseAssessments => set("assessment_decided_on = COALESCE(assessment_decided_on, received_on)"),
+        Change::MoveUnit => set("unit = 'NEW-BU'"),
+        Change::DeleteRows => format!("DELETE FROM fristvakt_cases WHERE {rows}"),
+        Change::OpenInvestigations => {
+            set("investigation_opened_on = COALESCE(investigation_opened_on, assessment_decided_on, received_on), \
+             investigation_closed_on = NULL")
+        }
+        // Closed the day it opened: never before it (a broken row, kept as it was, which a fresh
+        // state would not have).
+        Change::CloseInvestigations => {
+            set("investigation_closed_on = COALESCE(investigation_closed_on, investigation_opened_on)")
+        }
+        Change::DropCaseworker => set("caseworker = NULL"),
+        Change::TouchOnly => set("unit = unit"),
+    }
+}
+
+fn change_strategy() -> impl proptest::strategy::Strategy<Value = Change> {
+    use proptest::prelude::*;
+    prop_oneof![
+        Just(Change::CloseAssessments),
+        Just(Change::MoveUnit),
+        Just(Change::DeleteRows),
+        Just(Change::OpenInvestigations),
+        Just(Change::CloseInvestigations),
+        Just(Change::DropCaseworker),
+        Just(Change::TouchOnly),
+    ]
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 8, ..proptest::prelude::ProptestConfig::default() })]
+
+    /// Writing only what changed (skipping identical deadlines, withdrawing by difference,
+    /// finding vanished cases by hash) leaves the state a fresh full pass over the final register
+    /// would write: after any rounds of register changes, each read by an incremental poll or a
+    /// full pass, then the day's full pass, the deadlines not withdrawn are exactly those of a
+    /// new state's first full pass.
+    #[test]
+    fn writing_only_what_changed_stores_what_a_fresh_pass_would(
+        seed in 0u64..1000,
+        rounds in proptest::collection::vec(
+            (change_strategy(), 1u32..40, 0u32..100, proptest::bool::ANY, proptest::bool::weighted(0.3)),
+            1..5,
+        ),
+    ) {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(replay_and_compare(seed, rounds));
+    }
+
+}
+
+/// Applies `rounds` of register changes to a demo register of 1 500 cases (seeded), each read by
+/// an incremental poll or a full pass, then the day's full pass; asserts that the deadlines not
+/// withdrawn are exactly those of a fresh state's first full pass over the final register.
+async fn replay_and_compare(seed: u64, rounds: Vec<(Change, u32, u32, bool, bool)>) {
+    let ws = Workspace::new();
+    let settings = ws.settings("");
+    let today = date(TODAY);
+    write_demo_register(&settings, 1500, seed).await;
+    let app = start(&settings).await;
+    let mut now = Utc.with_ymd_and_hms(2026, 11, 25, 8, 0, 0).unwrap();
+    full_pass(&app, today, now).await;
+    for (change, share, salt, full, silent) in &rounds {
+        now += chrono::Duration::minutes(20);
+        let stamp = (now - chrono::Duration::minutes(1)).to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        sqlite_exec(settings.register.url.expose(), &change_sql(*change, *share, *salt, &stamp, *silent)).await;
+        if *full {
+            full_pass(&app, today, now).await;
+        } else {
+            poll(&app, today, now).await;
+        }
+    }
+    full_pass(&app, today, now + chrono::Duration::minutes(20)).await;
+    let kept: Vec<String> =
+        app.state.deadlines(&DeadlineFilter::default()).await.unwrap().iter().map(|d| format!("{d:?}")).collect();
+    app.close().await;
+
+    let fresh_ws = Workspace::new();
+    let mut fresh_settings = fresh_ws.settings("");
+    fresh_settings.register.url = settings.register.url.clone();
+    let fresh = start(&fresh_settings).await;
+    full_pass(&fresh, today, now + chrono::Duration::minutes(20)).await;
+    let expected: Vec<String> =
+        fresh.state.deadlines(&DeadlineFilter::default()).await.unwrap().iter().map(|d| format!("{d:?}")).collect();
+    fresh.close().await;
+    assert!(!expected.is_empty());
+    let only_kept: Vec<&String> = kept.iter().filter(|d| !expected.contains(d)).take(3).collect();
+    let only_fresh: Vec<&String> = expected.iter().filter(|d| !kept.contains(d)).take(3).collect();
+    assert_eq!(kept.len(), expected.len(), "rounds {rounds:?}: only kept {only_kept:#?}, only fresh {only_fresh:#?}");
+    assert!(kept == expected, "rounds {rounds:?}: the stored deadlines differ from a fresh pass");
+}
+
+/// Every kind of change made without touching `updated_at` (which only the daily full pass can
+/// see), each followed by a full pass: each column the store compares is exercised.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_changes_of_every_column_are_stored_by_the_full_pass() {
+    let rounds = [
+        Change::CloseAssessments,
+        Change::MoveUnit,
+        Change::OpenInvestigations,
+        Change::CloseInvestigations,
+        Change::DropCaseworker,
+        Change::DeleteRows,
+    ]
+    .into_iter()
+    .enumerate()
+    .map(|(i, change)| (change, 20, i as u32 * 13, true, true))
+    .collect();
+    replay_and_compare(3, rounds).await;
+}

@@ -326,9 +326,9 @@ async fn scripted_state(settings: &Settings) -> StateStore {
     add("SOD-BU", f, Assessment, d("2026-10-02"), d("2026-10-16"), d("2026-10-16"), None);
     let case_refs: Vec<CaseRef> = records.iter().map(|r| r.case_ref.clone()).collect();
     let first = state.begin_poll().await.unwrap();
-    state.store_deadlines(first, &case_refs, &records, &[]).await.unwrap();
+    state.store_deadlines(first, &case_refs, &records).await.unwrap();
     let second = state.begin_poll().await.unwrap();
     let withdrawn = records.last().unwrap().case_ref.clone();
-    state.store_deadlines(second, &[withdrawn], &[], &[]).await.unwrap();
+    state.store_deadlines(second, &[withdrawn], &[]).await.unwrap();
     state
 }

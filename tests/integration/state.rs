@@ -157,7 +157,7 @@ async fn a_holiday_move_comes_back_with_its_days(postgres: Option<String>) {
         })
         .collect();
     let poll_seq = state.begin_poll().await.unwrap();
-    state.store_deadlines(poll_seq, std::slice::from_ref(&case_ref), &records, &[]).await.unwrap();
+    state.store_deadlines(poll_seq, std::slice::from_ref(&case_ref), &records).await.unwrap();
 
     let filter = DeadlineFilter { case_ref: Some(case_ref.to_string()), ..DeadlineFilter::default() };
     let stored = state.deadlines(&filter).await.unwrap();
@@ -195,7 +195,7 @@ async fn an_undecodable_deadline_stops_the_ladder_without_moving_it(postgres: Op
         })
         .collect();
     let poll_seq = state.begin_poll().await.unwrap();
-    state.store_deadlines(poll_seq, std::slice::from_ref(&case_ref), &records, &[]).await.unwrap();
+    state.store_deadlines(poll_seq, std::slice::from_ref(&case_ref), &records).await.unwrap();
     execute(&settings, "UPDATE deadlines SET unit = ' '").await;
 
     let now = Utc.with_ymd_and_hms(2026, 11, 25, 9, 0, 0).unwrap();
@@ -292,7 +292,7 @@ async fn deadline_counts_agree_with_the_rules_status(postgres: Option<String>) {
         case_refs.push(row.case_ref);
     }
     assert!(records.len() > 600, "{}", records.len());
-    state.store_deadlines(poll_seq, &case_refs, &records, &[]).await.unwrap();
+    state.store_deadlines(poll_seq, &case_refs, &records).await.unwrap();
     let stored = state.deadlines(&DeadlineFilter::default()).await.unwrap();
     for offset in [-60, -14, -3, -1, 0, 1, 2, 3, 13, 14, 15, 40] {
         let today = made_on + chrono::Duration::days(offset);
@@ -375,7 +375,7 @@ async fn outbox_claims_are_fenced_renewed_and_survive_a_cancel(postgres: Option<
         })
         .collect();
     let poll_seq = state.begin_poll().await.unwrap();
-    state.store_deadlines(poll_seq, &case_refs, &records, &[]).await.unwrap();
+    state.store_deadlines(poll_seq, &case_refs, &records).await.unwrap();
     execute(&settings, "UPDATE deadlines SET closed_on = '2026-11-24'").await;
     assert_eq!(state.cancel_notices_of_finished_deadlines().await.unwrap(), 2);
     let rows = query_claims(&settings).await;
