@@ -50,7 +50,7 @@ impl StateStore {
             let mut withdrawn = 0;
             if let Some(day) = full_pass_on {
                 withdrawn = sqlx::query(
-                    "UPDATE deadlines SET withdrawn = TRUE, next_step_on = NULL \
+                    "UPDATE deadlines SET withdrawn = TRUE, next_step_on = NULL, child_key = NULL \
                      WHERE withdrawn = FALSE AND seen_in_poll < $1",
                 )
                 .bind(poll_seq)
