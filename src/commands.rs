@@ -63,6 +63,21 @@ pub enum OutputFormat {
     Json,
 }
 
+/// The optional features of the register view, as `check-config` prints them; an error when
+/// the register cannot be reached within ten seconds.
+pub async fn register_features(settings: &Settings) -> Result<String, String> {
+    let connect = register::Register::connect(&settings.register.url, &settings.register.view);
+    let register = tokio::time::timeout(std::time::Duration::from_secs(10), connect)
+        .await
+        .map_err(|_| "the register did not answer within 10 s".to_string())?
+        .map_err(|e| e.to_string())?;
+    let checked = register.check().await;
+    let features = register.features();
+    register.close().await;
+    checked.map_err(|e| e.to_string())?;
+    Ok(format!("register view {}: {}", settings.register.view, features.describe()))
+}
+
 pub async fn migrate(settings: &Settings) -> Result<(), CommandError> {
     let state = StateStore::connect(&settings.state.url).await?;
     state.migrate().await?;
@@ -280,12 +295,18 @@ pub async fn explain(settings: Arc<Settings>, case_ref: &str, today: Option<Naiv
     let found = async {
         let register = app.register().await?;
         let raw = register.row(case_ref).await?;
+        // The other investigations of the same child, for the chains; the key stays in here.
+        let key = raw.as_ref().and_then(|raw| register::validate(raw).ok()).and_then(|case| case.child_key);
+        let same_child = match key {
+            Some(key) => register.rows_of_child(&key).await?,
+            None => Vec::new(),
+        };
         let outbox = jobs::show::outbox_of_case(&app, case_ref).await?;
-        Ok::<_, CommandError>((raw, outbox))
+        Ok::<_, CommandError>((raw, same_child, outbox))
     }
     .await;
     app.close_connections().await;
-    let (raw, outbox) = found?;
+    let (raw, same_child, outbox) = found?;
     let Some(raw) = raw else {
         return Err(CommandError::Usage(format!(
             "case {case_ref} is not in the register view {}",
@@ -298,7 +319,9 @@ pub async fn explain(settings: Arc<Settings>, case_ref: &str, today: Option<Naiv
         Language::Swedish => "ett steg upp",
         Language::English => "one role up",
     };
-    let text = jobs::show::explain_text(&settings, &case, today, |kind| {
+    let others: Vec<register::CaseRow> = same_child.iter().filter_map(|raw| register::validate(raw).ok()).collect();
+    let chains = jobs::show::chain_notes(&case, &others, settings.rules.chain_window_days);
+    let text = jobs::show::explain_text(&settings, &case, today, &chains, |kind| {
         // A notice sent one role up (key + "/up") shows with the step it stands in for.
         let mut steps: Vec<(i32, String)> = Vec::new();
         for r in outbox.iter().filter(|r| r.kind == Some(kind)) {

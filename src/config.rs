@@ -289,6 +289,15 @@ pub struct Settings {
     pub log: LogSettings,
     pub units: UnitDirectory,
     pub ladders: Ladders,
+    pub rules: RuleSettings,
+}
+
+/// How the rules beyond the clocks are applied.
+#[derive(Debug, Clone, Copy)]
+pub struct RuleSettings {
+    /// `rules.chain_window` in whole days: an investigation opened within this many days after
+    /// another investigation of the same child closed is flagged as a chain (JO 2565-2016).
+    pub chain_window_days: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -485,6 +494,10 @@ pub struct Ladders {
     pub protection: Ladder,
     pub assessment: Ladder,
     pub investigation: Ladder,
+    pub follow_up: Ladder,
+    /// `ladder.first_sight_horizon` in whole days: a deadline first seen more than this long
+    /// after its legal last day gets no notice.
+    pub first_sight_horizon_days: i64,
 }
 
 impl Ladders {
@@ -493,6 +506,7 @@ impl Ladders {
             Kind::Protection => &self.protection,
             Kind::Assessment => &self.assessment,
             Kind::Investigation => &self.investigation,
+            Kind::FollowUp => &self.follow_up,
         }
     }
 }
@@ -666,7 +680,10 @@ fn validate(tree: &Value, base_dir: Option<&Path>) -> Result<Settings, ConfigErr
     let mut r = Reader { root: tree, problems: Vec::new() };
     r.unknown_keys(
         "",
-        &["timezone", "register", "state", "calendar", "mail", "http", "digest", "report", "log", "units", "ladder"],
+        &[
+            "timezone", "register", "state", "calendar", "mail", "http", "digest", "report", "log", "units", "ladder",
+            "rules",
+        ],
     );
     r.unknown_keys("register", &["url", "view", "poll_interval", "overlap", "full_pass_at", "demo_cases"]);
     r.unknown_keys("state", &["url", "migrate_on_start", "retention"]);
@@ -695,7 +712,8 @@ fn validate(tree: &Value, base_dir: Option<&Path>) -> Result<Settings, ConfigErr
     r.unknown_keys("digest", &["cron", "send_empty", "max_rows"]);
     r.unknown_keys("report", &["min_group"]);
     r.unknown_keys("log", &["filter", "format"]);
-    r.unknown_keys("ladder", &["protection", "assessment", "investigation"]);
+    r.unknown_keys("ladder", &["protection", "assessment", "investigation", "follow_up", "first_sight_horizon"]);
+    r.unknown_keys("rules", &["chain_window"]);
 
     let timezone = r.parsed("timezone", |s| {
         s.parse::<Tz>().map_err(|_| format!("{s:?} is not an IANA time zone such as \"Europe/Stockholm\""))
@@ -725,6 +743,7 @@ fn validate(tree: &Value, base_dir: Option<&Path>) -> Result<Settings, ConfigErr
     let log = read_log(&mut r);
     let units = read_units(&mut r);
     let ladders = read_ladders(&mut r);
+    let chain_window_days = whole_days(&mut r, "rules.chain_window");
 
     let problems = std::mem::take(&mut r.problems);
     match (
@@ -740,6 +759,7 @@ fn validate(tree: &Value, base_dir: Option<&Path>) -> Result<Settings, ConfigErr
         log,
         units,
         ladders,
+        chain_window_days,
     ) {
         (
             Some(timezone),
@@ -754,6 +774,7 @@ fn validate(tree: &Value, base_dir: Option<&Path>) -> Result<Settings, ConfigErr
             Some(log),
             Some(units),
             Some(ladders),
+            Some(chain_window_days),
         ) if problems.is_empty() => Ok(Settings {
             timezone,
             register,
@@ -766,6 +787,7 @@ fn validate(tree: &Value, base_dir: Option<&Path>) -> Result<Settings, ConfigErr
             log,
             units,
             ladders,
+            rules: RuleSettings { chain_window_days },
         }),
         _ => Err(ConfigError { problems }),
     }
@@ -1100,7 +1122,26 @@ fn read_ladders(r: &mut Reader) -> Option<Ladders> {
     let protection = read(Kind::Protection);
     let assessment = read(Kind::Assessment);
     let investigation = read(Kind::Investigation);
-    Some(Ladders { protection: protection?, assessment: assessment?, investigation: investigation? })
+    let follow_up = read(Kind::FollowUp);
+    let first_sight_horizon_days = whole_days(r, "ladder.first_sight_horizon");
+    Some(Ladders {
+        protection: protection?,
+        assessment: assessment?,
+        investigation: investigation?,
+        follow_up: follow_up?,
+        first_sight_horizon_days: first_sight_horizon_days?,
+    })
+}
+
+/// A duration key given in whole days ("30d"), from 1 to 3 660 days.
+fn whole_days(r: &mut Reader, key: &str) -> Option<i64> {
+    let duration = r.duration(key)?;
+    let secs = duration.as_secs();
+    if secs % 86_400 != 0 || !(1..=3_660).contains(&(secs / 86_400)) || duration.subsec_nanos() != 0 {
+        r.problem(key, "give whole days from 1d to 3660d, like \"30d\"");
+        return None;
+    }
+    Some((secs / 86_400) as i64)
 }
 
 /// Percent-encodes a case reference for use as one path segment of the case link.

@@ -104,6 +104,10 @@ pub struct DemoCase {
     pub investigation_extended_to: Option<String>,
     pub investigation_closed_on: Option<String>,
     pub updated_at: String,
+    /// Optional columns (contract §1).
+    pub child_key: Option<String>,
+    pub follow_up_decided_on: Option<String>,
+    pub follow_up_ended_on: Option<String>,
 }
 
 /// The ways a broken row breaks the contract, in the order they cycle.
@@ -568,6 +572,9 @@ impl Generator {
             investigation_extended_to: draft.investigation_extended_to.map(date_text),
             investigation_closed_on: draft.investigation_closed_on.map(date_text),
             updated_at,
+            child_key: None,
+            follow_up_decided_on: None,
+            follow_up_ended_on: None,
         }
     }
 }

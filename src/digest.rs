@@ -24,7 +24,7 @@ use crate::domain::StoredDeadline;
 use crate::domain::{CaseRef, EmailAddress, UnitCode};
 use crate::explanation::LastDay;
 use crate::report;
-use crate::rules::{DueReason, Kind, Role, RuleOptions};
+use crate::rules::{find_chains, DueReason, InvestigationSpan, Kind, Role, RuleOptions};
 
 /// How far ahead "due soon" looks in a digest, in days (contract §3: "the next 7 days").
 pub const UPCOMING_DAYS: i64 = 7;
@@ -149,9 +149,9 @@ impl Digest {
         self.units.iter().map(|u| u.upcoming.total).sum()
     }
 
-    /// Whether there is anything overdue or due soon.
+    /// Whether there is anything overdue or due soon, or a chain to look at.
     pub fn has_news(&self) -> bool {
-        self.overdue_total() + self.upcoming_total() > 0
+        self.overdue_total() + self.upcoming_total() > 0 || self.units.iter().any(|u| !u.chains.is_empty())
     }
 }
 
@@ -169,6 +169,18 @@ pub struct UnitDigest {
     pub kinds: Vec<KindCount>,
     /// Deadlines whose legal last day fell in the last [`COMPLIANCE_DAYS`] days.
     pub compliance: Compliance,
+    /// Possible chained investigations (JO 2565-2016) whose later investigation, in this unit,
+    /// is still open: by the two case references only.
+    #[serde(default)]
+    pub chains: Vec<ChainPair>,
+}
+
+/// Two investigations of one child, the later opened within `rules.chain_window` after the
+/// earlier closed; named by case references only (the child is never named).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainPair {
+    pub earlier: CaseRef,
+    pub later: CaseRef,
 }
 
 /// A list of deadlines, cut at `digest.max_rows`.
@@ -279,6 +291,10 @@ pub fn build_digests(settings: &Settings, deadlines: &[StoredDeadline], today: N
         }
     }
 
+    for (unit, pair) in open_chains(deadlines, settings.rules.chain_window_days) {
+        units.entry(unit).or_default().chains.push(pair);
+    }
+
     let max_rows = settings.digest.max_rows;
     let mut by_manager: BTreeMap<EmailAddress, Vec<UnitDigest>> = BTreeMap::new();
     for (unit, facts) in units {
@@ -295,11 +311,47 @@ pub fn build_digests(settings: &Settings, deadlines: &[StoredDeadline], today: N
         .collect()
 }
 
+/// The chained pairs among the (not withdrawn) investigation deadlines that carry a child key,
+/// whose later investigation is still open, with the later one's unit; ordered by unit, then
+/// the later case, then the earlier.
+fn open_chains(deadlines: &[StoredDeadline], window_days: i64) -> Vec<(UnitCode, ChainPair)> {
+    let investigations: Vec<&StoredDeadline> = deadlines
+        .iter()
+        .filter(|d| !d.withdrawn && d.deadline.kind == Kind::Investigation && d.child_key.is_some())
+        .collect();
+    let spans: Vec<InvestigationSpan<_>> = investigations
+        .iter()
+        .map(|d| InvestigationSpan {
+            child: d.child_key.as_ref(),
+            opened_on: d.deadline.start_on,
+            closed_on: d.deadline.closed_on,
+        })
+        .collect();
+    let mut pairs: Vec<(UnitCode, ChainPair)> = find_chains(&spans, window_days)
+        .into_iter()
+        .filter(|&(_, later)| !investigations[later].deadline.is_closed())
+        .map(|(earlier, later)| {
+            let later = investigations[later];
+            let pair = ChainPair { earlier: investigations[earlier].case_ref.clone(), later: later.case_ref.clone() };
+            (later.unit.clone(), pair)
+        })
+        .collect();
+    pairs.sort_by(|a, b| {
+        (a.0.as_str(), a.1.later.as_str(), a.1.earlier.as_str()).cmp(&(
+            b.0.as_str(),
+            b.1.later.as_str(),
+            b.1.earlier.as_str(),
+        ))
+    });
+    pairs
+}
+
 #[derive(Default)]
 struct UnitFacts {
     overdue: Vec<DigestRow>,
     upcoming: Vec<DigestRow>,
     recent: report::Tally,
+    chains: Vec<ChainPair>,
 }
 
 impl UnitFacts {
@@ -324,6 +376,7 @@ impl UnitFacts {
             upcoming: cut(self.upcoming, max_rows),
             kinds,
             compliance: Compliance::from(&self.recent),
+            chains: self.chains,
         }
     }
 }
@@ -378,6 +431,7 @@ struct UnitContext {
     overdue: SectionContext,
     upcoming: SectionContext,
     kinds: Vec<KindContext>,
+    chains: Vec<ChainContext>,
     met: usize,
     missed: usize,
     past_due: usize,
@@ -406,6 +460,12 @@ struct RowContext {
     days: i64,
     caseworker: Option<String>,
     link: String,
+}
+
+#[derive(Serialize)]
+struct ChainContext {
+    earlier: String,
+    later: String,
 }
 
 #[derive(Serialize)]
@@ -466,6 +526,11 @@ impl Context {
                         .kinds
                         .iter()
                         .map(|k| KindContext { name: kind_name(k.kind), overdue: k.overdue, upcoming: k.upcoming })
+                        .collect(),
+                    chains: u
+                        .chains
+                        .iter()
+                        .map(|c| ChainContext { earlier: c.earlier.to_string(), later: c.later.to_string() })
                         .collect(),
                     met: u.compliance.met,
                     missed: u.compliance.missed,
@@ -591,6 +656,8 @@ pub(crate) mod tests {
                 due_reason: DueReason::Nominal,
             },
             withdrawn: false,
+            first_seen_on: None,
+            child_key: None,
         }
     }
 
@@ -692,7 +759,10 @@ pub(crate) mod tests {
         // 7 days ahead is in, 8 is out.
         assert_eq!(refs(&unit.upcoming), ["A-5", "A-7", "A-4"]);
         let counts: Vec<(Kind, usize, usize)> = unit.kinds.iter().map(|k| (k.kind, k.overdue, k.upcoming)).collect();
-        assert_eq!(counts, [(Kind::Protection, 1, 0), (Kind::Assessment, 1, 2), (Kind::Investigation, 1, 1)]);
+        assert_eq!(
+            counts,
+            [(Kind::Protection, 1, 0), (Kind::Assessment, 1, 2), (Kind::Investigation, 1, 1), (Kind::FollowUp, 0, 0)]
+        );
         assert_eq!(unit.overdue.rows[0].link, "https://register.kommun.example/case/A-2");
         assert_eq!(unit.overdue.rows[0].caseworker.as_ref().unwrap().as_str(), "hl@kommun.example");
     }

@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
 use crate::rules::Deadline;
@@ -234,6 +235,38 @@ impl Sex {
     }
 }
 
+/// The register's pseudonymous key of a child (the optional column `child_key`), used only to
+/// link the investigations of one child into chains (register contract §2).
+///
+/// It has no `Display` and no `Serialize`, and its `Debug` form hides it, so it cannot reach a
+/// log line, a mail, a metric, a report or an error message by accident; only `state` reads
+/// and writes it ([`ChildKey::as_str`]).
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct ChildKey(String);
+
+impl ChildKey {
+    /// A key as the register holds it; blank is no key. At most 200 characters, like any
+    /// keyed hash the register side would make.
+    pub fn parse(text: &str) -> Result<ChildKey, String> {
+        let text = text.trim();
+        if text.is_empty() || text.chars().count() > 200 || text.chars().any(char::is_control) {
+            return Err("not a child key (1–200 printable characters)".to_string());
+        }
+        Ok(ChildKey(text.to_string()))
+    }
+
+    /// The key itself, for the state store only.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ChildKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ChildKey(…)")
+    }
+}
+
 /// One deadline of one case, with what fristvakt keeps of the case beside it: the unit, the
 /// caseworker's address and the child's sex (for aggregated figures only); `withdrawn` when the
 /// case left the register or the deadline no longer exists.
@@ -245,4 +278,9 @@ pub struct StoredDeadline {
     pub child_sex: Option<Sex>,
     pub deadline: Deadline,
     pub withdrawn: bool,
+    /// The day a poll first stored this deadline (`None`: stored before fristvakt kept it, or
+    /// not stored yet); with `ladder.first_sight_horizon` it decides whether any notice is sent.
+    pub first_seen_on: Option<NaiveDate>,
+    /// The child's key, on investigation deadlines only, when the view has `child_key`.
+    pub child_key: Option<ChildKey>,
 }

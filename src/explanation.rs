@@ -24,7 +24,7 @@ use crate::rules::{Deadline, DueReason, Kind, RuleOptions, Status};
 /// A deadline explained, ready for a template (`explanation` in its context).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Explanation {
-    /// `protection`, `assessment` or `investigation`.
+    /// `protection`, `assessment`, `investigation` or `follow_up`.
     pub kind: Kind,
     /// What started the clock.
     pub start_event: StartEvent,
@@ -56,6 +56,8 @@ pub enum StartEvent {
     ReportReceived,
     /// The decision to open an investigation.
     InvestigationOpened,
+    /// The investigation closed: the follow-up after it.
+    InvestigationClosed,
 }
 
 /// The time the law gives, as `{"unit": "days", "count": 14}`.
@@ -128,6 +130,7 @@ impl Explanation {
             Kind::Protection => (StartEvent::ReportReceived, Period::AtOnce),
             Kind::Assessment => (StartEvent::ReportReceived, Period::Days { count: 14 }),
             Kind::Investigation => (StartEvent::InvestigationOpened, Period::Months { count: 4 }),
+            Kind::FollowUp => (StartEvent::InvestigationClosed, Period::Months { count: 2 }),
         };
         let last_day =
             LastDay::new(deadline.kind, deadline.nominal_due_on, deadline.due_on, &deadline.due_reason, options);

@@ -205,6 +205,17 @@ fn main() -> ExitCode {
             return ExitCode::from(78);
         }
         println!("configuration ok");
+        // With the register reachable, say which optional features its view supports; an
+        // unreachable register is not a configuration error.
+        let features = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())
+            .and_then(|rt| rt.block_on(commands::register_features(&settings)));
+        match features {
+            Ok(line) => println!("{line}"),
+            Err(e) => println!("register features not checked: {e}"),
+        }
         return ExitCode::SUCCESS;
     }
     let result = tokio::runtime::Builder::new_multi_thread()

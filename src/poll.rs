@@ -130,7 +130,7 @@ pub async fn sync_register(
             chunk.push(row);
         }
         if chunk.len() >= CHUNK_ROWS || (done && !chunk.is_empty()) {
-            store_chunk(state, settings, now, poll_seq, &chunk, seen.as_mut(), &mut report).await?;
+            store_chunk(state, settings, (today, now), poll_seq, &chunk, seen.as_mut(), &mut report).await?;
             chunk.clear();
         }
         if done {
@@ -176,7 +176,7 @@ pub async fn sync_register(
 async fn store_chunk(
     state: &StateStore,
     settings: &Settings,
-    now: DateTime<Utc>,
+    (today, now): (NaiveDate, DateTime<Utc>),
     poll_seq: i64,
     chunk: &[RawRow],
     seen: Option<&mut SeenCases>,
@@ -248,6 +248,8 @@ async fn store_chunk(
                 child_sex: case.child_sex,
                 next_step_on: first_step_on(ladder, &deadline),
                 row_updated_at: case.updated_at,
+                seen_on: today,
+                child_key: chain_key(&case, deadline.kind),
                 deadline,
             });
         }
@@ -311,6 +313,12 @@ fn retention_floor() -> DateTime<Utc> {
         .and_utc()
 }
 
+/// The child's key is kept on the investigation deadline only: chains link investigations, and
+/// nothing else needs it.
+fn chain_key(case: &CaseRow, kind: Kind) -> Option<crate::domain::ChildKey> {
+    (kind == Kind::Investigation).then(|| case.child_key.clone()).flatten()
+}
+
 fn is_retained(deadline: &Deadline, kept_from: NaiveDate) -> bool {
     deadline.closed_on.is_none_or(|closed| closed >= kept_from)
 }
@@ -362,7 +370,14 @@ pub async fn evaluate_ladders(
             let deadline = &stored.deadline;
             let ladder = settings.ladders.for_kind(deadline.kind);
             let steps = recorded.get(&(stored.case_ref.clone(), deadline.kind)).map(Vec::as_slice).unwrap_or(&[]);
-            let decision = decide(deadline, ladder, today, steps);
+            let mut decision = decide(deadline, ladder, today, steps);
+            // First seen long after its last day (the first start against a register with years
+            // of history): every step is recorded as skipped, nothing is sent.
+            if stored.first_seen_on.is_some_and(|first| {
+                rules::beyond_first_sight(deadline, first, settings.ladders.first_sight_horizon_days)
+            }) {
+                decision = decision.silenced();
+            }
             for offset in &decision.skip {
                 entries.push(skipped_entry(settings, &stored.case_ref, deadline.kind, *offset, not_before));
                 report.skipped += 1;
@@ -450,7 +465,7 @@ pub async fn current_deadlines(
     register: &Register,
     stored: Vec<StoredDeadline>,
     settings: &Settings,
-    now: DateTime<Utc>,
+    (today, now): (NaiveDate, DateTime<Utc>),
 ) -> Result<Vec<StoredDeadline>, PollError> {
     let options = RuleOptions { holiday_rule: settings.calendar.holiday_rule };
     let mut cases: HashMap<String, CaseRow> = HashMap::new();
@@ -477,6 +492,9 @@ pub async fn current_deadlines(
     }
     drop(rows);
     let read_nothing = cases.is_empty() && skipped.is_empty();
+    // The day each deadline was first stored; one not stored yet is first seen today.
+    let first_seen: HashMap<(CaseRef, Kind), Option<NaiveDate>> =
+        stored.iter().map(|d| ((d.case_ref.clone(), d.deadline.kind), d.first_seen_on)).collect();
     let mut current: Vec<StoredDeadline> = stored
         .into_iter()
         .filter(|d| !cases.contains_key(d.case_ref.as_str()))
@@ -497,6 +515,8 @@ pub async fn current_deadlines(
                 unit: case.unit.clone(),
                 caseworker: case.caseworker.clone(),
                 child_sex: case.child_sex,
+                first_seen_on: first_seen.get(&(case.case_ref.clone(), deadline.kind)).copied().unwrap_or(Some(today)),
+                child_key: chain_key(&case, deadline.kind),
                 deadline,
                 withdrawn: false,
             });

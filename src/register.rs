@@ -22,7 +22,7 @@ use sqlx::{Row, SqlitePool};
 use crate::config::{DatabaseUrl, Engine};
 use crate::db::{format_instant, with_pool, Pool};
 use crate::demo::DemoCase;
-use crate::domain::{log_safe, CaseRef, EmailAddress, UnitCode};
+use crate::domain::{log_safe, CaseRef, ChildKey, EmailAddress, UnitCode};
 use crate::rules::calendar::{FIRST_YEAR, LAST_YEAR};
 use crate::rules::CaseDates;
 
@@ -41,6 +41,39 @@ pub const COLUMNS: [&str; 12] = [
     "investigation_closed_on",
     "updated_at",
 ];
+
+/// The optional columns (contract §1): a view without them lacks the features they drive.
+pub const OPTIONAL_COLUMNS: [&str; 3] = ["child_key", "follow_up_decided_on", "follow_up_ended_on"];
+
+/// Which optional features the view supports, found when the register is connected.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Features {
+    /// `child_key`: chained investigations are flagged.
+    pub chains: bool,
+    /// `follow_up_decided_on` and `follow_up_ended_on`: the follow-up clock.
+    pub follow_up: bool,
+}
+
+impl Features {
+    /// The features as one line for logs and `check-config`, naming the columns that drive them.
+    pub fn describe(&self) -> String {
+        let on_off = |on: bool| if on { "on" } else { "off" };
+        format!(
+            "chained investigations {} (column child_key), follow-up clock {} (columns follow_up_decided_on, follow_up_ended_on)",
+            on_off(self.chains),
+            on_off(self.follow_up)
+        )
+    }
+
+    /// Whether the view's optional `column` is read.
+    fn reads(&self, column: &str) -> bool {
+        match column {
+            "child_key" => self.chains,
+            "follow_up_decided_on" | "follow_up_ended_on" => self.follow_up,
+            _ => false,
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegisterError {
@@ -78,6 +111,10 @@ pub struct RawRow {
     pub investigation_extended_to: Option<String>,
     pub investigation_closed_on: Option<String>,
     pub updated_at: Option<String>,
+    /// Optional columns: `None` also when the view does not have them.
+    pub child_key: Option<String>,
+    pub follow_up_decided_on: Option<String>,
+    pub follow_up_ended_on: Option<String>,
 }
 
 /// A synthetic demo case as the view would hold it (what `demo-data` writes, read back).
@@ -96,6 +133,9 @@ impl From<&DemoCase> for RawRow {
             investigation_extended_to: case.investigation_extended_to.clone(),
             investigation_closed_on: case.investigation_closed_on.clone(),
             updated_at: Some(case.updated_at.clone()),
+            child_key: case.child_key.clone(),
+            follow_up_decided_on: case.follow_up_decided_on.clone(),
+            follow_up_ended_on: case.follow_up_ended_on.clone(),
         }
     }
 }
@@ -112,6 +152,8 @@ pub struct CaseRow {
     /// The register holds a caseworker value that is not an e-mail address.
     pub caseworker_invalid: bool,
     pub child_sex: Option<Sex>,
+    /// The child's pseudonymous key, when the view has `child_key` (never logged or shown).
+    pub child_key: Option<ChildKey>,
     pub dates: CaseDates,
     pub updated_at: DateTime<Utc>,
 }
@@ -125,16 +167,18 @@ pub enum RejectReason {
     CloseBeforeStart,
     UnknownSex,
     BadTimestamp,
+    BadChildKey,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 6] = [
+    pub const ALL: [RejectReason; 7] = [
         RejectReason::MissingCaseRef,
         RejectReason::MissingUnit,
         RejectReason::BadDate,
         RejectReason::CloseBeforeStart,
         RejectReason::UnknownSex,
         RejectReason::BadTimestamp,
+        RejectReason::BadChildKey,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -145,6 +189,7 @@ impl RejectReason {
             RejectReason::CloseBeforeStart => "close_before_start",
             RejectReason::UnknownSex => "unknown_sex",
             RejectReason::BadTimestamp => "bad_timestamp",
+            RejectReason::BadChildKey => "bad_child_key",
         }
     }
 }
@@ -173,6 +218,7 @@ impl fmt::Display for Rejection {
             RejectReason::CloseBeforeStart => "is before the date it closes or extends",
             RejectReason::UnknownSex => "not F, M or empty",
             RejectReason::BadTimestamp => "not an RFC 3339 timestamp",
+            RejectReason::BadChildKey => "not a child key (1–200 printable characters)",
         };
         write!(f, "case {case}: column {}: {what}", self.column)
     }
@@ -220,6 +266,8 @@ pub fn validate(raw: &RawRow) -> Result<CaseRow, Rejection> {
         investigation_opened_on: date(&raw.investigation_opened_on, "investigation_opened_on")?,
         investigation_extended_to: date(&raw.investigation_extended_to, "investigation_extended_to")?,
         investigation_closed_on: date(&raw.investigation_closed_on, "investigation_closed_on")?,
+        follow_up_decided_on: date(&raw.follow_up_decided_on, "follow_up_decided_on")?,
+        follow_up_ended_on: date(&raw.follow_up_ended_on, "follow_up_ended_on")?,
     };
     let before = |later: Option<NaiveDate>, start: Option<NaiveDate>, column: &'static str| match (later, start) {
         (Some(l), Some(s)) if l < s => Err(reject(RejectReason::CloseBeforeStart, column)),
@@ -232,6 +280,12 @@ pub fn validate(raw: &RawRow) -> Result<CaseRow, Rejection> {
     // (or after) the investigation (see `rules::deadlines_for`).
     before(dates.investigation_extended_to, dates.investigation_opened_on, "investigation_extended_to")?;
     before(dates.investigation_closed_on, dates.investigation_opened_on, "investigation_closed_on")?;
+    before(dates.follow_up_ended_on, dates.follow_up_decided_on, "follow_up_ended_on")?;
+    // The key's value is never put into the rejection: only the column is named.
+    let child_key = match present(&raw.child_key) {
+        None => None,
+        Some(text) => Some(ChildKey::parse(&text).map_err(|_| reject(RejectReason::BadChildKey, "child_key"))?),
+    };
     let updated_at = present(&raw.updated_at)
         .and_then(|t| crate::db::parse_instant(&t))
         .ok_or_else(|| reject(RejectReason::BadTimestamp, "updated_at"))?;
@@ -242,15 +296,17 @@ pub fn validate(raw: &RawRow) -> Result<CaseRow, Rejection> {
             Err(_) => (None, true),
         },
     };
-    Ok(CaseRow { case_ref, unit, caseworker, caseworker_invalid, child_sex, dates, updated_at })
+    Ok(CaseRow { case_ref, unit, caseworker, caseworker_invalid, child_sex, child_key, dates, updated_at })
 }
 
 pub struct Register {
     pool: Pool,
     view: String,
+    features: Features,
     select_all: String,
     select_since: String,
     select_one: String,
+    select_child: String,
     select_newest: String,
 }
 
@@ -260,10 +316,18 @@ impl Register {
     /// it is; a PostgreSQL session has `default_transaction_read_only = on`.
     pub async fn connect(url: &DatabaseUrl, view: &str) -> Result<Register, RegisterError> {
         let pool = Pool::open_read_only(url, 4).await.map_err(|source| RegisterError::connect(url, source))?;
-        Ok(Register::with_pool(pool, url, view))
+        let features = match detect_features(&pool, view).await {
+            Ok(features) => features,
+            Err(source) => {
+                pool.close().await;
+                return Err(RegisterError::connect(url, source));
+            }
+        };
+        tracing::info!(view, "register view: {}", features.describe());
+        Ok(Register::with_pool(pool, url, view, features))
     }
 
-    fn with_pool(pool: Pool, url: &DatabaseUrl, view: &str) -> Register {
+    fn with_pool(pool: Pool, url: &DatabaseUrl, view: &str, features: Features) -> Register {
         // Every value is read as text so that one validator serves both engines and a bad value
         // rejects only its row. PostgreSQL casts in the SELECT (its `date` renders as
         // YYYY-MM-DD, `timestamptz` is rendered as RFC 3339 UTC with microseconds); SQLite hands
@@ -271,9 +335,22 @@ impl Register {
         let (columns, newest) = match url.engine {
             // Instants are compared as instants, not as text: a value with a space separator or an
             // offset (`2026-03-03 10:05:00+01:00`) sorts differently from the UTC `…T…Z` form.
-            Engine::Sqlite => {
-                (COLUMNS.join(", "), "strftime('%Y-%m-%dT%H:%M:%fZ', MAX(julianday(updated_at)))".to_string())
-            }
+            // An optional column the view lacks is read as NULL, so every row has the same shape.
+            Engine::Sqlite => (
+                COLUMNS
+                    .iter()
+                    .map(|c| c.to_string())
+                    .chain(OPTIONAL_COLUMNS.iter().map(|c| {
+                        if features.reads(c) {
+                            c.to_string()
+                        } else {
+                            format!("NULL AS {c}")
+                        }
+                    }))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                "strftime('%Y-%m-%dT%H:%M:%fZ', MAX(julianday(updated_at)))".to_string(),
+            ),
             Engine::Postgres => (
                 COLUMNS
                     .iter()
@@ -281,6 +358,13 @@ impl Register {
                         "updated_at" => format!("{} AS updated_at", pg_instant_text("updated_at")),
                         _ => format!("CAST({c} AS TEXT) AS {c}"),
                     })
+                    .chain(OPTIONAL_COLUMNS.iter().map(|c| {
+                        if features.reads(c) {
+                            format!("CAST({c} AS TEXT) AS {c}")
+                        } else {
+                            format!("CAST(NULL AS TEXT) AS {c}")
+                        }
+                    }))
                     .collect::<Vec<_>>()
                     .join(", "),
                 pg_instant_text("MAX(updated_at)"),
@@ -290,6 +374,7 @@ impl Register {
         Register {
             pool,
             view: view.to_string(),
+            features,
             select_all: format!("SELECT {columns} FROM {view}"),
             select_since: match url.engine {
                 // The text bound ($1, the day before) keeps an index on updated_at usable: any
@@ -302,12 +387,21 @@ impl Register {
                 Engine::Postgres => format!("SELECT {columns} FROM {view} WHERE updated_at >= $1"),
             },
             select_one: format!("SELECT {columns} FROM {view} WHERE case_ref = $1"),
+            select_child: format!(
+                "SELECT {columns} FROM {view} WHERE {} = $1 AND investigation_opened_on IS NOT NULL",
+                if features.chains { "child_key" } else { "NULL" }
+            ),
             select_newest: format!("SELECT {newest} FROM {view}"),
         }
     }
 
     pub fn view(&self) -> &str {
         &self.view
+    }
+
+    /// The optional features the view supports.
+    pub fn features(&self) -> Features {
+        self.features
     }
 
     /// Whether the register answers and the view has every column.
@@ -386,6 +480,21 @@ impl Register {
         }
     }
 
+    /// The rows with investigations of the child with `key` (for `explain`'s chains); none when
+    /// the view has no `child_key`.
+    pub async fn rows_of_child(&self, key: &ChildKey) -> Result<Vec<RawRow>, RegisterError> {
+        if !self.features.chains {
+            return Ok(Vec::new());
+        }
+        let rows = with_pool!(&self.pool, p => {
+            match sqlx::query(&self.select_child).bind(key.as_str()).fetch_all(p).await {
+                Ok(rows) => rows.iter().map(raw_row).collect::<Result<Vec<_>, _>>(),
+                Err(e) => Err(e),
+            }
+        });
+        rows.map_err(|source| RegisterError::Query { view: self.view.clone(), source })
+    }
+
     /// The newest `updated_at` in the register (for the staleness gauge).
     pub async fn newest_update(&self) -> Result<Option<DateTime<Utc>>, RegisterError> {
         let raw = with_pool!(&self.pool, p => {
@@ -423,7 +532,27 @@ fn raw_row(row: &impl TextRow) -> Result<RawRow, sqlx::Error> {
         investigation_extended_to: get(9)?,
         investigation_closed_on: get(10)?,
         updated_at: get(11)?,
+        child_key: get(12)?,
+        follow_up_decided_on: get(13)?,
+        follow_up_ended_on: get(14)?,
     })
+}
+
+/// Which optional columns the view has: each is probed on its own, and a column the database
+/// says does not exist is a feature off. Any other failure (the database not answering) is an
+/// error, so that a passing outage does not switch a feature off.
+async fn detect_features(pool: &Pool, view: &str) -> Result<Features, sqlx::Error> {
+    let mut present = Vec::new();
+    for column in OPTIONAL_COLUMNS {
+        let probe = format!("SELECT {column} FROM {view} WHERE 1 = 0");
+        match with_pool!(pool, p => sqlx::query(&probe).fetch_optional(p).await.map(|_| ())) {
+            Ok(_) => present.push(column),
+            Err(sqlx::Error::Database(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let has = |column: &str| present.contains(&column);
+    Ok(Features { chains: has("child_key"), follow_up: has("follow_up_decided_on") && has("follow_up_ended_on") })
 }
 
 /// A register row's column as text.
@@ -490,15 +619,28 @@ pub async fn write_demo_cases(
         "CREATE TABLE IF NOT EXISTS {view} (case_ref TEXT PRIMARY KEY, unit TEXT NOT NULL, caseworker TEXT, \
          child_sex TEXT, received_on TEXT, protection_assessed_on TEXT, assessment_decided_on TEXT, \
          assessment_extended_to TEXT, investigation_opened_on TEXT, investigation_extended_to TEXT, \
-         investigation_closed_on TEXT, updated_at TEXT NOT NULL)"
+         investigation_closed_on TEXT, updated_at TEXT NOT NULL, child_key TEXT, follow_up_decided_on TEXT, \
+         follow_up_ended_on TEXT)"
     );
     sqlx::query(&create).execute(&pool).await.map_err(query_error)?;
+    // A demo register written before the optional columns existed gets them.
+    for column in OPTIONAL_COLUMNS {
+        let probe = format!("SELECT {column} FROM {view} WHERE 1 = 0");
+        if sqlx::query(&probe).fetch_optional(&pool).await.is_err() {
+            sqlx::query(&format!("ALTER TABLE {view} ADD COLUMN {column} TEXT"))
+                .execute(&pool)
+                .await
+                .map_err(query_error)?;
+        }
+    }
     sqlx::query(&format!("CREATE INDEX IF NOT EXISTS {view}_updated_at ON {view} (updated_at)"))
         .execute(&pool)
         .await
         .map_err(query_error)?;
     // Broken demo rows may lack a case_ref; the demo table keys them by rowid instead.
-    let insert_head = format!("INSERT OR REPLACE INTO {view} ({}) VALUES ", COLUMNS.join(", "));
+    let all_columns: Vec<&str> = COLUMNS.iter().chain(OPTIONAL_COLUMNS.iter()).copied().collect();
+    let width = all_columns.len();
+    let insert_head = format!("INSERT OR REPLACE INTO {view} ({}) VALUES ", all_columns.join(", "));
     let mut written = 0u64;
     let mut cases = cases.peekable();
     while cases.peek().is_some() {
@@ -510,7 +652,9 @@ pub async fn write_demo_cases(
                 break;
             }
             let rows: Vec<String> = (0..chunk.len())
-                .map(|i| format!("({})", (1..=12).map(|c| format!("${}", i * 12 + c)).collect::<Vec<_>>().join(",")))
+                .map(|i| {
+                    format!("({})", (1..=width).map(|c| format!("${}", i * width + c)).collect::<Vec<_>>().join(","))
+                })
                 .collect();
             let sql = format!("{insert_head}{}", rows.join(","));
             let mut q = sqlx::query(&sql);
@@ -529,7 +673,10 @@ pub async fn write_demo_cases(
                     .bind(c.investigation_opened_on.clone())
                     .bind(c.investigation_extended_to.clone())
                     .bind(c.investigation_closed_on.clone())
-                    .bind(c.updated_at.clone());
+                    .bind(c.updated_at.clone())
+                    .bind(c.child_key.clone())
+                    .bind(c.follow_up_decided_on.clone())
+                    .bind(c.follow_up_ended_on.clone());
             }
             q.execute(&mut *tx).await.map_err(query_error)?;
             written += chunk.len() as u64;

@@ -6,7 +6,7 @@ use chrono::NaiveDate;
 use crate::app::{App, Moment};
 use crate::config::{Language, Settings};
 use crate::digest::{self, Preview};
-use crate::domain::EmailAddress;
+use crate::domain::{CaseRef, EmailAddress};
 use crate::explanation::Explanation;
 use crate::jobs::JobError;
 use crate::mail::compose;
@@ -29,9 +29,9 @@ pub async fn deadlines(app: &App, at: Moment, unit: Option<&str>) -> Result<Show
     let all_stored = DeadlineFilter { include_withdrawn: true, ..DeadlineFilter::default() };
     let stored = app.state.deadlines(&all_stored).await?;
     let current = match app.register().await {
-        Ok(register) => {
-            poll::current_deadlines(&register, stored, &app.settings, at.now).await.map_err(|e| e.to_string())
-        }
+        Ok(register) => poll::current_deadlines(&register, stored, &app.settings, (at.today, at.now))
+            .await
+            .map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),
     };
     let (all, warning) = match current {
@@ -75,12 +75,51 @@ pub async fn outbox_of_case(app: &App, case_ref: &str) -> Result<Vec<OutboxRow>,
     Ok(app.state.outbox_for_case(case_ref).await?)
 }
 
+/// One chain (JO 2565-2016) the case's investigation is part of, named by the other case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainNote {
+    /// The other case of the pair.
+    pub other: CaseRef,
+    /// Whether this case's investigation is the later one (opened after the other closed).
+    pub this_is_later: bool,
+    /// Days from the earlier investigation's close to the later one's opening.
+    pub gap_days: i64,
+}
+
+/// The chains `case`'s investigation forms with the investigations of `others` (rows of the
+/// same child), within `window_days`.
+pub fn chain_notes(case: &register::CaseRow, others: &[register::CaseRow], window_days: i64) -> Vec<ChainNote> {
+    let span = |row: &register::CaseRow| {
+        row.dates.investigation_opened_on.map(|opened_on| rules::InvestigationSpan {
+            child: (),
+            opened_on,
+            closed_on: row.dates.investigation_closed_on,
+        })
+    };
+    let Some(this) = span(case) else { return Vec::new() };
+    let mut notes = Vec::new();
+    for other in others.iter().filter(|o| o.case_ref != case.case_ref) {
+        let Some(that) = span(other) else { continue };
+        for (earlier, later, this_is_later) in [(&that, &this, true), (&this, &that, false)] {
+            if let Some(closed) = earlier.closed_on {
+                if rules::is_chained(closed, later.opened_on, window_days) {
+                    let gap_days = (later.opened_on - closed).num_days();
+                    notes.push(ChainNote { other: other.case_ref.clone(), this_is_later, gap_days });
+                }
+            }
+        }
+    }
+    notes.sort_by(|a, b| a.other.as_str().cmp(b.other.as_str()));
+    notes
+}
+
 /// The explanation as text; `recorded` lists a kind's ladder steps already in the outbox, with
-/// their outbox state.
+/// their outbox state; `chains` the chained investigations the case is part of.
 pub fn explain_text(
     settings: &Settings,
     case: &register::CaseRow,
     today: NaiveDate,
+    chains: &[ChainNote],
     recorded: impl Fn(Kind) -> Vec<(i32, String)>,
 ) -> String {
     let sv = settings.mail.language == Language::Swedish;
@@ -102,6 +141,25 @@ pub fn explain_text(
             "Inga frister: varken anmälan (received_on) eller beslut att inleda utredning är registrerat.".into()
         } else {
             "No deadlines: neither a report (received_on) nor an investigation decision is recorded.".into()
+        });
+    }
+    if rules::report_during_open_investigation(dates) {
+        say(String::new());
+        say(if sv {
+            "Ingen förhandsbedömning: anmälan kom in medan ärendets utredning pågick, och en anmälan om ett barn som redan utreds behöver ingen förhandsbedömning; utredningen tar upp den. Skyddsbedömningen gäller som vanligt.".into()
+        } else {
+            "No preliminary assessment: the report came in while the case's investigation was open, and a report about a child already under investigation needs no preliminary assessment; the investigation takes it up. The protection assessment applies as usual.".into()
+        });
+    }
+    for chain in chains {
+        say(String::new());
+        let other = chain.other.as_str();
+        let window = settings.rules.chain_window_days;
+        say(match (sv, chain.this_is_later) {
+            (true, true) => format!("Möjlig kedja (JO 2565-2016): utredningen inleddes {} dagar efter att utredningen i ärende {other} om samma barn avslutades (rules.chain_window = {window} dagar).", chain.gap_days),
+            (true, false) => format!("Möjlig kedja (JO 2565-2016): {} dagar efter att utredningen avslutades inleddes en ny utredning om samma barn i ärende {other} (rules.chain_window = {window} dagar).", chain.gap_days),
+            (false, true) => format!("Possible chain (JO 2565-2016): the investigation was opened {} days after the investigation of the same child in case {other} closed (rules.chain_window = {window} days).", chain.gap_days),
+            (false, false) => format!("Possible chain (JO 2565-2016): {} days after the investigation closed, a new investigation of the same child was opened in case {other} (rules.chain_window = {window} days).", chain.gap_days),
         });
     }
     for d in &deadlines {

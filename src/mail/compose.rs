@@ -908,7 +908,7 @@ mod tests {
     /// The lines `fristvakt explain` prints under the heading of `kind`, without their indent
     /// and without the ladder steps.
     fn explain_lines(s: &Settings, case: &crate::register::CaseRow, kind: Kind, today: NaiveDate) -> Vec<String> {
-        let text = crate::jobs::show::explain_text(s, case, today, |_| Vec::new());
+        let text = crate::jobs::show::explain_text(s, case, today, &[], |_| Vec::new());
         let heading = format!("{} ({})", kind_name(s.mail.language, kind), kind.as_str());
         let mut lines = text.lines().skip_while(|line| *line != heading).skip(1);
         let section: Vec<&str> = lines.by_ref().take_while(|line| !line.is_empty()).collect();
@@ -943,6 +943,7 @@ mod tests {
             caseworker: Some(EmailAddress::parse("anna.handlaggare@kommun.example").unwrap()),
             caseworker_invalid: false,
             child_sex: None,
+            child_key: None,
             dates: CaseDates {
                 received_on: received.map(day),
                 investigation_opened_on: opened.map(day),

@@ -29,7 +29,7 @@ pub async fn charts(state: &StateStore, request: &Request) -> Result<Charts, Sta
     })
 }
 
-const KIND_COLOURS: [&str; 3] = ["#1b6b93", "#d9822b", "#4f8a3c"];
+const KIND_COLOURS: [&str; 4] = ["#1b6b93", "#d9822b", "#4f8a3c", "#8a3c7a"];
 const GIRLS: &str = "#9b4f96";
 const BOYS: &str = "#2f7fb8";
 const CHART_WIDTH: f64 = 680.0;

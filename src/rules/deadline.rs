@@ -26,11 +26,15 @@ pub enum Kind {
     /// Utredning: completed within four months, extended only for särskilda skäl
     /// (11 kap. 2 § socialtjänstlagen (2001:453), motsvarande i 2025:400).
     Investigation,
+    /// Uppföljning: a follow-up of the child's situation after a closed investigation ends at
+    /// the latest two months after the investigation closed
+    /// (11 kap. 4 a–b §§ socialtjänstlagen (2001:453), motsvarande i 2025:400).
+    FollowUp,
 }
 
 impl Kind {
     /// Every kind, in the order deadlines are listed.
-    pub const ALL: [Kind; 3] = [Kind::Protection, Kind::Assessment, Kind::Investigation];
+    pub const ALL: [Kind; 4] = [Kind::Protection, Kind::Assessment, Kind::Investigation, Kind::FollowUp];
 
     /// The stable machine name used in configuration, JSON, keys and metrics.
     pub fn as_str(self) -> &'static str {
@@ -38,6 +42,7 @@ impl Kind {
             Kind::Protection => "protection",
             Kind::Assessment => "assessment",
             Kind::Investigation => "investigation",
+            Kind::FollowUp => "follow_up",
         }
     }
 
@@ -47,6 +52,7 @@ impl Kind {
             Kind::Protection => "Skyddsbedömning",
             Kind::Assessment => "Förhandsbedömning",
             Kind::Investigation => "Utredning",
+            Kind::FollowUp => "Uppföljning",
         }
     }
 
@@ -56,6 +62,7 @@ impl Kind {
             Kind::Protection => "Protection assessment",
             Kind::Assessment => "Preliminary assessment",
             Kind::Investigation => "Investigation",
+            Kind::FollowUp => "Follow-up",
         }
     }
 
@@ -65,6 +72,7 @@ impl Kind {
             Kind::Protection => 0,
             Kind::Assessment => 3,
             Kind::Investigation => 14,
+            Kind::FollowUp => 14,
         }
     }
 }
@@ -103,6 +111,11 @@ pub struct CaseDates {
     pub investigation_extended_to: Option<NaiveDate>,
     /// The investigation was closed by a decision.
     pub investigation_closed_on: Option<NaiveDate>,
+    /// The decision to follow up the child's situation after the investigation closed
+    /// (uppföljning); an optional column of the view.
+    pub follow_up_decided_on: Option<NaiveDate>,
+    /// The follow-up ended; an optional column of the view.
+    pub follow_up_ended_on: Option<NaiveDate>,
 }
 
 /// How the rules are applied; the edge fills it from configuration.
@@ -279,6 +292,10 @@ impl fmt::Display for Status {
 }
 
 /// The deadlines of one case, in [`Kind`] order, exactly as the table in register contract §2.
+///
+/// A row gives up to four: protection and assessment from a report (no assessment for a report
+/// received during the row's own open investigation), the investigation, and the follow-up after
+/// a closed investigation when one was decided.
 pub fn deadlines_for(dates: &CaseDates, options: RuleOptions) -> Vec<Deadline> {
     let mut deadlines = Vec::with_capacity(Kind::ALL.len());
     if let Some(received_on) = dates.received_on {
@@ -295,10 +312,7 @@ pub fn deadlines_for(dates: &CaseDates, options: RuleOptions) -> Vec<Deadline> {
         // report came in, not closed before it) needs no preliminary assessment: the
         // investigation takes the new information in. A report on the day the investigation
         // opens is an ordinary one, whose assessment the opening closes.
-        let opened_before = dates.investigation_opened_on.filter(|opened| *opened < received_on);
-        let during_investigation =
-            opened_before.is_some() && dates.investigation_closed_on.is_none_or(|closed| closed >= received_on);
-        if !during_investigation {
+        if !report_during_open_investigation(dates) {
             // The receipt day is day 0: received Monday 3 March, last day Monday 17 March.
             let nominal = shift_days_saturating(received_on, 14);
             let (due_on, due_reason) = legal_due(nominal, dates.assessment_extended_to, options);
@@ -328,7 +342,32 @@ pub fn deadlines_for(dates: &CaseDates, options: RuleOptions) -> Vec<Deadline> {
             due_reason,
         });
     }
+    // The follow-up ends at the latest two months after the investigation closed; its clock
+    // runs from the close, whenever the follow-up itself was decided. No extension exists.
+    if let (Some(_), Some(closed_on)) = (dates.follow_up_decided_on, dates.investigation_closed_on) {
+        let nominal = add_months(closed_on, 2);
+        let (due_on, due_reason) = legal_due(nominal, None, options);
+        deadlines.push(Deadline {
+            kind: Kind::FollowUp,
+            start_on: closed_on,
+            nominal_due_on: nominal,
+            due_on,
+            closed_on: dates.follow_up_ended_on,
+            due_reason,
+        });
+    }
     deadlines
+}
+
+/// Whether the assessment clock is absent because the report came in while the row's own
+/// investigation was open (register contract §1); `explain` says so.
+pub fn report_during_open_investigation(dates: &CaseDates) -> bool {
+    match (dates.received_on, dates.investigation_opened_on) {
+        (Some(received_on), Some(opened_on)) => {
+            opened_on < received_on && dates.investigation_closed_on.is_none_or(|closed| closed >= received_on)
+        }
+        _ => false,
+    }
 }
 
 /// The legal last day for a nominal one: a decided extension wins as decided, because the
@@ -383,6 +422,8 @@ mod tests {
                 "investigation_opened_on" => &mut dates.investigation_opened_on,
                 "investigation_extended_to" => &mut dates.investigation_extended_to,
                 "investigation_closed_on" => &mut dates.investigation_closed_on,
+                "follow_up_decided_on" => &mut dates.follow_up_decided_on,
+                "follow_up_ended_on" => &mut dates.follow_up_ended_on,
                 other => panic!("no column {other}"),
             };
             *field = Some(d(value));
@@ -454,6 +495,61 @@ mod tests {
         ]);
         assert_eq!(after[1], "assessment from 2026-04-10: nominal 2026-04-24, due 2026-04-24 (nominal), open");
         assert_eq!(after.len(), 3);
+    }
+
+    /// The follow-up clock: the investigation's close + 2 months (lag 1930:173 1 §: the same day
+    /// number, else the month's last day), moved by the holiday rule, closed by its end.
+    #[test]
+    fn follow_up_ends_two_months_after_the_investigation_closed() {
+        fn check(closed: &str, extra: &[(&str, &str)], options: RuleOptions, expected: &str) {
+            let mut pairs = vec![
+                ("investigation_opened_on", "2020-01-01"),
+                ("investigation_closed_on", closed),
+                ("follow_up_decided_on", closed),
+            ];
+            pairs.extend_from_slice(extra);
+            let actual = find(&row(&pairs), options, Kind::FollowUp).map_or_else(|| "none".to_string(), |x| render(&x));
+            assert_eq!(actual, expected, "closed {closed} {extra:?}");
+        }
+        // Nyårsafton, nyårsdagen (a Friday), Saturday, Sunday: the legal day is Monday 4 January.
+        check(
+            "2026-10-31",
+            &[],
+            ON,
+            "follow_up from 2026-10-31: nominal 2026-12-31, due 2027-01-04 (moved over 12-31 nyårsafton, 01-01 nyårsdagen, 01-02 lördag, 01-03 söndag), open",
+        );
+        check("2026-10-31", &[], OFF, "follow_up from 2026-10-31: nominal 2026-12-31, due 2026-12-31 (nominal), open");
+        check("2027-03-31", &[], ON, "follow_up from 2027-03-31: nominal 2027-05-31, due 2027-05-31 (nominal), open");
+        // Month ends: no 31 February, and a leap year's 29th.
+        check("2026-12-31", &[], OFF, "follow_up from 2026-12-31: nominal 2027-02-28, due 2027-02-28 (nominal), open");
+        check("2027-12-31", &[], OFF, "follow_up from 2027-12-31: nominal 2028-02-29, due 2028-02-29 (nominal), open");
+        check("2027-12-30", &[], OFF, "follow_up from 2027-12-30: nominal 2028-02-29, due 2028-02-29 (nominal), open");
+        check("2026-08-31", &[], OFF, "follow_up from 2026-08-31: nominal 2026-10-31, due 2026-10-31 (nominal), open");
+        // Alla helgons dag (Saturday 31 October 2026) and the Sunday move it to Monday.
+        check(
+            "2026-08-31",
+            &[],
+            ON,
+            "follow_up from 2026-08-31: nominal 2026-10-31, due 2026-11-02 (moved over 10-31 alla helgons dag, 11-01 söndag), open",
+        );
+        // The follow-up's end closes it; decided later than the close, it still counts from the close.
+        check(
+            "2027-03-31",
+            &[("follow_up_ended_on", "2027-05-20")],
+            ON,
+            "follow_up from 2027-03-31: nominal 2027-05-31, due 2027-05-31 (nominal), closed 2027-05-20",
+        );
+        let late_decision = row(&[
+            ("investigation_opened_on", "2027-01-10"),
+            ("investigation_closed_on", "2027-03-31"),
+            ("follow_up_decided_on", "2027-04-12"),
+        ]);
+        assert_eq!(find(&late_decision, ON, Kind::FollowUp).map(|x| x.due_on), Some(d("2027-05-31")));
+        // No follow-up without a decision, or without a closed investigation.
+        let no_decision = row(&[("investigation_opened_on", "2027-01-10"), ("investigation_closed_on", "2027-03-31")]);
+        assert_eq!(find(&no_decision, ON, Kind::FollowUp), None);
+        let still_open = row(&[("investigation_opened_on", "2027-01-10"), ("follow_up_decided_on", "2027-03-31")]);
+        assert_eq!(find(&still_open, ON, Kind::FollowUp), None);
     }
 
     #[test]
@@ -590,7 +686,24 @@ mod tests {
         check(row(&[("received_on", "2025-03-03")]), &[Kind::Protection, Kind::Assessment]);
         // An investigation opened on application has no report and so no earlier clocks.
         check(row(&[("investigation_opened_on", "2025-03-03")]), &[Kind::Investigation]);
-        check(row(&[("received_on", "2025-03-03"), ("investigation_opened_on", "2025-03-10")]), &Kind::ALL);
+        check(
+            row(&[("received_on", "2025-03-03"), ("investigation_opened_on", "2025-03-10")]),
+            &[Kind::Protection, Kind::Assessment, Kind::Investigation],
+        );
+        check(
+            row(&[
+                ("received_on", "2025-03-03"),
+                ("investigation_opened_on", "2025-03-10"),
+                ("investigation_closed_on", "2025-06-10"),
+                ("follow_up_decided_on", "2025-06-10"),
+            ]),
+            &Kind::ALL,
+        );
+        // A report during the open investigation: no assessment clock.
+        check(
+            row(&[("investigation_opened_on", "2025-03-03"), ("received_on", "2025-03-10")]),
+            &[Kind::Protection, Kind::Investigation],
+        );
         // Closing dates alone start nothing.
         check(row(&[("assessment_decided_on", "2025-03-03"), ("investigation_closed_on", "2025-03-10")]), &[]);
     }
@@ -704,6 +817,7 @@ mod tests {
                 ("protection", "Skyddsbedömning", "Protection assessment", 0),
                 ("assessment", "Förhandsbedömning", "Preliminary assessment", 3),
                 ("investigation", "Utredning", "Investigation", 14),
+                ("follow_up", "Uppföljning", "Follow-up", 14),
             ]
         );
         let statuses: Vec<_> = Status::ALL.iter().map(|s| (s.as_str(), s.is_closed())).collect();

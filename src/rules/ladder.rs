@@ -195,6 +195,9 @@ impl Ladder {
                 step(1, &[TeamLead]),
                 step(14, &[Manager]),
             ],
+            Kind::FollowUp => {
+                vec![step(-14, &[Caseworker]), step(1, &[Caseworker, TeamLead]), step(14, &[Manager])]
+            }
         };
         Ladder { steps }
     }
@@ -250,6 +253,26 @@ pub fn decide(deadline: &Deadline, ladder: &Ladder, today: NaiveDate, recorded: 
     LadderDecision { send, skip: open }
 }
 
+impl LadderDecision {
+    /// The same decision with nothing sent: the step that would have been sent is recorded as
+    /// skipped too (a deadline beyond the first-sight horizon, [`beyond_first_sight`]).
+    pub fn silenced(mut self) -> LadderDecision {
+        if let Some(offset) = self.send.take() {
+            self.skip.push(offset);
+            self.skip.sort_unstable();
+        }
+        self
+    }
+}
+
+/// Whether a deadline first seen on `first_seen_on` was first seen more than `horizon_days`
+/// after its legal last day (register contract §3): such a deadline gets no notice at all, so
+/// that the first start against a register with years of history mails nobody about long-past
+/// cases. Exactly `horizon_days` after is still inside the horizon.
+pub fn beyond_first_sight(deadline: &Deadline, first_seen_on: NaiveDate, horizon_days: i64) -> bool {
+    (first_seen_on - deadline.due_on).num_days() > horizon_days
+}
+
 /// The stable text form of an offset: "-3", "0", "+5".
 pub fn offset_label(offset: i32) -> String {
     if offset > 0 {
@@ -302,6 +325,14 @@ mod tests {
                 investigation_closed_on: closed_on,
                 ..CaseDates::default()
             },
+            // `start` is the day the investigation closed and the follow-up was decided.
+            Kind::FollowUp => CaseDates {
+                investigation_opened_on: Some(d("2000-01-03")),
+                investigation_closed_on: start,
+                follow_up_decided_on: start,
+                follow_up_ended_on: closed_on,
+                ..CaseDates::default()
+            },
         };
         deadlines_for(&dates, RuleOptions::default()).into_iter().find(|deadline| deadline.kind == kind).unwrap()
     }
@@ -334,6 +365,7 @@ mod tests {
         check(Kind::Protection, "0 → caseworker, team_lead · +1 → manager");
         check(Kind::Assessment, "-3 → caseworker · 0 → caseworker · +1 → caseworker, team_lead · +5 → manager");
         check(Kind::Investigation, "-14 → caseworker · -3 → caseworker, team_lead · +1 → team_lead · +14 → manager");
+        check(Kind::FollowUp, "-14 → caseworker · +1 → caseworker, team_lead · +14 → manager");
     }
 
     #[test]
@@ -399,6 +431,70 @@ mod tests {
         check(Kind::Investigation, "2026-10-31", None, "2027-03-02", &[-14, -3], "send +1, skip []");
         check(Kind::Investigation, "2026-10-31", None, "2027-03-15", &[-14, -3, 1], "send +14, skip []");
         check(Kind::Investigation, "2026-10-31", None, "2027-06-01", &[], "send +14, skip [-14 -3 +1]");
+        // Follow-up after an investigation closed 2026-10-31: nominal 2026-12-31, due 2027-01-04.
+        check(Kind::FollowUp, "2026-10-31", None, "2026-12-16", &[], "send nothing, skip []");
+        check(Kind::FollowUp, "2026-10-31", None, "2026-12-17", &[], "send -14, skip []");
+        check(Kind::FollowUp, "2026-10-31", None, "2027-01-04", &[-14], "send nothing, skip []");
+        check(Kind::FollowUp, "2026-10-31", None, "2027-01-05", &[-14], "send +1, skip []");
+        check(Kind::FollowUp, "2026-10-31", None, "2027-01-18", &[-14, 1], "send +14, skip []");
+        check(Kind::FollowUp, "2026-10-31", Some("2027-01-02"), "2027-01-18", &[-14], "send nothing, skip []");
+    }
+
+    /// Contract §3: steps that fell due while fristvakt was down give only the latest reached
+    /// step, for a deadline known before the downtime and for one first seen after it alike.
+    #[test]
+    fn catch_up_after_downtime_sends_only_the_latest_reached_step() {
+        fn check(kind: Kind, start: &str, today: &str, recorded: &[i32], expected: &str) {
+            let deadline = deadline(kind, start, None, None);
+            let decision = decide(&deadline, &Ladder::default_for(kind), d(today), recorded);
+            assert_eq!(render_decision(&decision), expected, "{kind} from {start} on {today} after {recorded:?}");
+        }
+        // Investigation opened 2026-10-31 (nominal 2027-02-28, due 2027-03-01). Known, with the
+        // -14 reminder sent on 2027-02-14; down until 2027-03-03: -3 and +1 fell due meanwhile.
+        check(Kind::Investigation, "2026-10-31", "2027-03-03", &[-14], "send +1, skip [-3]");
+        // The same deadline first seen on 2027-03-03 (new): the same single notice.
+        check(Kind::Investigation, "2026-10-31", "2027-03-03", &[], "send +1, skip [-14 -3]");
+        // Down until after the last step: the manager's step alone, known or new.
+        check(Kind::Investigation, "2026-10-31", "2027-03-20", &[-14], "send +14, skip [-3 +1]");
+        check(Kind::Investigation, "2026-10-31", "2027-03-20", &[], "send +14, skip [-14 -3 +1]");
+        // Protection received on a Saturday, fristvakt down all weekend.
+        check(Kind::Protection, "2026-03-07", "2026-03-09", &[], "send +1, skip [0]");
+        // Follow-up due 2027-01-04, down over the holidays: +1 only.
+        check(Kind::FollowUp, "2026-10-31", "2027-01-07", &[-14], "send +1, skip []");
+        check(Kind::FollowUp, "2026-10-31", "2027-01-07", &[], "send +1, skip [-14]");
+        // The day the system comes back, a step reached that very day is the one sent.
+        check(Kind::Assessment, "2025-03-03", "2025-03-17", &[], "send 0, skip [-3]");
+    }
+
+    /// Contract §3: a deadline first seen more than the horizon after its legal last day gets
+    /// no notice; at the horizon it gets the latest reached step.
+    #[test]
+    fn first_sight_horizon_silences_long_past_deadlines() {
+        // Assessment received 2025-03-03: due 2025-03-17.
+        let deadline = deadline(Kind::Assessment, "2025-03-03", None, None);
+        let ladder = Ladder::default_for(Kind::Assessment);
+        let check = |days_after_due: i64, expected_beyond: bool, expected: &str| {
+            let first_seen = deadline.due_on + chrono::Duration::days(days_after_due);
+            let beyond = beyond_first_sight(&deadline, first_seen, 30);
+            assert_eq!(beyond, expected_beyond, "{days_after_due} days after the legal day");
+            let mut decision = decide(&deadline, &ladder, first_seen, &[]);
+            if beyond {
+                decision = decision.silenced();
+            }
+            assert_eq!(render_decision(&decision), expected, "{days_after_due} days after the legal day");
+        };
+        check(29, false, "send +5, skip [-3 0 +1]");
+        check(30, false, "send +5, skip [-3 0 +1]");
+        check(31, true, "send nothing, skip [-3 0 +1 +5]");
+        check(800, true, "send nothing, skip [-3 0 +1 +5]");
+        // Before the legal day and on it: never beyond.
+        assert!(!beyond_first_sight(&deadline, d("2025-03-01"), 30));
+        assert!(!beyond_first_sight(&deadline, deadline.due_on, 0));
+        // An extension after the first sight brings the deadline back inside the horizon.
+        let extended = self::deadline(Kind::Assessment, "2025-03-03", Some("2025-05-30"), None);
+        assert!(!beyond_first_sight(&extended, d("2025-04-20"), 30));
+        // Silencing a decision that sends nothing changes nothing.
+        assert_eq!(LadderDecision::default().silenced(), LadderDecision::default());
     }
 
     #[test]

@@ -6,9 +6,13 @@
 //! table, against the examples in `shared/domain/statutory-deadlines.md`.
 
 pub mod calendar;
+pub mod chain;
 pub mod deadline;
 pub mod ladder;
 
 pub use calendar::{DayKind, Holiday};
-pub use deadline::{deadlines_for, CaseDates, Deadline, DueReason, Kind, RuleOptions, Status};
-pub use ladder::{decide, Ladder, LadderDecision, LadderError, Role, Step};
+pub use chain::{find_chains, is_chained, InvestigationSpan};
+pub use deadline::{
+    deadlines_for, report_during_open_investigation, CaseDates, Deadline, DueReason, Kind, RuleOptions, Status,
+};
+pub use ladder::{beyond_first_sight, decide, Ladder, LadderDecision, LadderError, Role, Step};

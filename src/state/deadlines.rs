@@ -10,7 +10,7 @@ use sqlx::types::Json;
 use super::{
     column, parsed, parsed_opt, placeholders, query_error, with_pool, Get, StateError, StateStore, BATCH_ROWS,
 };
-use crate::domain::{CaseRef, EmailAddress, Sex, UnitCode};
+use crate::domain::{CaseRef, ChildKey, EmailAddress, Sex, UnitCode};
 use crate::rules::calendar::DayKind;
 use crate::rules::{Deadline, DueReason, Kind};
 
@@ -24,6 +24,10 @@ pub struct DeadlineRecord {
     pub deadline: Deadline,
     pub next_step_on: Option<NaiveDate>,
     pub row_updated_at: DateTime<Utc>,
+    /// The day of the poll that computed it: stored as `first_seen_on` when the deadline is new.
+    pub seen_on: NaiveDate,
+    /// The child's key, kept on investigation deadlines only (chains).
+    pub child_key: Option<ChildKey>,
 }
 
 pub use crate::domain::StoredDeadline;
@@ -41,7 +45,7 @@ pub struct DeadlineFilter {
 type MovedOver = Vec<(NaiveDate, DayKind)>;
 
 const DEADLINE_COLUMNS: &str = "case_ref, kind, unit, caseworker, child_sex, start_on, nominal_due_on, due_on, \
-     closed_on, due_reason, extended_to, moved_over, withdrawn";
+     closed_on, due_reason, extended_to, moved_over, withdrawn, first_seen_on, child_key";
 
 impl StateStore {
     /// Stores computed deadlines of a batch of cases, in one transaction, writing only what
@@ -59,14 +63,14 @@ impl StateStore {
         case_refs: &[CaseRef],
         records: &[DeadlineRecord],
     ) -> Result<(), StateError> {
-        let per_row = 15;
+        let per_row = 17;
         with_pool!(&self.pool, p => {
             let mut tx = p.begin().await.map_err(query_error("starting a transaction"))?;
             for chunk in records.chunks(BATCH_ROWS) {
                 let mut sql = String::from(
                     "INSERT INTO deadlines (case_ref, kind, unit, caseworker, child_sex, start_on, nominal_due_on, \
                      due_on, closed_on, due_reason, extended_to, moved_over, next_step_on, row_updated_at, \
-                     seen_in_poll, withdrawn) VALUES ",
+                     seen_in_poll, first_seen_on, child_key, withdrawn) VALUES ",
                 );
                 for i in 0..chunk.len() {
                     if i > 0 {
@@ -84,7 +88,7 @@ impl StateStore {
                      nominal_due_on = excluded.nominal_due_on, due_on = excluded.due_on, \
                      closed_on = excluded.closed_on, due_reason = excluded.due_reason, \
                      extended_to = excluded.extended_to, moved_over = excluded.moved_over, withdrawn = FALSE, \
-                     row_updated_at = excluded.row_updated_at, \
+                     row_updated_at = excluded.row_updated_at, child_key = excluded.child_key, \
                      seen_in_poll = CASE WHEN excluded.seen_in_poll > deadlines.seen_in_poll \
                        THEN excluded.seen_in_poll ELSE deadlines.seen_in_poll END \
                      WHERE deadlines.withdrawn OR deadlines.unit <> excluded.unit \
@@ -96,6 +100,7 @@ impl StateStore {
                        OR deadlines.extended_to IS DISTINCT FROM excluded.extended_to \
                        OR deadlines.moved_over IS DISTINCT FROM excluded.moved_over \
                        OR deadlines.row_updated_at IS DISTINCT FROM excluded.row_updated_at \
+                       OR deadlines.child_key IS DISTINCT FROM excluded.child_key \
                        OR (excluded.next_step_on IS NULL AND deadlines.next_step_on IS NOT NULL)",
                 );
                 let mut q = sqlx::query(&sql);
@@ -117,7 +122,9 @@ impl StateStore {
                         .bind(moved_over)
                         .bind(r.next_step_on)
                         .bind(r.row_updated_at)
-                        .bind(poll_seq);
+                        .bind(poll_seq)
+                        .bind(r.seen_on)
+                        .bind(r.child_key.as_ref().map(ChildKey::as_str));
                 }
                 q.execute(&mut *tx).await.map_err(query_error("storing deadlines"))?;
             }
@@ -129,7 +136,7 @@ impl StateStore {
             }
             for chunk in case_refs.chunks(BATCH_ROWS * 4) {
                 let mut sql = format!(
-                    "UPDATE deadlines SET withdrawn = TRUE, next_step_on = NULL \
+                    "UPDATE deadlines SET withdrawn = TRUE, next_step_on = NULL, child_key = NULL \
                      WHERE withdrawn = FALSE AND case_ref IN ({})",
                     placeholders(1, chunk.len())
                 );
@@ -175,7 +182,8 @@ impl StateStore {
         let mut withdrawn = 0;
         for chunk in vanished.chunks(BATCH_ROWS * 8) {
             let sql = format!(
-                "UPDATE deadlines SET withdrawn = TRUE, next_step_on = NULL WHERE withdrawn = FALSE AND case_ref IN ({})",
+                "UPDATE deadlines SET withdrawn = TRUE, next_step_on = NULL, child_key = NULL \
+                 WHERE withdrawn = FALSE AND case_ref IN ({})",
                 placeholders(1, chunk.len())
             );
             withdrawn += with_pool!(&self.pool, p => {
@@ -357,5 +365,10 @@ fn stored_deadline(row: &impl Get) -> Result<StoredDeadline, StateError> {
             due_reason,
         },
         withdrawn: column(row, "withdrawn")?,
+        first_seen_on: column(row, "first_seen_on")?,
+        // A key that does not decode is an error like any corrupt value, but its value is never
+        // put into the message.
+        child_key: parsed_opt(row, "child_key", ChildKey::parse)
+            .map_err(|_| StateError::Corrupt { column: "child_key", value: "(not shown)".to_string() })?,
     })
 }

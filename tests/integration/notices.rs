@@ -64,6 +64,16 @@ async fn catch_up_sends_only_the_latest_step_postgres() {
 }
 
 #[tokio::test]
+async fn first_sight_horizon_keeps_the_first_start_quiet_sqlite() {
+    first_sight_horizon_keeps_the_first_start_quiet(sqlite_state()).await;
+}
+
+#[tokio::test]
+async fn first_sight_horizon_keeps_the_first_start_quiet_postgres() {
+    first_sight_horizon_keeps_the_first_start_quiet(postgres_state().await).await;
+}
+
+#[tokio::test]
 async fn smtp_outage_pauses_then_delivers_the_most_urgent_first_sqlite() {
     smtp_outage_pauses_then_delivers_the_most_urgent_first(sqlite_state()).await;
 }
@@ -386,6 +396,53 @@ async fn catch_up_sends_only_the_latest_step(state_url: String) {
     assert_eq!(app.poll(day("2026-11-05")).await.total_sent(), 0);
     assert_eq!(app.smtp.messages().len(), 1);
     app.close().await;
+}
+
+/// Contract §3, the quiet first start: first seen 29 and 30 days after the legal last day, a
+/// deadline gets its latest step (the manager's); 31 days after, nothing — every step recorded
+/// as skipped — while it still shows among the deadlines. A deadline that was known before it
+/// fell that far behind keeps its ladder.
+async fn first_sight_horizon_keeps_the_first_start_quiet(state_url: String) {
+    // First poll Thursday 2026-11-05; last days Wed 10-07 (29 days), Tue 10-06 (30), Mon 10-05 (31).
+    let mut cases = Vec::new();
+    for (case_ref, received_on) in
+        [("2026-BU-0029", "2026-09-23"), ("2026-BU-0030", "2026-09-22"), ("2026-BU-0031", "2026-09-21")]
+    {
+        let mut case = assessment_case(case_ref, Some(CASEWORKER));
+        case.received_on = received_on;
+        case.protection_assessed_on = Some(received_on);
+        cases.push(case);
+    }
+    let app = App::start(state_url, &cases, "always").await;
+    let report = app.poll(day("2026-11-05")).await;
+    assert_eq!(report.total_sent(), 2, "{report:?}");
+    let mut subjects: Vec<String> = app.smtp.messages().iter().map(subject).collect();
+    subjects.sort();
+    assert_eq!(
+        subjects,
+        [
+            "Förhandsbedömning 2026-BU-0029: sista dag 2026-10-07 (29 dagar försenad)",
+            "Förhandsbedömning 2026-BU-0030: sista dag 2026-10-06 (30 dagar försenad)",
+        ]
+    );
+    assert_eq!(
+        app_states(&app.state, "2026-BU-0031").await,
+        [(-3, OutboxState::Skipped), (0, OutboxState::Skipped), (1, OutboxState::Skipped), (5, OutboxState::Skipped)]
+    );
+    assert_eq!(app_states(&app.state, "2026-BU-0030").await.last(), Some(&(5, OutboxState::Sent)));
+    // Quiet, not forgotten: it is still a stored, overdue deadline.
+    let stored = app.state.deadlines(&fristvakt::state::DeadlineFilter::default()).await.unwrap();
+    let quiet = stored.iter().find(|d| d.case_ref.as_str() == "2026-BU-0031" && d.deadline.kind == Kind::Assessment);
+    assert_eq!(quiet.map(|d| d.deadline.status(day("2026-11-05"))), Some(fristvakt::rules::Status::Overdue));
+    assert_eq!(quiet.and_then(|d| d.first_seen_on), Some(day("2026-11-05")));
+    // Later polls add nothing.
+    assert_eq!(app.poll(day("2026-11-20")).await.total_sent(), 0);
+    assert_eq!(app.smtp.messages().len(), 2);
+    app.close().await;
+}
+
+async fn app_states(state: &fristvakt::state::StateStore, case_ref: &str) -> Vec<(i32, OutboxState)> {
+    state.outbox_for_case(case_ref).await.unwrap().iter().map(|r| (r.step.unwrap(), r.state)).collect()
 }
 
 /// The mail server is down for days: no notice is at fault, so none counts an attempt or is

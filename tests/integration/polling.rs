@@ -868,3 +868,132 @@ async fn silent_changes_of_every_column_are_stored_by_the_full_pass() {
     .collect();
     replay_and_compare(3, rounds).await;
 }
+
+/// The optional columns (contract §1): a view with them gets the follow-up clock and chained
+/// investigations, and `check-config` says so; the same rows in a view without them work as
+/// before, with the features off. A report into an open investigation has no assessment clock,
+/// and `explain` says why. The child key appears in no output.
+#[tokio::test]
+async fn optional_columns_switch_on_follow_up_and_chains() {
+    const KEY: &str = "k3y-of-child-0042";
+    let ws = Workspace::new();
+    let url = ws.sqlite_url("register.db");
+    std::fs::File::create(ws.path("register.db")).unwrap();
+    sqlite_exec(
+        &url,
+        "CREATE TABLE fristvakt_cases (case_ref TEXT, unit TEXT, caseworker TEXT, child_sex TEXT, received_on TEXT, \
+         protection_assessed_on TEXT, assessment_decided_on TEXT, assessment_extended_to TEXT, \
+         investigation_opened_on TEXT, investigation_extended_to TEXT, investigation_closed_on TEXT, updated_at TEXT, \
+         child_key TEXT, follow_up_decided_on TEXT, follow_up_ended_on TEXT)",
+    )
+    .await;
+    sqlite_exec(
+        &url,
+        &format!(
+            "INSERT INTO fristvakt_cases VALUES \
+         ('2026-BU-0001', 'BRO-BU', NULL, 'F', NULL, NULL, NULL, NULL, '2026-05-04', NULL, '2026-08-31', '2026-09-01T08:00:00Z', '{KEY}', '2026-08-31', NULL), \
+         ('2026-BU-0002', 'BRO-BU', NULL, 'F', NULL, NULL, NULL, NULL, '2026-09-30', NULL, NULL, '2026-09-30T08:00:00Z', '{KEY}', NULL, NULL), \
+         ('2026-BU-0003', 'BRO-BU', NULL, 'M', NULL, NULL, NULL, NULL, '2026-10-01', NULL, NULL, '2026-10-01T08:00:00Z', 'other-child', NULL, NULL), \
+         ('2026-BU-0004', 'BRO-BU', NULL, 'M', '2026-11-10', '2026-11-10', NULL, NULL, '2026-10-20', NULL, NULL, '2026-11-10T08:00:00Z', NULL, NULL, NULL)"
+        ),
+    )
+    .await;
+    let cfg = ws.config("[units.\"BRO-BU\"]\nmanagers = [\"ec.bromma@kommun.example\"]\n");
+    let out = fristvakt(Some(&cfg), &["check-config"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("chained investigations on (column child_key), follow-up clock on"),
+        "{}",
+        stdout(&out)
+    );
+
+    let out = fristvakt(Some(&cfg), &["deadlines", "--format", "json", "--today", TODAY], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let listed: Vec<Value> = serde_json::from_str(&stdout(&out)).unwrap();
+    let kinds: Vec<String> =
+        listed.iter().map(|v| format!("{} {}", v["case_ref"].as_str().unwrap(), v["kind"].as_str().unwrap())).collect();
+    assert_eq!(
+        kinds,
+        [
+            "2026-BU-0001 follow_up",
+            "2026-BU-0001 investigation",
+            "2026-BU-0002 investigation",
+            "2026-BU-0003 investigation",
+            "2026-BU-0004 investigation",
+            "2026-BU-0004 protection",
+        ]
+    );
+    // Closed 2026-08-31: + 2 months = 2026-10-31, alla helgons dag, moved to Monday 2026-11-02.
+    let follow_up = &listed[0];
+    assert_eq!(
+        (follow_up["nominal_due_on"].as_str(), follow_up["due_on"].as_str()),
+        (Some("2026-10-31"), Some("2026-11-02"))
+    );
+    assert_eq!(follow_up["status"].as_str(), Some("overdue"));
+
+    let out = fristvakt(Some(&cfg), &["explain", "2026-BU-0002", "--today", TODAY], &[]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        text.contains(
+            "Möjlig kedja (JO 2565-2016): utredningen inleddes 30 dagar efter att utredningen i ärende 2026-BU-0001"
+        ),
+        "{text}"
+    );
+    let out = fristvakt(Some(&cfg), &["explain", "2026-BU-0004", "--today", TODAY], &[]);
+    assert!(
+        stdout(&out).contains("Ingen förhandsbedömning: anmälan kom in medan ärendets utredning pågick"),
+        "{}",
+        stdout(&out)
+    );
+    let out = fristvakt(Some(&cfg), &["explain", "2026-BU-0003", "--today", TODAY], &[]);
+    assert!(!stdout(&out).contains("kedja"), "{}", stdout(&out));
+
+    let out = fristvakt(Some(&cfg), &["digest", "--dry-run", "--today", TODAY], &[]);
+    let digest = stdout(&out);
+    assert!(digest.contains("- 2026-BU-0002 inleddes strax efter att 2026-BU-0001 avslutades"), "{digest}");
+    assert!(!digest.contains("2026-BU-0003 inleddes"), "{digest}");
+
+    // A one-day-shorter window: 30 days is outside it.
+    let out =
+        fristvakt(Some(&cfg), &["digest", "--dry-run", "--today", TODAY], &[("FRISTVAKT__RULES__CHAIN_WINDOW", "29d")]);
+    assert!(!stdout(&out).contains("inleddes strax efter"), "{}", stdout(&out));
+
+    let out = fristvakt(Some(&cfg), &["poll", "--once", "--today", TODAY], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for output in [stdout(&out), stderr(&out), digest, text, std::fs::read_to_string(&cfg).unwrap()] {
+        assert!(!output.contains(KEY), "the child key leaked: {output}");
+    }
+
+    // The same rows in a view without the optional columns: the features are off, all else works.
+    let ws2 = Workspace::new();
+    let url2 = ws2.sqlite_url("register.db");
+    std::fs::File::create(ws2.path("register.db")).unwrap();
+    create_register_table(&url2).await;
+    sqlite_exec(
+        &url2,
+        "INSERT INTO fristvakt_cases VALUES \
+         ('2026-BU-0001', 'BRO-BU', NULL, 'F', NULL, NULL, NULL, NULL, '2026-05-04', NULL, '2026-08-31', '2026-09-01T08:00:00Z'), \
+         ('2026-BU-0002', 'BRO-BU', NULL, 'F', NULL, NULL, NULL, NULL, '2026-09-30', NULL, NULL, '2026-09-30T08:00:00Z')",
+    )
+    .await;
+    let cfg2 = ws2.config("");
+    let out = fristvakt(Some(&cfg2), &["check-config"], &[]);
+    assert!(
+        stdout(&out).contains("chained investigations off (column child_key), follow-up clock off"),
+        "{}",
+        stdout(&out)
+    );
+    let out = fristvakt(Some(&cfg2), &["deadlines", "--format", "json", "--today", TODAY], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let listed: Vec<Value> = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(listed.len(), 2);
+    assert!(listed.iter().all(|v| v["kind"] == "investigation"));
+    let out = fristvakt(Some(&cfg2), &["poll", "--once", "--today", TODAY], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Without a reachable register, check-config still passes and says so.
+    std::fs::remove_file(ws2.path("register.db")).unwrap();
+    let out = fristvakt(Some(&cfg2), &["check-config"], &[]);
+    assert!(out.status.success());
+    assert!(stdout(&out).contains("register features not checked"), "{}", stdout(&out));
+}

@@ -282,6 +282,8 @@ async fn scripted_state(settings: &Settings) -> StateStore {
             },
             next_step_on: None,
             row_updated_at: Utc::now(),
+            seen_on: chrono::NaiveDate::from_ymd_opt(2026, 11, 1).unwrap(),
+            child_key: None,
         });
     };
     let (f, m) = (Some(Sex::Female), Some(Sex::Male));

@@ -154,6 +154,8 @@ async fn a_holiday_move_comes_back_with_its_days(postgres: Option<String>) {
             deadline: d.clone(),
             next_step_on: None,
             row_updated_at: Utc.with_ymd_and_hms(2026, 12, 10, 9, 30, 0).unwrap(),
+            seen_on: chrono::NaiveDate::from_ymd_opt(2026, 11, 1).unwrap(),
+            child_key: None,
         })
         .collect();
     let poll_seq = state.begin_poll().await.unwrap();
@@ -192,6 +194,8 @@ async fn an_undecodable_deadline_stops_the_ladder_without_moving_it(postgres: Op
             deadline,
             next_step_on: Some(date("2026-11-20")),
             row_updated_at: Utc.with_ymd_and_hms(2026, 11, 11, 9, 0, 0).unwrap(),
+            seen_on: chrono::NaiveDate::from_ymd_opt(2026, 11, 1).unwrap(),
+            child_key: None,
         })
         .collect();
     let poll_seq = state.begin_poll().await.unwrap();
@@ -287,6 +291,8 @@ async fn deadline_counts_agree_with_the_rules_status(postgres: Option<String>) {
                 deadline,
                 next_step_on: None,
                 row_updated_at: row.updated_at,
+                seen_on: chrono::NaiveDate::from_ymd_opt(2026, 11, 1).unwrap(),
+                child_key: None,
             });
         }
         case_refs.push(row.case_ref);
@@ -371,6 +377,8 @@ async fn outbox_claims_are_fenced_renewed_and_survive_a_cancel(postgres: Option<
                 deadline,
                 next_step_on: None,
                 row_updated_at: t,
+                seen_on: chrono::NaiveDate::from_ymd_opt(2026, 11, 1).unwrap(),
+                child_key: None,
             })
         })
         .collect();
