@@ -100,6 +100,10 @@ pub struct App {
     /// Set when this process's last poll rejected every row it read (a view whose column types
     /// changed, say): readiness must not pass while nothing is understood.
     pub(crate) rejecting_every_row: std::sync::Mutex<Option<String>>,
+    /// When the gauges that count every stored deadline were last set (the day they counted
+    /// for, and the instant): a poll that changed nothing refreshes them only when the day
+    /// changed or they are older than `jobs::poll::GAUGES_EVERY`.
+    pub(crate) gauges_counted: std::sync::Mutex<Option<(chrono::NaiveDate, std::time::Instant)>>,
 }
 
 impl App {
@@ -167,6 +171,7 @@ impl App {
             poll_failures: AtomicU32::new(0),
             holds_poll_lease: AtomicBool::new(false),
             rejecting_every_row: std::sync::Mutex::new(None),
+            gauges_counted: std::sync::Mutex::new(None),
         }
     }
 
