@@ -8,7 +8,7 @@ use futures_util::TryStreamExt;
 use sqlx::types::Json;
 
 use super::{
-    column, parsed, parsed_opt, placeholders, query_error, with_pool, Get, StateError, StateStore, BATCH_ROWS,
+    column, parsed, parsed_opt, query_error, with_pool, Get, StateError, StateStore, BATCH_ROWS,
 };
 use crate::domain::{CaseRef, ChildKey, EmailAddress, Sex, UnitCode};
 use crate::rules::calendar::DayKind;
@@ -76,7 +76,7 @@ impl StateStore {
                     if i > 0 {
                         sql.push(',');
                     }
-                    sql.push_str(&format!("({},FALSE)", placeholders(i * per_row + 1, per_row)));
+                    sql.push_str(&format!("({},FALSE)", self.marks(i * per_row + 1, per_row)));
                 }
                 sql.push_str(
                     " ON CONFLICT (case_ref, kind) DO UPDATE SET unit = excluded.unit, \
@@ -138,16 +138,15 @@ impl StateStore {
                 let mut sql = format!(
                     "UPDATE deadlines SET withdrawn = TRUE, next_step_on = NULL, child_key = NULL \
                      WHERE withdrawn = FALSE AND case_ref IN ({})",
-                    placeholders(1, chunk.len())
+                    self.marks(1, chunk.len())
                 );
                 let pairs: Vec<(&str, &str)> = chunk
                     .iter()
                     .flat_map(|c| held.get(c.as_str()).into_iter().flatten().map(move |k| (c.as_str(), *k)))
                     .collect();
                 if !pairs.is_empty() {
-                    let values: Vec<String> = (0..pairs.len())
-                        .map(|i| format!("(${}, ${})", chunk.len() + 2 * i + 1, chunk.len() + 2 * i + 2))
-                        .collect();
+                    let values: Vec<String> =
+                        (0..pairs.len()).map(|i| format!("({})", self.marks(chunk.len() + 2 * i + 1, 2))).collect();
                     sql.push_str(&format!(" AND (case_ref, kind) NOT IN (VALUES {})", values.join(",")));
                 }
                 let mut q = sqlx::query(&sql);
@@ -184,7 +183,7 @@ impl StateStore {
             let sql = format!(
                 "UPDATE deadlines SET withdrawn = TRUE, next_step_on = NULL, child_key = NULL \
                  WHERE withdrawn = FALSE AND case_ref IN ({})",
-                placeholders(1, chunk.len())
+                self.marks(1, chunk.len())
             );
             withdrawn += with_pool!(&self.pool, p => {
                 let mut q = sqlx::query(&sql);
@@ -206,7 +205,7 @@ impl StateStore {
             let sql = format!(
                 "SELECT case_ref, MAX(row_updated_at) AS stamp FROM deadlines \
                  WHERE withdrawn = FALSE AND case_ref IN ({}) GROUP BY case_ref",
-                placeholders(1, chunk.len())
+                self.marks(1, chunk.len())
             );
             with_pool!(&self.pool, p => {
                 let mut q = sqlx::query(&sql);

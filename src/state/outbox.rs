@@ -17,7 +17,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::types::Json;
 
-use super::{column, placeholders, query_error, with_pool, Get, StateError, StateStore, BATCH_ROWS};
+use super::{column, query_error, with_pool, Get, StateError, StateStore, BATCH_ROWS};
 use crate::digest::Digest;
 use crate::domain::{CaseRef, EmailAddress};
 use crate::notice::{NoticePayload, Recipient};
@@ -273,7 +273,7 @@ impl StateStore {
                 "SELECT case_ref, kind, step FROM outbox WHERE category = '{}' AND state <> 'cancelled' \
                  AND case_ref IN ({})",
                 OutboxCategory::Notice.as_str(),
-                placeholders(1, chunk.len())
+                self.marks(1, chunk.len())
             );
             with_pool!(&self.pool, p => {
                 let mut q = sqlx::query(&sql);
