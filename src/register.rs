@@ -301,6 +301,9 @@ pub fn validate(raw: &RawRow) -> Result<CaseRow, Rejection> {
 
 pub struct Register {
     pool: Pool,
+    /// The file of a SQLite register, streamed by [`stream_sqlite_file`]; `None` for PostgreSQL
+    /// and an in-memory database.
+    sqlite_file: Option<std::path::PathBuf>,
     view: String,
     features: Features,
     select_all: String,
@@ -372,6 +375,7 @@ impl Register {
         };
         // `view` is validated as a plain identifier by the configuration, so it is safe here.
         Register {
+            sqlite_file: url.sqlite_path().filter(|_| url.engine == Engine::Sqlite),
             pool,
             view: view.to_string(),
             features,
@@ -415,7 +419,9 @@ impl Register {
 
     /// Turns a failed query into an error that names missing columns when that is the cause.
     async fn explain_error(&self, source: sqlx::Error) -> RegisterError {
-        if matches!(source, sqlx::Error::Database(_)) {
+        // A failed statement: from sqlx a database error, from the rusqlite reader a protocol
+        // error carrying SQLite's message.
+        if matches!(source, sqlx::Error::Database(_) | sqlx::Error::Protocol(_)) {
             let mut missing = Vec::new();
             for column in COLUMNS {
                 let probe = format!("SELECT {column} FROM {} WHERE 1 = 0", self.view);
@@ -435,6 +441,17 @@ impl Register {
         let view = self.view.clone();
         let error = move |source| RegisterError::Query { view: view.clone(), source };
         match &self.pool {
+            Pool::Sqlite(_) if self.sqlite_file.is_some() => {
+                let path = self.sqlite_file.clone().unwrap_or_default();
+                let (sql, binds) = match since {
+                    None => (self.select_all.clone(), Vec::new()),
+                    Some(t) => (
+                        self.select_since.clone(),
+                        vec![(t - chrono::Duration::days(1)).format("%Y-%m-%d").to_string(), format_instant(t)],
+                    ),
+                };
+                stream_sqlite_file(path, sql, binds).map(move |row| row.map_err(&error)).boxed()
+            }
             Pool::Sqlite(p) => {
                 let rows = match since {
                     None => sqlx::query(&self.select_all).fetch(p),
@@ -536,6 +553,94 @@ fn raw_row(row: &impl TextRow) -> Result<RawRow, sqlx::Error> {
         follow_up_decided_on: get(13)?,
         follow_up_ended_on: get(14)?,
     })
+}
+
+/// Rows handed over per message by [`stream_sqlite_file`].
+const STREAM_CHUNK: usize = 1000;
+
+/// The rows of `sql` (bound to `binds`) from the SQLite file at `path`, read by rusqlite on a
+/// blocking thread and handed over in chunks of [`STREAM_CHUNK`], at most two chunks ahead of
+/// the reader. sqlx hands each SQLite row across a channel from its worker thread, which costs
+/// five times the read itself; this reads the register at the speed of SQLite. The connection
+/// is read-only (`SQLITE_OPEN_READ_ONLY`, `query_only`), as every register connection is. Values
+/// of any storage class become text, as [`SqliteRow`]'s [`TextRow`] reads them.
+fn stream_sqlite_file(
+    path: std::path::PathBuf,
+    sql: String,
+    binds: Vec<String>,
+) -> BoxStream<'static, Result<RawRow, sqlx::Error>> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<RawRow>, sqlx::Error>>(2);
+    tokio::task::spawn_blocking(move || {
+        let read = || -> Result<(), rusqlite::Error> {
+            let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+            let conn = rusqlite::Connection::open_with_flags(&path, flags)?;
+            conn.busy_timeout(std::time::Duration::from_secs(10))?;
+            conn.pragma_update(None, "query_only", "ON")?;
+            let mut statement = conn.prepare(&sql)?;
+            let columns = statement.column_count();
+            let mut rows = statement.query(rusqlite::params_from_iter(binds.iter()))?;
+            let mut chunk = Vec::with_capacity(STREAM_CHUNK);
+            while let Some(row) = rows.next()? {
+                let mut values = Vec::with_capacity(columns);
+                for i in 0..columns {
+                    use rusqlite::types::ValueRef;
+                    values.push(match row.get_ref(i)? {
+                        ValueRef::Null => None,
+                        ValueRef::Integer(n) => Some(n.to_string()),
+                        ValueRef::Real(x) => Some(x.to_string()),
+                        ValueRef::Text(b) | ValueRef::Blob(b) => Some(String::from_utf8_lossy(b).into_owned()),
+                    });
+                }
+                chunk.push(raw_row_of(values));
+                if chunk.len() == STREAM_CHUNK
+                    && tx.blocking_send(Ok(std::mem::replace(&mut chunk, Vec::with_capacity(STREAM_CHUNK)))).is_err()
+                {
+                    // The reader stopped listening (its poll failed or ended): stop reading.
+                    return Ok(());
+                }
+            }
+            if !chunk.is_empty() {
+                let _ = tx.blocking_send(Ok(chunk));
+            }
+            Ok(())
+        };
+        if let Err(e) = read() {
+            let _ = tx.blocking_send(Err(sqlx::Error::Protocol(e.to_string())));
+        }
+    });
+    futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|chunk| (chunk, rx)) })
+        .flat_map(|chunk| {
+            let rows: Vec<Result<RawRow, sqlx::Error>> = match chunk {
+                Ok(rows) => rows.into_iter().map(Ok).collect(),
+                Err(e) => vec![Err(e)],
+            };
+            futures_util::stream::iter(rows)
+        })
+        .boxed()
+}
+
+/// A row from its values in the order of the SELECT (the contract's columns, then the optional
+/// ones, read as NULL when the view lacks them).
+fn raw_row_of(values: Vec<Option<String>>) -> RawRow {
+    let mut values = values.into_iter();
+    let mut next = || values.next().flatten();
+    RawRow {
+        case_ref: next(),
+        unit: next(),
+        caseworker: next(),
+        child_sex: next(),
+        received_on: next(),
+        protection_assessed_on: next(),
+        assessment_decided_on: next(),
+        assessment_extended_to: next(),
+        investigation_opened_on: next(),
+        investigation_extended_to: next(),
+        investigation_closed_on: next(),
+        updated_at: next(),
+        child_key: next(),
+        follow_up_decided_on: next(),
+        follow_up_ended_on: next(),
+    }
 }
 
 /// Which optional columns the view has: each is probed on its own, and a column the database

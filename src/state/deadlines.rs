@@ -7,9 +7,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use futures_util::TryStreamExt;
 use sqlx::types::Json;
 
-use super::{
-    column, parsed, parsed_opt, query_error, with_pool, Get, StateError, StateStore, BATCH_ROWS,
-};
+use super::{column, parsed, parsed_opt, query_error, with_pool, Get, StateError, StateStore, BATCH_ROWS};
 use crate::domain::{CaseRef, ChildKey, EmailAddress, Sex, UnitCode};
 use crate::rules::calendar::DayKind;
 use crate::rules::{Deadline, DueReason, Kind};

@@ -148,13 +148,15 @@ impl StateStore {
 pub struct StateStore {
     pool: Pool,
     engine: Engine,
+    /// Opened to write (the daemon, `poll`, `migrate`), not read-only (the show commands).
+    owned: bool,
 }
 
 impl StateStore {
     /// Connects, creating a SQLite file when missing.
     pub async fn connect(url: &DatabaseUrl) -> Result<StateStore, StateError> {
         let pool = Pool::open(url, true, 8).await.map_err(|source| StateError::connect(url, source))?;
-        Ok(StateStore { pool, engine: url.engine })
+        Ok(StateStore { pool, engine: url.engine, owned: true })
     }
 
     /// Connects for reading only (the show commands): never creates, migrates or writes; a
@@ -169,7 +171,7 @@ impl StateStore {
             Engine::Postgres => url.clone(),
         };
         let pool = Pool::open(&read_only, false, 2).await.map_err(|source| StateError::connect(url, source))?;
-        Ok(StateStore { pool, engine: url.engine })
+        Ok(StateStore { pool, engine: url.engine, owned: false })
     }
 
     /// Whether the schema exists (fristvakt migrated this database before).
@@ -195,7 +197,15 @@ impl StateStore {
         with_pool!(&self.pool, p => sqlx::query("SELECT 1").execute(p).await.map(|_| ())).map_err(query_error("ping"))
     }
 
+    /// Closes the pool. A SQLite state fristvakt writes is checkpointed first, so that the file
+    /// holds everything and its write-ahead log is empty: the last of several connections
+    /// closing at once may otherwise leave the log behind (each sees the others still open).
     pub async fn close(&self) {
+        if let (Pool::Sqlite(p), true) = (&self.pool, self.owned) {
+            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(p).await {
+                tracing::debug!("state checkpoint at close: {e}");
+            }
+        }
         self.pool.close().await;
     }
 }
