@@ -442,6 +442,7 @@ pub async fn report_compliance(settings: Arc<Settings>, args: ReportArgs) -> Res
         by: args.by.clone(),
         min_group: settings.report.min_group,
         suppress: args.suppress,
+        chain_window_days: settings.rules.chain_window_days,
     };
     let app = App::open_for_reading(settings.clone(), now).await?;
     let counted = async {

@@ -41,6 +41,20 @@
 //!   time of day mostly in office hours, in UTC with six fractional digits, so that text order is
 //!   time order. Never after `today` 23:59:59.999999.
 //!
+//! - **Optional columns** (contract §1), drawn from a second generator seeded from the same seed,
+//!   so that the rows above are the same with or without them:
+//!   - `child_key`: every row has one, a 128-bit pseudonym written as 32 hex digits, like a keyed
+//!     hash of a personal identity number (never one);
+//!   - **chains** (JO 2565-2016): ≈ 4 % of closed investigations are followed by another case of
+//!     the same child (same key and sex) whose investigation opens 0–30 days after the close, in
+//!     whatever unit that case has (≈ 1 % of rows);
+//!   - **follow-ups** (uppföljning): ≈ 8 % of closed investigations get `follow_up_decided_on`
+//!     (the close or up to three days after) and, when it has come, `follow_up_ended_on`: ≈ 85 %
+//!     within the two months, the rest up to 20 days after (≈ 3 % of rows);
+//!   - **reports into open investigations**: ≈ 40 % of investigations opened on application get
+//!     a report 3–60 days after the opening while the investigation is still open: a protection
+//!     clock and no assessment (≈ 0.4 % of rows).
+//!
 //! After the valid rows come `broken` rows when asked, cycling through [`BrokenKind`]s, each
 //! otherwise a normal row, so that the register's validation and its logged reasons can be shown.
 //!
@@ -48,6 +62,8 @@
 //! seeded from `seed`, integer draws of fixed width and no transcendental floating-point functions.
 //! Memory stays bounded: one entry per day of the window and one address per caseworker, never a
 //! row that has been handed out.
+
+use std::collections::BTreeMap;
 
 use chrono::{Datelike, Days, Months, NaiveDate, Weekday};
 use rand::rngs::StdRng;
@@ -174,6 +190,15 @@ const NO_CASEWORKER: u32 = 20;
 const NO_SEX: u32 = 10;
 /// Chance that a caseworker's decision drawn on a weekend is kept rather than drawn again.
 const WEEKEND_DECISION_KEPT: u32 = 100;
+/// Closed investigations followed by another of the same child within the chain window.
+const CHAIN_STARTS: u32 = 40;
+/// Closed investigations with a decided follow-up, and of those, ended within two months.
+const FOLLOW_UP: u32 = 80;
+const FOLLOW_UP_IN_TIME: u32 = 850;
+/// Investigations opened on application that receive a report while open.
+const REPORT_INTO_OPEN: u32 = 400;
+/// Days after a close within which the chained investigation opens (`rules.chain_window`).
+const CHAIN_DAYS: i64 = 30;
 
 /// Days an average case keeps a caseworker busy: ≈ 12 with an open assessment, plus 38 % of
 /// ≈ 90 with an open investigation (`caseloads_are_realistic` measures ≈ 46).
@@ -249,6 +274,9 @@ struct Draft {
     investigation_opened_on: Option<NaiveDate>,
     investigation_extended_to: Option<NaiveDate>,
     investigation_closed_on: Option<NaiveDate>,
+    child_key: u128,
+    follow_up_decided_on: Option<NaiveDate>,
+    follow_up_ended_on: Option<NaiveDate>,
     updated_on: NaiveDate,
     /// Seconds since midnight UTC and microseconds of `updated_at`.
     updated_secs: u32,
@@ -271,6 +299,12 @@ struct Generator {
     numbers: Vec<(i32, u64)>,
     /// Each unit's caseworker addresses.
     pools: Vec<Vec<String>>,
+    /// Draws of the optional columns, apart from `rng` so that the other columns stay the same.
+    extra: StdRng,
+    /// Closed investigations whose child's next investigation is to open within
+    /// [`CHAIN_DAYS`], by closing day: (child key, sex). Only those whose window has not passed
+    /// the day being generated are kept: a few months' worth.
+    chains_waiting: BTreeMap<NaiveDate, Vec<(u128, Option<&'static str>)>>,
 }
 
 impl Generator {
@@ -325,6 +359,8 @@ impl Generator {
             broken_emitted: 0,
             numbers: vec![(window_start.year(), first_number)],
             pools,
+            extra: StdRng::seed_from_u64(options.seed ^ 0x6368_696c_645f_6b65),
+            chains_waiting: BTreeMap::new(),
         }
     }
 
@@ -403,6 +439,9 @@ impl Generator {
             investigation_opened_on: None,
             investigation_extended_to: None,
             investigation_closed_on: None,
+            child_key: self.extra.gen::<u128>(),
+            follow_up_decided_on: None,
+            follow_up_ended_on: None,
             updated_on: day,
             updated_secs: 0,
             updated_micros: 0,
@@ -423,13 +462,20 @@ impl Generator {
         if let Some(opened) = opened {
             draft.investigation_opened_on = Some(opened);
             self.draw_investigation(&mut draft, opened);
+            if draft.received_on.is_none() {
+                self.draw_report_into_open(&mut draft, opened);
+            }
+            self.draw_chain_and_follow_up(&mut draft, day, opened);
         }
 
         for event in [
+            draft.received_on,
             draft.protection_assessed_on,
             draft.assessment_decided_on,
             draft.investigation_opened_on,
             draft.investigation_closed_on,
+            draft.follow_up_decided_on,
+            draft.follow_up_ended_on,
         ]
         .into_iter()
         .flatten()
@@ -517,6 +563,60 @@ impl Generator {
         draft.investigation_closed_on = Some(closed).filter(|d| *d <= self.today);
     }
 
+    /// A report about the child of an investigation opened on application, while it is open:
+    /// the protection assessment that day or the next, no preliminary assessment (contract §1).
+    fn draw_report_into_open(&mut self, draft: &mut Draft, opened: NaiveDate) {
+        if self.extra.gen_range(0..1000u32) >= REPORT_INTO_OPEN {
+            return;
+        }
+        let received = plus_days(opened, self.extra.gen_range(3..=60));
+        let protected = plus_days(received, i64::from(self.extra.gen_range(0..1000u32) >= 900));
+        let open_then = draft.investigation_closed_on.is_none_or(|closed| closed >= received);
+        if received <= self.today && open_then {
+            draft.received_on = Some(received);
+            draft.protection_assessed_on = Some(protected).filter(|d| *d <= self.today);
+        }
+    }
+
+    /// The optional columns of an investigation: the child of a recently closed investigation
+    /// when this one opens within the chain window after it (the chain); and, once closed, maybe
+    /// a follow-up, maybe a chained successor to come. `day` is the day the row is registered.
+    fn draw_chain_and_follow_up(&mut self, draft: &mut Draft, day: NaiveDate, opened: NaiveDate) {
+        // No later row registers before `day`, so none can open within a window ended before it.
+        self.chains_waiting = self.chains_waiting.split_off(&plus_days(day, -CHAIN_DAYS));
+        let earliest = plus_days(opened, -CHAIN_DAYS);
+        if let Some((&closed, _)) = self.chains_waiting.range(earliest..=opened).next() {
+            if let Some(waiting) = self.chains_waiting.get_mut(&closed) {
+                let (key, sex) = waiting.remove(0);
+                if waiting.is_empty() {
+                    self.chains_waiting.remove(&closed);
+                }
+                draft.child_key = key;
+                draft.child_sex = sex;
+            }
+        }
+        let Some(closed) = draft.investigation_closed_on else {
+            return;
+        };
+        if self.extra.gen_range(0..1000u32) < CHAIN_STARTS {
+            self.chains_waiting.entry(closed).or_default().push((draft.child_key, draft.child_sex));
+        }
+        if self.extra.gen_range(0..1000u32) < FOLLOW_UP {
+            let decided = plus_days(closed, self.extra.gen_range(0..=3));
+            let nominal = plus_months(closed, 2);
+            let ended = if self.extra.gen_range(0..1000u32) < FOLLOW_UP_IN_TIME {
+                let span = (nominal - closed).num_days().max(21);
+                plus_days(closed, self.extra.gen_range(21..=span))
+            } else {
+                plus_days(nominal, self.extra.gen_range(1..=20))
+            };
+            if decided <= self.today {
+                draft.follow_up_decided_on = Some(decided);
+                draft.follow_up_ended_on = Some(ended).filter(|d| *d <= self.today);
+            }
+        }
+    }
+
     /// The `index`-th broken row: a normal case, old enough to be decided, then broken.
     fn broken_case(&mut self, index: usize) -> DemoCase {
         let last_start = self.received_by_day.len().saturating_sub(61);
@@ -572,9 +672,9 @@ impl Generator {
             investigation_extended_to: draft.investigation_extended_to.map(date_text),
             investigation_closed_on: draft.investigation_closed_on.map(date_text),
             updated_at,
-            child_key: None,
-            follow_up_decided_on: None,
-            follow_up_ended_on: None,
+            child_key: Some(format!("{:032x}", draft.child_key)),
+            follow_up_decided_on: draft.follow_up_decided_on.map(date_text),
+            follow_up_ended_on: draft.follow_up_ended_on.map(date_text),
         }
     }
 }
@@ -768,15 +868,37 @@ mod tests {
                 assert!(day <= today(), "date after today: {case:?}");
             }
 
-            // Registered on the day of receipt (or of opening, on application), in order.
-            let registered = received.or(opened).unwrap();
+            // Registered on the day of receipt (or of opening, on application, also when a report
+            // came in during the investigation later), in order.
+            let registered = [received, opened].into_iter().flatten().min().unwrap();
             assert!(registered >= window_start && registered >= previous_received);
             previous_received = registered;
             let (year, rest) = case.case_ref.split_once("-BU-").unwrap();
             assert_eq!(year.parse::<i32>().unwrap(), registered.year());
             assert!(rest.len() >= 5 && rest.bytes().all(|b| b.is_ascii_digit()));
 
+            let follow_up_decided = opt_date(&case.follow_up_decided_on);
+            let follow_up_ended = opt_date(&case.follow_up_ended_on);
+            for day in [follow_up_decided, follow_up_ended].into_iter().flatten() {
+                assert!(day <= today(), "date after today: {case:?}");
+            }
+            match (follow_up_decided, closed) {
+                (Some(decided), Some(closed)) => {
+                    assert!(decided >= closed && follow_up_ended.is_none_or(|e| e >= decided), "{case:?}")
+                }
+                (Some(_), None) => panic!("a follow-up of an open investigation: {case:?}"),
+                (None, _) => assert!(follow_up_ended.is_none(), "{case:?}"),
+            }
+            let key = case.child_key.as_deref().unwrap();
+            assert!(key.len() == 32 && key.bytes().all(|b| b.is_ascii_hexdigit()), "{case:?}");
+
             match received {
+                Some(received) if opened.is_some_and(|o| o < received) => {
+                    // A report during the investigation: protection, no assessment.
+                    assert!(closed.is_none_or(|c| c >= received), "{case:?}");
+                    assert!(protected.is_none_or(|d| d >= received), "{case:?}");
+                    assert!(decided.is_none() && assessment_extended.is_none(), "{case:?}");
+                }
                 Some(received) => {
                     assert!(protected.is_none_or(|d| d >= received), "{case:?}");
                     assert!(decided.is_none_or(|d| d >= received), "{case:?}");
@@ -799,7 +921,11 @@ mod tests {
 
             let updated = updated_at(case);
             assert!(updated <= end_of_today, "{case:?}");
-            let latest_event = [received, protected, decided, opened, closed].into_iter().flatten().max().unwrap();
+            let latest_event = [received, protected, decided, opened, closed, follow_up_decided, follow_up_ended]
+                .into_iter()
+                .flatten()
+                .max()
+                .unwrap();
             assert!(updated.date() >= latest_event, "{case:?}");
         }
     }
@@ -823,8 +949,12 @@ mod tests {
         let smallest = per_unit.values().min().unwrap();
         assert!(*largest > 3 * smallest, "units should differ in size");
 
-        let reports: Vec<_> = cases.iter().filter(|c| c.received_on.is_some()).collect();
-        assert_near("on application (no report)", share(cases.len() - reports.len(), cases.len()), 0.01, 0.004);
+        // Reports that opened the case (not those into an investigation opened on application).
+        let into_open = |c: &DemoCase| {
+            opt_date(&c.investigation_opened_on).is_some_and(|o| opt_date(&c.received_on).is_some_and(|r| o < r))
+        };
+        let reports: Vec<_> = cases.iter().filter(|c| c.received_on.is_some() && !into_open(c)).collect();
+        assert_near("on application", share(cases.len() - reports.len(), cases.len()), 0.01, 0.004);
         let weekend = reports.iter().filter(|c| is_weekend(opt_date(&c.received_on).unwrap())).count();
         assert_near("reports on a weekend", share(weekend, reports.len()), 0.07, 0.02);
         let july = reports.iter().filter(|c| opt_date(&c.received_on).unwrap().month() == 7).count();
@@ -917,7 +1047,8 @@ mod tests {
             let is_open = |start: &Option<String>, end: &Option<String>| {
                 opt_date(start).is_some_and(|s| s <= day) && opt_date(end).is_none_or(|e| e > day)
             };
-            let load = usize::from(is_open(&case.received_on, &case.assessment_decided_on))
+            let into_open = opt_date(&case.investigation_opened_on) < opt_date(&case.received_on);
+            let load = usize::from(!into_open && is_open(&case.received_on, &case.assessment_decided_on))
                 + usize::from(is_open(&case.investigation_opened_on, &case.investigation_closed_on));
             *open.entry(case.unit.as_str()).or_default() += load;
         }
@@ -934,6 +1065,46 @@ mod tests {
             eprintln!("{unit}: {} caseworkers, {caseload:.1} open each", pool.len());
             assert!((10.0..=25.0).contains(&caseload), "{unit}: {caseload}");
         }
+    }
+
+    /// The optional columns' patterns come, a few per cent each: chains within the window (and
+    /// only those share a key), follow-ups, reports into open investigations.
+    #[test]
+    fn chains_follow_ups_and_reports_into_open_investigations_are_there() {
+        let cases = sample();
+        let mut by_key: HashMap<&str, Vec<&DemoCase>> = HashMap::new();
+        for case in &cases {
+            by_key.entry(case.child_key.as_deref().unwrap()).or_default().push(case);
+        }
+        let mut chained = 0;
+        for group in by_key.values().filter(|g| g.len() > 1) {
+            // In order of registration; each later one opens 0–30 days after the one before closed.
+            for pair in group.windows(2) {
+                let closed = opt_date(&pair[0].investigation_closed_on).unwrap();
+                let opened = opt_date(&pair[1].investigation_opened_on).unwrap();
+                assert!((0..=CHAIN_DAYS).contains(&(opened - closed).num_days()), "{pair:?}");
+                assert_eq!(pair[0].child_sex, pair[1].child_sex);
+                chained += 1;
+            }
+        }
+        assert_near("chained investigations", share(chained, cases.len()), 0.012, 0.006);
+        assert!(chained >= 20, "{chained} chains");
+        let follow_ups = cases.iter().filter(|c| c.follow_up_decided_on.is_some()).count();
+        assert_near("follow-ups", share(follow_ups, cases.len()), 0.025, 0.012);
+        let late = cases
+            .iter()
+            .filter(|c| {
+                let closed = opt_date(&c.investigation_closed_on);
+                opt_date(&c.follow_up_ended_on).is_some_and(|e| e > closed.unwrap() + Months::new(2))
+            })
+            .count();
+        assert!(late > 0 && late < follow_ups / 4, "{late} of {follow_ups} follow-ups ended late");
+        let into_open = cases
+            .iter()
+            .filter(|c| opt_date(&c.investigation_opened_on).is_some_and(|o| opt_date(&c.received_on) > Some(o)))
+            .count();
+        assert_near("reports into open investigations", share(into_open, cases.len()), 0.004, 0.003);
+        assert!(into_open >= 20, "{into_open} reports into open investigations");
     }
 
     #[test]

@@ -253,6 +253,7 @@ async fn bench(cases: usize, runs: usize, dir: &Path) -> Result<()> {
         by: report::Dimension::parse_list("unit,kind").map_err(|e| anyhow::anyhow!(e))?,
         min_group: settings.report.min_group,
         suppress: true,
+        chain_window_days: settings.rules.chain_window_days,
     };
     let mut timings = Vec::new();
     let mut total = 0;

@@ -146,6 +146,9 @@ fn html_table(report: &Report, w: &Words, unit_names: &BTreeMap<String, String>)
     for head in w.figure_heads() {
         let _ = write!(h, "<th class=\"n\">{}</th>", esc(&head));
     }
+    if table.chains {
+        let _ = write!(h, "<th class=\"n\">{}</th>", esc(&w.chain_head()));
+    }
     h.push_str("</tr></thead><tbody>");
     for g in &table.groups {
         let _ = write!(h, "<tr{}>", if g.visible().is_none() { " class=\"hidden\"" } else { "" });
@@ -155,6 +158,9 @@ fn html_table(report: &Report, w: &Words, unit_names: &BTreeMap<String, String>)
         for f in w.figures(g, report.request.min_group) {
             let _ = write!(h, "<td class=\"n\">{}</td>", esc(&f));
         }
+        if table.chains {
+            let _ = write!(h, "<td class=\"n\">{}</td>", esc(&w.chained(g, false)));
+        }
         h.push_str("</tr>");
     }
     h.push_str("<tr class=\"total\">");
@@ -163,6 +169,9 @@ fn html_table(report: &Report, w: &Words, unit_names: &BTreeMap<String, String>)
     }
     for f in w.figures(&table.totals, report.request.min_group) {
         let _ = write!(h, "<td class=\"n\">{}</td>", esc(&f));
+    }
+    if table.chains {
+        let _ = write!(h, "<td class=\"n\">{}</td>", esc(&w.chained(&table.totals, true)));
     }
     h.push_str("</tr></tbody></table>");
     // The names of the units in the table, once, below it.

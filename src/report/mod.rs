@@ -11,6 +11,12 @@
 //! - What is shown: groups of fewer than `report.min_group` deadlines are suppressed, and a
 //!   second group with them when the totals row would give the first away ([`Disclosure`]),
 //!   unless the caller asks for an unsuppressed internal report.
+//! - Chained investigations (JO 2565-2016, register contract §2): each group's investigations
+//!   that were opened within `rules.chain_window` after another investigation of the same child
+//!   closed ([`StateStore::chained_cells`]), counted in the later investigation's group, and so
+//!   per unit. A figure of its group like the others: shown only when the group is, and hidden
+//!   from the totals row when it would give away a suppressed group's count. Without child keys
+//!   in the state (a register view without `child_key`) the report says chains are not counted.
 //! - One definition of the share: the daily digest's 30-day share and the
 //!   `fristvakt_compliance_share_met` gauges count with [`Tally`] over [`Period::recent`] too.
 //!
@@ -182,6 +188,8 @@ pub struct Request {
     pub min_group: u64,
     /// False only for internal use (`--no-suppress`); the output then says so.
     pub suppress: bool,
+    /// `rules.chain_window` in days: the chained investigations counted per group.
+    pub chain_window_days: i64,
 }
 
 impl Request {
@@ -259,6 +267,10 @@ pub struct Group {
     pub tally: Tally,
     pub days_used: DaysUsed,
     pub longest_overrun: Option<i64>,
+    /// The group's investigations that follow another investigation of the same child within
+    /// the chain window; `None` where chains are not counted (no child keys, a group of another
+    /// kind, the charts' groupings) or, on the totals row, hidden with a suppressed group.
+    pub chained: Option<u64>,
     pub disclosure: Disclosure,
 }
 
@@ -280,6 +292,8 @@ pub struct Table {
     pub by: Vec<Dimension>,
     pub groups: Vec<Group>,
     pub totals: Group,
+    /// Whether chained investigations were counted ([`Group::chained`]).
+    pub chains: bool,
 }
 
 /// The compliance report: the asked table and the equal-treatment notes.
@@ -336,7 +350,8 @@ impl SexGap {
 
 /// The report asked for: the table grouped as asked, and the notes.
 pub async fn compliance(state: &StateStore, request: &Request) -> Result<Report, StateError> {
-    let table = table(state, request, &request.by).await?;
+    let mut table = table(state, request, &request.by).await?;
+    count_chains(state, request, &mut table).await?;
     let notes = notes(&table, request);
     Ok(Report { request: request.clone(), table, notes })
 }
@@ -363,6 +378,7 @@ pub async fn table(state: &StateStore, request: &Request, by: &[Dimension]) -> R
         tally: Tally::default(),
         days_used: DaysUsed::default(),
         longest_overrun: None,
+        chained: None,
         disclosure: Disclosure::Shown,
     };
     let mut groups: Vec<Group> = tallies
@@ -372,13 +388,44 @@ pub async fn table(state: &StateStore, request: &Request, by: &[Dimension]) -> R
             totals.tally.add(&tally);
             totals.longest_overrun = totals.longest_overrun.max(longest_overrun);
             let days_used = histograms.get(&key).map(DaysUsed::from_histogram).unwrap_or_default();
-            Group { key, tally, days_used, longest_overrun, disclosure: Disclosure::Shown }
+            Group { key, tally, days_used, longest_overrun, chained: None, disclosure: Disclosure::Shown }
         })
         .collect();
     totals.days_used = DaysUsed::from_histogram(&all_days);
     groups.sort_by_key(|g| sort_key(by, &g.key));
     suppress(&mut groups, &mut totals, request.min_group, request.suppress);
-    Ok(Table { by: by.to_vec(), groups, totals })
+    Ok(Table { by: by.to_vec(), groups, totals, chains: false })
+}
+
+/// Counts the chained investigations of `table`'s groups (unless no stored deadline carries a
+/// child key): every group whose deadlines include investigations gets its count (0 when none),
+/// and the totals row their sum — unless exactly one group holding a count is suppressed, whose
+/// count the totals row minus the shown groups would give away.
+pub async fn count_chains(state: &StateStore, request: &Request, table: &mut Table) -> Result<(), StateError> {
+    if !state.has_child_keys().await? {
+        return Ok(());
+    }
+    let counts: BTreeMap<Vec<String>, u64> = state
+        .chained_cells(request.scope(), &table.by, request.chain_window_days)
+        .await?
+        .into_iter()
+        .map(|cell| (cell.key, u64::try_from(cell.investigations).unwrap_or(0)))
+        .collect();
+    let kind_at = table.by.iter().position(|d| *d == Dimension::Kind);
+    let investigation = Kind::Investigation.as_str();
+    let mut sum = 0;
+    for g in &mut table.groups {
+        let holds_investigations = kind_at.is_none_or(|i| g.key.get(i).map(String::as_str) == Some(investigation));
+        if holds_investigations {
+            let n = counts.get(&g.key).copied().unwrap_or(0);
+            sum += n;
+            g.chained = Some(n);
+        }
+    }
+    let hidden_counts = table.groups.iter().filter(|g| g.chained.is_some() && g.disclosure.is_hidden()).count();
+    table.totals.chained = (hidden_counts != 1).then_some(sum);
+    table.chains = true;
+    Ok(())
 }
 
 /// Tallies of the [`Period::recent`] days before `today` by unit and kind, for the gauges.
@@ -536,6 +583,7 @@ mod tests {
             tally: Tally { total, met: total, ..Tally::default() },
             days_used: DaysUsed::default(),
             longest_overrun: None,
+            chained: None,
             disclosure: Disclosure::Shown,
         }
     }
@@ -619,6 +667,7 @@ mod tests {
             tally: Tally { total, met, missed: total - met, ..Tally::default() },
             days_used: DaysUsed::default(),
             longest_overrun: None,
+            chained: None,
             disclosure: Disclosure::Shown,
         };
         let by = vec![Dimension::Kind, Dimension::Sex];
@@ -637,6 +686,7 @@ mod tests {
                 row("protection", "unknown", 2, 2),
             ],
             totals: row("", "", 0, 0),
+            chains: false,
         };
         let request = Request {
             period: Period { from: d("2026-01-01"), to: d("2026-06-30") },
@@ -644,6 +694,7 @@ mod tests {
             by,
             min_group: 5,
             suppress: true,
+            chain_window_days: 30,
         };
         let notes = notes(&table, &request);
         let gaps: Vec<(Option<Kind>, bool, bool)> =

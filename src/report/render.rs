@@ -31,9 +31,11 @@ pub fn percent(value: Option<f64>, w: &Words) -> String {
 
 /// The JSON form: an array with one object per group, keyed by the dimensions asked for and
 /// `total, met, missed, overdue, share_met` (contract §4), plus `share_met_nominal`,
-/// `days_used_median`, `days_used_p90`, `longest_overrun_days` and `suppression` (`shown`,
-/// `small_group`, `complement`, or `off` with `--no-suppress`). A suppressed group's figures
-/// are null.
+/// `days_used_median`, `days_used_p90`, `longest_overrun_days`, `chained_investigations` (the
+/// group's investigations opened within `rules.chain_window` after another investigation of the
+/// same child closed; null where chains are not counted: no child keys, another kind) and
+/// `suppression` (`shown`, `small_group`, `complement`, or `off` with `--no-suppress`). A
+/// suppressed group's figures are null.
 pub fn json(report: &Report) -> Result<String, serde_json::Error> {
     let table = &report.table;
     let rows: Vec<Value> = table.groups.iter().map(|g| json_group(table, g)).collect();
@@ -56,6 +58,7 @@ fn json_group(table: &Table, g: &Group) -> Value {
     o.insert("days_used_median".into(), figure(|g| json!(g.days_used.median)));
     o.insert("days_used_p90".into(), figure(|g| json!(g.days_used.p90)));
     o.insert("longest_overrun_days".into(), figure(|g| json!(g.longest_overrun)));
+    o.insert("chained_investigations".into(), figure(|g| json!(g.chained)));
     o.insert("suppression".into(), Value::String(g.disclosure.as_str().into()));
     Value::Object(o)
 }
@@ -75,6 +78,7 @@ pub fn csv_header(by: &[Dimension]) -> Vec<String> {
             "days_used_median",
             "days_used_p90",
             "longest_overrun_days",
+            "chained_investigations",
             "suppression",
         ]
         .map(String::from),
@@ -109,11 +113,12 @@ pub fn csv(report: &Report) -> Result<String, csv::Error> {
                 opt(g.days_used.median.map(|m| m.to_string())),
                 opt(g.days_used.p90.map(|p| p.to_string())),
                 opt(g.longest_overrun.map(|o| o.to_string())),
+                opt(g.chained.map(|n| n.to_string())),
             ]),
             None => {
                 let total = if g.disclosure == Disclosure::SmallGroup { format!("< {min}") } else { String::new() };
                 record.push(total);
-                record.extend((0..8).map(|_| String::new()));
+                record.extend((0..9).map(|_| String::new()));
             }
         }
         record.push(g.disclosure.as_str().to_string());
@@ -128,12 +133,15 @@ pub fn table(report: &Report, w: &Words) -> String {
     let table = &report.table;
     let mut heads: Vec<String> = table.by.iter().map(|d| w.dimension(*d).to_string()).collect();
     heads.extend(w.figure_heads().iter().map(|s| s.to_string()));
-    let mut rows: Vec<Vec<String>> = table.groups.iter().map(|g| text_row(report, g, w, &g.key)).collect();
+    if table.chains {
+        heads.push(w.chain_head());
+    }
+    let mut rows: Vec<Vec<String>> = table.groups.iter().map(|g| text_row(report, g, w, &g.key, false)).collect();
     let mut label = vec![String::new(); table.by.len()];
     if let Some(first) = label.first_mut() {
         *first = w.totals();
     }
-    let totals_row = text_row(report, &table.totals, w, &label);
+    let totals_row = text_row(report, &table.totals, w, &label, true);
     rows.push(totals_row);
     let widths: Vec<usize> = (0..heads.len())
         .map(|i| rows.iter().map(|r| r[i].chars().count()).chain([heads[i].chars().count()]).max().unwrap_or(0))
@@ -167,9 +175,12 @@ pub fn table(report: &Report, w: &Words) -> String {
     out
 }
 
-fn text_row(report: &Report, g: &Group, w: &Words, label: &[String]) -> Vec<String> {
+fn text_row(report: &Report, g: &Group, w: &Words, label: &[String], totals: bool) -> Vec<String> {
     let mut r: Vec<String> = label.iter().zip(&report.table.by).map(|(v, d)| w.value(*d, v)).collect();
     r.extend(w.figures(g, report.request.min_group));
+    if report.table.chains {
+        r.push(w.chained(g, totals));
+    }
     r
 }
 
@@ -177,6 +188,7 @@ fn text_row(report: &Report, g: &Group, w: &Words, label: &[String]) -> Vec<Stri
 pub fn note_lines(report: &Report, w: &Words) -> Vec<String> {
     let mut out = vec![w.counted_rule()];
     out.push(w.suppression_line(report));
+    out.push(w.chain_line(report));
     if let Some(s) = &report.notes.unit_spread {
         out.push(w.unit_spread(s));
     }
@@ -311,6 +323,41 @@ impl Words {
                 let mut v = vec![total];
                 v.extend((0..8).map(|_| "*".to_string()));
                 v
+            }
+        }
+    }
+
+    /// The head of the chained-investigations column (shown when chains were counted).
+    pub fn chain_head(&self) -> String {
+        self.pick("Kedjor", "Chained")
+    }
+
+    /// A group's chained investigations: the count, "*" when hidden (a suppressed group, or the
+    /// totals row when it would give one away), "–" where there is no investigation to count.
+    pub fn chained(&self, g: &Group, totals: bool) -> String {
+        match (g.visible(), g.chained) {
+            (Some(_), Some(n)) => n.to_string(),
+            (None, _) => "*".into(),
+            (Some(_), None) if totals => "*".into(),
+            (Some(_), None) => "–".into(),
+        }
+    }
+
+    /// What the chain column counts, or that it could not be counted.
+    pub fn chain_line(&self, report: &Report) -> String {
+        let days = report.request.chain_window_days;
+        match (self.lang, report.table.chains) {
+            (Language::Swedish, true) => format!(
+                "Kedjor (JO 2565-2016): utredningar som inleddes högst {days} dagar (rules.chain_window) efter att en annan utredning om samma barn avslutades, räknade hos den senare utredningens enhet; \"–\" där gruppen inte har utredningar."
+            ),
+            (Language::English, true) => format!(
+                "Chained (JO 2565-2016): investigations opened at most {days} days (rules.chain_window) after another investigation of the same child closed, counted in the later investigation's unit; \"–\" where the group holds no investigations."
+            ),
+            (Language::Swedish, false) => {
+                "Kedjor av utredningar räknas inte: registrets vy har ingen barnnyckel (child_key).".into()
+            }
+            (Language::English, false) => {
+                "Chained investigations are not counted: the register view has no child key (child_key).".into()
             }
         }
     }

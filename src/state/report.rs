@@ -9,6 +9,11 @@
 //!   days, from which `report` takes the median and the 90th percentile. A deadline uses at most
 //!   a few hundred days, so this is a few hundred rows per group, whatever the number of deadlines.
 //!
+//! - [`StateStore::chained_cells`]: per group, the investigation deadlines of the report that
+//!   are the later half of a possible chain (JO 2565-2016): opened within `rules.chain_window`
+//!   after another investigation of the same child closed. The child key is compared inside the
+//!   statement (an indexed lookup per investigation) and never selected.
+//!
 //! The statements differ between the engines in two expressions only (the month of a date and
 //! the days between two dates): [`Dialect`].
 
@@ -51,6 +56,13 @@ pub struct DaysUsedCell {
     pub key: Vec<String>,
     pub days: i64,
     pub deadlines: i64,
+}
+
+/// Investigations of one group that follow another investigation of the same child.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainedCell {
+    pub key: Vec<String>,
+    pub investigations: i64,
 }
 
 impl StateStore {
@@ -123,6 +135,60 @@ impl StateStore {
                     })
                 })
                 .collect()
+        })
+    }
+
+    /// The investigation deadlines in `scope`, grouped by `by`, that were opened within
+    /// `window_days` (the day of the close and the day `window_days` after it included) after
+    /// another investigation of the same child closed — in any unit; the count goes to the later
+    /// investigation's group. Each investigation counts once, however many it follows. The
+    /// same pairing as `rules::find_chains` (withdrawn deadlines hold no key and never pair).
+    pub async fn chained_cells(
+        &self,
+        scope: ReportScope,
+        by: &[Dimension],
+        window_days: i64,
+    ) -> Result<Vec<ChainedCell>, StateError> {
+        let d = Dialect(self.engine());
+        let keys = key_columns(d, by);
+        let n = by.len();
+        let group = if n == 0 { String::new() } else { format!(" GROUP BY {}", positions(n)) };
+        let sql = format!(
+            "SELECT {keys}COUNT(*) AS n FROM deadlines \
+             WHERE {WHERE} AND kind = 'investigation' AND child_key IS NOT NULL AND EXISTS ( \
+               SELECT 1 FROM deadlines e WHERE e.child_key = deadlines.child_key \
+                 AND e.kind = 'investigation' AND e.withdrawn = FALSE \
+                 AND e.case_ref <> deadlines.case_ref AND e.closed_on IS NOT NULL \
+                 AND {gap} >= 0 AND {gap} <= $4){group}",
+            gap = d.days_between("deadlines.start_on", "e.closed_on"),
+        );
+        with_pool!(&self.pool, p => {
+            let rows = sqlx::query(&sql)
+                .bind(scope.from)
+                .bind(scope.to)
+                .bind(scope.today)
+                .bind(window_days)
+                .fetch_all(p)
+                .await
+                .map_err(query_error("counting chained investigations for a report"))?;
+            rows.iter()
+                .map(|row| Ok(ChainedCell { key: group_key(row, n)?, investigations: column(row, "n")? }))
+                .filter(|cell| !matches!(cell, Ok(ChainedCell { investigations: 0, .. })))
+                .collect()
+        })
+    }
+
+    /// Whether any stored investigation carries a child key: without one (a register view
+    /// without `child_key`) chains cannot be counted, which a report says instead of showing 0.
+    pub async fn has_child_keys(&self) -> Result<bool, StateError> {
+        let sql = "SELECT COUNT(*) AS n FROM (SELECT 1 FROM deadlines WHERE child_key IS NOT NULL LIMIT 1) AS k";
+        with_pool!(&self.pool, p => {
+            let row = sqlx::query(sql)
+                .fetch_one(p)
+                .await
+                .map_err(query_error("looking for child keys"))?;
+            let n: i64 = column(&row, "n")?;
+            Ok(n > 0)
         })
     }
 }

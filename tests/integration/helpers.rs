@@ -79,31 +79,45 @@ pub fn demo_cases(cases: usize, seed: u64, today: NaiveDate, broken: usize) -> i
     demo::generate(&DemoOptions { cases, seed, today, broken })
 }
 
-/// Creates the register view's table in PostgreSQL with the contract's types and fills it.
+/// Creates the register view's table in PostgreSQL with the contract's types, the optional
+/// columns included (contract §1), and fills it.
 pub async fn postgres_register(url: &str, cases: impl Iterator<Item = DemoCase>) {
+    postgres_register_with(url, cases, true).await;
+}
+
+/// [`postgres_register`], with the optional columns (`child_key`, `follow_up_decided_on`,
+/// `follow_up_ended_on`) or without them (a view as it was before they existed).
+pub async fn postgres_register_with(url: &str, cases: impl Iterator<Item = DemoCase>, optional: bool) {
     let pool = PgPoolOptions::new().max_connections(1).connect(url).await.unwrap();
-    sqlx::query(
+    let optional_columns =
+        if optional { ", child_key text, follow_up_decided_on date, follow_up_ended_on date" } else { "" };
+    sqlx::query(&format!(
         "CREATE TABLE cases (case_ref text PRIMARY KEY, unit text NOT NULL, caseworker text, child_sex text, \
          received_on date, protection_assessed_on date, assessment_decided_on date, assessment_extended_to date, \
          investigation_opened_on date, investigation_extended_to date, investigation_closed_on date, \
-         updated_at timestamptz NOT NULL)",
-    )
+         updated_at timestamptz NOT NULL{optional_columns})"
+    ))
     .execute(&pool)
     .await
     .unwrap();
     sqlx::query("CREATE VIEW fristvakt_cases AS SELECT * FROM cases").execute(&pool).await.unwrap();
     let cases: Vec<DemoCase> = cases.collect();
+    let width = if optional { 15 } else { 12 };
     for chunk in cases.chunks(500) {
         let mut sql = String::from("INSERT INTO cases VALUES ");
         for i in 0..chunk.len() {
-            let b = i * 12;
+            let b = i * width;
             if i > 0 {
                 sql.push(',');
             }
             sql.push_str(&format!(
-                "(${},${},${},${},${}::date,${}::date,${}::date,${}::date,${}::date,${}::date,${}::date,${}::timestamptz)",
+                "(${},${},${},${},${}::date,${}::date,${}::date,${}::date,${}::date,${}::date,${}::date,${}::timestamptz",
                 b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 7, b + 8, b + 9, b + 10, b + 11, b + 12
             ));
+            if optional {
+                sql.push_str(&format!(",${},${}::date,${}::date", b + 13, b + 14, b + 15));
+            }
+            sql.push(')');
         }
         let mut q = sqlx::query(&sql);
         for c in chunk {
@@ -120,6 +134,9 @@ pub async fn postgres_register(url: &str, cases: impl Iterator<Item = DemoCase>)
                 .bind(&c.investigation_extended_to)
                 .bind(&c.investigation_closed_on)
                 .bind(&c.updated_at);
+            if optional {
+                q = q.bind(&c.child_key).bind(&c.follow_up_decided_on).bind(&c.follow_up_ended_on);
+            }
         }
         q.execute(&pool).await.unwrap();
     }

@@ -15,7 +15,9 @@ use fristvakt::state::DeadlineFilter;
 use serde_json::Value;
 use sqlx::sqlite::SqlitePoolOptions;
 
-use crate::helpers::{date, demo_cases, fristvakt, postgres_register, stderr, stdout, Workspace};
+use crate::helpers::{
+    date, demo_cases, fristvakt, postgres_register, postgres_register_with, stderr, stdout, Workspace,
+};
 use crate::support::postgres;
 
 const TODAY: &str = "2026-11-25";
@@ -114,6 +116,23 @@ async fn demo_deadlines_are_correct_for_every_case_and_identical_on_sqlite_and_p
     assert_eq!(got, expected);
     let cases_listed: BTreeSet<&str> = listed.iter().map(|v| v["case_ref"].as_str().unwrap()).collect();
     assert_eq!(cases_listed.len(), cases);
+    // The demo shows the law beyond three clocks: follow-ups, reports into open investigations
+    // (a protection clock and an investigation, no assessment) and chains in the digest.
+    let kinds_of = |case: &str| -> BTreeSet<&str> {
+        listed.iter().filter(|v| v["case_ref"] == case).map(|v| v["kind"].as_str().unwrap()).collect()
+    };
+    let follow_ups = listed.iter().filter(|v| v["kind"] == "follow_up").count();
+    let into_open =
+        cases_listed.iter().filter(|c| kinds_of(c) == BTreeSet::from(["protection", "investigation"])).count();
+    assert!(
+        follow_ups > 100 && into_open > 20,
+        "{follow_ups} follow-ups, {into_open} reports into open investigations"
+    );
+    let out = fristvakt(Some(&cfg), &["digest", "--dry-run", "--today", TODAY], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let sqlite_digest = stdout(&out);
+    let chains = sqlite_digest.matches("inleddes strax efter").count();
+    assert!(chains >= 3, "{chains} chains in the digests");
 
     // The same register in PostgreSQL (real date and timestamptz columns), state in PostgreSQL.
     let pg = postgres::shared();
@@ -127,6 +146,14 @@ async fn demo_deadlines_are_correct_for_every_case_and_identical_on_sqlite_and_p
     );
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out) == sqlite_json, "PostgreSQL output differs from SQLite output");
+    // The digests too, chains included (read from the PostgreSQL view's child_key).
+    let out = fristvakt(
+        Some(&cfg),
+        &["digest", "--dry-run", "--today", TODAY],
+        &[("FRISTVAKT__REGISTER__URL", &register_url), ("FRISTVAKT__STATE__URL", &state_url)],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out) == sqlite_digest, "PostgreSQL digests differ from SQLite digests");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -701,7 +728,8 @@ async fn a_postgres_timestamp_column_at_midnight_is_read_as_a_date() {
         "CREATE VIEW timestamped AS SELECT case_ref, unit, caseworker, child_sex, \
          received_on::timestamp AS received_on, protection_assessed_on::timestamp AS protection_assessed_on, \
          assessment_decided_on, assessment_extended_to, investigation_opened_on::timestamp AS investigation_opened_on, \
-         investigation_extended_to, investigation_closed_on, updated_at FROM cases",
+         investigation_extended_to, investigation_closed_on, updated_at, child_key, \
+         follow_up_decided_on::timestamp AS follow_up_decided_on, follow_up_ended_on FROM cases",
     )
     .execute(&pool)
     .await
@@ -996,4 +1024,122 @@ async fn optional_columns_switch_on_follow_up_and_chains() {
     let out = fristvakt(Some(&cfg2), &["check-config"], &[]);
     assert!(out.status.success());
     assert!(stdout(&out).contains("register features not checked"), "{}", stdout(&out));
+}
+
+/// The rows of [`optional_columns_switch_on_follow_up_and_chains`] as demo cases.
+fn optional_column_rows(key: &str) -> Vec<fristvakt::demo::DemoCase> {
+    let row = |case_ref: &str, sex: &str, received: Option<&str>, opened: &str, closed: Option<&str>, updated: &str| {
+        fristvakt::demo::DemoCase {
+            case_ref: case_ref.to_string(),
+            unit: "BRO-BU".to_string(),
+            caseworker: None,
+            child_sex: Some(sex.to_string()),
+            received_on: received.map(String::from),
+            protection_assessed_on: received.map(String::from),
+            assessment_decided_on: None,
+            assessment_extended_to: None,
+            investigation_opened_on: Some(opened.to_string()),
+            investigation_extended_to: None,
+            investigation_closed_on: closed.map(String::from),
+            updated_at: updated.to_string(),
+            child_key: None,
+            follow_up_decided_on: None,
+            follow_up_ended_on: None,
+        }
+    };
+    let mut rows = vec![
+        row("2026-BU-0001", "F", None, "2026-05-04", Some("2026-08-31"), "2026-09-01T08:00:00Z"),
+        row("2026-BU-0002", "F", None, "2026-09-30", None, "2026-09-30T08:00:00Z"),
+        row("2026-BU-0003", "M", None, "2026-10-01", None, "2026-10-01T08:00:00Z"),
+        row("2026-BU-0004", "M", Some("2026-11-10"), "2026-10-20", None, "2026-11-10T08:00:00Z"),
+    ];
+    rows[0].child_key = Some(key.to_string());
+    rows[0].follow_up_decided_on = Some("2026-08-31".to_string());
+    rows[1].child_key = Some(key.to_string());
+    rows[2].child_key = Some("0b7e55c1d2a94f6e8c3b1a0d9e8f7a6b".to_string());
+    rows
+}
+
+/// A PostgreSQL register view with the optional columns (real `date` columns) gets the
+/// follow-up clock and the chain; the same rows in a view without them work with both off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_view_with_and_without_the_optional_columns() {
+    const KEY: &str = "5f0c9a7e3b2d4c1e8a6f0b9d7c5e3a1f";
+    let pg = postgres::shared();
+    let ws = Workspace::new();
+    let cfg = ws.config("[units.\"BRO-BU\"]\nmanagers = [\"ec.bromma@kommun.example\"]\n");
+    let run = |register: &str, state: &str, args: &[&str]| {
+        let out =
+            fristvakt(Some(&cfg), args, &[("FRISTVAKT__REGISTER__URL", register), ("FRISTVAKT__STATE__URL", state)]);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        (stdout(&out), stderr(&out))
+    };
+    let kinds = |json: &str| -> Vec<String> {
+        let listed: Vec<Value> = serde_json::from_str(json).unwrap();
+        listed.iter().map(|v| format!("{} {}", v["case_ref"].as_str().unwrap(), v["kind"].as_str().unwrap())).collect()
+    };
+
+    // With the optional columns.
+    let (register_url, state_url) = (pg.fresh_database().await, pg.fresh_database().await);
+    postgres_register_with(&register_url, optional_column_rows(KEY).into_iter(), true).await;
+    let (config_check, _) = run(&register_url, &state_url, &["check-config"]);
+    assert!(
+        config_check.contains("chained investigations on (column child_key), follow-up clock on"),
+        "{config_check}"
+    );
+    let (json, _) = run(&register_url, &state_url, &["deadlines", "--format", "json", "--today", TODAY]);
+    assert_eq!(
+        kinds(&json),
+        [
+            "2026-BU-0001 follow_up",
+            "2026-BU-0001 investigation",
+            "2026-BU-0002 investigation",
+            "2026-BU-0003 investigation",
+            "2026-BU-0004 investigation",
+            "2026-BU-0004 protection",
+        ]
+    );
+    let listed: Vec<Value> = serde_json::from_str(&json).unwrap();
+    // Closed 2026-08-31: + 2 months = 2026-10-31, alla helgons dag, moved to Monday 2026-11-02.
+    assert_eq!(
+        (listed[0]["nominal_due_on"].as_str(), listed[0]["due_on"].as_str()),
+        (Some("2026-10-31"), Some("2026-11-02"))
+    );
+    let (explained, _) = run(&register_url, &state_url, &["explain", "2026-BU-0002", "--today", TODAY]);
+    assert!(explained.contains("Möjlig kedja (JO 2565-2016): utredningen inleddes 30 dagar efter"), "{explained}");
+    let (digest, _) = run(&register_url, &state_url, &["digest", "--dry-run", "--today", TODAY]);
+    assert!(digest.contains("- 2026-BU-0002 inleddes strax efter att 2026-BU-0001 avslutades"), "{digest}");
+    assert!(!digest.contains("2026-BU-0003 inleddes"), "{digest}");
+    // A poll stores the key (PostgreSQL state), and the stored chain shows in the digest the same.
+    let (polled, poll_log) = run(&register_url, &state_url, &["poll", "--once", "--today", TODAY]);
+    let (stored_digest, _) = run(&register_url, &state_url, &["digest", "--dry-run", "--today", TODAY]);
+    assert_eq!(stored_digest, digest);
+    for output in [&config_check, &json, &explained, &digest, &polled, &poll_log] {
+        assert!(!output.contains(KEY), "the child key leaked: {output}");
+    }
+
+    // Without them: the features are off and everything else works.
+    let (register_url, state_url) = (pg.fresh_database().await, pg.fresh_database().await);
+    postgres_register_with(&register_url, optional_column_rows(KEY).into_iter(), false).await;
+    let (config_check, _) = run(&register_url, &state_url, &["check-config"]);
+    assert!(
+        config_check.contains("chained investigations off (column child_key), follow-up clock off"),
+        "{config_check}"
+    );
+    let (json, _) = run(&register_url, &state_url, &["deadlines", "--format", "json", "--today", TODAY]);
+    assert_eq!(
+        kinds(&json),
+        [
+            "2026-BU-0001 investigation",
+            "2026-BU-0002 investigation",
+            "2026-BU-0003 investigation",
+            "2026-BU-0004 investigation",
+            "2026-BU-0004 protection",
+        ]
+    );
+    let (explained, _) = run(&register_url, &state_url, &["explain", "2026-BU-0002", "--today", TODAY]);
+    assert!(!explained.contains("kedja"), "{explained}");
+    let (digest, _) = run(&register_url, &state_url, &["digest", "--dry-run", "--today", TODAY]);
+    assert!(!digest.contains("inleddes strax efter"), "{digest}");
+    run(&register_url, &state_url, &["poll", "--once", "--today", TODAY]);
 }

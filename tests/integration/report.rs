@@ -9,7 +9,7 @@ use chrono::{NaiveDate, Utc};
 use crate::helpers::{date, fristvakt, stderr, stdout, Workspace};
 use fristvakt::config::{DatabaseUrl, Settings};
 use fristvakt::digest;
-use fristvakt::domain::{CaseRef, Sex, UnitCode};
+use fristvakt::domain::{CaseRef, ChildKey, Sex, UnitCode};
 use fristvakt::report::{self, Dimension, Disclosure, Group, Period, Request, Tally};
 use fristvakt::rules::{Deadline, DueReason, Kind};
 use fristvakt::state::{DeadlineFilter, DeadlineRecord, StateStore};
@@ -106,6 +106,8 @@ async fn the_binary_prints_csv_json_and_html_with_the_same_figures() {
         for key in ["unit", "kind", "total", "met", "missed", "overdue", "share_met", "suppression"] {
             assert!(o.contains_key(key), "{key} missing in {g}");
         }
+        // Present, and null: the scripted state holds no child key.
+        assert_eq!(o.get("chained_investigations"), Some(&serde_json::Value::Null), "{g}");
         assert!(!o.contains_key("sex") && !o.contains_key("month"), "{g}");
     }
     let sod_protection = groups.iter().find(|g| g["unit"] == "SOD-BU" && g["kind"] == "protection").unwrap();
@@ -193,6 +195,7 @@ async fn figures_match_hand_counts(postgres: Option<String>) {
         by: by.to_vec(),
         min_group: 5,
         suppress,
+        chain_window_days: 30,
     };
 
     let r = report::compliance(&state, &request(&[Dimension::Unit, Dimension::Kind], true)).await.unwrap();
@@ -219,6 +222,8 @@ async fn figures_match_hand_counts(postgres: Option<String>) {
         (Some(10.0), Some(20), Some(22))
     );
     assert_eq!(t.totals.disclosure, Disclosure::Shown);
+    // No child key stored: chains are not counted, and the report says so rather than show 0.
+    assert!(!t.chains && t.groups.iter().all(|g| g.chained.is_none()) && t.totals.chained.is_none());
     let spread = r.notes.unit_spread.as_ref().unwrap();
     // BRO-BU 4 of 7, SOD-BU 13 of 15.
     assert_eq!((spread.best.0.as_str(), spread.worst.0.as_str(), spread.units), ("SOD-BU", "BRO-BU", 2));
@@ -333,4 +338,168 @@ async fn scripted_state(settings: &Settings) -> StateStore {
     let withdrawn = records.last().unwrap().case_ref.clone();
     state.store_deadlines(second, &[withdrawn], &[]).await.unwrap();
     state
+}
+
+#[tokio::test]
+async fn chains_are_counted_per_unit_sqlite() {
+    chains_are_counted_per_unit(None).await;
+}
+
+#[tokio::test]
+async fn chains_are_counted_per_unit_postgres() {
+    let url = crate::support::postgres::shared().fresh_database().await;
+    chains_are_counted_per_unit(Some(url)).await;
+}
+
+/// A pseudonymous key as a register would make it (hex of a keyed hash): never in any output.
+fn child(letter: char) -> String {
+    format!("9f{}e0c4b71d", letter.to_string().repeat(6))
+}
+
+/// Investigations of children A–H in two units (chains by hand in the comments), and three
+/// assessments without a key; period 2026-01-01 … 2027-06-30 on 2026-11-25, window 30 days.
+async fn chain_state(settings: &Settings) -> StateStore {
+    let state = StateStore::connect(&settings.state.url).await.unwrap();
+    state.migrate().await.unwrap();
+    let mut records = Vec::new();
+    let d = date;
+    let mut add = |n: u32, unit: &str, key: Option<char>, kind: Kind, start: &str, due: &str, closed: Option<&str>| {
+        records.push(DeadlineRecord {
+            case_ref: CaseRef::parse(&format!("KEDJA-{n:03}")).unwrap(),
+            unit: UnitCode::parse(unit).unwrap(),
+            caseworker: None,
+            child_sex: None,
+            deadline: Deadline {
+                kind,
+                start_on: d(start),
+                nominal_due_on: d(due),
+                due_on: d(due),
+                closed_on: closed.map(d),
+                due_reason: DueReason::Nominal,
+            },
+            next_step_on: None,
+            row_updated_at: Utc::now(),
+            seen_on: d("2026-11-01"),
+            child_key: key.map(|k| ChildKey::parse(&child(k)).unwrap()),
+        });
+    };
+    use Kind::{Assessment, Investigation};
+    // Child A: 1 closed 04-30; 2 opened 20 days later (chain, BRO-BU); 2 closed 09-10, 3 opened
+    // 30 days later in SOD-BU (chain at the window's last day, counted in SOD-BU).
+    add(1, "BRO-BU", Some('a'), Investigation, "2026-01-05", "2026-05-05", Some("2026-04-30"));
+    add(2, "BRO-BU", Some('a'), Investigation, "2026-05-20", "2026-09-21", Some("2026-09-10"));
+    add(3, "SOD-BU", Some('a'), Investigation, "2026-10-10", "2027-02-10", Some("2026-11-01"));
+    // Child B: 5 opened 31 days after 4 closed: no chain.
+    add(4, "SOD-BU", Some('b'), Investigation, "2026-02-01", "2026-06-01", Some("2026-03-01"));
+    add(5, "SOD-BU", Some('b'), Investigation, "2026-04-01", "2026-08-03", Some("2026-06-15"));
+    // Child C: 7 opened the day 6 closed (chain), still open and overdue.
+    add(6, "BRO-BU", Some('c'), Investigation, "2026-03-01", "2026-07-01", Some("2026-05-01"));
+    add(7, "BRO-BU", Some('c'), Investigation, "2026-05-01", "2026-09-01", None);
+    // Child D: 10 follows both 8 (14 days) and 9 (5 days): one chained investigation.
+    add(8, "SOD-BU", Some('d'), Investigation, "2026-01-10", "2026-05-11", Some("2026-04-01"));
+    add(9, "SOD-BU", Some('d'), Investigation, "2026-01-20", "2026-05-20", Some("2026-04-10"));
+    add(10, "SOD-BU", Some('d'), Investigation, "2026-04-15", "2026-08-17", None);
+    // Child E: 12 is a chain, but open and not yet due: not in the report (yet).
+    add(11, "BRO-BU", Some('e'), Investigation, "2026-06-01", "2026-10-01", Some("2026-10-01"));
+    add(12, "BRO-BU", Some('e'), Investigation, "2026-10-20", "2027-02-22", None);
+    // Child F: 13 is withdrawn below (its key cleared), so 14, 9 days after, is no chain.
+    add(13, "BRO-BU", Some('f'), Investigation, "2026-02-01", "2026-06-01", Some("2026-06-01"));
+    add(14, "BRO-BU", Some('f'), Investigation, "2026-06-10", "2026-10-12", None);
+    // Child G: opened a day after child C's 6 closed — another child, no chain.
+    add(15, "SOD-BU", Some('g'), Investigation, "2026-05-02", "2026-09-02", Some("2026-08-01"));
+    // Child H: 17 opened 30 days after 16 closed (chain).
+    add(16, "BRO-BU", Some('h'), Investigation, "2026-03-01", "2026-07-01", Some("2026-07-01"));
+    add(17, "BRO-BU", Some('h'), Investigation, "2026-07-31", "2026-11-30", Some("2026-09-30"));
+    // BRO-BU assessments, no key: 3 counted.
+    for n in 18..21 {
+        add(n, "BRO-BU", None, Assessment, "2026-10-01", "2026-10-15", Some("2026-10-10"));
+    }
+    let case_refs: Vec<CaseRef> = records.iter().map(|r| r.case_ref.clone()).collect();
+    let first = state.begin_poll().await.unwrap();
+    state.store_deadlines(first, &case_refs, &records).await.unwrap();
+    let second = state.begin_poll().await.unwrap();
+    state.store_deadlines(second, &[CaseRef::parse("KEDJA-013").unwrap()], &[]).await.unwrap();
+    state
+}
+
+async fn chains_are_counted_per_unit(postgres: Option<String>) {
+    let ws = Workspace::new();
+    let mut settings = ws.settings("");
+    if let Some(url) = postgres {
+        settings.state.url = DatabaseUrl::parse(&url).unwrap();
+    }
+    let state = chain_state(&settings).await;
+    let request = |by: &[Dimension], min_group: u64, window: i64| Request {
+        period: Period { from: date("2026-01-01"), to: date("2027-06-30") },
+        today: date(TODAY),
+        by: by.to_vec(),
+        min_group,
+        suppress: true,
+        chain_window_days: window,
+    };
+    let chained = |t: &report::Table| -> Vec<(String, Option<u64>, Disclosure)> {
+        t.groups.iter().map(|g| (g.key.join("/"), g.chained, g.disclosure)).collect()
+    };
+
+    // By unit: BRO-BU 2, 7, 17 (of 1, 2, 6, 7, 11, 14, 16, 17 and three assessments = 11);
+    // SOD-BU 3, 10 (of 3, 4, 5, 8, 9, 10, 15 = 7).
+    let r = report::compliance(&state, &request(&[Dimension::Unit], 5, 30)).await.unwrap();
+    assert!(r.table.chains);
+    assert_eq!(
+        chained(&r.table),
+        [("BRO-BU".to_string(), Some(3), Disclosure::Shown), ("SOD-BU".to_string(), Some(2), Disclosure::Shown)]
+    );
+    let totals: Vec<u64> = r.table.groups.iter().map(|g| g.tally.total).collect();
+    assert_eq!(totals, [11, 7]);
+    assert_eq!(r.table.totals.chained, Some(5));
+
+    // A window of 29 days loses the two chains at exactly 30 (3 and 17).
+    let r = report::compliance(&state, &request(&[Dimension::Unit], 5, 29)).await.unwrap();
+    let counts: Vec<Option<u64>> = r.table.groups.iter().map(|g| g.chained).collect();
+    assert_eq!((counts, r.table.totals.chained), (vec![Some(2), Some(1)], Some(3)));
+
+    // By unit and kind: only investigation groups hold a count. BRO-BU's three assessments are
+    // a small group, SOD-BU's investigations (7, the smallest other) are hidden with them — and
+    // then the totals row's chains would give SOD-BU's away (5 − 3), so they are hidden too.
+    let r = report::compliance(&state, &request(&[Dimension::Unit, Dimension::Kind], 5, 30)).await.unwrap();
+    assert_eq!(
+        chained(&r.table),
+        [
+            ("BRO-BU/assessment".to_string(), None, Disclosure::SmallGroup),
+            ("BRO-BU/investigation".to_string(), Some(3), Disclosure::Shown),
+            ("SOD-BU/investigation".to_string(), Some(2), Disclosure::Complement),
+        ]
+    );
+    assert_eq!(r.table.totals.chained, None);
+    let json: serde_json::Value = serde_json::from_str(&report::render::json(&r).unwrap()).unwrap();
+    let figures: Vec<serde_json::Value> =
+        json.as_array().unwrap().iter().map(|g| g["chained_investigations"].clone()).collect();
+    assert_eq!(figures, [serde_json::Value::Null, 3.into(), serde_json::Value::Null]);
+    let csv_text = report::render::csv(&r).unwrap();
+    let mut reader = csv::Reader::from_reader(csv_text.as_bytes());
+    let at = reader.headers().unwrap().iter().position(|h| h == "chained_investigations").unwrap();
+    let column: Vec<String> = reader.records().map(|row| row.unwrap()[at].to_string()).collect();
+    assert_eq!(column, ["", "3", "", ""]);
+    let words = report::render::Words::new(fristvakt::config::Language::English);
+    let text = report::render::table(&r, &words);
+    assert!(text.contains("Chained") && text.contains("at most 30 days"), "{text}");
+
+    // Unsuppressed, one group for everything: 5 chained.
+    let open = report::compliance(&state, &Request { suppress: false, ..request(&[], 5, 30) }).await.unwrap();
+    assert_eq!(open.table.groups.iter().map(|g| g.chained).collect::<Vec<_>>(), [Some(5)]);
+    let page = report::html::page(
+        &open,
+        &report::html::charts(&state, &open.request).await.unwrap(),
+        &words,
+        &BTreeMap::new(),
+    );
+
+    // No child key in any output.
+    for output in [report::render::json(&open).unwrap(), report::render::csv(&open).unwrap(), text, csv_text, page] {
+        for k in 'a'..='h' {
+            assert!(!output.contains(&child(k)), "a child key in the output");
+        }
+        assert!(!output.contains("e0c4b71d") && !output.contains("KEDJA"), "a key or case reference in the output");
+    }
+    state.close().await;
 }
