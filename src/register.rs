@@ -395,7 +395,17 @@ impl Register {
                 "SELECT {columns} FROM {view} WHERE {} = $1 AND investigation_opened_on IS NOT NULL",
                 if features.chains { "child_key" } else { "NULL" }
             ),
-            select_newest: format!("SELECT {newest} FROM {view}"),
+            select_newest: match url.engine {
+                // MAX over julianday() reads every row; the text maximum comes from the index on
+                // updated_at, and the latest instant is among the rows at most two days of text
+                // below it, whatever their offsets. A text maximum that is not a date (a broken
+                // value sorting last) falls back to reading every row.
+                Engine::Sqlite => format!(
+                    "SELECT {newest} FROM {view} WHERE updated_at >= \
+                     COALESCE((SELECT date(substr(MAX(updated_at), 1, 10), '-2 days') FROM {view}), '0000')"
+                ),
+                Engine::Postgres => format!("SELECT {newest} FROM {view}"),
+            },
         }
     }
 

@@ -595,6 +595,9 @@ async fn sqlite_timestamps_with_spaces_or_offsets_are_compared_as_instants() {
         .map(|d| d.case_ref.to_string())
         .collect();
     assert_eq!(moved.len(), 2, "both changed rows were read: {moved:?}");
+    // The newest instant for the staleness gauge: 08:00-05:00, though `…T10:00:00Z` sorts last.
+    let newest = app.register().await.unwrap().newest_update().await.unwrap();
+    assert_eq!(newest, Some(Utc.with_ymd_and_hms(2026, 11, 25, 13, 0, 0).unwrap()));
     let watermark = app.state.poll_state().await.unwrap().watermark.unwrap();
     assert_eq!(watermark, Utc.with_ymd_and_hms(2026, 11, 25, 13, 5, 0).unwrap(), "when the read began");
     let again = poll(&app, today, Utc.with_ymd_and_hms(2026, 11, 25, 13, 10, 0).unwrap()).await;
