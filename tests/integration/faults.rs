@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::helpers::{fristvakt, stderr, Workspace};
-use crate::service::{free_port, get, Notify};
+use crate::service::{free_port, get, spawn_watched_daemon, Notify};
 use crate::support::postgres::TestPostgres;
 use crate::support::process::ChildGuard;
 use crate::support::smtp::{SmtpMode, TestSmtp};
@@ -384,21 +384,7 @@ async fn a_silent_mail_server_never_stalls_the_daemon_and_loses_nothing() {
         ),
     );
     let mut notify = Notify::bind(&ws.path("notify.sock"));
-    // systemd names the watched process in WATCHDOG_PID; `exec` keeps the shell's pid.
-    let child = Command::new("sh")
-        .arg("-c")
-        .arg("WATCHDOG_PID=$$ exec \"$0\" --config \"$1\" run")
-        .arg(env!("CARGO_BIN_EXE_fristvakt"))
-        .arg(&config)
-        .env_remove("FRISTVAKT_CONFIG")
-        .env("NOTIFY_SOCKET", ws.path("notify.sock"))
-        .env("WATCHDOG_USEC", "1000000")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut daemon = ChildGuard::new(child);
+    let mut daemon = spawn_watched_daemon(&config, &ws.path("notify.sock"), "1000000", "warn", Stdio::null());
     notify.wait_for("READY=1", Duration::from_secs(60));
     until("/readyz 200", Duration::from_secs(30), || status(port, "/readyz") == Some(200)).await;
 

@@ -76,6 +76,18 @@ impl Notify {
 
 /// The daemon under a guard that kills and reaps it when the test ends, also on a panic.
 fn spawn_daemon(config: &Path, notify: &Path) -> ChildGuard {
+    spawn_watched_daemon(config, notify, "400000", "info", Stdio::piped())
+}
+
+/// The daemon as systemd runs it with `WatchdogSec` (`watchdog_usec`), its notifications to
+/// `notify`, logging at `log` to `stderr`; under a guard that kills and reaps it.
+pub(crate) fn spawn_watched_daemon(
+    config: &Path,
+    notify: &Path,
+    watchdog_usec: &str,
+    log: &str,
+    stderr: Stdio,
+) -> ChildGuard {
     // systemd names the watched process in WATCHDOG_PID; `exec` keeps the shell's pid.
     let child = Command::new("sh")
         .arg("-c")
@@ -84,10 +96,10 @@ fn spawn_daemon(config: &Path, notify: &Path) -> ChildGuard {
         .arg(config)
         .env_remove("FRISTVAKT_CONFIG")
         .env("NOTIFY_SOCKET", notify)
-        .env("WATCHDOG_USEC", "400000")
-        .env("RUST_LOG", "info")
+        .env("WATCHDOG_USEC", watchdog_usec)
+        .env("RUST_LOG", log)
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(stderr)
         .spawn()
         .unwrap();
     ChildGuard::new(child)
