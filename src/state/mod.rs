@@ -133,6 +133,14 @@ pub(crate) fn placeholders(first: usize, n: usize) -> String {
 }
 
 impl StateStore {
+    /// On SQLite, the turn to write (see `writer`); nothing on PostgreSQL, which locks rows.
+    pub(crate) async fn write_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match self.engine {
+            Engine::Sqlite => Some(self.writer.lock().await),
+            Engine::Postgres => None,
+        }
+    }
+
     /// `n` parameter marks numbered from `first`, for a statement whose parameters each appear
     /// once, in the order they are bound: `$first, …` on PostgreSQL, `?, …` on SQLite. SQLite
     /// looks each numbered mark up by a walk of the statement's list of names, so binding `n`
@@ -150,13 +158,16 @@ pub struct StateStore {
     engine: Engine,
     /// Opened to write (the daemon, `poll`, `migrate`), not read-only (the show commands).
     owned: bool,
+    /// SQLite takes one writer at a time and makes the others sleep (1, 2, 5… ms) until it is
+    /// free; the senders of a dispatch run queue here instead, woken the moment it is.
+    writer: tokio::sync::Mutex<()>,
 }
 
 impl StateStore {
     /// Connects, creating a SQLite file when missing.
     pub async fn connect(url: &DatabaseUrl) -> Result<StateStore, StateError> {
         let pool = Pool::open(url, true, 8).await.map_err(|source| StateError::connect(url, source))?;
-        Ok(StateStore { pool, engine: url.engine, owned: true })
+        Ok(StateStore { pool, engine: url.engine, owned: true, writer: tokio::sync::Mutex::new(()) })
     }
 
     /// Connects for reading only (the show commands): never creates, migrates or writes; a
@@ -171,7 +182,7 @@ impl StateStore {
             Engine::Postgres => url.clone(),
         };
         let pool = Pool::open(&read_only, false, 2).await.map_err(|source| StateError::connect(url, source))?;
-        Ok(StateStore { pool, engine: url.engine, owned: false })
+        Ok(StateStore { pool, engine: url.engine, owned: false, writer: tokio::sync::Mutex::new(()) })
     }
 
     /// Whether the schema exists (fristvakt migrated this database before).

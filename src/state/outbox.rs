@@ -425,6 +425,7 @@ impl StateStore {
         until: DateTime<Utc>,
         limit: i64,
     ) -> Result<Vec<Result<OutboxRow, UndecodableRow>>, StateError> {
+        let _turn = self.write_turn().await;
         let lock = match &self.pool {
             super::Pool::Postgres(_) => " FOR UPDATE SKIP LOCKED",
             super::Pool::Sqlite(_) => "",
@@ -463,6 +464,7 @@ impl StateStore {
         error: &str,
         next: Option<DateTime<Utc>>,
     ) -> Result<bool, StateError> {
+        let _turn = self.write_turn().await;
         let state = match next {
             Some(_) => OutboxState::Retrying,
             None => OutboxState::Dead,
@@ -491,6 +493,7 @@ impl StateStore {
         holder: &str,
         attempt: Attempt<'_>,
     ) -> Result<Recorded, StateError> {
+        let _turn = self.write_turn().await;
         let update = format!(
             "UPDATE outbox SET state = {KEEP_CANCELLED}, next_attempt_at = COALESCE($2, next_attempt_at), \
              last_error = $3, deliveries = $4, sent_at = COALESCE($5, sent_at), attempts = attempts + 1, \
@@ -554,6 +557,7 @@ impl StateStore {
     /// server down) becomes its last error, for `outbox list`. Fenced: false when `holder` no
     /// longer holds the claim.
     pub async fn release_claim(&self, id: i64, holder: &str, note: Option<&str>) -> Result<bool, StateError> {
+        let _turn = self.write_turn().await;
         let sql = "UPDATE outbox SET claimed_by = NULL, claimed_until = NULL, last_error = COALESCE($3, last_error) \
              WHERE id = $1 AND claimed_by = $2";
         with_pool!(&self.pool, p => sqlx::query(sql).bind(id).bind(holder).bind(note).execute(p).await.map(|r| r.rows_affected()))
@@ -564,6 +568,7 @@ impl StateStore {
     /// Moves a claimed row's next attempt to `at` without counting an attempt (outside the
     /// sending window), and releases the claim. Fenced, as [`StateStore::release_claim`].
     pub async fn postpone(&self, id: i64, holder: &str, at: DateTime<Utc>) -> Result<bool, StateError> {
+        let _turn = self.write_turn().await;
         let sql = "UPDATE outbox SET next_attempt_at = $1, claimed_by = NULL, claimed_until = NULL \
              WHERE id = $2 AND claimed_by = $3";
         with_pool!(&self.pool, p => sqlx::query(sql).bind(at).bind(id).bind(holder).execute(p).await.map(|r| r.rows_affected()))
@@ -574,6 +579,7 @@ impl StateStore {
     /// Renews every claim `holder` still has on an unsettled row until `until`, while it works
     /// on them; returns how many. A claim another sender took is not touched.
     pub async fn renew_claims(&self, holder: &str, until: DateTime<Utc>) -> Result<u64, StateError> {
+        let _turn = self.write_turn().await;
         let sql = "UPDATE outbox SET claimed_until = $1 WHERE claimed_by = $2 AND state IN ('pending', 'retrying')";
         with_pool!(&self.pool, p => sqlx::query(sql).bind(until).bind(holder).execute(p).await.map(|r| r.rows_affected()))
             .map_err(query_error("renewing outbox claims"))
