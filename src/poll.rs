@@ -44,7 +44,6 @@ pub struct SyncReport {
     pub withdrawn: u64,
     pub caseworker_invalid: u64,
     pub notices_cancelled: u64,
-    pub newest_update: Option<DateTime<Utc>>,
     /// Rows an incremental poll read again (the overlap window) whose `updated_at` equals the
     /// one their deadlines were stored from: nothing computed or written for them.
     pub unchanged: u64,
@@ -188,14 +187,7 @@ async fn store_chunk(
     // rather than the statement failing.
     let mut cases: HashMap<String, CaseRow> = HashMap::with_capacity(chunk.len());
     let mut kept_refs = Vec::new();
-    // A timestamp in the future (a typo, local time labelled UTC) must not drag the watermark
-    // ahead of every later change; it counts as "now" at most.
-    let latest_credible = now + chrono::Duration::minutes(5);
     for raw in chunk {
-        if let Some(t) = raw.updated_at.as_deref().and_then(crate::db::parse_instant) {
-            let t = t.min(latest_credible);
-            report.newest_update = Some(report.newest_update.map_or(t, |n| n.max(t)));
-        }
         match register::validate(raw) {
             Ok(case) => {
                 if case.caseworker_invalid {
