@@ -545,24 +545,8 @@ fn pg_instant_text(expr: &str) -> String {
 }
 
 fn raw_row(row: &impl TextRow) -> Result<RawRow, sqlx::Error> {
-    let get = |i: usize| row.text(i);
-    Ok(RawRow {
-        case_ref: get(0)?,
-        unit: get(1)?,
-        caseworker: get(2)?,
-        child_sex: get(3)?,
-        received_on: get(4)?,
-        protection_assessed_on: get(5)?,
-        assessment_decided_on: get(6)?,
-        assessment_extended_to: get(7)?,
-        investigation_opened_on: get(8)?,
-        investigation_extended_to: get(9)?,
-        investigation_closed_on: get(10)?,
-        updated_at: get(11)?,
-        child_key: get(12)?,
-        follow_up_decided_on: get(13)?,
-        follow_up_ended_on: get(14)?,
-    })
+    let values = (0..COLUMNS.len() + OPTIONAL_COLUMNS.len()).map(|i| row.text(i)).collect::<Result<_, _>>()?;
+    Ok(raw_row_of(values))
 }
 
 /// Rows handed over per message by [`stream_sqlite_file`].
