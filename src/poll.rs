@@ -17,7 +17,10 @@ use crate::domain::{log_safe, CaseRef};
 use crate::notice::{self, Recipient};
 use crate::register::{self, CaseRow, RawRow, Register, RegisterError, RejectReason};
 use crate::rules::{self, decide, Deadline, Kind, Ladder, RuleOptions};
-use crate::state::{DeadlineRecord, OutboxEntry, OutboxPayload, OutboxState, StateError, StateStore, StoredDeadline};
+use crate::state::{
+    DeadlineRecord, OutboxEntry, OutboxPayload, OutboxState, PrintBook, StateError, StateStore, StoredDeadline,
+    NO_PRINT,
+};
 
 /// Rows validated and stored per transaction.
 const CHUNK_ROWS: usize = 1000;
@@ -85,8 +88,9 @@ pub fn full_pass_due(last: Option<NaiveDate>, today: NaiveDate, local_time: Opti
 }
 
 /// Reads the register (every row when `full`, else rows changed since the watermark minus the
-/// overlap) and stores the deadlines computed for `today`. Re-reading a row is harmless; in an
-/// incremental poll a row whose `updated_at` is the one its deadlines came from costs no write.
+/// overlap) and stores the deadlines computed for `today`. Re-reading a row is harmless: a row
+/// whose print (a hash of its columns and of the settings the computation depends on, see
+/// [`crate::state::prints`]) equals the stored one is not computed again and costs no write.
 ///
 /// The watermark is the time the read began (`now`, the caller's clock), not the newest
 /// `updated_at` read: after a bulk update that gave every row one instant, later polls re-read
@@ -111,9 +115,25 @@ pub async fn sync_register(
         poll_state.watermark.map(|w| w - overlap)
     };
     let read_at = now;
-    let poll_seq = state.begin_poll().await?;
     let mut report = SyncReport { full, ..SyncReport::default() };
-    let mut seen = full.then(SeenCases::default);
+    let mut pass = Pass {
+        settings,
+        today,
+        now,
+        seed: print_seed(settings),
+        seen: full.then(SeenCases::default),
+        prints: match (full, poll_state.print_bits) {
+            // A full pass holds every print: a few rows a thousand cases.
+            (true, Some(bits)) => {
+                Prints::Whole { book: state.load_prints(bits, None).await?, stored_bits: Some(bits), lists_all: true }
+            }
+            // The first full pass builds them.
+            (true, None) => Prints::Whole { book: PrintBook::whole(), stored_bits: None, lists_all: false },
+            // An incremental poll loads the buckets of the rows it reads.
+            (false, Some(bits)) => Prints::Buckets(bits),
+            (false, None) => Prints::None,
+        },
+    };
     let mut rows = register.rows_since(since);
     let mut chunk: Vec<RawRow> = Vec::with_capacity(CHUNK_ROWS);
     loop {
@@ -129,7 +149,7 @@ pub async fn sync_register(
             chunk.push(row);
         }
         if chunk.len() >= CHUNK_ROWS || (done && !chunk.is_empty()) {
-            store_chunk(state, settings, (today, now), poll_seq, &chunk, seen.as_mut(), &mut report).await?;
+            pass.store_chunk(state, &chunk, &mut report).await?;
             chunk.clear();
         }
         if done {
@@ -145,10 +165,27 @@ pub async fn sync_register(
     } else {
         full.then_some(today)
     };
-    if let (Some(seen), Some(_)) = (seen.as_mut(), full_pass_on) {
+    if let (Some(seen), Some(_)) = (pass.seen.as_mut(), full_pass_on) {
         // The cases the pass did not read left the register.
         seen.seal();
-        report.withdrawn = state.withdraw_vanished_cases(|case_ref| seen.contains(case_ref)).await?;
+        if let Prints::Whole { book, stored_bits, lists_all } = &mut pass.prints {
+            report.withdrawn = if *lists_all {
+                let vanished: Vec<String> = book.cases().filter(|c| !seen.contains(c)).map(str::to_string).collect();
+                for case_ref in &vanished {
+                    book.remove(case_ref);
+                }
+                state.withdraw_cases(&vanished).await?
+            } else {
+                // No list of the stored cases yet: every one is looked at, this once.
+                state.withdraw_vanished_cases(|case_ref| seen.contains(case_ref)).await?
+            };
+            // Built, grown as cases came, or shrunk after many left: stored whole with its size.
+            if book.settle() || *stored_bits != Some(book.bits()) {
+                state.replace_prints(book).await?;
+            } else {
+                state.store_prints(book).await?;
+            }
+        }
     }
     // A full pass that read nothing (a view being reloaded) leaves the watermark where it was.
     let watermark = (!(full && report.rows_read == 0)).then_some(read_at);
@@ -172,84 +209,206 @@ pub async fn sync_register(
     Ok(report)
 }
 
-async fn store_chunk(
-    state: &StateStore,
-    settings: &Settings,
-    (today, now): (NaiveDate, DateTime<Utc>),
-    poll_seq: i64,
-    chunk: &[RawRow],
-    seen: Option<&mut SeenCases>,
-    report: &mut SyncReport,
-) -> Result<(), PollError> {
-    let options = RuleOptions { holiday_rule: settings.calendar.holiday_rule };
-    report.rows_read += chunk.len() as u64;
-    // The register promises unique case references; if a view breaks that, the newest row wins
-    // rather than the statement failing.
-    let mut cases: HashMap<String, CaseRow> = HashMap::with_capacity(chunk.len());
-    let mut kept_refs = Vec::new();
-    for raw in chunk {
-        match register::validate(raw) {
-            Ok(case) => {
-                if case.caseworker_invalid {
-                    report.caseworker_invalid += 1;
-                    tracing::warn!(case_ref = %log_safe(case.case_ref.as_str()), "register row: column caseworker is not an e-mail address; notices go to the team lead");
+/// Where the prints of a poll's rows come from.
+enum Prints {
+    /// A full pass: every stored print, or none on the first (which builds the book).
+    Whole {
+        book: PrintBook,
+        /// The bits of the stored prints; `None` when none are stored (or no longer, after the
+        /// book grew): then the book is stored whole at the end of the pass.
+        stored_bits: Option<u32>,
+        /// The book was loaded whole from a complete store: it lists every stored case.
+        lists_all: bool,
+    },
+    /// An incremental poll: the buckets of each chunk's rows are loaded, and the changed ones
+    /// written with the chunk's deadlines.
+    Buckets(u32),
+    /// An incremental poll before the first full pass built the prints: every row is computed.
+    None,
+}
+
+/// What one register read carries from chunk to chunk.
+struct Pass<'a> {
+    settings: &'a Settings,
+    today: NaiveDate,
+    now: DateTime<Utc>,
+    /// Mixed into every row's print: the settings and code the computation depends on.
+    seed: u64,
+    /// The cases a full pass read.
+    seen: Option<SeenCases>,
+    prints: Prints,
+}
+
+impl Pass<'_> {
+    async fn store_chunk(
+        &mut self,
+        state: &StateStore,
+        chunk: &[RawRow],
+        report: &mut SyncReport,
+    ) -> Result<(), PollError> {
+        let settings = self.settings;
+        let options = RuleOptions { holiday_rule: settings.calendar.holiday_rule };
+        report.rows_read += chunk.len() as u64;
+        let mut loaded;
+        let (book, stored_bits) = match &mut self.prints {
+            Prints::Whole { book, stored_bits, .. } => (Some(book), Some(stored_bits)),
+            Prints::Buckets(bits) => {
+                let probe = PrintBook::new(*bits);
+                let buckets = chunk.iter().filter_map(|r| r.case_ref.as_deref()).map(|c| probe.bucket_of(c)).collect();
+                loaded = state.load_prints(*bits, Some(&buckets)).await?;
+                (Some(&mut loaded), None)
+            }
+            Prints::None => (None, None),
+        };
+        // The register promises unique case references; if a view breaks that, the newest row
+        // wins rather than the statement failing.
+        let mut cases: HashMap<String, (CaseRow, u64)> = HashMap::with_capacity(chunk.len());
+        let mut kept_refs = Vec::new();
+        let mut buffer = Vec::with_capacity(256);
+        for raw in chunk {
+            let print = row_print(self.seed, raw, &mut buffer);
+            if let (Some(book), Some(case_ref)) = (book.as_deref(), raw.case_ref.as_deref()) {
+                if book.get(case_ref) == Some(print) {
+                    // Read before and unchanged: its deadlines are stored as this row gives them.
+                    report.unchanged += 1;
+                    if let Some(seen) = self.seen.as_mut() {
+                        seen.insert(case_ref);
+                    }
+                    continue;
                 }
-                match cases.get(case.case_ref.as_str()) {
-                    Some(existing) if existing.updated_at > case.updated_at => {}
-                    _ => {
-                        cases.insert(case.case_ref.to_string(), case);
+            }
+            match register::validate(raw) {
+                Ok(case) => {
+                    if case.caseworker_invalid {
+                        report.caseworker_invalid += 1;
+                        tracing::warn!(case_ref = %log_safe(case.case_ref.as_str()), "register row: column caseworker is not an e-mail address; notices go to the team lead");
+                    }
+                    match cases.get(case.case_ref.as_str()) {
+                        Some((existing, _)) if existing.updated_at > case.updated_at => {}
+                        _ => {
+                            cases.insert(case.case_ref.to_string(), (case, print));
+                        }
                     }
                 }
-            }
-            Err(rejection) => {
-                if let Some(case_ref) = &rejection.case_ref {
-                    kept_refs.push(case_ref.clone());
+                Err(rejection) => {
+                    if let Some(case_ref) = &rejection.case_ref {
+                        kept_refs.push(case_ref.clone());
+                    }
+                    *report.rejected.entry(rejection.reason).or_default() += 1;
+                    tracing::warn!(reason = rejection.reason.as_str(), "register row skipped: {rejection}");
                 }
-                *report.rejected.entry(rejection.reason).or_default() += 1;
-                tracing::warn!(reason = rejection.reason.as_str(), "register row skipped: {rejection}");
             }
         }
-    }
-    if let Some(seen) = seen {
-        // A skipped broken row's case counts as read: its stored deadlines stay (contract §1).
-        for case_ref in cases.keys().chain(&kept_refs) {
-            seen.insert(case_ref);
+        if let Some(seen) = self.seen.as_mut() {
+            // A skipped broken row's case counts as read: its stored deadlines stay (contract §1).
+            for case_ref in cases.keys().chain(&kept_refs) {
+                seen.insert(case_ref);
+            }
         }
-    }
-    if !report.full && !cases.is_empty() {
-        // Rows read again inside the overlap window, unchanged since their deadlines were stored.
-        let refs: Vec<CaseRef> = cases.values().map(|c| c.case_ref.clone()).collect();
-        let stamps = state.row_stamps(&refs).await?;
-        let before = cases.len();
-        cases.retain(|case_ref, case| stamps.get(case_ref.as_str()) != Some(&case.updated_at));
-        report.unchanged += (before - cases.len()) as u64;
-        if cases.is_empty() {
+        let mut book = book;
+        if let Some(book) = book.as_deref_mut() {
+            // A broken row's case is listed (so that its leaving the register is noticed), with
+            // a print no row has; one already listed keeps the print of its last good row.
+            for case_ref in &kept_refs {
+                if book.get(case_ref).is_none() {
+                    book.set(case_ref, NO_PRINT);
+                }
+            }
+        }
+        let mut records = Vec::with_capacity(cases.len() * 2);
+        let mut case_refs = Vec::with_capacity(cases.len());
+        let kept_from = retained_from(settings, self.now);
+        for (case, print) in cases.into_values() {
+            for deadline in rules::deadlines_for(&case.dates, options).into_iter().filter(|d| is_retained(d, kept_from))
+            {
+                let ladder = settings.ladders.for_kind(deadline.kind);
+                records.push(DeadlineRecord {
+                    case_ref: case.case_ref.clone(),
+                    unit: case.unit.clone(),
+                    caseworker: case.caseworker.clone(),
+                    child_sex: case.child_sex,
+                    next_step_on: first_step_on(ladder, &deadline),
+                    row_updated_at: case.updated_at,
+                    seen_on: self.today,
+                    child_key: chain_key(&case, deadline.kind),
+                    deadline,
+                });
+            }
+            if let Some(book) = book.as_deref_mut() {
+                book.set(case.case_ref.as_str(), print);
+            }
+            case_refs.push(case.case_ref);
+        }
+        report.deadlines_stored += records.len() as u64;
+        if case_refs.is_empty() && !book.as_deref().is_some_and(PrintBook::is_dirty) {
             return Ok(());
         }
+        // The changed prints are written with the deadlines they stand for, unless the book is
+        // to be stored whole at the end of the pass: built now, or grown out of the stored size
+        // (then the stored prints are dropped at once, so that a pass cut short leaves none
+        // that could be taken for a list of every stored case).
+        let book = match stored_bits {
+            Some(stored) => {
+                if stored.is_some() && *stored != book.as_deref().map(PrintBook::bits) {
+                    state.forget_prints().await?;
+                    *stored = None;
+                }
+                book.filter(|_| stored.is_some())
+            }
+            None => book,
+        };
+        state.store_deadlines(&case_refs, &records, book).await?;
+        Ok(())
     }
-    let mut records = Vec::with_capacity(cases.len() * 2);
-    let mut case_refs = Vec::with_capacity(cases.len());
-    let kept_from = retained_from(settings, now);
-    for case in cases.into_values() {
-        for deadline in rules::deadlines_for(&case.dates, options).into_iter().filter(|d| is_retained(d, kept_from)) {
-            let ladder = settings.ladders.for_kind(deadline.kind);
-            records.push(DeadlineRecord {
-                case_ref: case.case_ref.clone(),
-                unit: case.unit.clone(),
-                caseworker: case.caseworker.clone(),
-                child_sex: case.child_sex,
-                next_step_on: first_step_on(ladder, &deadline),
-                row_updated_at: case.updated_at,
-                seen_on: today,
-                child_key: chain_key(&case, deadline.kind),
-                deadline,
-            });
+}
+
+/// The print of a register row: XXH3 of every column read (a NULL told apart from an empty
+/// text), seeded with [`print_seed`]. Equal prints mean the row gives the stored deadlines.
+fn row_print(seed: u64, raw: &RawRow, buffer: &mut Vec<u8>) -> u64 {
+    buffer.clear();
+    for value in [
+        &raw.case_ref,
+        &raw.unit,
+        &raw.caseworker,
+        &raw.child_sex,
+        &raw.received_on,
+        &raw.protection_assessed_on,
+        &raw.assessment_decided_on,
+        &raw.assessment_extended_to,
+        &raw.investigation_opened_on,
+        &raw.investigation_extended_to,
+        &raw.investigation_closed_on,
+        &raw.updated_at,
+        &raw.child_key,
+        &raw.follow_up_decided_on,
+        &raw.follow_up_ended_on,
+    ] {
+        match value {
+            None => buffer.push(0),
+            Some(text) => {
+                buffer.push(1);
+                buffer.extend_from_slice(&(text.len() as u32).to_le_bytes());
+                buffer.extend_from_slice(text.as_bytes());
+            }
         }
-        case_refs.push(case.case_ref);
     }
-    report.deadlines_stored += records.len() as u64;
-    state.store_deadlines(poll_seq, &case_refs, &records).await?;
-    Ok(())
+    xxhash_rust::xxh3::xxh3_64_with_seed(buffer, seed)
+}
+
+/// What besides the row shapes the stored deadlines: the law's code ([`rules::REVISION`] and the
+/// release), the holiday rule, the ladders (`next_step_on`) and the retention (which deadlines
+/// are kept). A change of any of them changes every print, so the next full pass recomputes
+/// every case.
+fn print_seed(settings: &Settings) -> u64 {
+    let shape = format!(
+        "{}|{}|{}|{:?}|{}",
+        rules::REVISION,
+        env!("CARGO_PKG_VERSION"),
+        settings.calendar.holiday_rule,
+        settings.ladders,
+        settings.state.retention.as_secs()
+    );
+    xxhash_rust::xxh3::xxh3_64(shape.as_bytes())
 }
 
 /// The case references a full pass read, as 64-bit hashes (8 bytes a case, so a million cases

@@ -5,6 +5,12 @@
 //! nothing but `chrono` and `serde` derives. Everything the law says is tested here, table by
 //! table, against the examples in `shared/domain/statutory-deadlines.md`.
 
+/// The revision of the law's code: raise it with any change that alters a computed deadline
+/// (a date, a reason, a kind a case gets). Stored deadlines carry prints of the register row and
+/// of this revision (`state::prints`); a new revision makes every print differ, so the next full
+/// pass computes every case again instead of keeping what the old code computed.
+pub const REVISION: u32 = 1;
+
 pub mod calendar;
 pub mod chain;
 pub mod deadline;

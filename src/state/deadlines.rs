@@ -7,6 +7,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use futures_util::TryStreamExt;
 use sqlx::types::Json;
 
+use super::prints::{write_buckets, PrintBook};
 use super::{column, parsed, parsed_opt, query_error, with_pool, Get, StateError, StateStore, BATCH_ROWS};
 use crate::domain::{CaseRef, ChildKey, EmailAddress, Sex, UnitCode};
 use crate::rules::calendar::DayKind;
@@ -53,22 +54,25 @@ impl StateStore {
     /// withdrawn. A deadline whose dates changed (or that is new, or was withdrawn) gets its
     /// `next_step_on` from the record; otherwise the ladder position stays.
     ///
-    /// Cases that left the register altogether are withdrawn by
-    /// [`StateStore::withdraw_vanished_cases`] at the end of a full pass.
+    /// `prints`, when given, holds the prints of the cases' rows: its changed buckets are written
+    /// in the same transaction, so that a stored print always stands for the stored deadlines.
+    ///
+    /// Cases that left the register altogether are withdrawn at the end of a full pass
+    /// ([`StateStore::withdraw_cases`]).
     pub async fn store_deadlines(
         &self,
-        poll_seq: i64,
         case_refs: &[CaseRef],
         records: &[DeadlineRecord],
+        prints: Option<&mut PrintBook>,
     ) -> Result<(), StateError> {
-        let per_row = 17;
+        let per_row = 16;
         with_pool!(&self.pool, p => {
             let mut tx = p.begin().await.map_err(query_error("starting a transaction"))?;
             for chunk in records.chunks(BATCH_ROWS) {
                 let mut sql = String::from(
                     "INSERT INTO deadlines (case_ref, kind, unit, caseworker, child_sex, start_on, nominal_due_on, \
                      due_on, closed_on, due_reason, extended_to, moved_over, next_step_on, row_updated_at, \
-                     seen_in_poll, first_seen_on, child_key, withdrawn) VALUES ",
+                     first_seen_on, child_key, withdrawn) VALUES ",
                 );
                 for i in 0..chunk.len() {
                     if i > 0 {
@@ -86,9 +90,7 @@ impl StateStore {
                      nominal_due_on = excluded.nominal_due_on, due_on = excluded.due_on, \
                      closed_on = excluded.closed_on, due_reason = excluded.due_reason, \
                      extended_to = excluded.extended_to, moved_over = excluded.moved_over, withdrawn = FALSE, \
-                     row_updated_at = excluded.row_updated_at, child_key = excluded.child_key, \
-                     seen_in_poll = CASE WHEN excluded.seen_in_poll > deadlines.seen_in_poll \
-                       THEN excluded.seen_in_poll ELSE deadlines.seen_in_poll END \
+                     row_updated_at = excluded.row_updated_at, child_key = excluded.child_key \
                      WHERE deadlines.withdrawn OR deadlines.unit <> excluded.unit \
                        OR deadlines.caseworker IS DISTINCT FROM excluded.caseworker \
                        OR deadlines.child_sex IS DISTINCT FROM excluded.child_sex \
@@ -120,7 +122,6 @@ impl StateStore {
                         .bind(moved_over)
                         .bind(r.next_step_on)
                         .bind(r.row_updated_at)
-                        .bind(poll_seq)
                         .bind(r.seen_on)
                         .bind(r.child_key.as_ref().map(ChildKey::as_str));
                 }
@@ -156,13 +157,17 @@ impl StateStore {
                 }
                 q.execute(&mut *tx).await.map_err(query_error("withdrawing deadlines"))?;
             }
+            if let Some(book) = prints {
+                write_buckets!(self, &mut *tx, book)?;
+            }
             tx.commit().await.map_err(query_error("committing deadlines"))
         })
     }
 
-    /// At the end of a full pass: withdraws the deadlines of every case that `seen` says the
-    /// pass did not read (the case left the register); returns how many deadlines. The stored
-    /// case references are streamed, and only those to withdraw are kept in memory.
+    /// The first full pass with case prints (none built yet): withdraws the deadlines of every
+    /// case that `seen` says the pass did not read, by a walk of every stored case; returns how
+    /// many deadlines. Once built, the prints list the stored cases and a full pass withdraws
+    /// with [`StateStore::withdraw_cases`] alone.
     pub async fn withdraw_vanished_cases(&self, seen: impl Fn(&str) -> bool) -> Result<u64, StateError> {
         let sql = "SELECT DISTINCT case_ref FROM deadlines WHERE withdrawn = FALSE";
         let mut vanished: Vec<String> = Vec::new();
@@ -176,8 +181,13 @@ impl StateStore {
             }
             Ok::<_, StateError>(())
         })?;
+        self.withdraw_cases(&vanished).await
+    }
+
+    /// Withdraws every deadline of the cases given (they left the register); returns how many.
+    pub async fn withdraw_cases<S: AsRef<str>>(&self, case_refs: &[S]) -> Result<u64, StateError> {
         let mut withdrawn = 0;
-        for chunk in vanished.chunks(BATCH_ROWS * 8) {
+        for chunk in case_refs.chunks(BATCH_ROWS * 8) {
             let sql = format!(
                 "UPDATE deadlines SET withdrawn = TRUE, next_step_on = NULL, child_key = NULL \
                  WHERE withdrawn = FALSE AND case_ref IN ({})",
@@ -186,41 +196,13 @@ impl StateStore {
             withdrawn += with_pool!(&self.pool, p => {
                 let mut q = sqlx::query(&sql);
                 for c in chunk {
-                    q = q.bind(c.as_str());
+                    q = q.bind(c.as_ref());
                 }
                 q.execute(p).await.map(|r| r.rows_affected())
             })
             .map_err(query_error("withdrawing the deadlines of vanished cases"))?;
         }
         Ok(withdrawn)
-    }
-
-    /// The register `updated_at` each case's stored deadlines were computed from (the newest,
-    /// when they differ), for the cases given that have any deadline not withdrawn.
-    pub async fn row_stamps(&self, case_refs: &[CaseRef]) -> Result<HashMap<String, DateTime<Utc>>, StateError> {
-        let mut out = HashMap::with_capacity(case_refs.len());
-        for chunk in case_refs.chunks(BATCH_ROWS * 8) {
-            let sql = format!(
-                "SELECT case_ref, MAX(row_updated_at) AS stamp FROM deadlines \
-                 WHERE withdrawn = FALSE AND case_ref IN ({}) GROUP BY case_ref",
-                self.marks(1, chunk.len())
-            );
-            with_pool!(&self.pool, p => {
-                let mut q = sqlx::query(&sql);
-                for c in chunk {
-                    q = q.bind(c.as_str());
-                }
-                for row in q.fetch_all(p).await.map_err(query_error("reading stored row stamps"))? {
-                    let case_ref: String = column(&row, "case_ref")?;
-                    let stamp: Option<DateTime<Utc>> = column(&row, "stamp")?;
-                    if let Some(stamp) = stamp {
-                        out.insert(case_ref, stamp);
-                    }
-                }
-                Ok::<_, StateError>(())
-            })?;
-        }
-        Ok(out)
     }
 
     /// Stored deadlines, ordered by case reference and kind.

@@ -21,6 +21,7 @@ pub mod leases;
 pub mod operator;
 pub mod outbox;
 pub mod poll;
+pub mod prints;
 pub mod report;
 pub mod retention;
 
@@ -39,6 +40,7 @@ pub use outbox::{
     OutboxState, Recorded, UndecodableRow,
 };
 pub use poll::PollState;
+pub use prints::{PrintBook, NO_PRINT};
 pub use retention::Purged;
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");

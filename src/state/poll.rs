@@ -1,5 +1,5 @@
-//! Where polling stands: the sequence number of polls, the register watermark, the day of the
-//! last full pass and the last successful poll (a single row).
+//! Where polling stands: the register watermark, the day of the last full pass, the last
+//! successful poll and the size of the case prints (a single row).
 
 use chrono::{DateTime, NaiveDate, Utc};
 
@@ -8,32 +8,25 @@ use super::{column, query_error, with_pool, StateError, StateStore};
 /// Where polling stands.
 #[derive(Debug, Clone, Default)]
 pub struct PollState {
-    pub poll_seq: i64,
     pub watermark: Option<DateTime<Utc>>,
     pub last_full_pass_on: Option<NaiveDate>,
     pub last_success_at: Option<DateTime<Utc>>,
+    /// The bits of the case prints' buckets; `None` until a full pass built them
+    /// ([`crate::state::prints`]).
+    pub print_bits: Option<u32>,
 }
 
 impl StateStore {
     pub async fn poll_state(&self) -> Result<PollState, StateError> {
-        let sql = "SELECT poll_seq, watermark, last_full_pass_on, last_success_at FROM poll_state WHERE id = 1";
+        let sql = "SELECT watermark, last_full_pass_on, last_success_at, print_bits FROM poll_state WHERE id = 1";
         with_pool!(&self.pool, p => {
             let row = sqlx::query(sql).fetch_one(p).await.map_err(query_error("reading the poll state"))?;
             Ok(PollState {
-                poll_seq: column(&row, "poll_seq")?,
                 watermark: column(&row, "watermark")?,
                 last_full_pass_on: column(&row, "last_full_pass_on")?,
                 last_success_at: column(&row, "last_success_at")?,
+                print_bits: column::<Option<i32>>(&row, "print_bits")?.map(|b| b as u32),
             })
-        })
-    }
-
-    /// Starts a poll: returns its sequence number, which stamps every deadline it sees.
-    pub async fn begin_poll(&self) -> Result<i64, StateError> {
-        let sql = "UPDATE poll_state SET poll_seq = poll_seq + 1 WHERE id = 1 RETURNING poll_seq";
-        with_pool!(&self.pool, p => {
-            let row = sqlx::query(sql).fetch_one(p).await.map_err(query_error("starting a poll"))?;
-            column(&row, "poll_seq")
         })
     }
 

@@ -1146,3 +1146,88 @@ async fn a_postgres_view_with_and_without_the_optional_columns() {
     assert!(!digest.contains("inleddes strax efter"), "{digest}");
     run(&register_url, &state_url, &["poll", "--once", "--today", TODAY]);
 }
+
+/// The case prints (`state::prints`): a steady full pass computes and writes nothing; a register
+/// that grows many times over between two passes regrows the prints' buckets (the stored ones are
+/// dropped mid-pass and stored whole at the end); cases that leave the register are found from
+/// the prints, also one whose row turned broken; and the state is what a fresh pass stores.
+async fn full_passes_compute_only_the_cases_whose_row_changed(state_url: Option<String>) {
+    let ws = Workspace::new();
+    let mut settings = ws.settings("");
+    if let Some(url) = state_url {
+        settings.state.url = config::DatabaseUrl::parse(&url).unwrap();
+    }
+    let today = date(TODAY);
+    write_demo_register(&settings, 3000, 5).await;
+    let register = settings.register.url.expose().to_string();
+    // 100 cases now, 2 900 later.
+    sqlite_exec(&register, "CREATE TABLE later AS SELECT * FROM fristvakt_cases WHERE rowid > 100").await;
+    sqlite_exec(&register, "DELETE FROM fristvakt_cases WHERE rowid > 100").await;
+    let app = start(&settings).await;
+    let mut now = Utc.with_ymd_and_hms(2026, 11, 25, 8, 0, 0).unwrap();
+    let mut pass = || {
+        now += chrono::Duration::hours(1);
+        now
+    };
+    let first = full_pass(&app, today, pass()).await;
+    assert_eq!((first.rows_read, first.unchanged), (100, 0));
+    assert_eq!(app.state.poll_state().await.unwrap().print_bits, Some(4), "built by the first full pass");
+    let steady = full_pass(&app, today, pass()).await;
+    assert_eq!((steady.rows_read, steady.unchanged, steady.deadlines_stored), (100, 100, 0), "{steady:?}");
+
+    sqlite_exec(&register, "INSERT INTO fristvakt_cases SELECT * FROM later").await;
+    let grown = full_pass(&app, today, pass()).await;
+    assert_eq!((grown.rows_read, grown.unchanged), (3000, 100));
+    // Grown when the 1 025th case came (64 a bucket), to 128 buckets of 16.
+    assert_eq!(app.state.poll_state().await.unwrap().print_bits, Some(7), "3 000 cases, about 23 a bucket");
+    let steady = full_pass(&app, today, pass()).await;
+    assert_eq!((steady.rows_read, steady.unchanged, steady.deadlines_stored), (3000, 3000, 0), "{steady:?}");
+
+    // 50 cases leave; one turns broken (its deadlines stay), then leaves too.
+    let before = app.state.deadlines(&DeadlineFilter::default()).await.unwrap();
+    let broken = before[0].case_ref.to_string();
+    let leaving: BTreeSet<String> =
+        before.iter().map(|d| d.case_ref.to_string()).filter(|c| *c != broken).take(50 * 3).collect();
+    let leaving: Vec<String> = leaving.into_iter().take(50).collect();
+    let kinds = before.iter().filter(|d| leaving.contains(&d.case_ref.to_string())).count() as u64;
+    let quoted = leaving.iter().map(|c| format!("'{c}'")).collect::<Vec<_>>().join(",");
+    sqlite_exec(&register, &format!("DELETE FROM fristvakt_cases WHERE case_ref IN ({quoted})")).await;
+    sqlite_exec(&register, &format!("UPDATE fristvakt_cases SET received_on = 'soon' WHERE case_ref = '{broken}'"))
+        .await;
+    let left = full_pass(&app, today, pass()).await;
+    assert_eq!((left.rows_read, left.rows_rejected(), left.withdrawn), (2950, 1, kinds), "{left:?}");
+    assert_eq!(left.unchanged, 2949);
+    let after = app.state.deadlines(&DeadlineFilter::default()).await.unwrap();
+    assert_eq!(after.len(), before.len() - kinds as usize, "the broken row's case keeps its deadlines");
+    let broken_kinds = after.iter().filter(|d| d.case_ref.as_str() == broken).count() as u64;
+    assert!(broken_kinds > 0);
+    sqlite_exec(&register, &format!("DELETE FROM fristvakt_cases WHERE case_ref = '{broken}'")).await;
+    let gone = full_pass(&app, today, pass()).await;
+    assert_eq!((gone.rows_read, gone.withdrawn), (2949, broken_kinds), "{gone:?}");
+    let kept: Vec<String> =
+        app.state.deadlines(&DeadlineFilter::default()).await.unwrap().iter().map(|d| format!("{d:?}")).collect();
+    let at = pass();
+    app.close().await;
+
+    let fresh_ws = Workspace::new();
+    let mut fresh_settings = fresh_ws.settings("");
+    fresh_settings.register.url = settings.register.url.clone();
+    let fresh = start(&fresh_settings).await;
+    full_pass(&fresh, today, at).await;
+    let expected: Vec<String> =
+        fresh.state.deadlines(&DeadlineFilter::default()).await.unwrap().iter().map(|d| format!("{d:?}")).collect();
+    fresh.close().await;
+    assert_eq!(kept.len(), expected.len());
+    assert!(kept == expected, "the stored deadlines differ from a fresh pass");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_passes_compute_only_the_cases_whose_row_changed_sqlite() {
+    full_passes_compute_only_the_cases_whose_row_changed(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_passes_compute_only_the_cases_whose_row_changed_postgres() {
+    let pg = postgres::shared();
+    full_passes_compute_only_the_cases_whose_row_changed(Some(pg.fresh_database().await)).await;
+}

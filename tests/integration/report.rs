@@ -332,11 +332,9 @@ async fn scripted_state(settings: &Settings) -> StateStore {
     // Withdrawn below.
     add("SOD-BU", f, Assessment, d("2026-10-02"), d("2026-10-16"), d("2026-10-16"), None);
     let case_refs: Vec<CaseRef> = records.iter().map(|r| r.case_ref.clone()).collect();
-    let first = state.begin_poll().await.unwrap();
-    state.store_deadlines(first, &case_refs, &records).await.unwrap();
-    let second = state.begin_poll().await.unwrap();
+    state.store_deadlines(&case_refs, &records, None).await.unwrap();
     let withdrawn = records.last().unwrap().case_ref.clone();
-    state.store_deadlines(second, &[withdrawn], &[]).await.unwrap();
+    state.store_deadlines(&[withdrawn], &[], None).await.unwrap();
     state
 }
 
@@ -415,10 +413,8 @@ async fn chain_state(settings: &Settings) -> StateStore {
         add(n, "BRO-BU", None, Assessment, "2026-10-01", "2026-10-15", Some("2026-10-10"));
     }
     let case_refs: Vec<CaseRef> = records.iter().map(|r| r.case_ref.clone()).collect();
-    let first = state.begin_poll().await.unwrap();
-    state.store_deadlines(first, &case_refs, &records).await.unwrap();
-    let second = state.begin_poll().await.unwrap();
-    state.store_deadlines(second, &[CaseRef::parse("KEDJA-013").unwrap()], &[]).await.unwrap();
+    state.store_deadlines(&case_refs, &records, None).await.unwrap();
+    state.store_deadlines(&[CaseRef::parse("KEDJA-013").unwrap()], &[], None).await.unwrap();
     state
 }
 

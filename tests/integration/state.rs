@@ -158,8 +158,7 @@ async fn a_holiday_move_comes_back_with_its_days(postgres: Option<String>) {
             child_key: None,
         })
         .collect();
-    let poll_seq = state.begin_poll().await.unwrap();
-    state.store_deadlines(poll_seq, std::slice::from_ref(&case_ref), &records).await.unwrap();
+    state.store_deadlines(std::slice::from_ref(&case_ref), &records, None).await.unwrap();
 
     let filter = DeadlineFilter { case_ref: Some(case_ref.to_string()), ..DeadlineFilter::default() };
     let stored = state.deadlines(&filter).await.unwrap();
@@ -198,8 +197,7 @@ async fn an_undecodable_deadline_stops_the_ladder_without_moving_it(postgres: Op
             child_key: None,
         })
         .collect();
-    let poll_seq = state.begin_poll().await.unwrap();
-    state.store_deadlines(poll_seq, std::slice::from_ref(&case_ref), &records).await.unwrap();
+    state.store_deadlines(std::slice::from_ref(&case_ref), &records, None).await.unwrap();
     execute(&settings, "UPDATE deadlines SET unit = ' '").await;
 
     let now = Utc.with_ymd_and_hms(2026, 11, 25, 9, 0, 0).unwrap();
@@ -277,7 +275,6 @@ async fn undecodable_outbox_rows_are_given_up_and_counted(postgres: Option<Strin
 async fn deadline_counts_agree_with_the_rules_status(postgres: Option<String>) {
     let (_ws, settings, state) = open(postgres).await;
     let made_on = date("2026-11-25");
-    let poll_seq = state.begin_poll().await.unwrap();
     let mut records = Vec::new();
     let mut case_refs = Vec::new();
     for case in demo_cases(600, 7, made_on, 0) {
@@ -298,7 +295,7 @@ async fn deadline_counts_agree_with_the_rules_status(postgres: Option<String>) {
         case_refs.push(row.case_ref);
     }
     assert!(records.len() > 600, "{}", records.len());
-    state.store_deadlines(poll_seq, &case_refs, &records).await.unwrap();
+    state.store_deadlines(&case_refs, &records, None).await.unwrap();
     let stored = state.deadlines(&DeadlineFilter::default()).await.unwrap();
     for offset in [-60, -14, -3, -1, 0, 1, 2, 3, 13, 14, 15, 40] {
         let today = made_on + chrono::Duration::days(offset);
@@ -382,8 +379,7 @@ async fn outbox_claims_are_fenced_renewed_and_survive_a_cancel(postgres: Option<
             })
         })
         .collect();
-    let poll_seq = state.begin_poll().await.unwrap();
-    state.store_deadlines(poll_seq, &case_refs, &records).await.unwrap();
+    state.store_deadlines(&case_refs, &records, None).await.unwrap();
     execute(&settings, "UPDATE deadlines SET closed_on = '2026-11-24'").await;
     assert_eq!(state.cancel_notices_of_finished_deadlines().await.unwrap(), 2);
     let rows = query_claims(&settings).await;
