@@ -102,7 +102,7 @@ pub struct App {
     pub(crate) rejecting_every_row: std::sync::Mutex<Option<String>>,
     /// When the gauges that count every stored deadline were last set (the day they counted
     /// for, and the instant): a poll that changed nothing refreshes them only when the day
-    /// changed or they are older than `jobs::poll::GAUGES_EVERY`.
+    /// changed or they are older than `jobs::gauges::GAUGES_EVERY`.
     pub(crate) gauges_counted: std::sync::Mutex<Option<(chrono::NaiveDate, std::time::Instant)>>,
 }
 

@@ -19,7 +19,6 @@ use crate::register::{self, CaseRow, RawRow, Register, RegisterError, RejectReas
 use crate::rules::{self, decide, Deadline, Kind, Ladder, RuleOptions};
 use crate::state::{
     DeadlineRecord, OutboxEntry, OutboxPayload, OutboxState, PrintBook, StateError, StateStore, StoredDeadline,
-    NO_PRINT,
 };
 
 /// Rows validated and stored per transaction.
@@ -121,16 +120,15 @@ pub async fn sync_register(
         today,
         now,
         seed: print_seed(settings),
-        seen: full.then(SeenCases::default),
         prints: match (full, poll_state.print_bits) {
             // A full pass holds every print: a few rows a thousand cases.
             (true, Some(bits)) => {
-                Prints::Whole { book: state.load_prints(bits, None).await?, stored_bits: Some(bits), lists_all: true }
+                Prints::Whole { book: state.load_prints(bits).await?, stored_bits: Some(bits), lists_all: true }
             }
             // The first full pass builds them.
             (true, None) => Prints::Whole { book: PrintBook::whole(), stored_bits: None, lists_all: false },
             // An incremental poll loads the buckets of the rows it reads.
-            (false, Some(bits)) => Prints::Buckets(bits),
+            (false, Some(bits)) => Prints::Buckets(PrintBook::new(bits)),
             (false, None) => Prints::None,
         },
     };
@@ -165,26 +163,24 @@ pub async fn sync_register(
     } else {
         full.then_some(today)
     };
-    if let (Some(seen), Some(_)) = (pass.seen.as_mut(), full_pass_on) {
+    if let (Prints::Whole { book, stored_bits, lists_all }, Some(_)) = (&mut pass.prints, full_pass_on) {
         // The cases the pass did not read left the register.
-        seen.seal();
-        if let Prints::Whole { book, stored_bits, lists_all } = &mut pass.prints {
-            report.withdrawn = if *lists_all {
-                let vanished: Vec<String> = book.cases().filter(|c| !seen.contains(c)).map(str::to_string).collect();
-                for case_ref in &vanished {
-                    book.remove(case_ref);
-                }
-                state.withdraw_cases(&vanished).await?
-            } else {
-                // No list of the stored cases yet: every one is looked at, this once.
-                state.withdraw_vanished_cases(|case_ref| seen.contains(case_ref)).await?
-            };
-            // Built, grown as cases came, or shrunk after many left: stored whole with its size.
-            if book.settle() || *stored_bits != Some(book.bits()) {
-                state.replace_prints(book).await?;
-            } else {
-                state.store_prints(book).await?;
+        report.withdrawn = if *lists_all {
+            let vanished = book.unread();
+            for case_ref in &vanished {
+                book.remove(case_ref);
             }
+            state.withdraw_cases(&vanished).await?
+        } else {
+            // No list of the stored cases yet: every one is looked at, this once. The book holds
+            // every case read.
+            state.withdraw_vanished_cases(|case_ref| book.get(case_ref).is_some()).await?
+        };
+        // Built, grown as cases came, or shrunk after many left: stored whole with its size.
+        if book.settle() || *stored_bits != Some(book.bits()) {
+            state.replace_prints(book).await?;
+        } else {
+            state.store_prints(book).await?;
         }
     }
     // A full pass that read nothing (a view being reloaded) leaves the watermark where it was.
@@ -222,7 +218,7 @@ enum Prints {
     },
     /// An incremental poll: the buckets of each chunk's rows are loaded, and the changed ones
     /// written with the chunk's deadlines.
-    Buckets(u32),
+    Buckets(PrintBook),
     /// An incremental poll before the first full pass built the prints: every row is computed.
     None,
 }
@@ -234,8 +230,6 @@ struct Pass<'a> {
     now: DateTime<Utc>,
     /// Mixed into every row's print: the settings and code the computation depends on.
     seed: u64,
-    /// The cases a full pass read.
-    seen: Option<SeenCases>,
     prints: Prints,
 }
 
@@ -249,14 +243,12 @@ impl Pass<'_> {
         let settings = self.settings;
         let options = RuleOptions { holiday_rule: settings.calendar.holiday_rule };
         report.rows_read += chunk.len() as u64;
-        let mut loaded;
-        let (book, stored_bits) = match &mut self.prints {
+        let (mut book, stored_bits) = match &mut self.prints {
             Prints::Whole { book, stored_bits, .. } => (Some(book), Some(stored_bits)),
-            Prints::Buckets(bits) => {
-                let probe = PrintBook::new(*bits);
-                let buckets = chunk.iter().filter_map(|r| r.case_ref.as_deref()).map(|c| probe.bucket_of(c)).collect();
-                loaded = state.load_prints(*bits, Some(&buckets)).await?;
-                (Some(&mut loaded), None)
+            Prints::Buckets(book) => {
+                let missing = book.missing(chunk.iter().filter_map(|r| r.case_ref.as_deref()));
+                state.load_buckets(book, &missing).await?;
+                (Some(book), None)
             }
             Prints::None => (None, None),
         };
@@ -267,13 +259,10 @@ impl Pass<'_> {
         let mut buffer = Vec::with_capacity(256);
         for raw in chunk {
             let print = row_print(self.seed, raw, &mut buffer);
-            if let (Some(book), Some(case_ref)) = (book.as_deref(), raw.case_ref.as_deref()) {
-                if book.get(case_ref) == Some(print) {
+            if let (Some(book), Some(case_ref)) = (book.as_deref_mut(), raw.case_ref.as_deref()) {
+                if book.read(case_ref) == Some(print) {
                     // Read before and unchanged: its deadlines are stored as this row gives them.
                     report.unchanged += 1;
-                    if let Some(seen) = self.seen.as_mut() {
-                        seen.insert(case_ref);
-                    }
                     continue;
                 }
             }
@@ -299,20 +288,12 @@ impl Pass<'_> {
                 }
             }
         }
-        if let Some(seen) = self.seen.as_mut() {
-            // A skipped broken row's case counts as read: its stored deadlines stay (contract §1).
-            for case_ref in cases.keys().chain(&kept_refs) {
-                seen.insert(case_ref);
-            }
-        }
-        let mut book = book;
         if let Some(book) = book.as_deref_mut() {
-            // A broken row's case is listed (so that its leaving the register is noticed), with
-            // a print no row has; one already listed keeps the print of its last good row.
+            // A skipped broken row's case counts as read: its stored deadlines stay (contract
+            // §1). It is listed (so that its leaving the register is noticed), with a print no
+            // row has; one listed already keeps the print of its last good row.
             for case_ref in &kept_refs {
-                if book.get(case_ref).is_none() {
-                    book.set(case_ref, NO_PRINT);
-                }
+                book.list(case_ref);
             }
         }
         let mut records = Vec::with_capacity(cases.len() * 2);
@@ -409,33 +390,6 @@ fn print_seed(settings: &Settings) -> u64 {
         settings.state.retention.as_secs()
     );
     xxhash_rust::xxh3::xxh3_64(shape.as_bytes())
-}
-
-/// The case references a full pass read, as 64-bit hashes (8 bytes a case, so a million cases
-/// take 8 MB, not the ~50 MB of their strings), to find the stored cases that left the
-/// register. The hash key is new for every pass: the rare collision of a vanished case with a
-/// present one (about 1 in 10^7 passes at a million cases) keeps its deadlines one day longer,
-/// never for good.
-#[derive(Default)]
-struct SeenCases {
-    hasher: std::collections::hash_map::RandomState,
-    hashes: Vec<u64>,
-}
-
-impl SeenCases {
-    fn insert(&mut self, case_ref: &str) {
-        self.hashes.push(std::hash::BuildHasher::hash_one(&self.hasher, case_ref));
-    }
-
-    /// Sorts the hashes for [`SeenCases::contains`]; call once, after the last insert.
-    fn seal(&mut self) {
-        self.hashes.sort_unstable();
-        self.hashes.dedup();
-    }
-
-    fn contains(&self, case_ref: &str) -> bool {
-        self.hashes.binary_search(&std::hash::BuildHasher::hash_one(&self.hasher, case_ref)).is_ok()
-    }
 }
 
 /// The first day of `state.retention`: a deadline closed before it is neither stored nor shown

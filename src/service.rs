@@ -77,8 +77,17 @@ pub async fn run(settings: Arc<Settings>) -> Result<(), AppError> {
 
 /// The poll job at the current time, logged.
 async fn poll(app: &App) -> Result<(), String> {
-    match jobs::poll::scheduled(app, Moment::at(Utc::now(), app.settings.timezone)).await {
-        Ok(_) => Ok(()),
+    let at = Moment::at(Utc::now(), app.settings.timezone);
+    match jobs::poll::scheduled(app, at).await {
+        Ok(report) => {
+            // Only the replica that polled counts: the others' gauges would show the same.
+            if report.is_some_and(|r| jobs::gauges::due(app, at, r.sync.full)) {
+                if let Err(e) = jobs::gauges::run_once(app, at).await {
+                    tracing::warn!("could not count deadlines for the metrics: {e}");
+                }
+            }
+            Ok(())
+        }
         Err(e) => {
             tracing::error!("poll failed, retrying at the next interval: {e}");
             Err(e.to_string())

@@ -9,11 +9,13 @@
 //! - [`dispatch`]: send what the outbox holds that is due.
 //! - [`digest`]: record today's digests once their scheduled time has passed.
 //! - [`retention`]: delete what is older than `state.retention` (after each full pass).
+//! - [`gauges`]: count every stored deadline for the metrics (the daemon, after a poll, when due).
 //! - [`show`]: what the show commands print, computed without writing anything.
 
 pub mod digest;
 pub mod dispatch;
 pub mod full_pass;
+pub mod gauges;
 pub mod ladder;
 pub mod poll;
 pub mod retention;

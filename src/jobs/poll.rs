@@ -21,10 +21,6 @@ pub async fn scheduled(app: &App, at: Moment) -> Result<Option<PollReport>, JobE
     cycle(app, at, full).await
 }
 
-/// The longest the gauges of deadlines by status and of the 30-day share go without a refresh
-/// (the full pass and a new day refresh them at once).
-pub const GAUGES_EVERY: Duration = Duration::from_secs(600);
-
 /// Consecutive failed polls after which a replica gives up the poll lease, so that a healthy
 /// replica (one that can reach the register) takes over at its next tick instead of waiting for
 /// the lease to expire.
@@ -92,27 +88,6 @@ async fn poll(app: &App, at: Moment, force_full: bool) -> Result<PollReport, Job
         crate::jobs::retention::run_once(app, at).await?;
     }
     app.state.record_poll_success(at.now).await?;
-    // Counting every stored deadline takes seconds at a million cases: done with the full pass,
-    // when the day changed, or when the figures are older than GAUGES_EVERY — not on every poll,
-    // so that a poll's work follows what changed, not the size of the state.
-    {
-        let mut counted = app.gauges_counted.lock().unwrap_or_else(|e| e.into_inner());
-        let fresh = counted.is_some_and(|(day, when)| day == at.today && when.elapsed() < GAUGES_EVERY);
-        if fresh && !sync.full {
-            return Ok(PollReport { sync, ladder });
-        }
-        *counted = Some((at.today, Instant::now()));
-    }
-    match app.state.deadline_counts(at.today).await {
-        // The unit label takes only the configured units; every other code counts as `other`.
-        Ok(counts) => app.metrics.set_deadlines(counts, |unit| settings.units.is_configured(unit)),
-        Err(e) => tracing::warn!("could not count deadlines for the metrics: {e}"),
-    }
-    // The 30-day share met, counted as the compliance report and the digest count it.
-    match crate::report::recent_by_unit_and_kind(&app.state, at.today).await {
-        Ok(tallies) => app.metrics.set_compliance(&tallies, |unit| settings.units.is_configured(unit)),
-        Err(e) => tracing::warn!("could not count the 30-day share met for the metrics: {e}"),
-    }
     Ok(PollReport { sync, ladder })
 }
 

@@ -14,7 +14,7 @@
 //! Blob layout, repeated: the print (8 bytes, little-endian), the length of the case reference (2
 //! bytes, little-endian), the case reference (UTF-8).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
 use futures_util::TryStreamExt;
 use xxhash_rust::xxh3::xxh3_64;
@@ -33,11 +33,20 @@ const MAX_LOAD: usize = 64;
 const MIN_BITS: u32 = 4;
 const MAX_BITS: u32 = 24;
 
-/// The prints of some or all buckets, with the buckets changed since they were loaded.
+/// The length field's high bit marks, in memory only, a case read by this pass.
+const SEEN: u16 = 0x8000;
+/// The longest case reference a print is kept under (the rest of the length field is the flag).
+const LONGEST_REF: usize = (SEEN - 1) as usize;
+
+/// The prints of some or all buckets, with the buckets changed since they were loaded, and which
+/// cases the pass has read.
 #[derive(Debug, Default)]
 pub struct PrintBook {
     bits: u32,
-    buckets: HashMap<u32, Vec<u8>>,
+    /// `2^bits` blobs, indexed by bucket; empty when empty or not loaded.
+    buckets: Vec<Vec<u8>>,
+    /// Which buckets are here (all of them in a whole book).
+    loaded: Vec<bool>,
     dirty: BTreeSet<u32>,
     /// Cases in the loaded buckets.
     len: usize,
@@ -46,14 +55,22 @@ pub struct PrintBook {
 }
 
 impl PrintBook {
-    /// An empty book of `2^bits` buckets, of which some will be loaded.
+    /// A book of `2^bits` buckets, none loaded yet.
     pub fn new(bits: u32) -> PrintBook {
-        PrintBook { bits: bits.clamp(MIN_BITS, MAX_BITS), ..PrintBook::default() }
+        let bits = bits.clamp(MIN_BITS, MAX_BITS);
+        PrintBook { bits, buckets: vec![Vec::new(); 1 << bits], loaded: vec![false; 1 << bits], ..PrintBook::default() }
     }
 
     /// An empty whole book (the first full pass builds it): it grows its buckets as it fills.
     pub fn whole() -> PrintBook {
-        PrintBook { whole: true, ..PrintBook::new(MIN_BITS) }
+        PrintBook::whole_of(MIN_BITS)
+    }
+
+    fn whole_of(bits: u32) -> PrintBook {
+        let mut book = PrintBook::new(bits);
+        book.loaded.fill(true);
+        book.whole = true;
+        book
     }
 
     /// The buckets changed since they were loaded, now taken as written.
@@ -61,8 +78,19 @@ impl PrintBook {
         std::mem::take(&mut self.dirty).into_iter().collect()
     }
 
-    pub(super) fn blob(&self, bucket: u32) -> Option<&[u8]> {
-        self.buckets.get(&bucket).map(Vec::as_slice)
+    /// A bucket's blob as it is stored (without the marks of cases read).
+    pub(super) fn stored_blob(&self, bucket: u32) -> Vec<u8> {
+        let mut blob = self.buckets[bucket as usize].clone();
+        let mut at = 0;
+        while let Some((_, len, _)) = split_entry(&blob[at..]) {
+            blob[at + 9] &= !((SEEN >> 8) as u8);
+            at += 10 + len;
+        }
+        blob
+    }
+
+    pub(super) fn has_cases(&self, bucket: u32) -> bool {
+        !self.buckets[bucket as usize].is_empty()
     }
 
     /// Whether buckets changed since they were loaded.
@@ -79,23 +107,39 @@ impl PrintBook {
         (xxh3_64(case_ref.as_bytes()) >> (64 - self.bits)) as u32
     }
 
-    /// The stored print of a case (in a loaded bucket).
-    pub fn get(&self, case_ref: &str) -> Option<u64> {
-        let blob = self.buckets.get(&self.bucket_of(case_ref))?;
-        entries(blob).find(|(_, c)| *c == case_ref).map(|(print, _)| print)
+    /// The buckets of these cases that are not loaded yet.
+    pub fn missing<'a>(&self, case_refs: impl Iterator<Item = &'a str>) -> BTreeSet<u32> {
+        case_refs.map(|c| self.bucket_of(c)).filter(|b| !self.loaded[*b as usize]).collect()
     }
 
-    /// Sets the print of a case; its bucket must be loaded (or new).
+    /// The stored print of a case (in a loaded bucket).
+    pub fn get(&self, case_ref: &str) -> Option<u64> {
+        let blob = &self.buckets[self.bucket_of(case_ref) as usize];
+        let at = offset_of(blob, case_ref)?;
+        Some(print_at(blob, at))
+    }
+
+    /// The stored print of a case, which is marked as read by this pass.
+    pub fn read(&mut self, case_ref: &str) -> Option<u64> {
+        let bucket = self.bucket_of(case_ref) as usize;
+        let blob = &mut self.buckets[bucket];
+        let at = offset_of(blob, case_ref)?;
+        blob[at + 9] |= (SEEN >> 8) as u8;
+        Some(print_at(blob, at))
+    }
+
+    /// Sets the print of a case, marked as read; its bucket must be loaded.
     pub fn set(&mut self, case_ref: &str, print: u64) {
         let bucket = self.bucket_of(case_ref);
-        let blob = self.buckets.entry(bucket).or_default();
+        let blob = &mut self.buckets[bucket as usize];
         if let Some(at) = offset_of(blob, case_ref) {
-            if blob[at..at + 8] == print.to_le_bytes() {
+            blob[at + 9] |= (SEEN >> 8) as u8;
+            if print_at(blob, at) == print {
                 return;
             }
             blob[at..at + 8].copy_from_slice(&print.to_le_bytes());
         } else {
-            push_entry(blob, print, case_ref);
+            push_entry(blob, print, case_ref, SEEN);
             self.len += 1;
         }
         self.dirty.insert(bucket);
@@ -104,21 +148,39 @@ impl PrintBook {
         }
     }
 
-    /// Forgets a case (it left the register).
-    pub fn remove(&mut self, case_ref: &str) {
-        let bucket = self.bucket_of(case_ref);
-        if let Some(blob) = self.buckets.get_mut(&bucket) {
-            if let Some(at) = offset_of(blob, case_ref) {
-                blob.drain(at..at + 10 + case_ref.len());
-                self.len -= 1;
-                self.dirty.insert(bucket);
-            }
+    /// Lists a case whose row was read but not understood, with a print no row has; one listed
+    /// already keeps the print of its last good row. Either way it is marked as read.
+    pub fn list(&mut self, case_ref: &str) {
+        if self.read(case_ref).is_none() {
+            self.set(case_ref, NO_PRINT);
         }
     }
 
-    /// Every case in the loaded buckets.
-    pub fn cases(&self) -> impl Iterator<Item = &str> {
-        self.buckets.values().flat_map(|blob| entries(blob).map(|(_, c)| c))
+    /// Forgets a case (it left the register).
+    pub fn remove(&mut self, case_ref: &str) {
+        let bucket = self.bucket_of(case_ref);
+        let blob = &mut self.buckets[bucket as usize];
+        if let Some(at) = offset_of(blob, case_ref) {
+            let (_, len, _) = split_entry(&blob[at..]).unwrap_or_default();
+            blob.drain(at..at + 10 + len);
+            self.len -= 1;
+            self.dirty.insert(bucket);
+        }
+    }
+
+    /// The cases in the loaded buckets that this pass has not read.
+    pub fn unread(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for blob in &self.buckets {
+            let mut at = 0;
+            while let Some((_, len, tail)) = split_entry(&blob[at..]) {
+                if blob[at + 9] & (SEEN >> 8) as u8 == 0 {
+                    out.push(String::from_utf8_lossy(&tail[..len]).into_owned());
+                }
+                at += 10 + len;
+            }
+        }
+        out
     }
 
     /// The number of cases in the loaded buckets.
@@ -140,17 +202,21 @@ impl PrintBook {
         false
     }
 
-    /// The same prints in a whole book sized for them, every bucket dirty.
+    /// The same prints (and marks) in a whole book sized for them, every bucket dirty.
     fn resized(&self) -> PrintBook {
-        let mut book = PrintBook { whole: true, ..PrintBook::new(bits_for(self.len)) };
-        for blob in self.buckets.values() {
-            for (print, case_ref) in entries(blob) {
-                let bucket = book.bucket_of(case_ref);
-                push_entry(book.buckets.entry(bucket).or_default(), print, case_ref);
+        let mut book = PrintBook::whole_of(bits_for(self.len));
+        for blob in &self.buckets {
+            let mut at = 0;
+            while let Some((print, len, tail)) = split_entry(&blob[at..]) {
+                let case_ref = std::str::from_utf8(&tail[..len]).unwrap_or_default();
+                let flag = u16::from_le_bytes([blob[at + 8], blob[at + 9]]) & SEEN;
+                let bucket = book.bucket_of(case_ref) as usize;
+                push_entry(&mut book.buckets[bucket], print, case_ref, flag);
+                at += 10 + len;
             }
         }
         book.len = self.len;
-        book.dirty = book.buckets.keys().copied().collect();
+        book.dirty = (0..1u32 << book.bits).filter(|b| !book.buckets[*b as usize].is_empty()).collect();
         book
     }
 }
@@ -161,21 +227,15 @@ fn bits_for(cases: usize) -> u32 {
     (usize::BITS - buckets.leading_zeros()).clamp(MIN_BITS, MAX_BITS)
 }
 
-fn entries(blob: &[u8]) -> impl Iterator<Item = (u64, &str)> {
-    let mut rest = blob;
-    std::iter::from_fn(move || {
-        let (print, len, tail) = split_entry(rest)?;
-        let (case_ref, tail) = tail.split_at(len);
-        rest = tail;
-        Some((print, std::str::from_utf8(case_ref).unwrap_or_default()))
-    })
+fn print_at(blob: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(blob[at..at + 8].try_into().unwrap_or_default())
 }
 
 /// The print, the length of the case reference and what follows it, or `None` at the end (or at
 /// a truncated entry, which [`count_entries`] rejects when a bucket is loaded).
 fn split_entry(blob: &[u8]) -> Option<(u64, usize, &[u8])> {
     let print = u64::from_le_bytes(blob.get(..8)?.try_into().ok()?);
-    let len = u16::from_le_bytes(blob.get(8..10)?.try_into().ok()?) as usize;
+    let len = (u16::from_le_bytes(blob.get(8..10)?.try_into().ok()?) & !SEEN) as usize;
     let tail = &blob[10..];
     (tail.len() >= len).then_some((print, len, tail))
 }
@@ -191,20 +251,24 @@ fn offset_of(blob: &[u8], case_ref: &str) -> Option<usize> {
     None
 }
 
-fn push_entry(blob: &mut Vec<u8>, print: u64, case_ref: &str) {
-    // Case references are short (the register's keys); one longer than a u16 is cut, and then
-    // never matches, so that its case is recomputed on every pass rather than mistaken.
-    let bytes = &case_ref.as_bytes()[..case_ref.len().min(u16::MAX as usize)];
+fn push_entry(blob: &mut Vec<u8>, print: u64, case_ref: &str, flag: u16) {
+    // Case references are short (the register's keys); a longer one is cut, and then never
+    // matches, so that its case is computed on every pass rather than mistaken for another.
+    let bytes = &case_ref.as_bytes()[..case_ref.len().min(LONGEST_REF)];
     blob.extend_from_slice(&print.to_le_bytes());
-    blob.extend_from_slice(&(bytes.len() as u16).to_le_bytes());
+    blob.extend_from_slice(&(bytes.len() as u16 | flag).to_le_bytes());
     blob.extend_from_slice(bytes);
 }
 
-/// The entries of a stored blob, which must be whole entries of UTF-8 case references.
+/// The entries of a stored blob, which must be whole entries of UTF-8 case references without
+/// marks.
 fn count_entries(blob: &[u8]) -> Option<usize> {
     let mut rest = blob;
     let mut n = 0;
     while !rest.is_empty() {
+        if rest.get(9)? & (SEEN >> 8) as u8 != 0 {
+            return None;
+        }
         let (_, len, tail) = split_entry(rest)?;
         std::str::from_utf8(&tail[..len]).ok()?;
         rest = &tail[len..];
@@ -214,46 +278,40 @@ fn count_entries(blob: &[u8]) -> Option<usize> {
 }
 
 impl StateStore {
-    /// The stored prints of `buckets`, or of every bucket when `None`, in a book of `bits`.
-    pub async fn load_prints(&self, bits: u32, buckets: Option<&BTreeSet<u32>>) -> Result<PrintBook, StateError> {
-        let mut book = PrintBook { whole: buckets.is_none(), ..PrintBook::new(bits) };
-        let mut keep = |bucket: i32, blob: Vec<u8>| {
-            let Some(cases) = count_entries(&blob) else {
-                return Err(StateError::Corrupt { column: "case_prints.prints", value: format!("bucket {bucket}") });
-            };
-            book.len += cases;
-            book.buckets.insert(bucket as u32, blob);
-            Ok(())
-        };
-        match buckets {
-            None => with_pool!(&self.pool, p => {
-                let mut rows = sqlx::query("SELECT bucket, prints FROM case_prints").fetch(p);
-                while let Some(row) = rows.try_next().await.map_err(query_error("reading case prints"))? {
-                    keep(column(&row, "bucket")?, column(&row, "prints")?)?;
+    /// Every stored print, in a whole book of `bits`.
+    pub async fn load_prints(&self, bits: u32) -> Result<PrintBook, StateError> {
+        let mut book = PrintBook::whole_of(bits);
+        with_pool!(&self.pool, p => {
+            let mut rows = sqlx::query("SELECT bucket, prints FROM case_prints").fetch(p);
+            while let Some(row) = rows.try_next().await.map_err(query_error("reading case prints"))? {
+                keep_bucket(&mut book, column(&row, "bucket")?, column(&row, "prints")?)?;
+            }
+            Ok::<_, StateError>(())
+        })?;
+        Ok(book)
+    }
+
+    /// Loads the stored prints of `buckets` into `book`.
+    pub async fn load_buckets(&self, book: &mut PrintBook, buckets: &BTreeSet<u32>) -> Result<(), StateError> {
+        let wanted: Vec<i32> = buckets.iter().map(|b| *b as i32).collect();
+        for chunk in wanted.chunks(BATCH_ROWS * 32) {
+            let sql =
+                format!("SELECT bucket, prints FROM case_prints WHERE bucket IN ({})", self.marks(1, chunk.len()));
+            with_pool!(&self.pool, p => {
+                let mut q = sqlx::query(&sql);
+                for b in chunk {
+                    q = q.bind(*b);
+                }
+                for row in q.fetch_all(p).await.map_err(query_error("reading case prints"))? {
+                    keep_bucket(book, column(&row, "bucket")?, column(&row, "prints")?)?;
                 }
                 Ok::<_, StateError>(())
-            })?,
-            Some(buckets) => {
-                let wanted: Vec<i32> = buckets.iter().map(|b| *b as i32).collect();
-                for chunk in wanted.chunks(BATCH_ROWS * 32) {
-                    let sql = format!(
-                        "SELECT bucket, prints FROM case_prints WHERE bucket IN ({})",
-                        self.marks(1, chunk.len())
-                    );
-                    with_pool!(&self.pool, p => {
-                        let mut q = sqlx::query(&sql);
-                        for b in chunk {
-                            q = q.bind(*b);
-                        }
-                        for row in q.fetch_all(p).await.map_err(query_error("reading case prints"))? {
-                            keep(column(&row, "bucket")?, column(&row, "prints")?)?;
-                        }
-                        Ok::<_, StateError>(())
-                    })?;
-                }
-            }
+            })?;
         }
-        Ok(book)
+        for b in buckets {
+            book.loaded[*b as usize] = true;
+        }
+        Ok(())
     }
 
     /// Writes the buckets changed since they were loaded (an emptied one is deleted).
@@ -282,7 +340,7 @@ impl StateStore {
     /// Replaces every stored print by `book` and records its bits: the book is whole (built or
     /// rebuilt by a full pass).
     pub async fn replace_prints(&self, book: &mut PrintBook) -> Result<(), StateError> {
-        book.dirty = book.buckets.keys().copied().collect();
+        book.dirty = (0..1u32 << book.bits).filter(|b| !book.buckets[*b as usize].is_empty()).collect();
         let bits = book.bits as i32;
         with_pool!(&self.pool, p => {
             let mut tx = p.begin().await.map_err(query_error("starting a transaction"))?;
@@ -298,13 +356,21 @@ impl StateStore {
     }
 }
 
+/// Puts a stored bucket into a book, checked.
+fn keep_bucket(book: &mut PrintBook, bucket: i32, blob: Vec<u8>) -> Result<(), StateError> {
+    let corrupt = || StateError::Corrupt { column: "case_prints.prints", value: format!("bucket {bucket}") };
+    let slot = book.buckets.get_mut(bucket as usize).ok_or_else(corrupt)?;
+    book.len += count_entries(&blob).ok_or_else(corrupt)?;
+    *slot = blob;
+    Ok(())
+}
+
 /// Writes the dirty buckets of a book in the open transaction `$tx` (either engine's), and marks
 /// them clean.
 macro_rules! write_buckets {
     ($store:expr, $tx:expr, $book:expr) => {{
         let book: &mut PrintBook = $book;
-        let (kept, emptied): (Vec<u32>, Vec<u32>) =
-            book.take_dirty().into_iter().partition(|b| book.blob(*b).is_some_and(|blob| !blob.is_empty()));
+        let (kept, emptied): (Vec<u32>, Vec<u32>) = book.take_dirty().into_iter().partition(|b| book.has_cases(*b));
         let mut result = Ok(());
         for chunk in kept.chunks(BATCH_ROWS * 8) {
             let values: Vec<String> = (0..chunk.len()).map(|i| format!("({})", $store.marks(2 * i + 1, 2))).collect();
@@ -315,7 +381,7 @@ macro_rules! write_buckets {
             );
             let mut q = sqlx::query(&sql);
             for b in chunk {
-                q = q.bind(*b as i32).bind(book.blob(*b).unwrap_or_default());
+                q = q.bind(*b as i32).bind(book.stored_blob(*b));
             }
             if let Err(e) = q.execute($tx).await {
                 result = Err(query_error("writing case prints")(e));
@@ -360,7 +426,8 @@ mod tests {
         assert_eq!(book.get("CASE-8"), Some(9));
         assert_eq!(book.get("CASE-"), None, "a prefix of a stored reference is another case");
         assert_eq!(book.len(), 99);
-        assert_eq!(book.buckets.values().map(|blob| count_entries(blob).unwrap()).sum::<usize>(), 99);
+        let stored: usize = (0..16).map(|b| count_entries(&book.stored_blob(b)).unwrap()).sum();
+        assert_eq!(stored, 99, "stored without the marks of cases read");
     }
 
     #[test]
@@ -391,14 +458,48 @@ mod tests {
     }
 
     #[test]
+    fn the_cases_a_pass_did_not_read_are_the_unmarked_ones() {
+        let mut book = PrintBook::whole();
+        for i in 0..2000 {
+            book.set(&format!("CASE-{i}"), i + 1);
+        }
+        let stored: Vec<Vec<u8>> = (0..1u32 << book.bits()).map(|b| book.stored_blob(b)).collect();
+        let mut next = PrintBook::whole_of(book.bits());
+        for (b, blob) in stored.into_iter().enumerate() {
+            keep_bucket(&mut next, b as i32, blob).unwrap();
+        }
+        assert_eq!(next.len(), 2000);
+        assert_eq!(next.unread().len(), 2000, "nothing read yet");
+        for i in 0..2000 {
+            match i % 4 {
+                0 => assert_eq!(next.read(&format!("CASE-{i}")), Some(i + 1)),
+                1 => next.set(&format!("CASE-{i}"), 7),
+                2 => next.list(&format!("CASE-{i}")),
+                _ => {}
+            }
+        }
+        next.list("BROKEN-1");
+        assert_eq!(next.get("BROKEN-1"), Some(NO_PRINT));
+        assert_eq!(next.get("CASE-2"), Some(3), "listing keeps the last good print");
+        let mut unread = next.unread();
+        unread.sort();
+        let mut expected: Vec<String> = (0..2000).filter(|i| i % 4 == 3).map(|i| format!("CASE-{i}")).collect();
+        expected.sort();
+        assert_eq!(unread, expected);
+    }
+
+    #[test]
     fn a_truncated_or_undecodable_blob_is_refused() {
         let mut blob = Vec::new();
-        push_entry(&mut blob, 42, "ABC-1");
+        push_entry(&mut blob, 42, "ABC-1", 0);
         assert_eq!(count_entries(&blob), Some(1));
         assert_eq!(count_entries(&blob[..blob.len() - 1]), None);
         let mut bad = blob.clone();
         let last = bad.len() - 1;
         bad[last] = 0xff;
         assert_eq!(count_entries(&bad), None);
+        let mut marked = Vec::new();
+        push_entry(&mut marked, 42, "ABC-1", SEEN);
+        assert_eq!(count_entries(&marked), None, "a mark is never stored");
     }
 }

@@ -149,6 +149,7 @@ async fn deadline_metrics_label_only_configured_units() {
     let app = App::start(Arc::new(settings), "test", Utc::now()).await.unwrap();
     let now = Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap();
     jobs::poll::run_once(&app, Moment::on(date(TODAY), now)).await.unwrap().expect("the poll lease");
+    jobs::gauges::run_once(&app, Moment::on(date(TODAY), now)).await.unwrap();
     let text = app.metrics.render();
     app.close().await;
     let series: Vec<&str> = text.lines().filter(|l| l.starts_with("fristvakt_deadlines{")).collect();
