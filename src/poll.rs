@@ -132,19 +132,21 @@ pub async fn sync_register(
             (false, None) => Prints::None,
         },
     };
-    let mut rows = register.rows_since(since);
-    let mut chunk: Vec<RawRow> = Vec::with_capacity(CHUNK_ROWS);
+    let mut chunks = register.chunks_since(since);
+    let mut chunk: Vec<RawRow> = Vec::new();
     loop {
-        let next = match rows.try_next().await {
+        let next = match chunks.try_next().await {
             Ok(next) => next,
             Err(e) => {
-                drop(rows);
+                drop(chunks);
                 return Err(register.explain(e).await.into());
             }
         };
         let done = next.is_none();
-        if let Some(row) = next {
-            chunk.push(row);
+        match next {
+            Some(rows) if chunk.is_empty() => chunk = rows,
+            Some(rows) => chunk.extend(rows),
+            None => {}
         }
         if chunk.len() >= CHUNK_ROWS || (done && !chunk.is_empty()) {
             pass.store_chunk(state, &chunk, &mut report).await?;
@@ -154,7 +156,7 @@ pub async fn sync_register(
             break;
         }
     }
-    drop(rows);
+    drop(chunks);
     // A full pass that read no row at all is far more likely a view being reloaded than a
     // register emptied of every case: withdrawing everything would cancel every notice.
     let full_pass_on = if full && report.rows_read == 0 {

@@ -448,6 +448,21 @@ impl Register {
 
     /// Streams rows changed at or after `since` (every row when `None`).
     pub fn rows_since(&self, since: Option<DateTime<Utc>>) -> BoxStream<'_, Result<RawRow, RegisterError>> {
+        self.chunks_since(since)
+            .flat_map(|chunk| {
+                let rows: Vec<Result<RawRow, RegisterError>> = match chunk {
+                    Ok(rows) => rows.into_iter().map(Ok).collect(),
+                    Err(e) => vec![Err(e)],
+                };
+                futures_util::stream::iter(rows)
+            })
+            .boxed()
+    }
+
+    /// Streams rows changed at or after `since` (every row when `None`) in chunks of up to
+    /// [`STREAM_CHUNK`] rows, each row moved once (a row is some 400 bytes; a million of them
+    /// handed on one by one cost more in copies than the read).
+    pub fn chunks_since(&self, since: Option<DateTime<Utc>>) -> BoxStream<'_, Result<Vec<RawRow>, RegisterError>> {
         let view = self.view.clone();
         let error = move |source| RegisterError::Query { view: view.clone(), source };
         match &self.pool {
@@ -460,7 +475,7 @@ impl Register {
                         vec![(t - chrono::Duration::days(1)).format("%Y-%m-%d").to_string(), format_instant(t)],
                     ),
                 };
-                stream_sqlite_file(path, sql, binds).map(move |row| row.map_err(&error)).boxed()
+                stream_sqlite_file(path, sql, binds).map(move |chunk| chunk.map_err(&error)).boxed()
             }
             Pool::Sqlite(p) => {
                 let rows = match since {
@@ -471,14 +486,18 @@ impl Register {
                         .bind(format_instant(t))
                         .fetch(p),
                 };
-                rows.map(move |row| row.and_then(|row| raw_row(&row)).map_err(&error)).boxed()
+                chunked(rows.map(|row| row.and_then(|row| raw_row(&row))).boxed())
+                    .map(move |c| c.map_err(&error))
+                    .boxed()
             }
             Pool::Postgres(p) => {
                 let rows = match since {
                     None => sqlx::query(&self.select_all).fetch(p),
                     Some(t) => sqlx::query(&self.select_since).bind(t).fetch(p),
                 };
-                rows.map(move |row| row.and_then(|row| raw_row(&row)).map_err(&error)).boxed()
+                chunked(rows.map(|row| row.and_then(|row| raw_row(&row))).boxed())
+                    .map(move |c| c.map_err(&error))
+                    .boxed()
             }
         }
     }
@@ -562,7 +581,7 @@ fn stream_sqlite_file(
     path: std::path::PathBuf,
     sql: String,
     binds: Vec<String>,
-) -> BoxStream<'static, Result<RawRow, sqlx::Error>> {
+) -> BoxStream<'static, Result<Vec<RawRow>, sqlx::Error>> {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<RawRow>, sqlx::Error>>(2);
     tokio::task::spawn_blocking(move || {
         let read = || -> Result<(), rusqlite::Error> {
@@ -602,15 +621,14 @@ fn stream_sqlite_file(
             let _ = tx.blocking_send(Err(sqlx::Error::Protocol(e.to_string())));
         }
     });
-    futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|chunk| (chunk, rx)) })
-        .flat_map(|chunk| {
-            let rows: Vec<Result<RawRow, sqlx::Error>> = match chunk {
-                Ok(rows) => rows.into_iter().map(Ok).collect(),
-                Err(e) => vec![Err(e)],
-            };
-            futures_util::stream::iter(rows)
-        })
-        .boxed()
+    futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|chunk| (chunk, rx)) }).boxed()
+}
+
+/// Rows in chunks of what is ready, up to [`STREAM_CHUNK`].
+fn chunked<'a>(
+    rows: BoxStream<'a, Result<RawRow, sqlx::Error>>,
+) -> impl futures_util::Stream<Item = Result<Vec<RawRow>, sqlx::Error>> + Send + 'a {
+    rows.ready_chunks(STREAM_CHUNK).map(|rows| rows.into_iter().collect::<Result<Vec<RawRow>, sqlx::Error>>())
 }
 
 /// A row from its values in the order of the SELECT (the contract's columns, then the optional

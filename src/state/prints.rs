@@ -5,14 +5,15 @@
 //!
 //! The prints live in buckets chosen by a hash of the case reference: `2^bits` rows of
 //! `case_prints`, each holding the (print, case reference) pairs of its cases in one blob, about
-//! 16 cases a bucket. A full pass loads every print in a few thousand rows (a row per case would
+//! 64 cases a bucket. A full pass loads every print in a few thousand rows (a row per case would
 //! cost a row's round trip each, more than the register read itself); a poll of 1 000 changed
-//! rows reads and rewrites about 1 000 small rows. `poll_state.print_bits` is NULL until the first
+//! rows reads and rewrites about 1 000 rows of a few kilobytes. `poll_state.print_bits` is NULL until the first
 //! full pass has built the book, which from then on also lists every case with stored deadlines
 //! (the cases a full pass did not read left the register).
 //!
-//! Blob layout, repeated: the print (8 bytes, little-endian), the length of the case reference (2
-//! bytes, little-endian), the case reference (UTF-8).
+//! Blob layout, repeated: the print (8 bytes, little-endian), a tag (the low 4 bytes of the case
+//! reference's XXH3, compared before the reference), the length of the case reference (2 bytes,
+//! little-endian), the case reference (UTF-8).
 
 use std::collections::BTreeSet;
 
@@ -27,14 +28,19 @@ pub const NO_PRINT: u64 = 0;
 
 /// Cases per bucket aimed at when the book is (re)built; it is rebuilt when a full pass finds the
 /// average outside `MIN_LOAD..=MAX_LOAD`.
-const TARGET_LOAD: usize = 16;
-const MIN_LOAD: usize = 4;
-const MAX_LOAD: usize = 64;
+const TARGET_LOAD: usize = 64;
+const MIN_LOAD: usize = 16;
+const MAX_LOAD: usize = 256;
 const MIN_BITS: u32 = 4;
 const MAX_BITS: u32 = 24;
 
+/// An entry's header: print (8 bytes), tag (4), length of the case reference (2).
+const HEADER: usize = 14;
 /// The length field's high bit marks, in memory only, a case read by this pass.
 const SEEN: u16 = 0x8000;
+/// That bit as a byte of the header.
+const FLAG_BYTE: usize = HEADER - 1;
+const MARK: u8 = (SEEN >> 8) as u8;
 /// The longest case reference a print is kept under (the rest of the length field is the flag).
 const LONGEST_REF: usize = (SEEN - 1) as usize;
 
@@ -83,8 +89,8 @@ impl PrintBook {
         let mut blob = self.buckets[bucket as usize].clone();
         let mut at = 0;
         while let Some((_, len, _)) = split_entry(&blob[at..]) {
-            blob[at + 9] &= !((SEEN >> 8) as u8);
-            at += 10 + len;
+            blob[at + FLAG_BYTE] &= !MARK;
+            at += HEADER + len;
         }
         blob
     }
@@ -104,7 +110,7 @@ impl PrintBook {
 
     /// The bucket of a case reference.
     pub fn bucket_of(&self, case_ref: &str) -> u32 {
-        (xxh3_64(case_ref.as_bytes()) >> (64 - self.bits)) as u32
+        hash_of(case_ref, self.bits).0 as u32
     }
 
     /// The buckets of these cases that are not loaded yet.
@@ -114,26 +120,27 @@ impl PrintBook {
 
     /// The stored print of a case (in a loaded bucket).
     pub fn get(&self, case_ref: &str) -> Option<u64> {
-        let blob = &self.buckets[self.bucket_of(case_ref) as usize];
-        let at = offset_of(blob, case_ref)?;
+        let (bucket, tag) = hash_of(case_ref, self.bits);
+        let blob = &self.buckets[bucket];
+        let at = offset_of(blob, case_ref, tag)?;
         Some(print_at(blob, at))
     }
 
     /// The stored print of a case, which is marked as read by this pass.
     pub fn read(&mut self, case_ref: &str) -> Option<u64> {
-        let bucket = self.bucket_of(case_ref) as usize;
+        let (bucket, tag) = hash_of(case_ref, self.bits);
         let blob = &mut self.buckets[bucket];
-        let at = offset_of(blob, case_ref)?;
-        blob[at + 9] |= (SEEN >> 8) as u8;
+        let at = offset_of(blob, case_ref, tag)?;
+        blob[at + FLAG_BYTE] |= MARK;
         Some(print_at(blob, at))
     }
 
     /// Sets the print of a case, marked as read; its bucket must be loaded.
     pub fn set(&mut self, case_ref: &str, print: u64) {
-        let bucket = self.bucket_of(case_ref);
-        let blob = &mut self.buckets[bucket as usize];
-        if let Some(at) = offset_of(blob, case_ref) {
-            blob[at + 9] |= (SEEN >> 8) as u8;
+        let (bucket, tag) = hash_of(case_ref, self.bits);
+        let blob = &mut self.buckets[bucket];
+        if let Some(at) = offset_of(blob, case_ref, tag) {
+            blob[at + FLAG_BYTE] |= MARK;
             if print_at(blob, at) == print {
                 return;
             }
@@ -142,7 +149,7 @@ impl PrintBook {
             push_entry(blob, print, case_ref, SEEN);
             self.len += 1;
         }
-        self.dirty.insert(bucket);
+        self.dirty.insert(bucket as u32);
         if self.whole && self.len >> self.bits > MAX_LOAD {
             *self = self.resized();
         }
@@ -158,13 +165,13 @@ impl PrintBook {
 
     /// Forgets a case (it left the register).
     pub fn remove(&mut self, case_ref: &str) {
-        let bucket = self.bucket_of(case_ref);
-        let blob = &mut self.buckets[bucket as usize];
-        if let Some(at) = offset_of(blob, case_ref) {
+        let (bucket, tag) = hash_of(case_ref, self.bits);
+        let blob = &mut self.buckets[bucket];
+        if let Some(at) = offset_of(blob, case_ref, tag) {
             let (_, len, _) = split_entry(&blob[at..]).unwrap_or_default();
-            blob.drain(at..at + 10 + len);
+            blob.drain(at..at + HEADER + len);
             self.len -= 1;
-            self.dirty.insert(bucket);
+            self.dirty.insert(bucket as u32);
         }
     }
 
@@ -174,10 +181,10 @@ impl PrintBook {
         for blob in &self.buckets {
             let mut at = 0;
             while let Some((_, len, tail)) = split_entry(&blob[at..]) {
-                if blob[at + 9] & (SEEN >> 8) as u8 == 0 {
+                if blob[at + FLAG_BYTE] & MARK == 0 {
                     out.push(String::from_utf8_lossy(&tail[..len]).into_owned());
                 }
-                at += 10 + len;
+                at += HEADER + len;
             }
         }
         out
@@ -209,10 +216,10 @@ impl PrintBook {
             let mut at = 0;
             while let Some((print, len, tail)) = split_entry(&blob[at..]) {
                 let case_ref = std::str::from_utf8(&tail[..len]).unwrap_or_default();
-                let flag = u16::from_le_bytes([blob[at + 8], blob[at + 9]]) & SEEN;
+                let flag = if blob[at + FLAG_BYTE] & MARK == 0 { 0 } else { SEEN };
                 let bucket = book.bucket_of(case_ref) as usize;
                 push_entry(&mut book.buckets[bucket], print, case_ref, flag);
-                at += 10 + len;
+                at += HEADER + len;
             }
         }
         book.len = self.len;
@@ -235,18 +242,20 @@ fn print_at(blob: &[u8], at: usize) -> u64 {
 /// a truncated entry, which [`count_entries`] rejects when a bucket is loaded).
 fn split_entry(blob: &[u8]) -> Option<(u64, usize, &[u8])> {
     let print = u64::from_le_bytes(blob.get(..8)?.try_into().ok()?);
-    let len = (u16::from_le_bytes(blob.get(8..10)?.try_into().ok()?) & !SEEN) as usize;
-    let tail = &blob[10..];
+    let len = (u16::from_le_bytes(blob.get(HEADER - 2..HEADER)?.try_into().ok()?) & !SEEN) as usize;
+    let tail = &blob[HEADER..];
     (tail.len() >= len).then_some((print, len, tail))
 }
 
-fn offset_of(blob: &[u8], case_ref: &str) -> Option<usize> {
+/// Where the entry of a case is: its tag (from the hash) compared first, then its reference.
+fn offset_of(blob: &[u8], case_ref: &str, tag: u32) -> Option<usize> {
+    let tag = tag.to_le_bytes();
     let mut at = 0;
     while let Some((_, len, tail)) = split_entry(&blob[at..]) {
-        if &tail[..len] == case_ref.as_bytes() {
+        if blob[at + 8..at + 12] == tag && &tail[..len] == case_ref.as_bytes() {
             return Some(at);
         }
-        at += 10 + len;
+        at += HEADER + len;
     }
     None
 }
@@ -256,8 +265,19 @@ fn push_entry(blob: &mut Vec<u8>, print: u64, case_ref: &str, flag: u16) {
     // matches, so that its case is computed on every pass rather than mistaken for another.
     let bytes = &case_ref.as_bytes()[..case_ref.len().min(LONGEST_REF)];
     blob.extend_from_slice(&print.to_le_bytes());
+    blob.extend_from_slice(&tag_of(case_ref).to_le_bytes());
     blob.extend_from_slice(&(bytes.len() as u16 | flag).to_le_bytes());
     blob.extend_from_slice(bytes);
+}
+
+/// The bucket of a case reference under `bits`, and its tag.
+fn hash_of(case_ref: &str, bits: u32) -> (usize, u32) {
+    let h = xxh3_64(case_ref.as_bytes());
+    ((h >> (64 - bits)) as usize, h as u32)
+}
+
+fn tag_of(case_ref: &str) -> u32 {
+    xxh3_64(case_ref.as_bytes()) as u32
 }
 
 /// The entries of a stored blob, which must be whole entries of UTF-8 case references without
@@ -266,7 +286,7 @@ fn count_entries(blob: &[u8]) -> Option<usize> {
     let mut rest = blob;
     let mut n = 0;
     while !rest.is_empty() {
-        if rest.get(9)? & (SEEN >> 8) as u8 != 0 {
+        if rest.get(FLAG_BYTE)? & MARK != 0 {
             return None;
         }
         let (_, len, tail) = split_entry(rest)?;
@@ -448,7 +468,7 @@ mod tests {
         assert_eq!((book.len(), book.bits()), (100, MIN_BITS));
         assert_eq!(book.get("CASE-42"), Some(42));
         assert_eq!(book.get("CASE-420"), None);
-        assert_eq!(bits_for(1_000_000), 16);
+        assert_eq!(bits_for(1_000_000), 14);
         assert_eq!(bits_for(0), MIN_BITS);
         let mut part = PrintBook::new(4);
         for i in 0..5000 {

@@ -1158,9 +1158,9 @@ async fn full_passes_compute_only_the_cases_whose_row_changed(state_url: Option<
         settings.state.url = config::DatabaseUrl::parse(&url).unwrap();
     }
     let today = date(TODAY);
-    write_demo_register(&settings, 3000, 5).await;
+    write_demo_register(&settings, 5000, 5).await;
     let register = settings.register.url.expose().to_string();
-    // 100 cases now, 2 900 later.
+    // 100 cases now, 4 900 later.
     sqlite_exec(&register, "CREATE TABLE later AS SELECT * FROM fristvakt_cases WHERE rowid > 100").await;
     sqlite_exec(&register, "DELETE FROM fristvakt_cases WHERE rowid > 100").await;
     let app = start(&settings).await;
@@ -1177,11 +1177,11 @@ async fn full_passes_compute_only_the_cases_whose_row_changed(state_url: Option<
 
     sqlite_exec(&register, "INSERT INTO fristvakt_cases SELECT * FROM later").await;
     let grown = full_pass(&app, today, pass()).await;
-    assert_eq!((grown.rows_read, grown.unchanged), (3000, 100));
-    // Grown when the 1 025th case came (64 a bucket), to 128 buckets of 16.
-    assert_eq!(app.state.poll_state().await.unwrap().print_bits, Some(7), "3 000 cases, about 23 a bucket");
+    assert_eq!((grown.rows_read, grown.unchanged), (5000, 100));
+    // Grown when the 4 097th case came (256 a bucket), to 128 buckets of 32.
+    assert_eq!(app.state.poll_state().await.unwrap().print_bits, Some(7), "5 000 cases, about 39 a bucket");
     let steady = full_pass(&app, today, pass()).await;
-    assert_eq!((steady.rows_read, steady.unchanged, steady.deadlines_stored), (3000, 3000, 0), "{steady:?}");
+    assert_eq!((steady.rows_read, steady.unchanged, steady.deadlines_stored), (5000, 5000, 0), "{steady:?}");
 
     // 50 cases leave; one turns broken (its deadlines stay), then leaves too.
     let before = app.state.deadlines(&DeadlineFilter::default()).await.unwrap();
@@ -1195,15 +1195,15 @@ async fn full_passes_compute_only_the_cases_whose_row_changed(state_url: Option<
     sqlite_exec(&register, &format!("UPDATE fristvakt_cases SET received_on = 'soon' WHERE case_ref = '{broken}'"))
         .await;
     let left = full_pass(&app, today, pass()).await;
-    assert_eq!((left.rows_read, left.rows_rejected(), left.withdrawn), (2950, 1, kinds), "{left:?}");
-    assert_eq!(left.unchanged, 2949);
+    assert_eq!((left.rows_read, left.rows_rejected(), left.withdrawn), (4950, 1, kinds), "{left:?}");
+    assert_eq!(left.unchanged, 4949);
     let after = app.state.deadlines(&DeadlineFilter::default()).await.unwrap();
     assert_eq!(after.len(), before.len() - kinds as usize, "the broken row's case keeps its deadlines");
     let broken_kinds = after.iter().filter(|d| d.case_ref.as_str() == broken).count() as u64;
     assert!(broken_kinds > 0);
     sqlite_exec(&register, &format!("DELETE FROM fristvakt_cases WHERE case_ref = '{broken}'")).await;
     let gone = full_pass(&app, today, pass()).await;
-    assert_eq!((gone.rows_read, gone.withdrawn), (2949, broken_kinds), "{gone:?}");
+    assert_eq!((gone.rows_read, gone.withdrawn), (4949, broken_kinds), "{gone:?}");
     let kept: Vec<String> =
         app.state.deadlines(&DeadlineFilter::default()).await.unwrap().iter().map(|d| format!("{d:?}")).collect();
     let at = pass();
