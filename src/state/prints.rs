@@ -11,9 +11,8 @@
 //! full pass has built the book, which from then on also lists every case with stored deadlines
 //! (the cases a full pass did not read left the register).
 //!
-//! Blob layout, repeated: the print (8 bytes, little-endian), a tag (the low 4 bytes of the case
-//! reference's XXH3, compared before the reference), the length of the case reference (2 bytes,
-//! little-endian), the case reference (UTF-8).
+//! A bucket is stored as one blob (see `Bucket::encode`) and held column by column, so that a
+//! lookup scans 4-byte tags (the low bytes of the case reference's XXH3) side by side.
 
 use std::collections::BTreeSet;
 
@@ -26,31 +25,111 @@ use super::{column, query_error, with_pool, StateError, StateStore, BATCH_ROWS};
 /// the case (so that a full pass notices when it leaves the register) and matches no row.
 pub const NO_PRINT: u64 = 0;
 
-/// Cases per bucket aimed at when the book is (re)built; it is rebuilt when a full pass finds the
-/// average outside `MIN_LOAD..=MAX_LOAD`.
+/// Cases per bucket aimed at when a whole book is sized; it grows when the average passes
+/// `MAX_LOAD` and shrinks when it falls below `MIN_LOAD`.
 const TARGET_LOAD: usize = 64;
 const MIN_LOAD: usize = 16;
-const MAX_LOAD: usize = 256;
+const MAX_LOAD: usize = 128;
 const MIN_BITS: u32 = 4;
 const MAX_BITS: u32 = 24;
+/// The longest case reference a print is kept under.
+const LONGEST_REF: usize = u16::MAX as usize;
 
-/// An entry's header: print (8 bytes), tag (4), length of the case reference (2).
-const HEADER: usize = 14;
-/// The length field's high bit marks, in memory only, a case read by this pass.
-const SEEN: u16 = 0x8000;
-/// That bit as a byte of the header.
-const FLAG_BYTE: usize = HEADER - 1;
-const MARK: u8 = (SEEN >> 8) as u8;
-/// The longest case reference a print is kept under (the rest of the length field is the flag).
-const LONGEST_REF: usize = (SEEN - 1) as usize;
+/// The cases of one bucket, column by column: a lookup scans the tags (4 bytes a case, side by
+/// side) and checks the reference only where a tag matches.
+#[derive(Debug, Default, Clone)]
+struct Bucket {
+    /// The low 4 bytes of each case reference's XXH3.
+    tags: Vec<u32>,
+    prints: Vec<u64>,
+    /// Where each case reference ends in `refs`.
+    ends: Vec<u32>,
+    refs: Vec<u8>,
+    /// Which cases this pass has read (in memory only).
+    read: Vec<bool>,
+}
+
+impl Bucket {
+    fn len(&self) -> usize {
+        self.tags.len()
+    }
+
+    fn case_ref(&self, i: usize) -> &str {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        std::str::from_utf8(&self.refs[start..self.ends[i] as usize]).unwrap_or_default()
+    }
+
+    fn find(&self, case_ref: &str, tag: u32) -> Option<usize> {
+        let mut from = 0;
+        while let Some(i) = self.tags[from..].iter().position(|t| *t == tag) {
+            if self.case_ref(from + i) == case_ref {
+                return Some(from + i);
+            }
+            from += i + 1;
+        }
+        None
+    }
+
+    fn push(&mut self, case_ref: &str, tag: u32, print: u64, read: bool) {
+        self.tags.push(tag);
+        self.prints.push(print);
+        self.refs.extend_from_slice(case_ref.as_bytes());
+        self.ends.push(self.refs.len() as u32);
+        self.read.push(read);
+    }
+
+    fn remove(&mut self, i: usize) {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        let end = self.ends[i] as usize;
+        self.refs.drain(start..end);
+        for e in &mut self.ends[i + 1..] {
+            *e -= (end - start) as u32;
+        }
+        self.tags.remove(i);
+        self.prints.remove(i);
+        self.ends.remove(i);
+        self.read.remove(i);
+    }
+
+    /// The stored form: the number of cases (4 bytes), then per case its print (8), tag (4) and
+    /// the length of its reference (2), then the references; little-endian throughout.
+    fn encode(&self) -> Vec<u8> {
+        let mut blob = Vec::with_capacity(4 + self.len() * 14 + self.refs.len());
+        blob.extend_from_slice(&(self.len() as u32).to_le_bytes());
+        for i in 0..self.len() {
+            blob.extend_from_slice(&self.prints[i].to_le_bytes());
+            blob.extend_from_slice(&self.tags[i].to_le_bytes());
+            blob.extend_from_slice(&(self.case_ref(i).len() as u16).to_le_bytes());
+        }
+        blob.extend_from_slice(&self.refs);
+        blob
+    }
+
+    /// The bucket a stored blob holds; `None` for one that is cut short, holds more, or holds a
+    /// reference that is not UTF-8.
+    fn decode(blob: &[u8]) -> Option<Bucket> {
+        let n = u32::from_le_bytes(blob.get(..4)?.try_into().ok()?) as usize;
+        let heads = blob.get(4..4 + n.checked_mul(14)?)?;
+        let refs = &blob[4 + n * 14..];
+        let mut bucket = Bucket { refs: refs.to_vec(), read: vec![false; n], ..Bucket::default() };
+        let mut end = 0usize;
+        for head in heads.chunks_exact(14) {
+            bucket.prints.push(u64::from_le_bytes(head[..8].try_into().ok()?));
+            bucket.tags.push(u32::from_le_bytes(head[8..12].try_into().ok()?));
+            end += u16::from_le_bytes(head[12..14].try_into().ok()?) as usize;
+            bucket.ends.push(u32::try_from(end).ok()?);
+        }
+        (end == refs.len() && std::str::from_utf8(refs).is_ok()).then_some(bucket)
+    }
+}
 
 /// The prints of some or all buckets, with the buckets changed since they were loaded, and which
 /// cases the pass has read.
 #[derive(Debug, Default)]
 pub struct PrintBook {
     bits: u32,
-    /// `2^bits` blobs, indexed by bucket; empty when empty or not loaded.
-    buckets: Vec<Vec<u8>>,
+    /// `2^bits` buckets, by number; empty when empty or not loaded.
+    buckets: Vec<Bucket>,
     /// Which buckets are here (all of them in a whole book).
     loaded: Vec<bool>,
     dirty: BTreeSet<u32>,
@@ -64,7 +143,12 @@ impl PrintBook {
     /// A book of `2^bits` buckets, none loaded yet.
     pub fn new(bits: u32) -> PrintBook {
         let bits = bits.clamp(MIN_BITS, MAX_BITS);
-        PrintBook { bits, buckets: vec![Vec::new(); 1 << bits], loaded: vec![false; 1 << bits], ..PrintBook::default() }
+        PrintBook {
+            bits,
+            buckets: vec![Bucket::default(); 1 << bits],
+            loaded: vec![false; 1 << bits],
+            ..PrintBook::default()
+        }
     }
 
     /// An empty whole book (the first full pass builds it): it grows its buckets as it fills.
@@ -84,19 +168,13 @@ impl PrintBook {
         std::mem::take(&mut self.dirty).into_iter().collect()
     }
 
-    /// A bucket's blob as it is stored (without the marks of cases read).
+    /// A bucket as it is stored.
     pub(super) fn stored_blob(&self, bucket: u32) -> Vec<u8> {
-        let mut blob = self.buckets[bucket as usize].clone();
-        let mut at = 0;
-        while let Some((_, len, _)) = split_entry(&blob[at..]) {
-            blob[at + FLAG_BYTE] &= !MARK;
-            at += HEADER + len;
-        }
-        blob
+        self.buckets[bucket as usize].encode()
     }
 
     pub(super) fn has_cases(&self, bucket: u32) -> bool {
-        !self.buckets[bucket as usize].is_empty()
+        self.buckets[bucket as usize].len() > 0
     }
 
     /// Whether buckets changed since they were loaded.
@@ -120,36 +198,41 @@ impl PrintBook {
 
     /// The stored print of a case (in a loaded bucket).
     pub fn get(&self, case_ref: &str) -> Option<u64> {
-        let (bucket, tag) = hash_of(case_ref, self.bits);
-        let blob = &self.buckets[bucket];
-        let at = offset_of(blob, case_ref, tag)?;
-        Some(print_at(blob, at))
+        let (b, tag) = hash_of(case_ref, self.bits);
+        let bucket = &self.buckets[b];
+        bucket.find(case_ref, tag).map(|i| bucket.prints[i])
     }
 
     /// The stored print of a case, which is marked as read by this pass.
     pub fn read(&mut self, case_ref: &str) -> Option<u64> {
-        let (bucket, tag) = hash_of(case_ref, self.bits);
-        let blob = &mut self.buckets[bucket];
-        let at = offset_of(blob, case_ref, tag)?;
-        blob[at + FLAG_BYTE] |= MARK;
-        Some(print_at(blob, at))
+        let (b, tag) = hash_of(case_ref, self.bits);
+        let bucket = &mut self.buckets[b];
+        let i = bucket.find(case_ref, tag)?;
+        bucket.read[i] = true;
+        Some(bucket.prints[i])
     }
 
     /// Sets the print of a case, marked as read; its bucket must be loaded.
     pub fn set(&mut self, case_ref: &str, print: u64) {
-        let (bucket, tag) = hash_of(case_ref, self.bits);
-        let blob = &mut self.buckets[bucket];
-        if let Some(at) = offset_of(blob, case_ref, tag) {
-            blob[at + FLAG_BYTE] |= MARK;
-            if print_at(blob, at) == print {
-                return;
+        // Case references are short (the register's keys); a longer one is cut, and then never
+        // matches, so that its case is computed on every pass rather than mistaken for another.
+        let case_ref = &case_ref[..floor_char_boundary(case_ref, LONGEST_REF)];
+        let (b, tag) = hash_of(case_ref, self.bits);
+        let bucket = &mut self.buckets[b];
+        match bucket.find(case_ref, tag) {
+            Some(i) => {
+                bucket.read[i] = true;
+                if bucket.prints[i] == print {
+                    return;
+                }
+                bucket.prints[i] = print;
             }
-            blob[at..at + 8].copy_from_slice(&print.to_le_bytes());
-        } else {
-            push_entry(blob, print, case_ref, SEEN);
-            self.len += 1;
+            None => {
+                bucket.push(case_ref, tag, print, true);
+                self.len += 1;
+            }
         }
-        self.dirty.insert(bucket as u32);
+        self.dirty.insert(b as u32);
         if self.whole && self.len >> self.bits > MAX_LOAD {
             *self = self.resized();
         }
@@ -165,26 +248,21 @@ impl PrintBook {
 
     /// Forgets a case (it left the register).
     pub fn remove(&mut self, case_ref: &str) {
-        let (bucket, tag) = hash_of(case_ref, self.bits);
-        let blob = &mut self.buckets[bucket];
-        if let Some(at) = offset_of(blob, case_ref, tag) {
-            let (_, len, _) = split_entry(&blob[at..]).unwrap_or_default();
-            blob.drain(at..at + HEADER + len);
+        let (b, tag) = hash_of(case_ref, self.bits);
+        let bucket = &mut self.buckets[b];
+        if let Some(i) = bucket.find(case_ref, tag) {
+            bucket.remove(i);
             self.len -= 1;
-            self.dirty.insert(bucket as u32);
+            self.dirty.insert(b as u32);
         }
     }
 
     /// The cases in the loaded buckets that this pass has not read.
     pub fn unread(&self) -> Vec<String> {
         let mut out = Vec::new();
-        for blob in &self.buckets {
-            let mut at = 0;
-            while let Some((_, len, tail)) = split_entry(&blob[at..]) {
-                if blob[at + FLAG_BYTE] & MARK == 0 {
-                    out.push(String::from_utf8_lossy(&tail[..len]).into_owned());
-                }
-                at += HEADER + len;
+        for bucket in &self.buckets {
+            for i in (0..bucket.len()).filter(|i| !bucket.read[*i]) {
+                out.push(bucket.case_ref(i).to_string());
             }
         }
         out
@@ -212,18 +290,15 @@ impl PrintBook {
     /// The same prints (and marks) in a whole book sized for them, every bucket dirty.
     fn resized(&self) -> PrintBook {
         let mut book = PrintBook::whole_of(bits_for(self.len));
-        for blob in &self.buckets {
-            let mut at = 0;
-            while let Some((print, len, tail)) = split_entry(&blob[at..]) {
-                let case_ref = std::str::from_utf8(&tail[..len]).unwrap_or_default();
-                let flag = if blob[at + FLAG_BYTE] & MARK == 0 { 0 } else { SEEN };
-                let bucket = book.bucket_of(case_ref) as usize;
-                push_entry(&mut book.buckets[bucket], print, case_ref, flag);
-                at += HEADER + len;
+        for bucket in &self.buckets {
+            for i in 0..bucket.len() {
+                let case_ref = bucket.case_ref(i);
+                let b = book.bucket_of(case_ref) as usize;
+                book.buckets[b].push(case_ref, bucket.tags[i], bucket.prints[i], bucket.read[i]);
             }
         }
         book.len = self.len;
-        book.dirty = (0..1u32 << book.bits).filter(|b| !book.buckets[*b as usize].is_empty()).collect();
+        book.dirty = (0..1u32 << book.bits).filter(|b| book.has_cases(*b)).collect();
         book
     }
 }
@@ -234,67 +309,14 @@ fn bits_for(cases: usize) -> u32 {
     (usize::BITS - buckets.leading_zeros()).clamp(MIN_BITS, MAX_BITS)
 }
 
-fn print_at(blob: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(blob[at..at + 8].try_into().unwrap_or_default())
-}
-
-/// The print, the length of the case reference and what follows it, or `None` at the end (or at
-/// a truncated entry, which [`count_entries`] rejects when a bucket is loaded).
-fn split_entry(blob: &[u8]) -> Option<(u64, usize, &[u8])> {
-    let print = u64::from_le_bytes(blob.get(..8)?.try_into().ok()?);
-    let len = (u16::from_le_bytes(blob.get(HEADER - 2..HEADER)?.try_into().ok()?) & !SEEN) as usize;
-    let tail = &blob[HEADER..];
-    (tail.len() >= len).then_some((print, len, tail))
-}
-
-/// Where the entry of a case is: its tag (from the hash) compared first, then its reference.
-fn offset_of(blob: &[u8], case_ref: &str, tag: u32) -> Option<usize> {
-    let tag = tag.to_le_bytes();
-    let mut at = 0;
-    while let Some((_, len, tail)) = split_entry(&blob[at..]) {
-        if blob[at + 8..at + 12] == tag && &tail[..len] == case_ref.as_bytes() {
-            return Some(at);
-        }
-        at += HEADER + len;
-    }
-    None
-}
-
-fn push_entry(blob: &mut Vec<u8>, print: u64, case_ref: &str, flag: u16) {
-    // Case references are short (the register's keys); a longer one is cut, and then never
-    // matches, so that its case is computed on every pass rather than mistaken for another.
-    let bytes = &case_ref.as_bytes()[..case_ref.len().min(LONGEST_REF)];
-    blob.extend_from_slice(&print.to_le_bytes());
-    blob.extend_from_slice(&tag_of(case_ref).to_le_bytes());
-    blob.extend_from_slice(&(bytes.len() as u16 | flag).to_le_bytes());
-    blob.extend_from_slice(bytes);
-}
-
 /// The bucket of a case reference under `bits`, and its tag.
 fn hash_of(case_ref: &str, bits: u32) -> (usize, u32) {
     let h = xxh3_64(case_ref.as_bytes());
     ((h >> (64 - bits)) as usize, h as u32)
 }
 
-fn tag_of(case_ref: &str) -> u32 {
-    xxh3_64(case_ref.as_bytes()) as u32
-}
-
-/// The entries of a stored blob, which must be whole entries of UTF-8 case references without
-/// marks.
-fn count_entries(blob: &[u8]) -> Option<usize> {
-    let mut rest = blob;
-    let mut n = 0;
-    while !rest.is_empty() {
-        if rest.get(FLAG_BYTE)? & MARK != 0 {
-            return None;
-        }
-        let (_, len, tail) = split_entry(rest)?;
-        std::str::from_utf8(&tail[..len]).ok()?;
-        rest = &tail[len..];
-        n += 1;
-    }
-    Some(n)
+fn floor_char_boundary(s: &str, at: usize) -> usize {
+    (0..=at.min(s.len())).rev().find(|i| s.is_char_boundary(*i)).unwrap_or(0)
 }
 
 impl StateStore {
@@ -360,7 +382,7 @@ impl StateStore {
     /// Replaces every stored print by `book` and records its bits: the book is whole (built or
     /// rebuilt by a full pass).
     pub async fn replace_prints(&self, book: &mut PrintBook) -> Result<(), StateError> {
-        book.dirty = (0..1u32 << book.bits).filter(|b| !book.buckets[*b as usize].is_empty()).collect();
+        book.dirty = (0..1u32 << book.bits).filter(|b| book.has_cases(*b)).collect();
         let bits = book.bits as i32;
         with_pool!(&self.pool, p => {
             let mut tx = p.begin().await.map_err(query_error("starting a transaction"))?;
@@ -379,9 +401,10 @@ impl StateStore {
 /// Puts a stored bucket into a book, checked.
 fn keep_bucket(book: &mut PrintBook, bucket: i32, blob: Vec<u8>) -> Result<(), StateError> {
     let corrupt = || StateError::Corrupt { column: "case_prints.prints", value: format!("bucket {bucket}") };
-    let slot = book.buckets.get_mut(bucket as usize).ok_or_else(corrupt)?;
-    book.len += count_entries(&blob).ok_or_else(corrupt)?;
-    *slot = blob;
+    let decoded = Bucket::decode(&blob).ok_or_else(corrupt)?;
+    let slot = book.buckets.get_mut(usize::try_from(bucket).map_err(|_| corrupt())?).ok_or_else(corrupt)?;
+    book.len += decoded.len();
+    *slot = decoded;
     Ok(())
 }
 
@@ -446,8 +469,14 @@ mod tests {
         assert_eq!(book.get("CASE-8"), Some(9));
         assert_eq!(book.get("CASE-"), None, "a prefix of a stored reference is another case");
         assert_eq!(book.len(), 99);
-        let stored: usize = (0..16).map(|b| count_entries(&book.stored_blob(b)).unwrap()).sum();
-        assert_eq!(stored, 99, "stored without the marks of cases read");
+        let stored: usize = (0..16).map(|b| Bucket::decode(&book.stored_blob(b)).unwrap().len()).sum();
+        assert_eq!(stored, 99);
+        for b in 0..16 {
+            let again = Bucket::decode(&book.stored_blob(b)).unwrap();
+            for i in 0..again.len() {
+                assert_eq!(book.get(again.case_ref(i)), Some(again.prints[i]), "stored as held");
+            }
+        }
     }
 
     #[test]
@@ -483,10 +512,9 @@ mod tests {
         for i in 0..2000 {
             book.set(&format!("CASE-{i}"), i + 1);
         }
-        let stored: Vec<Vec<u8>> = (0..1u32 << book.bits()).map(|b| book.stored_blob(b)).collect();
         let mut next = PrintBook::whole_of(book.bits());
-        for (b, blob) in stored.into_iter().enumerate() {
-            keep_bucket(&mut next, b as i32, blob).unwrap();
+        for b in 0..1u32 << book.bits() {
+            keep_bucket(&mut next, b as i32, book.stored_blob(b)).unwrap();
         }
         assert_eq!(next.len(), 2000);
         assert_eq!(next.unread().len(), 2000, "nothing read yet");
@@ -510,16 +538,22 @@ mod tests {
 
     #[test]
     fn a_truncated_or_undecodable_blob_is_refused() {
-        let mut blob = Vec::new();
-        push_entry(&mut blob, 42, "ABC-1", 0);
-        assert_eq!(count_entries(&blob), Some(1));
-        assert_eq!(count_entries(&blob[..blob.len() - 1]), None);
+        let mut bucket = Bucket::default();
+        bucket.push("ABC-1", tag_of("ABC-1"), 42, false);
+        bucket.push("ÅÄÖ-2", tag_of("ÅÄÖ-2"), 43, false);
+        let blob = bucket.encode();
+        let back = Bucket::decode(&blob).unwrap();
+        assert_eq!((back.case_ref(1), back.prints[1]), ("ÅÄÖ-2", 43));
+        assert!(Bucket::decode(&blob[..blob.len() - 1]).is_none(), "cut short");
+        assert!(Bucket::decode(&[blob.as_slice(), b"x"].concat()).is_none(), "more than it says");
         let mut bad = blob.clone();
         let last = bad.len() - 1;
         bad[last] = 0xff;
-        assert_eq!(count_entries(&bad), None);
-        let mut marked = Vec::new();
-        push_entry(&mut marked, 42, "ABC-1", SEEN);
-        assert_eq!(count_entries(&marked), None, "a mark is never stored");
+        assert!(Bucket::decode(&bad).is_none(), "not UTF-8");
+        assert!(Bucket::decode(&[0xff, 0xff, 0xff, 0xff]).is_none(), "a count beyond the blob");
+    }
+
+    fn tag_of(case_ref: &str) -> u32 {
+        hash_of(case_ref, MIN_BITS).1
     }
 }

@@ -1178,8 +1178,8 @@ async fn full_passes_compute_only_the_cases_whose_row_changed(state_url: Option<
     sqlite_exec(&register, "INSERT INTO fristvakt_cases SELECT * FROM later").await;
     let grown = full_pass(&app, today, pass()).await;
     assert_eq!((grown.rows_read, grown.unchanged), (5000, 100));
-    // Grown when the 4 097th case came (256 a bucket), to 128 buckets of 32.
-    assert_eq!(app.state.poll_state().await.unwrap().print_bits, Some(7), "5 000 cases, about 39 a bucket");
+    // Grown when the 2 049th case came (128 a bucket), to 64 buckets of 32.
+    assert_eq!(app.state.poll_state().await.unwrap().print_bits, Some(6), "5 000 cases, about 78 a bucket");
     let steady = full_pass(&app, today, pass()).await;
     assert_eq!((steady.rows_read, steady.unchanged, steady.deadlines_stored), (5000, 5000, 0), "{steady:?}");
 
