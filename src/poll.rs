@@ -23,6 +23,9 @@ use crate::state::{
 
 /// Rows validated and stored per transaction.
 const CHUNK_ROWS: usize = 1000;
+/// The most cases an incremental poll names when it cancels the notices of deadlines it closed;
+/// beyond, it cancels by a look at every pending notice.
+const COMPUTED_KEPT: usize = 10_000;
 /// Deadlines visited per round of ladder evaluation.
 const LADDER_BATCH: i64 = 500;
 
@@ -120,6 +123,7 @@ pub async fn sync_register(
         today,
         now,
         seed: print_seed(settings),
+        computed: Some(Vec::new()),
         prints: match (full, poll_state.print_bits) {
             // A full pass holds every print: a few rows a thousand cases.
             (true, Some(bits)) => {
@@ -188,7 +192,10 @@ pub async fn sync_register(
     // A full pass that read nothing (a view being reloaded) leaves the watermark where it was.
     let watermark = (!(full && report.rows_read == 0)).then_some(read_at);
     state.finish_poll(watermark, full_pass_on).await?;
-    report.notices_cancelled = state.cancel_notices_of_finished_deadlines().await?;
+    // Notices of deadlines that closed or went: of every case after a full pass, of the cases
+    // it computed after an incremental poll (of every case, when they were very many).
+    let computed = if full { None } else { pass.computed.as_deref() };
+    report.notices_cancelled = state.cancel_notices_of_finished_deadlines(computed).await?;
     report.duration = started.elapsed();
     let rejected: Vec<String> = report.rejected.iter().map(|(r, n)| format!("{}={n}", r.as_str())).collect();
     tracing::info!(
@@ -232,6 +239,8 @@ struct Pass<'a> {
     now: DateTime<Utc>,
     /// Mixed into every row's print: the settings and code the computation depends on.
     seed: u64,
+    /// The cases computed (not unchanged), up to [`COMPUTED_KEPT`]; `None` beyond.
+    computed: Option<Vec<CaseRef>>,
     prints: Prints,
 }
 
@@ -321,6 +330,12 @@ impl Pass<'_> {
                 book.set(case.case_ref.as_str(), print);
             }
             case_refs.push(case.case_ref);
+        }
+        if let Some(computed) = &mut self.computed {
+            computed.extend(case_refs.iter().cloned());
+            if computed.len() > COMPUTED_KEPT {
+                self.computed = None;
+            }
         }
         report.deadlines_stored += records.len() as u64;
         if case_refs.is_empty() && !book.as_deref().is_some_and(PrintBook::is_dirty) {

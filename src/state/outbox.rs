@@ -354,7 +354,9 @@ impl StateStore {
     /// Cancels pending notices of deadlines that are closed or withdrawn; returns how many. A
     /// claim on a cancelled row is left to its sender, which records what it did (a mail it
     /// had already handed over makes the row `sent`, anything else leaves it cancelled).
-    pub async fn cancel_notices_of_finished_deadlines(&self) -> Result<u64, StateError> {
+    /// `cases`: only the notices of these cases (the cases an incremental poll changed, so that
+    /// its work follows them, not the outbox); `None`: every notice (a full pass).
+    pub async fn cancel_notices_of_finished_deadlines(&self, cases: Option<&[CaseRef]>) -> Result<u64, StateError> {
         let sql = format!(
             "UPDATE outbox SET state = 'cancelled' \
              WHERE category = '{}' AND state IN ('pending', 'retrying') AND EXISTS ( \
@@ -362,8 +364,23 @@ impl StateStore {
                AND (d.closed_on IS NOT NULL OR d.withdrawn))",
             OutboxCategory::Notice.as_str()
         );
-        with_pool!(&self.pool, p => sqlx::query(&sql).execute(p).await.map(|r| r.rows_affected()))
-            .map_err(query_error("cancelling notices of closed deadlines"))
+        let Some(cases) = cases else {
+            return with_pool!(&self.pool, p => sqlx::query(&sql).execute(p).await.map(|r| r.rows_affected()))
+                .map_err(query_error("cancelling notices of closed deadlines"));
+        };
+        let mut cancelled = 0;
+        for chunk in cases.chunks(BATCH_ROWS * 8) {
+            let sql = format!("{sql} AND outbox.case_ref IN ({})", self.marks(1, chunk.len()));
+            cancelled += with_pool!(&self.pool, p => {
+                let mut q = sqlx::query(&sql);
+                for c in chunk {
+                    q = q.bind(c.as_str());
+                }
+                q.execute(p).await.map(|r| r.rows_affected())
+            })
+            .map_err(query_error("cancelling notices of closed deadlines"))?;
+        }
+        Ok(cancelled)
     }
 
     /// Outbox rows of one case, oldest first. A row that does not decode is an error.

@@ -54,15 +54,20 @@ impl Bucket {
         self.tags.len()
     }
 
-    fn case_ref(&self, i: usize) -> &str {
+    fn ref_bytes(&self, i: usize) -> &[u8] {
         let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
-        std::str::from_utf8(&self.refs[start..self.ends[i] as usize]).unwrap_or_default()
+        &self.refs[start..self.ends[i] as usize]
+    }
+
+    /// A stored reference (UTF-8: checked when the bucket was decoded, or pushed as a `str`).
+    fn case_ref(&self, i: usize) -> &str {
+        std::str::from_utf8(self.ref_bytes(i)).unwrap_or_default()
     }
 
     fn find(&self, case_ref: &str, tag: u32) -> Option<usize> {
         let mut from = 0;
         while let Some(i) = self.tags[from..].iter().position(|t| *t == tag) {
-            if self.case_ref(from + i) == case_ref {
+            if self.ref_bytes(from + i) == case_ref.as_bytes() {
                 return Some(from + i);
             }
             from += i + 1;

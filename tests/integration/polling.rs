@@ -1231,3 +1231,46 @@ async fn full_passes_compute_only_the_cases_whose_row_changed_postgres() {
     let pg = postgres::shared();
     full_passes_compute_only_the_cases_whose_row_changed(Some(pg.fresh_database().await)).await;
 }
+
+/// An incremental poll cancels the pending notices of the deadlines it closed — those of the
+/// cases it computed, not by a look at the whole outbox — and leaves every other notice alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incremental_poll_cancels_the_notices_of_the_deadlines_it_closed() {
+    use fristvakt::rules::Kind;
+    use fristvakt::state::OutboxState;
+    let ws = Workspace::new();
+    let settings = ws.settings("");
+    let today = date(TODAY);
+    write_demo_register(&settings, 2000, 7).await;
+    let app = start(&settings).await;
+    let at = |h: u32| Utc.with_ymd_and_hms(2026, 11, 25, h, 0, 0).unwrap();
+    poll(&app, today, at(8)).await;
+    let pending = |rows: &[fristvakt::state::OutboxRow]| -> Vec<(String, i64)> {
+        rows.iter()
+            .filter(|r| r.state == OutboxState::Pending && r.kind == Some(Kind::Assessment))
+            .map(|r| (r.case_ref.as_ref().unwrap().to_string(), r.id))
+            .collect()
+    };
+    let before = pending(&app.state.outbox().await.unwrap());
+    assert!(before.len() >= 2, "demo notices on assessments: {}", before.len());
+    let (closed_case, closed_id) = before[0].clone();
+    // The assessment is decided (the day it was received: never before it).
+    sqlite_exec(
+        settings.register.url.expose(),
+        &format!(
+            "UPDATE fristvakt_cases SET assessment_decided_on = received_on, updated_at = '2026-11-25T08:30:00Z' \
+             WHERE case_ref = '{closed_case}'"
+        ),
+    )
+    .await;
+    let report = poll(&app, today, at(9)).await;
+    assert_eq!(report.unchanged + 1, report.rows_read, "{report:?}");
+    assert_eq!(report.notices_cancelled, 1, "{report:?}");
+    let rows = app.state.outbox().await.unwrap();
+    let state_of = |id: i64| rows.iter().find(|r| r.id == id).unwrap().state;
+    assert_eq!(state_of(closed_id), OutboxState::Cancelled);
+    let after = pending(&rows);
+    assert_eq!(after.len(), before.len() - 1, "every other pending notice stays");
+    assert!(after.iter().all(|(case, _)| *case != closed_case));
+    app.close().await;
+}

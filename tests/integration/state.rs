@@ -381,7 +381,7 @@ async fn outbox_claims_are_fenced_renewed_and_survive_a_cancel(postgres: Option<
         .collect();
     state.store_deadlines(&case_refs, &records, None).await.unwrap();
     execute(&settings, "UPDATE deadlines SET closed_on = '2026-11-24'").await;
-    assert_eq!(state.cancel_notices_of_finished_deadlines().await.unwrap(), 2);
+    assert_eq!(state.cancel_notices_of_finished_deadlines(None).await.unwrap(), 2);
     let rows = query_claims(&settings).await;
     assert_eq!(
         rows[1..].iter().map(|r| (r.0.as_str(), r.1.as_deref())).collect::<Vec<_>>(),
