@@ -426,13 +426,16 @@ impl StateStore {
         limit: i64,
     ) -> Result<Vec<Result<OutboxRow, UndecodableRow>>, StateError> {
         let _turn = self.write_turn().await;
-        let lock = match &self.pool {
-            super::Pool::Postgres(_) => " FOR UPDATE SKIP LOCKED",
-            super::Pool::Sqlite(_) => "",
+        // The rows are walked in the claim's order by its index (migration 0006), never all
+        // read and sorted: SQLite is told the index, since without statistics it takes
+        // `outbox_due` and sorts; PostgreSQL finds it for the ORDER BY and LIMIT.
+        let (index, lock) = match &self.pool {
+            super::Pool::Postgres(_) => ("", " FOR UPDATE SKIP LOCKED"),
+            super::Pool::Sqlite(_) => (" INDEXED BY outbox_claim_order", ""),
         };
         let sql = format!(
             "UPDATE outbox SET claimed_by = $1, claimed_until = $2 WHERE id IN ( \
-               SELECT id FROM outbox WHERE state IN ('pending', 'retrying') AND next_attempt_at <= $5 \
+               SELECT id FROM outbox{index} WHERE state IN ('pending', 'retrying') AND next_attempt_at <= $5 \
                AND (claimed_until IS NULL OR claimed_until < $3) ORDER BY due_on IS NULL, due_on, step DESC, next_attempt_at, id LIMIT $4{lock}) \
              RETURNING {OUTBOX_COLUMNS}"
         );
