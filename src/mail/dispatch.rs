@@ -17,11 +17,12 @@
 //! server (TLS, AUTH, `MAIL FROM`) is no fault of the mail: the row stays `retrying`, never
 //! dies of it, and the run stops (paused) without trying the rest of the outbox.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
+use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
@@ -32,8 +33,8 @@ use crate::mail::transport::{scrub, DeliverError, Mailer, RecipientResult, SendE
 use crate::notice::{message_id, Recipient};
 use crate::rules::Kind;
 use crate::state::{
-    Attempt, Delivery, DeliveryOutcome, Escalation, OutboxCategory, OutboxPayload, OutboxRow, OutboxState, StateError,
-    StateStore, UndecodableRow,
+    Attempt, Delivery, DeliveryOutcome, Escalation, OutboxCategory, OutboxPayload, OutboxRow, OutboxState, Recorded,
+    StateError, StateStore, UndecodableRow,
 };
 
 /// How long a claim lasts unless renewed: a replica that dies holds its rows no longer.
@@ -166,6 +167,7 @@ pub async fn dispatch_until(
         stop: control.stop,
         paused: Mutex::new(None),
         valid_until: Mutex::new(now),
+        records: GroupCommit::default(),
     };
     // The renewal runs beside the work, in the same task, and ends with it.
     let report = tokio::select! {
@@ -195,93 +197,156 @@ async fn run(ctx: &Context<'_>, beat: &(dyn Fn() + Sync)) -> Result<DispatchRepo
     let ttl = chrono::Duration::from_std(CLAIM_TTL).unwrap_or(chrono::Duration::seconds(30));
     let mut report = DispatchReport::default();
     let mut attempted = 0usize;
+    // The claimed rows not yet started, most urgent first, and the senders at work: a sender
+    // that finishes takes the next row at once, and the next rows are claimed while the
+    // senders work, so that no connection waits for the slowest mail of a batch or for a claim.
+    let mut waiting: VecDeque<Result<OutboxRow, UndecodableRow>> = VecDeque::new();
+    let mut senders = FuturesUnordered::new();
+    // Nothing more is claimed in this run: nothing left due, a bound reached, paused or stopping,
+    // or the state store failed.
+    let mut claims_done = false;
+    // The last claim found nothing due while senders were at work: the next waits until one
+    // finishes, since a sender may add a row due in this run (the notice one role up).
+    let mut found_none = false;
+    // The first failure of the state store: the senders at work finish (a mail in flight is
+    // recorded if it can be), nothing more starts, and the run returns it. The rows claimed and
+    // not started are left to lapse, as a run cut off leaves them.
+    let mut failed: Option<StateError> = None;
     loop {
-        if ctx.stopping() {
-            break;
+        // Each row is claimed, so concurrent handling cannot send one twice; `concurrency`
+        // bounds how many SMTP connections are open at once. The futures are built one by one
+        // and owned by the set: a closure inside a stream would make the whole future fail the
+        // `Send` check of `tokio::spawn` (rust-lang/rust#102211).
+        while senders.len() < concurrency && failed.is_none() {
+            let Some(row) = waiting.pop_front() else { break };
+            senders.push(Box::pin(async move {
+                let handled = handle_claimed(ctx, &row).await;
+                beat();
+                handled
+            }));
         }
-        // A run ends: it takes only rows due when it started (a row that fails in this run is due
-        // again later, in a later run), and at most RUN_ROWS rows or RUN_TIME, so that a slow or
-        // silent mail server never holds the job loop.
-        if attempted >= RUN_ROWS || ctx.started.elapsed() >= RUN_TIME {
+        // Rows already claimed are still started when paused or stopping: each releases its
+        // claim (`handle`).
+        if !claims_done && (ctx.stopping() || ctx.paused() || failed.is_some()) {
+            claims_done = true;
+        }
+        // A run ends: it takes only rows due when it started (a row that fails in this run is
+        // due again later, in a later run), and at most RUN_ROWS rows or RUN_TIME, so that a
+        // slow or silent mail server never holds the job loop.
+        if !claims_done && (attempted >= RUN_ROWS || ctx.started.elapsed() >= RUN_TIME) {
             tracing::debug!(attempted, "dispatch run bounded; the rest goes out in the next run");
             report.more = true;
-            break;
+            claims_done = true;
         }
-        // Each batch's claim lasts CLAIM_TTL from when it is taken; the renewal extends it while
-        // the batch is worked on.
-        let claimed_at = ctx.now();
-        let rows = ctx.state.claim_outbox(ctx.holder, ctx.start, claimed_at, claimed_at + ttl, batch).await?;
-        if rows.is_empty() {
-            break;
-        }
-        *lock(&ctx.valid_until) = claimed_at + ttl;
-        attempted += rows.len();
-        // Each row is claimed, so concurrent handling cannot send one twice; the pool bounds
-        // how many SMTP connections are open at once.
-        // The futures are built before they are streamed: a closure inside the stream would
-        // make the whole future fail the `Send` check of `tokio::spawn` (rust-lang/rust#102211).
-        let pending: Vec<_> = rows
-            .iter()
-            .map(|row| {
-                Box::pin(async {
-                    let handled = handle_claimed(ctx, row).await;
-                    beat();
-                    handled
-                })
-            })
-            .collect();
-        let outcomes: Vec<Result<(MailLabel, Handled), StateError>> =
-            futures_util::stream::iter(pending).buffer_unordered(concurrency).collect().await;
-        for outcome in outcomes {
-            let (label, handled) = outcome?;
-            if handled.refused > 0 {
-                *report.errors.entry("permanent_5xx").or_default() += handled.refused;
-                *report.refused_recipients.entry(label.clone()).or_default() += handled.refused;
-            }
-            if handled.escalated {
-                *report.escalated.entry(label.clone()).or_default() += 1;
-            }
-            let map = match handled.outcome {
-                Outcome::Released => continue,
-                Outcome::ClaimLost => {
-                    report.claims_lost += 1;
-                    continue;
-                }
-                Outcome::Unavailable(class) => {
-                    *report.errors.entry(class).or_default() += 1;
-                    report.unavailable.get_or_insert(class);
-                    continue;
-                }
-                Outcome::Sent => &mut report.sent,
-                Outcome::Postponed => &mut report.postponed,
-                Outcome::Retrying(class) => {
-                    *report.errors.entry(class).or_default() += 1;
-                    &mut report.retrying
-                }
-                Outcome::ServerRefused(class) => {
-                    *report.server_refusals.entry(class).or_default() += 1;
-                    *report.errors.entry(if class == "tls" { "tls" } else { "permanent_5xx" }).or_default() += 1;
-                    &mut report.retrying
-                }
-                Outcome::Dead(class) => {
-                    // Recipients refused one by one were counted above.
-                    if handled.refused == 0 {
-                        *report.errors.entry(class).or_default() += 1;
+        if !claims_done && !found_none && waiting.len() < concurrency {
+            // Each claim lasts CLAIM_TTL from when it is taken; the renewal extends it while the
+            // rows are worked on. The senders go on while it is taken.
+            let claimed_at = ctx.now();
+            let claim = ctx.state.claim_outbox(ctx.holder, ctx.start, claimed_at, claimed_at + ttl, batch);
+            tokio::pin!(claim);
+            let mut finished_meanwhile = false;
+            let rows = loop {
+                tokio::select! {
+                    rows = &mut claim => break rows,
+                    Some(outcome) = senders.next(), if !senders.is_empty() => {
+                        tally(&mut report, &mut failed, outcome);
+                        finished_meanwhile = true;
                     }
-                    &mut report.dead
                 }
             };
-            *map.entry(label).or_default() += 1;
+            match rows {
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
+                // A sender that finished meanwhile may have added a row after the claim looked.
+                Ok(rows) if rows.is_empty() && finished_meanwhile => {}
+                Ok(rows) if rows.is_empty() && senders.is_empty() && waiting.is_empty() => claims_done = true,
+                Ok(rows) if rows.is_empty() => found_none = true,
+                Ok(rows) => {
+                    // Claims in hand hold until the earliest of their expiries: rows claimed before
+                    // these lapse sooner unless renewed (a renewal extends every claim in hand).
+                    let mut valid_until = lock(&ctx.valid_until);
+                    let until = claimed_at + ttl;
+                    *valid_until =
+                        if senders.is_empty() && waiting.is_empty() { until } else { until.min(*valid_until) };
+                    attempted += rows.len();
+                    waiting.extend(rows);
+                }
+            }
+            continue;
         }
-        if let Some(class) = *lock(&ctx.paused) {
-            tracing::error!(
-                class,
-                "the mail server refuses fristvakt or cannot be reached; dispatch paused until the next run, the outbox kept"
-            );
-            break;
+        // Nothing waits unstarted while a sender is free, so an empty set means nothing is left.
+        match senders.next().await {
+            Some(outcome) => {
+                tally(&mut report, &mut failed, outcome);
+                found_none = false;
+            }
+            None => break,
         }
     }
+    if let Some(e) = failed {
+        return Err(e.into());
+    }
+    if let Some(class) = *lock(&ctx.paused) {
+        tracing::error!(
+            class,
+            "the mail server refuses fristvakt or cannot be reached; dispatch paused until the next run, the outbox kept"
+        );
+    }
     Ok(report)
+}
+
+/// Counts what handling one row came to, or keeps the first failure of the state store.
+fn tally(
+    report: &mut DispatchReport,
+    failed: &mut Option<StateError>,
+    outcome: Result<(MailLabel, Handled), StateError>,
+) {
+    let (label, handled) = match outcome {
+        Ok(handled) => handled,
+        Err(e) => {
+            failed.get_or_insert(e);
+            return;
+        }
+    };
+    if handled.refused > 0 {
+        *report.errors.entry("permanent_5xx").or_default() += handled.refused;
+        *report.refused_recipients.entry(label.clone()).or_default() += handled.refused;
+    }
+    if handled.escalated {
+        *report.escalated.entry(label.clone()).or_default() += 1;
+    }
+    let map = match handled.outcome {
+        Outcome::Released => return,
+        Outcome::ClaimLost => {
+            report.claims_lost += 1;
+            return;
+        }
+        Outcome::Unavailable(class) => {
+            *report.errors.entry(class).or_default() += 1;
+            report.unavailable.get_or_insert(class);
+            return;
+        }
+        Outcome::Sent => &mut report.sent,
+        Outcome::Postponed => &mut report.postponed,
+        Outcome::Retrying(class) => {
+            *report.errors.entry(class).or_default() += 1;
+            &mut report.retrying
+        }
+        Outcome::ServerRefused(class) => {
+            *report.server_refusals.entry(class).or_default() += 1;
+            *report.errors.entry(if class == "tls" { "tls" } else { "permanent_5xx" }).or_default() += 1;
+            &mut report.retrying
+        }
+        Outcome::Dead(class) => {
+            // Recipients refused one by one were counted above.
+            if handled.refused == 0 {
+                *report.errors.entry(class).or_default() += 1;
+            }
+            &mut report.dead
+        }
+    };
+    *map.entry(label).or_default() += 1;
 }
 
 /// Renews this sender's claims every [`RENEW_EVERY`] for as long as the run works; never ends
@@ -337,6 +402,105 @@ struct Context<'a> {
     paused: Mutex<Option<&'static str>>,
     /// Until when this sender's claims are known to hold: the last claim or renewal's expiry.
     valid_until: Mutex<DateTime<Utc>>,
+    /// The group commit of the senders' records.
+    records: GroupCommit,
+}
+
+/// The senders' records committed in groups: a sender whose mail the server took queues its
+/// record and waits for the commit that holds it; the sender that gets the turn commits every
+/// record queued by then in one transaction (`StateStore::record_attempts`), while the records
+/// queued meanwhile wait for the next. So no record waits longer than the commit under way and
+/// its own, and no sender starts another mail before its record is committed: at most one mail
+/// per sender is ever taken by the server and not yet recorded (the kill test's bound).
+#[derive(Default)]
+struct GroupCommit {
+    queue: Mutex<Vec<Queued>>,
+    turn: tokio::sync::Mutex<()>,
+}
+
+/// A record waiting for its commit, owned (the sender that commits it may be another), and the
+/// way its outcome goes back: `None` when the group's transaction failed and nothing of it was
+/// written, so that the sender records alone and gets its own answer.
+struct Queued {
+    row: OutboxRow,
+    attempt: OwnedAttempt,
+    done: tokio::sync::oneshot::Sender<Option<Recorded>>,
+}
+
+/// An [`Attempt`] that owns what it says.
+struct OwnedAttempt {
+    state: OutboxState,
+    next: Option<DateTime<Utc>>,
+    error: Option<String>,
+    deliveries: Vec<Delivery>,
+    sent_at: Option<DateTime<Utc>>,
+    escalation: Option<Escalation>,
+}
+
+impl OwnedAttempt {
+    fn of(attempt: &Attempt<'_>) -> OwnedAttempt {
+        OwnedAttempt {
+            state: attempt.state,
+            next: attempt.next,
+            error: attempt.error.map(str::to_string),
+            deliveries: attempt.deliveries.to_vec(),
+            sent_at: attempt.sent_at,
+            escalation: attempt.escalation.clone(),
+        }
+    }
+
+    fn attempt(&self) -> Attempt<'_> {
+        Attempt {
+            state: self.state,
+            next: self.next,
+            error: self.error.as_deref(),
+            deliveries: &self.deliveries,
+            sent_at: self.sent_at,
+            escalation: self.escalation.clone(),
+        }
+    }
+}
+
+impl Context<'_> {
+    /// Records an attempt at a claimed row (fenced, as `StateStore::record_attempt`) in the
+    /// next group commit, and returns once it is committed.
+    async fn record(&self, row: &OutboxRow, attempt: Attempt<'_>) -> Result<Recorded, StateError> {
+        let (done, mut outcome) = tokio::sync::oneshot::channel();
+        lock(&self.records.queue).push(Queued { row: row.clone(), attempt: OwnedAttempt::of(&attempt), done });
+        let recorded = {
+            let _turn = self.records.turn.lock().await;
+            match outcome.try_recv() {
+                // Committed with the group of a sender before this one (`None`: that group's
+                // transaction failed, or its sender was dropped before it answered).
+                Ok(recorded) => recorded,
+                Err(tokio::sync::oneshot::error::TryRecvError::Closed) => None,
+                // This sender commits the group: every record queued by now, its own among them.
+                Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {
+                    let group = std::mem::take(&mut *lock(&self.records.queue));
+                    let attempts: Vec<_> = group.iter().map(|q| (&q.row, q.attempt.attempt())).collect();
+                    let recorded = match self.state.record_attempts(self.holder, &attempts).await {
+                        Ok(recorded) => Some(recorded),
+                        Err(e) => {
+                            tracing::warn!(
+                                records = group.len(),
+                                "recording a group of mail attempts failed; each is recorded alone: {e}"
+                            );
+                            None
+                        }
+                    };
+                    drop(attempts);
+                    for (i, queued) in group.into_iter().enumerate() {
+                        let _ = queued.done.send(recorded.as_ref().map(|r| r[i]));
+                    }
+                    outcome.try_recv().ok().flatten()
+                }
+            }
+        };
+        match recorded {
+            Some(recorded) => Ok(recorded),
+            None => self.state.record_attempt(row, self.holder, attempt).await,
+        }
+    }
 }
 
 impl Context<'_> {
@@ -558,7 +722,7 @@ async fn handle(ctx: &Context<'_>, row: &OutboxRow) -> Result<(MailLabel, Handle
             sent_at: Some(ctx.now()),
             escalation: None,
         };
-        if !ctx.state.record_attempt(row, ctx.holder, attempt).await?.held {
+        if !ctx.record(row, attempt).await?.held {
             return Ok((label, claim_lost(loggable_key(row)).into()));
         }
         tracing::info!(
@@ -583,7 +747,7 @@ async fn handle(ctx: &Context<'_>, row: &OutboxRow) -> Result<(MailLabel, Handle
         sent_at: None,
         escalation: escalation.clone(),
     };
-    let recorded = ctx.state.record_attempt(row, ctx.holder, attempt).await?;
+    let recorded = ctx.record(row, attempt).await?;
     if !recorded.held {
         return Ok((label, claim_lost(loggable_key(row)).into()));
     }
@@ -664,7 +828,7 @@ async fn server_refused(
         sent_at: None,
         escalation: None,
     };
-    if !ctx.state.record_attempt(row, ctx.holder, attempt).await?.held {
+    if !ctx.record(row, attempt).await?.held {
         return Ok((label, claim_lost(loggable_key(row)).into()));
     }
     tracing::error!(
@@ -746,7 +910,7 @@ async fn retry_or_give_up(
     };
     let sent_at = (state == OutboxState::Sent).then_some(ctx.now());
     let attempt = Attempt { state, next, error: Some(&error), deliveries, sent_at, escalation: None };
-    if !ctx.state.record_attempt(row, ctx.holder, attempt).await?.held {
+    if !ctx.record(row, attempt).await?.held {
         return Ok((label, claim_lost(loggable_key(row)).into()));
     }
     let outcome = match next {

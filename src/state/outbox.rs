@@ -443,13 +443,16 @@ impl StateStore {
         limit: i64,
     ) -> Result<Vec<Result<OutboxRow, UndecodableRow>>, StateError> {
         let _turn = self.write_turn().await;
-        let lock = match &self.pool {
-            super::Pool::Postgres(_) => " FOR UPDATE SKIP LOCKED",
-            super::Pool::Sqlite(_) => "",
+        // The rows are walked in the claim's order by its index (migration 0006), never all
+        // read and sorted: SQLite is told the index, since without statistics it takes
+        // `outbox_due` and sorts; PostgreSQL finds it for the ORDER BY and LIMIT.
+        let (index, lock) = match &self.pool {
+            super::Pool::Postgres(_) => ("", " FOR UPDATE SKIP LOCKED"),
+            super::Pool::Sqlite(_) => (" INDEXED BY outbox_claim_order", ""),
         };
         let sql = format!(
             "UPDATE outbox SET claimed_by = $1, claimed_until = $2 WHERE id IN ( \
-               SELECT id FROM outbox WHERE state IN ('pending', 'retrying') AND next_attempt_at <= $5 \
+               SELECT id FROM outbox{index} WHERE state IN ('pending', 'retrying') AND next_attempt_at <= $5 \
                AND (claimed_until IS NULL OR claimed_until < $3) ORDER BY due_on IS NULL, due_on, step DESC, next_attempt_at, id LIMIT $4{lock}) \
              RETURNING {OUTBOX_COLUMNS}"
         );
@@ -510,7 +513,20 @@ impl StateStore {
         holder: &str,
         attempt: Attempt<'_>,
     ) -> Result<Recorded, StateError> {
-        let _turn = self.write_turn().await;
+        let recorded = self.record_attempts(holder, &[(row, attempt)]).await?;
+        Ok(recorded[0])
+    }
+
+    /// Records the attempts of several claimed rows, each as [`StateStore::record_attempt`]
+    /// does and fenced on its own, in one transaction: the group commit of the senders of a
+    /// dispatch run, which pays one commit (one write-ahead log append, on PostgreSQL one flush)
+    /// for the mail of every sender that finished while the previous commit was under way.
+    /// Returns what was recorded of each, in the order given.
+    pub async fn record_attempts(
+        &self,
+        holder: &str,
+        attempts: &[(&OutboxRow, Attempt<'_>)],
+    ) -> Result<Vec<Recorded>, StateError> {
         let update = format!(
             "UPDATE outbox SET state = {KEEP_CANCELLED}, next_attempt_at = COALESCE($2, next_attempt_at), \
              last_error = $3, deliveries = $4, sent_at = COALESCE($5, sent_at), attempts = attempts + 1, \
@@ -524,48 +540,52 @@ impl StateStore {
                next_attempt_at = excluded.next_attempt_at, replaces = excluded.replaces, attempts = 0, \
                last_error = NULL \
              WHERE outbox.state = 'cancelled'";
-        let payload = match &attempt.escalation {
-            Some(_) => {
-                Some(row.payload.content().map_err(|source| StateError::Encode { what: "an outbox payload", source })?)
-            }
-            None => None,
-        };
+        let payloads = attempts
+            .iter()
+            .map(|(row, attempt)| attempt.escalation.as_ref().map(|_| row.payload.content()).transpose())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|source| StateError::Encode { what: "an outbox payload", source })?;
+        let _turn = self.write_turn().await;
         with_pool!(&self.pool, p => {
             let mut tx = p.begin().await.map_err(query_error("starting a transaction"))?;
-            let updated = sqlx::query(&update)
-                .bind(attempt.state.as_str())
-                .bind(attempt.next)
-                .bind(attempt.error)
-                .bind((!attempt.deliveries.is_empty()).then_some(Json(attempt.deliveries)))
-                .bind(attempt.sent_at)
-                .bind(row.id)
-                .bind(holder)
-                .execute(&mut *tx)
-                .await
-                .map_err(query_error("recording a mail attempt"))?
-                .rows_affected();
-            let mut escalated = false;
-            if let (Some(up), Some(payload), true) = (&attempt.escalation, &payload, updated > 0) {
-                escalated = sqlx::query(insert)
-                    .bind(up.notice_key.as_str())
-                    .bind(row.category().as_str())
-                    .bind(row.case_ref.as_ref().map(CaseRef::as_str))
-                    .bind(row.kind.map(Kind::as_str))
-                    .bind(row.step.map(i64::from))
-                    .bind(Json(&up.recipients))
-                    .bind(Json(payload))
-                    .bind(up.now)
-                    .bind(up.message_id.as_str())
-                    .bind(Json(&up.replaces))
-                    .bind(row.payload.due_on())
+            let mut recorded = Vec::with_capacity(attempts.len());
+            for ((row, attempt), payload) in attempts.iter().zip(&payloads) {
+                let updated = sqlx::query(&update)
+                    .bind(attempt.state.as_str())
+                    .bind(attempt.next)
+                    .bind(attempt.error)
+                    .bind((!attempt.deliveries.is_empty()).then_some(Json(attempt.deliveries)))
+                    .bind(attempt.sent_at)
+                    .bind(row.id)
+                    .bind(holder)
                     .execute(&mut *tx)
                     .await
-                    .map_err(query_error("writing a notice one role up"))?
-                    .rows_affected()
-                    > 0;
+                    .map_err(query_error("recording a mail attempt"))?
+                    .rows_affected();
+                let mut escalated = false;
+                if let (Some(up), Some(payload), true) = (&attempt.escalation, payload, updated > 0) {
+                    escalated = sqlx::query(insert)
+                        .bind(up.notice_key.as_str())
+                        .bind(row.category().as_str())
+                        .bind(row.case_ref.as_ref().map(CaseRef::as_str))
+                        .bind(row.kind.map(Kind::as_str))
+                        .bind(row.step.map(i64::from))
+                        .bind(Json(&up.recipients))
+                        .bind(Json(payload))
+                        .bind(up.now)
+                        .bind(up.message_id.as_str())
+                        .bind(Json(&up.replaces))
+                        .bind(row.payload.due_on())
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(query_error("writing a notice one role up"))?
+                        .rows_affected()
+                        > 0;
+                }
+                recorded.push(Recorded { held: updated == 1, escalated });
             }
             tx.commit().await.map_err(query_error("committing a mail attempt"))?;
-            Ok(Recorded { held: updated == 1, escalated })
+            Ok(recorded)
         })
     }
 
