@@ -3,7 +3,7 @@
 //! a job's sequence.
 //!
 //! - [`poll`]: under the poll lease, read the register changes (or the daily full pass when it
-//!   is due), store the deadlines, record the ladder steps reached, update the metrics.
+//!   is due), store the deadlines, record the ladder steps reached.
 //! - [`full_pass`]: the same with every row of the register read.
 //! - [`ladder`]: under the poll lease, record the ladder steps reached by today (date driven).
 //! - [`dispatch`]: send what the outbox holds that is due.
