@@ -11,8 +11,9 @@
 //! full pass has built the book, which from then on also lists every case with stored deadlines
 //! (the cases a full pass did not read left the register).
 //!
-//! A bucket is stored as one blob (see `Bucket::encode`) and held column by column, so that a
-//! lookup scans 4-byte tags (the low bytes of the case reference's XXH3) side by side.
+//! A bucket is stored as one blob (see `Bucket::encode`) and held as 16-byte entries beside its
+//! references, so that a lookup compares 4-byte tags (the low bytes of the case reference's XXH3)
+//! in a few cache lines and reads a reference only where a tag matches.
 
 use std::collections::BTreeSet;
 
@@ -35,28 +36,39 @@ const MAX_BITS: u32 = 24;
 /// The longest case reference a print is kept under.
 const LONGEST_REF: usize = u16::MAX as usize;
 
-/// The cases of one bucket, column by column: a lookup scans the tags (4 bytes a case, side by
-/// side) and checks the reference only where a tag matches.
+/// One case of a bucket: 16 bytes, so that a lookup scans the tags of a bucket in a few cache
+/// lines and touches the reference only where a tag matches.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    print: u64,
+    /// The low 4 bytes of the case reference's XXH3.
+    tag: u32,
+    /// Where the case reference ends in the bucket's `refs`; the high bit marks (in memory only)
+    /// a case this pass has read.
+    end: u32,
+}
+
+const READ: u32 = 1 << 31;
+
+/// The cases of one bucket: their entries, and their references one after another.
 #[derive(Debug, Default, Clone)]
 struct Bucket {
-    /// The low 4 bytes of each case reference's XXH3.
-    tags: Vec<u32>,
-    prints: Vec<u64>,
-    /// Where each case reference ends in `refs`.
-    ends: Vec<u32>,
+    entries: Vec<Entry>,
     refs: Vec<u8>,
-    /// Which cases this pass has read (in memory only).
-    read: Vec<bool>,
 }
 
 impl Bucket {
     fn len(&self) -> usize {
-        self.tags.len()
+        self.entries.len()
+    }
+
+    fn end(&self, i: usize) -> usize {
+        (self.entries[i].end & !READ) as usize
     }
 
     fn ref_bytes(&self, i: usize) -> &[u8] {
-        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
-        &self.refs[start..self.ends[i] as usize]
+        let start = if i == 0 { 0 } else { self.end(i - 1) };
+        &self.refs[start..self.end(i)]
     }
 
     /// A stored reference (UTF-8: checked when the bucket was decoded, or pushed as a `str`).
@@ -64,9 +76,17 @@ impl Bucket {
         std::str::from_utf8(self.ref_bytes(i)).unwrap_or_default()
     }
 
+    fn is_read(&self, i: usize) -> bool {
+        self.entries[i].end & READ != 0
+    }
+
+    fn mark_read(&mut self, i: usize) {
+        self.entries[i].end |= READ;
+    }
+
     fn find(&self, case_ref: &str, tag: u32) -> Option<usize> {
         let mut from = 0;
-        while let Some(i) = self.tags[from..].iter().position(|t| *t == tag) {
+        while let Some(i) = self.entries[from..].iter().position(|e| e.tag == tag) {
             if self.ref_bytes(from + i) == case_ref.as_bytes() {
                 return Some(from + i);
             }
@@ -76,24 +96,19 @@ impl Bucket {
     }
 
     fn push(&mut self, case_ref: &str, tag: u32, print: u64, read: bool) {
-        self.tags.push(tag);
-        self.prints.push(print);
         self.refs.extend_from_slice(case_ref.as_bytes());
-        self.ends.push(self.refs.len() as u32);
-        self.read.push(read);
+        let end = self.refs.len() as u32 | if read { READ } else { 0 };
+        self.entries.push(Entry { print, tag, end });
     }
 
     fn remove(&mut self, i: usize) {
-        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
-        let end = self.ends[i] as usize;
+        let start = if i == 0 { 0 } else { self.end(i - 1) };
+        let end = self.end(i);
         self.refs.drain(start..end);
-        for e in &mut self.ends[i + 1..] {
-            *e -= (end - start) as u32;
+        for e in &mut self.entries[i + 1..] {
+            e.end -= (end - start) as u32;
         }
-        self.tags.remove(i);
-        self.prints.remove(i);
-        self.ends.remove(i);
-        self.read.remove(i);
+        self.entries.remove(i);
     }
 
     /// The stored form: the number of cases (4 bytes), then per case its print (8), tag (4) and
@@ -101,10 +116,10 @@ impl Bucket {
     fn encode(&self) -> Vec<u8> {
         let mut blob = Vec::with_capacity(4 + self.len() * 14 + self.refs.len());
         blob.extend_from_slice(&(self.len() as u32).to_le_bytes());
-        for i in 0..self.len() {
-            blob.extend_from_slice(&self.prints[i].to_le_bytes());
-            blob.extend_from_slice(&self.tags[i].to_le_bytes());
-            blob.extend_from_slice(&(self.case_ref(i).len() as u16).to_le_bytes());
+        for (i, e) in self.entries.iter().enumerate() {
+            blob.extend_from_slice(&e.print.to_le_bytes());
+            blob.extend_from_slice(&e.tag.to_le_bytes());
+            blob.extend_from_slice(&(self.ref_bytes(i).len() as u16).to_le_bytes());
         }
         blob.extend_from_slice(&self.refs);
         blob
@@ -116,15 +131,17 @@ impl Bucket {
         let n = u32::from_le_bytes(blob.get(..4)?.try_into().ok()?) as usize;
         let heads = blob.get(4..4 + n.checked_mul(14)?)?;
         let refs = &blob[4 + n * 14..];
-        let mut bucket = Bucket { refs: refs.to_vec(), read: vec![false; n], ..Bucket::default() };
+        let mut entries = Vec::with_capacity(n);
         let mut end = 0usize;
         for head in heads.chunks_exact(14) {
-            bucket.prints.push(u64::from_le_bytes(head[..8].try_into().ok()?));
-            bucket.tags.push(u32::from_le_bytes(head[8..12].try_into().ok()?));
             end += u16::from_le_bytes(head[12..14].try_into().ok()?) as usize;
-            bucket.ends.push(u32::try_from(end).ok()?);
+            entries.push(Entry {
+                print: u64::from_le_bytes(head[..8].try_into().ok()?),
+                tag: u32::from_le_bytes(head[8..12].try_into().ok()?),
+                end: u32::try_from(end).ok().filter(|e| e & READ == 0)?,
+            });
         }
-        (end == refs.len() && std::str::from_utf8(refs).is_ok()).then_some(bucket)
+        (end == refs.len() && std::str::from_utf8(refs).is_ok()).then(|| Bucket { entries, refs: refs.to_vec() })
     }
 }
 
@@ -205,7 +222,7 @@ impl PrintBook {
     pub fn get(&self, case_ref: &str) -> Option<u64> {
         let (b, tag) = hash_of(case_ref, self.bits);
         let bucket = &self.buckets[b];
-        bucket.find(case_ref, tag).map(|i| bucket.prints[i])
+        bucket.find(case_ref, tag).map(|i| bucket.entries[i].print)
     }
 
     /// The stored print of a case, which is marked as read by this pass.
@@ -213,8 +230,8 @@ impl PrintBook {
         let (b, tag) = hash_of(case_ref, self.bits);
         let bucket = &mut self.buckets[b];
         let i = bucket.find(case_ref, tag)?;
-        bucket.read[i] = true;
-        Some(bucket.prints[i])
+        bucket.mark_read(i);
+        Some(bucket.entries[i].print)
     }
 
     /// Sets the print of a case, marked as read; its bucket must be loaded.
@@ -226,11 +243,11 @@ impl PrintBook {
         let bucket = &mut self.buckets[b];
         match bucket.find(case_ref, tag) {
             Some(i) => {
-                bucket.read[i] = true;
-                if bucket.prints[i] == print {
+                bucket.mark_read(i);
+                if bucket.entries[i].print == print {
                     return;
                 }
-                bucket.prints[i] = print;
+                bucket.entries[i].print = print;
             }
             None => {
                 bucket.push(case_ref, tag, print, true);
@@ -266,7 +283,7 @@ impl PrintBook {
     pub fn unread(&self) -> Vec<String> {
         let mut out = Vec::new();
         for bucket in &self.buckets {
-            for i in (0..bucket.len()).filter(|i| !bucket.read[*i]) {
+            for i in (0..bucket.len()).filter(|i| !bucket.is_read(*i)) {
                 out.push(bucket.case_ref(i).to_string());
             }
         }
@@ -299,7 +316,8 @@ impl PrintBook {
             for i in 0..bucket.len() {
                 let case_ref = bucket.case_ref(i);
                 let b = book.bucket_of(case_ref) as usize;
-                book.buckets[b].push(case_ref, bucket.tags[i], bucket.prints[i], bucket.read[i]);
+                let Entry { print, tag, .. } = bucket.entries[i];
+                book.buckets[b].push(case_ref, tag, print, bucket.is_read(i));
             }
         }
         book.len = self.len;
@@ -479,7 +497,8 @@ mod tests {
         for b in 0..16 {
             let again = Bucket::decode(&book.stored_blob(b)).unwrap();
             for i in 0..again.len() {
-                assert_eq!(book.get(again.case_ref(i)), Some(again.prints[i]), "stored as held");
+                assert_eq!(book.get(again.case_ref(i)), Some(again.entries[i].print), "stored as held");
+                assert!(!again.is_read(i), "marks are not stored");
             }
         }
     }
@@ -548,7 +567,7 @@ mod tests {
         bucket.push("ÅÄÖ-2", tag_of("ÅÄÖ-2"), 43, false);
         let blob = bucket.encode();
         let back = Bucket::decode(&blob).unwrap();
-        assert_eq!((back.case_ref(1), back.prints[1]), ("ÅÄÖ-2", 43));
+        assert_eq!((back.case_ref(1), back.entries[1].print), ("ÅÄÖ-2", 43));
         assert!(Bucket::decode(&blob[..blob.len() - 1]).is_none(), "cut short");
         assert!(Bucket::decode(&[blob.as_slice(), b"x"].concat()).is_none(), "more than it says");
         let mut bad = blob.clone();
