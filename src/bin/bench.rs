@@ -3,10 +3,15 @@
 //! never a test: these figures depend on the machine.
 //!
 //!     cargo build --release && target/release/fristvakt-bench [--cases 100000,1000000] [--runs 3]
+//!         [--notices 10000] [--engines sqlite,postgres] [--every-row]
 //!
-//! For each size it fills a SQLite demo register, then measures against their baselines:
+//! For each size and engine it fills a demo register with the same cases and gives fristvakt a
+//! state database of that engine: SQLite files, or databases of a throwaway PostgreSQL server that
+//! the benchmark starts from the system's binaries and stops and removes at the end (see
+//! `bench/postgres.rs`). It then measures, against their baselines:
 //! - a steady full pass (read, compute, store; the state already holds it) against a raw scan of
-//!   the same view's columns by the `sqlite3` shell (goal ≤ 1.3×);
+//!   the same view's columns by the engine's shell: `sqlite3`, or `psql` copying them to
+//!   /dev/null (goal ≤ 1.3×);
 //! - an incremental poll with nothing changed, and the polls after a bulk update that gave every
 //!   row one `updated_at` (re-read inside the overlap window, then after it), against the full
 //!   pass (goal ≤ 0.1×);
@@ -15,8 +20,15 @@
 //! - start-up to READY (migrate + first full pass), a steady full pass and the compliance report
 //!   as `fristvakt` processes of their own, with their peak resident memory (goal ≤ 100 MB).
 //!
-//! Times are the minimum and median of `--runs` runs. A raw scan needs the `sqlite3` shell on
-//! the PATH (Debian package `sqlite3`); without it that row says so.
+//! On PostgreSQL above `POSTGRES_EVERY_ROW_MAX` cases the run keeps to what the goals need (the
+//! steady full pass once, the polls with nothing and with 1 000 rows changed; no bulk update, no
+//! processes) and a row says so, unless `--every-row`.
+//!
+//! Times are the minimum and median of `--runs` runs. A raw SQLite scan needs the `sqlite3` shell
+//! on the PATH (Debian package `sqlite3`); without it that row says so. PostgreSQL needs the
+//! server binaries (`initdb`, `pg_ctl`, `postgres`, `psql`; Debian package `postgresql`); without
+//! them its rows are replaced by one saying so. The dispatch measurement (`--notices`) uses a
+//! SQLite state.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -27,11 +39,14 @@ use anyhow::{Context, Result};
 use chrono::{NaiveDate, TimeZone, Utc};
 
 use fristvakt::app::{App, Moment};
-use fristvakt::config::{self, DatabaseUrl};
+use fristvakt::config::{self, DatabaseUrl, Engine};
 use fristvakt::demo::{self, DemoOptions};
 use fristvakt::jobs;
 use fristvakt::register;
 use fristvakt::report;
+
+#[path = "bench/postgres.rs"]
+mod postgres;
 
 /// The register columns fristvakt reads (contract §1), for the raw scan.
 const COLUMNS: &str = "case_ref, unit, caseworker, child_sex, received_on, protection_assessed_on, \
@@ -42,6 +57,8 @@ fn main() -> Result<()> {
     let mut sizes = vec![100_000usize];
     let mut runs = 3usize;
     let mut notices = 10_000usize;
+    let mut engines = vec![Engine::Sqlite, Engine::Postgres];
+    let mut every_row = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -53,20 +70,32 @@ fn main() -> Result<()> {
             "--notices" => {
                 notices = args.next().context("--notices needs a number")?.parse().context("--notices N")?;
             }
-            other => anyhow::bail!("unknown argument {other:?}; use [--cases N[,N…]] [--runs R] [--notices N]"),
+            "--engines" => {
+                let raw = args.next().context("--engines needs a list like sqlite,postgres")?;
+                engines = raw.split(',').map(|e| parse_engine(e.trim())).collect::<Result<_>>()?;
+            }
+            "--every-row" => every_row = true,
+            other => anyhow::bail!(
+                "unknown argument {other:?}; use [--cases N[,N…]] [--runs R] [--notices N] [--engines sqlite,postgres] \
+                 [--every-row]"
+            ),
         }
     }
     let runs = runs.max(1);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     println!("fristvakt-bench: {} logical CPUs, {runs} run(s) each\n", std::thread::available_parallelism()?);
-    println!("| cases | measurement | min | median | baseline (median) | ratio | goal | met |");
-    println!("|---:|---|---:|---:|---:|---:|---|---|");
+    println!("| engine | cases | measurement | min | median | baseline (median) | ratio | goal | met |");
+    println!("|---|---:|---|---:|---:|---:|---:|---|---|");
     for cases in sizes.into_iter().filter(|&n| n > 0) {
-        let dir = std::env::temp_dir().join(format!("fristvakt-bench-{}-{cases}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
-        let result = runtime.block_on(bench(cases, runs, &dir));
-        let _ = std::fs::remove_dir_all(&dir);
-        result?;
+        for &engine in &engines {
+            let name = engine_name(engine).to_lowercase();
+            let dir = std::env::temp_dir().join(format!("fristvakt-bench-{}-{name}-{cases}", std::process::id()));
+            std::fs::create_dir_all(&dir)?;
+            let plan = Plan::for_size(engine, cases, runs, every_row);
+            let result = runtime.block_on(bench_on(engine, cases, &plan, &dir));
+            let _ = std::fs::remove_dir_all(&dir);
+            result?;
+        }
     }
     if notices > 0 {
         let dir = std::env::temp_dir().join(format!("fristvakt-bench-{}-mail", std::process::id()));
@@ -76,6 +105,21 @@ fn main() -> Result<()> {
         result?;
     }
     Ok(())
+}
+
+fn parse_engine(name: &str) -> Result<Engine> {
+    match name.to_ascii_lowercase().as_str() {
+        "sqlite" => Ok(Engine::Sqlite),
+        "postgres" | "postgresql" | "pg" => Ok(Engine::Postgres),
+        other => anyhow::bail!("unknown engine {other:?}; use sqlite or postgres"),
+    }
+}
+
+fn engine_name(engine: Engine) -> &'static str {
+    match engine {
+        Engine::Sqlite => "SQLite",
+        Engine::Postgres => "PostgreSQL",
+    }
 }
 
 /// Connections the dispatcher and the minimal client keep open at once.
@@ -157,11 +201,13 @@ async fn dispatch_bench(notices: usize, dir: &Path) -> Result<()> {
     // Rates, so that the ratio reads as a share of the client's rate (and the goal as ≥ 0.8).
     let rate = |n: usize, t: &Timing| n as f64 / t.median().as_secs_f64();
     let (client_rate, dispatch_rate) = (rate(notices, &baseline), rate(due, &dispatch));
-    row(notices, &format!("minimal SMTP client, bare messages ({client_rate:.0}/s)"), &baseline, None, Goal::None);
+    let at = At { engine: engine_name(Engine::Sqlite), cases: notices };
+    row(at, &format!("minimal SMTP client, bare messages ({client_rate:.0}/s)"), &baseline, None, Goal::None);
     let share = dispatch_rate / client_rate;
     println!(
-        "| {due} | dispatch of notices to the same sink ({dispatch_rate:.0}/s) | {} | {} | {} | {share:.2} of its rate \
+        "| {} | {due} | dispatch of notices to the same sink ({dispatch_rate:.0}/s) | {} | {} | {} | {share:.2} of its rate \
          | ≥ 0.8 | {} |",
+        at.engine,
         secs(dispatch.min()),
         secs(dispatch.median()),
         secs(baseline.median()),
@@ -279,8 +325,21 @@ fn secs(d: Duration) -> String {
     }
 }
 
+/// The first two cells of a row: the engine of the register and state, and the number of cases.
+#[derive(Clone, Copy)]
+struct At {
+    engine: &'static str,
+    cases: usize,
+}
+
+impl std::fmt::Display for At {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} | {}", self.engine, self.cases)
+    }
+}
+
 /// One table row: a measurement, its baseline (when it has one), the ratio and the goal.
-fn row(cases: usize, what: &str, timing: &Timing, baseline: Option<&Timing>, goal: Goal) {
+fn row(at: At, what: &str, timing: &Timing, baseline: Option<&Timing>, goal: Goal) {
     let median = timing.median();
     let (base, ratio) = match baseline {
         Some(b) if !b.median().is_zero() => {
@@ -289,11 +348,7 @@ fn row(cases: usize, what: &str, timing: &Timing, baseline: Option<&Timing>, goa
         _ => ("–".to_string(), "–".to_string()),
     };
     let (goal_text, met) = goal.judge(median, baseline.map(Timing::median));
-    println!(
-        "| {cases} | {what} | {} | {} | {base} | {ratio} | {goal_text} | {met} |",
-        secs(timing.min()),
-        secs(median)
-    );
+    println!("| {at} | {what} | {} | {} | {base} | {ratio} | {goal_text} | {met} |", secs(timing.min()), secs(median));
 }
 
 #[derive(Clone, Copy)]
@@ -317,23 +372,189 @@ impl Goal {
     }
 }
 
-async fn bench(cases: usize, runs: usize, dir: &Path) -> Result<()> {
+/// The largest register PostgreSQL measures every row of (unless `--every-row`): its first full
+/// pass is slower than SQLite's, and a million cases with every row and repetition would add
+/// about 7 minutes to the README's run (both sizes, both engines) on 2 cores.
+const POSTGRES_EVERY_ROW_MAX: usize = 200_000;
+
+/// Which measurements a size makes on an engine, and how often.
+struct Plan {
+    /// Runs of the cheap measurements (polls, the compliance report).
+    runs: usize,
+    /// Runs of the steady full pass.
+    full_pass_runs: usize,
+    /// The polls after a bulk update (a full read and two in the overlap).
+    bulk_update: bool,
+    /// The `fristvakt` processes (start-up to READY, a full pass, the report) and their memory.
+    processes: bool,
+}
+
+impl Plan {
+    fn for_size(engine: Engine, cases: usize, runs: usize, every_row: bool) -> Plan {
+        let everything = Plan { runs, full_pass_runs: runs, bulk_update: true, processes: true };
+        if every_row || engine == Engine::Sqlite || cases <= POSTGRES_EVERY_ROW_MAX {
+            return everything;
+        }
+        // What the goals need (steady full pass, a poll with nothing and with 1 000 rows
+        // changed), each full pass once.
+        Plan { full_pass_runs: 1, bulk_update: false, processes: false, ..everything }
+    }
+
+    /// A row saying what was left out, if anything.
+    fn print_reductions(&self, at: At) {
+        let mut left_out = Vec::new();
+        if self.full_pass_runs < self.runs {
+            left_out.push(format!("steady full pass {} run(s), not {}", self.full_pass_runs, self.runs));
+        }
+        if !self.bulk_update {
+            left_out.push("no polls after a bulk update".to_string());
+        }
+        if !self.processes {
+            left_out.push("no fristvakt processes (start-up, own full pass, report, their memory)".to_string());
+        }
+        if !left_out.is_empty() {
+            println!(
+                "| {at} | reduced above {POSTGRES_EVERY_ROW_MAX} cases, where a PostgreSQL full pass takes minutes \
+                 (--every-row for all): {} | – | – | – | – | – | |",
+                left_out.join("; ")
+            );
+        }
+    }
+}
+
+/// The measurements of one size on one engine, in a directory of their own (`dir`).
+async fn bench_on(engine: Engine, cases: usize, plan: &Plan, dir: &Path) -> Result<()> {
+    plan.print_reductions(At { engine: engine_name(engine), cases });
+    match engine {
+        Engine::Sqlite => bench(&Store::Sqlite(dir), cases, plan, dir).await,
+        Engine::Postgres => {
+            let Some(bin_dir) = postgres::find_bin_dir() else {
+                println!(
+                    "| {} | not measured: no PostgreSQL server binaries (initdb, pg_ctl, postgres, psql) on the PATH \
+                     or in /usr/lib/postgresql/*/bin; Debian package postgresql | – | – | – | – | – | |",
+                    At { engine: engine_name(engine), cases }
+                );
+                return Ok(());
+            };
+            // Stopped and removed when `server` is dropped, also when a measurement fails.
+            let server = postgres::Server::start(&bin_dir, &dir.join("postgres"))?;
+            for database in [REGISTER_DB, STATE_DB, FRESH_STATE_DB] {
+                server.create_database(database).await?;
+            }
+            bench(&Store::Postgres(&server), cases, plan, dir).await
+        }
+    }
+}
+
+/// The databases of a size on PostgreSQL: the register, the state of the measurements in this
+/// process, and the state of the `fristvakt` processes.
+const REGISTER_DB: &str = "register";
+const STATE_DB: &str = "state";
+const FRESH_STATE_DB: &str = "fresh_state";
+
+/// Where a size's register and states live, and the engine's shell that reads and changes the
+/// register beside fristvakt: SQLite files in a directory (`sqlite3`), or databases of a
+/// throwaway PostgreSQL server (`psql`).
+enum Store<'a> {
+    Sqlite(&'a Path),
+    Postgres(&'a postgres::Server),
+}
+
+impl Store<'_> {
+    fn engine(&self) -> &'static str {
+        engine_name(match self {
+            Store::Sqlite(_) => Engine::Sqlite,
+            Store::Postgres(_) => Engine::Postgres,
+        })
+    }
+
+    fn register_url(&self) -> String {
+        match self {
+            Store::Sqlite(dir) => format!("sqlite://{}", dir.join("register.db").display()),
+            Store::Postgres(server) => server.url(REGISTER_DB),
+        }
+    }
+
+    /// The URL of state `name` (`STATE_DB` or `FRESH_STATE_DB`).
+    fn state_url(&self, name: &str) -> String {
+        match self {
+            Store::Sqlite(dir) => format!("sqlite://{}", dir.join(format!("{name}.db")).display()),
+            Store::Postgres(server) => server.url(name),
+        }
+    }
+
+    /// Writes the demo cases to the register's `view`: fristvakt's own demo register writer on
+    /// SQLite; on PostgreSQL a table with the contract's types, loaded with COPY.
+    async fn write_register(&self, view: &str, cases: impl Iterator<Item = demo::DemoCase>) -> Result<()> {
+        match self {
+            Store::Sqlite(_) => {
+                let url = DatabaseUrl::parse(&self.register_url()).map_err(|e| anyhow::anyhow!(e))?;
+                register::write_demo_cases(&url, view, cases).await?;
+            }
+            Store::Postgres(_) => {
+                postgres::write_register(&self.register_url(), view, cases).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// What the raw scan is, for the row that compares with it.
+    fn scan_name(&self) -> &'static str {
+        match self {
+            Store::Sqlite(_) => "a raw sqlite3 scan",
+            Store::Postgres(_) => "a raw psql COPY scan",
+        }
+    }
+
+    /// The raw scan's statement: the view's columns, printed.
+    fn scan_sql(&self, view: &str) -> String {
+        match self {
+            Store::Sqlite(_) => format!("SELECT {COLUMNS} FROM {view};"),
+            Store::Postgres(_) => format!("COPY (SELECT {COLUMNS} FROM {view}) TO STDOUT"),
+        }
+    }
+
+    /// The engine's shell running `sql` on the register.
+    fn shell(&self, sql: &str) -> Command {
+        match self {
+            Store::Sqlite(dir) => {
+                let mut command = Command::new("sqlite3");
+                command.arg(dir.join("register.db")).arg(sql);
+                command
+            }
+            Store::Postgres(server) => {
+                let mut command = server.psql(REGISTER_DB);
+                command.arg("-c").arg(sql);
+                command
+            }
+        }
+    }
+
+    /// Runs `sql` (a change fristvakt should see) on the register.
+    fn execute(&self, sql: &str) -> Result<()> {
+        let status = self.shell(sql).status().with_context(|| format!("running the shell of {}", self.engine()))?;
+        anyhow::ensure!(status.success(), "{} failed: {sql}", self.engine());
+        Ok(())
+    }
+}
+
+async fn bench(store: &Store<'_>, cases: usize, plan: &Plan, dir: &Path) -> Result<()> {
+    let at = At { engine: store.engine(), cases };
+    let runs = plan.runs;
     let today = NaiveDate::from_ymd_opt(2026, 11, 25).context("date")?;
-    let register_path = dir.join("register.db");
-    let register_url = format!("sqlite://{}", register_path.display());
+    let register_url = store.register_url();
     let env = [
         ("FRISTVAKT__REGISTER__URL".to_string(), register_url.clone()),
-        ("FRISTVAKT__STATE__URL".to_string(), format!("sqlite://{}", dir.join("state.db").display())),
+        ("FRISTVAKT__STATE__URL".to_string(), store.state_url(STATE_DB)),
         ("FRISTVAKT__MAIL__FILE_DIR".to_string(), dir.join("outbox").display().to_string()),
     ];
     let settings = Arc::new(config::load_with_env(None, env).map_err(|e| anyhow::anyhow!("{e}"))?);
-    let url = DatabaseUrl::parse(&register_url).map_err(|e| anyhow::anyhow!(e))?;
     let options = DemoOptions { cases, seed: 1, today, broken: 0 };
-    register::write_demo_cases(&url, &settings.register.view, demo::generate(&options)).await?;
     let view = settings.register.view.clone();
+    store.write_register(&view, demo::generate(&options)).await?;
 
-    // The baseline: the same columns of the same view, read by the sqlite3 shell.
-    let scan = raw_scan(&register_path, &view, runs);
+    // The baseline: the same columns of the same view, read by the engine's shell.
+    let scan = raw_scan(store, &view, plan.runs);
 
     let mut now = Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).single().context("now")?;
     let app = App::start(settings.clone(), "bench", now).await?;
@@ -343,7 +564,7 @@ async fn bench(cases: usize, runs: usize, dir: &Path) -> Result<()> {
     let first_time = Timing(vec![t.elapsed()]);
     let first_rss = peak_rss_mib();
     row(
-        cases,
+        at,
         &format!(
             "first full pass ({} deadlines, {} notices)",
             first.sync.deadlines_stored,
@@ -356,7 +577,7 @@ async fn bench(cases: usize, runs: usize, dir: &Path) -> Result<()> {
 
     reset_peak();
     let mut full = Vec::new();
-    for _ in 0..runs {
+    for _ in 0..plan.full_pass_runs {
         now += chrono::Duration::minutes(1);
         let t = Instant::now();
         jobs::full_pass::run_once(&app, Moment::on(today, now)).await?.context("the poll lease")?;
@@ -364,7 +585,7 @@ async fn bench(cases: usize, runs: usize, dir: &Path) -> Result<()> {
     }
     let full = Timing(full);
     let full_rss = peak_rss_mib();
-    row(cases, "steady full pass, against a raw sqlite3 scan", &full, scan.as_ref(), Goal::Ratio(1.3));
+    row(at, &format!("steady full pass, against {}", store.scan_name()), &full, scan.as_ref(), Goal::Ratio(1.3));
 
     let mut quiet = Vec::new();
     for _ in 0..runs {
@@ -373,22 +594,19 @@ async fn bench(cases: usize, runs: usize, dir: &Path) -> Result<()> {
         jobs::poll::run_once(&app, Moment::on(today, now)).await?.context("the poll lease")?;
         quiet.push(t.elapsed());
     }
-    row(cases, "poll, nothing changed, against the full pass", &Timing(quiet), Some(&full), Goal::Ratio(0.1));
+    row(at, "poll, nothing changed, against the full pass", &Timing(quiet), Some(&full), Goal::Ratio(0.1));
 
     // 1 000 rows change.
     now += chrono::Duration::minutes(30);
     let stamp = (now - chrono::Duration::minutes(1)).to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-    sqlite(
-        &register_path,
-        &format!(
-            "UPDATE {view} SET caseworker = 'ny.handlaggare@kommun.example', updated_at = '{stamp}' \
-             WHERE case_ref IN (SELECT case_ref FROM {view} ORDER BY case_ref LIMIT 1000)"
-        ),
-    )?;
+    store.execute(&format!(
+        "UPDATE {view} SET caseworker = 'ny.handlaggare@kommun.example', updated_at = '{stamp}' \
+         WHERE case_ref IN (SELECT case_ref FROM {view} ORDER BY case_ref LIMIT 1000)"
+    ))?;
     let t = Instant::now();
     let changed = jobs::poll::run_once(&app, Moment::on(today, now)).await?.context("the poll lease")?;
     row(
-        cases,
+        at,
         &format!("poll, 1 000 rows changed ({} read)", changed.sync.rows_read),
         &Timing(vec![t.elapsed()]),
         None,
@@ -397,42 +615,44 @@ async fn bench(cases: usize, runs: usize, dir: &Path) -> Result<()> {
 
     // A bulk update: every row one updated_at. The first poll reads all (they changed); those
     // inside the overlap window read them again, unchanged; after it, nothing.
-    now += chrono::Duration::minutes(30);
-    let stamp = (now - chrono::Duration::minutes(1)).to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-    sqlite(&register_path, &format!("UPDATE {view} SET updated_at = '{stamp}'"))?;
-    let t = Instant::now();
-    jobs::poll::run_once(&app, Moment::on(today, now)).await?.context("the poll lease")?;
-    row(
-        cases,
-        "poll right after a bulk update (every row changed)",
-        &Timing(vec![t.elapsed()]),
-        Some(&full),
-        Goal::None,
-    );
-    now += chrono::Duration::minutes(5);
-    let t = Instant::now();
-    let overlap = jobs::poll::run_once(&app, Moment::on(today, now)).await?.context("the poll lease")?;
-    row(
-        cases,
-        &format!("poll inside the overlap after it ({} re-read, unchanged)", overlap.sync.unchanged),
-        &Timing(vec![t.elapsed()]),
-        Some(&full),
-        Goal::Ratio(0.1),
-    );
-    // The next poll's lower bound is the previous read's start minus the overlap (10 minutes):
-    // one more poll inside it, then one after it.
-    now += chrono::Duration::minutes(11);
-    jobs::poll::run_once(&app, Moment::on(today, now)).await?.context("the poll lease")?;
-    now += chrono::Duration::minutes(5);
-    let t = Instant::now();
-    let after = jobs::poll::run_once(&app, Moment::on(today, now)).await?.context("the poll lease")?;
-    row(
-        cases,
-        &format!("poll after the overlap, nothing changed ({} read)", after.sync.rows_read),
-        &Timing(vec![t.elapsed()]),
-        Some(&full),
-        Goal::Ratio(0.1),
-    );
+    if plan.bulk_update {
+        now += chrono::Duration::minutes(30);
+        let stamp = (now - chrono::Duration::minutes(1)).to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        store.execute(&format!("UPDATE {view} SET updated_at = '{stamp}'"))?;
+        let t = Instant::now();
+        jobs::poll::run_once(&app, Moment::on(today, now)).await?.context("the poll lease")?;
+        row(
+            at,
+            "poll right after a bulk update (every row changed)",
+            &Timing(vec![t.elapsed()]),
+            Some(&full),
+            Goal::None,
+        );
+        now += chrono::Duration::minutes(5);
+        let t = Instant::now();
+        let overlap = jobs::poll::run_once(&app, Moment::on(today, now)).await?.context("the poll lease")?;
+        row(
+            at,
+            &format!("poll inside the overlap after it ({} re-read, unchanged)", overlap.sync.unchanged),
+            &Timing(vec![t.elapsed()]),
+            Some(&full),
+            Goal::Ratio(0.1),
+        );
+        // The next poll's lower bound is the previous read's start minus the overlap (10 minutes):
+        // one more poll inside it, then one after it.
+        now += chrono::Duration::minutes(11);
+        jobs::poll::run_once(&app, Moment::on(today, now)).await?.context("the poll lease")?;
+        now += chrono::Duration::minutes(5);
+        let t = Instant::now();
+        let after = jobs::poll::run_once(&app, Moment::on(today, now)).await?.context("the poll lease")?;
+        row(
+            at,
+            &format!("poll after the overlap, nothing changed ({} read)", after.sync.rows_read),
+            &Timing(vec![t.elapsed()]),
+            Some(&full),
+            Goal::Ratio(0.1),
+        );
+    }
 
     // The compliance report over a year, by unit and kind, SQL-grouped.
     reset_peak();
@@ -454,7 +674,7 @@ async fn bench(cases: usize, runs: usize, dir: &Path) -> Result<()> {
     }
     let report_rss = peak_rss_mib();
     row(
-        cases,
+        at,
         &format!("compliance report, a year by unit and kind ({total} groups)"),
         &Timing(timings),
         None,
@@ -466,24 +686,27 @@ async fn bench(cases: usize, runs: usize, dir: &Path) -> Result<()> {
     {
         let text = rss.map_or("?".to_string(), |m| format!("{m} MiB"));
         println!(
-            "| {cases} | peak memory of this process in the {what} (with what earlier phases left) | {text} | {text} \
+            "| {at} | peak memory of this process in the {what} (with what earlier phases left) | {text} | {text} \
              | – | – | – | |"
         );
     }
     app.close().await;
 
     // The daemon's own commands as processes of their own: their peak memory is theirs alone.
+    if !plan.processes {
+        return Ok(());
+    }
     let Some(binary) = std::env::current_exe().ok().map(|e| e.with_file_name("fristvakt")).filter(|b| b.exists())
     else {
-        println!("| {cases} | fristvakt as a process | – | – | – | – | – | build it first: cargo build --release |");
+        println!("| {at} | fristvakt as a process | – | – | – | – | – | build it first: cargo build --release |");
         return Ok(());
     };
     let config = dir.join("bench.toml");
     std::fs::write(
         &config,
         format!(
-            "[register]\nurl = \"{register_url}\"\n[state]\nurl = \"sqlite://{}\"\n[mail]\nfile_dir = \"{}\"\n",
-            dir.join("fresh-state.db").display(),
+            "[register]\nurl = \"{register_url}\"\n[state]\nurl = \"{}\"\n[mail]\nfile_dir = \"{}\"\n",
+            store.state_url(FRESH_STATE_DB),
             dir.join("outbox").display()
         ),
     )?;
@@ -495,19 +718,19 @@ async fn bench(cases: usize, runs: usize, dir: &Path) -> Result<()> {
     let day = today.to_string();
     // Start-up to READY: migrate a new state and read every row once, as the daemon does first.
     let (took, startup_peak) = run(&["poll", "--once", "--full", "--today", &day])?;
-    row(cases, "start-up to READY: migrate + first full pass, own process", &Timing(vec![took]), None, Goal::None);
+    row(at, "start-up to READY: migrate + first full pass, own process", &Timing(vec![took]), None, Goal::None);
     let (took, full_peak) = run(&["poll", "--once", "--full", "--today", &day])?;
-    row(cases, "steady full pass, own process", &Timing(vec![took]), scan.as_ref(), Goal::Ratio(1.3));
+    row(at, "steady full pass, own process", &Timing(vec![took]), scan.as_ref(), Goal::Ratio(1.3));
     let report_args =
         ["report", "compliance", "--from", "2025-11-01", "--to", &day, "--today", &day, "--by", "unit,kind"];
     let (took, report_peak) = run(&[&report_args[..], &["--format", "html", "--output", "/dev/null"]].concat())?;
-    row(cases, "compliance report (HTML), own process", &Timing(vec![took]), None, Goal::None);
+    row(at, "compliance report (HTML), own process", &Timing(vec![took]), None, Goal::None);
     for (what, peak) in
         [("start-up", startup_peak), ("steady full pass", full_peak), ("compliance report", report_peak)]
     {
         let met = if peak <= 100 { "yes" } else { "**no**" };
         println!(
-            "| {cases} | peak resident memory, {what} process | {peak} MiB | {peak} MiB | – | – | ≤ 100 MB | {met} |"
+            "| {at} | peak resident memory, {what} process | {peak} MiB | {peak} MiB | – | – | ≤ 100 MB | {met} |"
         );
     }
     Ok(())
@@ -537,25 +760,21 @@ fn child_peak(mut command: Command) -> Result<(Duration, u64)> {
     Ok((t.elapsed(), peak_kib / 1024))
 }
 
-/// Reads the view's columns with the sqlite3 shell, `runs` times (after one warm-up).
-fn raw_scan(register: &Path, view: &str, runs: usize) -> Option<Timing> {
-    let sql = format!("SELECT {COLUMNS} FROM {view};");
+/// Reads the view's columns with the engine's shell, `runs` times (after one warm-up).
+fn raw_scan(store: &Store<'_>, view: &str, runs: usize) -> Option<Timing> {
+    let sql = store.scan_sql(view);
+    let engine = store.engine();
     let once = || -> Option<Duration> {
         let t = Instant::now();
-        let out = Command::new("sqlite3")
-            .arg(register)
-            .arg(&sql)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .output();
+        let out = store.shell(&sql).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).output();
         match out {
             Ok(out) if out.status.success() => Some(t.elapsed()),
             Ok(out) => {
-                eprintln!("raw scan: sqlite3 failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+                eprintln!("raw scan: the {engine} shell failed: {}", String::from_utf8_lossy(&out.stderr).trim());
                 None
             }
             Err(e) => {
-                eprintln!("raw scan: cannot run sqlite3: {e}");
+                eprintln!("raw scan: cannot run the {engine} shell: {e}");
                 None
             }
         }
@@ -572,12 +791,6 @@ fn raw_scan(register: &Path, view: &str, runs: usize) -> Option<Timing> {
     warm?;
     let times: Option<Vec<Duration>> = (0..runs).map(|_| once()).collect();
     times.map(Timing)
-}
-
-fn sqlite(path: &Path, sql: &str) -> Result<()> {
-    let status = Command::new("sqlite3").arg(path).arg(sql).status().context("running sqlite3")?;
-    anyhow::ensure!(status.success(), "sqlite3 failed: {sql}");
-    Ok(())
 }
 
 /// Resets this process's peak resident memory (Linux ≥ 4.0), so that the next reading is the
