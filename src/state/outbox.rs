@@ -368,9 +368,19 @@ impl StateStore {
             return with_pool!(&self.pool, p => sqlx::query(&sql).execute(p).await.map(|r| r.rows_affected()))
                 .map_err(query_error("cancelling notices of closed deadlines"));
         };
+        // Found by case (index `outbox_case`): the `|| ''` keeps the planners from walking every
+        // pending row by the state index instead, which they prefer (12 ms a statement with
+        // 13 000 notices pending, whatever the cases).
+        let by_case = format!(
+            "UPDATE outbox SET state = 'cancelled' \
+             WHERE category || '' = '{}' AND state || '' IN ('pending', 'retrying') AND EXISTS ( \
+               SELECT 1 FROM deadlines d WHERE d.case_ref = outbox.case_ref AND d.kind = outbox.kind \
+               AND (d.closed_on IS NOT NULL OR d.withdrawn))",
+            OutboxCategory::Notice.as_str()
+        );
         let mut cancelled = 0;
         for chunk in cases.chunks(BATCH_ROWS * 8) {
-            let sql = format!("{sql} AND outbox.case_ref IN ({})", self.marks(1, chunk.len()));
+            let sql = format!("{by_case} AND outbox.case_ref IN ({})", self.marks(1, chunk.len()));
             cancelled += with_pool!(&self.pool, p => {
                 let mut q = sqlx::query(&sql);
                 for c in chunk {
