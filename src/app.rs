@@ -104,6 +104,10 @@ pub struct App {
     /// for, and the instant): a poll that changed nothing refreshes them only when the day
     /// changed or they are older than `jobs::gauges::GAUGES_EVERY`.
     pub(crate) gauges_counted: std::sync::Mutex<Option<(chrono::NaiveDate, std::time::Instant)>>,
+    /// The newest `updated_at` in the register as this process knows it (the staleness gauge):
+    /// asked of the register by the first poll and by each full pass, and otherwise moved on by
+    /// the rows a poll computed — every row changed since the last read is read by the next.
+    pub(crate) register_newest: std::sync::Mutex<Option<chrono::DateTime<chrono::Utc>>>,
 }
 
 impl App {
@@ -172,6 +176,7 @@ impl App {
             holds_poll_lease: AtomicBool::new(false),
             rejecting_every_row: std::sync::Mutex::new(None),
             gauges_counted: std::sync::Mutex::new(None),
+            register_newest: std::sync::Mutex::new(None),
         }
     }
 

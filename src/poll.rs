@@ -52,6 +52,8 @@ pub struct SyncReport {
     /// Rows an incremental poll read again (the overlap window) whose `updated_at` equals the
     /// one their deadlines were stored from: nothing computed or written for them.
     pub unchanged: u64,
+    /// The newest `updated_at` of the rows computed (not unchanged).
+    pub newest_computed: Option<DateTime<Utc>>,
     pub duration: Duration,
 }
 
@@ -311,6 +313,7 @@ impl Pass<'_> {
         let mut case_refs = Vec::with_capacity(cases.len());
         let kept_from = retained_from(settings, self.now);
         for (case, print) in cases.into_values() {
+            report.newest_computed = report.newest_computed.max(Some(case.updated_at));
             for deadline in rules::deadlines_for(&case.dates, options).into_iter().filter(|d| is_retained(d, kept_from))
             {
                 let ladder = settings.ladders.for_kind(deadline.kind);

@@ -587,6 +587,12 @@ async fn bench(store: &Store<'_>, cases: usize, plan: &Plan, dir: &Path) -> Resu
     let full_rss = peak_rss_mib();
     row(at, &format!("steady full pass, against {}", store.scan_name()), &full, scan.as_ref(), Goal::Ratio(1.3));
 
+    // The daemon's count behind the metrics, after the full pass and at most every 10 minutes
+    // (a job of its own, not part of the poll).
+    let t = Instant::now();
+    jobs::gauges::run_once(&app, Moment::on(today, now)).await?;
+    row(at, "gauges recount (the daemon's, after a full pass or 10 min)", &Timing(vec![t.elapsed()]), None, Goal::None);
+
     let mut quiet = Vec::new();
     for _ in 0..runs {
         now += chrono::Duration::minutes(1);

@@ -79,7 +79,16 @@ async fn poll(app: &App, at: Moment, force_full: bool) -> Result<PollReport, Job
     };
     app.metrics.add_rows(sync.rows_read, &sync.rejected);
     *app.rejecting_every_row.lock().unwrap_or_else(|e| e.into_inner()) = rejecting_every_row(&sync);
-    if let Ok(Some(newest)) = register.newest_update().await {
+    // The register's newest change: asked of the register at the first poll and with the full
+    // pass (a query that reads the recent rows, all of them after a bulk update), otherwise the
+    // newest of what it was and what this poll computed.
+    let known = *app.register_newest.lock().unwrap_or_else(|e| e.into_inner());
+    let newest = match known {
+        Some(known) if !sync.full => Some(sync.newest_computed.map_or(known, |n| n.max(known))),
+        _ => register.newest_update().await.ok().flatten(),
+    };
+    if let Some(newest) = newest {
+        *app.register_newest.lock().unwrap_or_else(|e| e.into_inner()) = Some(newest);
         app.metrics.set_register_staleness((at.now - newest).num_milliseconds().max(0) as f64 / 1000.0);
     }
     let ladder = ladder::evaluate(app, at).await?;

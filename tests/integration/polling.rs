@@ -1274,3 +1274,36 @@ async fn an_incremental_poll_cancels_the_notices_of_the_deadlines_it_closed() {
     assert!(after.iter().all(|(case, _)| *case != closed_case));
     app.close().await;
 }
+
+/// The staleness gauge follows the register's newest change: asked of the register by the first
+/// poll, then moved on by the rows each poll computed, without reading the register again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_staleness_gauge_follows_the_newest_change_read() {
+    let ws = Workspace::new();
+    let settings = ws.settings("");
+    let today = date(TODAY);
+    write_demo_register(&settings, 50, 8).await;
+    let register = settings.register.url.expose().to_string();
+    sqlite_exec(&register, "UPDATE fristvakt_cases SET updated_at = '2026-11-25T10:00:00Z'").await;
+    let app = start(&settings).await;
+    let at = |h: u32, m: u32| Utc.with_ymd_and_hms(2026, 11, 25, h, m, 0).unwrap();
+    let staleness = |app: &App| -> f64 {
+        let text = app.metrics.render();
+        let line = text.lines().find(|l| l.starts_with("fristvakt_register_staleness_seconds ")).unwrap_or_default();
+        line.split(' ').nth(1).and_then(|v| v.parse().ok()).unwrap_or(f64::NAN)
+    };
+    poll(&app, today, at(12, 0)).await;
+    assert_eq!(staleness(&app), 7200.0, "2 hours after the newest row");
+    sqlite_exec(
+        &register,
+        "UPDATE fristvakt_cases SET unit = 'NEW-BU', updated_at = '2026-11-25T12:30:00Z' \
+         WHERE case_ref = (SELECT MIN(case_ref) FROM fristvakt_cases)",
+    )
+    .await;
+    let changed = poll(&app, today, at(13, 0)).await;
+    assert_eq!(changed.rows_read, 1);
+    assert_eq!(staleness(&app), 1800.0, "the row computed at 12:30");
+    poll(&app, today, at(13, 30)).await;
+    assert_eq!(staleness(&app), 3600.0, "nothing newer");
+    app.close().await;
+}
