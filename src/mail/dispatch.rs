@@ -18,13 +18,12 @@
 //! dies of it, and the run stops (paused) without trying the rest of the outbox.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
-use futures_util::stream::FuturesUnordered;
-use futures_util::StreamExt;
 use rand::Rng;
+use tokio::task::{JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Settings, Transport};
@@ -148,27 +147,29 @@ const RUN_TIME: std::time::Duration = std::time::Duration::from_secs(60);
 pub async fn dispatch_until(
     state: &StateStore,
     mailer: &Mailer,
-    settings: &Settings,
+    settings: &Arc<Settings>,
     now: DateTime<Utc>,
     today: NaiveDate,
     holder: &str,
     control: RunControl<'_>,
 ) -> Result<DispatchReport, DispatchError> {
     let started = std::time::Instant::now();
-    let ctx = Context {
-        state,
-        mailer,
-        settings,
+    // Owned by the run and shared with its senders, each a task of its own (so that they use
+    // every core: rendering, message encoding and the SMTP conversation, not one thread).
+    let ctx = Arc::new(Context {
+        state: state.clone(),
+        mailer: mailer.clone(),
+        settings: Arc::clone(settings),
         start: now,
         started,
         today,
-        holder,
+        holder: holder.to_string(),
         window_open: settings.mail.send_window.is_open(now, settings.timezone),
-        stop: control.stop,
+        stop: control.stop.cloned(),
         paused: Mutex::new(None),
         valid_until: Mutex::new(now),
         records: GroupCommit::default(),
-    };
+    });
     // The renewal runs beside the work, in the same task, and ends with it.
     let report = tokio::select! {
         biased;
@@ -191,8 +192,8 @@ pub async fn dispatch_until(
     Ok(report)
 }
 
-async fn run(ctx: &Context<'_>, beat: &(dyn Fn() + Sync)) -> Result<DispatchReport, DispatchError> {
-    let concurrency = concurrency(ctx.settings);
+async fn run(ctx: &Arc<Context>, beat: &(dyn Fn() + Sync)) -> Result<DispatchReport, DispatchError> {
+    let concurrency = concurrency(&ctx.settings);
     let batch = (concurrency * 4).min(50) as i64;
     let ttl = chrono::Duration::from_std(CLAIM_TTL).unwrap_or(chrono::Duration::seconds(30));
     let mut report = DispatchReport::default();
@@ -201,7 +202,9 @@ async fn run(ctx: &Context<'_>, beat: &(dyn Fn() + Sync)) -> Result<DispatchRepo
     // that finishes takes the next row at once, and the next rows are claimed while the
     // senders work, so that no connection waits for the slowest mail of a batch or for a claim.
     let mut waiting: VecDeque<Result<OutboxRow, UndecodableRow>> = VecDeque::new();
-    let mut senders = FuturesUnordered::new();
+    // Each sender is a task of its own; the set aborts them if the run is dropped (cut off), as
+    // dropping the run's future did when they ran inside it.
+    let mut senders: JoinSet<Result<(MailLabel, Handled), StateError>> = JoinSet::new();
     // Nothing more is claimed in this run: nothing left due, a bound reached, paused or stopping,
     // or the state store failed.
     let mut claims_done = false;
@@ -214,16 +217,11 @@ async fn run(ctx: &Context<'_>, beat: &(dyn Fn() + Sync)) -> Result<DispatchRepo
     let mut failed: Option<StateError> = None;
     loop {
         // Each row is claimed, so concurrent handling cannot send one twice; `concurrency`
-        // bounds how many SMTP connections are open at once. The futures are built one by one
-        // and owned by the set: a closure inside a stream would make the whole future fail the
-        // `Send` check of `tokio::spawn` (rust-lang/rust#102211).
+        // bounds how many SMTP connections are open at once.
         while senders.len() < concurrency && failed.is_none() {
             let Some(row) = waiting.pop_front() else { break };
-            senders.push(Box::pin(async move {
-                let handled = handle_claimed(ctx, &row).await;
-                beat();
-                handled
-            }));
+            let ctx = Arc::clone(ctx);
+            senders.spawn(async move { handle_claimed(&ctx, &row).await });
         }
         // Rows already claimed are still started when paused or stopping: each releases its
         // claim (`handle`).
@@ -242,14 +240,15 @@ async fn run(ctx: &Context<'_>, beat: &(dyn Fn() + Sync)) -> Result<DispatchRepo
             // Each claim lasts CLAIM_TTL from when it is taken; the renewal extends it while the
             // rows are worked on. The senders go on while it is taken.
             let claimed_at = ctx.now();
-            let claim = ctx.state.claim_outbox(ctx.holder, ctx.start, claimed_at, claimed_at + ttl, batch);
+            let claim = ctx.state.claim_outbox(&ctx.holder, ctx.start, claimed_at, claimed_at + ttl, batch);
             tokio::pin!(claim);
             let mut finished_meanwhile = false;
             let rows = loop {
                 tokio::select! {
                     rows = &mut claim => break rows,
-                    Some(outcome) = senders.next(), if !senders.is_empty() => {
-                        tally(&mut report, &mut failed, outcome);
+                    Some(outcome) = senders.join_next(), if !senders.is_empty() => {
+                        beat();
+                        tally(&mut report, &mut failed, joined(outcome));
                         finished_meanwhile = true;
                     }
                 }
@@ -276,9 +275,10 @@ async fn run(ctx: &Context<'_>, beat: &(dyn Fn() + Sync)) -> Result<DispatchRepo
             continue;
         }
         // Nothing waits unstarted while a sender is free, so an empty set means nothing is left.
-        match senders.next().await {
+        match senders.join_next().await {
             Some(outcome) => {
-                tally(&mut report, &mut failed, outcome);
+                beat();
+                tally(&mut report, &mut failed, joined(outcome));
                 found_none = false;
             }
             None => break,
@@ -296,18 +296,35 @@ async fn run(ctx: &Context<'_>, beat: &(dyn Fn() + Sync)) -> Result<DispatchRepo
     Ok(report)
 }
 
+/// What a sender's task came to: a sender that panicked passes its panic on, as it did when
+/// the senders ran inside the run's future. `None` for a task cancelled (the runtime shutting
+/// down): nothing is known of it, and its claim lapses.
+fn joined(
+    outcome: Result<Result<(MailLabel, Handled), StateError>, JoinError>,
+) -> Option<Result<(MailLabel, Handled), StateError>> {
+    match outcome {
+        Ok(outcome) => Some(outcome),
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => {
+            tracing::warn!("a sender was cancelled; its claim lapses");
+            None
+        }
+    }
+}
+
 /// Counts what handling one row came to, or keeps the first failure of the state store.
 fn tally(
     report: &mut DispatchReport,
     failed: &mut Option<StateError>,
-    outcome: Result<(MailLabel, Handled), StateError>,
+    outcome: Option<Result<(MailLabel, Handled), StateError>>,
 ) {
     let (label, handled) = match outcome {
-        Ok(handled) => handled,
-        Err(e) => {
+        Some(Ok(handled)) => handled,
+        Some(Err(e)) => {
             failed.get_or_insert(e);
             return;
         }
+        None => return,
     };
     if handled.refused > 0 {
         *report.errors.entry("permanent_5xx").or_default() += handled.refused;
@@ -352,12 +369,12 @@ fn tally(
 /// Renews this sender's claims every [`RENEW_EVERY`] for as long as the run works; never ends
 /// on its own. A renewal that fails leaves `valid_until` where it was, so that the sender stops
 /// before its claims lapse.
-async fn renew(ctx: &Context<'_>) -> std::convert::Infallible {
+async fn renew(ctx: &Context) -> std::convert::Infallible {
     let ttl = chrono::Duration::from_std(CLAIM_TTL).unwrap_or(chrono::Duration::seconds(30));
     loop {
         tokio::time::sleep(RENEW_EVERY).await;
         let at = ctx.now();
-        match tokio::time::timeout(RENEW_TIMEOUT, ctx.state.renew_claims(ctx.holder, at + ttl)).await {
+        match tokio::time::timeout(RENEW_TIMEOUT, ctx.state.renew_claims(&ctx.holder, at + ttl)).await {
             Ok(Ok(_)) => *lock(&ctx.valid_until) = at + ttl,
             Ok(Err(e)) => tracing::warn!("could not renew outbox claims: {e}"),
             Err(_) => tracing::warn!("could not renew outbox claims: the state database did not answer"),
@@ -386,17 +403,17 @@ fn concurrency(settings: &Settings) -> usize {
     }
 }
 
-struct Context<'a> {
-    state: &'a StateStore,
-    mailer: &'a Mailer,
-    settings: &'a Settings,
+struct Context {
+    state: StateStore,
+    mailer: Mailer,
+    settings: Arc<Settings>,
     /// The run's start; [`Context::now`] adds the time the run has taken.
     start: DateTime<Utc>,
     started: std::time::Instant,
     today: NaiveDate,
-    holder: &'a str,
+    holder: String,
     window_open: bool,
-    stop: Option<&'a CancellationToken>,
+    stop: Option<CancellationToken>,
     /// Set by the first refusal of fristvakt by the server, or its first failure to answer:
     /// rows not yet attempted are released.
     paused: Mutex<Option<&'static str>>,
@@ -461,7 +478,7 @@ impl OwnedAttempt {
     }
 }
 
-impl Context<'_> {
+impl Context {
     /// Records an attempt at a claimed row (fenced, as `StateStore::record_attempt`) in the
     /// next group commit, and returns once it is committed.
     async fn record(&self, row: &OutboxRow, attempt: Attempt<'_>) -> Result<Recorded, StateError> {
@@ -478,7 +495,7 @@ impl Context<'_> {
                 Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {
                     let group = std::mem::take(&mut *lock(&self.records.queue));
                     let attempts: Vec<_> = group.iter().map(|q| (&q.row, q.attempt.attempt())).collect();
-                    let recorded = match self.state.record_attempts(self.holder, &attempts).await {
+                    let recorded = match self.state.record_attempts(&self.holder, &attempts).await {
                         Ok(recorded) => Some(recorded),
                         Err(e) => {
                             tracing::warn!(
@@ -498,12 +515,12 @@ impl Context<'_> {
         };
         match recorded {
             Some(recorded) => Ok(recorded),
-            None => self.state.record_attempt(row, self.holder, attempt).await,
+            None => self.state.record_attempt(row, &self.holder, attempt).await,
         }
     }
 }
 
-impl Context<'_> {
+impl Context {
     /// The time of an attempt: the run's start plus what the run has taken, so that a retry's
     /// next attempt and the give-up clock count from the attempt, not from the run's start.
     fn now(&self) -> DateTime<Utc> {
@@ -511,7 +528,7 @@ impl Context<'_> {
     }
 
     fn stopping(&self) -> bool {
-        self.stop.is_some_and(CancellationToken::is_cancelled)
+        self.stop.as_ref().is_some_and(CancellationToken::is_cancelled)
     }
 
     /// Whether the claims still hold for longer than [`CLAIM_MARGIN`].
@@ -559,7 +576,7 @@ impl From<Outcome> for Handled {
     }
 }
 
-impl Context<'_> {
+impl Context {
     fn paused(&self) -> bool {
         lock(&self.paused).is_some()
     }
@@ -570,7 +587,7 @@ impl Context<'_> {
 }
 
 async fn handle_claimed(
-    ctx: &Context<'_>,
+    ctx: &Context,
     row: &Result<OutboxRow, UndecodableRow>,
 ) -> Result<(MailLabel, Handled), StateError> {
     match row {
@@ -582,9 +599,9 @@ async fn handle_claimed(
 /// A row this version cannot decode is given up at once, visibly: marked dead with its class,
 /// logged as an error (an operator must look at it) and counted, never retried for ever nor
 /// skipped without a trace.
-async fn give_up_undecodable(ctx: &Context<'_>, row: &UndecodableRow) -> Result<(MailLabel, Handled), StateError> {
+async fn give_up_undecodable(ctx: &Context, row: &UndecodableRow) -> Result<(MailLabel, Handled), StateError> {
     let label = MailLabel { category: row.category, kind: row.kind, step: row.step };
-    if !ctx.state.mark_failed(row.id, ctx.holder, &format!("{}: {}", row.class, row.error), None).await? {
+    if !ctx.state.mark_failed(row.id, &ctx.holder, &format!("{}: {}", row.class, row.error), None).await? {
         return Ok((label, claim_lost(&row.notice_key).into()));
     }
     let key = match row.category {
@@ -601,20 +618,20 @@ async fn give_up_undecodable(ctx: &Context<'_>, row: &UndecodableRow) -> Result<
     Ok((label, Outcome::Dead(row.class).into()))
 }
 
-async fn handle(ctx: &Context<'_>, row: &OutboxRow) -> Result<(MailLabel, Handled), StateError> {
+async fn handle(ctx: &Context, row: &OutboxRow) -> Result<(MailLabel, Handled), StateError> {
     let label = MailLabel { category: Some(row.category()), kind: row.kind, step: row.step };
     if !ctx.window_open {
         // Every waiting mail gets the window's opening: they leave at the start of office
         // hours, throttled by the SMTP pool, rather than in a burst at midnight.
         let at = ctx.settings.mail.send_window.next_open(ctx.now(), ctx.settings.timezone);
-        if !ctx.state.postpone(row.id, ctx.holder, at).await? {
+        if !ctx.state.postpone(row.id, &ctx.holder, at).await? {
             return Ok((label, claim_lost(loggable_key(row)).into()));
         }
         tracing::debug!(outbox_key = %loggable_key(row), at = %at, "outside the sending window; postponed");
         return Ok((label, Outcome::Postponed.into()));
     }
     if ctx.paused() || ctx.stopping() {
-        ctx.state.release_claim(row.id, ctx.holder, None).await?;
+        ctx.state.release_claim(row.id, &ctx.holder, None).await?;
         return Ok((label, Outcome::Released.into()));
     }
     if !ctx.claim_holds() {
@@ -629,7 +646,7 @@ async fn handle(ctx: &Context<'_>, row: &OutboxRow) -> Result<(MailLabel, Handle
     let message = match &row.payload {
         OutboxPayload::Notice(Some(payload)) => {
             match compose_notice_instead_of(
-                ctx.settings,
+                &ctx.settings,
                 payload,
                 &row.recipients,
                 &row.replaces,
@@ -644,7 +661,7 @@ async fn handle(ctx: &Context<'_>, row: &OutboxRow) -> Result<(MailLabel, Handle
         OutboxPayload::Notice(None) => {
             return give_up(ctx, row, label, "bad_payload", "a notice without a payload").await;
         }
-        OutboxPayload::Digest(digest) => match compose_digest(ctx.settings, digest, &row.message_id) {
+        OutboxPayload::Digest(digest) => match compose_digest(&ctx.settings, digest, &row.message_id) {
             Ok(message) => message,
             Err(e) => return give_up(ctx, row, label, "compose", &e.to_string()).await,
         },
@@ -779,7 +796,7 @@ async fn handle(ctx: &Context<'_>, row: &OutboxRow) -> Result<(MailLabel, Handle
 /// the highest role among its recipients (caseworker → team lead → unit manager), whose
 /// addresses — without those that refused — get it; if that leaves nobody, the role above
 /// that. `None` for digests and above the manager.
-fn escalation(ctx: &Context<'_>, row: &OutboxRow, deliveries: &[Delivery]) -> Option<Escalation> {
+fn escalation(ctx: &Context, row: &OutboxRow, deliveries: &[Delivery]) -> Option<Escalation> {
     let OutboxPayload::Notice(Some(payload)) = &row.payload else { return None };
     let refused = |a: &crate::domain::EmailAddress| deliveries.iter().any(|d| &d.address == a);
     let mut role = row.recipients.iter().map(|r| r.role).max()?;
@@ -811,14 +828,14 @@ fn escalation(ctx: &Context<'_>, row: &OutboxRow, deliveries: &[Delivery]) -> Op
 /// The server refused fristvakt itself: the row stays `retrying` (with back-off, and never
 /// given up for it), and the run pauses.
 async fn server_refused(
-    ctx: &Context<'_>,
+    ctx: &Context,
     row: &OutboxRow,
     label: MailLabel,
     error: &SendError,
 ) -> Result<(MailLabel, Handled), StateError> {
     ctx.pause(error.class);
     let jitter = rand::thread_rng().gen_range(0.8..=1.2);
-    let next = ctx.now() + retry_delay(ctx.settings, row.attempts, jitter);
+    let next = ctx.now() + retry_delay(&ctx.settings, row.attempts, jitter);
     let text = format!("server_refused_{}: {}", error.class, error.message);
     let attempt = Attempt {
         state: OutboxState::Retrying,
@@ -847,14 +864,14 @@ async fn server_refused(
 /// `outbox list`) and the run pauses, so that when the server is back the most urgent mail goes
 /// out first.
 async fn unavailable(
-    ctx: &Context<'_>,
+    ctx: &Context,
     row: &OutboxRow,
     label: MailLabel,
     error: &SendError,
 ) -> Result<(MailLabel, Handled), StateError> {
     ctx.pause(error.class);
     let note = format!("server_unavailable_{}: {}", error.class, error.message);
-    ctx.state.release_claim(row.id, ctx.holder, Some(&note)).await?;
+    ctx.state.release_claim(row.id, &ctx.holder, Some(&note)).await?;
     tracing::error!(
         outbox_key = %loggable_key(row),
         class = error.class,
@@ -877,7 +894,7 @@ fn claim_lost(key: &str) -> Outcome {
 /// A transient failure (of the whole attempt, or of some recipients, whose outcomes so far
 /// are in `deliveries`): retried with back-off, or given up after `mail.give_up_after`.
 async fn retry_or_give_up(
-    ctx: &Context<'_>,
+    ctx: &Context,
     row: &OutboxRow,
     label: MailLabel,
     deliveries: &[Delivery],
@@ -904,7 +921,7 @@ async fn retry_or_give_up(
         let jitter = rand::thread_rng().gen_range(0.8..=1.2);
         (
             OutboxState::Retrying,
-            Some(ctx.now() + retry_delay(ctx.settings, row.attempts, jitter)),
+            Some(ctx.now() + retry_delay(&ctx.settings, row.attempts, jitter)),
             format!("{class}: {message}"),
         )
     };
@@ -944,13 +961,13 @@ async fn retry_or_give_up(
 }
 
 async fn give_up(
-    ctx: &Context<'_>,
+    ctx: &Context,
     row: &OutboxRow,
     label: MailLabel,
     class: &'static str,
     error: &str,
 ) -> Result<(MailLabel, Handled), StateError> {
-    if !ctx.state.mark_failed(row.id, ctx.holder, &format!("{class}: {error}"), None).await? {
+    if !ctx.state.mark_failed(row.id, &ctx.holder, &format!("{class}: {error}"), None).await? {
         return Ok((label, claim_lost(loggable_key(row)).into()));
     }
     tracing::warn!(outbox_key = %loggable_key(row), class, attempts = row.attempts + 1, error, "mail given up (dead)");

@@ -155,6 +155,9 @@ impl StateStore {
     }
 }
 
+/// Cheap to clone: a clone shares the pool and the turn to write (a dispatch run's senders,
+/// each a task of its own, hold one each).
+#[derive(Clone)]
 pub struct StateStore {
     pool: Pool,
     engine: Engine,
@@ -162,14 +165,14 @@ pub struct StateStore {
     owned: bool,
     /// SQLite takes one writer at a time and makes the others sleep (1, 2, 5… ms) until it is
     /// free; the senders of a dispatch run queue here instead, woken the moment it is.
-    writer: tokio::sync::Mutex<()>,
+    writer: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl StateStore {
     /// Connects, creating a SQLite file when missing.
     pub async fn connect(url: &DatabaseUrl) -> Result<StateStore, StateError> {
         let pool = Pool::open(url, true, 8).await.map_err(|source| StateError::connect(url, source))?;
-        Ok(StateStore { pool, engine: url.engine, owned: true, writer: tokio::sync::Mutex::new(()) })
+        Ok(StateStore { pool, engine: url.engine, owned: true, writer: Default::default() })
     }
 
     /// Connects for reading only (the show commands): never creates, migrates or writes; a
@@ -184,7 +187,7 @@ impl StateStore {
             Engine::Postgres => url.clone(),
         };
         let pool = Pool::open(&read_only, false, 2).await.map_err(|source| StateError::connect(url, source))?;
-        Ok(StateStore { pool, engine: url.engine, owned: false, writer: tokio::sync::Mutex::new(()) })
+        Ok(StateStore { pool, engine: url.engine, owned: false, writer: Default::default() })
     }
 
     /// Whether the schema exists (fristvakt migrated this database before).
