@@ -286,6 +286,12 @@ impl App {
 /// An exclusive lock on a SQLite state database, held by the daemon for its whole life: SQLite
 /// state serves one daemon (several replicas share a PostgreSQL state). Released on drop and
 /// by the operating system when the process ends, however it ends.
+///
+/// The lock is a file of its own, never the database file: closing any descriptor of the
+/// database file in a process drops every POSIX lock the process holds on it, SQLite's own
+/// included; another process closing its connections then takes itself for the last user and
+/// deletes the write-ahead log under this one (SQLITE_IOERR_SHORT_READ on the next connection).
+/// Nothing in a process that has the state open may open and close the database file itself.
 #[derive(Debug)]
 pub struct StateLock {
     _file: std::fs::File,
