@@ -109,7 +109,7 @@ impl StateStore {
                        OR deadlines.child_key IS DISTINCT FROM excluded.child_key \
                        OR (excluded.next_step_on IS NULL AND deadlines.next_step_on IS NOT NULL)",
                 );
-                let mut q = sqlx::query(&sql);
+                let mut q = sqlx::query(&sql).persistent(chunk.len() == UPSERT_ROWS);
                 for r in chunk {
                     let d = &r.deadline;
                     let (reason, extended_to, moved_over) = due_reason_columns(&d.due_reason);
@@ -154,7 +154,7 @@ impl StateStore {
                         (0..pairs.len()).map(|i| format!("({})", self.marks(chunk.len() + 2 * i + 1, 2))).collect();
                     sql.push_str(&format!(" AND (case_ref, kind) NOT IN (VALUES {})", values.join(",")));
                 }
-                let mut q = sqlx::query(&sql);
+                let mut q = sqlx::query(&sql).persistent(false);
                 for c in chunk {
                     q = q.bind(c.as_str());
                 }
@@ -200,7 +200,7 @@ impl StateStore {
                 self.marks(1, chunk.len())
             );
             withdrawn += with_pool!(&self.pool, p => {
-                let mut q = sqlx::query(&sql);
+                let mut q = sqlx::query(&sql).persistent(chunk.len() == BATCH_ROWS * 8);
                 for c in chunk {
                     q = q.bind(c.as_ref());
                 }

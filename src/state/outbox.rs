@@ -276,7 +276,7 @@ impl StateStore {
                 self.marks(1, chunk.len())
             );
             with_pool!(&self.pool, p => {
-                let mut q = sqlx::query(&sql);
+                let mut q = sqlx::query(&sql).persistent(chunk.len() == BATCH_ROWS * 8);
                 for c in chunk {
                     q = q.bind(c.as_str());
                 }
@@ -382,7 +382,7 @@ impl StateStore {
         for chunk in cases.chunks(BATCH_ROWS * 8) {
             let sql = format!("{by_case} AND outbox.case_ref IN ({})", self.marks(1, chunk.len()));
             cancelled += with_pool!(&self.pool, p => {
-                let mut q = sqlx::query(&sql);
+                let mut q = sqlx::query(&sql).persistent(false);
                 for c in chunk {
                     q = q.bind(c.as_str());
                 }

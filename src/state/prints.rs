@@ -363,7 +363,7 @@ impl StateStore {
             let sql =
                 format!("SELECT bucket, prints FROM case_prints WHERE bucket IN ({})", self.marks(1, chunk.len()));
             with_pool!(&self.pool, p => {
-                let mut q = sqlx::query(&sql);
+                let mut q = sqlx::query(&sql).persistent(false);
                 for b in chunk {
                     q = q.bind(*b);
                 }
@@ -445,7 +445,7 @@ macro_rules! write_buckets {
                  ON CONFLICT (bucket) DO UPDATE SET prints = excluded.prints",
                 values.join(",")
             );
-            let mut q = sqlx::query(&sql);
+            let mut q = sqlx::query(&sql).persistent(false);
             for b in chunk {
                 q = q.bind(*b as i32).bind(book.stored_blob(*b));
             }
@@ -457,7 +457,7 @@ macro_rules! write_buckets {
         if result.is_ok() {
             for chunk in emptied.chunks(BATCH_ROWS * 32) {
                 let sql = format!("DELETE FROM case_prints WHERE bucket IN ({})", $store.marks(1, chunk.len()));
-                let mut q = sqlx::query(&sql);
+                let mut q = sqlx::query(&sql).persistent(false);
                 for b in chunk {
                     q = q.bind(*b as i32);
                 }
