@@ -259,7 +259,7 @@ impl Pass<'_> {
         let (mut book, stored_bits) = match &mut self.prints {
             Prints::Whole { book, stored_bits, .. } => (Some(book), Some(stored_bits)),
             Prints::Buckets(book) => {
-                let missing = book.missing(chunk.iter().filter_map(|r| r.case_ref.as_deref()));
+                let missing = book.missing(chunk.iter().filter_map(|r| r.case_ref.as_deref().map(str::trim)));
                 state.load_buckets(book, &missing).await?;
                 (Some(book), None)
             }
@@ -272,7 +272,8 @@ impl Pass<'_> {
         let mut buffer = Vec::with_capacity(256);
         for raw in chunk {
             let print = row_print(self.seed, raw, &mut buffer);
-            if let (Some(book), Some(case_ref)) = (book.as_deref_mut(), raw.case_ref.as_deref()) {
+            // Looked up as the case reference is stored (trimmed, as `CaseRef` keeps it).
+            if let (Some(book), Some(case_ref)) = (book.as_deref_mut(), raw.case_ref.as_deref().map(str::trim)) {
                 if book.read(case_ref) == Some(print) {
                     // Read before and unchanged: its deadlines are stored as this row gives them.
                     report.unchanged += 1;

@@ -1307,3 +1307,23 @@ async fn the_staleness_gauge_follows_the_newest_change_read() {
     assert_eq!(staleness(&app), 3600.0, "nothing newer");
     app.close().await;
 }
+
+/// A case reference with spaces around it is stored trimmed (`CaseRef`), and its print is found
+/// under that form: the next full pass computes nothing for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_padded_case_reference_is_unchanged_on_the_next_pass() {
+    let ws = Workspace::new();
+    let settings = ws.settings("");
+    let today = date(TODAY);
+    write_demo_register(&settings, 20, 9).await;
+    sqlite_exec(settings.register.url.expose(), "UPDATE fristvakt_cases SET case_ref = '  ' || case_ref || ' '").await;
+    let app = start(&settings).await;
+    let at = |h: u32| Utc.with_ymd_and_hms(2026, 11, 25, h, 0, 0).unwrap();
+    let first = full_pass(&app, today, at(8)).await;
+    assert_eq!((first.rows_read, first.rows_rejected()), (20, 0));
+    let stored = app.state.deadlines(&DeadlineFilter::default()).await.unwrap();
+    assert!(stored.iter().all(|d| d.case_ref.as_str().trim() == d.case_ref.as_str()), "stored trimmed");
+    let again = full_pass(&app, today, at(9)).await;
+    assert_eq!((again.unchanged, again.deadlines_stored, again.withdrawn), (20, 0, 0), "{again:?}");
+    app.close().await;
+}
