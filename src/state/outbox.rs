@@ -357,9 +357,13 @@ impl StateStore {
     /// `cases`: only the notices of these cases (the cases an incremental poll changed, so that
     /// its work follows them, not the outbox); `None`: every notice (a full pass).
     pub async fn cancel_notices_of_finished_deadlines(&self, cases: Option<&[CaseRef]>) -> Result<u64, StateError> {
+        // By case (`cases` given), the outbox is walked by its case index: the `|| ''` keeps the
+        // planners from walking every pending row by the state index instead, which they prefer
+        // (12 ms a statement with 13 000 notices pending, whatever the cases).
+        let unindexed = if cases.is_some() { " || ''" } else { "" };
         let sql = format!(
             "UPDATE outbox SET state = 'cancelled' \
-             WHERE category = '{}' AND state IN ('pending', 'retrying') AND EXISTS ( \
+             WHERE category{unindexed} = '{}' AND state{unindexed} IN ('pending', 'retrying') AND EXISTS ( \
                SELECT 1 FROM deadlines d WHERE d.case_ref = outbox.case_ref AND d.kind = outbox.kind \
                AND (d.closed_on IS NOT NULL OR d.withdrawn))",
             OutboxCategory::Notice.as_str()
@@ -368,19 +372,9 @@ impl StateStore {
             return with_pool!(&self.pool, p => sqlx::query(&sql).execute(p).await.map(|r| r.rows_affected()))
                 .map_err(query_error("cancelling notices of closed deadlines"));
         };
-        // Found by case (index `outbox_case`): the `|| ''` keeps the planners from walking every
-        // pending row by the state index instead, which they prefer (12 ms a statement with
-        // 13 000 notices pending, whatever the cases).
-        let by_case = format!(
-            "UPDATE outbox SET state = 'cancelled' \
-             WHERE category || '' = '{}' AND state || '' IN ('pending', 'retrying') AND EXISTS ( \
-               SELECT 1 FROM deadlines d WHERE d.case_ref = outbox.case_ref AND d.kind = outbox.kind \
-               AND (d.closed_on IS NOT NULL OR d.withdrawn))",
-            OutboxCategory::Notice.as_str()
-        );
         let mut cancelled = 0;
         for chunk in cases.chunks(BATCH_ROWS * 8) {
-            let sql = format!("{by_case} AND outbox.case_ref IN ({})", self.marks(1, chunk.len()));
+            let sql = format!("{sql} AND outbox.case_ref IN ({})", self.marks(1, chunk.len()));
             cancelled += with_pool!(&self.pool, p => {
                 let mut q = sqlx::query(&sql).persistent(false);
                 for c in chunk {

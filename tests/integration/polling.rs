@@ -840,6 +840,23 @@ proptest::proptest! {
 
 }
 
+/// The stored deadlines, each as its debug text (every field).
+async fn stored_deadlines(app: &App) -> Vec<String> {
+    app.state.deadlines(&DeadlineFilter::default()).await.unwrap().iter().map(|d| format!("{d:?}")).collect()
+}
+
+/// The deadlines a new state's first full pass stores from the register of `settings` at `at`.
+async fn fresh_pass_deadlines(settings: &config::Settings, today: NaiveDate, at: DateTime<Utc>) -> Vec<String> {
+    let fresh_ws = Workspace::new();
+    let mut fresh_settings = fresh_ws.settings("");
+    fresh_settings.register.url = settings.register.url.clone();
+    let fresh = start(&fresh_settings).await;
+    full_pass(&fresh, today, at).await;
+    let expected = stored_deadlines(&fresh).await;
+    fresh.close().await;
+    expected
+}
+
 /// Applies `rounds` of register changes to a demo register of 1 500 cases (seeded), each read by
 /// an incremental poll or a full pass, then the day's full pass; asserts that the deadlines not
 /// withdrawn are exactly those of a fresh state's first full pass over the final register.
@@ -862,18 +879,10 @@ async fn replay_and_compare(seed: u64, rounds: Vec<(Change, u32, u32, bool, bool
         }
     }
     full_pass(&app, today, now + chrono::Duration::minutes(20)).await;
-    let kept: Vec<String> =
-        app.state.deadlines(&DeadlineFilter::default()).await.unwrap().iter().map(|d| format!("{d:?}")).collect();
+    let kept = stored_deadlines(&app).await;
     app.close().await;
 
-    let fresh_ws = Workspace::new();
-    let mut fresh_settings = fresh_ws.settings("");
-    fresh_settings.register.url = settings.register.url.clone();
-    let fresh = start(&fresh_settings).await;
-    full_pass(&fresh, today, now + chrono::Duration::minutes(20)).await;
-    let expected: Vec<String> =
-        fresh.state.deadlines(&DeadlineFilter::default()).await.unwrap().iter().map(|d| format!("{d:?}")).collect();
-    fresh.close().await;
+    let expected = fresh_pass_deadlines(&settings, today, now + chrono::Duration::minutes(20)).await;
     assert!(!expected.is_empty());
     let only_kept: Vec<&String> = kept.iter().filter(|d| !expected.contains(d)).take(3).collect();
     let only_fresh: Vec<&String> = expected.iter().filter(|d| !kept.contains(d)).take(3).collect();
@@ -1204,19 +1213,11 @@ async fn full_passes_compute_only_the_cases_whose_row_changed(state_url: Option<
     sqlite_exec(&register, &format!("DELETE FROM fristvakt_cases WHERE case_ref = '{broken}'")).await;
     let gone = full_pass(&app, today, pass()).await;
     assert_eq!((gone.rows_read, gone.withdrawn), (4949, broken_kinds), "{gone:?}");
-    let kept: Vec<String> =
-        app.state.deadlines(&DeadlineFilter::default()).await.unwrap().iter().map(|d| format!("{d:?}")).collect();
+    let kept = stored_deadlines(&app).await;
     let at = pass();
     app.close().await;
 
-    let fresh_ws = Workspace::new();
-    let mut fresh_settings = fresh_ws.settings("");
-    fresh_settings.register.url = settings.register.url.clone();
-    let fresh = start(&fresh_settings).await;
-    full_pass(&fresh, today, at).await;
-    let expected: Vec<String> =
-        fresh.state.deadlines(&DeadlineFilter::default()).await.unwrap().iter().map(|d| format!("{d:?}")).collect();
-    fresh.close().await;
+    let expected = fresh_pass_deadlines(&settings, today, at).await;
     assert_eq!(kept.len(), expected.len());
     assert!(kept == expected, "the stored deadlines differ from a fresh pass");
 }
