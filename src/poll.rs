@@ -15,7 +15,7 @@ use futures_util::TryStreamExt;
 use crate::config::Settings;
 use crate::domain::{log_safe, CaseRef};
 use crate::notice::{self, Recipient};
-use crate::register::{self, CaseRow, RawRow, Register, RegisterError, RejectReason};
+use crate::register::{self, CaseRow, EncodedRow, Register, RegisterError, RejectReason, RowChunk};
 use crate::rules::{self, decide, Deadline, Kind, Ladder, RuleOptions};
 use crate::state::{
     DeadlineRecord, OutboxEntry, OutboxPayload, OutboxState, PrintBook, StateError, StateStore, StoredDeadline,
@@ -139,7 +139,7 @@ pub async fn sync_register(
         },
     };
     let mut chunks = register.chunks_since(since);
-    let mut chunk: Vec<RawRow> = Vec::new();
+    let mut chunk = RowChunk::default();
     loop {
         let next = match chunks.try_next().await {
             Ok(next) => next,
@@ -151,7 +151,7 @@ pub async fn sync_register(
         let done = next.is_none();
         match next {
             Some(rows) if chunk.is_empty() => chunk = rows,
-            Some(rows) => chunk.extend(rows),
+            Some(rows) => chunk.append(&rows),
             None => {}
         }
         if chunk.len() >= CHUNK_ROWS || (done && !chunk.is_empty()) {
@@ -250,7 +250,7 @@ impl Pass<'_> {
     async fn store_chunk(
         &mut self,
         state: &StateStore,
-        chunk: &[RawRow],
+        chunk: &RowChunk,
         report: &mut SyncReport,
     ) -> Result<(), PollError> {
         let settings = self.settings;
@@ -259,7 +259,8 @@ impl Pass<'_> {
         let (mut book, stored_bits) = match &mut self.prints {
             Prints::Whole { book, stored_bits, .. } => (Some(book), Some(stored_bits)),
             Prints::Buckets(book) => {
-                let missing = book.missing(chunk.iter().filter_map(|r| r.case_ref.as_deref().map(str::trim)));
+                let case_refs: Vec<_> = chunk.rows().filter_map(|r| r.case_ref()).collect();
+                let missing = book.missing(case_refs.iter().map(|c| c.trim()));
                 state.load_buckets(book, &missing).await?;
                 (Some(book), None)
             }
@@ -269,18 +270,18 @@ impl Pass<'_> {
         // wins rather than the statement failing.
         let mut cases: HashMap<String, (CaseRow, u64)> = HashMap::with_capacity(chunk.len());
         let mut kept_refs = Vec::new();
-        let mut buffer = Vec::with_capacity(256);
-        for raw in chunk {
-            let print = row_print(self.seed, raw, &mut buffer);
+        for row in chunk.rows() {
+            let print = row_print(self.seed, row);
             // Looked up as the case reference is stored (trimmed, as `CaseRef` keeps it).
-            if let (Some(book), Some(case_ref)) = (book.as_deref_mut(), raw.case_ref.as_deref().map(str::trim)) {
-                if book.read(case_ref) == Some(print) {
+            if let (Some(book), Some(case_ref)) = (book.as_deref_mut(), row.case_ref()) {
+                if book.read_unchanged(case_ref.trim(), print) {
                     // Read before and unchanged: its deadlines are stored as this row gives them.
                     report.unchanged += 1;
                     continue;
                 }
             }
-            match register::validate(raw) {
+            let raw = row.to_raw();
+            match register::validate(&raw) {
                 Ok(case) => {
                     if case.caseworker_invalid {
                         report.caseworker_invalid += 1;
@@ -364,37 +365,11 @@ impl Pass<'_> {
     }
 }
 
-/// The print of a register row: XXH3 of every column read (a NULL told apart from an empty
-/// text), seeded with [`print_seed`]. Equal prints mean the row gives the stored deadlines.
-fn row_print(seed: u64, raw: &RawRow, buffer: &mut Vec<u8>) -> u64 {
-    buffer.clear();
-    for value in [
-        &raw.case_ref,
-        &raw.unit,
-        &raw.caseworker,
-        &raw.child_sex,
-        &raw.received_on,
-        &raw.protection_assessed_on,
-        &raw.assessment_decided_on,
-        &raw.assessment_extended_to,
-        &raw.investigation_opened_on,
-        &raw.investigation_extended_to,
-        &raw.investigation_closed_on,
-        &raw.updated_at,
-        &raw.child_key,
-        &raw.follow_up_decided_on,
-        &raw.follow_up_ended_on,
-    ] {
-        match value {
-            None => buffer.push(0),
-            Some(text) => {
-                buffer.push(1);
-                buffer.extend_from_slice(&(text.len() as u32).to_le_bytes());
-                buffer.extend_from_slice(text.as_bytes());
-            }
-        }
-    }
-    xxhash_rust::xxh3::xxh3_64_with_seed(buffer, seed)
+/// The print of a register row: XXH3 of every column read as the engine gave it (the bytes of
+/// [`register::EncodedRow`], where a NULL is told apart from an empty text), seeded with
+/// [`print_seed`]. Equal prints mean the row gives the stored deadlines.
+fn row_print(seed: u64, row: EncodedRow<'_>) -> u64 {
+    xxhash_rust::xxh3::xxh3_64_with_seed(row.bytes(), seed)
 }
 
 /// What besides the row shapes the stored deadlines: the law's code ([`rules::REVISION`] and the

@@ -118,6 +118,150 @@ pub struct RawRow {
     pub follow_up_ended_on: Option<String>,
 }
 
+/// Register rows as read, in one buffer: each row's values in the order of the SELECT (the
+/// contract's columns, then the optional ones), each a NULL (`0`) or a value (`1`, its length as
+/// 4 bytes little-endian, its bytes as the engine gave them). A poll takes a row's print over
+/// exactly these bytes and makes a [`RawRow`] only of a row it is to compute: an unchanged row
+/// costs no allocation on either side of the read.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RowChunk {
+    data: Vec<u8>,
+    /// Where each row ends in `data`.
+    ends: Vec<usize>,
+}
+
+/// One row of a [`RowChunk`].
+#[derive(Debug, Clone, Copy)]
+pub struct EncodedRow<'a> {
+    bytes: &'a [u8],
+}
+
+impl RowChunk {
+    fn with_capacity(rows: usize) -> RowChunk {
+        RowChunk { data: Vec::with_capacity(rows * 160), ends: Vec::with_capacity(rows) }
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.data.clear();
+        self.ends.clear();
+    }
+
+    /// The rows of `other` after these.
+    pub fn append(&mut self, other: &RowChunk) {
+        let base = self.data.len();
+        self.data.extend_from_slice(&other.data);
+        self.ends.extend(other.ends.iter().map(|end| base + end));
+    }
+
+    pub fn rows(&self) -> impl Iterator<Item = EncodedRow<'_>> + '_ {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts.zip(self.ends.iter()).map(|(start, &end)| EncodedRow { bytes: &self.data[start..end] })
+    }
+
+    fn push_value(&mut self, value: Option<&[u8]>) {
+        match value {
+            None => self.data.push(0),
+            Some(bytes) => {
+                self.data.push(1);
+                self.data.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+                self.data.extend_from_slice(bytes);
+            }
+        }
+    }
+
+    /// A value in its `Display` form (a SQLite INTEGER or REAL where the contract says TEXT).
+    fn push_display(&mut self, value: impl fmt::Display) {
+        use std::io::Write;
+        self.data.push(1);
+        let at = self.data.len();
+        self.data.extend_from_slice(&[0; 4]);
+        let _ = write!(self.data, "{value}");
+        let len = (self.data.len() - at - 4) as u32;
+        self.data[at..at + 4].copy_from_slice(&len.to_le_bytes());
+    }
+
+    fn end_row(&mut self) {
+        self.ends.push(self.data.len());
+    }
+
+    /// Drops the values pushed since the last whole row.
+    fn drop_partial_row(&mut self) {
+        self.data.truncate(self.ends.last().copied().unwrap_or(0));
+    }
+
+    /// A row given as text (read through sqlx, or made up by a test).
+    pub fn push_raw(&mut self, raw: &RawRow) {
+        for value in raw.values() {
+            self.push_value(value.as_deref().map(str::as_bytes));
+        }
+        self.end_row();
+    }
+}
+
+impl<'a> EncodedRow<'a> {
+    /// The bytes a print is taken over.
+    pub fn bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+
+    /// The values in the order of the SELECT.
+    fn values(&self) -> impl Iterator<Item = Option<&'a [u8]>> + 'a {
+        let mut rest = self.bytes;
+        std::iter::from_fn(move || {
+            let (&tag, after) = rest.split_first()?;
+            if tag == 0 {
+                rest = after;
+                return Some(None);
+            }
+            let len = u32::from_le_bytes(after.get(..4)?.try_into().ok()?) as usize;
+            let value = after.get(4..4 + len)?;
+            rest = &after[4 + len..];
+            Some(Some(value))
+        })
+    }
+
+    /// The case reference as text (invalid UTF-8 replaced), untrimmed.
+    pub fn case_ref(&self) -> Option<std::borrow::Cow<'a, str>> {
+        self.values().next().flatten().map(String::from_utf8_lossy)
+    }
+
+    /// The row as text: every value as [`RawRow`] holds it, invalid UTF-8 replaced.
+    pub fn to_raw(&self) -> RawRow {
+        raw_row_of(self.values().map(|v| v.map(|b| String::from_utf8_lossy(b).into_owned())).collect())
+    }
+}
+
+impl RawRow {
+    /// The values in the order of the SELECT.
+    fn values(&self) -> [&Option<String>; 15] {
+        [
+            &self.case_ref,
+            &self.unit,
+            &self.caseworker,
+            &self.child_sex,
+            &self.received_on,
+            &self.protection_assessed_on,
+            &self.assessment_decided_on,
+            &self.assessment_extended_to,
+            &self.investigation_opened_on,
+            &self.investigation_extended_to,
+            &self.investigation_closed_on,
+            &self.updated_at,
+            &self.child_key,
+            &self.follow_up_decided_on,
+            &self.follow_up_ended_on,
+        ]
+    }
+}
+
 /// A synthetic demo case as the view would hold it (what `demo-data` writes, read back).
 impl From<&DemoCase> for RawRow {
     fn from(case: &DemoCase) -> RawRow {
@@ -470,7 +614,7 @@ impl Register {
         self.chunks_since(since)
             .flat_map(|chunk| {
                 let rows: Vec<Result<RawRow, RegisterError>> = match chunk {
-                    Ok(rows) => rows.into_iter().map(Ok).collect(),
+                    Ok(rows) => rows.rows().map(|row| Ok(row.to_raw())).collect(),
                     Err(e) => vec![Err(e)],
                 };
                 futures_util::stream::iter(rows)
@@ -479,9 +623,9 @@ impl Register {
     }
 
     /// Streams rows changed at or after `since` (every row when `None`) in chunks of up to
-    /// [`STREAM_CHUNK`] rows, each row moved once (a row is some 400 bytes; a million of them
-    /// handed on one by one cost more in copies than the read).
-    pub fn chunks_since(&self, since: Option<DateTime<Utc>>) -> BoxStream<'_, Result<Vec<RawRow>, RegisterError>> {
+    /// [`STREAM_CHUNK`] rows, each chunk one buffer ([`RowChunk`]): a million rows handed on one
+    /// by one, or as fifteen strings each, cost more in copies and allocations than the read.
+    pub fn chunks_since(&self, since: Option<DateTime<Utc>>) -> BoxStream<'_, Result<RowChunk, RegisterError>> {
         let view = self.view.clone();
         let error = move |source| RegisterError::Query { view: view.clone(), source };
         match &self.pool {
@@ -603,8 +747,8 @@ fn stream_sqlite_file(
     path: std::path::PathBuf,
     sql: String,
     binds: Vec<String>,
-) -> BoxStream<'static, Result<Vec<RawRow>, sqlx::Error>> {
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<RawRow>, sqlx::Error>>(2);
+) -> BoxStream<'static, Result<RowChunk, sqlx::Error>> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<RowChunk, sqlx::Error>>(2);
     tokio::task::spawn_blocking(move || {
         let read = || -> Result<(), rusqlite::Error> {
             let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -614,21 +758,22 @@ fn stream_sqlite_file(
             let mut statement = conn.prepare(&sql)?;
             let columns = statement.column_count();
             let mut rows = statement.query(rusqlite::params_from_iter(binds.iter()))?;
-            let mut chunk = Vec::with_capacity(STREAM_CHUNK);
+            let mut chunk = RowChunk::with_capacity(STREAM_CHUNK);
             while let Some(row) = rows.next()? {
-                let mut values = Vec::with_capacity(columns);
                 for i in 0..columns {
                     use rusqlite::types::ValueRef;
-                    values.push(match row.get_ref(i)? {
-                        ValueRef::Null => None,
-                        ValueRef::Integer(n) => Some(n.to_string()),
-                        ValueRef::Real(x) => Some(x.to_string()),
-                        ValueRef::Text(b) | ValueRef::Blob(b) => Some(String::from_utf8_lossy(b).into_owned()),
-                    });
+                    match row.get_ref(i)? {
+                        ValueRef::Null => chunk.push_value(None),
+                        ValueRef::Integer(n) => chunk.push_display(n),
+                        ValueRef::Real(x) => chunk.push_display(x),
+                        ValueRef::Text(b) | ValueRef::Blob(b) => chunk.push_value(Some(b)),
+                    }
                 }
-                chunk.push(raw_row_of(values));
+                chunk.end_row();
                 if chunk.len() == STREAM_CHUNK
-                    && tx.blocking_send(Ok(std::mem::replace(&mut chunk, Vec::with_capacity(STREAM_CHUNK)))).is_err()
+                    && tx
+                        .blocking_send(Ok(std::mem::replace(&mut chunk, RowChunk::with_capacity(STREAM_CHUNK))))
+                        .is_err()
                 {
                     // The reader stopped listening (its poll failed or ended): stop reading.
                     return Ok(());
@@ -652,9 +797,9 @@ fn stream_sqlite_file(
 /// takes to send it; COPY streams the rows as the engine's own shell reads them. A read cut short
 /// (the poll stopped listening, or failed) closes its connection instead of returning it to the
 /// pool mid-COPY.
-fn stream_pg_copy(pool: sqlx::PgPool, sql: String) -> BoxStream<'static, Result<Vec<RawRow>, sqlx::Error>> {
+fn stream_pg_copy(pool: sqlx::PgPool, sql: String) -> BoxStream<'static, Result<RowChunk, sqlx::Error>> {
     use futures_util::TryStreamExt;
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<RawRow>, sqlx::Error>>(2);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<RowChunk, sqlx::Error>>(2);
     tokio::spawn(async move {
         let mut conn = match pool.acquire().await {
             Ok(conn) => conn,
@@ -666,11 +811,11 @@ fn stream_pg_copy(pool: sqlx::PgPool, sql: String) -> BoxStream<'static, Result<
         let read = async {
             let mut data = conn.copy_out_raw(&sql).await?;
             let mut lines = CopyLines::default();
-            let mut chunk = Vec::with_capacity(STREAM_CHUNK);
+            let mut chunk = RowChunk::with_capacity(STREAM_CHUNK);
             while let Some(bytes) = data.try_next().await? {
-                lines.feed(&bytes, |values| chunk.push(raw_row_of(values)))?;
+                lines.feed(&bytes, &mut chunk)?;
                 if chunk.len() >= STREAM_CHUNK
-                    && tx.send(Ok(std::mem::replace(&mut chunk, Vec::with_capacity(STREAM_CHUNK)))).await.is_err()
+                    && tx.send(Ok(std::mem::replace(&mut chunk, RowChunk::with_capacity(STREAM_CHUNK)))).await.is_err()
                 {
                     return Ok(false);
                 }
@@ -701,15 +846,15 @@ struct CopyLines {
 }
 
 impl CopyLines {
-    /// Hands each whole row in `data` to `row`; the instant column gets [`pg_instant`]'s form.
-    fn feed(&mut self, mut data: &[u8], mut row: impl FnMut(Vec<Option<String>>)) -> Result<(), sqlx::Error> {
+    /// Adds each whole row in `data` to `chunk`; the instant column gets [`pg_instant`]'s form.
+    fn feed(&mut self, mut data: &[u8], chunk: &mut RowChunk) -> Result<(), sqlx::Error> {
         while let Some(end) = data.iter().position(|&b| b == b'\n') {
             if self.partial.is_empty() {
-                row(copy_values(&data[..end])?);
+                copy_row(&data[..end], chunk)?;
             } else {
                 self.partial.extend_from_slice(&data[..end]);
                 let line = std::mem::take(&mut self.partial);
-                row(copy_values(&line)?);
+                copy_row(&line, chunk)?;
             }
             data = &data[end + 1..];
         }
@@ -727,31 +872,37 @@ impl CopyLines {
     }
 }
 
-/// The values of one COPY text line, in the order of the SELECT.
-fn copy_values(line: &[u8]) -> Result<Vec<Option<String>>, sqlx::Error> {
+/// Adds the values of one COPY text line to `chunk`, as a row.
+fn copy_row(line: &[u8], chunk: &mut RowChunk) -> Result<(), sqlx::Error> {
     let expected = COLUMNS.len() + OPTIONAL_COLUMNS.len();
-    let mut values = Vec::with_capacity(expected);
+    let mut count = 0;
     for field in line.split(|&b| b == b'\t') {
+        let unescaped: Vec<u8>;
         let value = match field {
             b"\\N" => None,
-            _ if !field.contains(&b'\\') => Some(field.to_vec()),
-            _ => Some(copy_unescape(field)),
+            _ if !field.contains(&b'\\') => Some(field),
+            _ => {
+                unescaped = copy_unescape(field);
+                Some(unescaped.as_slice())
+            }
         };
-        let text = value.map(String::from_utf8).transpose().map_err(|_| {
-            sqlx::Error::Protocol(format!(
-                "the register's COPY data has a value in column {} that is not UTF-8",
-                values.len() + 1
-            ))
-        })?;
-        values.push(if values.len() == UPDATED_AT { text.map(|t| pg_instant(&t)) } else { text });
+        match value.map(|v| (v, count == UPDATED_AT)) {
+            Some((v, true)) => match pg_instant(v) {
+                Some(instant) => chunk.push_value(Some(&instant)),
+                None => chunk.push_value(Some(v)),
+            },
+            other => chunk.push_value(other.map(|(v, _)| v)),
+        }
+        count += 1;
     }
-    if values.len() != expected {
+    if count != expected {
+        chunk.drop_partial_row();
         return Err(sqlx::Error::Protocol(format!(
-            "the register's COPY data has a row of {} values where {expected} were asked for",
-            values.len()
+            "the register's COPY data has a row of {count} values where {expected} were asked for"
         )));
     }
-    Ok(values)
+    chunk.end_row();
+    Ok(())
 }
 
 /// A COPY text value with its backslash escapes undone (`\b \f \n \r \t \v \\`, octal `\ddd`
@@ -805,8 +956,8 @@ const UPDATED_AT: usize = 11;
 /// or without the offset for a `timestamp` column) in the RFC 3339 form with microseconds that
 /// the SQLite register holds (`2025-05-28T11:27:37.797580Z`). Anything else is kept as it is, for
 /// validation to judge.
-fn pg_instant(text: &str) -> String {
-    let b = text.as_bytes();
+fn pg_instant(text: &[u8]) -> Option<[u8; 27]> {
+    let b = text;
     let digits = |r: std::ops::Range<usize>| b.get(r).is_some_and(|d| d.iter().all(u8::is_ascii_digit));
     let shape = b.len() >= 19
         && digits(0..4)
@@ -821,24 +972,34 @@ fn pg_instant(text: &str) -> String {
         && b[16] == b':'
         && digits(17..19);
     if !shape {
-        return text.to_string();
+        return None;
     }
-    let rest = &text[19..];
-    let (fraction, offset) = match rest.strip_prefix('.') {
-        Some(f) => f.split_at(f.bytes().take_while(u8::is_ascii_digit).count()),
-        None => ("", rest),
+    let rest = &b[19..];
+    let (fraction, offset) = match rest.strip_prefix(b".") {
+        Some(f) => f.split_at(f.iter().take_while(|d| d.is_ascii_digit()).count()),
+        None => (&rest[..0], rest),
     };
-    if fraction.len() > 6 || !matches!(offset, "" | "+00" | "+00:00") {
-        return text.to_string();
+    if fraction.len() > 6 || !matches!(offset, b"" | b"+00" | b"+00:00") {
+        return None;
     }
-    format!("{}T{}.{fraction:0<6}Z", &text[..10], &text[11..19])
+    let mut out = *b"0000-00-00T00:00:00.000000Z";
+    out[..19].copy_from_slice(&b[..19]);
+    out[10] = b'T';
+    out[20..20 + fraction.len()].copy_from_slice(fraction);
+    Some(out)
 }
 
 /// Rows in chunks of what is ready, up to [`STREAM_CHUNK`].
 fn chunked<'a>(
     rows: BoxStream<'a, Result<RawRow, sqlx::Error>>,
-) -> impl futures_util::Stream<Item = Result<Vec<RawRow>, sqlx::Error>> + Send + 'a {
-    rows.ready_chunks(STREAM_CHUNK).map(|rows| rows.into_iter().collect::<Result<Vec<RawRow>, sqlx::Error>>())
+) -> impl futures_util::Stream<Item = Result<RowChunk, sqlx::Error>> + Send + 'a {
+    rows.ready_chunks(STREAM_CHUNK).map(|rows| {
+        let mut chunk = RowChunk::with_capacity(rows.len());
+        for row in rows {
+            chunk.push_raw(&row?);
+        }
+        Ok(chunk)
+    })
 }
 
 /// A row from its values in the order of the SELECT (the contract's columns, then the optional
@@ -891,7 +1052,12 @@ trait TextRow {
 impl TextRow for PgRow {
     fn text(&self, i: usize) -> Result<Option<String>, sqlx::Error> {
         let text: Option<String> = self.try_get(i)?;
-        Ok(if i == UPDATED_AT { text.map(|t| pg_instant(&t)) } else { text })
+        Ok(match text {
+            Some(t) if i == UPDATED_AT => {
+                Some(pg_instant(t.as_bytes()).map_or(t, |b| b.iter().map(|&c| char::from(c)).collect()))
+            }
+            other => other,
+        })
     }
 }
 
@@ -1036,23 +1202,29 @@ pub async fn sqlite_register_has_view(url: &DatabaseUrl, view: &str) -> Result<b
 mod tests {
     use super::*;
 
-    fn rows_of(pieces: &[&[u8]]) -> Result<Vec<Vec<Option<String>>>, sqlx::Error> {
+    fn rows_of(pieces: &[&[u8]]) -> Result<Vec<RawRow>, sqlx::Error> {
         let mut lines = CopyLines::default();
-        let mut rows = Vec::new();
+        let mut chunk = RowChunk::default();
         for piece in pieces {
-            lines.feed(piece, |values| rows.push(values))?;
+            lines.feed(piece, &mut chunk)?;
         }
         lines.finish()?;
-        Ok(rows)
+        Ok(chunk.rows().map(|r| r.to_raw()).collect())
     }
 
     fn line(values: &[&str]) -> String {
         values.join("\t") + "\n"
     }
 
+    fn instant(text: &str) -> String {
+        pg_instant(text.as_bytes()).map_or(text.to_string(), |b| String::from_utf8(b.to_vec()).unwrap())
+    }
+
     #[test]
     fn the_columns_are_read_in_the_order_the_instant_is_expected_in() {
         assert_eq!(COLUMNS[UPDATED_AT], "updated_at");
+        let raw = RawRow { updated_at: Some("t".into()), ..RawRow::default() };
+        assert_eq!(raw.values()[UPDATED_AT].as_deref(), Some("t"));
     }
 
     #[test]
@@ -1068,7 +1240,7 @@ mod tests {
             ("0044-03-15 12:00:00+00 BC", "0044-03-15 12:00:00+00 BC"),
             ("2025-05-28 11:27:37.1234567+00", "2025-05-28 11:27:37.1234567+00"),
         ] {
-            assert_eq!(pg_instant(server), ours, "{server}");
+            assert_eq!(instant(server), ours, "{server}");
             assert_eq!(crate::db::parse_instant(ours).is_some(), ours.ends_with('Z'), "{ours}");
         }
     }
@@ -1084,12 +1256,12 @@ mod tests {
         let whole = rows_of(&[bytes]).unwrap();
         assert_eq!(whole.len(), 2);
         let row = &whole[0];
-        assert_eq!(row.len(), 15);
-        assert_eq!(row[2].as_deref(), Some("a\tb\\c\ndAAq"));
-        assert_eq!(row[3], None);
-        assert_eq!(row[4].as_deref(), Some("2026-01-05"));
-        assert_eq!(row[UPDATED_AT].as_deref(), Some("2026-01-05T10:00:00.500000Z"));
-        assert_eq!(row[12].as_deref(), Some("k1"));
+        assert_eq!(row.case_ref.as_deref(), Some("2026-BU-1"));
+        assert_eq!(row.caseworker.as_deref(), Some("a\tb\\c\ndAAq"));
+        assert_eq!(row.child_sex, None);
+        assert_eq!(row.received_on.as_deref(), Some("2026-01-05"));
+        assert_eq!(row.updated_at.as_deref(), Some("2026-01-05T10:00:00.500000Z"));
+        assert_eq!(row.child_key.as_deref(), Some("k1"));
         // Every split of the data into two pieces gives the same rows.
         for at in 0..bytes.len() {
             assert_eq!(rows_of(&[&bytes[..at], &bytes[at..]]).unwrap(), whole, "split at {at}");
@@ -1101,10 +1273,51 @@ mod tests {
         let values = ["x"; 15];
         let good = line(&values);
         assert!(rows_of(&[good.trim_end().as_bytes()]).is_err(), "ends inside a row");
-        assert!(rows_of(&[line(&values[..14]).as_bytes()]).is_err(), "too few values");
-        let mut bad = good.into_bytes();
-        bad[0] = 0xff;
-        let error = rows_of(&[&bad]).unwrap_err().to_string();
-        assert!(error.contains("column 1") && error.contains("UTF-8"), "{error}");
+        let error = rows_of(&[line(&values[..14]).as_bytes()]).unwrap_err().to_string();
+        assert!(error.contains("14 values"), "{error}");
+        // A row of too few values is dropped whole: the next row is read as it is.
+        let mut lines = CopyLines::default();
+        let mut chunk = RowChunk::default();
+        assert!(lines.feed(line(&values[..3]).as_bytes(), &mut chunk).is_err());
+        lines.feed(good.as_bytes(), &mut chunk).unwrap();
+        assert_eq!(chunk.rows().map(|r| r.to_raw()).collect::<Vec<_>>(), rows_of(&[good.as_bytes()]).unwrap());
+    }
+
+    /// A chunk keeps every value apart (NULL from empty text), in order, whatever its bytes; text
+    /// that is not UTF-8 becomes replacement characters only when a row is made text.
+    #[test]
+    fn a_row_chunk_gives_back_the_rows_put_in() {
+        let mut chunk = RowChunk::default();
+        let full = RawRow {
+            case_ref: Some("2026-BU-1 ".into()),
+            unit: Some(String::new()),
+            caseworker: Some("å@kommun.example".into()),
+            updated_at: Some("2026-01-05T10:00:00Z".into()),
+            follow_up_ended_on: Some("2026-02-01".into()),
+            ..RawRow::default()
+        };
+        chunk.push_raw(&full);
+        chunk.push_raw(&RawRow::default());
+        chunk.push_value(Some(b"\xff-1"));
+        chunk.push_display(42);
+        chunk.push_display(1.5);
+        for _ in 3..15 {
+            chunk.push_value(None);
+        }
+        chunk.end_row();
+        let mut other = RowChunk::default();
+        other.append(&chunk);
+        other.append(&chunk);
+        let rows: Vec<RawRow> = other.rows().map(|r| r.to_raw()).collect();
+        assert_eq!(rows.len(), 6);
+        assert_eq!(rows[0], full);
+        assert_eq!(rows[1], RawRow::default());
+        assert_eq!((rows[2].case_ref.as_deref(), rows[2].unit.as_deref()), (Some("\u{fffd}-1"), Some("42")));
+        assert_eq!(rows[2].caseworker.as_deref(), Some("1.5"));
+        assert_eq!(rows[3..], rows[..3]);
+        assert_eq!(other.rows().next().unwrap().case_ref().as_deref(), Some("2026-BU-1 "));
+        let prints: Vec<&[u8]> = other.rows().map(|r| r.bytes()).collect();
+        assert_ne!(prints[0], prints[1]);
+        assert_eq!(prints[0], prints[3]);
     }
 }

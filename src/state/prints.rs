@@ -234,6 +234,22 @@ impl PrintBook {
         Some(bucket.entries[i].print)
     }
 
+    /// Whether the stored print of a case is `print`; a stored case is marked as read by this
+    /// pass either way. An entry whose tag and print both match is taken as the case's without
+    /// comparing references: the print is taken over the whole row, its reference included.
+    pub fn read_unchanged(&mut self, case_ref: &str, print: u64) -> bool {
+        let (b, tag) = hash_of(case_ref, self.bits);
+        let bucket = &mut self.buckets[b];
+        let found = bucket.entries.iter().position(|e| e.tag == tag && e.print == print);
+        match found.or_else(|| bucket.find(case_ref, tag)) {
+            Some(i) => {
+                bucket.mark_read(i);
+                found.is_some()
+            }
+            None => false,
+        }
+    }
+
     /// Sets the print of a case, marked as read; its bucket must be loaded.
     pub fn set(&mut self, case_ref: &str, print: u64) {
         // Case references are short (the register's keys); a longer one is cut, and then never
@@ -543,13 +559,17 @@ mod tests {
         assert_eq!(next.len(), 2000);
         assert_eq!(next.unread().len(), 2000, "nothing read yet");
         for i in 0..2000 {
-            match i % 4 {
+            match i % 8 {
                 0 => assert_eq!(next.read(&format!("CASE-{i}")), Some(i + 1)),
+                4 => assert!(next.read_unchanged(&format!("CASE-{i}"), i + 1)),
+                5 => assert!(!next.read_unchanged(&format!("CASE-{i}"), i + 2), "another print: changed, and read"),
                 1 => next.set(&format!("CASE-{i}"), 7),
-                2 => next.list(&format!("CASE-{i}")),
+                2 | 6 => next.list(&format!("CASE-{i}")),
                 _ => {}
             }
         }
+        assert!(!next.read_unchanged("CASE-NEW", 1), "an unknown case");
+        assert_eq!(next.get("CASE-NEW"), None, "is not listed by a read");
         next.list("BROKEN-1");
         assert_eq!(next.get("BROKEN-1"), Some(NO_PRINT));
         assert_eq!(next.get("CASE-2"), Some(3), "listing keeps the last good print");
