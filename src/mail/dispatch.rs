@@ -436,7 +436,8 @@ struct Context {
 
 /// The senders' records committed in groups: a sender whose mail the server took queues its
 /// record and waits for the commit that holds it; the sender that gets the turn commits every
-/// record queued by then in one transaction (`StateStore::record_attempts`), while the records
+/// record queued by then at once (`StateStore::record_attempts`: one statement, or one
+/// transaction when a record writes a notice one role up), while the records
 /// queued meanwhile wait for the next. So no record waits longer than the commit under way and
 /// its own, and no sender starts another mail before its record is committed: at most one mail
 /// per sender is ever taken by the server and not yet recorded (the kill test's bound).
