@@ -269,15 +269,19 @@ impl Smtp {
                 }))
             }
         };
-        let result = match self.transact(&mut conn, message, to, false).await {
-            Ok(result) => result,
-            Err(Stale) => unreachable!("only a kept connection is stale"),
-        };
+        // Only a kept connection is stale; a fresh one answers for itself.
+        let result = self.transact(&mut conn, message, to, false).await.unwrap_or_else(|Stale| {
+            Err(DeliverError::Message(SendError {
+                permanent: false,
+                class: "connect",
+                message: "the mail server closed the connection".into(),
+            }))
+        });
         self.settle(kept, conn, result).await
     }
 
     /// One transaction on `conn`, each of its round trips bounded. `Err(Stale)` only when
-    /// `reused` and `MAIL FROM` failed on it.
+    /// `reused` and `MAIL FROM` failed on it or went unanswered for the timeout.
     async fn transact(
         &self,
         conn: &mut AsyncSmtpConnection,
@@ -287,8 +291,11 @@ impl Smtp {
     ) -> Result<Result<Vec<RecipientResult>, DeliverError>, Stale> {
         // MAIL FROM, one RCPT TO per recipient, DATA and the message: each a round trip.
         let round_trips = u32::try_from(to.len()).unwrap_or(u32::MAX).saturating_add(3);
-        match tokio::time::timeout(self.timeout.saturating_mul(round_trips), transaction(conn, message, to, reused))
-            .await
+        match tokio::time::timeout(
+            self.timeout.saturating_mul(round_trips),
+            transaction(conn, message, to, reused.then_some(self.timeout)),
+        )
+        .await
         {
             Ok(Err(TransactionError::Stale)) => Err(Stale),
             Ok(Err(TransactionError::Failed(e))) => Ok(Err(e)),
@@ -397,12 +404,13 @@ impl From<DeliverError> for TransactionError {
 /// `MAIL FROM`, one `RCPT TO` per recipient (each reply its recipient's own), then `DATA` to
 /// the accepted ones, if any. `reused`: the connection carried an earlier mail, and any failure
 /// of `MAIL FROM` on it is `Stale` (a server that closed an idle connection answers it with an
-/// I/O error, an end of stream or a `421`).
+/// I/O error, an end of stream or a `421`), as is no answer within the given time (a server
+/// gone silent: the fresh connection then finds it so, as an outage, before its greeting).
 async fn transaction(
     conn: &mut AsyncSmtpConnection,
     message: &Message,
     to: &[EmailAddress],
-    reused: bool,
+    reused: Option<Duration>,
 ) -> Result<Vec<RecipientResult>, TransactionError> {
     let bytes = message.formatted();
     let mut options = Vec::new();
@@ -420,10 +428,18 @@ async fn transaction(
         }
         options.push(MailParameter::Body(MailBodyParameter::EightBitMime));
     }
-    if let Err(e) = conn.command(Mail::new(message.envelope().from().cloned(), options)).await {
+    let mail = conn.command(Mail::new(message.envelope().from().cloned(), options));
+    let answer = match reused {
+        Some(within) => match tokio::time::timeout(within, mail).await {
+            Ok(answer) => answer,
+            Err(_) => return Err(TransactionError::Stale),
+        },
+        None => mail.await,
+    };
+    if let Err(e) = answer {
         // Nothing of the mail was taken: on a kept connection (closed by the server while idle,
         // or closing now) the mail starts again on a fresh one, which answers for itself.
-        if reused {
+        if reused.is_some() {
             return Err(TransactionError::Stale);
         }
         let error = classify(&e);

@@ -535,6 +535,36 @@ async fn a_sender_keeps_its_connection_and_connects_again_when_the_server_closed
     app.close().await;
 }
 
+/// A server that falls silent while a sender keeps its connection: the mail on the silent
+/// connection is no fault of the mail (no attempt counted), the fresh connection finds the
+/// server silent before its greeting, and the run pauses as for any outage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_connection_gone_silent_is_an_outage_not_a_failed_mail() {
+    let cases: Vec<Case> = (0..3)
+        .map(|i| {
+            let case_ref: &'static str = Box::leak(format!("2026-BU-07{i:02}").into_boxed_str());
+            assessment_case(case_ref, Some(CASEWORKER))
+        })
+        .collect();
+    let app = App::start_with(sqlite_state(), &cases, "always", |s| {
+        s.mail.smtp.pool_size = 1;
+        s.mail.smtp.timeout = std::time::Duration::from_secs(1);
+    })
+    .await;
+    app.smtp.fall_silent_after(1);
+    let started = std::time::Instant::now();
+    let report = app.poll_at(day("2026-11-13"), at(day("2026-11-13"), 9)).await;
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "{:?}", started.elapsed());
+    assert_eq!((report.total_sent(), report.total_retrying(), report.total_dead()), (1, 0, 0), "{report:?}");
+    assert_eq!(report.unavailable, Some("timeout"), "{report:?}");
+    let rows = app.state.outbox().await.unwrap();
+    let open: Vec<_> = rows.iter().filter(|r| r.state == OutboxState::Pending).collect();
+    assert_eq!(open.len(), 2, "{rows:#?}");
+    assert!(open.iter().all(|r| r.attempts == 0), "no attempt counted: {rows:#?}");
+    assert_eq!(app.smtp.count(), 1);
+    app.close().await;
+}
+
 /// An operator sees a dead notice with `outbox list` (which writes nothing) and puts it back
 /// with `outbox retry`, once: the next dispatch sends it to the recipient who refused it (the
 /// mailbox fixed meanwhile), a second retry changes nothing.

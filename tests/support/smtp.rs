@@ -74,6 +74,9 @@ struct State {
     close_after_message: Mutex<bool>,
     /// Connections accepted so far.
     connections: Mutex<usize>,
+    /// Once this many messages were received, the server falls silent on every session, open
+    /// ones included (a hung server), and greets no new one.
+    silent_after: Mutex<Option<usize>>,
 }
 
 /// A running (or stopped) test SMTP server; see the module docs.
@@ -150,6 +153,12 @@ impl TestSmtp {
     /// closes idle connections at once), or, `false`, keeps it for more (the default).
     pub fn close_after_each_message(&self, close: bool) {
         *self.state.close_after_message.lock().unwrap() = close;
+    }
+
+    /// Falls silent once `n` messages in all were received: every open session stops
+    /// answering (it reads on, and says nothing), and new ones are never greeted.
+    pub fn fall_silent_after(&self, n: usize) {
+        *self.state.silent_after.lock().unwrap() = Some(n);
     }
 
     /// How many connections the server accepted so far.
@@ -246,7 +255,11 @@ async fn accept_loop(listener: TcpListener, state: Arc<State>, mut shutdown: one
 async fn session(stream: TcpStream, state: Arc<State>) -> std::io::Result<()> {
     let (reader, mut writer) = stream.into_split();
     let mut reader = BufReader::new(reader);
-    if *state.mode.lock().unwrap() == SmtpMode::Silent {
+    let hung = |state: &State| {
+        let after = *state.silent_after.lock().unwrap();
+        after.is_some_and(|n| state.messages.lock().unwrap().len() >= n)
+    };
+    if *state.mode.lock().unwrap() == SmtpMode::Silent || hung(&state) {
         // Hold the connection open without a word until the client gives up and closes it.
         let mut sink = Vec::new();
         let _ = tokio::io::AsyncReadExt::read_to_end(&mut reader, &mut sink).await;
@@ -264,6 +277,12 @@ async fn session(stream: TcpStream, state: Arc<State>) -> std::io::Result<()> {
     loop {
         raw.clear();
         if reader.read_until(b'\n', &mut raw).await? == 0 {
+            return Ok(());
+        }
+        if hung(&state) {
+            // Reads on and says nothing, until the client gives up and closes.
+            let mut sink = Vec::new();
+            let _ = tokio::io::AsyncReadExt::read_to_end(&mut reader, &mut sink).await;
             return Ok(());
         }
         let line = String::from_utf8_lossy(&raw);
