@@ -233,12 +233,15 @@ fn render_notice(
     let env = environment(settings);
     let options = RuleOptions { holiday_rule: settings.calendar.holiday_rule };
     let explanation = render_explanation(env, lang, &Explanation::new(&payload.deadline(), today, options))?;
-    let context = NoticeContext::new(settings, payload, recipients, replaces, today, explanation);
+    // Made a template value once: each template given the context itself would turn it into
+    // one again (a quarter of the rendering).
+    let context =
+        Value::from_serialize(NoticeContext::new(settings, payload, recipients, replaces, today, explanation));
     let subject = render(env, &template_name("notice", lang, "subject"), &context)?;
     // A subject is one line whatever a template does with whitespace.
     let subject = subject.split_whitespace().collect::<Vec<_>>().join(" ");
-    let with_subject = WithSubject { subject: &subject, notice: &context };
-    render_alternatives(env, "notice", lang, subject.clone(), &with_subject)
+    let with_subject = minijinja::context! { subject => subject.clone(), ..context };
+    render_alternatives(env, "notice", lang, subject, &with_subject)
 }
 
 /// A digest's subject and both parts; the HTML escaped like a notice's (`html_formatter`).
@@ -389,13 +392,6 @@ fn html_formatter(out: &mut Output, state: &State, value: &Value) -> Result<(), 
 fn render<S: Serialize>(env: &Environment<'static>, name: &str, context: &S) -> Result<String, ComposeError> {
     let error = |source| ComposeError::Template { name: name.to_string(), source };
     env.get_template(name).map_err(error)?.render(context).map_err(error)
-}
-
-#[derive(Serialize)]
-struct WithSubject<'a> {
-    subject: &'a str,
-    #[serde(flatten)]
-    notice: &'a NoticeContext,
 }
 
 /// What the templates may use. Every field is documented in `templates/README.md`.

@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Settings, Transport};
 use crate::mail::compose::{compose_digest, compose_notice_instead_of};
-use crate::mail::transport::{scrub, DeliverError, Mailer, RecipientResult, SendError};
+use crate::mail::transport::{scrub, Connection, DeliverError, Mailer, RecipientResult, SendError};
 use crate::notice::{message_id, Recipient};
 use crate::rules::Kind;
 use crate::state::{
@@ -169,13 +169,19 @@ pub async fn dispatch_until(
         paused: Mutex::new(None),
         valid_until: Mutex::new(now),
         records: GroupCommit::default(),
+        connections: Mutex::new(Vec::new()),
     });
     // The renewal runs beside the work, in the same task, and ends with it.
     let report = tokio::select! {
         biased;
-        report = run(&ctx, control.beat) => report?,
+        report = run(&ctx, control.beat) => report,
         never = renew(&ctx) => match never {},
     };
+    // The senders' connections end with the run (a run cut off drops them, closing their sockets).
+    for connection in lock(&ctx.connections).drain(..) {
+        connection.close();
+    }
+    let report = report?;
     if report != DispatchReport::default() {
         tracing::info!(
             sent = report.total_sent(),
@@ -421,11 +427,17 @@ struct Context {
     valid_until: Mutex<DateTime<Utc>>,
     /// The group commit of the senders' records.
     records: GroupCommit,
+    /// The open SMTP connections no sender is using. A sender takes one (or connects) for its
+    /// mail and puts it back only once the mail's outcome is committed, so that the next mail on
+    /// a connection never starts before the previous one is recorded: a sender that dies leaves
+    /// at most one mail per connection accepted and unrecorded. At most `concurrency` exist.
+    connections: Mutex<Vec<Connection>>,
 }
 
 /// The senders' records committed in groups: a sender whose mail the server took queues its
 /// record and waits for the commit that holds it; the sender that gets the turn commits every
-/// record queued by then in one transaction (`StateStore::record_attempts`), while the records
+/// record queued by then at once (`StateStore::record_attempts`: one statement, or one
+/// transaction when a record writes a notice one role up), while the records
 /// queued meanwhile wait for the next. So no record waits longer than the commit under way and
 /// its own, and no sender starts another mail before its record is committed: at most one mail
 /// per sender is ever taken by the server and not yet recorded (the kill test's bound).
@@ -590,10 +602,21 @@ async fn handle_claimed(
     ctx: &Context,
     row: &Result<OutboxRow, UndecodableRow>,
 ) -> Result<(MailLabel, Handled), StateError> {
-    match row {
-        Ok(row) => handle(ctx, row).await,
+    let mut connection = lock(&ctx.connections).pop();
+    let handled = match row {
+        Ok(row) => handle(ctx, row, &mut connection).await,
         Err(row) => give_up_undecodable(ctx, row).await,
+    };
+    // A connection left after a mail went out on it is handed on only now that the mail's outcome
+    // is committed (`handle` returns after its record); after a failure of the state store the
+    // outcome may be unrecorded, and the connection ends.
+    if let Some(connection) = connection {
+        match handled {
+            Ok(_) => lock(&ctx.connections).push(connection),
+            Err(_) => connection.close(),
+        }
     }
+    handled
 }
 
 /// A row this version cannot decode is given up at once, visibly: marked dead with its class,
@@ -618,7 +641,13 @@ async fn give_up_undecodable(ctx: &Context, row: &UndecodableRow) -> Result<(Mai
     Ok((label, Outcome::Dead(row.class).into()))
 }
 
-async fn handle(ctx: &Context, row: &OutboxRow) -> Result<(MailLabel, Handled), StateError> {
+/// Handles one claimed row; a mail goes out on `connection` (the sender's, kept open between
+/// mails: see [`Mailer::deliver`]), and the row's outcome is committed before this returns.
+async fn handle(
+    ctx: &Context,
+    row: &OutboxRow,
+    connection: &mut Option<Connection>,
+) -> Result<(MailLabel, Handled), StateError> {
     let label = MailLabel { category: Some(row.category()), kind: row.kind, step: row.step };
     if !ctx.window_open {
         // Every waiting mail gets the window's opening: they leave at the start of office
@@ -679,7 +708,7 @@ async fn handle(ctx: &Context, row: &OutboxRow) -> Result<(MailLabel, Handled), 
         Vec::new()
     } else {
         let delivered = tokio::select! {
-            delivered = ctx.mailer.deliver(&message, &addresses) => Some(delivered),
+            delivered = ctx.mailer.deliver(connection, &message, &addresses) => Some(delivered),
             () = ctx.claim_lapsing() => None,
         };
         let Some(delivered) = delivered else {

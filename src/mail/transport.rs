@@ -1,9 +1,11 @@
 //! Where mail goes: `.eml` files in a directory, or an SMTP server.
 //!
 //! Architecture invariant: one [`Mailer`] is built at start-up and shared. Outbox mail goes
-//! through [`Mailer::deliver`], one SMTP connection per attempt (the dispatcher bounds how many
-//! are open at once by `mail.smtp.pool_size`), speaking the transaction itself over lettre's
-//! connection so that each recipient's reply is its own; the test mail uses lettre's pool.
+//! through [`Mailer::deliver`] over a sender's [`Connection`], kept open from one of its mails to
+//! the next (the dispatcher bounds how many are open at once by `mail.smtp.pool_size`, and starts
+//! a mail on a connection only once the previous mail's outcome is committed), speaking the
+//! transaction itself over lettre's connection so that each recipient's reply is its own; the
+//! test mail uses lettre's pool.
 //! Errors carry a bounded class (a metric label) and a message scrubbed of anything that looks
 //! like an address, since SMTP servers like to echo recipients back in their replies.
 
@@ -194,29 +196,69 @@ impl Mailer {
     /// Delivers `message` to each address of `to` on its own account: one SMTP transaction
     /// whose recipients are answered one by one, the message sent to those accepted. Returns
     /// each recipient's result, in the order of `to`. A file mailer delivers to all.
-    pub async fn deliver(&self, message: &Message, to: &[EmailAddress]) -> Result<Vec<RecipientResult>, DeliverError> {
+    ///
+    /// `kept` is the sender's connection: an open one is used (a server that closed it meanwhile
+    /// is connected to again, before anything of this mail was accepted), and after a
+    /// transaction that ended cleanly the connection is left there for the sender's next mail.
+    /// The caller decides when that next mail may start (the dispatcher: once this one's outcome
+    /// is committed) and ends the connection with [`Connection::close`]. A delivery that fails,
+    /// or whose future is dropped, leaves no connection behind.
+    pub async fn deliver(
+        &self,
+        kept: &mut Option<Connection>,
+        message: &Message,
+        to: &[EmailAddress],
+    ) -> Result<Vec<RecipientResult>, DeliverError> {
         match self {
             Mailer::File { .. } => {
                 self.send(message).await.map_err(DeliverError::Message)?;
                 Ok(vec![RecipientResult::Delivered; to.len()])
             }
-            Mailer::Smtp(smtp) => smtp.deliver(message, to).await,
+            Mailer::Smtp(smtp) => smtp.deliver(kept, message, to).await,
+        }
+    }
+}
+
+/// An SMTP connection kept open between the mails of one sender (see [`Mailer::deliver`]): the
+/// last transaction on it ended cleanly, so the next begins with `MAIL FROM`.
+pub struct Connection {
+    conn: AsyncSmtpConnection,
+    timeout: Duration,
+}
+
+impl Connection {
+    /// Ends the connection politely (`QUIT`) in the background, bounded by the timeout.
+    pub fn close(self) {
+        let Connection { mut conn, timeout } = self;
+        // Outside a runtime (a test dropping it late) the socket is simply closed.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = tokio::time::timeout(timeout, conn.quit()).await;
+            });
         }
     }
 }
 
 impl Smtp {
-    async fn deliver(&self, message: &Message, to: &[EmailAddress]) -> Result<Vec<RecipientResult>, DeliverError> {
+    async fn deliver(
+        &self,
+        kept: &mut Option<Connection>,
+        message: &Message,
+        to: &[EmailAddress],
+    ) -> Result<Vec<RecipientResult>, DeliverError> {
+        // Taken out for the time of the transaction: if this future is dropped half-way, the
+        // connection goes with it, in whatever state it was.
+        if let Some(Connection { mut conn, .. }) = kept.take() {
+            match self.transact(&mut conn, message, to, true).await {
+                // The server had closed the connection, or closes it now (a `421`, a reset): it
+                // took nothing of this mail, so a fresh connection starts it from the beginning.
+                Err(Stale) => tracing::debug!("the kept SMTP connection was closed by the server; connecting again"),
+                Ok(result) => return self.settle(kept, conn, result).await,
+            }
+        }
         // lettre bounds the TCP connect by `timeout`, not the reads: a server that accepts the
         // connection and then says nothing would hold this attempt (and the dispatch run) for
         // ever. Every phase is bounded here: set-up, then the transaction.
-        let timed_out = |phase: &str| {
-            DeliverError::Message(SendError {
-                permanent: false,
-                class: "timeout",
-                message: format!("no answer from the mail server within {:?} ({phase})", self.timeout),
-            })
-        };
         let mut conn = match tokio::time::timeout(self.timeout, self.connect()).await {
             Ok(conn) => conn?,
             Err(_) => {
@@ -227,25 +269,61 @@ impl Smtp {
                 }))
             }
         };
+        // Only a kept connection is stale; a fresh one answers for itself.
+        let result = self.transact(&mut conn, message, to, false).await.unwrap_or_else(|Stale| {
+            Err(DeliverError::Message(SendError {
+                permanent: false,
+                class: "connect",
+                message: "the mail server closed the connection".into(),
+            }))
+        });
+        self.settle(kept, conn, result).await
+    }
+
+    /// One transaction on `conn`, each of its round trips bounded. `Err(Stale)` only when
+    /// `reused` and `MAIL FROM` failed on it or went unanswered for the timeout.
+    async fn transact(
+        &self,
+        conn: &mut AsyncSmtpConnection,
+        message: &Message,
+        to: &[EmailAddress],
+        reused: bool,
+    ) -> Result<Result<Vec<RecipientResult>, DeliverError>, Stale> {
         // MAIL FROM, one RCPT TO per recipient, DATA and the message: each a round trip.
         let round_trips = u32::try_from(to.len()).unwrap_or(u32::MAX).saturating_add(3);
-        let result =
-            match tokio::time::timeout(self.timeout.saturating_mul(round_trips), transaction(&mut conn, message, to))
-                .await
-            {
-                Ok(result) => result,
-                Err(_) => Err(timed_out("transaction")),
-            };
+        match tokio::time::timeout(
+            self.timeout.saturating_mul(round_trips),
+            transaction(conn, message, to, reused.then_some(self.timeout)),
+        )
+        .await
+        {
+            Ok(Err(TransactionError::Stale)) => Err(Stale),
+            Ok(Err(TransactionError::Failed(e))) => Ok(Err(e)),
+            Ok(Ok(results)) => Ok(Ok(results)),
+            Err(_) => Ok(Err(DeliverError::Message(SendError {
+                permanent: false,
+                class: "timeout",
+                message: format!("no answer from the mail server within {:?} (transaction)", self.timeout),
+            }))),
+        }
+    }
+
+    /// After a transaction: a connection whose transaction ended with the message taken is kept
+    /// for the sender's next mail; any other is ended (one left in the middle of a transaction
+    /// is aborted at once, so that the server discards what it had of the message).
+    async fn settle(
+        &self,
+        kept: &mut Option<Connection>,
+        mut conn: AsyncSmtpConnection,
+        result: Result<Vec<RecipientResult>, DeliverError>,
+    ) -> Result<Vec<RecipientResult>, DeliverError> {
         match &result {
-            // A clean end, said without waiting for it: the outcome is recorded at once, so that
-            // the time in which a sender that dies leaves an accepted mail unrecorded (to be sent
-            // again by the sender that takes it over) is as short as it can be.
-            Ok(_) => {
-                let timeout = self.timeout;
-                tokio::spawn(async move {
-                    let _ = tokio::time::timeout(timeout, conn.quit()).await;
-                });
+            Ok(results) if results.contains(&RecipientResult::Delivered) => {
+                *kept = Some(Connection { conn, timeout: self.timeout });
             }
+            // Every recipient refused: the transaction is still open on the server; a clean end,
+            // said without waiting for it.
+            Ok(_) => Connection { conn, timeout: self.timeout }.close(),
             Err(_) => {
                 let _ = tokio::time::timeout(self.timeout, conn.abort()).await;
             }
@@ -306,36 +384,70 @@ impl Smtp {
     }
 }
 
+/// A kept connection on which `MAIL FROM` failed (the server closed it while it was idle, or
+/// closes it now): nothing of the mail was accepted on it.
+struct Stale;
+
+/// How a transaction failed: on a kept connection before the server took anything of the mail
+/// (`Stale`), or as the delivery's error.
+enum TransactionError {
+    Stale,
+    Failed(DeliverError),
+}
+
+impl From<DeliverError> for TransactionError {
+    fn from(e: DeliverError) -> TransactionError {
+        TransactionError::Failed(e)
+    }
+}
+
 /// `MAIL FROM`, one `RCPT TO` per recipient (each reply its recipient's own), then `DATA` to
-/// the accepted ones, if any.
+/// the accepted ones, if any. `reused`: the connection carried an earlier mail, and any failure
+/// of `MAIL FROM` on it is `Stale` (a server that closed an idle connection answers it with an
+/// I/O error, an end of stream or a `421`), as is no answer within the given time (a server
+/// gone silent: the fresh connection then finds it so, as an outage, before its greeting).
 async fn transaction(
     conn: &mut AsyncSmtpConnection,
     message: &Message,
     to: &[EmailAddress],
-) -> Result<Vec<RecipientResult>, DeliverError> {
+    reused: Option<Duration>,
+) -> Result<Vec<RecipientResult>, TransactionError> {
     let bytes = message.formatted();
     let mut options = Vec::new();
     let client_error =
         |text: &str| DeliverError::Message(SendError { permanent: true, class: "other", message: text.to_string() });
     if to.iter().any(|a| !a.as_str().is_ascii()) {
         if !conn.server_info().supports_feature(Extension::SmtpUtfEight) {
-            return Err(client_error("an address is not ASCII and the server does not support SMTPUTF8"));
+            return Err(client_error("an address is not ASCII and the server does not support SMTPUTF8").into());
         }
         options.push(MailParameter::SmtpUtfEight);
     }
     if !bytes.is_ascii() {
         if !conn.server_info().supports_feature(Extension::EightBitMime) {
-            return Err(client_error("the message is not ASCII and the server does not support 8BITMIME"));
+            return Err(client_error("the message is not ASCII and the server does not support 8BITMIME").into());
         }
         options.push(MailParameter::Body(MailBodyParameter::EightBitMime));
     }
-    if let Err(e) = conn.command(Mail::new(message.envelope().from().cloned(), options)).await {
+    let mail = conn.command(Mail::new(message.envelope().from().cloned(), options));
+    let answer = match reused {
+        Some(within) => match tokio::time::timeout(within, mail).await {
+            Ok(answer) => answer,
+            Err(_) => return Err(TransactionError::Stale),
+        },
+        None => mail.await,
+    };
+    if let Err(e) = answer {
+        // Nothing of the mail was taken: on a kept connection (closed by the server while idle,
+        // or closing now) the mail starts again on a fresh one, which answers for itself.
+        if reused.is_some() {
+            return Err(TransactionError::Stale);
+        }
         let error = classify(&e);
-        return Err(if e.is_permanent() {
+        return Err(TransactionError::Failed(if e.is_permanent() {
             DeliverError::Server(SendError { class: "sender", ..error })
         } else {
             DeliverError::Message(error)
-        });
+        }));
     }
     let mut results = Vec::with_capacity(to.len());
     for address in to {
@@ -351,7 +463,7 @@ async fn transaction(
             Ok(_) => results.push(RecipientResult::Delivered),
             Err(e) if e.is_permanent() => results.push(RecipientResult::Refused(classify(&e))),
             Err(e) if e.is_transient() => results.push(RecipientResult::Deferred(classify(&e))),
-            Err(e) => return Err(DeliverError::Message(classify(&e))),
+            Err(e) => return Err(DeliverError::Message(classify(&e)).into()),
         }
     }
     if !results.contains(&RecipientResult::Delivered) {

@@ -26,8 +26,8 @@ pub mod report;
 pub mod retention;
 
 use sqlx::postgres::PgRow;
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Decode, Postgres, Row, Sqlite, Type};
+use sqlx::sqlite::{SqliteConnection, SqliteRow};
+use sqlx::{ConnectOptions, Connection, Decode, Postgres, Row, Sqlite, Type};
 
 use crate::config::{DatabaseUrl, Engine};
 pub(crate) use crate::db::{with_pool, Pool};
@@ -139,13 +139,45 @@ pub(crate) fn placeholders(first: usize, n: usize) -> String {
     (first..first + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(",")
 }
 
-impl StateStore {
-    /// On SQLite, the turn to write (see `writer`); nothing on PostgreSQL, which locks rows.
-    pub(crate) async fn write_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
-        match self.engine {
-            Engine::Sqlite => Some(self.writer.lock().await),
-            Engine::Postgres => None,
+/// The turn to write of [`StateStore::write_turn`]: on SQLite the writers' own connection (when
+/// the state is a file), held until the turn is dropped.
+pub(crate) struct WriteTurn<'a> {
+    guard: Option<tokio::sync::MutexGuard<'a, Option<SqliteConnection>>>,
+}
+
+impl WriteTurn<'_> {
+    /// The writers' connection, when there is one (a SQLite file).
+    pub(crate) fn connection(&mut self) -> Option<&mut SqliteConnection> {
+        self.guard.as_mut().and_then(|guard| guard.as_mut())
+    }
+}
+
+/// Runs `$body` with `$p` bound to where the writes of a turn to write (`$turn`, a
+/// [`WriteTurn`]) go: the writers' own connection on a SQLite file, else the engine's pool. The
+/// body is compiled for each, so the same statement text and binds serve all three.
+macro_rules! with_writer {
+    ($pool:expr, $turn:ident, $p:ident => $body:expr) => {
+        match ($pool, $turn.connection()) {
+            ($crate::db::Pool::Sqlite(_), Some($p)) => $body,
+            ($crate::db::Pool::Sqlite($p), None) => $body,
+            ($crate::db::Pool::Postgres($p), _) => $body,
         }
+    };
+}
+pub(crate) use with_writer;
+
+impl StateStore {
+    /// On SQLite, the turn to write (see `writer`), with the writers' connection (opened on the
+    /// first turn); nothing on PostgreSQL, which locks rows.
+    pub(crate) async fn write_turn(&self) -> Result<WriteTurn<'_>, StateError> {
+        let Pool::Sqlite(pool) = &self.pool else { return Ok(WriteTurn { guard: None }) };
+        let mut guard = self.writer.lock().await;
+        if guard.is_none() && self.own_writer {
+            let connection =
+                pool.connect_options().connect().await.map_err(query_error("opening the writers' connection"))?;
+            *guard = Some(connection);
+        }
+        Ok(WriteTurn { guard: Some(guard) })
     }
 
     /// `n` parameter marks numbered from `first`, for a statement whose parameters each appear
@@ -169,15 +201,24 @@ pub struct StateStore {
     /// Opened to write (the daemon, `poll`, `migrate`), not read-only (the show commands).
     owned: bool,
     /// SQLite takes one writer at a time and makes the others sleep (1, 2, 5… ms) until it is
-    /// free; the senders of a dispatch run queue here instead, woken the moment it is.
-    writer: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// free; the senders of a dispatch run queue here instead, woken the moment it is. The turn
+    /// holds the writers' own connection to a SQLite file (`own_writer`): a statement through
+    /// the pool costs three round trips to its connection's thread (sqlx pings a connection
+    /// before it hands it out and when it is given back), and the pool's connections take turns,
+    /// each reading again the pages the others wrote; the writers' connection is one round trip
+    /// a statement, its pages at hand.
+    writer: std::sync::Arc<tokio::sync::Mutex<Option<SqliteConnection>>>,
+    /// A SQLite file written by this process: its writers have a connection of their own (an
+    /// in-memory database is one connection, the pool's).
+    own_writer: bool,
 }
 
 impl StateStore {
     /// Connects, creating a SQLite file when missing.
     pub async fn connect(url: &DatabaseUrl) -> Result<StateStore, StateError> {
         let pool = Pool::open(url, true, 8).await.map_err(|source| StateError::connect(url, source))?;
-        Ok(StateStore { pool, engine: url.engine, owned: true, writer: Default::default() })
+        let own_writer = url.engine == Engine::Sqlite && url.sqlite_path().is_some();
+        Ok(StateStore { pool, engine: url.engine, owned: true, writer: Default::default(), own_writer })
     }
 
     /// Connects for reading only (the show commands): never creates, migrates or writes; a
@@ -192,7 +233,7 @@ impl StateStore {
             Engine::Postgres => url.clone(),
         };
         let pool = Pool::open(&read_only, false, 2).await.map_err(|source| StateError::connect(url, source))?;
-        Ok(StateStore { pool, engine: url.engine, owned: false, writer: Default::default() })
+        Ok(StateStore { pool, engine: url.engine, owned: false, writer: Default::default(), own_writer: false })
     }
 
     /// Whether the schema exists (fristvakt migrated this database before).
@@ -222,6 +263,12 @@ impl StateStore {
     /// holds everything and its write-ahead log is empty: the last of several connections
     /// closing at once may otherwise leave the log behind (each sees the others still open).
     pub async fn close(&self) {
+        // The writers' connection first, so that the pool's last connection finds the log free.
+        if let Some(connection) = self.writer.lock().await.take() {
+            if let Err(e) = connection.close().await {
+                tracing::debug!("closing the writers' connection: {e}");
+            }
+        }
         if let (Pool::Sqlite(p), true) = (&self.pool, self.owned) {
             if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(p).await {
                 tracing::debug!("state checkpoint at close: {e}");

@@ -16,8 +16,10 @@ use std::str::FromStr;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::types::Json;
+use sqlx::Connection as _;
 
-use super::{column, query_error, with_pool, Get, StateError, StateStore, BATCH_ROWS};
+use super::{column, query_error, with_pool, with_writer, Get, StateError, StateStore, WriteTurn, BATCH_ROWS};
+use crate::config::Engine;
 use crate::digest::Digest;
 use crate::domain::{CaseRef, EmailAddress};
 use crate::notice::{NoticePayload, Recipient};
@@ -446,7 +448,7 @@ impl StateStore {
         until: DateTime<Utc>,
         limit: i64,
     ) -> Result<Vec<Result<OutboxRow, UndecodableRow>>, StateError> {
-        let _turn = self.write_turn().await;
+        let mut turn = self.write_turn().await?;
         // The rows are walked in the claim's order by its index (migration 0006), never all
         // read and sorted: SQLite is told the index, since without statistics it takes
         // `outbox_due` and sorts; PostgreSQL finds it for the ORDER BY and LIMIT.
@@ -460,7 +462,7 @@ impl StateStore {
                AND (claimed_until IS NULL OR claimed_until < $3) ORDER BY due_on IS NULL, due_on, step DESC, next_attempt_at, id LIMIT $4{lock}) \
              RETURNING {OUTBOX_COLUMNS}"
         );
-        let mut out = with_pool!(&self.pool, p => {
+        let mut out = with_writer!(&self.pool, turn, p => {
             let rows = sqlx::query(&sql)
                 .bind(holder)
                 .bind(until)
@@ -488,7 +490,7 @@ impl StateStore {
         error: &str,
         next: Option<DateTime<Utc>>,
     ) -> Result<bool, StateError> {
-        let _turn = self.write_turn().await;
+        let mut turn = self.write_turn().await?;
         let state = match next {
             Some(_) => OutboxState::Retrying,
             None => OutboxState::Dead,
@@ -498,7 +500,7 @@ impl StateStore {
              last_error = $3, attempts = attempts + 1, claimed_by = NULL, claimed_until = NULL \
              WHERE id = $4 AND claimed_by = $5"
         );
-        with_pool!(&self.pool, p => {
+        with_writer!(&self.pool, turn, p => {
             let result = sqlx::query(&sql).bind(state.as_str()).bind(next).bind(error).bind(id).bind(holder).execute(p).await;
             result.map(|r| r.rows_affected())
         })
@@ -522,7 +524,8 @@ impl StateStore {
     }
 
     /// Records the attempts of several claimed rows, each as [`StateStore::record_attempt`]
-    /// does and fenced on its own, in one transaction: the group commit of the senders of a
+    /// does and fenced on its own, at once (one statement, or one transaction when a record
+    /// writes a notice one role up): the group commit of the senders of a
     /// dispatch run, which pays one commit (one write-ahead log append, on PostgreSQL one flush)
     /// for the mail of every sender that finished while the previous commit was under way.
     /// Returns what was recorded of each, in the order given.
@@ -566,17 +569,16 @@ impl StateStore {
                     .rows_affected()
             };
         }
-        let _turn = self.write_turn().await;
-        // A lone record that writes no notice one role up is one statement, atomic and durable
-        // by itself: no transaction to open and commit around it (two round trips to the
-        // database less, for the mail of a sender that finished alone).
-        if let [(row, attempt)] = attempts {
-            if attempt.escalation.is_none() {
-                let updated = with_pool!(&self.pool, p => update!(row, attempt, p));
-                return Ok(vec![Recorded { held: updated == 1, escalated: false }]);
-            }
+        let mut turn = self.write_turn().await?;
+        // Records that write no notice one role up (every one but a mail refused by all its
+        // recipients) are one statement, atomic and durable by itself: each row fenced on its
+        // own, the rows still held returned. No transaction to open and commit around it: one
+        // round trip to the database for the group, where a transaction took one a record and
+        // two more.
+        if !attempts.is_empty() && attempts.iter().all(|(_, attempt)| attempt.escalation.is_none()) {
+            return self.record_group(&mut turn, holder, attempts).await;
         }
-        with_pool!(&self.pool, p => {
+        with_writer!(&self.pool, turn, p => {
             let mut tx = p.begin().await.map_err(query_error("starting a transaction"))?;
             let mut recorded = Vec::with_capacity(attempts.len());
             for ((row, attempt), payload) in attempts.iter().zip(&payloads) {
@@ -608,15 +610,79 @@ impl StateStore {
         })
     }
 
+    /// The attempts of [`StateStore::record_attempts`] without an escalation, in one statement
+    /// (an `UPDATE … FROM (VALUES …)` fenced on each row): what was recorded of each, in order.
+    /// The caller holds the turn to write.
+    async fn record_group(
+        &self,
+        turn: &mut WriteTurn<'_>,
+        holder: &str,
+        attempts: &[(&OutboxRow, Attempt<'_>)],
+    ) -> Result<Vec<Recorded>, StateError> {
+        // One row of values an attempt: id, state, next attempt, error, deliveries, sent at.
+        // PostgreSQL is told the types (a VALUES list has none of its own); SQLite takes the
+        // values as bound (a CAST there would turn an instant's text into a number).
+        let values = match self.engine {
+            Engine::Sqlite => vec!["(?, ?, ?, ?, ?, ?)".to_string(); attempts.len()].join(", "),
+            Engine::Postgres => (0..attempts.len())
+                .map(|i| {
+                    let n = 2 + i * 6;
+                    format!(
+                        "(${}::bigint, ${}::text, ${}::timestamptz, ${}::text, ${}::jsonb, ${}::timestamptz)",
+                        n,
+                        n + 1,
+                        n + 2,
+                        n + 3,
+                        n + 4,
+                        n + 5
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
+        };
+        // The holder is the first parameter on both engines (`?` on SQLite binds in order of
+        // appearance, and it appears first).
+        let holder_mark = match self.engine {
+            Engine::Sqlite => "?",
+            Engine::Postgres => "$1",
+        };
+        let sql = format!(
+            "UPDATE outbox SET \
+               state = CASE WHEN outbox.state = 'cancelled' AND v.column2 <> 'sent' THEN 'cancelled' ELSE v.column2 END, \
+               next_attempt_at = COALESCE(v.column3, outbox.next_attempt_at), last_error = v.column4, \
+               deliveries = v.column5, sent_at = COALESCE(v.column6, outbox.sent_at), attempts = outbox.attempts + 1, \
+               claimed_by = NULL, claimed_until = NULL \
+             FROM (SELECT {holder_mark} AS holder) AS h, (VALUES {values}) AS v \
+             WHERE outbox.id = v.column1 AND outbox.claimed_by = h.holder \
+             RETURNING outbox.id"
+        );
+        let held: Vec<i64> = with_writer!(&self.pool, turn, p => {
+            // Group sizes are bounded by the senders of a run: a few statement texts.
+            let mut q = sqlx::query(&sql).persistent(attempts.len() <= 8).bind(holder);
+            for (row, attempt) in attempts {
+                q = q
+                    .bind(row.id)
+                    .bind(attempt.state.as_str())
+                    .bind(attempt.next)
+                    .bind(attempt.error)
+                    .bind((!attempt.deliveries.is_empty()).then_some(Json(attempt.deliveries)))
+                    .bind(attempt.sent_at);
+            }
+            let rows = q.fetch_all(p).await.map_err(query_error("recording mail attempts"))?;
+            rows.iter().map(|r| column::<i64>(r, "id")).collect::<Result<Vec<_>, _>>()?
+        });
+        Ok(attempts.iter().map(|(row, _)| Recorded { held: held.contains(&row.id), escalated: false }).collect())
+    }
+
     /// Releases the claim of a row that was not attempted (dispatch paused or stopping),
     /// without counting an attempt: it stays due. `note` (why it was not sent, e.g. the mail
     /// server down) becomes its last error, for `outbox list`. Fenced: false when `holder` no
     /// longer holds the claim.
     pub async fn release_claim(&self, id: i64, holder: &str, note: Option<&str>) -> Result<bool, StateError> {
-        let _turn = self.write_turn().await;
+        let mut turn = self.write_turn().await?;
         let sql = "UPDATE outbox SET claimed_by = NULL, claimed_until = NULL, last_error = COALESCE($3, last_error) \
              WHERE id = $1 AND claimed_by = $2";
-        with_pool!(&self.pool, p => sqlx::query(sql).bind(id).bind(holder).bind(note).execute(p).await.map(|r| r.rows_affected()))
+        with_writer!(&self.pool, turn, p => sqlx::query(sql).bind(id).bind(holder).bind(note).execute(p).await.map(|r| r.rows_affected()))
             .map(|n| n == 1)
             .map_err(query_error("releasing a claim"))
     }
@@ -624,10 +690,10 @@ impl StateStore {
     /// Moves a claimed row's next attempt to `at` without counting an attempt (outside the
     /// sending window), and releases the claim. Fenced, as [`StateStore::release_claim`].
     pub async fn postpone(&self, id: i64, holder: &str, at: DateTime<Utc>) -> Result<bool, StateError> {
-        let _turn = self.write_turn().await;
+        let mut turn = self.write_turn().await?;
         let sql = "UPDATE outbox SET next_attempt_at = $1, claimed_by = NULL, claimed_until = NULL \
              WHERE id = $2 AND claimed_by = $3";
-        with_pool!(&self.pool, p => sqlx::query(sql).bind(at).bind(id).bind(holder).execute(p).await.map(|r| r.rows_affected()))
+        with_writer!(&self.pool, turn, p => sqlx::query(sql).bind(at).bind(id).bind(holder).execute(p).await.map(|r| r.rows_affected()))
             .map(|n| n == 1)
             .map_err(query_error("postponing a mail"))
     }
@@ -635,9 +701,9 @@ impl StateStore {
     /// Renews every claim `holder` still has on an unsettled row until `until`, while it works
     /// on them; returns how many. A claim another sender took is not touched.
     pub async fn renew_claims(&self, holder: &str, until: DateTime<Utc>) -> Result<u64, StateError> {
-        let _turn = self.write_turn().await;
+        let mut turn = self.write_turn().await?;
         let sql = "UPDATE outbox SET claimed_until = $1 WHERE claimed_by = $2 AND state IN ('pending', 'retrying')";
-        with_pool!(&self.pool, p => sqlx::query(sql).bind(until).bind(holder).execute(p).await.map(|r| r.rows_affected()))
+        with_writer!(&self.pool, turn, p => sqlx::query(sql).bind(until).bind(holder).execute(p).await.map(|r| r.rows_affected()))
             .map_err(query_error("renewing outbox claims"))
     }
 }

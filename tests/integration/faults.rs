@@ -93,8 +93,9 @@ async fn three_daemons_killed_during_dispatch_deliver_every_notice_once() {
     let pg = TestPostgres::start();
     let state_url = durable_state(&pg, "kills").await;
     let smtp = TestSmtp::start().await;
-    // A busy server: 20 ms before each greeting, so that the backlog takes seconds to send.
-    smtp.set_greeting_delay(Duration::from_millis(20));
+    // A busy server: 20 ms to queue each message, so that the backlog takes seconds to send
+    // (each sender keeps its connection open from mail to mail).
+    smtp.set_data_delay(Duration::from_millis(20));
     let ws = Workspace::new();
     overdue_register(&ws.path("register.db"), NOTICES).await;
     let config = ws.config_with(

@@ -501,6 +501,70 @@ async fn smtp_outage_pauses_then_delivers_the_most_urgent_first(state_url: Strin
     app.close().await;
 }
 
+/// A sender keeps its SMTP connection from mail to mail (the next mail starts once the previous
+/// one's outcome is committed); a connection the server closed meanwhile is connected again, and
+/// nothing is lost, repeated or counted as an attempt against the mail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_keeps_its_connection_and_connects_again_when_the_server_closed_it() {
+    let cases: Vec<Case> = (0..6)
+        .map(|i| {
+            let case_ref: &'static str = Box::leak(format!("2026-BU-06{i:02}").into_boxed_str());
+            assessment_case(case_ref, Some(CASEWORKER))
+        })
+        .collect();
+    let (first, rest) = cases.split_at(3);
+    let app = App::start_with(sqlite_state(), first, "always", |s| s.mail.smtp.pool_size = 1).await;
+    let t0 = at(day("2026-11-13"), 9);
+    assert_eq!(app.poll_at(day("2026-11-13"), t0).await.total_sent(), 3);
+    assert_eq!(app.smtp.connections(), 1, "three mails over one connection");
+    app.close().await;
+
+    let app = App::start_with(sqlite_state(), rest, "always", |s| s.mail.smtp.pool_size = 1).await;
+    app.smtp.close_after_each_message(true);
+    let report = app.poll_at(day("2026-11-13"), t0).await;
+    assert_eq!((report.total_sent(), report.total_retrying(), report.total_dead()), (3, 0, 0), "{report:?}");
+    assert!(report.errors.is_empty() && !report.paused(), "{report:?}");
+    assert_eq!(app.smtp.connections(), 3, "each mail after the first found its connection closed");
+    let messages = app.smtp.messages();
+    let ids: std::collections::BTreeSet<_> = messages.iter().map(|m| m.header("Message-ID")).collect();
+    assert_eq!((messages.len(), ids.len()), (3, 3), "each once");
+    let rows = app.state.outbox().await.unwrap();
+    let sent: Vec<_> = rows.iter().filter(|r| r.state == OutboxState::Sent).collect();
+    assert_eq!(sent.len(), 3, "{rows:#?}");
+    assert!(sent.iter().all(|r| r.attempts == 1 && r.last_error.is_none()), "{rows:#?}");
+    app.close().await;
+}
+
+/// A server that falls silent while a sender keeps its connection: the mail on the silent
+/// connection is no fault of the mail (no attempt counted), the fresh connection finds the
+/// server silent before its greeting, and the run pauses as for any outage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_connection_gone_silent_is_an_outage_not_a_failed_mail() {
+    let cases: Vec<Case> = (0..3)
+        .map(|i| {
+            let case_ref: &'static str = Box::leak(format!("2026-BU-07{i:02}").into_boxed_str());
+            assessment_case(case_ref, Some(CASEWORKER))
+        })
+        .collect();
+    let app = App::start_with(sqlite_state(), &cases, "always", |s| {
+        s.mail.smtp.pool_size = 1;
+        s.mail.smtp.timeout = std::time::Duration::from_secs(1);
+    })
+    .await;
+    app.smtp.fall_silent_after(1);
+    let started = std::time::Instant::now();
+    let report = app.poll_at(day("2026-11-13"), at(day("2026-11-13"), 9)).await;
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "{:?}", started.elapsed());
+    assert_eq!((report.total_sent(), report.total_retrying(), report.total_dead()), (1, 0, 0), "{report:?}");
+    assert_eq!(report.unavailable, Some("timeout"), "{report:?}");
+    let rows = app.state.outbox().await.unwrap();
+    let open: Vec<_> = rows.iter().filter(|r| r.state == OutboxState::Pending).collect();
+    assert_eq!(open.len(), 2, "{rows:#?}");
+    assert!(open.iter().all(|r| r.attempts == 0), "no attempt counted: {rows:#?}");
+    assert_eq!(app.smtp.count(), 1);
+    app.close().await;
+}
+
 /// An operator sees a dead notice with `outbox list` (which writes nothing) and puts it back
 /// with `outbox retry`, once: the next dispatch sends it to the recipient who refused it (the
 /// mailbox fixed meanwhile), a second retry changes nothing.

@@ -388,9 +388,15 @@ async fn outbox_claims_are_fenced_renewed_and_survive_a_cancel(postgres: Option<
         [("cancelled", Some("sender-b")), ("cancelled", Some("sender-b"))]
     );
     // b's attempt at one fails: it stays cancelled. b had handed the other over: it is sent.
+    // Both in one group commit, with a record of the row b recorded already (its claim gone):
+    // each record is fenced on its own, and that one writes nothing.
     let failed = Attempt { state: OutboxState::Retrying, next: Some(s(120)), sent_at: None, ..sent.clone() };
-    assert!(state.record_attempt(&b_rows[1], "sender-b", failed).await.unwrap().held);
-    assert!(state.record_attempt(&b_rows[2], "sender-b", sent).await.unwrap().held);
+    let group = [(&b_rows[0], sent.clone()), (&b_rows[1], failed), (&b_rows[2], sent)];
+    let recorded = state.record_attempts("sender-b", &group).await.unwrap();
+    assert_eq!(
+        recorded.iter().map(|r| (r.held, r.escalated)).collect::<Vec<_>>(),
+        [(false, false), (true, false), (true, false)]
+    );
     let rows = query_claims(&settings).await;
     assert_eq!(
         rows.iter().map(|r| (r.0.as_str(), r.1.as_deref(), r.2)).collect::<Vec<_>>(),

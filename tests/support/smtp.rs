@@ -67,6 +67,16 @@ struct State {
     deferred: Mutex<Vec<String>>,
     /// How long the server waits before its greeting (a busy server).
     greeting_delay: Mutex<Duration>,
+    /// How long the server takes to queue a message before its `250` (a busy server).
+    data_delay: Mutex<Duration>,
+    /// Closes each connection after the `250` to a message (as a server closes idle
+    /// connections), without waiting for `QUIT`.
+    close_after_message: Mutex<bool>,
+    /// Connections accepted so far.
+    connections: Mutex<usize>,
+    /// Once this many messages were received, the server falls silent on every session, open
+    /// ones included (a hung server), and greets no new one.
+    silent_after: Mutex<Option<usize>>,
 }
 
 /// A running (or stopped) test SMTP server; see the module docs.
@@ -130,6 +140,30 @@ impl TestSmtp {
     /// takes a while; zero by default.
     pub fn set_greeting_delay(&self, delay: Duration) {
         *self.state.greeting_delay.lock().unwrap() = delay;
+    }
+
+    /// Takes this long to queue each message before it answers the closing dot (a busy
+    /// server), so that sending takes a while also over a connection kept open; zero by
+    /// default. The message counts as received when the dot arrives.
+    pub fn set_data_delay(&self, delay: Duration) {
+        *self.state.data_delay.lock().unwrap() = delay;
+    }
+
+    /// Closes every connection right after it answered a message `250` (as a server that
+    /// closes idle connections at once), or, `false`, keeps it for more (the default).
+    pub fn close_after_each_message(&self, close: bool) {
+        *self.state.close_after_message.lock().unwrap() = close;
+    }
+
+    /// Falls silent once `n` messages in all were received: every open session stops
+    /// answering (it reads on, and says nothing), and new ones are never greeted.
+    pub fn fall_silent_after(&self, n: usize) {
+        *self.state.silent_after.lock().unwrap() = Some(n);
+    }
+
+    /// How many connections the server accepted so far.
+    pub fn connections(&self) -> usize {
+        *self.state.connections.lock().unwrap()
     }
 
     /// Whether the server is listening.
@@ -205,6 +239,7 @@ async fn accept_loop(listener: TcpListener, state: Arc<State>, mut shutdown: one
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
+                    *state.connections.lock().unwrap() += 1;
                     connections.spawn(session(stream, state.clone()));
                 }
                 Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
@@ -220,7 +255,11 @@ async fn accept_loop(listener: TcpListener, state: Arc<State>, mut shutdown: one
 async fn session(stream: TcpStream, state: Arc<State>) -> std::io::Result<()> {
     let (reader, mut writer) = stream.into_split();
     let mut reader = BufReader::new(reader);
-    if *state.mode.lock().unwrap() == SmtpMode::Silent {
+    let hung = |state: &State| {
+        let after = *state.silent_after.lock().unwrap();
+        after.is_some_and(|n| state.messages.lock().unwrap().len() >= n)
+    };
+    if *state.mode.lock().unwrap() == SmtpMode::Silent || hung(&state) {
         // Hold the connection open without a word until the client gives up and closes it.
         let mut sink = Vec::new();
         let _ = tokio::io::AsyncReadExt::read_to_end(&mut reader, &mut sink).await;
@@ -238,6 +277,12 @@ async fn session(stream: TcpStream, state: Arc<State>) -> std::io::Result<()> {
     loop {
         raw.clear();
         if reader.read_until(b'\n', &mut raw).await? == 0 {
+            return Ok(());
+        }
+        if hung(&state) {
+            // Reads on and says nothing, until the client gives up and closes.
+            let mut sink = Vec::new();
+            let _ = tokio::io::AsyncReadExt::read_to_end(&mut reader, &mut sink).await;
             return Ok(());
         }
         let line = String::from_utf8_lossy(&raw);
@@ -293,6 +338,14 @@ async fn session(stream: TcpStream, state: Arc<State>) -> std::io::Result<()> {
                     received_at: Instant::now(),
                 };
                 state.messages.lock().unwrap().push(mail);
+                let delay = *state.data_delay.lock().unwrap();
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+                if *state.close_after_message.lock().unwrap() {
+                    writer.write_all(b"250 2.0.0 OK: queued\r\n").await?;
+                    return Ok(());
+                }
                 "250 2.0.0 OK: queued\r\n"
             }
             "RSET" => {
