@@ -49,6 +49,31 @@ type MovedOver = Vec<(NaiveDate, DayKind)>;
 /// cases spends most of its time here.
 const UPSERT_ROWS: usize = 128;
 
+/// Parameters per deadline of [`NARROW_UPDATE`]'s values: column1 … column15 below.
+const NARROW_COLUMNS: usize = 15;
+
+/// The update of deadlines whose indexed columns (`unit`, `due_on`, `closed_on`, `child_key`,
+/// `withdrawn`, `next_step_on`) stay: it sets only the others, so that no index is written.
+/// Values: case_ref, kind, unit, caseworker, child_sex, start_on, nominal_due_on, due_on,
+/// closed_on, due_reason, extended_to, moved_over, next_step_on, row_updated_at, child_key (the
+/// names SQLite and PostgreSQL both give the columns of a `VALUES` list). A deadline it matches
+/// gets from the upsert of [`StateStore::store_deadlines`] just these columns: not withdrawn, the
+/// same nominal and last day and closing day (so its ladder position stays), and a next step
+/// that stays (a record without one clears the stored one).
+const NARROW_UPDATE: &str = "UPDATE deadlines SET caseworker = v.column4, child_sex = v.column5, \
+     start_on = v.column6, due_reason = v.column10, extended_to = v.column11, moved_over = v.column12, \
+     row_updated_at = v.column14 FROM (VALUES ";
+const NARROW_WHERE: &str = ") AS v WHERE deadlines.case_ref = v.column1 AND deadlines.kind = v.column2 \
+     AND deadlines.withdrawn = FALSE AND deadlines.unit = v.column3 \
+     AND deadlines.nominal_due_on = v.column7 AND deadlines.due_on = v.column8 \
+     AND deadlines.closed_on IS NOT DISTINCT FROM v.column9 \
+     AND deadlines.child_key IS NOT DISTINCT FROM v.column15 \
+     AND (v.column13 IS NOT NULL OR deadlines.next_step_on IS NULL) \
+     AND (deadlines.caseworker IS DISTINCT FROM v.column4 OR deadlines.child_sex IS DISTINCT FROM v.column5 \
+       OR deadlines.start_on <> v.column6 OR deadlines.due_reason <> v.column10 \
+       OR deadlines.extended_to IS DISTINCT FROM v.column11 OR deadlines.moved_over IS DISTINCT FROM v.column12 \
+       OR deadlines.row_updated_at IS DISTINCT FROM v.column14)";
+
 const DEADLINE_COLUMNS: &str = "case_ref, kind, unit, caseworker, child_sex, start_on, nominal_due_on, due_on, \
      closed_on, due_reason, extended_to, moved_over, withdrawn, first_seen_on, child_key";
 
@@ -75,6 +100,42 @@ impl StateStore {
         with_pool!(&self.pool, p => {
             let mut tx = p.begin().await.map_err(query_error("starting a transaction"))?;
             for chunk in records.chunks(UPSERT_ROWS) {
+                // First the deadlines whose indexed columns stay (a new caseworker, a new
+                // `updated_at`): a statement that sets only unindexed columns leaves every index
+                // alone (SQLite rewrites each index whose column an UPDATE sets, equal or not;
+                // PostgreSQL keeps such an update on its page, HOT). When it found every
+                // deadline of the chunk, that is all; otherwise the upsert below writes the rest
+                // and passes over these, now identical.
+                let narrowed = {
+                    let values: Vec<String> =
+                        (0..chunk.len()).map(|i| format!("({})", self.marks(i * NARROW_COLUMNS + 1, NARROW_COLUMNS))).collect();
+                    let sql = format!("{NARROW_UPDATE}{}{NARROW_WHERE}", values.join(","));
+                    let mut q = sqlx::query(&sql).persistent(chunk.len() == UPSERT_ROWS);
+                    for r in chunk {
+                        let d = &r.deadline;
+                        let (reason, extended_to, moved_over) = due_reason_columns(&d.due_reason);
+                        q = q
+                            .bind(r.case_ref.as_str())
+                            .bind(d.kind.as_str())
+                            .bind(r.unit.as_str())
+                            .bind(r.caseworker.as_ref().map(EmailAddress::as_str))
+                            .bind(r.child_sex.map(Sex::code))
+                            .bind(d.start_on)
+                            .bind(d.nominal_due_on)
+                            .bind(d.due_on)
+                            .bind(d.closed_on)
+                            .bind(reason)
+                            .bind(extended_to)
+                            .bind(moved_over)
+                            .bind(r.next_step_on)
+                            .bind(r.row_updated_at)
+                            .bind(r.child_key.as_ref().map(ChildKey::as_str));
+                    }
+                    q.execute(&mut *tx).await.map_err(query_error("storing deadlines"))?.rows_affected()
+                };
+                if narrowed == chunk.len() as u64 {
+                    continue;
+                }
                 let mut sql = String::from(
                     "INSERT INTO deadlines (case_ref, kind, unit, caseworker, child_sex, start_on, nominal_due_on, \
                      due_on, closed_on, due_reason, extended_to, moved_over, next_step_on, row_updated_at, \
