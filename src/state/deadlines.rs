@@ -99,6 +99,9 @@ impl StateStore {
         let per_row = 16;
         with_pool!(&self.pool, p => {
             let mut tx = p.begin().await.map_err(query_error("starting a transaction"))?;
+            // A batch of new cases (a first full pass) finds none: after a chunk that found
+            // nothing, the rest go to the upsert alone.
+            let mut narrow = true;
             for chunk in records.chunks(UPSERT_ROWS) {
                 // First the deadlines whose indexed columns stay (a new caseworker, a new
                 // `updated_at`): a statement that sets only unindexed columns leaves every index
@@ -106,7 +109,9 @@ impl StateStore {
                 // PostgreSQL keeps such an update on its page, HOT). When it found every
                 // deadline of the chunk, that is all; otherwise the upsert below writes the rest
                 // and passes over these, now identical.
-                let narrowed = {
+                let narrowed = if !narrow {
+                    0
+                } else {
                     let values: Vec<String> =
                         (0..chunk.len()).map(|i| format!("({})", self.marks(i * NARROW_COLUMNS + 1, NARROW_COLUMNS))).collect();
                     let sql = format!("{NARROW_UPDATE}{}{NARROW_WHERE}", values.join(","));
@@ -133,6 +138,7 @@ impl StateStore {
                     }
                     q.execute(&mut *tx).await.map_err(query_error("storing deadlines"))?.rows_affected()
                 };
+                narrow = narrowed > 0;
                 if narrowed == chunk.len() as u64 {
                     continue;
                 }
