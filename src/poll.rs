@@ -134,7 +134,7 @@ pub async fn sync_register(
             // The first full pass builds them.
             (true, None) => Prints::Whole { book: PrintBook::whole(), stored_bits: None, lists_all: false },
             // An incremental poll loads the buckets of the rows it reads.
-            (false, Some(bits)) => Prints::Buckets(PrintBook::new(bits)),
+            (false, Some(bits)) => Prints::Buckets(state.open_print_log(bits).await?),
             (false, None) => Prints::None,
         },
     };

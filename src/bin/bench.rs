@@ -3,7 +3,7 @@
 //! never a test: these figures depend on the machine.
 //!
 //!     cargo build --release && target/release/fristvakt-bench [--cases 100000,1000000] [--runs 3]
-//!         [--notices 10000] [--engines sqlite,postgres] [--every-row]
+//!         [--notices 10000] [--engines sqlite,postgres] [--every-row] [--only changed-poll]
 //!
 //! For each size and engine it fills a demo register with the same cases and gives fristvakt a
 //! state database of that engine: SQLite files, or databases of a throwaway PostgreSQL server that
@@ -23,6 +23,11 @@
 //! Above `EVERY_ROW_MAX` cases the run keeps to what the goals need there (the steady full pass,
 //! the polls with nothing and with 1 000 rows changed, SQLite's processes; no bulk update, no
 //! PostgreSQL processes) and a row says so, unless `--every-row`.
+//!
+//! `--only changed-poll` makes only what the poll of 1 000 changed rows needs (the register, a
+//! first full pass in this process) and then that poll `--runs` times, each after another change
+//! of the same 1 000 rows; it prints a line to standard error before the first, so that a
+//! profiler can attach to the process then (`perf record -p`).
 //!
 //! Times are the minimum and median of `--runs` runs. A raw SQLite scan needs the `sqlite3` shell
 //! on the PATH (Debian package `sqlite3`); without it that row says so. PostgreSQL needs the
@@ -59,6 +64,7 @@ fn main() -> Result<()> {
     let mut notices = 10_000usize;
     let mut engines = vec![Engine::Sqlite, Engine::Postgres];
     let mut every_row = false;
+    let mut only_changed = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -75,9 +81,13 @@ fn main() -> Result<()> {
                 engines = raw.split(',').map(|e| parse_engine(e.trim())).collect::<Result<_>>()?;
             }
             "--every-row" => every_row = true,
+            "--only" => match args.next().as_deref() {
+                Some("changed-poll") => only_changed = true,
+                other => anyhow::bail!("--only takes changed-poll, not {other:?}"),
+            },
             other => anyhow::bail!(
                 "unknown argument {other:?}; use [--cases N[,N…]] [--runs R] [--notices N] [--engines sqlite,postgres] \
-                 [--every-row]"
+                 [--every-row] [--only changed-poll]"
             ),
         }
     }
@@ -91,7 +101,8 @@ fn main() -> Result<()> {
             let name = engine_name(engine).to_lowercase();
             let dir = std::env::temp_dir().join(format!("fristvakt-bench-{}-{name}-{cases}", std::process::id()));
             std::fs::create_dir_all(&dir)?;
-            let plan = Plan::for_size(engine, cases, runs, every_row);
+            let mut plan = Plan::for_size(engine, cases, runs, every_row);
+            plan.only_changed = only_changed;
             let result = runtime.block_on(bench_on(engine, cases, &plan, &dir));
             let _ = std::fs::remove_dir_all(&dir);
             result?;
@@ -406,11 +417,13 @@ struct Plan {
     bulk_update: bool,
     /// The `fristvakt` processes (start-up to READY, a full pass, the report) and their memory.
     processes: bool,
+    /// Only the poll of 1 000 changed rows, `runs` times (`--only changed-poll`).
+    only_changed: bool,
 }
 
 impl Plan {
     fn for_size(engine: Engine, cases: usize, runs: usize, every_row: bool) -> Plan {
-        let everything = Plan { runs, full_pass_runs: runs, bulk_update: true, processes: true };
+        let everything = Plan { runs, full_pass_runs: runs, bulk_update: true, processes: true, only_changed: false };
         if every_row || cases <= EVERY_ROW_MAX {
             return everything;
         }
@@ -421,6 +434,9 @@ impl Plan {
 
     /// A row saying what was left out, if anything.
     fn print_reductions(&self, at: At) {
+        if self.only_changed {
+            return;
+        }
         let mut left_out = Vec::new();
         if self.full_pass_runs < self.runs {
             left_out.push(format!("steady full pass {} run(s), not {}", self.full_pass_runs, self.runs));
@@ -571,6 +587,9 @@ async fn bench(store: &Store<'_>, cases: usize, plan: &Plan, dir: &Path) -> Resu
     let options = DemoOptions { cases, seed: 1, today, broken: 0 };
     let view = settings.register.view.clone();
     store.write_register(&view, demo::generate(&options)).await?;
+    if plan.only_changed {
+        return changed_polls(store, at, settings, today, runs).await;
+    }
 
     // The baseline: the same columns of the same view, read by the engine's shell.
     let scan = raw_scan(store, &view, plan.runs);
@@ -763,6 +782,48 @@ async fn bench(store: &Store<'_>, cases: usize, plan: &Plan, dir: &Path) -> Resu
             "| {at} | peak resident memory, {what} process | {peak} MiB | {peak} MiB | – | – | ≤ 100 MB | {met} |"
         );
     }
+    Ok(())
+}
+
+/// `--only changed-poll`: a first full pass in this process, then `runs` polls, each after the
+/// same 1 000 rows changed again (as the full run's one poll of 1 000 changed rows).
+async fn changed_polls(
+    store: &Store<'_>,
+    at: At,
+    settings: Arc<config::Settings>,
+    today: NaiveDate,
+    runs: usize,
+) -> Result<()> {
+    let view = settings.register.view.clone();
+    let mut now = Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).single().context("now")?;
+    let app = App::start(settings, "bench", now).await?;
+    jobs::full_pass::run_once(&app, Moment::on(today, now)).await?.context("the poll lease")?;
+    now += chrono::Duration::minutes(1);
+    jobs::poll::run_once(&app, Moment::on(today, now)).await?.context("the poll lease")?;
+    eprintln!("fristvakt-bench: changed polls start (pid {})", std::process::id());
+    let mut times = Vec::new();
+    let mut read = Vec::new();
+    for run in 0..runs {
+        now += chrono::Duration::minutes(30);
+        let stamp = (now - chrono::Duration::minutes(1)).to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        store.execute(&format!(
+            "UPDATE {view} SET caseworker = 'ny.handlaggare.{run}@kommun.example', updated_at = '{stamp}' \
+             WHERE case_ref IN (SELECT case_ref FROM {view} ORDER BY case_ref LIMIT 1000)"
+        ))?;
+        let t = Instant::now();
+        let changed = jobs::poll::run_once(&app, Moment::on(today, now)).await?.context("the poll lease")?;
+        times.push(t.elapsed());
+        read.push(changed.sync.rows_read.to_string());
+    }
+    eprintln!("fristvakt-bench: changed polls end");
+    row(
+        at,
+        &format!("poll, 1 000 rows changed ({} read)", read.join("/")),
+        &Timing(times),
+        None,
+        Goal::Within(Duration::from_millis(50)),
+    );
+    app.close().await;
     Ok(())
 }
 

@@ -49,6 +49,31 @@ type MovedOver = Vec<(NaiveDate, DayKind)>;
 /// cases spends most of its time here.
 const UPSERT_ROWS: usize = 128;
 
+/// Parameters per deadline of [`NARROW_UPDATE`]'s values: column1 … column15 below.
+const NARROW_COLUMNS: usize = 15;
+
+/// The update of deadlines whose indexed columns (`unit`, `due_on`, `closed_on`, `child_key`,
+/// `withdrawn`, `next_step_on`) stay: it sets only the others, so that no index is written.
+/// Values: case_ref, kind, unit, caseworker, child_sex, start_on, nominal_due_on, due_on,
+/// closed_on, due_reason, extended_to, moved_over, next_step_on, row_updated_at, child_key (the
+/// names SQLite and PostgreSQL both give the columns of a `VALUES` list). A deadline it matches
+/// gets from the upsert of [`StateStore::store_deadlines`] just these columns: not withdrawn, the
+/// same nominal and last day and closing day (so its ladder position stays), and a next step
+/// that stays (a record without one clears the stored one).
+const NARROW_UPDATE: &str = "UPDATE deadlines SET caseworker = v.column4, child_sex = v.column5, \
+     start_on = v.column6, due_reason = v.column10, extended_to = v.column11, moved_over = v.column12, \
+     row_updated_at = v.column14 FROM (VALUES ";
+const NARROW_WHERE: &str = ") AS v WHERE deadlines.case_ref = v.column1 AND deadlines.kind = v.column2 \
+     AND deadlines.withdrawn = FALSE AND deadlines.unit = v.column3 \
+     AND deadlines.nominal_due_on = v.column7 AND deadlines.due_on = v.column8 \
+     AND deadlines.closed_on IS NOT DISTINCT FROM v.column9 \
+     AND deadlines.child_key IS NOT DISTINCT FROM v.column15 \
+     AND (v.column13 IS NOT NULL OR deadlines.next_step_on IS NULL) \
+     AND (deadlines.caseworker IS DISTINCT FROM v.column4 OR deadlines.child_sex IS DISTINCT FROM v.column5 \
+       OR deadlines.start_on <> v.column6 OR deadlines.due_reason <> v.column10 \
+       OR deadlines.extended_to IS DISTINCT FROM v.column11 OR deadlines.moved_over IS DISTINCT FROM v.column12 \
+       OR deadlines.row_updated_at IS DISTINCT FROM v.column14)";
+
 const DEADLINE_COLUMNS: &str = "case_ref, kind, unit, caseworker, child_sex, start_on, nominal_due_on, due_on, \
      closed_on, due_reason, extended_to, moved_over, withdrawn, first_seen_on, child_key";
 
@@ -74,7 +99,49 @@ impl StateStore {
         let per_row = 16;
         with_pool!(&self.pool, p => {
             let mut tx = p.begin().await.map_err(query_error("starting a transaction"))?;
+            // A batch of new cases (a first full pass) finds none: after a chunk that found
+            // nothing, the rest go to the upsert alone.
+            let mut narrow = true;
             for chunk in records.chunks(UPSERT_ROWS) {
+                // First the deadlines whose indexed columns stay (a new caseworker, a new
+                // `updated_at`): a statement that sets only unindexed columns leaves every index
+                // alone (SQLite rewrites each index whose column an UPDATE sets, equal or not;
+                // PostgreSQL keeps such an update on its page, HOT). When it found every
+                // deadline of the chunk, that is all; otherwise the upsert below writes the rest
+                // and passes over these, now identical.
+                let narrowed = if !narrow {
+                    0
+                } else {
+                    let values: Vec<String> =
+                        (0..chunk.len()).map(|i| format!("({})", self.marks(i * NARROW_COLUMNS + 1, NARROW_COLUMNS))).collect();
+                    let sql = format!("{NARROW_UPDATE}{}{NARROW_WHERE}", values.join(","));
+                    let mut q = sqlx::query(&sql).persistent(chunk.len() == UPSERT_ROWS);
+                    for r in chunk {
+                        let d = &r.deadline;
+                        let (reason, extended_to, moved_over) = due_reason_columns(&d.due_reason);
+                        q = q
+                            .bind(r.case_ref.as_str())
+                            .bind(d.kind.as_str())
+                            .bind(r.unit.as_str())
+                            .bind(r.caseworker.as_ref().map(EmailAddress::as_str))
+                            .bind(r.child_sex.map(Sex::code))
+                            .bind(d.start_on)
+                            .bind(d.nominal_due_on)
+                            .bind(d.due_on)
+                            .bind(d.closed_on)
+                            .bind(reason)
+                            .bind(extended_to)
+                            .bind(moved_over)
+                            .bind(r.next_step_on)
+                            .bind(r.row_updated_at)
+                            .bind(r.child_key.as_ref().map(ChildKey::as_str));
+                    }
+                    q.execute(&mut *tx).await.map_err(query_error("storing deadlines"))?.rows_affected()
+                };
+                narrow = narrowed > 0;
+                if narrowed == chunk.len() as u64 {
+                    continue;
+                }
                 let mut sql = String::from(
                     "INSERT INTO deadlines (case_ref, kind, unit, caseworker, child_sex, start_on, nominal_due_on, \
                      due_on, closed_on, due_reason, extended_to, moved_over, next_step_on, row_updated_at, \
@@ -139,27 +206,36 @@ impl StateStore {
             for r in records {
                 held.entry(r.case_ref.as_str()).or_default().push(r.deadline.kind.as_str());
             }
-            for chunk in case_refs.chunks(BATCH_ROWS * 4) {
-                let mut sql = format!(
-                    "UPDATE deadlines SET withdrawn = TRUE, next_step_on = NULL, child_key = NULL \
-                     WHERE withdrawn = FALSE AND case_ref IN ({})",
+            // Found by a read of the kinds stored for them (one statement a thousand cases), and
+            // withdrawn by pair only when there are any: most polls find none.
+            let mut gone: Vec<(String, String)> = Vec::new();
+            for chunk in case_refs.chunks(BATCH_ROWS * 32) {
+                let sql = format!(
+                    "SELECT case_ref, kind FROM deadlines WHERE withdrawn = FALSE AND case_ref IN ({})",
                     self.marks(1, chunk.len())
                 );
-                let pairs: Vec<(&str, &str)> = chunk
-                    .iter()
-                    .flat_map(|c| held.get(c.as_str()).into_iter().flatten().map(move |k| (c.as_str(), *k)))
-                    .collect();
-                if !pairs.is_empty() {
-                    let values: Vec<String> =
-                        (0..pairs.len()).map(|i| format!("({})", self.marks(chunk.len() + 2 * i + 1, 2))).collect();
-                    sql.push_str(&format!(" AND (case_ref, kind) NOT IN (VALUES {})", values.join(",")));
-                }
-                let mut q = sqlx::query(&sql).persistent(false);
+                let mut q = sqlx::query(&sql).persistent(chunk.len() == BATCH_ROWS * 32);
                 for c in chunk {
                     q = q.bind(c.as_str());
                 }
-                for (case_ref, kind) in pairs {
-                    q = q.bind(case_ref).bind(kind);
+                for row in q.fetch_all(&mut *tx).await.map_err(query_error("withdrawing deadlines"))? {
+                    let case_ref: String = column(&row, "case_ref")?;
+                    let kind: String = column(&row, "kind")?;
+                    if !held.get(case_ref.as_str()).is_some_and(|kinds| kinds.contains(&kind.as_str())) {
+                        gone.push((case_ref, kind));
+                    }
+                }
+            }
+            for chunk in gone.chunks(BATCH_ROWS * 4) {
+                let values: Vec<String> = (0..chunk.len()).map(|i| format!("({})", self.marks(2 * i + 1, 2))).collect();
+                let sql = format!(
+                    "UPDATE deadlines SET withdrawn = TRUE, next_step_on = NULL, child_key = NULL FROM (VALUES {}) AS v \
+                     WHERE deadlines.case_ref = v.column1 AND deadlines.kind = v.column2 AND deadlines.withdrawn = FALSE",
+                    values.join(",")
+                );
+                let mut q = sqlx::query(&sql).persistent(false);
+                for (case_ref, kind) in chunk {
+                    q = q.bind(case_ref.as_str()).bind(kind.as_str());
                 }
                 q.execute(&mut *tx).await.map_err(query_error("withdrawing deadlines"))?;
             }

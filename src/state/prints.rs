@@ -6,8 +6,12 @@
 //! The prints live in buckets chosen by a hash of the case reference: `2^bits` rows of
 //! `case_prints`, each holding the (print, case reference) pairs of its cases in one blob, about
 //! 64 cases a bucket. A full pass loads every print in a few thousand rows (a row per case would
-//! cost a row's round trip each, more than the register read itself); a poll of 1 000 changed
-//! rows reads and rewrites about 1 000 rows of a few kilobytes. `poll_state.print_bits` is NULL until the first
+//! cost a row's round trip each, more than the register read itself). An incremental poll reads
+//! the buckets of the rows it reads, but writes the prints it changed as one row appended to
+//! `case_print_log` per transaction (a thousand changed rows rewrote about a thousand buckets
+//! scattered over the table: a page each); it reads the whole log first, whose prints stand over
+//! the buckets'. The full pass (and a poll that finds more than [`LOG_FOLD`] entries) folds the
+//! log into the buckets and deletes it, in one transaction. `poll_state.print_bits` is NULL until the first
 //! full pass has built the book, which from then on also lists every case with stored deadlines
 //! (the cases a full pass did not read left the register).
 //!
@@ -15,7 +19,7 @@
 //! references, so that a lookup compares 4-byte tags (the low bytes of the case reference's XXH3)
 //! in a few cache lines and reads a reference only where a tag matches.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use futures_util::TryStreamExt;
 use xxhash_rust::xxh3::xxh3_64;
@@ -25,6 +29,10 @@ use super::{column, query_error, with_pool, StateError, StateStore, BATCH_ROWS};
 /// The print stored for a case whose row was seen but never understood (a broken row): it lists
 /// the case (so that a full pass notices when it leaves the register) and matches no row.
 pub const NO_PRINT: u64 = 0;
+
+/// Entries of the print log beyond which an incremental poll folds it into the buckets before it
+/// reads (a poll of 1 000 changed rows adds 1 000; each poll loads the whole log).
+const LOG_FOLD: usize = 16_384;
 
 /// Cases per bucket aimed at when a whole book is sized; it grows when the average passes
 /// `MAX_LOAD` and shrinks when it falls below `MIN_LOAD`.
@@ -159,6 +167,17 @@ pub struct PrintBook {
     len: usize,
     /// Every bucket is here (a full pass): the book may change its bits as it fills.
     whole: bool,
+    /// An incremental poll's book: the prints of the log, which stand over the buckets', and
+    /// the entries it sets, appended to the log instead of rewriting their buckets.
+    log: Option<Box<PrintLog>>,
+}
+
+/// The prints of `case_print_log` (the latest of each case), and the ones set since it was read.
+#[derive(Debug, Default)]
+struct PrintLog {
+    prints: HashMap<String, u64>,
+    /// Set since the log was read or last written: its next row.
+    pending: Bucket,
 }
 
 impl PrintBook {
@@ -201,7 +220,14 @@ impl PrintBook {
 
     /// Whether buckets changed since they were loaded.
     pub fn is_dirty(&self) -> bool {
-        !self.dirty.is_empty()
+        !self.dirty.is_empty() || self.log.as_ref().is_some_and(|log| log.pending.len() > 0)
+    }
+
+    /// The entries set since the log was read or last written, as the log's next row (`None`
+    /// when there are none, or the book keeps no log), now taken as written.
+    pub(super) fn take_log_row(&mut self) -> Option<Vec<u8>> {
+        let log = self.log.as_mut().filter(|log| log.pending.len() > 0)?;
+        Some(std::mem::take(&mut log.pending).encode())
     }
 
     pub fn bits(&self) -> u32 {
@@ -214,12 +240,20 @@ impl PrintBook {
     }
 
     /// The buckets of these cases that are not loaded yet.
+    /// A case whose print the log holds needs no bucket.
     pub fn missing<'a>(&self, case_refs: impl Iterator<Item = &'a str>) -> BTreeSet<u32> {
-        case_refs.map(|c| self.bucket_of(c)).filter(|b| !self.loaded[*b as usize]).collect()
+        case_refs
+            .filter(|c| !self.log.as_ref().is_some_and(|log| log.prints.contains_key(*c)))
+            .map(|c| self.bucket_of(c))
+            .filter(|b| !self.loaded[*b as usize])
+            .collect()
     }
 
-    /// The stored print of a case (in a loaded bucket).
+    /// The stored print of a case (in the log or a loaded bucket).
     pub fn get(&self, case_ref: &str) -> Option<u64> {
+        if let Some(print) = self.log.as_ref().and_then(|log| log.prints.get(case_ref)) {
+            return Some(*print);
+        }
         let (b, tag) = hash_of(case_ref, self.bits);
         let bucket = &self.buckets[b];
         bucket.find(case_ref, tag).map(|i| bucket.entries[i].print)
@@ -227,6 +261,10 @@ impl PrintBook {
 
     /// The stored print of a case, which is marked as read by this pass.
     pub fn read(&mut self, case_ref: &str) -> Option<u64> {
+        // A book with a log is an incremental poll's, which lists no unread cases: no marks.
+        if let Some(print) = self.log.as_ref().and_then(|log| log.prints.get(case_ref)) {
+            return Some(*print);
+        }
         let (b, tag) = hash_of(case_ref, self.bits);
         let bucket = &mut self.buckets[b];
         let i = bucket.find(case_ref, tag)?;
@@ -256,6 +294,14 @@ impl PrintBook {
         // matches, so that its case is computed on every pass rather than mistaken for another.
         let case_ref = &case_ref[..floor_char_boundary(case_ref, LONGEST_REF)];
         let (b, tag) = hash_of(case_ref, self.bits);
+        if self.log.is_some() {
+            let stored = self.get(case_ref);
+            if let Some(log) = self.log.as_mut().filter(|_| stored != Some(print)) {
+                log.prints.insert(case_ref.to_string(), print);
+                log.pending.push(case_ref, tag, print, false);
+            }
+            return;
+        }
         let bucket = &mut self.buckets[b];
         match bucket.find(case_ref, tag) {
             Some(i) => {
@@ -359,8 +405,9 @@ fn floor_char_boundary(s: &str, at: usize) -> usize {
 }
 
 impl StateStore {
-    /// Every stored print, in a whole book of `bits`.
+    /// Every stored print, in a whole book of `bits` (the log folded into the buckets first).
     pub async fn load_prints(&self, bits: u32) -> Result<PrintBook, StateError> {
+        self.fold_print_log(bits).await?;
         let mut book = PrintBook::whole_of(bits);
         with_pool!(&self.pool, p => {
             let mut rows = sqlx::query("SELECT bucket, prints FROM case_prints").fetch(p);
@@ -370,6 +417,63 @@ impl StateStore {
             Ok::<_, StateError>(())
         })?;
         Ok(book)
+    }
+
+    /// An incremental poll's book of `2^bits` buckets, none loaded yet, holding the print log
+    /// (folded into the buckets first when it has grown past [`LOG_FOLD`] entries).
+    pub async fn open_print_log(&self, bits: u32) -> Result<PrintBook, StateError> {
+        let (mut entries, _) = self.read_print_log().await?;
+        if entries.len() > LOG_FOLD {
+            self.fold_print_log(bits).await?;
+            entries.clear();
+        }
+        let mut book = PrintBook::new(bits);
+        let mut log = PrintLog::default();
+        log.prints.extend(entries);
+        book.log = Some(Box::new(log));
+        Ok(book)
+    }
+
+    /// The entries of the print log in the order they were written, and its last row's number.
+    async fn read_print_log(&self) -> Result<(Vec<(String, u64)>, Option<i64>), StateError> {
+        let mut entries = Vec::new();
+        let mut last = None;
+        with_pool!(&self.pool, p => {
+            let mut rows = sqlx::query("SELECT seq, prints FROM case_print_log ORDER BY seq").fetch(p);
+            while let Some(row) = rows.try_next().await.map_err(query_error("reading the case print log"))? {
+                let seq: i64 = column(&row, "seq")?;
+                let blob: Vec<u8> = column(&row, "prints")?;
+                let corrupt = || StateError::Corrupt { column: "case_print_log.prints", value: format!("row {seq}") };
+                let bucket = Bucket::decode(&blob).ok_or_else(corrupt)?;
+                entries.extend((0..bucket.len()).map(|i| (bucket.case_ref(i).to_string(), bucket.entries[i].print)));
+                last = Some(seq);
+            }
+            Ok::<_, StateError>(())
+        })?;
+        Ok((entries, last))
+    }
+
+    /// Writes the print log into the buckets of `2^bits` and deletes it, in one transaction.
+    pub async fn fold_print_log(&self, bits: u32) -> Result<(), StateError> {
+        let (entries, Some(last)) = self.read_print_log().await? else {
+            return Ok(());
+        };
+        let mut book = PrintBook::new(bits);
+        let buckets = book.missing(entries.iter().map(|(c, _)| c.as_str()));
+        self.load_buckets(&mut book, &buckets).await?;
+        for (case_ref, print) in &entries {
+            book.set(case_ref, *print);
+        }
+        with_pool!(&self.pool, p => {
+            let mut tx = p.begin().await.map_err(query_error("starting a transaction"))?;
+            write_buckets!(self, &mut *tx, &mut book)?;
+            sqlx::query("DELETE FROM case_print_log WHERE seq <= $1")
+                .bind(last)
+                .execute(&mut *tx)
+                .await
+                .map_err(query_error("folding the case print log"))?;
+            tx.commit().await.map_err(query_error("committing case prints"))
+        })
     }
 
     /// Loads the stored prints of `buckets` into `book`.
@@ -414,6 +518,10 @@ impl StateStore {
                 .await
                 .map_err(query_error("dropping case prints"))?;
             sqlx::query("DELETE FROM case_prints").execute(&mut *tx).await.map_err(query_error("dropping case prints"))?;
+            sqlx::query("DELETE FROM case_print_log")
+                .execute(&mut *tx)
+                .await
+                .map_err(query_error("dropping case prints"))?;
             tx.commit().await.map_err(query_error("committing case prints"))
         })
     }
@@ -426,6 +534,10 @@ impl StateStore {
         with_pool!(&self.pool, p => {
             let mut tx = p.begin().await.map_err(query_error("starting a transaction"))?;
             sqlx::query("DELETE FROM case_prints").execute(&mut *tx).await.map_err(query_error("replacing case prints"))?;
+            sqlx::query("DELETE FROM case_print_log")
+                .execute(&mut *tx)
+                .await
+                .map_err(query_error("replacing case prints"))?;
             write_buckets!(self, &mut *tx, book)?;
             sqlx::query("UPDATE poll_state SET print_bits = $1 WHERE id = 1")
                 .bind(bits)
@@ -452,9 +564,19 @@ fn keep_bucket(book: &mut PrintBook, bucket: i32, blob: Vec<u8>) -> Result<(), S
 macro_rules! write_buckets {
     ($store:expr, $tx:expr, $book:expr) => {{
         let book: &mut PrintBook = $book;
-        let (kept, emptied): (Vec<u32>, Vec<u32>) = book.take_dirty().into_iter().partition(|b| book.has_cases(*b));
         let mut result = Ok(());
+        // A book with a log (an incremental poll's) appends the entries it set as one row.
+        if let Some(blob) = book.take_log_row() {
+            if let Err(e) = sqlx::query("INSERT INTO case_print_log (prints) VALUES ($1)").bind(blob).execute($tx).await
+            {
+                result = Err(query_error("writing the case print log")(e));
+            }
+        }
+        let (kept, emptied): (Vec<u32>, Vec<u32>) = book.take_dirty().into_iter().partition(|b| book.has_cases(*b));
         for chunk in kept.chunks(BATCH_ROWS * 8) {
+            if result.is_err() {
+                break;
+            }
             let values: Vec<String> = (0..chunk.len()).map(|i| format!("({})", $store.marks(2 * i + 1, 2))).collect();
             let sql = format!(
                 "INSERT INTO case_prints (bucket, prints) VALUES {} \
@@ -578,6 +700,39 @@ mod tests {
         let mut expected: Vec<String> = (0..2000).filter(|i| i % 4 == 3).map(|i| format!("CASE-{i}")).collect();
         expected.sort();
         assert_eq!(unread, expected);
+    }
+
+    #[test]
+    fn a_book_with_a_log_reads_the_log_first_and_sets_into_its_next_row() {
+        let mut stored = PrintBook::new(4);
+        for i in 0..100 {
+            stored.set(&format!("CASE-{i}"), i + 1);
+        }
+        let mut book = PrintBook::new(4);
+        let mut log = PrintLog::default();
+        log.prints.insert("CASE-7".to_string(), 70);
+        book.log = Some(Box::new(log));
+        let wanted = book.missing(["CASE-7", "CASE-8"].into_iter());
+        assert_eq!(wanted, BTreeSet::from([book.bucket_of("CASE-8")]), "a logged case needs no bucket");
+        for b in 0..16 {
+            keep_bucket(&mut book, b as i32, stored.stored_blob(b)).unwrap();
+        }
+        assert_eq!(book.read("CASE-7"), Some(70), "the log stands over the bucket");
+        assert_eq!(book.read("CASE-8"), Some(9));
+        assert!(!book.is_dirty());
+        book.set("CASE-8", 9);
+        book.set("CASE-7", 70);
+        assert!(!book.is_dirty(), "setting the stored print writes nothing");
+        book.set("CASE-8", 90);
+        book.set("NEW-1", 5);
+        book.list("BROKEN-1");
+        assert!(book.is_dirty());
+        assert_eq!((book.get("CASE-8"), book.get("NEW-1"), book.get("BROKEN-1")), (Some(90), Some(5), Some(NO_PRINT)));
+        assert!(book.take_dirty().is_empty(), "no bucket is rewritten");
+        let row = Bucket::decode(&book.take_log_row().unwrap()).unwrap();
+        let logged: Vec<(&str, u64)> = (0..row.len()).map(|i| (row.case_ref(i), row.entries[i].print)).collect();
+        assert_eq!(logged, [("CASE-8", 90), ("NEW-1", 5), ("BROKEN-1", NO_PRINT)]);
+        assert!(book.take_log_row().is_none() && !book.is_dirty(), "taken as written");
     }
 
     #[test]
