@@ -276,6 +276,10 @@ impl PrintBook {
     /// pass either way. An entry whose tag and print both match is taken as the case's without
     /// comparing references: the print is taken over the whole row, its reference included.
     pub fn read_unchanged(&mut self, case_ref: &str, print: u64) -> bool {
+        // As `read`: the log stands over the bucket (whose print for the case may be older).
+        if let Some(logged) = self.log.as_ref().and_then(|log| log.prints.get(case_ref)) {
+            return *logged == print;
+        }
         let (b, tag) = hash_of(case_ref, self.bits);
         let bucket = &mut self.buckets[b];
         let found = bucket.entries.iter().position(|e| e.tag == tag && e.print == print);
@@ -718,7 +722,10 @@ mod tests {
             keep_bucket(&mut book, b as i32, stored.stored_blob(b)).unwrap();
         }
         assert_eq!(book.read("CASE-7"), Some(70), "the log stands over the bucket");
+        assert!(!book.read_unchanged("CASE-7", 8), "the bucket's older print is not the case's");
+        assert!(book.read_unchanged("CASE-7", 70));
         assert_eq!(book.read("CASE-8"), Some(9));
+        assert!(book.read_unchanged("CASE-8", 9));
         assert!(!book.is_dirty());
         book.set("CASE-8", 9);
         book.set("CASE-7", 70);
