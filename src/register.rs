@@ -6,8 +6,8 @@
 //! that names its `case_ref` and the column, never another column's value.
 //!
 //! The register is read through the typed pool of its engine (`db::Pool`), every value as
-//! text: PostgreSQL streams polls with `COPY … TO STDOUT` (each column's text output; a single
-//! case is read by a SELECT that casts to text, with the same result), and a SQLite value of
+//! text: PostgreSQL casts every column to text in the SELECT (polls stream it with `COPY … TO
+//! STDOUT`, a single case is read by the same SELECT), and a SQLite value of
 //! another storage class becomes its text form, so a bad value rejects only its row (through
 //! [`validate`]) and never fails the whole poll.
 
@@ -453,8 +453,9 @@ pub struct Register {
     features: Features,
     select_all: String,
     select_since: String,
-    /// PostgreSQL: the SELECT that `COPY … TO STDOUT` streams (the columns as they are: COPY's
-    /// text is the text a cast gives).
+    /// PostgreSQL: the SELECT that `COPY … TO STDOUT` streams: the same columns, cast to text, as
+    /// every other read (COPY's own output of a column can differ from its cast: `character(n)`
+    /// keeps its padding, a boolean is `t`), so that each way of reading gives the same row.
     copy_select: String,
     select_one: String,
     select_child: String,
@@ -528,21 +529,7 @@ impl Register {
             view: view.to_string(),
             features,
             select_all: format!("SELECT {columns} FROM {view}"),
-            copy_select: format!(
-                "SELECT {} FROM {view}",
-                COLUMNS
-                    .iter()
-                    .map(|c| c.to_string())
-                    .chain(OPTIONAL_COLUMNS.iter().map(|c| {
-                        if features.reads(c) {
-                            c.to_string()
-                        } else {
-                            format!("NULL AS {c}")
-                        }
-                    }))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
+            copy_select: format!("SELECT {columns} FROM {view}"),
             select_since: match url.engine {
                 // The text bound ($1, the day before) keeps an index on updated_at usable: any
                 // value whose instant is at or after `since` has a text date no earlier than the

@@ -1384,3 +1384,40 @@ async fn the_postgres_copy_stream_reads_every_value_as_a_select_does() {
     assert_eq!(newer.len(), expected);
     register.close().await;
 }
+
+/// A view whose columns are not `text` (`character(n)` keeps its padding in COPY's own output,
+/// where a cast to text drops it) is streamed as every other read gives it.
+#[tokio::test]
+async fn a_postgres_view_of_padded_character_columns_is_streamed_as_a_select_reads_it() {
+    use futures_util::TryStreamExt;
+    let pg = postgres::shared();
+    let register_url = pg.fresh_database().await;
+    postgres_register(&register_url, demo_cases(50, 23, date(TODAY), 0)).await;
+    let pool = sqlx::PgPool::connect(&register_url).await.unwrap();
+    sqlx::query(
+        "CREATE VIEW padded AS SELECT case_ref::character(24) AS case_ref, unit::character(16) AS unit, \
+         caseworker::character varying(80) AS caseworker, child_sex::character(3) AS child_sex, received_on, \
+         protection_assessed_on, assessment_decided_on, assessment_extended_to, investigation_opened_on, \
+         investigation_extended_to, investigation_closed_on, updated_at, child_key, follow_up_decided_on, \
+         follow_up_ended_on FROM cases",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    let url = config::DatabaseUrl::parse(&register_url).unwrap();
+    let plain = register::Register::connect(&url, "fristvakt_cases").await.unwrap();
+    let padded = register::Register::connect(&url, "padded").await.unwrap();
+    let mut expected: Vec<register::RawRow> = plain.rows_since(None).try_collect().await.unwrap();
+    let mut streamed: Vec<register::RawRow> = padded.rows_since(None).try_collect().await.unwrap();
+    expected.sort_by(|a, b| a.case_ref.cmp(&b.case_ref));
+    streamed.sort_by(|a, b| a.case_ref.cmp(&b.case_ref));
+    assert_eq!(streamed.len(), 50);
+    assert_eq!(streamed, expected, "character(n) is read without its padding");
+    for row in &streamed {
+        let selected = padded.row(row.case_ref.as_deref().unwrap()).await.unwrap().unwrap();
+        assert_eq!(&selected, row);
+    }
+    plain.close().await;
+    padded.close().await;
+}
