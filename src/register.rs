@@ -453,10 +453,6 @@ pub struct Register {
     features: Features,
     select_all: String,
     select_since: String,
-    /// PostgreSQL: the SELECT that `COPY … TO STDOUT` streams: the same columns, cast to text, as
-    /// every other read (COPY's own output of a column can differ from its cast: `character(n)`
-    /// keeps its padding, a boolean is `t`), so that each way of reading gives the same row.
-    copy_select: String,
     select_one: String,
     select_child: String,
     select_newest: String,
@@ -529,7 +525,6 @@ impl Register {
             view: view.to_string(),
             features,
             select_all: format!("SELECT {columns} FROM {view}"),
-            copy_select: format!("SELECT {columns} FROM {view}"),
             select_since: match url.engine {
                 // The text bound ($1, the day before) keeps an index on updated_at usable: any
                 // value whose instant is at or after `since` has a text date no earlier than the
@@ -641,12 +636,15 @@ impl Register {
                     .boxed()
             }
             Pool::Postgres(p) => {
-                // COPY takes no parameters: the bound is our own RFC 3339 text of an instant.
+                // COPY streams the SELECT every other read runs, each column cast to text (COPY's
+                // own output of a column can differ from its cast: `character(n)` keeps its
+                // padding), so that each way of reading gives the same row. COPY takes no
+                // parameters: the bound is our own RFC 3339 text of an instant.
                 let sql = match since {
-                    None => format!("COPY ({}) TO STDOUT", self.copy_select),
+                    None => format!("COPY ({}) TO STDOUT", self.select_all),
                     Some(t) => format!(
                         "COPY ({} WHERE updated_at >= CAST('{}' AS timestamptz)) TO STDOUT",
-                        self.copy_select,
+                        self.select_all,
                         format_instant(t)
                     ),
                 };
