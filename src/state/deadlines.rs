@@ -43,6 +43,34 @@ pub struct DeadlineFilter {
 /// "christmas_eve"], …]`, the form `DueReason::Moved` has in JSON.
 type MovedOver = Vec<(NaiveDate, DayKind)>;
 
+/// Binds a deadline record's columns to `$q` in the table's order: case_ref, kind, unit,
+/// caseworker, child_sex, start_on, nominal_due_on, due_on, closed_on, due_reason, extended_to,
+/// moved_over, next_step_on, row_updated_at, [`$seen_on` — the upsert's `first_seen_on`, when
+/// given,] child_key. One list for [`NARROW_UPDATE`] and the upsert, so that they cannot part.
+macro_rules! bind_record {
+    ($q:expr, $r:expr $(, $seen_on:expr)?) => {{
+        let r = $r;
+        let d = &r.deadline;
+        let (reason, extended_to, moved_over) = due_reason_columns(&d.due_reason);
+        $q.bind(r.case_ref.as_str())
+            .bind(d.kind.as_str())
+            .bind(r.unit.as_str())
+            .bind(r.caseworker.as_ref().map(EmailAddress::as_str))
+            .bind(r.child_sex.map(Sex::code))
+            .bind(d.start_on)
+            .bind(d.nominal_due_on)
+            .bind(d.due_on)
+            .bind(d.closed_on)
+            .bind(reason)
+            .bind(extended_to)
+            .bind(moved_over)
+            .bind(r.next_step_on)
+            .bind(r.row_updated_at)
+            $(.bind($seen_on))?
+            .bind(r.child_key.as_ref().map(ChildKey::as_str))
+    }};
+}
+
 /// Deadlines per upsert statement: 2 048 parameters. Larger than [`BATCH_ROWS`] because every
 /// statement is a round trip to PostgreSQL and a preparation and execution on SQLite (whose
 /// parameters are anonymous, so their number costs nothing more); a first full pass of 100 000
@@ -117,24 +145,7 @@ impl StateStore {
                     let sql = format!("{NARROW_UPDATE}{}{NARROW_WHERE}", values.join(","));
                     let mut q = sqlx::query(&sql).persistent(chunk.len() == UPSERT_ROWS);
                     for r in chunk {
-                        let d = &r.deadline;
-                        let (reason, extended_to, moved_over) = due_reason_columns(&d.due_reason);
-                        q = q
-                            .bind(r.case_ref.as_str())
-                            .bind(d.kind.as_str())
-                            .bind(r.unit.as_str())
-                            .bind(r.caseworker.as_ref().map(EmailAddress::as_str))
-                            .bind(r.child_sex.map(Sex::code))
-                            .bind(d.start_on)
-                            .bind(d.nominal_due_on)
-                            .bind(d.due_on)
-                            .bind(d.closed_on)
-                            .bind(reason)
-                            .bind(extended_to)
-                            .bind(moved_over)
-                            .bind(r.next_step_on)
-                            .bind(r.row_updated_at)
-                            .bind(r.child_key.as_ref().map(ChildKey::as_str));
+                        q = bind_record!(q, r);
                     }
                     q.execute(&mut *tx).await.map_err(query_error("storing deadlines"))?.rows_affected()
                 };
@@ -178,25 +189,7 @@ impl StateStore {
                 );
                 let mut q = sqlx::query(&sql).persistent(chunk.len() == UPSERT_ROWS);
                 for r in chunk {
-                    let d = &r.deadline;
-                    let (reason, extended_to, moved_over) = due_reason_columns(&d.due_reason);
-                    q = q
-                        .bind(r.case_ref.as_str())
-                        .bind(d.kind.as_str())
-                        .bind(r.unit.as_str())
-                        .bind(r.caseworker.as_ref().map(EmailAddress::as_str))
-                        .bind(r.child_sex.map(Sex::code))
-                        .bind(d.start_on)
-                        .bind(d.nominal_due_on)
-                        .bind(d.due_on)
-                        .bind(d.closed_on)
-                        .bind(reason)
-                        .bind(extended_to)
-                        .bind(moved_over)
-                        .bind(r.next_step_on)
-                        .bind(r.row_updated_at)
-                        .bind(r.seen_on)
-                        .bind(r.child_key.as_ref().map(ChildKey::as_str));
+                    q = bind_record!(q, r, r.seen_on);
                 }
                 q.execute(&mut *tx).await.map_err(query_error("storing deadlines"))?;
             }
