@@ -28,6 +28,9 @@ const CHUNK_ROWS: usize = 1000;
 const COMPUTED_KEPT: usize = 10_000;
 /// Deadlines visited per round of ladder evaluation.
 const LADDER_BATCH: i64 = 500;
+/// Deadlines written by one pass after which the state's planner statistics are gathered again
+/// (a first full pass, a bulk update; `StateStore::refresh_statistics`).
+const REFRESH_STATISTICS_AFTER: u64 = 10_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PollError {
@@ -190,6 +193,9 @@ pub async fn sync_register(
         } else {
             state.store_prints(book).await?;
         }
+    }
+    if report.deadlines_stored >= REFRESH_STATISTICS_AFTER {
+        state.refresh_statistics().await?;
     }
     // A full pass that read nothing (a view being reloaded) leaves the watermark where it was.
     let watermark = (!(full && report.rows_read == 0)).then_some(read_at);

@@ -3,7 +3,7 @@
 //! never a test: these figures depend on the machine.
 //!
 //!     cargo build --release && target/release/fristvakt-bench [--cases 100000,1000000] [--runs 3]
-//!         [--notices 10000] [--engines sqlite,postgres] [--every-row] [--only changed-poll]
+//!         [--notices 10000] [--engines sqlite,postgres] [--every-row] [--only changed-poll|full-pass]
 //!
 //! For each size and engine it fills a demo register with the same cases and gives fristvakt a
 //! state database of that engine: SQLite files, or databases of a throwaway PostgreSQL server that
@@ -27,7 +27,9 @@
 //! `--only changed-poll` makes only what the poll of 1 000 changed rows needs (the register, a
 //! first full pass in this process) and then that poll `--runs` times, each after another change
 //! of the same 1 000 rows; it prints a line to standard error before the first, so that a
-//! profiler can attach to the process then (`perf record -p`).
+//! profiler can attach to the process then (`perf record -p`). `--only full-pass` does the same
+//! for the steady full pass: the register, its raw scan, a first full pass, then `--runs` steady
+//! full passes, each row beside the scan.
 //!
 //! Times are the minimum and median of `--runs` runs. A raw SQLite scan needs the `sqlite3` shell
 //! on the PATH (Debian package `sqlite3`); without it that row says so. PostgreSQL needs the
@@ -53,10 +55,11 @@ use fristvakt::report;
 #[path = "bench/postgres.rs"]
 mod postgres;
 
-/// The register columns fristvakt reads (contract §1), for the raw scan.
+/// The register columns fristvakt reads of the demo register, for the raw scan: the twelve every
+/// view has and the three optional ones it has too (chained investigations, the follow-up clock).
 const COLUMNS: &str = "case_ref, unit, caseworker, child_sex, received_on, protection_assessed_on, \
      assessment_decided_on, assessment_extended_to, investigation_opened_on, investigation_extended_to, \
-     investigation_closed_on, updated_at";
+     investigation_closed_on, updated_at, child_key, follow_up_decided_on, follow_up_ended_on";
 
 fn main() -> Result<()> {
     let mut sizes = vec![100_000usize];
@@ -65,6 +68,7 @@ fn main() -> Result<()> {
     let mut engines = vec![Engine::Sqlite, Engine::Postgres];
     let mut every_row = false;
     let mut only_changed = false;
+    let mut only_full = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -83,11 +87,12 @@ fn main() -> Result<()> {
             "--every-row" => every_row = true,
             "--only" => match args.next().as_deref() {
                 Some("changed-poll") => only_changed = true,
-                other => anyhow::bail!("--only takes changed-poll, not {other:?}"),
+                Some("full-pass") => only_full = true,
+                other => anyhow::bail!("--only takes changed-poll or full-pass, not {other:?}"),
             },
             other => anyhow::bail!(
                 "unknown argument {other:?}; use [--cases N[,N…]] [--runs R] [--notices N] [--engines sqlite,postgres] \
-                 [--every-row] [--only changed-poll]"
+                 [--every-row] [--only changed-poll|full-pass]"
             ),
         }
     }
@@ -103,6 +108,7 @@ fn main() -> Result<()> {
             std::fs::create_dir_all(&dir)?;
             let mut plan = Plan::for_size(engine, cases, runs, every_row);
             plan.only_changed = only_changed;
+            plan.only_full = only_full;
             let result = runtime.block_on(bench_on(engine, cases, &plan, &dir));
             let _ = std::fs::remove_dir_all(&dir);
             result?;
@@ -419,11 +425,20 @@ struct Plan {
     processes: bool,
     /// Only the poll of 1 000 changed rows, `runs` times (`--only changed-poll`).
     only_changed: bool,
+    /// Only the steady full pass, `runs` times, beside the raw scan (`--only full-pass`).
+    only_full: bool,
 }
 
 impl Plan {
     fn for_size(engine: Engine, cases: usize, runs: usize, every_row: bool) -> Plan {
-        let everything = Plan { runs, full_pass_runs: runs, bulk_update: true, processes: true, only_changed: false };
+        let everything = Plan {
+            runs,
+            full_pass_runs: runs,
+            bulk_update: true,
+            processes: true,
+            only_changed: false,
+            only_full: false,
+        };
         if every_row || cases <= EVERY_ROW_MAX {
             return everything;
         }
@@ -434,7 +449,7 @@ impl Plan {
 
     /// A row saying what was left out, if anything.
     fn print_reductions(&self, at: At) {
-        if self.only_changed {
+        if self.only_changed || self.only_full {
             return;
         }
         let mut left_out = Vec::new();
@@ -593,6 +608,9 @@ async fn bench(store: &Store<'_>, cases: usize, plan: &Plan, dir: &Path) -> Resu
 
     // The baseline: the same columns of the same view, read by the engine's shell.
     let scan = raw_scan(store, &view, plan.runs);
+    if plan.only_full {
+        return full_passes(store, at, settings, today, runs, scan.as_ref()).await;
+    }
 
     let mut now = Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).single().context("now")?;
     // Above EVERY_ROW_MAX the first full pass (minutes) is made once, by the start-up process,
@@ -823,6 +841,33 @@ async fn changed_polls(
         None,
         Goal::Within(Duration::from_millis(50)),
     );
+    app.close().await;
+    Ok(())
+}
+
+/// `--only full-pass`: a first full pass in this process, then `runs` steady full passes beside
+/// the raw scan.
+async fn full_passes(
+    store: &Store<'_>,
+    at: At,
+    settings: Arc<config::Settings>,
+    today: NaiveDate,
+    runs: usize,
+    scan: Option<&Timing>,
+) -> Result<()> {
+    let mut now = Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).single().context("now")?;
+    let app = App::start(settings, "bench", now).await?;
+    jobs::full_pass::run_once(&app, Moment::on(today, now)).await?.context("the poll lease")?;
+    eprintln!("fristvakt-bench: steady full passes start (pid {})", std::process::id());
+    let mut times = Vec::new();
+    for _ in 0..runs {
+        now += chrono::Duration::minutes(1);
+        let t = Instant::now();
+        jobs::full_pass::run_once(&app, Moment::on(today, now)).await?.context("the poll lease")?;
+        times.push(t.elapsed());
+    }
+    eprintln!("fristvakt-bench: steady full passes end");
+    row(at, &format!("steady full pass, against {}", store.scan_name()), &Timing(times), scan, Goal::Ratio(1.3));
     app.close().await;
     Ok(())
 }

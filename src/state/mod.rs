@@ -254,6 +254,19 @@ impl StateStore {
         Ok(())
     }
 
+    /// Gathers the planner's statistics of the deadlines after a write of many of them (a first
+    /// full pass, a bulk update), as a bulk load does. PostgreSQL's autovacuum would, within a
+    /// minute or so; until then the planner took a table of a few rows for one of many (or the
+    /// reverse), and retention read all 238 000 deadlines of a 100 000-case register in 77 ms
+    /// where its two partial indexes find them in 0.1 ms. SQLite's plans here come from its
+    /// indexes' shapes, not from statistics: nothing to do.
+    pub async fn refresh_statistics(&self) -> Result<(), StateError> {
+        if let Pool::Postgres(p) = &self.pool {
+            sqlx::query("ANALYZE deadlines").execute(p).await.map_err(query_error("analyzing deadlines"))?;
+        }
+        Ok(())
+    }
+
     /// Whether the database answers.
     pub async fn ping(&self) -> Result<(), StateError> {
         with_pool!(&self.pool, p => sqlx::query("SELECT 1").execute(p).await.map(|_| ())).map_err(query_error("ping"))
