@@ -24,9 +24,9 @@ use crate::state::{
 
 /// Rows validated and stored per transaction.
 const CHUNK_ROWS: usize = 1000;
-/// The most cases an incremental poll names when it cancels the notices of deadlines it closed;
-/// beyond, it cancels by a look at every pending notice.
-const COMPUTED_KEPT: usize = 10_000;
+/// The most cases an incremental poll names when it cancels the notices of deadlines it closed
+/// or withdrew; beyond, it cancels by a look at every pending notice.
+const FINISHED_KEPT: usize = 10_000;
 /// Deadlines visited per round of ladder evaluation.
 const LADDER_BATCH: i64 = 500;
 /// Deadlines written by one pass after which the state's planner statistics are gathered again
@@ -139,7 +139,7 @@ pub async fn sync_register(
         (false, Some(bits)) => Prints::Buckets(state.open_print_log(bits).await?),
         (false, None) => Prints::None,
     };
-    let mut pass = Pass { settings, today, now, seed: print_seed(settings), computed: Some(Vec::new()), prints };
+    let mut pass = Pass { settings, today, now, seed: print_seed(settings), finished: Some(Vec::new()), prints };
     let mut chunk = RowChunk::default();
     loop {
         let next = match early.pop_front() {
@@ -203,9 +203,13 @@ pub async fn sync_register(
     let watermark = (!(full && report.rows_read == 0)).then_some(read_at);
     state.finish_poll(watermark, full_pass_on).await?;
     // Notices of deadlines that closed or went: of every case after a full pass, of the cases
-    // it computed after an incremental poll (of every case, when they were very many).
-    let computed = if full { None } else { pass.computed.as_deref() };
-    report.notices_cancelled = state.cancel_notices_of_finished_deadlines(computed).await?;
+    // whose deadlines an incremental poll closed or withdrew (of every case, when they were very
+    // many): no statement when it closed and withdrew nothing.
+    let finished = if full { None } else { pass.finished.as_deref() };
+    report.notices_cancelled = match finished {
+        Some([]) => 0,
+        cases => state.cancel_notices_of_finished_deadlines(cases).await?,
+    };
     report.duration = started.elapsed();
     let rejected: Vec<String> = report.rejected.iter().map(|(r, n)| format!("{}={n}", r.as_str())).collect();
     tracing::info!(
@@ -272,8 +276,9 @@ struct Pass<'a> {
     now: DateTime<Utc>,
     /// Mixed into every row's print: the settings and code the computation depends on.
     seed: u64,
-    /// The cases computed (not unchanged), up to [`COMPUTED_KEPT`]; `None` beyond.
-    computed: Option<Vec<CaseRef>>,
+    /// The cases whose deadlines it closed or withdrew ([`StateStore::store_deadlines`]), up
+    /// to [`FINISHED_KEPT`]; `None` beyond.
+    finished: Option<Vec<CaseRef>>,
     prints: Prints,
 }
 
@@ -367,12 +372,6 @@ impl Pass<'_> {
             }
             case_refs.push(case.case_ref);
         }
-        if let Some(computed) = &mut self.computed {
-            computed.extend(case_refs.iter().cloned());
-            if computed.len() > COMPUTED_KEPT {
-                self.computed = None;
-            }
-        }
         report.deadlines_stored += records.len() as u64;
         if case_refs.is_empty() && !book.as_deref().is_some_and(PrintBook::is_dirty) {
             return Ok(());
@@ -391,7 +390,13 @@ impl Pass<'_> {
             }
             None => book,
         };
-        state.store_deadlines(&case_refs, &records, book).await?;
+        let finished = state.store_deadlines(&case_refs, &records, book).await?;
+        if let Some(cases) = &mut self.finished {
+            cases.extend(finished);
+            if cases.len() > FINISHED_KEPT {
+                self.finished = None;
+            }
+        }
         Ok(())
     }
 }

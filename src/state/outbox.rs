@@ -356,8 +356,9 @@ impl StateStore {
     /// Cancels pending notices of deadlines that are closed or withdrawn; returns how many. A
     /// claim on a cancelled row is left to its sender, which records what it did (a mail it
     /// had already handed over makes the row `sent`, anything else leaves it cancelled).
-    /// `cases`: only the notices of these cases (the cases an incremental poll changed, so that
-    /// its work follows them, not the outbox); `None`: every notice (a full pass).
+    /// `cases`: only the notices of these cases (the cases whose deadlines an incremental poll
+    /// closed or withdrew, [`StateStore::store_deadlines`], so that its work follows them, not
+    /// the outbox); `None`: every notice (a full pass).
     pub async fn cancel_notices_of_finished_deadlines(&self, cases: Option<&[CaseRef]>) -> Result<u64, StateError> {
         // By case (`cases` given), the outbox is walked by its case index: the `|| ''` keeps the
         // planners from walking every pending row by the state index instead, which they prefer

@@ -1290,6 +1290,91 @@ async fn an_incremental_poll_cancels_the_notices_of_the_deadlines_it_closed() {
     app.close().await;
 }
 
+/// An incremental poll cancels notices only of the cases whose deadlines it closed or withdrew:
+/// a notice of a case whose deadline stayed open (only the caseworker changed) stays pending,
+/// no statement runs when nothing closed; a deadline that was closed already is left alone by
+/// a poll that changes only its caseworker (its notices were cancelled when it closed): a
+/// notice left pending for it (a crash between the two transactions, made here by hand) is
+/// cancelled by the next full pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incremental_poll_cancels_only_the_notices_of_deadlines_that_closed() {
+    use fristvakt::rules::Kind;
+    use fristvakt::state::OutboxState;
+    let ws = Workspace::new();
+    let settings = ws.settings("");
+    let today = date(TODAY);
+    write_demo_register(&settings, 2000, 7).await;
+    let register = settings.register.url.expose().to_string();
+    let app = start(&settings).await;
+    let at = |h: u32| Utc.with_ymd_and_hms(2026, 11, 25, h, 0, 0).unwrap();
+    poll(&app, today, at(8)).await;
+    let pending: Vec<(String, i64)> = app
+        .state
+        .outbox()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.state == OutboxState::Pending && r.kind == Some(Kind::Assessment))
+        .map(|r| (r.case_ref.as_ref().unwrap().to_string(), r.id))
+        .collect();
+    let (closed_case, closed_id) = pending[0].clone();
+    let (open_case, open_id) = pending.iter().find(|(case, _)| *case != closed_case).unwrap().clone();
+    let closed_notices = pending.iter().filter(|(case, _)| *case == closed_case).count() as u64;
+    let state_of = |rows: &[fristvakt::state::OutboxRow], id: i64| rows.iter().find(|r| r.id == id).unwrap().state;
+
+    // One assessment is decided; the other case only gets a new caseworker.
+    sqlite_exec(
+        &register,
+        &format!(
+            "UPDATE fristvakt_cases SET assessment_decided_on = received_on, updated_at = '2026-11-25T08:30:00Z' \
+             WHERE case_ref = '{closed_case}'"
+        ),
+    )
+    .await;
+    sqlite_exec(
+        &register,
+        &format!(
+            "UPDATE fristvakt_cases SET caseworker = 'ny.handlaggare@kommun.example', \
+             updated_at = '2026-11-25T08:30:00Z' WHERE case_ref = '{open_case}'"
+        ),
+    )
+    .await;
+    let report = poll(&app, today, at(9)).await;
+    assert_eq!(report.rows_read - report.unchanged, 2, "{report:?}");
+    assert_eq!(report.notices_cancelled, closed_notices, "{report:?}");
+    let rows = app.state.outbox().await.unwrap();
+    assert_eq!(state_of(&rows, closed_id), OutboxState::Cancelled);
+    assert_eq!(state_of(&rows, open_id), OutboxState::Pending, "its deadline stayed open");
+    let filter = DeadlineFilter { case_ref: Some(open_case.clone()), ..Default::default() };
+    let stored = app.state.deadlines(&filter).await.unwrap();
+    assert!(stored.iter().all(|d| d.caseworker.as_ref().unwrap().as_str() == "ny.handlaggare@kommun.example"));
+    assert!(stored.iter().any(|d| d.deadline.kind == Kind::Assessment && d.deadline.closed_on.is_none()));
+
+    // The cancelled notice pending again, as if the poll had stopped between storing the closed
+    // deadline and cancelling: a poll that changes only that case's caseworker leaves it.
+    sqlite_exec(settings.state.url.expose(), &format!("UPDATE outbox SET state = 'pending' WHERE id = {closed_id}"))
+        .await;
+    sqlite_exec(
+        &register,
+        &format!(
+            "UPDATE fristvakt_cases SET caseworker = 'ny.handlaggare@kommun.example', \
+             updated_at = '2026-11-25T09:30:00Z' WHERE case_ref = '{closed_case}'"
+        ),
+    )
+    .await;
+    let report = poll(&app, today, at(10)).await;
+    assert_eq!(report.rows_read - report.unchanged, 1, "{report:?}");
+    assert_eq!(report.notices_cancelled, 0, "{report:?}");
+    assert_eq!(state_of(&app.state.outbox().await.unwrap(), closed_id), OutboxState::Pending);
+    // The full pass cancels it, and nothing else.
+    let report = full_pass(&app, today, at(11)).await;
+    assert_eq!(report.notices_cancelled, 1, "{report:?}");
+    let rows = app.state.outbox().await.unwrap();
+    assert_eq!(state_of(&rows, closed_id), OutboxState::Cancelled);
+    assert_eq!(state_of(&rows, open_id), OutboxState::Pending);
+    app.close().await;
+}
+
 /// The staleness gauge follows the register's newest change: asked of the register by the first
 /// poll, then moved on by the rows each poll computed, without reading the register again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
