@@ -177,6 +177,8 @@ pub async fn dispatch_until(
         report = run(&ctx, control.beat) => report,
         never = renew(&ctx) => match never {},
     };
+    // The log the run's records went to is checkpointed beside the next run (none inside them).
+    ctx.state.checkpoint_in_background();
     // The senders' connections end with the run (a run cut off drops them, closing their sockets).
     for lane in lock(&ctx.lanes.free).drain(..) {
         if let Some(connection) = lane.connection {

@@ -636,6 +636,43 @@ async fn a_record_that_fails_withholds_the_next_message_which_a_later_run_sends(
     app.close().await;
 }
 
+/// The senders' commits never checkpoint the write-ahead log (no fsync inside a record): each
+/// dispatch run has it checkpointed beside, so that the records reach the database file itself
+/// (here read from a copy of the file alone, without its log) soon after the run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dispatch_run_has_its_records_checkpointed_into_the_database_file() {
+    let cases: Vec<Case> = (0..3)
+        .map(|i| {
+            let case_ref: &'static str = Box::leak(format!("2026-BU-10{i:02}").into_boxed_str());
+            assessment_case(case_ref, Some(CASEWORKER))
+        })
+        .collect();
+    let app = App::start(sqlite_state(), &cases, "always").await;
+    let t0 = at(day("2026-11-13"), 9);
+    assert_eq!(app.poll_at(day("2026-11-13"), t0).await.total_sent(), 3);
+    let state_db = app._dir.path().join("state.db");
+    let copy = app._dir.path().join("copy.db");
+    let started = std::time::Instant::now();
+    loop {
+        // The file alone: what is in the log and not yet checkpointed is not in it.
+        let _ = std::fs::remove_file(app._dir.path().join("copy.db-wal"));
+        std::fs::copy(&state_db, &copy).unwrap();
+        let mut conn = SqliteConnectOptions::new().filename(&copy).connect().await.unwrap();
+        // No table yet: not even the migrations were checkpointed.
+        let sent: i64 = sqlx::query_as("SELECT count(*) FROM outbox WHERE state = 'sent'")
+            .fetch_one(&mut conn)
+            .await
+            .map_or(0, |(n,): (i64,)| n);
+        conn.close().await.unwrap();
+        if sent == 3 {
+            break;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "records not checkpointed: {sent} of 3");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    app.close().await;
+}
+
 /// Polls `f` every 5 ms until it holds (at most 10 s).
 async fn until_true(mut f: impl FnMut() -> bool) {
     let started = std::time::Instant::now();
@@ -702,6 +739,8 @@ async fn a_dead_notice_is_listed_and_put_back_by_the_operator() {
         assert!(out.status.success(), "cat {}: {}", state_file.display(), crate::helpers::stderr(&out));
         out.stdout
     };
+    // The dispatch run's checkpoint, beside it, is done.
+    app.state.checkpoint_done().await;
     let before = read_state();
     let out = run(&["outbox", "list", "--state", "dead"]);
     assert!(out.status.success(), "{}", crate::helpers::stderr(&out));
