@@ -169,7 +169,7 @@ pub async fn dispatch_until(
         paused: Mutex::new(None),
         valid_until: Mutex::new(now),
         records: GroupCommit::default(),
-        connections: Mutex::new(Vec::new()),
+        lanes: Lanes::new(concurrency(settings)),
     });
     // The renewal runs beside the work, in the same task, and ends with it.
     let report = tokio::select! {
@@ -177,9 +177,13 @@ pub async fn dispatch_until(
         report = run(&ctx, control.beat) => report,
         never = renew(&ctx) => match never {},
     };
+    // The log the run's records went to is checkpointed beside the next run (none inside them).
+    ctx.state.checkpoint_in_background();
     // The senders' connections end with the run (a run cut off drops them, closing their sockets).
-    for connection in lock(&ctx.connections).drain(..) {
-        connection.close();
+    for lane in lock(&ctx.lanes.free).drain(..) {
+        if let Some(connection) = lane.connection {
+            connection.close();
+        }
     }
     let report = report?;
     if report != DispatchReport::default() {
@@ -223,8 +227,10 @@ async fn run(ctx: &Arc<Context>, beat: &(dyn Fn() + Sync)) -> Result<DispatchRep
     let mut failed: Option<StateError> = None;
     loop {
         // Each row is claimed, so concurrent handling cannot send one twice; `concurrency`
-        // bounds how many SMTP connections are open at once.
-        while senders.len() < concurrency && failed.is_none() {
+        // bounds how many SMTP connections are open at once (the lanes), and twice as many
+        // senders are at work, so that while a sender's record commits, another renders its
+        // mail and sends the envelope on the same connection (`Lanes`).
+        while senders.len() < 2 * concurrency && failed.is_none() {
             let Some(row) = waiting.pop_front() else { break };
             let ctx = Arc::clone(ctx);
             senders.spawn(async move { handle_claimed(&ctx, &row).await });
@@ -427,11 +433,66 @@ struct Context {
     valid_until: Mutex<DateTime<Utc>>,
     /// The group commit of the senders' records.
     records: GroupCommit,
-    /// The open SMTP connections no sender is using. A sender takes one (or connects) for its
-    /// mail and puts it back only once the mail's outcome is committed, so that the next mail on
-    /// a connection never starts before the previous one is recorded: a sender that dies leaves
-    /// at most one mail per connection accepted and unrecorded. At most `concurrency` exist.
-    connections: Mutex<Vec<Connection>>,
+    /// The senders' SMTP connections, each with the commit of the last mail sent on it.
+    lanes: Lanes,
+}
+
+/// The lanes of a run, `concurrency` of them: each an SMTP connection (open, or to be opened)
+/// and the commit of the last mail the server took on it. A sender holds a lane for the SMTP
+/// transaction of its mail only: it sends the envelope (`MAIL FROM`, `RCPT TO`, `DATA`) at once,
+/// but the message — whose final `.` is where the server accepts the mail — only once the
+/// lane's previous mail is recorded; then it hands the lane on and waits for its own record.
+/// So the next mail's rendering and envelope overlap the previous mail's commit, while the
+/// server never accepts a mail on a lane before the previous one there is committed: a sender
+/// that dies leaves at most one mail per lane accepted and unrecorded. A commit that fails
+/// leaves its lane failed for the rest of the run: the mail waiting on it is not sent (its
+/// connection closed mid-`DATA`, so that the server takes nothing) and its claim released.
+struct Lanes {
+    /// One permit a lane: a sender waits here for a free one.
+    permits: tokio::sync::Semaphore,
+    /// The free lanes, the longest free first (its previous commit the likeliest done).
+    free: Mutex<VecDeque<Lane>>,
+}
+
+impl Lanes {
+    fn new(lanes: usize) -> Lanes {
+        Lanes {
+            permits: tokio::sync::Semaphore::new(lanes),
+            free: Mutex::new((0..lanes).map(|_| Lane::default()).collect()),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Lane {
+    connection: Option<Connection>,
+    previous: Previous,
+}
+
+/// The commit of the last mail sent on a lane.
+#[derive(Default)]
+enum Previous {
+    /// Committed (or no mail yet).
+    #[default]
+    Committed,
+    /// Being recorded: its sender sends on the channel once the outcome is committed, and drops
+    /// it (the lane failed) if it is not.
+    Pending(tokio::sync::oneshot::Receiver<()>),
+    /// Its record failed, or its sender was dropped before it committed.
+    Failed,
+}
+
+impl Previous {
+    /// Waits for the previous mail's commit; whether it committed.
+    async fn committed(&mut self) -> bool {
+        if let Previous::Pending(receiver) = self {
+            *self = match receiver.await {
+                Ok(()) => Previous::Committed,
+                Err(_) => Previous::Failed,
+            };
+        }
+        matches!(self, Previous::Committed)
+    }
 }
 
 /// The senders' records committed in groups: a sender whose mail the server took queues its
@@ -602,19 +663,16 @@ async fn handle_claimed(
     ctx: &Context,
     row: &Result<OutboxRow, UndecodableRow>,
 ) -> Result<(MailLabel, Handled), StateError> {
-    let mut connection = lock(&ctx.connections).pop();
+    let mut committed = None;
     let handled = match row {
-        Ok(row) => handle(ctx, row, &mut connection).await,
+        Ok(row) => handle(ctx, row, &mut committed).await,
         Err(row) => give_up_undecodable(ctx, row).await,
     };
-    // A connection left after a mail went out on it is handed on only now that the mail's outcome
-    // is committed (`handle` returns after its record); after a failure of the state store the
-    // outcome may be unrecorded, and the connection ends.
-    if let Some(connection) = connection {
-        match handled {
-            Ok(_) => lock(&ctx.connections).push(connection),
-            Err(_) => connection.close(),
-        }
+    // The lane this mail went out on takes its next mail's message only now that this one's
+    // outcome is committed (`handle` returns after its record); after a failure of the state
+    // store the outcome may be unrecorded, and the sender dropped says so to the lane.
+    if let (Some(committed), Ok(_)) = (committed, &handled) {
+        let _ = committed.send(());
     }
     handled
 }
@@ -641,12 +699,13 @@ async fn give_up_undecodable(ctx: &Context, row: &UndecodableRow) -> Result<(Mai
     Ok((label, Outcome::Dead(row.class).into()))
 }
 
-/// Handles one claimed row; a mail goes out on `connection` (the sender's, kept open between
-/// mails: see [`Mailer::deliver`]), and the row's outcome is committed before this returns.
+/// Handles one claimed row; a mail goes out on a lane (see [`Lanes`]), and the row's outcome is
+/// committed before this returns. `committed`: set when the server was sent the message on a
+/// lane, for the caller to say on it that the outcome is committed.
 async fn handle(
     ctx: &Context,
     row: &OutboxRow,
-    connection: &mut Option<Connection>,
+    committed: &mut Option<tokio::sync::oneshot::Sender<()>>,
 ) -> Result<(MailLabel, Handled), StateError> {
     let label = MailLabel { category: Some(row.category()), kind: row.kind, step: row.step };
     if !ctx.window_open {
@@ -707,10 +766,44 @@ async fn handle(
         // Settled by an attempt whose outcome was recorded but not its end: finish the row.
         Vec::new()
     } else {
+        let Ok(permit) = ctx.lanes.permits.acquire().await else {
+            unreachable!("the lanes' semaphore is never closed")
+        };
+        let mut lane = lock(&ctx.lanes.free).pop_front().unwrap_or_default();
+        // Waiting for a lane may have taken a while: the same checks as before the rendering.
+        if ctx.paused() || ctx.stopping() {
+            lock(&ctx.lanes.free).push_back(lane);
+            drop(permit);
+            ctx.state.release_claim(row.id, &ctx.holder, None).await?;
+            return Ok((label, Outcome::Released.into()));
+        }
+        if !ctx.claim_holds() {
+            lock(&ctx.lanes.free).push_back(lane);
+            tracing::warn!(
+                outbox_key = %loggable_key(row),
+                "claim about to lapse (renewal failed); mail left for the sender that takes it over"
+            );
+            return Ok((label, Outcome::ClaimLost.into()));
+        }
+        let Lane { connection, previous } = &mut lane;
+        // Whether the message was sent on the lane (its previous mail committed).
+        let mut sent = false;
+        let before_message = async {
+            sent = previous.committed().await;
+            sent
+        };
         let delivered = tokio::select! {
-            delivered = ctx.mailer.deliver(connection, &message, &addresses) => Some(delivered),
+            delivered = ctx.mailer.deliver(connection, &message, &addresses, before_message) => Some(delivered),
             () = ctx.claim_lapsing() => None,
         };
+        if sent {
+            // The server may have this mail: the lane's next message waits for its record.
+            let (sender, receiver) = tokio::sync::oneshot::channel();
+            lane.previous = Previous::Pending(receiver);
+            *committed = Some(sender);
+        }
+        lock(&ctx.lanes.free).push_back(lane);
+        drop(permit);
         let Some(delivered) = delivered else {
             // Cut off mid-send (the connection dropped, so a server that had not yet taken the
             // whole message discards it) before another sender can take the row over.
@@ -730,6 +823,16 @@ async fn handle(
             }
             Err(DeliverError::Message(SendError { class, message, .. })) => {
                 return retry_or_give_up(ctx, row, label, &row.deliveries, class, &message, 0).await;
+            }
+            // The previous mail on the lane could not be recorded: this one was not sent, and
+            // goes out in a later run (the state store failing, this run is ending).
+            Err(DeliverError::Withheld) => {
+                tracing::warn!(
+                    outbox_key = %loggable_key(row),
+                    "mail not sent: the previous mail on its connection could not be recorded; claim released"
+                );
+                ctx.state.release_claim(row.id, &ctx.holder, None).await?;
+                return Ok((label, Outcome::Released.into()));
             }
         }
     };

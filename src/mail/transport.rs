@@ -2,10 +2,13 @@
 //!
 //! Architecture invariant: one [`Mailer`] is built at start-up and shared. Outbox mail goes
 //! through [`Mailer::deliver`] over a sender's [`Connection`], kept open from one of its mails to
-//! the next (the dispatcher bounds how many are open at once by `mail.smtp.pool_size`, and starts
-//! a mail on a connection only once the previous mail's outcome is committed), speaking the
-//! transaction itself over lettre's connection so that each recipient's reply is its own; the
-//! test mail uses lettre's pool.
+//! the next (the dispatcher bounds how many are open at once by `mail.smtp.pool_size`), speaking
+//! the transaction itself over lettre's connection so that each recipient's reply is its own; the
+//! test mail uses lettre's pool. A delivery sends the envelope (`MAIL FROM`, `RCPT TO`, `DATA`)
+//! at once and the message itself only once its caller's condition holds (the dispatcher's: the
+//! previous mail on the connection is recorded): nothing is accepted before the message's final
+//! `.`, and a delivery whose condition fails closes the connection in the middle of `DATA`, which
+//! a server takes as the transaction aborted (RFC 5321, 3.8).
 //! Errors carry a bounded class (a metric label) and a message scrubbed of anything that looks
 //! like an address, since SMTP servers like to echo recipients back in their replies.
 
@@ -89,6 +92,9 @@ pub enum DeliverError {
     /// reply to `DATA`, a transient `MAIL FROM` reply): permanent or transient as
     /// [`SendError::permanent`] says.
     Message(SendError),
+    /// The caller's condition for sending the message failed (see [`Mailer::deliver`]): the
+    /// message was not sent, the server took nothing of it, and the connection is closed.
+    Withheld,
 }
 
 /// The mailer could not be set up from the configuration.
@@ -200,21 +206,32 @@ impl Mailer {
     /// `kept` is the sender's connection: an open one is used (a server that closed it meanwhile
     /// is connected to again, before anything of this mail was accepted), and after a
     /// transaction that ended cleanly the connection is left there for the sender's next mail.
-    /// The caller decides when that next mail may start (the dispatcher: once this one's outcome
-    /// is committed) and ends the connection with [`Connection::close`]. A delivery that fails,
-    /// or whose future is dropped, leaves no connection behind.
+    /// The caller ends the connection with [`Connection::close`]. A delivery that fails, or
+    /// whose future is dropped, leaves no connection behind.
+    ///
+    /// `before_message` is awaited once the envelope is answered (`DATA` answered with `354`),
+    /// right before the message, which is sent only if it yields `true` — the server accepts
+    /// nothing before the message's final `.`. If it yields `false`, the connection is closed
+    /// there, without a word ([`DeliverError::Withheld`]): a server discards a transaction
+    /// whose connection ends before the end of its data. A delivery that ends before the message
+    /// (every recipient refused, a failure) never awaits it. A file mailer awaits it before
+    /// writing the file.
     pub async fn deliver(
         &self,
         kept: &mut Option<Connection>,
         message: &Message,
         to: &[EmailAddress],
+        before_message: impl std::future::Future<Output = bool>,
     ) -> Result<Vec<RecipientResult>, DeliverError> {
         match self {
             Mailer::File { .. } => {
+                if !before_message.await {
+                    return Err(DeliverError::Withheld);
+                }
                 self.send(message).await.map_err(DeliverError::Message)?;
                 Ok(vec![RecipientResult::Delivered; to.len()])
             }
-            Mailer::Smtp(smtp) => smtp.deliver(kept, message, to).await,
+            Mailer::Smtp(smtp) => smtp.deliver(kept, message, to, before_message).await,
         }
     }
 }
@@ -245,15 +262,17 @@ impl Smtp {
         kept: &mut Option<Connection>,
         message: &Message,
         to: &[EmailAddress],
+        before_message: impl std::future::Future<Output = bool>,
     ) -> Result<Vec<RecipientResult>, DeliverError> {
+        let bytes = message.formatted();
         // Taken out for the time of the transaction: if this future is dropped half-way, the
         // connection goes with it, in whatever state it was.
         if let Some(Connection { mut conn, .. }) = kept.take() {
-            match self.transact(&mut conn, message, to, true).await {
+            match self.envelope(&mut conn, message, &bytes, to, true).await {
                 // The server had closed the connection, or closes it now (a `421`, a reset): it
                 // took nothing of this mail, so a fresh connection starts it from the beginning.
                 Err(Stale) => tracing::debug!("the kept SMTP connection was closed by the server; connecting again"),
-                Ok(result) => return self.settle(kept, conn, result).await,
+                Ok(result) => return self.finish(kept, conn, &bytes, result, before_message).await,
             }
         }
         // lettre bounds the TCP connect by `timeout`, not the reads: a server that accepts the
@@ -270,30 +289,32 @@ impl Smtp {
             }
         };
         // Only a kept connection is stale; a fresh one answers for itself.
-        let result = self.transact(&mut conn, message, to, false).await.unwrap_or_else(|Stale| {
+        let result = self.envelope(&mut conn, message, &bytes, to, false).await.unwrap_or_else(|Stale| {
             Err(DeliverError::Message(SendError {
                 permanent: false,
                 class: "connect",
                 message: "the mail server closed the connection".into(),
             }))
         });
-        self.settle(kept, conn, result).await
+        self.finish(kept, conn, &bytes, result, before_message).await
     }
 
-    /// One transaction on `conn`, each of its round trips bounded. `Err(Stale)` only when
+    /// The envelope of one transaction on `conn`, each of its round trips bounded: `MAIL FROM`,
+    /// one `RCPT TO` per recipient, and `DATA` when one was accepted. `Err(Stale)` only when
     /// `reused` and `MAIL FROM` failed on it or went unanswered for the timeout.
-    async fn transact(
+    async fn envelope(
         &self,
         conn: &mut AsyncSmtpConnection,
         message: &Message,
+        bytes: &[u8],
         to: &[EmailAddress],
         reused: bool,
     ) -> Result<Result<Vec<RecipientResult>, DeliverError>, Stale> {
-        // MAIL FROM, one RCPT TO per recipient, DATA and the message: each a round trip.
-        let round_trips = u32::try_from(to.len()).unwrap_or(u32::MAX).saturating_add(3);
+        // MAIL FROM, one RCPT TO per recipient and DATA: each a round trip.
+        let round_trips = u32::try_from(to.len()).unwrap_or(u32::MAX).saturating_add(2);
         match tokio::time::timeout(
             self.timeout.saturating_mul(round_trips),
-            transaction(conn, message, to, reused.then_some(self.timeout)),
+            envelope(conn, message, bytes, to, reused.then_some(self.timeout)),
         )
         .await
         {
@@ -306,6 +327,39 @@ impl Smtp {
                 message: format!("no answer from the mail server within {:?} (transaction)", self.timeout),
             }))),
         }
+    }
+
+    /// After the envelope: with a recipient accepted (the server waiting for the message after
+    /// `DATA`), the message once `before_message` allows it (else the connection is closed
+    /// mid-`DATA`, so that the server takes nothing), then the connection settled.
+    async fn finish(
+        &self,
+        kept: &mut Option<Connection>,
+        mut conn: AsyncSmtpConnection,
+        bytes: &[u8],
+        result: Result<Vec<RecipientResult>, DeliverError>,
+        before_message: impl std::future::Future<Output = bool>,
+    ) -> Result<Vec<RecipientResult>, DeliverError> {
+        let result = match result {
+            Ok(results) if results.contains(&RecipientResult::Delivered) => {
+                if !before_message.await {
+                    // Dropped without a word: a `QUIT` now would be taken as message text.
+                    drop(conn);
+                    return Err(DeliverError::Withheld);
+                }
+                match tokio::time::timeout(self.timeout, conn.message(bytes)).await {
+                    Ok(Ok(_)) => Ok(results),
+                    Ok(Err(e)) => Err(DeliverError::Message(classify(&e))),
+                    Err(_) => Err(DeliverError::Message(SendError {
+                        permanent: false,
+                        class: "timeout",
+                        message: format!("no answer from the mail server within {:?} (message)", self.timeout),
+                    })),
+                }
+            }
+            other => other,
+        };
+        self.settle(kept, conn, result).await
     }
 
     /// After a transaction: a connection whose transaction ended with the message taken is kept
@@ -401,18 +455,19 @@ impl From<DeliverError> for TransactionError {
     }
 }
 
-/// `MAIL FROM`, one `RCPT TO` per recipient (each reply its recipient's own), then `DATA` to
-/// the accepted ones, if any. `reused`: the connection carried an earlier mail, and any failure
+/// `MAIL FROM`, one `RCPT TO` per recipient (each reply its recipient's own), then `DATA` for
+/// the accepted ones, if any (the message itself is the caller's: [`Smtp::finish`]). `bytes`:
+/// the formatted message. `reused`: the connection carried an earlier mail, and any failure
 /// of `MAIL FROM` on it is `Stale` (a server that closed an idle connection answers it with an
 /// I/O error, an end of stream or a `421`), as is no answer within the given time (a server
 /// gone silent: the fresh connection then finds it so, as an outage, before its greeting).
-async fn transaction(
+async fn envelope(
     conn: &mut AsyncSmtpConnection,
     message: &Message,
+    bytes: &[u8],
     to: &[EmailAddress],
     reused: Option<Duration>,
 ) -> Result<Vec<RecipientResult>, TransactionError> {
-    let bytes = message.formatted();
     let mut options = Vec::new();
     let client_error =
         |text: &str| DeliverError::Message(SendError { permanent: true, class: "other", message: text.to_string() });
@@ -470,7 +525,6 @@ async fn transaction(
         return Ok(results);
     }
     conn.command(Data).await.map_err(|e| DeliverError::Message(classify(&e)))?;
-    conn.message(&bytes).await.map_err(|e| DeliverError::Message(classify(&e)))?;
     Ok(results)
 }
 

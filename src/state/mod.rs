@@ -173,8 +173,13 @@ impl StateStore {
         let Pool::Sqlite(pool) = &self.pool else { return Ok(WriteTurn { guard: None }) };
         let mut guard = self.writer.lock().await;
         if guard.is_none() && self.own_writer {
-            let connection =
-                pool.connect_options().connect().await.map_err(query_error("opening the writers' connection"))?;
+            // No checkpoint inside the writers' commits (SQLite's default runs one, with its two
+            // fsyncs, in the commit that takes the log past 1 000 pages, while every sender whose
+            // record is in that group waits): [`StateStore::checkpoint_in_background`] does it
+            // beside them, after every dispatch run, and the pool's connections, which the poll
+            // writes through, still checkpoint as they commit.
+            let options = pool.connect_options().as_ref().clone().pragma("wal_autocheckpoint", "0");
+            let connection = options.connect().await.map_err(query_error("opening the writers' connection"))?;
             *guard = Some(connection);
         }
         Ok(WriteTurn { guard: Some(guard) })
@@ -211,6 +216,8 @@ pub struct StateStore {
     /// A SQLite file written by this process: its writers have a connection of their own (an
     /// in-memory database is one connection, the pool's).
     own_writer: bool,
+    /// The checkpoint under way beside the writers, if any (`checkpoint_in_background`).
+    checkpoint: std::sync::Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
 }
 
 impl StateStore {
@@ -218,7 +225,14 @@ impl StateStore {
     pub async fn connect(url: &DatabaseUrl) -> Result<StateStore, StateError> {
         let pool = Pool::open(url, true, 8).await.map_err(|source| StateError::connect(url, source))?;
         let own_writer = url.engine == Engine::Sqlite && url.sqlite_path().is_some();
-        Ok(StateStore { pool, engine: url.engine, owned: true, writer: Default::default(), own_writer })
+        Ok(StateStore {
+            pool,
+            engine: url.engine,
+            owned: true,
+            writer: Default::default(),
+            own_writer,
+            checkpoint: Default::default(),
+        })
     }
 
     /// Connects for reading only (the show commands): never creates, migrates or writes; a
@@ -233,7 +247,14 @@ impl StateStore {
             Engine::Postgres => url.clone(),
         };
         let pool = Pool::open(&read_only, false, 2).await.map_err(|source| StateError::connect(url, source))?;
-        Ok(StateStore { pool, engine: url.engine, owned: false, writer: Default::default(), own_writer: false })
+        Ok(StateStore {
+            pool,
+            engine: url.engine,
+            owned: false,
+            writer: Default::default(),
+            own_writer: false,
+            checkpoint: Default::default(),
+        })
     }
 
     /// Whether the schema exists (fristvakt migrated this database before).
@@ -272,10 +293,40 @@ impl StateStore {
         with_pool!(&self.pool, p => sqlx::query("SELECT 1").execute(p).await.map(|_| ())).map_err(query_error("ping"))
     }
 
+    /// On a SQLite file with a writers' connection, a passive checkpoint of the write-ahead log
+    /// through the pool, in a task of its own, unless one is under way: the writers' connection
+    /// never checkpoints (see `write_turn`), so that none happens inside a sender's commit; the
+    /// dispatch calls this after every run (at most `RUN_ROWS` records), so that the log stays
+    /// bounded. A passive checkpoint neither waits for nor holds up the writers. Must be called
+    /// inside a tokio runtime.
+    pub fn checkpoint_in_background(&self) {
+        let (Pool::Sqlite(pool), true) = (&self.pool, self.own_writer) else { return };
+        let mut under_way = self.checkpoint.lock().unwrap_or_else(|e| e.into_inner());
+        if under_way.as_ref().is_some_and(|task| !task.is_finished()) {
+            return;
+        }
+        let pool = pool.clone();
+        *under_way = Some(tokio::spawn(async move {
+            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&pool).await {
+                tracing::debug!("state checkpoint after dispatch: {e}");
+            }
+        }));
+    }
+
+    /// Waits for the checkpoint under way beside the writers, if any
+    /// ([`StateStore::checkpoint_in_background`]).
+    pub async fn checkpoint_done(&self) {
+        let checkpoint = self.checkpoint.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(checkpoint) = checkpoint {
+            let _ = checkpoint.await;
+        }
+    }
+
     /// Closes the pool. A SQLite state fristvakt writes is checkpointed first, so that the file
     /// holds everything and its write-ahead log is empty: the last of several connections
     /// closing at once may otherwise leave the log behind (each sees the others still open).
     pub async fn close(&self) {
+        self.checkpoint_done().await;
         // The writers' connection first, so that the pool's last connection finds the log free.
         if let Some(connection) = self.writer.lock().await.take() {
             if let Err(e) = connection.close().await {

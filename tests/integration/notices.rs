@@ -535,6 +535,153 @@ async fn a_sender_keeps_its_connection_and_connects_again_when_the_server_closed
     app.close().await;
 }
 
+/// While a mail's outcome commits, the next mail on its connection is rendered and its envelope
+/// sent (`MAIL FROM`, `RCPT TO`, `DATA`), but not the message: the server accepts nothing before
+/// the previous mail on the connection is recorded. The commit is held up by another connection's
+/// write lock on the state database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_message_waits_for_the_previous_record_while_its_envelope_goes_ahead() {
+    let cases: Vec<Case> = (0..2)
+        .map(|i| {
+            let case_ref: &'static str = Box::leak(format!("2026-BU-08{i:02}").into_boxed_str());
+            assessment_case(case_ref, Some(CASEWORKER))
+        })
+        .collect();
+    let app = App::start_with(sqlite_state(), &cases, "always", |s| s.mail.smtp.pool_size = 1).await;
+    let t0 = at(day("2026-11-13"), 9);
+    jobs::poll::run_once(&app, Moment::on(day("2026-11-13"), t0)).await.unwrap();
+    // The first message is queued slowly, so that the lock below is taken before its record.
+    app.smtp.set_data_delay(std::time::Duration::from_millis(500));
+    let state_db = app._dir.path().join("state.db");
+    let observe = async {
+        until_true(|| app.smtp.count() == 1).await;
+        let mut lock = SqliteConnectOptions::new().filename(&state_db).connect().await.unwrap();
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut lock).await.unwrap();
+        app.smtp.set_data_delay(std::time::Duration::ZERO);
+        // The second mail's envelope goes ahead while the first one's record waits for the lock.
+        until_true(|| app.smtp.data_begun() == 2).await;
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert_eq!(app.smtp.count(), 1, "the second message was sent before the first mail was recorded");
+        let rows = app.state.outbox().await.unwrap();
+        assert!(rows.iter().all(|r| r.state != OutboxState::Sent), "{rows:#?}");
+        sqlx::query("ROLLBACK").execute(&mut lock).await.unwrap();
+    };
+    let (report, ()) = tokio::join!(app.dispatch(t0), observe);
+    assert_eq!((report.total_sent(), report.total_retrying(), report.total_dead()), (2, 0, 0), "{report:?}");
+    let messages = app.smtp.messages();
+    let ids: std::collections::BTreeSet<_> = messages.iter().map(|m| m.header("Message-ID")).collect();
+    assert_eq!((messages.len(), ids.len(), app.smtp.connections()), (2, 2, 1), "each once, on one connection");
+    let rows = app.state.outbox().await.unwrap();
+    let sent: Vec<_> = rows.iter().filter(|r| r.state == OutboxState::Sent).collect();
+    assert_eq!(sent.len(), 2, "{rows:#?}");
+    app.close().await;
+}
+
+/// A mail whose outcome cannot be committed (the state database refuses the write) stops the
+/// next mail on its connection before its message: that mail's transaction is abandoned in the
+/// middle of `DATA` (the server takes nothing), its claim released, and a later run sends it.
+/// The mail whose record failed goes out again in that run: the one mail a connection may
+/// repeat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_that_fails_withholds_the_next_message_which_a_later_run_sends() {
+    let cases: Vec<Case> = (0..2)
+        .map(|i| {
+            let case_ref: &'static str = Box::leak(format!("2026-BU-09{i:02}").into_boxed_str());
+            assessment_case(case_ref, Some(CASEWORKER))
+        })
+        .collect();
+    let app = App::start_with(sqlite_state(), &cases, "always", |s| s.mail.smtp.pool_size = 1).await;
+    let t0 = at(day("2026-11-13"), 9);
+    jobs::poll::run_once(&app, Moment::on(day("2026-11-13"), t0)).await.unwrap();
+    let state_db = app._dir.path().join("state.db");
+    let mut db = SqliteConnectOptions::new().filename(&state_db).connect().await.unwrap();
+    sqlx::query(
+        "CREATE TRIGGER refuse_sent BEFORE UPDATE ON outbox WHEN NEW.state = 'sent' \
+         BEGIN SELECT RAISE(ABORT, 'the disk is full (test)'); END",
+    )
+    .execute(&mut db)
+    .await
+    .unwrap();
+    let failed = jobs::dispatch::run_once(&app, Moment::on(day("2026-11-13"), t0)).await;
+    assert!(failed.is_err(), "{failed:?}");
+    assert_eq!(app.smtp.count(), 1, "only the first message");
+    assert_eq!(app.smtp.data_begun(), 2, "the second mail's envelope went ahead, its message did not");
+    let first = app.smtp.messages()[0].header("Message-ID");
+    let rows = app.state.outbox().await.unwrap();
+    let open: Vec<_> = rows.iter().filter(|r| r.state == OutboxState::Pending).collect();
+    assert_eq!(open.len(), 2, "{rows:#?}");
+    assert!(open.iter().all(|r| r.attempts == 0), "no attempt counted: {rows:#?}");
+    // The withheld row released; the row whose record failed still claimed, until its claim lapses.
+    let (released, claimed): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE claimed_by IS NULL), count(*) FILTER (WHERE claimed_by IS NOT NULL) \
+         FROM outbox WHERE state = 'pending'",
+    )
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    assert_eq!((released, claimed), (1, 1));
+
+    sqlx::query("DROP TRIGGER refuse_sent").execute(&mut db).await.unwrap();
+    db.close().await.unwrap();
+    // After the first row's claim lapsed.
+    let report = app.dispatch(t0 + Duration::minutes(2)).await;
+    assert_eq!((report.total_sent(), report.total_retrying(), report.total_dead()), (2, 0, 0), "{report:?}");
+    let messages = app.smtp.messages();
+    let ids: Vec<_> = messages.iter().map(|m| m.header("Message-ID")).collect();
+    assert_eq!(ids.len(), 3, "{ids:?}");
+    assert_eq!(ids.iter().filter(|id| **id == first).count(), 2, "the unrecorded mail once more: {ids:?}");
+    assert_eq!(ids.iter().filter(|id| **id != first).count(), 1, "the withheld mail once: {ids:?}");
+    let rows = app.state.outbox().await.unwrap();
+    assert_eq!(rows.iter().filter(|r| r.state == OutboxState::Sent).count(), 2, "{rows:#?}");
+    app.close().await;
+}
+
+/// The senders' commits never checkpoint the write-ahead log (no fsync inside a record): each
+/// dispatch run has it checkpointed beside, so that the records reach the database file itself
+/// (here read from a copy of the file alone, without its log) soon after the run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dispatch_run_has_its_records_checkpointed_into_the_database_file() {
+    let cases: Vec<Case> = (0..3)
+        .map(|i| {
+            let case_ref: &'static str = Box::leak(format!("2026-BU-10{i:02}").into_boxed_str());
+            assessment_case(case_ref, Some(CASEWORKER))
+        })
+        .collect();
+    let app = App::start(sqlite_state(), &cases, "always").await;
+    let t0 = at(day("2026-11-13"), 9);
+    assert_eq!(app.poll_at(day("2026-11-13"), t0).await.total_sent(), 3);
+    let state_db = app._dir.path().join("state.db");
+    let copy = app._dir.path().join("copy.db");
+    let started = std::time::Instant::now();
+    loop {
+        // The file alone: what is in the log and not yet checkpointed is not in it.
+        let _ = std::fs::remove_file(app._dir.path().join("copy.db-wal"));
+        std::fs::copy(&state_db, &copy).unwrap();
+        let mut conn = SqliteConnectOptions::new().filename(&copy).connect().await.unwrap();
+        // No table yet: not even the migrations were checkpointed.
+        let sent: i64 = sqlx::query_as("SELECT count(*) FROM outbox WHERE state = 'sent'")
+            .fetch_one(&mut conn)
+            .await
+            .map_or(0, |(n,): (i64,)| n);
+        conn.close().await.unwrap();
+        if sent == 3 {
+            break;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "records not checkpointed: {sent} of 3");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    app.close().await;
+}
+
+/// Polls `f` every 5 ms until it holds (at most 10 s).
+async fn until_true(mut f: impl FnMut() -> bool) {
+    let started = std::time::Instant::now();
+    while !f() {
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "timed out waiting");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
 /// A server that falls silent while a sender keeps its connection: the mail on the silent
 /// connection is no fault of the mail (no attempt counted), the fresh connection finds the
 /// server silent before its greeting, and the run pauses as for any outage.
@@ -592,6 +739,8 @@ async fn a_dead_notice_is_listed_and_put_back_by_the_operator() {
         assert!(out.status.success(), "cat {}: {}", state_file.display(), crate::helpers::stderr(&out));
         out.stdout
     };
+    // The dispatch run's checkpoint, beside it, is done.
+    app.state.checkpoint_done().await;
     let before = read_state();
     let out = run(&["outbox", "list", "--state", "dead"]);
     assert!(out.status.success(), "{}", crate::helpers::stderr(&out));

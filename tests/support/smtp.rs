@@ -74,6 +74,8 @@ struct State {
     close_after_message: Mutex<bool>,
     /// Connections accepted so far.
     connections: Mutex<usize>,
+    /// `DATA` commands answered `354` so far (a message begun, whether or not it was finished).
+    data_begun: Mutex<usize>,
     /// Once this many messages were received, the server falls silent on every session, open
     /// ones included (a hung server), and greets no new one.
     silent_after: Mutex<Option<usize>>,
@@ -159,6 +161,12 @@ impl TestSmtp {
     /// answering (it reads on, and says nothing), and new ones are never greeted.
     pub fn fall_silent_after(&self, n: usize) {
         *self.state.silent_after.lock().unwrap() = Some(n);
+    }
+
+    /// How many `DATA` commands the server answered `354` so far: messages begun, of which
+    /// those whose connection ended before the closing dot were never received.
+    pub fn data_begun(&self) -> usize {
+        *self.state.data_begun.lock().unwrap()
     }
 
     /// How many connections the server accepted so far.
@@ -329,6 +337,7 @@ async fn session(stream: TcpStream, state: Arc<State>) -> std::io::Result<()> {
             },
             "DATA" if mail_from.is_none() || rcpt_to.is_empty() => "503 5.5.1 Need MAIL FROM and RCPT TO first\r\n",
             "DATA" => {
+                *state.data_begun.lock().unwrap() += 1;
                 writer.write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n").await?;
                 let data = read_data(&mut reader).await?;
                 let mail = ReceivedMail {
