@@ -5,6 +5,9 @@
 //!     cargo build --release && target/release/fristvakt-bench [--cases 100000,1000000] [--runs 3]
 //!         [--notices 10000] [--engines sqlite,postgres] [--every-row] [--only changed-poll|full-pass]
 //!
+//! `scripts/bench` installs what it needs when missing (the `sqlite3` shell, the PostgreSQL
+//! server binaries), builds the release and runs it, by default with BENCHMARKS.md's arguments.
+//!
 //! For each size and engine it fills a demo register with the same cases and gives fristvakt a
 //! state database of that engine: SQLite files, or databases of a throwaway PostgreSQL server that
 //! the benchmark starts from the system's binaries and stops and removes at the end (see
