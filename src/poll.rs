@@ -24,9 +24,6 @@ use crate::state::{
 
 /// Rows validated and stored per transaction.
 const CHUNK_ROWS: usize = 1000;
-/// The most cases an incremental poll names when it cancels the notices of deadlines it closed
-/// or withdrew; beyond, it cancels by a look at every pending notice.
-const FINISHED_KEPT: usize = 10_000;
 /// Deadlines visited per round of ladder evaluation.
 const LADDER_BATCH: i64 = 500;
 /// Deadlines written by one pass after which the state's planner statistics are gathered again
@@ -139,7 +136,7 @@ pub async fn sync_register(
         (false, Some(bits)) => Prints::Buckets(state.open_print_log(bits).await?),
         (false, None) => Prints::None,
     };
-    let mut pass = Pass { settings, today, now, seed: print_seed(settings), finished: Some(Vec::new()), prints };
+    let mut pass = Pass { settings, today, now, seed: print_seed(settings), prints };
     let mut chunk = RowChunk::default();
     loop {
         let next = match early.pop_front() {
@@ -199,17 +196,16 @@ pub async fn sync_register(
     if report.deadlines_stored >= REFRESH_STATISTICS_AFTER {
         state.refresh_statistics().await?;
     }
+    // The notices of the deadlines a poll closed or withdrew went in the same transactions
+    // (`store_deadlines`). A full pass also cancels any left, of every case (those of the cases
+    // that left the register, withdrawn above), before it counts as done: a full pass that
+    // stopped short of it is made again.
+    if full {
+        report.notices_cancelled += state.cancel_notices_of_finished_deadlines().await?;
+    }
     // A full pass that read nothing (a view being reloaded) leaves the watermark where it was.
     let watermark = (!(full && report.rows_read == 0)).then_some(read_at);
     state.finish_poll(watermark, full_pass_on).await?;
-    // Notices of deadlines that closed or went: of every case after a full pass, of the cases
-    // whose deadlines an incremental poll closed or withdrew (of every case, when they were very
-    // many): no statement when it closed and withdrew nothing.
-    let finished = if full { None } else { pass.finished.as_deref() };
-    report.notices_cancelled = match finished {
-        Some([]) => 0,
-        cases => state.cancel_notices_of_finished_deadlines(cases).await?,
-    };
     report.duration = started.elapsed();
     let rejected: Vec<String> = report.rejected.iter().map(|(r, n)| format!("{}={n}", r.as_str())).collect();
     tracing::info!(
@@ -276,9 +272,6 @@ struct Pass<'a> {
     now: DateTime<Utc>,
     /// Mixed into every row's print: the settings and code the computation depends on.
     seed: u64,
-    /// The cases whose deadlines it closed or withdrew ([`StateStore::store_deadlines`]), up
-    /// to [`FINISHED_KEPT`]; `None` beyond.
-    finished: Option<Vec<CaseRef>>,
     prints: Prints,
 }
 
@@ -390,13 +383,7 @@ impl Pass<'_> {
             }
             None => book,
         };
-        let finished = state.store_deadlines(&case_refs, &records, book).await?;
-        if let Some(cases) = &mut self.finished {
-            cases.extend(finished);
-            if cases.len() > FINISHED_KEPT {
-                self.finished = None;
-            }
-        }
+        report.notices_cancelled += state.store_deadlines(&case_refs, &records, book).await?;
         Ok(())
     }
 }

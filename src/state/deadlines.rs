@@ -7,6 +7,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use futures_util::TryStreamExt;
 use sqlx::types::Json;
 
+use super::outbox::cancel_finished_sql;
 use super::prints::{write_buckets, PrintBook};
 use super::{column, parsed, parsed_opt, query_error, with_pool, Get, StateError, StateStore, BATCH_ROWS};
 use crate::domain::{CaseRef, ChildKey, EmailAddress, Sex, UnitCode};
@@ -119,17 +120,20 @@ impl StateStore {
     /// Cases that left the register altogether are withdrawn at the end of a full pass
     /// ([`StateStore::withdraw_cases`]).
     ///
-    /// Returns the cases of the batch whose pending notices may have to be cancelled
-    /// ([`StateStore::cancel_notices_of_finished_deadlines`]): those with a deadline withdrawn
-    /// here, or closed and written by the upsert (its closing day, or another indexed column,
-    /// changed). A deadline the narrow update wrote, or none, kept its closing day: it closed,
-    /// and its notices were cancelled, when a poll first stored it closed.
+    /// The pending notices of the deadlines this closes or withdraws are cancelled in the same
+    /// transaction, so that no notice of a finished deadline outlives a crash between the two
+    /// (a claim on such a row is left to its sender, as
+    /// [`StateStore::cancel_notices_of_finished_deadlines`] says). Looked at are the cases with
+    /// a deadline withdrawn here, or closed and written by the upsert (its closing day, or
+    /// another indexed column, changed); a deadline the narrow update wrote, or none, kept its
+    /// closing day: it closed, and its notices were cancelled, when a poll first stored it
+    /// closed. Returns how many notices were cancelled.
     pub async fn store_deadlines(
         &self,
         case_refs: &[CaseRef],
         records: &[DeadlineRecord],
         prints: Option<&mut PrintBook>,
-    ) -> Result<Vec<CaseRef>, StateError> {
+    ) -> Result<u64, StateError> {
         let per_row = 16;
         with_pool!(&self.pool, p => {
             let mut tx = p.begin().await.map_err(query_error("starting a transaction"))?;
@@ -225,11 +229,13 @@ impl StateStore {
                 }
                 q.execute(&mut *tx).await.map_err(query_error("withdrawing deadlines"))?;
             }
+            let finished: Vec<&str> = case_refs.iter().map(CaseRef::as_str).filter(|c| finished.contains(c)).collect();
+            let cancelled = if finished.is_empty() { 0 } else { Dialect::cancel_notices(&mut *tx, &finished).await? };
             if let Some(book) = prints {
                 write_buckets!(self, &mut *tx, book)?;
             }
             tx.commit().await.map_err(query_error("committing deadlines"))?;
-            Ok(case_refs.iter().filter(|c| finished.contains(c.as_str())).cloned().collect())
+            Ok(cancelled)
         })
     }
 
@@ -382,6 +388,10 @@ trait Dialect {
         case_refs: &[CaseRef],
         held: &HashMap<&str, Vec<&'static str>>,
     ) -> Result<Vec<(String, String)>, StateError>;
+
+    /// Cancels the pending notices of these cases whose deadlines are closed or withdrawn;
+    /// returns how many.
+    async fn cancel_notices(&mut self, cases: &[&str]) -> Result<u64, StateError>;
 }
 
 /// The pairs of `held` for these cases, in their order.
@@ -427,6 +437,25 @@ impl Dialect for sqlx::SqliteConnection {
         }
         Ok(gone)
     }
+
+    /// By the outbox's case index, the cases as `IN` lists.
+    async fn cancel_notices(&mut self, cases: &[&str]) -> Result<u64, StateError> {
+        let mut cancelled = 0;
+        for chunk in cases.chunks(BATCH_ROWS * 8) {
+            let sql =
+                format!("{} AND outbox.case_ref IN ({})", cancel_finished_sql(true), vec!["?"; chunk.len()].join(","));
+            let mut q = sqlx::query(&sql).persistent(false);
+            for c in chunk {
+                q = q.bind(*c);
+            }
+            cancelled += q
+                .execute(&mut *self)
+                .await
+                .map_err(query_error("cancelling notices of closed deadlines"))?
+                .rows_affected();
+        }
+        Ok(cancelled)
+    }
 }
 
 impl Dialect for sqlx::PgConnection {
@@ -456,6 +485,18 @@ impl Dialect for sqlx::PgConnection {
         .await
         .map_err(query_error("withdrawing deadlines"))?;
         rows.iter().map(|row| Ok((column(row, "case_ref")?, column(row, "kind")?))).collect()
+    }
+
+    /// The cases as one array: with an `IN` list of hundreds of parameters the planner compared
+    /// every pending notice with each of them.
+    async fn cancel_notices(&mut self, cases: &[&str]) -> Result<u64, StateError> {
+        let sql = format!("{} AND outbox.case_ref = ANY($1)", cancel_finished_sql(true));
+        let done = sqlx::query(&sql)
+            .bind(cases)
+            .execute(&mut *self)
+            .await
+            .map_err(query_error("cancelling notices of closed deadlines"))?;
+        Ok(done.rows_affected())
     }
 }
 

@@ -1350,8 +1350,8 @@ async fn an_incremental_poll_cancels_only_the_notices_of_deadlines_that_closed()
     assert!(stored.iter().all(|d| d.caseworker.as_ref().unwrap().as_str() == "ny.handlaggare@kommun.example"));
     assert!(stored.iter().any(|d| d.deadline.kind == Kind::Assessment && d.deadline.closed_on.is_none()));
 
-    // The cancelled notice pending again, as if the poll had stopped between storing the closed
-    // deadline and cancelling: a poll that changes only that case's caseworker leaves it.
+    // The cancelled notice pending again (put back by hand; a poll cancels in the transaction
+    // that closes the deadline): a poll that changes only that case's caseworker leaves it.
     sqlite_exec(settings.state.url.expose(), &format!("UPDATE outbox SET state = 'pending' WHERE id = {closed_id}"))
         .await;
     sqlite_exec(

@@ -360,28 +360,33 @@ async fn outbox_claims_are_fenced_renewed_and_survive_a_cancel(postgres: Option<
     );
     assert!(state.record_attempt(&b_rows[0], "sender-b", sent.clone()).await.unwrap().held);
 
-    // The deadline of the other two closes while b holds them: cancelled, b's claim kept.
-    let dates = CaseDates { received_on: Some(date("2026-11-11")), ..CaseDates::default() };
+    // The deadline of the other two closes while b holds them: cancelled, b's claim kept. The
+    // store cancels them in the transaction that closes their deadlines: none is left for the
+    // full pass's look at every notice.
     let case_refs: Vec<CaseRef> = ["2026-BU-0002", "2026-BU-0003"].iter().map(|c| CaseRef::parse(c).unwrap()).collect();
-    let records: Vec<DeadlineRecord> = case_refs
-        .iter()
-        .flat_map(|case_ref| {
-            rules::deadlines_for(&dates, RuleOptions::default()).into_iter().map(|deadline| DeadlineRecord {
-                case_ref: case_ref.clone(),
-                unit: UnitCode::parse("BRO-BU").unwrap(),
-                caseworker: None,
-                child_sex: None,
-                deadline,
-                next_step_on: None,
-                row_updated_at: t,
-                seen_on: chrono::NaiveDate::from_ymd_opt(2026, 11, 1).unwrap(),
-                child_key: None,
+    let records_of = |dates: CaseDates| -> Vec<DeadlineRecord> {
+        case_refs
+            .iter()
+            .flat_map(|case_ref| {
+                rules::deadlines_for(&dates, RuleOptions::default()).into_iter().map(|deadline| DeadlineRecord {
+                    case_ref: case_ref.clone(),
+                    unit: UnitCode::parse("BRO-BU").unwrap(),
+                    caseworker: None,
+                    child_sex: None,
+                    deadline,
+                    next_step_on: None,
+                    row_updated_at: t,
+                    seen_on: chrono::NaiveDate::from_ymd_opt(2026, 11, 1).unwrap(),
+                    child_key: None,
+                })
             })
-        })
-        .collect();
-    state.store_deadlines(&case_refs, &records, None).await.unwrap();
-    execute(&settings, "UPDATE deadlines SET closed_on = '2026-11-24'").await;
-    assert_eq!(state.cancel_notices_of_finished_deadlines(None).await.unwrap(), 2);
+            .collect()
+    };
+    let received = CaseDates { received_on: Some(date("2026-11-11")), ..CaseDates::default() };
+    assert_eq!(state.store_deadlines(&case_refs, &records_of(received), None).await.unwrap(), 0);
+    let decided = CaseDates { assessment_decided_on: Some(date("2026-11-24")), ..received };
+    assert_eq!(state.store_deadlines(&case_refs, &records_of(decided), None).await.unwrap(), 2);
+    assert_eq!(state.cancel_notices_of_finished_deadlines().await.unwrap(), 0);
     let rows = query_claims(&settings).await;
     assert_eq!(
         rows[1..].iter().map(|r| (r.0.as_str(), r.1.as_deref())).collect::<Vec<_>>(),
