@@ -699,6 +699,46 @@ async fn give_up_undecodable(ctx: &Context, row: &UndecodableRow) -> Result<(Mai
     Ok((label, Outcome::Dead(row.class).into()))
 }
 
+/// Why a claimed row is not to be sent now.
+enum Hold {
+    /// The run is paused or stopping: the claim is released.
+    Release,
+    /// The claim could not be renewed (the state store does not answer) and is about to lapse:
+    /// another sender may take the row any moment. Not sent; nothing can be written.
+    ClaimLapsing,
+}
+
+impl Hold {
+    /// Whether a claimed row is held back now (checked before the rendering, and again once
+    /// a lane is free).
+    fn now(ctx: &Context) -> Option<Hold> {
+        if ctx.paused() || ctx.stopping() {
+            Some(Hold::Release)
+        } else if !ctx.claim_holds() {
+            Some(Hold::ClaimLapsing)
+        } else {
+            None
+        }
+    }
+
+    /// Does what holding the row back takes; the row's outcome.
+    async fn apply(self, ctx: &Context, row: &OutboxRow) -> Result<Outcome, StateError> {
+        match self {
+            Hold::Release => {
+                ctx.state.release_claim(row.id, &ctx.holder, None).await?;
+                Ok(Outcome::Released)
+            }
+            Hold::ClaimLapsing => {
+                tracing::warn!(
+                    outbox_key = %loggable_key(row),
+                    "claim about to lapse (renewal failed); mail left for the sender that takes it over"
+                );
+                Ok(Outcome::ClaimLost)
+            }
+        }
+    }
+}
+
 /// Handles one claimed row; a mail goes out on a lane (see [`Lanes`]), and the row's outcome is
 /// committed before this returns. `committed`: set when the server was sent the message on a
 /// lane, for the caller to say on it that the outcome is committed.
@@ -718,18 +758,8 @@ async fn handle(
         tracing::debug!(outbox_key = %loggable_key(row), at = %at, "outside the sending window; postponed");
         return Ok((label, Outcome::Postponed.into()));
     }
-    if ctx.paused() || ctx.stopping() {
-        ctx.state.release_claim(row.id, &ctx.holder, None).await?;
-        return Ok((label, Outcome::Released.into()));
-    }
-    if !ctx.claim_holds() {
-        // The claim could not be renewed (the state store does not answer) and is about to
-        // lapse: another sender may take the row any moment. Not sent; nothing can be written.
-        tracing::warn!(
-            outbox_key = %loggable_key(row),
-            "claim about to lapse (renewal failed); mail left for the sender that takes it over"
-        );
-        return Ok((label, Outcome::ClaimLost.into()));
+    if let Some(hold) = Hold::now(ctx) {
+        return Ok((label, hold.apply(ctx, row).await?.into()));
     }
     let message = match &row.payload {
         OutboxPayload::Notice(Some(payload)) => {
@@ -771,19 +801,10 @@ async fn handle(
         };
         let mut lane = lock(&ctx.lanes.free).pop_front().unwrap_or_default();
         // Waiting for a lane may have taken a while: the same checks as before the rendering.
-        if ctx.paused() || ctx.stopping() {
+        if let Some(hold) = Hold::now(ctx) {
             lock(&ctx.lanes.free).push_back(lane);
             drop(permit);
-            ctx.state.release_claim(row.id, &ctx.holder, None).await?;
-            return Ok((label, Outcome::Released.into()));
-        }
-        if !ctx.claim_holds() {
-            lock(&ctx.lanes.free).push_back(lane);
-            tracing::warn!(
-                outbox_key = %loggable_key(row),
-                "claim about to lapse (renewal failed); mail left for the sender that takes it over"
-            );
-            return Ok((label, Outcome::ClaimLost.into()));
+            return Ok((label, hold.apply(ctx, row).await?.into()));
         }
         let Lane { connection, previous } = &mut lane;
         // Whether the message was sent on the lane (its previous mail committed).
