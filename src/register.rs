@@ -452,8 +452,8 @@ pub struct Register {
     view: String,
     features: Features,
     select_all: String,
-    /// The SELECT a PostgreSQL COPY streams: [`Register::select_all`] without the casts that
-    /// change nothing (see [`pg_columns_copied_as_cast`]).
+    /// The SELECT a PostgreSQL COPY streams (empty for SQLite): [`Register::select_all`]
+    /// without the casts that change nothing (see [`pg_columns_copied_as_cast`]).
     copy_select: String,
     select_since: String,
     select_one: String,
@@ -485,14 +485,12 @@ impl Register {
             },
             Pool::Sqlite(_) => Vec::new(),
         };
-        let mut register = Register::with_pool(pool, url, view, features);
-        if url.engine == Engine::Postgres {
-            register.copy_select = pg_copy_select(view, &register.features, &copied_as_cast);
-        }
-        Ok(register)
+        Ok(Register::with_pool(pool, url, view, features, &copied_as_cast))
     }
 
-    fn with_pool(pool: Pool, url: &DatabaseUrl, view: &str, features: Features) -> Register {
+    /// `copied_as_cast`: the PostgreSQL view's columns COPY may stream without their cast
+    /// ([`pg_columns_copied_as_cast`]).
+    fn with_pool(pool: Pool, url: &DatabaseUrl, view: &str, features: Features, copied_as_cast: &[String]) -> Register {
         // Every value is read as text so that one validator serves both engines and a bad value
         // rejects only its row. PostgreSQL casts in the SELECT (its `date` renders as
         // YYYY-MM-DD, `timestamptz` is rendered as RFC 3339 UTC with microseconds); SQLite hands
@@ -519,21 +517,7 @@ impl Register {
             // Every column is cast to text; the instant is rendered by the server in the
             // session's time zone (UTC, set by sqlx at connect) and put into RFC 3339 form by
             // `pg_instant`, as the COPY reader (`stream_pg_copy`) reads it too.
-            Engine::Postgres => (
-                COLUMNS
-                    .iter()
-                    .map(|c| format!("CAST({c} AS TEXT) AS {c}"))
-                    .chain(OPTIONAL_COLUMNS.iter().map(|c| {
-                        if features.reads(c) {
-                            format!("CAST({c} AS TEXT) AS {c}")
-                        } else {
-                            format!("CAST(NULL AS TEXT) AS {c}")
-                        }
-                    }))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                pg_instant_text("MAX(updated_at)"),
-            ),
+            Engine::Postgres => (pg_columns(&features, &[]), pg_instant_text("MAX(updated_at)")),
         };
         // `view` is validated as a plain identifier by the configuration, so it is safe here.
         Register {
@@ -542,7 +526,10 @@ impl Register {
             view: view.to_string(),
             features,
             select_all: format!("SELECT {columns} FROM {view}"),
-            copy_select: format!("SELECT {columns} FROM {view}"),
+            copy_select: match url.engine {
+                Engine::Sqlite => String::new(),
+                Engine::Postgres => format!("SELECT {} FROM {view}", pg_columns(&features, copied_as_cast)),
+            },
             select_since: match url.engine {
                 // The text bound ($1, the day before) keeps an index on updated_at usable: any
                 // value whose instant is at or after `since` has a text date no earlier than the
@@ -1084,9 +1071,10 @@ async fn pg_columns_copied_as_cast(pool: &sqlx::PgPool, view: &str) -> Result<Ve
     .await
 }
 
-/// The SELECT a PostgreSQL COPY streams: the columns of `select_all`, each cast to text unless
-/// `copied_as_cast` names it.
-fn pg_copy_select(view: &str, features: &Features, copied_as_cast: &[String]) -> String {
+/// The columns a PostgreSQL read selects, each cast to text unless `copied_as_cast` names it
+/// (only COPY leaves casts out: the SELECTs, decoded by sqlx, need every column as text); an
+/// optional column the view lacks is read as NULL.
+fn pg_columns(features: &Features, copied_as_cast: &[String]) -> String {
     let column = |c: &str| {
         if copied_as_cast.iter().any(|p| p == c) {
             c.to_string()
@@ -1094,7 +1082,7 @@ fn pg_copy_select(view: &str, features: &Features, copied_as_cast: &[String]) ->
             format!("CAST({c} AS TEXT) AS {c}")
         }
     };
-    let columns: Vec<String> = COLUMNS
+    COLUMNS
         .iter()
         .map(|c| column(c))
         .chain(OPTIONAL_COLUMNS.iter().map(|c| {
@@ -1104,8 +1092,8 @@ fn pg_copy_select(view: &str, features: &Features, copied_as_cast: &[String]) ->
                 format!("CAST(NULL AS TEXT) AS {c}")
             }
         }))
-        .collect();
-    format!("SELECT {} FROM {view}", columns.join(", "))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A register row's column as text.
