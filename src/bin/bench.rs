@@ -840,6 +840,20 @@ async fn bench(store: &Store<'_>, cases: usize, plan: &Plan, dir: &Path) -> Resu
     Ok(())
 }
 
+/// The jobs of an `--only` measurement started at `start` (on the clock of [`clock`]), after a
+/// first full pass in this process, with the state settled as after it; their day and now.
+async fn after_first_full_pass(
+    store: &Store<'_>,
+    settings: Arc<config::Settings>,
+    start: DateTime<Utc>,
+) -> Result<(App, NaiveDate, DateTime<Utc>)> {
+    let today = start.date_naive();
+    let app = App::start(settings, "bench", start).await?;
+    jobs::full_pass::run_once(&app, Moment::on(today, start)).await?.context("the poll lease")?;
+    store.settle_state()?;
+    Ok((app, today, start))
+}
+
 /// `--only changed-poll`: a first full pass in this process, then `runs` polls, each after 1 000
 /// other rows changed (as the full run's polls of 1 000 changed rows), on the clock of [`clock`]
 /// from `start`: each poll reads the 1 000 rows and nothing else.
@@ -851,11 +865,7 @@ async fn changed_polls(
     runs: usize,
 ) -> Result<()> {
     let view = settings.register.view.clone();
-    let today = start.date_naive();
-    let mut now = start;
-    let app = App::start(settings, "bench", now).await?;
-    jobs::full_pass::run_once(&app, Moment::on(today, now)).await?.context("the poll lease")?;
-    store.settle_state()?;
+    let (app, today, mut now) = after_first_full_pass(store, settings, start).await?;
     now += chrono::Duration::minutes(1);
     jobs::poll::run_once(&app, Moment::on(today, now)).await?.context("the poll lease")?;
     eprintln!("fristvakt-bench: changed polls start (pid {})", std::process::id());
@@ -882,11 +892,7 @@ async fn full_passes(
     runs: usize,
     scan: Option<&Timing>,
 ) -> Result<()> {
-    let today = start.date_naive();
-    let mut now = start;
-    let app = App::start(settings, "bench", now).await?;
-    jobs::full_pass::run_once(&app, Moment::on(today, now)).await?.context("the poll lease")?;
-    store.settle_state()?;
+    let (app, today, mut now) = after_first_full_pass(store, settings, start).await?;
     eprintln!("fristvakt-bench: steady full passes start (pid {})", std::process::id());
     let mut times = Vec::new();
     for _ in 0..runs {
