@@ -1294,8 +1294,7 @@ async fn an_incremental_poll_cancels_the_notices_of_the_deadlines_it_closed() {
 /// a notice of a case whose deadline stayed open (only the caseworker changed) stays pending,
 /// no statement runs when nothing closed; a deadline that was closed already is left alone by
 /// a poll that changes only its caseworker (its notices were cancelled when it closed): a
-/// notice left pending for it (a crash between the two transactions, made here by hand) is
-/// cancelled by the next full pass.
+/// notice left pending for it (put back by hand) is cancelled by the next full pass.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_incremental_poll_cancels_only_the_notices_of_deadlines_that_closed() {
     use fristvakt::rules::Kind;
@@ -1321,6 +1320,12 @@ async fn an_incremental_poll_cancels_only_the_notices_of_deadlines_that_closed()
     let (open_case, open_id) = pending.iter().find(|(case, _)| *case != closed_case).unwrap().clone();
     let closed_notices = pending.iter().filter(|(case, _)| *case == closed_case).count() as u64;
     let state_of = |rows: &[fristvakt::state::OutboxRow], id: i64| rows.iter().find(|r| r.id == id).unwrap().state;
+    let new_caseworker = |case: &str, at: &str| {
+        format!(
+            "UPDATE fristvakt_cases SET caseworker = 'ny.handlaggare@kommun.example', updated_at = '{at}' \
+             WHERE case_ref = '{case}'"
+        )
+    };
 
     // One assessment is decided; the other case only gets a new caseworker.
     sqlite_exec(
@@ -1331,14 +1336,7 @@ async fn an_incremental_poll_cancels_only_the_notices_of_deadlines_that_closed()
         ),
     )
     .await;
-    sqlite_exec(
-        &register,
-        &format!(
-            "UPDATE fristvakt_cases SET caseworker = 'ny.handlaggare@kommun.example', \
-             updated_at = '2026-11-25T08:30:00Z' WHERE case_ref = '{open_case}'"
-        ),
-    )
-    .await;
+    sqlite_exec(&register, &new_caseworker(&open_case, "2026-11-25T08:30:00Z")).await;
     let report = poll(&app, today, at(9)).await;
     assert_eq!(report.rows_read - report.unchanged, 2, "{report:?}");
     assert_eq!(report.notices_cancelled, closed_notices, "{report:?}");
@@ -1354,14 +1352,7 @@ async fn an_incremental_poll_cancels_only_the_notices_of_deadlines_that_closed()
     // that closes the deadline): a poll that changes only that case's caseworker leaves it.
     sqlite_exec(settings.state.url.expose(), &format!("UPDATE outbox SET state = 'pending' WHERE id = {closed_id}"))
         .await;
-    sqlite_exec(
-        &register,
-        &format!(
-            "UPDATE fristvakt_cases SET caseworker = 'ny.handlaggare@kommun.example', \
-             updated_at = '2026-11-25T09:30:00Z' WHERE case_ref = '{closed_case}'"
-        ),
-    )
-    .await;
+    sqlite_exec(&register, &new_caseworker(&closed_case, "2026-11-25T09:30:00Z")).await;
     let report = poll(&app, today, at(10)).await;
     assert_eq!(report.rows_read - report.unchanged, 1, "{report:?}");
     assert_eq!(report.notices_cancelled, 0, "{report:?}");
