@@ -506,12 +506,7 @@ async fn smtp_outage_pauses_then_delivers_the_most_urgent_first(state_url: Strin
 /// nothing is lost, repeated or counted as an attempt against the mail.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sender_keeps_its_connection_and_connects_again_when_the_server_closed_it() {
-    let cases: Vec<Case> = (0..6)
-        .map(|i| {
-            let case_ref: &'static str = Box::leak(format!("2026-BU-06{i:02}").into_boxed_str());
-            assessment_case(case_ref, Some(CASEWORKER))
-        })
-        .collect();
+    let cases = assessment_cases("2026-BU-06", 6);
     let (first, rest) = cases.split_at(3);
     let app = App::start_with(sqlite_state(), first, "always", |s| s.mail.smtp.pool_size = 1).await;
     let t0 = at(day("2026-11-13"), 9);
@@ -541,12 +536,7 @@ async fn a_sender_keeps_its_connection_and_connects_again_when_the_server_closed
 /// write lock on the state database.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_next_message_waits_for_the_previous_record_while_its_envelope_goes_ahead() {
-    let cases: Vec<Case> = (0..2)
-        .map(|i| {
-            let case_ref: &'static str = Box::leak(format!("2026-BU-08{i:02}").into_boxed_str());
-            assessment_case(case_ref, Some(CASEWORKER))
-        })
-        .collect();
+    let cases = assessment_cases("2026-BU-08", 2);
     let app = App::start_with(sqlite_state(), &cases, "always", |s| s.mail.smtp.pool_size = 1).await;
     let t0 = at(day("2026-11-13"), 9);
     jobs::poll::run_once(&app, Moment::on(day("2026-11-13"), t0)).await.unwrap();
@@ -584,12 +574,7 @@ async fn the_next_message_waits_for_the_previous_record_while_its_envelope_goes_
 /// repeat.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_record_that_fails_withholds_the_next_message_which_a_later_run_sends() {
-    let cases: Vec<Case> = (0..2)
-        .map(|i| {
-            let case_ref: &'static str = Box::leak(format!("2026-BU-09{i:02}").into_boxed_str());
-            assessment_case(case_ref, Some(CASEWORKER))
-        })
-        .collect();
+    let cases = assessment_cases("2026-BU-09", 2);
     let app = App::start_with(sqlite_state(), &cases, "always", |s| s.mail.smtp.pool_size = 1).await;
     let t0 = at(day("2026-11-13"), 9);
     jobs::poll::run_once(&app, Moment::on(day("2026-11-13"), t0)).await.unwrap();
@@ -641,12 +626,7 @@ async fn a_record_that_fails_withholds_the_next_message_which_a_later_run_sends(
 /// (here read from a copy of the file alone, without its log) soon after the run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dispatch_run_has_its_records_checkpointed_into_the_database_file() {
-    let cases: Vec<Case> = (0..3)
-        .map(|i| {
-            let case_ref: &'static str = Box::leak(format!("2026-BU-10{i:02}").into_boxed_str());
-            assessment_case(case_ref, Some(CASEWORKER))
-        })
-        .collect();
+    let cases = assessment_cases("2026-BU-10", 3);
     let app = App::start(sqlite_state(), &cases, "always").await;
     let t0 = at(day("2026-11-13"), 9);
     assert_eq!(app.poll_at(day("2026-11-13"), t0).await.total_sent(), 3);
@@ -687,12 +667,7 @@ async fn until_true(mut f: impl FnMut() -> bool) {
 /// server silent before its greeting, and the run pauses as for any outage.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kept_connection_gone_silent_is_an_outage_not_a_failed_mail() {
-    let cases: Vec<Case> = (0..3)
-        .map(|i| {
-            let case_ref: &'static str = Box::leak(format!("2026-BU-07{i:02}").into_boxed_str());
-            assessment_case(case_ref, Some(CASEWORKER))
-        })
-        .collect();
+    let cases = assessment_cases("2026-BU-07", 3);
     let app = App::start_with(sqlite_state(), &cases, "always", |s| {
         s.mail.smtp.pool_size = 1;
         s.mail.smtp.timeout = std::time::Duration::from_secs(1);
@@ -780,12 +755,7 @@ async fn a_dead_notice_is_listed_and_put_back_by_the_operator() {
 /// goes out, once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_mail_server_never_holds_a_dispatch_run() {
-    let cases: Vec<Case> = (0..6)
-        .map(|i| {
-            let case_ref: &'static str = Box::leak(format!("2026-BU-05{i:02}").into_boxed_str());
-            assessment_case(case_ref, Some(CASEWORKER))
-        })
-        .collect();
+    let cases = assessment_cases("2026-BU-05", 6);
     let app = App::start_with(sqlite_state(), &cases, "always", |s| {
         s.mail.smtp.timeout = std::time::Duration::from_secs(1);
     })
@@ -1207,6 +1177,16 @@ struct Case {
     caseworker: Option<&'static str>,
     received_on: &'static str,
     protection_assessed_on: Option<&'static str>,
+}
+
+/// `n` cases of `assessment_case` with the caseworker, numbered `{prefix}00`, `{prefix}01`, ….
+fn assessment_cases(prefix: &str, n: usize) -> Vec<Case> {
+    (0..n)
+        .map(|i| {
+            let case_ref: &'static str = Box::leak(format!("{prefix}{i:02}").into_boxed_str());
+            assessment_case(case_ref, Some(CASEWORKER))
+        })
+        .collect()
 }
 
 /// An open preliminary assessment received Monday 2026-11-02 (last day Monday 2026-11-16),
