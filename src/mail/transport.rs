@@ -257,6 +257,15 @@ impl Connection {
 }
 
 impl Smtp {
+    /// The failure of a server that did not answer within the timeout, at `stage`.
+    fn no_answer(&self, stage: &str) -> SendError {
+        SendError {
+            permanent: false,
+            class: "timeout",
+            message: format!("no answer from the mail server within {:?} ({stage})", self.timeout),
+        }
+    }
+
     async fn deliver(
         &self,
         kept: &mut Option<Connection>,
@@ -280,13 +289,7 @@ impl Smtp {
         // ever. Every phase is bounded here: set-up, then the transaction.
         let mut conn = match tokio::time::timeout(self.timeout, self.connect()).await {
             Ok(conn) => conn?,
-            Err(_) => {
-                return Err(DeliverError::Unavailable(SendError {
-                    permanent: false,
-                    class: "timeout",
-                    message: format!("no answer from the mail server within {:?} (greeting)", self.timeout),
-                }))
-            }
+            Err(_) => return Err(DeliverError::Unavailable(self.no_answer("greeting"))),
         };
         // Only a kept connection is stale; a fresh one answers for itself.
         let result = self.envelope(&mut conn, message, &bytes, to, false).await.unwrap_or_else(|Stale| {
@@ -321,11 +324,7 @@ impl Smtp {
             Ok(Err(TransactionError::Stale)) => Err(Stale),
             Ok(Err(TransactionError::Failed(e))) => Ok(Err(e)),
             Ok(Ok(results)) => Ok(Ok(results)),
-            Err(_) => Ok(Err(DeliverError::Message(SendError {
-                permanent: false,
-                class: "timeout",
-                message: format!("no answer from the mail server within {:?} (transaction)", self.timeout),
-            }))),
+            Err(_) => Ok(Err(DeliverError::Message(self.no_answer("transaction")))),
         }
     }
 
@@ -350,11 +349,7 @@ impl Smtp {
                 match tokio::time::timeout(self.timeout, conn.message(bytes)).await {
                     Ok(Ok(_)) => Ok(results),
                     Ok(Err(e)) => Err(DeliverError::Message(classify(&e))),
-                    Err(_) => Err(DeliverError::Message(SendError {
-                        permanent: false,
-                        class: "timeout",
-                        message: format!("no answer from the mail server within {:?} (message)", self.timeout),
-                    })),
+                    Err(_) => Err(DeliverError::Message(self.no_answer("message"))),
                 }
             }
             other => other,
