@@ -413,6 +413,9 @@ pub fn validate(raw: &RawRow) -> Result<CaseRow, Rejection> {
         investigation_closed_on: date(&raw.investigation_closed_on, "investigation_closed_on")?,
         follow_up_decided_on: date(&raw.follow_up_decided_on, "follow_up_decided_on")?,
         follow_up_ended_on: date(&raw.follow_up_ended_on, "follow_up_ended_on")?,
+        // Filled once the view's optional reporter columns are read.
+        reporter_info_requested_on: None,
+        reporter_informed_on: None,
     };
     let before = |later: Option<NaiveDate>, start: Option<NaiveDate>, column: &'static str| match (later, start) {
         (Some(l), Some(s)) if l < s => Err(reject(RejectReason::CloseBeforeStart, column)),

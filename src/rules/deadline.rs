@@ -116,6 +116,11 @@ pub struct CaseDates {
     pub follow_up_decided_on: Option<NaiveDate>,
     /// The follow-up ended; an optional column of the view.
     pub follow_up_ended_on: Option<NaiveDate>,
+    /// The reporter asked to be told whether an investigation was opened (SoL 19 kap. 6 §);
+    /// an optional column of the view.
+    pub reporter_info_requested_on: Option<NaiveDate>,
+    /// The reporter was informed, or informing was judged unsuitable; an optional column.
+    pub reporter_informed_on: Option<NaiveDate>,
 }
 
 /// How the rules are applied; the edge fills it from configuration.
