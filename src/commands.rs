@@ -321,7 +321,8 @@ pub async fn explain(settings: Arc<Settings>, case_ref: &str, today: Option<Naiv
     };
     let others: Vec<register::CaseRow> = same_child.iter().filter_map(|raw| register::validate(raw).ok()).collect();
     let chains = jobs::show::chain_notes(&case, &others, settings.rules.chain_window_days);
-    let text = jobs::show::explain_text(&settings, &case, today, &chains, |kind| {
+    let investigations = crate::poll::others_of(&case, &crate::poll::investigations_by_child(others.iter()));
+    let text = jobs::show::explain_text(&settings, &case, today, &investigations, &chains, |kind| {
         // A notice sent one role up (key + "/up") shows with the step it stands in for.
         let mut steps: Vec<(i32, String)> = Vec::new();
         for r in outbox.iter().filter(|r| r.kind == Some(kind)) {

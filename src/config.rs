@@ -491,10 +491,8 @@ impl UnitDirectory {
 /// The escalation ladder of each kind.
 #[derive(Debug, Clone)]
 pub struct Ladders {
-    pub protection: Ladder,
-    pub assessment: Ladder,
-    pub investigation: Ladder,
-    pub follow_up: Ladder,
+    /// One ladder per kind, in [`Kind::ALL`] order (`ladder.<kind>`, else the clock's default).
+    by_kind: Vec<Ladder>,
     /// `ladder.first_sight_horizon` in whole days: a deadline first seen more than this long
     /// after its legal last day gets no notice.
     pub first_sight_horizon_days: i64,
@@ -502,12 +500,7 @@ pub struct Ladders {
 
 impl Ladders {
     pub fn for_kind(&self, kind: Kind) -> &Ladder {
-        match kind {
-            Kind::Protection => &self.protection,
-            Kind::Assessment => &self.assessment,
-            Kind::Investigation => &self.investigation,
-            Kind::FollowUp => &self.follow_up,
-        }
+        &self.by_kind[kind as usize]
     }
 }
 
@@ -1080,7 +1073,7 @@ impl<'a> Reader<'a> {
 }
 
 fn read_ladders(r: &mut Reader) -> Option<Ladders> {
-    let mut read = |kind: Kind| -> Option<Ladder> {
+    let read = |kind: Kind| -> Option<Ladder> {
         let key = format!("ladder.{}", kind.as_str());
         let Some(value) = r.get(&key) else { return Some(Ladder::default_for(kind)) };
         let Value::Array(items) = value else {
@@ -1119,16 +1112,11 @@ fn read_ladders(r: &mut Reader) -> Option<Ladders> {
             }
         }
     };
-    let protection = read(Kind::Protection);
-    let assessment = read(Kind::Assessment);
-    let investigation = read(Kind::Investigation);
-    let follow_up = read(Kind::FollowUp);
+    // Every kind is read (and every problem named) before any is given up on.
+    let by_kind: Vec<Option<Ladder>> = Kind::ALL.into_iter().map(read).collect();
     let first_sight_horizon_days = whole_days(r, "ladder.first_sight_horizon");
     Some(Ladders {
-        protection: protection?,
-        assessment: assessment?,
-        investigation: investigation?,
-        follow_up: follow_up?,
+        by_kind: by_kind.into_iter().collect::<Option<Vec<Ladder>>>()?,
         first_sight_horizon_days: first_sight_horizon_days?,
     })
 }
@@ -1179,7 +1167,7 @@ mod tests {
         assert_eq!(s.register.view, "fristvakt_cases");
         assert_eq!(s.register.poll_interval, Duration::from_secs(300));
         assert_eq!(s.mail.transport, Transport::File);
-        assert_eq!(s.ladders.assessment, Ladder::default_for(Kind::Assessment));
+        assert_eq!(s.ladders.for_kind(Kind::Assessment), &Ladder::default_for(Kind::Assessment));
     }
 
     #[test]

@@ -478,10 +478,7 @@ struct KindContext {
 impl Context {
     pub(crate) fn new(settings: &Settings, digest: &Digest) -> Context {
         let language = settings.mail.language;
-        let kind_name = |kind: Kind| match language {
-            Language::Swedish => kind.name_sv().to_string(),
-            Language::English => kind.name_en().to_string(),
-        };
+        let kind_name = |kind: Kind| crate::catalogue::kind_name(language, kind).to_string();
         let options = RuleOptions { holiday_rule: settings.calendar.holiday_rule };
         let last_day = |r: &DigestRow| match (r.nominal_due_on, &r.due_reason) {
             (Some(nominal), Some(reason)) => LastDay::new(r.kind, nominal, r.due_on, reason, options),
@@ -761,7 +758,13 @@ pub(crate) mod tests {
         let counts: Vec<(Kind, usize, usize)> = unit.kinds.iter().map(|k| (k.kind, k.overdue, k.upcoming)).collect();
         assert_eq!(
             counts,
-            [(Kind::Protection, 1, 0), (Kind::Assessment, 1, 2), (Kind::Investigation, 1, 1), (Kind::FollowUp, 0, 0)]
+            [
+                (Kind::Protection, 1, 0),
+                (Kind::Assessment, 1, 2),
+                (Kind::Investigation, 1, 1),
+                (Kind::FollowUp, 0, 0),
+                (Kind::ReporterInformation, 0, 0)
+            ]
         );
         assert_eq!(unit.overdue.rows[0].link, "https://register.kommun.example/case/A-2");
         assert_eq!(unit.overdue.rows[0].caseworker.as_ref().unwrap().as_str(), "hl@kommun.example");

@@ -19,13 +19,15 @@ use chrono::NaiveDate;
 use serde::Serialize;
 
 use crate::rules::calendar::{deadline_moving_day, next_deadline_day, DayKind};
-use crate::rules::{Deadline, DueReason, Kind, RuleOptions, Status};
+use crate::rules::{Deadline, DueReason, Kind, Period, RuleOptions, StartEvent, Status};
 
 /// A deadline explained, ready for a template (`explanation` in its context).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Explanation {
-    /// `protection`, `assessment`, `investigation` or `follow_up`.
+    /// Which clock (`protection`, `assessment`, …, the machine names of `rules::CLOCKS`).
     pub kind: Kind,
+    /// The paragraph of the law in force that sets the clock.
+    pub citation: &'static str,
     /// What started the clock.
     pub start_event: StartEvent,
     /// The day the clock started.
@@ -48,30 +50,6 @@ pub struct Explanation {
     pub days_left: Option<i64>,
 }
 
-/// The event that starts a deadline's clock.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StartEvent {
-    /// The report (anmälan) came in: protection and preliminary assessment.
-    ReportReceived,
-    /// The decision to open an investigation.
-    InvestigationOpened,
-    /// The investigation closed: the follow-up after it.
-    InvestigationClosed,
-}
-
-/// The time the law gives, as `{"unit": "days", "count": 14}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(tag = "unit", rename_all = "snake_case")]
-pub enum Period {
-    /// "Genast": the same day, at the latest the next.
-    AtOnce,
-    /// A number of days counted from the start day (day 0).
-    Days { count: u32 },
-    /// A number of months: the same day number, else the month's last day.
-    Months { count: u32 },
-}
-
 /// Why the last day that applies is what it is, as `{"reason": "moved", …}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "reason", rename_all = "snake_case")]
@@ -84,7 +62,8 @@ pub enum LastDay {
         /// The calendar day and why it would have moved.
         day: SkippedDay,
     },
-    /// Protection: at the latest the day after the report; the holiday rule does not apply.
+    /// "Genast" (protection, the reporter's late request): at the latest the day after the start;
+    /// the holiday rule does not apply.
     NextDay,
     /// The holiday rule of lag (1930:173) moved the calendar day past these days.
     Moved {
@@ -126,16 +105,20 @@ impl Explanation {
     /// Explains `deadline` as it stands on `today`, under `options` (only used to say that a
     /// day was not moved because the holiday rule is switched off); see [`LastDay::new`].
     pub fn new(deadline: &Deadline, today: NaiveDate, options: RuleOptions) -> Explanation {
-        let (start_event, period) = match deadline.kind {
-            Kind::Protection => (StartEvent::ReportReceived, Period::AtOnce),
-            Kind::Assessment => (StartEvent::ReportReceived, Period::Days { count: 14 }),
-            Kind::Investigation => (StartEvent::InvestigationOpened, Period::Months { count: 4 }),
-            Kind::FollowUp => (StartEvent::InvestigationClosed, Period::Months { count: 2 }),
+        let clock = deadline.kind.clock();
+        let (start_event, period) = match deadline.due_reason {
+            // The reporter's "genast" form: a request after the decision's week, or about a child
+            // already under investigation, runs from the request.
+            DueReason::NextDay if deadline.kind == Kind::ReporterInformation => {
+                (StartEvent::InformationRequested, Period::AtOnce)
+            }
+            _ => (clock.start, clock.period),
         };
         let last_day =
             LastDay::new(deadline.kind, deadline.nominal_due_on, deadline.due_on, &deadline.due_reason, options);
         Explanation {
             kind: deadline.kind,
+            citation: clock.citation,
             start_event,
             start_on: deadline.start_on,
             period,
@@ -178,7 +161,7 @@ impl LastDay {
                 _ => LastDay::MovedUnexplained { days },
             },
             DueReason::Nominal => match deadline_moving_day(nominal_due_on) {
-                Some(day) if !options.holiday_rule && kind != Kind::Protection => {
+                Some(day) if !options.holiday_rule && kind.clock().holiday_rule => {
                     LastDay::NotMoved { day: SkippedDay::new(nominal_due_on, day) }
                 }
                 _ => LastDay::Nominal,
@@ -201,7 +184,7 @@ mod tests {
     }
 
     fn deadline(dates: CaseDates, options: RuleOptions, kind: Kind) -> Deadline {
-        deadlines_for(&dates, options).into_iter().find(|x| x.kind == kind).unwrap()
+        deadlines_for(&dates, &[], options).into_iter().find(|x| x.kind == kind).unwrap()
     }
 
     fn received(on: &str) -> CaseDates {

@@ -5,6 +5,7 @@
 //! ARCHITECTURE.md for the map.
 
 pub mod app;
+pub mod catalogue;
 pub mod commands;
 pub mod config;
 pub mod db;

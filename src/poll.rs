@@ -14,10 +14,10 @@ use futures_util::stream::BoxStream;
 use futures_util::TryStreamExt;
 
 use crate::config::Settings;
-use crate::domain::{log_safe, CaseRef};
+use crate::domain::{log_safe, CaseRef, ChildKey};
 use crate::notice::{self, Recipient};
 use crate::register::{self, CaseRow, EncodedRow, Register, RegisterError, RejectReason, RowChunk};
-use crate::rules::{self, decide, Deadline, Kind, Ladder, RuleOptions};
+use crate::rules::{self, decide, Deadline, Kind, Ladder, OtherInvestigation, RuleOptions};
 use crate::state::{
     DeadlineRecord, OutboxEntry, OutboxPayload, OutboxState, PrintBook, StateError, StateStore, StoredDeadline,
 };
@@ -157,7 +157,7 @@ pub async fn sync_register(
             None => {}
         }
         if chunk.len() >= CHUNK_ROWS || (done && !chunk.is_empty()) {
-            pass.store_chunk(state, &chunk, &mut report).await?;
+            pass.store_chunk(register, state, &chunk, &mut report).await?;
             chunk.clear();
         }
         if done {
@@ -180,7 +180,17 @@ pub async fn sync_register(
             for case_ref in &vanished {
                 book.remove(case_ref);
             }
-            state.withdraw_cases(&vanished).await?
+            // The other cases of a child whose case left are computed again without it.
+            let keys = if register.features().chains { state.child_keys_of(&vanished).await? } else { Vec::new() };
+            let withdrawn = state.withdraw_cases(&vanished).await?;
+            if !keys.is_empty() {
+                let children = Children::read(register, state, &HashMap::new(), keys).await?;
+                let (records, case_refs) =
+                    compute(pass.settings, (pass.today, pass.now), children.unchanged.iter(), &children);
+                report.deadlines_stored += records.len() as u64;
+                report.notices_cancelled += state.store_deadlines(&case_refs, &records, None).await?;
+            }
+            withdrawn
         } else {
             // No list of the stored cases yet: every one is looked at, this once. The book holds
             // every case read.
@@ -278,12 +288,12 @@ struct Pass<'a> {
 impl Pass<'_> {
     async fn store_chunk(
         &mut self,
+        register: &Register,
         state: &StateStore,
         chunk: &RowChunk,
         report: &mut SyncReport,
     ) -> Result<(), PollError> {
         let settings = self.settings;
-        let options = RuleOptions { holiday_rule: settings.calendar.holiday_rule };
         report.rows_read += chunk.len() as u64;
         let (mut book, stored_bits) = match &mut self.prints {
             Prints::Whole { book, stored_bits, .. } => (Some(book), Some(stored_bits)),
@@ -340,31 +350,27 @@ impl Pass<'_> {
                 book.list(case_ref);
             }
         }
-        let mut records = Vec::with_capacity(cases.len() * 2);
-        let mut case_refs = Vec::with_capacity(cases.len());
-        let kept_from = retained_from(settings, self.now);
-        for (case, print) in cases.into_values() {
+        // The rules across one child's cases (register contract §1–§2): a changed case can change
+        // the clocks of the child's other cases, so they are computed again, with it.
+        let children = if register.features().chains {
+            let refs: Vec<&str> = cases.keys().map(String::as_str).collect();
+            let stored_keys = if refs.is_empty() { Vec::new() } else { state.child_keys_of(&refs).await? };
+            Children::read(register, state, &cases, stored_keys).await?
+        } else {
+            Children::default()
+        };
+        for (case, print) in cases.values() {
             report.newest_computed = report.newest_computed.max(Some(case.updated_at));
-            for deadline in rules::deadlines_for(&case.dates, options).into_iter().filter(|d| is_retained(d, kept_from))
-            {
-                let ladder = settings.ladders.for_kind(deadline.kind);
-                records.push(DeadlineRecord {
-                    case_ref: case.case_ref.clone(),
-                    unit: case.unit.clone(),
-                    caseworker: case.caseworker.clone(),
-                    child_sex: case.child_sex,
-                    next_step_on: first_step_on(ladder, &deadline),
-                    row_updated_at: case.updated_at,
-                    seen_on: self.today,
-                    child_key: chain_key(&case, deadline.kind),
-                    deadline,
-                });
-            }
             if let Some(book) = book.as_deref_mut() {
-                book.set(case.case_ref.as_str(), print);
+                book.set(case.case_ref.as_str(), *print);
             }
-            case_refs.push(case.case_ref);
         }
+        let (records, case_refs) = compute(
+            settings,
+            (self.today, self.now),
+            cases.values().map(|(case, _)| case).chain(children.unchanged.iter()),
+            &children,
+        );
         report.deadlines_stored += records.len() as u64;
         if case_refs.is_empty() && !book.as_deref().is_some_and(PrintBook::is_dirty) {
             return Ok(());
@@ -386,6 +392,117 @@ impl Pass<'_> {
         report.notices_cancelled += state.store_deadlines(&case_refs, &records, book).await?;
         Ok(())
     }
+}
+
+/// The deadlines of `cases` to store on `today` (those retained at `now`), and the cases they
+/// stand for.
+fn compute<'c>(
+    settings: &Settings,
+    (today, now): (NaiveDate, DateTime<Utc>),
+    cases: impl Iterator<Item = &'c CaseRow>,
+    children: &Children,
+) -> (Vec<DeadlineRecord>, Vec<CaseRef>) {
+    {
+        let options = RuleOptions { holiday_rule: settings.calendar.holiday_rule };
+        let kept_from = retained_from(settings, now);
+        let mut records = Vec::new();
+        let mut case_refs = Vec::new();
+        for case in cases {
+            let others = children.others_of(case);
+            for deadline in
+                rules::deadlines_for(&case.dates, &others, options).into_iter().filter(|d| is_retained(d, kept_from))
+            {
+                let ladder = settings.ladders.for_kind(deadline.kind);
+                records.push(DeadlineRecord {
+                    case_ref: case.case_ref.clone(),
+                    unit: case.unit.clone(),
+                    caseworker: case.caseworker.clone(),
+                    child_sex: case.child_sex,
+                    next_step_on: first_step_on(ladder, &deadline),
+                    row_updated_at: case.updated_at,
+                    seen_on: today,
+                    child_key: chain_key(case, deadline.kind),
+                    deadline,
+                });
+            }
+            case_refs.push(case.case_ref.clone());
+        }
+        (records, case_refs)
+    }
+}
+
+/// The cases of the children a poll touched, read again from the register: a child is touched
+/// when one of its cases changed (by its key now, and by the key stored with it before, which a
+/// corrected key leaves behind) or left the register.
+#[derive(Default)]
+struct Children {
+    /// The touched children's cases that did not change themselves, to be computed again.
+    unchanged: Vec<CaseRow>,
+    /// Every investigation of each touched child, with its case.
+    investigations: HashMap<ChildKey, Vec<(CaseRef, OtherInvestigation)>>,
+}
+
+impl Children {
+    /// Reads the cases of the children of `changed` and of `stored_keys`; `changed` (by case
+    /// reference, with its print) wins over the same case read again. A broken row among them
+    /// keeps its stored deadlines, as in any poll.
+    async fn read(
+        register: &Register,
+        _state: &StateStore,
+        changed: &HashMap<String, (CaseRow, u64)>,
+        stored_keys: Vec<ChildKey>,
+    ) -> Result<Children, PollError> {
+        let mut keys: HashSet<ChildKey> = stored_keys.into_iter().collect();
+        keys.extend(changed.values().filter_map(|(case, _)| case.child_key.clone()));
+        let mut children = Children::default();
+        if keys.is_empty() {
+            return Ok(children);
+        }
+        let mut seen: HashSet<CaseRef> = HashSet::new();
+        for key in &keys {
+            for raw in register.rows_of_child(key).await? {
+                let Ok(case) = register::validate(&raw) else { continue };
+                if changed.contains_key(case.case_ref.as_str()) || !seen.insert(case.case_ref.clone()) {
+                    continue;
+                }
+                children.unchanged.push(case);
+            }
+        }
+        let every = changed.values().map(|(case, _)| case).chain(children.unchanged.iter());
+        children.investigations = investigations_by_child(every);
+        Ok(children)
+    }
+
+    /// The investigations of `case`'s child in its other cases.
+    fn others_of(&self, case: &CaseRow) -> Vec<OtherInvestigation> {
+        others_of(case, &self.investigations)
+    }
+}
+
+/// Every investigation of each child among `cases`, with its case.
+pub fn investigations_by_child<'c>(
+    cases: impl Iterator<Item = &'c CaseRow>,
+) -> HashMap<ChildKey, Vec<(CaseRef, OtherInvestigation)>> {
+    let mut by_child: HashMap<ChildKey, Vec<(CaseRef, OtherInvestigation)>> = HashMap::new();
+    for case in cases {
+        if let (Some(key), Some(opened_on)) = (&case.child_key, case.dates.investigation_opened_on) {
+            let investigation = OtherInvestigation { opened_on, closed_on: case.dates.investigation_closed_on };
+            by_child.entry(key.clone()).or_default().push((case.case_ref.clone(), investigation));
+        }
+    }
+    by_child
+}
+
+/// The investigations of `case`'s child in the child's other cases.
+pub fn others_of(
+    case: &CaseRow,
+    by_child: &HashMap<ChildKey, Vec<(CaseRef, OtherInvestigation)>>,
+) -> Vec<OtherInvestigation> {
+    let Some(key) = &case.child_key else { return Vec::new() };
+    by_child
+        .get(key)
+        .map(|all| all.iter().filter(|(c, _)| *c != case.case_ref).map(|(_, i)| *i).collect())
+        .unwrap_or_default()
 }
 
 /// The print of a register row: XXH3 of every column read as the engine gave it (the bytes of
@@ -632,15 +749,19 @@ pub async fn current_deadlines(
         })
         .collect();
     let kept_from = retained_from(settings, now);
-    for case in cases.into_values() {
-        for deadline in rules::deadlines_for(&case.dates, options).into_iter().filter(|d| is_retained(d, kept_from)) {
+    let by_child = investigations_by_child(cases.values());
+    for case in cases.values() {
+        let others = others_of(case, &by_child);
+        for deadline in
+            rules::deadlines_for(&case.dates, &others, options).into_iter().filter(|d| is_retained(d, kept_from))
+        {
             current.push(StoredDeadline {
                 case_ref: case.case_ref.clone(),
                 unit: case.unit.clone(),
                 caseworker: case.caseworker.clone(),
                 child_sex: case.child_sex,
                 first_seen_on: first_seen.get(&(case.case_ref.clone(), deadline.kind)).copied().unwrap_or(Some(today)),
-                child_key: chain_key(&case, deadline.kind),
+                child_key: chain_key(case, deadline.kind),
                 deadline,
                 withdrawn: false,
             });

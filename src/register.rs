@@ -545,7 +545,7 @@ impl Register {
             },
             select_one: format!("SELECT {columns} FROM {view} WHERE case_ref = $1"),
             select_child: format!(
-                "SELECT {columns} FROM {view} WHERE {} = $1 AND investigation_opened_on IS NOT NULL",
+                "SELECT {columns} FROM {view} WHERE {} = $1",
                 if features.chains { "child_key" } else { "NULL" }
             ),
             select_newest: match url.engine {
@@ -684,8 +684,8 @@ impl Register {
         }
     }
 
-    /// The rows with investigations of the child with `key` (for `explain`'s chains); none when
-    /// the view has no `child_key`.
+    /// The rows of the child with `key` (the rules across one child's cases, `explain`'s
+    /// chains); none when the view has no `child_key`.
     pub async fn rows_of_child(&self, key: &ChildKey) -> Result<Vec<RawRow>, RegisterError> {
         if !self.features.chains {
             return Ok(Vec::new());

@@ -4,6 +4,7 @@
 use chrono::NaiveDate;
 
 use crate::app::{App, Moment};
+use crate::catalogue::kind_name;
 use crate::config::{Language, Settings};
 use crate::digest::{self, Preview};
 use crate::domain::{CaseRef, EmailAddress};
@@ -119,6 +120,7 @@ pub fn explain_text(
     settings: &Settings,
     case: &register::CaseRow,
     today: NaiveDate,
+    others: &[rules::OtherInvestigation],
     chains: &[ChainNote],
     recorded: impl Fn(Kind) -> Vec<(i32, String)>,
 ) -> String {
@@ -135,7 +137,7 @@ pub fn explain_text(
     } else {
         format!("Case {case_ref}, unit {unit}, computed for {today}.")
     });
-    let deadlines = rules::deadlines_for(dates, options);
+    let deadlines = rules::deadlines_for(dates, others, options);
     if deadlines.is_empty() {
         say(if sv {
             "Inga frister: varken anmälan (received_on) eller beslut att inleda utredning är registrerat.".into()
@@ -143,12 +145,12 @@ pub fn explain_text(
             "No deadlines: neither a report (received_on) nor an investigation decision is recorded.".into()
         });
     }
-    if rules::report_during_open_investigation(dates) {
+    if rules::report_during_open_investigation(dates, others) {
         say(String::new());
         say(if sv {
-            "Ingen förhandsbedömning: anmälan kom in medan ärendets utredning pågick, och en anmälan om ett barn som redan utreds behöver ingen förhandsbedömning; utredningen tar upp den. Skyddsbedömningen gäller som vanligt.".into()
+            "Ingen förhandsbedömning: anmälan kom in medan en utredning om barnet pågick (i detta ärende eller ett annat), och enligt 20 kap. 2 § socialtjänstlagen (2025:400) behöver en anmälan om ett barn som redan utreds ingen förhandsbedömning; utredningen tar upp den. Skyddsbedömningen gäller som vanligt.".into()
         } else {
-            "No preliminary assessment: the report came in while the case's investigation was open, and a report about a child already under investigation needs no preliminary assessment; the investigation takes it up. The protection assessment applies as usual.".into()
+            "No preliminary assessment: the report came in while an investigation of the child was open (in this case or another), and under 20 kap. 2 § socialtjänstlagen (2025:400) a report about a child already under investigation needs no preliminary assessment; the investigation takes it up. The protection assessment applies as usual.".into()
         });
     }
     for chain in chains {
@@ -164,7 +166,12 @@ pub fn explain_text(
     }
     for d in &deadlines {
         say(String::new());
-        say(format!("{} ({})", if sv { d.kind.name_sv() } else { d.kind.name_en() }, d.kind.as_str()));
+        say(format!(
+            "{} ({}, {})",
+            kind_name(settings.mail.language, d.kind),
+            d.kind.as_str(),
+            d.kind.clock().citation
+        ));
         // The law in the words of the notice mails: the same template, the same lines.
         match compose::explanation_lines(settings, &Explanation::new(d, today, options)) {
             Ok(lines) => lines.iter().for_each(|line| say(format!("  {line}"))),

@@ -27,6 +27,7 @@ use minijinja::{AutoEscape, Environment, Output, State, UndefinedBehavior};
 use serde::Serialize;
 
 use super::wording::{days, days_text, situation};
+use crate::catalogue::Catalogue;
 use crate::config::{Language, Settings};
 use crate::digest::{self, Digest};
 use crate::domain::{CaseRef, EmailAddress, UnitCode};
@@ -156,7 +157,7 @@ pub fn check_templates(settings: &Settings) -> Result<(), ComposeError> {
     };
     for holiday_rule in [true, false] {
         let options = RuleOptions { holiday_rule };
-        for deadline in deadlines_for(&dates, options) {
+        for deadline in deadlines_for(&dates, &[], options) {
             let mut open = deadline.clone();
             open.closed_on = None;
             for d in [deadline, open] {
@@ -189,9 +190,14 @@ fn render_explanation(
     lang: Language,
     explanation: &Explanation,
 ) -> Result<Vec<String>, ComposeError> {
+    let words = Catalogue::of(lang);
+    let clock = words.clock(explanation.kind);
     let context = ExplanationContext {
         explanation,
         kind_name: kind_name(lang, explanation.kind),
+        rule: &clock.rule,
+        start_name: words.start(explanation.start_event),
+        extension: clock.extension.as_deref(),
         status_name: match lang {
             Language::Swedish => explanation.status.name_sv(),
             Language::English => explanation.status.name_en(),
@@ -207,6 +213,12 @@ fn render_explanation(
 struct ExplanationContext<'a> {
     explanation: &'a Explanation,
     kind_name: &'static str,
+    /// The clock's law in one sentence, citing its paragraph (templates/clocks.LANG.toml).
+    rule: &'static str,
+    /// What started the clock, in words ("anmälan kom in").
+    start_name: &'static str,
+    /// What a decided extension of this clock is; none for a clock without one.
+    extension: Option<&'static str>,
     status_name: &'static str,
     /// "7 dagar kvar till sista dagen"; none once closed.
     days_text: Option<String>,
@@ -491,10 +503,7 @@ fn iso(day: NaiveDate) -> String {
 }
 
 fn kind_name(lang: Language, kind: Kind) -> &'static str {
-    match lang {
-        Language::Swedish => kind.name_sv(),
-        Language::English => kind.name_en(),
-    }
+    crate::catalogue::kind_name(lang, kind)
 }
 
 /// "a, b och c".
@@ -696,7 +705,7 @@ mod tests {
         let text = rendered(&s, &p, &caseworker(), "2026-12-28").text;
         assert!(
             text.contains(
-                "Under the Social Services Act (socialtjänstlagen), the preliminary assessment must be completed within 14 days"
+                "Under 20 kap. 2 § of the Social Services Act (socialtjänstlagen (2025:400)), the preliminary assessment must be completed within 14 days"
             ),
             "{text}"
         );
@@ -717,9 +726,10 @@ mod tests {
                 ),
                 "{body}"
             );
-            assert!(body.contains("förhandsbedömningen ska vara klar inom 14 dagar från att anmälan kom in"), "{body}");
-            assert!(body.contains("socialtjänstlagen"));
-            assert!(!body.contains(" kap."), "no paragraph numbers: {body}");
+            assert!(body.contains("ska förhandsbedömningen vara klar inom 14 dagar från att anmälan kom in"), "{body}");
+            // The paragraph of the law in force (2025:400), never the old law's numbering.
+            assert!(body.contains("20 kap. 2 § socialtjänstlagen (2025:400)"), "{body}");
+            assert!(!body.contains("11 kap."), "the old law's paragraphs: {body}");
         }
         let text = &r.text;
         assert!(text.contains("Sista dag enligt beräkningen: 2026-12-24"), "{text}");
@@ -904,8 +914,8 @@ mod tests {
     /// The lines `fristvakt explain` prints under the heading of `kind`, without their indent
     /// and without the ladder steps.
     fn explain_lines(s: &Settings, case: &crate::register::CaseRow, kind: Kind, today: NaiveDate) -> Vec<String> {
-        let text = crate::jobs::show::explain_text(s, case, today, &[], |_| Vec::new());
-        let heading = format!("{} ({})", kind_name(s.mail.language, kind), kind.as_str());
+        let text = crate::jobs::show::explain_text(s, case, today, &[], &[], |_| Vec::new());
+        let heading = format!("{} ({}, {})", kind_name(s.mail.language, kind), kind.as_str(), kind.clock().citation);
         let mut lines = text.lines().skip_while(|line| *line != heading).skip(1);
         let section: Vec<&str> = lines.by_ref().take_while(|line| !line.is_empty()).collect();
         assert!(!section.is_empty(), "no {heading:?} in:\n{text}");
@@ -975,10 +985,10 @@ mod tests {
                 case(Some("2025-03-03"), None, None),
                 Kind::Protection,
                 "2025-03-03",
-                "Sista dag: 2025-03-04, dagen efter anmälan; helgregeln gäller inte, eftersom socialjouren arbetar \
-                 även helger.",
-                "Last day: 2025-03-04, the day after the report; the holiday rule does not apply, as the on-call \
-                 service works weekends too.",
+                "Sista dag: 2025-03-04: genast, och som fristvakt räknar senast dagen efter 2025-03-03; helgregeln \
+                 gäller inte (socialjouren arbetar även helger).",
+                "Last day: 2025-03-04: at once, and as fristvakt counts it at the latest the day after 2025-03-03; the \
+                 holiday rule does not apply (the on-call service works weekends too).",
             ),
         ];
         // With the holiday rule switched off, julafton stays the last day, and both say why.
@@ -999,7 +1009,7 @@ mod tests {
                 let mut s = settings(lang);
                 s.calendar.holiday_rule = holiday_rule;
                 let options = RuleOptions { holiday_rule: s.calendar.holiday_rule };
-                let deadline = deadlines_for(&case.dates, options).into_iter().find(|d| d.kind == kind).unwrap();
+                let deadline = deadlines_for(&case.dates, &[], options).into_iter().find(|d| d.kind == kind).unwrap();
                 let step = s.ladders.for_kind(kind).steps().first().unwrap().clone();
                 let payload = crate::notice::payload(&case.case_ref, &case.unit, &deadline, &step, today);
                 // Through the outbox's JSON, as the dispatcher reads it back.
@@ -1066,7 +1076,7 @@ mod tests {
             use crate::rules::{deadlines_for, CaseDates, RuleOptions};
             let on = RuleOptions { holiday_rule: true };
             let stored = |case_ref: &str, kind: Kind, dates: CaseDates| {
-                let deadline = deadlines_for(&dates, on).into_iter().find(|x| x.kind == kind).unwrap();
+                let deadline = deadlines_for(&dates, &[], on).into_iter().find(|x| x.kind == kind).unwrap();
                 let mut s = open(case_ref, "BRO-BU", kind, "2026-01-01");
                 s.deadline = deadline;
                 s

@@ -29,7 +29,6 @@ pub async fn charts(state: &StateStore, request: &Request) -> Result<Charts, Sta
     })
 }
 
-const KIND_COLOURS: [&str; 4] = ["#1b6b93", "#d9822b", "#4f8a3c", "#8a3c7a"];
 const GIRLS: &str = "#9b4f96";
 const BOYS: &str = "#2f7fb8";
 const CHART_WIDTH: f64 = 680.0;
@@ -203,12 +202,7 @@ fn unit_kind_chart(t: &Table, w: &Words, min_group: u64) -> String {
     let height = top + cluster * units.len().max(1) as f64 + 30.0;
     let mut s =
         svg_open(height, &w.pick("Andel frister i tid per enhet och frist", "Share of deadlines met by unit and kind"));
-    legend(
-        &mut s,
-        left,
-        14.0,
-        &Kind::ALL.iter().enumerate().map(|(i, k)| (KIND_COLOURS[i], w.kind(*k))).collect::<Vec<_>>(),
-    );
+    legend(&mut s, left, 14.0, &Kind::ALL.iter().map(|k| (k.clock().colour, w.kind(*k))).collect::<Vec<_>>());
     for (ui, unit) in units.iter().enumerate() {
         let y0 = top + ui as f64 * cluster;
         let _ = write!(
@@ -223,7 +217,7 @@ fn unit_kind_chart(t: &Table, w: &Words, min_group: u64) -> String {
             let g = t.groups.iter().find(|g| {
                 g.value(&t.by, Dimension::Unit) == Some(unit) && g.value(&t.by, Dimension::Kind) == Some(kind.as_str())
             });
-            bar_or_label(&mut s, g, left, y, bar - 2.0, plot, KIND_COLOURS[ki], w, min_group);
+            bar_or_label(&mut s, g, left, y, bar - 2.0, plot, Kind::ALL[ki].clock().colour, w, min_group);
         }
     }
     hundred_line(&mut s, left, plot, top - 4.0, top + cluster * units.len().max(1) as f64, w);
@@ -241,12 +235,7 @@ fn trend_chart(t: &Table, months: &[String], w: &Words) -> String {
         height,
         &w.pick("Andel frister i tid per månad och frist", "Share of deadlines met by month and kind"),
     );
-    legend(
-        &mut s,
-        left,
-        14.0,
-        &Kind::ALL.iter().enumerate().map(|(i, k)| (KIND_COLOURS[i], w.kind(*k))).collect::<Vec<_>>(),
-    );
+    legend(&mut s, left, 14.0, &Kind::ALL.iter().map(|k| (k.clock().colour, w.kind(*k))).collect::<Vec<_>>());
     let y_of = |share: f64| top + plot_h * (1.0 - share);
     for pct in [0, 25, 50, 75, 100] {
         let y = y_of(pct as f64 / 100.0);
@@ -285,12 +274,13 @@ fn trend_chart(t: &Table, months: &[String], w: &Words) -> String {
             let _ = write!(
                 s,
                 "<polyline fill=\"none\" stroke=\"{}\" stroke-width=\"2\" points=\"{}\"/>",
-                KIND_COLOURS[ki],
+                Kind::ALL[ki].clock().colour,
                 path.join(" ")
             );
         }
         for (x, y) in points {
-            let _ = write!(s, "<circle cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"3\" fill=\"{}\"/>", KIND_COLOURS[ki]);
+            let _ =
+                write!(s, "<circle cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"3\" fill=\"{}\"/>", Kind::ALL[ki].clock().colour);
         }
     }
     let _ = write!(

@@ -265,10 +265,7 @@ impl Words {
     }
 
     pub fn kind(&self, k: Kind) -> String {
-        match self.lang {
-            Language::Swedish => k.name_sv().to_string(),
-            Language::English => k.name_en().to_string(),
-        }
+        crate::catalogue::kind_name(self.lang, k).to_string()
     }
 
     pub fn totals(&self) -> String {

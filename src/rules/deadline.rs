@@ -1,9 +1,12 @@
-//! The three statutory deadlines of a child-welfare case (register contract §2).
+//! The statutory deadlines of a child-welfare case (register contract §2): when each clock of
+//! [`super::clock::CLOCKS`] starts and what closes it, for one row and the investigations of the
+//! same child's other cases.
 //!
 //! A deadline has two last days: the nominal one from plain calendar arithmetic, and the legal one
 //! after the holiday rule of lag (1930:173) 2 § or a decided extension. Reminders count from the
-//! nominal day and "overdue" from the legal day, because no authority has said whether inspectors
-//! apply the holiday rule to these limits.
+//! nominal day, or from a decided extension's day (the nämnd fixed a new limit), and "overdue" from
+//! the legal day, because no authority has said whether inspectors apply the holiday rule to these
+//! limits.
 
 use std::fmt;
 use std::str::FromStr;
@@ -11,69 +14,46 @@ use std::str::FromStr;
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
-use super::calendar::{add_months, next_deadline_day, shift_days_saturating, DayKind};
+use super::calendar::{next_deadline_day, shift_days_saturating, DayKind};
+use super::clock::Clock;
 
-/// Which statutory clock a deadline belongs to.
+/// Which statutory clock a deadline belongs to; its properties are its [`Clock`] in
+/// [`super::clock::CLOCKS`], its words in `templates/clocks.{sv,en}.toml`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
     /// Skyddsbedömning: "genast", the same day the report came in, at the latest the next day
-    /// (11 kap. 1 a § första st. socialtjänstlagen (2001:453), motsvarande i 2025:400).
+    /// (20 kap. 1 § socialtjänstlagen (2025:400)).
     Protection,
     /// Förhandsbedömning: within 14 days of the report, longer only for synnerliga skäl
     /// (20 kap. 2 § socialtjänstlagen (2025:400)).
     Assessment,
     /// Utredning: completed within four months, extended only for särskilda skäl
-    /// (11 kap. 2 § socialtjänstlagen (2001:453), motsvarande i 2025:400).
+    /// (20 kap. 3 § socialtjänstlagen (2025:400)).
     Investigation,
     /// Uppföljning: a follow-up of the child's situation after a closed investigation ends at
-    /// the latest two months after the investigation closed
-    /// (11 kap. 4 a–b §§ socialtjänstlagen (2001:453), motsvarande i 2025:400).
+    /// the latest six months after the investigation closed, or earlier when a new investigation
+    /// of the child opens (23 kap. 1 §, 5 § socialtjänstlagen (2025:400)).
     FollowUp,
+    /// Information to the person who made the report, on request: within a week of the
+    /// assessment decision, or "genast" for a later request (19 kap. 6 § socialtjänstlagen
+    /// (2025:400), in force 15 January 2026).
+    ReporterInformation,
 }
 
 impl Kind {
-    /// Every kind, in the order deadlines are listed.
-    pub const ALL: [Kind; 4] = [Kind::Protection, Kind::Assessment, Kind::Investigation, Kind::FollowUp];
+    /// Every kind, in the order deadlines are listed (the order of [`super::clock::CLOCKS`]).
+    pub const ALL: [Kind; 5] =
+        [Kind::Protection, Kind::Assessment, Kind::Investigation, Kind::FollowUp, Kind::ReporterInformation];
 
     /// The stable machine name used in configuration, JSON, keys and metrics.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Protection => "protection",
-            Kind::Assessment => "assessment",
-            Kind::Investigation => "investigation",
-            Kind::FollowUp => "follow_up",
-        }
+        self.clock().key
     }
 
-    /// The Swedish name, capitalised as a heading.
-    pub fn name_sv(self) -> &'static str {
-        match self {
-            Kind::Protection => "Skyddsbedömning",
-            Kind::Assessment => "Förhandsbedömning",
-            Kind::Investigation => "Utredning",
-            Kind::FollowUp => "Uppföljning",
-        }
-    }
-
-    /// The English name, capitalised as a heading.
-    pub fn name_en(self) -> &'static str {
-        match self {
-            Kind::Protection => "Protection assessment",
-            Kind::Assessment => "Preliminary assessment",
-            Kind::Investigation => "Investigation",
-            Kind::FollowUp => "Follow-up",
-        }
-    }
-
-    /// How many days before the nominal last day a deadline counts as due soon.
+    /// How many days before its last day a deadline counts as due soon.
     pub fn reminder_window_days(self) -> i64 {
-        match self {
-            Kind::Protection => 0,
-            Kind::Assessment => 3,
-            Kind::Investigation => 14,
-            Kind::FollowUp => 14,
-        }
+        self.clock().reminder_window_days
     }
 }
 
@@ -196,15 +176,28 @@ impl Deadline {
             return if closed_on <= self.due_on { Status::Met } else { Status::Missed };
         }
         let days_left = (self.due_on - today).num_days();
-        let days_to_nominal = (self.nominal_due_on - today).num_days();
+        let days_to_reminder_base = (self.reminder_base() - today).num_days();
         if days_left < 0 {
             Status::Overdue
         } else if days_left == 0 {
             Status::DueToday
-        } else if days_to_nominal <= self.kind.reminder_window_days() {
+        } else if days_to_reminder_base <= self.kind.reminder_window_days() {
             Status::DueSoon
         } else {
             Status::Pending
+        }
+    }
+
+    /// The day reminders count back from: the nominal last day, or a decided extension's day.
+    ///
+    /// A holiday move keeps reminders on the nominal day (they come early enough whether or not
+    /// an inspector applies the holiday rule); a decided extension is a new limit the nämnd set
+    /// itself, so an investigation extended by two months is reminded of before its new day,
+    /// not before the old one (register contract §2).
+    pub fn reminder_base(&self) -> NaiveDate {
+        match self.due_reason {
+            DueReason::Extended { to } => to,
+            _ => self.nominal_due_on,
         }
     }
 
@@ -296,15 +289,45 @@ impl fmt::Display for Status {
     }
 }
 
+/// An investigation of another case of the same child (`child_key`), as the rules across one
+/// child's cases need it: its opening and, when closed, its close.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct OtherInvestigation {
+    /// The decision to open it.
+    pub opened_on: NaiveDate,
+    /// The decision that closed it, if any.
+    pub closed_on: Option<NaiveDate>,
+}
+
+impl OtherInvestigation {
+    /// Whether it was open when a report came in on `received_on`: opened strictly before, and
+    /// not closed before (register contract §1).
+    fn open_on(&self, received_on: NaiveDate) -> bool {
+        self.opened_on < received_on && self.closed_on.is_none_or(|closed| closed >= received_on)
+    }
+}
+
+/// The first day SoL 19 kap. 6 § (the reporter's right to be informed) applies to a request.
+pub const REPORTER_INFORMATION_IN_FORCE: NaiveDate = match NaiveDate::from_ymd_opt(2026, 1, 15) {
+    Some(day) => day,
+    None => panic!("a valid day"),
+};
+
 /// The deadlines of one case, in [`Kind`] order, exactly as the table in register contract §2.
 ///
-/// A row gives up to four: protection and assessment from a report (no assessment for a report
-/// received during the row's own open investigation), the investigation, and the follow-up after
-/// a closed investigation when one was decided.
-pub fn deadlines_for(dates: &CaseDates, options: RuleOptions) -> Vec<Deadline> {
+/// `others` are the investigations of the child's other cases (rows with the same `child_key`;
+/// empty when the view has no `child_key` or the child has no other case). They remove the
+/// assessment clock of a report received while one of them was open, and end a follow-up when
+/// one opens on or after its start.
+pub fn deadlines_for(dates: &CaseDates, others: &[OtherInvestigation], options: RuleOptions) -> Vec<Deadline> {
     let mut deadlines = Vec::with_capacity(Kind::ALL.len());
+    let during_investigation = report_during_open_investigation(dates, others);
+    // The preliminary assessment's decision: its own, or the opening of an investigation on or
+    // after the report (the decision the assessment leads to; one opened before is not).
+    let assessment_decision = dates.received_on.and_then(|received_on| {
+        dates.assessment_decided_on.or(dates.investigation_opened_on.filter(|opened| *opened >= received_on))
+    });
     if let Some(received_on) = dates.received_on {
-        // The on-call service works weekends, so the holiday rule never applies to "genast".
         deadlines.push(Deadline {
             kind: Kind::Protection,
             start_on: received_on,
@@ -313,75 +336,107 @@ pub fn deadlines_for(dates: &CaseDates, options: RuleOptions) -> Vec<Deadline> {
             closed_on: dates.protection_assessed_on,
             due_reason: DueReason::NextDay,
         });
-        // A report about a child already under this row's open investigation (opened before the
-        // report came in, not closed before it) needs no preliminary assessment: the
-        // investigation takes the new information in. A report on the day the investigation
-        // opens is an ordinary one, whose assessment the opening closes.
-        if !report_during_open_investigation(dates) {
-            // The receipt day is day 0: received Monday 3 March, last day Monday 17 March.
-            let nominal = shift_days_saturating(received_on, 14);
-            let (due_on, due_reason) = legal_due(nominal, dates.assessment_extended_to, options);
-            deadlines.push(Deadline {
-                kind: Kind::Assessment,
-                start_on: received_on,
-                nominal_due_on: nominal,
-                due_on,
-                // Opening an investigation is itself the decision the assessment leads to; an
-                // investigation opened (and closed) before the report came in is not.
-                closed_on: dates
-                    .assessment_decided_on
-                    .or(dates.investigation_opened_on.filter(|opened| *opened >= received_on)),
-                due_reason,
-            });
+        // A report about a child already under investigation (in this case or another of the
+        // child's) needs no preliminary assessment: the investigation takes the new information
+        // in. A report on the day an investigation opens is an ordinary one.
+        if !during_investigation {
+            deadlines.push(counted(
+                Kind::Assessment.clock(),
+                received_on,
+                dates.assessment_extended_to,
+                assessment_decision,
+                options,
+            ));
         }
     }
     if let Some(opened_on) = dates.investigation_opened_on {
-        let nominal = add_months(opened_on, 4);
-        let (due_on, due_reason) = legal_due(nominal, dates.investigation_extended_to, options);
-        deadlines.push(Deadline {
-            kind: Kind::Investigation,
-            start_on: opened_on,
-            nominal_due_on: nominal,
-            due_on,
-            closed_on: dates.investigation_closed_on,
-            due_reason,
-        });
+        deadlines.push(counted(
+            Kind::Investigation.clock(),
+            opened_on,
+            dates.investigation_extended_to,
+            dates.investigation_closed_on,
+            options,
+        ));
     }
-    // The follow-up ends at the latest two months after the investigation closed; its clock
-    // runs from the close, whenever the follow-up itself was decided. No extension exists.
+    // The follow-up runs from the investigation's close, whenever the follow-up itself was
+    // decided, and ends at its own end or when an investigation of the child opens on or after
+    // its start day in another case ("när nämnden dessförinnan inleder en utredning"), whichever
+    // is first. No extension exists.
     if let (Some(_), Some(closed_on)) = (dates.follow_up_decided_on, dates.investigation_closed_on) {
-        let nominal = add_months(closed_on, 2);
-        let (due_on, due_reason) = legal_due(nominal, None, options);
-        deadlines.push(Deadline {
-            kind: Kind::FollowUp,
-            start_on: closed_on,
-            nominal_due_on: nominal,
-            due_on,
-            closed_on: dates.follow_up_ended_on,
-            due_reason,
-        });
+        let new_investigation = others.iter().map(|o| o.opened_on).filter(|opened| *opened >= closed_on).min();
+        let ended = [dates.follow_up_ended_on, new_investigation].into_iter().flatten().min();
+        deadlines.push(counted(Kind::FollowUp.clock(), closed_on, None, ended, options));
+    }
+    if let Some(deadline) = reporter_information(dates, during_investigation, assessment_decision, options) {
+        deadlines.push(deadline);
     }
     deadlines
 }
 
-/// Whether the assessment clock is absent because the report came in while the row's own
-/// investigation was open (register contract §1); `explain` says so.
-pub fn report_during_open_investigation(dates: &CaseDates) -> bool {
-    match (dates.received_on, dates.investigation_opened_on) {
-        (Some(received_on), Some(opened_on)) => {
-            opened_on < received_on && dates.investigation_closed_on.is_none_or(|closed| closed >= received_on)
-        }
-        _ => false,
+/// The reporter's clock (SoL 19 kap. 6 § andra st.): a request made by the week after the
+/// decision (or before any) is answered within a week of the decision; a later request, or one
+/// about a child already under investigation, "genast" — like the protection clock, at the latest
+/// the next day. No clock while the decision it waits for is not made, nor for a request made
+/// before the paragraph came into force.
+fn reporter_information(
+    dates: &CaseDates,
+    during_investigation: bool,
+    decision: Option<NaiveDate>,
+    options: RuleOptions,
+) -> Option<Deadline> {
+    let requested_on = dates.reporter_info_requested_on.filter(|day| *day >= REPORTER_INFORMATION_IN_FORCE)?;
+    dates.received_on?;
+    let clock = Kind::ReporterInformation.clock();
+    let at_once = |start_on: NaiveDate| Deadline {
+        kind: Kind::ReporterInformation,
+        start_on,
+        nominal_due_on: start_on,
+        due_on: shift_days_saturating(start_on, 1),
+        closed_on: dates.reporter_informed_on,
+        due_reason: DueReason::NextDay,
+    };
+    if during_investigation {
+        return Some(at_once(requested_on));
     }
+    let decided_on = decision?;
+    if requested_on <= clock.period.last_day_from(decided_on) {
+        Some(counted(clock, decided_on, None, dates.reporter_informed_on, options))
+    } else {
+        Some(at_once(requested_on))
+    }
+}
+
+/// A deadline of a counted clock started on `start_on`: its period from the table, the decided
+/// extension when there is one, else the holiday rule when the clock and the options apply it.
+fn counted(
+    clock: &Clock,
+    start_on: NaiveDate,
+    extended_to: Option<NaiveDate>,
+    closed_on: Option<NaiveDate>,
+    options: RuleOptions,
+) -> Deadline {
+    let nominal = clock.period.last_day_from(start_on);
+    let (due_on, due_reason) = legal_due(nominal, extended_to, clock.holiday_rule && options.holiday_rule);
+    Deadline { kind: clock.kind, start_on, nominal_due_on: nominal, due_on, closed_on, due_reason }
+}
+
+/// Whether the assessment clock is absent because the report came in while an investigation of
+/// the child was open, the row's own or another case's (register contract §1); `explain` says so.
+pub fn report_during_open_investigation(dates: &CaseDates, others: &[OtherInvestigation]) -> bool {
+    let Some(received_on) = dates.received_on else { return false };
+    let own = dates
+        .investigation_opened_on
+        .map(|opened_on| OtherInvestigation { opened_on, closed_on: dates.investigation_closed_on });
+    own.iter().chain(others).any(|investigation| investigation.open_on(received_on))
 }
 
 /// The legal last day for a nominal one: a decided extension wins as decided, because the
 /// nämnd fixes that day itself; otherwise the holiday rule applies when switched on.
-fn legal_due(nominal: NaiveDate, extended_to: Option<NaiveDate>, options: RuleOptions) -> (NaiveDate, DueReason) {
+fn legal_due(nominal: NaiveDate, extended_to: Option<NaiveDate>, holiday_rule: bool) -> (NaiveDate, DueReason) {
     if let Some(to) = extended_to {
         return (to, DueReason::Extended { to });
     }
-    if !options.holiday_rule {
+    if !holiday_rule {
         return (nominal, DueReason::Nominal);
     }
     let (due_on, skipped) = next_deadline_day(nominal);
@@ -406,7 +461,7 @@ mod tests {
     use serde::de::value::{Error as ValueError, StrDeserializer};
     use serde::de::IntoDeserializer;
 
-    use super::super::calendar::{deadline_moving_day, LAST_YEAR};
+    use super::super::calendar::{add_months, deadline_moving_day, LAST_YEAR};
 
     const ON: RuleOptions = RuleOptions { holiday_rule: true };
     const OFF: RuleOptions = RuleOptions { holiday_rule: false };
@@ -429,6 +484,8 @@ mod tests {
                 "investigation_closed_on" => &mut dates.investigation_closed_on,
                 "follow_up_decided_on" => &mut dates.follow_up_decided_on,
                 "follow_up_ended_on" => &mut dates.follow_up_ended_on,
+                "reporter_info_requested_on" => &mut dates.reporter_info_requested_on,
+                "reporter_informed_on" => &mut dates.reporter_informed_on,
                 other => panic!("no column {other}"),
             };
             *field = Some(d(value));
@@ -459,7 +516,7 @@ mod tests {
     }
 
     fn find(dates: &CaseDates, options: RuleOptions, kind: Kind) -> Option<Deadline> {
-        deadlines_for(dates, options).into_iter().find(|deadline| deadline.kind == kind)
+        deadlines_for(dates, &[], options).into_iter().find(|deadline| deadline.kind == kind)
     }
 
     /// A report while the row's own investigation is open gets a protection clock and no
@@ -467,8 +524,9 @@ mod tests {
     /// closed, its assessment is open until decided.
     #[test]
     fn a_report_during_an_open_investigation_needs_no_assessment() {
-        let kinds =
-            |pairs: &[(&str, &str)]| -> Vec<String> { deadlines_for(&row(pairs), ON).iter().map(render).collect() };
+        let kinds = |pairs: &[(&str, &str)]| -> Vec<String> {
+            deadlines_for(&row(pairs), &[], ON).iter().map(render).collect()
+        };
         assert_eq!(
             kinds(&[("investigation_opened_on", "2026-03-02"), ("received_on", "2026-04-10")]),
             [
@@ -502,10 +560,11 @@ mod tests {
         assert_eq!(after.len(), 3);
     }
 
-    /// The follow-up clock: the investigation's close + 2 months (lag 1930:173 1 §: the same day
-    /// number, else the month's last day), moved by the holiday rule, closed by its end.
+    /// The follow-up clock (SoL 23 kap. 5 §): the investigation's close + 6 months (lag 1930:173
+    /// 1 §: the same day number, else the month's last day), moved by the holiday rule, closed by
+    /// its end.
     #[test]
-    fn follow_up_ends_two_months_after_the_investigation_closed() {
+    fn follow_up_ends_six_months_after_the_investigation_closed() {
         fn check(closed: &str, extra: &[(&str, &str)], options: RuleOptions, expected: &str) {
             let mut pairs = vec![
                 ("investigation_opened_on", "2020-01-01"),
@@ -516,40 +575,41 @@ mod tests {
             let actual = find(&row(&pairs), options, Kind::FollowUp).map_or_else(|| "none".to_string(), |x| render(&x));
             assert_eq!(actual, expected, "closed {closed} {extra:?}");
         }
-        // Nyårsafton, nyårsdagen (a Friday), Saturday, Sunday: the legal day is Monday 4 January.
-        check(
-            "2026-10-31",
-            &[],
-            ON,
-            "follow_up from 2026-10-31: nominal 2026-12-31, due 2027-01-04 (moved over 12-31 nyårsafton, 01-01 nyårsdagen, 01-02 lördag, 01-03 söndag), open",
-        );
-        check("2026-10-31", &[], OFF, "follow_up from 2026-10-31: nominal 2026-12-31, due 2026-12-31 (nominal), open");
-        check("2027-03-31", &[], ON, "follow_up from 2027-03-31: nominal 2027-05-31, due 2027-05-31 (nominal), open");
-        // Month ends: no 31 February, and a leap year's 29th.
-        check("2026-12-31", &[], OFF, "follow_up from 2026-12-31: nominal 2027-02-28, due 2027-02-28 (nominal), open");
-        check("2027-12-31", &[], OFF, "follow_up from 2027-12-31: nominal 2028-02-29, due 2028-02-29 (nominal), open");
-        check("2027-12-30", &[], OFF, "follow_up from 2027-12-30: nominal 2028-02-29, due 2028-02-29 (nominal), open");
-        check("2026-08-31", &[], OFF, "follow_up from 2026-08-31: nominal 2026-10-31, due 2026-10-31 (nominal), open");
-        // Alla helgons dag (Saturday 31 October 2026) and the Sunday move it to Monday.
+        // Valborgsmässoafton is no holiday: Friday 30 April stays.
+        check("2026-10-31", &[], ON, "follow_up from 2026-10-31: nominal 2027-04-30, due 2027-04-30 (nominal), open");
+        check("2027-03-31", &[], ON, "follow_up from 2027-03-31: nominal 2027-09-30, due 2027-09-30 (nominal), open");
+        // No 31 February: the month's last day, a Sunday, moves to Monday 1 March.
         check(
             "2026-08-31",
             &[],
             ON,
-            "follow_up from 2026-08-31: nominal 2026-10-31, due 2026-11-02 (moved over 10-31 alla helgons dag, 11-01 söndag), open",
+            "follow_up from 2026-08-31: nominal 2027-02-28, due 2027-03-01 (moved over 02-28 söndag), open",
+        );
+        check("2026-08-31", &[], OFF, "follow_up from 2026-08-31: nominal 2027-02-28, due 2027-02-28 (nominal), open");
+        // A leap year's 29th.
+        check("2027-08-31", &[], OFF, "follow_up from 2027-08-31: nominal 2028-02-29, due 2028-02-29 (nominal), open");
+        // Julafton, juldagen, annandag jul and a Sunday move 24 December 2026 to Monday 28 December.
+        check("2027-06-30", &[], ON, "follow_up from 2027-06-30: nominal 2027-12-30, due 2027-12-30 (nominal), open");
+        check("2026-06-30", &[], ON, "follow_up from 2026-06-30: nominal 2026-12-30, due 2026-12-30 (nominal), open");
+        check(
+            "2026-06-24",
+            &[],
+            ON,
+            "follow_up from 2026-06-24: nominal 2026-12-24, due 2026-12-28 (moved over 12-24 julafton, 12-25 juldagen, 12-26 annandag jul, 12-27 söndag), open",
         );
         // The follow-up's end closes it; decided later than the close, it still counts from the close.
         check(
             "2027-03-31",
             &[("follow_up_ended_on", "2027-05-20")],
             ON,
-            "follow_up from 2027-03-31: nominal 2027-05-31, due 2027-05-31 (nominal), closed 2027-05-20",
+            "follow_up from 2027-03-31: nominal 2027-09-30, due 2027-09-30 (nominal), closed 2027-05-20",
         );
         let late_decision = row(&[
             ("investigation_opened_on", "2027-01-10"),
             ("investigation_closed_on", "2027-03-31"),
             ("follow_up_decided_on", "2027-04-12"),
         ]);
-        assert_eq!(find(&late_decision, ON, Kind::FollowUp).map(|x| x.due_on), Some(d("2027-05-31")));
+        assert_eq!(find(&late_decision, ON, Kind::FollowUp).map(|x| x.due_on), Some(d("2027-09-30")));
         // No follow-up without a decision, or without a closed investigation.
         let no_decision = row(&[("investigation_opened_on", "2027-01-10"), ("investigation_closed_on", "2027-03-31")]);
         assert_eq!(find(&no_decision, ON, Kind::FollowUp), None);
@@ -684,7 +744,7 @@ mod tests {
     #[test]
     fn deadlines_exist_per_row_in_kind_order() {
         fn check(dates: CaseDates, expected: &[Kind]) {
-            let kinds: Vec<Kind> = deadlines_for(&dates, ON).iter().map(|x| x.kind).collect();
+            let kinds: Vec<Kind> = deadlines_for(&dates, &[], ON).iter().map(|x| x.kind).collect();
             assert_eq!(kinds, expected, "{dates:?}");
         }
         check(row(&[]), &[]);
@@ -697,10 +757,11 @@ mod tests {
         );
         check(
             row(&[
-                ("received_on", "2025-03-03"),
-                ("investigation_opened_on", "2025-03-10"),
-                ("investigation_closed_on", "2025-06-10"),
-                ("follow_up_decided_on", "2025-06-10"),
+                ("received_on", "2026-03-03"),
+                ("investigation_opened_on", "2026-03-10"),
+                ("investigation_closed_on", "2026-06-10"),
+                ("follow_up_decided_on", "2026-06-10"),
+                ("reporter_info_requested_on", "2026-03-04"),
             ]),
             &Kind::ALL,
         );
@@ -814,15 +875,15 @@ mod tests {
 
     #[test]
     fn kind_and_status_words_are_fixed() {
-        let kinds: Vec<_> =
-            Kind::ALL.iter().map(|k| (k.as_str(), k.name_sv(), k.name_en(), k.reminder_window_days())).collect();
+        let kinds: Vec<_> = Kind::ALL.iter().map(|k| (k.as_str(), k.reminder_window_days())).collect();
         assert_eq!(
             kinds,
             [
-                ("protection", "Skyddsbedömning", "Protection assessment", 0),
-                ("assessment", "Förhandsbedömning", "Preliminary assessment", 3),
-                ("investigation", "Utredning", "Investigation", 14),
-                ("follow_up", "Uppföljning", "Follow-up", 14),
+                ("protection", 0),
+                ("assessment", 3),
+                ("investigation", 14),
+                ("follow_up", 14),
+                ("reporter_information", 2),
             ]
         );
         let statuses: Vec<_> = Status::ALL.iter().map(|s| (s.as_str(), s.is_closed())).collect();
@@ -837,6 +898,147 @@ mod tests {
                 ("pending", false),
             ]
         );
+    }
+
+    fn other(opened: &str, closed: Option<&str>) -> OtherInvestigation {
+        OtherInvestigation { opened_on: d(opened), closed_on: closed.map(d) }
+    }
+
+    /// SoL 23 kap. 5 §: a follow-up ends early when an investigation of the child opens in another
+    /// case; before its last day that is met, after it missed. An investigation opened before the
+    /// follow-up started does not end it.
+    #[test]
+    fn a_new_investigation_of_the_child_ends_the_follow_up() {
+        let case = row(&[
+            ("investigation_opened_on", "2026-01-12"),
+            ("investigation_closed_on", "2026-03-31"),
+            ("follow_up_decided_on", "2026-03-31"),
+        ]);
+        let follow_up = |others: &[OtherInvestigation]| {
+            deadlines_for(&case, others, ON).into_iter().find(|x| x.kind == Kind::FollowUp).map(|x| render(&x))
+        };
+        assert_eq!(
+            follow_up(&[other("2026-06-01", None)]).unwrap(),
+            "follow_up from 2026-03-31: nominal 2026-09-30, due 2026-09-30 (nominal), closed 2026-06-01"
+        );
+        let late = deadlines_for(&case, &[other("2026-10-05", None)], ON);
+        let late = late.iter().find(|x| x.kind == Kind::FollowUp).unwrap();
+        assert_eq!((late.closed_on, late.status(d("2026-12-01"))), (Some(d("2026-10-05")), Status::Missed));
+        // The earliest counts; one opened before the follow-up started (and closed) does not.
+        assert_eq!(
+            follow_up(&[
+                other("2026-08-01", None),
+                other("2026-05-02", Some("2026-05-20")),
+                other("2025-11-01", Some("2026-02-01"))
+            ])
+            .unwrap(),
+            "follow_up from 2026-03-31: nominal 2026-09-30, due 2026-09-30 (nominal), closed 2026-05-02"
+        );
+        // An investigation opened on the close day itself is "on or after the start".
+        assert!(follow_up(&[other("2026-03-31", None)]).unwrap().ends_with("closed 2026-03-31"));
+        assert!(follow_up(&[other("2026-03-30", None)]).unwrap().ends_with("open"));
+        // The follow-up's own end, when earlier, wins.
+        let ended = CaseDates { follow_up_ended_on: Some(d("2026-04-15")), ..case };
+        let x = deadlines_for(&ended, &[other("2026-06-01", None)], ON);
+        assert_eq!(x.iter().find(|x| x.kind == Kind::FollowUp).unwrap().closed_on, Some(d("2026-04-15")));
+    }
+
+    /// SoL 20 kap. 2 §: no assessment for a report received while any investigation of the child
+    /// is open, in this case or another; after that investigation closed, an ordinary clock.
+    #[test]
+    fn a_report_into_another_cases_open_investigation_needs_no_assessment() {
+        let report = row(&[("received_on", "2026-04-10")]);
+        let kinds = |others: &[OtherInvestigation]| -> Vec<Kind> {
+            deadlines_for(&report, others, ON).iter().map(|x| x.kind).collect()
+        };
+        assert_eq!(kinds(&[other("2026-03-02", None)]), [Kind::Protection]);
+        assert_eq!(kinds(&[other("2026-03-02", Some("2026-04-10"))]), [Kind::Protection]);
+        assert!(report_during_open_investigation(&report, &[other("2026-03-02", None)]));
+        // Closed before the report came in, or opened on its day or later: an ordinary report.
+        assert_eq!(kinds(&[other("2026-01-05", Some("2026-04-09"))]), [Kind::Protection, Kind::Assessment]);
+        assert_eq!(kinds(&[other("2026-04-10", None)]), [Kind::Protection, Kind::Assessment]);
+        assert_eq!(kinds(&[]), [Kind::Protection, Kind::Assessment]);
+    }
+
+    /// SoL 19 kap. 6 § andra st.: the week form (a request by the decision + 7 days, or before
+    /// any decision), the "genast" form (a later request, or a child already under
+    /// investigation), none while no decision exists, none for a request before 15 January 2026.
+    #[test]
+    fn the_reporter_is_informed_within_a_week_of_the_decision_or_at_once() {
+        fn check(pairs: &[(&str, &str)], others: &[OtherInvestigation], expected: &str) {
+            let found = deadlines_for(&row(pairs), others, ON)
+                .into_iter()
+                .find(|x| x.kind == Kind::ReporterInformation)
+                .map_or_else(|| "none".to_string(), |x| render(&x));
+            assert_eq!(found, expected, "{pairs:?}");
+        }
+        let report = [("received_on", "2026-03-02")];
+        let with = |extra: &[(&'static str, &'static str)]| -> Vec<(&'static str, &'static str)> {
+            report.iter().copied().chain(extra.iter().copied()).collect()
+        };
+        // Asked before the decision: the week runs from the decision (Wednesday 11 March).
+        check(
+            &with(&[("reporter_info_requested_on", "2026-03-03"), ("assessment_decided_on", "2026-03-11")]),
+            &[],
+            "reporter_information from 2026-03-11: nominal 2026-03-18, due 2026-03-18 (nominal), open",
+        );
+        // No decision yet: no clock.
+        check(&with(&[("reporter_info_requested_on", "2026-03-03")]), &[], "none");
+        // Opening an investigation is the decision; on its week's last day the request is in time.
+        check(
+            &with(&[("reporter_info_requested_on", "2026-03-18"), ("investigation_opened_on", "2026-03-11")]),
+            &[],
+            "reporter_information from 2026-03-11: nominal 2026-03-18, due 2026-03-18 (nominal), open",
+        );
+        // A week ending on a holiday moves: decided Thursday 26 March 2026 → 2 April (Thursday);
+        // decided 30 March → 6 April, annandag påsk → Tuesday 7 April.
+        check(
+            &with(&[("reporter_info_requested_on", "2026-03-05"), ("assessment_decided_on", "2026-03-30")]),
+            &[],
+            "reporter_information from 2026-03-30: nominal 2026-04-06, due 2026-04-07 (moved over 04-06 annandag påsk), open",
+        );
+        // Asked after the week: "genast", at the latest the next day, closed when informed.
+        check(
+            &with(&[
+                ("assessment_decided_on", "2026-03-11"),
+                ("reporter_info_requested_on", "2026-03-19"),
+                ("reporter_informed_on", "2026-03-20"),
+            ]),
+            &[],
+            "reporter_information from 2026-03-19: nominal 2026-03-19, due 2026-03-20 (next day), closed 2026-03-20",
+        );
+        // The child was already under investigation (another case): "genast" from the request.
+        check(
+            &with(&[("reporter_info_requested_on", "2026-03-04")]),
+            &[other("2026-02-01", None)],
+            "reporter_information from 2026-03-04: nominal 2026-03-04, due 2026-03-05 (next day), open",
+        );
+        // Before the paragraph came into force (15 January 2026): nothing; on the day: a clock.
+        let old = [("received_on", "2026-01-05"), ("assessment_decided_on", "2026-01-12")];
+        check(&[old[0], old[1], ("reporter_info_requested_on", "2026-01-14")], &[], "none");
+        check(
+            &[old[0], old[1], ("reporter_info_requested_on", "2026-01-15")],
+            &[],
+            "reporter_information from 2026-01-12: nominal 2026-01-19, due 2026-01-19 (nominal), open",
+        );
+        // No report, no clock.
+        check(&[("reporter_info_requested_on", "2026-03-04"), ("investigation_opened_on", "2026-03-04")], &[], "none");
+    }
+
+    /// Contract §2: a decided extension moves the reminders; a holiday move does not.
+    #[test]
+    fn an_extension_moves_the_reminder_window() {
+        let extended = row(&[("investigation_opened_on", "2026-03-02"), ("investigation_extended_to", "2026-09-30")]);
+        let x = find(&extended, ON, Kind::Investigation).unwrap();
+        // Nominal 2 July; on 25 June the new day is weeks away: pending, not due soon.
+        assert_eq!(x.status(d("2026-06-25")), Status::Pending);
+        assert_eq!(x.status(d("2026-09-16")), Status::DueSoon);
+        assert_eq!(x.status(d("2026-09-15")), Status::Pending);
+        assert_eq!(x.reminder_base(), d("2026-09-30"));
+        // A holiday move keeps the nominal day: received 10 December, nominal julafton.
+        let moved = find(&row(&[("received_on", "2026-12-10")]), ON, Kind::Assessment).unwrap();
+        assert_eq!((moved.reminder_base(), moved.due_on), (d("2026-12-24"), d("2026-12-28")));
+        assert_eq!(moved.status(d("2026-12-21")), Status::DueSoon);
     }
 
     fn any_date() -> impl Strategy<Value = NaiveDate> {
@@ -866,7 +1068,7 @@ mod tests {
 
         #[test]
         fn legal_day_never_precedes_the_nominal_one((dates, holiday_rule) in any_case()) {
-            for deadline in deadlines_for(&dates, RuleOptions { holiday_rule }) {
+            for deadline in deadlines_for(&dates, &[], RuleOptions { holiday_rule }) {
                 prop_assert!(deadline.due_on >= deadline.nominal_due_on, "{}", render(&deadline));
                 prop_assert!(deadline.nominal_due_on >= deadline.start_on, "{}", render(&deadline));
             }
@@ -875,7 +1077,7 @@ mod tests {
         #[test]
         fn holiday_rule_lands_on_a_working_day_and_moves_at_most_five_days((dates, _) in any_case()) {
             let plain = CaseDates { assessment_extended_to: None, investigation_extended_to: None, ..dates };
-            for deadline in deadlines_for(&plain, ON) {
+            for deadline in deadlines_for(&plain, &[], ON) {
                 if deadline.kind == Kind::Protection {
                     continue;
                 }
@@ -885,14 +1087,14 @@ mod tests {
                 let moved = deadline.due_on != deadline.nominal_due_on;
                 prop_assert_eq!(moved, matches!(deadline.due_reason, DueReason::Moved { .. }));
             }
-            for deadline in deadlines_for(&plain, OFF) {
+            for deadline in deadlines_for(&plain, &[], OFF) {
                 prop_assert_eq!(deadline.due_on == deadline.nominal_due_on, deadline.kind != Kind::Protection);
             }
         }
 
         #[test]
         fn status_agrees_with_days_left((dates, holiday_rule) in any_case(), offset in -400i64..=400, closed in proptest::option::of(-30i64..=30)) {
-            for mut deadline in deadlines_for(&dates, RuleOptions { holiday_rule }) {
+            for mut deadline in deadlines_for(&dates, &[], RuleOptions { holiday_rule }) {
                 let today = shift_days_saturating(deadline.due_on, offset);
                 deadline.closed_on = closed.map(|n| shift_days_saturating(deadline.due_on, n));
                 let status = deadline.status(today);
@@ -903,7 +1105,7 @@ mod tests {
                         prop_assert_eq!(days_left, -offset);
                         prop_assert_eq!(status == Status::Overdue, days_left < 0);
                         prop_assert_eq!(status == Status::DueToday, days_left == 0);
-                        let in_window = (deadline.nominal_due_on - today).num_days() <= deadline.kind.reminder_window_days();
+                        let in_window = (deadline.reminder_base() - today).num_days() <= deadline.kind.reminder_window_days();
                         prop_assert_eq!(status == Status::DueSoon, days_left > 0 && in_window);
                         prop_assert_eq!(status == Status::Pending, days_left > 0 && !in_window);
                     }

@@ -98,10 +98,11 @@ impl Step {
     /// The day this step becomes due for `deadline`.
     ///
     /// Reminders count from the nominal day so that they come early enough even if an inspector
-    /// does not apply the holiday rule; escalations count from the legal day so that nobody is
+    /// does not apply the holiday rule, or from a decided extension's day
+    /// ([`Deadline::reminder_base`]); escalations count from the legal day so that nobody is
     /// told a deadline passed while the law still allows the action.
     pub fn fires_on(&self, deadline: &Deadline) -> NaiveDate {
-        let base = if self.offset < 0 { deadline.nominal_due_on } else { deadline.due_on };
+        let base = if self.offset < 0 { deadline.reminder_base() } else { deadline.due_on };
         shift_days_saturating(base, i64::from(self.offset))
     }
 
@@ -175,31 +176,12 @@ impl Ladder {
         Ok(Ladder { steps })
     }
 
-    /// The default ladder of `kind` (register contract §3).
+    /// The default ladder of `kind` (register contract §3), from its clock's table entry.
     pub fn default_for(kind: Kind) -> Ladder {
-        use Role::{Caseworker, Manager, TeamLead};
-        let step = |offset, roles: &[Role]| Step { offset, roles: roles.to_vec() };
         // Built directly rather than through `new` so that no error path exists; a test checks
         // that `new` accepts every default unchanged.
-        let steps = match kind {
-            Kind::Protection => vec![step(0, &[Caseworker, TeamLead]), step(1, &[Manager])],
-            Kind::Assessment => vec![
-                step(-3, &[Caseworker]),
-                step(0, &[Caseworker]),
-                step(1, &[Caseworker, TeamLead]),
-                step(5, &[Manager]),
-            ],
-            Kind::Investigation => vec![
-                step(-14, &[Caseworker]),
-                step(-3, &[Caseworker, TeamLead]),
-                step(1, &[TeamLead]),
-                step(14, &[Manager]),
-            ],
-            Kind::FollowUp => {
-                vec![step(-14, &[Caseworker]), step(1, &[Caseworker, TeamLead]), step(14, &[Manager])]
-            }
-        };
-        Ladder { steps }
+        let steps = kind.clock().ladder.iter().map(|(offset, roles)| Step { offset: *offset, roles: roles.to_vec() });
+        Ladder { steps: steps.collect() }
     }
 
     /// The steps, ascending by offset.
@@ -333,8 +315,16 @@ mod tests {
                 follow_up_ended_on: closed_on,
                 ..CaseDates::default()
             },
+            // `start` is the assessment decision; the reporter asked the same day.
+            Kind::ReporterInformation => CaseDates {
+                received_on: Some(d("2026-01-15")),
+                assessment_decided_on: start,
+                reporter_info_requested_on: start,
+                reporter_informed_on: closed_on,
+                ..CaseDates::default()
+            },
         };
-        deadlines_for(&dates, RuleOptions::default()).into_iter().find(|deadline| deadline.kind == kind).unwrap()
+        deadlines_for(&dates, &[], RuleOptions::default()).into_iter().find(|deadline| deadline.kind == kind).unwrap()
     }
 
     fn render_ladder(ladder: &Ladder) -> String {
@@ -366,6 +356,7 @@ mod tests {
         check(Kind::Assessment, "-3 → caseworker · 0 → caseworker · +1 → caseworker, team_lead · +5 → manager");
         check(Kind::Investigation, "-14 → caseworker · -3 → caseworker, team_lead · +1 → team_lead · +14 → manager");
         check(Kind::FollowUp, "-14 → caseworker · +1 → caseworker, team_lead · +14 → manager");
+        check(Kind::ReporterInformation, "-2 → caseworker · +1 → caseworker, team_lead");
     }
 
     #[test]
@@ -383,8 +374,9 @@ mod tests {
         check(Kind::Assessment, "2026-12-10", None, 0, "2026-12-28");
         check(Kind::Assessment, "2026-12-10", None, 1, "2026-12-29");
         check(Kind::Assessment, "2026-12-10", None, 5, "2027-01-02");
-        // Extended to 2027-01-15: escalations follow the extension, the reminder does not.
-        check(Kind::Assessment, "2026-12-10", Some("2027-01-15"), -3, "2026-12-21");
+        // Extended to 2027-01-15: the reminder counts back from the decided day, as escalations
+        // count on from it (contract §2).
+        check(Kind::Assessment, "2026-12-10", Some("2027-01-15"), -3, "2027-01-12");
         check(Kind::Assessment, "2026-12-10", Some("2027-01-15"), 1, "2027-01-16");
         // Investigation opened 2026-10-31: nominal 2027-02-28 (a Sunday), due 2027-03-01.
         check(Kind::Investigation, "2026-10-31", None, -14, "2027-02-14");
@@ -431,13 +423,17 @@ mod tests {
         check(Kind::Investigation, "2026-10-31", None, "2027-03-02", &[-14, -3], "send +1, skip []");
         check(Kind::Investigation, "2026-10-31", None, "2027-03-15", &[-14, -3, 1], "send +14, skip []");
         check(Kind::Investigation, "2026-10-31", None, "2027-06-01", &[], "send +14, skip [-14 -3 +1]");
-        // Follow-up after an investigation closed 2026-10-31: nominal 2026-12-31, due 2027-01-04.
-        check(Kind::FollowUp, "2026-10-31", None, "2026-12-16", &[], "send nothing, skip []");
-        check(Kind::FollowUp, "2026-10-31", None, "2026-12-17", &[], "send -14, skip []");
-        check(Kind::FollowUp, "2026-10-31", None, "2027-01-04", &[-14], "send nothing, skip []");
-        check(Kind::FollowUp, "2026-10-31", None, "2027-01-05", &[-14], "send +1, skip []");
-        check(Kind::FollowUp, "2026-10-31", None, "2027-01-18", &[-14, 1], "send +14, skip []");
-        check(Kind::FollowUp, "2026-10-31", Some("2027-01-02"), "2027-01-18", &[-14], "send nothing, skip []");
+        // Follow-up after an investigation closed 2026-06-24: nominal 2026-12-24, due 2026-12-28.
+        check(Kind::FollowUp, "2026-06-24", None, "2026-12-09", &[], "send nothing, skip []");
+        check(Kind::FollowUp, "2026-06-24", None, "2026-12-10", &[], "send -14, skip []");
+        check(Kind::FollowUp, "2026-06-24", None, "2026-12-28", &[-14], "send nothing, skip []");
+        check(Kind::FollowUp, "2026-06-24", None, "2026-12-29", &[-14], "send +1, skip []");
+        check(Kind::FollowUp, "2026-06-24", None, "2027-01-11", &[-14, 1], "send +14, skip []");
+        check(Kind::FollowUp, "2026-06-24", Some("2026-12-27"), "2027-01-11", &[-14], "send nothing, skip []");
+        // The reporter's week after a decision on 2026-03-11: last day 2026-03-18.
+        check(Kind::ReporterInformation, "2026-03-11", None, "2026-03-15", &[], "send nothing, skip []");
+        check(Kind::ReporterInformation, "2026-03-11", None, "2026-03-16", &[], "send -2, skip []");
+        check(Kind::ReporterInformation, "2026-03-11", None, "2026-03-19", &[-2], "send +1, skip []");
     }
 
     /// Contract §3: steps that fell due while fristvakt was down give only the latest reached
@@ -459,9 +455,9 @@ mod tests {
         check(Kind::Investigation, "2026-10-31", "2027-03-20", &[], "send +14, skip [-14 -3 +1]");
         // Protection received on a Saturday, fristvakt down all weekend.
         check(Kind::Protection, "2026-03-07", "2026-03-09", &[], "send +1, skip [0]");
-        // Follow-up due 2027-01-04, down over the holidays: +1 only.
-        check(Kind::FollowUp, "2026-10-31", "2027-01-07", &[-14], "send +1, skip []");
-        check(Kind::FollowUp, "2026-10-31", "2027-01-07", &[], "send +1, skip [-14]");
+        // Follow-up due 2026-12-28, down over the holidays: +1 only.
+        check(Kind::FollowUp, "2026-06-24", "2026-12-31", &[-14], "send +1, skip []");
+        check(Kind::FollowUp, "2026-06-24", "2026-12-31", &[], "send +1, skip [-14]");
         // The day the system comes back, a step reached that very day is the one sent.
         check(Kind::Assessment, "2025-03-03", "2025-03-17", &[], "send 0, skip [-3]");
     }

@@ -9,16 +9,19 @@
 /// (a date, a reason, a kind a case gets). Stored deadlines carry prints of the register row and
 /// of this revision (`state::prints`); a new revision makes every print differ, so the next full
 /// pass computes every case again instead of keeping what the old code computed.
-pub const REVISION: u32 = 1;
+pub const REVISION: u32 = 2;
 
 pub mod calendar;
 pub mod chain;
+pub mod clock;
 pub mod deadline;
 pub mod ladder;
 
 pub use calendar::{DayKind, Holiday};
 pub use chain::{find_chains, is_chained, InvestigationSpan};
+pub use clock::{Clock, Period, StartEvent, CLOCKS};
 pub use deadline::{
-    deadlines_for, report_during_open_investigation, CaseDates, Deadline, DueReason, Kind, RuleOptions, Status,
+    deadlines_for, report_during_open_investigation, CaseDates, Deadline, DueReason, Kind, OtherInvestigation,
+    RuleOptions, Status, REPORTER_INFORMATION_IN_FORCE,
 };
 pub use ladder::{beyond_first_sight, decide, Ladder, LadderDecision, LadderError, Role, Step};

@@ -280,6 +280,30 @@ impl StateStore {
         Ok(withdrawn)
     }
 
+    /// The child keys stored with the deadlines of `case_refs` (their investigations'), for
+    /// the rules across one child's cases: a case that changed its key, or left the register,
+    /// changes the clocks of the child it belonged to. Withdrawn deadlines keep no key.
+    pub async fn child_keys_of<S: AsRef<str>>(&self, case_refs: &[S]) -> Result<Vec<ChildKey>, StateError> {
+        let mut keys = Vec::new();
+        for chunk in case_refs.chunks(BATCH_ROWS * 8) {
+            let sql = format!(
+                "SELECT DISTINCT child_key FROM deadlines WHERE child_key IS NOT NULL AND case_ref IN ({})",
+                self.marks(1, chunk.len())
+            );
+            let rows: Vec<String> = with_pool!(&self.pool, p => {
+                let mut q = sqlx::query_scalar(&sql).persistent(chunk.len() == BATCH_ROWS * 8);
+                for c in chunk {
+                    q = q.bind(c.as_ref());
+                }
+                q.fetch_all(p).await
+            })
+            .map_err(query_error("reading the child keys of cases"))?;
+            // A stored key that no longer parses links nothing: its cases are computed alone.
+            keys.extend(rows.iter().filter_map(|k| ChildKey::parse(k).ok()));
+        }
+        Ok(keys)
+    }
+
     /// Stored deadlines, ordered by case reference and kind.
     pub async fn deadlines(&self, filter: &DeadlineFilter) -> Result<Vec<StoredDeadline>, StateError> {
         let mut sql = format!("SELECT {DEADLINE_COLUMNS} FROM deadlines WHERE TRUE");

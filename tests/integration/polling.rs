@@ -78,7 +78,7 @@ async fn demo_deadlines_are_correct_for_every_case_and_identical_on_sqlite_and_p
     for case in demo_cases(cases, 1, today, 0) {
         let row = register::RawRow::from(&case);
         let valid = register::validate(&row).expect("demo rows are valid");
-        for d in rules::deadlines_for(&valid.dates, RuleOptions { holiday_rule: true }) {
+        for d in rules::deadlines_for(&valid.dates, &[], RuleOptions { holiday_rule: true }) {
             expected.insert(format!(
                 "{} {} {} {} {} {} {:?} {} {:?}",
                 case.case_ref,

@@ -138,7 +138,7 @@ async fn a_holiday_move_comes_back_with_its_days(postgres: Option<String>) {
         protection_assessed_on: Some(date("2026-12-10")),
         ..CaseDates::default()
     };
-    let deadlines = rules::deadlines_for(&dates, RuleOptions::default());
+    let deadlines = rules::deadlines_for(&dates, &[], RuleOptions::default());
     let assessment = deadlines.iter().find(|d| d.kind == Kind::Assessment).unwrap().clone();
     let DueReason::Moved { skipped } = &assessment.due_reason else { panic!("{assessment:?}") };
     assert_eq!(skipped.len(), 4, "{skipped:?}");
@@ -183,7 +183,7 @@ async fn an_undecodable_deadline_stops_the_ladder_without_moving_it(postgres: Op
     let today = date("2026-11-25");
     let dates = CaseDates { received_on: Some(date("2026-11-11")), ..CaseDates::default() };
     let case_ref = CaseRef::parse("2026-BU-0077").unwrap();
-    let records: Vec<DeadlineRecord> = rules::deadlines_for(&dates, RuleOptions::default())
+    let records: Vec<DeadlineRecord> = rules::deadlines_for(&dates, &[], RuleOptions::default())
         .into_iter()
         .map(|deadline| DeadlineRecord {
             case_ref: case_ref.clone(),
@@ -279,7 +279,7 @@ async fn deadline_counts_agree_with_the_rules_status(postgres: Option<String>) {
     let mut case_refs = Vec::new();
     for case in demo_cases(600, 7, made_on, 0) {
         let Ok(row) = register::validate(&RawRow::from(&case)) else { continue };
-        for deadline in rules::deadlines_for(&row.dates, RuleOptions::default()) {
+        for deadline in rules::deadlines_for(&row.dates, &[], RuleOptions::default()) {
             records.push(DeadlineRecord {
                 case_ref: row.case_ref.clone(),
                 unit: row.unit.clone(),
@@ -368,7 +368,7 @@ async fn outbox_claims_are_fenced_renewed_and_survive_a_cancel(postgres: Option<
         case_refs
             .iter()
             .flat_map(|case_ref| {
-                rules::deadlines_for(&dates, RuleOptions::default()).into_iter().map(|deadline| DeadlineRecord {
+                rules::deadlines_for(&dates, &[], RuleOptions::default()).into_iter().map(|deadline| DeadlineRecord {
                     case_ref: case_ref.clone(),
                     unit: UnitCode::parse("BRO-BU").unwrap(),
                     caseworker: None,
