@@ -50,7 +50,7 @@
 //!     whatever unit that case has (≈ 1 % of rows);
 //!   - **follow-ups** (uppföljning): ≈ 8 % of closed investigations get `follow_up_decided_on`
 //!     (the close or up to three days after) and, when it has come, `follow_up_ended_on`: ≈ 85 %
-//!     within the two months, the rest up to 20 days after (≈ 3 % of rows);
+//!     within the six months, the rest up to 20 days after (≈ 3 % of rows);
 //!   - **reports into open investigations**: ≈ 40 % of investigations opened on application get
 //!     a report 3–60 days after the opening while the investigation is still open: a protection
 //!     clock and no assessment (≈ 0.4 % of rows).
@@ -192,7 +192,7 @@ const NO_SEX: u32 = 10;
 const WEEKEND_DECISION_KEPT: u32 = 100;
 /// Closed investigations followed by another of the same child within the chain window.
 const CHAIN_STARTS: u32 = 40;
-/// Closed investigations with a decided follow-up, and of those, ended within two months.
+/// Closed investigations with a decided follow-up, and of those, ended within six months (SoL 23 kap. 5 §).
 const FOLLOW_UP: u32 = 80;
 const FOLLOW_UP_IN_TIME: u32 = 850;
 /// Investigations opened on application that receive a report while open.
@@ -603,7 +603,7 @@ impl Generator {
         }
         if self.extra.gen_range(0..1000u32) < FOLLOW_UP {
             let decided = plus_days(closed, self.extra.gen_range(0..=3));
-            let nominal = plus_months(closed, 2);
+            let nominal = plus_months(closed, 6);
             let ended = if self.extra.gen_range(0..1000u32) < FOLLOW_UP_IN_TIME {
                 let span = (nominal - closed).num_days().max(21);
                 plus_days(closed, self.extra.gen_range(21..=span))
@@ -1095,7 +1095,7 @@ mod tests {
             .iter()
             .filter(|c| {
                 let closed = opt_date(&c.investigation_closed_on);
-                opt_date(&c.follow_up_ended_on).is_some_and(|e| e > closed.unwrap() + Months::new(2))
+                opt_date(&c.follow_up_ended_on).is_some_and(|e| e > closed.unwrap() + Months::new(6))
             })
             .count();
         assert!(late > 0 && late < follow_ups / 4, "{late} of {follow_ups} follow-ups ended late");

@@ -459,14 +459,13 @@ impl Children {
             return Ok(children);
         }
         let mut seen: HashSet<CaseRef> = HashSet::new();
-        for key in &keys {
-            for raw in register.rows_of_child(key).await? {
-                let Ok(case) = register::validate(&raw) else { continue };
-                if changed.contains_key(case.case_ref.as_str()) || !seen.insert(case.case_ref.clone()) {
-                    continue;
-                }
-                children.unchanged.push(case);
+        let keys: Vec<&ChildKey> = keys.iter().collect();
+        for raw in register.rows_of_children(&keys).await? {
+            let Ok(case) = register::validate(&raw) else { continue };
+            if changed.contains_key(case.case_ref.as_str()) || !seen.insert(case.case_ref.clone()) {
+                continue;
             }
+            children.unchanged.push(case);
         }
         let every = changed.values().map(|(case, _)| case).chain(children.unchanged.iter());
         children.investigations = investigations_by_child(every);

@@ -4,6 +4,7 @@
 mod support;
 
 mod check_config;
+mod every_kind;
 mod faults;
 mod helpers;
 mod notices;

@@ -301,7 +301,7 @@ async fn ladder_sends_exact_notices_day_by_day(state_url: String) {
         let html = mail.html_body().expect("an HTML part");
         assert!(text.contains("Ärende:     2026-BU-0142"), "{text}");
         assert!(text.contains("Enhet:      BRO-BU – Bromma barn och unga"), "{text}");
-        assert!(text.contains("förhandsbedömningen ska vara klar inom 14 dagar från att anmälan kom in"), "{text}");
+        assert!(text.contains("ska förhandsbedömningen vara klar inom 14 dagar från att anmälan kom in"), "{text}");
         assert!(text.contains("Sista dag:  2026-11-16"), "{text}");
         assert!(text.contains("Öppna ärendet: https://register.kommun.example/case/2026-BU-0142"), "{text}");
         assert!(html.contains("href=\"https://register.kommun.example/case/2026-BU-0142\""), "{html}");

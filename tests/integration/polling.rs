@@ -73,12 +73,27 @@ async fn demo_deadlines_are_correct_for_every_case_and_identical_on_sqlite_and_p
     let listed: Vec<Value> = serde_json::from_str(&sqlite_json).unwrap();
 
     // Every case's deadlines, computed here from the same synthetic rows with the rules module.
+    // The rules across one child's cases get the investigations of the child's other cases.
     let today = date(TODAY);
     let mut expected = BTreeSet::new();
-    for case in demo_cases(cases, 1, today, 0) {
-        let row = register::RawRow::from(&case);
-        let valid = register::validate(&row).expect("demo rows are valid");
-        for d in rules::deadlines_for(&valid.dates, &[], RuleOptions { holiday_rule: true }) {
+    let valid: Vec<register::CaseRow> = demo_cases(cases, 1, today, 0)
+        .map(|case| register::validate(&register::RawRow::from(&case)).expect("demo rows are valid"))
+        .collect();
+    let mut by_child: std::collections::HashMap<&str, Vec<(&str, rules::OtherInvestigation)>> = Default::default();
+    for v in &valid {
+        if let (Some(key), Some(opened_on)) = (&v.child_key, v.dates.investigation_opened_on) {
+            let investigation = rules::OtherInvestigation { opened_on, closed_on: v.dates.investigation_closed_on };
+            by_child.entry(key.as_str()).or_default().push((v.case_ref.as_str(), investigation));
+        }
+    }
+    for (case, valid) in demo_cases(cases, 1, today, 0).zip(&valid) {
+        let others: Vec<rules::OtherInvestigation> = valid
+            .child_key
+            .as_ref()
+            .and_then(|key| by_child.get(key.as_str()))
+            .map(|all| all.iter().filter(|(c, _)| *c != valid.case_ref.as_str()).map(|(_, i)| *i).collect())
+            .unwrap_or_default();
+        for d in rules::deadlines_for(&valid.dates, &others, RuleOptions { holiday_rule: true }) {
             expected.insert(format!(
                 "{} {} {} {} {} {} {:?} {} {:?}",
                 case.case_ref,
@@ -963,13 +978,14 @@ async fn optional_columns_switch_on_follow_up_and_chains() {
             "2026-BU-0004 protection",
         ]
     );
-    // Closed 2026-08-31: + 2 months = 2026-10-31, alla helgons dag, moved to Monday 2026-11-02.
+    // Closed 2026-08-31: + 6 months = 2027-02-28, a Sunday, moved to Monday 2027-03-01; ended
+    // in time by the investigation of the same child opened in 2026-BU-0002 (SoL 23 kap. 5 §).
     let follow_up = &listed[0];
     assert_eq!(
-        (follow_up["nominal_due_on"].as_str(), follow_up["due_on"].as_str()),
-        (Some("2026-10-31"), Some("2026-11-02"))
+        (follow_up["nominal_due_on"].as_str(), follow_up["due_on"].as_str(), follow_up["closed_on"].as_str()),
+        (Some("2027-02-28"), Some("2027-03-01"), Some("2026-09-30"))
     );
-    assert_eq!(follow_up["status"].as_str(), Some("overdue"));
+    assert_eq!(follow_up["status"].as_str(), Some("met"));
 
     let out = fristvakt(Some(&cfg), &["explain", "2026-BU-0002", "--today", TODAY], &[]);
     let text = stdout(&out);
@@ -982,7 +998,7 @@ async fn optional_columns_switch_on_follow_up_and_chains() {
     );
     let out = fristvakt(Some(&cfg), &["explain", "2026-BU-0004", "--today", TODAY], &[]);
     assert!(
-        stdout(&out).contains("Ingen förhandsbedömning: anmälan kom in medan ärendets utredning pågick"),
+        stdout(&out).contains("Ingen förhandsbedömning: anmälan kom in medan en utredning om barnet pågick"),
         "{}",
         stdout(&out)
     );
@@ -1112,10 +1128,11 @@ async fn a_postgres_view_with_and_without_the_optional_columns() {
         ]
     );
     let listed: Vec<Value> = serde_json::from_str(&json).unwrap();
-    // Closed 2026-08-31: + 2 months = 2026-10-31, alla helgons dag, moved to Monday 2026-11-02.
+    // Closed 2026-08-31: + 6 months = 2027-02-28, a Sunday, moved to Monday 2027-03-01, and ended
+    // by the investigation of the same child opened 2026-09-30.
     assert_eq!(
-        (listed[0]["nominal_due_on"].as_str(), listed[0]["due_on"].as_str()),
-        (Some("2026-10-31"), Some("2026-11-02"))
+        (listed[0]["nominal_due_on"].as_str(), listed[0]["due_on"].as_str(), listed[0]["closed_on"].as_str()),
+        (Some("2027-02-28"), Some("2027-03-01"), Some("2026-09-30"))
     );
     let (explained, _) = run(&register_url, &state_url, &["explain", "2026-BU-0002", "--today", TODAY]);
     assert!(explained.contains("Möjlig kedja (JO 2565-2016): utredningen inleddes 30 dagar efter"), "{explained}");
@@ -1221,8 +1238,14 @@ async fn full_passes_compute_only_the_cases_whose_row_changed(state_url: Option<
     assert_eq!((left.rows_read, left.rows_rejected(), left.withdrawn), (4950, 1, kinds), "{left:?}");
     assert_eq!(left.unchanged, 4949);
     let after = app.state.deadlines(&DeadlineFilter::default()).await.unwrap();
-    assert_eq!(after.len(), before.len() - kinds as usize, "the broken row's case keeps its deadlines");
-    let broken_kinds = after.iter().filter(|d| d.case_ref.as_str() == broken).count() as u64;
+    // The leavers' deadlines are gone, the broken row's case keeps its own. (The other cases of
+    // a leaver's child are computed again without it: their count may change.)
+    assert!(!after.iter().any(|d| leaving.contains(&d.case_ref.to_string())));
+    let of_broken = |list: &[fristvakt::domain::StoredDeadline]| {
+        list.iter().filter(|d| d.case_ref.as_str() == broken).map(|d| d.deadline.clone()).collect::<Vec<_>>()
+    };
+    assert_eq!(of_broken(&after), of_broken(&before), "the broken row's case keeps its deadlines");
+    let broken_kinds = of_broken(&after).len() as u64;
     assert!(broken_kinds > 0);
     sqlite_exec(&register, &format!("DELETE FROM fristvakt_cases WHERE case_ref = '{broken}'")).await;
     let gone = full_pass(&app, today, pass()).await;
@@ -1510,4 +1533,211 @@ async fn a_postgres_view_of_padded_character_columns_is_streamed_as_a_select_rea
     }
     plain.close().await;
     padded.close().await;
+}
+
+/// The register of [`rules_across_one_childs_cases`]: a view with `child_key` and the follow-up
+/// columns, empty, on either engine; returns a function that runs one statement on it.
+async fn child_register(
+    postgres_url: Option<&str>,
+    ws: &Workspace,
+) -> (String, Box<dyn Fn(String) -> futures_util::future::BoxFuture<'static, ()>>) {
+    let columns = "case_ref TEXT, unit TEXT, caseworker TEXT, child_sex TEXT, received_on {d}, \
+         protection_assessed_on {d}, assessment_decided_on {d}, assessment_extended_to {d}, \
+         investigation_opened_on {d}, investigation_extended_to {d}, investigation_closed_on {d}, updated_at {t}, \
+         child_key TEXT, follow_up_decided_on {d}, follow_up_ended_on {d}";
+    match postgres_url {
+        Some(url) => {
+            let create = columns.replace("{d}", "date").replace("{t}", "timestamptz");
+            let url = url.to_string();
+            let pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&url).await.unwrap();
+            sqlx::query(&format!("CREATE TABLE cases ({create})")).execute(&pool).await.unwrap();
+            sqlx::query("CREATE VIEW fristvakt_cases AS SELECT * FROM cases").execute(&pool).await.unwrap();
+            pool.close().await;
+            let exec = move |sql: String| -> futures_util::future::BoxFuture<'static, ()> {
+                let url = url.clone();
+                Box::pin(async move {
+                    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&url).await.unwrap();
+                    sqlx::query(&sql.replace("fristvakt_cases", "cases")).execute(&pool).await.unwrap();
+                    pool.close().await;
+                })
+            };
+            (postgres_url.unwrap().to_string(), Box::new(exec))
+        }
+        None => {
+            let url = format!("{}?mode=rwc", ws.sqlite_url("register.db"));
+            let create = columns.replace("{d}", "TEXT").replace("{t}", "TEXT");
+            sqlite_exec(&url, &format!("CREATE TABLE fristvakt_cases ({create})")).await;
+            let exec = {
+                let url = url.clone();
+                move |sql: String| -> futures_util::future::BoxFuture<'static, ()> {
+                    let url = url.clone();
+                    Box::pin(async move { sqlite_exec(&url, &sql).await })
+                }
+            };
+            (ws.sqlite_url("register.db"), Box::new(exec))
+        }
+    }
+}
+
+/// The rules across one child's cases (contract §1–§2), kept by incremental polls that read
+/// only the row that changed: case B's new investigation closes case A's follow-up (SoL 23 kap.
+/// 5 §) and removes case C's assessment clock (SoL 20 kap. 2 §), cancelling its pending reminder;
+/// B's investigation struck out again reopens the one and brings back the other. After each poll
+/// the stored deadlines equal those of a fresh full pass, and `deadlines --format json` shows them.
+async fn rules_across_one_childs_cases(postgres: bool) {
+    const KEY: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f0";
+    let ws = Workspace::new();
+    let pg_urls = if postgres {
+        let pg = postgres::shared();
+        Some((pg.fresh_database().await, pg.fresh_database().await))
+    } else {
+        None
+    };
+    let (register_url, exec) = child_register(pg_urls.as_ref().map(|(r, _)| r.as_str()), &ws).await;
+    let state_url = pg_urls.as_ref().map_or_else(|| ws.sqlite_url("state.db"), |(_, s)| s.clone());
+    let extra = "[units.\"BRO-BU\"]\nmanagers = [\"ec.bromma@kommun.example\"]\n";
+    let cfg = ws.config(extra);
+    let env = [("FRISTVAKT__REGISTER__URL", register_url.as_str()), ("FRISTVAKT__STATE__URL", state_url.as_str())];
+    let settings = config::load_with_env(Some(&cfg), env.iter().map(|(k, v)| (k.to_string(), v.to_string()))).unwrap();
+    let insert = |case_ref: &str, values: &str, stamp: &str| {
+        format!(
+            "INSERT INTO fristvakt_cases (case_ref, unit, caseworker, child_key, updated_at, {}) VALUES \
+             ('{case_ref}', 'BRO-BU', 'anna@kommun.example', '{KEY}', '{stamp}', {})",
+            values.split(';').next().unwrap(),
+            values.split(';').nth(1).unwrap()
+        )
+    };
+    exec(insert(
+        "2026-BU-0001",
+        "investigation_opened_on, investigation_closed_on, follow_up_decided_on; '2026-01-12', '2026-03-31', '2026-03-31'",
+        "2026-05-01T08:00:00Z",
+    ))
+    .await;
+    exec(insert("2026-BU-0002", "received_on; '2026-05-04'", "2026-05-04T08:00:00Z")).await;
+    exec(insert("2026-BU-0003", "received_on; '2026-05-20'", "2026-05-20T08:00:00Z")).await;
+
+    let app = start(&settings).await;
+    let at = |day: &str, hour: u32| {
+        let d = date(day);
+        (d, Utc.from_utc_datetime(&d.and_hms_opt(hour, 0, 0).unwrap()))
+    };
+    let (today, now) = at("2026-06-01", 9);
+    let first = full_pass(&app, today, now).await;
+    assert_eq!(first.rows_read, 3);
+    assert_eq!(
+        deadline_lines(&app).await,
+        [
+            "2026-BU-0001 follow_up due 2026-09-30 open",
+            "2026-BU-0001 investigation due 2026-05-12 closed 2026-03-31",
+            "2026-BU-0002 assessment due 2026-05-18 open",
+            "2026-BU-0002 protection due 2026-05-05 open",
+            "2026-BU-0003 assessment due 2026-06-03 open",
+            "2026-BU-0003 protection due 2026-05-21 open",
+        ]
+    );
+    // C's assessment reminder (−3, from 31 May) is in the outbox.
+    let pending = |app: &App| {
+        let state = app.state.clone();
+        async move {
+            state
+                .outbox_for_case("2026-BU-0003")
+                .await
+                .unwrap()
+                .iter()
+                .filter(|r| r.kind == Some(rules::Kind::Assessment))
+                .map(|r| r.state.as_str().to_string())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(pending(&app).await, ["pending"]);
+
+    // B opens an investigation, dated 12 May: only B's row changes.
+    exec(
+        "UPDATE fristvakt_cases SET investigation_opened_on = '2026-05-12', updated_at = '2026-06-02T08:00:00Z' \
+          WHERE case_ref = '2026-BU-0002'"
+            .to_string(),
+    )
+    .await;
+    let (today, now) = at("2026-06-02", 9);
+    let second = poll(&app, today, now).await;
+    assert_eq!(second.rows_read - second.unchanged, 1, "the poll read one changed row");
+    let after = deadline_lines(&app).await;
+    assert_eq!(
+        after,
+        [
+            "2026-BU-0001 follow_up due 2026-09-30 closed 2026-05-12",
+            "2026-BU-0001 investigation due 2026-05-12 closed 2026-03-31",
+            "2026-BU-0002 assessment due 2026-05-18 closed 2026-05-12",
+            "2026-BU-0002 investigation due 2026-09-14 open",
+            "2026-BU-0002 protection due 2026-05-05 open",
+            "2026-BU-0003 protection due 2026-05-21 open",
+        ],
+        "A's follow-up ended by B's investigation; C's assessment withdrawn"
+    );
+    assert_eq!(pending(&app).await, ["cancelled"], "the withdrawn clock's reminder is cancelled");
+    assert_eq!(after, fresh_pass_lines(&settings, today, now).await, "the same as a fresh full pass");
+
+    // The shown deadlines agree (`deadlines --format json` reads the whole register).
+    let out = fristvakt(Some(&cfg), &["deadlines", "--format", "json", "--today", "2026-06-02"], &env);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let listed: Vec<Value> = serde_json::from_str(&stdout(&out)).unwrap();
+    let follow_up = listed.iter().find(|v| v["case_ref"] == "2026-BU-0001" && v["kind"] == "follow_up").unwrap();
+    assert_eq!((follow_up["closed_on"].as_str(), follow_up["status"].as_str()), (Some("2026-05-12"), Some("met")));
+    assert!(!listed.iter().any(|v| v["case_ref"] == "2026-BU-0003" && v["kind"] == "assessment"));
+    assert!(!stdout(&out).contains(KEY) && !stderr(&out).contains(KEY));
+
+    // B's investigation struck out: A's follow-up runs again, C's assessment is back.
+    exec(
+        "UPDATE fristvakt_cases SET investigation_opened_on = NULL, updated_at = '2026-06-03T08:00:00Z' \
+          WHERE case_ref = '2026-BU-0002'"
+            .to_string(),
+    )
+    .await;
+    let (today, now) = at("2026-06-03", 9);
+    poll(&app, today, now).await;
+    let back = deadline_lines(&app).await;
+    assert!(back.contains(&"2026-BU-0001 follow_up due 2026-09-30 open".to_string()), "{back:#?}");
+    assert!(back.contains(&"2026-BU-0003 assessment due 2026-06-03 open".to_string()), "{back:#?}");
+    assert_eq!(back, fresh_pass_lines(&settings, today, now).await);
+    app.close().await;
+}
+
+/// The stored deadlines not withdrawn, a line each ("case kind due D open|closed D"), sorted.
+async fn deadline_lines(app: &App) -> Vec<String> {
+    let mut lines: Vec<String> = app
+        .state
+        .deadlines(&DeadlineFilter::default())
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| {
+            let closed = d.deadline.closed_on.map_or("open".to_string(), |c| format!("closed {c}"));
+            format!("{} {} due {} {closed}", d.case_ref, d.deadline.kind, d.deadline.due_on)
+        })
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// The deadlines a fresh state's full pass stores, as [`deadline_lines`] lists them.
+async fn fresh_pass_lines(settings: &config::Settings, today: NaiveDate, now: DateTime<Utc>) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut fresh = settings.clone();
+    fresh.state.url =
+        config::DatabaseUrl::parse(&format!("sqlite://{}", dir.path().join("fresh.db").display())).unwrap();
+    let app = start(&fresh).await;
+    full_pass(&app, today, now).await;
+    let lines = deadline_lines(&app).await;
+    app.close().await;
+    lines
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_across_one_childs_cases_sqlite() {
+    rules_across_one_childs_cases(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_across_one_childs_cases_postgres() {
+    rules_across_one_childs_cases(true).await;
 }

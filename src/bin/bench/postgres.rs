@@ -270,7 +270,8 @@ pub async fn write_register(url: &str, view: &str, cases: impl Iterator<Item = D
     conn.execute(
         format!(
             "ALTER TABLE {table} ADD PRIMARY KEY (case_ref); \
-             CREATE INDEX {table}_updated_at ON {table} (updated_at)"
+             CREATE INDEX {table}_updated_at ON {table} (updated_at); \
+             CREATE INDEX {table}_child_key ON {table} (child_key)"
         )
         .as_str(),
     )

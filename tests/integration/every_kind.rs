@@ -1,0 +1,187 @@
+//! Every clock through every output (issue "The law as one table"): for each kind a deadline
+//! that `explain`, the notice mail (Swedish and English), the digest, the compliance report
+//! (table, CSV, JSON, HTML) and the metrics show. Nothing panics, and each output names that
+//! kind's own rule and paragraph, never another kind's.
+
+use std::path::Path;
+
+use fristvakt::catalogue::Catalogue;
+use fristvakt::config::Language;
+use fristvakt::rules::Kind;
+use mail_parser::MessageParser;
+use sqlx::sqlite::SqlitePoolOptions;
+
+use crate::helpers::{fristvakt, stderr, stdout, Workspace};
+
+/// The day the notices are due: every sample's step fires on it.
+const TODAY: &str = "2026-03-20";
+
+/// One case per kind, each with a notice due on [`TODAY`] (the latest reached step).
+const CASES: [(Kind, &str, &str); 5] = [
+    // Received the day before: protection due today (step 0).
+    (Kind::Protection, "2026-BU-0001", "received_on = '2026-03-19'"),
+    // Received 6 March: nominal and legal last day today (step 0).
+    (Kind::Assessment, "2026-BU-0002", "received_on = '2026-03-06', protection_assessed_on = '2026-03-06'"),
+    // Opened 20 November: last day today (−3 reached on the 17th).
+    (Kind::Investigation, "2026-BU-0003", "investigation_opened_on = '2025-11-20'"),
+    // Closed 20 September: six months to today (−14 reached on the 6th).
+    (
+        Kind::FollowUp,
+        "2026-BU-0004",
+        "investigation_opened_on = '2025-05-01', investigation_closed_on = '2025-09-20', \
+         follow_up_decided_on = '2025-09-20'",
+    ),
+    // Decided 13 March, asked before: a week to today (−2 reached on the 18th).
+    (
+        Kind::ReporterInformation,
+        "2026-BU-0005",
+        "received_on = '2026-03-02', protection_assessed_on = '2026-03-02', assessment_decided_on = '2026-03-13', \
+         reporter_info_requested_on = '2026-03-03'",
+    ),
+];
+
+async fn register(ws: &Workspace) {
+    let url = format!("{}?mode=rwc", ws.sqlite_url("register.db"));
+    let pool = SqlitePoolOptions::new().max_connections(1).connect(&url).await.unwrap();
+    sqlx::query(
+        "CREATE TABLE fristvakt_cases (case_ref TEXT, unit TEXT, caseworker TEXT, child_sex TEXT, received_on TEXT, \
+         protection_assessed_on TEXT, assessment_decided_on TEXT, assessment_extended_to TEXT, \
+         investigation_opened_on TEXT, investigation_extended_to TEXT, investigation_closed_on TEXT, \
+         updated_at TEXT, child_key TEXT, follow_up_decided_on TEXT, follow_up_ended_on TEXT, \
+         reporter_info_requested_on TEXT, reporter_informed_on TEXT)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    for (_, case_ref, _) in CASES {
+        sqlx::query(
+            "INSERT INTO fristvakt_cases (case_ref, unit, caseworker, child_sex, updated_at) \
+             VALUES ($1, 'BRO-BU', 'anna@kommun.example', 'F', '2026-03-01T08:00:00Z')",
+        )
+        .bind(case_ref)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    for (_, case_ref, set) in CASES {
+        sqlx::query(&format!("UPDATE fristvakt_cases SET {set} WHERE case_ref = $1"))
+            .bind(case_ref)
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    pool.close().await;
+}
+
+/// Checks that `text` (about `kind` only) names `kind`'s rule and paragraph and no other kind's.
+fn names_only_its_own_rule(text: &str, kind: Kind, language: Language, what: &str) {
+    let words = Catalogue::of(language);
+    assert!(text.contains(&words.clock(kind).rule), "{what}: {kind}'s rule missing in\n{text}");
+    assert!(text.contains(kind.clock().citation.split(',').next().unwrap()), "{what}: {kind}'s paragraph");
+    for other in Kind::ALL.into_iter().filter(|k| *k != kind) {
+        assert!(!text.contains(&words.clock(other).rule), "{what}: {other}'s rule in {kind}'s\n{text}");
+    }
+}
+
+fn run(cfg: &Path, args: &[&str]) -> String {
+    let out = fristvakt(Some(cfg), args, &[]);
+    assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    stdout(&out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_kind_through_every_output() {
+    for language in [Language::Swedish, Language::English] {
+        let ws = Workspace::new();
+        register(&ws).await;
+        let cfg = ws.config(&format!(
+            "language = \"{}\"\n[units.\"BRO-BU\"]\nteam_leads = [\"gl.bromma@kommun.example\"]\nmanagers = [\"ec.bromma@kommun.example\"]\n",
+            language.code()
+        ));
+        let lang = language.code();
+
+        // explain: each kind's section names its own rule.
+        for (kind, case_ref, _) in CASES {
+            let text = run(&cfg, &["explain", case_ref, "--today", TODAY]);
+            let name = &Catalogue::of(language).clock(kind).name;
+            let heading = format!("{name} ({}, {})", kind.as_str(), kind.clock().citation);
+            let section: String =
+                text.lines().skip_while(|l| *l != heading).take_while(|l| !l.is_empty()).collect::<Vec<_>>().join("\n");
+            assert!(!section.is_empty(), "{lang} explain {case_ref}: no {heading:?} in\n{text}");
+            names_only_its_own_rule(&section, kind, language, &format!("{lang} explain"));
+        }
+
+        // One poll sends each case's notice; each mail names its own rule.
+        run(&cfg, &["poll", "--once", "--today", TODAY]);
+        let mut seen = Vec::new();
+        for entry in std::fs::read_dir(ws.path("outbox")).unwrap() {
+            let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+            let message = MessageParser::default().parse(&bytes).unwrap();
+            let text = message.body_text(0).unwrap().into_owned();
+            let html = message.body_html(0).unwrap().into_owned();
+            let (kind, case_ref, _) =
+                CASES.iter().find(|(_, c, _)| text.contains(c)).expect("a notice of a sample case");
+            names_only_its_own_rule(&text, *kind, language, &format!("{lang} notice {case_ref}"));
+            assert!(html.contains(kind.clock().citation.split(',').next().unwrap()), "{lang} html {case_ref}");
+            seen.push(*kind);
+        }
+        seen.sort();
+        assert_eq!(seen, Kind::ALL, "{lang}: one notice per kind");
+
+        // The digest lists every kind under its own name.
+        let digest = run(&cfg, &["digest", "--dry-run", "--today", TODAY]);
+        for (kind, case_ref, _) in CASES {
+            let name = &Catalogue::of(language).clock(kind).name;
+            let line =
+                digest.lines().find(|l| l.contains(case_ref)).unwrap_or_else(|| panic!("{case_ref} in\n{digest}"));
+            assert!(
+                line.contains(name.as_str()) || digest.contains(&format!("{name}")),
+                "{lang} digest {kind}:\n{digest}"
+            );
+        }
+
+        // The report, once every sample is past its day, in every format.
+        let report = |format: &str| {
+            run(
+                &cfg,
+                &[
+                    "report",
+                    "compliance",
+                    "--from",
+                    "2026-01-01",
+                    "--to",
+                    "2026-12-31",
+                    "--today",
+                    "2026-04-30",
+                    "--by",
+                    "kind",
+                    "--no-suppress",
+                    "--format",
+                    format,
+                ],
+            )
+        };
+        let (table, csv, json, html) = (report("table"), report("csv"), report("json"), report("html"));
+        for kind in Kind::ALL {
+            let name = &Catalogue::of(language).clock(kind).name;
+            assert!(table.contains(name.as_str()), "{lang} table {kind}:\n{table}");
+            assert!(html.contains(name.as_str()), "{lang} html {kind}");
+            assert!(html.contains(kind.clock().colour), "{lang} html colour of {kind}");
+            assert!(csv.contains(kind.as_str()) || csv.contains(name.as_str()), "{lang} csv {kind}:\n{csv}");
+            assert!(json.contains(&format!("\"{}\"", kind.as_str())), "{lang} json {kind}:\n{json}");
+        }
+    }
+}
+
+/// The metrics take every kind as a label, and promtool accepts them.
+#[test]
+fn every_kind_is_a_metric_label() {
+    let metrics = fristvakt::metrics::Metrics::new();
+    for kind in Kind::ALL {
+        metrics.add_notice(kind.as_str(), "+1".into(), "sent", 1);
+    }
+    let text = metrics.render();
+    for kind in Kind::ALL {
+        assert!(text.contains(&format!("kind=\"{}\"", kind.as_str())), "{kind}:\n{text}");
+    }
+}
