@@ -26,14 +26,18 @@ impl EmailAddress {
         if local.len() > 64 || !dot_atom(local, &atom_char) {
             return Err("the part before '@' is not a valid mailbox name".into());
         }
+        // The domain is checked as it is stored (lower case): lowercasing can change a string
+        // ("İ" becomes "i" and a combining dot), and a value accepted here must parse again,
+        // unchanged, when the state store reads it back.
+        let domain = domain.to_lowercase();
         let label_char = |c: char| c.is_alphanumeric() || c == '-';
         if domain.len() > 253
-            || !dot_atom(domain, &label_char)
+            || !dot_atom(&domain, &label_char)
             || domain.split('.').any(|l| l.starts_with('-') || l.ends_with('-'))
         {
             return Err("the part after '@' is not a valid domain".into());
         }
-        Ok(EmailAddress(format!("{local}@{}", domain.to_lowercase())))
+        Ok(EmailAddress(format!("{local}@{domain}")))
     }
 
     pub fn as_str(&self) -> &str {
@@ -72,10 +76,13 @@ impl UnitCode {
         if raw.is_empty() {
             return Err("the unit code is empty".into());
         }
-        if raw.len() > 64 || raw.chars().any(|c| c.is_control() || c.is_whitespace()) {
-            return Err("a unit code is at most 64 characters without spaces".into());
+        // Checked as stored (upper case), which can be longer than the text given ("ß" is "SS"):
+        // a code accepted here must parse again, unchanged, when the state store reads it back.
+        let code = raw.to_uppercase();
+        if code.len() > 64 || code.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return Err("a unit code is at most 64 bytes without spaces".into());
         }
-        Ok(UnitCode(raw.to_uppercase()))
+        Ok(UnitCode(code))
     }
 
     pub fn as_str(&self) -> &str {
@@ -170,6 +177,49 @@ pub fn log_safe(raw: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use proptest::prelude::*;
+
+    /// A value accepted at the edge reads back from the store as itself: the store keeps
+    /// `as_str`, and reading parses it again.
+    fn round_trips<T: PartialEq + fmt::Debug>(
+        parse: impl Fn(&str) -> Result<T, String>,
+        text: &str,
+        as_str: impl Fn(&T) -> String,
+    ) {
+        if let Ok(value) = parse(text) {
+            let stored = as_str(&value);
+            assert_eq!(parse(&stored).as_ref(), Ok(&value), "{text:?} stored as {stored:?}");
+        }
+    }
+
+    #[test]
+    fn values_that_change_when_normalised_round_trip_or_are_refused_at_the_edge() {
+        // "İ" lowercases to "i" + U+0307, a combining mark no domain label holds: refused at once
+        // instead of failing every later read of the stored value.
+        assert!(EmailAddress::parse("x@İ.se").is_err());
+        assert_eq!(EmailAddress::parse("Anna@Kommun.EXAMPLE").unwrap().as_str(), "Anna@kommun.example");
+        // "ß" uppercases to "SS": 40 of them are 80 bytes stored, over the limit.
+        assert!(UnitCode::parse(&"ß".repeat(40)).is_err());
+        assert_eq!(UnitCode::parse("bro-bu").unwrap().as_str(), "BRO-BU");
+        for text in ["x@İ.se", "a@ǅ.se", "ﬀ@ﬃ.se", "ß", "ŉ-unit", "ΐ"] {
+            round_trips(EmailAddress::parse, text, |v| v.as_str().to_string());
+            round_trips(UnitCode::parse, text, |v| v.as_str().to_string());
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn every_accepted_value_round_trips(local in "\\PC{0,20}", domain in "\\PC{0,20}", any in "\\PC{0,80}") {
+            let address = format!("{local}@{domain}");
+            round_trips(EmailAddress::parse, &address, |v| v.as_str().to_string());
+            round_trips(UnitCode::parse, &any, |v| v.as_str().to_string());
+            round_trips(CaseRef::parse, &any, |v| v.as_str().to_string());
+            round_trips(ChildKey::parse, &any, |v| v.as_str().to_string());
+        }
+    }
 
     #[test]
     fn register_values_are_logged_sanitised_and_shortened() {

@@ -72,6 +72,8 @@ pub struct LadderReport {
     pub enqueued: BTreeMap<(Kind, i32), u64>,
     pub skipped: u64,
     pub caseworker_fallbacks: u64,
+    /// Stored deadlines that did not decode, set aside (logged without their values).
+    pub unreadable: u64,
 }
 
 impl LadderReport {
@@ -592,8 +594,13 @@ pub async fn evaluate_ladders(
     let mut visited: HashSet<(CaseRef, Kind)> = HashSet::new();
     let not_before = settings.mail.send_window.next_open(now, settings.timezone);
     loop {
-        let batch = state.deadlines_due_for_steps(today, LADDER_BATCH).await?;
+        let (batch, unreadable) = state.deadlines_due_for_steps(today, LADDER_BATCH).await?;
+        report.unreadable += unreadable;
         if batch.is_empty() {
+            if unreadable > 0 {
+                // Set aside: the next round reads past them.
+                continue;
+            }
             break;
         }
         let fresh = batch.iter().filter(|d| !visited.contains(&(d.case_ref.clone(), d.deadline.kind))).count();

@@ -10,7 +10,7 @@ use sqlx::types::Json;
 use super::outbox::cancel_finished_sql;
 use super::prints::{write_buckets, PrintBook};
 use super::{column, parsed, parsed_opt, query_error, with_pool, Get, StateError, StateStore, BATCH_ROWS};
-use crate::domain::{CaseRef, ChildKey, EmailAddress, Sex, UnitCode};
+use crate::domain::{log_safe, CaseRef, ChildKey, EmailAddress, Sex, UnitCode};
 use crate::rules::calendar::DayKind;
 use crate::rules::{Deadline, DueReason, Kind};
 
@@ -326,7 +326,7 @@ impl StateStore {
                 q = q.bind(b.as_str());
             }
             let rows = q.fetch_all(p).await.map_err(query_error("listing deadlines"))?;
-            rows.iter().map(stored_deadline).collect()
+            Ok(decode_rows(&rows).0)
         })
     }
 
@@ -382,11 +382,15 @@ impl StateStore {
     }
 
     /// Open deadlines whose next ladder step may fire on or before `today`, at most `limit`.
+    /// A stored deadline that does not decode (a value an older release accepted, a row edited
+    /// by hand) costs only itself: it is logged without its values, counted in the second value
+    /// returned, and its `next_step_on` is cleared so that the ladder moves on past it; the next
+    /// computation of its case writes it anew.
     pub async fn deadlines_due_for_steps(
         &self,
         today: NaiveDate,
         limit: i64,
-    ) -> Result<Vec<StoredDeadline>, StateError> {
+    ) -> Result<(Vec<StoredDeadline>, u64), StateError> {
         let sql = format!(
             "SELECT {DEADLINE_COLUMNS} FROM deadlines \
              WHERE next_step_on IS NOT NULL AND next_step_on <= $1 AND withdrawn = FALSE \
@@ -399,7 +403,16 @@ impl StateStore {
                 .fetch_all(p)
                 .await
                 .map_err(query_error("finding deadlines with due ladder steps"))?;
-            rows.iter().map(stored_deadline).collect()
+            let (deadlines, unreadable) = decode_rows(&rows);
+            for (case_ref, kind) in &unreadable {
+                sqlx::query("UPDATE deadlines SET next_step_on = NULL WHERE case_ref = $1 AND kind = $2")
+                    .bind(case_ref)
+                    .bind(kind)
+                    .execute(p)
+                    .await
+                    .map_err(query_error("setting an unreadable deadline aside"))?;
+            }
+            Ok((deadlines, unreadable.len() as u64))
         })
     }
 }
@@ -534,6 +547,25 @@ fn due_reason_columns(reason: &DueReason) -> (&'static str, Option<NaiveDate>, O
     }
 }
 
+/// The rows that decode, and the (case, kind) keys of those that do not, each logged with its
+/// column (the reference sanitised, no value).
+fn decode_rows<R: Get>(rows: &[R]) -> (Vec<StoredDeadline>, Vec<(String, String)>) {
+    let mut deadlines = Vec::with_capacity(rows.len());
+    let mut unreadable = Vec::new();
+    for row in rows {
+        match stored_deadline(row) {
+            Ok(deadline) => deadlines.push(deadline),
+            Err(error) => {
+                let case_ref: String = column(row, "case_ref").unwrap_or_default();
+                let kind: String = column(row, "kind").unwrap_or_default();
+                tracing::warn!(case_ref = %log_safe(&case_ref), kind = %log_safe(&kind), "stored deadline skipped: {error}");
+                unreadable.push((case_ref, kind));
+            }
+        }
+    }
+    (deadlines, unreadable)
+}
+
 fn stored_deadline(row: &impl Get) -> Result<StoredDeadline, StateError> {
     let reason: String = column(row, "due_reason")?;
     let extended_to: Option<NaiveDate> = column(row, "extended_to")?;
@@ -543,11 +575,11 @@ fn stored_deadline(row: &impl Get) -> Result<StoredDeadline, StateError> {
         ("next_day", None, None) => DueReason::NextDay,
         ("extended", Some(to), None) => DueReason::Extended { to },
         ("moved", None, Some(Json(days))) => {
-            let skipped: MovedOver = serde_json::from_value(days.clone())
-                .map_err(|_| StateError::Corrupt { column: "moved_over", value: days.to_string() })?;
+            let skipped: MovedOver = serde_json::from_value(days)
+                .map_err(|_| StateError::Corrupt { column: "moved_over", value: "(not a list of days)".to_string() })?;
             DueReason::Moved { skipped }
         }
-        _ => return Err(StateError::Corrupt { column: "due_reason", value: reason }),
+        _ => return Err(StateError::Corrupt { column: "due_reason", value: log_safe(&reason) }),
     };
     Ok(StoredDeadline {
         case_ref: parsed(row, "case_ref", CaseRef::parse)?,

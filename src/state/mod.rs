@@ -66,7 +66,8 @@ pub enum StateError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("state database: {context}: {source}")]
     Query { context: &'static str, source: sqlx::Error },
-    #[error("state database holds an unreadable value in {column}: {value:?}")]
+    /// `value` describes the value without showing it (its length, a row number).
+    #[error("state database holds an unreadable value in {column}: {value}")]
     Corrupt { column: &'static str, value: String },
     #[error("state database: cannot encode {what}: {source}")]
     Encode { what: &'static str, source: serde_json::Error },
@@ -122,7 +123,13 @@ pub(crate) fn parsed<T, E>(
     parse: impl FnOnce(&str) -> Result<T, E>,
 ) -> Result<T, StateError> {
     let raw: String = column(row, name)?;
-    parse(&raw).map_err(|_| StateError::Corrupt { column: name, value: raw })
+    parse(&raw).map_err(|_| StateError::Corrupt { column: name, value: not_shown(&raw) })
+}
+
+/// What an error may say of a stored value that does not decode: never the value (an address, a
+/// reference), only its length.
+fn not_shown(raw: &str) -> String {
+    format!("(not shown, {} characters)", raw.chars().count())
 }
 
 /// Like [`parsed`] for a nullable column.
@@ -132,7 +139,7 @@ pub(crate) fn parsed_opt<T, E>(
     parse: impl FnOnce(&str) -> Result<T, E>,
 ) -> Result<Option<T>, StateError> {
     let raw: Option<String> = column(row, name)?;
-    raw.map(|raw| parse(&raw).map_err(|_| StateError::Corrupt { column: name, value: raw })).transpose()
+    raw.map(|raw| parse(&raw).map_err(|_| StateError::Corrupt { column: name, value: not_shown(&raw) })).transpose()
 }
 
 pub(crate) fn placeholders(first: usize, n: usize) -> String {
