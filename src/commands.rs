@@ -446,38 +446,29 @@ pub async fn report_compliance(settings: Arc<Settings>, args: ReportArgs) -> Res
         chain_window_days: settings.rules.chain_window_days,
     };
     let app = App::open_for_reading(settings.clone(), now).await?;
-    let counted = async {
-        let report = report::compliance(&app.state, &request).await?;
-        let charts = match args.format {
-            ReportFormat::Html => Some(report::html::charts(&app.state, &request).await?),
-            _ => None,
-        };
-        Ok::<_, StateError>((report, charts))
-    }
-    .await;
+    let counted = report::compliance(&app.state, &request).await;
     app.close_connections().await;
-    let (report, charts) = counted?;
+    let report = counted?;
     let words = report::render::Words::new(args.language.unwrap_or(settings.mail.language));
-    let text = match (args.format, charts) {
-        (ReportFormat::Table, _) => report::render::table(&report, &words),
-        (ReportFormat::Csv, _) => {
+    let text = match args.format {
+        ReportFormat::Table => report::render::table(&report, &words),
+        ReportFormat::Csv => {
             report::render::csv(&report).map_err(|e| CommandError::Runtime(format!("cannot write CSV: {e}")))?
         }
-        (ReportFormat::Json, _) => {
+        ReportFormat::Json => {
             let mut json = report::render::json(&report).map_err(|e| CommandError::Runtime(e.to_string()))?;
             json.push('\n');
             json
         }
-        (ReportFormat::Html, Some(charts)) => {
+        ReportFormat::Html => {
             let names = settings
                 .units
                 .units
                 .iter()
                 .filter_map(|(code, route)| Some((code.as_str().to_string(), route.name.clone()?)))
                 .collect();
-            report::html::page(&report, &charts, &words, &names)
+            report::html::page(&report, &words, &names)
         }
-        (ReportFormat::Html, None) => return Err(CommandError::Runtime("the charts were not counted".into())),
     };
     match &args.output {
         Some(path) => std::fs::write(path, text)

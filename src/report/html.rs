@@ -2,39 +2,27 @@
 //! notes and three inline SVG charts (share met per unit and kind against the 100 % line, the
 //! monthly trend per kind, girls against boys), with print styles for A4. No script, no font,
 //! no image or style sheet from elsewhere: the page works offline and prints as it shows.
+//!
+//! The charts are drawn from the report's own table, as the one suppression decided it: each
+//! bar or point is a group of the table, or a sum of groups that are all shown
+//! ([`Table::sum_shown`]); a bar that would take in a hidden group is a "< N" or "*" label, with
+//! no length. A chart needs its dimensions in `--by` (unit; month; sex — per kind when `kind` is
+//! there too); without them the page says which `--by` draws it.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use super::render::{self, percent, Words};
-use super::{months, table, Dimension, Group, Report, Request, Table};
+use super::{months, Dimension, Disclosure, Group, Report, Table, Tally};
 use crate::config::Language;
 use crate::rules::Kind;
-use crate::state::{StateError, StateStore};
-
-/// The groupings the charts need, counted and suppressed like the report itself.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Charts {
-    pub by_unit_and_kind: Table,
-    pub by_month_and_kind: Table,
-    pub by_kind_and_sex: Table,
-}
-
-/// Counts the charts' groupings for `request`'s period.
-pub async fn charts(state: &StateStore, request: &Request) -> Result<Charts, StateError> {
-    Ok(Charts {
-        by_unit_and_kind: table(state, request, &[Dimension::Unit, Dimension::Kind]).await?,
-        by_month_and_kind: table(state, request, &[Dimension::Month, Dimension::Kind]).await?,
-        by_kind_and_sex: table(state, request, &[Dimension::Kind, Dimension::Sex]).await?,
-    })
-}
 
 const GIRLS: &str = "#9b4f96";
 const BOYS: &str = "#2f7fb8";
 const CHART_WIDTH: f64 = 680.0;
 
 /// The page. `unit_names` gives configured units their names beside the code.
-pub fn page(report: &Report, charts: &Charts, w: &Words, unit_names: &BTreeMap<String, String>) -> String {
+pub fn page(report: &Report, w: &Words, unit_names: &BTreeMap<String, String>) -> String {
     let r = &report.request;
     let mut h = String::with_capacity(32 * 1024);
     let lang = if w.lang == Language::Swedish { "sv" } else { "en" };
@@ -57,15 +45,18 @@ pub fn page(report: &Report, charts: &Charts, w: &Words, unit_names: &BTreeMap<S
     if !r.suppress {
         let _ = writeln!(h, "<p class=\"warning\">{}</p>", esc(&w.suppression_line(report)));
     }
-    let totals = report.table.totals.visible();
+    // The totals row's figures as the suppression left them.
+    let totals = &report.table.totals;
+    let hidden = if totals.visible().is_none() { format!("< {}", r.min_group) } else { "*".into() };
+    let outcomes = totals.outcomes();
     let _ = write!(h, "<section class=\"keyfigures\">");
     for (label, value) in [
-        (w.pick("Frister", "Deadlines"), totals.map(|t| t.tally.total.to_string())),
-        (w.pick("Andel i tid", "Share met"), totals.map(|t| percent(t.tally.share_met(), w))),
-        (w.pick("Mot nominell dag", "Against nominal day"), totals.map(|t| percent(t.tally.share_met_nominal(), w))),
-        (w.pick("Försenade nu", "Overdue now"), totals.map(|t| t.tally.overdue.to_string())),
+        (w.pick("Frister", "Deadlines"), totals.visible().map(|t| t.tally.total.to_string())),
+        (w.pick("Andel i tid", "Share met"), outcomes.map(|t| percent(t.tally.share_met(), w))),
+        (w.pick("Mot nominell dag", "Against nominal day"), outcomes.map(|t| percent(t.tally.share_met_nominal(), w))),
+        (w.pick("Försenade nu", "Overdue now"), outcomes.map(|t| t.tally.overdue.to_string())),
     ] {
-        let value = value.unwrap_or_else(|| format!("< {}", r.min_group));
+        let value = value.unwrap_or_else(|| hidden.clone());
         let _ = write!(
             h,
             "<div><span class=\"value\">{}</span><span class=\"label\">{}</span></div>",
@@ -80,15 +71,15 @@ pub fn page(report: &Report, charts: &Charts, w: &Words, unit_names: &BTreeMap<S
         "<section><h2>{}</h2>",
         esc(&w.pick("Andel i tid per enhet och frist", "Share met by unit and kind"))
     );
-    h.push_str(&unit_kind_chart(&charts.by_unit_and_kind, w, r.min_group));
+    h.push_str(&unit_kind_chart(&report.table, w, r.min_group));
     let _ = write!(
         h,
         "</section>\n<section><h2>{}</h2>",
         esc(&w.pick("Utveckling per månad och frist", "Monthly trend by kind"))
     );
-    h.push_str(&trend_chart(&charts.by_month_and_kind, &months(r.period), w));
+    h.push_str(&trend_chart(&report.table, &months(r.period), w));
     let _ = write!(h, "</section>\n<section><h2>{}</h2>", esc(&w.pick("Flickor och pojkar", "Girls and boys")));
-    h.push_str(&sex_chart(&charts.by_kind_and_sex, w, r.min_group));
+    h.push_str(&sex_chart(&report.table, w, r.min_group));
     let _ = writeln!(h, "</section>");
 
     let _ = write!(h, "<section class=\"table\"><h2>{}</h2>", esc(&w.pick("Tabell", "Table")));
@@ -133,6 +124,7 @@ tr.hidden td { color: #6b7783; }
 thead { display: table-header-group; }
 tr { break-inside: avoid; page-break-inside: avoid; }
 .notes li { margin-bottom: 4px; }
+.nochart { color: #4a5663; font-style: italic; }
 @media print { body { max-width: none; padding: 0; font-size: 11px; } .keyfigures div { border: 1px solid #c9d3dc; } }
 ";
 
@@ -188,21 +180,70 @@ fn html_table(report: &Report, w: &Words, unit_names: &BTreeMap<String, String>)
     h
 }
 
+/// What a chart draws for a set of the table's groups.
+enum Bar {
+    /// No group: "none".
+    Empty,
+    /// A hidden group among them: its label ("< N" for a lone small group, else "*"), no length.
+    Hidden(String),
+    Shown(Tally),
+}
+
+fn bar(t: &Table, pred: impl Fn(&Group) -> bool, min_group: u64) -> Bar {
+    let matching: Vec<&Group> = t.groups.iter().filter(|g| pred(g)).collect();
+    match (matching.as_slice(), t.sum_shown(&pred)) {
+        ([], _) => Bar::Empty,
+        (_, Some(tally)) => Bar::Shown(tally),
+        ([one], None) if one.disclosure == Disclosure::SmallGroup => Bar::Hidden(format!("< {min_group}")),
+        (_, None) => Bar::Hidden("*".into()),
+    }
+}
+
+/// The series of a chart: one per kind when `kind` is in the grouping, else all kinds as one.
+fn series(t: &Table, w: &Words) -> Vec<(Option<Kind>, &'static str, String)> {
+    if t.by.contains(&Dimension::Kind) {
+        Kind::ALL.iter().map(|k| (Some(*k), k.clock().colour, w.kind(*k))).collect()
+    } else {
+        vec![(None, Kind::Protection.clock().colour, w.pick("Alla frister", "All deadlines"))]
+    }
+}
+
+fn of_kind(t: &Table, g: &Group, kind: Option<Kind>) -> bool {
+    kind.is_none_or(|k| g.value(&t.by, Dimension::Kind) == Some(k.as_str()))
+}
+
+/// In place of a chart whose dimension is not in the grouping: which `--by` draws it.
+fn no_chart(w: &Words, by: &str) -> String {
+    format!(
+        "<p class=\"nochart\">{}</p>",
+        esc(&match w.lang {
+            Language::Swedish => format!("Diagrammet ritas när rapporten grupperas efter {by} (--by {by},kind)."),
+            Language::English => format!("The chart is drawn when the report is grouped by {by} (--by {by},kind)."),
+        })
+    )
+}
+
 /// Horizontal bars: one cluster per unit, one bar per kind, 0–100 % with the 100 % line.
 fn unit_kind_chart(t: &Table, w: &Words, min_group: u64) -> String {
-    let units: Vec<&str> = {
-        let mut u: Vec<&str> = t.groups.iter().filter_map(|g| g.value(&t.by, Dimension::Unit)).collect();
-        u.dedup();
-        u
-    };
-    let (left, right, bar, gap) = (110.0, 60.0, 12.0, 10.0);
+    if !t.by.contains(&Dimension::Unit) {
+        return no_chart(w, "unit");
+    }
+    let units: Vec<&str> = t
+        .groups
+        .iter()
+        .filter_map(|g| g.value(&t.by, Dimension::Unit))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let series = series(t, w);
+    let (left, right, bar_h, gap) = (110.0, 60.0, 12.0, 10.0);
     let plot = CHART_WIDTH - left - right;
-    let cluster = bar * Kind::ALL.len() as f64 + gap;
+    let cluster = bar_h * series.len() as f64 + gap;
     let top = 30.0;
     let height = top + cluster * units.len().max(1) as f64 + 30.0;
     let mut s =
         svg_open(height, &w.pick("Andel frister i tid per enhet och frist", "Share of deadlines met by unit and kind"));
-    legend(&mut s, left, 14.0, &Kind::ALL.iter().map(|k| (k.clock().colour, w.kind(*k))).collect::<Vec<_>>());
+    legend(&mut s, left, 14.0, &series.iter().map(|(_, c, l)| (*c, l.clone())).collect::<Vec<_>>());
     for (ui, unit) in units.iter().enumerate() {
         let y0 = top + ui as f64 * cluster;
         let _ = write!(
@@ -212,12 +253,10 @@ fn unit_kind_chart(t: &Table, w: &Words, min_group: u64) -> String {
             y0 + cluster / 2.0,
             esc(unit)
         );
-        for (ki, kind) in Kind::ALL.iter().enumerate() {
-            let y = y0 + ki as f64 * bar;
-            let g = t.groups.iter().find(|g| {
-                g.value(&t.by, Dimension::Unit) == Some(unit) && g.value(&t.by, Dimension::Kind) == Some(kind.as_str())
-            });
-            bar_or_label(&mut s, g, left, y, bar - 2.0, plot, Kind::ALL[ki].clock().colour, w, min_group);
+        for (ki, (kind, colour, _)) in series.iter().enumerate() {
+            let y = y0 + ki as f64 * bar_h;
+            let b = bar(t, |g| g.value(&t.by, Dimension::Unit) == Some(unit) && of_kind(t, g, *kind), min_group);
+            bar_or_label(&mut s, &b, left, y, bar_h - 2.0, plot, colour, w);
         }
     }
     hundred_line(&mut s, left, plot, top - 4.0, top + cluster * units.len().max(1) as f64, w);
@@ -228,6 +267,10 @@ fn unit_kind_chart(t: &Table, w: &Words, min_group: u64) -> String {
 
 /// Lines: the share met per month, one line per kind, with the 100 % line.
 fn trend_chart(t: &Table, months: &[String], w: &Words) -> String {
+    if !t.by.contains(&Dimension::Month) {
+        return no_chart(w, "month");
+    }
+    let series = series(t, w);
     let (left, right, top, plot_h) = (44.0, 36.0, 30.0, 170.0);
     let plot = CHART_WIDTH - left - right;
     let height = top + plot_h + 40.0;
@@ -235,7 +278,7 @@ fn trend_chart(t: &Table, months: &[String], w: &Words) -> String {
         height,
         &w.pick("Andel frister i tid per månad och frist", "Share of deadlines met by month and kind"),
     );
-    legend(&mut s, left, 14.0, &Kind::ALL.iter().map(|k| (k.clock().colour, w.kind(*k))).collect::<Vec<_>>());
+    legend(&mut s, left, 14.0, &series.iter().map(|(_, c, l)| (*c, l.clone())).collect::<Vec<_>>());
     let y_of = |share: f64| top + plot_h * (1.0 - share);
     for pct in [0, 25, 50, 75, 100] {
         let y = y_of(pct as f64 / 100.0);
@@ -257,30 +300,29 @@ fn trend_chart(t: &Table, months: &[String], w: &Words) -> String {
             );
         }
     }
-    for (ki, kind) in Kind::ALL.iter().enumerate() {
+    for (kind, colour, _) in &series {
         let points: Vec<(f64, f64)> = months
             .iter()
             .enumerate()
             .filter_map(|(i, m)| {
-                let g = t.groups.iter().find(|g| {
-                    g.value(&t.by, Dimension::Month) == Some(m)
-                        && g.value(&t.by, Dimension::Kind) == Some(kind.as_str())
-                })?;
-                Some((x_of(i), y_of(g.visible()?.tally.share_met()?)))
+                let Bar::Shown(tally) =
+                    bar(t, |g| g.value(&t.by, Dimension::Month) == Some(m) && of_kind(t, g, *kind), 0)
+                else {
+                    return None;
+                };
+                Some((x_of(i), y_of(tally.share_met()?)))
             })
             .collect();
         if points.len() > 1 {
             let path: Vec<String> = points.iter().map(|(x, y)| format!("{x:.1},{y:.1}")).collect();
             let _ = write!(
                 s,
-                "<polyline fill=\"none\" stroke=\"{}\" stroke-width=\"2\" points=\"{}\"/>",
-                Kind::ALL[ki].clock().colour,
+                "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\" points=\"{}\"/>",
                 path.join(" ")
             );
         }
         for (x, y) in points {
-            let _ =
-                write!(s, "<circle cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"3\" fill=\"{}\"/>", Kind::ALL[ki].clock().colour);
+            let _ = write!(s, "<circle cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"3\" fill=\"{colour}\"/>");
         }
     }
     let _ = write!(
@@ -288,7 +330,10 @@ fn trend_chart(t: &Table, months: &[String], w: &Words) -> String {
         "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\">{}</text>",
         left,
         height - 4.0,
-        esc(&w.pick("Månader med för få frister saknar punkt.", "Months with too few deadlines have no point."))
+        esc(&w.pick(
+            "Månader med för få frister eller en dold grupp saknar punkt.",
+            "Months with too few deadlines or a hidden group have no point."
+        ))
     );
     s.push_str("</svg>");
     s
@@ -296,10 +341,14 @@ fn trend_chart(t: &Table, months: &[String], w: &Words) -> String {
 
 /// Bars: girls against boys per kind.
 fn sex_chart(t: &Table, w: &Words, min_group: u64) -> String {
-    let (left, right, bar, gap, top) = (170.0, 60.0, 14.0, 12.0, 30.0);
+    if !t.by.contains(&Dimension::Sex) {
+        return no_chart(w, "sex");
+    }
+    let series = series(t, w);
+    let (left, right, bar_h, gap, top) = (170.0, 60.0, 14.0, 12.0, 30.0);
     let plot = CHART_WIDTH - left - right;
-    let cluster = bar * 2.0 + gap;
-    let height = top + cluster * Kind::ALL.len() as f64 + 30.0;
+    let cluster = bar_h * 2.0 + gap;
+    let height = top + cluster * series.len() as f64 + 30.0;
     let mut s = svg_open(
         height,
         &w.pick(
@@ -308,23 +357,21 @@ fn sex_chart(t: &Table, w: &Words, min_group: u64) -> String {
         ),
     );
     legend(&mut s, left, 14.0, &[(GIRLS, w.pick("Flickor", "Girls")), (BOYS, w.pick("Pojkar", "Boys"))]);
-    for (ki, kind) in Kind::ALL.iter().enumerate() {
+    for (ki, (kind, _, label)) in series.iter().enumerate() {
         let y0 = top + ki as f64 * cluster;
         let _ = write!(
             s,
             "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
             left - 6.0,
-            y0 + bar + 2.0,
-            esc(&w.kind(*kind))
+            y0 + bar_h + 2.0,
+            esc(label)
         );
         for (si, (code, colour)) in [("F", GIRLS), ("M", BOYS)].iter().enumerate() {
-            let g = t.groups.iter().find(|g| {
-                g.value(&t.by, Dimension::Kind) == Some(kind.as_str()) && g.value(&t.by, Dimension::Sex) == Some(code)
-            });
-            bar_or_label(&mut s, g, left, y0 + si as f64 * bar, bar - 2.0, plot, colour, w, min_group);
+            let b = bar(t, |g| g.value(&t.by, Dimension::Sex) == Some(code) && of_kind(t, g, *kind), min_group);
+            bar_or_label(&mut s, &b, left, y0 + si as f64 * bar_h, bar_h - 2.0, plot, colour, w);
         }
     }
-    let bottom = top + cluster * Kind::ALL.len() as f64;
+    let bottom = top + cluster * series.len() as f64;
     hundred_line(&mut s, left, plot, top - 4.0, bottom, w);
     axis(&mut s, left, plot, bottom + 14.0);
     s.push_str("</svg>");
@@ -339,33 +386,16 @@ fn svg_open(height: f64, title: &str) -> String {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn bar_or_label(
-    s: &mut String,
-    g: Option<&Group>,
-    left: f64,
-    y: f64,
-    h: f64,
-    plot: f64,
-    colour: &str,
-    w: &Words,
-    min_group: u64,
-) {
-    let Some(g) = g else {
-        let _ = write!(
-            s,
-            "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"9\" fill=\"#6b7783\">{}</text>",
-            left + 4.0,
-            y + h - 2.0,
-            esc(&w.pick("inga", "none"))
-        );
-        return;
-    };
-    match g.visible().and_then(|g| g.tally.share_met()) {
-        Some(share) => {
+fn bar_or_label(s: &mut String, b: &Bar, left: f64, y: f64, h: f64, plot: f64, colour: &str, w: &Words) {
+    let label = match b {
+        Bar::Empty => w.pick("inga", "none"),
+        Bar::Hidden(label) => label.clone(),
+        Bar::Shown(tally) => {
+            let Some(share) = tally.share_met() else { return };
             let width = (plot * share).max(1.0);
             let _ =
                 write!(s, "<rect x=\"{left}\" y=\"{y:.1}\" width=\"{width:.1}\" height=\"{h:.1}\" fill=\"{colour}\"/>");
-            let label = esc(&format!("{} (n={})", percent(Some(share), w), g.tally.total));
+            let label = esc(&format!("{} (n={})", percent(Some(share), w), tally.total));
             // Inside the end of a long bar (white), after a short one: never across the 100 % line.
             let (x, anchor, fill) = if width > 110.0 {
                 (left + width - 4.0, "end", "#ffffff")
@@ -377,19 +407,16 @@ fn bar_or_label(
                 "<text x=\"{x:.1}\" y=\"{:.1}\" font-size=\"9\" text-anchor=\"{anchor}\" fill=\"{fill}\">{label}</text>",
                 y + h - 2.0
             );
+            return;
         }
-        None => {
-            let label =
-                if g.disclosure == super::Disclosure::SmallGroup { format!("< {min_group}") } else { "*".into() };
-            let _ = write!(
-                s,
-                "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"9\" fill=\"#6b7783\">{}</text>",
-                left + 4.0,
-                y + h - 2.0,
-                esc(&label)
-            );
-        }
-    }
+    };
+    let _ = write!(
+        s,
+        "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"9\" fill=\"#6b7783\">{}</text>",
+        left + 4.0,
+        y + h - 2.0,
+        esc(&label)
+    );
 }
 
 fn hundred_line(s: &mut String, left: f64, plot: f64, y1: f64, y2: f64, w: &Words) {

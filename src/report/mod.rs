@@ -8,14 +8,16 @@
 //! - Where it is counted: in the state database, grouped ([`StateStore::compliance_cells`],
 //!   [`StateStore::days_used_cells`]); a report never loads the deadlines themselves, so its
 //!   memory grows with the number of groups, not of deadlines.
-//! - What is shown: groups of fewer than `report.min_group` deadlines are suppressed, and a
-//!   second group with them when the totals row would give the first away ([`Disclosure`]),
-//!   unless the caller asks for an unsuppressed internal report.
+//! - What is shown: one decision per report ([`Suppression`]) hides the groups of fewer than
+//!   `report.min_group` deadlines and the groups that the totals row would give away with them,
+//!   unless the caller asks for an unsuppressed internal report. Every format, chart and note
+//!   reads it: what they print beyond the table's groups are sums of shown groups only
+//!   ([`Table::sum_shown`]), so that nothing but the totals row reaches a hidden group.
 //! - Chained investigations (JO 2565-2016, register contract §2): each group's investigations
 //!   that were opened within `rules.chain_window` after another investigation of the same child
 //!   closed ([`StateStore::chained_cells`]), counted in the later investigation's group, and so
 //!   per unit. A figure of its group like the others: shown only when the group is, and hidden
-//!   from the totals row when it would give away a suppressed group's count. Without child keys
+//!   from the totals row when it would give away a suppressed group's count ([`Withheld`]). Without child keys
 //!   in the state (a register view without `child_key`) the report says chains are not counted.
 //! - One definition of the share: the daily digest's 30-day share and the
 //!   `fristvakt_compliance_share_met` gauges count with [`Tally`] over [`Period::recent`] too.
@@ -25,14 +27,19 @@
 
 pub mod html;
 pub mod render;
+pub mod suppression;
+
+#[cfg(test)]
+mod disclosure_tests;
 
 use std::collections::BTreeMap;
 
 use chrono::{Datelike, Days, NaiveDate};
 
 use crate::rules::{Deadline, DueReason, Kind, Status};
-use crate::state::report::{OutcomeCell, ReportScope};
+use crate::state::report::{ChainedCell, DaysUsedCell, OutcomeCell, ReportScope};
 use crate::state::{StateError, StateStore};
+pub use suppression::{Suppression, Withheld};
 
 /// Days of the recent share: the digest's and the gauges' (contract §3: "the last 30 days").
 pub const RECENT_DAYS: u64 = 30;
@@ -272,12 +279,25 @@ pub struct Group {
     /// kind, the charts' groupings) or, on the totals row, hidden with a suppressed group.
     pub chained: Option<u64>,
     pub disclosure: Disclosure,
+    /// Figures of a shown totals row that would give a hidden group away.
+    pub withheld: Withheld,
 }
 
 impl Group {
-    /// The figures, unless the group is suppressed.
+    /// The group, unless it is suppressed: its count.
     pub fn visible(&self) -> Option<&Group> {
         (!self.disclosure.is_hidden()).then_some(self)
+    }
+
+    /// The group, unless it is suppressed or its outcome figures (met, missed, overdue, the
+    /// shares) are withheld.
+    pub fn outcomes(&self) -> Option<&Group> {
+        self.visible().filter(|g| !g.withheld.outcomes)
+    }
+
+    /// The chained investigations, when counted here and shown.
+    pub fn chained_shown(&self) -> Option<u64> {
+        self.visible().filter(|g| !g.withheld.chained).and_then(|g| g.chained)
     }
 
     /// The value of `dim` in this group's key.
@@ -296,11 +316,32 @@ pub struct Table {
     pub chains: bool,
 }
 
+impl Table {
+    /// The groups matching `pred` added up (nothing for none), or `None` when one of them is
+    /// hidden: the sum less the shown groups would give it away. Every figure printed beyond the
+    /// groups and the totals row (notes, charts) is such a sum.
+    pub fn sum_shown(&self, pred: impl Fn(&Group) -> bool) -> Option<Tally> {
+        let mut sum = Tally::default();
+        for g in self.groups.iter().filter(|g| pred(g)) {
+            sum.add(&g.visible()?.tally);
+        }
+        Some(sum)
+    }
+
+    /// Whether any group matches `pred`.
+    pub fn any(&self, pred: impl Fn(&Group) -> bool) -> bool {
+        self.groups.iter().any(pred)
+    }
+}
+
 /// The compliance report: the asked table and the equal-treatment notes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Report {
     pub request: Request,
+    /// Suppressed by [`Report::suppression`].
     pub table: Table,
+    /// The one decision every output reads.
+    pub suppression: Suppression,
     pub notes: Notes,
 }
 
@@ -319,7 +360,7 @@ pub struct UnitSpread {
     pub worst: (String, f64),
     pub median: f64,
     pub units: usize,
-    /// Units left out because they are under `report.min_group`.
+    /// Units left out because a group of theirs is hidden.
     pub units_left_out: usize,
 }
 
@@ -327,19 +368,21 @@ pub struct UnitSpread {
 pub struct SexGap {
     /// `None`: all kinds together.
     pub kind: Option<Kind>,
-    pub girls: Tally,
-    pub boys: Tally,
+    /// Girls and boys; `None` when either would take in a hidden group (the note then says so,
+    /// without figures).
+    pub girls_boys: Option<(Tally, Tally)>,
 }
 
 impl SexGap {
-    /// Both groups hold at least [`MIN_FOR_COMPARISON`] deadlines.
+    /// Both groups shown and holding at least [`MIN_FOR_COMPARISON`] deadlines.
     pub fn comparable(&self) -> bool {
-        self.girls.total >= MIN_FOR_COMPARISON && self.boys.total >= MIN_FOR_COMPARISON
+        self.girls_boys.is_some_and(|(g, b)| g.total >= MIN_FOR_COMPARISON && b.total >= MIN_FOR_COMPARISON)
     }
 
     /// Girls' share minus boys' share, in percentage points.
     pub fn gap_points(&self) -> Option<f64> {
-        Some((self.girls.share_met()? - self.boys.share_met()?) * 100.0)
+        let (girls, boys) = self.girls_boys?;
+        Some((girls.share_met()? - boys.share_met()?) * 100.0)
     }
 
     /// Comparable, and further apart than [`NOTABLE_GAP_POINTS`].
@@ -348,38 +391,51 @@ impl SexGap {
     }
 }
 
-/// The report asked for: the table grouped as asked, and the notes.
+/// The report asked for: the table grouped as asked, suppressed once, and the notes.
 pub async fn compliance(state: &StateStore, request: &Request) -> Result<Report, StateError> {
-    let mut table = table(state, request, &request.by).await?;
-    count_chains(state, request, &mut table).await?;
-    let notes = notes(&table, request);
-    Ok(Report { request: request.clone(), table, notes })
+    let scope = request.scope();
+    let outcomes = state.compliance_cells(scope, &request.by).await?;
+    let days = state.days_used_cells(scope, &request.by).await?;
+    let chains = if state.has_child_keys().await? {
+        Some(state.chained_cells(scope, &request.by, request.chain_window_days).await?)
+    } else {
+        None
+    };
+    Ok(build(request, &outcomes, &days, chains.as_deref()))
 }
 
-/// The deadlines of `request`'s period grouped by `by`, suppressed as `request` says.
-pub async fn table(state: &StateStore, request: &Request, by: &[Dimension]) -> Result<Table, StateError> {
-    let scope = request.scope();
-    let mut tallies: BTreeMap<Vec<String>, (Tally, Option<i64>)> = BTreeMap::new();
-    for cell in state.compliance_cells(scope, by).await? {
+/// The report from the grouped cells (by `request.by`): groups, chains, the one suppression
+/// decision, then the notes from the suppressed table. `chains` is `None` when no stored
+/// deadline carries a child key.
+pub fn build(
+    request: &Request,
+    outcomes: &[OutcomeCell],
+    days: &[DaysUsedCell],
+    chains: Option<&[ChainedCell]>,
+) -> Report {
+    let by = &request.by;
+    let mut tallies: BTreeMap<&[String], (Tally, Option<i64>)> = BTreeMap::new();
+    for cell in outcomes {
         let n = u64::try_from(cell.deadlines).unwrap_or(0);
-        let entry = tallies.entry(cell.key.clone()).or_default();
-        entry.0.count(&representative(&cell, request.today), request.today, n);
+        let entry = tallies.entry(&cell.key).or_default();
+        entry.0.count(&representative(cell, request.today), request.today, n);
         entry.1 = entry.1.max(cell.longest_overrun.filter(|d| *d > 0));
     }
-    let mut histograms: BTreeMap<Vec<String>, BTreeMap<i64, u64>> = BTreeMap::new();
+    let mut histograms: BTreeMap<&[String], BTreeMap<i64, u64>> = BTreeMap::new();
     let mut all_days: BTreeMap<i64, u64> = BTreeMap::new();
-    for cell in state.days_used_cells(scope, by).await? {
+    for cell in days {
         let n = u64::try_from(cell.deadlines).unwrap_or(0);
-        *histograms.entry(cell.key).or_default().entry(cell.days).or_default() += n;
+        *histograms.entry(&cell.key).or_default().entry(cell.days).or_default() += n;
         *all_days.entry(cell.days).or_default() += n;
     }
     let mut totals = Group {
         key: Vec::new(),
         tally: Tally::default(),
-        days_used: DaysUsed::default(),
+        days_used: DaysUsed::from_histogram(&all_days),
         longest_overrun: None,
         chained: None,
         disclosure: Disclosure::Shown,
+        withheld: Withheld::default(),
     };
     let mut groups: Vec<Group> = tallies
         .into_iter()
@@ -387,45 +443,46 @@ pub async fn table(state: &StateStore, request: &Request, by: &[Dimension]) -> R
         .map(|(key, (tally, longest_overrun))| {
             totals.tally.add(&tally);
             totals.longest_overrun = totals.longest_overrun.max(longest_overrun);
-            let days_used = histograms.get(&key).map(DaysUsed::from_histogram).unwrap_or_default();
-            Group { key, tally, days_used, longest_overrun, chained: None, disclosure: Disclosure::Shown }
+            let days_used = histograms.get(key).map(DaysUsed::from_histogram).unwrap_or_default();
+            Group {
+                key: key.to_vec(),
+                tally,
+                days_used,
+                longest_overrun,
+                chained: None,
+                disclosure: Disclosure::Shown,
+                withheld: Withheld::default(),
+            }
         })
         .collect();
-    totals.days_used = DaysUsed::from_histogram(&all_days);
     groups.sort_by_key(|g| sort_key(by, &g.key));
-    suppress(&mut groups, &mut totals, request.min_group, request.suppress);
-    Ok(Table { by: by.to_vec(), groups, totals, chains: false })
+    let mut table = Table { by: by.clone(), groups, totals, chains: false };
+    if let Some(cells) = chains {
+        count_chains(&mut table, cells);
+    }
+    let suppression = Suppression::apply(&mut table, request.min_group, request.suppress);
+    let notes = notes(&table);
+    Report { request: request.clone(), table, suppression, notes }
 }
 
-/// Counts the chained investigations of `table`'s groups (unless no stored deadline carries a
-/// child key): every group whose deadlines include investigations gets its count (0 when none),
-/// and the totals row their sum — unless exactly one group holding a count is suppressed, whose
-/// count the totals row minus the shown groups would give away.
-pub async fn count_chains(state: &StateStore, request: &Request, table: &mut Table) -> Result<(), StateError> {
-    if !state.has_child_keys().await? {
-        return Ok(());
-    }
-    let counts: BTreeMap<Vec<String>, u64> = state
-        .chained_cells(request.scope(), &table.by, request.chain_window_days)
-        .await?
-        .into_iter()
-        .map(|cell| (cell.key, u64::try_from(cell.investigations).unwrap_or(0)))
-        .collect();
+/// Gives every group whose deadlines include investigations its chained investigations (0 when
+/// none), and the totals row their sum; [`Suppression`] decides what of it is shown.
+fn count_chains(table: &mut Table, cells: &[ChainedCell]) {
+    let counts: BTreeMap<&[String], u64> =
+        cells.iter().map(|cell| (cell.key.as_slice(), u64::try_from(cell.investigations).unwrap_or(0))).collect();
     let kind_at = table.by.iter().position(|d| *d == Dimension::Kind);
     let investigation = Kind::Investigation.as_str();
     let mut sum = 0;
     for g in &mut table.groups {
         let holds_investigations = kind_at.is_none_or(|i| g.key.get(i).map(String::as_str) == Some(investigation));
         if holds_investigations {
-            let n = counts.get(&g.key).copied().unwrap_or(0);
+            let n = counts.get(g.key.as_slice()).copied().unwrap_or(0);
             sum += n;
             g.chained = Some(n);
         }
     }
-    let hidden_counts = table.groups.iter().filter(|g| g.chained.is_some() && g.disclosure.is_hidden()).count();
-    table.totals.chained = (hidden_counts != 1).then_some(sum);
+    table.totals.chained = Some(sum);
     table.chains = true;
-    Ok(())
 }
 
 /// Tallies of the [`Period::recent`] days before `today` by unit and kind, for the gauges.
@@ -468,49 +525,22 @@ fn representative(cell: &OutcomeCell, today: NaiveDate) -> Deadline {
     }
 }
 
-/// Suppression (unless switched off): every group under `min_group` is hidden; when exactly
-/// one is, the totals row minus the shown groups would reveal its count, so the smallest shown
-/// group is hidden too. A totals row under `min_group` is hidden itself.
-pub fn suppress(groups: &mut [Group], totals: &mut Group, min_group: u64, on: bool) {
-    if !on {
-        groups.iter_mut().for_each(|g| g.disclosure = Disclosure::Unsuppressed);
-        totals.disclosure = Disclosure::Unsuppressed;
-        return;
-    }
-    for g in groups.iter_mut() {
-        g.disclosure = if g.tally.total < min_group { Disclosure::SmallGroup } else { Disclosure::Shown };
-    }
-    let small = groups.iter().filter(|g| g.disclosure == Disclosure::SmallGroup).count();
-    if small == 1 {
-        if let Some(next) = groups
-            .iter_mut()
-            .filter(|g| g.disclosure == Disclosure::Shown)
-            .min_by(|a, b| a.tally.total.cmp(&b.tally.total))
-        {
-            next.disclosure = Disclosure::Complement;
-        }
-    }
-    totals.disclosure = if totals.tally.total < min_group { Disclosure::SmallGroup } else { Disclosure::Shown };
-}
-
-/// The equal-treatment notes, from the table's groups (counts add up, so coarser groups are
-/// sums of finer ones). Units or sexes under `min_group` are left out when suppressing.
-pub fn notes(table: &Table, request: &Request) -> Notes {
+/// The equal-treatment notes, from the suppressed table: sums of shown groups only
+/// ([`Table::sum_shown`]). A unit with a hidden group is left out of the spread; a girls/boys
+/// comparison that would take in a hidden group is made without figures.
+pub fn notes(table: &Table) -> Notes {
     let by = &table.by;
-    let large_enough = |t: &Tally| !request.suppress || t.total >= request.min_group;
     let mut notes = Notes::default();
     if by.contains(&Dimension::Unit) {
-        let mut units: BTreeMap<&str, Tally> = BTreeMap::new();
-        for g in &table.groups {
-            if let Some(unit) = g.value(by, Dimension::Unit) {
-                units.entry(unit).or_default().add(&g.tally);
-            }
-        }
+        let units: std::collections::BTreeSet<&str> =
+            table.groups.iter().filter_map(|g| g.value(by, Dimension::Unit)).collect();
         let all = units.len();
         let mut shares: Vec<(String, f64)> = units
             .into_iter()
-            .filter(|(_, t)| large_enough(t))
-            .filter_map(|(u, t)| Some((u.to_string(), t.share_met()?)))
+            .filter_map(|u| {
+                let tally = table.sum_shown(|g| g.value(by, Dimension::Unit) == Some(u))?;
+                Some((u.to_string(), tally.share_met()?))
+            })
             .collect();
         if shares.len() >= 2 {
             shares.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
@@ -528,21 +558,21 @@ pub fn notes(table: &Table, request: &Request) -> Notes {
     }
     if by.contains(&Dimension::Sex) {
         let per_kind = by.contains(&Dimension::Kind);
-        let mut pairs: BTreeMap<Option<Kind>, (Tally, Tally)> = BTreeMap::new();
-        for g in &table.groups {
-            let kind = if per_kind { g.value(by, Dimension::Kind).and_then(|k| k.parse().ok()) } else { None };
-            let pair = pairs.entry(kind).or_default();
-            match g.value(by, Dimension::Sex) {
-                Some("F") => pair.0.add(&g.tally),
-                Some("M") => pair.1.add(&g.tally),
-                _ => {}
+        let kinds: Vec<Option<Kind>> =
+            if per_kind { Kind::ALL.iter().copied().map(Some).collect() } else { vec![None] };
+        for kind in kinds {
+            let of = |sex: &'static str| {
+                move |g: &Group| {
+                    g.value(by, Dimension::Sex) == Some(sex)
+                        && kind.is_none_or(|k| g.value(by, Dimension::Kind) == Some(k.as_str()))
+                }
+            };
+            if !table.any(of("F")) && !table.any(of("M")) {
+                continue;
             }
+            let girls_boys = table.sum_shown(of("F")).zip(table.sum_shown(of("M")));
+            notes.sex_gaps.push(SexGap { kind, girls_boys });
         }
-        notes.sex_gaps = pairs
-            .into_iter()
-            .filter(|(_, (girls, boys))| large_enough(girls) && large_enough(boys))
-            .map(|(kind, (girls, boys))| SexGap { kind, girls, boys })
-            .collect();
     }
     notes
 }
@@ -577,17 +607,6 @@ mod tests {
         NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
     }
 
-    fn group(key: &str, total: u64) -> Group {
-        Group {
-            key: vec![key.to_string()],
-            tally: Tally { total, met: total, ..Tally::default() },
-            days_used: DaysUsed::default(),
-            longest_overrun: None,
-            chained: None,
-            disclosure: Disclosure::Shown,
-        }
-    }
-
     #[test]
     fn dimensions_parse_in_any_order_once_each() {
         assert_eq!(Dimension::parse_list("kind,unit").unwrap(), [Dimension::Kind, Dimension::Unit]);
@@ -607,31 +626,6 @@ mod tests {
         // Twenty values of 5 and nothing else.
         assert_eq!(DaysUsed::from_histogram(&BTreeMap::from([(5, 20)])), DaysUsed { median: Some(5.0), p90: Some(5) });
         assert_eq!(DaysUsed::from_histogram(&BTreeMap::new()), DaysUsed::default());
-    }
-
-    #[test]
-    fn one_small_group_takes_the_smallest_shown_one_with_it() {
-        let mut groups = vec![group("A", 3), group("B", 12), group("C", 7)];
-        let mut totals = group("", 22);
-        suppress(&mut groups, &mut totals, 5, true);
-        let states: Vec<Disclosure> = groups.iter().map(|g| g.disclosure).collect();
-        assert_eq!(states, [Disclosure::SmallGroup, Disclosure::Shown, Disclosure::Complement]);
-        assert_eq!(totals.disclosure, Disclosure::Shown);
-
-        // Two small groups already hide each other; nothing more is hidden.
-        let mut groups = vec![group("A", 3), group("B", 12), group("C", 4)];
-        suppress(&mut groups, &mut totals, 5, true);
-        assert_eq!(groups[1].disclosure, Disclosure::Shown);
-
-        // Switched off: everything shown, and marked as such.
-        suppress(&mut groups, &mut totals, 5, false);
-        assert!(groups.iter().all(|g| g.disclosure == Disclosure::Unsuppressed));
-
-        // A total under the minimum hides the totals row too.
-        let mut groups = vec![group("A", 2), group("B", 1)];
-        let mut totals = group("", 3);
-        suppress(&mut groups, &mut totals, 5, true);
-        assert_eq!(totals.disclosure, Disclosure::SmallGroup);
     }
 
     #[test]
@@ -669,6 +663,7 @@ mod tests {
             longest_overrun: None,
             chained: None,
             disclosure: Disclosure::Shown,
+            withheld: Withheld::default(),
         };
         let by = vec![Dimension::Kind, Dimension::Sex];
         let table = Table {
@@ -688,15 +683,7 @@ mod tests {
             totals: row("", "", 0, 0),
             chains: false,
         };
-        let request = Request {
-            period: Period { from: d("2026-01-01"), to: d("2026-06-30") },
-            today: d("2026-07-01"),
-            by,
-            min_group: 5,
-            suppress: true,
-            chain_window_days: 30,
-        };
-        let notes = notes(&table, &request);
+        let notes = notes(&table);
         let gaps: Vec<(Option<Kind>, bool, bool)> =
             notes.sex_gaps.iter().map(|g| (g.kind, g.comparable(), g.notable())).collect();
         assert_eq!(
@@ -707,9 +694,9 @@ mod tests {
                 (Some(Kind::Investigation), true, false)
             ]
         );
-        let sv = render::Words::new(crate::config::Language::Swedish).sex_gap(&notes.sex_gaps[1]);
+        let sv = render::Words::new(crate::config::Language::Swedish).sex_gap(&notes.sex_gaps[1], 5);
         assert!(sv.contains("flickornas frister hölls oftare i tid") && sv.contains("15 procentenheter"), "{sv}");
-        let en = render::Words::new(crate::config::Language::English).sex_gap(&notes.sex_gaps[1]);
+        let en = render::Words::new(crate::config::Language::English).sex_gap(&notes.sex_gaps[1], 5);
         assert!(en.contains("girls' deadlines were met more often") && en.contains("15 percentage points"), "{en}");
         assert!(notes.unit_spread.is_none());
     }

@@ -1,5 +1,6 @@
 //! A compliance report as a text table, CSV or JSON (register contract §4), and the words of
-//! every format in Swedish and English. Suppressed groups show no figure in any format.
+//! every format in Swedish and English. Every figure is shown as the report's one
+//! [`Suppression`](super::Suppression) decided: a suppressed group shows none in any format.
 
 use std::fmt::Write as _;
 
@@ -35,7 +36,7 @@ pub fn percent(value: Option<f64>, w: &Words) -> String {
 /// group's investigations opened within `rules.chain_window` after another investigation of the
 /// same child closed; null where chains are not counted: no child keys, another kind) and
 /// `suppression` (`shown`, `small_group`, `complement`, or `off` with `--no-suppress`). A
-/// suppressed group's figures are null.
+/// suppressed group's figures are null. There is no totals row in JSON.
 pub fn json(report: &Report) -> Result<String, serde_json::Error> {
     let table = &report.table;
     let rows: Vec<Value> = table.groups.iter().map(|g| json_group(table, g)).collect();
@@ -47,9 +48,8 @@ fn json_group(table: &Table, g: &Group) -> Value {
     for (dim, value) in table.by.iter().zip(&g.key) {
         o.insert(dim.as_str().into(), Value::String(value.clone()));
     }
-    let shown = g.visible();
-    let figure = |f: fn(&Group) -> Value| shown.map(f).unwrap_or(Value::Null);
-    o.insert("total".into(), figure(|g| json!(g.tally.total)));
+    let figure = |f: fn(&Group) -> Value| g.outcomes().map(f).unwrap_or(Value::Null);
+    o.insert("total".into(), g.visible().map(|g| json!(g.tally.total)).unwrap_or(Value::Null));
     o.insert("met".into(), figure(|g| json!(g.tally.met)));
     o.insert("missed".into(), figure(|g| json!(g.tally.missed)));
     o.insert("overdue".into(), figure(|g| json!(g.tally.overdue)));
@@ -58,7 +58,7 @@ fn json_group(table: &Table, g: &Group) -> Value {
     o.insert("days_used_median".into(), figure(|g| json!(g.days_used.median)));
     o.insert("days_used_p90".into(), figure(|g| json!(g.days_used.p90)));
     o.insert("longest_overrun_days".into(), figure(|g| json!(g.longest_overrun)));
-    o.insert("chained_investigations".into(), figure(|g| json!(g.chained)));
+    o.insert("chained_investigations".into(), json!(g.chained_shown()));
     o.insert("suppression".into(), Value::String(g.disclosure.as_str().into()));
     Value::Object(o)
 }
@@ -88,7 +88,8 @@ pub fn csv_header(by: &[Dimension]) -> Vec<String> {
 
 /// The CSV form: a header row, one row per group, the totals row; UTF-8, comma-separated, ISO
 /// months, shares 0–1 with a full stop. A suppressed group's total reads `< N` (or is empty for
-/// the second group hidden with it) and its other figures are empty.
+/// a group hidden with it) and its other figures are empty; so are the totals row's figures
+/// that the suppression withholds.
 pub fn csv(report: &Report) -> Result<String, csv::Error> {
     let table = &report.table;
     let mut w = csv::Writer::from_writer(Vec::new());
@@ -102,18 +103,19 @@ pub fn csv(report: &Report) -> Result<String, csv::Error> {
             record.extend(g.key.iter().cloned());
         }
         let opt = |v: Option<String>| v.unwrap_or_default();
+        let outcome = |f: fn(&Group) -> Option<String>| opt(g.outcomes().and_then(f));
         match g.visible() {
             Some(g) => record.extend([
                 g.tally.total.to_string(),
-                g.tally.met.to_string(),
-                g.tally.missed.to_string(),
-                g.tally.overdue.to_string(),
-                opt(share(g.tally.share_met()).map(|s| s.to_string())),
-                opt(share(g.tally.share_met_nominal()).map(|s| s.to_string())),
+                outcome(|g| Some(g.tally.met.to_string())),
+                outcome(|g| Some(g.tally.missed.to_string())),
+                outcome(|g| Some(g.tally.overdue.to_string())),
+                outcome(|g| share(g.tally.share_met()).map(|s| s.to_string())),
+                outcome(|g| share(g.tally.share_met_nominal()).map(|s| s.to_string())),
                 opt(g.days_used.median.map(|m| m.to_string())),
                 opt(g.days_used.p90.map(|p| p.to_string())),
                 opt(g.longest_overrun.map(|o| o.to_string())),
-                opt(g.chained.map(|n| n.to_string())),
+                opt(g.chained_shown().map(|n| n.to_string())),
             ]),
             None => {
                 let total = if g.disclosure == Disclosure::SmallGroup { format!("< {min}") } else { String::new() };
@@ -193,7 +195,7 @@ pub fn note_lines(report: &Report, w: &Words) -> Vec<String> {
         out.push(w.unit_spread(s));
     }
     for gap in &report.notes.sex_gaps {
-        out.push(w.sex_gap(gap));
+        out.push(w.sex_gap(gap, report.request.min_group));
     }
     if report.table.by.contains(&Dimension::Sex) && report.notes.sex_gaps.is_empty() {
         out.push(w.pick(
@@ -301,16 +303,18 @@ impl Words {
         .to_vec()
     }
 
-    /// The figure cells of a row: numbers, or "< N" and blanks when suppressed.
+    /// The figure cells of a row: numbers, or "< N" and "*" when suppressed (also for the totals
+    /// row's withheld figures).
     pub fn figures(&self, g: &Group, min_group: u64) -> Vec<String> {
+        let outcome = |f: &dyn Fn(&Group) -> String| g.outcomes().map(f).unwrap_or_else(|| "*".into());
         match g.visible() {
             Some(g) => vec![
                 g.tally.total.to_string(),
-                g.tally.met.to_string(),
-                g.tally.missed.to_string(),
-                g.tally.overdue.to_string(),
-                percent(g.tally.share_met(), self),
-                percent(g.tally.share_met_nominal(), self),
+                outcome(&|g| g.tally.met.to_string()),
+                outcome(&|g| g.tally.missed.to_string()),
+                outcome(&|g| g.tally.overdue.to_string()),
+                outcome(&|g| percent(g.tally.share_met(), self)),
+                outcome(&|g| percent(g.tally.share_met_nominal(), self)),
                 g.days_used.median.map(|m| self.number(m)).unwrap_or_else(|| "–".into()),
                 g.days_used.p90.map(|p| p.to_string()).unwrap_or_else(|| "–".into()),
                 g.longest_overrun.map(|o| o.to_string()).unwrap_or_else(|| "–".into()),
@@ -332,11 +336,10 @@ impl Words {
     /// A group's chained investigations: the count, "*" when hidden (a suppressed group, or the
     /// totals row when it would give one away), "–" where there is no investigation to count.
     pub fn chained(&self, g: &Group, totals: bool) -> String {
-        match (g.visible(), g.chained) {
-            (Some(_), Some(n)) => n.to_string(),
+        match (g.chained_shown(), g.chained) {
+            (Some(n), _) => n.to_string(),
+            (None, None) if !totals && g.visible().is_some() => "–".into(),
             (None, _) => "*".into(),
-            (Some(_), None) if totals => "*".into(),
-            (Some(_), None) => "–".into(),
         }
     }
 
@@ -382,10 +385,10 @@ impl Words {
         if report.request.suppress {
             match self.lang {
                 Language::Swedish => format!(
-                    "Grupper med färre än {min} frister visas som \"< {min}\"; markerade med * döljs också, så att totalraden inte avslöjar dem."
+                    "Grupper med färre än {min} frister visas som \"< {min}\"; markerade med * döljs också, så att totalraden inte avslöjar dem. Anteckningar och diagram visar bara summor av grupper som visas."
                 ),
                 Language::English => format!(
-                    "Groups of fewer than {min} deadlines show as \"< {min}\"; those marked * are hidden too, so that the totals row does not give them away."
+                    "Groups of fewer than {min} deadlines show as \"< {min}\"; those marked * are hidden too, so that the totals row does not give them away. Notes and charts show only sums of groups that are shown."
                 ),
             }
         } else {
@@ -400,8 +403,8 @@ impl Words {
         let p = |v: f64| percent(Some(v), self);
         let left_out = if s.units_left_out > 0 {
             match self.lang {
-                Language::Swedish => format!(" ({} enheter med för få frister är inte med.)", s.units_left_out),
-                Language::English => format!(" ({} units with too few deadlines are left out.)", s.units_left_out),
+                Language::Swedish => format!(" ({} enheter med dolda grupper är inte med.)", s.units_left_out),
+                Language::English => format!(" ({} units with hidden groups are left out.)", s.units_left_out),
             }
         } else {
             String::new()
@@ -418,42 +421,53 @@ impl Words {
         }
     }
 
-    pub fn sex_gap(&self, g: &SexGap) -> String {
+    /// A girls/boys comparison; without figures when it would take in a hidden group.
+    pub fn sex_gap(&self, g: &SexGap, min_group: u64) -> String {
         let what = match g.kind {
             Some(k) => self.kind(k),
             None => self.pick("Alla frister", "All deadlines"),
         };
+        let Some((girls, boys)) = g.girls_boys else {
+            return match self.lang {
+                Language::Swedish => format!(
+                    "{what}: flickor och pojkar jämförs inte – jämförelsen skulle visa en dold grupp (\"< {min_group}\" eller * i tabellen)."
+                ),
+                Language::English => format!(
+                    "{what}: girls and boys are not compared – the comparison would show a hidden group (\"< {min_group}\" or * in the table)."
+                ),
+            };
+        };
         let p = |t: &super::Tally| percent(t.share_met(), self);
         let points = g.gap_points().map(|x| self.number((x.abs() * 10.0).round() / 10.0)).unwrap_or_default();
-        let (gt, bt) = (g.girls.total, g.boys.total);
+        let (gt, bt) = (girls.total, boys.total);
         match (self.lang, g.comparable(), g.notable()) {
             (Language::Swedish, false, _) => format!(
                 "{what}: flickor {} ({gt} frister), pojkar {} ({bt}) – färre än {} per grupp, ingen jämförelse.",
-                p(&g.girls), p(&g.boys), super::MIN_FOR_COMPARISON
+                p(&girls), p(&boys), super::MIN_FOR_COMPARISON
             ),
             (Language::English, false, _) => format!(
                 "{what}: girls {} ({gt} deadlines), boys {} ({bt}) – fewer than {} per group, not compared.",
-                p(&g.girls), p(&g.boys), super::MIN_FOR_COMPARISON
+                p(&girls), p(&boys), super::MIN_FOR_COMPARISON
             ),
             (Language::Swedish, true, true) => format!(
                 "{what}: {} hölls oftare i tid än {}: flickor {} ({gt} frister), pojkar {} ({bt}), {points} procentenheter skillnad. Skillnaden är större än 5 procentenheter och bör utredas.",
                 if g.gap_points().unwrap_or(0.0) > 0.0 { "flickornas frister" } else { "pojkarnas frister" },
                 if g.gap_points().unwrap_or(0.0) > 0.0 { "pojkarnas" } else { "flickornas" },
-                p(&g.girls), p(&g.boys)
+                p(&girls), p(&boys)
             ),
             (Language::English, true, true) => format!(
                 "{what}: {} deadlines were met more often than {}: girls {} ({gt} deadlines), boys {} ({bt}), a difference of {points} percentage points. That is more than 5 points and should be looked into.",
                 if g.gap_points().unwrap_or(0.0) > 0.0 { "girls'" } else { "boys'" },
                 if g.gap_points().unwrap_or(0.0) > 0.0 { "boys'" } else { "girls'" },
-                p(&g.girls), p(&g.boys)
+                p(&girls), p(&boys)
             ),
             (Language::Swedish, true, false) => format!(
                 "{what}: flickor {} ({gt} frister), pojkar {} ({bt}) – skillnaden är högst 5 procentenheter.",
-                p(&g.girls), p(&g.boys)
+                p(&girls), p(&boys)
             ),
             (Language::English, true, false) => format!(
                 "{what}: girls {} ({gt} deadlines), boys {} ({bt}) – a difference of at most 5 percentage points.",
-                p(&g.girls), p(&g.boys)
+                p(&girls), p(&boys)
             ),
         }
     }
