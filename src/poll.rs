@@ -176,15 +176,18 @@ pub async fn sync_register(
         full.then_some(today)
     };
     if let (Prints::Whole { book, stored_bits, lists_all }, Some(_)) = (&mut pass.prints, full_pass_on) {
-        // The cases the pass did not read left the register.
-        report.withdrawn = if *lists_all {
+        // The cases the pass did not read left the register. Their deadlines are withdrawn in
+        // the transaction that stores the prints without them (a crash between the two would
+        // leave withdrawn cases whose unchanged rows the next pass skips).
+        let vanished = if *lists_all {
             let vanished = book.unread();
             for case_ref in &vanished {
                 book.remove(case_ref);
             }
-            // The other cases of a child whose case left are computed again without it.
+            // The other cases of a child whose case left are computed again without it first:
+            // a crash after this and before the withdrawal leaves the case listed, and the next
+            // pass does both again.
             let keys = if register.features().chains { state.child_keys_of(&vanished).await? } else { Vec::new() };
-            let withdrawn = state.withdraw_cases(&vanished).await?;
             if !keys.is_empty() {
                 let children = Children::read(register, state, &HashMap::new(), keys).await?;
                 let (records, case_refs) =
@@ -192,18 +195,19 @@ pub async fn sync_register(
                 report.deadlines_stored += records.len() as u64;
                 report.notices_cancelled += state.store_deadlines(&case_refs, &records, None).await?;
             }
-            withdrawn
+            vanished
         } else {
             // No list of the stored cases yet: every one is looked at, this once. The book holds
-            // every case read.
-            state.withdraw_vanished_cases(|case_ref| book.get(case_ref).is_some()).await?
+            // every case read; it is stored whole below, so a crash before that builds it again.
+            report.withdrawn = state.withdraw_vanished_cases(|case_ref| book.get(case_ref).is_some()).await?;
+            Vec::new()
         };
         // Built, grown as cases came, or shrunk after many left: stored whole with its size.
-        if book.settle() || *stored_bits != Some(book.bits()) {
-            state.replace_prints(book).await?;
+        report.withdrawn += if book.settle() || *stored_bits != Some(book.bits()) {
+            state.replace_prints(book, &vanished).await?
         } else {
-            state.store_prints(book).await?;
-        }
+            state.store_prints(book, &vanished).await?
+        };
     }
     if report.deadlines_stored >= REFRESH_STATISTICS_AFTER {
         state.refresh_statistics().await?;

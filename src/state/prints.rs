@@ -527,11 +527,13 @@ impl StateStore {
     }
 
     /// Writes the buckets changed since they were loaded (an emptied one is deleted).
-    pub async fn store_prints(&self, book: &mut PrintBook) -> Result<(), StateError> {
+    pub async fn store_prints(&self, book: &mut PrintBook, vanished: &[String]) -> Result<u64, StateError> {
         with_pool!(&self.pool, p => {
             let mut tx = p.begin().await.map_err(query_error("starting a transaction"))?;
+            let withdrawn = withdraw_in!(self, &mut *tx, vanished)?;
             write_buckets!(self, &mut *tx, book)?;
-            tx.commit().await.map_err(query_error("committing case prints"))
+            tx.commit().await.map_err(query_error("committing case prints"))?;
+            Ok(withdrawn)
         })
     }
 
@@ -555,11 +557,12 @@ impl StateStore {
 
     /// Replaces every stored print by `book` and records its bits: the book is whole (built or
     /// rebuilt by a full pass).
-    pub async fn replace_prints(&self, book: &mut PrintBook) -> Result<(), StateError> {
+    pub async fn replace_prints(&self, book: &mut PrintBook, vanished: &[String]) -> Result<u64, StateError> {
         book.dirty = (0..1u32 << book.bits).filter(|b| book.has_cases(*b)).collect();
         let bits = book.bits as i32;
         with_pool!(&self.pool, p => {
             let mut tx = p.begin().await.map_err(query_error("starting a transaction"))?;
+            let withdrawn = withdraw_in!(self, &mut *tx, vanished)?;
             sqlx::query("DELETE FROM case_prints").execute(&mut *tx).await.map_err(query_error("replacing case prints"))?;
             sqlx::query("DELETE FROM case_print_log")
                 .execute(&mut *tx)
@@ -571,7 +574,8 @@ impl StateStore {
                 .execute(&mut *tx)
                 .await
                 .map_err(query_error("recording the case prints' size"))?;
-            tx.commit().await.map_err(query_error("committing case prints"))
+            tx.commit().await.map_err(query_error("committing case prints"))?;
+            Ok(withdrawn)
         })
     }
 }
@@ -636,6 +640,41 @@ macro_rules! write_buckets {
     }};
 }
 pub(crate) use write_buckets;
+
+/// Withdraws the deadlines of `$case_refs` (cases that left the register) in the open
+/// transaction `$tx`, as [`StateStore::withdraw_cases`] does: in the transaction that stores the
+/// prints without them, so that a crash between the two cannot leave a case withdrawn whose
+/// unchanged row the next pass would then skip. Evaluates to the number withdrawn.
+macro_rules! withdraw_in {
+    ($store:expr, $tx:expr, $case_refs:expr) => {{
+        let case_refs: &[String] = $case_refs;
+        let mut result: Result<u64, StateError> = Ok(0);
+        for chunk in case_refs.chunks(BATCH_ROWS * 8) {
+            let sql = format!(
+                "UPDATE deadlines SET withdrawn = TRUE, next_step_on = NULL, child_key = NULL \
+                 WHERE withdrawn = FALSE AND case_ref IN ({})",
+                $store.marks(1, chunk.len())
+            );
+            let mut q = sqlx::query(&sql).persistent(false);
+            for c in chunk {
+                q = q.bind(c.as_str());
+            }
+            match q.execute($tx).await {
+                Ok(done) => {
+                    if let Ok(n) = &mut result {
+                        *n += done.rows_affected();
+                    }
+                }
+                Err(e) => {
+                    result = Err(query_error("withdrawing the deadlines of vanished cases")(e));
+                    break;
+                }
+            }
+        }
+        result
+    }};
+}
+pub(crate) use withdraw_in;
 
 #[cfg(test)]
 mod tests {

@@ -1741,3 +1741,42 @@ async fn rules_across_one_childs_cases_sqlite() {
 async fn rules_across_one_childs_cases_postgres() {
     rules_across_one_childs_cases(true).await;
 }
+
+/// A full pass withdraws the cases that left the register in the transaction that stores the
+/// prints without them (issue "No value … loses a notice", 4): when storing the prints fails
+/// (here a trigger refuses them; in life a crash), nothing is withdrawn, and the next pass that
+/// succeeds withdraws them. Before, the withdrawal committed alone, and the cases' unchanged rows
+/// were skipped by later passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_pass_withdraws_and_stores_its_prints_in_one_transaction() {
+    let ws = Workspace::new();
+    let settings = ws.settings("");
+    write_demo_register(&settings, 300, 9).await;
+    let app = start(&settings).await;
+    let mut now = Utc.with_ymd_and_hms(2026, 11, 25, 8, 0, 0).unwrap();
+    let mut next = || {
+        now += chrono::Duration::hours(1);
+        now
+    };
+    full_pass(&app, date(TODAY), next()).await;
+    let register = settings.register.url.expose().to_string();
+    let state = format!("{}?mode=rw", ws.sqlite_url("state.db"));
+    let leaving = deadline_lines(&app).await[0].split(' ').next().unwrap().to_string();
+    sqlite_exec(&register, &format!("DELETE FROM fristvakt_cases WHERE case_ref = '{leaving}'")).await;
+    sqlite_exec(
+        &state,
+        "CREATE TRIGGER refuse_prints BEFORE UPDATE ON case_prints BEGIN SELECT RAISE(ABORT, 'refused'); END",
+    )
+    .await;
+    let failed = jobs::full_pass::run_once(&app, Moment::on(date(TODAY), next())).await;
+    assert!(failed.is_err(), "the prints could not be stored");
+    assert!(
+        deadline_lines(&app).await.iter().any(|l| l.starts_with(&format!("{leaving} "))),
+        "nothing withdrawn by the pass that failed"
+    );
+    sqlite_exec(&state, "DROP TRIGGER refuse_prints").await;
+    let done = full_pass(&app, date(TODAY), next()).await;
+    assert!(done.withdrawn > 0, "{done:?}");
+    assert!(!deadline_lines(&app).await.iter().any(|l| l.starts_with(&format!("{leaving} "))));
+    app.close().await;
+}
