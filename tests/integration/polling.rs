@@ -1089,7 +1089,10 @@ async fn a_postgres_view_with_and_without_the_optional_columns() {
     postgres_register_with(&register_url, optional_column_rows(KEY).into_iter(), true).await;
     let (config_check, _) = run(&register_url, &state_url, &["check-config"]);
     assert!(
-        config_check.contains("chained investigations on (column child_key), follow-up clock on"),
+        config_check.contains(
+            "chained investigations on (column child_key), follow-up clock on (columns follow_up_decided_on, \
+             follow_up_ended_on), reporter information on (columns reporter_info_requested_on, reporter_informed_on)"
+        ),
         "{config_check}"
     );
     let (json, _) = run(&register_url, &state_url, &["deadlines", "--format", "json", "--today", TODAY]);
@@ -1128,7 +1131,8 @@ async fn a_postgres_view_with_and_without_the_optional_columns() {
     postgres_register_with(&register_url, optional_column_rows(KEY).into_iter(), false).await;
     let (config_check, _) = run(&register_url, &state_url, &["check-config"]);
     assert!(
-        config_check.contains("chained investigations off (column child_key), follow-up clock off"),
+        config_check.contains("chained investigations off (column child_key), follow-up clock off")
+            && config_check.contains("reporter information off"),
         "{config_check}"
     );
     let (json, _) = run(&register_url, &state_url, &["deadlines", "--format", "json", "--today", TODAY]);
@@ -1547,7 +1551,20 @@ async fn children_are_read_as_a_poll_reads_them(register: &register::Register, r
     keys.extend((0..2_500).map(|i| fristvakt::domain::ChildKey::parse(&format!("nobody-{i}")).unwrap()));
     let wanted: BTreeSet<&str> = keys.iter().map(|k| k.as_str()).collect();
 
-    let all = by_case(register.chunks_since(None).try_collect().await.unwrap());
+    let chunks: Vec<register::RowChunk> = register.chunks_since(None).try_collect().await.unwrap();
+    // The reporter's days are read (from `date` columns on PostgreSQL) into the rules' dates.
+    let asked = |dates: &[Option<chrono::NaiveDate>]| dates.iter().flatten().count();
+    let read: Vec<_> = chunks
+        .iter()
+        .flat_map(|c| c.rows())
+        .filter_map(|row| register::validate(&row.to_raw()).ok())
+        .map(|case| case.dates.reporter_info_requested_on)
+        .collect();
+    let written: Vec<_> =
+        rows.iter().filter_map(|row| row.reporter_info_requested_on.as_deref().map(date)).map(Some).collect();
+    assert!(asked(&written) > 0);
+    assert_eq!(asked(&read), asked(&written));
+    let all = by_case(chunks);
     let expected: std::collections::BTreeMap<_, _> = rows
         .iter()
         .filter(|row| wanted.contains(row.child_key.as_deref().unwrap()))
