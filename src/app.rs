@@ -21,7 +21,7 @@ use crate::demo::{self, DemoOptions};
 use crate::digest::DigestSchedule;
 use crate::mail::{self, Mailer, MailerError};
 use crate::metrics::{DeliveryMetrics, Metrics};
-use crate::register::{self, Register, RegisterError};
+use crate::register::{Register, RegisterError};
 use crate::state::{StateError, StateStore};
 
 /// How long a probe of a database may take before readiness says no.
@@ -347,11 +347,11 @@ pub async fn seed_demo_register(settings: &Settings, today: NaiveDate) -> Result
     if settings.register.demo_cases == 0 || url.engine != Engine::Sqlite {
         return Ok(None);
     }
-    if register::sqlite_register_has_view(url, &settings.register.view).await? {
+    if demo::sqlite_register_has_view(url, &settings.register.view).await? {
         return Ok(None);
     }
     let options = DemoOptions { cases: settings.register.demo_cases as usize, seed: 1, today, broken: 0 };
-    let written = register::write_demo_cases(url, &settings.register.view, demo::generate(&options)).await?;
+    let written = demo::write_demo_cases(url, &settings.register.view, demo::generate(&options)).await?;
     tracing::info!(cases = written, "created a demo register with synthetic cases");
     Ok(Some(written))
 }

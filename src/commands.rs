@@ -277,7 +277,7 @@ pub async fn demo_data(
     let today = Moment::from_option(today, Utc::now(), settings.timezone).today;
     let options = DemoOptions { cases, seed, today, broken };
     let written =
-        register::write_demo_cases(&settings.register.url, &settings.register.view, demo::generate(&options)).await?;
+        demo::write_demo_cases(&settings.register.url, &settings.register.view, demo::generate(&options)).await?;
     println!(
         "wrote {written} demo case(s) ({broken} deliberately broken) to {} view {}",
         settings.register.url.redacted(),

@@ -705,7 +705,9 @@ fn validate(tree: &Value, base_dir: Option<&Path>) -> Result<Settings, ConfigErr
     r.unknown_keys("digest", &["cron", "send_empty", "max_rows"]);
     r.unknown_keys("report", &["min_group"]);
     r.unknown_keys("log", &["filter", "format"]);
-    r.unknown_keys("ladder", &["protection", "assessment", "investigation", "follow_up", "first_sight_horizon"]);
+    // One ladder key per clock of the rules' table, and the horizon.
+    let ladder_keys: Vec<&str> = Kind::ALL.iter().map(|k| k.as_str()).chain(["first_sight_horizon"]).collect();
+    r.unknown_keys("ladder", &ladder_keys);
     r.unknown_keys("rules", &["chain_window"]);
 
     let timezone = r.parsed("timezone", |s| {

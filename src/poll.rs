@@ -465,13 +465,16 @@ impl Children {
             return Ok(children);
         }
         let mut seen: HashSet<CaseRef> = HashSet::new();
-        let keys: Vec<&ChildKey> = keys.iter().collect();
-        for raw in register.rows_of_children(&keys).await? {
-            let Ok(case) = register::validate(&raw) else { continue };
-            if changed.contains_key(case.case_ref.as_str()) || !seen.insert(case.case_ref.clone()) {
-                continue;
+        let keys: Vec<ChildKey> = keys.into_iter().collect();
+        let mut chunks = register.chunks_of_children(&keys);
+        while let Some(chunk) = chunks.try_next().await? {
+            for row in chunk.rows() {
+                let Ok(case) = register::validate(&row.to_raw()) else { continue };
+                if changed.contains_key(case.case_ref.as_str()) || !seen.insert(case.case_ref.clone()) {
+                    continue;
+                }
+                children.unchanged.push(case);
             }
-            children.unchanged.push(case);
         }
         let every = changed.values().map(|(case, _)| case).chain(children.unchanged.iter());
         children.investigations = investigations_by_child(every);

@@ -64,11 +64,11 @@ use fristvakt::report;
 #[path = "bench/postgres.rs"]
 mod postgres;
 
-/// The register columns fristvakt reads of the demo register, for the raw scan: the twelve every
-/// view has and the three optional ones it has too (chained investigations, the follow-up clock).
-const COLUMNS: &str = "case_ref, unit, caseworker, child_sex, received_on, protection_assessed_on, \
-     assessment_decided_on, assessment_extended_to, investigation_opened_on, investigation_extended_to, \
-     investigation_closed_on, updated_at, child_key, follow_up_decided_on, follow_up_ended_on";
+/// The register columns fristvakt reads of the demo register, for the raw scan: every column of
+/// the view's table, the optional ones included (the demo register has them all).
+fn register_columns() -> String {
+    register::COLUMNS.iter().map(|c| c.name).collect::<Vec<_>>().join(", ")
+}
 
 fn main() -> Result<()> {
     let mut sizes = vec![100_000usize];
@@ -177,26 +177,19 @@ async fn dispatch_bench(notices: usize, dir: &Path) -> Result<()> {
     // A register of cases reported 20 days ago, none assessed: one notice each, due now.
     let today = NaiveDate::from_ymd_opt(2026, 11, 25).context("date")?;
     let received = (today - chrono::Duration::days(20)).to_string();
-    let cases = (0..notices).map(|i| demo::DemoCase {
-        case_ref: format!("2026-BU-{i:06}"),
-        unit: ["BRO-BU", "SKH-BU", "NOR-BU"][i % 3].to_string(),
+    let cases = (0..notices).map(|i| register::RawRow {
+        case_ref: Some(format!("2026-BU-{i:06}")),
+        unit: Some(["BRO-BU", "SKH-BU", "NOR-BU"][i % 3].to_string()),
         caseworker: Some("handlaggare@kommun.example".into()),
         child_sex: Some(if i % 2 == 0 { "F" } else { "M" }.into()),
         received_on: Some(received.clone()),
         protection_assessed_on: Some(received.clone()),
-        assessment_decided_on: None,
-        assessment_extended_to: None,
-        investigation_opened_on: None,
-        investigation_extended_to: None,
-        investigation_closed_on: None,
-        updated_at: "2026-11-01T08:00:00.000000Z".into(),
-        child_key: None,
-        follow_up_decided_on: None,
-        follow_up_ended_on: None,
+        updated_at: Some("2026-11-01T08:00:00.000000Z".into()),
+        ..register::RawRow::default()
     });
     let register_url = format!("sqlite://{}", dir.join("register.db").display());
     let url = DatabaseUrl::parse(&register_url).map_err(|e| anyhow::anyhow!(e))?;
-    register::write_demo_cases(&url, "fristvakt_cases", cases).await?;
+    demo::write_demo_cases(&url, "fristvakt_cases", cases).await?;
     let config = dir.join("mail.toml");
     std::fs::write(
         &config,
@@ -563,11 +556,11 @@ impl Store<'_> {
 
     /// Writes the demo cases to the register's `view`: fristvakt's own demo register writer on
     /// SQLite; on PostgreSQL a table with the contract's types, loaded with COPY.
-    async fn write_register(&self, view: &str, cases: impl Iterator<Item = demo::DemoCase>) -> Result<()> {
+    async fn write_register(&self, view: &str, cases: impl Iterator<Item = register::RawRow>) -> Result<()> {
         match self {
             Store::Sqlite(_) => {
                 let url = DatabaseUrl::parse(&self.register_url()).map_err(|e| anyhow::anyhow!(e))?;
-                register::write_demo_cases(&url, view, cases).await?;
+                demo::write_demo_cases(&url, view, cases).await?;
             }
             Store::Postgres(_) => {
                 postgres::write_register(&self.register_url(), view, cases).await?;
@@ -587,8 +580,8 @@ impl Store<'_> {
     /// The raw scan's statement: the view's columns, printed.
     fn scan_sql(&self, view: &str) -> String {
         match self {
-            Store::Sqlite(_) => format!("SELECT {COLUMNS} FROM {view};"),
-            Store::Postgres(_) => format!("COPY (SELECT {COLUMNS} FROM {view}) TO STDOUT"),
+            Store::Sqlite(_) => format!("SELECT {} FROM {view};", register_columns()),
+            Store::Postgres(_) => format!("COPY (SELECT {} FROM {view}) TO STDOUT", register_columns()),
         }
     }
 

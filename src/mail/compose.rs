@@ -705,7 +705,7 @@ mod tests {
         let text = rendered(&s, &p, &caseworker(), "2026-12-28").text;
         assert!(
             text.contains(
-                "Under 20 kap. 2 § of the Social Services Act (socialtjänstlagen (2025:400)), the preliminary assessment must be completed within 14 days"
+                "Under the Social Services Act, 20 kap. 2 § socialtjänstlagen (2025:400), the preliminary assessment must be completed within 14 days"
             ),
             "{text}"
         );

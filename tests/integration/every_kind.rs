@@ -150,7 +150,7 @@ async fn every_kind_through_every_output() {
                     "--today",
                     "2026-04-30",
                     "--by",
-                    "kind",
+                    "unit,kind",
                     "--no-suppress",
                     "--format",
                     format,

@@ -5,7 +5,8 @@ use std::process::{Command, Output};
 
 use chrono::NaiveDate;
 use fristvakt::config::{self, Settings};
-use fristvakt::demo::{self, DemoCase, DemoOptions};
+use fristvakt::demo::{self, DemoOptions};
+use fristvakt::register::{RawRow, COLUMNS};
 use sqlx::postgres::PgPoolOptions;
 
 pub fn date(s: &str) -> NaiveDate {
@@ -75,71 +76,54 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-pub fn demo_cases(cases: usize, seed: u64, today: NaiveDate, broken: usize) -> impl Iterator<Item = DemoCase> {
+pub fn demo_cases(cases: usize, seed: u64, today: NaiveDate, broken: usize) -> impl Iterator<Item = RawRow> {
     demo::generate(&DemoOptions { cases, seed, today, broken })
 }
 
 /// Creates the register view's table in PostgreSQL with the contract's types, the optional
 /// columns included (contract §1), and fills it.
-pub async fn postgres_register(url: &str, cases: impl Iterator<Item = DemoCase>) {
+pub async fn postgres_register(url: &str, cases: impl Iterator<Item = RawRow>) {
     postgres_register_with(url, cases, true).await;
 }
 
-/// [`postgres_register`], with the optional columns (`child_key`, `follow_up_decided_on`,
-/// `follow_up_ended_on`) or without them (a view as it was before they existed).
-pub async fn postgres_register_with(url: &str, cases: impl Iterator<Item = DemoCase>, optional: bool) {
+/// [`postgres_register`], with the optional columns or without them (a view as it was before
+/// they existed). The columns and their types come from the register's column table.
+pub async fn postgres_register_with(url: &str, cases: impl Iterator<Item = RawRow>, optional: bool) {
     let pool = PgPoolOptions::new().max_connections(1).connect(url).await.unwrap();
-    let optional_columns =
-        if optional { ", child_key text, follow_up_decided_on date, follow_up_ended_on date" } else { "" };
-    sqlx::query(&format!(
-        "CREATE TABLE cases (case_ref text PRIMARY KEY, unit text NOT NULL, caseworker text, child_sex text, \
-         received_on date, protection_assessed_on date, assessment_decided_on date, assessment_extended_to date, \
-         investigation_opened_on date, investigation_extended_to date, investigation_closed_on date, \
-         updated_at timestamptz NOT NULL{optional_columns})"
-    ))
-    .execute(&pool)
-    .await
-    .unwrap();
+    let columns: Vec<_> = COLUMNS.iter().filter(|c| optional || c.is_required()).collect();
+    let definitions: Vec<String> = columns
+        .iter()
+        .map(|c| match c.name {
+            "case_ref" => "case_ref text PRIMARY KEY".to_string(),
+            name => format!("{name} {}{}", c.storage.postgres_type(), if c.nullable { "" } else { " NOT NULL" }),
+        })
+        .collect();
+    sqlx::query(&format!("CREATE TABLE cases ({})", definitions.join(", "))).execute(&pool).await.unwrap();
     sqlx::query("CREATE VIEW fristvakt_cases AS SELECT * FROM cases").execute(&pool).await.unwrap();
     if optional {
         // docs/register-view.md asks for it: the poll reads a child's cases by their key.
         sqlx::query("CREATE INDEX cases_child_key ON cases (child_key)").execute(&pool).await.unwrap();
     }
-    let cases: Vec<DemoCase> = cases.collect();
-    let width = if optional { 15 } else { 12 };
+    let cases: Vec<RawRow> = cases.collect();
+    let width = columns.len();
     for chunk in cases.chunks(500) {
-        let mut sql = String::from("INSERT INTO cases VALUES ");
-        for i in 0..chunk.len() {
-            let b = i * width;
-            if i > 0 {
-                sql.push(',');
-            }
-            sql.push_str(&format!(
-                "(${},${},${},${},${}::date,${}::date,${}::date,${}::date,${}::date,${}::date,${}::date,${}::timestamptz",
-                b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 7, b + 8, b + 9, b + 10, b + 11, b + 12
-            ));
-            if optional {
-                sql.push_str(&format!(",${},${}::date,${}::date", b + 13, b + 14, b + 15));
-            }
-            sql.push(')');
-        }
+        let rows: Vec<String> = (0..chunk.len())
+            .map(|i| {
+                let marks: Vec<String> = columns
+                    .iter()
+                    .enumerate()
+                    .map(|(c, column)| format!("${}::{}", i * width + c + 1, column.storage.postgres_type()))
+                    .collect();
+                format!("({})", marks.join(","))
+            })
+            .collect();
+        let sql = format!("INSERT INTO cases VALUES {}", rows.join(","));
         let mut q = sqlx::query(&sql);
-        for c in chunk {
-            q = q
-                .bind(&c.case_ref)
-                .bind(&c.unit)
-                .bind(&c.caseworker)
-                .bind(&c.child_sex)
-                .bind(&c.received_on)
-                .bind(&c.protection_assessed_on)
-                .bind(&c.assessment_decided_on)
-                .bind(&c.assessment_extended_to)
-                .bind(&c.investigation_opened_on)
-                .bind(&c.investigation_extended_to)
-                .bind(&c.investigation_closed_on)
-                .bind(&c.updated_at);
-            if optional {
-                q = q.bind(&c.child_key).bind(&c.follow_up_decided_on).bind(&c.follow_up_ended_on);
+        for case in chunk {
+            for (column, value) in COLUMNS.iter().zip(case.values()) {
+                if optional || column.is_required() {
+                    q = q.bind(value);
+                }
             }
         }
         q.execute(&pool).await.unwrap();

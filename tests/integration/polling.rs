@@ -40,7 +40,7 @@ async fn full_pass(app: &App, today: NaiveDate, now: DateTime<Utc>) -> SyncRepor
 /// Fills the configured SQLite register with `cases` demo cases made for [`TODAY`].
 async fn write_demo_register(settings: &config::Settings, cases: usize, seed: u64) -> u64 {
     let cases = demo_cases(cases, seed, date(TODAY), 0);
-    register::write_demo_cases(&settings.register.url, &settings.register.view, cases).await.unwrap()
+    fristvakt::demo::write_demo_cases(&settings.register.url, &settings.register.view, cases).await.unwrap()
 }
 
 /// The register view as a plain SQLite table with the contract's columns, empty.
@@ -76,9 +76,8 @@ async fn demo_deadlines_are_correct_for_every_case_and_identical_on_sqlite_and_p
     // The rules across one child's cases get the investigations of the child's other cases.
     let today = date(TODAY);
     let mut expected = BTreeSet::new();
-    let valid: Vec<register::CaseRow> = demo_cases(cases, 1, today, 0)
-        .map(|case| register::validate(&register::RawRow::from(&case)).expect("demo rows are valid"))
-        .collect();
+    let valid: Vec<register::CaseRow> =
+        demo_cases(cases, 1, today, 0).map(|case| register::validate(&case).expect("demo rows are valid")).collect();
     let mut by_child: std::collections::HashMap<&str, Vec<(&str, rules::OtherInvestigation)>> = Default::default();
     for v in &valid {
         if let (Some(key), Some(opened_on)) = (&v.child_key, v.dates.investigation_opened_on) {
@@ -86,7 +85,7 @@ async fn demo_deadlines_are_correct_for_every_case_and_identical_on_sqlite_and_p
             by_child.entry(key.as_str()).or_default().push((v.case_ref.as_str(), investigation));
         }
     }
-    for (case, valid) in demo_cases(cases, 1, today, 0).zip(&valid) {
+    for valid in &valid {
         let others: Vec<rules::OtherInvestigation> = valid
             .child_key
             .as_ref()
@@ -96,8 +95,8 @@ async fn demo_deadlines_are_correct_for_every_case_and_identical_on_sqlite_and_p
         for d in rules::deadlines_for(&valid.dates, &others, RuleOptions { holiday_rule: true }) {
             expected.insert(format!(
                 "{} {} {} {} {} {} {:?} {} {:?}",
-                case.case_ref,
-                case.unit,
+                valid.case_ref.as_str(),
+                valid.unit.as_str(),
                 d.kind.as_str(),
                 d.start_on,
                 d.nominal_due_on,
@@ -1055,24 +1054,18 @@ async fn optional_columns_switch_on_follow_up_and_chains() {
 }
 
 /// The rows of [`optional_columns_switch_on_follow_up_and_chains`] as demo cases.
-fn optional_column_rows(key: &str) -> Vec<fristvakt::demo::DemoCase> {
+fn optional_column_rows(key: &str) -> Vec<register::RawRow> {
     let row = |case_ref: &str, sex: &str, received: Option<&str>, opened: &str, closed: Option<&str>, updated: &str| {
-        fristvakt::demo::DemoCase {
-            case_ref: case_ref.to_string(),
-            unit: "BRO-BU".to_string(),
-            caseworker: None,
+        register::RawRow {
+            case_ref: Some(case_ref.to_string()),
+            unit: Some("BRO-BU".to_string()),
             child_sex: Some(sex.to_string()),
             received_on: received.map(String::from),
             protection_assessed_on: received.map(String::from),
-            assessment_decided_on: None,
-            assessment_extended_to: None,
             investigation_opened_on: Some(opened.to_string()),
-            investigation_extended_to: None,
             investigation_closed_on: closed.map(String::from),
-            updated_at: updated.to_string(),
-            child_key: None,
-            follow_up_decided_on: None,
-            follow_up_ended_on: None,
+            updated_at: Some(updated.to_string()),
+            ..register::RawRow::default()
         }
     };
     let mut rows = vec![
@@ -1112,7 +1105,10 @@ async fn a_postgres_view_with_and_without_the_optional_columns() {
     postgres_register_with(&register_url, optional_column_rows(KEY).into_iter(), true).await;
     let (config_check, _) = run(&register_url, &state_url, &["check-config"]);
     assert!(
-        config_check.contains("chained investigations on (column child_key), follow-up clock on"),
+        config_check.contains(
+            "chained investigations on (column child_key), follow-up clock on (columns follow_up_decided_on, \
+             follow_up_ended_on), reporter information on (columns reporter_info_requested_on, reporter_informed_on)"
+        ),
         "{config_check}"
     );
     let (json, _) = run(&register_url, &state_url, &["deadlines", "--format", "json", "--today", TODAY]);
@@ -1152,7 +1148,8 @@ async fn a_postgres_view_with_and_without_the_optional_columns() {
     postgres_register_with(&register_url, optional_column_rows(KEY).into_iter(), false).await;
     let (config_check, _) = run(&register_url, &state_url, &["check-config"]);
     assert!(
-        config_check.contains("chained investigations off (column child_key), follow-up clock off"),
+        config_check.contains("chained investigations off (column child_key), follow-up clock off")
+            && config_check.contains("reporter information off"),
         "{config_check}"
     );
     let (json, _) = run(&register_url, &state_url, &["deadlines", "--format", "json", "--today", TODAY]);
@@ -1512,7 +1509,7 @@ async fn a_postgres_view_of_padded_character_columns_is_streamed_as_a_select_rea
          caseworker::character varying(80) AS caseworker, child_sex::character(3) AS child_sex, received_on, \
          protection_assessed_on, assessment_decided_on, assessment_extended_to, investigation_opened_on, \
          investigation_extended_to, investigation_closed_on, updated_at, child_key, follow_up_decided_on, \
-         follow_up_ended_on FROM cases",
+         follow_up_ended_on, reporter_info_requested_on, reporter_informed_on FROM cases",
     )
     .execute(&pool)
     .await
@@ -1779,4 +1776,121 @@ async fn a_full_pass_withdraws_and_stores_its_prints_in_one_transaction() {
     assert!(done.withdrawn > 0, "{done:?}");
     assert!(!deadline_lines(&app).await.iter().any(|l| l.starts_with(&format!("{leaving} "))));
     app.close().await;
+}
+
+/// Demo rows, and two more of one child whose key holds the characters of SQL and array
+/// literals, for [`children_are_read_as_a_poll_reads_them`].
+fn rows_with_children() -> Vec<register::RawRow> {
+    let mut rows: Vec<register::RawRow> = demo_cases(400, 31, date(TODAY), 0).collect();
+    for (i, case_ref) in ["2026-BU-90001", "2026-BU-90002"].into_iter().enumerate() {
+        rows.push(register::RawRow {
+            case_ref: Some(case_ref.to_string()),
+            unit: Some("BRO-BU".to_string()),
+            investigation_opened_on: Some(format!("2026-0{}-01", i + 5)),
+            updated_at: Some("2026-11-01T08:00:00.000000Z".to_string()),
+            child_key: Some("o'key \\ {a,\"b\"} $1 åäö".to_string()),
+            ..register::RawRow::default()
+        });
+    }
+    rows
+}
+
+/// The rows of some children, looked up by key, have the bytes (so the prints) a full read
+/// gives them; a key given twice counts once; more keys than one statement takes are read in
+/// batches; a view without `child_key` gives none.
+async fn children_are_read_as_a_poll_reads_them(register: &register::Register, rows: &[register::RawRow]) {
+    use futures_util::TryStreamExt;
+    let by_case = |chunks: Vec<register::RowChunk>| {
+        let mut rows = std::collections::BTreeMap::new();
+        for chunk in &chunks {
+            for row in chunk.rows() {
+                let case_ref = row.case_ref().unwrap().into_owned();
+                assert!(rows.insert(case_ref, row.bytes().to_vec()).is_none(), "a row read twice");
+            }
+        }
+        rows
+    };
+    assert!(register.features().chains);
+    let key_of =
+        |row: &register::RawRow| fristvakt::domain::ChildKey::parse(row.child_key.as_deref().unwrap()).unwrap();
+    // Every seventh row's child, the odd key, one key twice, and 2 500 keys no row has.
+    let mut keys: Vec<_> = rows.iter().step_by(7).map(key_of).collect();
+    keys.push(key_of(&rows[rows.len() - 1]));
+    keys.push(key_of(&rows[0]));
+    keys.extend((0..2_500).map(|i| fristvakt::domain::ChildKey::parse(&format!("nobody-{i}")).unwrap()));
+    let wanted: BTreeSet<&str> = keys.iter().map(|k| k.as_str()).collect();
+
+    let chunks: Vec<register::RowChunk> = register.chunks_since(None).try_collect().await.unwrap();
+    // The reporter's days are read (from `date` columns on PostgreSQL) into the rules' dates.
+    let asked = |dates: &[Option<chrono::NaiveDate>]| dates.iter().flatten().count();
+    let read: Vec<_> = chunks
+        .iter()
+        .flat_map(|c| c.rows())
+        .filter_map(|row| register::validate(&row.to_raw()).ok())
+        .map(|case| case.dates.reporter_info_requested_on)
+        .collect();
+    let written: Vec<_> =
+        rows.iter().filter_map(|row| row.reporter_info_requested_on.as_deref().map(date)).map(Some).collect();
+    assert!(asked(&written) > 0);
+    assert_eq!(asked(&read), asked(&written));
+    let all = by_case(chunks);
+    let expected: std::collections::BTreeMap<_, _> = rows
+        .iter()
+        .filter(|row| wanted.contains(row.child_key.as_deref().unwrap()))
+        .map(|row| {
+            let case_ref = row.case_ref.clone().unwrap();
+            let bytes = all[&case_ref].clone();
+            (case_ref, bytes)
+        })
+        .collect();
+    assert!(expected.len() > 400 / 7 && expected.contains_key("2026-BU-90002"), "{}", expected.len());
+    let found = by_case(register.chunks_of_children(&keys).try_collect().await.unwrap());
+    assert_eq!(found, expected);
+
+    // `rows_of_child` reads the same way: both cases of the odd key's child.
+    let same_child = register.rows_of_child(&key_of(&rows[rows.len() - 1])).await.unwrap();
+    let mut refs: Vec<_> = same_child.iter().map(|row| row.case_ref.clone().unwrap()).collect();
+    refs.sort();
+    assert_eq!(refs, ["2026-BU-90001", "2026-BU-90002"]);
+    assert!(register.chunks_of_children(&[]).try_collect::<Vec<_>>().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn children_are_read_by_key_as_a_poll_reads_them_on_sqlite() {
+    use futures_util::TryStreamExt;
+    let ws = Workspace::new();
+    let settings = ws.settings("");
+    let rows = rows_with_children();
+    fristvakt::demo::write_demo_cases(&settings.register.url, &settings.register.view, rows.clone().into_iter())
+        .await
+        .unwrap();
+    let register = register::Register::connect(&settings.register.url, &settings.register.view).await.unwrap();
+    children_are_read_as_a_poll_reads_them(&register, &rows).await;
+    register.close().await;
+
+    // A view without child_key reads no child.
+    sqlite_exec(
+        &ws.sqlite_url("register.db"),
+        "CREATE VIEW keyless AS SELECT case_ref, unit, caseworker, child_sex, \
+        received_on, protection_assessed_on, assessment_decided_on, assessment_extended_to, investigation_opened_on, \
+        investigation_extended_to, investigation_closed_on, updated_at FROM fristvakt_cases",
+    )
+    .await;
+    let keyless = register::Register::connect(&settings.register.url, "keyless").await.unwrap();
+    assert!(!keyless.features().chains);
+    let key = fristvakt::domain::ChildKey::parse(rows[0].child_key.as_deref().unwrap()).unwrap();
+    assert!(keyless.chunks_of_children(&[key]).try_collect::<Vec<_>>().await.unwrap().is_empty());
+    keyless.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn children_are_read_by_key_as_a_poll_reads_them_on_postgres() {
+    let pg = postgres::shared();
+    let register_url = pg.fresh_database().await;
+    let rows = rows_with_children();
+    postgres_register(&register_url, rows.clone().into_iter()).await;
+    let url = config::DatabaseUrl::parse(&register_url).unwrap();
+    let register = register::Register::connect(&url, "fristvakt_cases").await.unwrap();
+    children_are_read_as_a_poll_reads_them(&register, &rows).await;
+    register.close().await;
 }

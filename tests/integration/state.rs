@@ -14,7 +14,7 @@ use fristvakt::config::{DatabaseUrl, Settings};
 use fristvakt::domain::{CaseRef, EmailAddress, UnitCode};
 use fristvakt::jobs;
 use fristvakt::notice::{self, NoticePayload, Recipient};
-use fristvakt::register::{self, RawRow, Sex};
+use fristvakt::register::{self, Sex};
 use fristvakt::rules::{self, CaseDates, DayKind, DueReason, Kind, Role, RuleOptions};
 use fristvakt::state::{
     Attempt, DeadlineFilter, DeadlineRecord, OutboxEntry, OutboxPayload, OutboxState, StateError, StateStore,
@@ -291,7 +291,7 @@ async fn deadline_counts_agree_with_the_rules_status(postgres: Option<String>) {
     let mut records = Vec::new();
     let mut case_refs = Vec::new();
     for case in demo_cases(600, 7, made_on, 0) {
-        let Ok(row) = register::validate(&RawRow::from(&case)) else { continue };
+        let Ok(row) = register::validate(&case) else { continue };
         for deadline in rules::deadlines_for(&row.dates, &[], RuleOptions::default()) {
             records.push(DeadlineRecord {
                 case_ref: row.case_ref.clone(),

@@ -20,7 +20,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use anyhow::{Context, Result};
 use sqlx::{Connection, Executor, PgConnection};
 
-use fristvakt::demo::DemoCase;
+use fristvakt::register::{RawRow, COLUMNS};
 
 /// Settings appended to `postgresql.conf`. Commits do not wait for the disk
 /// (`synchronous_commit = off`), as SQLite's `synchronous = NORMAL` in WAL mode does not; `fsync`
@@ -238,20 +238,17 @@ fn postgres_user_ids() -> Option<(u32, u32)> {
 const COPY_BATCH: usize = 10_000;
 
 /// Writes `cases` to a PostgreSQL register at `url`: a table with the contract's types (`date`,
-/// `timestamptz`, `text`; the optional columns included) loaded with COPY, indexed on `case_ref`
-/// and `updated_at` as a register would be, vacuumed and analysed, and `view` over it.
-pub async fn write_register(url: &str, view: &str, cases: impl Iterator<Item = DemoCase>) -> Result<u64> {
+/// `timestamptz`, `text`; the optional columns included) loaded with COPY, indexed on `case_ref`,
+/// `updated_at` and `child_key` as a register would be, vacuumed and analysed, and `view` over it.
+pub async fn write_register(url: &str, view: &str, cases: impl Iterator<Item = RawRow>) -> Result<u64> {
     let mut conn = PgConnection::connect(url).await?;
     let table = format!("{view}_rows");
+    let columns: Vec<String> = COLUMNS
+        .iter()
+        .map(|c| format!("{} {}{}", c.name, c.storage.postgres_type(), if c.nullable { "" } else { " NOT NULL" }))
+        .collect();
     conn.execute(
-        format!(
-            "CREATE TABLE {table} (case_ref text NOT NULL, unit text NOT NULL, caseworker text, child_sex text, \
-             received_on date, protection_assessed_on date, assessment_decided_on date, assessment_extended_to date, \
-             investigation_opened_on date, investigation_extended_to date, investigation_closed_on date, \
-             updated_at timestamptz NOT NULL, child_key text, follow_up_decided_on date, follow_up_ended_on date); \
-             CREATE VIEW {view} AS SELECT * FROM {table}"
-        )
-        .as_str(),
+        format!("CREATE TABLE {table} ({}); CREATE VIEW {view} AS SELECT * FROM {table}", columns.join(", ")).as_str(),
     )
     .await?;
     let mut copy = conn.copy_in_raw(&format!("COPY {table} FROM STDIN")).await?;
@@ -282,24 +279,8 @@ pub async fn write_register(url: &str, view: &str, cases: impl Iterator<Item = D
 }
 
 /// One case as a line of COPY's text format: tab-separated, `\N` for NULL, in table order.
-fn copy_line(out: &mut Vec<u8>, case: &DemoCase) {
-    let values = [
-        Some(&case.case_ref),
-        Some(&case.unit),
-        case.caseworker.as_ref(),
-        case.child_sex.as_ref(),
-        case.received_on.as_ref(),
-        case.protection_assessed_on.as_ref(),
-        case.assessment_decided_on.as_ref(),
-        case.assessment_extended_to.as_ref(),
-        case.investigation_opened_on.as_ref(),
-        case.investigation_extended_to.as_ref(),
-        case.investigation_closed_on.as_ref(),
-        Some(&case.updated_at),
-        case.child_key.as_ref(),
-        case.follow_up_decided_on.as_ref(),
-        case.follow_up_ended_on.as_ref(),
-    ];
+fn copy_line(out: &mut Vec<u8>, case: &RawRow) {
+    let values = case.values();
     for (i, value) in values.into_iter().enumerate() {
         if i > 0 {
             out.push(b'\t');
@@ -328,29 +309,21 @@ mod tests {
 
     #[test]
     fn a_copy_line_escapes_and_marks_nulls() {
-        let case = DemoCase {
-            case_ref: "2026-BU-1\t2".into(),
-            unit: "BRO\\BU".into(),
-            caseworker: None,
+        let case = RawRow {
+            case_ref: Some("2026-BU-1\t2".into()),
+            unit: Some("BRO\\BU".into()),
             child_sex: Some("F".into()),
             received_on: Some("2026-01-02".into()),
-            protection_assessed_on: None,
-            assessment_decided_on: None,
-            assessment_extended_to: None,
-            investigation_opened_on: None,
-            investigation_extended_to: None,
-            investigation_closed_on: None,
-            updated_at: "2026-01-02T08:00:00.000000Z".into(),
-            child_key: None,
-            follow_up_decided_on: None,
+            updated_at: Some("2026-01-02T08:00:00.000000Z".into()),
             follow_up_ended_on: Some("a\nb".into()),
+            ..RawRow::default()
         };
         let mut out = Vec::new();
         copy_line(&mut out, &case);
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "2026-BU-1\\t2\tBRO\\\\BU\t\\N\tF\t2026-01-02\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t2026-01-02T08:00:00.000000Z\
-             \t\\N\t\\N\ta\\nb\n"
+             \t\\N\t\\N\ta\\nb\t\\N\t\\N\n"
         );
     }
 }

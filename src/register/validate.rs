@@ -1,0 +1,244 @@
+//! A register row checked against contract §1: a [`CaseRow`], or a [`Rejection`] naming the
+//! reason and the column (never another column's value).
+
+use std::fmt;
+
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
+
+#[cfg(test)]
+use super::columns::Column;
+use super::columns::{position, RawRow, Storage, COLUMNS, WIDTH};
+use crate::domain::{log_safe, CaseRef, ChildKey, EmailAddress, Sex, UnitCode};
+use crate::rules::calendar::{FIRST_YEAR, LAST_YEAR};
+use crate::rules::CaseDates;
+
+/// The name of a column of the table, checked when the crate is built.
+macro_rules! column {
+    ($name:ident) => {
+        COLUMNS[{
+            const AT: usize = position(stringify!($name));
+            AT
+        }]
+        .name
+    };
+}
+
+/// A validated register row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaseRow {
+    pub case_ref: CaseRef,
+    pub unit: UnitCode,
+    /// `None` when the register has no caseworker or an address that does not parse.
+    pub caseworker: Option<EmailAddress>,
+    /// The register holds a caseworker value that is not an e-mail address.
+    pub caseworker_invalid: bool,
+    pub child_sex: Option<Sex>,
+    /// The child's pseudonymous key, when the view has `child_key` (never logged or shown).
+    pub child_key: Option<ChildKey>,
+    pub dates: CaseDates,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Why a row was skipped; a bounded set, used as a metrics label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RejectReason {
+    MissingCaseRef,
+    MissingUnit,
+    BadDate,
+    CloseBeforeStart,
+    UnknownSex,
+    BadTimestamp,
+    BadChildKey,
+}
+
+impl RejectReason {
+    pub const ALL: [RejectReason; 7] = [
+        RejectReason::MissingCaseRef,
+        RejectReason::MissingUnit,
+        RejectReason::BadDate,
+        RejectReason::CloseBeforeStart,
+        RejectReason::UnknownSex,
+        RejectReason::BadTimestamp,
+        RejectReason::BadChildKey,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::MissingCaseRef => "missing_case_ref",
+            RejectReason::MissingUnit => "missing_unit",
+            RejectReason::BadDate => "bad_date",
+            RejectReason::CloseBeforeStart => "close_before_start",
+            RejectReason::UnknownSex => "unknown_sex",
+            RejectReason::BadTimestamp => "bad_timestamp",
+            RejectReason::BadChildKey => "bad_child_key",
+        }
+    }
+}
+
+/// A skipped row: the reason, the column and the case reference (when there is one), as the
+/// register holds it. Its `Display` is safe to log: it never holds another column's value, and
+/// the case reference is shown only sanitised and shortened ([`log_safe`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub reason: RejectReason,
+    pub column: &'static str,
+    pub case_ref: Option<String>,
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let case = self.case_ref.as_deref().map(log_safe);
+        let case = case.as_deref().unwrap_or("(no case_ref)");
+        let what = match self.reason {
+            RejectReason::MissingCaseRef if self.case_ref.is_some() => {
+                "not a valid case reference (at most 100 printable characters)"
+            }
+            RejectReason::MissingCaseRef => "case_ref is missing",
+            RejectReason::MissingUnit => "unit is missing",
+            RejectReason::BadDate => "not a valid date (YYYY-MM-DD, 1900–2200)",
+            RejectReason::CloseBeforeStart => "is before the date it closes or extends",
+            RejectReason::UnknownSex => "not F, M or empty",
+            RejectReason::BadTimestamp => "not an RFC 3339 timestamp",
+            RejectReason::BadChildKey => "not a child key (1–200 printable characters)",
+        };
+        write!(f, "case {case}: column {}: {what}", self.column)
+    }
+}
+
+/// Checks a row against contract §1.
+pub fn validate(raw: &RawRow) -> Result<CaseRow, Rejection> {
+    let present = |v: &Option<String>| v.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_string);
+    let case_ref_text = present(&raw.case_ref);
+    let reject = |reason, column| Rejection { reason, column, case_ref: case_ref_text.clone() };
+    let case_ref = case_ref_text
+        .as_deref()
+        .and_then(|c| CaseRef::parse(c).ok())
+        .ok_or_else(|| reject(RejectReason::MissingCaseRef, column!(case_ref)))?;
+    let unit = present(&raw.unit)
+        .and_then(|u| UnitCode::parse(&u).ok())
+        .ok_or_else(|| reject(RejectReason::MissingUnit, column!(unit)))?;
+    let child_sex = match present(&raw.child_sex).as_deref() {
+        None => None,
+        Some("F") | Some("f") => Some(Sex::Female),
+        Some("M") | Some("m") => Some(Sex::Male),
+        Some(_) => return Err(reject(RejectReason::UnknownSex, column!(child_sex))),
+    };
+    let date = |value: &Option<String>, column: &'static str| -> Result<Option<NaiveDate>, Rejection> {
+        match present(value) {
+            None => Ok(None),
+            Some(text) => {
+                // YYYY-MM-DD: PostgreSQL renders a date column so, SQLite holds the text. A
+                // midnight timestamp (a view column of type timestamp instead of date, rendered
+                // `2026-03-03 00:00:00`) is that date; any other time of day is not a date.
+                let day = text.strip_suffix(" 00:00:00").or_else(|| text.strip_suffix("T00:00:00")).unwrap_or(&text);
+                NaiveDate::parse_from_str(day, "%Y-%m-%d")
+                    .ok()
+                    .filter(|d| (FIRST_YEAR..=LAST_YEAR).contains(&d.year()) && day.len() == 10)
+                    .map(Some)
+                    .ok_or_else(|| reject(RejectReason::BadDate, column))
+            }
+        }
+    };
+    // Every date column of the table, in its order: the first bad one is named.
+    let mut days = [None; WIDTH];
+    for ((column, value), day) in COLUMNS.iter().zip(raw.values()).zip(&mut days) {
+        if column.storage == Storage::Date {
+            *day = date(value, column.name)?;
+        }
+    }
+    // `rules::CaseDates` names its fields after the columns; the compiler asks for every one.
+    macro_rules! case_dates {
+        ($($field:ident),* $(,)?) => {
+            CaseDates { $($field: days[{ const AT: usize = position(stringify!($field)); AT }],)* }
+        };
+    }
+    let dates = case_dates!(
+        received_on,
+        protection_assessed_on,
+        assessment_decided_on,
+        assessment_extended_to,
+        investigation_opened_on,
+        investigation_extended_to,
+        investigation_closed_on,
+        follow_up_decided_on,
+        follow_up_ended_on,
+        reporter_info_requested_on,
+        reporter_informed_on,
+    );
+    // A date before the one it closes or extends.
+    macro_rules! before {
+        ($later:ident, $start:ident) => {
+            match (dates.$later, dates.$start) {
+                (Some(l), Some(s)) if l < s => Err(reject(RejectReason::CloseBeforeStart, column!($later))),
+                _ => Ok(()),
+            }
+        };
+    }
+    before!(protection_assessed_on, received_on)?;
+    before!(assessment_decided_on, received_on)?;
+    before!(assessment_extended_to, received_on)?;
+    // An investigation opened before the report is not a broken row: the report came in during
+    // (or after) the investigation (see `rules::deadlines_for`). Nor is a reporter informed
+    // before the request was recorded: the information was given unasked, or with the decision.
+    before!(investigation_extended_to, investigation_opened_on)?;
+    before!(investigation_closed_on, investigation_opened_on)?;
+    before!(follow_up_ended_on, follow_up_decided_on)?;
+    // The key's value is never put into the rejection: only the column is named.
+    let child_key = match present(&raw.child_key) {
+        None => None,
+        Some(text) => Some(ChildKey::parse(&text).map_err(|_| reject(RejectReason::BadChildKey, column!(child_key)))?),
+    };
+    let updated_at = present(&raw.updated_at)
+        .and_then(|t| crate::db::parse_instant(&t))
+        .ok_or_else(|| reject(RejectReason::BadTimestamp, column!(updated_at)))?;
+    let (caseworker, caseworker_invalid) = match present(&raw.caseworker) {
+        None => (None, false),
+        Some(text) => match EmailAddress::parse(&text) {
+            Ok(a) => (Some(a), false),
+            Err(_) => (None, true),
+        },
+    };
+    Ok(CaseRow { case_ref, unit, caseworker, caseworker_invalid, child_sex, child_key, dates, updated_at })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row() -> RawRow {
+        RawRow {
+            case_ref: Some("2026-BU-1".into()),
+            unit: Some("BRO-BU".into()),
+            received_on: Some("2026-02-02".into()),
+            updated_at: Some("2026-02-20T08:00:00Z".into()),
+            ..RawRow::default()
+        }
+    }
+
+    /// Every date column of the table is read as a date: a bad one rejects the row, naming it.
+    #[test]
+    fn every_date_column_is_checked_and_named() {
+        let dates: Vec<&Column> = COLUMNS.iter().filter(|c| c.storage == Storage::Date).collect();
+        assert!(dates.iter().any(|c| c.name == "reporter_informed_on"));
+        for (at, column) in COLUMNS.iter().enumerate().filter(|(_, c)| c.storage == Storage::Date) {
+            let mut raw = row();
+            *raw.values_mut()[at] = Some("2026-02-30".into());
+            let rejection = validate(&raw).unwrap_err();
+            assert_eq!((rejection.reason, rejection.column), (RejectReason::BadDate, column.name));
+        }
+    }
+
+    /// The reporter's days are read; told before the request was recorded is not a broken row.
+    #[test]
+    fn the_reporter_s_days_are_read_in_either_order() {
+        let raw = RawRow {
+            reporter_info_requested_on: Some("2026-02-10".into()),
+            reporter_informed_on: Some("2026-02-09".into()),
+            ..row()
+        };
+        let dates = validate(&raw).unwrap().dates;
+        assert_eq!(dates.reporter_info_requested_on, NaiveDate::from_ymd_opt(2026, 2, 10));
+        assert_eq!(dates.reporter_informed_on, NaiveDate::from_ymd_opt(2026, 2, 9));
+        assert_eq!(dates.received_on, NaiveDate::from_ymd_opt(2026, 2, 2));
+    }
+}
