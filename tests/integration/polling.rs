@@ -1541,7 +1541,8 @@ async fn child_register(
     let columns = "case_ref TEXT, unit TEXT, caseworker TEXT, child_sex TEXT, received_on {d}, \
          protection_assessed_on {d}, assessment_decided_on {d}, assessment_extended_to {d}, \
          investigation_opened_on {d}, investigation_extended_to {d}, investigation_closed_on {d}, updated_at {t}, \
-         child_key TEXT, follow_up_decided_on {d}, follow_up_ended_on {d}";
+         child_key TEXT, follow_up_decided_on {d}, follow_up_ended_on {d}, reporter_info_requested_on {d}, \
+         reporter_informed_on {d}";
     match postgres_url {
         Some(url) => {
             let create = columns.replace("{d}", "date").replace("{t}", "timestamptz");
@@ -1611,7 +1612,13 @@ async fn rules_across_one_childs_cases(postgres: bool) {
     ))
     .await;
     exec(insert("2026-BU-0002", "received_on; '2026-05-04'", "2026-05-04T08:00:00Z")).await;
-    exec(insert("2026-BU-0003", "received_on; '2026-05-20'", "2026-05-20T08:00:00Z")).await;
+    // C's reporter asked to be told of the decision: no clock while none is made.
+    exec(insert(
+        "2026-BU-0003",
+        "received_on, reporter_info_requested_on; '2026-05-20', '2026-05-21'",
+        "2026-05-21T08:00:00Z",
+    ))
+    .await;
 
     let app = start(&settings).await;
     let at = |day: &str, hour: u32| {
@@ -1668,8 +1675,9 @@ async fn rules_across_one_childs_cases(postgres: bool) {
             "2026-BU-0002 investigation due 2026-09-14 open",
             "2026-BU-0002 protection due 2026-05-05 open",
             "2026-BU-0003 protection due 2026-05-21 open",
+            "2026-BU-0003 reporter_information due 2026-05-22 open",
         ],
-        "A's follow-up ended by B's investigation; C's assessment withdrawn"
+        "A's follow-up ended by B's investigation; C's assessment withdrawn, its reporter told at once"
     );
     assert_eq!(pending(&app).await, ["cancelled"], "the withdrawn clock's reminder is cancelled");
     assert_eq!(after, fresh_pass_lines(&settings, today, now).await, "the same as a fresh full pass");
@@ -1681,6 +1689,12 @@ async fn rules_across_one_childs_cases(postgres: bool) {
     let follow_up = listed.iter().find(|v| v["case_ref"] == "2026-BU-0001" && v["kind"] == "follow_up").unwrap();
     assert_eq!((follow_up["closed_on"].as_str(), follow_up["status"].as_str()), (Some("2026-05-12"), Some("met")));
     assert!(!listed.iter().any(|v| v["case_ref"] == "2026-BU-0003" && v["kind"] == "assessment"));
+    let reporter =
+        listed.iter().find(|v| v["case_ref"] == "2026-BU-0003" && v["kind"] == "reporter_information").unwrap();
+    assert_eq!(
+        (reporter["start_on"].as_str(), reporter["due_on"].as_str(), reporter["status"].as_str()),
+        (Some("2026-05-21"), Some("2026-05-22"), Some("overdue"))
+    );
     assert!(!stdout(&out).contains(KEY) && !stderr(&out).contains(KEY));
 
     // B's investigation struck out: A's follow-up runs again, C's assessment is back.
@@ -1695,6 +1709,7 @@ async fn rules_across_one_childs_cases(postgres: bool) {
     let back = deadline_lines(&app).await;
     assert!(back.contains(&"2026-BU-0001 follow_up due 2026-09-30 open".to_string()), "{back:#?}");
     assert!(back.contains(&"2026-BU-0003 assessment due 2026-06-03 open".to_string()), "{back:#?}");
+    assert!(!back.iter().any(|l| l.contains("reporter_information")), "no decision yet: {back:#?}");
     assert_eq!(back, fresh_pass_lines(&settings, today, now).await);
     app.close().await;
 }
