@@ -312,6 +312,8 @@ pub struct RegisterSettings {
     pub full_pass_at: NaiveTime,
     /// Demo cases to create in an empty SQLite register on first start (0: never).
     pub demo_cases: u32,
+    /// A register value longer than this skips its row (`cell_too_large`).
+    pub max_cell_bytes: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -678,7 +680,10 @@ fn validate(tree: &Value, base_dir: Option<&Path>) -> Result<Settings, ConfigErr
             "rules",
         ],
     );
-    r.unknown_keys("register", &["url", "view", "poll_interval", "overlap", "full_pass_at", "demo_cases"]);
+    r.unknown_keys(
+        "register",
+        &["url", "view", "poll_interval", "overlap", "full_pass_at", "demo_cases", "max_cell_bytes"],
+    );
     r.unknown_keys("state", &["url", "migrate_on_start", "retention"]);
     r.unknown_keys("calendar", &["holiday_rule"]);
     r.unknown_keys(
@@ -810,6 +815,7 @@ fn read_register(r: &mut Reader) -> Option<RegisterSettings> {
         NaiveTime::parse_from_str(s.trim(), "%H:%M").map_err(|_| format!("{s:?} is not a local time like 02:30"))
     });
     let demo_cases = r.integer("register.demo_cases", 0, 10_000_000);
+    let max_cell_bytes = r.integer("register.max_cell_bytes", 64, 1 << 30);
     Some(RegisterSettings {
         url: url?,
         view: view?,
@@ -817,6 +823,7 @@ fn read_register(r: &mut Reader) -> Option<RegisterSettings> {
         overlap: overlap?,
         full_pass_at: full_pass_at?,
         demo_cases: u32::try_from(demo_cases?).ok()?,
+        max_cell_bytes: usize::try_from(max_cell_bytes?).ok()?,
     })
 }
 

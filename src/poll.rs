@@ -189,7 +189,8 @@ pub async fn sync_register(
             // pass does both again.
             let keys = if register.features().chains { state.child_keys_of(&vanished).await? } else { Vec::new() };
             if !keys.is_empty() {
-                let children = Children::read(register, state, &HashMap::new(), keys).await?;
+                let children =
+                    Children::read(register, pass.settings.register.max_cell_bytes, &HashMap::new(), keys).await?;
                 let (records, case_refs) =
                     compute(pass.settings, (pass.today, pass.now), children.unchanged.iter(), &children);
                 report.deadlines_stored += records.len() as u64;
@@ -325,8 +326,7 @@ impl Pass<'_> {
                     continue;
                 }
             }
-            let raw = row.to_raw();
-            match register::validate(&raw) {
+            match register::validate_encoded(row, settings.register.max_cell_bytes) {
                 Ok(case) => {
                     if case.caseworker_invalid {
                         report.caseworker_invalid += 1;
@@ -361,7 +361,7 @@ impl Pass<'_> {
         let children = if register.features().chains {
             let refs: Vec<&str> = cases.keys().map(String::as_str).collect();
             let stored_keys = if refs.is_empty() { Vec::new() } else { state.child_keys_of(&refs).await? };
-            Children::read(register, state, &cases, stored_keys).await?
+            Children::read(register, settings.register.max_cell_bytes, &cases, stored_keys).await?
         } else {
             Children::default()
         };
@@ -454,7 +454,7 @@ impl Children {
     /// keeps its stored deadlines, as in any poll.
     async fn read(
         register: &Register,
-        _state: &StateStore,
+        max_cell_bytes: usize,
         changed: &HashMap<String, (CaseRow, u64)>,
         stored_keys: Vec<ChildKey>,
     ) -> Result<Children, PollError> {
@@ -469,7 +469,7 @@ impl Children {
         let mut chunks = register.chunks_of_children(&keys);
         while let Some(chunk) = chunks.try_next().await? {
             for row in chunk.rows() {
-                let Ok(case) = register::validate(&row.to_raw()) else { continue };
+                let Ok(case) = register::validate_encoded(row, max_cell_bytes) else { continue };
                 if changed.contains_key(case.case_ref.as_str()) || !seen.insert(case.case_ref.clone()) {
                     continue;
                 }
@@ -724,27 +724,29 @@ pub async fn current_deadlines(
     let options = RuleOptions { holiday_rule: settings.calendar.holiday_rule };
     let mut cases: HashMap<String, CaseRow> = HashMap::new();
     let mut skipped: HashSet<String> = HashSet::new();
-    let mut rows = register.rows_since(None);
+    let mut chunks = register.chunks_since(None);
     loop {
-        let raw = match rows.try_next().await {
-            Ok(Some(raw)) => raw,
+        let chunk = match chunks.try_next().await {
+            Ok(Some(chunk)) => chunk,
             Ok(None) => break,
             Err(e) => {
-                drop(rows);
+                drop(chunks);
                 return Err(register.explain(e).await.into());
             }
         };
-        match register::validate(&raw) {
-            Ok(case) => match cases.get(case.case_ref.as_str()) {
-                Some(existing) if existing.updated_at > case.updated_at => {}
-                _ => {
-                    cases.insert(case.case_ref.to_string(), case);
-                }
-            },
-            Err(rejection) => skipped.extend(rejection.case_ref),
+        for row in chunk.rows() {
+            match register::validate_encoded(row, settings.register.max_cell_bytes) {
+                Ok(case) => match cases.get(case.case_ref.as_str()) {
+                    Some(existing) if existing.updated_at > case.updated_at => {}
+                    _ => {
+                        cases.insert(case.case_ref.to_string(), case);
+                    }
+                },
+                Err(rejection) => skipped.extend(rejection.case_ref),
+            }
         }
     }
-    drop(rows);
+    drop(chunks);
     let read_nothing = cases.is_empty() && skipped.is_empty();
     // The day each deadline was first stored; one not stored yet is first seen today.
     let first_seen: HashMap<(CaseRef, Kind), Option<NaiveDate>> =

@@ -123,6 +123,40 @@ impl<'a> EncodedRow<'a> {
         self.values().nth(CASE_REF).flatten().map(String::from_utf8_lossy)
     }
 
+    /// The row as text, checked: a value longer than `max_cell_bytes` is
+    /// [`RejectReason::CellTooLarge`](super::RejectReason) and one that is not UTF-8
+    /// [`RejectReason::NotUtf8`](super::RejectReason), naming the first such column (a lossy
+    /// decoding would merge two references that differ only in their invalid bytes).
+    pub fn to_checked_raw(&self, max_cell_bytes: usize) -> Result<RawRow, super::Rejection> {
+        use super::{RejectReason, COLUMNS};
+        // The case reference of the rejection, when it is itself fit to name the case.
+        let case_ref = self
+            .values()
+            .nth(CASE_REF)
+            .flatten()
+            .filter(|b| b.len() <= max_cell_bytes)
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .map(|c| c.trim().to_string())
+            .filter(|c| !c.is_empty());
+        let mut values = Vec::with_capacity(COLUMNS.len());
+        for (column, value) in COLUMNS.iter().zip(self.values()) {
+            let text = match value {
+                None => None,
+                Some(bytes) if bytes.len() > max_cell_bytes => {
+                    return Err(super::Rejection { reason: RejectReason::CellTooLarge, column: column.name, case_ref })
+                }
+                Some(bytes) => match std::str::from_utf8(bytes) {
+                    Ok(text) => Some(text.to_string()),
+                    Err(_) => {
+                        return Err(super::Rejection { reason: RejectReason::NotUtf8, column: column.name, case_ref })
+                    }
+                },
+            };
+            values.push(text);
+        }
+        Ok(RawRow::from_values(values))
+    }
+
     /// The row as text: every value as [`RawRow`] holds it, invalid UTF-8 replaced.
     pub fn to_raw(&self) -> RawRow {
         RawRow::from_values(self.values().map(|v| v.map(|b| String::from_utf8_lossy(b).into_owned())))

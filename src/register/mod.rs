@@ -31,7 +31,7 @@ pub use self::chunk::{EncodedRow, RowChunk};
 pub use self::columns::{Column, Feature, Features, Presence, RawRow, Storage, COLUMNS, WIDTH};
 use self::postgres::{pg_columns, pg_columns_copied_as_cast, pg_instant_text, stream_pg_copy};
 use self::sqlite::{sqlite_columns, stream_sqlite_file};
-pub use self::validate::{validate, CaseRow, RejectReason, Rejection};
+pub use self::validate::{validate, validate_encoded, CaseRow, RejectReason, Rejection};
 use crate::config::{DatabaseUrl, Engine};
 use crate::db::{format_instant, with_pool, Pool};
 use crate::domain::ChildKey;

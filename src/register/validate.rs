@@ -49,10 +49,14 @@ pub enum RejectReason {
     UnknownSex,
     BadTimestamp,
     BadChildKey,
+    /// A value that is not UTF-8 (a Latin-1 reference): decoded lossily it could merge two cases.
+    NotUtf8,
+    /// A value longer than `register.max_cell_bytes`.
+    CellTooLarge,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 7] = [
+    pub const ALL: [RejectReason; 9] = [
         RejectReason::MissingCaseRef,
         RejectReason::MissingUnit,
         RejectReason::BadDate,
@@ -60,6 +64,8 @@ impl RejectReason {
         RejectReason::UnknownSex,
         RejectReason::BadTimestamp,
         RejectReason::BadChildKey,
+        RejectReason::NotUtf8,
+        RejectReason::CellTooLarge,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -71,6 +77,8 @@ impl RejectReason {
             RejectReason::UnknownSex => "unknown_sex",
             RejectReason::BadTimestamp => "bad_timestamp",
             RejectReason::BadChildKey => "bad_child_key",
+            RejectReason::NotUtf8 => "not_utf8",
+            RejectReason::CellTooLarge => "cell_too_large",
         }
     }
 }
@@ -100,9 +108,17 @@ impl fmt::Display for Rejection {
             RejectReason::UnknownSex => "not F, M or empty",
             RejectReason::BadTimestamp => "not an RFC 3339 timestamp",
             RejectReason::BadChildKey => "not a child key (1–200 printable characters)",
+            RejectReason::NotUtf8 => "not UTF-8 text",
+            RejectReason::CellTooLarge => "longer than register.max_cell_bytes",
         };
         write!(f, "case {case}: column {}: {what}", self.column)
     }
+}
+
+/// Validates a row as read ([`EncodedRow`](super::EncodedRow)): a value over `max_cell_bytes`
+/// or not UTF-8 is rejected first (`cell_too_large`, `not_utf8`), then the text is [`validate`]d.
+pub fn validate_encoded(row: super::EncodedRow<'_>, max_cell_bytes: usize) -> Result<CaseRow, Rejection> {
+    validate(&row.to_checked_raw(max_cell_bytes)?)
 }
 
 /// Checks a row against contract §1.

@@ -500,11 +500,48 @@ async fn a_sqlite_view_of_any_storage_class_rejects_only_the_bad_rows() {
     let app = start(&settings).await;
     let report = full_pass(&app, date(TODAY), Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap()).await;
     assert_eq!(report.rows_read, 4);
-    assert_eq!(report.rejected.get(&RejectReason::BadDate), Some(&2), "{report:?}");
+    // An integer in a date column is no date; a BLOB of bytes that are no text is not UTF-8.
+    assert_eq!(report.rejected.get(&RejectReason::BadDate), Some(&1), "{report:?}");
+    assert_eq!(report.rejected.get(&RejectReason::NotUtf8), Some(&1), "{report:?}");
     assert_eq!(report.rejected.get(&RejectReason::BadTimestamp), Some(&1), "{report:?}");
     let stored = app.state.deadlines(&DeadlineFilter::default()).await.unwrap();
     assert!(!stored.is_empty());
     assert!(stored.iter().all(|d| d.case_ref.as_str() == "2026-BU-0001"), "{stored:?}");
+}
+
+/// Issue "No value … loses a notice" (3, 9): two case references in Latin-1 bytes, which a lossy
+/// decoding made one (`2026-\u{FFFD}BO-1`), are refused as `not_utf8` instead of overwriting each
+/// other; a 3 MB cell is refused as `cell_too_large` (`register.max_cell_bytes`); the rest of the
+/// register is read. The values go into no log line: only the case reference, sanitised.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latin1_references_and_huge_cells_are_refused_by_reason() {
+    let ws = Workspace::new();
+    let settings = ws.settings("");
+    let url = format!("{}?mode=rwc", ws.sqlite_url("register.db"));
+    create_register_table(&url).await;
+    let row = |case_ref: &str, caseworker: &str| {
+        format!(
+            "({case_ref}, 'BRO-BU', {caseworker}, NULL, '2026-11-20', NULL, NULL, NULL, NULL, NULL, NULL, \
+             '2026-11-20T09:00:00Z')"
+        )
+    };
+    let rows = [
+        row("'2026-BU-0001'", "NULL"),
+        // "2026-ÅBO-1" and "2026-ÄBO-1" in Latin-1.
+        row("CAST(X'323032362DC5424F2D31' AS TEXT)", "NULL"),
+        row("CAST(X'323032362DC4424F2D31' AS TEXT)", "NULL"),
+        row("'2026-BU-0004'", "'a@' || hex(zeroblob(1500000))"),
+    ];
+    sqlite_exec(&url, &format!("INSERT INTO fristvakt_cases VALUES {}", rows.join(", "))).await;
+    let app = start(&settings).await;
+    let report = full_pass(&app, date(TODAY), Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap()).await;
+    assert_eq!(report.rows_read, 4);
+    assert_eq!(report.rejected.get(&RejectReason::NotUtf8), Some(&2), "{report:?}");
+    assert_eq!(report.rejected.get(&RejectReason::CellTooLarge), Some(&1), "{report:?}");
+    let stored = app.state.deadlines(&DeadlineFilter::default()).await.unwrap();
+    assert!(!stored.is_empty());
+    assert!(stored.iter().all(|d| d.case_ref.as_str() == "2026-BU-0001"), "{stored:?}");
+    app.close().await;
 }
 
 /// A new report about a child under the row's own open investigation is valid: the
