@@ -783,7 +783,8 @@ async fn a_postgres_timestamp_column_at_midnight_is_read_as_a_date() {
          received_on::timestamp AS received_on, protection_assessed_on::timestamp AS protection_assessed_on, \
          assessment_decided_on, assessment_extended_to, investigation_opened_on::timestamp AS investigation_opened_on, \
          investigation_extended_to, investigation_closed_on, updated_at, child_key, \
-         follow_up_decided_on::timestamp AS follow_up_decided_on, follow_up_ended_on FROM cases",
+         follow_up_decided_on::timestamp AS follow_up_decided_on, follow_up_ended_on, \
+         reporter_info_requested_on::timestamp AS reporter_info_requested_on, reporter_informed_on FROM cases",
     )
     .execute(&pool)
     .await
