@@ -89,9 +89,9 @@ pub struct App {
     /// Cancelled on shutdown: jobs stop taking new work.
     pub shutdown: CancellationToken,
     register: RwLock<Option<Arc<Register>>>,
-    /// Unix seconds of the job loop's last sign of life, for the watchdog.
-    heartbeat: AtomicI64,
-    /// Signs of life given so far.
+    /// Each daemon job's own sign of life, judged by the watchdog one by one.
+    pub progress: Progress,
+    /// Signs of life given so far by dispatch runs (one a mail).
     beats: AtomicU64,
     /// Polls failed in a row; after a few, the poll lease is given up for a healthy replica.
     pub(crate) poll_failures: AtomicU32,
@@ -170,7 +170,7 @@ impl App {
             holder,
             shutdown: CancellationToken::new(),
             register: RwLock::new(None),
-            heartbeat: AtomicI64::new(now.timestamp()),
+            progress: Progress::new(now),
             beats: AtomicU64::new(0),
             poll_failures: AtomicU32::new(0),
             holds_poll_lease: AtomicBool::new(false),
@@ -180,13 +180,13 @@ impl App {
         }
     }
 
-    /// Records a sign of life of the job loop.
+    /// Records a sign of life of a dispatch run (after every mail).
     pub fn beat(&self, now: DateTime<Utc>) {
-        self.heartbeat.store(now.timestamp(), Ordering::Relaxed);
+        self.progress.dispatch.sign(now);
         self.beats.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// How many signs of life the jobs have given (the scheduler's loop, every mail sent).
+    /// How many signs of life dispatch runs have given (one after every mail).
     pub fn beats(&self) -> u64 {
         self.beats.load(Ordering::Relaxed)
     }
@@ -195,11 +195,6 @@ impl App {
     /// `fristvakt_poll_lease_held`).
     pub fn holds_poll_lease(&self) -> bool {
         self.holds_poll_lease.load(Ordering::Relaxed)
-    }
-
-    /// Unix seconds of the last sign of life.
-    pub fn last_beat(&self) -> i64 {
-        self.heartbeat.load(Ordering::Relaxed)
     }
 
     /// The register connection, opened on first use and again after [`App::forget_register`].
@@ -280,6 +275,64 @@ impl App {
     pub async fn close_connections(&self) {
         self.forget_register().await;
         self.state.close().await;
+    }
+}
+
+/// The daemon's jobs, each with its own sign of life: the watchdog judges each by its own
+/// progress, never by another job's wait (`service`).
+#[derive(Debug)]
+pub struct Progress {
+    pub poll: JobClock,
+    pub dispatch: JobClock,
+    pub digest: JobClock,
+}
+
+impl Progress {
+    fn new(now: DateTime<Utc>) -> Progress {
+        Progress { poll: JobClock::new(now), dispatch: JobClock::new(now), digest: JobClock::new(now) }
+    }
+}
+
+/// One job's progress stamp: whether a run is under way (since when), and its last sign of
+/// life (a run's start and end, and whatever the job counts as progress within a run).
+#[derive(Debug)]
+pub struct JobClock {
+    /// Unix seconds when the run under way began; 0 between runs.
+    busy_since: AtomicI64,
+    /// Unix seconds of the last sign of life.
+    last_sign: AtomicI64,
+}
+
+impl JobClock {
+    fn new(now: DateTime<Utc>) -> JobClock {
+        JobClock { busy_since: AtomicI64::new(0), last_sign: AtomicI64::new(now.timestamp()) }
+    }
+
+    /// A run begins.
+    pub fn begin(&self, now: DateTime<Utc>) {
+        self.busy_since.store(now.timestamp().max(1), Ordering::Relaxed);
+        self.sign(now);
+    }
+
+    /// A sign of life within a run.
+    pub fn sign(&self, now: DateTime<Utc>) {
+        self.last_sign.store(now.timestamp(), Ordering::Relaxed);
+    }
+
+    /// The run ends, whatever its outcome.
+    pub fn end(&self, now: DateTime<Utc>) {
+        self.busy_since.store(0, Ordering::Relaxed);
+        self.sign(now);
+    }
+
+    /// Whether a run is under way.
+    pub fn busy(&self) -> bool {
+        self.busy_since.load(Ordering::Relaxed) != 0
+    }
+
+    /// Seconds since the last sign of life at `now`.
+    pub fn silent_for(&self, now: DateTime<Utc>) -> i64 {
+        now.timestamp() - self.last_sign.load(Ordering::Relaxed)
     }
 }
 

@@ -445,3 +445,66 @@ async fn a_silent_mail_server_never_stalls_the_daemon_and_loses_nothing() {
 fn is_notice(mail: &crate::support::smtp::ReceivedMail) -> bool {
     mail.header("Subject").is_some_and(|s| s.contains("2026-KILL-"))
 }
+
+/// Every poll counted in /metrics (`fristvakt_polls_total`, all passes and results).
+fn polls_total(port: u16) -> Option<f64> {
+    let (_, metrics) = get(port, "/metrics")?;
+    Some(
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("fristvakt_polls_total{"))
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+            .sum(),
+    )
+}
+
+/// A mail server that accepts connections and never answers, with the default 30 s SMTP
+/// timeout: a dispatch run waits for its greeting all that time, and the polls go on at their
+/// own interval meanwhile (poll, dispatch and digest are jobs of their own), with the watchdog
+/// fed throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mail_server_that_never_answers_never_delays_a_poll() {
+    const NOTICES: usize = 5;
+    let smtp = TestSmtp::start().await;
+    smtp.set_mode(SmtpMode::Silent);
+    let ws = Workspace::new();
+    overdue_register(&ws.path("register.db"), NOTICES).await;
+    let port = free_port();
+    let config = ws.config_with(
+        "poll_interval = \"2s\"",
+        &format!(
+            "transport = \"smtp\"\n[mail.smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\ntimeout = \"30s\"\n\
+             [units.default]\nteam_leads = [\"gruppledare@kommun.example\"]\nmanagers = [\"enhetschef@kommun.example\"]\n\
+             [http]\nlisten = \"127.0.0.1:{port}\"\n",
+            smtp.port()
+        ),
+    );
+    let mut notify = Notify::bind(&ws.path("notify.sock"));
+    let mut daemon = spawn_watched_daemon(&config, &ws.path("notify.sock"), "2000000", "warn", Stdio::null());
+    notify.wait_for("READY=1", Duration::from_secs(60));
+    until("the first poll", Duration::from_secs(30), || polls_total(port).is_some_and(|n| n >= 1.0)).await;
+    until("a connection to the silent server", Duration::from_secs(30), || smtp.connections() > 0).await;
+
+    // 12 s of a dispatch run waiting on the silent server's greeting.
+    let before = polls_total(port).unwrap();
+    let window = Instant::now();
+    let mut pings = 0;
+    while window.elapsed() < Duration::from_secs(12) {
+        notify.seen.clear();
+        notify.wait_for("WATCHDOG=1", Duration::from_secs(3));
+        pings += 1;
+    }
+    let polls = polls_total(port).unwrap() - before;
+    println!(
+        "silent server, 30 s SMTP timeout, poll_interval 2 s: {polls} polls and {pings} watchdog pings in {:?}; \
+         {} mails",
+        window.elapsed(),
+        smtp.count()
+    );
+    assert!(daemon.child_mut().try_wait().unwrap().is_none(), "the daemon lives");
+    assert!(polls >= 4.0, "polls went on at their interval: {polls} in 12 s");
+    assert!(pings >= 6, "the watchdog was fed: {pings} pings in 12 s");
+    assert_eq!(smtp.count(), 0);
+    daemon.terminate();
+    assert!(daemon.wait_timeout(Duration::from_secs(40)).is_some(), "the daemon stops on SIGTERM");
+}
