@@ -27,6 +27,12 @@ use crate::state::{StateError, StateStore};
 /// How long a probe of a database may take before readiness says no.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// The longest one background readiness check may take.
+/// (A register that cannot be reached takes the pool's connect timeout, 10 s, to say why.)
+const READINESS_CHECK_LIMIT: Duration = Duration::from_secs(15);
+/// A background readiness result older than this is not trusted.
+const READINESS_STALE: Duration = Duration::from_secs(20);
+
 /// Why the application could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -95,6 +101,9 @@ pub struct App {
     beats: AtomicU64,
     /// Polls failed in a row; after a few, the poll lease is given up for a healthy replica.
     pub(crate) poll_failures: AtomicU32,
+    /// Set when this process holds a SQLite state's lock: no other daemon can use the state, so
+    /// its poll lease is never given up for another.
+    pub(crate) sole_daemon: AtomicBool,
     /// Whether this process held the poll lease at its last attempt to take it.
     pub(crate) holds_poll_lease: AtomicBool,
     /// Set when this process's last poll rejected every row it read (a view whose column types
@@ -108,6 +117,9 @@ pub struct App {
     /// asked of the register by the first poll and by each full pass, and otherwise moved on by
     /// the rows a poll computed — every row changed since the last read is read by the next.
     pub(crate) register_newest: std::sync::Mutex<Option<chrono::DateTime<chrono::Utc>>>,
+    /// The last readiness found by the daemon's background check, and when it was found:
+    /// `/readyz` answers from it at once, whatever a database does meanwhile.
+    checked_readiness: std::sync::Mutex<Option<(std::time::Instant, Result<(), String>)>>,
 }
 
 impl App {
@@ -173,10 +185,12 @@ impl App {
             progress: Progress::new(now),
             beats: AtomicU64::new(0),
             poll_failures: AtomicU32::new(0),
+            sole_daemon: AtomicBool::new(false),
             holds_poll_lease: AtomicBool::new(false),
             rejecting_every_row: std::sync::Mutex::new(None),
             gauges_counted: std::sync::Mutex::new(None),
             register_newest: std::sync::Mutex::new(None),
+            checked_readiness: std::sync::Mutex::new(None),
         }
     }
 
@@ -219,16 +233,41 @@ impl App {
         }
     }
 
+    /// Checks readiness ([`App::readiness`], bounded by [`READINESS_CHECK_LIMIT`]) and keeps the
+    /// result for [`App::checked_readiness`]. The daemon calls it in the background.
+    pub async fn check_readiness(&self, now: DateTime<Utc>) {
+        let result = tokio::time::timeout(READINESS_CHECK_LIMIT, self.readiness(now))
+            .await
+            .unwrap_or_else(|_| Err("the state and register checks did not finish within 15 s".into()));
+        *self.checked_readiness.lock().unwrap_or_else(|e| e.into_inner()) = Some((std::time::Instant::now(), result));
+    }
+
+    /// Readiness as the background check last found it, at once: not ready before the first
+    /// check, or when the last one is older than [`READINESS_STALE`] (the checks themselves hang).
+    pub fn checked_readiness(&self) -> Result<(), String> {
+        match &*self.checked_readiness.lock().unwrap_or_else(|e| e.into_inner()) {
+            None => Err("starting; readiness not checked yet".into()),
+            Some((at, _)) if at.elapsed() > READINESS_STALE => {
+                Err(format!("readiness last checked {} s ago", at.elapsed().as_secs()))
+            }
+            Some((_, result)) => result.clone(),
+        }
+    }
+
     /// Readiness: the register and state answer, and the last successful poll (by any
-    /// replica, as recorded in the state store) is younger than two poll intervals.
+    /// replica, as recorded in the state store) is younger than two poll intervals plus
+    /// `state.lease_ttl` (the longest a hand-over of the poll lease takes after its holder died),
+    /// so that every healthy replica is ready whichever holds the lease.
     pub async fn readiness(&self, now: DateTime<Utc>) -> Result<(), String> {
         if let Some(reason) = self.rejecting_every_row.lock().unwrap_or_else(|e| e.into_inner()).clone() {
             return Err(reason);
         }
         match tokio::time::timeout(PROBE_TIMEOUT, self.state.poll_state()).await {
             Ok(Ok(poll_state)) => {
-                let limit = chrono::Duration::from_std(self.settings.register.poll_interval * 2)
-                    .unwrap_or(chrono::Duration::minutes(10));
+                let limit = chrono::Duration::from_std(
+                    self.settings.register.poll_interval * 2 + self.settings.state.lease_ttl,
+                )
+                .unwrap_or(chrono::Duration::minutes(10));
                 match poll_state.last_success_at {
                     Some(t) if now - t <= limit => {}
                     Some(t) => return Err(format!("last successful poll was at {}", t.format("%Y-%m-%dT%H:%M:%SZ"))),

@@ -320,6 +320,9 @@ pub struct StateSettings {
     pub migrate_on_start: bool,
     /// Closed deadlines and finished outbox rows older than this are deleted by a daily job.
     pub retention: Duration,
+    /// How long the poll lease lasts unless its holder renews it (every third of it): after a
+    /// holder dies, another replica polls within about this long.
+    pub lease_ttl: Duration,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -686,7 +689,7 @@ fn validate(tree: &Value, base_dir: Option<&Path>) -> Result<Settings, ConfigErr
         ],
     );
     r.unknown_keys("register", &["url", "view", "poll_interval", "overlap", "full_pass_at", "demo_cases"]);
-    r.unknown_keys("state", &["url", "migrate_on_start", "retention"]);
+    r.unknown_keys("state", &["url", "migrate_on_start", "retention", "lease_ttl"]);
     r.unknown_keys("calendar", &["holiday_rule"]);
     r.unknown_keys(
         "mail",
@@ -733,6 +736,17 @@ fn validate(tree: &Value, base_dir: Option<&Path>) -> Result<Settings, ConfigErr
             None
         }
     });
+    let lease_ttl = r.duration("state.lease_ttl").and_then(|d| {
+        if (Duration::from_secs(10)..=Duration::from_secs(3600)).contains(&d) {
+            Some(d)
+        } else {
+            r.problem(
+                "state.lease_ttl",
+                "must be from 10s to 1h (a standby replica tries to take the lease every 10 s)",
+            );
+            None
+        }
+    });
     let holiday_rule = r.bool("calendar.holiday_rule");
     let mail = read_mail(&mut r, base_dir);
     let listen = r.parsed("http.listen", |s| {
@@ -750,7 +764,7 @@ fn validate(tree: &Value, base_dir: Option<&Path>) -> Result<Settings, ConfigErr
         timezone,
         register,
         state_url,
-        (migrate_on_start, retention),
+        (migrate_on_start, retention, lease_ttl),
         holiday_rule,
         mail,
         listen,
@@ -765,7 +779,7 @@ fn validate(tree: &Value, base_dir: Option<&Path>) -> Result<Settings, ConfigErr
             Some(timezone),
             Some(register),
             Some(state_url),
-            (Some(migrate_on_start), Some(retention)),
+            (Some(migrate_on_start), Some(retention), Some(lease_ttl)),
             Some(holiday_rule),
             Some(mail),
             Some(listen),
@@ -778,7 +792,7 @@ fn validate(tree: &Value, base_dir: Option<&Path>) -> Result<Settings, ConfigErr
         ) if problems.is_empty() => Ok(Settings {
             timezone,
             register,
-            state: StateSettings { url: state_url, migrate_on_start, retention },
+            state: StateSettings { url: state_url, migrate_on_start, retention, lease_ttl },
             calendar: CalendarSettings { holiday_rule },
             mail,
             http: HttpSettings { listen },

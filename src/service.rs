@@ -5,6 +5,7 @@
 //! listener, digest schedule) so that a broken set-up fails at once with a clear message; after
 //! that a failing job logs and retries on its next tick, and the daemon never dies of one bad poll.
 
+use std::os::unix::ffi::OsStrExt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -50,8 +51,19 @@ pub async fn run(settings: Arc<Settings>) -> Result<(), AppError> {
 
     // The jobs, each a task of its own with its own schedule and sign of life: a mail server
     // that does not answer never delays a poll, a blocked register never delays mail.
+    // The daemon that holds a SQLite state's lock knows that no other daemon uses the state: a
+    // poll lease left by its own crash is its own, taken over at once.
+    if _state_lock.is_some() {
+        app.sole_daemon.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Err(e) = jobs::poll::seize_lease(&app, Moment::at(Utc::now(), settings.timezone)).await {
+            tracing::warn!("could not take the poll lease at start: {e}");
+        }
+    }
     let dispatch_now = Arc::new(tokio::sync::Notify::new());
-    let poller = tokio::spawn(poll_job(app.clone(), dispatch_now.clone()));
+    let poll_now = Arc::new(tokio::sync::Notify::new());
+    let leaser = tokio::spawn(lease_job(app.clone(), poll_now.clone()));
+    let checker = tokio::spawn(readiness_job(app.clone()));
+    let poller = tokio::spawn(poll_job(app.clone(), dispatch_now.clone(), poll_now));
     let digester = tokio::spawn(digest_job(app.clone(), dispatch_now.clone()));
     let dispatcher = tokio::spawn(dispatch_job(app.clone(), dispatch_now));
     watchdog_until_stopped(&app).await;
@@ -62,6 +74,8 @@ pub async fn run(settings: Arc<Settings>) -> Result<(), AppError> {
     // dispatch run finishes the mail in flight within the grace.
     let _ = poller.await;
     let _ = digester.await;
+    let _ = leaser.await;
+    let _ = checker.await;
     let abort = dispatcher.abort_handle();
     if tokio::time::timeout(SHUTDOWN_GRACE, dispatcher).await.is_err() {
         // A mail cut off mid-send stays in the outbox; its claim is not released but lapses
@@ -122,7 +136,7 @@ async fn poll(app: &App) -> Result<(), String> {
 
 /// The poll job: at once, then every `register.poll_interval` from the end of the last; each
 /// run bounded by [`poll_limit`]. A poll that succeeds starts a dispatch run.
-async fn poll_job(app: Arc<App>, dispatch_now: Arc<tokio::sync::Notify>) {
+async fn poll_job(app: Arc<App>, dispatch_now: Arc<tokio::sync::Notify>, poll_now: Arc<tokio::sync::Notify>) {
     let settings = app.settings.clone();
     let token = app.shutdown.clone();
     let status = Status::default();
@@ -132,6 +146,8 @@ async fn poll_job(app: Arc<App>, dispatch_now: Arc<tokio::sync::Notify>) {
         tokio::select! {
             _ = token.cancelled() => return,
             _ = tokio::time::sleep_until(next) => {}
+            // This replica took the lease over: the previous holder's poll may be overdue.
+            _ = poll_now.notified() => {}
         }
         app.progress.poll.begin(Utc::now());
         let result = tokio::select! {
@@ -147,6 +163,62 @@ async fn poll_job(app: Arc<App>, dispatch_now: Arc<tokio::sync::Notify>) {
             dispatch_now.notify_one();
         }
         next = tokio::time::Instant::now() + settings.register.poll_interval;
+    }
+}
+
+/// The longest one attempt at the lease may take.
+const LEASE_TRY_LIMIT: Duration = Duration::from_secs(5);
+
+/// The poll lease, apart from the polls: renewed while this replica holds it (also while a long
+/// poll runs), tried for every 10 s (`jobs::poll::lease_try_every`) while another holds it, so that within
+/// `state.lease_ttl` of a holder's death another replica polls, whatever `poll_interval` is. A
+/// replica whose polls keep failing (it gave the lease up) tries only every third time, so that
+/// a healthy replica gets it first. Taking the lease over starts a poll at once.
+async fn lease_job(app: Arc<App>, poll_now: Arc<tokio::sync::Notify>) {
+    let token = app.shutdown.clone();
+    let every = jobs::poll::lease_try_every(&app.settings);
+    let mut tries: u64 = 0;
+    loop {
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        tries += 1;
+        let held = app.holds_poll_lease();
+        let failing =
+            app.poll_failures.load(std::sync::atomic::Ordering::Relaxed) >= jobs::poll::FAILURES_BEFORE_LEASE_RELEASE;
+        if !held && failing && !tries.is_multiple_of(3) {
+            continue;
+        }
+        let at = Moment::at(Utc::now(), app.settings.timezone);
+        match tokio::time::timeout(LEASE_TRY_LIMIT, jobs::poll::take_lease(&app, at)).await {
+            Ok(Ok(true)) if !held => {
+                tracing::info!("took the poll lease over; polling now");
+                poll_now.notify_one();
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!("could not take or renew the poll lease: {e}"),
+            Err(_) => tracing::warn!("could not take or renew the poll lease: the state database did not answer"),
+        }
+    }
+}
+
+/// How often readiness is checked in the background.
+const READINESS_EVERY: Duration = Duration::from_secs(1);
+
+/// Checks readiness every [`READINESS_EVERY`] (each check bounded), so that `/readyz` answers at
+/// once from the last result.
+async fn readiness_job(app: Arc<App>) {
+    let token = app.shutdown.clone();
+    loop {
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = app.check_readiness(Utc::now()) => {}
+        }
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = tokio::time::sleep(READINESS_EVERY) => {}
+        }
     }
 }
 
@@ -320,8 +392,29 @@ impl Status {
     }
 }
 
+/// Sends `states` to the service manager's notification socket (`NOTIFY_SOCKET`), waiting at
+/// most [`NOTIFY_LIMIT`]: a socket whose queue stays full (a manager that does not read it)
+/// drops the message rather than block a thread of the runtime for good, which would keep the
+/// daemon from stopping (`sd_notify::notify` waits for room without end).
+const NOTIFY_LIMIT: Duration = Duration::from_secs(1);
+
 fn notify(states: &[sd_notify::NotifyState<'_>]) {
-    if let Err(e) = sd_notify::notify(false, states) {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else { return };
+    let message: String = states.iter().map(|s| format!("{s}\n")).collect();
+    let sent = (|| {
+        let socket = std::os::unix::net::UnixDatagram::unbound()?;
+        socket.set_write_timeout(Some(NOTIFY_LIMIT))?;
+        let path = path.as_encoded_bytes();
+        match path.strip_prefix(b"@") {
+            Some(name) => {
+                use std::os::linux::net::SocketAddrExt;
+                let address = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+                socket.send_to_addr(message.as_bytes(), &address)
+            }
+            None => socket.send_to(message.as_bytes(), std::ffi::OsStr::from_bytes(path)),
+        }
+    })();
+    if let Err(e) = sent {
         tracing::debug!("sd_notify failed: {e}");
     }
 }
