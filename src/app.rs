@@ -133,7 +133,7 @@ impl App {
     ) -> Result<App, AppError> {
         let (schedule, mailer) = prepare(&settings)?;
         seed_demo_register(&settings, Moment::at(now, settings.timezone).today).await?;
-        let state = StateStore::connect(&settings.state.url).await?;
+        let state = StateStore::connect_waiting(&settings.state.url, settings.state.waits).await?;
         if settings.state.migrate_on_start {
             state.migrate().await?;
         }
@@ -221,15 +221,20 @@ impl App {
             return Ok(r.clone());
         }
         let settings = &self.settings.register;
-        let register = Arc::new(Register::connect(&settings.url, &settings.view).await?);
+        let register = Arc::new(Register::connect_waiting(&settings.url, &settings.view, settings.waits).await?);
         *slot = Some(register.clone());
         Ok(register)
     }
 
-    /// Closes the register connection after a failure; the next job opens a new one.
+    /// Closes the register connection after a failure; the next job opens a new one. The close
+    /// (which waits for every connection to come back) is bounded: a connection still stuck in a
+    /// statement is left to its statement timeout, and the job goes on.
     pub async fn forget_register(&self) {
-        if let Some(r) = self.register.write().await.take() {
-            r.close().await;
+        let taken = self.register.write().await.take();
+        if let Some(r) = taken {
+            if tokio::time::timeout(PROBE_TIMEOUT, r.close()).await.is_err() {
+                tracing::warn!("the register connection did not close within 3 s; left to its statement timeout");
+            }
         }
     }
 

@@ -312,6 +312,9 @@ pub struct RegisterSettings {
     pub full_pass_at: NaiveTime,
     /// Demo cases to create in an empty SQLite register on first start (0: never).
     pub demo_cases: u32,
+    /// How long a statement may run, and wait for a lock, on the register
+    /// (`register.statement_timeout`, `register.lock_timeout`).
+    pub waits: crate::db::Waits,
 }
 
 #[derive(Debug, Clone)]
@@ -323,6 +326,8 @@ pub struct StateSettings {
     /// How long the poll lease lasts unless its holder renews it (every third of it): after a
     /// holder dies, another replica polls within about this long.
     pub lease_ttl: Duration,
+    /// How long a statement may run, and wait for a lock, on the state database.
+    pub waits: crate::db::Waits,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -688,8 +693,14 @@ fn validate(tree: &Value, base_dir: Option<&Path>) -> Result<Settings, ConfigErr
             "rules",
         ],
     );
-    r.unknown_keys("register", &["url", "view", "poll_interval", "overlap", "full_pass_at", "demo_cases"]);
-    r.unknown_keys("state", &["url", "migrate_on_start", "retention", "lease_ttl"]);
+    r.unknown_keys(
+        "register",
+        &["url", "view", "poll_interval", "overlap", "full_pass_at", "demo_cases", "statement_timeout", "lock_timeout"],
+    );
+    r.unknown_keys(
+        "state",
+        &["url", "migrate_on_start", "retention", "lease_ttl", "statement_timeout", "lock_timeout"],
+    );
     r.unknown_keys("calendar", &["holiday_rule"]);
     r.unknown_keys(
         "mail",
@@ -747,6 +758,7 @@ fn validate(tree: &Value, base_dir: Option<&Path>) -> Result<Settings, ConfigErr
             None
         }
     });
+    let state_waits = waits(&mut r, "state");
     let holiday_rule = r.bool("calendar.holiday_rule");
     let mail = read_mail(&mut r, base_dir);
     let listen = r.parsed("http.listen", |s| {
@@ -764,7 +776,7 @@ fn validate(tree: &Value, base_dir: Option<&Path>) -> Result<Settings, ConfigErr
         timezone,
         register,
         state_url,
-        (migrate_on_start, retention, lease_ttl),
+        (migrate_on_start, retention, lease_ttl, state_waits),
         holiday_rule,
         mail,
         listen,
@@ -779,7 +791,7 @@ fn validate(tree: &Value, base_dir: Option<&Path>) -> Result<Settings, ConfigErr
             Some(timezone),
             Some(register),
             Some(state_url),
-            (Some(migrate_on_start), Some(retention), Some(lease_ttl)),
+            (Some(migrate_on_start), Some(retention), Some(lease_ttl), Some(state_waits)),
             Some(holiday_rule),
             Some(mail),
             Some(listen),
@@ -792,7 +804,7 @@ fn validate(tree: &Value, base_dir: Option<&Path>) -> Result<Settings, ConfigErr
         ) if problems.is_empty() => Ok(Settings {
             timezone,
             register,
-            state: StateSettings { url: state_url, migrate_on_start, retention, lease_ttl },
+            state: StateSettings { url: state_url, migrate_on_start, retention, lease_ttl, waits: state_waits },
             calendar: CalendarSettings { holiday_rule },
             mail,
             http: HttpSettings { listen },
@@ -805,6 +817,29 @@ fn validate(tree: &Value, base_dir: Option<&Path>) -> Result<Settings, ConfigErr
         }),
         _ => Err(ConfigError { problems }),
     }
+}
+
+/// `{section}.statement_timeout` and `{section}.lock_timeout`: each from 1 s to 1 h, the lock
+/// wait no longer than the statement's.
+fn waits(r: &mut Reader, section: &str) -> Option<crate::db::Waits> {
+    let bounded = |r: &mut Reader, key: String| {
+        r.duration(&key).and_then(|d| {
+            if (Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&d) {
+                Some(d)
+            } else {
+                r.problem(&key, "must be from 1s to 1h");
+                None
+            }
+        })
+    };
+    let statement = bounded(r, format!("{section}.statement_timeout"));
+    let lock = bounded(r, format!("{section}.lock_timeout"));
+    let (statement, lock) = (statement?, lock?);
+    if lock > statement {
+        r.problem(&format!("{section}.lock_timeout"), format!("must not be longer than {section}.statement_timeout"));
+        return None;
+    }
+    Some(crate::db::Waits { statement, lock })
 }
 
 fn read_register(r: &mut Reader) -> Option<RegisterSettings> {
@@ -829,6 +864,7 @@ fn read_register(r: &mut Reader) -> Option<RegisterSettings> {
         NaiveTime::parse_from_str(s.trim(), "%H:%M").map_err(|_| format!("{s:?} is not a local time like 02:30"))
     });
     let demo_cases = r.integer("register.demo_cases", 0, 10_000_000);
+    let waits = waits(r, "register");
     Some(RegisterSettings {
         url: url?,
         view: view?,
@@ -836,6 +872,7 @@ fn read_register(r: &mut Reader) -> Option<RegisterSettings> {
         overlap: overlap?,
         full_pass_at: full_pass_at?,
         demo_cases: u32::try_from(demo_cases?).ok()?,
+        waits: waits?,
     })
 }
 

@@ -21,7 +21,7 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqlitePool};
 
 use crate::config::{DatabaseUrl, Engine};
-use crate::db::{format_instant, with_pool, Pool};
+use crate::db::{format_instant, with_pool, Pool, Waits};
 use crate::demo::DemoCase;
 use crate::domain::{log_safe, CaseRef, ChildKey, EmailAddress, UnitCode};
 use crate::rules::calendar::{FIRST_YEAR, LAST_YEAR};
@@ -469,7 +469,13 @@ impl Register {
     /// already exist, is opened with `mode=ro` and `query_only`, and its journal mode is left as
     /// it is; a PostgreSQL session has `default_transaction_read_only = on`.
     pub async fn connect(url: &DatabaseUrl, view: &str) -> Result<Register, RegisterError> {
-        let pool = Pool::open_read_only(url, 4).await.map_err(|source| RegisterError::connect(url, source))?;
+        Register::connect_waiting(url, view, Waits::REGISTER).await
+    }
+
+    /// [`Register::connect`], its statements and lock waits bounded by `waits`
+    /// (`register.statement_timeout`, `register.lock_timeout`).
+    pub async fn connect_waiting(url: &DatabaseUrl, view: &str, waits: Waits) -> Result<Register, RegisterError> {
+        let pool = Pool::open_read_only(url, 4, waits).await.map_err(|source| RegisterError::connect(url, source))?;
         let features = match detect_features(&pool, view).await {
             Ok(features) => features,
             Err(source) => {
@@ -1143,7 +1149,11 @@ impl TextRow for SqliteRow {
 /// `write`), else read-only as every register is read.
 async fn sqlite_pool(url: &DatabaseUrl, write: bool) -> Result<SqlitePool, RegisterError> {
     let connect = |source| RegisterError::connect(url, source);
-    let pool = if write { Pool::open(url, true, 1).await } else { Pool::open_read_only(url, 1).await };
+    let pool = if write {
+        Pool::open(url, true, 1, Waits::STATE).await
+    } else {
+        Pool::open_read_only(url, 1, Waits::REGISTER).await
+    };
     match pool.map_err(connect)? {
         Pool::Sqlite(pool) => Ok(pool),
         Pool::Postgres(pool) => {
