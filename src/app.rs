@@ -27,6 +27,12 @@ use crate::state::{StateError, StateStore};
 /// How long a probe of a database may take before readiness says no.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// The longest one background readiness check may take.
+/// (A register that cannot be reached takes the pool's connect timeout, 10 s, to say why.)
+const READINESS_CHECK_LIMIT: Duration = Duration::from_secs(15);
+/// A background readiness result older than this is not trusted.
+const READINESS_STALE: Duration = Duration::from_secs(20);
+
 /// Why the application could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -89,12 +95,15 @@ pub struct App {
     /// Cancelled on shutdown: jobs stop taking new work.
     pub shutdown: CancellationToken,
     register: RwLock<Option<Arc<Register>>>,
-    /// Unix seconds of the job loop's last sign of life, for the watchdog.
-    heartbeat: AtomicI64,
-    /// Signs of life given so far.
+    /// Each daemon job's own sign of life, judged by the watchdog one by one.
+    pub progress: Progress,
+    /// Signs of life given so far by dispatch runs (one a mail).
     beats: AtomicU64,
     /// Polls failed in a row; after a few, the poll lease is given up for a healthy replica.
     pub(crate) poll_failures: AtomicU32,
+    /// Set when this process holds a SQLite state's lock: no other daemon can use the state, so
+    /// its poll lease is never given up for another.
+    pub(crate) sole_daemon: AtomicBool,
     /// Whether this process held the poll lease at its last attempt to take it.
     pub(crate) holds_poll_lease: AtomicBool,
     /// Set when this process's last poll rejected every row it read (a view whose column types
@@ -108,6 +117,9 @@ pub struct App {
     /// asked of the register by the first poll and by each full pass, and otherwise moved on by
     /// the rows a poll computed — every row changed since the last read is read by the next.
     pub(crate) register_newest: std::sync::Mutex<Option<chrono::DateTime<chrono::Utc>>>,
+    /// The last readiness found by the daemon's background check, and when it was found:
+    /// `/readyz` answers from it at once, whatever a database does meanwhile.
+    checked_readiness: std::sync::Mutex<Option<(std::time::Instant, Result<(), String>)>>,
 }
 
 impl App {
@@ -121,7 +133,7 @@ impl App {
     ) -> Result<App, AppError> {
         let (schedule, mailer) = prepare(&settings)?;
         seed_demo_register(&settings, Moment::at(now, settings.timezone).today).await?;
-        let state = StateStore::connect(&settings.state.url).await?;
+        let state = StateStore::connect_waiting(&settings.state.url, settings.state.waits).await?;
         if settings.state.migrate_on_start {
             state.migrate().await?;
         }
@@ -170,23 +182,25 @@ impl App {
             holder,
             shutdown: CancellationToken::new(),
             register: RwLock::new(None),
-            heartbeat: AtomicI64::new(now.timestamp()),
+            progress: Progress::new(now),
             beats: AtomicU64::new(0),
             poll_failures: AtomicU32::new(0),
+            sole_daemon: AtomicBool::new(false),
             holds_poll_lease: AtomicBool::new(false),
             rejecting_every_row: std::sync::Mutex::new(None),
             gauges_counted: std::sync::Mutex::new(None),
             register_newest: std::sync::Mutex::new(None),
+            checked_readiness: std::sync::Mutex::new(None),
         }
     }
 
-    /// Records a sign of life of the job loop.
+    /// Records a sign of life of a dispatch run (after every mail).
     pub fn beat(&self, now: DateTime<Utc>) {
-        self.heartbeat.store(now.timestamp(), Ordering::Relaxed);
+        self.progress.dispatch.sign(now);
         self.beats.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// How many signs of life the jobs have given (the scheduler's loop, every mail sent).
+    /// How many signs of life dispatch runs have given (one after every mail).
     pub fn beats(&self) -> u64 {
         self.beats.load(Ordering::Relaxed)
     }
@@ -195,11 +209,6 @@ impl App {
     /// `fristvakt_poll_lease_held`).
     pub fn holds_poll_lease(&self) -> bool {
         self.holds_poll_lease.load(Ordering::Relaxed)
-    }
-
-    /// Unix seconds of the last sign of life.
-    pub fn last_beat(&self) -> i64 {
-        self.heartbeat.load(Ordering::Relaxed)
     }
 
     /// The register connection, opened on first use and again after [`App::forget_register`].
@@ -212,28 +221,58 @@ impl App {
             return Ok(r.clone());
         }
         let settings = &self.settings.register;
-        let register = Arc::new(Register::connect(&settings.url, &settings.view).await?);
+        let register = Arc::new(Register::connect_waiting(&settings.url, &settings.view, settings.waits).await?);
         *slot = Some(register.clone());
         Ok(register)
     }
 
-    /// Closes the register connection after a failure; the next job opens a new one.
+    /// Closes the register connection after a failure; the next job opens a new one. The close
+    /// (which waits for every connection to come back) is bounded: a connection still stuck in a
+    /// statement is left to its statement timeout, and the job goes on.
     pub async fn forget_register(&self) {
-        if let Some(r) = self.register.write().await.take() {
-            r.close().await;
+        let taken = self.register.write().await.take();
+        if let Some(r) = taken {
+            if tokio::time::timeout(PROBE_TIMEOUT, r.close()).await.is_err() {
+                tracing::warn!("the register connection did not close within 3 s; left to its statement timeout");
+            }
+        }
+    }
+
+    /// Checks readiness ([`App::readiness`], bounded by [`READINESS_CHECK_LIMIT`]) and keeps the
+    /// result for [`App::checked_readiness`]. The daemon calls it in the background.
+    pub async fn check_readiness(&self, now: DateTime<Utc>) {
+        let result = tokio::time::timeout(READINESS_CHECK_LIMIT, self.readiness(now))
+            .await
+            .unwrap_or_else(|_| Err("the state and register checks did not finish within 15 s".into()));
+        *self.checked_readiness.lock().unwrap_or_else(|e| e.into_inner()) = Some((std::time::Instant::now(), result));
+    }
+
+    /// Readiness as the background check last found it, at once: not ready before the first
+    /// check, or when the last one is older than [`READINESS_STALE`] (the checks themselves hang).
+    pub fn checked_readiness(&self) -> Result<(), String> {
+        match &*self.checked_readiness.lock().unwrap_or_else(|e| e.into_inner()) {
+            None => Err("starting; readiness not checked yet".into()),
+            Some((at, _)) if at.elapsed() > READINESS_STALE => {
+                Err(format!("readiness last checked {} s ago", at.elapsed().as_secs()))
+            }
+            Some((_, result)) => result.clone(),
         }
     }
 
     /// Readiness: the register and state answer, and the last successful poll (by any
-    /// replica, as recorded in the state store) is younger than two poll intervals.
+    /// replica, as recorded in the state store) is younger than two poll intervals plus
+    /// `state.lease_ttl` (the longest a hand-over of the poll lease takes after its holder died),
+    /// so that every healthy replica is ready whichever holds the lease.
     pub async fn readiness(&self, now: DateTime<Utc>) -> Result<(), String> {
         if let Some(reason) = self.rejecting_every_row.lock().unwrap_or_else(|e| e.into_inner()).clone() {
             return Err(reason);
         }
         match tokio::time::timeout(PROBE_TIMEOUT, self.state.poll_state()).await {
             Ok(Ok(poll_state)) => {
-                let limit = chrono::Duration::from_std(self.settings.register.poll_interval * 2)
-                    .unwrap_or(chrono::Duration::minutes(10));
+                let limit = chrono::Duration::from_std(
+                    self.settings.register.poll_interval * 2 + self.settings.state.lease_ttl,
+                )
+                .unwrap_or(chrono::Duration::minutes(10));
                 match poll_state.last_success_at {
                     Some(t) if now - t <= limit => {}
                     Some(t) => return Err(format!("last successful poll was at {}", t.format("%Y-%m-%dT%H:%M:%SZ"))),
@@ -280,6 +319,64 @@ impl App {
     pub async fn close_connections(&self) {
         self.forget_register().await;
         self.state.close().await;
+    }
+}
+
+/// The daemon's jobs, each with its own sign of life: the watchdog judges each by its own
+/// progress, never by another job's wait (`service`).
+#[derive(Debug)]
+pub struct Progress {
+    pub poll: JobClock,
+    pub dispatch: JobClock,
+    pub digest: JobClock,
+}
+
+impl Progress {
+    fn new(now: DateTime<Utc>) -> Progress {
+        Progress { poll: JobClock::new(now), dispatch: JobClock::new(now), digest: JobClock::new(now) }
+    }
+}
+
+/// One job's progress stamp: whether a run is under way (since when), and its last sign of
+/// life (a run's start and end, and whatever the job counts as progress within a run).
+#[derive(Debug)]
+pub struct JobClock {
+    /// Unix seconds when the run under way began; 0 between runs.
+    busy_since: AtomicI64,
+    /// Unix seconds of the last sign of life.
+    last_sign: AtomicI64,
+}
+
+impl JobClock {
+    fn new(now: DateTime<Utc>) -> JobClock {
+        JobClock { busy_since: AtomicI64::new(0), last_sign: AtomicI64::new(now.timestamp()) }
+    }
+
+    /// A run begins.
+    pub fn begin(&self, now: DateTime<Utc>) {
+        self.busy_since.store(now.timestamp().max(1), Ordering::Relaxed);
+        self.sign(now);
+    }
+
+    /// A sign of life within a run.
+    pub fn sign(&self, now: DateTime<Utc>) {
+        self.last_sign.store(now.timestamp(), Ordering::Relaxed);
+    }
+
+    /// The run ends, whatever its outcome.
+    pub fn end(&self, now: DateTime<Utc>) {
+        self.busy_since.store(0, Ordering::Relaxed);
+        self.sign(now);
+    }
+
+    /// Whether a run is under way.
+    pub fn busy(&self) -> bool {
+        self.busy_since.load(Ordering::Relaxed) != 0
+    }
+
+    /// Seconds since the last sign of life at `now`.
+    pub fn silent_for(&self, now: DateTime<Utc>) -> i64 {
+        now.timestamp() - self.last_sign.load(Ordering::Relaxed)
     }
 }
 

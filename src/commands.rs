@@ -91,7 +91,13 @@ pub async fn migrate(settings: &Settings) -> Result<(), CommandError> {
 pub async fn poll_once(settings: Arc<Settings>, today: Option<NaiveDate>, full: bool) -> Result<(), CommandError> {
     let now = Utc::now();
     let at = Moment::from_option(today, now, settings.timezone);
+    // Holding a SQLite state's lock proves that no daemon uses the state: a poll lease left by
+    // a daemon's crash is taken over at once (with a daemon running, the lock is its own).
+    let state_lock = crate::app::lock_sqlite_state(&settings).ok().flatten();
     let app = App::start(settings, format!("poll-once-{}", std::process::id()), now).await?;
+    if state_lock.is_some() {
+        jobs::poll::seize_lease(&app, Moment::at(now, app.settings.timezone)).await?;
+    }
     let result = poll_and_send(&app, at, full).await;
     app.close().await;
     result

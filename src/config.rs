@@ -314,6 +314,9 @@ pub struct RegisterSettings {
     pub demo_cases: u32,
     /// A register value longer than this skips its row (`cell_too_large`).
     pub max_cell_bytes: usize,
+    /// How long a statement may run, and wait for a lock, on the register
+    /// (`register.statement_timeout`, `register.lock_timeout`).
+    pub waits: crate::db::Waits,
 }
 
 #[derive(Debug, Clone)]
@@ -322,6 +325,11 @@ pub struct StateSettings {
     pub migrate_on_start: bool,
     /// Closed deadlines and finished outbox rows older than this are deleted by a daily job.
     pub retention: Duration,
+    /// How long the poll lease lasts unless its holder renews it (every third of it): after a
+    /// holder dies, another replica polls within about this long.
+    pub lease_ttl: Duration,
+    /// How long a statement may run, and wait for a lock, on the state database.
+    pub waits: crate::db::Waits,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -682,9 +690,22 @@ fn validate(tree: &Value, base_dir: Option<&Path>) -> Result<Settings, ConfigErr
     );
     r.unknown_keys(
         "register",
-        &["url", "view", "poll_interval", "overlap", "full_pass_at", "demo_cases", "max_cell_bytes"],
+        &[
+            "url",
+            "view",
+            "poll_interval",
+            "overlap",
+            "full_pass_at",
+            "demo_cases",
+            "max_cell_bytes",
+            "statement_timeout",
+            "lock_timeout",
+        ],
     );
-    r.unknown_keys("state", &["url", "migrate_on_start", "retention"]);
+    r.unknown_keys(
+        "state",
+        &["url", "migrate_on_start", "retention", "lease_ttl", "statement_timeout", "lock_timeout"],
+    );
     r.unknown_keys("calendar", &["holiday_rule"]);
     r.unknown_keys(
         "mail",
@@ -733,6 +754,18 @@ fn validate(tree: &Value, base_dir: Option<&Path>) -> Result<Settings, ConfigErr
             None
         }
     });
+    let lease_ttl = r.duration("state.lease_ttl").and_then(|d| {
+        if (Duration::from_secs(10)..=Duration::from_secs(3600)).contains(&d) {
+            Some(d)
+        } else {
+            r.problem(
+                "state.lease_ttl",
+                "must be from 10s to 1h (a standby replica tries to take the lease every 10 s)",
+            );
+            None
+        }
+    });
+    let state_waits = waits(&mut r, "state");
     let holiday_rule = r.bool("calendar.holiday_rule");
     let mail = read_mail(&mut r, base_dir);
     let listen = r.parsed("http.listen", |s| {
@@ -750,7 +783,7 @@ fn validate(tree: &Value, base_dir: Option<&Path>) -> Result<Settings, ConfigErr
         timezone,
         register,
         state_url,
-        (migrate_on_start, retention),
+        (migrate_on_start, retention, lease_ttl, state_waits),
         holiday_rule,
         mail,
         listen,
@@ -765,7 +798,7 @@ fn validate(tree: &Value, base_dir: Option<&Path>) -> Result<Settings, ConfigErr
             Some(timezone),
             Some(register),
             Some(state_url),
-            (Some(migrate_on_start), Some(retention)),
+            (Some(migrate_on_start), Some(retention), Some(lease_ttl), Some(state_waits)),
             Some(holiday_rule),
             Some(mail),
             Some(listen),
@@ -778,7 +811,7 @@ fn validate(tree: &Value, base_dir: Option<&Path>) -> Result<Settings, ConfigErr
         ) if problems.is_empty() => Ok(Settings {
             timezone,
             register,
-            state: StateSettings { url: state_url, migrate_on_start, retention },
+            state: StateSettings { url: state_url, migrate_on_start, retention, lease_ttl, waits: state_waits },
             calendar: CalendarSettings { holiday_rule },
             mail,
             http: HttpSettings { listen },
@@ -791,6 +824,29 @@ fn validate(tree: &Value, base_dir: Option<&Path>) -> Result<Settings, ConfigErr
         }),
         _ => Err(ConfigError { problems }),
     }
+}
+
+/// `{section}.statement_timeout` and `{section}.lock_timeout`: each from 1 s to 1 h, the lock
+/// wait no longer than the statement's.
+fn waits(r: &mut Reader, section: &str) -> Option<crate::db::Waits> {
+    let bounded = |r: &mut Reader, key: String| {
+        r.duration(&key).and_then(|d| {
+            if (Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&d) {
+                Some(d)
+            } else {
+                r.problem(&key, "must be from 1s to 1h");
+                None
+            }
+        })
+    };
+    let statement = bounded(r, format!("{section}.statement_timeout"));
+    let lock = bounded(r, format!("{section}.lock_timeout"));
+    let (statement, lock) = (statement?, lock?);
+    if lock > statement {
+        r.problem(&format!("{section}.lock_timeout"), format!("must not be longer than {section}.statement_timeout"));
+        return None;
+    }
+    Some(crate::db::Waits { statement, lock })
 }
 
 fn read_register(r: &mut Reader) -> Option<RegisterSettings> {
@@ -816,6 +872,7 @@ fn read_register(r: &mut Reader) -> Option<RegisterSettings> {
     });
     let demo_cases = r.integer("register.demo_cases", 0, 10_000_000);
     let max_cell_bytes = r.integer("register.max_cell_bytes", 64, 1 << 30);
+    let waits = waits(r, "register");
     Some(RegisterSettings {
         url: url?,
         view: view?,
@@ -824,6 +881,7 @@ fn read_register(r: &mut Reader) -> Option<RegisterSettings> {
         full_pass_at: full_pass_at?,
         demo_cases: u32::try_from(demo_cases?).ok()?,
         max_cell_bytes: usize::try_from(max_cell_bytes?).ok()?,
+        waits: waits?,
     })
 }
 

@@ -1,6 +1,8 @@
 //! The database plumbing that the state store and the register reader share: a typed sqlx pool
 //! of either engine, and the text form of instants. No statement lives here.
 
+use std::time::Duration;
+
 use chrono::{DateTime, SecondsFormat, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
@@ -27,6 +29,24 @@ macro_rules! with_pool {
 }
 pub(crate) use with_pool;
 
+/// How long a statement of a pool may run, and wait for a lock, before the database cancels it
+/// (`register.statement_timeout` / `lock_timeout`, `state.…`): nothing a job asks of a database
+/// waits without end. PostgreSQL: the session's `statement_timeout` and `lock_timeout`; SQLite:
+/// the lock wait is the `busy_timeout` (SQLite has no statement timeout of its own; the job's
+/// bound cuts a statement that runs too long).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Waits {
+    pub statement: Duration,
+    pub lock: Duration,
+}
+
+impl Waits {
+    /// The defaults of the register (`register.statement_timeout` 60 s, `lock_timeout` 10 s).
+    pub const REGISTER: Waits = Waits { statement: Duration::from_secs(60), lock: Duration::from_secs(10) };
+    /// The defaults of the state (`state.statement_timeout` 30 s, `lock_timeout` 10 s).
+    pub const STATE: Waits = Waits { statement: Duration::from_secs(30), lock: Duration::from_secs(10) };
+}
+
 /// How a pool may use its database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Access {
@@ -43,16 +63,16 @@ pub(crate) enum Access {
 impl Pool {
     /// Opens a pool on either engine; SQLite files and their directory are created when missing
     /// only if `create` is set.
-    pub(crate) async fn open(url: &DatabaseUrl, create: bool, max: u32) -> Result<Pool, sqlx::Error> {
-        Pool::open_with(url, Access::Owned { create }, max).await
+    pub(crate) async fn open(url: &DatabaseUrl, create: bool, max: u32, waits: Waits) -> Result<Pool, sqlx::Error> {
+        Pool::open_with(url, Access::Owned { create }, max, waits).await
     }
 
     /// Opens a pool on a database that fristvakt only reads (the register): see [`Access::ReadOnly`].
-    pub(crate) async fn open_read_only(url: &DatabaseUrl, max: u32) -> Result<Pool, sqlx::Error> {
-        Pool::open_with(url, Access::ReadOnly, max).await
+    pub(crate) async fn open_read_only(url: &DatabaseUrl, max: u32, waits: Waits) -> Result<Pool, sqlx::Error> {
+        Pool::open_with(url, Access::ReadOnly, max, waits).await
     }
 
-    async fn open_with(url: &DatabaseUrl, access: Access, max: u32) -> Result<Pool, sqlx::Error> {
+    async fn open_with(url: &DatabaseUrl, access: Access, max: u32, waits: Waits) -> Result<Pool, sqlx::Error> {
         let timeout = std::time::Duration::from_secs(10);
         match url.engine {
             Engine::Sqlite => {
@@ -69,11 +89,8 @@ impl Pool {
                         )));
                     }
                 }
-                let options = url
-                    .expose()
-                    .parse::<SqliteConnectOptions>()?
-                    .create_if_missing(create)
-                    .busy_timeout(std::time::Duration::from_secs(10));
+                let options =
+                    url.expose().parse::<SqliteConnectOptions>()?.create_if_missing(create).busy_timeout(waits.lock);
                 let options = match access {
                     Access::Owned { .. } => options
                         .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
@@ -100,7 +117,10 @@ impl Pool {
                     // Named, never its value.
                     tracing::warn!(parameter = %key, "database URL: the PostgreSQL driver does not support this parameter; ignored");
                 }
-                let options = driver_url.parse::<PgConnectOptions>()?;
+                let millis = |d: Duration| format!("{}ms", d.as_millis());
+                let options = driver_url
+                    .parse::<PgConnectOptions>()?
+                    .options([("statement_timeout", millis(waits.statement)), ("lock_timeout", millis(waits.lock))]);
                 let options = match access {
                     Access::Owned { .. } => options,
                     Access::ReadOnly => options.options([("default_transaction_read_only", "on")]),
@@ -150,7 +170,9 @@ mod tests {
         assert_eq!(sqlite_text(&setup, "PRAGMA journal_mode").await, "delete");
         setup.close().await;
 
-        let Pool::Sqlite(register) = Pool::open_read_only(&url, 2).await.unwrap() else { panic!("not SQLite") };
+        let Pool::Sqlite(register) = Pool::open_read_only(&url, 2, Waits::REGISTER).await.unwrap() else {
+            panic!("not SQLite")
+        };
         assert_eq!(sqlite_text(&register, "SELECT case_ref FROM cases").await, "2026-BU-1");
         assert_eq!(sqlite_text(&register, "PRAGMA query_only").await, "1");
         assert_eq!(sqlite_text(&register, "PRAGMA journal_mode").await, "delete");
@@ -165,7 +187,7 @@ mod tests {
         assert!(!dir.path().join("register.db-wal").exists());
 
         // The state store owns its database: WAL.
-        let Pool::Sqlite(own) = Pool::open(&url, false, 1).await.unwrap() else { panic!("not SQLite") };
+        let Pool::Sqlite(own) = Pool::open(&url, false, 1, Waits::STATE).await.unwrap() else { panic!("not SQLite") };
         assert_eq!(sqlite_text(&own, "PRAGMA journal_mode").await, "wal");
         own.close().await;
     }

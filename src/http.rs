@@ -7,7 +7,6 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use chrono::Utc;
 
 use crate::app::App;
 
@@ -26,9 +25,10 @@ async fn healthz() -> &'static str {
 }
 
 /// 200 only when the register and the state database answer and the last successful poll is
-/// younger than two poll intervals; else 503 with a short reason.
+/// recent ([`App::readiness`]); else 503 with a short reason. Answered at once from the daemon's
+/// background check ([`App::checked_readiness`]), never by waiting on a database.
 async fn readyz(State(shared): State<Arc<App>>) -> Response {
-    match shared.readiness(Utc::now()).await {
+    match shared.checked_readiness() {
         Ok(()) if shared.holds_poll_lease() => {
             (StatusCode::OK, "ready; this replica polls the register\n").into_response()
         }

@@ -5,7 +5,7 @@
 use sqlx::{Row, SqlitePool};
 
 use crate::config::{DatabaseUrl, Engine};
-use crate::db::Pool;
+use crate::db::{Pool, Waits};
 use crate::register::{RawRow, RegisterError, COLUMNS, WIDTH};
 
 /// Rows of one INSERT: small statements, as SQLite binds parameters by a lookup per mark.
@@ -114,7 +114,11 @@ pub async fn sqlite_register_has_view(url: &DatabaseUrl, view: &str) -> Result<b
 /// `write`), else read-only as every register is read.
 async fn sqlite_pool(url: &DatabaseUrl, write: bool) -> Result<SqlitePool, RegisterError> {
     let connect = |source| RegisterError::connect(url, source);
-    let pool = if write { Pool::open(url, true, 1).await } else { Pool::open_read_only(url, 1).await };
+    let pool = if write {
+        Pool::open(url, true, 1, Waits::STATE).await
+    } else {
+        Pool::open_read_only(url, 1, Waits::REGISTER).await
+    };
     match pool.map_err(connect)? {
         Pool::Sqlite(pool) => Ok(pool),
         Pool::Postgres(pool) => {

@@ -4,6 +4,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::app::{App, Moment};
+use crate::config::Settings;
 use crate::jobs::{ladder, JobError, PollReport, POLL_LEASE};
 use crate::poll as sync;
 
@@ -47,7 +48,7 @@ pub(crate) async fn cycle(app: &App, at: Moment, force_full: bool) -> Result<Opt
         }
         Err(e) => {
             let failures = app.poll_failures.fetch_add(1, Ordering::Relaxed) + 1;
-            if failures >= FAILURES_BEFORE_LEASE_RELEASE {
+            if failures >= FAILURES_BEFORE_LEASE_RELEASE && !app.sole_daemon.load(Ordering::Relaxed) {
                 tracing::warn!(failures, "polls keep failing; giving up the poll lease for a healthy replica");
                 release_lease(app).await;
             }
@@ -100,14 +101,36 @@ async fn poll(app: &App, at: Moment, force_full: bool) -> Result<PollReport, Job
     Ok(PollReport { sync, ladder })
 }
 
-/// Takes (or renews) the poll lease for this process.
-pub(crate) async fn take_lease(app: &App, at: Moment) -> Result<bool, JobError> {
-    let lease_for = chrono::Duration::from_std(app.settings.register.poll_interval * 2 + Duration::from_secs(600))
-        .unwrap_or(chrono::Duration::minutes(30));
-    let held = app.state.acquire_lease(POLL_LEASE, &app.holder, at.now, at.now + lease_for).await?;
+/// Takes (or renews) the poll lease for this process, for `state.lease_ttl` from `at.now`.
+pub async fn take_lease(app: &App, at: Moment) -> Result<bool, JobError> {
+    let held = app.state.acquire_lease(POLL_LEASE, &app.holder, at.now, at.now + lease_ttl(app)).await?;
     app.holds_poll_lease.store(held, Ordering::Relaxed);
     app.metrics.set_poll_lease_held(held);
     Ok(held)
+}
+
+/// Takes the poll lease whoever holds it: for a process holding a SQLite state's lock, which
+/// proves that no other daemon uses the state (a lease left by its own crash is no other's).
+pub async fn seize_lease(app: &App, at: Moment) -> Result<(), JobError> {
+    app.state.seize_lease(POLL_LEASE, &app.holder, at.now + lease_ttl(app)).await?;
+    app.holds_poll_lease.store(true, Ordering::Relaxed);
+    app.metrics.set_poll_lease_held(true);
+    Ok(())
+}
+
+/// How often a standby replica tries to take the poll lease, and its holder renews it: every
+/// 10 s, or every third of `state.lease_ttl` when that is shorter.
+pub fn lease_try_every(settings: &Settings) -> Duration {
+    Duration::from_secs(10).min(settings.state.lease_ttl / 3)
+}
+
+/// How long a taking or renewal of the lease holds it: `state.lease_ttl` less one try period
+/// and 2 s for a slow renewal, so that after its holder dies the lease lapses, and a standby's
+/// next try takes it, within `state.lease_ttl`.
+fn lease_ttl(app: &App) -> chrono::Duration {
+    let settings = &app.settings;
+    let holds = settings.state.lease_ttl.saturating_sub(lease_try_every(settings) + Duration::from_secs(2));
+    chrono::Duration::from_std(holds).unwrap_or(chrono::Duration::seconds(18))
 }
 
 /// Rows a poll must read before "every row rejected" means the view itself is broken rather than

@@ -136,7 +136,7 @@ pub struct RunControl<'a> {
 /// The most rows one dispatch run attempts; the rest wait for the next run (30 s later).
 const RUN_ROWS: usize = 500;
 /// The longest a dispatch run claims new rows; rows in hand are finished.
-const RUN_TIME: std::time::Duration = std::time::Duration::from_secs(60);
+pub const RUN_TIME: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Sends every outbox row due at `now` (the days in the mail counted from `today`), batch by
 /// batch, until none is left, or until `stop` is cancelled (the daemon's shutdown: the mail in

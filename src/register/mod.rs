@@ -33,7 +33,7 @@ use self::postgres::{pg_columns, pg_columns_copied_as_cast, pg_instant_text, str
 use self::sqlite::{sqlite_columns, stream_sqlite_file};
 pub use self::validate::{validate, validate_encoded, CaseRow, RejectReason, Rejection};
 use crate::config::{DatabaseUrl, Engine};
-use crate::db::{format_instant, with_pool, Pool};
+use crate::db::{format_instant, with_pool, Pool, Waits};
 use crate::domain::ChildKey;
 pub use crate::domain::Sex;
 
@@ -85,7 +85,13 @@ impl Register {
     /// already exist, is opened with `mode=ro` and `query_only`, and its journal mode is left as
     /// it is; a PostgreSQL session has `default_transaction_read_only = on`.
     pub async fn connect(url: &DatabaseUrl, view: &str) -> Result<Register, RegisterError> {
-        let pool = Pool::open_read_only(url, 4).await.map_err(|source| RegisterError::connect(url, source))?;
+        Register::connect_waiting(url, view, Waits::REGISTER).await
+    }
+
+    /// [`Register::connect`], its statements and lock waits bounded by `waits`
+    /// (`register.statement_timeout`, `register.lock_timeout`).
+    pub async fn connect_waiting(url: &DatabaseUrl, view: &str, waits: Waits) -> Result<Register, RegisterError> {
+        let pool = Pool::open_read_only(url, 4, waits).await.map_err(|source| RegisterError::connect(url, source))?;
         let features = match detect_features(&pool, view).await {
             Ok(features) => features,
             Err(source) => {

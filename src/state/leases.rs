@@ -26,6 +26,18 @@ impl StateStore {
         Ok(affected > 0)
     }
 
+    /// Takes the named lease for `holder` until `until` whoever holds it: only for a holder that
+    /// knows no other can exist (the daemon holding a SQLite state's lock, whose lease left by a
+    /// crash of its own would otherwise keep it from polling until it lapsed).
+    pub async fn seize_lease(&self, name: &str, holder: &str, until: DateTime<Utc>) -> Result<(), StateError> {
+        let sql = "INSERT INTO leases (name, holder, expires_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at";
+        with_pool!(&self.pool, p => {
+            sqlx::query(sql).bind(name).bind(holder).bind(until).execute(p).await.map(|_| ())
+        })
+        .map_err(query_error("taking a lease"))
+    }
+
     /// Gives up a lease held by `holder`.
     pub async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StateError> {
         let sql = "DELETE FROM leases WHERE name = $1 AND holder = $2";

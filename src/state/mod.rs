@@ -30,6 +30,7 @@ use sqlx::sqlite::{SqliteConnection, SqliteRow};
 use sqlx::{ConnectOptions, Connection, Decode, Postgres, Row, Sqlite, Type};
 
 use crate::config::{DatabaseUrl, Engine};
+use crate::db::Waits;
 pub(crate) use crate::db::{with_pool, Pool};
 
 pub use deadlines::{DeadlineFilter, DeadlineRecord, StoredDeadline};
@@ -230,7 +231,13 @@ pub struct StateStore {
 impl StateStore {
     /// Connects, creating a SQLite file when missing.
     pub async fn connect(url: &DatabaseUrl) -> Result<StateStore, StateError> {
-        let pool = Pool::open(url, true, 8).await.map_err(|source| StateError::connect(url, source))?;
+        StateStore::connect_waiting(url, Waits::STATE).await
+    }
+
+    /// [`StateStore::connect`], its statements and lock waits bounded by `waits`
+    /// (`state.statement_timeout`, `state.lock_timeout`).
+    pub async fn connect_waiting(url: &DatabaseUrl, waits: Waits) -> Result<StateStore, StateError> {
+        let pool = Pool::open(url, true, 8, waits).await.map_err(|source| StateError::connect(url, source))?;
         let own_writer = url.engine == Engine::Sqlite && url.sqlite_path().is_some();
         Ok(StateStore {
             pool,
@@ -253,7 +260,8 @@ impl StateStore {
             }
             Engine::Postgres => url.clone(),
         };
-        let pool = Pool::open(&read_only, false, 2).await.map_err(|source| StateError::connect(url, source))?;
+        let pool =
+            Pool::open(&read_only, false, 2, Waits::STATE).await.map_err(|source| StateError::connect(url, source))?;
         Ok(StateStore {
             pool,
             engine: url.engine,

@@ -95,3 +95,29 @@ fn a_retention_shorter_than_thirty_days_is_refused() {
     let out = fristvakt(None, &["check-config"], &[("FRISTVAKT__STATE__RETENTION", "365d")]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
+
+#[test]
+fn timeouts_and_the_lease_are_bounded_and_named() {
+    for (key, value, says) in [
+        ("FRISTVAKT__REGISTER__STATEMENT_TIMEOUT", "2h", "register.statement_timeout: must be from 1s to 1h"),
+        (
+            "FRISTVAKT__REGISTER__LOCK_TIMEOUT",
+            "2m",
+            "register.lock_timeout: must not be longer than register.statement_timeout",
+        ),
+        ("FRISTVAKT__STATE__STATEMENT_TIMEOUT", "soon", "state.statement_timeout: \"soon\" is not a duration"),
+        ("FRISTVAKT__STATE__LOCK_TIMEOUT", "500ms", "state.lock_timeout: must be from 1s to 1h"),
+        ("FRISTVAKT__STATE__LEASE_TTL", "5s", "state.lease_ttl: must be from 10s to 1h"),
+    ] {
+        let out = fristvakt(None, &["check-config"], &[(key, value)]);
+        assert_eq!(out.status.code(), Some(78), "{key}: {}", stderr(&out));
+        assert!(stderr(&out).contains(says), "{key}: {}", stderr(&out));
+    }
+    let fine = [
+        ("FRISTVAKT__REGISTER__STATEMENT_TIMEOUT", "5m"),
+        ("FRISTVAKT__REGISTER__LOCK_TIMEOUT", "5m"),
+        ("FRISTVAKT__STATE__LEASE_TTL", "10s"),
+    ];
+    let out = fristvakt(None, &["check-config"], &fine);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}

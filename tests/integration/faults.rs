@@ -445,3 +445,163 @@ async fn a_silent_mail_server_never_stalls_the_daemon_and_loses_nothing() {
 fn is_notice(mail: &crate::support::smtp::ReceivedMail) -> bool {
     mail.header("Subject").is_some_and(|s| s.contains("2026-KILL-"))
 }
+
+/// Every poll counted in /metrics (`fristvakt_polls_total`, all passes and results).
+fn polls_total(port: u16) -> Option<f64> {
+    let (_, metrics) = get(port, "/metrics")?;
+    Some(
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("fristvakt_polls_total{"))
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+            .sum(),
+    )
+}
+
+/// A mail server that accepts connections and never answers, with the default 30 s SMTP
+/// timeout: a dispatch run waits for its greeting all that time, and the polls go on at their
+/// own interval meanwhile (poll, dispatch and digest are jobs of their own), with the watchdog
+/// fed throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mail_server_that_never_answers_never_delays_a_poll() {
+    const NOTICES: usize = 5;
+    let smtp = TestSmtp::start().await;
+    smtp.set_mode(SmtpMode::Silent);
+    let ws = Workspace::new();
+    overdue_register(&ws.path("register.db"), NOTICES).await;
+    let port = free_port();
+    let config = ws.config_with(
+        "poll_interval = \"2s\"",
+        &format!(
+            "transport = \"smtp\"\n[mail.smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\ntimeout = \"30s\"\n\
+             [units.default]\nteam_leads = [\"gruppledare@kommun.example\"]\nmanagers = [\"enhetschef@kommun.example\"]\n\
+             [http]\nlisten = \"127.0.0.1:{port}\"\n",
+            smtp.port()
+        ),
+    );
+    let mut notify = Notify::bind(&ws.path("notify.sock"));
+    let mut daemon = spawn_watched_daemon(&config, &ws.path("notify.sock"), "2000000", "warn", Stdio::null());
+    notify.wait_for("READY=1", Duration::from_secs(60));
+    until("the first poll", Duration::from_secs(30), || polls_total(port).is_some_and(|n| n >= 1.0)).await;
+    until("a connection to the silent server", Duration::from_secs(30), || smtp.connections() > 0).await;
+
+    // 12 s of a dispatch run waiting on the silent server's greeting.
+    let before = polls_total(port).unwrap();
+    let window = Instant::now();
+    let mut pings = 0;
+    while window.elapsed() < Duration::from_secs(12) {
+        notify.seen.clear();
+        notify.wait_for("WATCHDOG=1", Duration::from_secs(3));
+        pings += 1;
+    }
+    let polls = polls_total(port).unwrap() - before;
+    println!(
+        "silent server, 30 s SMTP timeout, poll_interval 2 s: {polls} polls and {pings} watchdog pings in {:?}; \
+         {} mails",
+        window.elapsed(),
+        smtp.count()
+    );
+    assert!(daemon.child_mut().try_wait().unwrap().is_none(), "the daemon lives");
+    assert!(polls >= 4.0, "polls went on at their interval: {polls} in 12 s");
+    assert!(pings >= 6, "the watchdog was fed: {pings} pings in 12 s");
+    assert_eq!(smtp.count(), 0);
+    daemon.terminate();
+    assert!(daemon.wait_timeout(Duration::from_secs(40)).is_some(), "the daemon stops on SIGTERM");
+}
+
+/// Whether the replica on `port` holds the poll lease (`fristvakt_poll_lease_held`).
+fn holds_lease(port: u16) -> bool {
+    metric_line(port, "fristvakt_poll_lease_held ").is_some_and(|l| l.ends_with(" 1"))
+}
+
+/// Three replicas on one PostgreSQL state, `poll_interval = 5m`: the lease holder is killed
+/// (SIGKILL, nothing released) and another replica takes the lease over and polls within 30 s
+/// (`state.lease_ttl`), not after the dead holder's poll interval; every survivor answers
+/// /readyz 200 within 1 s throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_lease_holder_is_replaced_within_the_lease_ttl() {
+    let pg = TestPostgres::start();
+    let state_url = pg.create_database("lease").await;
+    let ws = Workspace::new();
+    let config = ws.config_with("poll_interval = \"5m\"", "");
+    let out = fristvakt(Some(&config), &["demo-data", "--cases", "50"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut replicas: Vec<(ChildGuard, u16)> = (0..3)
+        .map(|_| {
+            let port = free_port();
+            (daemon(&config, port, &state_url), port)
+        })
+        .collect();
+    let ready = until("every replica ready and one holding the lease", Duration::from_secs(90), || {
+        replicas.iter().all(|(_, port)| status(*port, "/readyz") == Some(200))
+            && replicas.iter().filter(|(_, port)| holds_lease(*port)).count() == 1
+    })
+    .await;
+    let holder = replicas.iter().position(|(_, port)| holds_lease(*port)).unwrap();
+    let (mut dead, dead_port) = replicas.remove(holder);
+    let polls_before: Vec<f64> = replicas.iter().map(|(_, port)| polls_total(*port).unwrap()).collect();
+    dead.child_mut().kill().unwrap();
+    let killed = Instant::now();
+    dead.child_mut().wait().unwrap();
+
+    let mut slowest_readyz = Duration::ZERO;
+    let taken_over = until("a survivor to take the lease and poll", Duration::from_secs(45), || {
+        for (_, port) in &replicas {
+            let asked = Instant::now();
+            assert_eq!(status(*port, "/readyz"), Some(200), "a survivor stays ready");
+            slowest_readyz = slowest_readyz.max(asked.elapsed());
+        }
+        replicas
+            .iter()
+            .zip(&polls_before)
+            .any(|((_, port), before)| holds_lease(*port) && polls_total(*port).is_some_and(|n| n > *before))
+    })
+    .await;
+    println!(
+        "lease figures: 3 replicas ready after {ready:?}; holder (port {dead_port}) killed; a survivor held the \
+         lease and polled {taken_over:?} later (lease_ttl 30 s, poll_interval 5 m); slowest /readyz {slowest_readyz:?}"
+    );
+    assert!(killed.elapsed() < Duration::from_secs(45));
+    assert!(taken_over <= Duration::from_secs(30), "taken over after {taken_over:?}");
+    assert!(taken_over >= Duration::from_secs(5), "the lease held a while after the kill: {taken_over:?}");
+    assert!(slowest_readyz < Duration::from_secs(1), "{slowest_readyz:?}");
+    assert_eq!(replicas.iter().filter(|(_, port)| holds_lease(*port)).count(), 1, "one holder");
+    for (mut guard, _) in replicas {
+        guard.terminate();
+        assert_eq!(guard.wait_timeout(Duration::from_secs(30)).and_then(|e| e.code()), Some(0));
+    }
+}
+
+/// A daemon alone on a SQLite state, killed (SIGKILL: its poll lease stays in the state) and
+/// started again: the new one holds the state's lock, so it takes the lease at once and polls;
+/// so does `poll --once` while no daemon runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sqlite_daemon_killed_and_restarted_polls_at_once() {
+    let ws = Workspace::new();
+    let port = free_port();
+    let config = ws.config_with("demo_cases = 30\npoll_interval = \"5m\"", "");
+    let text = std::fs::read_to_string(&config).unwrap().replace("[state]\n", "[state]\nlease_ttl = \"1h\"\n");
+    std::fs::write(&config, text).unwrap();
+    let state_url = ws.sqlite_url("state.db");
+    let mut first = daemon(&config, port, &state_url);
+    until("the first daemon ready", Duration::from_secs(60), || status(port, "/readyz") == Some(200)).await;
+    assert!(holds_lease(port));
+    first.child_mut().kill().unwrap();
+    first.child_mut().wait().unwrap();
+
+    let out = fristvakt(Some(&config), &["poll", "--once"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let said = crate::helpers::stdout(&out);
+    assert!(said.starts_with("poll "), "poll --once polled though the dead daemon's lease lasts an hour: {said}");
+
+    let restarted = Instant::now();
+    let _second = daemon(&config, port, &state_url);
+    until("the restarted daemon polling", Duration::from_secs(30), || {
+        holds_lease(port) && polls_total(port).is_some_and(|n| n >= 1.0)
+    })
+    .await;
+    println!(
+        "sqlite restart: the restarted daemon held the lease and polled {:?} after its start",
+        restarted.elapsed()
+    );
+}

@@ -595,7 +595,8 @@ async fn a_replica_that_cannot_poll_gives_up_the_lease_to_a_healthy_one() {
     let a = App::start(Arc::new(broken), "replica-a", Utc::now()).await.unwrap();
     let b = App::start(Arc::new(healthy), "replica-b", Utc::now()).await.unwrap();
     let t0 = Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap();
-    let at = |minutes: i64| Moment::on(today, t0 + chrono::Duration::minutes(minutes));
+    // Seconds apart: the lease lasts `state.lease_ttl` (30 s) less a try period and 2 s.
+    let at = |seconds: i64| Moment::on(today, t0 + chrono::Duration::seconds(seconds));
 
     assert!(jobs::poll::run_once(&a, at(0)).await.is_err(), "a cannot read its register");
     assert!(a.holds_poll_lease());
