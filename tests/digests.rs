@@ -129,7 +129,8 @@ impl Scene {
     /// `digest --dry-run --today D [--manager M]`.
     async fn preview(&self, app: &App, today: NaiveDate, manager: Option<&EmailAddress>) -> String {
         let now = utc("2026-11-25T05:00:00Z");
-        jobs::show::digest_preview(app, Moment::on(today, now), manager).await.unwrap().text
+        let source = jobs::show::Source::choose(app, false).await.unwrap();
+        jobs::show::digest_preview(app, Moment::on(today, now), manager, source).await.unwrap().text
     }
 }
 
@@ -212,7 +213,13 @@ async fn digest_content_for_a_scripted_register() {
     let counts: Vec<(Kind, usize, usize)> = bro.kinds.iter().map(|k| (k.kind, k.overdue, k.upcoming)).collect();
     assert_eq!(
         counts,
-        [(Kind::Protection, 1, 0), (Kind::Assessment, 1, 1), (Kind::Investigation, 0, 0), (Kind::FollowUp, 0, 0)]
+        [
+            (Kind::Protection, 1, 0),
+            (Kind::Assessment, 1, 1),
+            (Kind::Investigation, 0, 0),
+            (Kind::FollowUp, 0, 0),
+            (Kind::ReporterInformation, 0, 0)
+        ]
     );
     // Due 26 Oct – 24 Nov: protections of 0001 and 0002 met, of 0006 missed, of 0008 overdue;
     // assessments of 0001 overdue, of 0006 met.
