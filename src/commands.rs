@@ -16,7 +16,7 @@ use crate::mail::{self, Mailer, MailerError};
 use crate::register::{self, RegisterError};
 use crate::report;
 use crate::rules::{Kind, Status};
-use crate::state::{OutboxState, RetryOutcome, StateError, StateStore, StoredDeadline};
+use crate::state::{OutboxState, RetryOutcome, ShowQuery, StateError, StateStore, StoredDeadline};
 
 /// Why a command failed; each maps to an exit code.
 #[derive(Debug, thiserror::Error)]
@@ -166,75 +166,126 @@ struct DeadlineLine<'a> {
     days_left: Option<i64>,
 }
 
-/// Prints the deadlines as of now: the register read and computed in memory over the stored
-/// state; nothing is written. If the register cannot be read, the stored deadlines are shown
-/// with a warning.
+/// Prints the deadlines: the state as of the last poll (standard error says when that was),
+/// filtered by the database and streamed, row by row; with `fresh`, or before any poll, the
+/// register read and computed in memory over the stored state (if it cannot be read, the stored
+/// deadlines with a warning). Nothing is written.
 pub async fn deadlines(
     settings: Arc<Settings>,
     today: Option<NaiveDate>,
     unit: Option<String>,
     status: Option<Status>,
     format: OutputFormat,
+    fresh: bool,
 ) -> Result<(), CommandError> {
     let now = Utc::now();
     let at = Moment::from_option(today, now, settings.timezone);
-    let today = at.today;
     let app = App::open_for_reading(settings, now).await?;
-    let shown = jobs::show::deadlines(&app, at, unit.as_deref()).await;
+    let listed = list_deadlines(&app, at, unit, status, format, fresh).await;
     app.close_connections().await;
-    let shown = shown?;
-    if let Some(warning) = &shown.warning {
-        eprintln!("warning: {warning}");
-    }
-    let stored = shown.deadlines;
-    let stdout = std::io::stdout();
-    let mut out = BufWriter::new(stdout.lock());
-    let io = |e: std::io::Error| CommandError::Runtime(format!("cannot write the output: {e}"));
-    let lines = stored.iter().map(|d| line(d, today)).filter(|l| status.is_none_or(|s| l.status == s));
-    match format {
-        OutputFormat::Json => {
-            writeln!(out, "[").map_err(io)?;
-            for (i, l) in lines.enumerate() {
-                let json = serde_json::to_string(&l).map_err(|e| CommandError::Runtime(e.to_string()))?;
-                writeln!(out, "{}{json}", if i > 0 { "," } else { "" }).map_err(io)?;
-            }
-            writeln!(out, "]").map_err(io)?;
-        }
-        OutputFormat::Table => {
-            writeln!(
-                out,
-                "{:<18} {:<9} {:<13} {:<10} {:<10} {:<10} {:<10} {:<9} {:>9}",
-                "CASE_REF", "UNIT", "KIND", "START", "NOMINAL", "DUE", "CLOSED", "STATUS", "DAYS_LEFT"
-            )
-            .map_err(io)?;
-            for l in lines {
-                writeln!(
-                    out,
-                    "{:<18} {:<9} {:<13} {:<10} {:<10} {:<10} {:<10} {:<9} {:>9}",
-                    l.case_ref,
-                    l.unit,
-                    l.kind.as_str(),
-                    l.start_on,
-                    l.nominal_due_on,
-                    l.due_on,
-                    l.closed_on.map(|d| d.to_string()).unwrap_or_else(|| "-".into()),
-                    l.status.as_str(),
-                    l.days_left.map(|d| d.to_string()).unwrap_or_else(|| "-".into()),
-                )
-                .map_err(io)?;
-            }
-        }
-    }
-    out.flush().map_err(io)?;
-    Ok(())
+    listed
 }
 
-/// Prints the digests that would be sent on `today` (all, or only `manager`'s), computed as
-/// `deadlines` is; nothing is written.
+async fn list_deadlines(
+    app: &App,
+    at: Moment,
+    unit: Option<String>,
+    status: Option<Status>,
+    format: OutputFormat,
+    fresh: bool,
+) -> Result<(), CommandError> {
+    let today = at.today;
+    let source = jobs::show::Source::choose(app, fresh).await?;
+    if let Some(note) = source.note() {
+        eprintln!("{note}");
+    }
+    let stdout = std::io::stdout();
+    let mut out = Lines { out: BufWriter::new(stdout.lock()), format, written: 0 };
+    match source {
+        jobs::show::Source::Stored { .. } => {
+            let query = ShowQuery { unit, status, today };
+            out.begin()?;
+            app.state.each_deadline(&query, |d| out.line(&line(&d, today))).await?;
+        }
+        jobs::show::Source::Register { .. } => {
+            let shown = jobs::show::deadlines(app, at, unit.as_deref()).await?;
+            if let Some(warning) = &shown.warning {
+                eprintln!("warning: {warning}");
+            }
+            out.begin()?;
+            for l in shown.deadlines.iter().map(|d| line(d, today)).filter(|l| status.is_none_or(|s| l.status == s)) {
+                out.line(&l)?;
+            }
+        }
+    }
+    out.end()
+}
+
+/// `deadlines` output, written as each line comes: a table, or a JSON array one object a line.
+struct Lines<W: Write> {
+    out: W,
+    format: OutputFormat,
+    written: u64,
+}
+
+fn output_error(e: std::io::Error) -> CommandError {
+    CommandError::Runtime(format!("cannot write the output: {e}"))
+}
+
+impl<W: Write> Lines<W> {
+    fn begin(&mut self) -> Result<(), CommandError> {
+        match self.format {
+            OutputFormat::Json => writeln!(self.out, "["),
+            OutputFormat::Table => writeln!(
+                self.out,
+                "{:<18} {:<9} {:<13} {:<10} {:<10} {:<10} {:<10} {:<9} {:>9}",
+                "CASE_REF", "UNIT", "KIND", "START", "NOMINAL", "DUE", "CLOSED", "STATUS", "DAYS_LEFT"
+            ),
+        }
+        .map_err(output_error)
+    }
+
+    fn line(&mut self, l: &DeadlineLine<'_>) -> Result<(), CommandError> {
+        match self.format {
+            OutputFormat::Json => {
+                let json = serde_json::to_string(l).map_err(|e| CommandError::Runtime(e.to_string()))?;
+                writeln!(self.out, "{}{json}", if self.written > 0 { "," } else { "" })
+            }
+            OutputFormat::Table => writeln!(
+                self.out,
+                "{:<18} {:<9} {:<13} {:<10} {:<10} {:<10} {:<10} {:<9} {:>9}",
+                l.case_ref,
+                l.unit,
+                l.kind.as_str(),
+                l.start_on,
+                l.nominal_due_on,
+                l.due_on,
+                l.closed_on.map(|d| d.to_string()).unwrap_or_else(|| "-".into()),
+                l.status.as_str(),
+                l.days_left.map(|d| d.to_string()).unwrap_or_else(|| "-".into()),
+            ),
+        }
+        .map_err(output_error)?;
+        self.written += 1;
+        Ok(())
+    }
+
+    fn end(mut self) -> Result<(), CommandError> {
+        if self.format == OutputFormat::Json {
+            writeln!(self.out, "]").map_err(output_error)?;
+        }
+        self.out.flush().map_err(output_error)
+    }
+}
+
+/// Prints the digests that would be sent on `today` (all, or only `manager`'s): read as the
+/// digest job reads them, from the state as of the last poll; with `fresh`, or before any poll,
+/// built from the register computed as `deadlines --fresh` computes it. Nothing is written.
 pub async fn digest_dry_run(
     settings: Arc<Settings>,
     today: Option<NaiveDate>,
     manager: Option<&str>,
+    fresh: bool,
 ) -> Result<(), CommandError> {
     let manager = manager
         .map(|m| EmailAddress::parse(m).map_err(|e| CommandError::Usage(format!("--manager {m:?}: {e}"))))
@@ -242,7 +293,14 @@ pub async fn digest_dry_run(
     let now = Utc::now();
     let at = Moment::from_option(today, now, settings.timezone);
     let app = App::open_for_reading(settings, now).await?;
-    let preview = jobs::show::digest_preview(&app, at, manager.as_ref()).await;
+    let preview = async {
+        let source = jobs::show::Source::choose(&app, fresh).await?;
+        if let Some(note) = source.note() {
+            eprintln!("{note}");
+        }
+        jobs::show::digest_preview(&app, at, manager.as_ref(), source).await
+    }
+    .await;
     app.close_connections().await;
     let preview = preview?;
     if let Some(warning) = &preview.warning {

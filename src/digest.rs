@@ -296,11 +296,24 @@ pub fn build_digests(settings: &Settings, deadlines: &[StoredDeadline], today: N
     }
 
     let max_rows = settings.digest.max_rows;
-    let mut by_manager: BTreeMap<EmailAddress, Vec<UnitDigest>> = BTreeMap::new();
-    for (unit, facts) in units {
-        let managers = settings.units.addresses(&unit, Role::Manager);
+    let units = units.into_iter().map(|(unit, facts)| {
         let digest = facts.into_unit_digest(unit.clone(), settings.units.unit_name(&unit), max_rows);
-        for manager in managers {
+        (unit, digest)
+    });
+    by_manager(settings, units, today)
+}
+
+/// The digests of the units' managers: one per manager, covering each unit that
+/// `UnitDirectory::addresses` gives them, in address order; without `digest.send_empty`, only
+/// those with news.
+fn by_manager(
+    settings: &Settings,
+    units: impl Iterator<Item = (UnitCode, UnitDigest)>,
+    today: NaiveDate,
+) -> Vec<Digest> {
+    let mut by_manager: BTreeMap<EmailAddress, Vec<UnitDigest>> = BTreeMap::new();
+    for (unit, digest) in units {
+        for manager in settings.units.addresses(&unit, Role::Manager) {
             by_manager.entry(manager).or_default().push(digest.clone());
         }
     }
@@ -309,6 +322,158 @@ pub fn build_digests(settings: &Settings, deadlines: &[StoredDeadline], today: N
         .map(|(manager, units)| Digest { manager, date: today, units })
         .filter(|d| settings.digest.send_empty || d.has_news())
         .collect()
+}
+
+/// The day's digests gathered from what a digest shows, read piece by piece from the state
+/// database (`jobs::digest::read_facts`) rather than from every stored deadline: the units, the
+/// open deadlines overdue or due within [`UPCOMING_DAYS`] (each section keeping only its first
+/// `digest.max_rows` rows in the digest's order, every row counted), each unit's 30-day tally
+/// (counted by the database, `report::recent_by_unit_and_kind`) and the open chains. Its
+/// memory grows with the units and `digest.max_rows`, never with the deadlines.
+///
+/// It gives what [`build_digests`] gives over every stored deadline (test: the demo register,
+/// several days, both engines).
+#[derive(Debug)]
+pub struct DigestFacts {
+    today: NaiveDate,
+    max_rows: usize,
+    units: BTreeMap<UnitCode, ShownFacts>,
+}
+
+#[derive(Debug, Default)]
+struct ShownFacts {
+    overdue: Ranked,
+    upcoming: Ranked,
+    recent: report::Tally,
+    chains: Vec<ChainPair>,
+}
+
+/// A section's rows as they come, kept to its first `max_rows` in the digest's order (sorted
+/// and cut whenever it holds twice as many), every row counted in all and per kind.
+#[derive(Debug, Default)]
+struct Ranked {
+    rows: Vec<DigestRow>,
+    total: usize,
+    kinds: [usize; Kind::ALL.len()],
+}
+
+impl Ranked {
+    fn push(&mut self, row: DigestRow, max_rows: usize) {
+        self.total += 1;
+        if let Some(i) = Kind::ALL.iter().position(|k| *k == row.kind) {
+            self.kinds[i] += 1;
+        }
+        self.rows.push(row);
+        if self.rows.len() >= 2 * max_rows.max(32) {
+            self.cut(max_rows);
+        }
+    }
+
+    fn cut(&mut self, max_rows: usize) {
+        self.rows.sort_by(row_order);
+        self.rows.truncate(max_rows);
+    }
+
+    fn into_section(mut self, max_rows: usize) -> Section {
+        self.cut(max_rows);
+        Section { rows: self.rows, total: self.total }
+    }
+}
+
+/// Most overdue first, soonest first; ties in a stable, readable order.
+fn row_order(a: &DigestRow, b: &DigestRow) -> std::cmp::Ordering {
+    (a.days_left, &a.case_ref, a.kind).cmp(&(b.days_left, &b.case_ref, b.kind))
+}
+
+impl DigestFacts {
+    /// Nothing gathered yet but the configured units.
+    pub fn new(settings: &Settings, today: NaiveDate) -> DigestFacts {
+        let units = settings.units.units.keys().map(|u| (u.clone(), ShownFacts::default())).collect();
+        DigestFacts { today, max_rows: settings.digest.max_rows, units }
+    }
+
+    /// The last day a deadline shown as due soon may have: [`UPCOMING_DAYS`] after `today`.
+    pub fn shown_until(&self) -> NaiveDate {
+        self.today.checked_add_days(chrono::Days::new(UPCOMING_DAYS as u64)).unwrap_or(NaiveDate::MAX)
+    }
+
+    /// A unit that holds a deadline (not withdrawn): it has a place in its managers' digests.
+    pub fn unit(&mut self, unit: UnitCode) {
+        self.units.entry(unit).or_default();
+    }
+
+    /// A stored deadline: listed when it is open, not withdrawn, and overdue or due within
+    /// [`UPCOMING_DAYS`]; any other is passed over.
+    pub fn deadline(&mut self, settings: &Settings, stored: &StoredDeadline) {
+        let deadline = &stored.deadline;
+        let Some(days_left) = deadline.days_left(self.today) else { return };
+        if stored.withdrawn || days_left > UPCOMING_DAYS {
+            return;
+        }
+        let row = DigestRow {
+            case_ref: stored.case_ref.clone(),
+            kind: deadline.kind,
+            due_on: deadline.due_on,
+            nominal_due_on: Some(deadline.nominal_due_on),
+            due_reason: Some(deadline.due_reason.clone()),
+            days_left,
+            caseworker: stored.caseworker.clone(),
+            link: settings.mail.case_link_for(stored.case_ref.as_str()),
+        };
+        let max_rows = self.max_rows;
+        let facts = self.units.entry(stored.unit.clone()).or_default();
+        if days_left < 0 {
+            facts.overdue.push(row, max_rows);
+        } else {
+            facts.upcoming.push(row, max_rows);
+        }
+    }
+
+    /// A unit's deadlines of [`report::Period::recent`], counted (one kind's tally at a time).
+    pub fn recent(&mut self, unit: UnitCode, tally: &report::Tally) {
+        self.units.entry(unit).or_default().recent.add(tally);
+    }
+
+    /// A possible chain whose later investigation, open, is in `unit`.
+    pub fn chain(&mut self, unit: UnitCode, pair: ChainPair) {
+        self.units.entry(unit).or_default().chains.push(pair);
+    }
+
+    /// Whether `manager` receives digests at all (a manager of a configured unit or of one in
+    /// the data), i.e. would get one with `digest.send_empty`.
+    pub fn leads_a_unit(&self, settings: &Settings, manager: &EmailAddress) -> bool {
+        self.units.keys().any(|unit| settings.units.addresses(unit, Role::Manager).contains(manager))
+    }
+
+    /// The day's digests, as [`build_digests`] makes them.
+    pub fn into_digests(self, settings: &Settings) -> Vec<Digest> {
+        let (today, max_rows) = (self.today, self.max_rows);
+        let units = self.units.into_iter().map(|(unit, mut facts)| {
+            let kinds = Kind::ALL
+                .iter()
+                .enumerate()
+                .map(|(i, &kind)| KindCount {
+                    kind,
+                    overdue: facts.overdue.kinds[i],
+                    upcoming: facts.upcoming.kinds[i],
+                })
+                .collect();
+            facts
+                .chains
+                .sort_by(|a, b| (a.later.as_str(), a.earlier.as_str()).cmp(&(b.later.as_str(), b.earlier.as_str())));
+            let digest = UnitDigest {
+                name: settings.units.unit_name(&unit).map(str::to_string),
+                unit: unit.clone(),
+                overdue: facts.overdue.into_section(max_rows),
+                upcoming: facts.upcoming.into_section(max_rows),
+                kinds,
+                compliance: Compliance::from(&facts.recent),
+                chains: facts.chains,
+            };
+            (unit, digest)
+        });
+        by_manager(settings, units, today)
+    }
 }
 
 /// The chained pairs among the (not withdrawn) investigation deadlines that carry a child key,
@@ -364,11 +529,8 @@ impl UnitFacts {
                 upcoming: self.upcoming.iter().filter(|r| r.kind == kind).count(),
             })
             .collect();
-        // Most overdue first, soonest first; ties in a stable, readable order.
-        let order =
-            |a: &DigestRow, b: &DigestRow| (a.days_left, &a.case_ref, a.kind).cmp(&(b.days_left, &b.case_ref, b.kind));
-        self.overdue.sort_by(order);
-        self.upcoming.sort_by(order);
+        self.overdue.sort_by(row_order);
+        self.upcoming.sort_by(row_order);
         UnitDigest {
             unit,
             name: name.map(str::to_string),
@@ -582,15 +744,30 @@ pub fn preview(
     today: NaiveDate,
     manager: Option<&EmailAddress>,
 ) -> Preview {
-    let digests: Vec<Digest> = build_digests(settings, deadlines, today)
-        .into_iter()
-        .filter(|d| manager.is_none_or(|m| &d.manager == m))
-        .collect();
+    let digests = build_digests(settings, deadlines, today);
+    preview_of(settings, digests, today, manager, |m| leads_a_unit(settings, deadlines, m))
+}
+
+/// The digests of `today` gathered as the digest job gathers them (all, or only `manager`'s).
+pub fn preview_from_facts(settings: &Settings, facts: DigestFacts, manager: Option<&EmailAddress>) -> Preview {
+    let today = facts.today;
+    let leads = manager.is_some_and(|m| facts.leads_a_unit(settings, m));
+    preview_of(settings, facts.into_digests(settings), today, manager, |_| leads)
+}
+
+fn preview_of(
+    settings: &Settings,
+    digests: Vec<Digest>,
+    today: NaiveDate,
+    manager: Option<&EmailAddress>,
+    leads_a_unit: impl Fn(&EmailAddress) -> bool,
+) -> Preview {
+    let digests: Vec<Digest> = digests.into_iter().filter(|d| manager.is_none_or(|m| &d.manager == m)).collect();
     if !digests.is_empty() {
         return Preview::Digests(digests);
     }
     Preview::Nothing(match manager {
-        Some(m) if !leads_a_unit(settings, deadlines, m) => {
+        Some(m) if !leads_a_unit(m) => {
             format!("no digest for {m}: not the manager of any unit (see units.*.managers)\n")
         }
         _ => format!(

@@ -53,6 +53,10 @@ enum Command {
         status: Option<Status>,
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
+        /// Read the register now and compute every deadline in memory, instead of the state as
+        /// of the last poll.
+        #[arg(long)]
+        fresh: bool,
     },
     /// Explain, step by step, how each deadline of one case was computed.
     Explain {
@@ -76,6 +80,10 @@ enum Command {
         /// Only the digest of this manager's address.
         #[arg(long, value_name = "ADDR")]
         manager: Option<String>,
+        /// Read the register now and compute every deadline in memory, instead of the state as
+        /// of the last poll.
+        #[arg(long)]
+        fresh: bool,
     },
     /// Reports from the stored deadlines (nothing is written).
     Report {
@@ -238,17 +246,17 @@ async fn dispatch(command: Command, settings: Arc<config::Settings>) -> Result<(
         Command::Run => fristvakt::service::run(settings).await.map_err(CommandError::from),
         Command::Migrate => commands::migrate(&settings).await,
         Command::Poll { today, full, .. } => commands::poll_once(settings, today.today, full).await,
-        Command::Deadlines { today, unit, status, format } => {
+        Command::Deadlines { today, unit, status, format, fresh } => {
             let format = match format {
                 Format::Table => OutputFormat::Table,
                 Format::Json => OutputFormat::Json,
             };
-            commands::deadlines(settings, today.today, unit, status, format).await
+            commands::deadlines(settings, today.today, unit, status, format, fresh).await
         }
         Command::Explain { case_ref, today } => commands::explain(settings, &case_ref, today.today).await,
         Command::SendTestMail { to } => commands::send_test_mail(&settings, &to).await,
-        Command::Digest { today, manager, .. } => {
-            commands::digest_dry_run(settings, today.today, manager.as_deref()).await
+        Command::Digest { today, manager, fresh, .. } => {
+            commands::digest_dry_run(settings, today.today, manager.as_deref(), fresh).await
         }
         Command::Outbox { action: OutboxAction::List { state, limit } } => {
             commands::outbox_list(settings, state, limit).await

@@ -129,7 +129,8 @@ impl Scene {
     /// `digest --dry-run --today D [--manager M]`.
     async fn preview(&self, app: &App, today: NaiveDate, manager: Option<&EmailAddress>) -> String {
         let now = utc("2026-11-25T05:00:00Z");
-        jobs::show::digest_preview(app, Moment::on(today, now), manager).await.unwrap().text
+        let source = jobs::show::Source::choose(app, false).await.unwrap();
+        jobs::show::digest_preview(app, Moment::on(today, now), manager, source).await.unwrap().text
     }
 }
 

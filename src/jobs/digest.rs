@@ -4,11 +4,13 @@ use chrono::{DateTime, NaiveDate, Utc};
 
 use crate::app::{App, Moment};
 use crate::config::Settings;
-use crate::digest::{build_digests, digest_key, run_key, Digest, DigestReport, DigestSchedule};
+use crate::digest::{digest_key, run_key, ChainPair, Digest, DigestFacts, DigestReport, DigestSchedule};
+use crate::domain::UnitCode;
 use crate::jobs::JobError;
 use crate::notice::{self, Recipient};
+use crate::report;
 use crate::rules::Role;
-use crate::state::{DeadlineFilter, DigestRun, OutboxEntry, OutboxPayload, OutboxState, StateStore};
+use crate::state::{DigestRun, OutboxEntry, OutboxPayload, OutboxState, StateError, StateStore};
 
 /// When today's scheduled digest time has passed and today's digests are not yet recorded,
 /// records them (also when the daemon was down at the scheduled time and comes back the same
@@ -20,18 +22,13 @@ pub async fn run_once(app: &App, at: Moment) -> Result<Option<DigestReport>, Job
 /// Builds the digests of `today` from the stored deadlines and writes them to the outbox
 /// (insert-if-absent on [`digest_key`]), together with the record that today's run happened,
 /// in one transaction. Running it again, after a restart or on a second replica adds nothing.
-///
-/// The stored deadlines are read whole (open and closed, for the 30-day share): a city holds
-/// tens of thousands, a few megabytes once a day. If that grows, the share should be aggregated
-/// in SQL and only open deadlines due within a week loaded.
 pub async fn enqueue_digests(
     state: &StateStore,
     settings: &Settings,
     today: NaiveDate,
     now: DateTime<Utc>,
 ) -> Result<DigestReport, JobError> {
-    let deadlines = state.deadlines(&DeadlineFilter::default()).await?;
-    let digests = build_digests(settings, &deadlines, today);
+    let digests = read_facts(state, settings, today).await?.into_digests(settings);
     let mut entries: Vec<OutboxEntry> = digests.iter().map(|d| outbox_entry(settings, d, now)).collect();
     entries.push(run_entry(settings, today, digests.len(), now));
     let inserted = state.record_steps(&entries, &[], now).await?;
@@ -75,6 +72,35 @@ async fn run_due(
         return Ok(None);
     }
     enqueue_digests(state, settings, today, now).await.map(Some)
+}
+
+/// What the digests of `today` show, read from the state database and nothing more: the units
+/// holding deadlines, the open deadlines overdue or due within `digest::UPCOMING_DAYS` (each
+/// unit's lists kept to `digest.max_rows` as they are read), the 30-day share counted by the
+/// database with the report's tally (`report::recent_by_unit_and_kind`), and the open chains.
+/// Memory grows with the units and the rows a digest prints, not with the stored deadlines; the
+/// digests equal those [`crate::digest::build_digests`] makes of every stored deadline.
+pub async fn read_facts(state: &StateStore, settings: &Settings, today: NaiveDate) -> Result<DigestFacts, JobError> {
+    let mut facts = DigestFacts::new(settings, today);
+    for unit in state.units_with_deadlines().await? {
+        facts.unit(unit);
+    }
+    state
+        .each_open_deadline_due_by(facts.shown_until(), |stored| {
+            facts.deadline(settings, &stored);
+            Ok::<_, StateError>(())
+        })
+        .await?;
+    for ((unit, _), tally) in report::recent_by_unit_and_kind(state, today).await? {
+        // Stored units are stored as parsed; one that no longer parses has no digest.
+        if let Ok(unit) = UnitCode::parse(&unit) {
+            facts.recent(unit, &tally);
+        }
+    }
+    for chain in state.open_chains(settings.rules.chain_window_days).await? {
+        facts.chain(chain.unit, ChainPair { earlier: chain.earlier, later: chain.later });
+    }
+    Ok(facts)
 }
 
 fn outbox_entry(settings: &Settings, digest: &Digest, now: DateTime<Utc>) -> OutboxEntry {

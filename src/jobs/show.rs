@@ -1,7 +1,10 @@
-//! What the show commands (`deadlines`, `explain`, `digest --dry-run`) print, computed from the
-//! register and the stored state in memory: nothing is written to the state database.
+//! What the show commands (`deadlines`, `explain`, `digest --dry-run`) print: nothing is written
+//! to the state database. `deadlines` and `digest --dry-run` read the state as of the last poll
+//! ([`Source::Stored`]: the filters in the statement, the rows streamed, the digest read as the
+//! digest job reads it); with `--fresh`, or before any poll, they read the whole register and
+//! compute it in memory over the stored state ([`Source::Register`]).
 
-use chrono::NaiveDate;
+use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 
 use crate::app::{App, Moment};
 use crate::catalogue::kind_name;
@@ -15,6 +18,44 @@ use crate::poll;
 use crate::register;
 use crate::rules::{self, Kind, RuleOptions};
 use crate::state::{DeadlineFilter, OutboxRow, StoredDeadline};
+
+/// Where `deadlines` and `digest --dry-run` take the deadlines from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The state database as of the last poll, which ended (or, failing that, read the
+    /// register) at `polled_at`.
+    Stored { polled_at: DateTime<Utc> },
+    /// The register, read whole and computed now: asked for (`--fresh`), or no poll has run.
+    Register { asked: bool },
+}
+
+impl Source {
+    /// The state as of the last poll, unless `fresh` or no poll has run yet.
+    pub async fn choose(app: &App, fresh: bool) -> Result<Source, JobError> {
+        if fresh {
+            return Ok(Source::Register { asked: true });
+        }
+        let poll = app.state.poll_state().await?;
+        Ok(match poll.last_success_at.or(poll.watermark) {
+            Some(polled_at) => Source::Stored { polled_at },
+            None => Source::Register { asked: false },
+        })
+    }
+
+    /// What standard error says of it, if anything.
+    pub fn note(&self) -> Option<String> {
+        match self {
+            Source::Stored { polled_at } => Some(format!(
+                "as of the poll at {} (--fresh reads the register now)",
+                polled_at.to_rfc3339_opts(SecondsFormat::Secs, true)
+            )),
+            Source::Register { asked: true } => None,
+            Source::Register { asked: false } => {
+                Some("no poll has run yet: computed from the register now (nothing is stored)".to_string())
+            }
+        }
+    }
+}
 
 /// Deadlines as of now, and a warning when the register could not be read and the stored
 /// deadlines (as of the last poll) are shown instead.
@@ -47,10 +88,26 @@ pub async fn deadlines(app: &App, at: Moment, unit: Option<&str>) -> Result<Show
     Ok(Shown { deadlines, warning })
 }
 
-/// The digests that would be sent on `at.today` (all, or only `manager`'s), as text.
-pub async fn digest_preview(app: &App, at: Moment, manager: Option<&EmailAddress>) -> Result<PreviewText, JobError> {
-    let shown = deadlines(app, at, None).await?;
-    let text = match digest::preview(&app.settings, &shown.deadlines, at.today, manager) {
+/// The digests that would be sent on `at.today` (all, or only `manager`'s), as text: read as
+/// the digest job reads them from the state as of the last poll, or, from `source`'s register,
+/// built from every deadline computed in memory.
+pub async fn digest_preview(
+    app: &App,
+    at: Moment,
+    manager: Option<&EmailAddress>,
+    source: Source,
+) -> Result<PreviewText, JobError> {
+    let (preview, warning) = match source {
+        Source::Stored { .. } => {
+            let facts = crate::jobs::digest::read_facts(&app.state, &app.settings, at.today).await?;
+            (digest::preview_from_facts(&app.settings, facts, manager), None)
+        }
+        Source::Register { .. } => {
+            let shown = deadlines(app, at, None).await?;
+            (digest::preview(&app.settings, &shown.deadlines, at.today, manager), shown.warning)
+        }
+    };
+    let text = match preview {
         Preview::Nothing(text) => text,
         Preview::Digests(digests) => {
             let texts = digests
@@ -61,7 +118,7 @@ pub async fn digest_preview(app: &App, at: Moment, manager: Option<&EmailAddress
             texts.join(&format!("\n{}\n\n", "-".repeat(72)))
         }
     };
-    Ok(PreviewText { text, warning: shown.warning })
+    Ok(PreviewText { text, warning })
 }
 
 /// A text to print, and a warning for standard error.

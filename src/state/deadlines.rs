@@ -103,7 +103,8 @@ const NARROW_WHERE: &str = ") AS v WHERE deadlines.case_ref = v.column1 AND dead
        OR deadlines.extended_to IS DISTINCT FROM v.column11 OR deadlines.moved_over IS DISTINCT FROM v.column12 \
        OR deadlines.row_updated_at IS DISTINCT FROM v.column14)";
 
-const DEADLINE_COLUMNS: &str = "case_ref, kind, unit, caseworker, child_sex, start_on, nominal_due_on, due_on, \
+pub(super) const DEADLINE_COLUMNS: &str =
+    "case_ref, kind, unit, caseworker, child_sex, start_on, nominal_due_on, due_on, \
      closed_on, due_reason, extended_to, moved_over, withdrawn, first_seen_on, child_key";
 
 impl StateStore {
@@ -553,17 +554,23 @@ fn decode_rows<R: Get>(rows: &[R]) -> (Vec<StoredDeadline>, Vec<(String, String)
     let mut deadlines = Vec::with_capacity(rows.len());
     let mut unreadable = Vec::new();
     for row in rows {
-        match stored_deadline(row) {
+        match decode_row(row) {
             Ok(deadline) => deadlines.push(deadline),
-            Err(error) => {
-                let case_ref: String = column(row, "case_ref").unwrap_or_default();
-                let kind: String = column(row, "kind").unwrap_or_default();
-                tracing::warn!(case_ref = %log_safe(&case_ref), kind = %log_safe(&kind), "stored deadline skipped: {error}");
-                unreadable.push((case_ref, kind));
-            }
+            Err(key) => unreadable.push(key),
         }
     }
     (deadlines, unreadable)
+}
+
+/// One row decoded, or its (case, kind) key when it does not decode, logged with its column
+/// (the reference sanitised, no value).
+pub(super) fn decode_row(row: &impl Get) -> Result<StoredDeadline, (String, String)> {
+    stored_deadline(row).map_err(|error| {
+        let case_ref: String = column(row, "case_ref").unwrap_or_default();
+        let kind: String = column(row, "kind").unwrap_or_default();
+        tracing::warn!(case_ref = %log_safe(&case_ref), kind = %log_safe(&kind), "stored deadline skipped: {error}");
+        (case_ref, kind)
+    })
 }
 
 fn stored_deadline(row: &impl Get) -> Result<StoredDeadline, StateError> {

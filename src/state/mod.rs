@@ -17,6 +17,7 @@
 //! - no status is stored: it depends on the day and is computed by `rules` only.
 
 pub mod deadlines;
+pub mod digest;
 pub mod leases;
 pub mod operator;
 pub mod outbox;
@@ -24,6 +25,7 @@ pub mod poll;
 pub mod prints;
 pub mod report;
 pub mod retention;
+pub mod show;
 
 use sqlx::postgres::PgRow;
 use sqlx::sqlite::{SqliteConnection, SqliteRow};
@@ -43,6 +45,7 @@ pub use outbox::{
 pub use poll::PollState;
 pub use prints::{PrintBook, NO_PRINT};
 pub use retention::Purged;
+pub use show::ShowQuery;
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");

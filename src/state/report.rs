@@ -198,11 +198,11 @@ const WHERE: &str = "withdrawn = FALSE AND due_on >= $1 AND due_on <= $2 AND (cl
 
 /// The expressions in which the engines differ.
 #[derive(Debug, Clone, Copy)]
-struct Dialect(Engine);
+pub(super) struct Dialect(pub(super) Engine);
 
 impl Dialect {
     /// Whole days from `b` to `a`, as a 64-bit integer.
-    fn days_between(self, a: &str, b: &str) -> String {
+    pub(super) fn days_between(self, a: &str, b: &str) -> String {
         match self.0 {
             // sqlx stores dates as `YYYY-MM-DD` text, which julianday reads.
             Engine::Sqlite => format!("CAST(julianday({a}) - julianday({b}) AS INTEGER)"),

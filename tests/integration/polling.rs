@@ -426,7 +426,7 @@ async fn a_timestamp_in_the_future_does_not_freeze_the_watermark() {
     assert!(next.rows_read >= 1 && next.rows_read < 20, "read {}", next.rows_read);
 }
 
-/// The show commands compute in memory: the state database is byte for byte what it was.
+/// The show commands only read: the state database is byte for byte what it was.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn show_commands_leave_the_state_database_byte_identical() {
     let ws = Workspace::new();
@@ -435,7 +435,7 @@ async fn show_commands_leave_the_state_database_byte_identical() {
     assert!(out.status.success(), "{}", stderr(&out));
     let out = fristvakt(Some(&cfg), &["poll", "--once", "--today", TODAY], &[]);
     assert!(out.status.success(), "{}", stderr(&out));
-    // The register changes after the poll: the show commands must see it without storing it.
+    // The register changes after the poll: `--fresh` must see it without storing it.
     sqlite_exec(
         ws.settings("").register.url.expose(),
         "UPDATE fristvakt_cases SET assessment_decided_on = received_on, updated_at = '2026-11-25T12:00:00Z' \
@@ -461,15 +461,148 @@ async fn show_commands_leave_the_state_database_byte_identical() {
     for args in [
         vec!["deadlines"],
         vec!["deadlines", "--status", "overdue", "--today", "2026-12-01"],
+        vec!["deadlines", "--fresh", "--unit", "BRO-BU", "--format", "json"],
         vec!["explain", first_case.as_str()],
         vec!["explain", first_case.as_str(), "--today", "2027-01-10"],
         vec!["digest", "--dry-run"],
         vec!["digest", "--dry-run", "--today", "2026-12-01", "--manager", "enhetschef@kommun.example"],
+        vec!["digest", "--dry-run", "--fresh"],
     ] {
         let out = fristvakt(Some(&cfg), &args, &[]);
         assert!(out.status.success(), "{args:?}: {}", stderr(&out));
         assert!(files() == before, "{args:?} changed the state database");
     }
+}
+
+/// `deadlines --unit U` and `--status S` (read from the state as of the last poll, filtered by
+/// the database) print exactly the lines of the unfiltered listing that have that unit and
+/// status, on several days, in JSON and as a table; the unfiltered listing is what `--fresh`
+/// computes from the register; and standard error says as of which poll.
+async fn show_filters_print_the_unfiltered_listing_filtered(pg: bool) {
+    let ws = Workspace::new();
+    let cfg = ws.config("");
+    let mut env: Vec<(&str, String)> = Vec::new();
+    let cases = demo_cases(2_000, 1, date(TODAY), 0);
+    if pg {
+        let pg = postgres::shared();
+        let register_url = pg.fresh_database().await;
+        postgres_register(&register_url, cases).await;
+        env.push(("FRISTVAKT__REGISTER__URL", register_url));
+        env.push(("FRISTVAKT__STATE__URL", pg.fresh_database().await));
+    } else {
+        write_demo_register(&ws.settings(""), 2_000, 1).await;
+    }
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let run = |args: &[&str]| {
+        let out = fristvakt(Some(&cfg), args, &env);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        (stdout(&out), stderr(&out))
+    };
+    let (fresh, note) = run(&["deadlines", "--format", "json", "--today", TODAY]);
+    assert!(note.contains("no poll has run yet"), "{note}");
+    run(&["poll", "--once", "--today", TODAY]);
+    let mut seen = BTreeSet::new();
+    for today in ["2026-10-01", TODAY, "2026-11-28", "2026-12-20", "2027-03-01"] {
+        let (all, note) = run(&["deadlines", "--format", "json", "--today", today]);
+        assert!(note.contains("as of the poll at "), "{note}");
+        if today == TODAY {
+            assert!(all == fresh, "the stored listing differs from the register's");
+            let (again, note) = run(&["deadlines", "--format", "json", "--today", today, "--fresh"]);
+            assert!(again == fresh && !note.contains("as of the poll"), "{note}");
+        }
+        let all: Vec<Value> = serde_json::from_str(&all).unwrap();
+        assert!(all.len() > 4_000, "{} deadlines", all.len());
+        let units: BTreeSet<&str> = all.iter().map(|v| v["unit"].as_str().unwrap()).collect();
+        let filtered = |unit: Option<&str>, status: Option<&str>| -> Vec<&Value> {
+            all.iter()
+                .filter(|v| unit.is_none_or(|u| v["unit"] == u) && status.is_none_or(|s| v["status"] == s))
+                .collect()
+        };
+        let mut asked: Vec<(Option<&str>, Option<&str>)> = Vec::new();
+        asked.extend(units.iter().map(|u| (Some(*u), None)));
+        asked.push((Some("XXX"), None));
+        for status in rules::Status::ALL.map(|s| s.as_str()) {
+            asked.push((None, Some(status)));
+            asked.push((units.first().copied(), Some(status)));
+        }
+        for (unit, status) in asked {
+            let mut args = vec!["deadlines", "--format", "json", "--today", today];
+            args.extend(unit.map(|u| ["--unit", u]).into_iter().flatten());
+            args.extend(status.map(|s| ["--status", s]).into_iter().flatten());
+            let (json, _) = run(&args);
+            let got: Vec<Value> = serde_json::from_str(&json).unwrap();
+            let expected = filtered(unit, status);
+            assert_eq!(got.iter().collect::<Vec<_>>(), expected, "{args:?}");
+            if status.is_some() && unit.is_none() && !got.is_empty() {
+                seen.extend(status);
+            }
+        }
+        if today == TODAY {
+            // The table: the header and the same lines.
+            let (table, _) = run(&["deadlines", "--today", today, "--status", "overdue"]);
+            let overdue = filtered(None, Some("overdue"));
+            assert_eq!(table.lines().count(), overdue.len() + 1);
+            for (line, v) in table.lines().skip(1).zip(overdue) {
+                assert!(line.starts_with(v["case_ref"].as_str().unwrap()), "{line}");
+            }
+        }
+    }
+    assert_eq!(seen.len(), rules::Status::ALL.len(), "every status shows on one of the days: {seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_filters_print_the_unfiltered_listing_filtered_sqlite() {
+    show_filters_print_the_unfiltered_listing_filtered(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_filters_print_the_unfiltered_listing_filtered_postgres() {
+    show_filters_print_the_unfiltered_listing_filtered(true).await;
+}
+
+/// The digest read as the digest job reads it (units, open deadlines due within a week, the
+/// 30-day share counted by the database, open chains) equals the digest built from every stored
+/// deadline, on the demo register, for days before, on and after the poll's, with the lists cut
+/// short and not, with and without `digest.send_empty`; and `digest --dry-run` prints it.
+async fn show_digest_read_per_unit_equals_the_digest_of_every_deadline(state_url: Option<String>) {
+    let ws = Workspace::new();
+    let mut settings = ws.settings("");
+    if let Some(url) = &state_url {
+        settings.state.url = config::DatabaseUrl::parse(url).unwrap();
+    }
+    write_demo_register(&settings, 2_000, 1).await;
+    let app = start(&settings).await;
+    full_pass(&app, date(TODAY), Utc.with_ymd_and_hms(2026, 11, 25, 6, 0, 0).unwrap()).await;
+    let stored = app.state.deadlines(&DeadlineFilter::default()).await.unwrap();
+    let (mut rows, mut chains) = (0, 0);
+    for (max_rows, send_empty) in [(settings.digest.max_rows, false), (2, false), (3, true)] {
+        let mut settings = settings.clone();
+        settings.digest.max_rows = max_rows;
+        settings.digest.send_empty = send_empty;
+        for today in ["2026-09-01", "2026-11-01", "2026-11-24", TODAY, "2026-11-26", "2026-12-02", "2027-01-15"] {
+            let today = date(today);
+            let old = fristvakt::digest::build_digests(&settings, &stored, today);
+            let new = jobs::digest::read_facts(&app.state, &settings, today).await.unwrap().into_digests(&settings);
+            assert_eq!(new, old, "{today}, max_rows {max_rows}, send_empty {send_empty}");
+            for unit in old.iter().flat_map(|d| &d.units) {
+                rows += unit.overdue.total + unit.upcoming.total;
+                chains += unit.chains.len();
+            }
+        }
+    }
+    assert!(rows > 500 && chains > 0, "{rows} rows, {chains} chains: the comparison shows little");
+    app.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_digest_read_per_unit_equals_the_digest_of_every_deadline_sqlite() {
+    show_digest_read_per_unit_equals_the_digest_of_every_deadline(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_digest_read_per_unit_equals_the_digest_of_every_deadline_postgres() {
+    let pg = postgres::shared();
+    show_digest_read_per_unit_equals_the_digest_of_every_deadline(Some(pg.fresh_database().await)).await;
 }
 
 /// A SQLite view whose columns are declared `DATE`, `DATETIME` or `BOOLEAN`, or that hands out an
