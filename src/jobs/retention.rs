@@ -14,6 +14,7 @@ pub async fn run_once(app: &App, at: Moment) -> Result<Purged, JobError> {
         tracing::info!(
             deadlines = purged.deadlines,
             outbox_rows = purged.outbox_rows,
+            anonymised = purged.anonymised,
             kept_from = %day,
             "deleted what is older than state.retention"
         );

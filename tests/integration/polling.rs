@@ -854,14 +854,40 @@ async fn retention_deletes_old_finished_deadlines_and_their_mail_but_not_open_on
          updated_at = '2024-02-05T09:00:00Z' WHERE case_ref = '2024-BU-0001'",
     )
     .await;
+    // Mail that never went out holds addresses too: a dead and a retrying row of the finished
+    // case, and a dead row of the open one whose server answer names the refused address.
+    let state_url = format!("{}?mode=rw", ws.sqlite_url("state.db"));
+    sqlite_exec(
+        &state_url,
+        "UPDATE outbox SET state = CASE WHEN step < 0 THEN 'dead' ELSE 'retrying' END \
+         WHERE case_ref = '2024-BU-0001'",
+    )
+    .await;
+    sqlite_exec(
+        &state_url,
+        "UPDATE outbox SET state = 'dead', last_error = '550 5.1.1 <hl@kommun.example>: no such user', \
+         deliveries = '[]' WHERE id = (SELECT MIN(id) FROM outbox WHERE case_ref = '2024-BU-0002')",
+    )
+    .await;
     let now = Utc.with_ymd_and_hms(2026, 11, 25, 9, 0, 0).unwrap();
     full_pass(&app, date(TODAY), now).await;
+    let kept: Vec<(String, String, Option<String>)> =
+        sqlx::query_as("SELECT state, recipients, last_error FROM outbox WHERE case_ref = '2024-BU-0002' ORDER BY id")
+            .fetch_all(&sqlx::SqlitePool::connect(&state_url).await.unwrap())
+            .await
+            .unwrap();
+    assert_eq!(kept[0].0, "dead", "the open deadline's step stays recorded");
+    assert_eq!(kept[0].1, "[]", "without its addresses");
+    assert_eq!(kept[0].2.as_deref(), Some("removed after state.retention"), "nor the server's answer");
+    // What is still owed keeps its recipients: it is sent, or dies, and is cleared then.
+    let pending: Vec<_> = kept.iter().filter(|(state, ..)| state == "pending").collect();
+    assert!(!pending.is_empty() && pending.iter().all(|(_, recipients, _)| recipients.contains('@')), "{kept:?}");
     let all = DeadlineFilter { include_withdrawn: true, ..DeadlineFilter::default() };
     let stored = app.state.deadlines(&all).await.unwrap();
     assert!(stored.iter().all(|d| d.case_ref.as_str() != "2024-BU-0001"), "closed more than 730 days ago: deleted");
     assert_eq!(stored.iter().filter(|d| d.case_ref.as_str() == "2024-BU-0002").count(), 2, "open: kept");
     let after = app.state.outbox().await.unwrap();
-    assert_eq!(outbox_of(&after, "2024-BU-0001"), 0, "the finished deadline's mail is deleted");
+    assert_eq!(outbox_of(&after, "2024-BU-0001"), 0, "the finished deadline's mail is deleted, dead or not");
     assert_eq!(outbox_of(&after, "2024-BU-0002"), outbox_of(&before, "2024-BU-0002"), "the open one's is kept");
 
     // The next full pass stores nothing of the old case again and fires no step twice.
