@@ -314,6 +314,9 @@ pub struct RegisterSettings {
     pub demo_cases: u32,
     /// A register value longer than this skips its row (`cell_too_large`).
     pub max_cell_bytes: usize,
+    /// The share of the known cases a full pass may withdraw at once; more are held until a
+    /// second full pass, a poll interval later, sees the same (a view caught half-loaded).
+    pub max_withdraw_share: f64,
     /// How long a statement may run, and wait for a lock, on the register
     /// (`register.statement_timeout`, `register.lock_timeout`).
     pub waits: crate::db::Waits,
@@ -698,6 +701,7 @@ fn validate(tree: &Value, base_dir: Option<&Path>) -> Result<Settings, ConfigErr
             "full_pass_at",
             "demo_cases",
             "max_cell_bytes",
+            "max_withdraw_share",
             "statement_timeout",
             "lock_timeout",
         ],
@@ -872,6 +876,13 @@ fn read_register(r: &mut Reader) -> Option<RegisterSettings> {
     });
     let demo_cases = r.integer("register.demo_cases", 0, 10_000_000);
     let max_cell_bytes = r.integer("register.max_cell_bytes", 64, 1 << 30);
+    let max_withdraw_share = r.parsed("register.max_withdraw_share", |s| {
+        s.trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|x| (0.0..=1.0).contains(x))
+            .ok_or_else(|| format!("{s:?} is not a share from 0 to 1 such as 0.10"))
+    });
     let waits = waits(r, "register");
     Some(RegisterSettings {
         url: url?,
@@ -881,6 +892,7 @@ fn read_register(r: &mut Reader) -> Option<RegisterSettings> {
         full_pass_at: full_pass_at?,
         demo_cases: u32::try_from(demo_cases?).ok()?,
         max_cell_bytes: usize::try_from(max_cell_bytes?).ok()?,
+        max_withdraw_share: max_withdraw_share?,
         waits: waits?,
     })
 }

@@ -169,6 +169,7 @@ pub struct Metrics {
     poll_duration: Family<PassLabels, Histogram>,
     polls: Family<PollLabels, Counter>,
     rows_read: Counter,
+    withdrawals_held: Counter,
     rows_rejected: Family<ReasonLabels, Counter>,
     last_successful_poll: FloatGauge,
     register_staleness: FloatGauge,
@@ -210,6 +211,7 @@ impl Metrics {
             poll_duration: Family::new_with_constructor(poll_histogram),
             polls: Family::default(),
             rows_read: Counter::default(),
+            withdrawals_held: Counter::default(),
             rows_rejected: Family::default(),
             last_successful_poll: FloatGauge::default(),
             register_staleness: FloatGauge::default(),
@@ -233,6 +235,11 @@ impl Metrics {
         m.registry.register("fristvakt_poll_duration_seconds", "Duration of register polls", m.poll_duration.clone());
         m.registry.register("fristvakt_polls", "Register polls by pass and result", m.polls.clone());
         m.registry.register("fristvakt_register_rows_read", "Register rows read", m.rows_read.clone());
+        m.registry.register(
+            "fristvakt_withdrawals_held",
+            "Cases gone from the register whose withdrawal a full pass held back (register.max_withdraw_share)",
+            m.withdrawals_held.clone(),
+        );
         m.registry.register(
             "fristvakt_register_rows_rejected",
             "Register rows skipped, by reason",
@@ -304,6 +311,11 @@ impl Metrics {
         for (&reason, &n) in rejected {
             self.rows_rejected.get_or_create(&ReasonLabels { reason }).inc_by(n);
         }
+    }
+
+    /// Counts cases whose withdrawal a full pass held back: too many gone at once.
+    pub fn add_withdrawals_held(&self, n: u64) {
+        self.withdrawals_held.inc_by(n);
     }
 
     pub fn set_last_successful_poll(&self, unix_seconds: f64) {
@@ -522,6 +534,7 @@ mod tests {
                 "# TYPE fristvakt_poll_duration_seconds histogram",
                 "# TYPE fristvakt_polls_total counter",
                 "# TYPE fristvakt_register_rows_read_total counter",
+                "# TYPE fristvakt_withdrawals_held_total counter",
                 "# TYPE fristvakt_register_rows_rejected_total counter",
                 "# TYPE fristvakt_last_successful_poll_timestamp_seconds gauge",
                 "# TYPE fristvakt_register_staleness_seconds gauge",

@@ -19,7 +19,8 @@ use crate::notice::{self, Recipient};
 use crate::register::{self, CaseRow, EncodedRow, Register, RegisterError, RejectReason, RowChunk};
 use crate::rules::{self, decide, Deadline, Kind, Ladder, OtherInvestigation, RuleOptions};
 use crate::state::{
-    DeadlineRecord, OutboxEntry, OutboxPayload, OutboxState, PrintBook, StateError, StateStore, StoredDeadline,
+    DeadlineRecord, OutboxEntry, OutboxPayload, OutboxState, PollState, PrintBook, StateError, StateStore,
+    StoredDeadline,
 };
 
 /// Rows validated and stored per transaction.
@@ -50,6 +51,9 @@ pub struct SyncReport {
     pub withdrawn: u64,
     pub caseworker_invalid: u64,
     pub notices_cancelled: u64,
+    /// Cases gone from the register whose withdrawal this full pass held back: more than
+    /// `register.max_withdraw_share` of the known cases at once.
+    pub withdrawals_held: u64,
     /// Rows an incremental poll read again (the overlap window) whose `updated_at` equals the
     /// one their deadlines were stored from: nothing computed or written for them.
     pub unchanged: u64,
@@ -175,12 +179,33 @@ pub async fn sync_register(
     } else {
         full.then_some(today)
     };
+    let mut held = false;
     if let (Prints::Whole { book, stored_bits, lists_all }, Some(_)) = (&mut pass.prints, full_pass_on) {
         // The cases the pass did not read left the register. Their deadlines are withdrawn in
         // the transaction that stores the prints without them (a crash between the two would
         // leave withdrawn cases whose unchanged rows the next pass skips).
         let vanished = if *lists_all {
             let vanished = book.unread();
+            let vanished = if too_many_at_once(settings, &poll_state, now, vanished.len(), book.len()) {
+                // A view caught half-loaded would withdraw most cases and cancel their notices:
+                // nothing is withdrawn, and the pass is not recorded as done, so the next one
+                // runs a poll interval later and withdraws them if it sees the same.
+                tracing::error!(
+                    gone = vanished.len(),
+                    known = book.len(),
+                    max_share = settings.register.max_withdraw_share,
+                    "full pass: too many cases gone from the register at once; withdrawals held until the next full pass"
+                );
+                state.hold_withdrawals(Some(poll_state.withdrawals_held_at.unwrap_or(now))).await?;
+                report.withdrawals_held = vanished.len() as u64;
+                held = true;
+                Vec::new()
+            } else {
+                if poll_state.withdrawals_held_at.is_some() {
+                    state.hold_withdrawals(None).await?;
+                }
+                vanished
+            };
             for case_ref in &vanished {
                 book.remove(case_ref);
             }
@@ -222,7 +247,8 @@ pub async fn sync_register(
     }
     // A full pass that read nothing (a view being reloaded) leaves the watermark where it was.
     let watermark = (!(full && report.rows_read == 0)).then_some(read_at);
-    state.finish_poll(watermark, full_pass_on).await?;
+    // A pass that held its withdrawals is not done: the next runs a poll interval later.
+    state.finish_poll(watermark, full_pass_on.filter(|_| !held)).await?;
     report.duration = started.elapsed();
     let rejected: Vec<String> = report.rejected.iter().map(|(r, n)| format!("{}={n}", r.as_str())).collect();
     tracing::info!(
@@ -239,6 +265,23 @@ pub async fn sync_register(
         report.rows_read
     );
     Ok(report)
+}
+
+/// Whether a full pass that finds `gone` of `known` cases gone from the register holds their
+/// withdrawal: more than `register.max_withdraw_share` of them, unless a pass at least one poll
+/// interval ago held them already (a second pass that sees the same withdraws them).
+fn too_many_at_once(
+    settings: &Settings,
+    poll_state: &PollState,
+    now: DateTime<Utc>,
+    gone: usize,
+    known: usize,
+) -> bool {
+    if gone == 0 || (gone as f64) <= settings.register.max_withdraw_share * known as f64 {
+        return false;
+    }
+    let interval = chrono::Duration::from_std(settings.register.poll_interval).unwrap_or(chrono::Duration::minutes(5));
+    poll_state.withdrawals_held_at.is_none_or(|held| now - held < interval)
 }
 
 /// Chunks of the register a full pass holds while its prints load: about 64 000 rows (12 MB of

@@ -14,11 +14,14 @@ pub struct PollState {
     /// The bits of the case prints' buckets; `None` until a full pass built them
     /// ([`crate::state::prints`]).
     pub print_bits: Option<u32>,
+    /// When a full pass held back withdrawals that were too many at once
+    /// (`register.max_withdraw_share`); `None` when none are held.
+    pub withdrawals_held_at: Option<DateTime<Utc>>,
 }
 
 impl StateStore {
     pub async fn poll_state(&self) -> Result<PollState, StateError> {
-        let sql = "SELECT watermark, last_full_pass_on, last_success_at, print_bits FROM poll_state WHERE id = 1";
+        let sql = "SELECT watermark, last_full_pass_on, last_success_at, print_bits, withdrawals_held_at FROM poll_state WHERE id = 1";
         with_pool!(&self.pool, p => {
             let row = sqlx::query(sql).fetch_one(p).await.map_err(query_error("reading the poll state"))?;
             Ok(PollState {
@@ -26,6 +29,7 @@ impl StateStore {
                 last_full_pass_on: column(&row, "last_full_pass_on")?,
                 last_success_at: column(&row, "last_success_at")?,
                 print_bits: column::<Option<i32>>(&row, "print_bits")?.map(|b| b as u32),
+                withdrawals_held_at: column(&row, "withdrawals_held_at")?,
             })
         })
     }
@@ -58,6 +62,19 @@ impl StateStore {
             tx.commit().await.map_err(query_error("committing the poll"))?;
             Ok(())
         })
+    }
+
+    /// Records when a full pass held its withdrawals back (`Some`; the day's full pass is then
+    /// due again, so the daemon runs the next at its next tick), or that none are held.
+    pub async fn hold_withdrawals(&self, at: Option<DateTime<Utc>>) -> Result<(), StateError> {
+        let sql = match at {
+            Some(_) => "UPDATE poll_state SET withdrawals_held_at = $1, last_full_pass_on = NULL WHERE id = 1",
+            None => "UPDATE poll_state SET withdrawals_held_at = $1 WHERE id = 1",
+        };
+        with_pool!(&self.pool, p => {
+            sqlx::query(sql).bind(at).execute(p).await.map(|_| ())
+        })
+        .map_err(query_error("recording held withdrawals"))
     }
 
     /// Records that a whole poll (register read and ladder steps recorded) succeeded at `now`;
