@@ -117,6 +117,26 @@ impl DispatchReport {
         self.escalated.values().sum()
     }
 
+    /// Adds the counts of a later run to these; `more` is the later run's.
+    pub fn absorb(&mut self, other: DispatchReport) {
+        fn add<K: Ord>(into: &mut BTreeMap<K, u64>, from: BTreeMap<K, u64>) {
+            for (k, n) in from {
+                *into.entry(k).or_default() += n;
+            }
+        }
+        add(&mut self.sent, other.sent);
+        add(&mut self.retrying, other.retrying);
+        add(&mut self.dead, other.dead);
+        add(&mut self.postponed, other.postponed);
+        add(&mut self.errors, other.errors);
+        add(&mut self.refused_recipients, other.refused_recipients);
+        add(&mut self.escalated, other.escalated);
+        add(&mut self.server_refusals, other.server_refusals);
+        self.unavailable = self.unavailable.or(other.unavailable);
+        self.claims_lost += other.claims_lost;
+        self.more = other.more;
+    }
+
     /// Whether the run stopped because the server refused fristvakt itself or could not be
     /// reached.
     pub fn paused(&self) -> bool {

@@ -605,3 +605,43 @@ async fn a_sqlite_daemon_killed_and_restarted_polls_at_once() {
         restarted.elapsed()
     );
 }
+
+/// `poll --once` with 2 000 notices due (four times a dispatch run's bound): with the mail
+/// server down it exits 1 and says how many are left; with the server back, one `poll --once`
+/// sends all 2 000, each once, run after run, and exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poll_once_sends_every_due_notice() {
+    const NOTICES: usize = 2000;
+    let mut smtp = TestSmtp::start().await;
+    let ws = Workspace::new();
+    overdue_register(&ws.path("register.db"), NOTICES).await;
+    let config = ws.config(&format!(
+        "transport = \"smtp\"\n[mail.smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\ntimeout = \"5s\"\n\
+         [units.default]\nteam_leads = [\"gruppledare@kommun.example\"]\nmanagers = [\"enhetschef@kommun.example\"]\n",
+        smtp.port()
+    ));
+    smtp.stop().await;
+    let down = fristvakt(Some(&config), &["poll", "--once"], &[]);
+    let said = stderr(&down);
+    assert_eq!(down.status.code(), Some(1), "{said}");
+    assert!(said.contains(&format!("{NOTICES} mail(s) left")), "{said}");
+
+    smtp.restart().await;
+    let started = Instant::now();
+    let up = fristvakt(Some(&config), &["poll", "--once"], &[]);
+    let took = started.elapsed();
+    let out = crate::helpers::stdout(&up);
+    assert!(up.status.success(), "{out}{}", stderr(&up));
+    let messages: Vec<_> = smtp.messages().into_iter().filter(is_notice).collect();
+    let ids: std::collections::BTreeSet<String> =
+        messages.iter().map(|m| m.header("Message-ID").unwrap_or_default()).collect();
+    println!(
+        "poll --once figures: server down: exit 1, {:?}; server up: {} mails, {} distinct, in {took:?}; {}",
+        said.trim(),
+        messages.len(),
+        ids.len(),
+        out.lines().last().unwrap_or_default()
+    );
+    assert_eq!((messages.len(), ids.len()), (NOTICES, NOTICES), "every notice once");
+    assert!(out.contains(&format!("mail: sent {NOTICES},")), "{out}");
+}
