@@ -645,3 +645,80 @@ async fn poll_once_sends_every_due_notice() {
     assert_eq!((messages.len(), ids.len()), (NOTICES, NOTICES), "every notice once");
     assert!(out.contains(&format!("mail: sent {NOTICES},")), "{out}");
 }
+
+/// A relay that answers a message's final `.` only after 3 s (it scans the content), with
+/// `mail.smtp.timeout = 1s`: the reply is awaited for `mail.smtp.data_timeout` (5 s), so each
+/// notice is delivered once and recorded sent. With a data timeout shorter than the relay's
+/// scan (2 s), the mail is left unconfirmed: counted in `fristvakt_deliveries_unconfirmed_total`,
+/// kept for a retry after the data timeout and not sent again meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_slow_to_answer_the_final_dot_gets_each_mail_once() {
+    const NOTICES: usize = 3;
+    let smtp = TestSmtp::start().await;
+    smtp.set_data_delay(Duration::from_secs(3));
+    let ws = Workspace::new();
+    overdue_register(&ws.path("register.db"), NOTICES).await;
+    let smtp_config = |data_timeout: &str, port: u16| {
+        format!(
+            "transport = \"smtp\"\n[mail.smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\ntimeout = \"1s\"\n\
+             data_timeout = \"{data_timeout}\"\npool_size = 1\n[units.default]\nteam_leads = [\"gruppledare@kommun.example\"]\n\
+             managers = [\"enhetschef@kommun.example\"]\n[http]\nlisten = \"127.0.0.1:{port}\"\n",
+            smtp.port()
+        )
+    };
+    let config = ws.config(&smtp_config("5s", free_port()));
+    let started = Instant::now();
+    let out = fristvakt(Some(&config), &["poll", "--once"], &[]);
+    let took = started.elapsed();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let notices: Vec<_> = smtp.messages().into_iter().filter(is_notice).collect();
+    let ids: std::collections::BTreeSet<String> =
+        notices.iter().map(|m| m.header("Message-ID").unwrap_or_default()).collect();
+    let state = sqlx::SqlitePool::connect(&ws.sqlite_url("state.db")).await.unwrap();
+    let unsent: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE state IN ('pending', 'retrying')")
+        .fetch_one(&state)
+        .await
+        .unwrap();
+    state.close().await;
+    println!(
+        "slow final dot (3 s; timeout 1 s, data_timeout 5 s): {} mails, {} distinct, {unsent} unsent, in {took:?}; {}",
+        notices.len(),
+        ids.len(),
+        crate::helpers::stdout(&out).lines().last().unwrap_or_default()
+    );
+    assert_eq!((notices.len(), ids.len(), unsent), (NOTICES, NOTICES, 0), "each notice once, recorded sent");
+
+    // A data timeout shorter than the relay's scan: unconfirmed, not sent again soon.
+    let ws = Workspace::new();
+    overdue_register(&ws.path("register.db"), 1).await;
+    smtp.clear();
+    let port = free_port();
+    let config = ws.config_with("poll_interval = \"1s\"", &smtp_config("2s", port));
+    let mut daemon = daemon(&config, port, &ws.sqlite_url("state.db"));
+    let line = "fristvakt_deliveries_unconfirmed_total";
+    until("a delivery counted unconfirmed", Duration::from_secs(60), || {
+        metric_line(port, line).is_some_and(|l| l != format!("{line} 0"))
+    })
+    .await;
+    let counted = metric_line(port, line);
+    // The dispatch job runs after every poll (each second): none sends the mail again before
+    // its data timeout has passed.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let copies = smtp.messages().into_iter().filter(is_notice).count();
+    let state = sqlx::SqlitePool::connect(&ws.sqlite_url("state.db")).await.unwrap();
+    let (row_state, error): (String, Option<String>) =
+        sqlx::query_as("SELECT state, last_error FROM outbox WHERE notice_key LIKE 'notice/%' AND state <> 'skipped'")
+            .fetch_one(&state)
+            .await
+            .unwrap();
+    state.close().await;
+    println!(
+        "slow final dot (3 s; data_timeout 2 s): {counted:?}, {copies} copy in 4 s after, row {row_state}: {error:?}"
+    );
+    assert_eq!(counted.as_deref(), Some("fristvakt_deliveries_unconfirmed_total 1"));
+    assert_eq!(copies, 1, "not sent again within the data timeout");
+    assert_eq!(row_state, "retrying");
+    assert!(error.is_some_and(|e| e.contains("unconfirmed")));
+    daemon.terminate();
+    assert_eq!(daemon.wait_timeout(Duration::from_secs(30)).and_then(|e| e.code()), Some(0));
+}
