@@ -722,3 +722,92 @@ async fn a_relay_slow_to_answer_the_final_dot_gets_each_mail_once() {
     daemon.terminate();
     assert_eq!(daemon.wait_timeout(Duration::from_secs(30)).and_then(|e| e.code()), Some(0));
 }
+
+/// A PostgreSQL register view under `LOCK TABLE … ACCESS EXCLUSIVE` (a TRUNCATE, an ALTER, a
+/// plain REFRESH MATERIALIZED VIEW) for at least 20 s: each poll gives up after
+/// `register.lock_timeout` (the reconnect's column probe included: a lock timeout is an error,
+/// never a feature off) and is counted failed, the daemon lives on, and the mail already in the
+/// outbox goes out meanwhile; once the lock is gone, the daemon is ready again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_register_view_stops_no_mail() {
+    let pg = TestPostgres::start();
+    let register_url = pg.create_database("locked").await;
+    let today = chrono::Utc::now().date_naive();
+    crate::helpers::postgres_register(&register_url, crate::helpers::demo_cases(200, 3, today, 0)).await;
+    let smtp = TestSmtp::start().await;
+    smtp.set_mode(SmtpMode::Silent);
+    let ws = Workspace::new();
+    let port = free_port();
+    let config = ws.config_with(
+        "poll_interval = \"2s\"\nlock_timeout = \"2s\"\nstatement_timeout = \"5s\"",
+        &format!(
+            "transport = \"smtp\"\n[mail.smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\ntimeout = \"1s\"\n",
+            smtp.port()
+        ),
+    );
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(&format!("url = \"{}\"", ws.sqlite_url("register.db")), &format!("url = \"{register_url}\""));
+    std::fs::write(&config, text).unwrap();
+    let log = std::fs::File::create(ws.path("daemon.log")).unwrap();
+    let mut daemon = daemon_logging(&config, port, &ws.sqlite_url("state.db"), log);
+    until("a first poll and a dispatch run paused on the silent server", Duration::from_secs(60), || {
+        metric_line(port, "fristvakt_polls_total{pass=\"full\",result=\"ok\"}").is_some_and(|l| !l.ends_with(" 0"))
+            && smtp.connections() > 0
+    })
+    .await;
+
+    let locker = sqlx::PgPool::connect(&register_url).await.unwrap();
+    let mut lock = locker.begin().await.unwrap();
+    sqlx::query("LOCK TABLE cases IN ACCESS EXCLUSIVE MODE").execute(&mut *lock).await.unwrap();
+    let locked = Instant::now();
+    let polls_before = polls_total(port).unwrap();
+    smtp.set_mode(SmtpMode::Accept);
+    // The dispatch job's next run (every 30 s, the last one paused on the silent server);
+    // /readyz answers at once meanwhile.
+    let mut slowest_readyz = Duration::ZERO;
+    let mut readyz = None;
+    let mut ask = || {
+        let asked = Instant::now();
+        readyz = get(port, "/readyz");
+        slowest_readyz = slowest_readyz.max(asked.elapsed());
+    };
+    let delivered = until("the outbox's mail delivered under the lock", Duration::from_secs(40), || {
+        ask();
+        smtp.count() > 0
+    })
+    .await;
+    while locked.elapsed() < Duration::from_secs(20) {
+        ask();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let held = locked.elapsed();
+    let failed_polls = metric_line(port, "fristvakt_polls_total{pass=\"incremental\",result=\"error\"}");
+    let polls_under_lock = polls_total(port).unwrap() - polls_before;
+    let mails_under_lock = smtp.count();
+    assert!(daemon.child_mut().try_wait().unwrap().is_none(), "the daemon lives under the lock");
+    lock.commit().await.unwrap();
+    locker.close().await;
+    let recovered = until("ready again after the lock", Duration::from_secs(30), || {
+        status(port, "/readyz") == Some(200)
+            && metric_line(port, "fristvakt_polls_total{pass=\"incremental\",result=\"ok\"}")
+                .is_some_and(|l| !l.ends_with(" 0"))
+    })
+    .await;
+    println!(
+        "locked view figures: lock held {held:?} with lock_timeout 2 s, poll_interval 2 s: {polls_under_lock} polls \
+         ({failed_polls:?}); first mail {delivered:?} into the lock, {mails_under_lock} mails under it; slowest \
+         /readyz {slowest_readyz:?}, last {readyz:?}; ready again {recovered:?} after the lock ended"
+    );
+    let log = std::fs::read_to_string(ws.path("daemon.log")).unwrap();
+    for line in log.lines().filter(|l| l.contains("poll")).take(4) {
+        println!("daemon: {}", line.chars().take(300).collect::<String>());
+    }
+    assert!(polls_under_lock >= 4.0, "polls went on (and failed fast) under the lock: {polls_under_lock}");
+    assert!(failed_polls.is_some_and(|l| !l.ends_with(" 0")));
+    assert!(mails_under_lock > 0);
+    assert!(readyz.is_some_and(|(code, _)| code == 503), "/readyz answered, not ready, under the lock");
+    assert!(slowest_readyz < Duration::from_secs(1), "{slowest_readyz:?}");
+    daemon.terminate();
+    assert_eq!(daemon.wait_timeout(Duration::from_secs(30)).and_then(|e| e.code()), Some(0));
+}
