@@ -120,16 +120,36 @@ async fn poll_and_send(app: &App, at: Moment, full: bool) -> Result<(), CommandE
         ladder.notices_enqueued(),
         ladder.skipped,
     );
-    let sent = jobs::dispatch::run_once(app, at).await?;
+    // Run after run until none is due: a run stops at its bound (rows or time) with mail left.
+    let mut sent = mail::DispatchReport::default();
+    let mut runs = 0u32;
+    loop {
+        let run = jobs::dispatch::run_once(app, Moment { now: Utc::now(), ..at }).await?;
+        runs += 1;
+        let more = run.more && !run.paused();
+        sent.absorb(run);
+        if !more {
+            break;
+        }
+    }
     let errors: Vec<String> = sent.errors.iter().map(|(class, n)| format!("{class}={n}")).collect();
     println!(
-        "mail: sent {}, retrying {}, given up {}, waiting for the sending window {}{}",
+        "mail: sent {}, retrying {}, given up {}, waiting for the sending window {}{} in {runs} run(s)",
         sent.total_sent(),
         sent.total_retrying(),
         sent.total_dead(),
         sent.total_postponed(),
         if errors.is_empty() { String::new() } else { format!(" (errors: {})", errors.join(", ")) },
     );
+    // Every due mail was sent or has its retry scheduled, unless the mail server could not be
+    // reached or refused fristvakt itself: then the mail still due is left, and the exit says so.
+    if sent.paused() {
+        let left = app.state.outbox_due(Utc::now()).await?;
+        return Err(CommandError::Runtime(format!(
+            "the mail server could not be reached or refused fristvakt ({}); {left} mail(s) left in the outbox, due",
+            sent.unavailable.or_else(|| sent.server_refusals.keys().next().copied()).unwrap_or("unknown"),
+        )));
+    }
     Ok(())
 }
 

@@ -402,6 +402,8 @@ pub struct SmtpSettings {
     pub username: Option<String>,
     pub password: Option<Secret>,
     pub timeout: Duration,
+    /// How long the reply to a message's final `.` is awaited (RFC 5321 §4.5.3.2.6: 10 min).
+    pub data_timeout: Duration,
     pub pool_size: u32,
 }
 
@@ -729,7 +731,7 @@ fn validate(tree: &Value, base_dir: Option<&Path>) -> Result<Settings, ConfigErr
     );
     r.unknown_keys(
         "mail.smtp",
-        &["host", "port", "tls", "username", "password_file", "password", "timeout", "pool_size"],
+        &["host", "port", "tls", "username", "password_file", "password", "timeout", "data_timeout", "pool_size"],
     );
     r.unknown_keys("http", &["listen"]);
     r.unknown_keys("digest", &["cron", "send_empty", "max_rows"]);
@@ -941,6 +943,17 @@ fn read_mail(r: &mut Reader, base_dir: Option<&Path>) -> Option<MailSettings> {
     let username = r.optional_string("mail.smtp.username");
     let timeout = r.duration("mail.smtp.timeout");
     let pool_size = r.integer("mail.smtp.pool_size", 1, 100).map(|n| n as u32);
+    let data_timeout = r.duration("mail.smtp.data_timeout").and_then(|d| {
+        if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&d) {
+            r.problem("mail.smtp.data_timeout", "must be from 1s to 1h");
+            None
+        } else if timeout.is_some_and(|t| d < t) {
+            r.problem("mail.smtp.data_timeout", "must not be shorter than mail.smtp.timeout");
+            None
+        } else {
+            Some(d)
+        }
+    });
     let password = read_password(r, base_dir, transport == Some(Transport::Smtp) && username.is_some());
 
     if transport == Some(Transport::Smtp) {
@@ -980,6 +993,7 @@ fn read_mail(r: &mut Reader, base_dir: Option<&Path>) -> Option<MailSettings> {
             username,
             password,
             timeout: timeout?,
+            data_timeout: data_timeout?,
             pool_size: pool_size?,
         },
     })

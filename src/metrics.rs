@@ -708,6 +708,7 @@ pub struct DeliveryMetrics {
     recipients_refused: Counter,
     escalations: Counter,
     claims_lost: Counter,
+    unconfirmed: Counter,
 }
 
 impl Default for DeliveryMetrics {
@@ -725,6 +726,7 @@ impl DeliveryMetrics {
             recipients_refused: Counter::default(),
             escalations: Counter::default(),
             claims_lost: Counter::default(),
+            unconfirmed: Counter::default(),
         };
         m.registry.register(
             "fristvakt_smtp_server_refusals",
@@ -752,6 +754,13 @@ impl DeliveryMetrics {
              abandoned when the claim could not be renewed)",
             m.claims_lost.clone(),
         );
+        m.registry.register(
+            "fristvakt_deliveries_unconfirmed",
+            "Mails whose final dot went out without a reply from the mail server (none within mail.smtp.data_timeout, \
+             the connection lost, or the shutdown grace over): possibly delivered, tried again only after the data \
+             timeout",
+            m.unconfirmed.clone(),
+        );
         for &class in ServerRefusalClass::ALL {
             m.server_refusals.get_or_create_owned(&ServerRefusalLabels { class });
         }
@@ -765,6 +774,10 @@ impl DeliveryMetrics {
             ServerRefusalClass::sender
         });
         self.server_refusals.get_or_create(&ServerRefusalLabels { class }).inc_by(n);
+    }
+
+    pub fn add_unconfirmed(&self, n: u64) {
+        self.unconfirmed.inc_by(n);
     }
 
     pub fn set_dispatch_paused(&self, paused: bool) {
@@ -810,6 +823,7 @@ mod delivery_tests {
         m.add_recipients_refused(3);
         m.add_escalations(1);
         m.add_claims_lost(2);
+        m.add_unconfirmed(4);
         let text = m.render();
         for line in [
             "fristvakt_smtp_server_refusals_total{class=\"auth\"} 1",
@@ -819,9 +833,27 @@ mod delivery_tests {
             "fristvakt_outbox_claims_lost_total 2",
             "fristvakt_recipients_refused_total 3",
             "fristvakt_notice_escalations_total 1",
+            "fristvakt_deliveries_unconfirmed_total 4",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
         }
         assert!(!text.contains("gremlins"), "{text}");
+        // As /metrics serves it: the main catalogue, then this block.
+        let mut child = std::process::Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("promtool not found: install it with `apt-get install -y prometheus`");
+        let exposition = format!("{}{text}", Metrics::new().render());
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), exposition.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+            "promtool check metrics: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }

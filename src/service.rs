@@ -18,8 +18,10 @@ use crate::jobs;
 
 /// How often the outbox is worked through between polls (retries, window openings).
 const DISPATCH_EVERY: Duration = Duration::from_secs(30);
-/// How long shutdown waits for the job in progress (mail in flight) before it gives up on it.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+/// How long shutdown waits for the dispatch run in progress before it gives up on it: the run's
+/// own grace for a message in flight (`mail::dispatch::SHUTDOWN_GRACE`, after which it records the
+/// message unconfirmed) and time to record it.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(crate::mail::dispatch::SHUTDOWN_GRACE.as_secs() + 10);
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(settings: Arc<Settings>) -> Result<(), AppError> {
@@ -100,9 +102,13 @@ fn poll_limit(settings: &Settings) -> Duration {
 }
 
 /// The longest one dispatch run may take: it claims for `RUN_TIME`, then finishes the mail in
-/// hand, each SMTP phase bounded by `mail.smtp.timeout`.
+/// hand, each SMTP phase bounded by `mail.smtp.timeout`, the reply to a message's end by
+/// `mail.smtp.data_timeout`.
 fn dispatch_limit(settings: &Settings) -> Duration {
-    crate::mail::dispatch::RUN_TIME + settings.mail.smtp.timeout * 4 + Duration::from_secs(60)
+    crate::mail::dispatch::RUN_TIME
+        + settings.mail.smtp.timeout * 4
+        + settings.mail.smtp.data_timeout
+        + Duration::from_secs(60)
 }
 
 /// The longest one digest run may take (it reads the stored deadlines and writes one transaction).

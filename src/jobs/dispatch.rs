@@ -46,6 +46,7 @@ pub async fn run_once(app: &App, at: Moment) -> Result<DispatchReport, JobError>
     app.delivery_metrics.add_recipients_refused(report.total_refused_recipients());
     app.delivery_metrics.add_escalations(report.total_escalated());
     app.delivery_metrics.add_claims_lost(report.claims_lost);
+    app.delivery_metrics.add_unconfirmed(report.unconfirmed);
     for (class, n) in &report.server_refusals {
         app.delivery_metrics.add_server_refusal(class, *n);
     }

@@ -43,6 +43,10 @@ const RENEW_EVERY: Duration = Duration::from_secs(10);
 /// A sender starts no mail, and abandons the one in hand, when its claim has less than this
 /// left (clocks of replicas may differ by a little).
 const CLAIM_MARGIN: Duration = Duration::from_secs(5);
+/// How long, once the daemon stops, a message whose end went out waits for the server's reply;
+/// then it is left unconfirmed (recorded to be tried again after `mail.smtp.data_timeout`),
+/// its claim never released for another sender to send it at once.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
 /// The longest one renewal may take before it counts as failed.
 const RENEW_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -78,6 +82,10 @@ pub struct DispatchReport {
     /// Rows whose claim another sender had taken when this one recorded (after a lapse), or
     /// that this sender abandoned because it could not renew its claim.
     pub claims_lost: u64,
+    /// Mails whose final `.` went out without a reply (no reply within `mail.smtp.data_timeout`,
+    /// the connection lost, or the shutdown grace over): the server may have them; each is tried
+    /// again only once the data timeout has passed.
+    pub unconfirmed: u64,
     /// The run stopped at its bound (rows or time) with rows possibly left: the next run is due
     /// at once.
     pub more: bool,
@@ -115,6 +123,27 @@ impl DispatchReport {
 
     pub fn total_escalated(&self) -> u64 {
         self.escalated.values().sum()
+    }
+
+    /// Adds the counts of a later run to these; `more` is the later run's.
+    pub fn absorb(&mut self, other: DispatchReport) {
+        fn add<K: Ord>(into: &mut BTreeMap<K, u64>, from: BTreeMap<K, u64>) {
+            for (k, n) in from {
+                *into.entry(k).or_default() += n;
+            }
+        }
+        add(&mut self.sent, other.sent);
+        add(&mut self.retrying, other.retrying);
+        add(&mut self.dead, other.dead);
+        add(&mut self.postponed, other.postponed);
+        add(&mut self.errors, other.errors);
+        add(&mut self.refused_recipients, other.refused_recipients);
+        add(&mut self.escalated, other.escalated);
+        add(&mut self.server_refusals, other.server_refusals);
+        self.unavailable = self.unavailable.or(other.unavailable);
+        self.claims_lost += other.claims_lost;
+        self.unconfirmed += other.unconfirmed;
+        self.more = other.more;
     }
 
     /// Whether the run stopped because the server refused fristvakt itself or could not be
@@ -344,6 +373,9 @@ fn tally(
     }
     if handled.escalated {
         *report.escalated.entry(label.clone()).or_default() += 1;
+    }
+    if handled.unconfirmed {
+        report.unconfirmed += 1;
     }
     let map = match handled.outcome {
         Outcome::Released => return,
@@ -610,6 +642,17 @@ impl Context {
         self.now() + margin < *lock(&self.valid_until)
     }
 
+    /// Resolves [`SHUTDOWN_GRACE`] after the daemon began to stop; never without a stop.
+    async fn grace_over(&self) {
+        match &self.stop {
+            Some(stop) => {
+                stop.cancelled().await;
+                tokio::time::sleep(SHUTDOWN_GRACE).await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+
     /// Resolves when the claims come within [`CLAIM_MARGIN`] of lapsing (renewals failing).
     async fn claim_lapsing(&self) {
         while self.claim_holds() {
@@ -641,11 +684,13 @@ struct Handled {
     outcome: Outcome,
     refused: u64,
     escalated: bool,
+    /// The message's end went out unanswered: the server may have the mail.
+    unconfirmed: bool,
 }
 
 impl From<Outcome> for Handled {
     fn from(outcome: Outcome) -> Handled {
-        Handled { outcome, refused: 0, escalated: false }
+        Handled { outcome, refused: 0, escalated: false, unconfirmed: false }
     }
 }
 
@@ -807,16 +852,43 @@ async fn handle(
             return Ok((label, hold.apply(ctx, row).await?.into()));
         }
         let Lane { connection, previous } = &mut lane;
-        // Whether the message was sent on the lane (its previous mail committed).
-        let mut sent = false;
+        // Whether the message was sent on the lane (its previous mail committed, the daemon not
+        // stopping): from then on the server may take the mail at any moment.
+        let begun = std::sync::atomic::AtomicBool::new(false);
         let before_message = async {
-            sent = previous.committed().await;
-            sent
+            let go = previous.committed().await && !ctx.stopping();
+            begun.store(go, std::sync::atomic::Ordering::SeqCst);
+            go
         };
-        let delivered = tokio::select! {
-            delivered = ctx.mailer.deliver(connection, &message, &addresses, before_message) => Some(delivered),
-            () = ctx.claim_lapsing() => None,
+        let is_begun = || begun.load(std::sync::atomic::Ordering::SeqCst);
+        let mut delivery = Box::pin(ctx.mailer.deliver(connection, &message, &addresses, before_message));
+        let delivered = loop {
+            tokio::select! {
+                delivered = &mut delivery => break Some(delivered),
+                // Before the message, a claim about to lapse is given up; once the message went
+                // out its reply is awaited (the mail is the server's from its final `.`).
+                () = ctx.claim_lapsing(), if !is_begun() => {
+                    if is_begun() {
+                        continue;
+                    }
+                    break None;
+                }
+                // At shutdown a message under way has the grace to be answered; then it is left
+                // unconfirmed, recorded to be tried again only after the data timeout.
+                () = ctx.grace_over(), if is_begun() => {
+                    break Some(Err(DeliverError::Unconfirmed(SendError {
+                        permanent: false,
+                        class: "timeout",
+                        message: format!(
+                            "no reply to the message within the shutdown grace ({}s)",
+                            SHUTDOWN_GRACE.as_secs()
+                        ),
+                    })));
+                }
+            }
         };
+        drop(delivery);
+        let sent = is_begun();
         if sent {
             // The server may have this mail: the lane's next message waits for its record.
             let (sender, receiver) = tokio::sync::oneshot::channel();
@@ -845,13 +917,17 @@ async fn handle(
             Err(DeliverError::Message(SendError { class, message, .. })) => {
                 return retry_or_give_up(ctx, row, label, &row.deliveries, class, &message, 0).await;
             }
-            // The previous mail on the lane could not be recorded: this one was not sent, and
-            // goes out in a later run (the state store failing, this run is ending).
+            Err(DeliverError::Unconfirmed(error)) => return unconfirmed(ctx, row, label, &error).await,
+            // The previous mail on the lane could not be recorded (the state store failing, this
+            // run is ending), or the daemon is stopping: this one was not sent, and goes out in a
+            // later run.
             Err(DeliverError::Withheld) => {
-                tracing::warn!(
-                    outbox_key = %loggable_key(row),
-                    "mail not sent: the previous mail on its connection could not be recorded; claim released"
-                );
+                if !ctx.stopping() {
+                    tracing::warn!(
+                        outbox_key = %loggable_key(row),
+                        "mail not sent: the previous mail on its connection could not be recorded; claim released"
+                    );
+                }
                 ctx.state.release_claim(row.id, &ctx.holder, None).await?;
                 return Ok((label, Outcome::Released.into()));
             }
@@ -904,7 +980,7 @@ async fn handle(
             refused = row.recipients.len() - delivered,
             "mail sent"
         );
-        return Ok((label, Handled { outcome: Outcome::Sent, refused, escalated: false }));
+        return Ok((label, Handled { outcome: Outcome::Sent, refused, escalated: false, unconfirmed: false }));
     }
     // Every recipient refused the mail permanently: dead, and one role up when there is one.
     let error = deliveries.iter().find_map(|d| d.error.clone()).unwrap_or_else(|| "permanent_5xx: refused".into());
@@ -942,7 +1018,7 @@ async fn handle(
             "every recipient refused the mail and there is no role above; given up (dead)"
         ),
     }
-    Ok((label, Handled { outcome: Outcome::Dead("permanent_5xx"), refused, escalated }))
+    Ok((label, Handled { outcome: Outcome::Dead("permanent_5xx"), refused, escalated, unconfirmed: false }))
 }
 
 /// The notice of a row that every recipient refused, for the next role up: the role above
@@ -1055,6 +1131,51 @@ async fn retry_or_give_up(
     message: &str,
     refused: u64,
 ) -> Result<(MailLabel, Handled), StateError> {
+    retry_after(ctx, row, label, deliveries, (class, message), refused, chrono::Duration::zero()).await
+}
+
+/// The message's final `.` went out and no reply came: the server may have accepted the mail.
+/// Tried again (to the recipients still owed it) only once `mail.smtp.data_timeout` has passed,
+/// so that a slow relay's mail is not sent twice in a hurry; counted as unconfirmed.
+async fn unconfirmed(
+    ctx: &Context,
+    row: &OutboxRow,
+    label: MailLabel,
+    error: &SendError,
+) -> Result<(MailLabel, Handled), StateError> {
+    let wait = chrono::Duration::from_std(ctx.settings.mail.smtp.data_timeout).unwrap_or(chrono::Duration::minutes(10));
+    tracing::warn!(
+        outbox_key = %loggable_key(row),
+        class = error.class,
+        error = %error.message,
+        data_timeout_seconds = ctx.settings.mail.smtp.data_timeout.as_secs(),
+        "the mail server did not confirm the message after its end went out; it may have been delivered, and is \
+         tried again only after mail.smtp.data_timeout"
+    );
+    let (label, mut handled) = retry_after(
+        ctx,
+        row,
+        label,
+        &row.deliveries,
+        (error.class, &format!("unconfirmed: {}", error.message)),
+        0,
+        wait,
+    )
+    .await?;
+    handled.unconfirmed = !matches!(handled.outcome, Outcome::ClaimLost);
+    Ok((label, handled))
+}
+
+/// [`retry_or_give_up`], the next attempt no sooner than `at_least` from now.
+async fn retry_after(
+    ctx: &Context,
+    row: &OutboxRow,
+    label: MailLabel,
+    deliveries: &[Delivery],
+    (class, message): (&'static str, &str),
+    refused: u64,
+    at_least: chrono::Duration,
+) -> Result<(MailLabel, Handled), StateError> {
     let give_up_after =
         chrono::Duration::from_std(ctx.settings.mail.give_up_after).unwrap_or(chrono::Duration::days(2));
     // The clock starts when the mail was first allowed out and counts only the time the sending
@@ -1074,7 +1195,7 @@ async fn retry_or_give_up(
         let jitter = rand::thread_rng().gen_range(0.8..=1.2);
         (
             OutboxState::Retrying,
-            Some(ctx.now() + retry_delay(&ctx.settings, row.attempts, jitter)),
+            Some(ctx.now() + retry_delay(&ctx.settings, row.attempts, jitter).max(at_least)),
             format!("{class}: {message}"),
         )
     };
@@ -1110,7 +1231,7 @@ async fn retry_or_give_up(
             Outcome::Dead(class)
         }
     };
-    Ok((label, Handled { outcome, refused, escalated: false }))
+    Ok((label, Handled { outcome, refused, escalated: false, unconfirmed: false }))
 }
 
 async fn give_up(

@@ -45,6 +45,8 @@ pub struct Smtp {
     host: String,
     port: u16,
     timeout: Duration,
+    /// How long the reply to the message's final `.` is awaited (`mail.smtp.data_timeout`).
+    data_timeout: Duration,
     /// `Some` for implicit TLS or STARTTLS (both required, never opportunistic).
     tls: Option<(Tls, TlsParameters)>,
     credentials: Option<Credentials>,
@@ -61,6 +63,7 @@ impl Smtp {
             host: host.to_string(),
             port,
             timeout,
+            data_timeout: timeout,
             tls: None,
             credentials: None,
         }
@@ -92,6 +95,10 @@ pub enum DeliverError {
     /// reply to `DATA`, a transient `MAIL FROM` reply): permanent or transient as
     /// [`SendError::permanent`] says.
     Message(SendError),
+    /// The message's final `.` went out and no reply came (none within `mail.smtp.data_timeout`,
+    /// or the connection was lost): the server may have accepted the mail. Sending it again
+    /// soon would likely double it; the caller waits the data timeout first.
+    Unconfirmed(SendError),
     /// The caller's condition for sending the message failed (see [`Mailer::deliver`]): the
     /// message was not sent, the server took nothing of it, and the connection is closed.
     Withheld,
@@ -173,6 +180,7 @@ impl Mailer {
                     host: smtp.host.clone(),
                     port: smtp.port,
                     timeout: smtp.timeout,
+                    data_timeout: smtp.data_timeout,
                     tls,
                     credentials,
                 }))
@@ -346,15 +354,55 @@ impl Smtp {
                     drop(conn);
                     return Err(DeliverError::Withheld);
                 }
-                match tokio::time::timeout(self.timeout, conn.message(bytes)).await {
-                    Ok(Ok(_)) => Ok(results),
-                    Ok(Err(e)) => Err(DeliverError::Message(classify(&e))),
-                    Err(_) => Err(DeliverError::Message(self.no_answer("message"))),
-                }
+                self.message(&mut conn, bytes).await.map(|()| results)
             }
             other => other,
         };
         self.settle(kept, conn, result).await
+    }
+
+    /// The message and the server's reply to its final `.`: writing the message is bounded by
+    /// `timeout`, the reply by `data_timeout` from when the `.` went out (a relay may scan the
+    /// content for minutes after it). A failure after the `.` went out, other than a reply,
+    /// leaves the mail [`DeliverError::Unconfirmed`].
+    async fn message(&self, conn: &mut AsyncSmtpConnection, bytes: &[u8]) -> Result<(), DeliverError> {
+        // Set when lettre has taken the whole message and writes the final `.` next.
+        let dot: std::sync::OnceLock<tokio::time::Instant> = std::sync::OnceLock::new();
+        let send = conn.message_iter(DotWatch { part: Some(bytes), dot: &dot });
+        tokio::pin!(send);
+        let started = tokio::time::Instant::now();
+        let outcome = loop {
+            let after_dot = dot.get().copied();
+            let deadline = after_dot.map_or(started + self.timeout, |at| at + self.data_timeout);
+            tokio::select! {
+                result = &mut send => break Some(result),
+                () = tokio::time::sleep_until(deadline) => {
+                    // The `.` went out after this wait began: wait for its reply.
+                    if after_dot.is_none() && dot.get().is_some() {
+                        continue;
+                    }
+                    break None;
+                }
+            }
+        };
+        let unconfirmed = dot.get().is_some();
+        match outcome {
+            Some(Ok(_)) => Ok(()),
+            // A reply: the server said what became of the mail.
+            Some(Err(e)) if e.is_permanent() || e.is_transient() || !unconfirmed => {
+                Err(DeliverError::Message(classify(&e)))
+            }
+            Some(Err(e)) => Err(DeliverError::Unconfirmed(classify(&e))),
+            None if unconfirmed => Err(DeliverError::Unconfirmed(SendError {
+                permanent: false,
+                class: "timeout",
+                message: format!(
+                    "no reply to the message's end within {:?} (mail.smtp.data_timeout)",
+                    self.data_timeout
+                ),
+            })),
+            None => Err(DeliverError::Message(self.no_answer("message"))),
+        }
     }
 
     /// After a transaction: a connection whose transaction ended with the message taken is kept
@@ -430,6 +478,25 @@ impl Smtp {
             }
         }
         Ok(conn)
+    }
+}
+
+/// The message as one part for lettre's `message_iter`, noting when lettre asks for more after
+/// it: the message is written, and the final `.` goes out next.
+struct DotWatch<'a> {
+    part: Option<&'a [u8]>,
+    dot: &'a std::sync::OnceLock<tokio::time::Instant>,
+}
+
+impl<'a> Iterator for DotWatch<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let part = self.part.take();
+        if part.is_none() {
+            let _ = self.dot.set(tokio::time::Instant::now());
+        }
+        part
     }
 }
 

@@ -189,9 +189,16 @@ impl Register {
 
     /// Turns a failed query into an error that names missing columns when that is the cause.
     async fn explain_error(&self, source: sqlx::Error) -> RegisterError {
-        // A failed statement: from sqlx a database error, from the rusqlite reader a protocol
-        // error carrying SQLite's message.
-        if matches!(source, sqlx::Error::Database(_) | sqlx::Error::Protocol(_)) {
+        // A failed statement that says a column or the view does not exist: from sqlx a database
+        // error, from the rusqlite reader a protocol error carrying SQLite's message. Any other
+        // failure (a lock or statement timeout on a locked view) is returned as it is, at once:
+        // probing column after column would wait a lock timeout each.
+        let absent = match &source {
+            sqlx::Error::Database(e) => names_no_such_column(e.as_ref()),
+            sqlx::Error::Protocol(message) => ["no such column", "no such table"].iter().any(|m| message.contains(m)),
+            _ => false,
+        };
+        if absent {
             let mut missing = Vec::new();
             let required: Vec<&Column> = COLUMNS.iter().filter(|c| c.is_required()).collect();
             for column in &required {
@@ -410,17 +417,28 @@ fn chunked<'a>(
 }
 
 /// Which optional columns the view has: each is probed on its own, and a column the database
-/// says does not exist is a feature off. Any other failure (the database not answering) is an
-/// error, so that a passing outage does not switch a feature off.
+/// says does not exist is a feature off (a view that does not exist has none: the check that
+/// follows names it). Any other failure — the database not answering, a lock or statement
+/// timeout on a view locked by a `TRUNCATE`, `ALTER` or `REFRESH MATERIALIZED VIEW` — is an
+/// error, so that the connection fails at once (the poll fails, counted, and is tried again)
+/// and a feature is never switched off by a passing outage or lock.
 async fn detect_features(pool: &Pool, view: &str) -> Result<Features, sqlx::Error> {
     let mut present = Vec::new();
     for column in COLUMNS.iter().filter(|c| !c.is_required()) {
         let probe = format!("SELECT {} FROM {view} WHERE 1 = 0", column.name);
         match with_pool!(pool, p => sqlx::query(&probe).fetch_optional(p).await.map(|_| ())) {
             Ok(_) => present.push(column.name),
-            Err(sqlx::Error::Database(_)) => {}
+            Err(sqlx::Error::Database(e)) if names_no_such_column(e.as_ref()) => {}
             Err(e) => return Err(e),
         }
     }
     Ok(Features::of_columns(|column| present.contains(&column)))
+}
+
+/// Whether a failed probe says that the column (or the whole view) does not exist: PostgreSQL's
+/// SQLSTATE 42703 (undefined_column) or 42P01 (undefined_table), SQLite's "no such column" or
+/// "no such table". Nothing else means a feature is off.
+fn names_no_such_column(e: &dyn sqlx::error::DatabaseError) -> bool {
+    matches!(e.code().as_deref(), Some("42703" | "42P01"))
+        || ["no such column", "no such table"].iter().any(|m| e.message().contains(m))
 }

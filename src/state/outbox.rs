@@ -410,6 +410,16 @@ impl StateStore {
         Ok(n > 0)
     }
 
+    /// Outbox rows waiting to be sent and due by `now` (pending or retrying), claimed or not.
+    pub async fn outbox_due(&self, now: DateTime<Utc>) -> Result<i64, StateError> {
+        let sql = "SELECT COUNT(*) AS n FROM outbox WHERE state IN ('pending', 'retrying') AND next_attempt_at <= $1";
+        with_pool!(&self.pool, p => {
+            let row =
+                sqlx::query(sql).bind(now).fetch_one(p).await.map_err(query_error("counting the outbox's due mail"))?;
+            column(&row, "n")
+        })
+    }
+
     /// Outbox rows per state.
     pub async fn outbox_depth(&self) -> Result<HashMap<OutboxState, i64>, StateError> {
         let sql = "SELECT state, COUNT(*) AS n FROM outbox GROUP BY state";

@@ -108,6 +108,13 @@ fn timeouts_and_the_lease_are_bounded_and_named() {
         ("FRISTVAKT__STATE__STATEMENT_TIMEOUT", "soon", "state.statement_timeout: \"soon\" is not a duration"),
         ("FRISTVAKT__STATE__LOCK_TIMEOUT", "500ms", "state.lock_timeout: must be from 1s to 1h"),
         ("FRISTVAKT__STATE__LEASE_TTL", "5s", "state.lease_ttl: must be from 10s to 1h"),
+        ("FRISTVAKT__MAIL__SMTP__DATA_TIMEOUT", "2h", "mail.smtp.data_timeout: must be from 1s to 1h"),
+        ("FRISTVAKT__MAIL__SMTP__DATA_TIMEOUT", "never", "mail.smtp.data_timeout: \"never\" is not a duration"),
+        (
+            "FRISTVAKT__MAIL__SMTP__DATA_TIMEOUT",
+            "10s",
+            "mail.smtp.data_timeout: must not be shorter than mail.smtp.timeout",
+        ),
     ] {
         let out = fristvakt(None, &["check-config"], &[(key, value)]);
         assert_eq!(out.status.code(), Some(78), "{key}: {}", stderr(&out));
@@ -117,6 +124,7 @@ fn timeouts_and_the_lease_are_bounded_and_named() {
         ("FRISTVAKT__REGISTER__STATEMENT_TIMEOUT", "5m"),
         ("FRISTVAKT__REGISTER__LOCK_TIMEOUT", "5m"),
         ("FRISTVAKT__STATE__LEASE_TTL", "10s"),
+        ("FRISTVAKT__MAIL__SMTP__DATA_TIMEOUT", "30s"),
     ];
     let out = fristvakt(None, &["check-config"], &fine);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));

@@ -605,3 +605,209 @@ async fn a_sqlite_daemon_killed_and_restarted_polls_at_once() {
         restarted.elapsed()
     );
 }
+
+/// `poll --once` with 2 000 notices due (four times a dispatch run's bound): with the mail
+/// server down it exits 1 and says how many are left; with the server back, one `poll --once`
+/// sends all 2 000, each once, run after run, and exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poll_once_sends_every_due_notice() {
+    const NOTICES: usize = 2000;
+    let mut smtp = TestSmtp::start().await;
+    let ws = Workspace::new();
+    overdue_register(&ws.path("register.db"), NOTICES).await;
+    let config = ws.config(&format!(
+        "transport = \"smtp\"\n[mail.smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\ntimeout = \"5s\"\n\
+         [units.default]\nteam_leads = [\"gruppledare@kommun.example\"]\nmanagers = [\"enhetschef@kommun.example\"]\n",
+        smtp.port()
+    ));
+    smtp.stop().await;
+    let down = fristvakt(Some(&config), &["poll", "--once"], &[]);
+    let said = stderr(&down);
+    assert_eq!(down.status.code(), Some(1), "{said}");
+    assert!(said.contains(&format!("{NOTICES} mail(s) left")), "{said}");
+
+    smtp.restart().await;
+    let started = Instant::now();
+    let up = fristvakt(Some(&config), &["poll", "--once"], &[]);
+    let took = started.elapsed();
+    let out = crate::helpers::stdout(&up);
+    assert!(up.status.success(), "{out}{}", stderr(&up));
+    let messages: Vec<_> = smtp.messages().into_iter().filter(is_notice).collect();
+    let ids: std::collections::BTreeSet<String> =
+        messages.iter().map(|m| m.header("Message-ID").unwrap_or_default()).collect();
+    println!(
+        "poll --once figures: server down: exit 1, {:?}; server up: {} mails, {} distinct, in {took:?}; {}",
+        said.trim(),
+        messages.len(),
+        ids.len(),
+        out.lines().last().unwrap_or_default()
+    );
+    assert_eq!((messages.len(), ids.len()), (NOTICES, NOTICES), "every notice once");
+    assert!(out.contains(&format!("mail: sent {NOTICES},")), "{out}");
+}
+
+/// A relay that answers a message's final `.` only after 3 s (it scans the content), with
+/// `mail.smtp.timeout = 1s`: the reply is awaited for `mail.smtp.data_timeout` (5 s), so each
+/// notice is delivered once and recorded sent. With a data timeout shorter than the relay's
+/// scan (2 s), the mail is left unconfirmed: counted in `fristvakt_deliveries_unconfirmed_total`,
+/// kept for a retry after the data timeout and not sent again meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_slow_to_answer_the_final_dot_gets_each_mail_once() {
+    const NOTICES: usize = 3;
+    let smtp = TestSmtp::start().await;
+    smtp.set_data_delay(Duration::from_secs(3));
+    let ws = Workspace::new();
+    overdue_register(&ws.path("register.db"), NOTICES).await;
+    let smtp_config = |data_timeout: &str, port: u16| {
+        format!(
+            "transport = \"smtp\"\n[mail.smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\ntimeout = \"1s\"\n\
+             data_timeout = \"{data_timeout}\"\npool_size = 1\n[units.default]\nteam_leads = [\"gruppledare@kommun.example\"]\n\
+             managers = [\"enhetschef@kommun.example\"]\n[http]\nlisten = \"127.0.0.1:{port}\"\n",
+            smtp.port()
+        )
+    };
+    let config = ws.config(&smtp_config("5s", free_port()));
+    let started = Instant::now();
+    let out = fristvakt(Some(&config), &["poll", "--once"], &[]);
+    let took = started.elapsed();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let notices: Vec<_> = smtp.messages().into_iter().filter(is_notice).collect();
+    let ids: std::collections::BTreeSet<String> =
+        notices.iter().map(|m| m.header("Message-ID").unwrap_or_default()).collect();
+    let state = sqlx::SqlitePool::connect(&ws.sqlite_url("state.db")).await.unwrap();
+    let unsent: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE state IN ('pending', 'retrying')")
+        .fetch_one(&state)
+        .await
+        .unwrap();
+    state.close().await;
+    println!(
+        "slow final dot (3 s; timeout 1 s, data_timeout 5 s): {} mails, {} distinct, {unsent} unsent, in {took:?}; {}",
+        notices.len(),
+        ids.len(),
+        crate::helpers::stdout(&out).lines().last().unwrap_or_default()
+    );
+    assert_eq!((notices.len(), ids.len(), unsent), (NOTICES, NOTICES, 0), "each notice once, recorded sent");
+
+    // A data timeout shorter than the relay's scan: unconfirmed, not sent again soon.
+    let ws = Workspace::new();
+    overdue_register(&ws.path("register.db"), 1).await;
+    smtp.clear();
+    let port = free_port();
+    let config = ws.config_with("poll_interval = \"1s\"", &smtp_config("2s", port));
+    let mut daemon = daemon(&config, port, &ws.sqlite_url("state.db"));
+    let line = "fristvakt_deliveries_unconfirmed_total";
+    until("a delivery counted unconfirmed", Duration::from_secs(60), || {
+        metric_line(port, line).is_some_and(|l| l != format!("{line} 0"))
+    })
+    .await;
+    let counted = metric_line(port, line);
+    // The dispatch job runs after every poll (each second): none sends the mail again before
+    // its data timeout has passed.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let copies = smtp.messages().into_iter().filter(is_notice).count();
+    let state = sqlx::SqlitePool::connect(&ws.sqlite_url("state.db")).await.unwrap();
+    let (row_state, error): (String, Option<String>) =
+        sqlx::query_as("SELECT state, last_error FROM outbox WHERE notice_key LIKE 'notice/%' AND state <> 'skipped'")
+            .fetch_one(&state)
+            .await
+            .unwrap();
+    state.close().await;
+    println!(
+        "slow final dot (3 s; data_timeout 2 s): {counted:?}, {copies} copy in 4 s after, row {row_state}: {error:?}"
+    );
+    assert_eq!(counted.as_deref(), Some("fristvakt_deliveries_unconfirmed_total 1"));
+    assert_eq!(copies, 1, "not sent again within the data timeout");
+    assert_eq!(row_state, "retrying");
+    assert!(error.is_some_and(|e| e.contains("unconfirmed")));
+    daemon.terminate();
+    assert_eq!(daemon.wait_timeout(Duration::from_secs(30)).and_then(|e| e.code()), Some(0));
+}
+
+/// A PostgreSQL register view under `LOCK TABLE … ACCESS EXCLUSIVE` (a TRUNCATE, an ALTER, a
+/// plain REFRESH MATERIALIZED VIEW) for at least 20 s: each poll gives up after
+/// `register.lock_timeout` (the reconnect's column probe included: a lock timeout is an error,
+/// never a feature off) and is counted failed, the daemon lives on, and the mail already in the
+/// outbox goes out meanwhile; once the lock is gone, the daemon is ready again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_register_view_stops_no_mail() {
+    let pg = TestPostgres::start();
+    let register_url = pg.create_database("locked").await;
+    let today = chrono::Utc::now().date_naive();
+    crate::helpers::postgres_register(&register_url, crate::helpers::demo_cases(200, 3, today, 0)).await;
+    let smtp = TestSmtp::start().await;
+    smtp.set_mode(SmtpMode::Silent);
+    let ws = Workspace::new();
+    let port = free_port();
+    let config = ws.config_with(
+        "poll_interval = \"2s\"\nlock_timeout = \"2s\"\nstatement_timeout = \"5s\"",
+        &format!(
+            "transport = \"smtp\"\n[mail.smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\ntimeout = \"1s\"\n",
+            smtp.port()
+        ),
+    );
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(&format!("url = \"{}\"", ws.sqlite_url("register.db")), &format!("url = \"{register_url}\""));
+    std::fs::write(&config, text).unwrap();
+    let log = std::fs::File::create(ws.path("daemon.log")).unwrap();
+    let mut daemon = daemon_logging(&config, port, &ws.sqlite_url("state.db"), log);
+    until("a first poll and a dispatch run paused on the silent server", Duration::from_secs(60), || {
+        metric_line(port, "fristvakt_polls_total{pass=\"full\",result=\"ok\"}").is_some_and(|l| !l.ends_with(" 0"))
+            && smtp.connections() > 0
+    })
+    .await;
+
+    let locker = sqlx::PgPool::connect(&register_url).await.unwrap();
+    let mut lock = locker.begin().await.unwrap();
+    sqlx::query("LOCK TABLE cases IN ACCESS EXCLUSIVE MODE").execute(&mut *lock).await.unwrap();
+    let locked = Instant::now();
+    let polls_before = polls_total(port).unwrap();
+    smtp.set_mode(SmtpMode::Accept);
+    // The dispatch job's next run (every 30 s, the last one paused on the silent server);
+    // /readyz answers at once meanwhile.
+    let mut slowest_readyz = Duration::ZERO;
+    let mut readyz = None;
+    let mut ask = || {
+        let asked = Instant::now();
+        readyz = get(port, "/readyz");
+        slowest_readyz = slowest_readyz.max(asked.elapsed());
+    };
+    let delivered = until("the outbox's mail delivered under the lock", Duration::from_secs(40), || {
+        ask();
+        smtp.count() > 0
+    })
+    .await;
+    while locked.elapsed() < Duration::from_secs(20) {
+        ask();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let held = locked.elapsed();
+    let failed_polls = metric_line(port, "fristvakt_polls_total{pass=\"incremental\",result=\"error\"}");
+    let polls_under_lock = polls_total(port).unwrap() - polls_before;
+    let mails_under_lock = smtp.count();
+    assert!(daemon.child_mut().try_wait().unwrap().is_none(), "the daemon lives under the lock");
+    lock.commit().await.unwrap();
+    locker.close().await;
+    let recovered = until("ready again after the lock", Duration::from_secs(30), || {
+        status(port, "/readyz") == Some(200)
+            && metric_line(port, "fristvakt_polls_total{pass=\"incremental\",result=\"ok\"}")
+                .is_some_and(|l| !l.ends_with(" 0"))
+    })
+    .await;
+    println!(
+        "locked view figures: lock held {held:?} with lock_timeout 2 s, poll_interval 2 s: {polls_under_lock} polls \
+         ({failed_polls:?}); first mail {delivered:?} into the lock, {mails_under_lock} mails under it; slowest \
+         /readyz {slowest_readyz:?}, last {readyz:?}; ready again {recovered:?} after the lock ended"
+    );
+    let log = std::fs::read_to_string(ws.path("daemon.log")).unwrap();
+    for line in log.lines().filter(|l| l.contains("poll")).take(4) {
+        println!("daemon: {}", line.chars().take(300).collect::<String>());
+    }
+    assert!(polls_under_lock >= 4.0, "polls went on (and failed fast) under the lock: {polls_under_lock}");
+    assert!(failed_polls.is_some_and(|l| !l.ends_with(" 0")));
+    assert!(mails_under_lock > 0);
+    assert!(readyz.is_some_and(|(code, _)| code == 503), "/readyz answered, not ready, under the lock");
+    assert!(slowest_readyz < Duration::from_secs(1), "{slowest_readyz:?}");
+    daemon.terminate();
+    assert_eq!(daemon.wait_timeout(Duration::from_secs(30)).and_then(|e| e.code()), Some(0));
+}
