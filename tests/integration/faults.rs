@@ -131,6 +131,13 @@ async fn three_daemons_killed_during_dispatch_deliver_every_notice_once() {
     }
     let last_kill = *kills.last().unwrap();
     let at_last_kill = smtp.count();
+    // Every replica, the restarted ones included, ready again within 30 s of the last kill
+    // (the lease a killed holder kept lapses within state.lease_ttl).
+    let ports: Vec<u16> = daemons.iter().map(|(_, port)| *port).collect();
+    let ready_again = until("every replica ready again", Duration::from_secs(30), || {
+        ports.iter().all(|port| status(*port, "/readyz") == Some(200))
+    })
+    .await;
 
     // Every notice sent and nothing left in the outbox, within 90 s of the last kill.
     let pool = sqlx::PgPool::connect(&state_url).await.unwrap();
@@ -170,7 +177,7 @@ async fn three_daemons_killed_during_dispatch_deliver_every_notice_once() {
     };
     println!(
         "kill figures: {NOTICES} notices, 3 daemons × {POOL} connections; first mail after {first:?}; kills at {:?} \
-         after start ({} mails at the last); every notice sent {delivered_after_last_kill:?} after the last kill; \
+         after start ({} mails at the last); every replica ready {ready_again:?} after the last kill; every notice sent {delivered_after_last_kill:?} after the last kill; \
          {} mails, {} distinct Message-IDs, {} sent twice (each a mail taken by the server in the instant its \
          sender was killed)",
         kills.iter().map(|k| k.duration_since(started)).collect::<Vec<_>>(),
@@ -288,14 +295,17 @@ async fn postgres_stopped_under_two_daemons_then_started_loses_and_doubles_nothi
         .unwrap();
     }
     pool.close().await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // A 60-second outage (issue "Nothing stalls the daemon"): the daemons live through it.
+    let rest = Duration::from_secs(60).saturating_sub(outage.elapsed()).max(Duration::from_secs(3));
+    tokio::time::sleep(rest).await;
     assert!(a.child_mut().try_wait().unwrap().is_none(), "daemon a died during the outage");
     assert!(b.child_mut().try_wait().unwrap().is_none(), "daemon b died during the outage");
     assert_eq!(status(port_a, "/healthz"), Some(200));
 
     pg.restart();
     let down_for = outage.elapsed();
-    let recovered = until("/readyz 200 on both again", Duration::from_secs(60), || {
+    // Ready again within 30 s of the database's return.
+    let recovered = until("/readyz 200 on both again", Duration::from_secs(30), || {
         status(port_a, "/readyz") == Some(200) && status(port_b, "/readyz") == Some(200)
     })
     .await;
@@ -777,7 +787,8 @@ async fn a_locked_register_view_stops_no_mail() {
         smtp.count() > 0
     })
     .await;
-    while locked.elapsed() < Duration::from_secs(20) {
+    // The lock is held 60 s, as the issue's operator found it.
+    while locked.elapsed() < Duration::from_secs(60) {
         ask();
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
