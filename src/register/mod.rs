@@ -78,6 +78,9 @@ pub struct Register {
     select_since: String,
     select_one: String,
     select_newest: String,
+    /// How long a streamed read (a pass's COPY) may wait for the server's next data: the
+    /// statement timeout, which bounds every other statement, would cut a long pass short.
+    stream_idle: std::time::Duration,
 }
 
 impl Register {
@@ -110,7 +113,9 @@ impl Register {
             },
             Pool::Sqlite(_) => Vec::new(),
         };
-        Ok(Register::with_pool(pool, url, view, features, &copied_as_cast))
+        let mut register = Register::with_pool(pool, url, view, features, &copied_as_cast);
+        register.stream_idle = waits.statement;
+        Ok(register)
     }
 
     /// `copied_as_cast`: the PostgreSQL view's columns COPY may stream without their cast
@@ -134,6 +139,7 @@ impl Register {
         };
         // `view` is validated as a plain identifier by the configuration, so it is safe here.
         Register {
+            stream_idle: Waits::REGISTER.statement,
             sqlite_file: url.sqlite_path().filter(|_| url.engine == Engine::Sqlite),
             pool,
             view: view.to_string(),
@@ -270,7 +276,7 @@ impl Register {
                         format_instant(t)
                     ),
                 };
-                stream_pg_copy(p.clone(), sql).map(move |chunk| chunk.map_err(&error)).boxed()
+                stream_pg_copy(p.clone(), sql, self.stream_idle).map(move |chunk| chunk.map_err(&error)).boxed()
             }
         }
     }
@@ -353,7 +359,7 @@ impl Register {
                     self.copy_select,
                     hex.join(",")
                 );
-                stream_pg_copy(p.clone(), sql)
+                stream_pg_copy(p.clone(), sql, self.stream_idle)
             }
         };
         chunks.map(move |chunk| chunk.map_err(&error)).boxed()

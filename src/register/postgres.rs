@@ -57,7 +57,16 @@ pub(super) fn pg_instant_text(expr: &str) -> String {
 /// takes to send it; COPY streams the rows as the engine's own shell reads them. A read cut short
 /// (the poll stopped listening, or failed) closes its connection instead of returning it to the
 /// pool mid-COPY.
-pub(super) fn stream_pg_copy(pool: sqlx::PgPool, sql: String) -> BoxStream<'static, Result<RowChunk, sqlx::Error>> {
+/// Streams `sql` by COPY on a connection of its own. The statement lasts as long as its reader
+/// takes (a first full pass computes and writes every case while it reads), so the session's
+/// `statement_timeout` is lifted for it and reset after; instead, each wait for the server's next
+/// data is bounded by `idle` (`register.statement_timeout`), and a lock wait stays bounded by
+/// the session's `lock_timeout`.
+pub(super) fn stream_pg_copy(
+    pool: sqlx::PgPool,
+    sql: String,
+    idle: std::time::Duration,
+) -> BoxStream<'static, Result<RowChunk, sqlx::Error>> {
     use futures_util::TryStreamExt;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<RowChunk, sqlx::Error>>(2);
     tokio::spawn(async move {
@@ -69,10 +78,17 @@ pub(super) fn stream_pg_copy(pool: sqlx::PgPool, sql: String) -> BoxStream<'stat
             }
         };
         let read = async {
+            sqlx::query("SET statement_timeout = 0").execute(&mut *conn).await?;
             let mut data = conn.copy_out_raw(&sql).await?;
             let mut lines = CopyLines::default();
             let mut chunk = RowChunk::with_capacity(STREAM_CHUNK);
-            while let Some(bytes) = data.try_next().await? {
+            let silent = || {
+                sqlx::Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("the register sent no data for {} s (register.statement_timeout)", idle.as_secs()),
+                ))
+            };
+            while let Some(bytes) = tokio::time::timeout(idle, data.try_next()).await.map_err(|_| silent())?? {
                 lines.feed(&bytes, &mut chunk)?;
                 if chunk.len() >= STREAM_CHUNK
                     && tx.send(Ok(std::mem::replace(&mut chunk, RowChunk::with_capacity(STREAM_CHUNK)))).await.is_err()
@@ -81,6 +97,8 @@ pub(super) fn stream_pg_copy(pool: sqlx::PgPool, sql: String) -> BoxStream<'stat
                 }
             }
             lines.finish()?;
+            drop(data);
+            sqlx::query("RESET statement_timeout").execute(&mut *conn).await?;
             Ok(chunk.is_empty() || tx.send(Ok(chunk)).await.is_ok())
         };
         let finished = match read.await {

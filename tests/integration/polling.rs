@@ -2143,3 +2143,33 @@ async fn a_half_loaded_view_withdraws_nothing_until_a_second_pass_sees_the_same(
     assert_eq!((poll_state.withdrawals_held_at, poll_state.last_full_pass_on), (None, Some(date(TODAY))));
     app.close().await;
 }
+
+/// A pass reads the register by one COPY for as long as the pass takes (a first full pass
+/// computes and writes every case while it reads): the register's `statement_timeout`, which
+/// bounds every other statement, must not cut it short. Here the reader takes 1.2 s per chunk
+/// with a statement timeout of 1 s; every row arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_reader_outlasts_the_statement_timeout_on_postgres() {
+    use futures_util::TryStreamExt;
+    let pg = postgres::shared();
+    let register_url = pg.fresh_database().await;
+    postgres_register(&register_url, demo_cases(3500, 5, date(TODAY), 0)).await;
+    let url = config::DatabaseUrl::parse(&register_url).unwrap();
+    let waits =
+        fristvakt::db::Waits { statement: std::time::Duration::from_secs(1), lock: std::time::Duration::from_secs(1) };
+    let register = register::Register::connect_waiting(&url, "fristvakt_cases", waits).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut chunks = register.chunks_since(None);
+    let mut rows = 0;
+    while let Some(chunk) = chunks.try_next().await.unwrap() {
+        rows += chunk.len();
+        tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    }
+    println!("read {rows} rows in {:?} with a 1 s statement timeout", started.elapsed());
+    assert_eq!(rows, 3500);
+    assert!(started.elapsed() > std::time::Duration::from_secs(2));
+    // The connection went back with its timeout: a plain statement is still bounded.
+    assert!(register.row("2026-BU-00001").await.is_ok());
+    drop(chunks);
+    register.close().await;
+}
