@@ -349,16 +349,15 @@ impl Register {
                 .boxed()
             }
             Pool::Postgres(p) => {
-                // COPY takes no parameters: the keys are written into the statement in hex,
-                // which holds nothing a literal could be broken out of, and decoded by the
-                // server. `= ANY` of an array computed once lets an index on child_key serve.
-                let hex: Vec<String> = keys.iter().map(|key| format!("'{}'", hex(key.as_bytes()))).collect();
-                let sql = format!(
-                    "COPY ({} WHERE child_key = ANY(ARRAY(SELECT convert_from(decode(k, 'hex'), 'UTF8') \
-                     FROM unnest(CAST(ARRAY[{}] AS text[])) AS k))) TO STDOUT",
-                    self.copy_select,
-                    hex.join(",")
-                );
+                // COPY takes no parameters: the keys are written into the statement as escaped
+                // string constants (`E'…'`, backslash and quote escaped, read the same whatever
+                // standard_conforming_strings is; a child key holds no control character). A
+                // list of constants lets the planner count the keys and use an index on
+                // child_key for a few and hash them for many; keys computed in the statement
+                // (an array of decoded hex) were matched row by row against the whole view:
+                // 1.3 s for 1 000 keys over 100 000 rows, found by the benchmark.
+                let literals: Vec<String> = keys.iter().map(|key| pg_string_constant(key)).collect();
+                let sql = format!("COPY ({} WHERE child_key IN ({})) TO STDOUT", self.copy_select, literals.join(","));
                 stream_pg_copy(p.clone(), sql, self.stream_idle)
             }
         };
@@ -390,13 +389,20 @@ impl Register {
     }
 }
 
-/// `bytes` as lower-case hex digits.
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
-        let _ = write!(out, "{b:02x}");
-        out
-    })
+/// `text` as a PostgreSQL escape string constant, `E'…'`: a backslash and a quote are escaped
+/// with a backslash, which an escape string reads the same whatever `standard_conforming_strings`
+/// says. For text without NUL (a child key holds no control character).
+fn pg_string_constant(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 3);
+    out.push_str("E'");
+    for c in text.chars() {
+        if c == '\\' || c == '\'' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('\'');
+    out
 }
 
 /// A register row's column as text.
