@@ -219,6 +219,23 @@ pub struct DigestRow {
     pub link: String,
 }
 
+impl DigestRow {
+    /// The row of `stored` (open, `days_left` to its legal last day), linked by `mail.case_link`.
+    fn of(settings: &Settings, stored: &StoredDeadline, days_left: i64) -> DigestRow {
+        let deadline = &stored.deadline;
+        DigestRow {
+            case_ref: stored.case_ref.clone(),
+            kind: deadline.kind,
+            due_on: deadline.due_on,
+            nominal_due_on: Some(deadline.nominal_due_on),
+            due_reason: Some(deadline.due_reason.clone()),
+            days_left,
+            caseworker: stored.caseworker.clone(),
+            link: settings.mail.case_link_for(stored.case_ref.as_str()),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KindCount {
     pub kind: Kind,
@@ -274,16 +291,7 @@ pub fn build_digests(settings: &Settings, deadlines: &[StoredDeadline], today: N
             facts.recent.count(deadline, today, 1);
         }
         let Some(days_left) = deadline.days_left(today) else { continue };
-        let row = || DigestRow {
-            case_ref: stored.case_ref.clone(),
-            kind: deadline.kind,
-            due_on: deadline.due_on,
-            nominal_due_on: Some(deadline.nominal_due_on),
-            due_reason: Some(deadline.due_reason.clone()),
-            days_left,
-            caseworker: stored.caseworker.clone(),
-            link: settings.mail.case_link_for(stored.case_ref.as_str()),
-        };
+        let row = || DigestRow::of(settings, stored, days_left);
         if days_left < 0 {
             facts.overdue.push(row());
         } else if days_left <= UPCOMING_DAYS {
@@ -410,16 +418,7 @@ impl DigestFacts {
         if stored.withdrawn || days_left > UPCOMING_DAYS {
             return;
         }
-        let row = DigestRow {
-            case_ref: stored.case_ref.clone(),
-            kind: deadline.kind,
-            due_on: deadline.due_on,
-            nominal_due_on: Some(deadline.nominal_due_on),
-            due_reason: Some(deadline.due_reason.clone()),
-            days_left,
-            caseworker: stored.caseworker.clone(),
-            link: settings.mail.case_link_for(stored.case_ref.as_str()),
-        };
+        let row = DigestRow::of(settings, stored, days_left);
         let max_rows = self.max_rows;
         let facts = self.units.entry(stored.unit.clone()).or_default();
         if days_left < 0 {
