@@ -117,6 +117,8 @@ pub struct App {
     /// asked of the register by the first poll and by each full pass, and otherwise moved on by
     /// the rows a poll computed — every row changed since the last read is read by the next.
     pub(crate) register_newest: std::sync::Mutex<Option<chrono::DateTime<chrono::Utc>>>,
+    /// Whether polls keep the staleness gauge ([`App::watch_register_staleness`]).
+    pub(crate) watches_staleness: AtomicBool,
     /// The last readiness found by the daemon's background check, and when it was found:
     /// `/readyz` answers from it at once, whatever a database does meanwhile.
     checked_readiness: std::sync::Mutex<Option<(std::time::Instant, Result<(), String>)>>,
@@ -190,8 +192,17 @@ impl App {
             rejecting_every_row: std::sync::Mutex::new(None),
             gauges_counted: std::sync::Mutex::new(None),
             register_newest: std::sync::Mutex::new(None),
+            watches_staleness: AtomicBool::new(false),
             checked_readiness: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Makes polls keep the register's staleness gauge: the daemon, whose `/metrics` shows it.
+    /// Asking the register for its newest change reads every row stamped within two days of
+    /// the newest (after a bulk update, every row), so a process that serves no metrics
+    /// (`poll --once`) does not ask: its poll then costs what it reads.
+    pub fn watch_register_staleness(&self) {
+        self.watches_staleness.store(true, Ordering::Relaxed);
     }
 
     /// Records a sign of life of a dispatch run (after every mail).

@@ -188,8 +188,8 @@ struct DeadlineLine<'a> {
 
 /// Prints the deadlines: the state as of the last poll (standard error says when that was),
 /// filtered by the database and streamed, row by row; with `fresh`, or before any poll, the
-/// register read and computed in memory over the stored state (if it cannot be read, the stored
-/// deadlines with a warning). Nothing is written.
+/// register computed as it is read, streamed too (if it cannot be opened, the stored deadlines
+/// with a warning). Nothing is written.
 pub async fn deadlines(
     settings: Arc<Settings>,
     today: Option<NaiveDate>,
@@ -228,13 +228,17 @@ async fn list_deadlines(
             app.state.each_deadline(&query, |d| out.line(&line(&d, today))).await?;
         }
         jobs::show::Source::Register { .. } => {
-            let shown = jobs::show::deadlines(app, at, unit.as_deref()).await?;
-            if let Some(warning) = &shown.warning {
-                eprintln!("warning: {warning}");
-            }
             out.begin()?;
-            for l in shown.deadlines.iter().map(|d| line(d, today)).filter(|l| status.is_none_or(|s| l.status == s)) {
-                out.line(&l)?;
+            let warning = jobs::show::each_deadline_now(app, at, unit.as_deref(), |d| {
+                let l = line(&d, today);
+                if status.is_none_or(|s| l.status == s) {
+                    out.line(&l)?;
+                }
+                Ok::<(), CommandError>(())
+            })
+            .await?;
+            if let Some(warning) = &warning {
+                eprintln!("warning: {warning}");
             }
         }
     }

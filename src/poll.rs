@@ -754,76 +754,107 @@ fn skipped_entry(
     }
 }
 
-/// The deadlines as a poll would store them now, computed in memory and written nowhere (the
-/// show commands): every row of the register read and computed; stored deadlines of rows
-/// skipped as broken are kept as they are, and those of cases no longer in the register are
-/// marked withdrawn, as a full pass would. Sorted by case reference and kind.
-pub async fn current_deadlines(
+/// The deadlines a full pass would store now, computed as the register is read and written
+/// nowhere (the show commands), handed to `each` in the order of the stored listing (case
+/// reference, then kind). The register is read in case-reference order, a chunk at a time with
+/// the other cases of its children, so memory holds one chunk whatever the register's size. A
+/// row skipped as broken gives its stored deadlines as they are; a case no longer in the register
+/// gives nothing, as a full pass withdraws it, unless the view gave no row at all (a full pass
+/// that reads nothing withdraws nothing: then the stored deadlines are given). `first_seen_on`
+/// is not looked up (`None`): nothing shown reads it. Returns the rows read.
+pub async fn each_current_deadline<E: From<PollError> + From<StateError>>(
     register: &Register,
-    stored: Vec<StoredDeadline>,
+    state: &StateStore,
     settings: &Settings,
     (today, now): (NaiveDate, DateTime<Utc>),
-) -> Result<Vec<StoredDeadline>, PollError> {
-    let options = RuleOptions { holiday_rule: settings.calendar.holiday_rule };
-    let mut cases: HashMap<String, CaseRow> = HashMap::new();
-    let mut skipped: HashSet<String> = HashSet::new();
-    let mut chunks = register.chunks_since(None);
+    mut each: impl FnMut(StoredDeadline) -> Result<(), E>,
+) -> Result<u64, E> {
+    let mut rows_read = 0u64;
+    // The chunk's valid cases in the order read; the last is held over to the next chunk, which
+    // may hold the same reference again (the newest row wins, as in a poll).
+    let mut cases: Vec<CaseRow> = Vec::new();
+    let mut broken: Vec<String> = Vec::new();
+    let mut chunks = register.chunks_by_case_ref();
     loop {
-        let chunk = match chunks.try_next().await {
-            Ok(Some(chunk)) => chunk,
-            Ok(None) => break,
+        let next = match chunks.try_next().await {
+            Ok(next) => next,
             Err(e) => {
                 drop(chunks);
-                return Err(register.explain(e).await.into());
+                return Err(PollError::from(register.explain(e).await).into());
             }
         };
-        for row in chunk.rows() {
-            match register::validate_encoded(row, settings.register.max_cell_bytes) {
-                Ok(case) => match cases.get(case.case_ref.as_str()) {
-                    Some(existing) if existing.updated_at > case.updated_at => {}
-                    _ => {
-                        cases.insert(case.case_ref.to_string(), case);
-                    }
-                },
-                Err(rejection) => skipped.extend(rejection.case_ref),
+        let done = next.is_none();
+        if let Some(chunk) = next {
+            rows_read += chunk.len() as u64;
+            for row in chunk.rows() {
+                match register::validate_encoded(row, settings.register.max_cell_bytes) {
+                    Ok(case) => match cases.last_mut() {
+                        Some(last) if last.case_ref == case.case_ref => {
+                            if case.updated_at >= last.updated_at {
+                                *last = case;
+                            }
+                        }
+                        _ => cases.push(case),
+                    },
+                    Err(rejection) => broken.extend(rejection.case_ref),
+                }
             }
+        }
+        let held = if done { None } else { cases.pop() };
+        if !cases.is_empty() || !broken.is_empty() {
+            for deadline in current_of_chunk(register, state, settings, (today, now), &cases, &broken).await? {
+                each(deadline)?;
+            }
+        }
+        cases.clear();
+        broken.clear();
+        cases.extend(held);
+        if done {
+            break;
         }
     }
     drop(chunks);
-    let read_nothing = cases.is_empty() && skipped.is_empty();
-    // The day each deadline was first stored; one not stored yet is first seen today.
-    let first_seen: HashMap<(CaseRef, Kind), Option<NaiveDate>> =
-        stored.iter().map(|d| ((d.case_ref.clone(), d.deadline.kind), d.first_seen_on)).collect();
-    let mut current: Vec<StoredDeadline> = stored
+    if rows_read == 0 {
+        let all = crate::state::ShowQuery { unit: None, status: None, today };
+        state.each_deadline(&all, &mut each).await?;
+    }
+    Ok(rows_read)
+}
+
+/// The current deadlines of one chunk's `cases` (valid rows, in case-reference order) and of its
+/// `broken` rows' stored deadlines, sorted as the stored listing is.
+async fn current_of_chunk(
+    register: &Register,
+    state: &StateStore,
+    settings: &Settings,
+    (today, now): (NaiveDate, DateTime<Utc>),
+    cases: &[CaseRow],
+    broken: &[String],
+) -> Result<Vec<StoredDeadline>, PollError> {
+    let children = if register.features().chains {
+        let by_ref: HashMap<String, (CaseRow, u64)> =
+            cases.iter().map(|case| (case.case_ref.to_string(), (case.clone(), 0))).collect();
+        Children::read(register, settings.register.max_cell_bytes, &by_ref, Vec::new()).await?
+    } else {
+        Children::default()
+    };
+    let (records, _) = compute(settings, (today, now), cases.iter(), &children);
+    let mut current: Vec<StoredDeadline> = records
         .into_iter()
-        .filter(|d| !cases.contains_key(d.case_ref.as_str()))
-        .map(|mut d| {
-            // As a full pass: a case gone from a non-empty view is withdrawn; a broken row keeps
-            // its last good deadlines.
-            if !read_nothing && !skipped.contains(d.case_ref.as_str()) {
-                d.withdrawn = true;
-            }
-            d
+        .map(|r| StoredDeadline {
+            case_ref: r.case_ref,
+            unit: r.unit,
+            caseworker: r.caseworker,
+            child_sex: r.child_sex,
+            deadline: r.deadline,
+            withdrawn: false,
+            first_seen_on: None,
+            child_key: r.child_key,
         })
         .collect();
-    let kept_from = retained_from(settings, now);
-    let by_child = investigations_by_child(cases.values());
-    for case in cases.values() {
-        let others = others_of(case, &by_child);
-        for deadline in
-            rules::deadlines_for(&case.dates, &others, options).into_iter().filter(|d| is_retained(d, kept_from))
-        {
-            current.push(StoredDeadline {
-                case_ref: case.case_ref.clone(),
-                unit: case.unit.clone(),
-                caseworker: case.caseworker.clone(),
-                child_sex: case.child_sex,
-                first_seen_on: first_seen.get(&(case.case_ref.clone(), deadline.kind)).copied().unwrap_or(Some(today)),
-                child_key: chain_key(case, deadline.kind),
-                deadline,
-                withdrawn: false,
-            });
-        }
+    for case_ref in broken {
+        let filter = crate::state::DeadlineFilter { case_ref: Some(case_ref.trim().to_string()), ..Default::default() };
+        current.extend(state.deadlines(&filter).await?);
     }
     current.sort_by(|a, b| (&a.case_ref, a.deadline.kind.as_str()).cmp(&(&b.case_ref, b.deadline.kind.as_str())));
     Ok(current)

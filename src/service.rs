@@ -29,6 +29,7 @@ pub async fn run(settings: Arc<Settings>) -> Result<(), AppError> {
     let holder = format!("{}-{}-{:08x}", hostname(), std::process::id(), rand::random::<u32>());
     let _state_lock = crate::app::lock_sqlite_state(&settings)?;
     let app = Arc::new(App::start(settings.clone(), holder, Utc::now()).await?);
+    app.watch_register_staleness();
     let listener = tokio::net::TcpListener::bind(settings.http.listen)
         .await
         .map_err(|e| AppError::Runtime(format!("http.listen {}: cannot listen: {e}", settings.http.listen)))?;

@@ -81,11 +81,13 @@ async fn poll(app: &App, at: Moment, force_full: bool) -> Result<PollReport, Job
     app.metrics.add_rows(sync.rows_read, &sync.rejected);
     app.metrics.add_withdrawals_held(sync.withdrawals_held);
     *app.rejecting_every_row.lock().unwrap_or_else(|e| e.into_inner()) = rejecting_every_row(&sync);
-    // The register's newest change: asked of the register at the first poll and with the full
-    // pass (a query that reads the recent rows, all of them after a bulk update), otherwise the
-    // newest of what it was and what this poll computed.
+    // The register's newest change, for a process that shows the staleness gauge: asked of the
+    // register at the first poll and with the full pass (a query that reads the recent rows, all
+    // of them after a bulk update), otherwise the newest of what it was and what this poll
+    // computed.
     let known = *app.register_newest.lock().unwrap_or_else(|e| e.into_inner());
     let newest = match known {
+        _ if !app.watches_staleness.load(Ordering::Relaxed) => None,
         Some(known) if !sync.full => Some(sync.newest_computed.map_or(known, |n| n.max(known))),
         _ => register.newest_update().await.ok().flatten(),
     };

@@ -1,8 +1,8 @@
 //! What the show commands (`deadlines`, `explain`, `digest --dry-run`) print: nothing is written
 //! to the state database. `deadlines` and `digest --dry-run` read the state as of the last poll
 //! ([`Source::Stored`]: the filters in the statement, the rows streamed, the digest read as the
-//! digest job reads it); with `--fresh`, or before any poll, they read the whole register and
-//! compute it in memory over the stored state ([`Source::Register`]).
+//! digest job reads it); with `--fresh`, or before any poll, they compute the register as they
+//! read it, in case-reference order, one chunk in memory ([`Source::Register`]).
 
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 
@@ -15,9 +15,10 @@ use crate::explanation::Explanation;
 use crate::jobs::JobError;
 use crate::mail::compose;
 use crate::poll;
+use crate::poll::PollError;
 use crate::register;
 use crate::rules::{self, Kind, RuleOptions};
-use crate::state::{DeadlineFilter, OutboxRow, StoredDeadline};
+use crate::state::{OutboxRow, ShowQuery, StateError, StoredDeadline};
 
 /// Where `deadlines` and `digest --dry-run` take the deadlines from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,34 +58,88 @@ impl Source {
     }
 }
 
-/// Deadlines as of now, and a warning when the register could not be read and the stored
-/// deadlines (as of the last poll) are shown instead.
+/// Why handing on the current deadlines stopped: the computation, or the receiver (`E`).
+enum Stop<E> {
+    Job(JobError),
+    Receiver(E),
+}
+
+impl<E> From<PollError> for Stop<E> {
+    fn from(e: PollError) -> Self {
+        Stop::Job(e.into())
+    }
+}
+
+impl<E> From<StateError> for Stop<E> {
+    fn from(e: StateError) -> Self {
+        Stop::Job(e.into())
+    }
+}
+
+/// Hands `each` every current deadline (of `unit` as stored, upper case; not withdrawn)
+/// computed from the register now, in the stored listing's order, as the register is read
+/// (`poll::each_current_deadline`: one chunk in memory); nothing is written. If the register
+/// cannot be opened, the stored deadlines (as of the last poll) are handed on instead, and the
+/// warning returned says so. Returns it.
+pub async fn each_deadline_now<E: From<JobError>>(
+    app: &App,
+    at: Moment,
+    unit: Option<&str>,
+    mut each: impl FnMut(StoredDeadline) -> Result<(), E>,
+) -> Result<Option<String>, E> {
+    let mut wanted = |d: StoredDeadline| -> Result<(), Stop<E>> {
+        if d.withdrawn || unit.is_some_and(|u| d.unit.as_str() != u) {
+            return Ok(());
+        }
+        each(d).map_err(Stop::Receiver)
+    };
+    let register = match app.register().await {
+        Ok(register) => register,
+        Err(e) => {
+            let stored = ShowQuery { unit: unit.map(str::to_string), status: None, today: at.today };
+            match app.state.each_deadline(&stored, &mut wanted).await {
+                Ok(_) => return Ok(Some(format!("showing stored deadlines; the register could not be read: {e}"))),
+                Err(Stop::Job(e)) => return Err(e.into()),
+                Err(Stop::Receiver(e)) => return Err(e),
+            }
+        }
+    };
+    match poll::each_current_deadline(&register, &app.state, &app.settings, (at.today, at.now), &mut wanted).await {
+        Ok(_) => Ok(None),
+        Err(Stop::Job(e)) => Err(e.into()),
+        Err(Stop::Receiver(e)) => Err(e),
+    }
+}
+
+/// Deadlines as of now (the register computed now), the ones a digest reads: every open one,
+/// those due in the digest's recent period, every investigation with a child's key (chains),
+/// and one of each unit (a unit's manager gets a digest with `digest.send_empty`); and a
+/// warning when the register could not be read and the stored deadlines are shown instead.
 #[derive(Debug)]
 pub struct Shown {
     pub deadlines: Vec<StoredDeadline>,
     pub warning: Option<String>,
 }
 
-/// Every current deadline (of `unit`, if given): the register read in full and computed in
-/// memory over the stored state; the stored deadlines alone if the register cannot be read.
-pub async fn deadlines(app: &App, at: Moment, unit: Option<&str>) -> Result<Shown, JobError> {
-    let all_stored = DeadlineFilter { include_withdrawn: true, ..DeadlineFilter::default() };
-    let stored = app.state.deadlines(&all_stored).await?;
-    let current = match app.register().await {
-        Ok(register) => poll::current_deadlines(&register, stored, &app.settings, (at.today, at.now))
-            .await
-            .map_err(|e| e.to_string()),
-        Err(e) => Err(e.to_string()),
-    };
-    let (all, warning) = match current {
-        Ok(current) => (current, None),
-        // The stored deadlines are read again here rather than copied on every call.
-        Err(e) => (
-            app.state.deadlines(&all_stored).await?,
-            Some(format!("showing stored deadlines; the register could not be read: {e}")),
-        ),
-    };
-    let deadlines = all.into_iter().filter(|d| !d.withdrawn && unit.is_none_or(|u| d.unit.as_str() == u)).collect();
+async fn deadlines_for_digests(app: &App, at: Moment) -> Result<Shown, JobError> {
+    let recent = crate::report::Period::recent(at.today);
+    let mut units = std::collections::HashSet::new();
+    let mut deadlines = Vec::new();
+    let warning = each_deadline_now(app, at, None, |d: StoredDeadline| -> Result<(), JobError> {
+        let new_unit = !units.contains(&d.unit);
+        let wanted = new_unit
+            || !d.deadline.is_closed()
+            || recent.contains(d.deadline.due_on)
+            || (d.deadline.kind == Kind::Investigation && d.child_key.is_some());
+        if new_unit {
+            units.insert(d.unit.clone());
+        }
+        if wanted {
+            deadlines.push(d);
+        }
+        Ok(())
+    })
+    .await?;
     Ok(Shown { deadlines, warning })
 }
 
@@ -103,7 +158,7 @@ pub async fn digest_preview(
             (digest::preview_from_facts(&app.settings, facts, manager), None)
         }
         Source::Register { .. } => {
-            let shown = deadlines(app, at, None).await?;
+            let shown = deadlines_for_digests(app, at).await?;
             (digest::preview(&app.settings, &shown.deadlines, at.today, manager), shown.warning)
         }
     };

@@ -78,6 +78,7 @@ pub struct Register {
     select_since: String,
     select_one: String,
     select_newest: String,
+    select_by_case_ref: String,
     /// How long a streamed read (a pass's COPY) may wait for the server's next data: the
     /// statement timeout, which bounds every other statement, would cut a long pass short.
     stream_idle: std::time::Duration,
@@ -145,6 +146,7 @@ impl Register {
             view: view.to_string(),
             features,
             select_all: format!("SELECT {columns} FROM {view}"),
+            select_by_case_ref: format!("SELECT {columns} FROM {view} ORDER BY case_ref"),
             copy_select: match url.engine {
                 Engine::Sqlite => String::new(),
                 Engine::Postgres => format!("SELECT {} FROM {view}", pg_columns(&features, copied_as_cast)),
@@ -276,6 +278,33 @@ impl Register {
                         format_instant(t)
                     ),
                 };
+                stream_pg_copy(p.clone(), sql, self.stream_idle).map(move |chunk| chunk.map_err(&error)).boxed()
+            }
+        }
+    }
+
+    /// Every row in the byte order of `case_ref`, in chunks as [`Register::chunks_since`] gives
+    /// them: for a reader that computes the rows as they come and prints them in that order
+    /// (`deadlines --fresh`). The engine sorts, or walks the index on `case_ref` that
+    /// docs/register-view.md asks for.
+    pub fn chunks_by_case_ref(&self) -> BoxStream<'_, Result<RowChunk, RegisterError>> {
+        let view = self.view.clone();
+        let error = move |source| RegisterError::Query { view: view.clone(), source };
+        match &self.pool {
+            Pool::Sqlite(_) if self.sqlite_file.is_some() => {
+                let path = self.sqlite_file.clone().unwrap_or_default();
+                stream_sqlite_file(path, self.select_by_case_ref.clone(), Vec::new())
+                    .map(move |chunk| chunk.map_err(&error))
+                    .boxed()
+            }
+            Pool::Sqlite(p) => {
+                let rows = sqlx::query(&self.select_by_case_ref).fetch(p);
+                chunked(rows.map(|row| row.and_then(|row| raw_row(&row))).boxed())
+                    .map(move |c| c.map_err(&error))
+                    .boxed()
+            }
+            Pool::Postgres(p) => {
+                let sql = format!("COPY ({} ORDER BY case_ref COLLATE \"C\") TO STDOUT", self.copy_select);
                 stream_pg_copy(p.clone(), sql, self.stream_idle).map(move |chunk| chunk.map_err(&error)).boxed()
             }
         }

@@ -474,6 +474,77 @@ async fn show_commands_leave_the_state_database_byte_identical() {
     }
 }
 
+/// `deadlines --fresh` computes the register as it reads it, a chunk at a time in `case_ref`
+/// order, and prints what a full pass would then store, line for line: after rows broke (their
+/// stored deadlines, in their place), a case left the register (none of its lines) and another
+/// changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fresh_listing_is_what_a_full_pass_then_stores() {
+    let ws = Workspace::new();
+    let cfg = ws.config("");
+    let settings = ws.settings("");
+    write_demo_register(&settings, 3_000, 5).await;
+    let register = settings.register.url.expose().to_string();
+    let run = |args: &[&str]| {
+        let out = fristvakt(Some(&cfg), args, &[]);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        stdout(&out)
+    };
+    run(&["poll", "--once", "--today", TODAY]);
+    let before = run(&["deadlines", "--format", "json", "--today", TODAY]);
+    let pick = |offset: u32| {
+        format!(
+            "(SELECT case_ref FROM fristvakt_cases WHERE received_on IS NOT NULL ORDER BY case_ref LIMIT 1 OFFSET {offset})"
+        )
+    };
+    let broken: Vec<String> = {
+        let pool = sqlx::SqlitePool::connect(&register).await.unwrap();
+        let mut refs = Vec::new();
+        for offset in [999, 1000, 2500] {
+            let sql = format!("SELECT case_ref FROM fristvakt_cases WHERE case_ref = {}", pick(offset));
+            refs.push(sqlx::query_scalar::<_, String>(&sql).fetch_one(&pool).await.unwrap());
+        }
+        pool.close().await;
+        refs
+    };
+    for case_ref in &broken {
+        sqlite_exec(
+            &register,
+            &format!(
+                "UPDATE fristvakt_cases SET received_on = '2026-02-30', updated_at = '2026-11-25T12:00:00Z' \
+                 WHERE case_ref = '{case_ref}'"
+            ),
+        )
+        .await;
+    }
+    sqlite_exec(&register, &format!("DELETE FROM fristvakt_cases WHERE case_ref = {}", pick(1500))).await;
+    sqlite_exec(
+        &register,
+        &format!(
+            "UPDATE fristvakt_cases SET investigation_opened_on = received_on, updated_at = '2026-11-25T12:00:00Z' \
+             WHERE case_ref = {}",
+            pick(10)
+        ),
+    )
+    .await;
+    let fresh = run(&["deadlines", "--format", "json", "--today", TODAY, "--fresh"]);
+    assert!(fresh != before, "the register's changes show");
+    for case_ref in &broken {
+        assert!(fresh.contains(&format!("\"case_ref\":\"{case_ref}\"")), "{case_ref}: its stored deadlines");
+    }
+    run(&["poll", "--once", "--full", "--today", TODAY]);
+    let stored = run(&["deadlines", "--format", "json", "--today", TODAY]);
+    assert!(fresh == stored, "--fresh differs from what the full pass stored");
+    // The digests from the register computed now (only the deadlines a digest reads are kept)
+    // are those read from the state.
+    for today in [TODAY, "2026-12-02", "2027-01-15"] {
+        let from_state = run(&["digest", "--dry-run", "--today", today]);
+        assert!(from_state.contains("Bromma") || from_state.lines().count() > 20, "{from_state}");
+        let fresh = run(&["digest", "--dry-run", "--today", today, "--fresh"]);
+        assert!(fresh == from_state, "{today}: digest --fresh differs:\n{fresh}\n---\n{from_state}");
+    }
+}
+
 /// `deadlines --unit U` and `--status S` (read from the state as of the last poll, filtered by
 /// the database) print exactly the lines of the unfiltered listing that have that unit and
 /// status, on several days, in JSON and as a table; the unfiltered listing is what `--fresh`
@@ -1586,7 +1657,8 @@ async fn an_incremental_poll_cancels_only_the_notices_of_deadlines_that_closed()
 }
 
 /// The staleness gauge follows the register's newest change: asked of the register by the first
-/// poll, then moved on by the rows each poll computed, without reading the register again.
+/// poll of a process that shows it (the daemon), then moved on by the rows each poll computed,
+/// without reading the register again; a process that shows no metrics never asks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_staleness_gauge_follows_the_newest_change_read() {
     let ws = Workspace::new();
@@ -1602,6 +1674,9 @@ async fn the_staleness_gauge_follows_the_newest_change_read() {
         let line = text.lines().find(|l| l.starts_with("fristvakt_register_staleness_seconds ")).unwrap_or_default();
         line.split(' ').nth(1).and_then(|v| v.parse().ok()).unwrap_or(f64::NAN)
     };
+    poll(&app, today, at(11, 0)).await;
+    assert_eq!(staleness(&app), 0.0, "a process that shows no metrics (poll --once) does not ask the register");
+    app.watch_register_staleness();
     poll(&app, today, at(12, 0)).await;
     assert_eq!(staleness(&app), 7200.0, "2 hours after the newest row");
     sqlite_exec(
