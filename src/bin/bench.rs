@@ -508,9 +508,9 @@ async fn bench_on(engine: Engine, cases: usize, plan: &Plan, dir: &Path) -> Resu
                 return Ok(());
             };
             // Stopped and removed when `server` is dropped, also when a measurement fails.
-            let server = postgres::Server::start(&bin_dir, &dir.join("postgres"))?;
+            let server = postgres::start(&bin_dir)?;
             for database in [REGISTER_DB, STATE_DB, FRESH_STATE_DB] {
-                server.create_database(database).await?;
+                server.create_database(database).await.map_err(anyhow::Error::msg)?;
             }
             bench(&Store::Postgres(&server), cases, plan, dir).await
         }
