@@ -151,9 +151,26 @@ async fn daemon_notifies_systemd_serves_probes_and_metrics_and_stops_cleanly() {
         "fristvakt_smtp_errors_total",
         "fristvakt_digests_sent_total",
         "fristvakt_build_info{",
+        "process_cpu_seconds_total ",
+        "process_resident_memory_bytes ",
+        "process_open_fds ",
+        "process_max_fds ",
+        "process_start_time_seconds ",
     ] {
         assert!(metrics.contains(family), "{family} missing from /metrics:\n{metrics}");
     }
+    // A person opening the address finds the endpoints.
+    let (status, landing) = get(port, "/").unwrap();
+    assert_eq!(status, 200);
+    for link in ["href=\"/healthz\"", "href=\"/readyz\"", "href=\"/metrics\""] {
+        assert!(landing.contains(link), "{link} missing from /:\n{landing}");
+    }
+    // SIGHUP (systemctl reload, a closed terminal) does not stop the daemon.
+    let pid = child.child_mut().id().to_string();
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(child.wait_timeout(Duration::from_millis(10)).is_none(), "SIGHUP killed the daemon");
+    assert_eq!(get(port, "/healthz").map(|r| r.0), Some(200));
     assert!(!metrics.contains("@kommun.example"), "no address in metrics");
     assert!(!metrics.contains("-BU-0"), "no case reference in metrics");
     promtool_check(&metrics);
@@ -184,6 +201,7 @@ async fn daemon_notifies_systemd_serves_probes_and_metrics_and_stops_cleanly() {
     assert_eq!(status.code(), Some(0), "{log}");
     notify.wait_for("STOPPING=1", Duration::from_secs(2));
     // Message-IDs carry the sender's domain; no other address may appear.
+    assert!(log.contains("SIGHUP received and ignored"), "{log}");
     let without_message_ids = log.replace(".fristvakt@kommun.example>", ">");
     assert!(!without_message_ids.contains("@kommun.example"), "no address in the log:\n{log}");
 
@@ -327,7 +345,7 @@ fn the_alert_rules_pass_their_promtool_unit_tests() {
         text
     };
     let checked = run(&["check", "rules", "fristvakt-rules.yml"]);
-    assert!(checked.contains("6 rules found"), "{checked}");
+    assert!(checked.contains("7 rules found"), "{checked}");
     let tested = run(&["test", "rules", "fristvakt-rules.test.yml"]);
     println!("{tested}");
     // Every alert of the rules file has a test that sees it fire.
@@ -337,6 +355,16 @@ fn the_alert_rules_pass_their_promtool_unit_tests() {
         assert!(
             tests.contains(&format!("alertname: {alert}\n        exp_alerts:\n          - ")),
             "no firing test for {alert}"
+        );
+    }
+    // Every alert says what to do: a runbook line naming a command.
+    let alerts = rules.split("- alert: ").skip(1);
+    for alert in alerts {
+        let name = alert.lines().next().unwrap_or_default();
+        let runbook = alert.lines().find_map(|l| l.trim().strip_prefix("runbook: "));
+        assert!(
+            runbook.is_some_and(|r| r.contains("fristvakt") || r.contains("journalctl")),
+            "{name} has no runbook annotation"
         );
     }
 }
