@@ -156,6 +156,7 @@ async fn why_not_connected(options: &PgConnectOptions, e: sqlx::Error) -> sqlx::
             })
             .await;
             match attempt {
+                Ok(Err(sqlx::Error::Io(e))) => e.to_string(),
                 Ok(Err(e)) => e.to_string(),
                 Ok(Ok(())) => "no connection within 10 s (the server is slow or at its connection limit)".to_string(),
                 Err(_) => "no answer within 10 s (a firewall dropping packets, or a server that hangs?)".to_string(),
