@@ -97,6 +97,8 @@ pub struct App {
     register: RwLock<Option<Arc<Register>>>,
     /// Each daemon job's own sign of life, judged by the watchdog one by one.
     pub progress: Progress,
+    /// When this process built its application (`process_start_time_seconds`).
+    pub started: DateTime<Utc>,
     /// Signs of life given so far by dispatch runs (one a mail).
     beats: AtomicU64,
     /// Polls failed in a row; after a few, the poll lease is given up for a healthy replica.
@@ -133,7 +135,7 @@ impl App {
         holder: impl Into<String>,
         now: DateTime<Utc>,
     ) -> Result<App, AppError> {
-        let (schedule, mailer) = prepare(&settings)?;
+        let (schedule, mailer) = prepare(&settings, true)?;
         seed_demo_register(&settings, Moment::at(now, settings.timezone).today).await?;
         let state = StateStore::connect_waiting(&settings.state.url, settings.state.waits).await?;
         if settings.state.migrate_on_start {
@@ -146,7 +148,7 @@ impl App {
     /// --dry-run`): nothing is written to the state database. A SQLite state file that does
     /// not exist yet is read as an empty state (in memory).
     pub async fn open_for_reading(settings: Arc<Settings>, now: DateTime<Utc>) -> Result<App, AppError> {
-        let (schedule, mailer) = prepare(&settings)?;
+        let (schedule, mailer) = prepare(&settings, false)?;
         seed_demo_register(&settings, Moment::at(now, settings.timezone).today).await?;
         let url = &settings.state.url;
         let missing = url.engine == Engine::Sqlite && url.sqlite_path().is_some_and(|p| !p.exists());
@@ -185,6 +187,7 @@ impl App {
             shutdown: CancellationToken::new(),
             register: RwLock::new(None),
             progress: Progress::new(now),
+            started: now,
             beats: AtomicU64::new(0),
             poll_failures: AtomicU32::new(0),
             sole_daemon: AtomicBool::new(false),
@@ -437,11 +440,15 @@ pub fn lock_sqlite_state(settings: &Settings) -> Result<Option<StateLock>, AppEr
     }
 }
 
-/// The start-up steps shared by every way of building the application.
-fn prepare(settings: &Settings) -> Result<(DigestSchedule, Mailer), AppError> {
+/// The start-up steps shared by every way of building the application. `writes` is false for
+/// the show commands: they send nothing, so the file transport's directory is not created.
+fn prepare(settings: &Settings, writes: bool) -> Result<(DigestSchedule, Mailer), AppError> {
     let schedule =
         DigestSchedule::from_settings(settings).map_err(|e| AppError::Config(format!("digest.cron: {e}")))?;
     mail::compose::check_templates(settings).map_err(|e| AppError::Config(e.to_string()))?;
+    if !writes && settings.mail.transport == crate::config::Transport::File {
+        return Ok((schedule, Mailer::File { dir: settings.mail.file_dir.clone() }));
+    }
     let mailer = Mailer::from_settings(&settings.mail).map_err(|e| match e {
         MailerError::Tls { .. } => AppError::Config(e.to_string()),
         MailerError::FileDir { .. } => AppError::Runtime(e.to_string()),

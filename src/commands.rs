@@ -17,6 +17,8 @@ use crate::register::{self, RegisterError};
 use crate::report;
 use crate::rules::{Kind, Status};
 use crate::state::{OutboxState, RetryOutcome, ShowQuery, StateError, StateStore, StoredDeadline};
+use crate::terminal;
+use crate::{say, warn_user};
 
 /// Why a command failed; each maps to an exit code.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +35,9 @@ pub enum CommandError {
     Job(#[from] JobError),
     #[error("{0}")]
     Runtime(String),
+    /// The reader of standard output went away (`| head`): the output ends quietly, exit 0.
+    #[error("the output was closed")]
+    OutputClosed,
 }
 
 impl From<AppError> for CommandError {
@@ -52,6 +57,7 @@ impl CommandError {
         match self {
             CommandError::Config(_) => 78,
             CommandError::Usage(_) => 2,
+            CommandError::OutputClosed => 0,
             _ => 1,
         }
     }
@@ -82,15 +88,29 @@ pub async fn migrate(settings: &Settings) -> Result<(), CommandError> {
     let state = StateStore::connect(&settings.state.url).await?;
     state.migrate().await?;
     state.close().await;
-    println!("state database {} is up to date", settings.state.url.redacted());
+    say!("state database {} is up to date", settings.state.url.redacted());
     Ok(())
 }
 
 /// One poll, as the daemon's: under the poll lease, read the register, compute, record the
 /// notices due, send what the outbox holds, and exit.
-pub async fn poll_once(settings: Arc<Settings>, today: Option<NaiveDate>, full: bool) -> Result<(), CommandError> {
+/// With `dry_run`, nothing is written or sent: what the poll would mail is printed
+/// ([`jobs::show::poll_preview`]).
+pub async fn poll_once(
+    settings: Arc<Settings>,
+    today: Option<NaiveDate>,
+    full: bool,
+    dry_run: bool,
+) -> Result<(), CommandError> {
     let now = Utc::now();
     let at = Moment::from_option(today, now, settings.timezone);
+    if dry_run {
+        let horizon = settings.ladders.first_sight_horizon_days;
+        let app = App::open_for_reading(settings, now).await?;
+        let preview = jobs::show::poll_preview(&app, at).await;
+        app.close_connections().await;
+        return terminal::print_text(&preview?.text(at.today, horizon)).map_err(output_error);
+    }
     // Holding a SQLite state's lock proves that no daemon uses the state: a poll lease left by
     // a daemon's crash is taken over at once (with a daemon running, the lock is its own).
     let state_lock = crate::app::lock_sqlite_state(&settings).ok().flatten();
@@ -106,10 +126,10 @@ pub async fn poll_once(settings: Arc<Settings>, today: Option<NaiveDate>, full: 
 async fn poll_and_send(app: &App, at: Moment, full: bool) -> Result<(), CommandError> {
     let poll = if full { jobs::full_pass::run_once(app, at).await? } else { jobs::poll::scheduled(app, at).await? };
     let Some(PollReport { sync, ladder }) = poll else {
-        println!("another fristvakt holds the poll lease; not polling (its poll covers this one)");
+        say!("another fristvakt holds the poll lease; not polling (its poll covers this one)");
         return Ok(());
     };
-    println!(
+    say!(
         "poll {} for {}: read {} row(s), skipped {} broken, stored {} deadline(s), withdrew {}, recorded {} notice(s) ({} skipped steps)",
         if sync.full { "(full pass)" } else { "(incremental)" },
         at.today,
@@ -133,7 +153,7 @@ async fn poll_and_send(app: &App, at: Moment, full: bool) -> Result<(), CommandE
         }
     }
     let errors: Vec<String> = sent.errors.iter().map(|(class, n)| format!("{class}={n}")).collect();
-    println!(
+    say!(
         "mail: sent {}, retrying {}, given up {}, waiting for the sending window {}{} in {runs} run(s)",
         sent.total_sent(),
         sent.total_retrying(),
@@ -162,11 +182,23 @@ pub async fn send_test_mail(settings: &Settings, to: &str) -> Result<(), Command
         MailerError::FileDir { .. } => CommandError::Runtime(e.to_string()),
     })?;
     let message = mail::render_test_mail(settings, &address).map_err(|e| CommandError::Runtime(e.to_string()))?;
-    mailer.send(&message).await.map_err(|e| CommandError::Runtime(format!("the test mail was not sent: {e}")))?;
+    let endpoint = match &mailer {
+        Mailer::File { dir } => format!("the directory {}", dir.display()),
+        Mailer::Smtp(_) => format!(
+            "the mail server {}:{} (mail.smtp.host, mail.smtp.port; tls {})",
+            settings.mail.smtp.host,
+            settings.mail.smtp.port,
+            settings.mail.smtp.tls.as_str()
+        ),
+    };
+    mailer
+        .send(&message)
+        .await
+        .map_err(|e| CommandError::Runtime(format!("the test mail was not sent to {endpoint}: {e}")))?;
     match &mailer {
-        Mailer::File { dir } => println!("test mail to {address} written to {}", dir.display()),
+        Mailer::File { dir } => say!("test mail to {address} written to {}", dir.display()),
         Mailer::Smtp(_) => {
-            println!("test mail to {address} accepted by {}:{}", settings.mail.smtp.host, settings.mail.smtp.port)
+            say!("test mail to {address} accepted by {}:{}", settings.mail.smtp.host, settings.mail.smtp.port)
         }
     }
     Ok(())
@@ -217,10 +249,11 @@ async fn list_deadlines(
     let today = at.today;
     let source = jobs::show::Source::choose(app, fresh).await?;
     if let Some(note) = source.note() {
-        eprintln!("{note}");
+        warn_user!("{note}");
     }
     let stdout = std::io::stdout();
     let mut out = Lines { out: BufWriter::new(stdout.lock()), format, written: 0 };
+    let asked_unit = unit.clone();
     match source {
         jobs::show::Source::Stored { .. } => {
             let query = ShowQuery { unit, status, today };
@@ -238,11 +271,43 @@ async fn list_deadlines(
             })
             .await?;
             if let Some(warning) = &warning {
-                eprintln!("warning: {warning}");
+                warn_user!("warning: {warning}");
             }
         }
     }
-    out.end()
+    let written = out.written;
+    out.end()?;
+    match asked_unit {
+        Some(unit) if written == 0 => check_unit_known(app, &unit).await,
+        _ => Ok(()),
+    }
+}
+
+/// `--unit` with nothing listed: a code that neither the configuration nor any stored deadline
+/// knows is a usage error (exit 2) that says so, with the known codes that differ only in case;
+/// a known unit with nothing to list is said on standard error.
+async fn check_unit_known(app: &App, unit: &str) -> Result<(), CommandError> {
+    let mut known: Vec<String> =
+        app.state.units_with_deadlines().await?.iter().map(|u| u.as_str().to_string()).collect();
+    known.extend(app.settings.units.units.keys().map(|u| u.as_str().to_string()));
+    known.sort();
+    known.dedup();
+    if known.iter().any(|k| k == unit) {
+        warn_user!("no deadline of unit {unit} matches");
+        return Ok(());
+    }
+    let like: Vec<&str> = known.iter().filter(|k| k.eq_ignore_ascii_case(unit)).map(String::as_str).collect();
+    let hint = if like.is_empty() {
+        let shown: Vec<&str> = known.iter().take(20).map(String::as_str).collect();
+        if shown.is_empty() {
+            String::from("no unit is known yet (no poll has stored a deadline)")
+        } else {
+            format!("known units: {}{}", shown.join(", "), if known.len() > 20 { ", …" } else { "" })
+        }
+    } else {
+        format!("did you mean {}?", like.join(" or "))
+    };
+    Err(CommandError::Usage(format!("--unit {unit}: unknown unit (unit codes are case-sensitive); {hint}")))
 }
 
 /// `deadlines` output, written as each line comes: a table, or a JSON array one object a line.
@@ -252,8 +317,13 @@ struct Lines<W: Write> {
     written: u64,
 }
 
-fn output_error(e: std::io::Error) -> CommandError {
-    CommandError::Runtime(format!("cannot write the output: {e}"))
+/// An error writing the output: a closed pipe ends it quietly ([`CommandError::OutputClosed`]).
+pub fn output_error(e: std::io::Error) -> CommandError {
+    if terminal::is_closed_pipe(&e) {
+        CommandError::OutputClosed
+    } else {
+        CommandError::Runtime(format!("cannot write the output: {e}"))
+    }
 }
 
 impl<W: Write> Lines<W> {
@@ -320,7 +390,7 @@ pub async fn digest_dry_run(
     let preview = async {
         let source = jobs::show::Source::choose(&app, fresh).await?;
         if let Some(note) = source.note() {
-            eprintln!("{note}");
+            warn_user!("{note}");
         }
         jobs::show::digest_preview(&app, at, manager.as_ref(), source).await
     }
@@ -328,9 +398,9 @@ pub async fn digest_dry_run(
     app.close_connections().await;
     let preview = preview?;
     if let Some(warning) = &preview.warning {
-        eprintln!("warning: {warning}");
+        warn_user!("warning: {warning}");
     }
-    print!("{}", preview.text);
+    terminal::print_text(&preview.text).map_err(output_error)?;
     Ok(())
 }
 
@@ -366,7 +436,7 @@ pub async fn demo_data(
     let options = DemoOptions { cases, seed, today, broken };
     let written =
         demo::write_demo_cases(&settings.register.url, &settings.register.view, demo::generate(&options)).await?;
-    println!(
+    say!(
         "wrote {written} demo case(s) ({broken} deliberately broken) to {} view {}",
         settings.register.url.redacted(),
         settings.register.view
@@ -424,7 +494,7 @@ pub async fn explain(settings: Arc<Settings>, case_ref: &str, today: Option<Naiv
         }
         steps
     });
-    print!("{text}");
+    terminal::print_text(&text).map_err(output_error)?;
     Ok(())
 }
 
@@ -437,7 +507,7 @@ pub async fn outbox_list(settings: Arc<Settings>, state: Option<OutboxState>, li
     let rows = rows?;
     let stdout = std::io::stdout();
     let mut out = BufWriter::new(stdout.lock());
-    let io = |e: std::io::Error| CommandError::Runtime(format!("cannot write the output: {e}"));
+    let io = output_error;
     writeln!(out, "{:<60} {:<9} {:>8} {:<20} {:<20} LAST_ERROR", "KEY", "STATE", "ATTEMPTS", "CREATED", "NEXT_ATTEMPT")
         .map_err(io)?;
     for row in &rows {
@@ -456,9 +526,76 @@ pub async fn outbox_list(settings: Arc<Settings>, state: Option<OutboxState>, li
     }
     out.flush().map_err(io)?;
     if rows.is_empty() {
-        eprintln!("no outbox rows{}", state.map(|s| format!(" in state {}", s.as_str())).unwrap_or_default());
+        warn_user!("no outbox rows{}", state.map(|s| format!(" in state {}", s.as_str())).unwrap_or_default());
     }
     Ok(())
+}
+
+/// `outbox show KEY`: one outbox row — state, attempts, the recipients and each one's outcome
+/// with the server's answer, and the mail as it would be rendered now. Nothing is written.
+pub async fn outbox_show(settings: Arc<Settings>, key: &str) -> Result<(), CommandError> {
+    let now = Utc::now();
+    let app = App::open_for_reading(settings.clone(), now).await?;
+    let row = app.state.outbox_row(key).await;
+    app.close_connections().await;
+    let Some(row) = row? else {
+        return Err(CommandError::Usage(format!("no outbox row has the key {key} (see outbox list)")));
+    };
+    let today = Moment::at(now, settings.timezone).today;
+    let mut text = String::new();
+    let stamp = |t: chrono::DateTime<Utc>| t.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    text.push_str(&format!("key:          {}\n", row.notice_key));
+    text.push_str(&format!("state:        {}\n", row.state.as_str()));
+    text.push_str(&format!("attempts:     {}\n", row.attempts));
+    text.push_str(&format!("created:      {}\n", stamp(row.created_at)));
+    text.push_str(&format!("not before:   {}\n", stamp(row.not_before)));
+    text.push_str(&format!("message-id:   {}\n", row.message_id));
+    text.push_str(&format!("last error:   {}\n", row.last_error.as_deref().unwrap_or("-")));
+    text.push_str("recipients:\n");
+    if row.recipients.is_empty() {
+        text.push_str("  (none: a skipped step is recorded, never sent)\n");
+    }
+    for r in &row.recipients {
+        let outcome = match row.deliveries.iter().find(|d| d.address == r.address) {
+            Some(d) => format!(
+                "{} at {}{}",
+                match d.outcome {
+                    crate::state::DeliveryOutcome::Delivered => "delivered",
+                    crate::state::DeliveryOutcome::Refused => "refused",
+                },
+                stamp(d.at),
+                d.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default()
+            ),
+            None => "not yet settled".to_string(),
+        };
+        text.push_str(&format!("  {} ({}): {outcome}\n", r.address, r.role.as_str()));
+    }
+    for r in &row.replaces {
+        text.push_str(&format!("  instead of {} ({})\n", r.address, r.role.as_str()));
+    }
+    let message = match &row.payload {
+        crate::state::OutboxPayload::Notice(Some(payload)) => Some(mail::compose::compose_notice_instead_of(
+            &settings,
+            payload,
+            &row.recipients,
+            &row.replaces,
+            today,
+            &row.message_id,
+        )),
+        crate::state::OutboxPayload::Digest(digest) => {
+            Some(mail::compose::compose_digest(&settings, digest, &row.message_id))
+        }
+        _ => None,
+    };
+    match message {
+        Some(Ok(message)) => {
+            text.push_str(&format!("\nthe mail, rendered as of {today}:\n\n"));
+            text.push_str(&String::from_utf8_lossy(&message.formatted()));
+        }
+        Some(Err(e)) => text.push_str(&format!("\nthe mail cannot be rendered: {e}\n")),
+        None => text.push_str("\nno mail: this row is a record, not a message\n"),
+    }
+    terminal::print_text(&text).map_err(output_error)
 }
 
 /// `outbox retry`: puts dead rows (the given keys, or every dead row) back to pending, once
@@ -474,13 +611,13 @@ pub async fn outbox_retry(settings: Arc<Settings>, keys: Vec<String>, all_dead: 
             match app.state.retry_dead(key, now).await? {
                 RetryOutcome::Requeued => {
                     requeued += 1;
-                    println!("{key}: pending again");
+                    say!("{key}: pending again");
                 }
-                RetryOutcome::NotDead(state) => println!("{key}: left as it is ({}, not dead)", state.as_str()),
+                RetryOutcome::NotDead(state) => say!("{key}: left as it is ({}, not dead)", state.as_str()),
                 RetryOutcome::Unknown => unknown.push(key.as_str()),
             }
         }
-        println!("{requeued} dead row(s) put back to pending; the daemon sends them at its next dispatch");
+        say!("{requeued} dead row(s) put back to pending; the daemon sends them at its next dispatch");
         if unknown.is_empty() {
             Ok(())
         } else {
@@ -509,6 +646,8 @@ pub struct ReportArgs {
     pub today: Option<NaiveDate>,
     pub by: Vec<report::Dimension>,
     pub format: ReportFormat,
+    /// The CSV flavour (`--csv-dialect`).
+    pub csv_dialect: report::render::CsvDialect,
     /// Written there instead of standard output.
     pub output: Option<std::path::PathBuf>,
     /// False with `--no-suppress` (internal use; the output says so).
@@ -540,9 +679,8 @@ pub async fn report_compliance(settings: Arc<Settings>, args: ReportArgs) -> Res
     let words = report::render::Words::new(args.language.unwrap_or(settings.mail.language));
     let text = match args.format {
         ReportFormat::Table => report::render::table(&report, &words),
-        ReportFormat::Csv => {
-            report::render::csv(&report).map_err(|e| CommandError::Runtime(format!("cannot write CSV: {e}")))?
-        }
+        ReportFormat::Csv => report::render::csv(&report, args.csv_dialect)
+            .map_err(|e| CommandError::Runtime(format!("cannot write CSV: {e}")))?,
         ReportFormat::Json => {
             let mut json = report::render::json(&report).map_err(|e| CommandError::Runtime(e.to_string()))?;
             json.push('\n');
@@ -562,14 +700,11 @@ pub async fn report_compliance(settings: Arc<Settings>, args: ReportArgs) -> Res
         Some(path) => std::fs::write(path, text)
             .map_err(|e| CommandError::Runtime(format!("cannot write {}: {e}", path.display())))?,
         None => {
-            let mut out = std::io::stdout().lock();
-            out.write_all(text.as_bytes())
-                .and_then(|()| out.flush())
-                .map_err(|e| CommandError::Runtime(format!("cannot write the output: {e}")))?;
+            terminal::print_text(&text).map_err(output_error)?;
         }
     }
     if !args.suppress {
-        eprintln!("warning: small groups are not suppressed (--no-suppress): for internal use only");
+        warn_user!("warning: small groups are not suppressed (--no-suppress): for internal use only");
     }
     Ok(())
 }

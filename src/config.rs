@@ -369,6 +369,17 @@ pub enum Tls {
     None,
 }
 
+impl Tls {
+    /// The configuration's word for it (`mail.smtp.tls`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tls::StartTls => "starttls",
+            Tls::Implicit => "tls",
+            Tls::None => "none",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct MailSettings {
     pub from: EmailAddress,
@@ -401,6 +412,9 @@ pub struct SmtpSettings {
     pub tls: Tls,
     pub username: Option<String>,
     pub password: Option<Secret>,
+    /// Where the password was read from when that is not `password_file` itself: outside
+    /// systemd, the unit's `LoadCredential=` source (`check-config` says so).
+    pub password_note: Option<String>,
     pub timeout: Duration,
     /// How long the reply to a message's final `.` is awaited (RFC 5321 §4.5.3.2.6: 10 min).
     pub data_timeout: Duration,
@@ -535,9 +549,7 @@ pub fn load_with_env(
     let mut builder =
         config::Config::builder().add_source(config::File::from_str(DEFAULT_TOML, config::FileFormat::Toml));
     if let Some(path) = file {
-        if !path.is_file() {
-            return Err(single("--config", format!("cannot read {}: no such file", path.display())));
-        }
+        crate::access::check_readable(path).map_err(|message| single("--config", message))?;
         builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
     }
     let builder = builder.add_source(
@@ -775,7 +787,7 @@ fn validate(tree: &Value, base_dir: Option<&Path>) -> Result<Settings, ConfigErr
     let holiday_rule = r.bool("calendar.holiday_rule");
     let mail = read_mail(&mut r, base_dir);
     let listen = r.parsed("http.listen", |s| {
-        s.parse::<SocketAddr>().map_err(|_| format!("{s:?} is not an address like 127.0.0.1:9187"))
+        s.parse::<SocketAddr>().map_err(|_| format!("{s:?} is not an address like 127.0.0.1:8947"))
     });
     let digest = read_digest(&mut r);
     let min_group = r.integer("report.min_group", 1, 1_000_000);
@@ -954,7 +966,8 @@ fn read_mail(r: &mut Reader, base_dir: Option<&Path>) -> Option<MailSettings> {
             Some(d)
         }
     });
-    let password = read_password(r, base_dir, transport == Some(Transport::Smtp) && username.is_some());
+    let (password, password_note) =
+        read_password(r, base_dir, transport == Some(Transport::Smtp) && username.is_some());
 
     if transport == Some(Transport::Smtp) {
         if let (Some(Tls::None), Some(host)) = (tls, &host) {
@@ -992,6 +1005,7 @@ fn read_mail(r: &mut Reader, base_dir: Option<&Path>) -> Option<MailSettings> {
             tls: tls?,
             username,
             password,
+            password_note,
             timeout: timeout?,
             data_timeout: data_timeout?,
             pool_size: pool_size?,
@@ -1001,38 +1015,71 @@ fn read_mail(r: &mut Reader, base_dir: Option<&Path>) -> Option<MailSettings> {
 
 /// The SMTP password: `mail.smtp.password` (environment `FRISTVAKT__MAIL__SMTP__PASSWORD`) or the
 /// file named by `mail.smtp.password_file` (a systemd credential). Never read from a logged value.
-fn read_password(r: &mut Reader, base_dir: Option<&Path>, needed: bool) -> Option<Secret> {
+///
+/// A credential path (`/run/credentials/UNIT/NAME`) exists only while the service runs; outside
+/// it (no `CREDENTIALS_DIRECTORY`: `sudo fristvakt check-config` before the first start) the
+/// password is read from the unit's `LoadCredential=NAME:SOURCE`, and the note says so.
+fn read_password(r: &mut Reader, base_dir: Option<&Path>, needed: bool) -> (Option<Secret>, Option<String>) {
     // The environment may hold a password of digits, which the layering parses as a number.
     if r.get("mail.smtp.password").is_some() {
         if let Some(s) = r.string("mail.smtp.password").filter(|s| !s.is_empty()) {
-            return Some(Secret(s));
+            return (Some(Secret(s)), None);
         }
     }
-    let file = r.optional_string("mail.smtp.password_file");
-    match file {
-        Some(file) => {
-            let path = resolve(base_dir, Path::new(&file));
-            match std::fs::read_to_string(&path) {
-                Ok(s) if !s.trim().is_empty() => Some(Secret(s.trim_end_matches(['\r', '\n']).to_string())),
-                Ok(_) if needed => {
-                    r.problem("mail.smtp.password_file", format!("{} is empty", path.display()));
-                    None
-                }
-                Err(e) if needed => {
-                    r.problem("mail.smtp.password_file", format!("cannot read {}: {e}", path.display()));
-                    None
-                }
-                _ => None,
-            }
-        }
-        None if needed => {
+    let key = "mail.smtp.password_file";
+    let Some(file) = r.optional_string(key) else {
+        if needed {
             r.problem(
-                "mail.smtp.password_file",
+                key,
                 "mail.smtp.username is set but no password: set password_file or FRISTVAKT__MAIL__SMTP__PASSWORD",
             );
-            None
         }
-        None => None,
+        return (None, None);
+    };
+    let path = resolve(base_dir, Path::new(&file));
+    let outside_service = std::env::var_os("CREDENTIALS_DIRECTORY").is_none();
+    let (read_from, note) = match crate::access::credential_of(&path).filter(|_| outside_service && !path.exists()) {
+        Some((unit, name)) => match crate::access::credential_source(&unit, &name) {
+            Some(source) => {
+                let note = format!(
+                    "{key}: {} exists only while {unit} runs; read from its LoadCredential= source {}",
+                    path.display(),
+                    source.display()
+                );
+                (source, Some(note))
+            }
+            None => {
+                if needed {
+                    r.problem(
+                        key,
+                        format!(
+                            "cannot read {}: no such file; it is a systemd credential, present only while {unit} \
+                             runs, and no LoadCredential={name}:… line of {unit} was found to read instead \
+                             (install the unit, or set FRISTVAKT__MAIL__SMTP__PASSWORD to check outside the service)",
+                            path.display()
+                        ),
+                    );
+                }
+                return (None, None);
+            }
+        },
+        None => (path.clone(), None),
+    };
+    match std::fs::read_to_string(&read_from) {
+        Ok(s) if !s.trim().is_empty() => (Some(Secret(s.trim_end_matches(['\r', '\n']).to_string())), note),
+        Ok(_) if needed => {
+            r.problem(key, format!("{} is empty", read_from.display()));
+            (None, None)
+        }
+        Err(e) if needed => {
+            let mut message = crate::access::read_error(&read_from, &e);
+            if let Some(note) = note {
+                message = format!("{message} ({note}; run check-config as root)");
+            }
+            r.problem(key, message);
+            (None, None)
+        }
+        _ => (None, None),
     }
 }
 

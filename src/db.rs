@@ -125,9 +125,15 @@ impl Pool {
                     Access::Owned { .. } => options,
                     Access::ReadOnly => options.options([("default_transaction_read_only", "on")]),
                 };
-                let pool =
-                    PgPoolOptions::new().max_connections(max).acquire_timeout(timeout).connect_with(options).await?;
-                Ok(Pool::Postgres(pool))
+                let opened = PgPoolOptions::new()
+                    .max_connections(max)
+                    .acquire_timeout(timeout)
+                    .connect_with(options.clone())
+                    .await;
+                match opened {
+                    Ok(pool) => Ok(Pool::Postgres(pool)),
+                    Err(e) => Err(why_not_connected(&options, e).await),
+                }
             }
         }
     }
@@ -135,6 +141,30 @@ impl Pool {
     pub(crate) async fn close(&self) {
         with_pool!(self, p => p.close().await)
     }
+}
+
+/// A PostgreSQL pool that could not connect says only "pool timed out" (it retries until its
+/// acquire timeout): one connection is tried once more, bounded, to learn the cause (refused,
+/// no such host, authentication…), and the error names the server's host and port with it.
+async fn why_not_connected(options: &PgConnectOptions, e: sqlx::Error) -> sqlx::Error {
+    let endpoint = format!("{}:{}", options.get_host(), options.get_port());
+    let cause = match e {
+        sqlx::Error::PoolTimedOut => {
+            let attempt = tokio::time::timeout(Duration::from_secs(5), async {
+                use sqlx::ConnectOptions;
+                options.connect().await.map(drop)
+            })
+            .await;
+            match attempt {
+                Ok(Err(sqlx::Error::Io(e))) => e.to_string(),
+                Ok(Err(e)) => e.to_string(),
+                Ok(Ok(())) => "no connection within 10 s (the server is slow or at its connection limit)".to_string(),
+                Err(_) => "no answer within 10 s (a firewall dropping packets, or a server that hangs?)".to_string(),
+            }
+        }
+        other => other.to_string(),
+    };
+    sqlx::Error::Io(std::io::Error::other(format!("cannot connect to PostgreSQL at {endpoint}: {cause}")))
 }
 
 /// An instant as RFC 3339 UTC text with microseconds: the register contract's form of

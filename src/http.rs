@@ -1,4 +1,5 @@
-//! HTTP for operations: `/healthz`, `/readyz` and `/metrics` (contract §6).
+//! HTTP for operations: `/healthz`, `/readyz` and `/metrics` (contract §6), and a page at `/`
+//! that links them.
 
 use std::sync::Arc;
 
@@ -13,10 +14,28 @@ use crate::app::App;
 /// The router; the application carries the probes and the metrics.
 pub fn router(shared: Arc<App>) -> Router {
     Router::new()
+        .route("/", get(landing))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(shared)
+}
+
+/// A page for a person who opens the address in a browser: what this is, and the endpoints.
+async fn landing() -> Response {
+    let page = concat!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>fristvakt</title></head>\n",
+        "<body><h1>fristvakt ",
+        env!("CARGO_PKG_VERSION"),
+        "</h1>\n<p>Watches the statutory deadlines of child-welfare cases.</p>\n<ul>\n",
+        "<li><a href=\"/healthz\">/healthz</a>: 200 while the process lives</li>\n",
+        "<li><a href=\"/readyz\">/readyz</a>: 200 when the databases answer and the last poll is recent, ",
+        "else 503 with the reason</li>\n",
+        "<li><a href=\"/metrics\">/metrics</a>: Prometheus metrics</li>\n",
+        "</ul>\n<p>Documentation: <code>man fristvakt</code>, /usr/share/doc/fristvakt/README.md</p>\n",
+        "</body></html>\n"
+    );
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], page).into_response()
 }
 
 /// 200 while the process lives.
@@ -41,7 +60,7 @@ async fn metrics(State(shared): State<Arc<App>>) -> Response {
     shared.refresh_gauges().await;
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        shared.metrics.render() + &shared.delivery_metrics.render(),
+        shared.metrics.render() + &shared.delivery_metrics.render() + &crate::metrics::process_metrics(shared.started),
     )
         .into_response()
 }

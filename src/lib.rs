@@ -4,8 +4,10 @@
 //! The law lives in [`rules`], a pure module; everything else is I/O around it. See
 //! ARCHITECTURE.md for the map.
 
+pub mod access;
 pub mod app;
 pub mod catalogue;
+pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod db;
@@ -26,3 +28,4 @@ pub mod send_window;
 pub mod service;
 pub mod state;
 pub mod telemetry;
+pub mod terminal;

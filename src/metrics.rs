@@ -15,6 +15,8 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+
 use prometheus_client::encoding::{prometheus_text, EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -423,6 +425,52 @@ impl Metrics {
         }
         out
     }
+}
+
+/// The standard `process_*` families of Prometheus' client libraries (CPU time, memory, file
+/// descriptors, start time), read from `/proc/self` at each scrape: what the unit's
+/// `ProcSubset=pid` leaves visible. The start time is the daemon's own (`/proc/stat`'s boot
+/// time is hidden). Families whose source cannot be read are left out.
+pub fn process_metrics(started: DateTime<Utc>) -> String {
+    let mut out = String::with_capacity(1024);
+    let mut family = |name: &str, kind: &str, help: &str, value: Option<f64>| {
+        if let Some(v) = value {
+            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"));
+        }
+    };
+    let stat = std::fs::read_to_string("/proc/self/stat").ok();
+    // Fields after the command's closing parenthesis: utime and stime are the 12th and 13th
+    // (fields 14 and 15 of proc(5)), in clock ticks of 1/100 s (USER_HZ on Linux).
+    let cpu = stat.as_deref().and_then(|s| s.rsplit_once(')')).and_then(|(_, rest)| {
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        Some(ticks as f64 / 100.0)
+    });
+    family("process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.", cpu);
+    let status = std::fs::read_to_string("/proc/self/status").ok();
+    let kib = |key: &str| {
+        status.as_deref().and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with(key))?;
+            Some(line.split_whitespace().nth(1)?.parse::<f64>().ok()? * 1024.0)
+        })
+    };
+    family("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", kib("VmRSS:"));
+    family("process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.", kib("VmSize:"));
+    let fds = std::fs::read_dir("/proc/self/fd").ok().map(|d| d.count() as f64);
+    family("process_open_fds", "gauge", "Number of open file descriptors.", fds);
+    let max_fds = std::fs::read_to_string("/proc/self/limits").ok().and_then(|s| {
+        let line = s.lines().find(|l| l.starts_with("Max open files"))?;
+        line.split_whitespace().nth(3)?.parse::<f64>().ok()
+    });
+    family("process_max_fds", "gauge", "Maximum number of open file descriptors.", max_fds);
+    let start = started.timestamp_millis() as f64 / 1000.0;
+    family(
+        "process_start_time_seconds",
+        "gauge",
+        "Start time of the process since unix epoch in seconds.",
+        Some(start),
+    );
+    out
 }
 
 #[cfg(test)]

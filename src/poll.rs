@@ -838,17 +838,19 @@ async fn current_of_chunk(
     } else {
         Children::default()
     };
-    let (records, _) = compute(settings, (today, now), cases.iter(), &children);
+    let (records, case_refs) = compute(settings, (today, now), cases.iter(), &children);
+    // The day each deadline was first stored; one not stored yet is first seen today.
+    let first_seen = state.first_seen_of(&case_refs).await?;
     let mut current: Vec<StoredDeadline> = records
         .into_iter()
         .map(|r| StoredDeadline {
+            first_seen_on: first_seen.get(&(r.case_ref.clone(), r.deadline.kind)).copied().unwrap_or(Some(today)),
             case_ref: r.case_ref,
             unit: r.unit,
             caseworker: r.caseworker,
             child_sex: r.child_sex,
             deadline: r.deadline,
             withdrawn: false,
-            first_seen_on: None,
             child_key: r.child_key,
         })
         .collect();

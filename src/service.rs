@@ -426,18 +426,33 @@ fn notify(states: &[sd_notify::NotifyState<'_>]) {
     }
 }
 
+/// SIGTERM and SIGINT stop the daemon; SIGHUP (sent by `systemctl reload`, or by a terminal
+/// that closed) is logged and ignored — its default action would kill the daemon. The
+/// configuration is read at start: a change needs a restart.
 fn spawn_signal_handler(token: tokio_util::sync::CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
     tokio::spawn(async move {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!("cannot listen for SIGTERM: {e}");
+        let (mut term, mut hup) = match (signal(SignalKind::terminate()), signal(SignalKind::hangup())) {
+            (Ok(term), Ok(hup)) => (term, hup),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::error!("cannot listen for SIGTERM and SIGHUP: {e}");
                 return;
             }
         };
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM received"),
-            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+        loop {
+            tokio::select! {
+                _ = term.recv() => {
+                    tracing::info!("SIGTERM received");
+                    break;
+                }
+                _ = tokio::signal::ctrl_c() => {
+                    tracing::info!("SIGINT received");
+                    break;
+                }
+                _ = hup.recv() => tracing::warn!(
+                    "SIGHUP received and ignored: the configuration is read at start; restart the service to apply a change"
+                ),
+            }
         }
         token.cancel();
     });

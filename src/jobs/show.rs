@@ -188,6 +188,92 @@ pub async fn outbox_of_case(app: &App, case_ref: &str) -> Result<Vec<OutboxRow>,
     Ok(app.state.outbox_for_case(case_ref).await?)
 }
 
+/// What a poll now would mail, for `poll --once --dry-run`: the register read whole and
+/// computed in memory over the stored state (as `deadlines --fresh`), each open deadline's
+/// ladder decided against the steps the outbox already holds, the first-sight horizon applied.
+/// Nothing is written or sent.
+#[derive(Debug, Default)]
+pub struct PollPreview {
+    /// Notices per (kind, step offset), with the step's roles.
+    pub notices: std::collections::BTreeMap<(&'static str, i32), (u64, String)>,
+    /// Earlier steps a poll would record as skipped (a deadline already past them).
+    pub skipped: u64,
+    /// Deadlines first seen more than `ladder.first_sight_horizon` after their last day: every
+    /// step skipped, no mail.
+    pub beyond_horizon: u64,
+}
+
+impl PollPreview {
+    pub fn total(&self) -> u64 {
+        self.notices.values().map(|(n, _)| n).sum()
+    }
+
+    /// The preview as the command prints it.
+    pub fn text(&self, today: NaiveDate, horizon_days: i64) -> String {
+        let mut out = format!(
+            "poll --dry-run for {today}: the register read now; nothing is written or sent\n\
+             a poll would send {} notice(s) (when the sending window mail.send_window is open):\n",
+            self.total()
+        );
+        if !self.notices.is_empty() {
+            out.push_str(&format!("  {:<24} {:>5} {:>8}  TO\n", "KIND", "STEP", "NOTICES"));
+            for ((kind, step), (n, roles)) in &self.notices {
+                out.push_str(&format!("  {kind:<24} {step:>+5} {n:>8}  {roles}\n"));
+            }
+        }
+        out.push_str(&format!(
+            "and record {} earlier step(s) as skipped (caught up: only the latest step reached is sent); \
+             {} deadline(s) first seen more than {horizon_days} days after their last day get no notice \
+             (ladder.first_sight_horizon)\n",
+            self.skipped, self.beyond_horizon
+        ));
+        out
+    }
+}
+
+/// See [`PollPreview`]. A register that cannot be read is an error here (nothing to preview).
+pub async fn poll_preview(app: &App, at: Moment) -> Result<PollPreview, JobError> {
+    // The open deadlines only: the closed ones reach no step.
+    let mut open: Vec<StoredDeadline> = Vec::new();
+    let warning = each_deadline_now(app, at, None, |d: StoredDeadline| -> Result<(), JobError> {
+        if !d.deadline.is_closed() {
+            open.push(d);
+        }
+        Ok(())
+    })
+    .await?;
+    if let Some(warning) = warning {
+        return Err(JobError::Render(warning));
+    }
+    let mut refs: Vec<CaseRef> = open.iter().map(|d| d.case_ref.clone()).collect();
+    refs.dedup();
+    let recorded = app.state.recorded_steps(&refs).await?;
+    let settings = &app.settings;
+    let mut preview = PollPreview::default();
+    for stored in &open {
+        let deadline = &stored.deadline;
+        let ladder = settings.ladders.for_kind(deadline.kind);
+        let steps = recorded.get(&(stored.case_ref.clone(), deadline.kind)).map(Vec::as_slice).unwrap_or(&[]);
+        let mut decision = rules::decide(deadline, ladder, at.today, steps);
+        if stored
+            .first_seen_on
+            .is_some_and(|first| rules::beyond_first_sight(deadline, first, settings.ladders.first_sight_horizon_days))
+        {
+            if decision.send.is_some() {
+                preview.beyond_horizon += 1;
+            }
+            decision = decision.silenced();
+        }
+        preview.skipped += decision.skip.len() as u64;
+        if let Some(step) = decision.send.and_then(|offset| ladder.step(offset)) {
+            let roles: Vec<&str> = step.roles.iter().map(|r| r.as_str()).collect();
+            let entry = preview.notices.entry((deadline.kind.as_str(), step.offset)).or_insert((0, roles.join(", ")));
+            entry.0 += 1;
+        }
+    }
+    Ok(preview)
+}
+
 /// One chain (JO 2565-2016) the case's investigation is part of, named by the other case.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChainNote {

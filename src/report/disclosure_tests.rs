@@ -185,7 +185,8 @@ fn outputs(report: &Report) -> Vec<(&'static str, String)> {
     vec![
         ("table sv", render::table(report, &sv)),
         ("table en", render::table(report, &en)),
-        ("csv", render::csv(report).unwrap()),
+        ("csv", render::csv(report, render::CsvDialect::Rfc4180).unwrap()),
+        ("csv excel-sv", render::csv(report, render::CsvDialect::ExcelSv).unwrap()),
         ("json", render::json(report).unwrap()),
         ("html sv", html::page(report, &sv, &names)),
         ("html en", html::page(report, &en, &names)),

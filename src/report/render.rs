@@ -86,15 +86,35 @@ pub fn csv_header(by: &[Dimension]) -> Vec<String> {
     h
 }
 
-/// The CSV form: a header row, one row per group, the totals row; UTF-8, comma-separated, ISO
-/// months, shares 0–1 with a full stop. A suppressed group's total reads `< N` (or is empty for
-/// a group hidden with it) and its other figures are empty; so are the totals row's figures
-/// that the suppression withholds.
-pub fn csv(report: &Report) -> Result<String, csv::Error> {
+/// How the CSV is written (`--csv-dialect`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CsvDialect {
+    /// RFC 4180: comma-separated, decimal point, no byte order mark.
+    #[default]
+    Rfc4180,
+    /// For Swedish spreadsheets (Excel, LibreOffice in a Swedish locale): semicolon-separated,
+    /// decimal comma, a UTF-8 byte order mark (so that å, ä, ö read right), CRLF line ends.
+    ExcelSv,
+}
+
+/// The CSV form: a header row, one row per group, the totals row; UTF-8, ISO months, shares
+/// 0–1. Every figure column holds a number or nothing, so that a spreadsheet reads it as
+/// numbers: a suppressed group's figures (its total included) are empty, and the `suppression`
+/// column says why (`small_group`, `complementary`); so are the totals row's figures that the
+/// suppression withholds.
+pub fn csv(report: &Report, dialect: CsvDialect) -> Result<String, csv::Error> {
     let table = &report.table;
-    let mut w = csv::Writer::from_writer(Vec::new());
+    let mut builder = csv::WriterBuilder::new();
+    if dialect == CsvDialect::ExcelSv {
+        builder.delimiter(b';').terminator(csv::Terminator::CRLF);
+    }
+    let mut w = builder.from_writer(Vec::new());
     w.write_record(csv_header(&table.by))?;
-    let min = report.request.min_group;
+    // A number's text in the dialect: a decimal comma for Swedish spreadsheets.
+    let number = |text: String| match dialect {
+        CsvDialect::Rfc4180 => text,
+        CsvDialect::ExcelSv => text.replace('.', ","),
+    };
     for (kind, g) in table.groups.iter().map(|g| ("group", g)).chain([("total", &table.totals)]) {
         let mut record = vec![kind.to_string()];
         if kind == "total" {
@@ -102,7 +122,7 @@ pub fn csv(report: &Report) -> Result<String, csv::Error> {
         } else {
             record.extend(g.key.iter().cloned());
         }
-        let opt = |v: Option<String>| v.unwrap_or_default();
+        let opt = |v: Option<String>| v.map(number).unwrap_or_default();
         let outcome = |f: fn(&Group) -> Option<String>| opt(g.outcomes().and_then(f));
         match g.visible() {
             Some(g) => record.extend([
@@ -117,17 +137,17 @@ pub fn csv(report: &Report) -> Result<String, csv::Error> {
                 opt(g.longest_overrun.map(|o| o.to_string())),
                 opt(g.chained_shown().map(|n| n.to_string())),
             ]),
-            None => {
-                let total = if g.disclosure == Disclosure::SmallGroup { format!("< {min}") } else { String::new() };
-                record.push(total);
-                record.extend((0..9).map(|_| String::new()));
-            }
+            None => record.extend((0..10).map(|_| String::new())),
         }
         record.push(g.disclosure.as_str().to_string());
         w.write_record(&record)?;
     }
     let bytes = w.into_inner().map_err(|e| csv::Error::from(e.into_error()))?;
-    Ok(String::from_utf8_lossy(&bytes).into_owned())
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    Ok(match dialect {
+        CsvDialect::Rfc4180 => text,
+        CsvDialect::ExcelSv => format!("\u{feff}{text}"),
+    })
 }
 
 /// The text table for a terminal, with the period, the notes and the suppression statement.

@@ -305,6 +305,34 @@ impl StateStore {
         Ok(keys)
     }
 
+    /// The day each stored deadline of `case_refs` was first stored, by case and kind (`None`:
+    /// stored before fristvakt kept it). For the show commands' computation of the register.
+    pub async fn first_seen_of(
+        &self,
+        case_refs: &[CaseRef],
+    ) -> Result<HashMap<(CaseRef, Kind), Option<NaiveDate>>, StateError> {
+        let mut out = HashMap::new();
+        for chunk in case_refs.chunks(BATCH_ROWS * 8) {
+            let sql = format!(
+                "SELECT case_ref, kind, first_seen_on FROM deadlines WHERE case_ref IN ({})",
+                self.marks(1, chunk.len())
+            );
+            with_pool!(&self.pool, p => {
+                let mut q = sqlx::query(&sql).persistent(chunk.len() == BATCH_ROWS * 8);
+                for c in chunk {
+                    q = q.bind(c.as_str());
+                }
+                for row in q.fetch_all(p).await.map_err(query_error("reading when deadlines were first seen"))? {
+                    let case_ref = parsed(&row, "case_ref", CaseRef::parse)?;
+                    let kind = parsed(&row, "kind", str::parse::<Kind>)?;
+                    out.insert((case_ref, kind), column(&row, "first_seen_on")?);
+                }
+                Ok::<_, StateError>(())
+            })?;
+        }
+        Ok(out)
+    }
+
     /// Stored deadlines, ordered by case reference and kind.
     pub async fn deadlines(&self, filter: &DeadlineFilter) -> Result<Vec<StoredDeadline>, StateError> {
         let mut sql = format!("SELECT {DEADLINE_COLUMNS} FROM deadlines WHERE TRUE");

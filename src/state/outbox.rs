@@ -389,6 +389,15 @@ impl StateStore {
         })
     }
 
+    /// The outbox row of `key`, if any (`outbox show`). A row that does not decode is an error.
+    pub async fn outbox_row(&self, key: &str) -> Result<Option<OutboxRow>, StateError> {
+        let sql = format!("SELECT {OUTBOX_COLUMNS} FROM outbox WHERE notice_key = $1");
+        with_pool!(&self.pool, p => {
+            let row = sqlx::query(&sql).bind(key).fetch_optional(p).await.map_err(query_error("reading the outbox"))?;
+            row.map(|r| outbox_row(&r)?.map_err(undecodable_error)).transpose()
+        })
+    }
+
     /// Every outbox row, oldest first (for tests and small tools; the outbox of a city is
     /// small). A row that does not decode is an error.
     pub async fn outbox(&self) -> Result<Vec<OutboxRow>, StateError> {

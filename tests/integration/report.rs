@@ -132,14 +132,33 @@ async fn the_binary_prints_csv_json_and_html_with_the_same_figures() {
                 serde_json::Value::String(s) => s.clone(),
                 other => other.to_string(),
             };
-            let from_csv = if key == "total" && row[key] == "< 5" { String::new() } else { row[key].clone() };
-            assert_eq!(from_csv, from_json, "{key} of {row:?}");
+            assert_eq!(row[key], from_json, "{key} of {row:?}");
+        }
+        // Every figure column is a number or empty: a spreadsheet reads it as numbers.
+        for key in ["total", "met", "missed", "overdue", "share_met", "share_met_nominal", "days_used_median"] {
+            assert!(row[key].is_empty() || row[key].parse::<f64>().is_ok(), "{key} of {row:?} is not a number");
         }
     }
-    assert_eq!(rows[1]["total"], "< 5");
+    // A small group: its figures empty, the flag column says why.
+    assert_eq!((rows[1]["total"].as_str(), rows[1]["suppression"].as_str()), ("", "small_group"));
     let totals = &rows[4];
     assert_eq!((totals["row"].as_str(), totals["total"].as_str(), totals["met"].as_str()), ("total", "22", "17"));
     assert_eq!(totals["share_met"], "0.7727");
+
+    // --csv-dialect excel-sv: a byte order mark, semicolons, decimal commas, the same cells.
+    let excel = run("csv", &["--csv-dialect", "excel-sv"]);
+    let excel = excel.strip_prefix('\u{feff}').expect("a byte order mark");
+    assert!(excel.contains("\r\n") && excel.starts_with("row;unit;kind;total;"), "{excel}");
+    let mut reader = csv::ReaderBuilder::new().delimiter(b';').from_reader(excel.as_bytes());
+    let swedish: Vec<Vec<String>> = reader.records().map(|r| r.unwrap().iter().map(String::from).collect()).collect();
+    assert_eq!(swedish.len(), rows.len());
+    let share_at = header.iter().position(|h| h == "share_met").unwrap();
+    assert_eq!(swedish[4][share_at], "0,7727");
+    for (sv, row) in swedish.iter().zip(&rows) {
+        for (cell, key) in sv.iter().zip(&header) {
+            assert_eq!(cell.replace(',', "."), row[key], "{key}");
+        }
+    }
 
     // --no-suppress shows every figure and says so.
     let open: serde_json::Value = serde_json::from_str(&run("json", &["--no-suppress"])).unwrap();
@@ -479,7 +498,7 @@ async fn chains_are_counted_per_unit(postgres: Option<String>) {
     let figures: Vec<serde_json::Value> =
         json.as_array().unwrap().iter().map(|g| g["chained_investigations"].clone()).collect();
     assert_eq!(figures, [serde_json::Value::Null, 3.into(), serde_json::Value::Null]);
-    let csv_text = report::render::csv(&r).unwrap();
+    let csv_text = report::render::csv(&r, report::render::CsvDialect::Rfc4180).unwrap();
     let mut reader = csv::Reader::from_reader(csv_text.as_bytes());
     let at = reader.headers().unwrap().iter().position(|h| h == "chained_investigations").unwrap();
     let column: Vec<String> = reader.records().map(|row| row.unwrap()[at].to_string()).collect();
@@ -494,7 +513,13 @@ async fn chains_are_counted_per_unit(postgres: Option<String>) {
     let page = report::html::page(&open, &words, &BTreeMap::new());
 
     // No child key in any output.
-    for output in [report::render::json(&open).unwrap(), report::render::csv(&open).unwrap(), text, csv_text, page] {
+    for output in [
+        report::render::json(&open).unwrap(),
+        report::render::csv(&open, report::render::CsvDialect::Rfc4180).unwrap(),
+        text,
+        csv_text,
+        page,
+    ] {
         for k in 'a'..='h' {
             assert!(!output.contains(&child(k)), "a child key in the output");
         }

@@ -151,9 +151,26 @@ async fn daemon_notifies_systemd_serves_probes_and_metrics_and_stops_cleanly() {
         "fristvakt_smtp_errors_total",
         "fristvakt_digests_sent_total",
         "fristvakt_build_info{",
+        "process_cpu_seconds_total ",
+        "process_resident_memory_bytes ",
+        "process_open_fds ",
+        "process_max_fds ",
+        "process_start_time_seconds ",
     ] {
         assert!(metrics.contains(family), "{family} missing from /metrics:\n{metrics}");
     }
+    // A person opening the address finds the endpoints.
+    let (status, landing) = get(port, "/").unwrap();
+    assert_eq!(status, 200);
+    for link in ["href=\"/healthz\"", "href=\"/readyz\"", "href=\"/metrics\""] {
+        assert!(landing.contains(link), "{link} missing from /:\n{landing}");
+    }
+    // SIGHUP (systemctl reload, a closed terminal) does not stop the daemon.
+    let pid = child.child_mut().id().to_string();
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(child.wait_timeout(Duration::from_millis(10)).is_none(), "SIGHUP killed the daemon");
+    assert_eq!(get(port, "/healthz").map(|r| r.0), Some(200));
     assert!(!metrics.contains("@kommun.example"), "no address in metrics");
     assert!(!metrics.contains("-BU-0"), "no case reference in metrics");
     promtool_check(&metrics);
@@ -184,6 +201,7 @@ async fn daemon_notifies_systemd_serves_probes_and_metrics_and_stops_cleanly() {
     assert_eq!(status.code(), Some(0), "{log}");
     notify.wait_for("STOPPING=1", Duration::from_secs(2));
     // Message-IDs carry the sender's domain; no other address may appear.
+    assert!(log.contains("SIGHUP received and ignored"), "{log}");
     let without_message_ids = log.replace(".fristvakt@kommun.example>", ">");
     assert!(!without_message_ids.contains("@kommun.example"), "no address in the log:\n{log}");
 
@@ -327,7 +345,7 @@ fn the_alert_rules_pass_their_promtool_unit_tests() {
         text
     };
     let checked = run(&["check", "rules", "fristvakt-rules.yml"]);
-    assert!(checked.contains("6 rules found"), "{checked}");
+    assert!(checked.contains("7 rules found"), "{checked}");
     let tested = run(&["test", "rules", "fristvakt-rules.test.yml"]);
     println!("{tested}");
     // Every alert of the rules file has a test that sees it fire.
@@ -337,6 +355,16 @@ fn the_alert_rules_pass_their_promtool_unit_tests() {
         assert!(
             tests.contains(&format!("alertname: {alert}\n        exp_alerts:\n          - ")),
             "no firing test for {alert}"
+        );
+    }
+    // Every alert says what to do: a runbook line naming a command.
+    let alerts = rules.split("- alert: ").skip(1);
+    for alert in alerts {
+        let name = alert.lines().next().unwrap_or_default();
+        let runbook = alert.lines().find_map(|l| l.trim().strip_prefix("runbook: "));
+        assert!(
+            runbook.is_some_and(|r| r.contains("fristvakt") || r.contains("journalctl")),
+            "{name} has no runbook annotation"
         );
     }
 }
@@ -381,8 +409,9 @@ fn the_systemd_unit_verifies_and_is_hardened() {
     let dir = tempfile::tempdir().unwrap();
     // verify checks that ExecStart exists: point it at the binary under test.
     let path = dir.path().join("fristvakt.service");
-    std::fs::write(&path, unit.replace("/usr/local/bin/fristvakt", env!("CARGO_BIN_EXE_fristvakt"))).unwrap();
-    let verify = Command::new("systemd-analyze").arg("verify").arg(&path).output();
+    std::fs::write(&path, unit.replace("/usr/bin/fristvakt", env!("CARGO_BIN_EXE_fristvakt"))).unwrap();
+    // The man page `Documentation=` names is installed by the package, not on a build machine.
+    let verify = Command::new("systemd-analyze").args(["verify", "--man=no"]).arg(&path).output();
     let Ok(verify) = verify else { panic!("systemd-analyze not found: install it with `apt-get install -y systemd`") };
     let text = format!("{}{}", String::from_utf8_lossy(&verify.stdout), String::from_utf8_lossy(&verify.stderr));
     assert!(verify.status.success() && !text.contains("fristvakt.service:"), "systemd-analyze verify:\n{text}");
@@ -398,6 +427,59 @@ fn the_systemd_unit_verifies_and_is_hardened() {
     for key in ["Type=notify", "WatchdogSec=", "RestartPreventExitStatus=78", "LoadCredential=", "StateDirectory="] {
         assert!(unit.contains(key), "{key}");
     }
+}
+
+/// The Debian package (Cargo.toml's `[package.metadata.deb]`, built by `scripts/package`)
+/// installs what the unit and the README count on: the binary where `ExecStart=` runs it, the
+/// unit, the sysusers file, the configuration the unit names, readable by the service's group
+/// (postinst), the documents `Documentation=` points at, the man pages and completions.
+#[test]
+fn the_package_installs_what_the_unit_names() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let manifest: toml::Table = std::fs::read_to_string(root.join("Cargo.toml")).unwrap().parse().unwrap();
+    let deb = &manifest["package"]["metadata"]["deb"];
+    let assets: Vec<(String, String, String)> = deb["assets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            let a = a.as_array().unwrap();
+            (a[0].as_str().unwrap().into(), a[1].as_str().unwrap().into(), a[2].as_str().unwrap().into())
+        })
+        .collect();
+    let installed =
+        |dest: &str| assets.iter().find(|(_, d, _)| d == dest).unwrap_or_else(|| panic!("{dest} not installed"));
+    let unit = std::fs::read_to_string(root.join("deploy/fristvakt.service")).unwrap();
+    let value = |key: &str| unit.lines().find_map(|l| l.strip_prefix(key)).unwrap_or_else(|| panic!("{key}"));
+
+    assert_eq!(value("ExecStart="), "/usr/bin/fristvakt run");
+    assert_eq!(installed("usr/bin/").0, "target/release/fristvakt");
+    assert_eq!(installed("usr/lib/systemd/system/fristvakt.service").0, "deploy/fristvakt.service");
+    assert_eq!(installed("usr/lib/sysusers.d/fristvakt.conf").0, "deploy/fristvakt.sysusers");
+    let config = value("Environment=FRISTVAKT_CONFIG=/");
+    let (source, _, mode) = installed(config);
+    assert_eq!((source.as_str(), mode.as_str()), ("config/example.toml", "640"));
+    for doc in value("Documentation=").split_whitespace() {
+        match doc.strip_prefix("file:///") {
+            Some(path) => assert!(installed(path).0.ends_with(".md"), "{doc}"),
+            None => assert_eq!(doc, "man:fristvakt(1)"),
+        }
+    }
+    for dest in ["usr/share/man/man1/", "usr/share/bash-completion/completions/fristvakt"] {
+        installed(dest);
+    }
+    // The service runs as the sysusers user and reads its configuration through its group.
+    let sysusers = std::fs::read_to_string(root.join("deploy/fristvakt.sysusers")).unwrap();
+    assert!(sysusers.lines().any(|l| l.starts_with("u fristvakt ")) && value("User=") == "fristvakt");
+    let postinst = std::fs::read_to_string(root.join("deploy/debian/postinst")).unwrap();
+    assert!(postinst.contains("systemd-sysusers"), "{postinst}");
+    assert!(postinst.contains("chown root:fristvakt /etc/fristvakt /etc/fristvakt/fristvakt.toml"), "{postinst}");
+    assert!(postinst.contains("chmod 0750 /etc/fristvakt") && postinst.contains("chmod 0640"), "{postinst}");
+    // The port is off Prometheus' default allocations (9187 is postgres_exporter's).
+    let settings = fristvakt::config::load_with_env(None, Vec::new()).unwrap();
+    assert_ne!(settings.http.listen.port(), 9187);
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    assert!(readme.contains(&format!("port {} by default", settings.http.listen.port())));
 }
 
 #[test]
