@@ -238,8 +238,13 @@ fn a_dry_run_poll_foretells_the_first_poll() {
 
     let out = fristvakt(Some(&cfg), &["poll", "--once"], &[]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let sent = std::fs::read_dir(ws.path("outbox")).unwrap().count() as u64;
-    assert_eq!(sent, foretold, "{}", stdout(&out));
+    let names: Vec<String> = std::fs::read_dir(ws.path("outbox"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into())
+        .collect();
+    assert_eq!(names.len() as u64, foretold, "{}", stdout(&out));
+    // The file names say what each mail is.
+    assert!(names.iter().all(|n| n.starts_with("notice-") && n.ends_with(".eml")), "{names:?}");
     // Once polled, nothing more is due today.
     let again = stdout(&fristvakt(Some(&cfg), &["poll", "--once", "--dry-run"], &[]));
     assert!(again.contains("a poll would send 0 notice(s)"), "{again}");
