@@ -266,3 +266,21 @@ fn outbox_show_gives_recipients_answers_and_the_mail() {
     let out = fristvakt(Some(&cfg), &["outbox", "show", "notice/nope"], &[]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// `explain` says why a step was not sent, in the language of its output; `outbox list` too.
+#[test]
+fn steps_not_sent_say_why_in_the_output_language() {
+    let (_ws, cfg) = polled(600);
+    let listed = stdout(&fristvakt(Some(&cfg), &["outbox", "list", "--state", "skipped", "--limit", "5"], &[]));
+    let row = listed.lines().nth(1).unwrap_or_else(|| panic!("no skipped step in:\n{listed}"));
+    assert!(row.contains("skipped: a later step was reached at once, or first seen past the horizon"), "{row}");
+    let key = row.split_whitespace().next().unwrap();
+    let case_ref = key.split('/').nth(2).unwrap();
+    let text = stdout(&fristvakt(Some(&cfg), &["explain", case_ref], &[]));
+    assert!(text.contains(": hoppades över: "), "{text}");
+    for english in [": skipped", ": sent", ": pending", ": cancelled"] {
+        assert!(!text.contains(english), "{english} in Swedish output:\n{text}");
+    }
+    let text = stdout(&fristvakt(Some(&cfg), &["explain", case_ref], &[("FRISTVAKT__MAIL__LANGUAGE", "en")]));
+    assert!(text.contains(": skipped: "), "{text}");
+}
