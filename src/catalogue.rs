@@ -25,6 +25,10 @@ pub struct ClockWords {
     /// What a decided extension is, for a clock that has one ("Beslut har fattats om …").
     #[serde(default)]
     pub extension: Option<String>,
+    /// What the deadline asks of the caseworker, as a verb phrase for a notice's "to do" line
+    /// ("besluta om utredning ska inledas"); a general phrase when absent.
+    #[serde(default)]
+    pub todo: Option<String>,
 }
 
 /// The words of every clock and start event in one language.

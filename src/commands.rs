@@ -473,23 +473,17 @@ pub async fn explain(settings: Arc<Settings>, case_ref: &str, today: Option<Naiv
     };
     let case = register::validate(&raw)
         .map_err(|r| CommandError::Runtime(format!("the register row is skipped by every poll: {r}")))?;
-    let up = match settings.mail.language {
-        Language::Swedish => "ett steg upp",
-        Language::English => "one role up",
-    };
     let others: Vec<register::CaseRow> = same_child.iter().filter_map(|raw| register::validate(raw).ok()).collect();
     let chains = jobs::show::chain_notes(&case, &others, settings.rules.chain_window_days);
     let investigations = crate::poll::others_of(&case, &crate::poll::investigations_by_child(others.iter()));
     let text = jobs::show::explain_text(&settings, &case, today, &investigations, &chains, |kind| {
         // A notice sent one role up (key + "/up") shows with the step it stands in for.
-        let mut steps: Vec<(i32, String)> = Vec::new();
+        let mut steps: Vec<jobs::show::RecordedStep> = Vec::new();
         for r in outbox.iter().filter(|r| r.kind == Some(kind)) {
             let Some(step) = r.step else { continue };
-            match steps.iter_mut().find(|(s, _)| *s == step) {
-                Some((_, text)) if r.notice_key.ends_with("/up") => {
-                    text.push_str(&format!(" → {up}: {}", r.state.as_str()))
-                }
-                _ => steps.push((step, r.state.as_str().to_string())),
+            match steps.iter_mut().find(|s| s.step == step) {
+                Some(s) if r.notice_key.ends_with("/up") => s.up = Some(r.state),
+                _ => steps.push(jobs::show::RecordedStep { step, state: r.state, up: None }),
             }
         }
         steps
@@ -511,8 +505,16 @@ pub async fn outbox_list(settings: Arc<Settings>, state: Option<OutboxState>, li
     writeln!(out, "{:<60} {:<9} {:>8} {:<20} {:<20} LAST_ERROR", "KEY", "STATE", "ATTEMPTS", "CREATED", "NEXT_ATTEMPT")
         .map_err(io)?;
     for row in &rows {
+        // A step not sent says why, where a failed one gives its last error.
+        let reason = match row.state {
+            OutboxState::Skipped => {
+                "skipped: a later step was reached at once, or first seen past the horizon (explain CASE)"
+            }
+            OutboxState::Cancelled => "cancelled: the deadline closed or left the register first",
+            _ => "-",
+        };
         let error: String =
-            row.last_error.as_deref().unwrap_or("-").chars().filter(|c| !c.is_control()).take(100).collect();
+            row.last_error.as_deref().unwrap_or(reason).chars().filter(|c| !c.is_control()).take(100).collect();
         writeln!(
             out,
             "{:<60} {:<9} {:>8} {:<20} {:<20} {error}",

@@ -396,6 +396,8 @@ pub struct MailSettings {
     pub give_up_after: Duration,
     /// A directory whose template files replace the built-in ones of the same name.
     pub templates_dir: Option<PathBuf>,
+    /// The sender's display name (`From: "fristvakt" <…>`); empty for the bare address.
+    pub from_name: String,
     pub smtp: SmtpSettings,
 }
 
@@ -729,6 +731,7 @@ fn validate(tree: &Value, base_dir: Option<&Path>) -> Result<Settings, ConfigErr
         "mail",
         &[
             "from",
+            "from_name",
             "transport",
             "file_dir",
             "case_link",
@@ -937,6 +940,10 @@ fn read_mail(r: &mut Reader, base_dir: Option<&Path>) -> Option<MailSettings> {
     let retry_initial = r.duration("mail.retry_initial");
     let retry_max = r.duration("mail.retry_max");
     let give_up_after = r.duration("mail.give_up_after");
+    let from_name = r.optional_string("mail.from_name").unwrap_or_default();
+    if from_name.chars().any(char::is_control) {
+        r.problem("mail.from_name", "must be one line without control characters");
+    }
     let templates_dir = r.optional_string("mail.templates_dir").map(PathBuf::from);
     if let Some(dir) = &templates_dir {
         if !dir.is_dir() {
@@ -999,6 +1006,7 @@ fn read_mail(r: &mut Reader, base_dir: Option<&Path>) -> Option<MailSettings> {
         retry_max: retry_max?,
         give_up_after: give_up_after?,
         templates_dir,
+        from_name,
         smtp: SmtpSettings {
             host: host?,
             port: port?,

@@ -38,6 +38,10 @@ pub struct NoticePayload {
     pub due_reason: Option<DueReason>,
     /// The day the step was reached.
     pub decided_on: NaiveDate,
+    /// The responsible caseworker's address (staff, contract §3), named in a notice that goes
+    /// to a team lead or manager only. Absent in notices recorded before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caseworker: Option<EmailAddress>,
 }
 
 impl NoticePayload {
@@ -140,6 +144,14 @@ pub fn payload(
         },
         due_reason: Some(deadline.due_reason.clone()),
         decided_on: today,
+        caseworker: None,
+    }
+}
+
+impl NoticePayload {
+    /// The payload naming the responsible caseworker.
+    pub fn with_caseworker(self, caseworker: Option<EmailAddress>) -> NoticePayload {
+        NoticePayload { caseworker, ..self }
     }
 }
 

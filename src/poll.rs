@@ -686,7 +686,8 @@ pub async fn evaluate_ladders(
                     if fell_back {
                         report.caseworker_fallbacks += 1;
                     }
-                    let payload = notice::payload(&stored.case_ref, &stored.unit, deadline, step, today);
+                    let payload = notice::payload(&stored.case_ref, &stored.unit, deadline, step, today)
+                        .with_caseworker(stored.caseworker.clone());
                     entries.push(notice_entry(settings, payload, recipients, not_before));
                     *report.enqueued.entry((deadline.kind, offset)).or_default() += 1;
                 }

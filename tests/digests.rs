@@ -418,7 +418,9 @@ async fn a_manager_of_two_units_gets_one_digest_per_working_day_over_smtp() {
     let row = outbox.iter().find(|r| r.notice_key == "digest/2026-11-25/ec.bromma@kommun.example").unwrap();
     assert_eq!(row.state, OutboxState::Sent);
     assert_eq!(wednesday.mail_from, "fristvakt@kommun.example");
-    assert_eq!(wednesday.header("From").unwrap(), "fristvakt@kommun.example");
+    assert_eq!(wednesday.header("From").unwrap(), "fristvakt <fristvakt@kommun.example>");
+    assert_eq!(wednesday.header("X-Auto-Response-Suppress").unwrap(), "All");
+    assert_eq!(wednesday.header("Content-Language").unwrap(), "sv");
     assert_eq!(wednesday.header("To").unwrap(), BROMMA);
     assert_eq!(wednesday.header("Message-ID").unwrap(), row.message_id);
     assert_eq!(wednesday.header("Auto-Submitted").unwrap(), "auto-generated");

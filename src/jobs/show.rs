@@ -18,7 +18,7 @@ use crate::poll;
 use crate::poll::PollError;
 use crate::register;
 use crate::rules::{self, Kind, RuleOptions};
-use crate::state::{OutboxRow, ShowQuery, StateError, StoredDeadline};
+use crate::state::{OutboxRow, OutboxState, ShowQuery, StateError, StoredDeadline};
 
 /// Where `deadlines` and `digest --dry-run` take the deadlines from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,6 +188,62 @@ pub async fn outbox_of_case(app: &App, case_ref: &str) -> Result<Vec<OutboxRow>,
     Ok(app.state.outbox_for_case(case_ref).await?)
 }
 
+/// One ladder step of a deadline as the outbox holds it, for `explain`: its state, and the
+/// state of the same notice sent one role up (key + `/up`), if there is one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordedStep {
+    pub step: i32,
+    pub state: OutboxState,
+    pub up: Option<OutboxState>,
+}
+
+/// A recorded step in the words of `explain`'s language, with the reason for a step that was not
+/// sent: caught up (a later step was reached when the deadline was seen, and only the latest is
+/// sent), first seen past the horizon (every step skipped), or cancelled (closed or withdrawn).
+fn step_words(settings: &Settings, r: &RecordedStep, all: &[RecordedStep]) -> String {
+    let sv = settings.mail.language == Language::Swedish;
+    let horizon = settings.ladders.first_sight_horizon_days;
+    let later_sent =
+        all.iter().any(|o| o.step > r.step && !matches!(o.state, OutboxState::Skipped | OutboxState::Cancelled));
+    let words = |state: OutboxState| -> String {
+        match (state, sv) {
+            (OutboxState::Sent, true) => "skickat".into(),
+            (OutboxState::Sent, false) => "sent".into(),
+            (OutboxState::Pending, true) => "väntar på att skickas".into(),
+            (OutboxState::Pending, false) => "waiting to be sent".into(),
+            (OutboxState::Retrying, true) => "försöker igen (fristvakt outbox show)".into(),
+            (OutboxState::Retrying, false) => "retrying (fristvakt outbox show)".into(),
+            (OutboxState::Dead, true) => "gick inte att leverera (fristvakt outbox list --state dead)".into(),
+            (OutboxState::Dead, false) => "could not be delivered (fristvakt outbox list --state dead)".into(),
+            (OutboxState::Skipped, true) if later_sent => {
+                "hoppades över: ett senare steg var redan nått när fristen sågs, och bara det senaste skickas".into()
+            }
+            (OutboxState::Skipped, false) if later_sent => {
+                "skipped: a later step was already reached when the deadline was seen, and only the latest is sent"
+                    .into()
+            }
+            (OutboxState::Skipped, true) => format!(
+                "hoppades över: fristen sågs första gången mer än {horizon} dagar efter sista dagen \
+                 (ladder.first_sight_horizon), så inget meddelande skickas"
+            ),
+            (OutboxState::Skipped, false) => format!(
+                "skipped: the deadline was first seen more than {horizon} days after its last day \
+                 (ladder.first_sight_horizon), so no notice is sent"
+            ),
+            (OutboxState::Cancelled, true) => {
+                "skickas inte: fristen avslutades eller försvann ur registret innan meddelandet gick".into()
+            }
+            (OutboxState::Cancelled, false) => {
+                "not sent: the deadline was closed or left the register before the notice went out".into()
+            }
+        }
+    };
+    match r.up {
+        Some(up) => format!("{} → {}: {}", words(r.state), if sv { "ett steg upp" } else { "one role up" }, words(up)),
+        None => words(r.state),
+    }
+}
+
 /// What a poll now would mail, for `poll --once --dry-run`: the register read whole and
 /// computed in memory over the stored state (as `deadlines --fresh`), each open deadline's
 /// ladder decided against the steps the outbox already holds, the first-sight horizon applied.
@@ -320,7 +376,7 @@ pub fn explain_text(
     today: NaiveDate,
     others: &[rules::OtherInvestigation],
     chains: &[ChainNote],
-    recorded: impl Fn(Kind) -> Vec<(i32, String)>,
+    recorded: impl Fn(Kind) -> Vec<RecordedStep>,
 ) -> String {
     let sv = settings.mail.language == Language::Swedish;
     let options = RuleOptions { holiday_rule: settings.calendar.holiday_rule };
@@ -379,9 +435,9 @@ pub fn explain_text(
         for step in settings.ladders.for_kind(d.kind).steps() {
             let fires = step.fires_on(d);
             let roles: Vec<&str> = step.roles.iter().map(|r| if sv { r.name_sv() } else { r.as_str() }).collect();
-            let state = recorded.iter().find(|(s, _)| *s == step.offset).map(|(_, st)| st.as_str());
+            let state = recorded.iter().find(|r| r.step == step.offset);
             let status = match (state, sv) {
-                (Some(st), _) => st.to_string(),
+                (Some(r), _) => step_words(settings, r, &recorded),
                 (None, true) if d.is_closed() => "skickas inte (avslutad)".into(),
                 (None, false) if d.is_closed() => "not sent (closed)".into(),
                 (None, true) if fires <= today => "nådd, registreras vid nästa poll".into(),

@@ -81,16 +81,21 @@ pub fn compose_notice_instead_of(
         .map(|(index, recipient)| mailbox(recipient.address.as_str(), index))
         .collect::<Result<Vec<_>, _>>()?;
     let builder = suppress_auto_replies(base_builder(settings)?, settings.mail.language.code());
-    assemble(builder, &to, rendered, message_id)
+    let mut builder = filter_headers(builder, settings, payload.kind.as_str(), Some(payload.step));
+    if payload.due_on < today {
+        // Overdue: marked urgent for the mail programs that show it.
+        builder = builder.raw_header(header("Importance", "high".into())).raw_header(header("X-Priority", "1".into()));
+    }
+    assemble(builder, &to, rendered, message_id).map(|m| local_date(m, settings))
 }
 
 /// Renders a manager's daily digest, with the stored `message_id`, to `digest.manager`.
 pub fn compose_digest(settings: &Settings, digest: &Digest, message_id: &str) -> Result<Message, ComposeError> {
     let rendered = render_digest(settings, digest)?;
     let to = mailbox(digest.manager.as_str(), 0)?;
-    // Digests have always carried only `Auto-Submitted`, not the notices' `Content-Language`
-    // and `X-Auto-Response-Suppress`; kept so.
-    assemble(base_builder(settings)?, &[to], rendered, message_id)
+    let builder = suppress_auto_replies(base_builder(settings)?, settings.mail.language.code());
+    assemble(filter_headers(builder, settings, "digest", None), &[to], rendered, message_id)
+        .map(|m| local_date(m, settings))
 }
 
 /// The text part of a digest, exactly as the mail carries it (for `digest --dry-run`).
@@ -125,6 +130,7 @@ pub fn render_test_mail(settings: &Settings, to: &EmailAddress) -> Result<Messag
         .message_id(None)
         .to(to)
         .singlepart(lettre::message::SinglePart::plain(body.to_string()))
+        .map(|m| local_date(m, settings))
         .map_err(|e| ComposeError::Build(e.to_string()))
 }
 
@@ -143,10 +149,21 @@ pub fn check_templates(settings: &Settings) -> Result<(), ComposeError> {
         extended_to: None,
         due_reason: None,
         decided_on: day(2026, 12, 28)?,
+        caseworker: Some(settings.mail.from.clone()),
     };
     let recipients =
         [Recipient { role: Role::Caseworker, address: settings.mail.from.clone(), instead_of_caseworker: false }];
     compose_notice(settings, &sample, &recipients, sample.decided_on, "<check@fristvakt.invalid>")?;
+    // A manager's notice, overdue: the caseworker named, the urgent wording.
+    let managers = [Recipient { role: Role::Manager, ..recipients[0].clone() }];
+    let late = day(2027, 1, 4)?;
+    compose_notice(
+        settings,
+        &NoticePayload { step: 5, ..sample.clone() },
+        &managers,
+        late,
+        "<check@fristvakt.invalid>",
+    )?;
     // Every branch of the explanation: next day, a holiday move, an extension, closed and open.
     let dates = CaseDates {
         received_on: Some(sample.start_on),
@@ -304,18 +321,49 @@ const BUILT_IN: [(&str, &str); 14] = [
 /// tells mail servers and clients that a program sent it, so they send no out-of-office replies.
 fn base_builder(settings: &Settings) -> Result<MessageBuilder, ComposeError> {
     let from: Address = settings.mail.from.as_str().parse().map_err(|_| ComposeError::BadFrom)?;
+    let name = Some(settings.mail.from_name.clone()).filter(|n| !n.is_empty());
     Ok(Message::builder()
-        .from(Mailbox::new(None, from))
+        .from(Mailbox::new(name, from))
         .date_now()
-        .raw_header(HeaderValue::new(HeaderName::new_from_ascii_str("Auto-Submitted"), "auto-generated".into())))
+        .raw_header(header("Auto-Submitted", "auto-generated".into())))
 }
 
-/// The headers of notices and test mails that also keep Exchange's auto-responders and ticket
-/// systems from answering, and name the language.
+/// Sets `Date` in the configured time zone (lettre writes it in UTC), so that a reader sees the
+/// local hour: `Sun, 6 Dec 2026 07:00:00 +0100`.
+fn local_date(mut message: Message, settings: &Settings) -> Message {
+    let date = chrono::Utc::now().with_timezone(&settings.timezone).to_rfc2822();
+    message.headers_mut().insert_raw(header("Date", date));
+    message
+}
+
+fn header(name: &'static str, value: String) -> HeaderValue {
+    HeaderValue::new(HeaderName::new_from_ascii_str(name), value)
+}
+
+/// The headers of notices, digests and test mails that also keep Exchange's auto-responders and
+/// ticket systems from answering, and name the language.
 fn suppress_auto_replies(builder: MessageBuilder, lang: &str) -> MessageBuilder {
     builder
-        .raw_header(HeaderValue::new(HeaderName::new_from_ascii_str("X-Auto-Response-Suppress"), "All".into()))
-        .raw_header(HeaderValue::new(HeaderName::new_from_ascii_str("Content-Language"), lang.into()))
+        .raw_header(header("X-Auto-Response-Suppress", "All".into()))
+        .raw_header(header("Content-Language", lang.into()))
+}
+
+/// Headers for mail filters: what the mail is (`X-Fristvakt-Kind`: a clock's machine name, or
+/// `digest`), the ladder step of a notice (`X-Fristvakt-Step`: `-3`, `0`, `+1`) and a
+/// `List-Id` per sort of mail (RFC 2919), under the sender's domain.
+fn filter_headers(builder: MessageBuilder, settings: &Settings, kind: &str, step: Option<i32>) -> MessageBuilder {
+    let domain = settings.mail.from.as_str().rsplit_once('@').map(|(_, d)| d).unwrap_or("localhost");
+    let (list, label) = match step {
+        Some(_) => ("notices", "fristvakt notices"),
+        None => ("digests", "fristvakt digests"),
+    };
+    let builder = builder
+        .raw_header(header("X-Fristvakt-Kind", kind.to_string()))
+        .raw_header(header("List-Id", format!("{label} <{list}.fristvakt.{domain}>")));
+    match step {
+        Some(step) => builder.raw_header(header("X-Fristvakt-Step", crate::rules::offset_label(step))),
+        None => builder,
+    }
 }
 
 /// Subject, the stored Message-ID, recipients, and the text and HTML alternatives.
@@ -434,6 +482,15 @@ struct NoticeContext {
     /// or the addresses that refused it (then the mail goes one role up).
     fallback_note: Option<String>,
     recipients: Vec<RecipientContext>,
+    /// Past the legal last day: the templates style the notice as urgent.
+    overdue: bool,
+    /// What to do, by when, and where to record it (and a decided extension, for a clock that
+    /// has one).
+    todo: String,
+    /// The ladder's next step after this one: its day and to whom, if there is one.
+    next_step: Option<String>,
+    /// The responsible caseworker, for a notice none of whose recipients is the caseworker.
+    caseworker: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -459,7 +516,12 @@ impl NoticeContext {
         let step_roles: Vec<Role> =
             settings.ladders.for_kind(p.kind).step(p.step).map(|s| s.roles.clone()).unwrap_or_default();
         let fell_back = recipients.iter().any(|r| r.instead_of_caseworker);
+        let to_caseworker = recipients.iter().any(|r| r.role == Role::Caseworker);
         NoticeContext {
+            overdue: days_left < 0,
+            todo: todo_line(lang, p, days_left),
+            next_step: next_step_line(settings, p),
+            caseworker: p.caseworker.as_ref().filter(|_| !to_caseworker).map(|c| c.to_string()),
             case_ref: p.case_ref.to_string(),
             unit: p.unit.to_string(),
             unit_name,
@@ -496,6 +558,74 @@ impl NoticeContext {
                 .collect(),
         }
     }
+}
+
+/// "Att göra: besluta om utredning ska inledas senast 2026-12-28 och registrera beslutet i
+/// verksamhetssystemet." — the clock's action (`todo` in `templates/clocks.*.toml`, else a
+/// general one), by the legal last day or, once it passed, at once; for a clock with a decided
+/// extension, that such a decision is recorded too.
+fn todo_line(lang: Language, p: &NoticePayload, days_left: i64) -> String {
+    let words = Catalogue::of(lang).clock(p.kind);
+    let extension = words.extension.is_some();
+    match lang {
+        Language::Swedish => {
+            let action = words.todo.as_deref().unwrap_or("gör det som fristen kräver");
+            let mut line = if days_left < 0 {
+                format!("Att göra: fristen har gått ut – {action} snarast och registrera det i verksamhetssystemet.")
+            } else {
+                format!("Att göra: {action} senast {} och registrera det i verksamhetssystemet.", iso(p.due_on))
+            };
+            if extension {
+                line.push_str(" Har längre tid beslutats, registrera det beslutet, så räknas fristen om.");
+            }
+            line
+        }
+        Language::English => {
+            let action = words.todo.as_deref().unwrap_or("do what the deadline requires");
+            let mut line = if days_left < 0 {
+                format!("To do: the deadline has passed – {action} at once and record it in the case system.")
+            } else {
+                format!("To do: {action} by {} and record it in the case system.", iso(p.due_on))
+            };
+            if extension {
+                line.push_str(
+                    " If a longer time has been decided, record that decision, and the deadline is counted anew.",
+                );
+            }
+            line
+        }
+    }
+}
+
+/// "Nästa steg: 2027-01-02 går ett meddelande till gruppledare och enhetschef." — the ladder's
+/// next step after the notice's, unless the deadline is closed by then.
+fn next_step_line(settings: &Settings, p: &NoticePayload) -> Option<String> {
+    let lang = settings.mail.language;
+    let deadline = p.deadline();
+    let next = settings.ladders.for_kind(p.kind).steps().iter().find(|s| s.offset > p.step)?;
+    let roles: Vec<String> = next
+        .roles
+        .iter()
+        .map(|r| match lang {
+            Language::Swedish => r.name_sv().to_string(),
+            Language::English => r.name_en().to_string(),
+        })
+        .collect();
+    let day = iso(next.fires_on(&deadline));
+    Some(match lang {
+        Language::Swedish => {
+            format!(
+                "Nästa steg: {day} går ett meddelande till {}, om fristen inte är avslutad då.",
+                join(&roles, "och")
+            )
+        }
+        Language::English => {
+            format!(
+                "Next step: on {day} a notice goes to the {}, unless the deadline is closed by then.",
+                join(&roles, "and")
+            )
+        }
+    })
 }
 
 fn iso(day: NaiveDate) -> String {
@@ -656,6 +786,7 @@ mod tests {
             extended_to: None,
             due_reason: None,
             decided_on: day("2026-12-21"),
+            caseworker: None,
         }
     }
 
@@ -839,11 +970,63 @@ mod tests {
         assert_eq!(h.get_raw("Message-ID"), Some("<abc.fristvakt@kommun.example>"));
         assert_eq!(h.get_raw("Auto-Submitted"), Some("auto-generated"));
         assert_eq!(h.get_raw("X-Auto-Response-Suppress"), Some("All"));
-        assert_eq!(h.get_raw("From"), Some("fristvakt@kommun.example"));
+        assert_eq!(h.get_raw("From"), Some("fristvakt <fristvakt@kommun.example>"));
         assert_eq!(h.get_raw("To"), Some("anna.handlaggare@kommun.example"));
-        assert!(h.get_raw("Date").is_some());
+        assert_eq!(h.get_raw("Content-Language"), Some("sv"));
+        // For mail filters.
+        assert_eq!(h.get_raw("X-Fristvakt-Kind"), Some("assessment"));
+        assert_eq!(h.get_raw("X-Fristvakt-Step"), Some("-3"));
+        assert_eq!(h.get_raw("List-Id"), Some("fristvakt notices <notices.fristvakt.kommun.example>"));
+        // Not overdue: not marked urgent.
+        assert_eq!(h.get_raw("Importance"), None);
+        // The local time of Stockholm: +0100 in winter, +0200 in summer.
+        let date = h.get_raw("Date").unwrap();
+        assert!(date.ends_with("+0100") || date.ends_with("+0200"), "{date}");
+        assert!(chrono::DateTime::parse_from_rfc2822(date).is_ok(), "{date}");
         let raw = String::from_utf8(m.formatted()).unwrap();
         assert!(raw.contains("multipart/alternative"), "{raw}");
+
+        // Overdue, to the manager only: urgent, the caseworker named, what to do at once.
+        let mut late = christmas_assessment(5);
+        late.caseworker = Some(EmailAddress::parse("anna.handlaggare@kommun.example").unwrap());
+        let manager = [Recipient {
+            role: Role::Manager,
+            address: EmailAddress::parse("ec.bromma@kommun.example").unwrap(),
+            instead_of_caseworker: false,
+        }];
+        let m = compose_notice(&s, &late, &manager, day("2027-01-04"), "<late.fristvakt@kommun.example>").unwrap();
+        assert_eq!(m.headers().get_raw("Importance"), Some("high"));
+        assert_eq!(m.headers().get_raw("X-Fristvakt-Step"), Some("+5"));
+        let r = rendered(&s, &late, &manager, "2027-01-04");
+        assert!(r.text.contains("BRÅDSKANDE: fristen har gått ut."), "{}", r.text);
+        assert!(r.text.contains("Ansvarig handläggare: anna.handlaggare@kommun.example"), "{}", r.text);
+        assert!(r.text.contains("Att göra: fristen har gått ut – besluta om utredning ska inledas"), "{}", r.text);
+        assert!(r.html.contains("#b00020") && r.html.contains("BRÅDSKANDE"), "{}", r.html);
+        // The caseworker's own notice names no caseworker line (the recipients say it), and
+        // tells the next step of the ladder.
+        let r = rendered(&s, &late, &caseworker(), "2026-12-25");
+        assert!(!r.text.contains("Ansvarig handläggare") && !r.html.contains("#b00020"), "{}", r.text);
+        assert!(
+            r.text.contains("Att göra: besluta om utredning ska inledas eller inte senast 2026-12-28"),
+            "{}",
+            r.text
+        );
+        let r = rendered(&s, &christmas_assessment(-3), &caseworker(), "2026-12-25");
+        assert!(r.text.contains("Nästa steg: 2026-12-28 går ett meddelande till handläggare"), "{}", r.text);
+
+        // Digests carry the same automated-mail headers.
+        let digest = crate::digest::tests::sample_digest(&s);
+        let m = compose_digest(&s, &digest, "<d.fristvakt@kommun.example>").unwrap();
+        let h = m.headers();
+        for (name, value) in [
+            ("X-Auto-Response-Suppress", "All"),
+            ("Content-Language", "sv"),
+            ("Auto-Submitted", "auto-generated"),
+            ("X-Fristvakt-Kind", "digest"),
+            ("List-Id", "fristvakt digests <digests.fristvakt.kommun.example>"),
+        ] {
+            assert_eq!(h.get_raw(name), Some(value), "{name}");
+        }
     }
 
     #[test]

@@ -605,8 +605,18 @@ fn setup_error(e: &lettre::transport::smtp::Error, stage: &'static str) -> Deliv
 }
 
 /// The file of a message: its Message-ID made safe as a file name, so that sending the same
-/// notice again overwrites its file instead of adding a second one.
+/// notice again overwrites its file instead of adding a second one; a notice's name starts with
+/// `notice-KIND-`, a digest's with `digest-` (from `X-Fristvakt-Kind`).
 fn file_name(message: &Message) -> String {
+    let prefix = match message.headers().get_raw("X-Fristvakt-Kind") {
+        Some("digest") => "digest-".to_string(),
+        Some(kind) if kind.chars().all(|c| c.is_ascii_lowercase() || c == '_') => format!("notice-{kind}-"),
+        _ => String::new(),
+    };
+    format!("{prefix}{}", id_file_name(message))
+}
+
+fn id_file_name(message: &Message) -> String {
     let id = message.headers().get_raw("Message-ID").unwrap_or_default();
     let safe: String = id
         .trim_matches(|c| c == '<' || c == '>')

@@ -28,8 +28,9 @@ pub fn page(report: &Report, w: &Words, unit_names: &BTreeMap<String, String>) -
     let lang = if w.lang == Language::Swedish { "sv" } else { "en" };
     let _ = write!(
         h,
-        "<!DOCTYPE html>\n<html lang=\"{lang}\">\n<head>\n<meta charset=\"utf-8\">\n<title>{}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n",
-        esc(&w.title_line(report))
+        "<!DOCTYPE html>\n<html lang=\"{lang}\">\n<head>\n<meta charset=\"utf-8\">\n<title>{}</title>\n<style>{STYLE}{}</style>\n</head>\n<body>\n",
+        esc(&w.title_line(report)),
+        page_margins(report, w),
     );
     let _ = write!(h, "<header><h1>{}</h1>", esc(&w.title()));
     let _ = writeln!(
@@ -71,7 +72,7 @@ pub fn page(report: &Report, w: &Words, unit_names: &BTreeMap<String, String>) -
         "<section><h2>{}</h2>",
         esc(&w.pick("Andel i tid per enhet och frist", "Share met by unit and kind"))
     );
-    h.push_str(&unit_kind_chart(&report.table, w, r.min_group));
+    h.push_str(&unit_kind_chart(&report.table, w, r.min_group, unit_names));
     let _ = write!(
         h,
         "</section>\n<section><h2>{}</h2>",
@@ -94,6 +95,34 @@ pub fn page(report: &Report, w: &Words, unit_names: &BTreeMap<String, String>) -
     }
     let _ = write!(h, "</ul></section>\n</body>\n</html>\n");
     h
+}
+
+/// The printed page's running header (the title and the period) and its page numbers, in the
+/// page margins (CSS paged media, which Chromium prints).
+fn page_margins(report: &Report, w: &Words) -> String {
+    // A CSS string: quotes and backslashes escaped, no line breaks; `<` cannot end the style
+    // element as `\3C`.
+    let css = |text: &str| -> String {
+        text.chars()
+            .map(|c| match c {
+                '"' | '\\' => format!("\\{c}"),
+                '<' => "\\3C ".to_string(),
+                c if c.is_control() => " ".to_string(),
+                c => c.to_string(),
+            })
+            .collect()
+    };
+    let r = &report.request;
+    let header = css(&format!("{} {} – {}", w.title(), r.period.from, r.period.to));
+    let (page, of) = match w.lang {
+        Language::Swedish => ("Sida ", " av "),
+        Language::English => ("Page ", " of "),
+    };
+    format!(
+        "\n@page {{ @top-left {{ content: \"{header}\"; font-size: 9px; color: #4a5663; }} \
+         @top-right {{ content: \"fristvakt\"; font-size: 9px; color: #4a5663; }} \
+         @bottom-right {{ content: \"{page}\" counter(page) \"{of}\" counter(pages); font-size: 9px; color: #4a5663; }} }}\n"
+    )
 }
 
 const STYLE: &str = "
@@ -125,7 +154,16 @@ thead { display: table-header-group; }
 tr { break-inside: avoid; page-break-inside: avoid; }
 .notes li { margin-bottom: 4px; }
 .nochart { color: #4a5663; font-style: italic; }
-@media print { body { max-width: none; padding: 0; font-size: 11px; } .keyfigures div { border: 1px solid #c9d3dc; } }
+@media print {
+  body { max-width: none; padding: 0; font-size: 11px; }
+  .keyfigures div { border: 1px solid #c9d3dc; }
+  /* A chart is one block that cannot break: scaled to fit below the key figures, so that the
+     first page is not left blank and the chart not pushed to the next. */
+  svg { width: auto; max-width: 100%; max-height: 205mm; margin: 0 auto; }
+  h2 { break-after: avoid; page-break-after: avoid; }
+  /* The units' names stay with the table's last rows. */
+  p.units { break-before: avoid; page-break-before: avoid; }
+}
 ";
 
 fn html_table(report: &Report, w: &Words, unit_names: &BTreeMap<String, String>) -> String {
@@ -224,7 +262,7 @@ fn no_chart(w: &Words, by: &str) -> String {
 }
 
 /// Horizontal bars: one cluster per unit, one bar per kind, 0–100 % with the 100 % line.
-fn unit_kind_chart(t: &Table, w: &Words, min_group: u64) -> String {
+fn unit_kind_chart(t: &Table, w: &Words, min_group: u64, unit_names: &BTreeMap<String, String>) -> String {
     if !t.by.contains(&Dimension::Unit) {
         return no_chart(w, "unit");
     }
@@ -236,23 +274,48 @@ fn unit_kind_chart(t: &Table, w: &Words, min_group: u64) -> String {
         .into_iter()
         .collect();
     let series = series(t, w);
-    let (left, right, bar_h, gap) = (110.0, 60.0, 12.0, 10.0);
+    // Room on the left for the unit's name (its code below it).
+    let named = units.iter().any(|u| unit_names.contains_key(*u));
+    let (left, right, bar_h, gap) = (if named { 190.0 } else { 110.0 }, 60.0, 12.0, 10.0);
     let plot = CHART_WIDTH - left - right;
     let cluster = bar_h * series.len() as f64 + gap;
-    let top = 30.0;
+    let items: Vec<(&str, String)> = series.iter().map(|(_, c, l)| (*c, l.clone())).collect();
+    let top = legend_top(left, &items);
     let height = top + cluster * units.len().max(1) as f64 + 30.0;
     let mut s =
         svg_open(height, &w.pick("Andel frister i tid per enhet och frist", "Share of deadlines met by unit and kind"));
-    legend(&mut s, left, 14.0, &series.iter().map(|(_, c, l)| (*c, l.clone())).collect::<Vec<_>>());
+    legend(&mut s, left, 14.0, &items);
     for (ui, unit) in units.iter().enumerate() {
         let y0 = top + ui as f64 * cluster;
-        let _ = write!(
-            s,
-            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
-            left - 6.0,
-            y0 + cluster / 2.0,
-            esc(unit)
-        );
+        match unit_names.get(*unit) {
+            Some(name) => {
+                // Long names shortened to the room they have (about 30 characters).
+                let shown: String = if name.chars().count() > 30 {
+                    name.chars().take(29).chain(['…']).collect()
+                } else {
+                    name.clone()
+                };
+                let _ = write!(
+                    s,
+                    "<text x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>\
+                     <text x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"end\" font-size=\"9\" fill=\"#4a5663\">{}</text>",
+                    y0 + cluster / 2.0 - 4.0,
+                    esc(&shown),
+                    y0 + cluster / 2.0 + 8.0,
+                    esc(unit),
+                    x = left - 6.0,
+                );
+            }
+            None => {
+                let _ = write!(
+                    s,
+                    "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
+                    left - 6.0,
+                    y0 + cluster / 2.0,
+                    esc(unit)
+                );
+            }
+        }
         for (ki, (kind, colour, _)) in series.iter().enumerate() {
             let y = y0 + ki as f64 * bar_h;
             let b = bar(t, |g| g.value(&t.by, Dimension::Unit) == Some(unit) && of_kind(t, g, *kind), min_group);
@@ -271,14 +334,16 @@ fn trend_chart(t: &Table, months: &[String], w: &Words) -> String {
         return no_chart(w, "month");
     }
     let series = series(t, w);
-    let (left, right, top, plot_h) = (44.0, 36.0, 30.0, 170.0);
+    let (left, right, plot_h) = (44.0, 36.0, 170.0);
+    let items: Vec<(&str, String)> = series.iter().map(|(_, c, l)| (*c, l.clone())).collect();
+    let top = legend_top(left, &items);
     let plot = CHART_WIDTH - left - right;
     let height = top + plot_h + 40.0;
     let mut s = svg_open(
         height,
         &w.pick("Andel frister i tid per månad och frist", "Share of deadlines met by month and kind"),
     );
-    legend(&mut s, left, 14.0, &series.iter().map(|(_, c, l)| (*c, l.clone())).collect::<Vec<_>>());
+    legend(&mut s, left, 14.0, &items);
     let y_of = |share: f64| top + plot_h * (1.0 - share);
     for pct in [0, 25, 50, 75, 100] {
         let y = y_of(pct as f64 / 100.0);
@@ -390,6 +455,10 @@ fn bar_or_label(s: &mut String, b: &Bar, left: f64, y: f64, h: f64, plot: f64, c
     let label = match b {
         Bar::Empty => w.pick("inga", "none"),
         Bar::Hidden(label) => label.clone(),
+        // Deadlines counted, none closed or past due yet: the slot says so.
+        Bar::Shown(tally) if tally.share_met().is_none() => {
+            format!("{} (n={})", w.pick("inget utfall än", "no outcome yet"), tally.total)
+        }
         Bar::Shown(tally) => {
             let Some(share) = tally.share_met() else { return };
             let width = (plot * share).max(1.0);
@@ -444,13 +513,36 @@ fn axis(s: &mut String, left: f64, plot: f64, y: f64) {
     }
 }
 
+/// The legend, from `x` on, in as many rows as the chart's width needs (every kind named in
+/// full, however many kinds there are).
 fn legend(s: &mut String, x: f64, y: f64, items: &[(&str, String)]) {
-    let mut x = x;
-    for (colour, label) in items {
-        let _ = write!(s, "<rect x=\"{x:.1}\" y=\"{:.1}\" width=\"10\" height=\"10\" fill=\"{colour}\"/>", y - 9.0);
-        let _ = write!(s, "<text x=\"{:.1}\" y=\"{y:.1}\">{}</text>", x + 14.0, esc(label));
-        x += 24.0 + 6.5 * label.chars().count() as f64;
+    for ((ix, iy), (colour, label)) in legend_places(x, y, items).into_iter().zip(items) {
+        let _ = write!(s, "<rect x=\"{ix:.1}\" y=\"{:.1}\" width=\"10\" height=\"10\" fill=\"{colour}\"/>", iy - 9.0);
+        let _ = write!(s, "<text x=\"{:.1}\" y=\"{iy:.1}\">{}</text>", ix + 14.0, esc(label));
     }
+}
+
+/// Where each legend item goes: a new row when the next would pass the chart's right edge.
+fn legend_places(x0: f64, y0: f64, items: &[(&str, String)]) -> Vec<(f64, f64)> {
+    let (mut x, mut y) = (x0, y0);
+    let mut places = Vec::with_capacity(items.len());
+    for (_, label) in items {
+        let width = 24.0 + 6.5 * label.chars().count() as f64;
+        if x > x0 && x + width > CHART_WIDTH {
+            (x, y) = (x0, y + LEGEND_ROW);
+        }
+        places.push((x, y));
+        x += width;
+    }
+    places
+}
+
+const LEGEND_ROW: f64 = 14.0;
+
+/// The top of a chart's plot below its legend (one row: 30).
+fn legend_top(x: f64, items: &[(&str, String)]) -> f64 {
+    let last = legend_places(x, 14.0, items).last().map_or(14.0, |(_, y)| *y);
+    last + 16.0
 }
 
 /// Text for HTML content and attribute values.

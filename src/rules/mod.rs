@@ -24,4 +24,4 @@ pub use deadline::{
     deadlines_for, report_during_open_investigation, CaseDates, Deadline, DueReason, Kind, OtherInvestigation,
     RuleOptions, Status, REPORTER_INFORMATION_IN_FORCE,
 };
-pub use ladder::{beyond_first_sight, decide, Ladder, LadderDecision, LadderError, Role, Step};
+pub use ladder::{beyond_first_sight, decide, offset_label, Ladder, LadderDecision, LadderError, Role, Step};

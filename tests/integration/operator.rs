@@ -238,8 +238,13 @@ fn a_dry_run_poll_foretells_the_first_poll() {
 
     let out = fristvakt(Some(&cfg), &["poll", "--once"], &[]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let sent = std::fs::read_dir(ws.path("outbox")).unwrap().count() as u64;
-    assert_eq!(sent, foretold, "{}", stdout(&out));
+    let names: Vec<String> = std::fs::read_dir(ws.path("outbox"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into())
+        .collect();
+    assert_eq!(names.len() as u64, foretold, "{}", stdout(&out));
+    // The file names say what each mail is.
+    assert!(names.iter().all(|n| n.starts_with("notice-") && n.ends_with(".eml")), "{names:?}");
     // Once polled, nothing more is due today.
     let again = stdout(&fristvakt(Some(&cfg), &["poll", "--once", "--dry-run"], &[]));
     assert!(again.contains("a poll would send 0 notice(s)"), "{again}");
@@ -260,4 +265,93 @@ fn outbox_show_gives_recipients_answers_and_the_mail() {
 
     let out = fristvakt(Some(&cfg), &["outbox", "show", "notice/nope"], &[]);
     assert_eq!(out.status.code(), Some(2));
+}
+
+/// `explain` says why a step was not sent, in the language of its output; `outbox list` too.
+#[test]
+fn steps_not_sent_say_why_in_the_output_language() {
+    let (_ws, cfg) = polled(600);
+    let listed = stdout(&fristvakt(Some(&cfg), &["outbox", "list", "--state", "skipped", "--limit", "5"], &[]));
+    let row = listed.lines().nth(1).unwrap_or_else(|| panic!("no skipped step in:\n{listed}"));
+    assert!(row.contains("skipped: a later step was reached at once, or first seen past the horizon"), "{row}");
+    let key = row.split_whitespace().next().unwrap();
+    let case_ref = key.split('/').nth(2).unwrap();
+    let text = stdout(&fristvakt(Some(&cfg), &["explain", case_ref], &[]));
+    assert!(text.contains(": hoppades över: "), "{text}");
+    for english in [": skipped", ": sent", ": pending", ": cancelled"] {
+        assert!(!text.contains(english), "{english} in Swedish output:\n{text}");
+    }
+    let text = stdout(&fristvakt(Some(&cfg), &["explain", case_ref], &[("FRISTVAKT__MAIL__LANGUAGE", "en")]));
+    assert!(text.contains(": skipped: "), "{text}");
+}
+
+/// The compliance report printed on A4 by headless Chromium (as a manager prints it for a
+/// board): a few pages, the chart with the units' names on the first, every page numbered
+/// under a running header, and the last page more than a legend.
+#[test]
+fn the_report_prints_on_a4_without_blank_pages() {
+    let chromium = ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|c| Command::new(c).arg("--version").output().is_ok_and(|o| o.status.success()))
+        .expect("chromium not found: install it with `apt-get install -y chromium poppler-utils` (scripts/test does)");
+    let ws = Workspace::new();
+    let cfg = ws.path("fristvakt.toml");
+    std::fs::write(
+        &cfg,
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/demo.toml"))
+            .unwrap()
+            .replace("var/", &format!("{}/", ws.dir.path().display())),
+    )
+    .unwrap();
+    for args in [&["demo-data", "--cases", "2000"][..], &["poll", "--once", "--today", "2026-12-01"]] {
+        let out = fristvakt(Some(&cfg), args, &[]);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    }
+    let html = ws.path("report.html");
+    let args = ["report", "compliance", "--from", "2026-01-01", "--to", "2026-11-30", "--today", "2026-12-01"];
+    let out =
+        fristvakt(Some(&cfg), &[&args[..], &["--format", "html", "--output", html.to_str().unwrap()]].concat(), &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let pdf = ws.path("report.pdf");
+    let profile = ws.path("chromium-profile");
+    let out = Command::new(chromium)
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"])
+        .args(["--disable-component-update", "--disable-sync", "--no-pdf-header-footer"])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(format!("--print-to-pdf={}", pdf.display()))
+        .arg(format!("file://{}", html.display()))
+        .output()
+        .unwrap();
+    assert!(pdf.exists(), "chromium printed nothing: {}", String::from_utf8_lossy(&out.stderr));
+    let info = Command::new("pdfinfo").arg(&pdf).output().expect("pdfinfo (poppler-utils)");
+    let info = String::from_utf8_lossy(&info.stdout).into_owned();
+    let pages: usize = info
+        .lines()
+        .find_map(|l| l.strip_prefix("Pages:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{info}"));
+    assert!(info.contains("A4"), "{info}");
+    // 14 units × 5 kinds: the chart, the table (70 rows) and the notes fit in three pages.
+    assert!((2..=3).contains(&pages), "{pages} pages:\n{info}");
+    let page_text = |n: usize| {
+        let out = Command::new("pdftotext")
+            .args(["-layout", "-f", &n.to_string(), "-l", &n.to_string()])
+            .arg(&pdf)
+            .arg("-")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let first = page_text(1);
+    // The chart is on the first page, with the units' names, not pushed to the second.
+    assert!(first.contains("Andel i tid per enhet och frist"), "{first}");
+    assert!(first.contains("Bromma barn och unga") && first.contains("BRO-BU"), "{first}");
+    for n in 1..=pages {
+        let text = page_text(n);
+        assert!(text.contains(&format!("Sida {n} av {pages}")), "page {n} unnumbered:\n{text}");
+        assert!(text.contains("Fristuppföljning 2026-01-01 – 2026-11-30"), "page {n} has no running header");
+    }
+    // The last page holds table rows or the notes, not a legend alone.
+    let last = page_text(pages);
+    assert!(last.contains("Att läsa siffrorna") && last.contains("Totalt"), "{last}");
 }

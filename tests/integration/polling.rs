@@ -591,7 +591,6 @@ async fn show_filters_print_the_unfiltered_listing_filtered(pg: bool) {
         };
         let mut asked: Vec<(Option<&str>, Option<&str>)> = Vec::new();
         asked.extend(units.iter().map(|u| (Some(*u), None)));
-        asked.push((Some("XXX"), None));
         for status in rules::Status::ALL.map(|s| s.as_str()) {
             asked.push((None, Some(status)));
             asked.push((units.first().copied(), Some(status)));
@@ -608,6 +607,11 @@ async fn show_filters_print_the_unfiltered_listing_filtered(pg: bool) {
                 seen.extend(status);
             }
         }
+        // A unit nobody knows lists nothing and says so (exit 2).
+        let out = fristvakt(Some(&cfg), &["deadlines", "--format", "json", "--today", today, "--unit", "XXX"], &env);
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        assert_eq!(serde_json::from_str::<Vec<Value>>(&stdout(&out)).unwrap(), Vec::<Value>::new());
+        assert!(stderr(&out).contains("--unit XXX: unknown unit"), "{}", stderr(&out));
         if today == TODAY {
             // The table: the header and the same lines.
             let (table, _) = run(&["deadlines", "--today", today, "--status", "overdue"]);

@@ -477,6 +477,7 @@ fn notice_entry(settings: &Settings, case_ref: &str) -> OutboxEntry {
             extended_to: None,
             due_reason: Some(DueReason::Nominal),
             decided_on: day("2026-11-25"),
+            caseworker: None,
         })),
         state: OutboxState::Pending,
         not_before: Utc.with_ymd_and_hms(2026, 11, 24, 7, 0, 0).unwrap(),
