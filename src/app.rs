@@ -221,7 +221,8 @@ impl App {
             return Ok(r.clone());
         }
         let settings = &self.settings.register;
-        let register = Arc::new(Register::connect_waiting(&settings.url, &settings.view, settings.waits).await?);
+        let register = Register::connect_waiting(&settings.url, &settings.view, settings.waits).await?;
+        let register = Arc::new(register.with_placements(&settings.placements_view).await?);
         *slot = Some(register.clone());
         Ok(register)
     }

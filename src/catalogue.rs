@@ -25,6 +25,10 @@ pub struct ClockWords {
     /// What a decided extension is, for a clock that has one ("Beslut har fattats om …").
     #[serde(default)]
     pub extension: Option<String>,
+    /// What happens when the day is missed, for a clock whose miss ends a measure by law
+    /// ("omhändertagandet upphör"); notices say it.
+    #[serde(default)]
+    pub if_missed: Option<String>,
 }
 
 /// The words of every clock and start event in one language.

@@ -66,16 +66,22 @@ pub enum OutputFormat {
 /// The optional features of the register view, as `check-config` prints them; an error when
 /// the register cannot be reached within ten seconds.
 pub async fn register_features(settings: &Settings) -> Result<String, String> {
-    let connect = register::Register::connect(&settings.register.url, &settings.register.view);
+    let connect = async {
+        register::Register::connect(&settings.register.url, &settings.register.view)
+            .await?
+            .with_placements(&settings.register.placements_view)
+            .await
+    };
     let register = tokio::time::timeout(std::time::Duration::from_secs(10), connect)
         .await
         .map_err(|_| "the register did not answer within 10 s".to_string())?
         .map_err(|e| e.to_string())?;
     let checked = register.check().await;
     let features = register.features();
+    let placements = register.describe_placements();
     register.close().await;
     checked.map_err(|e| e.to_string())?;
-    Ok(format!("register view {}: {}", settings.register.view, features.describe()))
+    Ok(format!("register view {}: {}; {placements}", settings.register.view, features.describe()))
 }
 
 pub async fn migrate(settings: &Settings) -> Result<(), CommandError> {

@@ -831,6 +831,7 @@ pub(crate) mod tests {
             withdrawn: false,
             first_seen_on: None,
             child_key: None,
+            case_of: None,
         }
     }
 
@@ -939,7 +940,12 @@ pub(crate) mod tests {
                 (Kind::Assessment, 1, 2),
                 (Kind::Investigation, 1, 1),
                 (Kind::FollowUp, 0, 0),
-                (Kind::ReporterInformation, 0, 0)
+                (Kind::ReporterInformation, 0, 0),
+                (Kind::LvuCourtSubmission, 0, 0),
+                (Kind::LvuCareApplication, 0, 0),
+                (Kind::LvuCareStart, 0, 0),
+                (Kind::EmergencyHomeLimit, 0, 0),
+                (Kind::PlacementFollowUp, 0, 0),
             ]
         );
         assert_eq!(unit.overdue.rows[0].link, "https://register.kommun.example/case/A-2");

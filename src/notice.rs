@@ -38,6 +38,10 @@ pub struct NoticePayload {
     pub due_reason: Option<DueReason>,
     /// The day the step was reached.
     pub decided_on: NaiveDate,
+    /// A placement's case (its row's `case_ref`), linked by `mail.case_link` when
+    /// `mail.placement_link` is not set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub case_of: Option<CaseRef>,
 }
 
 impl NoticePayload {
@@ -140,6 +144,7 @@ pub fn payload(
         },
         due_reason: Some(deadline.due_reason.clone()),
         decided_on: today,
+        case_of: None,
     }
 }
 

@@ -23,6 +23,8 @@ use crate::state::{
     StoredDeadline,
 };
 
+pub mod placements;
+
 /// Rows validated and stored per transaction.
 const CHUNK_ROWS: usize = 1000;
 /// Deadlines visited per round of ladder evaluation.
@@ -59,6 +61,9 @@ pub struct SyncReport {
     pub unchanged: u64,
     /// The newest `updated_at` of the rows computed (not unchanged).
     pub newest_computed: Option<DateTime<Utc>>,
+    /// Rows of the placements view read (contract §1b), and those skipped as broken.
+    pub placement_rows_read: u64,
+    pub placement_rejected: BTreeMap<RejectReason, u64>,
     pub duration: Duration,
 }
 
@@ -142,7 +147,8 @@ pub async fn sync_register(
         (false, Some(bits)) => Prints::Buckets(state.open_print_log(bits).await?),
         (false, None) => Prints::None,
     };
-    let mut pass = Pass { settings, today, now, seed: print_seed(settings), prints };
+    let tracks_placements = !full && register.placements_view().is_some();
+    let mut pass = Pass { settings, today, now, seed: print_seed(settings), prints, touched: tracks_placements.then(Touched::default) };
     let mut chunk = RowChunk::default();
     loop {
         let next = match early.pop_front() {
@@ -171,6 +177,11 @@ pub async fn sync_register(
         }
     }
     drop(chunks);
+    // The placements view (contract §1b): its changed rows, and those of the cases computed above.
+    if register.placements_view().is_some() {
+        let touched = pass.touched.take().unwrap_or_default();
+        placements::sync_placements(register, state, settings, (today, now), since, touched, &mut report).await?;
+    }
     // A full pass that read no row at all is far more likely a view being reloaded than a
     // register emptied of every case: withdrawing everything would cancel every notice.
     let full_pass_on = if full && report.rows_read == 0 {
@@ -325,6 +336,13 @@ enum Prints {
     None,
 }
 
+/// The cases an incremental poll computed: their placements depend on them.
+#[derive(Debug, Default)]
+pub(crate) struct Touched {
+    pub case_refs: HashSet<String>,
+    pub child_keys: HashSet<String>,
+}
+
 /// What one register read carries from chunk to chunk.
 struct Pass<'a> {
     settings: &'a Settings,
@@ -333,6 +351,9 @@ struct Pass<'a> {
     /// Mixed into every row's print: the settings and code the computation depends on.
     seed: u64,
     prints: Prints,
+    /// The cases an incremental poll computed, whose placements are computed again with them;
+    /// `None` when there is no placements view or every placement is read anyway.
+    touched: Option<Touched>,
 }
 
 impl Pass<'_> {
@@ -408,6 +429,12 @@ impl Pass<'_> {
         } else {
             Children::default()
         };
+        if let Some(touched) = &mut self.touched {
+            for (case, _) in cases.values() {
+                touched.case_refs.insert(case.case_ref.to_string());
+                touched.child_keys.extend(case.child_key.as_ref().map(|k| k.as_str().to_string()));
+            }
+        }
         for (case, print) in cases.values() {
             report.newest_computed = report.newest_computed.max(Some(case.updated_at));
             if let Some(book) = book.as_deref_mut() {
@@ -471,6 +498,7 @@ fn compute<'c>(
                     row_updated_at: case.updated_at,
                     seen_on: today,
                     child_key: chain_key(case, deadline.kind),
+                    case_of: None,
                     deadline,
                 });
             }
@@ -611,13 +639,13 @@ fn chain_key(case: &CaseRow, kind: Kind) -> Option<crate::domain::ChildKey> {
     (kind == Kind::Investigation).then(|| case.child_key.clone()).flatten()
 }
 
-fn is_retained(deadline: &Deadline, kept_from: NaiveDate) -> bool {
+pub(crate) fn is_retained(deadline: &Deadline, kept_from: NaiveDate) -> bool {
     deadline.closed_on.is_none_or(|closed| closed >= kept_from)
 }
 
 /// The first day any step of an open deadline fires; the evaluator then decides with the steps
 /// already recorded. `None` for a closed deadline.
-fn first_step_on(ladder: &Ladder, deadline: &Deadline) -> Option<NaiveDate> {
+pub(crate) fn first_step_on(ladder: &Ladder, deadline: &Deadline) -> Option<NaiveDate> {
     if deadline.is_closed() {
         return None;
     }
@@ -686,7 +714,8 @@ pub async fn evaluate_ladders(
                     if fell_back {
                         report.caseworker_fallbacks += 1;
                     }
-                    let payload = notice::payload(&stored.case_ref, &stored.unit, deadline, step, today);
+                    let mut payload = notice::payload(&stored.case_ref, &stored.unit, deadline, step, today);
+                    payload.case_of = stored.case_of.clone();
                     entries.push(notice_entry(settings, payload, recipients, not_before));
                     *report.enqueued.entry((deadline.kind, offset)).or_default() += 1;
                 }
@@ -791,6 +820,9 @@ pub async fn current_deadlines(
     }
     drop(chunks);
     let read_nothing = cases.is_empty() && skipped.is_empty();
+    // The placements' deadlines are the placements view's (contract §1b).
+    let (placement_stored, stored): (Vec<StoredDeadline>, Vec<StoredDeadline>) =
+        stored.into_iter().partition(|d| d.deadline.kind.is_placement());
     // The day each deadline was first stored; one not stored yet is first seen today.
     let first_seen: HashMap<(CaseRef, Kind), Option<NaiveDate>> =
         stored.iter().map(|d| ((d.case_ref.clone(), d.deadline.kind), d.first_seen_on)).collect();
@@ -820,10 +852,16 @@ pub async fn current_deadlines(
                 child_sex: case.child_sex,
                 first_seen_on: first_seen.get(&(case.case_ref.clone(), deadline.kind)).copied().unwrap_or(Some(today)),
                 child_key: chain_key(case, deadline.kind),
+                case_of: None,
                 deadline,
                 withdrawn: false,
             });
         }
+    }
+    if register.placements_view().is_some() {
+        current.extend(placements::current_placement_deadlines(register, placement_stored, settings, (today, now)).await?);
+    } else {
+        current.extend(placement_stored);
     }
     current.sort_by(|a, b| (&a.case_ref, a.deadline.kind.as_str()).cmp(&(&b.case_ref, b.deadline.kind.as_str())));
     Ok(current)
