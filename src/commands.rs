@@ -392,28 +392,25 @@ pub async fn explain(settings: Arc<Settings>, case_ref: &str, today: Option<Naiv
             None => Vec::new(),
         };
         let outbox = jobs::show::outbox_of_case(&app, case_ref).await?;
-        Ok::<_, CommandError>((raw, same_child, outbox))
+        // A placement's reference (contract §1b): the same namespace as the cases'.
+        let placement = match raw {
+            Some(_) => None,
+            None => crate::poll::placements::placement_as_computed(&register, &settings, case_ref)
+                .await
+                .map_err(JobError::from)?,
+        };
+        Ok::<_, CommandError>((raw, same_child, outbox, placement))
     }
     .await;
     app.close_connections().await;
-    let (raw, same_child, outbox) = found?;
-    let Some(raw) = raw else {
-        return Err(CommandError::Usage(format!(
-            "case {case_ref} is not in the register view {}",
-            settings.register.view
-        )));
-    };
-    let case = register::validate(&raw)
-        .map_err(|r| CommandError::Runtime(format!("the register row is skipped by every poll: {r}")))?;
+    let (raw, same_child, outbox, placement) = found?;
     let up = match settings.mail.language {
         Language::Swedish => "ett steg upp",
         Language::English => "one role up",
     };
-    let others: Vec<register::CaseRow> = same_child.iter().filter_map(|raw| register::validate(raw).ok()).collect();
-    let chains = jobs::show::chain_notes(&case, &others, settings.rules.chain_window_days);
-    let investigations = crate::poll::others_of(&case, &crate::poll::investigations_by_child(others.iter()));
-    let text = jobs::show::explain_text(&settings, &case, today, &investigations, &chains, |kind| {
-        // A notice sent one role up (key + "/up") shows with the step it stands in for.
+    // The steps recorded for a kind; a notice sent one role up (key + "/up") shows with the step
+    // it stands in for.
+    let recorded = |kind| {
         let mut steps: Vec<(i32, String)> = Vec::new();
         for r in outbox.iter().filter(|r| r.kind == Some(kind)) {
             let Some(step) = r.step else { continue };
@@ -425,7 +422,26 @@ pub async fn explain(settings: Arc<Settings>, case_ref: &str, today: Option<Naiv
             }
         }
         steps
-    });
+    };
+    let Some(raw) = raw else {
+        return match placement {
+            Some(Ok((row, context))) => {
+                print!("{}", jobs::show::explain_placement_text(&settings, &row, &context, today, recorded));
+                Ok(())
+            }
+            Some(Err(r)) => Err(CommandError::Runtime(format!("the placements row is skipped by every poll: {r}"))),
+            None => Err(CommandError::Usage(format!(
+                "case {case_ref} is not in the register view {} (nor in a placements view)",
+                settings.register.view
+            ))),
+        };
+    };
+    let case = register::validate(&raw)
+        .map_err(|r| CommandError::Runtime(format!("the register row is skipped by every poll: {r}")))?;
+    let others: Vec<register::CaseRow> = same_child.iter().filter_map(|raw| register::validate(raw).ok()).collect();
+    let chains = jobs::show::chain_notes(&case, &others, settings.rules.chain_window_days);
+    let investigations = crate::poll::others_of(&case, &crate::poll::investigations_by_child(others.iter()));
+    let text = jobs::show::explain_text(&settings, &case, today, &investigations, &chains, recorded);
     print!("{text}");
     Ok(())
 }

@@ -112,6 +112,26 @@ async fn read_rows(
     Ok((out, kept))
 }
 
+/// One placement as a poll computes it (for `explain`): its valid row and what its clocks need
+/// from the cases view, or why a poll skips it; `None` when the view does not hold it.
+pub async fn placement_as_computed(
+    register: &Register,
+    settings: &Settings,
+    placement_ref: &str,
+) -> Result<Option<Result<(PlacementRow, PlacementContext), Rejection>>, PollError> {
+    let Some(raw) = register.placement(placement_ref).await? else { return Ok(None) };
+    let mut rejected = std::collections::BTreeMap::new();
+    let (rows, _) = read_rows(register, settings, vec![raw.clone()], &mut rejected).await?;
+    Ok(Some(match rows.into_iter().next() {
+        Some(row) => Ok(row),
+        None => Err(validate_placement(&raw, settings.register.max_cell_bytes).err().unwrap_or(Rejection {
+            reason: RejectReason::RefCollision,
+            column: "placement_ref",
+            case_ref: Some(placement_ref.to_string()),
+        })),
+    }))
+}
+
 /// What a placement's clocks need from the cases view.
 fn context(row: &PlacementRow, facts: &CaseFacts) -> PlacementContext {
     PlacementContext {

@@ -309,6 +309,15 @@ impl Register {
         Ok(out)
     }
 
+    /// The row of one placement, if the view holds it.
+    pub async fn placement(&self, placement_ref: &str) -> Result<Option<RawPlacement>, RegisterError> {
+        let Some(view) = self.placements.clone() else { return Ok(None) };
+        let columns = select_list(self.engine());
+        let rows = self.select_in(&view, &columns, "placement_ref", &[placement_ref.to_string()]).await?;
+        let raws = rows.iter().map(|r| raw(r)).collect::<Result<Vec<_>, _>>();
+        Ok(raws.map_err(|source| RegisterError::Query { view, source })?.into_iter().next())
+    }
+
     /// The facts of the cases view the placements need: for `case_refs`, whether each is a case
     /// and its investigation close; for `keys`, the investigations opened in the child's cases.
     pub async fn case_facts(&self, case_refs: &[String], keys: &[String]) -> Result<CaseFacts, RegisterError> {
