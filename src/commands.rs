@@ -368,10 +368,17 @@ pub async fn demo_data(
     let options = DemoOptions { cases, seed, today, broken };
     let written =
         demo::write_demo_cases(&settings.register.url, &settings.register.view, demo::generate(&options)).await?;
+    let placements = demo::write_demo_placements(
+        &settings.register.url,
+        &settings.register.placements_view,
+        &demo::generate_placements(&options),
+    )
+    .await?;
     println!(
-        "wrote {written} demo case(s) ({broken} deliberately broken) to {} view {}",
+        "wrote {written} demo case(s) ({broken} deliberately broken) to {} view {}, and {placements} placement(s) to view {}",
         settings.register.url.redacted(),
-        settings.register.view
+        settings.register.view,
+        settings.register.placements_view
     );
     Ok(())
 }
