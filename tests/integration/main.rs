@@ -8,6 +8,7 @@ mod every_kind;
 mod faults;
 mod helpers;
 mod notices;
+mod placements;
 mod polling;
 mod report;
 mod security;
