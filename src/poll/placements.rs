@@ -51,7 +51,11 @@ pub(crate) async fn sync_placements(
         report.deadlines_stored += records.len() as u64;
         report.notices_cancelled += state.store_deadlines(&refs, &records, None).await?;
     }
-    if full {
+    if full && report.placement_rows_read == 0 {
+        // As for the cases view: a view that reads empty is far more likely being reloaded than
+        // emptied of every placement; withdrawing all would cancel every notice.
+        tracing::error!(view = register.placements_view().unwrap_or_default(), "full pass read no placements; not withdrawing any");
+    } else if full {
         // Gone from the view: withdrawn, as a case gone from the cases view is. A broken row's
         // placement keeps its last good deadlines.
         let stored = state.placement_refs().await?;
