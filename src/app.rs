@@ -451,7 +451,8 @@ pub async fn seed_demo_register(settings: &Settings, today: NaiveDate) -> Result
     let options = DemoOptions { cases: settings.register.demo_cases as usize, seed: 1, today, broken: 0 };
     let written = demo::write_demo_cases(url, &settings.register.view, demo::generate(&options)).await?;
     let placements =
-        demo::write_demo_placements(url, &settings.register.placements_view, &demo::generate_placements(&options)).await?;
+        demo::write_demo_placements(url, &settings.register.placements_view, &demo::generate_placements(&options))
+            .await?;
     tracing::info!(cases = written, placements, "created a demo register with synthetic cases and placements");
     Ok(Some(written))
 }

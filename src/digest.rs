@@ -428,9 +428,8 @@ impl Ranked {
 /// The placements' order: the LVU clocks first (a miss ends a custody or a care decision), then
 /// as [`row_order`].
 fn placement_order(a: &DigestRow, b: &DigestRow) -> std::cmp::Ordering {
-    let lvu = |r: &DigestRow| {
-        !matches!(r.kind, Kind::LvuCourtSubmission | Kind::LvuCareApplication | Kind::LvuCareStart)
-    };
+    let lvu =
+        |r: &DigestRow| !matches!(r.kind, Kind::LvuCourtSubmission | Kind::LvuCareApplication | Kind::LvuCareStart);
     lvu(a).cmp(&lvu(b)).then_with(|| row_order(a, b))
 }
 
@@ -575,8 +574,18 @@ impl UnitFacts {
             .into_iter()
             .map(|kind| KindCount {
                 kind,
-                overdue: self.overdue.iter().chain(&self.placements).filter(|r| r.kind == kind && r.days_left < 0).count(),
-                upcoming: self.upcoming.iter().chain(&self.placements).filter(|r| r.kind == kind && r.days_left >= 0).count(),
+                overdue: self
+                    .overdue
+                    .iter()
+                    .chain(&self.placements)
+                    .filter(|r| r.kind == kind && r.days_left < 0)
+                    .count(),
+                upcoming: self
+                    .upcoming
+                    .iter()
+                    .chain(&self.placements)
+                    .filter(|r| r.kind == kind && r.days_left >= 0)
+                    .count(),
             })
             .collect();
         self.overdue.sort_by(row_order);

@@ -148,7 +148,14 @@ pub async fn sync_register(
         (false, None) => Prints::None,
     };
     let tracks_placements = !full && register.placements_view().is_some();
-    let mut pass = Pass { settings, today, now, seed: print_seed(settings), prints, touched: tracks_placements.then(Touched::default) };
+    let mut pass = Pass {
+        settings,
+        today,
+        now,
+        seed: print_seed(settings),
+        prints,
+        touched: tracks_placements.then(Touched::default),
+    };
     let mut chunk = RowChunk::default();
     loop {
         let next = match early.pop_front() {
@@ -859,7 +866,8 @@ pub async fn current_deadlines(
         }
     }
     if register.placements_view().is_some() {
-        current.extend(placements::current_placement_deadlines(register, placement_stored, settings, (today, now)).await?);
+        current
+            .extend(placements::current_placement_deadlines(register, placement_stored, settings, (today, now)).await?);
     } else {
         current.extend(placement_stored);
     }

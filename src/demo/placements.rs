@@ -13,9 +13,9 @@
 //!   of a closed investigation mostly ends within the two months; ≈ 5 % have a decided extension.
 //! - **Emergency custodies** (`lvu_6`, a few `lvu_6a`): decided 0–30 days after the investigation
 //!   opened and executed the same day; ≈ 95 % came in to the court within the week (1–6 days),
-//!   ≈ 3 % late, ≈ 2 % ended within days (the custody lifted: no clock). ≈ 90 % of those still
-//!   on after four weeks have an application 10–27 days after execution, ≈ 5 % a request for more
-//!   time. Every week has some: an investigation opened in the last eight weeks gets one with ≈ 6 %,
+//!   ≈ 3 % late, ≈ 2 % ended within days (the custody lifted: no clock). ≈ 90 % have an
+//!   application 10–27 days after execution, ≈ 5 % a request for more time, and the rest lapsed
+//!   after the four weeks (`ended_on`, a visible miss). Every week has some: an investigation opened in the last eight weeks gets one with ≈ 6 %,
 //!   and one decided four days before `today` and not yet submitted is always there, so that a
 //!   demo daemon mails an LVU 7 § reminder in its first minutes.
 //! - **Care decisions** (`lvu_2`, `lvu_3`): for an application, the court decides 14–35 days
@@ -37,12 +37,19 @@ use crate::register::{validate, CaseRow, RawPlacement};
 /// The placements of the demo cases of `options`, in order of their cases.
 pub fn generate_placements(options: &DemoOptions) -> Vec<RawPlacement> {
     let cases = DemoOptions { broken: 0, ..options.clone() };
-    let mut g = Placements { rng: StdRng::seed_from_u64(options.seed ^ 0x504c_4143_454d_454e), today: options.today, rows: Vec::new(), numbers: Default::default() };
+    let mut g = Placements {
+        rng: StdRng::seed_from_u64(options.seed ^ 0x504c_4143_454d_454e),
+        today: options.today,
+        rows: Vec::new(),
+        numbers: Default::default(),
+    };
     let mut latest_open: Option<CaseRow> = None;
     for raw in super::generate(&cases) {
         let Ok(case) = validate(&raw) else { continue };
         let Some(opened) = case.dates.investigation_opened_on else { continue };
-        if case.dates.investigation_closed_on.is_none() && latest_open.as_ref().is_none_or(|l| l.dates.investigation_opened_on < Some(opened)) {
+        if case.dates.investigation_closed_on.is_none()
+            && latest_open.as_ref().is_none_or(|l| l.dates.investigation_opened_on < Some(opened))
+        {
             latest_open = Some(case.clone());
         }
         let recent = (options.today - opened).num_days() <= 56;
@@ -158,10 +165,17 @@ impl Placements {
         latest = submitted.unwrap_or(latest).max(latest);
         let roll: u32 = self.rng.gen_range(0..100);
         let applied = if roll < 90 { self.later(decided, 10, 27) } else { None };
-        if roll >= 90 && roll < 95 {
+        if (90..95).contains(&roll) {
             let requested = self.later(decided, 20, 27);
             self.set(&mut row, "application_extension_requested_on", requested);
             latest = requested.unwrap_or(latest).max(latest);
+        }
+        if roll >= 95 {
+            // Neither an application nor a request: the custody ended by law after the four
+            // weeks (LVU 9 § 1), a miss that stays visible.
+            let lapsed = self.later(decided, 29, 35);
+            self.set(&mut row, "ended_on", lapsed);
+            latest = lapsed.unwrap_or(latest).max(latest);
         }
         self.set(&mut row, "care_applied_on", applied);
         latest = applied.unwrap_or(latest).max(latest);
@@ -283,7 +297,8 @@ mod tests {
         let options = DemoOptions { cases: 20_000, seed: 7, today: d("2026-11-25"), broken: 0 };
         let rows = generate_placements(&options);
         assert_eq!(rows, generate_placements(&options), "deterministic");
-        let valid: Vec<_> = rows.iter().map(|r| validate_placement(r, 65536).expect("every demo row is valid")).collect();
+        let valid: Vec<_> =
+            rows.iter().map(|r| validate_placement(r, 65536).expect("every demo row is valid")).collect();
         // A few per cent of children placed; LVU about a third of the placements.
         let children: std::collections::HashSet<_> = valid.iter().filter_map(|r| r.child_key.clone()).collect();
         let share = children.len() as f64 / 20_000.0;

@@ -240,9 +240,13 @@ pub fn explain_placement_text(
     let mut out = String::new();
     let case = row.case_ref.as_ref().map(|c| c.as_str());
     out.push_str(&match (sv, case) {
-        (true, Some(c)) => format!("Placering/beslut {placement_ref} ({basis}) i ärende {c}, enhet {unit}, beräknat för {today}.\n"),
+        (true, Some(c)) => {
+            format!("Placering/beslut {placement_ref} ({basis}) i ärende {c}, enhet {unit}, beräknat för {today}.\n")
+        }
         (true, None) => format!("Placering/beslut {placement_ref} ({basis}), enhet {unit}, beräknat för {today}.\n"),
-        (false, Some(c)) => format!("Placement/decision {placement_ref} ({basis}) in case {c}, unit {unit}, computed for {today}.\n"),
+        (false, Some(c)) => {
+            format!("Placement/decision {placement_ref} ({basis}) in case {c}, unit {unit}, computed for {today}.\n")
+        }
         (false, None) => format!("Placement/decision {placement_ref} ({basis}), unit {unit}, computed for {today}.\n"),
     });
     let deadlines = rules::placement_deadlines_for(&row.dates, context, options);

@@ -38,7 +38,8 @@ pub(crate) async fn sync_placements(
 ) -> Result<(), PollError> {
     let full = since.is_none();
     let mut raws: Vec<RawPlacement> = register.placements_since(since).try_collect::<Vec<_>>().await?.concat();
-    if !full && !(touched.case_refs.is_empty() && touched.child_keys.is_empty()) {
+    let any_touched = !(touched.case_refs.is_empty() && touched.child_keys.is_empty());
+    if !full && any_touched {
         let refs: Vec<String> = touched.case_refs.into_iter().collect();
         let keys: Vec<String> = touched.child_keys.into_iter().collect();
         raws.extend(register.placements_of(&refs, &keys).await?);
@@ -54,7 +55,10 @@ pub(crate) async fn sync_placements(
     if full && report.placement_rows_read == 0 {
         // As for the cases view: a view that reads empty is far more likely being reloaded than
         // emptied of every placement; withdrawing all would cancel every notice.
-        tracing::error!(view = register.placements_view().unwrap_or_default(), "full pass read no placements; not withdrawing any");
+        tracing::error!(
+            view = register.placements_view().unwrap_or_default(),
+            "full pass read no placements; not withdrawing any"
+        );
     } else if full {
         // Gone from the view: withdrawn, as a case gone from the cases view is. A broken row's
         // placement keeps its last good deadlines.
@@ -101,7 +105,8 @@ async fn read_rows(
     }
     let mut refs: Vec<String> = rows.keys().cloned().collect();
     refs.extend(rows.values().filter_map(|r| r.case_ref.as_ref().map(|c| c.to_string())));
-    let keys: Vec<String> = rows.values().filter_map(|r| r.child_key.as_ref().map(|k| k.as_str().to_string())).collect();
+    let keys: Vec<String> =
+        rows.values().filter_map(|r| r.child_key.as_ref().map(|k| k.as_str().to_string())).collect();
     let facts = register.case_facts(&refs, &keys).await?;
     for collided in collisions(rows.keys().map(String::as_str), &facts) {
         rows.remove(&collided);
@@ -160,8 +165,9 @@ fn compute(
     let mut records = Vec::new();
     let mut refs = Vec::with_capacity(rows.len());
     for (row, context) in rows {
-        for deadline in
-            rules::placement_deadlines_for(&row.dates, context, options).into_iter().filter(|d| is_retained(d, kept_from))
+        for deadline in rules::placement_deadlines_for(&row.dates, context, options)
+            .into_iter()
+            .filter(|d| is_retained(d, kept_from))
         {
             let ladder = settings.ladders.for_kind(deadline.kind);
             records.push(DeadlineRecord {

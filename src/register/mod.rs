@@ -29,8 +29,8 @@ use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 
 pub use self::chunk::{EncodedRow, RowChunk};
-pub use self::placements::{validate_placement, CaseFacts, PlacementRow, RawPlacement};
 pub use self::columns::{Column, Feature, Features, Presence, RawRow, Storage, COLUMNS, WIDTH};
+pub use self::placements::{validate_placement, CaseFacts, PlacementRow, RawPlacement};
 use self::postgres::{pg_columns, pg_columns_copied_as_cast, pg_instant_text, stream_pg_copy};
 use self::sqlite::{sqlite_columns, stream_sqlite_file};
 pub use self::validate::{validate, validate_encoded, CaseRow, RejectReason, Rejection};
@@ -191,10 +191,16 @@ impl Register {
     pub async fn with_placements(mut self, view: &str) -> Result<Register, RegisterError> {
         match placements::detect(&self.pool, view).await {
             Ok(None) => {
-                tracing::info!(placements_view = view, "register: no placements view; the placement and LVU clocks are off");
+                tracing::info!(
+                    placements_view = view,
+                    "register: no placements view; the placement and LVU clocks are off"
+                );
             }
             Ok(Some(missing)) if missing.is_empty() => {
-                tracing::info!(placements_view = view, "register: placements view found; the placement and LVU clocks are on");
+                tracing::info!(
+                    placements_view = view,
+                    "register: placements view found; the placement and LVU clocks are on"
+                );
                 self.placements = Some(view.to_string());
             }
             Ok(Some(missing)) => {

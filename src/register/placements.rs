@@ -126,9 +126,8 @@ pub fn validate_placement(raw: &RawPlacement, max_cell_bytes: usize) -> Result<P
         None => None,
         Some(text) => Some(ChildKey::parse(&text).map_err(|_| reject(RejectReason::BadChildKey, "child_key"))?),
     };
-    let basis: Basis = present("basis")
-        .and_then(|b| b.parse().ok())
-        .ok_or_else(|| reject(RejectReason::UnknownCode, "basis"))?;
+    let basis: Basis =
+        present("basis").and_then(|b| b.parse().ok()).ok_or_else(|| reject(RejectReason::UnknownCode, "basis"))?;
     let home: Option<Home> = match present("home") {
         None => None,
         Some(text) => Some(text.parse().map_err(|_| reject(RejectReason::UnknownCode, "home"))?),
@@ -242,7 +241,10 @@ impl Register {
 
     /// The placements rows changed at or after `since` (every row when `None`), in chunks.
     /// Nothing when the view is absent.
-    pub fn placements_since(&self, since: Option<DateTime<Utc>>) -> BoxStream<'_, Result<Vec<RawPlacement>, RegisterError>> {
+    pub fn placements_since(
+        &self,
+        since: Option<DateTime<Utc>>,
+    ) -> BoxStream<'_, Result<Vec<RawPlacement>, RegisterError>> {
         let Some(view) = self.placements.clone() else { return futures_util::stream::empty().boxed() };
         let columns = select_list(self.engine());
         let error = {
@@ -291,7 +293,11 @@ impl Register {
 
     /// The placements rows that name one of `case_refs` or one of the children `keys`: their
     /// clocks depend on those cases.
-    pub async fn placements_of(&self, case_refs: &[String], keys: &[String]) -> Result<Vec<RawPlacement>, RegisterError> {
+    pub async fn placements_of(
+        &self,
+        case_refs: &[String],
+        keys: &[String],
+    ) -> Result<Vec<RawPlacement>, RegisterError> {
         let Some(view) = self.placements.clone() else { return Ok(Vec::new()) };
         let columns = select_list(self.engine());
         let mut out = Vec::new();
@@ -301,9 +307,12 @@ impl Register {
             }
             for batch in values.chunks(REFS_PER_STATEMENT) {
                 let rows = self.select_in(&view, &columns, column, batch).await?;
-                out.extend(rows.iter().map(|r| raw(r)).collect::<Result<Vec<_>, _>>().map_err(|source| {
-                    RegisterError::Query { view: view.clone(), source }
-                })?);
+                out.extend(
+                    rows.iter()
+                        .map(raw)
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|source| RegisterError::Query { view: view.clone(), source })?,
+                );
             }
         }
         Ok(out)
@@ -314,7 +323,7 @@ impl Register {
         let Some(view) = self.placements.clone() else { return Ok(None) };
         let columns = select_list(self.engine());
         let rows = self.select_in(&view, &columns, "placement_ref", &[placement_ref.to_string()]).await?;
-        let raws = rows.iter().map(|r| raw(r)).collect::<Result<Vec<_>, _>>();
+        let raws = rows.iter().map(raw).collect::<Result<Vec<_>, _>>();
         Ok(raws.map_err(|source| RegisterError::Query { view, source })?.into_iter().next())
     }
 
@@ -370,7 +379,8 @@ impl Register {
         }
         match &self.pool {
             Pool::Sqlite(p) => {
-                let sql = format!("SELECT {columns} FROM {view} WHERE {column} IN ({})", vec!["?"; values.len()].join(", "));
+                let sql =
+                    format!("SELECT {columns} FROM {view} WHERE {column} IN ({})", vec!["?"; values.len()].join(", "));
                 let mut q = sqlx::query(&sql);
                 for v in values {
                     q = q.bind(v.as_str());
@@ -481,7 +491,10 @@ mod tests {
         check(&[("unit", " ")], Err((RejectReason::MissingUnit, "unit")));
         check(&[("placement_ref", "")], Err((RejectReason::MissingCaseRef, "placement_ref")));
         check(&[("executed_on", "2026-11-20")], Err((RejectReason::CloseBeforeStart, "executed_on")));
-        check(&[("submitted_to_court_on", "2026-11-20")], Err((RejectReason::CloseBeforeStart, "submitted_to_court_on")));
+        check(
+            &[("submitted_to_court_on", "2026-11-20")],
+            Err((RejectReason::CloseBeforeStart, "submitted_to_court_on")),
+        );
         check(&[("ended_on", "2026-11-20")], Err((RejectReason::CloseBeforeStart, "ended_on")));
         check(
             &[("restriction_decided_on", "2026-12-01"), ("restriction_ended_on", "2026-11-30")],

@@ -473,7 +473,11 @@ pub fn report_during_open_investigation(dates: &CaseDates, others: &[OtherInvest
 
 /// The legal last day for a nominal one: a decided extension wins as decided, because the
 /// nämnd fixes that day itself; otherwise the holiday rule applies when switched on.
-pub(super) fn legal_due(nominal: NaiveDate, extended_to: Option<NaiveDate>, holiday_rule: bool) -> (NaiveDate, DueReason) {
+pub(super) fn legal_due(
+    nominal: NaiveDate,
+    extended_to: Option<NaiveDate>,
+    holiday_rule: bool,
+) -> (NaiveDate, DueReason) {
     if let Some(to) = extended_to {
         return (to, DueReason::Extended { to });
     }

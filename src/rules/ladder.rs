@@ -288,12 +288,11 @@ mod tests {
 
     /// The deadline of `kind` for a report received or an investigation opened on `start`.
     fn deadline(kind: Kind, start: &str, extended_to: Option<&str>, closed_on: Option<&str>) -> Deadline {
-        let start = Some(d(start));
-        let extended_to = extended_to.map(d);
-        let closed_on = closed_on.map(d);
+        let (start, extended_to, closed_on) = (d(start), extended_to.map(d), closed_on.map(d));
         if kind.is_placement() {
-            return placement_deadline(kind, start.unwrap_or_default(), extended_to, closed_on);
+            return placement_deadline(kind, start, extended_to, closed_on);
         }
+        let start = Some(start);
         let dates = match kind {
             Kind::Protection => {
                 CaseDates { received_on: start, protection_assessed_on: closed_on, ..CaseDates::default() }

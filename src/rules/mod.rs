@@ -25,5 +25,5 @@ pub use deadline::{
     deadlines_for, report_during_open_investigation, CaseDates, Deadline, DueReason, Kind, OtherInvestigation,
     RuleOptions, Status, REPORTER_INFORMATION_IN_FORCE,
 };
-pub use placement::{placement_deadlines_for, Basis, Home, PlacementContext, PlacementDates};
 pub use ladder::{beyond_first_sight, decide, Ladder, LadderDecision, LadderError, Role, Step};
+pub use placement::{placement_deadlines_for, Basis, Home, PlacementContext, PlacementDates};

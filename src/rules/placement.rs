@@ -58,7 +58,10 @@ impl FromStr for Basis {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        Basis::ALL.into_iter().find(|b| b.as_str() == text).ok_or_else(|| unknown_value("basis", text, Basis::ALL.map(Basis::as_str)))
+        Basis::ALL
+            .into_iter()
+            .find(|b| b.as_str() == text)
+            .ok_or_else(|| unknown_value("basis", text, Basis::ALL.map(Basis::as_str)))
     }
 }
 
@@ -116,7 +119,10 @@ impl FromStr for Home {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        Home::ALL.into_iter().find(|h| h.as_str() == text).ok_or_else(|| unknown_value("home", text, Home::ALL.map(Home::as_str)))
+        Home::ALL
+            .into_iter()
+            .find(|h| h.as_str() == text)
+            .ok_or_else(|| unknown_value("home", text, Home::ALL.map(Home::as_str)))
     }
 }
 
@@ -216,7 +222,8 @@ pub fn placement_deadlines_for(p: &PlacementDates, context: &PlacementContext, o
         }
     }
     if let Some(start_on) = follow_up_start(p) {
-        let new_investigation = context.investigations_opened.iter().copied().filter(|opened| *opened >= start_on).min();
+        let new_investigation =
+            context.investigations_opened.iter().copied().filter(|opened| *opened >= start_on).min();
         let ended = [p.follow_up_ended_on, new_investigation].into_iter().flatten().min();
         deadlines.push(counted(Kind::PlacementFollowUp.clock(), start_on, None, ended, options));
     }
@@ -330,26 +337,47 @@ mod tests {
         assert_eq!(got, expected, "{basis} {home:?} {columns:?}");
     }
 
-    const NONE: PlacementContext = PlacementContext { investigation_closed_on: None, investigations_opened: Vec::new() };
+    const NONE: PlacementContext =
+        PlacementContext { investigation_closed_on: None, investigations_opened: Vec::new() };
 
     #[test]
     fn emergency_custody_goes_to_court_within_a_week_of_the_decision() {
         // LVU 7 §: decided Saturday 2026-11-21; the week ends Saturday 28th → Monday 30th.
-        check("lvu_6", None, &[("decided_on", "2026-11-21")], &NONE, "2026-11-27", &[
-            "lvu_court_submission 2026-11-21 → 2026-11-28 / 2026-11-30 open due_soon",
-        ]);
+        check(
+            "lvu_6",
+            None,
+            &[("decided_on", "2026-11-21")],
+            &NONE,
+            "2026-11-27",
+            &["lvu_court_submission 2026-11-21 → 2026-11-28 / 2026-11-30 open due_soon"],
+        );
         // Came in to the court on the Monday: in time (JO 534-2013: the day it came in counts).
-        check("lvu_6", None, &[("decided_on", "2026-11-21"), ("submitted_to_court_on", "2026-11-30")], &NONE, "2026-12-01", &[
-            "lvu_court_submission 2026-11-21 → 2026-11-28 / 2026-11-30 closed 2026-11-30 met",
-        ]);
+        check(
+            "lvu_6",
+            None,
+            &[("decided_on", "2026-11-21"), ("submitted_to_court_on", "2026-11-30")],
+            &NONE,
+            "2026-12-01",
+            &["lvu_court_submission 2026-11-21 → 2026-11-28 / 2026-11-30 closed 2026-11-30 met"],
+        );
         // A Tuesday decision: the next Tuesday, no move.
-        check("lvu_6a", None, &[("decided_on", "2026-03-03")], &NONE, "2026-03-11", &[
-            "lvu_court_submission 2026-03-03 → 2026-03-10 / 2026-03-10 open overdue",
-        ]);
+        check(
+            "lvu_6a",
+            None,
+            &[("decided_on", "2026-03-03")],
+            &NONE,
+            "2026-03-11",
+            &["lvu_court_submission 2026-03-03 → 2026-03-10 / 2026-03-10 open overdue"],
+        );
         // Easter: decided Friday 2026-03-27 → Friday 3 April långfredagen → Tuesday 7 April.
-        check("lvu_6", None, &[("decided_on", "2026-03-27")], &NONE, "2026-04-07", &[
-            "lvu_court_submission 2026-03-27 → 2026-04-03 / 2026-04-07 open due_today",
-        ]);
+        check(
+            "lvu_6",
+            None,
+            &[("decided_on", "2026-03-27")],
+            &NONE,
+            "2026-04-07",
+            &["lvu_court_submission 2026-03-27 → 2026-04-03 / 2026-04-07 open due_today"],
+        );
         // A custody the court ordered itself is not lvu_6; care decisions owe no submission.
         check("lvu_2", None, &[("decided_on", "2026-03-03")], &NONE, "2026-03-04", &[]);
         check("sol", Some("family_home"), &[("decided_on", "2026-03-03")], &NONE, "2026-03-04", &[]);
@@ -359,23 +387,43 @@ mod tests {
     fn the_care_application_within_four_weeks_of_execution() {
         // Executed 2026-11-26 → 28 days → julafton 2026-12-24 → juldagen, annandag jul, Sunday
         // → Monday 2026-12-28.
-        let executed = [("decided_on", "2026-11-25"), ("executed_on", "2026-11-26"), ("submitted_to_court_on", "2026-11-27")];
-        check("lvu_6", None, &executed, &NONE, "2026-12-20", &[
-            "lvu_court_submission 2026-11-25 → 2026-12-02 / 2026-12-02 closed 2026-11-27 met",
-            "lvu_care_application 2026-11-26 → 2026-12-24 / 2026-12-28 open due_soon",
-        ]);
+        let executed =
+            [("decided_on", "2026-11-25"), ("executed_on", "2026-11-26"), ("submitted_to_court_on", "2026-11-27")];
+        check(
+            "lvu_6",
+            None,
+            &executed,
+            &NONE,
+            "2026-12-20",
+            &[
+                "lvu_court_submission 2026-11-25 → 2026-12-02 / 2026-12-02 closed 2026-11-27 met",
+                "lvu_care_application 2026-11-26 → 2026-12-24 / 2026-12-28 open due_soon",
+            ],
+        );
         // A request for more time made in time: met, the custody goes on.
         let mut requested = executed.to_vec();
         requested.push(("application_extension_requested_on", "2026-12-21"));
-        check("lvu_6", None, &requested, &NONE, "2027-01-05", &[
-            "lvu_court_submission 2026-11-25 → 2026-12-02 / 2026-12-02 closed 2026-11-27 met",
-            "lvu_care_application 2026-11-26 → 2026-12-24 / 2026-12-28 closed 2026-12-21 met",
-        ]);
+        check(
+            "lvu_6",
+            None,
+            &requested,
+            &NONE,
+            "2027-01-05",
+            &[
+                "lvu_court_submission 2026-11-25 → 2026-12-02 / 2026-12-02 closed 2026-11-27 met",
+                "lvu_care_application 2026-11-26 → 2026-12-24 / 2026-12-28 closed 2026-12-21 met",
+            ],
+        );
         // An application filed before the custody was executed: valid, met.
         check(
             "lvu_6",
             None,
-            &[("decided_on", "2026-11-25"), ("executed_on", "2026-11-26"), ("submitted_to_court_on", "2026-11-26"), ("care_applied_on", "2026-11-25")],
+            &[
+                ("decided_on", "2026-11-25"),
+                ("executed_on", "2026-11-26"),
+                ("submitted_to_court_on", "2026-11-26"),
+                ("care_applied_on", "2026-11-25"),
+            ],
             &NONE,
             "2026-12-01",
             &[
@@ -386,31 +434,60 @@ mod tests {
         // The court's new day recorded without the request's day is the clock's last day.
         let mut extended = executed.to_vec();
         extended.push(("application_extended_to", "2027-01-15"));
-        check("lvu_6", None, &extended, &NONE, "2027-01-10", &[
-            "lvu_court_submission 2026-11-25 → 2026-12-02 / 2026-12-02 closed 2026-11-27 met",
-            "lvu_care_application 2026-11-26 → 2026-12-24 / 2027-01-15 open due_soon",
-        ]);
+        check(
+            "lvu_6",
+            None,
+            &extended,
+            &NONE,
+            "2027-01-10",
+            &[
+                "lvu_court_submission 2026-11-25 → 2026-12-02 / 2026-12-02 closed 2026-11-27 met",
+                "lvu_care_application 2026-11-26 → 2026-12-24 / 2027-01-15 open due_soon",
+            ],
+        );
         // Not executed: no application clock yet.
-        check("lvu_6", None, &[("decided_on", "2026-11-25")], &NONE, "2026-11-29", &[
-            "lvu_court_submission 2026-11-25 → 2026-12-02 / 2026-12-02 open due_soon",
-        ]);
+        check(
+            "lvu_6",
+            None,
+            &[("decided_on", "2026-11-25")],
+            &NONE,
+            "2026-11-29",
+            &["lvu_court_submission 2026-11-25 → 2026-12-02 / 2026-12-02 open due_soon"],
+        );
     }
 
     #[test]
     fn an_ended_custody_owes_nothing_or_is_a_visible_miss() {
         // Ended before anything was due: no clock at all.
-        check("lvu_6", None, &[("decided_on", "2026-11-21"), ("executed_on", "2026-11-21"), ("ended_on", "2026-11-24")], &NONE, "2026-12-30", &[]);
+        check(
+            "lvu_6",
+            None,
+            &[("decided_on", "2026-11-21"), ("executed_on", "2026-11-21"), ("ended_on", "2026-11-24")],
+            &NONE,
+            "2026-12-30",
+            &[],
+        );
         // Ended on the legal last day: still nothing owed.
         check("lvu_6", None, &[("decided_on", "2026-11-21"), ("ended_on", "2026-11-30")], &NONE, "2026-12-30", &[]);
         // Lapsed because the week passed (ended by law the day after): a miss that stays visible.
-        check("lvu_6", None, &[("decided_on", "2026-11-21"), ("executed_on", "2026-11-21"), ("ended_on", "2026-12-01")], &NONE, "2026-12-30", &[
-            "lvu_court_submission 2026-11-21 → 2026-11-28 / 2026-11-30 closed 2026-12-01 missed",
-        ]);
+        check(
+            "lvu_6",
+            None,
+            &[("decided_on", "2026-11-21"), ("executed_on", "2026-11-21"), ("ended_on", "2026-12-01")],
+            &NONE,
+            "2026-12-30",
+            &["lvu_court_submission 2026-11-21 → 2026-11-28 / 2026-11-30 closed 2026-12-01 missed"],
+        );
         // Submitted in time, no application; the custody ended when the four weeks ran out.
         check(
             "lvu_6",
             None,
-            &[("decided_on", "2026-03-02"), ("executed_on", "2026-03-02"), ("submitted_to_court_on", "2026-03-04"), ("ended_on", "2026-04-01")],
+            &[
+                ("decided_on", "2026-03-02"),
+                ("executed_on", "2026-03-02"),
+                ("submitted_to_court_on", "2026-03-04"),
+                ("ended_on", "2026-04-01"),
+            ],
             &NONE,
             "2026-04-10",
             &[
@@ -423,33 +500,58 @@ mod tests {
     #[test]
     fn care_begins_within_four_weeks_of_legal_force() {
         // LVU 5 §: legal force Monday 2026-05-04 → Monday 1 June.
-        check("lvu_2", None, &[("decided_on", "2026-04-10"), ("legal_force_on", "2026-05-04")], &NONE, "2026-05-28", &[
-            "lvu_care_start 2026-05-04 → 2026-06-01 / 2026-06-01 open due_soon",
-        ]);
+        check(
+            "lvu_2",
+            None,
+            &[("decided_on", "2026-04-10"), ("legal_force_on", "2026-05-04")],
+            &NONE,
+            "2026-05-28",
+            &["lvu_care_start 2026-05-04 → 2026-06-01 / 2026-06-01 open due_soon"],
+        );
         // Care begun under an emergency custody before the decision gained legal force (LVU 10 §).
-        check("lvu_3", None, &[("decided_on", "2026-04-10"), ("legal_force_on", "2026-05-04"), ("executed_on", "2026-04-12")], &NONE, "2026-05-28", &[
-            "lvu_care_start 2026-05-04 → 2026-06-01 / 2026-06-01 closed 2026-04-12 met",
-        ]);
+        check(
+            "lvu_3",
+            None,
+            &[("decided_on", "2026-04-10"), ("legal_force_on", "2026-05-04"), ("executed_on", "2026-04-12")],
+            &NONE,
+            "2026-05-28",
+            &["lvu_care_start 2026-05-04 → 2026-06-01 / 2026-06-01 closed 2026-04-12 met"],
+        );
         // Legal force 2026-05-22 → midsommarafton 19 June → midsommardagen, Sunday → Monday 22 June.
-        check("lvu_2", None, &[("decided_on", "2026-05-01"), ("legal_force_on", "2026-05-22")], &NONE, "2026-06-23", &[
-            "lvu_care_start 2026-05-22 → 2026-06-19 / 2026-06-22 open overdue",
-        ]);
+        check(
+            "lvu_2",
+            None,
+            &[("decided_on", "2026-05-01"), ("legal_force_on", "2026-05-22")],
+            &NONE,
+            "2026-06-23",
+            &["lvu_care_start 2026-05-22 → 2026-06-19 / 2026-06-22 open overdue"],
+        );
         // Without legal force: no clock.
         check("lvu_2", None, &[("decided_on", "2026-04-10")], &NONE, "2026-05-28", &[]);
     }
 
     #[test]
     fn a_jourhem_for_two_months_after_the_investigation_closed() {
-        let closed = PlacementContext { investigation_closed_on: Some(d("2026-03-31")), investigations_opened: Vec::new() };
+        let closed =
+            PlacementContext { investigation_closed_on: Some(d("2026-03-31")), investigations_opened: Vec::new() };
         // Closed 31 March → 31 May, a Sunday → Monday 1 June.
-        check("sol", Some("emergency_home"), &[("decided_on", "2026-02-01"), ("executed_on", "2026-02-01")], &closed, "2026-05-20", &[
-            "emergency_home_limit 2026-03-31 → 2026-05-31 / 2026-06-01 open due_soon",
-        ]);
+        check(
+            "sol",
+            Some("emergency_home"),
+            &[("decided_on", "2026-02-01"), ("executed_on", "2026-02-01")],
+            &closed,
+            "2026-05-20",
+            &["emergency_home_limit 2026-03-31 → 2026-05-31 / 2026-06-01 open due_soon"],
+        );
         // A decided extension for special reasons: the new day.
         check(
             "sol",
             Some("emergency_home"),
-            &[("decided_on", "2026-02-01"), ("executed_on", "2026-02-01"), ("emergency_home_extended_to", "2026-07-15")],
+            &[
+                ("decided_on", "2026-02-01"),
+                ("executed_on", "2026-02-01"),
+                ("emergency_home_extended_to", "2026-07-15"),
+            ],
             &closed,
             "2026-06-10",
             &["emergency_home_limit 2026-03-31 → 2026-05-31 / 2026-07-15 open pending"],
@@ -464,7 +566,14 @@ mod tests {
             &["emergency_home_limit 2026-03-31 → 2026-05-31 / 2026-06-01 closed 2026-06-03 missed"],
         );
         // Ended before the investigation closed; no investigation closed; another home: none.
-        check("sol", Some("emergency_home"), &[("decided_on", "2026-02-01"), ("ended_on", "2026-03-30")], &closed, "2026-06-10", &[]);
+        check(
+            "sol",
+            Some("emergency_home"),
+            &[("decided_on", "2026-02-01"), ("ended_on", "2026-03-30")],
+            &closed,
+            "2026-06-10",
+            &[],
+        );
         check("sol", Some("emergency_home"), &[("decided_on", "2026-02-01")], &NONE, "2026-06-10", &[]);
         check("sol", Some("family_home"), &[("decided_on", "2026-02-01")], &closed, "2026-06-10", &[]);
     }
@@ -473,26 +582,58 @@ mod tests {
     fn the_follow_up_after_a_placement_ended() {
         // SoL: decided follow-up after an HVB placement ended 2026-08-31 → 2027-02-28 (a Sunday)
         // → Monday 1 March; ended early by a new investigation of the same child.
-        let sol = [("decided_on", "2026-01-10"), ("executed_on", "2026-01-10"), ("ended_on", "2026-08-31"), ("follow_up_decided_on", "2026-09-02")];
-        check("sol", Some("hvb"), &sol, &NONE, "2027-02-20", &[
-            "placement_follow_up 2026-08-31 → 2027-02-28 / 2027-03-01 open due_soon",
-        ]);
-        let new_investigation =
-            PlacementContext { investigation_closed_on: None, investigations_opened: vec![d("2026-05-01"), d("2026-10-12")] };
-        check("sol", Some("hvb"), &sol, &new_investigation, "2027-02-20", &[
-            "placement_follow_up 2026-08-31 → 2027-02-28 / 2027-03-01 closed 2026-10-12 met",
-        ]);
+        let sol = [
+            ("decided_on", "2026-01-10"),
+            ("executed_on", "2026-01-10"),
+            ("ended_on", "2026-08-31"),
+            ("follow_up_decided_on", "2026-09-02"),
+        ];
+        check(
+            "sol",
+            Some("hvb"),
+            &sol,
+            &NONE,
+            "2027-02-20",
+            &["placement_follow_up 2026-08-31 → 2027-02-28 / 2027-03-01 open due_soon"],
+        );
+        let new_investigation = PlacementContext {
+            investigation_closed_on: None,
+            investigations_opened: vec![d("2026-05-01"), d("2026-10-12")],
+        };
+        check(
+            "sol",
+            Some("hvb"),
+            &sol,
+            &new_investigation,
+            "2027-02-20",
+            &["placement_follow_up 2026-08-31 → 2027-02-28 / 2027-03-01 closed 2026-10-12 met"],
+        );
         // No follow-up decided, or a home SoL 23 kap. 2 § does not cover: none.
         check("sol", Some("hvb"), &sol[..3], &NONE, "2027-02-20", &[]);
         check("sol", Some("supported_housing"), &sol, &NONE, "2027-02-20", &[]);
         // LVU: compulsory without a decision, from the end; or from a follow-up that waited for
         // the child's return home.
-        check("lvu_2", Some("family_home"), &sol[..3], &NONE, "2026-09-01", &[
-            "placement_follow_up 2026-08-31 → 2027-02-28 / 2027-03-01 open pending",
-        ]);
-        check("lvu_3", Some("sis"), &[("decided_on", "2026-01-10"), ("ended_on", "2026-08-31"), ("follow_up_decided_on", "2026-10-05"), ("follow_up_ended_on", "2027-01-20")], &NONE, "2027-02-01", &[
-            "placement_follow_up 2026-10-05 → 2027-04-05 / 2027-04-05 closed 2027-01-20 met",
-        ]);
+        check(
+            "lvu_2",
+            Some("family_home"),
+            &sol[..3],
+            &NONE,
+            "2026-09-01",
+            &["placement_follow_up 2026-08-31 → 2027-02-28 / 2027-03-01 open pending"],
+        );
+        check(
+            "lvu_3",
+            Some("sis"),
+            &[
+                ("decided_on", "2026-01-10"),
+                ("ended_on", "2026-08-31"),
+                ("follow_up_decided_on", "2026-10-05"),
+                ("follow_up_ended_on", "2027-01-20"),
+            ],
+            &NONE,
+            "2027-02-01",
+            &["placement_follow_up 2026-10-05 → 2027-04-05 / 2027-04-05 closed 2027-01-20 met"],
+        );
     }
 
     #[test]

@@ -256,7 +256,10 @@ impl StateStore {
     /// with [`StateStore::withdraw_cases`] alone.
     pub async fn withdraw_vanished_cases(&self, seen: impl Fn(&str) -> bool) -> Result<u64, StateError> {
         // Only the cases view's deadlines: a placement's are the placements view's to withdraw.
-        let sql = format!("SELECT DISTINCT case_ref FROM deadlines WHERE withdrawn = FALSE AND kind IN ({})", kinds_list(Kind::of_cases()));
+        let sql = format!(
+            "SELECT DISTINCT case_ref FROM deadlines WHERE withdrawn = FALSE AND kind IN ({})",
+            kinds_list(Kind::of_cases())
+        );
         let sql = sql.as_str();
         let mut vanished: Vec<String> = Vec::new();
         with_pool!(&self.pool, p => {

@@ -102,7 +102,8 @@ async fn register(ws: &Workspace) {
     .execute(&pool)
     .await
     .unwrap();
-    let columns: Vec<&str> = fristvakt::register::placements::PLACEMENT_COLUMNS.iter().copied().filter(|c| !c.is_empty()).collect();
+    let columns: Vec<&str> =
+        fristvakt::register::placements::PLACEMENT_COLUMNS.iter().copied().filter(|c| !c.is_empty()).collect();
     sqlx::query(&format!("CREATE TABLE fristvakt_placements ({} TEXT)", columns.join(" TEXT, ")))
         .execute(&pool)
         .await

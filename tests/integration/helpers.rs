@@ -95,7 +95,8 @@ pub async fn postgres_placements(url: &str, rows: &[fristvakt::register::RawPlac
     sqlx::query(&format!("CREATE TABLE placements ({})", definitions.join(", "))).execute(&pool).await.unwrap();
     sqlx::query("CREATE VIEW fristvakt_placements AS SELECT * FROM placements").execute(&pool).await.unwrap();
     for row in rows {
-        let marks: Vec<String> = columns.iter().enumerate().map(|(i, c)| format!("${}::{}", i + 1, type_of(c))).collect();
+        let marks: Vec<String> =
+            columns.iter().enumerate().map(|(i, c)| format!("${}::{}", i + 1, type_of(c))).collect();
         let sql = format!("INSERT INTO placements VALUES ({})", marks.join(","));
         let mut insert = sqlx::query(&sql);
         for value in &row.0 {

@@ -30,21 +30,56 @@ fn schema(engine: Engine) -> Vec<String> {
         Engine::Postgres => ("date", "timestamptz"),
     };
     let cases = [
-        "case_ref TEXT PRIMARY KEY", "unit TEXT", "caseworker TEXT", "child_sex TEXT", "received_on D",
-        "protection_assessed_on D", "assessment_decided_on D", "assessment_extended_to D", "investigation_opened_on D",
-        "investigation_extended_to D", "investigation_closed_on D", "updated_at I", "child_key TEXT",
-        "follow_up_decided_on D", "follow_up_ended_on D",
+        "case_ref TEXT PRIMARY KEY",
+        "unit TEXT",
+        "caseworker TEXT",
+        "child_sex TEXT",
+        "received_on D",
+        "protection_assessed_on D",
+        "assessment_decided_on D",
+        "assessment_extended_to D",
+        "investigation_opened_on D",
+        "investigation_extended_to D",
+        "investigation_closed_on D",
+        "updated_at I",
+        "child_key TEXT",
+        "follow_up_decided_on D",
+        "follow_up_ended_on D",
     ];
     let placements = [
-        "placement_ref TEXT PRIMARY KEY", "case_ref TEXT", "unit TEXT", "caseworker TEXT", "child_key TEXT",
-        "child_sex TEXT", "basis TEXT", "home TEXT", "home_since D", "decided_on D", "executed_on D",
-        "legal_force_on D", "submitted_to_court_on D", "care_applied_on D", "application_extension_requested_on D",
-        "application_extended_to D", "last_reviewed_on D", "restriction_decided_on D", "restriction_last_reviewed_on D",
-        "restriction_ended_on D", "custody_considered_on D", "emergency_home_extended_to D", "ended_on D",
-        "follow_up_decided_on D", "follow_up_ended_on D", "updated_at I",
+        "placement_ref TEXT PRIMARY KEY",
+        "case_ref TEXT",
+        "unit TEXT",
+        "caseworker TEXT",
+        "child_key TEXT",
+        "child_sex TEXT",
+        "basis TEXT",
+        "home TEXT",
+        "home_since D",
+        "decided_on D",
+        "executed_on D",
+        "legal_force_on D",
+        "submitted_to_court_on D",
+        "care_applied_on D",
+        "application_extension_requested_on D",
+        "application_extended_to D",
+        "last_reviewed_on D",
+        "restriction_decided_on D",
+        "restriction_last_reviewed_on D",
+        "restriction_ended_on D",
+        "custody_considered_on D",
+        "emergency_home_extended_to D",
+        "ended_on D",
+        "follow_up_decided_on D",
+        "follow_up_ended_on D",
+        "updated_at I",
     ];
     let typed = |columns: &[&str]| {
-        columns.iter().map(|c| c.replace(" D", &format!(" {date}")).replace(" I", &format!(" {instant}"))).collect::<Vec<_>>().join(", ")
+        columns
+            .iter()
+            .map(|c| c.replace(" D", &format!(" {date}")).replace(" I", &format!(" {instant}")))
+            .collect::<Vec<_>>()
+            .join(", ")
     };
     vec![
         format!("CREATE TABLE cases ({})", typed(&cases)),
@@ -69,7 +104,11 @@ fn case(case_ref: &str, key: Option<&str>, opened: &str, closed: Option<&str>, u
 fn placement(pairs: &[(&str, &str)]) -> String {
     let columns: Vec<&str> = pairs.iter().map(|(c, _)| *c).collect();
     let values: Vec<String> = pairs.iter().map(|(_, v)| format!("'{v}'")).collect();
-    format!("INSERT INTO placements (unit, caseworker, {}) VALUES ('BRO-BU', 'hl@kommun.example', {})", columns.join(", "), values.join(", "))
+    format!(
+        "INSERT INTO placements (unit, caseworker, {}) VALUES ('BRO-BU', 'hl@kommun.example', {})",
+        columns.join(", "),
+        values.join(", ")
+    )
 }
 
 fn first_rows() -> Vec<String> {
@@ -77,20 +116,79 @@ fn first_rows() -> Vec<String> {
         case("2026-BU-0001", Some(KEY), "2026-03-02", Some("2026-05-29"), "2026-05-29T08:00:00Z"),
         case("2026-BU-0002", None, "2026-09-01", None, "2026-09-01T08:00:00Z"),
         // Decided Saturday 2026-11-21: 7 days → Saturday 28th → Monday 30th.
-        placement(&[("placement_ref", "2026-PL-0001"), ("case_ref", "2026-BU-0002"), ("basis", "lvu_6"), ("decided_on", "2026-11-21"), ("updated_at", "2026-11-21T09:00:00Z")]),
+        placement(&[
+            ("placement_ref", "2026-PL-0001"),
+            ("case_ref", "2026-BU-0002"),
+            ("basis", "lvu_6"),
+            ("decided_on", "2026-11-21"),
+            ("updated_at", "2026-11-21T09:00:00Z"),
+        ]),
         // Executed 2026-11-26: 28 days → julafton → Monday 2026-12-28.
-        placement(&[("placement_ref", "2026-PL-0002"), ("case_ref", "2026-BU-0002"), ("basis", "lvu_6"), ("decided_on", "2026-11-25"), ("executed_on", "2026-11-26"), ("submitted_to_court_on", "2026-11-26"), ("updated_at", "2026-11-26T09:00:00Z")]),
+        placement(&[
+            ("placement_ref", "2026-PL-0002"),
+            ("case_ref", "2026-BU-0002"),
+            ("basis", "lvu_6"),
+            ("decided_on", "2026-11-25"),
+            ("executed_on", "2026-11-26"),
+            ("submitted_to_court_on", "2026-11-26"),
+            ("updated_at", "2026-11-26T09:00:00Z"),
+        ]),
         // Ended before anything was due: no clock at all.
-        placement(&[("placement_ref", "2026-PL-0003"), ("basis", "lvu_6"), ("decided_on", "2026-11-02"), ("executed_on", "2026-11-02"), ("ended_on", "2026-11-04"), ("updated_at", "2026-11-04T09:00:00Z")]),
+        placement(&[
+            ("placement_ref", "2026-PL-0003"),
+            ("basis", "lvu_6"),
+            ("decided_on", "2026-11-02"),
+            ("executed_on", "2026-11-02"),
+            ("ended_on", "2026-11-04"),
+            ("updated_at", "2026-11-04T09:00:00Z"),
+        ]),
         // A jourhem of an investigation still open: no limit yet.
-        placement(&[("placement_ref", "2026-PL-0004"), ("case_ref", "2026-BU-0002"), ("basis", "sol"), ("home", "emergency_home"), ("decided_on", "2026-09-10"), ("executed_on", "2026-09-10"), ("updated_at", "2026-09-10T09:00:00Z")]),
+        placement(&[
+            ("placement_ref", "2026-PL-0004"),
+            ("case_ref", "2026-BU-0002"),
+            ("basis", "sol"),
+            ("home", "emergency_home"),
+            ("decided_on", "2026-09-10"),
+            ("executed_on", "2026-09-10"),
+            ("updated_at", "2026-09-10T09:00:00Z"),
+        ]),
         // A SoL HVB placement ended 2026-08-31 with a follow-up: → 2027-02-28 → 2027-03-01.
-        placement(&[("placement_ref", "2026-PL-0005"), ("child_key", KEY), ("basis", "sol"), ("home", "hvb"), ("decided_on", "2026-06-01"), ("executed_on", "2026-06-01"), ("ended_on", "2026-08-31"), ("follow_up_decided_on", "2026-08-31"), ("updated_at", "2026-08-31T09:00:00Z")]),
+        placement(&[
+            ("placement_ref", "2026-PL-0005"),
+            ("child_key", KEY),
+            ("basis", "sol"),
+            ("home", "hvb"),
+            ("decided_on", "2026-06-01"),
+            ("executed_on", "2026-06-01"),
+            ("ended_on", "2026-08-31"),
+            ("follow_up_decided_on", "2026-08-31"),
+            ("updated_at", "2026-08-31T09:00:00Z"),
+        ]),
         // The compulsory follow-up after LVU care.
-        placement(&[("placement_ref", "2026-PL-0006"), ("basis", "lvu_2"), ("home", "family_home"), ("decided_on", "2026-01-12"), ("legal_force_on", "2026-02-02"), ("executed_on", "2026-01-12"), ("ended_on", "2026-10-15"), ("updated_at", "2026-10-15T09:00:00Z")]),
+        placement(&[
+            ("placement_ref", "2026-PL-0006"),
+            ("basis", "lvu_2"),
+            ("home", "family_home"),
+            ("decided_on", "2026-01-12"),
+            ("legal_force_on", "2026-02-02"),
+            ("executed_on", "2026-01-12"),
+            ("ended_on", "2026-10-15"),
+            ("updated_at", "2026-10-15T09:00:00Z"),
+        ]),
         // Broken: a reference that is a case's; a custody executed before its decision.
-        placement(&[("placement_ref", "2026-BU-0001"), ("basis", "sol"), ("decided_on", "2026-06-01"), ("updated_at", "2026-06-01T09:00:00Z")]),
-        placement(&[("placement_ref", "2026-PL-0007"), ("basis", "lvu_6"), ("decided_on", "2026-11-10"), ("executed_on", "2026-11-09"), ("updated_at", "2026-11-10T09:00:00Z")]),
+        placement(&[
+            ("placement_ref", "2026-BU-0001"),
+            ("basis", "sol"),
+            ("decided_on", "2026-06-01"),
+            ("updated_at", "2026-06-01T09:00:00Z"),
+        ]),
+        placement(&[
+            ("placement_ref", "2026-PL-0007"),
+            ("basis", "lvu_6"),
+            ("decided_on", "2026-11-10"),
+            ("executed_on", "2026-11-09"),
+            ("updated_at", "2026-11-10T09:00:00Z"),
+        ]),
     ]
 }
 
@@ -106,7 +204,15 @@ async fn placement_lines(app: &App) -> Vec<String> {
         .map(|d| {
             let x = &d.deadline;
             let closed = x.closed_on.map_or("open".to_string(), |c| format!("closed {c}"));
-            format!("{} {} {} → {} / {} {closed} {}", d.case_ref, x.kind, x.start_on, x.nominal_due_on, x.due_on, x.status(date(TODAY)))
+            format!(
+                "{} {} {} → {} / {} {closed} {}",
+                d.case_ref,
+                x.kind,
+                x.start_on,
+                x.nominal_due_on,
+                x.due_on,
+                x.status(date(TODAY))
+            )
         })
         .collect();
     lines.sort();
@@ -160,7 +266,12 @@ async fn placements_give_the_contract_clocks(engine: Engine) {
     let first = poll(&app, at(8, 0)).await;
     assert_eq!(first.placement_rows_read, 8);
     assert_eq!(first.placement_rejected.get(&RejectReason::RefCollision), Some(&1), "{:?}", first.placement_rejected);
-    assert_eq!(first.placement_rejected.get(&RejectReason::CloseBeforeStart), Some(&1), "{:?}", first.placement_rejected);
+    assert_eq!(
+        first.placement_rejected.get(&RejectReason::CloseBeforeStart),
+        Some(&1),
+        "{:?}",
+        first.placement_rejected
+    );
     let expected_first = [
         "2026-PL-0001 lvu_court_submission 2026-11-21 → 2026-11-28 / 2026-11-30 open due_soon",
         "2026-PL-0002 lvu_care_application 2026-11-26 → 2026-12-24 / 2026-12-28 open pending",
@@ -200,8 +311,18 @@ async fn placements_give_the_contract_clocks(engine: Engine) {
     assert_eq!(third.placement_rows_read, 4, "the placements of 2026-BU-0002 and of the child: {third:?}");
     let lines = placement_lines(&app).await;
     // Closed 13 November → 13 January 2027.
-    assert!(lines.contains(&"2026-PL-0004 emergency_home_limit 2026-11-13 → 2027-01-13 / 2027-01-13 open pending".to_string()), "{lines:#?}");
-    assert!(lines.contains(&"2026-PL-0005 placement_follow_up 2026-08-31 → 2027-02-28 / 2027-03-01 closed 2026-11-20 met".to_string()), "{lines:#?}");
+    assert!(
+        lines.contains(
+            &"2026-PL-0004 emergency_home_limit 2026-11-13 → 2027-01-13 / 2027-01-13 open pending".to_string()
+        ),
+        "{lines:#?}"
+    );
+    assert!(
+        lines.contains(
+            &"2026-PL-0005 placement_follow_up 2026-08-31 → 2027-02-28 / 2027-03-01 closed 2026-11-20 met".to_string()
+        ),
+        "{lines:#?}"
+    );
 
     // A full pass after a placement left the view: its deadlines are withdrawn, the rest stay.
     exec(&register_url, engine, &["DELETE FROM placements WHERE placement_ref = '2026-PL-0002'".to_string()]).await;
@@ -241,7 +362,11 @@ async fn placements_in_every_output() {
          [units.\"BRO-BU\"]\nteam_leads = [\"gl.bromma@kommun.example\"]\nmanagers = [\"ec.bromma@kommun.example\"]\n",
     );
     let out = fristvakt(Some(&cfg), &["check-config"], &[]);
-    assert!(stdout(&out).contains("placements view fristvakt_placements: placement and LVU clocks on"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("placements view fristvakt_placements: placement and LVU clocks on"),
+        "{}",
+        stdout(&out)
+    );
 
     let out = fristvakt(Some(&cfg), &["deadlines", "--format", "json", "--today", TODAY], &[]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -262,7 +387,10 @@ async fn placements_in_every_output() {
     let digest = stdout(&out);
     assert!(digest.contains("Placeringar och LVU"), "{digest}");
     let lvu_at = digest.find("2026-PL-0001").expect("the custody is in the digest");
-    assert!(digest.find("https://register.kommun.example/placering/2026-PL-0001").is_some_and(|l| l > lvu_at), "{digest}");
+    assert!(
+        digest.find("https://register.kommun.example/placering/2026-PL-0001").is_some_and(|l| l > lvu_at),
+        "{digest}"
+    );
 
     // One notice of the custody: its latest reached step, −1 (the 27th, the day before the
     // nominal 28th), which reaches the manager before the last day.

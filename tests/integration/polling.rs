@@ -110,7 +110,8 @@ async fn demo_deadlines_are_correct_for_every_case_and_identical_on_sqlite_and_p
     // The demo's placements (contract §1b), joined to their cases and children.
     let closed_of: std::collections::HashMap<&str, Option<NaiveDate>> =
         valid.iter().map(|v| (v.case_ref.as_str(), v.dates.investigation_closed_on)).collect();
-    let placements = fristvakt::demo::generate_placements(&fristvakt::demo::DemoOptions { cases, seed: 1, today, broken: 0 });
+    let placements =
+        fristvakt::demo::generate_placements(&fristvakt::demo::DemoOptions { cases, seed: 1, today, broken: 0 });
     assert!(!placements.is_empty());
     for raw in &placements {
         let p = register::validate_placement(raw, 65536).expect("demo placements are valid");
