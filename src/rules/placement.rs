@@ -270,6 +270,8 @@ fn one_off(
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
     use crate::rules::Status;
 
@@ -634,6 +636,97 @@ mod tests {
             "2027-02-01",
             &["placement_follow_up 2026-10-05 → 2027-04-05 / 2027-04-05 closed 2027-01-20 met"],
         );
+    }
+
+    /// A placements row of any basis and home, its dates within a year of a decision in
+    /// 2020–2030, each present or not (the row rules' order kept: nothing closes before the
+    /// decision it must follow).
+    fn any_row() -> impl Strategy<Value = (PlacementDates, PlacementContext)> {
+        let offset = || proptest::option::of(0i64..=400);
+        (
+            (0usize..5, proptest::option::of(0usize..8), 0i64..=3650),
+            (offset(), offset(), offset(), offset(), offset(), offset()),
+            // An end near the LVU clocks' last days (a week, four weeks) as often as not.
+            (
+                proptest::option::of(prop_oneof![0i64..=400, 5i64..=12, 26i64..=33]),
+                offset(),
+                offset(),
+                offset(),
+                offset(),
+            ),
+        )
+            .prop_map(
+                |((basis, home, decided), (ex, force, sub, applied, req, ext), (end, fu, fu_end, closed, opened))| {
+                    let decided_on = d("2020-01-01") + chrono::Duration::days(decided);
+                    let at = |o: Option<i64>| o.map(|o| decided_on + chrono::Duration::days(o));
+                    let mut p = PlacementDates::new(Basis::ALL[basis], decided_on);
+                    p.home = home.map(|h| Home::ALL[h]);
+                    p.executed_on = at(ex);
+                    p.legal_force_on = at(force);
+                    p.submitted_to_court_on = at(sub);
+                    p.care_applied_on = at(applied);
+                    p.application_extension_requested_on = at(req);
+                    p.application_extended_to = at(ext).map(|e| e + chrono::Duration::days(28));
+                    p.ended_on = at(end);
+                    p.follow_up_decided_on = at(fu);
+                    p.follow_up_ended_on = p.ended_on.and_then(|e| fu_end.map(|o| e + chrono::Duration::days(o)));
+                    let context = PlacementContext {
+                        investigation_closed_on: at(closed),
+                        investigations_opened: at(opened).into_iter().collect(),
+                    };
+                    (p, context)
+                },
+            )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn every_clock_keeps_the_contract((p, context) in any_row(), holiday_rule in any::<bool>()) {
+            let deadlines = placement_deadlines_for(&p, &context, RuleOptions { holiday_rule });
+            // One deadline a kind, in kind order, each a placement's.
+            let kinds: Vec<Kind> = deadlines.iter().map(|x| x.kind).collect();
+            let mut sorted = kinds.clone();
+            sorted.sort();
+            sorted.dedup();
+            prop_assert_eq!(&kinds, &sorted);
+            for x in &deadlines {
+                prop_assert!(x.kind.is_placement());
+                prop_assert!(x.nominal_due_on > x.start_on);
+                let extended = matches!(x.due_reason, crate::rules::DueReason::Extended { .. });
+                if !extended {
+                    prop_assert!(x.due_on >= x.nominal_due_on);
+                    prop_assert!((x.due_on - x.nominal_due_on).num_days() <= 5);
+                    prop_assert_eq!(holiday_rule || x.due_on == x.nominal_due_on, true);
+                    if holiday_rule {
+                        prop_assert_eq!(crate::rules::calendar::deadline_moving_day(x.due_on), None);
+                    }
+                }
+                // The ended measure: a one-off LVU clock with its own close unset exists only as
+                // a miss closed on `ended_on`.
+                let own_close = match x.kind {
+                    Kind::LvuCourtSubmission => Some(p.submitted_to_court_on),
+                    Kind::LvuCareApplication => {
+                        Some([p.care_applied_on, p.application_extension_requested_on].into_iter().flatten().min())
+                    }
+                    Kind::LvuCareStart => Some(p.executed_on),
+                    _ => None,
+                };
+                if let (Some(None), Some(ended)) = (own_close, p.ended_on) {
+                    prop_assert_eq!(x.closed_on, Some(ended));
+                    prop_assert!(ended > x.due_on, "{:?}: nothing was owed, ended {}", x, ended);
+                    prop_assert_eq!(x.status(ended), Status::Missed);
+                }
+            }
+            // The court clocks only for an emergency custody, care start only for LVU care.
+            prop_assert!(kinds.iter().all(|k| !matches!(k, Kind::LvuCourtSubmission | Kind::LvuCareApplication) || p.basis.is_emergency_custody()));
+            prop_assert!(kinds.iter().all(|k| *k != Kind::LvuCareStart || p.basis.is_lvu_care()));
+            // An emergency custody not ended always owes its submission.
+            if p.basis.is_emergency_custody() && p.ended_on.is_none() {
+                prop_assert!(kinds.contains(&Kind::LvuCourtSubmission));
+            }
+        }
     }
 
     #[test]
