@@ -170,7 +170,8 @@ pub struct UnitDigest {
     /// first; absent in digests recorded before placements were watched.
     #[serde(default)]
     pub placements: Section,
-    /// Overdue and upcoming counts for every kind, in [`Kind::ALL`] order.
+    /// Overdue and upcoming counts for every case kind and each placement kind with any, in
+    /// [`Kind::ALL`] order.
     pub kinds: Vec<KindCount>,
     /// Deadlines whose legal last day fell in the last [`COMPLIANCE_DAYS`] days.
     pub compliance: Compliance,
@@ -259,6 +260,14 @@ pub struct KindCount {
     pub kind: Kind,
     pub overdue: usize,
     pub upcoming: usize,
+}
+
+impl KindCount {
+    /// Whether the digest counts it: every case kind; a placement kind only when the unit has
+    /// one to count, so that a register without the placements view gets the digest it had.
+    fn shown(&self) -> bool {
+        !self.kind.is_placement() || self.overdue + self.upcoming > 0
+    }
 }
 
 /// Deadlines of the last [`COMPLIANCE_DAYS`] days that are closed or past due, as in
@@ -504,6 +513,7 @@ impl DigestFacts {
                     overdue: facts.overdue.kinds[i] + facts.placements.overdue_kinds[i],
                     upcoming: facts.upcoming.kinds[i] + facts.placements.kinds[i] - facts.placements.overdue_kinds[i],
                 })
+                .filter(KindCount::shown)
                 .collect();
             facts
                 .chains
@@ -587,6 +597,7 @@ impl UnitFacts {
                     .filter(|r| r.kind == kind && r.days_left >= 0)
                     .count(),
             })
+            .filter(KindCount::shown)
             .collect();
         self.overdue.sort_by(row_order);
         self.upcoming.sort_by(row_order);
@@ -745,6 +756,8 @@ impl Context {
                     overdue: section(&u.overdue),
                     upcoming: section(&u.upcoming),
                     placements: section(&u.placements),
+                    // A placement kind is counted only when the unit has one to count: a register
+                    // without the placements view gets the digest it always had.
                     kinds: u
                         .kinds
                         .iter()
@@ -1006,11 +1019,6 @@ pub(crate) mod tests {
                 (Kind::Investigation, 1, 1),
                 (Kind::FollowUp, 0, 0),
                 (Kind::ReporterInformation, 0, 0),
-                (Kind::LvuCourtSubmission, 0, 0),
-                (Kind::LvuCareApplication, 0, 0),
-                (Kind::LvuCareStart, 0, 0),
-                (Kind::EmergencyHomeLimit, 0, 0),
-                (Kind::PlacementFollowUp, 0, 0),
             ]
         );
         assert_eq!(unit.overdue.rows[0].link, "https://register.kommun.example/case/A-2");
