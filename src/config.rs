@@ -1458,4 +1458,26 @@ team_leads = ["gl@x.se"]
         let s = load_with_env(None, Vec::new()).unwrap();
         assert_eq!(s.mail.case_link_for("2026-BU 1/2"), "https://register.kommun.example/case/2026-BU%201%2F2");
     }
+
+    #[test]
+    fn placement_links_fall_back_to_the_case_and_bad_keys_are_named() {
+        let s = load_with_env(None, Vec::new()).unwrap();
+        assert_eq!(s.register.placements_view, "fristvakt_placements");
+        assert_eq!(s.mail.placement_link_for("2026-PL 1", None), None);
+        assert_eq!(
+            s.mail.placement_link_for("2026-PL 1", Some("2026-BU-1")).as_deref(),
+            Some("https://register.kommun.example/case/2026-BU-1")
+        );
+        let s = load_str("[mail]\nplacement_link = \"https://r.example/p/{placement_ref}\"\n", &[]).unwrap();
+        assert_eq!(
+            s.mail.placement_link_for("2026-PL 1/2", Some("2026-BU-1")).as_deref(),
+            Some("https://r.example/p/2026-PL%201%2F2")
+        );
+        for bad in ["ftp://r.example/{placement_ref}", "https://r.example/p/{case_ref}"] {
+            let err = load_str(&format!("[mail]\nplacement_link = \"{bad}\"\n"), &[]).unwrap_err();
+            assert_eq!(keys(err), ["mail.placement_link"], "{bad}");
+        }
+        let err = load_str("[register]\nplacements_view = \"placements; DROP\"\n", &[]).unwrap_err();
+        assert_eq!(keys(err), ["register.placements_view"]);
+    }
 }
