@@ -235,7 +235,8 @@ impl App {
             return Ok(r.clone());
         }
         let settings = &self.settings.register;
-        let register = Arc::new(Register::connect_waiting(&settings.url, &settings.view, settings.waits).await?);
+        let register = Register::connect_waiting(&settings.url, &settings.view, settings.waits).await?;
+        let register = Arc::new(register.with_placements(&settings.placements_view).await?);
         *slot = Some(register.clone());
         Ok(register)
     }
@@ -467,6 +468,9 @@ pub async fn seed_demo_register(settings: &Settings, today: NaiveDate) -> Result
     }
     let options = DemoOptions { cases: settings.register.demo_cases as usize, seed: 1, today, broken: 0 };
     let written = demo::write_demo_cases(url, &settings.register.view, demo::generate(&options)).await?;
-    tracing::info!(cases = written, "created a demo register with synthetic cases");
+    let placements =
+        demo::write_demo_placements(url, &settings.register.placements_view, &demo::generate_placements(&options))
+            .await?;
+    tracing::info!(cases = written, placements, "created a demo register with synthetic cases and placements");
     Ok(Some(written))
 }

@@ -29,6 +29,10 @@ pub struct ClockWords {
     /// ("besluta om utredning ska inledas"); a general phrase when absent.
     #[serde(default)]
     pub todo: Option<String>,
+    /// What happens when the day is missed, for a clock whose miss ends a measure by law
+    /// ("omhändertagandet upphör"); notices say it.
+    #[serde(default)]
+    pub if_missed: Option<String>,
 }
 
 /// The words of every clock and start event in one language.

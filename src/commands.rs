@@ -72,16 +72,22 @@ pub enum OutputFormat {
 /// The optional features of the register view, as `check-config` prints them; an error when
 /// the register cannot be reached within ten seconds.
 pub async fn register_features(settings: &Settings) -> Result<String, String> {
-    let connect = register::Register::connect(&settings.register.url, &settings.register.view);
+    let connect = async {
+        register::Register::connect(&settings.register.url, &settings.register.view)
+            .await?
+            .with_placements(&settings.register.placements_view)
+            .await
+    };
     let register = tokio::time::timeout(std::time::Duration::from_secs(10), connect)
         .await
         .map_err(|_| "the register did not answer within 10 s".to_string())?
         .map_err(|e| e.to_string())?;
     let checked = register.check().await;
     let features = register.features();
+    let placements = register.describe_placements();
     register.close().await;
     checked.map_err(|e| e.to_string())?;
-    Ok(format!("register view {}: {}", settings.register.view, features.describe()))
+    Ok(format!("register view {}: {}; {placements}", settings.register.view, features.describe()))
 }
 
 pub async fn migrate(settings: &Settings) -> Result<(), CommandError> {
@@ -436,10 +442,17 @@ pub async fn demo_data(
     let options = DemoOptions { cases, seed, today, broken };
     let written =
         demo::write_demo_cases(&settings.register.url, &settings.register.view, demo::generate(&options)).await?;
+    let placements = demo::write_demo_placements(
+        &settings.register.url,
+        &settings.register.placements_view,
+        &demo::generate_placements(&options),
+    )
+    .await?;
     say!(
-        "wrote {written} demo case(s) ({broken} deliberately broken) to {} view {}",
+        "wrote {written} demo case(s) ({broken} deliberately broken) to {} view {}, and {placements} placement(s) to view {}",
         settings.register.url.redacted(),
-        settings.register.view
+        settings.register.view,
+        settings.register.placements_view
     );
     Ok(())
 }
@@ -460,24 +473,21 @@ pub async fn explain(settings: Arc<Settings>, case_ref: &str, today: Option<Naiv
             None => Vec::new(),
         };
         let outbox = jobs::show::outbox_of_case(&app, case_ref).await?;
-        Ok::<_, CommandError>((raw, same_child, outbox))
+        // A placement's reference (contract §1b): the same namespace as the cases'.
+        let placement = match raw {
+            Some(_) => None,
+            None => crate::poll::placements::placement_as_computed(&register, &settings, case_ref)
+                .await
+                .map_err(JobError::from)?,
+        };
+        Ok::<_, CommandError>((raw, same_child, outbox, placement))
     }
     .await;
     app.close_connections().await;
-    let (raw, same_child, outbox) = found?;
-    let Some(raw) = raw else {
-        return Err(CommandError::Usage(format!(
-            "case {case_ref} is not in the register view {}",
-            settings.register.view
-        )));
-    };
-    let case = register::validate(&raw)
-        .map_err(|r| CommandError::Runtime(format!("the register row is skipped by every poll: {r}")))?;
-    let others: Vec<register::CaseRow> = same_child.iter().filter_map(|raw| register::validate(raw).ok()).collect();
-    let chains = jobs::show::chain_notes(&case, &others, settings.rules.chain_window_days);
-    let investigations = crate::poll::others_of(&case, &crate::poll::investigations_by_child(others.iter()));
-    let text = jobs::show::explain_text(&settings, &case, today, &investigations, &chains, |kind| {
-        // A notice sent one role up (key + "/up") shows with the step it stands in for.
+    let (raw, same_child, outbox, placement) = found?;
+    // The steps recorded for a kind; a notice sent one role up (key + "/up") shows with the step
+    // it stands in for.
+    let recorded = |kind| {
         let mut steps: Vec<jobs::show::RecordedStep> = Vec::new();
         for r in outbox.iter().filter(|r| r.kind == Some(kind)) {
             let Some(step) = r.step else { continue };
@@ -487,7 +497,26 @@ pub async fn explain(settings: Arc<Settings>, case_ref: &str, today: Option<Naiv
             }
         }
         steps
-    });
+    };
+    let Some(raw) = raw else {
+        return match placement {
+            Some(Ok((row, context))) => {
+                let text = jobs::show::explain_placement_text(&settings, &row, &context, today, recorded);
+                terminal::print_text(&text).map_err(output_error)
+            }
+            Some(Err(r)) => Err(CommandError::Runtime(format!("the placements row is skipped by every poll: {r}"))),
+            None => Err(CommandError::Usage(format!(
+                "case {case_ref} is not in the register view {} (nor in a placements view)",
+                settings.register.view
+            ))),
+        };
+    };
+    let case = register::validate(&raw)
+        .map_err(|r| CommandError::Runtime(format!("the register row is skipped by every poll: {r}")))?;
+    let others: Vec<register::CaseRow> = same_child.iter().filter_map(|raw| register::validate(raw).ok()).collect();
+    let chains = jobs::show::chain_notes(&case, &others, settings.rules.chain_window_days);
+    let investigations = crate::poll::others_of(&case, &crate::poll::investigations_by_child(others.iter()));
+    let text = jobs::show::explain_text(&settings, &case, today, &investigations, &chains, recorded);
     terminal::print_text(&text).map_err(output_error)?;
     Ok(())
 }

@@ -305,6 +305,9 @@ pub struct RegisterSettings {
     pub url: DatabaseUrl,
     /// The view, a plain SQL identifier (optionally schema-qualified), safe to put into SQL.
     pub view: String,
+    /// The optional placements view (contract §1b), a plain SQL identifier like `view`; absent
+    /// from the register = the placement clocks are off.
+    pub placements_view: String,
     pub poll_interval: Duration,
     /// How far back before the watermark each poll re-reads, for rows committed late.
     pub overlap: Duration,
@@ -387,6 +390,9 @@ pub struct MailSettings {
     pub file_dir: PathBuf,
     /// A link template containing `{case_ref}`.
     pub case_link: String,
+    /// A link template for placement notices containing `{placement_ref}` (`mail.placement_link`);
+    /// without it, a placement links through `case_link` with its row's `case_ref`, else not at all.
+    pub placement_link: Option<String>,
     pub language: Language,
     pub send_window: SendWindow,
     /// First retry delay after a transient failure; doubles up to `retry_max`.
@@ -404,6 +410,16 @@ pub struct MailSettings {
 impl MailSettings {
     pub fn case_link_for(&self, case_ref: &str) -> String {
         self.case_link.replace("{case_ref}", &encode_path_segment(case_ref))
+    }
+
+    /// The link of a placement's notice (contract §3): `mail.placement_link` with its reference,
+    /// else `mail.case_link` with the case it belongs to, else none.
+    pub fn placement_link_for(&self, placement_ref: &str, case_ref: Option<&str>) -> Option<String> {
+        match (&self.placement_link, case_ref) {
+            (Some(link), _) => Some(link.replace("{placement_ref}", &encode_path_segment(placement_ref))),
+            (None, Some(case_ref)) => Some(self.case_link_for(case_ref)),
+            (None, None) => None,
+        }
     }
 }
 
@@ -712,6 +728,7 @@ fn validate(tree: &Value, base_dir: Option<&Path>) -> Result<Settings, ConfigErr
         &[
             "url",
             "view",
+            "placements_view",
             "poll_interval",
             "overlap",
             "full_pass_at",
@@ -735,6 +752,7 @@ fn validate(tree: &Value, base_dir: Option<&Path>) -> Result<Settings, ConfigErr
             "transport",
             "file_dir",
             "case_link",
+            "placement_link",
             "language",
             "send_window",
             "retry_initial",
@@ -872,7 +890,7 @@ fn waits(r: &mut Reader, section: &str) -> Option<crate::db::Waits> {
 
 fn read_register(r: &mut Reader) -> Option<RegisterSettings> {
     let url = r.parsed("register.url", DatabaseUrl::parse);
-    let view = r.parsed("register.view", |s| {
+    let identifier = |s: &str| {
         let plain = |part: &str| {
             let mut chars = part.chars();
             matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
@@ -885,7 +903,9 @@ fn read_register(r: &mut Reader) -> Option<RegisterSettings> {
         } else {
             Err(format!("{s:?} is not a plain SQL identifier (letters, digits, _; optionally schema.view)"))
         }
-    });
+    };
+    let view = r.parsed("register.view", identifier);
+    let placements_view = r.parsed("register.placements_view", identifier);
     let poll_interval = r.duration("register.poll_interval");
     let overlap = r.duration("register.overlap");
     let full_pass_at = r.parsed("register.full_pass_at", |s| {
@@ -904,6 +924,7 @@ fn read_register(r: &mut Reader) -> Option<RegisterSettings> {
     Some(RegisterSettings {
         url: url?,
         view: view?,
+        placements_view: placements_view?,
         poll_interval: poll_interval?,
         overlap: overlap?,
         full_pass_at: full_pass_at?,
@@ -931,6 +952,17 @@ fn read_mail(r: &mut Reader, base_dir: Option<&Path>) -> Option<MailSettings> {
             Ok(s.to_string())
         }
     });
+    let placement_link = match r.optional_string("mail.placement_link") {
+        Some(s) if !(s.starts_with("https://") || s.starts_with("http://")) => {
+            r.problem("mail.placement_link", format!("{s:?} must be an http(s) link"));
+            None
+        }
+        Some(s) if !s.contains("{placement_ref}") => {
+            r.problem("mail.placement_link", format!("{s:?} must contain {{placement_ref}}, where the reference goes"));
+            None
+        }
+        other => other,
+    };
     let language = r.parsed("mail.language", |s| match s {
         "sv" => Ok(Language::Swedish),
         "en" => Ok(Language::English),
@@ -1000,6 +1032,7 @@ fn read_mail(r: &mut Reader, base_dir: Option<&Path>) -> Option<MailSettings> {
         transport: transport?,
         file_dir: file_dir?,
         case_link: case_link?,
+        placement_link,
         language: language?,
         send_window: send_window?,
         retry_initial: retry_initial?,
@@ -1479,5 +1512,27 @@ team_leads = ["gl@x.se"]
     fn case_links_encode_the_reference() {
         let s = load_with_env(None, Vec::new()).unwrap();
         assert_eq!(s.mail.case_link_for("2026-BU 1/2"), "https://register.kommun.example/case/2026-BU%201%2F2");
+    }
+
+    #[test]
+    fn placement_links_fall_back_to_the_case_and_bad_keys_are_named() {
+        let s = load_with_env(None, Vec::new()).unwrap();
+        assert_eq!(s.register.placements_view, "fristvakt_placements");
+        assert_eq!(s.mail.placement_link_for("2026-PL 1", None), None);
+        assert_eq!(
+            s.mail.placement_link_for("2026-PL 1", Some("2026-BU-1")).as_deref(),
+            Some("https://register.kommun.example/case/2026-BU-1")
+        );
+        let s = load_str("[mail]\nplacement_link = \"https://r.example/p/{placement_ref}\"\n", &[]).unwrap();
+        assert_eq!(
+            s.mail.placement_link_for("2026-PL 1/2", Some("2026-BU-1")).as_deref(),
+            Some("https://r.example/p/2026-PL%201%2F2")
+        );
+        for bad in ["ftp://r.example/{placement_ref}", "https://r.example/p/{case_ref}"] {
+            let err = load_str(&format!("[mail]\nplacement_link = \"{bad}\"\n"), &[]).unwrap_err();
+            assert_eq!(keys(err), ["mail.placement_link"], "{bad}");
+        }
+        let err = load_str("[register]\nplacements_view = \"placements; DROP\"\n", &[]).unwrap_err();
+        assert_eq!(keys(err), ["register.placements_view"]);
     }
 }

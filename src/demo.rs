@@ -76,9 +76,11 @@ use chrono::{Datelike, Days, Months, NaiveDate, Weekday};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-pub use self::write::{sqlite_register_has_view, write_demo_cases};
+pub use self::placements::generate_placements;
+pub use self::write::{sqlite_register_has_view, write_demo_cases, write_demo_placements};
 use crate::register::RawRow;
 
+mod placements;
 mod write;
 
 /// The 14 demo units, modelled on Stockholm's district administrations: (code, name).

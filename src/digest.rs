@@ -139,14 +139,14 @@ pub struct Digest {
 }
 
 impl Digest {
-    /// Overdue deadlines over all units (not only the listed rows).
+    /// Overdue deadlines over all units (not only the listed rows), placements' included.
     pub fn overdue_total(&self) -> usize {
-        self.units.iter().map(|u| u.overdue.total).sum()
+        self.units.iter().map(|u| u.overdue.total + u.placements_overdue()).sum()
     }
 
-    /// Deadlines due within [`UPCOMING_DAYS`] over all units.
+    /// Deadlines due within [`UPCOMING_DAYS`] over all units, placements' included.
     pub fn upcoming_total(&self) -> usize {
-        self.units.iter().map(|u| u.upcoming.total).sum()
+        self.units.iter().map(|u| u.upcoming.total + u.placements.total - u.placements_overdue()).sum()
     }
 
     /// Whether there is anything overdue or due soon, or a chain to look at.
@@ -165,7 +165,13 @@ pub struct UnitDigest {
     pub overdue: Section,
     /// Due today or within [`UPCOMING_DAYS`], soonest first.
     pub upcoming: Section,
-    /// Overdue and upcoming counts for every kind, in [`Kind::ALL`] order.
+    /// The placements' and LVU decisions' deadlines (contract §1b) overdue or due within
+    /// [`UPCOMING_DAYS`], the LVU clocks first (a miss there ends a custody), then most overdue
+    /// first; absent in digests recorded before placements were watched.
+    #[serde(default)]
+    pub placements: Section,
+    /// Overdue and upcoming counts for every case kind and each placement kind with any, in
+    /// [`Kind::ALL`] order.
     pub kinds: Vec<KindCount>,
     /// Deadlines whose legal last day fell in the last [`COMPLIANCE_DAYS`] days.
     pub compliance: Compliance,
@@ -173,6 +179,13 @@ pub struct UnitDigest {
     /// is still open: by the two case references only.
     #[serde(default)]
     pub chains: Vec<ChainPair>,
+}
+
+impl UnitDigest {
+    /// How many of the placements' deadlines are overdue (from the counts per kind).
+    fn placements_overdue(&self) -> usize {
+        self.kinds.iter().filter(|k| k.kind.is_placement()).map(|k| k.overdue).sum()
+    }
 }
 
 /// Two investigations of one child, the later opened within `rules.chain_window` after the
@@ -231,7 +244,13 @@ impl DigestRow {
             due_reason: Some(deadline.due_reason.clone()),
             days_left,
             caseworker: stored.caseworker.clone(),
-            link: settings.mail.case_link_for(stored.case_ref.as_str()),
+            // A placement links as its notices do (contract §3); none: an empty link, not shown.
+            link: if deadline.kind.is_placement() {
+                let case_of = stored.case_of.as_ref().map(CaseRef::as_str);
+                settings.mail.placement_link_for(stored.case_ref.as_str(), case_of).unwrap_or_default()
+            } else {
+                settings.mail.case_link_for(stored.case_ref.as_str())
+            },
         }
     }
 }
@@ -241,6 +260,14 @@ pub struct KindCount {
     pub kind: Kind,
     pub overdue: usize,
     pub upcoming: usize,
+}
+
+impl KindCount {
+    /// Whether the digest counts it: every case kind; a placement kind only when the unit has
+    /// one to count, so that a register without the placements view gets the digest it had.
+    fn shown(&self) -> bool {
+        !self.kind.is_placement() || self.overdue + self.upcoming > 0
+    }
 }
 
 /// Deadlines of the last [`COMPLIANCE_DAYS`] days that are closed or past due, as in
@@ -292,9 +319,14 @@ pub fn build_digests(settings: &Settings, deadlines: &[StoredDeadline], today: N
         }
         let Some(days_left) = deadline.days_left(today) else { continue };
         let row = || DigestRow::of(settings, stored, days_left);
-        if days_left < 0 {
+        if days_left > UPCOMING_DAYS {
+            continue;
+        }
+        if deadline.kind.is_placement() {
+            facts.placements.push(row());
+        } else if days_left < 0 {
             facts.overdue.push(row());
-        } else if days_left <= UPCOMING_DAYS {
+        } else {
             facts.upcoming.push(row());
         }
     }
@@ -352,6 +384,8 @@ pub struct DigestFacts {
 struct ShownFacts {
     overdue: Ranked,
     upcoming: Ranked,
+    /// Ordered LVU first ([`placement_order`]).
+    placements: Ranked,
     recent: report::Tally,
     chains: Vec<ChainPair>,
 }
@@ -363,6 +397,8 @@ struct Ranked {
     rows: Vec<DigestRow>,
     total: usize,
     kinds: [usize; Kind::ALL.len()],
+    /// Of `kinds`, those overdue.
+    overdue_kinds: [usize; Kind::ALL.len()],
 }
 
 impl Ranked {
@@ -370,6 +406,9 @@ impl Ranked {
         self.total += 1;
         if let Some(i) = Kind::ALL.iter().position(|k| *k == row.kind) {
             self.kinds[i] += 1;
+            if row.days_left < 0 {
+                self.overdue_kinds[i] += 1;
+            }
         }
         self.rows.push(row);
         if self.rows.len() >= 2 * max_rows.max(32) {
@@ -382,10 +421,25 @@ impl Ranked {
         self.rows.truncate(max_rows);
     }
 
+    /// The placements' section: LVU first, kept to `max_rows`.
+    fn into_placements(mut self, max_rows: usize) -> Section {
+        self.rows.sort_by(placement_order);
+        self.rows.truncate(max_rows);
+        Section { rows: self.rows, total: self.total }
+    }
+
     fn into_section(mut self, max_rows: usize) -> Section {
         self.cut(max_rows);
         Section { rows: self.rows, total: self.total }
     }
+}
+
+/// The placements' order: the LVU clocks first (a miss ends a custody or a care decision), then
+/// as [`row_order`].
+fn placement_order(a: &DigestRow, b: &DigestRow) -> std::cmp::Ordering {
+    let lvu =
+        |r: &DigestRow| !matches!(r.kind, Kind::LvuCourtSubmission | Kind::LvuCareApplication | Kind::LvuCareStart);
+    lvu(a).cmp(&lvu(b)).then_with(|| row_order(a, b))
 }
 
 /// Most overdue first, soonest first; ties in a stable, readable order.
@@ -421,7 +475,10 @@ impl DigestFacts {
         let row = DigestRow::of(settings, stored, days_left);
         let max_rows = self.max_rows;
         let facts = self.units.entry(stored.unit.clone()).or_default();
-        if days_left < 0 {
+        if deadline.kind.is_placement() {
+            // Kept whole (a few a unit), cut in the LVU-first order at the end.
+            facts.placements.push(row, usize::MAX / 4);
+        } else if days_left < 0 {
             facts.overdue.push(row, max_rows);
         } else {
             facts.upcoming.push(row, max_rows);
@@ -453,9 +510,10 @@ impl DigestFacts {
                 .enumerate()
                 .map(|(i, &kind)| KindCount {
                     kind,
-                    overdue: facts.overdue.kinds[i],
-                    upcoming: facts.upcoming.kinds[i],
+                    overdue: facts.overdue.kinds[i] + facts.placements.overdue_kinds[i],
+                    upcoming: facts.upcoming.kinds[i] + facts.placements.kinds[i] - facts.placements.overdue_kinds[i],
                 })
+                .filter(KindCount::shown)
                 .collect();
             facts
                 .chains
@@ -465,6 +523,7 @@ impl DigestFacts {
                 unit: unit.clone(),
                 overdue: facts.overdue.into_section(max_rows),
                 upcoming: facts.upcoming.into_section(max_rows),
+                placements: facts.placements.into_placements(max_rows),
                 kinds,
                 compliance: Compliance::from(&facts.recent),
                 chains: facts.chains,
@@ -514,6 +573,7 @@ fn open_chains(deadlines: &[StoredDeadline], window_days: i64) -> Vec<(UnitCode,
 struct UnitFacts {
     overdue: Vec<DigestRow>,
     upcoming: Vec<DigestRow>,
+    placements: Vec<DigestRow>,
     recent: report::Tally,
     chains: Vec<ChainPair>,
 }
@@ -524,17 +584,30 @@ impl UnitFacts {
             .into_iter()
             .map(|kind| KindCount {
                 kind,
-                overdue: self.overdue.iter().filter(|r| r.kind == kind).count(),
-                upcoming: self.upcoming.iter().filter(|r| r.kind == kind).count(),
+                overdue: self
+                    .overdue
+                    .iter()
+                    .chain(&self.placements)
+                    .filter(|r| r.kind == kind && r.days_left < 0)
+                    .count(),
+                upcoming: self
+                    .upcoming
+                    .iter()
+                    .chain(&self.placements)
+                    .filter(|r| r.kind == kind && r.days_left >= 0)
+                    .count(),
             })
+            .filter(KindCount::shown)
             .collect();
         self.overdue.sort_by(row_order);
         self.upcoming.sort_by(row_order);
+        self.placements.sort_by(placement_order);
         UnitDigest {
             unit,
             name: name.map(str::to_string),
             overdue: cut(self.overdue, max_rows),
             upcoming: cut(self.upcoming, max_rows),
+            placements: cut(self.placements, max_rows),
             kinds,
             compliance: Compliance::from(&self.recent),
             chains: self.chains,
@@ -591,6 +664,8 @@ struct UnitContext {
     name: Option<String>,
     overdue: SectionContext,
     upcoming: SectionContext,
+    /// The placements' and LVU decisions' deadlines, LVU first.
+    placements: SectionContext,
     kinds: Vec<KindContext>,
     chains: Vec<ChainContext>,
     met: usize,
@@ -680,6 +755,9 @@ impl Context {
                     name: u.name.clone(),
                     overdue: section(&u.overdue),
                     upcoming: section(&u.upcoming),
+                    placements: section(&u.placements),
+                    // A placement kind is counted only when the unit has one to count: a register
+                    // without the placements view gets the digest it always had.
                     kinds: u
                         .kinds
                         .iter()
@@ -831,6 +909,7 @@ pub(crate) mod tests {
             withdrawn: false,
             first_seen_on: None,
             child_key: None,
+            case_of: None,
         }
     }
 
@@ -939,7 +1018,7 @@ pub(crate) mod tests {
                 (Kind::Assessment, 1, 2),
                 (Kind::Investigation, 1, 1),
                 (Kind::FollowUp, 0, 0),
-                (Kind::ReporterInformation, 0, 0)
+                (Kind::ReporterInformation, 0, 0),
             ]
         );
         assert_eq!(unit.overdue.rows[0].link, "https://register.kommun.example/case/A-2");

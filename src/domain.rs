@@ -333,4 +333,7 @@ pub struct StoredDeadline {
     pub first_seen_on: Option<NaiveDate>,
     /// The child's key, on investigation deadlines only, when the view has `child_key`.
     pub child_key: Option<ChildKey>,
+    /// A placement's case (its row's `case_ref`), for its notices' link (`mail.case_link` when
+    /// `mail.placement_link` is not set); `None` for a case's own deadlines.
+    pub case_of: Option<CaseRef>,
 }

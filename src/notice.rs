@@ -42,6 +42,10 @@ pub struct NoticePayload {
     /// to a team lead or manager only. Absent in notices recorded before it was kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub caseworker: Option<EmailAddress>,
+    /// A placement's case (its row's `case_ref`), linked by `mail.case_link` when
+    /// `mail.placement_link` is not set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub case_of: Option<CaseRef>,
 }
 
 impl NoticePayload {
@@ -145,6 +149,7 @@ pub fn payload(
         due_reason: Some(deadline.due_reason.clone()),
         decided_on: today,
         caseworker: None,
+        case_of: None,
     }
 }
 

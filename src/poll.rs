@@ -23,6 +23,8 @@ use crate::state::{
     StoredDeadline,
 };
 
+pub mod placements;
+
 /// Rows validated and stored per transaction.
 const CHUNK_ROWS: usize = 1000;
 /// Deadlines visited per round of ladder evaluation.
@@ -59,6 +61,9 @@ pub struct SyncReport {
     pub unchanged: u64,
     /// The newest `updated_at` of the rows computed (not unchanged).
     pub newest_computed: Option<DateTime<Utc>>,
+    /// Rows of the placements view read (contract §1b), and those skipped as broken.
+    pub placement_rows_read: u64,
+    pub placement_rejected: BTreeMap<RejectReason, u64>,
     pub duration: Duration,
 }
 
@@ -142,7 +147,15 @@ pub async fn sync_register(
         (false, Some(bits)) => Prints::Buckets(state.open_print_log(bits).await?),
         (false, None) => Prints::None,
     };
-    let mut pass = Pass { settings, today, now, seed: print_seed(settings), prints };
+    let tracks_placements = !full && register.placements_view().is_some();
+    let mut pass = Pass {
+        settings,
+        today,
+        now,
+        seed: print_seed(settings),
+        prints,
+        touched: tracks_placements.then(Touched::default),
+    };
     let mut chunk = RowChunk::default();
     loop {
         let next = match early.pop_front() {
@@ -171,6 +184,11 @@ pub async fn sync_register(
         }
     }
     drop(chunks);
+    // The placements view (contract §1b): its changed rows, and those of the cases computed above.
+    if register.placements_view().is_some() {
+        let touched = pass.touched.take().unwrap_or_default();
+        placements::sync_placements(register, state, settings, (today, now), since, touched, &mut report).await?;
+    }
     // A full pass that read no row at all is far more likely a view being reloaded than a
     // register emptied of every case: withdrawing everything would cancel every notice.
     let full_pass_on = if full && report.rows_read == 0 {
@@ -325,6 +343,13 @@ enum Prints {
     None,
 }
 
+/// The cases an incremental poll computed: their placements depend on them.
+#[derive(Debug, Default)]
+pub(crate) struct Touched {
+    pub case_refs: HashSet<String>,
+    pub child_keys: HashSet<String>,
+}
+
 /// What one register read carries from chunk to chunk.
 struct Pass<'a> {
     settings: &'a Settings,
@@ -333,6 +358,9 @@ struct Pass<'a> {
     /// Mixed into every row's print: the settings and code the computation depends on.
     seed: u64,
     prints: Prints,
+    /// The cases an incremental poll computed, whose placements are computed again with them;
+    /// `None` when there is no placements view or every placement is read anyway.
+    touched: Option<Touched>,
 }
 
 impl Pass<'_> {
@@ -408,6 +436,12 @@ impl Pass<'_> {
         } else {
             Children::default()
         };
+        if let Some(touched) = &mut self.touched {
+            for (case, _) in cases.values() {
+                touched.case_refs.insert(case.case_ref.to_string());
+                touched.child_keys.extend(case.child_key.as_ref().map(|k| k.as_str().to_string()));
+            }
+        }
         for (case, print) in cases.values() {
             report.newest_computed = report.newest_computed.max(Some(case.updated_at));
             if let Some(book) = book.as_deref_mut() {
@@ -471,6 +505,7 @@ fn compute<'c>(
                     row_updated_at: case.updated_at,
                     seen_on: today,
                     child_key: chain_key(case, deadline.kind),
+                    case_of: None,
                     deadline,
                 });
             }
@@ -611,13 +646,13 @@ fn chain_key(case: &CaseRow, kind: Kind) -> Option<crate::domain::ChildKey> {
     (kind == Kind::Investigation).then(|| case.child_key.clone()).flatten()
 }
 
-fn is_retained(deadline: &Deadline, kept_from: NaiveDate) -> bool {
+pub(crate) fn is_retained(deadline: &Deadline, kept_from: NaiveDate) -> bool {
     deadline.closed_on.is_none_or(|closed| closed >= kept_from)
 }
 
 /// The first day any step of an open deadline fires; the evaluator then decides with the steps
 /// already recorded. `None` for a closed deadline.
-fn first_step_on(ladder: &Ladder, deadline: &Deadline) -> Option<NaiveDate> {
+pub(crate) fn first_step_on(ladder: &Ladder, deadline: &Deadline) -> Option<NaiveDate> {
     if deadline.is_closed() {
         return None;
     }
@@ -686,8 +721,9 @@ pub async fn evaluate_ladders(
                     if fell_back {
                         report.caseworker_fallbacks += 1;
                     }
-                    let payload = notice::payload(&stored.case_ref, &stored.unit, deadline, step, today)
+                    let mut payload = notice::payload(&stored.case_ref, &stored.unit, deadline, step, today)
                         .with_caseworker(stored.caseworker.clone());
+                    payload.case_of = stored.case_of.clone();
                     entries.push(notice_entry(settings, payload, recipients, not_before));
                     *report.enqueued.entry((deadline.kind, offset)).or_default() += 1;
                 }
@@ -771,6 +807,26 @@ pub async fn each_current_deadline<E: From<PollError> + From<StateError>>(
     mut each: impl FnMut(StoredDeadline) -> Result<(), E>,
 ) -> Result<u64, E> {
     let mut rows_read = 0u64;
+    // The placements' deadlines (few: a few per cent of children are placed), computed first
+    // and handed on in their places among the cases' (one namespace, contract §1b).
+    let stored_placements = crate::state::DeadlineFilter {
+        include_withdrawn: true,
+        placements_only: true,
+        ..crate::state::DeadlineFilter::default()
+    };
+    let stored_placements = state.deadlines(&stored_placements).await.map_err(PollError::from)?;
+    let mut placement_deadlines = match register.placements_view() {
+        Some(_) => placements::current_placement_deadlines(register, stored_placements, settings, (today, now)).await?,
+        None => stored_placements,
+    };
+    placement_deadlines.sort_by(listing_order);
+    let mut placement_deadlines = placement_deadlines.into_iter().peekable();
+    let mut emit = |d: StoredDeadline| -> Result<(), E> {
+        while let Some(p) = placement_deadlines.next_if(|p| listing_order(p, &d).is_lt()) {
+            each(p)?;
+        }
+        each(d)
+    };
     // The chunk's valid cases in the order read; the last is held over to the next chunk, which
     // may hold the same reference again (the newest row wins, as in a poll).
     let mut cases: Vec<CaseRow> = Vec::new();
@@ -804,7 +860,7 @@ pub async fn each_current_deadline<E: From<PollError> + From<StateError>>(
         let held = if done { None } else { cases.pop() };
         if !cases.is_empty() || !broken.is_empty() {
             for deadline in current_of_chunk(register, state, settings, (today, now), &cases, &broken).await? {
-                each(deadline)?;
+                emit(deadline)?;
             }
         }
         cases.clear();
@@ -817,7 +873,10 @@ pub async fn each_current_deadline<E: From<PollError> + From<StateError>>(
     drop(chunks);
     if rows_read == 0 {
         let all = crate::state::ShowQuery { unit: None, status: None, today };
-        state.each_deadline(&all, &mut each).await?;
+        state.each_deadline(&all, |d| if d.deadline.kind.is_placement() { Ok(()) } else { emit(d) }).await?;
+    }
+    for p in placement_deadlines {
+        each(p)?;
     }
     Ok(rows_read)
 }
@@ -853,14 +912,20 @@ async fn current_of_chunk(
             deadline: r.deadline,
             withdrawn: false,
             child_key: r.child_key,
+            case_of: None,
         })
         .collect();
     for case_ref in broken {
         let filter = crate::state::DeadlineFilter { case_ref: Some(case_ref.trim().to_string()), ..Default::default() };
         current.extend(state.deadlines(&filter).await?);
     }
-    current.sort_by(|a, b| (&a.case_ref, a.deadline.kind.as_str()).cmp(&(&b.case_ref, b.deadline.kind.as_str())));
+    current.sort_by(listing_order);
     Ok(current)
+}
+
+/// The order of the stored listing: case (or placement) reference, then kind.
+fn listing_order(a: &StoredDeadline, b: &StoredDeadline) -> std::cmp::Ordering {
+    (&a.case_ref, a.deadline.kind.as_str()).cmp(&(&b.case_ref, b.deadline.kind.as_str()))
 }
 
 #[cfg(test)]

@@ -127,3 +127,57 @@ async fn sqlite_pool(url: &DatabaseUrl, write: bool) -> Result<SqlitePool, Regis
         }
     }
 }
+
+/// Creates (if missing) the demo register's placements table named `view` (register contract
+/// §1b, every column TEXT as a SQLite register holds it) and writes `rows`, replacing a
+/// placement written before. Returns how many rows were written.
+pub async fn write_demo_placements(
+    url: &DatabaseUrl,
+    view: &str,
+    rows: &[crate::register::RawPlacement],
+) -> Result<u64, RegisterError> {
+    use crate::register::placements::PLACEMENT_COLUMNS;
+    if url.engine != Engine::Sqlite {
+        return Err(RegisterError::NotSqlite { url: url.redacted() });
+    }
+    let pool = sqlite_pool(url, true).await?;
+    let query_error = |source| RegisterError::Query { view: view.to_string(), source };
+    let names: Vec<&str> = PLACEMENT_COLUMNS.iter().copied().filter(|c| !c.is_empty()).collect();
+    let definitions: Vec<String> = names
+        .iter()
+        .map(|c| match *c {
+            "placement_ref" => format!("{c} TEXT PRIMARY KEY"),
+            "unit" | "basis" | "decided_on" | "updated_at" => format!("{c} TEXT NOT NULL"),
+            _ => format!("{c} TEXT"),
+        })
+        .collect();
+    sqlx::query(&format!("CREATE TABLE IF NOT EXISTS {view} ({})", definitions.join(", ")))
+        .execute(&pool)
+        .await
+        .map_err(query_error)?;
+    for column in ["updated_at", "case_ref", "child_key"] {
+        sqlx::query(&format!("CREATE INDEX IF NOT EXISTS {view}_{column} ON {view} ({column})"))
+            .execute(&pool)
+            .await
+            .map_err(query_error)?;
+    }
+    let width = names.len();
+    let insert_head = format!("INSERT OR REPLACE INTO {view} ({}) VALUES ", names.join(", "));
+    let mut tx = pool.begin().await.map_err(query_error)?;
+    for chunk in rows.chunks(ROWS_PER_INSERT) {
+        let marks: Vec<String> = (0..chunk.len())
+            .map(|i| format!("({})", (1..=width).map(|c| format!("${}", i * width + c)).collect::<Vec<_>>().join(",")))
+            .collect();
+        let sql = format!("{insert_head}{}", marks.join(","));
+        let mut q = sqlx::query(&sql);
+        for row in chunk {
+            for value in &row.0 {
+                q = q.bind(value.clone());
+            }
+        }
+        q.execute(&mut *tx).await.map_err(query_error)?;
+    }
+    tx.commit().await.map_err(query_error)?;
+    pool.close().await;
+    Ok(rows.len() as u64)
+}

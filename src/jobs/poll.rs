@@ -79,6 +79,7 @@ async fn poll(app: &App, at: Moment, force_full: bool) -> Result<PollReport, Job
         }
     };
     app.metrics.add_rows(sync.rows_read, &sync.rejected);
+    app.metrics.add_rows(sync.placement_rows_read, &sync.placement_rejected);
     app.metrics.add_withdrawals_held(sync.withdrawals_held);
     *app.rejecting_every_row.lock().unwrap_or_else(|e| e.into_inner()) = rejecting_every_row(&sync);
     // The register's newest change, for a process that shows the staleness gauge: asked of the

@@ -418,7 +418,61 @@ pub fn explain_text(
             (false, false) => format!("Possible chain (JO 2565-2016): {} days after the investigation closed, a new investigation of the same child was opened in case {other} (rules.chain_window = {window} days).", chain.gap_days),
         });
     }
-    for d in &deadlines {
+    explain_deadlines(settings, &deadlines, today, recorded, &mut out);
+    out
+}
+
+/// The explanation of a placement's deadlines (contract §1b): what the row is, each clock as
+/// `explain` words a case's; `recorded` as for [`explain_text`].
+pub fn explain_placement_text(
+    settings: &Settings,
+    row: &register::PlacementRow,
+    context: &rules::PlacementContext,
+    today: NaiveDate,
+    recorded: impl Fn(Kind) -> Vec<RecordedStep>,
+) -> String {
+    let sv = settings.mail.language == Language::Swedish;
+    let options = RuleOptions { holiday_rule: settings.calendar.holiday_rule };
+    let (placement_ref, unit, basis) = (row.placement_ref.as_str(), row.unit.as_str(), row.dates.basis.as_str());
+    let mut out = String::new();
+    let case = row.case_ref.as_ref().map(|c| c.as_str());
+    out.push_str(&match (sv, case) {
+        (true, Some(c)) => {
+            format!("Placering/beslut {placement_ref} ({basis}) i ärende {c}, enhet {unit}, beräknat för {today}.\n")
+        }
+        (true, None) => format!("Placering/beslut {placement_ref} ({basis}), enhet {unit}, beräknat för {today}.\n"),
+        (false, Some(c)) => {
+            format!("Placement/decision {placement_ref} ({basis}) in case {c}, unit {unit}, computed for {today}.\n")
+        }
+        (false, None) => format!("Placement/decision {placement_ref} ({basis}), unit {unit}, computed for {today}.\n"),
+    });
+    let deadlines = rules::placement_deadlines_for(&row.dates, context, options);
+    if deadlines.is_empty() {
+        out.push_str(if sv {
+            "Inga frister: ingen av placeringens klockor har startat, eller åtgärden upphörde innan något var försenat.\n"
+        } else {
+            "No deadlines: none of the placement's clocks has started, or the measure ended before anything was owed.\n"
+        });
+    }
+    explain_deadlines(settings, &deadlines, today, recorded, &mut out);
+    out
+}
+
+/// Each deadline in the words of the notice mails, with its ladder's steps and their state.
+fn explain_deadlines(
+    settings: &Settings,
+    deadlines: &[rules::Deadline],
+    today: NaiveDate,
+    recorded: impl Fn(Kind) -> Vec<RecordedStep>,
+    out: &mut String,
+) {
+    let sv = settings.mail.language == Language::Swedish;
+    let options = RuleOptions { holiday_rule: settings.calendar.holiday_rule };
+    let mut say = |s: String| {
+        out.push_str(&s);
+        out.push('\n');
+    };
+    for d in deadlines {
         say(String::new());
         say(format!(
             "{} ({}, {})",
@@ -453,5 +507,4 @@ pub fn explain_text(
             ));
         }
     }
-    out
 }

@@ -150,6 +150,7 @@ pub fn check_templates(settings: &Settings) -> Result<(), ComposeError> {
         due_reason: None,
         decided_on: day(2026, 12, 28)?,
         caseworker: Some(settings.mail.from.clone()),
+        case_of: None,
     };
     let recipients =
         [Recipient { role: Role::Caseworker, address: settings.mail.from.clone(), instead_of_caseworker: false }];
@@ -215,6 +216,7 @@ fn render_explanation(
         rule: &clock.rule,
         start_name: words.start(explanation.start_event),
         extension: clock.extension.as_deref(),
+        if_missed: clock.if_missed.as_deref(),
         status_name: match lang {
             Language::Swedish => explanation.status.name_sv(),
             Language::English => explanation.status.name_en(),
@@ -236,6 +238,8 @@ struct ExplanationContext<'a> {
     start_name: &'static str,
     /// What a decided extension of this clock is; none for a clock without one.
     extension: Option<&'static str>,
+    /// What happens when the day is missed, for a clock whose miss ends a measure by law.
+    if_missed: Option<&'static str>,
     status_name: &'static str,
     /// "7 dagar kvar till sista dagen"; none once closed.
     days_text: Option<String>,
@@ -476,7 +480,9 @@ struct NoticeContext {
     days_text: String,
     /// For the subject: "sista dag 2026-12-28 (om 3 dagar)".
     situation: String,
-    case_link: String,
+    /// The link of the case (`mail.case_link`), or of a placement (contract §3); none when a
+    /// placement has neither `mail.placement_link` nor a case.
+    case_link: Option<String>,
     reason: String,
     /// Why the mail goes to someone else than the step names: a missing caseworker address,
     /// or the addresses that refused it (then the mail goes one role up).
@@ -537,7 +543,11 @@ impl NoticeContext {
             days_left,
             days_text: days_text(lang, days_left, p.due_on),
             situation: situation(lang, days_left, p.due_on),
-            case_link: settings.mail.case_link_for(p.case_ref.as_str()),
+            case_link: if p.kind.is_placement() {
+                settings.mail.placement_link_for(p.case_ref.as_str(), p.case_of.as_ref().map(CaseRef::as_str))
+            } else {
+                Some(settings.mail.case_link_for(p.case_ref.as_str()))
+            },
             reason: reason(lang, p, &step_roles),
             fallback_note: if replaces.is_empty() {
                 fell_back.then(|| fallback_note(lang).to_string())
@@ -787,6 +797,7 @@ mod tests {
             due_reason: None,
             decided_on: day("2026-12-21"),
             caseworker: None,
+            case_of: None,
         }
     }
 

@@ -19,6 +19,7 @@
 
 mod chunk;
 pub mod columns;
+pub mod placements;
 mod postgres;
 mod sqlite;
 mod validate;
@@ -29,6 +30,7 @@ use futures_util::StreamExt;
 
 pub use self::chunk::{EncodedRow, RowChunk};
 pub use self::columns::{Column, Feature, Features, Presence, RawRow, Storage, COLUMNS, WIDTH};
+pub use self::placements::{validate_placement, CaseFacts, PlacementRow, RawPlacement};
 use self::postgres::{pg_columns, pg_columns_copied_as_cast, pg_instant_text, stream_pg_copy};
 use self::sqlite::{sqlite_columns, stream_sqlite_file};
 pub use self::validate::{validate, validate_encoded, CaseRow, RejectReason, Rejection};
@@ -82,6 +84,9 @@ pub struct Register {
     /// How long a streamed read (a pass's COPY) may wait for the server's next data: the
     /// statement timeout, which bounds every other statement, would cut a long pass short.
     stream_idle: std::time::Duration,
+    /// The placements view (contract §1b) when the register has it with every column; `None`:
+    /// the placement clocks are off.
+    placements: Option<String>,
 }
 
 impl Register {
@@ -140,6 +145,7 @@ impl Register {
         };
         // `view` is validated as a plain identifier by the configuration, so it is safe here.
         Register {
+            placements: None,
             stream_idle: Waits::REGISTER.statement,
             sqlite_file: url.sqlite_path().filter(|_| url.engine == Engine::Sqlite),
             pool,
@@ -178,6 +184,48 @@ impl Register {
 
     pub fn view(&self) -> &str {
         &self.view
+    }
+
+    /// Looks for the placements view `view` (contract §1b) and reads it from now on when it is
+    /// there with every column. An absent view turns the placement clocks off (said once in the
+    /// log); a view that lacks columns does too, and the log names them. Any other failure (a
+    /// lock, a timeout) fails the connection, as the optional columns' probe does.
+    pub async fn with_placements(mut self, view: &str) -> Result<Register, RegisterError> {
+        match placements::detect(&self.pool, view).await {
+            Ok(None) => {
+                tracing::info!(
+                    placements_view = view,
+                    "register: no placements view; the placement and LVU clocks are off"
+                );
+            }
+            Ok(Some(missing)) if missing.is_empty() => {
+                tracing::info!(
+                    placements_view = view,
+                    "register: placements view found; the placement and LVU clocks are on"
+                );
+                self.placements = Some(view.to_string());
+            }
+            Ok(Some(missing)) => {
+                tracing::error!(
+                    placements_view = view,
+                    missing = %missing.join(", "),
+                    "register: the placements view lacks columns; the placement and LVU clocks are off"
+                );
+            }
+            Err(source) => {
+                self.pool.close().await;
+                return Err(RegisterError::Query { view: view.to_string(), source });
+            }
+        }
+        Ok(self)
+    }
+
+    /// A line for the log and `check-config`: whether the placement clocks are on.
+    pub fn describe_placements(&self) -> String {
+        match &self.placements {
+            Some(view) => format!("placements view {view}: placement and LVU clocks on"),
+            None => "no placements view: placement and LVU clocks off".to_string(),
+        }
     }
 
     /// The optional features the view supports.

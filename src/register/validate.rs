@@ -53,10 +53,14 @@ pub enum RejectReason {
     NotUtf8,
     /// A value longer than `register.max_cell_bytes`.
     CellTooLarge,
+    /// A placement row whose `placement_ref` is also a `case_ref` (contract §1b).
+    RefCollision,
+    /// A placement row's `basis` or `home` that is not one of contract §1b's codes.
+    UnknownCode,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 9] = [
+    pub const ALL: [RejectReason; 11] = [
         RejectReason::MissingCaseRef,
         RejectReason::MissingUnit,
         RejectReason::BadDate,
@@ -66,6 +70,8 @@ impl RejectReason {
         RejectReason::BadChildKey,
         RejectReason::NotUtf8,
         RejectReason::CellTooLarge,
+        RejectReason::RefCollision,
+        RejectReason::UnknownCode,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -79,6 +85,8 @@ impl RejectReason {
             RejectReason::BadChildKey => "bad_child_key",
             RejectReason::NotUtf8 => "not_utf8",
             RejectReason::CellTooLarge => "cell_too_large",
+            RejectReason::RefCollision => "ref_collision",
+            RejectReason::UnknownCode => "unknown_code",
         }
     }
 }
@@ -110,6 +118,8 @@ impl fmt::Display for Rejection {
             RejectReason::BadChildKey => "not a child key (1–200 printable characters)",
             RejectReason::NotUtf8 => "not UTF-8 text",
             RejectReason::CellTooLarge => "longer than register.max_cell_bytes",
+            RejectReason::RefCollision => "the placement reference is also a case reference",
+            RejectReason::UnknownCode => "not one of the codes the register contract lists",
         };
         write!(f, "case {case}: column {}: {what}", self.column)
     }

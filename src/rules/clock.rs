@@ -35,16 +35,29 @@ pub enum StartEvent {
     AssessmentDecision,
     /// The person who made the report asked to be told of that decision.
     InformationRequested,
+    /// The decision on an emergency custody (omedelbart omhändertagande, LVU 6 §).
+    CustodyDecided,
+    /// The emergency custody was executed.
+    CustodyExecuted,
+    /// The court's care decision gained legal force.
+    CareDecisionInForce,
+    /// The placement or the care ended (for LVU, the follow-up's own start when it waited for
+    /// the child's return home).
+    PlacementEnded,
 }
 
 impl StartEvent {
     /// Every start event.
-    pub const ALL: [StartEvent; 5] = [
+    pub const ALL: [StartEvent; 9] = [
         StartEvent::ReportReceived,
         StartEvent::InvestigationOpened,
         StartEvent::InvestigationClosed,
         StartEvent::AssessmentDecision,
         StartEvent::InformationRequested,
+        StartEvent::CustodyDecided,
+        StartEvent::CustodyExecuted,
+        StartEvent::CareDecisionInForce,
+        StartEvent::PlacementEnded,
     ];
 
     /// The stable machine name, the key of its words in the catalogue.
@@ -55,6 +68,10 @@ impl StartEvent {
             StartEvent::InvestigationClosed => "investigation_closed",
             StartEvent::AssessmentDecision => "assessment_decision",
             StartEvent::InformationRequested => "information_requested",
+            StartEvent::CustodyDecided => "custody_decided",
+            StartEvent::CustodyExecuted => "custody_executed",
+            StartEvent::CareDecisionInForce => "care_decision_in_force",
+            StartEvent::PlacementEnded => "placement_ended",
         }
     }
 }
@@ -115,12 +132,14 @@ pub struct Clock {
     pub citation: &'static str,
     /// The colour of its bars and lines in the HTML report.
     pub colour: &'static str,
+    /// A clock of the placements view (contract §1b): its reference is the `placement_ref`.
+    pub of_placement: bool,
 }
 
 use Role::{Caseworker as C, Manager as M, TeamLead as T};
 
 /// Every clock, in [`Kind::ALL`] order (a test checks that the two agree).
-pub const CLOCKS: [Clock; 5] = [
+pub const CLOCKS: [Clock; 10] = [
     Clock {
         kind: Kind::Protection,
         key: "protection",
@@ -134,6 +153,7 @@ pub const CLOCKS: [Clock; 5] = [
         ladder: &[(0, &[C, T]), (1, &[M])],
         citation: "20 kap. 1 § socialtjänstlagen (2025:400)",
         colour: "#1b6b93",
+        of_placement: false,
     },
     Clock {
         kind: Kind::Assessment,
@@ -147,6 +167,7 @@ pub const CLOCKS: [Clock; 5] = [
         ladder: &[(-3, &[C]), (0, &[C]), (1, &[C, T]), (5, &[M])],
         citation: "20 kap. 2 § socialtjänstlagen (2025:400)",
         colour: "#d9822b",
+        of_placement: false,
     },
     Clock {
         kind: Kind::Investigation,
@@ -160,6 +181,7 @@ pub const CLOCKS: [Clock; 5] = [
         ladder: &[(-14, &[C]), (-3, &[C, T]), (1, &[T]), (14, &[M])],
         citation: "20 kap. 3 § socialtjänstlagen (2025:400)",
         colour: "#4f8a3c",
+        of_placement: false,
     },
     Clock {
         kind: Kind::FollowUp,
@@ -173,6 +195,7 @@ pub const CLOCKS: [Clock; 5] = [
         ladder: &[(-14, &[C]), (1, &[C, T]), (14, &[M])],
         citation: "23 kap. 1 §, 5 § socialtjänstlagen (2025:400)",
         colour: "#8a3c7a",
+        of_placement: false,
     },
     Clock {
         kind: Kind::ReporterInformation,
@@ -186,6 +209,80 @@ pub const CLOCKS: [Clock; 5] = [
         ladder: &[(-2, &[C]), (1, &[C, T])],
         citation: "19 kap. 6 § socialtjänstlagen (2025:400)",
         colour: "#6b6b6b",
+        of_placement: false,
+    },
+    Clock {
+        kind: Kind::LvuCourtSubmission,
+        key: "lvu_court_submission",
+        start: StartEvent::CustodyDecided,
+        // "Inom en vecka från den dag då beslutet fattades"; JO: lag (1930:173) applies.
+        period: Period::Days { count: 7 },
+        extension: None,
+        closed_by: &["submitted_to_court_on"],
+        holiday_rule: true,
+        reminder_window_days: 3,
+        // A miss ends the custody and cannot be repaired: the manager hears of it before the day.
+        ladder: &[(-3, &[C, T]), (-1, &[C, T, M]), (0, &[M]), (1, &[M])],
+        citation: "7 § lagen (1990:52) med särskilda bestämmelser om vård av unga",
+        colour: "#b22222",
+        of_placement: true,
+    },
+    Clock {
+        kind: Kind::LvuCareApplication,
+        key: "lvu_care_application",
+        start: StartEvent::CustodyExecuted,
+        period: Period::Days { count: 28 },
+        // Recorded without the request's day, the court's new day is this clock's last day.
+        extension: Some("application_extended_to"),
+        closed_by: &["care_applied_on", "application_extension_requested_on"],
+        holiday_rule: true,
+        reminder_window_days: 7,
+        ladder: &[(-7, &[C]), (-3, &[C, T]), (-1, &[C, T, M]), (1, &[M])],
+        citation: "8 §, 9 § lagen (1990:52) med särskilda bestämmelser om vård av unga",
+        colour: "#e0457b",
+        of_placement: true,
+    },
+    Clock {
+        kind: Kind::LvuCareStart,
+        key: "lvu_care_start",
+        start: StartEvent::CareDecisionInForce,
+        period: Period::Days { count: 28 },
+        extension: None,
+        closed_by: &["executed_on"],
+        holiday_rule: true,
+        reminder_window_days: 7,
+        ladder: &[(-7, &[C]), (-2, &[C, T]), (1, &[M])],
+        citation: "5 § lagen (1990:52) med särskilda bestämmelser om vård av unga",
+        colour: "#7a4fbf",
+        of_placement: true,
+    },
+    Clock {
+        kind: Kind::EmergencyHomeLimit,
+        key: "emergency_home_limit",
+        start: StartEvent::InvestigationClosed,
+        period: Period::Months { count: 2 },
+        extension: Some("emergency_home_extended_to"),
+        closed_by: &["ended_on"],
+        holiday_rule: true,
+        reminder_window_days: 14,
+        ladder: &[(-14, &[C, T]), (1, &[M])],
+        citation: "22 kap. 4 § socialtjänstlagen (2025:400)",
+        colour: "#2a9d8f",
+        of_placement: true,
+    },
+    Clock {
+        kind: Kind::PlacementFollowUp,
+        key: "placement_follow_up",
+        start: StartEvent::PlacementEnded,
+        period: Period::Months { count: 6 },
+        extension: None,
+        closed_by: &["follow_up_ended_on", "investigation_opened_on (a case of the child)"],
+        holiday_rule: true,
+        reminder_window_days: 14,
+        ladder: &[(-14, &[C]), (1, &[C, T]), (14, &[M])],
+        citation: "23 kap. 2 §, 5 § socialtjänstlagen (2025:400); 21 b–c §§ lagen (1990:52) med särskilda bestämmelser om vård av unga",
+        colour: "#a0781e",
+        of_placement: true,
     },
 ];
 
@@ -265,6 +362,15 @@ mod tests {
                 ("investigation", 14, "20 kap. 3 § socialtjänstlagen (2025:400)"),
                 ("follow_up", 14, "23 kap. 1 §, 5 § socialtjänstlagen (2025:400)"),
                 ("reporter_information", 2, "19 kap. 6 § socialtjänstlagen (2025:400)"),
+                ("lvu_court_submission", 3, "7 § lagen (1990:52) med särskilda bestämmelser om vård av unga"),
+                ("lvu_care_application", 7, "8 §, 9 § lagen (1990:52) med särskilda bestämmelser om vård av unga"),
+                ("lvu_care_start", 7, "5 § lagen (1990:52) med särskilda bestämmelser om vård av unga"),
+                ("emergency_home_limit", 14, "22 kap. 4 § socialtjänstlagen (2025:400)"),
+                (
+                    "placement_follow_up",
+                    14,
+                    "23 kap. 2 §, 5 § socialtjänstlagen (2025:400); 21 b–c §§ lagen (1990:52) med särskilda bestämmelser om vård av unga"
+                ),
             ]
         );
     }

@@ -39,12 +39,53 @@ pub enum Kind {
     /// assessment decision, or "genast" for a later request (19 kap. 6 § socialtjänstlagen
     /// (2025:400), in force 15 January 2026).
     ReporterInformation,
+    /// Underställning: an emergency custody decided under LVU 6 § (or a 6 a § decision) must have
+    /// come in to förvaltningsrätten within a week of the decision, or the custody ends (LVU 7 §).
+    LvuCourtSubmission,
+    /// The application for care after an emergency custody: within four weeks of its execution,
+    /// unless more time was asked for in time, or the custody ends (LVU 8 §, 9 §).
+    LvuCareApplication,
+    /// Care decided under LVU 2 § or 3 § must begin within four weeks of the decision's legal
+    /// force, or the decision lapses (LVU 5 §).
+    LvuCareStart,
+    /// A child may stay in a jourhem at most two months after the investigation closed, longer
+    /// only for särskilda skäl (22 kap. 4 § socialtjänstlagen (2025:400)).
+    EmergencyHomeLimit,
+    /// The follow-up after a placement ended: at the latest six months after its start (23 kap.
+    /// 2 §, 5 § socialtjänstlagen (2025:400); compulsory after LVU care, LVU 21 b–c §§).
+    PlacementFollowUp,
 }
 
 impl Kind {
     /// Every kind, in the order deadlines are listed (the order of [`super::clock::CLOCKS`]).
-    pub const ALL: [Kind; 5] =
-        [Kind::Protection, Kind::Assessment, Kind::Investigation, Kind::FollowUp, Kind::ReporterInformation];
+    pub const ALL: [Kind; 10] = [
+        Kind::Protection,
+        Kind::Assessment,
+        Kind::Investigation,
+        Kind::FollowUp,
+        Kind::ReporterInformation,
+        Kind::LvuCourtSubmission,
+        Kind::LvuCareApplication,
+        Kind::LvuCareStart,
+        Kind::EmergencyHomeLimit,
+        Kind::PlacementFollowUp,
+    ];
+
+    /// The kinds of the cases view (contract §1), in [`Kind::ALL`] order.
+    pub fn of_cases() -> impl Iterator<Item = Kind> {
+        Kind::ALL.into_iter().filter(|kind| !kind.is_placement())
+    }
+
+    /// The kinds of the placements view (contract §1b), in [`Kind::ALL`] order.
+    pub fn of_placements() -> impl Iterator<Item = Kind> {
+        Kind::ALL.into_iter().filter(|kind| kind.is_placement())
+    }
+
+    /// Whether the clock is one of a placement or LVU decision (contract §1b): its deadlines'
+    /// reference is the `placement_ref`.
+    pub fn is_placement(self) -> bool {
+        self.clock().of_placement
+    }
 
     /// The stable machine name used in configuration, JSON, keys and metrics.
     pub fn as_str(self) -> &'static str {
@@ -408,7 +449,7 @@ fn reporter_information(
 
 /// A deadline of a counted clock started on `start_on`: its period from the table, the decided
 /// extension when there is one, else the holiday rule when the clock and the options apply it.
-fn counted(
+pub(super) fn counted(
     clock: &Clock,
     start_on: NaiveDate,
     extended_to: Option<NaiveDate>,
@@ -432,7 +473,11 @@ pub fn report_during_open_investigation(dates: &CaseDates, others: &[OtherInvest
 
 /// The legal last day for a nominal one: a decided extension wins as decided, because the
 /// nämnd fixes that day itself; otherwise the holiday rule applies when switched on.
-fn legal_due(nominal: NaiveDate, extended_to: Option<NaiveDate>, holiday_rule: bool) -> (NaiveDate, DueReason) {
+pub(super) fn legal_due(
+    nominal: NaiveDate,
+    extended_to: Option<NaiveDate>,
+    holiday_rule: bool,
+) -> (NaiveDate, DueReason) {
     if let Some(to) = extended_to {
         return (to, DueReason::Extended { to });
     }
@@ -763,7 +808,7 @@ mod tests {
                 ("follow_up_decided_on", "2026-06-10"),
                 ("reporter_info_requested_on", "2026-03-04"),
             ]),
-            &Kind::ALL,
+            &Kind::of_cases().collect::<Vec<_>>(),
         );
         // A report during the open investigation: no assessment clock.
         check(
@@ -884,6 +929,11 @@ mod tests {
                 ("investigation", 14),
                 ("follow_up", 14),
                 ("reporter_information", 2),
+                ("lvu_court_submission", 3),
+                ("lvu_care_application", 7),
+                ("lvu_care_start", 7),
+                ("emergency_home_limit", 14),
+                ("placement_follow_up", 14),
             ]
         );
         let statuses: Vec<_> = Status::ALL.iter().map(|s| (s.as_str(), s.is_closed())).collect();

@@ -288,9 +288,11 @@ mod tests {
 
     /// The deadline of `kind` for a report received or an investigation opened on `start`.
     fn deadline(kind: Kind, start: &str, extended_to: Option<&str>, closed_on: Option<&str>) -> Deadline {
-        let start = Some(d(start));
-        let extended_to = extended_to.map(d);
-        let closed_on = closed_on.map(d);
+        let (start, extended_to, closed_on) = (d(start), extended_to.map(d), closed_on.map(d));
+        if kind.is_placement() {
+            return placement_deadline(kind, start, extended_to, closed_on);
+        }
+        let start = Some(start);
         let dates = match kind {
             Kind::Protection => {
                 CaseDates { received_on: start, protection_assessed_on: closed_on, ..CaseDates::default() }
@@ -323,8 +325,52 @@ mod tests {
                 reporter_informed_on: closed_on,
                 ..CaseDates::default()
             },
+            _ => unreachable!("a placement's kind"),
         };
         deadlines_for(&dates, &[], RuleOptions::default()).into_iter().find(|deadline| deadline.kind == kind).unwrap()
+    }
+
+    /// The placement deadline of `kind` started on `start`.
+    fn placement_deadline(
+        kind: Kind,
+        start: NaiveDate,
+        extended_to: Option<NaiveDate>,
+        closed_on: Option<NaiveDate>,
+    ) -> Deadline {
+        use crate::rules::{placement_deadlines_for, Basis, Home, PlacementContext, PlacementDates};
+        let mut context = PlacementContext::default();
+        let p = match kind {
+            Kind::LvuCourtSubmission => {
+                PlacementDates { submitted_to_court_on: closed_on, ..PlacementDates::new(Basis::Lvu6, start) }
+            }
+            Kind::LvuCareApplication => PlacementDates {
+                executed_on: Some(start),
+                submitted_to_court_on: Some(start),
+                care_applied_on: closed_on,
+                application_extended_to: extended_to,
+                ..PlacementDates::new(Basis::Lvu6, start)
+            },
+            Kind::LvuCareStart => PlacementDates {
+                legal_force_on: Some(start),
+                executed_on: closed_on,
+                ..PlacementDates::new(Basis::Lvu2, start)
+            },
+            Kind::EmergencyHomeLimit => {
+                context.investigation_closed_on = Some(start);
+                PlacementDates {
+                    home: Some(Home::EmergencyHome),
+                    emergency_home_extended_to: extended_to,
+                    ended_on: closed_on,
+                    ..PlacementDates::new(Basis::Sol, start)
+                }
+            }
+            _ => PlacementDates {
+                ended_on: Some(start),
+                follow_up_ended_on: closed_on,
+                ..PlacementDates::new(Basis::Lvu2, start)
+            },
+        };
+        placement_deadlines_for(&p, &context, RuleOptions::default()).into_iter().find(|x| x.kind == kind).unwrap()
     }
 
     fn render_ladder(ladder: &Ladder) -> String {

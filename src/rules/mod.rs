@@ -9,13 +9,14 @@
 /// (a date, a reason, a kind a case gets). Stored deadlines carry prints of the register row and
 /// of this revision (`state::prints`); a new revision makes every print differ, so the next full
 /// pass computes every case again instead of keeping what the old code computed.
-pub const REVISION: u32 = 2;
+pub const REVISION: u32 = 3;
 
 pub mod calendar;
 pub mod chain;
 pub mod clock;
 pub mod deadline;
 pub mod ladder;
+pub mod placement;
 
 pub use calendar::{DayKind, Holiday};
 pub use chain::{find_chains, is_chained, InvestigationSpan};
@@ -25,3 +26,4 @@ pub use deadline::{
     RuleOptions, Status, REPORTER_INFORMATION_IN_FORCE,
 };
 pub use ladder::{beyond_first_sight, decide, offset_label, Ladder, LadderDecision, LadderError, Role, Step};
+pub use placement::{placement_deadlines_for, Basis, Home, PlacementContext, PlacementDates};

@@ -28,6 +28,8 @@ pub struct DeadlineRecord {
     pub seen_on: NaiveDate,
     /// The child's key, kept on investigation deadlines only (chains).
     pub child_key: Option<ChildKey>,
+    /// A placement's case (its row's `case_ref`), for its notices' link; `None` for a case's own.
+    pub case_of: Option<CaseRef>,
 }
 
 pub use crate::domain::StoredDeadline;
@@ -38,6 +40,8 @@ pub struct DeadlineFilter {
     pub unit: Option<String>,
     pub case_ref: Option<String>,
     pub include_withdrawn: bool,
+    /// Only the deadlines of the placements view's clocks (contract §1b).
+    pub placements_only: bool,
 }
 
 /// The days the holiday rule passed over, as stored in `moved_over`: `[["2026-12-24",
@@ -47,7 +51,7 @@ type MovedOver = Vec<(NaiveDate, DayKind)>;
 /// Binds a deadline record's columns to `$q` in the table's order: case_ref, kind, unit,
 /// caseworker, child_sex, start_on, nominal_due_on, due_on, closed_on, due_reason, extended_to,
 /// moved_over, next_step_on, row_updated_at, [`$seen_on` — the upsert's `first_seen_on`, when
-/// given,] child_key. One list for [`NARROW_UPDATE`] and the upsert, so that they cannot part.
+/// given,] child_key, case_of. One list for [`NARROW_UPDATE`] and the upsert, so that they cannot part.
 macro_rules! bind_record {
     ($q:expr, $r:expr $(, $seen_on:expr)?) => {{
         let r = $r;
@@ -69,6 +73,7 @@ macro_rules! bind_record {
             .bind(r.row_updated_at)
             $(.bind($seen_on))?
             .bind(r.child_key.as_ref().map(ChildKey::as_str))
+            .bind(r.case_of.as_ref().map(CaseRef::as_str))
     }};
 }
 
@@ -78,8 +83,8 @@ macro_rules! bind_record {
 /// cases spends most of its time here.
 const UPSERT_ROWS: usize = 128;
 
-/// Parameters per deadline of [`NARROW_UPDATE`]'s values: column1 … column15 below.
-const NARROW_COLUMNS: usize = 15;
+/// Parameters per deadline of [`NARROW_UPDATE`]'s values: column1 … column16 below.
+const NARROW_COLUMNS: usize = 16;
 
 /// The update of deadlines whose indexed columns (`unit`, `due_on`, `closed_on`, `child_key`,
 /// `withdrawn`, `next_step_on`) stay: it sets only the others, so that no index is written.
@@ -91,7 +96,7 @@ const NARROW_COLUMNS: usize = 15;
 /// that stays (a record without one clears the stored one).
 const NARROW_UPDATE: &str = "UPDATE deadlines SET caseworker = v.column4, child_sex = v.column5, \
      start_on = v.column6, due_reason = v.column10, extended_to = v.column11, moved_over = v.column12, \
-     row_updated_at = v.column14 FROM (VALUES ";
+     row_updated_at = v.column14, case_of = v.column16 FROM (VALUES ";
 const NARROW_WHERE: &str = ") AS v WHERE deadlines.case_ref = v.column1 AND deadlines.kind = v.column2 \
      AND deadlines.withdrawn = FALSE AND deadlines.unit = v.column3 \
      AND deadlines.nominal_due_on = v.column7 AND deadlines.due_on = v.column8 \
@@ -101,11 +106,16 @@ const NARROW_WHERE: &str = ") AS v WHERE deadlines.case_ref = v.column1 AND dead
      AND (deadlines.caseworker IS DISTINCT FROM v.column4 OR deadlines.child_sex IS DISTINCT FROM v.column5 \
        OR deadlines.start_on <> v.column6 OR deadlines.due_reason <> v.column10 \
        OR deadlines.extended_to IS DISTINCT FROM v.column11 OR deadlines.moved_over IS DISTINCT FROM v.column12 \
-       OR deadlines.row_updated_at IS DISTINCT FROM v.column14)";
+       OR deadlines.row_updated_at IS DISTINCT FROM v.column14 OR deadlines.case_of IS DISTINCT FROM v.column16)";
+
+/// `kinds` as an SQL list of string constants (machine names hold only `[a-z_]`).
+fn kinds_list(kinds: impl Iterator<Item = Kind>) -> String {
+    kinds.map(|k| format!("'{}'", k.as_str())).collect::<Vec<_>>().join(", ")
+}
 
 pub(super) const DEADLINE_COLUMNS: &str =
     "case_ref, kind, unit, caseworker, child_sex, start_on, nominal_due_on, due_on, \
-     closed_on, due_reason, extended_to, moved_over, withdrawn, first_seen_on, child_key";
+     closed_on, due_reason, extended_to, moved_over, withdrawn, first_seen_on, child_key, case_of";
 
 impl StateStore {
     /// Stores computed deadlines of a batch of cases, in one transaction, writing only what
@@ -135,7 +145,7 @@ impl StateStore {
         records: &[DeadlineRecord],
         prints: Option<&mut PrintBook>,
     ) -> Result<u64, StateError> {
-        let per_row = 16;
+        let per_row = 17;
         with_pool!(&self.pool, p => {
             let mut tx = p.begin().await.map_err(query_error("starting a transaction"))?;
             // A batch of new cases (a first full pass) finds none: after a chunk that found
@@ -169,7 +179,7 @@ impl StateStore {
                 let mut sql = String::from(
                     "INSERT INTO deadlines (case_ref, kind, unit, caseworker, child_sex, start_on, nominal_due_on, \
                      due_on, closed_on, due_reason, extended_to, moved_over, next_step_on, row_updated_at, \
-                     first_seen_on, child_key, withdrawn) VALUES ",
+                     first_seen_on, child_key, case_of, withdrawn) VALUES ",
                 );
                 for i in 0..chunk.len() {
                     if i > 0 {
@@ -187,7 +197,8 @@ impl StateStore {
                      nominal_due_on = excluded.nominal_due_on, due_on = excluded.due_on, \
                      closed_on = excluded.closed_on, due_reason = excluded.due_reason, \
                      extended_to = excluded.extended_to, moved_over = excluded.moved_over, withdrawn = FALSE, \
-                     row_updated_at = excluded.row_updated_at, child_key = excluded.child_key \
+                     row_updated_at = excluded.row_updated_at, child_key = excluded.child_key, \
+                     case_of = excluded.case_of \
                      WHERE deadlines.withdrawn OR deadlines.unit <> excluded.unit \
                        OR deadlines.caseworker IS DISTINCT FROM excluded.caseworker \
                        OR deadlines.child_sex IS DISTINCT FROM excluded.child_sex \
@@ -198,6 +209,7 @@ impl StateStore {
                        OR deadlines.moved_over IS DISTINCT FROM excluded.moved_over \
                        OR deadlines.row_updated_at IS DISTINCT FROM excluded.row_updated_at \
                        OR deadlines.child_key IS DISTINCT FROM excluded.child_key \
+                       OR deadlines.case_of IS DISTINCT FROM excluded.case_of \
                        OR (excluded.next_step_on IS NULL AND deadlines.next_step_on IS NOT NULL)",
                 );
                 let mut q = sqlx::query(&sql).persistent(chunk.len() == UPSERT_ROWS);
@@ -245,7 +257,12 @@ impl StateStore {
     /// many deadlines. Once built, the prints list the stored cases and a full pass withdraws
     /// with [`StateStore::withdraw_cases`] alone.
     pub async fn withdraw_vanished_cases(&self, seen: impl Fn(&str) -> bool) -> Result<u64, StateError> {
-        let sql = "SELECT DISTINCT case_ref FROM deadlines WHERE withdrawn = FALSE";
+        // Only the cases view's deadlines: a placement's are the placements view's to withdraw.
+        let sql = format!(
+            "SELECT DISTINCT case_ref FROM deadlines WHERE withdrawn = FALSE AND kind IN ({})",
+            kinds_list(Kind::of_cases())
+        );
+        let sql = sql.as_str();
         let mut vanished: Vec<String> = Vec::new();
         with_pool!(&self.pool, p => {
             let mut rows = sqlx::query(sql).fetch(p);
@@ -258,6 +275,17 @@ impl StateStore {
             Ok::<_, StateError>(())
         })?;
         self.withdraw_cases(&vanished).await
+    }
+
+    /// The references of the placements with a deadline not withdrawn (contract §1b): a full
+    /// pass withdraws those its read of the placements view did not find.
+    pub async fn placement_refs(&self) -> Result<Vec<String>, StateError> {
+        let sql = format!(
+            "SELECT DISTINCT case_ref FROM deadlines WHERE withdrawn = FALSE AND kind IN ({})",
+            kinds_list(Kind::of_placements())
+        );
+        with_pool!(&self.pool, p => sqlx::query_scalar(&sql).fetch_all(p).await)
+            .map_err(query_error("listing stored placements"))
     }
 
     /// Withdraws every deadline of the cases given (they left the register); returns how many.
@@ -347,6 +375,10 @@ impl StateStore {
         if let Some(case_ref) = &filter.case_ref {
             binds.push(case_ref.clone());
             sql.push_str(&format!(" AND case_ref = ${}", binds.len()));
+        }
+        if filter.placements_only {
+            let kinds: Vec<String> = Kind::of_placements().map(|k| format!("'{}'", k.as_str())).collect();
+            sql.push_str(&format!(" AND kind IN ({})", kinds.join(", ")));
         }
         sql.push_str(" ORDER BY case_ref, kind");
         with_pool!(&self.pool, p => {
@@ -635,5 +667,6 @@ fn stored_deadline(row: &impl Get) -> Result<StoredDeadline, StateError> {
         // put into the message.
         child_key: parsed_opt(row, "child_key", ChildKey::parse)
             .map_err(|_| StateError::Corrupt { column: "child_key", value: "(not shown)".to_string() })?,
+        case_of: parsed_opt(row, "case_of", CaseRef::parse)?,
     })
 }

@@ -40,6 +40,29 @@ const CASES: [(Kind, &str, &str); 5] = [
     ),
 ];
 
+/// One placement per placement kind, each with a notice due on [`TODAY`]: (kind, reference,
+/// columns and values).
+const PLACEMENTS: [(Kind, &str, &str); 5] = [
+    // Decided Friday 13 March: a week to today (step 0).
+    (Kind::LvuCourtSubmission, "2026-PL-0001", "basis = 'lvu_6', decided_on = '2026-03-13'"),
+    // Executed 20 February, submitted the next day: four weeks to today (−1 reached on the 19th).
+    (
+        Kind::LvuCareApplication,
+        "2026-PL-0002",
+        "basis = 'lvu_6', decided_on = '2026-02-20', executed_on = '2026-02-20', submitted_to_court_on = '2026-02-21'",
+    ),
+    // In force 20 February: four weeks to today (−2 reached on the 18th).
+    (Kind::LvuCareStart, "2026-PL-0003", "basis = 'lvu_3', decided_on = '2026-01-30', legal_force_on = '2026-02-20'"),
+    // The jourhem's investigation (2026-BU-0006) closed 20 January: two months to today.
+    (
+        Kind::EmergencyHomeLimit,
+        "2026-PL-0004",
+        "basis = 'sol', home = 'emergency_home', case_ref = '2026-BU-0006', decided_on = '2025-12-15', executed_on = '2025-12-15'",
+    ),
+    // LVU care ended 20 September: the compulsory follow-up's six months to today.
+    (Kind::PlacementFollowUp, "2026-PL-0005", "basis = 'lvu_2', decided_on = '2025-03-03', ended_on = '2025-09-20'"),
+];
+
 async fn register(ws: &Workspace) {
     let url = format!("{}?mode=rwc", ws.sqlite_url("register.db"));
     let pool = SqlitePoolOptions::new().max_connections(1).connect(&url).await.unwrap();
@@ -66,6 +89,36 @@ async fn register(ws: &Workspace) {
     for (_, case_ref, set) in CASES {
         sqlx::query(&format!("UPDATE fristvakt_cases SET {set} WHERE case_ref = $1"))
             .bind(case_ref)
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    // The case of the jourhem: its investigation closed in time, so no notice of its own.
+    sqlx::query(
+        "INSERT INTO fristvakt_cases (case_ref, unit, caseworker, child_sex, investigation_opened_on, \
+         investigation_closed_on, updated_at) VALUES ('2026-BU-0006', 'BRO-BU', 'anna@kommun.example', 'F', \
+         '2025-12-01', '2026-01-20', '2026-01-20T08:00:00Z')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let columns: Vec<&str> =
+        fristvakt::register::placements::PLACEMENT_COLUMNS.iter().copied().filter(|c| !c.is_empty()).collect();
+    sqlx::query(&format!("CREATE TABLE fristvakt_placements ({} TEXT)", columns.join(" TEXT, ")))
+        .execute(&pool)
+        .await
+        .unwrap();
+    for (_, placement_ref, set) in PLACEMENTS {
+        sqlx::query(
+            "INSERT INTO fristvakt_placements (placement_ref, unit, caseworker, child_sex, basis, decided_on, updated_at) \
+             VALUES ($1, 'BRO-BU', 'anna@kommun.example', 'F', 'sol', '2026-01-01', '2026-03-01T08:00:00Z')",
+        )
+        .bind(placement_ref)
+        .execute(&pool)
+        .await
+        .unwrap();
+        sqlx::query(&format!("UPDATE fristvakt_placements SET {set} WHERE placement_ref = $1"))
+            .bind(placement_ref)
             .execute(&pool)
             .await
             .unwrap();
@@ -101,7 +154,7 @@ async fn every_kind_through_every_output() {
         let lang = language.code();
 
         // explain: each kind's section names its own rule.
-        for (kind, case_ref, _) in CASES {
+        for (kind, case_ref, _) in CASES.into_iter().chain(PLACEMENTS) {
             let text = run(&cfg, &["explain", case_ref, "--today", TODAY]);
             let name = &Catalogue::of(language).clock(kind).name;
             let heading = format!("{name} ({}, {})", kind.as_str(), kind.clock().citation);
@@ -120,7 +173,7 @@ async fn every_kind_through_every_output() {
             let text = message.body_text(0).unwrap().into_owned();
             let html = message.body_html(0).unwrap().into_owned();
             let (kind, case_ref, _) =
-                CASES.iter().find(|(_, c, _)| text.contains(c)).expect("a notice of a sample case");
+                CASES.iter().chain(&PLACEMENTS).find(|(_, c, _)| text.contains(c)).expect("a notice of a sample case");
             names_only_its_own_rule(&text, *kind, language, &format!("{lang} notice {case_ref}"));
             assert!(html.contains(kind.clock().citation.split(',').next().unwrap()), "{lang} html {case_ref}");
             seen.push(*kind);
@@ -130,7 +183,7 @@ async fn every_kind_through_every_output() {
 
         // The digest lists every kind under its own name.
         let digest = run(&cfg, &["digest", "--dry-run", "--today", TODAY]);
-        for (kind, case_ref, _) in CASES {
+        for (kind, case_ref, _) in CASES.into_iter().chain(PLACEMENTS) {
             let name = &Catalogue::of(language).clock(kind).name;
             assert!(digest.contains(case_ref), "{lang} digest {case_ref}:\n{digest}");
             assert!(digest.contains(name.as_str()), "{lang} digest {kind}:\n{digest}");

@@ -80,6 +80,33 @@ pub fn demo_cases(cases: usize, seed: u64, today: NaiveDate, broken: usize) -> i
     demo::generate(&DemoOptions { cases, seed, today, broken })
 }
 
+/// Creates the placements view (contract §1b) in PostgreSQL, its dates `date` and `updated_at`
+/// `timestamptz`, and fills it with `rows`.
+pub async fn postgres_placements(url: &str, rows: &[fristvakt::register::RawPlacement]) {
+    use fristvakt::register::placements::PLACEMENT_COLUMNS;
+    let pool = PgPoolOptions::new().max_connections(1).connect(url).await.unwrap();
+    let columns: Vec<&str> = PLACEMENT_COLUMNS.iter().copied().filter(|c| !c.is_empty()).collect();
+    let type_of = |c: &str| match c {
+        "updated_at" => "timestamptz",
+        c if c.ends_with("_on") || c.ends_with("_to") || c == "home_since" => "date",
+        _ => "text",
+    };
+    let definitions: Vec<String> = columns.iter().map(|c| format!("{c} {}", type_of(c))).collect();
+    sqlx::query(&format!("CREATE TABLE placements ({})", definitions.join(", "))).execute(&pool).await.unwrap();
+    sqlx::query("CREATE VIEW fristvakt_placements AS SELECT * FROM placements").execute(&pool).await.unwrap();
+    for row in rows {
+        let marks: Vec<String> =
+            columns.iter().enumerate().map(|(i, c)| format!("${}::{}", i + 1, type_of(c))).collect();
+        let sql = format!("INSERT INTO placements VALUES ({})", marks.join(","));
+        let mut insert = sqlx::query(&sql);
+        for value in &row.0 {
+            insert = insert.bind(value.clone());
+        }
+        insert.execute(&pool).await.unwrap();
+    }
+    pool.close().await;
+}
+
 /// Creates the register view's table in PostgreSQL with the contract's types, the optional
 /// columns included (contract §1), and fills it.
 pub async fn postgres_register(url: &str, cases: impl Iterator<Item = RawRow>) {

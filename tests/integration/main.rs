@@ -9,6 +9,7 @@ mod faults;
 mod helpers;
 mod notices;
 mod operator;
+mod placements;
 mod polling;
 mod report;
 mod security;

@@ -107,6 +107,38 @@ async fn demo_deadlines_are_correct_for_every_case_and_identical_on_sqlite_and_p
             ));
         }
     }
+    // The demo's placements (contract §1b), joined to their cases and children.
+    let closed_of: std::collections::HashMap<&str, Option<NaiveDate>> =
+        valid.iter().map(|v| (v.case_ref.as_str(), v.dates.investigation_closed_on)).collect();
+    let placements =
+        fristvakt::demo::generate_placements(&fristvakt::demo::DemoOptions { cases, seed: 1, today, broken: 0 });
+    assert!(!placements.is_empty());
+    for raw in &placements {
+        let p = register::validate_placement(raw, 65536).expect("demo placements are valid");
+        let context = rules::PlacementContext {
+            investigation_closed_on: p.case_ref.as_ref().and_then(|c| closed_of.get(c.as_str()).copied().flatten()),
+            investigations_opened: p
+                .child_key
+                .as_ref()
+                .and_then(|k| by_child.get(k.as_str()))
+                .map(|all| all.iter().map(|(_, i)| i.opened_on).collect())
+                .unwrap_or_default(),
+        };
+        for d in rules::placement_deadlines_for(&p.dates, &context, RuleOptions { holiday_rule: true }) {
+            expected.insert(format!(
+                "{} {} {} {} {} {} {:?} {} {:?}",
+                p.placement_ref.as_str(),
+                p.unit.as_str(),
+                d.kind.as_str(),
+                d.start_on,
+                d.nominal_due_on,
+                d.due_on,
+                d.closed_on,
+                d.status(today).as_str(),
+                d.days_left(today)
+            ));
+        }
+    }
     let got: BTreeSet<String> = listed
         .iter()
         .map(|v| {
@@ -128,8 +160,14 @@ async fn demo_deadlines_are_correct_for_every_case_and_identical_on_sqlite_and_p
         .collect();
     assert_eq!(listed.len(), expected.len());
     assert_eq!(got, expected);
-    let cases_listed: BTreeSet<&str> = listed.iter().map(|v| v["case_ref"].as_str().unwrap()).collect();
+    let cases_listed: BTreeSet<&str> = listed
+        .iter()
+        .filter(|v| !v["kind"].as_str().unwrap().parse::<rules::Kind>().unwrap().is_placement())
+        .map(|v| v["case_ref"].as_str().unwrap())
+        .collect();
     assert_eq!(cases_listed.len(), cases);
+    let lvu = listed.iter().filter(|v| v["kind"] == "lvu_court_submission").count();
+    assert!(lvu > 20, "{lvu} emergency custodies");
     // The demo shows the law beyond three clocks: follow-ups, reports into open investigations
     // (a protection clock and an investigation, no assessment) and chains in the digest.
     let kinds_of = |case: &str| -> BTreeSet<&str> {
@@ -153,6 +191,7 @@ async fn demo_deadlines_are_correct_for_every_case_and_identical_on_sqlite_and_p
     let register_url = pg.fresh_database().await;
     let state_url = pg.fresh_database().await;
     postgres_register(&register_url, demo_cases(cases, 1, today, 0)).await;
+    crate::helpers::postgres_placements(&register_url, &placements).await;
     let out = fristvakt(
         Some(&cfg),
         &["deadlines", "--format", "json", "--today", TODAY],
@@ -232,7 +271,8 @@ async fn broken_rows_are_skipped_and_counted_by_reason_and_the_rest_processed() 
         assert_eq!(report.rejected.get(&reason), Some(&2), "{reason:?} in {:?}", report.rejected);
     }
     let stored = state.deadlines(&DeadlineFilter::default()).await.unwrap();
-    let cases: BTreeSet<&str> = stored.iter().map(|d| d.case_ref.as_str()).collect();
+    let cases: BTreeSet<&str> =
+        stored.iter().filter(|d| !d.deadline.kind.is_placement()).map(|d| d.case_ref.as_str()).collect();
     assert_eq!(cases.len(), 300);
     app.close().await; // releases the poll lease
 

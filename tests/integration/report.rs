@@ -316,6 +316,7 @@ async fn scripted_state(settings: &Settings) -> StateStore {
             row_updated_at: Utc::now(),
             seen_on: chrono::NaiveDate::from_ymd_opt(2026, 11, 1).unwrap(),
             child_key: None,
+            case_of: None,
         });
     };
     let (f, m) = (Some(Sex::Female), Some(Sex::Male));
@@ -406,6 +407,7 @@ async fn chain_state(settings: &Settings) -> StateStore {
             row_updated_at: Utc::now(),
             seen_on: d("2026-11-01"),
             child_key: key.map(|k| ChildKey::parse(&child(k)).unwrap()),
+            case_of: None,
         });
     };
     use Kind::{Assessment, Investigation};

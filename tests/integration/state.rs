@@ -155,6 +155,7 @@ async fn a_holiday_move_comes_back_with_its_days(postgres: Option<String>) {
             row_updated_at: Utc.with_ymd_and_hms(2026, 12, 10, 9, 30, 0).unwrap(),
             seen_on: chrono::NaiveDate::from_ymd_opt(2026, 11, 1).unwrap(),
             child_key: None,
+            case_of: None,
         })
         .collect();
     state.store_deadlines(std::slice::from_ref(&case_ref), &records, None).await.unwrap();
@@ -195,6 +196,7 @@ async fn an_undecodable_deadline_costs_only_itself(postgres: Option<String>) {
                 row_updated_at: Utc.with_ymd_and_hms(2026, 11, 11, 9, 0, 0).unwrap(),
                 seen_on: chrono::NaiveDate::from_ymd_opt(2026, 11, 1).unwrap(),
                 child_key: None,
+                case_of: None,
             })
         })
         .collect();
@@ -303,6 +305,7 @@ async fn deadline_counts_agree_with_the_rules_status(postgres: Option<String>) {
                 row_updated_at: row.updated_at,
                 seen_on: chrono::NaiveDate::from_ymd_opt(2026, 11, 1).unwrap(),
                 child_key: None,
+                case_of: None,
             });
         }
         case_refs.push(row.case_ref);
@@ -391,6 +394,7 @@ async fn outbox_claims_are_fenced_renewed_and_survive_a_cancel(postgres: Option<
                     row_updated_at: t,
                     seen_on: chrono::NaiveDate::from_ymd_opt(2026, 11, 1).unwrap(),
                     child_key: None,
+                    case_of: None,
                 })
             })
             .collect()
@@ -478,6 +482,7 @@ fn notice_entry(settings: &Settings, case_ref: &str) -> OutboxEntry {
             due_reason: Some(DueReason::Nominal),
             decided_on: day("2026-11-25"),
             caseworker: None,
+            case_of: None,
         })),
         state: OutboxState::Pending,
         not_before: Utc.with_ymd_and_hms(2026, 11, 24, 7, 0, 0).unwrap(),

@@ -1,0 +1,530 @@
+//! The optional placements view (register contract §1b): one row per placement or LVU decision,
+//! read as text like the cases view and checked by the same row rules ([`validate_placement`]).
+//!
+//! The view is small beside the cases view (a few percent of children are placed), so it is read
+//! through the register's sqlx pool: the rows changed since a watermark, the rows of given cases
+//! or children (a changed case changes their clocks), or every row (a full pass). What the clocks
+//! need from the cases view — the investigation close of the case a row names, the investigations
+//! opened in the child's cases, and whether a placement reference is also a case reference — is
+//! read by [`Register::case_facts`].
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
+use futures_util::stream::BoxStream;
+use futures_util::{StreamExt, TryStreamExt};
+use sqlx::Row;
+
+use super::{names_no_such_column, pg_instant_text, Register, RegisterError, RejectReason, Rejection, TextRow};
+use crate::config::Engine;
+use crate::db::{format_instant, with_pool, Pool};
+use crate::domain::{CaseRef, ChildKey, EmailAddress, Sex, UnitCode};
+use crate::rules::calendar::{FIRST_YEAR, LAST_YEAR};
+use crate::rules::{Basis, Home, PlacementDates};
+
+/// The columns of the placements view, in contract §1b's order.
+pub const PLACEMENT_COLUMNS: [&str; 27] = [
+    "placement_ref",
+    "case_ref",
+    "unit",
+    "caseworker",
+    "child_key",
+    "child_sex",
+    "basis",
+    "home",
+    "home_since",
+    "decided_on",
+    "executed_on",
+    "legal_force_on",
+    "submitted_to_court_on",
+    "care_applied_on",
+    "application_extension_requested_on",
+    "application_extended_to",
+    "last_reviewed_on",
+    "restriction_decided_on",
+    "restriction_last_reviewed_on",
+    "restriction_ended_on",
+    "custody_considered_on",
+    "emergency_home_extended_to",
+    "ended_on",
+    "follow_up_decided_on",
+    "follow_up_ended_on",
+    "updated_at",
+    // Not a column: the row's index in a read, so that columns are found by name below.
+    "",
+];
+
+/// References looked up by one statement.
+const REFS_PER_STATEMENT: usize = 500;
+
+/// One placements row as read: every column as text, in [`PLACEMENT_COLUMNS`] order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawPlacement(pub Vec<Option<String>>);
+
+impl RawPlacement {
+    fn get(&self, column: &str) -> Option<&str> {
+        let at = PLACEMENT_COLUMNS.iter().position(|c| *c == column)?;
+        self.0.get(at).and_then(|v| v.as_deref())
+    }
+}
+
+/// A validated placements row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlacementRow {
+    /// The placement's reference: its deadlines' `case_ref` in the state and in every output.
+    pub placement_ref: CaseRef,
+    /// The case it belongs to, if the register names one.
+    pub case_ref: Option<CaseRef>,
+    pub unit: UnitCode,
+    pub caseworker: Option<EmailAddress>,
+    pub caseworker_invalid: bool,
+    pub child_key: Option<ChildKey>,
+    pub child_sex: Option<Sex>,
+    pub dates: PlacementDates,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// What the placements' clocks need from the cases view.
+#[derive(Debug, Clone, Default)]
+pub struct CaseFacts {
+    /// Every case reference asked for that the cases view holds, with its
+    /// `investigation_closed_on` (a placement row naming it is joined; a placement reference
+    /// found here is a `ref_collision`).
+    pub cases: HashMap<String, Option<NaiveDate>>,
+    /// The `investigation_opened_on` of every case of each child asked for.
+    pub opened_by_child: HashMap<String, Vec<NaiveDate>>,
+}
+
+/// Checks a placements row against contract §1b.
+pub fn validate_placement(raw: &RawPlacement, max_cell_bytes: usize) -> Result<PlacementRow, Rejection> {
+    let present = |column: &str| raw.get(column).map(str::trim).filter(|s| !s.is_empty()).map(str::to_string);
+    let placement_text = present("placement_ref");
+    let reject = |reason, column: &'static str| Rejection { reason, column, case_ref: placement_text.clone() };
+    for (column, value) in PLACEMENT_COLUMNS.iter().zip(&raw.0) {
+        if value.as_ref().is_some_and(|v| v.len() > max_cell_bytes) {
+            return Err(reject(RejectReason::CellTooLarge, column));
+        }
+    }
+    let placement_ref = placement_text
+        .as_deref()
+        .and_then(|c| CaseRef::parse(c).ok())
+        .ok_or_else(|| reject(RejectReason::MissingCaseRef, "placement_ref"))?;
+    let case_ref = match present("case_ref") {
+        None => None,
+        Some(text) => Some(CaseRef::parse(&text).map_err(|_| reject(RejectReason::MissingCaseRef, "case_ref"))?),
+    };
+    let unit = present("unit")
+        .and_then(|u| UnitCode::parse(&u).ok())
+        .ok_or_else(|| reject(RejectReason::MissingUnit, "unit"))?;
+    let child_sex = match present("child_sex").as_deref() {
+        None => None,
+        Some("F") | Some("f") => Some(Sex::Female),
+        Some("M") | Some("m") => Some(Sex::Male),
+        Some(_) => return Err(reject(RejectReason::UnknownSex, "child_sex")),
+    };
+    let child_key = match present("child_key") {
+        None => None,
+        Some(text) => Some(ChildKey::parse(&text).map_err(|_| reject(RejectReason::BadChildKey, "child_key"))?),
+    };
+    let basis: Basis =
+        present("basis").and_then(|b| b.parse().ok()).ok_or_else(|| reject(RejectReason::UnknownCode, "basis"))?;
+    let home: Option<Home> = match present("home") {
+        None => None,
+        Some(text) => Some(text.parse().map_err(|_| reject(RejectReason::UnknownCode, "home"))?),
+    };
+    let date = |column: &'static str| -> Result<Option<NaiveDate>, Rejection> {
+        match present(column) {
+            None => Ok(None),
+            Some(text) => parse_day(&text).map(Some).ok_or_else(|| reject(RejectReason::BadDate, column)),
+        }
+    };
+    let decided_on = date("decided_on")?.ok_or_else(|| reject(RejectReason::BadDate, "decided_on"))?;
+    let mut dates = PlacementDates::new(basis, decided_on);
+    dates.home = home;
+    dates.home_since = date("home_since")?;
+    dates.executed_on = date("executed_on")?;
+    dates.legal_force_on = date("legal_force_on")?;
+    dates.submitted_to_court_on = date("submitted_to_court_on")?;
+    dates.care_applied_on = date("care_applied_on")?;
+    dates.application_extension_requested_on = date("application_extension_requested_on")?;
+    dates.application_extended_to = date("application_extended_to")?;
+    dates.last_reviewed_on = date("last_reviewed_on")?;
+    dates.restriction_decided_on = date("restriction_decided_on")?;
+    dates.restriction_last_reviewed_on = date("restriction_last_reviewed_on")?;
+    dates.restriction_ended_on = date("restriction_ended_on")?;
+    dates.custody_considered_on = date("custody_considered_on")?;
+    dates.emergency_home_extended_to = date("emergency_home_extended_to")?;
+    dates.ended_on = date("ended_on")?;
+    dates.follow_up_decided_on = date("follow_up_decided_on")?;
+    dates.follow_up_ended_on = date("follow_up_ended_on")?;
+    // Contract §1b: only these pairs are broken rows; any other close before its start is valid
+    // and closes its clock, met.
+    let before = |later: Option<NaiveDate>, start: Option<NaiveDate>, column: &'static str| match (later, start) {
+        (Some(l), Some(s)) if l < s => Err(reject(RejectReason::CloseBeforeStart, column)),
+        _ => Ok(()),
+    };
+    before(dates.executed_on, Some(decided_on), "executed_on")?;
+    before(dates.submitted_to_court_on, Some(decided_on), "submitted_to_court_on")?;
+    before(dates.ended_on, Some(decided_on), "ended_on")?;
+    before(dates.restriction_last_reviewed_on, dates.restriction_decided_on, "restriction_last_reviewed_on")?;
+    before(dates.restriction_ended_on, dates.restriction_decided_on, "restriction_ended_on")?;
+    before(dates.follow_up_ended_on, dates.ended_on, "follow_up_ended_on")?;
+    let updated_at = present("updated_at")
+        .and_then(|t| crate::db::parse_instant(&t))
+        .ok_or_else(|| reject(RejectReason::BadTimestamp, "updated_at"))?;
+    let caseworker_text = present("caseworker");
+    let caseworker = caseworker_text.as_deref().and_then(|c| EmailAddress::parse(c).ok());
+    Ok(PlacementRow {
+        placement_ref,
+        case_ref,
+        unit,
+        caseworker_invalid: caseworker_text.is_some() && caseworker.is_none(),
+        caseworker,
+        child_key,
+        child_sex,
+        dates,
+        updated_at,
+    })
+}
+
+/// A register date (`YYYY-MM-DD`, or a midnight timestamp), within the calendar's years.
+fn parse_day(text: &str) -> Option<NaiveDate> {
+    let day = text.strip_suffix(" 00:00:00").or_else(|| text.strip_suffix("T00:00:00")).unwrap_or(text);
+    NaiveDate::parse_from_str(day, "%Y-%m-%d")
+        .ok()
+        .filter(|d| (FIRST_YEAR..=LAST_YEAR).contains(&d.year()) && day.len() == 10)
+}
+
+/// Whether the register holds the placements view `view`: `Ok(false)` when the database says it
+/// does not exist (the feature is off); any other failure is an error, so that a locked view
+/// never switches the feature off.
+pub(super) async fn detect(pool: &Pool, view: &str) -> Result<Option<Vec<&'static str>>, sqlx::Error> {
+    let probe = format!("SELECT placement_ref FROM {view} WHERE 1 = 0");
+    match with_pool!(pool, p => sqlx::query(&probe).fetch_optional(p).await.map(|_| ())) {
+        Ok(()) => {}
+        Err(sqlx::Error::Database(e)) if names_no_such_column(e.as_ref()) => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    // The view exists: every column it lacks is named (the feature stays off without them).
+    let mut missing = Vec::new();
+    for column in PLACEMENT_COLUMNS.iter().filter(|c| !c.is_empty()) {
+        let probe = format!("SELECT {column} FROM {view} WHERE 1 = 0");
+        match with_pool!(pool, p => sqlx::query(&probe).fetch_optional(p).await.map(|_| ())) {
+            Ok(()) => {}
+            Err(sqlx::Error::Database(e)) if names_no_such_column(e.as_ref()) => missing.push(*column),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Some(missing))
+}
+
+/// The SELECT list of the placements view on `engine`: every column as text, the instant in RFC
+/// 3339 UTC form on PostgreSQL.
+pub(super) fn select_list(engine: Engine) -> String {
+    PLACEMENT_COLUMNS
+        .iter()
+        .filter(|c| !c.is_empty())
+        .map(|c| match (engine, *c) {
+            (Engine::Sqlite, c) => c.to_string(),
+            (Engine::Postgres, "updated_at") => format!("{} AS updated_at", pg_instant_text("updated_at")),
+            (Engine::Postgres, c) => format!("CAST({c} AS TEXT) AS {c}"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl Register {
+    /// Whether the placements view is there (contract §1b); its name when it is.
+    pub fn placements_view(&self) -> Option<&str> {
+        self.placements.as_deref()
+    }
+
+    /// The placements rows changed at or after `since` (every row when `None`), in chunks.
+    /// Nothing when the view is absent.
+    pub fn placements_since(
+        &self,
+        since: Option<DateTime<Utc>>,
+    ) -> BoxStream<'_, Result<Vec<RawPlacement>, RegisterError>> {
+        let Some(view) = self.placements.clone() else { return futures_util::stream::empty().boxed() };
+        let columns = select_list(self.engine());
+        let error = {
+            let view = view.clone();
+            move |source| RegisterError::Query { view: view.clone(), source }
+        };
+        let rows: BoxStream<'_, Result<RawPlacement, sqlx::Error>> = match (&self.pool, since) {
+            (Pool::Sqlite(p), None) => {
+                let sql = format!("SELECT {columns} FROM {view}");
+                futures_util::stream::once(async move { sqlx::query(&sql).fetch_all(p).await })
+                    .map_ok(|rows| futures_util::stream::iter(rows.into_iter().map(|r| raw(&r))))
+                    .try_flatten()
+                    .boxed()
+            }
+            (Pool::Sqlite(p), Some(t)) => {
+                let sql = format!(
+                    "SELECT {columns} FROM {view} WHERE updated_at >= $1 AND julianday(updated_at) >= julianday($2)"
+                );
+                let first = (t - chrono::Duration::days(1)).format("%Y-%m-%d").to_string();
+                futures_util::stream::once(async move {
+                    sqlx::query(&sql).bind(first).bind(format_instant(t)).fetch_all(p).await
+                })
+                .map_ok(|rows| futures_util::stream::iter(rows.into_iter().map(|r| raw(&r))))
+                .try_flatten()
+                .boxed()
+            }
+            (Pool::Postgres(p), since) => {
+                let sql = match since {
+                    None => format!("SELECT {columns} FROM {view}"),
+                    Some(_) => format!("SELECT {columns} FROM {view} WHERE updated_at >= $1"),
+                };
+                futures_util::stream::once(async move {
+                    let mut q = sqlx::query(&sql);
+                    if let Some(t) = since {
+                        q = q.bind(t);
+                    }
+                    q.fetch_all(p).await
+                })
+                .map_ok(|rows| futures_util::stream::iter(rows.into_iter().map(|r| raw(&r))))
+                .try_flatten()
+                .boxed()
+            }
+        };
+        rows.map_err(error).try_chunks(super::STREAM_CHUNK).map_err(|e| e.1).boxed()
+    }
+
+    /// The placements rows that name one of `case_refs` or one of the children `keys`: their
+    /// clocks depend on those cases.
+    pub async fn placements_of(
+        &self,
+        case_refs: &[String],
+        keys: &[String],
+    ) -> Result<Vec<RawPlacement>, RegisterError> {
+        let Some(view) = self.placements.clone() else { return Ok(Vec::new()) };
+        let columns = select_list(self.engine());
+        let mut out = Vec::new();
+        for (column, values) in [("case_ref", case_refs), ("child_key", keys)] {
+            if column == "child_key" && values.is_empty() {
+                continue;
+            }
+            for batch in values.chunks(REFS_PER_STATEMENT) {
+                let rows = self.select_in(&view, &columns, column, batch).await?;
+                out.extend(
+                    rows.iter()
+                        .map(raw)
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|source| RegisterError::Query { view: view.clone(), source })?,
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    /// The row of one placement, if the view holds it.
+    pub async fn placement(&self, placement_ref: &str) -> Result<Option<RawPlacement>, RegisterError> {
+        let Some(view) = self.placements.clone() else { return Ok(None) };
+        let columns = select_list(self.engine());
+        let rows = self.select_in(&view, &columns, "placement_ref", &[placement_ref.to_string()]).await?;
+        let raws = rows.iter().map(raw).collect::<Result<Vec<_>, _>>();
+        Ok(raws.map_err(|source| RegisterError::Query { view, source })?.into_iter().next())
+    }
+
+    /// The facts of the cases view the placements need: for `case_refs`, whether each is a case
+    /// and its investigation close; for `keys`, the investigations opened in the child's cases.
+    pub async fn case_facts(&self, case_refs: &[String], keys: &[String]) -> Result<CaseFacts, RegisterError> {
+        let mut facts = CaseFacts::default();
+        let view = self.view.clone();
+        let error = |source| RegisterError::Query { view: view.clone(), source };
+        let text = |column: &str| match self.engine() {
+            Engine::Sqlite => column.to_string(),
+            Engine::Postgres => format!("CAST({column} AS TEXT) AS {column}"),
+        };
+        let mut unique: Vec<String> = case_refs.to_vec();
+        unique.sort_unstable();
+        unique.dedup();
+        let columns = format!("{}, {}", text("case_ref"), text("investigation_closed_on"));
+        for batch in unique.chunks(REFS_PER_STATEMENT) {
+            for row in self.select_in(&view, &columns, "case_ref", batch).await? {
+                let case_ref = row.text(0).map_err(error)?.unwrap_or_default();
+                let closed = row.text(1).map_err(error)?.as_deref().and_then(parse_day);
+                facts.cases.insert(case_ref.trim().to_string(), closed);
+            }
+        }
+        if self.features().chains && !keys.is_empty() {
+            let mut keys = keys.to_vec();
+            keys.sort_unstable();
+            keys.dedup();
+            let columns = format!("{}, {}", text("child_key"), text("investigation_opened_on"));
+            for batch in keys.chunks(REFS_PER_STATEMENT) {
+                for row in self.select_in(&view, &columns, "child_key", batch).await? {
+                    let key = row.text(0).map_err(error)?.unwrap_or_default();
+                    if let Some(opened) = row.text(1).map_err(error)?.as_deref().and_then(parse_day) {
+                        facts.opened_by_child.entry(key.trim().to_string()).or_default().push(opened);
+                    }
+                }
+            }
+        }
+        Ok(facts)
+    }
+
+    /// `SELECT columns FROM view WHERE column IN (values)`, as rows readable as text.
+    async fn select_in(
+        &self,
+        view: &str,
+        columns: &str,
+        column: &str,
+        values: &[String],
+    ) -> Result<Vec<AnyTextRow>, RegisterError> {
+        let error = |source| RegisterError::Query { view: view.to_string(), source };
+        if values.is_empty() {
+            return Ok(Vec::new());
+        }
+        match &self.pool {
+            Pool::Sqlite(p) => {
+                let sql =
+                    format!("SELECT {columns} FROM {view} WHERE {column} IN ({})", vec!["?"; values.len()].join(", "));
+                let mut q = sqlx::query(&sql);
+                for v in values {
+                    q = q.bind(v.as_str());
+                }
+                Ok(q.fetch_all(p).await.map_err(error)?.into_iter().map(AnyTextRow::Sqlite).collect())
+            }
+            Pool::Postgres(p) => {
+                let sql = format!("SELECT {columns} FROM {view} WHERE {column} = ANY($1)");
+                let rows = sqlx::query(&sql).bind(values).fetch_all(p).await.map_err(error)?;
+                Ok(rows.into_iter().map(AnyTextRow::Postgres).collect())
+            }
+        }
+    }
+
+    fn engine(&self) -> Engine {
+        match self.pool {
+            Pool::Sqlite(_) => Engine::Sqlite,
+            Pool::Postgres(_) => Engine::Postgres,
+        }
+    }
+}
+
+/// A row of either engine, read column by column as text.
+enum AnyTextRow {
+    Sqlite(sqlx::sqlite::SqliteRow),
+    Postgres(sqlx::postgres::PgRow),
+}
+
+impl AnyTextRow {
+    fn text(&self, i: usize) -> Result<Option<String>, sqlx::Error> {
+        match self {
+            AnyTextRow::Sqlite(r) => r.text(i),
+            AnyTextRow::Postgres(r) => r.try_get(i),
+        }
+    }
+}
+
+fn raw(row: &(impl TextOf + ?Sized)) -> Result<RawPlacement, sqlx::Error> {
+    let width = PLACEMENT_COLUMNS.len() - 1;
+    (0..width).map(|i| row.text_of(i)).collect::<Result<Vec<_>, _>>().map(RawPlacement)
+}
+
+/// Text of a column, whichever engine's row.
+trait TextOf {
+    fn text_of(&self, i: usize) -> Result<Option<String>, sqlx::Error>;
+}
+
+impl TextOf for sqlx::sqlite::SqliteRow {
+    fn text_of(&self, i: usize) -> Result<Option<String>, sqlx::Error> {
+        self.text(i)
+    }
+}
+
+impl TextOf for sqlx::postgres::PgRow {
+    fn text_of(&self, i: usize) -> Result<Option<String>, sqlx::Error> {
+        self.try_get(i)
+    }
+}
+
+impl TextOf for AnyTextRow {
+    fn text_of(&self, i: usize) -> Result<Option<String>, sqlx::Error> {
+        self.text(i)
+    }
+}
+
+/// The placement references of `rows` that are also case references (contract §1b:
+/// `ref_collision`).
+pub fn collisions<'a>(rows: impl Iterator<Item = &'a str>, facts: &CaseFacts) -> HashSet<String> {
+    rows.filter(|r| facts.cases.contains_key(r.trim())).map(|r| r.trim().to_string()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw_of(pairs: &[(&str, &str)]) -> RawPlacement {
+        let mut values = vec![None; PLACEMENT_COLUMNS.len() - 1];
+        for (column, value) in pairs {
+            let at = PLACEMENT_COLUMNS.iter().position(|c| c == column).unwrap();
+            values[at] = Some(value.to_string());
+        }
+        RawPlacement(values)
+    }
+
+    fn base() -> Vec<(&'static str, &'static str)> {
+        vec![
+            ("placement_ref", "P-1"),
+            ("unit", "BRO-BU"),
+            ("basis", "lvu_6"),
+            ("decided_on", "2026-11-21"),
+            ("updated_at", "2026-11-21T10:00:00Z"),
+        ]
+    }
+
+    #[test]
+    fn rows_follow_contract_1b() {
+        let check = |extra: &[(&'static str, &'static str)], expected: Result<(), (RejectReason, &str)>| {
+            let mut pairs = base();
+            pairs.retain(|(c, _)| !extra.iter().any(|(e, _)| e == c));
+            pairs.extend_from_slice(extra);
+            let got = validate_placement(&raw_of(&pairs), 65536).map(|_| ()).map_err(|r| (r.reason, r.column));
+            assert_eq!(got, expected, "{extra:?}");
+        };
+        check(&[], Ok(()));
+        check(&[("basis", "lvu_9")], Err((RejectReason::UnknownCode, "basis")));
+        check(&[("home", "castle")], Err((RejectReason::UnknownCode, "home")));
+        check(&[("decided_on", "")], Err((RejectReason::BadDate, "decided_on")));
+        check(&[("unit", " ")], Err((RejectReason::MissingUnit, "unit")));
+        check(&[("placement_ref", "")], Err((RejectReason::MissingCaseRef, "placement_ref")));
+        check(&[("executed_on", "2026-11-20")], Err((RejectReason::CloseBeforeStart, "executed_on")));
+        check(
+            &[("submitted_to_court_on", "2026-11-20")],
+            Err((RejectReason::CloseBeforeStart, "submitted_to_court_on")),
+        );
+        check(&[("ended_on", "2026-11-20")], Err((RejectReason::CloseBeforeStart, "ended_on")));
+        check(
+            &[("restriction_decided_on", "2026-12-01"), ("restriction_ended_on", "2026-11-30")],
+            Err((RejectReason::CloseBeforeStart, "restriction_ended_on")),
+        );
+        check(
+            &[("restriction_decided_on", "2026-12-01"), ("restriction_last_reviewed_on", "2026-11-30")],
+            Err((RejectReason::CloseBeforeStart, "restriction_last_reviewed_on")),
+        );
+        check(
+            &[("ended_on", "2026-12-01"), ("follow_up_ended_on", "2026-11-30")],
+            Err((RejectReason::CloseBeforeStart, "follow_up_ended_on")),
+        );
+        // Valid closes before their clock's start: care begun before legal force, an application
+        // before the execution.
+        check(&[("basis", "lvu_2"), ("legal_force_on", "2026-12-20"), ("executed_on", "2026-11-22")], Ok(()));
+        check(&[("executed_on", "2026-11-23"), ("care_applied_on", "2026-11-22")], Ok(()));
+        check(&[("updated_at", "yesterday")], Err((RejectReason::BadTimestamp, "updated_at")));
+        check(&[("child_sex", "X")], Err((RejectReason::UnknownSex, "child_sex")));
+        check(&[("home_since", "2026-02-30")], Err((RejectReason::BadDate, "home_since")));
+    }
+
+    #[test]
+    fn a_rejection_names_the_placement_and_the_column_only() {
+        let mut pairs = base();
+        pairs.push(("child_key", "secret-child-key"));
+        pairs.push(("executed_on", "2026-11-01"));
+        let rejection = validate_placement(&raw_of(&pairs), 65536).unwrap_err();
+        let text = rejection.to_string();
+        assert!(text.contains("P-1") && text.contains("executed_on"), "{text}");
+        assert!(!text.contains("secret") && !text.contains("2026-11-01"), "{text}");
+    }
+}

@@ -1,0 +1,739 @@
+//! The clocks of a placement or LVU decision (register contract §1b, §2 "Clocks of placements and
+//! LVU decisions"): when each one-off clock of a placements row starts and what closes it, given
+//! the investigation close of the case the row belongs to (the jourhem limit) and the
+//! investigations opened in the child's cases (a follow-up ended by a new investigation).
+//!
+//! These are the clocks where a missed day ends a child's protection: an emergency custody not
+//! submitted to the court within a week, or without an application for care within four weeks,
+//! ends by law (LVU 7 §, 9 §); a care decision lapses when care has not begun within four weeks of
+//! its legal force (LVU 5 §).
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::NaiveDate;
+
+use super::deadline::{counted, unknown_value, Deadline, Kind, RuleOptions};
+
+/// The legal basis of a placement or decision (`basis`, contract §1b).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Basis {
+    /// A placement with consent (SoL 22 kap.).
+    Sol,
+    /// Omedelbart omhändertagande decided by the nämnd or its chair (LVU 6 § första–andra st.).
+    Lvu6,
+    /// LVU 6 a §: the same two court clocks.
+    Lvu6a,
+    /// Care decided under LVU 2 § (the home environment).
+    Lvu2,
+    /// Care decided under LVU 3 § (the young person's own behaviour).
+    Lvu3,
+}
+
+impl Basis {
+    pub const ALL: [Basis; 5] = [Basis::Sol, Basis::Lvu6, Basis::Lvu6a, Basis::Lvu2, Basis::Lvu3];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Basis::Sol => "sol",
+            Basis::Lvu6 => "lvu_6",
+            Basis::Lvu6a => "lvu_6a",
+            Basis::Lvu2 => "lvu_2",
+            Basis::Lvu3 => "lvu_3",
+        }
+    }
+
+    /// An emergency custody whose decision the nämnd must submit to the court.
+    pub fn is_emergency_custody(self) -> bool {
+        matches!(self, Basis::Lvu6 | Basis::Lvu6a)
+    }
+
+    /// Care decided by the court under LVU 2 § or 3 §.
+    pub fn is_lvu_care(self) -> bool {
+        matches!(self, Basis::Lvu2 | Basis::Lvu3)
+    }
+}
+
+impl FromStr for Basis {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Basis::ALL
+            .into_iter()
+            .find(|b| b.as_str() == text)
+            .ok_or_else(|| unknown_value("basis", text, Basis::ALL.map(Basis::as_str)))
+    }
+}
+
+impl fmt::Display for Basis {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where the child lives (`home`, contract §1b).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Home {
+    FamilyHome,
+    /// Jourhem.
+    EmergencyHome,
+    /// Hem för vård eller boende.
+    Hvb,
+    /// Stödboende.
+    SupportedHousing,
+    /// Skyddat boende.
+    ProtectedHousing,
+    /// Särskilt ungdomshem.
+    Sis,
+    OwnHome,
+    Other,
+}
+
+impl Home {
+    pub const ALL: [Home; 8] = [
+        Home::FamilyHome,
+        Home::EmergencyHome,
+        Home::Hvb,
+        Home::SupportedHousing,
+        Home::ProtectedHousing,
+        Home::Sis,
+        Home::OwnHome,
+        Home::Other,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Home::FamilyHome => "family_home",
+            Home::EmergencyHome => "emergency_home",
+            Home::Hvb => "hvb",
+            Home::SupportedHousing => "supported_housing",
+            Home::ProtectedHousing => "protected_housing",
+            Home::Sis => "sis",
+            Home::OwnHome => "own_home",
+            Home::Other => "other",
+        }
+    }
+}
+
+impl FromStr for Home {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Home::ALL
+            .into_iter()
+            .find(|h| h.as_str() == text)
+            .ok_or_else(|| unknown_value("home", text, Home::ALL.map(Home::as_str)))
+    }
+}
+
+/// The values of one placements row that its clocks depend on (contract §1b), named after the
+/// columns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlacementDates {
+    pub basis: Basis,
+    pub home: Option<Home>,
+    pub home_since: Option<NaiveDate>,
+    pub decided_on: NaiveDate,
+    pub executed_on: Option<NaiveDate>,
+    pub legal_force_on: Option<NaiveDate>,
+    pub submitted_to_court_on: Option<NaiveDate>,
+    pub care_applied_on: Option<NaiveDate>,
+    pub application_extension_requested_on: Option<NaiveDate>,
+    pub application_extended_to: Option<NaiveDate>,
+    pub last_reviewed_on: Option<NaiveDate>,
+    pub restriction_decided_on: Option<NaiveDate>,
+    pub restriction_last_reviewed_on: Option<NaiveDate>,
+    pub restriction_ended_on: Option<NaiveDate>,
+    pub custody_considered_on: Option<NaiveDate>,
+    pub emergency_home_extended_to: Option<NaiveDate>,
+    pub ended_on: Option<NaiveDate>,
+    pub follow_up_decided_on: Option<NaiveDate>,
+    pub follow_up_ended_on: Option<NaiveDate>,
+}
+
+impl PlacementDates {
+    /// A row of `basis` decided on `decided_on`, every other column empty.
+    pub fn new(basis: Basis, decided_on: NaiveDate) -> PlacementDates {
+        PlacementDates {
+            basis,
+            home: None,
+            home_since: None,
+            decided_on,
+            executed_on: None,
+            legal_force_on: None,
+            submitted_to_court_on: None,
+            care_applied_on: None,
+            application_extension_requested_on: None,
+            application_extended_to: None,
+            last_reviewed_on: None,
+            restriction_decided_on: None,
+            restriction_last_reviewed_on: None,
+            restriction_ended_on: None,
+            custody_considered_on: None,
+            emergency_home_extended_to: None,
+            ended_on: None,
+            follow_up_decided_on: None,
+            follow_up_ended_on: None,
+        }
+    }
+}
+
+/// What a placement's clocks need from the cases view: the investigation close of the case the
+/// row names (`case_ref`), and the investigations opened in the child's cases (`child_key`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PlacementContext {
+    /// `investigation_closed_on` of the case joined by `case_ref`.
+    pub investigation_closed_on: Option<NaiveDate>,
+    /// `investigation_opened_on` of every case of the child.
+    pub investigations_opened: Vec<NaiveDate>,
+}
+
+/// The deadlines of one placements row, in [`Kind`] order, exactly as contract §2 states them.
+pub fn placement_deadlines_for(p: &PlacementDates, context: &PlacementContext, options: RuleOptions) -> Vec<Deadline> {
+    let mut deadlines = Vec::new();
+    if p.basis.is_emergency_custody() {
+        // LVU 7 §: the week counts from the decision (JO 3925-2006), the holiday rule applies.
+        deadlines.extend(one_off(p, Kind::LvuCourtSubmission, p.decided_on, None, p.submitted_to_court_on, options));
+        if let Some(executed_on) = p.executed_on {
+            // LVU 8 §, 9 § 1: an application, or a request for more time made in time, keeps the
+            // custody. A court's new day recorded without the request's day is this clock's
+            // last day (the second cycle, from the request, is the recurring store's).
+            let closed_on = [p.care_applied_on, p.application_extension_requested_on].into_iter().flatten().min();
+            let extended_to = p.application_extended_to.filter(|_| p.application_extension_requested_on.is_none());
+            deadlines.extend(one_off(p, Kind::LvuCareApplication, executed_on, extended_to, closed_on, options));
+        }
+    }
+    if p.basis.is_lvu_care() {
+        if let Some(legal_force_on) = p.legal_force_on {
+            // LVU 5 §, 10 §: care begun under an emergency custody before the legal force is met.
+            deadlines.extend(one_off(p, Kind::LvuCareStart, legal_force_on, None, p.executed_on, options));
+        }
+    }
+    if let (Some(Home::EmergencyHome), Some(closed_on)) = (p.home, context.investigation_closed_on) {
+        // SoL 22 kap. 4 §: two months after the investigation closed, for a child still there.
+        if p.ended_on.is_none_or(|ended| ended >= closed_on) {
+            deadlines.push(counted(
+                Kind::EmergencyHomeLimit.clock(),
+                closed_on,
+                p.emergency_home_extended_to,
+                p.ended_on,
+                options,
+            ));
+        }
+    }
+    if let Some(start_on) = follow_up_start(p) {
+        let new_investigation =
+            context.investigations_opened.iter().copied().filter(|opened| *opened >= start_on).min();
+        let ended = [p.follow_up_ended_on, new_investigation].into_iter().flatten().min();
+        deadlines.push(counted(Kind::PlacementFollowUp.clock(), start_on, None, ended, options));
+    }
+    deadlines
+}
+
+/// The follow-up's start: a SoL placement in a family home, HVB or skyddat boende with a decided
+/// follow-up (SoL 23 kap. 2 §), from its end; after LVU care always (LVU 21 b–c §§), from the
+/// decided follow-up when one waited for the child's return home, else from the end.
+fn follow_up_start(p: &PlacementDates) -> Option<NaiveDate> {
+    let ended_on = p.ended_on?;
+    match p.basis {
+        Basis::Sol => {
+            let covered = matches!(p.home, Some(Home::FamilyHome | Home::Hvb | Home::ProtectedHousing));
+            (covered && p.follow_up_decided_on.is_some()).then_some(ended_on)
+        }
+        Basis::Lvu2 | Basis::Lvu3 => Some(p.follow_up_decided_on.unwrap_or(ended_on)),
+        Basis::Lvu6 | Basis::Lvu6a => None,
+    }
+}
+
+/// A one-off clock of a measure that may have ended (contract §2): with its closing date unset and
+/// `ended_on` on or before the legal last day, nothing was owed (no clock); ended later, the clock
+/// is closed on `ended_on`, missed.
+fn one_off(
+    p: &PlacementDates,
+    kind: Kind,
+    start_on: NaiveDate,
+    extended_to: Option<NaiveDate>,
+    closed_on: Option<NaiveDate>,
+    options: RuleOptions,
+) -> Option<Deadline> {
+    let mut deadline = counted(kind.clock(), start_on, extended_to, closed_on, options);
+    if closed_on.is_none() {
+        if let Some(ended_on) = p.ended_on {
+            if ended_on <= deadline.due_on {
+                return None;
+            }
+            deadline.closed_on = Some(ended_on);
+        }
+    }
+    Some(deadline)
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::rules::Status;
+
+    const ON: RuleOptions = RuleOptions { holiday_rule: true };
+    const OFF: RuleOptions = RuleOptions { holiday_rule: false };
+
+    fn d(text: &str) -> NaiveDate {
+        NaiveDate::parse_from_str(text, "%Y-%m-%d").unwrap()
+    }
+
+    /// A placements row from its basis, home and `column = date` pairs (contract §1b's names).
+    fn row(basis: &str, home: Option<&str>, columns: &[(&str, &str)]) -> PlacementDates {
+        let decided = columns.iter().find(|(c, _)| *c == "decided_on").map_or("2026-01-01", |(_, v)| v);
+        let mut p = PlacementDates::new(basis.parse().unwrap(), d(decided));
+        p.home = home.map(|h| h.parse().unwrap());
+        for &(column, value) in columns {
+            let field = match column {
+                "decided_on" => continue,
+                "home_since" => &mut p.home_since,
+                "executed_on" => &mut p.executed_on,
+                "legal_force_on" => &mut p.legal_force_on,
+                "submitted_to_court_on" => &mut p.submitted_to_court_on,
+                "care_applied_on" => &mut p.care_applied_on,
+                "application_extension_requested_on" => &mut p.application_extension_requested_on,
+                "application_extended_to" => &mut p.application_extended_to,
+                "emergency_home_extended_to" => &mut p.emergency_home_extended_to,
+                "ended_on" => &mut p.ended_on,
+                "follow_up_decided_on" => &mut p.follow_up_decided_on,
+                "follow_up_ended_on" => &mut p.follow_up_ended_on,
+                other => panic!("no column {other}"),
+            };
+            *field = Some(d(value));
+        }
+        p
+    }
+
+    /// Every deadline of the row, one line each: kind, start, nominal, legal, closed, status on
+    /// `today`.
+    fn lines(p: &PlacementDates, context: &PlacementContext, options: RuleOptions, today: &str) -> Vec<String> {
+        placement_deadlines_for(p, context, options)
+            .iter()
+            .map(|x| {
+                let closed = x.closed_on.map_or("open".to_string(), |c| format!("closed {c}"));
+                format!(
+                    "{} {} → {} / {} {closed} {}",
+                    x.kind,
+                    x.start_on,
+                    x.nominal_due_on,
+                    x.due_on,
+                    x.status(d(today)).as_str()
+                )
+            })
+            .collect()
+    }
+
+    fn check(
+        basis: &str,
+        home: Option<&str>,
+        columns: &[(&str, &str)],
+        context: &PlacementContext,
+        today: &str,
+        expected: &[&str],
+    ) {
+        let got = lines(&row(basis, home, columns), context, ON, today);
+        assert_eq!(got, expected, "{basis} {home:?} {columns:?}");
+    }
+
+    const NONE: PlacementContext =
+        PlacementContext { investigation_closed_on: None, investigations_opened: Vec::new() };
+
+    #[test]
+    fn emergency_custody_goes_to_court_within_a_week_of_the_decision() {
+        // LVU 7 §: decided Saturday 2026-11-21; the week ends Saturday 28th → Monday 30th.
+        check(
+            "lvu_6",
+            None,
+            &[("decided_on", "2026-11-21")],
+            &NONE,
+            "2026-11-27",
+            &["lvu_court_submission 2026-11-21 → 2026-11-28 / 2026-11-30 open due_soon"],
+        );
+        // Came in to the court on the Monday: in time (JO 534-2013: the day it came in counts).
+        check(
+            "lvu_6",
+            None,
+            &[("decided_on", "2026-11-21"), ("submitted_to_court_on", "2026-11-30")],
+            &NONE,
+            "2026-12-01",
+            &["lvu_court_submission 2026-11-21 → 2026-11-28 / 2026-11-30 closed 2026-11-30 met"],
+        );
+        // A Tuesday decision: the next Tuesday, no move.
+        check(
+            "lvu_6a",
+            None,
+            &[("decided_on", "2026-03-03")],
+            &NONE,
+            "2026-03-11",
+            &["lvu_court_submission 2026-03-03 → 2026-03-10 / 2026-03-10 open overdue"],
+        );
+        // Easter: decided Friday 2026-03-27 → Friday 3 April långfredagen → Tuesday 7 April.
+        check(
+            "lvu_6",
+            None,
+            &[("decided_on", "2026-03-27")],
+            &NONE,
+            "2026-04-07",
+            &["lvu_court_submission 2026-03-27 → 2026-04-03 / 2026-04-07 open due_today"],
+        );
+        // A custody the court ordered itself is not lvu_6; care decisions owe no submission.
+        check("lvu_2", None, &[("decided_on", "2026-03-03")], &NONE, "2026-03-04", &[]);
+        check("sol", Some("family_home"), &[("decided_on", "2026-03-03")], &NONE, "2026-03-04", &[]);
+    }
+
+    #[test]
+    fn the_care_application_within_four_weeks_of_execution() {
+        // Executed 2026-11-26 → 28 days → julafton 2026-12-24 → juldagen, annandag jul, Sunday
+        // → Monday 2026-12-28.
+        let executed =
+            [("decided_on", "2026-11-25"), ("executed_on", "2026-11-26"), ("submitted_to_court_on", "2026-11-27")];
+        check(
+            "lvu_6",
+            None,
+            &executed,
+            &NONE,
+            "2026-12-20",
+            &[
+                "lvu_court_submission 2026-11-25 → 2026-12-02 / 2026-12-02 closed 2026-11-27 met",
+                "lvu_care_application 2026-11-26 → 2026-12-24 / 2026-12-28 open due_soon",
+            ],
+        );
+        // A request for more time made in time: met, the custody goes on.
+        let mut requested = executed.to_vec();
+        requested.push(("application_extension_requested_on", "2026-12-21"));
+        check(
+            "lvu_6",
+            None,
+            &requested,
+            &NONE,
+            "2027-01-05",
+            &[
+                "lvu_court_submission 2026-11-25 → 2026-12-02 / 2026-12-02 closed 2026-11-27 met",
+                "lvu_care_application 2026-11-26 → 2026-12-24 / 2026-12-28 closed 2026-12-21 met",
+            ],
+        );
+        // An application filed before the custody was executed: valid, met.
+        check(
+            "lvu_6",
+            None,
+            &[
+                ("decided_on", "2026-11-25"),
+                ("executed_on", "2026-11-26"),
+                ("submitted_to_court_on", "2026-11-26"),
+                ("care_applied_on", "2026-11-25"),
+            ],
+            &NONE,
+            "2026-12-01",
+            &[
+                "lvu_court_submission 2026-11-25 → 2026-12-02 / 2026-12-02 closed 2026-11-26 met",
+                "lvu_care_application 2026-11-26 → 2026-12-24 / 2026-12-28 closed 2026-11-25 met",
+            ],
+        );
+        // The court's new day recorded without the request's day is the clock's last day.
+        let mut extended = executed.to_vec();
+        extended.push(("application_extended_to", "2027-01-15"));
+        check(
+            "lvu_6",
+            None,
+            &extended,
+            &NONE,
+            "2027-01-10",
+            &[
+                "lvu_court_submission 2026-11-25 → 2026-12-02 / 2026-12-02 closed 2026-11-27 met",
+                "lvu_care_application 2026-11-26 → 2026-12-24 / 2027-01-15 open due_soon",
+            ],
+        );
+        // Not executed: no application clock yet.
+        check(
+            "lvu_6",
+            None,
+            &[("decided_on", "2026-11-25")],
+            &NONE,
+            "2026-11-29",
+            &["lvu_court_submission 2026-11-25 → 2026-12-02 / 2026-12-02 open due_soon"],
+        );
+    }
+
+    #[test]
+    fn an_ended_custody_owes_nothing_or_is_a_visible_miss() {
+        // Ended before anything was due: no clock at all.
+        check(
+            "lvu_6",
+            None,
+            &[("decided_on", "2026-11-21"), ("executed_on", "2026-11-21"), ("ended_on", "2026-11-24")],
+            &NONE,
+            "2026-12-30",
+            &[],
+        );
+        // Ended on the legal last day: still nothing owed.
+        check("lvu_6", None, &[("decided_on", "2026-11-21"), ("ended_on", "2026-11-30")], &NONE, "2026-12-30", &[]);
+        // Lapsed because the week passed (ended by law the day after): a miss that stays visible.
+        check(
+            "lvu_6",
+            None,
+            &[("decided_on", "2026-11-21"), ("executed_on", "2026-11-21"), ("ended_on", "2026-12-01")],
+            &NONE,
+            "2026-12-30",
+            &["lvu_court_submission 2026-11-21 → 2026-11-28 / 2026-11-30 closed 2026-12-01 missed"],
+        );
+        // Submitted in time, no application; the custody ended when the four weeks ran out.
+        check(
+            "lvu_6",
+            None,
+            &[
+                ("decided_on", "2026-03-02"),
+                ("executed_on", "2026-03-02"),
+                ("submitted_to_court_on", "2026-03-04"),
+                ("ended_on", "2026-04-01"),
+            ],
+            &NONE,
+            "2026-04-10",
+            &[
+                "lvu_court_submission 2026-03-02 → 2026-03-09 / 2026-03-09 closed 2026-03-04 met",
+                "lvu_care_application 2026-03-02 → 2026-03-30 / 2026-03-30 closed 2026-04-01 missed",
+            ],
+        );
+    }
+
+    #[test]
+    fn care_begins_within_four_weeks_of_legal_force() {
+        // LVU 5 §: legal force Monday 2026-05-04 → Monday 1 June.
+        check(
+            "lvu_2",
+            None,
+            &[("decided_on", "2026-04-10"), ("legal_force_on", "2026-05-04")],
+            &NONE,
+            "2026-05-28",
+            &["lvu_care_start 2026-05-04 → 2026-06-01 / 2026-06-01 open due_soon"],
+        );
+        // Care begun under an emergency custody before the decision gained legal force (LVU 10 §).
+        check(
+            "lvu_3",
+            None,
+            &[("decided_on", "2026-04-10"), ("legal_force_on", "2026-05-04"), ("executed_on", "2026-04-12")],
+            &NONE,
+            "2026-05-28",
+            &["lvu_care_start 2026-05-04 → 2026-06-01 / 2026-06-01 closed 2026-04-12 met"],
+        );
+        // Legal force 2026-05-22 → midsommarafton 19 June → midsommardagen, Sunday → Monday 22 June.
+        check(
+            "lvu_2",
+            None,
+            &[("decided_on", "2026-05-01"), ("legal_force_on", "2026-05-22")],
+            &NONE,
+            "2026-06-23",
+            &["lvu_care_start 2026-05-22 → 2026-06-19 / 2026-06-22 open overdue"],
+        );
+        // Without legal force: no clock.
+        check("lvu_2", None, &[("decided_on", "2026-04-10")], &NONE, "2026-05-28", &[]);
+    }
+
+    #[test]
+    fn a_jourhem_for_two_months_after_the_investigation_closed() {
+        let closed =
+            PlacementContext { investigation_closed_on: Some(d("2026-03-31")), investigations_opened: Vec::new() };
+        // Closed 31 March → 31 May, a Sunday → Monday 1 June.
+        check(
+            "sol",
+            Some("emergency_home"),
+            &[("decided_on", "2026-02-01"), ("executed_on", "2026-02-01")],
+            &closed,
+            "2026-05-20",
+            &["emergency_home_limit 2026-03-31 → 2026-05-31 / 2026-06-01 open due_soon"],
+        );
+        // A decided extension for special reasons: the new day.
+        check(
+            "sol",
+            Some("emergency_home"),
+            &[
+                ("decided_on", "2026-02-01"),
+                ("executed_on", "2026-02-01"),
+                ("emergency_home_extended_to", "2026-07-15"),
+            ],
+            &closed,
+            "2026-06-10",
+            &["emergency_home_limit 2026-03-31 → 2026-05-31 / 2026-07-15 open pending"],
+        );
+        // The child moved on: closed.
+        check(
+            "sol",
+            Some("emergency_home"),
+            &[("decided_on", "2026-02-01"), ("executed_on", "2026-02-01"), ("ended_on", "2026-06-03")],
+            &closed,
+            "2026-06-10",
+            &["emergency_home_limit 2026-03-31 → 2026-05-31 / 2026-06-01 closed 2026-06-03 missed"],
+        );
+        // Ended before the investigation closed; no investigation closed; another home: none.
+        check(
+            "sol",
+            Some("emergency_home"),
+            &[("decided_on", "2026-02-01"), ("ended_on", "2026-03-30")],
+            &closed,
+            "2026-06-10",
+            &[],
+        );
+        check("sol", Some("emergency_home"), &[("decided_on", "2026-02-01")], &NONE, "2026-06-10", &[]);
+        check("sol", Some("family_home"), &[("decided_on", "2026-02-01")], &closed, "2026-06-10", &[]);
+    }
+
+    #[test]
+    fn the_follow_up_after_a_placement_ended() {
+        // SoL: decided follow-up after an HVB placement ended 2026-08-31 → 2027-02-28 (a Sunday)
+        // → Monday 1 March; ended early by a new investigation of the same child.
+        let sol = [
+            ("decided_on", "2026-01-10"),
+            ("executed_on", "2026-01-10"),
+            ("ended_on", "2026-08-31"),
+            ("follow_up_decided_on", "2026-09-02"),
+        ];
+        check(
+            "sol",
+            Some("hvb"),
+            &sol,
+            &NONE,
+            "2027-02-20",
+            &["placement_follow_up 2026-08-31 → 2027-02-28 / 2027-03-01 open due_soon"],
+        );
+        let new_investigation = PlacementContext {
+            investigation_closed_on: None,
+            investigations_opened: vec![d("2026-05-01"), d("2026-10-12")],
+        };
+        check(
+            "sol",
+            Some("hvb"),
+            &sol,
+            &new_investigation,
+            "2027-02-20",
+            &["placement_follow_up 2026-08-31 → 2027-02-28 / 2027-03-01 closed 2026-10-12 met"],
+        );
+        // No follow-up decided, or a home SoL 23 kap. 2 § does not cover: none.
+        check("sol", Some("hvb"), &sol[..3], &NONE, "2027-02-20", &[]);
+        check("sol", Some("supported_housing"), &sol, &NONE, "2027-02-20", &[]);
+        // LVU: compulsory without a decision, from the end; or from a follow-up that waited for
+        // the child's return home.
+        check(
+            "lvu_2",
+            Some("family_home"),
+            &sol[..3],
+            &NONE,
+            "2026-09-01",
+            &["placement_follow_up 2026-08-31 → 2027-02-28 / 2027-03-01 open pending"],
+        );
+        check(
+            "lvu_3",
+            Some("sis"),
+            &[
+                ("decided_on", "2026-01-10"),
+                ("ended_on", "2026-08-31"),
+                ("follow_up_decided_on", "2026-10-05"),
+                ("follow_up_ended_on", "2027-01-20"),
+            ],
+            &NONE,
+            "2027-02-01",
+            &["placement_follow_up 2026-10-05 → 2027-04-05 / 2027-04-05 closed 2027-01-20 met"],
+        );
+    }
+
+    /// A placements row of any basis and home, its dates within a year of a decision in
+    /// 2020–2030, each present or not (the row rules' order kept: nothing closes before the
+    /// decision it must follow).
+    fn any_row() -> impl Strategy<Value = (PlacementDates, PlacementContext)> {
+        let offset = || proptest::option::of(0i64..=400);
+        (
+            (0usize..5, proptest::option::of(0usize..8), 0i64..=3650),
+            (offset(), offset(), offset(), offset(), offset(), offset()),
+            // An end near the LVU clocks' last days (a week, four weeks) as often as not.
+            (
+                proptest::option::of(prop_oneof![0i64..=400, 5i64..=12, 26i64..=33]),
+                offset(),
+                offset(),
+                offset(),
+                offset(),
+            ),
+        )
+            .prop_map(
+                |((basis, home, decided), (ex, force, sub, applied, req, ext), (end, fu, fu_end, closed, opened))| {
+                    let decided_on = d("2020-01-01") + chrono::Duration::days(decided);
+                    let at = |o: Option<i64>| o.map(|o| decided_on + chrono::Duration::days(o));
+                    let mut p = PlacementDates::new(Basis::ALL[basis], decided_on);
+                    p.home = home.map(|h| Home::ALL[h]);
+                    p.executed_on = at(ex);
+                    p.legal_force_on = at(force);
+                    p.submitted_to_court_on = at(sub);
+                    p.care_applied_on = at(applied);
+                    p.application_extension_requested_on = at(req);
+                    p.application_extended_to = at(ext).map(|e| e + chrono::Duration::days(28));
+                    p.ended_on = at(end);
+                    p.follow_up_decided_on = at(fu);
+                    p.follow_up_ended_on = p.ended_on.and_then(|e| fu_end.map(|o| e + chrono::Duration::days(o)));
+                    let context = PlacementContext {
+                        investigation_closed_on: at(closed),
+                        investigations_opened: at(opened).into_iter().collect(),
+                    };
+                    (p, context)
+                },
+            )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn every_clock_keeps_the_contract((p, context) in any_row(), holiday_rule in any::<bool>()) {
+            let deadlines = placement_deadlines_for(&p, &context, RuleOptions { holiday_rule });
+            // One deadline a kind, in kind order, each a placement's.
+            let kinds: Vec<Kind> = deadlines.iter().map(|x| x.kind).collect();
+            let mut sorted = kinds.clone();
+            sorted.sort();
+            sorted.dedup();
+            prop_assert_eq!(&kinds, &sorted);
+            for x in &deadlines {
+                prop_assert!(x.kind.is_placement());
+                prop_assert!(x.nominal_due_on > x.start_on);
+                let extended = matches!(x.due_reason, crate::rules::DueReason::Extended { .. });
+                if !extended {
+                    prop_assert!(x.due_on >= x.nominal_due_on);
+                    prop_assert!((x.due_on - x.nominal_due_on).num_days() <= 5);
+                    prop_assert_eq!(holiday_rule || x.due_on == x.nominal_due_on, true);
+                    if holiday_rule {
+                        prop_assert_eq!(crate::rules::calendar::deadline_moving_day(x.due_on), None);
+                    }
+                }
+                // The ended measure: a one-off LVU clock with its own close unset exists only as
+                // a miss closed on `ended_on`.
+                let own_close = match x.kind {
+                    Kind::LvuCourtSubmission => Some(p.submitted_to_court_on),
+                    Kind::LvuCareApplication => {
+                        Some([p.care_applied_on, p.application_extension_requested_on].into_iter().flatten().min())
+                    }
+                    Kind::LvuCareStart => Some(p.executed_on),
+                    _ => None,
+                };
+                if let (Some(None), Some(ended)) = (own_close, p.ended_on) {
+                    prop_assert_eq!(x.closed_on, Some(ended));
+                    prop_assert!(ended > x.due_on, "{:?}: nothing was owed, ended {}", x, ended);
+                    prop_assert_eq!(x.status(ended), Status::Missed);
+                }
+            }
+            // The court clocks only for an emergency custody, care start only for LVU care.
+            prop_assert!(kinds.iter().all(|k| !matches!(k, Kind::LvuCourtSubmission | Kind::LvuCareApplication) || p.basis.is_emergency_custody()));
+            prop_assert!(kinds.iter().all(|k| *k != Kind::LvuCareStart || p.basis.is_lvu_care()));
+            // An emergency custody not ended always owes its submission.
+            if p.basis.is_emergency_custody() && p.ended_on.is_none() {
+                prop_assert!(kinds.contains(&Kind::LvuCourtSubmission));
+            }
+        }
+    }
+
+    #[test]
+    fn without_the_holiday_rule_the_nominal_day_is_the_last() {
+        let p = row("lvu_6", None, &[("decided_on", "2026-11-21")]);
+        let got = placement_deadlines_for(&p, &NONE, OFF);
+        assert_eq!((got[0].nominal_due_on, got[0].due_on), (d("2026-11-28"), d("2026-11-28")));
+        assert_eq!(got[0].status(d("2026-11-29")), Status::Overdue);
+    }
+}
