@@ -41,6 +41,12 @@ pub enum StartEvent {
     CustodyExecuted,
     /// The court's care decision gained legal force.
     CareDecisionInForce,
+    /// The placement or care began, or was last reviewed (övervägande/omprövning).
+    PlacementReviewed,
+    /// The restriction (LVU 14 § andra st.) was decided, or last reviewed.
+    RestrictionReviewed,
+    /// The child came to live in the family home, or a custody transfer was last considered.
+    CustodyConsidered,
     /// The placement or the care ended (for LVU, the follow-up's own start when it waited for
     /// the child's return home).
     PlacementEnded,
@@ -48,7 +54,7 @@ pub enum StartEvent {
 
 impl StartEvent {
     /// Every start event.
-    pub const ALL: [StartEvent; 9] = [
+    pub const ALL: [StartEvent; 12] = [
         StartEvent::ReportReceived,
         StartEvent::InvestigationOpened,
         StartEvent::InvestigationClosed,
@@ -57,6 +63,9 @@ impl StartEvent {
         StartEvent::CustodyDecided,
         StartEvent::CustodyExecuted,
         StartEvent::CareDecisionInForce,
+        StartEvent::PlacementReviewed,
+        StartEvent::RestrictionReviewed,
+        StartEvent::CustodyConsidered,
         StartEvent::PlacementEnded,
     ];
 
@@ -71,6 +80,9 @@ impl StartEvent {
             StartEvent::CustodyDecided => "custody_decided",
             StartEvent::CustodyExecuted => "custody_executed",
             StartEvent::CareDecisionInForce => "care_decision_in_force",
+            StartEvent::PlacementReviewed => "placement_reviewed",
+            StartEvent::RestrictionReviewed => "restriction_reviewed",
+            StartEvent::CustodyConsidered => "custody_considered",
             StartEvent::PlacementEnded => "placement_ended",
         }
     }
@@ -134,12 +146,15 @@ pub struct Clock {
     pub colour: &'static str,
     /// A clock of the placements view (contract §1b): its reference is the `placement_ref`.
     pub of_placement: bool,
+    /// A recurring clock (contract §2 "Recurring clocks"): its deadlines are cycles, each
+    /// identified by its start day; a later review closes the running one and starts the next.
+    pub recurring: bool,
 }
 
 use Role::{Caseworker as C, Manager as M, TeamLead as T};
 
 /// Every clock, in [`Kind::ALL`] order (a test checks that the two agree).
-pub const CLOCKS: [Clock; 10] = [
+pub const CLOCKS: [Clock; 13] = [
     Clock {
         kind: Kind::Protection,
         key: "protection",
@@ -154,6 +169,7 @@ pub const CLOCKS: [Clock; 10] = [
         citation: "20 kap. 1 § socialtjänstlagen (2025:400)",
         colour: "#1b6b93",
         of_placement: false,
+        recurring: false,
     },
     Clock {
         kind: Kind::Assessment,
@@ -168,6 +184,7 @@ pub const CLOCKS: [Clock; 10] = [
         citation: "20 kap. 2 § socialtjänstlagen (2025:400)",
         colour: "#d9822b",
         of_placement: false,
+        recurring: false,
     },
     Clock {
         kind: Kind::Investigation,
@@ -182,6 +199,7 @@ pub const CLOCKS: [Clock; 10] = [
         citation: "20 kap. 3 § socialtjänstlagen (2025:400)",
         colour: "#4f8a3c",
         of_placement: false,
+        recurring: false,
     },
     Clock {
         kind: Kind::FollowUp,
@@ -196,6 +214,7 @@ pub const CLOCKS: [Clock; 10] = [
         citation: "23 kap. 1 §, 5 § socialtjänstlagen (2025:400)",
         colour: "#8a3c7a",
         of_placement: false,
+        recurring: false,
     },
     Clock {
         kind: Kind::ReporterInformation,
@@ -210,6 +229,7 @@ pub const CLOCKS: [Clock; 10] = [
         citation: "19 kap. 6 § socialtjänstlagen (2025:400)",
         colour: "#6b6b6b",
         of_placement: false,
+        recurring: false,
     },
     Clock {
         kind: Kind::LvuCourtSubmission,
@@ -226,6 +246,7 @@ pub const CLOCKS: [Clock; 10] = [
         citation: "7 § lagen (1990:52) med särskilda bestämmelser om vård av unga",
         colour: "#b22222",
         of_placement: true,
+        recurring: false,
     },
     Clock {
         kind: Kind::LvuCareApplication,
@@ -241,6 +262,7 @@ pub const CLOCKS: [Clock; 10] = [
         citation: "8 §, 9 § lagen (1990:52) med särskilda bestämmelser om vård av unga",
         colour: "#e0457b",
         of_placement: true,
+        recurring: false,
     },
     Clock {
         kind: Kind::LvuCareStart,
@@ -255,6 +277,53 @@ pub const CLOCKS: [Clock; 10] = [
         citation: "5 § lagen (1990:52) med särskilda bestämmelser om vård av unga",
         colour: "#7a4fbf",
         of_placement: true,
+        recurring: false,
+    },
+    Clock {
+        kind: Kind::PlacementReview,
+        key: "placement_review",
+        start: StartEvent::PlacementReviewed,
+        period: Period::Months { count: 6 },
+        extension: None,
+        closed_by: &["last_reviewed_on (a later review)", "ended_on"],
+        holiday_rule: true,
+        reminder_window_days: 30,
+        ladder: &[(-30, &[C]), (-7, &[C, T]), (1, &[T]), (14, &[M])],
+        citation: "13 § lagen (1990:52) med särskilda bestämmelser om vård av unga; 22 kap. 13 § socialtjänstlagen (2025:400)",
+        colour: "#3d5a80",
+        of_placement: true,
+        recurring: true,
+    },
+    Clock {
+        kind: Kind::RestrictionReview,
+        key: "restriction_review",
+        start: StartEvent::RestrictionReviewed,
+        period: Period::Months { count: 3 },
+        extension: None,
+        closed_by: &["restriction_last_reviewed_on (a later review)", "restriction_ended_on", "ended_on"],
+        holiday_rule: true,
+        reminder_window_days: 14,
+        ladder: &[(-14, &[C]), (-3, &[C, T]), (1, &[M])],
+        citation: "14 § lagen (1990:52) med särskilda bestämmelser om vård av unga",
+        colour: "#c44536",
+        of_placement: true,
+        recurring: true,
+    },
+    Clock {
+        kind: Kind::CustodyTransferReview,
+        key: "custody_transfer_review",
+        start: StartEvent::CustodyConsidered,
+        // Two years from the child's coming to the home; after a consideration, one year.
+        period: Period::Years { count: 2 },
+        extension: None,
+        closed_by: &["custody_considered_on (a later consideration)", "ended_on"],
+        holiday_rule: true,
+        reminder_window_days: 30,
+        ladder: &[(-30, &[C]), (1, &[C, T]), (30, &[M])],
+        citation: "22 kap. 14 § socialtjänstlagen (2025:400); 13 c § lagen (1990:52) med särskilda bestämmelser om vård av unga",
+        colour: "#5b8e7d",
+        of_placement: true,
+        recurring: true,
     },
     Clock {
         kind: Kind::EmergencyHomeLimit,
@@ -269,6 +338,7 @@ pub const CLOCKS: [Clock; 10] = [
         citation: "22 kap. 4 § socialtjänstlagen (2025:400)",
         colour: "#2a9d8f",
         of_placement: true,
+        recurring: false,
     },
     Clock {
         kind: Kind::PlacementFollowUp,
@@ -283,6 +353,7 @@ pub const CLOCKS: [Clock; 10] = [
         citation: "23 kap. 2 §, 5 § socialtjänstlagen (2025:400); 21 b–c §§ lagen (1990:52) med särskilda bestämmelser om vård av unga",
         colour: "#a0781e",
         of_placement: true,
+        recurring: false,
     },
 ];
 
@@ -365,6 +436,17 @@ mod tests {
                 ("lvu_court_submission", 3, "7 § lagen (1990:52) med särskilda bestämmelser om vård av unga"),
                 ("lvu_care_application", 7, "8 §, 9 § lagen (1990:52) med särskilda bestämmelser om vård av unga"),
                 ("lvu_care_start", 7, "5 § lagen (1990:52) med särskilda bestämmelser om vård av unga"),
+                (
+                    "placement_review",
+                    30,
+                    "13 § lagen (1990:52) med särskilda bestämmelser om vård av unga; 22 kap. 13 § socialtjänstlagen (2025:400)"
+                ),
+                ("restriction_review", 14, "14 § lagen (1990:52) med särskilda bestämmelser om vård av unga"),
+                (
+                    "custody_transfer_review",
+                    30,
+                    "22 kap. 14 § socialtjänstlagen (2025:400); 13 c § lagen (1990:52) med särskilda bestämmelser om vård av unga"
+                ),
                 ("emergency_home_limit", 14, "22 kap. 4 § socialtjänstlagen (2025:400)"),
                 (
                     "placement_follow_up",

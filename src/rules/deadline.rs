@@ -48,6 +48,15 @@ pub enum Kind {
     /// Care decided under LVU 2 § or 3 § must begin within four weeks of the decision's legal
     /// force, or the decision lapses (LVU 5 §).
     LvuCareStart,
+    /// Övervägande/omprövning: every placement or LVU care is reviewed at least every six months,
+    /// counted from its start and then from each review (LVU 13 §; SoL 22 kap. 13 §). Recurring.
+    PlacementReview,
+    /// A restriction of contact or a secret address (LVU 14 § andra st.) is reviewed at least
+    /// every three months. Recurring.
+    RestrictionReview,
+    /// A child in one family home for two years: whether to ask for a transfer of custody is
+    /// considered, then every year (SoL 22 kap. 14 §; LVU 13 c §). Recurring.
+    CustodyTransferReview,
     /// A child may stay in a jourhem at most two months after the investigation closed, longer
     /// only for särskilda skäl (22 kap. 4 § socialtjänstlagen (2025:400)).
     EmergencyHomeLimit,
@@ -58,7 +67,7 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind, in the order deadlines are listed (the order of [`super::clock::CLOCKS`]).
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 13] = [
         Kind::Protection,
         Kind::Assessment,
         Kind::Investigation,
@@ -67,6 +76,9 @@ impl Kind {
         Kind::LvuCourtSubmission,
         Kind::LvuCareApplication,
         Kind::LvuCareStart,
+        Kind::PlacementReview,
+        Kind::RestrictionReview,
+        Kind::CustodyTransferReview,
         Kind::EmergencyHomeLimit,
         Kind::PlacementFollowUp,
     ];
@@ -85,6 +97,12 @@ impl Kind {
     /// reference is the `placement_ref`.
     pub fn is_placement(self) -> bool {
         self.clock().of_placement
+    }
+
+    /// Whether the clock recurs (contract §2 "Recurring clocks"): the register holds only its
+    /// latest review, and each review closes the running cycle and starts the next.
+    pub fn is_recurring(self) -> bool {
+        self.clock().recurring
     }
 
     /// The stable machine name used in configuration, JSON, keys and metrics.
@@ -932,6 +950,9 @@ mod tests {
                 ("lvu_court_submission", 3),
                 ("lvu_care_application", 7),
                 ("lvu_care_start", 7),
+                ("placement_review", 30),
+                ("restriction_review", 14),
+                ("custody_transfer_review", 30),
                 ("emergency_home_limit", 14),
                 ("placement_follow_up", 14),
             ]

@@ -9,7 +9,7 @@
 /// (a date, a reason, a kind a case gets). Stored deadlines carry prints of the register row and
 /// of this revision (`state::prints`); a new revision makes every print differ, so the next full
 /// pass computes every case again instead of keeping what the old code computed.
-pub const REVISION: u32 = 3;
+pub const REVISION: u32 = 4;
 
 pub mod calendar;
 pub mod chain;
@@ -26,4 +26,7 @@ pub use deadline::{
     RuleOptions, Status, REPORTER_INFORMATION_IN_FORCE,
 };
 pub use ladder::{beyond_first_sight, decide, offset_label, Ladder, LadderDecision, LadderError, Role, Step};
-pub use placement::{placement_deadlines_for, Basis, Home, PlacementContext, PlacementDates};
+pub use placement::{
+    application_second_cycle, cycle_change, placement_deadlines_for, Basis, CycleChange, Home, PlacementContext,
+    PlacementDates,
+};

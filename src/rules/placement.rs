@@ -13,7 +13,8 @@ use std::str::FromStr;
 
 use chrono::NaiveDate;
 
-use super::deadline::{counted, unknown_value, Deadline, Kind, RuleOptions};
+use super::clock::{Clock, Period};
+use super::deadline::{counted, unknown_value, Deadline, DueReason, Kind, RuleOptions};
 
 /// The legal basis of a placement or decision (`basis`, contract §1b).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -209,6 +210,22 @@ pub fn placement_deadlines_for(p: &PlacementDates, context: &PlacementContext, o
             deadlines.extend(one_off(p, Kind::LvuCareStart, legal_force_on, None, p.executed_on, options));
         }
     }
+    if !p.basis.is_emergency_custody() {
+        if let Some(executed_on) = p.executed_on {
+            // LVU 13 §; SoL 22 kap. 13 §: six months from the start, then from each review.
+            let start_on = latest_of(executed_on, p.last_reviewed_on, p.ended_on);
+            deadlines.push(running_cycle(Kind::PlacementReview.clock(), start_on, p.ended_on, options));
+        }
+    }
+    if let Some(decided_on) = p.restriction_decided_on {
+        // LVU 14 §: three months from the decision, then from each review, until it ends.
+        let ended_on = [p.restriction_ended_on, p.ended_on].into_iter().flatten().min();
+        let start_on = latest_of(decided_on, p.restriction_last_reviewed_on, ended_on);
+        deadlines.push(running_cycle(Kind::RestrictionReview.clock(), start_on, ended_on, options));
+    }
+    if let (Some(Home::FamilyHome), Some(executed_on)) = (p.home, p.executed_on) {
+        deadlines.push(custody_transfer_cycle(p, executed_on, options));
+    }
     if let (Some(Home::EmergencyHome), Some(closed_on)) = (p.home, context.investigation_closed_on) {
         // SoL 22 kap. 4 §: two months after the investigation closed, for a child still there.
         if p.ended_on.is_none_or(|ended| ended >= closed_on) {
@@ -228,6 +245,115 @@ pub fn placement_deadlines_for(p: &PlacementDates, context: &PlacementContext, o
         deadlines.push(counted(Kind::PlacementFollowUp.clock(), start_on, None, ended, options));
     }
     deadlines
+}
+
+/// The later of a recurring clock's first start and its latest review, a review after the measure
+/// ended not counting (an ended measure starts no new cycle).
+fn latest_of(first: NaiveDate, reviewed_on: Option<NaiveDate>, ended_on: Option<NaiveDate>) -> NaiveDate {
+    let reviewed_on = reviewed_on.filter(|reviewed| ended_on.is_none_or(|ended| *reviewed <= ended));
+    reviewed_on.map_or(first, |reviewed| reviewed.max(first))
+}
+
+/// The running cycle of a recurring clock started on `start_on`: closed on the measure's end when
+/// it ended (met when on or before the legal last day, there being nothing more to review; missed
+/// when after). Only a later review closes it otherwise, and that is the store's to see
+/// ([`cycle_change`]): the register holds only the latest review.
+fn running_cycle(clock: &Clock, start_on: NaiveDate, ended_on: Option<NaiveDate>, options: RuleOptions) -> Deadline {
+    counted(clock, start_on, None, ended_on, options)
+}
+
+/// The custody-transfer question (SoL 22 kap. 14 §; LVU 13 c §): two years from the child's
+/// coming to the family home (`home_since`, carried over when a new row starts for the same home;
+/// else `executed_on`), then a year from each consideration. A consideration more than 30 days
+/// before the two years are up does not close the first cycle; one later does.
+fn custody_transfer_cycle(p: &PlacementDates, executed_on: NaiveDate, options: RuleOptions) -> Deadline {
+    let clock = Kind::CustodyTransferReview.clock();
+    let first = running_cycle(clock, p.home_since.unwrap_or(executed_on), p.ended_on, options);
+    let considered_on = p
+        .custody_considered_on
+        .filter(|considered| *considered >= first.nominal_due_on - chrono::Duration::days(EARLY_CONSIDERATION_DAYS))
+        .filter(|considered| p.ended_on.is_none_or(|ended| *considered <= ended));
+    match considered_on {
+        Some(considered_on) => {
+            let yearly = Clock { period: Period::Years { count: 1 }, ..*clock };
+            running_cycle(&yearly, considered_on, p.ended_on, options)
+        }
+        None => first,
+    }
+}
+
+/// How many days before the two years are up a consideration of a custody transfer closes the
+/// first cycle (contract §2, `custody_transfer_review`).
+pub const EARLY_CONSIDERATION_DAYS: i64 = 30;
+
+/// The review day a recurring clock's cycle started on, when it started on one (not on the
+/// measure's own start): the register's latest review of that kind.
+fn review_of(kind: Kind, p: &PlacementDates) -> Option<NaiveDate> {
+    match kind {
+        Kind::PlacementReview => p.last_reviewed_on,
+        Kind::RestrictionReview => p.restriction_last_reviewed_on,
+        Kind::CustodyTransferReview => p.custody_considered_on,
+        _ => None,
+    }
+}
+
+/// What a poll does with the stored running cycle of a recurring clock, given the cycle the row
+/// now gives (contract §2 "Recurring clocks").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CycleChange {
+    /// The row's cycle replaces the running one in place (a corrected start, a review date moved
+    /// back, an end): nothing is closed.
+    InPlace,
+    /// A later review: the running cycle closes on that day (met or missed against its own
+    /// `due_on`) and the row's cycle is the next one.
+    Next {
+        /// The review day.
+        closed_on: NaiveDate,
+    },
+}
+
+/// Whether the row's cycle `now` of a recurring kind follows the stored `running` one (a later
+/// review closes it) or replaces it in place (any other change).
+pub fn cycle_change(running: &Deadline, now: &Deadline, p: &PlacementDates) -> CycleChange {
+    let by_review = review_of(now.kind, p) == Some(now.start_on);
+    if by_review && now.start_on > running.start_on && running.closed_on.is_none_or(|c| c >= now.start_on) {
+        CycleChange::Next { closed_on: now.start_on }
+    } else {
+        CycleChange::InPlace
+    }
+}
+
+/// The second cycle of `lvu_care_application` (contract §2): a court's extension after a request
+/// for more time starts it on the request day; its last day is the court's (nominal = legal =
+/// `application_extended_to`), and the application closes it. It exists only when the request,
+/// not an earlier application, closed the first cycle. Of an ended custody it is like any one-off
+/// clock: nothing was owed when the custody ended on or before its last day, else a miss.
+pub fn application_second_cycle(p: &PlacementDates) -> Option<Deadline> {
+    if !p.basis.is_emergency_custody() || p.executed_on.is_none() {
+        return None;
+    }
+    let requested_on = p.application_extension_requested_on?;
+    let extended_to = p.application_extended_to?;
+    if p.care_applied_on.is_some_and(|applied| applied < requested_on) {
+        return None;
+    }
+    let mut closed_on = p.care_applied_on;
+    if closed_on.is_none() {
+        if let Some(ended_on) = p.ended_on {
+            if ended_on <= extended_to {
+                return None;
+            }
+            closed_on = Some(ended_on);
+        }
+    }
+    Some(Deadline {
+        kind: Kind::LvuCareApplication,
+        start_on: requested_on,
+        nominal_due_on: extended_to,
+        due_on: extended_to,
+        closed_on,
+        due_reason: DueReason::Extended { to: extended_to },
+    })
 }
 
 /// The follow-up's start: a SoL placement in a family home, HVB or skyddat boende with a decided
@@ -301,6 +427,11 @@ mod tests {
                 "ended_on" => &mut p.ended_on,
                 "follow_up_decided_on" => &mut p.follow_up_decided_on,
                 "follow_up_ended_on" => &mut p.follow_up_ended_on,
+                "last_reviewed_on" => &mut p.last_reviewed_on,
+                "restriction_decided_on" => &mut p.restriction_decided_on,
+                "restriction_last_reviewed_on" => &mut p.restriction_last_reviewed_on,
+                "restriction_ended_on" => &mut p.restriction_ended_on,
+                "custody_considered_on" => &mut p.custody_considered_on,
                 other => panic!("no column {other}"),
             };
             *field = Some(d(value));
@@ -327,7 +458,22 @@ mod tests {
             .collect()
     }
 
+    /// The row's one-off clocks are `expected` (its recurring ones are `check_all`'s).
     fn check(
+        basis: &str,
+        home: Option<&str>,
+        columns: &[(&str, &str)],
+        context: &PlacementContext,
+        today: &str,
+        expected: &[&str],
+    ) {
+        let mut got = lines(&row(basis, home, columns), context, ON, today);
+        got.retain(|line| !Kind::ALL.iter().any(|k| k.is_recurring() && line.starts_with(&format!("{k} "))));
+        assert_eq!(got, expected, "{basis} {home:?} {columns:?}");
+    }
+
+    /// Every clock of the row is `expected`, the recurring ones included.
+    fn check_all(
         basis: &str,
         home: Option<&str>,
         columns: &[(&str, &str)],
@@ -638,6 +784,269 @@ mod tests {
         );
     }
 
+    #[test]
+    fn the_placement_is_reviewed_every_six_months_across_month_ends() {
+        // Reviewed Monday 2026-08-31 → six months → 2027-02-28, a Sunday → Monday 2027-03-01.
+        let reviewed = [("executed_on", "2026-03-02"), ("last_reviewed_on", "2026-08-31")];
+        check_all(
+            "sol",
+            Some("hvb"),
+            &reviewed,
+            &NONE,
+            "2027-01-29",
+            &["placement_review 2026-08-31 → 2027-02-28 / 2027-03-01 open due_soon"],
+        );
+        // Before any review the cycle runs from the execution; a review before it counts for nothing.
+        check_all(
+            "lvu_3",
+            Some("sis"),
+            &[("executed_on", "2026-03-02"), ("last_reviewed_on", "2026-01-10")],
+            &NONE,
+            "2026-06-01",
+            &["placement_review 2026-03-02 → 2026-09-02 / 2026-09-02 open pending"],
+        );
+        // An emergency custody is not reviewed under 13 §; nothing before the execution.
+        check_all(
+            "lvu_6",
+            None,
+            &[("decided_on", "2026-03-02"), ("submitted_to_court_on", "2026-03-03")],
+            &NONE,
+            "2026-03-04",
+            &["lvu_court_submission 2026-03-02 → 2026-03-09 / 2026-03-09 closed 2026-03-03 met"],
+        );
+        check_all("lvu_2", Some("hvb"), &[("decided_on", "2026-03-02")], &NONE, "2026-03-04", &[]);
+    }
+
+    #[test]
+    fn a_placement_ended_before_or_after_its_review_day() {
+        let executed = ("executed_on", "2026-03-02");
+        // Ended before the day: met, nothing more to review.
+        check_all(
+            "sol",
+            Some("hvb"),
+            &[executed, ("ended_on", "2026-08-20")],
+            &NONE,
+            "2026-12-01",
+            &["placement_review 2026-03-02 → 2026-09-02 / 2026-09-02 closed 2026-08-20 met"],
+        );
+        // Ended after it, unreviewed: missed.
+        check_all(
+            "sol",
+            Some("hvb"),
+            &[executed, ("ended_on", "2026-09-10")],
+            &NONE,
+            "2026-12-01",
+            &["placement_review 2026-03-02 → 2026-09-02 / 2026-09-02 closed 2026-09-10 missed"],
+        );
+        // A review recorded after the end starts no new cycle.
+        check_all(
+            "sol",
+            Some("hvb"),
+            &[executed, ("ended_on", "2026-08-20"), ("last_reviewed_on", "2026-08-25")],
+            &NONE,
+            "2026-12-01",
+            &["placement_review 2026-03-02 → 2026-09-02 / 2026-09-02 closed 2026-08-20 met"],
+        );
+    }
+
+    #[test]
+    fn a_restriction_is_reviewed_every_three_months_and_may_end_before_the_placement() {
+        // Reviewed Friday 2026-05-08 → Saturday 2026-08-08 → Monday 2026-08-10; ended 2026-06-01
+        // while the care goes on.
+        let columns = [
+            ("executed_on", "2026-01-15"),
+            ("restriction_decided_on", "2026-02-10"),
+            ("restriction_last_reviewed_on", "2026-05-08"),
+            ("restriction_ended_on", "2026-06-01"),
+        ];
+        check_all(
+            "lvu_2",
+            Some("hvb"),
+            &columns,
+            &NONE,
+            "2026-06-02",
+            &[
+                "placement_review 2026-01-15 → 2026-07-15 / 2026-07-15 open pending",
+                "restriction_review 2026-05-08 → 2026-08-08 / 2026-08-10 closed 2026-06-01 met",
+            ],
+        );
+        // Unreviewed, from the decision; the care's end ends it too.
+        check_all(
+            "lvu_2",
+            Some("hvb"),
+            &[("executed_on", "2026-01-15"), ("restriction_decided_on", "2026-02-10"), ("ended_on", "2026-05-20")],
+            &NONE,
+            "2026-06-02",
+            &[
+                "placement_review 2026-01-15 → 2026-07-15 / 2026-07-15 closed 2026-05-20 met",
+                "restriction_review 2026-02-10 → 2026-05-10 / 2026-05-11 closed 2026-05-20 missed",
+                "placement_follow_up 2026-05-20 → 2026-11-20 / 2026-11-20 open pending",
+            ],
+        );
+    }
+
+    #[test]
+    fn custody_transfer_after_two_years_in_the_home_then_yearly() {
+        // In the home since Tuesday 2025-03-11 (carried over from an earlier row), this row executed
+        // later: two years from home_since, 2027-03-11 (a Thursday).
+        let home = [("executed_on", "2026-03-02"), ("home_since", "2025-03-11")];
+        let placement = "placement_review 2026-03-02 → 2026-09-02 / 2026-09-02 open pending";
+        check_all(
+            "sol",
+            Some("family_home"),
+            &home,
+            &NONE,
+            "2026-06-01",
+            &[placement, "custody_transfer_review 2025-03-11 → 2027-03-11 / 2027-03-11 open pending"],
+        );
+        // Considered a month before (39 days): it does not close the two-year cycle.
+        let mut early = home.to_vec();
+        early.push(("custody_considered_on", "2027-01-31"));
+        check_all(
+            "sol",
+            Some("family_home"),
+            &early,
+            &NONE,
+            "2026-06-01",
+            &[placement, "custody_transfer_review 2025-03-11 → 2027-03-11 / 2027-03-11 open pending"],
+        );
+        // Within the last 30 days (exactly 30): it does; the next a year after it.
+        let mut in_window = home.to_vec();
+        in_window.push(("custody_considered_on", "2027-02-09"));
+        check_all(
+            "sol",
+            Some("family_home"),
+            &in_window,
+            &NONE,
+            "2026-06-01",
+            &[placement, "custody_transfer_review 2027-02-09 → 2028-02-09 / 2028-02-09 open pending"],
+        );
+        // Without home_since, from the execution; a jourhem or HVB owes none.
+        check_all(
+            "lvu_2",
+            Some("family_home"),
+            &[("executed_on", "2026-03-02")],
+            &NONE,
+            "2026-06-01",
+            &[placement, "custody_transfer_review 2026-03-02 → 2028-03-02 / 2028-03-02 open pending"],
+        );
+        check_all("sol", Some("hvb"), &home, &NONE, "2026-06-01", &[placement]);
+    }
+
+    /// The change from the running cycle the row `before` gave to the one `after` gives.
+    fn change(
+        basis: &str,
+        home: &str,
+        kind: Kind,
+        before: &[(&str, &str)],
+        after: &[(&str, &str)],
+    ) -> (CycleChange, Deadline) {
+        let pick = |p: &PlacementDates| {
+            placement_deadlines_for(p, &NONE, ON).into_iter().find(|x| x.kind == kind).expect("the running cycle")
+        };
+        let now = row(basis, Some(home), after);
+        let running = pick(&row(basis, Some(home), before));
+        (cycle_change(&running, &pick(&now), &now), running)
+    }
+
+    #[test]
+    fn only_a_later_review_closes_the_running_cycle() {
+        let executed = ("executed_on", "2026-03-02");
+        // A review recorded late: the cycle is missed on the review day, the next starts on it.
+        let (got, mut running) =
+            change("sol", "hvb", Kind::PlacementReview, &[executed], &[executed, ("last_reviewed_on", "2026-09-20")]);
+        assert_eq!(got, CycleChange::Next { closed_on: d("2026-09-20") });
+        running.closed_on = Some(d("2026-09-20"));
+        assert_eq!(running.status(d("2026-09-21")), Status::Missed);
+        // In time: met.
+        let (got, _) =
+            change("sol", "hvb", Kind::PlacementReview, &[executed], &[executed, ("last_reviewed_on", "2026-08-31")]);
+        assert_eq!(got, CycleChange::Next { closed_on: d("2026-08-31") });
+        // A review date corrected backwards closes nothing.
+        let later = [executed, ("last_reviewed_on", "2026-09-20")];
+        let (got, _) =
+            change("sol", "hvb", Kind::PlacementReview, &later, &[executed, ("last_reviewed_on", "2026-09-10")]);
+        assert_eq!(got, CycleChange::InPlace);
+        // A corrected execution closes nothing.
+        let (got, _) = change("sol", "hvb", Kind::PlacementReview, &[executed], &[("executed_on", "2026-03-05")]);
+        assert_eq!(got, CycleChange::InPlace);
+        // Reviewed, then ended: the review closes the cycle, the end the next.
+        let (got, _) = change(
+            "sol",
+            "hvb",
+            Kind::PlacementReview,
+            &[executed],
+            &[executed, ("last_reviewed_on", "2026-08-31"), ("ended_on", "2026-10-01")],
+        );
+        assert_eq!(got, CycleChange::Next { closed_on: d("2026-08-31") });
+        // The custody question considered early leaves the two-year cycle running; in the window
+        // it closes it.
+        let home = [executed, ("home_since", "2025-03-11")];
+        let (got, _) = change(
+            "sol",
+            "family_home",
+            Kind::CustodyTransferReview,
+            &home,
+            &[executed, ("home_since", "2025-03-11"), ("custody_considered_on", "2027-01-31")],
+        );
+        assert_eq!(got, CycleChange::InPlace);
+        let (got, _) = change(
+            "sol",
+            "family_home",
+            Kind::CustodyTransferReview,
+            &home,
+            &[executed, ("home_since", "2025-03-11"), ("custody_considered_on", "2027-02-09")],
+        );
+        assert_eq!(got, CycleChange::Next { closed_on: d("2027-02-09") });
+        // A restriction's review.
+        let restriction = [executed, ("restriction_decided_on", "2026-04-01")];
+        let (got, _) = change(
+            "lvu_2",
+            "hvb",
+            Kind::RestrictionReview,
+            &restriction,
+            &[executed, ("restriction_decided_on", "2026-04-01"), ("restriction_last_reviewed_on", "2026-06-30")],
+        );
+        assert_eq!(got, CycleChange::Next { closed_on: d("2026-06-30") });
+    }
+
+    #[test]
+    fn the_extension_cycle_of_the_care_application() {
+        // LVU 8 § andra st.: more time asked for on 2026-12-21, the court's new day 2027-01-15.
+        let mut columns = vec![
+            ("decided_on", "2026-11-25"),
+            ("executed_on", "2026-11-26"),
+            ("submitted_to_court_on", "2026-11-27"),
+            ("application_extension_requested_on", "2026-12-21"),
+            ("application_extended_to", "2027-01-15"),
+        ];
+        let second = |columns: &[(&str, &str)]| application_second_cycle(&row("lvu_6", None, columns));
+        let open = second(&columns).unwrap();
+        assert_eq!(
+            (open.start_on, open.nominal_due_on, open.due_on, open.closed_on, open.status(d("2027-01-10"))),
+            (d("2026-12-21"), d("2027-01-15"), d("2027-01-15"), None, Status::DueSoon)
+        );
+        // The first cycle is closed by the request, met.
+        let first = placement_deadlines_for(&row("lvu_6", None, &columns), &NONE, ON);
+        assert_eq!(first[1].closed_on, Some(d("2026-12-21")));
+        assert_eq!(first[1].status(d("2027-01-10")), Status::Met);
+        columns.push(("care_applied_on", "2027-01-18"));
+        assert_eq!(second(&columns).unwrap().status(d("2027-01-20")), Status::Missed);
+        // No granted day yet, or an application before the request: no second cycle.
+        assert_eq!(second(&columns[..4]), None);
+        let mut applied_first = columns[..5].to_vec();
+        applied_first.push(("care_applied_on", "2026-12-20"));
+        assert_eq!(second(&applied_first), None);
+        // The custody ended before the court's day: nothing was owed; after it, a miss.
+        let mut ended = columns[..5].to_vec();
+        ended.push(("ended_on", "2027-01-10"));
+        assert_eq!(second(&ended), None);
+        ended[5] = ("ended_on", "2027-01-20");
+        assert_eq!(second(&ended).unwrap().closed_on, Some(d("2027-01-20")));
+        // Not of a care decision.
+        assert_eq!(application_second_cycle(&row("lvu_2", None, &columns)), None);
+    }
+
     /// A placements row of any basis and home, its dates within a year of a decision in
     /// 2020–2030, each present or not (the row rules' order kept: nothing closes before the
     /// decision it must follow).
@@ -726,6 +1135,69 @@ mod tests {
             if p.basis.is_emergency_custody() && p.ended_on.is_none() {
                 prop_assert!(kinds.contains(&Kind::LvuCourtSubmission));
             }
+        }
+    }
+
+    /// A placement row of LVU care or a SoL placement with a restriction, reviews and
+    /// considerations each present or not, within three years of its execution.
+    fn any_reviewed_row() -> impl Strategy<Value = PlacementDates> {
+        let offset = || proptest::option::of(0i64..=1100);
+        (0usize..5, any::<bool>(), 0i64..=3650, offset(), offset(), (offset(), offset(), offset(), offset(), offset()))
+            .prop_map(|(basis, family, decided, home_back, reviewed, (restriction, r_rev, r_end, considered, end))| {
+                let executed_on = d("2020-01-01") + chrono::Duration::days(decided);
+                let at = |o: Option<i64>| o.map(|o| executed_on + chrono::Duration::days(o));
+                let mut p = PlacementDates::new(Basis::ALL[basis], executed_on);
+                p.executed_on = Some(executed_on);
+                p.home = Some(if family { Home::FamilyHome } else { Home::Hvb });
+                p.home_since = home_back.map(|o| executed_on - chrono::Duration::days(o));
+                p.last_reviewed_on = at(reviewed);
+                p.restriction_decided_on = at(restriction);
+                p.restriction_last_reviewed_on =
+                    p.restriction_decided_on.and_then(|r| r_rev.map(|o| r + chrono::Duration::days(o)));
+                p.restriction_ended_on =
+                    p.restriction_decided_on.and_then(|r| r_end.map(|o| r + chrono::Duration::days(o)));
+                p.custody_considered_on = at(considered);
+                p.ended_on = at(end);
+                p
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn recurring_cycles_keep_the_contract(p in any_reviewed_row(), holiday_rule in any::<bool>()) {
+            let options = RuleOptions { holiday_rule };
+            let deadlines = placement_deadlines_for(&p, &NONE, options);
+            for x in deadlines.iter().filter(|x| x.kind.is_recurring()) {
+                // The running cycle: never before the measure's start, closed only by an end.
+                let ended = match x.kind {
+                    Kind::RestrictionReview => [p.restriction_ended_on, p.ended_on].into_iter().flatten().min(),
+                    _ => p.ended_on,
+                };
+                prop_assert_eq!(x.closed_on, ended);
+                prop_assert!(x.nominal_due_on > x.start_on);
+                // The same row without its latest review gives the cycle this one follows, or the
+                // same cycle (in place).
+                let mut before = p;
+                match x.kind {
+                    Kind::PlacementReview => before.last_reviewed_on = None,
+                    Kind::RestrictionReview => before.restriction_last_reviewed_on = None,
+                    _ => before.custody_considered_on = None,
+                }
+                let running = placement_deadlines_for(&before, &NONE, options).into_iter().find(|y| y.kind == x.kind).unwrap();
+                match cycle_change(&running, x, &p) {
+                    CycleChange::Next { closed_on } => {
+                        prop_assert_eq!(closed_on, x.start_on);
+                        prop_assert!(x.start_on > running.start_on);
+                    }
+                    CycleChange::InPlace => prop_assert_eq!(running.start_on, x.start_on),
+                }
+            }
+            let recurring: Vec<Kind> = deadlines.iter().map(|x| x.kind).filter(|k| k.is_recurring()).collect();
+            prop_assert_eq!(recurring.contains(&Kind::PlacementReview), !p.basis.is_emergency_custody());
+            prop_assert_eq!(recurring.contains(&Kind::RestrictionReview), p.restriction_decided_on.is_some());
+            prop_assert_eq!(recurring.contains(&Kind::CustodyTransferReview), p.home == Some(Home::FamilyHome));
         }
     }
 
