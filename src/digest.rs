@@ -910,6 +910,7 @@ pub(crate) mod tests {
             first_seen_on: None,
             child_key: None,
             case_of: None,
+            cycle_start: None,
         }
     }
 

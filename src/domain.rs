@@ -336,4 +336,7 @@ pub struct StoredDeadline {
     /// A placement's case (its row's `case_ref`), for its notices' link (`mail.case_link` when
     /// `mail.placement_link` is not set); `None` for a case's own deadlines.
     pub case_of: Option<CaseRef>,
+    /// The cycle of a recurring clock or the second cycle of `lvu_care_application` (contract
+    /// §3: what is sent once is (reference, kind, cycle start day, step)); `None` for a one-off.
+    pub cycle_start: Option<NaiveDate>,
 }

@@ -71,9 +71,24 @@ impl NoticePayload {
     }
 }
 
-/// The outbox key of a notice: unique per (case, kind, step).
-pub fn notice_key(case_ref: &str, kind: Kind, step: i32) -> String {
-    format!("notice/{}/{case_ref}/{step}", kind.as_str())
+/// The outbox key of a notice: unique per (case, kind, step), and for a cycle of a recurring
+/// clock or the second cycle of `lvu_care_application` per (reference, kind, cycle start day,
+/// step) (contract §3). A one-off clock's key has no cycle, as before cycles existed, so that
+/// nothing recorded then is sent again.
+pub fn notice_key(case_ref: &str, kind: Kind, cycle_start: Option<NaiveDate>, step: i32) -> String {
+    match cycle_start {
+        Some(cycle) => format!("notice/{}/{case_ref}/{}/{step}", kind.as_str(), cycle.format("%Y-%m-%d")),
+        None => format!("notice/{}/{case_ref}/{step}", kind.as_str()),
+    }
+}
+
+/// The cycle a notice key of `case_ref` and `kind` carries ([`notice_key`]), `None` for a
+/// one-off clock's key.
+pub fn cycle_of_key(key: &str, case_ref: &str, kind: Kind) -> Option<NaiveDate> {
+    let rest = key.strip_prefix("notice/")?.strip_prefix(kind.as_str())?.strip_prefix('/')?;
+    let rest = rest.strip_prefix(case_ref)?.strip_prefix('/')?;
+    let (cycle, _step) = rest.split_once('/')?;
+    NaiveDate::parse_from_str(cycle, "%Y-%m-%d").ok()
 }
 
 /// A stable `Message-ID` for an outbox key, so a repeated mail is recognisable as the same
@@ -167,10 +182,10 @@ mod tests {
     #[test]
     fn message_ids_are_stable_and_carry_no_case_reference() {
         let from = EmailAddress::parse("fristvakt@kommun.example").unwrap();
-        let key = notice_key("2026-BU-0142", Kind::Assessment, -3);
+        let key = notice_key("2026-BU-0142", Kind::Assessment, None, -3);
         let id = message_id(&key, &from);
         assert_eq!(id, message_id(&key, &from));
-        assert_ne!(id, message_id(&notice_key("2026-BU-0142", Kind::Assessment, 0), &from));
+        assert_ne!(id, message_id(&notice_key("2026-BU-0142", Kind::Assessment, None, 0), &from));
         assert!(!id.contains("0142"), "{id}");
         assert!(id.starts_with('<') && id.ends_with("@kommun.example>"));
     }

@@ -506,6 +506,7 @@ fn compute<'c>(
                     seen_on: today,
                     child_key: chain_key(case, deadline.kind),
                     case_of: None,
+                    cycle_start: None,
                     deadline,
                 });
             }
@@ -701,7 +702,9 @@ pub async fn evaluate_ladders(
             report.deadlines_visited += 1;
             let deadline = &stored.deadline;
             let ladder = settings.ladders.for_kind(deadline.kind);
-            let steps = recorded.get(&(stored.case_ref.clone(), deadline.kind)).map(Vec::as_slice).unwrap_or(&[]);
+            let cycle = stored.cycle_start;
+            let steps =
+                recorded.get(&(stored.case_ref.clone(), deadline.kind, cycle)).map(Vec::as_slice).unwrap_or(&[]);
             let mut decision = decide(deadline, ladder, today, steps);
             // First seen long after its last day (the first start against a register with years
             // of history): every step is recorded as skipped, nothing is sent.
@@ -711,7 +714,7 @@ pub async fn evaluate_ladders(
                 decision = decision.silenced();
             }
             for offset in &decision.skip {
-                entries.push(skipped_entry(settings, &stored.case_ref, deadline.kind, *offset, not_before));
+                entries.push(skipped_entry(settings, (&stored.case_ref, deadline.kind, cycle), *offset, not_before));
                 report.skipped += 1;
             }
             if let Some(offset) = decision.send {
@@ -724,12 +727,12 @@ pub async fn evaluate_ladders(
                     let mut payload = notice::payload(&stored.case_ref, &stored.unit, deadline, step, today)
                         .with_caseworker(stored.caseworker.clone());
                     payload.case_of = stored.case_of.clone();
-                    entries.push(notice_entry(settings, payload, recipients, not_before));
+                    entries.push(notice_entry(settings, payload, cycle, recipients, not_before));
                     *report.enqueued.entry((deadline.kind, offset)).or_default() += 1;
                 }
             }
             let last = steps.iter().copied().chain(decision.send).chain(decision.skip.iter().copied()).max();
-            next_steps.push((stored.case_ref.clone(), deadline.kind, next_step_after(ladder, deadline, last)));
+            next_steps.push((stored.case_ref.clone(), deadline.kind, cycle, next_step_after(ladder, deadline, last)));
         }
         let inserted = state.record_steps(&entries, &next_steps, now).await?;
         if inserted.len() < entries.len() {
@@ -752,10 +755,11 @@ pub async fn evaluate_ladders(
 fn notice_entry(
     settings: &Settings,
     payload: notice::NoticePayload,
+    cycle_start: Option<NaiveDate>,
     recipients: Vec<Recipient>,
     not_before: DateTime<Utc>,
 ) -> OutboxEntry {
-    let key = notice::notice_key(payload.case_ref.as_str(), payload.kind, payload.step);
+    let key = notice::notice_key(payload.case_ref.as_str(), payload.kind, cycle_start, payload.step);
     OutboxEntry {
         message_id: notice::message_id(&key, &settings.mail.from),
         notice_key: key,
@@ -772,12 +776,11 @@ fn notice_entry(
 /// The record of a step passed over by a catch-up: it has no payload and is never sent.
 fn skipped_entry(
     settings: &Settings,
-    case_ref: &CaseRef,
-    kind: Kind,
+    (case_ref, kind, cycle_start): (&CaseRef, Kind, Option<NaiveDate>),
     offset: i32,
     not_before: DateTime<Utc>,
 ) -> OutboxEntry {
-    let key = notice::notice_key(case_ref.as_str(), kind, offset);
+    let key = notice::notice_key(case_ref.as_str(), kind, cycle_start, offset);
     OutboxEntry {
         message_id: notice::message_id(&key, &settings.mail.from),
         notice_key: key,
@@ -913,6 +916,7 @@ async fn current_of_chunk(
             withdrawn: false,
             child_key: r.child_key,
             case_of: None,
+            cycle_start: None,
         })
         .collect();
     for case_ref in broken {

@@ -309,7 +309,10 @@ pub async fn poll_preview(app: &App, at: Moment) -> Result<PollPreview, JobError
     for stored in &open {
         let deadline = &stored.deadline;
         let ladder = settings.ladders.for_kind(deadline.kind);
-        let steps = recorded.get(&(stored.case_ref.clone(), deadline.kind)).map(Vec::as_slice).unwrap_or(&[]);
+        let steps = recorded
+            .get(&(stored.case_ref.clone(), deadline.kind, stored.cycle_start))
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
         let mut decision = rules::decide(deadline, ladder, at.today, steps);
         if stored
             .first_seen_on

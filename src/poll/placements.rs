@@ -48,7 +48,9 @@ pub(crate) async fn sync_placements(
     let (rows, kept) = read_rows(register, settings, raws, &mut report.placement_rejected).await?;
     let read: HashSet<String> = rows.iter().map(|(row, _)| row.placement_ref.to_string()).collect();
     for chunk in rows.chunks(CHUNK_PLACEMENTS) {
-        let (records, refs) = compute(settings, (today, now), chunk);
+        let refs: Vec<CaseRef> = chunk.iter().map(|(row, _)| row.placement_ref.clone()).collect();
+        let running = running_cycles(&state.cycles_of(&refs).await?);
+        let (records, refs) = compute(settings, (today, now), chunk, &running);
         report.deadlines_stored += records.len() as u64;
         report.notices_cancelled += state.store_deadlines(&refs, &records, None).await?;
     }
@@ -153,21 +155,83 @@ fn context(row: &PlacementRow, facts: &CaseFacts) -> PlacementContext {
     }
 }
 
-/// The deadlines of `rows` to store on `today` (those retained at `now`), and the placements
-/// they stand for.
+/// The stored cycle each recurring clock of a placement runs in (the latest not withdrawn; for
+/// `lvu_care_application`, its second cycle), by reference and kind: its cycle start day and the
+/// deadline as stored.
+pub(crate) type RunningCycles = HashMap<(CaseRef, Kind), (NaiveDate, rules::Deadline)>;
+
+/// The running cycles among stored deadlines.
+pub(crate) fn running_cycles(stored: &[StoredDeadline]) -> RunningCycles {
+    let mut running = RunningCycles::new();
+    for d in stored.iter().filter(|d| !d.withdrawn) {
+        let Some(cycle) = d.cycle_start else { continue };
+        let key = (d.case_ref.clone(), d.deadline.kind);
+        if running.get(&key).is_none_or(|(latest, _)| *latest < cycle) {
+            running.insert(key, (cycle, d.deadline.clone()));
+        }
+    }
+    running
+}
+
+/// A placement's deadlines with their cycles (contract §2 "Recurring clocks"): a one-off clock
+/// has none; a recurring clock's running cycle keeps the stored cycle it recomputes in place, or,
+/// after a later review, closes it on the review day and starts the next; on first sight only
+/// the running cycle exists. The second cycle of `lvu_care_application` is identified by its
+/// first request day and recomputed in place after.
+fn with_cycles(
+    placement_ref: &CaseRef,
+    p: &rules::PlacementDates,
+    deadlines: Vec<rules::Deadline>,
+    running: &RunningCycles,
+) -> Vec<(rules::Deadline, Option<NaiveDate>)> {
+    let mut out = Vec::with_capacity(deadlines.len() + 1);
+    for deadline in deadlines {
+        if !deadline.kind.is_recurring() {
+            out.push((deadline, None));
+            continue;
+        }
+        match running.get(&(placement_ref.clone(), deadline.kind)) {
+            None => {
+                let cycle = deadline.start_on;
+                out.push((deadline, Some(cycle)));
+            }
+            Some((cycle, stored)) => match rules::cycle_change(stored, &deadline, p) {
+                rules::CycleChange::InPlace => out.push((deadline, Some(*cycle))),
+                rules::CycleChange::Next { closed_on } => {
+                    let closed = rules::Deadline { closed_on: Some(closed_on), ..stored.clone() };
+                    out.push((closed, Some(*cycle)));
+                    let next = deadline.start_on;
+                    out.push((deadline, Some(next)));
+                }
+            },
+        }
+    }
+    if let Some(second) = rules::application_second_cycle(p) {
+        let cycle = running
+            .get(&(placement_ref.clone(), Kind::LvuCareApplication))
+            .map_or(second.start_on, |(cycle, _)| *cycle);
+        out.push((second, Some(cycle)));
+    }
+    out
+}
+
+/// The deadlines of `rows` to store on `today` (those retained at `now`), given the running
+/// cycles stored for them, and the placements they stand for.
 fn compute(
     settings: &Settings,
     (today, now): (NaiveDate, DateTime<Utc>),
     rows: &[(PlacementRow, PlacementContext)],
+    running: &RunningCycles,
 ) -> (Vec<DeadlineRecord>, Vec<CaseRef>) {
     let options = RuleOptions { holiday_rule: settings.calendar.holiday_rule };
     let kept_from = retained_from(settings, now);
     let mut records = Vec::new();
     let mut refs = Vec::with_capacity(rows.len());
     for (row, context) in rows {
-        for deadline in rules::placement_deadlines_for(&row.dates, context, options)
+        let deadlines = rules::placement_deadlines_for(&row.dates, context, options);
+        for (deadline, cycle_start) in with_cycles(&row.placement_ref, &row.dates, deadlines, running)
             .into_iter()
-            .filter(|d| is_retained(d, kept_from))
+            .filter(|(d, _)| is_retained(d, kept_from))
         {
             let ladder = settings.ladders.for_kind(deadline.kind);
             records.push(DeadlineRecord {
@@ -180,6 +244,7 @@ fn compute(
                 seen_on: today,
                 child_key: None,
                 case_of: row.case_ref.clone(),
+                cycle_start,
                 deadline,
             });
         }
@@ -202,11 +267,22 @@ pub async fn current_placement_deadlines(
     let mut rejected = std::collections::BTreeMap::new();
     let (rows, kept) = read_rows(register, settings, raws, &mut rejected).await?;
     let computed: HashSet<&str> = rows.iter().map(|(r, _)| r.placement_ref.as_str()).collect();
-    let first_seen: HashMap<(CaseRef, Kind), Option<NaiveDate>> =
-        stored.iter().map(|d| ((d.case_ref.clone(), d.deadline.kind), d.first_seen_on)).collect();
+    let first_seen: HashMap<(CaseRef, Kind, Option<NaiveDate>), Option<NaiveDate>> =
+        stored.iter().map(|d| ((d.case_ref.clone(), d.deadline.kind, d.cycle_start), d.first_seen_on)).collect();
+    let running = running_cycles(&stored);
+    let (records, _) = compute(settings, (today, now), &rows, &running);
+    let recomputed: HashSet<(CaseRef, Kind, Option<NaiveDate>)> =
+        records.iter().map(|r| (r.case_ref.clone(), r.deadline.kind, r.cycle_start)).collect();
+    // A placement computed gives its deadlines anew, and keeps its stored cycles the computation
+    // does not give again (the closed ones, contract §2).
     let mut current: Vec<StoredDeadline> = stored
         .into_iter()
-        .filter(|d| !computed.contains(d.case_ref.as_str()))
+        .filter(|d| {
+            !computed.contains(d.case_ref.as_str())
+                || (d.cycle_start.is_some()
+                    && !d.withdrawn
+                    && !recomputed.contains(&(d.case_ref.clone(), d.deadline.kind, d.cycle_start)))
+        })
         .map(|mut d| {
             if !read_nothing && !kept.contains(d.case_ref.as_str()) {
                 d.withdrawn = true;
@@ -214,10 +290,12 @@ pub async fn current_placement_deadlines(
             d
         })
         .collect();
-    let (records, _) = compute(settings, (today, now), &rows);
     for r in records {
         current.push(StoredDeadline {
-            first_seen_on: first_seen.get(&(r.case_ref.clone(), r.deadline.kind)).copied().unwrap_or(Some(today)),
+            first_seen_on: first_seen
+                .get(&(r.case_ref.clone(), r.deadline.kind, r.cycle_start))
+                .copied()
+                .unwrap_or(Some(today)),
             case_ref: r.case_ref,
             unit: r.unit,
             caseworker: r.caseworker,
@@ -226,6 +304,7 @@ pub async fn current_placement_deadlines(
             withdrawn: false,
             child_key: None,
             case_of: r.case_of,
+            cycle_start: r.cycle_start,
         });
     }
     Ok(current)

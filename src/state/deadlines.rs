@@ -30,6 +30,19 @@ pub struct DeadlineRecord {
     pub child_key: Option<ChildKey>,
     /// A placement's case (its row's `case_ref`), for its notices' link; `None` for a case's own.
     pub case_of: Option<CaseRef>,
+    /// The cycle of a recurring clock or the second cycle of `lvu_care_application` (its first
+    /// start day, kept when the running cycle is recomputed in place); `None` for a one-off clock.
+    pub cycle_start: Option<NaiveDate>,
+}
+
+/// The stored form of a deadline's cycle: '' for a one-off clock, else `YYYY-MM-DD`.
+pub fn cycle_column(cycle_start: Option<NaiveDate>) -> String {
+    cycle_start.map(|d| d.format("%Y-%m-%d").to_string()).unwrap_or_default()
+}
+
+/// A stored cycle column read back; '' (a one-off clock) or an unreadable one is `None`.
+pub fn cycle_of_column(text: &str) -> Option<NaiveDate> {
+    NaiveDate::parse_from_str(text, "%Y-%m-%d").ok()
 }
 
 pub use crate::domain::StoredDeadline;
@@ -51,7 +64,7 @@ type MovedOver = Vec<(NaiveDate, DayKind)>;
 /// Binds a deadline record's columns to `$q` in the table's order: case_ref, kind, unit,
 /// caseworker, child_sex, start_on, nominal_due_on, due_on, closed_on, due_reason, extended_to,
 /// moved_over, next_step_on, row_updated_at, [`$seen_on` — the upsert's `first_seen_on`, when
-/// given,] child_key, case_of. One list for [`NARROW_UPDATE`] and the upsert, so that they cannot part.
+/// given,] child_key, case_of, cycle_start. One list for [`NARROW_UPDATE`] and the upsert, so that they cannot part.
 macro_rules! bind_record {
     ($q:expr, $r:expr $(, $seen_on:expr)?) => {{
         let r = $r;
@@ -74,6 +87,7 @@ macro_rules! bind_record {
             $(.bind($seen_on))?
             .bind(r.child_key.as_ref().map(ChildKey::as_str))
             .bind(r.case_of.as_ref().map(CaseRef::as_str))
+            .bind(cycle_column(r.cycle_start))
     }};
 }
 
@@ -84,12 +98,13 @@ macro_rules! bind_record {
 const UPSERT_ROWS: usize = 128;
 
 /// Parameters per deadline of [`NARROW_UPDATE`]'s values: column1 … column16 below.
-const NARROW_COLUMNS: usize = 16;
+const NARROW_COLUMNS: usize = 17;
 
 /// The update of deadlines whose indexed columns (`unit`, `due_on`, `closed_on`, `child_key`,
 /// `withdrawn`, `next_step_on`) stay: it sets only the others, so that no index is written.
 /// Values: case_ref, kind, unit, caseworker, child_sex, start_on, nominal_due_on, due_on,
-/// closed_on, due_reason, extended_to, moved_over, next_step_on, row_updated_at, child_key (the
+/// closed_on, due_reason, extended_to, moved_over, next_step_on, row_updated_at, child_key,
+/// case_of, cycle_start (the
 /// names SQLite and PostgreSQL both give the columns of a `VALUES` list). A deadline it matches
 /// gets from the upsert of [`StateStore::store_deadlines`] just these columns: not withdrawn, the
 /// same nominal and last day and closing day (so its ladder position stays), and a next step
@@ -98,7 +113,7 @@ const NARROW_UPDATE: &str = "UPDATE deadlines SET caseworker = v.column4, child_
      start_on = v.column6, due_reason = v.column10, extended_to = v.column11, moved_over = v.column12, \
      row_updated_at = v.column14, case_of = v.column16 FROM (VALUES ";
 const NARROW_WHERE: &str = ") AS v WHERE deadlines.case_ref = v.column1 AND deadlines.kind = v.column2 \
-     AND deadlines.withdrawn = FALSE AND deadlines.unit = v.column3 \
+     AND deadlines.cycle_start = v.column17 AND deadlines.withdrawn = FALSE AND deadlines.unit = v.column3 \
      AND deadlines.nominal_due_on = v.column7 AND deadlines.due_on = v.column8 \
      AND deadlines.closed_on IS NOT DISTINCT FROM v.column9 \
      AND deadlines.child_key IS NOT DISTINCT FROM v.column15 \
@@ -115,7 +130,7 @@ fn kinds_list(kinds: impl Iterator<Item = Kind>) -> String {
 
 pub(super) const DEADLINE_COLUMNS: &str =
     "case_ref, kind, unit, caseworker, child_sex, start_on, nominal_due_on, due_on, \
-     closed_on, due_reason, extended_to, moved_over, withdrawn, first_seen_on, child_key, case_of";
+     closed_on, due_reason, extended_to, moved_over, withdrawn, first_seen_on, child_key, case_of, cycle_start";
 
 impl StateStore {
     /// Stores computed deadlines of a batch of cases, in one transaction, writing only what
@@ -145,7 +160,7 @@ impl StateStore {
         records: &[DeadlineRecord],
         prints: Option<&mut PrintBook>,
     ) -> Result<u64, StateError> {
-        let per_row = 17;
+        let per_row = 18;
         with_pool!(&self.pool, p => {
             let mut tx = p.begin().await.map_err(query_error("starting a transaction"))?;
             // A batch of new cases (a first full pass) finds none: after a chunk that found
@@ -179,7 +194,7 @@ impl StateStore {
                 let mut sql = String::from(
                     "INSERT INTO deadlines (case_ref, kind, unit, caseworker, child_sex, start_on, nominal_due_on, \
                      due_on, closed_on, due_reason, extended_to, moved_over, next_step_on, row_updated_at, \
-                     first_seen_on, child_key, case_of, withdrawn) VALUES ",
+                     first_seen_on, child_key, case_of, cycle_start, withdrawn) VALUES ",
                 );
                 for i in 0..chunk.len() {
                     if i > 0 {
@@ -188,7 +203,7 @@ impl StateStore {
                     sql.push_str(&format!("({},FALSE)", self.marks(i * per_row + 1, per_row)));
                 }
                 sql.push_str(
-                    " ON CONFLICT (case_ref, kind) DO UPDATE SET unit = excluded.unit, \
+                    " ON CONFLICT (case_ref, kind, cycle_start) DO UPDATE SET unit = excluded.unit, \
                      caseworker = excluded.caseworker, child_sex = excluded.child_sex, start_on = excluded.start_on, \
                      next_step_on = CASE WHEN deadlines.withdrawn \
                        OR deadlines.nominal_due_on <> excluded.nominal_due_on OR deadlines.due_on <> excluded.due_on \
@@ -288,6 +303,29 @@ impl StateStore {
             .map_err(query_error("listing stored placements"))
     }
 
+    /// The stored cycles not withdrawn of the placements given (recurring clocks and the second
+    /// cycle of `lvu_care_application`), for a poll to tell a later review from a change in place.
+    pub async fn cycles_of(&self, refs: &[CaseRef]) -> Result<Vec<StoredDeadline>, StateError> {
+        let mut out = Vec::new();
+        for chunk in refs.chunks(BATCH_ROWS * 8) {
+            let sql = format!(
+                "SELECT {DEADLINE_COLUMNS} FROM deadlines WHERE withdrawn = FALSE AND cycle_start <> '' \
+                 AND case_ref IN ({})",
+                self.marks(1, chunk.len())
+            );
+            with_pool!(&self.pool, p => {
+                let mut q = sqlx::query(&sql).persistent(chunk.len() == BATCH_ROWS * 8);
+                for c in chunk {
+                    q = q.bind(c.as_str());
+                }
+                let rows = q.fetch_all(p).await.map_err(query_error("reading stored cycles"))?;
+                out.extend(decode_rows(&rows).0);
+                Ok::<_, StateError>(())
+            })?;
+        }
+        Ok(out)
+    }
+
     /// Withdraws every deadline of the cases given (they left the register); returns how many.
     pub async fn withdraw_cases<S: AsRef<str>>(&self, case_refs: &[S]) -> Result<u64, StateError> {
         let mut withdrawn = 0;
@@ -380,7 +418,7 @@ impl StateStore {
             let kinds: Vec<String> = Kind::of_placements().map(|k| format!("'{}'", k.as_str())).collect();
             sql.push_str(&format!(" AND kind IN ({})", kinds.join(", ")));
         }
-        sql.push_str(" ORDER BY case_ref, kind");
+        sql.push_str(" ORDER BY case_ref, kind, cycle_start");
         with_pool!(&self.pool, p => {
             let mut q = sqlx::query(&sql);
             for b in &binds {
@@ -668,5 +706,6 @@ fn stored_deadline(row: &impl Get) -> Result<StoredDeadline, StateError> {
         child_key: parsed_opt(row, "child_key", ChildKey::parse)
             .map_err(|_| StateError::Corrupt { column: "child_key", value: "(not shown)".to_string() })?,
         case_of: parsed_opt(row, "case_of", CaseRef::parse)?,
+        cycle_start: cycle_of_column(&column::<String>(row, "cycle_start")?),
     })
 }

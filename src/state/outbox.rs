@@ -274,21 +274,32 @@ pub(super) fn cancel_finished_sql(by_case: bool) -> String {
         "UPDATE outbox SET state = 'cancelled' \
          WHERE category{unindexed} = '{}' AND state{unindexed} IN ('pending', 'retrying') AND EXISTS ( \
            SELECT 1 FROM deadlines d WHERE d.case_ref = outbox.case_ref AND d.kind = outbox.kind \
-           AND (d.closed_on IS NOT NULL OR d.withdrawn))",
-        OutboxCategory::Notice.as_str()
+           AND {} AND (d.closed_on IS NOT NULL OR d.withdrawn))",
+        OutboxCategory::Notice.as_str(),
+        SAME_CYCLE
     )
 }
 
+/// Whether the outbox row (`outbox`) is a notice of the deadline `d`'s own cycle: its key begins
+/// with the key [`crate::notice::notice_key`] gives the deadline's cycle and the row's step (a
+/// key one role up adds `/up`). A one-off clock's cycle is '' and its key has no cycle.
+pub(super) const SAME_CYCLE: &str =
+    "substr(outbox.notice_key, 1, length('notice/' || d.kind || '/' || d.case_ref || '/' \
+     || CASE WHEN d.cycle_start = '' THEN '' ELSE d.cycle_start || '/' END || CAST(outbox.step AS TEXT))) \
+     = 'notice/' || d.kind || '/' || d.case_ref || '/' \
+     || CASE WHEN d.cycle_start = '' THEN '' ELSE d.cycle_start || '/' END || CAST(outbox.step AS TEXT)";
+
 impl StateStore {
-    /// The ladder steps already recorded in the outbox (sent, pending, skipped…) per deadline.
+    /// The ladder steps already recorded in the outbox (sent, pending, skipped…) per deadline
+    /// and cycle (`None` for a one-off clock; contract §3).
     pub async fn recorded_steps(
         &self,
         case_refs: &[CaseRef],
-    ) -> Result<HashMap<(CaseRef, Kind), Vec<i32>>, StateError> {
-        let mut out: HashMap<(CaseRef, Kind), Vec<i32>> = HashMap::new();
+    ) -> Result<HashMap<(CaseRef, Kind, Option<NaiveDate>), Vec<i32>>, StateError> {
+        let mut out: HashMap<(CaseRef, Kind, Option<NaiveDate>), Vec<i32>> = HashMap::new();
         for chunk in case_refs.chunks(BATCH_ROWS * 8) {
             let sql = format!(
-                "SELECT case_ref, kind, step FROM outbox WHERE category = '{}' AND state <> 'cancelled' \
+                "SELECT case_ref, kind, step, notice_key FROM outbox WHERE category = '{}' AND state <> 'cancelled' \
                  AND case_ref IN ({})",
                 OutboxCategory::Notice.as_str(),
                 self.marks(1, chunk.len())
@@ -302,7 +313,9 @@ impl StateStore {
                     let case_ref = super::parsed(&row, "case_ref", CaseRef::parse)?;
                     let kind = super::parsed(&row, "kind", str::parse::<Kind>)?;
                     let step: i64 = column(&row, "step")?;
-                    out.entry((case_ref, kind)).or_default().push(step as i32);
+                    let key: String = column(&row, "notice_key")?;
+                    let cycle = crate::notice::cycle_of_key(&key, case_ref.as_str(), kind);
+                    out.entry((case_ref, kind, cycle)).or_default().push(step as i32);
                 }
                 Ok::<_, StateError>(())
             })?;
@@ -316,7 +329,7 @@ impl StateStore {
     pub async fn record_steps(
         &self,
         entries: &[OutboxEntry],
-        next_steps: &[(CaseRef, Kind, Option<NaiveDate>)],
+        next_steps: &[(CaseRef, Kind, Option<NaiveDate>, Option<NaiveDate>)],
         now: DateTime<Utc>,
     ) -> Result<Vec<String>, StateError> {
         let payloads = entries
@@ -355,11 +368,14 @@ impl StateStore {
                     inserted.push(e.notice_key.clone());
                 }
             }
-            for (case_ref, kind, next) in next_steps {
-                sqlx::query("UPDATE deadlines SET next_step_on = $1 WHERE case_ref = $2 AND kind = $3")
+            for (case_ref, kind, cycle, next) in next_steps {
+                sqlx::query(
+                    "UPDATE deadlines SET next_step_on = $1 WHERE case_ref = $2 AND kind = $3 AND cycle_start = $4",
+                )
                     .bind(*next)
                     .bind(case_ref.as_str())
                     .bind(kind.as_str())
+                    .bind(super::deadlines::cycle_column(*cycle))
                     .execute(&mut *tx)
                     .await
                     .map_err(query_error("recording the next ladder step"))?;

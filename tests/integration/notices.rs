@@ -291,7 +291,7 @@ async fn ladder_sends_exact_notices_day_by_day(state_url: String) {
         let header_to: Vec<String> = mail.header("To").unwrap().split(',').map(|a| a.trim().to_string()).collect();
         assert_eq!(sorted(&header_to), sorted_strs(to), "{date}: To header");
         assert_eq!(subject(&mail), format!("Förhandsbedömning 2026-BU-0142: {situation}"));
-        let id = message_id(&notice_key("2026-BU-0142", Kind::Assessment, *step), &from);
+        let id = message_id(&notice_key("2026-BU-0142", Kind::Assessment, None, *step), &from);
         assert_eq!(mail.header("Message-ID").as_deref(), Some(id.as_str()), "{date}");
         assert_eq!(mail.header("Auto-Submitted").as_deref(), Some("auto-generated"));
         assert_eq!(mail.header("X-Auto-Response-Suppress").as_deref(), Some("All"));
@@ -801,7 +801,7 @@ async fn permanent_rejection_is_dead_at_once(state_url: String) {
     assert_eq!(report.total_dead(), 3, "{report:?}");
     assert_eq!(report.errors.get("permanent_5xx"), Some(&3), "{report:?}");
     assert_eq!(report.total_escalated(), 2, "{report:?}");
-    let key = notice_key("2026-BU-0142", Kind::Assessment, -3);
+    let key = notice_key("2026-BU-0142", Kind::Assessment, None, -3);
     let rows = app.state.outbox().await.unwrap();
     let row = rows.iter().find(|r| r.notice_key == key).unwrap().clone();
     assert!(rows.iter().all(|r| r.state == OutboxState::Dead || r.state == OutboxState::Skipped), "{rows:#?}");
@@ -828,7 +828,7 @@ async fn a_refused_recipient_does_not_stop_the_others_and_a_lone_one_goes_up(sta
         [assessment_case("2026-BU-0142", Some(CASEWORKER)), assessment_case("2026-BU-0143", Some(CASEWORKER_2))];
     let app = App::start(state_url, &cases, "always").await;
     let from = app.settings.mail.from.clone();
-    let key = |step: i32| notice_key("2026-BU-0142", Kind::Assessment, step);
+    let key = |step: i32| notice_key("2026-BU-0142", Kind::Assessment, None, step);
     app.smtp.refuse_recipients(&[CASEWORKER]);
 
     // −3 (caseworker only): refused, so the team lead gets it instead, as a row of its own.

@@ -276,10 +276,16 @@ async fn placements_give_the_contract_clocks(engine: Engine) {
         "2026-PL-0001 lvu_court_submission 2026-11-21 → 2026-11-28 / 2026-11-30 open due_soon",
         "2026-PL-0002 lvu_care_application 2026-11-26 → 2026-12-24 / 2026-12-28 open pending",
         "2026-PL-0002 lvu_court_submission 2026-11-25 → 2026-12-02 / 2026-12-02 closed 2026-11-26 met",
+        "2026-PL-0004 placement_review 2026-09-10 → 2027-03-10 / 2027-03-10 open pending",
         "2026-PL-0005 placement_follow_up 2026-08-31 → 2027-02-28 / 2027-03-01 open pending",
+        // Ended before its six months: nothing more to review.
+        "2026-PL-0005 placement_review 2026-06-01 → 2026-12-01 / 2026-12-01 closed 2026-08-31 met",
+        "2026-PL-0006 custody_transfer_review 2026-01-12 → 2028-01-12 / 2028-01-12 closed 2026-10-15 met",
         // Care begun under the custody before the care decision gained legal force: met.
         "2026-PL-0006 lvu_care_start 2026-02-02 → 2026-03-02 / 2026-03-02 closed 2026-01-12 met",
         "2026-PL-0006 placement_follow_up 2026-10-15 → 2027-04-15 / 2027-04-15 open pending",
+        // Sunday 2026-07-12 → Monday; ended unreviewed after it: missed.
+        "2026-PL-0006 placement_review 2026-01-12 → 2026-07-12 / 2026-07-13 closed 2026-10-15 missed",
     ];
     assert_eq!(placement_lines(&app).await, expected_first);
 
@@ -330,11 +336,170 @@ async fn placements_give_the_contract_clocks(engine: Engine) {
     assert_eq!(pass.placement_rows_read, 7);
     let lines = placement_lines(&app).await;
     assert!(!lines.iter().any(|l| l.starts_with("2026-PL-0002")), "{lines:#?}");
-    assert_eq!(lines.len(), 5, "{lines:#?}");
+    assert_eq!(lines.len(), 9, "{lines:#?}");
     // The cases' own deadlines are untouched by the placements' pass.
     let cases = app.state.deadlines(&DeadlineFilter::default()).await.unwrap();
     assert_eq!(cases.iter().filter(|d| !d.deadline.kind.is_placement()).count(), 3);
     app.close_connections().await;
+}
+
+/// The cycles of one placement's review as a register records reviews one at a time: each poll on
+/// its own day, the stored cycles and the notices written after it.
+async fn reviews_recorded_one_at_a_time(engine: Engine) {
+    let ws = Workspace::new();
+    let register_url = match engine {
+        Engine::Sqlite => {
+            std::fs::File::create(ws.path("register.db")).unwrap();
+            ws.sqlite_url("register.db")
+        }
+        Engine::Postgres => postgres::shared().fresh_database().await,
+    };
+    exec(&register_url, engine, &schema(engine)).await;
+    exec(
+        &register_url,
+        engine,
+        &[placement(&[
+            ("placement_ref", "2026-PL-0100"),
+            ("basis", "sol"),
+            ("home", "hvb"),
+            ("decided_on", "2026-03-02"),
+            ("executed_on", "2026-03-02"),
+            ("restriction_decided_on", "2026-03-02"),
+            ("updated_at", "2026-03-02T09:00:00Z"),
+        ])],
+    )
+    .await;
+    let path = ws.config("[units.\"BRO-BU\"]\nmanagers = [\"ec.bromma@kommun.example\"]\n");
+    let settings =
+        config::load_with_env(Some(&path), [("FRISTVAKT__REGISTER__URL".to_string(), register_url.clone())]).unwrap();
+    let app = App::start(Arc::new(settings), "test", at(8, 0)).await.unwrap();
+    let poll_on = |day: &'static str| {
+        let app = &app;
+        async move {
+            let now = Utc.from_utc_datetime(&date(day).and_hms_opt(9, 0, 0).unwrap());
+            jobs::poll::run_once(app, Moment::on(date(day), now)).await.unwrap().expect("the poll lease");
+        }
+    };
+    let review = |column: &str, day: &str, updated: &str| {
+        format!(
+            "UPDATE placements SET {column} = '{day}', updated_at = '{updated}' WHERE placement_ref = '2026-PL-0100'"
+        )
+    };
+    let cycles = |kind: &'static str| {
+        let app = &app;
+        async move {
+            let mut lines: Vec<String> = app
+                .state
+                .deadlines(&DeadlineFilter::default())
+                .await
+                .unwrap()
+                .iter()
+                .filter(|d| d.deadline.kind.as_str() == kind)
+                .map(|d| {
+                    let x = &d.deadline;
+                    let closed = x.closed_on.map_or("open".to_string(), |c| format!("closed {c}"));
+                    format!("{} → {} {closed}", x.start_on, x.due_on)
+                })
+                .collect();
+            lines.sort();
+            lines
+        }
+    };
+    let notices = || {
+        let app = &app;
+        async move {
+            let mut keys: Vec<String> = app
+                .state
+                .outbox()
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|r| r.kind.is_some_and(|k| k.as_str() == "placement_review"))
+                .map(|r| format!("{} {}", r.notice_key, r.state.as_str()))
+                .collect();
+            keys.sort();
+            keys
+        }
+    };
+
+    // First sight a month before the six months are up: the −30 step.
+    poll_on("2026-08-03").await;
+    assert_eq!(cycles("placement_review").await, ["2026-03-02 → 2026-09-02 open"]);
+    assert_eq!(notices().await, ["notice/placement_review/2026-PL-0100/2026-03-02/-30 pending"]);
+
+    // Reviewed on 2026-08-31, in time: the cycle is met and the next runs from the review
+    // (2027-02-28 is a Sunday → 2027-03-01). The first cycle's pending notice is cancelled.
+    exec(&register_url, engine, &[review("last_reviewed_on", "2026-08-31", "2026-08-31T10:00:00Z")]).await;
+    poll_on("2026-08-31").await;
+    assert_eq!(
+        cycles("placement_review").await,
+        ["2026-03-02 → 2026-09-02 closed 2026-08-31", "2026-08-31 → 2027-03-01 open"]
+    );
+    assert_eq!(notices().await, ["notice/placement_review/2026-PL-0100/2026-03-02/-30 cancelled"]);
+
+    // The new cycle's own −30 step: the same step of another cycle, sent once, and not again.
+    poll_on("2027-01-29").await;
+    poll_on("2027-01-29").await;
+    assert_eq!(
+        notices().await,
+        [
+            "notice/placement_review/2026-PL-0100/2026-03-02/-30 cancelled",
+            "notice/placement_review/2026-PL-0100/2026-08-31/-30 pending",
+        ]
+    );
+
+    // Reviewed late, on 2027-03-10: the second cycle is missed, the third runs from the review.
+    exec(&register_url, engine, &[review("last_reviewed_on", "2027-03-10", "2027-03-10T10:00:00Z")]).await;
+    poll_on("2027-03-10").await;
+    let three = [
+        "2026-03-02 → 2026-09-02 closed 2026-08-31",
+        "2026-08-31 → 2027-03-01 closed 2027-03-10",
+        "2027-03-10 → 2027-09-10 open",
+    ];
+    assert_eq!(cycles("placement_review").await, three);
+    let stored = app.state.deadlines(&DeadlineFilter::default()).await.unwrap();
+    let second = stored.iter().find(|d| d.deadline.start_on == date("2026-08-31")).unwrap();
+    assert_eq!(second.deadline.status(date("2027-03-10")).as_str(), "missed");
+
+    // The review date corrected backwards: nothing closes, the running cycle moves in place.
+    exec(&register_url, engine, &[review("last_reviewed_on", "2027-03-08", "2027-03-11T10:00:00Z")]).await;
+    poll_on("2027-03-11").await;
+    assert_eq!(cycles("placement_review").await, [three[0], three[1], "2027-03-08 → 2027-09-08 open"]);
+
+    // The restriction ends while the placement goes on; the restriction's running cycle closes,
+    // the placement's does not.
+    exec(&register_url, engine, &[review("restriction_ended_on", "2027-03-20", "2027-03-20T10:00:00Z")]).await;
+    poll_on("2027-03-20").await;
+    let restriction = cycles("restriction_review").await;
+    assert_eq!(restriction.len(), 1, "{restriction:?}");
+    assert!(restriction[0].ends_with("closed 2027-03-20"), "{restriction:?}");
+    assert_eq!(cycles("placement_review").await.last().unwrap(), "2027-03-08 → 2027-09-08 open");
+
+    // A full pass keeps the closed cycles of a placement still in the view.
+    jobs::full_pass::run_once(
+        &app,
+        Moment::on(date("2027-03-21"), Utc.with_ymd_and_hms(2027, 3, 21, 3, 0, 0).unwrap()),
+    )
+    .await
+    .unwrap()
+    .expect("the poll lease");
+    assert_eq!(cycles("placement_review").await.len(), 3);
+
+    // The placement ends: its running cycle closes on that day, met, and no new one starts.
+    exec(&register_url, engine, &[review("ended_on", "2027-04-01", "2027-04-01T10:00:00Z")]).await;
+    poll_on("2027-04-01").await;
+    assert_eq!(cycles("placement_review").await, [three[0], three[1], "2027-03-08 → 2027-09-08 closed 2027-04-01"]);
+    app.close_connections().await;
+}
+
+#[tokio::test]
+async fn reviews_recorded_one_at_a_time_on_sqlite() {
+    reviews_recorded_one_at_a_time(Engine::Sqlite).await;
+}
+
+#[tokio::test]
+async fn reviews_recorded_one_at_a_time_on_postgres() {
+    reviews_recorded_one_at_a_time(Engine::Postgres).await;
 }
 
 #[tokio::test]

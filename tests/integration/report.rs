@@ -317,6 +317,7 @@ async fn scripted_state(settings: &Settings) -> StateStore {
             seen_on: chrono::NaiveDate::from_ymd_opt(2026, 11, 1).unwrap(),
             child_key: None,
             case_of: None,
+            cycle_start: None,
         });
     };
     let (f, m) = (Some(Sex::Female), Some(Sex::Male));
@@ -408,6 +409,7 @@ async fn chain_state(settings: &Settings) -> StateStore {
             seen_on: d("2026-11-01"),
             child_key: key.map(|k| ChildKey::parse(&child(k)).unwrap()),
             case_of: None,
+            cycle_start: None,
         });
     };
     use Kind::{Assessment, Investigation};

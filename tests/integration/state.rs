@@ -156,6 +156,7 @@ async fn a_holiday_move_comes_back_with_its_days(postgres: Option<String>) {
             seen_on: chrono::NaiveDate::from_ymd_opt(2026, 11, 1).unwrap(),
             child_key: None,
             case_of: None,
+            cycle_start: None,
         })
         .collect();
     state.store_deadlines(std::slice::from_ref(&case_ref), &records, None).await.unwrap();
@@ -197,6 +198,7 @@ async fn an_undecodable_deadline_costs_only_itself(postgres: Option<String>) {
                 seen_on: chrono::NaiveDate::from_ymd_opt(2026, 11, 1).unwrap(),
                 child_key: None,
                 case_of: None,
+                cycle_start: None,
             })
         })
         .collect();
@@ -306,6 +308,7 @@ async fn deadline_counts_agree_with_the_rules_status(postgres: Option<String>) {
                 seen_on: chrono::NaiveDate::from_ymd_opt(2026, 11, 1).unwrap(),
                 child_key: None,
                 case_of: None,
+                cycle_start: None,
             });
         }
         case_refs.push(row.case_ref);
@@ -395,6 +398,7 @@ async fn outbox_claims_are_fenced_renewed_and_survive_a_cancel(postgres: Option<
                     seen_on: chrono::NaiveDate::from_ymd_opt(2026, 11, 1).unwrap(),
                     child_key: None,
                     case_of: None,
+                    cycle_start: None,
                 })
             })
             .collect()
@@ -458,7 +462,7 @@ async fn open(postgres: Option<String>) -> (Workspace, Settings, StateStore) {
 fn notice_entry(settings: &Settings, case_ref: &str) -> OutboxEntry {
     let day = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
     let case_ref = CaseRef::parse(case_ref).unwrap();
-    let key = notice::notice_key(case_ref.as_str(), Kind::Assessment, 0);
+    let key = notice::notice_key(case_ref.as_str(), Kind::Assessment, None, 0);
     OutboxEntry {
         message_id: notice::message_id(&key, &settings.mail.from),
         notice_key: key,
