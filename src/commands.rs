@@ -480,16 +480,32 @@ pub async fn explain(settings: Arc<Settings>, case_ref: &str, today: Option<Naiv
                 .await
                 .map_err(JobError::from)?,
         };
-        Ok::<_, CommandError>((raw, same_child, outbox, placement))
+        // A placement's stored cycles of its recurring clocks (contract §2): explain lists them.
+        let cycles = match placement {
+            Some(_) => {
+                let filter =
+                    crate::state::DeadlineFilter { case_ref: Some(case_ref.to_string()), ..Default::default() };
+                let stored = app.state.deadlines(&filter).await.map_err(JobError::from)?;
+                stored.into_iter().filter(|d| d.cycle_start.is_some()).collect()
+            }
+            None => Vec::new(),
+        };
+        Ok::<_, CommandError>((raw, same_child, outbox, placement, cycles))
     }
     .await;
     app.close_connections().await;
-    let (raw, same_child, outbox, placement) = found?;
+    let (raw, same_child, outbox, placement, cycles) = found?;
+    // The cycle each recurring clock runs in: its recorded steps are that cycle's alone.
+    let running = crate::poll::placements::running_cycles(&cycles);
     // The steps recorded for a kind; a notice sent one role up (key + "/up") shows with the step
     // it stands in for.
     let recorded = |kind| {
         let mut steps: Vec<jobs::show::RecordedStep> = Vec::new();
-        for r in outbox.iter().filter(|r| r.kind == Some(kind)) {
+        let cycle = running.iter().find(|((_, k), _)| *k == kind).map(|(_, (cycle, _))| *cycle);
+        let own_cycle = |r: &&crate::state::OutboxRow| {
+            crate::notice::cycle_of_key(&r.notice_key, case_ref, kind) == cycle || !kind.is_recurring()
+        };
+        for r in outbox.iter().filter(|r| r.kind == Some(kind)).filter(own_cycle) {
             let Some(step) = r.step else { continue };
             match steps.iter_mut().find(|s| s.step == step) {
                 Some(s) if r.notice_key.ends_with("/up") => s.up = Some(r.state),
@@ -501,7 +517,12 @@ pub async fn explain(settings: Arc<Settings>, case_ref: &str, today: Option<Naiv
     let Some(raw) = raw else {
         return match placement {
             Some(Ok((row, context))) => {
-                let text = jobs::show::explain_placement_text(&settings, &row, &context, today, recorded);
+                let closed: Vec<crate::rules::Deadline> = cycles
+                    .iter()
+                    .filter(|d| d.deadline.is_closed() && d.deadline.kind.is_recurring())
+                    .map(|d| d.deadline.clone())
+                    .collect();
+                let text = jobs::show::explain_placement_text(&settings, &row, &context, today, &closed, recorded);
                 terminal::print_text(&text).map_err(output_error)
             }
             Some(Err(r)) => Err(CommandError::Runtime(format!("the placements row is skipped by every poll: {r}"))),

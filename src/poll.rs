@@ -677,7 +677,7 @@ pub async fn evaluate_ladders(
     now: DateTime<Utc>,
 ) -> Result<LadderReport, PollError> {
     let mut report = LadderReport::default();
-    let mut visited: HashSet<(CaseRef, Kind)> = HashSet::new();
+    let mut visited: HashSet<(CaseRef, Kind, Option<NaiveDate>)> = HashSet::new();
     let not_before = settings.mail.send_window.next_open(now, settings.timezone);
     loop {
         let (batch, unreadable) = state.deadlines_due_for_steps(today, LADDER_BATCH).await?;
@@ -689,7 +689,8 @@ pub async fn evaluate_ladders(
             }
             break;
         }
-        let fresh = batch.iter().filter(|d| !visited.contains(&(d.case_ref.clone(), d.deadline.kind))).count();
+        let fresh =
+            batch.iter().filter(|d| !visited.contains(&(d.case_ref.clone(), d.deadline.kind, d.cycle_start))).count();
         if fresh == 0 {
             return Err(PollError::NoProgress(batch.len()));
         }
@@ -698,7 +699,7 @@ pub async fn evaluate_ladders(
         let mut entries = Vec::new();
         let mut next_steps = Vec::with_capacity(batch.len());
         for stored in &batch {
-            visited.insert((stored.case_ref.clone(), stored.deadline.kind));
+            visited.insert((stored.case_ref.clone(), stored.deadline.kind, stored.cycle_start));
             report.deadlines_visited += 1;
             let deadline = &stored.deadline;
             let ladder = settings.ladders.for_kind(deadline.kind);

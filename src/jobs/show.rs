@@ -426,12 +426,14 @@ pub fn explain_text(
 }
 
 /// The explanation of a placement's deadlines (contract §1b): what the row is, each clock as
-/// `explain` words a case's; `recorded` as for [`explain_text`].
+/// `explain` words a case's, and the closed cycles of its recurring clocks that fristvakt keeps
+/// (`closed_cycles`, contract §2); `recorded` as for [`explain_text`], of the running cycles.
 pub fn explain_placement_text(
     settings: &Settings,
     row: &register::PlacementRow,
     context: &rules::PlacementContext,
     today: NaiveDate,
+    closed_cycles: &[rules::Deadline],
     recorded: impl Fn(Kind) -> Vec<RecordedStep>,
 ) -> String {
     let sv = settings.mail.language == Language::Swedish;
@@ -458,6 +460,30 @@ pub fn explain_placement_text(
         });
     }
     explain_deadlines(settings, &deadlines, today, recorded, &mut out);
+    if !closed_cycles.is_empty() {
+        out.push_str(if sv { "\nAvslutade perioder:\n" } else { "\nClosed cycles:\n" });
+        for d in closed_cycles {
+            let closed_on = d.closed_on.map(|c| c.to_string()).unwrap_or_default();
+            let status = d.status(today);
+            out.push_str(&if sv {
+                format!(
+                    "  {} {} → {}, avslutad {closed_on}: {}\n",
+                    d.kind.as_str(),
+                    d.start_on,
+                    d.due_on,
+                    status.as_str()
+                )
+            } else {
+                format!(
+                    "  {} {} → {}, closed {closed_on}: {}\n",
+                    d.kind.as_str(),
+                    d.start_on,
+                    d.due_on,
+                    status.as_str()
+                )
+            });
+        }
+    }
     out
 }
 

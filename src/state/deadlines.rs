@@ -1,5 +1,7 @@
-//! The computed deadlines: one row per (case, kind), upserted by every poll that reads the case,
-//! with the day its next ladder step fires (`next_step_on`, indexed).
+//! The computed deadlines: one row per (case, kind, cycle), upserted by every poll that reads the
+//! case, with the day its next ladder step fires (`next_step_on`, indexed). A one-off clock's
+//! cycle is '' (one row per case and kind); a recurring clock keeps one row per cycle, identified
+//! by the cycle's first start day (contract §2 "Recurring clocks"), closed cycles included.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 

@@ -42,7 +42,7 @@ const CASES: [(Kind, &str, &str); 5] = [
 
 /// One placement per placement kind, each with a notice due on [`TODAY`]: (kind, reference,
 /// columns and values).
-const PLACEMENTS: [(Kind, &str, &str); 5] = [
+const PLACEMENTS: [(Kind, &str, &str); 8] = [
     // Decided Friday 13 March: a week to today (step 0).
     (Kind::LvuCourtSubmission, "2026-PL-0001", "basis = 'lvu_6', decided_on = '2026-03-13'"),
     // Executed 20 February, submitted the next day: four weeks to today (−1 reached on the 19th).
@@ -61,6 +61,27 @@ const PLACEMENTS: [(Kind, &str, &str); 5] = [
     ),
     // LVU care ended 20 September: the compulsory follow-up's six months to today.
     (Kind::PlacementFollowUp, "2026-PL-0005", "basis = 'lvu_2', decided_on = '2025-03-03', ended_on = '2025-09-20'"),
+    // Executed 2025-09-25 → 2026-03-25: the −7 step on 2026-03-18.
+    (
+        Kind::PlacementReview,
+        "2026-PL-0006",
+        "basis = 'sol', home = 'hvb', decided_on = '2025-09-25', executed_on = '2025-09-25'",
+    ),
+    // The care reviewed lately; the restriction decided 2025-12-26 → 2026-03-26: its −14 step on
+    // 2026-03-12.
+    (
+        Kind::RestrictionReview,
+        "2026-PL-0007",
+        "basis = 'lvu_2', home = 'hvb', decided_on = '2025-12-26', executed_on = '2025-12-26', \
+         last_reviewed_on = '2026-03-01', restriction_decided_on = '2025-12-26'",
+    ),
+    // In the family home since 2024-03-25 → 2026-03-25: the −30 step on 2026-02-23.
+    (
+        Kind::CustodyTransferReview,
+        "2026-PL-0008",
+        "basis = 'lvu_2', home = 'family_home', decided_on = '2024-03-25', executed_on = '2024-03-25', \
+         home_since = '2024-03-25', last_reviewed_on = '2026-03-01'",
+    ),
 ];
 
 async fn register(ws: &Workspace) {

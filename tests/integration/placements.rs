@@ -490,6 +490,26 @@ async fn reviews_recorded_one_at_a_time(engine: Engine) {
     poll_on("2027-04-01").await;
     assert_eq!(cycles("placement_review").await, [three[0], three[1], "2027-03-08 → 2027-09-08 closed 2027-04-01"]);
     app.close_connections().await;
+
+    // `deadlines` gives one object per stored cycle, closed ones included, unique by
+    // (case_ref, kind, start_on); `explain` lists the closed cycles.
+    let env = [("FRISTVAKT__REGISTER__URL", register_url.as_str())];
+    let out = fristvakt(Some(&path), &["deadlines", "--format", "json", "--today", "2027-04-02"], &env);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let listed: Vec<Value> = serde_json::from_str(&stdout(&out)).unwrap();
+    let reviews: Vec<&Value> = listed.iter().filter(|d| d["kind"] == "placement_review").collect();
+    assert_eq!(reviews.len(), 3, "{reviews:#?}");
+    let mut identities: Vec<String> =
+        listed.iter().map(|d| format!("{} {} {}", d["case_ref"], d["kind"], d["start_on"])).collect();
+    let all = identities.len();
+    identities.sort();
+    identities.dedup();
+    assert_eq!(identities.len(), all);
+    let out = fristvakt(Some(&path), &["explain", "2026-PL-0100", "--today", "2027-04-02"], &env);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("placement_review 2026-08-31 → 2027-03-01"), "{text}");
+    assert!(text.contains("2027-03-10: missed"), "{text}");
 }
 
 #[tokio::test]
