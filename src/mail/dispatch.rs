@@ -27,7 +27,8 @@ use tokio::task::{JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Settings, Transport};
-use crate::mail::compose::{compose_digest, compose_notice_instead_of};
+use crate::domain::{log_safe, EmailAddress};
+use crate::mail::compose::{compose_digest, compose_notice_instead_of, usable_address, ComposeError};
 use crate::mail::transport::{scrub, Connection, DeliverError, Mailer, RecipientResult, SendError};
 use crate::notice::{message_id, Recipient};
 use crate::rules::Kind;
@@ -72,8 +73,11 @@ pub struct DispatchReport {
     pub errors: BTreeMap<&'static str, u64>,
     /// Recipients refused permanently, per row label (the row may still be sent to others).
     pub refused_recipients: BTreeMap<MailLabel, u64>,
-    /// Notices written one role up because every recipient refused them.
+    /// Notices written one role up because they reached none of their recipients.
     pub escalated: BTreeMap<MailLabel, u64>,
+    /// Dead letters by cause (`refused`, `gave_up`, `unreadable`): rows given up that reached
+    /// nobody and went to no role up — the last resort, for an operator to act on.
+    pub dead_letters: BTreeMap<&'static str, u64>,
     /// Refusals of fristvakt by the server (tls, auth, sender, greeting): each stopped the run.
     pub server_refusals: BTreeMap<&'static str, u64>,
     /// The mail server could not be reached or would not talk (connect, timeout, transient):
@@ -125,6 +129,10 @@ impl DispatchReport {
         self.escalated.values().sum()
     }
 
+    pub fn total_dead_letters(&self) -> u64 {
+        self.dead_letters.values().sum()
+    }
+
     /// Adds the counts of a later run to these; `more` is the later run's.
     pub fn absorb(&mut self, other: DispatchReport) {
         fn add<K: Ord>(into: &mut BTreeMap<K, u64>, from: BTreeMap<K, u64>) {
@@ -139,6 +147,7 @@ impl DispatchReport {
         add(&mut self.errors, other.errors);
         add(&mut self.refused_recipients, other.refused_recipients);
         add(&mut self.escalated, other.escalated);
+        add(&mut self.dead_letters, other.dead_letters);
         add(&mut self.server_refusals, other.server_refusals);
         self.unavailable = self.unavailable.or(other.unavailable);
         self.claims_lost += other.claims_lost;
@@ -223,6 +232,7 @@ pub async fn dispatch_until(
             postponed = report.total_postponed(),
             refused_recipients = report.total_refused_recipients(),
             escalated = report.total_escalated(),
+            dead_letters = report.total_dead_letters(),
             claims_lost = report.claims_lost,
             paused = report.paused(),
             "outbox dispatched"
@@ -376,6 +386,9 @@ fn tally(
     }
     if handled.unconfirmed {
         report.unconfirmed += 1;
+    }
+    if let Some(cause) = handled.dead_letter {
+        *report.dead_letters.entry(cause).or_default() += 1;
     }
     let map = match handled.outcome {
         Outcome::Released => return,
@@ -686,11 +699,13 @@ struct Handled {
     escalated: bool,
     /// The message's end went out unanswered: the server may have the mail.
     unconfirmed: bool,
+    /// Given up with nobody reached and no role above: a dead letter, by cause.
+    dead_letter: Option<&'static str>,
 }
 
 impl From<Outcome> for Handled {
     fn from(outcome: Outcome) -> Handled {
-        Handled { outcome, refused: 0, escalated: false, unconfirmed: false }
+        Handled { outcome, refused: 0, escalated: false, unconfirmed: false, dead_letter: None }
     }
 }
 
@@ -727,13 +742,10 @@ async fn handle_claimed(
 /// skipped without a trace.
 async fn give_up_undecodable(ctx: &Context, row: &UndecodableRow) -> Result<(MailLabel, Handled), StateError> {
     let label = MailLabel { category: row.category, kind: row.kind, step: row.step };
+    let key = log_key(&row.notice_key, row.category);
     if !ctx.state.mark_failed(row.id, &ctx.holder, &format!("{}: {}", row.class, row.error), None).await? {
-        return Ok((label, claim_lost(&row.notice_key).into()));
+        return Ok((label, claim_lost(&key).into()));
     }
-    let key = match row.category {
-        Some(OutboxCategory::Notice) => row.notice_key.as_str(),
-        _ => row.notice_key.rsplit_once('/').map(|(head, _)| head).unwrap_or("(unknown)"),
-    };
     tracing::error!(
         outbox_key = %key,
         class = row.class,
@@ -741,7 +753,7 @@ async fn give_up_undecodable(ctx: &Context, row: &UndecodableRow) -> Result<(Mai
         error = %row.error,
         "outbox row cannot be decoded; given up (dead)"
     );
-    Ok((label, Outcome::Dead(row.class).into()))
+    Ok((label, Handled { dead_letter: Some(dead_letter_cause(row.class)), ..Outcome::Dead(row.class).into() }))
 }
 
 /// Why a claimed row is not to be sent now.
@@ -798,7 +810,7 @@ async fn handle(
         // hours, throttled by the SMTP pool, rather than in a burst at midnight.
         let at = ctx.settings.mail.send_window.next_open(ctx.now(), ctx.settings.timezone);
         if !ctx.state.postpone(row.id, &ctx.holder, at).await? {
-            return Ok((label, claim_lost(loggable_key(row)).into()));
+            return Ok((label, claim_lost(&loggable_key(row)).into()));
         }
         tracing::debug!(outbox_key = %loggable_key(row), at = %at, "outside the sending window; postponed");
         return Ok((label, Outcome::Postponed.into()));
@@ -806,39 +818,56 @@ async fn handle(
     if let Some(hold) = Hold::now(ctx) {
         return Ok((label, hold.apply(ctx, row).await?.into()));
     }
-    let message = match &row.payload {
+    // Only the recipients not yet settled: a retry never repeats the mail to one who has it.
+    let owed: Vec<&Recipient> =
+        row.recipients.iter().filter(|r| !row.deliveries.iter().any(|d| d.address == r.address)).collect();
+    // A recipient the mail library cannot address is refused on its own (the message is
+    // composed for the others, so that one odd address does not stop the mail).
+    let addressable: Vec<Recipient> = row.recipients.iter().filter(|r| usable_address(&r.address)).cloned().collect();
+    let unaddressable = |r: &Recipient| !addressable.iter().any(|a| a.address == r.address);
+    let local_refusal = || {
+        RecipientResult::Refused(SendError {
+            permanent: true,
+            class: "address",
+            message: "not an address the mail library can send to".into(),
+        })
+    };
+    let composed = match &row.payload {
+        OutboxPayload::Notice(Some(_)) if addressable.is_empty() => Err(ComposeError::NoRecipients),
         OutboxPayload::Notice(Some(payload)) => {
-            match compose_notice_instead_of(
-                &ctx.settings,
-                payload,
-                &row.recipients,
-                &row.replaces,
-                ctx.today,
-                &row.message_id,
-            ) {
-                Ok(message) => message,
-                Err(e) => return give_up(ctx, row, label, "compose", &scrub(&e.to_string())).await,
-            }
+            compose_notice_instead_of(&ctx.settings, payload, &addressable, &row.replaces, ctx.today, &row.message_id)
         }
         // Only a skipped step has no payload, and skipped rows are never claimed.
         OutboxPayload::Notice(None) => {
             return give_up(ctx, row, label, "bad_payload", "a notice without a payload").await;
         }
-        OutboxPayload::Digest(digest) => match compose_digest(&ctx.settings, digest, &row.message_id) {
-            Ok(message) => message,
-            Err(e) => return give_up(ctx, row, label, "compose", &e.to_string()).await,
-        },
+        OutboxPayload::Digest(digest) => compose_digest(&ctx.settings, digest, &row.message_id),
         // A row this version cannot render is given up visibly rather than retried for ever.
         OutboxPayload::DigestRun(_) => {
             return give_up(ctx, row, label, "unknown_category", "a digest_run record is never sent").await;
         }
     };
-    // Only the recipients not yet settled: a retry never repeats the mail to one who has it.
-    let owed: Vec<&Recipient> =
-        row.recipients.iter().filter(|r| !row.deliveries.iter().any(|d| d.address == r.address)).collect();
-    let addresses: Vec<_> = owed.iter().map(|r| r.address.clone()).collect();
+    let message = match composed {
+        Ok(message) => message,
+        // The mail cannot be written for these recipients: none of them gets it, so the step goes
+        // one role up (where the message is composed for others), or is a dead letter.
+        Err(e) => {
+            let error = SendError { permanent: true, class: "compose", message: scrub(&e.to_string()) };
+            let results = owed
+                .iter()
+                .map(|r| {
+                    let result =
+                        if unaddressable(r) { local_refusal() } else { RecipientResult::Refused(error.clone()) };
+                    (r.address.clone(), result)
+                })
+                .collect();
+            return conclude(ctx, row, label, results, chrono::Duration::zero()).await;
+        }
+    };
+    let addresses: Vec<_> = owed.iter().filter(|r| !unaddressable(r)).map(|r| r.address.clone()).collect();
     let results = if addresses.is_empty() {
-        // Settled by an attempt whose outcome was recorded but not its end: finish the row.
+        // Settled by an attempt whose outcome was recorded but not its end, or no recipient
+        // left that the mail library can address: finish the row.
         Vec::new()
     } else {
         let Ok(permit) = ctx.lanes.permits.acquire().await else {
@@ -911,12 +940,18 @@ async fn handle(
             Ok(results) => results,
             Err(DeliverError::Server(error)) => return server_refused(ctx, row, label, &error).await,
             Err(DeliverError::Unavailable(error)) => return unavailable(ctx, row, label, &error).await,
-            Err(DeliverError::Message(SendError { permanent: true, class, message })) => {
-                return give_up(ctx, row, label, class, &message).await;
-            }
-            Err(DeliverError::Message(SendError { class, message, .. })) => {
-                return retry_or_give_up(ctx, row, label, &row.deliveries, class, &message, 0).await;
-            }
+            // The attempt failed as a whole: a permanent failure (a 5xx reply to `DATA` or to the
+            // message's end) refuses every recipient it was for; a transient one defers them.
+            Err(DeliverError::Message(error)) => addresses
+                .iter()
+                .map(|_| {
+                    if error.permanent {
+                        RecipientResult::Refused(error.clone())
+                    } else {
+                        RecipientResult::Deferred(error.clone())
+                    }
+                })
+                .collect(),
             Err(DeliverError::Unconfirmed(error)) => return unconfirmed(ctx, row, label, &error).await,
             // The previous mail on the lane could not be recorded (the state store failing, this
             // run is ending), or the daemon is stopping: this one was not sent, and goes out in a
@@ -933,14 +968,205 @@ async fn handle(
             }
         }
     };
+    // Each owed recipient's result, in the row's order: those the mail library cannot address
+    // refused here, the others as the server answered.
+    let mut answered = results.into_iter();
+    let results: Vec<(EmailAddress, RecipientResult)> = owed
+        .iter()
+        .filter_map(|r| {
+            let result = if unaddressable(r) { Some(local_refusal()) } else { answered.next() };
+            result.map(|result| (r.address.clone(), result))
+        })
+        .collect();
+    conclude(ctx, row, label, results, chrono::Duration::zero()).await
+}
+
+/// Settles an attempt ([`settle`]) and records it: sent, retried no sooner than `at_least`
+/// from now, or — nobody reached — dead, with the notice one role up when there is one, else
+/// a dead letter (counted, logged as an error).
+async fn conclude(
+    ctx: &Context,
+    row: &OutboxRow,
+    label: MailLabel,
+    results: Vec<(EmailAddress, RecipientResult)>,
+    at_least: chrono::Duration,
+) -> Result<(MailLabel, Handled), StateError> {
+    let policy = Policy {
+        now: ctx.now(),
+        tried_for: ctx.settings.mail.send_window.open_between(
+            row.created_at.max(row.not_before),
+            ctx.now(),
+            ctx.settings.timezone,
+        ),
+        give_up_after: chrono::Duration::from_std(ctx.settings.mail.give_up_after).unwrap_or(chrono::Duration::days(2)),
+    };
+    let settlement = settle(row, results, &policy);
+    let refused = settlement.refused;
+    let (attempt_state, next, error, escalation) = match &settlement.verdict {
+        Verdict::Sent { note } => (OutboxState::Sent, None, note.clone(), None),
+        Verdict::Retry { error, .. } => {
+            let jitter = rand::thread_rng().gen_range(0.8..=1.2);
+            let next = policy.now + retry_delay(&ctx.settings, row.attempts, jitter).max(at_least);
+            (OutboxState::Retrying, Some(next), Some(error.clone()), None)
+        }
+        Verdict::Unreached { error, unreached, .. } => {
+            (OutboxState::Dead, None, Some(error.clone()), escalation(ctx, row, unreached))
+        }
+    };
+    let attempt = Attempt {
+        state: attempt_state,
+        next,
+        error: error.as_deref(),
+        deliveries: &settlement.deliveries,
+        sent_at: (attempt_state == OutboxState::Sent).then_some(policy.now),
+        escalation: escalation.clone(),
+    };
+    let recorded = ctx.record(row, attempt).await?;
+    if !recorded.held {
+        return Ok((label, claim_lost(&loggable_key(row)).into()));
+    }
+    let key = loggable_key(row);
+    let delivered = settlement.delivered;
+    let recipients = row.recipients.len();
+    let outcome = match settlement.verdict {
+        Verdict::Sent { note: None } => {
+            tracing::info!(
+                outbox_key = %key,
+                message_id = %row.message_id,
+                attempts = row.attempts + 1,
+                recipients,
+                delivered,
+                "mail sent"
+            );
+            Outcome::Sent
+        }
+        Verdict::Sent { note: Some(note) } => {
+            tracing::info!(
+                outbox_key = %key,
+                message_id = %row.message_id,
+                attempts = row.attempts + 1,
+                recipients,
+                delivered,
+                unreached = recipients.saturating_sub(delivered),
+                note = %note,
+                "mail sent to some of its recipients; the others refused it or were given up"
+            );
+            Outcome::Sent
+        }
+        Verdict::Retry { class, error } => {
+            tracing::warn!(
+                outbox_key = %key,
+                class,
+                attempts = row.attempts + 1,
+                next_attempt = %next.unwrap_or(policy.now),
+                error = %error,
+                "mail not sent; will retry"
+            );
+            Outcome::Retrying(class)
+        }
+        Verdict::Unreached { class, error, .. } => {
+            match (&escalation, recorded.escalated) {
+                (Some(up), true) => tracing::warn!(
+                    outbox_key = %key,
+                    escalated_to = %log_key(&up.notice_key, Some(OutboxCategory::Notice)),
+                    role = up.recipients.first().map(|r| r.role.as_str()).unwrap_or_default(),
+                    error = %error,
+                    "the mail reached none of its recipients; given up (dead) and sent one role up"
+                ),
+                (Some(up), false) => tracing::warn!(
+                    outbox_key = %key,
+                    escalated_to = %log_key(&up.notice_key, Some(OutboxCategory::Notice)),
+                    error = %error,
+                    "the mail reached none of its recipients; given up (dead), the notice one role up was already \
+                     written (or its deadline is closed)"
+                ),
+                (None, _) => tracing::error!(
+                    outbox_key = %key,
+                    class,
+                    attempts = row.attempts + 1,
+                    error = %error,
+                    "dead letter: the mail reached none of its recipients and there is no role above to send it to"
+                ),
+            }
+            return Ok((
+                label,
+                Handled {
+                    outcome: Outcome::Dead(class),
+                    refused,
+                    escalated: recorded.escalated,
+                    unconfirmed: false,
+                    dead_letter: escalation.is_none().then(|| dead_letter_cause(class)),
+                },
+            ));
+        }
+    };
+    Ok((label, Handled { outcome, refused, escalated: false, unconfirmed: false, dead_letter: None }))
+}
+
+/// The bounded cause of a dead letter (`fristvakt_dead_letters_total{cause}`), from the class
+/// of the failure that ended it.
+fn dead_letter_cause(class: &'static str) -> &'static str {
+    match class {
+        "bad_payload" | "unknown_category" => "unreadable",
+        "permanent_5xx" | "address" | "smtputf8" | "compose" | "other" => "refused",
+        _ => "gave_up",
+    }
+}
+
+/// The rules of an attempt's outcome: when it is, and how long to try.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Policy {
+    /// The time of the attempt.
+    pub now: DateTime<Utc>,
+    /// How long the sending window has been open since the row was first allowed out.
+    pub tried_for: chrono::Duration,
+    /// `mail.give_up_after`: how long a transient failure is retried.
+    pub give_up_after: chrono::Duration,
+}
+
+/// What one attempt at a row comes to (see [`settle`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Settlement {
+    /// Every recipient's outcome so far, this attempt's included.
+    pub deliveries: Vec<Delivery>,
+    /// Recipients refused permanently in this attempt.
+    pub refused: u64,
+    /// The row's current recipients who have it.
+    pub delivered: usize,
+    pub verdict: Verdict,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Every recipient is settled (or given up) and at least one received it; `note` says who
+    /// did not.
+    Sent { note: Option<String> },
+    /// Some recipient was deferred (4xx, a failure of the whole attempt) and the give-up time
+    /// has not come: tried again later for those still owed it.
+    Retry { class: &'static str, error: String },
+    /// No recipient received it, and none can now (every one refused, or given up): it goes
+    /// one role up, to others than `unreached`, or is a dead letter when there is none.
+    Unreached { class: &'static str, error: String, unreached: Vec<EmailAddress> },
+}
+
+/// Settles one attempt at `row`: `results` holds each recipient's result in this attempt
+/// (those it was for; a failure of the whole attempt is every one's result); the row's earlier
+/// deliveries count too. Pure: no clock, no I/O, no randomness.
+///
+/// A step that reached no recipient goes one role up whatever the cause (refusals, a compose
+/// error, repeated 4xx until `give_up_after`); only recipients of the row as it is now count
+/// (a row revived with fewer recipients keeps outcomes of others).
+pub(crate) fn settle(row: &OutboxRow, results: Vec<(EmailAddress, RecipientResult)>, policy: &Policy) -> Settlement {
     let mut deliveries = row.deliveries.clone();
+    let mut refused = 0u64;
+    let mut first_refusal: Option<&'static str> = None;
     let mut deferred: Option<SendError> = None;
-    let mut refused = 0;
-    for (recipient, result) in owed.iter().zip(results) {
+    for (address, result) in results {
         let (outcome, error) = match result {
             RecipientResult::Delivered => (DeliveryOutcome::Delivered, None),
             RecipientResult::Refused(e) => {
                 refused += 1;
+                first_refusal.get_or_insert(e.class);
                 (DeliveryOutcome::Refused, Some(format!("{}: {}", e.class, e.message)))
             }
             RecipientResult::Deferred(e) => {
@@ -948,92 +1174,60 @@ async fn handle(
                 continue;
             }
         };
-        deliveries.push(Delivery { address: recipient.address.clone(), outcome, at: ctx.now(), error });
+        deliveries.push(Delivery { address, outcome, at: policy.now, error });
     }
-    if let Some(SendError { class, message, .. }) = deferred {
-        return retry_or_give_up(ctx, row, label, &deliveries, class, &message, refused).await;
-    }
-    let delivered = deliveries.iter().filter(|d| d.outcome == DeliveryOutcome::Delivered).count();
-    if delivered > 0 {
-        let note = (refused > 0 || delivered < row.recipients.len()).then(|| {
-            let refused_total = row.recipients.len() - delivered;
-            let first = deliveries.iter().find_map(|d| d.error.as_deref()).unwrap_or("refused");
-            format!("{refused_total} of {} recipient(s) refused: {first}", row.recipients.len())
-        });
-        let attempt = Attempt {
-            state: OutboxState::Sent,
-            next: None,
-            error: note.as_deref(),
-            deliveries: &deliveries,
-            sent_at: Some(ctx.now()),
-            escalation: None,
-        };
-        if !ctx.record(row, attempt).await?.held {
-            return Ok((label, claim_lost(loggable_key(row)).into()));
+    let reached =
+        |r: &&Recipient| deliveries.iter().any(|d| d.address == r.address && d.outcome == DeliveryOutcome::Delivered);
+    let delivered = row.recipients.iter().filter(reached).count();
+    let unreached: Vec<EmailAddress> =
+        row.recipients.iter().filter(|r| !reached(r)).map(|r| r.address.clone()).collect();
+    let verdict = if let Some(SendError { class, message, .. }) = deferred {
+        if policy.tried_for <= policy.give_up_after {
+            Verdict::Retry { class, error: format!("{class}: {message}") }
+        } else {
+            let given_up = policy.give_up_after.to_std().unwrap_or_default();
+            let error = format!(
+                "{class}: {message} (still failing after {} of open sending window)",
+                humantime::format_duration(given_up)
+            );
+            // Given up for the recipients still owed it; received by others, it counts as sent.
+            if delivered > 0 {
+                Verdict::Sent { note: Some(error) }
+            } else {
+                Verdict::Unreached { class, error, unreached }
+            }
         }
-        tracing::info!(
-            outbox_key = %loggable_key(row),
-            message_id = %row.message_id,
-            attempts = row.attempts + 1,
-            recipients = row.recipients.len(),
-            delivered,
-            refused = row.recipients.len() - delivered,
-            "mail sent"
-        );
-        return Ok((label, Handled { outcome: Outcome::Sent, refused, escalated: false, unconfirmed: false }));
-    }
-    // Every recipient refused the mail permanently: dead, and one role up when there is one.
-    let error = deliveries.iter().find_map(|d| d.error.clone()).unwrap_or_else(|| "permanent_5xx: refused".into());
-    let escalation = escalation(ctx, row, &deliveries);
-    let attempt = Attempt {
-        state: OutboxState::Dead,
-        next: None,
-        error: Some(&error),
-        deliveries: &deliveries,
-        sent_at: None,
-        escalation: escalation.clone(),
+    } else if delivered > 0 {
+        let note = (!unreached.is_empty()).then(|| {
+            let first = deliveries.iter().find_map(|d| d.error.as_deref()).unwrap_or("refused");
+            format!("{} of {} recipient(s) refused: {first}", unreached.len(), row.recipients.len())
+        });
+        Verdict::Sent { note }
+    } else {
+        let error =
+            deliveries.iter().rev().find_map(|d| d.error.clone()).unwrap_or_else(|| "permanent_5xx: refused".into());
+        let class = match first_refusal {
+            Some("permanent_5xx") | None => "permanent_5xx",
+            Some(class) => class,
+        };
+        Verdict::Unreached { class, error, unreached }
     };
-    let recorded = ctx.record(row, attempt).await?;
-    if !recorded.held {
-        return Ok((label, claim_lost(loggable_key(row)).into()));
-    }
-    let escalated = recorded.escalated;
-    match (&escalation, escalated) {
-        (Some(up), true) => tracing::warn!(
-            outbox_key = %loggable_key(row),
-            escalated_to = %up.notice_key,
-            role = up.recipients.first().map(|r| r.role.as_str()).unwrap_or_default(),
-            error = %error,
-            "every recipient refused the mail; given up (dead) and sent one role up"
-        ),
-        (Some(up), false) => tracing::warn!(
-            outbox_key = %loggable_key(row),
-            escalated_to = %up.notice_key,
-            error = %error,
-            "every recipient refused the mail; given up (dead), the notice one role up was already written"
-        ),
-        (None, _) => tracing::warn!(
-            outbox_key = %loggable_key(row),
-            error = %error,
-            "every recipient refused the mail and there is no role above; given up (dead)"
-        ),
-    }
-    Ok((label, Handled { outcome: Outcome::Dead("permanent_5xx"), refused, escalated, unconfirmed: false }))
+    Settlement { deliveries, refused, delivered, verdict }
 }
 
-/// The notice of a row that every recipient refused, for the next role up: the role above
-/// the highest role among its recipients (caseworker → team lead → unit manager), whose
-/// addresses — without those that refused — get it; if that leaves nobody, the role above
+/// The notice of a row that reached none of its recipients, for the next role up: the role
+/// above the highest role among its recipients (caseworker → team lead → unit manager), whose
+/// addresses — without the `unreached` ones — get it; if that leaves nobody, the role above
 /// that. `None` for digests and above the manager.
-fn escalation(ctx: &Context, row: &OutboxRow, deliveries: &[Delivery]) -> Option<Escalation> {
+fn escalation(ctx: &Context, row: &OutboxRow, unreached: &[EmailAddress]) -> Option<Escalation> {
     let OutboxPayload::Notice(Some(payload)) = &row.payload else { return None };
-    let refused = |a: &crate::domain::EmailAddress| deliveries.iter().any(|d| &d.address == a);
+    let missed = |a: &EmailAddress| unreached.contains(a);
     let mut role = row.recipients.iter().map(|r| r.role).max()?;
     while let Some(up) = role.above() {
         role = up;
         let mut recipients: Vec<Recipient> = Vec::new();
         for address in ctx.settings.units.addresses(&payload.unit, up) {
-            if !refused(&address) && !recipients.iter().any(|r| r.address == address) {
+            if !missed(&address) && !recipients.iter().any(|r| r.address == address) {
                 recipients.push(Recipient { role: up, address, instead_of_caseworker: false });
             }
         }
@@ -1045,7 +1239,7 @@ fn escalation(ctx: &Context, row: &OutboxRow, deliveries: &[Delivery]) -> Option
             message_id: message_id(&notice_key, &ctx.settings.mail.from),
             notice_key,
             recipients,
-            replaces: row.recipients.iter().filter(|r| refused(&r.address)).cloned().collect(),
+            replaces: row.recipients.iter().filter(|r| missed(&r.address)).cloned().collect(),
             // Due at the run's start, so that this run (which takes only rows due when it began)
             // still sends it.
             now: ctx.start,
@@ -1075,7 +1269,7 @@ async fn server_refused(
         escalation: None,
     };
     if !ctx.record(row, attempt).await?.held {
-        return Ok((label, claim_lost(loggable_key(row)).into()));
+        return Ok((label, claim_lost(&loggable_key(row)).into()));
     }
     tracing::error!(
         outbox_key = %loggable_key(row),
@@ -1120,20 +1314,6 @@ fn claim_lost(key: &str) -> Outcome {
     Outcome::ClaimLost
 }
 
-/// A transient failure (of the whole attempt, or of some recipients, whose outcomes so far
-/// are in `deliveries`): retried with back-off, or given up after `mail.give_up_after`.
-async fn retry_or_give_up(
-    ctx: &Context,
-    row: &OutboxRow,
-    label: MailLabel,
-    deliveries: &[Delivery],
-    class: &'static str,
-    message: &str,
-    refused: u64,
-) -> Result<(MailLabel, Handled), StateError> {
-    retry_after(ctx, row, label, deliveries, (class, message), refused, chrono::Duration::zero()).await
-}
-
 /// The message's final `.` went out and no reply came: the server may have accepted the mail.
 /// Tried again (to the recipients still owed it) only once `mail.smtp.data_timeout` has passed,
 /// so that a slow relay's mail is not sent twice in a hurry; counted as unconfirmed.
@@ -1152,88 +1332,20 @@ async fn unconfirmed(
         "the mail server did not confirm the message after its end went out; it may have been delivered, and is \
          tried again only after mail.smtp.data_timeout"
     );
-    let (label, mut handled) = retry_after(
-        ctx,
-        row,
-        label,
-        &row.deliveries,
-        (error.class, &format!("unconfirmed: {}", error.message)),
-        0,
-        wait,
-    )
-    .await?;
+    let deferred = SendError { message: format!("unconfirmed: {}", error.message), ..error.clone() };
+    let results = row
+        .recipients
+        .iter()
+        .filter(|r| !row.deliveries.iter().any(|d| d.address == r.address))
+        .map(|r| (r.address.clone(), RecipientResult::Deferred(deferred.clone())))
+        .collect();
+    let (label, mut handled) = conclude(ctx, row, label, results, wait).await?;
     handled.unconfirmed = !matches!(handled.outcome, Outcome::ClaimLost);
     Ok((label, handled))
 }
 
-/// [`retry_or_give_up`], the next attempt no sooner than `at_least` from now.
-async fn retry_after(
-    ctx: &Context,
-    row: &OutboxRow,
-    label: MailLabel,
-    deliveries: &[Delivery],
-    (class, message): (&'static str, &str),
-    refused: u64,
-    at_least: chrono::Duration,
-) -> Result<(MailLabel, Handled), StateError> {
-    let give_up_after =
-        chrono::Duration::from_std(ctx.settings.mail.give_up_after).unwrap_or(chrono::Duration::days(2));
-    // The clock starts when the mail was first allowed out and counts only the time the sending
-    // window was open since: a notice written on Friday that fails over the weekend still has
-    // its retry period on Monday.
-    let delivered_to_some = deliveries.iter().any(|d| d.outcome == DeliveryOutcome::Delivered);
-    let window = &ctx.settings.mail.send_window;
-    let tried_for = window.open_between(row.created_at.max(row.not_before), ctx.now(), ctx.settings.timezone);
-    let (state, next, error) = if tried_for > give_up_after {
-        let error = format!(
-            "{class}: {message} (still failing after {} of open sending window)",
-            humantime::format_duration(ctx.settings.mail.give_up_after)
-        );
-        // Given up for the recipients still owed it; received by others, it counts as sent.
-        (if delivered_to_some { OutboxState::Sent } else { OutboxState::Dead }, None, error)
-    } else {
-        let jitter = rand::thread_rng().gen_range(0.8..=1.2);
-        (
-            OutboxState::Retrying,
-            Some(ctx.now() + retry_delay(&ctx.settings, row.attempts, jitter).max(at_least)),
-            format!("{class}: {message}"),
-        )
-    };
-    let sent_at = (state == OutboxState::Sent).then_some(ctx.now());
-    let attempt = Attempt { state, next, error: Some(&error), deliveries, sent_at, escalation: None };
-    if !ctx.record(row, attempt).await?.held {
-        return Ok((label, claim_lost(loggable_key(row)).into()));
-    }
-    let outcome = match next {
-        Some(next) => {
-            tracing::warn!(
-                outbox_key = %loggable_key(row),
-                class,
-                attempts = row.attempts + 1,
-                next_attempt = %next,
-                error = %message,
-                "mail not sent; will retry"
-            );
-            Outcome::Retrying(class)
-        }
-        None if state == OutboxState::Sent => {
-            tracing::warn!(
-                outbox_key = %loggable_key(row),
-                class,
-                attempts = row.attempts + 1,
-                error,
-                "mail given up for the recipients still owed it; sent to the others"
-            );
-            Outcome::Sent
-        }
-        None => {
-            tracing::warn!(outbox_key = %loggable_key(row), class, attempts = row.attempts + 1, error, "mail given up (dead)");
-            Outcome::Dead(class)
-        }
-    };
-    Ok((label, Handled { outcome, refused, escalated: false, unconfirmed: false }))
-}
-
+/// A row that cannot be sent at all (no payload, a record never meant to be sent): a dead
+/// letter at once, logged as an error and counted.
 async fn give_up(
     ctx: &Context,
     row: &OutboxRow,
@@ -1242,18 +1354,41 @@ async fn give_up(
     error: &str,
 ) -> Result<(MailLabel, Handled), StateError> {
     if !ctx.state.mark_failed(row.id, &ctx.holder, &format!("{class}: {error}"), None).await? {
-        return Ok((label, claim_lost(loggable_key(row)).into()));
+        return Ok((label, claim_lost(&loggable_key(row)).into()));
     }
-    tracing::warn!(outbox_key = %loggable_key(row), class, attempts = row.attempts + 1, error, "mail given up (dead)");
-    Ok((label, Outcome::Dead(class).into()))
+    tracing::error!(outbox_key = %loggable_key(row), class, attempts = row.attempts + 1, error, "dead letter: the mail cannot be sent");
+    Ok((label, Handled { dead_letter: Some(dead_letter_cause(class)), ..Outcome::Dead(class).into() }))
 }
 
-/// The outbox key as it may be logged: a notice key holds only kind, case reference and step;
-/// a digest key ends in the manager's address, which stays out of the log.
-fn loggable_key(row: &OutboxRow) -> &str {
-    match row.category() {
-        OutboxCategory::Notice => &row.notice_key,
-        _ => row.notice_key.rsplit_once('/').map(|(head, _)| head).unwrap_or("(digest)"),
+/// The outbox key as it may be logged (see [`log_key`]).
+fn loggable_key(row: &OutboxRow) -> String {
+    log_key(&row.notice_key, Some(row.category()))
+}
+
+/// An outbox key as it may be logged: a notice key holds only kind, case reference and step,
+/// the case reference sanitised as every logged reference is ([`log_safe`]: no control, line
+/// or direction character forges a log line); a digest key ends in the manager's address,
+/// which stays out of the log.
+pub(crate) fn log_key(key: &str, category: Option<OutboxCategory>) -> String {
+    match category {
+        Some(OutboxCategory::Notice) => {
+            let notice = || {
+                let rest = key.strip_prefix("notice/")?;
+                let (kind, rest) = rest.split_once('/')?;
+                let kind = kind.parse::<Kind>().ok()?;
+                let mut head = rest;
+                let mut ups = 0;
+                while let Some(shorter) = head.strip_suffix("/up") {
+                    head = shorter;
+                    ups += 1;
+                }
+                let (case_ref, step) = head.rsplit_once('/')?;
+                let step = step.parse::<i32>().ok()?;
+                Some(format!("notice/{}/{}/{step}{}", kind.as_str(), log_safe(case_ref), "/up".repeat(ups)))
+            };
+            notice().unwrap_or_else(|| log_safe(key))
+        }
+        _ => key.rsplit_once('/').map(|(head, _)| log_safe(head)).unwrap_or_else(|| "(digest)".into()),
     }
 }
 

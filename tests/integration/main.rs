@@ -4,6 +4,7 @@
 mod support;
 
 mod check_config;
+mod delivery;
 mod every_kind;
 mod faults;
 mod helpers;
