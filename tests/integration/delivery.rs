@@ -1,7 +1,8 @@
-//! A notice that reached nobody is never lost (issue 24, items 2, 7 and 10): whatever made the
-//! step reach none of its recipients, it goes one role up; a dead letter is the last resort,
-//! counted. Keys are logged sanitised. A row revived with fewer recipients settles without an
-//! underflow.
+//! A notice that reached nobody is never lost (issue 24, items 2, 5, 6, 7 and 10): whatever
+//! made the step reach none of its recipients, it goes one role up; a dead letter is the last
+//! resort, counted. A cancelled notice one role up comes back when its case reopens, and none
+//! is written about a deadline closed meanwhile. Keys are logged sanitised. A row revived with
+//! fewer recipients settles without an underflow.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -12,13 +13,15 @@ use sqlx::{ConnectOptions, Connection};
 
 use super::helpers::{fristvakt, stderr, Workspace};
 use super::notices::{
-    assessment_case, at, day, sqlite_state, start_app, subject, write_register, App, LogBuffer, CASEWORKER, MANAGER,
-    TEAM_LEAD,
+    assessment_case, at, day, postgres_state, sqlite_state, start_app, subject, write_register, App, LogBuffer,
+    CASEWORKER, MANAGER, TEAM_LEAD,
 };
 use crate::support::smtp::{Fault, FaultRule, Phase};
+use fristvakt::app::Moment;
+use fristvakt::jobs;
 use fristvakt::notice::notice_key;
 use fristvakt::rules::Kind;
-use fristvakt::state::OutboxState;
+use fristvakt::state::{Attempt, Escalation, OutboxState};
 
 /// How a step came to reach nobody.
 #[derive(Debug, Clone, Copy)]
@@ -98,6 +101,101 @@ async fn a_step_with_no_role_above_is_a_dead_letter_counted_by_cause() {
     let metrics = app.delivery_metrics.render();
     assert!(metrics.contains("fristvakt_dead_letters_total{cause=\"refused\"} 1"), "{metrics}");
     assert!(metrics.contains("fristvakt_dead_letters_total{cause=\"gave_up\"} 0"), "{metrics}");
+    app.close().await;
+}
+
+/// Item 5: a step's notice refused by the caseworker went one role up; the team lead's mailbox
+/// was busy, so that row was still retrying when the case closed (cancelled). The case reopens:
+/// the notice one role up is revived and reaches the team lead.
+#[tokio::test]
+async fn a_cancelled_escalation_is_revived_when_the_case_reopens_sqlite() {
+    a_cancelled_escalation_is_revived_when_the_case_reopens(sqlite_state()).await;
+}
+
+#[tokio::test]
+async fn a_cancelled_escalation_is_revived_when_the_case_reopens_postgres() {
+    a_cancelled_escalation_is_revived_when_the_case_reopens(postgres_state().await).await;
+}
+
+async fn a_cancelled_escalation_is_revived_when_the_case_reopens(state_url: String) {
+    let app = App::start(state_url, &[assessment_case("2026-BU-0142", Some(CASEWORKER))], "always").await;
+    let key = notice_key("2026-BU-0142", Kind::Assessment, -3);
+    let up = format!("{key}/up");
+    app.smtp.refuse_recipients(&[CASEWORKER]);
+    app.smtp.defer_recipients(&[TEAM_LEAD]);
+    let today = day("2026-11-13");
+    let report = app.poll(today).await;
+    assert_eq!((report.total_dead(), report.total_escalated(), report.total_retrying()), (1, 1, 1), "{report:?}");
+
+    // Decided the same day: the deadline closes, the row one role up is cancelled.
+    set_decided(&app, "2026-BU-0142", Some("2026-11-13"), at(today, 10)).await;
+    app.poll_at(today, at(today, 10) + Duration::minutes(1)).await;
+    assert_eq!(state_of(&app, &up).await, Some(OutboxState::Cancelled));
+
+    // The decision is taken back: the case is open again, and the team lead takes mail again.
+    app.smtp.defer_recipients(&[]);
+    set_decided(&app, "2026-BU-0142", None, at(today, 11)).await;
+    let report = app.poll_at(today, at(today, 11) + Duration::minutes(1)).await;
+    assert_eq!(report.total_sent(), 1, "{report:?}");
+    assert_eq!(state_of(&app, &up).await, Some(OutboxState::Sent));
+    assert_eq!(state_of(&app, &key).await, Some(OutboxState::Dead));
+    let to_lead = app.smtp.messages().into_iter().filter(|m| m.rcpt_to == [TEAM_LEAD]).count();
+    assert_eq!(to_lead, 1);
+    // Nothing more on the next polls.
+    let report = app.poll_at(today, at(today, 12)).await;
+    assert_eq!(report.total_sent() + report.total_retrying(), 0, "{report:?}");
+    app.close().await;
+}
+
+/// Item 6: a sender holds a claimed notice while its deadline closes (the row is cancelled);
+/// its record then says every recipient refused it. The row stays cancelled, and no notice
+/// about the closed deadline is written one role up.
+#[tokio::test]
+async fn no_escalation_is_written_about_a_deadline_closed_meanwhile_sqlite() {
+    no_escalation_is_written_about_a_deadline_closed_meanwhile(sqlite_state()).await;
+}
+
+#[tokio::test]
+async fn no_escalation_is_written_about_a_deadline_closed_meanwhile_postgres() {
+    no_escalation_is_written_about_a_deadline_closed_meanwhile(postgres_state().await).await;
+}
+
+async fn no_escalation_is_written_about_a_deadline_closed_meanwhile(state_url: String) {
+    let app = App::start(state_url, &[assessment_case("2026-BU-0142", Some(CASEWORKER))], "always").await;
+    let today = day("2026-11-13");
+    let now = at(today, 9);
+    jobs::poll::run_once(&app.app, Moment::on(today, now)).await.unwrap();
+    let claimed = app.state.claim_outbox("sender-x", now, now, now + Duration::minutes(1), 10).await.unwrap();
+    let row = claimed.into_iter().map(Result::unwrap).find(|r| r.step == Some(-3)).unwrap();
+
+    set_decided(&app, "2026-BU-0142", Some("2026-11-13"), now).await;
+    jobs::poll::run_once(&app.app, Moment::on(today, now + Duration::minutes(1))).await.unwrap();
+
+    let up_key = format!("{}/up", row.notice_key);
+    let recipients = vec![fristvakt::notice::Recipient {
+        role: fristvakt::rules::Role::TeamLead,
+        address: fristvakt::domain::EmailAddress::parse(TEAM_LEAD).unwrap(),
+        instead_of_caseworker: false,
+    }];
+    let escalation = Escalation {
+        message_id: fristvakt::notice::message_id(&up_key, &app.settings.mail.from),
+        notice_key: up_key.clone(),
+        recipients,
+        replaces: row.recipients.clone(),
+        now: now + Duration::minutes(2),
+    };
+    let attempt = Attempt {
+        state: OutboxState::Dead,
+        next: None,
+        error: Some("permanent_5xx: refused"),
+        deliveries: &[],
+        sent_at: None,
+        escalation: Some(escalation),
+    };
+    let recorded = app.state.record_attempt(&row, "sender-x", attempt).await.unwrap();
+    assert!(recorded.held && !recorded.escalated, "{recorded:?}");
+    assert_eq!(state_of(&app, &row.notice_key).await, Some(OutboxState::Cancelled));
+    assert_eq!(state_of(&app, &up_key).await, None, "no notice one role up about a closed deadline");
     app.close().await;
 }
 
