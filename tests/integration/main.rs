@@ -13,4 +13,5 @@ mod polling;
 mod report;
 mod security;
 mod service;
+mod smtp_faults;
 mod state;
