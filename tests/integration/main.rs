@@ -7,6 +7,7 @@ mod check_config;
 mod delivery;
 mod every_kind;
 mod faults;
+mod generated_rows;
 mod helpers;
 mod notices;
 mod polling;
