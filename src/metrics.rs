@@ -77,7 +77,10 @@ label_value! {
 
 label_value! {
     /// Why a delivery failed (see `mail::transport::classify` and `mail::dispatch`).
-    SmtpClass { permanent_5xx, transient_4xx, timeout, tls, connect, io, compose, bad_payload, unknown_category, other }
+    SmtpClass {
+        permanent_5xx, transient_4xx, timeout, tls, connect, io, compose, address, smtputf8, bad_payload, unknown_category,
+        other
+    }
 }
 
 /// The domain enums already have their stable machine names; the labels use exactly those.

@@ -46,7 +46,7 @@ pub(crate) struct Policy {
 pub(crate) struct Settlement {
     /// Every recipient's outcome so far, this attempt's included.
     pub deliveries: Vec<Delivery>,
-    /// Recipients refused permanently in this attempt.
+    /// Recipients the mail server refused permanently (5xx) in this attempt.
     pub refused: u64,
     /// The row's current recipients who have it.
     pub delivered: usize,
@@ -82,7 +82,9 @@ pub(crate) fn settle(row: &OutboxRow, results: Vec<(EmailAddress, RecipientResul
         let (outcome, error) = match result {
             RecipientResult::Delivered => (DeliveryOutcome::Delivered, None),
             RecipientResult::Refused(e) => {
-                refused += 1;
+                // The server's refusals (`fristvakt_recipients_refused_total`); one refused here
+                // (an address the mail cannot carry, a compose error) counts under its class.
+                refused += u64::from(e.class == "permanent_5xx");
                 first_refusal.get_or_insert(e.class);
                 (DeliveryOutcome::Refused, Some(format!("{}: {}", e.class, e.message)))
             }
@@ -242,7 +244,7 @@ mod tests {
                 vec![(A, Refused(error(true, "address")))],
                 false,
                 ("up", vec!["address", A]),
-                1,
+                0,
                 0,
             ),
             ("one deferred", &[A, B], &[], vec![(A, Delivered), (B, deferred())], false, ("retry", vec![]), 0, 1),
