@@ -291,21 +291,9 @@ pub async fn current_placement_deadlines(
         })
         .collect();
     for r in records {
-        current.push(StoredDeadline {
-            first_seen_on: first_seen
-                .get(&(r.case_ref.clone(), r.deadline.kind, r.cycle_start))
-                .copied()
-                .unwrap_or(Some(today)),
-            case_ref: r.case_ref,
-            unit: r.unit,
-            caseworker: r.caseworker,
-            child_sex: r.child_sex,
-            deadline: r.deadline,
-            withdrawn: false,
-            child_key: None,
-            case_of: r.case_of,
-            cycle_start: r.cycle_start,
-        });
+        let first_seen_on =
+            first_seen.get(&(r.case_ref.clone(), r.deadline.kind, r.cycle_start)).copied().unwrap_or(Some(today));
+        current.push(r.into_stored(first_seen_on));
     }
     Ok(current)
 }

@@ -4,8 +4,10 @@
 mod support;
 
 mod check_config;
+mod delivery;
 mod every_kind;
 mod faults;
+mod generated_rows;
 mod helpers;
 mod notices;
 mod operator;
@@ -14,4 +16,5 @@ mod polling;
 mod report;
 mod security;
 mod service;
+mod smtp_faults;
 mod state;
