@@ -366,6 +366,24 @@ async fn no_digest_on_a_public_holiday_unless_mail_is_always_sent() {
     assert!(report.enqueued > 0);
 }
 
+#[tokio::test]
+async fn the_digest_job_takes_its_day_from_the_moment() {
+    // `--today` fixes the day apart from the instant: the digests are that day's, not the day of
+    // `now` in the configured zone (Wednesday 25 November, 10:00 local).
+    let scene = Scene::new(None, "send_window = \"always\"").await;
+    let app = scene.app().await;
+    let tuesday = date("2026-11-24");
+    scene.sync(&app, tuesday).await;
+    let report = jobs::digest::run_once(&app, Moment::on(tuesday, utc("2026-11-25T09:00:00Z"))).await.unwrap().unwrap();
+    assert_eq!(report.date, Some(tuesday));
+    assert!(report.enqueued > 0);
+    let outbox = app.state.outbox().await.unwrap();
+    let digests: Vec<_> = outbox.iter().filter(|r| r.category() == OutboxCategory::Digest).collect();
+    assert_eq!(digests.len(), report.enqueued);
+    assert!(digests.iter().all(|r| r.notice_key.starts_with("digest/2026-11-24/")), "{digests:?}");
+    app.close().await;
+}
+
 /// The daemon's dispatch job at `now`: the number of digests sent (the poll also wrote the
 /// notices of the ladder, which go out beside them).
 async fn deliver(app: &App, now: DateTime<Utc>) -> u64 {
