@@ -4,6 +4,7 @@
 mod support;
 
 mod check_config;
+mod digests;
 mod every_kind;
 mod faults;
 mod helpers;

@@ -1,8 +1,6 @@
 //! Daily digests end to end: a scripted register, the state store on SQLite and PostgreSQL, and
 //! delivery through a real SMTP server on loopback.
 
-mod support;
-
 use std::collections::BTreeMap;
 
 use std::sync::Arc;
@@ -18,20 +16,13 @@ use fristvakt::rules::{Kind, Role};
 use fristvakt::state::{OutboxCategory, OutboxPayload, OutboxState};
 use sqlx::sqlite::SqlitePoolOptions;
 
-use support::postgres;
-use support::smtp::TestSmtp;
+use crate::helpers::{date, utc, Workspace};
+use crate::support::postgres;
+use crate::support::smtp::TestSmtp;
 
 const TODAY: &str = "2026-11-25"; // a Wednesday
 const BROMMA: &str = "ec.bromma@kommun.example";
 const SODER: &str = "ec.soder@kommun.example";
-
-fn date(s: &str) -> NaiveDate {
-    NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
-}
-
-fn utc(s: &str) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
-}
 
 /// One register row: (case_ref, unit, caseworker, received_on, protection_assessed_on,
 /// assessment_decided_on, investigation_opened_on).
@@ -83,7 +74,7 @@ const ROWS: &[Row] = &[
 
 struct Scene {
     /// Holds the register, state and configuration files until the test ends.
-    _dir: tempfile::TempDir,
+    _ws: Workspace,
     settings: Settings,
 }
 
@@ -91,10 +82,9 @@ impl Scene {
     /// A SQLite register with [`ROWS`]; state in SQLite unless `state_url` is given. Bromma's
     /// manager leads two units.
     async fn new(state_url: Option<&str>, extra: &str) -> Scene {
-        let dir = tempfile::tempdir().unwrap();
-        let register = format!("sqlite://{}", dir.path().join("register.db").display());
-        let state =
-            state_url.map(str::to_string).unwrap_or(format!("sqlite://{}", dir.path().join("state.db").display()));
+        let ws = Workspace::new();
+        let register = ws.sqlite_url("register.db");
+        let state = state_url.map(str::to_string).unwrap_or(ws.sqlite_url("state.db"));
         let toml = format!(
             "[register]\nurl = \"{register}\"\n[state]\nurl = \"{state}\"\n\
              [mail]\nfrom = \"fristvakt@kommun.example\"\n{extra}\n\
@@ -102,11 +92,11 @@ impl Scene {
              [units.\"VAS-BU\"]\nname = \"Västerort barn och unga\"\nmanagers = [\"{BROMMA}\"]\n\
              [units.\"SOD-BU\"]\nmanagers = [\"{SODER}\"]\n"
         );
-        let path = dir.path().join("fristvakt.toml");
+        let path = ws.path("fristvakt.toml");
         std::fs::write(&path, toml).unwrap();
         let settings = config::load_with_env(Some(&path), Vec::new()).unwrap();
         write_register(&register).await;
-        Scene { _dir: dir, settings }
+        Scene { _ws: ws, settings }
     }
 
     /// The application as the daemon builds it; a new one is a restart (new connections).
@@ -392,7 +382,7 @@ async fn deliver(app: &App, now: DateTime<Utc>) -> u64 {
     report.sent.iter().filter(|(l, _)| l.category == Some(OutboxCategory::Digest)).map(|(_, n)| n).sum()
 }
 
-fn is_digest(mail: &support::smtp::ReceivedMail) -> bool {
+fn is_digest(mail: &crate::support::smtp::ReceivedMail) -> bool {
     mail.header("Subject").is_some_and(|s| s.starts_with("Daglig fristöversikt"))
 }
 
@@ -476,7 +466,7 @@ async fn english_digest_html_is_well_formed_too() {
     let digests = digest::build_digests(&scene.settings, &stored, date(TODAY));
     let message = mail::compose_digest(&scene.settings, &digests[0], "<t@kommun.example>").unwrap();
     let raw = String::from_utf8(message.formatted()).unwrap();
-    let mail = support::smtp::ReceivedMail {
+    let mail = crate::support::smtp::ReceivedMail {
         mail_from: String::new(),
         rcpt_to: Vec::new(),
         data: raw,
