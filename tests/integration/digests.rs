@@ -17,7 +17,6 @@ use fristvakt::state::{OutboxCategory, OutboxPayload, OutboxState};
 use sqlx::sqlite::SqlitePoolOptions;
 
 use crate::helpers::{date, utc, Workspace};
-use crate::support::postgres;
 use crate::support::smtp::TestSmtp;
 
 const TODAY: &str = "2026-11-25"; // a Wednesday
@@ -265,8 +264,8 @@ async fn digest_content_for_a_scripted_register() {
 }
 
 /// Repeated runs and restarts on one state database write each manager's digest once per day.
-async fn once_per_manager_and_day(state_url: Option<&str>) {
-    let scene = Scene::new(state_url, "send_window = \"Mon-Fri 07:00-18:00\"").await;
+async fn once_per_manager_and_day(state_url: Option<String>) {
+    let scene = Scene::new(state_url.as_deref(), "send_window = \"Mon-Fri 07:00-18:00\"").await;
     let settings = &scene.settings;
     let today = date(TODAY);
     let app = scene.app().await;
@@ -328,16 +327,7 @@ async fn once_per_manager_and_day(state_url: Option<&str>) {
     app.close().await;
 }
 
-#[tokio::test]
-async fn once_per_manager_and_day_on_sqlite() {
-    once_per_manager_and_day(None).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn once_per_manager_and_day_on_postgres() {
-    let url = postgres::shared().fresh_database().await;
-    once_per_manager_and_day(Some(&url)).await;
-}
+both_engines!(once_per_manager_and_day);
 
 #[tokio::test]
 async fn no_digest_on_a_public_holiday_unless_mail_is_always_sent() {

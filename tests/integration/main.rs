@@ -3,6 +3,9 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+#[macro_use]
+mod engines;
+
 mod check_config;
 mod digests;
 mod every_kind;
