@@ -136,13 +136,14 @@ pub fn credential_source(unit: &str, name: &str) -> Option<PathBuf> {
 
 /// The source of credential `name` in a unit file's text (`LoadCredential=NAME:SOURCE`).
 pub fn load_credential_in(unit_text: &str, name: &str) -> Option<PathBuf> {
+    // The last setting wins.
     unit_text
         .lines()
+        .rev()
         .filter_map(|l| l.trim().strip_prefix("LoadCredential="))
         .filter_map(|v| v.split_once(':'))
-        .filter(|(n, _)| *n == name)
+        .find(|(n, _)| *n == name)
         .map(|(_, source)| PathBuf::from(source.trim()))
-        .next_back()
 }
 
 #[cfg(test)]

@@ -79,7 +79,10 @@ label_value! {
 
 label_value! {
     /// Why a delivery failed (see `mail::transport::classify` and `mail::dispatch`).
-    SmtpClass { permanent_5xx, transient_4xx, timeout, tls, connect, io, compose, bad_payload, unknown_category, other }
+    SmtpClass {
+        permanent_5xx, transient_4xx, timeout, tls, connect, io, compose, address, smtputf8, bad_payload, unknown_category,
+        other
+    }
 }
 
 /// The domain enums already have their stable machine names; the labels use exactly those.
@@ -747,6 +750,18 @@ struct ServerRefusalLabels {
     class: ServerRefusalClass,
 }
 
+label_value! {
+    /// Why a mail became a dead letter (see `mail::dispatch`): every recipient refused it (or it
+    /// could not be written for them), it failed transiently until `mail.give_up_after`, or its
+    /// row cannot be read or sent — in each case with no role above to carry it.
+    DeadLetterCause { refused, gave_up, unreadable }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct DeadLetterLabels {
+    cause: DeadLetterCause,
+}
+
 /// Metrics of delivery per recipient: recipients refused, notices sent one role up, and the
 /// server refusing fristvakt itself (which pauses dispatch).
 pub struct DeliveryMetrics {
@@ -757,6 +772,7 @@ pub struct DeliveryMetrics {
     escalations: Counter,
     claims_lost: Counter,
     unconfirmed: Counter,
+    dead_letters: Family<DeadLetterLabels, Counter>,
 }
 
 impl Default for DeliveryMetrics {
@@ -775,6 +791,7 @@ impl DeliveryMetrics {
             escalations: Counter::default(),
             claims_lost: Counter::default(),
             unconfirmed: Counter::default(),
+            dead_letters: Family::default(),
         };
         m.registry.register(
             "fristvakt_smtp_server_refusals",
@@ -809,10 +826,28 @@ impl DeliveryMetrics {
              timeout",
             m.unconfirmed.clone(),
         );
+        m.registry.register(
+            "fristvakt_dead_letters",
+            "Mails given up that reached none of their recipients and went to no role up, by cause (the last \
+             resort: an operator must act; see `fristvakt outbox list --state dead`)",
+            m.dead_letters.clone(),
+        );
         for &class in ServerRefusalClass::ALL {
             m.server_refusals.get_or_create_owned(&ServerRefusalLabels { class });
         }
+        for &cause in DeadLetterCause::ALL {
+            m.dead_letters.get_or_create_owned(&DeadLetterLabels { cause });
+        }
         m
+    }
+
+    /// Counts dead letters; a cause outside the set counts as `refused`.
+    pub fn add_dead_letters(&self, cause: &'static str, n: u64) {
+        let cause = DeadLetterCause::parse(cause).unwrap_or_else(|| {
+            unknown_label("cause", cause);
+            DeadLetterCause::refused
+        });
+        self.dead_letters.get_or_create(&DeadLetterLabels { cause }).inc_by(n);
     }
 
     /// Counts a server refusal; a class outside the set counts as `sender`.

@@ -45,6 +45,9 @@ pub async fn run_once(app: &App, at: Moment) -> Result<DispatchReport, JobError>
     }
     app.delivery_metrics.add_recipients_refused(report.total_refused_recipients());
     app.delivery_metrics.add_escalations(report.total_escalated());
+    for (cause, n) in &report.dead_letters {
+        app.delivery_metrics.add_dead_letters(cause, *n);
+    }
     app.delivery_metrics.add_claims_lost(report.claims_lost);
     app.delivery_metrics.add_unconfirmed(report.unconfirmed);
     for (class, n) in &report.server_refusals {

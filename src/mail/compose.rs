@@ -387,6 +387,13 @@ fn assemble(
 }
 
 /// Recipient number `index` as a mailbox; the error deliberately leaves the address out.
+/// Whether the mail library can address a message to `address` (it refuses some addresses
+/// fristvakt accepts, such as a domain label over 63 bytes): such a recipient is refused on
+/// its own, and the message composed for the others.
+pub fn usable_address(address: &EmailAddress) -> bool {
+    address.as_str().parse::<Address>().is_ok()
+}
+
 fn mailbox(address: &str, index: usize) -> Result<Mailbox, ComposeError> {
     let address: Address = address.parse().map_err(|_| ComposeError::BadRecipient { index })?;
     Ok(Mailbox::new(None, address))

@@ -533,10 +533,30 @@ async fn envelope(
     let mut options = Vec::new();
     let client_error =
         |text: &str| DeliverError::Message(SendError { permanent: true, class: "other", message: text.to_string() });
-    if to.iter().any(|a| !a.as_str().is_ascii()) {
-        if !conn.server_info().supports_feature(Extension::SmtpUtfEight) {
-            return Err(client_error("an address is not ASCII and the server does not support SMTPUTF8").into());
-        }
+    // A recipient the envelope cannot carry is refused on its own (the others still get the
+    // mail): an address lettre does not take, or one that is not ASCII on a server without
+    // SMTPUTF8.
+    let smtputf8 = conn.server_info().supports_feature(Extension::SmtpUtfEight);
+    let mut results: Vec<Option<RecipientResult>> = to
+        .iter()
+        .map(|address| match address.as_str().parse::<Address>() {
+            Err(_) => Some(RecipientResult::Refused(SendError {
+                permanent: true,
+                class: "address",
+                message: "not an address the mail library can send to".into(),
+            })),
+            Ok(_) if !smtputf8 && !address.as_str().is_ascii() => Some(RecipientResult::Refused(SendError {
+                permanent: true,
+                class: "smtputf8",
+                message: "the address is not ASCII and the mail server does not support SMTPUTF8".into(),
+            })),
+            Ok(_) => None,
+        })
+        .collect();
+    if results.iter().all(Option::is_some) {
+        return Ok(results.into_iter().flatten().collect());
+    }
+    if to.iter().zip(&results).any(|(a, r)| r.is_none() && !a.as_str().is_ascii()) {
         options.push(MailParameter::SmtpUtfEight);
     }
     if !bytes.is_ascii() {
@@ -566,23 +586,16 @@ async fn envelope(
             DeliverError::Message(error)
         }));
     }
-    let mut results = Vec::with_capacity(to.len());
-    for address in to {
-        let Ok(rcpt) = address.as_str().parse::<Address>() else {
-            results.push(RecipientResult::Refused(SendError {
-                permanent: true,
-                class: "permanent_5xx",
-                message: "not a usable address".into(),
-            }));
-            continue;
-        };
-        match conn.command(Rcpt::new(rcpt, Vec::new())).await {
-            Ok(_) => results.push(RecipientResult::Delivered),
-            Err(e) if e.is_permanent() => results.push(RecipientResult::Refused(classify(&e))),
-            Err(e) if e.is_transient() => results.push(RecipientResult::Deferred(classify(&e))),
+    for (address, result) in to.iter().zip(results.iter_mut()) {
+        let (None, Ok(rcpt)) = (&result, address.as_str().parse::<Address>()) else { continue };
+        *result = Some(match conn.command(Rcpt::new(rcpt, Vec::new())).await {
+            Ok(_) => RecipientResult::Delivered,
+            Err(e) if e.is_permanent() => RecipientResult::Refused(classify(&e)),
+            Err(e) if e.is_transient() => RecipientResult::Deferred(classify(&e)),
             Err(e) => return Err(DeliverError::Message(classify(&e)).into()),
-        }
+        });
     }
+    let results: Vec<RecipientResult> = results.into_iter().flatten().collect();
     if !results.contains(&RecipientResult::Delivered) {
         return Ok(results);
     }

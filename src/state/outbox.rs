@@ -279,15 +279,20 @@ pub(super) fn cancel_finished_sql(by_case: bool) -> String {
 
 impl StateStore {
     /// The ladder steps already recorded in the outbox (sent, pending, skipped…) per deadline.
+    /// A step whose rows are all cancelled is not recorded, and neither is one whose notice
+    /// reached nobody and whose notice one role up was cancelled (a dead original and its
+    /// cancelled `/up` row: the case closed before anyone was told, then reopened): the step is
+    /// decided again, and [`StateStore::record_steps`] revives the cancelled row.
     pub async fn recorded_steps(
         &self,
         case_refs: &[CaseRef],
     ) -> Result<HashMap<(CaseRef, Kind), Vec<i32>>, StateError> {
         let mut out: HashMap<(CaseRef, Kind), Vec<i32>> = HashMap::new();
+        // The states of the rows of each step: the original notice and its rows one role up.
+        let mut states: HashMap<(CaseRef, Kind, i32), Vec<OutboxState>> = HashMap::new();
         for chunk in case_refs.chunks(BATCH_ROWS * 8) {
             let sql = format!(
-                "SELECT case_ref, kind, step FROM outbox WHERE category = '{}' AND state <> 'cancelled' \
-                 AND case_ref IN ({})",
+                "SELECT case_ref, kind, step, state FROM outbox WHERE category = '{}' AND case_ref IN ({})",
                 OutboxCategory::Notice.as_str(),
                 self.marks(1, chunk.len())
             );
@@ -300,10 +305,19 @@ impl StateStore {
                     let case_ref = super::parsed(&row, "case_ref", CaseRef::parse)?;
                     let kind = super::parsed(&row, "kind", str::parse::<Kind>)?;
                     let step: i64 = column(&row, "step")?;
-                    out.entry((case_ref, kind)).or_default().push(step as i32);
+                    let state = super::parsed(&row, "state", str::parse::<OutboxState>)?;
+                    states.entry((case_ref, kind, step as i32)).or_default().push(state);
                 }
                 Ok::<_, StateError>(())
             })?;
+        }
+        for ((case_ref, kind, step), states) in states {
+            if step_recorded(&states) {
+                out.entry((case_ref, kind)).or_default().push(step);
+            }
+        }
+        for steps in out.values_mut() {
+            steps.sort_unstable();
         }
         Ok(out)
     }
@@ -329,6 +343,10 @@ impl StateStore {
                    state = excluded.state, created_at = excluded.created_at, not_before = excluded.not_before, \
                    next_attempt_at = excluded.next_attempt_at, attempts = 0, last_error = NULL \
                  WHERE outbox.state = 'cancelled'";
+        let revive_up = "UPDATE outbox SET state = 'pending', payload = $1, created_at = $2, not_before = $3, \
+                 next_attempt_at = $3, attempts = 0, last_error = NULL \
+                 WHERE notice_key IN ($4, $5) AND state = 'cancelled' \
+                 AND EXISTS (SELECT 1 FROM outbox AS original WHERE original.notice_key = $6 AND original.state = 'dead')";
         with_pool!(&self.pool, p => {
             let mut tx = p.begin().await.map_err(query_error("starting a transaction"))?;
             let mut inserted = Vec::new();
@@ -350,6 +368,26 @@ impl StateStore {
                     .await
                     .map_err(query_error("writing to the outbox"))?;
                 if result.rows_affected() > 0 {
+                    inserted.push(e.notice_key.clone());
+                    continue;
+                }
+                if e.state != OutboxState::Pending {
+                    continue;
+                }
+                // The step's notice reached nobody (dead) and the row that carried it one role up
+                // was cancelled (the case closed): that row is revived, with today's facts.
+                let [up, up_up] = keys_up(&e.notice_key);
+                let revived = sqlx::query(revive_up)
+                    .bind(Json(payload))
+                    .bind(now)
+                    .bind(e.not_before)
+                    .bind(up.as_str())
+                    .bind(up_up.as_str())
+                    .bind(e.notice_key.as_str())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(query_error("reviving a notice one role up"))?;
+                if revived.rows_affected() > 0 {
                     inserted.push(e.notice_key.clone());
                 }
             }
@@ -545,7 +583,7 @@ impl StateStore {
         let update = format!(
             "UPDATE outbox SET state = {KEEP_CANCELLED}, next_attempt_at = COALESCE($2, next_attempt_at), \
              last_error = $3, deliveries = $4, sent_at = COALESCE($5, sent_at), attempts = attempts + 1, \
-             claimed_by = NULL, claimed_until = NULL WHERE id = $6 AND claimed_by = $7"
+             claimed_by = NULL, claimed_until = NULL WHERE id = $6 AND claimed_by = $7 RETURNING state"
         );
         let insert = "INSERT INTO outbox (notice_key, category, case_ref, kind, step, recipients, payload, state, \
              created_at, not_before, next_attempt_at, message_id, replaces, due_on) \
@@ -560,10 +598,11 @@ impl StateStore {
             .map(|(row, attempt)| attempt.escalation.as_ref().map(|_| row.payload.content()).transpose())
             .collect::<Result<Vec<_>, _>>()
             .map_err(|source| StateError::Encode { what: "an outbox payload", source })?;
-        // The fenced update of one row, the same statement in or out of a transaction.
+        // The fenced update of one row, the same statement in or out of a transaction: the
+        // state it left the row in, `None` when the claim was no longer held.
         macro_rules! update {
             ($row:expr, $attempt:expr, $executor:expr) => {
-                sqlx::query(&update)
+                match sqlx::query(&update)
                     .bind($attempt.state.as_str())
                     .bind($attempt.next)
                     .bind($attempt.error)
@@ -571,10 +610,13 @@ impl StateStore {
                     .bind($attempt.sent_at)
                     .bind($row.id)
                     .bind(holder)
-                    .execute($executor)
+                    .fetch_optional($executor)
                     .await
                     .map_err(query_error("recording a mail attempt"))?
-                    .rows_affected()
+                {
+                    Some(written) => Some(column::<String>(&written, "state")?),
+                    None => None,
+                }
             };
         }
         let mut turn = self.write_turn().await?;
@@ -590,9 +632,12 @@ impl StateStore {
             let mut tx = p.begin().await.map_err(query_error("starting a transaction"))?;
             let mut recorded = Vec::with_capacity(attempts.len());
             for ((row, attempt), payload) in attempts.iter().zip(&payloads) {
-                let updated = update!(row, attempt, &mut *tx);
+                let written = update!(row, attempt, &mut *tx);
                 let mut escalated = false;
-                if let (Some(up), Some(payload), true) = (&attempt.escalation, payload, updated > 0) {
+                // Only a row given up goes one role up: one cancelled meanwhile (its deadline
+                // closed or withdrawn) stays cancelled, and so does the notice about it.
+                let given_up = written.as_deref() == Some(OutboxState::Dead.as_str());
+                if let (Some(up), Some(payload), true) = (&attempt.escalation, payload, given_up) {
                     escalated = sqlx::query(insert)
                         .bind(up.notice_key.as_str())
                         .bind(row.category().as_str())
@@ -611,7 +656,7 @@ impl StateStore {
                         .rows_affected()
                         > 0;
                 }
-                recorded.push(Recorded { held: updated == 1, escalated });
+                recorded.push(Recorded { held: written.is_some(), escalated });
             }
             tx.commit().await.map_err(query_error("committing a mail attempt"))?;
             Ok(recorded)
@@ -714,6 +759,21 @@ impl StateStore {
         with_writer!(&self.pool, turn, p => sqlx::query(sql).bind(until).bind(holder).execute(p).await.map(|r| r.rows_affected()))
             .map_err(query_error("renewing outbox claims"))
     }
+}
+
+/// Whether a step whose outbox rows (the notice and its rows one role up) are in `states` is
+/// recorded: some row is sent, pending, retrying or skipped, or every row is dead (given up,
+/// the last resort). Not when every row is cancelled, nor when the notice reached nobody and
+/// the row that carried it on was cancelled (dead and cancelled rows only).
+fn step_recorded(states: &[OutboxState]) -> bool {
+    let live = states.iter().any(|s| !matches!(s, OutboxState::Cancelled | OutboxState::Dead));
+    live || !states.contains(&OutboxState::Cancelled)
+}
+
+/// The keys a notice is carried on under when it reached nobody: `{key}/up`, `{key}/up/up`
+/// (caseworker → team lead → unit manager: at most two roles up).
+fn keys_up(key: &str) -> [String; 2] {
+    [format!("{key}/up"), format!("{key}/up/up")]
 }
 
 /// The order of the claim: the earliest legal last day first (digests after notices), at the

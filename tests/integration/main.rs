@@ -7,9 +7,11 @@ mod support;
 mod engines;
 
 mod check_config;
+mod delivery;
 mod digests;
 mod every_kind;
 mod faults;
+mod generated_rows;
 mod helpers;
 mod notices;
 mod operator;
@@ -18,4 +20,5 @@ mod polling;
 mod report;
 mod security;
 mod service;
+mod smtp_faults;
 mod state;

@@ -22,13 +22,13 @@ use fristvakt::notice::{message_id, notice_key};
 use fristvakt::rules::Kind;
 use fristvakt::state::{DeliveryOutcome, OutboxState};
 
-const CASEWORKER: &str = "anna.handlaggare@kommun.example";
-const TEAM_LEAD: &str = "gl.bromma@kommun.example";
-const MANAGER: &str = "ec.bromma@kommun.example";
+pub(crate) const CASEWORKER: &str = "anna.handlaggare@kommun.example";
+pub(crate) const TEAM_LEAD: &str = "gl.bromma@kommun.example";
+pub(crate) const MANAGER: &str = "ec.bromma@kommun.example";
 /// A second caseworker, for a second case.
-const CASEWORKER_2: &str = "bo.handlaggare@kommun.example";
-const CHILD_NAME: &str = "Lisa Testsson";
-const PERSONNUMMER: &str = "201201011234";
+pub(crate) const CASEWORKER_2: &str = "bo.handlaggare@kommun.example";
+pub(crate) const CHILD_NAME: &str = "Lisa Testsson";
+pub(crate) const PERSONNUMMER: &str = "201201011234";
 
 // ---------------------------------------------------------------------------------------------
 // Scenarios, each run on SQLite and on PostgreSQL state.
@@ -247,9 +247,19 @@ async fn the_give_up_clock_counts_only_open_window_hours() {
         // Friday 8 h + Monday to Wednesday 33 h + Thursday 07:00–12:00 5 h = 46 open hours.
         assert_eq!(app.dispatch(local(19, 12)).await.total_retrying(), 1, "Thursday 12:00: 46 open hours");
         // Thursday 16:00: 50 open hours, beyond give_up_after (2 days).
+        // Given up for the caseworker, it goes one role up (issue 24, item 2): the team lead's row,
+        // refused for now by this server too, is retried.
         let report = app.dispatch(local(19, 16)).await;
-        assert_eq!(report.total_dead(), 1, "Thursday 16:00: {report:?}");
-        let row = only_row(&app).await;
+        assert_eq!(
+            (report.total_dead(), report.total_escalated(), report.total_retrying()),
+            (1, 1, 1),
+            "Thursday 16:00: {report:?}"
+        );
+        let rows = app.state.outbox().await.unwrap();
+        let row = rows.iter().find(|r| r.state == OutboxState::Dead).unwrap();
+        assert!(rows
+            .iter()
+            .any(|r| r.notice_key == format!("{}/up", row.notice_key) && r.state == OutboxState::Retrying));
         assert!(
             row.last_error.as_deref().unwrap_or_default().contains("of open sending window"),
             "{:?}",
@@ -1045,10 +1055,10 @@ async fn personal_columns_never_reach_mail_logs_or_errors(state_url: String) {
 // The application under test: fristvakt's `App` as the daemon builds it, on a scripted register,
 // sending to an SMTP server; driven through the daemon's jobs.
 
-struct App {
-    _dir: tempfile::TempDir,
-    app: fristvakt::app::App,
-    smtp: TestSmtp,
+pub(crate) struct App {
+    pub(crate) _dir: tempfile::TempDir,
+    pub(crate) app: fristvakt::app::App,
+    pub(crate) smtp: TestSmtp,
 }
 
 impl std::ops::Deref for App {
@@ -1059,17 +1069,17 @@ impl std::ops::Deref for App {
 }
 
 /// Builds the application for `holder`, as a process start does.
-async fn start_app(settings: Arc<Settings>, holder: &str) -> fristvakt::app::App {
+pub(crate) async fn start_app(settings: Arc<Settings>, holder: &str) -> fristvakt::app::App {
     fristvakt::app::App::start(settings, holder, Utc::now()).await.unwrap()
 }
 
 impl App {
-    async fn start(state_url: String, cases: &[Case], send_window: &str) -> App {
+    pub(crate) async fn start(state_url: String, cases: &[Case], send_window: &str) -> App {
         App::start_with(state_url, cases, send_window, |_| {}).await
     }
 
     /// Like [`App::start`], with the settings adjusted by `adjust`.
-    async fn start_with(
+    pub(crate) async fn start_with(
         state_url: String,
         cases: &[Case],
         send_window: &str,
@@ -1092,24 +1102,24 @@ impl App {
     }
 
     /// A new application (state connection, mailer), as a process restart does.
-    async fn restart(&mut self) {
+    pub(crate) async fn restart(&mut self) {
         self.app.close().await;
         self.app = start_app(self.app.settings.clone(), "process-a").await;
     }
 
-    async fn poll(&self, today: NaiveDate) -> DispatchReport {
+    pub(crate) async fn poll(&self, today: NaiveDate) -> DispatchReport {
         self.poll_at(today, at(today, 9)).await
     }
 
-    async fn poll_at(&self, today: NaiveDate, now: DateTime<Utc>) -> DispatchReport {
+    pub(crate) async fn poll_at(&self, today: NaiveDate, now: DateTime<Utc>) -> DispatchReport {
         run_poll(&self.app, today, now).await
     }
 
-    async fn dispatch(&self, now: DateTime<Utc>) -> DispatchReport {
+    pub(crate) async fn dispatch(&self, now: DateTime<Utc>) -> DispatchReport {
         jobs::dispatch::run_once(&self.app, Moment::at(now, self.settings.timezone)).await.unwrap()
     }
 
-    async fn close(mut self) {
+    pub(crate) async fn close(mut self) {
         self.smtp.stop().await;
         self.app.close().await;
     }
@@ -1131,7 +1141,7 @@ async fn run_poll(app: &fristvakt::app::App, today: NaiveDate, now: DateTime<Utc
     jobs::dispatch::run_once(app, Moment::on(today, now)).await.unwrap()
 }
 
-fn settings(dir: &Path, register: &Path, state_url: &str, smtp_port: u16, send_window: &str) -> Settings {
+pub(crate) fn settings(dir: &Path, register: &Path, state_url: &str, smtp_port: u16, send_window: &str) -> Settings {
     let toml = format!(
         r#"
 [register]
@@ -1161,22 +1171,22 @@ managers = ["{MANAGER}"]
     config::load_with_env(Some(&path), Vec::new()).unwrap()
 }
 
-fn sqlite_state() -> String {
+pub(crate) fn sqlite_state() -> String {
     "sqlite://{dir}/state.db".to_string()
 }
 
-async fn postgres_state() -> String {
+pub(crate) async fn postgres_state() -> String {
     crate::support::postgres::shared().fresh_database().await
 }
 
 // ---------------------------------------------------------------------------------------------
 // The scripted register: the contract's columns plus personal columns a real view may carry.
 
-struct Case {
-    case_ref: &'static str,
-    caseworker: Option<&'static str>,
-    received_on: &'static str,
-    protection_assessed_on: Option<&'static str>,
+pub(crate) struct Case {
+    pub(crate) case_ref: &'static str,
+    pub(crate) caseworker: Option<&'static str>,
+    pub(crate) received_on: &'static str,
+    pub(crate) protection_assessed_on: Option<&'static str>,
 }
 
 /// `n` cases of `assessment_case` with the caseworker, numbered `{prefix}00`, `{prefix}01`, ….
@@ -1191,11 +1201,11 @@ fn assessment_cases(prefix: &str, n: usize) -> Vec<Case> {
 
 /// An open preliminary assessment received Monday 2026-11-02 (last day Monday 2026-11-16),
 /// whose protection assessment was made the same day.
-fn assessment_case(case_ref: &'static str, caseworker: Option<&'static str>) -> Case {
+pub(crate) fn assessment_case(case_ref: &'static str, caseworker: Option<&'static str>) -> Case {
     Case { case_ref, caseworker, received_on: "2026-11-02", protection_assessed_on: Some("2026-11-02") }
 }
 
-async fn write_register(path: &Path, cases: &[Case]) {
+pub(crate) async fn write_register(path: &Path, cases: &[Case]) {
     let mut conn = SqliteConnectOptions::new().filename(path).create_if_missing(true).connect().await.unwrap();
     sqlx::query(
         "CREATE TABLE cases_raw (case_ref TEXT PRIMARY KEY, unit TEXT NOT NULL, caseworker TEXT, child_sex TEXT, \
@@ -1230,16 +1240,16 @@ async fn write_register(path: &Path, cases: &[Case]) {
 // ---------------------------------------------------------------------------------------------
 // Small helpers.
 
-fn day(s: &str) -> NaiveDate {
+pub(crate) fn day(s: &str) -> NaiveDate {
     NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
 }
 
 /// `hour` o'clock UTC on `date` (10:00 or 11:00 in Stockholm, inside office hours).
-fn at(date: NaiveDate, hour: u32) -> DateTime<Utc> {
+pub(crate) fn at(date: NaiveDate, hour: u32) -> DateTime<Utc> {
     Utc.from_utc_datetime(&date.and_hms_opt(hour, 0, 0).unwrap())
 }
 
-fn subject(mail: &ReceivedMail) -> String {
+pub(crate) fn subject(mail: &ReceivedMail) -> String {
     mail.header("Subject").unwrap_or_default()
 }
 
@@ -1267,10 +1277,10 @@ async fn only_row(app: &App) -> fristvakt::state::OutboxRow {
 
 /// Log output captured in memory.
 #[derive(Clone, Default)]
-struct LogBuffer(Arc<Mutex<Vec<u8>>>);
+pub(crate) struct LogBuffer(Arc<Mutex<Vec<u8>>>);
 
 impl LogBuffer {
-    fn contents(&self) -> String {
+    pub(crate) fn contents(&self) -> String {
         String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
     }
 }

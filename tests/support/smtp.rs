@@ -12,7 +12,10 @@
 //! crate's). [`TestSmtp::set_mode`] makes the server reject recipients with a
 //! permanent (550) or transient (451) reply, or the sender (`MAIL FROM`) with 550;
 //! [`TestSmtp::refuse_recipients`] / [`TestSmtp::defer_recipients`] make it answer
-//! chosen addresses 550 5.1.1 / 451 4.2.1 while it answers the others as the mode says; and [`TestSmtp::stop`] / [`TestSmtp::restart`]
+//! chosen addresses 550 5.1.1 / 451 4.2.1 while it answers the others as the mode says;
+//! [`TestSmtp::fault`] scripts a failure at any phase (greeting, EHLO, MAIL, each RCPT, DATA,
+//! the final `.`, QUIT): a transient or permanent reply, silence or a dropped connection, per
+//! recipient and for a number of times; and [`TestSmtp::stop`] / [`TestSmtp::restart`]
 //! simulate an outage on the same port.
 
 use std::sync::{Arc, Mutex};
@@ -40,6 +43,66 @@ pub enum SmtpMode {
     RejectAuth,
     /// Accepts the connection and never says anything (a blackholed or hung server).
     Silent,
+}
+
+/// A phase of an SMTP session at which the server can be scripted to fail ([`TestSmtp::fault`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Phase {
+    /// Before the `220` greeting.
+    Greeting,
+    /// The reply to `EHLO` (or `HELO`).
+    Ehlo,
+    /// The reply to `MAIL FROM`.
+    Mail,
+    /// The reply to `RCPT TO` (of one recipient, with [`FaultRule::recipient`]).
+    Rcpt,
+    /// The reply to `DATA` (before `354`).
+    Data,
+    /// The reply to the message's final `.`.
+    Dot,
+    /// The reply to `QUIT`.
+    Quit,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 7] =
+        [Phase::Greeting, Phase::Ehlo, Phase::Mail, Phase::Rcpt, Phase::Data, Phase::Dot, Phase::Quit];
+}
+
+/// How the server fails at a [`Phase`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Fault {
+    /// A transient reply (`421` to the greeting, `451` otherwise).
+    Transient,
+    /// A permanent reply (`554`, `550` to a recipient).
+    Permanent,
+    /// No reply at all: the session reads on and says nothing (after the final `.` the message
+    /// counts as received: the server has it).
+    Silence,
+    /// The connection closed at once, without a reply (after the final `.`: the message is lost).
+    Disconnect,
+}
+
+impl Fault {
+    pub const ALL: [Fault; 4] = [Fault::Transient, Fault::Permanent, Fault::Silence, Fault::Disconnect];
+}
+
+/// One scripted failure: at `phase`, `fault`, for the transactions of `recipient` only (at
+/// `Rcpt`: that recipient's `RCPT TO`; at `Data`/`Dot`: a transaction that has it; ignored
+/// before), at most `times` times (`None`: every time).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FaultRule {
+    pub phase: Phase,
+    pub fault: Fault,
+    pub recipient: Option<String>,
+    pub times: Option<usize>,
+}
+
+impl FaultRule {
+    /// `fault` at `phase`, once, for any recipient.
+    pub fn once(phase: Phase, fault: Fault) -> FaultRule {
+        FaultRule { phase, fault, recipient: None, times: Some(1) }
+    }
 }
 
 /// One message accepted by the server.
@@ -79,6 +142,27 @@ struct State {
     /// Once this many messages were received, the server falls silent on every session, open
     /// ones included (a hung server), and greets no new one.
     silent_after: Mutex<Option<usize>>,
+    /// Scripted failures, each with the times it has left.
+    faults: Mutex<Vec<FaultRule>>,
+    /// Leaves SMTPUTF8 out of the `EHLO` reply (a server that cannot take non-ASCII addresses).
+    no_smtputf8: Mutex<bool>,
+}
+
+impl State {
+    /// The scripted fault at `phase` for a transaction of `recipients` (at `Rcpt`: the one),
+    /// if any; a rule with a count is used up by it.
+    fn fault(&self, phase: Phase, recipients: &[String]) -> Option<Fault> {
+        let mut faults = self.faults.lock().unwrap();
+        let rule = faults.iter_mut().find(|rule| {
+            rule.phase == phase
+                && rule.times != Some(0)
+                && rule.recipient.as_ref().is_none_or(|r| recipients.iter().any(|x| x.eq_ignore_ascii_case(r)))
+        })?;
+        if let Some(times) = &mut rule.times {
+            *times -= 1;
+        }
+        Some(rule.fault)
+    }
 }
 
 /// A running (or stopped) test SMTP server; see the module docs.
@@ -161,6 +245,21 @@ impl TestSmtp {
     /// answering (it reads on, and says nothing), and new ones are never greeted.
     pub fn fall_silent_after(&self, n: usize) {
         *self.state.silent_after.lock().unwrap() = Some(n);
+    }
+
+    /// Adds a scripted failure (see [`FaultRule`]); rules are tried in the order added.
+    pub fn fault(&self, rule: FaultRule) {
+        self.state.faults.lock().unwrap().push(rule);
+    }
+
+    /// Whether the server offers SMTPUTF8 (it does by default).
+    pub fn offer_smtputf8(&self, offer: bool) {
+        *self.state.no_smtputf8.lock().unwrap() = !offer;
+    }
+
+    /// Forgets every scripted failure.
+    pub fn clear_faults(&self) {
+        self.state.faults.lock().unwrap().clear();
     }
 
     /// How many `DATA` commands the server answered `354` so far: messages begun, of which
@@ -277,6 +376,32 @@ async fn session(stream: TcpStream, state: Arc<State>) -> std::io::Result<()> {
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
+    // What a scripted fault does at a phase: `Some(reply)` to send instead of the usual one,
+    // or the session ends here (silence: once the client gives up).
+    macro_rules! scripted {
+        ($phase:expr, $recipients:expr, $transient:expr, $permanent:expr) => {
+            match state.fault($phase, $recipients) {
+                None => None,
+                Some(Fault::Transient) => Some($transient),
+                Some(Fault::Permanent) => Some($permanent),
+                Some(Fault::Silence) => {
+                    let mut sink = Vec::new();
+                    let _ = tokio::io::AsyncReadExt::read_to_end(&mut reader, &mut sink).await;
+                    return Ok(());
+                }
+                Some(Fault::Disconnect) => return Ok(()),
+            }
+        };
+    }
+    if let Some(reply) = scripted!(
+        Phase::Greeting,
+        &[],
+        "421 4.3.2 Service not available (test)\r\n",
+        "554 5.3.2 No service here (test)\r\n"
+    ) {
+        writer.write_all(reply.as_bytes()).await?;
+        return Ok(());
+    }
     writer.write_all(b"220 localhost ESMTP fristvakt test server ready\r\n").await?;
 
     let mut mail_from: Option<String> = None;
@@ -296,8 +421,45 @@ async fn session(stream: TcpStream, state: Arc<State>) -> std::io::Result<()> {
         let line = String::from_utf8_lossy(&raw);
         let line = line.trim_end_matches(['\r', '\n']);
         let (verb, arg) = line.split_once(' ').unwrap_or((line, ""));
-        let reply: &str = match verb.to_ascii_uppercase().as_str() {
-            "EHLO" => "250-localhost\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250-AUTH PLAIN\r\n250 HELP\r\n",
+        let verb = verb.to_ascii_uppercase();
+        let phase = match verb.as_str() {
+            "EHLO" | "HELO" => Some(Phase::Ehlo),
+            "MAIL" => Some(Phase::Mail),
+            "DATA" if mail_from.is_some() && !rcpt_to.is_empty() => Some(Phase::Data),
+            "QUIT" => Some(Phase::Quit),
+            _ => None,
+        };
+        if let Some(phase) = phase {
+            if let Some(reply) = scripted!(
+                phase,
+                &rcpt_to,
+                "451 4.3.0 Temporary failure (test)\r\n",
+                "554 5.3.0 Transaction failed (test)\r\n"
+            ) {
+                writer.write_all(reply.as_bytes()).await?;
+                if phase == Phase::Quit {
+                    return Ok(());
+                }
+                continue;
+            }
+        }
+        if verb == "RCPT" {
+            if let (Some(_), Some(path)) = (&mail_from, path_arg(arg, "TO:")) {
+                if let Some(reply) = scripted!(
+                    Phase::Rcpt,
+                    &[path],
+                    "451 4.2.1 Mailbox busy, try again later (test)\r\n",
+                    "550 5.1.1 Mailbox unavailable (test)\r\n"
+                ) {
+                    writer.write_all(reply.as_bytes()).await?;
+                    continue;
+                }
+            }
+        }
+        let smtputf8 = if *state.no_smtputf8.lock().unwrap() { "" } else { "250-SMTPUTF8\r\n" };
+        let ehlo = format!("250-localhost\r\n250-8BITMIME\r\n{smtputf8}250-AUTH PLAIN\r\n250 HELP\r\n");
+        let reply: &str = match verb.as_str() {
+            "EHLO" => ehlo.as_str(),
             "AUTH" if *state.mode.lock().unwrap() == SmtpMode::RejectAuth => {
                 "535 5.7.8 Authentication credentials invalid (test)\r\n"
             }
@@ -346,6 +508,25 @@ async fn session(stream: TcpStream, state: Arc<State>) -> std::io::Result<()> {
                     data,
                     received_at: Instant::now(),
                 };
+                match state.fault(Phase::Dot, &mail.rcpt_to) {
+                    None => {}
+                    Some(Fault::Transient) => {
+                        writer.write_all(b"451 4.3.0 Message not queued, try again later (test)\r\n").await?;
+                        continue;
+                    }
+                    Some(Fault::Permanent) => {
+                        writer.write_all(b"554 5.6.0 Message refused (test)\r\n").await?;
+                        continue;
+                    }
+                    // The server has the message and never says so.
+                    Some(Fault::Silence) => {
+                        state.messages.lock().unwrap().push(mail);
+                        let mut sink = Vec::new();
+                        let _ = tokio::io::AsyncReadExt::read_to_end(&mut reader, &mut sink).await;
+                        return Ok(());
+                    }
+                    Some(Fault::Disconnect) => return Ok(()),
+                }
                 state.messages.lock().unwrap().push(mail);
                 let delay = *state.data_delay.lock().unwrap();
                 if !delay.is_zero() {
