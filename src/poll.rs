@@ -903,16 +903,9 @@ async fn current_of_chunk(
     let first_seen = state.first_seen_of(&case_refs).await?;
     let mut current: Vec<StoredDeadline> = records
         .into_iter()
-        .map(|r| StoredDeadline {
-            first_seen_on: first_seen.get(&(r.case_ref.clone(), r.deadline.kind)).copied().unwrap_or(Some(today)),
-            case_ref: r.case_ref,
-            unit: r.unit,
-            caseworker: r.caseworker,
-            child_sex: r.child_sex,
-            deadline: r.deadline,
-            withdrawn: false,
-            child_key: r.child_key,
-            case_of: None,
+        .map(|r| {
+            let first_seen_on = first_seen.get(&(r.case_ref.clone(), r.deadline.kind)).copied().unwrap_or(Some(today));
+            r.into_stored(first_seen_on)
         })
         .collect();
     for case_ref in broken {

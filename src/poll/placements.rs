@@ -216,17 +216,8 @@ pub async fn current_placement_deadlines(
         .collect();
     let (records, _) = compute(settings, (today, now), &rows);
     for r in records {
-        current.push(StoredDeadline {
-            first_seen_on: first_seen.get(&(r.case_ref.clone(), r.deadline.kind)).copied().unwrap_or(Some(today)),
-            case_ref: r.case_ref,
-            unit: r.unit,
-            caseworker: r.caseworker,
-            child_sex: r.child_sex,
-            deadline: r.deadline,
-            withdrawn: false,
-            child_key: None,
-            case_of: r.case_of,
-        });
+        let first_seen_on = first_seen.get(&(r.case_ref.clone(), r.deadline.kind)).copied().unwrap_or(Some(today));
+        current.push(r.into_stored(first_seen_on));
     }
     Ok(current)
 }

@@ -34,6 +34,24 @@ pub struct DeadlineRecord {
 
 pub use crate::domain::StoredDeadline;
 
+impl DeadlineRecord {
+    /// The deadline as the store holds it, not withdrawn, first stored on `first_seen_on` (the
+    /// show commands' computation of the register, which stores nothing).
+    pub fn into_stored(self, first_seen_on: Option<NaiveDate>) -> StoredDeadline {
+        StoredDeadline {
+            case_ref: self.case_ref,
+            unit: self.unit,
+            caseworker: self.caseworker,
+            child_sex: self.child_sex,
+            deadline: self.deadline,
+            withdrawn: false,
+            first_seen_on,
+            child_key: self.child_key,
+            case_of: self.case_of,
+        }
+    }
+}
+
 /// Which stored deadlines to list.
 #[derive(Debug, Clone, Default)]
 pub struct DeadlineFilter {
