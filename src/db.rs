@@ -8,7 +8,9 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 use sqlx::{PgPool, SqlitePool};
 
-use crate::config::{DatabaseUrl, Engine};
+pub mod url;
+
+pub use url::{DatabaseUrl, Engine};
 
 /// A typed connection pool of either engine.
 #[derive(Debug, Clone)]

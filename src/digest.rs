@@ -17,14 +17,15 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, NaiveDate, NaiveTime, TimeZone, Utc};
 use chrono_tz::Tz;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::config::{Language, Settings};
+pub use crate::domain::payload::{ChainPair, Compliance, Digest, DigestRow, KindCount, Section, UnitDigest};
 use crate::domain::StoredDeadline;
 use crate::domain::{CaseRef, EmailAddress, UnitCode};
 use crate::explanation::LastDay;
 use crate::report;
-use crate::rules::{find_chains, DueReason, InvestigationSpan, Kind, Role, RuleOptions};
+use crate::rules::{find_chains, InvestigationSpan, Kind, Role, RuleOptions};
 
 /// How far ahead "due soon" looks in a digest, in days (contract §3: "the next 7 days").
 pub const UPCOMING_DAYS: i64 = 7;
@@ -128,110 +129,6 @@ fn start_of_day(date: NaiveDate, tz: Tz) -> Option<DateTime<Utc>> {
 // Content
 // ---------------------------------------------------------------------------------------------
 
-/// One manager's digest for one day. Serialised as the outbox payload, so the mail can be
-/// rendered (and re-rendered after a failed attempt) from exactly what was decided.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Digest {
-    pub manager: EmailAddress,
-    pub date: NaiveDate,
-    /// The units the manager leads, by unit code.
-    pub units: Vec<UnitDigest>,
-}
-
-impl Digest {
-    /// Overdue deadlines over all units (not only the listed rows), placements' included.
-    pub fn overdue_total(&self) -> usize {
-        self.units.iter().map(|u| u.overdue.total + u.placements_overdue()).sum()
-    }
-
-    /// Deadlines due within [`UPCOMING_DAYS`] over all units, placements' included.
-    pub fn upcoming_total(&self) -> usize {
-        self.units.iter().map(|u| u.upcoming.total + u.placements.total - u.placements_overdue()).sum()
-    }
-
-    /// Whether there is anything overdue or due soon, or a chain to look at.
-    pub fn has_news(&self) -> bool {
-        self.overdue_total() + self.upcoming_total() > 0 || self.units.iter().any(|u| !u.chains.is_empty())
-    }
-}
-
-/// What a digest says about one unit (enhet).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UnitDigest {
-    pub unit: UnitCode,
-    /// The configured display name, if any.
-    pub name: Option<String>,
-    /// Overdue (försenade), most overdue first.
-    pub overdue: Section,
-    /// Due today or within [`UPCOMING_DAYS`], soonest first.
-    pub upcoming: Section,
-    /// The placements' and LVU decisions' deadlines (contract §1b) overdue or due within
-    /// [`UPCOMING_DAYS`], the LVU clocks first (a miss there ends a custody), then most overdue
-    /// first; absent in digests recorded before placements were watched.
-    #[serde(default)]
-    pub placements: Section,
-    /// Overdue and upcoming counts for every case kind and each placement kind with any, in
-    /// [`Kind::ALL`] order.
-    pub kinds: Vec<KindCount>,
-    /// Deadlines whose legal last day fell in the last [`COMPLIANCE_DAYS`] days.
-    pub compliance: Compliance,
-    /// Possible chained investigations (JO 2565-2016) whose later investigation, in this unit,
-    /// is still open: by the two case references only.
-    #[serde(default)]
-    pub chains: Vec<ChainPair>,
-}
-
-impl UnitDigest {
-    /// How many of the placements' deadlines are overdue (from the counts per kind).
-    fn placements_overdue(&self) -> usize {
-        self.kinds.iter().filter(|k| k.kind.is_placement()).map(|k| k.overdue).sum()
-    }
-}
-
-/// Two investigations of one child, the later opened within `rules.chain_window` after the
-/// earlier closed; named by case references only (the child is never named).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ChainPair {
-    pub earlier: CaseRef,
-    pub later: CaseRef,
-}
-
-/// A list of deadlines, cut at `digest.max_rows`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Section {
-    /// The rows shown, at most `digest.max_rows`.
-    pub rows: Vec<DigestRow>,
-    /// How many there are in all.
-    pub total: usize,
-}
-
-impl Section {
-    /// How many were cut ("… och N till").
-    pub fn more(&self) -> usize {
-        self.total.saturating_sub(self.rows.len())
-    }
-}
-
-/// One deadline in a digest: only what contract §3 allows in mail.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DigestRow {
-    pub case_ref: CaseRef,
-    pub kind: Kind,
-    /// The legal last day.
-    pub due_on: NaiveDate,
-    /// The last day by the calendar (absent in digests recorded before it was kept).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub nominal_due_on: Option<NaiveDate>,
-    /// Why `due_on` is what it is (absent in digests recorded before it was kept).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub due_reason: Option<DueReason>,
-    /// Days from `date` to `due_on`; negative when overdue.
-    pub days_left: i64,
-    pub caseworker: Option<EmailAddress>,
-    /// The case in the register (`mail.case_link`).
-    pub link: String,
-}
-
 impl DigestRow {
     /// The row of `stored` (open, `days_left` to its legal last day), linked by `mail.case_link`.
     fn of(settings: &Settings, stored: &StoredDeadline, days_left: i64) -> DigestRow {
@@ -255,13 +152,6 @@ impl DigestRow {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct KindCount {
-    pub kind: Kind,
-    pub overdue: usize,
-    pub upcoming: usize,
-}
-
 impl KindCount {
     /// Whether the digest counts it: every case kind; a placement kind only when the unit has
     /// one to count, so that a register without the placements view gets the digest it had.
@@ -270,31 +160,10 @@ impl KindCount {
     }
 }
 
-/// Deadlines of the last [`COMPLIANCE_DAYS`] days that are closed or past due, as in
-/// `report compliance`: met / (met + missed + overdue).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Compliance {
-    pub met: usize,
-    pub missed: usize,
-    pub overdue: usize,
-}
-
 impl From<&report::Tally> for Compliance {
     fn from(t: &report::Tally) -> Compliance {
         let n = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
         Compliance { met: n(t.met), missed: n(t.missed), overdue: n(t.overdue) }
-    }
-}
-
-impl Compliance {
-    pub fn total(&self) -> usize {
-        self.met + self.missed + self.overdue
-    }
-
-    /// The share met in whole percent (rounded half up), or `None` when no deadline fell due.
-    pub fn share_percent(&self) -> Option<usize> {
-        let total = self.total();
-        (total > 0).then(|| (self.met * 100 + total / 2) / total)
     }
 }
 

@@ -7,6 +7,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::rules::Deadline;
 
+pub mod payload;
+
+pub use payload::{ChainPair, Compliance, Digest, DigestRow, KindCount, NoticePayload, Recipient, Section, UnitDigest};
+
 /// An e-mail address of a caseworker (handläggare), team lead or manager.
 ///
 /// Checked with the dot-atom rules of RFC 5322 that real municipal addresses follow; quoted local

@@ -17,6 +17,8 @@ pub mod domain;
 pub mod explanation;
 pub mod http;
 pub mod jobs;
+#[cfg(test)]
+mod layering;
 pub mod mail;
 pub mod metrics;
 pub mod notice;

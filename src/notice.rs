@@ -4,72 +4,11 @@
 //! sent; this module builds those rows. Rendering and sending live in `mail`.
 
 use chrono::NaiveDate;
-use serde::{Deserialize, Serialize};
 
 use crate::config::Settings;
+pub use crate::domain::payload::{NoticePayload, Recipient};
 use crate::domain::{CaseRef, EmailAddress, UnitCode};
 use crate::rules::{Deadline, DueReason, Kind, Role, Step};
-
-/// One addressee of a notice and the role it was chosen for.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Recipient {
-    pub role: Role,
-    pub address: EmailAddress,
-    /// Chosen in place of a caseworker whose address is missing or invalid.
-    #[serde(default)]
-    pub instead_of_caseworker: bool,
-}
-
-/// The facts a notice mail is rendered from: the deadline's dates, never anything else about
-/// the case.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NoticePayload {
-    pub case_ref: CaseRef,
-    pub unit: UnitCode,
-    pub kind: Kind,
-    pub step: i32,
-    pub start_on: NaiveDate,
-    pub nominal_due_on: NaiveDate,
-    pub due_on: NaiveDate,
-    pub extended_to: Option<NaiveDate>,
-    /// Why `due_on` is what it is, with the days the holiday rule passed over, so that the mail
-    /// explains the deadline exactly as computed. Absent in notices recorded before it was kept.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub due_reason: Option<DueReason>,
-    /// The day the step was reached.
-    pub decided_on: NaiveDate,
-    /// The responsible caseworker's address (staff, contract §3), named in a notice that goes
-    /// to a team lead or manager only. Absent in notices recorded before it was kept.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub caseworker: Option<EmailAddress>,
-    /// A placement's case (its row's `case_ref`), linked by `mail.case_link` when
-    /// `mail.placement_link` is not set.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub case_of: Option<CaseRef>,
-}
-
-impl NoticePayload {
-    /// The deadline the notice is about, open as it was when the step was reached. A notice
-    /// recorded without its `due_reason` gets the one its dates imply; the days a holiday move
-    /// passed over are then unknown here.
-    pub fn deadline(&self) -> Deadline {
-        let due_reason = match (&self.due_reason, self.extended_to) {
-            (Some(reason), _) => reason.clone(),
-            (None, Some(to)) => DueReason::Extended { to },
-            (None, None) if self.kind == Kind::Protection => DueReason::NextDay,
-            (None, None) if self.nominal_due_on == self.due_on => DueReason::Nominal,
-            (None, None) => DueReason::Moved { skipped: Vec::new() },
-        };
-        Deadline {
-            kind: self.kind,
-            start_on: self.start_on,
-            nominal_due_on: self.nominal_due_on,
-            due_on: self.due_on,
-            closed_on: None,
-            due_reason,
-        }
-    }
-}
 
 /// The outbox key of a notice: unique per (case, kind, step), and for a cycle of a recurring
 /// clock or the second cycle of `lvu_care_application` per (reference, kind, cycle start day,
@@ -165,13 +104,6 @@ pub fn payload(
         decided_on: today,
         caseworker: None,
         case_of: None,
-    }
-}
-
-impl NoticePayload {
-    /// The payload naming the responsible caseworker.
-    pub fn with_caseworker(self, caseworker: Option<EmailAddress>) -> NoticePayload {
-        NoticePayload { caseworker, ..self }
     }
 }
 

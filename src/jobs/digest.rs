@@ -16,7 +16,7 @@ use crate::state::{DigestRun, OutboxEntry, OutboxPayload, OutboxState, StateErro
 /// records them (also when the daemon was down at the scheduled time and comes back the same
 /// day). `None` when nothing was due.
 pub async fn run_once(app: &App, at: Moment) -> Result<Option<DigestReport>, JobError> {
-    run_due(&app.state, &app.settings, &app.schedule, at.now).await
+    run_due(&app.state, &app.settings, &app.schedule, at).await
 }
 
 /// Builds the digests of `today` from the stored deadlines and writes them to the outbox
@@ -47,7 +47,9 @@ pub async fn enqueue_digests(
 
 /// The daemon's digest job, for each fire time of the schedule and once at start-up: when
 /// today's scheduled time has passed (see `DigestSchedule::latest_at_or_before`) and today's
-/// digests are not yet recorded, records them. Returns `None` when nothing was due.
+/// digests are not yet recorded, records them. Returns `None` when nothing was due. Today is
+/// `at.today` (the day of `at.now` in the configured zone in the daemon); the schedule and the
+/// sending window are asked about the instant `at.now` and its local day.
 ///
 /// A day on which the sending window never opens again (a public holiday such as julafton, or
 /// after its closing hour) gets no digest: it would arrive the next working morning beside that
@@ -56,15 +58,17 @@ async fn run_due(
     state: &StateStore,
     settings: &Settings,
     schedule: &DigestSchedule,
-    now: DateTime<Utc>,
+    at: Moment,
 ) -> Result<Option<DigestReport>, JobError> {
     let tz = settings.timezone;
-    let today = now.with_timezone(&tz).date_naive();
+    let Moment { now, today, .. } = at;
     if schedule.latest_at_or_before(now, tz).is_none() {
         return Ok(None);
     }
+    // Whether the window opens again on the instant's own local day (the same day as `today`
+    // in the daemon; a fixed `--today` keeps the instant's window).
     let opens = settings.mail.send_window.next_open(now, tz);
-    if opens.with_timezone(&tz).date_naive() != today {
+    if opens.with_timezone(&tz).date_naive() != now.with_timezone(&tz).date_naive() {
         tracing::info!(date = %today, "daily digests skipped: the sending window does not open again today");
         return Ok(None);
     }

@@ -37,6 +37,7 @@ use std::collections::BTreeMap;
 use chrono::{Datelike, Days, NaiveDate};
 
 use crate::rules::{Deadline, DueReason, Kind, Status};
+pub use crate::state::report::Dimension;
 use crate::state::report::{ChainedCell, DaysUsedCell, OutcomeCell, ReportScope};
 use crate::state::{StateError, StateStore};
 pub use suppression::{Suppression, Withheld};
@@ -49,47 +50,6 @@ pub const MIN_FOR_COMPARISON: u64 = 30;
 
 /// A girls/boys difference in share met larger than this (percentage points) gets a note.
 pub const NOTABLE_GAP_POINTS: f64 = 5.0;
-
-/// What a report can be grouped by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Dimension {
-    Unit,
-    Kind,
-    /// `F`, `M`, or `unknown` when the register gave no sex.
-    Sex,
-    /// The month of the legal last day, `YYYY-MM`.
-    Month,
-}
-
-impl Dimension {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Dimension::Unit => "unit",
-            Dimension::Kind => "kind",
-            Dimension::Sex => "sex",
-            Dimension::Month => "month",
-        }
-    }
-
-    /// `unit,kind,sex,month` in any order and subset, each at most once; empty for none.
-    pub fn parse_list(raw: &str) -> Result<Vec<Dimension>, String> {
-        let mut out = Vec::new();
-        for part in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let dim = match part {
-                "unit" => Dimension::Unit,
-                "kind" => Dimension::Kind,
-                "sex" => Dimension::Sex,
-                "month" => Dimension::Month,
-                other => return Err(format!("{other:?} is not one of unit, kind, sex, month")),
-            };
-            if out.contains(&dim) {
-                return Err(format!("{part:?} is given twice"));
-            }
-            out.push(dim);
-        }
-        Ok(out)
-    }
-}
 
 /// How a deadline that counts in a report ended, or stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

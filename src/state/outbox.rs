@@ -20,9 +20,7 @@ use sqlx::Connection as _;
 
 use super::{column, query_error, with_pool, with_writer, Get, StateError, StateStore, WriteTurn, BATCH_ROWS};
 use crate::config::Engine;
-use crate::digest::Digest;
-use crate::domain::{CaseRef, EmailAddress};
-use crate::notice::{NoticePayload, Recipient};
+use crate::domain::{CaseRef, Digest, EmailAddress, NoticePayload, Recipient};
 use crate::rules::Kind;
 
 /// What an outbox row is; stored as text in `category`.

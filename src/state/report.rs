@@ -21,7 +21,47 @@ use chrono::NaiveDate;
 
 use super::{column, query_error, with_pool, Get, StateError, StateStore};
 use crate::config::Engine;
-use crate::report::Dimension;
+
+/// What a report can be grouped by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Dimension {
+    Unit,
+    Kind,
+    /// `F`, `M`, or `unknown` when the register gave no sex.
+    Sex,
+    /// The month of the legal last day, `YYYY-MM`.
+    Month,
+}
+
+impl Dimension {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dimension::Unit => "unit",
+            Dimension::Kind => "kind",
+            Dimension::Sex => "sex",
+            Dimension::Month => "month",
+        }
+    }
+
+    /// `unit,kind,sex,month` in any order and subset, each at most once; empty for none.
+    pub fn parse_list(raw: &str) -> Result<Vec<Dimension>, String> {
+        let mut out = Vec::new();
+        for part in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let dim = match part {
+                "unit" => Dimension::Unit,
+                "kind" => Dimension::Kind,
+                "sex" => Dimension::Sex,
+                "month" => Dimension::Month,
+                other => return Err(format!("{other:?} is not one of unit, kind, sex, month")),
+            };
+            if out.contains(&dim) {
+                return Err(format!("{part:?} is given twice"));
+            }
+            out.push(dim);
+        }
+        Ok(out)
+    }
+}
 
 /// Which deadlines a report counts: `due_on` within `from..=to` and closed or past due on `today`
 /// (register contract §4); withdrawn deadlines never count.

@@ -12,6 +12,7 @@ use mail_parser::MessageParser;
 use sqlx::sqlite::SqlitePoolOptions;
 
 use crate::helpers::{fristvakt, stderr, stdout, Workspace};
+use crate::support::promtool;
 
 /// The day the notices are due: every sample's step fires on it.
 const TODAY: &str = "2026-03-20";
@@ -254,4 +255,5 @@ fn every_kind_is_a_metric_label() {
     for kind in Kind::ALL {
         assert!(text.contains(&format!("kind=\"{}\"", kind.as_str())), "{kind}:\n{text}");
     }
+    promtool::check_metrics(&text);
 }

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use chrono::NaiveDate;
+use chrono::{DateTime, NaiveDate, Utc};
 use fristvakt::config::{self, Settings};
 use fristvakt::demo::{self, DemoOptions};
 use fristvakt::register::{RawRow, COLUMNS};
@@ -11,6 +11,11 @@ use sqlx::postgres::PgPoolOptions;
 
 pub fn date(s: &str) -> NaiveDate {
     NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
+}
+
+/// An instant written in RFC 3339 (`2026-11-25T05:00:00Z`).
+pub fn utc(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
 }
 
 /// A scratch directory with a configuration whose register and state live in it.

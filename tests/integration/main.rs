@@ -3,8 +3,12 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+#[macro_use]
+mod engines;
+
 mod check_config;
 mod delivery;
+mod digests;
 mod every_kind;
 mod faults;
 mod generated_rows;

@@ -16,16 +16,7 @@ use fristvakt::state::{DeadlineFilter, DeadlineRecord, StateStore};
 
 const TODAY: &str = "2026-11-25";
 
-#[tokio::test]
-async fn figures_match_hand_counts_sqlite() {
-    figures_match_hand_counts(None).await;
-}
-
-#[tokio::test]
-async fn figures_match_hand_counts_postgres() {
-    let url = crate::support::postgres::shared().fresh_database().await;
-    figures_match_hand_counts(Some(url)).await;
-}
+both_engines!(figures_match_hand_counts);
 
 #[tokio::test]
 async fn the_digest_share_and_the_gauges_count_alike() {
@@ -367,16 +358,7 @@ async fn scripted_state(settings: &Settings) -> StateStore {
     state
 }
 
-#[tokio::test]
-async fn chains_are_counted_per_unit_sqlite() {
-    chains_are_counted_per_unit(None).await;
-}
-
-#[tokio::test]
-async fn chains_are_counted_per_unit_postgres() {
-    let url = crate::support::postgres::shared().fresh_database().await;
-    chains_are_counted_per_unit(Some(url)).await;
-}
+both_engines!(chains_are_counted_per_unit);
 
 /// A pseudonymous key as a register would make it (hex of a keyed hash): never in any output.
 fn child(letter: char) -> String {

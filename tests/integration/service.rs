@@ -13,6 +13,7 @@ use sqlx::Row;
 
 use crate::helpers::{fristvakt, stderr, Workspace};
 use crate::support::process::{process_exists, ChildGuard};
+use crate::support::promtool;
 
 pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -173,7 +174,7 @@ async fn daemon_notifies_systemd_serves_probes_and_metrics_and_stops_cleanly() {
     assert_eq!(get(port, "/healthz").map(|r| r.0), Some(200));
     assert!(!metrics.contains("@kommun.example"), "no address in metrics");
     assert!(!metrics.contains("-BU-0"), "no case reference in metrics");
-    promtool_check(&metrics);
+    promtool::check_metrics(&metrics);
 
     // The register file goes away: readiness turns 503 with a reason, and back when it returns.
     let register = ws.path("register.db");
@@ -336,14 +337,7 @@ fn a_daemon_started_by_a_test_that_panics_is_killed_and_reaped() {
 #[test]
 fn the_alert_rules_pass_their_promtool_unit_tests() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/prometheus");
-    let run = |args: &[&str]| {
-        let out = Command::new("promtool").args(args).current_dir(&dir).output().unwrap_or_else(|_| {
-            panic!("promtool not found: install it with `apt-get install -y prometheus` (scripts/test does)")
-        });
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        assert!(out.status.success(), "promtool {}:\n{text}", args.join(" "));
-        text
-    };
+    let run = |args: &[&str]| promtool::run(&dir, args, "");
     let checked = run(&["check", "rules", "fristvakt-rules.yml"]);
     assert!(checked.contains("7 rules found"), "{checked}");
     let tested = run(&["test", "rules", "fristvakt-rules.test.yml"]);
@@ -367,27 +361,6 @@ fn the_alert_rules_pass_their_promtool_unit_tests() {
             "{name} has no runbook annotation"
         );
     }
-}
-
-fn promtool_check(metrics: &str) {
-    let mut child = match Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-    {
-        Ok(c) => c,
-        Err(_) => panic!("promtool not found: install it with `apt-get install -y prometheus`"),
-    };
-    child.stdin.take().unwrap().write_all(metrics.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[test]

@@ -5,4 +5,5 @@
 pub mod pg_server;
 pub mod postgres;
 pub mod process;
+pub mod promtool;
 pub mod smtp;

@@ -1,8 +1,6 @@
 //! Daily digests end to end: a scripted register, the state store on SQLite and PostgreSQL, and
 //! delivery through a real SMTP server on loopback.
 
-mod support;
-
 use std::collections::BTreeMap;
 
 use std::sync::Arc;
@@ -18,20 +16,12 @@ use fristvakt::rules::{Kind, Role};
 use fristvakt::state::{OutboxCategory, OutboxPayload, OutboxState};
 use sqlx::sqlite::SqlitePoolOptions;
 
-use support::postgres;
-use support::smtp::TestSmtp;
+use crate::helpers::{date, utc, Workspace};
+use crate::support::smtp::TestSmtp;
 
 const TODAY: &str = "2026-11-25"; // a Wednesday
 const BROMMA: &str = "ec.bromma@kommun.example";
 const SODER: &str = "ec.soder@kommun.example";
-
-fn date(s: &str) -> NaiveDate {
-    NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
-}
-
-fn utc(s: &str) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
-}
 
 /// One register row: (case_ref, unit, caseworker, received_on, protection_assessed_on,
 /// assessment_decided_on, investigation_opened_on).
@@ -83,7 +73,7 @@ const ROWS: &[Row] = &[
 
 struct Scene {
     /// Holds the register, state and configuration files until the test ends.
-    _dir: tempfile::TempDir,
+    _ws: Workspace,
     settings: Settings,
 }
 
@@ -91,10 +81,9 @@ impl Scene {
     /// A SQLite register with [`ROWS`]; state in SQLite unless `state_url` is given. Bromma's
     /// manager leads two units.
     async fn new(state_url: Option<&str>, extra: &str) -> Scene {
-        let dir = tempfile::tempdir().unwrap();
-        let register = format!("sqlite://{}", dir.path().join("register.db").display());
-        let state =
-            state_url.map(str::to_string).unwrap_or(format!("sqlite://{}", dir.path().join("state.db").display()));
+        let ws = Workspace::new();
+        let register = ws.sqlite_url("register.db");
+        let state = state_url.map(str::to_string).unwrap_or(ws.sqlite_url("state.db"));
         let toml = format!(
             "[register]\nurl = \"{register}\"\n[state]\nurl = \"{state}\"\n\
              [mail]\nfrom = \"fristvakt@kommun.example\"\n{extra}\n\
@@ -102,11 +91,11 @@ impl Scene {
              [units.\"VAS-BU\"]\nname = \"Västerort barn och unga\"\nmanagers = [\"{BROMMA}\"]\n\
              [units.\"SOD-BU\"]\nmanagers = [\"{SODER}\"]\n"
         );
-        let path = dir.path().join("fristvakt.toml");
+        let path = ws.path("fristvakt.toml");
         std::fs::write(&path, toml).unwrap();
         let settings = config::load_with_env(Some(&path), Vec::new()).unwrap();
         write_register(&register).await;
-        Scene { _dir: dir, settings }
+        Scene { _ws: ws, settings }
     }
 
     /// The application as the daemon builds it; a new one is a restart (new connections).
@@ -275,8 +264,8 @@ async fn digest_content_for_a_scripted_register() {
 }
 
 /// Repeated runs and restarts on one state database write each manager's digest once per day.
-async fn once_per_manager_and_day(state_url: Option<&str>) {
-    let scene = Scene::new(state_url, "send_window = \"Mon-Fri 07:00-18:00\"").await;
+async fn once_per_manager_and_day(state_url: Option<String>) {
+    let scene = Scene::new(state_url.as_deref(), "send_window = \"Mon-Fri 07:00-18:00\"").await;
     let settings = &scene.settings;
     let today = date(TODAY);
     let app = scene.app().await;
@@ -338,16 +327,7 @@ async fn once_per_manager_and_day(state_url: Option<&str>) {
     app.close().await;
 }
 
-#[tokio::test]
-async fn once_per_manager_and_day_on_sqlite() {
-    once_per_manager_and_day(None).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn once_per_manager_and_day_on_postgres() {
-    let url = postgres::shared().fresh_database().await;
-    once_per_manager_and_day(Some(&url)).await;
-}
+both_engines!(once_per_manager_and_day);
 
 #[tokio::test]
 async fn no_digest_on_a_public_holiday_unless_mail_is_always_sent() {
@@ -366,6 +346,24 @@ async fn no_digest_on_a_public_holiday_unless_mail_is_always_sent() {
     assert!(report.enqueued > 0);
 }
 
+#[tokio::test]
+async fn the_digest_job_takes_its_day_from_the_moment() {
+    // `--today` fixes the day apart from the instant: the digests are that day's, not the day of
+    // `now` in the configured zone (Wednesday 25 November, 10:00 local).
+    let scene = Scene::new(None, "send_window = \"always\"").await;
+    let app = scene.app().await;
+    let tuesday = date("2026-11-24");
+    scene.sync(&app, tuesday).await;
+    let report = jobs::digest::run_once(&app, Moment::on(tuesday, utc("2026-11-25T09:00:00Z"))).await.unwrap().unwrap();
+    assert_eq!(report.date, Some(tuesday));
+    assert!(report.enqueued > 0);
+    let outbox = app.state.outbox().await.unwrap();
+    let digests: Vec<_> = outbox.iter().filter(|r| r.category() == OutboxCategory::Digest).collect();
+    assert_eq!(digests.len(), report.enqueued);
+    assert!(digests.iter().all(|r| r.notice_key.starts_with("digest/2026-11-24/")), "{digests:?}");
+    app.close().await;
+}
+
 /// The daemon's dispatch job at `now`: the number of digests sent (the poll also wrote the
 /// notices of the ladder, which go out beside them).
 async fn deliver(app: &App, now: DateTime<Utc>) -> u64 {
@@ -374,7 +372,7 @@ async fn deliver(app: &App, now: DateTime<Utc>) -> u64 {
     report.sent.iter().filter(|(l, _)| l.category == Some(OutboxCategory::Digest)).map(|(_, n)| n).sum()
 }
 
-fn is_digest(mail: &support::smtp::ReceivedMail) -> bool {
+fn is_digest(mail: &crate::support::smtp::ReceivedMail) -> bool {
     mail.header("Subject").is_some_and(|s| s.starts_with("Daglig fristöversikt"))
 }
 
@@ -458,7 +456,7 @@ async fn english_digest_html_is_well_formed_too() {
     let digests = digest::build_digests(&scene.settings, &stored, date(TODAY));
     let message = mail::compose_digest(&scene.settings, &digests[0], "<t@kommun.example>").unwrap();
     let raw = String::from_utf8(message.formatted()).unwrap();
-    let mail = support::smtp::ReceivedMail {
+    let mail = crate::support::smtp::ReceivedMail {
         mail_from: String::new(),
         rcpt_to: Vec::new(),
         data: raw,
