@@ -344,3 +344,12 @@ pub struct StoredDeadline {
     /// §3: what is sent once is (reference, kind, cycle start day, step)); `None` for a one-off.
     pub cycle_start: Option<NaiveDate>,
 }
+
+/// The cycle a notice key of `case_ref` and `kind` carries (`notice::notice_key`:
+/// `notice/<kind>/<ref>/<cycle>/<step>`), `None` for a one-off clock's key (contract §3).
+pub fn cycle_of_key(key: &str, case_ref: &str, kind: crate::rules::Kind) -> Option<NaiveDate> {
+    let rest = key.strip_prefix("notice/")?.strip_prefix(kind.as_str())?.strip_prefix('/')?;
+    let rest = rest.strip_prefix(case_ref)?.strip_prefix('/')?;
+    let (cycle, _step) = rest.split_once('/')?;
+    NaiveDate::parse_from_str(cycle, "%Y-%m-%d").ok()
+}

@@ -21,14 +21,7 @@ pub fn notice_key(case_ref: &str, kind: Kind, cycle_start: Option<NaiveDate>, st
     }
 }
 
-/// The cycle a notice key of `case_ref` and `kind` carries ([`notice_key`]), `None` for a
-/// one-off clock's key.
-pub fn cycle_of_key(key: &str, case_ref: &str, kind: Kind) -> Option<NaiveDate> {
-    let rest = key.strip_prefix("notice/")?.strip_prefix(kind.as_str())?.strip_prefix('/')?;
-    let rest = rest.strip_prefix(case_ref)?.strip_prefix('/')?;
-    let (cycle, _step) = rest.split_once('/')?;
-    NaiveDate::parse_from_str(cycle, "%Y-%m-%d").ok()
-}
+pub use crate::domain::cycle_of_key;
 
 /// A stable `Message-ID` for an outbox key, so a repeated mail is recognisable as the same
 /// one. The key is hashed, so the header carries no case reference.

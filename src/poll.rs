@@ -813,15 +813,12 @@ pub async fn each_current_deadline<E: From<PollError> + From<StateError>>(
     let mut rows_read = 0u64;
     // The placements' deadlines (few: a few per cent of children are placed), computed first
     // and handed on in their places among the cases' (one namespace, contract §1b).
-    let stored_placements = crate::state::DeadlineFilter {
-        include_withdrawn: true,
-        placements_only: true,
-        ..crate::state::DeadlineFilter::default()
-    };
-    let stored_placements = state.deadlines(&stored_placements).await.map_err(PollError::from)?;
     let mut placement_deadlines = match register.placements_view() {
-        Some(_) => placements::current_placement_deadlines(register, stored_placements, settings, (today, now)).await?,
-        None => stored_placements,
+        Some(_) => placements::current_placement_deadlines(register, state, settings, (today, now)).await?,
+        None => {
+            let stored = crate::state::DeadlineFilter { placements_only: true, ..Default::default() };
+            state.deadlines(&stored).await.map_err(PollError::from)?
+        }
     };
     placement_deadlines.sort_by(listing_order);
     let mut placement_deadlines = placement_deadlines.into_iter().peekable();

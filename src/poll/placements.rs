@@ -19,7 +19,7 @@ use crate::domain::{log_safe, CaseRef, StoredDeadline};
 use crate::register::placements::collisions;
 use crate::register::{validate_placement, CaseFacts, PlacementRow, RawPlacement, Register, RejectReason, Rejection};
 use crate::rules::{self, Kind, PlacementContext, RuleOptions};
-use crate::state::{DeadlineRecord, StateStore};
+use crate::state::{DeadlineFilter, DeadlineRecord, StateStore};
 
 /// Placements stored per transaction.
 const CHUNK_PLACEMENTS: usize = 1000;
@@ -37,22 +37,20 @@ pub(crate) async fn sync_placements(
     report: &mut SyncReport,
 ) -> Result<(), PollError> {
     let full = since.is_none();
-    let mut raws: Vec<RawPlacement> = register.placements_since(since).try_collect::<Vec<_>>().await?.concat();
+    // The view is read in chunks, each computed and stored before the next: only the references
+    // read stay (to find the placements gone), not the rows.
+    let (mut read, mut kept) = (HashSet::new(), HashSet::new());
+    let mut chunks = register.placements_since(since);
+    while let Some(raws) = chunks.try_next().await? {
+        store_chunk(register, state, settings, (today, now), raws, (&mut read, &mut kept), report).await?;
+    }
+    drop(chunks);
     let any_touched = !(touched.case_refs.is_empty() && touched.child_keys.is_empty());
     if !full && any_touched {
         let refs: Vec<String> = touched.case_refs.into_iter().collect();
         let keys: Vec<String> = touched.child_keys.into_iter().collect();
-        raws.extend(register.placements_of(&refs, &keys).await?);
-    }
-    report.placement_rows_read += raws.len() as u64;
-    let (rows, kept) = read_rows(register, settings, raws, &mut report.placement_rejected).await?;
-    let read: HashSet<String> = rows.iter().map(|(row, _)| row.placement_ref.to_string()).collect();
-    for chunk in rows.chunks(CHUNK_PLACEMENTS) {
-        let refs: Vec<CaseRef> = chunk.iter().map(|(row, _)| row.placement_ref.clone()).collect();
-        let running = running_cycles(&state.cycles_of(&refs).await?);
-        let (records, refs) = compute(settings, (today, now), chunk, &running);
-        report.deadlines_stored += records.len() as u64;
-        report.notices_cancelled += state.store_deadlines(&refs, &records, None).await?;
+        let raws = register.placements_of(&refs, &keys).await?;
+        store_chunk(register, state, settings, (today, now), raws, (&mut read, &mut kept), report).await?;
     }
     if full && report.placement_rows_read == 0 {
         // As for the cases view: a view that reads empty is far more likely being reloaded than
@@ -69,6 +67,31 @@ pub(crate) async fn sync_placements(
         if !gone.is_empty() {
             report.withdrawn += state.withdraw_cases(&gone).await?;
         }
+    }
+    Ok(())
+}
+
+/// Validates, computes and stores one chunk of placements rows; the references of its valid
+/// rows go into `read`, those of its broken rows into `kept`.
+async fn store_chunk(
+    register: &Register,
+    state: &StateStore,
+    settings: &Settings,
+    (today, now): (NaiveDate, DateTime<Utc>),
+    raws: Vec<RawPlacement>,
+    (read, kept): (&mut HashSet<String>, &mut HashSet<String>),
+    report: &mut SyncReport,
+) -> Result<(), PollError> {
+    report.placement_rows_read += raws.len() as u64;
+    let (rows, broken) = read_rows(register, settings, raws, &mut report.placement_rejected).await?;
+    kept.extend(broken);
+    read.extend(rows.iter().map(|(row, _)| row.placement_ref.to_string()));
+    for chunk in rows.chunks(CHUNK_PLACEMENTS) {
+        let refs: Vec<CaseRef> = chunk.iter().map(|(row, _)| row.placement_ref.clone()).collect();
+        let running = running_cycles(&state.cycles_of(&refs).await?);
+        let (records, refs) = compute(settings, (today, now), chunk, &running);
+        report.deadlines_stored += records.len() as u64;
+        report.notices_cancelled += state.store_deadlines(&refs, &records, None).await?;
     }
     Ok(())
 }
@@ -253,47 +276,57 @@ fn compute(
     (records, refs)
 }
 
-/// The placements' deadlines as a poll would store them now, computed in memory (the show
-/// commands): every row of the view read; `stored` holds the stored placement deadlines, which
-/// are marked withdrawn when their placement left the view.
+/// The placements' deadlines as a poll would store them now, computed as the view is read, a
+/// chunk at a time, and written nowhere (the show commands): a broken row's placement gives its
+/// stored deadlines; a placement gone from the view gives none (a full pass withdraws it), unless
+/// the view gave no row at all (then the stored ones, as a full pass withdraws nothing).
 pub async fn current_placement_deadlines(
     register: &Register,
-    stored: Vec<StoredDeadline>,
+    state: &StateStore,
     settings: &Settings,
     (today, now): (NaiveDate, DateTime<Utc>),
 ) -> Result<Vec<StoredDeadline>, PollError> {
-    let raws: Vec<RawPlacement> = register.placements_since(None).try_collect::<Vec<_>>().await?.concat();
-    let read_nothing = raws.is_empty();
+    let mut current: Vec<StoredDeadline> = Vec::new();
+    let mut rows_read = 0;
     let mut rejected = std::collections::BTreeMap::new();
-    let (rows, kept) = read_rows(register, settings, raws, &mut rejected).await?;
-    let computed: HashSet<&str> = rows.iter().map(|(r, _)| r.placement_ref.as_str()).collect();
-    let first_seen: HashMap<(CaseRef, Kind, Option<NaiveDate>), Option<NaiveDate>> =
-        stored.iter().map(|d| ((d.case_ref.clone(), d.deadline.kind, d.cycle_start), d.first_seen_on)).collect();
-    let running = running_cycles(&stored);
-    let (records, _) = compute(settings, (today, now), &rows, &running);
-    let recomputed: HashSet<(CaseRef, Kind, Option<NaiveDate>)> =
-        records.iter().map(|r| (r.case_ref.clone(), r.deadline.kind, r.cycle_start)).collect();
-    // A placement computed gives its deadlines anew, and keeps its stored cycles the computation
-    // does not give again (the closed ones, contract §2).
-    let mut current: Vec<StoredDeadline> = stored
-        .into_iter()
-        .filter(|d| {
-            !computed.contains(d.case_ref.as_str())
-                || (d.cycle_start.is_some()
-                    && !d.withdrawn
-                    && !recomputed.contains(&(d.case_ref.clone(), d.deadline.kind, d.cycle_start)))
-        })
-        .map(|mut d| {
-            if !read_nothing && !kept.contains(d.case_ref.as_str()) {
-                d.withdrawn = true;
-            }
-            d
-        })
-        .collect();
-    for r in records {
-        let first_seen_on =
-            first_seen.get(&(r.case_ref.clone(), r.deadline.kind, r.cycle_start)).copied().unwrap_or(Some(today));
-        current.push(r.into_stored(first_seen_on));
+    let mut chunks = register.placements_since(None);
+    while let Some(raws) = chunks.try_next().await? {
+        rows_read += raws.len();
+        let (rows, kept) = read_rows(register, settings, raws, &mut rejected).await?;
+        let row_refs: Vec<CaseRef> = rows.iter().map(|(row, _)| row.placement_ref.clone()).collect();
+        let stored_cycles = state.cycles_of(&row_refs).await?;
+        let (records, refs) = compute(settings, (today, now), &rows, &running_cycles(&stored_cycles));
+        // The day each deadline was first stored; one not stored yet is first seen today.
+        let first_seen = state.first_seen_of(&refs).await?;
+        let cycles_seen: HashMap<(CaseRef, Kind, Option<NaiveDate>), Option<NaiveDate>> = stored_cycles
+            .iter()
+            .map(|d| ((d.case_ref.clone(), d.deadline.kind, d.cycle_start), d.first_seen_on))
+            .collect();
+        let recomputed: HashSet<(CaseRef, Kind, Option<NaiveDate>)> =
+            records.iter().map(|r| (r.case_ref.clone(), r.deadline.kind, r.cycle_start)).collect();
+        for r in records {
+            let first_seen_on = match r.cycle_start {
+                Some(_) => cycles_seen.get(&(r.case_ref.clone(), r.deadline.kind, r.cycle_start)).copied(),
+                None => first_seen.get(&(r.case_ref.clone(), r.deadline.kind)).copied(),
+            };
+            current.push(r.into_stored(first_seen_on.unwrap_or(Some(today))));
+        }
+        // The stored cycles the computation does not give again (the closed ones, contract §2).
+        current.extend(
+            stored_cycles
+                .into_iter()
+                .filter(|d| !recomputed.contains(&(d.case_ref.clone(), d.deadline.kind, d.cycle_start))),
+        );
+        for placement_ref in kept {
+            let filter =
+                DeadlineFilter { case_ref: Some(placement_ref.trim().to_string()), ..DeadlineFilter::default() };
+            current.extend(state.deadlines(&filter).await?);
+        }
+    }
+    drop(chunks);
+    if rows_read == 0 {
+        let stored = DeadlineFilter { placements_only: true, ..DeadlineFilter::default() };
+        current.extend(state.deadlines(&stored).await?);
     }
     Ok(current)
 }

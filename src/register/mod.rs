@@ -87,6 +87,8 @@ pub struct Register {
     /// The placements view (contract §1b) when the register has it with every column; `None`:
     /// the placement clocks are off.
     placements: Option<String>,
+    /// The placements view's statements (every row; rows since `$1`/`$2`), set with `placements`.
+    placements_sql: [String; 2],
 }
 
 impl Register {
@@ -146,6 +148,7 @@ impl Register {
         // `view` is validated as a plain identifier by the configuration, so it is safe here.
         Register {
             placements: None,
+            placements_sql: Default::default(),
             stream_idle: Waits::REGISTER.statement,
             sqlite_file: url.sqlite_path().filter(|_| url.engine == Engine::Sqlite),
             pool,
@@ -203,6 +206,7 @@ impl Register {
                     placements_view = view,
                     "register: placements view found; the placement and LVU clocks are on"
                 );
+                self.placements_sql = placements::statements(self.engine(), view);
                 self.placements = Some(view.to_string());
             }
             Ok(Some(missing)) => {

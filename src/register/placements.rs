@@ -246,46 +246,23 @@ impl Register {
         since: Option<DateTime<Utc>>,
     ) -> BoxStream<'_, Result<Vec<RawPlacement>, RegisterError>> {
         let Some(view) = self.placements.clone() else { return futures_util::stream::empty().boxed() };
-        let columns = select_list(self.engine());
         let error = {
             let view = view.clone();
             move |source| RegisterError::Query { view: view.clone(), source }
         };
+        // Streamed, row by row: a view of 100 000 placements fetched whole held every row twice.
+        let [all, changed] = &self.placements_sql;
         let rows: BoxStream<'_, Result<RawPlacement, sqlx::Error>> = match (&self.pool, since) {
-            (Pool::Sqlite(p), None) => {
-                let sql = format!("SELECT {columns} FROM {view}");
-                futures_util::stream::once(async move { sqlx::query(&sql).fetch_all(p).await })
-                    .map_ok(|rows| futures_util::stream::iter(rows.into_iter().map(|r| raw(&r))))
-                    .try_flatten()
-                    .boxed()
-            }
-            (Pool::Sqlite(p), Some(t)) => {
-                let sql = format!(
-                    "SELECT {columns} FROM {view} WHERE updated_at >= $1 AND julianday(updated_at) >= julianday($2)"
-                );
-                let first = (t - chrono::Duration::days(1)).format("%Y-%m-%d").to_string();
-                futures_util::stream::once(async move {
-                    sqlx::query(&sql).bind(first).bind(format_instant(t)).fetch_all(p).await
-                })
-                .map_ok(|rows| futures_util::stream::iter(rows.into_iter().map(|r| raw(&r))))
-                .try_flatten()
-                .boxed()
-            }
-            (Pool::Postgres(p), since) => {
-                let sql = match since {
-                    None => format!("SELECT {columns} FROM {view}"),
-                    Some(_) => format!("SELECT {columns} FROM {view} WHERE updated_at >= $1"),
-                };
-                futures_util::stream::once(async move {
-                    let mut q = sqlx::query(&sql);
-                    if let Some(t) = since {
-                        q = q.bind(t);
-                    }
-                    q.fetch_all(p).await
-                })
-                .map_ok(|rows| futures_util::stream::iter(rows.into_iter().map(|r| raw(&r))))
-                .try_flatten()
-                .boxed()
+            (Pool::Sqlite(p), None) => sqlx::query(all).fetch(p).map(|r| r.and_then(|r| raw(&r))).boxed(),
+            (Pool::Sqlite(p), Some(t)) => sqlx::query(changed)
+                .bind((t - chrono::Duration::days(1)).format("%Y-%m-%d").to_string())
+                .bind(format_instant(t))
+                .fetch(p)
+                .map(|r| r.and_then(|r| raw(&r)))
+                .boxed(),
+            (Pool::Postgres(p), None) => sqlx::query(all).fetch(p).map(|r| r.and_then(|r| raw(&r))).boxed(),
+            (Pool::Postgres(p), Some(t)) => {
+                sqlx::query(changed).bind(t).fetch(p).map(|r| r.and_then(|r| raw(&r))).boxed()
             }
         };
         rows.map_err(error).try_chunks(super::STREAM_CHUNK).map_err(|e| e.1).boxed()
@@ -395,7 +372,7 @@ impl Register {
         }
     }
 
-    fn engine(&self) -> Engine {
+    pub(super) fn engine(&self) -> Engine {
         match self.pool {
             Pool::Sqlite(_) => Engine::Sqlite,
             Pool::Postgres(_) => Engine::Postgres,
@@ -450,6 +427,21 @@ impl TextOf for AnyTextRow {
 /// `ref_collision`).
 pub fn collisions<'a>(rows: impl Iterator<Item = &'a str>, facts: &CaseFacts) -> HashSet<String> {
     rows.filter(|r| facts.cases.contains_key(r.trim())).map(|r| r.trim().to_string()).collect()
+}
+
+/// The placements view's two reads, `[every row, rows changed since]`: `$1` (the day before,
+/// as text) and `$2` (the instant) on SQLite, `$1` (the instant) on PostgreSQL, as the cases
+/// view's reads bind them.
+pub(super) fn statements(engine: Engine, view: &str) -> [String; 2] {
+    let columns = select_list(engine);
+    let all = format!("SELECT {columns} FROM {view}");
+    let since = match engine {
+        Engine::Sqlite => {
+            format!("{all} WHERE updated_at >= $1 AND julianday(updated_at) >= julianday($2)")
+        }
+        Engine::Postgres => format!("{all} WHERE updated_at >= $1"),
+    };
+    [all, since]
 }
 
 #[cfg(test)]

@@ -318,7 +318,7 @@ impl StateStore {
                     let step: i64 = column(&row, "step")?;
                     let state = super::parsed(&row, "state", str::parse::<OutboxState>)?;
                     let key: String = column(&row, "notice_key")?;
-                    let cycle = crate::notice::cycle_of_key(&key, case_ref.as_str(), kind);
+                    let cycle = crate::domain::cycle_of_key(&key, case_ref.as_str(), kind);
                     states.entry((case_ref, kind, cycle, step as i32)).or_default().push(state);
                 }
                 Ok::<_, StateError>(())
