@@ -917,9 +917,15 @@ async fn current_of_chunk(
     Ok(current)
 }
 
-/// The order of the stored listing: case (or placement) reference, then kind.
+/// The order of the stored listing: case (or placement) reference, kind, then a recurring
+/// kind's cycles by their start (the stored listing orders them by the cycle's key, its first
+/// start day, which differs only for a running cycle whose start was corrected).
 fn listing_order(a: &StoredDeadline, b: &StoredDeadline) -> std::cmp::Ordering {
-    (&a.case_ref, a.deadline.kind.as_str()).cmp(&(&b.case_ref, b.deadline.kind.as_str()))
+    (&a.case_ref, a.deadline.kind.as_str(), a.deadline.start_on).cmp(&(
+        &b.case_ref,
+        b.deadline.kind.as_str(),
+        b.deadline.start_on,
+    ))
 }
 
 #[cfg(test)]

@@ -52,11 +52,11 @@ impl StateStore {
             // An open status is found by the partial index of open deadlines and sorted; SQLite
             // would otherwise walk the whole table in its key's order to spare the sort (`+`
             // keeps the key out of the ORDER BY's reach).
-            Engine::Sqlite if open => " ORDER BY +case_ref, +kind",
-            Engine::Sqlite => " ORDER BY case_ref, kind",
+            Engine::Sqlite if open => " ORDER BY +case_ref, +kind, +cycle_start",
+            Engine::Sqlite => " ORDER BY case_ref, kind, cycle_start",
             // SQLite compares text by its bytes, as Rust does; PostgreSQL by the database's
             // collation unless told otherwise.
-            Engine::Postgres => " ORDER BY case_ref COLLATE \"C\", kind COLLATE \"C\"",
+            Engine::Postgres => " ORDER BY case_ref COLLATE \"C\", kind COLLATE \"C\", cycle_start COLLATE \"C\"",
         });
         let mut shown = 0;
         with_pool!(&self.pool, p => {

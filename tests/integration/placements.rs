@@ -510,6 +510,39 @@ async fn reviews_recorded_one_at_a_time(engine: Engine) {
     let text = stdout(&out);
     assert!(text.contains("placement_review 2026-08-31 → 2027-03-01"), "{text}");
     assert!(text.contains("2027-03-10: missed"), "{text}");
+    // The compliance report counts each closed cycle whose last day falls in the period: the
+    // first met, the second missed; the third's day (2027-09-08) is after the period.
+    let out = fristvakt(
+        Some(&path),
+        &[
+            "report",
+            "compliance",
+            "--from",
+            "2026-08-01",
+            "--to",
+            "2027-04-02",
+            "--today",
+            "2027-04-02",
+            "--by",
+            "kind",
+            "--format",
+            "json",
+            "--no-suppress",
+        ],
+        &env,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let groups: Vec<Value> = serde_json::from_str(&stdout(&out)).unwrap();
+    let review = groups.iter().find(|g| g["kind"] == "placement_review").expect("a placement_review group");
+    assert_eq!(
+        (review["total"].as_u64(), review["met"].as_u64(), review["missed"].as_u64()),
+        (Some(2), Some(1), Some(1))
+    );
+    // `--fresh` (the register computed now) lists the stored cycles too: what was stored.
+    let out = fristvakt(Some(&path), &["deadlines", "--format", "json", "--today", "2027-04-02", "--fresh"], &env);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let fresh: Vec<Value> = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(fresh, listed);
 }
 
 #[tokio::test]
