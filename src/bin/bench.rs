@@ -3,7 +3,8 @@
 //! never a test: these figures depend on the machine.
 //!
 //!     cargo build --release && target/release/fristvakt-bench [--cases 100000,1000000] [--runs 3]
-//!         [--notices 10000] [--engines sqlite,postgres] [--every-row] [--only changed-poll|full-pass]
+//!         [--notices 10000] [--engines sqlite,postgres] [--every-row] [--placements 10]
+//!         [--only changed-poll|full-pass]
 //!
 //! `scripts/bench` installs what it needs when missing (the `sqlite3` shell, the PostgreSQL
 //! server binaries), builds the release and runs it, by default with BENCHMARKS.md's arguments.
@@ -26,6 +27,13 @@
 //! - start-up to READY (migrate + first full pass), a steady full pass and the compliance report
 //!   as `fristvakt` processes of their own, with their peak resident memory (goal ≤ 100 MB).
 //!
+//! The register also has a placements view (contract §1b) of `--placements` per cent of the
+//! cases (10 by default: 100 000 at 1 000 000 cases; 0 for none), the demo's placements with
+//! their recorded reviews (`bench/placements.rs`): the full pass reads both views and is set
+//! beside a raw scan of both, and a second poll of 1 000 changed rows records a review in 1 000
+//! placements under review, each closing its running `placement_review` cycle and starting the
+//! next (goal as the cases' poll).
+//!
 //! Above `EVERY_ROW_MAX` cases the run keeps to what the goals need there (the steady full pass,
 //! the polls with nothing and with 1 000 rows changed, SQLite's processes; no bulk update, no
 //! PostgreSQL processes) and a row says so, unless `--every-row`.
@@ -46,8 +54,7 @@
 //! them its rows are replaced by one saying so. The dispatch measurement (`--notices`) uses a
 //! SQLite state.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -55,20 +62,28 @@ use anyhow::{Context, Result};
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 
 use fristvakt::app::{App, Moment};
-use fristvakt::config::{self, DatabaseUrl, Engine};
+use fristvakt::config::{self, Engine};
 use fristvakt::demo::{self, DemoOptions};
 use fristvakt::jobs;
-use fristvakt::register;
 use fristvakt::report;
 
+#[path = "bench/dispatch.rs"]
+mod dispatch;
+#[path = "bench/placements.rs"]
+mod placements;
 #[path = "bench/postgres.rs"]
 mod postgres;
+#[path = "bench/process.rs"]
+mod process;
+#[path = "bench/store.rs"]
+mod store;
+#[path = "bench/table.rs"]
+mod table;
 
-/// The register columns fristvakt reads of the demo register, for the raw scan: every column of
-/// the view's table, the optional ones included (the demo register has them all).
-fn register_columns() -> String {
-    register::COLUMNS.iter().map(|c| c.name).collect::<Vec<_>>().join(", ")
-}
+use crate::dispatch::dispatch_bench;
+use crate::process::{fristvakt_process, peak_rss_mib, reset_peak};
+use crate::store::{placement_columns, raw_scan, register_columns, Store, FRESH_STATE_DB, REGISTER_DB, STATE_DB};
+use crate::table::{row, At, Goal, Timing};
 
 fn main() -> Result<()> {
     let mut sizes = vec![100_000usize];
@@ -78,6 +93,7 @@ fn main() -> Result<()> {
     let mut every_row = false;
     let mut only_changed = false;
     let mut only_full = false;
+    let mut placements = 10usize;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -94,6 +110,9 @@ fn main() -> Result<()> {
                 engines = raw.split(',').map(|e| parse_engine(e.trim())).collect::<Result<_>>()?;
             }
             "--every-row" => every_row = true,
+            "--placements" => {
+                placements = args.next().context("--placements needs a per cent")?.parse().context("--placements N")?;
+            }
             "--only" => match args.next().as_deref() {
                 Some("changed-poll") => only_changed = true,
                 Some("full-pass") => only_full = true,
@@ -101,7 +120,7 @@ fn main() -> Result<()> {
             },
             other => anyhow::bail!(
                 "unknown argument {other:?}; use [--cases N[,N…]] [--runs R] [--notices N] [--engines sqlite,postgres] \
-                 [--every-row] [--only changed-poll|full-pass]"
+                 [--every-row] [--placements PER_CENT] [--only changed-poll|full-pass]"
             ),
         }
     }
@@ -118,6 +137,7 @@ fn main() -> Result<()> {
             let mut plan = Plan::for_size(engine, cases, runs, every_row);
             plan.only_changed = only_changed;
             plan.only_full = only_full;
+            plan.placements = placements;
             let result = runtime.block_on(bench_on(engine, cases, &plan, &dir));
             let _ = std::fs::remove_dir_all(&dir);
             result?;
@@ -141,270 +161,10 @@ fn parse_engine(name: &str) -> Result<Engine> {
     }
 }
 
-fn engine_name(engine: Engine) -> &'static str {
+pub(crate) fn engine_name(engine: Engine) -> &'static str {
     match engine {
         Engine::Sqlite => "SQLite",
         Engine::Postgres => "PostgreSQL",
-    }
-}
-
-/// Connections the dispatcher and the minimal client keep open at once.
-const SMTP_CONNECTIONS: usize = 4;
-
-/// Dispatch against a loopback SMTP sink, beside a minimal client sending as many bare messages
-/// the same way (a connection each, `SMTP_CONNECTIONS` at once): goal ≥ 80 % of its rate.
-async fn dispatch_bench(notices: usize, dir: &Path) -> Result<()> {
-    let (port, accepted) = smtp_sink().await?;
-    let t = Instant::now();
-    let cpu = process_cpu();
-    let mut clients = Vec::new();
-    for i in 0..SMTP_CONNECTIONS {
-        let share = notices / SMTP_CONNECTIONS + usize::from(i < notices % SMTP_CONNECTIONS);
-        clients.push(tokio::spawn(async move {
-            for _ in 0..share {
-                bare_message(port).await?;
-            }
-            Ok::<_, std::io::Error>(())
-        }));
-    }
-    for client in clients {
-        client.await??;
-    }
-    let baseline = Timing(vec![t.elapsed()]);
-    let client_cpu = process_cpu().zip(cpu).map(|(after, before)| after.saturating_sub(before));
-    anyhow::ensure!(accepted.load(std::sync::atomic::Ordering::Relaxed) == notices, "the sink lost messages");
-
-    // A register of cases reported 20 days ago, none assessed: one notice each, due now.
-    let today = NaiveDate::from_ymd_opt(2026, 11, 25).context("date")?;
-    let received = (today - chrono::Duration::days(20)).to_string();
-    let cases = (0..notices).map(|i| register::RawRow {
-        case_ref: Some(format!("2026-BU-{i:06}")),
-        unit: Some(["BRO-BU", "SKH-BU", "NOR-BU"][i % 3].to_string()),
-        caseworker: Some("handlaggare@kommun.example".into()),
-        child_sex: Some(if i % 2 == 0 { "F" } else { "M" }.into()),
-        received_on: Some(received.clone()),
-        protection_assessed_on: Some(received.clone()),
-        updated_at: Some("2026-11-01T08:00:00.000000Z".into()),
-        ..register::RawRow::default()
-    });
-    let register_url = format!("sqlite://{}", dir.join("register.db").display());
-    let url = DatabaseUrl::parse(&register_url).map_err(|e| anyhow::anyhow!(e))?;
-    demo::write_demo_cases(&url, "fristvakt_cases", cases).await?;
-    let config = dir.join("mail.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[register]\nurl = \"{register_url}\"\n[state]\nurl = \"sqlite://{}\"\n[mail]\ntransport = \"smtp\"\n\
-             send_window = \"always\"\n[mail.smtp]\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\n\
-             pool_size = {SMTP_CONNECTIONS}\n[units.default]\nteam_leads = [\"gruppledare@kommun.example\"]\n\
-             managers = [\"enhetschef@kommun.example\"]\n",
-            dir.join("state.db").display()
-        ),
-    )?;
-    let settings = Arc::new(config::load_with_env(Some(&config), Vec::new()).map_err(|e| anyhow::anyhow!("{e}"))?);
-    let now = Utc.with_ymd_and_hms(2026, 11, 25, 9, 0, 0).single().context("now")?;
-    let app = App::start(settings, "bench", now).await?;
-    let enqueued = jobs::full_pass::run_once(&app, Moment::on(today, now)).await?.context("the poll lease")?;
-    let due = enqueued.ladder.notices_enqueued() as usize;
-    accepted.store(0, std::sync::atomic::Ordering::Relaxed);
-    let t = Instant::now();
-    let cpu = process_cpu();
-    let mut sent = 0;
-    loop {
-        let report = jobs::dispatch::run_once(&app, Moment::on(today, now)).await?;
-        if report.total_sent() == 0 {
-            break;
-        }
-        sent += report.total_sent() as usize;
-    }
-    let dispatch = Timing(vec![t.elapsed()]);
-    let dispatch_cpu = process_cpu().zip(cpu).map(|(after, before)| after.saturating_sub(before));
-    app.close().await;
-    anyhow::ensure!(sent == due && accepted.load(std::sync::atomic::Ordering::Relaxed) == due, "not every notice");
-    // Rates, so that the ratio reads as a share of the client's rate (and the goal as ≥ 0.8).
-    let rate = |n: usize, t: &Timing| n as f64 / t.median().as_secs_f64();
-    let (client_rate, dispatch_rate) = (rate(notices, &baseline), rate(due, &dispatch));
-    let at = At { engine: engine_name(Engine::Sqlite), cases: notices };
-    // The CPU time of the whole process (sink included) per message: the figure that a loaded
-    // machine does not blur.
-    let per = |cpu: Option<Duration>, n: usize| match cpu {
-        Some(cpu) => format!(", {:.0} µs CPU each", cpu.as_secs_f64() * 1e6 / n.max(1) as f64),
-        None => String::new(),
-    };
-    row(
-        at,
-        &format!("minimal SMTP client, bare messages ({client_rate:.0}/s{})", per(client_cpu, notices)),
-        &baseline,
-        None,
-        Goal::None,
-    );
-    let share = dispatch_rate / client_rate;
-    println!(
-        "| {} | {due} | dispatch of notices to the same sink ({dispatch_rate:.0}/s{}) | {} | {} | {} | {share:.2} of its \
-         rate | ≥ 0.8 | {} |",
-        at.engine,
-        per(dispatch_cpu, due),
-        secs(dispatch.min()),
-        secs(dispatch.median()),
-        secs(baseline.median()),
-        if share >= 0.8 { "yes" } else { "**no**" }
-    );
-    Ok(())
-}
-
-/// A loopback SMTP server that takes every message (the sink of the dispatch measurement):
-/// its port and the count of messages taken.
-async fn smtp_sink() -> Result<(u16, Arc<std::sync::atomic::AtomicUsize>)> {
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let port = listener.local_addr()?.port();
-    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let count = accepted.clone();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let count = count.clone();
-            tokio::spawn(async move {
-                let (reader, mut writer) = stream.into_split();
-                let mut reader = BufReader::new(reader);
-                writer.write_all(b"220 sink\r\n").await?;
-                let mut line = String::new();
-                let mut in_data = false;
-                loop {
-                    line.clear();
-                    if reader.read_line(&mut line).await? == 0 {
-                        return Ok::<_, std::io::Error>(());
-                    }
-                    if in_data {
-                        if line == ".\r\n" {
-                            in_data = false;
-                            count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            writer.write_all(b"250 queued\r\n").await?;
-                        }
-                        continue;
-                    }
-                    let verb = line.get(..4).unwrap_or_default().to_ascii_uppercase();
-                    let reply: &[u8] = match verb.as_str() {
-                        "EHLO" => b"250-sink\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n",
-                        "DATA" => {
-                            in_data = true;
-                            b"354 go on\r\n"
-                        }
-                        "QUIT" => {
-                            writer.write_all(b"221 bye\r\n").await?;
-                            return Ok(());
-                        }
-                        _ => b"250 ok\r\n",
-                    };
-                    writer.write_all(reply).await?;
-                }
-            });
-        }
-    });
-    Ok((port, accepted))
-}
-
-/// Reads one SMTP reply: up to the line whose code is followed by a space.
-async fn expect(
-    reader: &mut tokio::io::BufReader<tokio::net::tcp::OwnedReadHalf>,
-    line: &mut String,
-) -> std::io::Result<()> {
-    use tokio::io::AsyncBufReadExt;
-    loop {
-        line.clear();
-        if reader.read_line(line).await? == 0 || line.len() < 4 || line.as_bytes()[3] == b' ' {
-            return Ok(());
-        }
-    }
-}
-
-/// One bare message over a connection of its own, as plainly as SMTP allows.
-async fn bare_message(port: u16) -> std::io::Result<()> {
-    use tokio::io::{AsyncWriteExt, BufReader};
-    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    let (reader, mut writer) = stream.into_split();
-    let mut reader = BufReader::new(reader);
-    let mut line = String::new();
-    expect(&mut reader, &mut line).await?;
-    for command in
-        [&b"EHLO bench\r\n"[..], b"MAIL FROM:<a@kommun.example>\r\n", b"RCPT TO:<b@kommun.example>\r\n", b"DATA\r\n"]
-    {
-        writer.write_all(command).await?;
-        expect(&mut reader, &mut line).await?;
-    }
-    writer.write_all(b"Subject: x\r\n\r\nx\r\n.\r\n").await?;
-    expect(&mut reader, &mut line).await?;
-    writer.write_all(b"QUIT\r\n").await?;
-    expect(&mut reader, &mut line).await?;
-    Ok(())
-}
-
-/// Times of several runs.
-struct Timing(Vec<Duration>);
-
-impl Timing {
-    fn min(&self) -> Duration {
-        self.0.iter().copied().min().unwrap_or_default()
-    }
-
-    fn median(&self) -> Duration {
-        let mut v = self.0.clone();
-        v.sort();
-        v.get(v.len() / 2).copied().unwrap_or_default()
-    }
-}
-
-fn secs(d: Duration) -> String {
-    if d < Duration::from_secs(1) {
-        format!("{:.1} ms", d.as_secs_f64() * 1000.0)
-    } else {
-        format!("{:.2} s", d.as_secs_f64())
-    }
-}
-
-/// The first two cells of a row: the engine of the register and state, and the number of cases.
-#[derive(Clone, Copy)]
-struct At {
-    engine: &'static str,
-    cases: usize,
-}
-
-impl std::fmt::Display for At {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} | {}", self.engine, self.cases)
-    }
-}
-
-/// One table row: a measurement, its baseline (when it has one), the ratio and the goal.
-fn row(at: At, what: &str, timing: &Timing, baseline: Option<&Timing>, goal: Goal) {
-    let median = timing.median();
-    let (base, ratio) = match baseline {
-        Some(b) if !b.median().is_zero() => {
-            (secs(b.median()), format!("{:.2}×", median.as_secs_f64() / b.median().as_secs_f64()))
-        }
-        _ => ("–".to_string(), "–".to_string()),
-    };
-    let (goal_text, met) = goal.judge(median, baseline.map(Timing::median));
-    println!("| {at} | {what} | {} | {} | {base} | {ratio} | {goal_text} | {met} |", secs(timing.min()), secs(median));
-}
-
-#[derive(Clone, Copy)]
-enum Goal {
-    None,
-    /// At most this ratio to the baseline.
-    Ratio(f64),
-    /// At most this long.
-    Within(Duration),
-}
-
-impl Goal {
-    fn judge(self, median: Duration, baseline: Option<Duration>) -> (String, &'static str) {
-        let yes_no = |ok: bool| if ok { "yes" } else { "**no**" };
-        match (self, baseline) {
-            (Goal::None, _) => ("–".into(), ""),
-            (Goal::Ratio(r), Some(b)) => (format!("≤ {r}×"), yes_no(median.as_secs_f64() <= r * b.as_secs_f64())),
-            (Goal::Ratio(r), None) => (format!("≤ {r}×"), "no baseline"),
-            (Goal::Within(d), _) => (format!("≤ {}", secs(d)), yes_no(median <= d)),
-        }
     }
 }
 
@@ -429,6 +189,8 @@ struct Plan {
     only_changed: bool,
     /// Only the steady full pass, `runs` times, beside the raw scan (`--only full-pass`).
     only_full: bool,
+    /// Placements in the register's placements view, per cent of the cases (0: no such view).
+    placements: usize,
 }
 
 impl Plan {
@@ -440,6 +202,7 @@ impl Plan {
             processes: true,
             only_changed: false,
             only_full: false,
+            placements: 10,
         };
         if every_row || cases <= EVERY_ROW_MAX {
             return everything;
@@ -517,112 +280,6 @@ async fn bench_on(engine: Engine, cases: usize, plan: &Plan, dir: &Path) -> Resu
     }
 }
 
-/// The databases of a size on PostgreSQL: the register, the state of the measurements in this
-/// process, and the state of the `fristvakt` processes.
-const REGISTER_DB: &str = "register";
-const STATE_DB: &str = "state";
-const FRESH_STATE_DB: &str = "fresh_state";
-
-/// Where a size's register and states live, and the engine's shell that reads and changes the
-/// register beside fristvakt: SQLite files in a directory (`sqlite3`), or databases of a
-/// throwaway PostgreSQL server (`psql`).
-enum Store<'a> {
-    Sqlite(&'a Path),
-    Postgres(&'a postgres::Server),
-}
-
-impl Store<'_> {
-    fn engine(&self) -> &'static str {
-        engine_name(match self {
-            Store::Sqlite(_) => Engine::Sqlite,
-            Store::Postgres(_) => Engine::Postgres,
-        })
-    }
-
-    fn register_url(&self) -> String {
-        match self {
-            Store::Sqlite(dir) => format!("sqlite://{}", dir.join("register.db").display()),
-            Store::Postgres(server) => server.url(REGISTER_DB),
-        }
-    }
-
-    /// The URL of state `name` (`STATE_DB` or `FRESH_STATE_DB`).
-    fn state_url(&self, name: &str) -> String {
-        match self {
-            Store::Sqlite(dir) => format!("sqlite://{}", dir.join(format!("{name}.db")).display()),
-            Store::Postgres(server) => server.url(name),
-        }
-    }
-
-    /// Writes the demo cases to the register's `view`: fristvakt's own demo register writer on
-    /// SQLite; on PostgreSQL a table with the contract's types, loaded with COPY.
-    async fn write_register(&self, view: &str, cases: impl Iterator<Item = register::RawRow>) -> Result<()> {
-        match self {
-            Store::Sqlite(_) => {
-                let url = DatabaseUrl::parse(&self.register_url()).map_err(|e| anyhow::anyhow!(e))?;
-                demo::write_demo_cases(&url, view, cases).await?;
-            }
-            Store::Postgres(_) => {
-                postgres::write_register(&self.register_url(), view, cases).await?;
-            }
-        }
-        Ok(())
-    }
-
-    /// What the raw scan is, for the row that compares with it.
-    fn scan_name(&self) -> &'static str {
-        match self {
-            Store::Sqlite(_) => "a raw sqlite3 scan",
-            Store::Postgres(_) => "a raw psql COPY scan",
-        }
-    }
-
-    /// The raw scan's statement: the view's columns, printed.
-    fn scan_sql(&self, view: &str) -> String {
-        match self {
-            Store::Sqlite(_) => format!("SELECT {} FROM {view};", register_columns()),
-            Store::Postgres(_) => format!("COPY (SELECT {} FROM {view}) TO STDOUT", register_columns()),
-        }
-    }
-
-    /// The engine's shell running `sql` on the register.
-    fn shell(&self, sql: &str) -> Command {
-        match self {
-            Store::Sqlite(dir) => {
-                let mut command = Command::new("sqlite3");
-                command.arg(dir.join("register.db")).arg(sql);
-                command
-            }
-            Store::Postgres(server) => {
-                let mut command = server.psql(REGISTER_DB);
-                command.arg("-c").arg(sql);
-                command
-            }
-        }
-    }
-
-    /// After the first full pass filled the state: on PostgreSQL, `VACUUM ANALYZE` of the state
-    /// database, what autovacuum does to a daemon's tables within minutes of such a load. The
-    /// polls measured right after the pass were planned with the statistics of empty tables:
-    /// the read of the stored kinds of 1 000 cases took 3–8 ms in some polls and 61–82 ms in
-    /// others (100 000 cases), 4–11 ms in every poll after the analysis.
-    /// SQLite keeps no statistics unless told (`ANALYZE`), and fristvakt does not.
-    fn settle_state(&self) -> Result<()> {
-        if let Store::Postgres(server) = self {
-            let status = server.psql(STATE_DB).arg("-c").arg("VACUUM ANALYZE").status().context("running psql")?;
-            anyhow::ensure!(status.success(), "VACUUM ANALYZE of the state failed");
-        }
-        Ok(())
-    }
-
-    /// Runs `sql` (a change fristvakt should see) on the register.
-    fn execute(&self, sql: &str) -> Result<()> {
-        let status = self.shell(sql).status().with_context(|| format!("running the shell of {}", self.engine()))?;
-        anyhow::ensure!(status.success(), "{} failed: {sql}", self.engine());
-        Ok(())
-    }
-}
-
 async fn bench(store: &Store<'_>, cases: usize, plan: &Plan, dir: &Path) -> Result<()> {
     let at = At { engine: store.engine(), cases };
     let runs = plan.runs;
@@ -638,14 +295,22 @@ async fn bench(store: &Store<'_>, cases: usize, plan: &Plan, dir: &Path) -> Resu
     let options = DemoOptions { cases, seed: 1, today: demo_today, broken: 0 };
     let view = settings.register.view.clone();
     store.write_register(&view, demo::generate(&options)).await?;
+    let mut views = vec![(view.clone(), register_columns())];
+    if plan.placements > 0 {
+        let rows = placements::bench_placements(&options, plan.placements);
+        let written = placements::write_placements(store, &settings.register.placements_view, &rows).await?;
+        println!("| {at} | the placements view: {written} placements, their reviews recorded | – | – | – | – | – | |");
+        views.push((settings.register.placements_view.clone(), placement_columns()));
+    }
+    let scan_name = store.scan_name(views.len());
     if plan.only_changed {
-        return changed_polls(store, at, settings, start, runs).await;
+        return changed_polls(store, at, settings, start, runs, plan.placements > 0).await;
     }
 
-    // The baseline: the same columns of the same view, read by the engine's shell.
-    let scan = raw_scan(store, &view, plan.runs);
+    // The baseline: the same columns of the same views, read by the engine's shell.
+    let scan = raw_scan(store, &views, plan.runs);
     if plan.only_full {
-        return full_passes(store, at, settings, start, runs, scan.as_ref()).await;
+        return full_passes(store, at, settings, start, runs, scan.as_ref(), &scan_name).await;
     }
 
     let mut now = start;
@@ -694,7 +359,7 @@ async fn bench(store: &Store<'_>, cases: usize, plan: &Plan, dir: &Path) -> Resu
     }
     let full = Timing(full);
     let full_rss = peak_rss_mib();
-    row(at, &format!("steady full pass, against {}", store.scan_name()), &full, scan.as_ref(), Goal::Ratio(1.3));
+    row(at, &format!("steady full pass, against {scan_name}"), &full, scan.as_ref(), Goal::Ratio(1.3));
 
     // The daemon's count behind the metrics, after the full pass and at most every 10 minutes
     // (a job of its own, not part of the poll).
@@ -712,14 +377,7 @@ async fn bench(store: &Store<'_>, cases: usize, plan: &Plan, dir: &Path) -> Resu
     row(at, "poll, nothing changed, against the full pass", &Timing(quiet), Some(&full), Goal::Ratio(0.1));
 
     // 1 000 rows change, other rows each time.
-    let (times, read) = changed_polls_on(store, &app, &view, &mut now, today, runs).await?;
-    row(
-        at,
-        &format!("poll, 1 000 rows changed ({} read)", read.join("/")),
-        &Timing(times),
-        None,
-        Goal::Within(Duration::from_millis(50)),
-    );
+    changed_poll_rows(store, at, &app, &settings, &mut now, today, runs, plan.placements > 0).await?;
 
     // A bulk update: every row one updated_at. The first poll reads all (they changed); those
     // inside the overlap window read them again, unchanged; after it, nothing.
@@ -856,14 +514,41 @@ async fn changed_polls(
     settings: Arc<config::Settings>,
     start: DateTime<Utc>,
     runs: usize,
+    with_placements: bool,
 ) -> Result<()> {
-    let view = settings.register.view.clone();
-    let (app, today, mut now) = after_first_full_pass(store, settings, start).await?;
+    let (app, today, mut now) = after_first_full_pass(store, settings.clone(), start).await?;
     now += chrono::Duration::minutes(1);
     jobs::poll::run_once(&app, Moment::on(today, now)).await?.context("the poll lease")?;
     eprintln!("fristvakt-bench: changed polls start (pid {})", std::process::id());
-    let (times, read) = changed_polls_on(store, &app, &view, &mut now, today, runs).await?;
+    changed_poll_rows(store, at, &app, &settings, &mut now, today, runs, with_placements).await?;
     eprintln!("fristvakt-bench: changed polls end");
+    app.close().await;
+    Ok(())
+}
+
+/// The rows of the polls of 1 000 changed rows: of the cases view (a new caseworker), then, when
+/// the register has placements, of the placements view (a review recorded, closing a cycle).
+#[allow(clippy::too_many_arguments)]
+async fn changed_poll_rows(
+    store: &Store<'_>,
+    at: At,
+    app: &App,
+    settings: &config::Settings,
+    now: &mut DateTime<Utc>,
+    today: NaiveDate,
+    runs: usize,
+    with_placements: bool,
+) -> Result<()> {
+    let view = settings.register.view.clone();
+    let change = |run: usize, stamp: DateTime<Utc>| {
+        let stamp = stamp.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        store.execute(&format!(
+            "UPDATE {view} SET caseworker = 'ny.handlaggare.{run}@kommun.example', updated_at = '{stamp}' \
+             WHERE case_ref IN (SELECT case_ref FROM {view} ORDER BY case_ref LIMIT 1000 OFFSET {})",
+            run * 1000
+        ))
+    };
+    let (times, read) = changed_polls_on(app, &change, now, today, runs).await?;
     row(
         at,
         &format!("poll, 1 000 rows changed ({} read)", read.join("/")),
@@ -871,7 +556,19 @@ async fn changed_polls(
         None,
         Goal::Within(Duration::from_millis(50)),
     );
-    app.close().await;
+    if with_placements {
+        let placements_view = settings.register.placements_view.clone();
+        let review =
+            |run: usize, stamp: DateTime<Utc>| placements::record_reviews(store, &placements_view, run, today, stamp);
+        let (times, read) = changed_polls_on(app, &review, now, today, runs).await?;
+        row(
+            at,
+            &format!("poll, 1 000 placements changed: a review recorded, a cycle closed ({} read)", read.join("/")),
+            &Timing(times),
+            None,
+            Goal::Within(Duration::from_millis(50)),
+        );
+    }
     Ok(())
 }
 
@@ -884,6 +581,7 @@ async fn full_passes(
     start: DateTime<Utc>,
     runs: usize,
     scan: Option<&Timing>,
+    scan_name: &str,
 ) -> Result<()> {
     let (app, today, mut now) = after_first_full_pass(store, settings, start).await?;
     eprintln!("fristvakt-bench: steady full passes start (pid {})", std::process::id());
@@ -895,19 +593,18 @@ async fn full_passes(
         times.push(t.elapsed());
     }
     eprintln!("fristvakt-bench: steady full passes end");
-    row(at, &format!("steady full pass, against {}", store.scan_name()), &Timing(times), scan, Goal::Ratio(1.3));
+    row(at, &format!("steady full pass, against {scan_name}"), &Timing(times), scan, Goal::Ratio(1.3));
     app.close().await;
     Ok(())
 }
 
-/// `runs` polls, each after 1 000 other rows of the register changed (a new caseworker and
-/// `updated_at`): each poll reads cases whose prints are not in the print log yet, as a day's
-/// changes would be. Between two, an unmeasured poll re-reads the rows of the one before in its
-/// overlap window. Their times and the rows each read.
+/// `runs` polls, each after `change(run, stamp)` changed 1 000 other rows of the register (stamped
+/// `updated_at` = `stamp`): each poll reads rows whose prints are not in the print log yet, as a
+/// day's changes would be. Between two, an unmeasured poll re-reads the rows of the one before in
+/// its overlap window. Their times and the rows each read.
 async fn changed_polls_on(
-    store: &Store<'_>,
     app: &App,
-    view: &str,
+    change: &dyn Fn(usize, DateTime<Utc>) -> Result<()>,
     now: &mut DateTime<Utc>,
     today: NaiveDate,
     runs: usize,
@@ -916,144 +613,15 @@ async fn changed_polls_on(
     let mut read = Vec::new();
     for run in 0..runs {
         *now += chrono::Duration::minutes(30);
-        let stamp = (*now - chrono::Duration::minutes(1)).to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-        store.execute(&format!(
-            "UPDATE {view} SET caseworker = 'ny.handlaggare.{run}@kommun.example', updated_at = '{stamp}' \
-             WHERE case_ref IN (SELECT case_ref FROM {view} ORDER BY case_ref LIMIT 1000 OFFSET {})",
-            run * 1000
-        ))?;
+        change(run, *now - chrono::Duration::minutes(1))?;
         let t = Instant::now();
         let changed = jobs::poll::run_once(app, Moment::on(today, *now)).await?.context("the poll lease")?;
         times.push(t.elapsed());
-        read.push(changed.sync.rows_read.to_string());
+        read.push((changed.sync.rows_read + changed.sync.placement_rows_read).to_string());
         // The daemon's next poll, unmeasured: it reads these rows again (unchanged), as they lie
         // inside its overlap window; the measured poll after it reads only its own 1 000.
         *now += chrono::Duration::minutes(15);
         jobs::poll::run_once(app, Moment::on(today, *now)).await?.context("the poll lease")?;
     }
     Ok((times, read))
-}
-
-/// The `fristvakt` binary beside the benchmark's, configured for the register and the state
-/// database `state`.
-struct FristvaktProcess {
-    binary: PathBuf,
-    config: PathBuf,
-}
-
-fn fristvakt_process(store: &Store<'_>, dir: &Path, register_url: &str, state: &str) -> Result<FristvaktProcess> {
-    let binary = std::env::current_exe()
-        .ok()
-        .map(|e| e.with_file_name("fristvakt"))
-        .filter(|b| b.exists())
-        .context("the fristvakt binary beside the benchmark's; build it first: cargo build --release")?;
-    let config = dir.join(format!("bench-{state}.toml"));
-    std::fs::write(
-        &config,
-        format!(
-            "[register]\nurl = \"{register_url}\"\n[state]\nurl = \"{}\"\n[mail]\nfile_dir = \"{}\"\n",
-            store.state_url(state),
-            dir.join("outbox").display()
-        ),
-    )?;
-    Ok(FristvaktProcess { binary, config })
-}
-
-impl FristvaktProcess {
-    fn run(&self, args: &[&str]) -> Result<(Duration, u64)> {
-        let mut command = Command::new(&self.binary);
-        command.arg("--config").arg(&self.config).args(args).env_remove("FRISTVAKT_CONFIG").env("RUST_LOG", "error");
-        child_peak(command)
-    }
-
-    /// Start-up to READY: migrates a new state and reads every row once, as the daemon does
-    /// first; prints its row and returns its peak memory.
-    fn run_startup(&self, at: At, today: NaiveDate) -> Result<u64> {
-        let (took, peak) = self.run(&["poll", "--once", "--full", "--today", &today.to_string()])?;
-        row(at, "start-up to READY: migrate + first full pass, own process", &Timing(vec![took]), None, Goal::None);
-        Ok(peak)
-    }
-}
-
-/// Runs `command` to its end; its wall time and its peak resident memory (VmHWM, read from
-/// /proc every 10 ms while it runs: the last reading before it exits is its peak, give or take
-/// the last 10 ms).
-fn child_peak(mut command: Command) -> Result<(Duration, u64)> {
-    let t = Instant::now();
-    let mut child = command.stdout(std::process::Stdio::null()).spawn().context("starting fristvakt")?;
-    let status_file = PathBuf::from(format!("/proc/{}/status", child.id()));
-    let mut peak_kib = 0u64;
-    let status = loop {
-        if let Ok(text) = std::fs::read_to_string(&status_file) {
-            let hwm = text.lines().find(|l| l.starts_with("VmHWM:"));
-            if let Some(kib) = hwm.and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()) {
-                peak_kib = peak_kib.max(kib);
-            }
-        }
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    anyhow::ensure!(status.success(), "fristvakt {command:?} failed: {status}");
-    Ok((t.elapsed(), peak_kib / 1024))
-}
-
-/// Reads the view's columns with the engine's shell, `runs` times (after one warm-up).
-fn raw_scan(store: &Store<'_>, view: &str, runs: usize) -> Option<Timing> {
-    let sql = store.scan_sql(view);
-    let engine = store.engine();
-    let once = || -> Option<Duration> {
-        let t = Instant::now();
-        let out = store.shell(&sql).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).output();
-        match out {
-            Ok(out) if out.status.success() => Some(t.elapsed()),
-            Ok(out) => {
-                eprintln!("raw scan: the {engine} shell failed: {}", String::from_utf8_lossy(&out.stderr).trim());
-                None
-            }
-            Err(e) => {
-                eprintln!("raw scan: cannot run the {engine} shell: {e}");
-                None
-            }
-        }
-    };
-    // The warm-up, retried: the register was just written and may still be busy for a moment.
-    let mut warm = once();
-    for _ in 0..4 {
-        if warm.is_some() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-        warm = once();
-    }
-    warm?;
-    let times: Option<Vec<Duration>> = (0..runs).map(|_| once()).collect();
-    times.map(Timing)
-}
-
-/// Resets this process's peak resident memory (Linux ≥ 4.0), so that the next reading is the
-/// peak of what follows.
-fn reset_peak() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-}
-
-/// The CPU time (user and system, every thread) this process has used so far, from /proc
-/// (`None` where there is no /proc): whole clock ticks, enough for runs of a second or more.
-fn process_cpu() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // The fields after the command name, which is in parentheses and may hold spaces.
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    // Linux reports them in USER_HZ, 100 a second on every architecture it runs on.
-    Some(Duration::from_millis(ticks * 10))
-}
-
-/// VmHWM of this process, from /proc.
-fn peak_rss_mib() -> Option<u64> {
-    let status = std::fs::read_to_string(PathBuf::from("/proc/self/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024)
 }

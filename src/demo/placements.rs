@@ -22,6 +22,14 @@
 //!   later, in force three weeks after; care mostly began under the custody (executed before the
 //!   legal force), else within the four weeks; ≈ 2 % late. ≈ 15 % have ended, with the compulsory
 //!   follow-up.
+//! - **Reviews** (a generator of their own, so that the rows above are the same with or without
+//!   them): every placement under SoL or LVU care that was carried out is reviewed every six
+//!   months (`last_reviewed_on`, the latest review before `today` and the end), mostly in the
+//!   last three weeks before the day, ≈ 8 % late by one to six weeks; ≈ 20 % of the care
+//!   decisions carry a restriction (LVU 14 §: decided 0–90 days after the start, reviewed every
+//!   three months, a quarter of them ended); a child in a family home is considered for a custody
+//!   transfer within the month before two years there, then yearly. A placement of two years has
+//!   had three or four reviews: polls that see the next one close its running cycle.
 //! - Each row carries its case's unit, caseworker, child key and sex; `placement_ref` is
 //!   `2026-PL-00042` (year of the decision, a running number), never a case reference. No date is
 //!   after `today`: an event that would come later has not happened yet.
@@ -78,7 +86,95 @@ pub fn generate_placements(options: &DemoOptions) -> Vec<RawPlacement> {
         g.stamp(&mut row, day);
         g.rows.push(row);
     }
+    let mut reviews = StdRng::seed_from_u64(options.seed ^ 0x5245_5649_4557_5321);
+    for row in &mut g.rows {
+        record_reviews(&mut reviews, options.today, row);
+    }
     g.rows
+}
+
+/// Records the latest reviews of `row` as of `today` (see the module's "Reviews"), moving its
+/// `updated_at` to the latest of them when that is later.
+fn record_reviews(rng: &mut StdRng, today: NaiveDate, row: &mut RawPlacement) {
+    let day = |row: &RawPlacement, column: &str| value(row, column).and_then(|v| v.parse::<NaiveDate>().ok());
+    let (Some(basis), Some(executed)) = (value(row, "basis").map(str::to_string), day(row, "executed_on")) else {
+        return;
+    };
+    if !matches!(basis.as_str(), "sol" | "lvu_2" | "lvu_3") {
+        return;
+    }
+    let ended = day(row, "ended_on");
+    let until = ended.unwrap_or(today).min(today);
+    let mut latest = None;
+    let reviewed = last_review(rng, executed, 6, until);
+    set_day(row, "last_reviewed_on", reviewed);
+    latest = latest.max(reviewed);
+    if basis != "sol" && rng.gen_range(0..100u32) < 20 {
+        let decided = executed.checked_add_days(Days::new(rng.gen_range(0..=90))).unwrap_or(executed);
+        if decided <= until {
+            let lifted = if rng.gen_range(0..100u32) < 25 {
+                decided.checked_add_days(Days::new(rng.gen_range(30..=400))).filter(|d| *d <= until)
+            } else {
+                None
+            };
+            let reviewed = last_review(rng, decided, 3, lifted.unwrap_or(until));
+            set_day(row, "restriction_decided_on", Some(decided));
+            set_day(row, "restriction_last_reviewed_on", reviewed);
+            set_day(row, "restriction_ended_on", lifted);
+            latest = latest.max(Some(decided)).max(reviewed).max(lifted);
+        }
+    }
+    if value(row, "home") == Some("family_home") {
+        let since = day(row, "home_since").unwrap_or(executed);
+        let two_years = since.checked_add_months(chrono::Months::new(24)).unwrap_or(since);
+        let first = two_years.checked_sub_days(Days::new(rng.gen_range(0..=25))).unwrap_or(two_years);
+        if first <= until {
+            let considered = last_review(rng, first, 12, until).unwrap_or(first);
+            set_day(row, "custody_considered_on", Some(considered));
+            latest = latest.max(Some(considered));
+        }
+    }
+    let stamp_at = PLACEMENT_COLUMNS.iter().position(|c| *c == "updated_at");
+    if let (Some(latest), Some(at)) = (latest, stamp_at) {
+        if let Some(stamp) = row.0[at].as_mut() {
+            let day = latest.format("%Y-%m-%d").to_string();
+            if stamp.get(..10).is_some_and(|d| d < day.as_str()) {
+                stamp.replace_range(..10, &day);
+            }
+        }
+    }
+}
+
+/// The day a review of a cycle started on `from` with a period of `months` is recorded: within
+/// the three weeks before the cycle's last day, ≈ 8 % one to six weeks late.
+fn review(rng: &mut StdRng, from: NaiveDate, months: u32) -> NaiveDate {
+    let due = from.checked_add_months(chrono::Months::new(months)).unwrap_or(from);
+    if rng.gen_range(0..100u32) < 8 {
+        due.checked_add_days(Days::new(rng.gen_range(7..=42))).unwrap_or(due)
+    } else {
+        due.checked_sub_days(Days::new(rng.gen_range(0..=21))).unwrap_or(due).max(from)
+    }
+}
+
+/// The latest of the reviews of a clock started on `start`, each cycle `months` long, made on or
+/// before `until`.
+fn last_review(rng: &mut StdRng, start: NaiveDate, months: u32, until: NaiveDate) -> Option<NaiveDate> {
+    let mut last = None;
+    let mut from = start;
+    loop {
+        let next = review(rng, from, months);
+        if next > until {
+            return last;
+        }
+        last = Some(next);
+        from = next;
+    }
+}
+
+fn set_day(row: &mut RawPlacement, column: &str, day: Option<NaiveDate>) {
+    if let Some(at) = PLACEMENT_COLUMNS.iter().position(|c| *c == column) {
+        row.0[at] = day.map(|d| d.format("%Y-%m-%d").to_string());
+    }
 }
 
 struct Placements {
@@ -322,6 +418,37 @@ mod tests {
         assert!(valid.iter().any(|r| r.dates.basis == crate::rules::Basis::Lvu6
             && r.dates.decided_on == d("2026-11-21")
             && r.dates.submitted_to_court_on.is_none()));
+        // Reviews recorded: most placements carried out have had one, some several (a review a
+        // year or more after the start); restrictions and custody considerations on some.
+        let under_review: Vec<_> =
+            valid.iter().filter(|r| !r.dates.basis.is_emergency_custody() && r.dates.executed_on.is_some()).collect();
+        let reviewed = under_review.iter().filter(|r| r.dates.last_reviewed_on.is_some()).count();
+        assert!(reviewed * 2 > under_review.len(), "{reviewed} of {} reviewed", under_review.len());
+        let several = under_review
+            .iter()
+            .filter(|r| {
+                let (Some(start), Some(last)) = (r.dates.executed_on, r.dates.last_reviewed_on) else { return false };
+                (last - start).num_days() > 300
+            })
+            .count();
+        assert!(several > 20, "{several} placements with several reviews");
+        let restricted = valid.iter().filter(|r| r.dates.restriction_decided_on.is_some()).count();
+        let restriction_reviewed = valid.iter().filter(|r| r.dates.restriction_last_reviewed_on.is_some()).count();
+        let considered = valid.iter().filter(|r| r.dates.custody_considered_on.is_some()).count();
+        assert!(
+            restricted > 10 && restriction_reviewed > 5 && considered > 10,
+            "{restricted} {restriction_reviewed} {considered}"
+        );
+        // Every review is on or after its measure's start and on or before its end.
+        for r in &valid {
+            let d = &r.dates;
+            if let Some(last) = d.last_reviewed_on {
+                assert!(Some(last) > d.executed_on && d.ended_on.is_none_or(|e| last <= e), "{r:?}");
+            }
+            if let Some(last) = d.restriction_last_reviewed_on {
+                assert!(d.restriction_ended_on.is_none_or(|e| last <= e), "{r:?}");
+            }
+        }
         // Nothing after today.
         for r in &rows {
             for (column, value) in PLACEMENT_COLUMNS.iter().zip(&r.0) {

@@ -11,7 +11,8 @@ use std::path::PathBuf;
 use anyhow::Result;
 use sqlx::{Connection, Executor, PgConnection};
 
-use fristvakt::register::{RawRow, COLUMNS};
+use fristvakt::register::placements::PLACEMENT_COLUMNS;
+use fristvakt::register::{RawPlacement, RawRow, COLUMNS};
 
 // The tests use more of it (an outage: `stop`, `restart`) than the benchmark does.
 #[allow(dead_code)]
@@ -84,9 +85,60 @@ pub async fn write_register(url: &str, view: &str, cases: impl Iterator<Item = R
     Ok(written)
 }
 
+/// Writes `rows` to a PostgreSQL register at `url` as its placements view `view` (register
+/// contract §1b): a table with the contract's types loaded with COPY, keyed on `placement_ref`
+/// and indexed on `updated_at`, `case_ref` and `child_key`, vacuumed and analysed, and the view.
+pub async fn write_placements(url: &str, view: &str, rows: &[RawPlacement]) -> Result<u64> {
+    let mut conn = PgConnection::connect(url).await?;
+    let table = format!("{view}_rows");
+    let columns: Vec<&str> = PLACEMENT_COLUMNS.iter().copied().filter(|c| !c.is_empty()).collect();
+    let definitions: Vec<String> = columns
+        .iter()
+        .map(|c| match *c {
+            "updated_at" => format!("{c} timestamptz NOT NULL"),
+            "decided_on" => format!("{c} date NOT NULL"),
+            c if c.ends_with("_on") || c.ends_with("_to") || c == "home_since" => format!("{c} date"),
+            "unit" | "basis" => format!("{c} text NOT NULL"),
+            c => format!("{c} text"),
+        })
+        .collect();
+    conn.execute(
+        format!("CREATE TABLE {table} ({}); CREATE VIEW {view} AS SELECT * FROM {table}", definitions.join(", "))
+            .as_str(),
+    )
+    .await?;
+    let mut copy = conn.copy_in_raw(&format!("COPY {table} FROM STDIN")).await?;
+    let mut buffer = Vec::new();
+    for chunk in rows.chunks(COPY_BATCH) {
+        buffer.clear();
+        for row in chunk {
+            copy_values(&mut buffer, row.0.iter().map(|v| v.as_deref()));
+        }
+        copy.send(buffer.as_slice()).await?;
+    }
+    let written = copy.finish().await?;
+    conn.execute(
+        format!(
+            "ALTER TABLE {table} ADD PRIMARY KEY (placement_ref); \
+             CREATE INDEX {table}_updated_at ON {table} (updated_at); \
+             CREATE INDEX {table}_case_ref ON {table} (case_ref); \
+             CREATE INDEX {table}_child_key ON {table} (child_key); \
+             VACUUM ANALYZE {table}"
+        )
+        .as_str(),
+    )
+    .await?;
+    conn.close().await?;
+    Ok(written)
+}
+
 /// One case as a line of COPY's text format: tab-separated, `\N` for NULL, in table order.
 fn copy_line(out: &mut Vec<u8>, case: &RawRow) {
-    let values = case.values();
+    copy_values(out, case.values().into_iter().map(|v| v.as_deref()));
+}
+
+/// Values as a line of COPY's text format.
+fn copy_values<'a>(out: &mut Vec<u8>, values: impl IntoIterator<Item = Option<&'a str>>) {
     for (i, value) in values.into_iter().enumerate() {
         if i > 0 {
             out.push(b'\t');
