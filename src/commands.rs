@@ -476,7 +476,7 @@ pub async fn explain(settings: Arc<Settings>, case_ref: &str, today: Option<Naiv
         // A placement's reference (contract §1b): the same namespace as the cases'.
         let placement = match raw {
             Some(_) => None,
-            None => crate::poll::placements::placement_as_computed(&register, &settings, case_ref)
+            None => crate::sync::placements::placement_as_computed(&register, &settings, case_ref)
                 .await
                 .map_err(JobError::from)?,
         };
@@ -496,7 +496,7 @@ pub async fn explain(settings: Arc<Settings>, case_ref: &str, today: Option<Naiv
     app.close_connections().await;
     let (raw, same_child, outbox, placement, cycles) = found?;
     // The cycle each recurring clock runs in: its recorded steps are that cycle's alone.
-    let running = crate::poll::placements::running_cycles(&cycles);
+    let running = crate::sync::placements::running_cycles(&cycles);
     // The steps recorded for a kind; a notice sent one role up (key + "/up") shows with the step
     // it stands in for.
     let recorded = |kind| {
@@ -536,7 +536,7 @@ pub async fn explain(settings: Arc<Settings>, case_ref: &str, today: Option<Naiv
         .map_err(|r| CommandError::Runtime(format!("the register row is skipped by every poll: {r}")))?;
     let others: Vec<register::CaseRow> = same_child.iter().filter_map(|raw| register::validate(raw).ok()).collect();
     let chains = jobs::show::chain_notes(&case, &others, settings.rules.chain_window_days);
-    let investigations = crate::poll::others_of(&case, &crate::poll::investigations_by_child(others.iter()));
+    let investigations = crate::sync::others_of(&case, &crate::sync::investigations_by_child(others.iter()));
     let text = jobs::show::explain_text(&settings, &case, today, &investigations, &chains, recorded);
     terminal::print_text(&text).map_err(output_error)?;
     Ok(())

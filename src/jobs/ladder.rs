@@ -2,7 +2,7 @@
 
 use crate::app::{App, Moment};
 use crate::jobs::{poll, JobError};
-use crate::poll::{self as sync, LadderReport};
+use crate::sync::{self, LadderReport};
 use crate::rules::ladder::offset_label;
 
 /// Records the ladder steps reached by `at.today` (the poll job does this after every poll).

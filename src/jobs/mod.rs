@@ -23,7 +23,7 @@ pub mod show;
 
 use crate::digest::DigestError;
 use crate::mail::DispatchError;
-use crate::poll::{LadderReport, PollError, SyncReport};
+use crate::sync::{LadderReport, PollError, SyncReport};
 use crate::register::RegisterError;
 use crate::state::StateError;
 

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use crate::app::{App, Moment};
 use crate::config::Settings;
 use crate::jobs::{ladder, JobError, PollReport, POLL_LEASE};
-use crate::poll as sync;
+use crate::sync;
 
 /// One incremental poll: the rows changed since the watermark (minus the overlap; every row on
 /// the first poll), then the ladder steps reached by `at.today`. `None` when another replica

@@ -2,7 +2,7 @@
 
 use crate::app::{App, Moment};
 use crate::jobs::JobError;
-use crate::poll::{retained_from, retained_since};
+use crate::sync::{retained_from, retained_since};
 use crate::state::Purged;
 
 /// Deletes what is older than `state.retention` (the full pass runs it once a day).
@@ -26,7 +26,7 @@ pub async fn run_once(app: &App, at: Moment) -> Result<Purged, JobError> {
 mod tests {
     use chrono::{TimeZone, Utc};
 
-    use crate::poll::{retained_from, retained_since};
+    use crate::sync::{retained_from, retained_since};
 
     #[test]
     fn the_cutoff_never_overflows() {

@@ -14,8 +14,8 @@ use crate::domain::{CaseRef, EmailAddress};
 use crate::explanation::Explanation;
 use crate::jobs::JobError;
 use crate::mail::compose;
-use crate::poll;
-use crate::poll::PollError;
+use crate::sync;
+use crate::sync::PollError;
 use crate::register;
 use crate::rules::{self, Kind, RuleOptions};
 use crate::state::{OutboxRow, OutboxState, ShowQuery, StateError, StoredDeadline};
@@ -78,7 +78,7 @@ impl<E> From<StateError> for Stop<E> {
 
 /// Hands `each` every current deadline (of `unit` as stored, upper case; not withdrawn)
 /// computed from the register now, in the stored listing's order, as the register is read
-/// (`poll::each_current_deadline`: one chunk in memory); nothing is written. If the register
+/// (`sync::each_current_deadline`: one chunk in memory); nothing is written. If the register
 /// cannot be opened, the stored deadlines (as of the last poll) are handed on instead, and the
 /// warning returned says so. Returns it.
 pub async fn each_deadline_now<E: From<JobError>>(
@@ -104,7 +104,7 @@ pub async fn each_deadline_now<E: From<JobError>>(
             }
         }
     };
-    match poll::each_current_deadline(&register, &app.state, &app.settings, (at.today, at.now), &mut wanted).await {
+    match sync::each_current_deadline(&register, &app.state, &app.settings, (at.today, at.now), &mut wanted).await {
         Ok(_) => Ok(None),
         Err(Stop::Job(e)) => Err(e.into()),
         Err(Stop::Receiver(e)) => Err(e),

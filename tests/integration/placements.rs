@@ -8,7 +8,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use fristvakt::app::{App, Moment};
 use fristvakt::config::{self, Engine};
 use fristvakt::jobs;
-use fristvakt::poll::SyncReport;
+use fristvakt::sync::SyncReport;
 use fristvakt::register::RejectReason;
 use fristvakt::state::DeadlineFilter;
 use serde_json::Value;

@@ -8,7 +8,7 @@ use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use fristvakt::app::{App, Moment};
 use fristvakt::config;
 use fristvakt::jobs;
-use fristvakt::poll::SyncReport;
+use fristvakt::sync::SyncReport;
 use fristvakt::register::{self, RejectReason};
 use fristvakt::rules::{self, RuleOptions};
 use fristvakt::state::DeadlineFilter;
