@@ -173,7 +173,10 @@ async fn poll_and_send(app: &App, at: Moment, full: bool) -> Result<(), CommandE
         let left = app.state.outbox_due(Utc::now()).await?;
         return Err(CommandError::Runtime(format!(
             "the mail server could not be reached or refused fristvakt ({}); {left} mail(s) left in the outbox, due",
-            sent.unavailable.or_else(|| sent.server_refusals.keys().next().copied()).unwrap_or("unknown"),
+            sent.unavailable
+                .or_else(|| sent.server_refusals.keys().next().copied())
+                .map(|c| c.as_str())
+                .unwrap_or("unknown"),
         )));
     }
     Ok(())
@@ -508,7 +511,9 @@ pub async fn explain(settings: Arc<Settings>, case_ref: &str, today: Option<Naiv
         for r in outbox.iter().filter(|r| r.kind == Some(kind)).filter(own_cycle) {
             let Some(step) = r.step else { continue };
             match steps.iter_mut().find(|s| s.step == step) {
-                Some(s) if r.notice_key.ends_with("/up") => s.up = Some(r.state),
+                Some(s) if r.notice_key.parse::<crate::domain::OutboxKey>().is_ok_and(|k| k.is_up()) => {
+                    s.up = Some(r.state)
+                }
                 _ => steps.push(jobs::show::RecordedStep { step, state: r.state, up: None }),
             }
         }

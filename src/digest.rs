@@ -22,7 +22,7 @@ use serde::Serialize;
 use crate::config::{Language, Settings};
 pub use crate::domain::payload::{ChainPair, Compliance, Digest, DigestRow, KindCount, Section, UnitDigest};
 use crate::domain::StoredDeadline;
-use crate::domain::{CaseRef, EmailAddress, UnitCode};
+use crate::domain::{CaseRef, EmailAddress, OutboxKey, UnitCode};
 use crate::explanation::LastDay;
 use crate::report;
 use crate::rules::{find_chains, InvestigationSpan, Kind, Role, RuleOptions};
@@ -667,12 +667,12 @@ pub struct DigestReport {
 /// The outbox key of a manager's digest of a day: unique per manager and date, so it is
 /// written and sent once however often the job runs.
 pub fn digest_key(manager: &EmailAddress, date: NaiveDate) -> String {
-    format!("digest/{date}/{manager}")
+    OutboxKey::Digest { date, manager: manager.clone() }.to_string()
 }
 
 /// The outbox key recording that the digests of `date` were decided.
 pub fn run_key(date: NaiveDate) -> String {
-    format!("digest-run/{date}")
+    OutboxKey::DigestRun { date }.to_string()
 }
 
 /// What `fristvakt digest --dry-run` shows for `today`: every digest (or only `manager`'s),

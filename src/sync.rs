@@ -1,10 +1,10 @@
-//! The poll job: read the register incrementally, compute deadlines, store them, and turn ladder
-//! steps that have been reached into outbox rows.
+//! Reading the register into the store: [`sync_register`] reads the register incrementally (or
+//! whole, in the full pass), computes the deadlines and keeps the stored deadlines equal to the
+//! law applied to the register, each with the day its first ladder step fires (`next_step_on`).
 //!
 //! Notices are driven by the date as much as by the register: a case that does not change still
-//! reaches its reminder day. So the two halves are separate: [`sync_register`] keeps the stored
-//! deadlines equal to the law applied to the register, and [`evaluate_ladders`] visits only the
-//! deadlines whose next step day (`next_step_on`, indexed) has come.
+//! reaches its reminder day. So the ladder is evaluated apart, by `jobs::ladder`, which visits
+//! only the deadlines whose next step day (indexed) has come.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -15,22 +15,14 @@ use futures_util::TryStreamExt;
 
 use crate::config::Settings;
 use crate::domain::{log_safe, CaseRef, ChildKey};
-use crate::notice::{self, Recipient};
 use crate::register::{self, CaseRow, EncodedRow, Register, RegisterError, RejectReason, RowChunk};
-use crate::rules::{self, decide, Deadline, Kind, Ladder, OtherInvestigation, RuleOptions};
-use crate::state::{
-    DeadlineRecord, OutboxEntry, OutboxPayload, OutboxState, PollState, PrintBook, StateError, StateStore,
-};
+use crate::rules::{self, Deadline, Kind, Ladder, OtherInvestigation, RuleOptions};
+use crate::state::{DeadlineRecord, PollState, PrintBook, StateError, StateStore};
 
 pub mod placements;
-mod show;
-
-pub use show::each_current_deadline;
 
 /// Rows validated and stored per transaction.
 const CHUNK_ROWS: usize = 1000;
-/// Deadlines visited per round of ladder evaluation.
-const LADDER_BATCH: i64 = 500;
 /// Deadlines written by one pass after which the state's planner statistics are gathered again
 /// (a first full pass, a bulk update; `StateStore::refresh_statistics`).
 const REFRESH_STATISTICS_AFTER: u64 = 10_000;
@@ -72,24 +64,6 @@ pub struct SyncReport {
 impl SyncReport {
     pub fn rows_rejected(&self) -> u64 {
         self.rejected.values().sum()
-    }
-}
-
-/// What one ladder evaluation wrote to the outbox.
-#[derive(Debug, Clone, Default)]
-pub struct LadderReport {
-    pub deadlines_visited: u64,
-    /// Notices written, per kind and step.
-    pub enqueued: BTreeMap<(Kind, i32), u64>,
-    pub skipped: u64,
-    pub caseworker_fallbacks: u64,
-    /// Stored deadlines that did not decode, set aside (logged without their values).
-    pub unreadable: u64,
-}
-
-impl LadderReport {
-    pub fn notices_enqueued(&self) -> u64 {
-        self.enqueued.values().sum()
     }
 }
 
@@ -481,7 +455,7 @@ impl Pass<'_> {
 
 /// The deadlines of `cases` to store on `today` (those retained at `now`), and the cases they
 /// stand for.
-fn compute<'c>(
+pub(crate) fn compute<'c>(
     settings: &Settings,
     (today, now): (NaiveDate, DateTime<Utc>),
     cases: impl Iterator<Item = &'c CaseRow>,
@@ -489,7 +463,7 @@ fn compute<'c>(
 ) -> (Vec<DeadlineRecord>, Vec<CaseRef>) {
     {
         let options = RuleOptions { holiday_rule: settings.calendar.holiday_rule };
-        let kept_from = retained_from(settings, now);
+        let kept_from = settings.state.retained_from(now);
         let mut records = Vec::new();
         let mut case_refs = Vec::new();
         for case in cases {
@@ -522,7 +496,7 @@ fn compute<'c>(
 /// when one of its cases changed (by its key now, and by the key stored with it before, which a
 /// corrected key leaves behind) or left the register.
 #[derive(Default)]
-struct Children {
+pub(crate) struct Children {
     /// The touched children's cases that did not change themselves, to be computed again.
     unchanged: Vec<CaseRow>,
     /// Every investigation of each touched child, with its case.
@@ -533,7 +507,7 @@ impl Children {
     /// Reads the cases of the children of `changed` and of `stored_keys`; `changed` (by case
     /// reference, with its print) wins over the same case read again. A broken row among them
     /// keeps its stored deadlines, as in any poll.
-    async fn read(
+    pub(crate) async fn read(
         register: &Register,
         max_cell_bytes: usize,
         changed: &HashMap<String, (CaseRow, u64)>,
@@ -617,32 +591,6 @@ fn print_seed(settings: &Settings) -> u64 {
     xxhash_rust::xxh3::xxh3_64(shape.as_bytes())
 }
 
-/// The first day of `state.retention`: a deadline closed before it is neither stored nor shown
-/// (the retention job deletes it), however long the register keeps the case.
-pub fn retained_from(settings: &Settings, now: DateTime<Utc>) -> NaiveDate {
-    let days = chrono::Days::new(settings.state.retention.as_secs() / 86_400);
-    now.date_naive()
-        .checked_sub_days(days)
-        .map_or(retention_floor().date_naive(), |d| d.max(retention_floor().date_naive()))
-}
-
-/// The instant `state.retention` before `now`: finished mail written before it is deleted.
-pub fn retained_since(settings: &Settings, now: DateTime<Utc>) -> DateTime<Utc> {
-    chrono::Duration::from_std(settings.state.retention)
-        .ok()
-        .and_then(|r| now.checked_sub_signed(r))
-        .map_or(retention_floor(), |t| t.max(retention_floor()))
-}
-
-/// Nothing fristvakt stores is older than the calendar's first year; a retention reaching further
-/// back (centuries) stops there rather than overflow or leave the databases' range.
-fn retention_floor() -> DateTime<Utc> {
-    NaiveDate::from_ymd_opt(crate::rules::calendar::FIRST_YEAR, 1, 1)
-        .unwrap_or(NaiveDate::MIN)
-        .and_time(NaiveTime::MIN)
-        .and_utc()
-}
-
 /// The child's key is kept on the investigation deadline only: chains link investigations, and
 /// nothing else needs it.
 fn chain_key(case: &CaseRow, kind: Kind) -> Option<crate::domain::ChildKey> {
@@ -660,141 +608,6 @@ pub(crate) fn first_step_on(ladder: &Ladder, deadline: &Deadline) -> Option<Naiv
         return None;
     }
     ladder.steps().iter().map(|s| s.fires_on(deadline)).min()
-}
-
-/// The day the next step after `last_offset` fires, if any.
-fn next_step_after(ladder: &Ladder, deadline: &Deadline, last_offset: Option<i32>) -> Option<NaiveDate> {
-    if deadline.is_closed() {
-        return None;
-    }
-    ladder.steps().iter().filter(|s| last_offset.is_none_or(|last| s.offset > last)).map(|s| s.fires_on(deadline)).min()
-}
-
-/// Writes an outbox row for every ladder step reached by `today` (the latest one per deadline;
-/// earlier unrecorded ones as skipped), insert-if-absent, so running it again adds nothing.
-pub async fn evaluate_ladders(
-    state: &StateStore,
-    settings: &Settings,
-    today: NaiveDate,
-    now: DateTime<Utc>,
-) -> Result<LadderReport, PollError> {
-    let mut report = LadderReport::default();
-    let mut visited: HashSet<(CaseRef, Kind, Option<NaiveDate>)> = HashSet::new();
-    let not_before = settings.mail.send_window.next_open(now, settings.timezone);
-    loop {
-        let (batch, unreadable) = state.deadlines_due_for_steps(today, LADDER_BATCH).await?;
-        report.unreadable += unreadable;
-        if batch.is_empty() {
-            if unreadable > 0 {
-                // Set aside: the next round reads past them.
-                continue;
-            }
-            break;
-        }
-        let fresh =
-            batch.iter().filter(|d| !visited.contains(&(d.case_ref.clone(), d.deadline.kind, d.cycle_start))).count();
-        if fresh == 0 {
-            return Err(PollError::NoProgress(batch.len()));
-        }
-        let case_refs: Vec<CaseRef> = batch.iter().map(|d| d.case_ref.clone()).collect();
-        let recorded = state.recorded_steps(&case_refs).await?;
-        let mut entries = Vec::new();
-        let mut next_steps = Vec::with_capacity(batch.len());
-        for stored in &batch {
-            visited.insert((stored.case_ref.clone(), stored.deadline.kind, stored.cycle_start));
-            report.deadlines_visited += 1;
-            let deadline = &stored.deadline;
-            let ladder = settings.ladders.for_kind(deadline.kind);
-            let cycle = stored.cycle_start;
-            let steps =
-                recorded.get(&(stored.case_ref.clone(), deadline.kind, cycle)).map(Vec::as_slice).unwrap_or(&[]);
-            let mut decision = decide(deadline, ladder, today, steps);
-            // First seen long after its last day (the first start against a register with years
-            // of history): every step is recorded as skipped, nothing is sent.
-            if stored.first_seen_on.is_some_and(|first| {
-                rules::beyond_first_sight(deadline, first, settings.ladders.first_sight_horizon_days)
-            }) {
-                decision = decision.silenced();
-            }
-            for offset in &decision.skip {
-                entries.push(skipped_entry(settings, (&stored.case_ref, deadline.kind, cycle), *offset, not_before));
-                report.skipped += 1;
-            }
-            if let Some(offset) = decision.send {
-                if let Some(step) = ladder.step(offset) {
-                    let (recipients, fell_back) =
-                        notice::resolve_recipients(settings, &stored.unit, stored.caseworker.as_ref(), &step.roles);
-                    if fell_back {
-                        report.caseworker_fallbacks += 1;
-                    }
-                    let mut payload = notice::payload(&stored.case_ref, &stored.unit, deadline, step, today)
-                        .with_caseworker(stored.caseworker.clone());
-                    payload.case_of = stored.case_of.clone();
-                    entries.push(notice_entry(settings, payload, cycle, recipients, not_before));
-                    *report.enqueued.entry((deadline.kind, offset)).or_default() += 1;
-                }
-            }
-            let last = steps.iter().copied().chain(decision.send).chain(decision.skip.iter().copied()).max();
-            next_steps.push((stored.case_ref.clone(), deadline.kind, cycle, next_step_after(ladder, deadline, last)));
-        }
-        let inserted = state.record_steps(&entries, &next_steps, now).await?;
-        if inserted.len() < entries.len() {
-            // Another process recorded some of these first: that is the exactly-once guarantee
-            // at work, not an error.
-            tracing::debug!(already = entries.len() - inserted.len(), "ladder steps already recorded elsewhere");
-        }
-    }
-    if report.notices_enqueued() > 0 || report.skipped > 0 {
-        tracing::info!(
-            notices = report.notices_enqueued(),
-            skipped = report.skipped,
-            caseworker_fallbacks = report.caseworker_fallbacks,
-            "ladder steps recorded"
-        );
-    }
-    Ok(report)
-}
-
-fn notice_entry(
-    settings: &Settings,
-    payload: notice::NoticePayload,
-    cycle_start: Option<NaiveDate>,
-    recipients: Vec<Recipient>,
-    not_before: DateTime<Utc>,
-) -> OutboxEntry {
-    let key = notice::notice_key(payload.case_ref.as_str(), payload.kind, cycle_start, payload.step);
-    OutboxEntry {
-        message_id: notice::message_id(&key, &settings.mail.from),
-        notice_key: key,
-        case_ref: Some(payload.case_ref.clone()),
-        kind: Some(payload.kind),
-        step: Some(payload.step),
-        recipients,
-        payload: OutboxPayload::Notice(Some(payload)),
-        state: OutboxState::Pending,
-        not_before,
-    }
-}
-
-/// The record of a step passed over by a catch-up: it has no payload and is never sent.
-fn skipped_entry(
-    settings: &Settings,
-    (case_ref, kind, cycle_start): (&CaseRef, Kind, Option<NaiveDate>),
-    offset: i32,
-    not_before: DateTime<Utc>,
-) -> OutboxEntry {
-    let key = notice::notice_key(case_ref.as_str(), kind, cycle_start, offset);
-    OutboxEntry {
-        message_id: notice::message_id(&key, &settings.mail.from),
-        notice_key: key,
-        case_ref: Some(case_ref.clone()),
-        kind: Some(kind),
-        step: Some(offset),
-        recipients: Vec::new(),
-        payload: OutboxPayload::Notice(None),
-        state: OutboxState::Skipped,
-        not_before,
-    }
 }
 
 #[cfg(test)]

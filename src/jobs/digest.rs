@@ -5,7 +5,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use crate::app::{App, Moment};
 use crate::config::Settings;
 use crate::digest::{digest_key, run_key, ChainPair, Digest, DigestFacts, DigestReport, DigestSchedule};
-use crate::domain::UnitCode;
+use crate::domain::{OutboxKey, UnitCode};
 use crate::jobs::JobError;
 use crate::notice::{self, Recipient};
 use crate::report;
@@ -32,7 +32,7 @@ pub async fn enqueue_digests(
     let mut entries: Vec<OutboxEntry> = digests.iter().map(|d| outbox_entry(settings, d, now)).collect();
     entries.push(run_entry(settings, today, digests.len(), now));
     let inserted = state.record_steps(&entries, &[], now).await?;
-    let enqueued = inserted.iter().filter(|k| k.starts_with("digest/")).count();
+    let enqueued = inserted.iter().filter(|k| k.parse::<OutboxKey>().is_ok_and(|k| k.is_digest())).count();
     let report =
         DigestReport { date: Some(today), built: digests.len(), enqueued, already_recorded: digests.len() - enqueued };
     tracing::info!(

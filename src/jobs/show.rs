@@ -4,6 +4,8 @@
 //! digest job reads it); with `--fresh`, or before any poll, they compute the register as they
 //! read it, in case-reference order, one chunk in memory ([`Source::Register`]).
 
+mod compute;
+
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 
 use crate::app::{App, Moment};
@@ -14,11 +16,10 @@ use crate::domain::{CaseRef, EmailAddress};
 use crate::explanation::Explanation;
 use crate::jobs::JobError;
 use crate::mail::compose;
-use crate::sync;
-use crate::sync::PollError;
 use crate::register;
 use crate::rules::{self, Kind, RuleOptions};
 use crate::state::{OutboxRow, OutboxState, ShowQuery, StateError, StoredDeadline};
+use crate::sync::PollError;
 
 /// Where `deadlines` and `digest --dry-run` take the deadlines from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,7 +79,7 @@ impl<E> From<StateError> for Stop<E> {
 
 /// Hands `each` every current deadline (of `unit` as stored, upper case; not withdrawn)
 /// computed from the register now, in the stored listing's order, as the register is read
-/// (`sync::each_current_deadline`: one chunk in memory); nothing is written. If the register
+/// (`compute::each_current_deadline`: one chunk in memory); nothing is written. If the register
 /// cannot be opened, the stored deadlines (as of the last poll) are handed on instead, and the
 /// warning returned says so. Returns it.
 pub async fn each_deadline_now<E: From<JobError>>(
@@ -104,7 +105,7 @@ pub async fn each_deadline_now<E: From<JobError>>(
             }
         }
     };
-    match sync::each_current_deadline(&register, &app.state, &app.settings, (at.today, at.now), &mut wanted).await {
+    match compute::each_current_deadline(&register, &app.state, &app.settings, (at.today, at.now), &mut wanted).await {
         Ok(_) => Ok(None),
         Err(Stop::Job(e)) => Err(e.into()),
         Err(Stop::Receiver(e)) => Err(e),

@@ -20,7 +20,7 @@ use sqlx::Connection as _;
 
 use super::{column, query_error, with_pool, with_writer, Get, StateError, StateStore, WriteTurn, BATCH_ROWS};
 use crate::config::Engine;
-use crate::domain::{CaseRef, Digest, EmailAddress, NoticePayload, Recipient};
+use crate::domain::{CaseRef, Digest, EmailAddress, ErrorClass, NoticePayload, OutboxKey, Recipient};
 use crate::rules::Kind;
 
 /// What an outbox row is; stored as text in `category`.
@@ -253,7 +253,7 @@ pub struct UndecodableRow {
     pub step: Option<i32>,
     pub attempts: i64,
     /// `unknown_category` or `bad_payload`.
-    pub class: &'static str,
+    pub class: ErrorClass,
     /// What failed, without the stored value.
     pub error: String,
 }
@@ -789,7 +789,11 @@ fn step_recorded(states: &[OutboxState]) -> bool {
 /// The keys a notice is carried on under when it reached nobody: `{key}/up`, `{key}/up/up`
 /// (caseworker → team lead → unit manager: at most two roles up).
 fn keys_up(key: &str) -> [String; 2] {
-    [format!("{key}/up"), format!("{key}/up/up")]
+    match key.parse::<OutboxKey>() {
+        Ok(key) => [key.up().to_string(), key.up().up().to_string()],
+        // Not a notice key this version writes: no row up can carry it.
+        Err(_) => [String::new(), String::new()],
+    }
 }
 
 /// The order of the claim: the earliest legal last day first (digests after notices), at the
@@ -839,7 +843,7 @@ fn json<T: serde::de::DeserializeOwned>(Json(value): Json<serde_json::Value>) ->
 
 fn undecodable_error(row: UndecodableRow) -> StateError {
     StateError::Corrupt {
-        column: if row.class == "unknown_category" { "outbox.category" } else { "outbox.payload" },
+        column: if row.class == ErrorClass::UnknownCategory { "outbox.category" } else { "outbox.payload" },
         value: format!("row {} ({}): {}", row.id, row.notice_key, row.error),
     }
 }
@@ -860,7 +864,7 @@ fn outbox_row(row: &impl Get) -> Result<Result<OutboxRow, UndecodableRow>, State
     let category = category_raw.parse::<OutboxCategory>().ok();
     let kind = row.get::<Option<String>>("kind").ok().flatten().and_then(|k| k.parse::<Kind>().ok());
     let step = row.get::<Option<i64>>("step").ok().flatten().map(|s| s as i32);
-    let undecodable = |class: &'static str, error: String| UndecodableRow {
+    let undecodable = |class: ErrorClass, error: String| UndecodableRow {
         id,
         notice_key: notice_key.clone(),
         category,
@@ -871,9 +875,10 @@ fn outbox_row(row: &impl Get) -> Result<Result<OutboxRow, UndecodableRow>, State
         error,
     };
     let Some(category) = category else {
-        return Ok(Err(undecodable("unknown_category", "unknown category".into())));
+        return Ok(Err(undecodable(ErrorClass::UnknownCategory, "unknown category".into())));
     };
-    let bad = |what: &str| Ok(Err(undecodable("bad_payload", format!("unreadable {what} of a {category} row"))));
+    let bad =
+        |what: &str| Ok(Err(undecodable(ErrorClass::BadPayload, format!("unreadable {what} of a {category} row"))));
     let Ok(kind) = optional_cell(row, "kind", |k: String| k.parse::<Kind>().ok()) else { return bad("kind") };
     let Ok(case_ref) = optional_cell(row, "case_ref", |c: String| CaseRef::parse(&c).ok()) else {
         return bad("case_ref");

@@ -15,7 +15,7 @@
 //!   statement (an indexed lookup per investigation) and never selected.
 //!
 //! The statements differ between the engines in two expressions only (the month of a date and
-//! the days between two dates): [`Dialect`].
+//! the days between two dates): [`SqlExpressions`].
 
 use chrono::NaiveDate;
 
@@ -108,7 +108,7 @@ pub struct ChainedCell {
 impl StateStore {
     /// The deadlines in `scope`, grouped by `by` and by the inputs of the status rule.
     pub async fn compliance_cells(&self, scope: ReportScope, by: &[Dimension]) -> Result<Vec<OutcomeCell>, StateError> {
-        let d = Dialect(self.engine());
+        let d = SqlExpressions(self.engine());
         let keys = key_columns(d, by);
         let n = by.len();
         let sql = format!(
@@ -149,7 +149,7 @@ impl StateStore {
 
     /// The closed deadlines in `scope`, grouped by `by` and by the days they used.
     pub async fn days_used_cells(&self, scope: ReportScope, by: &[Dimension]) -> Result<Vec<DaysUsedCell>, StateError> {
-        let d = Dialect(self.engine());
+        let d = SqlExpressions(self.engine());
         let keys = key_columns(d, by);
         let n = by.len();
         let sql = format!(
@@ -189,7 +189,7 @@ impl StateStore {
         by: &[Dimension],
         window_days: i64,
     ) -> Result<Vec<ChainedCell>, StateError> {
-        let d = Dialect(self.engine());
+        let d = SqlExpressions(self.engine());
         let keys = key_columns(d, by);
         let n = by.len();
         let group = if n == 0 { String::new() } else { format!(" GROUP BY {}", positions(n)) };
@@ -238,9 +238,9 @@ const WHERE: &str = "withdrawn = FALSE AND due_on >= $1 AND due_on <= $2 AND (cl
 
 /// The expressions in which the engines differ.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Dialect(pub(super) Engine);
+pub(super) struct SqlExpressions(pub(super) Engine);
 
-impl Dialect {
+impl SqlExpressions {
     /// Whole days from `b` to `a`, as a 64-bit integer.
     pub(super) fn days_between(self, a: &str, b: &str) -> String {
         match self.0 {
@@ -268,7 +268,7 @@ impl Dialect {
 }
 
 /// `expr AS g0, expr AS g1, ` for the asked dimensions (empty when none).
-fn key_columns(d: Dialect, by: &[Dimension]) -> String {
+fn key_columns(d: SqlExpressions, by: &[Dimension]) -> String {
     by.iter()
         .enumerate()
         .map(|(i, dim)| {

@@ -13,7 +13,7 @@ use std::collections::{HashMap, HashSet};
 use chrono::{DateTime, NaiveDate, Utc};
 use futures_util::TryStreamExt;
 
-use super::{first_step_on, is_retained, retained_from, PollError, SyncReport, Touched};
+use super::{first_step_on, is_retained, PollError, SyncReport, Touched};
 use crate::config::Settings;
 use crate::domain::{log_safe, CaseRef, StoredDeadline};
 use crate::register::placements::collisions;
@@ -247,7 +247,7 @@ fn compute(
     running: &RunningCycles,
 ) -> (Vec<DeadlineRecord>, Vec<CaseRef>) {
     let options = RuleOptions { holiday_rule: settings.calendar.holiday_rule };
-    let kept_from = retained_from(settings, now);
+    let kept_from = settings.state.retained_from(now);
     let mut records = Vec::new();
     let mut refs = Vec::with_capacity(rows.len());
     for (row, context) in rows {

@@ -8,10 +8,10 @@ use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use fristvakt::app::{App, Moment};
 use fristvakt::config;
 use fristvakt::jobs;
-use fristvakt::sync::SyncReport;
 use fristvakt::register::{self, RejectReason};
 use fristvakt::rules::{self, RuleOptions};
 use fristvakt::state::DeadlineFilter;
+use fristvakt::sync::SyncReport;
 use serde_json::Value;
 use sqlx::sqlite::SqlitePoolOptions;
 
