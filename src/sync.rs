@@ -278,9 +278,9 @@ fn too_many_at_once(
     poll_state.withdrawals_held_at.is_none_or(|held| now - held < interval)
 }
 
-/// Chunks of the register a full pass holds while its prints load: about 64 000 rows (12 MB of
-/// the demo register's), the first 6–8 % of a million-case register, read while the prints of
-/// all of them come from the state.
+/// Chunks of the register a full pass holds while its prints load (64 000 rows; their memory
+/// in BENCHMARKS.md, "Figures behind code comments"), read while the prints of all of them come
+/// from the state.
 const EARLY_CHUNKS: usize = 64;
 
 /// `load`'s output, the register's next chunks (up to [`EARLY_CHUNKS`], its end or its error)

@@ -454,8 +454,9 @@ impl Smtp {
             None => {
                 // Our own socket, for TCP_NODELAY: lettre writes a message's body and its closing
                 // `.` in two writes, and with Nagle's algorithm the second waits for the server's
-                // delayed acknowledgement of the first — 40 ms a mail, a mail held half-sent in
-                // the kernel the whole time (sent by the kernel even if fristvakt dies then).
+                // delayed acknowledgement of the first (BENCHMARKS.md, "Figures behind code
+                // comments"), a mail held half-sent in the kernel the whole time (sent by the
+                // kernel even if fristvakt dies then).
                 let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port)).await.map_err(|e| {
                     DeliverError::Unavailable(SendError {
                         permanent: false,

@@ -614,8 +614,8 @@ impl StoreStatements for sqlx::SqliteConnection {
 
 impl StoreStatements for sqlx::PgConnection {
     /// One statement: the cases as one array, the held pairs as two arrays, an anti-join (the
-    /// same read by an `IN` list of the cases, every stored kind sent back, took 35–53 ms of a
-    /// poll of 1 000 cases at 100 000).
+    /// same read by an `IN` list of the cases, every stored kind sent back, was a large share of
+    /// a poll: BENCHMARKS.md, "Figures behind code comments").
     async fn kinds_gone(
         &mut self,
         case_refs: &[CaseRef],

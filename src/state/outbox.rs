@@ -264,8 +264,8 @@ const OUTBOX_COLUMNS: &str = "id, notice_key, category, case_ref, kind, step, re
 /// The statement that cancels the pending notices of closed or withdrawn deadlines, to which a
 /// caller adds which cases (`by_case`), or none (every notice). By case, the outbox is walked by
 /// its case index: the `|| ''` keeps the planners from walking every pending row by the state
-/// index instead, which they prefer (12 ms a statement with 13 000 notices pending, whatever the
-/// cases).
+/// index instead, which they prefer, and which costs as much whatever the cases (BENCHMARKS.md,
+/// "Figures behind code comments").
 pub(super) fn cancel_finished_sql(by_case: bool) -> String {
     let unindexed = if by_case { " || ''" } else { "" };
     format!(
