@@ -259,9 +259,9 @@ impl Metrics {
 
         // Every bounded label set is exposed from the start, at zero: an empty family is not
         // rendered at all, and `rate()` needs the zero before the first increment.
-        for &pass in Pass::ALL {
+        for pass in Pass::ALL {
             m.poll_duration.get_or_create_owned(&PassLabels { pass });
-            for &result in PollResult::ALL {
+            for result in PollResult::ALL {
                 m.polls.get_or_create_owned(&PollLabels { pass, result });
             }
         }
@@ -668,11 +668,11 @@ mod tests {
                 assert_eq!(v.to_string().parse::<T>().ok(), Some(v));
             }
         }
-        check(Pass::ALL);
-        check(PollResult::ALL);
-        check(Outcome::ALL);
-        check(ErrorClass::ALL);
-        check(DeadLetterCause::ALL);
+        check(&Pass::ALL);
+        check(&PollResult::ALL);
+        check(&Outcome::ALL);
+        check(&ErrorClass::ALL);
+        check(&DeadLetterCause::ALL);
     }
 
     #[test]
@@ -798,7 +798,7 @@ impl DeliveryMetrics {
         for class in ErrorClass::SERVER_REFUSALS {
             m.server_refusals.get_or_create_owned(&ServerRefusalLabels { class });
         }
-        for &cause in DeadLetterCause::ALL {
+        for cause in DeadLetterCause::ALL {
             m.dead_letters.get_or_create_owned(&DeadLetterLabels { cause });
         }
         m

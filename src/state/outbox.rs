@@ -10,8 +10,6 @@
 //! it up visibly (dead, logged and counted).
 
 use std::collections::HashMap;
-use std::fmt;
-use std::str::FromStr;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
@@ -20,45 +18,18 @@ use sqlx::Connection as _;
 
 use super::{column, query_error, with_pool, with_writer, Get, StateError, StateStore, WriteTurn, BATCH_ROWS};
 use crate::config::Engine;
-use crate::domain::{CaseRef, Digest, EmailAddress, ErrorClass, NoticePayload, OutboxKey, Recipient};
+use crate::domain::{named_enum, CaseRef, Digest, EmailAddress, ErrorClass, NoticePayload, OutboxKey, Recipient};
 use crate::rules::Kind;
 
-/// What an outbox row is; stored as text in `category`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum OutboxCategory {
-    /// A ladder step's notice about one deadline.
-    Notice,
-    /// A manager's daily digest.
-    Digest,
-    /// The record that a day's digests were decided (never sent).
-    DigestRun,
-}
-
-impl OutboxCategory {
-    pub const ALL: [OutboxCategory; 3] = [OutboxCategory::Notice, OutboxCategory::Digest, OutboxCategory::DigestRun];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OutboxCategory::Notice => "notice",
-            OutboxCategory::Digest => "digest",
-            OutboxCategory::DigestRun => "digest_run",
-        }
-    }
-}
-
-impl FromStr for OutboxCategory {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        OutboxCategory::ALL
-            .into_iter()
-            .find(|c| c.as_str() == s)
-            .ok_or_else(|| format!("unknown outbox category {s:?}"))
-    }
-}
-
-impl fmt::Display for OutboxCategory {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+named_enum! {
+    /// What an outbox row is; stored as text in `category`.
+    pub enum OutboxCategory as "outbox category" {
+        /// A ladder step's notice about one deadline.
+        Notice = "notice",
+        /// A manager's daily digest.
+        Digest = "digest",
+        /// The record that a day's digests were decided (never sent).
+        DigestRun = "digest_run",
     }
 }
 
@@ -124,42 +95,15 @@ pub struct OutboxEntry {
     pub message_id: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum OutboxState {
-    Pending,
-    Retrying,
-    Sent,
-    Dead,
-    Skipped,
-    Cancelled,
-}
-
-impl OutboxState {
-    pub const ALL: [OutboxState; 6] = [
-        OutboxState::Pending,
-        OutboxState::Retrying,
-        OutboxState::Sent,
-        OutboxState::Dead,
-        OutboxState::Skipped,
-        OutboxState::Cancelled,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OutboxState::Pending => "pending",
-            OutboxState::Retrying => "retrying",
-            OutboxState::Sent => "sent",
-            OutboxState::Dead => "dead",
-            OutboxState::Skipped => "skipped",
-            OutboxState::Cancelled => "cancelled",
-        }
-    }
-}
-
-impl FromStr for OutboxState {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        OutboxState::ALL.into_iter().find(|x| x.as_str() == s).ok_or_else(|| format!("unknown outbox state {s:?}"))
+named_enum! {
+    /// Where an outbox row stands; stored as text in `state`.
+    pub enum OutboxState as "outbox state" {
+        Pending = "pending",
+        Retrying = "retrying",
+        Sent = "sent",
+        Dead = "dead",
+        Skipped = "skipped",
+        Cancelled = "cancelled",
     }
 }
 

@@ -21,38 +21,27 @@ use chrono::NaiveDate;
 
 use super::{column, query_error, with_pool, Get, StateError, StateStore};
 use crate::config::Engine;
+use crate::domain::named_enum;
 
-/// What a report can be grouped by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Dimension {
-    Unit,
-    Kind,
-    /// `F`, `M`, or `unknown` when the register gave no sex.
-    Sex,
-    /// The month of the legal last day, `YYYY-MM`.
-    Month,
+named_enum! {
+    /// What a report can be grouped by.
+    pub enum Dimension as "report dimension" {
+        Unit = "unit",
+        Kind = "kind",
+        /// `F`, `M`, or `unknown` when the register gave no sex.
+        Sex = "sex",
+        /// The month of the legal last day, `YYYY-MM`.
+        Month = "month",
+    }
 }
 
 impl Dimension {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Dimension::Unit => "unit",
-            Dimension::Kind => "kind",
-            Dimension::Sex => "sex",
-            Dimension::Month => "month",
-        }
-    }
-
     /// `unit,kind,sex,month` in any order and subset, each at most once; empty for none.
     pub fn parse_list(raw: &str) -> Result<Vec<Dimension>, String> {
         let mut out = Vec::new();
         for part in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let dim = match part {
-                "unit" => Dimension::Unit,
-                "kind" => Dimension::Kind,
-                "sex" => Dimension::Sex,
-                "month" => Dimension::Month,
-                other => return Err(format!("{other:?} is not one of unit, kind, sex, month")),
+            let Ok(dim) = part.parse::<Dimension>() else {
+                return Err(format!("{part:?} is not one of unit, kind, sex, month"));
             };
             if out.contains(&dim) {
                 return Err(format!("{part:?} is given twice"));

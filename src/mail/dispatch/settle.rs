@@ -24,10 +24,10 @@ named_enum! {
     /// Why a mail became a dead letter (`fristvakt_dead_letters_total{cause}`): every recipient
     /// refused it (or it could not be written for them), it failed transiently until
     /// `mail.give_up_after`, or its row cannot be read or sent — in each case with no role above
-    /// to carry it.
+    /// to carry it. In the order of the names, as a map keyed by them listed them.
     pub enum DeadLetterCause as "dead-letter cause" {
-        Refused = "refused",
         GaveUp = "gave_up",
+        Refused = "refused",
         Unreadable = "unreadable",
     }
 }
