@@ -6,7 +6,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 
 use crate::app::{App, Moment};
 use crate::config::Settings;
-use crate::domain::CaseRef;
+use crate::domain::{CaseRef, OutboxKey};
 use crate::jobs::{poll, JobError};
 use crate::metrics::Outcome;
 use crate::notice::{self, Recipient};
@@ -155,9 +155,9 @@ fn notice_entry(
     recipients: Vec<Recipient>,
     not_before: DateTime<Utc>,
 ) -> OutboxEntry {
-    let key = notice::notice_key(&payload.case_ref, payload.kind, cycle_start, payload.step);
+    let key = OutboxKey::notice(payload.case_ref.clone(), payload.kind, cycle_start, payload.step);
     OutboxEntry {
-        message_id: notice::message_id(&key, &settings.mail.from),
+        message_id: notice::message_id(&key.to_string(), &settings.mail.from),
         notice_key: key,
         case_ref: Some(payload.case_ref.clone()),
         kind: Some(payload.kind),
@@ -176,9 +176,9 @@ fn skipped_entry(
     offset: i32,
     not_before: DateTime<Utc>,
 ) -> OutboxEntry {
-    let key = notice::notice_key(case_ref, kind, cycle_start, offset);
+    let key = OutboxKey::notice(case_ref.clone(), kind, cycle_start, offset);
     OutboxEntry {
-        message_id: notice::message_id(&key, &settings.mail.from),
+        message_id: notice::message_id(&key.to_string(), &settings.mail.from),
         notice_key: key,
         case_ref: Some(case_ref.clone()),
         kind: Some(kind),

@@ -83,7 +83,7 @@ pub struct DigestRun {
 /// One row to put into the outbox.
 #[derive(Debug, Clone)]
 pub struct OutboxEntry {
-    pub notice_key: String,
+    pub notice_key: OutboxKey,
     pub case_ref: Option<CaseRef>,
     pub kind: Option<Kind>,
     pub step: Option<i32>,
@@ -148,7 +148,7 @@ pub struct Attempt<'a> {
 /// A notice that no recipient of a row received, sent one role up as a row of its own.
 #[derive(Debug, Clone)]
 pub struct Escalation {
-    pub notice_key: String,
+    pub notice_key: OutboxKey,
     pub recipients: Vec<Recipient>,
     /// The recipients it goes instead of (those who refused it).
     pub replaces: Vec<Recipient>,
@@ -309,7 +309,7 @@ impl StateStore {
             let mut inserted = Vec::new();
             for (e, payload) in entries.iter().zip(&payloads) {
                 let result = sqlx::query(insert)
-                    .bind(e.notice_key.as_str())
+                    .bind(e.notice_key.to_string())
                     .bind(e.payload.category().as_str())
                     .bind(e.case_ref.as_ref().map(CaseRef::as_str))
                     .bind(e.kind.map(Kind::as_str))
@@ -325,7 +325,7 @@ impl StateStore {
                     .await
                     .map_err(query_error("writing to the outbox"))?;
                 if result.rows_affected() > 0 {
-                    inserted.push(e.notice_key.clone());
+                    inserted.push(e.notice_key.to_string());
                     continue;
                 }
                 if e.state != OutboxState::Pending {
@@ -340,12 +340,12 @@ impl StateStore {
                     .bind(e.not_before)
                     .bind(up.as_str())
                     .bind(up_up.as_str())
-                    .bind(e.notice_key.as_str())
+                    .bind(e.notice_key.to_string())
                     .execute(&mut *tx)
                     .await
                     .map_err(query_error("reviving a notice one role up"))?;
                 if revived.rows_affected() > 0 {
-                    inserted.push(e.notice_key.clone());
+                    inserted.push(e.notice_key.to_string());
                 }
             }
             for (case_ref, kind, cycle, next) in next_steps {
@@ -599,7 +599,7 @@ impl StateStore {
                 let given_up = written.as_deref() == Some(OutboxState::Dead.as_str());
                 if let (Some(up), Some(payload), true) = (&attempt.escalation, payload, given_up) {
                     escalated = sqlx::query(insert)
-                        .bind(up.notice_key.as_str())
+                        .bind(up.notice_key.to_string())
                         .bind(row.category().as_str())
                         .bind(row.case_ref.as_ref().map(CaseRef::as_str))
                         .bind(row.kind.map(Kind::as_str))
@@ -732,12 +732,8 @@ fn step_recorded(states: &[OutboxState]) -> bool {
 
 /// The keys a notice is carried on under when it reached nobody: `{key}/up`, `{key}/up/up`
 /// (caseworker → team lead → unit manager: at most two roles up).
-fn keys_up(key: &str) -> [String; 2] {
-    match key.parse::<OutboxKey>() {
-        Ok(key) => [key.up().to_string(), key.up().up().to_string()],
-        // Not a notice key this version writes: no row up can carry it.
-        Err(_) => [String::new(), String::new()],
-    }
+fn keys_up(key: &OutboxKey) -> [String; 2] {
+    [key.up().to_string(), key.up().up().to_string()]
 }
 
 /// The order of the claim: the earliest legal last day first (digests after notices), at the

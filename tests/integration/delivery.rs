@@ -180,7 +180,7 @@ async fn no_escalation_is_written_about_a_deadline_closed_meanwhile(state_url: S
     }];
     let escalation = Escalation {
         message_id: fristvakt::notice::message_id(&up_key, &app.settings.mail.from),
-        notice_key: up_key.clone(),
+        notice_key: up_key.parse().unwrap(),
         recipients,
         replaces: row.recipients.clone(),
         now: now + Duration::minutes(2),

@@ -240,7 +240,7 @@ async fn undecodable_outbox_rows_are_given_up_and_counted(postgres: Option<Strin
     let now = Utc.with_ymd_and_hms(2026, 11, 25, 9, 0, 0).unwrap();
     let entries: Vec<OutboxEntry> =
         ["2026-BU-0001", "2026-BU-0002", "2026-BU-0003"].into_iter().map(|c| notice_entry(&settings, c)).collect();
-    let keys: Vec<String> = entries.iter().map(|e| e.notice_key.clone()).collect();
+    let keys: Vec<String> = entries.iter().map(|e| e.notice_key.to_string()).collect();
     assert_eq!(state.record_steps(&entries, &[], now).await.unwrap(), keys);
     assert_eq!(state.outbox().await.unwrap().len(), 3, "well-formed rows decode");
 
@@ -465,7 +465,7 @@ fn notice_entry(settings: &Settings, case_ref: &str) -> OutboxEntry {
     let key = notice::notice_key(&case_ref, Kind::Assessment, None, 0);
     OutboxEntry {
         message_id: notice::message_id(&key, &settings.mail.from),
-        notice_key: key,
+        notice_key: key.parse().unwrap(),
         case_ref: Some(case_ref.clone()),
         kind: Some(Kind::Assessment),
         step: Some(0),

@@ -122,14 +122,14 @@ pub(super) async fn conclude(
             match (&escalation, recorded.escalated) {
                 (Some(up), true) => tracing::warn!(
                     outbox_key = %key,
-                    escalated_to = %log_key(&up.notice_key, Some(OutboxCategory::Notice)),
+                    escalated_to = %log_key(&up.notice_key.to_string(), Some(OutboxCategory::Notice)),
                     role = up.recipients.first().map(|r| r.role.as_str()).unwrap_or_default(),
                     error = %error,
                     "the mail reached none of its recipients; given up (dead) and sent one role up"
                 ),
                 (Some(up), false) => tracing::warn!(
                     outbox_key = %key,
-                    escalated_to = %log_key(&up.notice_key, Some(OutboxCategory::Notice)),
+                    escalated_to = %log_key(&up.notice_key.to_string(), Some(OutboxCategory::Notice)),
                     error = %error,
                     "the mail reached none of its recipients; given up (dead), the notice one role up was already \
                      written (or its deadline is closed)"
@@ -178,9 +178,9 @@ pub(super) fn escalation(ctx: &Context, row: &OutboxRow, unreached: &[EmailAddre
         }
         // A key this version cannot read is no notice it wrote: nobody up to carry it.
         let Ok(key) = row.notice_key.parse::<OutboxKey>() else { return None };
-        let notice_key = key.up().to_string();
+        let notice_key = key.up();
         return Some(Escalation {
-            message_id: message_id(&notice_key, &ctx.settings.mail.from),
+            message_id: message_id(&notice_key.to_string(), &ctx.settings.mail.from),
             notice_key,
             recipients,
             replaces: row.recipients.iter().filter(|r| missed(&r.address)).cloned().collect(),
