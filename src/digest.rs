@@ -19,6 +19,7 @@ use chrono::{DateTime, NaiveDate, NaiveTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use serde::Serialize;
 
+use crate::catalogue::Words;
 use crate::config::{Language, Settings};
 pub use crate::domain::payload::{ChainPair, Compliance, Digest, DigestRow, KindCount, Section, UnitDigest};
 use crate::domain::StoredDeadline;
@@ -495,23 +496,21 @@ fn cut(mut rows: Vec<DigestRow>, max_rows: usize) -> Section {
 // ---------------------------------------------------------------------------------------------
 
 /// The summary line at the top and in the subject, e.g. "3 försenade, 5 förfaller inom 7 dagar".
-pub fn summary(language: Language, overdue: usize, upcoming: usize) -> String {
-    match language {
-        Language::Swedish => format!(
-            "{overdue} {}, {upcoming} förfaller inom {UPCOMING_DAYS} dagar",
-            if overdue == 1 { "försenad" } else { "försenade" }
-        ),
-        Language::English => format!("{overdue} overdue, {upcoming} due within {UPCOMING_DAYS} days"),
-    }
+pub fn summary(words: &Words, overdue: usize, upcoming: usize) -> String {
+    let key = if overdue == 1 { "digest.summary_one" } else { "digest.summary" };
+    words.fill(key, &[("overdue", &overdue), ("upcoming", &upcoming), ("days", &UPCOMING_DAYS)])
 }
 
 /// The subject, e.g. "Daglig fristöversikt 2026-11-25: 3 försenade, 5 förfaller inom 7 dagar".
-pub fn subject(language: Language, digest: &Digest) -> String {
-    let title = match language {
-        Language::Swedish => "Daglig fristöversikt",
-        Language::English => "Daily deadline digest",
-    };
-    format!("{title} {}: {}", digest.date, summary(language, digest.overdue_total(), digest.upcoming_total()))
+pub fn subject(words: &Words, digest: &Digest) -> String {
+    words.fill(
+        "digest.subject",
+        &[
+            ("title", &words.get("digest.title")),
+            ("date", &digest.date),
+            ("summary", &summary(words, digest.overdue_total(), digest.upcoming_total())),
+        ],
+    )
 }
 
 /// What templates see: the digest with kind names in the mail's language and counts derived.
@@ -611,7 +610,7 @@ impl Context {
         Context {
             manager: digest.manager.to_string(),
             date: digest.date.to_string(),
-            summary: summary(language, digest.overdue_total(), digest.upcoming_total()),
+            summary: summary(Words::of(settings), digest.overdue_total(), digest.upcoming_total()),
             overdue_total: digest.overdue_total(),
             upcoming_total: digest.upcoming_total(),
             upcoming_days: UPCOMING_DAYS,
