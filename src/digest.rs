@@ -20,7 +20,7 @@ use chrono_tz::Tz;
 use serde::Serialize;
 
 use crate::catalogue::Words;
-use crate::config::{Language, Settings};
+use crate::config::Settings;
 pub use crate::domain::payload::{ChainPair, Compliance, Digest, DigestRow, KindCount, Section, UnitDigest};
 use crate::domain::StoredDeadline;
 use crate::domain::{CaseRef, EmailAddress, UnitCode};
