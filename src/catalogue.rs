@@ -308,7 +308,8 @@ mod tests {
             assert_eq!(sv.day(day), day.name_sv());
             assert_eq!(en.day(day), day.name_en());
         }
-        for day in [crate::rules::DayKind::Saturday, crate::rules::DayKind::Sunday, crate::rules::DayKind::MidsummerEve] {
+        for day in [crate::rules::DayKind::Saturday, crate::rules::DayKind::Sunday, crate::rules::DayKind::MidsummerEve]
+        {
             assert_eq!((sv.day(day), en.day(day)), (day.name_sv(), day.name_en()));
         }
         for day in [crate::rules::DayKind::ChristmasEve, crate::rules::DayKind::NewYearsEve] {
@@ -340,7 +341,10 @@ mod tests {
             for entry in std::fs::read_dir(&dir).unwrap() {
                 let p = entry.unwrap().path();
                 if p.is_dir() {
-                    stack.push(p);
+                    // The configuration's keys (`digest.cron`) share the sections' names.
+                    if !p.ends_with("config") {
+                        stack.push(p);
+                    }
                     continue;
                 }
                 let text = std::fs::read_to_string(&p).unwrap();

@@ -101,7 +101,13 @@ impl SkippedDay {
     fn new(on: NaiveDate, day: DayKind) -> SkippedDay {
         // The built-in names (`[day]` of templates/words.LANG.toml).
         let name = |language| Words::built_in(language).day(day);
-        SkippedDay { on, day, weekend: day.is_weekend(), name_sv: name(Language::Swedish), name_en: name(Language::English) }
+        SkippedDay {
+            on,
+            day,
+            weekend: day.is_weekend(),
+            name_sv: name(Language::Swedish),
+            name_en: name(Language::English),
+        }
     }
 }
 

@@ -403,8 +403,13 @@ pub fn explain_placement_text(
     let (placement_ref, unit, basis) = (row.placement_ref.as_str(), row.unit.as_str(), row.dates.basis.as_str());
     let mut out = String::new();
     let case = row.case_ref.as_ref().map(|c| c.as_str());
-    let args: [(&str, &dyn std::fmt::Display); 5] =
-        [("placement_ref", &placement_ref), ("basis", &basis), ("case_ref", &case.unwrap_or("")), ("unit", &unit), ("today", &today)];
+    let args: [(&str, &dyn std::fmt::Display); 5] = [
+        ("placement_ref", &placement_ref),
+        ("basis", &basis),
+        ("case_ref", &case.unwrap_or("")),
+        ("unit", &unit),
+        ("today", &today),
+    ];
     out.push_str(&words.fill(if case.is_some() { "explain.placement_in_case" } else { "explain.placement" }, &args));
     out.push('\n');
     let deadlines = rules::placement_deadlines_for(&row.dates, context, options);

@@ -263,7 +263,8 @@ fn render_notice(
     let lang = settings.mail.language;
     let env = environment(settings);
     let options = RuleOptions { holiday_rule: settings.calendar.holiday_rule };
-    let explanation = render_explanation(env, Words::of(settings), lang, &Explanation::new(&payload.deadline(), today, options))?;
+    let explanation =
+        render_explanation(env, Words::of(settings), lang, &Explanation::new(&payload.deadline(), today, options))?;
     // Made a template value once: each template given the context itself would turn it into
     // one again (a quarter of the rendering).
     let context =

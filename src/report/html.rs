@@ -67,17 +67,9 @@ pub fn page(report: &Report, w: &Words, unit_names: &BTreeMap<String, String>) -
     }
     let _ = writeln!(h, "</section>");
 
-    let _ = write!(
-        h,
-        "<section><h2>{}</h2>",
-        esc(&w.text("report.share_met_by_unit"))
-    );
+    let _ = write!(h, "<section><h2>{}</h2>", esc(&w.text("report.share_met_by_unit")));
     h.push_str(&unit_kind_chart(&report.table, w, r.min_group, unit_names));
-    let _ = write!(
-        h,
-        "</section>\n<section><h2>{}</h2>",
-        esc(&w.text("report.monthly_trend_by_kind"))
-    );
+    let _ = write!(h, "</section>\n<section><h2>{}</h2>", esc(&w.text("report.monthly_trend_by_kind")));
     h.push_str(&trend_chart(&report.table, &months(r.period), w));
     let _ = write!(h, "</section>\n<section><h2>{}</h2>", esc(&w.text("report.girls_and_boys")));
     h.push_str(&sex_chart(&report.table, w, r.min_group));
@@ -85,11 +77,8 @@ pub fn page(report: &Report, w: &Words, unit_names: &BTreeMap<String, String>) -
 
     let _ = write!(h, "<section class=\"table\"><h2>{}</h2>", esc(&w.text("report.table")));
     h.push_str(&html_table(report, w, unit_names));
-    let _ = write!(
-        h,
-        "</section>\n<section class=\"notes\"><h2>{}</h2><ul>",
-        esc(&w.text("report.reading_the_figures"))
-    );
+    let _ =
+        write!(h, "</section>\n<section class=\"notes\"><h2>{}</h2><ul>", esc(&w.text("report.reading_the_figures")));
     for line in render::note_lines(report, w) {
         let _ = write!(h, "<li>{}</li>", esc(&line));
     }
@@ -249,10 +238,7 @@ fn of_kind(t: &Table, g: &Group, kind: Option<Kind>) -> bool {
 
 /// In place of a chart whose dimension is not in the grouping: which `--by` draws it.
 fn no_chart(w: &Words, by: &str) -> String {
-    format!(
-        "<p class=\"nochart\">{}</p>",
-        esc(&w.fill("report.no_chart", &[("by", &by)]))
-    )
+    format!("<p class=\"nochart\">{}</p>", esc(&w.fill("report.no_chart", &[("by", &by)])))
 }
 
 /// Horizontal bars: one cluster per unit, one bar per kind, 0–100 % with the 100 % line.
@@ -276,8 +262,7 @@ fn unit_kind_chart(t: &Table, w: &Words, min_group: u64, unit_names: &BTreeMap<S
     let items: Vec<(&str, String)> = series.iter().map(|(_, c, l)| (*c, l.clone())).collect();
     let top = legend_top(left, &items);
     let height = top + cluster * units.len().max(1) as f64 + 30.0;
-    let mut s =
-        svg_open(height, &w.text("report.chart_by_unit"));
+    let mut s = svg_open(height, &w.text("report.chart_by_unit"));
     legend(&mut s, left, 14.0, &items);
     for (ui, unit) in units.iter().enumerate() {
         let y0 = top + ui as f64 * cluster;
@@ -333,10 +318,7 @@ fn trend_chart(t: &Table, months: &[String], w: &Words) -> String {
     let top = legend_top(left, &items);
     let plot = CHART_WIDTH - left - right;
     let height = top + plot_h + 40.0;
-    let mut s = svg_open(
-        height,
-        &w.text("report.chart_by_month"),
-    );
+    let mut s = svg_open(height, &w.text("report.chart_by_month"));
     legend(&mut s, left, 14.0, &items);
     let y_of = |share: f64| top + plot_h * (1.0 - share);
     for pct in [0, 25, 50, 75, 100] {
@@ -405,10 +387,7 @@ fn sex_chart(t: &Table, w: &Words, min_group: u64) -> String {
     let plot = CHART_WIDTH - left - right;
     let cluster = bar_h * 2.0 + gap;
     let height = top + cluster * series.len() as f64 + 30.0;
-    let mut s = svg_open(
-        height,
-        &w.text("report.chart_by_sex"),
-    );
+    let mut s = svg_open(height, &w.text("report.chart_by_sex"));
     legend(&mut s, left, 14.0, &[(GIRLS, w.text("report.girls")), (BOYS, w.text("report.boys"))]);
     for (ki, (kind, _, label)) in series.iter().enumerate() {
         let y0 = top + ki as f64 * cluster;

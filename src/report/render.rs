@@ -302,9 +302,19 @@ impl Words {
     }
 
     pub fn figure_heads(&self) -> Vec<String> {
-        ["total", "met", "missed", "overdue", "share_met", "against_nominal", "median_days", "p90_days", "longest_overrun"]
-            .map(|head| self.text(&format!("report.head.{head}")))
-            .to_vec()
+        [
+            "total",
+            "met",
+            "missed",
+            "overdue",
+            "share_met",
+            "against_nominal",
+            "median_days",
+            "p90_days",
+            "longest_overrun",
+        ]
+        .map(|head| self.text(&format!("report.head.{head}")))
+        .to_vec()
     }
 
     /// The figure cells of a row: numbers, or "< N" and "*" when suppressed (also for the totals

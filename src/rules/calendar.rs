@@ -124,7 +124,6 @@ impl DayKind {
     pub fn is_weekend(self) -> bool {
         matches!(self, DayKind::Saturday | DayKind::Sunday)
     }
-
 }
 
 /// Easter Sunday (påskdagen) of `year` by the Gregorian computus ("anonymous" algorithm of
