@@ -103,10 +103,9 @@ fn swedish_literals(text: &str) -> Vec<(usize, String)> {
     let mut literal = String::new();
     let mut lines = text.lines().enumerate().peekable();
     while let Some((n, line)) = lines.next() {
-        if !in_string && line.trim() == "#[cfg(test)]" {
-            if lines.peek().is_some_and(|(_, next)| next.trim_start().starts_with("mod ") || next.contains(" mod ")) {
-                break;
-            }
+        let test_module = |next: &str| next.trim_start().starts_with("mod ") || next.contains(" mod ");
+        if !in_string && line.trim() == "#[cfg(test)]" && lines.peek().is_some_and(|(_, next)| test_module(next)) {
+            break;
         }
         let chars: Vec<char> = line.chars().collect();
         let mut i = 0;
