@@ -798,6 +798,22 @@ mod tests {
     }
 
     #[test]
+    fn a_words_override_changes_the_notice_and_keeps_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("words.sv.toml"), "[role]\ncaseworker = \"socialsekreterare\"\n").unwrap();
+        let mut s = settings("sv");
+        s.mail.templates_dir = Some(dir.path().to_path_buf());
+        check_templates(&s).unwrap();
+        let text = rendered(&s, &christmas_assessment(-3), &caseworker(), "2026-12-21").text;
+        assert!(text.contains("- anna.handlaggare@kommun.example (socialsekreterare)"), "{text}");
+        assert!(
+            text.contains("3 dagar före sista dagen (påminnelser räknas från 2026-12-24) till socialsekreterare."),
+            "{text}"
+        );
+        assert!(text.contains("Läget 2026-12-21: 7 dagar kvar till sista dagen"), "{text}");
+    }
+
+    #[test]
     fn a_single_moved_day_reads_like_the_law() {
         let s = settings("sv");
         let mut p = christmas_assessment(0);

@@ -14,7 +14,6 @@ use std::fmt::Write as _;
 
 use super::render::{self, percent, Words};
 use super::{months, Dimension, Disclosure, Group, Report, Table, Tally};
-use crate::config::Language;
 use crate::rules::Kind;
 
 const GIRLS: &str = "#9b4f96";
@@ -25,7 +24,7 @@ const CHART_WIDTH: f64 = 680.0;
 pub fn page(report: &Report, w: &Words, unit_names: &BTreeMap<String, String>) -> String {
     let r = &report.request;
     let mut h = String::with_capacity(32 * 1024);
-    let lang = if w.lang == Language::Swedish { "sv" } else { "en" };
+    let lang = w.lang.code();
     let _ = write!(
         h,
         "<!DOCTYPE html>\n<html lang=\"{lang}\">\n<head>\n<meta charset=\"utf-8\">\n<title>{}</title>\n<style>{STYLE}{}</style>\n</head>\n<body>\n",

@@ -19,14 +19,7 @@ pub fn share(value: Option<f64>) -> Option<f64> {
 /// A share as a percentage with one decimal, for people.
 pub fn percent(value: Option<f64>, w: &Words) -> String {
     match value {
-        Some(v) => {
-            let text = format!("{:.1} %", v * 100.0);
-            if w.lang == Language::Swedish {
-                text.replace('.', ",")
-            } else {
-                text
-            }
-        }
+        Some(v) => format!("{:.1} %", v * 100.0).replace('.', &w.text("report.decimal_point")),
         None => "–".into(),
     }
 }
@@ -369,11 +362,7 @@ impl Words {
 
     fn number(&self, v: f64) -> String {
         let text = if v.fract() == 0.0 { format!("{v:.0}") } else { format!("{v:.1}") };
-        if self.lang == Language::Swedish {
-            text.replace('.', ",")
-        } else {
-            text
-        }
+        text.replace('.', &self.text("report.decimal_point"))
     }
 
     pub fn counted_rule(&self) -> String {
