@@ -11,7 +11,8 @@
 //! digest's subject, `explain`'s sentences — from `templates/words.{sv,en}.toml`. A same-named
 //! file in `mail.templates_dir` replaces those of its keys that it names; a key it lacks keeps the
 //! built-in words, and a key the built-in file does not know is refused at start-up, naming the
-//! file and the key. `{name}` in a value is replaced by the named argument.
+//! file and the key. `{name}` in a value is replaced by the named argument. A
+//! `clocks.LANG.toml` there replaces the built-in clocks file whole ([`Catalogue::load`]).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -74,6 +75,36 @@ impl Catalogue {
         };
         // Proven complete and well formed by `every_clock_has_its_words` for both files.
         cell.get_or_init(|| Catalogue::parse(text).expect("the compiled-in clock catalogue is complete"))
+    }
+
+    /// The catalogue of `language`, or the file `clocks.LANG.toml` in `dir` in its place (complete:
+    /// it is checked as the built-in one is); loaded once per directory and language.
+    pub fn load(language: Language, dir: Option<&Path>) -> Result<&'static Catalogue, WordsError> {
+        let Some(dir) = dir else { return Ok(Catalogue::of(language)) };
+        type Loaded = HashMap<(PathBuf, &'static str), &'static Catalogue>;
+        static LOADED: OnceLock<Mutex<Loaded>> = OnceLock::new();
+        let key = (dir.to_path_buf(), language.code());
+        let mut loaded = LOADED.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(catalogue) = loaded.get(&key) {
+            return Ok(catalogue);
+        }
+        let path = dir.join(format!("clocks.{}.toml", language.code()));
+        let catalogue = match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                let parsed = Catalogue::parse(&text).map_err(|message| WordsError::Parse { path, message })?;
+                Box::leak(Box::new(parsed))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Catalogue::of(language),
+            Err(source) => return Err(WordsError::Read { path, source }),
+        };
+        loaded.insert(key, catalogue);
+        Ok(catalogue)
+    }
+
+    /// The catalogue of the configuration's language and `mail.templates_dir` (checked at
+    /// start-up; the built-in one should it fail later).
+    pub fn for_settings(settings: &crate::config::Settings, language: Language) -> &'static Catalogue {
+        Catalogue::load(language, settings.mail.templates_dir.as_deref()).unwrap_or_else(|_| Catalogue::of(language))
     }
 
     /// Parses a catalogue file, naming what is missing.
@@ -383,6 +414,16 @@ mod tests {
         std::fs::write(number.path().join("words.sv.toml"), "[days]\none = 1\n").unwrap();
         let e = Words::load(Language::Swedish, Some(number.path())).unwrap_err().to_string();
         assert!(e.contains("words.sv.toml") && e.contains("`days.one`"), "{e}");
+
+        // A clocks file replaces the built-in one whole, and must be complete.
+        let clocks = tempfile::tempdir().unwrap();
+        std::fs::write(clocks.path().join("clocks.sv.toml"), SWEDISH.replace("\"Uppföljning\"", "\"Uppföljningen\""))
+            .unwrap();
+        let catalogue = Catalogue::load(Language::Swedish, Some(clocks.path())).unwrap();
+        assert_eq!(catalogue.clock(Kind::FollowUp).name, "Uppföljningen");
+        std::fs::write(clocks.path().join("clocks.en.toml"), ENGLISH.replace("[follow_up]", "[follow_upp]")).unwrap();
+        let e = Catalogue::load(Language::English, Some(clocks.path())).unwrap_err().to_string();
+        assert!(e.contains("clocks.en.toml") && e.contains("no [follow_up] entry"), "{e}");
     }
 
     #[test]

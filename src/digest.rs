@@ -582,7 +582,8 @@ struct KindContext {
 impl Context {
     pub(crate) fn new(settings: &Settings, digest: &Digest) -> Context {
         let language = settings.mail.language;
-        let kind_name = |kind: Kind| crate::catalogue::kind_name(language, kind).to_string();
+        let clocks = crate::catalogue::Catalogue::for_settings(settings, language);
+        let kind_name = |kind: Kind| clocks.clock(kind).name.clone();
         let options = RuleOptions { holiday_rule: settings.calendar.holiday_rule };
         let last_day = |r: &DigestRow| match (r.nominal_due_on, &r.due_reason) {
             (Some(nominal), Some(reason)) => LastDay::new(r.kind, nominal, r.due_on, reason, options),

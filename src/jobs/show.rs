@@ -7,7 +7,7 @@
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 
 use crate::app::{App, Moment};
-use crate::catalogue::{kind_name, Catalogue, Words};
+use crate::catalogue::{Catalogue, Words};
 use crate::config::Settings;
 use crate::digest::{self, Preview};
 use crate::domain::{CaseRef, EmailAddress};
@@ -459,9 +459,9 @@ fn explain_deadlines(
         say(String::new());
         say(format!(
             "{} ({}, {})",
-            kind_name(settings.mail.language, d.kind),
+            Catalogue::for_settings(settings, settings.mail.language).clock(d.kind).name,
             d.kind.as_str(),
-            Catalogue::of(settings.mail.language).clock(d.kind).citation
+            Catalogue::for_settings(settings, settings.mail.language).clock(d.kind).citation
         ));
         // The law in the words of the notice mails: the same template, the same lines.
         match compose::explanation_lines(settings, &Explanation::new(d, today, options)) {

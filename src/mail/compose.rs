@@ -136,6 +136,7 @@ pub fn check_templates(settings: &Settings) -> Result<(), ComposeError> {
     // Both languages: a report may be asked for in either (`--lang`).
     for language in [Language::Swedish, Language::English] {
         Words::load(language, settings.mail.templates_dir.as_deref())?;
+        Catalogue::load(language, settings.mail.templates_dir.as_deref())?;
     }
     let day = |y, m, d| NaiveDate::from_ymd_opt(y, m, d).ok_or(ComposeError::Build("sample date".into()));
     let sample = NoticePayload {
@@ -200,20 +201,22 @@ pub fn check_digest_templates(settings: &Settings) -> Result<(), ComposeError> {
 /// The explanation of a deadline in the configured language, one sentence a line: the lines
 /// `fristvakt explain` prints and a notice mail carries.
 pub fn explanation_lines(settings: &Settings, explanation: &Explanation) -> Result<Vec<String>, ComposeError> {
-    render_explanation(environment(settings), Words::of(settings), settings.mail.language, explanation)
+    let lang = settings.mail.language;
+    let catalogue = Catalogue::for_settings(settings, lang);
+    render_explanation(environment(settings), Words::of(settings), catalogue, lang, explanation)
 }
 
 fn render_explanation(
     env: &Environment<'static>,
     labels: &'static Words,
+    words: &'static Catalogue,
     lang: Language,
     explanation: &Explanation,
 ) -> Result<Vec<String>, ComposeError> {
-    let words = Catalogue::of(lang);
     let clock = words.clock(explanation.kind);
     let context = ExplanationContext {
         explanation,
-        kind_name: kind_name(lang, explanation.kind),
+        kind_name: &clock.name,
         rule: &clock.rule,
         start_name: words.start(explanation.start_event),
         extension: clock.extension.as_deref(),
@@ -263,8 +266,14 @@ fn render_notice(
     let lang = settings.mail.language;
     let env = environment(settings);
     let options = RuleOptions { holiday_rule: settings.calendar.holiday_rule };
-    let explanation =
-        render_explanation(env, Words::of(settings), lang, &Explanation::new(&payload.deadline(), today, options))?;
+    let catalogue = Catalogue::for_settings(settings, lang);
+    let explanation = render_explanation(
+        env,
+        Words::of(settings),
+        catalogue,
+        lang,
+        &Explanation::new(&payload.deadline(), today, options),
+    )?;
     // Made a template value once: each template given the context itself would turn it into
     // one again (a quarter of the rendering).
     let context =
@@ -532,14 +541,14 @@ impl NoticeContext {
         let to_caseworker = recipients.iter().any(|r| r.role == Role::Caseworker);
         NoticeContext {
             overdue: days_left < 0,
-            todo: todo_line(words, lang, p, days_left),
+            todo: todo_line(words, Catalogue::for_settings(settings, lang), p, days_left),
             next_step: next_step_line(words, settings, p),
             caseworker: p.caseworker.as_ref().filter(|_| !to_caseworker).map(|c| c.to_string()),
             case_ref: p.case_ref.to_string(),
             unit: p.unit.to_string(),
             unit_name,
             kind: p.kind.as_str(),
-            kind_name: kind_name(lang, p.kind),
+            kind_name: &Catalogue::for_settings(settings, lang).clock(p.kind).name,
             step: p.step,
             start_on: iso(p.start_on),
             nominal_due_on: iso(p.nominal_due_on),
@@ -555,7 +564,7 @@ impl NoticeContext {
             } else {
                 Some(settings.mail.case_link_for(p.case_ref.as_str()))
             },
-            reason: reason(words, lang, p, &step_roles),
+            reason: reason(words, Catalogue::for_settings(settings, lang), p, &step_roles),
             fallback_note: if replaces.is_empty() {
                 fell_back.then(|| words.get("notice.fallback").to_string())
             } else {
@@ -581,8 +590,8 @@ impl NoticeContext {
 /// verksamhetssystemet." — the clock's action (`todo` in `templates/clocks.*.toml`, else a
 /// general one), by the legal last day or, once it passed, at once; for a clock with a decided
 /// extension, that such a decision is recorded too.
-fn todo_line(words: &Words, lang: Language, p: &NoticePayload, days_left: i64) -> String {
-    let clock = Catalogue::of(lang).clock(p.kind);
+fn todo_line(words: &Words, catalogue: &Catalogue, p: &NoticePayload, days_left: i64) -> String {
+    let clock = catalogue.clock(p.kind);
     let action = clock.todo.as_deref().unwrap_or(words.get("notice.todo_default"));
     let mut line = if days_left < 0 {
         words.fill("notice.todo_overdue", &[("action", &action)])
@@ -609,10 +618,6 @@ fn iso(day: NaiveDate) -> String {
     day.format("%Y-%m-%d").to_string()
 }
 
-fn kind_name(lang: Language, kind: Kind) -> &'static str {
-    crate::catalogue::kind_name(lang, kind)
-}
-
 /// "a, b och c".
 fn join(items: &[String], and: &str) -> String {
     match items {
@@ -624,7 +629,7 @@ fn join(items: &[String], and: &str) -> String {
 
 /// The ladder step in words: when it fires and to whom, so that a recipient knows why this
 /// mail came to them and not to someone else.
-fn reason(words: &Words, lang: Language, p: &NoticePayload, roles: &[Role]) -> String {
+fn reason(words: &Words, catalogue: &Catalogue, p: &NoticePayload, roles: &[Role]) -> String {
     let n = i64::from(p.step.unsigned_abs());
     let roles: Vec<String> = roles.iter().map(|r| words.role(*r).to_string()).collect();
     let days = words.days(n);
@@ -636,7 +641,7 @@ fn reason(words: &Words, lang: Language, p: &NoticePayload, roles: &[Role]) -> S
         0 => words.fill("notice.on_the_day", &[]),
         _ => words.fill("notice.after", &[("days", &days)]),
     };
-    let kind = kind_name(lang, p.kind).to_lowercase();
+    let kind = catalogue.clock(p.kind).name.to_lowercase();
     let mut text = words.fill("notice.reason", &[("kind", &kind), ("when", &when)]);
     if !roles.is_empty() {
         text.push_str(&words.fill("notice.reason_roles", &[("roles", &join(&roles, words.get("notice.and")))]));
@@ -1036,7 +1041,12 @@ mod tests {
     /// and without the ladder steps.
     fn explain_lines(s: &Settings, case: &crate::register::CaseRow, kind: Kind, today: NaiveDate) -> Vec<String> {
         let text = crate::jobs::show::explain_text(s, case, today, &[], &[], |_| Vec::new());
-        let heading = format!("{} ({}, {})", kind_name(s.mail.language, kind), kind.as_str(), kind.clock().citation);
+        let heading = format!(
+            "{} ({}, {})",
+            crate::catalogue::kind_name(s.mail.language, kind),
+            kind.as_str(),
+            kind.clock().citation
+        );
         let mut lines = text.lines().skip_while(|line| *line != heading).skip(1);
         let section: Vec<&str> = lines.by_ref().take_while(|line| !line.is_empty()).collect();
         assert!(!section.is_empty(), "no {heading:?} in:\n{text}");

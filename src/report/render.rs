@@ -222,12 +222,13 @@ pub fn note_lines(report: &Report, w: &Words) -> Vec<String> {
 pub struct Words {
     pub lang: Language,
     words: &'static catalogue::Words,
+    clocks: &'static catalogue::Catalogue,
 }
 
 impl Words {
     /// The built-in words of `lang`.
     pub fn new(lang: Language) -> Words {
-        Words { lang, words: catalogue::Words::built_in(lang) }
+        Words { lang, words: catalogue::Words::built_in(lang), clocks: catalogue::Catalogue::of(lang) }
     }
 
     /// The words of `lang` with the override of `mail.templates_dir` (checked at start-up; the
@@ -235,7 +236,7 @@ impl Words {
     pub fn of(settings: &crate::config::Settings, lang: Language) -> Words {
         let words = catalogue::Words::load(lang, settings.mail.templates_dir.as_deref())
             .unwrap_or_else(|_| catalogue::Words::built_in(lang));
-        Words { lang, words }
+        Words { lang, words, clocks: catalogue::Catalogue::for_settings(settings, lang) }
     }
 
     /// The words of `key`.
@@ -287,7 +288,7 @@ impl Words {
     }
 
     pub fn kind(&self, k: Kind) -> String {
-        crate::catalogue::kind_name(self.lang, k).to_string()
+        self.clocks.clock(k).name.clone()
     }
 
     pub fn totals(&self) -> String {
