@@ -733,7 +733,7 @@ pub async fn report_compliance(settings: Arc<Settings>, args: ReportArgs) -> Res
     let counted = report::compliance(&app.state, &request).await;
     app.close_connections().await;
     let report = counted?;
-    let words = report::render::Words::new(args.language.unwrap_or(settings.mail.language));
+    let words = report::render::Words::of(&settings, args.language.unwrap_or(settings.mail.language));
     let text = match args.format {
         ReportFormat::Table => report::render::table(&report, &words),
         ReportFormat::Csv => report::render::csv(&report, args.csv_dialect)

@@ -19,7 +19,8 @@ use chrono::{DateTime, NaiveDate, NaiveTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use serde::Serialize;
 
-use crate::config::{Language, Settings};
+use crate::catalogue::Words;
+use crate::config::Settings;
 pub use crate::domain::payload::{ChainPair, Compliance, Digest, DigestRow, KindCount, Section, UnitDigest};
 use crate::domain::StoredDeadline;
 use crate::domain::{CaseRef, EmailAddress, OutboxKey, UnitCode};
@@ -495,23 +496,21 @@ fn cut(mut rows: Vec<DigestRow>, max_rows: usize) -> Section {
 // ---------------------------------------------------------------------------------------------
 
 /// The summary line at the top and in the subject, e.g. "3 försenade, 5 förfaller inom 7 dagar".
-pub fn summary(language: Language, overdue: usize, upcoming: usize) -> String {
-    match language {
-        Language::Swedish => format!(
-            "{overdue} {}, {upcoming} förfaller inom {UPCOMING_DAYS} dagar",
-            if overdue == 1 { "försenad" } else { "försenade" }
-        ),
-        Language::English => format!("{overdue} overdue, {upcoming} due within {UPCOMING_DAYS} days"),
-    }
+pub fn summary(words: &Words, overdue: usize, upcoming: usize) -> String {
+    let key = if overdue == 1 { "digest.summary_one" } else { "digest.summary" };
+    words.fill(key, &[("overdue", &overdue), ("upcoming", &upcoming), ("days", &UPCOMING_DAYS)])
 }
 
 /// The subject, e.g. "Daglig fristöversikt 2026-11-25: 3 försenade, 5 förfaller inom 7 dagar".
-pub fn subject(language: Language, digest: &Digest) -> String {
-    let title = match language {
-        Language::Swedish => "Daglig fristöversikt",
-        Language::English => "Daily deadline digest",
-    };
-    format!("{title} {}: {}", digest.date, summary(language, digest.overdue_total(), digest.upcoming_total()))
+pub fn subject(words: &Words, digest: &Digest) -> String {
+    words.fill(
+        "digest.subject",
+        &[
+            ("title", &words.get("digest.title")),
+            ("date", &digest.date),
+            ("summary", &summary(words, digest.overdue_total(), digest.upcoming_total())),
+        ],
+    )
 }
 
 /// What templates see: the digest with kind names in the mail's language and counts derived.
@@ -583,7 +582,8 @@ struct KindContext {
 impl Context {
     pub(crate) fn new(settings: &Settings, digest: &Digest) -> Context {
         let language = settings.mail.language;
-        let kind_name = |kind: Kind| crate::catalogue::kind_name(language, kind).to_string();
+        let clocks = crate::catalogue::Catalogue::for_settings(settings, language);
+        let kind_name = |kind: Kind| clocks.clock(kind).name.clone();
         let options = RuleOptions { holiday_rule: settings.calendar.holiday_rule };
         let last_day = |r: &DigestRow| match (r.nominal_due_on, &r.due_reason) {
             (Some(nominal), Some(reason)) => LastDay::new(r.kind, nominal, r.due_on, reason, options),
@@ -611,7 +611,7 @@ impl Context {
         Context {
             manager: digest.manager.to_string(),
             date: digest.date.to_string(),
-            summary: summary(language, digest.overdue_total(), digest.upcoming_total()),
+            summary: summary(Words::of(settings), digest.overdue_total(), digest.upcoming_total()),
             overdue_total: digest.overdue_total(),
             upcoming_total: digest.upcoming_total(),
             upcoming_days: UPCOMING_DAYS,
