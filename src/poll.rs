@@ -458,8 +458,10 @@ impl Pass<'_> {
         // with their prints: a crash between the two reads the cases, and so these, again.
         if self.tracks_placements && !cases.is_empty() {
             let refs: Vec<String> = cases.keys().cloned().collect();
-            let keys: Vec<String> =
-                cases.values().filter_map(|(case, _)| case.child_key.as_ref().map(|k| k.as_str().to_string())).collect();
+            let keys: Vec<String> = cases
+                .values()
+                .filter_map(|(case, _)| case.child_key.as_ref().map(|k| k.as_str().to_string()))
+                .collect();
             placements::sync_touched(register, state, settings, (self.today, self.now), &refs, &keys, report).await?;
         }
         let sets = cases.len() + kept_refs.len();

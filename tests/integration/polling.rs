@@ -2321,10 +2321,8 @@ async fn a_bulk_update_is_polled_in_bounded_batches_and_a_failure_between_them_l
     let register = url.expose().to_string();
     let columns: Vec<String> = {
         let pool = SqlitePoolOptions::new().max_connections(1).connect(&register).await.unwrap();
-        let rows: Vec<(String,)> = sqlx::query_as("SELECT name FROM pragma_table_info('fristvakt_cases')")
-            .fetch_all(&pool)
-            .await
-            .unwrap();
+        let rows: Vec<(String,)> =
+            sqlx::query_as("SELECT name FROM pragma_table_info('fristvakt_cases')").fetch_all(&pool).await.unwrap();
         pool.close().await;
         rows.into_iter().map(|(name,)| name).collect()
     };
@@ -2332,7 +2330,8 @@ async fn a_bulk_update_is_polled_in_bounded_batches_and_a_failure_between_them_l
         .iter()
         .map(|c| {
             if c == "unit" {
-                "CASE WHEN rowid = (SELECT at FROM fail) THEN abs(-9223372036854775808) ELSE unit END AS unit".to_string()
+                "CASE WHEN rowid = (SELECT at FROM fail) THEN abs(-9223372036854775808) ELSE unit END AS unit"
+                    .to_string()
             } else {
                 c.clone()
             }
