@@ -408,35 +408,60 @@ impl DigestFacts {
 /// whose later investigation is still open, with the later one's unit; ordered by unit, then
 /// the later case, then the earlier.
 fn open_chains(deadlines: &[StoredDeadline], window_days: i64) -> Vec<(UnitCode, ChainPair)> {
-    let investigations: Vec<&StoredDeadline> = deadlines
-        .iter()
-        .filter(|d| !d.withdrawn && d.deadline.kind == Kind::Investigation && d.child_key.is_some())
-        .collect();
-    let spans: Vec<InvestigationSpan<_>> = investigations
-        .iter()
-        .map(|d| InvestigationSpan {
-            child: d.child_key.as_ref(),
-            opened_on: d.deadline.start_on,
-            closed_on: d.deadline.closed_on,
-        })
-        .collect();
-    let mut pairs: Vec<(UnitCode, ChainPair)> = find_chains(&spans, window_days)
-        .into_iter()
-        .filter(|&(_, later)| !investigations[later].deadline.is_closed())
-        .map(|(earlier, later)| {
-            let later = investigations[later];
-            let pair = ChainPair { earlier: investigations[earlier].case_ref.clone(), later: later.case_ref.clone() };
-            (later.unit.clone(), pair)
-        })
-        .collect();
-    pairs.sort_by(|a, b| {
-        (a.0.as_str(), a.1.later.as_str(), a.1.earlier.as_str()).cmp(&(
-            b.0.as_str(),
-            b.1.later.as_str(),
-            b.1.earlier.as_str(),
-        ))
-    });
-    pairs
+    let mut investigations = Investigations::default();
+    for stored in deadlines {
+        investigations.push(stored);
+    }
+    investigations.open_chains(window_days)
+}
+
+/// The investigation deadlines with a child's key, gathered one at a time (as they stream past)
+/// for [`Investigations::open_chains`]: only what a chain needs of each (its child's key, its
+/// case, the dates; the unit of an open one), not the whole stored deadline.
+#[derive(Default)]
+pub struct Investigations {
+    spans: Vec<InvestigationSpan<crate::domain::ChildKey>>,
+    /// By span: the case, and the unit of an open investigation (a later one names its unit).
+    cases: Vec<(CaseRef, Option<UnitCode>)>,
+}
+
+impl Investigations {
+    /// Keeps `stored` when it is an investigation with a child's key, not withdrawn.
+    pub fn push(&mut self, stored: &StoredDeadline) {
+        let Some(child) = &stored.child_key else { return };
+        if stored.withdrawn || stored.deadline.kind != Kind::Investigation {
+            return;
+        }
+        let deadline = &stored.deadline;
+        self.spans.push(InvestigationSpan {
+            child: child.clone(),
+            opened_on: deadline.start_on,
+            closed_on: deadline.closed_on,
+        });
+        let unit = (!deadline.is_closed()).then(|| stored.unit.clone());
+        self.cases.push((stored.case_ref.clone(), unit));
+    }
+
+    /// The chained pairs whose later investigation is still open, with the later one's unit;
+    /// ordered by unit, then the later case, then the earlier.
+    pub fn open_chains(&self, window_days: i64) -> Vec<(UnitCode, ChainPair)> {
+        let mut pairs: Vec<(UnitCode, ChainPair)> = find_chains(&self.spans, window_days)
+            .into_iter()
+            .filter_map(|(earlier, later)| {
+                let (later_ref, unit) = &self.cases[later];
+                let unit = unit.clone()?;
+                Some((unit, ChainPair { earlier: self.cases[earlier].0.clone(), later: later_ref.clone() }))
+            })
+            .collect();
+        pairs.sort_by(|a, b| {
+            (a.0.as_str(), a.1.later.as_str(), a.1.earlier.as_str()).cmp(&(
+                b.0.as_str(),
+                b.1.later.as_str(),
+                b.1.earlier.as_str(),
+            ))
+        });
+        pairs
+    }
 }
 
 #[derive(Default)]

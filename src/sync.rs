@@ -26,6 +26,16 @@ const CHUNK_ROWS: usize = 1000;
 /// Deadlines written by one pass after which the state's planner statistics are gathered again
 /// (a first full pass, a bulk update; `StateStore::refresh_statistics`).
 const REFRESH_STATISTICS_AFTER: u64 = 10_000;
+/// Prints an incremental poll appends to the print log before it folds the log into the buckets
+/// and writes the buckets directly instead (a bulk update): the log, and the map of it a poll
+/// holds, stay bounded, and the next poll does not fold a million entries at once.
+const BULK_SETS: usize = 4096;
+/// Prints such a poll sets, per bucket of the book, between two writes of its changed buckets
+/// (each write is in the transaction of a chunk's deadlines; the chunks between are stored
+/// without their prints, which a crash only makes the next poll compute again): about every
+/// 65 000 rows at a million cases, so that a bucket is rewritten every 4 of its 64 cases, not
+/// every one. It then forgets the buckets it wrote.
+const FLUSH_SETS_PER_BUCKET: usize = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PollError {
@@ -123,14 +133,15 @@ pub async fn sync_register(
         (false, Some(bits)) => Prints::Buckets(state.open_print_log(bits).await?),
         (false, None) => Prints::None,
     };
-    let tracks_placements = !full && register.placements_view().is_some();
     let mut pass = Pass {
         settings,
         today,
         now,
         seed: print_seed(settings),
         prints,
-        touched: tracks_placements.then(Touched::default),
+        tracks_placements: !full && register.placements_view().is_some(),
+        logged: 0,
+        unflushed: 0,
     };
     let mut chunk = RowChunk::default();
     loop {
@@ -160,10 +171,16 @@ pub async fn sync_register(
         }
     }
     drop(chunks);
-    // The placements view (contract §1b): its changed rows, and those of the cases computed above.
+    // A bulk update's poll writes the buckets it changed since its last write.
+    if let Prints::Buckets(book) = &mut pass.prints {
+        if !book.keeps_log() && book.dirty_buckets() > 0 {
+            state.store_prints(book, &[]).await?;
+        }
+    }
+    // The placements view (contract §1b): its changed rows (those of the cases computed above
+    // went with each chunk).
     if register.placements_view().is_some() {
-        let touched = pass.touched.take().unwrap_or_default();
-        placements::sync_placements(register, state, settings, (today, now), since, touched, &mut report).await?;
+        placements::sync_placements(register, state, settings, (today, now), since, &mut report).await?;
     }
     // A full pass that read no row at all is far more likely a view being reloaded than a
     // register emptied of every case: withdrawing everything would cancel every notice.
@@ -319,13 +336,6 @@ enum Prints {
     None,
 }
 
-/// The cases an incremental poll computed: their placements depend on them.
-#[derive(Debug, Default)]
-pub(crate) struct Touched {
-    pub case_refs: HashSet<String>,
-    pub child_keys: HashSet<String>,
-}
-
 /// What one register read carries from chunk to chunk.
 struct Pass<'a> {
     settings: &'a Settings,
@@ -334,9 +344,14 @@ struct Pass<'a> {
     /// Mixed into every row's print: the settings and code the computation depends on.
     seed: u64,
     prints: Prints,
-    /// The cases an incremental poll computed, whose placements are computed again with them;
-    /// `None` when there is no placements view or every placement is read anyway.
-    touched: Option<Touched>,
+    /// An incremental poll with a placements view: the placements of each chunk's computed cases
+    /// are computed again with them (a full pass reads every placement anyway).
+    tracks_placements: bool,
+    /// Prints an incremental poll appended to the print log (see [`BULK_SETS`]).
+    logged: usize,
+    /// Prints set since the changed buckets were last written, once a bulk update writes them
+    /// directly (see [`FLUSH_SETS_PER_BUCKET`]).
+    unflushed: usize,
 }
 
 impl Pass<'_> {
@@ -349,6 +364,7 @@ impl Pass<'_> {
     ) -> Result<(), PollError> {
         let settings = self.settings;
         report.rows_read += chunk.len() as u64;
+        let direct = matches!(&self.prints, Prints::Buckets(b) if !b.keeps_log());
         let (mut book, stored_bits) = match &mut self.prints {
             Prints::Whole { book, stored_bits, .. } => (Some(book), Some(stored_bits)),
             Prints::Buckets(book) => {
@@ -412,12 +428,17 @@ impl Pass<'_> {
         } else {
             Children::default()
         };
-        if let Some(touched) = &mut self.touched {
-            for (case, _) in cases.values() {
-                touched.case_refs.insert(case.case_ref.to_string());
-                touched.child_keys.extend(case.child_key.as_ref().map(|k| k.as_str().to_string()));
-            }
+        // The placements that depend on these cases, computed again before the cases are stored
+        // with their prints: a crash between the two reads the cases, and so these, again.
+        if self.tracks_placements && !cases.is_empty() {
+            let refs: Vec<String> = cases.keys().cloned().collect();
+            let keys: Vec<String> = cases
+                .values()
+                .filter_map(|(case, _)| case.child_key.as_ref().map(|k| k.as_str().to_string()))
+                .collect();
+            placements::sync_touched(register, state, settings, (self.today, self.now), &refs, &keys, report).await?;
         }
+        let sets = cases.len() + kept_refs.len();
         for (case, print) in cases.values() {
             report.newest_computed = report.newest_computed.max(Some(case.updated_at));
             if let Some(book) = book.as_deref_mut() {
@@ -431,6 +452,14 @@ impl Pass<'_> {
             &children,
         );
         report.deadlines_stored += records.len() as u64;
+        // A bulk update's poll (its book keeps no log) writes its changed buckets every
+        // [`FLUSH_SETS_PER_BUCKET`] prints a bucket, with the chunk's deadlines; the chunks
+        // between go without.
+        let flush = direct && {
+            self.unflushed += sets;
+            self.unflushed >= BULK_SETS.max(FLUSH_SETS_PER_BUCKET << book.as_deref().map_or(0, PrintBook::bits))
+        };
+        let book = if direct && !flush { None } else { book };
         if case_refs.is_empty() && !book.as_deref().is_some_and(PrintBook::is_dirty) {
             return Ok(());
         }
@@ -449,6 +478,21 @@ impl Pass<'_> {
             None => book,
         };
         report.notices_cancelled += state.store_deadlines(&case_refs, &records, book).await?;
+        if let Prints::Buckets(book) = &mut self.prints {
+            if flush {
+                book.unload_clean();
+                self.unflushed = 0;
+            } else if book.keeps_log() {
+                self.logged += sets;
+                if self.logged > BULK_SETS {
+                    // A bulk update: the log (this poll's prints in it) goes into the buckets,
+                    // and from here the buckets are written directly.
+                    let bits = book.bits();
+                    state.fold_print_log(bits).await?;
+                    *book = PrintBook::new(bits);
+                }
+            }
+        }
         Ok(())
     }
 }

@@ -112,36 +112,38 @@ pub async fn each_deadline_now<E: From<JobError>>(
     }
 }
 
-/// Deadlines as of now (the register computed now), the ones a digest reads: every open one,
-/// those due in the digest's recent period, every investigation with a child's key (chains),
-/// and one of each unit (a unit's manager gets a digest with `digest.send_empty`); and a
-/// warning when the register could not be read and the stored deadlines are shown instead.
-#[derive(Debug)]
-pub struct Shown {
-    pub deadlines: Vec<StoredDeadline>,
-    pub warning: Option<String>,
-}
-
-async fn deadlines_for_digests(app: &App, at: Moment) -> Result<Shown, JobError> {
+/// What the digests of `at.today` show, gathered as the register's deadlines are computed and
+/// stream past, as the digest job gathers them from the state (`jobs::digest::read_facts`): each
+/// unit's lists kept to `digest.max_rows`, the 30-day share counted per unit, and of the
+/// investigations with a child's key only what a chain needs. Memory grows with the units, the
+/// rows a digest prints and those investigations, not with every deadline.
+async fn digest_facts_now(app: &App, at: Moment) -> Result<(digest::DigestFacts, Option<String>), JobError> {
+    let settings = &app.settings;
     let recent = crate::report::Period::recent(at.today);
-    let mut units = std::collections::HashSet::new();
-    let mut deadlines = Vec::new();
+    let mut facts = digest::DigestFacts::new(settings, at.today);
+    let mut tallies: std::collections::HashMap<crate::domain::UnitCode, crate::report::Tally> =
+        std::collections::HashMap::new();
+    let mut investigations = digest::Investigations::default();
     let warning = each_deadline_now(app, at, None, |d: StoredDeadline| -> Result<(), JobError> {
-        let new_unit = !units.contains(&d.unit);
-        let wanted = new_unit
-            || !d.deadline.is_closed()
-            || recent.contains(d.deadline.due_on)
-            || (d.deadline.kind == Kind::Investigation && d.child_key.is_some());
-        if new_unit {
-            units.insert(d.unit.clone());
+        if d.withdrawn {
+            return Ok(());
         }
-        if wanted {
-            deadlines.push(d);
+        if recent.contains(d.deadline.due_on) {
+            tallies.entry(d.unit.clone()).or_default().count(&d.deadline, at.today, 1);
         }
+        facts.deadline(settings, &d);
+        investigations.push(&d);
+        facts.unit(d.unit);
         Ok(())
     })
     .await?;
-    Ok(Shown { deadlines, warning })
+    for (unit, tally) in tallies {
+        facts.recent(unit, &tally);
+    }
+    for (unit, pair) in investigations.open_chains(settings.rules.chain_window_days) {
+        facts.chain(unit, pair);
+    }
+    Ok((facts, warning))
 }
 
 /// The digests that would be sent on `at.today` (all, or only `manager`'s), as text: read as
@@ -159,8 +161,8 @@ pub async fn digest_preview(
             (digest::preview_from_facts(&app.settings, facts, manager), None)
         }
         Source::Register { .. } => {
-            let shown = deadlines_for_digests(app, at).await?;
-            (digest::preview(&app.settings, &shown.deadlines, at.today, manager), shown.warning)
+            let (facts, warning) = digest_facts_now(app, at).await?;
+            (digest::preview_from_facts(&app.settings, facts, manager), warning)
         }
     };
     let text = match preview {
