@@ -3,12 +3,12 @@
 
 /// `both_engines!(body)` for an `async fn body(state_url: Option<String>)`: a module `body` with
 /// the tests `body::sqlite` (`None`: the test's own SQLite state) and `body::postgres` (a fresh
-/// database on the shared throwaway PostgreSQL server).
+/// database on the shared throwaway PostgreSQL server). `cargo test body` runs both.
 macro_rules! both_engines {
     ($($body:ident),+ $(,)?) => {
         $(
             mod $body {
-                #[tokio::test]
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn sqlite() {
                     super::$body(None).await;
                 }
