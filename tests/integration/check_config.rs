@@ -1,7 +1,7 @@
 //! `fristvakt check-config`: every problem named by its key, exit 78; shipped files pass.
 
+use crate::helpers::{fristvakt, stderr, stdout};
 use crate::support::app::TestApp;
-use crate::helpers::{fristvakt, stderr, stdout, };
 
 #[test]
 fn five_mistakes_give_five_messages_naming_five_keys_and_exit_78() {

@@ -4,7 +4,6 @@
 //! is written about a deadline closed meanwhile. Keys are logged sanitised. A row revived with
 //! fewer recipients settles without an underflow.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
@@ -12,11 +11,11 @@ use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, Connection};
 
 use super::helpers::{fristvakt, stderr};
-use crate::support::app::TestApp;
 use super::notices::{
-    assessment_case, at, day, sqlite_state, start_app, subject, write_register, App, LogBuffer,
-    CASEWORKER, MANAGER, TEAM_LEAD,
+    assessment_case, at, day, sqlite_state, start_app, subject, write_register, App, LogBuffer, CASEWORKER, MANAGER,
+    TEAM_LEAD,
 };
+use crate::support::app::TestApp;
 use crate::support::smtp::{Fault, FaultRule, Phase};
 use fristvakt::app::Moment;
 use fristvakt::jobs;

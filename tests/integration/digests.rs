@@ -83,12 +83,15 @@ impl Scene {
     /// manager leads two units.
     async fn new(state_url: Option<&str>, extra: &str) -> Scene {
         let test = TestApp::with_sqlite_register(state_url.map(str::to_string));
-        let path = test.config_toml("", &format!(
-            "[mail]\nfrom = \"fristvakt@kommun.example\"\n{extra}\n\
+        let path = test.config_toml(
+            "",
+            &format!(
+                "[mail]\nfrom = \"fristvakt@kommun.example\"\n{extra}\n\
              [units.\"BRO-BU\"]\nname = \"Bromma barn och unga\"\nmanagers = [\"{BROMMA}\"]\n\
              [units.\"VAS-BU\"]\nname = \"Västerort barn och unga\"\nmanagers = [\"{BROMMA}\"]\n\
              [units.\"SOD-BU\"]\nmanagers = [\"{SODER}\"]\n"
-        ));
+            ),
+        );
         let settings = config::load_with_env(Some(&path), Vec::new()).unwrap();
         write_register(test.register_url()).await;
         Scene { _test: test, settings }

@@ -11,8 +11,8 @@ use fristvakt::rules::Kind;
 use mail_parser::MessageParser;
 use sqlx::sqlite::SqlitePoolOptions;
 
+use crate::helpers::{fristvakt, stderr, stdout};
 use crate::support::app::TestApp;
-use crate::helpers::{fristvakt, stderr, stdout, };
 use crate::support::promtool;
 
 /// The day the notices are due: every sample's step fires on it.

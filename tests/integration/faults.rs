@@ -3,12 +3,12 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::support::app::{spawn, TestApp};
-use crate::helpers::{fristvakt, stderr, };
+use crate::helpers::{fristvakt, stderr};
 use crate::service::{free_port, get, spawn_watched_daemon, Notify};
+use crate::support::app::{spawn, TestApp};
 use crate::support::postgres::TestPostgres;
 use crate::support::process::ChildGuard;
 use crate::support::smtp::{SmtpMode, TestSmtp};

@@ -1071,8 +1071,10 @@ async fn run_poll(app: &fristvakt::app::App, today: NaiveDate, now: DateTime<Utc
 
 /// The settings of `test` with mail to the SMTP server on `smtp_port`, within `send_window`.
 pub(crate) fn settings(test: &TestApp, smtp_port: u16, send_window: &str) -> Settings {
-    let path = test.config_toml("", &format!(
-        r#"[mail]
+    let path = test.config_toml(
+        "",
+        &format!(
+            r#"[mail]
 transport = "smtp"
 file_dir = "{outbox}"
 send_window = "{send_window}"
@@ -1087,8 +1089,9 @@ name = "Bromma barn och unga"
 team_leads = ["{TEAM_LEAD}"]
 managers = ["{MANAGER}"]
 "#,
-        outbox = test.outbox_dir().display(),
-    ));
+            outbox = test.outbox_dir().display(),
+        ),
+    );
     config::load_with_env(Some(&path), Vec::new()).unwrap()
 }
 

@@ -7,9 +7,9 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use crate::support::app::TestApp;
-use crate::helpers::{fristvakt, stderr, stdout, };
+use crate::helpers::{fristvakt, stderr, stdout};
 use crate::service::free_port;
+use crate::support::app::TestApp;
 use crate::support::process::ChildGuard;
 
 /// The binary with the environment an operator has: no `RUST_LOG`.

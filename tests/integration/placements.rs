@@ -310,7 +310,9 @@ async fn reviews_recorded_one_at_a_time(postgres_register: Option<String>) {
     let test = TestApp::with_sqlite_state(postgres_register);
     let (engine, register_url) = (test.register_engine(), test.register_url().to_string());
     exec(&register_url, &schema(engine)).await;
-    exec(&register_url, &[placement(&[
+    exec(
+        &register_url,
+        &[placement(&[
             ("placement_ref", "2026-PL-0100"),
             ("basis", "sol"),
             ("home", "hvb"),
@@ -517,7 +519,8 @@ async fn the_digest_shows_the_running_cycles(postgres_state: Option<String>) {
     let timezone = settings.timezone;
     let manager = fristvakt::domain::EmailAddress::parse("ec.bromma@kommun.example").unwrap();
     let digest_key = fristvakt::digest::digest_key(&manager, date("2027-02-24"));
-    let digest_file = format!("{}.eml", fristvakt::notice::message_id(&digest_key, &settings.mail.from).trim_matches(['<', '>']));
+    let digest_file =
+        format!("{}.eml", fristvakt::notice::message_id(&digest_key, &settings.mail.from).trim_matches(['<', '>']));
     let app = test.start(settings, Utc.with_ymd_and_hms(2026, 6, 1, 12, 0, 0).unwrap()).await;
     let poll_at = |day: &str, now: DateTime<Utc>| jobs::poll::run_once(&app, Moment::on(date(day), now));
     poll_at("2026-06-01", Utc.with_ymd_and_hms(2026, 6, 1, 12, 0, 0).unwrap()).await.unwrap().expect("the poll lease");

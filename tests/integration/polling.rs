@@ -15,8 +15,7 @@ use fristvakt::state::DeadlineFilter;
 use serde_json::Value;
 use sqlx::sqlite::SqlitePoolOptions;
 
-use crate::helpers::{
-    date, demo_cases, fristvakt, postgres_register, postgres_register_with, stderr, stdout, };
+use crate::helpers::{date, demo_cases, fristvakt, postgres_register, postgres_register_with, stderr, stdout};
 use crate::support::app::{closed_or_open, stored_lines, Engine, TestApp};
 use crate::support::postgres;
 
@@ -596,7 +595,9 @@ async fn show_filters_print_the_unfiltered_listing_filtered(postgres_state: Opti
     let cases = demo_cases(2_000, 1, date(TODAY), 0);
     match test.engine() {
         Engine::Postgres => postgres_register(test.register_url(), cases).await,
-        Engine::Sqlite => drop(write_demo_register(&test.settings(""), 2_000, 1).await),
+        Engine::Sqlite => {
+            write_demo_register(&test.settings(""), 2_000, 1).await;
+        }
     }
     let run = |args: &[&str]| {
         let out = fristvakt(Some(&cfg), args, &env);

@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 
 use chrono::{NaiveDate, Utc};
 
+use crate::helpers::{date, fristvakt, stderr, stdout};
 use crate::support::app::TestApp;
-use crate::helpers::{date, fristvakt, stderr, stdout, };
-use fristvakt::config::{DatabaseUrl, Settings};
+use fristvakt::config::Settings;
 use fristvakt::digest;
 use fristvakt::domain::{CaseRef, ChildKey, Sex, UnitCode};
 use fristvakt::report::{self, Dimension, Disclosure, Group, Period, Request, Tally};

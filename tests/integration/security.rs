@@ -13,8 +13,8 @@ use futures_util::TryStreamExt;
 use sqlx::sqlite::SqlitePoolOptions;
 use sqlx::Row;
 
+use crate::helpers::{date, demo_cases, fristvakt, postgres_register, stderr, stdout};
 use crate::support::app::TestApp;
-use crate::helpers::{date, demo_cases, fristvakt, postgres_register, stderr, stdout, };
 use crate::support::postgres;
 
 const TODAY: &str = "2026-11-25";

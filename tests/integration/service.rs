@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use sqlx::sqlite::SqlitePoolOptions;
 use sqlx::Row;
 
+use crate::helpers::{fristvakt, stderr};
 use crate::support::app::{binary, TestApp};
-use crate::helpers::{fristvakt, stderr, };
 use crate::support::process::{process_exists, ChildGuard};
 use crate::support::promtool;
 

@@ -14,9 +14,9 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use fristvakt::app::App;
 use fristvakt::config::{self, Settings};
+pub use fristvakt::db::Engine;
 use fristvakt::domain::StoredDeadline;
 use fristvakt::state::DeadlineFilter;
-pub use fristvakt::db::Engine;
 
 use super::postgres;
 use super::process::ChildGuard;
@@ -114,15 +114,20 @@ impl TestApp {
     /// Like [`Self::config`], with more `[register]` keys.
     pub fn config_with(&self, register: &str, extra: &str) -> PathBuf {
         let outbox = self.outbox_dir();
-        self.config_toml(register, &format!("[mail]\nfile_dir = \"{}\"\nsend_window = \"always\"\n{extra}", outbox.display()))
+        self.config_toml(
+            register,
+            &format!("[mail]\nfile_dir = \"{}\"\nsend_window = \"always\"\n{extra}", outbox.display()),
+        )
     }
 
     /// Writes `fristvakt.toml`: this register (and the `[register]` keys `register`) and
     /// state, then `rest` (the `[mail]` section and any other).
     pub fn config_toml(&self, register: &str, rest: &str) -> PathBuf {
         let path = self.path("fristvakt.toml");
-        let text =
-            format!("[register]\nurl = \"{}\"\n{register}\n[state]\nurl = \"{}\"\n{rest}", self.register_url, self.state_url);
+        let text = format!(
+            "[register]\nurl = \"{}\"\n{register}\n[state]\nurl = \"{}\"\n{rest}",
+            self.register_url, self.state_url
+        );
         std::fs::write(&path, text).unwrap();
         path
     }
