@@ -2137,9 +2137,13 @@ async fn children_are_read_by_key_as_a_poll_reads_them(postgres_register_db: Opt
     let rows = rows_with_children();
     match test.register_engine() {
         Engine::Sqlite => {
-            fristvakt::demo::write_demo_cases(&settings.register.url, &settings.register.view, rows.clone().into_iter())
-                .await
-                .unwrap()
+            fristvakt::demo::write_demo_cases(
+                &settings.register.url,
+                &settings.register.view,
+                rows.clone().into_iter(),
+            )
+            .await
+            .unwrap();
         }
         Engine::Postgres => postgres_register(test.register_url(), rows.clone().into_iter()).await,
     }
