@@ -104,7 +104,7 @@ async fn a_step_with_no_role_above_is_a_dead_letter_counted_by_cause() {
     app.close().await;
 }
 
-both_engines!(a_cancelled_escalation_is_revived_when_the_case_reopens);
+both_engines!(current_thread: a_cancelled_escalation_is_revived_when_the_case_reopens);
 
 /// Item 5: a step's notice refused by the caseworker went one role up; the team lead's mailbox
 /// was busy, so that row was still retrying when the case closed (cancelled). The case reopens:
@@ -139,7 +139,7 @@ async fn a_cancelled_escalation_is_revived_when_the_case_reopens(state_url: Opti
     app.close().await;
 }
 
-both_engines!(no_escalation_is_written_about_a_deadline_closed_meanwhile);
+both_engines!(current_thread: no_escalation_is_written_about_a_deadline_closed_meanwhile);
 
 /// Item 6: a sender holds a claimed notice while its deadline closes (the row is cancelled);
 /// its record then says every recipient refused it. The row stays cancelled, and no notice

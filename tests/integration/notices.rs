@@ -34,23 +34,23 @@ pub(crate) const PERSONNUMMER: &str = "201201011234";
 // ---------------------------------------------------------------------------------------------
 // Scenarios, each run on SQLite and on PostgreSQL state.
 
-both_engines!(ladder_sends_exact_notices_day_by_day);
+both_engines!(current_thread: ladder_sends_exact_notices_day_by_day);
 
-both_engines!(repeats_restarts_and_a_second_process_send_nothing_new);
+both_engines!(current_thread: repeats_restarts_and_a_second_process_send_nothing_new);
 
-both_engines!(catch_up_sends_only_the_latest_step);
+both_engines!(current_thread: catch_up_sends_only_the_latest_step);
 
-both_engines!(first_sight_horizon_keeps_the_first_start_quiet);
+both_engines!(current_thread: first_sight_horizon_keeps_the_first_start_quiet);
 
-both_engines!(smtp_outage_pauses_then_delivers_the_most_urgent_first);
+both_engines!(current_thread: smtp_outage_pauses_then_delivers_the_most_urgent_first);
 
-both_engines!(permanent_rejection_is_dead_at_once);
+both_engines!(current_thread: permanent_rejection_is_dead_at_once);
 
-both_engines!(personal_columns_never_reach_mail_logs_or_errors);
+both_engines!(current_thread: personal_columns_never_reach_mail_logs_or_errors);
 
-both_engines!(a_refused_recipient_does_not_stop_the_others_and_a_lone_one_goes_up);
+both_engines!(current_thread: a_refused_recipient_does_not_stop_the_others_and_a_lone_one_goes_up);
 
-both_engines!(a_server_refusing_the_sender_pauses_dispatch_and_keeps_the_backlog);
+both_engines!(current_thread: a_server_refusing_the_sender_pauses_dispatch_and_keeps_the_backlog);
 
 /// Fault test: the server refuses fristvakt's login (AUTH 535): the same as a refused sender —
 /// paused, counted under `auth`, the notice kept and sent once the login works again.

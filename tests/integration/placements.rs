@@ -489,9 +489,9 @@ async fn reviews_recorded_one_at_a_time(postgres_register: Option<String>) {
     assert_eq!(fresh, listed);
 }
 
-both_engines!(reviews_recorded_one_at_a_time);
+both_engines!(current_thread: reviews_recorded_one_at_a_time);
 
-both_engines!(placements_give_the_contract_clocks);
+both_engines!(current_thread: placements_give_the_contract_clocks);
 
 /// Issue 27 (4): the digest shows a placement's running review cycles, not its closed ones. A
 /// placement's review and its restriction's review each have a closed cycle and a running one

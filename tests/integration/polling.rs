@@ -660,7 +660,7 @@ async fn show_filters_print_the_unfiltered_listing_filtered(postgres_state: Opti
     assert_eq!(seen.len(), rules::Status::ALL.len(), "every status shows on one of the days: {seen:?}");
 }
 
-both_engines!(show_filters_print_the_unfiltered_listing_filtered);
+both_engines!(multi_thread: show_filters_print_the_unfiltered_listing_filtered);
 
 /// The digest read as the digest job reads it (units, open deadlines due within a week, the
 /// 30-day share counted by the database, open chains) equals the digest built from every stored
@@ -693,7 +693,7 @@ async fn show_digest_read_per_unit_equals_the_digest_of_every_deadline(state_url
     app.close().await;
 }
 
-both_engines!(show_digest_read_per_unit_equals_the_digest_of_every_deadline);
+both_engines!(multi_thread: show_digest_read_per_unit_equals_the_digest_of_every_deadline);
 
 /// A SQLite view whose columns are declared `DATE`, `DATETIME` or `BOOLEAN`, or that hands out an
 /// INTEGER or a BLOB where the contract says TEXT: each value is read as text, so a bad value
@@ -1542,7 +1542,7 @@ async fn full_passes_compute_only_the_cases_whose_row_changed(state_url: Option<
     assert!(kept == expected, "the stored deadlines differ from a fresh pass");
 }
 
-both_engines!(full_passes_compute_only_the_cases_whose_row_changed);
+both_engines!(multi_thread: full_passes_compute_only_the_cases_whose_row_changed);
 
 /// An incremental poll cancels the pending notices of the deadlines it closed — those of the
 /// cases it computed, not by a look at the whole outbox — and leaves every other notice alone.
@@ -2010,7 +2010,7 @@ async fn fresh_pass_lines(settings: &config::Settings, today: NaiveDate, now: Da
     lines
 }
 
-both_engines!(rules_across_one_childs_cases);
+both_engines!(multi_thread: rules_across_one_childs_cases);
 
 /// A full pass withdraws the cases that left the register in the transaction that stores the
 /// prints without them (issue "No value … loses a notice", 4): when storing the prints fails

@@ -21,15 +21,15 @@ use fristvakt::state::{
     Attempt, DeadlineFilter, DeadlineRecord, OutboxEntry, OutboxPayload, OutboxState, StateError, StateStore,
 };
 
-both_engines!(a_holiday_move_comes_back_with_its_days);
+both_engines!(current_thread: a_holiday_move_comes_back_with_its_days);
 
-both_engines!(undecodable_outbox_rows_are_given_up_and_counted);
+both_engines!(current_thread: undecodable_outbox_rows_are_given_up_and_counted);
 
-both_engines!(deadline_counts_agree_with_the_rules_status);
+both_engines!(current_thread: deadline_counts_agree_with_the_rules_status);
 
-both_engines!(an_undecodable_deadline_costs_only_itself);
+both_engines!(current_thread: an_undecodable_deadline_costs_only_itself);
 
-both_engines!(outbox_claims_are_fenced_renewed_and_survive_a_cancel);
+both_engines!(current_thread: outbox_claims_are_fenced_renewed_and_survive_a_cancel);
 
 #[tokio::test]
 async fn postgres_columns_have_native_types() {
