@@ -229,7 +229,7 @@ pub enum OutboxAction {
 }
 
 fn parse_outbox_state(raw: &str) -> Result<OutboxState, String> {
-    raw.parse()
+    raw.parse().map_err(|e: crate::domain::UnknownName| e.to_string())
 }
 
 #[derive(Args)]

@@ -173,7 +173,10 @@ async fn poll_and_send(app: &App, at: Moment, full: bool) -> Result<(), CommandE
         let left = app.state.outbox_due(Utc::now()).await?;
         return Err(CommandError::Runtime(format!(
             "the mail server could not be reached or refused fristvakt ({}); {left} mail(s) left in the outbox, due",
-            sent.unavailable.or_else(|| sent.server_refusals.keys().next().copied()).unwrap_or("unknown"),
+            sent.unavailable
+                .or_else(|| sent.server_refusals.keys().next().copied())
+                .map(|c| c.as_str())
+                .unwrap_or("unknown"),
         )));
     }
     Ok(())
@@ -476,7 +479,7 @@ pub async fn explain(settings: Arc<Settings>, case_ref: &str, today: Option<Naiv
         // A placement's reference (contract §1b): the same namespace as the cases'.
         let placement = match raw {
             Some(_) => None,
-            None => crate::poll::placements::placement_as_computed(&register, &settings, case_ref)
+            None => crate::sync::placements::placement_as_computed(&register, &settings, case_ref)
                 .await
                 .map_err(JobError::from)?,
         };
@@ -496,7 +499,7 @@ pub async fn explain(settings: Arc<Settings>, case_ref: &str, today: Option<Naiv
     app.close_connections().await;
     let (raw, same_child, outbox, placement, cycles) = found?;
     // The cycle each recurring clock runs in: its recorded steps are that cycle's alone.
-    let running = crate::poll::placements::running_cycles(&cycles);
+    let running = crate::sync::placements::running_cycles(&cycles);
     // The steps recorded for a kind; a notice sent one role up (key + "/up") shows with the step
     // it stands in for.
     let recorded = |kind| {
@@ -508,7 +511,9 @@ pub async fn explain(settings: Arc<Settings>, case_ref: &str, today: Option<Naiv
         for r in outbox.iter().filter(|r| r.kind == Some(kind)).filter(own_cycle) {
             let Some(step) = r.step else { continue };
             match steps.iter_mut().find(|s| s.step == step) {
-                Some(s) if r.notice_key.ends_with("/up") => s.up = Some(r.state),
+                Some(s) if r.notice_key.parse::<crate::domain::OutboxKey>().is_ok_and(|k| k.is_up()) => {
+                    s.up = Some(r.state)
+                }
                 _ => steps.push(jobs::show::RecordedStep { step, state: r.state, up: None }),
             }
         }
@@ -536,7 +541,7 @@ pub async fn explain(settings: Arc<Settings>, case_ref: &str, today: Option<Naiv
         .map_err(|r| CommandError::Runtime(format!("the register row is skipped by every poll: {r}")))?;
     let others: Vec<register::CaseRow> = same_child.iter().filter_map(|raw| register::validate(raw).ok()).collect();
     let chains = jobs::show::chain_notes(&case, &others, settings.rules.chain_window_days);
-    let investigations = crate::poll::others_of(&case, &crate::poll::investigations_by_child(others.iter()));
+    let investigations = crate::sync::others_of(&case, &crate::sync::investigations_by_child(others.iter()));
     let text = jobs::show::explain_text(&settings, &case, today, &investigations, &chains, recorded);
     terminal::print_text(&text).map_err(output_error)?;
     Ok(())
@@ -728,7 +733,7 @@ pub async fn report_compliance(settings: Arc<Settings>, args: ReportArgs) -> Res
     let counted = report::compliance(&app.state, &request).await;
     app.close_connections().await;
     let report = counted?;
-    let words = report::render::Words::new(args.language.unwrap_or(settings.mail.language));
+    let words = report::render::Words::of(&settings, args.language.unwrap_or(settings.mail.language));
     let text = match args.format {
         ReportFormat::Table => report::render::table(&report, &words),
         ReportFormat::Csv => report::render::csv(&report, args.csv_dialect)

@@ -19,10 +19,11 @@ use chrono::{DateTime, NaiveDate, NaiveTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use serde::Serialize;
 
-use crate::config::{Language, Settings};
+use crate::catalogue::Words;
+use crate::config::Settings;
 pub use crate::domain::payload::{ChainPair, Compliance, Digest, DigestRow, KindCount, Section, UnitDigest};
 use crate::domain::StoredDeadline;
-use crate::domain::{CaseRef, EmailAddress, UnitCode};
+use crate::domain::{CaseRef, EmailAddress, OutboxKey, UnitCode};
 use crate::explanation::LastDay;
 use crate::report;
 use crate::rules::{find_chains, InvestigationSpan, Kind, Role, RuleOptions};
@@ -407,35 +408,60 @@ impl DigestFacts {
 /// whose later investigation is still open, with the later one's unit; ordered by unit, then
 /// the later case, then the earlier.
 fn open_chains(deadlines: &[StoredDeadline], window_days: i64) -> Vec<(UnitCode, ChainPair)> {
-    let investigations: Vec<&StoredDeadline> = deadlines
-        .iter()
-        .filter(|d| !d.withdrawn && d.deadline.kind == Kind::Investigation && d.child_key.is_some())
-        .collect();
-    let spans: Vec<InvestigationSpan<_>> = investigations
-        .iter()
-        .map(|d| InvestigationSpan {
-            child: d.child_key.as_ref(),
-            opened_on: d.deadline.start_on,
-            closed_on: d.deadline.closed_on,
-        })
-        .collect();
-    let mut pairs: Vec<(UnitCode, ChainPair)> = find_chains(&spans, window_days)
-        .into_iter()
-        .filter(|&(_, later)| !investigations[later].deadline.is_closed())
-        .map(|(earlier, later)| {
-            let later = investigations[later];
-            let pair = ChainPair { earlier: investigations[earlier].case_ref.clone(), later: later.case_ref.clone() };
-            (later.unit.clone(), pair)
-        })
-        .collect();
-    pairs.sort_by(|a, b| {
-        (a.0.as_str(), a.1.later.as_str(), a.1.earlier.as_str()).cmp(&(
-            b.0.as_str(),
-            b.1.later.as_str(),
-            b.1.earlier.as_str(),
-        ))
-    });
-    pairs
+    let mut investigations = Investigations::default();
+    for stored in deadlines {
+        investigations.push(stored);
+    }
+    investigations.open_chains(window_days)
+}
+
+/// The investigation deadlines with a child's key, gathered one at a time (as they stream past)
+/// for [`Investigations::open_chains`]: only what a chain needs of each (its child's key, its
+/// case, the dates; the unit of an open one), not the whole stored deadline.
+#[derive(Default)]
+pub struct Investigations {
+    spans: Vec<InvestigationSpan<crate::domain::ChildKey>>,
+    /// By span: the case, and the unit of an open investigation (a later one names its unit).
+    cases: Vec<(CaseRef, Option<UnitCode>)>,
+}
+
+impl Investigations {
+    /// Keeps `stored` when it is an investigation with a child's key, not withdrawn.
+    pub fn push(&mut self, stored: &StoredDeadline) {
+        let Some(child) = &stored.child_key else { return };
+        if stored.withdrawn || stored.deadline.kind != Kind::Investigation {
+            return;
+        }
+        let deadline = &stored.deadline;
+        self.spans.push(InvestigationSpan {
+            child: child.clone(),
+            opened_on: deadline.start_on,
+            closed_on: deadline.closed_on,
+        });
+        let unit = (!deadline.is_closed()).then(|| stored.unit.clone());
+        self.cases.push((stored.case_ref.clone(), unit));
+    }
+
+    /// The chained pairs whose later investigation is still open, with the later one's unit;
+    /// ordered by unit, then the later case, then the earlier.
+    pub fn open_chains(&self, window_days: i64) -> Vec<(UnitCode, ChainPair)> {
+        let mut pairs: Vec<(UnitCode, ChainPair)> = find_chains(&self.spans, window_days)
+            .into_iter()
+            .filter_map(|(earlier, later)| {
+                let (later_ref, unit) = &self.cases[later];
+                let unit = unit.clone()?;
+                Some((unit, ChainPair { earlier: self.cases[earlier].0.clone(), later: later_ref.clone() }))
+            })
+            .collect();
+        pairs.sort_by(|a, b| {
+            (a.0.as_str(), a.1.later.as_str(), a.1.earlier.as_str()).cmp(&(
+                b.0.as_str(),
+                b.1.later.as_str(),
+                b.1.earlier.as_str(),
+            ))
+        });
+        pairs
+    }
 }
 
 #[derive(Default)]
@@ -495,23 +521,21 @@ fn cut(mut rows: Vec<DigestRow>, max_rows: usize) -> Section {
 // ---------------------------------------------------------------------------------------------
 
 /// The summary line at the top and in the subject, e.g. "3 försenade, 5 förfaller inom 7 dagar".
-pub fn summary(language: Language, overdue: usize, upcoming: usize) -> String {
-    match language {
-        Language::Swedish => format!(
-            "{overdue} {}, {upcoming} förfaller inom {UPCOMING_DAYS} dagar",
-            if overdue == 1 { "försenad" } else { "försenade" }
-        ),
-        Language::English => format!("{overdue} overdue, {upcoming} due within {UPCOMING_DAYS} days"),
-    }
+pub fn summary(words: &Words, overdue: usize, upcoming: usize) -> String {
+    let key = if overdue == 1 { "digest.summary_one" } else { "digest.summary" };
+    words.fill(key, &[("overdue", &overdue), ("upcoming", &upcoming), ("days", &UPCOMING_DAYS)])
 }
 
 /// The subject, e.g. "Daglig fristöversikt 2026-11-25: 3 försenade, 5 förfaller inom 7 dagar".
-pub fn subject(language: Language, digest: &Digest) -> String {
-    let title = match language {
-        Language::Swedish => "Daglig fristöversikt",
-        Language::English => "Daily deadline digest",
-    };
-    format!("{title} {}: {}", digest.date, summary(language, digest.overdue_total(), digest.upcoming_total()))
+pub fn subject(words: &Words, digest: &Digest) -> String {
+    words.fill(
+        "digest.subject",
+        &[
+            ("title", &words.get("digest.title")),
+            ("date", &digest.date),
+            ("summary", &summary(words, digest.overdue_total(), digest.upcoming_total())),
+        ],
+    )
 }
 
 /// What templates see: the digest with kind names in the mail's language and counts derived.
@@ -583,7 +607,8 @@ struct KindContext {
 impl Context {
     pub(crate) fn new(settings: &Settings, digest: &Digest) -> Context {
         let language = settings.mail.language;
-        let kind_name = |kind: Kind| crate::catalogue::kind_name(language, kind).to_string();
+        let clocks = crate::catalogue::Catalogue::for_settings(settings, language);
+        let kind_name = |kind: Kind| clocks.clock(kind).name.clone();
         let options = RuleOptions { holiday_rule: settings.calendar.holiday_rule };
         let last_day = |r: &DigestRow| match (r.nominal_due_on, &r.due_reason) {
             (Some(nominal), Some(reason)) => LastDay::new(r.kind, nominal, r.due_on, reason, options),
@@ -611,7 +636,7 @@ impl Context {
         Context {
             manager: digest.manager.to_string(),
             date: digest.date.to_string(),
-            summary: summary(language, digest.overdue_total(), digest.upcoming_total()),
+            summary: summary(Words::of(settings), digest.overdue_total(), digest.upcoming_total()),
             overdue_total: digest.overdue_total(),
             upcoming_total: digest.upcoming_total(),
             upcoming_days: UPCOMING_DAYS,
@@ -667,12 +692,12 @@ pub struct DigestReport {
 /// The outbox key of a manager's digest of a day: unique per manager and date, so it is
 /// written and sent once however often the job runs.
 pub fn digest_key(manager: &EmailAddress, date: NaiveDate) -> String {
-    format!("digest/{date}/{manager}")
+    OutboxKey::Digest { date, manager: manager.clone() }.to_string()
 }
 
 /// The outbox key recording that the digests of `date` were decided.
 pub fn run_key(date: NaiveDate) -> String {
-    format!("digest-run/{date}")
+    OutboxKey::DigestRun { date }.to_string()
 }
 
 /// What `fristvakt digest --dry-run` shows for `today`: every digest (or only `manager`'s),

@@ -7,8 +7,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::rules::Deadline;
 
+pub mod named;
+pub mod outbox_key;
 pub mod payload;
 
+pub(crate) use named::named_enum;
+pub use named::{ErrorClass, UnknownName};
+pub use outbox_key::{cycle_of_key, BadOutboxKey, NoticeKey, OutboxKey};
 pub use payload::{ChainPair, Compliance, Digest, DigestRow, KindCount, NoticePayload, Recipient, Section, UnitDigest};
 
 /// An e-mail address of a caseworker (handläggare), team lead or manager.
@@ -132,6 +137,13 @@ impl CaseRef {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+impl std::str::FromStr for CaseRef {
+    type Err = String;
+    fn from_str(raw: &str) -> Result<CaseRef, String> {
+        CaseRef::parse(raw)
     }
 }
 
@@ -343,13 +355,4 @@ pub struct StoredDeadline {
     /// The cycle of a recurring clock or the second cycle of `lvu_care_application` (contract
     /// §3: what is sent once is (reference, kind, cycle start day, step)); `None` for a one-off.
     pub cycle_start: Option<NaiveDate>,
-}
-
-/// The cycle a notice key of `case_ref` and `kind` carries (`notice::notice_key`:
-/// `notice/<kind>/<ref>/<cycle>/<step>`), `None` for a one-off clock's key (contract §3).
-pub fn cycle_of_key(key: &str, case_ref: &str, kind: crate::rules::Kind) -> Option<NaiveDate> {
-    let rest = key.strip_prefix("notice/")?.strip_prefix(kind.as_str())?.strip_prefix('/')?;
-    let rest = rest.strip_prefix(case_ref)?.strip_prefix('/')?;
-    let (cycle, _step) = rest.split_once('/')?;
-    NaiveDate::parse_from_str(cycle, "%Y-%m-%d").ok()
 }

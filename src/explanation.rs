@@ -18,6 +18,8 @@
 use chrono::NaiveDate;
 use serde::Serialize;
 
+use crate::catalogue::Words;
+use crate::config::Language;
 use crate::rules::calendar::{deadline_moving_day, next_deadline_day, DayKind};
 use crate::rules::{Deadline, DueReason, Kind, Period, RuleOptions, StartEvent, Status};
 
@@ -97,7 +99,15 @@ pub struct SkippedDay {
 
 impl SkippedDay {
     fn new(on: NaiveDate, day: DayKind) -> SkippedDay {
-        SkippedDay { on, day, weekend: day.is_weekend(), name_sv: day.name_sv(), name_en: day.name_en() }
+        // The built-in names (`[day]` of templates/words.LANG.toml).
+        let name = |language| Words::built_in(language).day(day);
+        SkippedDay {
+            on,
+            day,
+            weekend: day.is_weekend(),
+            name_sv: name(Language::Swedish),
+            name_en: name(Language::English),
+        }
     }
 }
 

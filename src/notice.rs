@@ -7,18 +7,15 @@ use chrono::NaiveDate;
 
 use crate::config::Settings;
 pub use crate::domain::payload::{NoticePayload, Recipient};
-use crate::domain::{CaseRef, EmailAddress, UnitCode};
+use crate::domain::{CaseRef, EmailAddress, OutboxKey, UnitCode};
 use crate::rules::{Deadline, DueReason, Kind, Role, Step};
 
 /// The outbox key of a notice: unique per (case, kind, step), and for a cycle of a recurring
 /// clock or the second cycle of `lvu_care_application` per (reference, kind, cycle start day,
 /// step) (contract §3). A one-off clock's key has no cycle, as before cycles existed, so that
 /// nothing recorded then is sent again.
-pub fn notice_key(case_ref: &str, kind: Kind, cycle_start: Option<NaiveDate>, step: i32) -> String {
-    match cycle_start {
-        Some(cycle) => format!("notice/{}/{case_ref}/{}/{step}", kind.as_str(), cycle.format("%Y-%m-%d")),
-        None => format!("notice/{}/{case_ref}/{step}", kind.as_str()),
-    }
+pub fn notice_key(case_ref: &CaseRef, kind: Kind, cycle_start: Option<NaiveDate>, step: i32) -> String {
+    OutboxKey::notice(case_ref.clone(), kind, cycle_start, step).to_string()
 }
 
 pub use crate::domain::cycle_of_key;
@@ -107,10 +104,10 @@ mod tests {
     #[test]
     fn message_ids_are_stable_and_carry_no_case_reference() {
         let from = EmailAddress::parse("fristvakt@kommun.example").unwrap();
-        let key = notice_key("2026-BU-0142", Kind::Assessment, None, -3);
+        let key = notice_key(&"2026-BU-0142".parse().unwrap(), Kind::Assessment, None, -3);
         let id = message_id(&key, &from);
         assert_eq!(id, message_id(&key, &from));
-        assert_ne!(id, message_id(&notice_key("2026-BU-0142", Kind::Assessment, None, 0), &from));
+        assert_ne!(id, message_id(&notice_key(&"2026-BU-0142".parse().unwrap(), Kind::Assessment, None, 0), &from));
         assert!(!id.contains("0142"), "{id}");
         assert!(id.starts_with('<') && id.ends_with("@kommun.example>"));
     }

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
+
 use super::reader::{waits, Reader};
 use super::DatabaseUrl;
 
@@ -16,6 +18,34 @@ pub struct StateSettings {
     pub lease_ttl: Duration,
     /// How long a statement may run, and wait for a lock, on the state database.
     pub waits: crate::db::Waits,
+}
+
+impl StateSettings {
+    /// The first day of `state.retention`: a deadline closed before it is neither stored nor shown
+    /// (the retention job deletes it), however long the register keeps the case.
+    pub fn retained_from(&self, now: DateTime<Utc>) -> NaiveDate {
+        let days = chrono::Days::new(self.retention.as_secs() / 86_400);
+        now.date_naive()
+            .checked_sub_days(days)
+            .map_or(retention_floor().date_naive(), |d| d.max(retention_floor().date_naive()))
+    }
+
+    /// The instant `state.retention` before `now`: finished mail written before it is deleted.
+    pub fn retained_since(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        chrono::Duration::from_std(self.retention)
+            .ok()
+            .and_then(|r| now.checked_sub_signed(r))
+            .map_or(retention_floor(), |t| t.max(retention_floor()))
+    }
+}
+
+/// Nothing fristvakt stores is older than the calendar's first year; a retention reaching further
+/// back (centuries) stops there rather than overflow or leave the databases' range.
+fn retention_floor() -> DateTime<Utc> {
+    NaiveDate::from_ymd_opt(crate::rules::calendar::FIRST_YEAR, 1, 1)
+        .unwrap_or(NaiveDate::MIN)
+        .and_time(NaiveTime::MIN)
+        .and_utc()
 }
 
 /// `[state]`: the state database, its retention and the poll lease.

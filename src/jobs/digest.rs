@@ -4,8 +4,8 @@ use chrono::{DateTime, NaiveDate, Utc};
 
 use crate::app::{App, Moment};
 use crate::config::Settings;
-use crate::digest::{digest_key, run_key, ChainPair, Digest, DigestFacts, DigestReport, DigestSchedule};
-use crate::domain::UnitCode;
+use crate::digest::{run_key, ChainPair, Digest, DigestFacts, DigestReport, DigestSchedule};
+use crate::domain::{OutboxKey, UnitCode};
 use crate::jobs::JobError;
 use crate::notice::{self, Recipient};
 use crate::report;
@@ -32,7 +32,7 @@ pub async fn enqueue_digests(
     let mut entries: Vec<OutboxEntry> = digests.iter().map(|d| outbox_entry(settings, d, now)).collect();
     entries.push(run_entry(settings, today, digests.len(), now));
     let inserted = state.record_steps(&entries, &[], now).await?;
-    let enqueued = inserted.iter().filter(|k| k.starts_with("digest/")).count();
+    let enqueued = inserted.iter().filter(|k| k.parse::<OutboxKey>().is_ok_and(|k| k.is_digest())).count();
     let report =
         DigestReport { date: Some(today), built: digests.len(), enqueued, already_recorded: digests.len() - enqueued };
     tracing::info!(
@@ -108,11 +108,11 @@ pub async fn read_facts(state: &StateStore, settings: &Settings, today: NaiveDat
 }
 
 fn outbox_entry(settings: &Settings, digest: &Digest, now: DateTime<Utc>) -> OutboxEntry {
-    let key = digest_key(&digest.manager, digest.date);
+    let key = OutboxKey::Digest { date: digest.date, manager: digest.manager.clone() };
     let recipients =
         vec![Recipient { role: Role::Manager, address: digest.manager.clone(), instead_of_caseworker: false }];
     OutboxEntry {
-        message_id: notice::message_id(&key, &settings.mail.from),
+        message_id: notice::message_id(&key.to_string(), &settings.mail.from),
         notice_key: key,
         case_ref: None,
         kind: None,
@@ -125,9 +125,9 @@ fn outbox_entry(settings: &Settings, digest: &Digest, now: DateTime<Utc>) -> Out
 }
 
 fn run_entry(settings: &Settings, date: NaiveDate, digests: usize, now: DateTime<Utc>) -> OutboxEntry {
-    let key = run_key(date);
+    let key = OutboxKey::DigestRun { date };
     OutboxEntry {
-        message_id: notice::message_id(&key, &settings.mail.from),
+        message_id: notice::message_id(&key.to_string(), &settings.mail.from),
         notice_key: key,
         case_ref: None,
         kind: None,
@@ -149,7 +149,10 @@ mod tests {
     fn digest_keys_are_per_manager_and_day_and_payload_round_trips() {
         let s = settings("");
         let digest = sample_digest(&s);
-        assert_eq!(digest_key(&digest.manager, digest.date), "digest/2026-11-25/ec.bromma@kommun.example");
+        assert_eq!(
+            crate::digest::digest_key(&digest.manager, digest.date),
+            "digest/2026-11-25/ec.bromma@kommun.example"
+        );
         let entry = outbox_entry(&s, &digest, Utc::now());
         assert_eq!(entry.payload.category().as_str(), "digest");
         let OutboxPayload::Digest(back) = &entry.payload else { panic!("{:?}", entry.payload) };

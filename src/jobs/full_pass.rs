@@ -2,7 +2,7 @@
 
 use crate::app::{App, Moment};
 use crate::jobs::{poll, JobError, PollReport};
-use crate::poll::full_pass_due;
+use crate::sync::full_pass_due;
 
 /// A poll that reads every row (`poll --once --full`; the daemon runs one once a day at
 /// `register.full_pass_at`, see [`is_due`]). `None` when another replica holds the poll lease.

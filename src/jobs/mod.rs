@@ -22,10 +22,11 @@ pub mod retention;
 pub mod show;
 
 use crate::digest::DigestError;
+pub use crate::jobs::ladder::LadderReport;
 use crate::mail::DispatchError;
-use crate::poll::{LadderReport, PollError, SyncReport};
 use crate::register::RegisterError;
 use crate::state::StateError;
+use crate::sync::{PollError, SyncReport};
 
 pub use crate::state::POLL_LEASE;
 

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 use crate::app::{App, Moment};
 use crate::config::Settings;
 use crate::jobs::{ladder, JobError, PollReport, POLL_LEASE};
-use crate::poll as sync;
+use crate::metrics::Pass;
+use crate::sync;
 
 /// One incremental poll: the rows changed since the watermark (minus the overlap; every row on
 /// the first poll), then the ladder steps reached by `at.today`. `None` when another replica
@@ -36,8 +37,8 @@ pub(crate) async fn cycle(app: &App, at: Moment, force_full: bool) -> Result<Opt
     let started = Instant::now();
     let result = poll(app, at, force_full).await;
     let pass = match &result {
-        Ok(report) if report.sync.full => "full",
-        _ => "incremental",
+        Ok(report) if report.sync.full => Pass::Full,
+        _ => Pass::Incremental,
     };
     app.metrics.observe_poll(pass, started.elapsed(), result.is_ok());
     match result {

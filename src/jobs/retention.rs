@@ -2,13 +2,12 @@
 
 use crate::app::{App, Moment};
 use crate::jobs::JobError;
-use crate::poll::{retained_from, retained_since};
 use crate::state::Purged;
 
 /// Deletes what is older than `state.retention` (the full pass runs it once a day).
 pub async fn run_once(app: &App, at: Moment) -> Result<Purged, JobError> {
-    let day = retained_from(&app.settings, at.now);
-    let before = retained_since(&app.settings, at.now);
+    let day = app.settings.state.retained_from(at.now);
+    let before = app.settings.state.retained_since(at.now);
     let purged = app.state.purge_expired(day, before).await?;
     if purged != Purged::default() {
         tracing::info!(
@@ -26,8 +25,6 @@ pub async fn run_once(app: &App, at: Moment) -> Result<Purged, JobError> {
 mod tests {
     use chrono::{TimeZone, Utc};
 
-    use crate::poll::{retained_from, retained_since};
-
     #[test]
     fn the_cutoff_never_overflows() {
         let now = Utc.with_ymd_and_hms(2026, 11, 25, 9, 0, 0).unwrap();
@@ -40,8 +37,8 @@ mod tests {
             (std::time::Duration::MAX, floor),
         ] {
             settings.state.retention = retention;
-            assert_eq!(retained_since(&settings, now), since, "{retention:?}");
-            assert_eq!(retained_from(&settings, now), since.date_naive(), "{retention:?}");
+            assert_eq!(settings.state.retained_since(now), since, "{retention:?}");
+            assert_eq!(settings.state.retained_from(now), since.date_naive(), "{retention:?}");
         }
     }
 }

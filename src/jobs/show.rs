@@ -4,21 +4,22 @@
 //! digest job reads it); with `--fresh`, or before any poll, they compute the register as they
 //! read it, in case-reference order, one chunk in memory ([`Source::Register`]).
 
+mod compute;
+
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 
 use crate::app::{App, Moment};
-use crate::catalogue::kind_name;
-use crate::config::{Language, Settings};
+use crate::catalogue::{Catalogue, Words};
+use crate::config::Settings;
 use crate::digest::{self, Preview};
 use crate::domain::{CaseRef, EmailAddress};
 use crate::explanation::Explanation;
 use crate::jobs::JobError;
 use crate::mail::compose;
-use crate::poll;
-use crate::poll::PollError;
 use crate::register;
-use crate::rules::{self, Kind, RuleOptions};
+use crate::rules::{self, Kind, Role, RuleOptions};
 use crate::state::{OutboxRow, OutboxState, ShowQuery, StateError, StoredDeadline};
+use crate::sync::PollError;
 
 /// Where `deadlines` and `digest --dry-run` take the deadlines from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,7 +79,7 @@ impl<E> From<StateError> for Stop<E> {
 
 /// Hands `each` every current deadline (of `unit` as stored, upper case; not withdrawn)
 /// computed from the register now, in the stored listing's order, as the register is read
-/// (`poll::each_current_deadline`: one chunk in memory); nothing is written. If the register
+/// (`compute::each_current_deadline`: one chunk in memory); nothing is written. If the register
 /// cannot be opened, the stored deadlines (as of the last poll) are handed on instead, and the
 /// warning returned says so. Returns it.
 pub async fn each_deadline_now<E: From<JobError>>(
@@ -104,43 +105,45 @@ pub async fn each_deadline_now<E: From<JobError>>(
             }
         }
     };
-    match poll::each_current_deadline(&register, &app.state, &app.settings, (at.today, at.now), &mut wanted).await {
+    match compute::each_current_deadline(&register, &app.state, &app.settings, (at.today, at.now), &mut wanted).await {
         Ok(_) => Ok(None),
         Err(Stop::Job(e)) => Err(e.into()),
         Err(Stop::Receiver(e)) => Err(e),
     }
 }
 
-/// Deadlines as of now (the register computed now), the ones a digest reads: every open one,
-/// those due in the digest's recent period, every investigation with a child's key (chains),
-/// and one of each unit (a unit's manager gets a digest with `digest.send_empty`); and a
-/// warning when the register could not be read and the stored deadlines are shown instead.
-#[derive(Debug)]
-pub struct Shown {
-    pub deadlines: Vec<StoredDeadline>,
-    pub warning: Option<String>,
-}
-
-async fn deadlines_for_digests(app: &App, at: Moment) -> Result<Shown, JobError> {
+/// What the digests of `at.today` show, gathered as the register's deadlines are computed and
+/// stream past, as the digest job gathers them from the state (`jobs::digest::read_facts`): each
+/// unit's lists kept to `digest.max_rows`, the 30-day share counted per unit, and of the
+/// investigations with a child's key only what a chain needs. Memory grows with the units, the
+/// rows a digest prints and those investigations, not with every deadline.
+async fn digest_facts_now(app: &App, at: Moment) -> Result<(digest::DigestFacts, Option<String>), JobError> {
+    let settings = &app.settings;
     let recent = crate::report::Period::recent(at.today);
-    let mut units = std::collections::HashSet::new();
-    let mut deadlines = Vec::new();
+    let mut facts = digest::DigestFacts::new(settings, at.today);
+    let mut tallies: std::collections::HashMap<crate::domain::UnitCode, crate::report::Tally> =
+        std::collections::HashMap::new();
+    let mut investigations = digest::Investigations::default();
     let warning = each_deadline_now(app, at, None, |d: StoredDeadline| -> Result<(), JobError> {
-        let new_unit = !units.contains(&d.unit);
-        let wanted = new_unit
-            || !d.deadline.is_closed()
-            || recent.contains(d.deadline.due_on)
-            || (d.deadline.kind == Kind::Investigation && d.child_key.is_some());
-        if new_unit {
-            units.insert(d.unit.clone());
+        if d.withdrawn {
+            return Ok(());
         }
-        if wanted {
-            deadlines.push(d);
+        if recent.contains(d.deadline.due_on) {
+            tallies.entry(d.unit.clone()).or_default().count(&d.deadline, at.today, 1);
         }
+        facts.deadline(settings, &d);
+        investigations.push(&d);
+        facts.unit(d.unit);
         Ok(())
     })
     .await?;
-    Ok(Shown { deadlines, warning })
+    for (unit, tally) in tallies {
+        facts.recent(unit, &tally);
+    }
+    for (unit, pair) in investigations.open_chains(settings.rules.chain_window_days) {
+        facts.chain(unit, pair);
+    }
+    Ok((facts, warning))
 }
 
 /// The digests that would be sent on `at.today` (all, or only `manager`'s), as text: read as
@@ -158,8 +161,8 @@ pub async fn digest_preview(
             (digest::preview_from_facts(&app.settings, facts, manager), None)
         }
         Source::Register { .. } => {
-            let shown = deadlines_for_digests(app, at).await?;
-            (digest::preview(&app.settings, &shown.deadlines, at.today, manager), shown.warning)
+            let (facts, warning) = digest_facts_now(app, at).await?;
+            (digest::preview_from_facts(&app.settings, facts, manager), warning)
         }
     };
     let text = match preview {
@@ -201,45 +204,23 @@ pub struct RecordedStep {
 /// sent: caught up (a later step was reached when the deadline was seen, and only the latest is
 /// sent), first seen past the horizon (every step skipped), or cancelled (closed or withdrawn).
 fn step_words(settings: &Settings, r: &RecordedStep, all: &[RecordedStep]) -> String {
-    let sv = settings.mail.language == Language::Swedish;
     let horizon = settings.ladders.first_sight_horizon_days;
     let later_sent =
         all.iter().any(|o| o.step > r.step && !matches!(o.state, OutboxState::Skipped | OutboxState::Cancelled));
+    let catalogue = Words::of(settings);
     let words = |state: OutboxState| -> String {
-        match (state, sv) {
-            (OutboxState::Sent, true) => "skickat".into(),
-            (OutboxState::Sent, false) => "sent".into(),
-            (OutboxState::Pending, true) => "väntar på att skickas".into(),
-            (OutboxState::Pending, false) => "waiting to be sent".into(),
-            (OutboxState::Retrying, true) => "försöker igen (fristvakt outbox show)".into(),
-            (OutboxState::Retrying, false) => "retrying (fristvakt outbox show)".into(),
-            (OutboxState::Dead, true) => "gick inte att leverera (fristvakt outbox list --state dead)".into(),
-            (OutboxState::Dead, false) => "could not be delivered (fristvakt outbox list --state dead)".into(),
-            (OutboxState::Skipped, true) if later_sent => {
-                "hoppades över: ett senare steg var redan nått när fristen sågs, och bara det senaste skickas".into()
-            }
-            (OutboxState::Skipped, false) if later_sent => {
-                "skipped: a later step was already reached when the deadline was seen, and only the latest is sent"
-                    .into()
-            }
-            (OutboxState::Skipped, true) => format!(
-                "hoppades över: fristen sågs första gången mer än {horizon} dagar efter sista dagen \
-                 (ladder.first_sight_horizon), så inget meddelande skickas"
-            ),
-            (OutboxState::Skipped, false) => format!(
-                "skipped: the deadline was first seen more than {horizon} days after its last day \
-                 (ladder.first_sight_horizon), so no notice is sent"
-            ),
-            (OutboxState::Cancelled, true) => {
-                "skickas inte: fristen avslutades eller försvann ur registret innan meddelandet gick".into()
-            }
-            (OutboxState::Cancelled, false) => {
-                "not sent: the deadline was closed or left the register before the notice went out".into()
-            }
+        match state {
+            OutboxState::Sent => catalogue.fill("explain.sent", &[]),
+            OutboxState::Pending => catalogue.fill("explain.pending", &[]),
+            OutboxState::Retrying => catalogue.fill("explain.retrying", &[]),
+            OutboxState::Dead => catalogue.fill("explain.dead", &[]),
+            OutboxState::Skipped if later_sent => catalogue.fill("explain.skipped_caught_up", &[]),
+            OutboxState::Skipped => catalogue.fill("explain.skipped_horizon", &[("horizon", &horizon)]),
+            OutboxState::Cancelled => catalogue.fill("explain.cancelled", &[]),
         }
     };
     match r.up {
-        Some(up) => format!("{} → {}: {}", words(r.state), if sv { "ett steg upp" } else { "one role up" }, words(up)),
+        Some(up) => format!("{} → {}: {}", words(r.state), catalogue.get("explain.one_role_up"), words(up)),
         None => words(r.state),
     }
 }
@@ -381,7 +362,7 @@ pub fn explain_text(
     chains: &[ChainNote],
     recorded: impl Fn(Kind) -> Vec<RecordedStep>,
 ) -> String {
-    let sv = settings.mail.language == Language::Swedish;
+    let words = Words::of(settings);
     let options = RuleOptions { holiday_rule: settings.calendar.holiday_rule };
     let (case_ref, unit, dates) = (case.case_ref.as_str(), case.unit.as_str(), &case.dates);
     let mut out = String::new();
@@ -389,37 +370,21 @@ pub fn explain_text(
         out.push_str(&s);
         out.push('\n');
     };
-    say(if sv {
-        format!("Ärende {case_ref}, enhet {unit}, beräknat för {today}.")
-    } else {
-        format!("Case {case_ref}, unit {unit}, computed for {today}.")
-    });
+    say(words.fill("explain.case", &[("case_ref", &case_ref), ("unit", &unit), ("today", &today)]));
     let deadlines = rules::deadlines_for(dates, others, options);
     if deadlines.is_empty() {
-        say(if sv {
-            "Inga frister: varken anmälan (received_on) eller beslut att inleda utredning är registrerat.".into()
-        } else {
-            "No deadlines: neither a report (received_on) nor an investigation decision is recorded.".into()
-        });
+        say(words.fill("explain.no_deadlines", &[]));
     }
     if rules::report_during_open_investigation(dates, others) {
         say(String::new());
-        say(if sv {
-            "Ingen förhandsbedömning: anmälan kom in medan en utredning om barnet pågick (i detta ärende eller ett annat), och enligt 20 kap. 2 § socialtjänstlagen (2025:400) behöver en anmälan om ett barn som redan utreds ingen förhandsbedömning; utredningen tar upp den. Skyddsbedömningen gäller som vanligt.".into()
-        } else {
-            "No preliminary assessment: the report came in while an investigation of the child was open (in this case or another), and under 20 kap. 2 § socialtjänstlagen (2025:400) a report about a child already under investigation needs no preliminary assessment; the investigation takes it up. The protection assessment applies as usual.".into()
-        });
+        say(words.fill("explain.no_assessment", &[]));
     }
     for chain in chains {
         say(String::new());
         let other = chain.other.as_str();
         let window = settings.rules.chain_window_days;
-        say(match (sv, chain.this_is_later) {
-            (true, true) => format!("Möjlig kedja (JO 2565-2016): utredningen inleddes {} dagar efter att utredningen i ärende {other} om samma barn avslutades (rules.chain_window = {window} dagar).", chain.gap_days),
-            (true, false) => format!("Möjlig kedja (JO 2565-2016): {} dagar efter att utredningen avslutades inleddes en ny utredning om samma barn i ärende {other} (rules.chain_window = {window} dagar).", chain.gap_days),
-            (false, true) => format!("Possible chain (JO 2565-2016): the investigation was opened {} days after the investigation of the same child in case {other} closed (rules.chain_window = {window} days).", chain.gap_days),
-            (false, false) => format!("Possible chain (JO 2565-2016): {} days after the investigation closed, a new investigation of the same child was opened in case {other} (rules.chain_window = {window} days).", chain.gap_days),
-        });
+        let key = if chain.this_is_later { "explain.chain_later" } else { "explain.chain_earlier" };
+        say(words.fill(key, &[("days", &chain.gap_days), ("other", &other), ("window", &window)]));
     }
     explain_deadlines(settings, &deadlines, today, recorded, &mut out);
     out
@@ -436,52 +401,44 @@ pub fn explain_placement_text(
     closed_cycles: &[rules::Deadline],
     recorded: impl Fn(Kind) -> Vec<RecordedStep>,
 ) -> String {
-    let sv = settings.mail.language == Language::Swedish;
+    let words = Words::of(settings);
     let options = RuleOptions { holiday_rule: settings.calendar.holiday_rule };
     let (placement_ref, unit, basis) = (row.placement_ref.as_str(), row.unit.as_str(), row.dates.basis.as_str());
     let mut out = String::new();
     let case = row.case_ref.as_ref().map(|c| c.as_str());
-    out.push_str(&match (sv, case) {
-        (true, Some(c)) => {
-            format!("Placering/beslut {placement_ref} ({basis}) i ärende {c}, enhet {unit}, beräknat för {today}.\n")
-        }
-        (true, None) => format!("Placering/beslut {placement_ref} ({basis}), enhet {unit}, beräknat för {today}.\n"),
-        (false, Some(c)) => {
-            format!("Placement/decision {placement_ref} ({basis}) in case {c}, unit {unit}, computed for {today}.\n")
-        }
-        (false, None) => format!("Placement/decision {placement_ref} ({basis}), unit {unit}, computed for {today}.\n"),
-    });
+    let args: [(&str, &dyn std::fmt::Display); 5] = [
+        ("placement_ref", &placement_ref),
+        ("basis", &basis),
+        ("case_ref", &case.unwrap_or("")),
+        ("unit", &unit),
+        ("today", &today),
+    ];
+    out.push_str(&words.fill(if case.is_some() { "explain.placement_in_case" } else { "explain.placement" }, &args));
+    out.push('\n');
     let deadlines = rules::placement_deadlines_for(&row.dates, context, options);
     if deadlines.is_empty() {
-        out.push_str(if sv {
-            "Inga frister: ingen av placeringens klockor har startat, eller åtgärden upphörde innan något var försenat.\n"
-        } else {
-            "No deadlines: none of the placement's clocks has started, or the measure ended before anything was owed.\n"
-        });
+        out.push_str(words.get("explain.placement_no_deadlines"));
+        out.push('\n');
     }
     explain_deadlines(settings, &deadlines, today, recorded, &mut out);
     if !closed_cycles.is_empty() {
-        out.push_str(if sv { "\nAvslutade perioder:\n" } else { "\nClosed cycles:\n" });
+        out.push('\n');
+        out.push_str(words.get("explain.closed_cycles"));
+        out.push('\n');
         for d in closed_cycles {
             let closed_on = d.closed_on.map(|c| c.to_string()).unwrap_or_default();
             let status = d.status(today);
-            out.push_str(&if sv {
-                format!(
-                    "  {} {} → {}, avslutad {closed_on}: {}\n",
-                    d.kind.as_str(),
-                    d.start_on,
-                    d.due_on,
-                    status.as_str()
-                )
-            } else {
-                format!(
-                    "  {} {} → {}, closed {closed_on}: {}\n",
-                    d.kind.as_str(),
-                    d.start_on,
-                    d.due_on,
-                    status.as_str()
-                )
-            });
+            out.push_str(&words.fill(
+                "explain.closed_cycle",
+                &[
+                    ("kind", &d.kind.as_str()),
+                    ("start_on", &d.start_on),
+                    ("due_on", &d.due_on),
+                    ("closed_on", &closed_on),
+                    ("status", &status.as_str()),
+                ],
+            ));
+            out.push('\n');
         }
     }
     out
@@ -495,7 +452,7 @@ fn explain_deadlines(
     recorded: impl Fn(Kind) -> Vec<RecordedStep>,
     out: &mut String,
 ) {
-    let sv = settings.mail.language == Language::Swedish;
+    let words = Words::of(settings);
     let options = RuleOptions { holiday_rule: settings.calendar.holiday_rule };
     let mut say = |s: String| {
         out.push_str(&s);
@@ -505,9 +462,9 @@ fn explain_deadlines(
         say(String::new());
         say(format!(
             "{} ({}, {})",
-            kind_name(settings.mail.language, d.kind),
+            Catalogue::for_settings(settings, settings.mail.language).clock(d.kind).name,
             d.kind.as_str(),
-            d.kind.clock().citation
+            Catalogue::for_settings(settings, settings.mail.language).clock(d.kind).citation
         ));
         // The law in the words of the notice mails: the same template, the same lines.
         match compose::explanation_lines(settings, &Explanation::new(d, today, options)) {
@@ -517,23 +474,29 @@ fn explain_deadlines(
         let recorded = recorded(d.kind);
         for step in settings.ladders.for_kind(d.kind).steps() {
             let fires = step.fires_on(d);
-            let roles: Vec<&str> = step.roles.iter().map(|r| if sv { r.name_sv() } else { r.as_str() }).collect();
+            let roles: Vec<&str> = step.roles.iter().map(|r| words.get(explain_role(*r))).collect();
             let state = recorded.iter().find(|r| r.step == step.offset);
-            let status = match (state, sv) {
-                (Some(r), _) => step_words(settings, r, &recorded),
-                (None, true) if d.is_closed() => "skickas inte (avslutad)".into(),
-                (None, false) if d.is_closed() => "not sent (closed)".into(),
-                (None, true) if fires <= today => "nådd, registreras vid nästa poll".into(),
-                (None, false) if fires <= today => "reached, recorded at the next poll".into(),
-                (None, true) => "kommande".into(),
-                (None, false) => "upcoming".into(),
+            let status = match state {
+                Some(r) => step_words(settings, r, &recorded),
+                None if d.is_closed() => words.fill("explain.step_closed", &[]),
+                None if fires <= today => words.fill("explain.step_reached", &[]),
+                None => words.fill("explain.step_upcoming", &[]),
             };
             say(format!(
                 "  {} {:>4} {fires} → {}: {status}",
-                if sv { "Steg" } else { "Step" },
+                words.get("explain.step"),
                 step.label(),
                 roles.join(", ")
             ));
         }
+    }
+}
+
+/// The key of a ladder step's role in `explain` (the Swedish title, the English machine name).
+fn explain_role(role: Role) -> &'static str {
+    match role {
+        Role::Caseworker => "explain.role.caseworker",
+        Role::TeamLead => "explain.role.team_lead",
+        Role::Manager => "explain.role.manager",
     }
 }

@@ -26,8 +26,8 @@ use minijinja::value::Value;
 use minijinja::{AutoEscape, Environment, Output, State, UndefinedBehavior};
 use serde::Serialize;
 
-use super::wording::{days, days_text, situation};
-use crate::catalogue::Catalogue;
+use super::wording::{days_text, situation};
+use crate::catalogue::{Catalogue, Words};
 use crate::config::{Language, Settings};
 use crate::digest::{self, Digest};
 use crate::domain::{CaseRef, EmailAddress, UnitCode};
@@ -50,6 +50,9 @@ pub enum ComposeError {
     BadFrom,
     #[error("cannot assemble the message: {0}")]
     Build(String),
+    /// A `words.LANG.toml` override cannot be used; names the file and key.
+    #[error(transparent)]
+    Words(#[from] crate::catalogue::WordsError),
 }
 
 /// Renders the notice of `payload` for `recipients` as it reads on `today` (the local date of
@@ -109,21 +112,14 @@ pub fn digest_text(settings: &Settings, digest: &Digest) -> Result<String, Compo
 /// exactly the text part of the mail.
 pub fn digest_preview_text(settings: &Settings, digest: &Digest) -> Result<String, ComposeError> {
     let body = digest_text(settings, digest)?;
-    Ok(format!("To: {}\nSubject: {}\n\n{body}", digest.manager, digest::subject(settings.mail.language, digest)))
+    Ok(format!("To: {}\nSubject: {}\n\n{body}", digest.manager, digest::subject(Words::of(settings), digest)))
 }
 
 /// A short plain mail for `send-test-mail`: proves the transport works without any case data.
 pub fn render_test_mail(settings: &Settings, to: &EmailAddress) -> Result<Message, ComposeError> {
     let to = mailbox(to.as_str(), 0)?;
-    let (subject, body) = match settings.mail.language {
-        Language::Swedish => (
-            "fristvakt: testmeddelande",
-            "Det här är ett testmeddelande från fristvakt. Kommer det fram fungerar e-postutskicket.\n",
-        ),
-        Language::English => {
-            ("fristvakt: test message", "This is a test message from fristvakt. If it arrives, sending mail works.\n")
-        }
-    };
+    let words = Words::of(settings);
+    let (subject, body) = (words.get("test_mail.subject"), words.get("test_mail.body"));
     suppress_auto_replies(base_builder(settings)?, settings.mail.language.code())
         .subject(subject)
         // lettre makes a unique `<uuid@hostname>` id: a test mail is never a repeat of another.
@@ -137,6 +133,11 @@ pub fn render_test_mail(settings: &Settings, to: &EmailAddress) -> Result<Messag
 /// Compiles every template (built-in or overridden) and renders a sample notice, so that a
 /// broken override is found at start-up rather than at the first deadline.
 pub fn check_templates(settings: &Settings) -> Result<(), ComposeError> {
+    // Both languages: a report may be asked for in either (`--lang`).
+    for language in [Language::Swedish, Language::English] {
+        Words::load(language, settings.mail.templates_dir.as_deref())?;
+        Catalogue::load(language, settings.mail.templates_dir.as_deref())?;
+    }
     let day = |y, m, d| NaiveDate::from_ymd_opt(y, m, d).ok_or(ComposeError::Build("sample date".into()));
     let sample = NoticePayload {
         case_ref: CaseRef::parse("2026-BU-0001").map_err(ComposeError::Build)?,
@@ -200,28 +201,28 @@ pub fn check_digest_templates(settings: &Settings) -> Result<(), ComposeError> {
 /// The explanation of a deadline in the configured language, one sentence a line: the lines
 /// `fristvakt explain` prints and a notice mail carries.
 pub fn explanation_lines(settings: &Settings, explanation: &Explanation) -> Result<Vec<String>, ComposeError> {
-    render_explanation(environment(settings), settings.mail.language, explanation)
+    let lang = settings.mail.language;
+    let catalogue = Catalogue::for_settings(settings, lang);
+    render_explanation(environment(settings), Words::of(settings), catalogue, lang, explanation)
 }
 
 fn render_explanation(
     env: &Environment<'static>,
+    labels: &'static Words,
+    words: &'static Catalogue,
     lang: Language,
     explanation: &Explanation,
 ) -> Result<Vec<String>, ComposeError> {
-    let words = Catalogue::of(lang);
     let clock = words.clock(explanation.kind);
     let context = ExplanationContext {
         explanation,
-        kind_name: kind_name(lang, explanation.kind),
+        kind_name: &clock.name,
         rule: &clock.rule,
         start_name: words.start(explanation.start_event),
         extension: clock.extension.as_deref(),
         if_missed: clock.if_missed.as_deref(),
-        status_name: match lang {
-            Language::Swedish => explanation.status.name_sv(),
-            Language::English => explanation.status.name_en(),
-        },
-        days_text: explanation.days_left.map(|left| days_text(lang, left, explanation.due_on)),
+        status_name: labels.status(explanation.status),
+        days_text: explanation.days_left.map(|left| days_text(labels, left, explanation.due_on)),
     };
     let text = render(env, &template_name("explanation", lang, "txt"), &context)?;
     Ok(text.lines().map(str::trim_end).filter(|line| !line.is_empty()).map(str::to_string).collect())
@@ -265,7 +266,14 @@ fn render_notice(
     let lang = settings.mail.language;
     let env = environment(settings);
     let options = RuleOptions { holiday_rule: settings.calendar.holiday_rule };
-    let explanation = render_explanation(env, lang, &Explanation::new(&payload.deadline(), today, options))?;
+    let catalogue = Catalogue::for_settings(settings, lang);
+    let explanation = render_explanation(
+        env,
+        Words::of(settings),
+        catalogue,
+        lang,
+        &Explanation::new(&payload.deadline(), today, options),
+    )?;
     // Made a template value once: each template given the context itself would turn it into
     // one again (a quarter of the rendering).
     let context =
@@ -282,7 +290,7 @@ pub(crate) fn render_digest(settings: &Settings, digest: &Digest) -> Result<Rend
     let lang = settings.mail.language;
     let env = environment(settings);
     let context = digest::Context::new(settings, digest);
-    render_alternatives(env, "digest", lang, digest::subject(lang, digest), &context)
+    render_alternatives(env, "digest", lang, digest::subject(Words::of(settings), digest), &context)
 }
 
 /// Renders the text and the HTML template of `family` (`notice`, `digest`) with `context`.
@@ -524,6 +532,7 @@ impl NoticeContext {
         explanation: Vec<String>,
     ) -> NoticeContext {
         let lang = settings.mail.language;
+        let words = Words::of(settings);
         let days_left = (p.due_on - today).num_days();
         let unit_name = settings.units.unit_name(&p.unit).map(str::to_string);
         let step_roles: Vec<Role> =
@@ -532,14 +541,14 @@ impl NoticeContext {
         let to_caseworker = recipients.iter().any(|r| r.role == Role::Caseworker);
         NoticeContext {
             overdue: days_left < 0,
-            todo: todo_line(lang, p, days_left),
-            next_step: next_step_line(settings, p),
+            todo: todo_line(words, Catalogue::for_settings(settings, lang), p, days_left),
+            next_step: next_step_line(words, settings, p),
             caseworker: p.caseworker.as_ref().filter(|_| !to_caseworker).map(|c| c.to_string()),
             case_ref: p.case_ref.to_string(),
             unit: p.unit.to_string(),
             unit_name,
             kind: p.kind.as_str(),
-            kind_name: kind_name(lang, p.kind),
+            kind_name: &Catalogue::for_settings(settings, lang).clock(p.kind).name,
             step: p.step,
             start_on: iso(p.start_on),
             nominal_due_on: iso(p.nominal_due_on),
@@ -548,18 +557,18 @@ impl NoticeContext {
             explanation,
             today: iso(today),
             days_left,
-            days_text: days_text(lang, days_left, p.due_on),
-            situation: situation(lang, days_left, p.due_on),
+            days_text: days_text(words, days_left, p.due_on),
+            situation: situation(words, days_left, p.due_on),
             case_link: if p.kind.is_placement() {
                 settings.mail.placement_link_for(p.case_ref.as_str(), p.case_of.as_ref().map(CaseRef::as_str))
             } else {
                 Some(settings.mail.case_link_for(p.case_ref.as_str()))
             },
-            reason: reason(lang, p, &step_roles),
+            reason: reason(words, Catalogue::for_settings(settings, lang), p, &step_roles),
             fallback_note: if replaces.is_empty() {
-                fell_back.then(|| fallback_note(lang).to_string())
+                fell_back.then(|| words.get("notice.fallback").to_string())
             } else {
-                Some(refused_note(lang, replaces))
+                Some(refused_note(words, replaces))
             },
             recipients: recipients
                 .iter()
@@ -567,8 +576,8 @@ impl NoticeContext {
                     address: r.address.to_string(),
                     role: r.role.as_str(),
                     role_name: match replaces.iter().map(|x| x.role).max() {
-                        Some(instead_of) => instead_of_title(lang, r.role, instead_of),
-                        None => role_title(lang, r),
+                        Some(instead_of) => instead_of_title(words, r.role, instead_of),
+                        None => role_title(words, r),
                     },
                     instead_of_caseworker: r.instead_of_caseworker,
                 })
@@ -581,76 +590,32 @@ impl NoticeContext {
 /// verksamhetssystemet." — the clock's action (`todo` in `templates/clocks.*.toml`, else a
 /// general one), by the legal last day or, once it passed, at once; for a clock with a decided
 /// extension, that such a decision is recorded too.
-fn todo_line(lang: Language, p: &NoticePayload, days_left: i64) -> String {
-    let words = Catalogue::of(lang).clock(p.kind);
-    let extension = words.extension.is_some();
-    match lang {
-        Language::Swedish => {
-            let action = words.todo.as_deref().unwrap_or("gör det som fristen kräver");
-            let mut line = if days_left < 0 {
-                format!("Att göra: fristen har gått ut – {action} snarast och registrera det i verksamhetssystemet.")
-            } else {
-                format!("Att göra: {action} senast {} och registrera det i verksamhetssystemet.", iso(p.due_on))
-            };
-            if extension {
-                line.push_str(" Har längre tid beslutats, registrera det beslutet, så räknas fristen om.");
-            }
-            line
-        }
-        Language::English => {
-            let action = words.todo.as_deref().unwrap_or("do what the deadline requires");
-            let mut line = if days_left < 0 {
-                format!("To do: the deadline has passed – {action} at once and record it in the case system.")
-            } else {
-                format!("To do: {action} by {} and record it in the case system.", iso(p.due_on))
-            };
-            if extension {
-                line.push_str(
-                    " If a longer time has been decided, record that decision, and the deadline is counted anew.",
-                );
-            }
-            line
-        }
+fn todo_line(words: &Words, catalogue: &Catalogue, p: &NoticePayload, days_left: i64) -> String {
+    let clock = catalogue.clock(p.kind);
+    let action = clock.todo.as_deref().unwrap_or(words.get("notice.todo_default"));
+    let mut line = if days_left < 0 {
+        words.fill("notice.todo_overdue", &[("action", &action)])
+    } else {
+        words.fill("notice.todo", &[("action", &action), ("due", &iso(p.due_on))])
+    };
+    if clock.extension.is_some() {
+        line.push_str(words.get("notice.todo_extension"));
     }
+    line
 }
 
 /// "Nästa steg: 2027-01-02 går ett meddelande till gruppledare och enhetschef." — the ladder's
 /// next step after the notice's, unless the deadline is closed by then.
-fn next_step_line(settings: &Settings, p: &NoticePayload) -> Option<String> {
-    let lang = settings.mail.language;
+fn next_step_line(words: &Words, settings: &Settings, p: &NoticePayload) -> Option<String> {
     let deadline = p.deadline();
     let next = settings.ladders.for_kind(p.kind).steps().iter().find(|s| s.offset > p.step)?;
-    let roles: Vec<String> = next
-        .roles
-        .iter()
-        .map(|r| match lang {
-            Language::Swedish => r.name_sv().to_string(),
-            Language::English => r.name_en().to_string(),
-        })
-        .collect();
+    let roles: Vec<String> = next.roles.iter().map(|r| words.role(*r).to_string()).collect();
     let day = iso(next.fires_on(&deadline));
-    Some(match lang {
-        Language::Swedish => {
-            format!(
-                "Nästa steg: {day} går ett meddelande till {}, om fristen inte är avslutad då.",
-                join(&roles, "och")
-            )
-        }
-        Language::English => {
-            format!(
-                "Next step: on {day} a notice goes to the {}, unless the deadline is closed by then.",
-                join(&roles, "and")
-            )
-        }
-    })
+    Some(words.fill("notice.next_step", &[("day", &day), ("roles", &join(&roles, words.get("notice.and")))]))
 }
 
 fn iso(day: NaiveDate) -> String {
     day.format("%Y-%m-%d").to_string()
-}
-
-fn kind_name(lang: Language, kind: Kind) -> &'static str {
-    crate::catalogue::kind_name(lang, kind)
 }
 
 /// "a, b och c".
@@ -664,102 +629,46 @@ fn join(items: &[String], and: &str) -> String {
 
 /// The ladder step in words: when it fires and to whom, so that a recipient knows why this
 /// mail came to them and not to someone else.
-fn reason(lang: Language, p: &NoticePayload, roles: &[Role]) -> String {
+fn reason(words: &Words, catalogue: &Catalogue, p: &NoticePayload, roles: &[Role]) -> String {
     let n = i64::from(p.step.unsigned_abs());
-    let roles: Vec<String> = roles
-        .iter()
-        .map(|r| match lang {
-            Language::Swedish => r.name_sv().to_string(),
-            Language::English => r.name_en().to_string(),
-        })
-        .collect();
-    let nominal_differs = p.nominal_due_on != p.due_on;
-    match lang {
-        Language::Swedish => {
-            let when = match p.step {
-                s if s < 0 && nominal_differs => {
-                    format!("{} före sista dagen (påminnelser räknas från {})", days(lang, n), iso(p.nominal_due_on))
-                }
-                s if s < 0 => format!("{} före sista dagen", days(lang, n)),
-                0 => "på sista dagen".to_string(),
-                _ => format!("{} efter sista dagen", days(lang, n)),
-            };
-            let kind = kind_name(lang, p.kind).to_lowercase();
-            let mut text = format!("enligt eskaleringstrappan för {kind} skickas ett meddelande {when}");
-            if !roles.is_empty() {
-                text.push_str(&format!(" till {}", join(&roles, "och")));
-            }
-            text.push('.');
-            text
+    let roles: Vec<String> = roles.iter().map(|r| words.role(*r).to_string()).collect();
+    let days = words.days(n);
+    let when = match p.step {
+        s if s < 0 && p.nominal_due_on != p.due_on => {
+            words.fill("notice.before_nominal", &[("days", &days), ("nominal", &iso(p.nominal_due_on))])
         }
-        Language::English => {
-            let when = match p.step {
-                s if s < 0 && nominal_differs => {
-                    format!("{} before the last day (reminders count from {})", days(lang, n), iso(p.nominal_due_on))
-                }
-                s if s < 0 => format!("{} before the last day", days(lang, n)),
-                0 => "on the last day".to_string(),
-                _ => format!("{} after the last day", days(lang, n)),
-            };
-            let kind = kind_name(lang, p.kind).to_lowercase();
-            let mut text = format!("the escalation ladder for a {kind} sends a notice {when}");
-            if !roles.is_empty() {
-                text.push_str(&format!(" to the {}", join(&roles, "and")));
-            }
-            text.push('.');
-            text
-        }
+        s if s < 0 => words.fill("notice.before", &[("days", &days)]),
+        0 => words.fill("notice.on_the_day", &[]),
+        _ => words.fill("notice.after", &[("days", &days)]),
+    };
+    let kind = catalogue.clock(p.kind).name.to_lowercase();
+    let mut text = words.fill("notice.reason", &[("kind", &kind), ("when", &when)]);
+    if !roles.is_empty() {
+        text.push_str(&words.fill("notice.reason_roles", &[("roles", &join(&roles, words.get("notice.and")))]));
     }
-}
-
-fn fallback_note(lang: Language) -> &'static str {
-    match lang {
-        Language::Swedish => {
-            "Registret saknar en giltig e-postadress till ärendets handläggare, så meddelandet går till gruppledaren i stället."
-        }
-        Language::English => {
-            "The register holds no valid e-mail address for the case's caseworker, so the notice goes to the team lead instead."
-        }
-    }
+    text.push('.');
+    text
 }
 
 /// The note of a notice sent one role up: who refused it, and that it goes up instead.
-fn refused_note(lang: Language, replaces: &[Recipient]) -> String {
+fn refused_note(words: &Words, replaces: &[Recipient]) -> String {
     let who: Vec<String> = replaces
         .iter()
-        .map(|r| {
-            let role = match lang {
-                Language::Swedish => r.role.name_sv(),
-                Language::English => r.role.name_en(),
-            };
-            format!("{} ({role})", r.address)
-        })
+        .map(|r| words.fill("notice.refused_address", &[("address", &r.address), ("role", &words.role(r.role))]))
         .collect();
-    match lang {
-        Language::Swedish => format!(
-            "E-postservern tog inte emot meddelandet till {}, så det går i stället vidare till nästa nivå.",
-            join(&who, "och")
-        ),
-        Language::English => {
-            format!("The mail server refused this message for {}, so it goes one level up instead.", join(&who, "and"))
-        }
-    }
+    words.fill("notice.refused", &[("who", &join(&who, words.get("notice.and")))])
 }
 
 /// A recipient's role in a notice sent one role up, instead of the highest role that refused it.
-fn instead_of_title(lang: Language, role: Role, instead_of: Role) -> String {
-    match lang {
-        Language::Swedish => format!("{}, i stället för {}", role.name_sv(), instead_of.name_sv()),
-        Language::English => format!("{}, instead of the {}", role.name_en(), instead_of.name_en()),
-    }
+fn instead_of_title(words: &Words, role: Role, instead_of: Role) -> String {
+    words.fill("notice.instead_of", &[("role", &words.role(role)), ("other", &words.role(instead_of))])
 }
 
-fn role_title(lang: Language, r: &Recipient) -> String {
-    match (lang, r.instead_of_caseworker) {
-        (Language::Swedish, false) => r.role.name_sv().to_string(),
-        (Language::Swedish, true) => format!("{}, i stället för handläggare", r.role.name_sv()),
-        (Language::English, false) => r.role.name_en().to_string(),
-        (Language::English, true) => format!("{}, instead of the caseworker", r.role.name_en()),
+fn role_title(words: &Words, r: &Recipient) -> String {
+    if r.instead_of_caseworker {
+        words.fill("notice.instead_of_caseworker", &[("role", &words.role(r.role))])
+    } else {
+        words.role(r.role).to_string()
     }
 }
 
@@ -891,6 +800,22 @@ mod tests {
         assert!(text.contains("Enhet:      BRO-BU – Bromma barn & unga"), "{text}");
         assert!(text.contains("Öppna ärendet: https://register.kommun.example/case/2026-BU-0142"), "{text}");
         assert!(text.contains("- anna.handlaggare@kommun.example (handläggare)"), "{text}");
+    }
+
+    #[test]
+    fn a_words_override_changes_the_notice_and_keeps_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("words.sv.toml"), "[role]\ncaseworker = \"socialsekreterare\"\n").unwrap();
+        let mut s = settings("sv");
+        s.mail.templates_dir = Some(dir.path().to_path_buf());
+        check_templates(&s).unwrap();
+        let text = rendered(&s, &christmas_assessment(-3), &caseworker(), "2026-12-21").text;
+        assert!(text.contains("- anna.handlaggare@kommun.example (socialsekreterare)"), "{text}");
+        assert!(
+            text.contains("3 dagar före sista dagen (påminnelser räknas från 2026-12-24) till socialsekreterare."),
+            "{text}"
+        );
+        assert!(text.contains("Läget 2026-12-21: 7 dagar kvar till sista dagen"), "{text}");
     }
 
     #[test]
@@ -1116,7 +1041,12 @@ mod tests {
     /// and without the ladder steps.
     fn explain_lines(s: &Settings, case: &crate::register::CaseRow, kind: Kind, today: NaiveDate) -> Vec<String> {
         let text = crate::jobs::show::explain_text(s, case, today, &[], &[], |_| Vec::new());
-        let heading = format!("{} ({}, {})", kind_name(s.mail.language, kind), kind.as_str(), kind.clock().citation);
+        let heading = format!(
+            "{} ({}, {})",
+            crate::catalogue::kind_name(s.mail.language, kind),
+            kind.as_str(),
+            kind.clock().citation
+        );
         let mut lines = text.lines().skip_while(|line| *line != heading).skip(1);
         let section: Vec<&str> = lines.by_ref().take_while(|line| !line.is_empty()).collect();
         assert!(!section.is_empty(), "no {heading:?} in:\n{text}");
@@ -1355,7 +1285,7 @@ mod tests {
             assert!(raw.contains("Message-ID: <x@kommun.example>"), "{raw}");
             assert!(raw.contains("multipart/alternative"), "{raw}");
             assert_eq!(
-                subject(Language::Swedish, &digest),
+                subject(Words::built_in(Language::Swedish), &digest),
                 "Daglig fristöversikt 2026-11-25: 1 försenad, 1 förfaller inom 7 dagar"
             );
             let text = digest_preview_text(&s, &digest).unwrap();
@@ -1390,7 +1320,7 @@ mod tests {
             let s = settings("[mail]\nlanguage = \"en\"\n");
             let digest = sample_digest(&s);
             assert_eq!(
-                subject(Language::English, &digest),
+                subject(Words::built_in(Language::English), &digest),
                 "Daily deadline digest 2026-11-25: 1 overdue, 1 due within 7 days"
             );
             let text = digest_preview_text(&s, &digest).unwrap();

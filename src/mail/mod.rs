@@ -10,5 +10,5 @@ pub mod transport;
 pub mod wording;
 
 pub use compose::{compose_digest, compose_notice, compose_notice_instead_of, render_test_mail, ComposeError};
-pub use dispatch::{DispatchError, DispatchReport, MailLabel};
+pub use dispatch::{DeadLetterCause, DispatchError, DispatchReport, MailLabel};
 pub use transport::{DeliverError, Mailer, MailerError, RecipientResult, SendError, Smtp};

@@ -25,7 +25,7 @@ use lettre::transport::smtp::PoolConfig;
 use lettre::{Address, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use crate::config::{MailSettings, Tls, Transport};
-use crate::domain::EmailAddress;
+use crate::domain::{EmailAddress, ErrorClass};
 
 /// How mail leaves fristvakt.
 #[derive(Clone)]
@@ -119,8 +119,8 @@ pub enum MailerError {
 pub struct SendError {
     /// Retrying cannot help (a 5xx reply, a message the client refuses to send).
     pub permanent: bool,
-    /// A bounded label for metrics: connect, timeout, tls, transient_4xx, permanent_5xx, io, other.
-    pub class: &'static str,
+    /// A bounded label for metrics and the outbox's `last_error`.
+    pub class: ErrorClass,
     /// What went wrong, without addresses or message content.
     pub message: String,
 }
@@ -197,8 +197,12 @@ impl Mailer {
                 let bytes = message.formatted();
                 tokio::task::spawn_blocking(move || write_atomically(&dir, &name, &bytes))
                     .await
-                    .map_err(|e| SendError { permanent: false, class: "io", message: format!("writer task: {e}") })?
-                    .map_err(|e| SendError { permanent: false, class: "io", message: scrub(&e.to_string()) })
+                    .map_err(|e| SendError {
+                        permanent: false,
+                        class: ErrorClass::Io,
+                        message: format!("writer task: {e}"),
+                    })?
+                    .map_err(|e| SendError { permanent: false, class: ErrorClass::Io, message: scrub(&e.to_string()) })
             }
             Mailer::Smtp(smtp) => {
                 let bytes = message.formatted();
@@ -269,7 +273,7 @@ impl Smtp {
     fn no_answer(&self, stage: &str) -> SendError {
         SendError {
             permanent: false,
-            class: "timeout",
+            class: ErrorClass::Timeout,
             message: format!("no answer from the mail server within {:?} ({stage})", self.timeout),
         }
     }
@@ -303,7 +307,7 @@ impl Smtp {
         let result = self.envelope(&mut conn, message, &bytes, to, false).await.unwrap_or_else(|Stale| {
             Err(DeliverError::Message(SendError {
                 permanent: false,
-                class: "connect",
+                class: ErrorClass::Connect,
                 message: "the mail server closed the connection".into(),
             }))
         });
@@ -395,7 +399,7 @@ impl Smtp {
             Some(Err(e)) => Err(DeliverError::Unconfirmed(classify(&e))),
             None if unconfirmed => Err(DeliverError::Unconfirmed(SendError {
                 permanent: false,
-                class: "timeout",
+                class: ErrorClass::Timeout,
                 message: format!(
                     "no reply to the message's end within {:?} (mail.smtp.data_timeout)",
                     self.data_timeout
@@ -446,12 +450,13 @@ impl Smtp {
                 None,
             )
             .await
-            .map_err(|e| setup_error(&e, "greeting"))?,
+            .map_err(|e| setup_error(&e, ErrorClass::Greeting))?,
             None => {
                 // Our own socket, for TCP_NODELAY: lettre writes a message's body and its closing
                 // `.` in two writes, and with Nagle's algorithm the second waits for the server's
-                // delayed acknowledgement of the first — 40 ms a mail, a mail held half-sent in
-                // the kernel the whole time (sent by the kernel even if fristvakt dies then).
+                // delayed acknowledgement of the first (BENCHMARKS.md, "Figures behind code
+                // comments"), a mail held half-sent in the kernel the whole time (sent by the
+                // kernel even if fristvakt dies then).
                 let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port)).await.map_err(|e| {
                     DeliverError::Unavailable(SendError {
                         permanent: false,
@@ -462,19 +467,19 @@ impl Smtp {
                 let _ = tcp.set_nodelay(true);
                 AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &hello)
                     .await
-                    .map_err(|e| setup_error(&e, "greeting"))?
+                    .map_err(|e| setup_error(&e, ErrorClass::Greeting))?
             }
         };
         if let Some((Tls::StartTls, parameters)) = &self.tls {
             if let Err(e) = conn.starttls(parameters.clone(), &hello).await {
                 conn.abort().await;
-                return Err(setup_error(&e, "tls"));
+                return Err(setup_error(&e, ErrorClass::Tls));
             }
         }
         if let Some(credentials) = &self.credentials {
             if let Err(e) = conn.auth(DEFAULT_MECHANISMS, credentials).await {
                 conn.abort().await;
-                return Err(setup_error(&e, "auth"));
+                return Err(setup_error(&e, ErrorClass::Auth));
             }
         }
         Ok(conn)
@@ -531,8 +536,9 @@ async fn envelope(
     reused: Option<Duration>,
 ) -> Result<Vec<RecipientResult>, TransactionError> {
     let mut options = Vec::new();
-    let client_error =
-        |text: &str| DeliverError::Message(SendError { permanent: true, class: "other", message: text.to_string() });
+    let client_error = |text: &str| {
+        DeliverError::Message(SendError { permanent: true, class: ErrorClass::Other, message: text.to_string() })
+    };
     // A recipient the envelope cannot carry is refused on its own (the others still get the
     // mail): an address lettre does not take, or one that is not ASCII on a server without
     // SMTPUTF8.
@@ -542,12 +548,12 @@ async fn envelope(
         .map(|address| match address.as_str().parse::<Address>() {
             Err(_) => Some(RecipientResult::Refused(SendError {
                 permanent: true,
-                class: "address",
+                class: ErrorClass::Address,
                 message: "not an address the mail library can send to".into(),
             })),
             Ok(_) if !smtputf8 && !address.as_str().is_ascii() => Some(RecipientResult::Refused(SendError {
                 permanent: true,
-                class: "smtputf8",
+                class: ErrorClass::Smtputf8,
                 message: "the address is not ASCII and the mail server does not support SMTPUTF8".into(),
             })),
             Ok(_) => None,
@@ -581,7 +587,7 @@ async fn envelope(
         }
         let error = classify(&e);
         return Err(TransactionError::Failed(if e.is_permanent() {
-            DeliverError::Server(SendError { class: "sender", ..error })
+            DeliverError::Server(SendError { class: ErrorClass::Sender, ..error })
         } else {
             DeliverError::Message(error)
         }));
@@ -606,12 +612,12 @@ async fn envelope(
 /// An error while connecting, securing or logging in. TLS failures and permanent replies are
 /// the server refusing fristvakt (class `tls`, `auth` or `greeting`); connection failures,
 /// timeouts and transient replies are an outage of this attempt.
-fn setup_error(e: &lettre::transport::smtp::Error, stage: &'static str) -> DeliverError {
+fn setup_error(e: &lettre::transport::smtp::Error, stage: ErrorClass) -> DeliverError {
     let error = classify(e);
-    if e.is_tls() || (stage == "tls" && !e.is_transient() && io_kind(e).is_none() && !e.is_timeout()) {
-        return DeliverError::Server(SendError { permanent: false, class: "tls", ..error });
+    if e.is_tls() || (stage == ErrorClass::Tls && !e.is_transient() && io_kind(e).is_none() && !e.is_timeout()) {
+        return DeliverError::Server(SendError { permanent: false, class: ErrorClass::Tls, ..error });
     }
-    if e.is_permanent() || (stage == "auth" && e.is_client()) {
+    if e.is_permanent() || (stage == ErrorClass::Auth && e.is_client()) {
         return DeliverError::Server(SendError { permanent: false, class: stage, ..error });
     }
     DeliverError::Unavailable(error)
@@ -670,30 +676,30 @@ fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()>
 fn classify(e: &lettre::transport::smtp::Error) -> SendError {
     let message = scrub(&e.to_string());
     let (permanent, class) = if e.is_permanent() {
-        (true, "permanent_5xx")
+        (true, ErrorClass::Permanent5xx)
     } else if e.is_transient() {
-        (false, "transient_4xx")
+        (false, ErrorClass::Transient4xx)
     } else if e.is_timeout() {
-        (false, "timeout")
+        (false, ErrorClass::Timeout)
     } else if e.is_tls() {
         // Often a certificate or configuration problem, but also a broken handshake; retrying
         // until give-up keeps a notice alive while an operator looks.
-        (false, "tls")
+        (false, ErrorClass::Tls)
     } else if let Some(kind) = io_kind(e) {
         (false, io_class(kind))
     } else if e.is_client() {
         // lettre refused to send (e.g. an invalid envelope): the same message fails again.
-        (true, "other")
+        (true, ErrorClass::Other)
     } else {
         // Unparsable replies, a shut-down transport, name resolution: worth another try.
-        (false, "other")
+        (false, ErrorClass::Other)
     };
     SendError { permanent, class, message }
 }
 
 /// The kind of the first I/O error in an error's source chain.
 /// The class of a failed socket operation.
-fn io_class(kind: std::io::ErrorKind) -> &'static str {
+fn io_class(kind: std::io::ErrorKind) -> ErrorClass {
     use std::io::ErrorKind as K;
     match kind {
         K::ConnectionRefused
@@ -702,9 +708,9 @@ fn io_class(kind: std::io::ErrorKind) -> &'static str {
         | K::NotConnected
         | K::AddrNotAvailable
         | K::BrokenPipe
-        | K::UnexpectedEof => "connect",
-        K::TimedOut => "timeout",
-        _ => "io",
+        | K::UnexpectedEof => ErrorClass::Connect,
+        K::TimedOut => ErrorClass::Timeout,
+        _ => ErrorClass::Io,
     }
 }
 
@@ -790,6 +796,6 @@ mod tests {
                 .await
                 .unwrap_err();
         assert!(!err.permanent, "{err:?}");
-        assert_eq!(err.class, "connect", "{err:?}");
+        assert_eq!(err.class, ErrorClass::Connect, "{err:?}");
     }
 }

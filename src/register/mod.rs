@@ -435,8 +435,8 @@ impl Register {
                 // standard_conforming_strings is; a child key holds no control character). A
                 // list of constants lets the planner count the keys and use an index on
                 // child_key for a few and hash them for many; keys computed in the statement
-                // (an array of decoded hex) were matched row by row against the whole view:
-                // 1.3 s for 1 000 keys over 100 000 rows, found by the benchmark.
+                // (an array of decoded hex) were matched row by row against the whole view
+                // (BENCHMARKS.md, "Figures behind code comments").
                 let literals: Vec<String> = keys.iter().map(|key| pg_string_constant(key)).collect();
                 let sql = format!("COPY ({} WHERE child_key IN ({})) TO STDOUT", self.copy_select, literals.join(","));
                 stream_pg_copy(p.clone(), sql, self.stream_idle)

@@ -17,8 +17,8 @@ const PG_COPIED_AS_CAST: [&str; 5] =
 
 /// The columns of a PostgreSQL view whose type is one of [`PG_COPIED_AS_CAST`] (a domain is
 /// not: its name is not in the list), so that COPY may stream them without the cast. The cast
-/// is not free: the value is rendered, made a `text` and copied out again (at 100 000 rows of
-/// the demo register, `psql`'s COPY took 163 ms with every column cast, 141 ms without).
+/// is not free: the value is rendered, made a `text` and copied out again (BENCHMARKS.md,
+/// "Figures behind code comments").
 pub(super) async fn pg_columns_copied_as_cast(pool: &sqlx::PgPool, view: &str) -> Result<Vec<String>, sqlx::Error> {
     sqlx::query_scalar(
         "SELECT CAST(attname AS TEXT) FROM pg_attribute \

@@ -8,7 +8,7 @@ use chrono::{DateTime, Datelike, NaiveDate, Utc};
 #[cfg(test)]
 use super::columns::Column;
 use super::columns::{position, RawRow, Storage, COLUMNS, WIDTH};
-use crate::domain::{log_safe, CaseRef, ChildKey, EmailAddress, Sex, UnitCode};
+use crate::domain::{log_safe, named_enum, CaseRef, ChildKey, EmailAddress, Sex, UnitCode};
 use crate::rules::calendar::{FIRST_YEAR, LAST_YEAR};
 use crate::rules::CaseDates;
 
@@ -39,55 +39,25 @@ pub struct CaseRow {
     pub updated_at: DateTime<Utc>,
 }
 
-/// Why a row was skipped; a bounded set, used as a metrics label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum RejectReason {
-    MissingCaseRef,
-    MissingUnit,
-    BadDate,
-    CloseBeforeStart,
-    UnknownSex,
-    BadTimestamp,
-    BadChildKey,
-    /// A value that is not UTF-8 (a Latin-1 reference): decoded lossily it could merge two cases.
-    NotUtf8,
-    /// A value longer than `register.max_cell_bytes`.
-    CellTooLarge,
-    /// A placement row whose `placement_ref` is also a `case_ref` (contract §1b).
-    RefCollision,
-    /// A placement row's `basis` or `home` that is not one of contract §1b's codes.
-    UnknownCode,
-}
-
-impl RejectReason {
-    pub const ALL: [RejectReason; 11] = [
-        RejectReason::MissingCaseRef,
-        RejectReason::MissingUnit,
-        RejectReason::BadDate,
-        RejectReason::CloseBeforeStart,
-        RejectReason::UnknownSex,
-        RejectReason::BadTimestamp,
-        RejectReason::BadChildKey,
-        RejectReason::NotUtf8,
-        RejectReason::CellTooLarge,
-        RejectReason::RefCollision,
-        RejectReason::UnknownCode,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RejectReason::MissingCaseRef => "missing_case_ref",
-            RejectReason::MissingUnit => "missing_unit",
-            RejectReason::BadDate => "bad_date",
-            RejectReason::CloseBeforeStart => "close_before_start",
-            RejectReason::UnknownSex => "unknown_sex",
-            RejectReason::BadTimestamp => "bad_timestamp",
-            RejectReason::BadChildKey => "bad_child_key",
-            RejectReason::NotUtf8 => "not_utf8",
-            RejectReason::CellTooLarge => "cell_too_large",
-            RejectReason::RefCollision => "ref_collision",
-            RejectReason::UnknownCode => "unknown_code",
-        }
+named_enum! {
+    /// Why a row was skipped; a bounded set, used as a metrics label.
+    pub enum RejectReason as "reject reason" {
+        MissingCaseRef = "missing_case_ref",
+        MissingUnit = "missing_unit",
+        BadDate = "bad_date",
+        CloseBeforeStart = "close_before_start",
+        UnknownSex = "unknown_sex",
+        BadTimestamp = "bad_timestamp",
+        BadChildKey = "bad_child_key",
+        /// A value that is not UTF-8 (a Latin-1 reference): decoded lossily it could merge two
+        /// cases.
+        NotUtf8 = "not_utf8",
+        /// A value longer than `register.max_cell_bytes`.
+        CellTooLarge = "cell_too_large",
+        /// A placement row whose `placement_ref` is also a `case_ref` (contract §1b).
+        RefCollision = "ref_collision",
+        /// A placement row's `basis` or `home` that is not one of contract §1b's codes.
+        UnknownCode = "unknown_code",
     }
 }
 

@@ -14,7 +14,6 @@ use std::fmt::Write as _;
 
 use super::render::{self, percent, Words};
 use super::{months, Dimension, Disclosure, Group, Report, Table, Tally};
-use crate::config::Language;
 use crate::rules::Kind;
 
 const GIRLS: &str = "#9b4f96";
@@ -25,7 +24,7 @@ const CHART_WIDTH: f64 = 680.0;
 pub fn page(report: &Report, w: &Words, unit_names: &BTreeMap<String, String>) -> String {
     let r = &report.request;
     let mut h = String::with_capacity(32 * 1024);
-    let lang = if w.lang == Language::Swedish { "sv" } else { "en" };
+    let lang = w.lang.code();
     let _ = write!(
         h,
         "<!DOCTYPE html>\n<html lang=\"{lang}\">\n<head>\n<meta charset=\"utf-8\">\n<title>{}</title>\n<style>{STYLE}{}</style>\n</head>\n<body>\n",
@@ -36,12 +35,12 @@ pub fn page(report: &Report, w: &Words, unit_names: &BTreeMap<String, String>) -
     let _ = writeln!(
         h,
         "<p class=\"meta\">{} <strong>{}</strong> – <strong>{}</strong> · {} {} · {}</p></header>",
-        esc(&w.pick("Frister med sista dag", "Deadlines with their last day")),
+        esc(&w.text("report.deadlines_with_their_last")),
         r.period.from,
         r.period.to,
-        esc(&w.pick("beräknat", "as of")),
+        esc(&w.text("report.as_of")),
         r.today,
-        esc(&w.pick("källa: fristvakt", "source: fristvakt")),
+        esc(&w.text("report.source_fristvakt")),
     );
     if !r.suppress {
         let _ = writeln!(h, "<p class=\"warning\">{}</p>", esc(&w.suppression_line(report)));
@@ -52,10 +51,10 @@ pub fn page(report: &Report, w: &Words, unit_names: &BTreeMap<String, String>) -
     let outcomes = totals.outcomes();
     let _ = write!(h, "<section class=\"keyfigures\">");
     for (label, value) in [
-        (w.pick("Frister", "Deadlines"), totals.visible().map(|t| t.tally.total.to_string())),
-        (w.pick("Andel i tid", "Share met"), outcomes.map(|t| percent(t.tally.share_met(), w))),
-        (w.pick("Mot nominell dag", "Against nominal day"), outcomes.map(|t| percent(t.tally.share_met_nominal(), w))),
-        (w.pick("Försenade nu", "Overdue now"), outcomes.map(|t| t.tally.overdue.to_string())),
+        (w.text("report.deadlines"), totals.visible().map(|t| t.tally.total.to_string())),
+        (w.text("report.share_met"), outcomes.map(|t| percent(t.tally.share_met(), w))),
+        (w.text("report.against_nominal_day"), outcomes.map(|t| percent(t.tally.share_met_nominal(), w))),
+        (w.text("report.overdue_now"), outcomes.map(|t| t.tally.overdue.to_string())),
     ] {
         let value = value.unwrap_or_else(|| hidden.clone());
         let _ = write!(
@@ -67,29 +66,18 @@ pub fn page(report: &Report, w: &Words, unit_names: &BTreeMap<String, String>) -
     }
     let _ = writeln!(h, "</section>");
 
-    let _ = write!(
-        h,
-        "<section><h2>{}</h2>",
-        esc(&w.pick("Andel i tid per enhet och frist", "Share met by unit and kind"))
-    );
+    let _ = write!(h, "<section><h2>{}</h2>", esc(&w.text("report.share_met_by_unit")));
     h.push_str(&unit_kind_chart(&report.table, w, r.min_group, unit_names));
-    let _ = write!(
-        h,
-        "</section>\n<section><h2>{}</h2>",
-        esc(&w.pick("Utveckling per månad och frist", "Monthly trend by kind"))
-    );
+    let _ = write!(h, "</section>\n<section><h2>{}</h2>", esc(&w.text("report.monthly_trend_by_kind")));
     h.push_str(&trend_chart(&report.table, &months(r.period), w));
-    let _ = write!(h, "</section>\n<section><h2>{}</h2>", esc(&w.pick("Flickor och pojkar", "Girls and boys")));
+    let _ = write!(h, "</section>\n<section><h2>{}</h2>", esc(&w.text("report.girls_and_boys")));
     h.push_str(&sex_chart(&report.table, w, r.min_group));
     let _ = writeln!(h, "</section>");
 
-    let _ = write!(h, "<section class=\"table\"><h2>{}</h2>", esc(&w.pick("Tabell", "Table")));
+    let _ = write!(h, "<section class=\"table\"><h2>{}</h2>", esc(&w.text("report.table")));
     h.push_str(&html_table(report, w, unit_names));
-    let _ = write!(
-        h,
-        "</section>\n<section class=\"notes\"><h2>{}</h2><ul>",
-        esc(&w.pick("Att läsa siffrorna", "Reading the figures"))
-    );
+    let _ =
+        write!(h, "</section>\n<section class=\"notes\"><h2>{}</h2><ul>", esc(&w.text("report.reading_the_figures")));
     for line in render::note_lines(report, w) {
         let _ = write!(h, "<li>{}</li>", esc(&line));
     }
@@ -114,10 +102,7 @@ fn page_margins(report: &Report, w: &Words) -> String {
     };
     let r = &report.request;
     let header = css(&format!("{} {} – {}", w.title(), r.period.from, r.period.to));
-    let (page, of) = match w.lang {
-        Language::Swedish => ("Sida ", " av "),
-        Language::English => ("Page ", " of "),
-    };
+    let (page, of) = (w.text("report.page"), w.text("report.page_of"));
     format!(
         "\n@page {{ @top-left {{ content: \"{header}\"; font-size: 9px; color: #4a5663; }} \
          @top-right {{ content: \"fristvakt\"; font-size: 9px; color: #4a5663; }} \
@@ -242,7 +227,7 @@ fn series(t: &Table, w: &Words) -> Vec<(Option<Kind>, &'static str, String)> {
     if t.by.contains(&Dimension::Kind) {
         Kind::ALL.iter().map(|k| (Some(*k), k.clock().colour, w.kind(*k))).collect()
     } else {
-        vec![(None, Kind::Protection.clock().colour, w.pick("Alla frister", "All deadlines"))]
+        vec![(None, Kind::Protection.clock().colour, w.text("report.all_deadlines"))]
     }
 }
 
@@ -252,13 +237,7 @@ fn of_kind(t: &Table, g: &Group, kind: Option<Kind>) -> bool {
 
 /// In place of a chart whose dimension is not in the grouping: which `--by` draws it.
 fn no_chart(w: &Words, by: &str) -> String {
-    format!(
-        "<p class=\"nochart\">{}</p>",
-        esc(&match w.lang {
-            Language::Swedish => format!("Diagrammet ritas när rapporten grupperas efter {by} (--by {by},kind)."),
-            Language::English => format!("The chart is drawn when the report is grouped by {by} (--by {by},kind)."),
-        })
-    )
+    format!("<p class=\"nochart\">{}</p>", esc(&w.fill("report.no_chart", &[("by", &by)])))
 }
 
 /// Horizontal bars: one cluster per unit, one bar per kind, 0–100 % with the 100 % line.
@@ -282,8 +261,7 @@ fn unit_kind_chart(t: &Table, w: &Words, min_group: u64, unit_names: &BTreeMap<S
     let items: Vec<(&str, String)> = series.iter().map(|(_, c, l)| (*c, l.clone())).collect();
     let top = legend_top(left, &items);
     let height = top + cluster * units.len().max(1) as f64 + 30.0;
-    let mut s =
-        svg_open(height, &w.pick("Andel frister i tid per enhet och frist", "Share of deadlines met by unit and kind"));
+    let mut s = svg_open(height, &w.text("report.chart_by_unit"));
     legend(&mut s, left, 14.0, &items);
     for (ui, unit) in units.iter().enumerate() {
         let y0 = top + ui as f64 * cluster;
@@ -339,10 +317,7 @@ fn trend_chart(t: &Table, months: &[String], w: &Words) -> String {
     let top = legend_top(left, &items);
     let plot = CHART_WIDTH - left - right;
     let height = top + plot_h + 40.0;
-    let mut s = svg_open(
-        height,
-        &w.pick("Andel frister i tid per månad och frist", "Share of deadlines met by month and kind"),
-    );
+    let mut s = svg_open(height, &w.text("report.chart_by_month"));
     legend(&mut s, left, 14.0, &items);
     let y_of = |share: f64| top + plot_h * (1.0 - share);
     for pct in [0, 25, 50, 75, 100] {
@@ -395,10 +370,7 @@ fn trend_chart(t: &Table, months: &[String], w: &Words) -> String {
         "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\">{}</text>",
         left,
         height - 4.0,
-        esc(&w.pick(
-            "Månader med för få frister eller en dold grupp saknar punkt.",
-            "Months with too few deadlines or a hidden group have no point."
-        ))
+        esc(&w.text("report.months_with_too_few"))
     );
     s.push_str("</svg>");
     s
@@ -414,14 +386,8 @@ fn sex_chart(t: &Table, w: &Words, min_group: u64) -> String {
     let plot = CHART_WIDTH - left - right;
     let cluster = bar_h * 2.0 + gap;
     let height = top + cluster * series.len() as f64 + 30.0;
-    let mut s = svg_open(
-        height,
-        &w.pick(
-            "Andel frister i tid för flickor och pojkar per frist",
-            "Share of deadlines met for girls and boys by kind",
-        ),
-    );
-    legend(&mut s, left, 14.0, &[(GIRLS, w.pick("Flickor", "Girls")), (BOYS, w.pick("Pojkar", "Boys"))]);
+    let mut s = svg_open(height, &w.text("report.chart_by_sex"));
+    legend(&mut s, left, 14.0, &[(GIRLS, w.text("report.girls")), (BOYS, w.text("report.boys"))]);
     for (ki, (kind, _, label)) in series.iter().enumerate() {
         let y0 = top + ki as f64 * cluster;
         let _ = write!(
@@ -453,11 +419,11 @@ fn svg_open(height: f64, title: &str) -> String {
 #[allow(clippy::too_many_arguments)]
 fn bar_or_label(s: &mut String, b: &Bar, left: f64, y: f64, h: f64, plot: f64, colour: &str, w: &Words) {
     let label = match b {
-        Bar::Empty => w.pick("inga", "none"),
+        Bar::Empty => w.text("report.none"),
         Bar::Hidden(label) => label.clone(),
         // Deadlines counted, none closed or past due yet: the slot says so.
         Bar::Shown(tally) if tally.share_met().is_none() => {
-            format!("{} (n={})", w.pick("inget utfall än", "no outcome yet"), tally.total)
+            format!("{} (n={})", w.text("report.no_outcome_yet"), tally.total)
         }
         Bar::Shown(tally) => {
             let Some(share) = tally.share_met() else { return };
@@ -496,7 +462,7 @@ fn hundred_line(s: &mut String, left: f64, plot: f64, y1: f64, y2: f64, w: &Word
         "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\" fill=\"#b3261e\">{}</text>",
         x - 2.0,
         y1 - 2.0,
-        esc(&w.pick("100 % i tid", "100 % met"))
+        esc(&w.text("report.all_met"))
     );
 }
 

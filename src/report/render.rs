@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use serde_json::{json, Map, Value};
 
 use super::{Dimension, Disclosure, Group, Report, SexGap, Table};
+use crate::catalogue;
 use crate::config::Language;
 use crate::rules::Kind;
 
@@ -18,14 +19,7 @@ pub fn share(value: Option<f64>) -> Option<f64> {
 /// A share as a percentage with one decimal, for people.
 pub fn percent(value: Option<f64>, w: &Words) -> String {
     match value {
-        Some(v) => {
-            let text = format!("{:.1} %", v * 100.0);
-            if w.lang == Language::Swedish {
-                text.replace('.', ",")
-            } else {
-                text
-            }
-        }
+        Some(v) => format!("{:.1} %", v * 100.0).replace('.', &w.text("report.decimal_point")),
         None => "–".into(),
     }
 }
@@ -218,54 +212,61 @@ pub fn note_lines(report: &Report, w: &Words) -> Vec<String> {
         out.push(w.sex_gap(gap, report.request.min_group));
     }
     if report.table.by.contains(&Dimension::Sex) && report.notes.sex_gaps.is_empty() {
-        out.push(w.pick(
-            "Flickor och pojkar: för få frister för en jämförelse.",
-            "Girls and boys: too few deadlines to compare.",
-        ));
+        out.push(w.text("report.girls_and_boys_too"));
     }
     out
 }
 
-/// The words of a report in one language.
+/// The words of a report in one language (`[report]` in templates/words.LANG.toml).
 #[derive(Debug, Clone, Copy)]
 pub struct Words {
     pub lang: Language,
+    words: &'static catalogue::Words,
+    clocks: &'static catalogue::Catalogue,
 }
 
 impl Words {
+    /// The built-in words of `lang`.
     pub fn new(lang: Language) -> Words {
-        Words { lang }
+        Words { lang, words: catalogue::Words::built_in(lang), clocks: catalogue::Catalogue::of(lang) }
     }
 
-    pub fn pick(&self, sv: &str, en: &str) -> String {
-        match self.lang {
-            Language::Swedish => sv.to_string(),
-            Language::English => en.to_string(),
-        }
+    /// The words of `lang` with the override of `mail.templates_dir` (checked at start-up; the
+    /// built-in words should it fail later).
+    pub fn of(settings: &crate::config::Settings, lang: Language) -> Words {
+        let words = catalogue::Words::load(lang, settings.mail.templates_dir.as_deref())
+            .unwrap_or_else(|_| catalogue::Words::built_in(lang));
+        Words { lang, words, clocks: catalogue::Catalogue::for_settings(settings, lang) }
+    }
+
+    /// The words of `key`.
+    pub fn text(&self, key: &str) -> String {
+        self.words.get(key).to_string()
+    }
+
+    /// The words of `key` with its `{name}`s filled in.
+    pub fn fill(&self, key: &str, args: &[(&str, &dyn std::fmt::Display)]) -> String {
+        self.words.fill(key, args)
     }
 
     pub fn title(&self) -> String {
-        self.pick("Fristuppföljning", "Compliance with statutory deadlines")
+        self.text("report.compliance_with_statutory_deadlines")
     }
 
     pub fn title_line(&self, report: &Report) -> String {
         let r = &report.request;
-        match self.lang {
-            Language::Swedish => {
-                format!("{}: sista dag {} – {}, beräknat {}", self.title(), r.period.from, r.period.to, r.today)
-            }
-            Language::English => {
-                format!("{}: last day {} – {}, as of {}", self.title(), r.period.from, r.period.to, r.today)
-            }
-        }
+        self.fill(
+            "report.title_line",
+            &[("title", &self.title()), ("from", &r.period.from), ("to", &r.period.to), ("today", &r.today)],
+        )
     }
 
     pub fn dimension(&self, d: Dimension) -> String {
         match d {
-            Dimension::Unit => self.pick("Enhet", "Unit"),
-            Dimension::Kind => self.pick("Frist", "Kind"),
-            Dimension::Sex => self.pick("Kön", "Sex"),
-            Dimension::Month => self.pick("Månad", "Month"),
+            Dimension::Unit => self.text("report.unit"),
+            Dimension::Kind => self.text("report.kind"),
+            Dimension::Sex => self.text("report.sex"),
+            Dimension::Month => self.text("report.month"),
         }
     }
 
@@ -277,9 +278,9 @@ impl Words {
                 Err(_) => v.to_string(),
             },
             Dimension::Sex => match v {
-                "F" => self.pick("Flickor", "Girls"),
-                "M" => self.pick("Pojkar", "Boys"),
-                "unknown" => self.pick("Okänt", "Unknown"),
+                "F" => self.text("report.girls"),
+                "M" => self.text("report.boys"),
+                "unknown" => self.text("report.unknown"),
                 other => other.to_string(),
             },
             _ => v.to_string(),
@@ -287,39 +288,26 @@ impl Words {
     }
 
     pub fn kind(&self, k: Kind) -> String {
-        crate::catalogue::kind_name(self.lang, k).to_string()
+        self.clocks.clock(k).name.clone()
     }
 
     pub fn totals(&self) -> String {
-        self.pick("Totalt", "Total")
+        self.text("report.total")
     }
 
     pub fn figure_heads(&self) -> Vec<String> {
-        match self.lang {
-            Language::Swedish => [
-                "Antal",
-                "I tid",
-                "För sent",
-                "Försenade",
-                "Andel i tid",
-                "Mot nominell dag",
-                "Median dagar",
-                "90:e pct dagar",
-                "Längsta överdrag",
-            ],
-            Language::English => [
-                "Total",
-                "Met",
-                "Missed",
-                "Overdue",
-                "Share met",
-                "Against nominal day",
-                "Median days",
-                "90th pct days",
-                "Longest overrun",
-            ],
-        }
-        .map(String::from)
+        [
+            "total",
+            "met",
+            "missed",
+            "overdue",
+            "share_met",
+            "against_nominal",
+            "median_days",
+            "p90_days",
+            "longest_overrun",
+        ]
+        .map(|head| self.text(&format!("report.head.{head}")))
         .to_vec()
     }
 
@@ -350,7 +338,7 @@ impl Words {
 
     /// The head of the chained-investigations column (shown when chains were counted).
     pub fn chain_head(&self) -> String {
-        self.pick("Kedjor", "Chained")
+        self.text("report.chained")
     }
 
     /// A group's chained investigations: the count, "*" when hidden (a suppressed group, or the
@@ -366,129 +354,82 @@ impl Words {
     /// What the chain column counts, or that it could not be counted.
     pub fn chain_line(&self, report: &Report) -> String {
         let days = report.request.chain_window_days;
-        match (self.lang, report.table.chains) {
-            (Language::Swedish, true) => format!(
-                "Kedjor (JO 2565-2016): utredningar som inleddes högst {days} dagar (rules.chain_window) efter att en annan utredning om samma barn avslutades, räknade hos den senare utredningens enhet; \"–\" där gruppen inte har utredningar."
-            ),
-            (Language::English, true) => format!(
-                "Chained (JO 2565-2016): investigations opened at most {days} days (rules.chain_window) after another investigation of the same child closed, counted in the later investigation's unit; \"–\" where the group holds no investigations."
-            ),
-            (Language::Swedish, false) => {
-                "Kedjor av utredningar räknas inte: registrets vy har ingen barnnyckel (child_key).".into()
-            }
-            (Language::English, false) => {
-                "Chained investigations are not counted: the register view has no child key (child_key).".into()
-            }
+        if report.table.chains {
+            self.fill("report.chains_counted", &[("days", &days)])
+        } else {
+            self.text("report.chains_not_counted")
         }
     }
 
     fn number(&self, v: f64) -> String {
         let text = if v.fract() == 0.0 { format!("{v:.0}") } else { format!("{v:.1}") };
-        if self.lang == Language::Swedish {
-            text.replace('.', ",")
-        } else {
-            text
-        }
+        text.replace('.', &self.text("report.decimal_point"))
     }
 
     pub fn counted_rule(&self) -> String {
-        self.pick(
-            "Räknas: frister vars sista dag (efter helgdagsregeln eller beslutad förlängning) ligger i perioden och som är avslutade eller passerade. \
-             Dagar = från start till avslut. Överdrag = dagar efter sista dagen. \"Mot nominell dag\" räknar utan helgdagsregel och förlängning.",
-            "Counted: deadlines whose last day (after the holiday rule or a decided extension) falls in the period and that are closed or past. \
-             Days = from start to closing. Overrun = days past the last day. \"Against nominal day\" counts without the holiday rule and extensions.",
-        )
+        self.text("report.counted_deadlines_whose_last")
     }
 
     pub fn suppression_line(&self, report: &Report) -> String {
         let min = report.request.min_group;
         if report.request.suppress {
-            match self.lang {
-                Language::Swedish => format!(
-                    "Grupper med färre än {min} frister visas som \"< {min}\"; markerade med * döljs också, så att totalraden inte avslöjar dem. Anteckningar och diagram visar bara summor av grupper som visas."
-                ),
-                Language::English => format!(
-                    "Groups of fewer than {min} deadlines show as \"< {min}\"; those marked * are hidden too, so that the totals row does not give them away. Notes and charts show only sums of groups that are shown."
-                ),
-            }
+            self.fill("report.suppressed", &[("min", &min)])
         } else {
-            self.pick(
-                "OBS: EJ SKYDDAD. Små grupper visas (--no-suppress); endast för internt bruk, får inte lämna enheten.",
-                "NOTE: UNSUPPRESSED. Small groups are shown (--no-suppress); for internal use only, must not leave the unit.",
-            )
+            self.text("report.note_unsuppressed_small_groups")
         }
     }
 
     pub fn unit_spread(&self, s: &super::UnitSpread) -> String {
         let p = |v: f64| percent(Some(v), self);
         let left_out = if s.units_left_out > 0 {
-            match self.lang {
-                Language::Swedish => format!(" ({} enheter med dolda grupper är inte med.)", s.units_left_out),
-                Language::English => format!(" ({} units with hidden groups are left out.)", s.units_left_out),
-            }
+            self.fill("report.units_left_out", &[("units", &s.units_left_out)])
         } else {
             String::new()
         };
-        match self.lang {
-            Language::Swedish => format!(
-                "Skillnad mellan enheter: bäst {} med {}, sämst {} med {}, median {} över {} enheter – {} procentenheter mellan bästa och sämsta.{left_out}",
-                s.best.0, p(s.best.1), s.worst.0, p(s.worst.1), p(s.median), s.units, self.number(((s.best.1 - s.worst.1) * 1000.0).round() / 10.0)
-            ),
-            Language::English => format!(
-                "Spread between units: best {} at {}, worst {} at {}, median {} over {} units – {} percentage points between best and worst.{left_out}",
-                s.best.0, p(s.best.1), s.worst.0, p(s.worst.1), p(s.median), s.units, self.number(((s.best.1 - s.worst.1) * 1000.0).round() / 10.0)
-            ),
-        }
+        let points = self.number(((s.best.1 - s.worst.1) * 1000.0).round() / 10.0);
+        self.fill(
+            "report.unit_spread",
+            &[
+                ("best", &s.best.0),
+                ("best_share", &p(s.best.1)),
+                ("worst", &s.worst.0),
+                ("worst_share", &p(s.worst.1)),
+                ("median", &p(s.median)),
+                ("units", &s.units),
+                ("points", &points),
+                ("left_out", &left_out),
+            ],
+        )
     }
 
     /// A girls/boys comparison; without figures when it would take in a hidden group.
     pub fn sex_gap(&self, g: &SexGap, min_group: u64) -> String {
         let what = match g.kind {
             Some(k) => self.kind(k),
-            None => self.pick("Alla frister", "All deadlines"),
+            None => self.text("report.all_deadlines"),
         };
         let Some((girls, boys)) = g.girls_boys else {
-            return match self.lang {
-                Language::Swedish => format!(
-                    "{what}: flickor och pojkar jämförs inte – jämförelsen skulle visa en dold grupp (\"< {min_group}\" eller * i tabellen)."
-                ),
-                Language::English => format!(
-                    "{what}: girls and boys are not compared – the comparison would show a hidden group (\"< {min_group}\" or * in the table)."
-                ),
-            };
+            return self.fill("report.sex_gap_hidden", &[("what", &what), ("min_group", &min_group)]);
         };
         let p = |t: &super::Tally| percent(t.share_met(), self);
         let points = g.gap_points().map(|x| self.number((x.abs() * 10.0).round() / 10.0)).unwrap_or_default();
-        let (gt, bt) = (girls.total, boys.total);
-        match (self.lang, g.comparable(), g.notable()) {
-            (Language::Swedish, false, _) => format!(
-                "{what}: flickor {} ({gt} frister), pojkar {} ({bt}) – färre än {} per grupp, ingen jämförelse.",
-                p(&girls), p(&boys), super::MIN_FOR_COMPARISON
-            ),
-            (Language::English, false, _) => format!(
-                "{what}: girls {} ({gt} deadlines), boys {} ({bt}) – fewer than {} per group, not compared.",
-                p(&girls), p(&boys), super::MIN_FOR_COMPARISON
-            ),
-            (Language::Swedish, true, true) => format!(
-                "{what}: {} hölls oftare i tid än {}: flickor {} ({gt} frister), pojkar {} ({bt}), {points} procentenheter skillnad. Skillnaden är större än 5 procentenheter och bör utredas.",
-                if g.gap_points().unwrap_or(0.0) > 0.0 { "flickornas frister" } else { "pojkarnas frister" },
-                if g.gap_points().unwrap_or(0.0) > 0.0 { "pojkarnas" } else { "flickornas" },
-                p(&girls), p(&boys)
-            ),
-            (Language::English, true, true) => format!(
-                "{what}: {} deadlines were met more often than {}: girls {} ({gt} deadlines), boys {} ({bt}), a difference of {points} percentage points. That is more than 5 points and should be looked into.",
-                if g.gap_points().unwrap_or(0.0) > 0.0 { "girls'" } else { "boys'" },
-                if g.gap_points().unwrap_or(0.0) > 0.0 { "boys'" } else { "girls'" },
-                p(&girls), p(&boys)
-            ),
-            (Language::Swedish, true, false) => format!(
-                "{what}: flickor {} ({gt} frister), pojkar {} ({bt}) – skillnaden är högst 5 procentenheter.",
-                p(&girls), p(&boys)
-            ),
-            (Language::English, true, false) => format!(
-                "{what}: girls {} ({gt} deadlines), boys {} ({bt}) – a difference of at most 5 percentage points.",
-                p(&girls), p(&boys)
-            ),
-        }
+        let girls_ahead = g.gap_points().unwrap_or(0.0) > 0.0;
+        let args: [(&str, &dyn std::fmt::Display); 9] = [
+            ("what", &what),
+            ("girls", &p(&girls)),
+            ("boys", &p(&boys)),
+            ("girls_total", &girls.total),
+            ("boys_total", &boys.total),
+            ("min", &super::MIN_FOR_COMPARISON),
+            ("points", &points),
+            ("ahead", &self.text(if girls_ahead { "report.girls_deadlines" } else { "report.boys_deadlines" })),
+            ("behind", &self.text(if girls_ahead { "report.boys_behind" } else { "report.girls_behind" })),
+        ];
+        let key = match (g.comparable(), g.notable()) {
+            (false, _) => "report.sex_gap_too_few",
+            (true, true) => "report.sex_gap_notable",
+            (true, false) => "report.sex_gap_small",
+        };
+        self.fill(key, &args)
     }
 }

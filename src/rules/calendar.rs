@@ -73,46 +73,6 @@ impl Holiday {
         Holiday::BoxingDay,
     ];
 
-    /// The Swedish name as written in running text.
-    pub fn name_sv(self) -> &'static str {
-        match self {
-            Holiday::NewYearsDay => "nyårsdagen",
-            Holiday::Epiphany => "trettondedag jul",
-            Holiday::GoodFriday => "långfredagen",
-            Holiday::EasterSunday => "påskdagen",
-            Holiday::EasterMonday => "annandag påsk",
-            Holiday::MayDay => "första maj",
-            Holiday::AscensionDay => "Kristi himmelsfärdsdag",
-            Holiday::Pentecost => "pingstdagen",
-            Holiday::WhitMonday => "annandag pingst",
-            Holiday::NationalDay => "Sveriges nationaldag",
-            Holiday::MidsummerDay => "midsommardagen",
-            Holiday::AllSaintsDay => "alla helgons dag",
-            Holiday::ChristmasDay => "juldagen",
-            Holiday::BoxingDay => "annandag jul",
-        }
-    }
-
-    /// The English name.
-    pub fn name_en(self) -> &'static str {
-        match self {
-            Holiday::NewYearsDay => "New Year's Day",
-            Holiday::Epiphany => "Epiphany",
-            Holiday::GoodFriday => "Good Friday",
-            Holiday::EasterSunday => "Easter Sunday",
-            Holiday::EasterMonday => "Easter Monday",
-            Holiday::MayDay => "May Day",
-            Holiday::AscensionDay => "Ascension Day",
-            Holiday::Pentecost => "Whit Sunday",
-            Holiday::WhitMonday => "Whit Monday",
-            Holiday::NationalDay => "National Day of Sweden",
-            Holiday::MidsummerDay => "Midsummer Day",
-            Holiday::AllSaintsDay => "All Saints' Day",
-            Holiday::ChristmasDay => "Christmas Day",
-            Holiday::BoxingDay => "Boxing Day",
-        }
-    }
-
     /// The holiday's date in `year`, or `None` when it is not a holiday that year.
     pub fn date_in(self, year: i32) -> Option<NaiveDate> {
         let fixed = |month, day| NaiveDate::from_ymd_opt(year, month, day);
@@ -160,33 +120,9 @@ pub enum DayKind {
 }
 
 impl DayKind {
-    /// The Swedish name as written in running text.
-    pub fn name_sv(self) -> &'static str {
-        match self {
-            DayKind::Holiday(holiday) => holiday.name_sv(),
-            DayKind::Sunday => "söndag",
-            DayKind::Saturday => "lördag",
-            DayKind::MidsummerEve => "midsommarafton",
-            DayKind::ChristmasEve => "julafton",
-            DayKind::NewYearsEve => "nyårsafton",
-        }
-    }
-
     /// Whether this is an ordinary Saturday or Sunday rather than a named day.
     pub fn is_weekend(self) -> bool {
         matches!(self, DayKind::Saturday | DayKind::Sunday)
-    }
-
-    /// The English name.
-    pub fn name_en(self) -> &'static str {
-        match self {
-            DayKind::Holiday(holiday) => holiday.name_en(),
-            DayKind::Sunday => "Sunday",
-            DayKind::Saturday => "Saturday",
-            DayKind::MidsummerEve => "Midsummer Eve",
-            DayKind::ChristmasEve => "Christmas Eve",
-            DayKind::NewYearsEve => "New Year's Eve",
-        }
     }
 }
 
@@ -594,6 +530,83 @@ mod tests {
             if end.day() < date.day() {
                 // Clamped: the end month must have no day with the start day's number.
                 prop_assert!(end.succ_opt().unwrap().month() != end.month());
+            }
+        }
+    }
+}
+
+/// The days' names for the rules' own tests and their messages; a user reads the catalogue's
+/// (`[day]` in templates/words.LANG.toml), which a test holds equal.
+#[cfg(test)]
+mod names {
+    use super::{DayKind, Holiday};
+
+    impl Holiday {
+        /// The Swedish name as written in running text, for the rules' own tests and messages (a
+        /// user reads the catalogue's, `[day]` in templates/words.sv.toml).
+        pub(crate) fn name_sv(self) -> &'static str {
+            match self {
+                Holiday::NewYearsDay => "nyårsdagen",
+                Holiday::Epiphany => "trettondedag jul",
+                Holiday::GoodFriday => "långfredagen",
+                Holiday::EasterSunday => "påskdagen",
+                Holiday::EasterMonday => "annandag påsk",
+                Holiday::MayDay => "första maj",
+                Holiday::AscensionDay => "Kristi himmelsfärdsdag",
+                Holiday::Pentecost => "pingstdagen",
+                Holiday::WhitMonday => "annandag pingst",
+                Holiday::NationalDay => "Sveriges nationaldag",
+                Holiday::MidsummerDay => "midsommardagen",
+                Holiday::AllSaintsDay => "alla helgons dag",
+                Holiday::ChristmasDay => "juldagen",
+                Holiday::BoxingDay => "annandag jul",
+            }
+        }
+
+        /// The English name, for tests (a user reads `[day]` in templates/words.en.toml).
+        pub(crate) fn name_en(self) -> &'static str {
+            match self {
+                Holiday::NewYearsDay => "New Year's Day",
+                Holiday::Epiphany => "Epiphany",
+                Holiday::GoodFriday => "Good Friday",
+                Holiday::EasterSunday => "Easter Sunday",
+                Holiday::EasterMonday => "Easter Monday",
+                Holiday::MayDay => "May Day",
+                Holiday::AscensionDay => "Ascension Day",
+                Holiday::Pentecost => "Whit Sunday",
+                Holiday::WhitMonday => "Whit Monday",
+                Holiday::NationalDay => "National Day of Sweden",
+                Holiday::MidsummerDay => "Midsummer Day",
+                Holiday::AllSaintsDay => "All Saints' Day",
+                Holiday::ChristmasDay => "Christmas Day",
+                Holiday::BoxingDay => "Boxing Day",
+            }
+        }
+    }
+
+    impl DayKind {
+        /// The Swedish name as written in running text, for the rules' own tests and messages (a
+        /// user reads the catalogue's, `[day]` in templates/words.sv.toml).
+        pub(crate) fn name_sv(self) -> &'static str {
+            match self {
+                DayKind::Holiday(holiday) => holiday.name_sv(),
+                DayKind::Sunday => "söndag",
+                DayKind::Saturday => "lördag",
+                DayKind::MidsummerEve => "midsommarafton",
+                DayKind::ChristmasEve => "julafton",
+                DayKind::NewYearsEve => "nyårsafton",
+            }
+        }
+
+        /// The English name, for tests (a user reads `[day]` in templates/words.en.toml).
+        pub(crate) fn name_en(self) -> &'static str {
+            match self {
+                DayKind::Holiday(holiday) => holiday.name_en(),
+                DayKind::Sunday => "Sunday",
+                DayKind::Saturday => "Saturday",
+                DayKind::MidsummerEve => "Midsummer Eve",
+                DayKind::ChristmasEve => "Christmas Eve",
+                DayKind::NewYearsEve => "New Year's Eve",
             }
         }
     }

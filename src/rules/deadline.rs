@@ -301,30 +301,6 @@ impl Status {
         }
     }
 
-    /// The Swedish wording for mail and reports.
-    pub fn name_sv(self) -> &'static str {
-        match self {
-            Status::Met => "klar i tid",
-            Status::Missed => "klar för sent",
-            Status::Overdue => "försenad",
-            Status::DueToday => "sista dagen i dag",
-            Status::DueSoon => "sista dagen närmar sig",
-            Status::Pending => "inom tid",
-        }
-    }
-
-    /// The English wording for mail and reports.
-    pub fn name_en(self) -> &'static str {
-        match self {
-            Status::Met => "met",
-            Status::Missed => "missed",
-            Status::Overdue => "overdue",
-            Status::DueToday => "due today",
-            Status::DueSoon => "due soon",
-            Status::Pending => "pending",
-        }
-    }
-
     /// Whether the deadline's clock has stopped.
     pub fn is_closed(self) -> bool {
         matches!(self, Status::Met | Status::Missed)

@@ -14,7 +14,7 @@ use super::prints::{write_buckets, PrintBook};
 use super::{column, parsed, parsed_opt, query_error, with_pool, Get, StateError, StateStore, BATCH_ROWS};
 use crate::domain::{log_safe, CaseRef, ChildKey, EmailAddress, Sex, UnitCode};
 use crate::rules::calendar::DayKind;
-use crate::rules::{Deadline, DueReason, Kind};
+use crate::rules::{Deadline, DueReason, Kind, Status};
 
 /// A deadline as computed by a poll, ready to be stored.
 #[derive(Debug, Clone)]
@@ -263,7 +263,7 @@ impl StateStore {
             // Found by a read of the kinds stored for them that the batch does not hold (the
             // database passes over the held ones: a row back is a kind gone), and withdrawn by
             // pair only when there are any: most polls find none.
-            let gone = Dialect::kinds_gone(&mut *tx, case_refs, &held).await?;
+            let gone = StoreStatements::kinds_gone(&mut *tx, case_refs, &held).await?;
             finished.extend(gone.iter().map(|(case_ref, _)| case_ref.as_str()));
             for chunk in gone.chunks(BATCH_ROWS * 4) {
                 let values: Vec<String> = (0..chunk.len()).map(|i| format!("({})", self.marks(2 * i + 1, 2))).collect();
@@ -279,7 +279,7 @@ impl StateStore {
                 q.execute(&mut *tx).await.map_err(query_error("withdrawing deadlines"))?;
             }
             let finished: Vec<&str> = case_refs.iter().map(CaseRef::as_str).filter(|c| finished.contains(c)).collect();
-            let cancelled = if finished.is_empty() { 0 } else { Dialect::cancel_notices(&mut *tx, &finished).await? };
+            let cancelled = if finished.is_empty() { 0 } else { StoreStatements::cancel_notices(&mut *tx, &finished).await? };
             if let Some(book) = prints {
                 write_buckets!(self, &mut *tx, book)?;
             }
@@ -454,10 +454,7 @@ impl StateStore {
     /// deadlines by the inputs of [`Deadline::status`], each date clamped to the span around
     /// `today` where the rule can tell days apart, and the rule itself classifies each group, so
     /// that the status has one definition and counting never loads every deadline into memory.
-    pub async fn deadline_counts(
-        &self,
-        today: NaiveDate,
-    ) -> Result<BTreeMap<(String, &'static str, &'static str), i64>, StateError> {
+    pub async fn deadline_counts(&self, today: NaiveDate) -> Result<BTreeMap<(String, Kind, Status), i64>, StateError> {
         let day = |n: i64| today + chrono::Duration::days(n);
         // Beyond the longest reminder window, every nominal day counts alike.
         let widest = Kind::ALL.iter().map(|k| k.reminder_window_days()).max().unwrap_or(0);
@@ -494,7 +491,7 @@ impl StateStore {
                     closed_on: closed.then(|| if in_time { due_on } else { due_on + chrono::Duration::days(1) }),
                     due_reason: DueReason::Nominal,
                 };
-                *out.entry((unit, kind.as_str(), deadline.status(today).as_str())).or_insert(0) += n;
+                *out.entry((unit, kind, deadline.status(today))).or_insert(0) += n;
             }
             Ok::<_, StateError>(())
         })?;
@@ -538,7 +535,7 @@ impl StateStore {
 }
 
 /// The statements of [`StateStore::store_deadlines`] whose text and binds differ by engine.
-trait Dialect {
+trait StoreStatements {
     /// The (case, kind) pairs stored, not withdrawn, for `case_refs` that `held` does not list.
     async fn kinds_gone(
         &mut self,
@@ -559,7 +556,7 @@ fn held_pairs<'a>(
     case_refs.iter().flat_map(|c| held.get(c.as_str()).into_iter().flatten().map(move |k| (c.as_str(), *k))).collect()
 }
 
-impl Dialect for sqlx::SqliteConnection {
+impl StoreStatements for sqlx::SqliteConnection {
     /// A statement a thousand cases, their held pairs as a row-value `NOT IN` list (SQLite
     /// makes it an ephemeral index): sqlx hands each result row across to its worker's thread,
     /// so rows that are only to be passed over cost more than the lookup.
@@ -615,10 +612,10 @@ impl Dialect for sqlx::SqliteConnection {
     }
 }
 
-impl Dialect for sqlx::PgConnection {
+impl StoreStatements for sqlx::PgConnection {
     /// One statement: the cases as one array, the held pairs as two arrays, an anti-join (the
-    /// same read by an `IN` list of the cases, every stored kind sent back, took 35–53 ms of a
-    /// poll of 1 000 cases at 100 000).
+    /// same read by an `IN` list of the cases, every stored kind sent back, was a large share of
+    /// a poll: BENCHMARKS.md, "Figures behind code comments").
     async fn kinds_gone(
         &mut self,
         case_refs: &[CaseRef],

@@ -6,7 +6,7 @@ use chrono::NaiveDate;
 use futures_util::TryStreamExt;
 
 use super::deadlines::{decode_row, DEADLINE_COLUMNS};
-use super::report::Dialect;
+use super::report::SqlExpressions;
 use super::{parsed, query_error, with_pool, StateError, StateStore};
 use crate::domain::{CaseRef, StoredDeadline, UnitCode};
 
@@ -62,7 +62,7 @@ impl StateStore {
     /// as `rules::find_chains` pairs them (withdrawn deadlines hold no key and never pair). The
     /// child key is compared inside the statement and never selected.
     pub async fn open_chains(&self, window_days: i64) -> Result<Vec<OpenChain>, StateError> {
-        let d = Dialect(self.engine());
+        let d = SqlExpressions(self.engine());
         let gap = d.days_between("l.start_on", "e.closed_on");
         let sql = format!(
             "SELECT l.unit AS unit, e.case_ref AS earlier, l.case_ref AS later \

@@ -58,7 +58,8 @@ static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations
 /// A statement whose text depends on how many rows it carries (the last, shorter batch; an IN
 /// list of whatever a poll changed) is prepared without being cached (`persistent(false)`):
 /// each cached text keeps its compiled program on every connection, and programs of thousands of
-/// parameters in dozens of lengths took a first full pass of a million cases past 100 MB.
+/// parameters in dozens of lengths took a first full pass past its memory goal (BENCHMARKS.md,
+/// "Figures behind code comments").
 pub(crate) const BATCH_ROWS: usize = 32;
 
 #[derive(Debug, thiserror::Error)]
@@ -296,8 +297,8 @@ impl StateStore {
     /// Gathers the planner's statistics of the deadlines after a write of many of them (a first
     /// full pass, a bulk update), as a bulk load does. PostgreSQL's autovacuum would, within a
     /// minute or so; until then the planner took a table of a few rows for one of many (or the
-    /// reverse), and retention read all 238 000 deadlines of a 100 000-case register in 77 ms
-    /// where its two partial indexes find them in 0.1 ms. SQLite's plans here come from its
+    /// reverse), and retention read every deadline where its two partial indexes find the few it
+    /// deletes (BENCHMARKS.md, "Figures behind code comments"). SQLite's plans here come from its
     /// indexes' shapes, not from statistics: nothing to do.
     pub async fn refresh_statistics(&self) -> Result<(), StateError> {
         if let Pool::Postgres(p) = &self.pool {

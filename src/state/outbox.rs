@@ -10,8 +10,6 @@
 //! it up visibly (dead, logged and counted).
 
 use std::collections::HashMap;
-use std::fmt;
-use std::str::FromStr;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
@@ -20,45 +18,18 @@ use sqlx::Connection as _;
 
 use super::{column, query_error, with_pool, with_writer, Get, StateError, StateStore, WriteTurn, BATCH_ROWS};
 use crate::config::Engine;
-use crate::domain::{CaseRef, Digest, EmailAddress, NoticePayload, Recipient};
+use crate::domain::{named_enum, CaseRef, Digest, EmailAddress, ErrorClass, NoticePayload, OutboxKey, Recipient};
 use crate::rules::Kind;
 
-/// What an outbox row is; stored as text in `category`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum OutboxCategory {
-    /// A ladder step's notice about one deadline.
-    Notice,
-    /// A manager's daily digest.
-    Digest,
-    /// The record that a day's digests were decided (never sent).
-    DigestRun,
-}
-
-impl OutboxCategory {
-    pub const ALL: [OutboxCategory; 3] = [OutboxCategory::Notice, OutboxCategory::Digest, OutboxCategory::DigestRun];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OutboxCategory::Notice => "notice",
-            OutboxCategory::Digest => "digest",
-            OutboxCategory::DigestRun => "digest_run",
-        }
-    }
-}
-
-impl FromStr for OutboxCategory {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        OutboxCategory::ALL
-            .into_iter()
-            .find(|c| c.as_str() == s)
-            .ok_or_else(|| format!("unknown outbox category {s:?}"))
-    }
-}
-
-impl fmt::Display for OutboxCategory {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+named_enum! {
+    /// What an outbox row is; stored as text in `category`.
+    pub enum OutboxCategory as "outbox category" {
+        /// A ladder step's notice about one deadline.
+        Notice = "notice",
+        /// A manager's daily digest.
+        Digest = "digest",
+        /// The record that a day's digests were decided (never sent).
+        DigestRun = "digest_run",
     }
 }
 
@@ -112,7 +83,7 @@ pub struct DigestRun {
 /// One row to put into the outbox.
 #[derive(Debug, Clone)]
 pub struct OutboxEntry {
-    pub notice_key: String,
+    pub notice_key: OutboxKey,
     pub case_ref: Option<CaseRef>,
     pub kind: Option<Kind>,
     pub step: Option<i32>,
@@ -124,42 +95,15 @@ pub struct OutboxEntry {
     pub message_id: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum OutboxState {
-    Pending,
-    Retrying,
-    Sent,
-    Dead,
-    Skipped,
-    Cancelled,
-}
-
-impl OutboxState {
-    pub const ALL: [OutboxState; 6] = [
-        OutboxState::Pending,
-        OutboxState::Retrying,
-        OutboxState::Sent,
-        OutboxState::Dead,
-        OutboxState::Skipped,
-        OutboxState::Cancelled,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OutboxState::Pending => "pending",
-            OutboxState::Retrying => "retrying",
-            OutboxState::Sent => "sent",
-            OutboxState::Dead => "dead",
-            OutboxState::Skipped => "skipped",
-            OutboxState::Cancelled => "cancelled",
-        }
-    }
-}
-
-impl FromStr for OutboxState {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        OutboxState::ALL.into_iter().find(|x| x.as_str() == s).ok_or_else(|| format!("unknown outbox state {s:?}"))
+named_enum! {
+    /// Where an outbox row stands; stored as text in `state`.
+    pub enum OutboxState as "outbox state" {
+        Pending = "pending",
+        Retrying = "retrying",
+        Sent = "sent",
+        Dead = "dead",
+        Skipped = "skipped",
+        Cancelled = "cancelled",
     }
 }
 
@@ -204,7 +148,7 @@ pub struct Attempt<'a> {
 /// A notice that no recipient of a row received, sent one role up as a row of its own.
 #[derive(Debug, Clone)]
 pub struct Escalation {
-    pub notice_key: String,
+    pub notice_key: OutboxKey,
     pub recipients: Vec<Recipient>,
     /// The recipients it goes instead of (those who refused it).
     pub replaces: Vec<Recipient>,
@@ -253,7 +197,7 @@ pub struct UndecodableRow {
     pub step: Option<i32>,
     pub attempts: i64,
     /// `unknown_category` or `bad_payload`.
-    pub class: &'static str,
+    pub class: ErrorClass,
     /// What failed, without the stored value.
     pub error: String,
 }
@@ -264,8 +208,8 @@ const OUTBOX_COLUMNS: &str = "id, notice_key, category, case_ref, kind, step, re
 /// The statement that cancels the pending notices of closed or withdrawn deadlines, to which a
 /// caller adds which cases (`by_case`), or none (every notice). By case, the outbox is walked by
 /// its case index: the `|| ''` keeps the planners from walking every pending row by the state
-/// index instead, which they prefer (12 ms a statement with 13 000 notices pending, whatever the
-/// cases).
+/// index instead, which they prefer, and which costs as much whatever the cases (BENCHMARKS.md,
+/// "Figures behind code comments").
 pub(super) fn cancel_finished_sql(by_case: bool) -> String {
     let unindexed = if by_case { " || ''" } else { "" };
     format!(
@@ -365,7 +309,7 @@ impl StateStore {
             let mut inserted = Vec::new();
             for (e, payload) in entries.iter().zip(&payloads) {
                 let result = sqlx::query(insert)
-                    .bind(e.notice_key.as_str())
+                    .bind(e.notice_key.to_string())
                     .bind(e.payload.category().as_str())
                     .bind(e.case_ref.as_ref().map(CaseRef::as_str))
                     .bind(e.kind.map(Kind::as_str))
@@ -381,7 +325,7 @@ impl StateStore {
                     .await
                     .map_err(query_error("writing to the outbox"))?;
                 if result.rows_affected() > 0 {
-                    inserted.push(e.notice_key.clone());
+                    inserted.push(e.notice_key.to_string());
                     continue;
                 }
                 if e.state != OutboxState::Pending {
@@ -396,12 +340,12 @@ impl StateStore {
                     .bind(e.not_before)
                     .bind(up.as_str())
                     .bind(up_up.as_str())
-                    .bind(e.notice_key.as_str())
+                    .bind(e.notice_key.to_string())
                     .execute(&mut *tx)
                     .await
                     .map_err(query_error("reviving a notice one role up"))?;
                 if revived.rows_affected() > 0 {
-                    inserted.push(e.notice_key.clone());
+                    inserted.push(e.notice_key.to_string());
                 }
             }
             for (case_ref, kind, cycle, next) in next_steps {
@@ -655,7 +599,7 @@ impl StateStore {
                 let given_up = written.as_deref() == Some(OutboxState::Dead.as_str());
                 if let (Some(up), Some(payload), true) = (&attempt.escalation, payload, given_up) {
                     escalated = sqlx::query(insert)
-                        .bind(up.notice_key.as_str())
+                        .bind(up.notice_key.to_string())
                         .bind(row.category().as_str())
                         .bind(row.case_ref.as_ref().map(CaseRef::as_str))
                         .bind(row.kind.map(Kind::as_str))
@@ -788,8 +732,8 @@ fn step_recorded(states: &[OutboxState]) -> bool {
 
 /// The keys a notice is carried on under when it reached nobody: `{key}/up`, `{key}/up/up`
 /// (caseworker → team lead → unit manager: at most two roles up).
-fn keys_up(key: &str) -> [String; 2] {
-    [format!("{key}/up"), format!("{key}/up/up")]
+fn keys_up(key: &OutboxKey) -> [String; 2] {
+    [key.up().to_string(), key.up().up().to_string()]
 }
 
 /// The order of the claim: the earliest legal last day first (digests after notices), at the
@@ -839,7 +783,7 @@ fn json<T: serde::de::DeserializeOwned>(Json(value): Json<serde_json::Value>) ->
 
 fn undecodable_error(row: UndecodableRow) -> StateError {
     StateError::Corrupt {
-        column: if row.class == "unknown_category" { "outbox.category" } else { "outbox.payload" },
+        column: if row.class == ErrorClass::UnknownCategory { "outbox.category" } else { "outbox.payload" },
         value: format!("row {} ({}): {}", row.id, row.notice_key, row.error),
     }
 }
@@ -860,7 +804,7 @@ fn outbox_row(row: &impl Get) -> Result<Result<OutboxRow, UndecodableRow>, State
     let category = category_raw.parse::<OutboxCategory>().ok();
     let kind = row.get::<Option<String>>("kind").ok().flatten().and_then(|k| k.parse::<Kind>().ok());
     let step = row.get::<Option<i64>>("step").ok().flatten().map(|s| s as i32);
-    let undecodable = |class: &'static str, error: String| UndecodableRow {
+    let undecodable = |class: ErrorClass, error: String| UndecodableRow {
         id,
         notice_key: notice_key.clone(),
         category,
@@ -871,9 +815,10 @@ fn outbox_row(row: &impl Get) -> Result<Result<OutboxRow, UndecodableRow>, State
         error,
     };
     let Some(category) = category else {
-        return Ok(Err(undecodable("unknown_category", "unknown category".into())));
+        return Ok(Err(undecodable(ErrorClass::UnknownCategory, "unknown category".into())));
     };
-    let bad = |what: &str| Ok(Err(undecodable("bad_payload", format!("unreadable {what} of a {category} row"))));
+    let bad =
+        |what: &str| Ok(Err(undecodable(ErrorClass::BadPayload, format!("unreadable {what} of a {category} row"))));
     let Ok(kind) = optional_cell(row, "kind", |k: String| k.parse::<Kind>().ok()) else { return bad("kind") };
     let Ok(case_ref) = optional_cell(row, "case_ref", |c: String| CaseRef::parse(&c).ok()) else {
         return bad("case_ref");

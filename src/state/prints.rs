@@ -250,6 +250,29 @@ impl PrintBook {
         self.bits
     }
 
+    /// Whether this is an incremental poll's book that appends what it sets to the print log.
+    pub fn keeps_log(&self) -> bool {
+        self.log.is_some()
+    }
+
+    /// The buckets changed since they were loaded or last written.
+    pub fn dirty_buckets(&self) -> usize {
+        self.dirty.len()
+    }
+
+    /// Forgets the loaded buckets that are not dirty: they are read again when needed. An
+    /// incremental poll that writes its buckets directly (a bulk update) calls this after each
+    /// write, so that it holds only the buckets it has changed since.
+    pub fn unload_clean(&mut self) {
+        for b in 0..self.buckets.len() {
+            if self.loaded[b] && !self.dirty.contains(&(b as u32)) {
+                self.len -= self.buckets[b].len();
+                self.buckets[b] = Bucket::default();
+                self.loaded[b] = false;
+            }
+        }
+    }
+
     /// The bucket of a case reference.
     pub fn bucket_of(&self, case_ref: &str) -> u32 {
         hash_of(case_ref, self.bits).0 as u32

@@ -15,44 +15,33 @@
 //!   statement (an indexed lookup per investigation) and never selected.
 //!
 //! The statements differ between the engines in two expressions only (the month of a date and
-//! the days between two dates): [`Dialect`].
+//! the days between two dates): [`SqlExpressions`].
 
 use chrono::NaiveDate;
 
 use super::{column, query_error, with_pool, Get, StateError, StateStore};
 use crate::config::Engine;
+use crate::domain::named_enum;
 
-/// What a report can be grouped by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Dimension {
-    Unit,
-    Kind,
-    /// `F`, `M`, or `unknown` when the register gave no sex.
-    Sex,
-    /// The month of the legal last day, `YYYY-MM`.
-    Month,
+named_enum! {
+    /// What a report can be grouped by.
+    pub enum Dimension as "report dimension" {
+        Unit = "unit",
+        Kind = "kind",
+        /// `F`, `M`, or `unknown` when the register gave no sex.
+        Sex = "sex",
+        /// The month of the legal last day, `YYYY-MM`.
+        Month = "month",
+    }
 }
 
 impl Dimension {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Dimension::Unit => "unit",
-            Dimension::Kind => "kind",
-            Dimension::Sex => "sex",
-            Dimension::Month => "month",
-        }
-    }
-
     /// `unit,kind,sex,month` in any order and subset, each at most once; empty for none.
     pub fn parse_list(raw: &str) -> Result<Vec<Dimension>, String> {
         let mut out = Vec::new();
         for part in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let dim = match part {
-                "unit" => Dimension::Unit,
-                "kind" => Dimension::Kind,
-                "sex" => Dimension::Sex,
-                "month" => Dimension::Month,
-                other => return Err(format!("{other:?} is not one of unit, kind, sex, month")),
+            let Ok(dim) = part.parse::<Dimension>() else {
+                return Err(format!("{part:?} is not one of unit, kind, sex, month"));
             };
             if out.contains(&dim) {
                 return Err(format!("{part:?} is given twice"));
@@ -108,7 +97,7 @@ pub struct ChainedCell {
 impl StateStore {
     /// The deadlines in `scope`, grouped by `by` and by the inputs of the status rule.
     pub async fn compliance_cells(&self, scope: ReportScope, by: &[Dimension]) -> Result<Vec<OutcomeCell>, StateError> {
-        let d = Dialect(self.engine());
+        let d = SqlExpressions(self.engine());
         let keys = key_columns(d, by);
         let n = by.len();
         let sql = format!(
@@ -149,7 +138,7 @@ impl StateStore {
 
     /// The closed deadlines in `scope`, grouped by `by` and by the days they used.
     pub async fn days_used_cells(&self, scope: ReportScope, by: &[Dimension]) -> Result<Vec<DaysUsedCell>, StateError> {
-        let d = Dialect(self.engine());
+        let d = SqlExpressions(self.engine());
         let keys = key_columns(d, by);
         let n = by.len();
         let sql = format!(
@@ -189,7 +178,7 @@ impl StateStore {
         by: &[Dimension],
         window_days: i64,
     ) -> Result<Vec<ChainedCell>, StateError> {
-        let d = Dialect(self.engine());
+        let d = SqlExpressions(self.engine());
         let keys = key_columns(d, by);
         let n = by.len();
         let group = if n == 0 { String::new() } else { format!(" GROUP BY {}", positions(n)) };
@@ -238,9 +227,9 @@ const WHERE: &str = "withdrawn = FALSE AND due_on >= $1 AND due_on <= $2 AND (cl
 
 /// The expressions in which the engines differ.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Dialect(pub(super) Engine);
+pub(super) struct SqlExpressions(pub(super) Engine);
 
-impl Dialect {
+impl SqlExpressions {
     /// Whole days from `b` to `a`, as a 64-bit integer.
     pub(super) fn days_between(self, a: &str, b: &str) -> String {
         match self.0 {
@@ -268,7 +257,7 @@ impl Dialect {
 }
 
 /// `expr AS g0, expr AS g1, ` for the asked dimensions (empty when none).
-fn key_columns(d: Dialect, by: &[Dimension]) -> String {
+fn key_columns(d: SqlExpressions, by: &[Dimension]) -> String {
     by.iter()
         .enumerate()
         .map(|(i, dim)| {

@@ -89,6 +89,24 @@ fn a_broken_template_override_is_a_configuration_error() {
 }
 
 #[test]
+fn a_words_override_with_an_unknown_key_names_the_file_and_key() {
+    let ws = TestApp::sqlite();
+    std::fs::create_dir(ws.path("templates")).unwrap();
+    let dir = ws.path("templates").display().to_string();
+    let env = [("FRISTVAKT__MAIL__TEMPLATES_DIR", dir.as_str())];
+    // A key the built-in file has: accepted; the others stay built in.
+    std::fs::write(ws.path("templates/words.sv.toml"), "[role]\ncaseworker = \"socialsekreterare\"\n").unwrap();
+    let out = fristvakt(None, &["check-config"], &env);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // A typo, in the English file (a report may be asked for in English): refused at start-up.
+    std::fs::write(ws.path("templates/words.en.toml"), "[role]\ncasewroker = \"x\"\n").unwrap();
+    let out = fristvakt(None, &["check-config"], &env);
+    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+    let says = format!("mail.templates_dir: {dir}/words.en.toml: unknown key `role.casewroker`");
+    assert!(stderr(&out).contains(&says), "{}", stderr(&out));
+}
+
+#[test]
 fn a_retention_shorter_than_thirty_days_is_refused() {
     let out = fristvakt(None, &["check-config"], &[("FRISTVAKT__STATE__RETENTION", "10d")]);
     assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));

@@ -19,6 +19,7 @@ use crate::support::app::TestApp;
 use crate::support::smtp::{Fault, FaultRule, Phase};
 use fristvakt::app::Moment;
 use fristvakt::jobs;
+use fristvakt::mail::DeadLetterCause;
 use fristvakt::notice::notice_key;
 use fristvakt::rules::Kind;
 use fristvakt::state::{Attempt, Escalation, OutboxState};
@@ -79,7 +80,7 @@ async fn a_step_that_reached_nobody_goes_one_role_up_whatever_the_cause() {
         let text = to_lead[0].text_body();
         assert!(text.contains("i stället för handläggare"), "{cause:?}: {text}");
         let rows = app.state.outbox().await.unwrap();
-        let key = notice_key("2026-BU-0142", Kind::Assessment, None, -3);
+        let key = notice_key(&"2026-BU-0142".parse().unwrap(), Kind::Assessment, None, -3);
         let state_of = |k: &str| rows.iter().find(|r| r.notice_key == k).map(|r| r.state);
         assert_eq!(state_of(&key), Some(OutboxState::Dead), "{cause:?}: {rows:#?}");
         assert_eq!(state_of(&format!("{key}/up")), Some(OutboxState::Sent), "{cause:?}: {rows:#?}");
@@ -97,7 +98,7 @@ async fn a_step_with_no_role_above_is_a_dead_letter_counted_by_cause() {
     app.smtp.fault(FaultRule { recipient: Some(MANAGER.into()), ..FaultRule::once(Phase::Dot, Fault::Permanent) });
     let report = app.poll(day("2026-11-21")).await;
     assert_eq!((report.total_dead(), report.total_escalated()), (1, 0), "{report:?}");
-    assert_eq!(report.dead_letters.get("refused"), Some(&1), "{report:?}");
+    assert_eq!(report.dead_letters.get(&DeadLetterCause::Refused), Some(&1), "{report:?}");
     let metrics = app.delivery_metrics.render();
     assert!(metrics.contains("fristvakt_dead_letters_total{cause=\"refused\"} 1"), "{metrics}");
     assert!(metrics.contains("fristvakt_dead_letters_total{cause=\"gave_up\"} 0"), "{metrics}");
@@ -111,7 +112,7 @@ both_engines!(current_thread: a_cancelled_escalation_is_revived_when_the_case_re
 /// the notice one role up is revived and reaches the team lead.
 async fn a_cancelled_escalation_is_revived_when_the_case_reopens(state_url: Option<String>) {
     let app = App::start(state_url, &[assessment_case("2026-BU-0142", Some(CASEWORKER))], "always").await;
-    let key = notice_key("2026-BU-0142", Kind::Assessment, None, -3);
+    let key = notice_key(&"2026-BU-0142".parse().unwrap(), Kind::Assessment, None, -3);
     let up = format!("{key}/up");
     app.smtp.refuse_recipients(&[CASEWORKER]);
     app.smtp.defer_recipients(&[TEAM_LEAD]);
@@ -163,7 +164,7 @@ async fn no_escalation_is_written_about_a_deadline_closed_meanwhile(state_url: O
     }];
     let escalation = Escalation {
         message_id: fristvakt::notice::message_id(&up_key, &app.settings.mail.from),
-        notice_key: up_key.clone(),
+        notice_key: up_key.parse().unwrap(),
         recipients,
         replaces: row.recipients.clone(),
         now: now + Duration::minutes(2),
@@ -226,7 +227,7 @@ async fn a_revived_notice_with_fewer_recipients_settles() {
     let today = day("2026-11-17");
     let report = app.poll(today).await;
     assert_eq!(report.total_retrying(), 1, "{report:?}");
-    let key = notice_key("2026-BU-0142", Kind::Assessment, None, 1);
+    let key = notice_key(&"2026-BU-0142".parse().unwrap(), Kind::Assessment, None, 1);
     // Closed: cancelled; one team lead leaves the unit; then reopened: revived for the
     // caseworker and the remaining lead, the earlier outcomes kept (three, now two recipients).
     set_decided(&app, "2026-BU-0142", Some("2026-11-17"), at(today, 10)).await;

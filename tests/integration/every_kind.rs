@@ -250,7 +250,7 @@ async fn every_kind_through_every_output() {
 fn every_kind_is_a_metric_label() {
     let metrics = fristvakt::metrics::Metrics::new();
     for kind in Kind::ALL {
-        metrics.add_notice(kind.as_str(), "+1".into(), "sent", 1);
+        metrics.add_notice(kind, "+1".into(), fristvakt::metrics::Outcome::Sent, 1);
     }
     let text = metrics.render();
     for kind in Kind::ALL {

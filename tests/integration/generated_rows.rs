@@ -293,7 +293,7 @@ async fn check(rows: &[Row], postgres: Option<String>) {
             d.deadline.closed_on,
         ));
     }
-    let kept_from = fristvakt::poll::retained_from(&settings, now);
+    let kept_from = settings.state.retained_from(now);
     let options = RuleOptions { holiday_rule: settings.calendar.holiday_rule };
     let (mut refused, mut unknown) = (0, 0);
     for row in rows {

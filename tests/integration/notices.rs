@@ -17,6 +17,7 @@ use crate::support::app::TestApp;
 use crate::support::smtp::{ReceivedMail, SmtpMode, TestSmtp};
 use fristvakt::app::Moment;
 use fristvakt::config::{self, Settings};
+use fristvakt::domain::ErrorClass;
 use fristvakt::jobs;
 use fristvakt::mail::DispatchReport;
 use fristvakt::notice::{message_id, notice_key};
@@ -72,7 +73,7 @@ async fn a_server_refusing_the_login_pauses_dispatch_and_keeps_the_notice() {
     let t0 = at(day("2026-11-13"), 9);
     let report = app.poll_at(day("2026-11-13"), t0).await;
     assert!(report.paused(), "{report:?}");
-    assert_eq!(report.server_refusals.get("auth"), Some(&1), "{report:?}");
+    assert_eq!(report.server_refusals.get(&ErrorClass::Auth), Some(&1), "{report:?}");
     assert_eq!((report.total_retrying(), report.total_dead(), report.total_sent()), (1, 0, 0), "{report:?}");
     let row = only_row(&app).await;
     assert_eq!(row.state, OutboxState::Retrying);
@@ -229,7 +230,7 @@ async fn ladder_sends_exact_notices_day_by_day(state_url: Option<String>) {
         let header_to: Vec<String> = mail.header("To").unwrap().split(',').map(|a| a.trim().to_string()).collect();
         assert_eq!(sorted(&header_to), sorted_strs(to), "{date}: To header");
         assert_eq!(subject(&mail), format!("Förhandsbedömning 2026-BU-0142: {situation}"));
-        let id = message_id(&notice_key("2026-BU-0142", Kind::Assessment, None, *step), &from);
+        let id = message_id(&notice_key(&"2026-BU-0142".parse().unwrap(), Kind::Assessment, None, *step), &from);
         assert_eq!(mail.header("Message-ID").as_deref(), Some(id.as_str()), "{date}");
         assert_eq!(mail.header("Auto-Submitted").as_deref(), Some("auto-generated"));
         assert_eq!(mail.header("X-Auto-Response-Suppress").as_deref(), Some("All"));
@@ -400,10 +401,10 @@ async fn smtp_outage_pauses_then_delivers_the_most_urgent_first(state_url: Optio
     app.smtp.stop().await;
     let t0 = at(day("2026-11-13"), 9);
     let report = app.poll_at(day("2026-11-13"), t0).await;
-    assert_eq!(report.unavailable, Some("connect"), "{report:?}");
+    assert_eq!(report.unavailable, Some(ErrorClass::Connect), "{report:?}");
     assert!(report.paused(), "{report:?}");
     assert_eq!((report.total_sent(), report.total_retrying(), report.total_dead()), (0, 0, 0), "{report:?}");
-    assert_eq!(report.errors.get("connect"), Some(&1), "one try of the server per run: {report:?}");
+    assert_eq!(report.errors.get(&ErrorClass::Connect), Some(&1), "one try of the server per run: {report:?}");
     let due = |rows: &[fristvakt::state::OutboxRow]| -> Vec<_> {
         rows.iter().filter(|r| r.state != OutboxState::Skipped).cloned().collect()
     };
@@ -419,7 +420,7 @@ async fn smtp_outage_pauses_then_delivers_the_most_urgent_first(state_url: Optio
     // Three days later, beyond mail.give_up_after (2 days), the server still down: nothing dead.
     app.restart().await;
     let report = app.dispatch(t0 + Duration::days(3)).await;
-    assert_eq!((report.unavailable, report.total_dead()), (Some("connect"), 0), "{report:?}");
+    assert_eq!((report.unavailable, report.total_dead()), (Some(ErrorClass::Connect), 0), "{report:?}");
     assert!(due(&app.state.outbox().await.unwrap()).iter().all(|r| r.attempts == 0));
 
     app.smtp.restart().await;
@@ -616,7 +617,7 @@ async fn a_kept_connection_gone_silent_is_an_outage_not_a_failed_mail() {
     let report = app.poll_at(day("2026-11-13"), at(day("2026-11-13"), 9)).await;
     assert!(started.elapsed() < std::time::Duration::from_secs(10), "{:?}", started.elapsed());
     assert_eq!((report.total_sent(), report.total_retrying(), report.total_dead()), (1, 0, 0), "{report:?}");
-    assert_eq!(report.unavailable, Some("timeout"), "{report:?}");
+    assert_eq!(report.unavailable, Some(ErrorClass::Timeout), "{report:?}");
     let rows = app.state.outbox().await.unwrap();
     let open: Vec<_> = rows.iter().filter(|r| r.state == OutboxState::Pending).collect();
     assert_eq!(open.len(), 2, "{rows:#?}");
@@ -709,14 +710,14 @@ async fn a_silent_mail_server_never_holds_a_dispatch_run() {
         cases.len(),
         app.beats() - beats
     );
-    assert_eq!(report.unavailable, Some("timeout"), "{report:?}");
+    assert_eq!(report.unavailable, Some(ErrorClass::Timeout), "{report:?}");
     assert_eq!((report.total_retrying(), report.total_dead()), (0, 0), "{report:?}");
     assert!(took < std::time::Duration::from_secs(10), "{took:?}");
     assert!(app.beats() > beats, "a sign of life from the run");
     let rows = app.state.outbox().await.unwrap();
     assert!(rows.iter().all(|r| r.attempts == 0 && r.state == OutboxState::Pending), "{rows:?}");
     // Still silent a minute later: a second run tries the server once more and ends too.
-    assert_eq!(app.dispatch(t0 + Duration::minutes(2)).await.unavailable, Some("timeout"));
+    assert_eq!(app.dispatch(t0 + Duration::minutes(2)).await.unavailable, Some(ErrorClass::Timeout));
 
     app.smtp.set_mode(SmtpMode::Accept);
     let report = app.dispatch(t0 + Duration::minutes(10)).await;
@@ -737,9 +738,9 @@ async fn permanent_rejection_is_dead_at_once(state_url: Option<String>) {
     // all given up: three dead rows and three 5xx refusals where there was one. The original
     // row is pinned exactly as before (it was the only row; now it is found by its key).
     assert_eq!(report.total_dead(), 3, "{report:?}");
-    assert_eq!(report.errors.get("permanent_5xx"), Some(&3), "{report:?}");
+    assert_eq!(report.errors.get(&ErrorClass::Permanent5xx), Some(&3), "{report:?}");
     assert_eq!(report.total_escalated(), 2, "{report:?}");
-    let key = notice_key("2026-BU-0142", Kind::Assessment, None, -3);
+    let key = notice_key(&"2026-BU-0142".parse().unwrap(), Kind::Assessment, None, -3);
     let rows = app.state.outbox().await.unwrap();
     let row = rows.iter().find(|r| r.notice_key == key).unwrap().clone();
     assert!(rows.iter().all(|r| r.state == OutboxState::Dead || r.state == OutboxState::Skipped), "{rows:#?}");
@@ -766,7 +767,7 @@ async fn a_refused_recipient_does_not_stop_the_others_and_a_lone_one_goes_up(sta
         [assessment_case("2026-BU-0142", Some(CASEWORKER)), assessment_case("2026-BU-0143", Some(CASEWORKER_2))];
     let app = App::start(state_url, &cases, "always").await;
     let from = app.settings.mail.from.clone();
-    let key = |step: i32| notice_key("2026-BU-0142", Kind::Assessment, None, step);
+    let key = |step: i32| notice_key(&"2026-BU-0142".parse().unwrap(), Kind::Assessment, None, step);
     app.smtp.refuse_recipients(&[CASEWORKER]);
 
     // −3 (caseworker only): refused, so the team lead gets it instead, as a row of its own.
@@ -876,7 +877,7 @@ async fn a_server_refusing_the_sender_pauses_dispatch_and_keeps_the_backlog(stat
     assert_eq!((report.total_sent(), report.total_dead()), (0, 0), "{report:?}");
     let attempted = report.total_retrying();
     assert!((1..=2).contains(&attempted), "at most one round of the pool (2) is tried: {report:?}");
-    assert_eq!(report.server_refusals.get("sender"), Some(&attempted), "{report:?}");
+    assert_eq!(report.server_refusals.get(&ErrorClass::Sender), Some(&attempted), "{report:?}");
     assert!(app.delivery_metrics.dispatch_paused());
     let metrics = app.delivery_metrics.render();
     assert!(

@@ -8,9 +8,9 @@ use chrono::{DateTime, TimeZone, Utc};
 use fristvakt::app::{App, Moment};
 use fristvakt::config::{self, Engine};
 use fristvakt::jobs;
-use fristvakt::poll::SyncReport;
 use fristvakt::register::RejectReason;
 use fristvakt::state::DeadlineFilter;
+use fristvakt::sync::SyncReport;
 use serde_json::Value;
 
 use crate::helpers::{date, fristvakt, stderr, stdout};

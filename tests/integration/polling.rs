@@ -8,10 +8,10 @@ use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use fristvakt::app::{App, Moment};
 use fristvakt::config;
 use fristvakt::jobs;
-use fristvakt::poll::SyncReport;
 use fristvakt::register::{self, RejectReason};
 use fristvakt::rules::{self, RuleOptions};
 use fristvakt::state::DeadlineFilter;
+use fristvakt::sync::SyncReport;
 use serde_json::Value;
 use sqlx::sqlite::SqlitePoolOptions;
 
@@ -2235,3 +2235,121 @@ async fn a_slow_reader_outlasts_the_statement_timeout_on_postgres() {
     drop(chunks);
     register.close().await;
 }
+
+/// A bulk update (every row changed at once) larger than the poll's bounds: more rows than it
+/// appends to the print log before it writes the buckets directly, and than it sets between two
+/// writes of them. A poll that fails part-way (the register read breaks after some chunks were
+/// stored) loses nothing and doubles nothing: the next poll leaves the deadlines, the placements'
+/// among them, and the outbox as a twin state that polled the same register without the failure;
+/// and a second bulk update that puts every row back is read as such (no print of the first
+/// stands over the buckets), as a fresh state's full pass reads it.
+async fn a_bulk_update_is_polled_in_bounded_batches_and_a_failure_between_them_loses_nothing(
+    state_url: Option<String>,
+) {
+    let ws = TestApp::sqlite();
+    let mut settings = ws.settings("");
+    if let Some(url) = &state_url {
+        settings.state.url = config::DatabaseUrl::parse(url).unwrap();
+    }
+    let today = date(TODAY);
+    let options = fristvakt::demo::DemoOptions { cases: 10_000, seed: 25, today, broken: 0 };
+    let url = settings.register.url.clone();
+    fristvakt::demo::write_demo_cases(&url, &settings.register.view, fristvakt::demo::generate(&options))
+        .await
+        .unwrap();
+    let placements = fristvakt::demo::generate_placements(&options);
+    assert!(!placements.is_empty());
+    fristvakt::demo::write_demo_placements(&url, &settings.register.placements_view, &placements).await.unwrap();
+    // The view reads a table through a column that fails at one row while `fail` names it.
+    let register = url.expose().to_string();
+    let columns: Vec<String> = {
+        let pool = SqlitePoolOptions::new().max_connections(1).connect(&register).await.unwrap();
+        let rows: Vec<(String,)> =
+            sqlx::query_as("SELECT name FROM pragma_table_info('fristvakt_cases')").fetch_all(&pool).await.unwrap();
+        pool.close().await;
+        rows.into_iter().map(|(name,)| name).collect()
+    };
+    let select: Vec<String> = columns
+        .iter()
+        .map(|c| {
+            if c == "unit" {
+                "CASE WHEN rowid = (SELECT at FROM fail) THEN abs(-9223372036854775808) ELSE unit END AS unit"
+                    .to_string()
+            } else {
+                c.clone()
+            }
+        })
+        .collect();
+    sqlite_exec(&register, "ALTER TABLE fristvakt_cases RENAME TO cases_data").await;
+    sqlite_exec(&register, "CREATE TABLE fail (at INTEGER)").await;
+    sqlite_exec(&register, "INSERT INTO fail VALUES (NULL)").await;
+    sqlite_exec(&register, &format!("CREATE VIEW fristvakt_cases AS SELECT {} FROM cases_data", select.join(", ")))
+        .await;
+
+    let app = start(&settings).await;
+    let twin_ws = TestApp::sqlite();
+    let mut twin_settings = twin_ws.settings("");
+    twin_settings.register = settings.register.clone();
+    let twin = start(&twin_settings).await;
+    let at = |h: u32, m: u32| Utc.with_ymd_and_hms(2026, 11, 25, h, m, 0).unwrap();
+    assert!(full_pass(&app, today, at(8, 0)).await.full);
+    assert!(full_pass(&twin, today, at(8, 0)).await.full);
+
+    // Every date a day earlier (then back): every case's deadlines change, none turns invalid.
+    let dates: Vec<&String> = columns.iter().filter(|c| c.ends_with("_on") || c.ends_with("_to")).collect();
+    assert!(dates.len() >= 7, "{dates:?}");
+    let bulk = |days: i32, stamp: &str| {
+        let set: Vec<String> = dates.iter().map(|c| format!("{c} = date({c}, '{days:+} day')")).collect();
+        format!("UPDATE cases_data SET {}, updated_at = '{stamp}'", set.join(", "))
+    };
+    sqlite_exec(&register, &bulk(-1, "2026-11-25T08:30:00Z")).await;
+    let twin_read = poll(&twin, today, at(8, 40)).await;
+    assert_eq!(twin_read.rows_read, 10_000);
+    assert!(twin_read.deadlines_stored > 10_000, "{twin_read:?}");
+
+    // The read breaks at row 9 000: the chunks before it are stored, the watermark stays.
+    sqlite_exec(&register, "UPDATE fail SET at = 9000").await;
+    let failed = jobs::poll::run_once(&app, Moment::on(today, at(8, 40))).await;
+    assert!(failed.is_err(), "the poll fails at the broken row");
+    let partial = stored_deadlines(&app).await;
+    let twin_deadlines = stored_deadlines(&twin).await;
+    assert!(partial != twin_deadlines, "part of the bulk update is stored, not all");
+
+    sqlite_exec(&register, "UPDATE fail SET at = NULL").await;
+    let again = poll(&app, today, at(8, 45)).await;
+    assert_eq!(again.rows_read, 10_000, "{again:?}");
+    assert!(again.unchanged > 0 && again.unchanged < 10_000, "the stored chunks are not computed again: {again:?}");
+    poll(&twin, today, at(8, 45)).await;
+    let outbox = |app: &App| {
+        let state = app.state.clone();
+        async move {
+            let rows = state.outbox().await.unwrap();
+            let keys: Vec<String> = rows.iter().map(|r| r.notice_key.clone()).collect();
+            let distinct: BTreeSet<String> = keys.iter().cloned().collect();
+            assert_eq!(keys.len(), distinct.len(), "each notice once");
+            rows.iter().map(|r| format!("{} {:?}", r.notice_key, r.state)).collect::<BTreeSet<String>>()
+        }
+    };
+    assert_eq!(stored_deadlines(&app).await, stored_deadlines(&twin).await, "nothing lost after the failure");
+    let (ours, theirs) = (outbox(&app).await, outbox(&twin).await);
+    assert!(!ours.is_empty());
+    assert!(ours == theirs, "the same notices, each once");
+
+    // Back as it was: every print of the first bulk update is replaced, none stands over.
+    sqlite_exec(&register, &bulk(1, "2026-11-25T09:00:00Z")).await;
+    let back = poll(&app, today, at(9, 10)).await;
+    assert_eq!((back.rows_read, back.unchanged), (10_000, 0), "{back:?}");
+    // Within the overlap the same rows are read again: every one unchanged.
+    let quiet = poll(&app, today, at(9, 40)).await;
+    assert_eq!(quiet.unchanged, quiet.rows_read, "{quiet:?}");
+    let steady = full_pass(&app, today, at(9, 50)).await;
+    assert_eq!((steady.rows_read, steady.unchanged), (10_000, 10_000), "{steady:?}");
+    let kept = stored_deadlines(&app).await;
+    app.close().await;
+    twin.close().await;
+    let expected = fresh_pass_deadlines(&settings, today, at(9, 50)).await;
+    assert_eq!(kept.len(), expected.len());
+    assert!(kept == expected, "the stored deadlines differ from a fresh pass");
+}
+
+both_engines!(a_bulk_update_is_polled_in_bounded_batches_and_a_failure_between_them_loses_nothing);

@@ -129,7 +129,7 @@ async fn run_cell(phase: Phase, fault: Fault, step: i32, expected: Outcome) -> C
     let first = Instant::now();
     let report = app.poll(today).await;
     let first_run = first.elapsed();
-    let key = notice_key("2026-BU-0142", Kind::Assessment, None, step);
+    let key = notice_key(&"2026-BU-0142".parse().unwrap(), Kind::Assessment, None, step);
     let up = format!("{key}/up");
     let rows = app.state.outbox().await.unwrap();
     let state_of = |k: &str| rows.iter().find(|r| r.notice_key == k).map(|r| r.state);

@@ -12,11 +12,11 @@ use crate::helpers::{date, demo_cases};
 use crate::support::app::TestApp;
 use fristvakt::app::{App, Moment};
 use fristvakt::config::{DatabaseUrl, Settings};
-use fristvakt::domain::{CaseRef, EmailAddress, UnitCode};
+use fristvakt::domain::{CaseRef, EmailAddress, ErrorClass, UnitCode};
 use fristvakt::jobs;
 use fristvakt::notice::{self, NoticePayload, Recipient};
 use fristvakt::register::{self, Sex};
-use fristvakt::rules::{self, CaseDates, DayKind, DueReason, Kind, Role, RuleOptions};
+use fristvakt::rules::{self, CaseDates, DayKind, DueReason, Kind, Role, RuleOptions, Status};
 use fristvakt::state::{
     Attempt, DeadlineFilter, DeadlineRecord, OutboxEntry, OutboxPayload, OutboxState, StateError, StateStore,
 };
@@ -201,7 +201,7 @@ async fn undecodable_outbox_rows_are_given_up_and_counted(postgres: Option<Strin
     let now = Utc.with_ymd_and_hms(2026, 11, 25, 9, 0, 0).unwrap();
     let entries: Vec<OutboxEntry> =
         ["2026-BU-0001", "2026-BU-0002", "2026-BU-0003"].into_iter().map(|c| notice_entry(&settings, c)).collect();
-    let keys: Vec<String> = entries.iter().map(|e| e.notice_key.clone()).collect();
+    let keys: Vec<String> = entries.iter().map(|e| e.notice_key.to_string()).collect();
     assert_eq!(state.record_steps(&entries, &[], now).await.unwrap(), keys);
     assert_eq!(state.outbox().await.unwrap().len(), 3, "well-formed rows decode");
 
@@ -228,8 +228,8 @@ async fn undecodable_outbox_rows_are_given_up_and_counted(postgres: Option<Strin
     let app = App::start(Arc::new(settings.clone()), "test", now).await.unwrap();
     let at = Moment::at(now, settings.timezone);
     let report = jobs::dispatch::run_once(&app, at).await.unwrap();
-    assert_eq!(report.errors.get("unknown_category"), Some(&1), "{report:?}");
-    assert_eq!(report.errors.get("bad_payload"), Some(&2), "{report:?}");
+    assert_eq!(report.errors.get(&ErrorClass::UnknownCategory), Some(&1), "{report:?}");
+    assert_eq!(report.errors.get(&ErrorClass::BadPayload), Some(&2), "{report:?}");
     assert_eq!(report.total_dead(), 3, "{report:?}");
     assert_eq!(report.total_sent(), 0, "{report:?}");
     assert!(report.dead.keys().any(|label| label.category.is_none()), "{report:?}");
@@ -279,9 +279,9 @@ async fn deadline_counts_agree_with_the_rules_status(postgres: Option<String>) {
     let stored = state.deadlines(&DeadlineFilter::default()).await.unwrap();
     for offset in [-60, -14, -3, -1, 0, 1, 2, 3, 13, 14, 15, 40] {
         let today = made_on + chrono::Duration::days(offset);
-        let mut expected: BTreeMap<(String, &'static str, &'static str), i64> = BTreeMap::new();
+        let mut expected: BTreeMap<(String, Kind, Status), i64> = BTreeMap::new();
         for d in &stored {
-            let key = (d.unit.to_string(), d.deadline.kind.as_str(), d.deadline.status(today).as_str());
+            let key = (d.unit.to_string(), d.deadline.kind, d.deadline.status(today));
             *expected.entry(key).or_default() += 1;
         }
         assert_eq!(state.deadline_counts(today).await.unwrap(), expected, "on {today}");
@@ -420,10 +420,10 @@ async fn open(postgres: Option<String>) -> (TestApp, Settings, StateStore) {
 fn notice_entry(settings: &Settings, case_ref: &str) -> OutboxEntry {
     let day = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
     let case_ref = CaseRef::parse(case_ref).unwrap();
-    let key = notice::notice_key(case_ref.as_str(), Kind::Assessment, None, 0);
+    let key = notice::notice_key(&case_ref, Kind::Assessment, None, 0);
     OutboxEntry {
         message_id: notice::message_id(&key, &settings.mail.from),
-        notice_key: key,
+        notice_key: key.parse().unwrap(),
         case_ref: Some(case_ref.clone()),
         kind: Some(Kind::Assessment),
         step: Some(0),

@@ -8,7 +8,7 @@ use lettre::Message;
 
 use super::claims::Hold;
 use super::{lock, Context, SHUTDOWN_GRACE};
-use crate::domain::EmailAddress;
+use crate::domain::{EmailAddress, ErrorClass};
 use crate::mail::transport::{Connection, DeliverError, RecipientResult, SendError};
 
 /// The lanes of a run, `concurrency` of them: each an SMTP connection (open, or to be opened)
@@ -126,7 +126,7 @@ pub(super) async fn send(
             () = ctx.grace_over(), if is_begun() => {
                 break Some(Err(DeliverError::Unconfirmed(SendError {
                     permanent: false,
-                    class: "timeout",
+                    class: ErrorClass::Timeout,
                     message: format!(
                         "no reply to the message within the shutdown grace ({}s)",
                         SHUTDOWN_GRACE.as_secs()

@@ -33,11 +33,10 @@ use tokio::task::{JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Settings, Transport};
-use crate::domain::{log_safe, EmailAddress};
+use crate::domain::{log_safe, EmailAddress, ErrorClass, OutboxKey};
 use crate::mail::compose::{compose_digest, compose_notice_instead_of, usable_address, ComposeError};
 use crate::mail::transport::{scrub, DeliverError, Mailer, RecipientResult, SendError};
 use crate::notice::Recipient;
-use crate::rules::Kind;
 use crate::state::{OutboxCategory, OutboxPayload, OutboxRow, StateError, StateStore, UndecodableRow};
 
 pub use self::claims::CLAIM_TTL;
@@ -47,7 +46,7 @@ use self::lanes::{Lanes, Sent};
 use self::record::{claim_lost, conclude, give_up, give_up_undecodable, server_refused, unavailable, unconfirmed};
 use self::report::tally;
 pub use self::report::{DispatchReport, MailLabel};
-pub use self::settle::retry_delay;
+pub use self::settle::{retry_delay, DeadLetterCause};
 
 /// How long, once the daemon stops, a message whose end went out waits for the server's reply;
 /// then it is left unconfirmed (recorded to be tried again after `mail.smtp.data_timeout`),
@@ -237,7 +236,7 @@ async fn run(ctx: &Arc<Context>, beat: &(dyn Fn() + Sync)) -> Result<DispatchRep
     }
     if let Some(class) = *lock(&ctx.paused) {
         tracing::error!(
-            class,
+            class = class.as_str(),
             "the mail server refuses fristvakt or cannot be reached; dispatch paused until the next run, the outbox kept"
         );
     }
@@ -284,7 +283,7 @@ struct Context {
     stop: Option<CancellationToken>,
     /// Set by the first refusal of fristvakt by the server, or its first failure to answer:
     /// rows not yet attempted are released.
-    paused: Mutex<Option<&'static str>>,
+    paused: Mutex<Option<ErrorClass>>,
     /// Until when this sender's claims are known to hold: the last claim or renewal's expiry.
     valid_until: Mutex<DateTime<Utc>>,
     /// The group commit of the senders' records.
@@ -296,15 +295,15 @@ struct Context {
 enum Outcome {
     Sent,
     Postponed,
-    Retrying(&'static str),
-    Dead(&'static str),
+    Retrying(ErrorClass),
+    Dead(ErrorClass),
     /// Still retrying: the server refused fristvakt itself (class), not this mail.
-    ServerRefused(&'static str),
+    ServerRefused(ErrorClass),
     /// Not attempted (dispatch paused or stopping); the claim released, the row still due.
     Released,
     /// Not attempted: the mail server cannot be reached (class); the claim released, the row
     /// kept its place and its retry period.
-    Unavailable(&'static str),
+    Unavailable(ErrorClass),
     /// Another sender holds the row now (this one's claim lapsed), or this sender abandoned
     /// it before its claim could lapse; nothing recorded by this sender.
     ClaimLost,
@@ -319,7 +318,7 @@ struct Handled {
     /// The message's end went out unanswered: the server may have the mail.
     unconfirmed: bool,
     /// Given up with nobody reached and no role above: a dead letter, by cause.
-    dead_letter: Option<&'static str>,
+    dead_letter: Option<DeadLetterCause>,
 }
 
 impl From<Outcome> for Handled {
@@ -354,7 +353,7 @@ impl Context {
         lock(&self.paused).is_some()
     }
 
-    fn pause(&self, class: &'static str) {
+    fn pause(&self, class: ErrorClass) {
         lock(&self.paused).get_or_insert(class);
     }
 }
@@ -409,7 +408,7 @@ async fn handle(
     let local_refusal = || {
         RecipientResult::Refused(SendError {
             permanent: true,
-            class: "address",
+            class: ErrorClass::Address,
             message: "not an address the mail library can send to".into(),
         })
     };
@@ -420,12 +419,12 @@ async fn handle(
         }
         // Only a skipped step has no payload, and skipped rows are never claimed.
         OutboxPayload::Notice(None) => {
-            return give_up(ctx, row, label, "bad_payload", "a notice without a payload").await;
+            return give_up(ctx, row, label, ErrorClass::BadPayload, "a notice without a payload").await;
         }
         OutboxPayload::Digest(digest) => compose_digest(&ctx.settings, digest, &row.message_id),
         // A row this version cannot render is given up visibly rather than retried for ever.
         OutboxPayload::DigestRun(_) => {
-            return give_up(ctx, row, label, "unknown_category", "a digest_run record is never sent").await;
+            return give_up(ctx, row, label, ErrorClass::UnknownCategory, "a digest_run record is never sent").await;
         }
     };
     let message = match composed {
@@ -433,7 +432,7 @@ async fn handle(
         // The mail cannot be written for these recipients: none of them gets it, so the step goes
         // one role up (where the message is composed for others), or is a dead letter.
         Err(e) => {
-            let error = SendError { permanent: true, class: "compose", message: scrub(&e.to_string()) };
+            let error = SendError { permanent: true, class: ErrorClass::Compose, message: scrub(&e.to_string()) };
             let results = owed
                 .iter()
                 .map(|r| {
@@ -520,24 +519,18 @@ fn loggable_key(row: &OutboxRow) -> String {
 /// or direction character forges a log line); a digest key ends in the manager's address,
 /// which stays out of the log.
 pub(crate) fn log_key(key: &str, category: Option<OutboxCategory>) -> String {
-    match category {
-        Some(OutboxCategory::Notice) => {
-            let notice = || {
-                let rest = key.strip_prefix("notice/")?;
-                let (kind, rest) = rest.split_once('/')?;
-                let kind = kind.parse::<Kind>().ok()?;
-                let mut head = rest;
-                let mut ups = 0;
-                while let Some(shorter) = head.strip_suffix("/up") {
-                    head = shorter;
-                    ups += 1;
-                }
-                let (case_ref, step) = head.rsplit_once('/')?;
-                let step = step.parse::<i32>().ok()?;
-                Some(format!("notice/{}/{}/{step}{}", kind.as_str(), log_safe(case_ref), "/up".repeat(ups)))
+    match (category, key.parse::<OutboxKey>()) {
+        (Some(OutboxCategory::Notice), Ok(OutboxKey::Notice(n))) => {
+            // The reference and the cycle are shown as one value, as they are stored.
+            let head = match n.cycle {
+                Some(cycle) => log_safe(&format!("{}/{}", n.case_ref, cycle.format("%Y-%m-%d"))),
+                None => log_safe(n.case_ref.as_str()),
             };
-            notice().unwrap_or_else(|| log_safe(key))
+            format!("notice/{}/{head}/{}{}", n.kind.as_str(), n.step, "/up".repeat(usize::from(n.up)))
         }
+        (Some(OutboxCategory::Notice), _) => log_safe(key),
+        (_, Ok(OutboxKey::Digest { date, .. })) => format!("digest/{date}"),
+        (_, Ok(OutboxKey::DigestRun { .. })) => "digest-run".into(),
         _ => key.rsplit_once('/').map(|(head, _)| log_safe(head)).unwrap_or_else(|| "(digest)".into()),
     }
 }

@@ -6,7 +6,7 @@ use rand::Rng;
 
 use super::settle::{dead_letter_cause, retry_delay, settle, Policy, Verdict};
 use super::{log_key, loggable_key, Context, Handled, MailLabel, Outcome};
-use crate::domain::EmailAddress;
+use crate::domain::{EmailAddress, ErrorClass, OutboxKey};
 use crate::mail::transport::{RecipientResult, SendError};
 use crate::notice::{message_id, Recipient};
 use crate::state::{
@@ -27,7 +27,7 @@ pub(super) async fn give_up_undecodable(
     }
     tracing::error!(
         outbox_key = %key,
-        class = row.class,
+        class = row.class.as_str(),
         attempts = row.attempts + 1,
         error = %row.error,
         "outbox row cannot be decoded; given up (dead)"
@@ -110,7 +110,7 @@ pub(super) async fn conclude(
         Verdict::Retry { class, error } => {
             tracing::warn!(
                 outbox_key = %key,
-                class,
+                class = class.as_str(),
                 attempts = row.attempts + 1,
                 next_attempt = %next.unwrap_or(policy.now),
                 error = %error,
@@ -122,21 +122,21 @@ pub(super) async fn conclude(
             match (&escalation, recorded.escalated) {
                 (Some(up), true) => tracing::warn!(
                     outbox_key = %key,
-                    escalated_to = %log_key(&up.notice_key, Some(OutboxCategory::Notice)),
+                    escalated_to = %log_key(&up.notice_key.to_string(), Some(OutboxCategory::Notice)),
                     role = up.recipients.first().map(|r| r.role.as_str()).unwrap_or_default(),
                     error = %error,
                     "the mail reached none of its recipients; given up (dead) and sent one role up"
                 ),
                 (Some(up), false) => tracing::warn!(
                     outbox_key = %key,
-                    escalated_to = %log_key(&up.notice_key, Some(OutboxCategory::Notice)),
+                    escalated_to = %log_key(&up.notice_key.to_string(), Some(OutboxCategory::Notice)),
                     error = %error,
                     "the mail reached none of its recipients; given up (dead), the notice one role up was already \
                      written (or its deadline is closed)"
                 ),
                 (None, _) => tracing::error!(
                     outbox_key = %key,
-                    class,
+                    class = class.as_str(),
                     attempts = row.attempts + 1,
                     error = %error,
                     "dead letter: the mail reached none of its recipients and there is no role above to send it to"
@@ -176,9 +176,11 @@ pub(super) fn escalation(ctx: &Context, row: &OutboxRow, unreached: &[EmailAddre
         if recipients.is_empty() {
             continue;
         }
-        let notice_key = format!("{}/up", row.notice_key);
+        // A key this version cannot read is no notice it wrote: nobody up to carry it.
+        let Ok(key) = row.notice_key.parse::<OutboxKey>() else { return None };
+        let notice_key = key.up();
         return Some(Escalation {
-            message_id: message_id(&notice_key, &ctx.settings.mail.from),
+            message_id: message_id(&notice_key.to_string(), &ctx.settings.mail.from),
             notice_key,
             recipients,
             replaces: row.recipients.iter().filter(|r| missed(&r.address)).cloned().collect(),
@@ -215,7 +217,7 @@ pub(super) async fn server_refused(
     }
     tracing::error!(
         outbox_key = %loggable_key(row),
-        class = error.class,
+        class = error.class.as_str(),
         attempts = row.attempts + 1,
         next_attempt = %next,
         error = %error.message,
@@ -239,7 +241,7 @@ pub(super) async fn unavailable(
     ctx.state.release_claim(row.id, &ctx.holder, Some(&note)).await?;
     tracing::error!(
         outbox_key = %loggable_key(row),
-        class = error.class,
+        class = error.class.as_str(),
         error = %error.message,
         "the mail server cannot be reached; mail kept in its place, dispatch paused"
     );
@@ -268,7 +270,7 @@ pub(super) async fn unconfirmed(
     let wait = chrono::Duration::from_std(ctx.settings.mail.smtp.data_timeout).unwrap_or(chrono::Duration::minutes(10));
     tracing::warn!(
         outbox_key = %loggable_key(row),
-        class = error.class,
+        class = error.class.as_str(),
         error = %error.message,
         data_timeout_seconds = ctx.settings.mail.smtp.data_timeout.as_secs(),
         "the mail server did not confirm the message after its end went out; it may have been delivered, and is \
@@ -292,12 +294,12 @@ pub(super) async fn give_up(
     ctx: &Context,
     row: &OutboxRow,
     label: MailLabel,
-    class: &'static str,
+    class: ErrorClass,
     error: &str,
 ) -> Result<(MailLabel, Handled), StateError> {
     if !ctx.state.mark_failed(row.id, &ctx.holder, &format!("{class}: {error}"), None).await? {
         return Ok((label, claim_lost(&loggable_key(row)).into()));
     }
-    tracing::error!(outbox_key = %loggable_key(row), class, attempts = row.attempts + 1, error, "dead letter: the mail cannot be sent");
+    tracing::error!(outbox_key = %loggable_key(row), class = class.as_str(), attempts = row.attempts + 1, error, "dead letter: the mail cannot be sent");
     Ok((label, Handled { dead_letter: Some(dead_letter_cause(class)), ..Outcome::Dead(class).into() }))
 }

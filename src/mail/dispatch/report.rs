@@ -3,7 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use super::{Handled, Outcome};
+use super::{DeadLetterCause, Handled, Outcome};
+use crate::domain::ErrorClass;
 use crate::rules::Kind;
 use crate::state::{OutboxCategory, StateError};
 
@@ -20,19 +21,19 @@ pub struct DispatchReport {
     /// Failures per bounded class (connect, timeout, tls, transient_4xx, permanent_5xx, io,
     /// other, compose, bad_payload, unknown_category). A recipient refused with 5xx counts
     /// once under `permanent_5xx`, also when the row's other recipients received it.
-    pub errors: BTreeMap<&'static str, u64>,
+    pub errors: BTreeMap<ErrorClass, u64>,
     /// Recipients refused permanently, per row label (the row may still be sent to others).
     pub refused_recipients: BTreeMap<MailLabel, u64>,
     /// Notices written one role up because they reached none of their recipients.
     pub escalated: BTreeMap<MailLabel, u64>,
     /// Dead letters by cause (`refused`, `gave_up`, `unreadable`): rows given up that reached
     /// nobody and went to no role up — the last resort, for an operator to act on.
-    pub dead_letters: BTreeMap<&'static str, u64>,
+    pub dead_letters: BTreeMap<DeadLetterCause, u64>,
     /// Refusals of fristvakt by the server (tls, auth, sender, greeting): each stopped the run.
-    pub server_refusals: BTreeMap<&'static str, u64>,
+    pub server_refusals: BTreeMap<ErrorClass, u64>,
     /// The mail server could not be reached or would not talk (connect, timeout, transient):
     /// the run stopped, the rows kept their place.
-    pub unavailable: Option<&'static str>,
+    pub unavailable: Option<ErrorClass>,
     /// Rows whose claim another sender had taken when this one recorded (after a lapse), or
     /// that this sender abandoned because it could not renew its claim.
     pub claims_lost: u64,
@@ -127,7 +128,7 @@ pub(super) fn tally(
         None => return,
     };
     if handled.refused > 0 {
-        *report.errors.entry("permanent_5xx").or_default() += handled.refused;
+        *report.errors.entry(ErrorClass::Permanent5xx).or_default() += handled.refused;
         *report.refused_recipients.entry(label.clone()).or_default() += handled.refused;
     }
     if handled.escalated {
@@ -158,7 +159,10 @@ pub(super) fn tally(
         }
         Outcome::ServerRefused(class) => {
             *report.server_refusals.entry(class).or_default() += 1;
-            *report.errors.entry(if class == "tls" { "tls" } else { "permanent_5xx" }).or_default() += 1;
+            *report
+                .errors
+                .entry(if class == ErrorClass::Tls { ErrorClass::Tls } else { ErrorClass::Permanent5xx })
+                .or_default() += 1;
             &mut report.retrying
         }
         Outcome::Dead(class) => {

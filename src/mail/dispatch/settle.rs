@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 
 use crate::config::Settings;
-use crate::domain::EmailAddress;
+use crate::domain::{named_enum, EmailAddress, ErrorClass};
 use crate::mail::transport::{RecipientResult, SendError};
 use crate::notice::Recipient;
 use crate::state::{Delivery, DeliveryOutcome, OutboxRow};
@@ -20,13 +20,25 @@ pub fn retry_delay(settings: &Settings, attempts: i64, jitter: f64) -> chrono::D
     chrono::Duration::milliseconds((base * jitter * 1000.0).round() as i64)
 }
 
-/// The bounded cause of a dead letter (`fristvakt_dead_letters_total{cause}`), from the class
-/// of the failure that ended it.
-pub(super) fn dead_letter_cause(class: &'static str) -> &'static str {
+named_enum! {
+    /// Why a mail became a dead letter (`fristvakt_dead_letters_total{cause}`): every recipient
+    /// refused it (or it could not be written for them), it failed transiently until
+    /// `mail.give_up_after`, or its row cannot be read or sent — in each case with no role above
+    /// to carry it. In the order of the names, as a map keyed by them listed them.
+    pub enum DeadLetterCause as "dead-letter cause" {
+        GaveUp = "gave_up",
+        Refused = "refused",
+        Unreadable = "unreadable",
+    }
+}
+
+/// The bounded cause of a dead letter, from the class of the failure that ended it.
+pub(super) fn dead_letter_cause(class: ErrorClass) -> DeadLetterCause {
+    use ErrorClass as C;
     match class {
-        "bad_payload" | "unknown_category" => "unreadable",
-        "permanent_5xx" | "address" | "smtputf8" | "compose" | "other" => "refused",
-        _ => "gave_up",
+        C::BadPayload | C::UnknownCategory => DeadLetterCause::Unreadable,
+        C::Permanent5xx | C::Address | C::Smtputf8 | C::Compose | C::Other => DeadLetterCause::Refused,
+        _ => DeadLetterCause::GaveUp,
     }
 }
 
@@ -60,10 +72,10 @@ pub(crate) enum Verdict {
     Sent { note: Option<String> },
     /// Some recipient was deferred (4xx, a failure of the whole attempt) and the give-up time
     /// has not come: tried again later for those still owed it.
-    Retry { class: &'static str, error: String },
+    Retry { class: ErrorClass, error: String },
     /// No recipient received it, and none can now (every one refused, or given up): it goes
     /// one role up, to others than `unreached`, or is a dead letter when there is none.
-    Unreached { class: &'static str, error: String, unreached: Vec<EmailAddress> },
+    Unreached { class: ErrorClass, error: String, unreached: Vec<EmailAddress> },
 }
 
 /// Settles one attempt at `row`: `results` holds each recipient's result in this attempt
@@ -76,7 +88,7 @@ pub(crate) enum Verdict {
 pub(crate) fn settle(row: &OutboxRow, results: Vec<(EmailAddress, RecipientResult)>, policy: &Policy) -> Settlement {
     let mut deliveries = row.deliveries.clone();
     let mut refused = 0u64;
-    let mut first_refusal: Option<&'static str> = None;
+    let mut first_refusal: Option<ErrorClass> = None;
     let mut deferred: Option<SendError> = None;
     for (address, result) in results {
         let (outcome, error) = match result {
@@ -84,7 +96,7 @@ pub(crate) fn settle(row: &OutboxRow, results: Vec<(EmailAddress, RecipientResul
             RecipientResult::Refused(e) => {
                 // The server's refusals (`fristvakt_recipients_refused_total`); one refused here
                 // (an address the mail cannot carry, a compose error) counts under its class.
-                refused += u64::from(e.class == "permanent_5xx");
+                refused += u64::from(e.class == ErrorClass::Permanent5xx);
                 first_refusal.get_or_insert(e.class);
                 (DeliveryOutcome::Refused, Some(format!("{}: {}", e.class, e.message)))
             }
@@ -126,7 +138,7 @@ pub(crate) fn settle(row: &OutboxRow, results: Vec<(EmailAddress, RecipientResul
         let error =
             deliveries.iter().rev().find_map(|d| d.error.clone()).unwrap_or_else(|| "permanent_5xx: refused".into());
         let class = match first_refusal {
-            Some("permanent_5xx") | None => "permanent_5xx",
+            Some(ErrorClass::Permanent5xx) | None => ErrorClass::Permanent5xx,
             Some(class) => class,
         };
         Verdict::Unreached { class, error, unreached }
@@ -182,8 +194,8 @@ mod tests {
         }
     }
 
-    fn error(permanent: bool, class: &'static str) -> SendError {
-        SendError { permanent, class, message: "test".into() }
+    fn error(permanent: bool, class: &str) -> SendError {
+        SendError { permanent, class: class.parse().unwrap(), message: "test".into() }
     }
 
     /// What a verdict is, in a word, with the recipients it leaves unreached.

@@ -7,10 +7,10 @@ use std::collections::HashMap;
 use chrono::{DateTime, NaiveDate, Utc};
 use futures_util::TryStreamExt;
 
-use super::{compute, placements, Children, PollError};
 use crate::config::Settings;
 use crate::register::{self, CaseRow, Register};
 use crate::state::{StateError, StateStore, StoredDeadline};
+use crate::sync::{compute, placements, Children, PollError};
 
 /// The deadlines a full pass would store now, computed as the register is read and written
 /// nowhere (the show commands), handed to `each` in the order of the stored listing (case

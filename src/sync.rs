@@ -1,10 +1,10 @@
-//! The poll job: read the register incrementally, compute deadlines, store them, and turn ladder
-//! steps that have been reached into outbox rows.
+//! Reading the register into the store: [`sync_register`] reads the register incrementally (or
+//! whole, in the full pass), computes the deadlines and keeps the stored deadlines equal to the
+//! law applied to the register, each with the day its first ladder step fires (`next_step_on`).
 //!
 //! Notices are driven by the date as much as by the register: a case that does not change still
-//! reaches its reminder day. So the two halves are separate: [`sync_register`] keeps the stored
-//! deadlines equal to the law applied to the register, and [`evaluate_ladders`] visits only the
-//! deadlines whose next step day (`next_step_on`, indexed) has come.
+//! reaches its reminder day. So the ladder is evaluated apart, by `jobs::ladder`, which visits
+//! only the deadlines whose next step day (indexed) has come.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -15,25 +15,27 @@ use futures_util::TryStreamExt;
 
 use crate::config::Settings;
 use crate::domain::{log_safe, CaseRef, ChildKey};
-use crate::notice::{self, Recipient};
 use crate::register::{self, CaseRow, EncodedRow, Register, RegisterError, RejectReason, RowChunk};
-use crate::rules::{self, decide, Deadline, Kind, Ladder, OtherInvestigation, RuleOptions};
-use crate::state::{
-    DeadlineRecord, OutboxEntry, OutboxPayload, OutboxState, PollState, PrintBook, StateError, StateStore,
-};
+use crate::rules::{self, Deadline, Kind, Ladder, OtherInvestigation, RuleOptions};
+use crate::state::{DeadlineRecord, PollState, PrintBook, StateError, StateStore};
 
 pub mod placements;
-mod show;
-
-pub use show::each_current_deadline;
 
 /// Rows validated and stored per transaction.
 const CHUNK_ROWS: usize = 1000;
-/// Deadlines visited per round of ladder evaluation.
-const LADDER_BATCH: i64 = 500;
 /// Deadlines written by one pass after which the state's planner statistics are gathered again
 /// (a first full pass, a bulk update; `StateStore::refresh_statistics`).
 const REFRESH_STATISTICS_AFTER: u64 = 10_000;
+/// Prints an incremental poll appends to the print log before it folds the log into the buckets
+/// and writes the buckets directly instead (a bulk update): the log, and the map of it a poll
+/// holds, stay bounded, and the next poll does not fold a million entries at once.
+const BULK_SETS: usize = 4096;
+/// Prints such a poll sets, per bucket of the book, between two writes of its changed buckets
+/// (each write is in the transaction of a chunk's deadlines; the chunks between are stored
+/// without their prints, which a crash only makes the next poll compute again): about every
+/// 65 000 rows at a million cases, so that a bucket is rewritten every 4 of its 64 cases, not
+/// every one. It then forgets the buckets it wrote.
+const FLUSH_SETS_PER_BUCKET: usize = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PollError {
@@ -72,24 +74,6 @@ pub struct SyncReport {
 impl SyncReport {
     pub fn rows_rejected(&self) -> u64 {
         self.rejected.values().sum()
-    }
-}
-
-/// What one ladder evaluation wrote to the outbox.
-#[derive(Debug, Clone, Default)]
-pub struct LadderReport {
-    pub deadlines_visited: u64,
-    /// Notices written, per kind and step.
-    pub enqueued: BTreeMap<(Kind, i32), u64>,
-    pub skipped: u64,
-    pub caseworker_fallbacks: u64,
-    /// Stored deadlines that did not decode, set aside (logged without their values).
-    pub unreadable: u64,
-}
-
-impl LadderReport {
-    pub fn notices_enqueued(&self) -> u64 {
-        self.enqueued.values().sum()
     }
 }
 
@@ -149,14 +133,15 @@ pub async fn sync_register(
         (false, Some(bits)) => Prints::Buckets(state.open_print_log(bits).await?),
         (false, None) => Prints::None,
     };
-    let tracks_placements = !full && register.placements_view().is_some();
     let mut pass = Pass {
         settings,
         today,
         now,
         seed: print_seed(settings),
         prints,
-        touched: tracks_placements.then(Touched::default),
+        tracks_placements: !full && register.placements_view().is_some(),
+        logged: 0,
+        unflushed: 0,
     };
     let mut chunk = RowChunk::default();
     loop {
@@ -186,10 +171,16 @@ pub async fn sync_register(
         }
     }
     drop(chunks);
-    // The placements view (contract §1b): its changed rows, and those of the cases computed above.
+    // A bulk update's poll writes the buckets it changed since its last write.
+    if let Prints::Buckets(book) = &mut pass.prints {
+        if !book.keeps_log() && book.dirty_buckets() > 0 {
+            state.store_prints(book, &[]).await?;
+        }
+    }
+    // The placements view (contract §1b): its changed rows (those of the cases computed above
+    // went with each chunk).
     if register.placements_view().is_some() {
-        let touched = pass.touched.take().unwrap_or_default();
-        placements::sync_placements(register, state, settings, (today, now), since, touched, &mut report).await?;
+        placements::sync_placements(register, state, settings, (today, now), since, &mut report).await?;
     }
     // A full pass that read no row at all is far more likely a view being reloaded than a
     // register emptied of every case: withdrawing everything would cancel every notice.
@@ -304,9 +295,9 @@ fn too_many_at_once(
     poll_state.withdrawals_held_at.is_none_or(|held| now - held < interval)
 }
 
-/// Chunks of the register a full pass holds while its prints load: about 64 000 rows (12 MB of
-/// the demo register's), the first 6–8 % of a million-case register, read while the prints of
-/// all of them come from the state.
+/// Chunks of the register a full pass holds while its prints load (64 000 rows; their memory
+/// in BENCHMARKS.md, "Figures behind code comments"), read while the prints of all of them come
+/// from the state.
 const EARLY_CHUNKS: usize = 64;
 
 /// `load`'s output, the register's next chunks (up to [`EARLY_CHUNKS`], its end or its error)
@@ -345,13 +336,6 @@ enum Prints {
     None,
 }
 
-/// The cases an incremental poll computed: their placements depend on them.
-#[derive(Debug, Default)]
-pub(crate) struct Touched {
-    pub case_refs: HashSet<String>,
-    pub child_keys: HashSet<String>,
-}
-
 /// What one register read carries from chunk to chunk.
 struct Pass<'a> {
     settings: &'a Settings,
@@ -360,9 +344,14 @@ struct Pass<'a> {
     /// Mixed into every row's print: the settings and code the computation depends on.
     seed: u64,
     prints: Prints,
-    /// The cases an incremental poll computed, whose placements are computed again with them;
-    /// `None` when there is no placements view or every placement is read anyway.
-    touched: Option<Touched>,
+    /// An incremental poll with a placements view: the placements of each chunk's computed cases
+    /// are computed again with them (a full pass reads every placement anyway).
+    tracks_placements: bool,
+    /// Prints an incremental poll appended to the print log (see [`BULK_SETS`]).
+    logged: usize,
+    /// Prints set since the changed buckets were last written, once a bulk update writes them
+    /// directly (see [`FLUSH_SETS_PER_BUCKET`]).
+    unflushed: usize,
 }
 
 impl Pass<'_> {
@@ -375,6 +364,7 @@ impl Pass<'_> {
     ) -> Result<(), PollError> {
         let settings = self.settings;
         report.rows_read += chunk.len() as u64;
+        let direct = matches!(&self.prints, Prints::Buckets(b) if !b.keeps_log());
         let (mut book, stored_bits) = match &mut self.prints {
             Prints::Whole { book, stored_bits, .. } => (Some(book), Some(stored_bits)),
             Prints::Buckets(book) => {
@@ -438,12 +428,17 @@ impl Pass<'_> {
         } else {
             Children::default()
         };
-        if let Some(touched) = &mut self.touched {
-            for (case, _) in cases.values() {
-                touched.case_refs.insert(case.case_ref.to_string());
-                touched.child_keys.extend(case.child_key.as_ref().map(|k| k.as_str().to_string()));
-            }
+        // The placements that depend on these cases, computed again before the cases are stored
+        // with their prints: a crash between the two reads the cases, and so these, again.
+        if self.tracks_placements && !cases.is_empty() {
+            let refs: Vec<String> = cases.keys().cloned().collect();
+            let keys: Vec<String> = cases
+                .values()
+                .filter_map(|(case, _)| case.child_key.as_ref().map(|k| k.as_str().to_string()))
+                .collect();
+            placements::sync_touched(register, state, settings, (self.today, self.now), &refs, &keys, report).await?;
         }
+        let sets = cases.len() + kept_refs.len();
         for (case, print) in cases.values() {
             report.newest_computed = report.newest_computed.max(Some(case.updated_at));
             if let Some(book) = book.as_deref_mut() {
@@ -457,6 +452,14 @@ impl Pass<'_> {
             &children,
         );
         report.deadlines_stored += records.len() as u64;
+        // A bulk update's poll (its book keeps no log) writes its changed buckets every
+        // [`FLUSH_SETS_PER_BUCKET`] prints a bucket, with the chunk's deadlines; the chunks
+        // between go without.
+        let flush = direct && {
+            self.unflushed += sets;
+            self.unflushed >= BULK_SETS.max(FLUSH_SETS_PER_BUCKET << book.as_deref().map_or(0, PrintBook::bits))
+        };
+        let book = if direct && !flush { None } else { book };
         if case_refs.is_empty() && !book.as_deref().is_some_and(PrintBook::is_dirty) {
             return Ok(());
         }
@@ -475,13 +478,28 @@ impl Pass<'_> {
             None => book,
         };
         report.notices_cancelled += state.store_deadlines(&case_refs, &records, book).await?;
+        if let Prints::Buckets(book) = &mut self.prints {
+            if flush {
+                book.unload_clean();
+                self.unflushed = 0;
+            } else if book.keeps_log() {
+                self.logged += sets;
+                if self.logged > BULK_SETS {
+                    // A bulk update: the log (this poll's prints in it) goes into the buckets,
+                    // and from here the buckets are written directly.
+                    let bits = book.bits();
+                    state.fold_print_log(bits).await?;
+                    *book = PrintBook::new(bits);
+                }
+            }
+        }
         Ok(())
     }
 }
 
 /// The deadlines of `cases` to store on `today` (those retained at `now`), and the cases they
 /// stand for.
-fn compute<'c>(
+pub(crate) fn compute<'c>(
     settings: &Settings,
     (today, now): (NaiveDate, DateTime<Utc>),
     cases: impl Iterator<Item = &'c CaseRow>,
@@ -489,7 +507,7 @@ fn compute<'c>(
 ) -> (Vec<DeadlineRecord>, Vec<CaseRef>) {
     {
         let options = RuleOptions { holiday_rule: settings.calendar.holiday_rule };
-        let kept_from = retained_from(settings, now);
+        let kept_from = settings.state.retained_from(now);
         let mut records = Vec::new();
         let mut case_refs = Vec::new();
         for case in cases {
@@ -522,7 +540,7 @@ fn compute<'c>(
 /// when one of its cases changed (by its key now, and by the key stored with it before, which a
 /// corrected key leaves behind) or left the register.
 #[derive(Default)]
-struct Children {
+pub(crate) struct Children {
     /// The touched children's cases that did not change themselves, to be computed again.
     unchanged: Vec<CaseRow>,
     /// Every investigation of each touched child, with its case.
@@ -533,7 +551,7 @@ impl Children {
     /// Reads the cases of the children of `changed` and of `stored_keys`; `changed` (by case
     /// reference, with its print) wins over the same case read again. A broken row among them
     /// keeps its stored deadlines, as in any poll.
-    async fn read(
+    pub(crate) async fn read(
         register: &Register,
         max_cell_bytes: usize,
         changed: &HashMap<String, (CaseRow, u64)>,
@@ -617,32 +635,6 @@ fn print_seed(settings: &Settings) -> u64 {
     xxhash_rust::xxh3::xxh3_64(shape.as_bytes())
 }
 
-/// The first day of `state.retention`: a deadline closed before it is neither stored nor shown
-/// (the retention job deletes it), however long the register keeps the case.
-pub fn retained_from(settings: &Settings, now: DateTime<Utc>) -> NaiveDate {
-    let days = chrono::Days::new(settings.state.retention.as_secs() / 86_400);
-    now.date_naive()
-        .checked_sub_days(days)
-        .map_or(retention_floor().date_naive(), |d| d.max(retention_floor().date_naive()))
-}
-
-/// The instant `state.retention` before `now`: finished mail written before it is deleted.
-pub fn retained_since(settings: &Settings, now: DateTime<Utc>) -> DateTime<Utc> {
-    chrono::Duration::from_std(settings.state.retention)
-        .ok()
-        .and_then(|r| now.checked_sub_signed(r))
-        .map_or(retention_floor(), |t| t.max(retention_floor()))
-}
-
-/// Nothing fristvakt stores is older than the calendar's first year; a retention reaching further
-/// back (centuries) stops there rather than overflow or leave the databases' range.
-fn retention_floor() -> DateTime<Utc> {
-    NaiveDate::from_ymd_opt(crate::rules::calendar::FIRST_YEAR, 1, 1)
-        .unwrap_or(NaiveDate::MIN)
-        .and_time(NaiveTime::MIN)
-        .and_utc()
-}
-
 /// The child's key is kept on the investigation deadline only: chains link investigations, and
 /// nothing else needs it.
 fn chain_key(case: &CaseRow, kind: Kind) -> Option<crate::domain::ChildKey> {
@@ -660,141 +652,6 @@ pub(crate) fn first_step_on(ladder: &Ladder, deadline: &Deadline) -> Option<Naiv
         return None;
     }
     ladder.steps().iter().map(|s| s.fires_on(deadline)).min()
-}
-
-/// The day the next step after `last_offset` fires, if any.
-fn next_step_after(ladder: &Ladder, deadline: &Deadline, last_offset: Option<i32>) -> Option<NaiveDate> {
-    if deadline.is_closed() {
-        return None;
-    }
-    ladder.steps().iter().filter(|s| last_offset.is_none_or(|last| s.offset > last)).map(|s| s.fires_on(deadline)).min()
-}
-
-/// Writes an outbox row for every ladder step reached by `today` (the latest one per deadline;
-/// earlier unrecorded ones as skipped), insert-if-absent, so running it again adds nothing.
-pub async fn evaluate_ladders(
-    state: &StateStore,
-    settings: &Settings,
-    today: NaiveDate,
-    now: DateTime<Utc>,
-) -> Result<LadderReport, PollError> {
-    let mut report = LadderReport::default();
-    let mut visited: HashSet<(CaseRef, Kind, Option<NaiveDate>)> = HashSet::new();
-    let not_before = settings.mail.send_window.next_open(now, settings.timezone);
-    loop {
-        let (batch, unreadable) = state.deadlines_due_for_steps(today, LADDER_BATCH).await?;
-        report.unreadable += unreadable;
-        if batch.is_empty() {
-            if unreadable > 0 {
-                // Set aside: the next round reads past them.
-                continue;
-            }
-            break;
-        }
-        let fresh =
-            batch.iter().filter(|d| !visited.contains(&(d.case_ref.clone(), d.deadline.kind, d.cycle_start))).count();
-        if fresh == 0 {
-            return Err(PollError::NoProgress(batch.len()));
-        }
-        let case_refs: Vec<CaseRef> = batch.iter().map(|d| d.case_ref.clone()).collect();
-        let recorded = state.recorded_steps(&case_refs).await?;
-        let mut entries = Vec::new();
-        let mut next_steps = Vec::with_capacity(batch.len());
-        for stored in &batch {
-            visited.insert((stored.case_ref.clone(), stored.deadline.kind, stored.cycle_start));
-            report.deadlines_visited += 1;
-            let deadline = &stored.deadline;
-            let ladder = settings.ladders.for_kind(deadline.kind);
-            let cycle = stored.cycle_start;
-            let steps =
-                recorded.get(&(stored.case_ref.clone(), deadline.kind, cycle)).map(Vec::as_slice).unwrap_or(&[]);
-            let mut decision = decide(deadline, ladder, today, steps);
-            // First seen long after its last day (the first start against a register with years
-            // of history): every step is recorded as skipped, nothing is sent.
-            if stored.first_seen_on.is_some_and(|first| {
-                rules::beyond_first_sight(deadline, first, settings.ladders.first_sight_horizon_days)
-            }) {
-                decision = decision.silenced();
-            }
-            for offset in &decision.skip {
-                entries.push(skipped_entry(settings, (&stored.case_ref, deadline.kind, cycle), *offset, not_before));
-                report.skipped += 1;
-            }
-            if let Some(offset) = decision.send {
-                if let Some(step) = ladder.step(offset) {
-                    let (recipients, fell_back) =
-                        notice::resolve_recipients(settings, &stored.unit, stored.caseworker.as_ref(), &step.roles);
-                    if fell_back {
-                        report.caseworker_fallbacks += 1;
-                    }
-                    let mut payload = notice::payload(&stored.case_ref, &stored.unit, deadline, step, today)
-                        .with_caseworker(stored.caseworker.clone());
-                    payload.case_of = stored.case_of.clone();
-                    entries.push(notice_entry(settings, payload, cycle, recipients, not_before));
-                    *report.enqueued.entry((deadline.kind, offset)).or_default() += 1;
-                }
-            }
-            let last = steps.iter().copied().chain(decision.send).chain(decision.skip.iter().copied()).max();
-            next_steps.push((stored.case_ref.clone(), deadline.kind, cycle, next_step_after(ladder, deadline, last)));
-        }
-        let inserted = state.record_steps(&entries, &next_steps, now).await?;
-        if inserted.len() < entries.len() {
-            // Another process recorded some of these first: that is the exactly-once guarantee
-            // at work, not an error.
-            tracing::debug!(already = entries.len() - inserted.len(), "ladder steps already recorded elsewhere");
-        }
-    }
-    if report.notices_enqueued() > 0 || report.skipped > 0 {
-        tracing::info!(
-            notices = report.notices_enqueued(),
-            skipped = report.skipped,
-            caseworker_fallbacks = report.caseworker_fallbacks,
-            "ladder steps recorded"
-        );
-    }
-    Ok(report)
-}
-
-fn notice_entry(
-    settings: &Settings,
-    payload: notice::NoticePayload,
-    cycle_start: Option<NaiveDate>,
-    recipients: Vec<Recipient>,
-    not_before: DateTime<Utc>,
-) -> OutboxEntry {
-    let key = notice::notice_key(payload.case_ref.as_str(), payload.kind, cycle_start, payload.step);
-    OutboxEntry {
-        message_id: notice::message_id(&key, &settings.mail.from),
-        notice_key: key,
-        case_ref: Some(payload.case_ref.clone()),
-        kind: Some(payload.kind),
-        step: Some(payload.step),
-        recipients,
-        payload: OutboxPayload::Notice(Some(payload)),
-        state: OutboxState::Pending,
-        not_before,
-    }
-}
-
-/// The record of a step passed over by a catch-up: it has no payload and is never sent.
-fn skipped_entry(
-    settings: &Settings,
-    (case_ref, kind, cycle_start): (&CaseRef, Kind, Option<NaiveDate>),
-    offset: i32,
-    not_before: DateTime<Utc>,
-) -> OutboxEntry {
-    let key = notice::notice_key(case_ref.as_str(), kind, cycle_start, offset);
-    OutboxEntry {
-        message_id: notice::message_id(&key, &settings.mail.from),
-        notice_key: key,
-        case_ref: Some(case_ref.clone()),
-        kind: Some(kind),
-        step: Some(offset),
-        recipients: Vec::new(),
-        payload: OutboxPayload::Notice(None),
-        state: OutboxState::Skipped,
-        not_before,
-    }
 }
 
 #[cfg(test)]

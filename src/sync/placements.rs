@@ -13,7 +13,7 @@ use std::collections::{HashMap, HashSet};
 use chrono::{DateTime, NaiveDate, Utc};
 use futures_util::TryStreamExt;
 
-use super::{first_step_on, is_retained, retained_from, PollError, SyncReport, Touched};
+use super::{first_step_on, is_retained, PollError, SyncReport};
 use crate::config::Settings;
 use crate::domain::{log_safe, CaseRef, StoredDeadline};
 use crate::register::placements::collisions;
@@ -33,7 +33,6 @@ pub(crate) async fn sync_placements(
     settings: &Settings,
     (today, now): (NaiveDate, DateTime<Utc>),
     since: Option<DateTime<Utc>>,
-    touched: Touched,
     report: &mut SyncReport,
 ) -> Result<(), PollError> {
     let full = since.is_none();
@@ -45,13 +44,6 @@ pub(crate) async fn sync_placements(
         store_chunk(register, state, settings, (today, now), raws, (&mut read, &mut kept), report).await?;
     }
     drop(chunks);
-    let any_touched = !(touched.case_refs.is_empty() && touched.child_keys.is_empty());
-    if !full && any_touched {
-        let refs: Vec<String> = touched.case_refs.into_iter().collect();
-        let keys: Vec<String> = touched.child_keys.into_iter().collect();
-        let raws = register.placements_of(&refs, &keys).await?;
-        store_chunk(register, state, settings, (today, now), raws, (&mut read, &mut kept), report).await?;
-    }
     if full && report.placement_rows_read == 0 {
         // As for the cases view: a view that reads empty is far more likely being reloaded than
         // emptied of every placement; withdrawing all would cancel every notice.
@@ -69,6 +61,25 @@ pub(crate) async fn sync_placements(
         }
     }
     Ok(())
+}
+
+/// Computes again and stores the placements of the cases `case_refs` and children `keys` an
+/// incremental poll computed (a chunk of them at a time: bounded however many rows changed).
+pub(crate) async fn sync_touched(
+    register: &Register,
+    state: &StateStore,
+    settings: &Settings,
+    (today, now): (NaiveDate, DateTime<Utc>),
+    case_refs: &[String],
+    keys: &[String],
+    report: &mut SyncReport,
+) -> Result<(), PollError> {
+    let raws = register.placements_of(case_refs, keys).await?;
+    if raws.is_empty() {
+        return Ok(());
+    }
+    let (mut read, mut kept) = (HashSet::new(), HashSet::new());
+    store_chunk(register, state, settings, (today, now), raws, (&mut read, &mut kept), report).await
 }
 
 /// Validates, computes and stores one chunk of placements rows; the references of its valid
@@ -247,7 +258,7 @@ fn compute(
     running: &RunningCycles,
 ) -> (Vec<DeadlineRecord>, Vec<CaseRef>) {
     let options = RuleOptions { holiday_rule: settings.calendar.holiday_rule };
-    let kept_from = retained_from(settings, now);
+    let kept_from = settings.state.retained_from(now);
     let mut records = Vec::new();
     let mut refs = Vec::with_capacity(rows.len());
     for (row, context) in rows {
