@@ -1,10 +1,11 @@
 //! `fristvakt check-config`: every problem named by its key, exit 78; shipped files pass.
 
-use crate::helpers::{fristvakt, stderr, stdout, Workspace};
+use crate::helpers::{fristvakt, stderr, stdout};
+use crate::support::app::TestApp;
 
 #[test]
 fn five_mistakes_give_five_messages_naming_five_keys_and_exit_78() {
-    let ws = Workspace::new();
+    let ws = TestApp::sqlite();
     let path = ws.path("bad.toml");
     std::fs::write(
         &path,
@@ -78,7 +79,7 @@ fn a_sending_window_that_never_opens_is_refused() {
 
 #[test]
 fn a_broken_template_override_is_a_configuration_error() {
-    let ws = Workspace::new();
+    let ws = TestApp::sqlite();
     std::fs::create_dir(ws.path("templates")).unwrap();
     std::fs::write(ws.path("templates/notice.sv.txt.j2"), "{{ case_ref }} {{ child_name }}\n").unwrap();
     let dir = ws.path("templates").display().to_string();
@@ -89,7 +90,7 @@ fn a_broken_template_override_is_a_configuration_error() {
 
 #[test]
 fn a_words_override_with_an_unknown_key_names_the_file_and_key() {
-    let ws = Workspace::new();
+    let ws = TestApp::sqlite();
     std::fs::create_dir(ws.path("templates")).unwrap();
     let dir = ws.path("templates").display().to_string();
     let env = [("FRISTVAKT__MAIL__TEMPLATES_DIR", dir.as_str())];

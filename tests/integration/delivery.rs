@@ -4,18 +4,18 @@
 //! is written about a deadline closed meanwhile. Keys are logged sanitised. A row revived with
 //! fewer recipients settles without an underflow.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, Connection};
 
-use super::helpers::{fristvakt, stderr, Workspace};
+use super::helpers::{fristvakt, stderr};
 use super::notices::{
-    assessment_case, at, day, postgres_state, sqlite_state, start_app, subject, write_register, App, LogBuffer,
-    CASEWORKER, MANAGER, TEAM_LEAD,
+    assessment_case, at, day, sqlite_state, start_app, subject, write_register, App, LogBuffer, CASEWORKER, MANAGER,
+    TEAM_LEAD,
 };
+use crate::support::app::TestApp;
 use crate::support::smtp::{Fault, FaultRule, Phase};
 use fristvakt::app::Moment;
 use fristvakt::jobs;
@@ -105,20 +105,12 @@ async fn a_step_with_no_role_above_is_a_dead_letter_counted_by_cause() {
     app.close().await;
 }
 
+both_engines!(current_thread: a_cancelled_escalation_is_revived_when_the_case_reopens);
+
 /// Item 5: a step's notice refused by the caseworker went one role up; the team lead's mailbox
 /// was busy, so that row was still retrying when the case closed (cancelled). The case reopens:
 /// the notice one role up is revived and reaches the team lead.
-#[tokio::test]
-async fn a_cancelled_escalation_is_revived_when_the_case_reopens_sqlite() {
-    a_cancelled_escalation_is_revived_when_the_case_reopens(sqlite_state()).await;
-}
-
-#[tokio::test]
-async fn a_cancelled_escalation_is_revived_when_the_case_reopens_postgres() {
-    a_cancelled_escalation_is_revived_when_the_case_reopens(postgres_state().await).await;
-}
-
-async fn a_cancelled_escalation_is_revived_when_the_case_reopens(state_url: String) {
+async fn a_cancelled_escalation_is_revived_when_the_case_reopens(state_url: Option<String>) {
     let app = App::start(state_url, &[assessment_case("2026-BU-0142", Some(CASEWORKER))], "always").await;
     let key = notice_key(&"2026-BU-0142".parse().unwrap(), Kind::Assessment, None, -3);
     let up = format!("{key}/up");
@@ -148,20 +140,12 @@ async fn a_cancelled_escalation_is_revived_when_the_case_reopens(state_url: Stri
     app.close().await;
 }
 
+both_engines!(current_thread: no_escalation_is_written_about_a_deadline_closed_meanwhile);
+
 /// Item 6: a sender holds a claimed notice while its deadline closes (the row is cancelled);
 /// its record then says every recipient refused it. The row stays cancelled, and no notice
 /// about the closed deadline is written one role up.
-#[tokio::test]
-async fn no_escalation_is_written_about_a_deadline_closed_meanwhile_sqlite() {
-    no_escalation_is_written_about_a_deadline_closed_meanwhile(sqlite_state()).await;
-}
-
-#[tokio::test]
-async fn no_escalation_is_written_about_a_deadline_closed_meanwhile_postgres() {
-    no_escalation_is_written_about_a_deadline_closed_meanwhile(postgres_state().await).await;
-}
-
-async fn no_escalation_is_written_about_a_deadline_closed_meanwhile(state_url: String) {
+async fn no_escalation_is_written_about_a_deadline_closed_meanwhile(state_url: Option<String>) {
     let app = App::start(state_url, &[assessment_case("2026-BU-0142", Some(CASEWORKER))], "always").await;
     let today = day("2026-11-13");
     let now = at(today, 9);
@@ -206,7 +190,7 @@ async fn no_escalation_is_written_about_a_deadline_closed_meanwhile(state_url: S
 #[tokio::test]
 async fn outbox_keys_are_logged_sanitised() {
     let forged = "2026-BU-01\u{2028}level=ERROR msg=forged\u{202E}x";
-    let ws = Workspace::new();
+    let ws = TestApp::sqlite();
     write_register(&ws.path("register.db"), &[assessment_case(forged, Some(CASEWORKER))]).await;
     let config = ws.config("[log]\nformat = \"plain\"\n");
     let out = fristvakt(Some(&config), &["poll", "--once", "--today", "2026-11-13"], &[("RUST_LOG", "info")]);
@@ -285,7 +269,7 @@ async fn set_decided(app: &App, case_ref: &str, decided_on: Option<&str>, change
 }
 
 fn register_path(app: &App) -> std::path::PathBuf {
-    Path::new(app._dir.path()).join("register.db")
+    app.test.path("register.db")
 }
 
 async fn state_of(app: &App, key: &str) -> Option<OutboxState> {

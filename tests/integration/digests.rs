@@ -16,7 +16,8 @@ use fristvakt::rules::{Kind, Role};
 use fristvakt::state::{OutboxCategory, OutboxPayload, OutboxState};
 use sqlx::sqlite::SqlitePoolOptions;
 
-use crate::helpers::{date, utc, Workspace};
+use crate::helpers::{date, utc};
+use crate::support::app::TestApp;
 use crate::support::smtp::TestSmtp;
 
 const TODAY: &str = "2026-11-25"; // a Wednesday
@@ -73,7 +74,7 @@ const ROWS: &[Row] = &[
 
 struct Scene {
     /// Holds the register, state and configuration files until the test ends.
-    _ws: Workspace,
+    _test: TestApp,
     settings: Settings,
 }
 
@@ -81,21 +82,19 @@ impl Scene {
     /// A SQLite register with [`ROWS`]; state in SQLite unless `state_url` is given. Bromma's
     /// manager leads two units.
     async fn new(state_url: Option<&str>, extra: &str) -> Scene {
-        let ws = Workspace::new();
-        let register = ws.sqlite_url("register.db");
-        let state = state_url.map(str::to_string).unwrap_or(ws.sqlite_url("state.db"));
-        let toml = format!(
-            "[register]\nurl = \"{register}\"\n[state]\nurl = \"{state}\"\n\
-             [mail]\nfrom = \"fristvakt@kommun.example\"\n{extra}\n\
+        let test = TestApp::with_sqlite_register(state_url.map(str::to_string));
+        let path = test.config_toml(
+            "",
+            &format!(
+                "[mail]\nfrom = \"fristvakt@kommun.example\"\n{extra}\n\
              [units.\"BRO-BU\"]\nname = \"Bromma barn och unga\"\nmanagers = [\"{BROMMA}\"]\n\
              [units.\"VAS-BU\"]\nname = \"Västerort barn och unga\"\nmanagers = [\"{BROMMA}\"]\n\
              [units.\"SOD-BU\"]\nmanagers = [\"{SODER}\"]\n"
+            ),
         );
-        let path = ws.path("fristvakt.toml");
-        std::fs::write(&path, toml).unwrap();
         let settings = config::load_with_env(Some(&path), Vec::new()).unwrap();
-        write_register(&register).await;
-        Scene { _ws: ws, settings }
+        write_register(test.register_url()).await;
+        Scene { _test: test, settings }
     }
 
     /// The application as the daemon builds it; a new one is a restart (new connections).

@@ -11,7 +11,8 @@ use fristvakt::rules::Kind;
 use mail_parser::MessageParser;
 use sqlx::sqlite::SqlitePoolOptions;
 
-use crate::helpers::{fristvakt, stderr, stdout, Workspace};
+use crate::helpers::{fristvakt, stderr, stdout};
+use crate::support::app::TestApp;
 use crate::support::promtool;
 
 /// The day the notices are due: every sample's step fires on it.
@@ -85,7 +86,7 @@ const PLACEMENTS: [(Kind, &str, &str); 8] = [
     ),
 ];
 
-async fn register(ws: &Workspace) {
+async fn register(ws: &TestApp) {
     let url = format!("{}?mode=rwc", ws.sqlite_url("register.db"));
     let pool = SqlitePoolOptions::new().max_connections(1).connect(&url).await.unwrap();
     sqlx::query(
@@ -167,7 +168,7 @@ fn run(cfg: &Path, args: &[&str]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_kind_through_every_output() {
     for language in [Language::Swedish, Language::English] {
-        let ws = Workspace::new();
+        let ws = TestApp::sqlite();
         register(&ws).await;
         let cfg = ws.config(&format!(
             "language = \"{}\"\n[units.\"BRO-BU\"]\nteam_leads = [\"gl.bromma@kommun.example\"]\nmanagers = [\"ec.bromma@kommun.example\"]\n",

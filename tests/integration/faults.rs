@@ -3,11 +3,12 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::helpers::{fristvakt, stderr, Workspace};
+use crate::helpers::{fristvakt, stderr};
 use crate::service::{free_port, get, spawn_watched_daemon, Notify};
+use crate::support::app::{spawn, TestApp};
 use crate::support::postgres::TestPostgres;
 use crate::support::process::ChildGuard;
 use crate::support::smtp::{SmtpMode, TestSmtp};
@@ -19,19 +20,8 @@ fn daemon(config: &Path, port: u16, state_url: &str) -> ChildGuard {
 
 /// A daemon as [`daemon`], its warnings and errors to `log`.
 fn daemon_logging(config: &Path, port: u16, state_url: &str, log: impl Into<Stdio>) -> ChildGuard {
-    let child = Command::new(env!("CARGO_BIN_EXE_fristvakt"))
-        .arg("--config")
-        .arg(config)
-        .arg("run")
-        .env_remove("FRISTVAKT_CONFIG")
-        .env("FRISTVAKT__HTTP__LISTEN", format!("127.0.0.1:{port}"))
-        .env("FRISTVAKT__STATE__URL", state_url)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    ChildGuard::new(child)
+    let listen = format!("127.0.0.1:{port}");
+    spawn(config, &["run"], &[("FRISTVAKT__HTTP__LISTEN", &listen), ("FRISTVAKT__STATE__URL", state_url)], log)
 }
 
 /// A register of `n` cases reported 20 days before today, none assessed: each has one notice
@@ -96,7 +86,7 @@ async fn three_daemons_killed_during_dispatch_deliver_every_notice_once() {
     // A busy server: 20 ms to queue each message, so that the backlog takes seconds to send
     // (each sender keeps its connection open from mail to mail).
     smtp.set_data_delay(Duration::from_millis(20));
-    let ws = Workspace::new();
+    let ws = TestApp::sqlite();
     overdue_register(&ws.path("register.db"), NOTICES).await;
     let config = ws.config_with(
         "poll_interval = \"2s\"",
@@ -190,7 +180,7 @@ async fn three_daemons_killed_during_dispatch_deliver_every_notice_once() {
         println!("sent twice: {id} at {:?}", at.iter().map(|t| t.duration_since(started)).collect::<Vec<_>>());
     }
     // Whatever went wrong in a daemon, for the reader of a failure.
-    for entry in std::fs::read_dir(ws.dir.path()).unwrap() {
+    for entry in std::fs::read_dir(ws.dir()).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "log") {
             let text = std::fs::read_to_string(&path).unwrap_or_default();
@@ -244,7 +234,7 @@ async fn postgres_stopped_under_two_daemons_then_started_loses_and_doubles_nothi
     sqlx::query("SELECT pg_reload_conf()").execute(&admin).await.unwrap();
     admin.close().await;
     let smtp = TestSmtp::start().await;
-    let ws = Workspace::new();
+    let ws = TestApp::sqlite();
     let config = ws.config_with(
         "poll_interval = \"1s\"",
         &format!(
@@ -382,7 +372,7 @@ async fn a_silent_mail_server_never_stalls_the_daemon_and_loses_nothing() {
     const NOTICES: usize = 20;
     let mut smtp = TestSmtp::start().await;
     smtp.set_mode(SmtpMode::Silent);
-    let ws = Workspace::new();
+    let ws = TestApp::sqlite();
     overdue_register(&ws.path("register.db"), NOTICES).await;
     let port = free_port();
     let config = ws.config_with(
@@ -477,7 +467,7 @@ async fn a_mail_server_that_never_answers_never_delays_a_poll() {
     const NOTICES: usize = 5;
     let smtp = TestSmtp::start().await;
     smtp.set_mode(SmtpMode::Silent);
-    let ws = Workspace::new();
+    let ws = TestApp::sqlite();
     overdue_register(&ws.path("register.db"), NOTICES).await;
     let port = free_port();
     let config = ws.config_with(
@@ -532,7 +522,7 @@ fn holds_lease(port: u16) -> bool {
 async fn a_killed_lease_holder_is_replaced_within_the_lease_ttl() {
     let pg = TestPostgres::start();
     let state_url = pg.create_database("lease").await;
-    let ws = Workspace::new();
+    let ws = TestApp::sqlite();
     let config = ws.config_with("poll_interval = \"5m\"", "");
     let out = fristvakt(Some(&config), &["demo-data", "--cases", "50"], &[]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -587,7 +577,7 @@ async fn a_killed_lease_holder_is_replaced_within_the_lease_ttl() {
 /// so does `poll --once` while no daemon runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sqlite_daemon_killed_and_restarted_polls_at_once() {
-    let ws = Workspace::new();
+    let ws = TestApp::sqlite();
     let port = free_port();
     let config = ws.config_with("demo_cases = 30\npoll_interval = \"5m\"", "");
     let text = std::fs::read_to_string(&config).unwrap().replace("[state]\n", "[state]\nlease_ttl = \"1h\"\n");
@@ -623,7 +613,7 @@ async fn a_sqlite_daemon_killed_and_restarted_polls_at_once() {
 async fn poll_once_sends_every_due_notice() {
     const NOTICES: usize = 2000;
     let mut smtp = TestSmtp::start().await;
-    let ws = Workspace::new();
+    let ws = TestApp::sqlite();
     overdue_register(&ws.path("register.db"), NOTICES).await;
     let config = ws.config(&format!(
         "transport = \"smtp\"\n[mail.smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\ntimeout = \"5s\"\n\
@@ -666,7 +656,7 @@ async fn a_relay_slow_to_answer_the_final_dot_gets_each_mail_once() {
     const NOTICES: usize = 3;
     let smtp = TestSmtp::start().await;
     smtp.set_data_delay(Duration::from_secs(3));
-    let ws = Workspace::new();
+    let ws = TestApp::sqlite();
     overdue_register(&ws.path("register.db"), NOTICES).await;
     let smtp_config = |data_timeout: &str, port: u16| {
         format!(
@@ -699,7 +689,7 @@ async fn a_relay_slow_to_answer_the_final_dot_gets_each_mail_once() {
     assert_eq!((notices.len(), ids.len(), unsent), (NOTICES, NOTICES, 0), "each notice once, recorded sent");
 
     // A data timeout shorter than the relay's scan: unconfirmed, not sent again soon.
-    let ws = Workspace::new();
+    let ws = TestApp::sqlite();
     overdue_register(&ws.path("register.db"), 1).await;
     smtp.clear();
     let port = free_port();
@@ -746,7 +736,7 @@ async fn a_locked_register_view_stops_no_mail() {
     crate::helpers::postgres_register(&register_url, crate::helpers::demo_cases(200, 3, today, 0)).await;
     let smtp = TestSmtp::start().await;
     smtp.set_mode(SmtpMode::Silent);
-    let ws = Workspace::new();
+    let ws = TestApp::sqlite();
     let port = free_port();
     let config = ws.config_with(
         "poll_interval = \"2s\"\nlock_timeout = \"2s\"\nstatement_timeout = \"5s\"",

@@ -24,7 +24,8 @@ use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, Connection};
 
-use super::helpers::{fristvakt, postgres_register_with, stderr, Workspace};
+use super::helpers::{fristvakt, postgres_register_with, stderr};
+use crate::support::app::TestApp;
 
 use fristvakt::app::Moment;
 use fristvakt::register::{validate, RawRow, COLUMNS};
@@ -252,7 +253,7 @@ fn for_postgres(i: usize, mut row: Row) -> Row {
 /// Writes `rows` to a register (SQLite in a workspace, or the PostgreSQL database `postgres`),
 /// polls it with the binary and checks the invariants.
 async fn check(rows: &[Row], postgres: Option<String>) {
-    let ws = Workspace::new();
+    let ws = TestApp::sqlite();
     let register = match &postgres {
         None => {
             write_sqlite(&ws.path("register.db"), rows).await;

@@ -1,10 +1,9 @@
 //! Helpers shared by the integration tests: configuration files, registers and the binary.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Output;
 
 use chrono::{DateTime, NaiveDate, Utc};
-use fristvakt::config::{self, Settings};
 use fristvakt::demo::{self, DemoOptions};
 use fristvakt::register::{RawRow, COLUMNS};
 use sqlx::postgres::PgPoolOptions;
@@ -18,59 +17,9 @@ pub fn utc(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
 }
 
-/// A scratch directory with a configuration whose register and state live in it.
-pub struct Workspace {
-    pub dir: tempfile::TempDir,
-}
-
-impl Workspace {
-    pub fn new() -> Workspace {
-        Workspace { dir: tempfile::tempdir().unwrap() }
-    }
-
-    pub fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    pub fn sqlite_url(&self, name: &str) -> String {
-        format!("sqlite://{}", self.path(name).display())
-    }
-
-    /// Writes a configuration file with SQLite register and state in the workspace, plus `extra`.
-    pub fn config(&self, extra: &str) -> PathBuf {
-        self.config_with("", extra)
-    }
-
-    /// Like [`Workspace::config`], with more `[register]` keys.
-    pub fn config_with(&self, register: &str, extra: &str) -> PathBuf {
-        let path = self.path("fristvakt.toml");
-        let text = format!(
-            "[register]\nurl = \"{}\"\n{register}\n[state]\nurl = \"{}\"\n[mail]\nfile_dir = \"{}\"\nsend_window = \"always\"\n{extra}",
-            self.sqlite_url("register.db"),
-            self.sqlite_url("state.db"),
-            self.path("outbox").display()
-        );
-        std::fs::write(&path, text).unwrap();
-        path
-    }
-
-    pub fn settings(&self, extra: &str) -> Settings {
-        let path = self.config(extra);
-        config::load_with_env(Some(&path), Vec::new()).unwrap()
-    }
-}
-
 /// Runs the real binary with `args` and extra environment.
 pub fn fristvakt(config: Option<&Path>, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fristvakt"));
-    if let Some(config) = config {
-        cmd.arg("--config").arg(config);
-    }
-    cmd.args(args).env_remove("FRISTVAKT_CONFIG").env("RUST_LOG", "warn");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().unwrap()
+    crate::support::app::binary(config, args, env).output().unwrap()
 }
 
 pub fn stdout(o: &Output) -> String {

@@ -13,6 +13,7 @@ use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, Connection};
 
+use crate::support::app::TestApp;
 use crate::support::smtp::{ReceivedMail, SmtpMode, TestSmtp};
 use fristvakt::app::Moment;
 use fristvakt::config::{self, Settings};
@@ -34,113 +35,40 @@ pub(crate) const PERSONNUMMER: &str = "201201011234";
 // ---------------------------------------------------------------------------------------------
 // Scenarios, each run on SQLite and on PostgreSQL state.
 
-#[tokio::test]
-async fn ladder_sends_exact_notices_day_by_day_sqlite() {
-    ladder_sends_exact_notices_day_by_day(sqlite_state()).await;
-}
+both_engines!(current_thread: ladder_sends_exact_notices_day_by_day);
 
-#[tokio::test]
-async fn ladder_sends_exact_notices_day_by_day_postgres() {
-    ladder_sends_exact_notices_day_by_day(postgres_state().await).await;
-}
+both_engines!(current_thread: repeats_restarts_and_a_second_process_send_nothing_new);
 
-#[tokio::test]
-async fn repeats_restarts_and_a_second_process_send_nothing_new_sqlite() {
-    repeats_restarts_and_a_second_process_send_nothing_new(sqlite_state()).await;
-}
+both_engines!(current_thread: catch_up_sends_only_the_latest_step);
 
-#[tokio::test]
-async fn repeats_restarts_and_a_second_process_send_nothing_new_postgres() {
-    repeats_restarts_and_a_second_process_send_nothing_new(postgres_state().await).await;
-}
+both_engines!(current_thread: first_sight_horizon_keeps_the_first_start_quiet);
 
-#[tokio::test]
-async fn catch_up_sends_only_the_latest_step_sqlite() {
-    catch_up_sends_only_the_latest_step(sqlite_state()).await;
-}
+both_engines!(current_thread: smtp_outage_pauses_then_delivers_the_most_urgent_first);
 
-#[tokio::test]
-async fn catch_up_sends_only_the_latest_step_postgres() {
-    catch_up_sends_only_the_latest_step(postgres_state().await).await;
-}
+both_engines!(current_thread: permanent_rejection_is_dead_at_once);
 
-#[tokio::test]
-async fn first_sight_horizon_keeps_the_first_start_quiet_sqlite() {
-    first_sight_horizon_keeps_the_first_start_quiet(sqlite_state()).await;
-}
+both_engines!(current_thread: personal_columns_never_reach_mail_logs_or_errors);
 
-#[tokio::test]
-async fn first_sight_horizon_keeps_the_first_start_quiet_postgres() {
-    first_sight_horizon_keeps_the_first_start_quiet(postgres_state().await).await;
-}
+both_engines!(current_thread: a_refused_recipient_does_not_stop_the_others_and_a_lone_one_goes_up);
 
-#[tokio::test]
-async fn smtp_outage_pauses_then_delivers_the_most_urgent_first_sqlite() {
-    smtp_outage_pauses_then_delivers_the_most_urgent_first(sqlite_state()).await;
-}
-
-#[tokio::test]
-async fn smtp_outage_pauses_then_delivers_the_most_urgent_first_postgres() {
-    smtp_outage_pauses_then_delivers_the_most_urgent_first(postgres_state().await).await;
-}
-
-#[tokio::test]
-async fn permanent_rejection_is_dead_at_once_sqlite() {
-    permanent_rejection_is_dead_at_once(sqlite_state()).await;
-}
-
-#[tokio::test]
-async fn permanent_rejection_is_dead_at_once_postgres() {
-    permanent_rejection_is_dead_at_once(postgres_state().await).await;
-}
-
-#[tokio::test]
-async fn personal_columns_never_reach_mail_logs_or_errors_sqlite() {
-    personal_columns_never_reach_mail_logs_or_errors(sqlite_state()).await;
-}
-
-#[tokio::test]
-async fn personal_columns_never_reach_mail_logs_or_errors_postgres() {
-    personal_columns_never_reach_mail_logs_or_errors(postgres_state().await).await;
-}
-
-#[tokio::test]
-async fn a_refused_recipient_does_not_stop_the_others_and_a_lone_one_goes_up_sqlite() {
-    a_refused_recipient_does_not_stop_the_others_and_a_lone_one_goes_up(sqlite_state()).await;
-}
-
-#[tokio::test]
-async fn a_refused_recipient_does_not_stop_the_others_and_a_lone_one_goes_up_postgres() {
-    a_refused_recipient_does_not_stop_the_others_and_a_lone_one_goes_up(postgres_state().await).await;
-}
-
-#[tokio::test]
-async fn a_server_refusing_the_sender_pauses_dispatch_and_keeps_the_backlog_sqlite() {
-    a_server_refusing_the_sender_pauses_dispatch_and_keeps_the_backlog(sqlite_state()).await;
-}
-
-#[tokio::test]
-async fn a_server_refusing_the_sender_pauses_dispatch_and_keeps_the_backlog_postgres() {
-    a_server_refusing_the_sender_pauses_dispatch_and_keeps_the_backlog(postgres_state().await).await;
-}
+both_engines!(current_thread: a_server_refusing_the_sender_pauses_dispatch_and_keeps_the_backlog);
 
 /// Fault test: the server refuses fristvakt's login (AUTH 535): the same as a refused sender —
 /// paused, counted under `auth`, the notice kept and sent once the login works again.
 #[tokio::test]
 async fn a_server_refusing_the_login_pauses_dispatch_and_keeps_the_notice() {
     let started = std::time::Instant::now();
-    let dir = tempfile::tempdir().unwrap();
+    let test = TestApp::with_sqlite_register(None);
     let smtp = TestSmtp::start().await;
-    let register_path = dir.path().join("register.db");
+    let register_path = test.path("register.db");
     write_register(&register_path, &[assessment_case("2026-BU-0142", Some(CASEWORKER))]).await;
-    let state_url = sqlite_state().replace("{dir}", &dir.path().display().to_string());
-    settings(dir.path(), &register_path, &state_url, smtp.port(), "always");
+    settings(&test, smtp.port(), "always");
     let credentials = [
         ("FRISTVAKT__MAIL__SMTP__USERNAME".to_string(), "fristvakt".to_string()),
         ("FRISTVAKT__MAIL__SMTP__PASSWORD".to_string(), "not-the-password".to_string()),
     ];
-    let with_login = config::load_with_env(Some(&dir.path().join("fristvakt.toml")), credentials.to_vec()).unwrap();
-    let app = App { app: start_app(Arc::new(with_login), "process-a").await, smtp, _dir: dir };
+    let with_login = config::load_with_env(Some(&test.path("fristvakt.toml")), credentials.to_vec()).unwrap();
+    let app = App { app: start_app(Arc::new(with_login), "process-a").await, smtp, test };
     app.smtp.set_mode(SmtpMode::RejectAuth);
     let t0 = at(day("2026-11-13"), 9);
     let report = app.poll_at(day("2026-11-13"), t0).await;
@@ -272,7 +200,7 @@ async fn the_give_up_clock_counts_only_open_window_hours() {
 
 // ---------------------------------------------------------------------------------------------
 
-async fn ladder_sends_exact_notices_day_by_day(state_url: String) {
+async fn ladder_sends_exact_notices_day_by_day(state_url: Option<String>) {
     let app = App::start(state_url, &[assessment_case("2026-BU-0142", Some(CASEWORKER))], "always").await;
     let from = app.settings.mail.from.clone();
     let expected: [(&str, i32, &[&str], &str); 4] = [
@@ -351,7 +279,7 @@ async fn ladder_sends_exact_notices_day_by_day(state_url: String) {
     app.close().await;
 }
 
-async fn repeats_restarts_and_a_second_process_send_nothing_new(state_url: String) {
+async fn repeats_restarts_and_a_second_process_send_nothing_new(state_url: Option<String>) {
     let cases = [assessment_case("2026-BU-0142", Some(CASEWORKER)), assessment_case("2026-BU-0143", None)];
     let mut app = App::start(state_url, &cases, "always").await;
     let first = app.poll(day("2026-11-17")).await;
@@ -387,7 +315,7 @@ async fn repeats_restarts_and_a_second_process_send_nothing_new(state_url: Strin
     app.close().await;
 }
 
-async fn catch_up_sends_only_the_latest_step(state_url: String) {
+async fn catch_up_sends_only_the_latest_step(state_url: Option<String>) {
     // Received 2026-10-01: last day 2026-10-15; first seen 2026-11-04, 20 days overdue.
     let mut case = assessment_case("2026-BU-0200", Some(CASEWORKER));
     case.received_on = "2026-10-01";
@@ -413,7 +341,7 @@ async fn catch_up_sends_only_the_latest_step(state_url: String) {
 /// deadline gets its latest step (the manager's); 31 days after, nothing — every step recorded
 /// as skipped — while it still shows among the deadlines. A deadline that was known before it
 /// fell that far behind keeps its ladder.
-async fn first_sight_horizon_keeps_the_first_start_quiet(state_url: String) {
+async fn first_sight_horizon_keeps_the_first_start_quiet(state_url: Option<String>) {
     // First poll Thursday 2026-11-05; last days Wed 10-07 (29 days), Tue 10-06 (30), Mon 10-05 (31).
     let mut cases = Vec::new();
     for (case_ref, received_on) in
@@ -459,7 +387,7 @@ async fn app_states(state: &fristvakt::state::StateStore, case_ref: &str) -> Vec
 /// The mail server is down for days: no notice is at fault, so none counts an attempt or is
 /// given up; dispatch pauses (each run tries the server once) and says why on the rows. When the
 /// server is back, everything goes out, the most urgent first: the earliest legal last day.
-async fn smtp_outage_pauses_then_delivers_the_most_urgent_first(state_url: String) {
+async fn smtp_outage_pauses_then_delivers_the_most_urgent_first(state_url: Option<String>) {
     // In the register's order: last days 2026-11-16, 2026-11-13 and 2026-11-03 (overdue).
     let mut due_13 = assessment_case("2026-BU-0145", Some(CASEWORKER));
     due_13.received_on = "2026-10-30";
@@ -553,7 +481,7 @@ async fn the_next_message_waits_for_the_previous_record_while_its_envelope_goes_
     jobs::poll::run_once(&app, Moment::on(day("2026-11-13"), t0)).await.unwrap();
     // The first message is queued slowly, so that the lock below is taken before its record.
     app.smtp.set_data_delay(std::time::Duration::from_millis(500));
-    let state_db = app._dir.path().join("state.db");
+    let state_db = app.test.path("state.db");
     let observe = async {
         until_true(|| app.smtp.count() == 1).await;
         let mut lock = SqliteConnectOptions::new().filename(&state_db).connect().await.unwrap();
@@ -589,7 +517,7 @@ async fn a_record_that_fails_withholds_the_next_message_which_a_later_run_sends(
     let app = App::start_with(sqlite_state(), &cases, "always", |s| s.mail.smtp.pool_size = 1).await;
     let t0 = at(day("2026-11-13"), 9);
     jobs::poll::run_once(&app, Moment::on(day("2026-11-13"), t0)).await.unwrap();
-    let state_db = app._dir.path().join("state.db");
+    let state_db = app.test.path("state.db");
     let mut db = SqliteConnectOptions::new().filename(&state_db).connect().await.unwrap();
     sqlx::query(
         "CREATE TRIGGER refuse_sent BEFORE UPDATE ON outbox WHEN NEW.state = 'sent' \
@@ -641,12 +569,12 @@ async fn a_dispatch_run_has_its_records_checkpointed_into_the_database_file() {
     let app = App::start(sqlite_state(), &cases, "always").await;
     let t0 = at(day("2026-11-13"), 9);
     assert_eq!(app.poll_at(day("2026-11-13"), t0).await.total_sent(), 3);
-    let state_db = app._dir.path().join("state.db");
-    let copy = app._dir.path().join("copy.db");
+    let state_db = app.test.path("state.db");
+    let copy = app.test.path("copy.db");
     let started = std::time::Instant::now();
     loop {
         // The file alone: what is in the log and not yet checkpointed is not in it.
-        let _ = std::fs::remove_file(app._dir.path().join("copy.db-wal"));
+        let _ = std::fs::remove_file(app.test.path("copy.db-wal"));
         std::fs::copy(&state_db, &copy).unwrap();
         let mut conn = SqliteConnectOptions::new().filename(&copy).connect().await.unwrap();
         // No table yet: not even the migrations were checkpointed.
@@ -710,7 +638,7 @@ async fn a_dead_notice_is_listed_and_put_back_by_the_operator() {
     assert_eq!(app.poll_at(day("2026-11-13"), t0).await.total_dead(), 3);
     let rows = app.state.outbox_for_case("2026-BU-0142").await.unwrap();
     let key = rows.iter().find(|r| !r.notice_key.contains("/up")).unwrap().notice_key.clone();
-    let config = app._dir.path().join("fristvakt.toml");
+    let config = app.test.path("fristvakt.toml");
     let run = |args: &[&str]| crate::helpers::fristvakt(Some(&config), args, &[]);
 
     // The state file is read by another process (`cat`): this process must not open and close
@@ -719,7 +647,7 @@ async fn a_dead_notice_is_listed_and_put_back_by_the_operator() {
     // command that closes its pool then takes itself for the database's last user and deletes
     // the write-ahead log and its index under this process's connections, and a connection
     // opened here afterwards reads an empty new log: "disk I/O error" (SQLITE_IOERR_SHORT_READ).
-    let state_file = app._dir.path().join("state.db");
+    let state_file = app.test.path("state.db");
     let read_state = || {
         let out = std::process::Command::new("cat").arg(&state_file).output().unwrap();
         assert!(out.status.success(), "cat {}: {}", state_file.display(), crate::helpers::stderr(&out));
@@ -799,7 +727,7 @@ async fn a_silent_mail_server_never_holds_a_dispatch_run() {
     app.close().await;
 }
 
-async fn permanent_rejection_is_dead_at_once(state_url: String) {
+async fn permanent_rejection_is_dead_at_once(state_url: Option<String>) {
     let app = App::start(state_url, &[assessment_case("2026-BU-0142", Some(CASEWORKER))], "always").await;
     app.smtp.set_mode(SmtpMode::RejectPermanent);
     let t0 = at(day("2026-11-13"), 9);
@@ -833,7 +761,7 @@ async fn permanent_rejection_is_dead_at_once(state_url: String) {
 /// mailbox answers `550 5.1.1`. The other recipients of a step receive the notice; a step whose
 /// only recipient is refused goes one role up (caseworker → team lead → unit manager) as an
 /// outbox row of its own; a recipient answered `451` is retried alone, never the others again.
-async fn a_refused_recipient_does_not_stop_the_others_and_a_lone_one_goes_up(state_url: String) {
+async fn a_refused_recipient_does_not_stop_the_others_and_a_lone_one_goes_up(state_url: Option<String>) {
     let started = std::time::Instant::now();
     let cases =
         [assessment_case("2026-BU-0142", Some(CASEWORKER)), assessment_case("2026-BU-0143", Some(CASEWORKER_2))];
@@ -935,7 +863,7 @@ async fn a_refused_recipient_does_not_stop_the_others_and_a_lone_one_goes_up(sta
 /// Fault test: the server refuses `MAIL FROM` (550): no mail is at fault. The run stops at once
 /// (paused, counted, logged); the rows stay retrying, also past `mail.give_up_after`, and go
 /// out when the server takes mail again.
-async fn a_server_refusing_the_sender_pauses_dispatch_and_keeps_the_backlog(state_url: String) {
+async fn a_server_refusing_the_sender_pauses_dispatch_and_keeps_the_backlog(state_url: Option<String>) {
     let started = std::time::Instant::now();
     let cases: Vec<Case> = ["2026-BU-0142", "2026-BU-0143", "2026-BU-0144", "2026-BU-0145", "2026-BU-0146"]
         .into_iter()
@@ -988,7 +916,7 @@ async fn a_server_refusing_the_sender_pauses_dispatch_and_keeps_the_backlog(stat
     app.close().await;
 }
 
-async fn personal_columns_never_reach_mail_logs_or_errors(state_url: String) {
+async fn personal_columns_never_reach_mail_logs_or_errors(state_url: Option<String>) {
     let logs = LogBuffer::default();
     let _guard = tracing::subscriber::set_default(
         tracing_subscriber::fmt()
@@ -1057,7 +985,7 @@ async fn personal_columns_never_reach_mail_logs_or_errors(state_url: String) {
 // sending to an SMTP server; driven through the daemon's jobs.
 
 pub(crate) struct App {
-    pub(crate) _dir: tempfile::TempDir,
+    pub(crate) test: TestApp,
     pub(crate) app: fristvakt::app::App,
     pub(crate) smtp: TestSmtp,
 }
@@ -1075,26 +1003,26 @@ pub(crate) async fn start_app(settings: Arc<Settings>, holder: &str) -> fristvak
 }
 
 impl App {
-    pub(crate) async fn start(state_url: String, cases: &[Case], send_window: &str) -> App {
-        App::start_with(state_url, cases, send_window, |_| {}).await
+    /// A SQLite register of `cases`, the state on PostgreSQL (that database) or SQLite (`None`),
+    /// mail to a test SMTP server within `send_window`.
+    pub(crate) async fn start(postgres_state: Option<String>, cases: &[Case], send_window: &str) -> App {
+        App::start_with(postgres_state, cases, send_window, |_| {}).await
     }
 
     /// Like [`App::start`], with the settings adjusted by `adjust`.
     pub(crate) async fn start_with(
-        state_url: String,
+        postgres_state: Option<String>,
         cases: &[Case],
         send_window: &str,
         adjust: impl FnOnce(&mut Settings),
     ) -> App {
-        let dir = tempfile::tempdir().unwrap();
+        let test = TestApp::with_sqlite_register(postgres_state);
         let smtp = TestSmtp::start().await;
-        let register_path = dir.path().join("register.db");
-        write_register(&register_path, cases).await;
-        let state_url = state_url.replace("{dir}", &dir.path().display().to_string());
-        let mut settings = settings(dir.path(), &register_path, &state_url, smtp.port(), send_window);
+        write_register(&test.path("register.db"), cases).await;
+        let mut settings = settings(&test, smtp.port(), send_window);
         adjust(&mut settings);
         let app = start_app(Arc::new(settings), "process-a").await;
-        App { _dir: dir, app, smtp }
+        App { test, app, smtp }
     }
 
     /// A second process on the same register, state and SMTP server.
@@ -1142,16 +1070,14 @@ async fn run_poll(app: &fristvakt::app::App, today: NaiveDate, now: DateTime<Utc
     jobs::dispatch::run_once(app, Moment::on(today, now)).await.unwrap()
 }
 
-pub(crate) fn settings(dir: &Path, register: &Path, state_url: &str, smtp_port: u16, send_window: &str) -> Settings {
-    let toml = format!(
-        r#"
-[register]
-url = "sqlite://{register}"
-[state]
-url = "{state_url}"
-[mail]
+/// The settings of `test` with mail to the SMTP server on `smtp_port`, within `send_window`.
+pub(crate) fn settings(test: &TestApp, smtp_port: u16, send_window: &str) -> Settings {
+    let path = test.config_toml(
+        "",
+        &format!(
+            r#"[mail]
 transport = "smtp"
-file_dir = "{dir}/outbox"
+file_dir = "{outbox}"
 send_window = "{send_window}"
 [mail.smtp]
 host = "127.0.0.1"
@@ -1164,20 +1090,15 @@ name = "Bromma barn och unga"
 team_leads = ["{TEAM_LEAD}"]
 managers = ["{MANAGER}"]
 "#,
-        register = register.display(),
-        dir = dir.display(),
+            outbox = test.outbox_dir().display(),
+        ),
     );
-    let path = dir.join("fristvakt.toml");
-    std::fs::write(&path, toml).unwrap();
     config::load_with_env(Some(&path), Vec::new()).unwrap()
 }
 
-pub(crate) fn sqlite_state() -> String {
-    "sqlite://{dir}/state.db".to_string()
-}
-
-pub(crate) async fn postgres_state() -> String {
-    crate::support::postgres::shared().fresh_database().await
+/// The state on SQLite, in the test's directory.
+pub(crate) fn sqlite_state() -> Option<String> {
+    None
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -7,8 +7,9 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use crate::helpers::{fristvakt, stderr, stdout, Workspace};
+use crate::helpers::{fristvakt, stderr, stdout};
 use crate::service::free_port;
+use crate::support::app::TestApp;
 use crate::support::process::ChildGuard;
 
 /// The binary with the environment an operator has: no `RUST_LOG`.
@@ -22,8 +23,8 @@ fn operator(config: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
 }
 
 /// A workspace with `cases` demo cases polled once.
-fn polled(cases: usize) -> (Workspace, std::path::PathBuf) {
-    let ws = Workspace::new();
+fn polled(cases: usize) -> (TestApp, std::path::PathBuf) {
+    let ws = TestApp::sqlite();
     let cfg = ws.config("");
     let out = fristvakt(Some(&cfg), &["demo-data", "--cases", &cases.to_string()], &[]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -74,7 +75,7 @@ fn a_closed_pipe_ends_the_output_quietly() {
 
 #[test]
 fn show_commands_log_no_info_and_create_nothing() {
-    let ws = Workspace::new();
+    let ws = TestApp::sqlite();
     let cfg = ws.config("");
     let out = fristvakt(Some(&cfg), &["demo-data", "--cases", "50"], &[]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -127,14 +128,14 @@ fn an_unreadable_configuration_says_permission_denied_with_user_and_mode() {
     if !Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0") {
         panic!("this test switches to the user nobody: run it as root (CI and scripts/test do)");
     }
-    let ws = Workspace::new();
+    let ws = TestApp::sqlite();
     let etc = ws.path("etc");
     std::fs::create_dir(&etc).unwrap();
     let cfg = etc.join("fristvakt.toml");
     std::fs::write(&cfg, "timezone = \"Europe/Stockholm\"\n").unwrap();
     let mode = |p: &Path, m: u32| std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(m)).unwrap();
     // The workspace itself is searchable by all, as /etc is.
-    mode(ws.dir.path(), 0o755);
+    mode(ws.dir(), 0o755);
     mode(&etc, 0o750);
     mode(&cfg, 0o640);
     let run = || {
@@ -164,7 +165,7 @@ fn an_unreadable_configuration_says_permission_denied_with_user_and_mode() {
 
 #[test]
 fn unreachable_servers_are_named_with_the_cause() {
-    let ws = Workspace::new();
+    let ws = TestApp::sqlite();
     let closed = free_port();
     let cfg = ws.path("pg.toml");
     std::fs::write(&cfg, format!("[state]\nurl = \"postgres://fristvakt@127.0.0.1:{closed}/fristvakt\"\n")).unwrap();
@@ -189,7 +190,7 @@ fn unreachable_servers_are_named_with_the_cause() {
 /// Under journald every log line starts with its syslog priority.
 #[test]
 fn log_lines_carry_syslog_priorities_under_journald() {
-    let ws = Workspace::new();
+    let ws = TestApp::sqlite();
     let cfg = ws.config("");
     let out = fristvakt(Some(&cfg), &["demo-data", "--cases", "40", "--broken", "5"], &[]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -212,7 +213,7 @@ fn log_lines_carry_syslog_priorities_under_journald() {
 /// poll then sends exactly that many notices.
 #[test]
 fn a_dry_run_poll_foretells_the_first_poll() {
-    let ws = Workspace::new();
+    let ws = TestApp::sqlite();
     let cfg = ws.config("");
     let out = fristvakt(Some(&cfg), &["demo-data", "--cases", "800"], &[]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -294,13 +295,13 @@ fn the_report_prints_on_a4_without_blank_pages() {
         .into_iter()
         .find(|c| Command::new(c).arg("--version").output().is_ok_and(|o| o.status.success()))
         .expect("chromium not found: install it with `apt-get install -y chromium poppler-utils` (scripts/test does)");
-    let ws = Workspace::new();
+    let ws = TestApp::sqlite();
     let cfg = ws.path("fristvakt.toml");
     std::fs::write(
         &cfg,
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/demo.toml"))
             .unwrap()
-            .replace("var/", &format!("{}/", ws.dir.path().display())),
+            .replace("var/", &format!("{}/", ws.dir().display())),
     )
     .unwrap();
     for args in [&["demo-data", "--cases", "2000"][..], &["poll", "--once", "--today", "2026-12-01"]] {

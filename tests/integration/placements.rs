@@ -13,8 +13,8 @@ use fristvakt::state::DeadlineFilter;
 use fristvakt::sync::SyncReport;
 use serde_json::Value;
 
-use crate::helpers::{date, fristvakt, stderr, stdout, Workspace};
-use crate::support::postgres;
+use crate::helpers::{date, fristvakt, stderr, stdout};
+use crate::support::app::{closed_or_open, exec, stored_lines, TestApp};
 
 const TODAY: &str = "2026-11-27";
 const KEY: &str = "child-key-of-p5-0001";
@@ -194,29 +194,22 @@ fn first_rows() -> Vec<String> {
 
 /// Stored placement deadlines, one line each.
 async fn placement_lines(app: &App) -> Vec<String> {
-    let mut lines: Vec<String> = app
-        .state
-        .deadlines(&DeadlineFilter::default())
-        .await
-        .unwrap()
-        .iter()
-        .filter(|d| d.deadline.kind.is_placement())
-        .map(|d| {
-            let x = &d.deadline;
-            let closed = x.closed_on.map_or("open".to_string(), |c| format!("closed {c}"));
+    stored_lines(app, |d| {
+        let x = &d.deadline;
+        x.kind.is_placement().then(|| {
             format!(
-                "{} {} {} → {} / {} {closed} {}",
+                "{} {} {} → {} / {} {} {}",
                 d.case_ref,
                 x.kind,
                 x.start_on,
                 x.nominal_due_on,
                 x.due_on,
+                closed_or_open(x),
                 x.status(date(TODAY))
             )
         })
-        .collect();
-    lines.sort();
-    lines
+    })
+    .await
 }
 
 async fn poll(app: &App, now: DateTime<Utc>) -> SyncReport {
@@ -227,38 +220,12 @@ async fn full_pass(app: &App, now: DateTime<Utc>) -> SyncReport {
     jobs::full_pass::run_once(app, Moment::on(date(TODAY), now)).await.unwrap().expect("the poll lease").sync
 }
 
-/// Runs `statements` against the register.
-async fn exec(url: &str, engine: Engine, statements: &[String]) {
-    match engine {
-        Engine::Sqlite => {
-            let pool = sqlx::sqlite::SqlitePoolOptions::new().max_connections(1).connect(url).await.unwrap();
-            for s in statements {
-                sqlx::query(s).execute(&pool).await.unwrap();
-            }
-            pool.close().await;
-        }
-        Engine::Postgres => {
-            let pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(url).await.unwrap();
-            for s in statements {
-                sqlx::query(s).execute(&pool).await.unwrap();
-            }
-            pool.close().await;
-        }
-    }
-}
-
-async fn placements_give_the_contract_clocks(engine: Engine) {
-    let ws = Workspace::new();
-    let register_url = match engine {
-        Engine::Sqlite => {
-            std::fs::File::create(ws.path("register.db")).unwrap();
-            ws.sqlite_url("register.db")
-        }
-        Engine::Postgres => postgres::shared().fresh_database().await,
-    };
-    exec(&register_url, engine, &schema(engine)).await;
-    exec(&register_url, engine, &first_rows()).await;
-    let path = ws.config("[units.\"BRO-BU\"]\nmanagers = [\"ec.bromma@kommun.example\"]\n");
+async fn placements_give_the_contract_clocks(postgres_register: Option<String>) {
+    let test = TestApp::with_sqlite_state(postgres_register);
+    let (engine, register_url) = (test.register_engine(), test.register_url().to_string());
+    exec(&register_url, &schema(engine)).await;
+    exec(&register_url, &first_rows()).await;
+    let path = test.config("[units.\"BRO-BU\"]\nmanagers = [\"ec.bromma@kommun.example\"]\n");
     let settings =
         config::load_with_env(Some(&path), [("FRISTVAKT__REGISTER__URL".to_string(), register_url.clone())]).unwrap();
     let app = App::start(Arc::new(settings), "test", at(8, 0)).await.unwrap();
@@ -290,10 +257,7 @@ async fn placements_give_the_contract_clocks(engine: Engine) {
     assert_eq!(placement_lines(&app).await, expected_first);
 
     // Only a placements row changed: the custody came in to the court on the Monday.
-    exec(
-        &register_url,
-        engine,
-        &["UPDATE placements SET submitted_to_court_on = '2026-11-30', updated_at = '2026-11-27T10:00:00Z' WHERE placement_ref = '2026-PL-0001'".to_string()],
+    exec(&register_url, &["UPDATE placements SET submitted_to_court_on = '2026-11-30', updated_at = '2026-11-27T10:00:00Z' WHERE placement_ref = '2026-PL-0001'".to_string()],
     )
     .await;
     let second = poll(&app, at(10, 30)).await;
@@ -304,10 +268,7 @@ async fn placements_give_the_contract_clocks(engine: Engine) {
 
     // Only cases rows changed: the jourhem's investigation closed (its two months start), and a
     // new investigation of the child of the ended HVB placement opened (its follow-up ends).
-    exec(
-        &register_url,
-        engine,
-        &[
+    exec(&register_url, &[
             "UPDATE cases SET investigation_closed_on = '2026-11-13', updated_at = '2026-11-27T11:00:00Z' WHERE case_ref = '2026-BU-0002'".to_string(),
             case("2026-BU-0009", Some(KEY), "2026-11-20", None, "2026-11-27T11:00:00Z"),
         ],
@@ -331,7 +292,7 @@ async fn placements_give_the_contract_clocks(engine: Engine) {
     );
 
     // A full pass after a placement left the view: its deadlines are withdrawn, the rest stay.
-    exec(&register_url, engine, &["DELETE FROM placements WHERE placement_ref = '2026-PL-0002'".to_string()]).await;
+    exec(&register_url, &["DELETE FROM placements WHERE placement_ref = '2026-PL-0002'".to_string()]).await;
     let pass = full_pass(&app, at(12, 0)).await;
     assert_eq!(pass.placement_rows_read, 7);
     let lines = placement_lines(&app).await;
@@ -345,19 +306,12 @@ async fn placements_give_the_contract_clocks(engine: Engine) {
 
 /// The cycles of one placement's review as a register records reviews one at a time: each poll on
 /// its own day, the stored cycles and the notices written after it.
-async fn reviews_recorded_one_at_a_time(engine: Engine) {
-    let ws = Workspace::new();
-    let register_url = match engine {
-        Engine::Sqlite => {
-            std::fs::File::create(ws.path("register.db")).unwrap();
-            ws.sqlite_url("register.db")
-        }
-        Engine::Postgres => postgres::shared().fresh_database().await,
-    };
-    exec(&register_url, engine, &schema(engine)).await;
+async fn reviews_recorded_one_at_a_time(postgres_register: Option<String>) {
+    let test = TestApp::with_sqlite_state(postgres_register);
+    let (engine, register_url) = (test.register_engine(), test.register_url().to_string());
+    exec(&register_url, &schema(engine)).await;
     exec(
         &register_url,
-        engine,
         &[placement(&[
             ("placement_ref", "2026-PL-0100"),
             ("basis", "sol"),
@@ -369,7 +323,7 @@ async fn reviews_recorded_one_at_a_time(engine: Engine) {
         ])],
     )
     .await;
-    let path = ws.config("[units.\"BRO-BU\"]\nmanagers = [\"ec.bromma@kommun.example\"]\n");
+    let path = test.config("[units.\"BRO-BU\"]\nmanagers = [\"ec.bromma@kommun.example\"]\n");
     let settings =
         config::load_with_env(Some(&path), [("FRISTVAKT__REGISTER__URL".to_string(), register_url.clone())]).unwrap();
     let app = App::start(Arc::new(settings), "test", at(8, 0)).await.unwrap();
@@ -388,21 +342,11 @@ async fn reviews_recorded_one_at_a_time(engine: Engine) {
     let cycles = |kind: &'static str| {
         let app = &app;
         async move {
-            let mut lines: Vec<String> = app
-                .state
-                .deadlines(&DeadlineFilter::default())
-                .await
-                .unwrap()
-                .iter()
-                .filter(|d| d.deadline.kind.as_str() == kind)
-                .map(|d| {
-                    let x = &d.deadline;
-                    let closed = x.closed_on.map_or("open".to_string(), |c| format!("closed {c}"));
-                    format!("{} → {} {closed}", x.start_on, x.due_on)
-                })
-                .collect();
-            lines.sort();
-            lines
+            stored_lines(app, |d| {
+                let x = &d.deadline;
+                (x.kind.as_str() == kind).then(|| format!("{} → {} {}", x.start_on, x.due_on, closed_or_open(x)))
+            })
+            .await
         }
     };
     let notices = || {
@@ -429,7 +373,7 @@ async fn reviews_recorded_one_at_a_time(engine: Engine) {
 
     // Reviewed on 2026-08-31, in time: the cycle is met and the next runs from the review
     // (2027-02-28 is a Sunday → 2027-03-01). The first cycle's pending notice is cancelled.
-    exec(&register_url, engine, &[review("last_reviewed_on", "2026-08-31", "2026-08-31T10:00:00Z")]).await;
+    exec(&register_url, &[review("last_reviewed_on", "2026-08-31", "2026-08-31T10:00:00Z")]).await;
     poll_on("2026-08-31").await;
     assert_eq!(
         cycles("placement_review").await,
@@ -449,7 +393,7 @@ async fn reviews_recorded_one_at_a_time(engine: Engine) {
     );
 
     // Reviewed late, on 2027-03-10: the second cycle is missed, the third runs from the review.
-    exec(&register_url, engine, &[review("last_reviewed_on", "2027-03-10", "2027-03-10T10:00:00Z")]).await;
+    exec(&register_url, &[review("last_reviewed_on", "2027-03-10", "2027-03-10T10:00:00Z")]).await;
     poll_on("2027-03-10").await;
     let three = [
         "2026-03-02 → 2026-09-02 closed 2026-08-31",
@@ -462,13 +406,13 @@ async fn reviews_recorded_one_at_a_time(engine: Engine) {
     assert_eq!(second.deadline.status(date("2027-03-10")).as_str(), "missed");
 
     // The review date corrected backwards: nothing closes, the running cycle moves in place.
-    exec(&register_url, engine, &[review("last_reviewed_on", "2027-03-08", "2027-03-11T10:00:00Z")]).await;
+    exec(&register_url, &[review("last_reviewed_on", "2027-03-08", "2027-03-11T10:00:00Z")]).await;
     poll_on("2027-03-11").await;
     assert_eq!(cycles("placement_review").await, [three[0], three[1], "2027-03-08 → 2027-09-08 open"]);
 
     // The restriction ends while the placement goes on; the restriction's running cycle closes,
     // the placement's does not.
-    exec(&register_url, engine, &[review("restriction_ended_on", "2027-03-20", "2027-03-20T10:00:00Z")]).await;
+    exec(&register_url, &[review("restriction_ended_on", "2027-03-20", "2027-03-20T10:00:00Z")]).await;
     poll_on("2027-03-20").await;
     let restriction = cycles("restriction_review").await;
     assert_eq!(restriction.len(), 1, "{restriction:?}");
@@ -486,7 +430,7 @@ async fn reviews_recorded_one_at_a_time(engine: Engine) {
     assert_eq!(cycles("placement_review").await.len(), 3);
 
     // The placement ends: its running cycle closes on that day, met, and no new one starts.
-    exec(&register_url, engine, &[review("ended_on", "2027-04-01", "2027-04-01T10:00:00Z")]).await;
+    exec(&register_url, &[review("ended_on", "2027-04-01", "2027-04-01T10:00:00Z")]).await;
     poll_on("2027-04-01").await;
     assert_eq!(cycles("placement_review").await, [three[0], three[1], "2027-03-08 → 2027-09-08 closed 2027-04-01"]);
     app.close_connections().await;
@@ -545,37 +489,97 @@ async fn reviews_recorded_one_at_a_time(engine: Engine) {
     assert_eq!(fresh, listed);
 }
 
-#[tokio::test]
-async fn reviews_recorded_one_at_a_time_on_sqlite() {
-    reviews_recorded_one_at_a_time(Engine::Sqlite).await;
+both_engines!(current_thread: reviews_recorded_one_at_a_time);
+
+both_engines!(current_thread: placements_give_the_contract_clocks);
+
+/// Issue 27 (4): the digest shows a placement's running review cycles, not its closed ones. A
+/// placement's review and its restriction's review each have a closed cycle and a running one
+/// (the placement's due in five days, the restriction's overdue); `digest --dry-run` and the
+/// digest job's mail list the two running cycles, by their last days, and no closed one.
+async fn the_digest_shows_the_running_cycles(postgres_state: Option<String>) {
+    const REF: &str = "2026-PL-0300";
+    let test = TestApp::new(postgres_state).await;
+    exec(test.register_url(), &schema(test.register_engine())).await;
+    exec(
+        test.register_url(),
+        &[placement(&[
+            ("placement_ref", REF),
+            ("basis", "sol"),
+            ("home", "hvb"),
+            ("decided_on", "2026-03-02"),
+            ("executed_on", "2026-03-02"),
+            ("restriction_decided_on", "2026-06-01"),
+            ("updated_at", "2026-06-01T09:00:00Z"),
+        ])],
+    )
+    .await;
+    let cfg = test.config("[units.\"BRO-BU\"]\nmanagers = [\"ec.bromma@kommun.example\"]\n");
+    let settings = config::load_with_env(Some(&cfg), Vec::new()).unwrap();
+    let timezone = settings.timezone;
+    let app = test.start(settings, Utc.with_ymd_and_hms(2026, 6, 1, 12, 0, 0).unwrap()).await;
+    let poll_at = |day: &str, now: DateTime<Utc>| jobs::poll::run_once(&app, Moment::on(date(day), now));
+    poll_at("2026-06-01", Utc.with_ymd_and_hms(2026, 6, 1, 12, 0, 0).unwrap()).await.unwrap().expect("the poll lease");
+    // The placement reviewed in time, the restriction a week late: each cycle closes, the next runs.
+    exec(
+        test.register_url(),
+        &[format!(
+            "UPDATE placements SET last_reviewed_on = '2026-08-31', restriction_last_reviewed_on = '2026-09-07', \
+             updated_at = '2026-09-07T09:00:00Z' WHERE placement_ref = '{REF}'"
+        )],
+    )
+    .await;
+    poll_at("2026-09-07", Utc.with_ymd_and_hms(2026, 9, 7, 12, 0, 0).unwrap()).await.unwrap().expect("the poll lease");
+    let cycles = stored_lines(&app, |d| {
+        let x = &d.deadline;
+        Some(format!("{} {} → {} {}", x.kind, x.start_on, x.due_on, closed_or_open(x)))
+    })
+    .await;
+    assert_eq!(
+        cycles,
+        [
+            "placement_review 2026-03-02 → 2026-09-02 closed 2026-08-31",
+            // 2027-02-28 is a Sunday.
+            "placement_review 2026-08-31 → 2027-03-01 open",
+            "restriction_review 2026-06-01 → 2026-09-01 closed 2026-09-07",
+            "restriction_review 2026-09-07 → 2026-12-07 open",
+        ]
+    );
+
+    // Wednesday 2027-02-24: the placement's review is due in five days, the restriction's overdue.
+    let out = test.run(&cfg, &["digest", "--dry-run", "--today", "2027-02-24"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mail_now = Utc.with_ymd_and_hms(2027, 2, 24, 9, 0, 0).unwrap();
+    let report = jobs::digest::run_once(&app, Moment::at(mail_now, timezone)).await.unwrap();
+    assert_eq!(report.map(|r| r.enqueued), Some(1));
+    jobs::dispatch::run_once(&app, Moment::at(mail_now, timezone)).await.unwrap();
+    app.close().await;
+    let mails: Vec<String> =
+        test.mail_texts().into_iter().filter(|(name, _)| name.starts_with("digest-")).map(|(_, text)| text).collect();
+    assert_eq!(mails.len(), 1, "one digest mail: {:?}", test.eml_files().iter().map(|(n, _)| n).collect::<Vec<_>>());
+    for digest in [stdout(&out), mails[0].clone()] {
+        let rows: Vec<&str> = digest.lines().filter(|l| l.contains(REF)).collect();
+        assert_eq!(rows.len(), 2, "one row a running cycle: {digest}");
+        assert!(rows.iter().any(|r| r.contains("2027-03-01")), "the placement's running review: {digest}");
+        assert!(rows.iter().any(|r| r.contains("2026-12-07")), "the restriction's running review: {digest}");
+        for closed in ["2026-09-01", "2026-09-02"] {
+            assert!(!digest.contains(closed), "a closed cycle ({closed}) in the digest: {digest}");
+        }
+    }
 }
 
-#[tokio::test]
-async fn reviews_recorded_one_at_a_time_on_postgres() {
-    reviews_recorded_one_at_a_time(Engine::Postgres).await;
-}
-
-#[tokio::test]
-async fn placements_give_the_contract_clocks_on_sqlite() {
-    placements_give_the_contract_clocks(Engine::Sqlite).await;
-}
-
-#[tokio::test]
-async fn placements_give_the_contract_clocks_on_postgres() {
-    placements_give_the_contract_clocks(Engine::Postgres).await;
-}
+both_engines!(the_digest_shows_the_running_cycles);
 
 /// The show commands and the mail: `deadlines` lists a placement's clocks under its reference,
 /// `explain` words them, `check-config` says the view is there, a notice says what a miss means
 /// and links by `mail.placement_link`.
 #[tokio::test]
 async fn placements_in_every_output() {
-    let ws = Workspace::new();
-    std::fs::File::create(ws.path("register.db")).unwrap();
-    let url = ws.sqlite_url("register.db");
-    exec(&url, Engine::Sqlite, &schema(Engine::Sqlite)).await;
-    exec(&url, Engine::Sqlite, &first_rows()).await;
-    let cfg = ws.config(
+    let test = TestApp::new(None).await;
+    let url = test.register_url().to_string();
+    exec(&url, &schema(Engine::Sqlite)).await;
+    exec(&url, &first_rows()).await;
+    let cfg = test.config(
         "placement_link = \"https://register.kommun.example/placering/{placement_ref}\"\n\
          [units.\"BRO-BU\"]\nteam_leads = [\"gl.bromma@kommun.example\"]\nmanagers = [\"ec.bromma@kommun.example\"]\n",
     );
@@ -614,7 +618,7 @@ async fn placements_in_every_output() {
     // nominal 28th), which reaches the manager before the last day.
     let out = fristvakt(Some(&cfg), &["poll", "--once", "--today", TODAY], &[]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let mails: Vec<String> = std::fs::read_dir(ws.path("outbox"))
+    let mails: Vec<String> = std::fs::read_dir(test.outbox_dir())
         .unwrap()
         .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
         .filter(|m| m.contains("2026-PL-0001"))
@@ -632,13 +636,12 @@ async fn placements_in_every_output() {
 /// cases' clocks are as before.
 #[tokio::test]
 async fn a_register_without_the_placements_view_works_as_before() {
-    let ws = Workspace::new();
-    std::fs::File::create(ws.path("register.db")).unwrap();
-    let url = ws.sqlite_url("register.db");
+    let test = TestApp::new(None).await;
+    let url = test.register_url().to_string();
     let without: Vec<String> = schema(Engine::Sqlite).into_iter().take(2).collect();
-    exec(&url, Engine::Sqlite, &without).await;
-    exec(&url, Engine::Sqlite, &first_rows()[..2]).await;
-    let cfg = ws.config("");
+    exec(&url, &without).await;
+    exec(&url, &first_rows()[..2]).await;
+    let cfg = test.config("");
     let out = fristvakt(Some(&cfg), &["check-config"], &[]);
     assert!(out.status.success());
     assert!(stdout(&out).contains("no placements view: placement and LVU clocks off"), "{}", stdout(&out));

@@ -15,9 +15,8 @@ use fristvakt::sync::SyncReport;
 use serde_json::Value;
 use sqlx::sqlite::SqlitePoolOptions;
 
-use crate::helpers::{
-    date, demo_cases, fristvakt, postgres_register, postgres_register_with, stderr, stdout, Workspace,
-};
+use crate::helpers::{date, demo_cases, fristvakt, postgres_register, postgres_register_with, stderr, stdout};
+use crate::support::app::{closed_or_open, stored_lines, Engine, TestApp};
 use crate::support::postgres;
 
 const TODAY: &str = "2026-11-25";
@@ -63,7 +62,7 @@ async fn sqlite_exec(url: &str, sql: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_deadlines_are_correct_for_every_case_and_identical_on_sqlite_and_postgres() {
     let cases = 20_000;
-    let ws = Workspace::new();
+    let ws = TestApp::sqlite();
     let cfg = ws.config("");
     let out = fristvakt(Some(&cfg), &["demo-data", "--cases", &cases.to_string(), "--today", TODAY], &[]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -211,7 +210,7 @@ async fn demo_deadlines_are_correct_for_every_case_and_identical_on_sqlite_and_p
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changing_ten_rows_of_a_hundred_thousand_reads_about_ten() {
-    let ws = Workspace::new();
+    let ws = TestApp::sqlite();
     let settings = ws.settings("");
     let today = date(TODAY);
     let written = write_demo_register(&settings, 100_000, 7).await;
@@ -252,7 +251,7 @@ async fn changing_ten_rows_of_a_hundred_thousand_reads_about_ten() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broken_rows_are_skipped_and_counted_by_reason_and_the_rest_processed() {
-    let ws = Workspace::new();
+    let ws = TestApp::sqlite();
     let cfg = ws.config("");
     let out = fristvakt(Some(&cfg), &["demo-data", "--cases", "300", "--broken", "10", "--today", TODAY], &[]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -288,7 +287,7 @@ async fn broken_rows_are_skipped_and_counted_by_reason_and_the_rest_processed() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cases_that_leave_the_register_are_withdrawn_by_the_full_pass() {
-    let ws = Workspace::new();
+    let ws = TestApp::sqlite();
     let settings = ws.settings("");
     let today = date(TODAY);
     write_demo_register(&settings, 50, 3).await;
@@ -311,7 +310,7 @@ async fn cases_that_leave_the_register_are_withdrawn_by_the_full_pass() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_view_without_a_column_is_named_and_a_missing_register_is_a_clear_error() {
-    let ws = Workspace::new();
+    let ws = TestApp::sqlite();
     let settings = ws.settings("");
     let url = format!("{}?mode=rwc", settings.register.url.expose());
     sqlite_exec(
@@ -337,7 +336,7 @@ async fn rows_committed_late_with_an_older_timestamp_are_read_within_the_overlap
     let state_url = pg.fresh_database().await;
     let today = date(TODAY);
     postgres_register(&register_url, demo_cases(20, 5, today, 0)).await;
-    let ws = Workspace::new();
+    let ws = TestApp::sqlite();
     let settings = config::load_with_env(
         Some(&ws.config("")),
         [
@@ -376,7 +375,7 @@ async fn rows_committed_late_with_an_older_timestamp_are_read_within_the_overlap
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn explain_shows_the_julafton_move_step_by_step() {
-    let ws = Workspace::new();
+    let ws = TestApp::sqlite();
     let cfg = ws.config("");
     let url = format!("{}?mode=rwc", ws.sqlite_url("register.db"));
     create_register_table(&url).await;
@@ -406,7 +405,7 @@ async fn explain_shows_the_julafton_move_step_by_step() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_pass_keeps_deadlines_of_skipped_rows_and_of_an_empty_view() {
-    let ws = Workspace::new();
+    let ws = TestApp::sqlite();
     let settings = ws.settings("");
     let today = date(TODAY);
     write_demo_register(&settings, 40, 9).await;
@@ -437,7 +436,7 @@ async fn a_full_pass_keeps_deadlines_of_skipped_rows_and_of_an_empty_view() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_timestamp_in_the_future_does_not_freeze_the_watermark() {
-    let ws = Workspace::new();
+    let ws = TestApp::sqlite();
     let settings = ws.settings("");
     let today = date(TODAY);
     write_demo_register(&settings, 20, 4).await;
@@ -469,7 +468,7 @@ async fn a_timestamp_in_the_future_does_not_freeze_the_watermark() {
 /// The show commands only read: the state database is byte for byte what it was.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn show_commands_leave_the_state_database_byte_identical() {
-    let ws = Workspace::new();
+    let ws = TestApp::sqlite();
     let cfg = ws.config("");
     let out = fristvakt(Some(&cfg), &["demo-data", "--cases", "400", "--broken", "4", "--today", TODAY], &[]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -520,7 +519,7 @@ async fn show_commands_leave_the_state_database_byte_identical() {
 /// changed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fresh_listing_is_what_a_full_pass_then_stores() {
-    let ws = Workspace::new();
+    let ws = TestApp::sqlite();
     let cfg = ws.config("");
     let settings = ws.settings("");
     write_demo_register(&settings, 3_000, 5).await;
@@ -589,21 +588,17 @@ async fn fresh_listing_is_what_a_full_pass_then_stores() {
 /// the database) print exactly the lines of the unfiltered listing that have that unit and
 /// status, on several days, in JSON and as a table; the unfiltered listing is what `--fresh`
 /// computes from the register; and standard error says as of which poll.
-async fn show_filters_print_the_unfiltered_listing_filtered(pg: bool) {
-    let ws = Workspace::new();
-    let cfg = ws.config("");
-    let mut env: Vec<(&str, String)> = Vec::new();
+async fn show_filters_print_the_unfiltered_listing_filtered(postgres_state: Option<String>) {
+    let test = TestApp::new(postgres_state).await;
+    let cfg = test.config("");
+    let env: Vec<(&str, &str)> = Vec::new();
     let cases = demo_cases(2_000, 1, date(TODAY), 0);
-    if pg {
-        let pg = postgres::shared();
-        let register_url = pg.fresh_database().await;
-        postgres_register(&register_url, cases).await;
-        env.push(("FRISTVAKT__REGISTER__URL", register_url));
-        env.push(("FRISTVAKT__STATE__URL", pg.fresh_database().await));
-    } else {
-        write_demo_register(&ws.settings(""), 2_000, 1).await;
+    match test.engine() {
+        Engine::Postgres => postgres_register(test.register_url(), cases).await,
+        Engine::Sqlite => {
+            write_demo_register(&test.settings(""), 2_000, 1).await;
+        }
     }
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let run = |args: &[&str]| {
         let out = fristvakt(Some(&cfg), args, &env);
         assert!(out.status.success(), "{args:?}: {}", stderr(&out));
@@ -665,26 +660,15 @@ async fn show_filters_print_the_unfiltered_listing_filtered(pg: bool) {
     assert_eq!(seen.len(), rules::Status::ALL.len(), "every status shows on one of the days: {seen:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn show_filters_print_the_unfiltered_listing_filtered_sqlite() {
-    show_filters_print_the_unfiltered_listing_filtered(false).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn show_filters_print_the_unfiltered_listing_filtered_postgres() {
-    show_filters_print_the_unfiltered_listing_filtered(true).await;
-}
+both_engines!(multi_thread: show_filters_print_the_unfiltered_listing_filtered);
 
 /// The digest read as the digest job reads it (units, open deadlines due within a week, the
 /// 30-day share counted by the database, open chains) equals the digest built from every stored
 /// deadline, on the demo register, for days before, on and after the poll's, with the lists cut
 /// short and not, with and without `digest.send_empty`; and `digest --dry-run` prints it.
 async fn show_digest_read_per_unit_equals_the_digest_of_every_deadline(state_url: Option<String>) {
-    let ws = Workspace::new();
-    let mut settings = ws.settings("");
-    if let Some(url) = &state_url {
-        settings.state.url = config::DatabaseUrl::parse(url).unwrap();
-    }
+    let test = TestApp::with_sqlite_register(state_url.clone());
+    let settings = test.settings("");
     write_demo_register(&settings, 2_000, 1).await;
     let app = start(&settings).await;
     full_pass(&app, date(TODAY), Utc.with_ymd_and_hms(2026, 11, 25, 6, 0, 0).unwrap()).await;
@@ -709,23 +693,14 @@ async fn show_digest_read_per_unit_equals_the_digest_of_every_deadline(state_url
     app.close().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn show_digest_read_per_unit_equals_the_digest_of_every_deadline_sqlite() {
-    show_digest_read_per_unit_equals_the_digest_of_every_deadline(None).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn show_digest_read_per_unit_equals_the_digest_of_every_deadline_postgres() {
-    let pg = postgres::shared();
-    show_digest_read_per_unit_equals_the_digest_of_every_deadline(Some(pg.fresh_database().await)).await;
-}
+both_engines!(multi_thread: show_digest_read_per_unit_equals_the_digest_of_every_deadline);
 
 /// A SQLite view whose columns are declared `DATE`, `DATETIME` or `BOOLEAN`, or that hands out an
 /// INTEGER or a BLOB where the contract says TEXT: each value is read as text, so a bad value
 /// rejects its own row and the poll goes on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sqlite_view_of_any_storage_class_rejects_only_the_bad_rows() {
-    let ws = Workspace::new();
+    let ws = TestApp::sqlite();
     let settings = ws.settings("");
     let url = format!("{}?mode=rwc", ws.sqlite_url("register.db"));
     sqlite_exec(
@@ -763,7 +738,7 @@ async fn a_sqlite_view_of_any_storage_class_rejects_only_the_bad_rows() {
 /// register is read. The values go into no log line: only the case reference, sanitised.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn latin1_references_and_huge_cells_are_refused_by_reason() {
-    let ws = Workspace::new();
+    let ws = TestApp::sqlite();
     let settings = ws.settings("");
     let url = format!("{}?mode=rwc", ws.sqlite_url("register.db"));
     create_register_table(&url).await;
@@ -797,7 +772,7 @@ async fn latin1_references_and_huge_cells_are_refused_by_reason() {
 /// the report gets a protection clock and no assessment clock.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_report_during_an_open_investigation_is_read_not_rejected() {
-    let ws = Workspace::new();
+    let ws = TestApp::sqlite();
     let settings = ws.settings("");
     let url = format!("{}?mode=rwc", ws.sqlite_url("register.db"));
     create_register_table(&url).await;
@@ -834,7 +809,7 @@ async fn a_report_during_an_open_investigation_is_read_not_rejected() {
 /// a healthy replica polls at its next tick instead of waiting for the lease to expire.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_that_cannot_poll_gives_up_the_lease_to_a_healthy_one() {
-    let ws = Workspace::new();
+    let ws = TestApp::sqlite();
     let healthy = ws.settings("");
     let today = date(TODAY);
     write_demo_register(&healthy, 30, 2).await;
@@ -866,7 +841,7 @@ async fn a_replica_that_cannot_poll_gives_up_the_lease_to_a_healthy_one() {
 /// 13:00 UTC but sorts before `09:50`, the watermark minus the overlap).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_timestamps_with_spaces_or_offsets_are_compared_as_instants() {
-    let ws = Workspace::new();
+    let ws = TestApp::sqlite();
     let settings = ws.settings("");
     let today = date(TODAY);
     write_demo_register(&settings, 20, 6).await;
@@ -912,7 +887,7 @@ async fn sqlite_timestamps_with_spaces_or_offsets_are_compared_as_instants() {
 /// unchanged costs no write. Without this, every poll re-read every row until a newer one came.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_bulk_update_polls_read_only_the_overlap_and_write_nothing_unchanged() {
-    let ws = Workspace::new();
+    let ws = TestApp::sqlite();
     let settings = ws.settings("");
     let today = date(TODAY);
     write_demo_register(&settings, 2000, 9).await;
@@ -942,7 +917,7 @@ async fn after_a_bulk_update_polls_read_only_the_overlap_and_write_nothing_uncha
 /// a deadline still open is kept, so that the step never fires twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_deletes_old_finished_deadlines_and_their_mail_but_not_open_ones() {
-    let ws = Workspace::new();
+    let ws = TestApp::sqlite();
     let settings = ws.settings("");
     let url = format!("{}?mode=rwc", ws.sqlite_url("register.db"));
     create_register_table(&url).await;
@@ -1018,7 +993,7 @@ async fn retention_deletes_old_finished_deadlines_and_their_mail_but_not_open_on
 /// column types changed); it passes again once the rows are readable.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_fails_while_every_row_is_rejected() {
-    let ws = Workspace::new();
+    let ws = TestApp::sqlite();
     let settings = ws.settings("");
     let today = date(TODAY);
     write_demo_register(&settings, 30, 8).await;
@@ -1065,7 +1040,7 @@ async fn a_postgres_timestamp_column_at_midnight_is_read_as_a_date() {
     .await
     .unwrap();
     pool.close().await;
-    let ws = Workspace::new();
+    let ws = TestApp::sqlite();
     let load = |view: &str| {
         config::load_with_env(
             Some(&ws.config("")),
@@ -1174,7 +1149,7 @@ async fn stored_deadlines(app: &App) -> Vec<String> {
 
 /// The deadlines a new state's first full pass stores from the register of `settings` at `at`.
 async fn fresh_pass_deadlines(settings: &config::Settings, today: NaiveDate, at: DateTime<Utc>) -> Vec<String> {
-    let fresh_ws = Workspace::new();
+    let fresh_ws = TestApp::sqlite();
     let mut fresh_settings = fresh_ws.settings("");
     fresh_settings.register.url = settings.register.url.clone();
     let fresh = start(&fresh_settings).await;
@@ -1188,7 +1163,7 @@ async fn fresh_pass_deadlines(settings: &config::Settings, today: NaiveDate, at:
 /// an incremental poll or a full pass, then the day's full pass; asserts that the deadlines not
 /// withdrawn are exactly those of a fresh state's first full pass over the final register.
 async fn replay_and_compare(seed: u64, rounds: Vec<(Change, u32, u32, bool, bool)>) {
-    let ws = Workspace::new();
+    let ws = TestApp::sqlite();
     // Rounds delete up to half the rows: the hold of mass withdrawals (tested on its own) is off.
     let settings = config::load_with_env(Some(&ws.config_with("max_withdraw_share = 1.0", "")), Vec::new()).unwrap();
     let today = date(TODAY);
@@ -1244,7 +1219,7 @@ async fn silent_changes_of_every_column_are_stored_by_the_full_pass() {
 #[tokio::test]
 async fn optional_columns_switch_on_follow_up_and_chains() {
     const KEY: &str = "k3y-of-child-0042";
-    let ws = Workspace::new();
+    let ws = TestApp::sqlite();
     let url = ws.sqlite_url("register.db");
     std::fs::File::create(ws.path("register.db")).unwrap();
     sqlite_exec(
@@ -1335,7 +1310,7 @@ async fn optional_columns_switch_on_follow_up_and_chains() {
     }
 
     // The same rows in a view without the optional columns: the features are off, all else works.
-    let ws2 = Workspace::new();
+    let ws2 = TestApp::sqlite();
     let url2 = ws2.sqlite_url("register.db");
     std::fs::File::create(ws2.path("register.db")).unwrap();
     create_register_table(&url2).await;
@@ -1401,7 +1376,7 @@ fn optional_column_rows(key: &str) -> Vec<register::RawRow> {
 async fn a_postgres_view_with_and_without_the_optional_columns() {
     const KEY: &str = "5f0c9a7e3b2d4c1e8a6f0b9d7c5e3a1f";
     let pg = postgres::shared();
-    let ws = Workspace::new();
+    let ws = TestApp::sqlite();
     let cfg = ws.config("[units.\"BRO-BU\"]\nmanagers = [\"ec.bromma@kommun.example\"]\n");
     let run = |register: &str, state: &str, args: &[&str]| {
         let out =
@@ -1491,11 +1466,8 @@ async fn a_postgres_view_with_and_without_the_optional_columns() {
 /// PostgreSQL, the pass that wrote more than 10 000 deadlines left the planner's statistics of
 /// them fresh.
 async fn full_passes_compute_only_the_cases_whose_row_changed(state_url: Option<String>) {
-    let ws = Workspace::new();
-    let mut settings = ws.settings("");
-    if let Some(url) = &state_url {
-        settings.state.url = config::DatabaseUrl::parse(url).unwrap();
-    }
+    let test = TestApp::with_sqlite_register(state_url.clone());
+    let settings = test.settings("");
     let today = date(TODAY);
     write_demo_register(&settings, 5000, 5).await;
     let register = settings.register.url.expose().to_string();
@@ -1570,16 +1542,7 @@ async fn full_passes_compute_only_the_cases_whose_row_changed(state_url: Option<
     assert!(kept == expected, "the stored deadlines differ from a fresh pass");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn full_passes_compute_only_the_cases_whose_row_changed_sqlite() {
-    full_passes_compute_only_the_cases_whose_row_changed(None).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn full_passes_compute_only_the_cases_whose_row_changed_postgres() {
-    let pg = postgres::shared();
-    full_passes_compute_only_the_cases_whose_row_changed(Some(pg.fresh_database().await)).await;
-}
+both_engines!(multi_thread: full_passes_compute_only_the_cases_whose_row_changed);
 
 /// An incremental poll cancels the pending notices of the deadlines it closed — those of the
 /// cases it computed, not by a look at the whole outbox — and leaves every other notice alone.
@@ -1587,7 +1550,7 @@ async fn full_passes_compute_only_the_cases_whose_row_changed_postgres() {
 async fn an_incremental_poll_cancels_the_notices_of_the_deadlines_it_closed() {
     use fristvakt::rules::Kind;
     use fristvakt::state::OutboxState;
-    let ws = Workspace::new();
+    let ws = TestApp::sqlite();
     let settings = ws.settings("");
     let today = date(TODAY);
     write_demo_register(&settings, 2000, 7).await;
@@ -1633,7 +1596,7 @@ async fn an_incremental_poll_cancels_the_notices_of_the_deadlines_it_closed() {
 async fn an_incremental_poll_cancels_only_the_notices_of_deadlines_that_closed() {
     use fristvakt::rules::Kind;
     use fristvakt::state::OutboxState;
-    let ws = Workspace::new();
+    let ws = TestApp::sqlite();
     let settings = ws.settings("");
     let today = date(TODAY);
     write_demo_register(&settings, 2000, 7).await;
@@ -1705,7 +1668,7 @@ async fn an_incremental_poll_cancels_only_the_notices_of_deadlines_that_closed()
 /// without reading the register again; a process that shows no metrics never asks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_staleness_gauge_follows_the_newest_change_read() {
-    let ws = Workspace::new();
+    let ws = TestApp::sqlite();
     let settings = ws.settings("");
     let today = date(TODAY);
     write_demo_register(&settings, 50, 8).await;
@@ -1741,7 +1704,7 @@ async fn the_staleness_gauge_follows_the_newest_change_read() {
 /// under that form: the next full pass computes nothing for it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_padded_case_reference_is_unchanged_on_the_next_pass() {
-    let ws = Workspace::new();
+    let ws = TestApp::sqlite();
     let settings = ws.settings("");
     let today = date(TODAY);
     write_demo_register(&settings, 20, 9).await;
@@ -1853,9 +1816,9 @@ async fn a_postgres_view_of_padded_character_columns_is_streamed_as_a_select_rea
 /// The register of [`rules_across_one_childs_cases`]: a view with `child_key` and the follow-up
 /// columns, empty, on either engine; returns a function that runs one statement on it.
 async fn child_register(
-    postgres_url: Option<&str>,
-    ws: &Workspace,
+    test: &TestApp,
 ) -> (String, Box<dyn Fn(String) -> futures_util::future::BoxFuture<'static, ()>>) {
+    let postgres_url = (test.register_engine() == Engine::Postgres).then(|| test.register_url());
     let columns = "case_ref TEXT, unit TEXT, caseworker TEXT, child_sex TEXT, received_on {d}, \
          protection_assessed_on {d}, assessment_decided_on {d}, assessment_extended_to {d}, \
          investigation_opened_on {d}, investigation_extended_to {d}, investigation_closed_on {d}, updated_at {t}, \
@@ -1880,7 +1843,7 @@ async fn child_register(
             (postgres_url.unwrap().to_string(), Box::new(exec))
         }
         None => {
-            let url = format!("{}?mode=rwc", ws.sqlite_url("register.db"));
+            let url = format!("{}?mode=rwc", test.register_url());
             let create = columns.replace("{d}", "TEXT").replace("{t}", "TEXT");
             sqlite_exec(&url, &format!("CREATE TABLE fristvakt_cases ({create})")).await;
             let exec = {
@@ -1890,7 +1853,7 @@ async fn child_register(
                     Box::pin(async move { sqlite_exec(&url, &sql).await })
                 }
             };
-            (ws.sqlite_url("register.db"), Box::new(exec))
+            (test.register_url().to_string(), Box::new(exec))
         }
     }
 }
@@ -1900,19 +1863,13 @@ async fn child_register(
 /// 5 §) and removes case C's assessment clock (SoL 20 kap. 2 §), cancelling its pending reminder;
 /// B's investigation struck out again reopens the one and brings back the other. After each poll
 /// the stored deadlines equal those of a fresh full pass, and `deadlines --format json` shows them.
-async fn rules_across_one_childs_cases(postgres: bool) {
+async fn rules_across_one_childs_cases(postgres_state: Option<String>) {
     const KEY: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f0";
-    let ws = Workspace::new();
-    let pg_urls = if postgres {
-        let pg = postgres::shared();
-        Some((pg.fresh_database().await, pg.fresh_database().await))
-    } else {
-        None
-    };
-    let (register_url, exec) = child_register(pg_urls.as_ref().map(|(r, _)| r.as_str()), &ws).await;
-    let state_url = pg_urls.as_ref().map_or_else(|| ws.sqlite_url("state.db"), |(_, s)| s.clone());
+    let test = TestApp::new(postgres_state).await;
+    let (register_url, exec) = child_register(&test).await;
+    let state_url = test.state_url().to_string();
     let extra = "[units.\"BRO-BU\"]\nmanagers = [\"ec.bromma@kommun.example\"]\n";
-    let cfg = ws.config(extra);
+    let cfg = test.config(extra);
     let env = [("FRISTVAKT__REGISTER__URL", register_url.as_str()), ("FRISTVAKT__STATE__URL", state_url.as_str())];
     let settings = config::load_with_env(Some(&cfg), env.iter().map(|(k, v)| (k.to_string(), v.to_string()))).unwrap();
     let insert = |case_ref: &str, values: &str, stamp: &str| {
@@ -2034,19 +1991,10 @@ async fn rules_across_one_childs_cases(postgres: bool) {
 
 /// The stored deadlines not withdrawn, a line each ("case kind due D open|closed D"), sorted.
 async fn deadline_lines(app: &App) -> Vec<String> {
-    let mut lines: Vec<String> = app
-        .state
-        .deadlines(&DeadlineFilter::default())
-        .await
-        .unwrap()
-        .iter()
-        .map(|d| {
-            let closed = d.deadline.closed_on.map_or("open".to_string(), |c| format!("closed {c}"));
-            format!("{} {} due {} {closed}", d.case_ref, d.deadline.kind, d.deadline.due_on)
-        })
-        .collect();
-    lines.sort();
-    lines
+    stored_lines(app, |d| {
+        Some(format!("{} {} due {} {}", d.case_ref, d.deadline.kind, d.deadline.due_on, closed_or_open(&d.deadline)))
+    })
+    .await
 }
 
 /// The deadlines a fresh state's full pass stores, as [`deadline_lines`] lists them.
@@ -2062,15 +2010,7 @@ async fn fresh_pass_lines(settings: &config::Settings, today: NaiveDate, now: Da
     lines
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rules_across_one_childs_cases_sqlite() {
-    rules_across_one_childs_cases(false).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rules_across_one_childs_cases_postgres() {
-    rules_across_one_childs_cases(true).await;
-}
+both_engines!(multi_thread: rules_across_one_childs_cases);
 
 /// A full pass withdraws the cases that left the register in the transaction that stores the
 /// prints without them (issue "No value … loses a notice", 4): when storing the prints fails
@@ -2079,7 +2019,7 @@ async fn rules_across_one_childs_cases_postgres() {
 /// were skipped by later passes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_pass_withdraws_and_stores_its_prints_in_one_transaction() {
-    let ws = Workspace::new();
+    let ws = TestApp::sqlite();
     let settings = ws.settings("");
     write_demo_register(&settings, 300, 9).await;
     let app = start(&settings).await;
@@ -2188,22 +2128,35 @@ async fn children_are_read_as_a_poll_reads_them(register: &register::Register, r
     assert!(register.chunks_of_children(&[]).try_collect::<Vec<_>>().await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn children_are_read_by_key_as_a_poll_reads_them_on_sqlite() {
+/// The register read child by child, on either engine; on SQLite also a view without
+/// `child_key`, which reads no child.
+async fn children_are_read_by_key_as_a_poll_reads_them(postgres_register_db: Option<String>) {
     use futures_util::TryStreamExt;
-    let ws = Workspace::new();
-    let settings = ws.settings("");
+    let test = TestApp::with_sqlite_state(postgres_register_db);
+    let settings = test.settings("");
     let rows = rows_with_children();
-    fristvakt::demo::write_demo_cases(&settings.register.url, &settings.register.view, rows.clone().into_iter())
-        .await
-        .unwrap();
+    match test.register_engine() {
+        Engine::Sqlite => {
+            fristvakt::demo::write_demo_cases(
+                &settings.register.url,
+                &settings.register.view,
+                rows.clone().into_iter(),
+            )
+            .await
+            .unwrap();
+        }
+        Engine::Postgres => postgres_register(test.register_url(), rows.clone().into_iter()).await,
+    }
     let register = register::Register::connect(&settings.register.url, &settings.register.view).await.unwrap();
     children_are_read_as_a_poll_reads_them(&register, &rows).await;
     register.close().await;
+    if test.register_engine() == Engine::Postgres {
+        return;
+    }
 
     // A view without child_key reads no child.
     sqlite_exec(
-        &ws.sqlite_url("register.db"),
+        test.register_url(),
         "CREATE VIEW keyless AS SELECT case_ref, unit, caseworker, child_sex, \
         received_on, protection_assessed_on, assessment_decided_on, assessment_extended_to, investigation_opened_on, \
         investigation_extended_to, investigation_closed_on, updated_at FROM fristvakt_cases",
@@ -2216,17 +2169,7 @@ async fn children_are_read_by_key_as_a_poll_reads_them_on_sqlite() {
     keyless.close().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn children_are_read_by_key_as_a_poll_reads_them_on_postgres() {
-    let pg = postgres::shared();
-    let register_url = pg.fresh_database().await;
-    let rows = rows_with_children();
-    postgres_register(&register_url, rows.clone().into_iter()).await;
-    let url = config::DatabaseUrl::parse(&register_url).unwrap();
-    let register = register::Register::connect(&url, "fristvakt_cases").await.unwrap();
-    children_are_read_as_a_poll_reads_them(&register, &rows).await;
-    register.close().await;
-}
+both_engines!(children_are_read_by_key_as_a_poll_reads_them);
 
 /// Issue "No value … loses a notice" (4): a full pass that finds more than
 /// `register.max_withdraw_share` of the known cases gone (a view caught half-loaded) withdraws
@@ -2234,7 +2177,7 @@ async fn children_are_read_by_key_as_a_poll_reads_them_on_postgres() {
 /// still; one a poll interval later that sees the same withdraws them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_half_loaded_view_withdraws_nothing_until_a_second_pass_sees_the_same() {
-    let ws = Workspace::new();
+    let ws = TestApp::sqlite();
     let settings = ws.settings("");
     write_demo_register(&settings, 400, 4).await;
     let app = start(&settings).await;
@@ -2303,7 +2246,7 @@ async fn a_slow_reader_outlasts_the_statement_timeout_on_postgres() {
 async fn a_bulk_update_is_polled_in_bounded_batches_and_a_failure_between_them_loses_nothing(
     state_url: Option<String>,
 ) {
-    let ws = Workspace::new();
+    let ws = TestApp::sqlite();
     let mut settings = ws.settings("");
     if let Some(url) = &state_url {
         settings.state.url = config::DatabaseUrl::parse(url).unwrap();
@@ -2344,7 +2287,7 @@ async fn a_bulk_update_is_polled_in_bounded_batches_and_a_failure_between_them_l
         .await;
 
     let app = start(&settings).await;
-    let twin_ws = Workspace::new();
+    let twin_ws = TestApp::sqlite();
     let mut twin_settings = twin_ws.settings("");
     twin_settings.register = settings.register.clone();
     let twin = start(&twin_settings).await;

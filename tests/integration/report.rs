@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 
 use chrono::{NaiveDate, Utc};
 
-use crate::helpers::{date, fristvakt, stderr, stdout, Workspace};
-use fristvakt::config::{DatabaseUrl, Settings};
+use crate::helpers::{date, fristvakt, stderr, stdout};
+use crate::support::app::TestApp;
+use fristvakt::config::Settings;
 use fristvakt::digest;
 use fristvakt::domain::{CaseRef, ChildKey, Sex, UnitCode};
 use fristvakt::report::{self, Dimension, Disclosure, Group, Period, Request, Tally};
@@ -20,7 +21,7 @@ both_engines!(figures_match_hand_counts);
 
 #[tokio::test]
 async fn the_digest_share_and_the_gauges_count_alike() {
-    let ws = Workspace::new();
+    let ws = TestApp::sqlite();
     let settings = ws.settings("");
     let state = scripted_state(&settings).await;
     let today = date(TODAY);
@@ -54,7 +55,7 @@ async fn the_digest_share_and_the_gauges_count_alike() {
 
 #[tokio::test]
 async fn the_binary_prints_csv_json_and_html_with_the_same_figures() {
-    let ws = Workspace::new();
+    let ws = TestApp::sqlite();
     let settings = ws.settings("");
     // Written after `settings`, which writes the same file.
     let config = ws.config("[units.\"BRO-BU\"]\nname = \"Bromma barn och unga\"\n");
@@ -197,11 +198,8 @@ async fn the_binary_prints_csv_json_and_html_with_the_same_figures() {
 }
 
 async fn figures_match_hand_counts(postgres: Option<String>) {
-    let ws = Workspace::new();
-    let mut settings = ws.settings("");
-    if let Some(url) = postgres {
-        settings.state.url = DatabaseUrl::parse(&url).unwrap();
-    }
+    let test = TestApp::with_sqlite_register(postgres);
+    let settings = test.settings("");
     let state = scripted_state(&settings).await;
     let request = |by: &[Dimension], suppress: bool| Request {
         period: Period { from: date("2026-10-01"), to: date("2026-11-30") },
@@ -432,11 +430,8 @@ async fn chain_state(settings: &Settings) -> StateStore {
 }
 
 async fn chains_are_counted_per_unit(postgres: Option<String>) {
-    let ws = Workspace::new();
-    let mut settings = ws.settings("");
-    if let Some(url) = postgres {
-        settings.state.url = DatabaseUrl::parse(&url).unwrap();
-    }
+    let test = TestApp::with_sqlite_register(postgres);
+    let settings = test.settings("");
     let state = chain_state(&settings).await;
     let request = |by: &[Dimension], min_group: u64, window: i64| Request {
         period: Period { from: date("2026-01-01"), to: date("2027-06-30") },
@@ -520,7 +515,7 @@ async fn chains_are_counted_per_unit(postgres: Option<String>) {
 /// shown groups leaves one hidden group.
 #[test]
 fn the_demo_report_by_sex_and_kind_gives_no_hidden_group_away() {
-    let ws = Workspace::new();
+    let ws = TestApp::sqlite();
     let config = ws.config("");
     let today = "2026-12-06";
     for args in [

@@ -13,7 +13,8 @@ use futures_util::TryStreamExt;
 use sqlx::sqlite::SqlitePoolOptions;
 use sqlx::Row;
 
-use crate::helpers::{date, demo_cases, fristvakt, postgres_register, stderr, stdout, Workspace};
+use crate::helpers::{date, demo_cases, fristvakt, postgres_register, stderr, stdout};
+use crate::support::app::TestApp;
 use crate::support::postgres;
 
 const TODAY: &str = "2026-11-25";
@@ -31,7 +32,7 @@ async fn sqlite_exec(url: &str, sql: &str) {
 
 /// Creates the register view's table in the workspace's SQLite register and adds `rows`
 /// (case_ref, unit, caseworker), each received on 2026-11-20.
-async fn sqlite_register(ws: &Workspace, rows: &[(String, String, Option<String>)]) {
+async fn sqlite_register(ws: &TestApp, rows: &[(String, String, Option<String>)]) {
     let url = format!("{}?mode=rwc", ws.sqlite_url("register.db"));
     sqlite_exec(
         &url,
@@ -62,7 +63,7 @@ async fn sqlite_register(ws: &Workspace, rows: &[(String, String, Option<String>
 /// driver itself logs an unknown parameter with its value).
 #[test]
 fn database_passwords_never_appear_in_errors_or_logs() {
-    let ws = Workspace::new();
+    let ws = TestApp::sqlite();
     let cfg = ws.config("");
     let port = closed_port();
     let register = format!(
@@ -94,7 +95,7 @@ fn database_passwords_never_appear_in_errors_or_logs() {
 /// sanitised and shortened: no forged log line, no terminal escape, no flood.
 #[test]
 fn malformed_case_refs_are_logged_sanitised_and_shortened() {
-    let ws = Workspace::new();
+    let ws = TestApp::sqlite();
     let cfg = ws.config("");
     let forged = "2026-BU-1\nERROR forged: all deadlines met\r\u{1b}[2K";
     let long = format!("2026-BU-{}", "9".repeat(5000));
@@ -134,7 +135,7 @@ fn malformed_case_refs_are_logged_sanitised_and_shortened() {
 /// code of the register, however long or strange, counts as `other`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deadline_metrics_label_only_configured_units() {
-    let ws = Workspace::new();
+    let ws = TestApp::sqlite();
     let junk_unit = format!("X{}", "Q".repeat(60));
     let rows = [
         ("2026-BU-0001".to_string(), "BRO-BU".to_string(), None),
@@ -174,7 +175,7 @@ async fn deadline_metrics_label_only_configured_units() {
 /// (The tests run as root, who may write a file mode 0444, hence the checks of the file itself.)
 #[test]
 fn a_read_only_sqlite_register_is_polled_and_left_unchanged() {
-    let ws = Workspace::new();
+    let ws = TestApp::sqlite();
     let cfg = ws.config("");
     let out = fristvakt(Some(&cfg), &["demo-data", "--cases", "200", "--broken", "2", "--today", TODAY], &[]);
     assert!(out.status.success(), "{}", stderr(&out));

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use sqlx::sqlite::SqlitePoolOptions;
 use sqlx::Row;
 
-use crate::helpers::{fristvakt, stderr, Workspace};
+use crate::helpers::{fristvakt, stderr};
+use crate::support::app::{binary, TestApp};
 use crate::support::process::{process_exists, ChildGuard};
 use crate::support::promtool;
 
@@ -118,7 +119,7 @@ pub(crate) fn spawn_watched_daemon(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daemon_notifies_systemd_serves_probes_and_metrics_and_stops_cleanly() {
-    let ws = Workspace::new();
+    let ws = TestApp::sqlite();
     let port = free_port();
     let cfg =
         ws.config_with("demo_cases = 300\npoll_interval = \"1s\"", &format!("[http]\nlisten = \"127.0.0.1:{port}\"\n"));
@@ -224,7 +225,7 @@ async fn daemon_notifies_systemd_serves_probes_and_metrics_and_stops_cleanly() {
 /// systemd's STATUS=, nor a /readyz reason, when the register cannot be reached.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn register_passwords_reach_no_log_status_or_readiness_reason() {
-    let ws = Workspace::new();
+    let ws = TestApp::sqlite();
     // A successful poll on a SQLite register first, so that readiness goes on to probe the
     // register (it stops at "no successful poll yet" otherwise).
     let sqlite = ws.config("");
@@ -289,14 +290,9 @@ fn the_readme_demo_daemon_creates_its_register_answers_and_writes_mail() {
     let cwd = tempfile::tempdir().unwrap();
     let port = free_port();
     let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/demo.toml");
-    let child = Command::new(env!("CARGO_BIN_EXE_fristvakt"))
-        .arg("--config")
-        .arg(&demo)
-        .arg("run")
+    let listen = format!("127.0.0.1:{port}");
+    let child = binary(Some(&demo), &["run"], &[("FRISTVAKT__HTTP__LISTEN", &listen)])
         .current_dir(cwd.path())
-        .env_remove("FRISTVAKT_CONFIG")
-        .env("FRISTVAKT__HTTP__LISTEN", format!("127.0.0.1:{port}"))
-        .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -318,7 +314,7 @@ fn the_readme_demo_daemon_creates_its_register_answers_and_writes_mail() {
 
 #[test]
 fn a_daemon_started_by_a_test_that_panics_is_killed_and_reaped() {
-    let ws = Workspace::new();
+    let ws = TestApp::sqlite();
     let port = free_port();
     let cfg = ws.config(&format!("[http]\nlisten = \"127.0.0.1:{port}\"\n"));
     let mut pid = 0;
@@ -365,7 +361,7 @@ fn the_alert_rules_pass_their_promtool_unit_tests() {
 
 #[test]
 fn a_bad_configuration_exits_78_before_anything_starts() {
-    let ws = Workspace::new();
+    let ws = TestApp::sqlite();
     let port = free_port();
     let cfg = ws.config(&format!("[http]\nlisten = \"127.0.0.1:{port}\"\n[digest]\ncron = \"not a cron\"\n"));
     let out = fristvakt(Some(&cfg), &["run"], &[]);
@@ -457,25 +453,15 @@ fn the_package_installs_what_the_unit_names() {
 
 #[test]
 fn a_second_daemon_on_the_same_sqlite_state_is_refused() {
-    let ws = Workspace::new();
+    let ws = TestApp::sqlite();
     let port = free_port();
     let cfg = ws.config(&format!("[http]\nlisten = \"127.0.0.1:{port}\"\n"));
     let _first = spawn_daemon(&cfg, &ws.path("notify.sock"));
     wait_until("healthz 200", Duration::from_secs(60), || get(port, "/healthz").map(|r| r.0) == Some(200));
 
     let other_port = free_port();
-    let second = Command::new(env!("CARGO_BIN_EXE_fristvakt"))
-        .arg("--config")
-        .arg(&cfg)
-        .arg("run")
-        .env_remove("FRISTVAKT_CONFIG")
-        .env("FRISTVAKT__HTTP__LISTEN", format!("127.0.0.1:{other_port}"))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut second = ChildGuard::new(second);
+    let listen = format!("127.0.0.1:{other_port}");
+    let mut second = ws.spawn(&cfg, &["run"], &[("FRISTVAKT__HTTP__LISTEN", &listen)], Stdio::piped());
     let status = second.wait_timeout(Duration::from_secs(30)).expect("the second daemon exits at once");
     let mut err = String::new();
     second.child_mut().stderr.take().unwrap().read_to_string(&mut err).unwrap();

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use chrono::{NaiveDate, TimeZone, Utc};
 use sqlx::{Connection, Executor};
 
-use crate::helpers::{date, demo_cases, Workspace};
+use crate::helpers::{date, demo_cases};
+use crate::support::app::TestApp;
 use fristvakt::app::{App, Moment};
 use fristvakt::config::{DatabaseUrl, Settings};
 use fristvakt::domain::{CaseRef, EmailAddress, ErrorClass, UnitCode};
@@ -20,55 +21,15 @@ use fristvakt::state::{
     Attempt, DeadlineFilter, DeadlineRecord, OutboxEntry, OutboxPayload, OutboxState, StateError, StateStore,
 };
 
-#[tokio::test]
-async fn a_holiday_move_comes_back_with_its_days_sqlite() {
-    a_holiday_move_comes_back_with_its_days(None).await;
-}
+both_engines!(current_thread: a_holiday_move_comes_back_with_its_days);
 
-#[tokio::test]
-async fn a_holiday_move_comes_back_with_its_days_postgres() {
-    a_holiday_move_comes_back_with_its_days(Some(postgres_url().await)).await;
-}
+both_engines!(current_thread: undecodable_outbox_rows_are_given_up_and_counted);
 
-#[tokio::test]
-async fn undecodable_outbox_rows_are_given_up_and_counted_sqlite() {
-    undecodable_outbox_rows_are_given_up_and_counted(None).await;
-}
+both_engines!(current_thread: deadline_counts_agree_with_the_rules_status);
 
-#[tokio::test]
-async fn undecodable_outbox_rows_are_given_up_and_counted_postgres() {
-    undecodable_outbox_rows_are_given_up_and_counted(Some(postgres_url().await)).await;
-}
+both_engines!(current_thread: an_undecodable_deadline_costs_only_itself);
 
-#[tokio::test]
-async fn deadline_counts_agree_with_the_rules_status_sqlite() {
-    deadline_counts_agree_with_the_rules_status(None).await;
-}
-
-#[tokio::test]
-async fn deadline_counts_agree_with_the_rules_status_postgres() {
-    deadline_counts_agree_with_the_rules_status(Some(postgres_url().await)).await;
-}
-
-#[tokio::test]
-async fn an_undecodable_deadline_costs_only_itself_sqlite() {
-    an_undecodable_deadline_costs_only_itself(None).await;
-}
-
-#[tokio::test]
-async fn an_undecodable_deadline_costs_only_itself_postgres() {
-    an_undecodable_deadline_costs_only_itself(Some(postgres_url().await)).await;
-}
-
-#[tokio::test]
-async fn outbox_claims_are_fenced_renewed_and_survive_a_cancel_sqlite() {
-    outbox_claims_are_fenced_renewed_and_survive_a_cancel(None).await;
-}
-
-#[tokio::test]
-async fn outbox_claims_are_fenced_renewed_and_survive_a_cancel_postgres() {
-    outbox_claims_are_fenced_renewed_and_survive_a_cancel(Some(postgres_url().await)).await;
-}
+both_engines!(current_thread: outbox_claims_are_fenced_renewed_and_survive_a_cancel);
 
 #[tokio::test]
 async fn postgres_columns_have_native_types() {
@@ -447,16 +408,13 @@ async fn postgres_url() -> String {
     crate::support::postgres::shared().fresh_database().await
 }
 
-/// A workspace whose settings use SQLite state, or the given PostgreSQL database.
-async fn open(postgres: Option<String>) -> (Workspace, Settings, StateStore) {
-    let ws = Workspace::new();
-    let mut settings = ws.settings("");
-    if let Some(url) = postgres {
-        settings.state.url = DatabaseUrl::parse(&url).unwrap();
-    }
+/// A test whose settings use SQLite state, or the given PostgreSQL database, and that state.
+async fn open(postgres: Option<String>) -> (TestApp, Settings, StateStore) {
+    let test = TestApp::with_sqlite_register(postgres);
+    let settings = test.settings("");
     let state = StateStore::connect(&settings.state.url).await.unwrap();
     state.migrate().await.unwrap();
-    (ws, settings, state)
+    (test, settings, state)
 }
 
 fn notice_entry(settings: &Settings, case_ref: &str) -> OutboxEntry {
