@@ -122,12 +122,14 @@ pub async fn write_placements(url: &str, view: &str, rows: &[RawPlacement]) -> R
             "ALTER TABLE {table} ADD PRIMARY KEY (placement_ref); \
              CREATE INDEX {table}_updated_at ON {table} (updated_at); \
              CREATE INDEX {table}_case_ref ON {table} (case_ref); \
-             CREATE INDEX {table}_child_key ON {table} (child_key); \
-             VACUUM ANALYZE {table}"
+             CREATE INDEX {table}_child_key ON {table} (child_key)"
         )
         .as_str(),
     )
     .await?;
+    // A statement of its own: several in one simple query run as one transaction block, which
+    // VACUUM refuses.
+    conn.execute(format!("VACUUM ANALYZE {table}").as_str()).await?;
     conn.close().await?;
     Ok(written)
 }
