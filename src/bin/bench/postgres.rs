@@ -48,53 +48,22 @@ const COPY_BATCH: usize = 10_000;
 /// `timestamptz`, `text`; the optional columns included) loaded with COPY, indexed on `case_ref`,
 /// `updated_at` and `child_key` as a register would be, vacuumed and analysed, and `view` over it.
 pub async fn write_register(url: &str, view: &str, cases: impl Iterator<Item = RawRow>) -> Result<u64> {
-    let mut conn = PgConnection::connect(url).await?;
-    let table = format!("{view}_rows");
-    let columns: Vec<String> = COLUMNS
+    let definitions: Vec<String> = COLUMNS
         .iter()
         .map(|c| format!("{} {}{}", c.name, c.storage.postgres_type(), if c.nullable { "" } else { " NOT NULL" }))
         .collect();
-    conn.execute(
-        format!("CREATE TABLE {table} ({}); CREATE VIEW {view} AS SELECT * FROM {table}", columns.join(", ")).as_str(),
-    )
-    .await?;
-    let mut copy = conn.copy_in_raw(&format!("COPY {table} FROM STDIN")).await?;
-    let mut cases = cases.peekable();
-    let mut buffer = Vec::new();
-    while cases.peek().is_some() {
-        buffer.clear();
-        for case in cases.by_ref().take(COPY_BATCH) {
-            copy_line(&mut buffer, &case);
-        }
-        copy.send(buffer.as_slice()).await?;
-    }
-    let written = copy.finish().await?;
-    // Indexes after the load, as a bulk load does; VACUUM sets the visibility map and hint bits
-    // that a register's rows have long had, so that no reader pays for writing them.
-    conn.execute(
-        format!(
-            "ALTER TABLE {table} ADD PRIMARY KEY (case_ref); \
-             CREATE INDEX {table}_updated_at ON {table} (updated_at); \
-             CREATE INDEX {table}_child_key ON {table} (child_key)"
-        )
-        .as_str(),
-    )
-    .await?;
-    conn.execute(format!("VACUUM ANALYZE {table}").as_str()).await?;
-    conn.close().await?;
-    Ok(written)
+    load_table(url, view, &definitions, cases, copy_line, "case_ref", &["updated_at", "child_key"]).await
 }
 
 /// Writes `rows` to a PostgreSQL register at `url` as its placements view `view` (register
 /// contract §1b): a table with the contract's types loaded with COPY, keyed on `placement_ref`
 /// and indexed on `updated_at`, `case_ref` and `child_key`, vacuumed and analysed, and the view.
 pub async fn write_placements(url: &str, view: &str, rows: &[RawPlacement]) -> Result<u64> {
-    let mut conn = PgConnection::connect(url).await?;
-    let table = format!("{view}_rows");
-    let columns: Vec<&str> = PLACEMENT_COLUMNS.iter().copied().filter(|c| !c.is_empty()).collect();
-    let definitions: Vec<String> = columns
+    let definitions: Vec<String> = PLACEMENT_COLUMNS
         .iter()
-        .map(|c| match *c {
+        .copied()
+        .filter(|c| !c.is_empty())
+        .map(|c| match c {
             "updated_at" => format!("{c} timestamptz NOT NULL"),
             "decided_on" => format!("{c} date NOT NULL"),
             c if c.ends_with("_on") || c.ends_with("_to") || c == "home_since" => format!("{c} date"),
@@ -102,31 +71,45 @@ pub async fn write_placements(url: &str, view: &str, rows: &[RawPlacement]) -> R
             c => format!("{c} text"),
         })
         .collect();
+    let line = |out: &mut Vec<u8>, row: &&RawPlacement| copy_values(out, row.0.iter().map(|v| v.as_deref()));
+    load_table(url, view, &definitions, rows.iter(), line, "placement_ref", &["updated_at", "case_ref", "child_key"])
+        .await
+}
+
+/// Creates the table `{view}_rows` of `definitions` and `view` over it, loads `rows` with COPY
+/// (`line` writes one row in COPY's text format), then keys it on `key` and indexes `indexed`.
+/// Indexes come after the load, as a bulk load does; VACUUM sets the visibility map and hint bits
+/// that a register's rows have long had, so that no reader pays for writing them.
+async fn load_table<T>(
+    url: &str,
+    view: &str,
+    definitions: &[String],
+    rows: impl Iterator<Item = T>,
+    line: impl Fn(&mut Vec<u8>, &T),
+    key: &str,
+    indexed: &[&str],
+) -> Result<u64> {
+    let mut conn = PgConnection::connect(url).await?;
+    let table = format!("{view}_rows");
     conn.execute(
         format!("CREATE TABLE {table} ({}); CREATE VIEW {view} AS SELECT * FROM {table}", definitions.join(", "))
             .as_str(),
     )
     .await?;
     let mut copy = conn.copy_in_raw(&format!("COPY {table} FROM STDIN")).await?;
+    let mut rows = rows.peekable();
     let mut buffer = Vec::new();
-    for chunk in rows.chunks(COPY_BATCH) {
+    while rows.peek().is_some() {
         buffer.clear();
-        for row in chunk {
-            copy_values(&mut buffer, row.0.iter().map(|v| v.as_deref()));
+        for row in rows.by_ref().take(COPY_BATCH) {
+            line(&mut buffer, &row);
         }
         copy.send(buffer.as_slice()).await?;
     }
     let written = copy.finish().await?;
-    conn.execute(
-        format!(
-            "ALTER TABLE {table} ADD PRIMARY KEY (placement_ref); \
-             CREATE INDEX {table}_updated_at ON {table} (updated_at); \
-             CREATE INDEX {table}_case_ref ON {table} (case_ref); \
-             CREATE INDEX {table}_child_key ON {table} (child_key)"
-        )
-        .as_str(),
-    )
-    .await?;
+    let mut statements = vec![format!("ALTER TABLE {table} ADD PRIMARY KEY ({key})")];
+    statements.extend(indexed.iter().map(|c| format!("CREATE INDEX {table}_{c} ON {table} ({c})")));
+    conn.execute(statements.join("; ").as_str()).await?;
     // A statement of its own: several in one simple query run as one transaction block, which
     // VACUUM refuses.
     conn.execute(format!("VACUUM ANALYZE {table}").as_str()).await?;
