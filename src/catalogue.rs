@@ -81,24 +81,18 @@ impl Catalogue {
     /// it is checked as the built-in one is); loaded once per directory and language.
     pub fn load(language: Language, dir: Option<&Path>) -> Result<&'static Catalogue, WordsError> {
         let Some(dir) = dir else { return Ok(Catalogue::of(language)) };
-        type Loaded = HashMap<(PathBuf, &'static str), &'static Catalogue>;
-        static LOADED: OnceLock<Mutex<Loaded>> = OnceLock::new();
-        let key = (dir.to_path_buf(), language.code());
-        let mut loaded = LOADED.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(catalogue) = loaded.get(&key) {
-            return Ok(catalogue);
-        }
-        let path = dir.join(format!("clocks.{}.toml", language.code()));
-        let catalogue = match std::fs::read_to_string(&path) {
-            Ok(text) => {
-                let parsed = Catalogue::parse(&text).map_err(|message| WordsError::Parse { path, message })?;
-                Box::leak(Box::new(parsed))
+        static LOADED: Loaded<Catalogue> = OnceLock::new();
+        once_per(&LOADED, Some(dir), language, || {
+            let path = dir.join(format!("clocks.{}.toml", language.code()));
+            match std::fs::read_to_string(&path) {
+                Ok(text) => {
+                    let parsed = Catalogue::parse(&text).map_err(|message| WordsError::Parse { path, message })?;
+                    Ok(Box::leak(Box::new(parsed)))
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Catalogue::of(language)),
+                Err(source) => Err(WordsError::Read { path, source }),
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Catalogue::of(language),
-            Err(source) => return Err(WordsError::Read { path, source }),
-        };
-        loaded.insert(key, catalogue);
-        Ok(catalogue)
+        })
     }
 
     /// The catalogue of the configuration's language and `mail.templates_dir` (checked at
@@ -144,6 +138,27 @@ pub fn kind_name(language: Language, kind: Kind) -> &'static str {
     &Catalogue::of(language).clock(kind).name
 }
 
+/// What [`once_per`] keeps: each directory's (or the built-in, `None`) words by language, for the
+/// life of the process.
+type Loaded<T> = OnceLock<Mutex<HashMap<(Option<PathBuf>, &'static str), &'static T>>>;
+
+/// The value for `dir` and `language` in `cache`, made by `load` the first time it is asked for.
+fn once_per<T: Sync + 'static>(
+    cache: &'static Loaded<T>,
+    dir: Option<&Path>,
+    language: Language,
+    load: impl FnOnce() -> Result<&'static T, WordsError>,
+) -> Result<&'static T, WordsError> {
+    let key = (dir.map(Path::to_path_buf), language.code());
+    let mut loaded = cache.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(value) = loaded.get(&key) {
+        return Ok(value);
+    }
+    let value = load()?;
+    loaded.insert(key, value);
+    Ok(value)
+}
+
 const WORDS_SV: &str = include_str!("../templates/words.sv.toml");
 const WORDS_EN: &str = include_str!("../templates/words.en.toml");
 
@@ -177,13 +192,12 @@ impl Words {
     /// The words of `language` with the override in `dir`, if it has `words.LANG.toml`; loaded
     /// once per directory and language.
     pub fn load(language: Language, dir: Option<&Path>) -> Result<&'static Words, WordsError> {
-        type Loaded = HashMap<(Option<PathBuf>, &'static str), &'static Words>;
-        static LOADED: OnceLock<Mutex<Loaded>> = OnceLock::new();
-        let key = (dir.map(Path::to_path_buf), language.code());
-        let mut loaded = LOADED.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(words) = loaded.get(&key) {
-            return Ok(words);
-        }
+        static LOADED: Loaded<Words> = OnceLock::new();
+        once_per(&LOADED, dir, language, || Words::read(language, dir))
+    }
+
+    /// The built-in words of `language` with the override in `dir` applied.
+    fn read(language: Language, dir: Option<&Path>) -> Result<&'static Words, WordsError> {
         let built_in = match language {
             Language::Swedish => WORDS_SV,
             Language::English => WORDS_EN,
@@ -205,9 +219,7 @@ impl Words {
                 Err(source) => return Err(WordsError::Read { path, source }),
             }
         }
-        let words: &'static Words = Box::leak(Box::new(Words { words }));
-        loaded.insert(key, words);
-        Ok(words)
+        Ok(Box::leak(Box::new(Words { words })))
     }
 
     /// The words of the configuration: its language, with the override of `mail.templates_dir`
