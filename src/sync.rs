@@ -517,8 +517,16 @@ impl Pass<'_> {
                 .filter_map(|(case, _)| case.child_key.as_ref().map(|k| k.as_str().to_string()))
                 .collect();
             let touched = (refs.as_slice(), keys.as_slice());
-            placements::sync_touched(register, state, settings, (self.today, self.now), touched, &mut self.placements, report)
-                .await?;
+            placements::sync_touched(
+                register,
+                state,
+                settings,
+                (self.today, self.now),
+                touched,
+                &mut self.placements,
+                report,
+            )
+            .await?;
         }
         let sets = cases.len() + kept_refs.len();
         for (case, print) in cases.values() {
