@@ -409,7 +409,7 @@ impl Prints {
     /// be stored whole at its end, built now or grown out of the stored size (then the stored
     /// prints are dropped at once, so that a pass cut short leaves none that could be taken for a
     /// list of every stored row).
-    async fn to_store(&mut self, state: &StateStore) -> Result<Option<&mut PrintBook>, StateError> {
+    async fn book_to_write(&mut self, state: &StateStore) -> Result<Option<&mut PrintBook>, StateError> {
         match self {
             Prints::Whole { book, stored_bits, .. } => {
                 if stored_bits.is_some_and(|bits| bits != book.bits()) {
@@ -554,8 +554,8 @@ impl Pass<'_> {
             return Ok(());
         }
         // The changed prints are written with the deadlines they stand for (see
-        // `Prints::to_store`).
-        let book = if writes_book { self.prints.to_store(state).await? } else { None };
+        // `Prints::book_to_write`).
+        let book = if writes_book { self.prints.book_to_write(state).await? } else { None };
         report.notices_cancelled += state.store_deadlines(&case_refs, &records, book).await?;
         if let Prints::Buckets(book) = &mut self.prints {
             if flush {

@@ -134,7 +134,7 @@ async fn store_chunk(
     }
     if changed.is_empty() && prints.book().is_some_and(|b| b.is_dirty()) {
         // Only broken rows listed: their prints are written alone.
-        if let Some(book) = prints.to_store(state).await? {
+        if let Some(book) = prints.book_to_write(state).await? {
             state.store_prints(book, &[]).await?;
         }
     }
@@ -149,7 +149,7 @@ async fn store_chunk(
                 book.set(row.placement_ref.as_str(), *print);
             }
         }
-        report.notices_cancelled += state.store_deadlines(&refs, &records, prints.to_store(state).await?).await?;
+        report.notices_cancelled += state.store_deadlines(&refs, &records, prints.book_to_write(state).await?).await?;
     }
     Ok(())
 }
