@@ -141,13 +141,21 @@ pub async fn sync_register(
         }
         None => Prints::None,
     };
+    // A full pass gathers its placements' case facts as the cases come (see
+    // `placements::wanted_facts`), the placements' references read first, while they come too.
+    let scanned = match register.placements_view() {
+        Some(_) if full => {
+            Some(read_while(placements::wanted_facts(register, settings), &mut chunks, &mut early).await?)
+        }
+        _ => None,
+    };
     let mut pass = Pass {
         settings,
         today,
         now,
         seed,
         prints,
-        placements: placements::PlacementPrints::new(placement_prints, seed),
+        placements: placements::PlacementPrints::new(placement_prints, seed, scanned),
         tracks_placements: !full && register.placements_view().is_some(),
         logged: 0,
         unflushed: 0,
@@ -172,6 +180,7 @@ pub async fn sync_register(
             None => {}
         }
         if chunk.len() >= CHUNK_ROWS || (done && !chunk.is_empty()) {
+            pass.placements.record(&chunk);
             pass.store_chunk(register, state, &chunk, &mut report).await?;
             chunk.clear();
         }
@@ -307,11 +316,11 @@ const EARLY_CHUNKS: usize = 64;
 
 /// `load`'s output, the register's next chunks (up to [`EARLY_CHUNKS`], its end or its error)
 /// read into `early` while it runs, so that the read is not held up by the load.
-async fn read_while<T>(
-    load: impl std::future::Future<Output = Result<T, StateError>>,
+async fn read_while<T, E>(
+    load: impl std::future::Future<Output = Result<T, E>>,
     chunks: &mut BoxStream<'_, Result<RowChunk, RegisterError>>,
     early: &mut VecDeque<Result<Option<RowChunk>, RegisterError>>,
-) -> Result<T, StateError> {
+) -> Result<T, E> {
     tokio::pin!(load);
     loop {
         let reading = early.len() < EARLY_CHUNKS && !early.back().is_some_and(|n| !matches!(n, Ok(Some(_))));

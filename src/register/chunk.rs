@@ -124,6 +124,12 @@ impl<'a> EncodedRow<'a> {
         self.values().map(|v| v.map(|b| String::from_utf8_lossy(b).into_owned())).collect()
     }
 
+    /// The value of the column at `position` in [`COLUMNS`](super::COLUMNS), as the engine
+    /// gave it (`None` for NULL).
+    pub fn value(&self, position: usize) -> Option<&'a [u8]> {
+        self.values().nth(position).flatten()
+    }
+
     /// The case reference as text (invalid UTF-8 replaced), untrimmed.
     pub fn case_ref(&self) -> Option<std::borrow::Cow<'a, str>> {
         self.values().nth(CASE_REF).flatten().map(String::from_utf8_lossy)

@@ -96,6 +96,73 @@ pub struct CaseFacts {
     pub opened_by_child: HashMap<String, Vec<NaiveDate>>,
 }
 
+/// The case facts a full pass gathers from the cases view's own scan, for the case references
+/// and child keys its placements name (`wanted`): what [`Register::case_facts`] would read for
+/// them, without a statement of its own. A row counts whatever the cases pass makes of it
+/// (valid or not), and matches a wanted value only on its bytes as the engine gave them, as the
+/// lookups' `IN` lists match; a value the scan was not asked for is left to the lookups.
+#[derive(Debug, Default)]
+pub struct ScannedFacts {
+    refs: HashSet<String>,
+    keys: HashSet<String>,
+    chains: bool,
+    facts: CaseFacts,
+}
+
+impl ScannedFacts {
+    /// Gathers the facts of the case references `refs` and child keys `keys` (the latter only
+    /// when the view has `child_key`, as the lookups read them).
+    pub fn new(refs: HashSet<String>, keys: HashSet<String>, chains: bool) -> ScannedFacts {
+        ScannedFacts { refs, keys, chains, facts: CaseFacts::default() }
+    }
+
+    /// Records the facts of a chunk of the cases view's rows.
+    pub fn record(&mut self, chunk: &super::RowChunk) {
+        const CASE_REF: usize = super::columns::position("case_ref");
+        const CLOSED: usize = super::columns::position("investigation_closed_on");
+        const OPENED: usize = super::columns::position("investigation_opened_on");
+        const CHILD_KEY: usize = super::columns::position("child_key");
+        fn text(v: Option<&[u8]>) -> Option<&str> {
+            v.and_then(|b| std::str::from_utf8(b).ok())
+        }
+        for row in chunk.rows() {
+            if let Some(case_ref) = text(row.value(CASE_REF)).filter(|r| self.refs.contains(*r)) {
+                let closed = text(row.value(CLOSED)).and_then(parse_day);
+                self.facts.cases.insert(case_ref.trim().to_string(), closed);
+            }
+            if !self.chains {
+                continue;
+            }
+            if let Some(key) = text(row.value(CHILD_KEY)).filter(|k| self.keys.contains(*k)) {
+                if let Some(opened) = text(row.value(OPENED)).and_then(parse_day) {
+                    self.facts.opened_by_child.entry(key.trim().to_string()).or_default().push(opened);
+                }
+            }
+        }
+    }
+
+    /// The facts of `refs` and `keys` gathered, and those of them the scan was not asked for.
+    pub fn facts_of(&self, refs: &[String], keys: &[String]) -> (CaseFacts, Vec<String>, Vec<String>) {
+        let mut facts = CaseFacts::default();
+        let (mut other_refs, mut other_keys) = (Vec::new(), Vec::new());
+        for r in refs {
+            if !self.refs.contains(r) {
+                other_refs.push(r.clone());
+            } else if let Some(closed) = self.facts.cases.get(r.trim()) {
+                facts.cases.insert(r.trim().to_string(), *closed);
+            }
+        }
+        for k in keys {
+            if !self.keys.contains(k) {
+                other_keys.push(k.clone());
+            } else if let Some(opened) = self.facts.opened_by_child.get(k.trim()) {
+                facts.opened_by_child.insert(k.trim().to_string(), opened.clone());
+            }
+        }
+        (facts, other_refs, other_keys)
+    }
+}
+
 /// Checks a placements row against contract §1b.
 pub fn validate_placement(raw: &RawPlacement, max_cell_bytes: usize) -> Result<PlacementRow, Rejection> {
     let present = |column: &str| raw.get(column).map(str::trim).filter(|s| !s.is_empty()).map(str::to_string);

@@ -20,7 +20,10 @@ use super::{first_step_on, is_retained, store_whole, PollError, Prints, SyncRepo
 use crate::config::Settings;
 use crate::domain::{log_safe, CaseRef, StoredDeadline};
 use crate::register::placements::collisions;
-use crate::register::{validate_placement, CaseFacts, PlacementRow, RawPlacement, Register, RejectReason, Rejection};
+use crate::register::{
+    validate_placement, CaseFacts, PlacementRow, RawPlacement, Register, RejectReason, Rejection, RowChunk,
+    ScannedFacts,
+};
 use crate::rules::{self, Kind, PlacementContext, RuleOptions};
 use crate::state::{DeadlineFilter, DeadlineRecord, StateStore};
 
@@ -31,12 +34,39 @@ const CHUNK_PLACEMENTS: usize = 1000;
 pub(crate) struct PlacementPrints {
     prints: Prints,
     seed: u64,
+    /// A full pass's case facts, gathered from its scan of the cases view.
+    scanned: Option<ScannedFacts>,
 }
 
 impl PlacementPrints {
-    pub(super) fn new(prints: Prints, seed: u64) -> PlacementPrints {
-        PlacementPrints { prints, seed }
+    pub(super) fn new(prints: Prints, seed: u64, scanned: Option<ScannedFacts>) -> PlacementPrints {
+        PlacementPrints { prints, seed, scanned }
     }
+
+    /// Records the case facts of a chunk of the cases view a full pass read.
+    pub(super) fn record(&mut self, chunk: &RowChunk) {
+        if let Some(scanned) = &mut self.scanned {
+            scanned.record(chunk);
+        }
+    }
+}
+
+/// What a full pass's placements will ask of the cases view: the placements view's valid rows'
+/// references and case references, and their children's keys, read before the cases come so
+/// that the pass gathers their facts from its own scan of the cases (only theirs: about a tenth
+/// of the cases) instead of looking each up after it. A placement read later with another case
+/// or child (the view changed in between) has its facts looked up.
+pub(crate) async fn wanted_facts(register: &Register, settings: &Settings) -> Result<ScannedFacts, PollError> {
+    let (mut refs, mut keys) = (HashSet::new(), HashSet::new());
+    let mut chunks = register.placements_since(None);
+    while let Some(raws) = chunks.try_next().await? {
+        for row in raws.iter().filter_map(|raw| validate_placement(raw, settings.register.max_cell_bytes).ok()) {
+            refs.extend(row.case_ref.map(|c| c.to_string()));
+            keys.extend(row.child_key.map(|k| k.as_str().to_string()));
+            refs.insert(row.placement_ref.to_string());
+        }
+    }
+    Ok(ScannedFacts::new(refs, keys, register.features().chains))
 }
 
 /// Reads the placements a poll touches (every row when `since` is `None`), computes the
@@ -111,11 +141,11 @@ async fn store_chunk(
     settings: &Settings,
     (today, now): (NaiveDate, DateTime<Utc>),
     raws: Vec<RawPlacement>,
-    PlacementPrints { prints, seed }: &mut PlacementPrints,
+    PlacementPrints { prints, seed, scanned }: &mut PlacementPrints,
     report: &mut SyncReport,
 ) -> Result<(), PollError> {
     report.placement_rows_read += raws.len() as u64;
-    let (rows, broken) = read_rows(register, settings, raws, &mut report.placement_rejected).await?;
+    let (rows, broken) = read_rows(register, settings, raws, scanned.as_ref(), &mut report.placement_rejected).await?;
     let refs = rows.iter().map(|(row, _, _)| row.placement_ref.as_str()).chain(broken.iter().map(String::as_str));
     prints.load(state, refs).await?;
     if let Some(book) = prints.book() {
@@ -196,12 +226,14 @@ fn values_print(raw: &RawPlacement) -> u64 {
 }
 
 /// The valid rows of `raws` (the newest of a reference read twice) with the facts of their
-/// cases and the print of their values, and the references of the rows skipped as broken
-/// (counted in `rejected`, logged by reference and column only).
+/// cases (those a full pass gathered in `scanned`, the others looked up) and the print of their
+/// values, and the references of the rows skipped as broken (counted in `rejected`, logged by
+/// reference and column only).
 async fn read_rows(
     register: &Register,
     settings: &Settings,
     raws: Vec<RawPlacement>,
+    scanned: Option<&ScannedFacts>,
     rejected: &mut std::collections::BTreeMap<RejectReason, u64>,
 ) -> Result<(Vec<ReadRow>, HashSet<String>), PollError> {
     let mut kept = HashSet::new();
@@ -231,7 +263,18 @@ async fn read_rows(
     refs.extend(rows.values().filter_map(|(r, _)| r.case_ref.as_ref().map(|c| c.to_string())));
     let keys: Vec<String> =
         rows.values().filter_map(|(r, _)| r.child_key.as_ref().map(|k| k.as_str().to_string())).collect();
-    let facts = register.case_facts(&refs, &keys).await?;
+    let facts = match scanned {
+        Some(scanned) => {
+            let (mut facts, refs, keys) = scanned.facts_of(&refs, &keys);
+            if !refs.is_empty() || !keys.is_empty() {
+                let looked_up = register.case_facts(&refs, &keys).await?;
+                facts.cases.extend(looked_up.cases);
+                facts.opened_by_child.extend(looked_up.opened_by_child);
+            }
+            facts
+        }
+        None => register.case_facts(&refs, &keys).await?,
+    };
     for collided in collisions(rows.keys().map(String::as_str), &facts) {
         rows.remove(&collided);
         reject(
@@ -259,7 +302,7 @@ pub async fn placement_as_computed(
 ) -> Result<Option<Result<(PlacementRow, PlacementContext), Rejection>>, PollError> {
     let Some(raw) = register.placement(placement_ref).await? else { return Ok(None) };
     let mut rejected = std::collections::BTreeMap::new();
-    let (rows, _) = read_rows(register, settings, vec![raw.clone()], &mut rejected).await?;
+    let (rows, _) = read_rows(register, settings, vec![raw.clone()], None, &mut rejected).await?;
     Ok(Some(match rows.into_iter().next() {
         Some((row, context, _)) => Ok((row, context)),
         None => Err(validate_placement(&raw, settings.register.max_cell_bytes).err().unwrap_or(Rejection {
@@ -400,7 +443,7 @@ pub async fn current_placement_deadlines(
     let mut chunks = register.placements_since(None);
     while let Some(raws) = chunks.try_next().await? {
         rows_read += raws.len();
-        let (rows, kept) = read_rows(register, settings, raws, &mut rejected).await?;
+        let (rows, kept) = read_rows(register, settings, raws, None, &mut rejected).await?;
         let row_refs: Vec<CaseRef> = rows.iter().map(|(row, _, _)| row.placement_ref.clone()).collect();
         let stored_cycles = state.cycles_of(&row_refs).await?;
         let (records, refs) = compute(settings, (today, now), &rows, &running_cycles(&stored_cycles));

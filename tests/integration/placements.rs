@@ -720,3 +720,58 @@ async fn a_register_without_the_placements_view_works_as_before() {
     let kinds: Vec<&str> = listed.iter().map(|v| v["kind"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["investigation", "investigation"]);
 }
+
+/// Issue 27 (5): a full pass gathers its placements' case facts from its own scan of the cases
+/// view instead of looking them up. A case fact changed between two full passes (the case's
+/// investigation closing, an investigation opened in the child's case, both without a newer
+/// `updated_at`, so that only a full pass sees them) still computes the placements that read
+/// it again, and only them; a cases row the cases pass rejects still makes a placement with its
+/// reference a `ref_collision`, as the lookups did.
+async fn a_full_pass_reads_the_case_facts_from_its_scan(postgres_state: Option<String>) {
+    let test = TestApp::new(postgres_state).await;
+    exec(test.register_url(), &schema(test.register_engine())).await;
+    exec(test.register_url(), &first_rows()).await;
+    let units = "[units.\"BRO-BU\"]\nmanagers = [\"ec.bromma@kommun.example\"]\n";
+    let settings = config::load_with_env(Some(&test.config(units)), Vec::new()).unwrap();
+    let app = test.start(settings, at(8, 0)).await;
+    let first = full_pass(&app, at(8, 0)).await;
+    assert_eq!((first.placement_rows_read, first.placements_unchanged), (8, 0), "{first:?}");
+    assert_eq!(first.placement_rejected.get(&RejectReason::RefCollision), Some(&1), "{first:?}");
+    let stored = placement_lines(&app).await;
+
+    // The case's investigation closes (its row's `updated_at` unchanged): its three placements
+    // are computed again, and the jourhem's two months start.
+    exec(
+        test.register_url(),
+        &["UPDATE cases SET investigation_closed_on = '2026-11-13' WHERE case_ref = '2026-BU-0002'".to_string()],
+    )
+    .await;
+    let closed = full_pass(&app, at(8, 30)).await;
+    assert_eq!((closed.placement_rows_read, closed.placements_unchanged), (8, 3), "{closed:?}");
+    let lines = placement_lines(&app).await;
+    assert_ne!(lines, stored);
+    let limit = "2026-PL-0004 emergency_home_limit 2026-11-13 → 2027-01-13 / 2027-01-13 open pending".to_string();
+    assert!(lines.contains(&limit), "{lines:#?}");
+
+    // An investigation opened in the child's new case, its row stamped long ago: the ended HVB
+    // placement's follow-up ends; the other placements are skipped.
+    exec(test.register_url(), &[case("2026-BU-0009", Some(KEY), "2026-11-20", None, "2026-01-01T08:00:00Z")]).await;
+    let opened = full_pass(&app, at(9, 0)).await;
+    assert_eq!((opened.placement_rows_read, opened.placements_unchanged), (8, 5), "{opened:?}");
+    let lines = placement_lines(&app).await;
+    let met = "2026-PL-0005 placement_follow_up 2026-08-31 → 2027-02-28 / 2027-03-01 closed 2026-11-20 met".to_string();
+    assert!(lines.contains(&met), "{lines:#?}");
+    assert!(lines.contains(&limit), "{lines:#?}");
+
+    // A cases row the cases pass rejects (no unit) with a placement's reference: the placement is
+    // a `ref_collision`, and keeps its last deadlines.
+    exec(test.register_url(), &["INSERT INTO cases (case_ref, unit, investigation_opened_on, updated_at) VALUES ('2026-PL-0006', '', '2026-11-01', '2026-01-01T08:00:00Z')".to_string()]).await;
+    let collided = full_pass(&app, at(9, 30)).await;
+    assert_eq!(collided.rows_rejected(), 1, "{collided:?}");
+    assert_eq!(collided.placement_rejected.get(&RejectReason::RefCollision), Some(&2), "{collided:?}");
+    assert_eq!((collided.placements_unchanged, collided.deadlines_stored), (5, 0), "{collided:?}");
+    assert_eq!(placement_lines(&app).await, lines);
+    app.close_connections().await;
+}
+
+both_engines!(a_full_pass_reads_the_case_facts_from_its_scan);
