@@ -6,7 +6,7 @@
 //! reaches its reminder day. So the ladder is evaluated apart, by `jobs::ladder`, which visits
 //! only the deadlines whose next step day (indexed) has come.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
@@ -127,7 +127,13 @@ pub async fn sync_register(
             let book = read_while(state.load_prints(bits), &mut chunks, &mut early).await?;
             Prints::Whole { book, stored_bits: Some(bits), lists_all: true }
         }
-        // The first full pass builds them.
+        // The first full pass builds them: on a state that holds no case's deadlines (a first
+        // start), appended to the print log as it goes (a log left by a pass cut short dropped
+        // first); else (the prints were dropped) whole, to find the stored cases it did not read.
+        (true, None) if !state.has_case_deadlines().await? => {
+            state.forget_prints().await?;
+            Prints::Appending { book: PrintBook::appending(), listed_elsewhere: BTreeSet::new() }
+        }
         (true, None) => Prints::Whole { book: PrintBook::whole(), stored_bits: None, lists_all: false },
         // An incremental poll loads the buckets of the rows it reads.
         (false, Some(bits)) => Prints::Buckets(state.open_print_log(bits).await?),
@@ -190,6 +196,9 @@ pub async fn sync_register(
     } else {
         full.then_some(today)
     };
+    if let (Prints::Appending { book, listed_elsewhere }, Some(_)) = (&pass.prints, full_pass_on) {
+        report.withdrawn += state.store_appended_prints(book.len(), listed_elsewhere).await?;
+    }
     let mut held = false;
     if let (Prints::Whole { book, stored_bits, lists_all }, Some(_)) = (&mut pass.prints, full_pass_on) {
         // The cases the pass did not read left the register. Their deadlines are withdrawn in
@@ -334,6 +343,14 @@ enum Prints {
     Buckets(PrintBook),
     /// An incremental poll before the first full pass built the prints: every row is computed.
     None,
+    /// The first full pass on a state that holds no case's deadlines: each chunk's prints are
+    /// appended to the print log with its deadlines, and made into buckets at the end
+    /// ([`StateStore::store_appended_prints`]).
+    Appending {
+        book: PrintBook,
+        /// The cases stored without their rows read (another case of their child changed).
+        listed_elsewhere: BTreeSet<String>,
+    },
 }
 
 /// What one register read carries from chunk to chunk.
@@ -373,6 +390,7 @@ impl Pass<'_> {
                 state.load_buckets(book, &missing).await?;
                 (Some(book), None)
             }
+            Prints::Appending { book, .. } => (Some(book), None),
             Prints::None => (None, None),
         };
         // The register promises unique case references; if a view breaks that, the newest row
@@ -478,6 +496,9 @@ impl Pass<'_> {
             None => book,
         };
         report.notices_cancelled += state.store_deadlines(&case_refs, &records, book).await?;
+        if let Prints::Appending { listed_elsewhere, .. } = &mut self.prints {
+            listed_elsewhere.extend(children.unchanged.iter().map(|c| c.case_ref.as_str().to_string()));
+        }
         if let Prints::Buckets(book) = &mut self.prints {
             if flush {
                 book.unload_clean();
