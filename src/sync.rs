@@ -17,7 +17,7 @@ use crate::config::Settings;
 use crate::domain::{log_safe, CaseRef, ChildKey};
 use crate::register::{self, CaseRow, EncodedRow, Register, RegisterError, RejectReason, RowChunk};
 use crate::rules::{self, Deadline, Kind, Ladder, OtherInvestigation, RuleOptions};
-use crate::state::{DeadlineRecord, PollState, PrintBook, StateError, StateStore};
+use crate::state::{DeadlineRecord, PollState, PrintBook, Shelf, StateError, StateStore};
 
 pub mod placements;
 
@@ -68,6 +68,9 @@ pub struct SyncReport {
     /// Rows of the placements view read (contract §1b), and those skipped as broken.
     pub placement_rows_read: u64,
     pub placement_rejected: BTreeMap<RejectReason, u64>,
+    /// Placements rows read whose print (their row, the case facts their clocks read and the
+    /// settings) equals the stored one: nothing computed or written for them.
+    pub placements_unchanged: u64,
     pub duration: Duration,
 }
 
@@ -121,30 +124,41 @@ pub async fn sync_register(
     // The register read starts first: a full pass loads its prints while the first rows come.
     let mut chunks = register.chunks_since(since);
     let mut early = VecDeque::new();
-    let prints = match (full, poll_state.print_bits) {
-        // A full pass holds every print: a few rows a thousand cases.
-        (true, Some(bits)) => {
-            let book = read_while(state.load_prints(bits), &mut chunks, &mut early).await?;
-            Prints::Whole { book, stored_bits: Some(bits), lists_all: true }
+    let (reading, held_early) = (&mut chunks, &mut early);
+    let prints = Prints::open(state, Shelf::Cases, full, poll_state.print_bits, move |bits| {
+        read_while(state.load_prints(Shelf::Cases, bits), reading, held_early)
+    })
+    .await?;
+    // The cases' first full pass on a state that holds no case's deadlines (a first start)
+    // appends its prints to the print log as it goes (a log left by a pass cut short dropped
+    // first); with deadlines stored (the prints were dropped) it holds the whole book, to find
+    // the stored cases it did not read.
+    let prints = match prints {
+        Prints::Whole { stored_bits: None, .. } if !state.has_case_deadlines().await? => {
+            state.forget_prints(Shelf::Cases).await?;
+            Prints::Appending { book: PrintBook::appending(Shelf::Cases), listed_elsewhere: BTreeSet::new() }
         }
-        // The first full pass builds them: on a state that holds no case's deadlines (a first
-        // start), appended to the print log as it goes (a log left by a pass cut short dropped
-        // first); else (the prints were dropped) whole, to find the stored cases it did not read.
-        (true, None) if !state.has_case_deadlines().await? => {
-            state.forget_prints().await?;
-            Prints::Appending { book: PrintBook::appending(), listed_elsewhere: BTreeSet::new() }
+        prints => prints,
+    };
+    let seed = print_seed(settings);
+    // The placements' prints, held by the whole poll (an incremental one computes placements
+    // with each chunk of cases and after them), loaded while the cases' first rows come too.
+    let placement_prints = match register.placements_view() {
+        Some(_) => {
+            let open = Prints::open(state, Shelf::Placements, full, poll_state.placement_print_bits, |bits| {
+                state.load_prints(Shelf::Placements, bits)
+            });
+            read_while(open, &mut chunks, &mut early).await?
         }
-        (true, None) => Prints::Whole { book: PrintBook::whole(), stored_bits: None, lists_all: false },
-        // An incremental poll loads the buckets of the rows it reads.
-        (false, Some(bits)) => Prints::Buckets(state.open_print_log(bits).await?),
-        (false, None) => Prints::None,
+        None => Prints::None,
     };
     let mut pass = Pass {
         settings,
         today,
         now,
-        seed: print_seed(settings),
+        seed,
         prints,
+        placements: placements::PlacementPrints::new(placement_prints, seed),
         tracks_placements: !full && register.placements_view().is_some(),
         logged: 0,
         unflushed: 0,
@@ -186,7 +200,8 @@ pub async fn sync_register(
     // The placements view (contract §1b): its changed rows (those of the cases computed above
     // went with each chunk).
     if register.placements_view().is_some() {
-        placements::sync_placements(register, state, settings, (today, now), since, &mut report).await?;
+        placements::sync_placements(register, state, settings, (today, now), since, &mut pass.placements, &mut report)
+            .await?;
     }
     // A full pass that read no row at all is far more likely a view being reloaded than a
     // register emptied of every case: withdrawing everything would cancel every notice.
@@ -197,7 +212,7 @@ pub async fn sync_register(
         full.then_some(today)
     };
     if let (Prints::Appending { book, listed_elsewhere }, Some(_)) = (&pass.prints, full_pass_on) {
-        report.withdrawn += state.store_appended_prints(book.len(), listed_elsewhere).await?;
+        report.withdrawn += state.store_appended_prints(Shelf::Cases, book.len(), listed_elsewhere).await?;
     }
     let mut held = false;
     if let (Prints::Whole { book, stored_bits, lists_all }, Some(_)) = (&mut pass.prints, full_pass_on) {
@@ -248,12 +263,7 @@ pub async fn sync_register(
             report.withdrawn = state.withdraw_vanished_cases(|case_ref| book.get(case_ref).is_some()).await?;
             Vec::new()
         };
-        // Built, grown as cases came, or shrunk after many left: stored whole with its size.
-        report.withdrawn += if book.settle() || *stored_bits != Some(book.bits()) {
-            state.replace_prints(book, &vanished).await?
-        } else {
-            state.store_prints(book, &vanished).await?
-        };
+        report.withdrawn += store_whole(state, book, *stored_bits, &vanished).await?;
     }
     if report.deadlines_stored >= REFRESH_STATISTICS_AFTER {
         state.refresh_statistics().await?;
@@ -327,7 +337,24 @@ async fn read_while<T>(
     }
 }
 
-/// Where the prints of a poll's rows come from.
+/// Stores a full pass's whole book, withdrawing the deadlines of `vanished` (its rows that left
+/// the view, removed from it) in the same transaction: built, grown as rows came, or shrunk
+/// after many left, it replaces the stored prints with its size; otherwise its changed buckets
+/// are written. Returns how many deadlines were withdrawn.
+async fn store_whole(
+    state: &StateStore,
+    book: &mut PrintBook,
+    stored_bits: Option<u32>,
+    vanished: &[String],
+) -> Result<u64, StateError> {
+    if book.settle() || stored_bits != Some(book.bits()) {
+        state.replace_prints(book, vanished).await
+    } else {
+        state.store_prints(book, vanished).await
+    }
+}
+
+/// Where the prints of a poll's rows come from (of either view: the book's [`Shelf`]).
 enum Prints {
     /// A full pass: every stored print, or none on the first (which builds the book).
     Whole {
@@ -353,6 +380,72 @@ enum Prints {
     },
 }
 
+impl Prints {
+    /// The prints of `shelf` stored with `bits` (`None`: none built yet) for a full pass (`load`
+    /// reads them whole) or an incremental poll.
+    async fn open<F>(
+        state: &StateStore,
+        shelf: Shelf,
+        full: bool,
+        bits: Option<u32>,
+        load: impl FnOnce(u32) -> F,
+    ) -> Result<Prints, StateError>
+    where
+        F: std::future::Future<Output = Result<PrintBook, StateError>>,
+    {
+        Ok(match (full, bits) {
+            // A full pass holds every print: a few rows a thousand rows of the view.
+            (true, Some(bits)) => Prints::Whole { book: load(bits).await?, stored_bits: Some(bits), lists_all: true },
+            // The first full pass builds them.
+            (true, None) => Prints::Whole { book: PrintBook::whole(shelf), stored_bits: None, lists_all: false },
+            // An incremental poll loads the buckets of the rows it reads.
+            (false, Some(bits)) => Prints::Buckets(state.open_print_log(shelf, bits).await?),
+            (false, None) => Prints::None,
+        })
+    }
+
+    /// The book, if any.
+    fn book(&mut self) -> Option<&mut PrintBook> {
+        match self {
+            Prints::Whole { book, .. } | Prints::Buckets(book) | Prints::Appending { book, .. } => Some(book),
+            Prints::None => None,
+        }
+    }
+
+    /// Loads the buckets of `refs` an incremental poll has not loaded yet.
+    async fn load<'r>(&mut self, state: &StateStore, refs: impl Iterator<Item = &'r str>) -> Result<(), StateError> {
+        if let Prints::Buckets(book) = self {
+            let missing = book.missing(refs);
+            state.load_buckets(book, &missing).await?;
+        }
+        Ok(())
+    }
+
+    /// Whether the stored print of `key` is `print` (the row is then skipped); it counts as read
+    /// either way.
+    fn unchanged(&mut self, key: &str, print: u64) -> bool {
+        self.book().is_some_and(|book| book.read_unchanged(key, print))
+    }
+
+    /// The book to write with the deadlines computed now, if any: not a full pass's that is to
+    /// be stored whole at its end, built now or grown out of the stored size (then the stored
+    /// prints are dropped at once, so that a pass cut short leaves none that could be taken for a
+    /// list of every stored row).
+    async fn book_to_write(&mut self, state: &StateStore) -> Result<Option<&mut PrintBook>, StateError> {
+        match self {
+            Prints::Whole { book, stored_bits, .. } => {
+                if stored_bits.is_some_and(|bits| bits != book.bits()) {
+                    state.forget_prints(book.shelf()).await?;
+                    *stored_bits = None;
+                }
+                Ok(stored_bits.is_some().then_some(book))
+            }
+            Prints::Buckets(book) | Prints::Appending { book, .. } => Ok(Some(book)),
+            Prints::None => Ok(None),
+        }
+    }
+}
+
 /// What one register read carries from chunk to chunk.
 struct Pass<'a> {
     settings: &'a Settings,
@@ -361,6 +454,8 @@ struct Pass<'a> {
     /// Mixed into every row's print: the settings and code the computation depends on.
     seed: u64,
     prints: Prints,
+    /// The placements' prints (`Prints::None` without a placements view).
+    placements: placements::PlacementPrints,
     /// An incremental poll with a placements view: the placements of each chunk's computed cases
     /// are computed again with them (a full pass reads every placement anyway).
     tracks_placements: bool,
@@ -382,17 +477,8 @@ impl Pass<'_> {
         let settings = self.settings;
         report.rows_read += chunk.len() as u64;
         let direct = matches!(&self.prints, Prints::Buckets(b) if !b.keeps_log());
-        let (mut book, stored_bits) = match &mut self.prints {
-            Prints::Whole { book, stored_bits, .. } => (Some(book), Some(stored_bits)),
-            Prints::Buckets(book) => {
-                let case_refs: Vec<_> = chunk.rows().filter_map(|r| r.case_ref()).collect();
-                let missing = book.missing(case_refs.iter().map(|c| c.trim()));
-                state.load_buckets(book, &missing).await?;
-                (Some(book), None)
-            }
-            Prints::Appending { book, .. } => (Some(book), None),
-            Prints::None => (None, None),
-        };
+        let case_refs: Vec<_> = chunk.rows().filter_map(|r| r.case_ref()).collect();
+        self.prints.load(state, case_refs.iter().map(|c| c.trim())).await?;
         // The register promises unique case references; if a view breaks that, the newest row
         // wins rather than the statement failing.
         let mut cases: HashMap<String, (CaseRow, u64)> = HashMap::with_capacity(chunk.len());
@@ -400,12 +486,10 @@ impl Pass<'_> {
         for row in chunk.rows() {
             let print = row_print(self.seed, row);
             // Looked up as the case reference is stored (trimmed, as `CaseRef` keeps it).
-            if let (Some(book), Some(case_ref)) = (book.as_deref_mut(), row.case_ref()) {
-                if book.read_unchanged(case_ref.trim(), print) {
-                    // Read before and unchanged: its deadlines are stored as this row gives them.
-                    report.unchanged += 1;
-                    continue;
-                }
+            if row.case_ref().is_some_and(|case_ref| self.prints.unchanged(case_ref.trim(), print)) {
+                // Read before and unchanged: its deadlines are stored as this row gives them.
+                report.unchanged += 1;
+                continue;
             }
             match register::validate_encoded(row, settings.register.max_cell_bytes) {
                 Ok(case) => {
@@ -429,7 +513,7 @@ impl Pass<'_> {
                 }
             }
         }
-        if let Some(book) = book.as_deref_mut() {
+        if let Some(book) = self.prints.book() {
             // A skipped broken row's case counts as read: its stored deadlines stay (contract
             // §1). It is listed (so that its leaving the register is noticed), with a print no
             // row has; one listed already keeps the print of its last good row.
@@ -454,12 +538,22 @@ impl Pass<'_> {
                 .values()
                 .filter_map(|(case, _)| case.child_key.as_ref().map(|k| k.as_str().to_string()))
                 .collect();
-            placements::sync_touched(register, state, settings, (self.today, self.now), &refs, &keys, report).await?;
+            let touched = (refs.as_slice(), keys.as_slice());
+            placements::sync_touched(
+                register,
+                state,
+                settings,
+                (self.today, self.now),
+                touched,
+                &mut self.placements,
+                report,
+            )
+            .await?;
         }
         let sets = cases.len() + kept_refs.len();
         for (case, print) in cases.values() {
             report.newest_computed = report.newest_computed.max(Some(case.updated_at));
-            if let Some(book) = book.as_deref_mut() {
+            if let Some(book) = self.prints.book() {
                 book.set(case.case_ref.as_str(), *print);
             }
         }
@@ -475,26 +569,15 @@ impl Pass<'_> {
         // between go without.
         let flush = direct && {
             self.unflushed += sets;
-            self.unflushed >= BULK_SETS.max(FLUSH_SETS_PER_BUCKET << book.as_deref().map_or(0, PrintBook::bits))
+            self.unflushed >= BULK_SETS.max(FLUSH_SETS_PER_BUCKET << self.prints.book().map_or(0, |b| b.bits()))
         };
-        let book = if direct && !flush { None } else { book };
-        if case_refs.is_empty() && !book.as_deref().is_some_and(PrintBook::is_dirty) {
+        let writes_book = !direct || flush;
+        if case_refs.is_empty() && !(writes_book && self.prints.book().is_some_and(|b| b.is_dirty())) {
             return Ok(());
         }
-        // The changed prints are written with the deadlines they stand for, unless the book is
-        // to be stored whole at the end of the pass: built now, or grown out of the stored size
-        // (then the stored prints are dropped at once, so that a pass cut short leaves none
-        // that could be taken for a list of every stored case).
-        let book = match stored_bits {
-            Some(stored) => {
-                if stored.is_some() && *stored != book.as_deref().map(PrintBook::bits) {
-                    state.forget_prints().await?;
-                    *stored = None;
-                }
-                book.filter(|_| stored.is_some())
-            }
-            None => book,
-        };
+        // The changed prints are written with the deadlines they stand for (see
+        // `Prints::book_to_write`).
+        let book = if writes_book { self.prints.book_to_write(state).await? } else { None };
         report.notices_cancelled += state.store_deadlines(&case_refs, &records, book).await?;
         if let Prints::Appending { listed_elsewhere, .. } = &mut self.prints {
             listed_elsewhere.extend(children.unchanged.iter().map(|c| c.case_ref.as_str().to_string()));
@@ -509,7 +592,7 @@ impl Pass<'_> {
                     // A bulk update: the log (this poll's prints in it) goes into the buckets,
                     // and from here the buckets are written directly.
                     let bits = book.bits();
-                    state.fold_print_log(bits).await?;
+                    state.fold_print_log(Shelf::Cases, bits).await?;
                     *book = PrintBook::new(bits);
                 }
             }

@@ -118,6 +118,12 @@ impl<'a> EncodedRow<'a> {
         })
     }
 
+    /// Every value as text (invalid UTF-8 replaced), as [`sqlx::sqlite::SqliteRow`]'s
+    /// [`TextRow`](super::TextRow) reads a value of any storage class.
+    pub(super) fn texts(&self) -> Vec<Option<String>> {
+        self.values().map(|v| v.map(|b| String::from_utf8_lossy(b).into_owned())).collect()
+    }
+
     /// The case reference as text (invalid UTF-8 replaced), untrimmed.
     pub fn case_ref(&self) -> Option<std::borrow::Cow<'a, str>> {
         self.values().nth(CASE_REF).flatten().map(String::from_utf8_lossy)

@@ -15,6 +15,7 @@ use futures_util::stream::BoxStream;
 use futures_util::{StreamExt, TryStreamExt};
 use sqlx::Row;
 
+use super::sqlite::stream_sqlite_file;
 use super::{names_no_such_column, pg_instant_text, Register, RegisterError, RejectReason, Rejection, TextRow};
 use crate::config::Engine;
 use crate::db::{format_instant, with_pool, Pool};
@@ -250,8 +251,23 @@ impl Register {
             let view = view.clone();
             move |source| RegisterError::Query { view: view.clone(), source }
         };
-        // Streamed, row by row: a view of 100 000 placements fetched whole held every row twice.
+        // Streamed: a view of 100 000 placements fetched whole held every row twice. A SQLite
+        // file is read by rusqlite, a chunk at a time (sqlx hands each row across a channel from
+        // its worker thread, which cost more than the read).
         let [all, changed] = &self.placements_sql;
+        if let (Pool::Sqlite(_), Some(path)) = (&self.pool, &self.sqlite_file) {
+            let (sql, binds) = match since {
+                None => (all.clone(), Vec::new()),
+                Some(t) => (
+                    changed.clone(),
+                    vec![(t - chrono::Duration::days(1)).format("%Y-%m-%d").to_string(), format_instant(t)],
+                ),
+            };
+            return stream_sqlite_file(path.clone(), sql, binds)
+                .map_ok(|chunk| chunk.rows().map(|row| RawPlacement(row.texts())).collect())
+                .map_err(error)
+                .boxed();
+        }
         let rows: BoxStream<'_, Result<RawPlacement, sqlx::Error>> = match (&self.pool, since) {
             (Pool::Sqlite(p), None) => sqlx::query(all).fetch(p).map(|r| r.and_then(|r| raw(&r))).boxed(),
             (Pool::Sqlite(p), Some(t)) => sqlx::query(changed)
@@ -355,6 +371,15 @@ impl Register {
             return Ok(Vec::new());
         }
         match &self.pool {
+            // A SQLite file is read by rusqlite, as the views are (no row crosses sqlx's channel).
+            Pool::Sqlite(_) if self.sqlite_file.is_some() => {
+                let path = self.sqlite_file.clone().unwrap_or_default();
+                let sql =
+                    format!("SELECT {columns} FROM {view} WHERE {column} IN ({})", vec!["?"; values.len()].join(", "));
+                let chunks: Vec<_> =
+                    stream_sqlite_file(path, sql, values.to_vec()).try_collect().await.map_err(error)?;
+                Ok(chunks.iter().flat_map(|c| c.rows()).map(|row| AnyTextRow::Values(row.texts())).collect())
+            }
             Pool::Sqlite(p) => {
                 let sql =
                     format!("SELECT {columns} FROM {view} WHERE {column} IN ({})", vec!["?"; values.len()].join(", "));
@@ -384,6 +409,8 @@ impl Register {
 enum AnyTextRow {
     Sqlite(sqlx::sqlite::SqliteRow),
     Postgres(sqlx::postgres::PgRow),
+    /// Read by rusqlite from a SQLite file, every value as text already.
+    Values(Vec<Option<String>>),
 }
 
 impl AnyTextRow {
@@ -391,6 +418,7 @@ impl AnyTextRow {
         match self {
             AnyTextRow::Sqlite(r) => r.text(i),
             AnyTextRow::Postgres(r) => r.try_get(i),
+            AnyTextRow::Values(values) => Ok(values.get(i).cloned().flatten()),
         }
     }
 }

@@ -43,7 +43,7 @@ pub use outbox::{
     OutboxState, Recorded, UndecodableRow,
 };
 pub use poll::PollState;
-pub use prints::{PrintBook, NO_PRINT};
+pub use prints::{PrintBook, Shelf, NO_PRINT};
 pub use retention::Purged;
 pub use show::ShowQuery;
 

@@ -14,6 +14,8 @@ pub struct PollState {
     /// The bits of the case prints' buckets; `None` until a full pass built them
     /// ([`crate::state::prints`]).
     pub print_bits: Option<u32>,
+    /// The same for the placements' prints (`Shelf::Placements`).
+    pub placement_print_bits: Option<u32>,
     /// When a full pass held back withdrawals that were too many at once
     /// (`register.max_withdraw_share`); `None` when none are held.
     pub withdrawals_held_at: Option<DateTime<Utc>>,
@@ -21,7 +23,7 @@ pub struct PollState {
 
 impl StateStore {
     pub async fn poll_state(&self) -> Result<PollState, StateError> {
-        let sql = "SELECT watermark, last_full_pass_on, last_success_at, print_bits, withdrawals_held_at FROM poll_state WHERE id = 1";
+        let sql = "SELECT watermark, last_full_pass_on, last_success_at, print_bits, placement_print_bits, withdrawals_held_at FROM poll_state WHERE id = 1";
         with_pool!(&self.pool, p => {
             let row = sqlx::query(sql).fetch_one(p).await.map_err(query_error("reading the poll state"))?;
             Ok(PollState {
@@ -29,6 +31,7 @@ impl StateStore {
                 last_full_pass_on: column(&row, "last_full_pass_on")?,
                 last_success_at: column(&row, "last_success_at")?,
                 print_bits: column::<Option<i32>>(&row, "print_bits")?.map(|b| b as u32),
+                placement_print_bits: column::<Option<i32>>(&row, "placement_print_bits")?.map(|b| b as u32),
                 withdrawals_held_at: column(&row, "withdrawals_held_at")?,
             })
         })

@@ -15,6 +15,10 @@
 //! full pass has built the book, which from then on also lists every case with stored deadlines
 //! (the cases a full pass did not read left the register).
 //!
+//! The placements view keeps its prints the same way on a shelf of its own ([`Shelf`]: its own
+//! tables and size), so that a steady full pass skips an unchanged placement as it skips an
+//! unchanged case.
+//!
 //! A bucket is stored as one blob (see `Bucket::encode`) and held as 16-byte entries beside its
 //! references, so that a lookup compares 4-byte tags (the low bytes of the case reference's XXH3)
 //! in a few cache lines and reads a reference only where a tag matches. A bucket's entries stand
@@ -50,6 +54,54 @@ const MIN_BITS: u32 = 4;
 const MAX_BITS: u32 = 24;
 /// The longest case reference a print is kept under.
 const LONGEST_REF: usize = u16::MAX as usize;
+
+/// Which view's prints a book holds: each view keeps its own tables and bucket size.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Shelf {
+    /// The cases view: `case_prints`, `case_print_log`, `poll_state.print_bits`.
+    #[default]
+    Cases,
+    /// The placements view (migration 0012): `placement_prints`, `placement_print_log`,
+    /// `poll_state.placement_print_bits`.
+    Placements,
+}
+
+impl Shelf {
+    /// The table of its buckets.
+    pub(super) fn buckets(self) -> &'static str {
+        match self {
+            Shelf::Cases => "case_prints",
+            Shelf::Placements => "placement_prints",
+        }
+    }
+
+    /// The table of its log.
+    pub(super) fn log(self) -> &'static str {
+        match self {
+            Shelf::Cases => "case_print_log",
+            Shelf::Placements => "placement_print_log",
+        }
+    }
+
+    /// The column of `poll_state` that holds its bits.
+    pub(super) fn bits_column(self) -> &'static str {
+        match self {
+            Shelf::Cases => "print_bits",
+            Shelf::Placements => "placement_print_bits",
+        }
+    }
+
+    /// A stored blob that does not decode, named for an error.
+    fn corrupt(self, log: bool, at: String) -> StateError {
+        let column = match (self, log) {
+            (Shelf::Cases, false) => "case_prints.prints",
+            (Shelf::Cases, true) => "case_print_log.prints",
+            (Shelf::Placements, false) => "placement_prints.prints",
+            (Shelf::Placements, true) => "placement_print_log.prints",
+        };
+        StateError::Corrupt { column, value: at }
+    }
+}
 
 /// One case of a bucket: 16 bytes, so that a lookup scans the tags of a bucket in a few cache
 /// lines and touches the reference only where a tag matches.
@@ -176,6 +228,7 @@ impl Bucket {
 /// cases the pass has read.
 #[derive(Debug, Default)]
 pub struct PrintBook {
+    shelf: Shelf,
     bits: u32,
     /// `2^bits` buckets, by number; empty when empty or not loaded.
     buckets: Vec<Bucket>,
@@ -202,10 +255,16 @@ struct PrintLog {
 }
 
 impl PrintBook {
-    /// A book of `2^bits` buckets, none loaded yet.
+    /// A book of the cases' prints in `2^bits` buckets, none loaded yet.
     pub fn new(bits: u32) -> PrintBook {
+        PrintBook::on(Shelf::Cases, bits)
+    }
+
+    /// A book of `shelf`'s prints in `2^bits` buckets, none loaded yet.
+    pub fn on(shelf: Shelf, bits: u32) -> PrintBook {
         let bits = bits.clamp(MIN_BITS, MAX_BITS);
         PrintBook {
+            shelf,
             bits,
             buckets: vec![Bucket::default(); 1 << bits],
             loaded: vec![false; 1 << bits],
@@ -213,9 +272,10 @@ impl PrintBook {
         }
     }
 
-    /// An empty whole book (the first full pass builds it): it grows its buckets as it fills.
-    pub fn whole() -> PrintBook {
-        PrintBook::whole_of(MIN_BITS)
+    /// An empty whole book of `shelf` (the first full pass builds it): it grows its buckets as
+    /// it fills.
+    pub fn whole(shelf: Shelf) -> PrintBook {
+        PrintBook::whole_of(shelf, MIN_BITS)
     }
 
     /// The book of a first full pass on a state that holds no case's deadlines: every case is
@@ -224,17 +284,12 @@ impl PrintBook {
     /// [`StateStore::store_appended_prints`] makes the buckets of the log at the end, a part of
     /// them at a time. A whole book held every print until the end (about 40 MB at a million
     /// cases).
-    pub fn appending() -> PrintBook {
-        PrintBook { log: Some(Box::default()), appending: true, ..PrintBook::new(MIN_BITS) }
+    pub fn appending(shelf: Shelf) -> PrintBook {
+        PrintBook { log: Some(Box::default()), appending: true, ..PrintBook::on(shelf, MIN_BITS) }
     }
 
-    /// Whether this is a first pass's appending book.
-    pub fn is_appending(&self) -> bool {
-        self.appending
-    }
-
-    fn whole_of(bits: u32) -> PrintBook {
-        let mut book = PrintBook::new(bits);
+    fn whole_of(shelf: Shelf, bits: u32) -> PrintBook {
+        let mut book = PrintBook::on(shelf, bits);
         book.loaded.fill(true);
         book.whole = true;
         book
@@ -268,6 +323,11 @@ impl PrintBook {
 
     pub fn bits(&self) -> u32 {
         self.bits
+    }
+
+    /// Which view's prints these are.
+    pub fn shelf(&self) -> Shelf {
+        self.shelf
     }
 
     /// Whether this is an incremental poll's book that appends what it sets to the print log.
@@ -450,7 +510,7 @@ impl PrintBook {
 
     /// The same prints (and marks) in a whole book sized for them, every bucket dirty.
     fn resized(&self) -> PrintBook {
-        let mut book = PrintBook::whole_of(bits_for(self.len));
+        let mut book = PrintBook::whole_of(self.shelf, bits_for(self.len));
         for bucket in &self.buckets {
             for i in 0..bucket.len() {
                 let case_ref = bucket.case_ref(i);
@@ -482,13 +542,15 @@ fn floor_char_boundary(s: &str, at: usize) -> usize {
 }
 
 impl StateStore {
-    /// Every stored print, in a whole book of `bits` (the log folded into the buckets first).
-    pub async fn load_prints(&self, bits: u32) -> Result<PrintBook, StateError> {
-        self.fold_print_log(bits).await?;
-        let mut book = PrintBook::whole_of(bits);
+    /// Every stored print of `shelf`, in a whole book of `bits` (the log folded into the buckets
+    /// first).
+    pub async fn load_prints(&self, shelf: Shelf, bits: u32) -> Result<PrintBook, StateError> {
+        self.fold_print_log(shelf, bits).await?;
+        let mut book = PrintBook::whole_of(shelf, bits);
+        let sql = format!("SELECT bucket, prints FROM {}", shelf.buckets());
         with_pool!(&self.pool, p => {
-            let mut rows = sqlx::query("SELECT bucket, prints FROM case_prints").fetch(p);
-            while let Some(row) = rows.try_next().await.map_err(query_error("reading case prints"))? {
+            let mut rows = sqlx::query(&sql).fetch(p);
+            while let Some(row) = rows.try_next().await.map_err(query_error("reading prints"))? {
                 keep_bucket(&mut book, column(&row, "bucket")?, column(&row, "prints")?)?;
             }
             Ok::<_, StateError>(())
@@ -496,32 +558,33 @@ impl StateStore {
         Ok(book)
     }
 
-    /// An incremental poll's book of `2^bits` buckets, none loaded yet, holding the print log
-    /// (folded into the buckets first when it has grown past [`LOG_FOLD`] entries).
-    pub async fn open_print_log(&self, bits: u32) -> Result<PrintBook, StateError> {
-        let (mut entries, _) = self.read_print_log().await?;
+    /// An incremental poll's book of `shelf` in `2^bits` buckets, none loaded yet, holding the
+    /// print log (folded into the buckets first when it has grown past [`LOG_FOLD`] entries).
+    pub async fn open_print_log(&self, shelf: Shelf, bits: u32) -> Result<PrintBook, StateError> {
+        let (mut entries, _) = self.read_print_log(shelf).await?;
         if entries.len() > LOG_FOLD {
-            self.fold_print_log(bits).await?;
+            self.fold_print_log(shelf, bits).await?;
             entries.clear();
         }
-        let mut book = PrintBook::new(bits);
+        let mut book = PrintBook::on(shelf, bits);
         let mut log = PrintLog::default();
         log.prints.extend(entries);
         book.log = Some(Box::new(log));
         Ok(book)
     }
 
-    /// The entries of the print log in the order they were written, and its last row's number.
-    async fn read_print_log(&self) -> Result<(Vec<(String, u64)>, Option<i64>), StateError> {
+    /// The entries of `shelf`'s print log in the order they were written, and its last row's
+    /// number.
+    async fn read_print_log(&self, shelf: Shelf) -> Result<(Vec<(String, u64)>, Option<i64>), StateError> {
         let mut entries = Vec::new();
         let mut last = None;
+        let sql = format!("SELECT seq, prints FROM {} ORDER BY seq", shelf.log());
         with_pool!(&self.pool, p => {
-            let mut rows = sqlx::query("SELECT seq, prints FROM case_print_log ORDER BY seq").fetch(p);
-            while let Some(row) = rows.try_next().await.map_err(query_error("reading the case print log"))? {
+            let mut rows = sqlx::query(&sql).fetch(p);
+            while let Some(row) = rows.try_next().await.map_err(query_error("reading a print log"))? {
                 let seq: i64 = column(&row, "seq")?;
                 let blob: Vec<u8> = column(&row, "prints")?;
-                let corrupt = || StateError::Corrupt { column: "case_print_log.prints", value: format!("row {seq}") };
-                let bucket = Bucket::decode(&blob).ok_or_else(corrupt)?;
+                let bucket = Bucket::decode(&blob).ok_or_else(|| shelf.corrupt(true, format!("row {seq}")))?;
                 entries.extend((0..bucket.len()).map(|i| (bucket.case_ref(i).to_string(), bucket.entries[i].print)));
                 last = Some(seq);
             }
@@ -530,26 +593,28 @@ impl StateStore {
         Ok((entries, last))
     }
 
-    /// Writes the print log into the buckets of `2^bits` and deletes it, in one transaction.
-    pub async fn fold_print_log(&self, bits: u32) -> Result<(), StateError> {
-        let (entries, Some(last)) = self.read_print_log().await? else {
+    /// Writes `shelf`'s print log into its buckets of `2^bits` and deletes it, in one
+    /// transaction.
+    pub async fn fold_print_log(&self, shelf: Shelf, bits: u32) -> Result<(), StateError> {
+        let (entries, Some(last)) = self.read_print_log(shelf).await? else {
             return Ok(());
         };
-        let mut book = PrintBook::new(bits);
+        let mut book = PrintBook::on(shelf, bits);
         let buckets = book.missing(entries.iter().map(|(c, _)| c.as_str()));
         self.load_buckets(&mut book, &buckets).await?;
         for (case_ref, print) in &entries {
             book.set(case_ref, *print);
         }
+        let delete = format!("DELETE FROM {} WHERE seq <= $1", shelf.log());
         with_pool!(&self.pool, p => {
             let mut tx = p.begin().await.map_err(query_error("starting a transaction"))?;
             write_buckets!(self, &mut *tx, &mut book)?;
-            sqlx::query("DELETE FROM case_print_log WHERE seq <= $1")
+            sqlx::query(&delete)
                 .bind(last)
                 .execute(&mut *tx)
                 .await
-                .map_err(query_error("folding the case print log"))?;
-            tx.commit().await.map_err(query_error("committing case prints"))
+                .map_err(query_error("folding a print log"))?;
+            tx.commit().await.map_err(query_error("committing prints"))
         })
     }
 
@@ -562,30 +627,35 @@ impl StateStore {
     /// stored cases would. Returns how many deadlines were withdrawn.
     pub async fn store_appended_prints(
         &self,
+        shelf: Shelf,
         cases: usize,
         listed_elsewhere: &BTreeSet<String>,
     ) -> Result<u64, StateError> {
         let bits = bits_for(cases);
         let parts = (cases / FOLD_PART_CASES).max(1).next_power_of_two().min(1 << bits);
         let shift = bits - parts.trailing_zeros();
+        let read_seqs = format!("SELECT seq FROM {} ORDER BY seq", shelf.log());
+        let read_row = format!("SELECT prints FROM {} WHERE seq = $1", shelf.log());
+        let drop_buckets = format!("DELETE FROM {}", shelf.buckets());
+        let drop_log = format!("DELETE FROM {}", shelf.log());
+        let record_bits = format!("UPDATE poll_state SET {} = $1 WHERE id = 1", shelf.bits_column());
         with_pool!(&self.pool, p => {
             let mut tx = p.begin().await.map_err(query_error("starting a transaction"))?;
-            let seqs: Vec<i64> = sqlx::query_scalar("SELECT seq FROM case_print_log ORDER BY seq")
+            let seqs: Vec<i64> = sqlx::query_scalar(&read_seqs)
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(query_error("reading the case print log"))?;
-            sqlx::query("DELETE FROM case_prints").execute(&mut *tx).await.map_err(query_error("replacing case prints"))?;
+            sqlx::query(&drop_buckets).execute(&mut *tx).await.map_err(query_error("replacing case prints"))?;
             let mut vanished = Vec::new();
             for part in 0..parts {
-                let mut book = PrintBook::new(bits);
+                let mut book = PrintBook::on(shelf, bits);
                 for seq in &seqs {
-                    let blob: Vec<u8> = sqlx::query_scalar("SELECT prints FROM case_print_log WHERE seq = $1")
+                    let blob: Vec<u8> = sqlx::query_scalar(&read_row)
                         .bind(seq)
                         .fetch_one(&mut *tx)
                         .await
                         .map_err(query_error("reading the case print log"))?;
-                    let corrupt = || StateError::Corrupt { column: "case_print_log.prints", value: format!("row {seq}") };
-                    let logged = Bucket::decode(&blob).ok_or_else(corrupt)?;
+                    let logged = Bucket::decode(&blob).ok_or_else(|| shelf.corrupt(true, format!("row {seq}")))?;
                     for i in 0..logged.len() {
                         let case_ref = logged.case_ref(i);
                         if book.bucket_of(case_ref) as usize >> shift == part {
@@ -602,8 +672,8 @@ impl StateStore {
                 write_buckets!(self, &mut *tx, &mut book)?;
             }
             let withdrawn = withdraw_in!(self, &mut *tx, &vanished)?;
-            sqlx::query("DELETE FROM case_print_log").execute(&mut *tx).await.map_err(query_error("replacing case prints"))?;
-            sqlx::query("UPDATE poll_state SET print_bits = $1 WHERE id = 1")
+            sqlx::query(&drop_log).execute(&mut *tx).await.map_err(query_error("replacing case prints"))?;
+            sqlx::query(&record_bits)
                 .bind(bits as i32)
                 .execute(&mut *tx)
                 .await
@@ -617,14 +687,17 @@ impl StateStore {
     pub async fn load_buckets(&self, book: &mut PrintBook, buckets: &BTreeSet<u32>) -> Result<(), StateError> {
         let wanted: Vec<i32> = buckets.iter().map(|b| *b as i32).collect();
         for chunk in wanted.chunks(BATCH_ROWS * 32) {
-            let sql =
-                format!("SELECT bucket, prints FROM case_prints WHERE bucket IN ({})", self.marks(1, chunk.len()));
+            let sql = format!(
+                "SELECT bucket, prints FROM {} WHERE bucket IN ({})",
+                book.shelf.buckets(),
+                self.marks(1, chunk.len())
+            );
             with_pool!(&self.pool, p => {
                 let mut q = sqlx::query(&sql).persistent(false);
                 for b in chunk {
                     q = q.bind(*b);
                 }
-                for row in q.fetch_all(p).await.map_err(query_error("reading case prints"))? {
+                for row in q.fetch_all(p).await.map_err(query_error("reading prints"))? {
                     keep_bucket(book, column(&row, "bucket")?, column(&row, "prints")?)?;
                 }
                 Ok::<_, StateError>(())
@@ -636,55 +709,57 @@ impl StateStore {
         Ok(())
     }
 
-    /// Writes the buckets changed since they were loaded (an emptied one is deleted).
+    /// Writes the buckets changed since they were loaded (an emptied one is deleted), and
+    /// withdraws the deadlines of `vanished` in the same transaction.
     pub async fn store_prints(&self, book: &mut PrintBook, vanished: &[String]) -> Result<u64, StateError> {
         with_pool!(&self.pool, p => {
             let mut tx = p.begin().await.map_err(query_error("starting a transaction"))?;
             let withdrawn = withdraw_in!(self, &mut *tx, vanished)?;
             write_buckets!(self, &mut *tx, book)?;
-            tx.commit().await.map_err(query_error("committing case prints"))?;
+            tx.commit().await.map_err(query_error("committing prints"))?;
             Ok(withdrawn)
         })
     }
 
-    /// Drops every stored print: the next full pass builds them again (and finds the cases that
-    /// left the register by a walk of the stored ones).
-    pub async fn forget_prints(&self) -> Result<(), StateError> {
+    /// Drops every stored print of `shelf`: the next full pass builds them again (and finds the
+    /// rows that left the view by a walk of the stored ones).
+    pub async fn forget_prints(&self, shelf: Shelf) -> Result<(), StateError> {
+        let statements = [
+            format!("UPDATE poll_state SET {} = NULL WHERE id = 1", shelf.bits_column()),
+            format!("DELETE FROM {}", shelf.buckets()),
+            format!("DELETE FROM {}", shelf.log()),
+        ];
         with_pool!(&self.pool, p => {
             let mut tx = p.begin().await.map_err(query_error("starting a transaction"))?;
-            sqlx::query("UPDATE poll_state SET print_bits = NULL WHERE id = 1")
-                .execute(&mut *tx)
-                .await
-                .map_err(query_error("dropping case prints"))?;
-            sqlx::query("DELETE FROM case_prints").execute(&mut *tx).await.map_err(query_error("dropping case prints"))?;
-            sqlx::query("DELETE FROM case_print_log")
-                .execute(&mut *tx)
-                .await
-                .map_err(query_error("dropping case prints"))?;
-            tx.commit().await.map_err(query_error("committing case prints"))
+            for sql in &statements {
+                sqlx::query(sql).execute(&mut *tx).await.map_err(query_error("dropping prints"))?;
+            }
+            tx.commit().await.map_err(query_error("committing prints"))
         })
     }
 
-    /// Replaces every stored print by `book` and records its bits: the book is whole (built or
-    /// rebuilt by a full pass).
+    /// Replaces every stored print of the book's shelf by `book` and records its bits: the book
+    /// is whole (built or rebuilt by a full pass). The deadlines of `vanished` are withdrawn in
+    /// the same transaction.
     pub async fn replace_prints(&self, book: &mut PrintBook, vanished: &[String]) -> Result<u64, StateError> {
         book.dirty = (0..1u32 << book.bits).filter(|b| book.has_cases(*b)).collect();
         let bits = book.bits as i32;
+        let shelf = book.shelf;
+        let emptied = [format!("DELETE FROM {}", shelf.buckets()), format!("DELETE FROM {}", shelf.log())];
+        let sized = format!("UPDATE poll_state SET {} = $1 WHERE id = 1", shelf.bits_column());
         with_pool!(&self.pool, p => {
             let mut tx = p.begin().await.map_err(query_error("starting a transaction"))?;
             let withdrawn = withdraw_in!(self, &mut *tx, vanished)?;
-            sqlx::query("DELETE FROM case_prints").execute(&mut *tx).await.map_err(query_error("replacing case prints"))?;
-            sqlx::query("DELETE FROM case_print_log")
-                .execute(&mut *tx)
-                .await
-                .map_err(query_error("replacing case prints"))?;
+            for sql in &emptied {
+                sqlx::query(sql).execute(&mut *tx).await.map_err(query_error("replacing prints"))?;
+            }
             write_buckets!(self, &mut *tx, book)?;
-            sqlx::query("UPDATE poll_state SET print_bits = $1 WHERE id = 1")
+            sqlx::query(&sized)
                 .bind(bits)
                 .execute(&mut *tx)
                 .await
-                .map_err(query_error("recording the case prints' size"))?;
-            tx.commit().await.map_err(query_error("committing case prints"))?;
+                .map_err(query_error("recording the prints' size"))?;
+            tx.commit().await.map_err(query_error("committing prints"))?;
             Ok(withdrawn)
         })
     }
@@ -692,11 +767,12 @@ impl StateStore {
 
 /// Puts a stored bucket into a book, checked.
 fn keep_bucket(book: &mut PrintBook, bucket: i32, blob: Vec<u8>) -> Result<(), StateError> {
-    let corrupt = || StateError::Corrupt { column: "case_prints.prints", value: format!("bucket {bucket}") };
+    let shelf = book.shelf;
+    let corrupt = || shelf.corrupt(false, format!("bucket {bucket}"));
     let decoded = Bucket::decode(&blob).ok_or_else(corrupt)?;
-    let slot = book.buckets.get_mut(usize::try_from(bucket).map_err(|_| corrupt())?).ok_or_else(corrupt)?;
+    let slot = usize::try_from(bucket).ok().filter(|b| *b < book.buckets.len()).ok_or_else(corrupt)?;
     book.len += decoded.len();
-    *slot = decoded;
+    book.buckets[slot] = decoded;
     Ok(())
 }
 
@@ -705,12 +781,13 @@ fn keep_bucket(book: &mut PrintBook, bucket: i32, blob: Vec<u8>) -> Result<(), S
 macro_rules! write_buckets {
     ($store:expr, $tx:expr, $book:expr) => {{
         let book: &mut PrintBook = $book;
+        let shelf = book.shelf();
         let mut result = Ok(());
         // A book with a log (an incremental poll's) appends the entries it set as one row.
         if let Some(blob) = book.take_log_row() {
-            if let Err(e) = sqlx::query("INSERT INTO case_print_log (prints) VALUES ($1)").bind(blob).execute($tx).await
-            {
-                result = Err(query_error("writing the case print log")(e));
+            let sql = format!("INSERT INTO {} (prints) VALUES ($1)", shelf.log());
+            if let Err(e) = sqlx::query(&sql).bind(blob).execute($tx).await {
+                result = Err(query_error("writing a print log")(e));
             }
         }
         let (kept, emptied): (Vec<u32>, Vec<u32>) = book.take_dirty().into_iter().partition(|b| book.has_cases(*b));
@@ -720,8 +797,9 @@ macro_rules! write_buckets {
             }
             let values: Vec<String> = (0..chunk.len()).map(|i| format!("({})", $store.marks(2 * i + 1, 2))).collect();
             let sql = format!(
-                "INSERT INTO case_prints (bucket, prints) VALUES {} \
+                "INSERT INTO {} (bucket, prints) VALUES {} \
                  ON CONFLICT (bucket) DO UPDATE SET prints = excluded.prints",
+                shelf.buckets(),
                 values.join(",")
             );
             let mut q = sqlx::query(&sql).persistent(false);
@@ -729,19 +807,19 @@ macro_rules! write_buckets {
                 q = q.bind(*b as i32).bind(book.stored_blob(*b));
             }
             if let Err(e) = q.execute($tx).await {
-                result = Err(query_error("writing case prints")(e));
+                result = Err(query_error("writing prints")(e));
                 break;
             }
         }
         if result.is_ok() {
             for chunk in emptied.chunks(BATCH_ROWS * 32) {
-                let sql = format!("DELETE FROM case_prints WHERE bucket IN ({})", $store.marks(1, chunk.len()));
+                let sql = format!("DELETE FROM {} WHERE bucket IN ({})", shelf.buckets(), $store.marks(1, chunk.len()));
                 let mut q = sqlx::query(&sql).persistent(false);
                 for b in chunk {
                     q = q.bind(*b as i32);
                 }
                 if let Err(e) = q.execute($tx).await {
-                    result = Err(query_error("deleting case prints")(e));
+                    result = Err(query_error("deleting prints")(e));
                     break;
                 }
             }
@@ -819,7 +897,7 @@ mod tests {
 
     #[test]
     fn a_whole_book_grows_its_buckets_as_it_fills_and_shrinks_them_when_emptied() {
-        let mut book = PrintBook::whole();
+        let mut book = PrintBook::whole(Shelf::Cases);
         for i in 0..5000 {
             book.set(&format!("CASE-{i}"), i);
         }
@@ -876,11 +954,11 @@ mod tests {
 
     #[test]
     fn the_cases_a_pass_did_not_read_are_the_unmarked_ones() {
-        let mut book = PrintBook::whole();
+        let mut book = PrintBook::whole(Shelf::Cases);
         for i in 0..2000 {
             book.set(&format!("CASE-{i}"), i + 1);
         }
-        let mut next = PrintBook::whole_of(book.bits());
+        let mut next = PrintBook::whole_of(Shelf::Cases, book.bits());
         for b in 0..1u32 << book.bits() {
             keep_bucket(&mut next, b as i32, book.stored_blob(b)).unwrap();
         }

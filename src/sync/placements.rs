@@ -1,19 +1,22 @@
 //! The placements view in a poll (register contract §1b, §2): its rows turned into stored
 //! deadlines whose reference is the `placement_ref`.
 //!
-//! The view is small beside the cases view, and a placement's clocks depend on cases (the
-//! investigation close of the case it names, the investigations opened in the child's cases), so
-//! a poll computes every placement it touches from the row and those facts, read fresh: an
-//! incremental poll the rows changed since its watermark and the rows of the cases it computed;
-//! a full pass every row, withdrawing the deadlines of placements gone from the view. The store's
-//! upsert writes only what differs, so a placement computed again unchanged costs a lookup.
+//! A placement's clocks depend on cases (the investigation close of the case it names, the
+//! investigations opened in the child's cases), so a poll reads every placement it touches with
+//! those facts, fresh: an incremental poll the rows changed since its watermark and the rows of
+//! the cases it computed; a full pass every row, withdrawing the deadlines of placements gone
+//! from the view. Each placement's print (see [`placement_print`]) covers its row, those facts
+//! and the settings, and is kept as the cases' prints are (`state::prints`, `Shelf::Placements`):
+//! a placement whose print is the stored one is not computed again and costs no statement; one
+//! whose row or facts changed is computed from them and its stored cycles.
 
 use std::collections::{HashMap, HashSet};
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use futures_util::TryStreamExt;
+use xxhash_rust::xxh3::Xxh3;
 
-use super::{first_step_on, is_retained, PollError, SyncReport};
+use super::{first_step_on, is_retained, store_whole, PollError, Prints, SyncReport};
 use crate::config::Settings;
 use crate::domain::{log_safe, CaseRef, StoredDeadline};
 use crate::register::placements::collisions;
@@ -24,24 +27,36 @@ use crate::state::{DeadlineFilter, DeadlineRecord, StateStore};
 /// Placements stored per transaction.
 const CHUNK_PLACEMENTS: usize = 1000;
 
-/// Reads the placements a poll touches (every row when `since` is `None`), computes their
-/// deadlines and stores them; a full pass then withdraws the deadlines of placements gone from the
-/// view.
+/// The placements' prints a poll holds (of `Shelf::Placements`), and the seed mixed into each.
+pub(crate) struct PlacementPrints {
+    prints: Prints,
+    seed: u64,
+}
+
+impl PlacementPrints {
+    pub(super) fn new(prints: Prints, seed: u64) -> PlacementPrints {
+        PlacementPrints { prints, seed }
+    }
+}
+
+/// Reads the placements a poll touches (every row when `since` is `None`), computes the
+/// changed ones and stores them; a full pass then withdraws the deadlines of placements gone from
+/// the view and stores its prints.
 pub(crate) async fn sync_placements(
     register: &Register,
     state: &StateStore,
     settings: &Settings,
     (today, now): (NaiveDate, DateTime<Utc>),
     since: Option<DateTime<Utc>>,
+    prints: &mut PlacementPrints,
     report: &mut SyncReport,
 ) -> Result<(), PollError> {
     let full = since.is_none();
-    // The view is read in chunks, each computed and stored before the next: only the references
-    // read stay (to find the placements gone), not the rows.
-    let (mut read, mut kept) = (HashSet::new(), HashSet::new());
+    // The view is read in chunks, each computed and stored before the next: only the prints stay,
+    // not the rows.
     let mut chunks = register.placements_since(since);
     while let Some(raws) = chunks.try_next().await? {
-        store_chunk(register, state, settings, (today, now), raws, (&mut read, &mut kept), report).await?;
+        store_chunk(register, state, settings, (today, now), raws, prints, report).await?;
     }
     drop(chunks);
     if full && report.placement_rows_read == 0 {
@@ -51,78 +66,151 @@ pub(crate) async fn sync_placements(
             view = register.placements_view().unwrap_or_default(),
             "full pass read no placements; not withdrawing any"
         );
-    } else if full {
-        // Gone from the view: withdrawn, as a case gone from the cases view is. A broken row's
-        // placement keeps its last good deadlines.
-        let stored = state.placement_refs().await?;
-        let gone: Vec<String> = stored.into_iter().filter(|r| !read.contains(r) && !kept.contains(r)).collect();
-        if !gone.is_empty() {
-            report.withdrawn += state.withdraw_cases(&gone).await?;
+    } else if let (true, Prints::Whole { book, stored_bits, lists_all }) = (full, &mut prints.prints) {
+        // Gone from the view: withdrawn, as a case gone from the cases view is, in the
+        // transaction that stores the prints without them. A broken row's placement is listed
+        // (read), and keeps its last good deadlines. A book built by this pass lists only what
+        // it read: the stored placements are walked, this once.
+        let gone: Vec<String> = if *lists_all {
+            book.unread()
+        } else {
+            state.placement_refs().await?.into_iter().filter(|r| book.get(r).is_none()).collect()
+        };
+        for placement_ref in &gone {
+            book.remove(placement_ref);
         }
+        report.withdrawn += store_whole(state, book, *stored_bits, &gone).await?;
     }
     Ok(())
 }
 
 /// Computes again and stores the placements of the cases `case_refs` and children `keys` an
-/// incremental poll computed (a chunk of them at a time: bounded however many rows changed).
+/// incremental poll computed (a chunk of them at a time: bounded however many rows changed);
+/// those whose facts did not change keep their print and are skipped.
 pub(crate) async fn sync_touched(
     register: &Register,
     state: &StateStore,
     settings: &Settings,
     (today, now): (NaiveDate, DateTime<Utc>),
-    case_refs: &[String],
-    keys: &[String],
+    (case_refs, keys): (&[String], &[String]),
+    prints: &mut PlacementPrints,
     report: &mut SyncReport,
 ) -> Result<(), PollError> {
     let raws = register.placements_of(case_refs, keys).await?;
     if raws.is_empty() {
         return Ok(());
     }
-    let (mut read, mut kept) = (HashSet::new(), HashSet::new());
-    store_chunk(register, state, settings, (today, now), raws, (&mut read, &mut kept), report).await
+    store_chunk(register, state, settings, (today, now), raws, prints, report).await
 }
 
-/// Validates, computes and stores one chunk of placements rows; the references of its valid
-/// rows go into `read`, those of its broken rows into `kept`.
+/// Validates one chunk of placements rows, and computes and stores those whose print changed,
+/// with their prints; a broken row's placement is listed as read.
 async fn store_chunk(
     register: &Register,
     state: &StateStore,
     settings: &Settings,
     (today, now): (NaiveDate, DateTime<Utc>),
     raws: Vec<RawPlacement>,
-    (read, kept): (&mut HashSet<String>, &mut HashSet<String>),
+    PlacementPrints { prints, seed }: &mut PlacementPrints,
     report: &mut SyncReport,
 ) -> Result<(), PollError> {
     report.placement_rows_read += raws.len() as u64;
     let (rows, broken) = read_rows(register, settings, raws, &mut report.placement_rejected).await?;
-    kept.extend(broken);
-    read.extend(rows.iter().map(|(row, _)| row.placement_ref.to_string()));
-    for chunk in rows.chunks(CHUNK_PLACEMENTS) {
-        let refs: Vec<CaseRef> = chunk.iter().map(|(row, _)| row.placement_ref.clone()).collect();
+    let refs = rows.iter().map(|(row, _, _)| row.placement_ref.as_str()).chain(broken.iter().map(String::as_str));
+    prints.load(state, refs).await?;
+    if let Some(book) = prints.book() {
+        for placement_ref in &broken {
+            book.list(placement_ref);
+        }
+    }
+    let mut changed = Vec::with_capacity(rows.len());
+    for (row, context, values) in rows {
+        let print = placement_print(*seed, values, &context);
+        if prints.unchanged(row.placement_ref.as_str(), print) {
+            report.placements_unchanged += 1;
+        } else {
+            changed.push((row, context, print));
+        }
+    }
+    if changed.is_empty() && prints.book().is_some_and(|b| b.is_dirty()) {
+        // Only broken rows listed: their prints are written alone.
+        if let Some(book) = prints.book_to_write(state).await? {
+            state.store_prints(book, &[]).await?;
+        }
+    }
+    for chunk in changed.chunks(CHUNK_PLACEMENTS) {
+        let refs: Vec<CaseRef> = chunk.iter().map(|(row, _, _)| row.placement_ref.clone()).collect();
         let running = running_cycles(&state.cycles_of(&refs).await?);
         let (records, refs) = compute(settings, (today, now), chunk, &running);
         report.deadlines_stored += records.len() as u64;
-        report.notices_cancelled += state.store_deadlines(&refs, &records, None).await?;
+        // The prints go in the transaction of the deadlines they stand for.
+        if let Some(book) = prints.book() {
+            for (row, _, print) in chunk {
+                book.set(row.placement_ref.as_str(), *print);
+            }
+        }
+        report.notices_cancelled += state.store_deadlines(&refs, &records, prints.book_to_write(state).await?).await?;
     }
     Ok(())
 }
 
+/// The print of a placements row: XXH3, seeded with [`super::print_seed`] (the law's code and
+/// the settings), of the print of its values (`values`, see `values_print`) and of the facts of
+/// the cases view its clocks read (`context`). Equal prints mean the placement gives its stored
+/// deadlines: its stored cycles are those a computation from the same row and facts left.
+fn placement_print(seed: u64, values: u64, context: &PlacementContext) -> u64 {
+    let mut hasher = Xxh3::with_seed(seed);
+    hasher.update(&values.to_le_bytes());
+    let day = |d: NaiveDate| d.num_days_from_ce().to_le_bytes();
+    match context.investigation_closed_on {
+        Some(closed) => {
+            hasher.update(&[1]);
+            hasher.update(&day(closed));
+        }
+        None => hasher.update(&[0]),
+    }
+    // The register gives a child's investigations in no particular order.
+    let mut opened = context.investigations_opened.clone();
+    opened.sort_unstable();
+    for d in opened {
+        hasher.update(&day(d));
+    }
+    hasher.digest()
+}
+
+/// The print of a placements row's values as the register gave them, a NULL told apart from an
+/// empty text.
+fn values_print(raw: &RawPlacement) -> u64 {
+    let mut hasher = Xxh3::new();
+    for value in &raw.0 {
+        match value {
+            Some(text) => {
+                hasher.update(&[1]);
+                hasher.update(&(text.len() as u64).to_le_bytes());
+                hasher.update(text.as_bytes());
+            }
+            None => hasher.update(&[0]),
+        }
+    }
+    hasher.digest()
+}
+
 /// The valid rows of `raws` (the newest of a reference read twice) with the facts of their
-/// cases, and the references of the rows skipped as broken (counted in `rejected`, logged by
-/// reference and column only).
+/// cases and the print of their values, and the references of the rows skipped as broken
+/// (counted in `rejected`, logged by reference and column only).
 async fn read_rows(
     register: &Register,
     settings: &Settings,
     raws: Vec<RawPlacement>,
     rejected: &mut std::collections::BTreeMap<RejectReason, u64>,
-) -> Result<(Vec<(PlacementRow, PlacementContext)>, HashSet<String>), PollError> {
+) -> Result<(Vec<ReadRow>, HashSet<String>), PollError> {
     let mut kept = HashSet::new();
     let mut reject = |rejection: Rejection, kept: &mut HashSet<String>| {
         kept.extend(rejection.case_ref.clone());
         *rejected.entry(rejection.reason).or_default() += 1;
         tracing::warn!(reason = rejection.reason.as_str(), "placements row skipped: {rejection}");
     };
-    let mut rows: HashMap<String, PlacementRow> = HashMap::new();
+    let mut rows: HashMap<String, (PlacementRow, u64)> = HashMap::new();
     for raw in &raws {
         match validate_placement(raw, settings.register.max_cell_bytes) {
             Ok(row) => {
@@ -130,9 +218,9 @@ async fn read_rows(
                     tracing::warn!(placement_ref = %log_safe(row.placement_ref.as_str()), "placements row: column caseworker is not an e-mail address; notices go to the team lead");
                 }
                 match rows.get(row.placement_ref.as_str()) {
-                    Some(existing) if existing.updated_at > row.updated_at => {}
+                    Some((existing, _)) if existing.updated_at > row.updated_at => {}
                     _ => {
-                        rows.insert(row.placement_ref.to_string(), row);
+                        rows.insert(row.placement_ref.to_string(), (row, values_print(raw)));
                     }
                 }
             }
@@ -140,9 +228,9 @@ async fn read_rows(
         }
     }
     let mut refs: Vec<String> = rows.keys().cloned().collect();
-    refs.extend(rows.values().filter_map(|r| r.case_ref.as_ref().map(|c| c.to_string())));
+    refs.extend(rows.values().filter_map(|(r, _)| r.case_ref.as_ref().map(|c| c.to_string())));
     let keys: Vec<String> =
-        rows.values().filter_map(|r| r.child_key.as_ref().map(|k| k.as_str().to_string())).collect();
+        rows.values().filter_map(|(r, _)| r.child_key.as_ref().map(|k| k.as_str().to_string())).collect();
     let facts = register.case_facts(&refs, &keys).await?;
     for collided in collisions(rows.keys().map(String::as_str), &facts) {
         rows.remove(&collided);
@@ -151,8 +239,13 @@ async fn read_rows(
             &mut kept,
         );
     }
-    let mut out: Vec<(PlacementRow, PlacementContext)> =
-        rows.into_values().map(|row| (context(&row, &facts), row)).map(|(c, r)| (r, c)).collect();
+    let mut out: Vec<ReadRow> = rows
+        .into_values()
+        .map(|(row, values)| {
+            let context = context(&row, &facts);
+            (row, context, values)
+        })
+        .collect();
     out.sort_by(|a, b| a.0.placement_ref.as_str().cmp(b.0.placement_ref.as_str()));
     Ok((out, kept))
 }
@@ -168,7 +261,7 @@ pub async fn placement_as_computed(
     let mut rejected = std::collections::BTreeMap::new();
     let (rows, _) = read_rows(register, settings, vec![raw.clone()], &mut rejected).await?;
     Ok(Some(match rows.into_iter().next() {
-        Some(row) => Ok(row),
+        Some((row, context, _)) => Ok((row, context)),
         None => Err(validate_placement(&raw, settings.register.max_cell_bytes).err().unwrap_or(Rejection {
             reason: RejectReason::RefCollision,
             column: "placement_ref",
@@ -176,6 +269,10 @@ pub async fn placement_as_computed(
         })),
     }))
 }
+
+/// A valid placements row as a poll read it: the row, what its clocks need from the cases view,
+/// and a print (of its values, or, once compared, the placement's whole print).
+type ReadRow = (PlacementRow, PlacementContext, u64);
 
 /// What a placement's clocks need from the cases view.
 fn context(row: &PlacementRow, facts: &CaseFacts) -> PlacementContext {
@@ -254,14 +351,14 @@ fn with_cycles(
 fn compute(
     settings: &Settings,
     (today, now): (NaiveDate, DateTime<Utc>),
-    rows: &[(PlacementRow, PlacementContext)],
+    rows: &[ReadRow],
     running: &RunningCycles,
 ) -> (Vec<DeadlineRecord>, Vec<CaseRef>) {
     let options = RuleOptions { holiday_rule: settings.calendar.holiday_rule };
     let kept_from = settings.state.retained_from(now);
     let mut records = Vec::new();
     let mut refs = Vec::with_capacity(rows.len());
-    for (row, context) in rows {
+    for (row, context, _) in rows {
         let deadlines = rules::placement_deadlines_for(&row.dates, context, options);
         for (deadline, cycle_start) in with_cycles(&row.placement_ref, &row.dates, deadlines, running)
             .into_iter()
@@ -304,7 +401,7 @@ pub async fn current_placement_deadlines(
     while let Some(raws) = chunks.try_next().await? {
         rows_read += raws.len();
         let (rows, kept) = read_rows(register, settings, raws, &mut rejected).await?;
-        let row_refs: Vec<CaseRef> = rows.iter().map(|(row, _)| row.placement_ref.clone()).collect();
+        let row_refs: Vec<CaseRef> = rows.iter().map(|(row, _, _)| row.placement_ref.clone()).collect();
         let stored_cycles = state.cycles_of(&row_refs).await?;
         let (records, refs) = compute(settings, (today, now), &rows, &running_cycles(&stored_cycles));
         // The day each deadline was first stored; one not stored yet is first seen today.

@@ -493,6 +493,74 @@ both_engines!(current_thread: reviews_recorded_one_at_a_time);
 
 both_engines!(current_thread: placements_give_the_contract_clocks);
 
+/// Issue 27 (5): each placement's print covers its row, the case facts its clocks read and the
+/// settings. A steady full pass computes and writes no placement; a changed case fact (the
+/// investigation of the case a placement names closing, an investigation opened in the child's
+/// case) still reaches the placements that read it, at the next poll and at the next full pass,
+/// and only them; other settings (as a new `rules::REVISION` would) compute every placement again.
+async fn a_steady_pass_skips_unchanged_placements(postgres_state: Option<String>) {
+    let test = TestApp::new(postgres_state).await;
+    exec(test.register_url(), &schema(test.register_engine())).await;
+    exec(test.register_url(), &first_rows()).await;
+    let units = "[units.\"BRO-BU\"]\nmanagers = [\"ec.bromma@kommun.example\"]\n";
+    let settings = config::load_with_env(Some(&test.config(units)), Vec::new()).unwrap();
+    let app = test.start(settings, at(8, 0)).await;
+    // Eight rows: six valid placements, two broken.
+    let first = full_pass(&app, at(8, 0)).await;
+    assert_eq!((first.placement_rows_read, first.placements_unchanged), (8, 0), "{first:?}");
+    let stored = placement_lines(&app).await;
+    assert_eq!(stored.len(), 10, "{stored:#?}");
+
+    let steady = full_pass(&app, at(8, 30)).await;
+    assert_eq!((steady.placement_rows_read, steady.placements_unchanged), (8, 6), "{steady:?}");
+    assert_eq!((steady.deadlines_stored, steady.withdrawn), (0, 0), "nothing computed or written: {steady:?}");
+    assert_eq!(placement_lines(&app).await, stored);
+
+    // A case's row changes in a column no placement reads (its caseworker): its three
+    // placements are read again, and skipped.
+    exec(test.register_url(), &["UPDATE cases SET caseworker = 'ny@kommun.example', updated_at = '2026-11-27T09:00:00Z' WHERE case_ref = '2026-BU-0002'".to_string()]).await;
+    let poll_one = poll(&app, at(9, 30)).await;
+    assert_eq!((poll_one.placement_rows_read, poll_one.placements_unchanged), (3, 3), "{poll_one:?}");
+    assert_eq!(poll_one.deadlines_stored, 1, "the case's own deadline only: {poll_one:?}");
+
+    // The case's investigation closes: the jourhem's two months start at the next poll.
+    exec(test.register_url(), &["UPDATE cases SET investigation_closed_on = '2026-11-13', updated_at = '2026-11-27T10:00:00Z' WHERE case_ref = '2026-BU-0002'".to_string()]).await;
+    let closed = poll(&app, at(10, 30)).await;
+    assert_eq!((closed.placement_rows_read, closed.placements_unchanged), (3, 0), "{closed:?}");
+    let lines = placement_lines(&app).await;
+    let limit = "2026-PL-0004 emergency_home_limit 2026-11-13 → 2027-01-13 / 2027-01-13 open pending".to_string();
+    assert!(lines.contains(&limit), "{lines:#?}");
+
+    // An investigation opened in the child's new case, seen by a full pass alone: the ended HVB
+    // placement's follow-up ends; the other placements are skipped.
+    exec(test.register_url(), &[case("2026-BU-0009", Some(KEY), "2026-11-20", None, "2026-11-27T11:00:00Z")]).await;
+    let pass = full_pass(&app, at(11, 30)).await;
+    assert_eq!((pass.placement_rows_read, pass.placements_unchanged), (8, 5), "{pass:?}");
+    let lines = placement_lines(&app).await;
+    let met = "2026-PL-0005 placement_follow_up 2026-08-31 → 2027-02-28 / 2027-03-01 closed 2026-11-20 met".to_string();
+    assert!(lines.contains(&met), "{lines:#?}");
+    assert!(lines.contains(&limit), "{lines:#?}");
+    app.close_connections().await;
+
+    // Other settings shape every deadline: every placement is computed again.
+    let other = format!("{units}[calendar]\nholiday_rule = false\n");
+    let settings = config::load_with_env(Some(&test.config(&other)), Vec::new()).unwrap();
+    let app = test.start(settings, at(12, 0)).await;
+    let again = full_pass(&app, at(12, 0)).await;
+    assert_eq!((again.placement_rows_read, again.placements_unchanged), (8, 0), "{again:?}");
+    // Without the holiday rule the custody's week ends on the Saturday.
+    let lines = placement_lines(&app).await;
+    assert!(
+        lines.iter().any(|l| l.starts_with("2026-PL-0001 lvu_court_submission 2026-11-21 → 2026-11-28 / 2026-11-28")),
+        "{lines:#?}"
+    );
+    let steady = full_pass(&app, at(12, 30)).await;
+    assert_eq!((steady.placements_unchanged, steady.deadlines_stored), (6, 0), "{steady:?}");
+    app.close_connections().await;
+}
+
+both_engines!(a_steady_pass_skips_unchanged_placements);
+
 /// Issue 27 (4): the digest shows a placement's running review cycles, not its closed ones. A
 /// placement's review and its restriction's review each have a closed cycle and a running one
 /// (the placement's due in five days, the restriction's overdue); `digest --dry-run` and the
