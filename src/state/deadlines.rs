@@ -288,6 +288,17 @@ impl StateStore {
         })
     }
 
+    /// Whether any case (of the cases view) has deadlines stored, not withdrawn.
+    pub async fn has_case_deadlines(&self) -> Result<bool, StateError> {
+        let sql = format!(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM deadlines WHERE withdrawn = FALSE AND kind IN ({}) LIMIT 1) AS d",
+            kinds_list(Kind::of_cases())
+        );
+        let n: i64 = with_pool!(&self.pool, p => sqlx::query_scalar(&sql).fetch_one(p).await)
+            .map_err(query_error("looking for stored deadlines"))?;
+        Ok(n > 0)
+    }
+
     /// The first full pass with case prints (none built yet): withdraws the deadlines of every
     /// case that `seen` says the pass did not read, by a walk of every stored case; returns how
     /// many deadlines. Once built, the prints list the stored cases and a full pass withdraws
