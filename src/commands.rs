@@ -271,7 +271,7 @@ async fn list_deadlines(
         }
         jobs::show::Source::Register { .. } => {
             out.begin()?;
-            let warning = jobs::show::each_deadline_now(app, at, unit.as_deref(), |d| {
+            let warning = jobs::show::each_deadline_now(app, at, unit.as_deref(), jobs::show::Order::Listing, |d| {
                 let l = line(&d, today);
                 if status.is_none_or(|s| l.status == s) {
                     out.line(&l)?;

@@ -102,12 +102,12 @@ impl Pool {
                     Access::ReadOnly => options.read_only(true).pragma("query_only", "ON"),
                 };
                 // Every connection to `sqlite::memory:` is a database of its own: keep exactly
-                // one, forever.
+                // one (no connection is ever reaped, see `REAPER`).
                 let in_memory = url.sqlite_path().is_none();
                 let pool = SqlitePoolOptions::new()
                     .max_connections(if in_memory { 1 } else { 1.max(max.min(4)) })
-                    .idle_timeout(if in_memory { None } else { Some(std::time::Duration::from_secs(600)) })
-                    .max_lifetime(if in_memory { None } else { Some(std::time::Duration::from_secs(1800)) })
+                    .idle_timeout(REAPER)
+                    .max_lifetime(REAPER)
                     .acquire_timeout(timeout)
                     .connect_with(options)
                     .await?;
@@ -129,6 +129,8 @@ impl Pool {
                 };
                 let opened = PgPoolOptions::new()
                     .max_connections(max)
+                    .idle_timeout(REAPER)
+                    .max_lifetime(REAPER)
                     .acquire_timeout(timeout)
                     .connect_with(options.clone())
                     .await;
@@ -144,6 +146,15 @@ impl Pool {
         with_pool!(self, p => p.close().await)
     }
 }
+
+/// No idle or lifetime limit on a pool's connections, so sqlx starts no maintenance task. In
+/// sqlx 0.8 that task can spin on a core forever, and then hang the process at exit: its count of
+/// idle connections can wrap below zero when a connection is released while another is taken
+/// (launchbadge/sqlx#3645, fixed by #4289, in no release yet). A command that ran longer than
+/// the idle limit did that: `deadlines --fresh` at 1 000 000 cases printed every line and never
+/// ended. A connection the server dropped is found when it is next taken (sqlx pings it first),
+/// so nothing is lost by keeping them.
+const REAPER: Option<Duration> = None;
 
 /// A PostgreSQL pool that could not connect says only "pool timed out" (it retries until its
 /// acquire timeout): one connection is tried once more, bounded, to learn the cause (refused,

@@ -417,13 +417,33 @@ fn open_chains(deadlines: &[StoredDeadline], window_days: i64) -> Vec<(UnitCode,
 
 /// The investigation deadlines with a child's key, gathered one at a time (as they stream past)
 /// for [`Investigations::open_chains`]: only what a chain needs of each (its child's key, its
-/// case, the dates; the unit of an open one), not the whole stored deadline.
+/// case, the dates; the unit of an open one), packed: the keys and the references one after
+/// another in two strings, 20 bytes of ends, dates and unit a deadline beside them (a deadline
+/// each as owned strings, and a map of every child, took about 100 MB at a million cases, where
+/// almost every child has one investigation). The keys never leave this struct.
 #[derive(Default)]
 pub struct Investigations {
-    spans: Vec<InvestigationSpan<crate::domain::ChildKey>>,
-    /// By span: the case, and the unit of an open investigation (a later one names its unit).
-    cases: Vec<(CaseRef, Option<UnitCode>)>,
+    spans: Vec<PackedSpan>,
+    /// The children's keys, one after another (`PackedSpan::key_end`).
+    keys: String,
+    /// The cases' references, one after another (`PackedSpan::case_end`).
+    cases: String,
+    /// The units of the open investigations, each once (`PackedSpan::unit`).
+    units: Vec<UnitCode>,
 }
+
+/// One investigation of [`Investigations`].
+#[derive(Clone, Copy)]
+struct PackedSpan {
+    key_end: u32,
+    case_end: u32,
+    opened_on: NaiveDate,
+    closed_on: Option<NaiveDate>,
+    /// Into `units`, for an open investigation (a later one names its unit); `NO_UNIT` else.
+    unit: u32,
+}
+
+const NO_UNIT: u32 = u32::MAX;
 
 impl Investigations {
     /// Keeps `stored` when it is an investigation with a child's key, not withdrawn.
@@ -433,24 +453,74 @@ impl Investigations {
             return;
         }
         let deadline = &stored.deadline;
-        self.spans.push(InvestigationSpan {
-            child: child.clone(),
+        let unit = if deadline.is_closed() {
+            NO_UNIT
+        } else {
+            // A few hundred units at most: a walk from the newest finds a unit of the same
+            // stretch of the register at once.
+            match self.units.iter().rposition(|u| *u == stored.unit) {
+                Some(i) => i as u32,
+                None => {
+                    self.units.push(stored.unit.clone());
+                    (self.units.len() - 1) as u32
+                }
+            }
+        };
+        self.keys.push_str(child.as_str());
+        self.cases.push_str(stored.case_ref.as_str());
+        self.spans.push(PackedSpan {
+            key_end: self.keys.len() as u32,
+            case_end: self.cases.len() as u32,
             opened_on: deadline.start_on,
             closed_on: deadline.closed_on,
+            unit,
         });
-        let unit = (!deadline.is_closed()).then(|| stored.unit.clone());
-        self.cases.push((stored.case_ref.clone(), unit));
+    }
+
+    fn key(&self, i: usize) -> &str {
+        let start = if i == 0 { 0 } else { self.spans[i - 1].key_end as usize };
+        &self.keys[start..self.spans[i].key_end as usize]
+    }
+
+    fn case_ref(&self, i: usize) -> CaseRef {
+        let start = if i == 0 { 0 } else { self.spans[i - 1].case_end as usize };
+        // Pushed from a `CaseRef`: it parses again.
+        CaseRef::parse(&self.cases[start..self.spans[i].case_end as usize]).expect("a stored case reference")
     }
 
     /// The chained pairs whose later investigation is still open, with the later one's unit;
-    /// ordered by unit, then the later case, then the earlier.
+    /// ordered by unit, then the later case, then the earlier. The investigations are taken
+    /// child by child (sorted by key), each child's by [`find_chains`].
     pub fn open_chains(&self, window_days: i64) -> Vec<(UnitCode, ChainPair)> {
-        let mut pairs: Vec<(UnitCode, ChainPair)> = find_chains(&self.spans, window_days)
+        let mut order: Vec<u32> = (0..self.spans.len() as u32).collect();
+        order.sort_unstable_by(|&a, &b| self.key(a as usize).cmp(self.key(b as usize)).then(a.cmp(&b)));
+        let mut found: Vec<(u32, u32)> = Vec::new();
+        for child in order.chunk_by(|&a, &b| self.key(a as usize) == self.key(b as usize)) {
+            if child.len() < 2 || child.iter().all(|&i| self.spans[i as usize].unit == NO_UNIT) {
+                continue;
+            }
+            let spans: Vec<InvestigationSpan<()>> = child
+                .iter()
+                .map(|&i| {
+                    let span = &self.spans[i as usize];
+                    InvestigationSpan { child: (), opened_on: span.opened_on, closed_on: span.closed_on }
+                })
+                .collect();
+            for (earlier, later) in find_chains(&spans, window_days) {
+                let (earlier, later) = (child[earlier], child[later]);
+                if self.spans[later as usize].unit != NO_UNIT {
+                    found.push((later, earlier));
+                }
+            }
+        }
+        // In the order of the later investigation, then the earlier, as `find_chains` gives
+        // them over all of them (which the sort below keeps where it finds two pairs equal).
+        found.sort_unstable();
+        let mut pairs: Vec<(UnitCode, ChainPair)> = found
             .into_iter()
-            .filter_map(|(earlier, later)| {
-                let (later_ref, unit) = &self.cases[later];
-                let unit = unit.clone()?;
-                Some((unit, ChainPair { earlier: self.cases[earlier].0.clone(), later: later_ref.clone() }))
+            .map(|(later, earlier)| {
+                let unit = self.units[self.spans[later as usize].unit as usize].clone();
+                (unit, ChainPair { earlier: self.case_ref(earlier as usize), later: self.case_ref(later as usize) })
             })
             .collect();
         pairs.sort_by(|a, b| {
@@ -819,6 +889,66 @@ pub(crate) mod tests {
     }
 
     pub(crate) const TODAY: &str = "2026-11-25";
+
+    /// The packed investigations find the chains that [`find_chains`] finds over all of them
+    /// at once (the way they were found before they were packed), in the same order: children
+    /// with one, two and many investigations, open and closed, in several units, a child's
+    /// investigations pushed far apart, a case with two chains, and the withdrawn, the other
+    /// kinds and those without a key left out.
+    #[test]
+    fn packed_investigations_chain_as_all_at_once() {
+        let mut all = Vec::new();
+        let units = ["BRO-BU", "VAS-BU", "SOD-BU"];
+        for n in 0..600u32 {
+            let child = format!("child-{:03}", n % 41);
+            let opened = d("2025-01-01") + chrono::Duration::days(i64::from((n * 37) % 300));
+            let mut s = open(&format!("2025-{n:04}"), units[(n % 3) as usize], Kind::Investigation, "2026-12-01");
+            s.deadline.start_on = opened;
+            if n % 4 != 0 {
+                s.deadline.closed_on = Some(opened + chrono::Duration::days(i64::from(n % 60)));
+            }
+            s.child_key = (n % 29 != 0).then(|| crate::domain::ChildKey::parse(&child).unwrap());
+            s.withdrawn = n % 31 == 0;
+            if n % 43 == 0 {
+                s.deadline.kind = Kind::Assessment;
+            }
+            all.push(s);
+        }
+        let window = 30;
+        let kept: Vec<&StoredDeadline> = all
+            .iter()
+            .filter(|s| s.child_key.is_some() && !s.withdrawn && s.deadline.kind == Kind::Investigation)
+            .collect();
+        let spans: Vec<InvestigationSpan<&str>> = kept
+            .iter()
+            .map(|s| InvestigationSpan {
+                child: s.child_key.as_ref().unwrap().as_str(),
+                opened_on: s.deadline.start_on,
+                closed_on: s.deadline.closed_on,
+            })
+            .collect();
+        let mut expected: Vec<(UnitCode, ChainPair)> = find_chains(&spans, window)
+            .into_iter()
+            .filter(|&(_, later)| !kept[later].deadline.is_closed())
+            .map(|(earlier, later)| {
+                let pair = ChainPair { earlier: kept[earlier].case_ref.clone(), later: kept[later].case_ref.clone() };
+                (kept[later].unit.clone(), pair)
+            })
+            .collect();
+        expected.sort_by(|a, b| {
+            (a.0.as_str(), a.1.later.as_str(), a.1.earlier.as_str()).cmp(&(
+                b.0.as_str(),
+                b.1.later.as_str(),
+                b.1.earlier.as_str(),
+            ))
+        });
+        assert!(expected.len() > 20, "the data makes chains: {}", expected.len());
+        let found = open_chains(&all, window);
+        let show = |pairs: &[(UnitCode, ChainPair)]| -> Vec<String> {
+            pairs.iter().map(|(u, p)| format!("{} {} {}", u.as_str(), p.earlier.as_str(), p.later.as_str())).collect()
+        };
+        assert_eq!(show(&found), show(&expected));
+    }
 
     #[test]
     fn next_fire_is_seven_local_across_all_dst_changes() {

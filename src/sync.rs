@@ -6,7 +6,7 @@
 //! reaches its reminder day. So the ladder is evaluated apart, by `jobs::ladder`, which visits
 //! only the deadlines whose next step day (indexed) has come.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
@@ -129,6 +129,17 @@ pub async fn sync_register(
         read_while(state.load_prints(Shelf::Cases, bits), reading, held_early)
     })
     .await?;
+    // The cases' first full pass on a state that holds no case's deadlines (a first start)
+    // appends its prints to the print log as it goes (a log left by a pass cut short dropped
+    // first); with deadlines stored (the prints were dropped) it holds the whole book, to find
+    // the stored cases it did not read.
+    let prints = match prints {
+        Prints::Whole { stored_bits: None, .. } if !state.has_case_deadlines().await? => {
+            state.forget_prints(Shelf::Cases).await?;
+            Prints::Appending { book: PrintBook::appending(Shelf::Cases), listed_elsewhere: BTreeSet::new() }
+        }
+        prints => prints,
+    };
     let seed = print_seed(settings);
     // The placements' prints, held by the whole poll (an incremental one computes placements
     // with each chunk of cases and after them), loaded while the cases' first rows come too.
@@ -209,6 +220,9 @@ pub async fn sync_register(
     } else {
         full.then_some(today)
     };
+    if let (Prints::Appending { book, listed_elsewhere }, Some(_)) = (&pass.prints, full_pass_on) {
+        report.withdrawn += state.store_appended_prints(Shelf::Cases, book.len(), listed_elsewhere).await?;
+    }
     let mut held = false;
     if let (Prints::Whole { book, stored_bits, lists_all }, Some(_)) = (&mut pass.prints, full_pass_on) {
         // The cases the pass did not read left the register. Their deadlines are withdrawn in
@@ -365,6 +379,14 @@ enum Prints {
     Buckets(PrintBook),
     /// An incremental poll before the first full pass built the prints: every row is computed.
     None,
+    /// The first full pass on a state that holds no case's deadlines: each chunk's prints are
+    /// appended to the print log with its deadlines, and made into buckets at the end
+    /// ([`StateStore::store_appended_prints`]).
+    Appending {
+        book: PrintBook,
+        /// The cases stored without their rows read (another case of their child changed).
+        listed_elsewhere: BTreeSet<String>,
+    },
 }
 
 impl Prints {
@@ -394,7 +416,7 @@ impl Prints {
     /// The book, if any.
     fn book(&mut self) -> Option<&mut PrintBook> {
         match self {
-            Prints::Whole { book, .. } | Prints::Buckets(book) => Some(book),
+            Prints::Whole { book, .. } | Prints::Buckets(book) | Prints::Appending { book, .. } => Some(book),
             Prints::None => None,
         }
     }
@@ -427,7 +449,7 @@ impl Prints {
                 }
                 Ok(stored_bits.is_some().then_some(book))
             }
-            Prints::Buckets(book) => Ok(Some(book)),
+            Prints::Buckets(book) | Prints::Appending { book, .. } => Ok(Some(book)),
             Prints::None => Ok(None),
         }
     }
@@ -566,6 +588,9 @@ impl Pass<'_> {
         // `Prints::book_to_write`).
         let book = if writes_book { self.prints.book_to_write(state).await? } else { None };
         report.notices_cancelled += state.store_deadlines(&case_refs, &records, book).await?;
+        if let Prints::Appending { listed_elsewhere, .. } = &mut self.prints {
+            listed_elsewhere.extend(children.unchanged.iter().map(|c| c.case_ref.as_str().to_string()));
+        }
         if let Prints::Buckets(book) = &mut self.prints {
             if flush {
                 book.unload_clean();

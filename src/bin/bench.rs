@@ -560,7 +560,18 @@ async fn changed_poll_rows(
         let placements_view = settings.register.placements_view.clone();
         let review =
             |run: usize, stamp: DateTime<Utc>| placements::record_reviews(store, &placements_view, run, today, stamp);
-        let (times, read) = changed_polls_on(app, &review, now, today, runs).await?;
+        // Each run reviews other placements; runs past those under review would poll nothing.
+        let review_runs = runs.min(placements::review_runs(store, &placements_view)?);
+        if review_runs < runs {
+            eprintln!(
+                "fristvakt-bench: {review_runs} of {runs} runs of the placements' reviews (1 000 placements under \
+                 review each): raise --placements for more"
+            );
+        }
+        if review_runs == 0 {
+            return Ok(());
+        }
+        let (times, read) = changed_polls_on(app, &review, now, today, review_runs).await?;
         row(
             at,
             &format!("poll, 1 000 placements changed: a review recorded, a cycle closed ({} read)", read.join("/")),

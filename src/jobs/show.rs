@@ -5,6 +5,7 @@
 //! read it, in case-reference order, one chunk in memory ([`Source::Register`]).
 
 mod compute;
+pub use compute::Order;
 
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 
@@ -78,14 +79,15 @@ impl<E> From<StateError> for Stop<E> {
 }
 
 /// Hands `each` every current deadline (of `unit` as stored, upper case; not withdrawn)
-/// computed from the register now, in the stored listing's order, as the register is read
-/// (`compute::each_current_deadline`: one chunk in memory); nothing is written. If the register
-/// cannot be opened, the stored deadlines (as of the last poll) are handed on instead, and the
+/// computed from the register now, in the stored listing's order or in any (`order`), as the
+/// register is read (`compute::each_current_deadline`: one chunk in memory); nothing is written.
+/// If the register cannot be opened, the stored deadlines (as of the last poll) are handed on instead, and the
 /// warning returned says so. Returns it.
 pub async fn each_deadline_now<E: From<JobError>>(
     app: &App,
     at: Moment,
     unit: Option<&str>,
+    order: compute::Order,
     mut each: impl FnMut(StoredDeadline) -> Result<(), E>,
 ) -> Result<Option<String>, E> {
     let mut wanted = |d: StoredDeadline| -> Result<(), Stop<E>> {
@@ -105,7 +107,9 @@ pub async fn each_deadline_now<E: From<JobError>>(
             }
         }
     };
-    match compute::each_current_deadline(&register, &app.state, &app.settings, (at.today, at.now), &mut wanted).await {
+    match compute::each_current_deadline(&register, &app.state, &app.settings, (at.today, at.now), order, &mut wanted)
+        .await
+    {
         Ok(_) => Ok(None),
         Err(Stop::Job(e)) => Err(e.into()),
         Err(Stop::Receiver(e)) => Err(e),
@@ -124,7 +128,8 @@ async fn digest_facts_now(app: &App, at: Moment) -> Result<(digest::DigestFacts,
     let mut tallies: std::collections::HashMap<crate::domain::UnitCode, crate::report::Tally> =
         std::collections::HashMap::new();
     let mut investigations = digest::Investigations::default();
-    let warning = each_deadline_now(app, at, None, |d: StoredDeadline| -> Result<(), JobError> {
+    // The lists keep the first rows by their own order, the tallies and chains need none.
+    let warning = each_deadline_now(app, at, None, compute::Order::Any, |d: StoredDeadline| -> Result<(), JobError> {
         if d.withdrawn {
             return Ok(());
         }
@@ -272,13 +277,14 @@ impl PollPreview {
 pub async fn poll_preview(app: &App, at: Moment) -> Result<PollPreview, JobError> {
     // The open deadlines only: the closed ones reach no step.
     let mut open: Vec<StoredDeadline> = Vec::new();
-    let warning = each_deadline_now(app, at, None, |d: StoredDeadline| -> Result<(), JobError> {
-        if !d.deadline.is_closed() {
-            open.push(d);
-        }
-        Ok(())
-    })
-    .await?;
+    let warning =
+        each_deadline_now(app, at, None, compute::Order::Listing, |d: StoredDeadline| -> Result<(), JobError> {
+            if !d.deadline.is_closed() {
+                open.push(d);
+            }
+            Ok(())
+        })
+        .await?;
     if let Some(warning) = warning {
         return Err(JobError::Render(warning));
     }

@@ -42,8 +42,13 @@ pub use crate::domain::Sex;
 /// Rows handed over per chunk by the readers.
 const STREAM_CHUNK: usize = 1000;
 
-/// Child keys looked up by one statement of [`Register::chunks_of_children`].
+/// Child keys looked up by one statement of [`Register::chunks_of_children`] on SQLite.
 const CHILD_KEYS_PER_STATEMENT: usize = 1000;
+
+/// The same on PostgreSQL: for a list of a thousand keys the planner of a register of 100 000
+/// cases chose to read the whole view (a sequential scan: 20–38 ms), for a quarter of that the
+/// index on `child_key` (1.6 ms a statement; BENCHMARKS.md, "Figures behind code comments").
+const PG_CHILD_KEYS_PER_STATEMENT: usize = 250;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegisterError {
@@ -389,7 +394,8 @@ impl Register {
     /// Every row of the children whose keys are `keys` (a key given twice counts once), in
     /// chunks of the same encoding as [`Register::chunks_since`]'s, so that a row's print is the
     /// same whichever read it; nothing when the view has no `child_key`. One statement reads the
-    /// rows of up to [`CHILD_KEYS_PER_STATEMENT`] keys (on PostgreSQL a COPY, like a poll's).
+    /// rows of up to [`CHILD_KEYS_PER_STATEMENT`] keys (on PostgreSQL a COPY, like a poll's, of
+    /// up to [`PG_CHILD_KEYS_PER_STATEMENT`]).
     /// The rows come in no particular order. The keys go into no log line or error message.
     pub fn chunks_of_children(&self, keys: &[ChildKey]) -> BoxStream<'_, Result<RowChunk, RegisterError>> {
         if !self.features.chains || keys.is_empty() {
@@ -398,11 +404,15 @@ impl Register {
         let mut keys: Vec<String> = keys.iter().map(|key| key.as_str().to_string()).collect();
         keys.sort_unstable();
         keys.dedup();
-        let batches: Vec<Vec<String>> = keys.chunks(CHILD_KEYS_PER_STATEMENT).map(<[String]>::to_vec).collect();
+        let per_statement = match &self.pool {
+            Pool::Postgres(_) => PG_CHILD_KEYS_PER_STATEMENT,
+            Pool::Sqlite(_) => CHILD_KEYS_PER_STATEMENT,
+        };
+        let batches: Vec<Vec<String>> = keys.chunks(per_statement).map(<[String]>::to_vec).collect();
         futures_util::stream::iter(batches).flat_map(move |batch| self.chunks_of_child_batch(batch)).boxed()
     }
 
-    /// The rows of the children with `keys` (at most [`CHILD_KEYS_PER_STATEMENT`]), read by one
+    /// The rows of the children with `keys` (at most a batch of [`Register::chunks_of_children`]), read by one
     /// statement.
     fn chunks_of_child_batch(&self, keys: Vec<String>) -> BoxStream<'static, Result<RowChunk, RegisterError>> {
         let view = self.view.clone();

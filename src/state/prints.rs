@@ -42,6 +42,9 @@ pub const NO_PRINT: u64 = 0;
 /// reads (a poll of 1 000 changed rows adds 1 000; each poll loads the whole log).
 const LOG_FOLD: usize = 16_384;
 
+/// Cases of a part of the buckets that [`StateStore::store_appended_prints`] builds at a time.
+const FOLD_PART_CASES: usize = 131_072;
+
 /// Cases per bucket aimed at when a whole book is sized; it grows when the average passes
 /// `MAX_LOAD` and shrinks when it falls below `MIN_LOAD`.
 const TARGET_LOAD: usize = 64;
@@ -239,6 +242,8 @@ pub struct PrintBook {
     /// An incremental poll's book: the prints of the log, which stand over the buckets', and
     /// the entries it sets, appended to the log instead of rewriting their buckets.
     log: Option<Box<PrintLog>>,
+    /// A first full pass's book that only appends to the log (see [`PrintBook::appending`]).
+    appending: bool,
 }
 
 /// The prints of `case_print_log` (the latest of each case), and the ones set since it was read.
@@ -271,6 +276,16 @@ impl PrintBook {
     /// it fills.
     pub fn whole(shelf: Shelf) -> PrintBook {
         PrintBook::whole_of(shelf, MIN_BITS)
+    }
+
+    /// The book of a first full pass on a state that holds no case's deadlines: every case is
+    /// new, so it looks nothing up and holds no bucket; what it sets goes to the print log with
+    /// each chunk's deadlines (its next row), and
+    /// [`StateStore::store_appended_prints`] makes the buckets of the log at the end, a part of
+    /// them at a time. A whole book held every print until the end (about 40 MB at a million
+    /// cases).
+    pub fn appending(shelf: Shelf) -> PrintBook {
+        PrintBook { log: Some(Box::default()), appending: true, ..PrintBook::on(shelf, MIN_BITS) }
     }
 
     fn whole_of(shelf: Shelf, bits: u32) -> PrintBook {
@@ -409,6 +424,13 @@ impl PrintBook {
         // matches, so that its case is computed on every pass rather than mistaken for another.
         let case_ref = &case_ref[..floor_char_boundary(case_ref, LONGEST_REF)];
         let (b, tag) = hash_of(case_ref, self.bits);
+        if self.appending {
+            if let Some(log) = self.log.as_mut() {
+                log.pending.push(case_ref, tag, print, false);
+                self.len += 1;
+            }
+            return;
+        }
         if self.log.is_some() {
             let stored = self.get(case_ref);
             if let Some(log) = self.log.as_mut().filter(|_| stored != Some(print)) {
@@ -593,6 +615,71 @@ impl StateStore {
                 .await
                 .map_err(query_error("folding a print log"))?;
             tx.commit().await.map_err(query_error("committing prints"))
+        })
+    }
+
+    /// Makes the buckets of an appending book's log (a first full pass that set `cases` prints),
+    /// sized for them, and records their bits, in one transaction: a part of the buckets at a
+    /// time (about [`FOLD_PART_CASES`] cases), each from a read of the whole log, the latest
+    /// print of a case standing. `listed_elsewhere` are cases whose deadlines the pass stored
+    /// without reading their rows (another case of their child changed): those the log does not
+    /// list left the register during the pass, and are withdrawn, as a whole book's walk of the
+    /// stored cases would. Returns how many deadlines were withdrawn.
+    pub async fn store_appended_prints(
+        &self,
+        shelf: Shelf,
+        cases: usize,
+        listed_elsewhere: &BTreeSet<String>,
+    ) -> Result<u64, StateError> {
+        let bits = bits_for(cases);
+        let parts = (cases / FOLD_PART_CASES).max(1).next_power_of_two().min(1 << bits);
+        let shift = bits - parts.trailing_zeros();
+        let read_seqs = format!("SELECT seq FROM {} ORDER BY seq", shelf.log());
+        let read_row = format!("SELECT prints FROM {} WHERE seq = $1", shelf.log());
+        let drop_buckets = format!("DELETE FROM {}", shelf.buckets());
+        let drop_log = format!("DELETE FROM {}", shelf.log());
+        let record_bits = format!("UPDATE poll_state SET {} = $1 WHERE id = 1", shelf.bits_column());
+        with_pool!(&self.pool, p => {
+            let mut tx = p.begin().await.map_err(query_error("starting a transaction"))?;
+            let seqs: Vec<i64> = sqlx::query_scalar(&read_seqs)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(query_error("reading the case print log"))?;
+            sqlx::query(&drop_buckets).execute(&mut *tx).await.map_err(query_error("replacing case prints"))?;
+            let mut vanished = Vec::new();
+            for part in 0..parts {
+                let mut book = PrintBook::on(shelf, bits);
+                for seq in &seqs {
+                    let blob: Vec<u8> = sqlx::query_scalar(&read_row)
+                        .bind(seq)
+                        .fetch_one(&mut *tx)
+                        .await
+                        .map_err(query_error("reading the case print log"))?;
+                    let logged = Bucket::decode(&blob).ok_or_else(|| shelf.corrupt(true, format!("row {seq}")))?;
+                    for i in 0..logged.len() {
+                        let case_ref = logged.case_ref(i);
+                        if book.bucket_of(case_ref) as usize >> shift == part {
+                            book.set(case_ref, logged.entries[i].print);
+                        }
+                    }
+                }
+                vanished.extend(
+                    listed_elsewhere
+                        .iter()
+                        .filter(|c| book.bucket_of(c) as usize >> shift == part && book.get(c).is_none())
+                        .cloned(),
+                );
+                write_buckets!(self, &mut *tx, &mut book)?;
+            }
+            let withdrawn = withdraw_in!(self, &mut *tx, &vanished)?;
+            sqlx::query(&drop_log).execute(&mut *tx).await.map_err(query_error("replacing case prints"))?;
+            sqlx::query(&record_bits)
+                .bind(bits as i32)
+                .execute(&mut *tx)
+                .await
+                .map_err(query_error("recording the case prints' size"))?;
+            tx.commit().await.map_err(query_error("committing case prints"))?;
+            Ok(withdrawn)
         })
     }
 

@@ -14,10 +14,15 @@
 //!   after another investigation of the same child closed. The child key is compared inside the
 //!   statement (an indexed lookup per investigation) and never selected.
 //!
+//! Their rows are read as a stream, each made a cell as it comes: a report by unit, kind, sex and
+//! month at a million cases has some 62 000 groups of days used, which SQLite's rows (a copy of
+//! every value, each its own allocation) held at 37 MB more than the cells.
+//!
 //! The statements differ between the engines in two expressions only (the month of a date and
 //! the days between two dates): [`SqlExpressions`].
 
 use chrono::NaiveDate;
+use futures_util::TryStreamExt;
 
 use super::{column, query_error, with_pool, Get, StateError, StateStore};
 use crate::config::Engine;
@@ -113,26 +118,20 @@ impl StateStore {
             group = positions(n + 4),
         );
         with_pool!(&self.pool, p => {
-            let rows = sqlx::query(&sql)
-                .bind(scope.from)
-                .bind(scope.to)
-                .bind(scope.today)
-                .fetch_all(p)
-                .await
-                .map_err(query_error("grouping deadlines for a report"))?;
-            rows.iter()
-                .map(|row| {
-                    Ok(OutcomeCell {
-                        key: group_key(row, n)?,
-                        closed: column(row, "closed")?,
-                        closed_in_time: column(row, "closed_in_time")?,
-                        closed_by_nominal: column(row, "closed_by_nominal")?,
-                        past_due: column(row, "past_due")?,
-                        deadlines: column(row, "n")?,
-                        longest_overrun: column(row, "longest_overrun")?,
-                    })
-                })
-                .collect()
+            let mut rows = sqlx::query(&sql).bind(scope.from).bind(scope.to).bind(scope.today).fetch(p);
+            let mut cells = Vec::new();
+            while let Some(row) = rows.try_next().await.map_err(query_error("grouping deadlines for a report"))? {
+                cells.push(OutcomeCell {
+                    key: group_key(&row, n)?,
+                    closed: column(&row, "closed")?,
+                    closed_in_time: column(&row, "closed_in_time")?,
+                    closed_by_nominal: column(&row, "closed_by_nominal")?,
+                    past_due: column(&row, "past_due")?,
+                    deadlines: column(&row, "n")?,
+                    longest_overrun: column(&row, "longest_overrun")?,
+                });
+            }
+            Ok(cells)
         })
     }
 
@@ -148,22 +147,16 @@ impl StateStore {
             group = positions(n + 1),
         );
         with_pool!(&self.pool, p => {
-            let rows = sqlx::query(&sql)
-                .bind(scope.from)
-                .bind(scope.to)
-                .bind(scope.today)
-                .fetch_all(p)
-                .await
-                .map_err(query_error("counting the days deadlines used"))?;
-            rows.iter()
-                .map(|row| {
-                    Ok(DaysUsedCell {
-                        key: group_key(row, n)?,
-                        days: column(row, "days_used")?,
-                        deadlines: column(row, "n")?,
-                    })
-                })
-                .collect()
+            let mut rows = sqlx::query(&sql).bind(scope.from).bind(scope.to).bind(scope.today).fetch(p);
+            let mut cells = Vec::new();
+            while let Some(row) = rows.try_next().await.map_err(query_error("counting the days deadlines used"))? {
+                cells.push(DaysUsedCell {
+                    key: group_key(&row, n)?,
+                    days: column(&row, "days_used")?,
+                    deadlines: column(&row, "n")?,
+                });
+            }
+            Ok(cells)
         })
     }
 

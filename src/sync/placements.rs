@@ -430,25 +430,26 @@ fn compute(
 /// The placements' deadlines as a poll would store them now, computed as the view is read, a
 /// chunk at a time, and written nowhere (the show commands): a broken row's placement gives its
 /// stored deadlines; a placement gone from the view gives none (a full pass withdraws it), unless
-/// the view gave no row at all (then the stored ones, as a full pass withdraws nothing).
-pub async fn current_placement_deadlines(
+/// the view gave no row at all (then the stored ones, as a full pass withdraws nothing). Each is
+/// handed to `each` as its chunk is computed, in no particular order.
+pub async fn each_current_placement_deadline<E: From<PollError>>(
     register: &Register,
     state: &StateStore,
     settings: &Settings,
     (today, now): (NaiveDate, DateTime<Utc>),
-) -> Result<Vec<StoredDeadline>, PollError> {
-    let mut current: Vec<StoredDeadline> = Vec::new();
+    mut each: impl FnMut(StoredDeadline) -> Result<(), E>,
+) -> Result<(), E> {
     let mut rows_read = 0;
     let mut rejected = std::collections::BTreeMap::new();
     let mut chunks = register.placements_since(None);
-    while let Some(raws) = chunks.try_next().await? {
+    while let Some(raws) = chunks.try_next().await.map_err(PollError::from)? {
         rows_read += raws.len();
         let (rows, kept) = read_rows(register, settings, raws, None, &mut rejected).await?;
         let row_refs: Vec<CaseRef> = rows.iter().map(|(row, _, _)| row.placement_ref.clone()).collect();
-        let stored_cycles = state.cycles_of(&row_refs).await?;
+        let stored_cycles = state.cycles_of(&row_refs).await.map_err(PollError::from)?;
         let (records, refs) = compute(settings, (today, now), &rows, &running_cycles(&stored_cycles));
         // The day each deadline was first stored; one not stored yet is first seen today.
-        let first_seen = state.first_seen_of(&refs).await?;
+        let first_seen = state.first_seen_of(&refs).await.map_err(PollError::from)?;
         let cycles_seen: HashMap<(CaseRef, Kind, Option<NaiveDate>), Option<NaiveDate>> = stored_cycles
             .iter()
             .map(|d| ((d.case_ref.clone(), d.deadline.kind, d.cycle_start), d.first_seen_on))
@@ -460,24 +461,28 @@ pub async fn current_placement_deadlines(
                 Some(_) => cycles_seen.get(&(r.case_ref.clone(), r.deadline.kind, r.cycle_start)).copied(),
                 None => first_seen.get(&(r.case_ref.clone(), r.deadline.kind)).copied(),
             };
-            current.push(r.into_stored(first_seen_on.unwrap_or(Some(today))));
+            each(r.into_stored(first_seen_on.unwrap_or(Some(today))))?;
         }
         // The stored cycles the computation does not give again (the closed ones, contract §2).
-        current.extend(
-            stored_cycles
-                .into_iter()
-                .filter(|d| !recomputed.contains(&(d.case_ref.clone(), d.deadline.kind, d.cycle_start))),
-        );
+        for d in stored_cycles {
+            if !recomputed.contains(&(d.case_ref.clone(), d.deadline.kind, d.cycle_start)) {
+                each(d)?;
+            }
+        }
         for placement_ref in kept {
             let filter =
                 DeadlineFilter { case_ref: Some(placement_ref.trim().to_string()), ..DeadlineFilter::default() };
-            current.extend(state.deadlines(&filter).await?);
+            for d in state.deadlines(&filter).await.map_err(PollError::from)? {
+                each(d)?;
+            }
         }
     }
     drop(chunks);
     if rows_read == 0 {
         let stored = DeadlineFilter { placements_only: true, ..DeadlineFilter::default() };
-        current.extend(state.deadlines(&stored).await?);
+        for d in state.deadlines(&stored).await.map_err(PollError::from)? {
+            each(d)?;
+        }
     }
-    Ok(current)
+    Ok(())
 }

@@ -47,6 +47,16 @@ pub(crate) async fn write_placements(store: &Store<'_>, view: &str, rows: &[RawP
     }
 }
 
+/// Which placements `record_reviews` records a review in: carried out, not ended, not an
+/// emergency custody.
+const UNDER_REVIEW: &str = "basis IN ('sol', 'lvu_2', 'lvu_3') AND executed_on IS NOT NULL AND ended_on IS NULL";
+
+/// How many whole thousands of placements `record_reviews` can record a review in: a run past
+/// them would change no row and measure an empty poll.
+pub(crate) fn review_runs(store: &Store<'_>, view: &str) -> Result<usize> {
+    Ok((store.count(&format!("SELECT count(*) FROM {view} WHERE {UNDER_REVIEW}"))? / 1000) as usize)
+}
+
 /// A day's reviews in the placements view `view`: 1 000 placements under review (carried out, not
 /// ended, not an emergency custody), the `run`-th thousand in reference order, record a review on
 /// `day` (later than any recorded: it closes each one's running `placement_review` cycle and
@@ -62,8 +72,7 @@ pub(crate) fn record_reviews(
     store.execute(&format!(
         "UPDATE {view} SET last_reviewed_on = '{day}', updated_at = '{stamp}' \
          WHERE placement_ref IN (SELECT placement_ref FROM {view} \
-         WHERE basis IN ('sol', 'lvu_2', 'lvu_3') AND executed_on IS NOT NULL AND ended_on IS NULL \
-         ORDER BY placement_ref LIMIT 1000 OFFSET {})",
+         WHERE {UNDER_REVIEW} ORDER BY placement_ref LIMIT 1000 OFFSET {})",
         run * 1000
     ))
 }

@@ -124,6 +124,18 @@ impl Store<'_> {
         Ok(())
     }
 
+    /// The number `sql` (a query of one count) gives on the register.
+    pub(crate) fn count(&self, sql: &str) -> Result<u64> {
+        let mut shell = self.shell(sql);
+        if let Store::Postgres(_) = self {
+            shell.arg("-At");
+        }
+        let output = shell.output().with_context(|| format!("running the shell of {}", self.engine()))?;
+        anyhow::ensure!(output.status.success(), "{} failed: {sql}", self.engine());
+        let text = String::from_utf8_lossy(&output.stdout);
+        text.trim().parse().with_context(|| format!("{sql} gave {text:?}, not a count"))
+    }
+
     /// Runs `sql` (a change fristvakt should see) on the register.
     pub(crate) fn execute(&self, sql: &str) -> Result<()> {
         let status = self.shell(sql).status().with_context(|| format!("running the shell of {}", self.engine()))?;

@@ -12,6 +12,16 @@ use crate::register::{self, CaseRow, Register};
 use crate::state::{StateError, StateStore, StoredDeadline};
 use crate::sync::{compute, placements, Children, PollError};
 
+/// The order the show commands' computation hands the deadlines on in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Order {
+    /// The stored listing's (case or placement reference, kind, cycle): the placements'
+    /// deadlines are held to be put in their places.
+    Listing,
+    /// Any: for a reader that orders what it keeps itself (the digest).
+    Any,
+}
+
 /// The deadlines a full pass would store now, computed as the register is read and written
 /// nowhere (the show commands), handed to `each` in the order of the stored listing (case
 /// reference, then kind). The register is read in case-reference order, a chunk at a time with
@@ -19,24 +29,39 @@ use crate::sync::{compute, placements, Children, PollError};
 /// row skipped as broken gives its stored deadlines as they are; a case no longer in the register
 /// gives nothing, as a full pass withdraws it, unless the view gave no row at all (a full pass
 /// that reads nothing withdraws nothing: then the stored deadlines are given). `first_seen_on`
-/// is not looked up (`None`): nothing shown reads it. Returns the rows read.
+/// is not looked up (`None`): nothing shown reads it. With [`Order::Any`] the placements'
+/// deadlines come first, as they are computed, and none is held. Returns the rows read.
 pub async fn each_current_deadline<E: From<PollError> + From<StateError>>(
     register: &Register,
     state: &StateStore,
     settings: &Settings,
     (today, now): (NaiveDate, DateTime<Utc>),
+    order: Order,
     mut each: impl FnMut(StoredDeadline) -> Result<(), E>,
 ) -> Result<u64, E> {
     let mut rows_read = 0u64;
-    // The placements' deadlines (few: a few per cent of children are placed), computed first
-    // and handed on in their places among the cases' (one namespace, contract §1b).
-    let mut placement_deadlines = match register.placements_view() {
-        Some(_) => placements::current_placement_deadlines(register, state, settings, (today, now)).await?,
+    // The placements' deadlines (few: a few per cent of children are placed). In the listing's
+    // order they are computed first and handed on in their places among the cases' (one
+    // namespace, contract §1b); in any order each goes as it is computed, none held.
+    let mut placement_deadlines = Vec::new();
+    let mut gather = |d: StoredDeadline| -> Result<(), E> {
+        match order {
+            Order::Listing => placement_deadlines.push(d),
+            Order::Any => each(d)?,
+        }
+        Ok(())
+    };
+    match register.placements_view() {
+        Some(_) => {
+            placements::each_current_placement_deadline(register, state, settings, (today, now), &mut gather).await?
+        }
         None => {
             let stored = crate::state::DeadlineFilter { placements_only: true, ..Default::default() };
-            state.deadlines(&stored).await.map_err(PollError::from)?
+            for d in state.deadlines(&stored).await.map_err(PollError::from)? {
+                gather(d)?;
+            }
         }
-    };
+    }
     placement_deadlines.sort_by(listing_order);
     let mut placement_deadlines = placement_deadlines.into_iter().peekable();
     let mut emit = |d: StoredDeadline| -> Result<(), E> {
