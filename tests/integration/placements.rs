@@ -212,6 +212,21 @@ async fn placement_lines(app: &App) -> Vec<String> {
     .await
 }
 
+/// The jourhem's two months once the case's investigation closed on 13 November 2026.
+const JOURHEM_LIMIT: &str = "2026-PL-0004 emergency_home_limit 2026-11-13 → 2027-01-13 / 2027-01-13 open pending";
+/// The ended HVB placement's follow-up, ended by the investigation opened in the child's case.
+const FOLLOW_UP_MET: &str =
+    "2026-PL-0005 placement_follow_up 2026-08-31 → 2027-02-28 / 2027-03-01 closed 2026-11-20 met";
+
+/// Asserts that the stored placement lines hold each of `wanted`.
+async fn assert_placement_lines(app: &App, wanted: &[&str]) -> Vec<String> {
+    let lines = placement_lines(app).await;
+    for line in wanted {
+        assert!(lines.iter().any(|l| l == line), "{line} not among {lines:#?}");
+    }
+    lines
+}
+
 async fn poll(app: &App, now: DateTime<Utc>) -> SyncReport {
     jobs::poll::run_once(app, Moment::on(date(TODAY), now)).await.unwrap().expect("the poll lease").sync
 }
@@ -276,20 +291,8 @@ async fn placements_give_the_contract_clocks(postgres_register: Option<String>) 
     .await;
     let third = poll(&app, at(11, 30)).await;
     assert_eq!(third.placement_rows_read, 4, "the placements of 2026-BU-0002 and of the child: {third:?}");
-    let lines = placement_lines(&app).await;
     // Closed 13 November → 13 January 2027.
-    assert!(
-        lines.contains(
-            &"2026-PL-0004 emergency_home_limit 2026-11-13 → 2027-01-13 / 2027-01-13 open pending".to_string()
-        ),
-        "{lines:#?}"
-    );
-    assert!(
-        lines.contains(
-            &"2026-PL-0005 placement_follow_up 2026-08-31 → 2027-02-28 / 2027-03-01 closed 2026-11-20 met".to_string()
-        ),
-        "{lines:#?}"
-    );
+    assert_placement_lines(&app, &[JOURHEM_LIMIT, FOLLOW_UP_MET]).await;
 
     // A full pass after a placement left the view: its deadlines are withdrawn, the rest stay.
     exec(&register_url, &["DELETE FROM placements WHERE placement_ref = '2026-PL-0002'".to_string()]).await;
@@ -527,19 +530,14 @@ async fn a_steady_pass_skips_unchanged_placements(postgres_state: Option<String>
     exec(test.register_url(), &["UPDATE cases SET investigation_closed_on = '2026-11-13', updated_at = '2026-11-27T10:00:00Z' WHERE case_ref = '2026-BU-0002'".to_string()]).await;
     let closed = poll(&app, at(10, 30)).await;
     assert_eq!((closed.placement_rows_read, closed.placements_unchanged), (3, 0), "{closed:?}");
-    let lines = placement_lines(&app).await;
-    let limit = "2026-PL-0004 emergency_home_limit 2026-11-13 → 2027-01-13 / 2027-01-13 open pending".to_string();
-    assert!(lines.contains(&limit), "{lines:#?}");
+    assert_placement_lines(&app, &[JOURHEM_LIMIT]).await;
 
     // An investigation opened in the child's new case, seen by a full pass alone: the ended HVB
     // placement's follow-up ends; the other placements are skipped.
     exec(test.register_url(), &[case("2026-BU-0009", Some(KEY), "2026-11-20", None, "2026-11-27T11:00:00Z")]).await;
     let pass = full_pass(&app, at(11, 30)).await;
     assert_eq!((pass.placement_rows_read, pass.placements_unchanged), (8, 5), "{pass:?}");
-    let lines = placement_lines(&app).await;
-    let met = "2026-PL-0005 placement_follow_up 2026-08-31 → 2027-02-28 / 2027-03-01 closed 2026-11-20 met".to_string();
-    assert!(lines.contains(&met), "{lines:#?}");
-    assert!(lines.contains(&limit), "{lines:#?}");
+    assert_placement_lines(&app, &[FOLLOW_UP_MET, JOURHEM_LIMIT]).await;
     app.close_connections().await;
 
     // Other settings shape every deadline: every placement is computed again.
@@ -748,20 +746,15 @@ async fn a_full_pass_reads_the_case_facts_from_its_scan(postgres_state: Option<S
     .await;
     let closed = full_pass(&app, at(8, 30)).await;
     assert_eq!((closed.placement_rows_read, closed.placements_unchanged), (8, 3), "{closed:?}");
-    let lines = placement_lines(&app).await;
+    let lines = assert_placement_lines(&app, &[JOURHEM_LIMIT]).await;
     assert_ne!(lines, stored);
-    let limit = "2026-PL-0004 emergency_home_limit 2026-11-13 → 2027-01-13 / 2027-01-13 open pending".to_string();
-    assert!(lines.contains(&limit), "{lines:#?}");
 
     // An investigation opened in the child's new case, its row stamped long ago: the ended HVB
     // placement's follow-up ends; the other placements are skipped.
     exec(test.register_url(), &[case("2026-BU-0009", Some(KEY), "2026-11-20", None, "2026-01-01T08:00:00Z")]).await;
     let opened = full_pass(&app, at(9, 0)).await;
     assert_eq!((opened.placement_rows_read, opened.placements_unchanged), (8, 5), "{opened:?}");
-    let lines = placement_lines(&app).await;
-    let met = "2026-PL-0005 placement_follow_up 2026-08-31 → 2027-02-28 / 2027-03-01 closed 2026-11-20 met".to_string();
-    assert!(lines.contains(&met), "{lines:#?}");
-    assert!(lines.contains(&limit), "{lines:#?}");
+    let lines = assert_placement_lines(&app, &[FOLLOW_UP_MET, JOURHEM_LIMIT]).await;
 
     // A cases row the cases pass rejects (no unit) with a placement's reference: the placement is
     // a `ref_collision`, and keeps its last deadlines.
