@@ -523,15 +523,17 @@ impl Investigations {
                 (unit, ChainPair { earlier: self.case_ref(earlier as usize), later: self.case_ref(later as usize) })
             })
             .collect();
-        pairs.sort_by(|a, b| {
-            (a.0.as_str(), a.1.later.as_str(), a.1.earlier.as_str()).cmp(&(
-                b.0.as_str(),
-                b.1.later.as_str(),
-                b.1.earlier.as_str(),
-            ))
-        });
+        pairs.sort_by(chain_order);
         pairs
     }
+}
+
+/// The order of a unit's chains: by unit, then the later investigation, then the earlier.
+fn chain_order(a: &(UnitCode, ChainPair), b: &(UnitCode, ChainPair)) -> std::cmp::Ordering {
+    fn key((unit, pair): &(UnitCode, ChainPair)) -> (&str, &str, &str) {
+        (unit.as_str(), pair.later.as_str(), pair.earlier.as_str())
+    }
+    key(a).cmp(&key(b))
 }
 
 #[derive(Default)]
@@ -935,13 +937,7 @@ pub(crate) mod tests {
                 (kept[later].unit.clone(), pair)
             })
             .collect();
-        expected.sort_by(|a, b| {
-            (a.0.as_str(), a.1.later.as_str(), a.1.earlier.as_str()).cmp(&(
-                b.0.as_str(),
-                b.1.later.as_str(),
-                b.1.earlier.as_str(),
-            ))
-        });
+        expected.sort_by(chain_order);
         assert!(expected.len() > 20, "the data makes chains: {}", expected.len());
         let found = open_chains(&all, window);
         let show = |pairs: &[(UnitCode, ChainPair)]| -> Vec<String> {

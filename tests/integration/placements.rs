@@ -227,6 +227,20 @@ async fn assert_placement_lines(app: &App, wanted: &[&str]) -> Vec<String> {
     lines
 }
 
+/// The one unit of the first rows, with its manager.
+const UNITS: &str = "[units.\"BRO-BU\"]\nmanagers = [\"ec.bromma@kommun.example\"]\n";
+
+/// A fresh register with the placements view's first rows, and the app started on it (state on
+/// PostgreSQL when `postgres_state` is given) at 08:00 on `TODAY`.
+async fn started_with_first_rows(postgres_state: Option<String>) -> (TestApp, App) {
+    let test = TestApp::new(postgres_state).await;
+    exec(test.register_url(), &schema(test.register_engine())).await;
+    exec(test.register_url(), &first_rows()).await;
+    let settings = config::load_with_env(Some(&test.config(UNITS)), Vec::new()).unwrap();
+    let app = test.start(settings, at(8, 0)).await;
+    (test, app)
+}
+
 async fn poll(app: &App, now: DateTime<Utc>) -> SyncReport {
     jobs::poll::run_once(app, Moment::on(date(TODAY), now)).await.unwrap().expect("the poll lease").sync
 }
@@ -240,7 +254,7 @@ async fn placements_give_the_contract_clocks(postgres_register: Option<String>) 
     let (engine, register_url) = (test.register_engine(), test.register_url().to_string());
     exec(&register_url, &schema(engine)).await;
     exec(&register_url, &first_rows()).await;
-    let path = test.config("[units.\"BRO-BU\"]\nmanagers = [\"ec.bromma@kommun.example\"]\n");
+    let path = test.config(UNITS);
     let settings =
         config::load_with_env(Some(&path), [("FRISTVAKT__REGISTER__URL".to_string(), register_url.clone())]).unwrap();
     let app = App::start(Arc::new(settings), "test", at(8, 0)).await.unwrap();
@@ -326,7 +340,7 @@ async fn reviews_recorded_one_at_a_time(postgres_register: Option<String>) {
         ])],
     )
     .await;
-    let path = test.config("[units.\"BRO-BU\"]\nmanagers = [\"ec.bromma@kommun.example\"]\n");
+    let path = test.config(UNITS);
     let settings =
         config::load_with_env(Some(&path), [("FRISTVAKT__REGISTER__URL".to_string(), register_url.clone())]).unwrap();
     let app = App::start(Arc::new(settings), "test", at(8, 0)).await.unwrap();
@@ -502,12 +516,7 @@ both_engines!(current_thread: placements_give_the_contract_clocks);
 /// case) still reaches the placements that read it, at the next poll and at the next full pass,
 /// and only them; other settings (as a new `rules::REVISION` would) compute every placement again.
 async fn a_steady_pass_skips_unchanged_placements(postgres_state: Option<String>) {
-    let test = TestApp::new(postgres_state).await;
-    exec(test.register_url(), &schema(test.register_engine())).await;
-    exec(test.register_url(), &first_rows()).await;
-    let units = "[units.\"BRO-BU\"]\nmanagers = [\"ec.bromma@kommun.example\"]\n";
-    let settings = config::load_with_env(Some(&test.config(units)), Vec::new()).unwrap();
-    let app = test.start(settings, at(8, 0)).await;
+    let (test, app) = started_with_first_rows(postgres_state).await;
     // Eight rows: six valid placements, two broken.
     let first = full_pass(&app, at(8, 0)).await;
     assert_eq!((first.placement_rows_read, first.placements_unchanged), (8, 0), "{first:?}");
@@ -541,7 +550,7 @@ async fn a_steady_pass_skips_unchanged_placements(postgres_state: Option<String>
     app.close_connections().await;
 
     // Other settings shape every deadline: every placement is computed again.
-    let other = format!("{units}[calendar]\nholiday_rule = false\n");
+    let other = format!("{UNITS}[calendar]\nholiday_rule = false\n");
     let settings = config::load_with_env(Some(&test.config(&other)), Vec::new()).unwrap();
     let app = test.start(settings, at(12, 0)).await;
     let again = full_pass(&app, at(12, 0)).await;
@@ -580,7 +589,7 @@ async fn the_digest_shows_the_running_cycles(postgres_state: Option<String>) {
         ])],
     )
     .await;
-    let cfg = test.config("[units.\"BRO-BU\"]\nmanagers = [\"ec.bromma@kommun.example\"]\n");
+    let cfg = test.config(UNITS);
     let settings = config::load_with_env(Some(&cfg), Vec::new()).unwrap();
     let timezone = settings.timezone;
     let app = test.start(settings, Utc.with_ymd_and_hms(2026, 6, 1, 12, 0, 0).unwrap()).await;
@@ -726,12 +735,7 @@ async fn a_register_without_the_placements_view_works_as_before() {
 /// it again, and only them; a cases row the cases pass rejects still makes a placement with its
 /// reference a `ref_collision`, as the lookups did.
 async fn a_full_pass_reads_the_case_facts_from_its_scan(postgres_state: Option<String>) {
-    let test = TestApp::new(postgres_state).await;
-    exec(test.register_url(), &schema(test.register_engine())).await;
-    exec(test.register_url(), &first_rows()).await;
-    let units = "[units.\"BRO-BU\"]\nmanagers = [\"ec.bromma@kommun.example\"]\n";
-    let settings = config::load_with_env(Some(&test.config(units)), Vec::new()).unwrap();
-    let app = test.start(settings, at(8, 0)).await;
+    let (test, app) = started_with_first_rows(postgres_state).await;
     let first = full_pass(&app, at(8, 0)).await;
     assert_eq!((first.placement_rows_read, first.placements_unchanged), (8, 0), "{first:?}");
     assert_eq!(first.placement_rejected.get(&RejectReason::RefCollision), Some(&1), "{first:?}");
