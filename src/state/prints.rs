@@ -644,8 +644,8 @@ impl StateStore {
             let seqs: Vec<i64> = sqlx::query_scalar(&read_seqs)
                 .fetch_all(&mut *tx)
                 .await
-                .map_err(query_error("reading the case print log"))?;
-            sqlx::query(&drop_buckets).execute(&mut *tx).await.map_err(query_error("replacing case prints"))?;
+                .map_err(query_error("reading a print log"))?;
+            sqlx::query(&drop_buckets).execute(&mut *tx).await.map_err(query_error("replacing prints"))?;
             let mut vanished = Vec::new();
             for part in 0..parts {
                 let mut book = PrintBook::on(shelf, bits);
@@ -654,7 +654,7 @@ impl StateStore {
                         .bind(seq)
                         .fetch_one(&mut *tx)
                         .await
-                        .map_err(query_error("reading the case print log"))?;
+                        .map_err(query_error("reading a print log"))?;
                     let logged = Bucket::decode(&blob).ok_or_else(|| shelf.corrupt(true, format!("row {seq}")))?;
                     for i in 0..logged.len() {
                         let case_ref = logged.case_ref(i);
@@ -672,13 +672,13 @@ impl StateStore {
                 write_buckets!(self, &mut *tx, &mut book)?;
             }
             let withdrawn = withdraw_in!(self, &mut *tx, &vanished)?;
-            sqlx::query(&drop_log).execute(&mut *tx).await.map_err(query_error("replacing case prints"))?;
+            sqlx::query(&drop_log).execute(&mut *tx).await.map_err(query_error("replacing prints"))?;
             sqlx::query(&record_bits)
                 .bind(bits as i32)
                 .execute(&mut *tx)
                 .await
-                .map_err(query_error("recording the case prints' size"))?;
-            tx.commit().await.map_err(query_error("committing case prints"))?;
+                .map_err(query_error("recording the prints' size"))?;
+            tx.commit().await.map_err(query_error("committing prints"))?;
             Ok(withdrawn)
         })
     }
