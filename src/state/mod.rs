@@ -35,7 +35,7 @@ use crate::config::{DatabaseUrl, Engine};
 use crate::db::Waits;
 pub(crate) use crate::db::{with_pool, Pool};
 
-pub use deadlines::{DeadlineFilter, DeadlineRecord, StoredDeadline};
+pub use deadlines::{DeadlineFilter, DeadlineRecord, Stored, StoredDeadline};
 pub use leases::POLL_LEASE;
 pub use operator::{OutboxListing, RetryOutcome};
 pub use outbox::{

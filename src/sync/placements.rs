@@ -170,7 +170,11 @@ async fn store_chunk(
     }
     for chunk in changed.chunks(CHUNK_PLACEMENTS) {
         let refs: Vec<CaseRef> = chunk.iter().map(|(row, _, _)| row.placement_ref.clone()).collect();
-        let running = running_cycles(&state.cycles_of(&refs).await?);
+        // Every stored deadline of these placements, not only their cycles: with them in hand,
+        // each record goes to the one statement it needs (a closed cycle and the next to the
+        // upsert, a clock only the row's `updated_at` changed to the narrow update).
+        let stored = state.stored_of(&refs).await?;
+        let running = running_cycles(stored.cycles());
         let (records, refs) = compute(settings, (today, now), chunk, &running);
         report.deadlines_stored += records.len() as u64;
         // The prints go in the transaction of the deadlines they stand for.
@@ -179,7 +183,8 @@ async fn store_chunk(
                 book.set(row.placement_ref.as_str(), *print);
             }
         }
-        report.notices_cancelled += state.store_deadlines(&refs, &records, prints.book_to_write(state).await?).await?;
+        report.notices_cancelled +=
+            state.store_deadlines_known(&refs, &records, &stored, prints.book_to_write(state).await?).await?;
     }
     Ok(())
 }

@@ -12,6 +12,7 @@ use crate::helpers::{date, demo_cases};
 use crate::support::app::TestApp;
 use fristvakt::app::{App, Moment};
 use fristvakt::config::{DatabaseUrl, Settings};
+use fristvakt::domain::ChildKey;
 use fristvakt::domain::{CaseRef, EmailAddress, ErrorClass, UnitCode};
 use fristvakt::jobs;
 use fristvakt::notice::{self, NoticePayload, Recipient};
@@ -30,6 +31,8 @@ both_engines!(current_thread: deadline_counts_agree_with_the_rules_status);
 both_engines!(current_thread: an_undecodable_deadline_costs_only_itself);
 
 both_engines!(current_thread: outbox_claims_are_fenced_renewed_and_survive_a_cancel);
+
+both_engines!(current_thread: stored_rows_choose_the_statements_not_what_is_stored);
 
 #[tokio::test]
 async fn postgres_columns_have_native_types() {
@@ -393,6 +396,202 @@ async fn outbox_claims_are_fenced_renewed_and_survive_a_cancel(postgres: Option<
 }
 
 // ---------------------------------------------------------------------------------------------
+
+/// A poll that read the stored rows of what it stores ([`StateStore::store_deadlines_known`])
+/// sends each record to one statement (none, the narrow update, or the upsert); what it stores
+/// is what [`StateStore::store_deadlines`] stores from the same records, for every kind of
+/// change, and for a row that changed between the read and the store (a stale read).
+async fn stored_rows_choose_the_statements_not_what_is_stored(postgres: Option<String>) {
+    let (_ws, settings, state) = open(postgres).await;
+    let stamp = |d: u32, h: u32| Utc.with_ymd_and_hms(2026, 8, d, h, 0, 0).unwrap();
+    let deadline = |kind, start: &str, due: &str| rules::Deadline {
+        kind,
+        start_on: date(start),
+        nominal_due_on: date(due),
+        due_on: date(due),
+        closed_on: None,
+        due_reason: DueReason::Nominal,
+    };
+    // One reference's records as first stored, by the name of what the second store does to it.
+    let first = |case_ref: &CaseRef| -> Vec<(&'static str, DeadlineRecord)> {
+        let record = |kind, cycle: Option<&str>, d: rules::Deadline| DeadlineRecord {
+            case_ref: case_ref.clone(),
+            unit: UnitCode::parse("BRO-BU").unwrap(),
+            caseworker: Some(EmailAddress::parse("anna@kommun.example").unwrap()),
+            child_sex: Some(Sex::Female),
+            deadline: rules::Deadline { kind, ..d },
+            next_step_on: Some(date("2026-08-20")),
+            row_updated_at: stamp(1, 9),
+            seen_on: date("2026-08-01"),
+            child_key: None,
+            case_of: Some(CaseRef::parse("2026-BU-0001").unwrap()),
+            cycle_start: cycle.map(date),
+        };
+        let moved = rules::Deadline {
+            due_on: date("2026-12-28"),
+            due_reason: DueReason::Moved {
+                skipped: vec![(date("2026-12-24"), DayKind::ChristmasEve), (date("2026-12-26"), DayKind::Saturday)],
+            },
+            ..deadline(Kind::Investigation, "2026-08-24", "2026-12-24")
+        };
+        vec![
+            ("identical", record(Kind::Protection, None, deadline(Kind::Protection, "2026-08-01", "2026-08-02"))),
+            ("narrow", record(Kind::Assessment, None, deadline(Kind::Assessment, "2026-08-01", "2026-08-14"))),
+            (
+                "closed",
+                record(
+                    Kind::PlacementReview,
+                    Some("2026-03-02"),
+                    deadline(Kind::PlacementReview, "2026-03-02", "2026-09-02"),
+                ),
+            ),
+            ("moved", record(Kind::Investigation, None, moved)),
+            ("withdrawn", record(Kind::FollowUp, None, deadline(Kind::FollowUp, "2026-08-01", "2027-02-01"))),
+            (
+                "no next step",
+                record(
+                    Kind::RestrictionReview,
+                    Some("2026-06-02"),
+                    deadline(Kind::RestrictionReview, "2026-06-02", "2026-09-02"),
+                ),
+            ),
+            (
+                "due moved",
+                record(
+                    Kind::CustodyTransferReview,
+                    Some("2024-09-01"),
+                    deadline(Kind::CustodyTransferReview, "2024-09-01", "2026-09-01"),
+                ),
+            ),
+            ("stale", record(Kind::LvuCareStart, None, deadline(Kind::LvuCareStart, "2026-08-01", "2026-08-29"))),
+            (
+                "key",
+                record(
+                    Kind::ReporterInformation,
+                    None,
+                    deadline(Kind::ReporterInformation, "2026-08-01", "2026-08-08"),
+                ),
+            ),
+            (
+                "gone",
+                record(Kind::EmergencyHomeLimit, None, deadline(Kind::EmergencyHomeLimit, "2026-08-01", "2026-10-01")),
+            ),
+        ]
+    };
+    // The same records as computed again: each changed as its name says.
+    let second = |case_ref: &CaseRef| -> Vec<DeadlineRecord> {
+        let mut out = Vec::new();
+        for (what, mut r) in first(case_ref) {
+            match what {
+                "identical" => r.next_step_on = Some(date("2026-08-25")),
+                "narrow" => {
+                    r.caseworker = Some(EmailAddress::parse("bo@kommun.example").unwrap());
+                    r.row_updated_at = stamp(31, 10);
+                }
+                "closed" => {
+                    let mut next = r.clone();
+                    next.deadline = deadline(Kind::PlacementReview, "2026-08-31", "2027-03-01");
+                    next.cycle_start = Some(date("2026-08-31"));
+                    next.next_step_on = Some(date("2027-01-29"));
+                    out.push(next);
+                    r.deadline.closed_on = Some(date("2026-08-31"));
+                    r.next_step_on = None;
+                }
+                "moved" | "withdrawn" | "stale" => r.row_updated_at = stamp(31, 10),
+                "no next step" => r.next_step_on = None,
+                "due moved" => r.deadline.due_on = date("2026-09-02"),
+                "key" => r.child_key = Some(ChildKey::parse("barn-1").unwrap()),
+                "gone" => continue,
+                other => unreachable!("{other}"),
+            }
+            out.push(r);
+        }
+        out
+    };
+    let known = CaseRef::parse("2026-PL-KNOWN").unwrap();
+    let plain = CaseRef::parse("2026-PL-PLAIN").unwrap();
+    for case_ref in [&known, &plain] {
+        let records: Vec<DeadlineRecord> = first(case_ref).into_iter().map(|(_, r)| r).collect();
+        state.store_deadlines(std::slice::from_ref(case_ref), &records, None).await.unwrap();
+        // "withdrawn": the kind left, and comes back.
+        let without: Vec<DeadlineRecord> = records.into_iter().filter(|r| r.deadline.kind != Kind::FollowUp).collect();
+        state.store_deadlines(std::slice::from_ref(case_ref), &without, None).await.unwrap();
+    }
+    assert_eq!(dump(&settings, &known).await, dump(&settings, &plain).await, "the same start");
+
+    let stored = state.stored_of(std::slice::from_ref(&known)).await.unwrap();
+    let mut cycles = stored.cycles().to_vec();
+    cycles.sort_by_key(|d| (d.deadline.kind, d.cycle_start));
+    let mut expected = state.cycles_of(std::slice::from_ref(&known)).await.unwrap();
+    expected.sort_by_key(|d| (d.deadline.kind, d.cycle_start));
+    assert_eq!(cycles, expected, "the cycles as cycles_of reads them");
+    // "stale": its stored row changes after the read (the narrow update then matches nothing).
+    for case_ref in [&known, &plain] {
+        execute(
+            &settings,
+            &format!(
+                "UPDATE deadlines SET due_on = '2026-08-31' WHERE case_ref = '{case_ref}' AND kind = 'lvu_care_start'"
+            ),
+        )
+        .await;
+    }
+    state.store_deadlines_known(std::slice::from_ref(&known), &second(&known), &stored, None).await.unwrap();
+    state.store_deadlines(std::slice::from_ref(&plain), &second(&plain), None).await.unwrap();
+    let (known_rows, plain_rows) = (dump(&settings, &known).await, dump(&settings, &plain).await);
+    assert_eq!(known_rows, plain_rows);
+    assert_eq!(known_rows.len(), 11, "{known_rows:#?}");
+    assert!(
+        known_rows.iter().any(|r| r.starts_with("emergency_home_limit|") && r.contains("|withdrawn|")),
+        "{known_rows:#?}"
+    );
+    assert!(
+        known_rows.iter().any(|r| r.contains("lvu_care_start||2026-08-01|2026-08-29|2026-08-29|")),
+        "{known_rows:#?}"
+    );
+    state.close().await;
+}
+
+/// Every column of a reference's stored deadlines as text, the reference left out, ordered.
+async fn dump(settings: &Settings, case_ref: &CaseRef) -> Vec<String> {
+    let columns = [
+        "kind",
+        "cycle_start",
+        "start_on",
+        "nominal_due_on",
+        "due_on",
+        "closed_on",
+        "unit",
+        "caseworker",
+        "child_sex",
+        "due_reason",
+        "extended_to",
+        "moved_over",
+        "next_step_on",
+        "row_updated_at",
+        "withdrawn",
+        "first_seen_on",
+        "child_key",
+        "case_of",
+    ];
+    let text: Vec<String> = columns
+        .iter()
+        .map(|c| match *c {
+            "withdrawn" => "CASE WHEN withdrawn THEN 'withdrawn' ELSE 'live' END".to_string(),
+            c => format!("COALESCE(CAST({c} AS TEXT), '-')"),
+        })
+        .collect();
+    let sql = format!(
+        "SELECT {} FROM deadlines WHERE case_ref = '{case_ref}' ORDER BY kind, cycle_start",
+        text.join(" || '|' || ")
+    );
+    let url = settings.state.url.expose();
+    let rows: Vec<(String,)> = if url.starts_with("postgres") {
+        sqlx::query_as(&sql).fetch_all(&mut sqlx::PgConnection::connect(url).await.unwrap()).await.unwrap()
+    } else {
+        sqlx::query_as(&sql).fetch_all(&mut sqlx::SqliteConnection::connect(url).await.unwrap()).await.unwrap()
+    };
+    rows.into_iter().map(|(r,)| r).collect()
+}
 
 async fn query_claims(settings: &Settings) -> Vec<(String, Option<String>, i64)> {
     let url = settings.state.url.expose();
