@@ -155,9 +155,7 @@ pub async fn sync_register(
     // A full pass gathers its placements' case facts as the cases come (see
     // `placements::wanted_facts`), the placements' references read first, while they come too.
     let scanned = match register.placements_view() {
-        Some(_) if full => {
-            Some(read_while(placements::wanted_facts(register, settings), &mut chunks, &mut early).await?)
-        }
+        Some(_) if full => Some(read_while(placements::wanted_facts(register), &mut chunks, &mut early).await?),
         _ => None,
     };
     let mut pass = Pass {

@@ -51,22 +51,15 @@ impl PlacementPrints {
     }
 }
 
-/// What a full pass's placements will ask of the cases view: the placements view's valid rows'
-/// references and case references, and their children's keys, read before the cases come so
-/// that the pass gathers their facts from its own scan of the cases (only theirs: about a tenth
-/// of the cases) instead of looking each up after it. A placement read later with another case
-/// or child (the view changed in between) has its facts looked up.
-pub(crate) async fn wanted_facts(register: &Register, settings: &Settings) -> Result<ScannedFacts, PollError> {
-    let (mut refs, mut keys) = (HashSet::new(), HashSet::new());
-    let mut chunks = register.placements_since(None);
-    while let Some(raws) = chunks.try_next().await? {
-        for row in raws.iter().filter_map(|raw| validate_placement(raw, settings.register.max_cell_bytes).ok()) {
-            refs.extend(row.case_ref.map(|c| c.to_string()));
-            keys.extend(row.child_key.map(|k| k.as_str().to_string()));
-            refs.insert(row.placement_ref.to_string());
-        }
-    }
-    Ok(ScannedFacts::new(refs, keys, register.features().chains))
+/// What a full pass's placements will ask of the cases view: the placements view's
+/// references, case references and children's keys, read before the cases come so that the
+/// pass gathers their facts from its own scan of the cases (only theirs: about a tenth of the
+/// cases) instead of looking each up after it. Only those three columns are read, unvalidated
+/// ([`Register::wanted_facts`]): a broken row's values are asked for too, which is harmless. A
+/// placement read later with another case or child (the view changed in between) has its facts
+/// looked up.
+pub(crate) async fn wanted_facts(register: &Register) -> Result<ScannedFacts, PollError> {
+    Ok(register.wanted_facts().await?)
 }
 
 /// Reads the placements a poll touches (every row when `since` is `None`), computes the
