@@ -158,6 +158,8 @@ pub async fn sync_register(
         Some(_) if full => Some(read_while(placements::wanted_facts(register), &mut chunks, &mut early).await?),
         _ => None,
     };
+    // Its placements are read from now on, while the cases come (`every_placement_ahead`).
+    let early_placements = scanned.is_some().then(|| register.every_placement_ahead());
     let mut pass = Pass {
         settings,
         today,
@@ -207,8 +209,18 @@ pub async fn sync_register(
     // The placements view (contract §1b): its changed rows (those of the cases computed above
     // went with each chunk).
     if register.placements_view().is_some() {
-        placements::sync_placements(register, state, settings, (today, now), since, &mut pass.placements, &mut report)
-            .await?;
+        let at = (today, now);
+        placements::sync_placements(
+            register,
+            state,
+            settings,
+            at,
+            since,
+            early_placements,
+            &mut pass.placements,
+            &mut report,
+        )
+        .await?;
     }
     // A full pass that read no row at all is far more likely a view being reloaded than a
     // register emptied of every case: withdrawing everything would cancel every notice.

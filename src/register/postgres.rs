@@ -68,8 +68,19 @@ pub(super) fn stream_pg_copy(
     shape: CopyShape,
     idle: std::time::Duration,
 ) -> BoxStream<'static, Result<RowChunk, sqlx::Error>> {
+    stream_pg_copy_ahead(pool, sql, shape, idle, 2)
+}
+
+/// [`stream_pg_copy`], read up to `ahead` chunks ahead of its reader.
+pub(super) fn stream_pg_copy_ahead(
+    pool: sqlx::PgPool,
+    sql: String,
+    shape: CopyShape,
+    idle: std::time::Duration,
+    ahead: usize,
+) -> BoxStream<'static, Result<RowChunk, sqlx::Error>> {
     use futures_util::TryStreamExt;
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<RowChunk, sqlx::Error>>(2);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<RowChunk, sqlx::Error>>(ahead.max(1));
     tokio::spawn(async move {
         let mut conn = match pool.acquire().await {
             Ok(conn) => conn,
