@@ -124,11 +124,37 @@ pub async fn sync_register(
     // The register read starts first: a full pass loads its prints while the first rows come.
     let mut chunks = register.chunks_since(since);
     let mut early = VecDeque::new();
-    let (reading, held_early) = (&mut chunks, &mut early);
-    let prints = Prints::open(state, Shelf::Cases, full, poll_state.print_bits, move |bits| {
-        read_while(state.load_prints(Shelf::Cases, bits), reading, held_early)
-    })
-    .await?;
+    // The cases' prints, the placements' prints (held by the whole poll: an incremental one
+    // computes placements with each chunk of cases and after them) and a full pass's placements'
+    // keys (it gathers their case facts as the cases come, see `placements::wanted_facts`) are
+    // loaded side by side while the first rows come: one after the other, at 1 000 000 cases
+    // they took long enough to fill the early chunks and stall the read (BENCHMARKS.md).
+    let placements_view = register.placements_view().is_some();
+    let loads = async {
+        let cases = Prints::open(state, Shelf::Cases, full, poll_state.print_bits, |bits| {
+            state.load_prints(Shelf::Cases, bits)
+        });
+        let placements = async {
+            match placements_view {
+                true => {
+                    Prints::open(state, Shelf::Placements, full, poll_state.placement_print_bits, |bits| {
+                        state.load_prints(Shelf::Placements, bits)
+                    })
+                    .await
+                }
+                false => Ok(Prints::None),
+            }
+        };
+        let wanted = async {
+            match placements_view && full {
+                true => placements::wanted_facts(register).await.map(Some),
+                false => Ok(None),
+            }
+        };
+        let (cases, placements, wanted) = tokio::join!(cases, placements, wanted);
+        Ok::<_, PollError>((cases?, placements?, wanted?))
+    };
+    let (prints, placement_prints, scanned) = read_while(loads, &mut chunks, &mut early).await?;
     // The cases' first full pass on a state that holds no case's deadlines (a first start)
     // appends its prints to the print log as it goes (a log left by a pass cut short dropped
     // first); with deadlines stored (the prints were dropped) it holds the whole book, to find
@@ -141,25 +167,8 @@ pub async fn sync_register(
         prints => prints,
     };
     let seed = print_seed(settings);
-    // The placements' prints, held by the whole poll (an incremental one computes placements
-    // with each chunk of cases and after them), loaded while the cases' first rows come too.
-    let placement_prints = match register.placements_view() {
-        Some(_) => {
-            let open = Prints::open(state, Shelf::Placements, full, poll_state.placement_print_bits, |bits| {
-                state.load_prints(Shelf::Placements, bits)
-            });
-            read_while(open, &mut chunks, &mut early).await?
-        }
-        None => Prints::None,
-    };
-    // A full pass gathers its placements' case facts as the cases come (see
-    // `placements::wanted_facts`), the placements' references read first, while they come too.
-    let scanned = match register.placements_view() {
-        Some(_) if full => {
-            Some(read_while(placements::wanted_facts(register, settings), &mut chunks, &mut early).await?)
-        }
-        _ => None,
-    };
+    // Its placements are read from now on, while the cases come (`every_placement_ahead`).
+    let early_placements = scanned.is_some().then(|| register.every_placement_ahead());
     let mut pass = Pass {
         settings,
         today,
@@ -209,8 +218,18 @@ pub async fn sync_register(
     // The placements view (contract §1b): its changed rows (those of the cases computed above
     // went with each chunk).
     if register.placements_view().is_some() {
-        placements::sync_placements(register, state, settings, (today, now), since, &mut pass.placements, &mut report)
-            .await?;
+        let at = (today, now);
+        placements::sync_placements(
+            register,
+            state,
+            settings,
+            at,
+            since,
+            early_placements,
+            &mut pass.placements,
+            &mut report,
+        )
+        .await?;
     }
     // A full pass that read no row at all is far more likely a view being reloaded than a
     // register emptied of every case: withdrawing everything would cancel every notice.

@@ -102,8 +102,9 @@ impl<'a> EncodedRow<'a> {
         self.bytes
     }
 
-    /// The values in the order of [`COLUMNS`](super::COLUMNS).
-    fn values(&self) -> impl Iterator<Item = Option<&'a [u8]>> + 'a {
+    /// The values in the order of [`COLUMNS`](super::COLUMNS) (of a placements read, of its
+    /// SELECT).
+    pub(super) fn values(&self) -> impl Iterator<Item = Option<&'a [u8]>> + 'a {
         let mut rest = self.bytes;
         std::iter::from_fn(move || {
             let (&tag, after) = rest.split_first()?;

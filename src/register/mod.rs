@@ -31,7 +31,7 @@ use futures_util::StreamExt;
 pub use self::chunk::{EncodedRow, RowChunk};
 pub use self::columns::{Column, Feature, Features, Presence, RawRow, Storage, COLUMNS, WIDTH};
 pub use self::placements::{validate_placement, CaseFacts, PlacementRow, RawPlacement, ScannedFacts};
-use self::postgres::{pg_columns, pg_columns_copied_as_cast, pg_instant_text, stream_pg_copy};
+use self::postgres::{pg_columns, pg_columns_copied_as_cast, pg_instant_text, stream_pg_copy, CopyShape};
 use self::sqlite::{sqlite_columns, stream_sqlite_file};
 pub use self::validate::{validate, validate_encoded, CaseRow, RejectReason, Rejection};
 use crate::config::{DatabaseUrl, Engine};
@@ -92,8 +92,8 @@ pub struct Register {
     /// The placements view (contract §1b) when the register has it with every column; `None`:
     /// the placement clocks are off.
     placements: Option<String>,
-    /// The placements view's statements (every row; rows since `$1`/`$2`), set with `placements`.
-    placements_sql: [String; 2],
+    /// The placements view's statements, set with `placements`.
+    placements_sql: placements::Statements,
 }
 
 impl Register {
@@ -211,7 +211,17 @@ impl Register {
                     placements_view = view,
                     "register: placements view found; the placement and LVU clocks are on"
                 );
-                self.placements_sql = placements::statements(self.engine(), view);
+                let copied_as_cast = match &self.pool {
+                    Pool::Postgres(p) => match pg_columns_copied_as_cast(p, view).await {
+                        Ok(columns) => columns,
+                        Err(source) => {
+                            self.pool.close().await;
+                            return Err(RegisterError::Query { view: view.to_string(), source });
+                        }
+                    },
+                    Pool::Sqlite(_) => Vec::new(),
+                };
+                self.placements_sql = placements::statements(self.engine(), view, &copied_as_cast);
                 self.placements = Some(view.to_string());
             }
             Ok(Some(missing)) => {
@@ -335,7 +345,9 @@ impl Register {
                         format_instant(t)
                     ),
                 };
-                stream_pg_copy(p.clone(), sql, self.stream_idle).map(move |chunk| chunk.map_err(&error)).boxed()
+                stream_pg_copy(p.clone(), sql, CopyShape::Cases, self.stream_idle)
+                    .map(move |chunk| chunk.map_err(&error))
+                    .boxed()
             }
         }
     }
@@ -362,7 +374,9 @@ impl Register {
             }
             Pool::Postgres(p) => {
                 let sql = format!("COPY ({} ORDER BY case_ref COLLATE \"C\") TO STDOUT", self.copy_select);
-                stream_pg_copy(p.clone(), sql, self.stream_idle).map(move |chunk| chunk.map_err(&error)).boxed()
+                stream_pg_copy(p.clone(), sql, CopyShape::Cases, self.stream_idle)
+                    .map(move |chunk| chunk.map_err(&error))
+                    .boxed()
             }
         }
     }
@@ -449,7 +463,7 @@ impl Register {
                 // (BENCHMARKS.md, "Figures behind code comments").
                 let literals: Vec<String> = keys.iter().map(|key| pg_string_constant(key)).collect();
                 let sql = format!("COPY ({} WHERE child_key IN ({})) TO STDOUT", self.copy_select, literals.join(","));
-                stream_pg_copy(p.clone(), sql, self.stream_idle)
+                stream_pg_copy(p.clone(), sql, CopyShape::Cases, self.stream_idle)
             }
         };
         chunks.map(move |chunk| chunk.map_err(&error)).boxed()

@@ -1,27 +1,37 @@
 //! The optional placements view (register contract §1b): one row per placement or LVU decision,
 //! read as text like the cases view and checked by the same row rules ([`validate_placement`]).
 //!
-//! The view is small beside the cases view (a few percent of children are placed), so it is read
-//! through the register's sqlx pool: the rows changed since a watermark, the rows of given cases
-//! or children (a changed case changes their clocks), or every row (a full pass). What the clocks
+//! The view is small beside the cases view (a few percent of children are placed). A poll reads
+//! the rows changed since a watermark, or every row (a full pass), as the cases view is read: by
+//! rusqlite from a SQLite file, by `COPY … TO STDOUT` from PostgreSQL; the rows of given cases or
+//! children (a changed case changes their clocks), and one placement, through the register's
+//! sqlx pool. What the clocks
 //! need from the cases view — the investigation close of the case a row names, the investigations
 //! opened in the child's cases, and whether a placement reference is also a case reference — is
 //! read by [`Register::case_facts`].
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
-use chrono::{DateTime, Datelike, NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use futures_util::stream::BoxStream;
 use futures_util::{StreamExt, TryStreamExt};
 use sqlx::Row;
 
-use super::sqlite::stream_sqlite_file;
-use super::{names_no_such_column, pg_instant_text, Register, RegisterError, RejectReason, Rejection, TextRow};
+use super::postgres::{stream_pg_copy, stream_pg_copy_ahead, CopyShape};
+use super::sqlite::{stream_sqlite_file, stream_sqlite_file_ahead};
+use super::validate::parse_day;
+use super::{
+    names_no_such_column, pg_instant_text, Register, RegisterError, RejectReason, Rejection, RowChunk, TextRow,
+};
 use crate::config::Engine;
 use crate::db::{format_instant, with_pool, Pool};
 use crate::domain::{CaseRef, ChildKey, EmailAddress, Sex, UnitCode};
-use crate::rules::calendar::{FIRST_YEAR, LAST_YEAR};
 use crate::rules::{Basis, Home, PlacementDates};
+
+/// A hash map keyed by register values: foldhash, several times faster than the standard
+/// library's SipHash for keys of a few dozen bytes (a full pass looks every cases row's
+/// reference and child key up in one). Its seed is random per process, as SipHash's is.
+pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// The columns of the placements view, in contract §1b's order.
 pub const PLACEMENT_COLUMNS: [&str; 27] = [
@@ -58,15 +68,45 @@ pub const PLACEMENT_COLUMNS: [&str; 27] = [
 /// References looked up by one statement.
 const REFS_PER_STATEMENT: usize = 500;
 
+/// The values in a row of the view.
+const WIDTH: usize = PLACEMENT_COLUMNS.len() - 1;
+
+/// Chunks of the placements view a full pass reads ahead ([`Register::every_placement_ahead`]):
+/// 16 000 rows, about 6 MB of text.
+const PASS_AHEAD: usize = 16;
+
+/// The columns a full pass reads first ([`Register::wanted_facts`]).
+const KEY_COLUMNS: [&str; 3] = ["placement_ref", "case_ref", "child_key"];
+
 /// One placements row as read: every column as text, in [`PLACEMENT_COLUMNS`] order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawPlacement(pub Vec<Option<String>>);
 
 impl RawPlacement {
-    fn get(&self, column: &str) -> Option<&str> {
-        let at = PLACEMENT_COLUMNS.iter().position(|c| *c == column)?;
-        self.0.get(at).and_then(|v| v.as_deref())
+    /// The value at `at`, trimmed; `None` for NULL or blank.
+    fn present(&self, at: usize) -> Option<&str> {
+        self.0.get(at).and_then(|v| v.as_deref()).map(str::trim).filter(|s| !s.is_empty())
     }
+}
+
+/// The place of the column `name` in [`PLACEMENT_COLUMNS`]; a name not in the list fails the
+/// build where a constant is made of it.
+const fn placement_position(name: &str) -> usize {
+    let mut i = 0;
+    while i < WIDTH {
+        let (a, b) = (PLACEMENT_COLUMNS[i].as_bytes(), name.as_bytes());
+        if a.len() == b.len() {
+            let mut j = 0;
+            while j < a.len() && a[j] == b[j] {
+                j += 1;
+            }
+            if j == a.len() {
+                return i;
+            }
+        }
+        i += 1;
+    }
+    panic!("no such placements column")
 }
 
 /// A validated placements row.
@@ -91,9 +131,9 @@ pub struct CaseFacts {
     /// Every case reference asked for that the cases view holds, with its
     /// `investigation_closed_on` (a placement row naming it is joined; a placement reference
     /// found here is a `ref_collision`).
-    pub cases: HashMap<String, Option<NaiveDate>>,
+    pub cases: FastMap<String, Option<NaiveDate>>,
     /// The `investigation_opened_on` of every case of each child asked for.
-    pub opened_by_child: HashMap<String, Vec<NaiveDate>>,
+    pub opened_by_child: FastMap<String, Vec<NaiveDate>>,
 }
 
 /// The case facts a full pass gathers from the cases view's own scan, for the case references
@@ -103,17 +143,41 @@ pub struct CaseFacts {
 /// lookups' `IN` lists match; a value the scan was not asked for is left to the lookups.
 #[derive(Debug, Default)]
 pub struct ScannedFacts {
-    refs: HashSet<String>,
-    keys: HashSet<String>,
+    /// Each case reference asked for (every placements row's `placement_ref` and `case_ref`,
+    /// trimmed), with its case's `investigation_closed_on` once the scan has read the case.
+    refs: FastMap<Box<[u8]>, Option<Option<NaiveDate>>>,
+    /// Each child key asked for, with the `investigation_opened_on` of the child's cases read.
+    keys: FastMap<Box<[u8]>, Vec<NaiveDate>>,
     chains: bool,
-    facts: CaseFacts,
 }
 
 impl ScannedFacts {
-    /// Gathers the facts of the case references `refs` and child keys `keys` (the latter only
-    /// when the view has `child_key`, as the lookups read them).
-    pub fn new(refs: HashSet<String>, keys: HashSet<String>, chains: bool) -> ScannedFacts {
-        ScannedFacts { refs, keys, chains, facts: CaseFacts::default() }
+    /// Gathers nothing yet; the investigations opened by child only when `chains` (the cases
+    /// view has `child_key`, as the lookups read them).
+    pub fn new(chains: bool) -> ScannedFacts {
+        ScannedFacts { chains, ..ScannedFacts::default() }
+    }
+
+    /// Asks for the facts of a chunk of the placements view's [`KEY_COLUMNS`] as the engine
+    /// gave them, unvalidated: each value is kept trimmed, the form a valid row's
+    /// `CaseRef::parse(..).as_str()` and `ChildKey::as_str` take, so that every valid row's are
+    /// among them (a broken row's are asked for too, which costs only their cases' facts).
+    fn want(&mut self, chunk: &RowChunk) {
+        for row in chunk.rows() {
+            for (at, value) in row.values().enumerate() {
+                let Some(value) = value else { continue };
+                let text = String::from_utf8_lossy(value);
+                let text = text.trim();
+                if text.is_empty() {
+                    continue;
+                }
+                if at < 2 {
+                    self.refs.entry(text.as_bytes().into()).or_insert(None);
+                } else {
+                    self.keys.entry(text.as_bytes().into()).or_default();
+                }
+            }
+        }
     }
 
     /// Records the facts of a chunk of the cases view's rows.
@@ -122,21 +186,37 @@ impl ScannedFacts {
         const CLOSED: usize = super::columns::position("investigation_closed_on");
         const OPENED: usize = super::columns::position("investigation_opened_on");
         const CHILD_KEY: usize = super::columns::position("child_key");
-        fn text(v: Option<&[u8]>) -> Option<&str> {
-            v.and_then(|b| std::str::from_utf8(b).ok())
+        const LAST: usize = max(max(CASE_REF, CLOSED), max(OPENED, CHILD_KEY));
+        const fn max(a: usize, b: usize) -> usize {
+            if a > b {
+                a
+            } else {
+                b
+            }
+        }
+        fn day(value: Option<&[u8]>) -> Option<NaiveDate> {
+            value.and_then(|b| std::str::from_utf8(b).ok()).and_then(parse_day)
         }
         for row in chunk.rows() {
-            if let Some(case_ref) = text(row.value(CASE_REF)).filter(|r| self.refs.contains(*r)) {
-                let closed = text(row.value(CLOSED)).and_then(parse_day);
-                self.facts.cases.insert(case_ref.trim().to_string(), closed);
+            // One walk over the row's values up to the last one needed.
+            let (mut case_ref, mut closed, mut opened, mut key) = (None, None, None, None);
+            for (at, value) in row.values().enumerate().take(LAST + 1) {
+                match at {
+                    CASE_REF => case_ref = value,
+                    CLOSED => closed = value,
+                    OPENED => opened = value,
+                    CHILD_KEY => key = value,
+                    _ => {}
+                }
+            }
+            if let Some(slot) = case_ref.and_then(|r| self.refs.get_mut(r)) {
+                *slot = Some(day(closed));
             }
             if !self.chains {
                 continue;
             }
-            if let Some(key) = text(row.value(CHILD_KEY)).filter(|k| self.keys.contains(*k)) {
-                if let Some(opened) = text(row.value(OPENED)).and_then(parse_day) {
-                    self.facts.opened_by_child.entry(key.trim().to_string()).or_default().push(opened);
-                }
+            if let Some(days) = key.and_then(|k| self.keys.get_mut(k)) {
+                days.extend(day(opened));
             }
         }
     }
@@ -146,17 +226,21 @@ impl ScannedFacts {
         let mut facts = CaseFacts::default();
         let (mut other_refs, mut other_keys) = (Vec::new(), Vec::new());
         for r in refs {
-            if !self.refs.contains(r) {
-                other_refs.push(r.clone());
-            } else if let Some(closed) = self.facts.cases.get(r.trim()) {
-                facts.cases.insert(r.trim().to_string(), *closed);
+            match self.refs.get(r.as_bytes()) {
+                None => other_refs.push(r.clone()),
+                Some(Some(closed)) => {
+                    facts.cases.insert(r.trim().to_string(), *closed);
+                }
+                Some(None) => {}
             }
         }
         for k in keys {
-            if !self.keys.contains(k) {
-                other_keys.push(k.clone());
-            } else if let Some(opened) = self.facts.opened_by_child.get(k.trim()) {
-                facts.opened_by_child.insert(k.trim().to_string(), opened.clone());
+            match self.keys.get(k.as_bytes()) {
+                None => other_keys.push(k.clone()),
+                Some(opened) if !opened.is_empty() => {
+                    facts.opened_by_child.insert(k.trim().to_string(), opened.clone());
+                }
+                Some(_) => {}
             }
         }
         (facts, other_refs, other_keys)
@@ -165,66 +249,79 @@ impl ScannedFacts {
 
 /// Checks a placements row against contract §1b.
 pub fn validate_placement(raw: &RawPlacement, max_cell_bytes: usize) -> Result<PlacementRow, Rejection> {
-    let present = |column: &str| raw.get(column).map(str::trim).filter(|s| !s.is_empty()).map(str::to_string);
-    let placement_text = present("placement_ref");
-    let reject = |reason, column: &'static str| Rejection { reason, column, case_ref: placement_text.clone() };
+    // A column's value, trimmed, found by its place (known when the crate is built).
+    macro_rules! present {
+        ($column:literal) => {
+            raw.present({
+                const AT: usize = placement_position($column);
+                AT
+            })
+        };
+    }
+    let placement_text = present!("placement_ref");
+    let reject =
+        |reason, column: &'static str| Rejection { reason, column, case_ref: placement_text.map(str::to_string) };
     for (column, value) in PLACEMENT_COLUMNS.iter().zip(&raw.0) {
         if value.as_ref().is_some_and(|v| v.len() > max_cell_bytes) {
             return Err(reject(RejectReason::CellTooLarge, column));
         }
     }
     let placement_ref = placement_text
-        .as_deref()
         .and_then(|c| CaseRef::parse(c).ok())
         .ok_or_else(|| reject(RejectReason::MissingCaseRef, "placement_ref"))?;
-    let case_ref = match present("case_ref") {
+    let case_ref = match present!("case_ref") {
         None => None,
-        Some(text) => Some(CaseRef::parse(&text).map_err(|_| reject(RejectReason::MissingCaseRef, "case_ref"))?),
+        Some(text) => Some(CaseRef::parse(text).map_err(|_| reject(RejectReason::MissingCaseRef, "case_ref"))?),
     };
-    let unit = present("unit")
-        .and_then(|u| UnitCode::parse(&u).ok())
+    let unit = present!("unit")
+        .and_then(|u| UnitCode::parse(u).ok())
         .ok_or_else(|| reject(RejectReason::MissingUnit, "unit"))?;
-    let child_sex = match present("child_sex").as_deref() {
+    let child_sex = match present!("child_sex") {
         None => None,
         Some("F") | Some("f") => Some(Sex::Female),
         Some("M") | Some("m") => Some(Sex::Male),
         Some(_) => return Err(reject(RejectReason::UnknownSex, "child_sex")),
     };
-    let child_key = match present("child_key") {
+    let child_key = match present!("child_key") {
         None => None,
-        Some(text) => Some(ChildKey::parse(&text).map_err(|_| reject(RejectReason::BadChildKey, "child_key"))?),
+        Some(text) => Some(ChildKey::parse(text).map_err(|_| reject(RejectReason::BadChildKey, "child_key"))?),
     };
     let basis: Basis =
-        present("basis").and_then(|b| b.parse().ok()).ok_or_else(|| reject(RejectReason::UnknownCode, "basis"))?;
-    let home: Option<Home> = match present("home") {
+        present!("basis").and_then(|b| b.parse().ok()).ok_or_else(|| reject(RejectReason::UnknownCode, "basis"))?;
+    let home: Option<Home> = match present!("home") {
         None => None,
         Some(text) => Some(text.parse().map_err(|_| reject(RejectReason::UnknownCode, "home"))?),
     };
-    let date = |column: &'static str| -> Result<Option<NaiveDate>, Rejection> {
-        match present(column) {
+    let date = |value: Option<&str>, column: &'static str| -> Result<Option<NaiveDate>, Rejection> {
+        match value {
             None => Ok(None),
-            Some(text) => parse_day(&text).map(Some).ok_or_else(|| reject(RejectReason::BadDate, column)),
+            Some(text) => parse_day(text).map(Some).ok_or_else(|| reject(RejectReason::BadDate, column)),
         }
     };
-    let decided_on = date("decided_on")?.ok_or_else(|| reject(RejectReason::BadDate, "decided_on"))?;
+    macro_rules! date {
+        ($column:literal) => {
+            date(present!($column), $column)
+        };
+    }
+    let decided_on = date!("decided_on")?.ok_or_else(|| reject(RejectReason::BadDate, "decided_on"))?;
     let mut dates = PlacementDates::new(basis, decided_on);
     dates.home = home;
-    dates.home_since = date("home_since")?;
-    dates.executed_on = date("executed_on")?;
-    dates.legal_force_on = date("legal_force_on")?;
-    dates.submitted_to_court_on = date("submitted_to_court_on")?;
-    dates.care_applied_on = date("care_applied_on")?;
-    dates.application_extension_requested_on = date("application_extension_requested_on")?;
-    dates.application_extended_to = date("application_extended_to")?;
-    dates.last_reviewed_on = date("last_reviewed_on")?;
-    dates.restriction_decided_on = date("restriction_decided_on")?;
-    dates.restriction_last_reviewed_on = date("restriction_last_reviewed_on")?;
-    dates.restriction_ended_on = date("restriction_ended_on")?;
-    dates.custody_considered_on = date("custody_considered_on")?;
-    dates.emergency_home_extended_to = date("emergency_home_extended_to")?;
-    dates.ended_on = date("ended_on")?;
-    dates.follow_up_decided_on = date("follow_up_decided_on")?;
-    dates.follow_up_ended_on = date("follow_up_ended_on")?;
+    dates.home_since = date!("home_since")?;
+    dates.executed_on = date!("executed_on")?;
+    dates.legal_force_on = date!("legal_force_on")?;
+    dates.submitted_to_court_on = date!("submitted_to_court_on")?;
+    dates.care_applied_on = date!("care_applied_on")?;
+    dates.application_extension_requested_on = date!("application_extension_requested_on")?;
+    dates.application_extended_to = date!("application_extended_to")?;
+    dates.last_reviewed_on = date!("last_reviewed_on")?;
+    dates.restriction_decided_on = date!("restriction_decided_on")?;
+    dates.restriction_last_reviewed_on = date!("restriction_last_reviewed_on")?;
+    dates.restriction_ended_on = date!("restriction_ended_on")?;
+    dates.custody_considered_on = date!("custody_considered_on")?;
+    dates.emergency_home_extended_to = date!("emergency_home_extended_to")?;
+    dates.ended_on = date!("ended_on")?;
+    dates.follow_up_decided_on = date!("follow_up_decided_on")?;
+    dates.follow_up_ended_on = date!("follow_up_ended_on")?;
     // Contract §1b: only these pairs are broken rows; any other close before its start is valid
     // and closes its clock, met.
     let before = |later: Option<NaiveDate>, start: Option<NaiveDate>, column: &'static str| match (later, start) {
@@ -237,11 +334,11 @@ pub fn validate_placement(raw: &RawPlacement, max_cell_bytes: usize) -> Result<P
     before(dates.restriction_last_reviewed_on, dates.restriction_decided_on, "restriction_last_reviewed_on")?;
     before(dates.restriction_ended_on, dates.restriction_decided_on, "restriction_ended_on")?;
     before(dates.follow_up_ended_on, dates.ended_on, "follow_up_ended_on")?;
-    let updated_at = present("updated_at")
-        .and_then(|t| crate::db::parse_instant(&t))
+    let updated_at = present!("updated_at")
+        .and_then(crate::db::parse_instant)
         .ok_or_else(|| reject(RejectReason::BadTimestamp, "updated_at"))?;
-    let caseworker_text = present("caseworker");
-    let caseworker = caseworker_text.as_deref().and_then(|c| EmailAddress::parse(c).ok());
+    let caseworker_text = present!("caseworker");
+    let caseworker = caseworker_text.and_then(|c| EmailAddress::parse(c).ok());
     Ok(PlacementRow {
         placement_ref,
         case_ref,
@@ -253,14 +350,6 @@ pub fn validate_placement(raw: &RawPlacement, max_cell_bytes: usize) -> Result<P
         dates,
         updated_at,
     })
-}
-
-/// A register date (`YYYY-MM-DD`, or a midnight timestamp), within the calendar's years.
-fn parse_day(text: &str) -> Option<NaiveDate> {
-    let day = text.strip_suffix(" 00:00:00").or_else(|| text.strip_suffix("T00:00:00")).unwrap_or(text);
-    NaiveDate::parse_from_str(day, "%Y-%m-%d")
-        .ok()
-        .filter(|d| (FIRST_YEAR..=LAST_YEAR).contains(&d.year()) && day.len() == 10)
 }
 
 /// Whether the register holds the placements view `view`: `Ok(false)` when the database says it
@@ -287,18 +376,22 @@ pub(super) async fn detect(pool: &Pool, view: &str) -> Result<Option<Vec<&'stati
 }
 
 /// The SELECT list of the placements view on `engine`: every column as text, the instant in RFC
-/// 3339 UTC form on PostgreSQL.
-pub(super) fn select_list(engine: Engine) -> String {
-    PLACEMENT_COLUMNS
-        .iter()
-        .filter(|c| !c.is_empty())
-        .map(|c| match (engine, *c) {
-            (Engine::Sqlite, c) => c.to_string(),
-            (Engine::Postgres, "updated_at") => format!("{} AS updated_at", pg_instant_text("updated_at")),
-            (Engine::Postgres, c) => format!("CAST({c} AS TEXT) AS {c}"),
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
+/// 3339 UTC form on PostgreSQL. A COPY leaves out the casts of the columns `copied_as_cast`
+/// names (COPY's text of them is their cast's, see `pg_columns_copied_as_cast`); a SELECT read
+/// by sqlx passes none.
+pub(super) fn select_list(engine: Engine, copied_as_cast: &[String]) -> String {
+    let columns = PLACEMENT_COLUMNS.iter().filter(|c| !c.is_empty());
+    columns.map(|c| column_text(engine, c, copied_as_cast)).collect::<Vec<_>>().join(", ")
+}
+
+/// One column of [`select_list`].
+fn column_text(engine: Engine, column: &str, copied_as_cast: &[String]) -> String {
+    match (engine, column) {
+        (Engine::Sqlite, c) => c.to_string(),
+        (Engine::Postgres, "updated_at") => format!("{} AS updated_at", pg_instant_text("updated_at")),
+        (Engine::Postgres, c) if copied_as_cast.iter().any(|p| p == c) => c.to_string(),
+        (Engine::Postgres, c) => format!("CAST({c} AS TEXT) AS {c}"),
+    }
 }
 
 impl Register {
@@ -313,29 +406,62 @@ impl Register {
         &self,
         since: Option<DateTime<Utc>>,
     ) -> BoxStream<'_, Result<Vec<RawPlacement>, RegisterError>> {
+        self.placements_read(since, 2)
+    }
+
+    /// Every placements row, as [`Register::placements_since`] gives them, read from the call
+    /// on by a task of its own up to [`PASS_AHEAD`] chunks ahead of the caller: a full pass opens
+    /// it as its scan of the cases view begins, so that the engine sends the placements while
+    /// the cases are computed (on a connection of its own), not after them.
+    pub fn every_placement_ahead(&self) -> BoxStream<'_, Result<Vec<RawPlacement>, RegisterError>> {
+        self.placements_read(None, PASS_AHEAD)
+    }
+
+    /// The placements rows changed at or after `since`, read up to `ahead` chunks ahead.
+    fn placements_read(
+        &self,
+        since: Option<DateTime<Utc>>,
+        ahead: usize,
+    ) -> BoxStream<'_, Result<Vec<RawPlacement>, RegisterError>> {
         let Some(view) = self.placements.clone() else { return futures_util::stream::empty().boxed() };
         let error = {
             let view = view.clone();
             move |source| RegisterError::Query { view: view.clone(), source }
         };
+        let raws =
+            |chunk: RowChunk| -> Vec<RawPlacement> { chunk.rows().map(|row| RawPlacement(row.texts())).collect() };
         // Streamed: a view of 100 000 placements fetched whole held every row twice. A SQLite
         // file is read by rusqlite, a chunk at a time (sqlx hands each row across a channel from
-        // its worker thread, which cost more than the read).
-        let [all, changed] = &self.placements_sql;
-        if let (Pool::Sqlite(_), Some(path)) = (&self.pool, &self.sqlite_file) {
-            let (sql, binds) = match since {
-                None => (all.clone(), Vec::new()),
-                Some(t) => (
-                    changed.clone(),
-                    vec![(t - chrono::Duration::days(1)).format("%Y-%m-%d").to_string(), format_instant(t)],
-                ),
-            };
-            return stream_sqlite_file(path.clone(), sql, binds)
-                .map_ok(|chunk| chunk.rows().map(|row| RawPlacement(row.texts())).collect())
-                .map_err(error)
-                .boxed();
-        }
+        // its worker thread, which cost more than the read); PostgreSQL by COPY, as the cases
+        // view is (sqlx's decoding of each row cost about as much as validating it).
+        let Statements { all, since: changed, .. } = &self.placements_sql;
         let rows: BoxStream<'_, Result<RawPlacement, sqlx::Error>> = match (&self.pool, since) {
+            (Pool::Sqlite(_), _) if self.sqlite_file.is_some() => {
+                let path = self.sqlite_file.clone().unwrap_or_default();
+                let (sql, binds) = match since {
+                    None => (all.clone(), Vec::new()),
+                    Some(t) => (
+                        changed.clone(),
+                        vec![(t - chrono::Duration::days(1)).format("%Y-%m-%d").to_string(), format_instant(t)],
+                    ),
+                };
+                return stream_sqlite_file_ahead(path, sql, binds, ahead).map_ok(raws).map_err(error).boxed();
+            }
+            (Pool::Postgres(p), since) => {
+                // COPY takes no parameters: the bound is our own RFC 3339 text of an instant, as
+                // in `Register::chunks_since`.
+                let sql = match since {
+                    None => format!("COPY ({all}) TO STDOUT"),
+                    Some(t) => format!(
+                        "COPY ({all} WHERE updated_at >= CAST('{}' AS timestamptz)) TO STDOUT",
+                        format_instant(t)
+                    ),
+                };
+                return stream_pg_copy_ahead(p.clone(), sql, CopyShape::Plain(WIDTH), self.stream_idle, ahead)
+                    .map_ok(raws)
+                    .map_err(error)
+                    .boxed();
+            }
             (Pool::Sqlite(p), None) => sqlx::query(all).fetch(p).map(|r| r.and_then(|r| raw(&r))).boxed(),
             (Pool::Sqlite(p), Some(t)) => sqlx::query(changed)
                 .bind((t - chrono::Duration::days(1)).format("%Y-%m-%d").to_string())
@@ -343,12 +469,52 @@ impl Register {
                 .fetch(p)
                 .map(|r| r.and_then(|r| raw(&r)))
                 .boxed(),
-            (Pool::Postgres(p), None) => sqlx::query(all).fetch(p).map(|r| r.and_then(|r| raw(&r))).boxed(),
-            (Pool::Postgres(p), Some(t)) => {
-                sqlx::query(changed).bind(t).fetch(p).map(|r| r.and_then(|r| raw(&r))).boxed()
-            }
         };
         rows.map_err(error).try_chunks(super::STREAM_CHUNK).map_err(|e| e.1).boxed()
+    }
+
+    /// What a full pass asks of the cases view's scan for its placements ([`ScannedFacts`]):
+    /// the placement references, case references and child keys of every placements row,
+    /// read alone and unvalidated (a narrow read, a fraction of the whole view's), before the
+    /// cases come. Nothing is asked when the view is absent.
+    pub async fn wanted_facts(&self) -> Result<ScannedFacts, RegisterError> {
+        let mut scanned = ScannedFacts::new(self.features().chains);
+        let Some(view) = self.placements.clone() else { return Ok(scanned) };
+        let error = move |source| RegisterError::Query { view: view.clone(), source };
+        let keys = &self.placements_sql.keys;
+        let mut chunks: BoxStream<'_, Result<RowChunk, sqlx::Error>> = match &self.pool {
+            Pool::Sqlite(_) if self.sqlite_file.is_some() => {
+                stream_sqlite_file(self.sqlite_file.clone().unwrap_or_default(), keys.clone(), Vec::new())
+            }
+            Pool::Postgres(p) => stream_pg_copy(
+                p.clone(),
+                format!("COPY ({keys}) TO STDOUT"),
+                CopyShape::Plain(KEY_COLUMNS.len()),
+                self.stream_idle,
+            ),
+            Pool::Sqlite(p) => sqlx::query(keys)
+                .fetch(p)
+                .map(|row| {
+                    row.and_then(|row| (0..KEY_COLUMNS.len()).map(|i| row.text(i)).collect::<Result<Vec<_>, _>>())
+                })
+                .try_chunks(super::STREAM_CHUNK)
+                .map_err(|e| e.1)
+                .map_ok(|rows| {
+                    let mut chunk = RowChunk::default();
+                    for row in rows {
+                        for value in row {
+                            chunk.push_value(value.as_deref().map(str::as_bytes));
+                        }
+                        chunk.end_row();
+                    }
+                    chunk
+                })
+                .boxed(),
+        };
+        while let Some(chunk) = chunks.try_next().await.map_err(&error)? {
+            scanned.want(&chunk);
+        }
+        Ok(scanned)
     }
 
     /// The placements rows that name one of `case_refs` or one of the children `keys`: their
@@ -359,7 +525,7 @@ impl Register {
         keys: &[String],
     ) -> Result<Vec<RawPlacement>, RegisterError> {
         let Some(view) = self.placements.clone() else { return Ok(Vec::new()) };
-        let columns = select_list(self.engine());
+        let columns = select_list(self.engine(), &[]);
         let mut out = Vec::new();
         for (column, values) in [("case_ref", case_refs), ("child_key", keys)] {
             if column == "child_key" && values.is_empty() {
@@ -381,7 +547,7 @@ impl Register {
     /// The row of one placement, if the view holds it.
     pub async fn placement(&self, placement_ref: &str) -> Result<Option<RawPlacement>, RegisterError> {
         let Some(view) = self.placements.clone() else { return Ok(None) };
-        let columns = select_list(self.engine());
+        let columns = select_list(self.engine(), &[]);
         let rows = self.select_in(&view, &columns, "placement_ref", &[placement_ref.to_string()]).await?;
         let raws = rows.iter().map(raw).collect::<Result<Vec<_>, _>>();
         Ok(raws.map_err(|source| RegisterError::Query { view, source })?.into_iter().next())
@@ -491,8 +657,7 @@ impl AnyTextRow {
 }
 
 fn raw(row: &(impl TextOf + ?Sized)) -> Result<RawPlacement, sqlx::Error> {
-    let width = PLACEMENT_COLUMNS.len() - 1;
-    (0..width).map(|i| row.text_of(i)).collect::<Result<Vec<_>, _>>().map(RawPlacement)
+    (0..WIDTH).map(|i| row.text_of(i)).collect::<Result<Vec<_>, _>>().map(RawPlacement)
 }
 
 /// Text of a column, whichever engine's row.
@@ -524,19 +689,28 @@ pub fn collisions<'a>(rows: impl Iterator<Item = &'a str>, facts: &CaseFacts) ->
     rows.filter(|r| facts.cases.contains_key(r.trim())).map(|r| r.trim().to_string()).collect()
 }
 
-/// The placements view's two reads, `[every row, rows changed since]`: `$1` (the day before,
-/// as text) and `$2` (the instant) on SQLite, `$1` (the instant) on PostgreSQL, as the cases
-/// view's reads bind them.
-pub(super) fn statements(engine: Engine, view: &str) -> [String; 2] {
-    let columns = select_list(engine);
-    let all = format!("SELECT {columns} FROM {view}");
+/// The placements view's statements on one engine.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Statements {
+    /// Every row: read by sqlx or rusqlite (SQLite), or the SELECT a COPY streams (PostgreSQL,
+    /// which adds a bound on `updated_at` for the rows changed since).
+    all: String,
+    /// SQLite: the rows changed since `$1` (the day before, as text) and `$2` (the instant), as
+    /// the cases view's reads bind them. Not used on PostgreSQL.
+    since: String,
+    /// [`KEY_COLUMNS`] of every row (on PostgreSQL the SELECT a COPY streams).
+    keys: String,
+}
+
+/// The placements view's statements on `engine`; `copied_as_cast` as for [`select_list`].
+pub(super) fn statements(engine: Engine, view: &str, copied_as_cast: &[String]) -> Statements {
+    let all = format!("SELECT {} FROM {view}", select_list(engine, copied_as_cast));
     let since = match engine {
-        Engine::Sqlite => {
-            format!("{all} WHERE updated_at >= $1 AND julianday(updated_at) >= julianday($2)")
-        }
-        Engine::Postgres => format!("{all} WHERE updated_at >= $1"),
+        Engine::Sqlite => format!("{all} WHERE updated_at >= $1 AND julianday(updated_at) >= julianday($2)"),
+        Engine::Postgres => String::new(),
     };
-    [all, since]
+    let keys = KEY_COLUMNS.iter().map(|c| column_text(engine, c, copied_as_cast)).collect::<Vec<_>>().join(", ");
+    Statements { all, since, keys: format!("SELECT {keys} FROM {view}") }
 }
 
 #[cfg(test)]

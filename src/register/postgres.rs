@@ -65,10 +65,22 @@ pub(super) fn pg_instant_text(expr: &str) -> String {
 pub(super) fn stream_pg_copy(
     pool: sqlx::PgPool,
     sql: String,
+    shape: CopyShape,
     idle: std::time::Duration,
 ) -> BoxStream<'static, Result<RowChunk, sqlx::Error>> {
+    stream_pg_copy_ahead(pool, sql, shape, idle, 2)
+}
+
+/// [`stream_pg_copy`], read up to `ahead` chunks ahead of its reader.
+pub(super) fn stream_pg_copy_ahead(
+    pool: sqlx::PgPool,
+    sql: String,
+    shape: CopyShape,
+    idle: std::time::Duration,
+    ahead: usize,
+) -> BoxStream<'static, Result<RowChunk, sqlx::Error>> {
     use futures_util::TryStreamExt;
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<RowChunk, sqlx::Error>>(2);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<RowChunk, sqlx::Error>>(ahead.max(1));
     tokio::spawn(async move {
         let mut conn = match pool.acquire().await {
             Ok(conn) => conn,
@@ -80,7 +92,7 @@ pub(super) fn stream_pg_copy(
         let read = async {
             sqlx::query("SET statement_timeout = 0").execute(&mut *conn).await?;
             let mut data = conn.copy_out_raw(&sql).await?;
-            let mut lines = CopyLines::default();
+            let mut lines = CopyLines::new(shape);
             let mut chunk = RowChunk::with_capacity(STREAM_CHUNK);
             let silent = || {
                 sqlx::Error::Io(std::io::Error::new(
@@ -115,15 +127,41 @@ pub(super) fn stream_pg_copy(
     futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|chunk| (chunk, rx)) }).boxed()
 }
 
+/// What the rows of a COPY hold: the cases view's columns ([`COLUMNS`], an instant column
+/// put into [`pg_instant`]'s form), or `Plain(n)`, `n` values a row, each kept as the server
+/// sent it (the placements view, whose SELECT renders its instant itself).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum CopyShape {
+    Cases,
+    Plain(usize),
+}
+
+impl CopyShape {
+    fn width(self) -> usize {
+        match self {
+            CopyShape::Cases => WIDTH,
+            CopyShape::Plain(width) => width,
+        }
+    }
+
+    fn is_instant(self, column: usize) -> bool {
+        self == CopyShape::Cases && COLUMNS.get(column).is_some_and(|c| c.storage == Storage::Instant)
+    }
+}
+
 /// The values of each register row of COPY's text format: a line a row, values apart by tabs,
 /// `\N` for NULL, and backslash escapes for backslash, tab, newline and the other control
 /// characters. The data may come in pieces that split a row; a partial row waits for the rest.
-#[derive(Default)]
 pub(super) struct CopyLines {
+    shape: CopyShape,
     partial: Vec<u8>,
 }
 
 impl CopyLines {
+    pub(super) fn new(shape: CopyShape) -> CopyLines {
+        CopyLines { shape, partial: Vec::new() }
+    }
+
     /// Adds each whole row in `data` to `chunk`; an instant column gets [`pg_instant`]'s form.
     pub(super) fn feed(&mut self, mut data: &[u8], chunk: &mut RowChunk) -> Result<(), sqlx::Error> {
         if !self.partial.is_empty() {
@@ -133,13 +171,13 @@ impl CopyLines {
             };
             self.partial.extend_from_slice(&data[..=end]);
             let line = std::mem::take(&mut self.partial);
-            copy_rows(&line, chunk)?;
+            copy_rows(&line, self.shape, chunk)?;
             self.partial = line;
             self.partial.clear();
             data = &data[end + 1..];
         }
         let whole = memchr::memrchr(b'\n', data).map_or(0, |last| last + 1);
-        copy_rows(&data[..whole], chunk)?;
+        copy_rows(&data[..whole], self.shape, chunk)?;
         self.partial.extend_from_slice(&data[whole..]);
         Ok(())
     }
@@ -157,8 +195,8 @@ impl CopyLines {
 /// Adds the rows of COPY text lines (each ending in a newline) to `chunk`, in one scan for the
 /// bytes that matter: tab (the end of a value), newline (of a row) and backslash (an escape in
 /// the value; a tab or newline in a value is always escaped, so these two always end something).
-fn copy_rows(lines: &[u8], chunk: &mut RowChunk) -> Result<(), sqlx::Error> {
-    let expected = WIDTH;
+fn copy_rows(lines: &[u8], shape: CopyShape, chunk: &mut RowChunk) -> Result<(), sqlx::Error> {
+    let expected = shape.width();
     let (mut start, mut column, mut escaped) = (0, 0, false);
     for at in memchr::memchr3_iter(b'\t', b'\n', b'\\', lines) {
         let end = lines[at];
@@ -166,7 +204,7 @@ fn copy_rows(lines: &[u8], chunk: &mut RowChunk) -> Result<(), sqlx::Error> {
             escaped = true;
             continue;
         }
-        copy_value(&lines[start..at], escaped, column, chunk);
+        copy_value(&lines[start..at], escaped, shape.is_instant(column), chunk);
         (start, column, escaped) = (at + 1, column + 1, false);
         if end == b'\n' {
             if column != expected {
@@ -183,8 +221,8 @@ fn copy_rows(lines: &[u8], chunk: &mut RowChunk) -> Result<(), sqlx::Error> {
 }
 
 /// Adds one COPY text value to `chunk`: `\N` is NULL, escapes are undone where `escaped` says
-/// the value has any, and an instant column ([`Storage::Instant`]) gets [`pg_instant`]'s form.
-fn copy_value(field: &[u8], escaped: bool, column: usize, chunk: &mut RowChunk) {
+/// the value has any, and an `instant` column gets [`pg_instant`]'s form.
+fn copy_value(field: &[u8], escaped: bool, instant: bool, chunk: &mut RowChunk) {
     let unescaped: Vec<u8>;
     let value = match field {
         b"\\N" => return chunk.push_value(None),
@@ -194,7 +232,6 @@ fn copy_value(field: &[u8], escaped: bool, column: usize, chunk: &mut RowChunk) 
         }
         _ => field,
     };
-    let instant = COLUMNS.get(column).is_some_and(|c| c.storage == Storage::Instant);
     match instant.then(|| pg_instant(value)).flatten() {
         Some(instant) => chunk.push_value(Some(&instant)),
         None => chunk.push_value(Some(value)),
@@ -301,7 +338,7 @@ mod tests {
     use crate::register::RawRow;
 
     fn rows_of(pieces: &[&[u8]]) -> Result<Vec<RawRow>, sqlx::Error> {
-        let mut lines = CopyLines::default();
+        let mut lines = CopyLines::new(CopyShape::Cases);
         let mut chunk = RowChunk::default();
         for piece in pieces {
             lines.feed(piece, &mut chunk)?;
@@ -360,6 +397,30 @@ mod tests {
         }
     }
 
+    /// A COPY of another shape (the placements view's) keeps every value as the server sent it,
+    /// escapes undone: a value of an instant's shape in the place of the cases' `updated_at`
+    /// is not rewritten, and the row's width is the shape's.
+    #[test]
+    fn a_plain_copy_keeps_its_values_as_sent() {
+        let at = COLUMNS.iter().position(|c| c.storage == Storage::Instant).unwrap();
+        let mut values = vec!["x"; at + 2];
+        values[0] = "a\\\\b\\tc";
+        values[1] = "\\\\N";
+        values[2] = "\\N";
+        values[at] = "2025-05-28 11:27:37+00";
+        let mut lines = CopyLines::new(CopyShape::Plain(values.len()));
+        let mut chunk = RowChunk::default();
+        lines.feed(line(&values).as_bytes(), &mut chunk).unwrap();
+        lines.finish().unwrap();
+        let rows: Vec<Vec<Option<String>>> = chunk.rows().map(|r| r.texts()).collect();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0][0].as_deref(), Some("a\\b\tc"));
+        assert_eq!((rows[0][1].as_deref(), rows[0][2].as_deref()), (Some("\\N"), None), "a text \\N, NULL");
+        assert_eq!(rows[0][at].as_deref(), Some("2025-05-28 11:27:37+00"));
+        let mut lines = CopyLines::new(CopyShape::Plain(3));
+        assert!(lines.feed(line(&values).as_bytes(), &mut chunk).is_err(), "a row of another width");
+    }
+
     #[test]
     fn broken_copy_data_is_an_error_not_a_row() {
         let values = ["x"; WIDTH];
@@ -368,7 +429,7 @@ mod tests {
         let error = rows_of(&[line(&values[..WIDTH - 1]).as_bytes()]).unwrap_err().to_string();
         assert!(error.contains(&format!("{} values", WIDTH - 1)), "{error}");
         // A row of too few values is dropped whole: the next row is read as it is.
-        let mut lines = CopyLines::default();
+        let mut lines = CopyLines::new(CopyShape::Cases);
         let mut chunk = RowChunk::default();
         assert!(lines.feed(line(&values[..3]).as_bytes(), &mut chunk).is_err());
         lines.feed(good.as_bytes(), &mut chunk).unwrap();

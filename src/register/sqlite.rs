@@ -30,7 +30,17 @@ pub(super) fn stream_sqlite_file(
     sql: String,
     binds: Vec<String>,
 ) -> BoxStream<'static, Result<RowChunk, sqlx::Error>> {
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<RowChunk, sqlx::Error>>(2);
+    stream_sqlite_file_ahead(path, sql, binds, 2)
+}
+
+/// [`stream_sqlite_file`], read up to `ahead` chunks ahead of its reader.
+pub(super) fn stream_sqlite_file_ahead(
+    path: std::path::PathBuf,
+    sql: String,
+    binds: Vec<String>,
+    ahead: usize,
+) -> BoxStream<'static, Result<RowChunk, sqlx::Error>> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<RowChunk, sqlx::Error>>(ahead.max(1));
     tokio::task::spawn_blocking(move || {
         let read = || -> Result<(), rusqlite::Error> {
             let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;

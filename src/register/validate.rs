@@ -122,17 +122,7 @@ pub fn validate(raw: &RawRow) -> Result<CaseRow, Rejection> {
     let date = |value: &Option<String>, column: &'static str| -> Result<Option<NaiveDate>, Rejection> {
         match present(value) {
             None => Ok(None),
-            Some(text) => {
-                // YYYY-MM-DD: PostgreSQL renders a date column so, SQLite holds the text. A
-                // midnight timestamp (a view column of type timestamp instead of date, rendered
-                // `2026-03-03 00:00:00`) is that date; any other time of day is not a date.
-                let day = text.strip_suffix(" 00:00:00").or_else(|| text.strip_suffix("T00:00:00")).unwrap_or(&text);
-                NaiveDate::parse_from_str(day, "%Y-%m-%d")
-                    .ok()
-                    .filter(|d| (FIRST_YEAR..=LAST_YEAR).contains(&d.year()) && day.len() == 10)
-                    .map(Some)
-                    .ok_or_else(|| reject(RejectReason::BadDate, column))
-            }
+            Some(text) => parse_day(&text).map(Some).ok_or_else(|| reject(RejectReason::BadDate, column)),
         }
     };
     // Every date column of the table, in its order: the first bad one is named.
@@ -197,9 +187,86 @@ pub fn validate(raw: &RawRow) -> Result<CaseRow, Rejection> {
     Ok(CaseRow { case_ref, unit, caseworker, caseworker_invalid, child_sex, child_key, dates, updated_at })
 }
 
+/// A register date: `YYYY-MM-DD` (PostgreSQL renders a date column so, SQLite holds the text),
+/// or a midnight timestamp (a view column of type timestamp instead of date, rendered
+/// `2026-03-03 00:00:00`) as that date; any other time of day is not a date. The date is ten
+/// bytes long and within the calendar's years.
+///
+/// The ten bytes `DDDD-DD-DD` are read by hand: chrono's `parse_from_str` interprets its format
+/// string for every value, a fifth of the validation of a placements row. Any other text of ten
+/// bytes is left to chrono, whose reading (a sign, a one-digit month after a space) it keeps;
+/// the property test `parse_day_reads_as_chrono_does` holds the two equal.
+pub(crate) fn parse_day(text: &str) -> Option<NaiveDate> {
+    let day = text.strip_suffix(" 00:00:00").or_else(|| text.strip_suffix("T00:00:00")).unwrap_or(text);
+    let b = day.as_bytes();
+    if b.len() != 10 {
+        return None;
+    }
+    let digit = |i: usize| b[i].wrapping_sub(b'0');
+    let date = if [0, 1, 2, 3, 5, 6, 8, 9].iter().all(|&i| digit(i) <= 9) && b[4] == b'-' && b[7] == b'-' {
+        let number = |range: std::ops::Range<usize>| range.fold(0, |n, i| n * 10 + u32::from(digit(i)));
+        NaiveDate::from_ymd_opt(number(0..4) as i32, number(5..7), number(8..10))?
+    } else {
+        NaiveDate::parse_from_str(day, "%Y-%m-%d").ok()?
+    };
+    Some(date).filter(|d| (FIRST_YEAR..=LAST_YEAR).contains(&d.year()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// The rule as it was written with chrono alone.
+    fn parse_day_by_chrono(text: &str) -> Option<NaiveDate> {
+        let day = text.strip_suffix(" 00:00:00").or_else(|| text.strip_suffix("T00:00:00")).unwrap_or(text);
+        NaiveDate::parse_from_str(day, "%Y-%m-%d")
+            .ok()
+            .filter(|d| (FIRST_YEAR..=LAST_YEAR).contains(&d.year()) && day.len() == 10)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4096))]
+        /// The hand-written reading of a date gives what chrono gives: for dates of every shape
+        /// near the rule's edges (years, months, days out of range, other separators, signs,
+        /// spaces, the midnight suffixes) and for any text.
+        #[test]
+        fn parse_day_reads_as_chrono_does(
+            year in prop_oneof![1890..2210i32, 0..10000i32],
+            month in 0..14u32,
+            day in 0..33u32,
+            separator in prop::sample::select(vec!["-", "/", " ", "+", "-0", ""]),
+            prefix in prop::sample::select(vec!["", " ", "+", "-", "0", "\u{3000}"]),
+            suffix in prop::sample::select(vec!["", " 00:00:00", "T00:00:00", " 00:00:01", "Z", " "]),
+            widths in (1..5usize, 1..3usize, 1..3usize),
+            any in "\\PC{0,12}|[0-9 +-]{8,12}",
+        ) {
+            let (yw, mw, dw) = widths;
+            let text = format!("{prefix}{year:0yw$}{separator}{month:0mw$}-{day:0dw$}{suffix}");
+            prop_assert_eq!(parse_day(&text), parse_day_by_chrono(&text), "{:?}", text);
+            let text = format!("{year:04}-{month:02}-{day:02}{suffix}");
+            prop_assert_eq!(parse_day(&text), parse_day_by_chrono(&text), "{:?}", text);
+            prop_assert_eq!(parse_day(&any), parse_day_by_chrono(&any), "{:?}", any);
+        }
+    }
+
+    #[test]
+    fn parse_day_keeps_the_rule_s_edges() {
+        let day = |y, m, d| NaiveDate::from_ymd_opt(y, m, d);
+        assert_eq!(parse_day("2026-03-03"), day(2026, 3, 3));
+        assert_eq!(parse_day("2026-03-03 00:00:00"), day(2026, 3, 3));
+        assert_eq!(parse_day("2026-03-03T00:00:00"), day(2026, 3, 3));
+        assert_eq!(parse_day("2024-02-29"), day(2024, 2, 29));
+        assert_eq!(parse_day(&format!("{FIRST_YEAR}-01-01")), day(FIRST_YEAR, 1, 1));
+        assert_eq!(parse_day(&format!("{LAST_YEAR}-12-31")), day(LAST_YEAR, 12, 31));
+        for bad in ["2026-02-30", "2026-13-01", "2026-00-10", "1899-12-31", "2201-01-01", "2026-3-3", "20260303"] {
+            assert_eq!(parse_day(bad), None, "{bad}");
+        }
+        assert_eq!(parse_day("2026-03-03 10:00:00"), None);
+        // Chrono's readings of other ten-byte texts stay.
+        assert_eq!(parse_day("+2026-3-03"), parse_day_by_chrono("+2026-3-03"));
+        assert_eq!(parse_day("2026- 3-03"), parse_day_by_chrono("2026- 3-03"));
+    }
 
     fn row() -> RawRow {
         RawRow {

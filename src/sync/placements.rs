@@ -13,6 +13,7 @@
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
+use futures_util::stream::BoxStream;
 use futures_util::TryStreamExt;
 use xxhash_rust::xxh3::Xxh3;
 
@@ -21,8 +22,8 @@ use crate::config::Settings;
 use crate::domain::{log_safe, CaseRef, StoredDeadline};
 use crate::register::placements::collisions;
 use crate::register::{
-    validate_placement, CaseFacts, PlacementRow, RawPlacement, Register, RejectReason, Rejection, RowChunk,
-    ScannedFacts,
+    validate_placement, CaseFacts, PlacementRow, RawPlacement, Register, RegisterError, RejectReason, Rejection,
+    RowChunk, ScannedFacts,
 };
 use crate::rules::{self, Kind, PlacementContext, RuleOptions};
 use crate::state::{DeadlineFilter, DeadlineRecord, StateStore};
@@ -51,40 +52,36 @@ impl PlacementPrints {
     }
 }
 
-/// What a full pass's placements will ask of the cases view: the placements view's valid rows'
-/// references and case references, and their children's keys, read before the cases come so
-/// that the pass gathers their facts from its own scan of the cases (only theirs: about a tenth
-/// of the cases) instead of looking each up after it. A placement read later with another case
-/// or child (the view changed in between) has its facts looked up.
-pub(crate) async fn wanted_facts(register: &Register, settings: &Settings) -> Result<ScannedFacts, PollError> {
-    let (mut refs, mut keys) = (HashSet::new(), HashSet::new());
-    let mut chunks = register.placements_since(None);
-    while let Some(raws) = chunks.try_next().await? {
-        for row in raws.iter().filter_map(|raw| validate_placement(raw, settings.register.max_cell_bytes).ok()) {
-            refs.extend(row.case_ref.map(|c| c.to_string()));
-            keys.extend(row.child_key.map(|k| k.as_str().to_string()));
-            refs.insert(row.placement_ref.to_string());
-        }
-    }
-    Ok(ScannedFacts::new(refs, keys, register.features().chains))
+/// What a full pass's placements will ask of the cases view: the placements view's
+/// references, case references and children's keys, read before the cases come so that the
+/// pass gathers their facts from its own scan of the cases (only theirs: about a tenth of the
+/// cases) instead of looking each up after it. Only those three columns are read, unvalidated
+/// ([`Register::wanted_facts`]): a broken row's values are asked for too, which is harmless. A
+/// placement read later with another case or child (the view changed in between) has its facts
+/// looked up.
+pub(crate) async fn wanted_facts(register: &Register) -> Result<ScannedFacts, PollError> {
+    Ok(register.wanted_facts().await?)
 }
 
-/// Reads the placements a poll touches (every row when `since` is `None`), computes the
-/// changed ones and stores them; a full pass then withdraws the deadlines of placements gone from
-/// the view and stores its prints.
-pub(crate) async fn sync_placements(
-    register: &Register,
+/// Reads the placements a poll touches (every row when `since` is `None`; from `early` when
+/// the caller opened that read already, see [`Register::every_placement_ahead`]), computes the
+/// changed ones and stores them; a full pass then withdraws the deadlines of placements gone
+/// from the view and stores its prints.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn sync_placements<'r>(
+    register: &'r Register,
     state: &StateStore,
     settings: &Settings,
     (today, now): (NaiveDate, DateTime<Utc>),
     since: Option<DateTime<Utc>>,
+    early: Option<BoxStream<'r, Result<Vec<RawPlacement>, RegisterError>>>,
     prints: &mut PlacementPrints,
     report: &mut SyncReport,
 ) -> Result<(), PollError> {
     let full = since.is_none();
     // The view is read in chunks, each computed and stored before the next: only the prints stay,
     // not the rows.
-    let mut chunks = register.placements_since(since);
+    let mut chunks = early.unwrap_or_else(|| register.placements_since(since));
     while let Some(raws) = chunks.try_next().await? {
         store_chunk(register, state, settings, (today, now), raws, prints, report).await?;
     }

@@ -772,3 +772,78 @@ async fn a_full_pass_reads_the_case_facts_from_its_scan(postgres_state: Option<S
 }
 
 both_engines!(a_full_pass_reads_the_case_facts_from_its_scan);
+
+/// Issue 27 (5): a poll reads the placements view (on PostgreSQL by COPY, whose text escapes a
+/// tab, a newline and a backslash) and gives each row as the SELECT of one placement gives it,
+/// so that a row's print is the same whichever read it: escapes undone, a quote kept, NULL told
+/// from empty text, the instant in one form; every row and the rows changed since an instant.
+/// And a full pass asks its cases' scan for every valid row's references and child key in the
+/// form the validated row gives them (trimmed), read from the view's three columns alone.
+async fn a_poll_reads_placements_as_the_select_does(postgres_register: Option<String>) {
+    use fristvakt::register::{validate_placement, RawPlacement, Register};
+    use futures_util::TryStreamExt;
+
+    let test = TestApp::with_sqlite_state(postgres_register);
+    let (engine, url) = (test.register_engine(), test.register_url().to_string());
+    exec(&url, &schema(engine)).await;
+    let odd = "a\tb\\c\nd''e\\N";
+    exec(
+        &url,
+        &[
+            format!(
+                "INSERT INTO placements (placement_ref, case_ref, unit, caseworker, child_key, child_sex, basis, decided_on, updated_at) \
+                 VALUES ('2026-PL-\\1', ' 2026-BU-\\0002 ', 'BRO-BU', '{odd}', ' key\\1 ', '', 'lvu_6', '2026-11-21', '2026-11-21T09:00:00Z')"
+            ),
+            placement(&[
+                ("placement_ref", "2026-PL-0002"),
+                ("child_key", KEY),
+                ("basis", "sol"),
+                ("decided_on", "2026-06-01"),
+                ("updated_at", "2026-06-01T09:00:00Z"),
+            ]),
+        ],
+    )
+    .await;
+    let register = Register::connect(&config::DatabaseUrl::parse(&url).unwrap(), "fristvakt_cases")
+        .await
+        .unwrap()
+        .with_placements("fristvakt_placements")
+        .await
+        .unwrap();
+    let register = &register;
+    let read = |since| async move {
+        let chunks: Vec<Vec<RawPlacement>> = register.placements_since(since).try_collect().await.unwrap();
+        let mut rows = chunks.concat();
+        rows.sort_by(|a, b| a.0[0].cmp(&b.0[0]));
+        rows
+    };
+    let all = read(None).await;
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[0].0[0].as_deref(), Some("2026-PL-0002"));
+    let odd_row = &all[1];
+    assert_eq!(odd_row.0[0].as_deref(), Some("2026-PL-\\1"));
+    assert_eq!(odd_row.0[3].as_deref(), Some("a\tb\\c\nd'e\\N"), "the caseworker as written");
+    assert_eq!((odd_row.0[5].as_deref(), odd_row.0[7].as_deref()), (Some(""), None), "empty text, NULL");
+    for raw in &all {
+        let one = register.placement(raw.0[0].as_deref().unwrap()).await.unwrap();
+        assert_eq!(one.as_ref(), Some(raw), "the SELECT of one placement");
+    }
+    let since = read(Some(Utc.with_ymd_and_hms(2026, 11, 10, 0, 0, 0).unwrap())).await;
+    assert_eq!(since, all[1..]);
+
+    let wanted = register.wanted_facts().await.unwrap();
+    for raw in &all {
+        let row = validate_placement(raw, 65536).unwrap();
+        let refs: Vec<String> =
+            std::iter::once(row.placement_ref.to_string()).chain(row.case_ref.map(|c| c.to_string())).collect();
+        let keys: Vec<String> = row.child_key.iter().map(|k| k.as_str().to_string()).collect();
+        assert_eq!((refs.len(), keys.len()), (1 + usize::from(raw.0[1].is_some()), 1));
+        let (_, other_refs, other_keys) = wanted.facts_of(&refs, &keys);
+        assert!(other_refs.is_empty() && other_keys.is_empty(), "{other_refs:?}");
+    }
+    let (_, other_refs, _) = wanted.facts_of(&["2026-BU-0009".to_string()], &[]);
+    assert_eq!(other_refs, ["2026-BU-0009"], "a reference no placement names is left to the lookups");
+    register.close().await;
+}
+
+both_engines!(current_thread: a_poll_reads_placements_as_the_select_does);
