@@ -135,21 +135,19 @@ pub async fn sync_register(
             state.load_prints(Shelf::Cases, bits)
         });
         let placements = async {
-            match placements_view {
-                true => {
-                    Prints::open(state, Shelf::Placements, full, poll_state.placement_print_bits, |bits| {
-                        state.load_prints(Shelf::Placements, bits)
-                    })
-                    .await
-                }
-                false => Ok(Prints::None),
+            if !placements_view {
+                return Ok(Prints::None);
             }
+            Prints::open(state, Shelf::Placements, full, poll_state.placement_print_bits, |bits| {
+                state.load_prints(Shelf::Placements, bits)
+            })
+            .await
         };
         let wanted = async {
-            match placements_view && full {
-                true => placements::wanted_facts(register).await.map(Some),
-                false => Ok(None),
+            if !(placements_view && full) {
+                return Ok(None);
             }
+            placements::wanted_facts(register).await.map(Some)
         };
         let (cases, placements, wanted) = tokio::join!(cases, placements, wanted);
         Ok::<_, PollError>((cases?, placements?, wanted?))

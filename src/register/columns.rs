@@ -151,19 +151,25 @@ columns! {
 pub(crate) const fn position(name: &str) -> usize {
     let mut i = 0;
     while i < WIDTH {
-        let (a, b) = (COLUMNS[i].name.as_bytes(), name.as_bytes());
-        if a.len() == b.len() {
-            let mut j = 0;
-            while j < a.len() && a[j] == b[j] {
-                j += 1;
-            }
-            if j == a.len() {
-                return i;
-            }
+        if same_name(COLUMNS[i].name, name) {
+            return i;
         }
         i += 1;
     }
     panic!("no such register column")
+}
+
+/// Whether two column names are equal, in a `const fn` (where `==` on `str` is not allowed).
+pub(crate) const fn same_name(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut j = 0;
+    while j < a.len() && a[j] == b[j] {
+        j += 1;
+    }
+    j == a.len()
 }
 
 /// What a group of optional columns drives; on when the view has every one of its columns.

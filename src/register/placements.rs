@@ -94,15 +94,8 @@ impl RawPlacement {
 const fn placement_position(name: &str) -> usize {
     let mut i = 0;
     while i < WIDTH {
-        let (a, b) = (PLACEMENT_COLUMNS[i].as_bytes(), name.as_bytes());
-        if a.len() == b.len() {
-            let mut j = 0;
-            while j < a.len() && a[j] == b[j] {
-                j += 1;
-            }
-            if j == a.len() {
-                return i;
-            }
+        if super::columns::same_name(PLACEMENT_COLUMNS[i], name) {
+            return i;
         }
         i += 1;
     }

@@ -734,6 +734,21 @@ async fn a_locked_register_view_stops_no_mail() {
     let register_url = pg.create_database("locked").await;
     let today = chrono::Utc::now().date_naive();
     crate::helpers::postgres_register(&register_url, crate::helpers::demo_cases(200, 3, today, 0)).await;
+    // Whatever the demo gives on the day the test runs, three cases are overdue, so that a
+    // notice is due at once (on 2026-12-07 the demo's 200 cases had no deadline passed).
+    let writer = sqlx::PgPool::connect(&register_url).await.unwrap();
+    for i in 0..3 {
+        sqlx::query(
+            "INSERT INTO cases (case_ref, unit, caseworker, child_sex, received_on, protection_assessed_on, updated_at) \
+             VALUES ($1, 'BRO-BU', 'hl@kommun.example', 'F', CAST($2 AS date), CAST($2 AS date), now())",
+        )
+        .bind(format!("2026-LOCK-{i:05}"))
+        .bind((today - chrono::Duration::days(20)).format("%Y-%m-%d").to_string())
+        .execute(&writer)
+        .await
+        .unwrap();
+    }
+    writer.close().await;
     let smtp = TestSmtp::start().await;
     smtp.set_mode(SmtpMode::Silent);
     let ws = TestApp::sqlite();
