@@ -172,6 +172,9 @@ enum Write {
     Nothing,
     /// Only columns no index holds differ, and its ladder position stays: [`NARROW_UPDATE`].
     Narrow,
+    /// Its closing day changed, and no other indexed column (a cycle a later review closed):
+    /// [`CLOSE_UPDATE`] on SQLite, the upsert on PostgreSQL.
+    Close,
     /// New, withdrawn, or an indexed column, a date or the ladder position changed: the upsert.
     Upsert,
 }
@@ -183,13 +186,17 @@ fn write_of(record: &DeadlineRecord, stored: Option<&StoredRow>) -> Write {
     let Some(s) = stored else { return Write::Upsert };
     let d = &record.deadline;
     let (reason, extended_to, moved_over) = due_reason_columns(&d.due_reason);
-    let stays = s.unit == record.unit.as_str()
+    let dates_stay = s.unit == record.unit.as_str()
         && s.nominal_due_on == d.nominal_due_on
         && s.due_on == d.due_on
-        && s.closed_on == d.closed_on
-        && s.child_key.as_deref() == record.child_key.as_ref().map(ChildKey::as_str)
-        && (record.next_step_on.is_some() || s.next_step_on.is_none());
-    if !stays {
+        && s.child_key.as_deref() == record.child_key.as_ref().map(ChildKey::as_str);
+    if !dates_stay {
+        return Write::Upsert;
+    }
+    if s.closed_on != d.closed_on {
+        return Write::Close;
+    }
+    if record.next_step_on.is_none() && s.next_step_on.is_some() {
         return Write::Upsert;
     }
     let same = s.caseworker.as_deref() == record.caseworker.as_ref().map(EmailAddress::as_str)
@@ -274,6 +281,22 @@ const NARROW_WHERE: &str = ") AS v WHERE deadlines.case_ref = v.column1 AND dead
        OR deadlines.extended_to IS DISTINCT FROM v.column11 OR deadlines.moved_over IS DISTINCT FROM v.column12 \
        OR deadlines.row_updated_at IS DISTINCT FROM v.column14 OR deadlines.case_of IS DISTINCT FROM v.column16)";
 
+/// The update of a deadline whose closing day changed and whose other indexed columns (`unit`,
+/// `due_on`, `child_key`, `withdrawn`) stay, as a cycle a later review closed: it sets what the
+/// upsert of [`StateStore::store_deadlines`] would set for it (the ladder position from the
+/// record, since the closing day changed), so that SQLite rewrites the two indexes of
+/// `closed_on` and the one of `next_step_on`, not all seven, and tries no insert first. Values
+/// as [`NARROW_UPDATE`]'s.
+const CLOSE_UPDATE: &str = "UPDATE deadlines SET closed_on = v.column9, next_step_on = v.column13, \
+     caseworker = v.column4, child_sex = v.column5, start_on = v.column6, due_reason = v.column10, \
+     extended_to = v.column11, moved_over = v.column12, row_updated_at = v.column14, case_of = v.column16 \
+     FROM (VALUES ";
+const CLOSE_WHERE: &str = ") AS v WHERE deadlines.case_ref = v.column1 AND deadlines.kind = v.column2 \
+     AND deadlines.cycle_start = v.column17 AND deadlines.withdrawn = FALSE AND deadlines.unit = v.column3 \
+     AND deadlines.nominal_due_on = v.column7 AND deadlines.due_on = v.column8 \
+     AND deadlines.closed_on IS DISTINCT FROM v.column9 \
+     AND deadlines.child_key IS NOT DISTINCT FROM v.column15";
+
 /// The columns the upsert inserts, in the order of [`bind_record!`] with its `first_seen_on`.
 const UPSERT_COLUMNS: &str = "case_ref, kind, unit, caseworker, child_sex, start_on, nominal_due_on, due_on, \
      closed_on, due_reason, extended_to, moved_over, next_step_on, row_updated_at, first_seen_on, child_key, case_of, \
@@ -336,8 +359,9 @@ impl StateStore {
     /// transaction, so that no notice of a finished deadline outlives a crash between the two
     /// (a claim on such a row is left to its sender, as
     /// [`StateStore::cancel_notices_of_finished_deadlines`] says). Looked at are the cases with
-    /// a deadline withdrawn here, or closed and written by the upsert (its closing day, or
-    /// another indexed column, changed); a deadline the narrow update wrote, or none, kept its
+    /// a deadline withdrawn here, or closed and written by the upsert or the closing update of
+    /// [`StateStore::store_deadlines_known`] (its closing day, or another indexed column,
+    /// changed); a deadline the narrow update wrote, or none, kept its
     /// closing day: it closed, and its notices were cancelled, when a poll first stored it
     /// closed. Returns how many notices were cancelled.
     pub async fn store_deadlines(
@@ -352,8 +376,9 @@ impl StateStore {
     /// [`StateStore::store_deadlines`] for a caller that read the stored rows of these
     /// deadlines before it computed them (`stored`, of [`StateStore::stored_of`]): each record
     /// goes to the one statement it needs, none for a record identical to its row, the narrow
-    /// update for one whose indexed columns stay, the upsert alone for a new one or one whose
-    /// indexed columns changed (a closed cycle, the next one). What is stored is what
+    /// update for one whose indexed columns stay, on SQLite the closing update for one whose
+    /// closing day alone of them changed (a cycle a review closed), the upsert alone for a new
+    /// one or one whose other indexed columns changed (the next cycle). What is stored is what
     /// [`StateStore::store_deadlines`] stores: a chunk the narrow update did not wholly match
     /// (the row changed since the read) goes to the upsert too. The kinds withdrawn are those of
     /// `stored` that the records no longer hold, without a read.
@@ -374,22 +399,26 @@ impl StateStore {
         stored: Option<&Stored>,
         prints: Option<&mut PrintBook>,
     ) -> Result<u64, StateError> {
-        // The chunks to write, each with whether it goes to the narrow update first: `None`,
-        // when nothing is known of the stored rows, as the chunks before it found (see below).
-        let mut batches: Vec<(Option<bool>, Vec<&DeadlineRecord>)> = Vec::new();
+        // The chunks to write, each with the update it goes to first: `None`, when nothing is
+        // known of the stored rows, the narrow update as the chunks before it found (see below).
+        let mut batches: Vec<(Option<Write>, Vec<&DeadlineRecord>)> = Vec::new();
         match stored {
             None => batches.extend(records.chunks(UPSERT_ROWS).map(|c| (None, c.iter().collect()))),
             Some(stored) => {
-                let (mut narrow, mut upsert) = (Vec::new(), Vec::new());
+                let (mut narrow, mut close, mut upsert) = (Vec::new(), Vec::new(), Vec::new());
                 for r in records {
                     match stored.write_of(r) {
                         Write::Nothing => {}
                         Write::Narrow => narrow.push(r),
-                        Write::Upsert => upsert.push(r),
+                        // PostgreSQL writes a new row version with every index entry either way:
+                        // its one upsert statement is fewer round trips.
+                        Write::Close if self.engine == crate::config::Engine::Sqlite => close.push(r),
+                        Write::Close | Write::Upsert => upsert.push(r),
                     }
                 }
-                batches.extend(narrow.chunks(UPSERT_ROWS).map(|c| (Some(true), c.to_vec())));
-                batches.extend(upsert.chunks(UPSERT_ROWS).map(|c| (Some(false), c.to_vec())));
+                batches.extend(narrow.chunks(UPSERT_ROWS).map(|c| (Some(Write::Narrow), c.to_vec())));
+                batches.extend(close.chunks(UPSERT_ROWS).map(|c| (Some(Write::Close), c.to_vec())));
+                batches.extend(upsert.chunks(UPSERT_ROWS).map(|c| (Some(Write::Upsert), c.to_vec())));
             }
         }
         with_pool!(&self.pool, p => {
@@ -399,27 +428,39 @@ impl StateStore {
             let mut narrow = true;
             let mut finished: HashSet<&str> = HashSet::new();
             let mut to_upsert: Vec<&DeadlineRecord> = Vec::new();
-            for (known_narrow, chunk) in &batches {
+            for (known, chunk) in &batches {
                 // First the deadlines whose indexed columns stay (a new caseworker, a new
                 // `updated_at`): a statement that sets only unindexed columns leaves every index
                 // alone (SQLite rewrites each index whose column an UPDATE sets, equal or not;
                 // PostgreSQL keeps such an update on its page, HOT). When it found every
                 // deadline of the chunk, that is all; otherwise the upsert after the loop writes
                 // the rest and passes over these, now identical.
-                let narrowed = if !known_narrow.unwrap_or(narrow) {
-                    0
-                } else {
-                    let values: Vec<String> =
-                        (0..chunk.len()).map(|i| format!("({})", self.marks(i * NARROW_COLUMNS + 1, NARROW_COLUMNS))).collect();
-                    let sql = format!("{NARROW_UPDATE}{}{NARROW_WHERE}", values.join(","));
-                    let mut q = sqlx::query(&sql).persistent(chunk.len() == UPSERT_ROWS);
-                    for r in chunk {
-                        q = bind_record!(q, r);
-                    }
-                    q.execute(&mut *tx).await.map_err(query_error("storing deadlines"))?.rows_affected()
+                // A cycle closed: [`CLOSE_UPDATE`], and its notices cancelled below.
+                let first = known.unwrap_or(if narrow { Write::Narrow } else { Write::Upsert });
+                let update = match first {
+                    Write::Narrow => Some((NARROW_UPDATE, NARROW_WHERE)),
+                    Write::Close => Some((CLOSE_UPDATE, CLOSE_WHERE)),
+                    Write::Nothing | Write::Upsert => None,
                 };
-                if known_narrow.is_none() {
+                let narrowed = match update {
+                    None => 0,
+                    Some((update, filter)) => {
+                        let values: Vec<String> = (0..chunk.len())
+                            .map(|i| format!("({})", self.marks(i * NARROW_COLUMNS + 1, NARROW_COLUMNS)))
+                            .collect();
+                        let sql = format!("{update}{}{filter}", values.join(","));
+                        let mut q = sqlx::query(&sql).persistent(chunk.len() == UPSERT_ROWS);
+                        for r in chunk {
+                            q = bind_record!(q, r);
+                        }
+                        q.execute(&mut *tx).await.map_err(query_error("storing deadlines"))?.rows_affected()
+                    }
+                };
+                if known.is_none() {
                     narrow = narrowed > 0;
+                }
+                if first == Write::Close {
+                    finished.extend(chunk.iter().filter(|r| r.deadline.closed_on.is_some()).map(|r| r.case_ref.as_str()));
                 }
                 if narrowed == chunk.len() as u64 {
                     continue;
@@ -1251,7 +1292,18 @@ mod tests {
                 Write::Narrow,
             ),
             ("a stored row without updated_at", |_, s| s.row_updated_at = None, Write::Narrow),
-            ("a closed cycle", |r, _| r.deadline.closed_on = Some(day("2026-08-31")), Write::Upsert),
+            ("a closed cycle", |r, _| r.deadline.closed_on = Some(day("2026-08-31")), Write::Close),
+            (
+                "a closed cycle without a next step",
+                |r, _| (r.deadline.closed_on, r.next_step_on) = (Some(day("2026-08-31")), None),
+                Write::Close,
+            ),
+            ("a cycle open again", |_, s| s.closed_on = Some(day("2026-08-31")), Write::Close),
+            (
+                "closed, and another last day",
+                |r, _| (r.deadline.closed_on, r.deadline.due_on) = (Some(day("2026-08-31")), day("2026-09-03")),
+                Write::Upsert,
+            ),
             ("another last day", |r, _| r.deadline.due_on = day("2026-09-03"), Write::Upsert),
             ("another nominal day", |r, _| r.deadline.nominal_due_on = day("2026-09-01"), Write::Upsert),
             ("another unit", |r, _| r.unit = UnitCode::parse("BRO-VU").unwrap(), Write::Upsert),
