@@ -11,7 +11,9 @@ use sqlx::types::Json;
 
 use super::outbox::cancel_finished_sql;
 use super::prints::{write_buckets, PrintBook};
-use super::{column, parsed, parsed_opt, query_error, with_pool, Get, StateError, StateStore, BATCH_ROWS};
+use super::{
+    column, file_error, parsed, parsed_opt, query_error, with_pool, Cells, FileRow, StateError, StateStore, BATCH_ROWS,
+};
 use crate::domain::{log_safe, CaseRef, ChildKey, EmailAddress, Sex, UnitCode};
 use crate::rules::calendar::DayKind;
 use crate::rules::{Deadline, DueReason, Kind, Status};
@@ -118,6 +120,21 @@ impl Stored {
         gone
     }
 
+    /// Takes in one row of [`StateStore::stored_of`]'s read.
+    fn take(&mut self, row: &impl Cells) -> Result<(), StateError> {
+        self.kinds.insert((row.cell("case_ref")?, row.cell("kind")?));
+        let cycle: String = row.cell("cycle_start")?;
+        if !cycle.is_empty() {
+            if let Ok(d) = decode_row(row) {
+                self.cycles.push(d);
+            }
+        }
+        if let Ok((key, compared)) = stored_row(row, cycle) {
+            self.rows.insert(key, compared);
+        }
+        Ok(())
+    }
+
     /// What `record` needs written, by its stored row.
     fn write_of(&self, record: &DeadlineRecord) -> Write {
         let key = (record.case_ref.as_str().to_string(), record.deadline.kind, cycle_column(record.cycle_start));
@@ -128,7 +145,7 @@ impl Stored {
 /// A deadline's columns as stored, those the statements of [`StateStore::store_deadlines`]
 /// compare (the text columns as the engine gives them back, not parsed into domain values, so
 /// that "equal" here is "equal" in SQL).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 struct StoredRow {
     unit: String,
     caseworker: Option<String>,
@@ -155,6 +172,9 @@ enum Write {
     Nothing,
     /// Only columns no index holds differ, and its ladder position stays: [`NARROW_UPDATE`].
     Narrow,
+    /// Its closing day changed, and no other indexed column (a cycle a later review closed):
+    /// [`CLOSE_UPDATE`] on SQLite, the upsert on PostgreSQL.
+    Close,
     /// New, withdrawn, or an indexed column, a date or the ladder position changed: the upsert.
     Upsert,
 }
@@ -166,13 +186,17 @@ fn write_of(record: &DeadlineRecord, stored: Option<&StoredRow>) -> Write {
     let Some(s) = stored else { return Write::Upsert };
     let d = &record.deadline;
     let (reason, extended_to, moved_over) = due_reason_columns(&d.due_reason);
-    let stays = s.unit == record.unit.as_str()
+    let dates_stay = s.unit == record.unit.as_str()
         && s.nominal_due_on == d.nominal_due_on
         && s.due_on == d.due_on
-        && s.closed_on == d.closed_on
-        && s.child_key.as_deref() == record.child_key.as_ref().map(ChildKey::as_str)
-        && (record.next_step_on.is_some() || s.next_step_on.is_none());
-    if !stays {
+        && s.child_key.as_deref() == record.child_key.as_ref().map(ChildKey::as_str);
+    if !dates_stay {
+        return Write::Upsert;
+    }
+    if s.closed_on != d.closed_on {
+        return Write::Close;
+    }
+    if record.next_step_on.is_none() && s.next_step_on.is_some() {
         return Write::Upsert;
     }
     let same = s.caseworker.as_deref() == record.caseworker.as_ref().map(EmailAddress::as_str)
@@ -257,6 +281,22 @@ const NARROW_WHERE: &str = ") AS v WHERE deadlines.case_ref = v.column1 AND dead
        OR deadlines.extended_to IS DISTINCT FROM v.column11 OR deadlines.moved_over IS DISTINCT FROM v.column12 \
        OR deadlines.row_updated_at IS DISTINCT FROM v.column14 OR deadlines.case_of IS DISTINCT FROM v.column16)";
 
+/// The update of a deadline whose closing day changed and whose other indexed columns (`unit`,
+/// `due_on`, `child_key`, `withdrawn`) stay, as a cycle a later review closed: it sets what the
+/// upsert of [`StateStore::store_deadlines`] would set for it (the ladder position from the
+/// record, since the closing day changed), so that SQLite rewrites the two indexes of
+/// `closed_on` and the one of `next_step_on`, not all seven, and tries no insert first. Values
+/// as [`NARROW_UPDATE`]'s.
+const CLOSE_UPDATE: &str = "UPDATE deadlines SET closed_on = v.column9, next_step_on = v.column13, \
+     caseworker = v.column4, child_sex = v.column5, start_on = v.column6, due_reason = v.column10, \
+     extended_to = v.column11, moved_over = v.column12, row_updated_at = v.column14, case_of = v.column16 \
+     FROM (VALUES ";
+const CLOSE_WHERE: &str = ") AS v WHERE deadlines.case_ref = v.column1 AND deadlines.kind = v.column2 \
+     AND deadlines.cycle_start = v.column17 AND deadlines.withdrawn = FALSE AND deadlines.unit = v.column3 \
+     AND deadlines.nominal_due_on = v.column7 AND deadlines.due_on = v.column8 \
+     AND deadlines.closed_on IS DISTINCT FROM v.column9 \
+     AND deadlines.child_key IS NOT DISTINCT FROM v.column15";
+
 /// The columns the upsert inserts, in the order of [`bind_record!`] with its `first_seen_on`.
 const UPSERT_COLUMNS: &str = "case_ref, kind, unit, caseworker, child_sex, start_on, nominal_due_on, due_on, \
      closed_on, due_reason, extended_to, moved_over, next_step_on, row_updated_at, first_seen_on, child_key, case_of, \
@@ -319,8 +359,9 @@ impl StateStore {
     /// transaction, so that no notice of a finished deadline outlives a crash between the two
     /// (a claim on such a row is left to its sender, as
     /// [`StateStore::cancel_notices_of_finished_deadlines`] says). Looked at are the cases with
-    /// a deadline withdrawn here, or closed and written by the upsert (its closing day, or
-    /// another indexed column, changed); a deadline the narrow update wrote, or none, kept its
+    /// a deadline withdrawn here, or closed and written by the upsert or the closing update of
+    /// [`StateStore::store_deadlines_known`] (its closing day, or another indexed column,
+    /// changed); a deadline the narrow update wrote, or none, kept its
     /// closing day: it closed, and its notices were cancelled, when a poll first stored it
     /// closed. Returns how many notices were cancelled.
     pub async fn store_deadlines(
@@ -335,8 +376,9 @@ impl StateStore {
     /// [`StateStore::store_deadlines`] for a caller that read the stored rows of these
     /// deadlines before it computed them (`stored`, of [`StateStore::stored_of`]): each record
     /// goes to the one statement it needs, none for a record identical to its row, the narrow
-    /// update for one whose indexed columns stay, the upsert alone for a new one or one whose
-    /// indexed columns changed (a closed cycle, the next one). What is stored is what
+    /// update for one whose indexed columns stay, on SQLite the closing update for one whose
+    /// closing day alone of them changed (a cycle a review closed), the upsert alone for a new
+    /// one or one whose other indexed columns changed (the next cycle). What is stored is what
     /// [`StateStore::store_deadlines`] stores: a chunk the narrow update did not wholly match
     /// (the row changed since the read) goes to the upsert too. The kinds withdrawn are those of
     /// `stored` that the records no longer hold, without a read.
@@ -357,22 +399,26 @@ impl StateStore {
         stored: Option<&Stored>,
         prints: Option<&mut PrintBook>,
     ) -> Result<u64, StateError> {
-        // The chunks to write, each with whether it goes to the narrow update first: `None`,
-        // when nothing is known of the stored rows, as the chunks before it found (see below).
-        let mut batches: Vec<(Option<bool>, Vec<&DeadlineRecord>)> = Vec::new();
+        // The chunks to write, each with the update it goes to first: `None`, when nothing is
+        // known of the stored rows, the narrow update as the chunks before it found (see below).
+        let mut batches: Vec<(Option<Write>, Vec<&DeadlineRecord>)> = Vec::new();
         match stored {
             None => batches.extend(records.chunks(UPSERT_ROWS).map(|c| (None, c.iter().collect()))),
             Some(stored) => {
-                let (mut narrow, mut upsert) = (Vec::new(), Vec::new());
+                let (mut narrow, mut close, mut upsert) = (Vec::new(), Vec::new(), Vec::new());
                 for r in records {
                     match stored.write_of(r) {
                         Write::Nothing => {}
                         Write::Narrow => narrow.push(r),
-                        Write::Upsert => upsert.push(r),
+                        // PostgreSQL writes a new row version with every index entry either way:
+                        // its one upsert statement is fewer round trips.
+                        Write::Close if self.engine == crate::config::Engine::Sqlite => close.push(r),
+                        Write::Close | Write::Upsert => upsert.push(r),
                     }
                 }
-                batches.extend(narrow.chunks(UPSERT_ROWS).map(|c| (Some(true), c.to_vec())));
-                batches.extend(upsert.chunks(UPSERT_ROWS).map(|c| (Some(false), c.to_vec())));
+                batches.extend(narrow.chunks(UPSERT_ROWS).map(|c| (Some(Write::Narrow), c.to_vec())));
+                batches.extend(close.chunks(UPSERT_ROWS).map(|c| (Some(Write::Close), c.to_vec())));
+                batches.extend(upsert.chunks(UPSERT_ROWS).map(|c| (Some(Write::Upsert), c.to_vec())));
             }
         }
         with_pool!(&self.pool, p => {
@@ -382,27 +428,39 @@ impl StateStore {
             let mut narrow = true;
             let mut finished: HashSet<&str> = HashSet::new();
             let mut to_upsert: Vec<&DeadlineRecord> = Vec::new();
-            for (known_narrow, chunk) in &batches {
+            for (known, chunk) in &batches {
                 // First the deadlines whose indexed columns stay (a new caseworker, a new
                 // `updated_at`): a statement that sets only unindexed columns leaves every index
                 // alone (SQLite rewrites each index whose column an UPDATE sets, equal or not;
                 // PostgreSQL keeps such an update on its page, HOT). When it found every
                 // deadline of the chunk, that is all; otherwise the upsert after the loop writes
                 // the rest and passes over these, now identical.
-                let narrowed = if !known_narrow.unwrap_or(narrow) {
-                    0
-                } else {
-                    let values: Vec<String> =
-                        (0..chunk.len()).map(|i| format!("({})", self.marks(i * NARROW_COLUMNS + 1, NARROW_COLUMNS))).collect();
-                    let sql = format!("{NARROW_UPDATE}{}{NARROW_WHERE}", values.join(","));
-                    let mut q = sqlx::query(&sql).persistent(chunk.len() == UPSERT_ROWS);
-                    for r in chunk {
-                        q = bind_record!(q, r);
-                    }
-                    q.execute(&mut *tx).await.map_err(query_error("storing deadlines"))?.rows_affected()
+                // A cycle closed: [`CLOSE_UPDATE`], and its notices cancelled below.
+                let first = known.unwrap_or(if narrow { Write::Narrow } else { Write::Upsert });
+                let update = match first {
+                    Write::Narrow => Some((NARROW_UPDATE, NARROW_WHERE)),
+                    Write::Close => Some((CLOSE_UPDATE, CLOSE_WHERE)),
+                    Write::Nothing | Write::Upsert => None,
                 };
-                if known_narrow.is_none() {
+                let narrowed = match update {
+                    None => 0,
+                    Some((update, filter)) => {
+                        let values: Vec<String> = (0..chunk.len())
+                            .map(|i| format!("({})", self.marks(i * NARROW_COLUMNS + 1, NARROW_COLUMNS)))
+                            .collect();
+                        let sql = format!("{update}{}{filter}", values.join(","));
+                        let mut q = sqlx::query(&sql).persistent(chunk.len() == UPSERT_ROWS);
+                        for r in chunk {
+                            q = bind_record!(q, r);
+                        }
+                        q.execute(&mut *tx).await.map_err(query_error("storing deadlines"))?.rows_affected()
+                    }
+                };
+                if known.is_none() {
                     narrow = narrowed > 0;
+                }
+                if first == Write::Close {
+                    finished.extend(chunk.iter().filter(|r| r.deadline.closed_on.is_some()).map(|r| r.case_ref.as_str()));
                 }
                 if narrowed == chunk.len() as u64 {
                     continue;
@@ -528,31 +586,22 @@ impl StateStore {
     pub async fn stored_of(&self, refs: &[CaseRef]) -> Result<Stored, StateError> {
         let columns = format!("{DEADLINE_COLUMNS}, next_step_on, row_updated_at, (moved_over IS NOT NULL) AS moved");
         let mut stored = Stored::default();
-        fn take<R: Get>(stored: &mut Stored, rows: &[R]) -> Result<(), StateError> {
-            for row in rows {
-                stored.kinds.insert((column(row, "case_ref")?, column(row, "kind")?));
-                let cycle: String = column(row, "cycle_start")?;
-                if !cycle.is_empty() {
-                    if let Ok(d) = decode_row(row) {
-                        stored.cycles.push(d);
-                    }
-                }
-                if let Ok((key, compared)) = stored_row(row, cycle) {
-                    stored.rows.insert(key, compared);
-                }
-            }
-            Ok(())
-        }
-        match &self.pool {
-            crate::db::Pool::Postgres(p) => {
+        match (&self.pool, &self.sqlite_file) {
+            (crate::db::Pool::Postgres(p), _) => {
                 // The references as one array: one statement however many.
                 let sql = format!("SELECT {columns} FROM deadlines WHERE withdrawn = FALSE AND case_ref = ANY($1)");
                 let refs: Vec<&str> = refs.iter().map(CaseRef::as_str).collect();
                 let rows =
                     sqlx::query(&sql).bind(refs).fetch_all(p).await.map_err(query_error("reading stored deadlines"))?;
-                take(&mut stored, &rows)?;
+                for row in &rows {
+                    stored.take(row)?;
+                }
             }
-            crate::db::Pool::Sqlite(p) => {
+            (crate::db::Pool::Sqlite(_), Some(path)) => {
+                stored = stored_of_file(path.clone(), columns, refs.iter().map(|r| r.as_str().to_string()).collect())
+                    .await?;
+            }
+            (crate::db::Pool::Sqlite(p), _) => {
                 for chunk in refs.chunks(BATCH_ROWS * 8) {
                     let sql = format!(
                         "SELECT {columns} FROM deadlines WHERE withdrawn = FALSE AND case_ref IN ({})",
@@ -563,7 +612,9 @@ impl StateStore {
                         q = q.bind(c.as_str());
                     }
                     let rows = q.fetch_all(p).await.map_err(query_error("reading stored deadlines"))?;
-                    take(&mut stored, &rows)?;
+                    for row in &rows {
+                        stored.take(row)?;
+                    }
                 }
             }
         }
@@ -1039,33 +1090,67 @@ fn due_reason_columns(reason: &DueReason) -> (&'static str, Option<NaiveDate>, O
     }
 }
 
+/// [`StateStore::stored_of`] on a SQLite file this process writes: read by rusqlite on a
+/// blocking thread, a connection of its own, read-only. sqlx hands each row across from its
+/// worker's thread, which took 25–40 ms for the ~1 500 rows of 1 000 changed placements
+/// (BENCHMARKS.md, "Prints for the placements"). The file is in WAL mode and the read starts
+/// after the poll's earlier transactions committed (a poll stores each chunk in a transaction
+/// of its own, and reads before it writes), so it sees them, as a connection of the pool would.
+async fn stored_of_file(path: std::path::PathBuf, columns: String, refs: Vec<String>) -> Result<Stored, StateError> {
+    const CONTEXT: &str = "reading stored deadlines";
+    let read = move || -> Result<Stored, StateError> {
+        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = rusqlite::Connection::open_with_flags(&path, flags).map_err(|e| file_error(CONTEXT, e))?;
+        conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(|e| file_error(CONTEXT, e))?;
+        let mut stored = Stored::default();
+        // Up to a thousand references a statement (SQLite allows 32 766 parameters).
+        for chunk in refs.chunks(1000) {
+            let sql = format!(
+                "SELECT {columns} FROM deadlines WHERE withdrawn = FALSE AND case_ref IN ({})",
+                vec!["?"; chunk.len()].join(",")
+            );
+            let mut statement = conn.prepare(&sql).map_err(|e| file_error(CONTEXT, e))?;
+            let names: Vec<String> = statement.column_names().into_iter().map(str::to_string).collect();
+            let mut rows =
+                statement.query(rusqlite::params_from_iter(chunk.iter())).map_err(|e| file_error(CONTEXT, e))?;
+            while let Some(row) = rows.next().map_err(|e| file_error(CONTEXT, e))? {
+                stored.take(&FileRow { row, names: &names })?;
+            }
+        }
+        Ok(stored)
+    };
+    tokio::task::spawn_blocking(read)
+        .await
+        .map_err(|e| StateError::Query { context: CONTEXT, source: sqlx::Error::Protocol(e.to_string()) })?
+}
+
 /// A stored row's key (reference, kind, cycle column) and the columns [`write_of`] compares.
-fn stored_row(row: &impl Get, cycle: String) -> Result<((String, Kind, String), StoredRow), StateError> {
-    let key = (column(row, "case_ref")?, parsed(row, "kind", str::parse::<Kind>)?, cycle);
+fn stored_row(row: &impl Cells, cycle: String) -> Result<((String, Kind, String), StoredRow), StateError> {
+    let key = (row.cell("case_ref")?, parsed(row, "kind", str::parse::<Kind>)?, cycle);
     Ok((
         key,
         StoredRow {
-            unit: column(row, "unit")?,
-            caseworker: column(row, "caseworker")?,
-            child_sex: column(row, "child_sex")?,
-            start_on: column(row, "start_on")?,
-            nominal_due_on: column(row, "nominal_due_on")?,
-            due_on: column(row, "due_on")?,
-            closed_on: column(row, "closed_on")?,
-            due_reason: column(row, "due_reason")?,
-            extended_to: column(row, "extended_to")?,
-            moved: column(row, "moved")?,
-            next_step_on: column(row, "next_step_on")?,
-            row_updated_at: column(row, "row_updated_at")?,
-            child_key: column(row, "child_key")?,
-            case_of: column(row, "case_of")?,
+            unit: row.cell("unit")?,
+            caseworker: row.cell("caseworker")?,
+            child_sex: row.cell("child_sex")?,
+            start_on: row.cell("start_on")?,
+            nominal_due_on: row.cell("nominal_due_on")?,
+            due_on: row.cell("due_on")?,
+            closed_on: row.cell("closed_on")?,
+            due_reason: row.cell("due_reason")?,
+            extended_to: row.cell("extended_to")?,
+            moved: row.cell("moved")?,
+            next_step_on: row.cell("next_step_on")?,
+            row_updated_at: row.cell("row_updated_at")?,
+            child_key: row.cell("child_key")?,
+            case_of: row.cell("case_of")?,
         },
     ))
 }
 
 /// The rows that decode, and the (case, kind) keys of those that do not, each logged with its
 /// column (the reference sanitised, no value).
-fn decode_rows<R: Get>(rows: &[R]) -> (Vec<StoredDeadline>, Vec<(String, String)>) {
+fn decode_rows<R: Cells>(rows: &[R]) -> (Vec<StoredDeadline>, Vec<(String, String)>) {
     let mut deadlines = Vec::with_capacity(rows.len());
     let mut unreadable = Vec::new();
     for row in rows {
@@ -1079,19 +1164,19 @@ fn decode_rows<R: Get>(rows: &[R]) -> (Vec<StoredDeadline>, Vec<(String, String)
 
 /// One row decoded, or its (case, kind) key when it does not decode, logged with its column
 /// (the reference sanitised, no value).
-pub(super) fn decode_row(row: &impl Get) -> Result<StoredDeadline, (String, String)> {
+pub(super) fn decode_row(row: &impl Cells) -> Result<StoredDeadline, (String, String)> {
     stored_deadline(row).map_err(|error| {
-        let case_ref: String = column(row, "case_ref").unwrap_or_default();
-        let kind: String = column(row, "kind").unwrap_or_default();
+        let case_ref: String = row.cell("case_ref").unwrap_or_default();
+        let kind: String = row.cell("kind").unwrap_or_default();
         tracing::warn!(case_ref = %log_safe(&case_ref), kind = %log_safe(&kind), "stored deadline skipped: {error}");
         (case_ref, kind)
     })
 }
 
-fn stored_deadline(row: &impl Get) -> Result<StoredDeadline, StateError> {
-    let reason: String = column(row, "due_reason")?;
-    let extended_to: Option<NaiveDate> = column(row, "extended_to")?;
-    let moved_over: Option<Json<serde_json::Value>> = column(row, "moved_over")?;
+fn stored_deadline(row: &impl Cells) -> Result<StoredDeadline, StateError> {
+    let reason: String = row.cell("due_reason")?;
+    let extended_to: Option<NaiveDate> = row.cell("extended_to")?;
+    let moved_over: Option<Json<serde_json::Value>> = row.cell("moved_over")?;
     let due_reason = match (reason.as_str(), extended_to, moved_over) {
         ("nominal", None, None) => DueReason::Nominal,
         ("next_day", None, None) => DueReason::NextDay,
@@ -1110,20 +1195,20 @@ fn stored_deadline(row: &impl Get) -> Result<StoredDeadline, StateError> {
         child_sex: parsed_opt(row, "child_sex", Sex::from_code)?,
         deadline: Deadline {
             kind: parsed(row, "kind", str::parse)?,
-            start_on: column(row, "start_on")?,
-            nominal_due_on: column(row, "nominal_due_on")?,
-            due_on: column(row, "due_on")?,
-            closed_on: column(row, "closed_on")?,
+            start_on: row.cell("start_on")?,
+            nominal_due_on: row.cell("nominal_due_on")?,
+            due_on: row.cell("due_on")?,
+            closed_on: row.cell("closed_on")?,
             due_reason,
         },
-        withdrawn: column(row, "withdrawn")?,
-        first_seen_on: column(row, "first_seen_on")?,
+        withdrawn: row.cell("withdrawn")?,
+        first_seen_on: row.cell("first_seen_on")?,
         // A key that does not decode is an error like any corrupt value, but its value is never
         // put into the message.
         child_key: parsed_opt(row, "child_key", ChildKey::parse)
             .map_err(|_| StateError::Corrupt { column: "child_key", value: "(not shown)".to_string() })?,
         case_of: parsed_opt(row, "case_of", CaseRef::parse)?,
-        cycle_start: cycle_of_column(&column::<String>(row, "cycle_start")?),
+        cycle_start: cycle_of_column(&row.cell::<String>("cycle_start")?),
     })
 }
 
@@ -1207,7 +1292,18 @@ mod tests {
                 Write::Narrow,
             ),
             ("a stored row without updated_at", |_, s| s.row_updated_at = None, Write::Narrow),
-            ("a closed cycle", |r, _| r.deadline.closed_on = Some(day("2026-08-31")), Write::Upsert),
+            ("a closed cycle", |r, _| r.deadline.closed_on = Some(day("2026-08-31")), Write::Close),
+            (
+                "a closed cycle without a next step",
+                |r, _| (r.deadline.closed_on, r.next_step_on) = (Some(day("2026-08-31")), None),
+                Write::Close,
+            ),
+            ("a cycle open again", |_, s| s.closed_on = Some(day("2026-08-31")), Write::Close),
+            (
+                "closed, and another last day",
+                |r, _| (r.deadline.closed_on, r.deadline.due_on) = (Some(day("2026-08-31")), day("2026-09-03")),
+                Write::Upsert,
+            ),
             ("another last day", |r, _| r.deadline.due_on = day("2026-09-03"), Write::Upsert),
             ("another nominal day", |r, _| r.deadline.nominal_due_on = day("2026-09-01"), Write::Upsert),
             ("another unit", |r, _| r.unit = UnitCode::parse("BRO-VU").unwrap(), Write::Upsert),
@@ -1224,5 +1320,56 @@ mod tests {
         let (mut r, mut s) = (record(), stored());
         (r.next_step_on, s.next_step_on) = (None, None);
         assert_eq!(write_of(&r, Some(&s)), Write::Nothing, "no next step, none stored");
+    }
+
+    /// The stored rows of a SQLite file, read by rusqlite, decode as sqlx decodes them (every
+    /// compared column, the cycles), so that a record identical to its row needs no statement.
+    #[tokio::test]
+    async fn the_file_read_of_stored_rows_is_the_pools() {
+        let dir = tempfile::tempdir().unwrap();
+        let url =
+            crate::config::DatabaseUrl::parse(&format!("sqlite://{}", dir.path().join("state.db").display())).unwrap();
+        let state = StateStore::connect(&url).await.unwrap();
+        state.migrate().await.unwrap();
+        assert!(state.sqlite_file.is_some());
+        let moved = Deadline {
+            kind: Kind::Investigation,
+            due_reason: DueReason::Moved { skipped: vec![(day("2026-12-24"), DayKind::ChristmasEve)] },
+            ..record().deadline
+        };
+        let extended = Deadline {
+            kind: Kind::Assessment,
+            closed_on: Some(day("2026-08-31")),
+            due_reason: DueReason::Extended { to: day("2026-09-02") },
+            ..record().deadline
+        };
+        let records = vec![
+            record(),
+            DeadlineRecord { deadline: moved, cycle_start: None, caseworker: None, child_sex: None, ..record() },
+            DeadlineRecord {
+                deadline: extended,
+                cycle_start: None,
+                next_step_on: None,
+                child_key: Some(ChildKey::parse("k1").unwrap()),
+                row_updated_at: Utc.with_ymd_and_hms(2026, 3, 2, 9, 0, 1).unwrap()
+                    + chrono::Duration::microseconds(250),
+                ..record()
+            },
+        ];
+        let refs = [record().case_ref];
+        state.store_deadlines(&refs, &records, None).await.unwrap();
+        let from_file = state.stored_of(&refs).await.unwrap();
+        let through_pool = StateStore { sqlite_file: None, ..state.clone() }.stored_of(&refs).await.unwrap();
+        assert_eq!(from_file.rows.len(), 3);
+        assert_eq!(from_file.rows, through_pool.rows);
+        assert_eq!(from_file.cycles, through_pool.cycles);
+        assert_eq!(from_file.cycles.len(), 1);
+        assert_eq!(from_file.kinds, through_pool.kinds);
+        // Days moved over are compared by the database only (see [`StoredRow`]).
+        let expected = [Write::Nothing, Write::Narrow, Write::Nothing];
+        for (r, expected) in records.iter().zip(expected) {
+            assert_eq!(from_file.write_of(r), expected, "{:?}", r.deadline.kind);
+        }
+        state.close().await;
     }
 }

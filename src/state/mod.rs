@@ -120,14 +120,112 @@ pub(crate) fn column<T: Cell>(row: &impl Get, name: &'static str) -> Result<T, S
     row.get(name).map_err(query_error(name))
 }
 
+/// A value a stored deadline's decoding reads, from a row through sqlx ([`Cell`]) or from a
+/// SQLite state file read by rusqlite ([`FileRow`]), there decoded from SQLite's storage as
+/// sqlx decodes what it wrote (dates `YYYY-MM-DD`, instants RFC 3339, booleans as integers,
+/// JSON as text).
+pub(crate) trait CellValue: Cell + Sized {
+    /// The value, or `None` when the storage class or text does not decode.
+    fn from_file(value: rusqlite::types::ValueRef<'_>) -> Option<Self>;
+}
+
+fn file_text(value: rusqlite::types::ValueRef<'_>) -> Option<&str> {
+    match value {
+        rusqlite::types::ValueRef::Text(b) => std::str::from_utf8(b).ok(),
+        _ => None,
+    }
+}
+
+impl CellValue for String {
+    fn from_file(value: rusqlite::types::ValueRef<'_>) -> Option<Self> {
+        file_text(value).map(str::to_string)
+    }
+}
+
+impl CellValue for chrono::NaiveDate {
+    fn from_file(value: rusqlite::types::ValueRef<'_>) -> Option<Self> {
+        chrono::NaiveDate::parse_from_str(file_text(value)?, "%F").ok()
+    }
+}
+
+impl CellValue for chrono::DateTime<chrono::Utc> {
+    fn from_file(value: rusqlite::types::ValueRef<'_>) -> Option<Self> {
+        chrono::DateTime::parse_from_rfc3339(file_text(value)?).ok().map(|t| t.with_timezone(&chrono::Utc))
+    }
+}
+
+impl CellValue for bool {
+    fn from_file(value: rusqlite::types::ValueRef<'_>) -> Option<Self> {
+        match value {
+            rusqlite::types::ValueRef::Integer(n) => Some(n != 0),
+            _ => None,
+        }
+    }
+}
+
+impl CellValue for sqlx::types::Json<serde_json::Value> {
+    fn from_file(value: rusqlite::types::ValueRef<'_>) -> Option<Self> {
+        serde_json::from_str(file_text(value)?).ok().map(sqlx::types::Json)
+    }
+}
+
+impl<T: CellValue> CellValue for Option<T>
+where
+    Option<T>: Cell,
+{
+    fn from_file(value: rusqlite::types::ValueRef<'_>) -> Option<Self> {
+        match value {
+            rusqlite::types::ValueRef::Null => Some(None),
+            value => T::from_file(value).map(Some),
+        }
+    }
+}
+
+/// Reading a named column of a row, whether it came through sqlx or from a SQLite state file
+/// by rusqlite ([`FileRow`]).
+pub(crate) trait Cells {
+    fn cell<T: CellValue>(&self, name: &'static str) -> Result<T, StateError>;
+}
+
+impl<R: Get> Cells for R {
+    fn cell<T: CellValue>(&self, name: &'static str) -> Result<T, StateError> {
+        column(self, name)
+    }
+}
+
+/// A row of a SQLite state file read by rusqlite, with its statement's column names: looked up
+/// by exact name (rusqlite's own lookup compares every name without regard to case, a cost
+/// paid for every cell).
+pub(crate) struct FileRow<'a, 'r> {
+    pub(crate) row: &'a rusqlite::Row<'r>,
+    pub(crate) names: &'a [String],
+}
+
+impl Cells for FileRow<'_, '_> {
+    fn cell<T: CellValue>(&self, name: &'static str) -> Result<T, StateError> {
+        let at = self.names.iter().position(|n| n == name);
+        let value = match at {
+            Some(i) => self.row.get_ref(i),
+            None => self.row.get_ref(name),
+        }
+        .map_err(|e| file_error(name, e))?;
+        T::from_file(value).ok_or(StateError::Corrupt { column: name, value: "(not shown)".to_string() })
+    }
+}
+
+/// A rusqlite error reading the state file, in `context` (its message names no value).
+pub(crate) fn file_error(context: &'static str, e: rusqlite::Error) -> StateError {
+    StateError::Query { context, source: sqlx::Error::Protocol(e.to_string()) }
+}
+
 /// Reads a text column and parses it into a domain type; a value that does not parse is
 /// [`StateError::Corrupt`].
 pub(crate) fn parsed<T, E>(
-    row: &impl Get,
+    row: &impl Cells,
     name: &'static str,
     parse: impl FnOnce(&str) -> Result<T, E>,
 ) -> Result<T, StateError> {
-    let raw: String = column(row, name)?;
+    let raw: String = row.cell(name)?;
     parse(&raw).map_err(|_| StateError::Corrupt { column: name, value: not_shown(&raw) })
 }
 
@@ -139,11 +237,11 @@ fn not_shown(raw: &str) -> String {
 
 /// Like [`parsed`] for a nullable column.
 pub(crate) fn parsed_opt<T, E>(
-    row: &impl Get,
+    row: &impl Cells,
     name: &'static str,
     parse: impl FnOnce(&str) -> Result<T, E>,
 ) -> Result<Option<T>, StateError> {
-    let raw: Option<String> = column(row, name)?;
+    let raw: Option<String> = row.cell(name)?;
     raw.map(|raw| parse(&raw).map_err(|_| StateError::Corrupt { column: name, value: not_shown(&raw) })).transpose()
 }
 
@@ -230,6 +328,9 @@ pub struct StateStore {
     own_writer: bool,
     /// The checkpoint under way beside the writers, if any (`checkpoint_in_background`).
     checkpoint: std::sync::Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
+    /// The SQLite file this process writes (WAL), read by rusqlite where many rows come back at
+    /// once (`StateStore::stored_of`): sqlx hands each row across from its worker's thread.
+    sqlite_file: Option<std::path::PathBuf>,
 }
 
 impl StateStore {
@@ -250,6 +351,7 @@ impl StateStore {
             writer: Default::default(),
             own_writer,
             checkpoint: Default::default(),
+            sqlite_file: url.sqlite_path().filter(|_| own_writer),
         })
     }
 
@@ -273,6 +375,7 @@ impl StateStore {
             writer: Default::default(),
             own_writer: false,
             checkpoint: Default::default(),
+            sqlite_file: None,
         })
     }
 

@@ -465,6 +465,10 @@ async fn stored_rows_choose_the_statements_not_what_is_stored(postgres: Option<S
             ),
             ("stale", record(Kind::LvuCareStart, None, deadline(Kind::LvuCareStart, "2026-08-01", "2026-08-29"))),
             (
+                "closed stale",
+                record(Kind::LvuCourtSubmission, None, deadline(Kind::LvuCourtSubmission, "2026-08-01", "2026-08-29")),
+            ),
+            (
                 "key",
                 record(
                     Kind::ReporterInformation,
@@ -498,6 +502,10 @@ async fn stored_rows_choose_the_statements_not_what_is_stored(postgres: Option<S
                     r.next_step_on = None;
                 }
                 "moved" | "withdrawn" | "stale" => r.row_updated_at = stamp(31, 10),
+                "closed stale" => {
+                    r.deadline.closed_on = Some(date("2026-08-20"));
+                    r.next_step_on = None;
+                }
                 "no next step" => r.next_step_on = None,
                 "due moved" => r.deadline.due_on = date("2026-09-02"),
                 "key" => r.child_key = Some(ChildKey::parse("barn-1").unwrap()),
@@ -525,12 +533,14 @@ async fn stored_rows_choose_the_statements_not_what_is_stored(postgres: Option<S
     let mut expected = state.cycles_of(std::slice::from_ref(&known)).await.unwrap();
     expected.sort_by_key(|d| (d.deadline.kind, d.cycle_start));
     assert_eq!(cycles, expected, "the cycles as cycles_of reads them");
-    // "stale": its stored row changes after the read (the narrow update then matches nothing).
+    // "stale", "closed stale": their stored rows change after the read (the narrow and the
+    // closing update then match nothing).
     for case_ref in [&known, &plain] {
         execute(
             &settings,
             &format!(
-                "UPDATE deadlines SET due_on = '2026-08-31' WHERE case_ref = '{case_ref}' AND kind = 'lvu_care_start'"
+                "UPDATE deadlines SET due_on = '2026-08-31' WHERE case_ref = '{case_ref}' \
+                 AND kind IN ('lvu_care_start', 'lvu_court_submission')"
             ),
         )
         .await;
@@ -539,13 +549,17 @@ async fn stored_rows_choose_the_statements_not_what_is_stored(postgres: Option<S
     state.store_deadlines(std::slice::from_ref(&plain), &second(&plain), None).await.unwrap();
     let (known_rows, plain_rows) = (dump(&settings, &known).await, dump(&settings, &plain).await);
     assert_eq!(known_rows, plain_rows);
-    assert_eq!(known_rows.len(), 11, "{known_rows:#?}");
+    assert_eq!(known_rows.len(), 12, "{known_rows:#?}");
     assert!(
         known_rows.iter().any(|r| r.starts_with("emergency_home_limit|") && r.contains("|withdrawn|")),
         "{known_rows:#?}"
     );
     assert!(
         known_rows.iter().any(|r| r.contains("lvu_care_start||2026-08-01|2026-08-29|2026-08-29|")),
+        "{known_rows:#?}"
+    );
+    assert!(
+        known_rows.iter().any(|r| r.contains("lvu_court_submission||2026-08-01|2026-08-29|2026-08-29|2026-08-20|")),
         "{known_rows:#?}"
     );
     state.close().await;
