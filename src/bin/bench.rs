@@ -42,8 +42,8 @@
 //! first full pass in this process) and then that poll `--runs` times, each after 1 000 other
 //! rows changed; it prints a line to standard error before the first, so that a
 //! profiler can attach to the process then (`perf record -p`). `--only full-pass` does the same
-//! for the steady full pass: the register, its raw scan, a first full pass, then `--runs` steady
-//! full passes, each row beside the scan.
+//! for the steady full pass: the register, a first full pass, then `--runs` steady full passes,
+//! each right after a raw scan, so that both medians come from the same minutes.
 //!
 //! On PostgreSQL the state database is vacuumed and analysed after the first full pass, as
 //! autovacuum does on a daemon's server (see `Store::settle_state`).
@@ -307,11 +307,11 @@ async fn bench(store: &Store<'_>, cases: usize, plan: &Plan, dir: &Path) -> Resu
         return changed_polls(store, at, settings, start, runs, plan.placements > 0).await;
     }
 
+    if plan.only_full {
+        return full_passes(store, at, settings, start, runs, &views, &scan_name).await;
+    }
     // The baseline: the same columns of the same views, read by the engine's shell.
     let scan = raw_scan(store, &views, plan.runs);
-    if plan.only_full {
-        return full_passes(store, at, settings, start, runs, scan.as_ref(), &scan_name).await;
-    }
 
     let mut now = start;
     // Above EVERY_ROW_MAX the first full pass (minutes) is made once, by the start-up process,
@@ -583,28 +583,37 @@ async fn changed_poll_rows(
     Ok(())
 }
 
-/// `--only full-pass`: a first full pass in this process, then `runs` steady full passes beside
-/// the raw scan.
+/// `--only full-pass`: a first full pass in this process, then `runs` steady full passes, each
+/// right after a raw scan of `views`: on a shared machine the scan's own time swung by a third
+/// between runs of one binary (BENCHMARKS.md, "Prints for the placements"), so a scan made
+/// before all the passes set them beside another moment's load.
 async fn full_passes(
     store: &Store<'_>,
     at: At,
     settings: Arc<config::Settings>,
     start: DateTime<Utc>,
     runs: usize,
-    scan: Option<&Timing>,
+    views: &[(String, String)],
     scan_name: &str,
 ) -> Result<()> {
     let (app, today, mut now) = after_first_full_pass(store, settings, start).await?;
     eprintln!("fristvakt-bench: steady full passes start (pid {})", std::process::id());
-    let mut times = Vec::new();
+    let (mut times, mut scans) = (Vec::new(), Some(Vec::new()));
     for _ in 0..runs {
+        // A failed scan leaves the row without a baseline, as `raw_scan` does.
+        scans = scans.zip(raw_scan(store, views, 1)).map(|(mut all, one)| {
+            all.extend(one.0);
+            all
+        });
         now += chrono::Duration::minutes(1);
         let t = Instant::now();
         jobs::full_pass::run_once(&app, Moment::on(today, now)).await?.context("the poll lease")?;
         times.push(t.elapsed());
     }
     eprintln!("fristvakt-bench: steady full passes end");
-    row(at, &format!("steady full pass, against {scan_name}"), &Timing(times), scan, Goal::Ratio(1.3));
+    let scan = scans.map(Timing);
+    let name = format!("steady full pass, each after {scan_name}");
+    row(at, &name, &Timing(times), scan.as_ref(), Goal::Ratio(1.3));
     app.close().await;
     Ok(())
 }
