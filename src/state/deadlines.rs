@@ -459,14 +459,14 @@ impl StateStore {
                 if known.is_none() {
                     narrow = narrowed > 0;
                 }
-                if first == Write::Close {
+                let all_updated = narrowed == chunk.len() as u64;
+                // A closing update, or the upsert, may close deadlines: their notices go.
+                if first == Write::Close || !all_updated {
                     finished.extend(chunk.iter().filter(|r| r.deadline.closed_on.is_some()).map(|r| r.case_ref.as_str()));
                 }
-                if narrowed == chunk.len() as u64 {
-                    continue;
+                if !all_updated {
+                    to_upsert.extend(chunk.iter().copied());
                 }
-                finished.extend(chunk.iter().filter(|r| r.deadline.closed_on.is_some()).map(|r| r.case_ref.as_str()));
-                to_upsert.extend(chunk.iter().copied());
             }
             // The rest: new, withdrawn, or an indexed column changed (see [`UPSERT`]).
             StoreStatements::upsert(&mut *tx, &to_upsert).await?;
