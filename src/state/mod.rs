@@ -26,6 +26,7 @@ pub mod prints;
 pub mod report;
 pub mod retention;
 pub mod show;
+mod stored;
 
 use sqlx::postgres::PgRow;
 use sqlx::sqlite::{SqliteConnection, SqliteRow};
@@ -35,7 +36,7 @@ use crate::config::{DatabaseUrl, Engine};
 use crate::db::Waits;
 pub(crate) use crate::db::{with_pool, Pool};
 
-pub use deadlines::{DeadlineFilter, DeadlineRecord, Stored, StoredDeadline};
+pub use deadlines::{DeadlineFilter, DeadlineRecord, StoredDeadline};
 pub use leases::POLL_LEASE;
 pub use operator::{OutboxListing, RetryOutcome};
 pub use outbox::{
@@ -46,6 +47,7 @@ pub use poll::PollState;
 pub use prints::{PrintBook, Shelf, NO_PRINT};
 pub use retention::Purged;
 pub use show::ShowQuery;
+pub use stored::Stored;
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");

@@ -1,0 +1,419 @@
+//! What a poll knows of the deadlines it is about to store again: their stored rows, read
+//! before it computes them ([`StateStore::stored_of`]), and from them the one statement each
+//! computed record needs ([`Write`]), for [`StateStore::store_deadlines_known`].
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, NaiveDate, Utc};
+
+use super::deadlines::{cycle_column, decode_row, due_reason_columns, DeadlineRecord, DEADLINE_COLUMNS};
+use super::{file_error, parsed, query_error, Cells, FileRow, StateError, StateStore, BATCH_ROWS};
+use crate::domain::{CaseRef, ChildKey, EmailAddress, Sex, StoredDeadline};
+use crate::rules::Kind;
+
+/// The deadlines stored, not withdrawn, of some references, read before a poll computes them
+/// again ([`StateStore::stored_of`]): their cycles, decoded (for the computation to tell a later
+/// review from a change in place), and each row as [`StateStore::store_deadlines_known`]
+/// compares a record with it, to choose the one statement each record needs.
+///
+/// The knowledge holds only as long as nothing else writes these deadlines between the read and
+/// the store: a poll reads and stores under the poll lease, and the ladder and retention run
+/// after its store, not beside it.
+#[derive(Debug, Default)]
+pub struct Stored {
+    rows: HashMap<(String, Kind, String), StoredRow>,
+    cycles: Vec<StoredDeadline>,
+    /// The (reference, kind) of every row read, whether or not its other columns decode.
+    kinds: HashSet<(String, String)>,
+}
+
+impl Stored {
+    /// The stored cycles (recurring clocks and the second cycle of `lvu_care_application`) that
+    /// decode.
+    pub fn cycles(&self) -> &[StoredDeadline] {
+        &self.cycles
+    }
+
+    /// The (case, kind) pairs stored for `case_refs` that `held` does not list: what
+    /// [`StoreStatements::kinds_gone`] reads.
+    pub(super) fn kinds_gone(
+        &self,
+        case_refs: &[CaseRef],
+        held: &HashMap<&str, Vec<&'static str>>,
+    ) -> Vec<(String, String)> {
+        let cases: HashSet<&str> = case_refs.iter().map(CaseRef::as_str).collect();
+        let mut gone: Vec<(String, String)> = self
+            .kinds
+            .iter()
+            .filter(|(case_ref, kind)| {
+                cases.contains(case_ref.as_str())
+                    && !held.get(case_ref.as_str()).is_some_and(|kinds| kinds.contains(&kind.as_str()))
+            })
+            .cloned()
+            .collect();
+        gone.sort();
+        gone
+    }
+
+    /// Takes in one row of [`StateStore::stored_of`]'s read.
+    fn take(&mut self, row: &impl Cells) -> Result<(), StateError> {
+        self.kinds.insert((row.cell("case_ref")?, row.cell("kind")?));
+        let cycle: String = row.cell("cycle_start")?;
+        if !cycle.is_empty() {
+            if let Ok(d) = decode_row(row) {
+                self.cycles.push(d);
+            }
+        }
+        if let Ok((key, compared)) = stored_row(row, cycle) {
+            self.rows.insert(key, compared);
+        }
+        Ok(())
+    }
+
+    /// What `record` needs written, by its stored row.
+    pub(super) fn write_of(&self, record: &DeadlineRecord) -> Write {
+        let key = (record.case_ref.as_str().to_string(), record.deadline.kind, cycle_column(record.cycle_start));
+        write_of(record, self.rows.get(&key))
+    }
+}
+
+/// A deadline's columns as stored, those the statements of [`StateStore::store_deadlines`]
+/// compare (the text columns as the engine gives them back, not parsed into domain values, so
+/// that "equal" here is "equal" in SQL).
+#[derive(Debug, Clone, PartialEq)]
+struct StoredRow {
+    unit: String,
+    caseworker: Option<String>,
+    child_sex: Option<String>,
+    start_on: NaiveDate,
+    nominal_due_on: NaiveDate,
+    due_on: NaiveDate,
+    closed_on: Option<NaiveDate>,
+    due_reason: String,
+    extended_to: Option<NaiveDate>,
+    /// Whether it has days moved over: those are compared by the database only (jsonb on
+    /// PostgreSQL, text on SQLite), so a row that has them is never taken as unchanged here.
+    moved: bool,
+    next_step_on: Option<NaiveDate>,
+    row_updated_at: Option<DateTime<Utc>>,
+    child_key: Option<String>,
+    case_of: Option<String>,
+}
+
+/// The statement a record needs, told from its stored row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Write {
+    /// Identical to its stored row (the upsert would pass over it): nothing.
+    Nothing,
+    /// Only columns no index holds differ, and its ladder position stays: [`NARROW_UPDATE`].
+    Narrow,
+    /// Its closing day changed, and no other indexed column (a cycle a later review closed):
+    /// [`CLOSE_UPDATE`] on SQLite, the upsert on PostgreSQL.
+    Close,
+    /// New, withdrawn, or an indexed column, a date or the ladder position changed: the upsert.
+    Upsert,
+}
+
+/// What `record` needs written given its stored row (not withdrawn), by the comparisons of
+/// [`NARROW_WHERE`] and of the upsert's `WHERE`: a record the narrow update would not match is
+/// for the upsert; one the upsert would pass over needs nothing.
+fn write_of(record: &DeadlineRecord, stored: Option<&StoredRow>) -> Write {
+    let Some(s) = stored else { return Write::Upsert };
+    let d = &record.deadline;
+    let (reason, extended_to, moved_over) = due_reason_columns(&d.due_reason);
+    let dates_stay = s.unit == record.unit.as_str()
+        && s.nominal_due_on == d.nominal_due_on
+        && s.due_on == d.due_on
+        && s.child_key.as_deref() == record.child_key.as_ref().map(ChildKey::as_str);
+    if !dates_stay {
+        return Write::Upsert;
+    }
+    if s.closed_on != d.closed_on {
+        return Write::Close;
+    }
+    if record.next_step_on.is_none() && s.next_step_on.is_some() {
+        return Write::Upsert;
+    }
+    let same = s.caseworker.as_deref() == record.caseworker.as_ref().map(EmailAddress::as_str)
+        && s.child_sex.as_deref() == record.child_sex.map(Sex::code)
+        && s.start_on == d.start_on
+        && s.due_reason == reason
+        && s.extended_to == extended_to
+        && !s.moved
+        && moved_over.is_none()
+        && s.row_updated_at == Some(record.row_updated_at)
+        && s.case_of.as_deref() == record.case_of.as_ref().map(CaseRef::as_str);
+    if same {
+        Write::Nothing
+    } else {
+        Write::Narrow
+    }
+}
+
+impl StateStore {
+    /// The deadlines stored, not withdrawn, of the references given, with their cycles decoded
+    /// (those [`StateStore::cycles_of`] gives): for a poll that computes these references again
+    /// and stores them with [`StateStore::store_deadlines_known`]. A row whose compared columns
+    /// do not decode is left out (its record goes to the upsert); a cycle that does not decode
+    /// is left out of the cycles, as in [`StateStore::cycles_of`].
+    pub async fn stored_of(&self, refs: &[CaseRef]) -> Result<Stored, StateError> {
+        let columns = format!("{DEADLINE_COLUMNS}, next_step_on, row_updated_at, (moved_over IS NOT NULL) AS moved");
+        let mut stored = Stored::default();
+        match (&self.pool, &self.sqlite_file) {
+            (crate::db::Pool::Postgres(p), _) => {
+                // The references as one array: one statement however many.
+                let sql = format!("SELECT {columns} FROM deadlines WHERE withdrawn = FALSE AND case_ref = ANY($1)");
+                let refs: Vec<&str> = refs.iter().map(CaseRef::as_str).collect();
+                let rows =
+                    sqlx::query(&sql).bind(refs).fetch_all(p).await.map_err(query_error("reading stored deadlines"))?;
+                for row in &rows {
+                    stored.take(row)?;
+                }
+            }
+            (crate::db::Pool::Sqlite(_), Some(path)) => {
+                stored = stored_of_file(path.clone(), columns, refs.iter().map(|r| r.as_str().to_string()).collect())
+                    .await?;
+            }
+            (crate::db::Pool::Sqlite(p), _) => {
+                for chunk in refs.chunks(BATCH_ROWS * 8) {
+                    let sql = format!(
+                        "SELECT {columns} FROM deadlines WHERE withdrawn = FALSE AND case_ref IN ({})",
+                        self.marks(1, chunk.len())
+                    );
+                    let mut q = sqlx::query(&sql).persistent(chunk.len() == BATCH_ROWS * 8);
+                    for c in chunk {
+                        q = q.bind(c.as_str());
+                    }
+                    let rows = q.fetch_all(p).await.map_err(query_error("reading stored deadlines"))?;
+                    for row in &rows {
+                        stored.take(row)?;
+                    }
+                }
+            }
+        }
+        Ok(stored)
+    }
+}
+
+/// [`StateStore::stored_of`] on a SQLite file this process writes: read by rusqlite on a
+/// blocking thread, a connection of its own, read-only. sqlx hands each row across from its
+/// worker's thread, which took 25–40 ms for the ~1 500 rows of 1 000 changed placements
+/// (BENCHMARKS.md, "Prints for the placements"). The file is in WAL mode and the read starts
+/// after the poll's earlier transactions committed (a poll stores each chunk in a transaction
+/// of its own, and reads before it writes), so it sees them, as a connection of the pool would.
+async fn stored_of_file(path: std::path::PathBuf, columns: String, refs: Vec<String>) -> Result<Stored, StateError> {
+    const CONTEXT: &str = "reading stored deadlines";
+    let read = move || -> Result<Stored, StateError> {
+        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = rusqlite::Connection::open_with_flags(&path, flags).map_err(|e| file_error(CONTEXT, e))?;
+        conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(|e| file_error(CONTEXT, e))?;
+        let mut stored = Stored::default();
+        // Up to a thousand references a statement (SQLite allows 32 766 parameters).
+        for chunk in refs.chunks(1000) {
+            let sql = format!(
+                "SELECT {columns} FROM deadlines WHERE withdrawn = FALSE AND case_ref IN ({})",
+                vec!["?"; chunk.len()].join(",")
+            );
+            let mut statement = conn.prepare(&sql).map_err(|e| file_error(CONTEXT, e))?;
+            let names: Vec<String> = statement.column_names().into_iter().map(str::to_string).collect();
+            let mut rows =
+                statement.query(rusqlite::params_from_iter(chunk.iter())).map_err(|e| file_error(CONTEXT, e))?;
+            while let Some(row) = rows.next().map_err(|e| file_error(CONTEXT, e))? {
+                stored.take(&FileRow { row, names: &names })?;
+            }
+        }
+        Ok(stored)
+    };
+    tokio::task::spawn_blocking(read)
+        .await
+        .map_err(|e| StateError::Query { context: CONTEXT, source: sqlx::Error::Protocol(e.to_string()) })?
+}
+
+/// A stored row's key (reference, kind, cycle column) and the columns [`write_of`] compares.
+fn stored_row(row: &impl Cells, cycle: String) -> Result<((String, Kind, String), StoredRow), StateError> {
+    let key = (row.cell("case_ref")?, parsed(row, "kind", str::parse::<Kind>)?, cycle);
+    Ok((
+        key,
+        StoredRow {
+            unit: row.cell("unit")?,
+            caseworker: row.cell("caseworker")?,
+            child_sex: row.cell("child_sex")?,
+            start_on: row.cell("start_on")?,
+            nominal_due_on: row.cell("nominal_due_on")?,
+            due_on: row.cell("due_on")?,
+            closed_on: row.cell("closed_on")?,
+            due_reason: row.cell("due_reason")?,
+            extended_to: row.cell("extended_to")?,
+            moved: row.cell("moved")?,
+            next_step_on: row.cell("next_step_on")?,
+            row_updated_at: row.cell("row_updated_at")?,
+            child_key: row.cell("child_key")?,
+            case_of: row.cell("case_of")?,
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::domain::UnitCode;
+    use crate::rules::calendar::DayKind;
+    use crate::rules::{Deadline, DueReason};
+
+    fn day(text: &str) -> NaiveDate {
+        NaiveDate::parse_from_str(text, "%Y-%m-%d").unwrap()
+    }
+
+    fn record() -> DeadlineRecord {
+        DeadlineRecord {
+            case_ref: CaseRef::parse("2026-PL-0100").unwrap(),
+            unit: UnitCode::parse("BRO-BU").unwrap(),
+            caseworker: Some(EmailAddress::parse("anna@kommun.example").unwrap()),
+            child_sex: Some(Sex::Female),
+            deadline: Deadline {
+                kind: Kind::PlacementReview,
+                start_on: day("2026-03-02"),
+                nominal_due_on: day("2026-09-02"),
+                due_on: day("2026-09-02"),
+                closed_on: None,
+                due_reason: DueReason::Nominal,
+            },
+            next_step_on: Some(day("2026-08-03")),
+            row_updated_at: Utc.with_ymd_and_hms(2026, 3, 2, 9, 0, 0).unwrap(),
+            seen_on: day("2026-03-02"),
+            child_key: None,
+            case_of: Some(CaseRef::parse("2026-BU-0001").unwrap()),
+            cycle_start: Some(day("2026-03-02")),
+        }
+    }
+
+    /// The row the upsert of [`record`] leaves.
+    fn stored() -> StoredRow {
+        StoredRow {
+            unit: "BRO-BU".into(),
+            caseworker: Some("anna@kommun.example".into()),
+            child_sex: Some("F".into()),
+            start_on: day("2026-03-02"),
+            nominal_due_on: day("2026-09-02"),
+            due_on: day("2026-09-02"),
+            closed_on: None,
+            due_reason: "nominal".into(),
+            extended_to: None,
+            moved: false,
+            next_step_on: Some(day("2026-08-03")),
+            row_updated_at: Some(Utc.with_ymd_and_hms(2026, 3, 2, 9, 0, 0).unwrap()),
+            child_key: None,
+            case_of: Some("2026-BU-0001".into()),
+        }
+    }
+
+    /// Each line: a change to the record or to its stored row, and the statement it needs.
+    #[test]
+    fn a_record_goes_to_the_statement_its_stored_row_calls_for() {
+        type Change = fn(&mut DeadlineRecord, &mut StoredRow);
+        let table: &[(&str, Change, Write)] = &[
+            ("identical", |_, _| {}, Write::Nothing),
+            (
+                "a later next step, the ladder's position stays",
+                |r, _| r.next_step_on = Some(day("2026-09-01")),
+                Write::Nothing,
+            ),
+            (
+                "a new updated_at",
+                |r, _| r.row_updated_at = Utc.with_ymd_and_hms(2026, 8, 31, 10, 0, 0).unwrap(),
+                Write::Narrow,
+            ),
+            ("another caseworker", |r, _| r.caseworker = None, Write::Narrow),
+            ("another sex", |r, _| r.child_sex = Some(Sex::Male), Write::Narrow),
+            ("another start", |r, _| r.deadline.start_on = day("2026-03-03"), Write::Narrow),
+            ("another case", |r, _| r.case_of = None, Write::Narrow),
+            ("the stored row has days moved over", |_, s| s.moved = true, Write::Narrow),
+            (
+                "an extension",
+                |r, _| r.deadline.due_reason = DueReason::Extended { to: day("2026-09-02") },
+                Write::Narrow,
+            ),
+            ("a stored row without updated_at", |_, s| s.row_updated_at = None, Write::Narrow),
+            ("a closed cycle", |r, _| r.deadline.closed_on = Some(day("2026-08-31")), Write::Close),
+            (
+                "a closed cycle without a next step",
+                |r, _| (r.deadline.closed_on, r.next_step_on) = (Some(day("2026-08-31")), None),
+                Write::Close,
+            ),
+            ("a cycle open again", |_, s| s.closed_on = Some(day("2026-08-31")), Write::Close),
+            (
+                "closed, and another last day",
+                |r, _| (r.deadline.closed_on, r.deadline.due_on) = (Some(day("2026-08-31")), day("2026-09-03")),
+                Write::Upsert,
+            ),
+            ("another last day", |r, _| r.deadline.due_on = day("2026-09-03"), Write::Upsert),
+            ("another nominal day", |r, _| r.deadline.nominal_due_on = day("2026-09-01"), Write::Upsert),
+            ("another unit", |r, _| r.unit = UnitCode::parse("BRO-VU").unwrap(), Write::Upsert),
+            ("a stored unit in another case", |_, s| s.unit = "bro-bu".into(), Write::Upsert),
+            ("a child key", |r, _| r.child_key = Some(ChildKey::parse("k1").unwrap()), Write::Upsert),
+            ("no next step where one is stored", |r, _| r.next_step_on = None, Write::Upsert),
+        ];
+        for (what, change, expected) in table {
+            let (mut r, mut s) = (record(), stored());
+            change(&mut r, &mut s);
+            assert_eq!(write_of(&r, Some(&s)), *expected, "{what}");
+        }
+        assert_eq!(write_of(&record(), None), Write::Upsert, "not stored, or withdrawn");
+        let (mut r, mut s) = (record(), stored());
+        (r.next_step_on, s.next_step_on) = (None, None);
+        assert_eq!(write_of(&r, Some(&s)), Write::Nothing, "no next step, none stored");
+    }
+
+    /// The stored rows of a SQLite file, read by rusqlite, decode as sqlx decodes them (every
+    /// compared column, the cycles), so that a record identical to its row needs no statement.
+    #[tokio::test]
+    async fn the_file_read_of_stored_rows_is_the_pools() {
+        let dir = tempfile::tempdir().unwrap();
+        let url =
+            crate::config::DatabaseUrl::parse(&format!("sqlite://{}", dir.path().join("state.db").display())).unwrap();
+        let state = StateStore::connect(&url).await.unwrap();
+        state.migrate().await.unwrap();
+        assert!(state.sqlite_file.is_some());
+        let moved = Deadline {
+            kind: Kind::Investigation,
+            due_reason: DueReason::Moved { skipped: vec![(day("2026-12-24"), DayKind::ChristmasEve)] },
+            ..record().deadline
+        };
+        let extended = Deadline {
+            kind: Kind::Assessment,
+            closed_on: Some(day("2026-08-31")),
+            due_reason: DueReason::Extended { to: day("2026-09-02") },
+            ..record().deadline
+        };
+        let records = vec![
+            record(),
+            DeadlineRecord { deadline: moved, cycle_start: None, caseworker: None, child_sex: None, ..record() },
+            DeadlineRecord {
+                deadline: extended,
+                cycle_start: None,
+                next_step_on: None,
+                child_key: Some(ChildKey::parse("k1").unwrap()),
+                row_updated_at: Utc.with_ymd_and_hms(2026, 3, 2, 9, 0, 1).unwrap()
+                    + chrono::Duration::microseconds(250),
+                ..record()
+            },
+        ];
+        let refs = [record().case_ref];
+        state.store_deadlines(&refs, &records, None).await.unwrap();
+        let from_file = state.stored_of(&refs).await.unwrap();
+        let through_pool = StateStore { sqlite_file: None, ..state.clone() }.stored_of(&refs).await.unwrap();
+        assert_eq!(from_file.rows.len(), 3);
+        assert_eq!(from_file.rows, through_pool.rows);
+        assert_eq!(from_file.cycles, through_pool.cycles);
+        assert_eq!(from_file.cycles.len(), 1);
+        assert_eq!(from_file.kinds, through_pool.kinds);
+        // Days moved over are compared by the database only (see [`StoredRow`]).
+        let expected = [Write::Nothing, Write::Narrow, Write::Nothing];
+        for (r, expected) in records.iter().zip(expected) {
+            assert_eq!(from_file.write_of(r), expected, "{:?}", r.deadline.kind);
+        }
+        state.close().await;
+    }
+}
