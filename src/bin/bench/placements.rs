@@ -76,3 +76,20 @@ pub(crate) fn record_reviews(
         run * 1000
     ))
 }
+
+/// How many whole thousands of placements `reassign` can change.
+pub(crate) fn reassign_runs(store: &Store<'_>, view: &str) -> Result<usize> {
+    Ok((store.count(&format!("SELECT count(*) FROM {view}"))? / 1000) as usize)
+}
+
+/// A new caseworker for 1 000 placements of `view`, the `run`-th thousand in reference order,
+/// stamped `stamp`: the change the cases' poll of 1 000 changed rows makes, on the other view. Each
+/// placement's deadlines stay, with a new addressee.
+pub(crate) fn reassign(store: &Store<'_>, view: &str, run: usize, stamp: DateTime<Utc>) -> Result<()> {
+    let stamp = stamp.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    store.execute(&format!(
+        "UPDATE {view} SET caseworker = 'ny.handlaggare.{run}@kommun.example', updated_at = '{stamp}' \
+         WHERE placement_ref IN (SELECT placement_ref FROM {view} ORDER BY placement_ref LIMIT 1000 OFFSET {})",
+        run * 1000
+    ))
+}
