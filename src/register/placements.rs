@@ -4,8 +4,9 @@
 //! The view is small beside the cases view (a few percent of children are placed). A poll reads
 //! the rows changed since a watermark, or every row (a full pass), as the cases view is read: by
 //! rusqlite from a SQLite file, by `COPY … TO STDOUT` from PostgreSQL; the rows of given cases or
-//! children (a changed case changes their clocks), and one placement, through the register's
-//! sqlx pool. What the clocks
+//! children (a changed case changes their clocks), and one placement, by lookups
+//! (`Register::select_in`: on a SQLite file all of a call's statements on one rusqlite
+//! connection, else through the register's sqlx pool). What the clocks
 //! need from the cases view — the investigation close of the case a row names, the investigations
 //! opened in the child's cases, and whether a placement reference is also a case reference — is
 //! read by [`Register::case_facts`].
