@@ -4,8 +4,9 @@
 //! The view is small beside the cases view (a few percent of children are placed). A poll reads
 //! the rows changed since a watermark, or every row (a full pass), as the cases view is read: by
 //! rusqlite from a SQLite file, by `COPY … TO STDOUT` from PostgreSQL; the rows of given cases or
-//! children (a changed case changes their clocks), and one placement, through the register's
-//! sqlx pool. What the clocks
+//! children (a changed case changes their clocks), and one placement, by lookups
+//! (`Register::select_in`: on a SQLite file all of a call's statements on one rusqlite
+//! connection, else through the register's sqlx pool). What the clocks
 //! need from the cases view — the investigation close of the case a row names, the investigations
 //! opened in the child's cases, and whether a placement reference is also a case reference — is
 //! read by [`Register::case_facts`].
@@ -18,7 +19,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use sqlx::Row;
 
 use super::postgres::{stream_pg_copy, stream_pg_copy_ahead, CopyShape};
-use super::sqlite::{stream_sqlite_file, stream_sqlite_file_ahead};
+use super::sqlite::{read_sqlite_file, stream_sqlite_file, stream_sqlite_file_ahead};
 use super::validate::parse_day;
 use super::{
     names_no_such_column, pg_instant_text, Register, RegisterError, RejectReason, Rejection, RowChunk, TextRow,
@@ -67,6 +68,11 @@ pub const PLACEMENT_COLUMNS: [&str; 27] = [
 
 /// References looked up by one statement.
 const REFS_PER_STATEMENT: usize = 500;
+
+/// References looked up by one statement on a SQLite file read by rusqlite, well within
+/// SQLite's 32 766 parameters a statement: the lookups of a poll's 1 000 changed placements are
+/// one statement a column.
+const FILE_REFS_PER_STATEMENT: usize = 10_000;
 
 /// The values in a row of the view.
 const WIDTH: usize = PLACEMENT_COLUMNS.len() - 1;
@@ -519,30 +525,23 @@ impl Register {
     ) -> Result<Vec<RawPlacement>, RegisterError> {
         let Some(view) = self.placements.clone() else { return Ok(Vec::new()) };
         let columns = select_list(self.engine(), &[]);
-        let mut out = Vec::new();
-        for (column, values) in [("case_ref", case_refs), ("child_key", keys)] {
-            if column == "child_key" && values.is_empty() {
-                continue;
-            }
-            for batch in values.chunks(REFS_PER_STATEMENT) {
-                let rows = self.select_in(&view, &columns, column, batch).await?;
-                out.extend(
-                    rows.iter()
-                        .map(raw)
-                        .collect::<Result<Vec<_>, _>>()
-                        .map_err(|source| RegisterError::Query { view: view.clone(), source })?,
-                );
-            }
-        }
-        Ok(out)
+        let lookups = [
+            Lookup { columns: &columns, column: "case_ref", values: case_refs },
+            Lookup { columns: &columns, column: "child_key", values: keys },
+        ];
+        let rows = self.select_in(&view, &lookups).await?;
+        let raws = rows.iter().flatten().map(raw).collect::<Result<Vec<_>, _>>();
+        raws.map_err(|source| RegisterError::Query { view, source })
     }
 
     /// The row of one placement, if the view holds it.
     pub async fn placement(&self, placement_ref: &str) -> Result<Option<RawPlacement>, RegisterError> {
         let Some(view) = self.placements.clone() else { return Ok(None) };
         let columns = select_list(self.engine(), &[]);
-        let rows = self.select_in(&view, &columns, "placement_ref", &[placement_ref.to_string()]).await?;
-        let raws = rows.iter().map(raw).collect::<Result<Vec<_>, _>>();
+        let values = [placement_ref.to_string()];
+        let rows =
+            self.select_in(&view, &[Lookup { columns: &columns, column: "placement_ref", values: &values }]).await?;
+        let raws = rows.iter().flatten().map(raw).collect::<Result<Vec<_>, _>>();
         Ok(raws.map_err(|source| RegisterError::Query { view, source })?.into_iter().next())
     }
 
@@ -559,68 +558,90 @@ impl Register {
         let mut unique: Vec<String> = case_refs.to_vec();
         unique.sort_unstable();
         unique.dedup();
-        let columns = format!("{}, {}", text("case_ref"), text("investigation_closed_on"));
-        for batch in unique.chunks(REFS_PER_STATEMENT) {
-            for row in self.select_in(&view, &columns, "case_ref", batch).await? {
-                let case_ref = row.text(0).map_err(error)?.unwrap_or_default();
-                let closed = row.text(1).map_err(error)?.as_deref().and_then(parse_day);
-                facts.cases.insert(case_ref.trim().to_string(), closed);
-            }
+        let mut keys = if self.features().chains { keys.to_vec() } else { Vec::new() };
+        keys.sort_unstable();
+        keys.dedup();
+        let (closed, opened) = (
+            format!("{}, {}", text("case_ref"), text("investigation_closed_on")),
+            format!("{}, {}", text("child_key"), text("investigation_opened_on")),
+        );
+        let lookups = [
+            Lookup { columns: &closed, column: "case_ref", values: &unique },
+            Lookup { columns: &opened, column: "child_key", values: &keys },
+        ];
+        let [cases, children] = self.select_in(&view, &lookups).await?;
+        for row in cases {
+            let case_ref = row.text(0).map_err(error)?.unwrap_or_default();
+            let closed = row.text(1).map_err(error)?.as_deref().and_then(parse_day);
+            facts.cases.insert(case_ref.trim().to_string(), closed);
         }
-        if self.features().chains && !keys.is_empty() {
-            let mut keys = keys.to_vec();
-            keys.sort_unstable();
-            keys.dedup();
-            let columns = format!("{}, {}", text("child_key"), text("investigation_opened_on"));
-            for batch in keys.chunks(REFS_PER_STATEMENT) {
-                for row in self.select_in(&view, &columns, "child_key", batch).await? {
-                    let key = row.text(0).map_err(error)?.unwrap_or_default();
-                    if let Some(opened) = row.text(1).map_err(error)?.as_deref().and_then(parse_day) {
-                        facts.opened_by_child.entry(key.trim().to_string()).or_default().push(opened);
-                    }
-                }
+        for row in children {
+            let key = row.text(0).map_err(error)?.unwrap_or_default();
+            if let Some(opened) = row.text(1).map_err(error)?.as_deref().and_then(parse_day) {
+                facts.opened_by_child.entry(key.trim().to_string()).or_default().push(opened);
             }
         }
         Ok(facts)
     }
 
-    /// `SELECT columns FROM view WHERE column IN (values)`, as rows readable as text.
-    async fn select_in(
+    /// The rows of each lookup (`SELECT columns FROM view WHERE column IN (values)`), readable
+    /// as text, in order: a lookup of no values reads nothing. A SQLite file is read on one
+    /// rusqlite connection, [`FILE_REFS_PER_STATEMENT`] values a statement (a connection and a
+    /// blocking task for each of six statements of 500 took as long as the lookups themselves,
+    /// BENCHMARKS.md "Prints for the placements"); otherwise [`REFS_PER_STATEMENT`] a statement.
+    async fn select_in<const N: usize>(
         &self,
         view: &str,
-        columns: &str,
-        column: &str,
-        values: &[String],
-    ) -> Result<Vec<AnyTextRow>, RegisterError> {
+        lookups: &[Lookup<'_>; N],
+    ) -> Result<[Vec<AnyTextRow>; N], RegisterError> {
         let error = |source| RegisterError::Query { view: view.to_string(), source };
-        if values.is_empty() {
-            return Ok(Vec::new());
-        }
+        let mut out: [Vec<AnyTextRow>; N] = std::array::from_fn(|_| Vec::new());
+        let select = |lookup: &Lookup<'_>, n: usize| {
+            format!("SELECT {} FROM {view} WHERE {} IN ({})", lookup.columns, lookup.column, vec!["?"; n].join(", "))
+        };
         match &self.pool {
             // A SQLite file is read by rusqlite, as the views are (no row crosses sqlx's channel).
             Pool::Sqlite(_) if self.sqlite_file.is_some() => {
                 let path = self.sqlite_file.clone().unwrap_or_default();
-                let sql =
-                    format!("SELECT {columns} FROM {view} WHERE {column} IN ({})", vec!["?"; values.len()].join(", "));
-                let chunks: Vec<_> =
-                    stream_sqlite_file(path, sql, values.to_vec()).try_collect().await.map_err(error)?;
-                Ok(chunks.iter().flat_map(|c| c.rows()).map(|row| AnyTextRow::Values(row.texts())).collect())
+                let mut statements = Vec::new();
+                let mut of_lookup = Vec::new();
+                for (at, lookup) in lookups.iter().enumerate() {
+                    for batch in lookup.values.chunks(FILE_REFS_PER_STATEMENT) {
+                        statements.push((select(lookup, batch.len()), batch.to_vec()));
+                        of_lookup.push(at);
+                    }
+                }
+                if statements.is_empty() {
+                    return Ok(out);
+                }
+                let chunks = read_sqlite_file(path, statements).await.map_err(error)?;
+                for (chunk, at) in chunks.iter().zip(of_lookup) {
+                    out[at].extend(chunk.rows().map(|row| AnyTextRow::Values(row.texts())));
+                }
             }
             Pool::Sqlite(p) => {
-                let sql =
-                    format!("SELECT {columns} FROM {view} WHERE {column} IN ({})", vec!["?"; values.len()].join(", "));
-                let mut q = sqlx::query(&sql);
-                for v in values {
-                    q = q.bind(v.as_str());
+                for (lookup, out) in lookups.iter().zip(out.iter_mut()) {
+                    for batch in lookup.values.chunks(REFS_PER_STATEMENT) {
+                        let sql = select(lookup, batch.len());
+                        let mut q = sqlx::query(&sql);
+                        for v in batch {
+                            q = q.bind(v.as_str());
+                        }
+                        out.extend(q.fetch_all(p).await.map_err(error)?.into_iter().map(AnyTextRow::Sqlite));
+                    }
                 }
-                Ok(q.fetch_all(p).await.map_err(error)?.into_iter().map(AnyTextRow::Sqlite).collect())
             }
             Pool::Postgres(p) => {
-                let sql = format!("SELECT {columns} FROM {view} WHERE {column} = ANY($1)");
-                let rows = sqlx::query(&sql).bind(values).fetch_all(p).await.map_err(error)?;
-                Ok(rows.into_iter().map(AnyTextRow::Postgres).collect())
+                for (lookup, out) in lookups.iter().zip(out.iter_mut()) {
+                    for batch in lookup.values.chunks(REFS_PER_STATEMENT) {
+                        let sql = format!("SELECT {} FROM {view} WHERE {} = ANY($1)", lookup.columns, lookup.column);
+                        let rows = sqlx::query(&sql).bind(batch).fetch_all(p).await.map_err(error)?;
+                        out.extend(rows.into_iter().map(AnyTextRow::Postgres));
+                    }
+                }
             }
         }
+        Ok(out)
     }
 
     pub(super) fn engine(&self) -> Engine {
@@ -629,6 +650,13 @@ impl Register {
             Pool::Postgres(_) => Engine::Postgres,
         }
     }
+}
+
+/// One lookup of [`Register::select_in`]: `SELECT columns FROM view WHERE column IN (values)`.
+struct Lookup<'a> {
+    columns: &'a str,
+    column: &'a str,
+    values: &'a [String],
 }
 
 /// A row of either engine, read column by column as text.

@@ -43,25 +43,13 @@ pub(super) fn stream_sqlite_file_ahead(
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<RowChunk, sqlx::Error>>(ahead.max(1));
     tokio::task::spawn_blocking(move || {
         let read = || -> Result<(), rusqlite::Error> {
-            let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
-            let conn = rusqlite::Connection::open_with_flags(&path, flags)?;
-            conn.busy_timeout(std::time::Duration::from_secs(10))?;
-            conn.pragma_update(None, "query_only", "ON")?;
+            let conn = open_read_only(&path)?;
             let mut statement = conn.prepare(&sql)?;
             let columns = statement.column_count();
             let mut rows = statement.query(rusqlite::params_from_iter(binds.iter()))?;
             let mut chunk = RowChunk::with_capacity(STREAM_CHUNK);
             while let Some(row) = rows.next()? {
-                for i in 0..columns {
-                    use rusqlite::types::ValueRef;
-                    match row.get_ref(i)? {
-                        ValueRef::Null => chunk.push_value(None),
-                        ValueRef::Integer(n) => chunk.push_display(n),
-                        ValueRef::Real(x) => chunk.push_display(x),
-                        ValueRef::Text(b) | ValueRef::Blob(b) => chunk.push_value(Some(b)),
-                    }
-                }
-                chunk.end_row();
+                push_row(&mut chunk, row, columns)?;
                 if chunk.len() == STREAM_CHUNK
                     && tx
                         .blocking_send(Ok(std::mem::replace(&mut chunk, RowChunk::with_capacity(STREAM_CHUNK))))
@@ -81,6 +69,61 @@ pub(super) fn stream_sqlite_file_ahead(
         }
     });
     futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|chunk| (chunk, rx)) }).boxed()
+}
+
+/// The rows of each of `statements` (a SELECT and its binds), in order, one chunk a statement,
+/// read from the SQLite file at `path` on one rusqlite connection on a blocking thread: for
+/// lookups of a few thousand rows in several statements, where a connection opened for each
+/// (reading the file's schema again) and a blocking task each cost as much as the reads. Read
+/// as [`stream_sqlite_file`] reads.
+pub(super) async fn read_sqlite_file(
+    path: std::path::PathBuf,
+    statements: Vec<(String, Vec<String>)>,
+) -> Result<Vec<RowChunk>, sqlx::Error> {
+    let read = move || -> Result<Vec<RowChunk>, rusqlite::Error> {
+        let conn = open_read_only(&path)?;
+        let mut chunks = Vec::with_capacity(statements.len());
+        for (sql, binds) in &statements {
+            let mut statement = conn.prepare(sql)?;
+            let columns = statement.column_count();
+            let mut rows = statement.query(rusqlite::params_from_iter(binds.iter()))?;
+            let mut chunk = RowChunk::default();
+            while let Some(row) = rows.next()? {
+                push_row(&mut chunk, row, columns)?;
+            }
+            chunks.push(chunk);
+        }
+        Ok(chunks)
+    };
+    match tokio::task::spawn_blocking(read).await {
+        Ok(read) => read.map_err(|e| sqlx::Error::Protocol(e.to_string())),
+        Err(e) => Err(sqlx::Error::Protocol(format!("the register read stopped: {e}"))),
+    }
+}
+
+/// A read-only connection to the register file at `path`, as every register connection is
+/// (`SQLITE_OPEN_READ_ONLY`, `query_only`), waiting up to 10 s for a lock.
+fn open_read_only(path: &std::path::Path) -> Result<rusqlite::Connection, rusqlite::Error> {
+    let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = rusqlite::Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "query_only", "ON")?;
+    Ok(conn)
+}
+
+/// Appends the `columns` values of `row` to `chunk`, each of any storage class as text.
+fn push_row(chunk: &mut RowChunk, row: &rusqlite::Row<'_>, columns: usize) -> Result<(), rusqlite::Error> {
+    for i in 0..columns {
+        use rusqlite::types::ValueRef;
+        match row.get_ref(i)? {
+            ValueRef::Null => chunk.push_value(None),
+            ValueRef::Integer(n) => chunk.push_display(n),
+            ValueRef::Real(x) => chunk.push_display(x),
+            ValueRef::Text(b) | ValueRef::Blob(b) => chunk.push_value(Some(b)),
+        }
+    }
+    chunk.end_row();
+    Ok(())
 }
 
 /// A SQLite view may hand out an INTEGER, REAL or BLOB where the contract says TEXT; such a

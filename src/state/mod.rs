@@ -288,8 +288,9 @@ impl StateStore {
             // No checkpoint inside the writers' commits (SQLite's default runs one, with its two
             // fsyncs, in the commit that takes the log past 1 000 pages, while every sender whose
             // record is in that group waits): [`StateStore::checkpoint_in_background`] does it
-            // beside them, after every dispatch run, and the pool's connections, which the poll
-            // writes through, still checkpoint as they commit.
+            // beside them, after every dispatch run and every poll; the pool's connections, which
+            // the poll writes through, still checkpoint as they commit past the threshold (a
+            // first full pass), so that the log stays bounded.
             let options = pool.connect_options().as_ref().clone().pragma("wal_autocheckpoint", "0");
             let connection = options.connect().await.map_err(query_error("opening the writers' connection"))?;
             *guard = Some(connection);
@@ -329,10 +330,21 @@ pub struct StateStore {
     /// in-memory database is one connection, the pool's).
     own_writer: bool,
     /// The checkpoint under way beside the writers, if any (`checkpoint_in_background`).
-    checkpoint: std::sync::Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
+    checkpoint: std::sync::Arc<std::sync::Mutex<Checkpoints>>,
     /// The SQLite file this process writes (WAL), read by rusqlite where many rows come back at
     /// once (`StateStore::stored_of`): sqlx hands each row across from its worker's thread.
     sqlite_file: Option<std::path::PathBuf>,
+}
+
+/// The checkpoints beside the writers ([`StateStore::checkpoint_in_background`]).
+#[derive(Default)]
+struct Checkpoints {
+    /// The task that runs them, until `checkpoint_done` takes it.
+    task: Option<tokio::task::JoinHandle<()>>,
+    /// Whether that task is still running (it clears this under the lock as it ends).
+    running: bool,
+    /// Asked for while one ran: the task runs one more.
+    again: bool,
 }
 
 impl StateStore {
@@ -418,21 +430,35 @@ impl StateStore {
     }
 
     /// On a SQLite file with a writers' connection, a passive checkpoint of the write-ahead log
-    /// through the pool, in a task of its own, unless one is under way: the writers' connection
-    /// never checkpoints (see `write_turn`), so that none happens inside a sender's commit; the
-    /// dispatch calls this after every run (at most `RUN_ROWS` records), so that the log stays
-    /// bounded. A passive checkpoint neither waits for nor holds up the writers. Must be called
-    /// inside a tokio runtime.
+    /// through the pool, in a task of its own: the writers' connection never checkpoints (see
+    /// `write_turn`), so that none happens inside a sender's commit, and the poll's commits
+    /// rarely do. The dispatch calls this after every run (at most `RUN_ROWS` records) and the
+    /// poll after every poll, so that the log stays bounded. A passive checkpoint neither waits
+    /// for nor holds up the writers. Called while one is under way, it asks that task for one
+    /// more when it ends: the first left behind what was committed after it began, and a log
+    /// not wholly copied back is never started again from its beginning, so the pool's next
+    /// commits would checkpoint inside themselves again. Must be called inside a tokio runtime.
     pub fn checkpoint_in_background(&self) {
         let (Pool::Sqlite(pool), true) = (&self.pool, self.own_writer) else { return };
-        let mut under_way = self.checkpoint.lock().unwrap_or_else(|e| e.into_inner());
-        if under_way.as_ref().is_some_and(|task| !task.is_finished()) {
+        let mut checkpoints = self.checkpoint.lock().unwrap_or_else(|e| e.into_inner());
+        // A task cut off with its runtime never cleared `running`.
+        let cut_off = checkpoints.task.as_ref().is_some_and(tokio::task::JoinHandle::is_finished);
+        if checkpoints.running && !cut_off {
+            checkpoints.again = true;
             return;
         }
-        let pool = pool.clone();
-        *under_way = Some(tokio::spawn(async move {
-            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&pool).await {
-                tracing::debug!("state checkpoint after dispatch: {e}");
+        checkpoints.running = true;
+        let (pool, shared) = (pool.clone(), self.checkpoint.clone());
+        checkpoints.task = Some(tokio::spawn(async move {
+            loop {
+                if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&pool).await {
+                    tracing::debug!("state checkpoint beside the writers: {e}");
+                }
+                let mut checkpoints = shared.lock().unwrap_or_else(|e| e.into_inner());
+                if !std::mem::take(&mut checkpoints.again) {
+                    checkpoints.running = false;
+                    return;
+                }
             }
         }));
     }
@@ -440,7 +466,7 @@ impl StateStore {
     /// Waits for the checkpoint under way beside the writers, if any
     /// ([`StateStore::checkpoint_in_background`]).
     pub async fn checkpoint_done(&self) {
-        let checkpoint = self.checkpoint.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let checkpoint = self.checkpoint.lock().unwrap_or_else(|e| e.into_inner()).task.take();
         if let Some(checkpoint) = checkpoint {
             let _ = checkpoint.await;
         }

@@ -208,6 +208,46 @@ async fn demo_deadlines_are_correct_for_every_case_and_identical_on_sqlite_and_p
     assert!(stdout(&out) == sqlite_digest, "PostgreSQL digests differ from SQLite digests");
 }
 
+/// A poll's writes are checkpointed beside it (`StateStore::checkpoint_in_background`), not left
+/// in the write-ahead log for a later poll's commit to copy back: once that checkpoint is done,
+/// the database file alone, read without its log, holds what both polls stored, the second
+/// polled while the first's checkpoint may still run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_polls_writes_are_checkpointed_beside_it() {
+    let ws = TestApp::sqlite();
+    let settings = ws.settings("");
+    write_demo_register(&settings, 200, 3).await;
+    let app = start(&settings).await;
+    let first = poll(&app, date(TODAY), Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap()).await;
+    assert!(first.deadlines_stored > 0);
+    sqlite_exec(
+        settings.register.url.expose(),
+        "UPDATE fristvakt_cases SET caseworker = 'ny@kommun.example', updated_at = '2026-11-25T12:30:00.000000Z' \
+         WHERE case_ref IN (SELECT case_ref FROM fristvakt_cases ORDER BY case_ref LIMIT 10)",
+    )
+    .await;
+    let second = poll(&app, date(TODAY), Utc.with_ymd_and_hms(2026, 11, 25, 13, 0, 0).unwrap()).await;
+    assert!(second.rows_read >= 10);
+    app.state.checkpoint_done().await;
+    let copy = ws.path("file-alone.db");
+    std::fs::copy(ws.path("state.db"), &copy).unwrap();
+    let read = |path: &std::path::Path| -> (i64, String, String) {
+        let db = rusqlite::Connection::open(path).unwrap();
+        db.query_row(
+            "SELECT (SELECT COUNT(*) FROM deadlines), \
+             (SELECT group_concat(caseworker) FROM (SELECT caseworker FROM deadlines ORDER BY case_ref, kind)), \
+             (SELECT watermark FROM poll_state)",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+        )
+        .unwrap()
+    };
+    let alone = read(&copy);
+    assert!(alone.0 > 0 && alone.1.contains("ny@kommun.example"), "the file alone holds both polls' deadlines");
+    assert_eq!(alone, read(&ws.path("state.db")), "the file alone holds what the log holds");
+    app.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changing_ten_rows_of_a_hundred_thousand_reads_about_ten() {
     let ws = TestApp::sqlite();
