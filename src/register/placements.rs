@@ -68,6 +68,10 @@ pub const PLACEMENT_COLUMNS: [&str; 27] = [
 /// References looked up by one statement.
 const REFS_PER_STATEMENT: usize = 500;
 
+/// Statements of [`Register::case_facts`] a PostgreSQL register runs at once: fewer than the
+/// pool's four connections, one of which a poll's read of the view may hold.
+const STATEMENTS_IN_FLIGHT: usize = 3;
+
 /// The values in a row of the view.
 const WIDTH: usize = PLACEMENT_COLUMNS.len() - 1;
 
@@ -559,25 +563,39 @@ impl Register {
         let mut unique: Vec<String> = case_refs.to_vec();
         unique.sort_unstable();
         unique.dedup();
-        let columns = format!("{}, {}", text("case_ref"), text("investigation_closed_on"));
-        for batch in unique.chunks(REFS_PER_STATEMENT) {
-            for row in self.select_in(&view, &columns, "case_ref", batch).await? {
-                let case_ref = row.text(0).map_err(error)?.unwrap_or_default();
-                let closed = row.text(1).map_err(error)?.as_deref().and_then(parse_day);
-                facts.cases.insert(case_ref.trim().to_string(), closed);
-            }
-        }
-        if self.features().chains && !keys.is_empty() {
-            let mut keys = keys.to_vec();
-            keys.sort_unstable();
-            keys.dedup();
-            let columns = format!("{}, {}", text("child_key"), text("investigation_opened_on"));
-            for batch in keys.chunks(REFS_PER_STATEMENT) {
-                for row in self.select_in(&view, &columns, "child_key", batch).await? {
-                    let key = row.text(0).map_err(error)?.unwrap_or_default();
-                    if let Some(opened) = row.text(1).map_err(error)?.as_deref().and_then(parse_day) {
-                        facts.opened_by_child.entry(key.trim().to_string()).or_default().push(opened);
-                    }
+        let mut keys = if self.features().chains { keys.to_vec() } else { Vec::new() };
+        keys.sort_unstable();
+        keys.dedup();
+        let case_columns = format!("{}, {}", text("case_ref"), text("investigation_closed_on"));
+        let key_columns = format!("{}, {}", text("child_key"), text("investigation_opened_on"));
+        // Each statement names what it looks up: (is a case reference, columns, column, values).
+        let statements = unique
+            .chunks(REFS_PER_STATEMENT)
+            .map(|batch| (true, case_columns.as_str(), "case_ref", batch))
+            .chain(keys.chunks(REFS_PER_STATEMENT).map(|batch| (false, key_columns.as_str(), "child_key", batch)));
+        // PostgreSQL runs them side by side on the pool's connections: one after another, the
+        // six of 1 000 changed placements waited on a round trip and the server each
+        // (BENCHMARKS.md, "Prints for the placements"). SQLite reads them one at a time.
+        let in_flight = match self.engine() {
+            Engine::Postgres => STATEMENTS_IN_FLIGHT,
+            Engine::Sqlite => 1,
+        };
+        // Collected first: a stream mapped by a closure here made the poll's future not `Send`.
+        let reads: Vec<_> = statements
+            .map(|(is_case, columns, column, batch)| {
+                let read = self.select_in(&view, columns, column, batch);
+                async move { Ok::<_, RegisterError>((is_case, read.await?)) }
+            })
+            .collect();
+        let mut read = futures_util::stream::iter(reads).buffered(in_flight);
+        while let Some((is_case, rows)) = read.try_next().await? {
+            for row in rows {
+                let value = row.text(0).map_err(error)?.unwrap_or_default();
+                let day = row.text(1).map_err(error)?.as_deref().and_then(parse_day);
+                if is_case {
+                    facts.cases.insert(value.trim().to_string(), day);
+                } else if let Some(opened) = day {
+                    facts.opened_by_child.entry(value.trim().to_string()).or_default().push(opened);
                 }
             }
         }

@@ -55,6 +55,14 @@ impl Stored {
         gone
     }
 
+    /// Takes in what another read gave, of other references ([`StateStore::stored_of`] of
+    /// references this one does not hold).
+    pub fn absorb(&mut self, other: Stored) {
+        self.rows.extend(other.rows);
+        self.cycles.extend(other.cycles);
+        self.kinds.extend(other.kinds);
+    }
+
     /// Takes in one row of [`StateStore::stored_of`]'s read.
     fn take(&mut self, row: &impl Cells) -> Result<(), StateError> {
         self.kinds.insert((row.cell("case_ref")?, row.cell("kind")?));
