@@ -113,7 +113,8 @@ struct StoredRow {
 pub(super) enum Write {
     /// Identical to its stored row (the upsert would pass over it): nothing.
     Nothing,
-    /// Only columns no index holds differ, and its ladder position stays: [`NARROW_UPDATE`].
+    /// Only columns no index holds differ, and its ladder position stays: [`NARROW_UPDATE`] on
+    /// SQLite, the upsert on PostgreSQL (which keeps such an update on its page either way).
     Narrow,
     /// Its closing day changed, and no other indexed column (a cycle a later review closed):
     /// [`CLOSE_UPDATE`] on SQLite, the upsert on PostgreSQL.
