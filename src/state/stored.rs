@@ -375,6 +375,32 @@ mod tests {
         assert_eq!(write_of(&r, Some(&s)), Write::Nothing, "no next step, none stored");
     }
 
+    /// Two reads of other references taken in together hold what one read of all gives: each
+    /// record finds its own row, and the kinds gone are found for the cases of either.
+    #[tokio::test]
+    async fn reads_of_other_references_taken_in_together_are_one_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let url =
+            crate::config::DatabaseUrl::parse(&format!("sqlite://{}", dir.path().join("state.db").display())).unwrap();
+        let state = StateStore::connect(&url).await.unwrap();
+        state.migrate().await.unwrap();
+        let other = DeadlineRecord { case_ref: CaseRef::parse("2026-PL-0200").unwrap(), ..record() };
+        let (one, two) = ([record().case_ref], [other.case_ref.clone()]);
+        state.store_deadlines(&one, &[record()], None).await.unwrap();
+        state.store_deadlines(&two, &[other.clone()], None).await.unwrap();
+        let both = [record().case_ref, other.case_ref.clone()];
+        let whole = state.stored_of(&both).await.unwrap();
+        let mut taken = state.stored_of(&one).await.unwrap();
+        taken.absorb(state.stored_of(&two).await.unwrap());
+        assert_eq!(taken.rows, whole.rows);
+        assert_eq!(taken.cycles.len(), 2);
+        assert_eq!(taken.write_of(&record()), Write::Nothing);
+        assert_eq!(taken.write_of(&other), Write::Nothing);
+        assert_eq!(taken.kinds_gone(&both, &HashMap::new()), whole.kinds_gone(&both, &HashMap::new()));
+        assert_eq!(taken.kinds_gone(&both, &HashMap::new()).len(), 2);
+        state.close().await;
+    }
+
     /// The stored rows of a SQLite file, read by rusqlite, decode as sqlx decodes them (every
     /// compared column, the cycles), so that a record identical to its row needs no statement.
     #[tokio::test]
