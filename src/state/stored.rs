@@ -387,7 +387,7 @@ mod tests {
         let other = DeadlineRecord { case_ref: CaseRef::parse("2026-PL-0200").unwrap(), ..record() };
         let (one, two) = ([record().case_ref], [other.case_ref.clone()]);
         state.store_deadlines(&one, &[record()], None).await.unwrap();
-        state.store_deadlines(&two, &[other.clone()], None).await.unwrap();
+        state.store_deadlines(&two, std::slice::from_ref(&other), None).await.unwrap();
         let both = [record().case_ref, other.case_ref.clone()];
         let whole = state.stored_of(&both).await.unwrap();
         let mut taken = state.stored_of(&one).await.unwrap();
