@@ -173,7 +173,12 @@ pub async fn sync_register(
         now,
         seed,
         prints,
-        placements: placements::PlacementPrints::new(placement_prints, seed, scanned),
+        placements: placements::PlacementPrints::new(
+            placement_prints,
+            seed,
+            scanned,
+            poll_state.watermark.filter(|_| !full),
+        ),
         tracks_placements: !full && register.placements_view().is_some(),
         logged: 0,
         unflushed: 0,

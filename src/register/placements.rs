@@ -74,6 +74,10 @@ const REFS_PER_STATEMENT: usize = 500;
 /// one statement a column.
 const FILE_REFS_PER_STATEMENT: usize = 10_000;
 
+/// Statements of [`Register::select_in`] a PostgreSQL register runs at once: fewer than the
+/// pool's four connections, one of which a poll's read of the view may hold.
+const STATEMENTS_IN_FLIGHT: usize = 3;
+
 /// The values in a row of the view.
 const WIDTH: usize = PLACEMENT_COLUMNS.len() - 1;
 
@@ -631,13 +635,25 @@ impl Register {
                     }
                 }
             }
+            // PostgreSQL runs the statements side by side on the pool's connections: one after
+            // another, the six of 1 000 changed placements waited on a round trip and the server
+            // each (BENCHMARKS.md, "Prints for the placements").
             Pool::Postgres(p) => {
-                for (lookup, out) in lookups.iter().zip(out.iter_mut()) {
-                    for batch in lookup.values.chunks(REFS_PER_STATEMENT) {
+                // Collected first: a stream mapped by a closure here made the poll's future not `Send`.
+                let reads: Vec<_> = lookups
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(at, lookup)| {
+                        lookup.values.chunks(REFS_PER_STATEMENT).map(move |batch| (at, lookup, batch))
+                    })
+                    .map(|(at, lookup, batch)| {
                         let sql = format!("SELECT {} FROM {view} WHERE {} = ANY($1)", lookup.columns, lookup.column);
-                        let rows = sqlx::query(&sql).bind(batch).fetch_all(p).await.map_err(error)?;
-                        out.extend(rows.into_iter().map(AnyTextRow::Postgres));
-                    }
+                        async move { Ok::<_, sqlx::Error>((at, sqlx::query(&sql).bind(batch).fetch_all(p).await?)) }
+                    })
+                    .collect();
+                let mut read = futures_util::stream::iter(reads).buffered(STATEMENTS_IN_FLIGHT);
+                while let Some((at, rows)) = read.try_next().await.map_err(error)? {
+                    out[at].extend(rows.into_iter().map(AnyTextRow::Postgres));
                 }
             }
         }

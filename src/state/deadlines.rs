@@ -239,13 +239,14 @@ impl StateStore {
 
     /// [`StateStore::store_deadlines`] for a caller that read the stored rows of these
     /// deadlines before it computed them (`stored`, of [`StateStore::stored_of`]): each record
-    /// goes to the one statement it needs, none for a record identical to its row, the narrow
-    /// update for one whose indexed columns stay, on SQLite the closing update for one whose
-    /// closing day alone of them changed (a cycle a review closed), the upsert alone for a new
-    /// one or one whose other indexed columns changed (the next cycle). What is stored is what
-    /// [`StateStore::store_deadlines`] stores: a chunk the narrow update did not wholly match
-    /// (the row changed since the read) goes to the upsert too. The kinds withdrawn are those of
-    /// `stored` that the records no longer hold, without a read.
+    /// goes to the one statement it needs, none for a record identical to its row; on SQLite
+    /// the narrow update for one whose indexed columns stay and the closing update for one whose
+    /// closing day alone of them changed (a cycle a review closed); the upsert for a new one or
+    /// one whose other indexed columns changed (the next cycle), and on PostgreSQL for every
+    /// record that needs a write, in one statement (BENCHMARKS.md, "Prints for the placements").
+    /// What is stored is what [`StateStore::store_deadlines`] stores: a chunk the narrow update
+    /// did not wholly match (the row changed since the read) goes to the upsert too. The kinds
+    /// withdrawn are those of `stored` that the records no longer hold, without a read.
     pub async fn store_deadlines_known(
         &self,
         case_refs: &[CaseRef],
@@ -266,6 +267,8 @@ impl StateStore {
         // The chunks to write, each with the update it goes to first: `None`, when nothing is
         // known of the stored rows, the narrow update as the chunks before it found (see below).
         let mut batches: Vec<(Option<Write>, Vec<&DeadlineRecord>)> = Vec::new();
+        // The records for the upsert after the loop below.
+        let mut to_upsert: Vec<&DeadlineRecord> = Vec::new();
         match stored {
             None => batches.extend(records.chunks(UPSERT_ROWS).map(|c| (None, c.iter().collect()))),
             Some(stored) => {
@@ -273,6 +276,13 @@ impl StateStore {
                 for r in records {
                     match stored.write_of(r) {
                         Write::Nothing => {}
+                        // PostgreSQL: into the one upsert, not the narrow update's statements of
+                        // 128. The upsert gives such a row just what the narrow update would
+                        // (its indexed columns the values stored, its ladder position kept), and
+                        // PostgreSQL keeps an update whose indexed values stay equal on its page
+                        // (HOT) whichever columns it sets. Its closing day stays, so it is not
+                        // among the finished below, as after the narrow update.
+                        Write::Narrow if self.engine == crate::config::Engine::Postgres => to_upsert.push(r),
                         Write::Narrow => narrow.push(r),
                         // PostgreSQL writes a new row version with every index entry either way:
                         // its one upsert statement is fewer round trips.
@@ -291,7 +301,6 @@ impl StateStore {
             // nothing, the rest go to the upsert alone.
             let mut narrow = true;
             let mut finished: HashSet<&str> = HashSet::new();
-            let mut to_upsert: Vec<&DeadlineRecord> = Vec::new();
             for (known, chunk) in &batches {
                 // First the deadlines whose indexed columns stay (a new caseworker, a new
                 // `updated_at`): a statement that sets only unindexed columns leaves every index

@@ -55,6 +55,14 @@ impl Stored {
         gone
     }
 
+    /// Takes in what another read gave, of other references ([`StateStore::stored_of`] of
+    /// references this one does not hold).
+    pub fn absorb(&mut self, other: Stored) {
+        self.rows.extend(other.rows);
+        self.cycles.extend(other.cycles);
+        self.kinds.extend(other.kinds);
+    }
+
     /// Takes in one row of [`StateStore::stored_of`]'s read.
     fn take(&mut self, row: &impl Cells) -> Result<(), StateError> {
         self.kinds.insert((row.cell("case_ref")?, row.cell("kind")?));
@@ -105,7 +113,8 @@ struct StoredRow {
 pub(super) enum Write {
     /// Identical to its stored row (the upsert would pass over it): nothing.
     Nothing,
-    /// Only columns no index holds differ, and its ladder position stays: [`NARROW_UPDATE`].
+    /// Only columns no index holds differ, and its ladder position stays: [`NARROW_UPDATE`] on
+    /// SQLite, the upsert on PostgreSQL (which keeps such an update on its page either way).
     Narrow,
     /// Its closing day changed, and no other indexed column (a cycle a later review closed):
     /// [`CLOSE_UPDATE`] on SQLite, the upsert on PostgreSQL.
@@ -364,6 +373,32 @@ mod tests {
         let (mut r, mut s) = (record(), stored());
         (r.next_step_on, s.next_step_on) = (None, None);
         assert_eq!(write_of(&r, Some(&s)), Write::Nothing, "no next step, none stored");
+    }
+
+    /// Two reads of other references taken in together hold what one read of all gives: each
+    /// record finds its own row, and the kinds gone are found for the cases of either.
+    #[tokio::test]
+    async fn reads_of_other_references_taken_in_together_are_one_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let url =
+            crate::config::DatabaseUrl::parse(&format!("sqlite://{}", dir.path().join("state.db").display())).unwrap();
+        let state = StateStore::connect(&url).await.unwrap();
+        state.migrate().await.unwrap();
+        let other = DeadlineRecord { case_ref: CaseRef::parse("2026-PL-0200").unwrap(), ..record() };
+        let (one, two) = ([record().case_ref], [other.case_ref.clone()]);
+        state.store_deadlines(&one, &[record()], None).await.unwrap();
+        state.store_deadlines(&two, std::slice::from_ref(&other), None).await.unwrap();
+        let both = [record().case_ref, other.case_ref.clone()];
+        let whole = state.stored_of(&both).await.unwrap();
+        let mut taken = state.stored_of(&one).await.unwrap();
+        taken.absorb(state.stored_of(&two).await.unwrap());
+        assert_eq!(taken.rows, whole.rows);
+        assert_eq!(taken.cycles.len(), 2);
+        assert_eq!(taken.write_of(&record()), Write::Nothing);
+        assert_eq!(taken.write_of(&other), Write::Nothing);
+        assert_eq!(taken.kinds_gone(&both, &HashMap::new()), whole.kinds_gone(&both, &HashMap::new()));
+        assert_eq!(taken.kinds_gone(&both, &HashMap::new()).len(), 2);
+        state.close().await;
     }
 
     /// The stored rows of a SQLite file, read by rusqlite, decode as sqlx decodes them (every

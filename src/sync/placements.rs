@@ -26,7 +26,7 @@ use crate::register::{
     RowChunk, ScannedFacts,
 };
 use crate::rules::{self, Kind, PlacementContext, RuleOptions};
-use crate::state::{DeadlineFilter, DeadlineRecord, StateStore};
+use crate::state::{DeadlineFilter, DeadlineRecord, StateStore, Stored};
 
 /// Placements stored per transaction.
 const CHUNK_PLACEMENTS: usize = 1000;
@@ -37,11 +37,19 @@ pub(crate) struct PlacementPrints {
     seed: u64,
     /// A full pass's case facts, gathered from its scan of the cases view.
     scanned: Option<ScannedFacts>,
+    /// An incremental poll's: when the poll before it began its read (its watermark). A row
+    /// stamped since was most likely not read by it (see `store_chunk`).
+    fresh_since: Option<DateTime<Utc>>,
 }
 
 impl PlacementPrints {
-    pub(super) fn new(prints: Prints, seed: u64, scanned: Option<ScannedFacts>) -> PlacementPrints {
-        PlacementPrints { prints, seed, scanned }
+    pub(super) fn new(
+        prints: Prints,
+        seed: u64,
+        scanned: Option<ScannedFacts>,
+        fresh_since: Option<DateTime<Utc>>,
+    ) -> PlacementPrints {
+        PlacementPrints { prints, seed, scanned, fresh_since }
     }
 
     /// Records the case facts of a chunk of the cases view a full pass read.
@@ -138,13 +146,37 @@ async fn store_chunk(
     settings: &Settings,
     (today, now): (NaiveDate, DateTime<Utc>),
     raws: Vec<RawPlacement>,
-    PlacementPrints { prints, seed, scanned }: &mut PlacementPrints,
+    PlacementPrints { prints, seed, scanned, fresh_since }: &mut PlacementPrints,
     report: &mut SyncReport,
 ) -> Result<(), PollError> {
     report.placement_rows_read += raws.len() as u64;
-    let (rows, broken) = read_rows(register, settings, raws, scanned.as_ref(), &mut report.placement_rejected).await?;
-    let refs = rows.iter().map(|(row, _, _)| row.placement_ref.as_str()).chain(broken.iter().map(String::as_str));
-    prints.load(state, refs).await?;
+    let valid = validate_rows(settings, raws, &mut report.placement_rejected);
+    // While the register gives the case facts, the state gives the prints of the rows read and
+    // the stored deadlines of the rows new to this poll (stamped since the poll before began
+    // its read): those are most likely changed, and their stored rows are then in hand when
+    // they are computed. A row the poll before read already (the overlap) is most likely
+    // unchanged: its stored rows are read only if its print says otherwise.
+    let fresh: Vec<CaseRef> = match fresh_since {
+        Some(since) => valid
+            .rows
+            .values()
+            .filter(|(row, _)| row.updated_at >= *since)
+            .map(|(row, _)| row.placement_ref.clone())
+            .collect(),
+        None => Vec::new(),
+    };
+    let ahead = async {
+        if fresh.is_empty() {
+            return Ok(Stored::default());
+        }
+        state.stored_of(&fresh).await
+    };
+    let (facts, loaded, ahead) =
+        tokio::join!(facts_of(register, scanned.as_ref(), &valid.rows), prints.load(state, valid.read()), ahead);
+    let (facts, mut stored) = (facts?, ahead?);
+    loaded?;
+    let mut in_hand: HashSet<CaseRef> = fresh.into_iter().collect();
+    let (rows, broken) = valid.with_facts(&facts, &mut report.placement_rejected);
     if let Some(book) = prints.book() {
         for placement_ref in &broken {
             book.list(placement_ref);
@@ -170,7 +202,11 @@ async fn store_chunk(
         // Every stored deadline of these placements, not only their cycles: with them in hand,
         // each record goes to the one statement it needs (a closed cycle and the next to the
         // upsert, a clock only the row's `updated_at` changed to the narrow update).
-        let stored = state.stored_of(&refs).await?;
+        let missing: Vec<CaseRef> = refs.iter().filter(|r| !in_hand.contains(*r)).cloned().collect();
+        if !missing.is_empty() {
+            stored.absorb(state.stored_of(&missing).await?);
+            in_hand.extend(missing);
+        }
         let running = running_cycles(stored.cycles());
         let (records, refs) = compute(settings, (today, now), chunk, &running);
         report.deadlines_stored += records.len() as u64;
@@ -238,12 +274,70 @@ async fn read_rows(
     scanned: Option<&ScannedFacts>,
     rejected: &mut std::collections::BTreeMap<RejectReason, u64>,
 ) -> Result<(Vec<ReadRow>, HashSet<String>), PollError> {
-    let mut kept = HashSet::new();
-    let mut reject = |rejection: Rejection, kept: &mut HashSet<String>| {
-        kept.extend(rejection.case_ref.clone());
-        *rejected.entry(rejection.reason).or_default() += 1;
-        tracing::warn!(reason = rejection.reason.as_str(), "placements row skipped: {rejection}");
-    };
+    let valid = validate_rows(settings, raws, rejected);
+    let facts = facts_of(register, scanned, &valid.rows).await?;
+    Ok(valid.with_facts(&facts, rejected))
+}
+
+/// A chunk's rows validated, before their case facts are read.
+struct Validated {
+    /// The valid rows by reference (the newest of one read twice), each with its values' print.
+    rows: HashMap<String, (PlacementRow, u64)>,
+    /// The references of the rows skipped as broken.
+    broken: HashSet<String>,
+}
+
+impl Validated {
+    /// The references of every row read, valid or broken (a row that turns out to collide with
+    /// a case is among them either way).
+    fn read(&self) -> impl Iterator<Item = &str> {
+        self.rows.keys().chain(self.broken.iter()).map(String::as_str)
+    }
+
+    /// The valid rows, sorted by reference, each with its clocks' context from `facts`, and the
+    /// broken references, those colliding with a case reference added (counted in `rejected`).
+    fn with_facts(
+        self,
+        facts: &CaseFacts,
+        rejected: &mut std::collections::BTreeMap<RejectReason, u64>,
+    ) -> (Vec<ReadRow>, HashSet<String>) {
+        let Validated { mut rows, mut broken } = self;
+        for collided in collisions(rows.keys().map(String::as_str), facts) {
+            rows.remove(&collided);
+            let rejection =
+                Rejection { reason: RejectReason::RefCollision, column: "placement_ref", case_ref: Some(collided) };
+            reject(rejection, &mut broken, rejected);
+        }
+        let mut out: Vec<ReadRow> = rows
+            .into_values()
+            .map(|(row, values)| {
+                let context = context(&row, facts);
+                (row, context, values)
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.placement_ref.as_str().cmp(b.0.placement_ref.as_str()));
+        (out, broken)
+    }
+}
+
+/// Counts and logs (by reference and column only) a row skipped, and lists its reference.
+fn reject(
+    rejection: Rejection,
+    broken: &mut HashSet<String>,
+    rejected: &mut std::collections::BTreeMap<RejectReason, u64>,
+) {
+    broken.extend(rejection.case_ref.clone());
+    *rejected.entry(rejection.reason).or_default() += 1;
+    tracing::warn!(reason = rejection.reason.as_str(), "placements row skipped: {rejection}");
+}
+
+/// Validates `raws` (see [`Validated`]), counting the broken ones in `rejected`.
+fn validate_rows(
+    settings: &Settings,
+    raws: Vec<RawPlacement>,
+    rejected: &mut std::collections::BTreeMap<RejectReason, u64>,
+) -> Validated {
+    let mut broken = HashSet::new();
     let mut rows: HashMap<String, (PlacementRow, u64)> = HashMap::new();
     for raw in &raws {
         match validate_placement(raw, settings.register.max_cell_bytes) {
@@ -258,14 +352,23 @@ async fn read_rows(
                     }
                 }
             }
-            Err(rejection) => reject(rejection, &mut kept),
+            Err(rejection) => reject(rejection, &mut broken, rejected),
         }
     }
+    Validated { rows, broken }
+}
+
+/// The case facts of valid `rows`: those a full pass gathered in `scanned`, the others looked up.
+async fn facts_of(
+    register: &Register,
+    scanned: Option<&ScannedFacts>,
+    rows: &HashMap<String, (PlacementRow, u64)>,
+) -> Result<CaseFacts, PollError> {
     let mut refs: Vec<String> = rows.keys().cloned().collect();
     refs.extend(rows.values().filter_map(|(r, _)| r.case_ref.as_ref().map(|c| c.to_string())));
     let keys: Vec<String> =
         rows.values().filter_map(|(r, _)| r.child_key.as_ref().map(|k| k.as_str().to_string())).collect();
-    let facts = match scanned {
+    Ok(match scanned {
         Some(scanned) => {
             let (mut facts, refs, keys) = scanned.facts_of(&refs, &keys);
             if !refs.is_empty() || !keys.is_empty() {
@@ -276,23 +379,7 @@ async fn read_rows(
             facts
         }
         None => register.case_facts(&refs, &keys).await?,
-    };
-    for collided in collisions(rows.keys().map(String::as_str), &facts) {
-        rows.remove(&collided);
-        reject(
-            Rejection { reason: RejectReason::RefCollision, column: "placement_ref", case_ref: Some(collided) },
-            &mut kept,
-        );
-    }
-    let mut out: Vec<ReadRow> = rows
-        .into_values()
-        .map(|(row, values)| {
-            let context = context(&row, &facts);
-            (row, context, values)
-        })
-        .collect();
-    out.sort_by(|a, b| a.0.placement_ref.as_str().cmp(b.0.placement_ref.as_str()));
-    Ok((out, kept))
+    })
 }
 
 /// One placement as a poll computes it (for `explain`): its valid row and what its clocks need
