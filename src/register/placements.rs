@@ -446,7 +446,10 @@ impl Register {
 
     /// [`Register::placements_since`] as read, a [`RowChunk`] of the view's values a chunk
     /// (see [`placement_cells`]).
-    pub fn placement_chunks_since(&self, since: Option<DateTime<Utc>>) -> BoxStream<'_, Result<RowChunk, RegisterError>> {
+    pub fn placement_chunks_since(
+        &self,
+        since: Option<DateTime<Utc>>,
+    ) -> BoxStream<'_, Result<RowChunk, RegisterError>> {
         self.placements_read(since, 2)
     }
 
@@ -459,7 +462,11 @@ impl Register {
     }
 
     /// The placements rows changed at or after `since`, read up to `ahead` chunks ahead.
-    fn placements_read(&self, since: Option<DateTime<Utc>>, ahead: usize) -> BoxStream<'_, Result<RowChunk, RegisterError>> {
+    fn placements_read(
+        &self,
+        since: Option<DateTime<Utc>>,
+        ahead: usize,
+    ) -> BoxStream<'_, Result<RowChunk, RegisterError>> {
         let Some(view) = self.placements.clone() else { return futures_util::stream::empty().boxed() };
         let error = {
             let view = view.clone();

@@ -401,7 +401,7 @@ async fn with_facts<'s>(
         let case_refs = std::iter::once(&row.placement_ref).chain(row.case_ref.as_ref());
         refs.extend(case_refs.map(CaseRef::as_str).filter(|r| !asked(r)).map(str::to_string));
         if let Some(key) = &row.child_key {
-            if !scanned.is_some_and(|s| s.opened_of(key.as_str()).is_some()) {
+            if scanned.is_none_or(|s| s.opened_of(key.as_str()).is_none()) {
                 keys.push(key.as_str().to_string());
             }
         }
@@ -462,7 +462,10 @@ impl Facts<'_> {
 
     /// What `row`'s clocks need from the cases view.
     fn context(&self, row: &PlacementRow) -> PlacementContext {
-        PlacementContext { investigation_closed_on: self.closed_on(row), investigations_opened: self.opened_for(row).to_vec() }
+        PlacementContext {
+            investigation_closed_on: self.closed_on(row),
+            investigations_opened: self.opened_for(row).to_vec(),
+        }
     }
 }
 
