@@ -106,6 +106,18 @@ pub fn placement_cells(chunk: &RowChunk) -> Vec<PlacementCells<'_>> {
         .collect()
 }
 
+/// Placements rows read as text (through sqlx, or made up by a test) as a chunk of the view.
+pub fn placement_chunk(raws: &[RawPlacement]) -> RowChunk {
+    let mut chunk = RowChunk::default();
+    for raw in raws {
+        for value in &raw.0 {
+            chunk.push_value(value.as_deref().map(str::as_bytes));
+        }
+        chunk.end_row();
+    }
+    chunk
+}
+
 /// The value at `at`, trimmed; `None` for NULL or blank.
 fn present<'c>(cells: &'c PlacementCells<'_>, at: usize) -> Option<&'c str> {
     cells.get(at).and_then(|v| v.as_deref()).map(str::trim).filter(|s| !s.is_empty())
@@ -511,17 +523,11 @@ impl Register {
                 .map(|r| r.and_then(|r| raw(&r)))
                 .boxed(),
         };
-        let chunk = |raws: Vec<RawPlacement>| {
-            let mut chunk = RowChunk::default();
-            for raw in raws {
-                for value in &raw.0 {
-                    chunk.push_value(value.as_deref().map(str::as_bytes));
-                }
-                chunk.end_row();
-            }
-            chunk
-        };
-        rows.map_err(error).try_chunks(super::STREAM_CHUNK).map_err(|e| e.1).map_ok(chunk).boxed()
+        rows.map_err(error)
+            .try_chunks(super::STREAM_CHUNK)
+            .map_err(|e| e.1)
+            .map_ok(|raws| placement_chunk(&raws))
+            .boxed()
     }
 
     /// What a full pass asks of the cases view's scan for its placements ([`ScannedFacts`]):

@@ -661,3 +661,61 @@ pub async fn each_current_placement_deadline<E: From<PollError>>(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::register::{placement_chunk, placements::PLACEMENT_COLUMNS};
+
+    fn raw(placement_ref: &str, decided_on: &str, updated_at: &str) -> RawPlacement {
+        let mut values = vec![None; PLACEMENT_COLUMNS.len() - 1];
+        for (column, value) in [
+            ("placement_ref", placement_ref),
+            ("unit", "BRO-BU"),
+            ("basis", "lvu_6"),
+            ("decided_on", decided_on),
+            ("updated_at", updated_at),
+        ] {
+            values[PLACEMENT_COLUMNS.iter().position(|c| *c == column).unwrap()] = Some(value.to_string());
+        }
+        RawPlacement(values)
+    }
+
+    /// A full pass validates the placements chunks that have come while its cases come: they
+    /// are given back in the read's order, a broken row counted once, the newest row of a
+    /// reference read twice kept, and a failure of the read after the chunks before it; the
+    /// values' print is the same whether a row is read from the COPY's chunk or as text.
+    #[test]
+    fn placements_validated_ahead_come_back_in_order_then_the_failure() {
+        let settings = crate::digest::tests::settings("");
+        let first = vec![
+            raw("P-1", "2026-11-21", "2026-11-21T10:00:00Z"),
+            raw("P-2", "not a day", "2026-11-21T10:00:00Z"),
+            raw(" P-1 ", "2026-11-22", "2026-11-22T10:00:00Z"),
+        ];
+        let second = vec![raw("P-3", "2026-11-21", "2026-11-21T10:00:00Z")];
+        let failure = RegisterError::Query { view: "placements".into(), source: sqlx::Error::RowNotFound };
+        let chunks: Vec<Result<RowChunk, RegisterError>> =
+            vec![Ok(placement_chunk(&first)), Ok(placement_chunk(&second)), Err(failure)];
+        let mut ahead = PlacementsAhead::new(futures_util::StreamExt::boxed(futures_util::stream::iter(chunks)));
+        let mut rejected = std::collections::BTreeMap::new();
+        ahead.validate_ready(&settings, &mut rejected);
+        assert_eq!(ahead.validated.len(), 2);
+        assert!(ahead.ended && ahead.failed.is_some());
+        assert_eq!(rejected.get(&RejectReason::BadDate), Some(&1));
+
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let one = runtime.block_on(ahead.next(&settings, &mut rejected)).unwrap().unwrap();
+        assert_eq!(one.read, 3);
+        assert_eq!(one.broken, HashSet::from(["P-2".to_string()]));
+        assert_eq!(one.rows.len(), 1);
+        let (row, values) = &one.rows[0];
+        assert_eq!((row.placement_ref.as_str(), row.dates.decided_on.to_string().as_str()), ("P-1", "2026-11-22"));
+        assert_eq!(*values, values_print(&first[2].cells()));
+        let two = runtime.block_on(ahead.next(&settings, &mut rejected)).unwrap().unwrap();
+        assert_eq!(two.rows[0].0.placement_ref.as_str(), "P-3");
+        assert!(runtime.block_on(ahead.next(&settings, &mut rejected)).is_err());
+        assert!(runtime.block_on(ahead.next(&settings, &mut rejected)).unwrap().is_none());
+        assert_eq!(rejected.get(&RejectReason::BadDate), Some(&1), "counted once");
+    }
+}
