@@ -166,7 +166,8 @@ pub async fn sync_register(
     };
     let seed = print_seed(settings);
     // Its placements are read from now on, while the cases come (`every_placement_ahead`).
-    let early_placements = scanned.is_some().then(|| register.every_placement_ahead());
+    let mut early_placements =
+        scanned.is_some().then(|| placements::PlacementsAhead::new(register.every_placement_ahead()));
     let mut pass = Pass {
         settings,
         today,
@@ -206,6 +207,11 @@ pub async fn sync_register(
             pass.placements.record(&chunk);
             pass.store_chunk(register, state, &chunk, &mut report).await?;
             chunk.clear();
+            // The placements that have come are validated meanwhile: only their case facts
+            // wait for the scan's end.
+            if let Some(ahead) = &mut early_placements {
+                ahead.validate_ready(settings, &mut report.placement_rejected);
+            }
         }
         if done {
             break;

@@ -30,7 +30,10 @@ use futures_util::StreamExt;
 
 pub use self::chunk::{EncodedRow, RowChunk};
 pub use self::columns::{Column, Feature, Features, Presence, RawRow, Storage, COLUMNS, WIDTH};
-pub use self::placements::{validate_placement, CaseFacts, PlacementRow, RawPlacement, ScannedFacts};
+pub use self::placements::{
+    placement_cells, placement_chunk, validate_placement, validate_placement_cells, CaseFacts, PlacementCells,
+    PlacementRow, RawPlacement, ScannedFacts,
+};
 use self::postgres::{pg_columns, pg_columns_copied_as_cast, pg_instant_text, stream_pg_copy, CopyShape};
 use self::sqlite::{sqlite_columns, stream_sqlite_file};
 pub use self::validate::{validate, validate_encoded, CaseRow, RejectReason, Rejection};

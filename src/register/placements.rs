@@ -11,7 +11,7 @@
 //! opened in the child's cases, and whether a placement reference is also a case reference — is
 //! read by [`Register::case_facts`].
 
-use std::collections::HashSet;
+use std::borrow::Cow;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use futures_util::stream::BoxStream;
@@ -93,10 +93,44 @@ const KEY_COLUMNS: [&str; 3] = ["placement_ref", "case_ref", "child_key"];
 pub struct RawPlacement(pub Vec<Option<String>>);
 
 impl RawPlacement {
-    /// The value at `at`, trimmed; `None` for NULL or blank.
-    fn present(&self, at: usize) -> Option<&str> {
-        self.0.get(at).and_then(|v| v.as_deref()).map(str::trim).filter(|s| !s.is_empty())
+    /// Its values, borrowed.
+    pub fn cells(&self) -> PlacementCells<'_> {
+        std::array::from_fn(|at| self.0.get(at).and_then(|v| v.as_deref()).map(Cow::Borrowed))
     }
+}
+
+/// One placements row's values as text, in [`PLACEMENT_COLUMNS`] order, borrowed from where
+/// they were read: a full pass validates and prints a chunk's rows without a `String` a value
+/// (what [`RawPlacement`] holds cost about as much as validating the row).
+pub type PlacementCells<'a> = [Option<Cow<'a, str>>; WIDTH];
+
+/// The rows of a chunk of the placements view as text, each value as [`RawPlacement`] holds it
+/// (invalid UTF-8 replaced, which is the only value copied).
+pub fn placement_cells(chunk: &RowChunk) -> Vec<PlacementCells<'_>> {
+    chunk
+        .rows()
+        .map(|row| {
+            let mut values = row.values();
+            std::array::from_fn(|_| values.next().flatten().map(String::from_utf8_lossy))
+        })
+        .collect()
+}
+
+/// Placements rows read as text (through sqlx, or made up by a test) as a chunk of the view.
+pub fn placement_chunk(raws: &[RawPlacement]) -> RowChunk {
+    let mut chunk = RowChunk::default();
+    for raw in raws {
+        for value in &raw.0 {
+            chunk.push_value(value.as_deref().map(str::as_bytes));
+        }
+        chunk.end_row();
+    }
+    chunk
+}
+
+/// The value at `at`, trimmed; `None` for NULL or blank.
+fn present<'c>(cells: &'c PlacementCells<'_>, at: usize) -> Option<&'c str> {
+    cells.get(at).and_then(|v| v.as_deref()).map(str::trim).filter(|s| !s.is_empty())
 }
 
 /// The place of the column `name` in [`PLACEMENT_COLUMNS`]; a name not in the list fails the
@@ -224,6 +258,19 @@ impl ScannedFacts {
         }
     }
 
+    /// The investigation close of the case `case_ref` as the scan read it: `None` when the scan
+    /// was not asked for it (it is then looked up), `Some(None)` when the cases view does not
+    /// hold it.
+    pub fn closed_of(&self, case_ref: &str) -> Option<Option<Option<NaiveDate>>> {
+        self.refs.get(case_ref.as_bytes()).copied()
+    }
+
+    /// The investigations opened in the child `key`'s cases as the scan read them, in no
+    /// particular order; `None` when the scan was not asked for the child.
+    pub fn opened_of(&self, key: &str) -> Option<&[NaiveDate]> {
+        self.keys.get(key.as_bytes()).map(Vec::as_slice)
+    }
+
     /// The facts of `refs` and `keys` gathered, and those of them the scan was not asked for.
     pub fn facts_of(&self, refs: &[String], keys: &[String]) -> (CaseFacts, Vec<String>, Vec<String>) {
         let mut facts = CaseFacts::default();
@@ -252,10 +299,15 @@ impl ScannedFacts {
 
 /// Checks a placements row against contract §1b.
 pub fn validate_placement(raw: &RawPlacement, max_cell_bytes: usize) -> Result<PlacementRow, Rejection> {
+    validate_placement_cells(&raw.cells(), max_cell_bytes)
+}
+
+/// Checks a placements row's values against contract §1b.
+pub fn validate_placement_cells(raw: &PlacementCells<'_>, max_cell_bytes: usize) -> Result<PlacementRow, Rejection> {
     // A column's value, trimmed, found by its place (known when the crate is built).
     macro_rules! present {
         ($column:literal) => {
-            raw.present({
+            present(raw, {
                 const AT: usize = placement_position($column);
                 AT
             })
@@ -264,7 +316,7 @@ pub fn validate_placement(raw: &RawPlacement, max_cell_bytes: usize) -> Result<P
     let placement_text = present!("placement_ref");
     let reject =
         |reason, column: &'static str| Rejection { reason, column, case_ref: placement_text.map(str::to_string) };
-    for (column, value) in PLACEMENT_COLUMNS.iter().zip(&raw.0) {
+    for (column, value) in PLACEMENT_COLUMNS.iter().zip(raw) {
         if value.as_ref().is_some_and(|v| v.len() > max_cell_bytes) {
             return Err(reject(RejectReason::CellTooLarge, column));
         }
@@ -409,14 +461,25 @@ impl Register {
         &self,
         since: Option<DateTime<Utc>>,
     ) -> BoxStream<'_, Result<Vec<RawPlacement>, RegisterError>> {
+        let raws =
+            |chunk: RowChunk| -> Vec<RawPlacement> { chunk.rows().map(|row| RawPlacement(row.texts())).collect() };
+        self.placement_chunks_since(since).map_ok(raws).boxed()
+    }
+
+    /// [`Register::placements_since`] as read, a [`RowChunk`] of the view's values a chunk
+    /// (see [`placement_cells`]).
+    pub fn placement_chunks_since(
+        &self,
+        since: Option<DateTime<Utc>>,
+    ) -> BoxStream<'_, Result<RowChunk, RegisterError>> {
         self.placements_read(since, 2)
     }
 
-    /// Every placements row, as [`Register::placements_since`] gives them, read from the call
-    /// on by a task of its own up to [`PASS_AHEAD`] chunks ahead of the caller: a full pass opens
-    /// it as its scan of the cases view begins, so that the engine sends the placements while
-    /// the cases are computed (on a connection of its own), not after them.
-    pub fn every_placement_ahead(&self) -> BoxStream<'_, Result<Vec<RawPlacement>, RegisterError>> {
+    /// Every placements row, as [`Register::placement_chunks_since`] gives them, read from the
+    /// call on by a task of its own up to [`PASS_AHEAD`] chunks ahead of the caller: a full pass
+    /// opens it as its scan of the cases view begins, so that the engine sends the placements
+    /// while the cases are computed (on a connection of its own), not after them.
+    pub fn every_placement_ahead(&self) -> BoxStream<'_, Result<RowChunk, RegisterError>> {
         self.placements_read(None, PASS_AHEAD)
     }
 
@@ -425,14 +488,12 @@ impl Register {
         &self,
         since: Option<DateTime<Utc>>,
         ahead: usize,
-    ) -> BoxStream<'_, Result<Vec<RawPlacement>, RegisterError>> {
+    ) -> BoxStream<'_, Result<RowChunk, RegisterError>> {
         let Some(view) = self.placements.clone() else { return futures_util::stream::empty().boxed() };
         let error = {
             let view = view.clone();
             move |source| RegisterError::Query { view: view.clone(), source }
         };
-        let raws =
-            |chunk: RowChunk| -> Vec<RawPlacement> { chunk.rows().map(|row| RawPlacement(row.texts())).collect() };
         // Streamed: a view of 100 000 placements fetched whole held every row twice. A SQLite
         // file is read by rusqlite, a chunk at a time (sqlx hands each row across a channel from
         // its worker thread, which cost more than the read); PostgreSQL by COPY, as the cases
@@ -448,7 +509,7 @@ impl Register {
                         vec![(t - chrono::Duration::days(1)).format("%Y-%m-%d").to_string(), format_instant(t)],
                     ),
                 };
-                return stream_sqlite_file_ahead(path, sql, binds, ahead).map_ok(raws).map_err(error).boxed();
+                return stream_sqlite_file_ahead(path, sql, binds, ahead).map_err(error).boxed();
             }
             (Pool::Postgres(p), since) => {
                 // COPY takes no parameters: the bound is our own RFC 3339 text of an instant, as
@@ -461,7 +522,6 @@ impl Register {
                     ),
                 };
                 return stream_pg_copy_ahead(p.clone(), sql, CopyShape::Plain(WIDTH), self.stream_idle, ahead)
-                    .map_ok(raws)
                     .map_err(error)
                     .boxed();
             }
@@ -473,7 +533,11 @@ impl Register {
                 .map(|r| r.and_then(|r| raw(&r)))
                 .boxed(),
         };
-        rows.map_err(error).try_chunks(super::STREAM_CHUNK).map_err(|e| e.1).boxed()
+        rows.map_err(error)
+            .try_chunks(super::STREAM_CHUNK)
+            .map_err(|e| e.1)
+            .map_ok(|raws| placement_chunk(&raws))
+            .boxed()
     }
 
     /// What a full pass asks of the cases view's scan for its placements ([`ScannedFacts`]):
@@ -718,12 +782,6 @@ impl TextOf for AnyTextRow {
     fn text_of(&self, i: usize) -> Result<Option<String>, sqlx::Error> {
         self.text(i)
     }
-}
-
-/// The placement references of `rows` that are also case references (contract §1b:
-/// `ref_collision`).
-pub fn collisions<'a>(rows: impl Iterator<Item = &'a str>, facts: &CaseFacts) -> HashSet<String> {
-    rows.filter(|r| facts.cases.contains_key(r.trim())).map(|r| r.trim().to_string()).collect()
 }
 
 /// The placements view's statements on one engine.

@@ -10,20 +10,20 @@
 //! a placement whose print is the stored one is not computed again and costs no statement; one
 //! whose row or facts changed is computed from them and its stored cycles.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use futures_util::stream::BoxStream;
-use futures_util::TryStreamExt;
+use futures_util::{FutureExt, TryStreamExt};
 use xxhash_rust::xxh3::Xxh3;
 
 use super::{first_step_on, is_retained, store_whole, PollError, Prints, SyncReport};
 use crate::config::Settings;
 use crate::domain::{log_safe, CaseRef, StoredDeadline};
-use crate::register::placements::collisions;
+use crate::register::placements::FastMap;
 use crate::register::{
-    validate_placement, CaseFacts, PlacementRow, RawPlacement, Register, RegisterError, RejectReason, Rejection,
-    RowChunk, ScannedFacts,
+    placement_cells, validate_placement, validate_placement_cells, CaseFacts, PlacementCells, PlacementRow,
+    RawPlacement, Register, RegisterError, RejectReason, Rejection, RowChunk, ScannedFacts,
 };
 use crate::rules::{self, Kind, PlacementContext, RuleOptions};
 use crate::state::{DeadlineFilter, DeadlineRecord, StateStore, Stored};
@@ -71,8 +71,79 @@ pub(crate) async fn wanted_facts(register: &Register) -> Result<ScannedFacts, Po
     Ok(register.wanted_facts().await?)
 }
 
+/// Chunks of the placements view a full pass validates while its cases come, at most: about
+/// 0.4 MB each (a validated row holds its references, unit, caseworker and dates), on top of
+/// what the read holds ahead ([`Register::every_placement_ahead`]).
+const VALIDATED_AHEAD: usize = 24;
+
+/// A read of the placements view, and the chunks of it validated ahead of their computation:
+/// a full pass opens it as its scan of the cases view begins ([`Register::every_placement_ahead`])
+/// and validates the chunks that have come while the cases come ([`PlacementsAhead::validate_ready`]);
+/// only the case facts' part waits for the scan's end.
+pub(crate) struct PlacementsAhead<'r> {
+    chunks: BoxStream<'r, Result<RowChunk, RegisterError>>,
+    validated: VecDeque<Validated>,
+    /// The read gave its last chunk (or failed, with `failed`): it is not polled again.
+    ended: bool,
+    failed: Option<RegisterError>,
+}
+
+impl<'r> PlacementsAhead<'r> {
+    pub(crate) fn new(chunks: BoxStream<'r, Result<RowChunk, RegisterError>>) -> PlacementsAhead<'r> {
+        PlacementsAhead { chunks, validated: VecDeque::new(), ended: false, failed: None }
+    }
+
+    /// Validates the chunks the read has ready, up to [`VALIDATED_AHEAD`] held; never waits.
+    /// Broken rows are counted in `rejected` now.
+    pub(crate) fn validate_ready(
+        &mut self,
+        settings: &Settings,
+        rejected: &mut std::collections::BTreeMap<RejectReason, u64>,
+    ) {
+        while !self.ended && self.validated.len() < VALIDATED_AHEAD {
+            // A stream's next item is cancel-safe: one not ready stays in the stream.
+            match self.chunks.try_next().now_or_never() {
+                None => break,
+                Some(Ok(Some(chunk))) => {
+                    self.validated.push_back(validate_rows(settings, &placement_cells(&chunk), rejected));
+                }
+                Some(Ok(None)) => self.ended = true,
+                Some(Err(e)) => {
+                    self.failed = Some(e);
+                    self.ended = true;
+                }
+            }
+        }
+    }
+
+    /// The next chunk validated, in the read's order; a failure of the read once the chunks
+    /// before it are taken.
+    async fn next(
+        &mut self,
+        settings: &Settings,
+        rejected: &mut std::collections::BTreeMap<RejectReason, u64>,
+    ) -> Result<Option<Validated>, RegisterError> {
+        if let Some(validated) = self.validated.pop_front() {
+            return Ok(Some(validated));
+        }
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
+        if self.ended {
+            return Ok(None);
+        }
+        match self.chunks.try_next().await? {
+            Some(chunk) => Ok(Some(validate_rows(settings, &placement_cells(&chunk), rejected))),
+            None => {
+                self.ended = true;
+                Ok(None)
+            }
+        }
+    }
+}
+
 /// Reads the placements a poll touches (every row when `since` is `None`; from `early` when
-/// the caller opened that read already, see [`Register::every_placement_ahead`]), computes the
+/// the caller opened that read already, see [`PlacementsAhead`]), computes the
 /// changed ones and stores them; a full pass then withdraws the deadlines of placements gone
 /// from the view and stores its prints.
 #[allow(clippy::too_many_arguments)]
@@ -82,16 +153,16 @@ pub(crate) async fn sync_placements<'r>(
     settings: &Settings,
     (today, now): (NaiveDate, DateTime<Utc>),
     since: Option<DateTime<Utc>>,
-    early: Option<BoxStream<'r, Result<Vec<RawPlacement>, RegisterError>>>,
+    early: Option<PlacementsAhead<'r>>,
     prints: &mut PlacementPrints,
     report: &mut SyncReport,
 ) -> Result<(), PollError> {
     let full = since.is_none();
     // The view is read in chunks, each computed and stored before the next: only the prints stay,
     // not the rows.
-    let mut chunks = early.unwrap_or_else(|| register.placements_since(since));
-    while let Some(raws) = chunks.try_next().await? {
-        store_chunk(register, state, settings, (today, now), raws, prints, report).await?;
+    let mut chunks = early.unwrap_or_else(|| PlacementsAhead::new(register.placement_chunks_since(since)));
+    while let Some(validated) = chunks.next(settings, &mut report.placement_rejected).await? {
+        store_chunk(register, state, settings, (today, now), validated, prints, report).await?;
     }
     drop(chunks);
     if full && report.placement_rows_read == 0 {
@@ -135,31 +206,32 @@ pub(crate) async fn sync_touched(
     if raws.is_empty() {
         return Ok(());
     }
-    store_chunk(register, state, settings, (today, now), raws, prints, report).await
+    let cells: Vec<PlacementCells<'_>> = raws.iter().map(RawPlacement::cells).collect();
+    let validated = validate_rows(settings, &cells, &mut report.placement_rejected);
+    store_chunk(register, state, settings, (today, now), validated, prints, report).await
 }
 
-/// Validates one chunk of placements rows, and computes and stores those whose print changed,
-/// with their prints; a broken row's placement is listed as read.
+/// Computes and stores the placements of one validated chunk whose print changed, with their
+/// prints; a broken row's placement is listed as read.
 async fn store_chunk(
     register: &Register,
     state: &StateStore,
     settings: &Settings,
     (today, now): (NaiveDate, DateTime<Utc>),
-    raws: Vec<RawPlacement>,
+    validated: Validated,
     PlacementPrints { prints, seed, scanned, fresh_since }: &mut PlacementPrints,
     report: &mut SyncReport,
 ) -> Result<(), PollError> {
-    report.placement_rows_read += raws.len() as u64;
-    let valid = validate_rows(settings, raws, &mut report.placement_rejected);
+    report.placement_rows_read += validated.read as u64;
     // While the register gives the case facts, the state gives the prints of the rows read and
     // the stored deadlines of the rows new to this poll (stamped since the poll before began
     // its read): those are most likely changed, and their stored rows are then in hand when
     // they are computed. A row the poll before read already (the overlap) is most likely
     // unchanged: its stored rows are read only if its print says otherwise.
     let fresh: Vec<CaseRef> = match fresh_since {
-        Some(since) => valid
+        Some(since) => validated
             .rows
-            .values()
+            .iter()
             .filter(|(row, _)| row.updated_at >= *since)
             .map(|(row, _)| row.placement_ref.clone())
             .collect(),
@@ -171,23 +243,26 @@ async fn store_chunk(
         }
         state.stored_of(&fresh).await
     };
-    let (facts, loaded, ahead) =
-        tokio::join!(facts_of(register, scanned.as_ref(), &valid.rows), prints.load(state, valid.read()), ahead);
-    let (facts, mut stored) = (facts?, ahead?);
+    let (looked_up, loaded, ahead) =
+        tokio::join!(look_up(register, &validated.rows, scanned.as_ref()), prints.load(state, validated.refs()), ahead);
+    let (facts, mut stored) = (looked_up?, ahead?);
     loaded?;
     let mut in_hand: HashSet<CaseRef> = fresh.into_iter().collect();
-    let (rows, broken) = valid.with_facts(&facts, &mut report.placement_rejected);
+    let (rows, broken) = validated.with_facts(&facts, &mut report.placement_rejected);
     if let Some(book) = prints.book() {
         for placement_ref in &broken {
             book.list(placement_ref);
         }
     }
-    let mut changed = Vec::with_capacity(rows.len());
-    for (row, context, values) in rows {
-        let print = placement_print(*seed, values, &context);
+    let mut changed = Vec::new();
+    for (row, values) in rows {
+        // The print from the facts as they are held: a context is built only for a placement to
+        // compute.
+        let print = placement_print(*seed, values, facts.closed_on(&row), facts.opened_for(&row));
         if prints.unchanged(row.placement_ref.as_str(), print) {
             report.placements_unchanged += 1;
         } else {
+            let context = facts.context(&row);
             changed.push((row, context, print));
         }
     }
@@ -224,22 +299,32 @@ async fn store_chunk(
 
 /// The print of a placements row: XXH3, seeded with [`super::print_seed`] (the law's code and
 /// the settings), of the print of its values (`values`, see `values_print`) and of the facts of
-/// the cases view its clocks read (`context`). Equal prints mean the placement gives its stored
-/// deadlines: its stored cycles are those a computation from the same row and facts left.
-fn placement_print(seed: u64, values: u64, context: &PlacementContext) -> u64 {
+/// the cases view its clocks read (its case's investigation close `closed_on`, its child's
+/// investigations `opened`, the [`PlacementContext`] it is computed with). Equal prints mean the
+/// placement gives its stored deadlines: its stored cycles are those a computation from the same
+/// row and facts left.
+fn placement_print(seed: u64, values: u64, closed_on: Option<NaiveDate>, opened: &[NaiveDate]) -> u64 {
     let mut hasher = Xxh3::with_seed(seed);
     hasher.update(&values.to_le_bytes());
-    let day = |d: NaiveDate| d.num_days_from_ce().to_le_bytes();
-    match context.investigation_closed_on {
+    let day = |d: &NaiveDate| d.num_days_from_ce().to_le_bytes();
+    match closed_on {
         Some(closed) => {
             hasher.update(&[1]);
-            hasher.update(&day(closed));
+            hasher.update(&day(&closed));
         }
         None => hasher.update(&[0]),
     }
-    // The register gives a child's investigations in no particular order.
-    let mut opened = context.investigations_opened.clone();
-    opened.sort_unstable();
+    // The register gives a child's investigations in no particular order: they are printed
+    // sorted (copied only when they are not).
+    let sorted;
+    let opened = if opened.is_sorted() {
+        opened
+    } else {
+        let mut copy = opened.to_vec();
+        copy.sort_unstable();
+        sorted = copy;
+        &sorted
+    };
     for d in opened {
         hasher.update(&day(d));
     }
@@ -248,9 +333,9 @@ fn placement_print(seed: u64, values: u64, context: &PlacementContext) -> u64 {
 
 /// The print of a placements row's values as the register gave them, a NULL told apart from an
 /// empty text.
-fn values_print(raw: &RawPlacement) -> u64 {
+fn values_print(cells: &PlacementCells<'_>) -> u64 {
     let mut hasher = Xxh3::new();
-    for value in &raw.0 {
+    for value in cells {
         match value {
             Some(text) => {
                 hasher.update(&[1]);
@@ -263,64 +348,51 @@ fn values_print(raw: &RawPlacement) -> u64 {
     hasher.digest()
 }
 
-/// The valid rows of `raws` (the newest of a reference read twice) with the facts of their
-/// cases (those a full pass gathered in `scanned`, the others looked up) and the print of their
-/// values, and the references of the rows skipped as broken (counted in `rejected`, logged by
-/// reference and column only).
-async fn read_rows(
-    register: &Register,
-    settings: &Settings,
-    raws: Vec<RawPlacement>,
-    scanned: Option<&ScannedFacts>,
-    rejected: &mut std::collections::BTreeMap<RejectReason, u64>,
-) -> Result<(Vec<ReadRow>, HashSet<String>), PollError> {
-    let valid = validate_rows(settings, raws, rejected);
-    let facts = facts_of(register, scanned, &valid.rows).await?;
-    Ok(valid.with_facts(&facts, rejected))
-}
-
-/// A chunk's rows validated, before their case facts are read.
-struct Validated {
-    /// The valid rows by reference (the newest of one read twice), each with its values' print.
-    rows: HashMap<String, (PlacementRow, u64)>,
-    /// The references of the rows skipped as broken.
+/// A chunk of placements rows validated, before their case facts are known: the valid rows
+/// (the newest of a reference read twice) with the print of their values, the references of the
+/// rows skipped as broken, and how many rows were read.
+pub(crate) struct Validated {
+    rows: Vec<(PlacementRow, u64)>,
     broken: HashSet<String>,
+    read: usize,
 }
 
-impl Validated {
-    /// The references of every row read, valid or broken (a row that turns out to collide with
-    /// a case is among them either way).
-    fn read(&self) -> impl Iterator<Item = &str> {
-        self.rows.keys().chain(self.broken.iter()).map(String::as_str)
-    }
-
-    /// The valid rows, sorted by reference, each with its clocks' context from `facts`, and the
-    /// broken references, those colliding with a case reference added (counted in `rejected`).
-    fn with_facts(
-        self,
-        facts: &CaseFacts,
-        rejected: &mut std::collections::BTreeMap<RejectReason, u64>,
-    ) -> (Vec<ReadRow>, HashSet<String>) {
-        let Validated { mut rows, mut broken } = self;
-        for collided in collisions(rows.keys().map(String::as_str), facts) {
-            rows.remove(&collided);
-            let rejection =
-                Rejection { reason: RejectReason::RefCollision, column: "placement_ref", case_ref: Some(collided) };
-            reject(rejection, &mut broken, rejected);
+/// Validates `cells` (rows skipped as broken are counted in `rejected`, logged by reference and
+/// column only). Needs nothing of the cases view: a full pass does it while the cases come.
+fn validate_rows(
+    settings: &Settings,
+    cells: &[PlacementCells<'_>],
+    rejected: &mut std::collections::BTreeMap<RejectReason, u64>,
+) -> Validated {
+    let mut broken = HashSet::new();
+    let mut rows: Vec<(PlacementRow, u64)> = Vec::with_capacity(cells.len());
+    // Where each reference's row is in `rows`, by the reference as the row gives it (trimmed,
+    // as `CaseRef` keeps it).
+    let mut at: FastMap<&str, usize> = FastMap::default();
+    for raw in cells {
+        match validate_placement_cells(raw, settings.register.max_cell_bytes) {
+            Ok(row) => {
+                if row.caseworker_invalid {
+                    tracing::warn!(placement_ref = %log_safe(row.placement_ref.as_str()), "placements row: column caseworker is not an e-mail address; notices go to the team lead");
+                }
+                let placement_ref = raw[0].as_deref().map(str::trim).unwrap_or_default();
+                debug_assert_eq!(placement_ref, row.placement_ref.as_str());
+                match at.get(placement_ref) {
+                    Some(&i) if rows[i].0.updated_at > row.updated_at => {}
+                    Some(&i) => rows[i] = (row, values_print(raw)),
+                    None => {
+                        at.insert(placement_ref, rows.len());
+                        rows.push((row, values_print(raw)));
+                    }
+                }
+            }
+            Err(rejection) => reject(rejection, &mut broken, rejected),
         }
-        let mut out: Vec<ReadRow> = rows
-            .into_values()
-            .map(|(row, values)| {
-                let context = context(&row, facts);
-                (row, context, values)
-            })
-            .collect();
-        out.sort_by(|a, b| a.0.placement_ref.as_str().cmp(b.0.placement_ref.as_str()));
-        (out, broken)
     }
+    Validated { rows, broken, read: cells.len() }
 }
 
-/// Counts and logs (by reference and column only) a row skipped, and lists its reference.
+/// Counts and logs a broken row, listing its reference (if it has one) in `broken`.
 fn reject(
     rejection: Rejection,
     broken: &mut HashSet<String>,
@@ -331,55 +403,121 @@ fn reject(
     tracing::warn!(reason = rejection.reason.as_str(), "placements row skipped: {rejection}");
 }
 
-/// Validates `raws` (see [`Validated`]), counting the broken ones in `rejected`.
-fn validate_rows(
+/// The valid rows of `cells`, sorted by reference, with the print of their values; the facts
+/// of their cases; and the references of the rows skipped as broken (see [`validate_rows`],
+/// [`look_up`] and [`Validated::with_facts`]).
+async fn read_rows<'s>(
+    register: &Register,
     settings: &Settings,
-    raws: Vec<RawPlacement>,
+    cells: &[PlacementCells<'_>],
+    scanned: Option<&'s ScannedFacts>,
     rejected: &mut std::collections::BTreeMap<RejectReason, u64>,
-) -> Validated {
-    let mut broken = HashSet::new();
-    let mut rows: HashMap<String, (PlacementRow, u64)> = HashMap::new();
-    for raw in &raws {
-        match validate_placement(raw, settings.register.max_cell_bytes) {
-            Ok(row) => {
-                if row.caseworker_invalid {
-                    tracing::warn!(placement_ref = %log_safe(row.placement_ref.as_str()), "placements row: column caseworker is not an e-mail address; notices go to the team lead");
-                }
-                match rows.get(row.placement_ref.as_str()) {
-                    Some((existing, _)) if existing.updated_at > row.updated_at => {}
-                    _ => {
-                        rows.insert(row.placement_ref.to_string(), (row, values_print(raw)));
-                    }
-                }
-            }
-            Err(rejection) => reject(rejection, &mut broken, rejected),
-        }
-    }
-    Validated { rows, broken }
+) -> Result<(Vec<(PlacementRow, u64)>, Facts<'s>, HashSet<String>), PollError> {
+    let validated = validate_rows(settings, cells, rejected);
+    let facts = look_up(register, &validated.rows, scanned).await?;
+    let (rows, broken) = validated.with_facts(&facts, rejected);
+    Ok((rows, facts, broken))
 }
 
-/// The case facts of valid `rows`: those a full pass gathered in `scanned`, the others looked up.
-async fn facts_of(
+/// The facts of the cases of `rows`: those a full pass gathered in `scanned`, the others looked
+/// up in the register.
+async fn look_up<'s>(
     register: &Register,
-    scanned: Option<&ScannedFacts>,
-    rows: &HashMap<String, (PlacementRow, u64)>,
-) -> Result<CaseFacts, PollError> {
-    let mut refs: Vec<String> = rows.keys().cloned().collect();
-    refs.extend(rows.values().filter_map(|(r, _)| r.case_ref.as_ref().map(|c| c.to_string())));
-    let keys: Vec<String> =
-        rows.values().filter_map(|(r, _)| r.child_key.as_ref().map(|k| k.as_str().to_string())).collect();
-    Ok(match scanned {
-        Some(scanned) => {
-            let (mut facts, refs, keys) = scanned.facts_of(&refs, &keys);
-            if !refs.is_empty() || !keys.is_empty() {
-                let looked_up = register.case_facts(&refs, &keys).await?;
-                facts.cases.extend(looked_up.cases);
-                facts.opened_by_child.extend(looked_up.opened_by_child);
+    rows: &[(PlacementRow, u64)],
+    scanned: Option<&'s ScannedFacts>,
+) -> Result<Facts<'s>, PollError> {
+    // Only what the scan was not asked for is looked up (a full pass: normally nothing).
+    let asked = |r: &str| scanned.is_some_and(|s| s.closed_of(r).is_some());
+    let mut refs = Vec::new();
+    let mut keys = Vec::new();
+    for (row, _) in rows {
+        let case_refs = std::iter::once(&row.placement_ref).chain(row.case_ref.as_ref());
+        refs.extend(case_refs.map(CaseRef::as_str).filter(|r| !asked(r)).map(str::to_string));
+        if let Some(key) = &row.child_key {
+            if scanned.is_none_or(|s| s.opened_of(key.as_str()).is_none()) {
+                keys.push(key.as_str().to_string());
             }
-            facts
         }
-        None => register.case_facts(&refs, &keys).await?,
-    })
+    }
+    let looked_up = if scanned.is_none() || !refs.is_empty() || !keys.is_empty() {
+        register.case_facts(&refs, &keys).await?
+    } else {
+        CaseFacts::default()
+    };
+    Ok(Facts { scanned, looked_up })
+}
+
+impl Validated {
+    /// The references of every row read, valid or broken (a row that turns out to collide with
+    /// a case is among them either way).
+    fn refs(&self) -> impl Iterator<Item = &str> {
+        self.rows.iter().map(|(row, _)| row.placement_ref.as_str()).chain(self.broken.iter().map(String::as_str))
+    }
+
+    /// The valid rows less those whose reference is a case's in `facts` (`ref_collision`,
+    /// counted in `rejected`), sorted by reference; and the references of the broken rows.
+    fn with_facts(
+        self,
+        facts: &Facts<'_>,
+        rejected: &mut std::collections::BTreeMap<RejectReason, u64>,
+    ) -> (Vec<(PlacementRow, u64)>, HashSet<String>) {
+        let Validated { mut rows, mut broken, .. } = self;
+        // Contract §1b: a placement reference that is also a case reference is a broken row.
+        let mut collided = Vec::new();
+        rows.retain(|(row, _)| {
+            let collides = facts.case(row.placement_ref.as_str()).is_some();
+            if collides {
+                collided.push(row.placement_ref.to_string());
+            }
+            !collides
+        });
+        for collided in collided {
+            let rejection =
+                Rejection { reason: RejectReason::RefCollision, column: "placement_ref", case_ref: Some(collided) };
+            reject(rejection, &mut broken, rejected);
+        }
+        rows.sort_by(|a, b| a.0.placement_ref.as_str().cmp(b.0.placement_ref.as_str()));
+        (rows, broken)
+    }
+}
+
+/// The facts of the cases view a chunk of placements reads: those a full pass gathered from its
+/// scan, and those looked up.
+struct Facts<'s> {
+    scanned: Option<&'s ScannedFacts>,
+    looked_up: CaseFacts,
+}
+
+impl Facts<'_> {
+    /// Whether the cases view holds `case_ref`, with its investigation close.
+    fn case(&self, case_ref: &str) -> Option<Option<NaiveDate>> {
+        match self.scanned.and_then(|s| s.closed_of(case_ref)) {
+            Some(scanned) => scanned,
+            None => self.looked_up.cases.get(case_ref).copied(),
+        }
+    }
+
+    /// The investigation close of the case `row` names.
+    fn closed_on(&self, row: &PlacementRow) -> Option<NaiveDate> {
+        row.case_ref.as_ref().and_then(|c| self.case(c.as_str())).flatten()
+    }
+
+    /// The investigations opened in the cases of `row`'s child, in no particular order.
+    fn opened_for(&self, row: &PlacementRow) -> &[NaiveDate] {
+        let Some(key) = &row.child_key else { return &[] };
+        match self.scanned.and_then(|s| s.opened_of(key.as_str())) {
+            Some(opened) => opened,
+            None => self.looked_up.opened_by_child.get(key.as_str()).map_or(&[], Vec::as_slice),
+        }
+    }
+
+    /// What `row`'s clocks need from the cases view.
+    fn context(&self, row: &PlacementRow) -> PlacementContext {
+        PlacementContext {
+            investigation_closed_on: self.closed_on(row),
+            investigations_opened: self.opened_for(row).to_vec(),
+        }
+    }
 }
 
 /// One placement as a poll computes it (for `explain`): its valid row and what its clocks need
@@ -391,9 +529,12 @@ pub async fn placement_as_computed(
 ) -> Result<Option<Result<(PlacementRow, PlacementContext), Rejection>>, PollError> {
     let Some(raw) = register.placement(placement_ref).await? else { return Ok(None) };
     let mut rejected = std::collections::BTreeMap::new();
-    let (rows, _) = read_rows(register, settings, vec![raw.clone()], None, &mut rejected).await?;
+    let (rows, facts, _) = read_rows(register, settings, &[raw.cells()], None, &mut rejected).await?;
     Ok(Some(match rows.into_iter().next() {
-        Some((row, context, _)) => Ok((row, context)),
+        Some((row, _)) => {
+            let context = facts.context(&row);
+            Ok((row, context))
+        }
         None => Err(validate_placement(&raw, settings.register.max_cell_bytes).err().unwrap_or(Rejection {
             reason: RejectReason::RefCollision,
             column: "placement_ref",
@@ -405,18 +546,6 @@ pub async fn placement_as_computed(
 /// A valid placements row as a poll read it: the row, what its clocks need from the cases view,
 /// and a print (of its values, or, once compared, the placement's whole print).
 type ReadRow = (PlacementRow, PlacementContext, u64);
-
-/// What a placement's clocks need from the cases view.
-fn context(row: &PlacementRow, facts: &CaseFacts) -> PlacementContext {
-    PlacementContext {
-        investigation_closed_on: row.case_ref.as_ref().and_then(|c| facts.cases.get(c.as_str()).copied().flatten()),
-        investigations_opened: row
-            .child_key
-            .as_ref()
-            .and_then(|k| facts.opened_by_child.get(k.as_str()).cloned())
-            .unwrap_or_default(),
-    }
-}
 
 /// The stored cycle each recurring clock of a placement runs in (the latest not withdrawn; for
 /// `lvu_care_application`, its second cycle), by reference and kind: its cycle start day and the
@@ -530,10 +659,18 @@ pub async fn each_current_placement_deadline<E: From<PollError>>(
 ) -> Result<(), E> {
     let mut rows_read = 0;
     let mut rejected = std::collections::BTreeMap::new();
-    let mut chunks = register.placements_since(None);
-    while let Some(raws) = chunks.try_next().await.map_err(PollError::from)? {
-        rows_read += raws.len();
-        let (rows, kept) = read_rows(register, settings, raws, None, &mut rejected).await?;
+    let mut chunks = register.placement_chunks_since(None);
+    while let Some(chunk) = chunks.try_next().await.map_err(PollError::from)? {
+        let cells = placement_cells(&chunk);
+        rows_read += cells.len();
+        let (rows, facts, kept) = read_rows(register, settings, &cells, None, &mut rejected).await?;
+        let rows: Vec<ReadRow> = rows
+            .into_iter()
+            .map(|(row, values)| {
+                let context = facts.context(&row);
+                (row, context, values)
+            })
+            .collect();
         let row_refs: Vec<CaseRef> = rows.iter().map(|(row, _, _)| row.placement_ref.clone()).collect();
         let stored_cycles = state.cycles_of(&row_refs).await.map_err(PollError::from)?;
         let (records, refs) = compute(settings, (today, now), &rows, &running_cycles(&stored_cycles));
@@ -574,4 +711,62 @@ pub async fn each_current_placement_deadline<E: From<PollError>>(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::register::{placement_chunk, placements::PLACEMENT_COLUMNS};
+
+    fn raw(placement_ref: &str, decided_on: &str, updated_at: &str) -> RawPlacement {
+        let mut values = vec![None; PLACEMENT_COLUMNS.len() - 1];
+        for (column, value) in [
+            ("placement_ref", placement_ref),
+            ("unit", "BRO-BU"),
+            ("basis", "lvu_6"),
+            ("decided_on", decided_on),
+            ("updated_at", updated_at),
+        ] {
+            values[PLACEMENT_COLUMNS.iter().position(|c| *c == column).unwrap()] = Some(value.to_string());
+        }
+        RawPlacement(values)
+    }
+
+    /// A full pass validates the placements chunks that have come while its cases come: they
+    /// are given back in the read's order, a broken row counted once, the newest row of a
+    /// reference read twice kept, and a failure of the read after the chunks before it; the
+    /// values' print is the same whether a row is read from the COPY's chunk or as text.
+    #[test]
+    fn placements_validated_ahead_come_back_in_order_then_the_failure() {
+        let settings = crate::digest::tests::settings("");
+        let first = vec![
+            raw("P-1", "2026-11-21", "2026-11-21T10:00:00Z"),
+            raw("P-2", "not a day", "2026-11-21T10:00:00Z"),
+            raw(" P-1 ", "2026-11-22", "2026-11-22T10:00:00Z"),
+        ];
+        let second = vec![raw("P-3", "2026-11-21", "2026-11-21T10:00:00Z")];
+        let failure = RegisterError::Query { view: "placements".into(), source: sqlx::Error::RowNotFound };
+        let chunks: Vec<Result<RowChunk, RegisterError>> =
+            vec![Ok(placement_chunk(&first)), Ok(placement_chunk(&second)), Err(failure)];
+        let mut ahead = PlacementsAhead::new(futures_util::StreamExt::boxed(futures_util::stream::iter(chunks)));
+        let mut rejected = std::collections::BTreeMap::new();
+        ahead.validate_ready(&settings, &mut rejected);
+        assert_eq!(ahead.validated.len(), 2);
+        assert!(ahead.ended && ahead.failed.is_some());
+        assert_eq!(rejected.get(&RejectReason::BadDate), Some(&1));
+
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let one = runtime.block_on(ahead.next(&settings, &mut rejected)).unwrap().unwrap();
+        assert_eq!(one.read, 3);
+        assert_eq!(one.broken, HashSet::from(["P-2".to_string()]));
+        assert_eq!(one.rows.len(), 1);
+        let (row, values) = &one.rows[0];
+        assert_eq!((row.placement_ref.as_str(), row.dates.decided_on.to_string().as_str()), ("P-1", "2026-11-22"));
+        assert_eq!(*values, values_print(&first[2].cells()));
+        let two = runtime.block_on(ahead.next(&settings, &mut rejected)).unwrap().unwrap();
+        assert_eq!(two.rows[0].0.placement_ref.as_str(), "P-3");
+        assert!(runtime.block_on(ahead.next(&settings, &mut rejected)).is_err());
+        assert!(runtime.block_on(ahead.next(&settings, &mut rejected)).unwrap().is_none());
+        assert_eq!(rejected.get(&RejectReason::BadDate), Some(&1), "counted once");
+    }
 }
