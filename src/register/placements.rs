@@ -270,31 +270,6 @@ impl ScannedFacts {
     pub fn opened_of(&self, key: &str) -> Option<&[NaiveDate]> {
         self.keys.get(key.as_bytes()).map(Vec::as_slice)
     }
-
-    /// The facts of `refs` and `keys` gathered, and those of them the scan was not asked for.
-    pub fn facts_of(&self, refs: &[String], keys: &[String]) -> (CaseFacts, Vec<String>, Vec<String>) {
-        let mut facts = CaseFacts::default();
-        let (mut other_refs, mut other_keys) = (Vec::new(), Vec::new());
-        for r in refs {
-            match self.refs.get(r.as_bytes()) {
-                None => other_refs.push(r.clone()),
-                Some(Some(closed)) => {
-                    facts.cases.insert(r.trim().to_string(), *closed);
-                }
-                Some(None) => {}
-            }
-        }
-        for k in keys {
-            match self.keys.get(k.as_bytes()) {
-                None => other_keys.push(k.clone()),
-                Some(opened) if !opened.is_empty() => {
-                    facts.opened_by_child.insert(k.trim().to_string(), opened.clone());
-                }
-                Some(_) => {}
-            }
-        }
-        (facts, other_refs, other_keys)
-    }
 }
 
 /// Checks a placements row against contract §1b.
