@@ -89,8 +89,14 @@ impl RowChunk {
 
     /// A row given as text (read through sqlx, or made up by a test).
     pub fn push_raw(&mut self, raw: &RawRow) {
-        for value in raw.values() {
-            self.push_value(value.as_deref().map(str::as_bytes));
+        self.push_texts(raw.values().map(|value| value.as_deref()));
+    }
+
+    /// A row of any view given as text values, in its columns' order (read through sqlx, or made
+    /// up by a test).
+    pub(super) fn push_texts<'v>(&mut self, values: impl IntoIterator<Item = Option<&'v str>>) {
+        for value in values {
+            self.push_value(value.map(str::as_bytes));
         }
         self.end_row();
     }

@@ -120,10 +120,7 @@ pub fn placement_cells(chunk: &RowChunk) -> Vec<PlacementCells<'_>> {
 pub fn placement_chunk(raws: &[RawPlacement]) -> RowChunk {
     let mut chunk = RowChunk::default();
     for raw in raws {
-        for value in &raw.0 {
-            chunk.push_value(value.as_deref().map(str::as_bytes));
-        }
-        chunk.end_row();
+        chunk.push_texts(raw.0.iter().map(Option::as_deref));
     }
     chunk
 }
@@ -544,10 +541,7 @@ impl Register {
                 .map_ok(|rows| {
                     let mut chunk = RowChunk::default();
                     for row in rows {
-                        for value in row {
-                            chunk.push_value(value.as_deref().map(str::as_bytes));
-                        }
-                        chunk.end_row();
+                        chunk.push_texts(row.iter().map(Option::as_deref));
                     }
                     chunk
                 })
