@@ -126,7 +126,7 @@ pub async fn sync_register(
     let mut early = VecDeque::new();
     // The cases' prints, the placements' prints (held by the whole poll: an incremental one
     // computes placements with each chunk of cases and after them) and a full pass's placements'
-    // keys (it gathers their case facts as the cases come, see `placements::wanted_facts`) are
+    // keys (it gathers their case facts as the cases come, see `Register::wanted_facts`) are
     // loaded side by side while the first rows come: one after the other, at 1 000 000 cases
     // they took long enough to fill the early chunks and stall the read (BENCHMARKS.md).
     let placements_view = register.placements_view().is_some();
@@ -147,7 +147,7 @@ pub async fn sync_register(
             if !(placements_view && full) {
                 return Ok(None);
             }
-            placements::wanted_facts(register).await.map(Some)
+            register.wanted_facts().await.map(Some)
         };
         let (cases, placements, wanted) = tokio::join!(cases, placements, wanted);
         Ok::<_, PollError>((cases?, placements?, wanted?))
@@ -180,7 +180,7 @@ pub async fn sync_register(
             scanned,
             poll_state.watermark.filter(|_| !full),
         ),
-        tracks_placements: !full && register.placements_view().is_some(),
+        tracks_placements: !full && placements_view,
         logged: 0,
         unflushed: 0,
     };
@@ -226,7 +226,7 @@ pub async fn sync_register(
     }
     // The placements view (contract §1b): its changed rows (those of the cases computed above
     // went with each chunk).
-    if register.placements_view().is_some() {
+    if placements_view {
         let at = (today, now);
         placements::sync_placements(
             register,

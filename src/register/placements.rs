@@ -515,7 +515,11 @@ impl Register {
     /// What a full pass asks of the cases view's scan for its placements ([`ScannedFacts`]):
     /// the placement references, case references and child keys of every placements row,
     /// read alone and unvalidated (a narrow read, a fraction of the whole view's), before the
-    /// cases come. Nothing is asked when the view is absent.
+    /// cases come, so that the pass gathers their facts from its own scan of the cases (only
+    /// theirs: about a tenth of the cases) instead of looking each up after it. A broken row's
+    /// values are asked for too, which is harmless; a placement read later with another case or
+    /// child (the view changed in between) has its facts looked up. Nothing is asked when the
+    /// view is absent.
     pub async fn wanted_facts(&self) -> Result<ScannedFacts, RegisterError> {
         let mut scanned = ScannedFacts::new(self.features().chains);
         let Some(view) = self.placements.clone() else { return Ok(scanned) };

@@ -60,17 +60,6 @@ impl PlacementPrints {
     }
 }
 
-/// What a full pass's placements will ask of the cases view: the placements view's
-/// references, case references and children's keys, read before the cases come so that the
-/// pass gathers their facts from its own scan of the cases (only theirs: about a tenth of the
-/// cases) instead of looking each up after it. Only those three columns are read, unvalidated
-/// ([`Register::wanted_facts`]): a broken row's values are asked for too, which is harmless. A
-/// placement read later with another case or child (the view changed in between) has its facts
-/// looked up.
-pub(crate) async fn wanted_facts(register: &Register) -> Result<ScannedFacts, PollError> {
-    Ok(register.wanted_facts().await?)
-}
-
 /// Chunks of the placements view a full pass validates while its cases come, at most: about
 /// 0.4 MB each (a validated row holds its references, unit, caseworker and dates), on top of
 /// what the read holds ahead ([`Register::every_placement_ahead`]).
