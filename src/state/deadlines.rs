@@ -25,6 +25,10 @@ pub struct DeadlineRecord {
     pub child_sex: Option<Sex>,
     pub deadline: Deadline,
     pub next_step_on: Option<NaiveDate>,
+    /// The register row's `updated_at`. Stored with the deadline whenever one of its other
+    /// values is written, and no reason to write by itself: a row whose `updated_at` alone
+    /// changed (a review that closed another clock's cycle, a touch) leaves its unchanged
+    /// deadlines alone. No statement reads it back.
     pub row_updated_at: DateTime<Utc>,
     /// The day of the poll that computed it: stored as `first_seen_on` when the deadline is new.
     pub seen_on: NaiveDate,
@@ -142,7 +146,7 @@ const NARROW_WHERE: &str = ") AS v WHERE deadlines.case_ref = v.column1 AND dead
      AND (deadlines.caseworker IS DISTINCT FROM v.column4 OR deadlines.child_sex IS DISTINCT FROM v.column5 \
        OR deadlines.start_on <> v.column6 OR deadlines.due_reason <> v.column10 \
        OR deadlines.extended_to IS DISTINCT FROM v.column11 OR deadlines.moved_over IS DISTINCT FROM v.column12 \
-       OR deadlines.row_updated_at IS DISTINCT FROM v.column14 OR deadlines.case_of IS DISTINCT FROM v.column16)";
+       OR deadlines.case_of IS DISTINCT FROM v.column16)";
 
 /// The update of a deadline whose closing day changed and whose other indexed columns (`unit`,
 /// `due_on`, `child_key`, `withdrawn`) stay, as a cycle a later review closed: it sets what the
@@ -190,7 +194,6 @@ const UPSERT: &str = " ON CONFLICT (case_ref, kind, cycle_start) DO UPDATE SET u
        OR deadlines.due_reason <> excluded.due_reason \
        OR deadlines.extended_to IS DISTINCT FROM excluded.extended_to \
        OR deadlines.moved_over IS DISTINCT FROM excluded.moved_over \
-       OR deadlines.row_updated_at IS DISTINCT FROM excluded.row_updated_at \
        OR deadlines.child_key IS DISTINCT FROM excluded.child_key \
        OR deadlines.case_of IS DISTINCT FROM excluded.case_of \
        OR (excluded.next_step_on IS NULL AND deadlines.next_step_on IS NOT NULL)";

@@ -146,7 +146,8 @@ impl CellValue for String {
 
 impl CellValue for chrono::NaiveDate {
     fn from_file(value: rusqlite::types::ValueRef<'_>) -> Option<Self> {
-        chrono::NaiveDate::parse_from_str(file_text(value)?, "%F").ok()
+        // As sqlx reads a SQLite date (`%F`, which is `%Y-%m-%d`), by hand in its common form.
+        crate::domain::iso_day(file_text(value)?)
     }
 }
 

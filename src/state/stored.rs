@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::NaiveDate;
 
 use super::deadlines::{cycle_column, decode_row, due_reason_columns, DeadlineRecord, DEADLINE_COLUMNS};
 use super::{file_error, parsed, query_error, Cells, FileRow, StateError, StateStore, BATCH_ROWS};
@@ -99,11 +99,11 @@ struct StoredRow {
     closed_on: Option<NaiveDate>,
     due_reason: String,
     extended_to: Option<NaiveDate>,
-    /// Whether it has days moved over: those are compared by the database only (jsonb on
-    /// PostgreSQL, text on SQLite), so a row that has them is never taken as unchanged here.
-    moved: bool,
+    /// The days moved over, as JSON: compared as values, which is how PostgreSQL compares
+    /// `jsonb`; on SQLite the stored text is what the same serialiser wrote, so equal values
+    /// are equal text.
+    moved_over: Option<serde_json::Value>,
     next_step_on: Option<NaiveDate>,
-    row_updated_at: Option<DateTime<Utc>>,
     child_key: Option<String>,
     case_of: Option<String>,
 }
@@ -148,9 +148,7 @@ fn write_of(record: &DeadlineRecord, stored: Option<&StoredRow>) -> Write {
         && s.start_on == d.start_on
         && s.due_reason == reason
         && s.extended_to == extended_to
-        && !s.moved
-        && moved_over.is_none()
-        && s.row_updated_at == Some(record.row_updated_at)
+        && s.moved_over == moved_over.and_then(|days| serde_json::to_value(days.0).ok())
         && s.case_of.as_deref() == record.case_of.as_ref().map(CaseRef::as_str);
     if same {
         Write::Nothing
@@ -166,7 +164,7 @@ impl StateStore {
     /// do not decode is left out (its record goes to the upsert); a cycle that does not decode
     /// is left out of the cycles, as in [`StateStore::cycles_of`].
     pub async fn stored_of(&self, refs: &[CaseRef]) -> Result<Stored, StateError> {
-        let columns = format!("{DEADLINE_COLUMNS}, next_step_on, row_updated_at, (moved_over IS NOT NULL) AS moved");
+        let columns = format!("{DEADLINE_COLUMNS}, next_step_on");
         let mut stored = Stored::default();
         match (&self.pool, &self.sqlite_file) {
             (crate::db::Pool::Postgres(p), _) => {
@@ -253,9 +251,8 @@ fn stored_row(row: &impl Cells, cycle: String) -> Result<((String, Kind, String)
             closed_on: row.cell("closed_on")?,
             due_reason: row.cell("due_reason")?,
             extended_to: row.cell("extended_to")?,
-            moved: row.cell("moved")?,
+            moved_over: row.cell::<Option<sqlx::types::Json<serde_json::Value>>>("moved_over")?.map(|days| days.0),
             next_step_on: row.cell("next_step_on")?,
-            row_updated_at: row.cell("row_updated_at")?,
             child_key: row.cell("child_key")?,
             case_of: row.cell("case_of")?,
         },
@@ -264,7 +261,7 @@ fn stored_row(row: &impl Cells, cycle: String) -> Result<((String, Kind, String)
 
 #[cfg(test)]
 mod tests {
-    use chrono::TimeZone;
+    use chrono::{TimeZone, Utc};
 
     use super::*;
     use crate::domain::UnitCode;
@@ -310,9 +307,8 @@ mod tests {
             closed_on: None,
             due_reason: "nominal".into(),
             extended_to: None,
-            moved: false,
+            moved_over: None,
             next_step_on: Some(day("2026-08-03")),
-            row_updated_at: Some(Utc.with_ymd_and_hms(2026, 3, 2, 9, 0, 0).unwrap()),
             child_key: None,
             case_of: Some("2026-BU-0001".into()),
         }
@@ -330,21 +326,49 @@ mod tests {
                 Write::Nothing,
             ),
             (
-                "a new updated_at",
+                "a new updated_at alone: no statement reads it back",
                 |r, _| r.row_updated_at = Utc.with_ymd_and_hms(2026, 8, 31, 10, 0, 0).unwrap(),
+                Write::Nothing,
+            ),
+            (
+                "a new updated_at with another caseworker",
+                |r, _| (r.row_updated_at, r.caseworker) = (Utc.with_ymd_and_hms(2026, 8, 31, 10, 0, 0).unwrap(), None),
                 Write::Narrow,
             ),
             ("another caseworker", |r, _| r.caseworker = None, Write::Narrow),
             ("another sex", |r, _| r.child_sex = Some(Sex::Male), Write::Narrow),
             ("another start", |r, _| r.deadline.start_on = day("2026-03-03"), Write::Narrow),
             ("another case", |r, _| r.case_of = None, Write::Narrow),
-            ("the stored row has days moved over", |_, s| s.moved = true, Write::Narrow),
+            (
+                "the stored row has days moved over, the record none",
+                |_, s| s.moved_over = Some(serde_json::json!([["2026-12-24", "christmas_eve"]])),
+                Write::Narrow,
+            ),
+            (
+                "the same days moved over",
+                |r, s| {
+                    r.deadline.due_reason =
+                        DueReason::Moved { skipped: vec![(day("2026-12-24"), DayKind::ChristmasEve)] };
+                    (s.due_reason, s.moved_over) =
+                        ("moved".into(), Some(serde_json::json!([["2026-12-24", "christmas_eve"]])));
+                },
+                Write::Nothing,
+            ),
+            (
+                "other days moved over",
+                |r, s| {
+                    r.deadline.due_reason =
+                        DueReason::Moved { skipped: vec![(day("2026-12-31"), DayKind::NewYearsEve)] };
+                    (s.due_reason, s.moved_over) =
+                        ("moved".into(), Some(serde_json::json!([["2026-12-24", "christmas_eve"]])));
+                },
+                Write::Narrow,
+            ),
             (
                 "an extension",
                 |r, _| r.deadline.due_reason = DueReason::Extended { to: day("2026-09-02") },
                 Write::Narrow,
             ),
-            ("a stored row without updated_at", |_, s| s.row_updated_at = None, Write::Narrow),
             ("a closed cycle", |r, _| r.deadline.closed_on = Some(day("2026-08-31")), Write::Close),
             (
                 "a closed cycle without a next step",
@@ -446,8 +470,8 @@ mod tests {
         assert_eq!(from_file.cycles, through_pool.cycles);
         assert_eq!(from_file.cycles.len(), 1);
         assert_eq!(from_file.kinds, through_pool.kinds);
-        // Days moved over are compared by the database only (see [`StoredRow`]).
-        let expected = [Write::Nothing, Write::Narrow, Write::Nothing];
+        // Days moved over compared as values: the file's text reads back as what was written.
+        let expected = [Write::Nothing, Write::Nothing, Write::Nothing];
         for (r, expected) in records.iter().zip(expected) {
             assert_eq!(from_file.write_of(r), expected, "{:?}", r.deadline.kind);
         }
