@@ -499,7 +499,7 @@ pub async fn explain(settings: Arc<Settings>, case_ref: &str, today: Option<Naiv
     app.close_connections().await;
     let (raw, same_child, outbox, placement, cycles) = found?;
     // The cycle each recurring clock runs in: its recorded steps are that cycle's alone.
-    let running = crate::sync::placements::running_cycles(&cycles);
+    let running = crate::sync::placements::running_cycles(cycles.iter().filter_map(StoredDeadline::cycle));
     // The steps recorded for a kind; a notice sent one role up (key + "/up") shows with the step
     // it stands in for.
     let recorded = |kind| {

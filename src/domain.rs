@@ -423,3 +423,12 @@ pub struct StoredDeadline {
     /// §3: what is sent once is (reference, kind, cycle start day, step)); `None` for a one-off.
     pub cycle_start: Option<NaiveDate>,
 }
+
+impl StoredDeadline {
+    /// Its reference, cycle start day and deadline, when it is a cycle (a recurring clock's, or
+    /// the second of `lvu_care_application`) not withdrawn.
+    pub fn cycle(&self) -> Option<(CaseRef, NaiveDate, Deadline)> {
+        let cycle = self.cycle_start.filter(|_| !self.withdrawn)?;
+        Some((self.case_ref.clone(), cycle, self.deadline.clone()))
+    }
+}

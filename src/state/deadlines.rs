@@ -693,21 +693,30 @@ pub(super) fn decode_row(row: &impl Cells) -> Result<StoredDeadline, (String, St
     })
 }
 
-fn stored_deadline(row: &impl Cells) -> Result<StoredDeadline, StateError> {
-    let reason: String = row.cell("due_reason")?;
-    let extended_to: Option<NaiveDate> = row.cell("extended_to")?;
-    let moved_over: Option<Json<serde_json::Value>> = row.cell("moved_over")?;
-    let due_reason = match (reason.as_str(), extended_to, moved_over) {
+/// A deadline's due reason from its stored columns (`due_reason`, `extended_to`, `moved_over`),
+/// the inverse of [`due_reason_columns`].
+pub(super) fn due_reason_of(
+    reason: &str,
+    extended_to: Option<NaiveDate>,
+    moved_over: Option<serde_json::Value>,
+) -> Result<DueReason, StateError> {
+    Ok(match (reason, extended_to, moved_over) {
         ("nominal", None, None) => DueReason::Nominal,
         ("next_day", None, None) => DueReason::NextDay,
         ("extended", Some(to), None) => DueReason::Extended { to },
-        ("moved", None, Some(Json(days))) => {
+        ("moved", None, Some(days)) => {
             let skipped: MovedOver = serde_json::from_value(days)
                 .map_err(|_| StateError::Corrupt { column: "moved_over", value: "(not a list of days)".to_string() })?;
             DueReason::Moved { skipped }
         }
-        _ => return Err(StateError::Corrupt { column: "due_reason", value: log_safe(&reason) }),
-    };
+        _ => return Err(StateError::Corrupt { column: "due_reason", value: log_safe(reason) }),
+    })
+}
+
+fn stored_deadline(row: &impl Cells) -> Result<StoredDeadline, StateError> {
+    let reason: String = row.cell("due_reason")?;
+    let moved_over: Option<Json<serde_json::Value>> = row.cell("moved_over")?;
+    let due_reason = due_reason_of(&reason, row.cell("extended_to")?, moved_over.map(|days| days.0))?;
     Ok(StoredDeadline {
         case_ref: parsed(row, "case_ref", CaseRef::parse)?,
         unit: parsed(row, "unit", UnitCode::parse)?,

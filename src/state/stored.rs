@@ -2,19 +2,19 @@
 //! before it computes them ([`StateStore::stored_of`]), and from them the one statement each
 //! computed record needs ([`Write`]), for [`StateStore::store_deadlines_known`].
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use chrono::NaiveDate;
 
-use super::deadlines::{cycle_column, decode_row, due_reason_columns, DeadlineRecord, DEADLINE_COLUMNS};
+use super::deadlines::{cycle_column, due_reason_columns, due_reason_of, DeadlineRecord, DEADLINE_COLUMNS};
 use super::{file_error, parsed, query_error, Cells, FileRow, StateError, StateStore, BATCH_ROWS};
-use crate::domain::{CaseRef, ChildKey, EmailAddress, Sex, StoredDeadline};
-use crate::rules::Kind;
+use crate::domain::{iso_day, CaseRef, ChildKey, EmailAddress, Sex};
+use crate::rules::{Deadline, Kind};
 
 /// The deadlines stored, not withdrawn, of some references, read before a poll computes them
-/// again ([`StateStore::stored_of`]): their cycles, decoded (for the computation to tell a later
-/// review from a change in place), and each row as [`StateStore::store_deadlines_known`]
-/// compares a record with it, to choose the one statement each record needs.
+/// again ([`StateStore::stored_of`]): each row as [`StateStore::store_deadlines_known`]
+/// compares a record with it, to choose the one statement each record needs, and from the same
+/// columns their cycles (for the computation to tell a later review from a change in place).
 ///
 /// The knowledge holds only as long as nothing else writes these deadlines between the read and
 /// the store: a poll reads and stores under the poll lease, and the ladder and retention run
@@ -22,16 +22,30 @@ use crate::rules::Kind;
 #[derive(Debug, Default)]
 pub struct Stored {
     rows: HashMap<(String, Kind, String), StoredRow>,
-    cycles: Vec<StoredDeadline>,
-    /// The (reference, kind) of every row read, whether or not its other columns decode.
-    kinds: HashSet<(String, String)>,
+    /// The (reference, kind) of each row read whose compared columns do not decode (its record
+    /// goes to the upsert): with the keys of `rows`, every kind stored.
+    undecoded: HashSet<(String, String)>,
 }
 
 impl Stored {
-    /// The stored cycles (recurring clocks and the second cycle of `lvu_care_application`) that
-    /// decode.
-    pub fn cycles(&self) -> &[StoredDeadline] {
-        &self.cycles
+    /// The stored cycles (recurring clocks and the second cycle of `lvu_care_application`)
+    /// whose dates and due reason decode: reference, cycle start day, and the deadline as
+    /// stored. Built from the compared columns when asked, not as each row is read: a poll asks
+    /// once a chunk, and a placement's earlier cycles need only their keys.
+    pub fn cycles(&self) -> impl Iterator<Item = (CaseRef, NaiveDate, Deadline)> + '_ {
+        self.rows.iter().filter_map(|((case_ref, kind, cycle), row)| {
+            let cycle = iso_day(cycle)?;
+            let due_reason = due_reason_of(&row.due_reason, row.extended_to, row.moved_over.clone()).ok()?;
+            let deadline = Deadline {
+                kind: *kind,
+                start_on: row.start_on,
+                nominal_due_on: row.nominal_due_on,
+                due_on: row.due_on,
+                closed_on: row.closed_on,
+                due_reason,
+            };
+            Some((CaseRef::parse(case_ref).ok()?, cycle, deadline))
+        })
     }
 
     /// The (case, kind) pairs stored for `case_refs` that `held` does not list: what
@@ -42,38 +56,32 @@ impl Stored {
         held: &HashMap<&str, Vec<&'static str>>,
     ) -> Vec<(String, String)> {
         let cases: HashSet<&str> = case_refs.iter().map(CaseRef::as_str).collect();
-        let mut gone: Vec<(String, String)> = self
-            .kinds
-            .iter()
+        let stored = self.rows.keys().map(|(case_ref, kind, _)| (case_ref.as_str(), kind.as_str()));
+        let gone: BTreeSet<(&str, &str)> = stored
+            .chain(self.undecoded.iter().map(|(case_ref, kind)| (case_ref.as_str(), kind.as_str())))
             .filter(|(case_ref, kind)| {
-                cases.contains(case_ref.as_str())
-                    && !held.get(case_ref.as_str()).is_some_and(|kinds| kinds.contains(&kind.as_str()))
+                cases.contains(case_ref) && !held.get(case_ref).is_some_and(|kinds| kinds.contains(kind))
             })
-            .cloned()
             .collect();
-        gone.sort();
-        gone
+        gone.into_iter().map(|(case_ref, kind)| (case_ref.to_string(), kind.to_string())).collect()
     }
 
     /// Takes in what another read gave, of other references ([`StateStore::stored_of`] of
     /// references this one does not hold).
     pub fn absorb(&mut self, other: Stored) {
         self.rows.extend(other.rows);
-        self.cycles.extend(other.cycles);
-        self.kinds.extend(other.kinds);
+        self.undecoded.extend(other.undecoded);
     }
 
     /// Takes in one row of [`StateStore::stored_of`]'s read.
     fn take(&mut self, row: &impl Cells) -> Result<(), StateError> {
-        self.kinds.insert((row.cell("case_ref")?, row.cell("kind")?));
-        let cycle: String = row.cell("cycle_start")?;
-        if !cycle.is_empty() {
-            if let Ok(d) = decode_row(row) {
-                self.cycles.push(d);
+        match stored_row(row) {
+            Ok((key, compared)) => {
+                self.rows.insert(key, compared);
             }
-        }
-        if let Ok((key, compared)) = stored_row(row, cycle) {
-            self.rows.insert(key, compared);
+            Err(_) => {
+                self.undecoded.insert((row.cell("case_ref")?, row.cell("kind")?));
+            }
         }
         Ok(())
     }
@@ -237,8 +245,8 @@ async fn stored_of_file(path: std::path::PathBuf, columns: String, refs: Vec<Str
 }
 
 /// A stored row's key (reference, kind, cycle column) and the columns [`write_of`] compares.
-fn stored_row(row: &impl Cells, cycle: String) -> Result<((String, Kind, String), StoredRow), StateError> {
-    let key = (row.cell("case_ref")?, parsed(row, "kind", str::parse::<Kind>)?, cycle);
+fn stored_row(row: &impl Cells) -> Result<((String, Kind, String), StoredRow), StateError> {
+    let key = (row.cell("case_ref")?, parsed(row, "kind", str::parse::<Kind>)?, row.cell("cycle_start")?);
     Ok((
         key,
         StoredRow {
@@ -423,7 +431,7 @@ mod tests {
         let mut taken = state.stored_of(&one).await.unwrap();
         taken.absorb(state.stored_of(&two).await.unwrap());
         assert_eq!(taken.rows, whole.rows);
-        assert_eq!(taken.cycles.len(), 2);
+        assert_eq!(taken.cycles().count(), 2);
         assert_eq!(taken.write_of(&record()), Write::Nothing);
         assert_eq!(taken.write_of(&other), Write::Nothing);
         assert_eq!(taken.kinds_gone(&both, &HashMap::new()), whole.kinds_gone(&both, &HashMap::new()));
@@ -467,9 +475,14 @@ mod tests {
         let through_pool = StateStore { sqlite_file: None, ..state.clone() }.stored_of(&refs).await.unwrap();
         assert_eq!(from_file.rows.len(), 3);
         assert_eq!(from_file.rows, through_pool.rows);
-        assert_eq!(from_file.cycles, through_pool.cycles);
-        assert_eq!(from_file.cycles.len(), 1);
-        assert_eq!(from_file.kinds, through_pool.kinds);
+        let cycles = |stored: &Stored| {
+            let mut cycles: Vec<_> = stored.cycles().collect();
+            cycles.sort_by_key(|(case_ref, cycle, d)| (case_ref.clone(), *cycle, d.kind));
+            cycles
+        };
+        assert_eq!(cycles(&from_file), cycles(&through_pool));
+        assert_eq!(cycles(&from_file), [(record().case_ref, day("2026-03-02"), record().deadline)]);
+        assert!(from_file.undecoded.is_empty() && through_pool.undecoded.is_empty());
         // Days moved over compared as values: the file's text reads back as what was written.
         let expected = [Write::Nothing, Write::Nothing, Write::Nothing];
         for (r, expected) in records.iter().zip(expected) {

@@ -10,6 +10,7 @@
 //! a placement whose print is the stored one is not computed again and costs no statement; one
 //! whose row or facts changed is computed from them and its stored cycles.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet, VecDeque};
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
@@ -541,14 +542,19 @@ type ReadRow = (PlacementRow, PlacementContext, u64);
 /// deadline as stored.
 pub(crate) type RunningCycles = HashMap<(CaseRef, Kind), (NaiveDate, rules::Deadline)>;
 
-/// The running cycles among stored deadlines.
-pub(crate) fn running_cycles(stored: &[StoredDeadline]) -> RunningCycles {
+/// The running cycles among stored cycles not withdrawn (reference, cycle start day, deadline:
+/// [`crate::state::Stored::cycles`], [`StoredDeadline::cycle`]).
+pub(crate) fn running_cycles(cycles: impl IntoIterator<Item = (CaseRef, NaiveDate, rules::Deadline)>) -> RunningCycles {
     let mut running = RunningCycles::new();
-    for d in stored.iter().filter(|d| !d.withdrawn) {
-        let Some(cycle) = d.cycle_start else { continue };
-        let key = (d.case_ref.clone(), d.deadline.kind);
-        if running.get(&key).is_none_or(|(latest, _)| *latest < cycle) {
-            running.insert(key, (cycle, d.deadline.clone()));
+    for (case_ref, cycle, deadline) in cycles {
+        match running.entry((case_ref, deadline.kind)) {
+            Entry::Occupied(mut latest) if latest.get().0 < cycle => {
+                latest.insert((cycle, deadline));
+            }
+            Entry::Occupied(_) => {}
+            Entry::Vacant(none) => {
+                none.insert((cycle, deadline));
+            }
         }
     }
     running
@@ -662,7 +668,12 @@ pub async fn each_current_placement_deadline<E: From<PollError>>(
             .collect();
         let row_refs: Vec<CaseRef> = rows.iter().map(|(row, _, _)| row.placement_ref.clone()).collect();
         let stored_cycles = state.cycles_of(&row_refs).await.map_err(PollError::from)?;
-        let (records, refs) = compute(settings, (today, now), &rows, &running_cycles(&stored_cycles));
+        let (records, refs) = compute(
+            settings,
+            (today, now),
+            &rows,
+            &running_cycles(stored_cycles.iter().filter_map(StoredDeadline::cycle)),
+        );
         // The day each deadline was first stored; one not stored yet is first seen today.
         let first_seen = state.first_seen_of(&refs).await.map_err(PollError::from)?;
         let cycles_seen: HashMap<(CaseRef, Kind, Option<NaiveDate>), Option<NaiveDate>> = stored_cycles
