@@ -6,7 +6,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use chrono::NaiveDate;
 
-use super::deadlines::{cycle_column, due_reason_columns, due_reason_of, DeadlineRecord, DEADLINE_COLUMNS};
+use super::deadlines::{due_reason_columns, due_reason_of, DeadlineRecord, DEADLINE_COLUMNS};
 use super::{file_error, parsed, query_error, Cells, FileRow, StateError, StateStore, BATCH_ROWS};
 use crate::domain::{iso_day, CaseRef, ChildKey, EmailAddress, Sex};
 use crate::rules::{Deadline, Kind};
@@ -21,7 +21,9 @@ use crate::rules::{Deadline, Kind};
 /// after its store, not beside it.
 #[derive(Debug, Default)]
 pub struct Stored {
-    rows: HashMap<(String, Kind, String), StoredRow>,
+    /// By reference: the kind, cycle column and compared columns of each of its rows (a record
+    /// finds its row without a key built for it).
+    rows: HashMap<String, Vec<(Kind, String, StoredRow)>>,
     /// The (reference, kind) of each row read whose compared columns do not decode (its record
     /// goes to the upsert): with the keys of `rows`, every kind stored.
     undecoded: HashSet<(String, String)>,
@@ -33,7 +35,8 @@ impl Stored {
     /// stored. Built from the compared columns when asked, not as each row is read: a poll asks
     /// once a chunk, and a placement's earlier cycles need only their keys.
     pub fn cycles(&self) -> impl Iterator<Item = (CaseRef, NaiveDate, Deadline)> + '_ {
-        self.rows.iter().filter_map(|((case_ref, kind, cycle), row)| {
+        let rows = self.rows.iter().flat_map(|(case_ref, rows)| rows.iter().map(move |row| (case_ref, row)));
+        rows.filter_map(|(case_ref, (kind, cycle, row))| {
             let cycle = iso_day(cycle)?;
             let due_reason = due_reason_of(&row.due_reason, row.extended_to, row.moved_over.clone()).ok()?;
             let deadline = Deadline {
@@ -56,7 +59,10 @@ impl Stored {
         held: &HashMap<&str, Vec<&'static str>>,
     ) -> Vec<(String, String)> {
         let cases: HashSet<&str> = case_refs.iter().map(CaseRef::as_str).collect();
-        let stored = self.rows.keys().map(|(case_ref, kind, _)| (case_ref.as_str(), kind.as_str()));
+        let stored = self
+            .rows
+            .iter()
+            .flat_map(|(case_ref, rows)| rows.iter().map(|(kind, _, _)| (case_ref.as_str(), kind.as_str())));
         let gone: BTreeSet<(&str, &str)> = stored
             .chain(self.undecoded.iter().map(|(case_ref, kind)| (case_ref.as_str(), kind.as_str())))
             .filter(|(case_ref, kind)| {
@@ -69,15 +75,17 @@ impl Stored {
     /// Takes in what another read gave, of other references ([`StateStore::stored_of`] of
     /// references this one does not hold).
     pub fn absorb(&mut self, other: Stored) {
-        self.rows.extend(other.rows);
+        for (case_ref, rows) in other.rows {
+            self.rows.entry(case_ref).or_default().extend(rows);
+        }
         self.undecoded.extend(other.undecoded);
     }
 
     /// Takes in one row of [`StateStore::stored_of`]'s read.
     fn take(&mut self, row: &impl Cells) -> Result<(), StateError> {
         match stored_row(row) {
-            Ok((key, compared)) => {
-                self.rows.insert(key, compared);
+            Ok(((case_ref, kind, cycle), compared)) => {
+                self.rows.entry(case_ref).or_default().push((kind, cycle, compared));
             }
             Err(_) => {
                 self.undecoded.insert((row.cell("case_ref")?, row.cell("kind")?));
@@ -88,8 +96,16 @@ impl Stored {
 
     /// What `record` needs written, by its stored row.
     pub(super) fn write_of(&self, record: &DeadlineRecord) -> Write {
-        let key = (record.case_ref.as_str().to_string(), record.deadline.kind, cycle_column(record.cycle_start));
-        write_of(record, self.rows.get(&key))
+        let same_cycle = |cycle: &str| match record.cycle_start {
+            None => cycle.is_empty(),
+            Some(start) => cycle.len() == 10 && iso_day(cycle) == Some(start),
+        };
+        let stored = self.rows.get(record.case_ref.as_str()).and_then(|rows| {
+            rows.iter()
+                .find(|(kind, cycle, _)| *kind == record.deadline.kind && same_cycle(cycle))
+                .map(|(_, _, row)| row)
+        });
+        write_of(record, stored)
     }
 }
 
@@ -473,7 +489,7 @@ mod tests {
         state.store_deadlines(&refs, &records, None).await.unwrap();
         let from_file = state.stored_of(&refs).await.unwrap();
         let through_pool = StateStore { sqlite_file: None, ..state.clone() }.stored_of(&refs).await.unwrap();
-        assert_eq!(from_file.rows.len(), 3);
+        assert_eq!(from_file.rows.values().map(Vec::len).sum::<usize>(), 3);
         assert_eq!(from_file.rows, through_pool.rows);
         let cycles = |stored: &Stored| {
             let mut cycles: Vec<_> = stored.cycles().collect();
