@@ -308,10 +308,11 @@ impl StateStore {
             let mut narrow = true;
             let mut finished: HashSet<&str> = HashSet::new();
             for (known, chunk) in &batches {
-                // First the deadlines whose indexed columns stay (a new caseworker, a new
-                // `updated_at`): a statement that sets only unindexed columns leaves every index
-                // alone (SQLite rewrites each index whose column an UPDATE sets, equal or not;
-                // PostgreSQL keeps such an update on its page, HOT). When it found every
+                // First the deadlines whose indexed columns stay (a new caseworker; a new
+                // `updated_at` alone matches neither statement): a statement that sets only
+                // unindexed columns leaves every index alone (SQLite rewrites each index whose
+                // column an UPDATE sets, equal or not; PostgreSQL keeps such an update on its
+                // page, HOT). When it found every
                 // deadline of the chunk, that is all; otherwise the upsert after the loop writes
                 // the rest and passes over these, now identical.
                 // A cycle closed: [`CLOSE_UPDATE`], and its notices cancelled below.

@@ -32,8 +32,8 @@ pub struct Stored {
 impl Stored {
     /// The stored cycles (recurring clocks and the second cycle of `lvu_care_application`)
     /// whose dates and due reason decode: reference, cycle start day, and the deadline as
-    /// stored. Built from the compared columns when asked, not as each row is read: a poll asks
-    /// once a chunk, and a placement's earlier cycles need only their keys.
+    /// stored. Built from the compared columns when asked (a poll asks once a chunk), not
+    /// decoded in full as each row is read.
     pub fn cycles(&self) -> impl Iterator<Item = (CaseRef, NaiveDate, Deadline)> + '_ {
         let rows = self.rows.iter().flat_map(|(case_ref, rows)| rows.iter().map(move |row| (case_ref, row)));
         rows.filter_map(|(case_ref, (kind, cycle, row))| {
@@ -182,11 +182,11 @@ fn write_of(record: &DeadlineRecord, stored: Option<&StoredRow>) -> Write {
 }
 
 impl StateStore {
-    /// The deadlines stored, not withdrawn, of the references given, with their cycles decoded
-    /// (those [`StateStore::cycles_of`] gives): for a poll that computes these references again
-    /// and stores them with [`StateStore::store_deadlines_known`]. A row whose compared columns
-    /// do not decode is left out (its record goes to the upsert); a cycle that does not decode
-    /// is left out of the cycles, as in [`StateStore::cycles_of`].
+    /// The deadlines stored, not withdrawn, of the references given, each with the columns
+    /// [`StateStore::store_deadlines_known`] compares (their cycles built from those columns,
+    /// [`Stored::cycles`]): for a poll that computes these references again and stores them so.
+    /// A row whose compared columns do not decode is left out (its record goes to the upsert),
+    /// and so out of the cycles.
     pub async fn stored_of(&self, refs: &[CaseRef]) -> Result<Stored, StateError> {
         let columns = format!("{DEADLINE_COLUMNS}, next_step_on");
         let mut stored = Stored::default();

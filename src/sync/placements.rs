@@ -266,7 +266,8 @@ async fn store_chunk(
         let refs: Vec<CaseRef> = chunk.iter().map(|(row, _, _)| row.placement_ref.clone()).collect();
         // Every stored deadline of these placements, not only their cycles: with them in hand,
         // each record goes to the one statement it needs (a closed cycle and the next to the
-        // upsert, a clock only the row's `updated_at` changed to the narrow update).
+        // upsert, a clock only the row's caseworker changed to the narrow update, one only its
+        // `updated_at` changed to none).
         let missing: Vec<CaseRef> = refs.iter().filter(|r| !in_hand.contains(*r)).cloned().collect();
         if !missing.is_empty() {
             stored.absorb(state.stored_of(&missing).await?);
