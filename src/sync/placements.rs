@@ -227,16 +227,25 @@ async fn store_chunk(
             .collect(),
         None => Vec::new(),
     };
+    // A fresh row's print is neither loaded nor compared: its stored rows are in hand, and they
+    // decide what its computation writes (nothing, for a row stamped anew but unchanged), so
+    // its print would save only that computation, for a bucket read on the poll's critical
+    // path. Its print is logged with the chunk either way.
+    let fresh_refs: HashSet<&str> = fresh.iter().map(CaseRef::as_str).collect();
     let ahead = async {
         if fresh.is_empty() {
             return Ok(Stored::default());
         }
         state.stored_of(&fresh).await
     };
-    let (looked_up, loaded, ahead) =
-        tokio::join!(look_up(register, &validated.rows, scanned.as_ref()), prints.load(state, validated.refs()), ahead);
+    let (looked_up, loaded, ahead) = tokio::join!(
+        look_up(register, &validated.rows, scanned.as_ref()),
+        prints.load(state, validated.refs().filter(|r| !fresh_refs.contains(r))),
+        ahead
+    );
     let (facts, mut stored) = (looked_up?, ahead?);
     loaded?;
+    drop(fresh_refs);
     let mut in_hand: HashSet<CaseRef> = fresh.into_iter().collect();
     let (rows, broken) = validated.with_facts(&facts, &mut report.placement_rejected);
     if let Some(book) = prints.book() {
@@ -249,7 +258,7 @@ async fn store_chunk(
         // The print from the facts as they are held: a context is built only for a placement to
         // compute.
         let print = placement_print(*seed, values, facts.closed_on(&row), facts.opened_for(&row));
-        if prints.unchanged(row.placement_ref.as_str(), print) {
+        if !in_hand.contains(&row.placement_ref) && prints.unchanged(row.placement_ref.as_str(), print) {
             report.placements_unchanged += 1;
         } else {
             let context = facts.context(&row);

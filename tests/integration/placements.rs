@@ -568,6 +568,38 @@ async fn a_steady_pass_skips_unchanged_placements(postgres_state: Option<String>
 
 both_engines!(a_steady_pass_skips_unchanged_placements);
 
+/// A placements row stamped anew with nothing else changed (a touch, a batch job) is new to the
+/// next poll: it is computed from its stored rows, read beside the register, without a look at
+/// its print, and nothing stored changes: no deadline written, no notice.
+async fn a_placement_stamped_anew_is_computed_and_writes_nothing(postgres_state: Option<String>) {
+    let (test, app) = started_with_first_rows(postgres_state).await;
+    full_pass(&app, at(8, 0)).await;
+    jobs::ladder::run_once(&app, Moment::on(date(TODAY), at(8, 10))).await.unwrap().expect("the ladder's lease");
+    let stored = app.state.deadlines(&DeadlineFilter::default()).await.unwrap();
+    let notices = || async {
+        let rows = app.state.outbox().await.unwrap();
+        rows.iter().map(|r| format!("{} {}", r.notice_key, r.state.as_str())).collect::<Vec<_>>()
+    };
+    let outbox = notices().await;
+    assert!(!outbox.is_empty(), "the ladder wrote notices to keep");
+
+    exec(test.register_url(), &["UPDATE placements SET updated_at = '2026-11-27T09:00:00Z'".to_string()]).await;
+    let touched = poll(&app, at(9, 30)).await;
+    assert_eq!(touched.placement_rows_read, 8, "{touched:?}");
+    assert_eq!(touched.placements_unchanged, 0, "the six valid rows computed, not skipped by print: {touched:?}");
+    assert_eq!(touched.notices_cancelled, 0, "{touched:?}");
+    assert_eq!(app.state.deadlines(&DeadlineFilter::default()).await.unwrap(), stored);
+    assert_eq!(notices().await, outbox);
+
+    // Their prints were logged with them: a full pass skips all six.
+    let again = full_pass(&app, at(10, 0)).await;
+    assert_eq!((again.placement_rows_read, again.placements_unchanged), (8, 6), "{again:?}");
+    assert_eq!(again.deadlines_stored, 0, "{again:?}");
+    app.close_connections().await;
+}
+
+both_engines!(a_placement_stamped_anew_is_computed_and_writes_nothing);
+
 /// Issue 27 (4): the digest shows a placement's running review cycles, not its closed ones. A
 /// placement's review and its restriction's review each have a closed cycle and a running one
 /// (the placement's due in five days, the restriction's overdue); `digest --dry-run` and the

@@ -12,8 +12,8 @@ use crate::helpers::{date, demo_cases};
 use crate::support::app::TestApp;
 use fristvakt::app::{App, Moment};
 use fristvakt::config::{DatabaseUrl, Settings};
-use fristvakt::domain::ChildKey;
 use fristvakt::domain::{CaseRef, EmailAddress, ErrorClass, UnitCode};
+use fristvakt::domain::{ChildKey, OutboxKey};
 use fristvakt::jobs;
 use fristvakt::notice::{self, NoticePayload, Recipient};
 use fristvakt::register::{self, Sex};
@@ -555,8 +555,52 @@ async fn stored_rows_choose_the_statements_not_what_is_stored(postgres: Option<S
         )
         .await;
     }
-    state.store_deadlines_known(std::slice::from_ref(&known), &second(&known), &stored, None).await.unwrap();
-    state.store_deadlines(std::slice::from_ref(&plain), &second(&plain), None).await.unwrap();
+    // Pending notices of both references: those of the cycles the store closes go (on the known
+    // path found by their keys, on the other by their cases), every other stays.
+    let now = Utc.with_ymd_and_hms(2026, 8, 20, 9, 0, 0).unwrap();
+    for case_ref in [&known, &plain] {
+        let entries = [
+            // "closed": its −30 step, and that notice carried up.
+            step_entry(&settings, case_ref, Kind::PlacementReview, Some("2026-03-02"), -30, 0),
+            step_entry(&settings, case_ref, Kind::PlacementReview, Some("2026-03-02"), -30, 1),
+            // The same kind and step of a cycle stored nowhere, and of the open "no next step".
+            step_entry(&settings, case_ref, Kind::PlacementReview, Some("2025-09-01"), -30, 0),
+            step_entry(&settings, case_ref, Kind::RestrictionReview, Some("2026-06-02"), -30, 0),
+            // "closed stale" (a one-off clock, closed through the upsert after the closing
+            // update found its row changed), and the open "stale".
+            step_entry(&settings, case_ref, Kind::LvuCourtSubmission, None, 0, 0),
+            step_entry(&settings, case_ref, Kind::LvuCareStart, None, 0, 0),
+        ];
+        state.record_steps(&entries, &[], now).await.unwrap();
+    }
+    let cancelled_known =
+        state.store_deadlines_known(std::slice::from_ref(&known), &second(&known), &stored, None).await.unwrap();
+    let cancelled_plain = state.store_deadlines(std::slice::from_ref(&plain), &second(&plain), None).await.unwrap();
+    let notices = |case_ref: &CaseRef| {
+        let (state, case_ref) = (&state, case_ref.to_string());
+        async move {
+            let rows = state.outbox_for_case(&case_ref).await.unwrap();
+            let mut lines: Vec<String> = rows
+                .iter()
+                .map(|r| format!("{} {}", r.notice_key.replace(case_ref.as_str(), "REF"), r.state.as_str()))
+                .collect();
+            lines.sort();
+            lines
+        }
+    };
+    assert_eq!(
+        notices(&known).await,
+        [
+            "notice/lvu_care_start/REF/0 pending",
+            "notice/lvu_court_submission/REF/0 cancelled",
+            "notice/placement_review/REF/2025-09-01/-30 pending",
+            "notice/placement_review/REF/2026-03-02/-30 cancelled",
+            "notice/placement_review/REF/2026-03-02/-30/up cancelled",
+            "notice/restriction_review/REF/2026-06-02/-30 pending",
+        ]
+    );
+    assert_eq!(notices(&known).await, notices(&plain).await, "both paths cancel the same notices");
+    assert_eq!((cancelled_known, cancelled_plain), (3, 3));
     let (known_rows, plain_rows) = (dump(&settings, &known).await, dump(&settings, &plain).await);
     assert_eq!(known_rows, plain_rows);
     assert_eq!(known_rows.len(), 12, "{known_rows:#?}");
@@ -641,6 +685,27 @@ async fn open(postgres: Option<String>) -> (TestApp, Settings, StateStore) {
     let state = StateStore::connect(&settings.state.url).await.unwrap();
     state.migrate().await.unwrap();
     (test, settings, state)
+}
+
+/// A pending notice of `kind`'s cycle `cycle` (none: a one-off clock) of `case_ref`, at `step`,
+/// carried `up` roles up.
+fn step_entry(
+    settings: &Settings,
+    case_ref: &CaseRef,
+    kind: Kind,
+    cycle: Option<&str>,
+    step: i32,
+    up: usize,
+) -> OutboxEntry {
+    let mut key = OutboxKey::notice(case_ref.clone(), kind, cycle.map(date), step);
+    for _ in 0..up {
+        key = key.up();
+    }
+    let mut entry = notice_entry(settings, case_ref.as_str());
+    entry.message_id = notice::message_id(&key.to_string(), &settings.mail.from);
+    entry.notice_key = key;
+    (entry.kind, entry.step) = (Some(kind), Some(step));
+    entry
 }
 
 fn notice_entry(settings: &Settings, case_ref: &str) -> OutboxEntry {
