@@ -577,7 +577,11 @@ async fn changed_poll_rows(
     let cases_timing = Timing(cases.times);
     row(
         at,
-        &format!("poll, 1 000 rows changed ({} read)", cases.read.join("/")),
+        &format!(
+            "poll, 1 000 rows changed ({} read, {} pending notices cancelled)",
+            cases.read.join("/"),
+            cases.cancelled.join("/")
+        ),
         &cases_timing,
         None,
         Goal::Within(Duration::from_millis(50)),
@@ -598,9 +602,10 @@ async fn changed_poll_rows(
         row(
             at,
             &format!(
-                "poll, 1 000 placements changed: a review recorded, a cycle closed ({} read), against the cases' \
-                 poll above",
-                reviewed.read.join("/")
+                "poll, 1 000 placements changed: a review recorded, a cycle closed ({} read, {} pending notices \
+                 cancelled), against the cases' poll above",
+                reviewed.read.join("/"),
+                reviewed.cancelled.join("/")
             ),
             &Timing(reviewed.times),
             Some(&cases_timing),
@@ -650,6 +655,8 @@ async fn full_passes(
 struct Changed {
     times: Vec<Duration>,
     read: Vec<String>,
+    /// The pending notices each poll cancelled (of the deadlines it closed).
+    cancelled: Vec<String>,
 }
 
 impl Changed {
@@ -671,6 +678,7 @@ impl Changed {
         let changed = jobs::poll::run_once(app, Moment::on(today, *now)).await?.context("the poll lease")?;
         self.times.push(t.elapsed());
         self.read.push((changed.sync.rows_read + changed.sync.placement_rows_read).to_string());
+        self.cancelled.push(changed.sync.notices_cancelled.to_string());
         // The daemon's next poll, unmeasured: it reads these rows again (unchanged), as they lie
         // inside its overlap window.
         *now += chrono::Duration::minutes(15);

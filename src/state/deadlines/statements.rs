@@ -8,6 +8,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::types::Json;
 
 use super::{cycle_column, due_reason_columns, DeadlineRecord, UPSERT, UPSERT_COLUMNS, UPSERT_PARAMS, UPSERT_ROWS};
+use crate::config::Engine;
 use crate::domain::{CaseRef, ChildKey, EmailAddress, Sex};
 use crate::state::outbox::cancel_finished_sql;
 use crate::state::{column, query_error, StateError, BATCH_ROWS};
@@ -77,8 +78,11 @@ impl StoreStatements for sqlx::SqliteConnection {
     async fn cancel_notices(&mut self, cases: &[&str]) -> Result<u64, StateError> {
         let mut cancelled = 0;
         for chunk in cases.chunks(BATCH_ROWS * 8) {
-            let sql =
-                format!("{} AND outbox.case_ref IN ({})", cancel_finished_sql(true), vec!["?"; chunk.len()].join(","));
+            let sql = format!(
+                "{} AND outbox.case_ref IN ({})",
+                cancel_finished_sql(Engine::Sqlite, true),
+                vec!["?"; chunk.len()].join(",")
+            );
             let mut q = sqlx::query(&sql).persistent(false);
             for c in chunk {
                 q = q.bind(*c);
@@ -212,7 +216,7 @@ impl StoreStatements for sqlx::PgConnection {
     /// The cases as one array: with an `IN` list of hundreds of parameters the planner compared
     /// every pending notice with each of them.
     async fn cancel_notices(&mut self, cases: &[&str]) -> Result<u64, StateError> {
-        let sql = format!("{} AND outbox.case_ref = ANY($1)", cancel_finished_sql(true));
+        let sql = format!("{} AND outbox.case_ref = ANY($1)", cancel_finished_sql(Engine::Postgres, true));
         let done = sqlx::query(&sql)
             .bind(cases)
             .execute(&mut *self)
