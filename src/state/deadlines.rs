@@ -312,9 +312,8 @@ impl StateStore {
                 // `updated_at` alone matches neither statement): a statement that sets only
                 // unindexed columns leaves every index alone (SQLite rewrites each index whose
                 // column an UPDATE sets, equal or not; PostgreSQL keeps such an update on its
-                // page, HOT). When it found every
-                // deadline of the chunk, that is all; otherwise the upsert after the loop writes
-                // the rest and passes over these, now identical.
+                // page, HOT). When it found every deadline of the chunk, that is all; otherwise
+                // the upsert after the loop writes the rest and passes over these, now identical.
                 // A cycle closed: [`CLOSE_UPDATE`], and its notices cancelled below.
                 let first = known.unwrap_or(if narrow { Write::Narrow } else { Write::Upsert });
                 let update = match first {

@@ -371,7 +371,8 @@ impl StateStore {
     /// returns how many. A claim on a cancelled row is left to its sender, which records what it
     /// did (a mail it had already handed over makes the row `sent`, anything else leaves it
     /// cancelled). A poll cancels the notices of the deadlines it closes or withdraws in the
-    /// transaction that does ([`StateStore::store_deadlines`], by the outbox's case index).
+    /// transaction that does ([`StateStore::store_deadlines`], by the index of the open notices'
+    /// cases).
     pub async fn cancel_notices_of_finished_deadlines(&self) -> Result<u64, StateError> {
         let sql = cancel_finished_sql(self.engine(), false);
         with_pool!(&self.pool, p => sqlx::query(&sql).execute(p).await.map(|r| r.rows_affected()))

@@ -555,8 +555,8 @@ async fn stored_rows_choose_the_statements_not_what_is_stored(postgres: Option<S
         )
         .await;
     }
-    // Pending notices of both references: those of the cycles the store closes go (on the known
-    // path found by their keys, on the other by their cases), every other stays.
+    // Pending notices of both references: those of the cycles the store closes go, on either
+    // path, and every other stays.
     let now = Utc.with_ymd_and_hms(2026, 8, 20, 9, 0, 0).unwrap();
     for case_ref in [&known, &plain] {
         let entries = [
