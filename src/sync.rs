@@ -559,34 +559,48 @@ impl Pass<'_> {
             }
         }
         // The rules across one child's cases (register contract §1–§2): a changed case can change
-        // the clocks of the child's other cases, so they are computed again, with it.
-        let children = if register.features().chains {
+        // the clocks of the child's other cases, so they are computed again, with it. The
+        // placements that depend on these cases are computed again meanwhile (they read the
+        // register and the state, the children only the register), and stored before the
+        // cases are stored with their prints: a crash between the two reads the cases, and so
+        // these, again.
+        let chains = register.features().chains;
+        let stored_keys = if chains && !cases.is_empty() {
             let refs: Vec<&str> = cases.keys().map(String::as_str).collect();
-            let stored_keys = if refs.is_empty() { Vec::new() } else { state.child_keys_of(&refs).await? };
-            Children::read(register, settings.register.max_cell_bytes, &cases, stored_keys).await?
+            state.child_keys_of(&refs).await?
         } else {
-            Children::default()
+            Vec::new()
         };
-        // The placements that depend on these cases, computed again before the cases are stored
-        // with their prints: a crash between the two reads the cases, and so these, again.
-        if self.tracks_placements && !cases.is_empty() {
+        let children = async {
+            if chains {
+                Children::read(register, settings.register.max_cell_bytes, &cases, stored_keys).await
+            } else {
+                Ok(Children::default())
+            }
+        };
+        let touched = async {
+            if !self.tracks_placements || cases.is_empty() {
+                return Ok(());
+            }
             let refs: Vec<String> = cases.keys().cloned().collect();
             let keys: Vec<String> = cases
                 .values()
                 .filter_map(|(case, _)| case.child_key.as_ref().map(|k| k.as_str().to_string()))
                 .collect();
-            let touched = (refs.as_slice(), keys.as_slice());
             placements::sync_touched(
                 register,
                 state,
                 settings,
                 (self.today, self.now),
-                touched,
+                (refs.as_slice(), keys.as_slice()),
                 &mut self.placements,
                 report,
             )
-            .await?;
-        }
+            .await
+        };
+        let (children, touched) = tokio::join!(children, touched);
+        let children = children?;
+        touched?;
         let sets = cases.len() + kept_refs.len();
         for (case, print) in cases.values() {
             report.newest_computed = report.newest_computed.max(Some(case.updated_at));

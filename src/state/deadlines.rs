@@ -11,7 +11,9 @@ use sqlx::types::Json;
 
 use super::prints::{write_buckets, PrintBook};
 use super::stored::{Stored, Write};
-use super::{column, parsed, parsed_opt, query_error, with_pool, Cells, StateError, StateStore, BATCH_ROWS};
+use super::{
+    column, parsed, parsed_opt, query_error, read_file_rows, with_pool, Cells, StateError, StateStore, BATCH_ROWS,
+};
 use crate::domain::{log_safe, CaseRef, ChildKey, EmailAddress, Sex, UnitCode};
 use crate::rules::calendar::DayKind;
 use crate::rules::{Deadline, DueReason, Kind, Status};
@@ -480,28 +482,37 @@ impl StateStore {
 
     /// The child keys stored with the deadlines of `case_refs` (their investigations'), for
     /// the rules across one child's cases: a case that changed its key, or left the register,
-    /// changes the clocks of the child it belonged to. Withdrawn deadlines keep no key.
+    /// changes the clocks of the child it belonged to. Withdrawn deadlines keep no key; a stored
+    /// key that no longer parses links nothing (its cases are computed alone).
     pub async fn child_keys_of<S: AsRef<str>>(&self, case_refs: &[S]) -> Result<Vec<ChildKey>, StateError> {
-        let mut keys = Vec::new();
+        const CONTEXT: &str = "reading the child keys of cases";
+        const SELECT: &str = "SELECT DISTINCT child_key FROM deadlines WHERE child_key IS NOT NULL AND case_ref";
+        let keys = |rows: Vec<String>| rows.iter().filter_map(|k| ChildKey::parse(k).ok()).collect();
         if let crate::db::Pool::Postgres(p) = &self.pool {
             // The cases as one array: an `IN` list of a thousand parameters took 7–11 ms of a
             // poll of 1 000 changed rows (BENCHMARKS.md, "Figures behind code comments").
             let cases: Vec<&str> = case_refs.iter().map(AsRef::as_ref).collect();
-            let rows: Vec<String> = sqlx::query_scalar(
-                "SELECT DISTINCT child_key FROM deadlines WHERE child_key IS NOT NULL AND case_ref = ANY($1)",
-            )
-            .bind(cases)
-            .fetch_all(p)
-            .await
-            .map_err(query_error("reading the child keys of cases"))?;
-            keys.extend(rows.iter().filter_map(|k| ChildKey::parse(k).ok()));
-            return Ok(keys);
+            let rows: Vec<String> = sqlx::query_scalar(&format!("{SELECT} = ANY($1)"))
+                .bind(cases)
+                .fetch_all(p)
+                .await
+                .map_err(query_error(CONTEXT))?;
+            return Ok(keys(rows));
         }
+        if let Some(path) = &self.sqlite_file {
+            // Read by rusqlite (see `read_file_rows`): about 1 000 rows for 1 000 changed cases,
+            // which sqlx took 5.5 ms to hand across (BENCHMARKS.md, "The cases' poll").
+            let refs: Vec<String> = case_refs.iter().map(|r| r.as_ref().to_string()).collect();
+            let rows = read_file_rows(path.clone(), CONTEXT, format!("{SELECT} IN"), refs, Vec::new(), |rows, row| {
+                rows.push(row.cell("child_key")?);
+                Ok(())
+            })
+            .await?;
+            return Ok(keys(rows));
+        }
+        let mut all = Vec::new();
         for chunk in case_refs.chunks(BATCH_ROWS * 8) {
-            let sql = format!(
-                "SELECT DISTINCT child_key FROM deadlines WHERE child_key IS NOT NULL AND case_ref IN ({})",
-                self.marks(1, chunk.len())
-            );
+            let sql = format!("{SELECT} IN ({})", self.marks(1, chunk.len()));
             let rows: Vec<String> = with_pool!(&self.pool, p => {
                 let mut q = sqlx::query_scalar(&sql).persistent(chunk.len() == BATCH_ROWS * 8);
                 for c in chunk {
@@ -509,11 +520,10 @@ impl StateStore {
                 }
                 q.fetch_all(p).await
             })
-            .map_err(query_error("reading the child keys of cases"))?;
-            // A stored key that no longer parses links nothing: its cases are computed alone.
-            keys.extend(rows.iter().filter_map(|k| ChildKey::parse(k).ok()));
+            .map_err(query_error(CONTEXT))?;
+            all.extend(rows);
         }
-        Ok(keys)
+        Ok(keys(all))
     }
 
     /// The day each stored deadline of `case_refs` was first stored, by case and kind (`None`:

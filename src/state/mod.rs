@@ -172,6 +172,24 @@ impl CellValue for sqlx::types::Json<serde_json::Value> {
     }
 }
 
+impl CellValue for i32 {
+    fn from_file(value: rusqlite::types::ValueRef<'_>) -> Option<Self> {
+        match value {
+            rusqlite::types::ValueRef::Integer(n) => i32::try_from(n).ok(),
+            _ => None,
+        }
+    }
+}
+
+impl CellValue for Vec<u8> {
+    fn from_file(value: rusqlite::types::ValueRef<'_>) -> Option<Self> {
+        match value {
+            rusqlite::types::ValueRef::Blob(b) => Some(b.to_vec()),
+            _ => None,
+        }
+    }
+}
+
 impl<T: CellValue> CellValue for Option<T>
 where
     Option<T>: Cell,
@@ -214,6 +232,49 @@ impl Cells for FileRow<'_, '_> {
         .map_err(|e| file_error(name, e))?;
         T::from_file(value).ok_or(StateError::Corrupt { column: name, value: "(not shown)".to_string() })
     }
+}
+
+/// The rows of `select` followed by an `IN` list of each chunk of up to a thousand `binds`
+/// (SQLite allows 32 766 parameters), read from the SQLite state file at `path` by rusqlite on a
+/// blocking thread, on a read-only connection of its own, each handed to `take` with `into`.
+///
+/// sqlx hands each row across from its worker's thread: for the ~1 500 stored rows of 1 000
+/// changed placements that took 25–40 ms (BENCHMARKS.md, "Prints for the placements"). The file
+/// is in WAL mode and a poll's reads start after its earlier transactions committed (it stores
+/// each chunk in a transaction of its own, and reads before it writes), so a read sees them, as
+/// a connection of the pool would.
+pub(crate) async fn read_file_rows<B, T>(
+    path: std::path::PathBuf,
+    context: &'static str,
+    select: String,
+    binds: Vec<B>,
+    into: T,
+    take: impl Fn(&mut T, &FileRow<'_, '_>) -> Result<(), StateError> + Send + 'static,
+) -> Result<T, StateError>
+where
+    B: rusqlite::ToSql + Send + 'static,
+    T: Send + 'static,
+{
+    let read = move || -> Result<T, StateError> {
+        let mut into = into;
+        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = rusqlite::Connection::open_with_flags(&path, flags).map_err(|e| file_error(context, e))?;
+        conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(|e| file_error(context, e))?;
+        for chunk in binds.chunks(1000) {
+            let sql = format!("{select} ({})", vec!["?"; chunk.len()].join(","));
+            let mut statement = conn.prepare(&sql).map_err(|e| file_error(context, e))?;
+            let names: Vec<String> = statement.column_names().into_iter().map(str::to_string).collect();
+            let mut rows =
+                statement.query(rusqlite::params_from_iter(chunk.iter())).map_err(|e| file_error(context, e))?;
+            while let Some(row) = rows.next().map_err(|e| file_error(context, e))? {
+                take(&mut into, &FileRow { row, names: &names })?;
+            }
+        }
+        Ok(into)
+    };
+    tokio::task::spawn_blocking(read)
+        .await
+        .map_err(|e| StateError::Query { context, source: sqlx::Error::Protocol(e.to_string()) })?
 }
 
 /// A rusqlite error reading the state file, in `context` (its message names no value).

@@ -32,7 +32,7 @@ use std::collections::{BTreeSet, HashMap};
 use futures_util::TryStreamExt;
 use xxhash_rust::xxh3::xxh3_64;
 
-use super::{column, query_error, with_pool, StateError, StateStore, BATCH_ROWS};
+use super::{column, query_error, read_file_rows, with_pool, Cells, StateError, StateStore, BATCH_ROWS};
 
 /// The print stored for a case whose row was seen but never understood (a broken row): it lists
 /// the case (so that a full pass notices when it leaves the register) and matches no row.
@@ -249,7 +249,11 @@ pub struct PrintBook {
 /// The prints of `case_print_log` (the latest of each case), and the ones set since it was read.
 #[derive(Debug, Default)]
 struct PrintLog {
-    prints: HashMap<String, u64>,
+    /// By reference. Every poll reads the whole log (up to [`LOG_FOLD`] entries a shelf), so
+    /// its map is keyed by boxed references hashed with foldhash: with `String` keys and SipHash
+    /// building it was about a twentieth of a poll's CPU at 1 000 000 cases (BENCHMARKS.md, "The
+    /// cases' poll").
+    prints: HashMap<Box<str>, u64, foldhash::fast::RandomState>,
     /// Set since the log was read or last written: its next row.
     pending: Bucket,
 }
@@ -434,7 +438,7 @@ impl PrintBook {
         if self.log.is_some() {
             let stored = self.get(case_ref);
             if let Some(log) = self.log.as_mut().filter(|_| stored != Some(print)) {
-                log.prints.insert(case_ref.to_string(), print);
+                log.prints.insert(case_ref.into(), print);
                 log.pending.push(case_ref, tag, print, false);
             }
             return;
@@ -561,22 +565,29 @@ impl StateStore {
     /// An incremental poll's book of `shelf` in `2^bits` buckets, none loaded yet, holding the
     /// print log (folded into the buckets first when it has grown past [`LOG_FOLD`] entries).
     pub async fn open_print_log(&self, shelf: Shelf, bits: u32) -> Result<PrintBook, StateError> {
-        let (mut entries, _) = self.read_print_log(shelf).await?;
-        if entries.len() > LOG_FOLD {
+        let mut log = PrintLog::default();
+        // Every entry read counts, the same case's in several rows too: that is what each poll reads.
+        let mut entries = 0;
+        self.read_print_log(shelf, |bucket| {
+            entries += bucket.len();
+            log.prints.reserve(bucket.len());
+            for i in 0..bucket.len() {
+                log.prints.insert(bucket.case_ref(i).into(), bucket.entries[i].print);
+            }
+        })
+        .await?;
+        if entries > LOG_FOLD {
             self.fold_print_log(shelf, bits).await?;
-            entries.clear();
+            log.prints = Default::default();
         }
         let mut book = PrintBook::on(shelf, bits);
-        let mut log = PrintLog::default();
-        log.prints.extend(entries);
         book.log = Some(Box::new(log));
         Ok(book)
     }
 
-    /// The entries of `shelf`'s print log in the order they were written, and its last row's
-    /// number.
-    async fn read_print_log(&self, shelf: Shelf) -> Result<(Vec<(String, u64)>, Option<i64>), StateError> {
-        let mut entries = Vec::new();
+    /// Hands each row of `shelf`'s print log to `each`, in the order they were written; returns
+    /// the last row's number.
+    async fn read_print_log(&self, shelf: Shelf, mut each: impl FnMut(&Bucket)) -> Result<Option<i64>, StateError> {
         let mut last = None;
         let sql = format!("SELECT seq, prints FROM {} ORDER BY seq", shelf.log());
         with_pool!(&self.pool, p => {
@@ -585,18 +596,22 @@ impl StateStore {
                 let seq: i64 = column(&row, "seq")?;
                 let blob: Vec<u8> = column(&row, "prints")?;
                 let bucket = Bucket::decode(&blob).ok_or_else(|| shelf.corrupt(true, format!("row {seq}")))?;
-                entries.extend((0..bucket.len()).map(|i| (bucket.case_ref(i).to_string(), bucket.entries[i].print)));
+                each(&bucket);
                 last = Some(seq);
             }
             Ok::<_, StateError>(())
         })?;
-        Ok((entries, last))
+        Ok(last)
     }
 
     /// Writes `shelf`'s print log into its buckets of `2^bits` and deletes it, in one
     /// transaction.
     pub async fn fold_print_log(&self, shelf: Shelf, bits: u32) -> Result<(), StateError> {
-        let (entries, Some(last)) = self.read_print_log(shelf).await? else {
+        let mut entries: Vec<(String, u64)> = Vec::new();
+        let read = self.read_print_log(shelf, |bucket| {
+            entries.extend((0..bucket.len()).map(|i| (bucket.case_ref(i).to_string(), bucket.entries[i].print)));
+        });
+        let Some(last) = read.await? else {
             return Ok(());
         };
         let mut book = PrintBook::on(shelf, bits);
@@ -686,6 +701,28 @@ impl StateStore {
     /// Loads the stored prints of `buckets` into `book`.
     pub async fn load_buckets(&self, book: &mut PrintBook, buckets: &BTreeSet<u32>) -> Result<(), StateError> {
         let wanted: Vec<i32> = buckets.iter().map(|b| *b as i32).collect();
+        if let (Some(path), false) = (&self.sqlite_file, wanted.is_empty()) {
+            // Read by rusqlite (see `read_file_rows`): a bucket a changed row, up to 1 000 a
+            // chunk; decoded here, where the book is.
+            let select = format!("SELECT bucket, prints FROM {} WHERE bucket IN", book.shelf.buckets());
+            let rows = read_file_rows(path.clone(), "reading prints", select, wanted, Vec::new(), |rows, row| {
+                rows.push((row.cell::<i32>("bucket")?, row.cell::<Vec<u8>>("prints")?));
+                Ok(())
+            })
+            .await?;
+            for (bucket, blob) in rows {
+                keep_bucket(book, bucket, blob)?;
+            }
+        } else {
+            self.load_buckets_through_pool(book, &wanted).await?;
+        }
+        for b in buckets {
+            book.loaded[*b as usize] = true;
+        }
+        Ok(())
+    }
+
+    async fn load_buckets_through_pool(&self, book: &mut PrintBook, wanted: &[i32]) -> Result<(), StateError> {
         for chunk in wanted.chunks(BATCH_ROWS * 32) {
             let sql = format!(
                 "SELECT bucket, prints FROM {} WHERE bucket IN ({})",
@@ -702,9 +739,6 @@ impl StateStore {
                 }
                 Ok::<_, StateError>(())
             })?;
-        }
-        for b in buckets {
-            book.loaded[*b as usize] = true;
         }
         Ok(())
     }
@@ -994,7 +1028,7 @@ mod tests {
         }
         let mut book = PrintBook::new(4);
         let mut log = PrintLog::default();
-        log.prints.insert("CASE-7".to_string(), 70);
+        log.prints.insert("CASE-7".into(), 70);
         book.log = Some(Box::new(log));
         let wanted = book.missing(["CASE-7", "CASE-8"].into_iter());
         assert_eq!(wanted, BTreeSet::from([book.bucket_of("CASE-8")]), "a logged case needs no bucket");

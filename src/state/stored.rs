@@ -7,7 +7,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use chrono::NaiveDate;
 
 use super::deadlines::{due_reason_columns, due_reason_of, DeadlineRecord, DEADLINE_COLUMNS};
-use super::{file_error, parsed, query_error, Cells, FileRow, StateError, StateStore, BATCH_ROWS};
+use super::{parsed, query_error, read_file_rows, Cells, StateError, StateStore, BATCH_ROWS};
 use crate::domain::{iso_day, CaseRef, ChildKey, EmailAddress, Sex};
 use crate::rules::{Deadline, Kind};
 
@@ -202,7 +202,12 @@ impl StateStore {
                 }
             }
             (crate::db::Pool::Sqlite(_), Some(path)) => {
-                stored = stored_of_file(path.clone(), columns, refs.iter().map(|r| r.as_str().to_string()).collect())
+                let select = format!("SELECT {columns} FROM deadlines WHERE withdrawn = FALSE AND case_ref IN");
+                let refs: Vec<String> = refs.iter().map(|r| r.as_str().to_string()).collect();
+                stored =
+                    read_file_rows(path.clone(), "reading stored deadlines", select, refs, stored, |stored, row| {
+                        stored.take(row)
+                    })
                     .await?;
             }
             (crate::db::Pool::Sqlite(p), _) => {
@@ -224,40 +229,6 @@ impl StateStore {
         }
         Ok(stored)
     }
-}
-
-/// [`StateStore::stored_of`] on a SQLite file this process writes: read by rusqlite on a
-/// blocking thread, a connection of its own, read-only. sqlx hands each row across from its
-/// worker's thread, which took 25–40 ms for the ~1 500 rows of 1 000 changed placements
-/// (BENCHMARKS.md, "Prints for the placements"). The file is in WAL mode and the read starts
-/// after the poll's earlier transactions committed (a poll stores each chunk in a transaction
-/// of its own, and reads before it writes), so it sees them, as a connection of the pool would.
-async fn stored_of_file(path: std::path::PathBuf, columns: String, refs: Vec<String>) -> Result<Stored, StateError> {
-    const CONTEXT: &str = "reading stored deadlines";
-    let read = move || -> Result<Stored, StateError> {
-        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = rusqlite::Connection::open_with_flags(&path, flags).map_err(|e| file_error(CONTEXT, e))?;
-        conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(|e| file_error(CONTEXT, e))?;
-        let mut stored = Stored::default();
-        // Up to a thousand references a statement (SQLite allows 32 766 parameters).
-        for chunk in refs.chunks(1000) {
-            let sql = format!(
-                "SELECT {columns} FROM deadlines WHERE withdrawn = FALSE AND case_ref IN ({})",
-                vec!["?"; chunk.len()].join(",")
-            );
-            let mut statement = conn.prepare(&sql).map_err(|e| file_error(CONTEXT, e))?;
-            let names: Vec<String> = statement.column_names().into_iter().map(str::to_string).collect();
-            let mut rows =
-                statement.query(rusqlite::params_from_iter(chunk.iter())).map_err(|e| file_error(CONTEXT, e))?;
-            while let Some(row) = rows.next().map_err(|e| file_error(CONTEXT, e))? {
-                stored.take(&FileRow { row, names: &names })?;
-            }
-        }
-        Ok(stored)
-    };
-    tokio::task::spawn_blocking(read)
-        .await
-        .map_err(|e| StateError::Query { context: CONTEXT, source: sqlx::Error::Protocol(e.to_string()) })?
 }
 
 /// A stored row's key (reference, kind, cycle column) and the columns [`write_of`] compares.
