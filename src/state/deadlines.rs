@@ -500,8 +500,9 @@ impl StateStore {
             return Ok(keys(rows));
         }
         if let Some(path) = &self.sqlite_file {
-            // Read by rusqlite (see `read_file_rows`): about 1 000 rows for 1 000 changed cases,
-            // which sqlx took 5.5 ms to hand across (BENCHMARKS.md, "The cases' poll").
+            // Read by rusqlite (see `read_file_rows`): up to a row a changed case; through sqlx
+            // the read took 5.2–5.6 ms of a poll of 1 000 changed cases (BENCHMARKS.md, "The
+            // cases' poll at 1 000 000 on SQLite").
             let refs: Vec<String> = case_refs.iter().map(|r| r.as_ref().to_string()).collect();
             let rows = read_file_rows(path.clone(), CONTEXT, format!("{SELECT} IN"), refs, Vec::new(), |rows, row| {
                 rows.push(row.cell("child_key")?);

@@ -250,9 +250,9 @@ pub struct PrintBook {
 #[derive(Debug, Default)]
 struct PrintLog {
     /// By reference. Every poll reads the whole log (up to [`LOG_FOLD`] entries a shelf), so
-    /// its map is keyed by boxed references hashed with foldhash: with `String` keys and SipHash
-    /// building it was about a twentieth of a poll's CPU at 1 000 000 cases (BENCHMARKS.md, "The
-    /// cases' poll").
+    /// its map is keyed by boxed references hashed with foldhash: with `String` keys and SipHash,
+    /// opening the logs took 4.7 % of the benchmark's samples over its polls at 1 000 000 cases
+    /// (BENCHMARKS.md, "The cases' poll at 1 000 000 on SQLite").
     prints: HashMap<Box<str>, u64, foldhash::fast::RandomState>,
     /// Set since the log was read or last written: its next row.
     pending: Bucket,
