@@ -702,8 +702,8 @@ impl StateStore {
     pub async fn load_buckets(&self, book: &mut PrintBook, buckets: &BTreeSet<u32>) -> Result<(), StateError> {
         let wanted: Vec<i32> = buckets.iter().map(|b| *b as i32).collect();
         if let (Some(path), false) = (&self.sqlite_file, wanted.is_empty()) {
-            // Read by rusqlite (see `read_file_rows`): a bucket a changed row, up to 1 000 a
-            // chunk; decoded here, where the book is.
+            // Read by rusqlite (see `read_file_rows`): up to a bucket a row read, 1 000 a
+            // statement; decoded here, where the book is.
             let select = format!("SELECT bucket, prints FROM {} WHERE bucket IN", book.shelf.buckets());
             let rows = read_file_rows(path.clone(), "reading prints", select, wanted, Vec::new(), |rows, row| {
                 rows.push((row.cell::<i32>("bucket")?, row.cell::<Vec<u8>>("prints")?));
