@@ -27,6 +27,6 @@ pub use deadline::{
 };
 pub use ladder::{beyond_first_sight, decide, offset_label, Ladder, LadderDecision, LadderError, Role, Step};
 pub use placement::{
-    application_second_cycle, cycle_change, placement_deadlines_for, Basis, CycleChange, Home, PlacementContext,
-    PlacementDates,
+    application_second_cycle, cycle_change, placement_deadlines_for, Basis, ContextNeeds, CycleChange, Home,
+    PlacementContext, PlacementDates,
 };

@@ -189,8 +189,36 @@ pub struct PlacementContext {
     pub investigations_opened: Vec<NaiveDate>,
 }
 
+/// Which facts of the cases view a placement's clocks read ([`PlacementContext`]), from its row
+/// alone: the case's investigation close only for a placement in an emergency home (jourhem,
+/// `emergency_home_limit`, SoL 22 kap. 4 §), the child's investigations only for a placement
+/// whose follow-up runs (`placement_follow_up`, SoL 23 kap. 2 §, LVU 21 b §). Most placements
+/// read neither, and a poll looks up only what these say: [`placement_deadlines_for`] reads its
+/// context through them, so a fact not needed cannot change a deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContextNeeds {
+    /// `investigation_closed_on` of the case the row names.
+    pub case_close: bool,
+    /// `investigation_opened_on` of the child's cases.
+    pub child_investigations: bool,
+}
+
+impl PlacementDates {
+    /// What of the cases view this row's clocks read (see [`ContextNeeds`]).
+    pub fn context_needs(&self) -> ContextNeeds {
+        ContextNeeds {
+            case_close: self.home == Some(Home::EmergencyHome),
+            child_investigations: follow_up_start(self).is_some(),
+        }
+    }
+}
+
 /// The deadlines of one placements row, in [`Kind`] order, exactly as contract §2 states them.
+/// Of `context`, only what the row's [`ContextNeeds`] name is read.
 pub fn placement_deadlines_for(p: &PlacementDates, context: &PlacementContext, options: RuleOptions) -> Vec<Deadline> {
+    let needs = p.context_needs();
+    let case_closed_on = context.investigation_closed_on.filter(|_| needs.case_close);
+    let opened: &[NaiveDate] = if needs.child_investigations { &context.investigations_opened } else { &[] };
     let mut deadlines = Vec::new();
     if p.basis.is_emergency_custody() {
         // LVU 7 §: the week counts from the decision (JO 3925-2006), the holiday rule applies.
@@ -226,7 +254,7 @@ pub fn placement_deadlines_for(p: &PlacementDates, context: &PlacementContext, o
     if let (Some(Home::FamilyHome), Some(executed_on)) = (p.home, p.executed_on) {
         deadlines.push(custody_transfer_cycle(p, executed_on, options));
     }
-    if let (Some(Home::EmergencyHome), Some(closed_on)) = (p.home, context.investigation_closed_on) {
+    if let (Some(Home::EmergencyHome), Some(closed_on)) = (p.home, case_closed_on) {
         // SoL 22 kap. 4 §: two months after the investigation closed, for a child still there.
         if p.ended_on.is_none_or(|ended| ended >= closed_on) {
             deadlines.push(counted(
@@ -239,8 +267,7 @@ pub fn placement_deadlines_for(p: &PlacementDates, context: &PlacementContext, o
         }
     }
     if let Some(start_on) = follow_up_start(p) {
-        let new_investigation =
-            context.investigations_opened.iter().copied().filter(|opened| *opened >= start_on).min();
+        let new_investigation = opened.iter().copied().filter(|opened| *opened >= start_on).min();
         let ended = [p.follow_up_ended_on, new_investigation].into_iter().flatten().min();
         deadlines.push(counted(Kind::PlacementFollowUp.clock(), start_on, None, ended, options));
     }
@@ -1134,6 +1161,42 @@ mod tests {
             // An emergency custody not ended always owes its submission.
             if p.basis.is_emergency_custody() && p.ended_on.is_none() {
                 prop_assert!(kinds.contains(&Kind::LvuCourtSubmission));
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// The facts a poll looks up are exactly those the clocks read: without the facts
+        /// [`ContextNeeds`] leaves out the deadlines are the same, and a fact it names can change
+        /// them (an emergency home's limit starts from its case's close; a follow-up ends on a new
+        /// investigation of the child).
+        #[test]
+        fn a_placement_reads_only_the_facts_it_needs((p, context) in any_row(), holiday_rule in any::<bool>()) {
+            let options = RuleOptions { holiday_rule };
+            let needs = p.context_needs();
+            let needed = PlacementContext {
+                investigation_closed_on: context.investigation_closed_on.filter(|_| needs.case_close),
+                investigations_opened: if needs.child_investigations { context.investigations_opened.clone() } else { Vec::new() },
+            };
+            prop_assert_eq!(placement_deadlines_for(&p, &context, options), placement_deadlines_for(&p, &needed, options));
+            let kinds = |context: &PlacementContext| -> Vec<Kind> {
+                placement_deadlines_for(&p, context, options).iter().map(|x| x.kind).collect()
+            };
+            // A fact a clock reads is not left out: the rows below read one.
+            if p.home == Some(Home::EmergencyHome) && p.ended_on.is_none() {
+                let closed = PlacementContext { investigation_closed_on: Some(p.decided_on), ..NONE };
+                prop_assert!(kinds(&closed).contains(&Kind::EmergencyHomeLimit));
+                prop_assert!(!kinds(&NONE).contains(&Kind::EmergencyHomeLimit));
+            }
+            if let Some(start_on) = follow_up_start(&p).filter(|_| p.follow_up_ended_on.is_none()) {
+                let opened = PlacementContext { investigations_opened: vec![start_on], ..NONE };
+                let follow_up = |context: &PlacementContext| {
+                    placement_deadlines_for(&p, context, options).into_iter().find(|x| x.kind == Kind::PlacementFollowUp)
+                };
+                prop_assert_eq!(follow_up(&opened).and_then(|x| x.closed_on), Some(start_on));
+                prop_assert_eq!(follow_up(&NONE).and_then(|x| x.closed_on), None);
             }
         }
     }

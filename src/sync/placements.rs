@@ -300,7 +300,8 @@ async fn store_chunk(
 /// The print of a placements row: XXH3, seeded with [`super::print_seed`] (the law's code and
 /// the settings), of the print of its values (`values`, see `values_print`) and of the facts of
 /// the cases view its clocks read (its case's investigation close `closed_on`, its child's
-/// investigations `opened`, the [`PlacementContext`] it is computed with). Equal prints mean the
+/// investigations `opened`, the [`PlacementContext`] it is computed with: only those its
+/// [`rules::ContextNeeds`] name, the others not looked up). Equal prints mean the
 /// placement gives its stored deadlines: its stored cycles are those a computation from the same
 /// row and facts left.
 fn placement_print(seed: u64, values: u64, closed_on: Option<NaiveDate>, opened: &[NaiveDate]) -> u64 {
@@ -426,14 +427,17 @@ async fn look_up<'s>(
     rows: &[(PlacementRow, u64)],
     scanned: Option<&'s ScannedFacts>,
 ) -> Result<Facts<'s>, PollError> {
-    // Only what the scan was not asked for is looked up (a full pass: normally nothing).
+    // Only what the scan was not asked for is looked up (a full pass: normally nothing), and of
+    // a row's case and child only what its clocks read (`ContextNeeds`: most placements read
+    // neither); every placement reference is looked up, for `ref_collision`.
     let asked = |r: &str| scanned.is_some_and(|s| s.closed_of(r).is_some());
     let mut refs = Vec::new();
     let mut keys = Vec::new();
     for (row, _) in rows {
-        let case_refs = std::iter::once(&row.placement_ref).chain(row.case_ref.as_ref());
+        let needs = row.dates.context_needs();
+        let case_refs = std::iter::once(&row.placement_ref).chain(row.case_ref.as_ref().filter(|_| needs.case_close));
         refs.extend(case_refs.map(CaseRef::as_str).filter(|r| !asked(r)).map(str::to_string));
-        if let Some(key) = &row.child_key {
+        if let Some(key) = row.child_key.as_ref().filter(|_| needs.child_investigations) {
             if scanned.is_none_or(|s| s.opened_of(key.as_str()).is_none()) {
                 keys.push(key.as_str().to_string());
             }
@@ -497,14 +501,21 @@ impl Facts<'_> {
         }
     }
 
-    /// The investigation close of the case `row` names.
+    /// The investigation close of the case `row` names, when its clocks read it (else `None`: it
+    /// was not looked up).
     fn closed_on(&self, row: &PlacementRow) -> Option<NaiveDate> {
+        if !row.dates.context_needs().case_close {
+            return None;
+        }
         row.case_ref.as_ref().and_then(|c| self.case(c.as_str())).flatten()
     }
 
-    /// The investigations opened in the cases of `row`'s child, in no particular order.
+    /// The investigations opened in the cases of `row`'s child, in no particular order, when its
+    /// clocks read them (else none: they were not looked up).
     fn opened_for(&self, row: &PlacementRow) -> &[NaiveDate] {
-        let Some(key) = &row.child_key else { return &[] };
+        let Some(key) = row.child_key.as_ref().filter(|_| row.dates.context_needs().child_investigations) else {
+            return &[];
+        };
         match self.scanned.and_then(|s| s.opened_of(key.as_str())) {
             Some(opened) => opened,
             None => self.looked_up.opened_by_child.get(key.as_str()).map_or(&[], Vec::as_slice),

@@ -535,10 +535,12 @@ async fn a_steady_pass_skips_unchanged_placements(postgres_state: Option<String>
     assert_eq!((poll_one.placement_rows_read, poll_one.placements_unchanged), (3, 3), "{poll_one:?}");
     assert_eq!(poll_one.deadlines_stored, 1, "the case's own deadline only: {poll_one:?}");
 
-    // The case's investigation closes: the jourhem's two months start at the next poll.
+    // The case's investigation closes: its three placements are read again, and the jourhem's
+    // two months start at the next poll; the other two do not read the case's close
+    // (`ContextNeeds`) and are skipped.
     exec(test.register_url(), &["UPDATE cases SET investigation_closed_on = '2026-11-13', updated_at = '2026-11-27T10:00:00Z' WHERE case_ref = '2026-BU-0002'".to_string()]).await;
     let closed = poll(&app, at(10, 30)).await;
-    assert_eq!((closed.placement_rows_read, closed.placements_unchanged), (3, 0), "{closed:?}");
+    assert_eq!((closed.placement_rows_read, closed.placements_unchanged), (3, 2), "{closed:?}");
     assert_placement_lines(&app, &[JOURHEM_LIMIT]).await;
 
     // An investigation opened in the child's new case, seen by a full pass alone: the ended HVB
@@ -773,15 +775,16 @@ async fn a_full_pass_reads_the_case_facts_from_its_scan(postgres_state: Option<S
     assert_eq!(first.placement_rejected.get(&RejectReason::RefCollision), Some(&1), "{first:?}");
     let stored = placement_lines(&app).await;
 
-    // The case's investigation closes (its row's `updated_at` unchanged): its three placements
-    // are computed again, and the jourhem's two months start.
+    // The case's investigation closes (its row's `updated_at` unchanged): of its three
+    // placements only the jourhem reads it (`ContextNeeds`), is computed again, and its two
+    // months start; the other two keep their prints.
     exec(
         test.register_url(),
         &["UPDATE cases SET investigation_closed_on = '2026-11-13' WHERE case_ref = '2026-BU-0002'".to_string()],
     )
     .await;
     let closed = full_pass(&app, at(8, 30)).await;
-    assert_eq!((closed.placement_rows_read, closed.placements_unchanged), (8, 3), "{closed:?}");
+    assert_eq!((closed.placement_rows_read, closed.placements_unchanged), (8, 5), "{closed:?}");
     let lines = assert_placement_lines(&app, &[JOURHEM_LIMIT]).await;
     assert_ne!(lines, stored);
 
