@@ -19,6 +19,8 @@ use crate::table::Timing;
 pub(crate) const REGISTER_DB: &str = "register";
 pub(crate) const STATE_DB: &str = "state";
 pub(crate) const FRESH_STATE_DB: &str = "fresh_state";
+/// The state of the cases-only poller, the baseline of the placements' polls (issue 27 item 5).
+pub(crate) const CASES_ONLY_STATE_DB: &str = "cases_only_state";
 
 /// Where a size's register and states live, and the engine's shell that reads and changes the
 /// register beside fristvakt: SQLite files in a directory (`sqlite3`), or databases of a
@@ -43,7 +45,7 @@ impl Store<'_> {
         }
     }
 
-    /// The URL of state `name` (`STATE_DB` or `FRESH_STATE_DB`).
+    /// The URL of state `name` (`STATE_DB`, `FRESH_STATE_DB` or `CASES_ONLY_STATE_DB`).
     pub(crate) fn state_url(&self, name: &str) -> String {
         match self {
             Store::Sqlite(dir) => format!("sqlite://{}", dir.join(format!("{name}.db")).display()),
@@ -116,9 +118,9 @@ impl Store<'_> {
     /// the read of the stored kinds of 1 000 cases took 3–8 ms in some polls and 61–82 ms in
     /// others (100 000 cases), 4–11 ms in every poll after the analysis.
     /// SQLite keeps no statistics unless told (`ANALYZE`), and fristvakt does not.
-    pub(crate) fn settle_state(&self) -> Result<()> {
+    pub(crate) fn settle_state(&self, name: &str) -> Result<()> {
         if let Store::Postgres(server) = self {
-            let status = server.psql(STATE_DB).arg("-c").arg("VACUUM ANALYZE").status().context("running psql")?;
+            let status = server.psql(name).arg("-c").arg("VACUUM ANALYZE").status().context("running psql")?;
             anyhow::ensure!(status.success(), "VACUUM ANALYZE of the state failed");
         }
         Ok(())
