@@ -640,7 +640,8 @@ async fn changed_poll_rows(
             Goal::Within(Duration::from_millis(50)),
         );
     }
-    let cases_name = format!("poll, 1 000 rows changed ({} read, {} pending notices cancelled)", read(&cases), cancelled(&cases));
+    let cases_name =
+        format!("poll, 1 000 rows changed ({} read, {} pending notices cancelled)", read(&cases), cancelled(&cases));
     match with_placements {
         true => row(
             at,

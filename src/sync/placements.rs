@@ -197,7 +197,20 @@ pub(crate) async fn sync_touched(
         return Ok(());
     }
     let cells: Vec<PlacementCells<'_>> = raws.iter().map(RawPlacement::cells).collect();
-    let validated = validate_rows(settings, &cells, &mut report.placement_rejected);
+    let mut validated = validate_rows(settings, &cells, &mut report.placement_rejected);
+    // A placement whose clocks read no fact of the cases view (`rules::ContextNeeds`: most of
+    // them) cannot change with a case: it is skipped as unchanged, without its print or a
+    // lookup. A change of its own row is the placements view's to read.
+    let read = validated.rows.len();
+    validated.rows.retain(|(row, _)| {
+        let needs = row.dates.context_needs();
+        needs.case_close || needs.child_investigations
+    });
+    report.placements_unchanged += (read - validated.rows.len()) as u64;
+    if validated.rows.is_empty() && validated.broken.is_empty() {
+        report.placement_rows_read += validated.read as u64;
+        return Ok(());
+    }
     store_chunk(register, state, settings, (today, now), validated, prints, report).await
 }
 
