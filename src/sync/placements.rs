@@ -1,12 +1,13 @@
 //! The placements view in a poll (register contract §1b, §2): its rows turned into stored
 //! deadlines whose reference is the `placement_ref`.
 //!
-//! A placement's clocks depend on cases (the investigation close of the case it names, the
-//! investigations opened in the child's cases), so a poll reads every placement it touches with
-//! those facts, fresh: an incremental poll the rows changed since its watermark and the rows of
-//! the cases it computed; a full pass every row, withdrawing the deadlines of placements gone
-//! from the view. Each placement's print (see [`placement_print`]) covers its row, those facts
-//! and the settings, and is kept as the cases' prints are (`state::prints`, `Shelf::Placements`):
+//! Some of a placement's clocks depend on cases (the jourhem limit on the investigation close of
+//! the case it names, the follow-up on the investigations opened in the child's cases: which of
+//! the two a row reads is `rules::ContextNeeds`), so a poll reads every placement it touches with
+//! the facts it reads, fresh: an incremental poll the rows changed since its watermark and, of
+//! the rows of the cases it computed, those that read a case fact; a full pass every row,
+//! withdrawing the deadlines of placements gone from the view. Each placement's print (see
+//! [`placement_print`]) covers its row, the facts it reads and the settings, and is kept as the cases' prints are (`state::prints`, `Shelf::Placements`):
 //! a placement whose print is the stored one is not computed again and costs no statement; one
 //! whose row or facts changed is computed from them and its stored cycles.
 
@@ -182,7 +183,9 @@ pub(crate) async fn sync_placements<'r>(
 
 /// Computes again and stores the placements of the cases `case_refs` and children `keys` an
 /// incremental poll computed (a chunk of them at a time: bounded however many rows changed);
-/// those whose facts did not change keep their print and are skipped.
+/// those that read no case fact, and those whose facts did not change (their print), are
+/// skipped. A skipped row is not checked for `ref_collision` here: the placements view's poll
+/// and the full pass check it.
 pub(crate) async fn sync_touched(
     register: &Register,
     state: &StateStore,
