@@ -298,13 +298,14 @@ async fn bench(store: &Store<'_>, cases: usize, plan: &Plan, dir: &Path) -> Resu
     ];
     // The cases-only poller: the same register read without its placements view (a view name
     // the register does not have turns the placement clocks off), into a state of its own.
-    let cases_only = {
+    let cases_only = if plan.placements > 0 {
         let mut env = env.to_vec();
         env[1].1 = store.state_url(CASES_ONLY_STATE_DB);
         env.push(("FRISTVAKT__REGISTER__PLACEMENTS_VIEW".to_string(), "fristvakt_bench_no_placements".to_string()));
-        Arc::new(config::load_with_env(None, env).map_err(|e| anyhow::anyhow!("{e}"))?)
+        Some(Arc::new(config::load_with_env(None, env).map_err(|e| anyhow::anyhow!("{e}"))?))
+    } else {
+        None
     };
-    let cases_only = (plan.placements > 0).then_some(cases_only);
     let settings = Arc::new(config::load_with_env(None, env).map_err(|e| anyhow::anyhow!("{e}"))?);
     let options = DemoOptions { cases, seed: 1, today: demo_today, broken: 0 };
     let view = settings.register.view.clone();
@@ -624,24 +625,25 @@ async fn changed_poll_rows(
             reviewed.poll(app, &review, run, now, today, &[]).await?;
         }
     }
-    let read = |changed: &Changed| changed.read.join("/");
-    let cancelled = |changed: &Changed| changed.cancelled.join("/");
-    let baseline_timing = Timing(baseline.times.clone());
-    let cases_timing = Timing(cases.times.clone());
+    let baseline_timing = Timing(baseline.times);
+    let cases_timing = Timing(cases.times);
     if with_placements {
         row(
             at,
             &format!(
                 "poll, 1 000 rows changed, cases only (the register without its placements view; {} read): the baseline",
-                read(&baseline)
+                baseline.read.join("/")
             ),
             &baseline_timing,
             None,
             Goal::Within(Duration::from_millis(50)),
         );
     }
-    let cases_name =
-        format!("poll, 1 000 rows changed ({} read, {} pending notices cancelled)", read(&cases), cancelled(&cases));
+    let cases_name = format!(
+        "poll, 1 000 rows changed ({} read, {} pending notices cancelled)",
+        cases.read.join("/"),
+        cases.cancelled.join("/")
+    );
     match with_placements {
         true => row(
             at,
@@ -659,29 +661,31 @@ async fn changed_poll_rows(
         format!("{ratio:.2}× the cases' poll with placements")
     };
     if reassign_runs > 0 {
+        let timing = Timing(reassigned.times);
         row(
             at,
             &format!(
                 "poll, 1 000 placements changed: a new caseworker ({} read; {}), against the cases-only poll",
-                read(&reassigned),
-                beside_cases(&Timing(reassigned.times.clone()))
+                reassigned.read.join("/"),
+                beside_cases(&timing)
             ),
-            &Timing(reassigned.times),
+            &timing,
             Some(&baseline_timing),
             Goal::Ratio(1.0),
         );
     }
     if review_runs > 0 {
+        let timing = Timing(reviewed.times);
         row(
             at,
             &format!(
                 "poll, 1 000 placements changed: a review recorded, a cycle closed ({} read, {} pending notices \
                  cancelled; {}), against the cases-only poll",
-                read(&reviewed),
-                cancelled(&reviewed),
-                beside_cases(&Timing(reviewed.times.clone()))
+                reviewed.read.join("/"),
+                reviewed.cancelled.join("/"),
+                beside_cases(&timing)
             ),
-            &Timing(reviewed.times),
+            &timing,
             Some(&baseline_timing),
             Goal::Ratio(1.0),
         );

@@ -193,9 +193,9 @@ pub struct PlacementContext {
 /// alone: the case's investigation close only for a placement in an emergency home (jourhem,
 /// `emergency_home_limit`, SoL 22 kap. 4 §), the child's investigations only for a placement
 /// with a follow-up clock, running or ended (`placement_follow_up`, SoL 23 kap. 2 §, LVU 21 b §:
-/// a new investigation on or after its start ends it). Most placements
-/// read neither, and a poll looks up only what these say: [`placement_deadlines_for`] reads its
-/// context through them, so a fact not needed cannot change a deadline.
+/// a new investigation on or after its start ends it). Most placements read neither, and a poll
+/// looks up only what these say: [`placement_deadlines_for`] reads its context through them, so
+/// a fact not needed cannot change a deadline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ContextNeeds {
     /// `investigation_closed_on` of the case the row names.

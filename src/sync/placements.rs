@@ -7,9 +7,10 @@
 //! the facts it reads, fresh: an incremental poll the rows changed since its watermark and, of
 //! the rows of the cases it computed, those that read a case fact; a full pass every row,
 //! withdrawing the deadlines of placements gone from the view. Each placement's print (see
-//! [`placement_print`]) covers its row, the facts it reads and the settings, and is kept as the cases' prints are (`state::prints`, `Shelf::Placements`):
-//! a placement whose print is the stored one is not computed again and costs no statement; one
-//! whose row or facts changed is computed from them and its stored cycles.
+//! [`placement_print`]) covers its row, the facts it reads and the settings, and is kept as the
+//! cases' prints are (`state::prints`, `Shelf::Placements`): a placement whose print is the
+//! stored one is not computed again and costs no statement; one whose row or facts changed is
+//! computed from them and its stored cycles.
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet, VecDeque};
