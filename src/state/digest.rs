@@ -19,18 +19,24 @@ pub struct OpenChain {
     pub later: CaseRef,
 }
 
+/// The units holding a deadline not withdrawn, as the table `u(unit)` of a `WITH` clause (its
+/// last row NULL): a walk of `deadlines_unit_due`, one lookup a unit, so that finding the units
+/// reads no deadline beyond the first of each. The reads of every unit's deadlines in a period
+/// (`state::report`) go through it too: `unit IN (SELECT unit FROM u)` lets them use the same
+/// index for their range of days, where no index on the last day alone is kept.
+pub(super) const UNITS: &str = "WITH RECURSIVE u(unit) AS ( \
+       SELECT (SELECT unit FROM deadlines WHERE withdrawn = FALSE ORDER BY unit LIMIT 1) \
+       UNION ALL \
+       SELECT (SELECT d.unit FROM deadlines d WHERE d.unit > u.unit AND d.withdrawn = FALSE \
+               ORDER BY d.unit LIMIT 1) FROM u WHERE u.unit IS NOT NULL)";
+
 impl StateStore {
     /// The units holding a deadline not withdrawn, in order: a walk of the unit index, one
     /// lookup a unit (a recursive statement, so that the deadlines are not read to find them).
     pub async fn units_with_deadlines(&self) -> Result<Vec<UnitCode>, StateError> {
-        let sql = "WITH RECURSIVE u(unit) AS ( \
-               SELECT (SELECT unit FROM deadlines WHERE withdrawn = FALSE ORDER BY unit LIMIT 1) \
-               UNION ALL \
-               SELECT (SELECT d.unit FROM deadlines d WHERE d.unit > u.unit AND d.withdrawn = FALSE \
-                       ORDER BY d.unit LIMIT 1) FROM u WHERE u.unit IS NOT NULL) \
-             SELECT unit FROM u WHERE unit IS NOT NULL";
+        let sql = format!("{UNITS} SELECT unit FROM u WHERE unit IS NOT NULL");
         with_pool!(&self.pool, p => {
-            let rows = sqlx::query(sql).fetch_all(p).await.map_err(query_error("listing the units"))?;
+            let rows = sqlx::query(&sql).fetch_all(p).await.map_err(query_error("listing the units"))?;
             rows.iter().map(|row| parsed(row, "unit", UnitCode::parse)).collect()
         })
     }
