@@ -111,6 +111,9 @@ pub struct App {
     /// Set when this process's last poll rejected every row it read (a view whose column types
     /// changed, say): readiness must not pass while nothing is understood.
     pub(crate) rejecting_every_row: std::sync::Mutex<Option<String>>,
+    /// Which cases and children the placements' clocks read, from this process's last poll to
+    /// its next (`sync::FactReadersSlot`).
+    pub(crate) fact_readers: crate::sync::FactReadersSlot,
     /// When the gauges that count every stored deadline were last set (the day they counted
     /// for, and the instant): a poll that changed nothing refreshes them only when the day
     /// changed or they are older than `jobs::gauges::GAUGES_EVERY`.
@@ -193,6 +196,7 @@ impl App {
             sole_daemon: AtomicBool::new(false),
             holds_poll_lease: AtomicBool::new(false),
             rejecting_every_row: std::sync::Mutex::new(None),
+            fact_readers: crate::sync::FactReadersSlot::default(),
             gauges_counted: std::sync::Mutex::new(None),
             register_newest: std::sync::Mutex::new(None),
             watches_staleness: AtomicBool::new(false),

@@ -21,6 +21,8 @@ use crate::state::{DeadlineRecord, PollState, PrintBook, Shelf, StateError, Stat
 
 pub mod placements;
 
+pub use placements::{FactReaders, FactReadersSlot};
+
 /// Rows validated and stored per transaction.
 const CHUNK_ROWS: usize = 1000;
 /// Deadlines written by one pass after which the state's planner statistics are gathered again
@@ -109,10 +111,13 @@ pub async fn sync_register(
     today: NaiveDate,
     now: DateTime<Utc>,
     full: bool,
+    readers: &FactReadersSlot,
 ) -> Result<SyncReport, PollError> {
     let started = Instant::now();
     let poll_state = state.poll_state().await?;
     let full = full || poll_state.watermark.is_none();
+    let placements_view = register.placements_view().is_some();
+    let fact_readers = placements_view.then(|| readers.take(poll_state.polls_finished, full)).flatten();
     let since = if full {
         None
     } else {
@@ -129,7 +134,6 @@ pub async fn sync_register(
     // keys (it gathers their case facts as the cases come, see `Register::wanted_facts`) are
     // loaded side by side while the first rows come: one after the other, at 1 000 000 cases
     // they took long enough to fill the early chunks and stall the read (BENCHMARKS.md).
-    let placements_view = register.placements_view().is_some();
     let loads = async {
         let cases = Prints::open(state, Shelf::Cases, full, poll_state.print_bits, |bits| {
             state.load_prints(Shelf::Cases, bits)
@@ -179,6 +183,7 @@ pub async fn sync_register(
             seed,
             scanned,
             poll_state.watermark.filter(|_| !full),
+            fact_readers,
         ),
         tracks_placements: !full && placements_view,
         logged: 0,
@@ -315,7 +320,15 @@ pub async fn sync_register(
     // A full pass that read nothing (a view being reloaded) leaves the watermark where it was.
     let watermark = (!(full && report.rows_read == 0)).then_some(read_at);
     // A pass that held its withdrawals is not done: the next runs a poll interval later.
-    state.finish_poll(watermark, full_pass_on.filter(|_| !held)).await?;
+    let polls_finished = state.finish_poll(watermark, full_pass_on.filter(|_| !held)).await?;
+    // The placements' readers are kept for the next poll when no other poll finished during
+    // this one, and a full pass's only when it read placements (a view that read empty is most
+    // likely being reloaded, and its rows would be missing).
+    if let Some(fact_readers) = pass.placements.readers.take() {
+        if polls_finished == poll_state.polls_finished + 1 && !(full && report.placement_rows_read == 0) {
+            readers.put(polls_finished, fact_readers);
+        }
+    }
     report.duration = started.elapsed();
     let rejected: Vec<String> = report.rejected.iter().map(|(r, n)| format!("{}={n}", r.as_str())).collect();
     tracing::info!(
@@ -582,11 +595,20 @@ impl Pass<'_> {
             if !self.tracks_placements || cases.is_empty() {
                 return Ok(());
             }
-            let refs: Vec<String> = cases.keys().cloned().collect();
+            // Of the changed cases and their children, those whose facts a placement may read;
+            // all of them when that is not known (`FactReadersSlot`).
+            let readers = self.placements.readers.as_ref();
+            let refs: Vec<String> =
+                cases.keys().filter(|r| readers.is_none_or(|f| f.may_read_case(r))).cloned().collect();
             let keys: Vec<String> = cases
                 .values()
-                .filter_map(|(case, _)| case.child_key.as_ref().map(|k| k.as_str().to_string()))
+                .filter_map(|(case, _)| case.child_key.as_ref().map(|k| k.as_str()))
+                .filter(|k| readers.is_none_or(|f| f.may_read_child(k)))
+                .map(str::to_string)
                 .collect();
+            if refs.is_empty() && keys.is_empty() {
+                return Ok(());
+            }
             placements::sync_touched(
                 register,
                 state,

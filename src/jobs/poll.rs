@@ -76,13 +76,16 @@ pub(crate) async fn release_lease(app: &App) {
 async fn poll(app: &App, at: Moment, force_full: bool) -> Result<PollReport, JobError> {
     let settings = &app.settings;
     let register = app.register().await?;
-    let sync = match sync::sync_register(&register, &app.state, settings, at.today, at.now, force_full).await {
-        Ok(sync) => sync,
-        Err(e) => {
-            app.forget_register().await;
-            return Err(e.into());
-        }
-    };
+    let sync =
+        match sync::sync_register(&register, &app.state, settings, at.today, at.now, force_full, &app.fact_readers)
+            .await
+        {
+            Ok(sync) => sync,
+            Err(e) => {
+                app.forget_register().await;
+                return Err(e.into());
+            }
+        };
     app.metrics.add_rows(sync.rows_read, &sync.rejected);
     app.metrics.add_rows(sync.placement_rows_read, &sync.placement_rejected);
     app.metrics.add_withdrawals_held(sync.withdrawals_held);

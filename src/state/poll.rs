@@ -19,11 +19,13 @@ pub struct PollState {
     /// When a full pass held back withdrawals that were too many at once
     /// (`register.max_withdraw_share`); `None` when none are held.
     pub withdrawals_held_at: Option<DateTime<Utc>>,
+    /// How many polls have finished on this state ([`StateStore::finish_poll`]).
+    pub polls_finished: i64,
 }
 
 impl StateStore {
     pub async fn poll_state(&self) -> Result<PollState, StateError> {
-        let sql = "SELECT watermark, last_full_pass_on, last_success_at, print_bits, placement_print_bits, withdrawals_held_at FROM poll_state WHERE id = 1";
+        let sql = "SELECT watermark, last_full_pass_on, last_success_at, print_bits, placement_print_bits, withdrawals_held_at, polls_finished FROM poll_state WHERE id = 1";
         with_pool!(&self.pool, p => {
             let row = sqlx::query(sql).fetch_one(p).await.map_err(query_error("reading the poll state"))?;
             Ok(PollState {
@@ -33,17 +35,19 @@ impl StateStore {
                 print_bits: column::<Option<i32>>(&row, "print_bits")?.map(|b| b as u32),
                 placement_print_bits: column::<Option<i32>>(&row, "placement_print_bits")?.map(|b| b as u32),
                 withdrawals_held_at: column(&row, "withdrawals_held_at")?,
+                polls_finished: column(&row, "polls_finished")?,
             })
         })
     }
 
     /// Records a finished register read: the watermark, and the day of a full pass (whose
-    /// withdrawals [`StateStore::withdraw_vanished_cases`] made before).
+    /// withdrawals [`StateStore::withdraw_vanished_cases`] made before); counts it, and returns
+    /// how many polls have finished with it.
     pub async fn finish_poll(
         &self,
         watermark: Option<DateTime<Utc>>,
         full_pass_on: Option<NaiveDate>,
-    ) -> Result<(), StateError> {
+    ) -> Result<i64, StateError> {
         with_pool!(&self.pool, p => {
             let mut tx = p.begin().await.map_err(query_error("starting a transaction"))?;
             if let Some(day) = full_pass_on {
@@ -54,16 +58,18 @@ impl StateStore {
                     .map_err(query_error("recording the full pass"))?;
             }
             // The watermark only moves forward: a poll that read nothing new keeps the old one.
-            sqlx::query(
-                "UPDATE poll_state SET \
-                 watermark = CASE WHEN watermark IS NULL OR watermark < $1 THEN $1 ELSE watermark END WHERE id = 1",
+            let row = sqlx::query(
+                "UPDATE poll_state SET polls_finished = polls_finished + 1, \
+                 watermark = CASE WHEN watermark IS NULL OR watermark < $1 THEN $1 ELSE watermark END WHERE id = 1 \
+                 RETURNING polls_finished",
             )
             .bind(watermark)
-            .execute(&mut *tx)
+            .fetch_one(&mut *tx)
             .await
             .map_err(query_error("recording the poll"))?;
+            let finished = column(&row, "polls_finished")?;
             tx.commit().await.map_err(query_error("committing the poll"))?;
-            Ok(())
+            Ok(finished)
         })
     }
 

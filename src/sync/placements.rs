@@ -5,7 +5,9 @@
 //! the case it names, the follow-up on the investigations opened in the child's cases: which of
 //! the two a row reads is `rules::ContextNeeds`), so a poll reads every placement it touches with
 //! the facts it reads, fresh: an incremental poll the rows changed since its watermark and, of
-//! the rows of the cases it computed, those that read a case fact; a full pass every row,
+//! the rows of the cases it computed, those that read a case fact (looked up only for the cases
+//! and children whose facts a placement may read, when the process knows: [`FactReaders`]); a
+//! full pass every row,
 //! withdrawing the deadlines of placements gone from the view. Each placement's print (see
 //! [`placement_print`]) covers its row, the facts it reads and the settings, and is kept as the
 //! cases' prints are (`state::prints`, `Shelf::Placements`): a placement whose print is the
@@ -18,7 +20,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use futures_util::stream::BoxStream;
 use futures_util::{FutureExt, TryStreamExt};
-use xxhash_rust::xxh3::Xxh3;
+use xxhash_rust::xxh3::{xxh3_64_with_seed, Xxh3};
 
 use super::{first_step_on, is_retained, store_whole, PollError, Prints, SyncReport};
 use crate::config::Settings;
@@ -34,6 +36,71 @@ use crate::state::{DeadlineFilter, DeadlineRecord, StateStore, Stored};
 /// Placements stored per transaction.
 const CHUNK_PLACEMENTS: usize = 1000;
 
+/// The cases and children whose facts a placement's clocks may read (`rules::ContextNeeds`), as
+/// one process read the placements view: a full pass adds every valid row's, each poll after it
+/// the rows it reads (a placement's own change is read by the placements view's poll). Nothing
+/// is taken out: a key of a placement that no longer reads it costs only a lookup. Held as
+/// hashes (a collision, too, costs only a lookup); about 16 bytes a key.
+#[derive(Debug, Default)]
+pub struct FactReaders {
+    keys: HashSet<u64, foldhash::fast::RandomState>,
+}
+
+/// The seeds that keep a case reference's hash apart from a child key's.
+const CASE_SEED: u64 = 1;
+const CHILD_SEED: u64 = 2;
+
+impl FactReaders {
+    /// Adds the case and the child whose facts `row`'s clocks read.
+    fn add(&mut self, row: &PlacementRow) {
+        let needs = row.dates.context_needs();
+        if let Some(case_ref) = row.case_ref.as_ref().filter(|_| needs.case_close) {
+            self.keys.insert(xxh3_64_with_seed(case_ref.as_str().as_bytes(), CASE_SEED));
+        }
+        if let Some(key) = row.child_key.as_ref().filter(|_| needs.child_investigations) {
+            self.keys.insert(xxh3_64_with_seed(key.as_str().as_bytes(), CHILD_SEED));
+        }
+    }
+
+    /// Whether a placement may read the investigation close of the case `case_ref`.
+    pub(super) fn may_read_case(&self, case_ref: &str) -> bool {
+        self.keys.contains(&xxh3_64_with_seed(case_ref.as_bytes(), CASE_SEED))
+    }
+
+    /// Whether a placement may read the investigations of the child `key`.
+    pub(super) fn may_read_child(&self, key: &str) -> bool {
+        self.keys.contains(&xxh3_64_with_seed(key.as_bytes(), CHILD_SEED))
+    }
+}
+
+/// A process's [`FactReaders`] from one poll to its next, with the number of polls the state
+/// had finished when its poll finished (`PollState::polls_finished`): the next poll uses it only
+/// when that number is still the same, that is, when no other process finished a poll between
+/// the two (its placements would be missing). A placement stored by a poll that did not finish
+/// is read again by the next, which reads the view from the same watermark. Empty at start, and
+/// after a poll that failed or was cut short: until this process's next full pass, a case's
+/// change looks up every placement naming it or its child.
+#[derive(Debug, Default)]
+pub struct FactReadersSlot(std::sync::Mutex<Option<(i64, FactReaders)>>);
+
+impl FactReadersSlot {
+    /// The readers to poll with when the state has finished `polls_finished` polls: a full pass
+    /// builds new ones, an incremental poll takes those of this process's last poll if no other
+    /// poll finished since (else none). The slot is left empty until [`FactReadersSlot::put`].
+    pub(super) fn take(&self, polls_finished: i64, full: bool) -> Option<FactReaders> {
+        let held = self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if full {
+            return Some(FactReaders::default());
+        }
+        held.and_then(|(finished, readers)| (finished == polls_finished).then_some(readers))
+    }
+
+    /// Keeps `readers` for the next poll, current as of `polls_finished`.
+    pub(super) fn put(&self, polls_finished: i64, readers: FactReaders) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some((polls_finished, readers));
+    }
+}
+
 /// The placements' prints a poll holds (of `Shelf::Placements`), and the seed mixed into each.
 pub(crate) struct PlacementPrints {
     prints: Prints,
@@ -43,6 +110,9 @@ pub(crate) struct PlacementPrints {
     /// An incremental poll's: when the poll before it began its read (its watermark). A row
     /// stamped since was most likely not read by it (see `store_chunk`).
     fresh_since: Option<DateTime<Utc>>,
+    /// The cases and children whose facts the placements may read, when known (see
+    /// [`FactReadersSlot`]); every valid row read is added.
+    pub(super) readers: Option<FactReaders>,
 }
 
 impl PlacementPrints {
@@ -51,8 +121,9 @@ impl PlacementPrints {
         seed: u64,
         scanned: Option<ScannedFacts>,
         fresh_since: Option<DateTime<Utc>>,
+        readers: Option<FactReaders>,
     ) -> PlacementPrints {
-        PlacementPrints { prints, seed, scanned, fresh_since }
+        PlacementPrints { prints, seed, scanned, fresh_since, readers }
     }
 
     /// Records the case facts of a chunk of the cases view a full pass read.
@@ -226,10 +297,15 @@ async fn store_chunk(
     settings: &Settings,
     (today, now): (NaiveDate, DateTime<Utc>),
     validated: Validated,
-    PlacementPrints { prints, seed, scanned, fresh_since }: &mut PlacementPrints,
+    PlacementPrints { prints, seed, scanned, fresh_since, readers }: &mut PlacementPrints,
     report: &mut SyncReport,
 ) -> Result<(), PollError> {
     report.placement_rows_read += validated.read as u64;
+    if let Some(readers) = readers {
+        for (row, _) in &validated.rows {
+            readers.add(row);
+        }
+    }
     // While the register gives the case facts, the state gives the prints of the rows read and
     // the stored deadlines of the rows new to this poll (stamped since the poll before began
     // its read): those are most likely changed, and their stored rows are then in hand when
@@ -757,17 +833,87 @@ mod tests {
     use crate::register::{placement_chunk, placements::PLACEMENT_COLUMNS};
 
     fn raw(placement_ref: &str, decided_on: &str, updated_at: &str) -> RawPlacement {
-        let mut values = vec![None; PLACEMENT_COLUMNS.len() - 1];
-        for (column, value) in [
+        raw_with(&[
             ("placement_ref", placement_ref),
             ("unit", "BRO-BU"),
             ("basis", "lvu_6"),
             ("decided_on", decided_on),
             ("updated_at", updated_at),
-        ] {
-            values[PLACEMENT_COLUMNS.iter().position(|c| *c == column).unwrap()] = Some(value.to_string());
+        ])
+    }
+
+    fn raw_with(pairs: &[(&str, &str)]) -> RawPlacement {
+        let mut values = vec![None; PLACEMENT_COLUMNS.len() - 1];
+        for (column, value) in pairs {
+            values[PLACEMENT_COLUMNS.iter().position(|c| c == column).unwrap()] = Some(value.to_string());
         }
         RawPlacement(values)
+    }
+
+    /// The readers hold the case of a jourhem (its limit reads the case's close) and the child of
+    /// a follow-up (it reads the child's investigations), not the case of a custody, whose
+    /// clocks read neither; a case reference is not taken for a child key of the same text.
+    #[test]
+    fn the_readers_hold_the_cases_and_children_whose_facts_a_placement_reads() {
+        let settings = crate::digest::tests::settings("");
+        let common = [("unit", "BRO-BU"), ("updated_at", "2026-11-21T10:00:00Z")];
+        let rows = [
+            vec![
+                ("placement_ref", "P-1"),
+                ("case_ref", "C-1"),
+                ("child_key", "K-1"),
+                ("basis", "lvu_6"),
+                ("decided_on", "2026-11-21"),
+            ],
+            vec![
+                ("placement_ref", "P-2"),
+                ("case_ref", "C-2"),
+                ("basis", "sol"),
+                ("home", "emergency_home"),
+                ("decided_on", "2026-11-02"),
+                ("executed_on", "2026-11-02"),
+            ],
+            vec![
+                ("placement_ref", "P-3"),
+                ("case_ref", "C-3"),
+                ("child_key", "K-3"),
+                ("basis", "sol"),
+                ("home", "hvb"),
+                ("decided_on", "2026-06-01"),
+                ("executed_on", "2026-06-01"),
+                ("ended_on", "2026-08-31"),
+                ("follow_up_decided_on", "2026-08-31"),
+            ],
+        ];
+        let raws: Vec<RawPlacement> = rows.iter().map(|r| raw_with(&[r.as_slice(), &common].concat())).collect();
+        let cells: Vec<PlacementCells<'_>> = raws.iter().map(RawPlacement::cells).collect();
+        let validated = validate_rows(&settings, &cells, &mut std::collections::BTreeMap::new());
+        assert_eq!(validated.rows.len(), 3);
+        let mut readers = FactReaders::default();
+        for (row, _) in &validated.rows {
+            readers.add(row);
+        }
+        assert!(readers.may_read_case("C-2") && readers.may_read_child("K-3"));
+        assert!(!readers.may_read_case("C-1") && !readers.may_read_child("K-1"));
+        assert!(!readers.may_read_case("C-3") && !readers.may_read_child("C-2") && !readers.may_read_case("K-3"));
+    }
+
+    /// A poll takes the readers of the process's last poll only when no other poll finished
+    /// since; a full pass starts new ones; taking leaves the slot empty.
+    #[test]
+    fn the_readers_are_kept_only_while_no_other_poll_finished() {
+        let slot = FactReadersSlot::default();
+        assert!(slot.take(0, false).is_none(), "none before a full pass");
+        assert!(slot.take(0, true).is_some_and(|r| r.keys.is_empty()), "a full pass starts anew");
+        let one = || FactReaders { keys: [7].into_iter().collect() };
+        slot.put(5, one());
+        assert!(slot.take(5, false).is_some_and(|r| r.keys.contains(&7)));
+        assert!(slot.take(5, false).is_none(), "taken");
+        slot.put(5, one());
+        assert!(slot.take(6, false).is_none(), "another poll finished");
+        assert!(slot.take(6, false).is_none(), "and they are gone");
+        slot.put(5, one());
+        assert!(slot.take(5, true).is_some_and(|r| r.keys.is_empty()), "a full pass does not keep them");
     }
 
     /// A full pass validates the placements chunks that have come while its cases come: they

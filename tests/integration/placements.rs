@@ -602,6 +602,76 @@ async fn a_placement_stamped_anew_is_computed_and_writes_nothing(postgres_state:
 
 both_engines!(a_placement_stamped_anew_is_computed_and_writes_nothing);
 
+/// A process keeps, from one poll to its next, which cases' and children's facts the placements'
+/// clocks read (`sync::FactReaders`): a changed case that no placement reads is computed without
+/// a look at the placements view; once another process finished a poll in between (it may have
+/// stored a placement this process never read), every changed case's placements are looked up.
+async fn a_changed_case_looks_up_only_the_placements_that_may_read_it(postgres_state: Option<String>) {
+    let (test, app) = started_with_first_rows(postgres_state).await;
+    let register = test.register_url().to_string();
+    // A case of its own, with a custody whose clocks read no case fact.
+    exec(
+        &register,
+        &[
+            case("2026-BU-0003", None, "2026-10-01", None, "2026-11-20T08:00:00Z"),
+            placement(&[
+                ("placement_ref", "2026-PL-0010"),
+                ("case_ref", "2026-BU-0003"),
+                ("basis", "lvu_6"),
+                ("decided_on", "2026-11-21"),
+                ("updated_at", "2026-11-21T09:00:00Z"),
+            ]),
+        ],
+    )
+    .await;
+    full_pass(&app, at(8, 0)).await;
+
+    exec(&register, &["UPDATE cases SET caseworker = 'ny@kommun.example', updated_at = '2026-11-27T08:30:00Z' WHERE case_ref = '2026-BU-0003'".to_string()]).await;
+    let quiet = poll(&app, at(9, 0)).await;
+    assert_eq!(quiet.deadlines_stored, 1, "the case's own deadline: {quiet:?}");
+    assert_eq!(quiet.placement_rows_read, 0, "no placement looked up: {quiet:?}");
+
+    // Another process (a replica) reads a new jourhem placement of that case and stores it.
+    exec(
+        &register,
+        &[placement(&[
+            ("placement_ref", "2026-PL-0011"),
+            ("case_ref", "2026-BU-0003"),
+            ("basis", "sol"),
+            ("home", "emergency_home"),
+            ("decided_on", "2026-11-02"),
+            ("executed_on", "2026-11-02"),
+            ("updated_at", "2026-11-27T09:10:00Z"),
+        ])],
+    )
+    .await;
+    let settings = config::load_with_env(Some(&test.config(UNITS)), Vec::new()).unwrap();
+    let other = test.start(settings, at(10, 0)).await;
+    let there = poll(&other, at(10, 0)).await;
+    assert_eq!(there.placement_rows_read, 1, "{there:?}");
+    other.close_connections().await;
+
+    // The case's investigation closes. This process never read the new placement, whose row is
+    // older than the watermark the other poll left; it looks the case's placements up.
+    exec(&register, &["UPDATE cases SET investigation_closed_on = '2026-11-13', updated_at = '2026-11-27T10:10:00Z' WHERE case_ref = '2026-BU-0003'".to_string()]).await;
+    let closed = poll(&app, at(11, 0)).await;
+    assert_eq!((closed.placement_rows_read, closed.placements_unchanged), (2, 1), "{closed:?}");
+    let limit = "2026-PL-0011 emergency_home_limit 2026-11-13 → 2027-01-13 / 2027-01-13 open pending";
+    assert_placement_lines(&app, &[limit]).await;
+
+    // After this process's own full pass it knows the new placement again: the close moves,
+    // and the jourhem's limit with it.
+    full_pass(&app, at(12, 0)).await;
+    exec(&register, &["UPDATE cases SET investigation_closed_on = '2026-11-12', updated_at = '2026-11-27T12:10:00Z' WHERE case_ref = '2026-BU-0003'".to_string()]).await;
+    let moved = poll(&app, at(13, 0)).await;
+    assert_eq!((moved.placement_rows_read, moved.placements_unchanged), (2, 1), "{moved:?}");
+    let limit = "2026-PL-0011 emergency_home_limit 2026-11-12 → 2027-01-12 / 2027-01-12 open pending";
+    assert_placement_lines(&app, &[limit]).await;
+    app.close_connections().await;
+}
+
+both_engines!(a_changed_case_looks_up_only_the_placements_that_may_read_it);
+
 /// Issue 27 (4): the digest shows a placement's running review cycles, not its closed ones. A
 /// placement's review and its restriction's review each have a closed cycle and a running one
 /// (the placement's due in five days, the restriction's overdue); `digest --dry-run` and the
