@@ -117,7 +117,8 @@ pub async fn sync_register(
     let poll_state = state.poll_state().await?;
     let full = full || poll_state.watermark.is_none();
     let placements_view = register.placements_view().is_some();
-    let fact_readers = placements_view.then(|| readers.take(poll_state.polls_finished, full)).flatten();
+    let mark = (poll_state.polls_finished, poll_state.watermark);
+    let fact_readers = placements_view.then(|| readers.take(mark, full)).flatten();
     let since = if full {
         None
     } else {
@@ -320,13 +321,13 @@ pub async fn sync_register(
     // A full pass that read nothing (a view being reloaded) leaves the watermark where it was.
     let watermark = (!(full && report.rows_read == 0)).then_some(read_at);
     // A pass that held its withdrawals is not done: the next runs a poll interval later.
-    let polls_finished = state.finish_poll(watermark, full_pass_on.filter(|_| !held)).await?;
+    let finished = state.finish_poll(watermark, full_pass_on.filter(|_| !held)).await?;
     // The placements' readers are kept for the next poll when no other poll finished during
     // this one, and a full pass's only when it read placements (a view that read empty is most
     // likely being reloaded, and its rows would be missing).
     if let Some(fact_readers) = pass.placements.readers.take() {
-        if polls_finished == poll_state.polls_finished + 1 && !(full && report.placement_rows_read == 0) {
-            readers.put(polls_finished, fact_readers);
+        if finished.0 == poll_state.polls_finished + 1 && !(full && report.placement_rows_read == 0) {
+            readers.put(finished, fact_readers);
         }
     }
     report.duration = started.elapsed();

@@ -21,9 +21,9 @@ pub struct OpenChain {
 
 /// The units holding a deadline not withdrawn, as the table `u(unit)` of a `WITH` clause (its
 /// last row NULL): a walk of `deadlines_unit_due`, one lookup a unit, so that finding the units
-/// reads no deadline beyond the first of each. The reads of every unit's deadlines in a period
-/// (`state::report`) go through it too: `unit IN (SELECT unit FROM u)` lets them use the same
-/// index for their range of days, where no index on the last day alone is kept.
+/// reads no deadline beyond the first of each. A report's read of a short period
+/// (`state::report`) goes through it too: `unit IN (SELECT unit FROM u)` lets it use the same
+/// index for its range of days, where no index on the last day alone is kept.
 pub(super) const UNITS: &str = "WITH RECURSIVE u(unit) AS ( \
        SELECT (SELECT unit FROM deadlines WHERE withdrawn = FALSE ORDER BY unit LIMIT 1) \
        UNION ALL \

@@ -42,12 +42,12 @@ impl StateStore {
 
     /// Records a finished register read: the watermark, and the day of a full pass (whose
     /// withdrawals [`StateStore::withdraw_vanished_cases`] made before); counts it, and returns
-    /// how many polls have finished with it.
+    /// how many polls have finished with it and the watermark it left.
     pub async fn finish_poll(
         &self,
         watermark: Option<DateTime<Utc>>,
         full_pass_on: Option<NaiveDate>,
-    ) -> Result<i64, StateError> {
+    ) -> Result<(i64, Option<DateTime<Utc>>), StateError> {
         with_pool!(&self.pool, p => {
             let mut tx = p.begin().await.map_err(query_error("starting a transaction"))?;
             if let Some(day) = full_pass_on {
@@ -61,13 +61,13 @@ impl StateStore {
             let row = sqlx::query(
                 "UPDATE poll_state SET polls_finished = polls_finished + 1, \
                  watermark = CASE WHEN watermark IS NULL OR watermark < $1 THEN $1 ELSE watermark END WHERE id = 1 \
-                 RETURNING polls_finished",
+                 RETURNING polls_finished, watermark",
             )
             .bind(watermark)
             .fetch_one(&mut *tx)
             .await
             .map_err(query_error("recording the poll"))?;
-            let finished = column(&row, "polls_finished")?;
+            let finished = (column(&row, "polls_finished")?, column(&row, "watermark")?);
             tx.commit().await.map_err(query_error("committing the poll"))?;
             Ok(finished)
         })

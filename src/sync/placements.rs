@@ -73,31 +73,37 @@ impl FactReaders {
     }
 }
 
-/// A process's [`FactReaders`] from one poll to its next, with the number of polls the state
-/// had finished when its poll finished (`PollState::polls_finished`): the next poll uses it only
-/// when that number is still the same, that is, when no other process finished a poll between
-/// the two (its placements would be missing). A placement stored by a poll that did not finish
-/// is read again by the next, which reads the view from the same watermark. Empty at start, and
-/// after a poll that failed or was cut short: until this process's next full pass, a case's
-/// change looks up every placement naming it or its child.
+/// Where polling stood when a poll finished: the polls the state had finished
+/// (`PollState::polls_finished`) and the watermark.
+pub(super) type PollMark = (i64, Option<DateTime<Utc>>);
+
+/// A process's [`FactReaders`] from one poll to its next, with where polling stood when its
+/// poll finished: the next poll uses them only when polling still stands there, that is, when no
+/// other process finished a poll between the two (its placements would be missing). The count
+/// tells a replica of this version; the watermark one of an older version, which does not
+/// count, during an upgrade one replica at a time. A placement stored by a poll that did not
+/// finish is read again by the next, which reads the view from the same watermark. Empty at
+/// start, after a poll that failed or was cut short, and after a full pass that read no
+/// placements: until this process's next full pass, a case's change looks up every placement
+/// naming it or its child.
 #[derive(Debug, Default)]
-pub struct FactReadersSlot(std::sync::Mutex<Option<(i64, FactReaders)>>);
+pub struct FactReadersSlot(std::sync::Mutex<Option<(PollMark, FactReaders)>>);
 
 impl FactReadersSlot {
-    /// The readers to poll with when the state has finished `polls_finished` polls: a full pass
-    /// builds new ones, an incremental poll takes those of this process's last poll if no other
-    /// poll finished since (else none). The slot is left empty until [`FactReadersSlot::put`].
-    pub(super) fn take(&self, polls_finished: i64, full: bool) -> Option<FactReaders> {
+    /// The readers to poll with when polling stands at `mark`: a full pass builds new ones, an
+    /// incremental poll takes those of this process's last poll if no other poll finished since
+    /// (else none). The slot is left empty until [`FactReadersSlot::put`].
+    pub(super) fn take(&self, mark: PollMark, full: bool) -> Option<FactReaders> {
         let held = self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
         if full {
             return Some(FactReaders::default());
         }
-        held.and_then(|(finished, readers)| (finished == polls_finished).then_some(readers))
+        held.and_then(|(kept, readers)| (kept == mark).then_some(readers))
     }
 
-    /// Keeps `readers` for the next poll, current as of `polls_finished`.
-    pub(super) fn put(&self, polls_finished: i64, readers: FactReaders) {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some((polls_finished, readers));
+    /// Keeps `readers` for the next poll, current as of `mark`.
+    pub(super) fn put(&self, mark: PollMark, readers: FactReaders) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some((mark, readers));
     }
 }
 
@@ -903,17 +909,20 @@ mod tests {
     #[test]
     fn the_readers_are_kept_only_while_no_other_poll_finished() {
         let slot = FactReadersSlot::default();
-        assert!(slot.take(0, false).is_none(), "none before a full pass");
-        assert!(slot.take(0, true).is_some_and(|r| r.keys.is_empty()), "a full pass starts anew");
+        let at = |h: u32| Some(chrono::TimeZone::with_ymd_and_hms(&Utc, 2026, 11, 27, h, 0, 0).unwrap());
+        assert!(slot.take((0, None), false).is_none(), "none before a full pass");
+        assert!(slot.take((0, None), true).is_some_and(|r| r.keys.is_empty()), "a full pass starts anew");
         let one = || FactReaders { keys: [7].into_iter().collect() };
-        slot.put(5, one());
-        assert!(slot.take(5, false).is_some_and(|r| r.keys.contains(&7)));
-        assert!(slot.take(5, false).is_none(), "taken");
-        slot.put(5, one());
-        assert!(slot.take(6, false).is_none(), "another poll finished");
-        assert!(slot.take(6, false).is_none(), "and they are gone");
-        slot.put(5, one());
-        assert!(slot.take(5, true).is_some_and(|r| r.keys.is_empty()), "a full pass does not keep them");
+        slot.put((5, at(9)), one());
+        assert!(slot.take((5, at(9)), false).is_some_and(|r| r.keys.contains(&7)));
+        assert!(slot.take((5, at(9)), false).is_none(), "taken");
+        slot.put((5, at(9)), one());
+        assert!(slot.take((6, at(10)), false).is_none(), "another poll finished");
+        assert!(slot.take((6, at(10)), false).is_none(), "and they are gone");
+        slot.put((5, at(9)), one());
+        assert!(slot.take((5, at(10)), false).is_none(), "an older version's poll moved the watermark");
+        slot.put((5, at(9)), one());
+        assert!(slot.take((5, at(9)), true).is_some_and(|r| r.keys.is_empty()), "a full pass does not keep them");
     }
 
     /// A full pass validates the placements chunks that have come while its cases come: they

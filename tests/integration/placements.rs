@@ -631,29 +631,47 @@ async fn a_changed_case_looks_up_only_the_placements_that_may_read_it(postgres_s
     assert_eq!(quiet.deadlines_stored, 1, "the case's own deadline: {quiet:?}");
     assert_eq!(quiet.placement_rows_read, 0, "no placement looked up: {quiet:?}");
 
-    // Another process (a replica) reads a new jourhem placement of that case and stores it.
-    exec(
-        &register,
-        &[placement(&[
-            ("placement_ref", "2026-PL-0011"),
-            ("case_ref", "2026-BU-0003"),
+    // A new case with a jourhem, read by this process's poll; once the jourhem's row is older
+    // than the overlap, its case's close finds it by the readers alone.
+    let jourhem = |placement_ref: &str, case_ref: &str, updated_at: &str| {
+        placement(&[
+            ("placement_ref", placement_ref),
+            ("case_ref", case_ref),
             ("basis", "sol"),
             ("home", "emergency_home"),
             ("decided_on", "2026-11-02"),
             ("executed_on", "2026-11-02"),
-            ("updated_at", "2026-11-27T09:10:00Z"),
-        ])],
+            ("updated_at", updated_at),
+        ])
+    };
+    exec(
+        &register,
+        &[
+            case("2026-BU-0005", None, "2026-10-01", None, "2026-11-27T09:05:00Z"),
+            jourhem("2026-PL-0012", "2026-BU-0005", "2026-11-27T09:05:00Z"),
+        ],
     )
     .await;
+    assert_eq!(poll(&app, at(9, 10)).await.placement_rows_read, 1);
+    // The next poll reads it again within the overlap; the one after reads from 9:20.
+    poll(&app, at(9, 30)).await;
+    exec(&register, &["UPDATE cases SET investigation_closed_on = '2026-11-13', updated_at = '2026-11-27T09:35:00Z' WHERE case_ref = '2026-BU-0005'".to_string()]).await;
+    let found = poll(&app, at(9, 50)).await;
+    assert_eq!(found.placement_rows_read, 1, "{found:?}");
+    let limit = "2026-PL-0012 emergency_home_limit 2026-11-13 → 2027-01-13 / 2027-01-13 open pending";
+    assert_placement_lines(&app, &[limit]).await;
+
+    // Another process (a replica) reads a new jourhem placement of the first case and stores it.
+    exec(&register, &[jourhem("2026-PL-0011", "2026-BU-0003", "2026-11-27T10:10:00Z")]).await;
     let settings = config::load_with_env(Some(&test.config(UNITS)), Vec::new()).unwrap();
-    let other = test.start(settings, at(10, 0)).await;
-    let there = poll(&other, at(10, 0)).await;
+    let other = test.start(settings, at(10, 30)).await;
+    let there = poll(&other, at(10, 30)).await;
     assert_eq!(there.placement_rows_read, 1, "{there:?}");
     other.close_connections().await;
 
     // The case's investigation closes. This process never read the new placement, whose row is
     // older than the watermark the other poll left; it looks the case's placements up.
-    exec(&register, &["UPDATE cases SET investigation_closed_on = '2026-11-13', updated_at = '2026-11-27T10:10:00Z' WHERE case_ref = '2026-BU-0003'".to_string()]).await;
+    exec(&register, &["UPDATE cases SET investigation_closed_on = '2026-11-13', updated_at = '2026-11-27T10:40:00Z' WHERE case_ref = '2026-BU-0003'".to_string()]).await;
     let closed = poll(&app, at(11, 0)).await;
     assert_eq!((closed.placement_rows_read, closed.placements_unchanged), (2, 1), "{closed:?}");
     let limit = "2026-PL-0011 emergency_home_limit 2026-11-13 → 2027-01-13 / 2027-01-13 open pending";

@@ -212,8 +212,9 @@ async fn figures_match_hand_counts(postgres: Option<String>) {
     let request = |by: &[Dimension], suppress: bool| within("2026-11-30", by, suppress);
 
     let r = report::compliance(&state, &request(&[Dimension::Unit, Dimension::Kind], true)).await.unwrap();
-    // No deadline is due after November: a period two months longer (122 days, which SQLite
-    // reads by a scan where it reads the 61 days unit by unit in the index) counts the same.
+    // No deadline is due after November: a period two months longer counts the same, read by a
+    // scan (121 days from its first to its last day) where the 60 days are read unit by unit in
+    // the index.
     let longer = report::compliance(&state, &within("2027-01-30", &[Dimension::Unit, Dimension::Kind], true)).await;
     assert_eq!(longer.unwrap().table, r.table);
     let t = &r.table;
