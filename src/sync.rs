@@ -585,6 +585,16 @@ impl Pass<'_> {
         } else {
             Vec::new()
         };
+        // The children the changed cases belonged to (their stored keys) lost an investigation
+        // when a case's key changed: their placements are looked up too.
+        let mut child_keys: Vec<String> = cases
+            .values()
+            .filter_map(|(case, _)| case.child_key.as_ref())
+            .chain(stored_keys.iter())
+            .map(|k| k.as_str().to_string())
+            .collect();
+        child_keys.sort_unstable();
+        child_keys.dedup();
         let children = async {
             if chains {
                 Children::read(register, settings.register.max_cell_bytes, &cases, stored_keys).await
@@ -601,12 +611,8 @@ impl Pass<'_> {
             let readers = self.placements.readers.as_ref();
             let refs: Vec<String> =
                 cases.keys().filter(|r| readers.is_none_or(|f| f.may_read_case(r))).cloned().collect();
-            let keys: Vec<String> = cases
-                .values()
-                .filter_map(|(case, _)| case.child_key.as_ref().map(|k| k.as_str()))
-                .filter(|k| readers.is_none_or(|f| f.may_read_child(k)))
-                .map(str::to_string)
-                .collect();
+            let keys: Vec<String> =
+                child_keys.into_iter().filter(|k| readers.is_none_or(|f| f.may_read_child(k))).collect();
             if refs.is_empty() && keys.is_empty() {
                 return Ok(());
             }

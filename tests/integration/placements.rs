@@ -690,6 +690,26 @@ async fn a_changed_case_looks_up_only_the_placements_that_may_read_it(postgres_s
 
 both_engines!(a_changed_case_looks_up_only_the_placements_that_may_read_it);
 
+/// A case moved to another child (a register's correction of `child_key`) takes its
+/// investigation from the child it left: that child's follow-up, which the investigation ended,
+/// runs again at the next poll, not at the next full pass.
+async fn a_case_moved_to_another_child_reopens_the_follow_up_it_ended(postgres_state: Option<String>) {
+    let (test, app) = started_with_first_rows(postgres_state).await;
+    full_pass(&app, at(8, 0)).await;
+    exec(test.register_url(), &[case("2026-BU-0009", Some(KEY), "2026-11-20", None, "2026-11-27T08:30:00Z")]).await;
+    poll(&app, at(9, 0)).await;
+    assert_placement_lines(&app, &[FOLLOW_UP_MET]).await;
+
+    exec(test.register_url(), &["UPDATE cases SET child_key = '5e0c4b71d9f2aa', updated_at = '2026-11-27T09:30:00Z' WHERE case_ref = '2026-BU-0009'".to_string()]).await;
+    let moved = poll(&app, at(10, 0)).await;
+    assert!(moved.placement_rows_read >= 1, "{moved:?}");
+    let open = "2026-PL-0005 placement_follow_up 2026-08-31 → 2027-02-28 / 2027-03-01 open pending";
+    assert_placement_lines(&app, &[open]).await;
+    app.close_connections().await;
+}
+
+both_engines!(a_case_moved_to_another_child_reopens_the_follow_up_it_ended);
+
 /// Issue 27 (4): the digest shows a placement's running review cycles, not its closed ones. A
 /// placement's review and its restriction's review each have a closed cycle and a running one
 /// (the placement's due in five days, the restriction's overdue); `digest --dry-run` and the
