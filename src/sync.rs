@@ -585,16 +585,28 @@ impl Pass<'_> {
         } else {
             Vec::new()
         };
-        // The children the changed cases belonged to (their stored keys) lost an investigation
-        // when a case's key changed: their placements are looked up too.
-        let mut child_keys: Vec<String> = cases
-            .values()
-            .filter_map(|(case, _)| case.child_key.as_ref())
-            .chain(stored_keys.iter())
-            .map(|k| k.as_str().to_string())
-            .collect();
-        child_keys.sort_unstable();
-        child_keys.dedup();
+        // An incremental poll's placements to look up: of the changed cases and their children,
+        // those whose facts a placement may read (all of them when that is not known,
+        // `FactReadersSlot`). The children include those the cases belonged to (their stored
+        // keys): a case whose key changed took its investigation from that child.
+        let (touched_refs, touched_keys) = if self.tracks_placements {
+            let readers = self.placements.readers.as_ref();
+            let refs: Vec<String> =
+                cases.keys().filter(|r| readers.is_none_or(|f| f.may_read_case(r))).cloned().collect();
+            let mut keys: Vec<String> = cases
+                .values()
+                .filter_map(|(case, _)| case.child_key.as_ref())
+                .chain(stored_keys.iter())
+                .map(ChildKey::as_str)
+                .filter(|k| readers.is_none_or(|f| f.may_read_child(k)))
+                .map(str::to_string)
+                .collect();
+            keys.sort_unstable();
+            keys.dedup();
+            (refs, keys)
+        } else {
+            (Vec::new(), Vec::new())
+        };
         let children = async {
             if chains {
                 Children::read(register, settings.register.max_cell_bytes, &cases, stored_keys).await
@@ -603,17 +615,7 @@ impl Pass<'_> {
             }
         };
         let touched = async {
-            if !self.tracks_placements || cases.is_empty() {
-                return Ok(());
-            }
-            // Of the changed cases and their children, those whose facts a placement may read;
-            // all of them when that is not known (`FactReadersSlot`).
-            let readers = self.placements.readers.as_ref();
-            let refs: Vec<String> =
-                cases.keys().filter(|r| readers.is_none_or(|f| f.may_read_case(r))).cloned().collect();
-            let keys: Vec<String> =
-                child_keys.into_iter().filter(|k| readers.is_none_or(|f| f.may_read_child(k))).collect();
-            if refs.is_empty() && keys.is_empty() {
+            if touched_refs.is_empty() && touched_keys.is_empty() {
                 return Ok(());
             }
             placements::sync_touched(
@@ -621,7 +623,7 @@ impl Pass<'_> {
                 state,
                 settings,
                 (self.today, self.now),
-                (refs.as_slice(), keys.as_slice()),
+                (touched_refs.as_slice(), touched_keys.as_slice()),
                 &mut self.placements,
                 report,
             )
