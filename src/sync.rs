@@ -326,9 +326,7 @@ pub async fn sync_register(
     // this one, and a full pass's only when it read placements (a view that read empty is most
     // likely being reloaded, and its rows would be missing).
     if let Some(fact_readers) = pass.placements.readers.take() {
-        if finished.0 == poll_state.polls_finished + 1 && !(full && report.placement_rows_read == 0) {
-            readers.put(finished, fact_readers);
-        }
+        fact_readers.keep(readers, mark, finished, report.placement_rows_read > 0);
     }
     report.duration = started.elapsed();
     let rejected: Vec<String> = report.rejected.iter().map(|(r, n)| format!("{}={n}", r.as_str())).collect();
@@ -590,7 +588,7 @@ impl Pass<'_> {
         // `FactReadersSlot`). The children include those the cases belonged to (their stored
         // keys): a case whose key changed took its investigation from that child.
         let (touched_refs, touched_keys) = if self.tracks_placements {
-            let readers = self.placements.readers.as_ref();
+            let readers = self.placements.readers.as_ref().map(|r| &r.set);
             let refs: Vec<String> =
                 cases.keys().filter(|r| readers.is_none_or(|f| f.may_read_case(r))).cloned().collect();
             let mut keys: Vec<String> = cases

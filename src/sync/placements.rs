@@ -82,28 +82,61 @@ pub(super) type PollMark = (i64, Option<DateTime<Utc>>);
 /// other process finished a poll between the two (its placements would be missing). The count
 /// tells a replica of this version; the watermark one of an older version, which does not
 /// count, during an upgrade one replica at a time. A placement stored by a poll that did not
-/// finish is read again by the next, which reads the view from the same watermark. Empty at
-/// start, after a poll that failed or was cut short, and after a full pass that read no
-/// placements: until this process's next full pass, a case's change looks up every placement
-/// naming it or its child.
-#[derive(Debug, Default)]
-pub struct FactReadersSlot(std::sync::Mutex<Option<(PollMark, FactReaders)>>);
+/// finish is read again by the next, which reads the view from the same watermark, so an
+/// incremental poll that failed or was cut short puts its readers back as of where it began
+/// (with what it added: more keys cost only lookups). Empty at start, after a full pass that
+/// failed, was cut short or read no placements, and after another process's poll: until this
+/// process's next full pass, a case's change looks up every placement naming it or its child.
+/// A handle: clones share the one slot.
+#[derive(Debug, Default, Clone)]
+pub struct FactReadersSlot(std::sync::Arc<std::sync::Mutex<Option<(PollMark, FactReaders)>>>);
 
 impl FactReadersSlot {
     /// The readers to poll with when polling stands at `mark`: a full pass builds new ones, an
     /// incremental poll takes those of this process's last poll if no other poll finished since
-    /// (else none). The slot is left empty until [`FactReadersSlot::put`].
-    pub(super) fn take(&self, mark: PollMark, full: bool) -> Option<FactReaders> {
+    /// (else none). The slot is left empty until the poll finishes ([`TakenReaders::keep`]) or,
+    /// for an incremental poll's, until they are dropped unkept (put back as of `mark`).
+    pub(super) fn take(&self, mark: PollMark, full: bool) -> Option<TakenReaders> {
         let held = self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
         if full {
-            return Some(FactReaders::default());
+            return Some(TakenReaders { set: FactReaders::default(), back: None });
         }
-        held.and_then(|(kept, readers)| (kept == mark).then_some(readers))
+        held.and_then(|(kept, set)| (kept == mark).then(|| TakenReaders { set, back: Some((self.clone(), mark)) }))
     }
 
     /// Keeps `readers` for the next poll, current as of `mark`.
-    pub(super) fn put(&self, mark: PollMark, readers: FactReaders) {
+    fn put(&self, mark: PollMark, readers: FactReaders) {
         *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some((mark, readers));
+    }
+}
+
+/// The [`FactReaders`] one poll holds, taken from its process's [`FactReadersSlot`]. An
+/// incremental poll's go back to the slot, as of where the poll began, when they are dropped
+/// unkept (the poll failed or was cut short): the poll after it reads the view from the same
+/// watermark, and what this one added to them stays true.
+#[derive(Debug)]
+pub(crate) struct TakenReaders {
+    pub(super) set: FactReaders,
+    back: Option<(FactReadersSlot, PollMark)>,
+}
+
+impl TakenReaders {
+    /// The poll finished: the readers are kept as of `finished` when it is the one poll after
+    /// where this poll began (`began`), and a full pass's only when it `read_placements`;
+    /// otherwise they are dropped (another process's poll may have stored placements they miss).
+    pub(super) fn keep(mut self, slot: &FactReadersSlot, began: PollMark, finished: PollMark, read_placements: bool) {
+        let full = self.back.take().is_none();
+        if finished.0 == began.0 + 1 && (read_placements || !full) {
+            slot.put(finished, std::mem::take(&mut self.set));
+        }
+    }
+}
+
+impl Drop for TakenReaders {
+    fn drop(&mut self) {
+        if let Some((slot, mark)) = self.back.take() {
+            slot.put(mark, std::mem::take(&mut self.set));
+        }
     }
 }
 
@@ -118,7 +151,7 @@ pub(crate) struct PlacementPrints {
     fresh_since: Option<DateTime<Utc>>,
     /// The cases and children whose facts the placements may read, when known (see
     /// [`FactReadersSlot`]); every valid row read is added.
-    pub(super) readers: Option<FactReaders>,
+    pub(super) readers: Option<TakenReaders>,
 }
 
 impl PlacementPrints {
@@ -127,7 +160,7 @@ impl PlacementPrints {
         seed: u64,
         scanned: Option<ScannedFacts>,
         fresh_since: Option<DateTime<Utc>>,
-        readers: Option<FactReaders>,
+        readers: Option<TakenReaders>,
     ) -> PlacementPrints {
         PlacementPrints { prints, seed, scanned, fresh_since, readers }
     }
@@ -309,7 +342,7 @@ async fn store_chunk(
     report.placement_rows_read += validated.read as u64;
     if let Some(readers) = readers {
         for (row, _) in &validated.rows {
-            readers.add(row);
+            readers.set.add(row);
         }
     }
     // While the register gives the case facts, the state gives the prints of the rows read and
@@ -905,24 +938,39 @@ mod tests {
     }
 
     /// A poll takes the readers of the process's last poll only when no other poll finished
-    /// since; a full pass starts new ones; taking leaves the slot empty.
+    /// since; a full pass starts new ones; taking leaves the slot empty. A finished poll keeps
+    /// them as of where it finished when it was the one poll since it began (a full pass only
+    /// when it read placements); an incremental poll that did not finish puts them back as of
+    /// where it began, with what it added, and a full pass's are lost.
     #[test]
     fn the_readers_are_kept_only_while_no_other_poll_finished() {
         let slot = FactReadersSlot::default();
         let at = |h: u32| Some(chrono::TimeZone::with_ymd_and_hms(&Utc, 2026, 11, 27, h, 0, 0).unwrap());
+        let holds = |taken: Option<TakenReaders>, key: u64| taken.is_some_and(|r| r.set.keys.contains(&key));
         assert!(slot.take((0, None), false).is_none(), "none before a full pass");
-        assert!(slot.take((0, None), true).is_some_and(|r| r.keys.is_empty()), "a full pass starts anew");
+        let first = slot.take((0, None), true).expect("a full pass starts anew");
+        assert!(first.set.keys.is_empty());
+        first.keep(&slot, (0, None), (1, at(8)), false);
+        assert!(slot.take((1, at(8)), false).is_none(), "a full pass that read no placements keeps none");
         let one = || FactReaders { keys: [7].into_iter().collect() };
         slot.put((5, at(9)), one());
-        assert!(slot.take((5, at(9)), false).is_some_and(|r| r.keys.contains(&7)));
-        assert!(slot.take((5, at(9)), false).is_none(), "taken");
+        assert!(holds(slot.take((5, at(9)), false), 7), "an unkept poll's readers go back");
+        let mut taken = slot.take((5, at(9)), false).expect("put back as of where the poll began");
+        taken.set.keys.insert(8);
+        taken.keep(&slot, (5, at(9)), (6, at(10)), true);
+        assert!(holds(slot.take((6, at(10)), false), 8), "kept as of where the poll finished, with what it added");
+        assert!(holds(slot.take((6, at(10)), false), 8), "and back again after a poll cut short");
+        let taken = slot.take((6, at(10)), false).expect("still there");
+        taken.keep(&slot, (6, at(10)), (8, at(11)), true);
+        assert!(slot.take((8, at(11)), false).is_none(), "another poll finished during this one");
         slot.put((5, at(9)), one());
         assert!(slot.take((6, at(10)), false).is_none(), "another poll finished");
-        assert!(slot.take((6, at(10)), false).is_none(), "and they are gone");
+        assert!(slot.take((5, at(9)), false).is_none(), "and they are gone");
         slot.put((5, at(9)), one());
         assert!(slot.take((5, at(10)), false).is_none(), "an older version's poll moved the watermark");
         slot.put((5, at(9)), one());
-        assert!(slot.take((5, at(9)), true).is_some_and(|r| r.keys.is_empty()), "a full pass does not keep them");
+        assert!(slot.take((5, at(9)), true).is_some_and(|r| r.set.keys.is_empty()), "a full pass does not keep them");
+        assert!(slot.take((5, at(9)), false).is_none(), "nor put them back, when it does not finish");
     }
 
     /// A full pass validates the placements chunks that have come while its cases come: they

@@ -631,6 +631,18 @@ async fn a_changed_case_looks_up_only_the_placements_that_may_read_it(postgres_s
     assert_eq!(quiet.deadlines_stored, 1, "the case's own deadline: {quiet:?}");
     assert_eq!(quiet.placement_rows_read, 0, "no placement looked up: {quiet:?}");
 
+    // A poll that fails (the placements view gone for a moment) puts the readers back as of
+    // where it began: the next poll of a change of the case still looks up none.
+    exec(&register, &["DROP VIEW fristvakt_placements".to_string()]).await;
+    exec(&register, &["UPDATE cases SET caseworker = 'tva@kommun.example', updated_at = '2026-11-27T09:01:00Z' WHERE case_ref = '2026-BU-0003'".to_string()]).await;
+    let failed = jobs::poll::run_once(&app, Moment::on(date(TODAY), at(9, 2))).await;
+    assert!(failed.is_err(), "the placements view is gone: {failed:?}");
+    exec(&register, &["CREATE VIEW fristvakt_placements AS SELECT * FROM placements".to_string()]).await;
+    exec(&register, &["UPDATE cases SET caseworker = 'tre@kommun.example', updated_at = '2026-11-27T09:03:00Z' WHERE case_ref = '2026-BU-0003'".to_string()]).await;
+    let after = poll(&app, at(9, 4)).await;
+    assert_eq!(after.deadlines_stored, 1, "the case's own deadline: {after:?}");
+    assert_eq!(after.placement_rows_read, 0, "still no placement looked up: {after:?}");
+
     // A new case with a jourhem, read by this process's poll; once the jourhem's row is older
     // than the overlap, its case's close finds it by the readers alone.
     let jourhem = |placement_ref: &str, case_ref: &str, updated_at: &str| {
