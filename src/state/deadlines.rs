@@ -45,7 +45,7 @@ pub struct DeadlineRecord {
 
 /// The stored form of a deadline's cycle: '' for a one-off clock, else `YYYY-MM-DD`.
 pub fn cycle_column(cycle_start: Option<NaiveDate>) -> String {
-    cycle_start.map(|d| d.format("%Y-%m-%d").to_string()).unwrap_or_default()
+    cycle_start.map(crate::domain::iso_day_text).unwrap_or_default()
 }
 
 /// A stored cycle column read back; '' (a one-off clock) or an unreadable one is `None`.
@@ -102,16 +102,16 @@ macro_rules! bind_record {
             .bind(r.unit.as_str())
             .bind(r.caseworker.as_ref().map(EmailAddress::as_str))
             .bind(r.child_sex.map(Sex::code))
-            .bind(d.start_on)
-            .bind(d.nominal_due_on)
-            .bind(d.due_on)
-            .bind(d.closed_on)
+            .bind($crate::state::Day(d.start_on))
+            .bind($crate::state::Day(d.nominal_due_on))
+            .bind($crate::state::Day(d.due_on))
+            .bind(d.closed_on.map($crate::state::Day))
             .bind(reason)
-            .bind(extended_to)
+            .bind(extended_to.map($crate::state::Day))
             .bind(moved_over)
-            .bind(r.next_step_on)
+            .bind(r.next_step_on.map($crate::state::Day))
             .bind(r.row_updated_at)
-            $(.bind($seen_on))?
+            $(.bind($crate::state::Day($seen_on)))?
             .bind(r.child_key.as_ref().map(ChildKey::as_str))
             .bind(r.case_of.as_ref().map(CaseRef::as_str))
             .bind(cycle_column(r.cycle_start))

@@ -202,6 +202,47 @@ where
     }
 }
 
+/// A day bound to a statement: on SQLite the text sqlx writes for a `NaiveDate` (`%F`), written by
+/// hand ([`crate::domain::iso_day_text`]: a poll binds some seven days a deadline it writes, and
+/// sqlx's chrono interprets a format string for each); on PostgreSQL a `date`, as sqlx binds
+/// chrono's.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Day(pub(crate) chrono::NaiveDate);
+
+impl Type<Sqlite> for Day {
+    fn type_info() -> sqlx::sqlite::SqliteTypeInfo {
+        <chrono::NaiveDate as Type<Sqlite>>::type_info()
+    }
+}
+
+impl<'q> sqlx::Encode<'q, Sqlite> for Day {
+    fn encode_by_ref(
+        &self,
+        buf: &mut Vec<sqlx::sqlite::SqliteArgumentValue<'q>>,
+    ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+        sqlx::Encode::<Sqlite>::encode(crate::domain::iso_day_text(self.0), buf)
+    }
+}
+
+impl Type<Postgres> for Day {
+    fn type_info() -> sqlx::postgres::PgTypeInfo {
+        <chrono::NaiveDate as Type<Postgres>>::type_info()
+    }
+}
+
+impl sqlx::Encode<'_, Postgres> for Day {
+    fn encode_by_ref(
+        &self,
+        buf: &mut sqlx::postgres::PgArgumentBuffer,
+    ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+        sqlx::Encode::<Postgres>::encode_by_ref(&self.0, buf)
+    }
+
+    fn size_hint(&self) -> usize {
+        sqlx::Encode::<Postgres>::size_hint(&self.0)
+    }
+}
+
 /// Reading a named column of a row, whether it came through sqlx or from a SQLite state file
 /// by rusqlite ([`FileRow`]).
 pub(crate) trait Cells {
@@ -396,6 +437,9 @@ pub struct StateStore {
     /// The SQLite file this process writes (WAL), read by rusqlite where many rows come back at
     /// once (`StateStore::stored_of`): sqlx hands each row across from its worker's thread.
     sqlite_file: Option<std::path::PathBuf>,
+    /// The print logs this store's last incremental poll read, for its next
+    /// ([`StateStore::open_print_log`]).
+    kept_logs: prints::KeptLogs,
 }
 
 /// The checkpoints beside the writers ([`StateStore::checkpoint_in_background`]).
@@ -428,6 +472,7 @@ impl StateStore {
             own_writer,
             checkpoint: Default::default(),
             sqlite_file: url.sqlite_path().filter(|_| own_writer),
+            kept_logs: Default::default(),
         })
     }
 
@@ -452,6 +497,7 @@ impl StateStore {
             own_writer: false,
             checkpoint: Default::default(),
             sqlite_file: None,
+            kept_logs: Default::default(),
         })
     }
 

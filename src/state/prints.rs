@@ -246,16 +246,102 @@ pub struct PrintBook {
     appending: bool,
 }
 
+/// Prints by reference. Every poll reads the whole log (up to [`LOG_FOLD`] entries a shelf), so
+/// its map is keyed by boxed references hashed with foldhash: with `String` keys and SipHash,
+/// opening the logs took 4.7 % of the benchmark's samples over its polls at 1 000 000 cases
+/// (BENCHMARKS.md, "The cases' poll at 1 000 000 on SQLite").
+type LogPrints = HashMap<Box<str>, u64, foldhash::fast::RandomState>;
+
 /// The prints of `case_print_log` (the latest of each case), and the ones set since it was read.
 #[derive(Debug, Default)]
 struct PrintLog {
-    /// By reference. Every poll reads the whole log (up to [`LOG_FOLD`] entries a shelf), so
-    /// its map is keyed by boxed references hashed with foldhash: with `String` keys and SipHash,
-    /// opening the logs took 4.7 % of the benchmark's samples over its polls at 1 000 000 cases
-    /// (BENCHMARKS.md, "The cases' poll at 1 000 000 on SQLite").
-    prints: HashMap<Box<str>, u64, foldhash::fast::RandomState>,
+    /// The log as it was read; given back to the store's [`KeptLogs`] when the book is dropped
+    /// (`keep`), for the next poll.
+    read: KeptLog,
+    /// Set by this poll, over `read`'s: kept apart, since their transaction may yet fail.
+    set: LogPrints,
     /// Set since the log was read or last written: its next row.
     pending: Bucket,
+    /// Where `read` goes when the book is dropped (an incremental poll's book).
+    keep: Option<(KeptLogs, Shelf)>,
+    /// Rows of `read` decoded when it was opened (the others were kept).
+    #[cfg(test)]
+    decoded: usize,
+}
+
+impl PrintLog {
+    /// The latest print of a case in the log, this poll's included.
+    fn get(&self, case_ref: &str) -> Option<u64> {
+        self.set.get(case_ref).or_else(|| self.read.prints.get(case_ref)).copied()
+    }
+}
+
+impl Drop for PrintLog {
+    fn drop(&mut self) {
+        if let Some((kept, shelf)) = self.keep.take() {
+            kept.put(shelf, std::mem::take(&mut self.read));
+        }
+    }
+}
+
+/// A shelf's print log as a poll read it: its rows, byte for byte, and the latest print of each
+/// case in them. The store keeps it from one poll to the next ([`KeptLogs`]), so that a poll
+/// decodes only the rows written since: opening the two logs (up to [`LOG_FOLD`] entries each)
+/// and dropping their maps took a fifth of a poll's own thread at 1 000 000 cases
+/// (BENCHMARKS.md). It stands for the log only while the log begins with the same rows
+/// ([`StateStore::open_print_log`] compares them): rows are only appended and deleted, never
+/// changed, so any change (a fold, prints forgotten, another process's rows) shows there.
+#[derive(Debug, Default)]
+struct KeptLog {
+    /// The rows read, in their order: number and blob.
+    rows: Vec<(i64, Vec<u8>)>,
+    /// Entries in the rows (the same case's in several rows too).
+    entries: usize,
+    prints: LogPrints,
+    /// Rows decoded into it since it was last opened.
+    decoded: usize,
+}
+
+impl KeptLog {
+    /// The log of its first `rows` rows: itself when that is all of them, else built anew from
+    /// them.
+    fn prefix(&mut self, shelf: Shelf, rows: usize) -> Result<KeptLog, StateError> {
+        if rows == self.rows.len() {
+            return Ok(std::mem::take(self));
+        }
+        let mut log = KeptLog::default();
+        for (seq, blob) in self.rows.drain(..rows) {
+            log.take(shelf, seq, blob)?;
+        }
+        Ok(log)
+    }
+
+    /// Takes in a row read after the others.
+    fn take(&mut self, shelf: Shelf, seq: i64, blob: Vec<u8>) -> Result<(), StateError> {
+        let bucket = Bucket::decode(&blob).ok_or_else(|| shelf.corrupt(true, format!("row {seq}")))?;
+        self.entries += bucket.len();
+        self.prints.reserve(bucket.len());
+        for i in 0..bucket.len() {
+            self.prints.insert(bucket.case_ref(i).into(), bucket.entries[i].print);
+        }
+        self.rows.push((seq, blob));
+        self.decoded += 1;
+        Ok(())
+    }
+}
+
+/// Each shelf's [`KeptLog`], held by a store (its clones share it) between its polls.
+#[derive(Debug, Default, Clone)]
+pub(super) struct KeptLogs(std::sync::Arc<std::sync::Mutex<[Option<KeptLog>; 2]>>);
+
+impl KeptLogs {
+    fn take(&self, shelf: Shelf) -> Option<KeptLog> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())[shelf as usize].take()
+    }
+
+    fn put(&self, shelf: Shelf, log: KeptLog) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())[shelf as usize] = Some(log);
+    }
 }
 
 impl PrintBook {
@@ -334,6 +420,13 @@ impl PrintBook {
         self.shelf
     }
 
+    /// Rows of the print log this book's opening decoded: the others were the store's log as
+    /// its last poll read it ([`StateStore::open_print_log`]).
+    #[cfg(test)]
+    fn log_rows_decoded(&self) -> usize {
+        self.log.as_ref().map_or(0, |log| log.decoded)
+    }
+
     /// Whether this is an incremental poll's book that appends what it sets to the print log.
     pub fn keeps_log(&self) -> bool {
         self.log.is_some()
@@ -366,7 +459,7 @@ impl PrintBook {
     /// A case whose print the log holds needs no bucket.
     pub fn missing<'a>(&self, case_refs: impl Iterator<Item = &'a str>) -> BTreeSet<u32> {
         case_refs
-            .filter(|c| !self.log.as_ref().is_some_and(|log| log.prints.contains_key(*c)))
+            .filter(|c| self.log.as_ref().is_none_or(|log| log.get(c).is_none()))
             .map(|c| self.bucket_of(c))
             .filter(|b| !self.loaded[*b as usize])
             .collect()
@@ -374,8 +467,8 @@ impl PrintBook {
 
     /// The stored print of a case (in the log or a loaded bucket).
     pub fn get(&self, case_ref: &str) -> Option<u64> {
-        if let Some(print) = self.log.as_ref().and_then(|log| log.prints.get(case_ref)) {
-            return Some(*print);
+        if let Some(print) = self.log.as_ref().and_then(|log| log.get(case_ref)) {
+            return Some(print);
         }
         let (b, tag) = hash_of(case_ref, self.bits);
         let bucket = &self.buckets[b];
@@ -385,8 +478,8 @@ impl PrintBook {
     /// The stored print of a case, which is marked as read by this pass.
     pub fn read(&mut self, case_ref: &str) -> Option<u64> {
         // A book with a log is an incremental poll's, which lists no unread cases: no marks.
-        if let Some(print) = self.log.as_ref().and_then(|log| log.prints.get(case_ref)) {
-            return Some(*print);
+        if let Some(print) = self.log.as_ref().and_then(|log| log.get(case_ref)) {
+            return Some(print);
         }
         let (b, tag) = hash_of(case_ref, self.bits);
         let bucket = &mut self.buckets[b];
@@ -401,8 +494,8 @@ impl PrintBook {
     /// comparing references: the print is taken over the whole row, its reference included.
     pub fn read_unchanged(&mut self, case_ref: &str, print: u64) -> bool {
         // As `read`: the log stands over the bucket (whose print for the case may be older).
-        if let Some(logged) = self.log.as_ref().and_then(|log| log.prints.get(case_ref)) {
-            return *logged == print;
+        if let Some(logged) = self.log.as_ref().and_then(|log| log.get(case_ref)) {
+            return logged == print;
         }
         let (b, tag) = hash_of(case_ref, self.bits);
         let bucket = &mut self.buckets[b];
@@ -438,7 +531,7 @@ impl PrintBook {
         if self.log.is_some() {
             let stored = self.get(case_ref);
             if let Some(log) = self.log.as_mut().filter(|_| stored != Some(print)) {
-                log.prints.insert(case_ref.into(), print);
+                log.set.insert(case_ref.into(), print);
                 log.pending.push(case_ref, tag, print, false);
             }
             return;
@@ -564,39 +657,62 @@ impl StateStore {
 
     /// An incremental poll's book of `shelf` in `2^bits` buckets, none loaded yet, holding the
     /// print log (folded into the buckets first when it has grown past [`LOG_FOLD`] entries).
+    /// The log as the store's last poll read it ([`KeptLog`]) is decoded again only from the
+    /// first row that differs from it.
     pub async fn open_print_log(&self, shelf: Shelf, bits: u32) -> Result<PrintBook, StateError> {
-        let mut log = PrintLog::default();
-        // Every entry read counts, the same case's in several rows too: that is what each poll reads.
-        let mut entries = 0;
-        self.read_print_log(shelf, |bucket| {
-            entries += bucket.len();
-            log.prints.reserve(bucket.len());
-            for i in 0..bucket.len() {
-                log.prints.insert(bucket.case_ref(i).into(), bucket.entries[i].print);
-            }
+        let mut kept = self.kept_logs.take(shelf).unwrap_or_default();
+        // The rows read so far that are the kept log's first ones, in order; from the first row
+        // that is not, the log as read (`read`).
+        let mut same = 0;
+        let mut read: Option<KeptLog> = None;
+        self.read_print_log(shelf, |seq, blob| {
+            let read = match &mut read {
+                Some(read) => read,
+                None if kept.rows.get(same).is_some_and(|(s, b)| *s == seq && *b == blob) => {
+                    same += 1;
+                    return Ok(());
+                }
+                None => read.insert(kept.prefix(shelf, same)?),
+            };
+            read.take(shelf, seq, blob)
         })
         .await?;
-        if entries > LOG_FOLD {
+        let mut read = match read {
+            Some(read) => read,
+            None => kept.prefix(shelf, same)?,
+        };
+        let decoded = std::mem::take(&mut read.decoded);
+        tracing::debug!(shelf = ?shelf, rows = read.rows.len(), decoded, "print log opened");
+        if read.entries > LOG_FOLD {
             self.fold_print_log(shelf, bits).await?;
-            log.prints = Default::default();
+            read = KeptLog::default();
         }
         let mut book = PrintBook::on(shelf, bits);
-        book.log = Some(Box::new(log));
+        book.log = Some(Box::new(PrintLog {
+            read,
+            set: LogPrints::default(),
+            pending: Bucket::default(),
+            keep: Some((self.kept_logs.clone(), shelf)),
+            #[cfg(test)]
+            decoded,
+        }));
         Ok(book)
     }
 
-    /// Hands each row of `shelf`'s print log to `each`, in the order they were written; returns
-    /// the last row's number.
-    async fn read_print_log(&self, shelf: Shelf, mut each: impl FnMut(&Bucket)) -> Result<Option<i64>, StateError> {
+    /// Hands each row of `shelf`'s print log (its number and blob) to `each`, in the order they
+    /// were written; returns the last row's number.
+    async fn read_print_log(
+        &self,
+        shelf: Shelf,
+        mut each: impl FnMut(i64, Vec<u8>) -> Result<(), StateError>,
+    ) -> Result<Option<i64>, StateError> {
         let mut last = None;
         let sql = format!("SELECT seq, prints FROM {} ORDER BY seq", shelf.log());
         with_pool!(&self.pool, p => {
             let mut rows = sqlx::query(&sql).fetch(p);
             while let Some(row) = rows.try_next().await.map_err(query_error("reading a print log"))? {
                 let seq: i64 = column(&row, "seq")?;
-                let blob: Vec<u8> = column(&row, "prints")?;
-                let bucket = Bucket::decode(&blob).ok_or_else(|| shelf.corrupt(true, format!("row {seq}")))?;
-                each(&bucket);
+                each(seq, column(&row, "prints")?)?;
                 last = Some(seq);
             }
             Ok::<_, StateError>(())
@@ -608,8 +724,10 @@ impl StateStore {
     /// transaction.
     pub async fn fold_print_log(&self, shelf: Shelf, bits: u32) -> Result<(), StateError> {
         let mut entries: Vec<(String, u64)> = Vec::new();
-        let read = self.read_print_log(shelf, |bucket| {
+        let read = self.read_print_log(shelf, |seq, blob| {
+            let bucket = Bucket::decode(&blob).ok_or_else(|| shelf.corrupt(true, format!("row {seq}")))?;
             entries.extend((0..bucket.len()).map(|i| (bucket.case_ref(i).to_string(), bucket.entries[i].print)));
+            Ok(())
         });
         let Some(last) = read.await? else {
             return Ok(());
@@ -1028,7 +1146,7 @@ mod tests {
         }
         let mut book = PrintBook::new(4);
         let mut log = PrintLog::default();
-        log.prints.insert("CASE-7".into(), 70);
+        log.read.prints.insert("CASE-7".into(), 70);
         book.log = Some(Box::new(log));
         let wanted = book.missing(["CASE-7", "CASE-8"].into_iter());
         assert_eq!(wanted, BTreeSet::from([book.bucket_of("CASE-8")]), "a logged case needs no bucket");
@@ -1075,5 +1193,145 @@ mod tests {
 
     fn tag_of(case_ref: &str) -> u32 {
         hash_of(case_ref, MIN_BITS).1
+    }
+
+    /// A migrated state on a SQLite file in a directory of its own (removed when dropped).
+    async fn file_state() -> (tempfile::TempDir, crate::config::DatabaseUrl, StateStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let url =
+            crate::config::DatabaseUrl::parse(&format!("sqlite://{}", dir.path().join("state.db").display())).unwrap();
+        let state = StateStore::connect(&url).await.unwrap();
+        state.migrate().await.unwrap();
+        (dir, url, state)
+    }
+
+    /// What a store does to a shelf's print log, as a poll or a full pass does it.
+    #[derive(Debug, Clone)]
+    enum LogStep {
+        /// An incremental poll that sets these prints (reference number, print) and stores
+        /// them, or fails before its transaction commits.
+        Poll { sets: Vec<(u8, u64)>, commits: bool },
+        /// The log folded into the buckets (a full pass, a long log).
+        Fold,
+        /// Every print dropped (a first full pass starting again).
+        Forget,
+    }
+
+    fn log_step() -> impl proptest::strategy::Strategy<Value = LogStep> {
+        use proptest::prelude::*;
+        prop_oneof![
+            6 => (prop::collection::vec((0..24u8, 1..4u64), 0..6), prop::bool::weighted(0.8))
+                .prop_map(|(sets, commits)| LogStep::Poll { sets, commits }),
+            1 => Just(LogStep::Fold),
+            1 => Just(LogStep::Forget),
+        ]
+    }
+
+    const LOG_BITS: u32 = 4;
+
+    async fn take_step(state: &StateStore, shelf: Shelf, step: &LogStep) {
+        match step {
+            LogStep::Poll { sets, commits } => {
+                let mut book = state.open_print_log(shelf, LOG_BITS).await.unwrap();
+                let refs: Vec<String> = sets.iter().map(|(r, _)| format!("CASE-{r}")).collect();
+                let missing = book.missing(refs.iter().map(String::as_str));
+                state.load_buckets(&mut book, &missing).await.unwrap();
+                for (case_ref, (_, print)) in refs.iter().zip(sets) {
+                    book.set(case_ref, *print);
+                }
+                if *commits {
+                    state.store_prints(&mut book, &[]).await.unwrap();
+                }
+            }
+            LogStep::Fold => state.fold_print_log(shelf, LOG_BITS).await.unwrap(),
+            LogStep::Forget => state.forget_prints(shelf).await.unwrap(),
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+        /// The log a store kept from its last poll reads as the log read whole, whatever this
+        /// store and another process (a second store on the file) did to it in between: polls
+        /// that stored or failed, folds (after which SQLite numbers new rows from 1 again), and
+        /// prints forgotten; the store opens the log after some steps, not all. An open after its
+        /// own poll alone decodes only the row that poll added.
+        #[test]
+        fn a_kept_print_log_reads_as_the_log_read_whole(
+            steps in proptest::collection::vec((proptest::bool::ANY, log_step(), proptest::bool::weighted(0.6)), 1..14),
+            shelf in proptest::sample::select(vec![Shelf::Cases, Shelf::Placements]),
+        ) {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(async {
+                let (_dir, url, this) = file_state().await;
+                let other = StateStore::connect(&url).await.unwrap();
+                let refs: Vec<String> = (0..24).map(|i| format!("CASE-{i}")).collect();
+                let logged = |book: &PrintBook| refs.iter().map(|r| book.log.as_ref().unwrap().get(r)).collect::<Vec<_>>();
+                let mut rows_before = None;
+                for (at, (by_this, step, check)) in steps.iter().enumerate() {
+                    take_step(if *by_this { &this } else { &other }, shelf, step).await;
+                    if !check && at + 1 < steps.len() {
+                        rows_before = None;
+                        continue;
+                    }
+                    // Opened by this store (its kept log) and by a store that kept nothing.
+                    let kept = this.open_print_log(shelf, LOG_BITS).await.unwrap();
+                    let fresh = StateStore::connect(&url).await.unwrap();
+                    let whole = fresh.open_print_log(shelf, LOG_BITS).await.unwrap();
+                    assert_eq!(logged(&kept), logged(&whole), "after {step:?} by {}", if *by_this { "this store" } else { "another" });
+                    assert_eq!(whole.log_rows_decoded(), whole.log.as_ref().unwrap().read.rows.len());
+                    let rows = kept.log.as_ref().unwrap().read.rows.len();
+                    if let (true, LogStep::Poll { commits, sets }, Some(before)) = (by_this, step, rows_before) {
+                        let added = usize::from(*commits && !sets.is_empty());
+                        if rows == before + added {
+                            assert_eq!(kept.log_rows_decoded(), added, "after {step:?}: only the row it added");
+                        }
+                    }
+                    rows_before = Some(rows);
+                    drop((kept, whole));
+                    fresh.close().await;
+                }
+                other.close().await;
+                this.close().await;
+            });
+        }
+    }
+
+    /// After a fold, SQLite numbers the log's rows from 1 again: a row of another process's with
+    /// the number of a kept row is not taken for it.
+    #[tokio::test]
+    async fn a_log_row_numbered_again_after_a_fold_is_read_anew() {
+        let (_dir, url, this) = file_state().await;
+        let other = StateStore::connect(&url).await.unwrap();
+        let poll = |state: &StateStore, case_ref: &'static str, print: u64| {
+            let state = state.clone();
+            async move {
+                let mut book = state.open_print_log(Shelf::Cases, LOG_BITS).await.unwrap();
+                let missing = book.missing(std::iter::once(case_ref));
+                state.load_buckets(&mut book, &missing).await.unwrap();
+                book.set(case_ref, print);
+                state.store_prints(&mut book, &[]).await.unwrap();
+            }
+        };
+        poll(&this, "CASE-1", 11).await;
+        let book = this.open_print_log(Shelf::Cases, LOG_BITS).await.unwrap();
+        assert_eq!((book.log_rows_decoded(), book.get("CASE-1")), (1, Some(11)));
+        drop(book);
+        let book = this.open_print_log(Shelf::Cases, LOG_BITS).await.unwrap();
+        assert_eq!((book.log_rows_decoded(), book.get("CASE-1")), (0, Some(11)), "kept");
+        drop(book);
+        other.fold_print_log(Shelf::Cases, LOG_BITS).await.unwrap();
+        poll(&other, "CASE-2", 22).await;
+        let crate::db::Pool::Sqlite(pool) = &this.pool else { unreachable!("a SQLite file") };
+        let seqs: Vec<i64> = sqlx::query_scalar("SELECT seq FROM case_print_log").fetch_all(pool).await.unwrap();
+        assert_eq!(seqs, [1], "the row is numbered as the folded one was");
+        let book = this.open_print_log(Shelf::Cases, LOG_BITS).await.unwrap();
+        assert_eq!(book.log_rows_decoded(), 1);
+        assert_eq!(
+            (book.get("CASE-1"), book.get("CASE-2")),
+            (None, Some(22)),
+            "CASE-1 is in its bucket now, not loaded"
+        );
+        other.close().await;
+        this.close().await;
     }
 }
