@@ -10,7 +10,8 @@
 //! the buckets of the rows it reads, but writes the prints it changed as one row appended to
 //! `case_print_log` per transaction (a thousand changed rows rewrote about a thousand buckets
 //! scattered over the table: a page each); it reads the whole log first, whose prints stand over
-//! the buckets'. The full pass (and a poll that finds more than [`LOG_FOLD`] entries) folds the
+//! the buckets' (the store keeps the log its last poll read, [`KeptLog`], and decodes only the
+//! rows that differ from it). The full pass (and a poll that finds more than [`LOG_FOLD`] entries) folds the
 //! log into the buckets and deletes it, in one transaction. `poll_state.print_bits` is NULL until the first
 //! full pass has built the book, which from then on also lists every case with stored deadlines
 //! (the cases a full pass did not read left the register).
