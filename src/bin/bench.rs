@@ -90,6 +90,10 @@ use crate::store::{
 };
 use crate::table::{row, At, Goal, Timing};
 
+/// The command line, as `--help` and a wrong argument show it.
+const USAGE: &str = "[--cases N[,N…]] [--runs R] [--notices N] [--engines sqlite,postgres] [--every-row] \
+                     [--placements PER_CENT] [--only changed-poll|full-pass]";
+
 fn main() -> Result<()> {
     let mut sizes = vec![100_000usize];
     let mut runs = 3usize;
@@ -123,10 +127,11 @@ fn main() -> Result<()> {
                 Some("full-pass") => only_full = true,
                 other => anyhow::bail!("--only takes changed-poll or full-pass, not {other:?}"),
             },
-            other => anyhow::bail!(
-                "unknown argument {other:?}; use [--cases N[,N…]] [--runs R] [--notices N] [--engines sqlite,postgres] \
-                 [--every-row] [--placements PER_CENT] [--only changed-poll|full-pass]"
-            ),
+            "--help" | "-h" => {
+                println!("usage: fristvakt-bench {USAGE}\n\nSee the comment at the top of src/bin/bench.rs and BENCHMARKS.md.");
+                return Ok(());
+            }
+            other => anyhow::bail!("unknown argument {other:?}; use {USAGE}"),
         }
     }
     let runs = runs.max(1);
