@@ -658,8 +658,10 @@ impl StateStore {
 
     /// An incremental poll's book of `shelf` in `2^bits` buckets, none loaded yet, holding the
     /// print log (folded into the buckets first when it has grown past [`LOG_FOLD`] entries).
-    /// The log as the store's last poll read it ([`KeptLog`]) is decoded again only from the
-    /// first row that differs from it.
+    /// The log as the store's last poll read it ([`KeptLog`]) stands for the log's leading rows
+    /// when they are all of its rows, and only the rows after them are decoded; when some of its
+    /// rows are no longer there or differ (a fold, another process's rows, rows committed out of
+    /// order on PostgreSQL), the map is built again from every row read.
     pub async fn open_print_log(&self, shelf: Shelf, bits: u32) -> Result<PrintBook, StateError> {
         let mut kept = self.kept_logs.take(shelf).unwrap_or_default();
         // The rows read so far that are the kept log's first ones, in order; from the first row
