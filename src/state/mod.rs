@@ -599,3 +599,19 @@ impl StateStore {
         self.pool.close().await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::StateStore;
+
+    /// A migrated state on a SQLite file in a directory of its own (removed when dropped), and
+    /// its URL (for another store on the same file).
+    pub(crate) async fn file_state() -> (tempfile::TempDir, crate::config::DatabaseUrl, StateStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let url =
+            crate::config::DatabaseUrl::parse(&format!("sqlite://{}", dir.path().join("state.db").display())).unwrap();
+        let state = StateStore::connect(&url).await.unwrap();
+        state.migrate().await.unwrap();
+        (dir, url, state)
+    }
+}

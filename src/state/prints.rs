@@ -102,6 +102,11 @@ impl Shelf {
         };
         StateError::Corrupt { column, value: at }
     }
+
+    /// Row `seq` of the print log, decoded.
+    fn log_row(self, seq: i64, blob: &[u8]) -> Result<Bucket, StateError> {
+        Bucket::decode(blob).ok_or_else(|| self.corrupt(true, format!("row {seq}")))
+    }
 }
 
 /// One case of a bucket: 16 bytes, so that a lookup scans the tags of a bucket in a few cache
@@ -319,7 +324,7 @@ impl KeptLog {
 
     /// Takes in a row read after the others.
     fn take(&mut self, shelf: Shelf, seq: i64, blob: Vec<u8>) -> Result<(), StateError> {
-        let bucket = Bucket::decode(&blob).ok_or_else(|| shelf.corrupt(true, format!("row {seq}")))?;
+        let bucket = shelf.log_row(seq, &blob)?;
         self.entries += bucket.len();
         self.prints.reserve(bucket.len());
         for i in 0..bucket.len() {
@@ -728,7 +733,7 @@ impl StateStore {
     pub async fn fold_print_log(&self, shelf: Shelf, bits: u32) -> Result<(), StateError> {
         let mut entries: Vec<(String, u64)> = Vec::new();
         let read = self.read_print_log(shelf, |seq, blob| {
-            let bucket = Bucket::decode(&blob).ok_or_else(|| shelf.corrupt(true, format!("row {seq}")))?;
+            let bucket = shelf.log_row(seq, &blob)?;
             entries.extend((0..bucket.len()).map(|i| (bucket.case_ref(i).to_string(), bucket.entries[i].print)));
             Ok(())
         });
@@ -791,7 +796,7 @@ impl StateStore {
                         .fetch_one(&mut *tx)
                         .await
                         .map_err(query_error("reading a print log"))?;
-                    let logged = Bucket::decode(&blob).ok_or_else(|| shelf.corrupt(true, format!("row {seq}")))?;
+                    let logged = shelf.log_row(*seq, &blob)?;
                     for i in 0..logged.len() {
                         let case_ref = logged.case_ref(i);
                         if book.bucket_of(case_ref) as usize >> shift == part {
@@ -1022,6 +1027,7 @@ pub(crate) use withdraw_in;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::tests::file_state;
 
     #[test]
     fn a_book_sets_replaces_and_removes_prints() {
@@ -1198,16 +1204,6 @@ mod tests {
         hash_of(case_ref, MIN_BITS).1
     }
 
-    /// A migrated state on a SQLite file in a directory of its own (removed when dropped).
-    async fn file_state() -> (tempfile::TempDir, crate::config::DatabaseUrl, StateStore) {
-        let dir = tempfile::tempdir().unwrap();
-        let url =
-            crate::config::DatabaseUrl::parse(&format!("sqlite://{}", dir.path().join("state.db").display())).unwrap();
-        let state = StateStore::connect(&url).await.unwrap();
-        state.migrate().await.unwrap();
-        (dir, url, state)
-    }
-
     /// What a store does to a shelf's print log, as a poll or a full pass does it.
     #[derive(Debug, Clone)]
     enum LogStep {
@@ -1305,17 +1301,8 @@ mod tests {
     async fn a_log_row_numbered_again_after_a_fold_is_read_anew() {
         let (_dir, url, this) = file_state().await;
         let other = StateStore::connect(&url).await.unwrap();
-        let poll = |state: &StateStore, case_ref: &'static str, print: u64| {
-            let state = state.clone();
-            async move {
-                let mut book = state.open_print_log(Shelf::Cases, LOG_BITS).await.unwrap();
-                let missing = book.missing(std::iter::once(case_ref));
-                state.load_buckets(&mut book, &missing).await.unwrap();
-                book.set(case_ref, print);
-                state.store_prints(&mut book, &[]).await.unwrap();
-            }
-        };
-        poll(&this, "CASE-1", 11).await;
+        let poll = |case: u8, print: u64| LogStep::Poll { sets: vec![(case, print)], commits: true };
+        take_step(&this, Shelf::Cases, &poll(1, 11)).await;
         let book = this.open_print_log(Shelf::Cases, LOG_BITS).await.unwrap();
         assert_eq!((book.log_rows_decoded(), book.get("CASE-1")), (1, Some(11)));
         drop(book);
@@ -1323,7 +1310,7 @@ mod tests {
         assert_eq!((book.log_rows_decoded(), book.get("CASE-1")), (0, Some(11)), "kept");
         drop(book);
         other.fold_print_log(Shelf::Cases, LOG_BITS).await.unwrap();
-        poll(&other, "CASE-2", 22).await;
+        take_step(&other, Shelf::Cases, &poll(2, 22)).await;
         let crate::db::Pool::Sqlite(pool) = &this.pool else { unreachable!("a SQLite file") };
         let seqs: Vec<i64> = sqlx::query_scalar("SELECT seq FROM case_print_log").fetch_all(pool).await.unwrap();
         assert_eq!(seqs, [1], "the row is numbered as the folded one was");

@@ -262,6 +262,7 @@ mod tests {
     use crate::domain::UnitCode;
     use crate::rules::calendar::DayKind;
     use crate::rules::{Deadline, DueReason};
+    use crate::state::tests::file_state;
 
     fn day(text: &str) -> NaiveDate {
         NaiveDate::parse_from_str(text, "%Y-%m-%d").unwrap()
@@ -394,21 +395,11 @@ mod tests {
         assert_eq!(write_of(&r, Some(&s)), Write::Nothing, "no next step, none stored");
     }
 
-    /// A migrated state on a SQLite file in a directory of its own (removed when dropped).
-    async fn file_state() -> (tempfile::TempDir, StateStore) {
-        let dir = tempfile::tempdir().unwrap();
-        let url =
-            crate::config::DatabaseUrl::parse(&format!("sqlite://{}", dir.path().join("state.db").display())).unwrap();
-        let state = StateStore::connect(&url).await.unwrap();
-        state.migrate().await.unwrap();
-        (dir, state)
-    }
-
     /// Two reads of other references taken in together hold what one read of all gives: each
     /// record finds its own row, and the kinds gone are found for the cases of either.
     #[tokio::test]
     async fn reads_of_other_references_taken_in_together_are_one_read() {
-        let (_dir, state) = file_state().await;
+        let (_dir, _, state) = file_state().await;
         let other = DeadlineRecord { case_ref: CaseRef::parse("2026-PL-0200").unwrap(), ..record() };
         let (one, two) = ([record().case_ref], [other.case_ref.clone()]);
         state.store_deadlines(&one, &[record()], None).await.unwrap();
@@ -430,7 +421,7 @@ mod tests {
     /// compared column, the cycles), so that a record identical to its row needs no statement.
     #[tokio::test]
     async fn the_file_read_of_stored_rows_is_the_pools() {
-        let (_dir, state) = file_state().await;
+        let (_dir, _, state) = file_state().await;
         assert!(state.sqlite_file.is_some());
         let moved = Deadline {
             kind: Kind::Investigation,
